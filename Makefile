@@ -1,0 +1,43 @@
+# One entry point for users and CI. Every target bootstraps the virtual environment first,
+# so `make run` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: install run test lint check bench lock kafka-up kafka-down clean
+
+$(STAMP): pyproject.toml constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: install  ## run the service (starts a local broker when none is configured)
+	$(BIN)/sentinel run
+
+test: install  ## all tests, integration tests against a real local Kafka broker
+	$(BIN)/pytest
+
+lint: install  ## ruff (lint + format check) and mypy --strict
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+check: lint test  ## lint + types + tests: what CI runs
+
+bench: install
+	$(BIN)/python bench/detectors.py
+
+lock: install
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^sentinel' > constraints.txt
+
+kafka-up: install
+	$(BIN)/sentinel kafka up
+kafka-down: install
+	$(BIN)/sentinel kafka down
+
+clean:
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache

@@ -1,0 +1,122 @@
+"""The detector contract shared by every online detector.
+
+After river's drift detectors: the constructor stores hyper-parameters under their own
+names and nothing else; state is created in ``_reset()``; ``update(x)`` advances the state
+by one observation. Scoring and deciding are separate: a detector exposes its current
+``statistic`` and ``threshold``, and ``update`` returns a :class:`Signal` (the decision,
+with its evidence) only on the step where the statistic crosses the threshold.
+
+State is a plain JSON-compatible mapping (numbers, strings, lists, dicts) so that the
+streaming layer can keep it in a changelog-backed table and restore it after a restart.
+"""
+
+from __future__ import annotations
+
+import abc
+import copy
+import enum
+from typing import Any, ClassVar, Generic, TypeVar
+
+from pydantic import BaseModel, ConfigDict, Field
+
+X = TypeVar("X")
+
+JsonState = dict[str, Any]
+
+
+class SignalKind(enum.StrEnum):
+    """What a signal is about; the alerting layer maps kinds to incident types."""
+
+    DOWNVOTE_RATE = "downvote_rate"
+    TOXICITY_RATE = "toxicity_rate"
+    CRITICAL_EVENT = "critical_event"
+    CONFIDENCE_SHIFT = "confidence_shift"
+    INPUT_DRIFT = "input_drift"
+    OUTPUT_DRIFT = "output_drift"
+    PROMPT_INJECTION_RATE = "prompt_injection_rate"
+
+
+class Direction(enum.StrEnum):
+    """Direction of the detected change relative to the baseline."""
+
+    UP = "up"
+    DOWN = "down"
+    BOTH = "both"
+
+
+class Signal(BaseModel):
+    """A detected change, with the evidence an incident needs.
+
+    ``first_index`` and ``last_index`` are positions in the detector's own stream of
+    observations (0-based count of ``update`` calls since the last reset); the streaming
+    layer maps them to Kafka coordinates.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    detector: str = Field(description="Detector class name, e.g. 'BernoulliCusum'.")
+    kind: SignalKind
+    statistic: float = Field(description="Value of the detection statistic at the alarm.")
+    threshold: float = Field(description="Decision threshold the statistic crossed.")
+    baseline: float = Field(description="Baseline value of the monitored quantity.")
+    observed: float = Field(description="Observed value of the monitored quantity.")
+    effect_size: float = Field(
+        description="Standardised size of the change (e.g. relative rate increase, "
+        "Cohen's d, or a distance between distributions)."
+    )
+    direction: Direction
+    first_index: int = Field(ge=0, description="First observation of the evidence window.")
+    last_index: int = Field(ge=0, description="Observation at which the alarm fired.")
+    n_observations: int = Field(ge=1, description="Observations in the evidence window.")
+    p_value: float | None = Field(default=None, ge=0.0, le=1.0)
+    feature: str | None = Field(default=None, description="Feature or category, if any.")
+    details: dict[str, float] = Field(default_factory=dict)
+
+
+class Detector(abc.ABC, Generic[X]):
+    """Base class for online detectors.
+
+    Subclasses define ``kind`` and implement ``_reset``, ``update``, ``get_state`` and
+    ``set_state``. The constructor of a subclass must only store its hyper-parameters
+    (under the same names as the arguments) and then call ``self._reset()``.
+    """
+
+    kind: ClassVar[SignalKind]
+
+    @abc.abstractmethod
+    def _reset(self) -> None:
+        """Create fresh state (called by the constructor and by ``reset``)."""
+
+    def reset(self) -> None:
+        """Forget everything learned; equivalent to a newly constructed detector."""
+        self._reset()
+
+    @abc.abstractmethod
+    def update(self, x: X) -> Signal | None:
+        """Advance the state by one observation; return a Signal on an alarm."""
+
+    @property
+    @abc.abstractmethod
+    def statistic(self) -> float:
+        """Current value of the detection statistic (the score)."""
+
+    @property
+    @abc.abstractmethod
+    def threshold(self) -> float:
+        """Current decision threshold for ``statistic``."""
+
+    @abc.abstractmethod
+    def get_state(self) -> JsonState:
+        """Return the state as a JSON-compatible mapping (a copy, safe to store)."""
+
+    @abc.abstractmethod
+    def set_state(self, state: JsonState) -> None:
+        """Restore a state previously returned by ``get_state``."""
+
+    def params(self) -> dict[str, Any]:
+        """The hyper-parameters, as passed to the constructor."""
+        return {k: copy.deepcopy(v) for k, v in vars(self).items() if not k.startswith("_")}
+
+    def clone(self) -> Detector[X]:
+        """A fresh detector with the same hyper-parameters."""
+        return type(self)(**self.params())
