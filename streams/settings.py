@@ -1,0 +1,201 @@
+"""Typed service settings: TOML file + environment overrides, unknown keys rejected.
+
+The default file is ``config/sentinel.toml``; ``SENTINEL_CONFIG`` or ``--config`` name
+another. Environment variables override file values (``SENTINEL_<SECTION>__<KEY>``), and
+``SENTINEL_BROKER`` is accepted as a short form of ``SENTINEL_KAFKA__BROKER``. Nothing is
+read at import time: call :func:`load_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    EnvSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+from pydantic_settings.sources.utils import parse_env_vars
+
+DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sentinel.toml"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    """Where the broker is and how topics are laid out."""
+
+    broker: str = Field(
+        default="", description="Broker URL(s), e.g. 'kafka://h1:9092;h2:9092'. Empty = local."
+    )
+    topic_partitions: int = Field(default=4, ge=1, le=1024)
+    replication_factor: int = Field(default=1, ge=1, le=16)
+
+    @field_validator("broker")
+    @classmethod
+    def _check_broker(cls, v: str) -> str:
+        v = v.strip()
+        if v and not v.startswith("kafka://"):
+            raise ValueError(f"broker must look like 'kafka://host:port', got {v!r}")
+        return v
+
+    @property
+    def bootstrap_servers(self) -> list[str]:
+        """The broker as a host:port list for kafka-python / aiokafka clients."""
+        return [part.strip() for part in self.broker.removeprefix("kafka://").split(";") if part]
+
+
+class TopicSettings(_Section):
+    """Topic names; one place so producers, agents and consumers agree."""
+
+    inputs: str = "sentinel.inputs"
+    outputs: str = "sentinel.outputs"
+    feedback: str = "sentinel.feedback"
+    evaluations: str = "sentinel.evaluations"
+    alerts: str = "sentinel.alerts"
+    dead_letter: str = "sentinel.dead-letter"
+    control: str = "sentinel.control"
+
+
+class WorkerSettings(_Section):
+    """The faust worker: identity, state store, web endpoint, logging."""
+
+    app_id: str = Field(default="sentinel", pattern=r"^[A-Za-z0-9._-]+$")
+    store: str = Field(default="rocksdb://", pattern=r"^(memory|rocksdb)://$")
+    data_dir: Path = Path(".sentinel/worker")
+    web_enabled: bool = True
+    web_port: int = Field(default=6066, ge=0, le=65535)
+    web_host: str = "127.0.0.1"
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+class LocalBrokerSettings(_Section):
+    """The single-node KRaft broker that `sentinel kafka up` runs from Maven Central jars."""
+
+    kafka_version: str = Field(default="4.1.1", pattern=r"^4\.\d+\.\d+$")
+    host: str = "127.0.0.1"
+    port: int = Field(default=9092, ge=1, le=65535)
+    controller_port: int = Field(default=9093, ge=1, le=65535)
+    data_dir: Path = Path(".sentinel/kafka")
+    cache_dir: Path = Path("~/.cache/sentinel/kafka")
+    heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
+    start_timeout_s: float = Field(default=60.0, gt=0)
+
+    @field_validator("kafka_version")
+    @classmethod
+    def _at_least_401(cls, v: str) -> str:
+        major, minor, patch = (int(p) for p in v.split("."))
+        if (major, minor, patch) < (4, 0, 1):
+            raise ValueError("Kafka 4.0.0 dropped JoinGroup v0/v1 used by clients; use >= 4.0.1")
+        return v
+
+
+class _InjectedEnvSource(EnvSettingsSource):
+    """pydantic-settings' environment source, reading an injected mapping, not os.environ."""
+
+    def __init__(self, settings_cls: type[BaseSettings], environ: Mapping[str, str]) -> None:
+        self._environ = dict(environ)
+        super().__init__(settings_cls)
+
+    def _load_env_vars(self) -> Mapping[str, str | None]:
+        return parse_env_vars(
+            self._environ, self.case_sensitive, self.env_ignore_empty, self.env_parse_none_str
+        )
+
+
+class Settings(BaseSettings):
+    """All service settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENTINEL_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    worker: WorkerSettings = WorkerSettings()
+    local_broker: LocalBrokerSettings = LocalBrokerSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file, which is passed as init kwargs.
+        return (env_settings, init_settings)
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key."""
+
+
+def _format_errors(source: str, err: ValidationError) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        lines.append(f"  {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def load_settings(
+    path: Path | None = None,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Settings:
+    """Load settings from a TOML file, then environment variables, then ``overrides``.
+
+    ``env`` defaults to ``os.environ``; it is injected so tests need not touch the
+    process environment. Raises :class:`ConfigError` naming the offending key.
+    """
+    environ = dict(os.environ if env is None else env)
+    if path is None:
+        path = Path(environ["SENTINEL_CONFIG"]) if environ.get("SENTINEL_CONFIG") else None
+    source = str(path) if path is not None else str(DEFAULT_CONFIG)
+    file_path = path if path is not None else DEFAULT_CONFIG
+    data: dict[str, Any] = {}
+    if file_path.exists():
+        try:
+            data = tomllib.loads(file_path.read_text(encoding="utf-8"))
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+    elif path is not None:
+        raise ConfigError(f"config file not found: {path}")
+    if "SENTINEL_BROKER" in environ and "SENTINEL_KAFKA__BROKER" not in environ:
+        environ["SENTINEL_KAFKA__BROKER"] = environ["SENTINEL_BROKER"]
+    environ.pop("SENTINEL_BROKER", None)
+    environ.pop("SENTINEL_CONFIG", None)
+    for key, value in (overrides or {}).items():
+        section, _, name = key.partition(".")
+        data.setdefault(section, {})[name] = value
+    class _Bound(Settings):
+        @classmethod
+        def settings_customise_sources(
+            cls,
+            settings_cls: type[BaseSettings],
+            init_settings: PydanticBaseSettingsSource,
+            env_settings: PydanticBaseSettingsSource,
+            dotenv_settings: PydanticBaseSettingsSource,
+            file_secret_settings: PydanticBaseSettingsSource,
+        ) -> tuple[PydanticBaseSettingsSource, ...]:
+            return (_InjectedEnvSource(settings_cls, environ), init_settings)
+
+    try:
+        settings: Settings = _Bound(**data)
+        return settings
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(source, exc)) from exc
