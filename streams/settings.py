@@ -144,7 +144,7 @@ class ConfigError(ValueError):
 
 
 def _format_errors(source: str, err: ValidationError) -> str:
-    lines = [f"invalid configuration in {source}:"]
+    lines = [f"invalid configuration in {source} (or its SENTINEL_* environment overrides):"]
     for e in err.errors():
         loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
         msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
@@ -195,7 +195,21 @@ def load_settings(
             return (_InjectedEnvSource(settings_cls, environ), init_settings)
 
     try:
-        settings: Settings = _Bound(**data)
-        return settings
+        # Re-validate as plain Settings (model_validate does not re-read the environment).
+        return Settings.model_validate(_Bound(**data).model_dump())
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment variables that reproduce ``settings`` in another process.
+
+    Used to hand a validated configuration to a worker subprocess (tests, scale-out).
+    """
+    env: dict[str, str] = {}
+    for section, values in settings.model_dump(mode="json").items():
+        for key, value in values.items():
+            env[f"SENTINEL_{section.upper()}__{key.upper()}"] = (
+                str(value).lower() if isinstance(value, bool) else str(value)
+            )
+    return env

@@ -1,0 +1,134 @@
+"""The ``sentinel`` command line.
+
+Subcommands:
+  run                  start the worker (and a local broker when none is configured)
+  kafka up|down|status manage the local single-node KRaft broker
+  config               validate the configuration and print it
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from pydantic import ValidationError
+
+from streams.broker import BrokerError, LocalBroker
+from streams.settings import ConfigError, LocalBrokerSettings, Settings, load_settings
+
+Handler = Callable[[argparse.Namespace], int]
+
+
+def _say(message: str) -> None:
+    print(f"sentinel: {message}", file=sys.stderr, flush=True)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    path: Path | None = getattr(args, "config", None)
+    return load_settings(path)
+
+
+def _local_broker(args: argparse.Namespace, settings: Settings) -> LocalBroker:
+    overrides = {
+        key: value
+        for key, value in {
+            "port": getattr(args, "port", None),
+            "controller_port": getattr(args, "controller_port", None),
+            "data_dir": getattr(args, "data_dir", None),
+        }.items()
+        if value is not None
+    }
+    local = LocalBrokerSettings.model_validate({**settings.local_broker.model_dump(), **overrides})
+    return LocalBroker(local, log=_say)
+
+
+def cmd_kafka(args: argparse.Namespace) -> int:
+    """``sentinel kafka up|down|status``."""
+    broker = _local_broker(args, _settings(args))
+    if args.action == "up":
+        status = broker.up()
+        print(f"Kafka broker {status.describe()}")
+        print(f"  use it with: SENTINEL_BROKER={broker.url}")
+        return 0
+    if args.action == "down":
+        stopped = broker.down()
+        print("Kafka broker stopped" if stopped else "Kafka broker was not running")
+        return 0
+    status = broker.status()
+    print(f"Kafka broker {status.describe()}")
+    return 0 if status.running and status.accepting else 3
+
+
+def cmd_config(args: argparse.Namespace) -> int:
+    """``sentinel config``: validate and print the effective configuration."""
+    settings = _settings(args)
+    print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    """``sentinel run``: the streaming worker, on the configured or a local broker."""
+    settings = _settings(args)
+    broker_url = settings.kafka.broker
+    if not broker_url:
+        broker = _local_broker(args, settings)
+        _say(
+            "no broker configured (kafka.broker in the config file, or SENTINEL_BROKER): "
+            f"using a local Kafka broker on {broker.bootstrap}, data in {broker.data_dir}"
+        )
+        broker.up()
+        broker_url = broker.url
+        _say("the local broker keeps running after the worker stops: 'sentinel kafka down'")
+    from streams.worker import run_worker
+
+    return run_worker(settings, broker_url)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sentinel",
+        description="Catch AI failures in production from Kafka event streams.",
+    )
+    parser.add_argument(
+        "--config",
+        type=Path,
+        default=None,
+        help="TOML config file (default: $SENTINEL_CONFIG or config/sentinel.toml)",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the worker (starts a local broker if none is set)")
+    run.set_defaults(handler=cmd_run)
+
+    kafka = sub.add_parser("kafka", help="manage the local single-node Kafka broker")
+    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("--port", type=int, help="client port (default from config: 9092)")
+    kafka.add_argument("--controller-port", type=int, help="KRaft controller port (9093)")
+    kafka.add_argument("--data-dir", type=Path, help="broker data directory")
+    kafka.set_defaults(handler=cmd_kafka)
+
+    config = sub.add_parser("config", help="validate the configuration and print it")
+    config.set_defaults(handler=cmd_config)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    handler: Handler = args.handler
+    try:
+        return handler(args)
+    except (ConfigError, ValidationError) as exc:
+        _say(str(exc))
+        return 2
+    except BrokerError as exc:
+        _say(f"Kafka broker: {exc}")
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

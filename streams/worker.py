@@ -1,0 +1,25 @@
+"""Running the faust worker for the service."""
+
+from __future__ import annotations
+
+import faust
+
+from streams.app import create_app
+from streams.settings import Settings
+
+
+def build_service(settings: Settings, broker_url: str) -> faust.App:
+    """The service app with its topics declared and its agents registered."""
+    app = create_app(settings, broker_url=broker_url)
+    topics = settings.topics
+    for name in (topics.inputs, topics.outputs, topics.feedback, topics.evaluations):
+        app.topic(name, value_serializer="raw", partitions=settings.kafka.topic_partitions)
+    return app
+
+
+def run_worker(settings: Settings, broker_url: str) -> int:
+    """Run the worker in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    app = build_service(settings, broker_url)
+    worker = faust.Worker(app, loglevel=settings.worker.log_level)
+    worker.execute_from_commandline()
+    return 0

@@ -1,0 +1,82 @@
+"""Shared fixtures: a real single-node Kafka broker for the whole test session.
+
+The broker is the project's own :class:`streams.broker.LocalBroker` (Maven Central jars,
+KRaft, Java 17) on free loopback ports with a temporary data directory. Set
+``SENTINEL_TEST_BROKER=host:port`` to run the integration tests against an existing
+broker instead.
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from streams.broker import LocalBroker, free_port
+from streams.settings import LocalBrokerSettings, Settings, load_settings
+
+
+@dataclass(frozen=True)
+class KafkaBroker:
+    """How tests reach the session broker."""
+
+    bootstrap: str
+
+    @property
+    def url(self) -> str:
+        return f"kafka://{self.bootstrap}"
+
+
+@pytest.fixture(scope="session")
+def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
+    """A real Kafka broker, started once per session and stopped (and deleted) at the end."""
+    existing = os.environ.get("SENTINEL_TEST_BROKER")
+    if existing:
+        yield KafkaBroker(bootstrap=existing)
+        return
+    settings = LocalBrokerSettings(
+        port=free_port(),
+        controller_port=free_port(),
+        data_dir=tmp_path_factory.mktemp("kafka"),
+        start_timeout_s=120.0,
+    )
+    broker = LocalBroker(settings)
+    broker.up()
+    try:
+        yield KafkaBroker(bootstrap=broker.bootstrap)
+    finally:
+        broker.destroy()
+
+
+@pytest.fixture
+def unique_name() -> str:
+    """A short unique suffix so that tests sharing the broker never share topics/groups."""
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def service_settings(kafka_broker: KafkaBroker, tmp_path: Path, unique_name: str) -> Settings:
+    """Service settings pointing at the session broker, with per-test topics and app id."""
+    prefix = f"t{unique_name}"
+    return load_settings(
+        env={},
+        overrides={
+            "kafka.broker": kafka_broker.url,
+            "kafka.topic_partitions": 2,
+            "worker.app_id": f"sentinel-{prefix}",
+            "worker.store": "memory://",
+            "worker.data_dir": str(tmp_path / "worker"),
+            "worker.web_enabled": False,
+            "topics.inputs": f"{prefix}.inputs",
+            "topics.outputs": f"{prefix}.outputs",
+            "topics.feedback": f"{prefix}.feedback",
+            "topics.evaluations": f"{prefix}.evaluations",
+            "topics.alerts": f"{prefix}.alerts",
+            "topics.dead_letter": f"{prefix}.dead-letter",
+            "topics.control": f"{prefix}.control",
+        },
+    )
