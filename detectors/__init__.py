@@ -3,9 +3,46 @@
 Every detector follows one contract (see :mod:`detectors.base`): the constructor stores
 hyper-parameters only, ``update(x)`` advances small serializable state and returns a
 :class:`~detectors.base.Signal` when a change is found, and the state can be saved and
-restored with ``get_state()`` / ``set_state()``.
+restored with ``get_state()`` / ``set_state()``. Thresholds follow from ``arl0``, the
+target expected number of events between false alarms (see :mod:`detectors.arl`).
 """
 
 from detectors.base import Detector, Direction, Signal, SignalKind
+from detectors.confidence import ConfidenceShift
+from detectors.drift import (
+    AlibiOnlineDrift,
+    CategoricalDrift,
+    EmbeddingDrift,
+    LabelMixDrift,
+    NumericDrift,
+)
+from detectors.rate import (
+    DEFAULT_ARL0,
+    BernoulliCusum,
+    CriticalEventDetector,
+    DownvoteSpike,
+    PromptInjectionRate,
+    ToxicityRate,
+)
+from detectors.registry import REGISTRY, create
 
-__all__ = ["Detector", "Direction", "Signal", "SignalKind"]
+__all__ = [
+    "DEFAULT_ARL0",
+    "REGISTRY",
+    "AlibiOnlineDrift",
+    "BernoulliCusum",
+    "CategoricalDrift",
+    "ConfidenceShift",
+    "CriticalEventDetector",
+    "Detector",
+    "Direction",
+    "DownvoteSpike",
+    "EmbeddingDrift",
+    "LabelMixDrift",
+    "NumericDrift",
+    "PromptInjectionRate",
+    "Signal",
+    "SignalKind",
+    "ToxicityRate",
+    "create",
+]

@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import copy
 import enum
+from collections.abc import Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -112,6 +113,33 @@ class Detector(abc.ABC, Generic[X]):
     @abc.abstractmethod
     def set_state(self, state: JsonState) -> None:
         """Restore a state previously returned by ``get_state``."""
+
+    def update_many(self, xs: Iterable[X]) -> list[Signal]:
+        """Update with each observation in turn and return the signals raised, in order.
+
+        Subclasses override this with a vectorised version where that helps; it must give
+        the same signals and the same final state as calling ``update`` on each element.
+        """
+        signals: list[Signal] = []
+        for x in xs:
+            signal = self.update(x)
+            if signal is not None:
+                signals.append(signal)
+        return signals
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        """Hyper-parameter sets the conformance suite builds this detector with.
+
+        After river's ``_unit_test_params``: small settings that make every code path
+        (warm-up, calibration, alarms) happen within a short stream.
+        """
+        return [{}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        """A seeded stream of ``n`` valid inputs (with a change half-way) for the suite."""
+        raise NotImplementedError
 
     def params(self) -> dict[str, Any]:
         """The hyper-parameters, as passed to the constructor."""

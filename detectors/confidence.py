@@ -1,0 +1,246 @@
+"""Confidence deviation: shifts of the mean and of the distribution of confidence scores.
+
+A drop in confidence is the usual failure (new inputs the model does not know); an
+unexplained rise matters too (a degenerate model that is sure of everything). Three
+tests share the false-alarm budget equally (false-alarm rates add, so each runs at
+``3 * arl0`` and the detector keeps ARL0 >= ``arl0``):
+
+* mean up / mean down: one-sided CUSUMs on the standardised score ``z = (x - mu) / sigma``
+  with reference value ``shift / 2``, optimal for a mean shift of ``shift`` standard
+  deviations. Scores are bounded and skewed, so no Gaussian formula is used: each
+  increment is rounded to a grid of ``resolution`` standard deviations and the threshold
+  is the exact Markov-chain value for the empirical reference distribution of the
+  rounded increments (:func:`detectors.arl.lattice_threshold`).
+* distribution: a windowed two-sample KS test against the reference, calibrated as the
+  drift detectors are (``alpha = stride / (3 * arl0)``, see :mod:`detectors.drift`); it
+  catches changes of shape (bimodality, spread) that leave the mean alone.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.arl import lattice_threshold
+from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+from detectors.drift import NumericDrift
+from detectors.rate import DEFAULT_ARL0
+
+__all__ = ["ConfidenceShift"]
+
+_N_TESTS = 3
+
+
+class ConfidenceShift(Detector[float]):
+    """Two-sided mean CUSUM plus a windowed KS test on confidence scores.
+
+    Parameters
+    ----------
+    arl0
+        Target expected number of events between false alarms (all three tests).
+    shift
+        Smallest mean shift worth catching, in reference standard deviations.
+    reference_size
+        The first ``reference_size`` scores form the reference (no alarms meanwhile).
+    window, stride
+        Window length and test spacing of the distribution test.
+    resolution
+        Grid of the CUSUM increments, in standard deviations.
+
+    ``update(score)`` takes one confidence score. Signals: for a mean shift, ``direction``
+    UP or DOWN, ``statistic``/``threshold`` in standard deviations, ``baseline`` = the
+    reference mean, ``observed`` = the mean since the change-point estimate
+    (``first_index``), ``effect_size`` = their difference in reference standard deviations
+    (Cohen's d). For a distribution change, ``direction`` BOTH, ``feature`` =
+    ``"distribution"``, ``effect_size`` = the KS distance, ``p_value`` the test's p-value.
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.CONFIDENCE_SHIFT
+
+    def __init__(
+        self,
+        arl0: float = DEFAULT_ARL0,
+        shift: float = 0.5,
+        reference_size: int = 1000,
+        window: int = 200,
+        stride: int = 50,
+        resolution: float = 0.05,
+    ) -> None:
+        self.arl0 = arl0
+        self.shift = shift
+        self.reference_size = reference_size
+        self.window = window
+        self.stride = stride
+        self.resolution = resolution
+        if shift <= 0 or resolution <= 0 or resolution > shift / 2:
+            raise ValueError("need shift > 0 and 0 < resolution <= shift / 2")
+        self._reset()
+
+    def _reset(self) -> None:
+        self._dist = NumericDrift(
+            features=("confidence",),
+            arl0=self.arl0 * _N_TESTS,
+            reference_size=self.reference_size,
+            window=self.window,
+            stride=self.stride,
+        )
+        self._n = 0
+        self._ref: list[float] = []
+        self._mu = 0.0
+        self._sigma = 1.0
+        self._kq = 0  # reference value k in grid units
+        self._h_up = 0  # thresholds in grid units; 0 while collecting the reference
+        self._h_down = 0
+        self._s_up = 0
+        self._s_down = 0
+        self._start_up = 0
+        self._start_down = 0
+        self._sum_up = 0.0
+        self._sum_down = 0.0
+
+    _KEYS: ClassVar[tuple[str, ...]] = (
+        "n",
+        "ref",
+        "mu",
+        "sigma",
+        "kq",
+        "h_up",
+        "h_down",
+        "s_up",
+        "s_down",
+        "start_up",
+        "start_down",
+        "sum_up",
+        "sum_down",
+    )
+
+    def get_state(self) -> JsonState:
+        state = {key: getattr(self, "_" + key) for key in self._KEYS}
+        state["ref"] = list(self._ref)
+        state["dist"] = self._dist.get_state()
+        return state
+
+    def set_state(self, state: JsonState) -> None:
+        for key in self._KEYS:
+            setattr(self, "_" + key, state[key])
+        self._ref = list(state["ref"])
+        self._dist.set_state(state["dist"])
+
+    @property
+    def statistic(self) -> float:
+        """Largest of the three statistics, each divided by its threshold (alarm at 1)."""
+        if not self._h_up:
+            return 0.0
+        return max(
+            self._s_up / self._h_up,
+            self._s_down / self._h_down,
+            self._dist.statistic / self._dist.threshold,
+        )
+
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
+    def _calibrate(self) -> None:
+        ref = np.asarray(self._ref)
+        self._mu = float(ref.mean())
+        self._sigma = max(float(ref.std(ddof=1)), 1e-9)
+        self._kq = max(1, round(self.shift / 2 / self.resolution))
+        zq = np.rint((ref - self._mu) / self._sigma / self.resolution).astype(np.int64)
+        # Wald/Siegmund-style start for the search: h ~ ln(2 k^2 arl0) / (2 k).
+        k = self._kq * self.resolution
+        guess = max(
+            1, int(math.log(2 * k * k * self.arl0 * _N_TESTS + 1) / (2 * k) / self.resolution)
+        )
+        for sign in (1, -1):
+            inc = sign * zq - self._kq
+            lo = int(inc.min())
+            pmf = np.bincount(inc - lo).astype(np.float64) / inc.size
+            h = lattice_threshold(pmf, lo, self.arl0 * _N_TESTS, guess)
+            if sign == 1:
+                self._h_up = h
+            else:
+                self._h_down = h
+        self._ref = []
+        self._start_up = self._start_down = self._n
+
+    def update(self, x: float) -> Signal | None:
+        n = self._n
+        self._n = n + 1
+        dist_signal = self._dist.update({"confidence": x})
+        if not self._h_up:
+            self._ref.append(float(x))
+            if self._n == self.reference_size:
+                self._calibrate()
+            return None
+        zq = round((x - self._mu) / self._sigma / self.resolution)
+        signals: list[Signal] = []
+        s = self._s_up + zq - self._kq
+        if s <= 0:
+            self._s_up, self._start_up, self._sum_up = 0, n + 1, 0.0
+        else:
+            self._s_up, self._sum_up = s, self._sum_up + x
+            if s >= self._h_up:
+                signals.append(self._mean_signal(n, s, self._h_up, self._start_up, Direction.UP))
+                self._s_up, self._start_up, self._sum_up = 0, n + 1, 0.0
+        s = self._s_down - zq - self._kq
+        if s <= 0:
+            self._s_down, self._start_down, self._sum_down = 0, n + 1, 0.0
+        else:
+            self._s_down, self._sum_down = s, self._sum_down + x
+            if s >= self._h_down:
+                signals.append(
+                    self._mean_signal(n, s, self._h_down, self._start_down, Direction.DOWN)
+                )
+                self._s_down, self._start_down, self._sum_down = 0, n + 1, 0.0
+        if dist_signal is not None:
+            signals.append(
+                dist_signal.model_copy(
+                    update={
+                        "detector": type(self).__name__,
+                        "kind": self.kind,
+                        "feature": "distribution",
+                    }
+                )
+            )
+        if not signals:
+            return None
+        first = signals[0]
+        if len(signals) == 1:
+            return first
+        details = dict(first.details)
+        for other in signals[1:]:
+            details[f"also:{other.direction.value}:{other.feature or 'mean'}"] = other.effect_size
+        return first.model_copy(update={"details": details})
+
+    def _mean_signal(self, n: int, s: int, h: int, start: int, direction: Direction) -> Signal:
+        m = n - start + 1
+        total = self._sum_up if direction is Direction.UP else self._sum_down
+        observed = total / m
+        return Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=s * self.resolution,
+            threshold=h * self.resolution,
+            baseline=self._mu,
+            observed=observed,
+            effect_size=(observed - self._mu) / self._sigma,
+            direction=direction,
+            first_index=start,
+            last_index=n,
+            n_observations=m,
+            feature="mean",
+            details={"sigma": self._sigma, "arl0": float(self.arl0)},
+        )
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [{"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        a = np.where(np.arange(n) < n // 2, 8.0, 4.0)
+        return [float(v) for v in rng.beta(a, 2.0)]

@@ -1,0 +1,591 @@
+"""Drift of numeric, categorical and embedding inputs and of the output/label mix.
+
+Every detector here compares a sliding window of the latest ``window`` observations with a
+reference sample (the first ``reference_size`` observations of the stream), testing every
+``stride`` observations, one test per feature. Calibration, with no simulation:
+
+* Holm's correction across features keeps the chance that a test time raises any alarm
+  under no change at most ``alpha`` (a rejection happens exactly when Bonferroni rejects).
+* By linearity of expectation, ``alpha = stride / arl0`` makes the expected number of
+  alarming test times per observation at most ``1 / arl0``, whatever the dependence between
+  overlapping windows; alarms can only be rarer than that, so ARL0 >= ``arl0``.
+
+After an alarm the window is emptied and refilled, so one shift gives one signal per
+``window`` observations, not one per test.
+
+river's drift detectors (ADWIN, KSWIN, ...) have no setting that maps to a false-alarm
+rate, so they are not used here; ``bench/detectors.py`` measures them for comparison.
+With the optional alibi-detect extra, :class:`AlibiOnlineDrift` wraps its online
+detectors (which are calibrated to an expected run time by simulation).
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar, Generic, TypeVar
+
+import numpy as np
+
+from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+from detectors.rate import DEFAULT_ARL0
+from detectors.twosample import chi2_homogeneity, holm_reject, ks_two_sample
+
+__all__ = [
+    "AlibiOnlineDrift",
+    "CategoricalDrift",
+    "EmbeddingDrift",
+    "LabelMixDrift",
+    "NumericDrift",
+    "WindowedDrift",
+]
+
+X = TypeVar("X")
+
+ALIBI_HINT = (
+    "the alibi-detect backend needs the optional extra: "
+    "pip install 'sentinel-ai-incidents[alibi]'. Note: alibi-detect >= 0.12 is under the "
+    "Business Source License 1.1 (production use needs a commercial licence from Seldon)."
+)
+
+
+class WindowedDrift(Detector[X], Generic[X]):
+    """Reference-vs-window two-sample tests every ``stride`` events, Holm across features.
+
+    Subclasses turn an input into a row of per-feature values (``_row``), fit what they
+    need from the reference rows (``_fit``), and test a window (``_test``).
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.INPUT_DRIFT
+
+    def __init__(
+        self,
+        arl0: float = DEFAULT_ARL0,
+        reference_size: int = 1000,
+        window: int = 200,
+        stride: int = 50,
+    ) -> None:
+        self.arl0 = arl0
+        self.reference_size = reference_size
+        self.window = window
+        self.stride = stride
+        self._check()
+        self._reset()
+
+    def _check(self) -> None:
+        if not 1 <= self.stride <= self.window:
+            raise ValueError("need 1 <= stride <= window")
+        if self.reference_size < 2 or self.arl0 <= self.stride:
+            raise ValueError("need reference_size >= 2 and arl0 > stride")
+
+    @property
+    def alpha(self) -> float:
+        """Family-wise false-alarm probability per test time: ``stride / arl0``."""
+        return self.stride / self.arl0
+
+    def _reset(self) -> None:
+        self._n = 0
+        self._ref: list[list[Any]] = []
+        self._fitted: JsonState = {}
+        self._win: list[list[Any]] = []
+        self._pos = 0
+        self._since = 0
+        self._last_p = 1.0
+
+    def get_state(self) -> JsonState:
+        return {
+            "n": self._n,
+            "ref": [list(r) for r in self._ref],
+            "fitted": self._fitted,
+            "win": [list(r) for r in self._win],
+            "pos": self._pos,
+            "since": self._since,
+            "last_p": self._last_p,
+        }
+
+    def set_state(self, state: JsonState) -> None:
+        self._n = state["n"]
+        self._ref = [list(r) for r in state["ref"]]
+        self._fitted = state["fitted"]
+        self._win = [list(r) for r in state["win"]]
+        self._pos = state["pos"]
+        self._since = state["since"]
+        self._last_p = state["last_p"]
+        self._restore()
+
+    def _restore(self) -> None:
+        """Rebuild caches derived from ``_fitted`` after ``set_state``."""
+
+    @property
+    def statistic(self) -> float:
+        """``-log10`` of the last Bonferroni-adjusted smallest p-value."""
+        return -math.log10(max(self._last_p, 1e-300))
+
+    @property
+    def threshold(self) -> float:
+        return -math.log10(self.alpha)
+
+    @abc.abstractmethod
+    def _row(self, x: X) -> list[Any]:
+        """Per-feature values of one observation (after ``_fit`` has run, if needed)."""
+
+    def _ref_row(self, x: X) -> list[Any]:
+        """The row kept for the reference; by default the same as ``_row``."""
+        return self._row(x)
+
+    @abc.abstractmethod
+    def _fit(self, ref: list[list[Any]]) -> JsonState:
+        """JSON-compatible summary of the reference that ``_test`` needs."""
+
+    @abc.abstractmethod
+    def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
+        """Per feature: ``(name, p_value, effect_size, baseline, observed)``."""
+
+    def update(self, x: X) -> Signal | None:
+        n = self._n
+        self._n = n + 1
+        if n < self.reference_size:
+            self._ref.append(self._ref_row(x))
+            if self._n == self.reference_size:
+                self._fitted = self._fit(self._ref)
+                self._ref = []
+                self._restore()
+            return None
+        row = self._row(x)
+        if len(self._win) < self.window:
+            self._win.append(row)
+        else:
+            self._win[self._pos] = row
+            self._pos = (self._pos + 1) % self.window
+        self._since += 1
+        if len(self._win) < self.window or self._since < self.stride:
+            return None
+        self._since = 0
+        return self._run_test(n)
+
+    def _run_test(self, n: int) -> Signal | None:
+        results = self._test(self._win)
+        p = np.array([r[1] for r in results])
+        m = p.size
+        self._last_p = min(1.0, float(p.min()) * m)
+        reject = holm_reject(p, self.alpha)
+        if not reject.any():
+            return None
+        best = int(np.argmin(p))
+        name, p_best, effect, baseline, observed = results[best]
+        details = {f"p:{r[0]}": float(r[1]) for r, rej in zip(results, reject, strict=True) if rej}
+        details["alpha"] = self.alpha
+        self._win, self._pos, self._since = [], 0, 0
+        return Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=self.statistic,
+            threshold=self.threshold,
+            baseline=baseline,
+            observed=observed,
+            effect_size=effect,
+            direction=Direction.BOTH,
+            first_index=n - self.window + 1,
+            last_index=n,
+            n_observations=self.window,
+            p_value=min(1.0, p_best * m),
+            feature=name,
+            details=details,
+        )
+
+
+def _ks_results(
+    names: Sequence[str], ref_sorted: np.ndarray[Any, Any], win: np.ndarray[Any, Any]
+) -> list[tuple[str, float, float, float, float]]:
+    dstat, pvals = ks_two_sample(ref_sorted, win)
+    ref_mean, win_mean = ref_sorted.mean(axis=0), win.mean(axis=0)
+    return [
+        (name, float(pvals[j]), float(dstat[j]), float(ref_mean[j]), float(win_mean[j]))
+        for j, name in enumerate(names)
+    ]
+
+
+class NumericDrift(WindowedDrift[Mapping[str, float]]):
+    """Distribution drift of numeric input features (two-sample KS per feature, Holm).
+
+    ``update(x)`` takes a mapping feature -> value with every name in ``features``.
+    Signal: ``feature`` = most significant feature, ``effect_size`` = its KS distance
+    ``D`` (0..1), ``baseline``/``observed`` = its reference/window means, ``p_value``
+    Bonferroni-adjusted, ``details`` = p-values of every feature Holm rejects.
+    """
+
+    def __init__(
+        self,
+        features: tuple[str, ...] = ("x",),
+        arl0: float = DEFAULT_ARL0,
+        reference_size: int = 1000,
+        window: int = 200,
+        stride: int = 50,
+    ) -> None:
+        self.features = features
+        super().__init__(arl0, reference_size, window, stride)
+
+    def _restore(self) -> None:
+        cols = self._fitted.get("sorted")
+        self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
+
+    def _row(self, x: Mapping[str, float]) -> list[Any]:
+        return [float(x[f]) for f in self.features]
+
+    def _fit(self, ref: list[list[Any]]) -> JsonState:
+        arr = np.sort(np.asarray(ref, dtype=np.float64), axis=0)
+        return {"sorted": arr.T.tolist()}
+
+    def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
+        assert self._ref_sorted is not None
+        return _ks_results(self.features, self._ref_sorted, np.asarray(rows, dtype=np.float64))
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [
+            {"features": ("a", "b"), "arl0": 500.0, "reference_size": 200, "window": 50,
+             "stride": 10}
+        ]  # fmt: skip
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        a = rng.normal(np.where(np.arange(n) < n // 2, 0.0, 1.0))
+        b = rng.exponential(size=n)
+        return [{"a": float(u), "b": float(v)} for u, v in zip(a, b, strict=True)]
+
+
+def _fit_categories(values: list[str], window: int) -> tuple[list[str], list[float]]:
+    """Reference categories kept as their own cell, and reference counts (+ 'other').
+
+    Categories expected fewer than 5 times in a window are pooled into 'other' so the
+    chi-square approximation holds at small alpha.
+    """
+    uniq, counts = np.unique(np.asarray(values, dtype=object), return_counts=True)
+    n = len(values)
+    keep = [(str(c), int(k)) for c, k in zip(uniq, counts, strict=True) if k * window / n >= 5]
+    kept = [c for c, _ in keep]
+    ref_counts = [float(k) for _, k in keep]
+    ref_counts.append(float(n - sum(k for _, k in keep)))
+    return kept, ref_counts
+
+
+def _chi2_result(
+    name: str, cats: list[str], ref_counts: list[float], codes: list[int]
+) -> tuple[str, float, float, float, float]:
+    ref = np.asarray(ref_counts)
+    win = np.bincount(np.asarray(codes, dtype=np.int64), minlength=ref.size).astype(float)
+    _, p = chi2_homogeneity(ref, win)
+    ref_f, win_f = ref / ref.sum(), win / win.sum()
+    diff = win_f - ref_f
+    top = int(np.argmax(np.abs(diff)))
+    tvd = 0.5 * float(np.abs(diff).sum())
+    label = cats[top] if top < len(cats) else "<other>"
+    return (f"{name}={label}", p, tvd, float(ref_f[top]), float(win_f[top]))
+
+
+class CategoricalDrift(WindowedDrift[Mapping[str, str]]):
+    """Drift of categorical input features: chi-square vs reference frequencies, Holm.
+
+    ``update(x)`` takes a mapping feature -> category. Categories rare in the reference
+    and categories never seen there share an 'other' cell. Signal: ``feature`` =
+    ``"<feature>=<category>"`` for the category whose share moved most, ``baseline`` /
+    ``observed`` = that share in reference / window, ``effect_size`` = total variation
+    distance between the two distributions of that feature (0..1).
+    """
+
+    def __init__(
+        self,
+        features: tuple[str, ...] = ("x",),
+        arl0: float = DEFAULT_ARL0,
+        reference_size: int = 1000,
+        window: int = 200,
+        stride: int = 50,
+    ) -> None:
+        self.features = features
+        super().__init__(arl0, reference_size, window, stride)
+
+    def _restore(self) -> None:
+        cats = self._fitted.get("cats", [])
+        self._codes = [{c: i for i, c in enumerate(cs)} for cs in cats]
+
+    def _ref_row(self, x: Mapping[str, str]) -> list[Any]:
+        return [str(x[f]) for f in self.features]
+
+    def _row(self, x: Mapping[str, str]) -> list[Any]:
+        return [
+            codes.get(str(x[f]), len(codes))
+            for f, codes in zip(self.features, self._codes, strict=True)
+        ]
+
+    def _fit(self, ref: list[list[Any]]) -> JsonState:
+        fitted = [
+            _fit_categories([r[j] for r in ref], self.window) for j in range(len(self.features))
+        ]
+        return {"cats": [c for c, _ in fitted], "counts": [k for _, k in fitted]}
+
+    def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
+        return [
+            _chi2_result(
+                f, self._fitted["cats"][j], self._fitted["counts"][j], [r[j] for r in rows]
+            )
+            for j, f in enumerate(self.features)
+        ]
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [
+            {"features": ("locale",), "arl0": 500.0, "reference_size": 200, "window": 50,
+             "stride": 10}
+        ]  # fmt: skip
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        cats = np.array(["en", "de", "fr", "ja"])
+        first = rng.choice(cats, size=n // 2, p=[0.6, 0.2, 0.15, 0.05])
+        second = rng.choice(cats, size=n - n // 2, p=[0.3, 0.2, 0.15, 0.35])
+        return [{"locale": str(c)} for c in np.concatenate((first, second))]
+
+
+class LabelMixDrift(WindowedDrift[str]):
+    """Drift of the output/label mix (e.g. predicted class, refusal vs answer).
+
+    ``update(label)`` takes the label as a string; the test and Signal fields are those of
+    :class:`CategoricalDrift` with the single feature ``"label"``.
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.OUTPUT_DRIFT
+
+    def _restore(self) -> None:
+        cats = self._fitted.get("cats", [])
+        self._codes = {c: i for i, c in enumerate(cats)}
+
+    def _ref_row(self, x: str) -> list[Any]:
+        return [str(x)]
+
+    def _row(self, x: str) -> list[Any]:
+        return [self._codes.get(str(x), len(self._codes))]
+
+    def _fit(self, ref: list[list[Any]]) -> JsonState:
+        cats, counts = _fit_categories([r[0] for r in ref], self.window)
+        return {"cats": cats, "counts": counts}
+
+    def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
+        codes = [r[0] for r in rows]
+        return [_chi2_result("label", self._fitted["cats"], self._fitted["counts"], codes)]
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [{"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        labels = np.array(["answer", "refusal", "clarify"])
+        first = rng.choice(labels, size=n // 2, p=[0.8, 0.1, 0.1])
+        second = rng.choice(labels, size=n - n // 2, p=[0.5, 0.4, 0.1])
+        return [str(c) for c in np.concatenate((first, second))]
+
+
+class EmbeddingDrift(WindowedDrift[Sequence[float]]):
+    """Drift of embedding inputs, kept cheap: a few univariate KS tests, Holm.
+
+    The first half of the reference learns the reference mean embedding; after that each
+    embedding becomes ``n_projections + 1`` numbers: its distance to the reference mean
+    (any mean shift or spread change moves it, in whatever direction) and its projections
+    on ``n_projections`` random unit directions drawn from ``seed`` (regenerated, not
+    stored, so the state stays small). Signal fields as in :class:`NumericDrift`, with
+    features ``"distance"`` and ``"proj<i>"``.
+    """
+
+    def __init__(
+        self,
+        n_projections: int = 4,
+        seed: int = 0,
+        arl0: float = DEFAULT_ARL0,
+        reference_size: int = 1000,
+        window: int = 200,
+        stride: int = 50,
+    ) -> None:
+        self.n_projections = n_projections
+        self.seed = seed
+        super().__init__(arl0, reference_size, window, stride)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._sum: list[float] = []
+        self._mean: np.ndarray[Any, Any] | None = None
+        self._dirs: np.ndarray[Any, Any] | None = None
+        self._ref_sorted: np.ndarray[Any, Any] | None = None
+
+    def get_state(self) -> JsonState:
+        state = super().get_state()
+        state["sum"] = list(self._sum)
+        return state
+
+    def set_state(self, state: JsonState) -> None:
+        self._sum = list(state["sum"])
+        super().set_state(state)
+
+    @property
+    def _names(self) -> list[str]:
+        return ["distance", *(f"proj{i}" for i in range(self.n_projections))]
+
+    def _restore(self) -> None:
+        half = self.reference_size // 2
+        if self._sum and self._n >= half:
+            self._mean = np.asarray(self._sum) / half
+            rng = np.random.default_rng(self.seed)
+            dirs = rng.standard_normal((self._mean.size, self.n_projections))
+            self._dirs = dirs / np.linalg.norm(dirs, axis=0)
+        cols = self._fitted.get("sorted")
+        self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
+
+    def _ref_row(self, x: Sequence[float]) -> list[Any]:
+        half = self.reference_size // 2
+        if self._n <= half:
+            v = np.asarray(x, dtype=np.float64)
+            self._sum = v.tolist() if not self._sum else (np.asarray(self._sum) + v).tolist()
+            if self._n == half:
+                self._restore()
+            return []
+        return self._row(x)
+
+    def _row(self, x: Sequence[float]) -> list[Any]:
+        assert self._mean is not None
+        assert self._dirs is not None
+        c = np.asarray(x, dtype=np.float64) - self._mean
+        return [float(np.sqrt(c @ c)), *(c @ self._dirs).tolist()]
+
+    def _fit(self, ref: list[list[Any]]) -> JsonState:
+        rows = [r for r in ref if r]
+        arr = np.sort(np.asarray(rows, dtype=np.float64), axis=0)
+        return {"sorted": arr.T.tolist()}
+
+    def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
+        assert self._ref_sorted is not None
+        return _ks_results(self._names, self._ref_sorted, np.asarray(rows, dtype=np.float64))
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [{"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        emb = rng.standard_normal((n, 16))
+        emb[n // 2 :, :4] += 0.8
+        return [list(map(float, e)) for e in emb]
+
+
+class AlibiOnlineDrift(Detector[Sequence[float]]):
+    """Optional backend: alibi-detect's CVMDriftOnline (numeric) or FETDriftOnline (binary).
+
+    Needs the ``alibi`` extra (alibi-detect >= 0.12, Business Source License 1.1: production
+    use needs a commercial licence from Seldon); imported lazily so the default install
+    does not need it. alibi-detect calibrates its thresholds to ``ert`` (expected run time)
+    by simulation, which matches our ``arl0``. The first ``reference_size`` inputs form the
+    reference. State: the reference and the last ``max(window_sizes)`` inputs; restoring
+    rebuilds the alibi detector and replays them (its statistic depends only on them).
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.INPUT_DRIFT
+
+    def __init__(
+        self,
+        backend: str = "cvm",
+        arl0: float = DEFAULT_ARL0,
+        reference_size: int = 1000,
+        window_sizes: tuple[int, ...] = (50, 200),
+        n_bootstraps: int = 10000,
+    ) -> None:
+        self.backend = backend
+        self.arl0 = arl0
+        self.reference_size = reference_size
+        self.window_sizes = window_sizes
+        self.n_bootstraps = n_bootstraps
+        if backend not in ("cvm", "fet"):
+            raise ValueError("backend must be 'cvm' or 'fet'")
+        self._module = _import_alibi()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._n = 0
+        self._ref: list[list[float]] = []
+        self._recent: list[list[float]] = []
+        self._impl: Any = None
+        self._stat = 0.0
+        self._thr = math.inf
+
+    def _build(self) -> None:
+        cls = self._module.CVMDriftOnline if self.backend == "cvm" else self._module.FETDriftOnline
+        self._impl = cls(
+            np.asarray(self._ref),
+            ert=self.arl0,
+            window_sizes=list(self.window_sizes),
+            n_bootstraps=self.n_bootstraps,
+            verbose=False,
+        )
+
+    @property
+    def statistic(self) -> float:
+        return self._stat
+
+    @property
+    def threshold(self) -> float:
+        return self._thr
+
+    def get_state(self) -> JsonState:
+        return {"n": self._n, "ref": self._ref, "recent": self._recent}
+
+    def set_state(self, state: JsonState) -> None:
+        self._reset()
+        self._ref = [list(r) for r in state["ref"]]
+        n, recent = state["n"], [list(r) for r in state["recent"]]
+        self._n = min(n, self.reference_size)
+        if self._n >= self.reference_size:
+            self._build()
+            for r in recent:
+                self.update(r)
+            self._n = n
+
+    def update(self, x: Sequence[float]) -> Signal | None:
+        n = self._n
+        self._n = n + 1
+        row = [float(v) for v in x]
+        if n < self.reference_size:
+            self._ref.append(row)
+            if self._n == self.reference_size:
+                self._build()
+            return None
+        self._recent = [*self._recent, row][-max(self.window_sizes) :]
+        pred = self._impl.predict(np.asarray(row))["data"]
+        self._stat = float(np.max(pred.get("test_stat", 0.0)))
+        self._thr = float(np.min(pred.get("threshold", math.inf)))
+        if not pred["is_drift"]:
+            return None
+        self._impl.reset_state()
+        return Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=self._stat,
+            threshold=self._thr,
+            baseline=0.0,
+            observed=self._stat,
+            effect_size=self._stat,
+            direction=Direction.BOTH,
+            first_index=max(self.reference_size, n - max(self.window_sizes) + 1),
+            last_index=n,
+            n_observations=min(max(self.window_sizes), n - self.reference_size + 1),
+        )
+
+
+def _import_alibi() -> Any:
+    """Import ``alibi_detect.cd`` or fail with an error naming the extra and its licence."""
+    try:
+        import alibi_detect.cd as cd
+    except ImportError as exc:
+        raise ImportError(ALIBI_HINT) from exc
+    return cd

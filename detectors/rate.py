@@ -1,0 +1,479 @@
+"""Bernoulli rate-increase detectors: downvotes, toxic outputs, prompt-injection flags.
+
+For a rate change ``p0 -> p1`` the CUSUM of log-likelihood ratios has the smallest
+worst-case detection delay of all detectors with the same ARL0 (Lorden 1971; Moustakides
+1986). :class:`BernoulliCusum` is that CUSUM, on an integer lattice so that its threshold
+is set from the target ARL0 by an exact Markov-chain computation (:mod:`detectors.arl`)
+instead of an approximation or a hand-picked number.
+
+The baseline ``p0`` is given, or learned from the first ``warmup`` events of the stream
+(no alarms during warm-up) and then frozen, so that a slow drift cannot teach the detector
+that a bad rate is normal. ``p1 = p0 * (1 + relative_shift)`` is the smallest increase
+worth catching: the CUSUM is optimal for it and still detects larger shifts quickly.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+
+from detectors.arl import bernoulli_lattice, bernoulli_threshold
+from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+
+__all__ = [
+    "DEFAULT_ARL0",
+    "BernoulliCusum",
+    "CriticalEventDetector",
+    "DownvoteSpike",
+    "PromptInjectionRate",
+    "ToxicityRate",
+]
+
+DEFAULT_ARL0 = 1e5
+"""Default expected number of events between false alarms, per detector and key.
+
+1e5 sits in the middle of the DESIGN.md table: a key with 10k events a day sees one false
+alarm per ten days per detector, and doubling ARL0 only adds ``ln 2 / KL`` events of
+delay. The service should derive the per-key figure from its false-pages-per-day budget
+across all keys and detectors; this is the fallback for a single detector.
+"""
+
+_CHUNK = 8192
+
+
+def _round_rate(p: float) -> float:
+    """Round to 3 significant digits so calibrations of similar baselines share a cache entry.
+
+    The relative error (< 0.5 %) is far below the sampling error of a learned baseline.
+    """
+    return float(f"{p:.3g}")
+
+
+class BernoulliCusum(Detector[bool]):
+    """One-sided CUSUM for an increase of a Bernoulli rate, calibrated to a target ARL0.
+
+    Parameters
+    ----------
+    p0
+        Baseline rate; ``None`` to learn it from the first ``warmup`` events.
+    relative_shift
+        Smallest relative increase worth catching: the design alternative is
+        ``p1 = p0 * (1 + relative_shift)`` (1.0 = doubling).
+    arl0
+        Target expected number of events between false alarms.
+    warmup
+        Events used to learn ``p0`` when it is not given; no alarms before then.
+    min_rate
+        Floor for ``p0``: very rare events need many lattice states and carry little
+        information per event; below the floor the detector is conservative.
+
+    ``update(x)`` takes a truthy/falsy outcome (e.g. ``True`` = downvote). On an alarm the
+    Signal carries: ``statistic``/``threshold`` in nats of log-likelihood ratio, ``baseline``
+    = p0, ``observed`` = rate since the change-point estimate (the CUSUM's last zero),
+    ``effect_size`` = observed / baseline - 1, and ``first_index`` = that change point.
+    After an alarm the statistic restarts from zero, so a persisting shift alarms again.
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+
+    def __init__(
+        self,
+        p0: float | None = None,
+        relative_shift: float = 1.0,
+        arl0: float = DEFAULT_ARL0,
+        warmup: int = 1000,
+        min_rate: float = 1e-3,
+    ) -> None:
+        self.p0 = p0
+        self.relative_shift = relative_shift
+        self.arl0 = arl0
+        self.warmup = warmup
+        self.min_rate = min_rate
+        if relative_shift <= 0:
+            raise ValueError("relative_shift must be > 0")
+        if p0 is not None and not 0.0 < p0 < 1.0:
+            raise ValueError("p0 must be in (0, 1)")
+        if p0 is None and warmup < 1:
+            raise ValueError("warmup must be >= 1 when p0 is not given")
+        self._reset()
+
+    # -- state -----------------------------------------------------------------------
+
+    def _reset(self) -> None:
+        self._n = 0  # observations seen
+        self._warm_k = 0  # events seen during warm-up
+        self._baseline = 0.0
+        self._p1 = 0.0
+        self._up = 0
+        self._down = 0
+        self._unit = 0.0
+        self._h = 0  # lattice threshold; 0 while warming up
+        self._s = 0  # CUSUM statistic in lattice units
+        self._start = 0  # first observation after the CUSUM's last zero
+        self._k = 0  # events since ``_start``
+        if self.p0 is not None:
+            self._calibrate(self.p0)
+
+    def _calibrate(self, p0: float) -> None:
+        p0 = _round_rate(max(p0, self.min_rate))
+        p1 = min(p0 * (1.0 + self.relative_shift), (1.0 + p0) / 2.0)
+        lat = bernoulli_lattice(p0, p1)
+        self._baseline, self._p1 = p0, p1
+        self._up, self._down, self._unit = lat.up, lat.down, lat.unit
+        self._h = bernoulli_threshold(p0, p1, self.arl0)
+        self._s, self._start, self._k = 0, self._n, 0
+
+    _STATE_KEYS: ClassVar[tuple[str, ...]] = (
+        "n",
+        "warm_k",
+        "baseline",
+        "p1",
+        "up",
+        "down",
+        "unit",
+        "h",
+        "s",
+        "start",
+        "k",
+    )
+
+    def get_state(self) -> JsonState:
+        return {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
+
+    def set_state(self, state: JsonState) -> None:
+        for key in self._STATE_KEYS:
+            setattr(self, "_" + key, state[key])
+
+    # -- reading -----------------------------------------------------------------------
+
+    @property
+    def calibrated(self) -> bool:
+        """Whether the baseline is known (warm-up over) and alarms are possible."""
+        return self._h > 0
+
+    @property
+    def baseline(self) -> float:
+        """The baseline rate p0 in use (0.0 during warm-up)."""
+        return self._baseline
+
+    @property
+    def statistic(self) -> float:
+        return self._s * self._unit
+
+    @property
+    def threshold(self) -> float:
+        return self._h * self._unit if self._h else math.inf
+
+    # -- updating ----------------------------------------------------------------------
+
+    def update(self, x: bool) -> Signal | None:
+        n = self._n
+        self._n = n + 1
+        if not self._h:
+            if x:
+                self._warm_k += 1
+            if self._n >= self.warmup:
+                self._calibrate((self._warm_k + 0.5) / (self._n + 1.0))
+            return None
+        if x:
+            s = self._s + self._up
+            self._k += 1
+            if s >= self._h:
+                signal = self._signal(n, s, self._start, self._k)
+                self._s, self._start, self._k = 0, n + 1, 0
+                return signal
+            self._s = s
+        else:
+            s = self._s - self._down
+            if s <= 0:
+                self._s, self._start, self._k = 0, n + 1, 0
+            else:
+                self._s = s
+        return None
+
+    def update_many(self, xs: Iterable[bool]) -> list[Signal]:
+        """Vectorised updates: the reflected walk is ``W - min(0, running min of W)``.
+
+        Gives exactly the signals and final state of sequential ``update`` calls.
+        """
+        arr = np.fromiter((bool(x) for x in xs), dtype=bool)
+        signals: list[Signal] = []
+        i, total = 0, arr.size
+        while i < total:
+            if not self._h:
+                take = min(total - i, self.warmup - self._n)
+                self._warm_k += int(np.count_nonzero(arr[i : i + take]))
+                self._n += take
+                i += take
+                if self._n >= self.warmup:
+                    self._calibrate((self._warm_k + 0.5) / (self._n + 1.0))
+                continue
+            seg = arr[i : i + _CHUNK]
+            walk = self._s + np.cumsum(np.where(seg, self._up, -self._down))
+            floor = np.minimum.accumulate(walk)
+            stat = walk - np.minimum(floor, 0)
+            pos = np.cumsum(seg)
+            hits = np.flatnonzero(stat >= self._h)
+            end = int(hits[0]) if hits.size else seg.size - 1
+            zeros = np.flatnonzero(stat[: end + 1] == 0)
+            if zeros.size:
+                z = int(zeros[-1])
+                start, k = self._n + z + 1, int(pos[end] - pos[z])
+            else:
+                start, k = self._start, self._k + int(pos[end])
+            last = self._n + end
+            if hits.size:
+                signals.append(self._signal(last, int(stat[end]), start, k))
+                self._s, self._start, self._k = 0, last + 1, 0
+            else:
+                self._s, self._start, self._k = int(stat[end]), start, k
+            self._n = last + 1
+            i += end + 1
+        return signals
+
+    def _signal(self, last: int, s: int, start: int, k: int) -> Signal:
+        m = last - start + 1
+        observed = k / m
+        return Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=s * self._unit,
+            threshold=self._h * self._unit,
+            baseline=self._baseline,
+            observed=observed,
+            effect_size=observed / self._baseline - 1.0,
+            direction=Direction.UP,
+            first_index=start,
+            last_index=last,
+            n_observations=m,
+            details={"p1": self._p1, "arl0": float(self.arl0), "events": float(k)},
+        )
+
+    # -- conformance -------------------------------------------------------------------
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [
+            {"warmup": 300, "arl0": 200.0},
+            {"p0": 0.1, "relative_shift": 0.5, "arl0": 500.0},
+        ]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        rate = np.where(np.arange(n) < n // 2, 0.1, 0.3)
+        return [bool(v) for v in rng.random(n) < rate]
+
+
+class DownvoteSpike(BernoulliCusum):
+    """Downvote-rate increase: ``update(True)`` for a downvote, ``False`` for an upvote."""
+
+    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+
+
+class PromptInjectionRate(BernoulliCusum):
+    """Rate increase of prompt-injection flags on inputs."""
+
+    kind: ClassVar[SignalKind] = SignalKind.PROMPT_INJECTION_RATE
+
+
+DEFAULT_CATEGORIES = (
+    "toxicity",
+    "harassment",
+    "hate",
+    "sexual",
+    "violence",
+    "self_harm",
+    "data_exposure",
+)
+
+
+class ToxicityRate(Detector[Mapping[str, float]]):
+    """Per-category toxic-output rate increase: one :class:`BernoulliCusum` per category.
+
+    ``update(scores)`` takes a mapping category -> moderation score in [0, 1]; a score at
+    or above the category's cutoff counts as a toxic output, a missing category as not
+    toxic. The false-alarm budget is split evenly: each category runs at
+    ``arl0 * len(categories)``, so the whole detector has ARL0 >= ``arl0``.
+    If several categories alarm on the same event, the one furthest over its threshold
+    is returned and the others are listed in ``details`` as ``also:<category>``.
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
+
+    def __init__(
+        self,
+        categories: tuple[str, ...] = DEFAULT_CATEGORIES,
+        cutoff: float = 0.5,
+        cutoffs: Mapping[str, float] | None = None,
+        relative_shift: float = 1.0,
+        arl0: float = DEFAULT_ARL0,
+        warmup: int = 1000,
+        min_rate: float = 1e-3,
+    ) -> None:
+        self.categories = categories
+        self.cutoff = cutoff
+        self.cutoffs = cutoffs
+        self.relative_shift = relative_shift
+        self.arl0 = arl0
+        self.warmup = warmup
+        self.min_rate = min_rate
+        if not categories:
+            raise ValueError("need at least one category")
+        self._reset()
+
+    def _reset(self) -> None:
+        overrides = dict(self.cutoffs or {})
+        self._cuts = [(c, overrides.get(c, self.cutoff)) for c in self.categories]
+        self._detectors = [
+            BernoulliCusum(
+                relative_shift=self.relative_shift,
+                arl0=self.arl0 * len(self.categories),
+                warmup=self.warmup,
+                min_rate=self.min_rate,
+            )
+            for _ in self.categories
+        ]
+
+    @property
+    def statistic(self) -> float:
+        """Largest ratio statistic / threshold over the categories (alarm at 1)."""
+        return max(d.statistic / d.threshold for d in self._detectors)
+
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
+    def get_state(self) -> JsonState:
+        return {c: d.get_state() for (c, _), d in zip(self._cuts, self._detectors, strict=True)}
+
+    def set_state(self, state: JsonState) -> None:
+        for (c, _), d in zip(self._cuts, self._detectors, strict=True):
+            d.set_state(state[c])
+
+    def update(self, x: Mapping[str, float]) -> Signal | None:
+        fired: list[tuple[str, Signal]] = []
+        for (cat, cut), det in zip(self._cuts, self._detectors, strict=True):
+            signal = det.update(x.get(cat, 0.0) >= cut)
+            if signal is not None:
+                fired.append((cat, signal))
+        return self._merge(fired) if fired else None
+
+    def update_many(self, xs: Iterable[Mapping[str, float]]) -> list[Signal]:
+        batch = list(xs)
+        by_index: dict[int, list[tuple[str, Signal]]] = {}
+        for (cat, cut), det in zip(self._cuts, self._detectors, strict=True):
+            flags = [x.get(cat, 0.0) >= cut for x in batch]
+            for signal in det.update_many(flags):
+                by_index.setdefault(signal.last_index, []).append((cat, signal))
+        return [self._merge(by_index[i]) for i in sorted(by_index)]
+
+    def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
+        ranked = sorted(fired, key=lambda cs: cs[1].statistic / cs[1].threshold, reverse=True)
+        cat, top = ranked[0]
+        details = dict(top.details)
+        for other, sig in ranked[1:]:
+            details["also:" + other] = sig.effect_size
+        return top.model_copy(
+            update={
+                "detector": type(self).__name__,
+                "kind": self.kind,
+                "feature": cat,
+                "details": details,
+            }
+        )
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [{"categories": ("toxicity", "self_harm"), "warmup": 300, "arl0": 300.0}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        tox = rng.beta(np.where(np.arange(n) < n // 2, 1.0, 3.0), 5.0)
+        harm = rng.beta(1.0, 8.0, size=n)
+        return [
+            {"toxicity": float(t), "self_harm": float(s)} for t, s in zip(tox, harm, strict=True)
+        ]
+
+
+class CriticalEventDetector(Detector[Mapping[str, float]]):
+    """A single extreme event in a high-risk category is its own, immediate signal.
+
+    ``update(scores)`` takes category -> score; any high-risk category at or above
+    ``cutoff`` fires a CRITICAL_EVENT signal on that event. The cutoff is a policy level
+    (how sure the classifier must be), not a rate threshold: in a high-risk category one
+    real event is already an incident, so there is no false-alarm rate to trade against.
+    Signal fields: statistic/observed = the score, threshold = cutoff, baseline = 0,
+    effect_size = the score, first_index = last_index = the event, feature = category.
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.CRITICAL_EVENT
+
+    def __init__(
+        self,
+        categories: tuple[str, ...] = ("self_harm", "data_exposure"),
+        cutoff: float = 0.9,
+    ) -> None:
+        self.categories = categories
+        self.cutoff = cutoff
+        self._reset()
+
+    def _reset(self) -> None:
+        self._n = 0
+        self._last = 0.0
+
+    @property
+    def statistic(self) -> float:
+        """Highest high-risk score of the last event."""
+        return self._last
+
+    @property
+    def threshold(self) -> float:
+        return self.cutoff
+
+    def get_state(self) -> JsonState:
+        return {"n": self._n, "last": self._last}
+
+    def set_state(self, state: JsonState) -> None:
+        self._n, self._last = state["n"], state["last"]
+
+    def update(self, x: Mapping[str, float]) -> Signal | None:
+        n = self._n
+        self._n = n + 1
+        best, top = 0.0, ""
+        for cat in self.categories:
+            score = x.get(cat, 0.0)
+            if score > best:
+                best, top = score, cat
+        self._last = best
+        if best < self.cutoff or not top:
+            return None
+        return Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=best,
+            threshold=self.cutoff,
+            baseline=0.0,
+            observed=best,
+            effect_size=best,
+            direction=Direction.UP,
+            first_index=n,
+            last_index=n,
+            n_observations=1,
+            feature=top,
+        )
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        harm = rng.beta(1.0, 30.0, size=n)
+        leak = rng.beta(1.0, 30.0, size=n)
+        harm[n // 2 :: max(1, n // 5)] = 0.97
+        return [
+            {"self_harm": float(h), "data_exposure": float(d)}
+            for h, d in zip(harm, leak, strict=True)
+        ]

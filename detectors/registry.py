@@ -1,0 +1,57 @@
+"""Names for detectors, so configuration can refer to them and tests can find them all.
+
+``REGISTRY`` maps a stable snake_case name to the detector class; ``create(name, **params)``
+builds one. The conformance suite runs over every entry, so a detector added here is
+tested without further work. Optional backends (alibi-detect) are listed in ``OPTIONAL``
+and only importable with their extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from detectors.base import Detector
+from detectors.confidence import ConfidenceShift
+from detectors.drift import (
+    AlibiOnlineDrift,
+    CategoricalDrift,
+    EmbeddingDrift,
+    LabelMixDrift,
+    NumericDrift,
+)
+from detectors.rate import (
+    BernoulliCusum,
+    CriticalEventDetector,
+    DownvoteSpike,
+    PromptInjectionRate,
+    ToxicityRate,
+)
+
+__all__ = ["OPTIONAL", "REGISTRY", "create"]
+
+REGISTRY: dict[str, type[Detector[Any]]] = {
+    "bernoulli_cusum": BernoulliCusum,
+    "downvote_spike": DownvoteSpike,
+    "prompt_injection_rate": PromptInjectionRate,
+    "toxicity_rate": ToxicityRate,
+    "critical_event": CriticalEventDetector,
+    "confidence_shift": ConfidenceShift,
+    "numeric_drift": NumericDrift,
+    "categorical_drift": CategoricalDrift,
+    "label_mix_drift": LabelMixDrift,
+    "embedding_drift": EmbeddingDrift,
+}
+
+OPTIONAL: dict[str, type[Detector[Any]]] = {
+    "alibi_online_drift": AlibiOnlineDrift,
+}
+
+
+def create(name: str, **params: Any) -> Detector[Any]:
+    """Build the detector registered under ``name`` with the given hyper-parameters."""
+    try:
+        cls = REGISTRY.get(name) or OPTIONAL[name]
+    except KeyError:
+        known = ", ".join(sorted([*REGISTRY, *OPTIONAL]))
+        raise KeyError(f"unknown detector {name!r}; known: {known}") from None
+    return cls(**params)
