@@ -313,7 +313,9 @@ class LocalBroker:
             )
             if fmt.returncode != 0:
                 raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
-        self.log(f"starting Apache Kafka {s.kafka_version} (KRaft, single node) on {self.bootstrap}")
+        self.log(
+            f"starting Apache Kafka {s.kafka_version} (KRaft, single node) on {self.bootstrap}"
+        )
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
                 self._java_cmd(java, libs, "kafka.Kafka", str(config)),
@@ -349,9 +351,7 @@ class LocalBroker:
         from kafka.errors import KafkaError
 
         try:
-            admin = KafkaAdminClient(
-                bootstrap_servers=self.bootstrap, request_timeout_ms=3000
-            )
+            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
         except (KafkaError, OSError):
             return False
         try:

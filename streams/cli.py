@@ -2,7 +2,7 @@
 
 Subcommands:
   run                  start the worker (and a local broker when none is configured)
-  kafka up|down|status manage the local single-node KRaft broker
+  kafka up|down|status manage the local single-node KRaft broker (fetch: only download jars)
   config               validate the configuration and print it
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from streams.broker import BrokerError, LocalBroker
+from streams.broker import BrokerError, LocalBroker, fetch_kafka
 from streams.settings import ConfigError, LocalBrokerSettings, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -45,8 +45,15 @@ def _local_broker(args: argparse.Namespace, settings: Settings) -> LocalBroker:
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
-    """``sentinel kafka up|down|status``."""
-    broker = _local_broker(args, _settings(args))
+    """``sentinel kafka up|down|status|fetch``."""
+    settings = _settings(args)
+    broker = _local_broker(args, settings)
+    if args.action == "fetch":
+        libs = fetch_kafka(
+            settings.local_broker.kafka_version, settings.local_broker.cache_dir, _say
+        )
+        print(f"Kafka {settings.local_broker.kafka_version} jars in {libs}")
+        return 0
     if args.action == "up":
         status = broker.up()
         print(f"Kafka broker {status.describe()}")
@@ -103,7 +110,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(handler=cmd_run)
 
     kafka = sub.add_parser("kafka", help="manage the local single-node Kafka broker")
-    kafka.add_argument("action", choices=["up", "down", "status"])
+    kafka.add_argument("action", choices=["up", "down", "status", "fetch"])
     kafka.add_argument("--port", type=int, help="client port (default from config: 9092)")
     kafka.add_argument("--controller-port", type=int, help="KRaft controller port (9093)")
     kafka.add_argument("--data-dir", type=Path, help="broker data directory")

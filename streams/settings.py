@@ -182,6 +182,7 @@ def load_settings(
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
         data.setdefault(section, {})[name] = value
+
     class _Bound(Settings):
         @classmethod
         def settings_customise_sources(
