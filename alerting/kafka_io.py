@@ -1,0 +1,340 @@
+"""Thin kafka-python loops around the pure logic: notify sinks and containment.
+
+Each loop polls the alerts topic, hands every record to a pure ``handle_*`` function and
+commits the record's offset only after it was delivered, dead-lettered or published (the
+producer future is awaited first). A crash therefore re-processes at most the records after
+the last commit; event ids make those duplicates harmless. The consumer and producer are
+injectable (anything with kafka-python's ``poll``/``commit``/``send`` shape), so the loops
+are unit-tested without a broker. No faust here, and no import of ``streams``.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+from pydantic import ValidationError
+
+from alerting.clock import Clock, SystemClock
+from alerting.containment import ContainmentState, ModelContainment, commands_for
+from alerting.delivery import (
+    DeadLetter,
+    DeliveryRunner,
+    HttpTransport,
+    RetryPolicy,
+    Sink,
+    UrllibTransport,
+)
+from alerting.model import IncidentEvent, iso_utc
+from alerting.playbooks import PlaybookSet
+
+log = logging.getLogger(__name__)
+
+SEND_TIMEOUT_S = 30.0
+
+
+class RecordLike(Protocol):
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class FutureLike(Protocol):
+    def get(self, timeout: float | None = None) -> Any: ...
+
+
+class ProducerLike(Protocol):
+    def send(self, topic: str, value: bytes | None = ..., key: bytes | None = ...) -> Any: ...
+
+    def flush(self, timeout: float | None = None) -> None: ...
+
+
+class ConsumerLike(Protocol):
+    def poll(self, timeout_ms: int = ..., max_records: int | None = ...) -> Any: ...
+
+    def commit(self, offsets: Any = ...) -> None: ...
+
+    def close(self) -> None: ...
+
+
+def _send_and_wait(producer: ProducerLike, topic: str, key: bytes | None, value: bytes) -> None:
+    future = producer.send(topic, value=value, key=key)
+    future.get(timeout=SEND_TIMEOUT_S)
+
+
+def _commit(consumer: ConsumerLike, record: RecordLike) -> None:
+    from kafka.structs import OffsetAndMetadata, TopicPartition
+
+    tp = TopicPartition(record.topic, record.partition)
+    consumer.commit({tp: OffsetAndMetadata(record.offset + 1, "", -1)})
+
+
+def undecodable_record(record: RecordLike, reason: str, at: str) -> bytes:
+    """Dead-letter value for a record that is not a valid IncidentEvent."""
+    return json.dumps(
+        {
+            "reason": reason,
+            "topic": record.topic,
+            "partition": record.partition,
+            "offset": record.offset,
+            "value_b64": base64.b64encode(record.value or b"").decode(),
+            "failed_at": at,
+        }
+    ).encode()
+
+
+def decode_event(value: bytes | None) -> IncidentEvent:
+    if value is None:
+        raise ValueError("empty record value")
+    return IncidentEvent.model_validate_json(value)
+
+
+@dataclass
+class LoopStats:
+    processed: int = 0
+    outcomes: dict[str, int] = field(default_factory=dict)
+
+    def count(self, outcome: str) -> None:
+        self.processed += 1
+        self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
+
+
+def _records(polled: Any) -> list[RecordLike]:
+    out: list[RecordLike] = []
+    for batch in polled.values():
+        out.extend(batch)
+    return out
+
+
+def handle_alert_record(
+    record: RecordLike,
+    runner: DeliveryRunner,
+    *,
+    dead_letter_raw: Callable[[bytes], None],
+    clock: Clock,
+) -> str:
+    """Deliver one alerts-topic record; returns the outcome name."""
+    try:
+        event = decode_event(record.value)
+    except (ValidationError, ValueError) as exc:
+        dead_letter_raw(
+            undecodable_record(record, f"invalid IncidentEvent: {exc}", iso_utc(clock.now()))
+        )
+        return "undecodable"
+    return runner.deliver(event).value
+
+
+def notify_loop(
+    consumer: ConsumerLike,
+    runner: DeliveryRunner,
+    *,
+    dead_letter_raw: Callable[[bytes], None],
+    should_stop: Callable[[], bool],
+    clock: Clock,
+    poll_timeout_ms: int = 1000,
+) -> LoopStats:
+    stats = LoopStats()
+    while not should_stop():
+        for record in _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100)):
+            stats.count(
+                handle_alert_record(record, runner, dead_letter_raw=dead_letter_raw, clock=clock)
+            )
+            _commit(consumer, record)
+            if should_stop():
+                return stats
+    return stats
+
+
+def run_notify_consumer(
+    bootstrap: str,
+    alerts_topic: str,
+    sink: Sink,
+    *,
+    dead_letter_topic: str,
+    should_stop: Callable[[], bool],
+    group_id: str | None = None,
+    transport: HttpTransport | None = None,
+    retry: RetryPolicy | None = None,
+    clock: Clock | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+    consumer: ConsumerLike | None = None,
+    producer: ProducerLike | None = None,
+) -> LoopStats:
+    """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
+
+    Permanent failures go to ``dead_letter_topic`` as :class:`DeadLetter` JSON keyed by the
+    dedup key; offsets are committed only after delivery or dead-lettering.
+    """
+    clock = clock or SystemClock()
+    if consumer is None:
+        from kafka import KafkaConsumer
+
+        consumer = KafkaConsumer(
+            alerts_topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id or f"sentinel-notify-{sink.name}",
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+    if producer is None:
+        from kafka import KafkaProducer
+
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    prod = producer
+
+    def dead_letter(dl: DeadLetter) -> None:
+        _send_and_wait(prod, dead_letter_topic, dl.event.key(), dl.model_dump_json().encode())
+
+    def dead_letter_raw(value: bytes) -> None:
+        _send_and_wait(prod, dead_letter_topic, None, value)
+
+    runner = DeliveryRunner(
+        sink,
+        transport or UrllibTransport(),
+        dead_letter=dead_letter,
+        sleep=sleep,
+        clock=clock,
+        retry=retry,
+    )
+    try:
+        return notify_loop(
+            consumer, runner, dead_letter_raw=dead_letter_raw, should_stop=should_stop, clock=clock
+        )
+    finally:
+        consumer.close()
+        prod.flush(timeout=SEND_TIMEOUT_S)
+
+
+def handle_containment_event(
+    event: IncidentEvent, state: ContainmentState, playbooks: PlaybookSet, *, dry_run: bool
+) -> tuple[ContainmentState, list[ModelContainment]]:
+    """Pure step: new state and the snapshots to publish (keyed by model)."""
+    snapshots: list[ModelContainment] = []
+    for cmd in commands_for(event, playbooks, dry_run=dry_run):
+        state = state.apply(cmd)
+        snap = state.snapshot(cmd.model)
+        if snap is not None:
+            snapshots.append(snap)
+    return state, snapshots
+
+
+def restore_containment_state(
+    consumer: ConsumerLike, *, idle_polls: int = 3, poll_timeout_ms: int = 500
+) -> ContainmentState:
+    """Read a control topic (already assigned, from the beginning) into a state."""
+    state = ContainmentState()
+    idle = 0
+    while idle < idle_polls:
+        records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=500))
+        if not records:
+            idle += 1
+            continue
+        idle = 0
+        for r in records:
+            if r.value is None:
+                continue
+            try:
+                state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
+            except ValidationError as exc:
+                log.warning("ignoring invalid control record at offset %d: %s", r.offset, exc)
+    return state
+
+
+def containment_loop(
+    consumer: ConsumerLike,
+    producer: ProducerLike | None,
+    control_topic: str,
+    playbooks: PlaybookSet,
+    *,
+    state: ContainmentState,
+    dry_run: bool,
+    should_stop: Callable[[], bool],
+    dead_letter_raw: Callable[[bytes], None] | None = None,
+    clock: Clock,
+    poll_timeout_ms: int = 1000,
+) -> ContainmentState:
+    """Apply playbooks for every alert; publish snapshots (unless dry-run); commit."""
+    while not should_stop():
+        for record in _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100)):
+            try:
+                event = decode_event(record.value)
+            except (ValidationError, ValueError) as exc:
+                if dead_letter_raw is not None:
+                    dead_letter_raw(undecodable_record(record, str(exc), iso_utc(clock.now())))
+                _commit(consumer, record)
+                continue
+            state, snapshots = handle_containment_event(event, state, playbooks, dry_run=dry_run)
+            for snap in snapshots:
+                if dry_run or producer is None:
+                    log.warning(
+                        "DRY RUN: would publish to %s: %s", control_topic, snap.model_dump_json()
+                    )
+                else:
+                    _send_and_wait(producer, control_topic, snap.key(), snap.to_json_bytes())
+            _commit(consumer, record)
+            if should_stop():
+                return state
+    return state
+
+
+def run_containment_consumer(
+    bootstrap: str,
+    alerts_topic: str,
+    control_topic: str,
+    playbooks: PlaybookSet,
+    *,
+    dry_run: bool,
+    should_stop: Callable[[], bool],
+    dead_letter_topic: str | None = None,
+    group_id: str = "sentinel-containment",
+    clock: Clock | None = None,
+) -> ContainmentState:
+    """``sentinel contain [--dry-run]``: publish playbook containment to ``control_topic``.
+
+    On start the current state is restored from the compacted control topic, so releases
+    after a restart still remove the right measures.
+    """
+    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+
+    clock = clock or SystemClock()
+    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    parts = reader.partitions_for_topic(control_topic) or set()
+    reader.assign([TopicPartition(control_topic, p) for p in parts])
+    reader.seek_to_beginning()
+    state = restore_containment_state(reader)
+    reader.close()
+    consumer = KafkaConsumer(
+        alerts_topic,
+        bootstrap_servers=bootstrap,
+        group_id=group_id,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+    )
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+
+    def dead_letter_raw(value: bytes) -> None:
+        if dead_letter_topic is not None:
+            _send_and_wait(producer, dead_letter_topic, None, value)
+
+    try:
+        return containment_loop(
+            consumer,
+            None if dry_run else producer,
+            control_topic,
+            playbooks,
+            state=state,
+            dry_run=dry_run,
+            should_stop=should_stop,
+            dead_letter_raw=dead_letter_raw,
+            clock=clock,
+        )
+    finally:
+        consumer.close()
+        producer.flush(timeout=SEND_TIMEOUT_S)
+        producer.close()

@@ -1,0 +1,307 @@
+"""Wire and domain models of the alerting layer: detections in, incident events out.
+
+A :class:`Detection` is what the streaming pipeline hands to the incident engine: a
+detector's :class:`~detectors.base.Signal` with the labels of the key it was computed for,
+its event time and references to the Kafka records behind it. An :class:`IncidentEvent` is
+what the engine emits onto the alerts topic (keyed by ``dedup_key``); every sink and the
+containment consumer read only that model.
+
+All datetimes are timezone-aware UTC; naive datetimes are rejected at the edge, because a
+naive timestamp silently compared with an aware one is how hysteresis bugs start.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+import json
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
+
+from detectors.base import Signal, SignalKind
+
+SCHEMA_VERSION = 1
+
+
+def _aware_utc(value: datetime) -> datetime:
+    """Reject naive datetimes and normalise aware ones to UTC."""
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise ValueError("datetime must be timezone-aware (UTC); got a naive datetime")
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_aware_utc)]
+"""A datetime that must carry a timezone; stored as UTC."""
+
+
+def require_utc(value: datetime) -> datetime:
+    """The same check for plain function arguments (e.g. ``now`` passed to ``tick``)."""
+    return _aware_utc(value)
+
+
+def iso_utc(value: datetime) -> str:
+    """RFC 3339 / ISO 8601 with a ``Z`` suffix, the form PagerDuty and Alertmanager use."""
+    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def stable_hash(*parts: object, length: int = 32) -> str:
+    """A short SHA-256 hex digest of canonical JSON: same inputs, same id, any process."""
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(blob.encode()).hexdigest()[:length]
+
+
+class Severity(enum.StrEnum):
+    """SEV1 (worst) .. SEV4; ``rank`` 1..4 so that ``min`` of ranks is the worse one."""
+
+    SEV1 = "SEV1"
+    SEV2 = "SEV2"
+    SEV3 = "SEV3"
+    SEV4 = "SEV4"
+
+    @property
+    def rank(self) -> int:
+        return int(self.value[-1])
+
+    @classmethod
+    def from_rank(cls, rank: int) -> Severity:
+        return cls(f"SEV{min(4, max(1, rank))}")
+
+    def worse_of(self, other: Severity) -> Severity:
+        return self if self.rank <= other.rank else other
+
+    @property
+    def pagerduty(self) -> Literal["critical", "error", "warning", "info"]:
+        """PagerDuty Events v2 ``payload.severity``."""
+        mapping: dict[Severity, Literal["critical", "error", "warning", "info"]] = {
+            Severity.SEV1: "critical",
+            Severity.SEV2: "error",
+            Severity.SEV3: "warning",
+            Severity.SEV4: "info",
+        }
+        return mapping[self]
+
+
+class IncidentAction(enum.StrEnum):
+    TRIGGER = "trigger"
+    UPDATE = "update"
+    RESOLVE = "resolve"
+
+
+class IncidentStatus(enum.StrEnum):
+    FIRING = "firing"
+    ESCALATED = "escalated"
+    RESOLVED = "resolved"
+
+
+class Labels(BaseModel):
+    """The identity of what an incident is about.
+
+    ``version=None`` means model-wide (all versions); an empty ``segment`` means all
+    segments. A label set is more general than another when it constrains a subset of the
+    same things; inhibition uses that order.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str = Field(min_length=1)
+    version: str | None = None
+    segment: dict[str, str] = Field(default_factory=dict)
+
+    @property
+    def is_model_wide(self) -> bool:
+        return self.version is None and not self.segment
+
+    def covers(self, other: Labels) -> bool:
+        """True when ``self`` is the same or a more general key than ``other``."""
+        if self.model != other.model:
+            return False
+        if self.version is not None and self.version != other.version:
+            return False
+        return all(other.segment.get(k) == v for k, v in self.segment.items())
+
+    def canonical(self) -> dict[str, Any]:
+        return {
+            "model": self.model,
+            "version": self.version,
+            "segment": dict(sorted(self.segment.items())),
+        }
+
+    def flat(self) -> dict[str, str]:
+        """Flat string labels (Alertmanager style); segment keys prefixed ``segment_``."""
+        out = {"model": self.model}
+        if self.version is not None:
+            out["version"] = self.version
+        out.update({f"segment_{k}": v for k, v in sorted(self.segment.items())})
+        return out
+
+    def describe(self) -> str:
+        parts = [self.model]
+        parts.append(f"version={self.version}" if self.version else "all versions")
+        if self.segment:
+            parts.append(",".join(f"{k}={v}" for k, v in sorted(self.segment.items())))
+        return " ".join(parts)
+
+
+# Kinds whose Signal.feature names a harm category that is part of the incident identity
+# (toxicity:self_harm and toxicity:harassment are different incidents with different
+# severities); for drift the feature is evidence, not identity.
+CATEGORY_KINDS = frozenset({SignalKind.TOXICITY_RATE, SignalKind.CRITICAL_EVENT})
+
+
+def incident_type_of(signal: Signal) -> str:
+    """``kind`` or ``kind:category`` (e.g. ``critical_event:self_harm``)."""
+    if signal.kind in CATEGORY_KINDS and signal.feature:
+        return f"{signal.kind.value}:{signal.feature}"
+    return signal.kind.value
+
+
+def category_of(signal: Signal) -> str | None:
+    """The harm category used by the severity policy, if the signal has one."""
+    if signal.kind == SignalKind.PROMPT_INJECTION_RATE:
+        return "prompt_injection"
+    if signal.kind in CATEGORY_KINDS:
+        return signal.feature
+    return None
+
+
+def dedup_key_of(labels: Labels, incident_type: str) -> str:
+    """Stable key of an incident's identity; also the alerts-topic key and PD dedup_key."""
+    return "sentinel-" + stable_hash(labels.canonical(), incident_type)
+
+
+class EventRange(BaseModel):
+    """A contiguous offset range of one partition that holds evidence for a detection."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    topic: str = Field(min_length=1)
+    partition: int = Field(ge=0)
+    first_offset: int = Field(ge=0)
+    last_offset: int = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> EventRange:
+        if self.last_offset < self.first_offset:
+            raise ValueError("last_offset must be >= first_offset")
+        return self
+
+
+class BlastRadius(BaseModel):
+    """How much of the model's traffic is affected, for the severity policy."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    traffic_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    distinct_users: int | None = Field(default=None, ge=0)
+
+
+MAX_SAMPLE_REQUEST_IDS = 10
+
+
+class Detection(BaseModel):
+    """One detector alarm for one key, as the pipeline hands it to the engine."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    labels: Labels
+    signal: Signal
+    at: UtcDatetime = Field(description="Event time of the observation that fired.")
+    window_start: UtcDatetime | None = Field(
+        default=None, description="Event time of the first observation of the evidence."
+    )
+    ranges: tuple[EventRange, ...] = ()
+    sample_request_ids: tuple[str, ...] = Field(default=(), max_length=MAX_SAMPLE_REQUEST_IDS)
+    blast_radius: BlastRadius | None = None
+    replay: bool = Field(default=False, description="From an analyst's replay: never pages.")
+
+    @property
+    def incident_type(self) -> str:
+        return incident_type_of(self.signal)
+
+    @property
+    def dedup_key(self) -> str:
+        return dedup_key_of(self.labels, self.incident_type)
+
+    def fingerprint(self) -> str:
+        """Identity of this detection, so a reprocessed duplicate is recognised."""
+        return stable_hash(self.dedup_key, self.model_dump(mode="json"), length=24)
+
+
+class Evidence(BaseModel):
+    """What the detector saw, and where the events behind it live."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    signal: Signal
+    ranges: tuple[EventRange, ...] = ()
+    sample_request_ids: tuple[str, ...] = ()
+    window_start: UtcDatetime | None = None
+    window_end: UtcDatetime
+    blast_radius: BlastRadius | None = None
+
+
+class PlaybookRef(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    name: str
+    path: str
+
+
+class DeployRef(BaseModel):
+    """A recent deploy the incident's version belongs to (deploy awareness)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    model: str
+    version: str
+    previous_version: str | None = None
+    deployed_at: UtcDatetime
+
+
+class IncidentEvent(BaseModel):
+    """One lifecycle step of an incident, as published on the alerts topic.
+
+    ``event_id`` is derived from ``incident_id`` and ``sequence``, so re-emitting the same
+    step after a crash yields the same id and consumers can drop the duplicate.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    schema_version: Literal[1] = 1
+    event_id: str
+    incident_id: str
+    dedup_key: str
+    sequence: int = Field(ge=1)
+    action: IncidentAction
+    status: IncidentStatus
+    severity: Severity
+    severity_reasons: tuple[str, ...]
+    labels: Labels
+    incident_type: str
+    summary: str
+    evidence: Evidence
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+    emitted_at: UtcDatetime
+    playbook: PlaybookRef | None = None
+    deploy: DeployRef | None = None
+    note: str = Field(default="", description="Why this step happened (e.g. quiet for 15m).")
+    flap_count: int = Field(default=0, ge=0)
+    replay: bool = False
+
+    @property
+    def is_paging(self) -> bool:
+        return not self.replay
+
+    def key(self) -> bytes:
+        """Kafka message key on the alerts topic."""
+        return self.dedup_key.encode()
+
+    def to_json_bytes(self) -> bytes:
+        return self.model_dump_json().encode()
+
+
+def event_id_of(incident_id: str, sequence: int) -> str:
+    return stable_hash(incident_id, sequence, length=32)

@@ -1,0 +1,289 @@
+from __future__ import annotations
+
+import json
+from datetime import datetime
+
+import pytest
+from pydantic import ValidationError
+
+from alerting.engine import IncidentEngine
+from alerting.model import IncidentAction, IncidentStatus, Severity
+from alerting.policy import Silence
+from detectors.base import SignalKind
+
+from .helpers import T0, detection, minutes, playbooks, policy, signal
+
+
+def engine(**lifecycle: float) -> IncidentEngine:
+    return IncidentEngine(policy(**lifecycle), playbooks())
+
+
+def test_first_detection_triggers_with_evidence_playbook_and_reasons() -> None:
+    eng = engine()
+    [ev] = eng.observe(detection())
+    assert ev.action == IncidentAction.TRIGGER
+    assert ev.status == IncidentStatus.FIRING
+    assert ev.sequence == 1
+    assert ev.incident_type == "downvote_rate"
+    assert ev.playbook is not None
+    assert ev.playbook.name == "downvote_rate"
+    assert ev.playbook.path.endswith("config/playbooks/downvote_rate.toml")
+    assert ev.evidence.ranges[0].topic == "feedback"
+    assert ev.evidence.sample_request_ids == ("req-1", "req-2")
+    assert ev.evidence.signal.n_observations == 400
+    assert any("points ->" in r for r in ev.severity_reasons)
+    assert ev.first_seen == T0 - minutes(10)
+    assert ev.last_seen == T0
+    assert ev.dedup_key.startswith("sentinel-")
+
+
+def test_same_detection_twice_is_not_a_second_event() -> None:
+    eng = engine()
+    d = detection()
+    assert len(eng.observe(d)) == 1
+    assert eng.observe(d) == []
+    assert eng.observe(d.model_copy()) == []
+
+
+def test_reprocessing_from_older_state_reemits_identical_event_ids() -> None:
+    eng = engine()
+    saved = json.loads(json.dumps(eng.get_state()))
+    first = eng.observe(detection())
+    second = eng.observe(detection(T0 + minutes(1), sig=signal(effect=1.5, p_value=1e-9)))
+    # crash before the state was written back: restore the old state, reprocess the input
+    eng2 = engine()
+    eng2.set_state(saved)
+    again = eng2.observe(detection()) + eng2.observe(
+        detection(T0 + minutes(1), sig=signal(effect=1.5, p_value=1e-9))
+    )
+    assert [e.event_id for e in again] == [e.event_id for e in first + second]
+    assert len({e.event_id for e in first + second}) == 2
+
+
+def test_dedup_key_depends_on_labels_and_type_only() -> None:
+    a = detection(segment={"tenant": "a", "locale": "de"})
+    b = detection(T0 + minutes(5), segment={"locale": "de", "tenant": "a"}, sig=signal(effect=2))
+    c = detection(segment={"tenant": "b"})
+    d = detection(segment={"tenant": "a", "locale": "de"}, sig=signal(SignalKind.INPUT_DRIFT))
+    assert a.dedup_key == b.dedup_key
+    assert len({a.dedup_key, c.dedup_key, d.dedup_key}) == 3
+
+
+def test_category_is_part_of_identity_and_ranks_higher() -> None:
+    eng = engine()
+    [harm] = eng.observe(
+        detection(sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm", effect=0.1))
+    )
+    [tox] = eng.observe(
+        detection(sig=signal(SignalKind.TOXICITY_RATE, feature="harassment", effect=0.1))
+    )
+    assert harm.incident_type == "critical_event:self_harm"
+    assert harm.severity == Severity.SEV1
+    assert "category self_harm ranks at least SEV1" in harm.severity_reasons
+    assert tox.incident_type == "toxicity_rate:harassment"
+    assert tox.severity == Severity.SEV3  # the toxicity playbook's floor
+    assert harm.playbook is not None
+    assert harm.playbook.name == "critical_event"
+
+
+def test_rescored_worse_detection_escalates_and_minor_ones_are_rate_limited() -> None:
+    eng = engine(update_interval_minutes=60)
+    [t] = eng.observe(detection())
+    assert t.severity == Severity.SEV4
+    assert eng.observe(detection(T0 + minutes(2), sig=signal(last_index=1100))) == []
+    [u] = eng.observe(
+        detection(
+            T0 + minutes(3),
+            sig=signal(effect=1.2, p_value=1e-7, last_index=1200),
+        )
+    )
+    assert u.action == IncidentAction.UPDATE
+    assert u.severity.rank < t.severity.rank
+    assert u.note.startswith("re-scored: SEV4 -> ")
+    # a later, milder detection does not de-escalate; after the interval it is re-sent
+    [r] = eng.observe(detection(T0 + minutes(70), sig=signal(last_index=1300)))
+    assert r.action == IncidentAction.UPDATE
+    assert r.severity == u.severity
+    assert [t.sequence, u.sequence, r.sequence] == [1, 2, 3]
+
+
+def test_resolves_only_after_quiet_hysteresis() -> None:
+    eng = engine(hysteresis_minutes=15)
+    eng.observe(detection())
+    eng.observe(detection(T0 + minutes(10), sig=signal(last_index=1500)))
+    # the downvote playbook overrides hysteresis to 30 minutes
+    assert eng.tick(T0 + minutes(39)) == []
+    [res] = eng.tick(T0 + minutes(40))
+    assert res.action == IncidentAction.RESOLVE
+    assert res.status == IncidentStatus.RESOLVED
+    assert "quiet" in res.note
+    assert eng.tick(T0 + minutes(41)) == []
+    assert eng.incidents() == []
+
+
+def test_flapping_reopens_same_incident_and_doubles_quiet_period() -> None:
+    eng = engine()
+    [t1] = eng.observe(detection())
+    [r1] = eng.tick(T0 + minutes(30))
+    [t2] = eng.observe(detection(T0 + minutes(35), sig=signal(last_index=2000)))
+    assert t2.action == IncidentAction.TRIGGER
+    assert t2.incident_id == t1.incident_id
+    assert t2.flap_count == 1
+    assert t2.sequence == r1.sequence + 1
+    assert eng.tick(T0 + minutes(35 + 59)) == []  # 30 min x 2
+    [r2] = eng.tick(T0 + minutes(35 + 60))
+    assert r2.action == IncidentAction.RESOLVE
+    # long after resolving, a new detection is a new incident
+    eng.tick(T0 + minutes(400))
+    [t3] = eng.observe(detection(T0 + minutes(400), sig=signal(last_index=9000)))
+    assert t3.incident_id != t1.incident_id
+    assert t3.flap_count == 0
+    assert t3.sequence == 1
+
+
+def test_escalates_when_not_recovered_by_playbook_deadline() -> None:
+    eng = engine()
+    [t] = eng.observe(detection(sig=signal(SignalKind.PROMPT_INJECTION_RATE)))
+    assert t.severity == Severity.SEV2  # category floor
+    # keep the detector firing so it does not resolve; deadline is 30 min
+    for i, m in enumerate(range(5, 30, 5)):
+        eng.observe(
+            detection(T0 + minutes(m), sig=signal(SignalKind.PROMPT_INJECTION_RATE, last_index=i))
+        )
+        assert eng.tick(T0 + minutes(m)) == []
+    eng.observe(
+        detection(T0 + minutes(29), sig=signal(SignalKind.PROMPT_INJECTION_RATE, last_index=99))
+    )
+    [esc] = eng.tick(T0 + minutes(30))
+    assert esc.action == IncidentAction.UPDATE
+    assert esc.status == IncidentStatus.ESCALATED
+    assert esc.severity == Severity.SEV1
+    assert "deadline" in esc.severity_reasons[-1]
+    assert eng.tick(T0 + minutes(31)) == []  # escalates once
+
+
+def test_model_wide_incident_inhibits_segment_duplicates_until_it_resolves() -> None:
+    eng = engine()
+    [wide] = eng.observe(detection())
+    assert eng.observe(detection(segment={"tenant": "acme"})) == []
+    assert eng.observe(detection(version="v2")) == []
+    muted = [i for i in eng.incidents() if i.muted_by]
+    assert len(muted) == 2
+    assert all(wide.incident_id in (i.muted_by or "") for i in muted)
+    # a different incident type is not inhibited
+    assert (
+        len(eng.observe(detection(segment={"tenant": "acme"}, sig=signal(SignalKind.INPUT_DRIFT))))
+        == 1
+    )
+    # the children keep firing; the model-wide one goes quiet and resolves
+    eng.observe(detection(T0 + minutes(25), segment={"tenant": "acme"}, sig=signal(last_index=5)))
+    events = eng.tick(T0 + minutes(30))
+    assert [e.action for e in events] == [IncidentAction.RESOLVE, IncidentAction.TRIGGER]
+    assert events[0].incident_id == wide.incident_id
+    assert events[1].labels.segment == {"tenant": "acme"}
+    assert events[1].note == "mute lifted"
+
+
+def test_silence_from_config_and_runtime_with_expiry() -> None:
+    base = policy()
+    silenced = base.model_copy(
+        update={
+            "silences": (
+                Silence(
+                    id="maint",
+                    model="support-bot",
+                    starts_at=T0 - minutes(5),
+                    ends_at=T0 + minutes(20),
+                    comment="index rebuild",
+                ),
+            )
+        }
+    )
+    eng = IncidentEngine(silenced, playbooks())
+    assert eng.observe(detection()) == []
+    assert "silenced by maint" in (eng.incidents()[0].muted_by or "")
+    eng.observe(detection(T0 + minutes(15), sig=signal(last_index=3)))
+    [t] = eng.tick(T0 + minutes(20))  # silence expired, detector still recent
+    assert t.action == IncidentAction.TRIGGER
+    assert eng.silences() == []
+    # runtime silence, scoped by type prefix
+    eng.add_silence(
+        Silence(
+            id="cli-1",
+            model="support-bot",
+            incident_type="toxicity_rate",
+            starts_at=T0,
+            ends_at=T0 + minutes(120),
+            created_by="alice",
+        )
+    )
+    tox = signal(SignalKind.TOXICITY_RATE, feature="hate")
+    assert eng.observe(detection(T0 + minutes(21), sig=tox)) == []
+    assert eng.remove_silence("cli-1")
+    assert not eng.remove_silence("cli-1")
+    [t2] = eng.tick(T0 + minutes(22))
+    assert t2.incident_type == "toxicity_rate:hate"
+
+
+def test_resolve_of_a_never_notified_incident_is_not_emitted() -> None:
+    eng = engine()
+    eng.add_silence(Silence(id="s", model="support-bot", starts_at=T0, ends_at=T0 + minutes(300)))
+    assert eng.observe(detection()) == []
+    assert eng.tick(T0 + minutes(31)) == []
+    assert eng.incidents() == []
+
+
+def test_warmup_holds_thin_evidence_but_bad_deploy_with_evidence_alarms() -> None:
+    eng = engine()
+    eng.record_deploy("support-bot", "v1", T0 - minutes(600))
+    eng.record_deploy("support-bot", "v2", T0)
+    thin = detection(T0 + minutes(5), version="v2", sig=signal(n=50))
+    assert eng.observe(thin) == []
+    assert eng.held_count == 1
+    assert eng.incidents() == []
+    strong = detection(T0 + minutes(6), version="v2", sig=signal(n=800, effect=0.8))
+    [ev] = eng.observe(strong)
+    assert ev.playbook is not None
+    assert ev.playbook.name == "bad_deploy"
+    assert ev.deploy is not None
+    assert ev.deploy.previous_version == "v1"
+    assert any("deployed 6 min ago" in r for r in ev.severity_reasons)
+    assert ev.severity.rank <= 3  # bad_deploy floor
+    # model-wide detections are not held (they rest on all versions' traffic)
+    assert (
+        len(eng.observe(detection(T0 + minutes(5), sig=signal(SignalKind.INPUT_DRIFT, n=50)))) == 1
+    )
+    # after warm-up, thin evidence counts again
+    late = detection(T0 + minutes(31), version="v2", sig=signal(SignalKind.OUTPUT_DRIFT, n=50))
+    assert len(eng.observe(late)) == 1
+
+
+def test_replayed_detections_are_flagged() -> None:
+    eng = IncidentEngine(policy(), playbooks(), replay=True)
+    [ev] = eng.observe(detection())
+    assert ev.replay
+    [ev2] = engine().observe(detection(replay=True))
+    assert ev2.replay
+
+
+def test_state_round_trips_through_json() -> None:
+    eng = engine()
+    eng.record_deploy("support-bot", "v2", T0)
+    eng.add_silence(Silence(id="s", model="other", starts_at=T0, ends_at=T0 + minutes(9)))
+    eng.observe(detection(sig=signal(n=500)))
+    eng.observe(detection(segment={"tenant": "x"}))
+    state = json.loads(json.dumps(eng.get_state()))
+    eng2 = engine()
+    eng2.set_state(state)
+    assert eng2.get_state() == eng.get_state()
+    later = detection(T0 + minutes(50), sig=signal(effect=2.0, p_value=1e-8, last_index=7))
+    assert eng2.observe(later) == eng.observe(later)
+    assert eng2.tick(T0 + minutes(200)) == eng.tick(T0 + minutes(200))
+
+
+def test_naive_datetimes_are_rejected() -> None:
+    eng = engine()
+    with pytest.raises(ValueError, match="timezone-aware"):
+        eng.tick(datetime(2025, 1, 1))  # noqa: DTZ001
+    with pytest.raises(ValidationError, match="timezone-aware"):
+        detection(datetime(2025, 1, 1))  # noqa: DTZ001
