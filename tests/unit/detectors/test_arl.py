@@ -1,0 +1,76 @@
+"""The exact CUSUM run-length computation against DESIGN.md and against simulation."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from detectors.arl import (
+    bernoulli_arl,
+    bernoulli_cusum_delay,
+    bernoulli_lattice,
+    bernoulli_threshold,
+    lattice_arl,
+)
+from detectors.rate import BernoulliCusum
+
+# DESIGN.md: exact CUSUM delays (events) at ARL0 = 1e4, 1e5, 3e5.
+DESIGN_TABLE = [
+    (0.05, 0.10, (202, 312, 365)),
+    (0.05, 0.075, (531, 915, 1104)),
+    (0.02, 0.04, (411, 691, 829)),
+    (0.01, 0.02, (670, 1222, 1499)),
+    (0.10, 0.20, (112, 163, 188)),
+]
+
+
+@pytest.mark.parametrize(("p0", "p1", "delays"), DESIGN_TABLE)
+def test_reproduces_design_table(p0: float, p1: float, delays: tuple[int, ...]) -> None:
+    for arl0, expected in zip((1e4, 1e5, 3e5), delays, strict=True):
+        assert bernoulli_cusum_delay(p0, p1, arl0) == pytest.approx(expected, rel=0.01)
+
+
+@pytest.mark.parametrize(("p0", "p1", "delays"), DESIGN_TABLE)
+def test_threshold_is_smallest_reaching_target(
+    p0: float, p1: float, delays: tuple[int, ...]
+) -> None:
+    lat = bernoulli_lattice(p0, p1)
+    assert abs(lat.up * lat.unit / math.log(p1 / p0) - 1) <= 2.5e-3
+    for arl0 in (1e4, 1e5):
+        h = bernoulli_threshold(p0, p1, arl0)
+        assert bernoulli_arl(lat.up, lat.down, h, p0) >= arl0
+        assert bernoulli_arl(lat.up, lat.down, h - 1, p0) < arl0
+
+
+def test_close_to_wald_approximation() -> None:
+    p0, p1, arl0 = 0.05, 0.10, 1e4
+    kl0 = p0 * math.log(p0 / p1) + (1 - p0) * math.log((1 - p0) / (1 - p1))
+    kl1 = p1 * math.log(p1 / p0) + (1 - p1) * math.log((1 - p1) / (1 - p0))
+    h = bernoulli_threshold(p0, p1, arl0) * bernoulli_lattice(p0, p1).unit
+    wald_delay = (h + math.exp(-h) - 1) / kl1
+    assert (math.exp(h) - h - 1) / kl0 == pytest.approx(arl0, rel=0.3)
+    assert bernoulli_cusum_delay(p0, p1, arl0) == pytest.approx(wald_delay, rel=0.1)
+
+
+def test_general_lattice_agrees_with_bernoulli_solver() -> None:
+    up, down, h, p = 7, 2, 40, 0.2
+    pmf = np.zeros(up + down + 1)
+    pmf[0], pmf[-1] = 1 - p, p  # steps -down .. +up
+    assert lattice_arl(pmf, -down, h) == pytest.approx(bernoulli_arl(up, down, h, p), rel=1e-9)
+
+
+def test_simulated_run_lengths_match_exact_arl() -> None:
+    """Run lengths of the running detector are i.i.d. with mean exactly the chain's ARL."""
+    p0, p1, arl0 = 0.05, 0.10, 500.0
+    lat = bernoulli_lattice(p0, p1)
+    h = bernoulli_threshold(p0, p1, arl0)
+    rng = np.random.default_rng(7)
+    for rate, n in ((p0, 1_000_000), (p1, 200_000)):
+        det = BernoulliCusum(p0=p0, arl0=arl0)
+        signals = det.update_many(rng.random(n) < rate)
+        exact = bernoulli_arl(lat.up, lat.down, h, rate)
+        measured = signals[-1].last_index / len(signals)
+        # ~2000 (1e6 / ~500) and ~1600 run lengths: standard error about 2-3 %.
+        assert measured == pytest.approx(exact, rel=0.08)

@@ -1,0 +1,87 @@
+"""Behavioural tests of the rate detectors with fixed seeds."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from detectors.arl import bernoulli_cusum_delay
+from detectors.base import Direction, SignalKind
+from detectors.rate import BernoulliCusum, CriticalEventDetector, ToxicityRate
+
+
+def test_learned_baseline_false_alarm_rate_within_factor_two() -> None:
+    """With p0 learned from 2000 events (~100 positives), ARL0 stays within 2x of target.
+
+    Estimation error in p0 shortens the run length (an underestimated baseline alarms
+    early); with 100 baseline events it costs less than a factor 2.
+    """
+    arl0, alarms, events = 2000.0, 0, 0
+    for seed in range(40):
+        rng = np.random.default_rng(seed)
+        det = BernoulliCusum(warmup=2000, arl0=arl0)
+        alarms += len(det.update_many(rng.random(42_000) < 0.05))
+        events += 40_000
+    assert arl0 / 2 <= events / alarms <= arl0 * 2
+
+
+def test_no_alarm_during_warmup() -> None:
+    det = BernoulliCusum(warmup=500, arl0=100.0)
+    assert det.update_many([True] * 499) == []
+    assert not det.calibrated
+
+
+def delays(det_factory: type[BernoulliCusum], p0: float, p1: float, arl0: float) -> list[int]:
+    rng = np.random.default_rng(11)
+    out: list[int] = []
+    while len(out) < 300:
+        det = det_factory(p0=p0, arl0=arl0)
+        if det.update_many(rng.random(500) < p0):
+            continue  # false alarm before the change: not a delay sample
+        signals = det.update_many(rng.random(20_000) < p1)
+        out.append(signals[0].last_index - 500 + 1)
+    return out
+
+
+def test_detection_delay_near_cusum_bound() -> None:
+    """Mean delay after a change at a random state is at most the zero-state exact ARL1."""
+    p0, p1, arl0 = 0.05, 0.10, 1e4
+    got = delays(BernoulliCusum, p0, p1, arl0)
+    bound = bernoulli_cusum_delay(p0, p1, arl0)  # 202 events
+    assert np.mean(got) <= 1.1 * bound
+    assert np.mean(got) >= 0.7 * bound
+
+
+def test_signal_evidence_window_covers_change() -> None:
+    rng = np.random.default_rng(3)
+    det = BernoulliCusum(p0=0.02, arl0=1e5)
+    assert det.update_many(rng.random(5000) < 0.02) == []
+    signal = det.update_many(rng.random(5000) < 0.08)[0]
+    assert signal.direction is Direction.UP
+    assert signal.first_index >= 4500  # change-point estimate near the true change (5000)
+    assert signal.observed == pytest.approx(0.08, rel=0.5)
+    assert signal.effect_size == pytest.approx(signal.observed / 0.02 - 1)
+
+
+def test_toxicity_names_the_category_that_moved() -> None:
+    rng = np.random.default_rng(5)
+    det = ToxicityRate(categories=("hate", "violence"), warmup=2000, arl0=1e4)
+    before = [{"hate": float(a), "violence": float(b)} for a, b in rng.random((5000, 2)) * 0.55]
+    assert det.update_many(before) == []
+    after = [{"hate": float(a) * 0.6, "violence": float(b)} for a, b in rng.random((3000, 2))]
+    signals = det.update_many(after)
+    assert signals
+    assert signals[0].kind is SignalKind.TOXICITY_RATE
+    assert signals[0].feature == "violence"
+
+
+def test_critical_event_fires_on_the_event() -> None:
+    det = CriticalEventDetector(cutoff=0.9)
+    assert det.update({"self_harm": 0.5, "toxicity": 0.99}) is None
+    signal = det.update({"data_exposure": 0.95})
+    assert signal is not None
+    assert (signal.kind, signal.feature, signal.last_index) == (
+        SignalKind.CRITICAL_EVENT,
+        "data_exposure",
+        1,
+    )

@@ -1,0 +1,139 @@
+"""Behavioural tests of the confidence and drift detectors, and their test statistics."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy import stats
+
+from detectors.base import Direction, Signal
+from detectors.confidence import ConfidenceShift
+from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
+from detectors.twosample import chi2_homogeneity, holm_reject, ks_two_sample
+
+
+def test_ks_matches_scipy() -> None:
+    rng = np.random.default_rng(0)
+    ref, win = rng.normal(size=(300, 1)), rng.normal(0.3, size=(80, 1))
+    d, p = ks_two_sample(np.sort(ref, axis=0), win)
+    expected = stats.ks_2samp(ref[:, 0], win[:, 0], method="asymp")
+    assert d[0] == pytest.approx(expected.statistic)
+    assert p[0] == pytest.approx(expected.pvalue, rel=0.2)
+
+
+def test_chi2_matches_scipy() -> None:
+    ref, win = np.array([50.0, 30.0, 20.0]), np.array([10.0, 5.0, 15.0])
+    stat, p = chi2_homogeneity(ref, win)
+    expected = stats.chi2_contingency(np.vstack([ref, win]), correction=False)
+    assert (stat, p) == pytest.approx((expected.statistic, expected.pvalue))
+
+
+def test_holm() -> None:
+    p = np.array([0.01, 0.04, 0.03, 0.005])
+    assert holm_reject(p, 0.05).tolist() == [True, False, False, True]
+    assert not holm_reject(np.array([0.02, 0.03]), 0.02).any()
+
+
+def false_alarm_run_length(det: NumericDrift | ConfidenceShift, xs: list[object]) -> float:
+    signals = det.update_many(xs)
+    return (len(xs) - det.reference_size) / max(1, len(signals))
+
+
+def test_numeric_drift_false_alarms_no_more_than_target() -> None:
+    """The bound alpha = stride/arl0 is conservative: ARL0 at least the target."""
+    rng = np.random.default_rng(1)
+    arl0 = 1000.0
+    xs = [{"a": float(a), "b": float(b)} for a, b in rng.normal(size=(120_000, 2))]
+    det = NumericDrift(features=("a", "b"), arl0=arl0, reference_size=500, window=100, stride=20)
+    assert false_alarm_run_length(det, xs) >= arl0
+
+
+def test_numeric_drift_detects_and_names_feature() -> None:
+    rng = np.random.default_rng(2)
+    det = NumericDrift(features=("a", "b", "c"), arl0=1e5)
+    data = rng.normal(size=(3000, 3))
+    data[2000:, 1] += 1.0
+    signals = det.update_many([dict(zip("abc", map(float, row), strict=True)) for row in data])
+    assert signals
+    first = signals[0]
+    assert first.feature == "b"
+    assert 2000 <= first.last_index <= 2000 + 200  # within one window of the change
+    assert first.p_value is not None
+    assert first.p_value <= det.alpha
+
+
+def test_categorical_and_label_mix_detect() -> None:
+    rng = np.random.default_rng(3)
+    cats = np.array(["en", "de", "fr"])
+    stream = np.concatenate(
+        [rng.choice(cats, 3000, p=[0.7, 0.2, 0.1]), rng.choice(cats, 1000, p=[0.45, 0.2, 0.35])]
+    )
+    cat = CategoricalDrift(features=("locale",), arl0=1e5)
+    lab = LabelMixDrift(arl0=1e5)
+    for det, xs in ((cat, [{"locale": str(c)} for c in stream]), (lab, [str(c) for c in stream])):
+        signals: list[Signal] = det.update_many(xs)
+        assert signals
+        assert 3000 <= signals[0].last_index <= 3000 + 400
+        assert signals[0].feature is not None
+        assert signals[0].feature.endswith("=fr") or signals[0].feature.endswith("=en")
+
+
+def test_categorical_false_alarms_no_more_than_target() -> None:
+    rng = np.random.default_rng(4)
+    arl0 = 1000.0
+    xs = [str(c) for c in rng.choice(["a", "b", "c", "d"], 100_000, p=[0.4, 0.3, 0.2, 0.1])]
+    det = LabelMixDrift(arl0=arl0, reference_size=500, window=100, stride=20)
+    signals = det.update_many(xs)
+    assert (len(xs) - 500) / max(1, len(signals)) >= arl0 / 1.5
+
+
+def test_embedding_drift_detects_shift() -> None:
+    rng = np.random.default_rng(5)
+    emb = rng.standard_normal((4000, 32))
+    emb[3000:, :8] += 0.5
+    det = EmbeddingDrift(arl0=1e5)
+    signals = det.update_many([list(map(float, e)) for e in emb])
+    assert signals
+    assert 3000 <= signals[0].last_index <= 3000 + 400
+
+
+def test_confidence_false_alarms_within_factor_two() -> None:
+    """Three tests share arl0; the mean CUSUMs are exact for the empirical reference, the
+    remaining error comes from estimating the reference from 1000 scores."""
+    rng = np.random.default_rng(6)
+    arl0 = 2000.0
+    alarms, events = 0, 0
+    for _ in range(4):
+        det = ConfidenceShift(arl0=arl0)
+        xs = [float(v) for v in rng.beta(8.0, 2.0, 31_000)]
+        alarms += len(det.update_many(xs))
+        events += 30_000
+    assert arl0 / 2 <= events / max(alarms, 1)
+
+
+@pytest.mark.parametrize(("delta", "direction"), [(-0.5, Direction.DOWN), (0.5, Direction.UP)])
+def test_confidence_mean_shift_both_directions(delta: float, direction: Direction) -> None:
+    rng = np.random.default_rng(7)
+    delays = []
+    for _ in range(20):
+        det = ConfidenceShift(arl0=1e5)
+        ref = rng.normal(0.7, 0.1, 1000)
+        assert det.update_many([float(v) for v in ref]) == []
+        signals = det.update_many([float(v) for v in rng.normal(0.7 + delta * 0.1, 0.1, 3000)])
+        assert signals
+        assert signals[0].direction is direction
+        delays.append(signals[0].last_index - 1000 + 1)
+    # Siegmund: h ~ 19 sd at 3e5 for k = 0.25, delay ~ (h + 1.166) / (0.5 - 0.25) ~ 80.
+    assert np.median(delays) <= 120
+
+
+def test_confidence_shape_change_caught_by_distribution_test() -> None:
+    """Same mean and spread, different shape: only the KS test can see it."""
+    rng = np.random.default_rng(8)
+    det = ConfidenceShift(arl0=1e5)
+    assert det.update_many([float(v) for v in rng.normal(0.7, 0.1, 1000)]) == []
+    bimodal = 0.7 + 0.1 * rng.choice([-1.0, 1.0], 2000) + rng.normal(0, 0.01, 2000)
+    signals = det.update_many([float(v) for v in bimodal])
+    assert signals
+    assert signals[0].feature == "distribution"
+    assert signals[0].last_index <= 1000 + 400
