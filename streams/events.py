@@ -1,0 +1,331 @@
+"""The event contract with producers: typed, validated wire models and their JSON Schema.
+
+Four kinds of event travel on Kafka (one topic per kind by default, but any topic may carry
+any kind, since every record names its ``event_type``):
+
+* :class:`InferenceInput`  what went into a model (features, prompt hash, retrieved docs);
+* :class:`InferenceOutput` what came out (confidence, moderation scores, tokens);
+* :class:`Feedback`        a user's vote or rating on an output, minutes later;
+* :class:`Evaluation`      an evaluator's or guardrail's verdict, arriving later still.
+
+They are correlated by ``request_id`` (JSON ``gen_ai.response.id``). JSON field names are the
+OpenTelemetry GenAI attribute names where one exists (``gen_ai.request.model``,
+``gen_ai.usage.output_tokens``, ...) and plain snake_case otherwise; Python attributes are
+always snake_case. Either spelling is accepted on input; the alias is always written. See
+``docs/events.md`` for the field table.
+
+Unknown fields are ignored (not rejected): producers upgrade at their own pace, and a newer
+producer adding a field must not send all of its traffic to the dead-letter topic. Known
+fields are validated strictly: no string-to-number or number-to-bool coercion, scores
+finite and in range, timestamps timezone-aware (converted to UTC).
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
+
+from pydantic import (
+    AfterValidator,
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StringConstraints,
+    TypeAdapter,
+    model_validator,
+)
+
+SCHEMA_VERSION: Final = "1"
+"""The ``schema_version`` every event of this contract carries."""
+
+# Limits: generous for real producers, small enough that one record cannot exhaust memory.
+MAX_TEXT_CHARS: Final = 100_000
+MAX_SEGMENT_LABELS: Final = 32
+MAX_FEATURES: Final = 512
+MAX_EMBEDDING_DIM: Final = 4096
+MAX_DOC_IDS: Final = 256
+
+ModerationCategory: TypeAlias = Literal[
+    "toxicity",
+    "severe_toxicity",
+    "hate",
+    "harassment",
+    "self_harm",
+    "sexual",
+    "violence",
+    "data_exposure",
+]
+"""Moderation categories with a shared meaning across producers (others are allowed)."""
+MODERATION_CATEGORIES: Final[tuple[str, ...]] = get_args(ModerationCategory)
+
+EventType: TypeAlias = Literal["input", "output", "feedback", "evaluation"]
+_NAME_RE = r"^[A-Za-z0-9_][A-Za-z0-9_.:/@+-]*$"
+
+
+def _to_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC)
+
+
+UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
+"""An aware timestamp, normalised to UTC. Naive timestamps are rejected."""
+UnitScore = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
+"""A probability-like score in [0, 1]; NaN and infinities are rejected."""
+FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]
+"""Any finite number (an integer is accepted); strings are rejected, not coerced."""
+Count = Annotated[int, Field(strict=True, ge=0)]
+Rating = Annotated[int, Field(strict=True, ge=1, le=5)]
+Name = Annotated[str, StringConstraints(min_length=1, max_length=256, pattern=_NAME_RE)]
+"""A model name, version or evaluator name: no spaces, no control characters."""
+Identifier = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+LabelKey = Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9_.-]{0,63}$")]
+LabelValue = Annotated[str, StringConstraints(min_length=1, max_length=256)]
+ShortText = Annotated[str, StringConstraints(max_length=4000)]
+LongText = Annotated[str, StringConstraints(max_length=MAX_TEXT_CHARS)]
+Hash = Annotated[
+    str, StringConstraints(pattern=r"^(?:[a-z0-9-]{1,16}:)?[0-9a-f]{16,128}$", max_length=146)
+]
+"""A hex digest, optionally prefixed by its algorithm (``sha256:9f86d0...``)."""
+
+_CONFIG = ConfigDict(
+    extra="ignore",
+    frozen=True,
+    validate_by_name=True,
+    validate_by_alias=True,
+    serialize_by_alias=True,
+    str_strip_whitespace=False,
+)
+
+
+class _EventBase(BaseModel):
+    """Fields every event carries."""
+
+    model_config = _CONFIG
+
+    event_type: EventType = Field(description="input, output, feedback or evaluation.")
+    schema_version: Literal["1"] = Field(
+        default=SCHEMA_VERSION, description="Version of this contract."
+    )
+    request_id: Identifier = Field(
+        alias="gen_ai.response.id",
+        description="Correlates the input, output, feedback and evaluations of one request.",
+    )
+    timestamp: UtcDatetime = Field(
+        description="When it happened (event time), ISO 8601 with an offset; stored as UTC."
+    )
+    segment: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict,
+        max_length=MAX_SEGMENT_LABELS,
+        description="Segment labels such as tenant, feature, locale; detectors key by them.",
+    )
+    user_hash: Identifier | None = Field(
+        default=None,
+        alias="user.hash",
+        description="A stable, anonymised user id, for counting distinct users affected.",
+    )
+    conversation_id: Identifier | None = Field(
+        default=None, alias="gen_ai.conversation.id", description="Session or thread id."
+    )
+
+
+class _ModelRequired(_EventBase):
+    model: Name = Field(alias="gen_ai.request.model", description="The model's name.")
+    model_version: Name = Field(description="The deployed version of the model.")
+
+
+class InferenceInput(_ModelRequired):
+    """What a model was asked: published by the serving code before or with the call."""
+
+    event_type: Literal["input"] = "input"
+    operation: Name | None = Field(
+        default=None, alias="gen_ai.operation.name", description="chat, embeddings, ..."
+    )
+    prompt: LongText | None = Field(
+        default=None, description="Raw prompt text. Sensitive: optional, often omitted."
+    )
+    system_instructions_hash: Hash | None = Field(
+        default=None, description="Digest of the system instructions (prompt template)."
+    )
+    retrieved_doc_ids: list[Identifier] = Field(
+        default_factory=list,
+        max_length=MAX_DOC_IDS,
+        description="Ids of documents retrieved into the context (RAG), in rank order.",
+    )
+    data_source_id: Identifier | None = Field(
+        default=None, alias="gen_ai.data_source.id", description="The retrieval data source."
+    )
+    numeric_features: dict[LabelKey, FiniteFloat] = Field(
+        default_factory=dict, max_length=MAX_FEATURES, description="Numeric input features."
+    )
+    categorical_features: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, max_length=MAX_FEATURES, description="Categorical input features."
+    )
+    embedding: list[FiniteFloat] | None = Field(
+        default=None,
+        min_length=1,
+        max_length=MAX_EMBEDDING_DIM,
+        description="An input embedding (or a low-dimensional projection of one).",
+    )
+
+
+class InferenceOutput(_ModelRequired):
+    """What a model answered, with its confidence and any moderation/evaluator scores."""
+
+    event_type: Literal["output"] = "output"
+    response_model: Name | None = Field(
+        default=None,
+        alias="gen_ai.response.model",
+        description="The model that actually answered, if it differs from the requested one.",
+    )
+    confidence: UnitScore | None = Field(
+        default=None, description="The model's confidence in its output, in [0, 1]."
+    )
+    label: LabelValue | None = Field(default=None, description="Predicted class, if any.")
+    moderation: dict[LabelKey, UnitScore] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Moderation scores by category (toxicity, self_harm, ...), each in [0, 1].",
+    )
+    prompt_injection: UnitScore | None = Field(
+        default=None, description="Prompt-injection classifier score in [0, 1]."
+    )
+    groundedness: UnitScore | None = Field(
+        default=None, description="How well the output is supported by its sources, [0, 1]."
+    )
+    output_text: LongText | None = Field(
+        default=None, description="Raw output text. Sensitive: optional, often omitted."
+    )
+    finish_reasons: list[Name] = Field(
+        default_factory=list, max_length=16, alias="gen_ai.response.finish_reasons"
+    )
+    input_tokens: Count | None = Field(default=None, alias="gen_ai.usage.input_tokens")
+    output_tokens: Count | None = Field(default=None, alias="gen_ai.usage.output_tokens")
+    latency_ms: FiniteFloat | None = Field(
+        default=None, ge=0.0, description="Time from request to response, milliseconds."
+    )
+
+
+class Feedback(_EventBase):
+    """A user's vote or rating on an output. Model and version are optional: feedback systems
+    often do not know them, and the pipeline joins them from the output by request id."""
+
+    event_type: Literal["feedback"] = "feedback"
+    model: Name | None = Field(default=None, alias="gen_ai.request.model")
+    model_version: Name | None = None
+    vote: Literal["up", "down"] | None = Field(default=None, description="Thumbs up/down.")
+    rating: Rating | None = Field(default=None, description="A 1-5 star rating.")
+    comment: ShortText | None = Field(default=None, description="Free text. Sensitive.")
+
+    @model_validator(mode="after")
+    def _vote_or_rating(self) -> Feedback:
+        if self.vote is None and self.rating is None:
+            raise ValueError("feedback needs a vote or a rating")
+        return self
+
+    @property
+    def negative(self) -> bool:
+        """A downvote, or a rating of 1 or 2 (when there is no vote)."""
+        if self.vote is not None:
+            return self.vote == "down"
+        return self.rating is not None and self.rating <= 2
+
+
+class Evaluation(_EventBase):
+    """An evaluator's or guardrail's result on an output, usually arriving later."""
+
+    event_type: Literal["evaluation"] = "evaluation"
+    model: Name | None = Field(default=None, alias="gen_ai.request.model")
+    model_version: Name | None = None
+    evaluator: Name = Field(description="Who judged: 'llm-judge-v2', 'guardrail/pii', ...")
+    name: Name = Field(
+        alias="gen_ai.evaluation.name", description="The metric: groundedness, relevance, ..."
+    )
+    kind: Literal["evaluation", "guardrail"] = "evaluation"
+    score: FiniteFloat | None = Field(
+        default=None, alias="gen_ai.evaluation.score.value", description="On the metric's scale."
+    )
+    score_label: LabelValue | None = Field(
+        default=None, alias="gen_ai.evaluation.score.label", description="pass, fail, ..."
+    )
+    explanation: ShortText | None = Field(default=None, alias="gen_ai.evaluation.explanation")
+    passed: StrictBool | None = Field(default=None, description="The evaluator's verdict.")
+    scores: dict[LabelKey, UnitScore] = Field(
+        default_factory=dict,
+        max_length=64,
+        description="Category scores in [0, 1], e.g. toxicity by category from a later pass.",
+    )
+
+
+EVENT_TYPES: Final[tuple[EventType, ...]] = ("input", "output", "feedback", "evaluation")
+AnyEvent: TypeAlias = InferenceInput | InferenceOutput | Feedback | Evaluation
+Event = Annotated[AnyEvent, Field(discriminator="event_type")]
+"""Any event, told apart by ``event_type``."""
+
+EVENT_MODELS: Final[dict[EventType, type[AnyEvent]]] = {
+    "input": InferenceInput,
+    "output": InferenceOutput,
+    "feedback": Feedback,
+    "evaluation": Evaluation,
+}
+EVENT_ADAPTER: Final[TypeAdapter[AnyEvent]] = TypeAdapter(Event)
+
+
+def parse_event(data: bytes | str) -> AnyEvent:
+    """Validate one JSON event (any kind). Raises :class:`pydantic.ValidationError`."""
+    return EVENT_ADAPTER.validate_json(data)
+
+
+def dump_event(event: AnyEvent) -> bytes:
+    """The canonical wire form: compact JSON, alias names, ``None`` fields left out."""
+    return event.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+def json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON Schema documents (draft 2020-12) by file stem, for producers to validate against."""
+    from streams.ingress import DeadLetter  # the DLQ record is part of the published contract
+
+    out: dict[str, dict[str, Any]] = {}
+    for kind, model in EVENT_MODELS.items():
+        out[kind] = model.model_json_schema(by_alias=True, mode="validation")
+    out["event"] = EVENT_ADAPTER.json_schema(by_alias=True, mode="validation")
+    out["dead-letter"] = DeadLetter.model_json_schema(by_alias=True, mode="serialization")
+    for stem, schema in out.items():
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        schema["$id"] = f"https://sentinel.invalid/schemas/v{SCHEMA_VERSION}/{stem}.schema.json"
+    return out
+
+
+def write_schemas(out_dir: Path) -> list[Path]:
+    """Write ``<kind>.schema.json`` files into ``out_dir``; returns the paths written."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    written = []
+    for stem, schema in json_schemas().items():
+        path = out_dir / f"{stem}.schema.json"
+        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        written.append(path)
+    return written
+
+
+def schema_main(argv: list[str]) -> int:
+    """``sentinel schema --out DIR``: write the JSON Schema files."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="sentinel schema", description=schema_main.__doc__)
+    add_schema_arguments(parser)
+    return run_schema(parser.parse_args(argv))
+
+
+def add_schema_arguments(parser: Any) -> None:
+    """Add ``--out`` to an argparse (sub)parser; pair with :func:`run_schema` as handler."""
+    parser.add_argument(
+        "--out", type=Path, default=Path("schemas"), help="directory (default: ./schemas)"
+    )
+
+
+def run_schema(args: Any) -> int:
+    for path in write_schemas(args.out):
+        print(path)
+    return 0
