@@ -1,6 +1,7 @@
 """Thin kafka-python loops around the pure logic: notify sinks and containment.
 
-Each loop polls the alerts topic, hands every record to a pure ``handle_*`` function and
+Each loop polls the alerts topic (``should_stop`` is checked between polled batches of at
+most 100 records), hands every record to a pure ``handle_*`` function and
 commits the record's offset only after it was delivered, dead-lettered or published (the
 producer future is awaited first). A crash therefore re-processes at most the records after
 the last commit; event ids make those duplicates harmless. The consumer and producer are
@@ -146,8 +147,6 @@ def notify_loop(
                 handle_alert_record(record, runner, dead_letter_raw=dead_letter_raw, clock=clock)
             )
             _commit(consumer, record)
-            if should_stop():
-                return stats
     return stats
 
 
@@ -278,8 +277,6 @@ def containment_loop(
                 else:
                     _send_and_wait(producer, control_topic, snap.key(), snap.to_json_bytes())
             _commit(consumer, record)
-            if should_stop():
-                return state
     return state
 
 

@@ -1,0 +1,257 @@
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import pytest
+from kafka.structs import OffsetAndMetadata, TopicPartition
+from pydantic import SecretStr
+
+from alerting.containment import ContainmentState, ModelContainment, commands_for, fold
+from alerting.delivery import DeadLetter, DeliveryRunner, HttpRequest, HttpResponse, WebhookSink
+from alerting.engine import IncidentEngine
+from alerting.kafka_io import containment_loop, notify_loop, restore_containment_state
+from alerting.model import IncidentEvent
+from detectors.base import SignalKind
+
+from .helpers import T0, detection, minutes, playbooks, policy, signal
+
+
+def _lifecycle(kind: SignalKind, feature: str | None = None, **kw: Any) -> list[IncidentEvent]:
+    eng = IncidentEngine(policy(), playbooks())
+    events = eng.observe(detection(sig=signal(kind, feature=feature), **kw))
+    return events + eng.tick(T0 + minutes(300))
+
+
+def test_trigger_applies_playbook_actions_and_resolve_releases_them() -> None:
+    trig, res = _lifecycle(SignalKind.CRITICAL_EVENT, "self_harm")
+    pbs = playbooks()
+    [apply] = commands_for(trig, pbs)
+    assert apply.op == "apply"
+    assert apply.model == "support-bot"
+    kinds = [a.action for a in apply.actions]
+    assert kinds == ["route_to_fallback", "enable_filter"]
+    assert apply.actions[0].model_dump()["fallback_model"] == "support-bot-safe"
+    assert apply.actions[1].model_dump()["name"] == "critical-self_harm"
+    [release] = commands_for(res, pbs)
+    assert release.op == "release"
+    state = fold([apply])
+    snap = state.snapshot("support-bot")
+    assert snap is not None
+    assert len(snap.measures) == 2
+    assert "route_to_fallback(support-bot-safe)" in state.render()
+    # idempotent fold: applying twice changes nothing
+    assert fold([apply, apply]) == state
+    after = state.apply(release)
+    released = after.snapshot("support-bot")
+    assert released is not None
+    assert released.measures == ()
+    assert "no containment" in after.render()
+
+
+def test_bad_deploy_rolls_back_to_previous_version_and_skips_unknowns() -> None:
+    eng = IncidentEngine(policy(), playbooks())
+    eng.record_deploy("m", "v1", T0 - minutes(500))
+    eng.record_deploy("m", "v2", T0)
+    [ev] = eng.observe(detection(T0 + minutes(40), model="m", version="v2"))
+    [cmd] = commands_for(ev, playbooks())
+    assert cmd.actions[0].model_dump() == {"action": "rollback", "to_version": "v1"}
+    eng2 = IncidentEngine(policy(), playbooks())
+    eng2.record_deploy("m", "v9", T0)  # no previous version known
+    [ev2] = eng2.observe(detection(T0 + minutes(40), model="m", version="v9"))
+    [cmd2] = commands_for(ev2, playbooks())
+    assert cmd2.actions == ()
+    assert "previous_version" in cmd2.skipped[0]
+
+
+def test_updates_replays_and_actionless_playbooks_give_no_commands() -> None:
+    [t, _] = _lifecycle(SignalKind.INPUT_DRIFT)
+    assert commands_for(t, playbooks()) == []
+    [rt, _] = _lifecycle(SignalKind.DOWNVOTE_RATE, replay=True)
+    assert commands_for(rt, playbooks()) == []
+
+
+def test_measures_of_two_incidents_on_one_model_are_independent() -> None:
+    [a, ra] = _lifecycle(SignalKind.DOWNVOTE_RATE)
+    [b, _] = _lifecycle(SignalKind.PROMPT_INJECTION_RATE)
+    pbs = playbooks()
+    st = fold(commands_for(a, pbs) + commands_for(b, pbs) + commands_for(ra, pbs))
+    snap = st.snapshot("support-bot")
+    assert snap is not None
+    assert [m.incident_id for m in snap.measures] == [b.incident_id]
+
+
+# ---- kafka loops with fake clients ---------------------------------------------------
+
+
+@dataclass
+class Rec:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+
+
+class FakeConsumer:
+    def __init__(self, records: list[Rec]) -> None:
+        self.pending = list(records)
+        self.commits: list[dict[TopicPartition, OffsetAndMetadata]] = []
+        self.closed = False
+
+    def poll(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[Any, list[Rec]]:
+        batch, self.pending = self.pending[:2], self.pending[2:]
+        return {("t", 0): batch} if batch else {}
+
+    def commit(self, offsets: Any = None) -> None:
+        self.commits.append(offsets)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class Future:
+    def get(self, timeout: float | None = None) -> None:
+        return None
+
+
+class FakeProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes | None, bytes | None]] = []
+
+    def send(self, topic: str, value: bytes | None = None, key: bytes | None = None) -> Future:
+        self.sent.append((topic, key, value))
+        return Future()
+
+    def flush(self, timeout: float | None = None) -> None:
+        return None
+
+
+class Clock:
+    def now(self) -> datetime:
+        return T0
+
+
+class OkTransport:
+    def __init__(self, fail_first: int = 0) -> None:
+        self.bodies: list[bytes] = []
+        self.fail = fail_first
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        if self.fail:
+            self.fail -= 1
+            return HttpResponse(status=422)
+        self.bodies.append(request.body)
+        return HttpResponse(status=200)
+
+
+def _stop_when_empty(c: FakeConsumer) -> Any:
+    return lambda: not c.pending
+
+
+def test_notify_loop_commits_each_record_after_delivery_or_dead_letter() -> None:
+    [t, r] = _lifecycle(SignalKind.DOWNVOTE_RATE)
+    recs = [
+        Rec("alerts", 0, 10, t.to_json_bytes()),
+        Rec("alerts", 0, 11, b"{not json"),
+        Rec("alerts", 0, 12, t.to_json_bytes()),  # redelivered duplicate
+        Rec("alerts", 0, 13, r.to_json_bytes()),
+    ]
+    consumer = FakeConsumer(recs)
+    dead: list[DeadLetter] = []
+    raw: list[bytes] = []
+    transport = OkTransport(fail_first=1)  # first event permanently rejected (422)
+    runner = DeliveryRunner(
+        WebhookSink("http://127.0.0.1:1/", SecretStr("k")),
+        transport,
+        dead_letter=dead.append,
+        sleep=lambda _: None,
+        clock=Clock(),
+    )
+    stats = notify_loop(
+        consumer,
+        runner,
+        dead_letter_raw=raw.append,
+        should_stop=lambda: not consumer.pending,
+        clock=Clock(),
+    )
+    assert stats.outcomes == {"dead_lettered": 1, "undecodable": 1, "duplicate": 1, "delivered": 1}
+    assert [next(iter(c.values())).offset for c in consumer.commits] == [11, 12, 13, 14]
+    assert dead[0].event == t
+    assert b'"offset": 11' in raw[0]
+    assert [IncidentEvent.model_validate_json(b) for b in transport.bodies] == [r]
+
+
+def test_notify_loop_does_not_commit_when_dead_letter_fails() -> None:
+    [t, _] = _lifecycle(SignalKind.DOWNVOTE_RATE)
+    consumer = FakeConsumer([Rec("alerts", 0, 5, t.to_json_bytes())])
+
+    def broken(_: DeadLetter) -> None:
+        raise ConnectionError("dlq unavailable")
+
+    runner = DeliveryRunner(
+        WebhookSink("http://127.0.0.1:1/", SecretStr("k")),
+        OkTransport(fail_first=1),
+        dead_letter=broken,
+        sleep=lambda _: None,
+        clock=Clock(),
+    )
+    with pytest.raises(ConnectionError):
+        notify_loop(
+            consumer,
+            runner,
+            dead_letter_raw=lambda _: None,
+            should_stop=lambda: False,
+            clock=Clock(),
+        )
+    assert consumer.commits == []
+
+
+def test_containment_loop_publishes_snapshots_keyed_by_model_and_dry_run_does_not() -> None:
+    [t, r] = _lifecycle(SignalKind.PROMPT_INJECTION_RATE)
+    recs = [Rec("alerts", 0, 0, t.to_json_bytes()), Rec("alerts", 0, 1, r.to_json_bytes())]
+    consumer = FakeConsumer(recs)
+    producer = FakeProducer()
+    state = containment_loop(
+        consumer,
+        producer,
+        "control",
+        playbooks(),
+        state=ContainmentState(),
+        dry_run=False,
+        should_stop=lambda: not consumer.pending,
+        clock=Clock(),
+    )
+    assert [(topic, key) for topic, key, _ in producer.sent] == [
+        ("control", b"support-bot"),
+        ("control", b"support-bot"),
+    ]
+    first = ModelContainment.model_validate_json(producer.sent[0][2] or b"")
+    assert first.measures[0].action.action == "enable_filter"
+    last = ModelContainment.model_validate_json(producer.sent[1][2] or b"")
+    assert last.measures == ()
+    assert len(consumer.commits) == 2
+    assert state.snapshot("support-bot") == last
+    # the compacted topic restores the same state
+    restored = restore_containment_state(
+        FakeConsumer([Rec("control", 0, i, v) for i, (_, _, v) in enumerate(producer.sent)]),
+        idle_polls=1,
+    )
+    assert restored == state
+    # dry run: same state, nothing published
+    consumer2 = FakeConsumer(recs)
+    dry = containment_loop(
+        consumer2,
+        None,
+        "control",
+        playbooks(),
+        state=ContainmentState(),
+        dry_run=True,
+        should_stop=lambda: not consumer2.pending,
+        clock=Clock(),
+    )
+    snap = dry.snapshot("support-bot")
+    assert snap is not None
+    assert snap.last_command is not None
+    assert snap.last_command.dry_run
+    assert len(consumer2.commits) == 2

@@ -1,0 +1,172 @@
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+
+import pytest
+from pydantic import SecretStr
+
+from alerting.delivery import (
+    DeadLetter,
+    DeliveredLog,
+    DeliveryOutcome,
+    DeliveryRunner,
+    HttpRequest,
+    HttpResponse,
+    PagerDutySink,
+    RetryPolicy,
+    SlackSink,
+    TransportError,
+    WebhookSink,
+)
+from alerting.engine import IncidentEngine
+from alerting.model import IncidentEvent
+from alerting.payloads import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+
+from .helpers import T0, detection, playbooks, policy
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.t = T0
+
+    def now(self) -> datetime:
+        return self.t
+
+
+class ScriptedTransport:
+    """Returns the scripted statuses in order (an exception instance is raised)."""
+
+    def __init__(self, script: list[int | Exception]) -> None:
+        self.script = list(script)
+        self.requests: list[HttpRequest] = []
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        self.requests.append(request)
+        step = self.script.pop(0) if self.script else 200
+        if isinstance(step, Exception):
+            raise step
+        return HttpResponse(status=step, retry_after_s=7.0 if step == 429 else None)
+
+
+def _event(replay: bool = False) -> IncidentEvent:
+    [ev] = IncidentEngine(policy(), playbooks()).observe(detection(replay=replay))
+    return ev
+
+
+def _runner(
+    script: list[int | Exception], sink: object | None = None, max_attempts: int = 5
+) -> tuple[DeliveryRunner, ScriptedTransport, list[float], list[DeadLetter]]:
+    transport = ScriptedTransport(script)
+    sleeps: list[float] = []
+    dead: list[DeadLetter] = []
+    runner = DeliveryRunner(
+        sink or WebhookSink("http://127.0.0.1:1/hook", SecretStr("s3cret")),  # type: ignore[arg-type]
+        transport,
+        dead_letter=dead.append,
+        sleep=sleeps.append,
+        clock=FakeClock(),
+        retry=RetryPolicy(max_attempts=max_attempts, initial_backoff_s=1, max_backoff_s=5),
+    )
+    return runner, transport, sleeps, dead
+
+
+def test_retries_with_exponential_backoff_then_delivers_once() -> None:
+    runner, transport, sleeps, dead = _runner([503, TransportError("ConnectionRefused"), 500])
+    ev = _event()
+    assert runner.deliver(ev) == DeliveryOutcome.DELIVERED
+    assert sleeps == [1, 2, 4]
+    assert len(transport.requests) == 4
+    assert dead == []
+    assert runner.deliver(ev) == DeliveryOutcome.DUPLICATE
+    assert len(transport.requests) == 4
+
+
+def test_retry_after_is_honoured_and_capped() -> None:
+    runner, _, sleeps, _ = _runner([429, 408])
+    assert runner.deliver(_event()) == DeliveryOutcome.DELIVERED
+    assert sleeps == [5, 2]  # 7s Retry-After capped at 5; then 2^1
+
+
+def test_permanent_4xx_dead_letters_without_retry() -> None:
+    runner, transport, sleeps, dead = _runner([400])
+    ev = _event()
+    assert runner.deliver(ev) == DeliveryOutcome.DEAD_LETTERED
+    assert len(transport.requests) == 1
+    assert sleeps == []
+    [dl] = dead
+    assert dl.event == ev
+    assert dl.last_status == 400
+    assert "permanent" in dl.reason
+    assert runner.deliver(ev) == DeliveryOutcome.DUPLICATE
+
+
+def test_exhausted_retries_dead_letter() -> None:
+    runner, transport, sleeps, dead = _runner([503] * 10, max_attempts=3)
+    assert runner.deliver(_event()) == DeliveryOutcome.DEAD_LETTERED
+    assert len(transport.requests) == 3
+    assert sleeps == [1, 2]
+    assert "retries exhausted after 3 attempts" in dead[0].reason
+
+
+def test_failing_dead_letter_propagates_and_event_is_not_marked() -> None:
+    transport = ScriptedTransport([400, 200])
+
+    def broken(_: DeadLetter) -> None:
+        raise RuntimeError("dlq down")
+
+    runner = DeliveryRunner(
+        WebhookSink("http://127.0.0.1:1/", SecretStr("k")),
+        transport,
+        dead_letter=broken,
+        sleep=lambda _: None,
+        clock=FakeClock(),
+    )
+    ev = _event()
+    with pytest.raises(RuntimeError, match="dlq down"):
+        runner.deliver(ev)
+    assert ev.event_id not in runner.delivered
+    assert runner.deliver(ev) == DeliveryOutcome.DELIVERED
+
+
+def test_replayed_events_never_page_but_reach_the_generic_webhook() -> None:
+    ev = _event(replay=True)
+    pd, pd_t, _, _ = _runner([], sink=PagerDutySink(SecretStr("rk")))
+    assert pd.deliver(ev) == DeliveryOutcome.SKIPPED_REPLAY
+    assert pd_t.requests == []
+    hook, hook_t, _, _ = _runner([])
+    assert hook.deliver(ev) == DeliveryOutcome.DELIVERED
+    assert len(hook_t.requests) == 1
+
+
+def test_webhook_request_is_signed_and_secrets_never_logged(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.DEBUG)
+    runner, transport, _, _ = _runner([503])
+    assert runner.deliver(_event()) == DeliveryOutcome.DELIVERED
+    req = transport.requests[-1]
+    assert verify(
+        b"s3cret", req.body, req.headers[TIMESTAMP_HEADER], req.headers[SIGNATURE_HEADER], now=T0
+    )
+    slack, _, _, _ = _runner([500], sink=SlackSink(SecretStr("https://hooks.slack.test/T/B/XYZ")))
+    slack.deliver(_event())
+    pd, pd_t, _, _ = _runner([500], sink=PagerDutySink(SecretStr("rk-secret")))
+    pd.deliver(_event())
+    assert b"rk-secret" in pd_t.requests[-1].body  # it is sent...
+    text = (
+        caplog.text + repr(pd_t.requests[-1]) + repr(PagerDutySink(SecretStr("rk-secret")).__dict__)
+    )
+    for secret in ("s3cret", "XYZ", "rk-secret"):  # ...but never logged or repr'd
+        assert secret not in text
+
+
+def test_delivered_log_is_bounded_and_round_trips() -> None:
+    log = DeliveredLog(capacity=3)
+    for i in range(5):
+        log.add(f"e{i}")
+    assert "e0" not in log
+    assert "e4" in log
+    other = DeliveredLog(capacity=3)
+    other.set_state(log.get_state())
+    assert other.get_state() == ["e2", "e3", "e4"]
