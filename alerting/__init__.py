@@ -1,0 +1,37 @@
+"""Signals -> incidents: severity, dedup, lifecycle, muting, sinks and containment.
+
+Pipeline entry points: :class:`~alerting.engine.IncidentEngine` (``observe``/``tick``/
+``get_state``/``set_state``), :func:`~alerting.kafka_io.run_notify_consumer` and
+:func:`~alerting.kafka_io.run_containment_consumer`. Never imports faust or ``streams``.
+"""
+
+from alerting.engine import IncidentEngine
+from alerting.model import (
+    BlastRadius,
+    Detection,
+    EventRange,
+    IncidentAction,
+    IncidentEvent,
+    IncidentStatus,
+    Labels,
+    Severity,
+)
+from alerting.playbooks import PlaybookSet, load_playbooks
+from alerting.policy import AlertingPolicy, Silence, load_policy
+
+__all__ = [
+    "AlertingPolicy",
+    "BlastRadius",
+    "Detection",
+    "EventRange",
+    "IncidentAction",
+    "IncidentEngine",
+    "IncidentEvent",
+    "IncidentStatus",
+    "Labels",
+    "PlaybookSet",
+    "Severity",
+    "Silence",
+    "load_playbooks",
+    "load_policy",
+]

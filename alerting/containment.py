@@ -14,15 +14,12 @@ Escalation when containment does not help is the engine's job (playbook deadline
 
 from __future__ import annotations
 
-import logging
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.model import IncidentAction, IncidentEvent, UtcDatetime, iso_utc, stable_hash
 from alerting.playbooks import ContainmentAction, PlaybookSet, resolve_action
-
-log = logging.getLogger(__name__)
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
