@@ -1,0 +1,195 @@
+"""Publisher SDK for ML serving code: validated events to Kafka, batched and idempotent.
+
+>>> from streams.sdk import SentinelPublisher                      # doctest: +SKIP
+>>> with SentinelPublisher("127.0.0.1:9092") as pub:                 # doctest: +SKIP
+...     pub.publish_output(InferenceOutput(...)).get(timeout=10)
+
+Built on kafka-python's ``KafkaProducer`` with ``enable_idempotence=True`` and
+``acks="all"`` (no duplicates or reordering from producer retries), and ``linger_ms``
+batching. Each ``publish_*`` returns kafka-python's future: ``.get(timeout)`` blocks and
+raises the delivery error. Callers that do not wait on futures still see failures:
+:meth:`SentinelPublisher.flush` raises :class:`PublishError` listing every delivery that
+failed since the previous flush.
+
+Records are keyed by request id, so with equal partition counts the input, output,
+feedback and evaluations of one request land on the same partition number of their
+topics (the default partitioner hashes the key), which keeps the join by request id local
+to one worker and ordered per request.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from collections.abc import Mapping, Sequence
+from types import TracebackType
+from typing import Any, Final, TypeVar
+
+from kafka import KafkaProducer
+
+from streams.events import (
+    AnyEvent,
+    Evaluation,
+    EventType,
+    Feedback,
+    InferenceInput,
+    InferenceOutput,
+    dump_event,
+)
+from streams.settings import TopicSettings
+
+_E = TypeVar("_E", InferenceInput, InferenceOutput, Feedback, Evaluation)
+
+DEFAULT_PRODUCER_CONFIG: Final[Mapping[str, Any]] = {
+    "enable_idempotence": True,
+    "acks": "all",
+    "linger_ms": 20,
+    "batch_size": 64 * 1024,
+    "retries": 2**31 - 1,  # bounded by delivery_timeout_ms
+    "delivery_timeout_ms": 120_000,
+    "max_in_flight_requests_per_connection": 5,
+}
+
+
+class PublishError(RuntimeError):
+    """One or more events could not be delivered (or could not be serialised)."""
+
+    def __init__(self, message: str, failures: Sequence[tuple[str, BaseException]] = ()):
+        super().__init__(message)
+        self.failures = list(failures)
+        """(request id, exception) for each failed delivery."""
+
+
+class SentinelPublisher:
+    """Publish Sentinel events to Kafka.
+
+    ``bootstrap_servers`` is ``"host:port"``, a list of them, or a ``kafka://`` URL;
+    ``topics`` names the per-kind topics (the service defaults when omitted). Any other
+    keyword is passed to ``KafkaProducer`` (``compression_type="zstd"``, ``linger_ms``,
+    security settings, ...). Thread-safe, like the producer it wraps.
+    """
+
+    def __init__(
+        self,
+        bootstrap_servers: str | Sequence[str],
+        topics: TopicSettings | None = None,
+        **producer_config: Any,
+    ) -> None:
+        self.topics = topics or TopicSettings()
+        config: dict[str, Any] = {**DEFAULT_PRODUCER_CONFIG, **producer_config}
+        if not config.get("enable_idempotence", True):
+            raise ValueError("SentinelPublisher requires enable_idempotence=True")
+        self._producer = KafkaProducer(
+            bootstrap_servers=_bootstrap(bootstrap_servers),
+            key_serializer=None,
+            value_serializer=None,
+            **config,
+        )
+        self._lock = threading.Lock()
+        self._failures: list[tuple[str, BaseException]] = []
+        self.sent = 0
+        self.failed = 0
+
+    def topic_for(self, event_type: EventType) -> str:
+        t = self.topics
+        return {
+            "input": t.inputs,
+            "output": t.outputs,
+            "feedback": t.feedback,
+            "evaluation": t.evaluations,
+        }[event_type]
+
+    def publish(self, event: AnyEvent, *, topic: str | None = None) -> Any:
+        """Validate and send any event to its kind's topic (or ``topic``); returns the future.
+
+        Raises ``pydantic.ValidationError`` at once if ``event`` is not valid (models built
+        with ``model_construct`` skip validation; this re-checks them).
+        """
+        checked = type(event).model_validate(event.model_dump())
+        value = dump_event(checked)
+        key = checked.request_id.encode()
+        future = self._producer.send(
+            topic or self.topic_for(checked.event_type), key=key, value=value
+        )
+        future.add_callback(self._on_success)
+        future.add_errback(self._on_error, checked.request_id)
+        return future
+
+    def publish_input(self, event: InferenceInput) -> Any:
+        return self.publish(_expect(event, InferenceInput))
+
+    def publish_output(self, event: InferenceOutput) -> Any:
+        return self.publish(_expect(event, InferenceOutput))
+
+    def publish_feedback(self, event: Feedback) -> Any:
+        return self.publish(_expect(event, Feedback))
+
+    def publish_evaluation(self, event: Evaluation) -> Any:
+        return self.publish(_expect(event, Evaluation))
+
+    def _on_success(self, _metadata: Any) -> None:
+        with self._lock:
+            self.sent += 1
+
+    def _on_error(self, request_id: str, exc: BaseException) -> None:
+        with self._lock:
+            self.failed += 1
+            if len(self._failures) < 10_000:
+                self._failures.append((request_id, exc))
+
+    def flush(self, timeout: float | None = None) -> None:
+        """Wait until every event sent so far is delivered or failed.
+
+        Raises :class:`PublishError` if any delivery failed since the last flush (or if the
+        timeout expired first).
+        """
+        try:
+            self._producer.flush(timeout=timeout)
+        except Exception as exc:
+            raise PublishError(f"flush did not complete: {exc}") from exc
+        with self._lock:
+            failures, self._failures = self._failures, []
+        if failures:
+            first_id, first = failures[0]
+            raise PublishError(
+                f"{len(failures)} event(s) failed delivery; first: request {first_id}: "
+                f"{type(first).__name__}: {first}",
+                failures,
+            )
+
+    def close(self, timeout: float | None = 30.0) -> None:
+        """Flush (raising on failures) and close the producer."""
+        try:
+            self.flush(timeout)
+        finally:
+            self._producer.close(timeout=timeout)
+
+    def __enter__(self) -> SentinelPublisher:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        if exc_type is None:
+            self.close()
+        else:  # do not mask the original error with a flush failure
+            with contextlib.suppress(PublishError):
+                self.close()
+
+
+def _bootstrap(servers: str | Sequence[str]) -> list[str]:
+    if isinstance(servers, str):
+        servers = servers.removeprefix("kafka://").replace(";", ",").split(",")
+    out = [s.strip().removeprefix("kafka://") for s in servers if s.strip()]
+    if not out:
+        raise ValueError("no bootstrap servers given")
+    return out
+
+
+def _expect(event: Any, cls: type[_E]) -> _E:
+    if not isinstance(event, cls):
+        raise TypeError(f"expected {cls.__name__}, got {type(event).__name__}")
+    return event

@@ -1,0 +1,114 @@
+"""The publisher SDK against the real session broker."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime
+
+import pytest
+from kafka import KafkaAdminClient, KafkaConsumer
+from kafka.admin import NewTopic
+from pydantic import ValidationError
+
+from streams.events import (
+    Evaluation,
+    Feedback,
+    InferenceInput,
+    InferenceOutput,
+    parse_event,
+)
+from streams.sdk import PublishError, SentinelPublisher
+from streams.settings import Settings
+from tests.conftest import KafkaBroker
+
+pytestmark = pytest.mark.integration
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def _consume(
+    bootstrap: str, topic: str, n: int, timeout_s: float = 30.0
+) -> list[tuple[bytes, bytes]]:
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        group_id=None,
+    )
+    out: list[tuple[bytes, bytes]] = []
+    deadline = time.monotonic() + timeout_s
+    try:
+        while len(out) < n and time.monotonic() < deadline:
+            for records in consumer.poll(timeout_ms=500).values():
+                out.extend((r.key, r.value) for r in records)
+    finally:
+        consumer.close()
+    return out
+
+
+def test_publishes_each_kind_keyed_by_request_id(
+    kafka_broker: KafkaBroker, service_settings: Settings
+) -> None:
+    common = {"request_id": "req-1", "timestamp": T0, "segment": {"tenant": "acme"}}
+    events = [
+        InferenceInput(**common, model="chat", model_version="v1", retrieved_doc_ids=["d1"]),
+        InferenceOutput(**common, model="chat", model_version="v1", confidence=0.9),
+        Feedback(**common, vote="down", comment="wrong"),
+        Evaluation(**common, evaluator="judge", name="groundedness", score=0.2, passed=False),
+    ]
+    with SentinelPublisher(
+        kafka_broker.bootstrap, service_settings.topics, compression_type="gzip"
+    ) as pub:
+        futures = [
+            pub.publish_input(events[0]),  # type: ignore[arg-type]
+            pub.publish_output(events[1]),  # type: ignore[arg-type]
+            pub.publish_feedback(events[2]),  # type: ignore[arg-type]
+            pub.publish_evaluation(events[3]),  # type: ignore[arg-type]
+        ]
+        metadata = [f.get(timeout=30) for f in futures]
+    assert all(m.offset >= 0 for m in metadata)
+    assert pub.sent == 4
+    assert pub.failed == 0
+    t = service_settings.topics
+    for event, topic in zip(events, [t.inputs, t.outputs, t.feedback, t.evaluations], strict=True):
+        [(key, value)] = _consume(kafka_broker.bootstrap, topic, 1)
+        assert key == b"req-1"
+        assert parse_event(value) == event
+
+
+def test_invalid_event_is_rejected_before_send(kafka_broker: KafkaBroker) -> None:
+    bad = InferenceOutput.model_construct(
+        request_id="r", timestamp=T0, model="m", model_version="v", confidence=2.0
+    )
+    with SentinelPublisher(kafka_broker.bootstrap) as pub, pytest.raises(ValidationError):
+        pub.publish(bad)
+    with SentinelPublisher(kafka_broker.bootstrap) as pub, pytest.raises(TypeError):
+        pub.publish_output(Feedback(request_id="r", timestamp=T0, vote="up"))  # type: ignore[arg-type]
+
+
+def test_delivery_failure_surfaces_to_caller(kafka_broker: KafkaBroker, unique_name: str) -> None:
+    topic = f"t{unique_name}.tiny"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    try:
+        admin.create_topics([NewTopic(topic, 1, 1, topic_configs={"max.message.bytes": "1024"})])
+    finally:
+        admin.close()
+    big = InferenceInput(
+        request_id="big", timestamp=T0, model="m", model_version="v", prompt="x" * 5000
+    )
+    pub = SentinelPublisher(
+        kafka_broker.bootstrap, delivery_timeout_ms=20_000, request_timeout_ms=10_000
+    )
+    try:
+        future = pub.publish(big, topic=topic)
+        with pytest.raises(Exception, match=r"(?i)too ?large"):
+            future.get(timeout=30)
+        pub.publish(big, topic=topic)
+        with pytest.raises(PublishError) as info:
+            pub.flush(timeout=30)
+        assert info.value.failures
+        assert info.value.failures[0][0] == "big"
+        pub.flush(timeout=5)  # failures are reported once
+    finally:
+        pub._producer.close(timeout=5)
