@@ -4,6 +4,9 @@ Subcommands:
   run                  start the worker (and a local broker when none is configured)
   kafka up|down|status manage the local single-node KRaft broker (fetch: only download jars)
   config               validate the configuration and print it
+  simulate             realistic traffic with injected failures (to Kafka or a file)
+  replay               the pipeline over a JSONL file, without Kafka
+  schema               write the event JSON Schemas
 """
 
 from __future__ import annotations
@@ -118,6 +121,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     config = sub.add_parser("config", help="validate the configuration and print it")
     config.set_defaults(handler=cmd_config)
+
+    from streams.events import add_schema_arguments, run_schema
+    from streams.replay import add_replay_arguments, run_replay
+    from streams.simulate import add_simulate_arguments, run_simulate
+
+    simulate = sub.add_parser("simulate", help="publish or write simulated traffic")
+    add_simulate_arguments(simulate)
+    simulate.set_defaults(handler=run_simulate)
+
+    replay = sub.add_parser("replay", help="run the pipeline over a JSONL file (no Kafka)")
+    add_replay_arguments(replay)
+    replay.set_defaults(handler=run_replay)
+
+    schema = sub.add_parser("schema", help="write JSON Schema files for the events")
+    add_schema_arguments(schema)
+    schema.set_defaults(handler=run_schema)
     return parser
 
 
@@ -127,7 +146,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ConfigError, ValidationError) as exc:
+    except (ConfigError, ValidationError, ValueError) as exc:
         _say(str(exc))
         return 2
     except BrokerError as exc:

@@ -8,6 +8,7 @@ read at import time: call :func:`load_settings`.
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from collections.abc import Mapping
@@ -111,6 +112,43 @@ class _InjectedEnvSource(EnvSettingsSource):
         )
 
 
+class DetectionSettings(_Section):
+    """What the pipeline detects, at which levels, and with which false-alarm budget.
+
+    Thresholds are not set here: each detector derives its own from a target ARL0
+    (expected observations between false alarms), and the pipeline derives that ARL0 from
+    ``false_alarms_per_million_events``, a budget for the whole service spread evenly over
+    every key level and detector an event feeds (see ``streams.pipeline.per_detector_arl0``).
+    """
+
+    false_alarms_per_million_events: float = Field(default=0.5, gt=0, le=1e6)
+    segment_labels: tuple[str, ...] = Field(
+        default=("tenant", "feature", "locale"),
+        description="Segment labels cut one at a time (model x label=value keys).",
+    )
+    drift_levels: tuple[Literal["model", "version", "segment"], ...] = ("model", "version")
+    warmup_events: int = Field(default=1000, ge=50, description="Baseline learning, per key.")
+    relative_shift: float = Field(
+        default=1.0, gt=0, description="Smallest rate increase worth catching (1.0 = doubling)."
+    )
+    toxicity_categories: tuple[str, ...] = ("toxicity", "hate", "harassment", "violence")
+    toxicity_cutoff: float = Field(default=0.5, gt=0, le=1)
+    critical_categories: tuple[str, ...] = ("self_harm", "data_exposure")
+    critical_cutoff: float = Field(default=0.97, gt=0, le=1)
+    prompt_injection_cutoff: float = Field(default=0.5, gt=0, le=1)
+    downvote_max_rating: int = Field(
+        default=2, ge=1, le=4, description="A rating at or below this counts as a downvote."
+    )
+    confidence_shift_sd: float = Field(default=0.5, gt=0)
+    drift_reference_size: int = Field(default=1000, ge=100)
+    drift_window: int = Field(default=200, ge=20)
+    max_features: int = Field(default=32, ge=1)
+    join_ttl_minutes: float = Field(default=1440.0, gt=0)
+    join_max_entries: int = Field(default=200_000, ge=100, description="Per partition.")
+    alerting_policy: Path = Path("config/alerting.toml")
+    playbooks_dir: Path = Path("config/playbooks")
+
+
 class Settings(BaseSettings):
     """All service settings. Build with :func:`load_settings`."""
 
@@ -125,6 +163,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     worker: WorkerSettings = WorkerSettings()
     local_broker: LocalBrokerSettings = LocalBrokerSettings()
+    detection: DetectionSettings = DetectionSettings()
 
     @classmethod
     def settings_customise_sources(
@@ -210,7 +249,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for section, values in settings.model_dump(mode="json").items():
         for key, value in values.items():
-            env[f"SENTINEL_{section.upper()}__{key.upper()}"] = (
-                str(value).lower() if isinstance(value, bool) else str(value)
-            )
+            if isinstance(value, bool):
+                text = str(value).lower()
+            elif isinstance(value, list | dict):
+                text = json.dumps(value)
+            else:
+                text = str(value)
+            env[f"SENTINEL_{section.upper()}__{key.upper()}"] = text
     return env

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import faust
 
+from streams.agents import register_pipeline
 from streams.app import create_app
 from streams.settings import Settings
 
@@ -11,9 +12,7 @@ from streams.settings import Settings
 def build_service(settings: Settings, broker_url: str) -> faust.App:
     """The service app with its topics declared and its agents registered."""
     app = create_app(settings, broker_url=broker_url)
-    topics = settings.topics
-    for name in (topics.inputs, topics.outputs, topics.feedback, topics.evaluations):
-        app.topic(name, value_serializer="raw", partitions=settings.kafka.topic_partitions)
+    register_pipeline(app, settings)
     return app
 
 

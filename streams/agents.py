@@ -1,0 +1,165 @@
+"""Faust agents: event topics -> ingress -> join -> detect -> alerts topic.
+
+Three agents, two internal topics, and three changelog-backed tables:
+
+``ingress``  (raw event topics, any partitioning) decodes and validates each record once
+             (dead letters to the dead-letter topic) and re-keys valid events by request
+             id onto ``<app_id>-by-request``.
+``join``     (by request id) resolves model and version of feedback and evaluations from
+             the output they rate (table ``join``), and re-keys by model onto
+             ``<app_id>-by-model``.
+``detect``   (by model) runs the keyed detectors (table ``detectors``, one entry per
+             model / version / segment key) and one incident engine per model (table
+             ``engines``), and publishes incident events to the alerts topic keyed by
+             their dedup key.
+
+Batches come from ``stream.take``; a batch may hold events of several partitions, and a
+faust table sends a changed key to the changelog partition of the *current event*. So
+each batch is processed per partition, with the current event set to an event of that
+partition while its state is written back: state always follows its partition on
+rebalance. Table values are plain JSON, always written back, never mutated in place.
+
+Processing is at-least-once. After a crash, events since the last commit are processed
+again; the incident engine drops detections it has seen and gives every incident event a
+stable id, so a record processed twice never creates a second incident.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import weakref
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.streams import _current_event
+from faust.types import TableT
+
+from alerting.playbooks import load_playbooks
+from alerting.policy import load_policy
+from streams.events import AnyEvent
+from streams.ingress import Coordinates, Ingress, register_ingress
+from streams.pipeline import Detect, Joiner, Observation
+from streams.settings import Settings
+
+log = logging.getLogger(__name__)
+
+TAKE_MAX = 500
+TAKE_WITHIN_S = 0.5
+
+
+@dataclass
+class Service:
+    """What :func:`register_pipeline` put on the app (for metrics, status and tests)."""
+
+    ingress: Ingress
+    joiner: Joiner
+    detect: Detect
+    tables: dict[str, TableT[str, Any]]
+    topics: dict[str, faust.TopicT]
+
+
+@contextlib.contextmanager
+def _as_current(event: Any) -> Iterator[None]:
+    """Make ``event`` faust's current event, so table writes go to its partition."""
+    token = _current_event.set(weakref.ref(event))
+    try:
+        yield
+    finally:
+        _current_event.reset(token)
+
+
+def _by_partition(events: Sequence[Any]) -> list[list[Any]]:
+    groups: dict[tuple[str, int], list[Any]] = {}
+    for event in events:
+        tp = (event.message.topic, event.message.partition)
+        groups.setdefault(tp, []).append(event)
+    return list(groups.values())
+
+
+def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+    return app.topic(
+        name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+
+def register_pipeline(app: faust.App, settings: Settings) -> Service:
+    """Register the ingress, join and detect agents and their tables on ``app``."""
+    det = settings.detection
+    partitions = settings.kafka.topic_partitions
+    app_id = settings.worker.app_id
+    by_request = _raw_topic(app, f"{app_id}-by-request", partitions)
+    by_model = _raw_topic(app, f"{app_id}-by-model", partitions)
+    alerts = _raw_topic(app, settings.topics.alerts, partitions)
+
+    def table(name: str) -> TableT[str, Any]:
+        return app.Table(
+            name,
+            default=None,
+            key_type=str,
+            value_type=None,
+            value_serializer="json",
+            partitions=partitions,
+        )
+
+    join_table, detector_table, engine_table = table("join"), table("detectors"), table("engines")
+    joiner = Joiner(det, join_table)
+    detect = Detect(
+        det,
+        load_policy(det.alerting_policy),
+        load_playbooks(det.playbooks_dir),
+        detector_table,
+        engine_table,
+    )
+
+    async def to_join(event: AnyEvent, coords: Coordinates) -> None:
+        placeholder = Observation(event, "", "", {}, coords).to_json()
+        await by_request.send(key=event.request_id.encode(), value=json.dumps(placeholder).encode())
+
+    ingress = register_ingress(app, settings, to_join)
+
+    async def join(stream: Any) -> None:
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            for group in _by_partition(batch):
+                ready: list[Observation] = []
+                for event in group:
+                    obs = Observation.from_json(json.loads(event.value))
+                    with _as_current(event):
+                        ready.extend(joiner.process(obs.event, obs.coords, event.message.partition))
+                for obs in ready:
+                    payload = json.dumps(obs.to_json()).encode()
+                    await by_model.send(key=obs.model.encode(), value=payload)
+
+    async def detect_agent(stream: Any) -> None:
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            for group in _by_partition(batch):
+                observations = [Observation.from_json(json.loads(e.value)) for e in group]
+                with _as_current(group[-1]):
+                    incidents = detect.process(observations)
+                for incident in incidents:
+                    await alerts.send(key=incident.key(), value=incident.to_json_bytes())
+                    log.info(
+                        "incident %s %s %s %s",
+                        incident.action,
+                        incident.incident_type,
+                        incident.labels.describe(),
+                        incident.severity,
+                    )
+
+    app.agent(by_request, name="sentinel.join")(join)
+    app.agent(by_model, name="sentinel.detect")(detect_agent)
+    return Service(
+        ingress=ingress,
+        joiner=joiner,
+        detect=detect,
+        tables={"join": join_table, "detectors": detector_table, "engines": engine_table},
+        topics={"by_request": by_request, "by_model": by_model, "alerts": alerts},
+    )
