@@ -38,6 +38,7 @@ __all__ = [
     "bernoulli_threshold",
     "lattice_arl",
     "lattice_threshold",
+    "zero_drift_rate",
 ]
 
 _RATIO_TOL = 2.5e-3
@@ -112,32 +113,47 @@ def bernoulli_arl(up: int, down: int, h: int, p: float) -> float:
     return float(arl[0])
 
 
-def _search(arl_of: functools.partial[float], target: float, start: int) -> int:
+def _search(arl_of: functools.partial[float], target: float, start: int, slope: float = 0.0) -> int:
     """Smallest integer ``h >= 1`` with ``arl_of(h) >= target`` (the ARL increases with h).
 
-    Brackets around ``start`` (a Wald-style guess) with doubling steps, then bisects, so
-    a good guess costs only a handful of linear solves.
+    ``ln ARL(h)`` is close to linear in ``h`` (the ARL grows like ``e^{r h}``), so a secant
+    search on it from ``start`` (a Wald-style guess) lands within a step or two of the
+    answer; a bracket ``lo < answer <= hi`` is kept throughout and bisection takes over
+    whenever the secant step would leave it. ``slope`` (d ln ARL / dh, if known) makes
+    the first step a Newton step. Typically 3-6 linear solves.
     """
-    hi = max(1, start)
-    step = max(1, hi // 16)
-    if arl_of(hi) < target:
-        lo = hi
-        hi = lo + step
-        while arl_of(hi) < target:
-            lo, step = hi, step * 2
-            hi = lo + step
-    else:
-        lo = max(0, hi - step)
-        while lo > 0 and arl_of(lo) >= target:
-            hi, step = lo, step * 2
-            lo = max(0, hi - step)
-    while hi - lo > 1:
-        mid = (lo + hi) // 2
-        if arl_of(mid) >= target:
-            hi = mid
+    log_target = math.log(target)
+    lo, hi = 0, 0  # ARL(0) = 1 < target; hi = 0 means "no upper bracket yet"
+    points: list[tuple[int, float]] = []
+    h = max(1, start)
+    while True:
+        f = math.log(arl_of(h)) - log_target
+        if f >= 0:
+            hi = h if not hi else min(hi, h)
         else:
-            lo = mid
-    return hi
+            lo = max(lo, h)
+        if hi and hi - lo <= 1:
+            return hi
+        points.append((h, f))
+        x = math.nan
+        if len(points) >= 2:
+            (h0, f0), (h1, f1) = points[-2], points[-1]
+            if math.isfinite(f0) and math.isfinite(f1) and f1 != f0:
+                x = h1 - f1 * (h1 - h0) / (f1 - f0)
+        if math.isnan(x) and slope > 0 and math.isfinite(f):
+            x = h - f / slope
+        if math.isnan(x):
+            x = h * 1.25 + 1 if f < 0 else h * 0.8
+        cand = round(x)
+        if not hi:
+            cand = max(cand, lo + 1)
+            if cand <= h and f < 0:
+                cand = 2 * h
+        elif len(points) > 8:
+            cand = (lo + hi) // 2  # the secant is not converging: plain bisection
+        else:
+            cand = min(max(cand, lo + 1), hi - 1)
+        h = cand
 
 
 def _wald_h(arl0: float, kl: float) -> float:
@@ -149,15 +165,30 @@ def _wald_h(arl0: float, kl: float) -> float:
 
 
 @functools.lru_cache(maxsize=4096)
-def bernoulli_threshold(p0: float, p1: float, arl0: float) -> int:
-    """Smallest lattice threshold (in ``bernoulli_lattice(p0, p1).unit``) with ARL0 >= arl0."""
+def bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None = None) -> int:
+    """Smallest lattice threshold (in ``bernoulli_lattice(p0, p1).unit``) with ARL0 >= arl0.
+
+    The ARL0 is computed at the true rate ``rate`` (default ``p0``): a detector whose
+    baseline was estimated can be calibrated at an upper confidence bound of the rate.
+    ``rate`` must be below the zero-drift rate ``down / (up + down)`` of the lattice.
+    """
     if arl0 < 1.0:
         raise ValueError("arl0 must be >= 1")
     lat = bernoulli_lattice(p0, p1)
+    rate = p0 if rate is None else rate
+    if rate >= zero_drift_rate(p0, p1):
+        raise ValueError(f"rate {rate} does not drift down for the CUSUM {p0} -> {p1}")
     kl = p0 * math.log(p0 / p1) + (1 - p0) * math.log((1 - p0) / (1 - p1))
     start = max(1, int(_wald_h(arl0, kl) / lat.unit))
-    arl_of = functools.partial(_bern_arl_h, lat.up, lat.down, p0)
-    return _search(arl_of, arl0, start)
+    arl_of = functools.partial(_bern_arl_h, lat.up, lat.down, rate)
+    # At the design rate the LLR CUSUM's ARL grows like e^h (h in nats).
+    return _search(arl_of, arl0, start, slope=lat.unit)
+
+
+def zero_drift_rate(p0: float, p1: float) -> float:
+    """The rate at which the lattice CUSUM for ``p0 -> p1`` has zero mean increment."""
+    lat = bernoulli_lattice(p0, p1)
+    return lat.down / (lat.up + lat.down)
 
 
 def _bern_arl_h(up: int, down: int, p: float, h: int) -> float:
@@ -178,17 +209,34 @@ def bernoulli_cusum_delay(p0: float, p1: float, arl0: float) -> float:
 def lattice_arl(pmf: NDArray[np.float64], offset: int, h: int) -> float:
     """Exact zero-state ARL of ``S = max(0, S + Z)``, alarm at ``S >= h``, integer ``Z``.
 
-    ``pmf[j]`` is ``P(Z = offset + j)``. Dense solve over the ``h`` transient states, meant
-    for thresholds up to a few thousand lattice steps.
+    ``pmf[j]`` is ``P(Z = offset + j)``. Banded solve over the ``h`` transient states
+    (the matrix is built dense first, so meant for thresholds up to a few thousand steps).
     """
     if h <= 0:
         return 1.0
-    steps = offset + np.arange(pmf.size)
-    trans = np.zeros((h, h))
-    for i in range(h):
-        dest = i + steps
-        np.add.at(trans[i], np.clip(dest[dest < h], 0, None), pmf[dest < h])
-    arl = np.linalg.solve(np.eye(h) - trans, np.ones(h))
+    if offset + pmf.size - 1 <= 0 or pmf[max(0, 1 - offset) :].sum() == 0:
+        return math.inf  # no upward step: the chart never alarms
+    # From state i to state j >= 1 the step is j - i: a Toeplitz band of the pmf.
+    step = np.arange(h)[None, :] - np.arange(h)[:, None] - offset
+    inside = (step >= 0) & (step < pmf.size)
+    trans = np.where(inside, pmf[np.clip(step, 0, pmf.size - 1)], 0.0)
+    # State 0 collects every step that would go to or below zero: P(Z <= -i).
+    cdf = np.cumsum(pmf)
+    below = np.clip(-np.arange(h) - offset, -1, pmf.size - 1)
+    trans[:, 0] = np.where(below >= 0, cdf[np.clip(below, 0, None)], 0.0)
+    # Row i only reaches columns i + offset .. i + max step (column 0 only for
+    # i <= -offset), so the system is banded: solve it in O(h * bandwidth^2).
+    mat = np.eye(h) - trans
+    lower = min(h - 1, max(0, -offset))
+    upper = min(h - 1, max(0, offset + pmf.size - 1))
+    ab = np.zeros((lower + upper + 1, h))
+    for d in range(-lower, upper + 1):
+        diag = np.diagonal(mat, d)
+        if d >= 0:
+            ab[upper - d, d:] = diag
+        else:
+            ab[upper - d, : h + d] = diag
+    arl = solve_banded((lower, upper), ab, np.ones(h))
     return float(arl[0])
 
 

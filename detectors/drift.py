@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import abc
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
@@ -152,7 +152,29 @@ class WindowedDrift(Detector[X], Generic[X]):
                 self._ref = []
                 self._restore()
             return None
-        row = self._row(x)
+        return self._push(n, self._row(x))
+
+    def update_many(self, xs: Iterable[X]) -> list[Signal]:
+        """Like sequential updates, with the per-feature rows computed in one batch."""
+        batch = list(xs)
+        i = 0
+        while i < len(batch) and self._n < self.reference_size:
+            self.update(batch[i])  # no alarms during the reference
+            i += 1
+        signals: list[Signal] = []
+        for row in self._rows(batch[i:]):
+            n = self._n
+            self._n = n + 1
+            signal = self._push(n, row)
+            if signal is not None:
+                signals.append(signal)
+        return signals
+
+    def _rows(self, xs: list[X]) -> list[list[Any]]:
+        """Rows of many observations; override to vectorise (must equal ``_row`` exactly)."""
+        return [self._row(x) for x in xs]
+
+    def _push(self, n: int, row: list[Any]) -> Signal | None:
         if len(self._win) < self.window:
             self._win.append(row)
         else:
@@ -454,10 +476,20 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         return self._row(x)
 
     def _row(self, x: Sequence[float]) -> list[Any]:
+        return self._rows([x])[0]
+
+    def _rows(self, xs: list[Sequence[float]]) -> list[list[Any]]:
+        # einsum without BLAS sums in the same order for any batch size, so a batch gives
+        # bit-for-bit the rows of one-at-a-time updates.
+        if not xs:
+            return []
         assert self._mean is not None
         assert self._dirs is not None
-        c = np.asarray(x, dtype=np.float64) - self._mean
-        return [float(np.sqrt(c @ c)), *(c @ self._dirs).tolist()]
+        c = np.asarray(xs, dtype=np.float64) - self._mean
+        dist = np.sqrt(np.einsum("ij,ij->i", c, c))
+        proj = np.einsum("ij,jk->ik", c, self._dirs)
+        out: list[list[Any]] = np.column_stack((dist, proj)).tolist()
+        return out
 
     def _fit(self, ref: list[list[Any]]) -> JsonState:
         rows = [r for r in ref if r]

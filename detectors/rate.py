@@ -19,8 +19,9 @@ from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.stats import norm
 
-from detectors.arl import bernoulli_lattice, bernoulli_threshold
+from detectors.arl import bernoulli_lattice, bernoulli_threshold, zero_drift_rate
 from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
 
 __all__ = [
@@ -58,17 +59,31 @@ class BernoulliCusum(Detector[bool]):
     Parameters
     ----------
     p0
-        Baseline rate; ``None`` to learn it from the first ``warmup`` events.
+        Baseline rate; ``None`` to learn it online (see below).
     relative_shift
         Smallest relative increase worth catching: the design alternative is
         ``p1 = p0 * (1 + relative_shift)`` (1.0 = doubling).
     arl0
         Target expected number of events between false alarms.
     warmup
-        Events used to learn ``p0`` when it is not given; no alarms before then.
+        Events used for the first estimate of ``p0`` when it is not given; no alarms
+        before then.
+    max_reference
+        A learned baseline keeps growing from events the CUSUM has cleared (those before
+        its last return to zero; evidence that led to an alarm is never included) and is
+        re-estimated, with a new threshold, each time the cleared count doubles, until it
+        holds ``max_reference`` events. Then it is frozen, so a slow drift cannot teach
+        the detector that a bad rate is normal.
     min_rate
         Floor for ``p0``: very rare events need many lattice states and carry little
         information per event; below the floor the detector is conservative.
+    baseline_confidence
+        With a learned ``p0``, the threshold is set so that ARL0 >= ``arl0`` even if the
+        true baseline is at the upper ``baseline_confidence`` bound of the estimate
+        (normal approximation). An underestimated baseline is what makes false alarms
+        come early; this guards against it while the reference is small, at a small
+        cost in delay ("guaranteed conditional performance", Gandy & Kvaloy 2013).
+        0.5 disables it.
 
     ``update(x)`` takes a truthy/falsy outcome (e.g. ``True`` = downvote). On an alarm the
     Signal carries: ``statistic``/``threshold`` in nats of log-likelihood ratio, ``baseline``
@@ -85,13 +100,19 @@ class BernoulliCusum(Detector[bool]):
         relative_shift: float = 1.0,
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
+        max_reference: int = 50_000,
         min_rate: float = 1e-3,
+        baseline_confidence: float = 0.8,
     ) -> None:
         self.p0 = p0
         self.relative_shift = relative_shift
         self.arl0 = arl0
         self.warmup = warmup
+        self.max_reference = max_reference
         self.min_rate = min_rate
+        self.baseline_confidence = baseline_confidence
+        if not 0.5 <= baseline_confidence < 1.0:
+            raise ValueError("baseline_confidence must be in [0.5, 1)")
         if relative_shift <= 0:
             raise ValueError("relative_shift must be > 0")
         if p0 is not None and not 0.0 < p0 < 1.0:
@@ -104,7 +125,9 @@ class BernoulliCusum(Detector[bool]):
 
     def _reset(self) -> None:
         self._n = 0  # observations seen
-        self._warm_k = 0  # events seen during warm-up
+        self._ref_n = 0  # cleared observations (the learned baseline's sample)
+        self._ref_k = 0  # events among them
+        self._next_cp = 0  # re-estimate the baseline when _ref_n reaches this (0: never)
         self._baseline = 0.0
         self._p1 = 0.0
         self._up = 0
@@ -117,18 +140,32 @@ class BernoulliCusum(Detector[bool]):
         if self.p0 is not None:
             self._calibrate(self.p0)
 
-    def _calibrate(self, p0: float) -> None:
+    def _calibrate(self, p0: float, n_estimate: int = 0) -> None:
         p0 = _round_rate(max(p0, self.min_rate))
         p1 = min(p0 * (1.0 + self.relative_shift), (1.0 + p0) / 2.0)
         lat = bernoulli_lattice(p0, p1)
         self._baseline, self._p1 = p0, p1
         self._up, self._down, self._unit = lat.up, lat.down, lat.unit
-        self._h = bernoulli_threshold(p0, p1, self.arl0)
+        rate = None
+        if n_estimate:
+            z = float(norm.ppf(self.baseline_confidence))
+            upper = p0 + z * math.sqrt(p0 * (1.0 - p0) / n_estimate)
+            # Stay clear of the rate at which the CUSUM stops drifting down.
+            ceiling = p0 + 0.8 * (zero_drift_rate(p0, p1) - p0)
+            rate = _round_rate(min(upper, ceiling))
+        self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
+
+    def _learn(self) -> None:
+        """(Re-)estimate the baseline from the cleared events; only called when S = 0."""
+        self._calibrate((self._ref_k + 0.5) / (self._ref_n + 1.0), self._ref_n)
+        self._next_cp = 2 * self._ref_n if self._ref_n < self.max_reference else 0
 
     _STATE_KEYS: ClassVar[tuple[str, ...]] = (
         "n",
-        "warm_k",
+        "ref_n",
+        "ref_k",
+        "next_cp",
         "baseline",
         "p1",
         "up",
@@ -173,10 +210,11 @@ class BernoulliCusum(Detector[bool]):
         n = self._n
         self._n = n + 1
         if not self._h:
+            self._ref_n += 1
             if x:
-                self._warm_k += 1
-            if self._n >= self.warmup:
-                self._calibrate((self._warm_k + 0.5) / (self._n + 1.0))
+                self._ref_k += 1
+            if self._ref_n >= self.warmup:
+                self._learn()
             return None
         if x:
             s = self._s + self._up
@@ -189,7 +227,11 @@ class BernoulliCusum(Detector[bool]):
         else:
             s = self._s - self._down
             if s <= 0:
+                self._ref_n += n + 1 - self._start
+                self._ref_k += self._k
                 self._s, self._start, self._k = 0, n + 1, 0
+                if self._next_cp and self._ref_n >= self._next_cp:
+                    self._learn()
             else:
                 self._s = s
         return None
@@ -197,41 +239,55 @@ class BernoulliCusum(Detector[bool]):
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
         """Vectorised updates: the reflected walk is ``W - min(0, running min of W)``.
 
-        Gives exactly the signals and final state of sequential ``update`` calls.
+        Gives exactly the signals and final state of sequential ``update`` calls: each
+        chunk is processed up to its first alarm or baseline re-estimate, then resumed.
         """
         arr = np.fromiter((bool(x) for x in xs), dtype=bool)
         signals: list[Signal] = []
         i, total = 0, arr.size
         while i < total:
             if not self._h:
-                take = min(total - i, self.warmup - self._n)
-                self._warm_k += int(np.count_nonzero(arr[i : i + take]))
+                take = min(total - i, self.warmup - self._ref_n)
+                self._ref_k += int(np.count_nonzero(arr[i : i + take]))
+                self._ref_n += take
                 self._n += take
                 i += take
-                if self._n >= self.warmup:
-                    self._calibrate((self._warm_k + 0.5) / (self._n + 1.0))
+                if self._ref_n >= self.warmup:
+                    self._learn()
                 continue
             seg = arr[i : i + _CHUNK]
+            n0, start0, k0 = self._n, self._start, self._k
             walk = self._s + np.cumsum(np.where(seg, self._up, -self._down))
-            floor = np.minimum.accumulate(walk)
-            stat = walk - np.minimum(floor, 0)
+            stat = walk - np.minimum(np.minimum.accumulate(walk), 0)
             pos = np.cumsum(seg)
             hits = np.flatnonzero(stat >= self._h)
             end = int(hits[0]) if hits.size else seg.size - 1
             zeros = np.flatnonzero(stat[: end + 1] == 0)
+            relearn = False
+            if self._next_cp and zeros.size:
+                # Cleared count after a zero at t: ref_n + (n0 + t + 1 - start0).
+                due = zeros[zeros >= self._next_cp - self._ref_n - n0 - 1 + start0]
+                if due.size:
+                    end, relearn = int(due[0]), True
+                    zeros = zeros[zeros <= end]
             if zeros.size:
                 z = int(zeros[-1])
-                start, k = self._n + z + 1, int(pos[end] - pos[z])
+                self._ref_n += n0 + z + 1 - start0
+                self._ref_k += k0 + int(pos[z])
+                start, k = n0 + z + 1, int(pos[end] - pos[z])
             else:
-                start, k = self._start, self._k + int(pos[end])
-            last = self._n + end
-            if hits.size:
+                start, k = start0, k0 + int(pos[end])
+            last = n0 + end
+            self._n = last + 1
+            i += end + 1
+            if relearn:
+                self._s, self._start, self._k = 0, start, 0
+                self._learn()
+            elif stat[end] >= self._h:
                 signals.append(self._signal(last, int(stat[end]), start, k))
                 self._s, self._start, self._k = 0, last + 1, 0
             else:
                 self._s, self._start, self._k = int(stat[end]), start, k
-            self._n = last + 1
-            i += end + 1
         return signals
 
     def _signal(self, last: int, s: int, start: int, k: int) -> Signal:
@@ -257,7 +313,7 @@ class BernoulliCusum(Detector[bool]):
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
         return [
-            {"warmup": 300, "arl0": 200.0},
+            {"warmup": 100, "arl0": 200.0, "max_reference": 800},
             {"p0": 0.1, "relative_shift": 0.5, "arl0": 500.0},
         ]
 
@@ -313,6 +369,7 @@ class ToxicityRate(Detector[Mapping[str, float]]):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
+        baseline_confidence: float = 0.8,
     ) -> None:
         self.categories = categories
         self.cutoff = cutoff
@@ -321,6 +378,7 @@ class ToxicityRate(Detector[Mapping[str, float]]):
         self.arl0 = arl0
         self.warmup = warmup
         self.min_rate = min_rate
+        self.baseline_confidence = baseline_confidence
         if not categories:
             raise ValueError("need at least one category")
         self._reset()
@@ -334,6 +392,7 @@ class ToxicityRate(Detector[Mapping[str, float]]):
                 arl0=self.arl0 * len(self.categories),
                 warmup=self.warmup,
                 min_rate=self.min_rate,
+                baseline_confidence=self.baseline_confidence,
             )
             for _ in self.categories
         ]
