@@ -45,9 +45,12 @@ class ConfidenceShift(Detector[float]):
     reference_size
         The first ``reference_size`` scores form the reference (no alarms meanwhile).
     window, stride
-        Window length and test spacing of the distribution test.
+        Window length and test spacing of the distribution test (stride default
+        ``window // 4``).
     resolution
-        Grid of the CUSUM increments, in standard deviations.
+        Grid of the CUSUM increments, in standard deviations (default ``shift / 10``:
+        fine enough that rounding changes the chart little, coarse enough that the exact
+        calibration has a few hundred states).
 
     ``update(score)`` takes one confidence score. Signals: for a mean shift, ``direction``
     UP or DOWN, ``statistic``/``threshold`` in standard deviations, ``baseline`` = the
@@ -65,8 +68,8 @@ class ConfidenceShift(Detector[float]):
         shift: float = 0.5,
         reference_size: int = 1000,
         window: int = 200,
-        stride: int = 50,
-        resolution: float = 0.05,
+        stride: int | None = None,
+        resolution: float | None = None,
     ) -> None:
         self.arl0 = arl0
         self.shift = shift
@@ -74,9 +77,13 @@ class ConfidenceShift(Detector[float]):
         self.window = window
         self.stride = stride
         self.resolution = resolution
-        if shift <= 0 or resolution <= 0 or resolution > shift / 2:
+        if shift <= 0 or not 0 < self._res <= shift / 2:
             raise ValueError("need shift > 0 and 0 < resolution <= shift / 2")
         self._reset()
+
+    @property
+    def _res(self) -> float:
+        return self.resolution if self.resolution is not None else self.shift / 10
 
     def _reset(self) -> None:
         self._dist = NumericDrift(
@@ -147,13 +154,11 @@ class ConfidenceShift(Detector[float]):
         ref = np.asarray(self._ref)
         self._mu = float(ref.mean())
         self._sigma = max(float(ref.std(ddof=1)), 1e-9)
-        self._kq = max(1, round(self.shift / 2 / self.resolution))
-        zq = np.rint((ref - self._mu) / self._sigma / self.resolution).astype(np.int64)
+        self._kq = max(1, round(self.shift / 2 / self._res))
+        zq = np.rint((ref - self._mu) / self._sigma / self._res).astype(np.int64)
         # Wald/Siegmund-style start for the search: h ~ ln(2 k^2 arl0) / (2 k).
-        k = self._kq * self.resolution
-        guess = max(
-            1, int(math.log(2 * k * k * self.arl0 * _N_TESTS + 1) / (2 * k) / self.resolution)
-        )
+        k = self._kq * self._res
+        guess = max(1, int(math.log(2 * k * k * self.arl0 * _N_TESTS + 1) / (2 * k) / self._res))
         for sign in (1, -1):
             inc = sign * zq - self._kq
             lo = int(inc.min())
@@ -175,7 +180,7 @@ class ConfidenceShift(Detector[float]):
             if self._n == self.reference_size:
                 self._calibrate()
             return None
-        zq = round((x - self._mu) / self._sigma / self.resolution)
+        zq = round((x - self._mu) / self._sigma / self._res)
         signals: list[Signal] = []
         s = self._s_up + zq - self._kq
         if s <= 0:
@@ -222,8 +227,8 @@ class ConfidenceShift(Detector[float]):
         return Signal(
             detector=type(self).__name__,
             kind=self.kind,
-            statistic=s * self.resolution,
-            threshold=h * self.resolution,
+            statistic=s * self._res,
+            threshold=h * self._res,
             baseline=self._mu,
             observed=observed,
             effect_size=(observed - self._mu) / self._sigma,

@@ -53,6 +53,10 @@ ALIBI_HINT = (
 class WindowedDrift(Detector[X], Generic[X]):
     """Reference-vs-window two-sample tests every ``stride`` events, Holm across features.
 
+    Common parameters: ``arl0`` (target expected events between false alarms),
+    ``reference_size`` (the first events, no alarms meanwhile), ``window`` (events per
+    test) and ``stride`` (events between tests, default ``window // 4``).
+
     Subclasses turn an input into a row of per-feature values (``_row``), fit what they
     need from the reference rows (``_fit``), and test a window (``_test``).
     """
@@ -64,7 +68,7 @@ class WindowedDrift(Detector[X], Generic[X]):
         arl0: float = DEFAULT_ARL0,
         reference_size: int = 1000,
         window: int = 200,
-        stride: int = 50,
+        stride: int | None = None,
     ) -> None:
         self.arl0 = arl0
         self.reference_size = reference_size
@@ -74,15 +78,20 @@ class WindowedDrift(Detector[X], Generic[X]):
         self._reset()
 
     def _check(self) -> None:
-        if not 1 <= self.stride <= self.window:
-            raise ValueError("need 1 <= stride <= window")
-        if self.reference_size < 2 or self.arl0 <= self.stride:
+        if self.window < 1 or not 1 <= self._stride <= self.window:
+            raise ValueError("need window >= 1 and 1 <= stride <= window")
+        if self.reference_size < 2 or self.arl0 <= self._stride:
             raise ValueError("need reference_size >= 2 and arl0 > stride")
+
+    @property
+    def _stride(self) -> int:
+        """Events between tests; by default a quarter window (50 for the default 200)."""
+        return self.stride if self.stride is not None else max(1, self.window // 4)
 
     @property
     def alpha(self) -> float:
         """Family-wise false-alarm probability per test time: ``stride / arl0``."""
-        return self.stride / self.arl0
+        return self._stride / self.arl0
 
     def _reset(self) -> None:
         self._n = 0
@@ -181,7 +190,7 @@ class WindowedDrift(Detector[X], Generic[X]):
             self._win[self._pos] = row
             self._pos = (self._pos + 1) % self.window
         self._since += 1
-        if len(self._win) < self.window or self._since < self.stride:
+        if len(self._win) < self.window or self._since < self._stride:
             return None
         self._since = 0
         return self._run_test(n)
@@ -243,7 +252,7 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         arl0: float = DEFAULT_ARL0,
         reference_size: int = 1000,
         window: int = 200,
-        stride: int = 50,
+        stride: int | None = None,
     ) -> None:
         self.features = features
         super().__init__(arl0, reference_size, window, stride)
@@ -323,7 +332,7 @@ class CategoricalDrift(WindowedDrift[Mapping[str, str]]):
         arl0: float = DEFAULT_ARL0,
         reference_size: int = 1000,
         window: int = 200,
-        stride: int = 50,
+        stride: int | None = None,
     ) -> None:
         self.features = features
         super().__init__(arl0, reference_size, window, stride)
@@ -429,7 +438,7 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         arl0: float = DEFAULT_ARL0,
         reference_size: int = 1000,
         window: int = 200,
-        stride: int = 50,
+        stride: int | None = None,
     ) -> None:
         self.n_projections = n_projections
         self.seed = seed

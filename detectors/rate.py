@@ -90,6 +90,13 @@ class BernoulliCusum(Detector[bool]):
     = p0, ``observed`` = rate since the change-point estimate (the CUSUM's last zero),
     ``effect_size`` = observed / baseline - 1, and ``first_index`` = that change point.
     After an alarm the statistic restarts from zero, so a persisting shift alarms again.
+
+    >>> det = BernoulliCusum(p0=0.05, arl0=1e4)
+    >>> round(det.threshold, 2)  # nats, exact for ARL0 >= 1e4
+    4.88
+    >>> signal = det.update_many([False] * 1000 + [True, False, False] * 30)[0]
+    >>> signal.first_index, signal.last_index, round(signal.observed, 2)
+    (1000, 1024, 0.36)
     """
 
     kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE

@@ -137,3 +137,10 @@ def test_confidence_shape_change_caught_by_distribution_test() -> None:
     assert signals
     assert signals[0].feature == "distribution"
     assert signals[0].last_index <= 1000 + 400
+
+
+def test_small_window_gets_a_proportional_stride() -> None:
+    det = NumericDrift(arl0=1e4, window=20)
+    assert det.alpha == pytest.approx(5 / 1e4)
+    with pytest.raises(ValueError, match="stride"):
+        NumericDrift(window=20, stride=50)
