@@ -48,7 +48,12 @@ from detectors.drift import (  # noqa: E402
     LabelMixDrift,
     NumericDrift,
 )
-from detectors.rate import BernoulliCusum, CriticalEventDetector, ToxicityRate  # noqa: E402
+from detectors.rate import (  # noqa: E402
+    AdaptiveBernoulliCusum,
+    BernoulliCusum,
+    CriticalEventDetector,
+    ToxicityRate,
+)
 
 DESIGN_ROWS = [(0.05, 0.10), (0.05, 0.075), (0.02, 0.04), (0.01, 0.02), (0.10, 0.20)]
 ARL0S = (1e4, 1e5, 3e5)
@@ -145,8 +150,9 @@ def bernoulli(p0: float, p1: float) -> Callable[[np.random.Generator, int, bool]
 
 
 def bench_rates(quick: bool) -> None:
-    print("\n== Bernoulli rate detectors (BernoulliCusum: p0 given, relative_shift=1.0 default;")
-    print("   river defaults on the same 0/1 stream) ==")
+    print("\n== Bernoulli rate detectors, p0 given; BernoulliCusum designed for doubling")
+    print("   (relative_shift=1), AdaptiveBernoulliCusum for 1.5x/2x/4x; river defaults on")
+    print("   the same 0/1 stream ==")
     print(HEADER)
     trials = 60 if quick else 300
     rng = np.random.default_rng(0)
@@ -156,33 +162,23 @@ def bench_rates(quick: bool) -> None:
         shift = f"{p0:.2f}->{p1:.3g}"
         for arl0 in ARL0S if not quick else ARL0S[:2]:
             n = int(max(2e6, 40 * arl0)) if not quick else int(10 * arl0)
-            det = BernoulliCusum(p0=p0, arl0=arl0)
-            fa = len(det.update_many(np.random.default_rng(1).random(n) < p0))
-            meas = n / max(fa, 1)
-            delays = delay_trials(
-                lambda p0=p0, arl0=arl0: BernoulliCusum(p0=p0, arl0=arl0),
-                ours_alarms,
-                sample,
-                1000,
-                40 * int(bernoulli_cusum_delay(p0, p1, arl0)),
-                trials,
-                2,
-            )
-            cost = cost_us(BernoulliCusum(p0=p0, arl0=arl0), cost_stream, [])
-            bound = bernoulli_cusum_delay(p0, p1, meas)
-            print(
-                row(
-                    "BernoulliCusum",
-                    shift,
-                    arl0,
-                    1e5 * fa / n,
-                    delays,
-                    bound,
-                    fa == 0,
-                    cost,
+            for cls in (BernoulliCusum, AdaptiveBernoulliCusum):
+                fa = len(cls(p0=p0, arl0=arl0).update_many(np.random.default_rng(1).random(n) < p0))
+                meas = n / max(fa, 1)
+                delays = delay_trials(
+                    lambda cls=cls, p0=p0, arl0=arl0: cls(p0=p0, arl0=arl0),
+                    ours_alarms,
+                    sample,
+                    1000,
+                    40 * int(bernoulli_cusum_delay(p0, p1, arl0)),
                     trials,
+                    2,
                 )
-            )
+                cost = cost_us(cls(p0=p0, arl0=arl0), cost_stream, [])
+                bound = bernoulli_cusum_delay(p0, p1, meas)
+                fa_k = 1e5 * fa / n
+                name = cls.__name__
+                print(row(name, shift, arl0, fa_k, delays, bound, fa == 0, cost, trials))
         n_river = 200_000 if quick else 2_000_000
         for rname, make in (("river ADWIN", drift.ADWIN), ("river PageHinkley", drift.PageHinkley)):
             stream = [float(v) for v in np.random.default_rng(3).random(n_river) < p0]

@@ -18,6 +18,7 @@ from detectors.drift import (
 )
 from detectors.rate import (
     DEFAULT_ARL0,
+    AdaptiveBernoulliCusum,
     BernoulliCusum,
     CriticalEventDetector,
     DownvoteSpike,
@@ -29,6 +30,7 @@ from detectors.registry import REGISTRY, create
 __all__ = [
     "DEFAULT_ARL0",
     "REGISTRY",
+    "AdaptiveBernoulliCusum",
     "AlibiOnlineDrift",
     "BernoulliCusum",
     "CategoricalDrift",

@@ -20,6 +20,7 @@ from detectors.drift import (
     NumericDrift,
 )
 from detectors.rate import (
+    AdaptiveBernoulliCusum,
     BernoulliCusum,
     CriticalEventDetector,
     DownvoteSpike,
@@ -31,6 +32,7 @@ __all__ = ["OPTIONAL", "REGISTRY", "create"]
 
 REGISTRY: dict[str, type[Detector[Any]]] = {
     "bernoulli_cusum": BernoulliCusum,
+    "adaptive_bernoulli_cusum": AdaptiveBernoulliCusum,
     "downvote_spike": DownvoteSpike,
     "prompt_injection_rate": PromptInjectionRate,
     "toxicity_rate": ToxicityRate,
