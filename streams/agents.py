@@ -80,7 +80,9 @@ def _by_partition(events: Sequence[Any]) -> list[list[Any]]:
     return list(groups.values())
 
 
-def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
+def _raw_topic(
+    app: faust.App, name: str, partitions: int, *, internal: bool = False
+) -> faust.TopicT:
     return app.topic(
         name,
         key_type=bytes,
@@ -88,6 +90,7 @@ def _raw_topic(app: faust.App, name: str, partitions: int) -> faust.TopicT:
         key_serializer="raw",
         value_serializer="raw",
         partitions=partitions,
+        internal=internal,
     )
 
 
@@ -96,8 +99,9 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     det = settings.detection
     partitions = settings.kafka.topic_partitions
     app_id = settings.worker.app_id
-    by_request = _raw_topic(app, f"{app_id}-by-request", partitions)
-    by_model = _raw_topic(app, f"{app_id}-by-model", partitions)
+    # Internal: faust creates them with the table partition count (co-partitioning).
+    by_request = _raw_topic(app, f"{app_id}-by-request", partitions, internal=True)
+    by_model = _raw_topic(app, f"{app_id}-by-model", partitions, internal=True)
     alerts = _raw_topic(app, settings.topics.alerts, partitions)
 
     def table(name: str) -> TableT[str, Any]:
@@ -106,7 +110,6 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
             default=None,
             key_type=str,
             value_type=None,
-            value_serializer="json",
             partitions=partitions,
         )
 

@@ -23,6 +23,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
     if not url:
         raise ValueError("no Kafka broker configured (kafka.broker or SENTINEL_BROKER)")
     worker = settings.worker
+    worker.data_dir.mkdir(parents=True, exist_ok=True)
     return faust.App(
         worker.app_id,
         broker=url,

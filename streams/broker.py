@@ -240,7 +240,7 @@ class LocalBroker:
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
             "log.dirs": str(self.data_dir / "kraft-logs"),
-            "num.partitions": "1",
+            "num.partitions": "4",
             # Single node: internal topics cannot have more than one replica.
             "offsets.topic.replication.factor": "1",
             "transaction.state.log.replication.factor": "1",

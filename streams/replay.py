@@ -144,7 +144,7 @@ def _open_in(path: str) -> Iterator[IO[bytes]]:
             with Path(path).open("rb") as fh:
                 yield fh
         except FileNotFoundError:
-            raise SystemExit(f"sentinel replay: input file not found: {path}") from None
+            raise ValueError(f"input file not found: {path}") from None
 
 
 @contextlib.contextmanager

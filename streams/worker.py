@@ -7,6 +7,7 @@ import faust
 from streams.agents import register_pipeline
 from streams.app import create_app
 from streams.settings import Settings
+from streams.topics import ensure_topics
 
 
 def build_service(settings: Settings, broker_url: str) -> faust.App:
@@ -18,6 +19,9 @@ def build_service(settings: Settings, broker_url: str) -> faust.App:
 
 def run_worker(settings: Settings, broker_url: str) -> int:
     """Run the worker in the foreground until SIGINT/SIGTERM; returns the exit code."""
+    created = ensure_topics(settings, broker_url.removeprefix("kafka://").split(";"))
+    if created:
+        print(f"sentinel: created topics {', '.join(created)}", flush=True)
     app = build_service(settings, broker_url)
     worker = faust.Worker(app, loglevel=settings.worker.log_level)
     worker.execute_from_commandline()

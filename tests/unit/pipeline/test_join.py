@@ -1,0 +1,94 @@
+"""The join stage: feedback finds its output's labels by request id, in bounded state."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from streams.events import Feedback, InferenceInput, InferenceOutput
+from streams.ingress import Coordinates
+from streams.pipeline import Joiner
+from streams.settings import DetectionSettings
+
+T0 = datetime(2025, 1, 6, tzinfo=UTC)
+
+
+def _output(rid: str, t: datetime, version: str = "v1") -> InferenceOutput:
+    return InferenceOutput.model_validate(
+        {
+            "request_id": rid,
+            "timestamp": t,
+            "model": "chat",
+            "model_version": version,
+            "segment": {"tenant": "acme"},
+            "confidence": 0.9,
+        }
+    )
+
+
+def _feedback(rid: str, t: datetime) -> Feedback:
+    return Feedback.model_validate(
+        {"request_id": rid, "timestamp": t, "vote": "down", "segment": {"locale": "de-DE"}}
+    )
+
+
+def _c(offset: int) -> Coordinates:
+    return Coordinates("topic", 0, offset)
+
+
+def test_feedback_after_output_gets_model_version_and_merged_segment() -> None:
+    joiner = Joiner(DetectionSettings(), {})
+    assert len(joiner.process(_output("r1", T0), _c(0))) == 1
+    [obs] = joiner.process(_feedback("r1", T0 + timedelta(minutes=5)), _c(1))
+    assert (obs.model, obs.version) == ("chat", "v1")
+    assert obs.segment == {"tenant": "acme", "locale": "de-DE"}
+    assert obs.coords == _c(1)
+    assert joiner.stats.joined == 1
+
+
+def test_feedback_before_output_waits_and_is_released_with_its_coordinates() -> None:
+    joiner = Joiner(DetectionSettings(), {})
+    assert joiner.process(_feedback("r2", T0), _c(7)) == []
+    assert joiner.stats.parked == 1
+    released = joiner.process(_output("r2", T0 + timedelta(seconds=1), "v2"), _c(8))
+    assert [o.event.event_type for o in released] == ["output", "feedback"]
+    assert released[1].version == "v2"
+    assert released[1].coords == _c(7)
+    assert "p:r2" not in joiner.store
+
+
+def test_inputs_and_labelled_feedback_pass_straight_through() -> None:
+    joiner = Joiner(DetectionSettings(), {})
+    inp = InferenceInput.model_validate(
+        {"request_id": "r3", "timestamp": T0, "model": "chat", "model_version": "v1"}
+    )
+    fb = Feedback.model_validate(
+        {"request_id": "r9", "timestamp": T0, "vote": "up", "model": "m", "model_version": "x"}
+    )
+    assert joiner.process(inp, _c(0))[0].version == "v1"
+    assert joiner.process(fb, _c(1))[0].model == "m"
+    assert joiner.store == {}
+
+
+def test_join_state_is_bounded_by_ttl_and_by_entries_per_partition() -> None:
+    settings = DetectionSettings(join_ttl_minutes=10, join_max_entries=100)
+    joiner = Joiner(settings, {})
+    for i in range(250):
+        joiner.process(_output(f"r{i}", T0 + timedelta(seconds=i)), _c(i))
+    assert len(joiner.store) == 100
+    assert joiner.stats.evicted == 150
+    # An hour later everything older than the TTL goes, unjoined feedback is counted.
+    joiner.process(_feedback("orphan", T0 + timedelta(minutes=20)), _c(300))
+    joiner.process(_output("late", T0 + timedelta(hours=1)), _c(301))
+    assert set(joiner.store) == {"o:late"}
+    assert joiner.stats.expired_unjoined == 1
+
+
+def test_fifo_is_rebuilt_from_the_store_after_a_restart() -> None:
+    settings = DetectionSettings(join_ttl_minutes=10, join_max_entries=100)
+    store: dict[str, object] = {}
+    first = Joiner(settings, store)
+    for i in range(50):
+        first.process(_output(f"r{i}", T0 + timedelta(seconds=i)), _c(i))
+    restarted = Joiner(settings, store)  # same (changelog-restored) store, fresh memory
+    restarted.process(_output("later", T0 + timedelta(minutes=30)), _c(99))
+    assert set(store) == {"o:later"}

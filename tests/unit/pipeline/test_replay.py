@@ -1,0 +1,97 @@
+"""Offline replay runs the pipeline over simulator files: deterministic, finds injections."""
+
+from __future__ import annotations
+
+import io
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from streams.cli import main
+from streams.replay import replay_lines
+from streams.settings import Settings, load_settings
+from streams.simulate import Injection, Scenario, Simulator
+
+
+def _lines(scenario: Scenario) -> list[bytes]:
+    return [line.encode() for line in Simulator(scenario).lines()]
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings(env={})
+
+
+@pytest.fixture(scope="module")
+def toxic_stream() -> list[bytes]:
+    scenario = Scenario(
+        seed=3,
+        duration=timedelta(hours=4),
+        events_per_hour=3600,
+        injections=[
+            Injection(
+                type="toxicity_spike",
+                start=timedelta(hours=2),
+                duration=timedelta(hours=2),
+                strength=8,
+                scope={"model": "support-chat"},
+            )
+        ],
+    )
+    return _lines(scenario)
+
+
+def test_replay_finds_the_toxicity_spike_with_the_right_labels(
+    settings: Settings, toxic_stream: list[bytes]
+) -> None:
+    result = replay_lines(toxic_stream, settings)
+    triggers = [e for e in result.incidents if e.action == "trigger"]
+    assert triggers, "no incident for an 8x toxicity spike"
+    first = triggers[0]
+    assert first.incident_type.startswith("toxicity_rate")
+    assert first.labels.model == "support-chat"
+    assert all(e.replay for e in result.incidents)
+    # Detected within 45 minutes of event time after the injection started at 02:00.
+    assert first.last_seen.hour == 2
+    assert first.last_seen.minute < 45
+    assert {e.labels.model for e in triggers} == {"support-chat"}
+    assert result.dead_letters == 0
+
+
+def test_replay_is_deterministic_byte_for_byte(
+    settings: Settings, toxic_stream: list[bytes]
+) -> None:
+    outputs = []
+    for _ in range(2):
+        sink = io.StringIO()
+        replay_lines(toxic_stream[:8000], settings, sink=sink)
+        outputs.append(sink.getvalue())
+    assert outputs[0] == outputs[1]
+
+
+def test_bad_lines_are_counted_and_written_to_the_dead_letter_file(settings: Settings) -> None:
+    good = _lines(Scenario(seed=1, duration=timedelta(minutes=10), events_per_hour=600))
+    lines = [b"{not json", good[0], b'{"event_type": "output"}', *good[1:], b"[1,2]"]
+    dead = io.StringIO()
+    result = replay_lines(lines, settings, dead_letters=dead)
+    assert result.dead_letters == 3
+    assert result.events == len(good)
+    letters = [json.loads(line) for line in dead.getvalue().splitlines()]
+    assert [d["offset"] for d in letters] == [0, 2, len(lines) - 1]
+    assert letters[0]["reason"] == "not_json"
+
+
+def test_cli_replay_reads_stdin_style_paths_and_prints_a_summary(
+    tmp_path: Path, toxic_stream: list[bytes], capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(toxic_stream[:3000]) + b"\n")
+    out = tmp_path / "incidents.jsonl"
+    assert main(["replay", "--input", str(src), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert "3000 lines, 3000 events, 0 dead letters" in err
+    assert "events/s" in err
+    assert out.exists()
+    assert main(["replay", "--input", str(tmp_path / "missing.jsonl")]) == 2
