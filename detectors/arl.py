@@ -109,7 +109,7 @@ def bernoulli_arl(up: int, down: int, h: int, p: float) -> float:
     keep = rows + up < n
     r_up = rows[keep]
     ab[upper + r_up - (r_up + up), r_up + up] -= p
-    arl = solve_banded((lower, upper), ab, np.ones(n))
+    arl = solve_banded((lower, upper), ab, np.ones(n), check_finite=False)
     return float(arl[0])
 
 
@@ -146,7 +146,8 @@ def _search(arl_of: functools.partial[float], target: float, start: int, slope: 
             x = h * 1.25 + 1 if f < 0 else h * 0.8
         cand = round(x)
         if not hi:
-            cand = max(cand, lo + 1)
+            # No upper bracket yet: step up, at least by one and at most 4x.
+            cand = min(max(cand, lo + 1), 4 * lo + 4)
             if cand <= h and f < 0:
                 cand = 2 * h
         elif len(points) > 8:
@@ -239,7 +240,7 @@ def lattice_arl(pmf: NDArray[np.float64], offset: int, h: int) -> float:
             ab[upper - d, d:] = diag
         else:
             ab[upper - d, : h + d] = diag
-    arl = solve_banded((lower, upper), ab, np.ones(h))
+    arl = solve_banded((lower, upper), ab, np.ones(h), check_finite=False)
     return float(arl[0])
 
 

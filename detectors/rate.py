@@ -72,7 +72,7 @@ class BernoulliCusum(Detector[bool]):
     max_reference
         A learned baseline keeps growing from events the CUSUM has cleared (those before
         its last return to zero; evidence that led to an alarm is never included) and is
-        re-estimated, with a new threshold, each time the cleared count doubles, until it
+        re-estimated, with a new threshold, each time the cleared count quadruples, until it
         holds ``max_reference`` events. Then it is frozen, so a slow drift cannot teach
         the detector that a bad rate is normal.
     min_rate
@@ -167,7 +167,7 @@ class BernoulliCusum(Detector[bool]):
     def _learn(self) -> None:
         """(Re-)estimate the baseline from the cleared events; only called when S = 0."""
         self._calibrate((self._ref_k + 0.5) / (self._ref_n + 1.0), self._ref_n)
-        self._next_cp = 2 * self._ref_n if self._ref_n < self.max_reference else 0
+        self._next_cp = 4 * self._ref_n if self._ref_n < self.max_reference else 0
 
     _STATE_KEYS: ClassVar[tuple[str, ...]] = (
         "n",

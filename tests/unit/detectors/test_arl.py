@@ -13,6 +13,7 @@ from detectors.arl import (
     bernoulli_lattice,
     bernoulli_threshold,
     lattice_arl,
+    zero_drift_rate,
 )
 from detectors.rate import BernoulliCusum
 
@@ -74,3 +75,18 @@ def test_simulated_run_lengths_match_exact_arl() -> None:
         measured = signals[-1].last_index / len(signals)
         # ~2000 (1e6 / ~500) and ~1600 run lengths: standard error about 2-3 %.
         assert measured == pytest.approx(exact, rel=0.08)
+
+
+@pytest.mark.parametrize("p0", [0.002, 0.03, 0.2])
+def test_threshold_search_near_the_zero_drift_rate(p0: float) -> None:
+    """Calibrating at a true rate close to where the CUSUM stops drifting down (as the
+    learned-baseline guard may) still returns the smallest threshold reaching the target."""
+    p1 = 2 * p0
+    lat = bernoulli_lattice(p0, p1)
+    top = zero_drift_rate(p0, p1)
+    for frac in (0.2, 0.5, 0.8):
+        rate = p0 + frac * (top - p0)
+        for arl0 in (300.0, 1e4):
+            h = bernoulli_threshold(p0, p1, arl0, rate)
+            assert bernoulli_arl(lat.up, lat.down, h, rate) >= arl0
+            assert h == 1 or bernoulli_arl(lat.up, lat.down, h - 1, rate) < arl0

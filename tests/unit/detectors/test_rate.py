@@ -34,7 +34,7 @@ def test_learned_baseline_false_alarm_rate_within_factor_two(arl0: float, per_ke
 def test_learned_baseline_tracks_the_rate() -> None:
     rng = np.random.default_rng(9)
     det = BernoulliCusum(warmup=1000, max_reference=20_000)
-    det.update_many(rng.random(60_000) < 0.03)
+    det.update_many(rng.random(100_000) < 0.03)
     assert det.baseline == pytest.approx(0.03, rel=0.1)
     assert det.get_state()["next_cp"] == 0  # reference full: baseline frozen
 
