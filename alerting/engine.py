@@ -130,19 +130,29 @@ class SilenceMuter:
 
 
 class InhibitionMuter:
-    """A notified, active incident mutes more specific incidents of the same type."""
+    """A notified, active incident mutes more specific incidents of the same type.
+
+    One exception, for deploys: an incident on a freshly deployed version (canary
+    analysis found it worse than the version it replaced) is never muted, and it mutes
+    the more general incidents of the same type that it explains.
+    """
 
     def __init__(self, incidents: Iterable[IncidentRecord]) -> None:
         self._sources = [i for i in incidents if i.active and i.notified]
 
     def mutes(self, incident: IncidentRecord, now: datetime) -> str | None:
+        if incident.deploy is not None:
+            return None  # a bad deploy names the cause: never hidden behind its symptom
         for src in self._sources:
-            if (
-                src.dedup_key != incident.dedup_key
-                and src.incident_type == incident.incident_type
-                and src.labels.covers(incident.labels)
-            ):
+            if src.dedup_key == incident.dedup_key or src.incident_type != incident.incident_type:
+                continue
+            if src.labels.covers(incident.labels):
                 return f"inhibited by {src.incident_id} ({src.labels.describe()})"
+            if src.deploy is not None and incident.labels.covers(src.labels):
+                return (
+                    f"explained by bad deploy {src.incident_id} "
+                    f"(version {src.deploy.version} of {src.labels.model})"
+                )
         return None
 
 

@@ -106,6 +106,16 @@ class Detector(abc.ABC, Generic[X]):
     def threshold(self) -> float:
         """Current decision threshold for ``statistic``."""
 
+    @property
+    def learning(self) -> bool:
+        """True while the detector is still learning its baseline/reference (no alarms).
+
+        The pipeline uses it to keep a sparse key from learning its baseline while a more
+        general key of the same model is alarming: a reference learned during an incident
+        makes the return to normal look like a change.
+        """
+        return False
+
     @abc.abstractmethod
     def get_state(self) -> JsonState:
         """Return the state as a JSON-compatible mapping (a copy, safe to store)."""

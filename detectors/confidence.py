@@ -136,6 +136,10 @@ class ConfidenceShift(Detector[float]):
         self._dist.set_state(state["dist"])
 
     @property
+    def learning(self) -> bool:
+        return self._n < self.reference_size
+
+    @property
     def statistic(self) -> float:
         """Largest of the three statistics, each divided by its threshold (alarm at 1)."""
         if not self._h_up:

@@ -127,6 +127,10 @@ class WindowedDrift(Detector[X], Generic[X]):
         """Rebuild caches derived from ``_fitted`` after ``set_state``."""
 
     @property
+    def learning(self) -> bool:
+        return self._n < self.reference_size
+
+    @property
     def statistic(self) -> float:
         """``-log10`` of the last Bonferroni-adjusted smallest p-value."""
         return -math.log10(max(self._last_p, 1e-300))

@@ -200,6 +200,10 @@ class BernoulliCusum(Detector[bool]):
         return self._h > 0
 
     @property
+    def learning(self) -> bool:
+        return not self.calibrated
+
+    @property
     def baseline(self) -> float:
         """The baseline rate p0 in use (0.0 during warm-up)."""
         return self._baseline
@@ -383,6 +387,10 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         ]
 
     @property
+    def learning(self) -> bool:
+        return any(d.learning for d in self._parts)
+
+    @property
     def statistic(self) -> float:
         """Largest ratio statistic / threshold over the parts (alarm at 1)."""
         return max(d.statistic / d.threshold for d in self._parts)
@@ -495,6 +503,10 @@ class ToxicityRate(Detector[Mapping[str, float]]):
             )
             for _ in self.categories
         ]
+
+    @property
+    def learning(self) -> bool:
+        return any(d.learning for d in self._detectors)
 
     @property
     def statistic(self) -> float:

@@ -48,6 +48,9 @@ CHECKPOINT_EVERY: Final = 32
 CHECKPOINTS_KEPT: Final = 64
 """Checkpoints kept per detector: ranges are exact for the last 2048 observations."""
 SAMPLES_KEPT: Final = 10
+ANY_TOXIC: Final = "any"
+"""Pseudo-category: the output is toxic in any category. A spike spread over categories
+is invisible per category long before it is obvious pooled, so both are watched."""
 TRAFFIC_HALF_LIFE_S: Final = 3600.0
 
 
@@ -230,6 +233,7 @@ def detectors_per_level(settings: DetectionSettings) -> int:
     return (
         1  # downvotes
         + len(settings.toxicity_categories)
+        + 1  # any toxic category
         + 1  # prompt injection
         + 3  # confidence: mean up, mean down, distribution
         + 4  # drift: numeric, categorical, embedding, label mix
@@ -313,6 +317,9 @@ class DetectorSet:
         self.trackers: dict[str, _Tracker] = {}
         self.traffic = 0.0
         self.traffic_t = 0.0
+        self.alarms: dict[str, float] = {}  # detector name -> event time its alarm holds until
+        self.hold: frozenset[str] = frozenset()
+        self.versions: list[str] = []  # model level only: versions in order of appearance
 
     # -- state ---------------------------------------------------------------------------
 
@@ -324,6 +331,8 @@ class DetectorSet:
             },
             "t": {name: tr.to_json() for name, tr in self.trackers.items()},
             "traffic": [self.traffic, self.traffic_t],
+            "alarms": self.alarms,
+            "versions": self.versions,
         }
 
     @classmethod
@@ -337,7 +346,20 @@ class DetectorSet:
             out.detectors[name] = det
         out.trackers = {name: _Tracker.from_json(t) for name, t in data["t"].items()}
         out.traffic, out.traffic_t = data["traffic"]
+        out.alarms = dict(data["alarms"])
+        out.versions = list(data["versions"])
         return out
+
+    def canary_copy(self) -> DetectorSet:
+        """A new version's detectors, starting from this (previous) version's baselines.
+
+        Canary analysis: a new version is judged against the baseline of the version it
+        replaces instead of learning a fresh baseline from its own, possibly bad, traffic.
+        Evidence trackers and alarm holds start empty.
+        """
+        data = self.to_json()
+        fresh = {"d": data["d"], "t": {}, "traffic": [0.0, 0.0], "alarms": {}, "versions": []}
+        return DetectorSet.from_json(fresh, self.settings, self.level, self.arl0)
 
     # -- updating ------------------------------------------------------------------------
 
@@ -351,23 +373,30 @@ class DetectorSet:
 
     def _feed(
         self, name: str, x: Any, obs: Observation, notable: bool
-    ) -> list[tuple[Signal, _Tracker]]:
+    ) -> list[tuple[str, Signal, _Tracker]]:
         det = self.detectors.get(name)
+        if name in self.hold and (det is None or det.learning):
+            return []  # a more general key is alarming: do not learn a baseline from it
         if det is None:
             kind, _, features = name.partition(":")
             det = _FACTORIES[kind].make(self, tuple(features.split(",")) if features else ())
             self.detectors[name] = det
-            self.trackers[name] = _Tracker()
-        tracker = self.trackers[name]
+        tracker = self.trackers.setdefault(name, _Tracker())
         tracker.see(obs, notable)
         signal = det.update(x)
-        return [(signal, tracker)] if signal is not None else []
+        return [(name, signal, tracker)] if signal is not None else []
 
-    def update(self, obs: Observation) -> list[tuple[Signal, _Tracker]]:
-        """Feed one observation to the detectors it concerns; return (signal, evidence)."""
+    def update(
+        self, obs: Observation, hold: frozenset[str] = frozenset()
+    ) -> list[tuple[str, Signal, _Tracker]]:
+        """Feed one observation to the detectors it concerns; return (signal, evidence).
+
+        Detectors named in ``hold`` that are still learning their baseline skip it.
+        """
+        self.hold = hold
         s = self.settings
         event = obs.event
-        out: list[tuple[Signal, _Tracker]] = []
+        out: list[tuple[str, Signal, _Tracker]] = []
         drift = self.level in s.drift_levels
         if isinstance(event, Feedback):
             if event.vote is not None or event.rating is not None:
@@ -377,8 +406,9 @@ class DetectorSet:
                 out += self._feed("downvote", down, obs, down)
         elif isinstance(event, InferenceOutput):
             scores = event.moderation
-            tox = any(scores.get(c, 0.0) >= s.toxicity_cutoff for c in s.toxicity_categories)
-            out += self._feed("toxicity", scores, obs, tox)
+            top = max((scores.get(c, 0.0) for c in s.toxicity_categories), default=0.0)
+            tox = top >= s.toxicity_cutoff
+            out += self._feed("toxicity", {**scores, ANY_TOXIC: top}, obs, tox)
             if self.level == "model":
                 # A critical event is judged once, at the model level: copies at the other
                 # levels would only be inhibited duplicates of the same page.
@@ -430,6 +460,16 @@ def _rate(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     return {"arl0": ds.arl0, "warmup": s.warmup_events, "relative_shift": s.relative_shift}
 
 
+def _feedback_rate(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    """Feedback detectors see ``feedback_fraction`` of the events: their share of the
+    false-alarm budget, counted in their own observations, is that much shorter."""
+    s = ds.settings
+    return _rate(ds, features) | {
+        "warmup": s.feedback_warmup_events,
+        "arl0": ds.arl0 * s.feedback_fraction,
+    }
+
+
 def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     kwargs: Kwargs = {
@@ -441,7 +481,7 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 
 
 _FACTORIES: Final[dict[str, _Factory]] = {
-    "downvote": _Factory(DownvoteSpike, _rate),
+    "downvote": _Factory(DownvoteSpike, _feedback_rate),
     "injection": _Factory(PromptInjectionRate, _rate),
     "toxicity": _Factory(
         ToxicityRate,
@@ -507,6 +547,7 @@ class Detect:
         self.engine_store = engine_store
         self.replay = replay
         self.arl0 = per_detector_arl0(settings)
+        self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
 
     def _engine(self, model: str, cache: dict[str, IncidentEngine]) -> IncidentEngine:
@@ -542,16 +583,29 @@ class Detect:
             engine = self._engine(obs.model, engines)
             t = _ts(obs.event)
             model_traffic = 0.0
+            hold: frozenset[str] = frozenset()
+            model_set: DetectorSet | None = None
+            detections: list[tuple[str, Detection]] = []
             for level, labels in key_levels(obs, self.settings):
                 kid = key_id(labels)
-                if level == "version" and kid not in sets and kid not in self.detector_store:
-                    self._note_deploy(engine, obs)
+                if (
+                    model_set is not None
+                    and level == "version"
+                    and kid not in sets
+                    and kid not in self.detector_store
+                ):
+                    self._new_version(model_set, engine, obs, kid, sets)
                 ds = self._set(kid, level, sets)
                 traffic = ds.see_traffic(t)
-                if level == "model":
-                    model_traffic = traffic
-                for signal, tracker in ds.update(obs):
+                if model_set is None:
+                    model_set, model_traffic = ds, traffic
+                    hold = frozenset(n for n, until in ds.alarms.items() if until > t)
+                for name, signal, tracker in ds.update(
+                    obs, hold if level != "model" else frozenset()
+                ):
                     self.stats.signals += 1
+                    if level != "segment":
+                        model_set.alarms[name] = t + self.learning_pause_s
                     start_t, ranges = tracker.evidence(signal.first_index)
                     share = min(1.0, traffic / model_traffic) if model_traffic else None
                     detection = Detection(
@@ -569,6 +623,14 @@ class Detect:
                         blast_radius=BlastRadius(traffic_share=share),
                         replay=self.replay,
                     )
+                    detections.append((level, detection))
+            if detections:
+                # A deployed (not first) version's incidents go first: a bad deploy names
+                # the cause and mutes its model-wide symptom; otherwise general first.
+                deployed = model_set is not None and obs.version in model_set.versions[1:]
+                first = "version" if deployed else "model"
+                detections.sort(key=lambda ld: (ld[0] != first, ld[0] == "segment"))
+                for _, detection in detections:
                     out.extend(engine.observe(detection))
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
@@ -582,11 +644,23 @@ class Detect:
         self.stats.incident_events += len(out)
         return out
 
-    def _note_deploy(self, engine: IncidentEngine, obs: Observation) -> None:
-        """A version seen for the first time: if the model had another, it is a deploy."""
-        model_kid = key_id(Labels(model=obs.model))
-        if model_kid in self.detector_store:
-            engine.record_deploy(obs.model, obs.version, obs.event.timestamp)
+    def _new_version(
+        self,
+        model_set: DetectorSet,
+        engine: IncidentEngine,
+        obs: Observation,
+        kid: str,
+        sets: dict[str, DetectorSet],
+    ) -> None:
+        """A version seen for the first time. If the model had one, this is a deploy: the
+        engine warms it up, and its detectors start from the previous version's baselines."""
+        previous = model_set.versions[-1] if model_set.versions else None
+        model_set.versions.append(obs.version)
+        if previous is None:
+            return
+        engine.record_deploy(obs.model, obs.version, obs.event.timestamp, previous)
+        prev_kid = key_id(Labels(model=obs.model, version=previous))
+        sets[kid] = self._set(prev_kid, "version", sets).canary_copy()
 
     def tick(self, model: str, now: datetime) -> list[IncidentEvent]:
         """Advance one model's engine to ``now`` (resolve quiet incidents) and store it."""

@@ -128,6 +128,16 @@ class DetectionSettings(_Section):
     )
     drift_levels: tuple[Literal["model", "version", "segment"], ...] = ("model", "version")
     warmup_events: int = Field(default=1000, ge=50, description="Baseline learning, per key.")
+    feedback_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=1,
+        description="Expected feedback events per event; scales the downvote detectors' ARL0 "
+        "so that the false-alarm budget is shared per event, not per observation.",
+    )
+    feedback_warmup_events: int = Field(
+        default=300, ge=50, description="Baseline learning of downvote rates (feedback is sparse)."
+    )
     relative_shift: float = Field(
         default=1.0, gt=0, description="Smallest rate increase worth catching (1.0 = doubling)."
     )
@@ -140,6 +150,12 @@ class DetectionSettings(_Section):
         default=2, ge=1, le=4, description="A rating at or below this counts as a downvote."
     )
     confidence_shift_sd: float = Field(default=0.5, gt=0)
+    learning_pause_minutes: float = Field(
+        default=120.0,
+        ge=0,
+        description="After a model/version-level alarm, its segment keys stop learning "
+        "baselines for this long (a baseline learned during an incident is wrong).",
+    )
     drift_reference_size: int = Field(default=1000, ge=100)
     drift_window: int = Field(default=200, ge=20)
     max_features: int = Field(default=32, ge=1)

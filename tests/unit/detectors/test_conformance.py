@@ -136,3 +136,15 @@ def test_alibi_backend_names_extra_and_licence() -> None:
         pytest.skip("alibi-detect is installed; the error path cannot be exercised")
     with pytest.raises(ImportError, match=r"sentinel-ai-incidents\[alibi\].*Business Source"):
         registry.create("alibi_online_drift")
+
+
+@pytest.mark.parametrize("name", sorted(registry.REGISTRY))
+def test_learning_ends_once_the_baseline_is_known(name: str) -> None:
+    """``learning`` ends once the baseline/reference is learned; never true forever."""
+    cls = registry.REGISTRY[name]
+    for params in cls._conformance_params():
+        det = cls(**params)
+        stream = cls._conformance_stream(0, 3000)
+        for x in stream:
+            det.update(x)
+        assert not det.learning, f"{name} still learning after {len(stream)} observations"
