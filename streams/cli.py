@@ -137,6 +137,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema = sub.add_parser("schema", help="write JSON Schema files for the events")
     add_schema_arguments(schema)
     schema.set_defaults(handler=run_schema)
+
+    from streams import alerting_cli, investigate_cli
+
+    alerting_cli.register(sub)
+    investigate_cli.register(sub)
     return parser
 
 
