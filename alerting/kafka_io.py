@@ -139,10 +139,18 @@ def notify_loop(
     should_stop: Callable[[], bool],
     clock: Clock,
     poll_timeout_ms: int = 1000,
+    stats: LoopStats | None = None,
+    on_poll: Callable[[int], None] | None = None,
 ) -> LoopStats:
-    stats = LoopStats()
+    """Deliver until ``should_stop()``. ``stats`` (filled in place, so a caller still has
+    the counts if delivery is interrupted) and ``on_poll`` (called with the size of each
+    polled batch, e.g. for idle detection) are optional."""
+    stats = stats if stats is not None else LoopStats()
     while not should_stop():
-        for record in _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100)):
+        records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
+        if on_poll is not None:
+            on_poll(len(records))
+        for record in records:
             stats.count(
                 handle_alert_record(record, runner, dead_letter_raw=dead_letter_raw, clock=clock)
             )
@@ -164,6 +172,8 @@ def run_notify_consumer(
     sleep: Callable[[float], None] = time.sleep,
     consumer: ConsumerLike | None = None,
     producer: ProducerLike | None = None,
+    stats: LoopStats | None = None,
+    on_poll: Callable[[int], None] | None = None,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
@@ -203,7 +213,13 @@ def run_notify_consumer(
     )
     try:
         return notify_loop(
-            consumer, runner, dead_letter_raw=dead_letter_raw, should_stop=should_stop, clock=clock
+            consumer,
+            runner,
+            dead_letter_raw=dead_letter_raw,
+            should_stop=should_stop,
+            clock=clock,
+            stats=stats,
+            on_poll=on_poll,
         )
     finally:
         consumer.close()
@@ -257,16 +273,30 @@ def containment_loop(
     dead_letter_raw: Callable[[bytes], None] | None = None,
     clock: Clock,
     poll_timeout_ms: int = 1000,
+    commit: bool = True,
+    stats: LoopStats | None = None,
+    on_poll: Callable[[int], None] | None = None,
 ) -> ContainmentState:
-    """Apply playbooks for every alert; publish snapshots (unless dry-run); commit."""
+    """Apply playbooks for every alert; publish snapshots (unless dry-run); commit.
+
+    Per-record outcomes counted in ``stats``: ``published`` (snapshots sent),
+    ``would_publish`` (dry run), ``no_action`` and ``undecodable``. ``commit=False`` for a
+    consumer without a group (a dry run must not move the real group's offsets).
+    """
+    stats = stats if stats is not None else LoopStats()
     while not should_stop():
-        for record in _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100)):
+        records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
+        if on_poll is not None:
+            on_poll(len(records))
+        for record in records:
             try:
                 event = decode_event(record.value)
             except (ValidationError, ValueError) as exc:
                 if dead_letter_raw is not None:
                     dead_letter_raw(undecodable_record(record, str(exc), iso_utc(clock.now())))
-                _commit(consumer, record)
+                if commit:
+                    _commit(consumer, record)
+                stats.count("undecodable")
                 continue
             state, snapshots = handle_containment_event(event, state, playbooks, dry_run=dry_run)
             for snap in snapshots:
@@ -276,7 +306,12 @@ def containment_loop(
                     )
                 else:
                     _send_and_wait(producer, control_topic, snap.key(), snap.to_json_bytes())
-            _commit(consumer, record)
+            if commit:
+                _commit(consumer, record)
+            if not snapshots:
+                stats.count("no_action")
+            else:
+                stats.count("would_publish" if dry_run or producer is None else "published")
     return state
 
 
@@ -291,38 +326,46 @@ def run_containment_consumer(
     dead_letter_topic: str | None = None,
     group_id: str = "sentinel-containment",
     clock: Clock | None = None,
+    stats: LoopStats | None = None,
+    on_poll: Callable[[int], None] | None = None,
 ) -> ContainmentState:
     """``sentinel contain [--dry-run]``: publish playbook containment to ``control_topic``.
 
     On start the current state is restored from the compacted control topic, so releases
     after a restart still remove the right measures.
+
+    A dry run publishes nothing (no control records, no dead letters) and joins no consumer
+    group: it reads the alerts topic from the beginning and commits no offsets, so it never
+    moves the real containment group's position.
     """
-    from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+    from kafka import KafkaConsumer, KafkaProducer
 
     clock = clock or SystemClock()
-    reader = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    parts = reader.partitions_for_topic(control_topic) or set()
-    reader.assign([TopicPartition(control_topic, p) for p in parts])
-    reader.seek_to_beginning()
-    state = restore_containment_state(reader)
-    reader.close()
+    state = ContainmentState()
+    for r in read_topic_to_end(bootstrap, control_topic):
+        if r.value is None:
+            continue
+        try:
+            state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
+        except ValidationError as exc:
+            log.warning("ignoring invalid control record at offset %d: %s", r.offset, exc)
     consumer = KafkaConsumer(
         alerts_topic,
         bootstrap_servers=bootstrap,
-        group_id=group_id,
+        group_id=None if dry_run else group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
     )
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = None if dry_run else KafkaProducer(bootstrap_servers=bootstrap, acks="all")
 
     def dead_letter_raw(value: bytes) -> None:
-        if dead_letter_topic is not None:
+        if dead_letter_topic is not None and producer is not None:
             _send_and_wait(producer, dead_letter_topic, None, value)
 
     try:
         return containment_loop(
             consumer,
-            None if dry_run else producer,
+            producer,
             control_topic,
             playbooks,
             state=state,
@@ -330,8 +373,93 @@ def run_containment_consumer(
             should_stop=should_stop,
             dead_letter_raw=dead_letter_raw,
             clock=clock,
+            commit=not dry_run,
+            stats=stats,
+            on_poll=on_poll,
         )
     finally:
         consumer.close()
-        producer.flush(timeout=SEND_TIMEOUT_S)
-        producer.close()
+        if producer is not None:
+            producer.flush(timeout=SEND_TIMEOUT_S)
+            producer.close()
+
+
+@dataclass(frozen=True)
+class TopicRecord:
+    """A record read by :func:`read_topic_to_end` (kafka-python's fields we use)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+
+
+def read_topic_to_end(
+    bootstrap: str | list[str], topic: str, *, timeout_s: float = 30.0
+) -> list[TopicRecord]:
+    """Every record of ``topic`` from the beginning up to its end offsets at call time, in
+    log order per partition (partitions one after another). No consumer group, no commits.
+    A topic that does not exist reads as empty. Raises ``TimeoutError`` if the end is not
+    reached within ``timeout_s``."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    reader = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        enable_auto_commit=False,
+        group_id=None,
+        allow_auto_create_topics=False,
+    )
+    try:
+        parts = sorted(reader.partitions_for_topic(topic) or set())
+        if not parts:
+            return []
+        tps = [TopicPartition(topic, p) for p in parts]
+        reader.assign(tps)
+        reader.seek_to_beginning(*tps)
+        ends: dict[Any, int] = reader.end_offsets(tps)
+        by_part: dict[int, list[TopicRecord]] = {p: [] for p in parts}
+        deadline = time.monotonic() + timeout_s
+        while any(reader.position(tp) < ends[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"reading {topic} did not reach its end in {timeout_s:g} s")
+            for r in _records(reader.poll(timeout_ms=200, max_records=1000)):
+                if r.offset < ends[TopicPartition(r.topic, r.partition)]:
+                    by_part[r.partition].append(
+                        TopicRecord(
+                            r.topic, r.partition, r.offset, getattr(r, "key", None), r.value
+                        )
+                    )
+        return [r for p in parts for r in by_part[p]]
+    finally:
+        reader.close()
+
+
+def ensure_compacted_topic(
+    bootstrap: str | list[str], topic: str, *, partitions: int = 1, replication_factor: int = 1
+) -> bool:
+    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists; True if created."""
+    from kafka import KafkaAdminClient
+    from kafka.admin import NewTopic
+    from kafka.errors import TopicAlreadyExistsError
+
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinel-admin")
+    try:
+        if topic in set(admin.list_topics()):
+            return False
+        try:
+            admin.create_topics(
+                [
+                    NewTopic(
+                        topic,
+                        partitions,
+                        replication_factor,
+                        topic_configs={"cleanup.policy": "compact"},
+                    )
+                ]
+            )
+        except TopicAlreadyExistsError:
+            return False
+        return True
+    finally:
+        admin.close()

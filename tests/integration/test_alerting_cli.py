@@ -1,0 +1,359 @@
+"""``sentinel notify|contain|status|silence`` end to end on the real broker.
+
+Incident events are made by a real :class:`IncidentEngine` from real detections, published
+to the per-test alerts topic keyed by dedup key, and consumed by the CLI commands run
+through ``streams.cli.main`` with the test's settings in the environment. HTTP sinks are a
+``ThreadingHTTPServer`` on 127.0.0.1 that verifies HMAC signatures.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from alerting.containment import ModelContainment
+from alerting.delivery import DeadLetter
+from alerting.engine import IncidentEngine
+from alerting.kafka_io import read_topic_to_end
+from alerting.model import IncidentEvent
+from alerting.payloads import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from alerting.silences import fold_silences, silences_topic
+from detectors.base import SignalKind
+from streams.cli import main
+from streams.settings import Settings, settings_env
+from tests.conftest import KafkaBroker
+from tests.unit.alerting.helpers import (
+    PLAYBOOK_DIR,
+    T0,
+    detection,
+    minutes,
+    playbooks,
+    policy,
+    signal,
+)
+
+pytestmark = pytest.mark.integration
+
+SECRET = "cli-integration-secret"
+FAIL_FIRST = 3
+
+
+class Recorder:
+    def __init__(self, *, fail_first: int = 0, always: int | None = None) -> None:
+        self.lock = threading.Lock()
+        self.fail_first = fail_first
+        self.always = always
+        self.requests = 0
+        self.bad_signatures = 0
+        self.accepted: list[bytes] = []
+
+
+def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers["Content-Length"]))
+            ok = verify(
+                SECRET.encode(),
+                body,
+                self.headers[TIMESTAMP_HEADER],
+                self.headers[SIGNATURE_HEADER],
+                now=datetime.now(UTC),
+            )
+            with rec.lock:
+                rec.requests += 1
+                if not ok:
+                    rec.bad_signatures += 1
+                    status = 401
+                elif rec.always is not None:
+                    status = rec.always
+                else:
+                    status = 503 if rec.requests <= rec.fail_first else 200
+                if status == 200:
+                    assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
+                    rec.accepted.append(body)
+            self.send_response(status)
+            self.send_header("Content-Length", "0")
+            self.end_headers()
+
+        def log_message(self, format: str, *args: object) -> None:
+            return None
+
+    return Handler
+
+
+@pytest.fixture
+def recorder() -> Recorder:
+    return Recorder(fail_first=FAIL_FIRST)
+
+
+@pytest.fixture
+def webhook(recorder: Recorder) -> Iterator[str]:
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorder))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    host, port = srv.server_address[:2]
+    try:
+        yield f"http://{host!s}:{port}/hook"
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def cli_env(service_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
+    """The test's settings as SENTINEL_* variables, as a deployment would set them."""
+    for name in ("SENTINEL_CONFIG", "SENTINEL_BROKER", "SENTINEL_NOTIFY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for key, value in settings_env(service_settings).items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("SENTINEL_DETECTION__PLAYBOOKS_DIR", str(PLAYBOOK_DIR))
+    monkeypatch.setenv("SENTINEL_NOTIFY_WEBHOOK_SECRET", SECRET)
+    return service_settings
+
+
+@pytest.fixture
+def notify_file(tmp_path: Path) -> Path:
+    path = tmp_path / "notify.toml"
+    path.write_text(
+        "[retry]\nmax_attempts = 6\ninitial_backoff_s = 0.05\nmax_backoff_s = 0.2\n"
+        "[http]\ntimeout_s = 5\nuse_env_proxy = false\n",
+        encoding="utf-8",
+    )
+    return path
+
+
+def _incident_events() -> list[IncidentEvent]:
+    """Two incidents with playbook containment and one without, then all resolved."""
+    eng = IncidentEngine(policy(), playbooks())
+    out: list[IncidentEvent] = []
+    out += eng.observe(detection(T0, sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm")))
+    out += eng.observe(detection(T0 + minutes(1), model="faq-bot"))  # downvote_rate
+    out += eng.observe(detection(T0 + minutes(2), sig=signal(SignalKind.INPUT_DRIFT)))
+    return out
+
+
+def _publish(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        for key, value in items:
+            producer.send(topic, key=key, value=value).get(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+def _publish_events(bootstrap: str, topic: str, events: list[IncidentEvent]) -> None:
+    _publish(bootstrap, topic, [(e.key(), e.to_json_bytes()) for e in events])
+
+
+@pytest.mark.timeout(60)
+def test_notify_webhook_delivers_every_incident_once_through_an_outage(
+    kafka_broker: KafkaBroker,
+    cli_env: Settings,
+    webhook: str,
+    recorder: Recorder,
+    notify_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = _incident_events()
+    assert len(events) == 3
+    # at-least-once upstream: the first event twice; and one poison record
+    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, [*events, events[0]])
+    _publish(kafka_broker.bootstrap, cli_env.topics.alerts, [(b"x", b"{not an incident")])
+
+    rc = main(
+        [
+            "notify",
+            "--sink",
+            "webhook",
+            "--url",
+            webhook,
+            "--config-file",
+            str(notify_file),
+            "--until-idle",
+            "3",
+            "--max-seconds",
+            "40",
+        ]
+    )
+    out, err = capsys.readouterr()
+    assert rc == 0, err
+    received = [IncidentEvent.model_validate_json(b) for b in recorder.accepted]
+    assert sorted(e.event_id for e in received) == sorted(e.event_id for e in events)
+    assert recorder.bad_signatures == 0
+    assert recorder.requests == len(events) + FAIL_FIRST
+    assert "5 record(s)" in out
+    assert "delivered 3, duplicate 1, dead lettered 0" in out
+    assert "undecodable 1" in out
+    assert " s (no new record for 3 s" in out
+    assert SECRET not in out + err
+    dead = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.dead_letter)
+    assert len(dead) == 1
+    assert json.loads(dead[0].value or b"")["reason"].startswith("invalid IncidentEvent")
+
+    # a second run of the same group has nothing left to do: offsets were committed
+    rc = main(["notify", "--sink", "webhook", "--url", webhook, "--config-file",
+               str(notify_file), "--until-idle", "2", "--max-seconds", "20"])  # fmt: skip
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert "0 record(s)" in out
+    assert recorder.requests == len(events) + FAIL_FIRST
+
+
+@pytest.mark.timeout(60)
+def test_notify_dead_letters_permanent_failures(
+    kafka_broker: KafkaBroker,
+    cli_env: Settings,
+    notify_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rec = Recorder(always=422)
+    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
+    thread = threading.Thread(target=srv.serve_forever, daemon=True)
+    thread.start()
+    host, port = srv.server_address[:2]
+    try:
+        events = _incident_events()[:2]
+        _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
+        rc = main(["notify", "--sink", "webhook", "--url", f"http://{host!s}:{port}/",
+                   "--config-file", str(notify_file), "--until-idle", "3",
+                   "--max-seconds", "40"])  # fmt: skip
+    finally:
+        srv.shutdown()
+        srv.server_close()
+        thread.join(timeout=5)
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    assert "delivered 0, duplicate 0, dead lettered 2" in out
+    assert rec.requests == 2  # 422 is permanent: no retries
+    dead = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.dead_letter)
+    letters = [DeadLetter.model_validate_json(r.value or b"") for r in dead]
+    assert sorted(d.event.event_id for d in letters) == sorted(e.event_id for e in events)
+    assert all(d.reason == "HTTP 422 (permanent)" and d.sink == "webhook" for d in letters)
+    assert {r.key for r in dead} == {e.key() for e in events}
+
+
+@pytest.mark.timeout(60)
+def test_contain_dry_run_publishes_nothing_then_contain_and_status(
+    kafka_broker: KafkaBroker,
+    cli_env: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = _incident_events()
+    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
+    bounded = ["--until-idle", "3", "--max-seconds", "15"]
+
+    assert main(["contain", "--dry-run", *bounded]) == 0
+    out, _ = capsys.readouterr()
+    assert "would publish 2, no action 1" in out
+    assert read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.control) == []
+
+    # the dry run committed nothing, so the real run still sees every alert
+    assert main(["contain", *bounded]) == 0
+    out, _ = capsys.readouterr()
+    assert "published 2, would publish 0, no action 1" in out
+    control = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.control)
+    snaps = {r.key: ModelContainment.model_validate_json(r.value or b"") for r in control}
+    assert set(snaps) == {b"support-bot", b"faq-bot"}
+    actions = [m.action.action for m in snaps[b"support-bot"].measures]
+    assert actions == ["route_to_fallback", "enable_filter"]
+
+    assert main(["status"]) == 0
+    out, _ = capsys.readouterr()
+    assert "route_to_fallback(support-bot-safe)" in out
+    assert "faq-bot: " in out
+    assert "Open incidents" in out
+    for e in events:
+        assert e.incident_id in out
+    assert "critical_event:self_harm" in out
+    assert "SEV1" in out
+
+    # resolving one incident closes it in status and releases its containment
+    resolved = IncidentEngine(policy(), playbooks())
+    resolved.observe(detection(T0, sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm")))
+    [res] = [e for e in resolved.tick(T0 + minutes(300)) if e.incident_id == events[0].incident_id]
+    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, [res])
+    assert main(["contain", *bounded]) == 0
+    assert main(["status"]) == 0
+    out, _ = capsys.readouterr()
+    assert "support-bot: no containment" in out
+    assert events[0].incident_id not in out.split("Open incidents")[1]
+    assert events[1].incident_id in out.split("Open incidents")[1]
+
+
+@pytest.mark.timeout(60)
+def test_silence_add_list_expire_round_trip(
+    kafka_broker: KafkaBroker,
+    cli_env: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    rc = main(["silence", "add", "--model", "support-bot", "--version", "v2",
+               "--segment", "tenant=acme", "--type", "toxicity_rate", "--duration", "2h",
+               "--comment", "index rebuild", "--created-by", "sre-test"])  # fmt: skip
+    out, _ = capsys.readouterr()
+    assert rc == 0
+    sid = out.splitlines()[0]
+    assert sid.startswith("sil-")
+
+    assert main(["silence", "list"]) == 0
+    out, _ = capsys.readouterr()
+    line = next(ln for ln in out.splitlines() if ln.startswith(sid))
+    assert "active" in line
+    assert "model=support-bot version=v2 tenant=acme type=toxicity_rate" in line
+    assert "sre-test" in line
+    assert "index rebuild" in line
+    topic = silences_topic(cli_env.topics.control)
+    records = read_topic_to_end(kafka_broker.bootstrap, topic)
+    now = datetime.now(UTC)
+    [active] = fold_silences(((r.key, r.value) for r in records), now)
+    assert active.id == sid
+    assert active.segment == {"tenant": "acme"}
+    assert 7190 < (active.ends_at - now).total_seconds() <= 7200
+    assert f"{active.ends_at.isoformat().replace('+00:00', 'Z')}" in line  # aware UTC, ISO
+
+    assert main(["status"]) == 0
+    assert sid in capsys.readouterr().out
+
+    assert main(["silence", "expire", sid]) == 0
+    assert "expired at" in capsys.readouterr().out
+    assert main(["silence", "list"]) == 0
+    assert sid not in capsys.readouterr().out
+    assert main(["silence", "list", "--all"]) == 0
+    assert "expired" in capsys.readouterr().out
+    records = read_topic_to_end(kafka_broker.bootstrap, topic)
+    assert [r.key for r in records] == [sid.encode(), sid.encode()]
+    assert fold_silences(((r.key, r.value) for r in records), datetime.now(UTC)) == []
+
+    assert main(["silence", "expire", sid]) == 0  # idempotent
+    assert "already expired" in capsys.readouterr().out
+    assert main(["silence", "expire", "sil-nope"]) == 2
+    assert "no silence with id" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_bad_input_exits_2_without_echoing_secrets(
+    cli_env: Settings,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.delenv("SENTINEL_NOTIFY_WEBHOOK_SECRET")
+    assert main(["notify", "--sink", "webhook", "--url", "http://127.0.0.1:9/"]) == 2
+    assert "SENTINEL_NOTIFY_WEBHOOK_SECRET" in capsys.readouterr().err
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[slack]\nwebhook_url = "https://hooks.example/T0/SECRETPART"\ncolour = 1\n')
+    assert main(["notify", "--sink", "slack", "--config-file", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert "unknown key 'slack.colour'" in err
+    assert "SECRETPART" not in err
+    with pytest.raises(SystemExit) as exc:
+        main(["silence", "add", "--model", "m", "--duration", "2 hours", "--comment", "x"])
+    assert exc.value.code == 2
+    assert "invalid duration" in capsys.readouterr().err
