@@ -1,9 +1,317 @@
-"""``sentinel`` subcommands registered by this module (see :func:`register`)."""
+"""``sentinel`` subcommands for analysts and incident commanders.
+
+  incidents               list incidents from the alerts topic (latest state per incident)
+  investigate ID          the events behind an incident: audit trail, statistic, plot
+  postmortem ID           a Markdown root-cause-analysis draft
+  backtest                two configurations over the same history: what changes
+
+Times are ISO 8601 with an offset (``2025-01-06T02:00:00Z``), ``now``, or ``now-6h``.
+Bad input exits 2 with a message; an unknown incident id exits 1. See
+``docs/investigation.md``.
+"""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+import json
+import sys
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any
+
+from alerting.model import IncidentEvent, Severity, iso_utc
+from streams.settings import Settings, load_settings
+
+Clock = Callable[[], datetime]
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """``now``, ``now-<duration>`` or ISO 8601 with an offset; always aware UTC."""
+    from streams.simulate import parse_duration
+
+    value = text.strip()
+    if value == "now":
+        return now
+    if value.startswith("now-"):
+        return now - parse_duration(value[4:])
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use ISO 8601 with an offset, e.g. 2025-01-06T02:00:00Z, "
+            "or now, now-6h)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"time {text!r} has no UTC offset: add 'Z' or '+00:00'")
+    return parsed.astimezone(UTC)
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    return load_settings(getattr(args, "config", None))
+
+
+def _history(settings: Settings) -> Any:
+    from streams.investigation.kafka_read import KafkaHistory
+
+    return KafkaHistory(settings)
+
+
+def _say(message: str) -> None:
+    print(f"sentinel: {message}", file=sys.stderr, flush=True)
+
+
+def _incident_events(
+    settings: Settings, history: Any, topic: str | None, incident_id: str
+) -> list[IncidentEvent] | None:
+    from streams.investigation.incidents import read_incident_log
+
+    log = read_incident_log(history, topic or settings.topics.alerts)
+    try:
+        return log.history(incident_id)
+    except LookupError:
+        return None
+
+
+def _unknown(incident_id: str, topic: str) -> int:
+    _say(f"unknown incident id {incident_id!r}: no event for it on topic {topic!r}")
+    return 1
+
+
+# ----------------------------------------------------------------------- incidents
+
+
+def cmd_incidents(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+    from streams.investigation.incidents import (
+        HEADERS,
+        IncidentFilter,
+        format_table,
+        read_incident_log,
+        select,
+        table_rows,
+    )
+
+    now = clock()
+    flt = IncidentFilter(
+        model=args.model,
+        severity=Severity(args.severity) if args.severity else None,
+        incident_type=args.type,
+        since=parse_time(args.since, now) if args.since else None,
+        until=parse_time(args.until, now) if args.until else None,
+        status=args.status,
+    )
+    settings = _settings(args)
+    topic = args.alerts_topic or settings.topics.alerts
+    with _history(settings) as history:
+        log = read_incident_log(history, topic)
+    rows = select(log, flt)
+    if args.format == "json":
+        for ev in rows:
+            print(ev.model_dump_json())
+    else:
+        print(format_table(HEADERS, table_rows(rows)))
+    skipped = f", {log.invalid} invalid records skipped" if log.invalid else ""
+    _say(f"{len(rows)} of {len(log.events)} incidents on {topic}{skipped}")
+    return 0
+
+
+# --------------------------------------------------------------------- investigate
+
+
+def cmd_investigate(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+    from streams.investigation.audit import (
+        format_investigation,
+        investigate,
+        plot_series,
+        series_to_json,
+    )
+    from streams.simulate import parse_duration
+
+    lookback = parse_duration(args.lookback)
+    if args.limit < 0:
+        raise ValueError("--limit must be >= 0")
+    settings = _settings(args)
+    topic = args.alerts_topic or settings.topics.alerts
+    with _history(settings) as history:
+        events = _incident_events(settings, history, topic, args.incident_id)
+        if events is None:
+            return _unknown(args.incident_id, topic)
+        inv = investigate(
+            settings, events, history, lookback=lookback, show_text=args.show_text, clock=clock
+        )
+    print(format_investigation(inv, limit=args.limit))
+    if args.plot is not None:
+        if inv.series is None or not inv.series.times:
+            _say("nothing to plot: no observations of the incident's key were found")
+            return 1
+        title = f"{inv.incident.incident_id}: {inv.incident.incident_type} on " + (
+            inv.incident.labels.describe()
+        )
+        plot_series(inv.series, args.plot, title)
+        _say(f"plot written to {args.plot}")
+    if args.series_json is not None and inv.series is not None:
+        args.series_json.write_text(json.dumps(series_to_json(inv.series)) + "\n")
+    return 0
+
+
+# ---------------------------------------------------------------------- postmortem
+
+
+def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+    from streams.investigation.postmortem import find_playbook, read_containment, render_postmortem
+
+    settings = _settings(args)
+    topic = args.alerts_topic or settings.topics.alerts
+    with _history(settings) as history:
+        events = _incident_events(settings, history, topic, args.incident_id)
+        if events is None:
+            return _unknown(args.incident_id, topic)
+        containment = read_containment(history, settings.topics.control, args.incident_id)
+    playbook = find_playbook(events, str(settings.detection.playbooks_dir))
+    text = render_postmortem(
+        events,
+        containment,
+        playbook,
+        control_topic=settings.topics.control,
+        generated_at=clock(),
+    )
+    if args.out is None:
+        print(text)
+    else:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text, encoding="utf-8")
+        _say(f"postmortem draft written to {args.out}")
+    return 0
+
+
+# ------------------------------------------------------------------------ backtest
+
+
+def format_backtest(result: Any) -> str:
+    from streams.investigation.incidents import format_table
+
+    headers = (
+        "CHANGE",
+        "TYPE",
+        "SCOPE",
+        "TRIGGER A (UTC)",
+        "TRIGGER B (UTC)",
+        "SHIFT (min)",
+        "SEV A",
+        "SEV B",
+    )
+    rows = []
+    for row in result.rows:
+        a, b = row.baseline, row.candidate
+        side = a or b
+        shift = row.shift_minutes
+        rows.append(
+            (
+                row.change,
+                side.incident_type,
+                side.labels,
+                iso_utc(a.triggered_at) if a else "-",
+                iso_utc(b.triggered_at) if b else "-",
+                f"{shift:+.1f}" if shift is not None else "-",
+                a.worst_severity.value if a else "-",
+                b.worst_severity.value if b else "-",
+            )
+        )
+    counts = result.counts()
+    summary = (
+        f"A: {len(result.baseline.incidents)} incident events, B: "
+        f"{len(result.candidate.incidents)}; unchanged {counts['unchanged']}, severity "
+        f"changed {counts['severity']}, appeared {counts['appeared']}, disappeared "
+        f"{counts['disappeared']}"
+    )
+    return (format_table(headers, rows) if rows else "no incidents in either run") + "\n" + summary
+
+
+def cmd_backtest(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+    from streams.investigation.history import backtest_kafka, backtest_lines
+
+    base_path: Path | None = args.backtest_config or getattr(args, "config", None)
+    baseline = load_settings(base_path)
+    candidate = load_settings(args.compare)
+    if args.input is not None:
+        if args.start is not None or args.end is not None:
+            raise ValueError("--input replays a file: --from/--to apply to Kafka history only")
+        try:
+            lines = args.input.read_bytes().splitlines()
+        except FileNotFoundError:
+            raise ValueError(f"input file not found: {args.input}") from None
+        result = backtest_lines(lines, baseline, candidate, clock=clock)
+    else:
+        if args.start is None or args.end is None:
+            raise ValueError("backtest over Kafka needs --from and --to (or --input FILE)")
+        now = clock()
+        result = backtest_kafka(
+            baseline,
+            candidate,
+            parse_time(args.start, now),
+            parse_time(args.end, now),
+            progress=not args.no_progress and sys.stderr.isatty(),
+            clock=clock,
+        )
+    print(format_backtest(result))
+    if args.output is not None:
+        report = {
+            "baseline_config": str(base_path) if base_path else "default",
+            "candidate_config": str(args.compare),
+            "counts": result.counts(),
+            "rows": [row.to_json() for row in result.rows],
+        }
+        args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
+        _say(f"backtest report written to {args.output}")
+    return 0
+
+
+# --------------------------------------------------------------------------- replay
+
+
+def add_replay_history_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--from/--to/--shadow-topic`` for ``sentinel replay`` (Kafka-history mode)."""
+    parser.add_argument("--from", dest="start", default=None, help="replay Kafka from TIME")
+    parser.add_argument("--to", dest="end", default=None, help="... up to TIME (exclusive)")
+    parser.add_argument(
+        "--shadow-topic", default=None, help="also produce replayed incidents to this topic"
+    )
+
+
+def run_replay_history(
+    args: argparse.Namespace,
+    settings: Settings,
+    output: IO[str] | None,
+    *,
+    clock: Clock = _utc_now,
+) -> int:
+    """The Kafka-history half of ``sentinel replay``; ``args`` from the arguments above."""
+    from streams.investigation.history import replay_from_kafka
+
+    now = clock()
+    result = replay_from_kafka(
+        settings,
+        parse_time(args.start, now),
+        parse_time(args.end, now),
+        output=output,
+        shadow_topic=args.shadow_topic,
+        progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
+        clock=clock,
+    )
+    triggers = sum(1 for e in result.incidents if e.action == "trigger")
+    _say(
+        f"replay: {result.lines} records, {result.events} events, {result.dead_letters} dead "
+        f"letters; {triggers} incidents triggered; {result.seconds:.1f} s "
+        f"({result.events_per_second:,.0f} events/s)"
+    )
+    return 0
+
+
+# ------------------------------------------------------------------------- register
 
 
 def register(sub: Any) -> None:
@@ -12,4 +320,45 @@ def register(sub: Any) -> None:
     Each subcommand sets ``handler`` (a function taking the parsed
     :class:`argparse.Namespace` and returning an exit code) with ``set_defaults``.
     """
-    _ = (sub, argparse)
+    alerts_help = "read incidents from this topic (default: topics.alerts; e.g. a shadow topic)"
+
+    p = sub.add_parser("incidents", help="list incidents from the alerts topic")
+    p.add_argument("--model")
+    p.add_argument("--severity", choices=[s.value for s in Severity])
+    p.add_argument(
+        "--type", help="incident type, e.g. toxicity_rate (also matches its :categories)"
+    )
+    p.add_argument("--since", help="active at or after TIME")
+    p.add_argument("--until", help="first seen at or before TIME")
+    p.add_argument("--status", choices=["open", "resolved", "all"], default="all")
+    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--alerts-topic", help=alerts_help)
+    p.set_defaults(handler=cmd_incidents)
+
+    p = sub.add_parser("investigate", help="the events, audit trail and statistic of an incident")
+    p.add_argument("incident_id")
+    p.add_argument("--plot", type=Path, help="write a PNG of the statistic here")
+    p.add_argument("--show-text", action="store_true", help="do not redact prompt/output excerpts")
+    p.add_argument("--limit", type=int, default=20, help="events in the audit trail (20)")
+    p.add_argument("--lookback", default="6h", help="history before the evidence window (6h)")
+    p.add_argument("--series-json", type=Path, help="write the recomputed statistic as JSON")
+    p.add_argument("--alerts-topic", help=alerts_help)
+    p.set_defaults(handler=cmd_investigate)
+
+    p = sub.add_parser("postmortem", help="write a Markdown postmortem draft for an incident")
+    p.add_argument("incident_id")
+    p.add_argument("--out", type=Path, help="Markdown file (default: stdout)")
+    p.add_argument("--alerts-topic", help=alerts_help)
+    p.set_defaults(handler=cmd_postmortem)
+
+    p = sub.add_parser("backtest", help="compare two configurations over the same history")
+    p.add_argument("--from", dest="start", help="Kafka history from TIME")
+    p.add_argument("--to", dest="end", help="... up to TIME (exclusive)")
+    p.add_argument("--input", type=Path, help="a JSONL events file instead of Kafka")
+    p.add_argument(
+        "--config", dest="backtest_config", type=Path, help="baseline config A (default: current)"
+    )
+    p.add_argument("--compare", type=Path, required=True, help="candidate config B (TOML)")
+    p.add_argument("--output", type=Path, help="also write the comparison as JSON")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(handler=cmd_backtest)

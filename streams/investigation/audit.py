@@ -1,0 +1,503 @@
+"""``sentinel investigate``: the events behind an incident, its audit trail, its statistic.
+
+An incident pins offset ranges (topic, partition, first/last offset) of the records its
+detector saw. Investigation reads those records back, plus a look-back of history before
+the evidence window (the detector needs its baseline), and:
+
+* keeps the events of the ranges that carry the incident's labels: the audit trail, each
+  with its input joined by request id (model version, system-instruction hash, retrieved
+  document ids), scores, and prompt/output excerpts, redacted unless asked otherwise;
+* re-runs the pipeline's own join and the detector set of the incident's key
+  (:class:`streams.pipeline.DetectorSet`, the same code and settings as the worker) over
+  the observations of that key, recording ``statistic / threshold`` after every
+  observation, so the statistic's path to the alarm can be plotted and checked.
+
+The recomputation starts from a fresh baseline at the start of the look-back; when the
+look-back covers the key's history (a replay, or a young key) it reproduces the live
+alarm exactly, otherwise it approximates it, and the report says which.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+from alerting.model import EventRange, IncidentEvent, Labels, iso_utc
+from detectors.base import Signal, SignalKind
+from streams.events import AnyEvent, Feedback, InferenceInput, InferenceOutput
+from streams.ingress import Coordinates, DeadLetter, decode
+from streams.investigation.history import event_topics
+from streams.investigation.incidents import triggered_at
+from streams.investigation.kafka_read import KafkaHistory, Span
+from streams.investigation.redact import shown
+from streams.pipeline import DetectorSet, Joiner, Observation, key_id, key_levels, per_detector_arl0
+from streams.replay import REPLAY_LIMITS
+from streams.settings import DetectionSettings, Settings
+
+DEFAULT_LOOKBACK: Final = timedelta(hours=6)
+REPRODUCED_WITHIN: Final = timedelta(seconds=60)
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One event behind the incident, as the audit trail shows it."""
+
+    time: datetime
+    request_id: str
+    event_type: str
+    model: str
+    version: str
+    coords: Coordinates
+    flagged: bool
+    system_hash: str | None = None
+    doc_ids: tuple[str, ...] = ()
+    scores: dict[str, float] = field(default_factory=dict)
+    prompt: str | None = None
+    output: str | None = None
+
+
+@dataclass
+class StatisticSeries:
+    """The recomputed detector statistic, one point per observation of the incident's key.
+
+    ``ratio`` is ``statistic / threshold``: the detector alarms when it reaches 1.0
+    (``nan`` while the detector is still learning its baseline). ``alarms`` are indices
+    where the recomputed detector fired; ``trigger_index`` the one matching the recorded
+    trigger time (``None`` if none did).
+    """
+
+    detector: str
+    times: list[datetime] = field(default_factory=list)
+    statistic: list[float] = field(default_factory=list)
+    threshold: list[float] = field(default_factory=list)
+    ratio: list[float] = field(default_factory=list)
+    alarms: list[int] = field(default_factory=list)
+    trigger_index: int | None = None
+    recorded_trigger: datetime | None = None
+
+    @property
+    def reproduced(self) -> bool:
+        if self.trigger_index is None or self.recorded_trigger is None:
+            return False
+        return abs(self.times[self.trigger_index] - self.recorded_trigger) <= REPRODUCED_WITHIN
+
+
+@dataclass
+class Investigation:
+    incident: IncidentEvent
+    events: list[IncidentEvent]
+    history_from: datetime
+    history_to: datetime
+    records_read: int = 0
+    evidence: list[AuditEntry] = field(default_factory=list)
+    series: StatisticSeries | None = None
+    doc_stats: list[tuple[str, int, int]] = field(default_factory=list)
+
+    @property
+    def flagged(self) -> int:
+        return sum(1 for e in self.evidence if e.flagged)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _in_ranges(coords: Coordinates, ranges: Sequence[EventRange]) -> bool:
+    return any(
+        r.topic == coords.topic
+        and r.partition == coords.partition
+        and r.first_offset <= coords.offset <= r.last_offset
+        for r in ranges
+    )
+
+
+def flagged(obs: Observation, signal: Signal, det: DetectionSettings) -> bool:
+    """Whether an event is one the detector counts against the baseline."""
+    event = obs.event
+    kind = signal.kind
+    if kind in (SignalKind.TOXICITY_RATE, SignalKind.CRITICAL_EVENT) and isinstance(
+        event, InferenceOutput
+    ):
+        toxic = kind == SignalKind.TOXICITY_RATE
+        cats = det.toxicity_categories if toxic else det.critical_categories
+        if signal.feature and signal.feature != "any":
+            cats = (signal.feature,)
+        cut = det.toxicity_cutoff if toxic else det.critical_cutoff
+        return any(event.moderation.get(c, 0.0) >= cut for c in cats)
+    if kind == SignalKind.DOWNVOTE_RATE and isinstance(event, Feedback):
+        return event.vote == "down" or (
+            event.vote is None
+            and event.rating is not None
+            and event.rating <= det.downvote_max_rating
+        )
+    if kind == SignalKind.PROMPT_INJECTION_RATE and isinstance(event, InferenceOutput):
+        return (event.prompt_injection or 0.0) >= det.prompt_injection_cutoff
+    return False
+
+
+def _scores(event: AnyEvent) -> dict[str, float]:
+    out: dict[str, float] = {}
+    if isinstance(event, InferenceOutput):
+        if event.confidence is not None:
+            out["confidence"] = event.confidence
+        if event.moderation:
+            top = max(event.moderation, key=lambda c: event.moderation[c])
+            out[top] = event.moderation[top]
+        if event.prompt_injection is not None:
+            out["prompt_injection"] = event.prompt_injection
+        if event.groundedness is not None:
+            out["groundedness"] = event.groundedness
+    elif isinstance(event, Feedback):
+        if event.rating is not None:
+            out["rating"] = float(event.rating)
+        if event.vote is not None:
+            out["downvote"] = 1.0 if event.vote == "down" else 0.0
+    return out
+
+
+def _level(labels: Labels) -> str:
+    if labels.segment:
+        return "segment"
+    return "version" if labels.version is not None else "model"
+
+
+class _Recompute:
+    """The incident key's detector set, fed the key's observations in stream order."""
+
+    def __init__(self, settings: DetectionSettings, incident: IncidentEvent) -> None:
+        self.settings = settings
+        self.labels = incident.labels
+        self.signal = incident.evidence.signal
+        self.kid = key_id(self.labels)
+        arl0 = per_detector_arl0(settings)
+        self.level = _level(self.labels)
+        self.set = DetectorSet(settings, self.level, arl0)
+        # Canary analysis: a deployed version's detectors start from the previous
+        # version's baselines, as in the pipeline.
+        deploy = incident.deploy
+        self.prev_kid: str | None = None
+        self.prev: DetectorSet | None = None
+        if self.level == "version" and deploy is not None and deploy.previous_version:
+            self.prev_kid = key_id(Labels(model=self.labels.model, version=deploy.previous_version))
+            self.prev = DetectorSet(settings, "version", arl0)
+        self.started = False
+        self.points: dict[str, StatisticSeries] = {}
+
+    def feed(self, obs: Observation) -> None:
+        kids = {key_id(labels) for _, labels in key_levels(obs, self.settings)}
+        if self.prev is not None and self.prev_kid in kids and not self.started:
+            self.prev.update(obs)
+        if self.kid not in kids:
+            return
+        if not self.started and self.prev is not None and self.prev.detectors:
+            self.set = self.prev.canary_copy()
+        self.started = True
+        before = {name: tr.n for name, tr in self.set.trackers.items()}
+        fired = {name: sig for name, sig, _ in self.set.update(obs)}
+        for name, det in self.set.detectors.items():
+            if type(det).__name__ != self.signal.detector or det.kind != self.signal.kind:
+                continue
+            if self.set.trackers[name].n == before.get(name, 0):
+                continue  # this observation did not feed it
+            series = self.points.setdefault(name, StatisticSeries(detector=name))
+            sig = fired.get(name)
+            stat, thr = (sig.statistic, sig.threshold) if sig else (det.statistic, det.threshold)
+            ratio = stat / thr if thr and math.isfinite(thr) and not det.learning else math.nan
+            if sig is not None:
+                ratio = sig.statistic / sig.threshold if sig.threshold else math.inf
+                series.alarms.append(len(series.times))
+            series.times.append(obs.event.timestamp)
+            series.statistic.append(stat)
+            series.threshold.append(thr)
+            series.ratio.append(ratio)
+
+    def result(self, recorded: datetime) -> StatisticSeries | None:
+        best: StatisticSeries | None = None
+        best_gap = math.inf
+        for series in self.points.values():
+            series.recorded_trigger = recorded
+            for i in series.alarms:
+                gap = abs((series.times[i] - recorded).total_seconds())
+                if gap < best_gap:
+                    best, best_gap = series, gap
+                    series.trigger_index = i
+        if best is None and self.points:
+            best = max(self.points.values(), key=lambda s: len(s.times))
+        return best
+
+
+def investigate(
+    settings: Settings,
+    events: Sequence[IncidentEvent],
+    history: KafkaHistory,
+    *,
+    lookback: timedelta = DEFAULT_LOOKBACK,
+    show_text: bool = False,
+    clock: Callable[[], datetime] = _utc_now,
+) -> Investigation:
+    """Fetch and analyse the records behind an incident (``events``: its lifecycle steps)."""
+    if not events:
+        raise ValueError("an incident needs at least one event")
+    latest = events[-1]
+    det = settings.detection
+    ranges = [r for ev in events for r in ev.evidence.ranges]
+    starts = [ev.evidence.window_start or ev.first_seen for ev in events]
+    t0 = min(starts) - lookback
+    t1 = max(ev.evidence.window_end for ev in events) + timedelta(milliseconds=1)
+    t = settings.topics
+    topics = [*dict.fromkeys([*(r.topic for r in ranges), t.inputs, t.outputs])]
+    spans = []
+    for span in history.spans_between(topics, t0, t1):
+        start, stop = span.start, span.stop
+        for r in ranges:
+            if (r.topic, r.partition) == (span.topic, span.partition):
+                start, stop = min(start, r.first_offset), max(stop, r.last_offset + 1)
+        spans.append(Span(span.topic, span.partition, start, stop))
+    inv = Investigation(latest, list(events), t0, t1)
+    kinds = event_topics(settings)
+    joiner = Joiner(det, {})
+    recompute = _Recompute(det, latest)
+    inputs: dict[str, tuple[str | None, tuple[str, ...], str | None]] = {}
+    matched: list[Observation] = []
+    incident_labels = latest.labels
+    signal = latest.evidence.signal
+    now = clock()
+    for rec in history.read(spans):
+        inv.records_read += 1
+        coords = Coordinates(rec.topic, rec.partition, rec.offset)
+        event = decode(
+            rec.value,
+            coords,
+            now=now,
+            limits=REPLAY_LIMITS,
+            default_type=kinds.get(rec.topic),
+            key=rec.key,
+        )
+        if isinstance(event, DeadLetter):
+            continue
+        if isinstance(event, InferenceInput):
+            inputs[event.request_id] = (
+                event.system_instructions_hash,
+                tuple(event.retrieved_doc_ids),
+                event.prompt,
+            )
+        for obs in joiner.process(event, coords):
+            recompute.feed(obs)
+            if _in_ranges(obs.coords, ranges) and incident_labels.covers(
+                Labels(model=obs.model, version=obs.version, segment=obs.segment)
+            ):
+                matched.append(obs)
+    inv.series = recompute.result(triggered_at(events))
+    outputs_text: dict[str, str | None] = {}
+    for obs in matched:
+        if isinstance(obs.event, InferenceOutput):
+            outputs_text[obs.event.request_id] = obs.event.output_text
+    flagged_docs: Counter[str] = Counter()
+    all_docs: Counter[str] = Counter()
+    for obs in matched:
+        rid = obs.event.request_id
+        sys_hash, docs, prompt = inputs.get(rid, (None, (), None))
+        is_flagged = flagged(obs, signal, det)
+        inv.evidence.append(
+            AuditEntry(
+                time=obs.event.timestamp,
+                request_id=rid,
+                event_type=obs.event.event_type,
+                model=obs.model,
+                version=obs.version,
+                coords=obs.coords,
+                flagged=is_flagged,
+                system_hash=sys_hash,
+                doc_ids=docs,
+                scores=_scores(obs.event),
+                prompt=shown(prompt, show_text=show_text),
+                output=shown(outputs_text.get(rid), show_text=show_text),
+            )
+        )
+        all_docs.update(set(docs))
+        if is_flagged:
+            flagged_docs.update(set(docs))
+    inv.doc_stats = sorted(
+        ((d, flagged_docs[d], all_docs[d]) for d in flagged_docs),
+        key=lambda x: (-x[1], x[0]),
+    )[:10]
+    return inv
+
+
+# --------------------------------------------------------------------------------------
+# Output.
+
+
+def _fmt_scores(scores: dict[str, float]) -> str:
+    return " ".join(f"{k}={v:.3f}" for k, v in scores.items()) or "-"
+
+
+def audit_order(inv: Investigation, limit: int) -> list[AuditEntry]:
+    """Sampled request ids first, then flagged events, then the rest; by time within."""
+    samples = set(inv.incident.evidence.sample_request_ids)
+    ranked = sorted(
+        inv.evidence,
+        key=lambda e: (e.request_id not in samples, not e.flagged, e.time, e.coords.offset),
+    )
+    return sorted(ranked[:limit], key=lambda e: (e.time, e.coords.offset))
+
+
+def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
+    ev = inv.incident
+    sig = ev.evidence.signal
+    out = [
+        f"incident {ev.incident_id}  {ev.severity.value}  {ev.status.value}"
+        f"{'  (replay: never paged)' if ev.replay else ''}",
+        f"  {ev.summary}",
+        f"  type {ev.incident_type}; labels {ev.labels.describe()}",
+        f"  first seen {iso_utc(ev.first_seen)}; triggered {iso_utc(triggered_at(inv.events))}; "
+        f"last seen {iso_utc(ev.last_seen)}",
+        f"  detector {sig.detector}: statistic {sig.statistic:.3f} / threshold "
+        f"{sig.threshold:.3f}; baseline {sig.baseline:.4f} -> observed {sig.observed:.4f} "
+        f"(effect {sig.effect_size:+.2f}, n={sig.n_observations})",
+        "  evidence ranges: "
+        + ", ".join(
+            f"{r.topic}[{r.partition}] {r.first_offset}..{r.last_offset}"
+            for r in {r: None for e in inv.events for r in e.evidence.ranges}
+        ),
+        f"  read {inv.records_read} records with timestamps {iso_utc(inv.history_from)} .. "
+        f"{iso_utc(inv.history_to)}; {len(inv.evidence)} events in the ranges carry the "
+        f"incident's labels, {inv.flagged} of them flagged by the detector",
+    ]
+    if inv.doc_stats:
+        out.append("")
+        out.append("retrieved documents in flagged events (flagged / all events in the ranges):")
+        out += [f"  {doc}: {k} / {n}" for doc, k, n in inv.doc_stats]
+    out.append("")
+    out.append(f"audit trail (at most {limit} events; sampled and flagged first; text redacted):")
+    for e in audit_order(inv, limit):
+        c = e.coords
+        mark = "*" if e.flagged else " "
+        out.append(
+            f"{mark} {iso_utc(e.time)}  {e.request_id}  {e.event_type}  {e.model} {e.version}  "
+            f"{c.topic}[{c.partition}]@{c.offset}"
+        )
+        out.append(f"    scores: {_fmt_scores(e.scores)}")
+        if e.system_hash or e.doc_ids:
+            sys_hash = (e.system_hash or "-")[:23]
+            out.append(f"    system: {sys_hash}  docs: {', '.join(e.doc_ids) or '-'}")
+        if e.prompt is not None:
+            out.append(f"    prompt: {e.prompt}")
+        if e.output is not None:
+            out.append(f"    output: {e.output}")
+    out.append("")
+    out += format_series(inv.series)
+    return "\n".join(out)
+
+
+def format_series(series: StatisticSeries | None, points: int = 12) -> list[str]:
+    if series is None or not series.times:
+        return ["statistic: no observations of the incident's key in the fetched history"]
+    lines = [
+        f"statistic of {series.detector} over {len(series.times)} observations "
+        "(statistic / threshold; alarm at 1.00):"
+    ]
+    if series.trigger_index is not None:
+        i = series.trigger_index
+        verdict = (
+            "reproduces the recorded trigger"
+            if series.reproduced
+            else f"differs from the recorded trigger {iso_utc(series.recorded_trigger)}"
+            if series.recorded_trigger
+            else ""
+        )
+        lines.append(
+            f"  recomputed alarm at {iso_utc(series.times[i])} (observation {i}, "
+            f"ratio {series.ratio[i]:.2f}): {verdict}"
+        )
+    else:
+        lines.append(
+            "  the recomputed detector did not fire: its baseline was learned from the "
+            "look-back only; try a longer --lookback"
+        )
+    end = series.trigger_index if series.trigger_index is not None else len(series.times) - 1
+    step = max(1, (end + 1) // points)
+    for i in [*range(0, end, step), end]:
+        r = series.ratio[i]
+        text = "learning" if math.isnan(r) else f"{r:5.2f} {'#' * min(40, round(r * 20))}"
+        lines.append(f"  {iso_utc(series.times[i])}  {text}")
+    return lines
+
+
+def plot_series(series: StatisticSeries, path: Path, title: str) -> Path:
+    """Write a PNG of ``statistic / threshold`` over event time, with the threshold line,
+    the recorded trigger and the recomputed alarms."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import dates as mdates
+    from matplotlib import pyplot as plt
+    from matplotlib.figure import Figure
+
+    # Matplotlib's date axis counts days since 1970-01-01 UTC (its default epoch).
+    x = [t.timestamp() / 86400.0 for t in series.times]
+    untyped: Any = mdates  # DateFormatter is not annotated
+
+    fig: Figure = plt.figure(figsize=(10, 4.5), dpi=100)
+    try:
+        ax = fig.add_subplot(1, 1, 1)
+        ax.plot(x, series.ratio, color="tab:blue", lw=1.0, label="statistic / threshold")
+        ax.axhline(1.0, color="tab:red", ls="--", lw=1.2, label="threshold")
+        alarms = [x[i] for i in series.alarms]
+        if alarms:
+            ax.scatter(
+                alarms,
+                [series.ratio[i] for i in series.alarms],
+                color="tab:orange",
+                zorder=3,
+                label="recomputed alarms",
+            )
+        if series.trigger_index is not None:
+            i = series.trigger_index
+            ax.scatter(
+                [x[i]],
+                [series.ratio[i]],
+                marker="*",
+                s=220,
+                color="tab:red",
+                zorder=4,
+                label="trigger",
+            )
+        if series.recorded_trigger is not None:
+            ax.axvline(
+                series.recorded_trigger.timestamp() / 86400.0,
+                color="gray",
+                ls=":",
+                lw=1.0,
+                label="recorded trigger",
+            )
+        finite = [r for r in series.ratio if math.isfinite(r)]
+        ax.set_ylim(bottom=0.0, top=max([1.6, *(r * 1.05 for r in finite)]))
+        ax.xaxis.set_major_formatter(untyped.DateFormatter("%m-%d %H:%M", tz=UTC))
+        ax.set_xlabel("event time (UTC)")
+        ax.set_ylabel("statistic / threshold (alarm at 1)")
+        ax.set_title(title, fontsize=10)
+        ax.legend(loc="upper left", fontsize=8)
+        fig.autofmt_xdate()
+        fig.tight_layout()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(path, format="png")
+    finally:
+        plt.close(fig)
+    return path
+
+
+def series_to_json(series: StatisticSeries) -> dict[str, Any]:
+    return {
+        "detector": series.detector,
+        "times": [iso_utc(t) for t in series.times],
+        "ratio": [None if math.isnan(r) else r for r in series.ratio],
+        "alarms": series.alarms,
+        "trigger_index": series.trigger_index,
+        "reproduced": series.reproduced,
+    }

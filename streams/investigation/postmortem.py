@@ -1,0 +1,263 @@
+"""``sentinel postmortem``: a Markdown root-cause-analysis draft for one incident.
+
+Facts come from the records, not from memory: the timeline from the incident's events on
+the alerts topic, containment from the control topic (the commands whose incident id is
+this one; the topic is compacted per model, so older commands may be gone, and the draft
+says so), the playbook from ``detection.playbooks_dir``. What only people know (root
+cause, impact on users, follow-ups) is left as marked questions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from pydantic import ValidationError
+
+from alerting.containment import ContainmentCommand, ModelContainment, describe_action
+from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, iso_utc
+from alerting.playbooks import Playbook, load_playbooks
+from alerting.policy import ConfigError
+from streams.investigation.incidents import duration_minutes, triggered_at
+from streams.investigation.kafka_read import KafkaHistory, Record
+
+
+@dataclass(frozen=True)
+class ControlRecord:
+    at: datetime
+    command: ContainmentCommand
+    topic: str
+    partition: int
+    offset: int
+
+
+def containment_for(records: Iterable[Record], incident_id: str) -> list[ControlRecord]:
+    """Containment commands for ``incident_id`` found in control-topic records."""
+    out: dict[str, ControlRecord] = {}
+    for rec in records:
+        if rec.value is None:
+            continue
+        try:
+            snap = ModelContainment.model_validate_json(rec.value)
+        except ValidationError:
+            continue
+        cmd = snap.last_command
+        if cmd is not None and cmd.incident_id == incident_id and cmd.command_id not in out:
+            out[cmd.command_id] = ControlRecord(
+                cmd.issued_at, cmd, rec.topic, rec.partition, rec.offset
+            )
+    return sorted(out.values(), key=lambda c: (c.at, c.command.command_id))
+
+
+def read_containment(history: KafkaHistory, topic: str, incident_id: str) -> list[ControlRecord]:
+    return containment_for(history.read_topic(topic), incident_id)
+
+
+def find_playbook(events: Sequence[IncidentEvent], playbooks_dir: str) -> Playbook | None:
+    latest = events[-1]
+    try:
+        playbooks = load_playbooks(playbooks_dir)
+    except ConfigError:
+        return None
+    if latest.playbook is not None:
+        found = playbooks.get(latest.playbook.name)
+        if found is not None:
+            return found
+    return playbooks.for_type(latest.incident_type)
+
+
+def _md(text: str) -> str:
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def render_postmortem(
+    events: Sequence[IncidentEvent],
+    containment: Sequence[ControlRecord],
+    playbook: Playbook | None,
+    *,
+    control_topic: str,
+    generated_at: datetime,
+) -> str:
+    """The Markdown draft."""
+    latest = events[-1]
+    sig = latest.evidence.signal
+    resolved = latest.status == IncidentStatus.RESOLVED
+    worst = latest.severity
+    for ev in events:
+        worst = worst.worse_of(ev.severity)
+    trig = triggered_at(events)
+    lines = [
+        f"# Postmortem draft: {latest.summary}",
+        "",
+        f"*Draft generated {iso_utc(generated_at)} by `sentinel postmortem` from the alerts "
+        f"and control topics. Sections marked **TODO** need a human.*",
+        "",
+    ]
+    if latest.replay:
+        lines += ["> This incident comes from a replay: it never paged anyone.", ""]
+    lines += [
+        "| | |",
+        "|---|---|",
+        f"| Incident | `{latest.incident_id}` (dedup key `{latest.dedup_key}`) |",
+        f"| Type | {latest.incident_type} |",
+        f"| Scope | {_md(latest.labels.describe())} |",
+        f"| Severity | {latest.severity.value} now, worst {worst.value} |",
+        f"| Status | {latest.status.value} |",
+        f"| First seen (UTC) | {iso_utc(latest.first_seen)} |",
+        f"| Triggered (UTC) | {iso_utc(trig)} |",
+        f"| {'Resolved' if resolved else 'Last seen'} (UTC) | {iso_utc(latest.last_seen)} |",
+        f"| Duration | {duration_minutes(latest):.1f} min |",
+        "",
+        "## Summary",
+        "",
+        f"**TODO**: what happened, to whom, for how long. Detector facts: {sig.detector} saw "
+        f"the monitored rate/value move from {sig.baseline:.4f} to {sig.observed:.4f} "
+        f"(effect {sig.effect_size:+.2f}) over {sig.n_observations} observations.",
+        "",
+        "## Timeline (UTC)",
+        "",
+        "| Time | What | Severity | Note |",
+        "|---|---|---|---|",
+    ]
+    rows: list[tuple[datetime, str, str, str]] = []
+    for ev in events:
+        what = f"{ev.action.value} (#{ev.sequence}, {ev.status.value})"
+        if ev.action == IncidentAction.TRIGGER:
+            what += f"; window from {iso_utc(ev.evidence.window_start or ev.first_seen)}"
+        rows.append((ev.evidence.window_end, what, ev.severity.value, ev.note or ev.summary))
+        if ev.emitted_at != ev.evidence.window_end and not ev.replay:
+            rows.append((ev.emitted_at, f"event {ev.sequence} emitted", "", ""))
+    for c in containment:
+        acts = ", ".join(describe_action(a) for a in c.command.actions) or "no actions"
+        rows.append((c.at, f"containment {c.command.op}: {acts}", "", ""))
+    rows.sort(key=lambda r: r[0])
+    lines += [f"| {iso_utc(t)} | {_md(w)} | {s} | {_md(n)} |" for t, w, s, n in rows]
+    lines += [
+        "",
+        "## Evidence",
+        "",
+        f"- Detector: `{sig.detector}` ({sig.kind.value}"
+        f"{', ' + sig.feature if sig.feature else ''}), direction {sig.direction.value}",
+        f"- Statistic {sig.statistic:.3f} crossed threshold {sig.threshold:.3f}"
+        + (f" (p = {sig.p_value:.2g})" if sig.p_value is not None else ""),
+        f"- Baseline {sig.baseline:.4f}, observed {sig.observed:.4f}, effect size "
+        f"{sig.effect_size:+.2f}, {sig.n_observations} observations",
+    ]
+    br = latest.evidence.blast_radius
+    if br is not None and br.traffic_share is not None:
+        lines.append(f"- Blast radius: {br.traffic_share:.0%} of the model's traffic")
+    lines.append("- Severity reasons: " + "; ".join(latest.severity_reasons))
+    lines.append("- Records (topic[partition] first..last offset):")
+    seen: dict[tuple[str, int, int, int], None] = {}
+    for ev in events:
+        for r in ev.evidence.ranges:
+            seen[(r.topic, r.partition, r.first_offset, r.last_offset)] = None
+    lines += [f"  - `{t}[{p}]` {a}..{b}" for t, p, a, b in seen]
+    samples = latest.evidence.sample_request_ids
+    lines.append("- Sample request ids: " + (", ".join(f"`{s}`" for s in samples) or "none"))
+    lines.append(
+        f"- Reproduce: `sentinel investigate {latest.incident_id} --plot {latest.incident_id}.png`"
+    )
+    if latest.deploy is not None:
+        d = latest.deploy
+        lines.append(
+            f"- Deploy: {d.model} {d.version} (from {d.previous_version or '?'}) at "
+            f"{iso_utc(d.deployed_at)}"
+        )
+    lines += ["", "## Containment", ""]
+    if containment:
+        for c in containment:
+            acts = ", ".join(describe_action(a) for a in c.command.actions) or "no actions"
+            extra = f" (skipped: {'; '.join(c.command.skipped)})" if c.command.skipped else ""
+            dry = " [dry run]" if c.command.dry_run else ""
+            lines.append(
+                f"- {iso_utc(c.at)} {c.command.op}{dry}: {acts}{extra} "
+                f"(`{c.topic}[{c.partition}]@{c.offset}`)"
+            )
+    else:
+        lines.append(
+            f"- No containment command for this incident on `{control_topic}` (none was "
+            "issued, it was a replay, or compaction removed it). **TODO**: record manual actions."
+        )
+    if playbook is not None and playbook.containment:
+        planned = ", ".join(describe_action(a) for a in playbook.containment)
+        lines.append(f"- Playbook containment: {planned}")
+    lines += ["", "## Playbook", ""]
+    if playbook is None:
+        lines.append(f"No playbook found for `{latest.incident_type}`.")
+    else:
+        lines += [
+            f"[{playbook.title}]({playbook.path}) (`{playbook.name}`); owners: "
+            + ", ".join(playbook.owners)
+            + f"; escalation deadline {playbook.deadline_minutes:g} min.",
+            "",
+            "Runbook (tick what was done):",
+            "",
+        ]
+        lines += [f"- [ ] {_md(step)}" for step in playbook.runbook]
+        subject, body = playbook.render_notification(latest)
+        lines += [
+            "",
+            f"User notification ({playbook.notification.audience}), draft:",
+            "",
+            f"> **{_md(subject)}**",
+            ">",
+            "> " + " ".join(body.split()),
+        ]
+    lines += [
+        "",
+        "## Root cause",
+        "",
+        "**TODO**: the change that caused it (deploy, data, "
+        "prompt, retrieval corpus, upstream classifier) and how it was confirmed.",
+        "",
+    ]
+    lines += ["## Open questions", ""]
+    lines += [f"- {q}" for q in open_questions(events, containment, playbook)]
+    lines += [
+        "",
+        "## Action items",
+        "",
+        "| Action | Owner | Due |",
+        "|---|---|---|",
+        "| **TODO** | | |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def open_questions(
+    events: Sequence[IncidentEvent],
+    containment: Sequence[ControlRecord],
+    playbook: Playbook | None,
+) -> list[str]:
+    latest = events[-1]
+    qs = [
+        "Which change started it? Compare the retrieved documents, system-instruction "
+        "hashes and versions of flagged vs other events (`sentinel investigate`).",
+        f"How many users were affected between {iso_utc(latest.first_seen)} and "
+        f"{iso_utc(latest.last_seen)}, and must they be notified?",
+    ]
+    if not containment and not latest.replay:
+        qs.append("No automatic containment was recorded: was anything done by hand, and when?")
+    if any(c.command.skipped for c in containment):
+        qs.append("Some playbook actions were skipped (see Containment): is the playbook right?")
+    if latest.status != IncidentStatus.RESOLVED:
+        qs.append("The incident is still open: what is needed to resolve it?")
+    if sum(1 for e in events if e.action == IncidentAction.TRIGGER) > 1:
+        qs.append("It re-triggered after resolving: was containment released too early?")
+    if latest.severity != events[0].severity:
+        qs.append(
+            f"Severity moved from {events[0].severity.value} to {latest.severity.value}: "
+            "was the escalation handled within the deadline?"
+        )
+    if playbook is None:
+        qs.append(f"There is no playbook for {latest.incident_type}: should there be?")
+    if latest.deploy is not None:
+        qs.append(f"Was the deploy of {latest.deploy.version} rolled back, and is it safe now?")
+    qs.append(
+        "Would a different detector setting have caught it earlier without more false "
+        "pages? (`sentinel backtest --compare`)"
+    )
+    return qs
