@@ -452,14 +452,14 @@ def cmd_notify(args: argparse.Namespace) -> int:
         sink_config(args.sink, cfg, url=args.url, environ=environ, source=source)
     )
     bootstrap = _bootstrap(settings)
-    _ensure_service_topics(settings, bootstrap)
     group = args.group_id or f"{settings.worker.app_id}-notify-{args.sink}"
-    stopper = Stopper(max_seconds=args.max_seconds, until_idle=args.until_idle)
-    stats = LoopStats()
     _say(
         f"notify {args.sink}: {settings.topics.alerts} -> {args.sink} sink "
         f"(group {group}; dead letters to {settings.topics.dead_letter})"
     )
+    _ensure_service_topics(settings, bootstrap)
+    stopper = Stopper(max_seconds=args.max_seconds, until_idle=args.until_idle)
+    stats = LoopStats()
     with stopper.signals():
         try:
             run_notify_consumer(

@@ -9,11 +9,16 @@ through ``streams.cli.main`` with the test's settings in the environment. HTTP s
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from signal import SIGTERM
 
 import pytest
 from kafka import KafkaProducer
@@ -357,3 +362,46 @@ def test_bad_input_exits_2_without_echoing_secrets(
         main(["silence", "add", "--model", "m", "--duration", "2 hours", "--comment", "x"])
     assert exc.value.code == 2
     assert "invalid duration" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(60)
+def test_notify_stops_cleanly_on_sigterm(
+    cli_env: Settings, webhook: str, notify_file: Path
+) -> None:
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "streams.cli",
+            "notify",
+            "--sink",
+            "webhook",
+            "--url",
+            webhook,
+            "--config-file",
+            str(notify_file),
+            "--max-seconds",
+            "50",
+        ],
+        env=env,
+        cwd=Path(__file__).resolve().parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert proc.stderr is not None
+        started = proc.stderr.readline()
+        assert "notify webhook:" in started
+        time.sleep(2)  # let it join the group and poll
+        proc.send_signal(SIGTERM)
+        out, err = proc.communicate(timeout=20)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=5)
+    assert proc.returncode == 0, err
+    assert "(SIGTERM received)" in out
+    assert "delivered 0" in out
+    assert SECRET not in out + err
