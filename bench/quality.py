@@ -1,0 +1,709 @@
+"""End-to-end detection quality: simulated failures replayed through the offline pipeline.
+
+Run ``python bench/quality.py`` (full: 30 injected scenarios + >= 1M clean events, about
+5 minutes on 2 cores) or ``--quick`` (12 injected scenarios + ~200k clean events, under
+2 minutes). ``--seed N`` shifts every scenario seed. Results go to stdout (tables), stderr
+(one progress line per finished scenario) and ``bench/out/quality.json``.
+
+Scenarios. One failure per scenario, from :mod:`streams.simulate` at its default traffic
+(3600 requests/h with a daily cycle, ~2.3 events per request). Every injection type runs
+with several scopes (model-wide and single segments: tenant, feature, locale, on different
+models); per scenario the start is uniform in [6 h, 12 h] of event time (every key has
+learnt its baselines by then), the duration is 3 h and the strength is the simulator
+default x uniform [0.8, 1.25]. Clean scenarios (no injection) measure false incidents.
+
+Definitions:
+
+* Trigger: an :class:`alerting.model.IncidentEvent` with action ``trigger`` (a reopened,
+  flapping incident triggers again and counts again: it pages again). Its detection time is
+  its ``emitted_at`` (in replay, the event time at which it went out, after any muting).
+* A trigger *matches* an injection when (1) its incident type starts with one of the
+  prefixes accepted for the injection type (:data:`ACCEPTED`; for ``bad_deploy``: any
+  incident on the new version, any incident with the ``bad_deploy`` playbook, or a type
+  the ground truth lists among the injection's signals), (2) its labels are consistent
+  with the injection scope (same model; a version, if any, equal to the affected one;
+  no segment label contradicting the scope; a different segment label of the same model
+  is accepted since that cut overlaps the scope), and (3) its detection time lies in
+  [start, end + grace], grace = 30 min.
+* Recall: injections with at least one matching trigger / injections.
+* Precision: matching triggers / all triggers of the injected scenarios of that type
+  (triggers before the injection, after the window, of another type, e.g. downvotes
+  caused by a toxicity spike, or in a contradicting scope all count against it; the
+  unmatched ones are listed with the reason).
+* False/M: triggers per million events of the clean scenarios (events = JSONL lines:
+  inputs, outputs, feedback, evaluations). Per row, clean triggers whose type that row
+  accepts; the ``all`` row counts every clean trigger.
+* Delay: first matching detection time - injection start, in event-time minutes and in
+  events of the affected key (outputs, i.e. requests, in the injection scope between the
+  start and the detection). Medians over detected injections.
+* Pages/inj: matching triggers per injection (1 is ideal: more means flapping or the
+  same failure paged at several keys).
+
+Goals: recall >= 0.95 per type and < 1 false incident per million clean events.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing
+import os
+import statistics
+import sys
+import time
+from collections import Counter
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Final
+
+# Run as a script, ``bench/`` is first on sys.path and bench/detectors.py would shadow the
+# ``detectors`` package; put the repository root there instead.
+_HERE = Path(__file__).resolve().parent
+ROOT: Final = _HERE.parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(ROOT))
+# BLAS threads only contend for the 2 cores with the worker processes.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+import numpy as np  # noqa: E402
+
+from alerting.model import IncidentEvent  # noqa: E402
+from streams.replay import replay_lines  # noqa: E402
+from streams.settings import Settings, load_settings  # noqa: E402
+from streams.simulate import DEFAULT_STRENGTH, Injection, Scenario, Simulator  # noqa: E402
+
+GOAL_RECALL: Final = 0.95
+GOAL_FALSE_PER_M: Final = 1.0
+GRACE: Final = timedelta(minutes=30)
+INJECTION_TYPES: Final = tuple(DEFAULT_STRENGTH)
+ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
+    "toxicity_spike": ("toxicity_rate",),
+    "downvote_spike": ("downvote_rate",),
+    "confidence_drop": ("confidence_shift",),
+    "input_drift": ("input_drift",),
+    "prompt_injection_wave": ("prompt_injection_rate",),
+    "bad_deploy": (),  # see accepts(): new version, bad_deploy playbook, listed signals
+}
+"""Incident-type prefixes that count as detecting each injection type."""
+SIGNAL_PREFIX: Final[dict[str, str]] = {"confidence": "confidence_shift"}
+"""Ground-truth signal names that differ from the incident type they should raise."""
+BAD_DEPLOY_PLAYBOOK: Final = "bad_deploy"
+
+SCOPES: Final[tuple[dict[str, str], ...]] = (
+    {"model": "support-chat"},
+    {"model": "support-chat", "tenant": "acme"},
+    {"model": "intent-classifier"},
+    {"model": "summarizer", "feature": "search"},
+    {"model": "support-chat", "locale": "de-DE"},
+)
+"""Scope of the i-th seed of every type (model-wide and single-segment, several models)."""
+INJECTION_DURATION: Final = timedelta(hours=3)
+START_RANGE_H: Final = (6.0, 12.0)
+STRENGTH_RANGE: Final = (0.8, 1.25)
+TAIL: Final = timedelta(minutes=15)
+OUT: Final = _HERE / "out" / "quality.json"
+
+
+# ---------------------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class Injected:
+    """One injection of the ground truth, as the scorer needs it."""
+
+    id: str
+    type: str
+    start: datetime
+    end: datetime
+    scope: Mapping[str, str]
+    signals: tuple[str, ...] = ()
+    new_version: str | None = None
+    strength: float | None = None
+
+    @classmethod
+    def from_ground_truth(cls, entry: Mapping[str, Any]) -> Injected:
+        return cls(
+            id=str(entry["id"]),
+            type=str(entry["type"]),
+            start=_parse_time(entry["start"]),
+            end=_parse_time(entry["end"]),
+            scope=dict(entry.get("scope", {})),
+            signals=tuple(entry.get("signals", ())),
+            new_version=entry.get("new_version"),
+            strength=entry.get("strength"),
+        )
+
+
+@dataclass(frozen=True)
+class Trigger:
+    """One ``trigger`` incident event, reduced to what matching needs."""
+
+    incident_type: str
+    model: str
+    at: datetime
+    version: str | None = None
+    segment: Mapping[str, str] = field(default_factory=dict)
+    playbook: str | None = None
+    note: str = ""
+
+    @classmethod
+    def from_event(cls, ev: IncidentEvent) -> Trigger:
+        return cls(
+            incident_type=ev.incident_type,
+            model=ev.labels.model,
+            at=ev.emitted_at,
+            version=ev.labels.version,
+            segment=dict(ev.labels.segment),
+            playbook=ev.playbook.name if ev.playbook else None,
+            note=ev.note,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "incident_type": self.incident_type,
+            "model": self.model,
+            "at": _fmt_time(self.at),
+            "version": self.version,
+            "segment": dict(self.segment),
+            "playbook": self.playbook,
+            "note": self.note,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Trigger:
+        return cls(
+            incident_type=data["incident_type"],
+            model=data["model"],
+            at=_parse_time(data["at"]),
+            version=data.get("version"),
+            segment=dict(data.get("segment") or {}),
+            playbook=data.get("playbook"),
+            note=data.get("note", ""),
+        )
+
+    @property
+    def level(self) -> str:
+        if self.segment:
+            return "segment"
+        return "version" if self.version is not None else "model"
+
+
+def type_accepted(inj: Injected, trig: Trigger) -> bool:
+    """Does the trigger's incident type (or deploy context) signal this injection?"""
+    if inj.type == "bad_deploy":
+        if inj.new_version is not None and trig.version == inj.new_version:
+            return True
+        if trig.playbook == BAD_DEPLOY_PLAYBOOK:
+            return True
+        prefixes = tuple(SIGNAL_PREFIX.get(s, s) for s in inj.signals)
+        return bool(prefixes) and trig.incident_type.startswith(prefixes)
+    return trig.incident_type.startswith(ACCEPTED[inj.type])
+
+
+def labels_consistent(inj: Injected, trig: Trigger) -> bool:
+    """Same model; version and segment labels not contradicting the scope."""
+    if "model" in inj.scope and trig.model != inj.scope["model"]:
+        return False
+    affected_version = inj.new_version if inj.type == "bad_deploy" else inj.scope.get("version")
+    if trig.version is not None and affected_version not in (None, trig.version):
+        return False
+    return all(inj.scope.get(k, v) == v for k, v in trig.segment.items())
+
+
+def in_window(inj: Injected, at: datetime, grace: timedelta = GRACE) -> bool:
+    return inj.start <= at <= inj.end + grace
+
+
+def matches(inj: Injected, trig: Trigger, grace: timedelta = GRACE) -> bool:
+    return (
+        type_accepted(inj, trig) and labels_consistent(inj, trig) and in_window(inj, trig.at, grace)
+    )
+
+
+def unmatched_reason(injections: Sequence[Injected], trig: Trigger, grace: timedelta) -> str:
+    """Why a trigger matched no injection of its scenario (for the diagnosis)."""
+    if not injections:
+        return "clean scenario"
+    if all(trig.at < inj.start for inj in injections):
+        return "before injection"
+    if all(trig.at > inj.end + grace for inj in injections):
+        return "after window"
+    for inj in injections:
+        if in_window(inj, trig.at, grace) and labels_consistent(inj, trig):
+            return "other type in scope"
+    return "outside scope"
+
+
+@dataclass
+class InjectionScore:
+    """How one injection was detected (or not)."""
+
+    injection: Injected
+    detected_at: datetime | None = None
+    first: Trigger | None = None
+    matching_triggers: int = 0
+    delay_events: int | None = None
+
+    @property
+    def detected(self) -> bool:
+        return self.detected_at is not None
+
+    @property
+    def delay_minutes(self) -> float | None:
+        if self.detected_at is None:
+            return None
+        return (self.detected_at - self.injection.start).total_seconds() / 60.0
+
+    def first_level(self) -> str:
+        """Where it was first caught: model, version, segment (exact scope) or another
+        segment cut of the same model."""
+        if self.first is None:
+            return "-"
+        if not self.first.segment:
+            return self.first.level
+        scope_seg = {k: v for k, v in self.injection.scope.items() if k not in ("model", "version")}
+        return "segment" if dict(self.first.segment) == scope_seg else "other-segment"
+
+
+@dataclass
+class ScenarioScore:
+    injections: list[InjectionScore]
+    matched: list[bool]  # per trigger
+    reasons: list[str]  # per trigger; "" when matched
+
+
+def score_scenario(
+    injections: Sequence[Injected],
+    triggers: Sequence[Trigger],
+    grace: timedelta = GRACE,
+    scope_times: Sequence[float] | None = None,
+) -> ScenarioScore:
+    """Match triggers to injections. ``scope_times`` (sorted epoch seconds of the outputs
+    in scope, for a single-injection scenario) gives the delay in events."""
+    scores = [InjectionScore(inj) for inj in injections]
+    matched: list[bool] = []
+    reasons: list[str] = []
+    for trig in sorted(triggers, key=lambda t: t.at):
+        hit = False
+        for sc in scores:
+            if matches(sc.injection, trig, grace):
+                hit = True
+                sc.matching_triggers += 1
+                if sc.detected_at is None or trig.at < sc.detected_at:
+                    sc.detected_at, sc.first = trig.at, trig
+        matched.append(hit)
+        reasons.append("" if hit else unmatched_reason(injections, trig, grace))
+    detected_at = scores[0].detected_at if len(scores) == 1 else None
+    if scope_times is not None and detected_at is not None:
+        times = np.asarray(scope_times, dtype=np.float64)
+        lo = np.searchsorted(times, scores[0].injection.start.timestamp(), side="left")
+        hi = np.searchsorted(times, detected_at.timestamp(), side="right")
+        scores[0].delay_events = int(hi - lo)
+    return ScenarioScore(scores, matched, reasons)
+
+
+@dataclass
+class TypeRow:
+    """One line of the summary table."""
+
+    type: str
+    injections: int = 0
+    detected: int = 0
+    triggers: int = 0
+    matched: int = 0
+    clean_triggers: int = 0
+    clean_events: int = 0
+    delays_min: list[float] = field(default_factory=list)
+    delays_events: list[int] = field(default_factory=list)
+    unmatched: Counter[str] = field(default_factory=Counter)
+
+    @property
+    def recall(self) -> float | None:
+        return self.detected / self.injections if self.injections else None
+
+    @property
+    def precision(self) -> float | None:
+        return self.matched / self.triggers if self.triggers else None
+
+    @property
+    def false_per_million(self) -> float | None:
+        return 1e6 * self.clean_triggers / self.clean_events if self.clean_events else None
+
+    @property
+    def pages_per_injection(self) -> float | None:
+        return self.matched / self.injections if self.injections else None
+
+    @property
+    def median_delay_min(self) -> float | None:
+        return statistics.median(self.delays_min) if self.delays_min else None
+
+    @property
+    def median_delay_events(self) -> float | None:
+        return statistics.median(self.delays_events) if self.delays_events else None
+
+    def recall_ok(self) -> bool:
+        return self.recall is not None and self.recall >= GOAL_RECALL
+
+    def false_ok(self) -> bool:
+        fpm = self.false_per_million
+        return fpm is not None and fpm < GOAL_FALSE_PER_M
+
+
+def clean_row_of(incident_type: str) -> str | None:
+    """The injection-type row a clean trigger of this incident type is charged to."""
+    for kind, prefixes in ACCEPTED.items():
+        if prefixes and incident_type.startswith(prefixes):
+            return kind
+    return None
+
+
+def summarize(
+    scored: Sequence[tuple[str, ScenarioScore, Sequence[Trigger]]],
+    clean_triggers: Sequence[Trigger],
+    clean_events: int,
+) -> dict[str, TypeRow]:
+    """Per injection type rows plus ``all``. ``scored``: (type, score, triggers) per
+    injected scenario."""
+    rows = {t: TypeRow(t) for t in INJECTION_TYPES}
+    rows["all"] = TypeRow("all")
+    for kind, sc, triggers in scored:
+        for row in (rows[kind], rows["all"]):
+            row.triggers += len(sc.matched)
+            row.matched += sum(sc.matched)
+            for trig, ok, why in zip(
+                sorted(triggers, key=lambda t: t.at), sc.matched, sc.reasons, strict=True
+            ):
+                if not ok:
+                    late = " (mute lifted)" if trig.note == "mute lifted" else ""
+                    row.unmatched[f"{why}: {trig.incident_type}{late}"] += 1
+            for inj in sc.injections:
+                row.injections += 1
+                if inj.detected:
+                    row.detected += 1
+                    row.delays_min.append(inj.delay_minutes or 0.0)
+                    if inj.delay_events is not None:
+                        row.delays_events.append(inj.delay_events)
+    for row in rows.values():
+        row.clean_events = clean_events
+    for trig in clean_triggers:
+        rows["all"].clean_triggers += 1
+        row_name = clean_row_of(trig.incident_type)
+        if row_name is not None:
+            rows[row_name].clean_triggers += 1
+    return rows
+
+
+# ------------------------------------------------------------------------- scenarios
+@dataclass(frozen=True)
+class Job:
+    """One scenario to simulate and replay (picklable)."""
+
+    name: str
+    kind: str  # injection type or "clean"
+    scenario: dict[str, Any]
+    scope: dict[str, str]
+    estimate: float  # expected events, for scheduling longest first
+
+
+def _settings() -> Settings:
+    return load_settings(
+        env={},
+        overrides={
+            "detection.alerting_policy": str(ROOT / "config" / "alerting.toml"),
+            "detection.playbooks_dir": str(ROOT / "config" / "playbooks"),
+        },
+    )
+
+
+EVENTS_PER_HOUR_EST: Final = 3600.0 * 2.28
+
+
+def build_jobs(quick: bool, base_seed: int) -> list[Job]:
+    seeds_per_type = 2 if quick else len(SCOPES)
+    clean_runs, clean_days = (1, 1) if quick else (3, 2)
+    jobs: list[Job] = []
+    for j in range(clean_runs):
+        seed = base_seed * 1000 + 900 + j
+        sc = Scenario(seed=seed, duration=timedelta(days=clean_days))
+        jobs.append(
+            Job(
+                name=f"clean seed={seed} {clean_days}d",
+                kind="clean",
+                scenario=sc.model_dump(mode="json"),
+                scope={},
+                estimate=24 * clean_days * EVENTS_PER_HOUR_EST,
+            )
+        )
+    for ti, kind in enumerate(INJECTION_TYPES):
+        for i in range(seeds_per_type):
+            seed = base_seed * 1000 + ti * 100 + i
+            rng = np.random.default_rng([seed, 7])
+            start = timedelta(minutes=round(60 * rng.uniform(*START_RANGE_H)))
+            strength = round(DEFAULT_STRENGTH[kind] * rng.uniform(*STRENGTH_RANGE), 4)
+            scope = dict(SCOPES[i % len(SCOPES)])
+            inj = Injection(
+                type=kind,
+                start=start,
+                duration=INJECTION_DURATION,
+                strength=strength,
+                scope=scope,
+            )
+            duration = start + INJECTION_DURATION + GRACE + TAIL
+            sc = Scenario(seed=seed, duration=duration, injections=[inj])
+            where = ",".join(f"{k}={v}" for k, v in scope.items())
+            jobs.append(
+                Job(
+                    name=f"{kind} seed={seed} {where}",
+                    kind=kind,
+                    scenario=sc.model_dump(mode="json"),
+                    scope=scope,
+                    estimate=duration.total_seconds() / 3600 * EVENTS_PER_HOUR_EST,
+                )
+            )
+    return jobs
+
+
+def _scope_needles(scope: Mapping[str, str]) -> list[str]:
+    out = []
+    for k, v in scope.items():
+        if k == "model":
+            out.append(f'"gen_ai.request.model":"{v}"')
+        elif k == "version":
+            out.append(f'"model_version":"{v}"')
+        else:
+            out.append(f'"{k}":"{v}"')
+    return out
+
+
+def run_job(job: Job) -> dict[str, Any]:
+    """Simulate and replay one scenario; return triggers, ground truth and scope times."""
+    began, cpu = time.perf_counter(), time.process_time()
+    sim = Simulator(Scenario.model_validate(job.scenario))
+    needles = _scope_needles(job.scope) if job.kind != "clean" else []
+    scope_ts: list[str] = []
+
+    def feed() -> Iterator[bytes]:
+        for line in sim.lines():
+            is_output = line.startswith('{"event_type":"output"')
+            if needles and is_output and all(n in line for n in needles):
+                i = line.index('"timestamp":"') + 13
+                scope_ts.append(line[i : i + 23])  # drop the "Z": numpy wants naive
+            yield line.encode()
+
+    result = replay_lines(feed(), _settings())
+    times = np.sort(np.array(scope_ts, dtype="datetime64[ms]").astype(np.int64) / 1000.0)
+    triggers = [Trigger.from_event(e) for e in result.incidents if e.action == "trigger"]
+    return {
+        "name": job.name,
+        "kind": job.kind,
+        "events": result.events,
+        "dead_letters": result.dead_letters,
+        "incident_events": len(result.incidents),
+        "triggers": [t.to_json() for t in triggers],
+        "truth": sim.ground_truth()["injections"],
+        "scope_times": times.tolist(),
+        "seconds": time.perf_counter() - began,
+        "cpu_seconds": time.process_time() - cpu,
+    }
+
+
+# -------------------------------------------------------------------------- reporting
+def _parse_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def _fmt_time(dt: datetime) -> str:
+    return dt.astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+def _f(x: float | None, spec: str) -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else format(x, spec)
+
+
+LEGEND: Final = """\
+legend: recall = injections with a matching trigger / injections; precision = matching
+  triggers / all triggers in that type's injected scenarios; false/M = triggers per 1M
+  events of the clean scenarios (row: clean triggers of the types that row accepts);
+  delay = first matching trigger (emitted_at) - injection start, median, in events
+  (requests in the injection scope) and event-time minutes; pages/inj = matching triggers
+  per injection. A trigger matches when its type fits the injection type, its labels do
+  not contradict the scope (same model) and it is emitted in [start, end + 30 min]."""
+
+
+def print_details(
+    scores: Sequence[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]],
+) -> None:
+    print("Per injection (start/delay in event time; level = key of the first matching trigger):")
+    header = (
+        f"{'type':<22} {'scope':<32} {'strength':>8} {'start':>6} {'detected':>8} "
+        f"{'level':<13} {'delay [min]':>11} {'delay [events]':>14} {'trig match/all':>14}"
+    )
+    print(header)
+    print("-" * len(header))
+    for kind, sc, _, _ in scores:
+        for inj in sc.injections:
+            i = inj.injection
+            scope = ",".join(f"{k}={v}" for k, v in i.scope.items())
+            start_h = (i.start - i.start.replace(hour=0, minute=0, second=0)).total_seconds() / 3600
+            print(
+                f"{kind:<22} {scope:<32} {_f(i.strength, '8.3g')} {start_h:5.1f}h "
+                f"{'yes' if inj.detected else 'NO':>8} {inj.first_level():<13} "
+                f"{_f(inj.delay_minutes, '11.1f')} {_f(inj.delay_events, '14d'):>14} "
+                f"{sum(sc.matched):>6}/{len(sc.matched):<7}"
+            )
+    print()
+
+
+def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
+    header = (
+        f"{'injection type':<22} {'n':>3} {'recall':>6} {'goal>=0.95':>10} {'precision':>9} "
+        f"{'false/M clean':>13} {'goal<1/M':>8} {'delay med [events]':>18} "
+        f"{'delay med [min]':>15} {'pages/inj':>9}"
+    )
+    print(
+        f"Summary ({clean_events:,} clean events; goals: recall >= {GOAL_RECALL}, "
+        f"< {GOAL_FALSE_PER_M:g} false incident per 1M clean events):"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, row in rows.items():
+        if name == "all":
+            print("-" * len(header))
+        print(
+            f"{name:<22} {row.injections:>3} {_f(row.recall, '6.2f')} "
+            f"{'PASS' if row.recall_ok() else 'MISS':>10} {_f(row.precision, '9.2f')} "
+            f"{_f(row.false_per_million, '13.2f')} {'PASS' if row.false_ok() else 'MISS':>8} "
+            f"{_f(row.median_delay_events, '18.0f')} {_f(row.median_delay_min, '15.1f')} "
+            f"{_f(row.pages_per_injection, '9.2f')}"
+        )
+    print(LEGEND)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
+    parser.add_argument("--quick", action="store_true", help="fewer seeds, ~200k clean events")
+    parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
+    parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
+    parser.add_argument("--out", type=Path, default=OUT, help="JSON results file")
+    args = parser.parse_args(argv)
+    if args.seed < 0:
+        parser.error("--seed must be >= 0")
+
+    jobs = sorted(build_jobs(args.quick, args.seed), key=lambda j: -j.estimate)
+    began = time.perf_counter()
+    results: list[dict[str, Any]] = []
+    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
+        for k, res in enumerate(pool.imap_unordered(run_job, jobs), start=1):
+            results.append(res)
+            print(
+                f"[{k:>2}/{len(jobs)}] {res['name']}: {res['events']:,} events, "
+                f"{len(res['triggers'])} triggers, {res['seconds']:.1f} s "
+                f"({res['events'] / max(res['cpu_seconds'], 1e-9):,.0f} events/CPU-s; "
+                f"{time.perf_counter() - began:.0f} s elapsed)",
+                file=sys.stderr,
+                flush=True,
+            )
+    order = {j.name: i for i, j in enumerate(build_jobs(args.quick, args.seed))}
+    results.sort(key=lambda r: order[r["name"]])
+
+    clean = [r for r in results if r["kind"] == "clean"]
+    clean_events = sum(r["events"] for r in clean)
+    clean_triggers = [Trigger.from_json(t) for r in clean for t in r["triggers"]]
+    scored: list[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]] = []
+    for r in results:
+        if r["kind"] == "clean":
+            continue
+        injections = [Injected.from_ground_truth(e) for e in r["truth"]]
+        triggers = [Trigger.from_json(t) for t in r["triggers"]]
+        sc = score_scenario(injections, triggers, GRACE, r["scope_times"])
+        scored.append((r["kind"], sc, triggers, r))
+    rows = summarize([(k, s, t) for k, s, t, _ in scored], clean_triggers, clean_events)
+
+    print()
+    print_details(scored)
+    print_table(rows, clean_events)
+    unmatched = [(n, row.unmatched) for n, row in rows.items() if n != "all" and row.unmatched]
+    if unmatched or clean_triggers:
+        print("\nUnmatched triggers in injected scenarios (reason: incident type x count):")
+        for name, counts in unmatched:
+            items = ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+            print(f"  {name}: {items}")
+        if clean_triggers:
+            where = Counter(
+                f"{t.incident_type} on {t.model}/{t.version or '*'}/"
+                + ",".join(f"{k}={v}" for k, v in t.segment.items())
+                for t in clean_triggers
+            )
+            print("  clean: " + ", ".join(f"{k} x{v}" for k, v in sorted(where.items())))
+    wall = time.perf_counter() - began
+    print(
+        f"\n{len(jobs)} scenarios, {sum(r['events'] for r in results):,} events, "
+        f"{wall:.0f} s wall on {args.jobs} processes"
+    )
+
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    payload = {
+        "goals": {"recall": GOAL_RECALL, "false_per_million_clean_events": GOAL_FALSE_PER_M},
+        "config": {
+            "quick": args.quick,
+            "seed": args.seed,
+            "grace_minutes": GRACE.total_seconds() / 60,
+            "injection_duration_hours": INJECTION_DURATION.total_seconds() / 3600,
+            "start_range_hours": START_RANGE_H,
+            "strength_range": STRENGTH_RANGE,
+            "accepted_prefixes": ACCEPTED,
+        },
+        "clean_events": clean_events,
+        "rows": {
+            name: {
+                "injections": row.injections,
+                "detected": row.detected,
+                "recall": row.recall,
+                "recall_pass": row.recall_ok(),
+                "triggers": row.triggers,
+                "matched_triggers": row.matched,
+                "precision": row.precision,
+                "clean_triggers": row.clean_triggers,
+                "false_per_million_clean_events": row.false_per_million,
+                "false_pass": row.false_ok(),
+                "median_delay_events": row.median_delay_events,
+                "median_delay_minutes": row.median_delay_min,
+                "pages_per_injection": row.pages_per_injection,
+                "unmatched": dict(row.unmatched),
+            }
+            for name, row in rows.items()
+        },
+        "injections": [
+            {
+                "scenario": r["name"],
+                "id": inj.injection.id,
+                "type": inj.injection.type,
+                "scope": dict(inj.injection.scope),
+                "start": _fmt_time(inj.injection.start),
+                "strength": inj.injection.strength,
+                "detected": inj.detected,
+                "detected_at": _fmt_time(inj.detected_at) if inj.detected_at else None,
+                "first_level": inj.first_level(),
+                "first_trigger": asdict(inj.first) if inj.first else None,
+                "delay_minutes": inj.delay_minutes,
+                "delay_events": inj.delay_events,
+                "matching_triggers": inj.matching_triggers,
+                "events": r["events"],
+            }
+            for _, sc, _, r in scored
+            for inj in sc.injections
+        ],
+        "scenarios": [
+            {k: v for k, v in r.items() if k not in ("scope_times", "truth")} for r in results
+        ],
+        "clean_triggers": [t.to_json() for t in clean_triggers],
+        "wall_seconds": wall,
+    }
+    args.out.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")
+    print(f"results -> {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

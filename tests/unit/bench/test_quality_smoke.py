@@ -1,0 +1,135 @@
+"""Scoring functions of ``bench/quality.py`` on a hand-made case (the bench itself never runs)."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from bench.quality import (
+    GRACE,
+    Injected,
+    Trigger,
+    labels_consistent,
+    score_scenario,
+    summarize,
+    type_accepted,
+)
+
+T0 = datetime(2025, 1, 6, 8, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    return T0 + timedelta(minutes=minutes)
+
+
+TOX = Injected(
+    id="inj-1",
+    type="toxicity_spike",
+    start=at(0),
+    end=at(180),
+    scope={"model": "support-chat", "tenant": "acme"},
+    signals=("toxicity_rate",),
+)
+DEPLOY = Injected(
+    id="inj-1",
+    type="bad_deploy",
+    start=at(0),
+    end=at(180),
+    scope={"model": "support-chat"},
+    signals=("toxicity_rate", "downvote_rate", "confidence", "groundedness"),
+    new_version="v13",
+)
+
+
+def trig(
+    kind: str,
+    minutes: float,
+    *,
+    model: str = "support-chat",
+    version: str | None = None,
+    segment: dict[str, str] | None = None,
+    playbook: str | None = None,
+) -> Trigger:
+    return Trigger(kind, model, at(minutes), version, segment or {}, playbook)
+
+
+def test_type_and_label_rules() -> None:
+    assert type_accepted(TOX, trig("toxicity_rate:hate", 10))
+    assert not type_accepted(TOX, trig("downvote_rate", 10))
+    assert labels_consistent(TOX, trig("toxicity_rate:toxicity", 10))  # model-wide key
+    assert labels_consistent(TOX, trig("toxicity_rate:toxicity", 10, segment={"locale": "de-DE"}))
+    assert not labels_consistent(
+        TOX, trig("toxicity_rate:toxicity", 10, segment={"tenant": "hooli"})
+    )
+    assert not labels_consistent(TOX, trig("toxicity_rate:toxicity", 10, model="summarizer"))
+    # bad_deploy: anything on the new version, the bad_deploy playbook, or a listed signal.
+    assert type_accepted(DEPLOY, trig("input_drift", 5, version="v13"))
+    assert type_accepted(DEPLOY, trig("output_drift", 5, playbook="bad_deploy"))
+    assert type_accepted(DEPLOY, trig("confidence_shift", 5))
+    assert not type_accepted(DEPLOY, trig("input_drift", 5))
+    assert not labels_consistent(DEPLOY, trig("downvote_rate", 5, version="v12"))
+
+
+def test_recall_precision_delay_exact() -> None:
+    triggers = [
+        trig("toxicity_rate:toxicity", -30),  # before the injection: unmatched
+        trig("toxicity_rate:toxicity", 20, segment={"tenant": "acme"}),  # first match
+        trig("toxicity_rate:harassment", 40),  # model-wide, matches
+        trig("downvote_rate", 50, segment={"tenant": "acme"}),  # other type: unmatched
+        trig("toxicity_rate:toxicity", 60, segment={"tenant": "globex"}),  # wrong scope
+        trig("toxicity_rate:toxicity", 180 + 29),  # within grace: matches
+        trig("toxicity_rate:toxicity", 180 + 31),  # after the grace: unmatched
+    ]
+    # Outputs in scope: one a minute from -10 min; the detection at +20 min sees 21.
+    scope_times = [at(m).timestamp() for m in range(-10, 200)]
+    sc = score_scenario([TOX], triggers, GRACE, scope_times)
+    (inj,) = sc.injections
+    assert inj.detected
+    assert inj.detected_at == at(20)
+    assert inj.delay_minutes == pytest.approx(20.0)
+    assert inj.delay_events == 21
+    assert inj.first_level() == "segment"
+    assert inj.matching_triggers == 3
+    assert sc.matched == [False, True, True, False, False, True, False]
+    assert sc.reasons == [
+        "before injection",
+        "",
+        "",
+        "other type in scope",
+        "outside scope",
+        "",
+        "after window",
+    ]
+
+    missed = score_scenario([DEPLOY], [trig("downvote_rate", 10, version="v12")], GRACE)
+    assert not missed.injections[0].detected
+    assert missed.injections[0].delay_minutes is None
+
+    clean = [trig("toxicity_rate:toxicity", 1), trig("output_drift", 2)]
+    rows = summarize(
+        [
+            ("toxicity_spike", sc, triggers),
+            ("bad_deploy", missed, [trig("downvote_rate", 10, version="v12")]),
+        ],
+        clean,
+        clean_events=4_000_000,
+    )
+    tox, deploy, total = rows["toxicity_spike"], rows["bad_deploy"], rows["all"]
+    assert (tox.injections, tox.detected, tox.recall) == (1, 1, 1.0)
+    assert tox.precision == pytest.approx(3 / 7)
+    assert tox.median_delay_min == pytest.approx(20.0)
+    assert tox.median_delay_events == 21
+    assert tox.pages_per_injection == 3.0
+    assert tox.false_per_million == pytest.approx(0.25)  # 1 toxicity trigger in 4M events
+    assert tox.recall_ok()
+    assert tox.false_ok()
+    assert deploy.recall == 0.0
+    assert deploy.precision == 0.0
+    assert not deploy.recall_ok()
+    assert deploy.false_per_million == 0.0
+    assert total.recall == 0.5
+    assert total.precision == pytest.approx(3 / 8)
+    assert total.false_per_million == pytest.approx(0.5)
+    assert rows["downvote_spike"].recall is None
+    assert rows["downvote_spike"].precision is None
