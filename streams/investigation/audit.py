@@ -339,7 +339,7 @@ def _fmt_scores(scores: dict[str, float]) -> str:
 
 def audit_order(inv: Investigation, limit: int) -> list[AuditEntry]:
     """Sampled request ids first, then flagged events, then the rest; by time within."""
-    samples = set(inv.incident.evidence.sample_request_ids)
+    samples = {rid for ev in inv.events for rid in ev.evidence.sample_request_ids}
     ranked = sorted(
         inv.evidence,
         key=lambda e: (e.request_id not in samples, not e.flagged, e.time, e.coords.offset),

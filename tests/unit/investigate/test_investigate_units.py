@@ -1,0 +1,101 @@
+"""Pure parts of investigation: redaction, time parsing, backtest matching, filters."""
+
+from __future__ import annotations
+
+import doctest
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from alerting.model import Severity
+from streams.investigate_cli import parse_time
+from streams.investigation import redact as redact_module
+from streams.investigation.history import IncidentSpan, compare
+from streams.investigation.redact import excerpt, redact, shown
+
+T0 = datetime(2025, 1, 6, tzinfo=UTC)
+
+
+def test_redact_doctests_run() -> None:
+    assert doctest.testmod(redact_module).failed == 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("write to a.b+c@mail.example.co.uk now", "write to [EMAIL] now"),
+        ("call 030 1234567 today", "call [PHONE] today"),
+        ("visa 4242-4242-4242-4242", "visa [CARD]"),
+        ("Authorization: Bearer abcdefghijklmnop123", "Authorization: Bearer [API_KEY]"),
+        ("token ghp_abcdefghijklmnopqrstuvwx12", "token [API_KEY]"),
+        ("x " + "a1" * 20, "x [API_KEY]"),
+        ("order 12345 shipped in 2024", "order 12345 shipped in 2024"),
+    ],
+)
+def test_redact_replaces_sensitive_tokens_only(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+def test_excerpts_are_one_short_line_and_redacted_by_default() -> None:
+    text = "line one\nmail me: x@y.org " + "z" * 200
+    short = shown(text, show_text=False)
+    assert short is not None
+    assert len(short) <= 80
+    assert "\n" not in short
+    assert "[EMAIL]" in short
+    assert "x@y.org" in (shown(text, show_text=True) or "")
+    assert shown(None, show_text=False) is None
+    assert excerpt("abc", limit=3) == "abc"
+
+
+def test_parse_time_accepts_offsets_and_relative_times() -> None:
+    now = T0 + timedelta(hours=5)
+    assert parse_time("2025-01-06T02:00:00Z", now) == T0 + timedelta(hours=2)
+    assert parse_time("2025-01-06T03:00:00+01:00", now) == T0 + timedelta(hours=2)
+    assert parse_time("now", now) == now
+    assert parse_time("now-90m", now) == now - timedelta(minutes=90)
+    with pytest.raises(ValueError, match="no UTC offset"):
+        parse_time("2025-01-06T02:00:00", now)
+    with pytest.raises(ValueError, match="not a time"):
+        parse_time("yesterday", now)
+
+
+def _span(iid: str, key: str, start_min: int, end_min: int | None, sev: Severity) -> IncidentSpan:
+    return IncidentSpan(
+        incident_id=iid,
+        dedup_key=key,
+        incident_type="toxicity_rate:toxicity",
+        labels="m all versions",
+        triggered_at=T0 + timedelta(minutes=start_min),
+        resolved_at=None if end_min is None else T0 + timedelta(minutes=end_min),
+        severity=sev,
+        worst_severity=sev,
+        summary="",
+    )
+
+
+def test_compare_matches_by_key_and_overlap() -> None:
+    a = [
+        _span("a1", "k1", 0, 30, Severity.SEV2),
+        _span("a2", "k2", 0, 30, Severity.SEV2),
+        _span("a3", "k3", 100, 130, Severity.SEV3),
+        _span("a4", "k1", 200, None, Severity.SEV2),
+    ]
+    b = [
+        _span("b1", "k1", 10, 40, Severity.SEV2),  # overlaps a1: unchanged, 10 min later
+        _span("b2", "k2", 5, 20, Severity.SEV1),  # overlaps a2: severity changed
+        _span("b3", "k3", 140, 150, Severity.SEV3),  # same key, no overlap: appeared
+        _span("b4", "k4", 50, 60, Severity.SEV3),  # new key: appeared
+    ]
+    rows = compare(a, b, T0 + timedelta(hours=6))
+    by = {(r.baseline.incident_id if r.baseline else None): r for r in rows}
+    assert by["a1"].change == "unchanged"
+    assert by["a1"].shift_minutes == pytest.approx(10.0)
+    assert by["a2"].change == "severity"
+    assert by["a3"].change == "disappeared"
+    assert by["a4"].change == "disappeared"
+    appeared = sorted(
+        r.candidate.incident_id for r in rows if r.change == "appeared" and r.candidate
+    )
+    assert appeared == ["b3", "b4"]
+    assert rows[0].to_json()["change"] in {"unchanged", "severity"}
