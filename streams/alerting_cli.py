@@ -482,8 +482,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 "delivered again on the next run"
             )
     print(
-        f"notify {args.sink}: {stats.processed} record(s) in {stopper.elapsed():.1f} s "
-        f"({stopper.reason or 'stopped'})"
+        f"notify {args.sink}: {stats.processed} record(s) in {stopper.elapsed():.1f} s; "
+        f"stopped: {stopper.reason or 'loop ended'}"
     )
     print(
         "  "
@@ -529,7 +529,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
         )
     print(
         f"contain{' --dry-run' if args.dry_run else ''}: {stats.processed} record(s) in "
-        f"{stopper.elapsed():.1f} s ({stopper.reason or 'stopped'})"
+        f"{stopper.elapsed():.1f} s; stopped: {stopper.reason or 'loop ended'}"
     )
     print("  " + _counts(stats, ("published", "would_publish", "no_action", "undecodable")))
     print(state.render())

@@ -197,7 +197,7 @@ def test_notify_webhook_delivers_every_incident_once_through_an_outage(
     assert "5 record(s)" in out
     assert "delivered 3, duplicate 1, dead lettered 0" in out
     assert "undecodable 1" in out
-    assert " s (no new record for 3 s" in out
+    assert " s; stopped: no new record for 3 s (--until-idle)" in out
     assert SECRET not in out + err
     dead = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.dead_letter)
     assert len(dead) == 1
@@ -402,6 +402,6 @@ def test_notify_stops_cleanly_on_sigterm(
             proc.kill()
             proc.wait(timeout=5)
     assert proc.returncode == 0, err
-    assert "(SIGTERM received)" in out
+    assert "stopped: SIGTERM received" in out
     assert "delivered 0" in out
     assert SECRET not in out + err
