@@ -1,0 +1,594 @@
+"""Operating the worker: Prometheus metrics, health and readiness, structured JSON logs.
+
+:func:`register_observability` adds three views to the faust web server of a worker
+built by :func:`streams.worker.build_service`:
+
+``/metrics``  Prometheus text exposition format 0.0.4 (written here: no new dependency).
+``/healthz``  liveness: 200 while the app has not crashed (the event loop answers).
+``/readyz``   readiness: 200 once the worker has source partitions assigned, no rebalance
+              is in progress and table recovery has finished; 503 with the reasons before.
+
+Metric names and labels are listed in ``docs/operations.md``. Cardinality is bounded: per
+topic/partition/reason/event type/severity/incident type (small, fixed sets), and at most
+``top_k`` detector keys. Reading detector state costs a scan of the detector table, so it
+is done at most every ``detector_scan_interval_s`` and over at most ``max_scan_keys``
+keys, on the event loop (a table is not safe to read from another thread).
+
+:func:`configure_logging` / :func:`logging_config` set up one JSON object per line (UTC
+ISO 8601 ``ts``, ``level``, ``logger``, ``message``, extra fields) or plain text, both
+through :class:`alerting.redact.RedactingFilter`.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import logging.config
+import math
+import re
+import time
+import weakref
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Final, Literal
+
+from alerting.clock import Clock
+from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter
+
+if TYPE_CHECKING:
+    import faust
+
+    from streams.agents import Service
+    from streams.pipeline import Observation
+
+log = logging.getLogger(__name__)
+
+CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
+LATENCY_BUCKETS_S: Final = (
+    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 14400.0,
+)  # fmt: skip
+SEVERITIES: Final = ("SEV1", "SEV2", "SEV3", "SEV4")
+LEVELS: Final = ("model", "version", "segment")
+
+# --------------------------------------------------------------------------------------
+# Prometheus text exposition format 0.0.4.
+
+MetricType = Literal["counter", "gauge", "histogram", "summary", "untyped"]
+_NAME_RE: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
+_LABEL_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
+Labels = tuple[tuple[str, str], ...]
+
+
+def _labels(labels: Mapping[str, str] | None) -> Labels:
+    items = tuple(sorted((labels or {}).items()))
+    for key, _ in items:
+        if not _LABEL_RE.match(key) or key.startswith("__"):
+            raise ValueError(f"invalid label name {key!r}")
+    return tuple((k, str(v)) for k, v in items)
+
+
+def escape_label_value(value: str) -> str:
+    """Backslash, double quote and line feed escaped, as the text format requires."""
+    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
+
+
+def escape_help(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("\n", "\\n")
+
+
+def format_value(value: float) -> str:
+    if math.isnan(value):
+        return "NaN"
+    if math.isinf(value):
+        return "+Inf" if value > 0 else "-Inf"
+    if float(value).is_integer() and abs(value) < 2**53:
+        return str(int(value))
+    return repr(float(value))
+
+
+@dataclass(frozen=True, slots=True)
+class Sample:
+    suffix: str
+    labels: Labels
+    value: float
+
+
+@dataclass
+class MetricFamily:
+    """One metric: name, type, help, and its samples (``suffix`` for histogram parts)."""
+
+    name: str
+    type: MetricType
+    help: str
+    samples: list[Sample] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        if not _NAME_RE.match(self.name):
+            raise ValueError(f"invalid metric name {self.name!r}")
+
+    def add(self, value: float, labels: Mapping[str, str] | None = None, suffix: str = "") -> None:
+        self.samples.append(Sample(suffix, _labels(labels), float(value)))
+
+
+def render(families: Iterable[MetricFamily]) -> str:
+    """The text exposition of ``families`` (each name once, samples in insertion order)."""
+    lines: list[str] = []
+    seen: set[str] = set()
+    for fam in families:
+        if fam.name in seen:
+            raise ValueError(f"metric family {fam.name!r} rendered twice")
+        seen.add(fam.name)
+        lines.append(f"# HELP {fam.name} {escape_help(fam.help)}")
+        lines.append(f"# TYPE {fam.name} {fam.type}")
+        for s in fam.samples:
+            lab = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.labels)
+            lines.append(f"{fam.name}{s.suffix}{{{lab}}} {format_value(s.value)}".replace("{}", ""))
+    return "\n".join(lines) + "\n"
+
+
+class Histogram:
+    """A labelled histogram with fixed buckets (cumulative on export)."""
+
+    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS_S) -> None:
+        self.buckets = tuple(sorted(buckets))
+        self._counts: dict[Labels, list[int]] = {}
+        self._sums: dict[Labels, float] = {}
+
+    def observe(self, value: float, labels: Mapping[str, str] | None = None) -> None:
+        key = _labels(labels)
+        counts = self._counts.setdefault(key, [0] * (len(self.buckets) + 1))
+        i = next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))
+        counts[i] += 1
+        self._sums[key] = self._sums.get(key, 0.0) + value
+
+    def count(self, labels: Mapping[str, str] | None = None) -> int:
+        return sum(self._counts.get(_labels(labels), []))
+
+    def family(self, name: str, help_text: str) -> MetricFamily:
+        fam = MetricFamily(name, "histogram", help_text)
+        for key, counts in sorted(self._counts.items()):
+            base = dict(key)
+            running = 0
+            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
+                running += n
+                fam.add(running, base | {"le": format_value(bound)}, "_bucket")
+            fam.add(self._sums[key], base, "_sum")
+            fam.add(running, base, "_count")
+        return fam
+
+
+# --------------------------------------------------------------------------------------
+# Collecting the service's metrics.
+
+
+@dataclass(frozen=True)
+class Readiness:
+    ready: bool
+    checks: dict[str, Any]
+
+    def to_json(self) -> dict[str, Any]:
+        return {"ready": self.ready, **self.checks}
+
+
+@dataclass
+class _DetectorScan:
+    at: float = -math.inf
+    keys: Counter[str] = field(default_factory=Counter)
+    top: list[tuple[float, str, str, str]] = field(default_factory=list)  # ratio, key, lvl, kind
+    max_by: dict[tuple[str, str], float] = field(default_factory=dict)
+    learning: Counter[tuple[str, str]] = field(default_factory=Counter)
+    truncated: bool = False
+
+
+def _level(key: str) -> str:
+    _, version, segment = key.rsplit("|", 2)
+    return "segment" if segment else ("model" if version == "*" else "version")
+
+
+def _is_changelog(topic: str) -> bool:
+    return topic.endswith("-changelog")
+
+
+class Observability:
+    """Metrics, health and readiness of one worker. Built by :func:`register_observability`."""
+
+    def __init__(
+        self,
+        app: faust.App,
+        service: Service,
+        clock: Clock,
+        *,
+        top_k: int = 20,
+        detector_scan_interval_s: float = 30.0,
+        max_scan_keys: int = 2000,
+        monotonic: Any = time.monotonic,
+    ) -> None:
+        self.app = app
+        self.service = service
+        self.clock = clock
+        self.top_k = top_k
+        self.detector_scan_interval_s = detector_scan_interval_s
+        self.max_scan_keys = max_scan_keys
+        self._monotonic = monotonic
+        self.latency = Histogram()
+        self._scan = _DetectorScan()
+        self.errors: Counter[str] = Counter()
+
+    # -- fed by the detect agent ---------------------------------------------------------
+
+    def observe_processed(self, observations: Iterable[Observation]) -> None:
+        """Record event time -> processed wall time for each observation just detected."""
+        now = self.clock.now()
+        for obs in observations:
+            lag = (now - obs.event.timestamp).total_seconds()
+            self.latency.observe(max(0.0, lag), {"event_type": obs.event.event_type})
+
+    # -- health --------------------------------------------------------------------------
+
+    def liveness(self) -> tuple[bool, dict[str, Any]]:
+        crashed = bool(getattr(self.app, "crashed", False))
+        return not crashed, {"alive": not crashed, "state": str(getattr(self.app, "state", ""))}
+
+    def _assignment(self) -> list[Any]:
+        tps = self.app.consumer.assignment()
+        return sorted((tp for tp in tps if not _is_changelog(tp.topic)), key=lambda t: tuple(t))
+
+    def readiness(self) -> Readiness:
+        checks: dict[str, Any] = {}
+        try:
+            checks["rebalancing"] = bool(self.app.rebalancing)
+            tables: Any = self.app.tables
+            checks["recovery_completed"] = tables.recovery.completed.is_set()
+            checks["assigned_partitions"] = len(self._assignment())
+        except Exception as exc:
+            checks["error"] = type(exc).__name__
+            return Readiness(False, checks)
+        ready = (
+            not checks["rebalancing"]
+            and checks["recovery_completed"]
+            and checks["assigned_partitions"] > 0
+        )
+        return Readiness(ready, checks)
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def render(self) -> str:
+        return render(self.collect())
+
+    def collect(self) -> list[MetricFamily]:
+        families: list[MetricFamily] = []
+        sections = (
+            ("ingress", self._ingress),
+            ("pipeline", self._pipeline),
+            ("incidents", self._incidents),
+            ("detectors", self._detectors),
+            ("consumer", self._consumer),
+            ("readiness", self._ready),
+        )
+        for name, section in sections:
+            try:
+                families.extend(section())
+            except Exception:  # one broken section must not hide the others
+                self.errors[name] += 1
+                log.exception("metrics section %s failed", name)
+        families.append(self.latency.family(
+            "sentinel_processing_latency_seconds",
+            "Event time to detection wall time, per event type (clamped at 0).",
+        ))  # fmt: skip
+        errors = MetricFamily(
+            "sentinel_metrics_errors_total", "counter", "Metric sections that failed to collect."
+        )
+        for name, _ in sections:
+            errors.add(self.errors[name], {"section": name})
+        families.append(errors)
+        return families
+
+    def _ingress(self) -> list[MetricFamily]:
+        stats = self.service.ingress.stats
+        consumed = MetricFamily(
+            "sentinel_events_consumed_total", "counter", "Records read by ingress, per topic."
+        )
+        accepted = MetricFamily(
+            "sentinel_events_accepted_total",
+            "counter",
+            "Valid events handed to the pipeline, per topic and event type.",
+        )
+        dead = MetricFamily(
+            "sentinel_events_dead_lettered_total",
+            "counter",
+            "Records sent to the dead-letter topic, per source topic and reason.",
+        )
+        per_topic: Counter[str] = Counter()
+        for (topic, kind), n in sorted(stats.accepted.items()):
+            accepted.add(n, {"topic": topic, "event_type": kind})
+            per_topic[topic] += n
+        for (topic, reason), n in sorted(stats.dead.items()):
+            dead.add(n, {"topic": topic, "reason": reason})
+            per_topic[topic] += n
+        for topic, n in sorted(per_topic.items()):
+            consumed.add(n, {"topic": topic})
+        return [consumed, accepted, dead]
+
+    def _pipeline(self) -> list[MetricFamily]:
+        out = []
+        for stage, stats in (
+            ("join", self.service.joiner.stats),
+            ("detect", self.service.detect.stats),
+        ):
+            for f in dataclasses.fields(stats):
+                fam = MetricFamily(
+                    f"sentinel_{stage}_{f.name}_total",
+                    "counter",
+                    f"{type(stats).__name__}.{f.name} of this worker since start.",
+                )
+                fam.add(getattr(stats, f.name))
+                out.append(fam)
+        return out
+
+    def _incidents(self) -> list[MetricFamily]:
+        by_sev: Counter[str] = Counter()
+        by_type: Counter[tuple[str, str]] = Counter()
+        muted = 0
+        for _, state in self.service.tables["engines"].items():
+            for inc in (state or {}).get("incidents", ()):
+                if inc.get("status") == "resolved":
+                    continue
+                sev = str(inc.get("severity"))
+                by_sev[sev] += 1
+                by_type[(sev, str(inc.get("incident_type")))] += 1
+                muted += inc.get("muted_by") is not None
+        open_ = MetricFamily(
+            "sentinel_incidents_open",
+            "gauge",
+            "Open (firing or escalated) incidents in this worker's partitions, by severity.",
+        )
+        for sev in sorted(set(SEVERITIES) | set(by_sev)):
+            open_.add(by_sev[sev], {"severity": sev})
+        typed = MetricFamily(
+            "sentinel_incidents_open_by_type", "gauge", "Open incidents by severity and type."
+        )
+        for (sev, kind), n in sorted(by_type.items()):
+            typed.add(n, {"severity": sev, "incident_type": kind})
+        m = MetricFamily("sentinel_incidents_open_muted", "gauge", "Open incidents muted.")
+        m.add(muted)
+        return [open_, typed, m]
+
+    def _rescan_detectors(self) -> None:
+        from streams.pipeline import DetectorSet
+
+        detect = self.service.detect
+        scan = _DetectorScan(at=self._monotonic())
+        best: dict[tuple[str, str], tuple[float, str]] = {}
+        for i, (key, state) in enumerate(self.service.tables["detectors"].items()):
+            if i >= self.max_scan_keys:
+                scan.truncated = True
+                break
+            if state is None:
+                continue
+            level = _level(key)
+            scan.keys[level] += 1
+            ds = DetectorSet.from_json(state, detect.settings, level, detect.arl0)
+            for name, det in ds.detectors.items():
+                kind = name.partition(":")[0]
+                if det.learning:
+                    scan.learning[(level, kind)] += 1
+                    continue
+                try:
+                    ratio = det.statistic / det.threshold
+                except (ZeroDivisionError, ValueError):
+                    continue
+                if not math.isfinite(ratio):
+                    continue
+                if ratio > scan.max_by.get((level, kind), -math.inf):
+                    scan.max_by[(level, kind)] = ratio
+                if ratio > best.get((key, kind), (-math.inf, ""))[0]:
+                    best[(key, kind)] = (ratio, level)
+        ranked = sorted(((r, k, lvl, kind) for (k, kind), (r, lvl) in best.items()), reverse=True)
+        scan.top = ranked[: self.top_k]
+        self._scan = scan
+
+    def _detectors(self) -> list[MetricFamily]:
+        if self._monotonic() - self._scan.at >= self.detector_scan_interval_s:
+            self._rescan_detectors()
+        scan = self._scan
+        keys = MetricFamily("sentinel_detector_keys", "gauge", "Detector keys by level.")
+        for level in LEVELS:
+            keys.add(scan.keys[level], {"level": level})
+        learning = MetricFamily(
+            "sentinel_detectors_learning", "gauge", "Detectors still learning their baseline."
+        )
+        for (level, kind), n in sorted(scan.learning.items()):
+            learning.add(n, {"level": level, "detector": kind})
+        top = MetricFamily(
+            "sentinel_detector_statistic_ratio",
+            "gauge",
+            f"statistic / threshold of the {self.top_k} keys closest to alarm (1 = alarm).",
+        )
+        for ratio, key, level, kind in scan.top:
+            top.add(ratio, {"key": key, "level": level, "detector": kind})
+        worst = MetricFamily(
+            "sentinel_detector_statistic_ratio_max",
+            "gauge",
+            "Largest statistic / threshold over all keys, by level and detector.",
+        )
+        for (level, kind), ratio in sorted(scan.max_by.items()):
+            worst.add(ratio, {"level": level, "detector": kind})
+        trunc = MetricFamily(
+            "sentinel_detector_scan_truncated", "gauge", "1 if the last scan hit max_scan_keys."
+        )
+        trunc.add(int(scan.truncated))
+        return [keys, learning, top, worst, trunc]
+
+    def _consumer(self) -> list[MetricFamily]:
+        consumer = self.app.consumer
+        monitor_committed = dict(getattr(self.app.monitor, "tp_committed_offsets", None) or {})
+        # faust's own record of committed offsets (seeded from the group on assignment).
+        group_committed = dict(getattr(consumer, "_committed_offset", None) or {})
+        lag = MetricFamily(
+            "sentinel_consumer_lag",
+            "gauge",
+            "High-water offset minus committed offset per assigned source partition "
+            "(records not yet processed and committed).",
+        )
+        hw_f = MetricFamily(
+            "sentinel_consumer_highwater_offset", "gauge", "Last known high-water offset."
+        )
+        co_f = MetricFamily(
+            "sentinel_consumer_committed_offset", "gauge", "Last committed offset (next to read)."
+        )
+        assigned = self._assignment()
+        for tp in assigned:
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            try:
+                highwater = consumer.highwater(tp)
+            except Exception:
+                highwater = None
+            committed = monitor_committed.get(tp)
+            if committed is None:
+                committed = group_committed.get(tp)
+            if committed is not None:
+                co_f.add(committed, labels)
+            if highwater is not None:
+                hw_f.add(highwater, labels)
+                # No commit yet: the group starts at the beginning (auto_offset_reset).
+                lag.add(max(0, highwater - (committed or 0)), labels)
+        n = MetricFamily(
+            "sentinel_consumer_assigned_partitions", "gauge", "Source partitions assigned."
+        )
+        n.add(len(assigned))
+        return [lag, hw_f, co_f, n]
+
+    def _ready(self) -> list[MetricFamily]:
+        ready = MetricFamily("sentinel_ready", "gauge", "1 when /readyz answers 200.")
+        ready.add(int(self.readiness().ready))
+        rebalances = MetricFamily(
+            "sentinel_rebalances_total", "counter", "Consumer group rebalances seen by this worker."
+        )
+        rebalances.add(int(getattr(self.app, "rebalancing_count", 0) or 0))
+        return [ready, rebalances]
+
+
+# --------------------------------------------------------------------------------------
+# Registration on the faust app.
+
+_REGISTERED: weakref.WeakKeyDictionary[Any, Observability] = weakref.WeakKeyDictionary()
+
+
+def observability_for(app: faust.App) -> Observability | None:
+    """What :func:`register_observability` registered on ``app`` (for tests and the CLI)."""
+    return _REGISTERED.get(app)
+
+
+def register_observability(app: faust.App, service: Service, clock: Clock) -> None:
+    """Add /metrics, /healthz and /readyz to ``app``'s web server; feed latency.
+
+    Idempotent per app. The processing-latency histogram is fed through
+    ``service.processed_hooks`` (a list of callables the detect agent calls with each
+    batch of observations) when the service has it; without it the histogram stays empty.
+    """
+    if app in _REGISTERED:
+        return
+    obs = Observability(app, service, clock)
+    _REGISTERED[app] = obs
+    hooks = getattr(service, "processed_hooks", None)
+    if isinstance(hooks, list):
+        hooks.append(obs.observe_processed)
+
+    async def sentinel_metrics(view: Any, request: Any) -> Any:
+        body = obs.render().encode()
+        return view.bytes(body, headers={"Content-Type": CONTENT_TYPE})
+
+    async def sentinel_healthz(view: Any, request: Any) -> Any:
+        alive, body = obs.liveness()
+        return view.json(body, status=200 if alive else 503)
+
+    async def sentinel_readyz(view: Any, request: Any) -> Any:
+        state = obs.readiness()
+        return view.json(state.to_json(), status=200 if state.ready else 503)
+
+    app.page("/metrics", name="sentinel_metrics")(sentinel_metrics)
+    app.page("/healthz", name="sentinel_healthz")(sentinel_healthz)
+    app.page("/readyz", name="sentinel_readyz")(sentinel_readyz)
+
+
+# --------------------------------------------------------------------------------------
+# Logging.
+
+_CORE_KEYS: Final = frozenset({"ts", "level", "logger", "message", "exc_info", "stack_info"})
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line: ``ts`` (UTC ISO 8601), ``level``, ``logger``,
+    ``message``, the record's extra fields, and ``exc_info``/``stack_info`` when present.
+    Non-ASCII is escaped, so a line never contains a line separator of any kind."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        try:
+            message = record.getMessage()
+        except Exception:
+            message = f"{record.msg!s} (unformattable log arguments)"
+        ts = datetime.fromtimestamp(record.created, UTC)
+        out: dict[str, Any] = {
+            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "level": record.levelname,
+            "logger": record.name,
+            "message": message,
+        }
+        for key, value in vars(record).items():
+            if key in STANDARD_RECORD_ATTRS or key.startswith("_"):
+                continue
+            out[f"extra_{key}" if key in _CORE_KEYS else key] = value
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            out["exc_info"] = record.exc_text
+        if record.stack_info:
+            out["stack_info"] = record.stack_info
+        return json.dumps(out, default=str, ensure_ascii=True, separators=(",", ":"))
+
+
+class UtcTextFormatter(logging.Formatter):
+    """Plain text with UTC ISO 8601 timestamps."""
+
+    def __init__(self) -> None:
+        super().__init__(
+            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
+            datefmt="%Y-%m-%dT%H:%M:%S",
+        )
+        self.converter = _gmtime
+
+
+def _gmtime(secs: float | None) -> time.struct_time:
+    return time.gmtime(secs)
+
+
+def logging_config(level: str | int, json_logs: bool) -> dict[str, Any]:
+    """A :func:`logging.config.dictConfig` mapping: one stderr handler, redacted.
+
+    Pass it to ``faust.Worker(..., logging_config=...)`` so that faust's own logging
+    set-up uses it, or apply it with :func:`configure_logging`.
+    """
+    lvl = level.upper() if isinstance(level, str) else logging.getLevelName(level)
+    return {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "filters": {"redact": {"()": RedactingFilter}},
+        "formatters": {"json": {"()": JsonFormatter}, "text": {"()": UtcTextFormatter}},
+        "handlers": {
+            "default": {
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
+                "formatter": "json" if json_logs else "text",
+                "filters": ["redact"],
+            }
+        },
+        "root": {"level": lvl, "handlers": ["default"]},
+    }
+
+
+def configure_logging(level: str | int, json_logs: bool) -> None:
+    """Configure the root logger (see :func:`logging_config`)."""
+    logging.config.dictConfig(logging_config(level, json_logs))

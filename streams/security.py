@@ -1,0 +1,141 @@
+"""Kafka transport security: one typed, frozen, secret-aware model for every client.
+
+:class:`KafkaSecurity` is the ``kafka.security`` section of the settings. It turns into
+faust's ``broker_credentials`` (:func:`faust_credentials`, which also covers the aiokafka
+clients faust builds) and into keyword arguments for kafka-python clients (the publisher
+SDK, the admin client, the containment loops: :func:`kafka_python_kwargs`).
+
+The SASL password is a ``SecretStr``: it never appears in ``repr``/``str`` of the model,
+in ``model_dump()`` (``'**********'``) or in log lines. It is revealed only inside the two
+functions above, whose results go straight to the client constructors; do not log them.
+"""
+
+from __future__ import annotations
+
+import ssl
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
+
+SecurityProtocol = Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+SaslMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"]
+
+_SSL_PROTOCOLS = frozenset({"SSL", "SASL_SSL"})
+_SASL_PROTOCOLS = frozenset({"SASL_PLAINTEXT", "SASL_SSL"})
+
+
+class KafkaSecurity(BaseModel):
+    """How clients authenticate to the brokers and encrypt the connection.
+
+    ``PLAINTEXT`` (the default) is for a loopback or otherwise trusted network only.
+    Certificate paths are checked to exist when the settings are loaded, so a typo fails
+    at start-up with the key named, not at the first connection.
+    """
+
+    # Errors must not echo the input: it holds the password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    security_protocol: SecurityProtocol = "PLAINTEXT"
+    sasl_mechanism: SaslMechanism = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = Field(default=None, repr=False)
+    ssl_cafile: Path | None = Field(
+        default=None, description="CA bundle (PEM); default: the system trust store."
+    )
+    ssl_certfile: Path | None = Field(default=None, description="Client certificate (mTLS).")
+    ssl_keyfile: Path | None = Field(default=None, description="Client private key (mTLS).")
+    ssl_check_hostname: bool = True
+
+    @field_validator("ssl_cafile", "ssl_certfile", "ssl_keyfile")
+    @classmethod
+    def _exists(cls, v: Path | None) -> Path | None:
+        if v is not None and not v.expanduser().is_file():
+            raise ValueError(f"file not found: {v}")
+        return v.expanduser() if v is not None else None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSecurity:
+        proto = self.security_protocol
+        if proto in _SASL_PROTOCOLS:
+            if not self.sasl_username:
+                raise ValueError(f"security_protocol {proto} needs sasl_username")
+            if self.sasl_password is None or not self.sasl_password.get_secret_value():
+                raise ValueError(f"security_protocol {proto} needs sasl_password")
+        elif self.sasl_username is not None or self.sasl_password is not None:
+            raise ValueError(f"sasl_username/sasl_password given but security_protocol is {proto}")
+        has_files = any(
+            f is not None for f in (self.ssl_cafile, self.ssl_certfile, self.ssl_keyfile)
+        )
+        if has_files and proto not in _SSL_PROTOCOLS:
+            raise ValueError(f"ssl_* files given but security_protocol is {proto}")
+        if self.ssl_keyfile is not None and self.ssl_certfile is None:
+            raise ValueError("ssl_keyfile needs ssl_certfile")
+        return self
+
+    @property
+    def uses_ssl(self) -> bool:
+        return self.security_protocol in _SSL_PROTOCOLS
+
+    @property
+    def uses_sasl(self) -> bool:
+        return self.security_protocol in _SASL_PROTOCOLS
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """A client-side TLS context (server verified; client certificate if given)."""
+        if not self.uses_ssl:
+            return None
+        ctx = ssl.create_default_context(
+            purpose=ssl.Purpose.SERVER_AUTH,
+            cafile=str(self.ssl_cafile) if self.ssl_cafile is not None else None,
+        )
+        if self.ssl_certfile is not None:
+            ctx.load_cert_chain(
+                str(self.ssl_certfile),
+                str(self.ssl_keyfile) if self.ssl_keyfile is not None else None,
+            )
+        ctx.check_hostname = self.ssl_check_hostname
+        return ctx
+
+    def _password(self) -> str:
+        return self.sasl_password.get_secret_value() if self.sasl_password is not None else ""
+
+
+def faust_credentials(security: KafkaSecurity) -> Any:
+    """faust ``broker_credentials`` for ``security`` (``None`` for PLAINTEXT).
+
+    SASL gives ``faust.SASLCredentials`` (with an SSL context for SASL_SSL); SSL gives
+    ``faust.SSLCredentials``. faust keeps the password in memory as a plain ``str``
+    (aiokafka needs it), but its ``repr`` shows the user name only.
+    """
+    import faust  # faust is heavy; keep it out of settings loading
+
+    if security.uses_sasl:
+        return faust.SASLCredentials(
+            username=security.sasl_username,
+            password=security._password(),
+            ssl_context=security.ssl_context(),
+            mechanism=security.sasl_mechanism,
+        )
+    if security.uses_ssl:
+        return faust.SSLCredentials(security.ssl_context())
+    return None
+
+
+def kafka_python_kwargs(security: KafkaSecurity) -> dict[str, Any]:
+    """Keyword arguments for kafka-python ``KafkaProducer``/``KafkaConsumer``/admin clients.
+
+    Empty for PLAINTEXT, so ``KafkaProducer(**kafka_python_kwargs(s), ...)`` is always
+    safe. The result holds the password: pass it on, never log it.
+    """
+    if security.security_protocol == "PLAINTEXT":
+        return {}
+    kwargs: dict[str, Any] = {"security_protocol": security.security_protocol}
+    if security.uses_ssl:
+        kwargs["ssl_context"] = security.ssl_context()
+        kwargs["ssl_check_hostname"] = security.ssl_check_hostname
+    if security.uses_sasl:
+        kwargs["sasl_mechanism"] = security.sasl_mechanism
+        kwargs["sasl_plain_username"] = security.sasl_username
+        kwargs["sasl_plain_password"] = security._password()
+    return kwargs

@@ -1,0 +1,119 @@
+"""Observability on the real broker: /healthz, /readyz and /metrics of a running worker.
+
+The worker (``tests/integration/observability_worker.py``) runs in a subprocess with its
+web server on a free loopback port. Simulator events and one poison record are published;
+the metrics must show them consumed, dead-lettered and detected. All waits are bounded.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaProducer
+
+from streams.broker import free_port
+from streams.settings import Settings
+from streams.simulate import Scenario, Simulator
+from tests.conftest import KafkaBroker
+from tests.integration.workers import wait_for, worker_process
+from tests.unit.hardening.test_observability import parse
+
+pytestmark = pytest.mark.integration
+
+
+def _get(url: str) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return resp.status, resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, ""
+
+
+def _total(metrics: dict[str, object], name: str) -> float:
+    fam = metrics.get(name)
+    if not isinstance(fam, dict):
+        return 0.0
+    return sum(v for n, _, v in fam["samples"] if n == name)
+
+
+def test_worker_serves_health_readiness_and_moving_metrics(
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+) -> None:
+    port = free_port()
+    worker = service_settings.worker.model_copy(
+        update={"web_enabled": True, "web_port": port, "web_host": "127.0.0.1"}
+    )
+    settings = service_settings.model_copy(update={"worker": worker})
+    base = f"http://127.0.0.1:{port}"
+    log = tmp_path / "worker.log"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=60)
+    lines = list(
+        Simulator(
+            Scenario(seed=1, start=start, duration=timedelta(minutes=10), events_per_hour=600)
+        ).lines()
+    )
+    topic_of = {
+        "input": settings.topics.inputs,
+        "output": settings.topics.outputs,
+        "feedback": settings.topics.feedback,
+        "evaluation": settings.topics.evaluations,
+    }
+    with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
+        wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 90, "/healthz 200", log)
+        wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
+        status, body = _get(f"{base}/readyz")
+        # 4 event topics + the 2 internal re-key topics (+ faust's leader topic).
+        assert json.loads(body)["assigned_partitions"] >= 6 * settings.kafka.topic_partitions
+
+        status, text = _get(f"{base}/metrics")
+        assert status == 200
+        before = parse(text)
+        assert _total(before, "sentinel_events_consumed_total") == 0
+        assert _total(before, "sentinel_ready") == 1
+
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        try:
+            for line in lines:
+                kind = json.loads(line)["event_type"]
+                producer.send(topic_of[kind], value=line.encode())
+            producer.send(settings.topics.inputs, value=b"{not json")
+            producer.flush(timeout=30)
+        finally:
+            producer.close()
+
+        def moved() -> bool:
+            code, text = _get(f"{base}/metrics")
+            if code != 200:
+                return False
+            m = parse(text)
+            return (
+                _total(m, "sentinel_events_consumed_total") >= len(lines) + 1
+                and _total(m, "sentinel_detect_observations_total") > 0
+            )
+
+        wait_for(moved, 120, "metrics to count the published events", log)
+        status, text = _get(f"{base}/metrics")
+        after = parse(text)
+        dead = after["sentinel_events_dead_lettered_total"]["samples"]
+        assert [(lab["topic"], lab["reason"], v) for _, lab, v in dead] == [
+            (settings.topics.inputs, "not_json", 1.0)
+        ]
+        partitions = {lab["topic"] for _, lab, _ in after["sentinel_consumer_lag"]["samples"]}
+        assert settings.topics.inputs in partitions
+        assert not any(t.endswith("-changelog") for t in partitions)
+        errors = after["sentinel_metrics_errors_total"]["samples"]
+        assert all(v == 0 for _, _, v in errors), errors
+
+    records = []
+    for raw in log.read_text(errors="replace").splitlines():
+        if raw.startswith("{"):
+            records.append(json.loads(raw))
+    assert records, "the worker wrote no JSON log lines"
+    assert all({"ts", "level", "logger", "message"} <= rec.keys() for rec in records)

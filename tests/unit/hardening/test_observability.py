@@ -1,0 +1,283 @@
+"""Metrics exposition (parsed back), collection from pipeline state, JSON logs."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import math
+import re
+from datetime import UTC, datetime, timedelta
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from streams.agents import Service
+from streams.ingress import Coordinates, DeadLetter, Ingress, IngressStats, decode
+from streams.observability import (
+    CONTENT_TYPE,
+    Histogram,
+    MetricFamily,
+    Observability,
+    logging_config,
+    render,
+)
+from streams.pipeline import Observation
+from streams.replay import Pipeline
+from streams.settings import load_settings
+from streams.simulate import Injection, Scenario, Simulator
+
+_LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
+_LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
+
+
+def parse(text: str) -> dict[str, Any]:
+    """A strict reader of the text format: families with type, help and samples."""
+    assert text.endswith("\n")
+    families: dict[str, Any] = {}
+    for line in text.splitlines():
+        if line.startswith("# HELP "):
+            name, _, help_text = line[7:].partition(" ")
+            families.setdefault(name, {"samples": []})["help"] = help_text
+        elif line.startswith("# TYPE "):
+            name, _, kind = line[7:].partition(" ")
+            assert kind in {"counter", "gauge", "histogram", "summary", "untyped"}
+            families.setdefault(name, {"samples": []})["type"] = kind
+        else:
+            m = _LINE.match(line)
+            assert m, f"bad sample line {line!r}"
+            name, labels_text, value = m.groups()
+            labels: dict[str, str] = {}
+            pos = 0
+            while labels_text and pos < len(labels_text):
+                lm = _LABEL.match(labels_text, pos)
+                assert lm, f"bad labels {labels_text!r}"
+                raw = lm.group(2)
+                labels[lm.group(1)] = re.sub(
+                    r"\\(.)", lambda e: "\n" if e.group(1) == "n" else e.group(1), raw
+                )
+                pos = lm.end()
+            # The family is the exact name, else the longest family the name extends.
+            candidates = [f for f in families if name == f or name.startswith(f + "_")]
+            base = name if name in families else max(candidates, key=len, default=None)
+            assert base is not None, f"sample {name} before its family"
+            families[base]["samples"].append((name, labels, float(value)))
+    return families
+
+
+def test_exposition_round_trips_with_escaping() -> None:
+    fam = MetricFamily("sentinel_test_total", "counter", "Help with \\ and\nnewline.")
+    tricky = 'a"b\\c\nd'
+    fam.add(3, {"topic": tricky, "reason": "x"})
+    fam.add(1.5, {})
+    gauge = MetricFamily("sentinel_test_gauge", "gauge", "g")
+    gauge.add(math.inf, {"k": "v"})
+    gauge.add(math.nan)
+    text = render([fam, gauge])
+    assert "# HELP sentinel_test_total Help with \\\\ and\\nnewline." in text
+    parsed = parse(text)
+    assert parsed["sentinel_test_total"]["type"] == "counter"
+    samples = parsed["sentinel_test_total"]["samples"]
+    assert samples[0] == ("sentinel_test_total", {"reason": "x", "topic": tricky}, 3.0)
+    assert samples[1] == ("sentinel_test_total", {}, 1.5)
+    g = parsed["sentinel_test_gauge"]["samples"]
+    assert g[0][2] == math.inf
+    assert math.isnan(g[1][2])
+
+
+def test_invalid_names_are_refused() -> None:
+    with pytest.raises(ValueError, match="metric name"):
+        MetricFamily("bad-name", "gauge", "x")
+    with pytest.raises(ValueError, match="label name"):
+        MetricFamily("ok", "gauge", "x").add(1, {"bad-label": "v"})
+    with pytest.raises(ValueError, match="twice"):
+        render([MetricFamily("a", "gauge", "x"), MetricFamily("a", "gauge", "x")])
+
+
+def test_histogram_is_cumulative_with_inf_sum_and_count() -> None:
+    h = Histogram([1.0, 10.0])
+    for v in (0.5, 2.0, 20.0, 30.0):
+        h.observe(v, {"event_type": "output"})
+    parsed = parse(render([h.family("lat_seconds", "x")]))["lat_seconds"]
+    assert parsed["type"] == "histogram"
+    buckets = {s[1]["le"]: s[2] for s in parsed["samples"] if s[0] == "lat_seconds_bucket"}
+    assert buckets == {"1": 1, "10": 2, "+Inf": 4}
+    rest = {s[0]: s[2] for s in parsed["samples"] if s[0] != "lat_seconds_bucket"}
+    assert rest == {"lat_seconds_sum": 52.5, "lat_seconds_count": 4}
+
+
+class _Clock:
+    def __init__(self, now: datetime) -> None:
+        self.t = now
+
+    def now(self) -> datetime:
+        return self.t
+
+
+class _TP(tuple[str, int]):
+    @property
+    def topic(self) -> str:
+        return self[0]
+
+    @property
+    def partition(self) -> int:
+        return self[1]
+
+
+def _fake_app(tps: list[_TP], highwater: dict[_TP, int], committed: dict[_TP, int]) -> Any:
+    consumer = SimpleNamespace(
+        assignment=lambda: set(tps), highwater=highwater.__getitem__, _committed_offset={}
+    )
+    recovery = SimpleNamespace(completed=SimpleNamespace(is_set=lambda: True))
+    return SimpleNamespace(
+        consumer=consumer,
+        monitor=SimpleNamespace(tp_committed_offsets=committed),
+        tables=SimpleNamespace(recovery=recovery),
+        rebalancing=False,
+        rebalancing_count=2,
+        crashed=False,
+        state="running",
+    )
+
+
+@pytest.fixture(scope="module")
+def pipeline_service() -> tuple[Service, list[Observation]]:
+    settings = load_settings(env={})
+    scenario = Scenario(
+        seed=3,
+        duration=timedelta(hours=4),
+        injections=[
+            Injection(
+                type="toxicity_spike",
+                start=timedelta(hours=2),
+                duration=timedelta(hours=2),
+                strength=8,
+                scope={"model": "support-chat"},
+            )
+        ],
+    )
+    pipe = Pipeline(settings, replay=False)
+    stats = IngressStats()
+    observations: list[Observation] = []
+    for offset, line in enumerate(Simulator(scenario).lines()):
+        coords = Coordinates("t.outputs", offset % 2, offset)
+        result = decode(line.encode(), coords, now=datetime.now(UTC))
+        stats.record(coords, result)
+        if not isinstance(result, DeadLetter):
+            pipe.feed(result, coords)
+            observations.extend(pipe._batch[-1:])
+    pipe.flush()
+    bad = Coordinates("t.inputs", 0, 99)
+    stats.record(bad, decode(b"not json", bad, now=datetime.now(UTC)))
+    service = Service(
+        ingress=Ingress(agent=None, source=None, dead_letter_topic=None, stats=stats),
+        joiner=pipe.joiner,
+        detect=pipe.detect,
+        tables={
+            "join": {},  # type: ignore[dict-item]
+            "detectors": pipe.detect.detector_store,  # type: ignore[dict-item]
+            "engines": pipe.detect.engine_store,  # type: ignore[dict-item]
+        },
+        topics={},
+    )
+    return service, observations
+
+
+def test_collect_reports_pipeline_state(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    service, observations = pipeline_service
+    tp0, tp1, cl = _TP(("t.outputs", 0)), _TP(("t.outputs", 1)), _TP(("x-join-changelog", 0))
+    app = _fake_app([tp0, tp1, cl], {tp0: 120, tp1: 80, cl: 5}, {tp0: 100})
+    last = max(o.event.timestamp for o in observations)
+    obs = Observability(app, service, _Clock(last + timedelta(seconds=3)), top_k=5)
+    obs.observe_processed(observations[-50:])
+    parsed = parse(obs.render())
+
+    def values(name: str) -> list[tuple[dict[str, str], float]]:
+        return [(s[1], s[2]) for s in parsed[name]["samples"] if s[0] == name]
+
+    stats = service.ingress.stats
+    consumed = dict((lab["topic"], v) for lab, v in values("sentinel_events_consumed_total"))
+    assert consumed == {"t.outputs": stats.total_accepted(), "t.inputs": 1}
+    assert values("sentinel_events_dead_lettered_total") == [
+        ({"reason": "not_json", "topic": "t.inputs"}, 1.0)
+    ]
+    assert values("sentinel_detect_observations_total")[0][1] == service.detect.stats.observations
+    assert values("sentinel_join_joined_total")[0][1] == service.joiner.stats.joined
+    open_sev = {lab["severity"]: v for lab, v in values("sentinel_incidents_open")}
+    assert set(open_sev) >= {"SEV1", "SEV2", "SEV3", "SEV4"}
+    assert sum(open_sev.values()) >= 1, "the toxicity spike should leave an open incident"
+    top = values("sentinel_detector_statistic_ratio")
+    assert 1 <= len(top) <= 5
+    assert [v for _, v in top] == sorted((v for _, v in top), reverse=True)
+    assert len({(lab["key"], lab["detector"]) for lab, _ in top}) == len(top)
+    assert values("sentinel_detector_statistic_ratio_max")
+    lag = {lab["partition"]: v for lab, v in values("sentinel_consumer_lag")}
+    assert lag == {"0": 20.0, "1": 80.0}  # changelog excluded; partition 1 never committed
+    assert values("sentinel_ready") == [({}, 1.0)]
+    count = [v for n, lab, v in parsed["sentinel_processing_latency_seconds"]["samples"]]
+    assert (
+        sum(
+            v
+            for n, lab, v in parsed["sentinel_processing_latency_seconds"]["samples"]
+            if n.endswith("_count")
+        )
+        == 50
+    )
+    assert count
+    assert all(v == 0 for _, v in values("sentinel_metrics_errors_total"))
+
+
+def test_a_failing_section_is_counted_not_fatal(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    service, _ = pipeline_service
+    app = _fake_app([], {}, {})
+    app.consumer = None  # the consumer section breaks
+    obs = Observability(app, service, _Clock(datetime.now(UTC)))
+    parsed = parse(obs.render())
+    errors = {s[1]["section"]: s[2] for s in parsed["sentinel_metrics_errors_total"]["samples"]}
+    assert errors["consumer"] == 1
+    assert "sentinel_events_consumed_total" in parsed
+    assert not obs.readiness().ready
+
+
+def test_content_type_is_the_prometheus_text_format() -> None:
+    assert CONTENT_TYPE.startswith("text/plain; version=0.0.4")
+
+
+PLANTED = ("alice@example.com", "4111 1111 1111 1111", "sk-live0123456789abcdefXYZ", "10.9.8.7")
+
+
+def test_json_logs_are_one_object_per_line_and_redacted() -> None:
+    stream = io.StringIO()
+    config = logging_config("info", json_logs=True)
+    config["handlers"]["default"]["stream"] = stream
+    logging.config.dictConfig(config)
+    try:
+        logger = logging.getLogger("sentinel.test")
+        logger.info("user %s paid with %s", PLANTED[0], PLANTED[1], extra={"key": PLANTED[2]})
+        logger.warning("multi\nline from %s \u2028 ünïcode", PLANTED[3], extra={"ts": "clash"})
+        try:
+            raise ValueError(f"bad token={PLANTED[2]}")
+        except ValueError:
+            logger.exception("failed")
+    finally:
+        logging.config.dictConfig(logging_config("warning", json_logs=False))
+    lines = stream.getvalue().split("\n")
+    assert lines[-1] == ""
+    records = [json.loads(line) for line in lines[:-1]]
+    assert len(records) == 3
+    for rec in records:
+        assert rec["ts"].endswith("Z")
+        assert datetime.fromisoformat(rec["ts"]).tzinfo is not None
+        assert rec["logger"] == "sentinel.test"
+    assert records[0]["level"] == "INFO"
+    assert records[0]["message"] == "user [EMAIL] paid with [CARD]"
+    assert records[0]["key"] == "[SECRET]"
+    assert records[1]["extra_ts"] == "clash"
+    assert "ValueError" in records[2]["exc_info"]
+    for planted in PLANTED:
+        assert planted not in stream.getvalue()

@@ -1,0 +1,163 @@
+"""Redaction: typed placeholders, Luhn, never raises, idempotent, planted PII never survives."""
+
+from __future__ import annotations
+
+import io
+import logging
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from alerting.redact import CARD, EMAIL, IP, PHONE, SECRET, RedactingFilter, luhn_ok, redact
+
+CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "6011111111111117"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("write to bob.smith+x@example.co.uk now", f"write to {EMAIL} now"),
+        ("call +1 415 555 2671 or (415) 555-2671", f"call {PHONE} or {PHONE}"),
+        ("from 192.168.10.254:9092", f"from {IP}:9092"),
+        ("key sk-proj-AbCdEf0123456789xyz", f"key {SECRET}"),
+        ("aws AKIAIOSFODNN7EXAMPLE", f"aws {SECRET}"),
+        ("gh ghp_abcdefghijklmnopqrstuvwxyz0123456789", f"gh {SECRET}"),
+        (
+            "Authorization: Bearer eyJhbGciOi.eyJzdWIiOi.c2lnbmF0dXJl",
+            f"Authorization: Bearer {SECRET}",
+        ),
+        ('{"password": "hunter2", "user": "x"}', f'{{"password": "{SECRET}", "user": "x"}}'),
+        (
+            "digest 9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+            f"digest {SECRET}",
+        ),
+        ("order 12 4111 1111 1111 1111 ok", f"order 12 {CARD} ok"),
+    ],
+)
+def test_known_shapes_are_replaced_by_their_placeholder(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize("card", CARDS)
+def test_cards_pass_luhn_and_are_redacted(card: str) -> None:
+    assert luhn_ok("".join(c for c in card if c.isdigit()))
+    assert redact(f"paid with {card}.") == f"paid with {CARD}."
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "4111 1111 1111 1112",  # fails Luhn
+        "offset 1234567890 at 1736150400",  # bare digit runs: offsets, epoch seconds
+        "req 3f2a1b9c-1234-4c5d-9e8f-0123456789ab",  # dashed UUID
+        "model support-chat v12 on 2025-01-06T10:00:00Z",
+        "version 1.2.3.4.5",
+    ],
+)
+def test_ordinary_operational_text_survives(text: str) -> None:
+    assert redact(text) == text
+
+
+def test_length_is_bounded_and_cut_text_is_marked() -> None:
+    out = redact("x" * 500, max_chars=50)
+    assert len(out) == 50
+    assert out.endswith("…")
+    with pytest.raises(ValueError, match="max_chars"):
+        redact("x", max_chars=0)
+
+
+def test_a_secret_is_redacted_before_the_cut_not_half_kept() -> None:
+    out = redact("a" * 30 + " bob@example.com", max_chars=40)
+    assert "bob" not in out
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(), st.integers(min_value=1, max_value=300))
+def test_never_raises_bounded_deterministic_idempotent(text: str, max_chars: int) -> None:
+    out = redact(text, max_chars=max_chars)
+    assert len(out) <= max_chars
+    assert redact(text, max_chars=max_chars) == out
+    assert redact(out, max_chars=max_chars) == out
+
+
+_ALNUM = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789"
+_SAFE = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
+
+
+@st.composite
+def _pii(draw: st.DrawFn) -> str:
+    kind = draw(st.sampled_from(["email", "card", "phone", "ip", "sk", "akia", "ghp", "hex"]))
+    word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
+    if kind == "email":
+        return f"{draw(word)}@{draw(word)}.{draw(st.sampled_from(['com', 'org', 'io', 'de']))}"
+    if kind == "card":
+        body = draw(st.text(alphabet="0123456789", min_size=14, max_size=15))
+        body = draw(st.sampled_from(["4", "5", "3"])) + body
+        check = next(d for d in "0123456789" if luhn_ok(body + d))
+        digits = body + check
+        sep = draw(st.sampled_from(["", " ", "-"]))
+        return sep.join(digits[i : i + 4] for i in range(0, len(digits), 4))
+    if kind == "phone":
+        d = draw(st.text(alphabet="0123456789", min_size=10, max_size=10))
+        return draw(
+            st.sampled_from(
+                [
+                    f"+1 {d[:3]} {d[3:6]} {d[6:]}",
+                    f"({d[:3]}) {d[3:6]}-{d[6:]}",
+                    f"{d[:3]}-{d[3:6]}-{d[6:]}",
+                ]
+            )
+        )
+    if kind == "ip":
+        parts = draw(st.lists(st.integers(0, 255), min_size=4, max_size=4))
+        return ".".join(map(str, parts))
+    if kind == "sk":
+        return "sk-" + draw(st.text(alphabet=_ALNUM, min_size=20, max_size=40))
+    if kind == "akia":
+        return "AKIA" + draw(
+            st.text(alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", min_size=16, max_size=16)
+        )
+    if kind == "ghp":
+        return "ghp_" + draw(st.text(alphabet=_ALNUM, min_size=36, max_size=36))
+    return draw(st.text(alphabet="0123456789abcdef", min_size=40, max_size=64))
+
+
+@settings(max_examples=500, deadline=None)
+@given(_SAFE, _pii(), _SAFE)
+def test_planted_pii_never_survives(prefix: str, planted: str, suffix: str) -> None:
+    text = f"{prefix} {planted} {suffix}"
+    out = redact(text, max_chars=10_000)
+    assert planted not in out
+    assert redact(out, max_chars=10_000) == out
+
+
+def _logger(stream: io.StringIO) -> logging.Logger:
+    logger = logging.getLogger(f"test.redact.{id(stream)}")
+    logger.propagate = False
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter())
+    handler.setFormatter(logging.Formatter("%(message)s %(user)s"))
+    logger.handlers = [handler]
+    return logger
+
+
+def test_filter_redacts_message_args_extras_and_tracebacks() -> None:
+    stream = io.StringIO()
+    logger = _logger(stream)
+    try:
+        raise RuntimeError("token=s3cr3tvalue123")
+    except RuntimeError:
+        logger.exception(
+            "login %s from %s", "bob@example.com", "10.0.0.7", extra={"user": "ann@x.io"}
+        )
+    out = stream.getvalue()
+    for leaked in ("bob@example.com", "10.0.0.7", "ann@x.io", "s3cr3tvalue123"):
+        assert leaked not in out
+    assert all(p in out for p in (EMAIL, IP, SECRET))
+
+
+def test_filter_survives_bad_format_args() -> None:
+    record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d items for %s", ("many",), None)
+    assert RedactingFilter().filter(record)
+    assert "unformattable" in record.getMessage()
