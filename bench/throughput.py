@@ -1,0 +1,203 @@
+"""Throughput: one Sentinel worker vs a plain aiokafka consumer on the same topics.
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/throughput.py [--events N] [--quick]
+
+Starts its own single-node broker (or uses SENTINEL_BENCH_BROKER=host:port), writes a
+simulated stream of N events to the four event topics, then measures in the same run:
+
+- plain consumer: an aiokafka consumer reading those records, doing nothing with them
+  (the ceiling for any consumer in Python on this machine);
+- worker: `sentinel run` (all agents and detectors on, memory store) from the moment the
+  records are published until the end markers (one certain self-harm output per model,
+  published last) have paged, so every partition was processed to the end;
+- replay: the same pipeline offline over the same lines (no Kafka).
+
+It prints events/s for each and the ratios worker/plain and replay/plain (absolute
+numbers drift on shared machines; ratios measured in one run are what to compare).
+Goal from the issue: the worker at 50% or more of the plain consumer's rate.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from aiokafka import AIOKafkaConsumer  # noqa: E402
+from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
+
+from streams.broker import LocalBroker, free_port  # noqa: E402
+from streams.replay import replay_lines  # noqa: E402
+from streams.settings import LocalBrokerSettings, Settings, load_settings, settings_env  # noqa: E402
+from streams.simulate import Scenario, Simulator  # noqa: E402
+from tests.integration.traffic import critical_marker, topic_for  # noqa: E402
+
+
+def _say(msg: str) -> None:
+    print(f"[throughput] {msg}", file=sys.stderr, flush=True)
+
+
+def _publish(bootstrap: str, settings: Settings, lines: list[str]) -> float:
+    topics = topic_for(settings)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, linger_ms=50, batch_size=1 << 20)
+    began = time.perf_counter()
+    for line in lines:
+        head = json.loads(line)
+        producer.send(
+            topics[head["event_type"]], key=head["gen_ai.response.id"].encode(), value=line.encode()
+        )
+    producer.flush(timeout=300)
+    producer.close()
+    return time.perf_counter() - began
+
+
+async def _plain(bootstrap: str, settings: Settings, n: int) -> float:
+    consumer = AIOKafkaConsumer(
+        *topic_for(settings).values(),
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        group_id=None,
+        max_partition_fetch_bytes=4 << 20,
+    )
+    await consumer.start()
+    try:
+        got, began = 0, time.perf_counter()
+        while got < n:
+            batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            got += sum(len(records) for records in batches.values())
+        return time.perf_counter() - began
+    finally:
+        await consumer.stop()
+
+
+def _wait_markers(bootstrap: str, settings: Settings, models: set[str], timeout_s: float) -> float:
+    consumer = KafkaConsumer(
+        settings.topics.alerts,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=200,
+    )
+    seen: set[str] = set()
+    deadline = time.monotonic() + timeout_s
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer:
+                event = json.loads(record.value)
+                if event["incident_type"].startswith("critical"):
+                    seen.add(event["labels"]["model"])
+            if seen >= models:
+                return time.perf_counter()
+        raise TimeoutError(f"markers seen for {sorted(seen)} of {sorted(models)}")
+    finally:
+        consumer.close()
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=100_000, help="events to process")
+    parser.add_argument("--quick", action="store_true", help="30k events")
+    parser.add_argument("--partitions", type=int, default=4)
+    args = parser.parse_args()
+    target = 30_000 if args.quick else args.events
+    hours = max(1.0, target / 8300.0)  # ~8.3k events per simulated hour at 3600 req/h
+    scenario = Scenario(seed=7, duration=timedelta(hours=hours), events_per_hour=3600)
+    lines = list(Simulator(scenario).lines())
+    end = scenario.start + scenario.duration
+    models = {m.name: m.version for m in scenario.models}
+    markers = [
+        critical_marker(m, v, end + timedelta(seconds=60 + i), i)
+        for i, (m, v) in enumerate(models.items())
+    ]
+    n = len(lines) + len(markers)
+    _say(f"{n} events ({hours:.1f} simulated hours)")
+
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+        existing = os.environ.get("SENTINEL_BENCH_BROKER")
+        broker = None
+        if existing:
+            bootstrap = existing
+        else:
+            broker = LocalBroker(
+                LocalBrokerSettings(
+                    port=free_port(), controller_port=free_port(), data_dir=Path(tmp) / "kafka"
+                ),
+                log=_say,
+            )
+            broker.up()
+            bootstrap = broker.bootstrap
+        try:
+            suffix = str(int(time.time()))
+            settings = load_settings(
+                env={},
+                overrides={
+                    "kafka.broker": f"kafka://{bootstrap}",
+                    "kafka.topic_partitions": args.partitions,
+                    "worker.app_id": f"bench-{suffix}",
+                    "worker.store": "memory://",
+                    "worker.data_dir": str(Path(tmp) / "worker"),
+                    "worker.web_enabled": False,
+                    "worker.log_level": "warning",
+                    **{f"topics.{k}": f"bench{suffix}.{k}" for k in Settings().topics.model_dump()},
+                },
+            )
+            env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+            env |= settings_env(settings) | {"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+            log = Path(tmp) / "worker.log"
+            with log.open("wb") as out:
+                worker = subprocess.Popen(
+                    [sys.executable, "-m", "streams.cli", "run"],
+                    env=env,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    cwd=REPO,
+                )
+            try:
+                time.sleep(15)  # topics created, group joined, partitions assigned
+                _say("publishing")
+                began = time.perf_counter()
+                publish_s = _publish(bootstrap, settings, [*lines, *markers])
+                _say(f"published in {publish_s:.1f} s; waiting for the worker")
+                done = _wait_markers(bootstrap, settings, set(models), timeout_s=1800)
+                worker_s = done - began
+            finally:
+                worker.terminate()
+                worker.wait(timeout=60)
+            _say("plain aiokafka consumer")
+            plain_s = asyncio.run(_plain(bootstrap, settings, n))
+        finally:
+            if broker is not None:
+                broker.destroy()
+
+    _say("offline replay")
+    began = time.perf_counter()
+    replay_lines([line.encode() for line in lines], settings)
+    replay_s = time.perf_counter() - began
+
+    rows = [
+        ("plain aiokafka consumer", plain_s),
+        ("sentinel worker (all detectors)", worker_s),
+        ("offline replay (no Kafka)", replay_s),
+    ]
+    plain_rate = n / plain_s
+    print(f"\nthroughput over {n} events, {args.partitions} partitions, 1 worker process")
+    print(f"{'path':34} {'seconds':>9} {'events/s':>10} {'ratio to plain':>15}")
+    for name, secs in rows:
+        rate = n / secs
+        print(f"{name:34} {secs:9.1f} {rate:10,.0f} {rate / plain_rate:15.3f}")
+    ratio = (n / worker_s) / plain_rate
+    print(f"\ngoal: worker >= 0.50 of the plain consumer: {'PASS' if ratio >= 0.5 else 'MISS'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,153 @@
+"""End to end on the real broker: simulator traffic -> `sentinel run` -> alerts topic.
+
+The worker is the real command (`python -m streams.cli run`) in its own process, with
+settings passed through SENTINEL_* variables. Every injected failure type must reach the
+alerts topic as an incident of the right type and labels within the stated bound of
+event time, and a clean stream of over 100k events must raise none.
+"""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from alerting.model import IncidentAction, IncidentEvent
+from streams.settings import Settings
+from streams.simulate import Injection, Scenario, Simulator
+from tests.integration.traffic import AlertsReader, after, critical_marker, publish_lines
+from tests.integration.workers import worker_process
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+DETECTION_BOUND = timedelta(minutes=150)
+"""Event time from the start of an injection to its incident. The slowest type is the
+downvote spike: feedback comes for ~20% of outputs, so its key sees ~100 events/hour."""
+
+H = timedelta(hours=1)
+PACE = 2000.0
+"""Events per second the tests publish at (a simulated hour, ~8k events, in ~4 s)."""
+
+INJECTIONS = [
+    # type, start, duration, strength, scope -> incident type prefix expected
+    ("toxicity_spike", 6 * H, 2 * H, 8.0, {"model": "support-chat"}, "toxicity_rate"),
+    ("downvote_spike", 5 * H, 3 * H, 6.0, {"model": "summarizer"}, "downvote_rate"),
+    ("confidence_drop", 6 * H, 2 * H, 0.2, {"model": "intent-classifier"}, "confidence_shift"),
+    ("input_drift", 10 * H, 2 * H, 2.0, {"model": "support-chat"}, "input_drift"),
+    ("prompt_injection_wave", 10 * H, 2 * H, 20.0, {"model": "summarizer"}, "prompt_injection"),
+    ("bad_deploy", 10 * H, 2 * H, 3.0, {"model": "intent-classifier"}, ""),
+]
+
+
+def _worker(settings: Settings, log: Path):  # type: ignore[no-untyped-def]
+    return worker_process(settings, ["-m", "streams.cli", "run"], log)
+
+
+def _triggers(events: list[IncidentEvent]) -> list[IncidentEvent]:
+    return [e for e in events if e.action == IncidentAction.TRIGGER]
+
+
+def test_every_injected_failure_reaches_the_alerts_topic(
+    kafka_broker, service_settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    scenario = Scenario(
+        seed=11,
+        duration=14 * H,
+        events_per_hour=3600,
+        injections=[
+            Injection(type=t, start=s, duration=d, strength=k, scope=scope)
+            for t, s, d, k, scope, _ in INJECTIONS
+        ],
+    )
+    sim = Simulator(scenario)
+    lines = list(sim.lines())
+    truth = sim.ground_truth()["injections"]
+    new_version = next(i for i in truth if i["type"] == "bad_deploy")["new_version"]
+    log = tmp_path / "worker.log"
+    reader = AlertsReader(kafka_broker.bootstrap, service_settings.topics.alerts)
+    start = scenario.start
+    expected = {t: (start + s, prefix, scope["model"]) for t, s, _, _, scope, prefix in INJECTIONS}
+
+    def matches(kind: str, e: IncidentEvent) -> bool:
+        began, prefix, model = expected[kind]
+        if e.labels.model != model or not began <= e.last_seen <= began + DETECTION_BOUND:
+            return False
+        if kind == "bad_deploy":
+            return e.labels.version == new_version
+        return e.incident_type.startswith(prefix)
+
+    def all_found(events: list[IncidentEvent]) -> bool:
+        return all(any(matches(k, e) for e in _triggers(events)) for k in expected)
+
+    try:
+        with _worker(service_settings, log):
+            sent = publish_lines(kafka_broker.bootstrap, service_settings, lines, rate=PACE)
+            found = reader.wait(all_found, timeout_s=300)
+    finally:
+        reader.close()
+    triggers = _triggers(reader.events)
+    summary = "\n".join(
+        f"  {e.last_seen:%H:%M} {e.incident_type} {e.labels.describe()} {e.severity}"
+        for e in triggers
+    )
+    print(f"published {sent} events; {len(triggers)} incidents triggered:\n{summary}")
+    missing = [k for k in expected if not any(matches(k, e) for e in triggers)]
+    assert found, f"not detected within {DETECTION_BOUND}: {missing}\n{summary}"
+    for kind in expected:
+        first = min((e for e in triggers if matches(kind, e)), key=lambda e: e.last_seen)
+        delay = first.last_seen - expected[kind][0]
+        print(f"{kind}: {first.incident_type} on {first.labels.describe()} after {delay}")
+    # Every incident is explained by an injection: same model, during it or within an hour.
+    ends = {t: start + s + d + H for t, s, d, _, _, _ in INJECTIONS}
+    for e in triggers:
+        assert any(
+            e.labels.model == expected[k][2] and expected[k][0] <= e.last_seen <= ends[k]
+            for k in expected
+        ), f"incident not explained by any injection: {e.incident_type} {e.labels.describe()}"
+    # Every incident names its playbook, its evidence and the events behind it.
+    for e in triggers:
+        assert e.playbook is not None
+        assert e.evidence.ranges, "no offset ranges in the evidence"
+        assert e.evidence.sample_request_ids
+    assert any(
+        e.playbook is not None and e.playbook.name == "bad_deploy"
+        for e in triggers
+        if e.labels.version == new_version
+    )
+
+
+def test_clean_stream_of_over_100k_events_raises_no_incident(
+    kafka_broker, service_settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    scenario = Scenario(seed=5, duration=16 * H, events_per_hour=3600)
+    lines = list(Simulator(scenario).lines())
+    assert len(lines) > 100_000
+    # End markers: one certain self-harm output per model, after the clean traffic. When
+    # all three have paged, the worker has processed every partition to the end.
+    end = scenario.start + scenario.duration
+    versions = {m.name: m.version for m in scenario.models}
+    markers = [
+        critical_marker(m, v, after(end, 60 + i), i) for i, (m, v) in enumerate(versions.items())
+    ]
+    reader = AlertsReader(kafka_broker.bootstrap, service_settings.topics.alerts)
+    log = tmp_path / "worker.log"
+
+    def markers_seen(events: list[IncidentEvent]) -> bool:
+        models = {
+            e.labels.model for e in _triggers(events) if e.incident_type.startswith("critical")
+        }
+        return models == set(versions)
+
+    try:
+        with _worker(service_settings, log):
+            publish_lines(kafka_broker.bootstrap, service_settings, [*lines, *markers], rate=PACE)
+            done = reader.wait(markers_seen, timeout_s=300)
+    finally:
+        reader.close()
+    triggers = _triggers(reader.events)
+    assert done, "the worker did not reach the end markers"
+    false = [e for e in triggers if not e.incident_type.startswith("critical")]
+    print(f"{len(lines)} clean events: {len(false)} incidents (markers: {len(triggers)})")
+    assert false == [], json.dumps([e.model_dump(mode="json") for e in false])[:2000]

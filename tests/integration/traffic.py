@@ -1,0 +1,108 @@
+"""Test helpers: publish simulator lines to the event topics, collect incident events."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable, Iterable
+from datetime import datetime, timedelta
+
+from kafka import KafkaConsumer, KafkaProducer
+
+from alerting.model import IncidentEvent
+from streams.events import InferenceOutput, dump_event
+from streams.settings import Settings
+
+
+def topic_for(settings: Settings) -> dict[str, str]:
+    t = settings.topics
+    return {
+        "input": t.inputs,
+        "output": t.outputs,
+        "feedback": t.feedback,
+        "evaluation": t.evaluations,
+    }
+
+
+def publish_lines(
+    bootstrap: str, settings: Settings, lines: Iterable[str], *, rate: float = 0.0
+) -> int:
+    """Send JSONL events as a producer would: keyed by request id, timestamped by event
+    time, at most ``rate`` events per second of wall time (0: as fast as possible).
+    Returns the number sent (all acknowledged).
+
+    Pacing matters for event-time logic: a stream published far faster than the worker
+    reads it lets partitions drift hours apart in event time, which real traffic does not.
+    """
+    topics = topic_for(settings)
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, linger_ms=20, batch_size=512 * 1024, acks="all"
+    )
+    n = 0
+    began = time.monotonic()
+    try:
+        for line in lines:
+            if rate > 0 and n % 200 == 0:
+                ahead = n / rate - (time.monotonic() - began)
+                if ahead > 0:
+                    time.sleep(ahead)
+            head = json.loads(line)
+            ts = datetime.fromisoformat(head["timestamp"].replace("Z", "+00:00"))
+            producer.send(
+                topics[head["event_type"]],
+                key=head["gen_ai.response.id"].encode(),
+                value=line.encode(),
+                timestamp_ms=int(ts.timestamp() * 1000),
+            )
+            n += 1
+        producer.flush(timeout=120)
+    finally:
+        producer.close()
+    return n
+
+
+def critical_marker(model: str, version: str, at: datetime, n: int) -> str:
+    """An output with a certain self-harm score: it must page at once (the end marker)."""
+    event = InferenceOutput.model_validate(
+        {
+            "request_id": f"marker-{model}-{n}",
+            "timestamp": at,
+            "model": model,
+            "model_version": version,
+            "moderation": {"self_harm": 0.999},
+            "confidence": 0.9,
+        }
+    )
+    return dump_event(event).decode()
+
+
+class AlertsReader:
+    """Reads the alerts topic from the beginning as incidents arrive."""
+
+    def __init__(self, bootstrap: str, topic: str) -> None:
+        self.consumer = KafkaConsumer(
+            topic,
+            bootstrap_servers=bootstrap,
+            auto_offset_reset="earliest",
+            consumer_timeout_ms=500,
+        )
+        self.events: list[IncidentEvent] = []
+
+    def poll(self) -> list[IncidentEvent]:
+        for record in self.consumer:
+            self.events.append(IncidentEvent.model_validate_json(record.value))
+        return self.events
+
+    def wait(self, done: Callable[[list[IncidentEvent]], bool], timeout_s: float) -> bool:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if done(self.poll()):
+                return True
+        return False
+
+    def close(self) -> None:
+        self.consumer.close()
+
+
+def after(ts: datetime, seconds: float) -> datetime:
+    return ts + timedelta(seconds=seconds)
