@@ -4,6 +4,8 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# Calibration solves small linear systems; on 2 busy cores BLAS threads thrash (~10x slower).
+export OPENBLAS_NUM_THREADS ?= 1
 
 .PHONY: install run test lint check bench lock kafka-up kafka-down clean
 
@@ -28,11 +30,15 @@ lint: install  ## ruff (lint + format check) and mypy --strict
 
 check: lint test  ## lint + types + tests: what CI runs
 
-bench: install
-	$(BIN)/python bench/detectors.py
+bench: install  ## detector, quality and throughput benchmarks (ratios against in-run baselines)
+	$(BIN)/python bench/detectors.py --quick
+	$(BIN)/python bench/quality.py --quick
+	$(BIN)/python bench/throughput.py --quick
 
 lock: install
-	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^sentinel' > constraints.txt
+	head -n 2 constraints.txt > constraints.new
+	$(BIN)/python -m pip freeze --exclude-editable | grep -v '^sentinel' >> constraints.new
+	mv constraints.new constraints.txt
 
 kafka-up: install
 	$(BIN)/sentinel kafka up

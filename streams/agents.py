@@ -30,19 +30,28 @@ import contextlib
 import json
 import logging
 import weakref
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 import faust
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from faust.streams import _current_event
 from faust.types import TableT
 
 from alerting.playbooks import load_playbooks
-from alerting.policy import load_policy
+from alerting.policy import Silence, load_policy
+from alerting.silences import (
+    SilenceRecord,
+    active_silences,
+    fold_silence_records,
+    silences_topic,
+)
 from streams.events import AnyEvent
 from streams.ingress import Coordinates, Ingress, register_ingress
 from streams.pipeline import Detect, Joiner, Observation
+from streams.security import kafka_python_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -60,6 +69,8 @@ class Service:
     detect: Detect
     tables: dict[str, TableT[str, Any]]
     topics: dict[str, faust.TopicT]
+    processed_hooks: list[Callable[[Sequence[Observation]], None]] = field(default_factory=list)
+    """Called with each batch after detection (e.g. the processing-latency histogram)."""
 
 
 @contextlib.contextmanager
@@ -128,6 +139,8 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         await by_request.send(key=event.request_id.encode(), value=json.dumps(placeholder).encode())
 
     ingress = register_ingress(app, settings, to_join)
+    hooks: list[Callable[[Sequence[Observation]], None]] = []
+    _follow_silences(app, settings, detect)
 
     async def join(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
@@ -147,6 +160,8 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
                 observations = [Observation.from_json(json.loads(e.value)) for e in group]
                 with _as_current(group[-1]):
                     incidents = detect.process(observations)
+                for hook in hooks:
+                    hook(observations)
                 for incident in incidents:
                     await alerts.send(key=incident.key(), value=incident.to_json_bytes())
                     log.info(
@@ -165,4 +180,49 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         detect=detect,
         tables={"join": join_table, "detectors": detector_table, "engines": engine_table},
         topics={"by_request": by_request, "by_model": by_model, "alerts": alerts},
+        processed_hooks=hooks,
     )
+
+
+def _follow_silences(app: faust.App, settings: Settings, detect: Detect) -> None:
+    """Every worker follows the (single-partition, compacted) silences topic from the
+    start, so silences added with ``sentinel silence`` reach every engine."""
+    topic = silences_topic(settings.topics.control)
+    state: dict[str, SilenceRecord] = {}
+
+    def active(now: datetime, model: str) -> list[Silence]:
+        return active_silences(state, now, model=model)
+
+    detect.silences = active
+
+    async def follow() -> None:
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=_bootstrap(app),
+            enable_auto_commit=False,
+            **_aiokafka_security(settings),
+        )
+        await consumer.start()
+        try:
+            tp = TopicPartition(topic, 0)
+            consumer.assign([tp])
+            await consumer.seek_to_beginning(tp)
+            while True:
+                batches = await consumer.getmany(timeout_ms=1000)
+                for records in batches.values():
+                    state.update(fold_silence_records([(r.key, r.value) for r in records], state))
+        finally:
+            await consumer.stop()
+
+    app.task(follow)
+
+
+def _aiokafka_security(settings: Settings) -> dict[str, Any]:
+    """aiokafka takes kafka-python's security arguments, except the hostname check (which
+    lives in the SSL context)."""
+    kwargs = kafka_python_kwargs(settings.kafka.security)
+    kwargs.pop("ssl_check_hostname", None)
+    return kwargs
+
+
+def _bootstrap(app: faust.App) -> list[str]:
+    return [f"{url.host}:{url.port or 9092}" for url in app.conf.broker]

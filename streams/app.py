@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import faust
 
+from streams.security import faust_credentials
 from streams.settings import Settings
 
 
@@ -27,6 +28,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
     return faust.App(
         worker.app_id,
         broker=url,
+        broker_credentials=faust_credentials(settings.kafka.security),
         store=worker.store,
         datadir=str(worker.data_dir),
         autodiscover=False,

@@ -32,7 +32,8 @@ from typing import Any, Final
 from alerting.engine import IncidentEngine
 from alerting.model import BlastRadius, Detection, EventRange, IncidentEvent, Labels
 from alerting.playbooks import PlaybookSet
-from alerting.policy import AlertingPolicy
+from alerting.policy import AlertingPolicy, Silence
+from alerting.silences import sync_engine_silences
 from detectors.base import Detector, Signal
 from detectors.confidence import ConfidenceShift
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
@@ -42,6 +43,8 @@ from streams.ingress import Coordinates
 from streams.settings import DetectionSettings
 
 Store = MutableMapping[str, Any]
+SilenceSource = Callable[[datetime, str], list[Silence]]
+"""Active runtime silences for a model at a time (see :mod:`alerting.silences`)."""
 
 CHECKPOINT_EVERY: Final = 32
 """Observations between evidence checkpoints of a detector (offset granularity)."""
@@ -549,14 +552,21 @@ class Detect:
         self.arl0 = per_detector_arl0(settings)
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
+        self.silences: SilenceSource | None = None
+        """Runtime silences (from ``sentinel silence``), applied to each engine per batch."""
 
-    def _engine(self, model: str, cache: dict[str, IncidentEngine]) -> IncidentEngine:
+    def _engine(
+        self, model: str, cache: dict[str, IncidentEngine], now: datetime
+    ) -> IncidentEngine:
         engine = cache.get(model)
         if engine is None:
             engine = IncidentEngine(self.policy, self.playbooks, replay=self.replay)
             state = self.engine_store.get(model)
             if state is not None:
                 engine.set_state(state)
+            if self.silences is not None:
+                keep = [s.id for s in self.policy.silences]
+                sync_engine_silences(engine, self.silences(now, model), keep_ids=keep)
             cache[model] = engine
         return engine
 
@@ -580,7 +590,7 @@ class Detect:
         latest: dict[str, datetime] = {}
         for obs in batch:
             self.stats.observations += 1
-            engine = self._engine(obs.model, engines)
+            engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = _ts(obs.event)
             model_traffic = 0.0
             hold: frozenset[str] = frozenset()
@@ -665,7 +675,7 @@ class Detect:
     def tick(self, model: str, now: datetime) -> list[IncidentEvent]:
         """Advance one model's engine to ``now`` (resolve quiet incidents) and store it."""
         engines: dict[str, IncidentEngine] = {}
-        engine = self._engine(model, engines)
+        engine = self._engine(model, engines, now)
         out = engine.tick(now)
         self.engine_store[model] = engine.get_state()
         return out

@@ -159,17 +159,29 @@ def _open_out(path: str | None) -> Iterator[IO[str] | None]:
 
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--input", required=True, help="events JSONL file, or - for stdin")
+    from streams.investigate_cli import add_replay_history_arguments
+
+    parser.add_argument("--input", default=None, help="events JSONL file, or - for stdin")
     parser.add_argument("--output", default="-", help="incidents JSONL file, or - for stdout")
     parser.add_argument("--dead-letter", default=None, help="write rejected lines here (JSONL)")
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
+    add_replay_history_arguments(parser)  # --from/--to/--shadow-topic: history from Kafka
 
 
 def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> int:
     """``sentinel replay`` from a file: print a summary with units to stderr."""
     settings = settings or load_settings(getattr(args, "config", None))
+    if getattr(args, "start", None) or getattr(args, "end", None):
+        from streams.investigate_cli import run_replay_history
+
+        if args.input is not None:
+            raise ValueError("give either --input FILE or --from/--to, not both")
+        with _open_out(args.output) as sink:
+            return run_replay_history(args, settings, sink)
+    if args.input is None:
+        raise ValueError("give --input FILE (or -), or --from TIME --to TIME to replay Kafka")
     show = not args.no_progress and sys.stderr.isatty()
     progress: Any = None
     if show:

@@ -15,7 +15,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -23,6 +23,8 @@ from pydantic_settings import (
     SettingsConfigDict,
 )
 from pydantic_settings.sources.utils import parse_env_vars
+
+from streams.security import KafkaSecurity
 
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sentinel.toml"
 
@@ -39,6 +41,7 @@ class KafkaSettings(_Section):
     )
     topic_partitions: int = Field(default=4, ge=1, le=1024)
     replication_factor: int = Field(default=1, ge=1, le=16)
+    security: KafkaSecurity = KafkaSecurity()
 
     @field_validator("broker")
     @classmethod
@@ -76,6 +79,7 @@ class WorkerSettings(_Section):
     web_port: int = Field(default=6066, ge=0, le=65535)
     web_host: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    json_logs: bool = Field(default=False, description="One JSON object per log line.")
 
 
 class LocalBrokerSettings(_Section):
@@ -173,6 +177,7 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        hide_input_in_errors=True,  # a bad secret must not be echoed in the error
     )
 
     kafka: KafkaSettings = KafkaSettings()
@@ -257,19 +262,25 @@ def load_settings(
         raise ConfigError(_format_errors(source, exc)) from exc
 
 
+def _env_value(value: Any) -> str:
+    if isinstance(value, SecretStr):
+        return value.get_secret_value()
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, dict | list | tuple):
+        return json.dumps(value, default=_env_value)
+    return str(value)
+
+
 def settings_env(settings: Settings) -> dict[str, str]:
     """The environment variables that reproduce ``settings`` in another process.
 
     Used to hand a validated configuration to a worker subprocess (tests, scale-out).
+    Secrets are included in clear text, as the child needs them: pass the mapping only
+    to a child's environment, never print or log it.
     """
     env: dict[str, str] = {}
-    for section, values in settings.model_dump(mode="json").items():
+    for section, values in settings.model_dump(mode="python").items():
         for key, value in values.items():
-            if isinstance(value, bool):
-                text = str(value).lower()
-            elif isinstance(value, list | dict):
-                text = json.dumps(value)
-            else:
-                text = str(value)
-            env[f"SENTINEL_{section.upper()}__{key.upper()}"] = text
+            env[f"SENTINEL_{section.upper()}__{key.upper()}"] = _env_value(value)
     return env

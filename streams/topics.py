@@ -3,7 +3,8 @@
 A topic auto-created by a producer gets the broker's default partition count, which may
 differ from ``kafka.topic_partitions``; creating them up front keeps the layout the
 configuration says. The control topic is compacted: it holds the current containment
-state per model.
+state per model; the silences topic has a single partition, so that every worker reads
+all silences in order.
 """
 
 from __future__ import annotations
@@ -12,6 +13,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from alerting.silences import silences_topic
+from streams.security import kafka_python_kwargs
 from streams.settings import Settings
 
 
@@ -28,12 +31,22 @@ def ensure_topics(settings: Settings, bootstrap: list[str]) -> list[str]:
         t.dead_letter: {},
         t.control: {"cleanup.policy": "compact"},
     }
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinel-admin")
+    single = {silences_topic(t.control): {"cleanup.policy": "compact"}}
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap,
+        client_id="sentinel-admin",
+        **kafka_python_kwargs(settings.kafka.security),
+    )
     try:
         existing = set(admin.list_topics())
         missing = [
             NewTopic(name, k.topic_partitions, k.replication_factor, topic_configs=configs)
             for name, configs in wanted.items()
+            if name not in existing
+        ] + [
+            # Silences: one partition, so every worker reads them all, in order.
+            NewTopic(name, 1, k.replication_factor, topic_configs=configs)
+            for name, configs in single.items()
             if name not in existing
         ]
         created: list[str] = []

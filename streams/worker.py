@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import faust
 
+from alerting.clock import SystemClock
 from streams.agents import register_pipeline
 from streams.app import create_app
+from streams.observability import logging_config, register_observability
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -13,7 +15,8 @@ from streams.topics import ensure_topics
 def build_service(settings: Settings, broker_url: str) -> faust.App:
     """The service app with its topics declared and its agents registered."""
     app = create_app(settings, broker_url=broker_url)
-    register_pipeline(app, settings)
+    service = register_pipeline(app, settings)
+    register_observability(app, service, SystemClock())
     return app
 
 
@@ -23,6 +26,10 @@ def run_worker(settings: Settings, broker_url: str) -> int:
     if created:
         print(f"sentinel: created topics {', '.join(created)}", flush=True)
     app = build_service(settings, broker_url)
-    worker = faust.Worker(app, loglevel=settings.worker.log_level)
+    worker = faust.Worker(
+        app,
+        loglevel=settings.worker.log_level,
+        logging_config=logging_config(settings.worker.log_level, settings.worker.json_logs),
+    )
     worker.execute_from_commandline()
     return 0
