@@ -134,7 +134,8 @@ class InhibitionMuter:
 
     One exception, for deploys: an incident on a freshly deployed version (canary
     analysis found it worse than the version it replaced) is never muted, and it mutes
-    the more general incidents of the same type that it explains.
+    the incidents of the same type and model that it explains: model-wide, and
+    per-segment (a segment's traffic mixes versions).
     """
 
     def __init__(self, incidents: Iterable[IncidentRecord]) -> None:
@@ -148,7 +149,13 @@ class InhibitionMuter:
                 continue
             if src.labels.covers(incident.labels):
                 return f"inhibited by {src.incident_id} ({src.labels.describe()})"
-            if src.deploy is not None and incident.labels.covers(src.labels):
+            if (
+                src.deploy is not None
+                and incident.labels.model == src.labels.model
+                and incident.labels.version in (None, src.labels.version)
+            ):
+                # The model-wide and per-segment symptoms of a bad deploy (segments mix
+                # versions) are explained by it: one page, on the version.
                 return (
                     f"explained by bad deploy {src.incident_id} "
                     f"(version {src.deploy.version} of {src.labels.model})"

@@ -167,7 +167,7 @@ class LifecyclePolicy(BaseModel):
 
     model_config = _FROZEN
 
-    hysteresis_minutes: float = Field(default=15, gt=0)
+    hysteresis_minutes: float = Field(default=45, gt=0)
     """Detector must stay quiet this long before the incident resolves."""
     reopen_window_minutes: float = Field(default=60, ge=0)
     """A re-trigger this soon after resolving reopens the incident (counts a flap)."""
@@ -187,7 +187,7 @@ class WarmupPolicy(BaseModel):
     model_config = _FROZEN
 
     warmup_minutes: float = Field(default=30, ge=0)
-    min_observations: int = Field(default=200, ge=1)
+    min_observations: int = Field(default=50, ge=1)
     bad_deploy_window_minutes: float = Field(default=120, ge=0)
     """Incidents on a version deployed this recently use the ``bad_deploy`` playbook."""
 

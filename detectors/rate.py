@@ -27,6 +27,8 @@ from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
 __all__ = [
     "DEFAULT_ARL0",
     "AdaptiveBernoulliCusum",
+    "AdaptiveDownvoteSpike",
+    "AdaptivePromptInjectionRate",
     "BernoulliCusum",
     "CriticalEventDetector",
     "DownvoteSpike",
@@ -85,6 +87,11 @@ class BernoulliCusum(Detector[bool]):
         come early; this guards against it while the reference is small, at a small
         cost in delay ("guaranteed conditional performance", Gandy & Kvaloy 2013).
         0.5 disables it.
+    min_events
+        Warm-up also waits for this many events (positives) in the reference: a 0.5 %
+        rate learned from 1000 observations rests on ~5 events, and an estimate off by
+        2x is exactly the shift the CUSUM is built to report (measured: such keys
+        alarmed falsely after ~11k clean observations in bench/quality.py).
 
     ``update(x)`` takes a truthy/falsy outcome (e.g. ``True`` = downvote). On an alarm the
     Signal carries: ``statistic``/``threshold`` in nats of log-likelihood ratio, ``baseline``
@@ -111,6 +118,7 @@ class BernoulliCusum(Detector[bool]):
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
         baseline_confidence: float = 0.8,
+        min_events: int = 20,
     ) -> None:
         self.p0 = p0
         self.relative_shift = relative_shift
@@ -119,6 +127,7 @@ class BernoulliCusum(Detector[bool]):
         self.max_reference = max_reference
         self.min_rate = min_rate
         self.baseline_confidence = baseline_confidence
+        self.min_events = min_events
         if not 0.5 <= baseline_confidence < 1.0:
             raise ValueError("baseline_confidence must be in [0.5, 1)")
         if relative_shift <= 0:
@@ -163,6 +172,14 @@ class BernoulliCusum(Detector[bool]):
             rate = _round_rate(min(upper, ceiling))
         self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
+
+    def _warm(self) -> bool:
+        """Warm-up ends after ``warmup`` observations holding at least ``min_events``
+        events (a rare rate estimated from a handful of events is off by a factor that a
+        CUSUM designed for a doubling mistakes for a change), or at ``max_reference``."""
+        return self._ref_n >= self.max_reference or (
+            self._ref_n >= self.warmup and self._ref_k >= self.min_events
+        )
 
     def _learn(self) -> None:
         """(Re-)estimate the baseline from the cleared events; only called when S = 0."""
@@ -225,7 +242,7 @@ class BernoulliCusum(Detector[bool]):
             self._ref_n += 1
             if x:
                 self._ref_k += 1
-            if self._ref_n >= self.warmup:
+            if self._warm():
                 self._learn()
             return None
         if x:
@@ -259,12 +276,14 @@ class BernoulliCusum(Detector[bool]):
         i, total = 0, arr.size
         while i < total:
             if not self._h:
-                take = min(total - i, self.warmup - self._ref_n)
+                # Past the warm-up length but short of min_events: one at a time.
+                short = self._ref_n >= self.warmup
+                take = 1 if short else min(total - i, self.warmup - self._ref_n)
                 self._ref_k += int(np.count_nonzero(arr[i : i + take]))
                 self._ref_n += take
                 self._n += take
                 i += take
-                if self._ref_n >= self.warmup:
+                if self._warm():
                     self._learn()
                 continue
             seg = arr[i : i + _CHUNK]
@@ -452,6 +471,18 @@ DEFAULT_CATEGORIES = (
     "self_harm",
     "data_exposure",
 )
+
+
+class AdaptiveDownvoteSpike(AdaptiveBernoulliCusum):
+    """Downvote-rate increases of unknown size (parallel CUSUMs, see the base class)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+
+
+class AdaptivePromptInjectionRate(AdaptiveBernoulliCusum):
+    """Prompt-injection waves: the rate often jumps 10-20x, far beyond a doubling."""
+
+    kind: ClassVar[SignalKind] = SignalKind.PROMPT_INJECTION_RATE
 
 
 class ToxicityRate(Detector[Mapping[str, float]]):

@@ -21,6 +21,8 @@ from detectors.drift import (
 )
 from detectors.rate import (
     AdaptiveBernoulliCusum,
+    AdaptiveDownvoteSpike,
+    AdaptivePromptInjectionRate,
     BernoulliCusum,
     CriticalEventDetector,
     DownvoteSpike,
@@ -33,6 +35,8 @@ __all__ = ["OPTIONAL", "REGISTRY", "create"]
 REGISTRY: dict[str, type[Detector[Any]]] = {
     "bernoulli_cusum": BernoulliCusum,
     "adaptive_bernoulli_cusum": AdaptiveBernoulliCusum,
+    "adaptive_downvote_spike": AdaptiveDownvoteSpike,
+    "adaptive_prompt_injection_rate": AdaptivePromptInjectionRate,
     "downvote_spike": DownvoteSpike,
     "prompt_injection_rate": PromptInjectionRate,
     "toxicity_rate": ToxicityRate,

@@ -37,7 +37,12 @@ from alerting.silences import sync_engine_silences
 from detectors.base import Detector, Signal
 from detectors.confidence import ConfidenceShift
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
-from detectors.rate import CriticalEventDetector, DownvoteSpike, PromptInjectionRate, ToxicityRate
+from detectors.rate import (
+    AdaptiveDownvoteSpike,
+    AdaptivePromptInjectionRate,
+    CriticalEventDetector,
+    ToxicityRate,
+)
 from streams.events import AnyEvent, Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.ingress import Coordinates
 from streams.settings import DetectionSettings
@@ -463,11 +468,23 @@ def _rate(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     return {"arl0": ds.arl0, "warmup": s.warmup_events, "relative_shift": s.relative_shift}
 
 
+def _adaptive(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
+    """Parallel CUSUMs for half, once and three times the configured shift: downvote
+    spikes and injection waves come in every size (a 20x wave is common)."""
+    s = ds.settings
+    shift = s.relative_shift
+    return {
+        "arl0": ds.arl0,
+        "warmup": s.warmup_events,
+        "relative_shifts": (shift / 2, shift, 3 * shift),
+    }
+
+
 def _feedback_rate(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     """Feedback detectors see ``feedback_fraction`` of the events: their share of the
     false-alarm budget, counted in their own observations, is that much shorter."""
     s = ds.settings
-    return _rate(ds, features) | {
+    return _adaptive(ds, features) | {
         "warmup": s.feedback_warmup_events,
         "arl0": ds.arl0 * s.feedback_fraction,
     }
@@ -484,8 +501,8 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 
 
 _FACTORIES: Final[dict[str, _Factory]] = {
-    "downvote": _Factory(DownvoteSpike, _feedback_rate),
-    "injection": _Factory(PromptInjectionRate, _rate),
+    "downvote": _Factory(AdaptiveDownvoteSpike, _feedback_rate),
+    "injection": _Factory(AdaptivePromptInjectionRate, _adaptive),
     "toxicity": _Factory(
         ToxicityRate,
         lambda ds, f: (

@@ -24,11 +24,13 @@ def playbooks() -> PlaybookSet:
 
 
 def policy(**lifecycle: float) -> AlertingPolicy:
+    """The default policy with a 15-minute quiet period (the figures the lifecycle tests
+    are written in), overridable per test."""
     base = AlertingPolicy()
     return AlertingPolicy.model_validate(
         {
             **base.model_dump(),
-            "lifecycle": {**base.lifecycle.model_dump(), **lifecycle},
+            "lifecycle": {**base.lifecycle.model_dump(), "hysteresis_minutes": 15, **lifecycle},
         }
     )
 

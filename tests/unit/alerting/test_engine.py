@@ -237,7 +237,7 @@ def test_warmup_holds_thin_evidence_but_bad_deploy_with_evidence_alarms() -> Non
     eng = engine()
     eng.record_deploy("support-bot", "v1", T0 - minutes(600))
     eng.record_deploy("support-bot", "v2", T0)
-    thin = detection(T0 + minutes(5), version="v2", sig=signal(n=50))
+    thin = detection(T0 + minutes(5), version="v2", sig=signal(n=20))
     assert eng.observe(thin) == []
     assert eng.held_count == 1
     assert eng.incidents() == []

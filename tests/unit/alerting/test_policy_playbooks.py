@@ -13,7 +13,13 @@ from alerting.playbooks import (
     load_playbooks,
     resolve_action,
 )
-from alerting.policy import ConfigError, SeverityPolicy, load_policy, score_severity
+from alerting.policy import (
+    AlertingPolicy,
+    ConfigError,
+    SeverityPolicy,
+    load_policy,
+    score_severity,
+)
 from detectors.base import SignalKind
 
 from .helpers import PLAYBOOK_DIR, REPO, detection, policy, signal
@@ -51,7 +57,8 @@ def test_every_shipped_playbook_renders_its_notification() -> None:
 def test_shipped_policy_file_loads_and_equals_the_defaults() -> None:
     loaded = load_policy(REPO / "config" / "alerting.toml")
     assert loaded.severity == SeverityPolicy()
-    assert loaded.lifecycle == policy().lifecycle
+    assert loaded.lifecycle == AlertingPolicy().lifecycle
+    assert loaded.warmup == AlertingPolicy().warmup
 
 
 def _write(tmp_path: Path, name: str, text: str) -> Path:

@@ -144,7 +144,7 @@ def test_learning_ends_once_the_baseline_is_known(name: str) -> None:
     cls = registry.REGISTRY[name]
     for params in cls._conformance_params():
         det = cls(**params)
-        stream = cls._conformance_stream(0, 3000)
+        stream = cls._conformance_stream(0, 20_000)
         for x in stream:
             det.update(x)
         assert not det.learning, f"{name} still learning after {len(stream)} observations"
