@@ -472,7 +472,9 @@ class IncidentEngine:
                 )
                 rec.severity_reasons = (*rec.severity_reasons, reason)
                 events += self._emit(rec, IncidentAction.UPDATE, now, f"escalated: {reason}")
-            elif not rec.notified:
+            elif not rec.notified and now - rec.last_seen <= hyst / 3:
+                # Page a formerly muted incident only while its detector is still firing;
+                # a stale one resolves quietly, or pages on its next detection.
                 events += self._emit(rec, IncidentAction.TRIGGER, now, "mute lifted")
         forget = _minutes(self.policy.lifecycle.reopen_window_minutes)
         self._incidents = {

@@ -109,7 +109,7 @@ def main() -> int:
     parser.add_argument("--partitions", type=int, default=4)
     args = parser.parse_args()
     target = 30_000 if args.quick else args.events
-    hours = max(1.0, target / 8300.0)  # ~8.3k events per simulated hour at 3600 req/h
+    hours = max(1.0, target / 4000.0)  # ~4k events per simulated hour at 3600 req/h
     scenario = Scenario(seed=7, duration=timedelta(hours=hours), events_per_hour=3600)
     lines = list(Simulator(scenario).lines())
     end = scenario.start + scenario.duration

@@ -132,7 +132,14 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         load_playbooks(det.playbooks_dir),
         detector_table,
         engine_table,
+        flush_interval_s=det.state_flush_seconds,
     )
+
+    def forget_live_state(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        detect.invalidate()
+
+    app.on_partitions_revoked.connect(forget_live_state)
+    app.on_partitions_assigned.connect(forget_live_state)
 
     async def to_join(event: AnyEvent, coords: Coordinates) -> None:
         placeholder = Observation(event, "", "", {}, coords).to_json()

@@ -23,6 +23,7 @@ back after it changes (never mutated in place inside a table).
 from __future__ import annotations
 
 import math
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, MutableMapping
 from dataclasses import dataclass, field
@@ -548,6 +549,13 @@ class Detect:
     ``engine_store`` maps a model name to its :class:`IncidentEngine` state. Call
     :meth:`process` with observations of one partition in order; it returns the incident
     events to publish (keyed by their dedup key).
+
+    Detector sets stay live in memory between batches; a key's state is written back to
+    ``detector_store`` at most every ``flush_interval_s`` seconds (0: every batch).
+    Serialising large reference windows per batch was most of the worker's CPU; the cost
+    of the interval is that after a crash up to that much evidence is missing from the
+    restored baselines (statistically negligible at seconds). Incident-engine state is
+    written every batch, so incident emission stays idempotent.
     """
 
     def __init__(
@@ -559,6 +567,8 @@ class Detect:
         engine_store: Store,
         *,
         replay: bool = False,
+        flush_interval_s: float = 0.0,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -566,6 +576,10 @@ class Detect:
         self.detector_store = detector_store
         self.engine_store = engine_store
         self.replay = replay
+        self.flush_interval_s = flush_interval_s
+        self.clock = clock
+        self._live: dict[str, DetectorSet] = {}
+        self._written: dict[str, float] = {}
         self.arl0 = per_detector_arl0(settings)
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
@@ -587,9 +601,17 @@ class Detect:
             cache[model] = engine
         return engine
 
+    def invalidate(self) -> None:
+        """Forget the in-memory detector sets (call when partitions are revoked/assigned:
+        another worker may own, and change, their state in the meantime)."""
+        self._live.clear()
+        self._written.clear()
+
     def _set(self, kid: str, level: str, cache: dict[str, DetectorSet]) -> DetectorSet:
-        ds = cache.get(kid)
-        if ds is None:
+        ds = cache.get(kid) or self._live.get(kid)
+        if ds is not None:
+            cache[kid] = ds
+        else:
             state = self.detector_store.get(kid)
             ds = (
                 DetectorSet.from_json(state, self.settings, level, self.arl0)
@@ -664,8 +686,12 @@ class Detect:
                 latest[obs.model] = obs.event.timestamp
         for model, now in latest.items():
             out.extend(engines[model].tick(now))
+        wall = self.clock()
         for kid, ds in sets.items():
-            self.detector_store[kid] = ds.to_json()
+            self._live[kid] = ds
+            if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
+                self.detector_store[kid] = ds.to_json()
+                self._written[kid] = wall
         for model, engine in engines.items():
             self.engine_store[model] = engine.get_state()
         self.stats.incident_events += len(out)

@@ -163,6 +163,12 @@ class DetectionSettings(_Section):
     drift_reference_size: int = Field(default=1000, ge=100)
     drift_window: int = Field(default=200, ge=20)
     max_features: int = Field(default=32, ge=1)
+    state_flush_seconds: float = Field(
+        default=5.0,
+        ge=0,
+        description="How often a key's detector state is written to its changelog "
+        "(0: every batch). Evidence since the last write is missing after a crash.",
+    )
     join_ttl_minutes: float = Field(default=1440.0, gt=0)
     join_max_entries: int = Field(default=200_000, ge=100, description="Per partition.")
     alerting_policy: Path = Path("config/alerting.toml")

@@ -1,0 +1,62 @@
+"""Detect keeps detector sets live and writes them back at most every flush interval."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from alerting.model import Labels
+from alerting.playbooks import load_playbooks
+from alerting.policy import load_policy
+from streams.ingress import Coordinates, DeadLetter, decode
+from streams.pipeline import Detect, Joiner, Observation, key_id
+from streams.replay import REPLAY_LIMITS
+from streams.settings import load_settings
+from streams.simulate import Scenario, Simulator
+
+
+def _observations(n: int) -> list[Observation]:
+    settings = load_settings(env={})
+    joiner = Joiner(settings.detection, {})
+    out: list[Observation] = []
+    lines = Simulator(Scenario(seed=2, duration=timedelta(hours=1))).lines()
+    for offset, line in enumerate(lines):
+        coords = Coordinates("t", 0, offset)
+        event = decode(line.encode(), coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)
+        assert not isinstance(event, DeadLetter)
+        out.extend(joiner.process(event, coords))
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def test_state_is_written_back_at_most_every_flush_interval() -> None:
+    settings = load_settings(env={})
+    det = settings.detection
+    wall = [100.0]
+    store: dict[str, object] = {}
+    detect = Detect(
+        det,
+        load_policy(det.alerting_policy),
+        load_playbooks(det.playbooks_dir),
+        store,
+        {},
+        flush_interval_s=10.0,
+        clock=lambda: wall[0],
+    )
+    obs = _observations(600)
+    model = obs[0].model
+    kid = key_id(Labels(model=model))
+    detect.process(obs[:300])
+    first = store[kid]
+    wall[0] += 1.0
+    detect.process(obs[300:450])
+    assert store[kid] is first, "written again within the flush interval"
+    wall[0] += 10.0
+    detect.process(obs[450:])
+    assert store[kid] is not first
+    assert store[kid] == detect._live[kid].to_json()
+    # After a rebalance the live copies are dropped and state comes from the store.
+    detect.invalidate()
+    assert detect._live == {}
+    detect.process(obs[:1])
+    assert key_id(Labels(model=obs[0].model)) in detect._live
