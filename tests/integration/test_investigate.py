@@ -285,18 +285,22 @@ def test_backtest_over_kafka_and_file_shows_disappearing_incidents(
     world: World, env: None, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     candidate = tmp_path / "b.toml"
-    # No per-segment keys in B: the feature=chat incident of A must disappear.
+    # B counts an output as toxic only at a score of 0.999: A's toxicity incidents must
+    # disappear, and its other incidents (if any) stay.
     candidate.write_text(
-        f'[kafka]\nbroker = "{world.settings.kafka.broker}"\n[detection]\nsegment_labels = []\n'
+        f'[kafka]\nbroker = "{world.settings.kafka.broker}"\n[detection]\ntoxicity_cutoff = 0.999\n'
     )
     report = tmp_path / "bt.json"
     argv = ["backtest", "--from", "2025-01-06T00:00:00Z", "--to", "2025-01-06T05:00:00Z"]
     assert main([*argv, "--compare", str(candidate), "--output", str(report)]) == 0
     data = json.loads(report.read_text())
-    segment_rows = [r for r in data["rows"] if r["baseline"] and "=" in r["baseline"]["labels"]]
-    assert segment_rows
-    assert all(r["change"] == "disappeared" for r in segment_rows)
-    assert any(r["change"] == "unchanged" for r in data["rows"])
+    toxic_rows = [
+        r
+        for r in data["rows"]
+        if r["baseline"] and r["baseline"]["incident_type"].startswith("toxicity_rate")
+    ]
+    assert toxic_rows
+    assert all(r["change"] == "disappeared" for r in toxic_rows)
     assert "disappeared" in capsys.readouterr().out
 
     events = tmp_path / "events.jsonl"
