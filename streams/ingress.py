@@ -336,6 +336,11 @@ def topic_kinds(settings: Settings) -> dict[str, EventType]:
     }
 
 
+def kind_topics(settings: Settings) -> dict[EventType, str]:
+    """The topic each event kind is published to (the inverse of :func:`topic_kinds`)."""
+    return {kind: topic for topic, kind in topic_kinds(settings).items()}
+
+
 @dataclass
 class Ingress:
     """What :func:`register_ingress` registered: the agent, its source topic and counters."""

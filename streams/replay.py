@@ -30,8 +30,14 @@ from typing import IO, Any
 from alerting.model import IncidentEvent
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
-from streams.events import EventType
-from streams.ingress import DEFAULT_LIMITS, Coordinates, DeadLetter, IngressLimits, decode
+from streams.ingress import (
+    DEFAULT_LIMITS,
+    Coordinates,
+    DeadLetter,
+    IngressLimits,
+    decode,
+    kind_topics,
+)
 from streams.pipeline import Detect, Joiner, Observation
 from streams.settings import Settings, load_settings
 
@@ -80,16 +86,6 @@ class Pipeline:
         return self.detect.process(batch) if batch else []
 
 
-def _topic_for(settings: Settings) -> dict[EventType, str]:
-    t = settings.topics
-    return {
-        "input": t.inputs,
-        "output": t.outputs,
-        "feedback": t.feedback,
-        "evaluation": t.evaluations,
-    }
-
-
 def replay_lines(
     lines: Iterable[bytes],
     settings: Settings,
@@ -101,7 +97,7 @@ def replay_lines(
     progress: Any = None,
 ) -> ReplayResult:
     """Run the pipeline over raw JSONL lines; write incidents to ``sink`` as they happen."""
-    topics = _topic_for(settings)
+    topics = kind_topics(settings)
     pipeline = Pipeline(settings)
     result = ReplayResult()
     started = time.perf_counter()

@@ -12,6 +12,7 @@ import json
 import os
 import tomllib
 from collections.abc import Mapping
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
@@ -101,6 +102,9 @@ class LocalBrokerSettings(_Section):
         if (major, minor, patch) < (4, 0, 1):
             raise ValueError("Kafka 4.0.0 dropped JoinGroup v0/v1 used by clients; use >= 4.0.1")
         return v
+
+
+_ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("sentinel_environ", default=None)
 
 
 class _InjectedEnvSource(EnvSettingsSource):
@@ -201,8 +205,11 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Environment wins over the file, which is passed as init kwargs.
-        return (env_settings, init_settings)
+        # Environment wins over the file, which is passed as init kwargs. load_settings
+        # injects the environment mapping (tests pass their own instead of os.environ).
+        environ = _ENVIRON.get()
+        env = env_settings if environ is None else _InjectedEnvSource(settings_cls, environ)
+        return (env, init_settings)
 
 
 class ConfigError(ValueError):
@@ -249,23 +256,13 @@ def load_settings(
         section, _, name = key.partition(".")
         data.setdefault(section, {})[name] = value
 
-    class _Bound(Settings):
-        @classmethod
-        def settings_customise_sources(
-            cls,
-            settings_cls: type[BaseSettings],
-            init_settings: PydanticBaseSettingsSource,
-            env_settings: PydanticBaseSettingsSource,
-            dotenv_settings: PydanticBaseSettingsSource,
-            file_secret_settings: PydanticBaseSettingsSource,
-        ) -> tuple[PydanticBaseSettingsSource, ...]:
-            return (_InjectedEnvSource(settings_cls, environ), init_settings)
-
+    token = _ENVIRON.set(environ)
     try:
-        # Re-validate as plain Settings (model_validate does not re-read the environment).
-        return Settings.model_validate(_Bound(**data).model_dump())
+        return Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+    finally:
+        _ENVIRON.reset(token)
 
 
 def _env_value(value: Any) -> str:

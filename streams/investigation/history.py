@@ -22,7 +22,7 @@ from typing import IO, Any, Final, Literal
 
 from alerting.model import IncidentAction, IncidentEvent, Severity, iso_utc
 from streams.events import EventType
-from streams.ingress import Coordinates, DeadLetter, decode
+from streams.ingress import Coordinates, DeadLetter, decode, topic_kinds
 from streams.investigation.kafka_read import KafkaHistory, Record, Span
 from streams.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
 from streams.settings import Settings
@@ -36,15 +36,8 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
-def event_topics(settings: Settings) -> dict[str, EventType]:
-    """The recorded event topics and the kind each carries by default."""
-    t = settings.topics
-    return {
-        t.inputs: "input",
-        t.outputs: "output",
-        t.feedback: "feedback",
-        t.evaluations: "evaluation",
-    }
+event_topics = topic_kinds
+"""The recorded event topics and the kind each carries by default."""
 
 
 def check_range(start: datetime, end: datetime) -> None:

@@ -11,17 +11,13 @@ from kafka import KafkaConsumer, KafkaProducer
 
 from alerting.model import IncidentEvent
 from streams.events import InferenceOutput, dump_event
+from streams.ingress import kind_topics
 from streams.settings import Settings
 
 
 def topic_for(settings: Settings) -> dict[str, str]:
-    t = settings.topics
-    return {
-        "input": t.inputs,
-        "output": t.outputs,
-        "feedback": t.feedback,
-        "evaluation": t.evaluations,
-    }
+    """Event kind -> topic, as :func:`streams.ingress.kind_topics` (plain str keys)."""
+    return dict(kind_topics(settings))
 
 
 def publish_lines(

@@ -24,11 +24,11 @@ def test_redact_doctests_run() -> None:
     ("text", "expected"),
     [
         ("write to a.b+c@mail.example.co.uk now", "write to [EMAIL] now"),
-        ("call 030 1234567 today", "call [PHONE] today"),
+        ("call +49 30 1234567 today", "call [PHONE] today"),
         ("visa 4242-4242-4242-4242", "visa [CARD]"),
-        ("Authorization: Bearer abcdefghijklmnop123", "Authorization: Bearer [API_KEY]"),
-        ("token ghp_abcdefghijklmnopqrstuvwx12", "token [API_KEY]"),
-        ("x " + "a1" * 20, "x [API_KEY]"),
+        ("Authorization: Bearer abcdefghijklmnop123", "Authorization: Bearer [SECRET]"),
+        ("token ghp_" + "a1B2c3D4e5" * 3 + "f6G7h8", "token [SECRET]"),
+        ("x " + "a1" * 20, "x [SECRET]"),
         ("order 12345 shipped in 2024", "order 12345 shipped in 2024"),
     ],
 )
