@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -24,8 +25,6 @@ from streams.events import (
     parse_event,
     schema_main,
 )
-
-jsonschema = pytest.importorskip("jsonschema")
 
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 names = st.from_regex(r"\A[a-z][a-z0-9_-]{0,12}\Z")
