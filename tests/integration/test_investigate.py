@@ -213,9 +213,10 @@ def test_investigate_prints_redacted_audit_trail_and_plots_the_trigger(
     assert "audit trail" in out
     assert "[EMAIL]" in out
     assert "[CARD]" in out
-    assert "[API_KEY]" in out
+    assert "[SECRET]" in out
     assert "example.com" not in out
     assert "4111" not in out
+    assert "sk-live" not in out
     assert "system: sha256:" in out
     assert "reproduces the recorded trigger" in out
     for rid in first.evidence.sample_request_ids[:3]:
