@@ -26,8 +26,9 @@ from streams.cli import main
 from streams.investigation.history import replay_from_kafka
 from streams.replay import replay_lines
 from streams.settings import Settings, load_settings, settings_env
-from streams.simulate import Injection, Scenario, Simulator
+from streams.simulate import Simulator
 from tests.conftest import KafkaBroker
+from tests.scenarios import toxicity_spike_scenario
 
 pytestmark = pytest.mark.integration
 
@@ -44,21 +45,7 @@ class World:
 
 
 def _lines() -> list[bytes]:
-    scenario = Scenario(
-        seed=3,
-        start=START,
-        duration=timedelta(hours=4),
-        events_per_hour=3600,
-        injections=[
-            Injection(
-                type="toxicity_spike",
-                start=timedelta(hours=2),
-                duration=timedelta(hours=2),
-                strength=8,
-                scope={"model": "support-chat"},
-            )
-        ],
-    )
+    scenario = toxicity_spike_scenario(start=START)
     out = []
     for line in Simulator(scenario).lines():
         if '"event_type":"output"' in line and '"support-chat"' in line:

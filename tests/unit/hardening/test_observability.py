@@ -26,7 +26,8 @@ from streams.observability import (
 from streams.pipeline import Observation
 from streams.replay import Pipeline
 from streams.settings import load_settings
-from streams.simulate import Injection, Scenario, Simulator
+from streams.simulate import Simulator
+from tests.scenarios import toxicity_spike_scenario
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
@@ -144,19 +145,7 @@ def _fake_app(tps: list[_TP], highwater: dict[_TP, int], committed: dict[_TP, in
 @pytest.fixture(scope="module")
 def pipeline_service() -> tuple[Service, list[Observation]]:
     settings = load_settings(env={})
-    scenario = Scenario(
-        seed=3,
-        duration=timedelta(hours=4),
-        injections=[
-            Injection(
-                type="toxicity_spike",
-                start=timedelta(hours=2),
-                duration=timedelta(hours=2),
-                strength=8,
-                scope={"model": "support-chat"},
-            )
-        ],
-    )
+    scenario = toxicity_spike_scenario()
     pipe = Pipeline(settings, replay=False)
     stats = IngressStats()
     observations: list[Observation] = []

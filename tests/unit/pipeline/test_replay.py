@@ -12,7 +12,8 @@ import pytest
 from streams.cli import main
 from streams.replay import replay_lines
 from streams.settings import Settings, load_settings
-from streams.simulate import Injection, Scenario, Simulator
+from streams.simulate import Scenario, Simulator
+from tests.scenarios import toxicity_spike_scenario
 
 
 def _lines(scenario: Scenario) -> list[bytes]:
@@ -26,20 +27,7 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def toxic_stream() -> list[bytes]:
-    scenario = Scenario(
-        seed=3,
-        duration=timedelta(hours=4),
-        events_per_hour=3600,
-        injections=[
-            Injection(
-                type="toxicity_spike",
-                start=timedelta(hours=2),
-                duration=timedelta(hours=2),
-                strength=8,
-                scope={"model": "support-chat"},
-            )
-        ],
-    )
+    scenario = toxicity_spike_scenario()
     return _lines(scenario)
 
 
