@@ -268,6 +268,17 @@ class RetryPolicy(BaseModel):
     initial_backoff_s: float = Field(default=0.5, ge=0)
     multiplier: float = Field(default=2.0, ge=1)
     max_backoff_s: float = Field(default=60.0, ge=0)
+    retry_for_s: float = Field(
+        default=1800.0,
+        ge=0,
+        description="A transient failure (5xx, 408, 429, connection error) is retried "
+        "for at least this long, so an endpoint down for minutes loses nothing; only "
+        "then, and after max_attempts, does the event go to the dead-letter topic.",
+    )
+
+    def keep_trying(self, attempts: int, waited_s: float) -> bool:
+        """Whether to retry after ``attempts`` failed attempts over ``waited_s`` seconds."""
+        return attempts < self.max_attempts or waited_s < self.retry_for_s
 
     def backoff(self, attempt: int, retry_after_s: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
@@ -358,7 +369,8 @@ class DeliveryRunner:
         last_status: int | None = None
         reason = ""
         attempt = 0
-        while attempt < self.retry.max_attempts:
+        started = self.clock.now()
+        while True:
             attempt += 1
             try:
                 request = self.sink.build(event, self.clock.now())
@@ -389,7 +401,8 @@ class DeliveryRunner:
                     reason += " (permanent)"
                     break
                 retry_after = response.retry_after_s
-            if attempt < self.retry.max_attempts:
+            waited = (self.clock.now() - started).total_seconds()
+            if self.retry.keep_trying(attempt, waited):
                 delay = self.retry.backoff(attempt, retry_after)
                 log.warning(
                     "%s: attempt %d for %s failed (%s); retrying in %.2fs",
@@ -400,8 +413,12 @@ class DeliveryRunner:
                     delay,
                 )
                 self.sleep(delay)
-        else:
-            reason = f"retries exhausted after {attempt} attempts; last: {reason}"
+            else:
+                reason = (
+                    f"retries exhausted after {attempt} attempts over {waited:.0f} s; "
+                    f"last: {reason}"
+                )
+                break
         self.dead_letter(
             DeadLetter(
                 sink=self.sink.name,

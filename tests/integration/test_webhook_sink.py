@@ -154,7 +154,7 @@ def test_webhook_sink_dead_letters_when_server_never_recovers() -> None:
         dead_letter=dead.append,
         sleep=lambda _: None,
         clock=SystemClock(),
-        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0),
+        retry=RetryPolicy(max_attempts=3, initial_backoff_s=0, retry_for_s=0),
     )
     ev = _events()[0]
     assert runner.deliver(ev) == DeliveryOutcome.DEAD_LETTERED

@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -55,18 +55,32 @@ def _event(replay: bool = False) -> IncidentEvent:
 
 
 def _runner(
-    script: list[int | Exception], sink: object | None = None, max_attempts: int = 5
+    script: list[int | Exception],
+    sink: object | None = None,
+    max_attempts: int = 5,
+    retry_for_s: float = 0.0,
 ) -> tuple[DeliveryRunner, ScriptedTransport, list[float], list[DeadLetter]]:
     transport = ScriptedTransport(script)
     sleeps: list[float] = []
     dead: list[DeadLetter] = []
+    clock = FakeClock()
+
+    def sleep(seconds: float) -> None:  # time passes while the runner waits
+        sleeps.append(seconds)
+        clock.t += timedelta(seconds=seconds)
+
     runner = DeliveryRunner(
         sink or WebhookSink("http://127.0.0.1:1/hook", SecretStr("s3cret")),  # type: ignore[arg-type]
         transport,
         dead_letter=dead.append,
-        sleep=sleeps.append,
-        clock=FakeClock(),
-        retry=RetryPolicy(max_attempts=max_attempts, initial_backoff_s=1, max_backoff_s=5),
+        sleep=sleep,
+        clock=clock,
+        retry=RetryPolicy(
+            max_attempts=max_attempts,
+            initial_backoff_s=1,
+            max_backoff_s=5,
+            retry_for_s=retry_for_s,
+        ),
     )
     return runner, transport, sleeps, dead
 
@@ -107,6 +121,24 @@ def test_exhausted_retries_dead_letter() -> None:
     assert len(transport.requests) == 3
     assert sleeps == [1, 2]
     assert "retries exhausted after 3 attempts" in dead[0].reason
+
+
+def test_an_endpoint_down_for_minutes_loses_nothing() -> None:
+    """Ten minutes of 503s and refused connections (simulated time), then it recovers:
+    with the default retry_for_s (30 min) the event waits and is delivered once."""
+    outage: list[int | Exception] = [503, TransportError("ConnectionRefused")] * 65
+    runner, transport, sleeps, dead = _runner([*outage, 200], retry_for_s=1800.0)
+    assert runner.deliver(_event()) == DeliveryOutcome.DELIVERED
+    assert dead == []
+    assert sum(sleeps) >= 600
+    assert len(transport.requests) == len(outage) + 1
+
+
+def test_an_outage_longer_than_retry_for_s_dead_letters() -> None:
+    runner, _, sleeps, dead = _runner([503] * 1000, max_attempts=3, retry_for_s=60.0)
+    assert runner.deliver(_event()) == DeliveryOutcome.DEAD_LETTERED
+    assert 60 <= sum(sleeps) <= 65
+    assert "retries exhausted" in dead[0].reason
 
 
 def test_failing_dead_letter_propagates_and_event_is_not_marked() -> None:
