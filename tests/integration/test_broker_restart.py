@@ -18,7 +18,7 @@ from alerting.model import IncidentAction, IncidentEvent
 from streams.broker import LocalBroker, free_port
 from streams.settings import LocalBrokerSettings, Settings
 from streams.simulate import Injection, Scenario, Simulator
-from tests.integration.traffic import AlertsReader, critical_marker, publish_lines
+from tests.integration.traffic import SKEW, AlertsReader, critical_marker, publish_lines
 from tests.integration.workers import worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -96,6 +96,8 @@ def test_worker_survives_a_broker_restart(service_settings: Settings, tmp_path: 
             if e.incident_type.startswith("critical"):
                 continue
             assert e.labels.model == "intent-classifier", e.labels.describe()
-            assert start <= e.last_seen <= start + 3 * H, f"{e.incident_type} at {e.last_seen}"
+            assert start - SKEW <= e.last_seen <= start + 3 * H, (
+                f"{e.incident_type} at {e.last_seen}"
+            )
     finally:
         broker.destroy()

@@ -17,7 +17,7 @@ import pytest
 from alerting.model import IncidentAction, IncidentEvent
 from streams.settings import Settings
 from streams.simulate import Injection, Scenario, Simulator
-from tests.integration.traffic import AlertsReader, after, critical_marker, publish_lines
+from tests.integration.traffic import SKEW, AlertsReader, after, critical_marker, publish_lines
 from tests.integration.workers import worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -72,7 +72,7 @@ def test_every_injected_failure_reaches_the_alerts_topic(
 
     def matches(kind: str, e: IncidentEvent) -> bool:
         began, prefix, model = expected[kind]
-        if e.labels.model != model or not began <= e.last_seen <= began + DETECTION_BOUND:
+        if e.labels.model != model or not began - SKEW <= e.last_seen <= began + DETECTION_BOUND:
             return False
         if kind == "bad_deploy":
             return e.labels.version == new_version
@@ -103,7 +103,7 @@ def test_every_injected_failure_reaches_the_alerts_topic(
     ends = {t: start + s + d + H for t, s, d, _, _, _ in INJECTIONS}
     for e in triggers:
         assert any(
-            e.labels.model == expected[k][2] and expected[k][0] <= e.last_seen <= ends[k]
+            e.labels.model == expected[k][2] and expected[k][0] - SKEW <= e.last_seen <= ends[k]
             for k in expected
         ), f"incident not explained by any injection: {e.incident_type} {e.labels.describe()}"
     # Every incident names its playbook, its evidence and the events behind it.

@@ -14,6 +14,12 @@ from streams.events import InferenceOutput, dump_event
 from streams.ingress import kind_topics
 from streams.settings import Settings
 
+SKEW = timedelta(minutes=15)
+"""Event-time skew between partitions when tests publish simulated hours in seconds: the
+worker reads four partitions that are a fraction of a second, i.e. minutes of simulated
+time, apart, so a detection's event time can precede an injection's start by a few
+minutes (seen: 7 min). Tests accept detections from ``start - SKEW``."""
+
 
 def topic_for(settings: Settings) -> dict[str, str]:
     """Event kind -> topic, as :func:`streams.ingress.kind_topics` (plain str keys)."""
