@@ -12,11 +12,9 @@ import json
 import os
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from signal import SIGTERM
 
@@ -28,12 +26,12 @@ from alerting.delivery import DeadLetter
 from alerting.engine import IncidentEngine
 from alerting.kafka_io import read_topic_to_end
 from alerting.model import IncidentEvent
-from alerting.payloads import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from alerting.silences import fold_silences, silences_topic
 from detectors.base import SignalKind
 from streams.cli import main
 from streams.settings import Settings, settings_env
 from tests.conftest import KafkaBroker
+from tests.integration.webhook_receiver import Recorder, serve
 from tests.unit.alerting.helpers import (
     PLAYBOOK_DIR,
     T0,
@@ -50,66 +48,15 @@ SECRET = "cli-integration-secret"
 FAIL_FIRST = 3
 
 
-class Recorder:
-    def __init__(self, *, fail_first: int = 0, always: int | None = None) -> None:
-        self.lock = threading.Lock()
-        self.fail_first = fail_first
-        self.always = always
-        self.requests = 0
-        self.bad_signatures = 0
-        self.accepted: list[bytes] = []
-
-
-def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            ok = verify(
-                SECRET.encode(),
-                body,
-                self.headers[TIMESTAMP_HEADER],
-                self.headers[SIGNATURE_HEADER],
-                now=datetime.now(UTC),
-            )
-            with rec.lock:
-                rec.requests += 1
-                if not ok:
-                    rec.bad_signatures += 1
-                    status = 401
-                elif rec.always is not None:
-                    status = rec.always
-                else:
-                    status = 503 if rec.requests <= rec.fail_first else 200
-                if status == 200:
-                    assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
-                    rec.accepted.append(body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return None
-
-    return Handler
-
-
 @pytest.fixture
 def recorder() -> Recorder:
-    return Recorder(fail_first=FAIL_FIRST)
+    return Recorder(SECRET.encode(), fail_first=FAIL_FIRST)
 
 
 @pytest.fixture
 def webhook(recorder: Recorder) -> Iterator[str]:
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(recorder))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    host, port = srv.server_address[:2]
-    try:
-        yield f"http://{host!s}:{port}/hook"
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
+    with serve(recorder) as url:
+        yield url
 
 
 @pytest.fixture
@@ -219,21 +166,13 @@ def test_notify_dead_letters_permanent_failures(
     notify_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rec = Recorder(always=422)
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    host, port = srv.server_address[:2]
-    try:
+    rec = Recorder(SECRET.encode(), always=422)
+    with serve(rec, "/") as url:
         events = _incident_events()[:2]
         _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
-        rc = main(["notify", "--sink", "webhook", "--url", f"http://{host!s}:{port}/",
+        rc = main(["notify", "--sink", "webhook", "--url", url,
                    "--config-file", str(notify_file), "--until-idle", "3",
                    "--max-seconds", "40"])  # fmt: skip
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
     out, _ = capsys.readouterr()
     assert rc == 0
     assert "delivered 0, duplicate 0, dead lettered 2" in out

@@ -8,11 +8,8 @@ each and in order, with real urllib transport and bounded retries.
 
 from __future__ import annotations
 
-import json
-import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -29,65 +26,19 @@ from alerting.delivery import (
 )
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
-from alerting.payloads import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 from detectors.base import SignalKind
+from tests.integration.webhook_receiver import Recorder, serve
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
 
 SECRET = b"integration-secret"
 FAIL_FIRST = 5
 
 
-class Recorder:
-    def __init__(self) -> None:
-        self.lock = threading.Lock()
-        self.requests = 0
-        self.accepted: list[bytes] = []
-        self.bad_signatures = 0
-
-
-def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:
-            body = self.rfile.read(int(self.headers["Content-Length"]))
-            ok = verify(
-                SECRET,
-                body,
-                self.headers[TIMESTAMP_HEADER],
-                self.headers[SIGNATURE_HEADER],
-                now=datetime.now(UTC),
-            )
-            with rec.lock:
-                rec.requests += 1
-                n = rec.requests
-                if not ok:
-                    rec.bad_signatures += 1
-                status = 401 if not ok else (503 if n <= FAIL_FIRST else 200)
-                if status == 200:
-                    assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
-                    rec.accepted.append(body)
-            self.send_response(status)
-            self.send_header("Content-Length", "0")
-            self.end_headers()
-
-        def log_message(self, format: str, *args: object) -> None:
-            return None
-
-    return Handler
-
-
 @pytest.fixture
 def server() -> Iterator[tuple[str, Recorder]]:
-    rec = Recorder()
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    host, port = srv.server_address[:2]
-    try:
-        yield f"http://{host!s}:{port}/sentinel", rec
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=5)
+    rec = Recorder(SECRET, fail_first=FAIL_FIRST)
+    with serve(rec, "/sentinel") as url:
+        yield url, rec
 
 
 def _events() -> list[IncidentEvent]:
