@@ -177,42 +177,47 @@ def _secret(
     return SecretStr(value) if value else from_file
 
 
+def _required_secret(
+    sink: str,
+    key: str,
+    what: str,
+    from_file: SecretStr | None,
+    environ: dict[str, str],
+    source: str,
+) -> SecretStr:
+    """The sink's secret from the environment (preferred) or the file; an error names
+    both places when it is in neither. The value itself is never echoed."""
+    env = SECRET_ENV[sink]
+    secret = _secret(env, from_file, environ)
+    if secret is None or not secret.get_secret_value():
+        raise ConfigError(f"{what} is not set: set {env} (or [{sink}] {key} in {source})")
+    return secret
+
+
 def sink_config(
     sink: str, cfg: NotifyFile, *, url: str | None, environ: dict[str, str], source: str
 ) -> SinkConfig:
     """Merge file, ``--url`` and secrets from the environment into a validated sink config."""
-    missing = "{what} is not set: set {env} (or [{sink}] {key} in {source})"
     if sink == "webhook":
         target = url or cfg.webhook.url
         if not target:
             raise ConfigError(f"webhook sink needs a URL: --url or [webhook] url in {source}")
         _check_url(target, "webhook URL")
-        secret = _secret(SECRET_ENV["webhook"], cfg.webhook.secret, environ)
-        if secret is None or not secret.get_secret_value():
-            raise ConfigError(
-                missing.format(
-                    what="the webhook HMAC secret",
-                    env=SECRET_ENV["webhook"],
-                    sink="webhook",
-                    key="secret",
-                    source=source,
-                )
-            )
+        secret = _required_secret(
+            "webhook", "secret", "the webhook HMAC secret", cfg.webhook.secret, environ, source
+        )
         return WebhookSinkConfig(type="webhook", url=target, secret=secret)
     if sink == "pagerduty":
         target = url or cfg.pagerduty.url
         _check_url(target, "PagerDuty events URL")
-        key = _secret(SECRET_ENV["pagerduty"], cfg.pagerduty.routing_key, environ)
-        if key is None or not key.get_secret_value():
-            raise ConfigError(
-                missing.format(
-                    what="the PagerDuty routing key",
-                    env=SECRET_ENV["pagerduty"],
-                    sink="pagerduty",
-                    key="routing_key",
-                    source=source,
-                )
-            )
+        key = _required_secret(
+            "pagerduty",
+            "routing_key",
+            "the PagerDuty routing key",
+            cfg.pagerduty.routing_key,
+            environ,
+            source,
+        )
         return PagerDutySinkConfig(
             type="pagerduty",
             routing_key=key,
@@ -237,17 +242,9 @@ def sink_config(
             "the Slack webhook URL is a secret and is not taken from the command line "
             f"(it would show in the process list): set {SECRET_ENV['slack']}"
         )
-    hook = _secret(SECRET_ENV["slack"], cfg.slack.webhook_url, environ)
-    if hook is None or not hook.get_secret_value():
-        raise ConfigError(
-            missing.format(
-                what="the Slack webhook URL",
-                env=SECRET_ENV["slack"],
-                sink="slack",
-                key="webhook_url",
-                source=source,
-            )
-        )
+    hook = _required_secret(
+        "slack", "webhook_url", "the Slack webhook URL", cfg.slack.webhook_url, environ, source
+    )
     _check_url(hook.get_secret_value(), "the Slack webhook URL", secret=True)
     return SlackSinkConfig(
         type="slack", webhook_url=hook, playbook_base_url=cfg.slack.playbook_base_url
