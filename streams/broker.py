@@ -5,14 +5,24 @@ its runtime dependencies, resolved by Maven into a cache outside the repository)
 is formatted with ``kafka.tools.StorageTool format --standalone``, and ``kafka.Kafka``
 runs on Java 17+ as a detached process whose pid is kept in the data directory, so
 ``up``, ``status`` and ``down`` work from separate commands.
+
+With ``local_broker.security = "sasl_ssl"`` the client listener is SASL_SSL with
+SCRAM-SHA-512: a throwaway CA and broker certificate are made with ``openssl`` in the data
+directory, and the SCRAM credential is written into the cluster metadata when the storage
+is formatted. The client password reaches neither a command line nor the broker's files:
+Python derives the SCRAM salted password (RFC 5802) and hands only that, with its salt,
+to ``StorageTool format --add-scram`` through a private Java argument file.
 """
 
 from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
+import ipaddress
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -25,11 +35,20 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from streams.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
 from streams.settings import LocalBrokerSettings
 
 Log = Callable[[str], None]
 
 MIN_JAVA = 17
+
+SCRAM_MECHANISM = "SCRAM-SHA-512"
+SCRAM_ITERATIONS = 4096
+"""Kafka's default and minimum for SCRAM-SHA-512."""
+INTER_BROKER_USER = "sentinel-inter-broker"
+"""The broker's own SCRAM identity on its SASL_SSL listener; its password is random,
+made at format time and kept in the data directory (mode 0600)."""
+CERT_DAYS = 365
 
 
 class BrokerError(RuntimeError):
@@ -163,8 +182,106 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def _cluster_id() -> str:
-    """A Kafka cluster id: a random UUID in URL-safe base64 without padding (22 chars)."""
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+    """A Kafka cluster id: a random UUID in URL-safe base64 without padding (22 chars).
+
+    Never one that starts with ``-`` (1 in 64 do): ``format -t -x...`` reads it as an
+    option and fails. Kafka's own ``Uuid.randomUuid`` skips those for the same reason.
+    """
+    while True:
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cid.startswith("-"):
+            return cid
+
+
+def scram_credential(name: str, password: str, salt: bytes | None = None) -> str:
+    """A ``StorageTool format --add-scram`` argument that holds no clear password.
+
+    SCRAM stores ``SaltedPassword = Hi(password, salt, i)`` (RFC 5802), which is
+    PBKDF2-HMAC-SHA-512 over the UTF-8 password (Kafka does no SASLprep). The result still
+    lets its holder authenticate as ``name``: keep it out of logs and command lines.
+    """
+    salt = salt if salt is not None else secrets.token_bytes(32)
+    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+    b64 = base64.b64encode
+    return (
+        f"{SCRAM_MECHANISM}=[name={name},iterations={SCRAM_ITERATIONS},"
+        f"salt={b64(salt).decode()},saltedpassword={b64(salted).decode()}]"
+    )
+
+
+def _openssl(*args: str) -> None:
+    exe = shutil.which("openssl")
+    if exe is None:
+        raise BrokerError(
+            "'openssl' is needed to make the local broker's TLS certificate (local_broker."
+            "security = 'sasl_ssl'); install it (e.g. 'apt-get install openssl')"
+        )
+    out = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+    if out.returncode != 0:
+        raise BrokerError(f"openssl {args[0]} failed:\n{out.stderr.strip()}")
+
+
+def make_certificates(tls_dir: Path, host: str) -> None:
+    """A throwaway CA and a broker certificate it signs, as PEM files in ``tls_dir``.
+
+    ``ca.pem`` is what clients trust; ``broker.pem`` holds the broker's unencrypted PKCS#8
+    key followed by its certificate chain, which Kafka reads as a ``PEM`` keystore. The
+    certificate names ``host``, ``localhost`` and 127.0.0.1, so clients keep hostname
+    checks on. The CA key is deleted once it has signed: nothing else can be issued.
+    Extensions follow RFC 5280 strictly (critical basicConstraints and keyUsage on the CA,
+    key identifiers), which OpenSSL's and Python's strict verification modes require.
+    """
+    tls_dir.mkdir(parents=True, exist_ok=True)
+    os.chmod(tls_dir, 0o700)
+    ca_key, ca = tls_dir / "ca.key", tls_dir / "ca.pem"
+    key, csr, crt = tls_dir / "broker.key", tls_dir / "broker.csr", tls_dir / "broker.crt"
+    ext = tls_dir / "broker.ext"
+    ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
+    _openssl(
+        "req", "-x509", *ec, "-keyout", str(ca_key), "-out", str(ca),
+        "-days", str(CERT_DAYS + 1), "-subj", "/CN=Sentinel local broker CA",
+        "-addext", "basicConstraints=critical,CA:TRUE",
+        "-addext", "keyUsage=critical,keyCertSign,cRLSign",
+    )  # fmt: skip
+    names = {"DNS:localhost", "IP:127.0.0.1"}
+    try:
+        names.add(f"IP:{ipaddress.ip_address(host)}")
+    except ValueError:
+        names.add(f"DNS:{host}")
+    ext.write_text(
+        "basicConstraints=critical,CA:FALSE\n"
+        "keyUsage=critical,digitalSignature,keyEncipherment\n"
+        "extendedKeyUsage=serverAuth,clientAuth\n"
+        "subjectKeyIdentifier=hash\n"
+        "authorityKeyIdentifier=keyid,issuer\n"
+        f"subjectAltName={','.join(sorted(names))}\n",
+        encoding="utf-8",
+    )
+    _openssl("req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", f"/CN={host}")
+    _openssl(
+        "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+        "-CAcreateserial", "-out", str(crt), "-days", str(CERT_DAYS), "-extfile", str(ext),
+    )  # fmt: skip
+    _write_private(tls_dir / "broker.pem", key.read_text() + crt.read_text() + ca.read_text())
+    for leftover in (ca_key, key, csr, ext, tls_dir / "ca.srl", crt):
+        leftover.unlink(missing_ok=True)
+
+
+def _write_private(path: Path, text: str) -> None:
+    """Write ``text`` to a file only its owner can read (keys, credentials)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as out:
+        out.write(text)
+
+
+def _cert_valid_for(pem: Path, seconds: int) -> bool:
+    """True when ``pem`` exists and its first certificate is valid ``seconds`` from now."""
+    exe = shutil.which("openssl")
+    if exe is None or not pem.is_file():
+        return False
+    check = [exe, "x509", "-checkend", str(seconds), "-noout", "-in", str(pem)]
+    return subprocess.run(check, capture_output=True, check=False).returncode == 0
 
 
 def _pid_alive(pid: int) -> bool:
@@ -186,7 +303,10 @@ class LocalBroker:
     """Start, inspect and stop one local KRaft broker described by settings.
 
     All files live in ``settings.data_dir``: ``server.properties``, ``log4j2.properties``,
-    ``broker.pid``, ``broker.log`` and the log segments under ``kraft-logs/``.
+    ``broker.pid``, ``broker.log`` and the log segments under ``kraft-logs/``; a
+    ``sasl_ssl`` broker adds ``tls/ca.pem`` (what clients trust), ``tls/broker.pem`` and
+    ``inter-broker.secret``. Its controller listener stays PLAINTEXT on ``host``: it serves
+    the KRaft quorum only, never client reads or writes.
     """
 
     def __init__(self, settings: LocalBrokerSettings, log: Log = _quiet) -> None:
@@ -202,6 +322,42 @@ class LocalBroker:
     def url(self) -> str:
         """The broker as a faust URL, ``kafka://host:port``."""
         return f"kafka://{self.bootstrap}"
+
+    @property
+    def secured(self) -> bool:
+        """True when the client listener is SASL_SSL (``local_broker.security``)."""
+        return self.settings.security == "sasl_ssl"
+
+    @property
+    def tls_dir(self) -> Path:
+        return self.data_dir / "tls"
+
+    @property
+    def ca_file(self) -> Path:
+        """The throwaway CA certificate (PEM) that clients of a ``sasl_ssl`` broker trust."""
+        return self.tls_dir / "ca.pem"
+
+    @property
+    def _secret_file(self) -> Path:
+        return self.data_dir / "inter-broker.secret"
+
+    def client_security(self) -> KafkaSecurity:
+        """What a client needs to reach this broker: ``kafka.security`` for the service.
+
+        PLAINTEXT for a plaintext broker; for ``sasl_ssl``, SCRAM-SHA-512 with the
+        configured user and password over TLS verified against :attr:`ca_file` (which
+        must exist: call after :meth:`up`).
+        """
+        s = self.settings
+        if not self.secured:
+            return KafkaSecurity()
+        return KafkaSecurity(
+            security_protocol="SASL_SSL",
+            sasl_mechanism=SCRAM_MECHANISM,
+            sasl_username=s.sasl_username,
+            sasl_password=s.sasl_password,
+            ssl_cafile=self.ca_file,
+        )
 
     @property
     def pid_file(self) -> Path:
@@ -239,6 +395,7 @@ class LocalBroker:
             "controller.listener.names": "CONTROLLER",
             "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "PLAINTEXT",
+            **(self._security_config() if self.secured else {}),
             "log.dirs": str(self.data_dir / "kraft-logs"),
             "num.partitions": "4",
             # Single node: internal topics cannot have more than one replica.
@@ -253,12 +410,88 @@ class LocalBroker:
             "log.retention.hours": "168",
         }
         path = self.data_dir / "server.properties"
-        path.write_text("".join(f"{k}={v}\n" for k, v in props.items()), encoding="utf-8")
+        # Private: a sasl_ssl broker's file holds its inter-broker password.
+        _write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
         log4j = resources.files("streams.kafka").joinpath("log4j2.properties")
         (self.data_dir / "log4j2.properties").write_text(
             log4j.read_text(encoding="utf-8"), encoding="utf-8"
         )
         return path
+
+    def _security_config(self) -> dict[str, str]:
+        """Properties that make the client listener SASL_SSL with SCRAM-SHA-512.
+
+        The broker talks to itself over the same listener (inter-broker), as
+        :data:`INTER_BROKER_USER` with a random password, so that no PLAINTEXT data
+        listener is left open. The client's password is not in this file: the broker
+        only holds its salted SCRAM form, in the cluster metadata.
+        """
+        s = self.settings
+        secret = self._secret_file.read_text(encoding="utf-8").strip()
+        jaas = (
+            "org.apache.kafka.common.security.scram.ScramLoginModule required "
+            f'username="{INTER_BROKER_USER}" password="{secret}";'
+        )
+        return {
+            "listeners": f"SASL_SSL://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
+            "advertised.listeners": f"SASL_SSL://{s.host}:{s.port}",
+            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
+            "inter.broker.listener.name": "SASL_SSL",
+            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
+            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(self.tls_dir / "broker.pem"),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(self.ca_file),
+            "ssl.client.auth": "none",
+        }
+
+    def _prepare_security(self, formatted: bool) -> list[str]:
+        """Certificates and the inter-broker secret; the ``--add-scram`` format arguments.
+
+        Certificates are made on the first start and again when they expire within a
+        day. The SCRAM credentials (client user, inter-broker user) can only be added when
+        the storage is formatted, so a formatted data directory keeps its secret file.
+        """
+        if not _cert_valid_for(self.ca_file, 86_400) or not _cert_valid_for(
+            self.tls_dir / "broker.pem", 86_400
+        ):
+            self.log(f"making a throwaway CA and broker certificate in {self.tls_dir}")
+            make_certificates(self.tls_dir, self.settings.host)
+        if formatted:
+            if not self._secret_file.is_file():
+                raise BrokerError(
+                    f"{self.data_dir} was formatted without local_broker.security = 'sasl_ssl' "
+                    f"(no {self._secret_file.name}), so it holds no SCRAM credentials; use a "
+                    "new local_broker.data_dir"
+                )
+            return []
+        secret = secrets.token_urlsafe(32)
+        _write_private(self._secret_file, secret + "\n")
+        s = self.settings
+        return [
+            "--add-scram",
+            scram_credential(s.sasl_username, s.sasl_password.get_secret_value()),
+            "--add-scram",
+            scram_credential(INTER_BROKER_USER, secret),
+        ]
+
+    def _run_private(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
+        """Run a java command whose arguments must not show in the process list.
+
+        Everything after the executable goes into a Java argument file (``java @file``,
+        Java 9+) readable by its owner only, deleted when the command ends.
+        """
+        argfile = self.data_dir / ".java-args"
+        quoted = (a.replace("\\", "\\\\").replace('"', '\\"') for a in cmd[1:])
+        _write_private(argfile, "".join(f'"{a}"\n' for a in quoted))
+        try:
+            return subprocess.run(
+                [cmd[0], f"@{argfile}"], capture_output=True, text=True, check=False
+            )
+        finally:
+            argfile.unlink(missing_ok=True)
 
     def _java_cmd(self, java: str, libs: Path, main: str, *args: str) -> list[str]:
         return [
@@ -291,10 +524,12 @@ class LocalBroker:
         java = check_java()
         libs = fetch_kafka(s.kafka_version, s.cache_dir, self.log)
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        formatted = (self.data_dir / "kraft-logs" / "meta.properties").exists()
+        scram = self._prepare_security(formatted) if self.secured else []
         config = self._write_config()
-        if not (self.data_dir / "kraft-logs" / "meta.properties").exists():
+        if not formatted:
             self.log(f"formatting KRaft storage in {self.data_dir / 'kraft-logs'}")
-            fmt = subprocess.run(
+            fmt = self._run_private(
                 self._java_cmd(
                     java,
                     libs,
@@ -306,15 +541,18 @@ class LocalBroker:
                     _cluster_id(),
                     "-c",
                     str(config),
-                ),
-                capture_output=True,
-                text=True,
-                check=False,
+                    *scram,
+                )
             )
             if fmt.returncode != 0:
-                raise BrokerError(f"formatting Kafka storage failed:\n{fmt.stdout}{fmt.stderr}")
+                output = fmt.stdout + fmt.stderr
+                for arg in scram:  # never echo a credential, even a salted one
+                    output = output.replace(arg, "[SCRAM credential]")
+                raise BrokerError(f"formatting Kafka storage failed:\n{output}")
+        listener = "SASL_SSL, SCRAM-SHA-512" if self.secured else "PLAINTEXT"
         self.log(
-            f"starting Apache Kafka {s.kafka_version} (KRaft, single node) on {self.bootstrap}"
+            f"starting Apache Kafka {s.kafka_version} (KRaft, single node) on {self.bootstrap} "
+            f"({listener})"
         )
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
@@ -346,12 +584,31 @@ class LocalBroker:
         )
 
     def _metadata_ok(self) -> bool:
-        """A metadata round trip through a real client: the broker is serving requests."""
+        """A metadata round trip through a real client: the broker is serving requests.
+
+        A secured broker is checked through its SASL_SSL listener with the configured
+        credentials, so ``up`` returns only once a real client can log in. A refused
+        login is final (the credential is fixed at format time) and raises at once.
+        """
         from kafka import KafkaAdminClient
         from kafka.errors import KafkaError
 
+        security = self.client_security()
         try:
-            admin = KafkaAdminClient(bootstrap_servers=self.bootstrap, request_timeout_ms=3000)
+            check_login([self.bootstrap], security, timeout_s=5.0)
+        except KafkaLoginError as exc:
+            raise BrokerError(
+                f"{exc}. SCRAM credentials are created when the storage is formatted: a "
+                "data directory formatted earlier (plaintext, or with another password) "
+                "keeps its old ones; use a new local_broker.data_dir."
+            ) from exc
+        try:
+            admin = KafkaAdminClient(
+                bootstrap_servers=self.bootstrap,
+                request_timeout_ms=3000,
+                bootstrap_timeout_ms=3000,
+                **kafka_python_kwargs(security),
+            )
         except (KafkaError, OSError):
             return False
         try:

@@ -19,6 +19,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from streams.broker import BrokerError, LocalBroker, fetch_kafka
+from streams.security import KafkaLoginError
 from streams.settings import ConfigError, LocalBrokerSettings, Settings, load_settings
 
 Handler = Callable[[argparse.Namespace], int]
@@ -61,6 +62,14 @@ def cmd_kafka(args: argparse.Namespace) -> int:
         status = broker.up()
         print(f"Kafka broker {status.describe()}")
         print(f"  use it with: SENTINEL_BROKER={broker.url}")
+        if broker.secured:
+            security = broker.client_security()
+            prefix = "SENTINEL_KAFKA__SECURITY__"
+            print(f"    {prefix}SECURITY_PROTOCOL={security.security_protocol}")
+            print(f"    {prefix}SASL_MECHANISM={security.sasl_mechanism}")
+            print(f"    {prefix}SASL_USERNAME={security.sasl_username}")
+            print(f"    {prefix}SSL_CAFILE={security.ssl_cafile}")
+            print(f"    {prefix}SASL_PASSWORD=<the local_broker.sasl_password>")
         return 0
     if args.action == "down":
         stopped = broker.down()
@@ -90,6 +99,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         broker.up()
         broker_url = broker.url
+        if broker.secured and settings.kafka.security.security_protocol == "PLAINTEXT":
+            # The local broker was made secured by config: log in to it as it expects.
+            kafka = settings.kafka.model_copy(update={"security": broker.client_security()})
+            settings = settings.model_copy(update={"kafka": kafka})
         _say("the local broker keeps running after the worker stops: 'sentinel kafka down'")
     from streams.worker import run_worker
 
@@ -156,6 +169,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     except BrokerError as exc:
         _say(f"Kafka broker: {exc}")
+        return 1
+    except KafkaLoginError as exc:
+        _say(f"Kafka login refused: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

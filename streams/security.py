@@ -2,17 +2,25 @@
 
 :class:`KafkaSecurity` is the ``kafka.security`` section of the settings. It turns into
 faust's ``broker_credentials`` (:func:`faust_credentials`, which also covers the aiokafka
-clients faust builds) and into keyword arguments for kafka-python clients (the publisher
-SDK, the admin client, the containment loops: :func:`kafka_python_kwargs`).
+clients faust builds) and into keyword arguments for kafka-python clients
+(:func:`kafka_python_kwargs`: the worker's topic admin; callers pass them to the publisher
+SDK). The alerting and investigation commands do not use them yet.
 
 The SASL password is a ``SecretStr``: it never appears in ``repr``/``str`` of the model,
 in ``model_dump()`` (``'**********'``) or in log lines. It is revealed only inside the two
-functions above, whose results go straight to the client constructors; do not log them.
+functions above and in :func:`check_login`; the first two return it for the client
+constructors: do not log their results.
+
+:func:`check_login` turns a refused login into a prompt, explicit error: kafka-python
+retries a refused SASL login like a network fault, and both client libraries then report
+only "Unable to bootstrap", the reason going to their logs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -139,3 +147,64 @@ def kafka_python_kwargs(security: KafkaSecurity) -> dict[str, Any]:
         kwargs["sasl_plain_username"] = security.sasl_username
         kwargs["sasl_plain_password"] = security._password()
     return kwargs
+
+
+class KafkaLoginError(RuntimeError):
+    """A broker refused this client's login or TLS handshake: retrying will not help."""
+
+
+def check_login(bootstrap: Sequence[str], security: KafkaSecurity, timeout_s: float = 10.0) -> None:
+    """Log in once to the first reachable broker; raise :class:`KafkaLoginError` if refused.
+
+    Why: with a wrong password kafka-python retries until its bootstrap timeout (30 s by
+    default) and then says only "Unable to bootstrap"; aiokafka fails fast but also says
+    only that, the reason going to their logs. This makes one connection with aiokafka's
+    ``create_conn`` (TLS handshake, then SASL authentication) and names the reason. A
+    broker that cannot be reached is not an error here: the clients' own retries take
+    over, as for a broker that is still starting. PLAINTEXT is not checked. Call from
+    synchronous code (it runs its own event loop).
+    """
+    if security.security_protocol == "PLAINTEXT":
+        return
+    asyncio.run(_check_login(list(bootstrap), security, timeout_s))
+
+
+async def _check_login(bootstrap: list[str], security: KafkaSecurity, timeout_s: float) -> None:
+    from aiokafka.conn import create_conn
+    from aiokafka.errors import (
+        KafkaError,
+        SaslAuthenticationFailed,
+        UnsupportedSaslMechanismError,
+    )
+
+    for server in bootstrap:
+        host, _, port = server.strip().removeprefix("kafka://").rpartition(":")
+        host = host.strip("[]") or "localhost"
+        try:
+            conn = await asyncio.wait_for(
+                create_conn(
+                    host,
+                    int(port or 9092),
+                    request_timeout_ms=int(timeout_s * 1000),
+                    ssl_context=security.ssl_context(),
+                    security_protocol=security.security_protocol,
+                    sasl_mechanism=security.sasl_mechanism if security.uses_sasl else None,
+                    sasl_plain_username=security.sasl_username,
+                    sasl_plain_password=security._password() if security.uses_sasl else None,
+                ),
+                timeout_s,
+            )
+        except (SaslAuthenticationFailed, UnsupportedSaslMechanismError) as exc:
+            raise KafkaLoginError(
+                f"{host}:{port} refused the {security.sasl_mechanism} login of user "
+                f"{security.sasl_username!r}: {exc}"
+            ) from exc
+        except ssl.SSLError as exc:  # before OSError, its base class
+            raise KafkaLoginError(
+                f"TLS handshake with {host}:{port} failed ({security.security_protocol}): "
+                f"{exc.reason or exc}; check kafka.security.ssl_cafile"
+            ) from exc
+        except (OSError, TimeoutError, KafkaError):
+            continue  # not reachable (yet), or cut off: not a definite refusal
+        conn.close()
+        return

@@ -16,7 +16,15 @@ from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -84,7 +92,18 @@ class WorkerSettings(_Section):
 
 
 class LocalBrokerSettings(_Section):
-    """The single-node KRaft broker that `sentinel kafka up` runs from Maven Central jars."""
+    """The single-node KRaft broker that `sentinel kafka up` runs from Maven Central jars.
+
+    ``security = "sasl_ssl"`` makes its client listener SASL_SSL with SCRAM-SHA-512 and a
+    throwaway certificate authority, so the service's security settings can be proven
+    against a real secured broker (see ``LocalBroker.client_security``). The SCRAM
+    credential for ``sasl_username``/``sasl_password`` is created when the storage is
+    formatted (first start of a data directory); changing the password later needs a new
+    data directory.
+    """
+
+    # Errors must not echo the input: it may hold the password.
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 
     kafka_version: str = Field(default="4.1.1", pattern=r"^4\.\d+\.\d+$")
     host: str = "127.0.0.1"
@@ -94,6 +113,21 @@ class LocalBrokerSettings(_Section):
     cache_dir: Path = Path("~/.cache/sentinel/kafka")
     heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
     start_timeout_s: float = Field(default=60.0, gt=0)
+    security: Literal["plaintext", "sasl_ssl"] = Field(
+        default="plaintext",
+        description="Client listener: plaintext, or SASL_SSL with SCRAM-SHA-512 over TLS.",
+    )
+    sasl_username: str = Field(
+        default="sentinel",
+        pattern=r"^[A-Za-z0-9._-]+$",
+        description="SCRAM user created at format time (sasl_ssl only).",
+    )
+    sasl_password: SecretStr = Field(
+        default=SecretStr(""),
+        repr=False,
+        description="Its password (sasl_ssl only); set it through the environment, "
+        "SENTINEL_LOCAL_BROKER__SASL_PASSWORD.",
+    )
 
     @field_validator("kafka_version")
     @classmethod
@@ -102,6 +136,18 @@ class LocalBrokerSettings(_Section):
         if (major, minor, patch) < (4, 0, 1):
             raise ValueError("Kafka 4.0.0 dropped JoinGroup v0/v1 used by clients; use >= 4.0.1")
         return v
+
+    @model_validator(mode="after")
+    def _password_iff_sasl(self) -> LocalBrokerSettings:
+        # An empty default (not None) keeps settings_env() round trips exact.
+        has_password = bool(self.sasl_password.get_secret_value())
+        if self.security == "sasl_ssl" and not has_password:
+            raise ValueError(
+                "security sasl_ssl needs sasl_password (SENTINEL_LOCAL_BROKER__SASL_PASSWORD)"
+            )
+        if self.security == "plaintext" and has_password:
+            raise ValueError("sasl_password given but security is plaintext")
+        return self
 
 
 _ENVIRON: ContextVar[Mapping[str, str] | None] = ContextVar("sentinel_environ", default=None)

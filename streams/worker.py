@@ -8,6 +8,7 @@ from alerting.clock import SystemClock
 from streams.agents import register_pipeline
 from streams.app import create_app
 from streams.observability import logging_config, register_observability
+from streams.security import check_login
 from streams.settings import Settings
 from streams.topics import ensure_topics
 
@@ -21,8 +22,15 @@ def build_service(settings: Settings, broker_url: str) -> faust.App:
 
 
 def run_worker(settings: Settings, broker_url: str) -> int:
-    """Run the worker in the foreground until SIGINT/SIGTERM; returns the exit code."""
-    created = ensure_topics(settings, broker_url.removeprefix("kafka://").split(";"))
+    """Run the worker in the foreground until SIGINT/SIGTERM; returns the exit code.
+
+    A refused login (wrong password, untrusted certificate) raises
+    :class:`streams.security.KafkaLoginError` before anything starts, instead of the
+    clients retrying it as a network fault.
+    """
+    bootstrap = broker_url.removeprefix("kafka://").split(";")
+    check_login(bootstrap, settings.kafka.security)
+    created = ensure_topics(settings, bootstrap)
     if created:
         print(f"sentinel: created topics {', '.join(created)}", flush=True)
     app = build_service(settings, broker_url)
