@@ -1,23 +1,28 @@
-"""Faust agents: event topics -> ingress -> join -> detect -> alerts topic.
+"""Faust agents: event topics -> ingress (+ join) -> detect -> alerts topic.
 
 Three agents, two internal topics, and three changelog-backed tables:
 
-``ingress``  (raw event topics, any partitioning) decodes and validates each record once
-             (dead letters to the dead-letter topic) and re-keys valid events by request
-             id onto ``<app_id>-by-request``.
-``join``     (by request id) resolves model and version of feedback and evaluations from
-             the output they rate (table ``join``), and re-keys by model onto
+``ingress``  (raw event topics) decodes and validates each record once (dead letters to
+             the dead-letter topic) and joins it right there when the record already sits
+             in its request id's partition (keyed by request id with Kafka's default
+             partitioner, as the SDK and the simulator publish, and the topic has the
+             service's partition count). Other records go to ``<app_id>-by-request``.
+``join``     (by request id) joins the records that arrived elsewhere.
+             Both resolve model and version of feedback and evaluations from the output
+             they rate (table ``join``) and send the observations on to
              ``<app_id>-by-model``.
 ``detect``   (by model) runs the keyed detectors (table ``detectors``, one entry per
              model / version / segment key) and one incident engine per model (table
              ``engines``), and publishes incident events to the alerts topic keyed by
              their dedup key.
 
-Batches come from ``stream.take``; a batch may hold events of several partitions, and a
-faust table sends a changed key to the changelog partition of the *current event*. So
-each batch is processed per partition, with the current event set to an event of that
-partition while its state is written back: state always follows its partition on
-rebalance. Table values are plain JSON, always written back, never mutated in place.
+Everything after faust's own per-record work is batched: agents take batches from their
+streams (``take_events``), and the internal topics carry *envelopes* of many observations
+(one per model, or per target partition, per batch), so an event costs one faust record,
+not three. A faust table sends a changed key to the changelog partition of the *current
+event*, so state is written while the current event is a record of the partition that
+owns it: state always follows its partition on rebalance. Table values are plain JSON,
+always written back, never mutated in place.
 
 Processing is at-least-once. After a crash, events since the last commit are processed
 again; the incident engine drops detections it has seen and gives every incident event a
@@ -37,6 +42,7 @@ from typing import Any
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TableT
 
@@ -48,16 +54,16 @@ from alerting.silences import (
     fold_silence_records,
     silences_topic,
 )
-from streams.events import AnyEvent
-from streams.ingress import Coordinates, Ingress, register_ingress
+from streams.ingress import TAKE_MAX, TAKE_WITHIN_S, Accepted, Ingress, register_ingress
 from streams.pipeline import Detect, Joiner, Observation
 from streams.security import kafka_python_kwargs
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-TAKE_MAX = 500
-TAKE_WITHIN_S = 0.5
+ENVELOPE_BYTES = 256 * 1024
+"""Target size of one envelope on an internal topic (well under Kafka's 1 MiB default
+message limit; one observation larger than this travels alone)."""
 
 
 @dataclass
@@ -89,6 +95,35 @@ def _by_partition(events: Sequence[Any]) -> list[list[Any]]:
         tp = (event.message.topic, event.message.partition)
         groups.setdefault(tp, []).append(event)
     return list(groups.values())
+
+
+def home_partition(key: bytes, partitions: int) -> int:
+    """The partition Kafka's default partitioner (murmur2, as in the Java client, kafka-
+    python and aiokafka) gives ``key`` among ``partitions``."""
+    return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def envelopes(observations: Sequence[Observation]) -> Iterator[bytes]:
+    """Observations packed as JSON arrays of at most about :data:`ENVELOPE_BYTES`."""
+    parts: list[str] = []
+    size = 0
+    for obs in observations:
+        item = json.dumps(obs.to_json(), separators=(",", ":"))
+        if parts and size + len(item) > ENVELOPE_BYTES:
+            yield ("[" + ",".join(parts) + "]").encode()
+            parts, size = [], 0
+        parts.append(item)
+        size += len(item) + 1
+    if parts:
+        yield ("[" + ",".join(parts) + "]").encode()
+
+
+def unwrap(value: bytes) -> list[Observation]:
+    """The observations of an envelope (a lone object: one observation, as an earlier
+    version of the service wrote them)."""
+    data = json.loads(value)
+    items = data if isinstance(data, list) else [data]
+    return [Observation.from_json(item) for item in items]
 
 
 def _raw_topic(
@@ -141,9 +176,42 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     app.on_partitions_revoked.connect(forget_live_state)
     app.on_partitions_assigned.connect(forget_live_state)
 
-    async def to_join(event: AnyEvent, coords: Coordinates) -> None:
-        placeholder = Observation(event, "", "", {}, coords).to_json()
-        await by_request.send(key=event.request_id.encode(), value=json.dumps(placeholder).encode())
+    def in_place(item: Accepted, rid: bytes, home: int) -> bool:
+        """Whether the record sits in the partition that owns its request id's join state."""
+        return (
+            item.key == rid
+            and item.coords.partition == home
+            and app.consumer.topic_partitions(item.coords.topic) == partitions
+        )
+
+    async def to_detect(observations: Sequence[Observation]) -> None:
+        per_model: dict[str, list[Observation]] = {}
+        for obs in observations:
+            per_model.setdefault(obs.model, []).append(obs)
+        for model, group in per_model.items():
+            for envelope in envelopes(group):
+                await by_model.send(key=model.encode(), value=envelope)
+
+    async def to_join(items: Sequence[Accepted]) -> None:
+        local: dict[int, list[Accepted]] = {}
+        elsewhere: dict[int, list[Observation]] = {}
+        for item in items:
+            rid = item.event.request_id.encode()
+            home = home_partition(rid, partitions)
+            if in_place(item, rid, home):
+                local.setdefault(home, []).append(item)
+            else:
+                placeholder = Observation(item.event, "", "", {}, item.coords)
+                elsewhere.setdefault(home, []).append(placeholder)
+        for home, group in elsewhere.items():
+            for envelope in envelopes(group):
+                await by_request.send(value=envelope, partition=home)
+        ready: list[Observation] = []
+        for part, mine in local.items():
+            with _as_current(mine[0].record):
+                for item in mine:
+                    ready.extend(joiner.process(item.event, item.coords, part))
+        await to_detect(ready)
 
     ingress = register_ingress(app, settings, to_join)
     hooks: list[Callable[[Sequence[Observation]], None]] = []
@@ -151,20 +219,19 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
 
     async def join(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            for group in _by_partition(batch):
-                ready: list[Observation] = []
-                for event in group:
-                    obs = Observation.from_json(json.loads(event.value))
-                    with _as_current(event):
-                        ready.extend(joiner.process(obs.event, obs.coords, event.message.partition))
-                for obs in ready:
-                    payload = json.dumps(obs.to_json()).encode()
-                    await by_model.send(key=obs.model.encode(), value=payload)
+            ready: list[Observation] = []
+            for record in batch:
+                with _as_current(record):
+                    for obs in unwrap(record.value):
+                        ready.extend(
+                            joiner.process(obs.event, obs.coords, record.message.partition)
+                        )
+            await to_detect(ready)
 
     async def detect_agent(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             for group in _by_partition(batch):
-                observations = [Observation.from_json(json.loads(e.value)) for e in group]
+                observations = [obs for record in group for obs in unwrap(record.value)]
                 with _as_current(group[-1]):
                     incidents = detect.process(observations)
                 for hook in hooks:

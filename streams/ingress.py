@@ -4,9 +4,9 @@
 :class:`DeadLetter` that says why (a reason code and the validation errors), carries the
 original key and value bytes (base64) and where the record came from (topic, partition,
 offset). :func:`register_ingress` puts that on a faust app: one agent consumes the raw event
-topics, sends dead letters to ``settings.topics.dead_letter`` (keyed by source topic) and
-hands each valid event to the next stage. A bad record, or a next stage that raises on one
-event, never stops the stream.
+topics in batches, sends dead letters to ``settings.topics.dead_letter`` (keyed by source
+topic) and hands each batch of valid events to the next stage. A bad record, or a next
+stage that raises on one event, never stops the stream.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ import base64
 import hashlib
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
@@ -316,8 +316,25 @@ class IngressStats:
         return sum(self.accepted.values())
 
 
-Handle: TypeAlias = Callable[[AnyEvent, Coordinates], Awaitable[None]]
-"""The next stage: called once per valid event, in partition order."""
+TAKE_MAX: Final = 2000
+"""Records per batch an agent takes from its stream (faust ``take_events``)."""
+TAKE_WITHIN_S: Final = 0.25
+"""How long an agent waits to fill a batch before it processes what it has (seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event, where it came from, and the faust record that carried it (table
+    writes made while handling it go to that record's partition)."""
+
+    event: AnyEvent
+    coords: Coordinates
+    key: bytes | None
+    record: Any
+
+
+Handle: TypeAlias = Callable[[Sequence[Accepted]], Awaitable[None]]
+"""The next stage: called with each batch of valid events, in partition order."""
 Clock: TypeAlias = Callable[[], datetime]
 
 
@@ -363,12 +380,14 @@ def register_ingress(
 ) -> Ingress:
     """Register the ingress agent on ``app`` (built by :func:`streams.app.create_app`).
 
-    It consumes the inputs, outputs, feedback and evaluations topics as raw bytes, decodes
-    each record once, awaits ``handle(event, coordinates)`` for valid events, and sends
-    dead letters (JSON :class:`DeadLetter`, key = source topic) to the dead-letter topic.
-    If ``handle`` raises, that record is dead-lettered with reason ``handler_error`` and
-    the stream goes on. Processing is at-least-once: after a crash, records since the last
-    commit are decoded (and handled) again.
+    It consumes the inputs, outputs, feedback and evaluations topics as raw bytes in batches
+    (``take_events``: one faust event per record is the framework's main cost, so all work
+    after it is batched), decodes each record once, awaits ``handle(accepted)`` with each
+    batch's valid events, and sends dead letters (JSON :class:`DeadLetter`, key = source
+    topic) to the dead-letter topic. If ``handle`` raises, the batch is handed over again
+    one event at a time; an event it still raises on is dead-lettered with reason
+    ``handler_error``, and the stream goes on. Processing is at-least-once: after a crash,
+    records since the last commit are decoded (and handled) again.
     """
     kinds = topic_kinds(settings)
     partitions = settings.kafka.topic_partitions
@@ -393,48 +412,71 @@ def register_ingress(
     async def _send_dead(letter: DeadLetter) -> None:
         await dlq.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
 
-    async def ingress(stream: Any) -> None:
-        async for event in stream.events():
-            msg = event.message
-            coords = Coordinates(msg.topic, msg.partition, msg.offset)
-            raw = event.value
-            key = event.key
-            result = decode(
-                raw if isinstance(raw, bytes) or raw is None else bytes(raw),
-                coords,
-                now=clock(),
-                limits=limits,
-                default_type=kinds.get(msg.topic),
-                key=key if isinstance(key, bytes) else None,
+    def _accept(record: Any) -> Accepted | DeadLetter:
+        msg = record.message
+        coords = Coordinates(msg.topic, msg.partition, msg.offset)
+        raw = record.value
+        key = record.key if isinstance(record.key, bytes) else None
+        result = decode(
+            raw if isinstance(raw, bytes) or raw is None else bytes(raw),
+            coords,
+            now=clock(),
+            limits=limits,
+            default_type=kinds.get(msg.topic),
+            key=key,
+        )
+        counters.record(coords, result)
+        if isinstance(result, DeadLetter):
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                *_c(coords),
+                result.reason,
+                result.error,
             )
-            counters.record(coords, result)
-            if isinstance(result, DeadLetter):
-                log.warning(
-                    "dead-lettered %s[%d]@%d: %s: %s",
-                    coords.topic,
-                    coords.partition,
-                    coords.offset,
-                    result.reason,
-                    result.error,
-                )
-                await _send_dead(result)
-                continue
+            return result
+        return Accepted(result, coords, key, record)
+
+    async def _handle_each(items: Sequence[Accepted]) -> None:
+        """The batch failed: hand the events over one by one, so only the event the next
+        stage cannot take is dead-lettered (the others may be handled twice: at least
+        once)."""
+        for item in items:
             try:
-                await handle(result, coords)
+                await handle([item])
             except Exception as exc:
-                log.exception("next stage failed on %s[%d]@%d", *_c(coords))
+                log.exception("next stage failed on %s[%d]@%d", *_c(item.coords))
+                raw = item.record.value
                 letter = _dead(
                     "handler_error",
                     f"{type(exc).__name__}: {exc}",
-                    raw,
-                    key if isinstance(key, bytes) else None,
-                    coords,
+                    raw if isinstance(raw, bytes) or raw is None else bytes(raw),
+                    item.key,
+                    item.coords,
                     clock(),
                     limits,
                 )
-                counters.accepted[(coords.topic, result.event_type)] -= 1
-                counters.dead[(coords.topic, "handler_error")] += 1
+                counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
+                counters.dead[(item.coords.topic, "handler_error")] += 1
                 await _send_dead(letter)
+
+    async def ingress(stream: Any) -> None:
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            accepted: list[Accepted] = []
+            for record in batch:
+                result = _accept(record)
+                if isinstance(result, DeadLetter):
+                    await _send_dead(result)
+                else:
+                    accepted.append(result)
+            if not accepted:
+                continue
+            try:
+                await handle(accepted)
+            except Exception:
+                log.exception(
+                    "next stage failed on a batch of %d; retrying one by one", len(accepted)
+                )
+                await _handle_each(accepted)
 
     agent = app.agent(source, name=agent_name, concurrency=1)(ingress)
     return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
@@ -458,7 +500,8 @@ def forward_to_topic(app: faust.App, topic_name: str, *, partitions: int | None 
         partitions=partitions,
     )
 
-    async def _forward(event: AnyEvent, coords: Coordinates) -> None:
-        await topic.send(key=event.request_id.encode(), value=dump_event(event))
+    async def _forward(items: Sequence[Accepted]) -> None:
+        for item in items:
+            await topic.send(key=item.event.request_id.encode(), value=dump_event(item.event))
 
     return _forward
