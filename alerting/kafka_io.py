@@ -7,6 +7,12 @@ producer future is awaited first). A crash therefore re-processes at most the re
 the last commit; event ids make those duplicates harmless. The consumer and producer are
 injectable (anything with kafka-python's ``poll``/``commit``/``send`` shape), so the loops
 are unit-tested without a broker. No faust here, and no import of ``streams``.
+
+Every Kafka client built here takes ``security``: the kafka-python keyword arguments for
+the cluster's transport security (``streams.security.kafka_python_kwargs`` of the
+``kafka.security`` settings, which the ``sentinel`` commands pass). They are handed to
+each client's constructor as they are, so a SASL_SSL cluster is reached the same way by
+all of them; ``None`` means PLAINTEXT. They hold the password: never log them.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -37,6 +43,13 @@ from alerting.playbooks import PlaybookSet
 log = logging.getLogger(__name__)
 
 SEND_TIMEOUT_S = 30.0
+
+KafkaClientSecurity = Mapping[str, Any] | None
+"""kafka-python security keyword arguments for every client (``None``: PLAINTEXT)."""
+
+
+def _security(security: KafkaClientSecurity) -> dict[str, Any]:
+    return dict(security) if security is not None else {}
 
 
 class RecordLike(Protocol):
@@ -174,11 +187,13 @@ def run_notify_consumer(
     producer: ProducerLike | None = None,
     stats: LoopStats | None = None,
     on_poll: Callable[[int], None] | None = None,
+    security: KafkaClientSecurity = None,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
     Permanent failures go to ``dead_letter_topic`` as :class:`DeadLetter` JSON keyed by the
-    dedup key; offsets are committed only after delivery or dead-lettering.
+    dedup key; offsets are committed only after delivery or dead-lettering. ``security``
+    applies to the consumer and producer built here (not to injected ones).
     """
     clock = clock or SystemClock()
     if consumer is None:
@@ -190,11 +205,12 @@ def run_notify_consumer(
             group_id=group_id or f"sentinel-notify-{sink.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
+            **_security(security),
         )
     if producer is None:
         from kafka import KafkaProducer
 
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **_security(security))
     prod = producer
 
     def dead_letter(dl: DeadLetter) -> None:
@@ -328,6 +344,7 @@ def run_containment_consumer(
     clock: Clock | None = None,
     stats: LoopStats | None = None,
     on_poll: Callable[[int], None] | None = None,
+    security: KafkaClientSecurity = None,
 ) -> ContainmentState:
     """``sentinel contain [--dry-run]``: publish playbook containment to ``control_topic``.
 
@@ -342,7 +359,7 @@ def run_containment_consumer(
 
     clock = clock or SystemClock()
     state = ContainmentState()
-    for r in read_topic_to_end(bootstrap, control_topic):
+    for r in read_topic_to_end(bootstrap, control_topic, security=security):
         if r.value is None:
             continue
         try:
@@ -355,8 +372,13 @@ def run_containment_consumer(
         group_id=None if dry_run else group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
+        **_security(security),
     )
-    producer = None if dry_run else KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = (
+        None
+        if dry_run
+        else KafkaProducer(bootstrap_servers=bootstrap, acks="all", **_security(security))
+    )
 
     def dead_letter_raw(value: bytes) -> None:
         if dead_letter_topic is not None and producer is not None:
@@ -396,7 +418,11 @@ class TopicRecord:
 
 
 def read_topic_to_end(
-    bootstrap: str | list[str], topic: str, *, timeout_s: float = 30.0
+    bootstrap: str | list[str],
+    topic: str,
+    *,
+    timeout_s: float = 30.0,
+    security: KafkaClientSecurity = None,
 ) -> list[TopicRecord]:
     """Every record of ``topic`` from the beginning up to its end offsets at call time, in
     log order per partition (partitions one after another). No consumer group, no commits.
@@ -409,6 +435,7 @@ def read_topic_to_end(
         enable_auto_commit=False,
         group_id=None,
         allow_auto_create_topics=False,
+        **_security(security),
     )
     try:
         parts = sorted(reader.partitions_for_topic(topic) or set())
@@ -436,14 +463,21 @@ def read_topic_to_end(
 
 
 def ensure_compacted_topic(
-    bootstrap: str | list[str], topic: str, *, partitions: int = 1, replication_factor: int = 1
+    bootstrap: str | list[str],
+    topic: str,
+    *,
+    partitions: int = 1,
+    replication_factor: int = 1,
+    security: KafkaClientSecurity = None,
 ) -> bool:
     """Create ``topic`` with ``cleanup.policy=compact`` unless it exists; True if created."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap, client_id="sentinel-admin")
+    admin = KafkaAdminClient(
+        bootstrap_servers=bootstrap, client_id="sentinel-admin", **_security(security)
+    )
     try:
         if topic in set(admin.list_topics()):
             return False

@@ -18,6 +18,11 @@ silence add|list|expire
 
 ``notify`` and ``contain`` run until SIGINT/SIGTERM, ``--max-seconds`` or ``--until-idle``,
 then print a summary. Bad input exits 2; a broker error exits 1.
+
+Every Kafka client these commands build logs in with the ``kafka.security`` settings
+(:func:`streams.security.kafka_python_kwargs`), as the worker's do; a refused login
+(wrong password, untrusted certificate) exits 1 at once, saying why
+(:func:`streams.security.check_login`), instead of after the clients' retries.
 """
 
 from __future__ import annotations
@@ -74,7 +79,8 @@ from alerting.silences import (
     silences_topic,
 )
 from alerting.status import fold_open_incidents, render_incidents
-from streams.broker import port_accepts
+from streams.broker import LocalBroker, port_accepts
+from streams.security import check_login, kafka_python_kwargs
 from streams.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
@@ -379,18 +385,37 @@ def _settings(args: argparse.Namespace) -> Settings:
     return load_settings(path)
 
 
-def _bootstrap(settings: Settings) -> list[str]:
+def _connect(settings: Settings) -> tuple[Settings, list[str]]:
+    """The brokers to use and the settings to reach them with, the login checked once.
+
+    With no broker configured, a running local broker is used; when it is a secured one
+    (``local_broker.security``) and ``kafka.security`` is left at PLAINTEXT, the returned
+    settings log in to it as it expects, as ``sentinel run`` does. Raises
+    :class:`streams.security.KafkaLoginError` if the broker refuses the login.
+    """
     servers = settings.kafka.bootstrap_servers
-    if servers:
-        return servers
-    local = settings.local_broker
-    if port_accepts(local.host, local.port):
+    if not servers:
+        local = settings.local_broker
+        if not port_accepts(local.host, local.port):
+            raise ConfigError(
+                "no broker configured and no local broker running: set kafka.broker in the "
+                "config file or SENTINEL_BROKER=kafka://host:port, or start one with "
+                "'sentinel kafka up'"
+            )
         _say(f"no broker configured: using the local broker on {local.host}:{local.port}")
-        return [f"{local.host}:{local.port}"]
-    raise ConfigError(
-        "no broker configured and no local broker running: set kafka.broker in the config "
-        "file or SENTINEL_BROKER=kafka://host:port, or start one with 'sentinel kafka up'"
-    )
+        servers = [f"{local.host}:{local.port}"]
+        broker = LocalBroker(local)
+        if broker.secured and settings.kafka.security.security_protocol == "PLAINTEXT":
+            kafka = settings.kafka.model_copy(update={"security": broker.client_security()})
+            settings = settings.model_copy(update={"kafka": kafka})
+    check_login(servers, settings.kafka.security)
+    return settings, servers
+
+
+def _client_security(settings: Settings) -> dict[str, Any]:
+    """kafka-python security arguments for every client these commands build (holds the
+    password: pass on, never print)."""
+    return kafka_python_kwargs(settings.kafka.security)
 
 
 def _setup_logging(level: str) -> None:
@@ -448,7 +473,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
     sink: Sink = make_sink(
         sink_config(args.sink, cfg, url=args.url, environ=environ, source=source)
     )
-    bootstrap = _bootstrap(settings)
+    settings, bootstrap = _connect(settings)
     group = args.group_id or f"{settings.worker.app_id}-notify-{args.sink}"
     _say(
         f"notify {args.sink}: {settings.topics.alerts} -> {args.sink} sink "
@@ -472,6 +497,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 sleep=stopper.sleep,
                 stats=stats,
                 on_poll=stopper.on_poll,
+                security=_client_security(settings),
             )
         except StopRequestedError:
             _say(
@@ -499,7 +525,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
     _setup_logging(args.log_level)
     settings = _settings(args)
     playbooks = load_playbooks(settings.detection.playbooks_dir)
-    bootstrap = _bootstrap(settings)
+    settings, bootstrap = _connect(settings)
     if not args.dry_run:
         _ensure_service_topics(settings, bootstrap)
     group = args.group_id or f"{settings.worker.app_id}-containment"
@@ -523,6 +549,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
             clock=SystemClock(),
             stats=stats,
             on_poll=stopper.on_poll,
+            security=_client_security(settings),
         )
     print(
         f"contain{' --dry-run' if args.dry_run else ''}: {stats.processed} record(s) in "
@@ -563,23 +590,25 @@ def containment_state(records: list[TopicRecord]) -> tuple[ContainmentState, int
 
 
 def _read_silences(bootstrap: list[str], settings: Settings) -> dict[str, SilenceRecord]:
-    records = read_topic_to_end(bootstrap, silences_topic(settings.topics.control))
+    records = read_topic_to_end(
+        bootstrap, silences_topic(settings.topics.control), security=_client_security(settings)
+    )
     return fold_silence_records((r.key, r.value) for r in records)
 
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``sentinel status``."""
     _setup_logging(args.log_level)
-    settings = _settings(args)
-    bootstrap = _bootstrap(settings)
+    settings, bootstrap = _connect(_settings(args))
     now = datetime.now(UTC)
-    control = read_topic_to_end(bootstrap, settings.topics.control)
+    security = _client_security(settings)
+    control = read_topic_to_end(bootstrap, settings.topics.control, security=security)
     state, bad_control = containment_state(control)
     print(f"Containment ({settings.topics.control}, {len(control)} record(s)):")
     print(_indent(state.render()))
     if bad_control:
         print(f"  ({bad_control} invalid control record(s) skipped)")
-    alerts = read_topic_to_end(bootstrap, settings.topics.alerts)
+    alerts = read_topic_to_end(bootstrap, settings.topics.alerts, security=security)
     events, bad_alerts = _decode_events(alerts)
     open_ = fold_open_incidents(events)
     print(f"\nOpen incidents ({settings.topics.alerts}, {len(alerts)} record(s)): {len(open_)}")
@@ -653,10 +682,12 @@ def render_silences(records: list[SilenceRecord], now: datetime) -> str:
     )
 
 
-def _publish(bootstrap: list[str], topic: str, key: bytes, value: bytes) -> None:
+def _publish(
+    settings: Settings, bootstrap: list[str], topic: str, key: bytes, value: bytes
+) -> None:
     from kafka import KafkaProducer
 
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **_client_security(settings))
     try:
         producer.send(topic, key=key, value=value).get(timeout=SEND_TIMEOUT_S)
     finally:
@@ -673,8 +704,7 @@ def _created_by() -> str:
 def cmd_silence(args: argparse.Namespace) -> int:
     """``sentinel silence add|list|expire``."""
     _setup_logging(args.log_level)
-    settings = _settings(args)
-    bootstrap = _bootstrap(settings)
+    settings, bootstrap = _connect(_settings(args))
     topic = silences_topic(settings.topics.control)
     now = datetime.now(UTC)
     if args.silence_action == "add":
@@ -695,10 +725,13 @@ def cmd_silence(args: argparse.Namespace) -> int:
             created_by=args.created_by or _created_by(),
         )
         if ensure_compacted_topic(
-            bootstrap, topic, replication_factor=settings.kafka.replication_factor
+            bootstrap,
+            topic,
+            replication_factor=settings.kafka.replication_factor,
+            security=_client_security(settings),
         ):
             _say(f"created compacted topic {topic}")
-        _publish(bootstrap, topic, rec.key(), rec.to_json_bytes())
+        _publish(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
         print(rec.id)
         print(render_silences([rec], now))
         return 0
@@ -714,7 +747,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
         print(f"{args.id} already {current.state(now)} at {iso_utc(current.ends_at())}")
         return 0
     expired = current.expire(now)
-    _publish(bootstrap, topic, expired.key(), expired.to_json_bytes())
+    _publish(settings, bootstrap, topic, expired.key(), expired.to_json_bytes())
     print(f"{args.id} expired at {iso_utc(now)}")
     return 0
 

@@ -3,13 +3,18 @@
 :class:`KafkaSecurity` is the ``kafka.security`` section of the settings. It turns into
 faust's ``broker_credentials`` (:func:`faust_credentials`, which also covers the aiokafka
 clients faust builds) and into keyword arguments for kafka-python clients
-(:func:`kafka_python_kwargs`: the worker's topic admin; callers pass them to the publisher
-SDK). The alerting and investigation commands do not use them yet.
+(:func:`kafka_python_kwargs`). The latter is the one way every other client of the service
+gets its security: the worker's topic admin and silences follower, the alerting commands
+(``notify``, ``contain``, ``status``, ``silence``, through ``alerting.kafka_io``), the
+investigation commands (``incidents``, ``investigate``, ``postmortem``, ``backtest``,
+``replay --from/--to``) and ``simulate``; callers pass them to the publisher SDK.
 
 The SASL password is a ``SecretStr``: it never appears in ``repr``/``str`` of the model,
 in ``model_dump()`` (``'**********'``) or in log lines. It is revealed only inside the two
 functions above and in :func:`check_login`; the first two return it for the client
-constructors: do not log their results.
+constructors: do not log their results. (:func:`kafka_python_kwargs` returns it as a
+``str`` whose ``repr`` is masked, as kafka-python's admin client logs its configuration
+at DEBUG.)
 
 :func:`check_login` turns a refused login into a prompt, explicit error: kafka-python
 retries a refused SASL login like a network fault, and both client libraries then report
@@ -130,11 +135,27 @@ def faust_credentials(security: KafkaSecurity) -> Any:
     return None
 
 
+class _MaskedPassword(str):
+    """The password as the clients need it (a ``str``), with a masked ``repr``.
+
+    Why: kafka-python's ``KafkaAdminClient`` logs every keyword argument at DEBUG
+    ("Starting KafkaAdminClient with configuration: {...}", kafka-python 3.0.12), and a
+    dict formats its values with ``repr``. Only ``repr`` is masked: the value, ``str()``
+    and ``encode()`` are the password, as the SCRAM and PLAIN logins need.
+    """
+
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "'**********'"
+
+
 def kafka_python_kwargs(security: KafkaSecurity) -> dict[str, Any]:
     """Keyword arguments for kafka-python ``KafkaProducer``/``KafkaConsumer``/admin clients.
 
     Empty for PLAINTEXT, so ``KafkaProducer(**kafka_python_kwargs(s), ...)`` is always
-    safe. The result holds the password: pass it on, never log it.
+    safe. The result holds the password (masked in ``repr``, not in ``str``): pass it on,
+    never log it.
     """
     if security.security_protocol == "PLAINTEXT":
         return {}
@@ -145,7 +166,7 @@ def kafka_python_kwargs(security: KafkaSecurity) -> dict[str, Any]:
     if security.uses_sasl:
         kwargs["sasl_mechanism"] = security.sasl_mechanism
         kwargs["sasl_plain_username"] = security.sasl_username
-        kwargs["sasl_plain_password"] = security._password()
+        kwargs["sasl_plain_password"] = _MaskedPassword(security._password())
     return kwargs
 
 

@@ -32,6 +32,7 @@ import numpy.typing as npt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from streams.jsonl import JSONL_FORMAT
+from streams.security import KafkaSecurity, check_login, kafka_python_kwargs
 
 InjectionType = Literal[
     "toxicity_spike",
@@ -563,16 +564,20 @@ def publish(
     *,
     rate: float = 0.0,
     progress: TextIO | None = None,
+    security: KafkaSecurity | None = None,
 ) -> int:
     """Publish the stream through :class:`streams.sdk.SentinelPublisher`; ``rate`` events/s
-    of wall time (0 = as fast as possible). Raises ``PublishError`` on delivery failures."""
+    of wall time (0 = as fast as possible). ``security`` is how the producer logs in (the
+    ``kafka.security`` settings; ``None``: PLAINTEXT). Raises ``PublishError`` on delivery
+    failures."""
     from streams.events import parse_event
     from streams.sdk import SentinelPublisher
 
     n = 0
     began = time.monotonic()
     last = began
-    with SentinelPublisher(bootstrap, topics) as pub:
+    client = kafka_python_kwargs(security) if security is not None else {}
+    with SentinelPublisher(bootstrap, topics, **client) as pub:
         for line in sim.lines():
             pub.publish(parse_event(line))
             n += 1
@@ -664,7 +669,10 @@ def run_simulate(args: argparse.Namespace) -> int:
         broker = args.broker or settings.kafka.broker
         if not broker:
             raise ValueError("no Kafka broker: pass --broker, set SENTINEL_BROKER, or use --out")
-        publish(sim, broker, settings.topics, rate=args.rate, progress=progress)
+        security = settings.kafka.security
+        # A refused login fails here, saying why, not after the producer's retries.
+        check_login(broker.removeprefix("kafka://").replace(";", ",").split(","), security)
+        publish(sim, broker, settings.topics, rate=args.rate, progress=progress, security=security)
         truth_path = args.ground_truth or Path("ground-truth.json")
     truth_path.write_text(json.dumps(sim.ground_truth(), indent=2) + "\n", encoding="utf-8")
     if progress is not None:

@@ -25,6 +25,7 @@ from streams.events import EventType
 from streams.ingress import Coordinates, DeadLetter, decode, topic_kinds
 from streams.investigation.kafka_read import KafkaHistory, Record, Span
 from streams.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
+from streams.security import kafka_python_kwargs
 from streams.settings import Settings
 
 REPLAY_HEADER: Final = ("sentinel-replay", b"true")
@@ -155,7 +156,10 @@ def replay_from_kafka(
         from kafka import KafkaProducer
 
         producer = KafkaProducer(
-            bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=20
+            bootstrap_servers=settings.kafka.bootstrap_servers,
+            acks="all",
+            linger_ms=20,
+            **kafka_python_kwargs(settings.kafka.security),
         )
         own_producer = True
     futures: list[Any] = []

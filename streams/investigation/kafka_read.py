@@ -3,7 +3,8 @@
 Everything here reads with a group-less kafka-python consumer (no offsets are committed,
 nothing the live service consumes is disturbed). :class:`KafkaHistory` is the one place
 that talks to the broker; commands take one as an argument so tests can hand in their
-own, and so that one consumer serves every read of a command.
+own, and so that one consumer serves every read of a command. It logs in with the
+``kafka.security`` settings, as every other client of the service.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
+from streams.security import check_login, kafka_python_kwargs
 from streams.settings import Settings
 
 POLL_MS: Final = 500
@@ -64,8 +66,10 @@ class KafkaHistory:
     """A group-less consumer over recorded topics.
 
     ``consumer`` is anything with kafka-python's ``KafkaConsumer`` shape; by default one is
-    built for ``settings.kafka.bootstrap_servers``. ``idle_timeout_s`` bounds how long a read
-    waits for records the offsets say exist.
+    built for ``settings.kafka.bootstrap_servers`` with ``settings.kafka.security``, after
+    one login check, so a refused login raises :class:`streams.security.KafkaLoginError`
+    at once instead of after the consumer's retries. ``idle_timeout_s`` bounds how long a
+    read waits for records the offsets say exist.
     """
 
     def __init__(
@@ -79,12 +83,14 @@ class KafkaHistory:
                 )
             from kafka import KafkaConsumer
 
+            check_login(servers, settings.kafka.security)
             consumer = KafkaConsumer(
                 bootstrap_servers=servers,
                 group_id=None,
                 enable_auto_commit=False,
                 client_id="sentinel-investigate",
                 max_partition_fetch_bytes=4 * 1024 * 1024,
+                **kafka_python_kwargs(settings.kafka.security),
             )
         self.consumer = consumer
         self.idle_timeout_s = idle_timeout_s

@@ -5,9 +5,11 @@ The broker is the project's own :class:`streams.broker.LocalBroker` with
 CA, on free ports, started once for this module and deleted afterwards. Every client the
 service builds is pointed at it through ``KafkaSecurity`` (the ``kafka.security``
 settings), exactly as a deployment would be: the faust worker (``sentinel run`` in its
-own process), the publisher SDK and the kafka-python admin and consumer paths. Refusals
-(wrong password, plaintext client, untrusted certificate) must be prompt and say why,
-and the password must not leak into logs, printed configuration or the broker's files.
+own process), the publisher SDK, the kafka-python admin and consumer paths, and the
+operator commands (``silence``, ``notify``, ``contain``, ``simulate``, ``status``,
+``incidents``, each in its own process). Refusals (wrong password, plaintext client,
+untrusted certificate) must be prompt and say why, and the password must not leak into
+logs, printed configuration, command output or the broker's files.
 """
 
 from __future__ import annotations
@@ -24,19 +26,32 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 from pydantic import SecretStr
 
+from alerting.engine import IncidentEngine
+from alerting.kafka_io import read_topic_to_end
 from alerting.model import IncidentAction, IncidentEvent
+from detectors.base import SignalKind
 from streams.broker import LocalBroker, free_port
 from streams.events import InferenceOutput
 from streams.sdk import SentinelPublisher
 from streams.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
 from streams.settings import LocalBrokerSettings, Settings, load_settings, settings_env
 from tests.integration.traffic import critical_marker
+from tests.integration.webhook_receiver import Recorder, serve
 from tests.integration.workers import REPO, wait_for, worker_process
+from tests.unit.alerting.helpers import (
+    PLAYBOOK_DIR,
+    T0,
+    detection,
+    minutes,
+    playbooks,
+    policy,
+    signal,
+)
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -362,4 +377,246 @@ def test_password_is_absent_from_printed_config_and_broker_files(
     print(
         f"checked: `sentinel config` masks both passwords; none of the broker's {len(files)} "
         "files (config, log, metadata, segments) contains the client password"
+    )
+
+
+# ---- the operator commands: alerting, investigation, simulation ------------------------
+
+NOTIFY_SECRET = "secured-notify-secret"
+
+
+def _incident_events() -> list[IncidentEvent]:
+    """Real incident events: two with playbook containment (support-bot, faq-bot), one
+    without (input drift on support-bot)."""
+    engine = IncidentEngine(policy(), playbooks())
+    out: list[IncidentEvent] = []
+    out += engine.observe(detection(T0, sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm")))
+    out += engine.observe(detection(T0 + minutes(1), model="faq-bot"))
+    out += engine.observe(detection(T0 + minutes(2), sig=signal(SignalKind.INPUT_DRIFT)))
+    return out
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What a finished ``sentinel`` command returned and wrote."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    @property
+    def output(self) -> str:
+        return self.stdout + self.stderr
+
+
+def _run_side_by_side(
+    settings: Settings,
+    commands: dict[str, list[str]],
+    out_dir: Path,
+    extra_env: dict[str, str] | None = None,
+    timeout_s: float = 60,
+) -> dict[str, Ran]:
+    """Run ``sentinel ARGV`` for every named command at once, each in its own process with
+    ``settings`` in its environment as a deployment runs it (the password only in
+    ``SENTINEL_KAFKA__SECURITY__SASL_PASSWORD``); wait for all. Output goes to files, so a
+    verbose command never blocks on a full pipe while another is awaited."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    env.update(settings_env(settings), PYTHONPATH=str(REPO), **(extra_env or {}))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {name: (out_dir / f"{name}.out", out_dir / f"{name}.err") for name in commands}
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    try:
+        for name, argv in commands.items():
+            out, err = files[name]
+            with out.open("wb") as stdout, err.open("wb") as stderr:
+                procs[name] = subprocess.Popen(
+                    [sys.executable, "-m", "streams.cli", *argv],
+                    env=env,
+                    cwd=REPO,
+                    stdout=stdout,
+                    stderr=stderr,
+                )
+        deadline = time.monotonic() + timeout_s
+        for name, proc in procs.items():
+            try:
+                proc.wait(timeout=max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                raise AssertionError(
+                    f"sentinel {name} did not finish in {timeout_s:g} s:\n"
+                    + files[name][1].read_text(errors="replace")
+                ) from None
+    finally:
+        for proc in procs.values():
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(timeout=10)
+    return {
+        name: Ran(
+            proc.returncode,
+            files[name][0].read_text(errors="replace"),
+            files[name][1].read_text(errors="replace"),
+        )
+        for name, proc in procs.items()
+    }
+
+
+def test_operator_commands_work_on_the_secured_cluster_through_the_settings(
+    secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    """silence, notify, contain, simulate, then status and incidents: each one a real
+    ``sentinel`` process given only the settings, reaching the SASL_SSL listener."""
+    settings = _settings(
+        secured_broker, tmp_path, unique_name, **{"detection.playbooks_dir": str(PLAYBOOK_DIR)}
+    )
+    client = secured_broker.kwargs()
+    events = _incident_events()
+    producer = KafkaProducer(bootstrap_servers=secured_broker.bootstrap, acks="all", **client)
+    try:
+        for event in events:
+            producer.send(settings.topics.alerts, key=event.key(), value=event.to_json_bytes())
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+    notify_file = tmp_path / "notify.toml"
+    notify_file.write_text(
+        "[retry]\nmax_attempts = 3\ninitial_backoff_s = 0.05\nmax_backoff_s = 0.2\n"
+        "[http]\ntimeout_s = 5\nuse_env_proxy = false\n",
+        encoding="utf-8",
+    )
+    recorder = Recorder(NOTIFY_SECRET.encode())
+    bounded = ["--until-idle", "2", "--max-seconds", "30"]
+    out_dir = tmp_path / "commands"
+    with serve(recorder) as url:
+        # Independent of each other: side by side, to keep the test short. Debug logging
+        # where kafka-python would show its configuration (the admin client does).
+        ran = _run_side_by_side(
+            settings,
+            {
+                "silence-add": ["silence", "add", "--model", "support-bot", "--duration", "1h",
+                                "--comment", "secured-cluster maintenance", "--log-level", "debug"],
+                "notify": ["notify", "--sink", "webhook", "--url", url, "--config-file",
+                           str(notify_file), "--log-level", "debug", *bounded],
+                "contain": ["contain", *bounded],
+                "simulate": ["simulate", "--duration", "20m", "--events-per-hour", "300",
+                             "--ground-truth", str(tmp_path / "truth.json")],
+            },
+            out_dir,
+            extra_env={"SENTINEL_NOTIFY_WEBHOOK_SECRET": NOTIFY_SECRET},
+        )  # fmt: skip
+    ran |= _run_side_by_side(
+        settings,
+        {
+            "status": ["status", "--log-level", "debug"],
+            "incidents": ["incidents", "--format", "json"],
+        },
+        out_dir,
+    )
+
+    for name, result in ran.items():
+        assert result.returncode == 0, f"sentinel {name}:\n{result.output}"
+        assert secured_broker.password not in result.output, f"sentinel {name} shows it"
+    silence_id = ran["silence-add"].stdout.splitlines()[0]
+    assert silence_id.startswith("sil-"), ran["silence-add"].stdout
+    delivered = {IncidentEvent.model_validate_json(b).event_id for b in recorder.accepted}
+    assert delivered == {e.event_id for e in events}
+    assert recorder.bad_signatures == 0
+    assert "delivered 3" in ran["notify"].stdout, ran["notify"].stdout
+    assert "published 2, would publish 0, no action 1" in ran["contain"].stdout
+    status = ran["status"].stdout
+    assert "route_to_fallback(support-bot-safe)" in status, status
+    for event in events:
+        assert event.incident_id in status.split("Open incidents")[1]
+    assert "1 in force" in status, status
+    assert silence_id in status, status
+    listed = {
+        IncidentEvent.model_validate_json(line).incident_id
+        for line in ran["incidents"].stdout.splitlines()
+    }
+    assert listed == {e.incident_id for e in events}
+    published = int(ran["simulate"].stderr.split(" events published")[0].rsplit(" ", 1)[1])
+    recorded = sum(
+        len(read_topic_to_end(secured_broker.bootstrap, topic, security=client))
+        for topic in (settings.topics.inputs, settings.topics.outputs, settings.topics.feedback,
+                      settings.topics.evaluations)
+    )  # fmt: skip
+    assert published > 0
+    assert recorded == published
+    debug_lines = sum(ran[name].stderr.count("\n") for name in ("silence-add", "notify", "status"))
+    print(
+        f"checked: over SASL_SSL with only the settings: silence add ({silence_id}), notify "
+        f"(3 incidents to the webhook), contain (2 models), simulate ({published} events), "
+        f"status (containment, 3 open incidents, the silence) and incidents (3) all succeed; "
+        f"none of their outputs ({debug_lines} debug log lines among them) shows the password"
+    )
+
+
+def test_operator_commands_refuse_a_wrong_password_promptly(
+    secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    """The commands check the login first: a wrong password exits 1 saying why, at once,
+    instead of after kafka-python's bootstrap retries (30 s)."""
+    wrong = f"wrong-{secrets.token_urlsafe(12)}"
+    settings = _settings(secured_broker, tmp_path, unique_name)
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"security": secured_broker.with_password(wrong)}
+            )
+        }
+    )
+    began = time.monotonic()
+    ran = _run_side_by_side(
+        settings,
+        {
+            "status": ["status"],
+            "incidents": ["incidents"],
+            "simulate": ["simulate", "--duration", "10m", "--quiet",
+                         "--ground-truth", str(tmp_path / "truth.json")],
+        },
+        tmp_path / "commands",
+    )  # fmt: skip
+    took = time.monotonic() - began
+    for name, result in ran.items():
+        assert result.returncode == 1, f"sentinel {name}:\n{result.output}"
+        assert "Kafka login refused" in result.stderr, f"sentinel {name}:\n{result.output}"
+        assert "invalid credentials" in result.stderr, f"sentinel {name}:\n{result.output}"
+        assert wrong not in result.output
+    assert took < 2 * REFUSAL_BOUND_S, f"the refusals took {took:.1f} s"
+    print(
+        f"checked: with a wrong password, sentinel {', '.join(ran)} each exit 1 with "
+        f"'Kafka login refused ... invalid credentials' ({took:.1f} s for all three)"
+    )
+
+
+def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
+    secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    """``kafka.broker`` empty and ``kafka.security`` left at PLAINTEXT: the alerting
+    commands fall back to the running local broker and, as ``sentinel run`` does, log in
+    to it as ``local_broker.security = "sasl_ssl"`` says."""
+    host, _, port = secured_broker.bootstrap.rpartition(":")
+    settings = _settings(
+        secured_broker,
+        tmp_path,
+        unique_name,
+        **{
+            "kafka.broker": "",
+            "kafka.security": KafkaSecurity(),
+            "local_broker.host": host,
+            "local_broker.port": int(port),
+            "local_broker.data_dir": str(secured_broker.data_dir),
+            "local_broker.security": "sasl_ssl",
+            "local_broker.sasl_username": USER,
+            "local_broker.sasl_password": secured_broker.password,
+        },
+    )
+    ran = _run_side_by_side(settings, {"status": ["status"]}, tmp_path / "commands")
+    status = ran["status"]
+    assert status.returncode == 0, status.output
+    assert f"using the local broker on {secured_broker.bootstrap}" in status.stderr
+    assert "Open incidents" in status.stdout
+    assert secured_broker.password not in status.output
+    print(
+        "checked: with no broker configured, sentinel status logs in to the local SASL_SSL "
+        "broker with its local_broker credentials and CA"
     )

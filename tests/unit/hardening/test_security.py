@@ -70,6 +70,17 @@ def test_sasl_credentials_for_faust_and_kafka_python() -> None:
     }
 
 
+def test_kafka_python_kwargs_mask_the_password_when_formatted() -> None:
+    # kafka-python's KafkaAdminClient logs "configuration: %s" % kwargs at DEBUG.
+    kw = kafka_python_kwargs(_sasl())
+    assert PASSWORD not in f"configuration: {kw}"
+    assert "'sasl_plain_password': '**********'" in repr(kw)
+    # ... while the login still gets the password itself.
+    password = kw["sasl_plain_password"]
+    assert str(password) == PASSWORD
+    assert password.encode() == PASSWORD.encode()
+
+
 def test_sasl_ssl_and_ssl_build_a_verifying_context(tmp_path: Path) -> None:
     sec = _sasl(security_protocol="SASL_SSL", ssl_check_hostname=False)
     creds = faust_credentials(sec)
