@@ -3,18 +3,23 @@
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/throughput.py [--events N] [--quick]
 
 Starts its own single-node broker (or uses SENTINEL_BENCH_BROKER=host:port), writes a
-simulated stream of N events to the four event topics, then measures in the same run:
+simulated stream of N events to the four event topics (keyed by request id, as the SDK
+publishes), then measures in the same run, each reading the full backlog:
 
 - plain consumer: an aiokafka consumer reading those records, doing nothing with them
   (the ceiling for any consumer in Python on this machine);
-- worker: `sentinel run` (all agents and detectors on, memory store) from the moment the
-  records are published until the end markers (one certain self-harm output per model,
-  published last) have paged, so every partition was processed to the end;
+- faust no-op agent: an app with the worker's own faust settings whose agent takes the
+  same records in batches and does nothing (the ceiling for any faust agent: faust makes
+  an event, two asyncio tasks and a queue hand-off per record);
+- worker: `sentinel run` (all agents and detectors on, memory store), timed from its
+  first consumed record (its /metrics endpoint) until the end markers (one certain
+  self-harm output per model, published last) have paged, so every partition was
+  processed to the end;
 - replay: the same pipeline offline over the same lines (no Kafka).
 
-It prints events/s for each and the ratios worker/plain and replay/plain (absolute
-numbers drift on shared machines; ratios measured in one run are what to compare).
-Goal from the issue: the worker at 50% or more of the plain consumer's rate.
+It prints events/s for each and the ratios to the plain consumer and to the faust no-op
+agent (absolute numbers drift on shared machines; ratios measured in one run are what to
+compare). Goal from the issue: the worker at 50% or more of the plain consumer's rate.
 """
 
 from __future__ import annotations
@@ -27,8 +32,10 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -80,6 +87,79 @@ async def _plain(bootstrap: str, settings: Settings, n: int) -> float:
         await consumer.stop()
 
 
+def _finish(out: str, seconds: float) -> None:  # pragma: no cover - runs in a subprocess
+    Path(out).write_text(str(seconds))
+    os._exit(0)  # the measurement is done; no orderly faust shutdown needed
+
+
+def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subprocess
+    """The faust no-op agent: the worker's app settings, the same four topics, no work."""
+    import faust
+
+    from streams.app import create_app
+    from streams.ingress import TAKE_MAX, TAKE_WITHIN_S
+
+    settings = load_settings(env=os.environ)
+    app = create_app(settings)
+    source = app.topic(
+        *topic_for(settings).values(),
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+    )
+    seen = {"n": 0, "t0": 0.0}
+
+    async def noop(stream: Any) -> None:
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            if seen["n"] == 0:
+                seen["t0"] = time.perf_counter()
+            seen["n"] += len(batch)
+            if seen["n"] >= n:
+                _finish(out, time.perf_counter() - seen["t0"])
+
+    app.agent(source, name="bench.noop")(noop)
+    sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+    faust.Worker(app, loglevel="warning").execute_from_commandline()
+
+
+def _child_env(settings: Settings) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
+    return env | settings_env(settings) | {"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+
+def _faust_noop(settings: Settings, n: int, tmp: Path) -> float:
+    out = tmp / "noop.seconds"
+    log = tmp / "noop.log"
+    with log.open("wb") as sink:
+        proc = subprocess.run(
+            [sys.executable, __file__, "--noop-child", str(out), "--events", str(n)],
+            env=_child_env(settings),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=REPO,
+            timeout=1800,
+            check=False,
+        )
+    if not out.exists():
+        raise RuntimeError(f"faust no-op agent failed ({proc.returncode}); see {log}")
+    return float(out.read_text())
+
+
+def _consumed(port: int) -> float:
+    """Records the worker's ingress has read so far (0 while it is not serving yet)."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
+            text = resp.read().decode()
+    except OSError:
+        return 0.0
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("sentinel_events_consumed_total")
+    )
+
+
 def _wait_markers(bootstrap: str, settings: Settings, models: set[str], timeout_s: float) -> float:
     consumer = KafkaConsumer(
         settings.topics.alerts,
@@ -107,7 +187,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000, help="events to process")
     parser.add_argument("--quick", action="store_true", help="30k events")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.noop_child:
+        _noop_child(args.noop_child, args.events)
+        return 0
     target = 30_000 if args.quick else args.events
     hours = max(1.0, target / 4000.0)  # ~4k events per simulated hour at 3600 req/h
     scenario = Scenario(seed=7, duration=timedelta(hours=hours), events_per_hour=3600)
@@ -121,7 +205,8 @@ def main() -> int:
     n = len(lines) + len(markers)
     _say(f"{n} events ({hours:.1f} simulated hours)")
 
-    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp_dir:
+        tmp = Path(tmp_dir)
         existing = os.environ.get("SENTINEL_BENCH_BROKER")
         broker = None
         if existing:
@@ -129,7 +214,7 @@ def main() -> int:
         else:
             broker = LocalBroker(
                 LocalBrokerSettings(
-                    port=free_port(), controller_port=free_port(), data_dir=Path(tmp) / "kafka"
+                    port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
                 ),
                 log=_say,
             )
@@ -137,6 +222,7 @@ def main() -> int:
             bootstrap = broker.bootstrap
         try:
             suffix = str(int(time.time()))
+            port = free_port()
             settings = load_settings(
                 env={},
                 overrides={
@@ -144,36 +230,53 @@ def main() -> int:
                     "kafka.topic_partitions": args.partitions,
                     "worker.app_id": f"bench-{suffix}",
                     "worker.store": "memory://",
-                    "worker.data_dir": str(Path(tmp) / "worker"),
-                    "worker.web_enabled": False,
+                    "worker.data_dir": str(tmp / "worker"),
+                    "worker.web_enabled": True,
+                    "worker.web_port": port,
+                    "worker.web_host": "127.0.0.1",
                     "worker.log_level": "warning",
                     **{f"topics.{k}": f"bench{suffix}.{k}" for k in Settings().topics.model_dump()},
                 },
             )
-            env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-            env |= settings_env(settings) | {"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-            log = Path(tmp) / "worker.log"
+            # The service creates its topics with the configured partition count.
+            from streams.topics import ensure_topics
+
+            ensure_topics(settings, [bootstrap])
+            _say("publishing")
+            publish_s = _publish(bootstrap, settings, [*lines, *markers])
+            _say(f"published {n} in {publish_s:.1f} s; plain aiokafka consumer")
+            plain_s = asyncio.run(_plain(bootstrap, settings, n))
+            _say("faust no-op agent")
+            noop_settings = settings.model_copy(
+                update={
+                    "worker": settings.worker.model_copy(
+                        update={"app_id": f"bench-noop-{suffix}", "web_enabled": False}
+                    )
+                }
+            )
+            noop_s = _faust_noop(noop_settings, n, tmp)
+            _say("sentinel worker")
+            log = tmp / "worker.log"
             with log.open("wb") as out:
                 worker = subprocess.Popen(
                     [sys.executable, "-m", "streams.cli", "run"],
-                    env=env,
+                    env=_child_env(settings),
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     cwd=REPO,
                 )
             try:
-                time.sleep(15)  # topics created, group joined, partitions assigned
-                _say("publishing")
+                deadline = time.monotonic() + 120
+                while _consumed(port) == 0:
+                    if time.monotonic() > deadline or worker.poll() is not None:
+                        raise RuntimeError(f"the worker did not start consuming; see {log}")
+                    time.sleep(0.05)
                 began = time.perf_counter()
-                publish_s = _publish(bootstrap, settings, [*lines, *markers])
-                _say(f"published in {publish_s:.1f} s; waiting for the worker")
                 done = _wait_markers(bootstrap, settings, set(models), timeout_s=1800)
                 worker_s = done - began
             finally:
                 worker.terminate()
                 worker.wait(timeout=60)
-            _say("plain aiokafka consumer")
-            plain_s = asyncio.run(_plain(bootstrap, settings, n))
         finally:
             if broker is not None:
                 broker.destroy()
@@ -185,17 +288,24 @@ def main() -> int:
 
     rows = [
         ("plain aiokafka consumer", plain_s),
+        ("faust no-op agent", noop_s),
         ("sentinel worker (all detectors)", worker_s),
         ("offline replay (no Kafka)", replay_s),
     ]
-    plain_rate = n / plain_s
+    plain_rate, noop_rate = n / plain_s, n / noop_s
     print(f"\nthroughput over {n} events, {args.partitions} partitions, 1 worker process")
-    print(f"{'path':34} {'seconds':>9} {'events/s':>10} {'ratio to plain':>15}")
+    print(f"{'path':34} {'seconds':>9} {'events/s':>10} {'/ plain':>9} {'/ faust':>9}")
     for name, secs in rows:
         rate = n / secs
-        print(f"{name:34} {secs:9.1f} {rate:10,.0f} {rate / plain_rate:15.3f}")
+        print(
+            f"{name:34} {secs:9.2f} {rate:10,.0f} {rate / plain_rate:9.3f} {rate / noop_rate:9.3f}"
+        )
     ratio = (n / worker_s) / plain_rate
     print(f"\ngoal: worker >= 0.50 of the plain consumer: {'PASS' if ratio >= 0.5 else 'MISS'}")
+    print(
+        f"the faust no-op agent itself reaches {noop_rate / plain_rate:.3f} of the plain "
+        f"consumer; the worker reaches {(n / worker_s) / noop_rate:.2f} of the faust no-op agent"
+    )
     return 0
 
 
