@@ -28,6 +28,8 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -146,6 +148,16 @@ def _faust_noop(settings: Settings, n: int, tmp: Path) -> float:
     return float(out.read_text())
 
 
+def _profiler(out: Path | None) -> list[str]:
+    """The py-spy prefix that records the worker into ``out`` (nothing without ``out``)."""
+    if out is None:
+        return []
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    if not Path(spy).exists():
+        raise SystemExit("--profile needs py-spy: .venv/bin/pip install py-spy")
+    return [spy, "record", "--format", "raw", "--rate", "200", "--output", str(out), "--"]
+
+
 def _consumed(port: int) -> float:
     """Records the worker's ingress has read so far (0 while it is not serving yet)."""
     try:
@@ -187,6 +199,11 @@ def main() -> int:
     parser.add_argument("--events", type=int, default=100_000, help="events to process")
     parser.add_argument("--quick", action="store_true", help="30k events")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        help="record the worker with py-spy into this file (raw/collapsed stacks)",
+    )
     parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.noop_child:
@@ -259,7 +276,7 @@ def main() -> int:
             log = tmp / "worker.log"
             with log.open("wb") as out:
                 worker = subprocess.Popen(
-                    [sys.executable, "-m", "streams.cli", "run"],
+                    [*_profiler(args.profile), sys.executable, "-m", "streams.cli", "run"],
                     env=_child_env(settings),
                     stdout=out,
                     stderr=subprocess.STDOUT,
@@ -275,7 +292,7 @@ def main() -> int:
                 done = _wait_markers(bootstrap, settings, set(models), timeout_s=1800)
                 worker_s = done - began
             finally:
-                worker.terminate()
+                worker.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
                 worker.wait(timeout=60)
         finally:
             if broker is not None:
