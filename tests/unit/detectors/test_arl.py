@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import itertools
 import math
+import tracemalloc
 
 import numpy as np
 import pytest
 
 from detectors.arl import (
+    _banded_arl,
+    _down1_arls,
     bernoulli_arl,
     bernoulli_cusum_delay,
     bernoulli_lattice,
@@ -90,3 +94,50 @@ def test_threshold_search_near_the_zero_drift_rate(p0: float) -> None:
             h = bernoulli_threshold(p0, p1, arl0, rate)
             assert bernoulli_arl(lat.up, lat.down, h, rate) >= arl0
             assert h == 1 or bernoulli_arl(lat.up, lat.down, h - 1, rate) < arl0
+
+
+# -- the down == 1 recursion ----------------------------------------------------------
+
+
+@pytest.mark.parametrize("up", [1, 2, 3, 7, 40, 205, 810])
+@pytest.mark.parametrize("p", [0.001, 0.003, 0.01, 0.05, 0.2, 0.45])
+def test_down1_recursion_matches_the_banded_solve(up: int, p: float) -> None:
+    if up * p >= 1 - p:
+        pytest.skip("drifts up: not a CUSUM in control")
+    arls = list(itertools.islice(_down1_arls(up, p), 3000))
+    checked = 0
+    for h in sorted({1, 2, up, up + 1, up + 2, 2 * up + 3, 997, 2999}):
+        if h > 3000:
+            continue
+        exact = _banded_arl(up, 1, h, p)
+        if not 0 < exact < 1e10:  # the banded solve itself loses all digits up there
+            continue
+        assert arls[h - 1] == pytest.approx(exact, rel=2e-7), (up, p, h)
+        checked += 1
+    assert checked >= 3
+
+
+@pytest.mark.parametrize(("p0", "shift"), [(0.003, 1.0), (0.01, 3.0), (0.002, 0.5)])
+def test_down1_threshold_is_the_smallest_by_the_banded_solve(p0: float, shift: float) -> None:
+    p1 = p0 * (1 + shift)
+    lat = bernoulli_lattice(p0, p1)
+    assert lat.down == 1
+    h = bernoulli_threshold(p0, p1, 1e5)
+    assert _banded_arl(lat.up, 1, h, p0) >= 1e5 * (1 - 1e-7)
+    assert _banded_arl(lat.up, 1, h - 1, p0) < 1e5
+
+
+def test_rare_rate_calibration_needs_little_memory() -> None:
+    """p0 = 0.1 %, half shift, the learned-rate bound: the banded search peaked at 1.4 GB
+    (and ~5 s in the worker's event loop); the recursion holds O(up) numbers."""
+    p0, p1 = 0.001, 0.0015
+    rate = float(f"{p0 + 0.8 * (zero_drift_rate(p0, p1) - p0):.3g}")
+    bernoulli_threshold.cache_clear()
+    tracemalloc.start()
+    try:
+        h = bernoulli_threshold(p0, p1, 1.4e8, rate)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert h > 50_000  # a lattice of this size is the case that mattered
+    assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
