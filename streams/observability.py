@@ -21,6 +21,7 @@ through :class:`alerting.redact.RedactingFilter`.
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 import logging
@@ -204,6 +205,7 @@ class Observability:
         top_k: int = 20,
         detector_scan_interval_s: float = 30.0,
         max_scan_keys: int = 2000,
+        end_offsets_timeout_s: float = 2.0,
         monotonic: Any = time.monotonic,
     ) -> None:
         self.app = app
@@ -212,7 +214,9 @@ class Observability:
         self.top_k = top_k
         self.detector_scan_interval_s = detector_scan_interval_s
         self.max_scan_keys = max_scan_keys
+        self.end_offsets_timeout_s = end_offsets_timeout_s
         self._monotonic = monotonic
+        self._end_offsets: dict[Any, int] = {}
         self.latency = Histogram()
         self._scan = _DetectorScan()
         self.errors: Counter[str] = Counter()
@@ -258,6 +262,30 @@ class Observability:
     def render(self) -> str:
         return render(self.collect())
 
+    async def refresh_end_offsets(self) -> None:
+        """Ask the broker for the log-end offsets of the assigned source partitions.
+
+        The consumer's own high-water mark of a partition comes with fetch responses. When
+        the worker falls behind, faust stops fetching the partitions whose buffers are full,
+        so their marks go stale and the lag read from them is too low, sometimes 0, exactly
+        when it matters (seen: 0 while the broker counted 5,000 records behind, in
+        ``tests/integration/test_burst.py``). The metrics view calls this before each
+        scrape; on failure or timeout the fetched marks are used alone.
+        """
+        try:
+            assigned = self._assignment()
+            if not assigned:
+                self._end_offsets = {}
+                return
+            ends = await asyncio.wait_for(
+                self.app.consumer.highwaters(*assigned), self.end_offsets_timeout_s
+            )
+        except Exception as exc:  # a scrape must still answer
+            self.errors["end_offsets"] += 1
+            log.warning("metrics: end offsets not refreshed (%s)", type(exc).__name__)
+            return
+        self._end_offsets = {tp: int(offset) for tp, offset in ends.items()}
+
     def collect(self) -> list[MetricFamily]:
         families: list[MetricFamily] = []
         sections = (
@@ -281,7 +309,7 @@ class Observability:
         errors = MetricFamily(
             "sentinel_metrics_errors_total", "counter", "Metric sections that failed to collect."
         )
-        for name, _ in sections:
+        for name in (*(name for name, _ in sections), "end_offsets"):
             errors.add(self.errors[name], {"section": name})
         families.append(errors)
         return families
@@ -434,7 +462,10 @@ class Observability:
             "(records not yet processed and committed).",
         )
         hw_f = MetricFamily(
-            "sentinel_consumer_highwater_offset", "gauge", "Last known high-water offset."
+            "sentinel_consumer_highwater_offset",
+            "gauge",
+            "High-water offset: the broker's log-end offset asked at scrape time, or the "
+            "last one fetched if newer.",
         )
         co_f = MetricFamily(
             "sentinel_consumer_committed_offset", "gauge", "Last committed offset (next to read)."
@@ -443,9 +474,11 @@ class Observability:
         for tp in assigned:
             labels = {"topic": tp.topic, "partition": str(tp.partition)}
             try:
-                highwater = consumer.highwater(tp)
+                fetched = consumer.highwater(tp)
             except Exception:
-                highwater = None
+                fetched = None
+            known = [o for o in (fetched, self._end_offsets.get(tp)) if o is not None]
+            highwater = max(known) if known else None
             committed = monitor_committed.get(tp)
             if committed is None:
                 committed = group_committed.get(tp)
@@ -498,6 +531,7 @@ def register_observability(app: faust.App, service: Service, clock: Clock) -> No
         hooks.append(obs.observe_processed)
 
     async def sentinel_metrics(view: Any, request: Any) -> Any:
+        await obs.refresh_end_offsets()
         body = obs.render().encode()
         return view.bytes(body, headers={"Content-Type": CONTENT_TYPE})
 

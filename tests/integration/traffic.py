@@ -23,7 +23,7 @@ minutes (seen: 7 min). Tests accept detections from ``start - SKEW``."""
 
 def topic_for(settings: Settings) -> dict[str, str]:
     """Event kind -> topic, as :func:`streams.ingress.kind_topics` (plain str keys)."""
-    return dict(kind_topics(settings))
+    return {str(kind): topic for kind, topic in kind_topics(settings).items()}
 
 
 def publish_lines(

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -15,7 +16,9 @@ from alerting.payloads import EVENT_ID_HEADER, SIGNATURE_HEADER, TIMESTAMP_HEADE
 
 class Recorder:
     """What the receiver saw. 503 for the first ``fail_first`` requests, ``always`` (when
-    set) for every request, 200 otherwise; 401 for a bad signature."""
+    set) for every request, 200 otherwise; 401 for a bad signature. ``always`` may be
+    changed while serving (under ``lock``). ``statuses`` holds (monotonic time, status) of
+    every request."""
 
     def __init__(self, secret: bytes, *, fail_first: int = 0, always: int | None = None) -> None:
         self.secret = secret
@@ -25,6 +28,7 @@ class Recorder:
         self.requests = 0
         self.bad_signatures = 0
         self.accepted: list[bytes] = []
+        self.statuses: list[tuple[float, int]] = []
 
 
 def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
@@ -50,6 +54,7 @@ def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
                 if status == 200:
                     assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
                     rec.accepted.append(body)
+                rec.statuses.append((time.monotonic(), status))
             self.send_response(status)
             self.send_header("Content-Length", "0")
             self.end_headers()
@@ -61,9 +66,9 @@ def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
 
 
 @contextmanager
-def serve(rec: Recorder, path: str = "/hook") -> Iterator[str]:
-    """Run the receiver on an ephemeral loopback port; yields its URL."""
-    srv = ThreadingHTTPServer(("127.0.0.1", 0), _handler(rec))
+def serve(rec: Recorder, path: str = "/hook", *, port: int = 0) -> Iterator[str]:
+    """Run the receiver on a loopback port (ephemeral by default); yields its URL."""
+    srv = ThreadingHTTPServer(("127.0.0.1", port), _handler(rec))
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     host, port = srv.server_address[:2]

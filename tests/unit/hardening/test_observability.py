@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import io
 import json
 import logging
@@ -217,6 +218,54 @@ def test_collect_reports_pipeline_state(
     )
     assert count
     assert all(v == 0 for _, v in values("sentinel_metrics_errors_total"))
+
+
+def test_lag_uses_the_end_offsets_asked_at_scrape_time(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    """A partition faust has stopped fetching (its buffer is full: the worker is behind)
+    keeps a stale high-water mark; the scrape asks the broker, so the lag is not too low."""
+    service, _ = pipeline_service
+    tp0, tp1 = _TP(("t.outputs", 0)), _TP(("t.outputs", 1))
+    app = _fake_app([tp0, tp1], {tp0: 120, tp1: 80}, {tp0: 100, tp1: 80})
+    asked: list[tuple[_TP, ...]] = []
+
+    async def highwaters(*tps: _TP) -> dict[_TP, int]:
+        asked.append(tps)
+        return {tp0: 5120, tp1: 70}  # tp1: older than the fetched mark, which wins
+
+    app.consumer.highwaters = highwaters
+    obs = Observability(app, service, _Clock(datetime.now(UTC)))
+
+    def lag_and_errors() -> tuple[dict[str, float], float]:
+        parsed = parse(obs.render())
+        lag = parsed["sentinel_consumer_lag"]["samples"]
+        errors = parsed["sentinel_metrics_errors_total"]["samples"]
+        return (
+            {lab["partition"]: v for _, lab, v in lag},
+            next(v for _, lab, v in errors if lab["section"] == "end_offsets"),
+        )
+
+    assert lag_and_errors() == ({"0": 20.0, "1": 0.0}, 0.0)  # fetched marks only
+    asyncio.run(obs.refresh_end_offsets())
+    assert set(asked[0]) == {tp0, tp1}
+    assert lag_and_errors() == ({"0": 5020.0, "1": 0.0}, 0.0)
+
+    async def unreachable(*tps: _TP) -> dict[_TP, int]:
+        raise ConnectionError
+
+    app.consumer.highwaters = unreachable
+    asyncio.run(obs.refresh_end_offsets())  # counted, not raised; last answer kept
+    assert lag_and_errors() == ({"0": 5020.0, "1": 0.0}, 1.0)
+
+    async def hangs(*tps: _TP) -> dict[_TP, int]:
+        await asyncio.sleep(10)
+        return {}
+
+    app.consumer.highwaters = hangs
+    obs.end_offsets_timeout_s = 0.05
+    asyncio.run(obs.refresh_end_offsets())
+    assert lag_and_errors()[1] == 2.0
 
 
 def test_a_failing_section_is_counted_not_fatal(

@@ -1,0 +1,232 @@
+"""A notification endpoint down for minutes, in real time, under ``sentinel notify``.
+
+``sentinel notify --sink webhook`` runs as a subprocess against the real broker. The
+webhook endpoint is down for :data:`OUTAGE_S` seconds of wall time: first nothing listens
+on its port (connection refused), then a server answers 503 to every request. Meanwhile
+incident events (triggers, escalations and resolves of many incidents, some of them
+published twice, as an at-least-once producer does) keep arriving on the alerts topic. Then
+the endpoint recovers.
+
+Every incident event must reach the endpoint exactly once (by event id), with a valid
+HMAC signature, in order per dedup key; ``sentinel notify`` must neither exit nor
+dead-letter anything, must have committed every record, and its log must show the
+retries through both kinds of failure. The retry back-off is capped at a few seconds
+through the notify file (``[retry] max_backoff_s``), so the endpoint's recovery is seen
+within seconds rather than the production cap of a minute.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import time
+from collections import defaultdict
+from contextlib import ExitStack
+from pathlib import Path
+from signal import SIGTERM
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
+from kafka.admin import OffsetSpec
+
+from alerting.engine import IncidentEngine
+from alerting.model import IncidentAction, IncidentEvent
+from detectors.base import SignalKind
+from streams.settings import Settings
+from tests.conftest import KafkaBroker
+from tests.integration.webhook_receiver import Recorder, serve
+from tests.integration.workers import wait_for, worker_process
+from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+SECRET = "notify-outage-secret"
+REFUSED_S = 60.0
+"""Seconds during which nothing listens on the endpoint's port (connection refused)."""
+OUTAGE_S = 125.0
+"""Seconds the endpoint is down in all: refused, then 503 until this much time has passed
+since the first failed attempt."""
+PUBLISH_EVERY_S = 2.5
+"""Wall seconds between two incident events published to the alerts topic."""
+MAX_BACKOFF_S = 4.0
+"""The notify file's back-off cap for this test (production: 60 s)."""
+MODELS = 14
+DUPLICATES = 6
+"""Events published a second time, later (an at-least-once producer's redelivery)."""
+
+
+def _incident_events() -> list[IncidentEvent]:
+    """Triggers, escalations and resolves, in engine order: a downvote incident for each of
+    ``MODELS`` models (every third one escalated) and an input-drift one for every other."""
+    eng = IncidentEngine(policy(), playbooks())
+    out: list[IncidentEvent] = []
+    for i in range(MODELS):
+        at = T0 + minutes(i)
+        out += eng.observe(detection(at, model=f"model-{i:02d}"))  # downvote_rate
+        if i % 2 == 0:
+            out += eng.observe(
+                detection(at, model=f"model-{i:02d}", sig=signal(SignalKind.INPUT_DRIFT))
+            )
+        if i % 3 == 0:  # escalate the downvote incident of every third model
+            strong = signal(effect=1.5, p_value=1e-9, last_index=5)
+            out += eng.observe(detection(at + minutes(1), model=f"model-{i:02d}", sig=strong))
+    out += eng.tick(T0 + minutes(MODELS + 300))
+    return out
+
+
+def _schedule(events: list[IncidentEvent]) -> list[IncidentEvent]:
+    """The publishing order: every event once, in engine order, plus ``DUPLICATES`` of the
+    earlier events again a few places later."""
+    out = list(events)
+    step = len(events) // (DUPLICATES + 1)
+    for k in range(DUPLICATES, 0, -1):
+        original = events[k * step - step // 2]
+        out.insert(k * step + 2, original)
+    return out
+
+
+def _group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
+    """Records of ``topic`` that ``group`` has not committed (the broker's count)."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = admin.list_group_offsets({group: tps}).get(group, {})
+        ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
+        done = {tp: committed[tp].offset if tp in committed else 0 for tp in tps}
+        return sum(ends[tp].offset - max(0, done[tp]) for tp in tps)
+    finally:
+        admin.close()
+
+
+def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
+    """Records ever written to ``topic``."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        tps = {TopicPartition(topic, p): OffsetSpec.LATEST for p in range(partitions)}
+        return sum(o.offset for o in admin.list_partition_offsets(tps).values())
+    finally:
+        admin.close()
+
+
+def test_notify_delivers_everything_once_after_minutes_of_endpoint_outage(
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+) -> None:
+    events = _incident_events()
+    actions = {a: sum(e.action == a for e in events) for a in IncidentAction}
+    assert min(actions.values()) >= 3, actions  # triggers, updates and resolves
+    schedule = _schedule(events)
+    assert len(schedule) == len(events) + DUPLICATES
+    notify_toml = tmp_path / "notify.toml"
+    notify_toml.write_text(
+        f"[retry]\nmax_backoff_s = {MAX_BACKOFF_S}\n[http]\ntimeout_s = 5\nuse_env_proxy = false\n",
+        encoding="utf-8",
+    )
+    # Hold the endpoint's port with a socket that is bound but not listening: connections
+    # are refused, and no other process can take the port before the server starts.
+    hold = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    hold.bind(("127.0.0.1", 0))
+    port = int(hold.getsockname()[1])
+    url = f"http://127.0.0.1:{port}/sentinel"
+    rec = Recorder(SECRET.encode(), always=503)
+    log = tmp_path / "notify.log"
+    argv = ["-m", "streams.cli", "notify", "--sink", "webhook", "--url", url]
+    argv += ["--config-file", str(notify_toml)]
+    topic = service_settings.topics.alerts
+    partitions = service_settings.kafka.topic_partitions
+    group = f"{service_settings.worker.app_id}-notify-webhook"
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+
+    def publish(event: IncidentEvent) -> None:
+        producer.send(topic, key=event.key(), value=event.to_json_bytes()).get(timeout=30)
+
+    def text() -> str:
+        return log.read_text(errors="replace")
+
+    extra = {"SENTINEL_NOTIFY_WEBHOOK_SECRET": SECRET}
+    with ExitStack() as stack:
+        stack.callback(hold.close)
+        stack.callback(producer.close, timeout=10)
+        proc = stack.enter_context(worker_process(service_settings, argv, log, extra_env=extra))
+        wait_for(lambda: "notify webhook:" in text(), 60, "notify to start", log)
+        publish(schedule[0])
+        wait_for(lambda: "attempt 1 for" in text(), 60, "the first failed attempt", log)
+        down_at = time.monotonic()
+        refused_until, up_at = down_at + REFUSED_S, down_at + OUTAGE_S
+        pending = iter(schedule[1:])
+        published = 1
+        serving = False
+        next_at = down_at + PUBLISH_EVERY_S
+        while published < len(schedule) or rec.always is not None:
+            now = time.monotonic()
+            assert proc.poll() is None, f"notify exited:\n{text()[-3000:]}"
+            if not serving and now >= refused_until:
+                hold.close()  # refused -> a server that answers 503
+                assert stack.enter_context(serve(rec, "/sentinel", port=port)) == url
+                serving = True
+            if rec.always is not None and now >= up_at:
+                up_at = time.monotonic()
+                with rec.lock:
+                    rec.always = None  # the endpoint recovers
+            if published < len(schedule) and now >= next_at:
+                publish(next(pending))
+                published += 1
+                next_at += PUBLISH_EVERY_S
+            time.sleep(0.1)
+        assert serving
+        wait_for(lambda: len(rec.accepted) >= len(events), 60, "every event to be delivered", log)
+        time.sleep(2)  # a late duplicate would show up now
+        alive = proc.poll() is None
+        proc.send_signal(SIGTERM)
+        rc = proc.wait(timeout=30)
+    output = text()
+
+    received = [IncidentEvent.model_validate_json(body) for body in rec.accepted]
+    ids = [e.event_id for e in received]
+    duplicates = len(ids) - len(set(ids))
+    refused = len(re.findall(r"attempt \d+ for \S+ failed \(transport error", output))
+    unavailable = len(re.findall(r"attempt \d+ for \S+ failed \(HTTP 503\)", output))
+    attempts = [int(n) for n in re.findall(r"delivered \S+ \(\S+ seq \d+\) after (\d+)", output)]
+    first_ok = min(t for t, status in rec.statuses if status == 200)
+    summary = re.findall(r"^ +delivered \d+, duplicate .*$", output, re.MULTILINE)
+    print(
+        f"\noutage {up_at - down_at:.0f} s ({REFUSED_S:.0f} s connection refused, then 503); "
+        f"first delivery {first_ok - down_at:.0f} s after the first failure"
+    )
+    print(
+        f"published {len(schedule)} records ({len(events)} incident events of "
+        f"{len({e.dedup_key for e in events})} incidents + {DUPLICATES} redelivered); "
+        f"delivered {len(received)}, duplicates {duplicates}"
+    )
+    print(
+        f"retries logged: {refused} refused + {unavailable} HTTP 503; the first event took "
+        f"{attempts[0] if attempts else 0} attempts; the endpoint saw {rec.requests} requests"
+    )
+    print(f"notify's summary: {summary}")
+
+    assert alive, "sentinel notify exited during the outage"
+    assert up_at - down_at >= OUTAGE_S
+    assert first_ok >= up_at, "a request succeeded while the endpoint was down"
+    assert duplicates == 0, "an event was delivered twice"
+    assert set(ids) == {e.event_id for e in events}, "an event was lost"
+    assert rec.bad_signatures == 0
+    for body, event in zip(rec.accepted, received, strict=True):
+        assert event.to_json_bytes() == body  # the signed bytes are the event itself
+    by_key: dict[str, list[int]] = defaultdict(list)
+    for e in received:
+        by_key[e.dedup_key].append(e.sequence)
+    expected: dict[str, list[int]] = defaultdict(list)
+    for e in events:
+        expected[e.dedup_key].append(e.sequence)
+    assert by_key == expected, "out of order for some dedup key"
+    assert refused >= 3, "no retries logged while the connection was refused"
+    assert unavailable >= 3, "no retries logged while the endpoint answered 503"
+    # Head-of-line: every failure was a retry of the first event, which then got through.
+    assert attempts[0] == refused + unavailable + 1, attempts[:3]
+    assert rc == 0, output[-3000:]
+    assert len(summary) == 1, output[-3000:]
+    assert f"delivered {len(events)}, duplicate {DUPLICATES}, dead lettered 0," in summary[0]
+    assert (
+        _end_offsets(kafka_broker.bootstrap, service_settings.topics.dead_letter, partitions) == 0
+    )
+    assert _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0
+    assert SECRET not in output
