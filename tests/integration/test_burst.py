@@ -394,7 +394,10 @@ def _timeline(
     stressed = [(v, s.t) for s in samples if s.t >= burst_start and (v := value(s)) is not None]
     peak, peak_at = max(stressed)
     after = [(s.t, v) for s in samples if s.t >= burst_end and (v := value(s)) is not None]
-    recovered = next((t for t, v in after if t >= peak_at and v <= level), None)
+    down = [i for i in range(len(after) - 2) if all(v <= level for _, v in after[i : i + 3])]
+    # Back: the first of three samples in a row at the normal level, after the peak (one
+    # low sample can be a commit's dip in the saw-tooth while the backlog is still there).
+    recovered = next((after[i][0] for i in down if after[i][0] >= peak_at), None)
     settle = (
         [v for t, v in after if recovered <= t <= recovered + SETTLE_S]
         if recovered is not None
