@@ -77,6 +77,40 @@ class ConsumerLike(Protocol):
     def close(self) -> None: ...
 
 
+MEMBER_POLL_S = 1.0
+"""While a delivery backs off, the consumer polls (its partitions paused) this often."""
+
+
+def polling_sleep(
+    consumer: Any, sleep: Callable[[float], None] = time.sleep, *, slice_s: float = MEMBER_POLL_S
+) -> Callable[[float], None]:
+    """A ``sleep`` for retry backoffs that keeps ``consumer`` in its group.
+
+    kafka-python drops a member that has not polled for ``max_poll_interval_ms`` (5 min by
+    default), and a delivery retries for ``retry_for_s`` (30 min): after such an outage the
+    commit failed and ``sentinel notify`` exited. During a backoff this pauses the
+    consumer's partitions and polls in slices of ``slice_s`` (nothing is returned from a
+    paused partition, so no record is skipped), then resumes them.
+    """
+
+    def _sleep(seconds: float) -> None:
+        parts = list(consumer.assignment())
+        if not parts:
+            sleep(seconds)
+            return
+        consumer.pause(*parts)
+        try:
+            end = time.monotonic() + seconds
+            while (left := end - time.monotonic()) > 0:
+                got = consumer.poll(timeout_ms=max(1, int(min(left, slice_s) * 1000)))
+                if got:  # a paused partition returns nothing; anything else is a bug
+                    raise RuntimeError(f"records from paused partitions: {list(got)}")
+        finally:
+            consumer.resume(*[tp for tp in parts if tp in consumer.assignment()])
+
+    return _sleep
+
+
 def _send_and_wait(producer: ProducerLike, topic: str, key: bytes | None, value: bytes) -> None:
     future = producer.send(topic, value=value, key=key)
     future.get(timeout=SEND_TIMEOUT_S)
@@ -188,12 +222,15 @@ def run_notify_consumer(
     stats: LoopStats | None = None,
     on_poll: Callable[[int], None] | None = None,
     security: KafkaClientSecurity = None,
+    consumer_options: Mapping[str, Any] | None = None,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
     Permanent failures go to ``dead_letter_topic`` as :class:`DeadLetter` JSON keyed by the
     dedup key; offsets are committed only after delivery or dead-lettering. ``security``
-    applies to the consumer and producer built here (not to injected ones).
+    and ``consumer_options`` (extra kafka-python consumer settings) apply to the clients
+    built here (not to injected ones); a consumer built here stays in its group through
+    backoffs of any length (:func:`polling_sleep`).
     """
     clock = clock or SystemClock()
     if consumer is None:
@@ -206,7 +243,9 @@ def run_notify_consumer(
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             **_security(security),
+            **(consumer_options or {}),
         )
+        sleep = polling_sleep(consumer, sleep)
     if producer is None:
         from kafka import KafkaProducer
 

@@ -230,3 +230,99 @@ def test_notify_delivers_everything_once_after_minutes_of_endpoint_outage(
     )
     assert _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0
     assert SECRET not in output
+
+
+POLL_INTERVAL_MS = 6000
+"""kafka-python's ``max_poll_interval_ms`` for the long-outage test (production: 300 s)."""
+LONG_OUTAGE_S = 25.0
+"""Four poll intervals: before the fix, the member left its group after the first one."""
+
+
+def test_notify_stays_in_its_group_through_an_outage_longer_than_the_poll_interval(
+    kafka_broker: KafkaBroker, service_settings: Settings
+) -> None:
+    """An outage longer than ``max_poll_interval_ms``: the consumer keeps polling (its
+    partitions paused) while deliveries back off, so it stays in its group, and the
+    commits after the endpoint's recovery succeed. Before :func:`polling_sleep` the
+    member was dropped after one interval and the commit raised ``CommitFailedError``."""
+    import threading
+
+    from pydantic import SecretStr
+
+    from alerting.clock import SystemClock
+    from alerting.delivery import RetryPolicy, UrllibTransport, WebhookSink
+    from alerting.kafka_io import LoopStats, run_notify_consumer
+    from streams.topics import ensure_topics
+
+    ensure_topics(service_settings, [kafka_broker.bootstrap])
+    topic = service_settings.topics.alerts
+    group = f"notify-long-{service_settings.worker.app_id}"
+    partitions = service_settings.kafka.topic_partitions
+    events = _incident_events()[:5]
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    try:
+        for event in events:
+            producer.send(topic, key=event.key(), value=event.model_dump_json().encode())
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    holder = socket.socket()  # bound, not listening: connection refused
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    rec = Recorder(SECRET.encode())
+    stop = threading.Event()
+    stats = LoopStats()
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            run_notify_consumer(
+                kafka_broker.bootstrap,
+                topic,
+                WebhookSink(f"http://127.0.0.1:{port}/hook", SecretStr(SECRET)),
+                dead_letter_topic=service_settings.topics.dead_letter,
+                should_stop=stop.is_set,
+                group_id=group,
+                transport=UrllibTransport(timeout_s=5, use_env_proxy=False),
+                retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=3.0),
+                clock=SystemClock(),
+                stats=stats,
+                consumer_options={
+                    "max_poll_interval_ms": POLL_INTERVAL_MS,
+                    "session_timeout_ms": 6000,
+                    "heartbeat_interval_ms": 1000,
+                },
+            )
+        except BaseException as exc:  # the assertion below reports it
+            failure.append(exc)
+
+    thread = threading.Thread(target=run, daemon=True)
+    began = time.monotonic()
+    thread.start()
+    try:
+        time.sleep(LONG_OUTAGE_S)
+        holder.close()
+        with serve(rec, port=port):
+            deadline = time.monotonic() + 90
+            while len(rec.accepted) < len(events) and time.monotonic() < deadline:
+                assert not failure, f"notify failed: {failure[0]!r}"
+                time.sleep(0.2)
+            wait_for(
+                lambda: _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0,
+                30,
+                "every record committed",
+                Path("/dev/null"),
+            )
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    outage = time.monotonic() - began
+    assert not failure, f"notify failed: {failure[0]!r}"
+    ids = [IncidentEvent.model_validate_json(b).event_id for b in rec.accepted]
+    assert sorted(ids) == sorted(e.event_id for e in events), "each event once"
+    assert rec.bad_signatures == 0
+    print(
+        f"checked: endpoint refused for {LONG_OUTAGE_S:.0f} s "
+        f"({LONG_OUTAGE_S * 1000 / POLL_INTERVAL_MS:.1f} poll intervals), recovered after "
+        f"{outage:.0f} s; {len(ids)}/{len(events)} delivered once, group lag 0, no exit"
+    )
