@@ -10,8 +10,10 @@ import numpy as np
 import pytest
 
 from detectors.arl import (
+    SPARSE_ABOVE,
     _banded_arl,
     _down1_arls,
+    _sparse_arl,
     bernoulli_arl,
     bernoulli_cusum_delay,
     bernoulli_lattice,
@@ -141,3 +143,12 @@ def test_rare_rate_calibration_needs_little_memory() -> None:
         tracemalloc.stop()
     assert h > 50_000  # a lattice of this size is the case that mattered
     assert peak < 20 * 1024 * 1024, f"peak {peak / 1e6:.0f} MB"
+
+
+@pytest.mark.parametrize(
+    ("up", "down", "h", "p"), [(205, 3, 7195, 0.0115), (275, 2, 9078, 0.0062), (64, 5, 2561, 0.06)]
+)
+def test_sparse_solve_matches_the_banded_solve(up: int, down: int, h: int, p: float) -> None:
+    assert _sparse_arl(up, down, h, p) == pytest.approx(_banded_arl(up, down, h, p), rel=1e-7)
+    # Below the size where it pays, bernoulli_arl keeps the banded solve.
+    assert (h * up > SPARSE_ABOVE) == (up > 100)
