@@ -100,6 +100,7 @@ def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subpr
 
     from streams.app import create_app
     from streams.ingress import TAKE_MAX, TAKE_WITHIN_S
+    from streams.worker import quiet_worker
 
     settings = load_settings(env=os.environ)
     app = create_app(settings)
@@ -122,7 +123,7 @@ def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subpr
 
     app.agent(source, name="bench.noop")(noop)
     sys.argv = [sys.argv[0], "worker", "-l", "warn"]
-    faust.Worker(app, loglevel="warning").execute_from_commandline()
+    quiet_worker(faust.Worker(app, loglevel="warning")).execute_from_commandline()
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
