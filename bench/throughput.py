@@ -47,9 +47,10 @@ from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
 from streams.broker import LocalBroker, free_port  # noqa: E402
 from streams.replay import replay_lines  # noqa: E402
-from streams.settings import LocalBrokerSettings, Settings, load_settings, settings_env  # noqa: E402
+from streams.settings import LocalBrokerSettings, Settings, load_settings  # noqa: E402
 from streams.simulate import Scenario, Simulator  # noqa: E402
 from tests.integration.traffic import critical_marker, topic_for  # noqa: E402
+from tests.integration.workers import child_env  # noqa: E402
 
 
 def _say(msg: str) -> None:
@@ -127,8 +128,7 @@ def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subpr
 
 
 def _child_env(settings: Settings) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    return env | settings_env(settings) | {"OPENBLAS_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    return child_env(settings, {"OPENBLAS_NUM_THREADS": "1"})
 
 
 def _faust_noop(settings: Settings, n: int, tmp: Path) -> float:

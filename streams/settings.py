@@ -333,3 +333,11 @@ def settings_env(settings: Settings) -> dict[str, str]:
         for key, value in values.items():
             env[f"SENTINEL_{section.upper()}__{key.upper()}"] = _env_value(value)
     return env
+
+
+def child_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, str]:
+    """``environ`` without its ``SENTINEL_*`` variables, plus :func:`settings_env`: the
+    environment of a child process that must run with exactly ``settings`` (a stray
+    variable of the parent would override them, or be rejected as an unknown key)."""
+    env = {k: v for k, v in environ.items() if not k.startswith("SENTINEL_")}
+    return env | settings_env(settings)

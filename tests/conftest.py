@@ -58,14 +58,13 @@ def unique_name() -> str:
     return uuid.uuid4().hex[:10]
 
 
-@pytest.fixture
-def service_settings(kafka_broker: KafkaBroker, tmp_path: Path, unique_name: str) -> Settings:
-    """Service settings pointing at the session broker, with per-test topics and app id."""
-    prefix = f"t{unique_name}"
+def per_test_settings(broker_url: str, tmp_path: Path, prefix: str, **extra: object) -> Settings:
+    """Service settings on ``broker_url`` with topics and app id of their own (``prefix``),
+    two partitions, a memory store and no web server; ``extra`` overrides more keys."""
     return load_settings(
         env={},
         overrides={
-            "kafka.broker": kafka_broker.url,
+            "kafka.broker": broker_url,
             "kafka.topic_partitions": 2,
             "worker.app_id": f"sentinel-{prefix}",
             "worker.store": "memory://",
@@ -78,5 +77,12 @@ def service_settings(kafka_broker: KafkaBroker, tmp_path: Path, unique_name: str
             "topics.alerts": f"{prefix}.alerts",
             "topics.dead_letter": f"{prefix}.dead-letter",
             "topics.control": f"{prefix}.control",
+            **extra,
         },
     )
+
+
+@pytest.fixture
+def service_settings(kafka_broker: KafkaBroker, tmp_path: Path, unique_name: str) -> Settings:
+    """Service settings pointing at the session broker, with per-test topics and app id."""
+    return per_test_settings(kafka_broker.url, tmp_path, f"t{unique_name}")

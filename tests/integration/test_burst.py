@@ -49,12 +49,11 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 
 from alerting.model import IncidentEvent
-from streams.broker import free_port
 from streams.settings import Settings
 from streams.simulate import Scenario, Simulator
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, critical_marker, topic_for
-from tests.integration.workers import wait_for, worker_process
+from tests.integration.workers import wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -430,12 +429,7 @@ def _disagreeing(samples: Sequence[LagSample], level: float) -> list[LagSample]:
 def test_lag_returns_to_normal_after_a_10x_burst(
     kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
 ) -> None:
-    port = free_port()
-    worker = service_settings.worker.model_copy(
-        update={"web_enabled": True, "web_port": port, "web_host": "127.0.0.1"}
-    )
-    settings = service_settings.model_copy(update={"worker": worker})
-    base = f"http://127.0.0.1:{port}"
+    settings, base = with_web(service_settings)
     log = tmp_path / "worker.log"
     topics = settings.topics
     partitions = settings.kafka.topic_partitions
@@ -448,7 +442,7 @@ def test_lag_returns_to_normal_after_a_10x_burst(
         pacer = Pacer(kafka_broker.bootstrap, partitions)
         stack.callback(pacer.close)
         probe = LagProbe(
-            kafka_broker.bootstrap, f"{base}/metrics", worker.app_id, ingress, partitions
+            kafka_broker.bootstrap, f"{base}/metrics", settings.worker.app_id, ingress, partitions
         )
         stack.callback(probe.stop)
         with worker_process(settings, ["-m", "streams.cli", "run"], log) as proc:

@@ -15,7 +15,6 @@ logs, printed configuration, command output or the broker's files.
 from __future__ import annotations
 
 import logging
-import os
 import secrets
 import subprocess
 import sys
@@ -39,10 +38,11 @@ from streams.broker import LocalBroker, free_port
 from streams.events import InferenceOutput
 from streams.sdk import SentinelPublisher
 from streams.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
-from streams.settings import LocalBrokerSettings, Settings, load_settings, settings_env
+from streams.settings import LocalBrokerSettings, Settings
+from tests.conftest import per_test_settings
 from tests.integration.traffic import critical_marker
 from tests.integration.webhook_receiver import Recorder, serve
-from tests.integration.workers import REPO, wait_for, worker_process
+from tests.integration.workers import REPO, child_env, wait_for, worker_process
 from tests.unit.alerting.helpers import (
     PLAYBOOK_DIR,
     T0,
@@ -108,26 +108,11 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
 
 def _settings(broker: SecuredBroker, tmp_path: Path, name: str, **extra: object) -> Settings:
     """Service settings on the secured broker (per-test topics), as ``service_settings``."""
-    prefix = f"s{name}"
-    return load_settings(
-        env={},
-        overrides={
-            "kafka.broker": f"kafka://{broker.bootstrap}",
-            "kafka.topic_partitions": 2,
-            "kafka.security": broker.security,
-            "worker.app_id": f"sentinel-{prefix}",
-            "worker.store": "memory://",
-            "worker.data_dir": str(tmp_path / "worker"),
-            "worker.web_enabled": False,
-            "topics.inputs": f"{prefix}.inputs",
-            "topics.outputs": f"{prefix}.outputs",
-            "topics.feedback": f"{prefix}.feedback",
-            "topics.evaluations": f"{prefix}.evaluations",
-            "topics.alerts": f"{prefix}.alerts",
-            "topics.dead_letter": f"{prefix}.dead-letter",
-            "topics.control": f"{prefix}.control",
-            **extra,
-        },
+    return per_test_settings(
+        f"kafka://{broker.bootstrap}",
+        tmp_path,
+        f"s{name}",
+        **{"kafka.security": broker.security, **extra},
     )
 
 
@@ -257,8 +242,7 @@ def test_wrong_password_is_refused_promptly_and_says_why(
     settings = settings.model_copy(
         update={"kafka": settings.kafka.model_copy(update={"security": bad})}
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    env.update(settings_env(settings), PYTHONPATH=str(REPO))
+    env = child_env(settings)
     began = time.monotonic()
     run = subprocess.run(
         [sys.executable, "-m", "streams.cli", "run"],
@@ -352,8 +336,7 @@ def test_password_is_absent_from_printed_config_and_broker_files(
         unique_name,
         **{"local_broker.security": "sasl_ssl", "local_broker.sasl_password": local_password},
     )
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    env.update(settings_env(settings), PYTHONPATH=str(REPO))
+    env = child_env(settings)
     shown = subprocess.run(
         [sys.executable, "-m", "streams.cli", "config"],
         env=env,
@@ -420,8 +403,7 @@ def _run_side_by_side(
     ``settings`` in its environment as a deployment runs it (the password only in
     ``SENTINEL_KAFKA__SECURITY__SASL_PASSWORD``); wait for all. Output goes to files, so a
     verbose command never blocks on a full pipe while another is awaited."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    env.update(settings_env(settings), PYTHONPATH=str(REPO), **(extra_env or {}))
+    env = child_env(settings, extra_env)
     out_dir.mkdir(parents=True, exist_ok=True)
     files = {name: (out_dir / f"{name}.out", out_dir / f"{name}.err") for name in commands}
     procs: dict[str, subprocess.Popen[bytes]] = {}

@@ -16,11 +16,10 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streams.broker import free_port
 from streams.settings import Settings
 from streams.simulate import Scenario, Simulator
 from tests.conftest import KafkaBroker
-from tests.integration.workers import wait_for, worker_process
+from tests.integration.workers import wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
 pytestmark = pytest.mark.integration
@@ -46,12 +45,7 @@ def _total(metrics: dict[str, object], name: str) -> float:
 def test_worker_serves_health_readiness_and_moving_metrics(
     kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
 ) -> None:
-    port = free_port()
-    worker = service_settings.worker.model_copy(
-        update={"web_enabled": True, "web_port": port, "web_host": "127.0.0.1"}
-    )
-    settings = service_settings.model_copy(update={"worker": worker})
-    base = f"http://127.0.0.1:{port}"
+    settings, base = with_web(service_settings)
     log = tmp_path / "worker.log"
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=60)
     lines = list(

@@ -14,7 +14,8 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from streams.settings import Settings, settings_env
+from streams.broker import free_port
+from streams.settings import Settings, child_environ
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,10 +25,7 @@ def worker_process(
     settings: Settings, argv: Sequence[str], log_path: Path, extra_env: dict[str, str] | None = None
 ) -> Iterator[subprocess.Popen[bytes]]:
     """Start ``python argv...`` with ``settings`` in its environment; stop it on exit."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SENTINEL_")}
-    env.update(settings_env(settings))
-    env.update(extra_env or {})
-    env["PYTHONPATH"] = str(REPO)
+    env = child_env(settings, extra_env)
     with log_path.open("wb") as log:
         proc = subprocess.Popen(
             [sys.executable, *argv], env=env, stdout=log, stderr=subprocess.STDOUT, cwd=REPO
@@ -41,6 +39,21 @@ def worker_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a ``sentinel``/``python -m`` child run with ``settings`` from this
+    checkout (PYTHONPATH), plus ``extra``."""
+    return child_environ(settings, os.environ) | {"PYTHONPATH": str(REPO)} | (extra or {})
+
+
+def with_web(settings: Settings) -> tuple[Settings, str]:
+    """``settings`` with the worker's web server on a free loopback port, and its URL."""
+    port = free_port()
+    worker = settings.worker.model_copy(
+        update={"web_enabled": True, "web_port": port, "web_host": "127.0.0.1"}
+    )
+    return settings.model_copy(update={"worker": worker}), f"http://127.0.0.1:{port}"
 
 
 def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, log: Path) -> None:
