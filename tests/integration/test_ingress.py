@@ -16,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -29,18 +30,28 @@ from streams.settings import Settings, settings_env
 from tests.conftest import KafkaBroker
 
 REPO = Path(__file__).resolve().parents[2]
+REFUSED = "good-017"
+"""A valid event the next stage raises on: its batch is handed over again one event at a
+time, and only this event is dead-lettered (reason ``handler_error``)."""
 
 
 def _worker_main(validated_topic: str) -> None:  # pragma: no cover - runs in a subprocess
     import faust
 
     from streams.app import create_app
-    from streams.ingress import forward_to_topic, register_ingress
+    from streams.ingress import Accepted, forward_to_topic, register_ingress
     from streams.settings import load_settings
 
     settings = load_settings(env=os.environ)
     app = create_app(settings)
-    handle = forward_to_topic(app, validated_topic, partitions=settings.kafka.topic_partitions)
+    forward = forward_to_topic(app, validated_topic, partitions=settings.kafka.topic_partitions)
+
+    async def handle(items: Sequence[Accepted]) -> None:
+        """The next stage, refusing one event (a bug or a poison it cannot take)."""
+        if any(item.event.request_id == REFUSED for item in items):
+            raise ValueError(f"the next stage cannot take {REFUSED}")
+        await forward(items)
+
     register_ingress(app, settings, handle)
     faust.Worker(app, loglevel="warning").execute_from_commandline()
 
@@ -151,7 +162,12 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
             event = _good(kind, rid, now + timedelta(seconds=i))
             if i % 10 == 3:
                 del event["event_type"]  # the topic's default kind applies
-            producer.send(topic, key=rid.encode(), value=json.dumps(event).encode()).get(30)
+            md = producer.send(topic, key=rid.encode(), value=json.dumps(event).encode()).get(30)
+            if rid == REFUSED:
+                expected_dead[(md.topic, md.partition, md.offset)] = (
+                    "handler_error",
+                    json.dumps(event).encode(),
+                )
             if i < len(poison):
                 reason, value = poison[i]
                 md = producer.send(topic, key=f"bad-{i}".encode(), value=value).get(30)
@@ -173,7 +189,7 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
     try:
         got = _drain(
             kafka_broker.bootstrap,
-            {validated: len(good_ids), t.dead_letter: len(expected_dead)},
+            {validated: len(good_ids) - 1, t.dead_letter: len(expected_dead)},
             timeout_s=150,
             proc=proc,
         )
@@ -188,7 +204,7 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
     worker_log = log_path.read_text(errors="replace")[-4000:]
 
     events = [parse_event(value) for _, value in got[validated]]
-    assert sorted(e.request_id for e in events) == good_ids, worker_log
+    assert sorted(e.request_id for e in events) == [r for r in good_ids if r != REFUSED], worker_log
     assert [k for k, _ in got[validated]] == [e.request_id.encode() for e in events]
 
     letters = [DeadLetter.model_validate_json(value) for _, value in got[t.dead_letter]]
@@ -206,7 +222,8 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
         else:
             assert letter.original_value() == value
         assert letter.key_b64 is not None
-        assert base64.b64decode(letter.key_b64).startswith(b"bad-")
+        expected_key = REFUSED.encode() if reason == "handler_error" else b"bad-"
+        assert base64.b64decode(letter.key_b64).startswith(expected_key)
 
 
 if __name__ == "__main__":  # pragma: no cover
