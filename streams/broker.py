@@ -7,11 +7,14 @@ runs on Java 17+ as a detached process whose pid is kept in the data directory, 
 ``up``, ``status`` and ``down`` work from separate commands.
 
 With ``local_broker.security = "sasl_ssl"`` the client listener is SASL_SSL with
-SCRAM-SHA-512: a throwaway CA and broker certificate are made with ``openssl`` in the data
-directory, and the SCRAM credential is written into the cluster metadata when the storage
-is formatted. The client password reaches neither a command line nor the broker's files:
-Python derives the SCRAM salted password (RFC 5802) and hands only that, with its salt,
-to ``StorageTool format --add-scram`` through a private Java argument file.
+SCRAM-SHA-512 and SCRAM-SHA-256: a throwaway CA and broker certificate are made with
+``openssl`` in the data directory, and the SCRAM credentials (one per mechanism) are
+written into the cluster metadata when the storage is formatted. The client password
+reaches neither a command line nor the broker's files: Python derives the SCRAM salted
+password (RFC 5802) and hands only that, with its salt, to ``StorageTool format
+--add-scram`` through a private Java argument file. ``local_broker.client_auth =
+"required"`` adds mutual TLS: the CA also signs a client certificate, and the listener
+refuses a TLS handshake without one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Literal
 
 from streams.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
 from streams.settings import LocalBrokerSettings
@@ -42,9 +46,14 @@ Log = Callable[[str], None]
 
 MIN_JAVA = 17
 
-SCRAM_MECHANISM = "SCRAM-SHA-512"
+ScramMechanism = Literal["SCRAM-SHA-256", "SCRAM-SHA-512"]
+SCRAM_MECHANISM: ScramMechanism = "SCRAM-SHA-512"
+"""What :meth:`LocalBroker.client_security` uses by default, and the inter-broker login."""
+SCRAM_MECHANISMS: tuple[ScramMechanism, ...] = ("SCRAM-SHA-512", "SCRAM-SHA-256")
+"""Every SCRAM mechanism a ``sasl_ssl`` local broker enables and holds credentials for."""
+_SCRAM_HASH: dict[ScramMechanism, str] = {"SCRAM-SHA-256": "sha256", "SCRAM-SHA-512": "sha512"}
 SCRAM_ITERATIONS = 4096
-"""Kafka's default and minimum for SCRAM-SHA-512."""
+"""Kafka's default and minimum for both SCRAM mechanisms."""
 INTER_BROKER_USER = "sentinel-inter-broker"
 """The broker's own SCRAM identity on its SASL_SSL listener; its password is random,
 made at format time and kept in the data directory (mode 0600)."""
@@ -193,18 +202,25 @@ def _cluster_id() -> str:
             return cid
 
 
-def scram_credential(name: str, password: str, salt: bytes | None = None) -> str:
+def scram_credential(
+    name: str,
+    password: str,
+    salt: bytes | None = None,
+    mechanism: ScramMechanism = SCRAM_MECHANISM,
+) -> str:
     """A ``StorageTool format --add-scram`` argument that holds no clear password.
 
     SCRAM stores ``SaltedPassword = Hi(password, salt, i)`` (RFC 5802), which is
-    PBKDF2-HMAC-SHA-512 over the UTF-8 password (Kafka does no SASLprep). The result still
-    lets its holder authenticate as ``name``: keep it out of logs and command lines.
+    PBKDF2-HMAC with the mechanism's hash (SHA-512 or SHA-256) over the UTF-8 password
+    (Kafka does no SASLprep). The result still lets its holder authenticate as ``name``
+    with that mechanism: keep it out of logs and command lines.
     """
     salt = salt if salt is not None else secrets.token_bytes(32)
-    salted = hashlib.pbkdf2_hmac("sha512", password.encode(), salt, SCRAM_ITERATIONS)
+    hash_name = _SCRAM_HASH[mechanism]
+    salted = hashlib.pbkdf2_hmac(hash_name, password.encode(), salt, SCRAM_ITERATIONS)
     b64 = base64.b64encode
     return (
-        f"{SCRAM_MECHANISM}=[name={name},iterations={SCRAM_ITERATIONS},"
+        f"{mechanism}=[name={name},iterations={SCRAM_ITERATIONS},"
         f"salt={b64(salt).decode()},saltedpassword={b64(salted).decode()}]"
     )
 
@@ -221,15 +237,18 @@ def _openssl(*args: str) -> None:
         raise BrokerError(f"openssl {args[0]} failed:\n{out.stderr.strip()}")
 
 
-def make_certificates(tls_dir: Path, host: str) -> None:
+def make_certificates(tls_dir: Path, host: str, client: bool = False) -> None:
     """A throwaway CA and a broker certificate it signs, as PEM files in ``tls_dir``.
 
     ``ca.pem`` is what clients trust; ``broker.pem`` holds the broker's unencrypted PKCS#8
     key followed by its certificate chain, which Kafka reads as a ``PEM`` keystore. The
     certificate names ``host``, ``localhost`` and 127.0.0.1, so clients keep hostname
-    checks on. The CA key is deleted once it has signed: nothing else can be issued.
-    Extensions follow RFC 5280 strictly (critical basicConstraints and keyUsage on the CA,
-    key identifiers), which OpenSSL's and Python's strict verification modes require.
+    checks on. With ``client``, the CA also signs a client certificate for mutual TLS:
+    ``client.pem`` (certificate and CA, what ``kafka.security.ssl_certfile`` names) and
+    ``client.key`` (its unencrypted key, mode 0600, ``ssl_keyfile``). The CA key is
+    deleted once it has signed: nothing else can be issued. Extensions follow RFC 5280
+    strictly (critical basicConstraints and keyUsage on the CA, key identifiers), which
+    OpenSSL's and Python's strict verification modes require.
     """
     tls_dir.mkdir(parents=True, exist_ok=True)
     os.chmod(tls_dir, 0o700)
@@ -263,6 +282,28 @@ def make_certificates(tls_dir: Path, host: str) -> None:
         "-CAcreateserial", "-out", str(crt), "-days", str(CERT_DAYS), "-extfile", str(ext),
     )  # fmt: skip
     _write_private(tls_dir / "broker.pem", key.read_text() + crt.read_text() + ca.read_text())
+    for leftover in (key, csr, crt):
+        leftover.unlink(missing_ok=True)
+    if client:
+        ext.write_text(
+            "basicConstraints=critical,CA:FALSE\n"
+            "keyUsage=critical,digitalSignature\n"
+            "extendedKeyUsage=clientAuth\n"
+            "subjectKeyIdentifier=hash\n"
+            "authorityKeyIdentifier=keyid,issuer\n",
+            encoding="utf-8",
+        )
+        subject = "/CN=Sentinel local broker client"
+        _openssl("req", "-new", *ec, "-keyout", str(key), "-out", str(csr), "-subj", subject)
+        _openssl(
+            "x509", "-req", "-in", str(csr), "-CA", str(ca), "-CAkey", str(ca_key),
+            "-CAcreateserial", "-out", str(crt), "-days", str(CERT_DAYS), "-extfile", str(ext),
+        )  # fmt: skip
+        _write_private(tls_dir / "client.key", key.read_text())
+        (tls_dir / "client.pem").write_text(crt.read_text() + ca.read_text(), encoding="utf-8")
+    else:
+        for stale in (tls_dir / "client.key", tls_dir / "client.pem"):
+            stale.unlink(missing_ok=True)  # signed by a CA that no longer exists
     for leftover in (ca_key, key, csr, ext, tls_dir / "ca.srl", crt):
         leftover.unlink(missing_ok=True)
 
@@ -305,8 +346,9 @@ class LocalBroker:
     All files live in ``settings.data_dir``: ``server.properties``, ``log4j2.properties``,
     ``broker.pid``, ``broker.log`` and the log segments under ``kraft-logs/``; a
     ``sasl_ssl`` broker adds ``tls/ca.pem`` (what clients trust), ``tls/broker.pem`` and
-    ``inter-broker.secret``. Its controller listener stays PLAINTEXT on ``host``: it serves
-    the KRaft quorum only, never client reads or writes.
+    ``inter-broker.secret``, and with ``client_auth = "required"`` the client certificate
+    ``tls/client.pem`` and its key ``tls/client.key``. Its controller listener stays
+    PLAINTEXT on ``host``: it serves the KRaft quorum only, never client reads or writes.
     """
 
     def __init__(self, settings: LocalBrokerSettings, log: Log = _quiet) -> None:
@@ -338,25 +380,43 @@ class LocalBroker:
         return self.tls_dir / "ca.pem"
 
     @property
+    def mutual_tls(self) -> bool:
+        """True when the listener requires client certificates (``local_broker.client_auth``)."""
+        return self.secured and self.settings.client_auth == "required"
+
+    @property
+    def client_cert_file(self) -> Path:
+        """The client certificate (PEM, with the CA) for a ``client_auth = "required"`` broker."""
+        return self.tls_dir / "client.pem"
+
+    @property
+    def client_key_file(self) -> Path:
+        """The client certificate's private key (PEM, mode 0600)."""
+        return self.tls_dir / "client.key"
+
+    @property
     def _secret_file(self) -> Path:
         return self.data_dir / "inter-broker.secret"
 
-    def client_security(self) -> KafkaSecurity:
+    def client_security(self, mechanism: ScramMechanism = SCRAM_MECHANISM) -> KafkaSecurity:
         """What a client needs to reach this broker: ``kafka.security`` for the service.
 
-        PLAINTEXT for a plaintext broker; for ``sasl_ssl``, SCRAM-SHA-512 with the
-        configured user and password over TLS verified against :attr:`ca_file` (which
-        must exist: call after :meth:`up`).
+        PLAINTEXT for a plaintext broker; for ``sasl_ssl``, SCRAM (``mechanism``, either
+        one the broker enables) with the configured user and password over TLS verified
+        against :attr:`ca_file`, plus the client certificate and key when the broker
+        requires them. The files must exist: call after :meth:`up`.
         """
         s = self.settings
         if not self.secured:
             return KafkaSecurity()
         return KafkaSecurity(
             security_protocol="SASL_SSL",
-            sasl_mechanism=SCRAM_MECHANISM,
+            sasl_mechanism=mechanism,
             sasl_username=s.sasl_username,
             sasl_password=s.sasl_password,
             ssl_cafile=self.ca_file,
+            ssl_certfile=self.client_cert_file if self.mutual_tls else None,
+            ssl_keyfile=self.client_key_file if self.mutual_tls else None,
         )
 
     @property
@@ -419,12 +479,17 @@ class LocalBroker:
         return path
 
     def _security_config(self) -> dict[str, str]:
-        """Properties that make the client listener SASL_SSL with SCRAM-SHA-512.
+        """Properties that make the client listener SASL_SSL with SCRAM-SHA-512/-256.
 
         The broker talks to itself over the same listener (inter-broker), as
-        :data:`INTER_BROKER_USER` with a random password, so that no PLAINTEXT data
-        listener is left open. The client's password is not in this file: the broker
-        only holds its salted SCRAM form, in the cluster metadata.
+        :data:`INTER_BROKER_USER` with a random password and SCRAM-SHA-512, so that no
+        PLAINTEXT data listener is left open. The client's password is not in this file:
+        the broker only holds its salted SCRAM forms, in the cluster metadata.
+
+        Client certificates: Kafka ignores the broker-wide ``ssl.client.auth`` on SASL_SSL
+        listeners; only the listener-prefixed one applies there (KIP-684, Kafka 3.0+), so
+        that is the one set. The broker's own inter-broker connection then presents its
+        keystore certificate, which is signed by the same CA and allows client use.
         """
         s = self.settings
         secret = self._secret_file.read_text(encoding="utf-8").strip()
@@ -432,33 +497,44 @@ class LocalBroker:
             "org.apache.kafka.common.security.scram.ScramLoginModule required "
             f'username="{INTER_BROKER_USER}" password="{secret}";'
         )
+        jaas_config = {
+            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": jaas
+            for mechanism in SCRAM_MECHANISMS
+        }
         return {
             "listeners": f"SASL_SSL://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
             "advertised.listeners": f"SASL_SSL://{s.host}:{s.port}",
             "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
             "inter.broker.listener.name": "SASL_SSL",
-            "sasl.enabled.mechanisms": SCRAM_MECHANISM,
+            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
             "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
-            f"listener.name.sasl_ssl.{SCRAM_MECHANISM.lower()}.sasl.jaas.config": jaas,
+            **jaas_config,
             "ssl.keystore.type": "PEM",
             "ssl.keystore.location": str(self.tls_dir / "broker.pem"),
             "ssl.truststore.type": "PEM",
             "ssl.truststore.location": str(self.ca_file),
             "ssl.client.auth": "none",
+            "listener.name.sasl_ssl.ssl.client.auth": s.client_auth,
         }
 
     def _prepare_security(self, formatted: bool) -> list[str]:
         """Certificates and the inter-broker secret; the ``--add-scram`` format arguments.
 
-        Certificates are made on the first start and again when they expire within a
-        day. The SCRAM credentials (client user, inter-broker user) can only be added when
-        the storage is formatted, so a formatted data directory keeps its secret file.
+        Certificates are made on the first start and again when one expires within a day
+        (or the client certificate that ``client_auth = "required"`` needs is missing).
+        The SCRAM credentials (client user with both mechanisms, inter-broker user) can
+        only be added when the storage is formatted, so a formatted data directory keeps
+        its secret file.
         """
-        if not _cert_valid_for(self.ca_file, 86_400) or not _cert_valid_for(
-            self.tls_dir / "broker.pem", 86_400
+        needed = [self.ca_file, self.tls_dir / "broker.pem"]
+        if self.mutual_tls:
+            needed += [self.client_cert_file]
+        if not all(_cert_valid_for(pem, 86_400) for pem in needed) or (
+            self.mutual_tls and not self.client_key_file.is_file()
         ):
-            self.log(f"making a throwaway CA and broker certificate in {self.tls_dir}")
-            make_certificates(self.tls_dir, self.settings.host)
+            made = "broker and client certificates" if self.mutual_tls else "broker certificate"
+            self.log(f"making a throwaway CA and {made} in {self.tls_dir}")
+            make_certificates(self.tls_dir, self.settings.host, client=self.mutual_tls)
         if formatted:
             if not self._secret_file.is_file():
                 raise BrokerError(
@@ -470,12 +546,11 @@ class LocalBroker:
         secret = secrets.token_urlsafe(32)
         _write_private(self._secret_file, secret + "\n")
         s = self.settings
-        return [
-            "--add-scram",
-            scram_credential(s.sasl_username, s.sasl_password.get_secret_value()),
-            "--add-scram",
-            scram_credential(INTER_BROKER_USER, secret),
-        ]
+        args: list[str] = []
+        for mechanism in SCRAM_MECHANISMS:
+            password = s.sasl_password.get_secret_value()
+            args += ["--add-scram", scram_credential(s.sasl_username, password, None, mechanism)]
+        return [*args, "--add-scram", scram_credential(INTER_BROKER_USER, secret)]
 
     def _run_private(self, cmd: list[str]) -> subprocess.CompletedProcess[str]:
         """Run a java command whose arguments must not show in the process list.
@@ -549,7 +624,10 @@ class LocalBroker:
                 for arg in scram:  # never echo a credential, even a salted one
                     output = output.replace(arg, "[SCRAM credential]")
                 raise BrokerError(f"formatting Kafka storage failed:\n{output}")
-        listener = "SASL_SSL, SCRAM-SHA-512" if self.secured else "PLAINTEXT"
+        listener = "PLAINTEXT"
+        if self.secured:
+            listener = f"SASL_SSL, {' and '.join(SCRAM_MECHANISMS)}"
+            listener += ", client certificates required" if self.mutual_tls else ""
         self.log(
             f"starting Apache Kafka {s.kafka_version} (KRaft, single node) on {self.bootstrap} "
             f"({listener})"

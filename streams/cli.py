@@ -69,6 +69,9 @@ def cmd_kafka(args: argparse.Namespace) -> int:
             print(f"    {prefix}SASL_MECHANISM={security.sasl_mechanism}")
             print(f"    {prefix}SASL_USERNAME={security.sasl_username}")
             print(f"    {prefix}SSL_CAFILE={security.ssl_cafile}")
+            if security.ssl_certfile is not None:
+                print(f"    {prefix}SSL_CERTFILE={security.ssl_certfile}")
+                print(f"    {prefix}SSL_KEYFILE={security.ssl_keyfile}")
             print(f"    {prefix}SASL_PASSWORD=<the local_broker.sasl_password>")
         return 0
     if args.action == "down":

@@ -18,7 +18,8 @@ at DEBUG.)
 
 :func:`check_login` turns a refused login into a prompt, explicit error: kafka-python
 retries a refused SASL login like a network fault, and both client libraries then report
-only "Unable to bootstrap", the reason going to their logs.
+only "Unable to bootstrap", the reason going to their logs. The same holds for a broker
+that requires a client certificate (mutual TLS) and gets none or an untrusted one.
 """
 
 from __future__ import annotations
@@ -180,10 +181,11 @@ def check_login(bootstrap: Sequence[str], security: KafkaSecurity, timeout_s: fl
     Why: with a wrong password kafka-python retries until its bootstrap timeout (30 s by
     default) and then says only "Unable to bootstrap"; aiokafka fails fast but also says
     only that, the reason going to their logs. This makes one connection with aiokafka's
-    ``create_conn`` (TLS handshake, then SASL authentication) and names the reason. A
-    broker that cannot be reached is not an error here: the clients' own retries take
-    over, as for a broker that is still starting. PLAINTEXT is not checked. Call from
-    synchronous code (it runs its own event loop).
+    ``create_conn`` (TLS handshake, then SASL authentication) and names the reason,
+    including a TLS alert by which a broker that requires client certificates refuses a
+    client without an acceptable one. A broker that cannot be reached is not an error
+    here: the clients' own retries take over, as for a broker that is still starting.
+    PLAINTEXT is not checked. Call from synchronous code (it runs its own event loop).
     """
     if security.security_protocol == "PLAINTEXT":
         return
@@ -221,11 +223,44 @@ async def _check_login(bootstrap: list[str], security: KafkaSecurity, timeout_s:
                 f"{security.sasl_username!r}: {exc}"
             ) from exc
         except ssl.SSLError as exc:  # before OSError, its base class
-            raise KafkaLoginError(
-                f"TLS handshake with {host}:{port} failed ({security.security_protocol}): "
-                f"{exc.reason or exc}; check kafka.security.ssl_cafile"
-            ) from exc
-        except (OSError, TimeoutError, KafkaError):
+            raise KafkaLoginError(_tls_failure(host, port, security, exc)) from exc
+        except (OSError, TimeoutError, KafkaError) as exc:
+            refusal = _tls_alert(exc)
+            if refusal is not None:
+                raise KafkaLoginError(_tls_failure(host, port, security, refusal)) from exc
             continue  # not reachable (yet), or cut off: not a definite refusal
         conn.close()
         return
+
+
+def _tls_alert(exc: BaseException) -> ssl.SSLError | None:
+    """The TLS alert the broker sent, if that is what ended the connection behind ``exc``.
+
+    Why: with TLS 1.3 the client's side of the handshake is complete before the server
+    has checked the client's certificate, so a broker that requires one (mutual TLS) and
+    gets none or an untrusted one answers with an alert on the first read. aiokafka then
+    raises ``KafkaConnectionError("Connection ... closed")`` with the ``SSLError`` (e.g.
+    ``SSLV3_ALERT_BAD_CERTIFICATE``) as its cause. An alert is the broker's explicit
+    refusal; a bare end of stream or reset is not, and stays a retryable network fault.
+    """
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, ssl.SSLError) and "ALERT" in str(seen.reason or ""):
+            return seen
+        seen = seen.__cause__ or seen.__context__
+    return None
+
+
+def _tls_failure(host: str, port: str, security: KafkaSecurity, exc: ssl.SSLError) -> str:
+    """Name the failed TLS handshake and the setting most likely at fault."""
+    if "ALERT" in str(exc.reason or ""):
+        hint = (
+            "the broker refused this client's certificate (or its absence); check "
+            "kafka.security.ssl_certfile and ssl_keyfile"
+        )
+    else:
+        hint = "check kafka.security.ssl_cafile"
+    return (
+        f"TLS handshake with {host}:{port} failed ({security.security_protocol}): "
+        f"{exc.reason or exc}; {hint}"
+    )

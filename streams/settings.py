@@ -94,12 +94,14 @@ class WorkerSettings(_Section):
 class LocalBrokerSettings(_Section):
     """The single-node KRaft broker that `sentinel kafka up` runs from Maven Central jars.
 
-    ``security = "sasl_ssl"`` makes its client listener SASL_SSL with SCRAM-SHA-512 and a
-    throwaway certificate authority, so the service's security settings can be proven
-    against a real secured broker (see ``LocalBroker.client_security``). The SCRAM
-    credential for ``sasl_username``/``sasl_password`` is created when the storage is
-    formatted (first start of a data directory); changing the password later needs a new
-    data directory.
+    ``security = "sasl_ssl"`` makes its client listener SASL_SSL with SCRAM (SHA-512 and
+    SHA-256) and a throwaway certificate authority, so the service's security settings can
+    be proven against a real secured broker (see ``LocalBroker.client_security``). The
+    SCRAM credentials for ``sasl_username``/``sasl_password`` are created when the storage
+    is formatted (first start of a data directory); changing the password later needs a
+    new data directory. ``client_auth = "required"`` adds mutual TLS on top: the listener
+    then also demands a client certificate signed by the throwaway CA, which makes one for
+    the clients.
     """
 
     # Errors must not echo the input: it may hold the password.
@@ -115,7 +117,12 @@ class LocalBrokerSettings(_Section):
     start_timeout_s: float = Field(default=60.0, gt=0)
     security: Literal["plaintext", "sasl_ssl"] = Field(
         default="plaintext",
-        description="Client listener: plaintext, or SASL_SSL with SCRAM-SHA-512 over TLS.",
+        description="Client listener: plaintext, or SASL_SSL with SCRAM over TLS.",
+    )
+    client_auth: Literal["none", "required"] = Field(
+        default="none",
+        description="TLS client certificates on the sasl_ssl listener: 'required' = mTLS "
+        "(a client certificate signed by the throwaway CA, in addition to the SCRAM login).",
     )
     sasl_username: str = Field(
         default="sentinel",
@@ -138,7 +145,7 @@ class LocalBrokerSettings(_Section):
         return v
 
     @model_validator(mode="after")
-    def _password_iff_sasl(self) -> LocalBrokerSettings:
+    def _consistent(self) -> LocalBrokerSettings:
         # An empty default (not None) keeps settings_env() round trips exact.
         has_password = bool(self.sasl_password.get_secret_value())
         if self.security == "sasl_ssl" and not has_password:
@@ -147,6 +154,8 @@ class LocalBrokerSettings(_Section):
             )
         if self.security == "plaintext" and has_password:
             raise ValueError("sasl_password given but security is plaintext")
+        if self.client_auth != "none" and self.security != "sasl_ssl":
+            raise ValueError(f"client_auth {self.client_auth} needs security sasl_ssl")
         return self
 
 

@@ -1,9 +1,10 @@
 """SASL/SCRAM over TLS against a real secured broker: the service's security settings work.
 
 The broker is the project's own :class:`streams.broker.LocalBroker` with
-``security = "sasl_ssl"``: a SASL_SSL client listener with SCRAM-SHA-512 and a throwaway
-CA, on free ports, started once for this module and deleted afterwards. Every client the
-service builds is pointed at it through ``KafkaSecurity`` (the ``kafka.security``
+``security = "sasl_ssl"``: a SASL_SSL client listener with SCRAM-SHA-512 and SCRAM-SHA-256
+and a throwaway CA, on free ports, started once for this module and deleted afterwards
+(a second one, with ``client_auth = "required"``, proves client certificates). Every
+client the service builds is pointed at it through ``KafkaSecurity`` (the ``kafka.security``
 settings), exactly as a deployment would be: the faust worker (``sentinel run`` in its
 own process), the publisher SDK, the kafka-python admin and consumer paths, and the
 operator commands (``silence``, ``notify``, ``contain``, ``simulate``, ``status``,
@@ -14,6 +15,7 @@ logs, printed configuration, command output or the broker's files.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import secrets
 import subprocess
@@ -34,10 +36,16 @@ from alerting.engine import IncidentEngine
 from alerting.kafka_io import read_topic_to_end
 from alerting.model import IncidentAction, IncidentEvent
 from detectors.base import SignalKind
-from streams.broker import LocalBroker, free_port
+from streams.broker import LocalBroker, free_port, make_certificates
 from streams.events import InferenceOutput
 from streams.sdk import SentinelPublisher
-from streams.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
+from streams.security import (
+    KafkaLoginError,
+    KafkaSecurity,
+    check_login,
+    faust_credentials,
+    kafka_python_kwargs,
+)
 from streams.settings import LocalBrokerSettings, Settings
 from tests.conftest import per_test_settings
 from tests.integration.traffic import critical_marker
@@ -106,6 +114,40 @@ def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Secured
         broker.destroy()
 
 
+MTLS_USER = "sentinel-mtls"
+
+
+@pytest.fixture(scope="module")
+def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """A SASL_SSL broker that also requires client certificates (``client_auth =
+    "required"``); its ``security`` logs in with SCRAM-SHA-256 and presents the client
+    certificate the broker's throwaway CA signed. Stopped and deleted afterwards."""
+    password = f"pw-{secrets.token_urlsafe(18)}"
+    settings = LocalBrokerSettings(
+        port=free_port(),
+        controller_port=free_port(),
+        data_dir=tmp_path_factory.mktemp("kafka-mtls"),
+        start_timeout_s=120.0,
+        security="sasl_ssl",
+        client_auth="required",
+        sasl_username=MTLS_USER,
+        sasl_password=SecretStr(password),
+    )
+    broker = LocalBroker(settings)
+    try:
+        began = time.monotonic()
+        broker.up()  # returns once a login with the client certificate has answered
+        print(f"mTLS broker ready in {time.monotonic() - began:.1f} s on {broker.bootstrap}")
+        yield SecuredBroker(
+            bootstrap=broker.bootstrap,
+            security=broker.client_security("SCRAM-SHA-256"),
+            password=password,
+            data_dir=broker.data_dir,
+        )
+    finally:
+        broker.destroy()
+
+
 def _settings(broker: SecuredBroker, tmp_path: Path, name: str, **extra: object) -> Settings:
     """Service settings on the secured broker (per-test topics), as ``service_settings``."""
     return per_test_settings(
@@ -136,20 +178,23 @@ def _incidents(consumer: KafkaConsumer) -> list[IncidentEvent]:
     return [IncidentEvent.model_validate_json(record.value) for record in consumer]
 
 
-def test_worker_pages_an_incident_through_the_secured_listener(
-    secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
-) -> None:
-    settings = _settings(secured_broker, tmp_path, unique_name, **{"worker.log_level": "debug"})
+def _page_through_the_worker(
+    broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> tuple[IncidentEvent, InferenceOutput, str]:
+    """Run ``sentinel run`` (debug logging) on ``broker`` with ``broker.security`` as its
+    ``kafka.security``, publish a critical output with the SDK and wait for the incident
+    on the alerts topic: the page, the published output and the worker's log."""
+    settings = _settings(broker, tmp_path, unique_name, **{"worker.log_level": "debug"})
     log = tmp_path / "worker.log"
     marker = InferenceOutput.model_validate_json(
         critical_marker("secure-chat", "v1", datetime.now(UTC), 0)
     )
     alerts = KafkaConsumer(
         settings.topics.alerts,
-        bootstrap_servers=secured_broker.bootstrap,
+        bootstrap_servers=broker.bootstrap,
         auto_offset_reset="earliest",
         consumer_timeout_ms=500,
-        **secured_broker.kwargs(),
+        **broker.kwargs(),
     )
     seen: list[IncidentEvent] = []
     try:
@@ -157,7 +202,7 @@ def test_worker_pages_an_incident_through_the_secured_listener(
             # The worker creates the service topics first (admin client, same credentials).
             wait_for(lambda: "created topics" in log.read_text(), 60, "topic creation", log)
             with SentinelPublisher(
-                secured_broker.bootstrap, settings.topics, **secured_broker.kwargs()
+                broker.bootstrap, settings.topics, **broker.kwargs()
             ) as publisher:
                 publisher.publish_output(marker).get(timeout=30)
 
@@ -169,10 +214,17 @@ def test_worker_pages_an_incident_through_the_secured_listener(
     finally:
         alerts.close()
     trigger = next(e for e in seen if e.action == IncidentAction.TRIGGER)
+    return trigger, marker, log.read_text(errors="replace")
+
+
+def test_worker_pages_an_incident_through_the_secured_listener(
+    secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    trigger, marker, output = _page_through_the_worker(secured_broker, tmp_path, unique_name)
     assert trigger.incident_type.startswith("critical"), trigger.incident_type
     assert trigger.labels.model == "secure-chat"
     assert marker.request_id in trigger.evidence.sample_request_ids
-    output = log.read_text(errors="replace")
+    assert f"Authenticated as {USER} via SCRAM-SHA-512" in output
     assert len(output.splitlines()) > 50, "the debug log is too short to prove anything"
     assert secured_broker.password not in output
     print(
@@ -601,4 +653,188 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
     print(
         "checked: with no broker configured, sentinel status logs in to the local SASL_SSL "
         "broker with its local_broker credentials and CA"
+    )
+
+
+# ---- SCRAM-SHA-256 and client certificates (mutual TLS) ---------------------------------
+
+
+def _keys_read(bootstrap: str, topic: str, **client: object) -> list[str]:
+    """The keys of every record of ``topic``, sorted (kafka-python consumer)."""
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        auto_offset_reset="earliest",
+        consumer_timeout_ms=3000,
+        bootstrap_timeout_ms=3000,
+        **client,
+    )
+    try:
+        return sorted(record.key.decode() for record in consumer)
+    finally:
+        consumer.close()
+
+
+def _produce_with_kafka_python(
+    bootstrap: str, topic: str, keys: list[str], security: KafkaSecurity
+) -> None:
+    producer = KafkaProducer(
+        bootstrap_servers=bootstrap, acks="all", **kafka_python_kwargs(security)
+    )
+    try:
+        for key in keys:
+            producer.send(topic, key=key.encode(), value=b"{}")
+        producer.flush(timeout=30)
+    finally:
+        producer.close(timeout=10)
+
+
+async def _aiokafka_round_trip(
+    bootstrap: str, topic: str, keys: list[str], security: KafkaSecurity
+) -> list[str]:
+    """Produce ``keys`` to ``topic`` and read the whole topic back with aiokafka clients
+    given the arguments faust's worker gives them (``credentials_to_aiokafka_auth`` of
+    ``faust_credentials``); the keys read, sorted."""
+    from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+    from faust.transport.drivers.aiokafka import credentials_to_aiokafka_auth
+
+    auth = dict(credentials_to_aiokafka_auth(faust_credentials(security)))
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", **auth)
+    await producer.start()
+    try:
+        for key in keys:
+            await producer.send_and_wait(topic, b"{}", key=key.encode())
+    finally:
+        await producer.stop()
+    consumer = AIOKafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", **auth
+    )
+    await consumer.start()
+    read: list[str] = []
+    try:
+        deadline = time.monotonic() + 20
+        while len(read) < len(keys) and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=500)
+            read += [r.key.decode() for records in batches.values() for r in records if r.key]
+    finally:
+        await consumer.stop()
+    return sorted(read)
+
+
+def test_scram_sha_256_logs_in_with_kafka_python_and_the_worker_clients(
+    secured_broker: SecuredBroker, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The broker enables SCRAM-SHA-256 beside SHA-512: ``check_login``, kafka-python
+    (``kafka_python_kwargs``) and aiokafka as the faust worker configures it
+    (``faust_credentials``) each log in with it, and produce and consume."""
+    sha256 = secured_broker.security.model_copy(update={"sasl_mechanism": "SCRAM-SHA-256"})
+    topic = f"secure-sha256-{unique_name}"
+    python_keys = [f"kafka-python-{i}" for i in range(3)]
+    aio_keys = [f"aiokafka-{i}" for i in range(3)]
+    with (
+        caplog.at_level(logging.DEBUG, logger="kafka"),
+        caplog.at_level(logging.DEBUG, logger="aiokafka"),
+    ):
+        check_login([secured_broker.bootstrap], sha256)
+        _produce_with_kafka_python(secured_broker.bootstrap, topic, python_keys, sha256)
+        aio_read = asyncio.run(
+            _aiokafka_round_trip(secured_broker.bootstrap, topic, aio_keys, sha256)
+        )
+        python_read = _keys_read(secured_broker.bootstrap, topic, **kafka_python_kwargs(sha256))
+    assert python_read == sorted(python_keys + aio_keys)
+    assert aio_read == sorted(python_keys + aio_keys)
+    # The broker offers both mechanisms (its SaslHandshake response, logged by aiokafka);
+    # each library says which one it authenticated with: SHA-256, never SHA-512.
+    assert "mechanisms=['SCRAM-SHA-512', 'SCRAM-SHA-256']" in caplog.text
+    assert f"Authenticated as {USER} via SASL / SCRAM-SHA-256" in caplog.text  # kafka-python
+    assert f"Authenticated as {USER} via SCRAM-SHA-256" in caplog.text  # aiokafka
+    assert "via SCRAM-SHA-512" not in caplog.text
+    assert "via SASL / SCRAM-SHA-512" not in caplog.text
+    assert secured_broker.password not in caplog.text
+    # The SHA-256 credential is checked, not merely accepted.
+    with pytest.raises(KafkaLoginError, match=r"SCRAM-SHA-256 login .* invalid credentials"):
+        check_login(
+            [secured_broker.bootstrap],
+            sha256.model_copy(update={"sasl_password": SecretStr("not-the-password")}),
+        )
+    print(
+        f"checked: SCRAM-SHA-256 over SASL_SSL: check_login, a kafka-python producer and "
+        f"consumer and aiokafka with faust's credentials ({len(aio_keys)} records each way) "
+        "all authenticate via SCRAM-SHA-256 (their logs say so); a wrong SHA-256 password "
+        "is refused"
+    )
+
+
+def test_client_certificate_required_refuses_a_client_without_one(
+    mtls_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    """``client_auth = "required"``: the right SCRAM-SHA-256 login is not enough without
+    the client certificate (nor with one from another CA); the refusal is prompt and says
+    to check ``ssl_certfile``. With the certificate, and the right password, it works."""
+    assert mtls_broker.security.ssl_certfile is not None
+    assert mtls_broker.security.ssl_keyfile is not None
+    assert mtls_broker.security.ssl_keyfile.stat().st_mode & 0o077 == 0
+    no_cert = mtls_broker.security.model_copy(update={"ssl_certfile": None, "ssl_keyfile": None})
+    # 1. check_login (what the worker and every command run first): named, at once.
+    began = time.monotonic()
+    with pytest.raises(KafkaLoginError, match=r"ALERT_(BAD_CERTIFICATE|CERTIFICATE_REQUIRED)") as e:
+        check_login([mtls_broker.bootstrap], no_cert)
+    login_took = time.monotonic() - began
+    assert "kafka.security.ssl_certfile" in str(e.value)
+    assert login_took < REFUSAL_BOUND_S
+    # 2. A certificate signed by another CA is refused the same way.
+    other = tmp_path / "other-ca"
+    make_certificates(other, "127.0.0.1", client=True)
+    foreign = mtls_broker.security.model_copy(
+        update={"ssl_certfile": other / "client.pem", "ssl_keyfile": other / "client.key"}
+    )
+    with pytest.raises(KafkaLoginError, match="ALERT_"):
+        check_login([mtls_broker.bootstrap], foreign)
+    # 3. kafka-python alone: nothing read, bounded by bootstrap_timeout_ms.
+    topic = f"secure-mtls-{unique_name}"
+    _produce_with_kafka_python(mtls_broker.bootstrap, topic, ["with-cert"], mtls_broker.security)
+    began = time.monotonic()
+    with pytest.raises(KafkaError, match="Unable to bootstrap"):
+        _keys_read(mtls_broker.bootstrap, topic, **kafka_python_kwargs(no_cert))
+    sdk_took = time.monotonic() - began
+    assert sdk_took < REFUSAL_BOUND_S
+    # 4. An operator command without the certificate exits 1 and says why.
+    settings = _settings(mtls_broker, tmp_path, unique_name, **{"kafka.security": no_cert})
+    status = _run_side_by_side(settings, {"status": ["status"]}, tmp_path / "commands")["status"]
+    assert status.returncode == 1, status.output
+    assert "Kafka login refused" in status.stderr, status.output
+    assert "ssl_certfile" in status.stderr, status.output
+    # 5. The certificate alone is not enough either: the SCRAM login still counts.
+    with pytest.raises(KafkaLoginError, match="invalid credentials"):
+        check_login(
+            [mtls_broker.bootstrap],
+            mtls_broker.security.model_copy(update={"sasl_password": SecretStr("wrong-one")}),
+        )
+    # Control: with the certificate and the password, the record is there to read.
+    check_login([mtls_broker.bootstrap], mtls_broker.security)
+    assert _keys_read(mtls_broker.bootstrap, topic, **mtls_broker.kwargs()) == ["with-cert"]
+    print(
+        f"checked: a listener requiring client certificates refuses a client without one "
+        f"(check_login names the TLS alert in {login_took:.2f} s; kafka-python gives up "
+        f"after {sdk_took:.1f} s; sentinel status exits 1 naming ssl_certfile) and one with "
+        "a certificate from another CA; with its certificate and the SCRAM-SHA-256 "
+        "password a client reads the record, with a wrong password it is still refused"
+    )
+
+
+def test_worker_pages_through_client_certificates_and_scram_sha_256(
+    mtls_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    """``sentinel run`` (faust and aiokafka) and the SDK with ``ssl_certfile``,
+    ``ssl_keyfile`` and SCRAM-SHA-256 from the settings, on the broker that requires them."""
+    trigger, marker, output = _page_through_the_worker(mtls_broker, tmp_path, unique_name)
+    assert trigger.incident_type.startswith("critical"), trigger.incident_type
+    assert marker.request_id in trigger.evidence.sample_request_ids
+    assert f"Authenticated as {MTLS_USER} via SCRAM-SHA-256" in output
+    assert "via SCRAM-SHA-512" not in output
+    assert mtls_broker.password not in output
+    print(
+        f"checked: sentinel run with a client certificate and SCRAM-SHA-256 (its log: "
+        f"'Authenticated as {MTLS_USER} via SCRAM-SHA-256') paged {trigger.incident_type} "
+        f"for the SDK-published request {marker.request_id} on a broker requiring both"
     )
