@@ -22,9 +22,11 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any, Literal
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -77,7 +79,7 @@ class SecuredBroker:
     password: str
     data_dir: Path
 
-    def kwargs(self) -> dict[str, object]:
+    def kwargs(self) -> dict[str, Any]:
         """kafka-python client arguments for the configured user."""
         return kafka_python_kwargs(self.security)
 
@@ -85,33 +87,51 @@ class SecuredBroker:
         return self.security.model_copy(update={"sasl_password": SecretStr(password)})
 
 
-@pytest.fixture(scope="module")
-def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
-    """A SASL_SSL (SCRAM-SHA-512) broker on free ports; stopped and deleted afterwards."""
+@contextmanager
+def _running_broker(
+    data_dir: Path,
+    user: str,
+    what: str,
+    mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"],
+    **local: object,
+) -> Iterator[SecuredBroker]:
+    """A ``sasl_ssl`` local broker on free ports for ``user`` (``local``: more
+    ``local_broker`` settings); clients log in with ``mechanism``. Deleted afterwards."""
     # Unique and long, so a search for it in logs and files cannot match by chance.
     password = f"pw-{secrets.token_urlsafe(18)}"
-    settings = LocalBrokerSettings(
-        port=free_port(),
-        controller_port=free_port(),
-        data_dir=tmp_path_factory.mktemp("kafka-sasl-ssl"),
-        start_timeout_s=120.0,
-        security="sasl_ssl",
-        sasl_username=USER,
-        sasl_password=SecretStr(password),
+    settings = LocalBrokerSettings.model_validate(
+        {
+            "port": free_port(),
+            "controller_port": free_port(),
+            "data_dir": data_dir,
+            "start_timeout_s": 120.0,
+            "security": "sasl_ssl",
+            "sasl_username": user,
+            "sasl_password": SecretStr(password),
+            **local,
+        }
     )
     broker = LocalBroker(settings)
     try:
         began = time.monotonic()
-        broker.up()  # returns once a SCRAM login over TLS has answered a metadata request
-        print(f"secured broker ready in {time.monotonic() - began:.1f} s on {broker.bootstrap}")
+        broker.up()  # returns once a login (with the client certificate, if any) answered
+        print(f"{what} ready in {time.monotonic() - began:.1f} s on {broker.bootstrap}")
         yield SecuredBroker(
             bootstrap=broker.bootstrap,
-            security=broker.client_security(),
+            security=broker.client_security(mechanism),
             password=password,
             data_dir=broker.data_dir,
         )
     finally:
         broker.destroy()
+
+
+@pytest.fixture(scope="module")
+def secured_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """A SASL_SSL (SCRAM-SHA-512) broker on free ports; stopped and deleted afterwards."""
+    data_dir = tmp_path_factory.mktemp("kafka-sasl-ssl")
+    with _running_broker(data_dir, USER, "secured broker", "SCRAM-SHA-512") as broker:
+        yield broker
 
 
 MTLS_USER = "sentinel-mtls"
@@ -122,30 +142,11 @@ def mtls_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBro
     """A SASL_SSL broker that also requires client certificates (``client_auth =
     "required"``); its ``security`` logs in with SCRAM-SHA-256 and presents the client
     certificate the broker's throwaway CA signed. Stopped and deleted afterwards."""
-    password = f"pw-{secrets.token_urlsafe(18)}"
-    settings = LocalBrokerSettings(
-        port=free_port(),
-        controller_port=free_port(),
-        data_dir=tmp_path_factory.mktemp("kafka-mtls"),
-        start_timeout_s=120.0,
-        security="sasl_ssl",
-        client_auth="required",
-        sasl_username=MTLS_USER,
-        sasl_password=SecretStr(password),
-    )
-    broker = LocalBroker(settings)
-    try:
-        began = time.monotonic()
-        broker.up()  # returns once a login with the client certificate has answered
-        print(f"mTLS broker ready in {time.monotonic() - began:.1f} s on {broker.bootstrap}")
-        yield SecuredBroker(
-            bootstrap=broker.bootstrap,
-            security=broker.client_security("SCRAM-SHA-256"),
-            password=password,
-            data_dir=broker.data_dir,
-        )
-    finally:
-        broker.destroy()
+    data_dir = tmp_path_factory.mktemp("kafka-mtls")
+    with _running_broker(
+        data_dir, MTLS_USER, "mTLS broker", "SCRAM-SHA-256", client_auth="required"
+    ) as broker:
+        yield broker
 
 
 def _settings(broker: SecuredBroker, tmp_path: Path, name: str, **extra: object) -> Settings:
