@@ -586,7 +586,9 @@ class Detect:
         self.clock = clock
         self._live: dict[str, DetectorSet] = {}
         self._written: dict[str, float] = {}
-        self._levels: dict[tuple[str, str, tuple[str | None, ...]], list[Any]] = {}
+        self._levels: dict[
+            tuple[str, str, tuple[str | None, ...]], list[tuple[str, Labels, str]]
+        ] = {}
         self.arl0 = per_detector_arl0(settings)
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
