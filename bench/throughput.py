@@ -159,6 +159,55 @@ def _profiler(out: Path | None) -> list[str]:
     return [spy, "record", "--format", "raw", "--rate", "200", "--output", str(out), "--"]
 
 
+def _time_workers(
+    settings: Settings, count: int, tmp: Path, models: set[str], profile: Path | None
+) -> float:
+    """Seconds from the first record any of ``count`` workers (one group) consumed until
+    every end marker paged; the first worker is recorded by py-spy with ``profile``."""
+    procs: list[subprocess.Popen[bytes]] = []
+    ports: list[int] = []
+    try:
+        for i in range(count):
+            port = free_port()
+            worker = settings.worker.model_copy(
+                update={"web_port": port, "data_dir": tmp / f"{settings.worker.app_id}-{i}"}
+            )
+            log = tmp / f"{settings.worker.app_id}-{i}.log"
+            with log.open("wb") as out:
+                procs.append(
+                    subprocess.Popen(
+                        [
+                            *_profiler(profile if i == 0 else None),
+                            sys.executable,
+                            "-m",
+                            "streams.cli",
+                            "run",
+                        ],
+                        env=_child_env(settings.model_copy(update={"worker": worker})),
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                        cwd=REPO,
+                    )
+                )
+            ports.append(port)
+        deadline = time.monotonic() + 120
+        while not any(_consumed(port) for port in ports):
+            if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                raise RuntimeError(f"no worker started consuming; see the logs in {tmp}")
+            time.sleep(0.05)
+        began = time.perf_counter()
+        return _wait_markers(_bootstrap_of(settings), settings, models, 1800) - began
+    finally:
+        for proc in procs:
+            proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
+        for proc in procs:
+            proc.wait(timeout=60)
+
+
+def _bootstrap_of(settings: Settings) -> str:
+    return settings.kafka.broker.removeprefix("kafka://")
+
+
 def _consumed(port: int) -> float:
     """Records the worker's ingress has read so far (0 while it is not serving yet)."""
     try:
@@ -204,6 +253,12 @@ def main() -> int:
         "--profile",
         type=Path,
         help="record the worker with py-spy into this file (raw/collapsed stacks)",
+    )
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="also time this many workers in one consumer group (scale-out; default: off)",
     )
     parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -274,27 +329,17 @@ def main() -> int:
             )
             noop_s = _faust_noop(noop_settings, n, tmp)
             _say("sentinel worker")
-            log = tmp / "worker.log"
-            with log.open("wb") as out:
-                worker = subprocess.Popen(
-                    [*_profiler(args.profile), sys.executable, "-m", "streams.cli", "run"],
-                    env=_child_env(settings),
-                    stdout=out,
-                    stderr=subprocess.STDOUT,
-                    cwd=REPO,
+            worker_s = _time_workers(settings, 1, tmp, set(models), args.profile)
+            scaled_s = None
+            if args.workers > 1:
+                _say(f"{args.workers} sentinel workers (one consumer group)")
+                # A group and an alerts topic of their own: the markers are paged again.
+                group = settings.worker.model_copy(update={"app_id": f"bench-x-{suffix}"})
+                alerts = settings.topics.model_copy(
+                    update={"alerts": f"{settings.topics.alerts}-x{args.workers}"}
                 )
-            try:
-                deadline = time.monotonic() + 120
-                while _consumed(port) == 0:
-                    if time.monotonic() > deadline or worker.poll() is not None:
-                        raise RuntimeError(f"the worker did not start consuming; see {log}")
-                    time.sleep(0.05)
-                began = time.perf_counter()
-                done = _wait_markers(bootstrap, settings, set(models), timeout_s=1800)
-                worker_s = done - began
-            finally:
-                worker.send_signal(signal.SIGINT if args.profile else signal.SIGTERM)
-                worker.wait(timeout=60)
+                scaled = settings.model_copy(update={"worker": group, "topics": alerts})
+                scaled_s = _time_workers(scaled, args.workers, tmp, set(models), None)
         finally:
             if broker is not None:
                 broker.destroy()
@@ -308,6 +353,7 @@ def main() -> int:
         ("plain aiokafka consumer", plain_s),
         ("faust no-op agent", noop_s),
         ("sentinel worker (all detectors)", worker_s),
+        *([(f"{args.workers} sentinel workers, one group", scaled_s)] if scaled_s else []),
         ("offline replay (no Kafka)", replay_s),
     ]
     plain_rate, noop_rate = n / plain_s, n / noop_s
@@ -324,6 +370,11 @@ def main() -> int:
         f"the faust no-op agent itself reaches {noop_rate / plain_rate:.3f} of the plain "
         f"consumer; the worker reaches {(n / worker_s) / noop_rate:.2f} of the faust no-op agent"
     )
+    if scaled_s:
+        print(
+            f"scale-out: {args.workers} workers in one group ran {worker_s / scaled_s:.2f}x "
+            f"the rate of one ({os.cpu_count()} CPUs, shared with the broker)"
+        )
     return 0
 
 
