@@ -307,6 +307,7 @@ def load_settings(
         environ["SENTINEL_KAFKA__BROKER"] = environ["SENTINEL_BROKER"]
     environ.pop("SENTINEL_BROKER", None)
     environ.pop("SENTINEL_CONFIG", None)
+    _check_env_sections(environ, source)
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
         data.setdefault(section, {})[name] = value
@@ -318,6 +319,27 @@ def load_settings(
         raise ConfigError(_format_errors(source, exc)) from exc
     finally:
         _ENVIRON.reset(token)
+
+
+def _check_env_sections(environ: Mapping[str, str], source: str) -> None:
+    """Reject ``SENTINEL_<SECTION>__<KEY>`` variables whose section does not exist.
+
+    pydantic-settings skips a variable that matches no field, so a misspelt section
+    (``SENTINEL_WORKR__DATA_DIR``) would be ignored without a word. Variables without
+    ``__`` belong to other readers (``SENTINEL_NOTIFY_*`` secrets of ``sentinel notify``)
+    and are left alone.
+    """
+    sections = set(Settings.model_fields)
+    for key in sorted(environ):
+        if not key.startswith("SENTINEL_") or "__" not in key:
+            continue
+        section = key.removeprefix("SENTINEL_").split("__", 1)[0].lower()
+        if section not in sections:
+            raise ConfigError(
+                f"invalid configuration in {source} (or its SENTINEL_* environment "
+                f"overrides):\n  {key}: unknown section {section!r} "
+                f"(sections: {', '.join(sorted(sections))})"
+            )
 
 
 def _env_value(value: Any) -> str:

@@ -53,6 +53,14 @@ def test_unknown_environment_key_is_rejected() -> None:
         load_settings(env={"SENTINEL_WORKER__WEB_PROT": "1"})
 
 
+def test_unknown_environment_section_is_rejected() -> None:
+    """pydantic-settings alone would skip a variable whose section matches no field."""
+    with pytest.raises(ConfigError, match=r"SENTINEL_WORKR__DATA_DIR: unknown section 'workr'"):
+        load_settings(env={"SENTINEL_WORKR__DATA_DIR": "/data"})
+    # Variables of other readers (no section) are theirs: the notify secrets, for one.
+    assert load_settings(env={"SENTINEL_NOTIFY_WEBHOOK_SECRET": "s"}) == load_settings(env={})
+
+
 def test_invalid_toml_and_missing_file_are_clear(tmp_path: Path) -> None:
     bad = tmp_path / "x.toml"
     bad.write_text("[kafka\n")
