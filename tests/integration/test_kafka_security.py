@@ -159,7 +159,7 @@ def _settings(broker: SecuredBroker, tmp_path: Path, name: str, **extra: object)
     )
 
 
-def _read_all(bootstrap: str, topic: str, **client: object) -> list[bytes]:
+def _records(bootstrap: str, topic: str, **client: object) -> list[Any]:
     """Every record of ``topic`` (a 3 s bound on finding the broker and on silence)."""
     consumer = KafkaConsumer(
         topic,
@@ -170,9 +170,14 @@ def _read_all(bootstrap: str, topic: str, **client: object) -> list[bytes]:
         **client,
     )
     try:
-        return [record.value for record in consumer]
+        return list(consumer)
     finally:
         consumer.close()
+
+
+def _read_all(bootstrap: str, topic: str, **client: object) -> list[bytes]:
+    """The values of every record of ``topic``."""
+    return [record.value for record in _records(bootstrap, topic, **client)]
 
 
 def _incidents(consumer: KafkaConsumer) -> list[IncidentEvent]:
@@ -662,18 +667,7 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
 
 def _keys_read(bootstrap: str, topic: str, **client: object) -> list[str]:
     """The keys of every record of ``topic``, sorted (kafka-python consumer)."""
-    consumer = KafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        auto_offset_reset="earliest",
-        consumer_timeout_ms=3000,
-        bootstrap_timeout_ms=3000,
-        **client,
-    )
-    try:
-        return sorted(record.key.decode() for record in consumer)
-    finally:
-        consumer.close()
+    return sorted(record.key.decode() for record in _records(bootstrap, topic, **client))
 
 
 def _produce_with_kafka_python(
