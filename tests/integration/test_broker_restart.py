@@ -7,7 +7,6 @@ worker must still detect from the baselines it learned before the restart.
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -18,7 +17,13 @@ from alerting.model import IncidentAction, IncidentEvent
 from streams.broker import LocalBroker, free_port
 from streams.settings import LocalBrokerSettings, Settings
 from streams.simulate import Injection, Scenario, Simulator
-from tests.integration.traffic import SKEW, AlertsReader, critical_marker, publish_lines
+from tests.integration.traffic import (
+    SKEW,
+    AlertsReader,
+    critical_marker,
+    publish_lines,
+    split_at,
+)
 from tests.integration.workers import worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -51,9 +56,7 @@ def test_worker_survives_a_broker_restart(service_settings: Settings, tmp_path: 
         ],
     )
     lines = list(Simulator(scenario).lines())
-    cut = (scenario.start + 6 * H).isoformat().replace("+00:00", "")
-    first = [line for line in lines if json.loads(line)["timestamp"] < cut]
-    second = lines[len(first) :]
+    first, second = split_at(lines, scenario.start + 6 * H)
     marker = critical_marker("intent-classifier", "v7", scenario.start + 6 * H, 0)
     log = tmp_path / "worker.log"
     try:

@@ -9,7 +9,6 @@ no false incident, no lost incident, no second incident for the same one.
 
 from __future__ import annotations
 
-import json
 import signal
 import time
 from collections import defaultdict
@@ -22,17 +21,19 @@ from alerting.model import IncidentAction, IncidentEvent
 from streams.settings import Settings
 from streams.simulate import Injection, Scenario, Simulator
 from tests.conftest import KafkaBroker
-from tests.integration.traffic import SKEW, AlertsReader, critical_marker, publish_lines
+from tests.integration.traffic import (
+    SKEW,
+    AlertsReader,
+    critical_marker,
+    publish_lines,
+    split_at,
+)
 from tests.integration.workers import wait_for, worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 H = timedelta(hours=1)
 BOUND = timedelta(minutes=90)
-
-
-def _event_time(line: str) -> str:
-    return str(json.loads(line)["timestamp"])
 
 
 def test_state_follows_partitions_when_a_worker_is_killed(
@@ -60,9 +61,7 @@ def test_state_follows_partitions_when_a_worker_is_killed(
         ],
     )
     lines = list(Simulator(scenario).lines())
-    cut = (scenario.start + 6 * H).isoformat().replace("+00:00", "")
-    first = [line for line in lines if _event_time(line) < cut]
-    second = lines[len(first) :]
+    first, second = split_at(lines, scenario.start + 6 * H)
     versions = {m.name: m.version for m in scenario.models}
     mid = scenario.start + 6 * H
     markers = [

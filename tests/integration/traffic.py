@@ -106,5 +106,12 @@ class AlertsReader:
         self.consumer.close()
 
 
+def split_at(lines: list[str], at: datetime) -> tuple[list[str], list[str]]:
+    """Simulator lines (in event-time order) before ``at``, and the rest."""
+    cut = at.isoformat().replace("+00:00", "")
+    first = [line for line in lines if str(json.loads(line)["timestamp"]) < cut]
+    return first, lines[len(first) :]
+
+
 def after(ts: datetime, seconds: float) -> datetime:
     return ts + timedelta(seconds=seconds)
