@@ -16,10 +16,18 @@ What is recognised (and what is not) is a deliberate trade-off for excerpts and 
   GitHub prefixes, ``xox?-``, ``AIza``, JWTs), ``Bearer`` tokens, ``key=value`` pairs whose
   key names a secret, hex runs of 32+ characters and base64 runs of 40+ characters that mix
   digits, upper and lower case. A dashed UUID is not a secret and survives.
+
+:class:`RedactingFilter` also replaces every bytes literal of a log message
+(``b'...'``, ``bytearray(b'...')``) with ``[BYTES n]``: the Kafka client libraries dump
+protocol requests at DEBUG, and those hold what text patterns cannot see, e.g. the
+SASL/PLAIN login (``SaslAuthenticateRequest(auth_bytes=b'user\\x00user\\x00password')`` in
+both aiokafka and kafka-python, and kafka-python's raw ``Send: bytearray(b'...')``) and
+the events' own payloads.
 """
 
 from __future__ import annotations
 
+import ast
 import logging
 import re
 from typing import Final
@@ -68,6 +76,10 @@ _PHONE_ONLY: Final = re.compile(
     r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"
 )
 _PLACEHOLDERS: Final = frozenset({EMAIL, PHONE, CARD, SECRET, IP})
+_BYTES_LITERAL: Final = re.compile(
+    r"bytearray\((?P<a>b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")\)"
+    r"|(?<![\w'\"])(?P<b>b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")"
+)
 _MAX_PASSES: Final = 8
 
 
@@ -137,6 +149,25 @@ def _replace(m: re.Match[str]) -> str:
     return m.group(0)  # pragma: no cover - every alternative is named
 
 
+def _bytes_placeholder(m: re.Match[str]) -> str:
+    literal = m.group("a") or m.group("b")
+    try:
+        size = len(ast.literal_eval(literal))
+    except (ValueError, SyntaxError):  # not a literal after all (odd escapes): size unknown
+        return "[BYTES]"
+    return f"[BYTES {size}]"
+
+
+def hide_bytes(text: str) -> str:
+    """``text`` with every bytes literal (``b'..'``, ``bytearray(b'..')``) replaced by
+    ``[BYTES n]`` (n: its length). For log messages, not excerpts: protocol dumps.
+
+    >>> hide_bytes("SaslAuthenticateRequest(auth_bytes=b'user:pw')")
+    'SaslAuthenticateRequest(auth_bytes=[BYTES 7])'
+    """
+    return _BYTES_LITERAL.sub(_bytes_placeholder, text)
+
+
 def _truncate(text: str, max_chars: int) -> str:
     if len(text) <= max_chars:
         return text
@@ -176,8 +207,9 @@ STANDARD_RECORD_ATTRS: Final = frozenset(
 
 
 class RedactingFilter(logging.Filter):
-    """A log filter that redacts the message (with its args), extra string fields and
-    the formatted traceback of every record. It never drops a record and never raises."""
+    """A log filter that redacts the message (with its args; bytes literals hidden, see
+    :func:`hide_bytes`), extra string fields and the formatted traceback of every record.
+    It never drops a record and never raises."""
 
     def __init__(self, name: str = "", *, max_chars: int = 4000) -> None:
         super().__init__(name)
@@ -188,7 +220,7 @@ class RedactingFilter(logging.Filter):
             message = record.getMessage()
         except Exception:  # wrong args for the format: keep what we can, safely
             message = f"{record.msg!s} (unformattable log arguments)"
-        record.msg = redact(message, max_chars=self.max_chars)
+        record.msg = redact(hide_bytes(message), max_chars=self.max_chars)
         record.args = None
         for key, value in list(vars(record).items()):
             if key not in STANDARD_RECORD_ATTRS and isinstance(value, str):

@@ -26,7 +26,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
@@ -37,6 +37,7 @@ from pydantic import SecretStr
 from alerting.engine import IncidentEngine
 from alerting.kafka_io import read_topic_to_end
 from alerting.model import IncidentAction, IncidentEvent
+from alerting.redact import RedactingFilter
 from detectors.base import SignalKind
 from streams.broker import LocalBroker, free_port, make_certificates
 from streams.events import InferenceOutput
@@ -44,6 +45,7 @@ from streams.sdk import SentinelPublisher
 from streams.security import (
     KafkaLoginError,
     KafkaSecurity,
+    SaslMechanism,
     check_login,
     faust_credentials,
     kafka_python_kwargs,
@@ -92,11 +94,12 @@ def _running_broker(
     data_dir: Path,
     user: str,
     what: str,
-    mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512"],
+    mechanism: SaslMechanism,
+    broker_class: type[LocalBroker] = LocalBroker,
     **local: object,
 ) -> Iterator[SecuredBroker]:
-    """A ``sasl_ssl`` local broker on free ports for ``user`` (``local``: more
-    ``local_broker`` settings); clients log in with ``mechanism``. Deleted afterwards."""
+    """A ``sasl_ssl`` local broker (``broker_class``) on free ports for ``user`` (``local``:
+    more ``local_broker`` settings); clients log in with ``mechanism``. Deleted afterwards."""
     # Unique and long, so a search for it in logs and files cannot match by chance.
     password = f"pw-{secrets.token_urlsafe(18)}"
     settings = LocalBrokerSettings.model_validate(
@@ -111,14 +114,14 @@ def _running_broker(
             **local,
         }
     )
-    broker = LocalBroker(settings)
+    broker = broker_class(settings)
     try:
         began = time.monotonic()
         broker.up()  # returns once a login (with the client certificate, if any) answered
         print(f"{what} ready in {time.monotonic() - began:.1f} s on {broker.bootstrap}")
         yield SecuredBroker(
             bootstrap=broker.bootstrap,
-            security=broker.client_security(mechanism),
+            security=broker.client_security().model_copy(update={"sasl_mechanism": mechanism}),
             password=password,
             data_dir=broker.data_dir,
         )
@@ -716,6 +719,37 @@ async def _aiokafka_round_trip(
     return sorted(read)
 
 
+def _every_client_logs_in(
+    broker: SecuredBroker, security: KafkaSecurity, topic: str, caplog: pytest.LogCaptureFixture
+) -> int:
+    """``check_login``, kafka-python (``kafka_python_kwargs``) and aiokafka as the faust
+    worker configures it (``faust_credentials``) each log in to ``broker`` with
+    ``security`` and produce to ``topic``; both read all of it back. The libraries' logs
+    (DEBUG) are in ``caplog`` as the service's log handlers write them (through
+    ``RedactingFilter``); the password is not. Returns the records sent each way."""
+    python_keys = [f"kafka-python-{i}" for i in range(3)]
+    aio_keys = [f"aiokafka-{i}" for i in range(3)]
+    service_filter = RedactingFilter()
+    caplog.handler.addFilter(service_filter)
+    try:
+        with (
+            caplog.at_level(logging.DEBUG, logger="kafka"),
+            caplog.at_level(logging.DEBUG, logger="aiokafka"),
+        ):
+            check_login([broker.bootstrap], security)
+            _produce_with_kafka_python(broker.bootstrap, topic, python_keys, security)
+            aio_read = asyncio.run(
+                _aiokafka_round_trip(broker.bootstrap, topic, aio_keys, security)
+            )
+            python_read = _keys_read(broker.bootstrap, topic, **kafka_python_kwargs(security))
+    finally:
+        caplog.handler.removeFilter(service_filter)
+    assert python_read == sorted(python_keys + aio_keys)
+    assert aio_read == sorted(python_keys + aio_keys)
+    assert broker.password not in caplog.text
+    return len(aio_keys)
+
+
 def test_scram_sha_256_logs_in_with_kafka_python_and_the_worker_clients(
     secured_broker: SecuredBroker, unique_name: str, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -723,21 +757,7 @@ def test_scram_sha_256_logs_in_with_kafka_python_and_the_worker_clients(
     (``kafka_python_kwargs``) and aiokafka as the faust worker configures it
     (``faust_credentials``) each log in with it, and produce and consume."""
     sha256 = secured_broker.security.model_copy(update={"sasl_mechanism": "SCRAM-SHA-256"})
-    topic = f"secure-sha256-{unique_name}"
-    python_keys = [f"kafka-python-{i}" for i in range(3)]
-    aio_keys = [f"aiokafka-{i}" for i in range(3)]
-    with (
-        caplog.at_level(logging.DEBUG, logger="kafka"),
-        caplog.at_level(logging.DEBUG, logger="aiokafka"),
-    ):
-        check_login([secured_broker.bootstrap], sha256)
-        _produce_with_kafka_python(secured_broker.bootstrap, topic, python_keys, sha256)
-        aio_read = asyncio.run(
-            _aiokafka_round_trip(secured_broker.bootstrap, topic, aio_keys, sha256)
-        )
-        python_read = _keys_read(secured_broker.bootstrap, topic, **kafka_python_kwargs(sha256))
-    assert python_read == sorted(python_keys + aio_keys)
-    assert aio_read == sorted(python_keys + aio_keys)
+    sent = _every_client_logs_in(secured_broker, sha256, f"secure-sha256-{unique_name}", caplog)
     # The broker offers both mechanisms (its SaslHandshake response, logged by aiokafka);
     # each library says which one it authenticated with: SHA-256, never SHA-512.
     assert "mechanisms=['SCRAM-SHA-512', 'SCRAM-SHA-256']" in caplog.text
@@ -745,7 +765,6 @@ def test_scram_sha_256_logs_in_with_kafka_python_and_the_worker_clients(
     assert f"Authenticated as {USER} via SCRAM-SHA-256" in caplog.text  # aiokafka
     assert "via SCRAM-SHA-512" not in caplog.text
     assert "via SASL / SCRAM-SHA-512" not in caplog.text
-    assert secured_broker.password not in caplog.text
     # The SHA-256 credential is checked, not merely accepted.
     with pytest.raises(KafkaLoginError, match=r"SCRAM-SHA-256 login .* invalid credentials"):
         check_login(
@@ -754,7 +773,7 @@ def test_scram_sha_256_logs_in_with_kafka_python_and_the_worker_clients(
         )
     print(
         f"checked: SCRAM-SHA-256 over SASL_SSL: check_login, a kafka-python producer and "
-        f"consumer and aiokafka with faust's credentials ({len(aio_keys)} records each way) "
+        f"consumer and aiokafka with faust's credentials ({sent} records each way) "
         "all authenticate via SCRAM-SHA-256 (their logs say so); a wrong SHA-256 password "
         "is refused"
     )
@@ -832,4 +851,93 @@ def test_worker_pages_through_client_certificates_and_scram_sha_256(
         f"checked: sentinel run with a client certificate and SCRAM-SHA-256 (its log: "
         f"'Authenticated as {MTLS_USER} via SCRAM-SHA-256') paged {trigger.incident_type} "
         f"for the SDK-published request {marker.request_id} on a broker requiring both"
+    )
+
+
+# ---- SASL/PLAIN (API key and secret, as managed Kafka services use it) ------------------
+
+
+class PlainBroker(LocalBroker):
+    """A ``sasl_ssl`` local broker that also enables SASL/PLAIN for its configured user.
+
+    Test-only: PLAIN's built-in server side checks passwords against ``user_<name>``
+    entries of its JAAS configuration, so the broker's properties file holds the client
+    password in clear text (mode 0600). The project's own secured broker enables SCRAM
+    only and never writes the client password; managed services (API key and secret over
+    SASL_SSL/PLAIN) are what this stands in for. With PLAIN the password crosses the wire
+    as such (inside TLS), and both client libraries dump that request at DEBUG: these
+    tests found it in ``sentinel run``'s debug log, which ``RedactingFilter`` now hides.
+    """
+
+    def _security_config(self) -> dict[str, str]:
+        props = super()._security_config()
+        s = self.settings
+        assert s.sasl_username is not None
+        assert s.sasl_password is not None
+        users = f'user_{s.sasl_username}="{s.sasl_password.get_secret_value()}"'
+        props["sasl.enabled.mechanisms"] += ",PLAIN"
+        props["listener.name.sasl_ssl.plain.sasl.jaas.config"] = (
+            f"org.apache.kafka.common.security.plain.PlainLoginModule required {users};"
+        )
+        return props
+
+
+PLAIN_USER = "sentinel-api-key"
+
+
+@pytest.fixture(scope="module")
+def plain_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SecuredBroker]:
+    """A SASL_SSL broker that enables PLAIN beside SCRAM; its ``security`` logs in with
+    PLAIN. Stopped and deleted afterwards."""
+    data_dir = tmp_path_factory.mktemp("kafka-plain")
+    with _running_broker(data_dir, PLAIN_USER, "PLAIN broker", "PLAIN", PlainBroker) as broker:
+        yield broker
+
+
+def test_sasl_plain_logs_in_with_kafka_python_and_the_worker_clients(
+    plain_broker: SecuredBroker, unique_name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """``sasl_mechanism = "PLAIN"`` over SASL_SSL: ``check_login``, kafka-python and aiokafka
+    with faust's credentials log in with PLAIN and produce and consume; a wrong password
+    is refused promptly, with the broker's reason."""
+    security = plain_broker.security
+    assert security.sasl_mechanism == "PLAIN"
+    sent = _every_client_logs_in(plain_broker, security, f"secure-plain-{unique_name}", caplog)
+    assert "'PLAIN'" in caplog.text  # the broker offers it (its SaslHandshake response)
+    assert f"Authenticated as {PLAIN_USER} via SASL / Plain" in caplog.text  # kafka-python
+    assert f"Authenticated as {PLAIN_USER} via PLAIN" in caplog.text  # aiokafka
+    assert "via SCRAM" not in caplog.text
+    assert "via SASL / SCRAM" not in caplog.text
+    began = time.monotonic()
+    with pytest.raises(KafkaLoginError, match=r"refused the PLAIN login of user") as refused:
+        check_login(
+            [plain_broker.bootstrap],
+            security.model_copy(update={"sasl_password": SecretStr("not-the-secret")}),
+        )
+    took = time.monotonic() - began
+    assert took < REFUSAL_BOUND_S
+    assert "not-the-secret" not in str(refused.value)
+    print(
+        f"checked: PLAIN over SASL_SSL: check_login, a kafka-python producer and consumer "
+        f"and aiokafka with faust's credentials ({sent} records each way) all authenticate "
+        f"via PLAIN (their logs say so); a wrong secret is refused in {took:.2f} s: "
+        f"{refused.value}"
+    )
+
+
+def test_worker_pages_through_sasl_plain(
+    plain_broker: SecuredBroker, tmp_path: Path, unique_name: str
+) -> None:
+    """``sentinel run`` (faust and aiokafka) and the SDK with ``sasl_mechanism = "PLAIN"``
+    from the settings."""
+    trigger, marker, output = _page_through_the_worker(plain_broker, tmp_path, unique_name)
+    assert trigger.incident_type.startswith("critical"), trigger.incident_type
+    assert marker.request_id in trigger.evidence.sample_request_ids
+    assert f"Authenticated as {PLAIN_USER} via PLAIN" in output
+    assert "via SCRAM" not in output
+    assert plain_broker.password not in output
+    print(
+        f"checked: sentinel run with SASL/PLAIN over TLS (its log: 'Authenticated as "
+        f"{PLAIN_USER} via PLAIN') paged {trigger.incident_type} for the SDK-published "
+        f"request {marker.request_id}"
     )

@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import io
 import logging
+import re
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from alerting.redact import CARD, EMAIL, IP, PHONE, SECRET, RedactingFilter, luhn_ok, redact
+from alerting.redact import (
+    CARD,
+    EMAIL,
+    IP,
+    PHONE,
+    SECRET,
+    RedactingFilter,
+    hide_bytes,
+    luhn_ok,
+    redact,
+)
 
 CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "6011111111111117"]
 
@@ -161,3 +172,36 @@ def test_filter_survives_bad_format_args() -> None:
     record = logging.LogRecord("x", logging.INFO, __file__, 1, "%d items for %s", ("many",), None)
     assert RedactingFilter().filter(record)
     assert "unformattable" in record.getMessage()
+
+
+# Debug lines the Kafka clients write during a SASL/PLAIN login (aiokafka 0.12,
+# kafka-python 3.0.12), as seen against the real broker; the password is "pw-Zq9".
+_PLAIN_LOGIN_LINES = (
+    "Request to kafka-1:9092 3: SaslAuthenticateRequest_v1("
+    "sasl_auth_bytes=b'api-key\\x00api-key\\x00pw-Zq9')",
+    "node=1[kafka-1:9092] Sending request 3 SaslAuthenticateRequest(version=2, "
+    "auth_bytes=b'api-key\\x00api-key\\x00pw-Zq9')",
+    "node=1[kafka-1:9092] Send: bytearray(b'\\x00\\x00\\x00O\\x00$\\x00\\x02\\x00\\x00"
+    "\\x00\\x03\\x00\\x17kafka-python-producer-1\\x00,api-key\\x00api-key\\x00pw-Zq9\\x00')",
+    'Received: b"it\'s \\\\ pw-Zq9"',
+)
+
+
+@pytest.mark.parametrize("line", _PLAIN_LOGIN_LINES)
+def test_filter_hides_bytes_literals_such_as_a_plain_login(line: str) -> None:
+    stream = io.StringIO()
+    logger = _logger(stream)
+    logger.warning("%s", line, extra={"user": "-"})
+    out = stream.getvalue()
+    assert "pw-Zq9" in line
+    assert "pw-Zq9" not in out
+    # The text before the literal is kept as it was.
+    assert out.startswith(re.split(r"(?:bytearray\()?b['\"]", line)[0] + "[BYTES "), out
+
+
+def test_hide_bytes_counts_the_bytes_and_keeps_other_text() -> None:
+    assert hide_bytes("key=b'abc' value=b'' n=3") == "key=[BYTES 3] value=[BYTES 0] n=3"
+    assert hide_bytes("bytearray(b'\\x00\\x01')") == "[BYTES 2]"
+    # Not bytes literals: quotes in prose, a word ending in b, an unterminated literal.
+    for text in ("Herb's 'garden'", "crab'", "b'unterminated", "it's b ok"):
+        assert hide_bytes(text) == text
