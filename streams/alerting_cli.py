@@ -80,6 +80,7 @@ from alerting.silences import (
 )
 from alerting.status import fold_open_incidents, render_incidents
 from streams.broker import LocalBroker, port_accepts
+from streams.observability import configure_logging
 from streams.security import check_login, kafka_python_kwargs
 from streams.settings import Settings, load_settings
 
@@ -419,11 +420,9 @@ def _client_security(settings: Settings) -> dict[str, Any]:
 
 
 def _setup_logging(level: str) -> None:
-    logging.basicConfig(
-        level=level.upper(),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
+    """Text logs on stderr through the service's redacting handler (as the worker's): the
+    Kafka clients' debug lines hold protocol dumps, e.g. a SASL/PLAIN password."""
+    configure_logging(level, json_logs=False)
     logging.getLogger("alerting").setLevel(level.upper())
     if level != "debug":
         logging.getLogger("kafka").setLevel(logging.WARNING)

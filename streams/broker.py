@@ -467,7 +467,11 @@ class LocalBroker:
             # No 3 s wait for more members before the first rebalance (tests, single worker).
             "group.initial.rebalance.delay.ms": "0",
             "auto.create.topics.enable": "true",
-            "log.retention.hours": "168",
+            # By size by default, not by time: see LocalBrokerSettings.retention_hours.
+            "log.retention.ms": (
+                str(max(1, round(s.retention_hours * 3_600_000))) if s.retention_hours else "-1"
+            ),
+            "log.retention.bytes": str(round(s.retention_gb_per_partition * 2**30)),
         }
         path = self.data_dir / "server.properties"
         # Private: a sasl_ssl broker's file holds its inter-broker password.

@@ -115,6 +115,19 @@ class LocalBrokerSettings(_Section):
     cache_dir: Path = Path("~/.cache/sentinel/kafka")
     heap: str = Field(default="512m", pattern=r"^\d+[mMgG]$")
     start_timeout_s: float = Field(default=60.0, gt=0)
+    retention_hours: float = Field(
+        default=0.0,
+        ge=0,
+        description="Delete records whose timestamp is older than this; 0: no time limit. "
+        "Kafka judges age by the record timestamps, which the SDK and the simulator set to "
+        "event time: with a time limit, a simulated or back-filled stream from the past is "
+        "deleted at the next retention check (every 5 min), and replay finds nothing.",
+    )
+    retention_gb_per_partition: float = Field(
+        default=1.0,
+        gt=0,
+        description="Oldest records are deleted beyond this size per partition (GiB).",
+    )
     security: Literal["plaintext", "sasl_ssl"] = Field(
         default="plaintext",
         description="Client listener: plaintext, or SASL_SSL with SCRAM over TLS.",
