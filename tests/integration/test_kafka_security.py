@@ -3,7 +3,8 @@
 The broker is the project's own :class:`streams.broker.LocalBroker` with
 ``security = "sasl_ssl"``: a SASL_SSL client listener with SCRAM-SHA-512 and SCRAM-SHA-256
 and a throwaway CA, on free ports, started once for this module and deleted afterwards
-(a second one, with ``client_auth = "required"``, proves client certificates). Every
+(a second one, with ``client_auth = "required"``, proves client certificates; a third,
+which also enables SASL/PLAIN, proves the API-key logins of managed services). Every
 client the service builds is pointed at it through ``KafkaSecurity`` (the ``kafka.security``
 settings), exactly as a deployment would be: the faust worker (``sentinel run`` in its
 own process), the publisher SDK, the kafka-python admin and consumer paths, and the
