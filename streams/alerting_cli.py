@@ -71,6 +71,7 @@ from alerting.kafka_io import (
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError, format_validation_error
+from alerting.redact import RedactingFilter
 from alerting.silences import (
     SilenceRecord,
     fold_silence_records,
@@ -80,7 +81,7 @@ from alerting.silences import (
 )
 from alerting.status import fold_open_incidents, render_incidents
 from streams.broker import LocalBroker, port_accepts
-from streams.observability import configure_logging
+from streams.observability import UtcTextFormatter
 from streams.security import check_login, kafka_python_kwargs
 from streams.settings import Settings, load_settings
 
@@ -420,12 +421,15 @@ def _client_security(settings: Settings) -> dict[str, Any]:
 
 
 def _setup_logging(level: str) -> None:
-    """Text logs on stderr through the service's redacting handler (as the worker's): the
-    Kafka clients' debug lines hold protocol dumps, e.g. a SASL/PLAIN password."""
-    configure_logging(level, json_logs=False)
+    """Text logs on stderr, redacted as the worker's are (``RedactingFilter``): the Kafka
+    clients' debug lines hold protocol dumps, e.g. a SASL/PLAIN password. Like
+    ``logging.basicConfig``, it leaves a root logger that already has handlers alone."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UtcTextFormatter())
+    handler.addFilter(RedactingFilter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("alerting").setLevel(level.upper())
-    if level != "debug":
-        logging.getLogger("kafka").setLevel(logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
 
 
 def _kafka_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:

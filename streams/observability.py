@@ -28,7 +28,6 @@ import logging
 import logging.config
 import math
 import re
-import sys
 import time
 import weakref
 from collections import Counter
@@ -600,29 +599,6 @@ def _gmtime(secs: float | None) -> time.struct_time:
     return time.gmtime(secs)
 
 
-class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A handler that writes to ``sys.stderr`` as it is when each record is emitted.
-
-    Why: a plain ``StreamHandler(sys.stderr)`` keeps the stream it was configured with;
-    when that is swapped and closed (pytest's output capture around an in-process
-    command, a daemon redirecting its output), every later record fails with "I/O
-    operation on closed file". This is how :data:`logging.lastResort` behaves too.
-    ``stream`` fixes another stream instead (tests).
-    """
-
-    def __init__(self, stream: Any = None) -> None:
-        self._fixed = stream
-        super().__init__()
-
-    @property
-    def stream(self) -> Any:
-        return sys.stderr if self._fixed is None else self._fixed
-
-    @stream.setter
-    def stream(self, _: Any) -> None:  # StreamHandler.__init__ sets it; see the property
-        return None
-
-
 def logging_config(level: str | int, json_logs: bool) -> dict[str, Any]:
     """A :func:`logging.config.dictConfig` mapping: one stderr handler, redacted.
 
@@ -637,7 +613,8 @@ def logging_config(level: str | int, json_logs: bool) -> dict[str, Any]:
         "formatters": {"json": {"()": JsonFormatter}, "text": {"()": UtcTextFormatter}},
         "handlers": {
             "default": {
-                "()": StderrHandler,
+                "class": "logging.StreamHandler",
+                "stream": "ext://sys.stderr",
                 "formatter": "json" if json_logs else "text",
                 "filters": ["redact"],
             }
