@@ -189,11 +189,14 @@ def _incidents(consumer: KafkaConsumer) -> list[IncidentEvent]:
 
 
 def _page_through_the_worker(
-    broker: SecuredBroker, tmp_path: Path, unique_name: str
+    broker: SecuredBroker, tmp_path: Path, unique_name: str, user: str
 ) -> tuple[IncidentEvent, InferenceOutput, str]:
     """Run ``sentinel run`` (debug logging) on ``broker`` with ``broker.security`` as its
     ``kafka.security``, publish a critical output with the SDK and wait for the incident
-    on the alerts topic: the page, the published output and the worker's log."""
+    on the alerts topic: the page, the published output and the worker's log. Checks that
+    the page is the output's critical incident, that the worker logged in as ``user``
+    with the configured mechanism and no other, and that its log never shows the
+    password."""
     settings = _settings(broker, tmp_path, unique_name, **{"worker.log_level": "debug"})
     log = tmp_path / "worker.log"
     marker = InferenceOutput.model_validate_json(
@@ -224,19 +227,23 @@ def _page_through_the_worker(
     finally:
         alerts.close()
     trigger = next(e for e in seen if e.action == IncidentAction.TRIGGER)
-    return trigger, marker, log.read_text(errors="replace")
+    output = log.read_text(errors="replace")
+    assert trigger.incident_type.startswith("critical"), trigger.incident_type
+    assert trigger.labels.model == "secure-chat"
+    assert marker.request_id in trigger.evidence.sample_request_ids
+    mechanism = broker.security.sasl_mechanism
+    assert f"Authenticated as {user} via {mechanism}" in output  # aiokafka's line
+    for other in {"SCRAM-SHA-512", "SCRAM-SHA-256", "PLAIN"} - {mechanism}:
+        assert f"via {other}" not in output
+    assert broker.password not in output
+    return trigger, marker, output
 
 
 def test_worker_pages_an_incident_through_the_secured_listener(
     secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
 ) -> None:
-    trigger, marker, output = _page_through_the_worker(secured_broker, tmp_path, unique_name)
-    assert trigger.incident_type.startswith("critical"), trigger.incident_type
-    assert trigger.labels.model == "secure-chat"
-    assert marker.request_id in trigger.evidence.sample_request_ids
-    assert f"Authenticated as {USER} via SCRAM-SHA-512" in output
+    trigger, marker, output = _page_through_the_worker(secured_broker, tmp_path, unique_name, USER)
     assert len(output.splitlines()) > 50, "the debug log is too short to prove anything"
-    assert secured_broker.password not in output
     print(
         f"checked: sentinel run (faust, SASL_SSL SCRAM-SHA-512) paged {trigger.incident_type} "
         f"for the SDK-published request {marker.request_id}; its debug log "
@@ -842,12 +849,7 @@ def test_worker_pages_through_client_certificates_and_scram_sha_256(
 ) -> None:
     """``sentinel run`` (faust and aiokafka) and the SDK with ``ssl_certfile``,
     ``ssl_keyfile`` and SCRAM-SHA-256 from the settings, on the broker that requires them."""
-    trigger, marker, output = _page_through_the_worker(mtls_broker, tmp_path, unique_name)
-    assert trigger.incident_type.startswith("critical"), trigger.incident_type
-    assert marker.request_id in trigger.evidence.sample_request_ids
-    assert f"Authenticated as {MTLS_USER} via SCRAM-SHA-256" in output
-    assert "via SCRAM-SHA-512" not in output
-    assert mtls_broker.password not in output
+    trigger, marker, _ = _page_through_the_worker(mtls_broker, tmp_path, unique_name, MTLS_USER)
     print(
         f"checked: sentinel run with a client certificate and SCRAM-SHA-256 (its log: "
         f"'Authenticated as {MTLS_USER} via SCRAM-SHA-256') paged {trigger.incident_type} "
@@ -931,12 +933,7 @@ def test_worker_pages_through_sasl_plain(
 ) -> None:
     """``sentinel run`` (faust and aiokafka) and the SDK with ``sasl_mechanism = "PLAIN"``
     from the settings."""
-    trigger, marker, output = _page_through_the_worker(plain_broker, tmp_path, unique_name)
-    assert trigger.incident_type.startswith("critical"), trigger.incident_type
-    assert marker.request_id in trigger.evidence.sample_request_ids
-    assert f"Authenticated as {PLAIN_USER} via PLAIN" in output
-    assert "via SCRAM" not in output
-    assert plain_broker.password not in output
+    trigger, marker, _ = _page_through_the_worker(plain_broker, tmp_path, unique_name, PLAIN_USER)
     print(
         f"checked: sentinel run with SASL/PLAIN over TLS (its log: 'Authenticated as "
         f"{PLAIN_USER} via PLAIN') paged {trigger.incident_type} for the SDK-published "
