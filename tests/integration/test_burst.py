@@ -41,8 +41,6 @@ import json
 import statistics
 import threading
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -61,7 +59,7 @@ from streams.settings import Settings
 from streams.simulate import Scenario, Simulator
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, critical_marker, topic_for
-from tests.integration.workers import wait_for, with_web, worker_process
+from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -166,23 +164,6 @@ def _hours_for(events: float, requests_per_hour: float) -> float:
     return events / (requests_per_hour * EVENTS_PER_REQUEST) * 1.3 + 1.0
 
 
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return int(resp.status), resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return int(exc.code), ""
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, ""
-
-
-def _total(metrics: dict[str, Any], name: str) -> float:
-    fam = metrics.get(name)
-    if not isinstance(fam, dict):
-        return 0.0
-    return float(sum(v for n, _, v in fam["samples"] if n == name))
-
-
 class LagProbe:
     """Samples, in a thread, the worker's ``/metrics`` and the broker's view of the lag of
     the worker's consumer group over its source partitions (changelogs excluded)."""
@@ -228,7 +209,7 @@ class LagProbe:
             self.error = exc
 
     def worker_lag(self) -> tuple[int | None, int | None]:
-        status, text = _get(self.metrics_url)
+        status, text = http_get(self.metrics_url)
         if status != 200:
             return None, None
         families = parse(text)
@@ -459,7 +440,7 @@ def test_lag_returns_to_normal_after_a_10x_burst(
         )
         stack.callback(probe.stop)
         with worker_process(settings, ["-m", "streams.cli", "run"], log) as proc:
-            wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
+            wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
             probe.start()
 
             def work_through(n: float) -> tuple[int, float]:
@@ -482,7 +463,7 @@ def test_lag_returns_to_normal_after_a_10x_burst(
             capacity = sent / took
             normal_rate = max(MIN_NORMAL_RATE, CAPACITY_SHARE * capacity)
             burst_rate = normal_rate * BURST_FACTOR
-            rebalances_before = _total(probe.metrics, "sentinel_rebalances_total")
+            rebalances_before = metric_total(probe.metrics, "sentinel_rebalances_total")
 
             # 2. Normal traffic: the reference lag.
             probe.phase = "normal"
@@ -542,8 +523,8 @@ def test_lag_returns_to_normal_after_a_10x_burst(
 
             paged = reader.wait(markers_paged, timeout_s=60)
             alive = proc.poll() is None
-            health = _get(f"{base}/healthz")[0]
-            ready = _get(f"{base}/readyz")[0]
+            health = http_get(f"{base}/healthz")[0]
+            ready = http_get(f"{base}/readyz")[0]
             final = probe.metrics
     probe.check()
     admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
@@ -576,8 +557,8 @@ def test_lag_returns_to_normal_after_a_10x_burst(
     ratios = [s.closest_to_alarm for s in stressed_samples if s.closest_to_alarm is not None]
     closest = max(ratios, default=float("nan"))
     incidents = [e for e in reader.events if not e.incident_type.startswith("critical")]
-    rebalances = _total(final, "sentinel_rebalances_total") - rebalances_before
-    dead = _total(final, "sentinel_events_dead_lettered_total")
+    rebalances = metric_total(final, "sentinel_rebalances_total") - rebalances_before
+    dead = metric_total(final, "sentinel_events_dead_lettered_total")
     print(
         f"worker and broker disagree in {len(disagree)} of {len(stressed_samples)} samples; "
         f"dead-lettered {dead:.0f} (topic: {dead_letters}); rebalances {rebalances:.0f}; "

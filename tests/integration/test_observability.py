@@ -8,8 +8,6 @@ the metrics must show them consumed, dead-lettered and detected. All waits are b
 from __future__ import annotations
 
 import json
-import urllib.error
-import urllib.request
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -19,27 +17,10 @@ from kafka import KafkaProducer
 from streams.settings import Settings
 from streams.simulate import Scenario, Simulator
 from tests.conftest import KafkaBroker
-from tests.integration.workers import wait_for, with_web, worker_process
+from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
 pytestmark = pytest.mark.integration
-
-
-def _get(url: str) -> tuple[int, str]:
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            return resp.status, resp.read().decode()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read().decode()
-    except (urllib.error.URLError, ConnectionError, TimeoutError):
-        return 0, ""
-
-
-def _total(metrics: dict[str, object], name: str) -> float:
-    fam = metrics.get(name)
-    if not isinstance(fam, dict):
-        return 0.0
-    return sum(v for n, _, v in fam["samples"] if n == name)
 
 
 def test_worker_serves_health_readiness_and_moving_metrics(
@@ -60,17 +41,17 @@ def test_worker_serves_health_readiness_and_moving_metrics(
         "evaluation": settings.topics.evaluations,
     }
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
-        wait_for(lambda: _get(f"{base}/healthz")[0] == 200, 90, "/healthz 200", log)
-        wait_for(lambda: _get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
-        status, body = _get(f"{base}/readyz")
+        wait_for(lambda: http_get(f"{base}/healthz")[0] == 200, 90, "/healthz 200", log)
+        wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
+        status, body = http_get(f"{base}/readyz")
         # 4 event topics + the 2 internal re-key topics (+ faust's leader topic).
         assert json.loads(body)["assigned_partitions"] >= 6 * settings.kafka.topic_partitions
 
-        status, text = _get(f"{base}/metrics")
+        status, text = http_get(f"{base}/metrics")
         assert status == 200
         before = parse(text)
-        assert _total(before, "sentinel_events_consumed_total") == 0
-        assert _total(before, "sentinel_ready") == 1
+        assert metric_total(before, "sentinel_events_consumed_total") == 0
+        assert metric_total(before, "sentinel_ready") == 1
 
         producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
         try:
@@ -83,17 +64,17 @@ def test_worker_serves_health_readiness_and_moving_metrics(
             producer.close()
 
         def moved() -> bool:
-            code, text = _get(f"{base}/metrics")
+            code, text = http_get(f"{base}/metrics")
             if code != 200:
                 return False
             m = parse(text)
             return (
-                _total(m, "sentinel_events_consumed_total") >= len(lines) + 1
-                and _total(m, "sentinel_detect_observations_total") > 0
+                metric_total(m, "sentinel_events_consumed_total") >= len(lines) + 1
+                and metric_total(m, "sentinel_detect_observations_total") > 0
             )
 
         wait_for(moved, 120, "metrics to count the published events", log)
-        status, text = _get(f"{base}/metrics")
+        status, text = http_get(f"{base}/metrics")
         after = parse(text)
         dead = after["sentinel_events_dead_lettered_total"]["samples"]
         assert [(lab["topic"], lab["reason"], v) for _, lab, v in dead] == [

@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -65,3 +67,23 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float, what: str, log: Pa
         time.sleep(0.2)
     tail = "\n".join(log.read_text(errors="replace").splitlines()[-40:])
     raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}; log:\n{tail}")
+
+
+def http_get(url: str) -> tuple[int, str]:
+    """Status and body of a GET to a worker's web server (5 s bound); 0 and "" when
+    nothing answers, the error status and its body for an HTTP error."""
+    try:
+        with urllib.request.urlopen(url, timeout=5) as resp:
+            return int(resp.status), resp.read().decode()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read().decode()
+    except (urllib.error.URLError, ConnectionError, TimeoutError):
+        return 0, ""
+
+
+def metric_total(metrics: Mapping[str, object], name: str) -> float:
+    """The sum of the ``name`` samples of a parsed ``/metrics`` family (0 when absent)."""
+    fam = metrics.get(name)
+    if not isinstance(fam, dict):
+        return 0.0
+    return float(sum(v for n, _, v in fam["samples"] if n == name))
