@@ -299,7 +299,7 @@ class DeliveryOutcome(enum.StrEnum):
     SKIPPED_REPLAY = "skipped_replay"
 
 
-class DeadLetter(BaseModel):
+class FailedDelivery(BaseModel):
     """What goes to the dead-letter topic: the event and why it could not be delivered."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
@@ -346,7 +346,7 @@ class DeliveryRunner:
         sink: Sink,
         transport: HttpTransport,
         *,
-        dead_letter: Callable[[DeadLetter], None],
+        dead_letter: Callable[[FailedDelivery], None],
         sleep: Callable[[float], None],
         clock: Clock,
         retry: RetryPolicy | None = None,
@@ -420,7 +420,7 @@ class DeliveryRunner:
                 )
                 break
         self.dead_letter(
-            DeadLetter(
+            FailedDelivery(
                 sink=self.sink.name,
                 reason=reason,
                 attempts=attempt,

@@ -15,7 +15,6 @@ policy file alone. No Kafka and no clock here: ``now`` is always passed in.
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
@@ -29,32 +28,10 @@ log = logging.getLogger(__name__)
 
 SILENCES_SUFFIX = ".silences"
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw])\s*$")
-_UNIT_SECONDS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
-
 
 def silences_topic(control_topic: str) -> str:
     """Name of the silences topic derived from the control topic (``<control>.silences``)."""
     return control_topic + SILENCES_SUFFIX
-
-
-def parse_duration(text: str) -> timedelta:
-    """``"90m"``, ``"2h"``, ``"1d"``, ``"30s"``, ``"1w"``, ``"1.5h"`` -> a positive timedelta.
-
-    >>> parse_duration("90m")
-    datetime.timedelta(seconds=5400)
-    >>> parse_duration("1d") == timedelta(days=1)
-    True
-    """
-    m = _DURATION.match(text)
-    if m is None:
-        raise ValueError(
-            f"invalid duration {text!r}: use a number and a unit s, m, h, d or w (e.g. 90m, 2h)"
-        )
-    seconds = float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
-    if seconds <= 0:
-        raise ValueError(f"invalid duration {text!r}: must be positive")
-    return timedelta(seconds=seconds)
 
 
 class SilenceRecord(BaseModel):

@@ -5,7 +5,7 @@ Run ``python bench/quality.py`` (full: 30 injected scenarios + >= 1M clean event
 2 minutes). ``--seed N`` shifts every scenario seed. Results go to stdout (tables), stderr
 (one progress line per finished scenario) and ``bench/out/quality.json``.
 
-Scenarios. One failure per scenario, from :mod:`streams.simulate` at its default traffic
+Scenarios. One failure per scenario, from :mod:`streams.devtools.simulate` at its default traffic
 (3600 requests/h with a daily cycle, ~2.3 events per request). Every injection type runs
 with several scopes (model-wide and single segments: tenant, feature, locale, on different
 models); per scenario the start is uniform in [6 h, 12 h] of event time (every key has
@@ -71,9 +71,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from alerting.model import IncidentEvent  # noqa: E402
-from streams.replay import replay_lines  # noqa: E402
+from streams.devtools.simulate import DEFAULT_STRENGTH, Injection, Scenario, Simulator  # noqa: E402
+from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
-from streams.simulate import DEFAULT_STRENGTH, Injection, Scenario, Simulator  # noqa: E402
 
 GOAL_RECALL: Final = 0.95
 GOAL_FALSE_PER_M: Final = 1.0

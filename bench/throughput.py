@@ -45,10 +45,10 @@ sys.path.insert(0, str(REPO))
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
-from streams.broker import LocalBroker, free_port  # noqa: E402
-from streams.replay import replay_lines  # noqa: E402
+from streams.devtools.broker import LocalBroker, free_port  # noqa: E402
+from streams.devtools.simulate import Scenario, Simulator  # noqa: E402
+from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import LocalBrokerSettings, Settings, load_settings  # noqa: E402
-from streams.simulate import Scenario, Simulator  # noqa: E402
 from tests.integration.traffic import critical_marker, topic_for  # noqa: E402
 from tests.integration.workers import child_env  # noqa: E402
 
@@ -99,9 +99,9 @@ def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subpr
     """The faust no-op agent: the worker's app settings, the same four topics, no work."""
     import faust
 
-    from streams.app import create_app
-    from streams.ingress import TAKE_MAX, TAKE_WITHIN_S
-    from streams.worker import quiet_worker
+    from streams.runtime.app import create_app
+    from streams.runtime.ingress import TAKE_MAX, TAKE_WITHIN_S
+    from streams.runtime.worker import quiet_worker
 
     settings = load_settings(env=os.environ)
     app = create_app(settings)
@@ -180,7 +180,7 @@ def _time_workers(
                             *_profiler(profile if i == 0 else None),
                             sys.executable,
                             "-m",
-                            "streams.cli",
+                            "streams.cli.main",
                             "run",
                         ],
                         env=_child_env(settings.model_copy(update={"worker": worker})),
@@ -312,7 +312,7 @@ def main() -> int:
                 },
             )
             # The service creates its topics with the configured partition count.
-            from streams.topics import ensure_topics
+            from streams.kafka.topics import ensure_topics
 
             ensure_topics(settings, [bootstrap])
             _say("publishing")

@@ -27,7 +27,7 @@ from typing import Any, Final, TypeVar
 
 from kafka import KafkaProducer
 
-from streams.events import (
+from streams.contract.events import (
     AnyEvent,
     Evaluation,
     EventType,

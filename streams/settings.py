@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import sysconfig
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -33,9 +34,27 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from streams.security import KafkaSecurity
+from streams.contract.events import EventType
+from streams.kafka.security import KafkaSecurity
 
-DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "config" / "sentinel.toml"
+
+def config_dir() -> Path:
+    """The directory of the shipped configuration (``sentinel.toml``, ``alerting.toml``,
+    ``notify.toml``, ``playbooks/``), found one way wherever Sentinel runs.
+
+    A source checkout (or an editable install) uses the repository's ``config/``; an
+    installed package (``pip install .``, the container image) uses the copy that the
+    wheel installs as data files under ``<prefix>/share/sentinel/config``.
+    """
+    checkout = Path(__file__).resolve().parent.parent / "config"
+    if (checkout / "sentinel.toml").is_file():
+        return checkout
+    return Path(sysconfig.get_path("data")) / "share" / "sentinel" / "config"
+
+
+def default_config() -> Path:
+    """The service config file used when neither ``--config`` nor ``SENTINEL_CONFIG`` is set."""
+    return config_dir() / "sentinel.toml"
 
 
 class _Section(BaseModel):
@@ -194,7 +213,7 @@ class DetectionSettings(_Section):
     Thresholds are not set here: each detector derives its own from a target ARL0
     (expected observations between false alarms), and the pipeline derives that ARL0 from
     ``false_alarms_per_million_events``, a budget for the whole service spread evenly over
-    every key level and detector an event feeds (see ``streams.pipeline.per_detector_arl0``).
+    every key level and detector an event feeds (see ``streams.pipeline.detect.per_detector_arl0``).
     """
 
     false_alarms_per_million_events: float = Field(default=0.5, gt=0, le=1e6)
@@ -243,8 +262,14 @@ class DetectionSettings(_Section):
     )
     join_ttl_minutes: float = Field(default=1440.0, gt=0)
     join_max_entries: int = Field(default=200_000, ge=100, description="Per partition.")
-    alerting_policy: Path = Path("config/alerting.toml")
-    playbooks_dir: Path = Path("config/playbooks")
+    alerting_policy: Path = Field(
+        default=Path("alerting.toml"),
+        description="Alerting policy file. Relative paths: see load_settings.",
+    )
+    playbooks_dir: Path = Field(
+        default=Path("playbooks"),
+        description="Playbook directory. Relative paths: see load_settings.",
+    )
 
 
 class Settings(BaseSettings):
@@ -306,8 +331,8 @@ def load_settings(
     environ = dict(os.environ if env is None else env)
     if path is None:
         path = Path(environ["SENTINEL_CONFIG"]) if environ.get("SENTINEL_CONFIG") else None
-    source = str(path) if path is not None else str(DEFAULT_CONFIG)
-    file_path = path if path is not None else DEFAULT_CONFIG
+    file_path = path if path is not None else default_config()
+    source = str(file_path)
     data: dict[str, Any] = {}
     if file_path.exists():
         try:
@@ -327,11 +352,32 @@ def load_settings(
 
     token = _ENVIRON.set(environ)
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
     finally:
         _ENVIRON.reset(token)
+    return _resolve_paths(settings, file_path.parent if path is not None else config_dir())
+
+
+def _resolve_paths(settings: Settings, base: Path) -> Settings:
+    """Make the policy and playbook paths absolute, one rule for every command.
+
+    A relative path that the configuration sets is relative to the directory of the
+    config file that sets it (``base``); a default is relative to :func:`config_dir`,
+    so the shipped policy and playbooks are found from any working directory and from
+    an installed package.
+    """
+    det = settings.detection
+    update: dict[str, Path] = {}
+    for name in ("alerting_policy", "playbooks_dir"):
+        value: Path = getattr(det, name)
+        if not value.is_absolute():
+            root = base if name in det.model_fields_set else config_dir()
+            update[name] = root / value
+    if not update:
+        return settings
+    return settings.model_copy(update={"detection": det.model_copy(update=update)})
 
 
 def _check_env_sections(environ: Mapping[str, str], source: str) -> None:
@@ -385,3 +431,19 @@ def child_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, s
     variable of the parent would override them, or be rejected as an unknown key)."""
     env = {k: v for k, v in environ.items() if not k.startswith("SENTINEL_")}
     return env | settings_env(settings)
+
+
+def topic_kinds(settings: Settings) -> dict[str, EventType]:
+    """The event kind each configured event topic carries by default."""
+    t = settings.topics
+    return {
+        t.inputs: "input",
+        t.outputs: "output",
+        t.feedback: "feedback",
+        t.evaluations: "evaluation",
+    }
+
+
+def kind_topics(settings: Settings) -> dict[EventType, str]:
+    """The topic each event kind is published to (the inverse of :func:`topic_kinds`)."""
+    return {kind: topic for topic, kind in topic_kinds(settings).items()}

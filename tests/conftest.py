@@ -1,6 +1,6 @@
 """Shared fixtures: a real single-node Kafka broker for the whole test session.
 
-The broker is the project's own :class:`streams.broker.LocalBroker` (Maven Central jars,
+The broker is the project's own :class:`streams.devtools.broker.LocalBroker` (Maven Central jars,
 KRaft, Java 17) on free loopback ports with a temporary data directory. Set
 ``SENTINEL_TEST_BROKER=host:port`` to run the integration tests against an existing
 broker instead.
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import LocalBroker, free_port
+from streams.devtools.broker import LocalBroker, free_port
 from streams.settings import LocalBrokerSettings, Settings, load_settings
 
 

@@ -8,7 +8,7 @@ the evidence window (the detector needs its baseline), and:
   with its input joined by request id (model version, system-instruction hash, retrieved
   document ids), scores, and prompt/output excerpts, redacted unless asked otherwise;
 * re-runs the pipeline's own join and the detector set of the incident's key
-  (:class:`streams.pipeline.DetectorSet`, the same code and settings as the worker) over
+  (:class:`streams.pipeline.detect.DetectorSet`, the same code and settings as the worker) over
   the observations of that key, recording ``statistic / threshold`` after every
   observation, so the statistic's path to the alarm can be plotted and checked.
 
@@ -21,22 +21,27 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Final
 
+from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import EventRange, IncidentEvent, Labels, iso_utc
 from detectors.base import Signal, SignalKind
-from streams.events import AnyEvent, Feedback, InferenceInput, InferenceOutput
-from streams.ingress import Coordinates, DeadLetter, decode
+from streams.contract.decode import Coordinates, DeadLetter, decode
+from streams.contract.events import AnyEvent, Feedback, InferenceInput, InferenceOutput
 from streams.investigation.history import event_topics
 from streams.investigation.incidents import triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Span
 from streams.investigation.redact import shown
-from streams.pipeline import DetectorSet, Joiner, Observation, key_id, key_levels, per_detector_arl0
-from streams.replay import REPLAY_LIMITS
+from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
+from streams.pipeline.join import Joiner
+from streams.pipeline.keys import key_id, key_levels, level_of
+from streams.pipeline.observation import Observation
+from streams.pipeline.replay import REPLAY_LIMITS
+from streams.pipeline.rules import ANY_TOXIC, is_critical, is_downvote, is_injected, is_toxic
 from streams.settings import DetectionSettings, Settings
 
 DEFAULT_LOOKBACK: Final = timedelta(hours=6)
@@ -103,10 +108,6 @@ class Investigation:
         return sum(1 for e in self.evidence if e.flagged)
 
 
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
 def _in_ranges(coords: Coordinates, ranges: Sequence[EventRange]) -> bool:
     return any(
         r.topic == coords.topic
@@ -117,26 +118,18 @@ def _in_ranges(coords: Coordinates, ranges: Sequence[EventRange]) -> bool:
 
 
 def flagged(obs: Observation, signal: Signal, det: DetectionSettings) -> bool:
-    """Whether an event is one the detector counts against the baseline."""
+    """Whether an event is one the detector counts against the baseline (the worker's
+    rules, :mod:`streams.pipeline.rules`)."""
     event = obs.event
     kind = signal.kind
-    if kind in (SignalKind.TOXICITY_RATE, SignalKind.CRITICAL_EVENT) and isinstance(
-        event, InferenceOutput
-    ):
-        toxic = kind == SignalKind.TOXICITY_RATE
-        cats = det.toxicity_categories if toxic else det.critical_categories
-        if signal.feature and signal.feature != "any":
-            cats = (signal.feature,)
-        cut = det.toxicity_cutoff if toxic else det.critical_cutoff
-        return any(event.moderation.get(c, 0.0) >= cut for c in cats)
+    if kind == SignalKind.TOXICITY_RATE and isinstance(event, InferenceOutput):
+        return is_toxic(event.moderation, det, signal.feature or ANY_TOXIC)
+    if kind == SignalKind.CRITICAL_EVENT and isinstance(event, InferenceOutput):
+        return is_critical(event.moderation, det)
     if kind == SignalKind.DOWNVOTE_RATE and isinstance(event, Feedback):
-        return event.vote == "down" or (
-            event.vote is None
-            and event.rating is not None
-            and event.rating <= det.downvote_max_rating
-        )
+        return is_downvote(event, det)
     if kind == SignalKind.PROMPT_INJECTION_RATE and isinstance(event, InferenceOutput):
-        return (event.prompt_injection or 0.0) >= det.prompt_injection_cutoff
+        return is_injected(event.prompt_injection, det)
     return False
 
 
@@ -160,12 +153,6 @@ def _scores(event: AnyEvent) -> dict[str, float]:
     return out
 
 
-def _level(labels: Labels) -> str:
-    if labels.segment:
-        return "segment"
-    return "version" if labels.version is not None else "model"
-
-
 class _Recompute:
     """The incident key's detector set, fed the key's observations in stream order."""
 
@@ -175,7 +162,7 @@ class _Recompute:
         self.signal = incident.evidence.signal
         self.kid = key_id(self.labels)
         arl0 = per_detector_arl0(settings)
-        self.level = _level(self.labels)
+        self.level = level_of(self.labels)
         self.set = DetectorSet(settings, self.level, arl0)
         # Canary analysis: a deployed version's detectors start from the previous
         # version's baselines, as in the pipeline.
@@ -189,7 +176,7 @@ class _Recompute:
         self.points: dict[str, StatisticSeries] = {}
 
     def feed(self, obs: Observation) -> None:
-        kids = {key_id(labels) for _, labels in key_levels(obs, self.settings)}
+        kids = {kid for _, _, kid in key_levels(obs, self.settings)}
         if self.prev is not None and self.prev_kid in kids and not self.started:
             self.prev.update(obs)
         if self.kid not in kids:
@@ -238,7 +225,7 @@ def investigate(
     *,
     lookback: timedelta = DEFAULT_LOOKBACK,
     show_text: bool = False,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> Investigation:
     """Fetch and analyse the records behind an incident (``events``: its lifecycle steps)."""
     if not events:
@@ -266,7 +253,7 @@ def investigate(
     matched: list[Observation] = []
     incident_labels = latest.labels
     signal = latest.evidence.signal
-    now = clock()
+    now = clock.now()
     for rec in history.read(spans):
         inv.records_read += 1
         coords = Coordinates(rec.topic, rec.partition, rec.offset)

@@ -2,7 +2,7 @@
 
 :func:`replay_from_kafka` reads the event topics between two times (``offsets_for_times``
 on every partition), merges the records by timestamp and runs them through
-:class:`streams.replay.Pipeline`, with each record's real topic/partition/offset as its
+:class:`streams.pipeline.replay.Pipeline`, with each record's real topic/partition/offset as its
 coordinates, so the evidence of a replayed incident points at the records themselves.
 Incidents are marked ``replay`` (they never page) and go to a file and/or a shadow topic,
 never to the live alerts topic.
@@ -15,26 +15,23 @@ appear, disappear, or change severity or detection time.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import IO, Any, Final, Literal
 
+from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentAction, IncidentEvent, Severity, iso_utc
-from streams.events import EventType
-from streams.ingress import Coordinates, DeadLetter, decode, topic_kinds
+from streams.contract.decode import Coordinates, DeadLetter, decode
+from streams.contract.events import EventType
 from streams.investigation.kafka_read import KafkaHistory, Record, Span
-from streams.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
-from streams.security import kafka_python_kwargs
-from streams.settings import Settings
+from streams.kafka.clients import SEND_TIMEOUT_S
+from streams.kafka.security import kafka_python_kwargs
+from streams.pipeline.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
+from streams.settings import Settings, topic_kinds
 
 REPLAY_HEADER: Final = ("sentinel-replay", b"true")
 """Kafka header on every incident written to a shadow topic."""
-SEND_TIMEOUT_S: Final = 30.0
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
 
 
 event_topics = topic_kinds
@@ -73,7 +70,7 @@ class _Runner:
         self,
         settings: Sequence[Settings],
         kinds: dict[str, EventType],
-        clock: Callable[[], datetime],
+        clock: Clock,
     ) -> None:
         self.pipelines = [Pipeline(s) for s in settings]
         self.results = [ReplayResult() for _ in settings]
@@ -86,7 +83,7 @@ class _Runner:
         decoded = decode(
             rec.value,
             coords,
-            now=self.clock(),
+            now=self.clock.now(),
             limits=REPLAY_LIMITS,
             default_type=self.kinds.get(rec.topic),
             key=rec.key,
@@ -131,7 +128,7 @@ def replay_from_kafka(
     shadow_topic: str | None = None,
     progress: bool = False,
     progress_stream: IO[str] | None = None,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Clock = SYSTEM_CLOCK,
     history: KafkaHistory | None = None,
     producer: Any = None,
 ) -> ReplayResult:
@@ -361,7 +358,7 @@ def backtest_kafka(
     *,
     progress: bool = False,
     progress_stream: IO[str] | None = None,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Clock = SYSTEM_CLOCK,
     history: KafkaHistory | None = None,
 ) -> BacktestResult:
     """Both configurations over the event topics (named by ``baseline``) in one pass."""
@@ -393,10 +390,10 @@ def backtest_lines(
     baseline: Settings,
     candidate: Settings,
     *,
-    clock: Callable[[], datetime] = _utc_now,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> BacktestResult:
-    """Both configurations over the same JSONL lines (``streams.replay`` semantics)."""
+    """Both configurations over the same JSONL lines (``streams.pipeline.replay`` semantics)."""
     a = replay_lines(lines, baseline, clock=clock)
     b = replay_lines(lines, candidate, clock=clock)
-    horizon = _horizon([a, b], clock())
+    horizon = _horizon([a, b], clock.now())
     return BacktestResult(a, b, compare(fold_runs(a.incidents), fold_runs(b.incidents), horizon))

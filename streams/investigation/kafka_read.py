@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Final
 
-from streams.security import check_login, kafka_python_kwargs
+from streams.kafka.security import check_login, kafka_python_kwargs
 from streams.settings import Settings
 
 POLL_MS: Final = 500
@@ -67,7 +67,7 @@ class KafkaHistory:
 
     ``consumer`` is anything with kafka-python's ``KafkaConsumer`` shape; by default one is
     built for ``settings.kafka.bootstrap_servers`` with ``settings.kafka.security``, after
-    one login check, so a refused login raises :class:`streams.security.KafkaLoginError`
+    one login check, so a refused login raises :class:`streams.kafka.security.KafkaLoginError`
     at once instead of after the consumer's retries. ``idle_timeout_s`` bounds how long a
     read waits for records the offsets say exist.
     """

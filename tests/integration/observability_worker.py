@@ -1,7 +1,7 @@
 """The service worker with observability, for the integration test (settings: SENTINEL_*).
 
 ``python -m tests.integration.observability_worker``. It builds the service the way
-``streams.worker.build_service`` does (app factory + pipeline), then registers the
+``streams.runtime.worker.build_service`` does (app factory + pipeline), then registers the
 metrics/health/readiness views, and logs JSON lines.
 """
 
@@ -10,11 +10,11 @@ from __future__ import annotations
 import faust
 
 from alerting.clock import SystemClock
-from streams.agents import register_pipeline
-from streams.app import create_app
-from streams.observability import logging_config, register_observability
+from streams.kafka.topics import ensure_topics
+from streams.runtime.agents import register_pipeline
+from streams.runtime.app import create_app
+from streams.runtime.observability import logging_config, register_observability
 from streams.settings import load_settings
-from streams.topics import ensure_topics
 
 
 def main() -> None:  # pragma: no cover - runs in a subprocess

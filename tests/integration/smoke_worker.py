@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import faust
 
-from streams.app import create_app
+from streams.runtime.app import create_app
 from streams.settings import load_settings
 
 

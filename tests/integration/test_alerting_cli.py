@@ -2,7 +2,7 @@
 
 Incident events are made by a real :class:`IncidentEngine` from real detections, published
 to the per-test alerts topic keyed by dedup key, and consumed by the CLI commands run
-through ``streams.cli.main`` with the test's settings in the environment. HTTP sinks are a
+through ``streams.cli.main.main`` with the test's settings in the environment. HTTP sinks are a
 ``ThreadingHTTPServer`` on 127.0.0.1 that verifies HMAC signatures.
 """
 
@@ -24,11 +24,11 @@ from kafka import KafkaProducer
 from alerting.containment import ModelContainment
 from alerting.delivery import DeadLetter
 from alerting.engine import IncidentEngine
-from alerting.kafka_io import read_topic_to_end
 from alerting.model import IncidentEvent
 from alerting.silences import fold_silences, silences_topic
 from detectors.base import SignalKind
-from streams.cli import main
+from streams.cli.main import main
+from streams.kafka.topics import read_topic_to_end
 from streams.settings import Settings, settings_env
 from tests.conftest import KafkaBroker
 from tests.integration.webhook_receiver import Recorder, serve
@@ -312,7 +312,7 @@ def test_notify_stops_cleanly_on_sigterm(
         [
             sys.executable,
             "-m",
-            "streams.cli",
+            "streams.cli.main",
             "notify",
             "--sink",
             "webhook",

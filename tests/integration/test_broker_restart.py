@@ -14,9 +14,9 @@ from pathlib import Path
 import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
-from streams.broker import LocalBroker, free_port
+from streams.devtools.broker import LocalBroker, free_port
+from streams.devtools.simulate import Injection, Scenario, Simulator
 from streams.settings import LocalBrokerSettings, Settings
-from streams.simulate import Injection, Scenario, Simulator
 from tests.integration.traffic import (
     SKEW,
     AlertsReader,
@@ -60,7 +60,7 @@ def test_worker_survives_a_broker_restart(service_settings: Settings, tmp_path: 
     marker = critical_marker("intent-classifier", "v7", scenario.start + 6 * H, 0)
     log = tmp_path / "worker.log"
     try:
-        with worker_process(settings, ["-m", "streams.cli", "run"], log):
+        with worker_process(settings, ["-m", "streams.cli.main", "run"], log):
             publish_lines(broker.bootstrap, settings, [*first, marker], rate=3000)
             reader = AlertsReader(broker.bootstrap, settings.topics.alerts)
 

@@ -55,8 +55,8 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 
 from alerting.model import IncidentEvent
+from streams.devtools.simulate import Scenario, Simulator
 from streams.settings import Settings
-from streams.simulate import Scenario, Simulator
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, critical_marker, topic_for
 from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
@@ -439,7 +439,7 @@ def test_lag_returns_to_normal_after_a_10x_burst(
             kafka_broker.bootstrap, f"{base}/metrics", settings.worker.app_id, ingress, partitions
         )
         stack.callback(probe.stop)
-        with worker_process(settings, ["-m", "streams.cli", "run"], log) as proc:
+        with worker_process(settings, ["-m", "streams.cli.main", "run"], log) as proc:
             wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
             probe.start()
 

@@ -18,8 +18,8 @@ from pathlib import Path
 import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
+from streams.devtools.simulate import Injection, Scenario, Simulator
 from streams.settings import Settings
-from streams.simulate import Injection, Scenario, Simulator
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import (
     SKEW,
@@ -69,7 +69,7 @@ def test_state_follows_partitions_when_a_worker_is_killed(
         for i, (m, v) in enumerate(versions.items())
     ]
     reader = AlertsReader(kafka_broker.bootstrap, service_settings.topics.alerts)
-    argv = ["-m", "streams.cli", "run"]
+    argv = ["-m", "streams.cli.main", "run"]
     log_a, log_b = tmp_path / "worker-a.log", tmp_path / "worker-b.log"
 
     def markers_paged(events: list[IncidentEvent]) -> bool:

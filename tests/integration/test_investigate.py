@@ -22,11 +22,11 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from alerting.model import IncidentEvent
-from streams.cli import main
+from streams.cli.main import main
+from streams.devtools.simulate import Simulator
 from streams.investigation.history import replay_from_kafka
-from streams.replay import replay_lines
+from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, load_settings, settings_env
-from streams.simulate import Simulator
 from tests.conftest import KafkaBroker
 from tests.scenarios import toxicity_spike_scenario
 

@@ -35,7 +35,7 @@ def test_in_place_and_forwarded_records_both_page(
     markers = {model: critical_marker(model, "v1", now, i) for i, model in enumerate(keys)}
     log = tmp_path / "worker.log"
     reader = AlertsReader(kafka_broker.bootstrap, service_settings.topics.alerts)
-    with worker_process(service_settings, ["-m", "streams.cli", "run"], log):
+    with worker_process(service_settings, ["-m", "streams.cli.main", "run"], log):
         producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
         try:
             for model, line in markers.items():

@@ -1,6 +1,6 @@
 """SASL/SCRAM over TLS against a real secured broker: the service's security settings work.
 
-The broker is the project's own :class:`streams.broker.LocalBroker` with
+The broker is the project's own :class:`streams.devtools.broker.LocalBroker` with
 ``security = "sasl_ssl"``: a SASL_SSL client listener with SCRAM-SHA-512 and SCRAM-SHA-256
 and a throwaway CA, on free ports, started once for this module and deleted afterwards
 (a second one, with ``client_auth = "required"``, proves client certificates; a third,
@@ -36,14 +36,12 @@ from kafka.errors import KafkaError
 from pydantic import SecretStr
 
 from alerting.engine import IncidentEngine
-from alerting.kafka_io import read_topic_to_end
 from alerting.model import IncidentAction, IncidentEvent
 from alerting.redact import RedactingFilter
 from detectors.base import SignalKind
-from streams.broker import LocalBroker, free_port, make_certificates
-from streams.events import InferenceOutput
-from streams.sdk import SentinelPublisher
-from streams.security import (
+from streams.contract.events import InferenceOutput
+from streams.devtools.broker import LocalBroker, free_port, make_certificates
+from streams.kafka.security import (
     KafkaLoginError,
     KafkaSecurity,
     SaslMechanism,
@@ -51,6 +49,8 @@ from streams.security import (
     faust_credentials,
     kafka_python_kwargs,
 )
+from streams.kafka.topics import read_topic_to_end
+from streams.sdk import SentinelPublisher
 from streams.settings import LocalBrokerSettings, Settings
 from tests.conftest import per_test_settings
 from tests.integration.traffic import critical_marker
@@ -211,7 +211,7 @@ def _page_through_the_worker(
     )
     seen: list[IncidentEvent] = []
     try:
-        with worker_process(settings, ["-m", "streams.cli", "run"], log):
+        with worker_process(settings, ["-m", "streams.cli.main", "run"], log):
             # The worker creates the service topics first (admin client, same credentials).
             wait_for(lambda: "created topics" in log.read_text(), 60, "topic creation", log)
             with SentinelPublisher(
@@ -314,7 +314,7 @@ def test_wrong_password_is_refused_promptly_and_says_why(
     env = child_env(settings)
     began = time.monotonic()
     run = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "run"],
+        [sys.executable, "-m", "streams.cli.main", "run"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -407,7 +407,7 @@ def test_password_is_absent_from_printed_config_and_broker_files(
     )
     env = child_env(settings)
     shown = subprocess.run(
-        [sys.executable, "-m", "streams.cli", "config"],
+        [sys.executable, "-m", "streams.cli.main", "config"],
         env=env,
         cwd=REPO,
         capture_output=True,
@@ -481,7 +481,7 @@ def _run_side_by_side(
             out, err = files[name]
             with out.open("wb") as stdout, err.open("wb") as stderr:
                 procs[name] = subprocess.Popen(
-                    [sys.executable, "-m", "streams.cli", *argv],
+                    [sys.executable, "-m", "streams.cli.main", *argv],
                     env=env,
                     cwd=REPO,
                     stdout=stdout,

@@ -9,8 +9,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType, NewTopic
 
-from streams.broker import free_port
-from streams.cli import main
+from streams.cli.main import main
+from streams.devtools.broker import free_port
 from tests.conftest import KafkaBroker
 
 pytestmark = pytest.mark.integration

@@ -129,7 +129,7 @@ def test_notify_delivers_everything_once_after_minutes_of_endpoint_outage(
     url = f"http://127.0.0.1:{port}/sentinel"
     rec = Recorder(SECRET.encode(), always=503)
     log = tmp_path / "notify.log"
-    argv = ["-m", "streams.cli", "notify", "--sink", "webhook", "--url", url]
+    argv = ["-m", "streams.cli.main", "notify", "--sink", "webhook", "--url", url]
     argv += ["--config-file", str(notify_toml)]
     topic = service_settings.topics.alerts
     partitions = service_settings.kafka.topic_partitions
@@ -251,8 +251,8 @@ def test_notify_stays_in_its_group_through_an_outage_longer_than_the_poll_interv
 
     from alerting.clock import SystemClock
     from alerting.delivery import RetryPolicy, UrllibTransport, WebhookSink
-    from alerting.kafka_io import LoopStats, run_notify_consumer
-    from streams.topics import ensure_topics
+    from streams.kafka.topics import ensure_topics
+    from streams.runtime.consumers import LoopStats, run_notify_consumer
 
     ensure_topics(service_settings, [kafka_broker.bootstrap])
     topic = service_settings.topics.alerts

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from streams.devtools.simulate import Scenario, Simulator
 from streams.settings import Settings
-from streams.simulate import Scenario, Simulator
 from tests.conftest import KafkaBroker
 from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse

@@ -1,6 +1,6 @@
 """End to end on the real broker: simulator traffic -> `sentinel run` -> alerts topic.
 
-The worker is the real command (`python -m streams.cli run`) in its own process, with
+The worker is the real command (`python -m streams.cli.main run`) in its own process, with
 settings passed through SENTINEL_* variables. Every injected failure type must reach the
 alerts topic as an incident of the right type and labels within the stated bound of
 event time, and a clean stream of over 100k events must raise none.
@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
+from streams.devtools.simulate import Injection, Scenario, Simulator
 from streams.settings import Settings
-from streams.simulate import Injection, Scenario, Simulator
 from tests.integration.traffic import SKEW, AlertsReader, after, critical_marker, publish_lines
 from tests.integration.workers import worker_process
 
@@ -42,7 +42,7 @@ INJECTIONS = [
 
 
 def _worker(settings: Settings, log: Path):  # type: ignore[no-untyped-def]
-    return worker_process(settings, ["-m", "streams.cli", "run"], log)
+    return worker_process(settings, ["-m", "streams.cli.main", "run"], log)
 
 
 def _triggers(events: list[IncidentEvent]) -> list[IncidentEvent]:

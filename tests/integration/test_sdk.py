@@ -10,7 +10,7 @@ from kafka import KafkaAdminClient, KafkaConsumer
 from kafka.admin import NewTopic
 from pydantic import ValidationError
 
-from streams.events import (
+from streams.contract.events import (
     Evaluation,
     Feedback,
     InferenceInput,

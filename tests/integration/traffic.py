@@ -10,9 +10,8 @@ from datetime import datetime, timedelta
 from kafka import KafkaConsumer, KafkaProducer
 
 from alerting.model import IncidentEvent
-from streams.events import InferenceOutput, dump_event
-from streams.ingress import kind_topics
-from streams.settings import Settings
+from streams.contract.events import InferenceOutput, dump_event
+from streams.settings import Settings, kind_topics
 
 SKEW = timedelta(minutes=15)
 """Event-time skew between partitions when tests publish simulated hours in seconds: the
@@ -22,7 +21,7 @@ minutes (seen: 7 min). Tests accept detections from ``start - SKEW``."""
 
 
 def topic_for(settings: Settings) -> dict[str, str]:
-    """Event kind -> topic, as :func:`streams.ingress.kind_topics` (plain str keys)."""
+    """Event kind -> topic, as :func:`streams.runtime.ingress.kind_topics` (plain str keys)."""
     return {str(kind): topic for kind, topic in kind_topics(settings).items()}
 
 

@@ -16,7 +16,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
-from streams.broker import free_port
+from streams.devtools.broker import free_port
 from streams.settings import Settings, child_environ
 
 REPO = Path(__file__).resolve().parents[2]

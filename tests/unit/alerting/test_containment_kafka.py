@@ -9,11 +9,11 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import SecretStr
 
 from alerting.containment import ContainmentState, ModelContainment, commands_for, fold
-from alerting.delivery import DeadLetter, DeliveryRunner, HttpRequest, HttpResponse, WebhookSink
+from alerting.delivery import DeliveryRunner, FailedDelivery, HttpRequest, HttpResponse, WebhookSink
 from alerting.engine import IncidentEngine
-from alerting.kafka_io import containment_loop, notify_loop, restore_containment_state
 from alerting.model import IncidentEvent
 from detectors.base import SignalKind
+from streams.runtime.consumers import containment_loop, notify_loop, restore_containment_state
 
 from .helpers import T0, detection, minutes, playbooks, policy, signal
 
@@ -158,7 +158,7 @@ def test_notify_loop_commits_each_record_after_delivery_or_dead_letter() -> None
         Rec("alerts", 0, 13, r.to_json_bytes()),
     ]
     consumer = FakeConsumer(recs)
-    dead: list[DeadLetter] = []
+    dead: list[FailedDelivery] = []
     raw: list[bytes] = []
     transport = OkTransport(fail_first=1)  # first event permanently rejected (422)
     runner = DeliveryRunner(
@@ -186,7 +186,7 @@ def test_notify_loop_does_not_commit_when_dead_letter_fails() -> None:
     [t, _] = _lifecycle(SignalKind.DOWNVOTE_RATE)
     consumer = FakeConsumer([Rec("alerts", 0, 5, t.to_json_bytes())])
 
-    def broken(_: DeadLetter) -> None:
+    def broken(_: FailedDelivery) -> None:
         raise ConnectionError("dlq unavailable")
 
     runner = DeliveryRunner(

@@ -7,10 +7,10 @@ import pytest
 from pydantic import SecretStr
 
 from alerting.delivery import (
-    DeadLetter,
     DeliveredLog,
     DeliveryOutcome,
     DeliveryRunner,
+    FailedDelivery,
     HttpRequest,
     HttpResponse,
     PagerDutySink,
@@ -59,10 +59,10 @@ def _runner(
     sink: object | None = None,
     max_attempts: int = 5,
     retry_for_s: float = 0.0,
-) -> tuple[DeliveryRunner, ScriptedTransport, list[float], list[DeadLetter]]:
+) -> tuple[DeliveryRunner, ScriptedTransport, list[float], list[FailedDelivery]]:
     transport = ScriptedTransport(script)
     sleeps: list[float] = []
-    dead: list[DeadLetter] = []
+    dead: list[FailedDelivery] = []
     clock = FakeClock()
 
     def sleep(seconds: float) -> None:  # time passes while the runner waits
@@ -144,7 +144,7 @@ def test_an_outage_longer_than_retry_for_s_dead_letters() -> None:
 def test_failing_dead_letter_propagates_and_event_is_not_marked() -> None:
     transport = ScriptedTransport([400, 200])
 
-    def broken(_: DeadLetter) -> None:
+    def broken(_: FailedDelivery) -> None:
         raise RuntimeError("dlq down")
 
     runner = DeliveryRunner(

@@ -9,11 +9,10 @@ from pydantic import SecretStr
 
 from alerting.delivery import PagerDutySinkConfig, SlackSinkConfig, WebhookSinkConfig
 from alerting.policy import ConfigError
-from streams.alerting_cli import (
+from streams.cli.common import Stopper, StopRequestedError
+from streams.cli.notify_config import (
     DEFAULT_NOTIFY_CONFIG,
     NotifyFile,
-    Stopper,
-    StopRequestedError,
     load_notify_file,
     sink_config,
 )

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from alerting.clock import parse_duration
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction
 from alerting.policy import AlertingPolicy, Silence
@@ -16,7 +17,6 @@ from alerting.silences import (
     fold_silence_records,
     fold_silences,
     new_silence,
-    parse_duration,
     silences_topic,
     sync_engine_silences,
 )
@@ -33,13 +33,14 @@ from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, polic
         ("1w", timedelta(weeks=1)),
         ("1.5h", timedelta(minutes=90)),
         (" 2h ", timedelta(hours=2)),
+        ("1d2h", timedelta(days=1, hours=2)),  # one grammar for every command
     ],
 )
 def test_parse_duration(text: str, expected: timedelta) -> None:
     assert parse_duration(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "2", "h", "2 hours", "-1h", "0m", "2H", "1d2h", "1y"])
+@pytest.mark.parametrize("text", ["", "2", "h", "2 hours", "-1h", "0m", "2H", "1y", "2h30"])
 def test_parse_duration_rejects(text: str) -> None:
     with pytest.raises(ValueError, match="invalid duration"):
         parse_duration(text)

@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from streams.events import InferenceOutput
-from streams.ingress import Coordinates, DeadLetter, IngressLimits, IngressStats, decode
+from streams.contract.decode import Coordinates, DeadLetter, IngressLimits, decode
+from streams.contract.events import InferenceOutput
+from streams.runtime.ingress import IngressStats
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 AT = Coordinates("sentinel.outputs", 3, 42)

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.broker import SCRAM_ITERATIONS, make_certificates, scram_credential
-from streams.security import KafkaSecurity
+from streams.devtools.broker import SCRAM_ITERATIONS, make_certificates, scram_credential
+from streams.kafka.security import KafkaSecurity
 from streams.settings import ConfigError, load_settings
 
 PASSWORD = "correct-horse-battery-staple"

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from streams import broker as broker_mod
-from streams.broker import BrokerError, LocalBroker, free_port, java_major_version
-from streams.cli import main
+from streams.devtools import broker as broker_mod
+from streams.cli.main import main
+from streams.devtools.broker import BrokerError, LocalBroker, free_port, java_major_version
 from streams.settings import LocalBrokerSettings
 
 

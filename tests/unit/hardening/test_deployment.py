@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 import yaml
 
-from streams.cli import build_parser
+from streams.cli.main import build_parser
 from streams.settings import LocalBrokerSettings, load_settings
 
 REPO = Path(__file__).resolve().parents[3]

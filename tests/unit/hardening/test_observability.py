@@ -14,9 +14,13 @@ from typing import Any
 
 import pytest
 
-from streams.agents import Service
-from streams.ingress import Coordinates, DeadLetter, Ingress, IngressStats, decode
-from streams.observability import (
+from streams.contract.decode import Coordinates, DeadLetter, decode
+from streams.devtools.simulate import Simulator
+from streams.pipeline.observation import Observation
+from streams.pipeline.replay import Pipeline
+from streams.runtime.agents import Service
+from streams.runtime.ingress import Ingress, IngressStats
+from streams.runtime.observability import (
     CONTENT_TYPE,
     Histogram,
     MetricFamily,
@@ -24,10 +28,7 @@ from streams.observability import (
     logging_config,
     render,
 )
-from streams.pipeline import Observation
-from streams.replay import Pipeline
 from streams.settings import load_settings
-from streams.simulate import Simulator
 from tests.scenarios import toxicity_spike_scenario
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
@@ -322,9 +323,9 @@ def test_json_logs_are_one_object_per_line_and_redacted() -> None:
 
 
 def test_commands_log_through_the_redacting_filter(monkeypatch: pytest.MonkeyPatch) -> None:
-    """The operator commands' logging (``alerting_cli._setup_logging``) is redacted as the
+    """The operator commands' logging (``alerting_cli.setup_logging``) is redacted as the
     worker's is, with bytes literals hidden: a SASL/PLAIN login's request, a raw dump."""
-    from streams.alerting_cli import _setup_logging
+    from streams.cli.common import setup_logging
 
     stream = io.StringIO()
     root, kafka = logging.getLogger(), logging.getLogger("kafka")
@@ -334,7 +335,7 @@ def test_commands_log_through_the_redacting_filter(monkeypatch: pytest.MonkeyPat
     root.setLevel(logging.WARNING)
     kafka.setLevel(logging.WARNING)  # as an earlier non-debug run in this process left it
     try:
-        _setup_logging("debug")
+        setup_logging("debug")
         connection = logging.getLogger("kafka.net.connection")
         connection.debug("Request 3: SaslAuthenticateRequest(auth_bytes=b'key\\x00key\\x00pw-Zq9')")
         connection.debug("mail from bob@example.com, Send: bytearray(b'pw-Zq9')")

@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel, ConfigDict, SecretStr, ValidationError
 
 from alerting.redact import RedactingFilter
-from streams.security import KafkaSecurity, faust_credentials, kafka_python_kwargs
+from streams.kafka.security import KafkaSecurity, faust_credentials, kafka_python_kwargs
 
 PASSWORD = "pa55-Very-Secret-9f2c"
 

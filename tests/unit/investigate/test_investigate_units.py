@@ -8,10 +8,11 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerting.model import Severity
-from streams.investigate_cli import parse_time
+from alerting.redact import redact
+from streams.cli.common import parse_time
 from streams.investigation import redact as redact_module
 from streams.investigation.history import IncidentSpan, compare
-from streams.investigation.redact import excerpt, redact, shown
+from streams.investigation.redact import excerpt, shown
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 

@@ -7,11 +7,14 @@ from datetime import UTC, datetime, timedelta
 from alerting.model import Labels
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
-from streams.ingress import Coordinates, DeadLetter, decode
-from streams.pipeline import Detect, Joiner, Observation, key_id
-from streams.replay import REPLAY_LIMITS
+from streams.contract.decode import Coordinates, DeadLetter, decode
+from streams.devtools.simulate import Scenario, Simulator
+from streams.pipeline.detect import Detect
+from streams.pipeline.join import Joiner
+from streams.pipeline.keys import key_id
+from streams.pipeline.observation import Observation
+from streams.pipeline.replay import REPLAY_LIMITS
 from streams.settings import load_settings
-from streams.simulate import Scenario, Simulator
 
 
 def _observations(n: int) -> list[Observation]:

@@ -8,10 +8,10 @@ from datetime import UTC, datetime
 
 from kafka.partitioner.default import murmur2 as kafka_python_murmur2
 
-from streams.agents import ENVELOPE_BYTES, envelopes, home_partition, unwrap
-from streams.events import InferenceOutput
-from streams.ingress import Coordinates
-from streams.pipeline import Observation
+from streams.contract.decode import Coordinates
+from streams.contract.events import InferenceOutput
+from streams.pipeline.observation import Observation
+from streams.runtime.agents import ENVELOPE_BYTES, envelopes, home_partition, unwrap
 
 
 def _obs(i: int) -> Observation:

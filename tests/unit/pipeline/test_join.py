@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from streams.events import Feedback, InferenceInput, InferenceOutput
-from streams.ingress import Coordinates
-from streams.pipeline import Joiner
+from streams.contract.decode import Coordinates
+from streams.contract.events import Feedback, InferenceInput, InferenceOutput
+from streams.pipeline.join import Joiner
 from streams.settings import DetectionSettings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)

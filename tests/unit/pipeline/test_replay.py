@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from streams.cli import main
-from streams.replay import replay_lines
+from streams.cli.main import main
+from streams.devtools.simulate import Scenario, Simulator
+from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, load_settings
-from streams.simulate import Scenario, Simulator
 from tests.scenarios import toxicity_spike_scenario
 
 

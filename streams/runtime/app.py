@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import faust
 
-from streams.security import faust_credentials
+from streams.kafka.security import faust_credentials
 from streams.settings import Settings
 
 

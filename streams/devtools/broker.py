@@ -39,7 +39,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Literal
 
-from streams.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
+from streams.kafka.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
 from streams.settings import LocalBrokerSettings
 
 Log = Callable[[str], None]
@@ -141,7 +141,7 @@ def fetch_kafka(version: str, cache_dir: Path, log: Log = _quiet) -> Path:
             "SENTINEL_BROKER at an existing broker."
         )
     log(f"fetching Apache Kafka {version} jars from Maven Central into {libs} ...")
-    template = resources.files("streams.kafka").joinpath("pom.xml").read_text(encoding="utf-8")
+    template = resources.files("streams.devtools.kafka").joinpath("pom.xml").read_text(encoding="utf-8")
     partial = libs.with_name("libs.partial")
     shutil.rmtree(partial, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="sentinel-kafka-pom-") as tmp:
@@ -476,7 +476,7 @@ class LocalBroker:
         path = self.data_dir / "server.properties"
         # Private: a sasl_ssl broker's file holds its inter-broker password.
         _write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
-        log4j = resources.files("streams.kafka").joinpath("log4j2.properties")
+        log4j = resources.files("streams.devtools.kafka").joinpath("log4j2.properties")
         (self.data_dir / "log4j2.properties").write_text(
             log4j.read_text(encoding="utf-8"), encoding="utf-8"
         )

@@ -54,9 +54,11 @@ from alerting.silences import (
     fold_silence_records,
     silences_topic,
 )
-from streams.ingress import TAKE_MAX, TAKE_WITHIN_S, Accepted, Ingress, register_ingress
-from streams.pipeline import Detect, Joiner, Observation
-from streams.security import kafka_python_kwargs
+from streams.kafka.security import kafka_python_kwargs
+from streams.pipeline.detect import Detect
+from streams.pipeline.join import Joiner
+from streams.pipeline.observation import Observation
+from streams.runtime.ingress import TAKE_MAX, TAKE_WITHIN_S, Accepted, Ingress, register_ingress
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)

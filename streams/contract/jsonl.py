@@ -3,8 +3,8 @@
 One event per line, UTF-8, ``\\n``-terminated: the same compact JSON object a producer
 publishes to Kafka (alias field names, ``event_type`` always present), in delivery order
 (which is *not* strictly event-time order: late events are part of the data). Blank lines
-are skipped; anything else that fails to decode becomes a :class:`~streams.ingress.DeadLetter`
-whose coordinates are ``(file name, 0, line number)``.
+are skipped; anything else that fails to decode becomes a
+:class:`~streams.contract.decode.DeadLetter` whose coordinates are ``(file name, 0, line number)``.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Final, TextIO
 
-from streams.events import AnyEvent, dump_event
+from streams.contract.events import AnyEvent, dump_event
 
 JSONL_FORMAT: Final = "sentinel-events-jsonl/1"
 
@@ -28,7 +28,7 @@ def read_events(path: Path, *, strict: bool = False) -> Iterator[AnyEvent]:
     Invalid lines are skipped, or raise ``ValueError`` naming the line when ``strict``.
     Use :func:`read_records` to see the dead letters.
     """
-    from streams.ingress import DeadLetter
+    from streams.contract.decode import DeadLetter
 
     for record in read_records(path):
         if isinstance(record, DeadLetter):
@@ -40,7 +40,7 @@ def read_events(path: Path, *, strict: bool = False) -> Iterator[AnyEvent]:
 
 def read_records(path: Path) -> Iterator[AnyEvent | DeadLetter]:
     """Yield an event or a dead letter for each non-blank line (1-based line numbers)."""
-    from streams.ingress import Coordinates, decode
+    from streams.contract.decode import Coordinates, decode
 
     with path.open("rb") as f:
         for lineno, line in enumerate(f, start=1):
@@ -60,4 +60,4 @@ def write_events(events: Iterable[AnyEvent], out: TextIO) -> int:
 
 
 if TYPE_CHECKING:
-    from streams.ingress import DeadLetter
+    from streams.contract.decode import DeadLetter

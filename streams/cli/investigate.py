@@ -15,54 +15,19 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Callable
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any
 
+from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent, Severity, iso_utc
+from streams.cli.common import parse_time, say, settings_of
 from streams.settings import Settings, load_settings
-
-Clock = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def parse_time(text: str, now: datetime) -> datetime:
-    """``now``, ``now-<duration>`` or ISO 8601 with an offset; always aware UTC."""
-    from streams.simulate import parse_duration
-
-    value = text.strip()
-    if value == "now":
-        return now
-    if value.startswith("now-"):
-        return now - parse_duration(value[4:])
-    try:
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
-    except ValueError:
-        raise ValueError(
-            f"not a time: {text!r} (use ISO 8601 with an offset, e.g. 2025-01-06T02:00:00Z, "
-            "or now, now-6h)"
-        ) from None
-    if parsed.tzinfo is None or parsed.utcoffset() is None:
-        raise ValueError(f"time {text!r} has no UTC offset: add 'Z' or '+00:00'")
-    return parsed.astimezone(UTC)
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    return load_settings(getattr(args, "config", None))
 
 
 def _history(settings: Settings) -> Any:
     from streams.investigation.kafka_read import KafkaHistory
 
     return KafkaHistory(settings)
-
-
-def _say(message: str) -> None:
-    print(f"sentinel: {message}", file=sys.stderr, flush=True)
 
 
 def _incident_events(
@@ -78,14 +43,14 @@ def _incident_events(
 
 
 def _unknown(incident_id: str, topic: str) -> int:
-    _say(f"unknown incident id {incident_id!r}: no event for it on topic {topic!r}")
+    say(f"unknown incident id {incident_id!r}: no event for it on topic {topic!r}")
     return 1
 
 
 # ----------------------------------------------------------------------- incidents
 
 
-def cmd_incidents(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+def cmd_incidents(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
     from streams.investigation.incidents import (
         HEADERS,
         IncidentFilter,
@@ -95,7 +60,7 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
         table_rows,
     )
 
-    now = clock()
+    now = clock.now()
     flt = IncidentFilter(
         model=args.model,
         severity=Severity(args.severity) if args.severity else None,
@@ -104,7 +69,7 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
         until=parse_time(args.until, now) if args.until else None,
         status=args.status,
     )
-    settings = _settings(args)
+    settings = settings_of(args)
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
         log = read_incident_log(history, topic)
@@ -115,26 +80,26 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
     else:
         print(format_table(HEADERS, table_rows(rows)))
     skipped = f", {log.invalid} invalid records skipped" if log.invalid else ""
-    _say(f"{len(rows)} of {len(log.events)} incidents on {topic}{skipped}")
+    say(f"{len(rows)} of {len(log.events)} incidents on {topic}{skipped}")
     return 0
 
 
 # --------------------------------------------------------------------- investigate
 
 
-def cmd_investigate(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+def cmd_investigate(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
+    from alerting.clock import parse_duration
     from streams.investigation.audit import (
         format_investigation,
         investigate,
         plot_series,
         series_to_json,
     )
-    from streams.simulate import parse_duration
 
     lookback = parse_duration(args.lookback)
     if args.limit < 0:
         raise ValueError("--limit must be >= 0")
-    settings = _settings(args)
+    settings = settings_of(args)
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
         events = _incident_events(settings, history, topic, args.incident_id)
@@ -146,13 +111,13 @@ def cmd_investigate(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int
     print(format_investigation(inv, limit=args.limit))
     if args.plot is not None:
         if inv.series is None or not inv.series.times:
-            _say("nothing to plot: no observations of the incident's key were found")
+            say("nothing to plot: no observations of the incident's key were found")
             return 1
         title = f"{inv.incident.incident_id}: {inv.incident.incident_type} on " + (
             inv.incident.labels.describe()
         )
         plot_series(inv.series, args.plot, title)
-        _say(f"plot written to {args.plot}")
+        say(f"plot written to {args.plot}")
     if args.series_json is not None and inv.series is not None:
         args.series_json.write_text(json.dumps(series_to_json(inv.series)) + "\n")
     return 0
@@ -161,10 +126,10 @@ def cmd_investigate(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int
 # ---------------------------------------------------------------------- postmortem
 
 
-def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
     from streams.investigation.postmortem import find_playbook, read_containment, render_postmortem
 
-    settings = _settings(args)
+    settings = settings_of(args)
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
         events = _incident_events(settings, history, topic, args.incident_id)
@@ -177,14 +142,14 @@ def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
         containment,
         playbook,
         control_topic=settings.topics.control,
-        generated_at=clock(),
+        generated_at=clock.now(),
     )
     if args.out is None:
         print(text)
     else:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(text, encoding="utf-8")
-        _say(f"postmortem draft written to {args.out}")
+        say(f"postmortem draft written to {args.out}")
     return 0
 
 
@@ -231,7 +196,7 @@ def format_backtest(result: Any) -> str:
     return (format_table(headers, rows) if rows else "no incidents in either run") + "\n" + summary
 
 
-def cmd_backtest(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
+def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
     from streams.investigation.history import backtest_kafka, backtest_lines
 
     base_path: Path | None = args.backtest_config or getattr(args, "config", None)
@@ -248,7 +213,7 @@ def cmd_backtest(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
     else:
         if args.start is None or args.end is None:
             raise ValueError("backtest over Kafka needs --from and --to (or --input FILE)")
-        now = clock()
+        now = clock.now()
         result = backtest_kafka(
             baseline,
             candidate,
@@ -266,7 +231,7 @@ def cmd_backtest(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
             "rows": [row.to_json() for row in result.rows],
         }
         args.output.write_text(json.dumps(report, indent=2) + "\n", encoding="utf-8")
-        _say(f"backtest report written to {args.output}")
+        say(f"backtest report written to {args.output}")
     return 0
 
 
@@ -287,12 +252,12 @@ def run_replay_history(
     settings: Settings,
     output: IO[str] | None,
     *,
-    clock: Clock = _utc_now,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> int:
     """The Kafka-history half of ``sentinel replay``; ``args`` from the arguments above."""
     from streams.investigation.history import replay_from_kafka
 
-    now = clock()
+    now = clock.now()
     result = replay_from_kafka(
         settings,
         parse_time(args.start, now),
@@ -303,7 +268,7 @@ def run_replay_history(
         clock=clock,
     )
     triggers = sum(1 for e in result.incidents if e.action == "trigger")
-    _say(
+    say(
         f"replay: {result.lines} records, {result.events} events, {result.dead_letters} dead "
         f"letters; {triggers} incidents triggered; {result.seconds:.1f} s "
         f"({result.events_per_second:,.0f} events/s)"

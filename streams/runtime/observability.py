@@ -1,7 +1,7 @@
 """Operating the worker: Prometheus metrics, health and readiness, structured JSON logs.
 
 :func:`register_observability` adds three views to the faust web server of a worker
-built by :func:`streams.worker.build_service`:
+built by :func:`streams.runtime.worker.build_service`:
 
 ``/metrics``  Prometheus text exposition format 0.0.4 (written here: no new dependency).
 ``/healthz``  liveness: 200 while the app has not crashed (the event loop answers).
@@ -38,12 +38,13 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from alerting.clock import Clock
 from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter
+from streams.pipeline.keys import LEVELS, level_of_key
 
 if TYPE_CHECKING:
     import faust
 
-    from streams.agents import Service
-    from streams.pipeline import Observation
+    from streams.pipeline.observation import Observation
+    from streams.runtime.agents import Service
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,6 @@ LATENCY_BUCKETS_S: Final = (
     0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 14400.0,
 )  # fmt: skip
 SEVERITIES: Final = ("SEV1", "SEV2", "SEV3", "SEV4")
-LEVELS: Final = ("model", "version", "segment")
 
 # --------------------------------------------------------------------------------------
 # Prometheus text exposition format 0.0.4.
@@ -182,11 +182,6 @@ class _DetectorScan:
     max_by: dict[tuple[str, str], float] = field(default_factory=dict)
     learning: Counter[tuple[str, str]] = field(default_factory=Counter)
     truncated: bool = False
-
-
-def _level(key: str) -> str:
-    _, version, segment = key.rsplit("|", 2)
-    return "segment" if segment else ("model" if version == "*" else "version")
 
 
 def _is_changelog(topic: str) -> bool:
@@ -385,7 +380,7 @@ class Observability:
         return [open_, typed, m]
 
     def _rescan_detectors(self) -> None:
-        from streams.pipeline import DetectorSet
+        from streams.pipeline.detectorset import DetectorSet
 
         detect = self.service.detect
         scan = _DetectorScan(at=self._monotonic())
@@ -396,7 +391,7 @@ class Observability:
                 break
             if state is None:
                 continue
-            level = _level(key)
+            level = level_of_key(key)
             scan.keys[level] += 1
             ds = DetectorSet.from_json(state, detect.settings, level, detect.arl0)
             for name, det in ds.detectors.items():
@@ -423,8 +418,8 @@ class Observability:
             self._rescan_detectors()
         scan = self._scan
         keys = MetricFamily("sentinel_detector_keys", "gauge", "Detector keys by level.")
-        for level in LEVELS:
-            keys.add(scan.keys[level], {"level": level})
+        for key_level in LEVELS:
+            keys.add(scan.keys[key_level], {"level": key_level})
         learning = MetricFamily(
             "sentinel_detectors_learning", "gauge", "Detectors still learning their baseline."
         )

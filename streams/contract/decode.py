@@ -1,28 +1,25 @@
-"""Ingress: decode and validate every consumed record exactly once; dead-letter the rest.
+"""Decoding at the edge: a record becomes a typed event or a dead letter, never an error.
 
 :func:`decode` is pure and never raises: a record becomes either a typed event or a
 :class:`DeadLetter` that says why (a reason code and the validation errors), carries the
-original key and value bytes (base64) and where the record came from (topic, partition,
-offset). :func:`register_ingress` puts that on a faust app: one agent consumes the raw event
-topics in batches, sends dead letters to ``settings.topics.dead_letter`` (keyed by source
-topic) and hands each batch of valid events to the next stage. A bad record, or a next
-stage that raises on one event, never stops the stream.
+original key and value bytes (base64) and where the record came from
+(:class:`Coordinates`: topic, partition, offset). The worker's ingress
+(:mod:`streams.runtime.ingress`), offline replay and investigation all decode with it, so
+a record is judged the same way everywhere. No Kafka here.
 """
 
 from __future__ import annotations
 
 import base64
 import hashlib
-import logging
-from collections import Counter
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import TYPE_CHECKING, Any, Final, Literal, TypeAlias
+from typing import Any, Final, Literal, TypeAlias
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from streams.events import (
+from streams.contract.events import (
     EVENT_ADAPTER,
     EVENT_MODELS,
     SCHEMA_VERSION,
@@ -30,12 +27,6 @@ from streams.events import (
     EventType,
     UtcDatetime,
 )
-from streams.settings import Settings
-
-if TYPE_CHECKING:
-    import faust
-
-log = logging.getLogger(__name__)
 
 Reason: TypeAlias = Literal[
     "empty",
@@ -176,7 +167,7 @@ def _classify(err: Mapping[str, Any]) -> Reason:
     return "invalid"
 
 
-def _dead(
+def dead_letter(
     reason: Reason,
     error: str,
     raw: bytes | None,
@@ -223,7 +214,7 @@ def decode(
         return _decode(raw, coords, now, limits, default_type, key)
     except Exception as exc:  # the contract: nothing escapes the dead-letter path
         try:
-            return _dead(
+            return dead_letter(
                 "internal_error", f"{type(exc).__name__}: {exc}", raw, key, coords, now, limits
             )
         except Exception:
@@ -247,10 +238,12 @@ def _decode(
     key: bytes | None,
 ) -> AnyEvent | DeadLetter:
     if not raw:
-        return _dead("empty", "empty record value (tombstone?)", raw, key, coords, now, limits)
+        return dead_letter(
+            "empty", "empty record value (tombstone?)", raw, key, coords, now, limits
+        )
     if len(raw) > limits.max_bytes:
         msg = f"record value is {len(raw)} bytes, over the {limits.max_bytes}-byte limit"
-        return _dead("too_large", msg, raw, key, coords, now, limits)
+        return dead_letter("too_large", msg, raw, key, coords, now, limits)
     try:
         event: AnyEvent = EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
@@ -269,7 +262,7 @@ def _decode(
             f"after the ingress clock ({now.isoformat()})"
         )
         detail = ErrorDetail(loc="timestamp", type="future_timestamp", msg=msg)
-        return _dead("future_timestamp", msg, raw, key, coords, now, limits, [detail])
+        return dead_letter("future_timestamp", msg, raw, key, coords, now, limits, [detail])
     return event
 
 
@@ -291,217 +284,4 @@ def _invalid(
     summary = f"{first.loc or 'record'}: {first.msg}" if first else "invalid record"
     if len(errs) > 1:
         summary += f" (and {len(errs) - 1} more)"
-    return _dead(reason, summary, raw, key, coords, now, limits, details)
-
-
-@dataclass
-class IngressStats:
-    """Counters, readable by the web view / metrics exporter and by tests."""
-
-    accepted: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(source topic, event_type) -> events handed to the next stage."""
-    dead: Counter[tuple[str, str]] = field(default_factory=Counter)
-    """(source topic, reason) -> records dead-lettered."""
-
-    def record(self, coords: Coordinates, result: AnyEvent | DeadLetter) -> None:
-        if isinstance(result, DeadLetter):
-            self.dead[(coords.topic, result.reason)] += 1
-        else:
-            self.accepted[(coords.topic, result.event_type)] += 1
-
-    def total_dead(self) -> int:
-        return sum(self.dead.values())
-
-    def total_accepted(self) -> int:
-        return sum(self.accepted.values())
-
-
-TAKE_MAX: Final = 2000
-"""Records per batch an agent takes from its stream (faust ``take_events``)."""
-TAKE_WITHIN_S: Final = 0.25
-"""How long an agent waits to fill a batch before it processes what it has (seconds)."""
-
-
-@dataclass(frozen=True, slots=True)
-class Accepted:
-    """A valid event, where it came from, and the faust record that carried it (table
-    writes made while handling it go to that record's partition)."""
-
-    event: AnyEvent
-    coords: Coordinates
-    key: bytes | None
-    record: Any
-
-
-Handle: TypeAlias = Callable[[Sequence[Accepted]], Awaitable[None]]
-"""The next stage: called with each batch of valid events, in partition order."""
-Clock: TypeAlias = Callable[[], datetime]
-
-
-def _utc_now() -> datetime:
-    return datetime.now(UTC)
-
-
-def topic_kinds(settings: Settings) -> dict[str, EventType]:
-    """The event kind each configured event topic carries by default."""
-    t = settings.topics
-    return {
-        t.inputs: "input",
-        t.outputs: "output",
-        t.feedback: "feedback",
-        t.evaluations: "evaluation",
-    }
-
-
-def kind_topics(settings: Settings) -> dict[EventType, str]:
-    """The topic each event kind is published to (the inverse of :func:`topic_kinds`)."""
-    return {kind: topic for topic, kind in topic_kinds(settings).items()}
-
-
-@dataclass
-class Ingress:
-    """What :func:`register_ingress` registered: the agent, its source topic and counters."""
-
-    agent: Any
-    source: Any
-    dead_letter_topic: Any
-    stats: IngressStats
-
-
-def register_ingress(
-    app: faust.App,
-    settings: Settings,
-    handle: Handle,
-    *,
-    limits: IngressLimits = DEFAULT_LIMITS,
-    clock: Clock = _utc_now,
-    stats: IngressStats | None = None,
-    agent_name: str = "sentinel.ingress",
-) -> Ingress:
-    """Register the ingress agent on ``app`` (built by :func:`streams.app.create_app`).
-
-    It consumes the inputs, outputs, feedback and evaluations topics as raw bytes in batches
-    (``take_events``: one faust event per record is the framework's main cost, so all work
-    after it is batched), decodes each record once, awaits ``handle(accepted)`` with each
-    batch's valid events, and sends dead letters (JSON :class:`DeadLetter`, key = source
-    topic) to the dead-letter topic. If ``handle`` raises, the batch is handed over again
-    one event at a time; an event it still raises on is dead-lettered with reason
-    ``handler_error``, and the stream goes on. Processing is at-least-once: after a crash,
-    records since the last commit are decoded (and handled) again.
-    """
-    kinds = topic_kinds(settings)
-    partitions = settings.kafka.topic_partitions
-    source = app.topic(
-        *kinds,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-    dlq = app.topic(
-        settings.topics.dead_letter,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-    counters = stats if stats is not None else IngressStats()
-
-    async def _send_dead(letter: DeadLetter) -> None:
-        await dlq.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
-
-    def _accept(record: Any) -> Accepted | DeadLetter:
-        msg = record.message
-        coords = Coordinates(msg.topic, msg.partition, msg.offset)
-        raw = record.value
-        key = record.key if isinstance(record.key, bytes) else None
-        result = decode(
-            raw if isinstance(raw, bytes) or raw is None else bytes(raw),
-            coords,
-            now=clock(),
-            limits=limits,
-            default_type=kinds.get(msg.topic),
-            key=key,
-        )
-        counters.record(coords, result)
-        if isinstance(result, DeadLetter):
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                *_c(coords),
-                result.reason,
-                result.error,
-            )
-            return result
-        return Accepted(result, coords, key, record)
-
-    async def _handle_each(items: Sequence[Accepted]) -> None:
-        """The batch failed: hand the events over one by one, so only the event the next
-        stage cannot take is dead-lettered (the others may be handled twice: at least
-        once)."""
-        for item in items:
-            try:
-                await handle([item])
-            except Exception as exc:
-                log.exception("next stage failed on %s[%d]@%d", *_c(item.coords))
-                raw = item.record.value
-                letter = _dead(
-                    "handler_error",
-                    f"{type(exc).__name__}: {exc}",
-                    raw if isinstance(raw, bytes) or raw is None else bytes(raw),
-                    item.key,
-                    item.coords,
-                    clock(),
-                    limits,
-                )
-                counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
-                counters.dead[(item.coords.topic, "handler_error")] += 1
-                await _send_dead(letter)
-
-    async def ingress(stream: Any) -> None:
-        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            accepted: list[Accepted] = []
-            for record in batch:
-                result = _accept(record)
-                if isinstance(result, DeadLetter):
-                    await _send_dead(result)
-                else:
-                    accepted.append(result)
-            if not accepted:
-                continue
-            try:
-                await handle(accepted)
-            except Exception:
-                log.exception(
-                    "next stage failed on a batch of %d; retrying one by one", len(accepted)
-                )
-                await _handle_each(accepted)
-
-    agent = app.agent(source, name=agent_name, concurrency=1)(ingress)
-    return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
-
-
-def _c(coords: Coordinates) -> tuple[str, int, int]:
-    return coords.topic, coords.partition, coords.offset
-
-
-def forward_to_topic(app: faust.App, topic_name: str, *, partitions: int | None = None) -> Handle:
-    """A :data:`Handle` that republishes each valid event (canonical JSON, keyed by request
-    id) to ``topic_name``: a 'validated' stream for consumers that want clean events."""
-    from streams.events import dump_event
-
-    topic = app.topic(
-        topic_name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-
-    async def _forward(items: Sequence[Accepted]) -> None:
-        for item in items:
-            await topic.send(key=item.event.request_id.encode(), value=dump_event(item.event))
-
-    return _forward
+    return dead_letter(reason, summary, raw, key, coords, now, limits, details)

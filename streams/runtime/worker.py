@@ -5,12 +5,12 @@ from __future__ import annotations
 import faust
 
 from alerting.clock import SystemClock
-from streams.agents import register_pipeline
-from streams.app import create_app
-from streams.observability import logging_config, register_observability
-from streams.security import check_login
+from streams.kafka.security import check_login
+from streams.kafka.topics import ensure_topics
+from streams.runtime.agents import register_pipeline
+from streams.runtime.app import create_app
+from streams.runtime.observability import logging_config, register_observability
 from streams.settings import Settings
-from streams.topics import ensure_topics
 
 
 def quiet_worker(worker: faust.Worker) -> faust.Worker:
@@ -37,7 +37,7 @@ def run_worker(settings: Settings, broker_url: str) -> int:
     """Run the worker in the foreground until SIGINT/SIGTERM; returns the exit code.
 
     A refused login (wrong password, untrusted certificate) raises
-    :class:`streams.security.KafkaLoginError` before anything starts, instead of the
+    :class:`streams.kafka.security.KafkaLoginError` before anything starts, instead of the
     clients retrying it as a network fault.
     """
     bootstrap = broker_url.removeprefix("kafka://").split(";")

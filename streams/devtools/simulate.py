@@ -15,24 +15,19 @@ numpy one hour of event time at a time.
 
 from __future__ import annotations
 
-import argparse
 import hashlib
-import json
 import re
-import sys
 import time
-import tomllib
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Annotated, Any, Final, Literal, TextIO
 
 import numpy as np
 import numpy.typing as npt
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
-from streams.jsonl import JSONL_FORMAT
-from streams.security import KafkaSecurity, check_login, kafka_python_kwargs
+from alerting.clock import parse_duration
+from streams.kafka.security import KafkaSecurity, kafka_python_kwargs
 
 InjectionType = Literal[
     "toxicity_spike",
@@ -136,24 +131,6 @@ class Scenario(_Frozen):
     late_fraction: float = Field(default=0.03, ge=0, le=1)
     embedding_dim: int = Field(default=8, ge=0, le=256)
     injections: list[Injection] = Field(default_factory=list)
-
-
-_DUR_RE = re.compile(r"(\d+(?:\.\d+)?)([dhms])")
-_UNIT_S = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-
-
-def parse_duration(text: str) -> timedelta:
-    """'7d', '2h', '90m', '1d12h', '45s' -> timedelta."""
-    text = text.strip()
-    pos, total = 0, 0.0
-    for m in _DUR_RE.finditer(text):
-        if m.start() != pos:
-            break
-        total += float(m.group(1)) * _UNIT_S[m.group(2)]
-        pos = m.end()
-    if pos != len(text) or not text:
-        raise ValueError(f"not a duration: {text!r} (use e.g. 7d, 2h, 90m, 1d12h)")
-    return timedelta(seconds=total)
 
 
 def parse_injection(spec: str) -> Injection:
@@ -570,7 +547,7 @@ def publish(
     of wall time (0 = as fast as possible). ``security`` is how the producer logs in (the
     ``kafka.security`` settings; ``None``: PLAINTEXT). Raises ``PublishError`` on delivery
     failures."""
-    from streams.events import parse_event
+    from streams.contract.events import parse_event
     from streams.sdk import SentinelPublisher
 
     n = 0
@@ -593,99 +570,3 @@ def publish(
     if progress is not None:
         progress.write(f"\rsentinel simulate: {n} events published\n")
     return n
-
-
-def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
-    """Add ``sentinel simulate`` options to a (sub)parser; the handler is :func:`run_simulate`."""
-    p = parser
-    p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
-    p.add_argument("--start", default=None, help="event-time start, ISO 8601 with offset")
-    p.add_argument("--duration", default=None, help="event-time length: 7d, 2h, ... (1d)")
-    p.add_argument("--events-per-hour", type=float, default=None, help="requests/hour (3600)")
-    p.add_argument(
-        "--inject",
-        action="append",
-        default=[],
-        metavar="TYPE:START:DURATION[:STRENGTH[:SCOPE]]",
-        help="inject a failure, e.g. toxicity_spike:2d:6h:5:model=support-chat,tenant=acme. "
-        "Types: " + "; ".join(f"{k} ({v})" for k, v in INJECTION_TYPES.items()),
-    )
-    p.add_argument("--scenario", type=Path, default=None, help="scenario file (.json/.toml)")
-    p.add_argument("--out", type=Path, default=None, help="write JSONL here instead of Kafka")
-    p.add_argument(
-        "--ground-truth",
-        type=Path,
-        default=None,
-        help="ground-truth JSON (default: OUT with .truth.json, or ./ground-truth.json)",
-    )
-    p.add_argument("--rate", type=float, default=0.0, help="Kafka: events/s, 0 = unthrottled")
-    p.add_argument("--broker", default=None, help="Kafka: kafka://host:port (default: config)")
-    p.add_argument("--quiet", action="store_true", help="no progress line")
-
-
-def scenario_from_args(args: argparse.Namespace) -> Scenario:
-    data: dict[str, Any] = {}
-    if args.scenario is not None:
-        text = args.scenario.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if args.scenario.suffix == ".toml" else json.loads(text)
-    if args.seed is not None:
-        data["seed"] = args.seed
-    if args.start is not None:
-        data["start"] = args.start
-    if args.duration is not None:
-        data["duration"] = parse_duration(args.duration)
-    elif isinstance(data.get("duration"), str) and not data["duration"].startswith("P"):
-        data["duration"] = parse_duration(data["duration"])
-    if args.events_per_hour is not None:
-        data["events_per_hour"] = args.events_per_hour
-    injections = [dict(i) for i in data.get("injections", [])]
-    for inj in injections:
-        for key in ("start", "duration"):
-            if isinstance(inj.get(key), str) and not inj[key].startswith("P"):
-                inj[key] = parse_duration(inj[key])
-    data["injections"] = injections + [parse_injection(spec).model_dump() for spec in args.inject]
-    return Scenario.model_validate(data)
-
-
-def run_simulate(args: argparse.Namespace) -> int:
-    """Handler for ``sentinel simulate`` (namespace from :func:`add_simulate_arguments`)."""
-    scenario = scenario_from_args(args)
-    sim = Simulator(scenario)
-    progress = None if args.quiet else sys.stderr
-    if args.out is not None:
-        began = time.monotonic()
-        with args.out.open("w", encoding="utf-8", newline="\n") as f:
-            n = write_jsonl(sim, f)
-        if progress is not None:
-            progress.write(
-                f"sentinel simulate: {n} events ({JSONL_FORMAT}) -> {args.out} "
-                f"in {time.monotonic() - began:.1f} s\n"
-            )
-        truth_path = args.ground_truth or args.out.with_suffix(".truth.json")
-    else:
-        from streams.settings import load_settings
-
-        settings = load_settings(getattr(args, "config", None))
-        broker = args.broker or settings.kafka.broker
-        if not broker:
-            raise ValueError("no Kafka broker: pass --broker, set SENTINEL_BROKER, or use --out")
-        security = settings.kafka.security
-        # A refused login fails here, saying why, not after the producer's retries.
-        check_login(broker.removeprefix("kafka://").replace(";", ",").split(","), security)
-        publish(sim, broker, settings.topics, rate=args.rate, progress=progress, security=security)
-        truth_path = args.ground_truth or Path("ground-truth.json")
-    truth_path.write_text(json.dumps(sim.ground_truth(), indent=2) + "\n", encoding="utf-8")
-    if progress is not None:
-        progress.write(f"sentinel simulate: ground truth -> {truth_path}\n")
-    return 0
-
-
-def simulate_main(argv: Sequence[str] | None = None) -> int:
-    """Stand-alone entry: ``python -m streams.simulate --out week.jsonl --duration 7d``."""
-    parser = argparse.ArgumentParser(prog="sentinel simulate", description=__doc__)
-    add_simulate_arguments(parser)
-    return run_simulate(parser.parse_args(argv))
-
-
-if __name__ == "__main__":
-    sys.exit(simulate_main())

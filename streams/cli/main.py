@@ -18,20 +18,12 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from streams.broker import BrokerError, LocalBroker, fetch_kafka
-from streams.security import KafkaLoginError
-from streams.settings import ConfigError, LocalBrokerSettings, Settings, load_settings
+from streams.cli.common import say, settings_of
+from streams.devtools.broker import BrokerError, LocalBroker, fetch_kafka
+from streams.kafka.security import KafkaLoginError
+from streams.settings import ConfigError, LocalBrokerSettings, Settings
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _say(message: str) -> None:
-    print(f"sentinel: {message}", file=sys.stderr, flush=True)
-
-
-def _settings(args: argparse.Namespace) -> Settings:
-    path: Path | None = getattr(args, "config", None)
-    return load_settings(path)
 
 
 def _local_broker(args: argparse.Namespace, settings: Settings) -> LocalBroker:
@@ -45,16 +37,16 @@ def _local_broker(args: argparse.Namespace, settings: Settings) -> LocalBroker:
         if value is not None
     }
     local = LocalBrokerSettings.model_validate({**settings.local_broker.model_dump(), **overrides})
-    return LocalBroker(local, log=_say)
+    return LocalBroker(local, log=say)
 
 
 def cmd_kafka(args: argparse.Namespace) -> int:
     """``sentinel kafka up|down|status|fetch``."""
-    settings = _settings(args)
+    settings = settings_of(args)
     broker = _local_broker(args, settings)
     if args.action == "fetch":
         libs = fetch_kafka(
-            settings.local_broker.kafka_version, settings.local_broker.cache_dir, _say
+            settings.local_broker.kafka_version, settings.local_broker.cache_dir, say
         )
         print(f"Kafka {settings.local_broker.kafka_version} jars in {libs}")
         return 0
@@ -85,18 +77,27 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 def cmd_config(args: argparse.Namespace) -> int:
     """``sentinel config``: validate and print the effective configuration."""
-    settings = _settings(args)
+    settings = settings_of(args)
     print(settings.model_dump_json(indent=2))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """``sentinel schema --out DIR``: write the JSON Schema files of the event contract."""
+    from streams.contract.schema import write_schemas
+
+    for path in write_schemas(args.out):
+        print(path)
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
     """``sentinel run``: the streaming worker, on the configured or a local broker."""
-    settings = _settings(args)
+    settings = settings_of(args)
     broker_url = settings.kafka.broker
     if not broker_url:
         broker = _local_broker(args, settings)
-        _say(
+        say(
             "no broker configured (kafka.broker in the config file, or SENTINEL_BROKER): "
             f"using a local Kafka broker on {broker.bootstrap}, data in {broker.data_dir}"
         )
@@ -106,8 +107,8 @@ def cmd_run(args: argparse.Namespace) -> int:
             # The local broker was made secured by config: log in to it as it expects.
             kafka = settings.kafka.model_copy(update={"security": broker.client_security()})
             settings = settings.model_copy(update={"kafka": kafka})
-        _say("the local broker keeps running after the worker stops: 'sentinel kafka down'")
-    from streams.worker import run_worker
+        say("the local broker keeps running after the worker stops: 'sentinel kafka down'")
+    from streams.runtime.worker import run_worker
 
     return run_worker(settings, broker_url)
 
@@ -138,9 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     config = sub.add_parser("config", help="validate the configuration and print it")
     config.set_defaults(handler=cmd_config)
 
-    from streams.events import add_schema_arguments, run_schema
-    from streams.replay import add_replay_arguments, run_replay
-    from streams.simulate import add_simulate_arguments, run_simulate
+    from streams.cli.replay import add_replay_arguments, run_replay
+    from streams.cli.simulate import add_simulate_arguments, run_simulate
 
     simulate = sub.add_parser("simulate", help="publish or write simulated traffic")
     add_simulate_arguments(simulate)
@@ -151,13 +151,15 @@ def build_parser() -> argparse.ArgumentParser:
     replay.set_defaults(handler=run_replay)
 
     schema = sub.add_parser("schema", help="write JSON Schema files for the events")
-    add_schema_arguments(schema)
-    schema.set_defaults(handler=run_schema)
+    schema.add_argument(
+        "--out", type=Path, default=Path("schemas"), help="directory (default: ./schemas)"
+    )
+    schema.set_defaults(handler=cmd_schema)
 
-    from streams import alerting_cli, investigate_cli
+    from streams.cli import investigate, ops
 
-    alerting_cli.register(sub)
-    investigate_cli.register(sub)
+    ops.register(sub)
+    investigate.register(sub)
     return parser
 
 
@@ -168,13 +170,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return handler(args)
     except (ConfigError, ValidationError, ValueError) as exc:
-        _say(str(exc))
+        say(str(exc))
         return 2
     except BrokerError as exc:
-        _say(f"Kafka broker: {exc}")
+        say(f"Kafka broker: {exc}")
         return 1
     except KafkaLoginError as exc:
-        _say(f"Kafka login refused: {exc}")
+        say(f"Kafka login refused: {exc}")
         return 1
     except KeyboardInterrupt:
         return 130

@@ -5,7 +5,7 @@ faust's ``broker_credentials`` (:func:`faust_credentials`, which also covers the
 clients faust builds) and into keyword arguments for kafka-python clients
 (:func:`kafka_python_kwargs`). The latter is the one way every other client of the service
 gets its security: the worker's topic admin and silences follower, the alerting commands
-(``notify``, ``contain``, ``status``, ``silence``, through ``alerting.kafka_io``), the
+(``notify``, ``contain``, ``status``, ``silence``, through ``streams.runtime.consumers``), the
 investigation commands (``incidents``, ``investigate``, ``postmortem``, ``backtest``,
 ``replay --from/--to``) and ``simulate``; callers pass them to the publisher SDK.
 

@@ -22,10 +22,8 @@ finite and in range, timestamps timezone-aware (converted to UTC).
 
 from __future__ import annotations
 
-import json
 from datetime import UTC, datetime
-from pathlib import Path
-from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
+from typing import Annotated, Final, Literal, TypeAlias, get_args
 
 from pydantic import (
     AfterValidator,
@@ -225,13 +223,6 @@ class Feedback(_EventBase):
             raise ValueError("feedback needs a vote or a rating")
         return self
 
-    @property
-    def negative(self) -> bool:
-        """A downvote, or a rating of 1 or 2 (when there is no vote)."""
-        if self.vote is not None:
-            return self.vote == "down"
-        return self.rating is not None and self.rating <= 2
-
 
 class Evaluation(_EventBase):
     """An evaluator's or guardrail's result on an output, usually arriving later."""
@@ -281,51 +272,3 @@ def parse_event(data: bytes | str) -> AnyEvent:
 def dump_event(event: AnyEvent) -> bytes:
     """The canonical wire form: compact JSON, alias names, ``None`` fields left out."""
     return event.model_dump_json(by_alias=True, exclude_none=True).encode()
-
-
-def json_schemas() -> dict[str, dict[str, Any]]:
-    """JSON Schema documents (draft 2020-12) by file stem, for producers to validate against."""
-    from streams.ingress import DeadLetter  # the DLQ record is part of the published contract
-
-    out: dict[str, dict[str, Any]] = {}
-    for kind, model in EVENT_MODELS.items():
-        out[kind] = model.model_json_schema(by_alias=True, mode="validation")
-    out["event"] = EVENT_ADAPTER.json_schema(by_alias=True, mode="validation")
-    out["dead-letter"] = DeadLetter.model_json_schema(by_alias=True, mode="serialization")
-    for stem, schema in out.items():
-        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
-        schema["$id"] = f"https://sentinel.invalid/schemas/v{SCHEMA_VERSION}/{stem}.schema.json"
-    return out
-
-
-def write_schemas(out_dir: Path) -> list[Path]:
-    """Write ``<kind>.schema.json`` files into ``out_dir``; returns the paths written."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    written = []
-    for stem, schema in json_schemas().items():
-        path = out_dir / f"{stem}.schema.json"
-        path.write_text(json.dumps(schema, indent=2, sort_keys=True) + "\n", encoding="utf-8")
-        written.append(path)
-    return written
-
-
-def schema_main(argv: list[str]) -> int:
-    """``sentinel schema --out DIR``: write the JSON Schema files."""
-    import argparse
-
-    parser = argparse.ArgumentParser(prog="sentinel schema", description=schema_main.__doc__)
-    add_schema_arguments(parser)
-    return run_schema(parser.parse_args(argv))
-
-
-def add_schema_arguments(parser: Any) -> None:
-    """Add ``--out`` to an argparse (sub)parser; pair with :func:`run_schema` as handler."""
-    parser.add_argument(
-        "--out", type=Path, default=Path("schemas"), help="directory (default: ./schemas)"
-    )
-
-
-def run_schema(args: Any) -> int:
-    for path in write_schemas(args.out):
-        print(path)
-    return 0

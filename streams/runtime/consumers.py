@@ -9,7 +9,7 @@ injectable (anything with kafka-python's ``poll``/``commit``/``send`` shape), so
 are unit-tested without a broker. No faust here, and no import of ``streams``.
 
 Every Kafka client built here takes ``security``: the kafka-python keyword arguments for
-the cluster's transport security (``streams.security.kafka_python_kwargs`` of the
+the cluster's transport security (``streams.kafka.security.kafka_python_kwargs`` of the
 ``kafka.security`` settings, which the ``sentinel`` commands pass). They are handed to
 each client's constructor as they are, so a SASL_SSL cluster is reached the same way by
 all of them; ``None`` means PLAINTEXT. They hold the password: never log them.
@@ -30,8 +30,8 @@ from pydantic import ValidationError
 from alerting.clock import Clock, SystemClock
 from alerting.containment import ContainmentState, ModelContainment, commands_for
 from alerting.delivery import (
-    DeadLetter,
     DeliveryRunner,
+    FailedDelivery,
     HttpTransport,
     RetryPolicy,
     Sink,
@@ -39,17 +39,11 @@ from alerting.delivery import (
 )
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import PlaybookSet
+from streams.kafka import clients
+from streams.kafka.clients import SEND_TIMEOUT_S, ClientSecurity
+from streams.kafka.topics import polled_records, read_topic_to_end
 
 log = logging.getLogger(__name__)
-
-SEND_TIMEOUT_S = 30.0
-
-KafkaClientSecurity = Mapping[str, Any] | None
-"""kafka-python security keyword arguments for every client (``None``: PLAINTEXT)."""
-
-
-def _security(security: KafkaClientSecurity) -> dict[str, Any]:
-    return dict(security) if security is not None else {}
 
 
 class RecordLike(Protocol):
@@ -153,13 +147,6 @@ class LoopStats:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def _records(polled: Any) -> list[RecordLike]:
-    out: list[RecordLike] = []
-    for batch in polled.values():
-        out.extend(batch)
-    return out
-
-
 def handle_alert_record(
     record: RecordLike,
     runner: DeliveryRunner,
@@ -194,7 +181,7 @@ def notify_loop(
     polled batch, e.g. for idle detection) are optional."""
     stats = stats if stats is not None else LoopStats()
     while not should_stop():
-        records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
+        records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
             on_poll(len(records))
         for record in records:
@@ -221,38 +208,38 @@ def run_notify_consumer(
     producer: ProducerLike | None = None,
     stats: LoopStats | None = None,
     on_poll: Callable[[int], None] | None = None,
-    security: KafkaClientSecurity = None,
+    security: ClientSecurity = None,
     consumer_options: Mapping[str, Any] | None = None,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
-    Permanent failures go to ``dead_letter_topic`` as :class:`DeadLetter` JSON keyed by the
-    dedup key; offsets are committed only after delivery or dead-lettering. ``security``
+    Permanent failures go to ``dead_letter_topic`` as
+    :class:`alerting.delivery.FailedDelivery` JSON keyed by the dedup key; offsets are committed
+    only after delivery or dead-lettering. ``security``
     and ``consumer_options`` (extra kafka-python consumer settings) apply to the clients
     built here (not to injected ones); a consumer built here stays in its group through
     backoffs of any length (:func:`polling_sleep`).
     """
     clock = clock or SystemClock()
     if consumer is None:
-        from kafka import KafkaConsumer
-
-        consumer = KafkaConsumer(
-            alerts_topic,
-            bootstrap_servers=bootstrap,
+        built = clients.consumer(
+            [bootstrap] if isinstance(bootstrap, str) else bootstrap,
+            security,
             group_id=group_id or f"sentinel-notify-{sink.name}",
             enable_auto_commit=False,
             auto_offset_reset="earliest",
-            **_security(security),
             **(consumer_options or {}),
         )
+        built.subscribe([alerts_topic])
+        consumer = built
         sleep = polling_sleep(consumer, sleep)
     if producer is None:
-        from kafka import KafkaProducer
-
-        producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **_security(security))
+        producer = clients.producer(
+            [bootstrap] if isinstance(bootstrap, str) else bootstrap, security
+        )
     prod = producer
 
-    def dead_letter(dl: DeadLetter) -> None:
+    def dead_letter(dl: FailedDelivery) -> None:
         _send_and_wait(prod, dead_letter_topic, dl.event.key(), dl.model_dump_json().encode())
 
     def dead_letter_raw(value: bytes) -> None:
@@ -301,7 +288,7 @@ def restore_containment_state(
     state = ContainmentState()
     idle = 0
     while idle < idle_polls:
-        records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=500))
+        records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=500))
         if not records:
             idle += 1
             continue
@@ -340,7 +327,7 @@ def containment_loop(
     """
     stats = stats if stats is not None else LoopStats()
     while not should_stop():
-        records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
+        records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
             on_poll(len(records))
         for record in records:
@@ -383,7 +370,7 @@ def run_containment_consumer(
     clock: Clock | None = None,
     stats: LoopStats | None = None,
     on_poll: Callable[[int], None] | None = None,
-    security: KafkaClientSecurity = None,
+    security: ClientSecurity = None,
 ) -> ContainmentState:
     """``sentinel contain [--dry-run]``: publish playbook containment to ``control_topic``.
 
@@ -394,8 +381,6 @@ def run_containment_consumer(
     group: it reads the alerts topic from the beginning and commits no offsets, so it never
     moves the real containment group's position.
     """
-    from kafka import KafkaConsumer, KafkaProducer
-
     clock = clock or SystemClock()
     state = ContainmentState()
     for r in read_topic_to_end(bootstrap, control_topic, security=security):
@@ -405,19 +390,16 @@ def run_containment_consumer(
             state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
         except ValidationError as exc:
             log.warning("ignoring invalid control record at offset %d: %s", r.offset, exc)
-    consumer = KafkaConsumer(
-        alerts_topic,
-        bootstrap_servers=bootstrap,
+    servers = [bootstrap] if isinstance(bootstrap, str) else bootstrap
+    consumer = clients.consumer(
+        servers,
+        security,
         group_id=None if dry_run else group_id,
         enable_auto_commit=False,
         auto_offset_reset="earliest",
-        **_security(security),
     )
-    producer = (
-        None
-        if dry_run
-        else KafkaProducer(bootstrap_servers=bootstrap, acks="all", **_security(security))
-    )
+    consumer.subscribe([alerts_topic])
+    producer = None if dry_run else clients.producer(servers, security)
 
     def dead_letter_raw(value: bytes) -> None:
         if dead_letter_topic is not None and producer is not None:
@@ -443,96 +425,3 @@ def run_containment_consumer(
         if producer is not None:
             producer.flush(timeout=SEND_TIMEOUT_S)
             producer.close()
-
-
-@dataclass(frozen=True)
-class TopicRecord:
-    """A record read by :func:`read_topic_to_end` (kafka-python's fields we use)."""
-
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-
-
-def read_topic_to_end(
-    bootstrap: str | list[str],
-    topic: str,
-    *,
-    timeout_s: float = 30.0,
-    security: KafkaClientSecurity = None,
-) -> list[TopicRecord]:
-    """Every record of ``topic`` from the beginning up to its end offsets at call time, in
-    log order per partition (partitions one after another). No consumer group, no commits.
-    A topic that does not exist reads as empty. Raises ``TimeoutError`` if the end is not
-    reached within ``timeout_s``."""
-    from kafka import KafkaConsumer, TopicPartition
-
-    reader = KafkaConsumer(
-        bootstrap_servers=bootstrap,
-        enable_auto_commit=False,
-        group_id=None,
-        allow_auto_create_topics=False,
-        **_security(security),
-    )
-    try:
-        parts = sorted(reader.partitions_for_topic(topic) or set())
-        if not parts:
-            return []
-        tps = [TopicPartition(topic, p) for p in parts]
-        reader.assign(tps)
-        reader.seek_to_beginning(*tps)
-        ends: dict[Any, int] = reader.end_offsets(tps)
-        by_part: dict[int, list[TopicRecord]] = {p: [] for p in parts}
-        deadline = time.monotonic() + timeout_s
-        while any(reader.position(tp) < ends[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"reading {topic} did not reach its end in {timeout_s:g} s")
-            for r in _records(reader.poll(timeout_ms=200, max_records=1000)):
-                if r.offset < ends[TopicPartition(r.topic, r.partition)]:
-                    by_part[r.partition].append(
-                        TopicRecord(
-                            r.topic, r.partition, r.offset, getattr(r, "key", None), r.value
-                        )
-                    )
-        return [r for p in parts for r in by_part[p]]
-    finally:
-        reader.close()
-
-
-def ensure_compacted_topic(
-    bootstrap: str | list[str],
-    topic: str,
-    *,
-    partitions: int = 1,
-    replication_factor: int = 1,
-    security: KafkaClientSecurity = None,
-) -> bool:
-    """Create ``topic`` with ``cleanup.policy=compact`` unless it exists; True if created."""
-    from kafka import KafkaAdminClient
-    from kafka.admin import NewTopic
-    from kafka.errors import TopicAlreadyExistsError
-
-    admin = KafkaAdminClient(
-        bootstrap_servers=bootstrap, client_id="sentinel-admin", **_security(security)
-    )
-    try:
-        if topic in set(admin.list_topics()):
-            return False
-        try:
-            admin.create_topics(
-                [
-                    NewTopic(
-                        topic,
-                        partitions,
-                        replication_factor,
-                        topic_configs={"cleanup.policy": "compact"},
-                    )
-                ]
-            )
-        except TopicAlreadyExistsError:
-            return False
-        return True
-    finally:
-        admin.close()

@@ -1,6 +1,7 @@
-"""Offline replay: the streaming pipeline's own stages over a JSONL file, without Kafka.
+"""Offline replay: the streaming pipeline's own stages over JSONL lines, without Kafka.
 
-``sentinel replay --input events.jsonl --output incidents.jsonl [--config FILE]``
+Used by ``sentinel replay --input events.jsonl`` (:mod:`streams.cli.replay`), backtests
+and the quality benchmark.
 
 Input: one JSON event per line (the simulator's ``--out`` format, see README "File
 formats"); ``-`` reads stdin. Each line is decoded by the same ingress code as the worker
@@ -17,30 +18,21 @@ future-timestamp check of ingress is off (history is replayed at any later time)
 
 from __future__ import annotations
 
-import argparse
-import contextlib
 import math
-import sys
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from pathlib import Path
 from typing import IO, Any
 
+from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
-from streams.ingress import (
-    DEFAULT_LIMITS,
-    Coordinates,
-    DeadLetter,
-    IngressLimits,
-    decode,
-    kind_topics,
-)
-from streams.pipeline import Detect, Joiner, Observation
-from streams.settings import Settings, load_settings
+from streams.contract.decode import DEFAULT_LIMITS, Coordinates, DeadLetter, IngressLimits, decode
+from streams.pipeline.detect import Detect
+from streams.pipeline.join import Joiner
+from streams.pipeline.observation import Observation
+from streams.settings import Settings, kind_topics
 
 REPLAY_LIMITS = DEFAULT_LIMITS.model_copy(update={"max_future_s": 1e10})
 """Ingress limits during replay: history replayed later is never 'in the future'."""
@@ -95,7 +87,7 @@ def replay_lines(
     settings: Settings,
     *,
     limits: IngressLimits = REPLAY_LIMITS,
-    clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    clock: Clock = SYSTEM_CLOCK,
     dead_letters: IO[str] | None = None,
     sink: IO[str] | None = None,
     progress: Any = None,
@@ -120,7 +112,7 @@ def replay_lines(
         if not line.strip():
             continue
         coords = Coordinates("replay", 0, offset)
-        decoded = decode(line, coords, now=clock(), limits=limits)
+        decoded = decode(line, coords, now=clock.now(), limits=limits)
         if isinstance(decoded, DeadLetter):
             result.dead_letters += 1
             result.reasons[decoded.reason] = result.reasons.get(decoded.reason, 0) + 1
@@ -133,78 +125,3 @@ def replay_lines(
     emit(pipeline.flush())
     result.seconds = time.perf_counter() - started
     return result
-
-
-@contextlib.contextmanager
-def _open_in(path: str) -> Iterator[IO[bytes]]:
-    if path == "-":
-        yield sys.stdin.buffer
-    else:
-        try:
-            with Path(path).open("rb") as fh:
-                yield fh
-        except FileNotFoundError:
-            raise ValueError(f"input file not found: {path}") from None
-
-
-@contextlib.contextmanager
-def _open_out(path: str | None) -> Iterator[IO[str] | None]:
-    if path is None:
-        yield None
-    elif path == "-":
-        yield sys.stdout
-    else:
-        with Path(path).open("w", encoding="utf-8") as fh:
-            yield fh
-
-
-def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
-    from streams.investigate_cli import add_replay_history_arguments
-
-    parser.add_argument("--input", default=None, help="events JSONL file, or - for stdin")
-    parser.add_argument("--output", default="-", help="incidents JSONL file, or - for stdout")
-    parser.add_argument("--dead-letter", default=None, help="write rejected lines here (JSONL)")
-    parser.add_argument(
-        "--no-progress", action="store_true", help="no progress bar even on a terminal"
-    )
-    add_replay_history_arguments(parser)  # --from/--to/--shadow-topic: history from Kafka
-
-
-def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> int:
-    """``sentinel replay`` from a file: print a summary with units to stderr."""
-    settings = settings or load_settings(getattr(args, "config", None))
-    if getattr(args, "start", None) or getattr(args, "end", None):
-        from streams.investigate_cli import run_replay_history
-
-        if args.input is not None:
-            raise ValueError("give either --input FILE or --from/--to, not both")
-        with _open_out(args.output) as sink:
-            return run_replay_history(args, settings, sink)
-    if args.input is None:
-        raise ValueError("give --input FILE (or -), or --from TIME --to TIME to replay Kafka")
-    show = not args.no_progress and sys.stderr.isatty()
-    progress: Any = None
-    if show:
-        from tqdm import tqdm
-
-        progress = tqdm(unit=" events", unit_scale=True, file=sys.stderr, desc="replay")
-    try:
-        with (
-            _open_in(args.input) as src,
-            _open_out(args.output) as sink,
-            _open_out(args.dead_letter) as dlq,
-        ):
-            result = replay_lines(src, settings, dead_letters=dlq, sink=sink, progress=progress)
-    finally:
-        if progress is not None:
-            progress.close()
-    triggers = sum(1 for e in result.incidents if e.action == "trigger")
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.reasons.items())) or "none"
-    print(
-        f"sentinel replay: {result.lines} lines, {result.events} events, "
-        f"{result.dead_letters} dead letters ({reasons}); {triggers} incidents triggered, "
-        f"{len(result.incidents)} incident events; {result.seconds:.1f} s "
-        f"({result.events_per_second:,.0f} events/s)",
-        file=sys.stderr,
-    )
-    return 0

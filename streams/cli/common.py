@@ -1,0 +1,257 @@
+"""Plumbing shared by every ``sentinel`` subcommand: messages, settings, the broker
+connection, logging, Kafka errors, argument types and bounded runs."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from alerting.clock import parse_duration
+from alerting.policy import ConfigError
+from alerting.redact import RedactingFilter
+from streams.devtools.broker import LocalBroker, port_accepts
+from streams.kafka.security import check_login, kafka_python_kwargs
+from streams.runtime.consumers import (
+    LoopStats,
+)
+from streams.runtime.observability import UtcTextFormatter
+from streams.settings import Settings, load_settings
+
+
+def say(message: str) -> None:
+    """A message for the operator on stderr (not a log line: always shown)."""
+    print(f"sentinel: {message}", file=sys.stderr, flush=True)
+
+
+# ---- stopping --------------------------------------------------------------------------
+
+
+class StopRequestedError(Exception):
+    """Raised from a retry back-off when the run must end; the event stays uncommitted."""
+
+
+class Stopper:
+    """Decides when a bounded or signalled run ends (checked between polled batches).
+
+    ``until_idle``: stop once no record has arrived for that many seconds, counted from
+    the end of the last processed batch (or from the start). ``max_seconds``: stop then,
+    also cutting a retry back-off short. A first SIGINT/SIGTERM stops cleanly; a second
+    one raises KeyboardInterrupt.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_seconds: float | None,
+        until_idle: float | None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.max_seconds = max_seconds
+        self.until_idle = until_idle
+        self._monotonic = monotonic
+        self.started = monotonic()
+        self._last_activity = self.started
+        self._busy = False
+        self._event = threading.Event()
+        self.reason: str | None = None
+
+    def elapsed(self) -> float:
+        return self._monotonic() - self.started
+
+    def on_poll(self, n_records: int) -> None:
+        self._busy = n_records > 0
+
+    def request(self, reason: str) -> None:
+        if self.reason is None:
+            self.reason = reason
+        self._event.set()
+
+    def should_stop(self) -> bool:
+        now = self._monotonic()
+        if self._busy:
+            self._last_activity, self._busy = now, False
+        if self.reason is not None:
+            return True
+        if self.max_seconds is not None and now - self.started >= self.max_seconds:
+            self.request(f"--max-seconds {self.max_seconds:g} reached")
+        elif self.until_idle is not None and now - self._last_activity >= self.until_idle:
+            self.request(f"no new record for {self.until_idle:g} s (--until-idle)")
+        return self.reason is not None
+
+    def sleep(self, seconds: float) -> None:
+        """A back-off sleep that ends early (raising StopRequestedError) when the run must end."""
+        wait = seconds
+        if self.max_seconds is not None:
+            wait = min(wait, max(0.0, self.max_seconds - self.elapsed()))
+        self._event.wait(wait)
+        self._busy = True  # retrying is activity, not idleness
+        if self.reason is not None or (
+            self.max_seconds is not None and self.elapsed() >= self.max_seconds
+        ):
+            self.should_stop()
+            raise StopRequestedError(self.reason or "stopped")
+
+    @contextmanager
+    def signals(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        previous: dict[signal.Signals, Any] = {}
+
+        def handle(signum: int, _frame: FrameType | None) -> None:
+            self.request(f"{signal.Signals(signum).name} received")
+            for sig, old in previous.items():  # a second signal interrupts hard
+                signal.signal(sig, old)
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.getsignal(sig)
+            signal.signal(sig, handle)
+        try:
+            yield
+        finally:
+            for sig, old in previous.items():
+                signal.signal(sig, old)
+
+
+def add_stop_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--max-seconds",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="stop after this many seconds (default: run until SIGINT/SIGTERM)",
+    )
+    p.add_argument(
+        "--until-idle",
+        type=positive_seconds,
+        metavar="SECONDS",
+        help="stop once no new record has arrived for this many seconds",
+    )
+    add_common(p)
+
+
+def add_common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
+
+
+def positive_seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0 seconds: {text!r}")
+    return value
+
+
+# ---- shared plumbing -------------------------------------------------------------------
+
+
+def settings_of(args: argparse.Namespace) -> Settings:
+    path: Path | None = getattr(args, "config", None)
+    return load_settings(path)
+
+
+def connect(settings: Settings) -> tuple[Settings, list[str]]:
+    """The brokers to use and the settings to reach them with, the login checked once.
+
+    With no broker configured, a running local broker is used; when it is a secured one
+    (``local_broker.security``) and ``kafka.security`` is left at PLAINTEXT, the returned
+    settings log in to it as it expects, as ``sentinel run`` does. Raises
+    :class:`streams.kafka.security.KafkaLoginError` if the broker refuses the login.
+    """
+    servers = settings.kafka.bootstrap_servers
+    if not servers:
+        local = settings.local_broker
+        if not port_accepts(local.host, local.port):
+            raise ConfigError(
+                "no broker configured and no local broker running: set kafka.broker in the "
+                "config file or SENTINEL_BROKER=kafka://host:port, or start one with "
+                "'sentinel kafka up'"
+            )
+        say(f"no broker configured: using the local broker on {local.host}:{local.port}")
+        servers = [f"{local.host}:{local.port}"]
+        broker = LocalBroker(local)
+        if broker.secured and settings.kafka.security.security_protocol == "PLAINTEXT":
+            kafka = settings.kafka.model_copy(update={"security": broker.client_security()})
+            settings = settings.model_copy(update={"kafka": kafka})
+    check_login(servers, settings.kafka.security)
+    return settings, servers
+
+
+def client_security(settings: Settings) -> dict[str, Any]:
+    """kafka-python security arguments for every client these commands build (holds the
+    password: pass on, never print)."""
+    return kafka_python_kwargs(settings.kafka.security)
+
+
+def setup_logging(level: str) -> None:
+    """Text logs on stderr, redacted as the worker's are (``RedactingFilter``): the Kafka
+    clients' debug lines hold protocol dumps, e.g. a SASL/PLAIN password. Like
+    ``logging.basicConfig``, it leaves a root logger that already has handlers alone."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(UtcTextFormatter())
+    handler.addFilter(RedactingFilter())
+    logging.basicConfig(level=level.upper(), handlers=[handler])
+    logging.getLogger("alerting").setLevel(level.upper())
+    logging.getLogger("kafka").setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+
+
+def kafka_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
+    def wrapped(args: argparse.Namespace) -> int:
+        from kafka.errors import KafkaError
+
+        try:
+            return handler(args)
+        except KafkaError as exc:
+            say(f"Kafka: {type(exc).__name__}: {exc}")
+            return 1
+        except TimeoutError as exc:
+            say(f"Kafka: {exc}")
+            return 1
+
+    wrapped.__doc__ = handler.__doc__
+    return wrapped
+
+
+def ensure_service_topics(settings: Settings, bootstrap: list[str]) -> None:
+    from streams.kafka.topics import ensure_topics
+
+    created = ensure_topics(settings, bootstrap)
+    if created:
+        say(f"created topics {', '.join(created)}")
+
+
+def counts(stats: LoopStats, names: tuple[str, ...]) -> str:
+    parts = [f"{n.replace('_', ' ')} {stats.outcomes.get(n, 0)}" for n in names]
+    extra = sorted(set(stats.outcomes) - set(names))
+    parts += [f"{n.replace('_', ' ')} {stats.outcomes[n]}" for n in extra]
+    return ", ".join(parts)
+
+
+def parse_time(text: str, now: datetime) -> datetime:
+    """``now``, ``now-<duration>`` or ISO 8601 with an offset; always aware UTC."""
+    value = text.strip()
+    if value == "now":
+        return now
+    if value.startswith("now-"):
+        return now - parse_duration(value[4:])
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise ValueError(
+            f"not a time: {text!r} (use ISO 8601 with an offset, e.g. 2025-01-06T02:00:00Z, "
+            "or now, now-6h)"
+        ) from None
+    if parsed.tzinfo is None or parsed.utcoffset() is None:
+        raise ValueError(f"time {text!r} has no UTC offset: add 'Z' or '+00:00'")
+    return parsed.astimezone(UTC)

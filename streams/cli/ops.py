@@ -1,0 +1,427 @@
+"""``sentinel notify|contain|status|silence``: the alerting consumers on the real broker.
+
+notify --sink webhook|pagerduty|alertmanager|slack
+    Deliver every incident event on the alerts topic to one sink
+    (:func:`streams.runtime.consumers.run_notify_consumer`); permanent failures go to the
+    dead-letter topic. Sink settings come from the notify file (``--config-file``, default
+    ``$SENTINEL_NOTIFY_CONFIG`` or ``config/notify.toml``) and ``--url``; secrets from the
+    environment (``SENTINEL_NOTIFY_WEBHOOK_SECRET``, ``SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY``,
+    ``SENTINEL_NOTIFY_SLACK_WEBHOOK_URL``; they win over the file) and are never printed.
+contain [--dry-run]
+    Apply playbook containment for every alert and publish the per-model state to the
+    compacted control topic. A dry run publishes nothing and commits no offsets.
+status
+    Containment per model (control topic), open incidents (alerts topic) and silences.
+silence add|list|expire
+    Runtime silences on the compacted topic ``<topics.control>.silences``
+    (:func:`alerting.silences.silences_topic`), keyed by silence id.
+
+``notify`` and ``contain`` run until SIGINT/SIGTERM, ``--max-seconds`` or ``--until-idle``,
+then print a summary. Bad input exits 2; a broker error exits 1.
+
+Every Kafka client these commands build logs in with the ``kafka.security`` settings
+(:func:`streams.kafka.security.kafka_python_kwargs`), as the worker's do; a refused login
+(wrong password, untrusted certificate) exits 1 at once, saying why
+(:func:`streams.kafka.security.check_login`), instead of after the clients' retries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import os
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from alerting.clock import SystemClock, parse_duration
+from alerting.containment import ContainmentState, ModelContainment
+from alerting.delivery import (
+    Sink,
+    UrllibTransport,
+    make_sink,
+)
+from alerting.model import IncidentEvent, iso_utc
+from alerting.playbooks import load_playbooks
+from alerting.policy import ConfigError
+from alerting.silences import SilenceRecord, fold_silence_records, new_silence, silences_topic
+from alerting.status import fold_open_incidents, render_incidents
+from streams.cli.common import (
+    Stopper,
+    StopRequestedError,
+    add_common,
+    add_stop_options,
+    client_security,
+    connect,
+    counts,
+    ensure_service_topics,
+    kafka_errors,
+    say,
+    settings_of,
+    setup_logging,
+)
+from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_config
+from streams.kafka.clients import SEND_TIMEOUT_S
+from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
+from streams.runtime.consumers import LoopStats, run_containment_consumer, run_notify_consumer
+from streams.settings import Settings
+
+# ---- notify ----------------------------------------------------------------------------
+
+
+def cmd_notify(args: argparse.Namespace) -> int:
+    """``sentinel notify --sink NAME``."""
+    setup_logging(args.log_level)
+    settings = settings_of(args)
+    environ = dict(os.environ)
+    cfg, source = load_notify_file(args.config_file, environ)
+    sink: Sink = make_sink(
+        sink_config(args.sink, cfg, url=args.url, environ=environ, source=source)
+    )
+    settings, bootstrap = connect(settings)
+    group = args.group_id or f"{settings.worker.app_id}-notify-{args.sink}"
+    say(
+        f"notify {args.sink}: {settings.topics.alerts} -> {args.sink} sink "
+        f"(group {group}; dead letters to {settings.topics.dead_letter})"
+    )
+    ensure_service_topics(settings, bootstrap)
+    stopper = Stopper(max_seconds=args.max_seconds, until_idle=args.until_idle)
+    stats = LoopStats()
+    with stopper.signals():
+        try:
+            run_notify_consumer(
+                ",".join(bootstrap),
+                settings.topics.alerts,
+                sink,
+                dead_letter_topic=settings.topics.dead_letter,
+                should_stop=stopper.should_stop,
+                group_id=group,
+                transport=UrllibTransport(cfg.http.timeout_s, use_env_proxy=cfg.http.use_env_proxy),
+                retry=cfg.retry,
+                clock=SystemClock(),
+                sleep=stopper.sleep,
+                stats=stats,
+                on_poll=stopper.on_poll,
+                security=client_security(settings),
+            )
+        except StopRequestedError:
+            say(
+                "stopped during a retry back-off: that event was not committed and is "
+                "delivered again on the next run"
+            )
+    print(
+        f"notify {args.sink}: {stats.processed} record(s) in {stopper.elapsed():.1f} s; "
+        f"stopped: {stopper.reason or 'loop ended'}"
+    )
+    print(
+        "  "
+        + counts(
+            stats, ("delivered", "duplicate", "dead_lettered", "skipped_replay", "undecodable")
+        )
+    )
+    return 0
+
+
+# ---- contain ---------------------------------------------------------------------------
+
+
+def cmd_contain(args: argparse.Namespace) -> int:
+    """``sentinel contain [--dry-run]``."""
+    setup_logging(args.log_level)
+    settings = settings_of(args)
+    playbooks = load_playbooks(settings.detection.playbooks_dir)
+    settings, bootstrap = connect(settings)
+    if not args.dry_run:
+        ensure_service_topics(settings, bootstrap)
+    group = args.group_id or f"{settings.worker.app_id}-containment"
+    stopper = Stopper(max_seconds=args.max_seconds, until_idle=args.until_idle)
+    stats = LoopStats()
+    mode = "DRY RUN (publishes nothing, commits nothing)" if args.dry_run else f"group {group}"
+    say(
+        f"contain: {settings.topics.alerts} -> {settings.topics.control} with "
+        f"{len(playbooks)} playbooks; {mode}"
+    )
+    with stopper.signals():
+        state = run_containment_consumer(
+            ",".join(bootstrap),
+            settings.topics.alerts,
+            settings.topics.control,
+            playbooks,
+            dry_run=args.dry_run,
+            should_stop=stopper.should_stop,
+            dead_letter_topic=None if args.dry_run else settings.topics.dead_letter,
+            group_id=group,
+            clock=SystemClock(),
+            stats=stats,
+            on_poll=stopper.on_poll,
+            security=client_security(settings),
+        )
+    print(
+        f"contain{' --dry-run' if args.dry_run else ''}: {stats.processed} record(s) in "
+        f"{stopper.elapsed():.1f} s; stopped: {stopper.reason or 'loop ended'}"
+    )
+    print("  " + counts(stats, ("published", "would_publish", "no_action", "undecodable")))
+    print(state.render())
+    return 0
+
+
+# ---- status ----------------------------------------------------------------------------
+
+
+def _decode_events(records: list[TopicRecord]) -> tuple[list[IncidentEvent], int]:
+    events: list[IncidentEvent] = []
+    bad = 0
+    for r in records:
+        try:
+            if r.value is None:
+                raise ValueError("empty value")
+            events.append(IncidentEvent.model_validate_json(r.value))
+        except (ValidationError, ValueError):
+            bad += 1
+    return events, bad
+
+
+def containment_state(records: list[TopicRecord]) -> tuple[ContainmentState, int]:
+    state = ContainmentState()
+    bad = 0
+    for r in records:
+        if r.value is None:
+            continue
+        try:
+            state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
+        except ValidationError:
+            bad += 1
+    return state, bad
+
+
+def _read_silences(bootstrap: list[str], settings: Settings) -> dict[str, SilenceRecord]:
+    records = read_topic_to_end(
+        bootstrap, silences_topic(settings.topics.control), security=client_security(settings)
+    )
+    return fold_silence_records((r.key, r.value) for r in records)
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """``sentinel status``."""
+    setup_logging(args.log_level)
+    settings, bootstrap = connect(settings_of(args))
+    now = datetime.now(UTC)
+    security = client_security(settings)
+    control = read_topic_to_end(bootstrap, settings.topics.control, security=security)
+    state, bad_control = containment_state(control)
+    print(f"Containment ({settings.topics.control}, {len(control)} record(s)):")
+    print(_indent(state.render()))
+    if bad_control:
+        print(f"  ({bad_control} invalid control record(s) skipped)")
+    alerts = read_topic_to_end(bootstrap, settings.topics.alerts, security=security)
+    events, bad_alerts = _decode_events(alerts)
+    open_ = fold_open_incidents(events)
+    print(f"\nOpen incidents ({settings.topics.alerts}, {len(alerts)} record(s)): {len(open_)}")
+    print(_indent(render_incidents(open_)))
+    if bad_alerts:
+        print(f"  ({bad_alerts} undecodable alert record(s) skipped)")
+    silences = [r for r in _read_silences(bootstrap, settings).values() if r.is_active(now)]
+    print(f"\nSilences ({silences_topic(settings.topics.control)}): {len(silences)} in force")
+    print(_indent(render_silences(silences, now)))
+    return 0
+
+
+def _indent(text: str) -> str:
+    return "\n".join("  " + line for line in text.splitlines())
+
+
+# ---- silence ---------------------------------------------------------------------------
+
+
+def _segment(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key.strip() or not value.strip():
+        raise argparse.ArgumentTypeError(f"--segment wants key=value, got {text!r}")
+    return key.strip(), value.strip()
+
+
+def duration_arg(text: str) -> Any:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def aware_arg(text: str) -> datetime:
+    try:
+        value = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from None
+    if value.tzinfo is None:
+        raise argparse.ArgumentTypeError(f"give a timezone (e.g. ...Z): {text!r}")
+    return value.astimezone(UTC)
+
+
+def render_silences(records: list[SilenceRecord], now: datetime) -> str:
+    if not records:
+        return "no silences"
+    rows = [("ID", "STATE", "MATCHES", "STARTS", "ENDS", "BY", "COMMENT")]
+    for r in sorted(records, key=lambda r: (r.silence.starts_at, r.id)):
+        s = r.silence
+        scope = [f"model={s.model}"]
+        if s.version is not None:
+            scope.append(f"version={s.version}")
+        scope += [f"{k}={v}" for k, v in sorted(s.segment.items())]
+        if s.incident_type is not None:
+            scope.append(f"type={s.incident_type}")
+        rows.append(
+            (
+                r.id,
+                r.state(now),
+                " ".join(scope),
+                iso_utc(s.starts_at),
+                iso_utc(r.ends_at()),
+                s.created_by,
+                s.comment,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return "\n".join(
+        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
+        for row in rows
+    )
+
+
+def _publish(
+    settings: Settings, bootstrap: list[str], topic: str, key: bytes, value: bytes
+) -> None:
+    from kafka import KafkaProducer
+
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **client_security(settings))
+    try:
+        producer.send(topic, key=key, value=value).get(timeout=SEND_TIMEOUT_S)
+    finally:
+        producer.close(timeout=SEND_TIMEOUT_S)
+
+
+def _created_by() -> str:
+    try:
+        return getpass.getuser()
+    except (OSError, KeyError):
+        return "unknown"
+
+
+def cmd_silence(args: argparse.Namespace) -> int:
+    """``sentinel silence add|list|expire``."""
+    setup_logging(args.log_level)
+    settings, bootstrap = connect(settings_of(args))
+    topic = silences_topic(settings.topics.control)
+    now = datetime.now(UTC)
+    if args.silence_action == "add":
+        if not args.comment.strip():
+            raise ConfigError("--comment must say why (it is shown to whoever gets paged next)")
+        segment = dict(args.segment or [])
+        if len(segment) != len(args.segment or []):
+            raise ConfigError("--segment: a label is given twice")
+        rec = new_silence(
+            model=args.model,
+            version=args.version,
+            segment=segment,
+            incident_type=args.type,
+            duration=args.duration,
+            now=now,
+            starts_at=args.starts_at,
+            comment=args.comment.strip(),
+            created_by=args.created_by or _created_by(),
+        )
+        if ensure_compacted_topic(
+            bootstrap,
+            topic,
+            replication_factor=settings.kafka.replication_factor,
+            security=client_security(settings),
+        ):
+            say(f"created compacted topic {topic}")
+        _publish(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
+        print(rec.id)
+        print(render_silences([rec], now))
+        return 0
+    records = _read_silences(bootstrap, settings)
+    if args.silence_action == "list":
+        shown = [r for r in records.values() if args.all or r.is_active(now)]
+        print(render_silences(shown, now))
+        return 0
+    current = records.get(args.id)
+    if current is None:
+        raise ConfigError(f"no silence with id {args.id!r} on {topic}")
+    if not current.is_active(now):
+        print(f"{args.id} already {current.state(now)} at {iso_utc(current.ends_at())}")
+        return 0
+    expired = current.expire(now)
+    _publish(settings, bootstrap, topic, expired.key(), expired.to_json_bytes())
+    print(f"{args.id} expired at {iso_utc(now)}")
+    return 0
+
+
+# ---- registration ----------------------------------------------------------------------
+
+
+def register(sub: Any) -> None:
+    """Add this module's subcommands to the ``sentinel`` subparsers ``sub``.
+
+    Each subcommand sets ``handler`` (a function taking the parsed
+    :class:`argparse.Namespace` and returning an exit code) with ``set_defaults``.
+    """
+    notify = sub.add_parser(
+        "notify",
+        help="deliver incidents from the alerts topic to a sink",
+        description="Deliver every incident event on the alerts topic to one sink. Secrets "
+        "come from " + ", ".join(SECRET_ENV.values()) + " or the notify file.",
+    )
+    notify.add_argument("--sink", required=True, choices=SINKS)
+    notify.add_argument("--url", help="sink URL (overrides the notify file; not for slack)")
+    notify.add_argument(
+        "--config-file",
+        type=Path,
+        default=None,
+        help="notify TOML (default: $SENTINEL_NOTIFY_CONFIG or config/notify.toml)",
+    )
+    notify.add_argument("--group-id", help="consumer group (default: <app_id>-notify-<sink>)")
+    add_stop_options(notify)
+    notify.set_defaults(handler=kafka_errors(cmd_notify))
+
+    contain = sub.add_parser(
+        "contain", help="publish playbook containment for alerts to the control topic"
+    )
+    contain.add_argument(
+        "--dry-run", action="store_true", help="log what would be published; publish nothing"
+    )
+    contain.add_argument("--group-id", help="consumer group (default: <app_id>-containment)")
+    add_stop_options(contain)
+    contain.set_defaults(handler=kafka_errors(cmd_contain))
+
+    status = sub.add_parser(
+        "status", help="containment per model, open incidents and silences in force"
+    )
+    add_common(status)
+    status.set_defaults(handler=kafka_errors(cmd_status))
+
+    silence = sub.add_parser("silence", help="add, list or expire runtime silences")
+    ssub = silence.add_subparsers(dest="silence_action", required=True, metavar="ACTION")
+    add = ssub.add_parser("add", help="mute matching incidents for a while")
+    add.add_argument("--model", required=True)
+    add.add_argument("--version")
+    add.add_argument(
+        "--segment", type=_segment, action="append", metavar="KEY=VALUE", help="repeatable"
+    )
+    add.add_argument("--type", help="incident type (prefix on kind: toxicity_rate matches all)")
+    add.add_argument("--duration", required=True, type=duration_arg, help="e.g. 90m, 2h, 1d")
+    add.add_argument("--starts-at", type=aware_arg, help="ISO 8601 with timezone (default: now)")
+    add.add_argument("--comment", required=True)
+    add.add_argument("--created-by", help="default: the current user")
+    lst = ssub.add_parser("list", help="silences in force (and pending)")
+    lst.add_argument("--all", action="store_true", help="also ended and expired ones")
+    exp = ssub.add_parser("expire", help="end a silence now")
+    exp.add_argument("id")
+    for p in (add, lst, exp):
+        add_common(p)
+        p.set_defaults(handler=kafka_errors(cmd_silence))
+
+
+__all__ = ["register"]

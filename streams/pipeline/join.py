@@ -1,0 +1,128 @@
+"""Stage 1 of the pipeline: the join, partitioned by request id.
+
+Feedback and evaluations often lack the model version, so they are joined to the output
+they rate. Join state is bounded: an entry lives ``join_ttl_minutes`` of event time, and at
+most ``join_max_entries`` per partition are kept (oldest evicted first). Feedback that
+arrives before its output waits in the same bounded state.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import MutableMapping
+from dataclasses import dataclass
+from typing import Any
+
+from streams.contract.decode import Coordinates
+from streams.contract.events import AnyEvent, Evaluation, Feedback, InferenceInput, InferenceOutput
+from streams.pipeline.observation import Observation, event_time
+from streams.settings import DetectionSettings
+
+Store = MutableMapping[str, Any]
+"""A state store: a faust table in the worker, a dict in replay and tests."""
+
+
+@dataclass
+class JoinStats:
+    """Counters of the join stage (exported as metrics)."""
+
+    joined: int = 0
+    parked: int = 0
+    expired_unjoined: int = 0
+    evicted: int = 0
+
+
+class Joiner:
+    """Resolve model and version for feedback and evaluations by request id.
+
+    ``store`` maps ``o:<request_id>`` to the output's labels and ``p:<request_id>`` to
+    events waiting for their output. Eviction happens per partition, in the order entries
+    were written, from a FIFO that is rebuilt from the store after a restart, so that
+    every entry is deleted while processing an event of the partition that owns it.
+    """
+
+    def __init__(self, settings: DetectionSettings, store: Store) -> None:
+        self.ttl_s = settings.join_ttl_minutes * 60.0
+        self.max_entries = settings.join_max_entries
+        self.store = store
+        self.stats = JoinStats()
+        self._fifo: dict[int, deque[tuple[float, str]]] | None = None
+
+    def _fifos(self) -> dict[int, deque[tuple[float, str]]]:
+        if self._fifo is None:
+            entries = sorted(
+                (value["t"], value["part"], key) for key, value in list(self.store.items())
+            )
+            self._fifo = {}
+            for t, part, key in entries:
+                self._fifo.setdefault(part, deque()).append((t, key))
+        return self._fifo
+
+    def _remember(self, key: str, value: dict[str, Any], partition: int) -> None:
+        value = {**value, "part": partition}
+        self.store[key] = value
+        self._fifos().setdefault(partition, deque()).append((value["t"], key))
+
+    def _evict(self, partition: int, now: float) -> None:
+        fifo = self._fifos().get(partition)
+        while fifo and (now - fifo[0][0] > self.ttl_s or len(fifo) > self.max_entries):
+            t, key = fifo.popleft()
+            value = self.store.get(key)
+            if value is None or value["t"] != t:
+                continue  # overwritten later; a newer FIFO entry owns it
+            if key.startswith("p:"):
+                self.stats.expired_unjoined += len(value["events"])
+            else:
+                self.stats.evicted += 1
+            del self.store[key]
+
+    def process(
+        self, event: AnyEvent, coords: Coordinates, partition: int | None = None
+    ) -> list[Observation]:
+        """Observations ready for detection now (possibly parked events released).
+
+        ``partition`` is the partition that owns this request id's join state (the
+        worker's by-request partition); it defaults to the event's own partition.
+        """
+        part = coords.partition if partition is None else partition
+        out: list[Observation] = []
+        if isinstance(event, InferenceInput):
+            out.append(Observation(event, event.model, event.model_version, event.segment, coords))
+        elif isinstance(event, InferenceOutput):
+            labels = {"m": event.model, "v": event.model_version, "s": event.segment}
+            self._remember("o:" + event.request_id, {**labels, "t": event_time(event)}, part)
+            out.append(Observation(event, event.model, event.model_version, event.segment, coords))
+            parked = self.store.get("p:" + event.request_id)
+            if parked is not None:
+                del self.store["p:" + event.request_id]
+                for item in parked["events"]:
+                    obs = Observation.from_json(item)
+                    out.append(self._with_labels(obs.event, obs.coords, labels))
+                    self.stats.joined += 1
+        else:
+            out.extend(self._join(event, coords, part))
+        self._evict(part, event_time(event))
+        return out
+
+    def _with_labels(
+        self, event: AnyEvent, coords: Coordinates, labels: dict[str, Any]
+    ) -> Observation:
+        segment = {**labels["s"], **event.segment}
+        return Observation(event, labels["m"], labels["v"], segment, coords)
+
+    def _join(
+        self, event: Feedback | Evaluation, coords: Coordinates, part: int
+    ) -> list[Observation]:
+        if event.model is not None and event.model_version is not None:
+            return [Observation(event, event.model, event.model_version, event.segment, coords)]
+        labels = self.store.get("o:" + event.request_id)
+        if labels is not None:
+            self.stats.joined += 1
+            return [self._with_labels(event, coords, labels)]
+        key = "p:" + event.request_id
+        waiting = self.store.get(key)
+        placeholder = Observation(event, "", "", {}, coords).to_json()
+        events = [*(waiting["events"] if waiting else []), placeholder][-8:]
+        self._remember(key, {"t": event_time(event), "events": events}, part)
+        self.stats.parked += 1
+        return []

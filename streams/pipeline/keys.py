@@ -1,0 +1,54 @@
+"""Detector keys: which levels an observation feeds, their ids, and the false-alarm budget.
+
+A failure often lives in one tenant or locale and is invisible model-wide, while cutting by
+every label combination leaves each key too few events. So every observation feeds keys at
+several levels: the model, model x version, and model x each single segment label. This
+module is the one definition of those levels, used by the worker, replay, investigation
+and metrics alike.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal, TypeAlias
+
+from alerting.model import Labels
+from streams.pipeline.observation import Observation
+from streams.settings import DetectionSettings
+
+Level: TypeAlias = Literal["model", "version", "segment"]
+LEVELS: Final[tuple[Level, ...]] = ("model", "version", "segment")
+"""Key levels, most general first."""
+
+
+def key_levels(obs: Observation, settings: DetectionSettings) -> list[tuple[Level, Labels, str]]:
+    """The detector keys an observation feeds, most general first: (level, labels, key id)."""
+    levels: list[tuple[Level, Labels]] = [
+        ("model", Labels(model=obs.model)),
+        ("version", Labels(model=obs.model, version=obs.version)),
+    ]
+    for label in settings.segment_labels:
+        value = obs.segment.get(label)
+        if value is not None:
+            levels.append(("segment", Labels(model=obs.model, segment={label: value})))
+    return [(level, labels, key_id(labels)) for level, labels in levels]
+
+
+def key_id(labels: Labels) -> str:
+    """A stable string for a detector key (also the detector table's key)."""
+    seg = ",".join(f"{k}={v}" for k, v in sorted(labels.segment.items()))
+    return f"{labels.model}|{labels.version or '*'}|{seg}"
+
+
+def level_of(labels: Labels) -> Level:
+    """The level of a key from its labels."""
+    if labels.segment:
+        return "segment"
+    return "version" if labels.version is not None else "model"
+
+
+def level_of_key(kid: str) -> Level:
+    """The level of a key from its :func:`key_id` (metrics read keys from the store)."""
+    _, version, segment = kid.split("|", 2)
+    if segment:
+        return "segment"
+    return "model" if version == "*" else "version"

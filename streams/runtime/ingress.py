@@ -1,0 +1,202 @@
+"""The worker's ingress agent: consume the raw event topics in batches, decode each record
+once (:func:`streams.contract.decode.decode`), send dead letters to
+``settings.topics.dead_letter`` (keyed by source topic) and hand each batch of valid events
+to the next stage. A bad record, or a next stage that raises on one event, never stops the
+stream.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, Final, TypeAlias
+
+from alerting.clock import SYSTEM_CLOCK, Clock
+from streams.contract.decode import (
+    DEFAULT_LIMITS,
+    Coordinates,
+    DeadLetter,
+    IngressLimits,
+    dead_letter,
+    decode,
+)
+from streams.contract.events import AnyEvent
+from streams.settings import Settings, topic_kinds
+
+if TYPE_CHECKING:
+    import faust
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngressStats:
+    """Counters, readable by the web view / metrics exporter and by tests."""
+
+    accepted: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(source topic, event_type) -> events handed to the next stage."""
+    dead: Counter[tuple[str, str]] = field(default_factory=Counter)
+    """(source topic, reason) -> records dead-lettered."""
+
+    def record(self, coords: Coordinates, result: AnyEvent | DeadLetter) -> None:
+        if isinstance(result, DeadLetter):
+            self.dead[(coords.topic, result.reason)] += 1
+        else:
+            self.accepted[(coords.topic, result.event_type)] += 1
+
+    def total_dead(self) -> int:
+        return sum(self.dead.values())
+
+    def total_accepted(self) -> int:
+        return sum(self.accepted.values())
+
+
+TAKE_MAX: Final = 2000
+"""Records per batch an agent takes from its stream (faust ``take_events``)."""
+TAKE_WITHIN_S: Final = 0.25
+"""How long an agent waits to fill a batch before it processes what it has (seconds)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Accepted:
+    """A valid event, where it came from, and the faust record that carried it (table
+    writes made while handling it go to that record's partition)."""
+
+    event: AnyEvent
+    coords: Coordinates
+    key: bytes | None
+    record: Any
+
+
+Handle: TypeAlias = Callable[[Sequence[Accepted]], Awaitable[None]]
+"""The next stage: called with each batch of valid events, in partition order."""
+
+
+@dataclass
+class Ingress:
+    """What :func:`register_ingress` registered: the agent, its source topic and counters."""
+
+    agent: Any
+    source: Any
+    dead_letter_topic: Any
+    stats: IngressStats
+
+
+def register_ingress(
+    app: faust.App,
+    settings: Settings,
+    handle: Handle,
+    *,
+    limits: IngressLimits = DEFAULT_LIMITS,
+    clock: Clock = SYSTEM_CLOCK,
+    stats: IngressStats | None = None,
+    agent_name: str = "sentinel.ingress",
+) -> Ingress:
+    """Register the ingress agent on ``app`` (built by :func:`streams.runtime.app.create_app`).
+
+    It consumes the inputs, outputs, feedback and evaluations topics as raw bytes in batches
+    (``take_events``: one faust event per record is the framework's main cost, so all work
+    after it is batched), decodes each record once, awaits ``handle(accepted)`` with each
+    batch's valid events, and sends dead letters (JSON :class:`DeadLetter`, key = source
+    topic) to the dead-letter topic. If ``handle`` raises, the batch is handed over again
+    one event at a time; an event it still raises on is dead-lettered with reason
+    ``handler_error``, and the stream goes on. Processing is at-least-once: after a crash,
+    records since the last commit are decoded (and handled) again.
+    """
+    kinds = topic_kinds(settings)
+    partitions = settings.kafka.topic_partitions
+    source = app.topic(
+        *kinds,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+    dlq = app.topic(
+        settings.topics.dead_letter,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+    counters = stats if stats is not None else IngressStats()
+
+    async def _send_dead(letter: DeadLetter) -> None:
+        await dlq.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
+
+    def _accept(record: Any) -> Accepted | DeadLetter:
+        msg = record.message
+        coords = Coordinates(msg.topic, msg.partition, msg.offset)
+        raw = record.value
+        key = record.key if isinstance(record.key, bytes) else None
+        result = decode(
+            raw if isinstance(raw, bytes) or raw is None else bytes(raw),
+            coords,
+            now=clock.now(),
+            limits=limits,
+            default_type=kinds.get(msg.topic),
+            key=key,
+        )
+        counters.record(coords, result)
+        if isinstance(result, DeadLetter):
+            log.warning(
+                "dead-lettered %s[%d]@%d: %s: %s",
+                *_c(coords),
+                result.reason,
+                result.error,
+            )
+            return result
+        return Accepted(result, coords, key, record)
+
+    async def _handle_each(items: Sequence[Accepted]) -> None:
+        """The batch failed: hand the events over one by one, so only the event the next
+        stage cannot take is dead-lettered (the others may be handled twice: at least
+        once)."""
+        for item in items:
+            try:
+                await handle([item])
+            except Exception as exc:
+                log.exception("next stage failed on %s[%d]@%d", *_c(item.coords))
+                raw = item.record.value
+                letter = dead_letter(
+                    "handler_error",
+                    f"{type(exc).__name__}: {exc}",
+                    raw if isinstance(raw, bytes) or raw is None else bytes(raw),
+                    item.key,
+                    item.coords,
+                    clock.now(),
+                    limits,
+                )
+                counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
+                counters.dead[(item.coords.topic, "handler_error")] += 1
+                await _send_dead(letter)
+
+    async def ingress(stream: Any) -> None:
+        async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            accepted: list[Accepted] = []
+            for record in batch:
+                result = _accept(record)
+                if isinstance(result, DeadLetter):
+                    await _send_dead(result)
+                else:
+                    accepted.append(result)
+            if not accepted:
+                continue
+            try:
+                await handle(accepted)
+            except Exception:
+                log.exception(
+                    "next stage failed on a batch of %d; retrying one by one", len(accepted)
+                )
+                await _handle_each(accepted)
+
+    agent = app.agent(source, name=agent_name, concurrency=1)(ingress)
+    return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
+
+
+def _c(coords: Coordinates) -> tuple[str, int, int]:
+    return coords.topic, coords.partition, coords.offset
