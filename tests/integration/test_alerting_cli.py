@@ -22,7 +22,7 @@ import pytest
 from kafka import KafkaProducer
 
 from alerting.containment import ModelContainment
-from alerting.delivery import DeadLetter
+from alerting.delivery import FailedDelivery
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from alerting.silences import fold_silences, silences_topic
@@ -178,7 +178,7 @@ def test_notify_dead_letters_permanent_failures(
     assert "delivered 0, duplicate 0, dead lettered 2" in out
     assert rec.requests == 2  # 422 is permanent: no retries
     dead = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.dead_letter)
-    letters = [DeadLetter.model_validate_json(r.value or b"") for r in dead]
+    letters = [FailedDelivery.model_validate_json(r.value or b"") for r in dead]
     assert sorted(d.event.event_id for d in letters) == sorted(e.event_id for e in events)
     assert all(d.reason == "HTTP 422 (permanent)" and d.sink == "webhook" for d in letters)
     assert {r.key for r in dead} == {e.key() for e in events}

@@ -17,9 +17,9 @@ from pydantic import SecretStr
 
 from alerting.clock import SystemClock
 from alerting.delivery import (
-    DeadLetter,
     DeliveryOutcome,
     DeliveryRunner,
+    FailedDelivery,
     RetryPolicy,
     UrllibTransport,
     WebhookSink,
@@ -66,7 +66,7 @@ def test_webhook_sink_survives_outage_without_loss_or_duplicates(
         "resolve",
         "resolve",
     ]
-    dead: list[DeadLetter] = []
+    dead: list[FailedDelivery] = []
     sleeps: list[float] = []
 
     def sleep(s: float) -> None:
@@ -98,7 +98,7 @@ def test_webhook_sink_dead_letters_when_server_never_recovers() -> None:
     srv = ThreadingHTTPServer(("127.0.0.1", 0), BaseHTTPRequestHandler)
     host, port = srv.server_address[:2]
     srv.server_close()  # nothing listens on this loopback port any more
-    dead: list[DeadLetter] = []
+    dead: list[FailedDelivery] = []
     runner = DeliveryRunner(
         WebhookSink(f"http://{host!s}:{port}/", SecretStr("k")),
         UrllibTransport(timeout_s=2, use_env_proxy=False),

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.devtools import broker as broker_mod
 from streams.cli.main import main
+from streams.devtools import broker as broker_mod
 from streams.devtools.broker import BrokerError, LocalBroker, free_port, java_major_version
 from streams.settings import LocalBrokerSettings
 
