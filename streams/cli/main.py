@@ -19,7 +19,8 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from streams.cli.common import say, settings_of
-from streams.devtools.broker import BrokerError, LocalBroker, fetch_kafka
+from streams.devtools.broker import LocalBroker, fetch_kafka
+from streams.devtools.errors import BrokerError
 from streams.kafka.security import KafkaLoginError
 from streams.settings import ConfigError, LocalBrokerSettings, Settings
 

@@ -40,7 +40,8 @@ from alerting.model import IncidentAction, IncidentEvent
 from alerting.redact import RedactingFilter
 from detectors.base import SignalKind
 from streams.contract.events import InferenceOutput
-from streams.devtools.broker import LocalBroker, free_port, make_certificates
+from streams.devtools.broker import LocalBroker, free_port
+from streams.devtools.certs import make_certificates
 from streams.kafka.security import (
     KafkaLoginError,
     KafkaSecurity,

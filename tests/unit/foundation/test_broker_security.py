@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from streams.devtools.broker import SCRAM_ITERATIONS, make_certificates, scram_credential
+from streams.devtools.certs import SCRAM_ITERATIONS, make_certificates, scram_credential
 from streams.kafka.security import KafkaSecurity
 from streams.settings import ConfigError, load_settings
 

@@ -8,7 +8,8 @@ import pytest
 
 from streams.cli.main import main
 from streams.devtools import broker as broker_mod
-from streams.devtools.broker import BrokerError, LocalBroker, free_port, java_major_version
+from streams.devtools.broker import LocalBroker, free_port, java_major_version
+from streams.devtools.errors import BrokerError
 from streams.settings import LocalBrokerSettings
 
 
