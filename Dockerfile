@@ -7,7 +7,7 @@ COPY streams ./streams
 COPY detectors ./detectors
 COPY alerting ./alerting
 COPY config ./config
-RUN pip install --no-cache-dir -c constraints.txt .
+RUN pip install --no-cache-dir -c constraints.txt '.[service]'
 ENV SENTINEL_WORKER__DATA_DIR=/data/worker \
     SENTINEL_WORKER__WEB_HOST=0.0.0.0
 VOLUME ["/data"]

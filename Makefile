@@ -12,7 +12,7 @@ export OPENBLAS_NUM_THREADS ?= 1
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -c constraints.txt -e '.[dev]'
+	$(BIN)/python -m pip install -q -c constraints.txt -e '.[service,dev]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -30,13 +30,13 @@ from kafka import KafkaProducer
 from streams.contract.events import (
     AnyEvent,
     Evaluation,
+    EventTopics,
     EventType,
     Feedback,
     InferenceInput,
     InferenceOutput,
     dump_event,
 )
-from streams.settings import TopicSettings
 
 _E = TypeVar("_E", InferenceInput, InferenceOutput, Feedback, Evaluation)
 
@@ -72,10 +72,10 @@ class SentinelPublisher:
     def __init__(
         self,
         bootstrap_servers: str | Sequence[str],
-        topics: TopicSettings | None = None,
+        topics: EventTopics | None = None,
         **producer_config: Any,
     ) -> None:
-        self.topics = topics or TopicSettings()
+        self.topics = topics or EventTopics()
         config: dict[str, Any] = {**DEFAULT_PRODUCER_CONFIG, **producer_config}
         if not config.get("enable_idempotence", True):
             raise ValueError("SentinelPublisher requires enable_idempotence=True")
@@ -91,13 +91,7 @@ class SentinelPublisher:
         self.failed = 0
 
     def topic_for(self, event_type: EventType) -> str:
-        t = self.topics
-        return {
-            "input": t.inputs,
-            "output": t.outputs,
-            "feedback": t.feedback,
-            "evaluation": t.evaluations,
-        }[event_type]
+        return self.topics.topic_of(event_type)
 
     def publish(self, event: AnyEvent, *, topic: str | None = None) -> Any:
         """Validate and send any event to its kind's topic (or ``topic``); returns the future.

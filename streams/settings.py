@@ -34,7 +34,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from streams.contract.events import EventType
+from streams.contract.events import EventTopics, EventType
 from streams.kafka.security import KafkaSecurity
 
 
@@ -85,13 +85,10 @@ class KafkaSettings(_Section):
         return [part.strip() for part in self.broker.removeprefix("kafka://").split(";") if part]
 
 
-class TopicSettings(_Section):
-    """Topic names; one place so producers, agents and consumers agree."""
+class TopicSettings(EventTopics):
+    """Topic names; one place so producers, agents and consumers agree (the event topics
+    come from the contract, :class:`streams.contract.events.EventTopics`)."""
 
-    inputs: str = "sentinel.inputs"
-    outputs: str = "sentinel.outputs"
-    feedback: str = "sentinel.feedback"
-    evaluations: str = "sentinel.evaluations"
     alerts: str = "sentinel.alerts"
     dead_letter: str = "sentinel.dead-letter"
     control: str = "sentinel.control"
@@ -435,15 +432,9 @@ def child_environ(settings: Settings, environ: Mapping[str, str]) -> dict[str, s
 
 def topic_kinds(settings: Settings) -> dict[str, EventType]:
     """The event kind each configured event topic carries by default."""
-    t = settings.topics
-    return {
-        t.inputs: "input",
-        t.outputs: "output",
-        t.feedback: "feedback",
-        t.evaluations: "evaluation",
-    }
+    return {topic: kind for kind, topic in settings.topics.by_kind().items()}
 
 
 def kind_topics(settings: Settings) -> dict[EventType, str]:
     """The topic each event kind is published to (the inverse of :func:`topic_kinds`)."""
-    return {kind: topic for topic, kind in topic_kinds(settings).items()}
+    return settings.topics.by_kind()

@@ -44,7 +44,8 @@ class Stopper:
     """Decides when a bounded or signalled run ends (checked between polled batches).
 
     ``until_idle``: stop once no record has arrived for that many seconds, counted from
-    the end of the last processed batch (or from the start). ``max_seconds``: stop then,
+    the end of the last processed batch (or from when the consumer got its partitions:
+    :meth:`on_poll`). ``max_seconds``: stop then,
     also cutting a retry back-off short. A first SIGINT/SIGTERM stops cleanly; a second
     one raises KeyboardInterrupt.
     """
@@ -68,8 +69,10 @@ class Stopper:
     def elapsed(self) -> float:
         return self._monotonic() - self.started
 
-    def on_poll(self, n_records: int) -> None:
-        self._busy = n_records > 0
+    def on_poll(self, n_records: int, ready: bool = True) -> None:
+        """After each poll: ``n_records`` polled; ``ready`` once the consumer has partitions.
+        Idle time only counts from readiness: a slow group join is not idleness."""
+        self._busy = n_records > 0 or not ready
 
     def request(self, reason: str) -> None:
         if self.reason is None:

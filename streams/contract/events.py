@@ -272,3 +272,31 @@ def parse_event(data: bytes | str) -> AnyEvent:
 def dump_event(event: AnyEvent) -> bytes:
     """The canonical wire form: compact JSON, alias names, ``None`` fields left out."""
     return event.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+class EventTopics(BaseModel):
+    """The topic each kind of event is published to (the service's defaults).
+
+    Part of the contract: the SDK publishes to these names and the service consumes them
+    (``[topics]`` in the service config extends this with its own topics).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    inputs: str = "sentinel.inputs"
+    outputs: str = "sentinel.outputs"
+    feedback: str = "sentinel.feedback"
+    evaluations: str = "sentinel.evaluations"
+
+    def topic_of(self, kind: EventType) -> str:
+        """The topic of one kind of event."""
+        return self.by_kind()[kind]
+
+    def by_kind(self) -> dict[EventType, str]:
+        """Event kind -> topic."""
+        return {
+            "input": self.inputs,
+            "output": self.outputs,
+            "feedback": self.feedback,
+            "evaluation": self.evaluations,
+        }

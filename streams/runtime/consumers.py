@@ -174,22 +174,30 @@ def notify_loop(
     clock: Clock,
     poll_timeout_ms: int = 1000,
     stats: LoopStats | None = None,
-    on_poll: Callable[[int], None] | None = None,
+    on_poll: Callable[[int, bool], None] | None = None,
 ) -> LoopStats:
     """Deliver until ``should_stop()``. ``stats`` (filled in place, so a caller still has
     the counts if delivery is interrupted) and ``on_poll`` (called with the size of each
-    polled batch, e.g. for idle detection) are optional."""
+    polled batch and whether the consumer has partitions yet, e.g. for idle detection) are
+    optional."""
     stats = stats if stats is not None else LoopStats()
     while not should_stop():
         records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
-            on_poll(len(records))
+            on_poll(len(records), _assigned(consumer))
         for record in records:
             stats.count(
                 handle_alert_record(record, runner, dead_letter_raw=dead_letter_raw, clock=clock)
             )
             _commit(consumer, record)
     return stats
+
+
+def _assigned(consumer: Any) -> bool:
+    """Whether a consumer has partitions to read yet (a group join can take seconds on a
+    busy broker; a consumer without ``assignment``, e.g. an injected one, counts as ready)."""
+    assignment = getattr(consumer, "assignment", None)
+    return True if assignment is None else bool(assignment())
 
 
 def run_notify_consumer(
@@ -207,7 +215,7 @@ def run_notify_consumer(
     consumer: ConsumerLike | None = None,
     producer: ProducerLike | None = None,
     stats: LoopStats | None = None,
-    on_poll: Callable[[int], None] | None = None,
+    on_poll: Callable[[int, bool], None] | None = None,
     security: ClientSecurity = None,
     consumer_options: Mapping[str, Any] | None = None,
 ) -> LoopStats:
@@ -317,7 +325,7 @@ def containment_loop(
     poll_timeout_ms: int = 1000,
     commit: bool = True,
     stats: LoopStats | None = None,
-    on_poll: Callable[[int], None] | None = None,
+    on_poll: Callable[[int, bool], None] | None = None,
 ) -> ContainmentState:
     """Apply playbooks for every alert; publish snapshots (unless dry-run); commit.
 
@@ -329,7 +337,7 @@ def containment_loop(
     while not should_stop():
         records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
-            on_poll(len(records))
+            on_poll(len(records), _assigned(consumer))
         for record in records:
             try:
                 event = decode_event(record.value)
@@ -369,7 +377,7 @@ def run_containment_consumer(
     group_id: str = "sentinel-containment",
     clock: Clock | None = None,
     stats: LoopStats | None = None,
-    on_poll: Callable[[int], None] | None = None,
+    on_poll: Callable[[int, bool], None] | None = None,
     security: ClientSecurity = None,
 ) -> ContainmentState:
     """``sentinel contain [--dry-run]``: publish playbook containment to ``control_topic``.

@@ -110,6 +110,20 @@ def test_stopper_idle_counts_from_end_of_last_batch() -> None:
     assert s.reason == "no new record for 5 s (--until-idle)"
 
 
+def test_stopper_idle_waits_for_the_consumer_to_get_partitions() -> None:
+    clock = FakeTime()
+    s = Stopper(max_seconds=None, until_idle=5, monotonic=clock)
+    for _ in range(4):  # a slow group join: 20 s without partitions is not idleness
+        s.on_poll(0, ready=False)
+        clock.t += 5
+        assert not s.should_stop()
+    s.on_poll(0, ready=True)
+    clock.t += 4.9
+    assert not s.should_stop()
+    clock.t += 0.2
+    assert s.should_stop()
+
+
 def test_stopper_max_seconds_and_signals() -> None:
     clock = FakeTime()
     s = Stopper(max_seconds=30, until_idle=None, monotonic=clock)
