@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Final
+from typing import Any, Final
 
 from alerting.engine import IncidentEngine
 from alerting.model import BlastRadius, Detection, IncidentEvent, Labels
@@ -30,6 +30,7 @@ from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector
 from streams.pipeline.join import Store
 from streams.pipeline.keys import Level, key_id, key_levels
 from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.state import VERSION_KEY, restore, stamp
 from streams.settings import DetectionSettings
 
 SilenceSource = Callable[[datetime, str], list[Silence]]
@@ -100,14 +101,20 @@ class Detect:
     ) -> IncidentEngine:
         engine = cache.get(model)
         if engine is None:
-            engine = IncidentEngine(self.policy, self.playbooks, replay=self.replay)
             state = self.engine_store.get(model)
-            if state is not None:
-                engine.set_state(state)
+            restored = (
+                restore("engine", state, self._engine_from_state) if state is not None else None
+            )
+            engine = restored or IncidentEngine(self.policy, self.playbooks, replay=self.replay)
             if self.silences is not None:
                 keep = [s.id for s in self.policy.silences]
                 sync_engine_silences(engine, self.silences(now, model), keep_ids=keep)
             cache[model] = engine
+        return engine
+
+    def _engine_from_state(self, data: dict[str, Any]) -> IncidentEngine:
+        engine = IncidentEngine(self.policy, self.playbooks, replay=self.replay)
+        engine.set_state({k: v for k, v in data.items() if k != VERSION_KEY})
         return engine
 
     def _levels_of(self, obs: Observation) -> list[tuple[Level, Labels, str]]:
@@ -134,11 +141,16 @@ class Detect:
             cache[kid] = ds
         else:
             state = self.detector_store.get(kid)
-            ds = (
-                DetectorSet.from_json(state, self.settings, level, self.arl0)
+            restored = (
+                restore(
+                    "detectors",
+                    state,
+                    lambda data: DetectorSet.from_json(data, self.settings, level, self.arl0),
+                )
                 if state is not None
-                else DetectorSet(self.settings, level, self.arl0)
+                else None
             )
+            ds = restored or DetectorSet(self.settings, level, self.arl0)
             cache[kid] = ds
         return ds
 
@@ -210,10 +222,10 @@ class Detect:
         for kid, ds in sets.items():
             self._live[kid] = ds
             if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
-                self.detector_store[kid] = ds.to_json()
+                self.detector_store[kid] = stamp("detectors", ds.to_json())
                 self._written[kid] = wall
         for model, engine in engines.items():
-            self.engine_store[model] = engine.get_state()
+            self.engine_store[model] = stamp("engine", engine.get_state())
         self.stats.incident_events += len(out)
         return out
 
@@ -240,5 +252,5 @@ class Detect:
         engines: dict[str, IncidentEngine] = {}
         engine = self._engine(model, engines, now)
         out = engine.tick(now)
-        self.engine_store[model] = engine.get_state()
+        self.engine_store[model] = stamp("engine", engine.get_state())
         return out

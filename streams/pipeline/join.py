@@ -16,6 +16,7 @@ from typing import Any
 from streams.contract.decode import Coordinates
 from streams.contract.events import AnyEvent, Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.state import restore, stamp
 from streams.settings import DetectionSettings
 
 Store = MutableMapping[str, Any]
@@ -51,15 +52,22 @@ class Joiner:
     def _fifos(self) -> dict[int, deque[tuple[float, str]]]:
         if self._fifo is None:
             entries = sorted(
-                (value["t"], value["part"], key) for key, value in list(self.store.items())
+                (value.get("t", 0.0), value.get("part", 0), key)
+                for key, value in list(self.store.items())
             )
             self._fifo = {}
             for t, part, key in entries:
                 self._fifo.setdefault(part, deque()).append((t, key))
         return self._fifo
 
+    def _read(self, key: str) -> dict[str, Any] | None:
+        """A join entry of the current state version (an older one reads as absent; the
+        FIFO still evicts it in its own partition)."""
+        value = self.store.get(key)
+        return None if value is None else restore("join", value, lambda data: data)
+
     def _remember(self, key: str, value: dict[str, Any], partition: int) -> None:
-        value = {**value, "part": partition}
+        value = stamp("join", {**value, "part": partition})
         self.store[key] = value
         self._fifos().setdefault(partition, deque()).append((value["t"], key))
 
@@ -68,10 +76,10 @@ class Joiner:
         while fifo and (now - fifo[0][0] > self.ttl_s or len(fifo) > self.max_entries):
             t, key = fifo.popleft()
             value = self.store.get(key)
-            if value is None or value["t"] != t:
+            if value is None or value.get("t") != t:
                 continue  # overwritten later; a newer FIFO entry owns it
             if key.startswith("p:"):
-                self.stats.expired_unjoined += len(value["events"])
+                self.stats.expired_unjoined += len(value.get("events", ()))
             else:
                 self.stats.evicted += 1
             del self.store[key]
@@ -92,7 +100,7 @@ class Joiner:
             labels = {"m": event.model, "v": event.model_version, "s": event.segment}
             self._remember("o:" + event.request_id, {**labels, "t": event_time(event)}, part)
             out.append(Observation(event, event.model, event.model_version, event.segment, coords))
-            parked = self.store.get("p:" + event.request_id)
+            parked = self._read("p:" + event.request_id)
             if parked is not None:
                 del self.store["p:" + event.request_id]
                 for item in parked["events"]:
@@ -115,12 +123,12 @@ class Joiner:
     ) -> list[Observation]:
         if event.model is not None and event.model_version is not None:
             return [Observation(event, event.model, event.model_version, event.segment, coords)]
-        labels = self.store.get("o:" + event.request_id)
+        labels = self._read("o:" + event.request_id)
         if labels is not None:
             self.stats.joined += 1
             return [self._with_labels(event, coords, labels)]
         key = "p:" + event.request_id
-        waiting = self.store.get(key)
+        waiting = self._read(key)
         placeholder = Observation(event, "", "", {}, coords).to_json()
         events = [*(waiting["events"] if waiting else []), placeholder][-8:]
         self._remember(key, {"t": event_time(event), "events": events}, part)

@@ -39,6 +39,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 from alerting.clock import Clock
 from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter
 from streams.pipeline.keys import LEVELS, level_of_key
+from streams.pipeline.state import RESETS, STATE_VERSIONS, VERSION_KEY
 
 if TYPE_CHECKING:
     import faust
@@ -349,6 +350,14 @@ class Observability:
                 )
                 fam.add(getattr(stats, f.name))
                 out.append(fam)
+        resets = MetricFamily(
+            "sentinel_state_resets_total",
+            "counter",
+            "Stored state values of another version dropped and relearned, by store.",
+        )
+        for kind in STATE_VERSIONS:
+            resets.add(RESETS[kind], {"store": kind})
+        out.append(resets)
         return out
 
     def _incidents(self) -> list[MetricFamily]:
@@ -389,8 +398,8 @@ class Observability:
             if i >= self.max_scan_keys:
                 scan.truncated = True
                 break
-            if state is None:
-                continue
+            if state is None or state.get(VERSION_KEY) != STATE_VERSIONS["detectors"]:
+                continue  # the worker relearns it (and counts that) when it next reads it
             level = level_of_key(key)
             scan.keys[level] += 1
             ds = DetectorSet.from_json(state, detect.settings, level, detect.arl0)

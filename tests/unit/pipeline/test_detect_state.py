@@ -14,6 +14,7 @@ from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS
+from streams.pipeline.state import stamp
 from streams.settings import load_settings
 
 
@@ -57,7 +58,7 @@ def test_state_is_written_back_at_most_every_flush_interval() -> None:
     wall[0] += 10.0
     detect.process(obs[450:])
     assert store[kid] is not first
-    assert store[kid] == detect._live[kid].to_json()
+    assert store[kid] == stamp("detectors", detect._live[kid].to_json())
     # After a rebalance the live copies are dropped and state comes from the store.
     detect.invalidate()
     assert detect._live == {}

@@ -1,0 +1,59 @@
+"""Versioned state: every value the pipeline keeps in a store carries the version of its
+shape, checked when it is read back.
+
+Detector sets, join entries and incident engines live in faust changelog tables (and in
+replay's dicts). When a release changes the shape of one of them, a worker restoring the
+old values must not crash its agent deep in a stream: a value of another version is
+dropped and relearned (detectors start a new baseline, a join entry is forgotten, an
+engine starts without open incidents), logged once per store and counted
+(``sentinel_state_resets_total`` on ``/metrics``). Bump a version here whenever the
+corresponding ``to_json``/``get_state`` changes shape.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import Counter
+from collections.abc import Callable, Mapping
+from typing import Any, Final, Literal, TypeAlias, TypeVar
+
+log = logging.getLogger(__name__)
+
+StateKind: TypeAlias = Literal["detectors", "join", "engine"]
+
+STATE_VERSIONS: Final[Mapping[StateKind, int]] = {"detectors": 2, "join": 2, "engine": 2}
+"""The current shape of each kind of state (1 was the unversioned shape before them)."""
+
+VERSION_KEY: Final = "_v"
+
+RESETS: Counter[StateKind] = Counter()
+"""Values dropped on restore, by kind, since the process started (exported as a metric)."""
+
+_T = TypeVar("_T")
+
+
+def stamp(kind: StateKind, data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` marked with the current version of ``kind`` (for writing to a store)."""
+    return {**data, VERSION_KEY: STATE_VERSIONS[kind]}
+
+
+def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -> _T | None:
+    """``build(data)`` if ``data`` is a value of the current version of ``kind``; else
+    ``None`` (the caller relearns), logged once per kind and counted."""
+    version = data.get(VERSION_KEY) if isinstance(data, dict) else None
+    if version == STATE_VERSIONS[kind]:
+        try:
+            return build(data)
+        except (KeyError, TypeError, ValueError, IndexError) as exc:
+            reason = f"does not restore ({type(exc).__name__}: {exc})"
+    else:
+        reason = f"has version {version!r}, this release writes {STATE_VERSIONS[kind]}"
+    if not RESETS[kind]:
+        log.warning(
+            "stored %s state %s: dropping it and relearning (counted in "
+            "sentinel_state_resets_total; logged once)",
+            kind,
+            reason,
+        )
+    RESETS[kind] += 1
+    return None
