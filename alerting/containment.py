@@ -14,9 +14,10 @@ Escalation when containment does not help is the engine's job (playbook deadline
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from alerting.model import IncidentAction, IncidentEvent, UtcDatetime, iso_utc, stable_hash
 from alerting.playbooks import ContainmentAction, PlaybookSet, resolve_action
@@ -199,3 +200,22 @@ def fold(
     for c in commands:
         st = st.apply(c)
     return st
+
+
+def fold_control(values: Iterable[bytes | None]) -> tuple[ContainmentState, int]:
+    """The containment state from control-topic values in log order (latest snapshot per
+    model wins; tombstones skipped), and how many values were not valid snapshots.
+
+    The one reading of the control topic: ``sentinel contain`` and ``status``, the
+    containment consumer's restore and the console all fold it here.
+    """
+    state = ContainmentState()
+    bad = 0
+    for value in values:
+        if value is None:
+            continue
+        try:
+            state = state.with_snapshot(ModelContainment.model_validate_json(value))
+        except ValidationError:
+            bad += 1
+    return state, bad

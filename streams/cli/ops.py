@@ -37,7 +37,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alerting.clock import SystemClock, parse_duration
-from alerting.containment import ContainmentState, ModelContainment
+from alerting.containment import fold_control
 from alerting.delivery import (
     Sink,
     UrllibTransport,
@@ -183,19 +183,6 @@ def _decode_events(records: list[TopicRecord]) -> tuple[list[IncidentEvent], int
     return events, bad
 
 
-def containment_state(records: list[TopicRecord]) -> tuple[ContainmentState, int]:
-    state = ContainmentState()
-    bad = 0
-    for r in records:
-        if r.value is None:
-            continue
-        try:
-            state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
-        except ValidationError:
-            bad += 1
-    return state, bad
-
-
 def _read_silences(bootstrap: list[str], settings: Settings) -> dict[str, SilenceRecord]:
     records = read_topic_to_end(
         bootstrap, silences_topic(settings.topics.control), security=client_security(settings)
@@ -210,7 +197,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     now = datetime.now(UTC)
     security = client_security(settings)
     control = read_topic_to_end(bootstrap, settings.topics.control, security=security)
-    state, bad_control = containment_state(control)
+    state, bad_control = fold_control(r.value for r in control)
     print(f"Containment ({settings.topics.control}, {len(control)} record(s)):")
     print(_indent(state.render()))
     if bad_control:

@@ -4,7 +4,8 @@ One event per line, UTF-8, ``\\n``-terminated: the same compact JSON object a pr
 publishes to Kafka (alias field names, ``event_type`` always present), in delivery order
 (which is *not* strictly event-time order: late events are part of the data). Blank lines
 are skipped; anything else that fails to decode becomes a
-:class:`~streams.contract.decode.DeadLetter` whose coordinates are ``(file name, 0, line number)``.
+:class:`~streams.contract.decode.DeadLetter`. A line's coordinates are ``(source, 0,
+line number)`` with 0-based line numbers, everywhere (replay, backtests, tests).
 """
 
 from __future__ import annotations
@@ -12,52 +13,33 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Final, TextIO
+from typing import Final
 
-from streams.contract.events import AnyEvent, dump_event
+from streams.contract.decode import DEFAULT_LIMITS, Coordinates, DeadLetter, IngressLimits, decode
+from streams.contract.events import AnyEvent
 
 JSONL_FORMAT: Final = "sentinel-events-jsonl/1"
 
-# Offline replay has no "now": event times are only checked against the file itself.
-_NO_FUTURE_CHECK: Final = datetime(9999, 1, 1, tzinfo=UTC)
+NO_FUTURE_CHECK: Final = datetime(9999, 1, 1, tzinfo=UTC)
+"""``now`` for files: history has no "now", event times are only checked against the file."""
 
 
-def read_events(path: Path, *, strict: bool = False) -> Iterator[AnyEvent]:
-    """Yield the valid events of a JSONL file in file order.
-
-    Invalid lines are skipped, or raise ``ValueError`` naming the line when ``strict``.
-    Use :func:`read_records` to see the dead letters.
-    """
-    from streams.contract.decode import DeadLetter
-
-    for record in read_records(path):
-        if isinstance(record, DeadLetter):
-            if strict:
-                raise ValueError(f"{path}:{record.offset}: {record.reason}: {record.error}")
-            continue
-        yield record
+def decode_lines(
+    lines: Iterable[bytes],
+    source: str,
+    *,
+    now: datetime = NO_FUTURE_CHECK,
+    limits: IngressLimits = DEFAULT_LIMITS,
+) -> Iterator[tuple[int, AnyEvent | DeadLetter]]:
+    """(0-based line number, event or dead letter) for each non-blank line of ``lines``."""
+    for lineno, line in enumerate(lines):
+        raw = line.rstrip(b"\r\n")
+        if raw.strip():
+            yield lineno, decode(raw, Coordinates(source, 0, lineno), now=now, limits=limits)
 
 
 def read_records(path: Path) -> Iterator[AnyEvent | DeadLetter]:
-    """Yield an event or a dead letter for each non-blank line (1-based line numbers)."""
-    from streams.contract.decode import Coordinates, decode
-
+    """Yield an event or a dead letter for each non-blank line of a JSONL file."""
     with path.open("rb") as f:
-        for lineno, line in enumerate(f, start=1):
-            raw = line.rstrip(b"\r\n")
-            if not raw.strip():
-                continue
-            yield decode(raw, Coordinates(str(path), 0, lineno), now=_NO_FUTURE_CHECK)
-
-
-def write_events(events: Iterable[AnyEvent], out: TextIO) -> int:
-    """Write events as JSONL (canonical form); returns the count."""
-    n = 0
-    for event in events:
-        out.write(dump_event(event).decode() + "\n")
-        n += 1
-    return n
-
-
-if TYPE_CHECKING:
-    from streams.contract.decode import DeadLetter
+        for _, record in decode_lines(f, str(path)):
+            yield record

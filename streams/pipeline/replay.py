@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any
 
@@ -28,7 +28,8 @@ from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
-from streams.contract.decode import DEFAULT_LIMITS, Coordinates, DeadLetter, IngressLimits, decode
+from streams.contract.decode import DEFAULT_LIMITS, Coordinates, DeadLetter, IngressLimits
+from streams.contract.jsonl import decode_lines
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
@@ -104,15 +105,14 @@ def replay_lines(
             if sink is not None:
                 sink.write(ev.model_dump_json() + "\n")
 
-    for offset, raw in enumerate(lines):
-        result.lines += 1
-        if progress is not None:
-            progress.update(1)
-        line = raw.rstrip(b"\r\n")
-        if not line.strip():
-            continue
-        coords = Coordinates("replay", 0, offset)
-        decoded = decode(line, coords, now=clock.now(), limits=limits)
+    def counted(lines: Iterable[bytes]) -> Iterator[bytes]:
+        for line in lines:
+            result.lines += 1
+            if progress is not None:
+                progress.update(1)
+            yield line
+
+    for offset, decoded in decode_lines(counted(lines), "replay", now=clock.now(), limits=limits):
         if isinstance(decoded, DeadLetter):
             result.dead_letters += 1
             result.reasons[decoded.reason] = result.reasons.get(decoded.reason, 0) + 1

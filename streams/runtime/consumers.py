@@ -21,14 +21,14 @@ import base64
 import json
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 from pydantic import ValidationError
 
 from alerting.clock import Clock, SystemClock
-from alerting.containment import ContainmentState, ModelContainment, commands_for
+from alerting.containment import ContainmentState, ModelContainment, commands_for, fold_control
 from alerting.delivery import (
     DeliveryRunner,
     FailedDelivery,
@@ -293,7 +293,7 @@ def restore_containment_state(
     consumer: ConsumerLike, *, idle_polls: int = 3, poll_timeout_ms: int = 500
 ) -> ContainmentState:
     """Read a control topic (already assigned, from the beginning) into a state."""
-    state = ContainmentState()
+    values: list[bytes | None] = []
     idle = 0
     while idle < idle_polls:
         records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=500))
@@ -301,13 +301,14 @@ def restore_containment_state(
             idle += 1
             continue
         idle = 0
-        for r in records:
-            if r.value is None:
-                continue
-            try:
-                state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
-            except ValidationError as exc:
-                log.warning("ignoring invalid control record at offset %d: %s", r.offset, exc)
+        values += [r.value for r in records]
+    return _folded(values)
+
+
+def _folded(values: Iterable[bytes | None]) -> ContainmentState:
+    state, bad = fold_control(values)
+    if bad:
+        log.warning("ignored %d invalid control record(s) while restoring containment", bad)
     return state
 
 
@@ -390,14 +391,7 @@ def run_containment_consumer(
     moves the real containment group's position.
     """
     clock = clock or SystemClock()
-    state = ContainmentState()
-    for r in read_topic_to_end(bootstrap, control_topic, security=security):
-        if r.value is None:
-            continue
-        try:
-            state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
-        except ValidationError as exc:
-            log.warning("ignoring invalid control record at offset %d: %s", r.offset, exc)
+    state = _folded(r.value for r in read_topic_to_end(bootstrap, control_topic, security=security))
     servers = [bootstrap] if isinstance(bootstrap, str) else bootstrap
     consumer = clients.consumer(
         servers,

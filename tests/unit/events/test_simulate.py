@@ -140,7 +140,8 @@ def test_parsers_reject_nonsense() -> None:
 
 
 @pytest.mark.slow
-def test_a_million_events_in_well_under_a_minute(tmp_path: Path) -> None:
+def test_a_million_events_stream_to_a_file(tmp_path: Path) -> None:
+    """Volume, not speed: the rate is printed (timings belong in bench/, not in asserts)."""
     import time
 
     began = time.monotonic()
@@ -148,7 +149,7 @@ def test_a_million_events_in_well_under_a_minute(tmp_path: Path) -> None:
     with (tmp_path / "big.jsonl").open("w") as f:
         n = write_jsonl(Simulator(scen), f)
     assert n > 900_000
-    assert time.monotonic() - began < 40
+    print(f"{n} events in {time.monotonic() - began:.1f} s")
 
 
 def test_scenario_file(tmp_path: Path) -> None:
