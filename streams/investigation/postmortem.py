@@ -79,7 +79,35 @@ def render_postmortem(
     control_topic: str,
     generated_at: datetime,
 ) -> str:
-    """The Markdown draft."""
+    """The Markdown draft: one section after another, each from the incident's events."""
+    lines = _header(events, generated_at)
+    lines += _timeline(events, containment)
+    lines += _evidence(events)
+    lines += _containment(containment, playbook, control_topic)
+    lines += _playbook(events[-1], playbook)
+    lines += [
+        "",
+        "## Root cause",
+        "",
+        "**TODO**: the change that caused it (deploy, data, "
+        "prompt, retrieval corpus, upstream classifier) and how it was confirmed.",
+        "",
+    ]
+    lines += ["## Open questions", ""]
+    lines += [f"- {q}" for q in open_questions(events, containment, playbook)]
+    lines += [
+        "",
+        "## Action items",
+        "",
+        "| Action | Owner | Due |",
+        "|---|---|---|",
+        "| **TODO** | | |",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def _header(events: Sequence[IncidentEvent], generated_at: datetime) -> list[str]:
     latest = events[-1]
     sig = latest.evidence.signal
     resolved = latest.status == IncidentStatus.RESOLVED
@@ -96,7 +124,8 @@ def render_postmortem(
     ]
     if latest.replay:
         lines += ["> This incident comes from a replay: it never paged anyone.", ""]
-    lines += [
+    return [
+        *lines,
         "| | |",
         "|---|---|",
         f"| Incident | `{latest.incident_id}` (dedup key `{latest.dedup_key}`) |",
@@ -115,11 +144,11 @@ def render_postmortem(
         f"the monitored rate/value move from {sig.baseline:.4f} to {sig.observed:.4f} "
         f"(effect {sig.effect_size:+.2f}) over {sig.n_observations} observations.",
         "",
-        "## Timeline (UTC)",
-        "",
-        "| Time | What | Severity | Note |",
-        "|---|---|---|---|",
     ]
+
+
+def _timeline(events: Sequence[IncidentEvent], containment: Sequence[ControlRecord]) -> list[str]:
+    lines = ["## Timeline (UTC)", "", "| Time | What | Severity | Note |", "|---|---|---|---|"]
     rows: list[tuple[datetime, str, str, str]] = []
     for ev in events:
         what = f"{ev.action.value} (#{ev.sequence}, {ev.status.value})"
@@ -132,8 +161,13 @@ def render_postmortem(
         acts = ", ".join(describe_action(a) for a in c.command.actions) or "no actions"
         rows.append((c.at, f"containment {c.command.op}: {acts}", "", ""))
     rows.sort(key=lambda r: r[0])
-    lines += [f"| {iso_utc(t)} | {_md(w)} | {s} | {_md(n)} |" for t, w, s, n in rows]
-    lines += [
+    return lines + [f"| {iso_utc(t)} | {_md(w)} | {s} | {_md(n)} |" for t, w, s, n in rows]
+
+
+def _evidence(events: Sequence[IncidentEvent]) -> list[str]:
+    latest = events[-1]
+    sig = latest.evidence.signal
+    lines = [
         "",
         "## Evidence",
         "",
@@ -165,7 +199,13 @@ def render_postmortem(
             f"- Deploy: {d.model} {d.version} (from {d.previous_version or '?'}) at "
             f"{iso_utc(d.deployed_at)}"
         )
-    lines += ["", "## Containment", ""]
+    return lines
+
+
+def _containment(
+    containment: Sequence[ControlRecord], playbook: Playbook | None, control_topic: str
+) -> list[str]:
+    lines = ["", "## Containment", ""]
     if containment:
         for c in containment:
             acts = ", ".join(describe_action(a) for a in c.command.actions) or "no actions"
@@ -183,48 +223,32 @@ def render_postmortem(
     if playbook is not None and playbook.containment:
         planned = ", ".join(describe_action(a) for a in playbook.containment)
         lines.append(f"- Playbook containment: {planned}")
-    lines += ["", "## Playbook", ""]
+    return lines
+
+
+def _playbook(latest: IncidentEvent, playbook: Playbook | None) -> list[str]:
+    lines = ["", "## Playbook", ""]
     if playbook is None:
-        lines.append(f"No playbook found for `{latest.incident_type}`.")
-    else:
-        lines += [
-            f"[{playbook.title}]({playbook.path}) (`{playbook.name}`); owners: "
-            + ", ".join(playbook.owners)
-            + f"; escalation deadline {playbook.deadline_minutes:g} min.",
-            "",
-            "Runbook (tick what was done):",
-            "",
-        ]
-        lines += [f"- [ ] {_md(step)}" for step in playbook.runbook]
-        subject, body = playbook.render_notification(latest)
-        lines += [
-            "",
-            f"User notification ({playbook.notification.audience}), draft:",
-            "",
-            f"> **{_md(subject)}**",
-            ">",
-            "> " + " ".join(body.split()),
-        ]
+        return [*lines, f"No playbook found for `{latest.incident_type}`."]
     lines += [
+        f"[{playbook.title}]({playbook.path}) (`{playbook.name}`); owners: "
+        + ", ".join(playbook.owners)
+        + f"; escalation deadline {playbook.deadline_minutes:g} min.",
         "",
-        "## Root cause",
-        "",
-        "**TODO**: the change that caused it (deploy, data, "
-        "prompt, retrieval corpus, upstream classifier) and how it was confirmed.",
+        "Runbook (tick what was done):",
         "",
     ]
-    lines += ["## Open questions", ""]
-    lines += [f"- {q}" for q in open_questions(events, containment, playbook)]
-    lines += [
+    lines += [f"- [ ] {_md(step)}" for step in playbook.runbook]
+    subject, body = playbook.render_notification(latest)
+    return [
+        *lines,
         "",
-        "## Action items",
+        f"User notification ({playbook.notification.audience}), draft:",
         "",
-        "| Action | Owner | Due |",
-        "|---|---|---|",
-        "| **TODO** | | |",
-        "",
+        f"> **{_md(subject)}**",
+        ">",
+        "> " + " ".join(body.split()),
     ]
-    return "\n".join(lines)
 
 
 def open_questions(
