@@ -183,10 +183,7 @@ def connect(settings: Settings) -> tuple[Settings, list[str]]:
             )
         say(f"no broker configured: using the local broker on {local.host}:{local.port}")
         servers = [f"{local.host}:{local.port}"]
-        broker = LocalBroker(local)
-        if broker.secured and settings.kafka.security.security_protocol == "PLAINTEXT":
-            kafka = settings.kafka.model_copy(update={"security": broker.client_security()})
-            settings = settings.model_copy(update={"kafka": kafka})
+        settings = LocalBroker(local).login_settings(settings)
     check_login(servers, settings.kafka.security)
     return settings, servers
 

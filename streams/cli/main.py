@@ -104,10 +104,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         )
         broker.up()
         broker_url = broker.url
-        if broker.secured and settings.kafka.security.security_protocol == "PLAINTEXT":
-            # The local broker was made secured by config: log in to it as it expects.
-            kafka = settings.kafka.model_copy(update={"security": broker.client_security()})
-            settings = settings.model_copy(update={"kafka": kafka})
+        settings = broker.login_settings(settings)
         say("the local broker keeps running after the worker stops: 'sentinel kafka down'")
     from streams.runtime.worker import run_worker
 

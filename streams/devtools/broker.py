@@ -48,7 +48,7 @@ from streams.devtools.certs import (
 )
 from streams.devtools.errors import BrokerError
 from streams.kafka.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
-from streams.settings import LocalBrokerSettings
+from streams.settings import LocalBrokerSettings, Settings
 
 Log = Callable[[str], None]
 
@@ -269,6 +269,15 @@ class LocalBroker:
     @property
     def _secret_file(self) -> Path:
         return self.data_dir / "inter-broker.secret"
+
+    def login_settings(self, settings: Settings) -> Settings:
+        """``settings`` as a client of this broker needs them: when the broker was made
+        secured by config (``local_broker.security``) and ``kafka.security`` is left at
+        PLAINTEXT, log in to it as it expects; otherwise ``settings`` unchanged."""
+        if not self.secured or settings.kafka.security.security_protocol != "PLAINTEXT":
+            return settings
+        kafka = settings.kafka.model_copy(update={"security": self.client_security()})
+        return settings.model_copy(update={"kafka": kafka})
 
     def client_security(self, mechanism: ScramMechanism = SCRAM_MECHANISM) -> KafkaSecurity:
         """What a client needs to reach this broker: ``kafka.security`` for the service.
