@@ -203,9 +203,16 @@ def _required_secret(
 
 
 def sink_config(
-    sink: str, cfg: NotifyFile, *, url: str | None, environ: dict[str, str], source: str
+    sink: str,
+    cfg: NotifyFile,
+    *,
+    url: str | None,
+    environ: dict[str, str],
+    source: str,
+    console_url: str | None = None,
 ) -> SinkConfig:
-    """Merge file, ``--url`` and secrets from the environment into a validated sink config."""
+    """Merge file, ``--url`` and secrets from the environment into a validated sink config.
+    ``console_url`` (``console.public_url``) links pages to the operator console."""
     if sink == "webhook":
         target = url or cfg.webhook.url
         if not target:
@@ -231,6 +238,7 @@ def sink_config(
             routing_key=key,
             url=target,
             playbook_base_url=cfg.pagerduty.playbook_base_url,
+            console_url=console_url,
         )
     if sink == "alertmanager":
         target = url or cfg.alertmanager.url
@@ -244,6 +252,7 @@ def sink_config(
             url=target,
             receiver=cfg.alertmanager.receiver,
             external_url=cfg.alertmanager.external_url,
+            console_url=console_url,
         )
     if url:
         raise ConfigError(
@@ -255,7 +264,10 @@ def sink_config(
     )
     _check_url(hook.get_secret_value(), "the Slack webhook URL", secret=True)
     return SlackSinkConfig(
-        type="slack", webhook_url=hook, playbook_base_url=cfg.slack.playbook_base_url
+        type="slack",
+        webhook_url=hook,
+        playbook_base_url=cfg.slack.playbook_base_url,
+        console_url=console_url,
     )
 
 
@@ -474,7 +486,14 @@ def cmd_notify(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     cfg, source = load_notify_file(args.config_file, environ)
     sink: Sink = make_sink(
-        sink_config(args.sink, cfg, url=args.url, environ=environ, source=source)
+        sink_config(
+            args.sink,
+            cfg,
+            url=args.url,
+            environ=environ,
+            source=source,
+            console_url=settings.console.public_url or None,
+        )
     )
     settings, bootstrap = _connect(settings)
     group = args.group_id or f"{settings.worker.app_id}-notify-{args.sink}"

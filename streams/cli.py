@@ -155,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(handler=run_schema)
 
     from streams import alerting_cli, investigate_cli
+    from streams.console import cli as console_cli
 
     alerting_cli.register(sub)
     investigate_cli.register(sub)
+    console_cli.register(sub)
     return parser
 
 
