@@ -65,10 +65,12 @@ def _say(msg: str) -> None:
 
 
 def incident_events(n: int, topic: str) -> list[IncidentEvent]:
-    """``n`` incident events: lifecycle steps of n/4 incidents over 25 models."""
+    """At least ``n`` incident events: lifecycle steps of incidents over 25 models."""
     start = datetime(2025, 1, 6, tzinfo=UTC)
     out: list[IncidentEvent] = []
-    for i in range(n // len(STEPS)):
+    i = -1
+    while len(out) < n:
+        i += 1
         model = f"model-{i % 25:02d}"
         labels = Labels(model=model, segment={"tenant": f"t{i % 7}"} if i % 3 else {})
         first = start + timedelta(minutes=i)

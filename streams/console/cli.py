@@ -17,6 +17,7 @@ import getpass
 import logging
 import sys
 import tempfile
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -51,8 +52,17 @@ def make_evidence(settings: Settings) -> Evidence:
     from streams.investigation.kafka_read import KafkaHistory
 
     def run(events: list[IncidentEvent]) -> dict[str, Any]:
+        began = time.monotonic()
         with KafkaHistory(settings) as history:
+            connected = time.monotonic()
             inv = investigate(settings, events, history)
+        log.info(
+            "evidence of %s: %d records read in %.2f s (connect %.2f s)",
+            events[-1].incident_id,
+            inv.records_read,
+            time.monotonic() - connected,
+            connected - began,
+        )
         found: dict[str, Any] = {
             "inv": inv,
             "entries": audit_order(inv, AUDIT_LIMIT),
