@@ -64,7 +64,7 @@ def _say(msg: str) -> None:
     print(f"[console-bench] {msg}", file=sys.stderr, flush=True)
 
 
-def incident_events(n: int, topic: str) -> list[IncidentEvent]:
+def incident_events(n: int) -> list[IncidentEvent]:
     """At least ``n`` incident events: lifecycle steps of incidents over 25 models."""
     start = datetime(2025, 1, 6, tzinfo=UTC)
     out: list[IncidentEvent] = []
@@ -230,7 +230,7 @@ def main() -> int:
             from streams.topics import ensure_topics
 
             ensure_topics(settings, [bootstrap])
-            events = incident_events(args.events, settings.topics.alerts)
+            events = incident_events(args.events)
             size = sum(len(e.to_json_bytes()) for e in events)
             _say(f"publishing {len(events):,} incident events ({size / 1e6:.1f} MB)")
             publish_s = _publish(bootstrap, settings.topics.alerts, events)

@@ -272,7 +272,7 @@ def create_app(console: Console) -> Starlette:
         rows = incident_rows(flt, raw["status"])
         with state.lock:
             counts = state.counts_by_model()
-            total = len(state.log.events)
+            total = len(state.index)
         fragment = bool(request.query_params.get("fragment"))
         template = "incident_rows.html" if fragment else "incidents.html"
         return render(
@@ -339,7 +339,7 @@ def create_app(console: Console) -> Starlette:
         with state.lock:
             others = [
                 e
-                for e in state.log.latest()
+                for e in state.index.latest()
                 if e.labels.model == latest.labels.model and e.incident_id != latest.incident_id
             ]
         near = [
@@ -523,7 +523,7 @@ def create_app(console: Console) -> Starlette:
                 "caught_up": p.caught_up_s is not None,
                 "startup_read_s": p.caught_up_s,
                 "records_read": p.records_read,
-                "incidents": len(state.log.events),
+                "incidents": len(state.index),
                 "version": state.version,
             }
         return JSONResponse(body, status_code=200 if body["following"] else 503)

@@ -2,9 +2,8 @@
 
 Sources (no second source of truth; restart the console and it rebuilds the same state):
 
-* alerts topic: every incident event, folded per incident id by
-  :class:`streams.investigation.incidents.IncidentLog` (the code ``sentinel incidents``
-  uses);
+* alerts topic: every incident event, folded per incident id (:class:`IncidentIndex`:
+  the latest step of an incident is its state, as in ``sentinel incidents``);
 * control topic (compacted, per model): the containment snapshots ``sentinel contain``
   publishes (:class:`alerting.containment.ContainmentState`);
 * ``<control>.silences``: silences (:func:`alerting.silences.fold_silence_records`);
@@ -15,16 +14,19 @@ Sources (no second source of truth; restart the console and it rebuilds the same
   its traffic) and each model's deploys, for the Models page.
 
 Startup: one group-less consumer reads every partition of these topics from the beginning
-and builds the index in memory (latest event per incident, events per incident); the web
-server answers from the first second and says how far the read is. It keeps polling after
-that, so new records show up within a poll (0.5 s). Everything here is guarded by one
-lock; the follower thread writes, request handlers read.
+and builds the index in memory; the web server answers from the first second and says how
+far the read is. Validating an incident event costs far more than reading it, so the index
+keeps each event's bytes and validates only the latest event of each incident as it
+changes, and an incident's older events when its page is opened (:class:`IncidentIndex`).
+It keeps polling after that, so new records show up within a poll (0.5 s). Everything
+here is guarded by one lock; the follower thread writes, request handlers read.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import re
 import threading
 import time
 from collections import Counter, deque
@@ -107,6 +109,86 @@ def _table_key(key: bytes | None) -> str | None:
     return text
 
 
+_HEAD: Final = re.compile(
+    rb'"event_id":"([^"\\]+)","incident_id":"([^"\\]+)","dedup_key":"[^"\\]*","sequence":(\d+)'
+)
+"""The identity of an incident event as ``IncidentEvent.to_json_bytes`` writes it."""
+
+
+class IncidentIndex:
+    """Incident events per incident id, validated lazily.
+
+    :meth:`add` reads an event's id, incident id and sequence from the head of its JSON
+    (a full validation when the head is not in the usual form) and keeps the bytes;
+    :meth:`latest` validates the highest-sequence event of each incident that changed
+    since the last call; :meth:`history` validates one incident's events. Duplicates (the
+    same event id, re-emitted after a crash) are kept once. An event that fails
+    validation is counted in ``invalid`` and left out.
+    """
+
+    def __init__(self) -> None:
+        self.raw: dict[str, dict[str, tuple[int, bytes]]] = {}
+        self._latest: dict[str, IncidentEvent] = {}
+        self._dirty: set[str] = set()
+        self.invalid = 0
+
+    def __len__(self) -> int:
+        return len(self.raw)
+
+    def add(self, value: bytes) -> str:
+        """Index one alerts-topic value; returns its incident id. Raises ``ValueError``
+        (``ValidationError``) for a value that is not an incident event."""
+        head = _HEAD.search(value, 0, 512)
+        if head is None:
+            event = IncidentEvent.model_validate_json(value)
+            event_id, incident_id, sequence = event.event_id, event.incident_id, event.sequence
+        else:
+            event_id, incident_id = head.group(1).decode(), head.group(2).decode()
+            sequence = int(head.group(3))
+        self.raw.setdefault(incident_id, {})[event_id] = (sequence, value)
+        self._dirty.add(incident_id)
+        return incident_id
+
+    def _decode(self, incident_id: str, event_id: str) -> IncidentEvent | None:
+        _, value = self.raw[incident_id][event_id]
+        try:
+            return IncidentEvent.model_validate_json(value)
+        except ValidationError:
+            self.invalid += 1
+            del self.raw[incident_id][event_id]
+            return None
+
+    def refresh(self) -> None:
+        """Validate the latest event of every incident that changed."""
+        for incident_id in self._dirty:
+            self._latest.pop(incident_id, None)
+            while self.raw.get(incident_id):
+                evs = self.raw[incident_id]
+                event_id = max(evs, key=lambda e: evs[e][0])
+                event = self._decode(incident_id, event_id)
+                if event is not None:
+                    self._latest[incident_id] = event
+                    break
+            if not self.raw.get(incident_id):
+                self.raw.pop(incident_id, None)
+        self._dirty.clear()
+
+    def latest(self) -> list[IncidentEvent]:
+        self.refresh()
+        return list(self._latest.values())
+
+    def history(self, incident_id: str) -> list[IncidentEvent]:
+        """The events of one incident by sequence. Raises ``LookupError`` if unknown."""
+        evs = self.raw.get(incident_id)
+        if not evs:
+            raise LookupError(incident_id)
+        order = sorted(evs, key=lambda e: evs[e][0])
+        out = [ev for ev in (self._decode(incident_id, e) for e in order) if ev is not None]
+        if not out:
+            raise LookupError(incident_id)
+        return out
+
+
 @dataclass
 class ConsoleState:
     """Everything the pages show, folded from :class:`Sources` records in log order."""
@@ -114,7 +196,7 @@ class ConsoleState:
     sources: Sources
     monotonic: Callable[[], float] = time.monotonic
     lock: threading.RLock = field(default_factory=threading.RLock)
-    log: IncidentLog = field(default_factory=IncidentLog)
+    index: IncidentIndex = field(default_factory=IncidentIndex)
     silence_records: dict[str, SilenceRecord] = field(default_factory=dict)
     containment: ContainmentState = field(default_factory=ContainmentState)
     actions: dict[str, list[OperatorAction]] = field(default_factory=dict)
@@ -139,9 +221,7 @@ class ConsoleState:
             if topic == s.alerts:
                 if value is None:
                     return
-                event = IncidentEvent.model_validate_json(value)
-                self.log.add(event)
-                changed = event.incident_id
+                changed = self.index.add(value)
             elif topic == s.operator:
                 if value is None:
                     return
@@ -185,14 +265,17 @@ class ConsoleState:
         return [what for v, what in self.changes if v > version]
 
     def incidents(self, flt: IncidentFilter) -> list[IncidentEvent]:
-        return select(self.log, flt)
+        latest = self.index.latest()
+        return select(IncidentLog(events={e.incident_id: [e] for e in latest}), flt)
 
     def history(self, incident_id: str) -> list[IncidentEvent]:
-        return self.log.history(incident_id)
+        return self.index.history(incident_id)
 
     def overlay(self, incident_id: str) -> Overlay:
-        events = self.log.events.get(incident_id, [])
-        return overlay(events, self.actions.get(incident_id, []))
+        actions = self.actions.get(incident_id, [])
+        if not actions or incident_id not in self.index.raw:
+            return overlay([], [])
+        return overlay(self.index.history(incident_id), actions)
 
     def incident_actions(self, incident_id: str) -> list[OperatorAction]:
         return sorted(self.actions.get(incident_id, []), key=lambda a: a.at)
@@ -206,7 +289,7 @@ class ConsoleState:
     def counts_by_model(self) -> dict[str, tuple[int, int]]:
         """Per model: (open incidents, all incidents)."""
         out: dict[str, list[int]] = {}
-        for ev in self.log.latest():
+        for ev in self.index.latest():
             row = out.setdefault(ev.labels.model, [0, 0])
             row[1] += 1
             if ev.status.value != "resolved":
@@ -286,6 +369,7 @@ class Follower:
                     for batch in polled.values():
                         for rec in batch:
                             state.apply(rec.topic, rec.key, rec.value)
+                    state.index.refresh()
                 if state.progress.caught_up_s is None and (
                     state.progress.records_at_start is not None
                     and all(consumer.position(tp) >= end for tp, end in initial_ends.items())
@@ -317,6 +401,10 @@ def kafka_consumer_factory(settings: Settings, servers: Iterable[str]) -> Callab
             allow_auto_create_topics=False,
             client_id="sentinel-console",
             fetch_max_bytes=64 * 1024 * 1024,
+            # kafka-python checks record CRCs in pure Python unless the optional crc32c
+            # package is installed: most of the startup read's time. The broker checked
+            # them when the records were produced, and TCP guards the transfer.
+            check_crcs=False,
             max_partition_fetch_bytes=16 * 1024 * 1024,
             **kafka_python_kwargs(settings.kafka.security),
         )

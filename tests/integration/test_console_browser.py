@@ -332,6 +332,9 @@ def test_an_incident_page_shows_its_chart_and_evidence(env: Env, browser: Any) -
         f"incident page: first paint {paint:.0f} ms after navigation start, evidence loaded "
         f"{time.monotonic() - started:.1f} s after navigation"
     )
+    for line in env.console_log.read_text(errors="replace").splitlines():
+        if "evidence of" in line:
+            print(f"console: {line}")
     _shot(page, env, "incident")
     page.click("text=Post-mortem draft")
     page.wait_for_load_state()
