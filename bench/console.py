@@ -158,6 +158,9 @@ PAINT_JS = """() => {
 }"""
 
 
+WAIT_PAINT_JS = "() => performance.getEntriesByType('paint').length > 0"
+
+
 def _browser(url: str, chromium: str, incident_id: str) -> dict[str, dict[str, Any]]:
     from playwright.sync_api import sync_playwright
 
@@ -178,6 +181,8 @@ def _browser(url: str, chromium: str, incident_id: str) -> dict[str, dict[str, A
             ):
                 page.goto(url + path)
                 page.wait_for_load_state("load")
+                # Paint entries are queued after the frame is shown: wait for one (5 s).
+                page.wait_for_function(WAIT_PAINT_JS, timeout=5000)
                 out[name] = page.evaluate(PAINT_JS)
         finally:
             browser.close()

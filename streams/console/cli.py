@@ -44,16 +44,35 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+def _history(settings: Settings) -> Any:
+    """A :class:`KafkaHistory` whose consumer skips kafka-python's pure-Python CRC checks
+    (they made reading an incident's evidence take tens of seconds; the broker checked the
+    CRCs when the records were produced). The login was checked when the console started."""
+    from kafka import KafkaConsumer
+
+    from streams.investigation.kafka_read import KafkaHistory
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=settings.kafka.bootstrap_servers,
+        group_id=None,
+        enable_auto_commit=False,
+        client_id="sentinel-console-evidence",
+        max_partition_fetch_bytes=4 * 1024 * 1024,
+        check_crcs=False,
+        **kafka_python_kwargs(settings.kafka.security),
+    )
+    return KafkaHistory(settings, consumer=consumer)
+
+
 def make_evidence(settings: Settings) -> Evidence:
     """``sentinel investigate``'s analysis of an incident, for its page: the audit trail
     (redacted), the recomputed statistic (SVG and the same PNG as ``--plot``)."""
     from streams.console.views import series_chart
     from streams.investigation.audit import audit_order, format_series, investigate, plot_series
-    from streams.investigation.kafka_read import KafkaHistory
 
     def run(events: list[IncidentEvent]) -> dict[str, Any]:
         began = time.monotonic()
-        with KafkaHistory(settings) as history:
+        with _history(settings) as history:
             connected = time.monotonic()
             inv = investigate(settings, events, history)
         log.info(
@@ -85,11 +104,10 @@ def make_evidence(settings: Settings) -> Evidence:
 
 
 def make_postmortem(settings: Settings) -> Any:
-    from streams.investigation.kafka_read import KafkaHistory
     from streams.investigation.postmortem import find_playbook, read_containment, render_postmortem
 
     def run(events: list[IncidentEvent]) -> str:
-        with KafkaHistory(settings) as history:
+        with _history(settings) as history:
             containment = read_containment(history, settings.topics.control, events[-1].incident_id)
         playbook = find_playbook(events, str(settings.detection.playbooks_dir))
         return render_postmortem(
