@@ -313,3 +313,21 @@ def test_heat_classes_and_charts() -> None:
     assert "<script" not in svg
     hostile = svg_chart({"<b>": []}, title="<script>x</script>", y_label="y")
     assert "<script>" not in hostile
+
+
+def test_notify_takes_the_console_url_from_the_settings() -> None:
+    from streams.alerting_cli import NotifyFile, sink_config
+
+    cfg = sink_config(
+        "alertmanager",
+        NotifyFile(),
+        url="http://am.example/hook",
+        environ={},
+        source="test",
+        console_url="https://console.example",
+    )
+    assert isinstance(cfg, AlertmanagerSinkConfig)
+    assert cfg.console_url == "https://console.example"
+    t, _ = _lifecycle()
+    body = json.loads(make_sink(cfg).build(t, T0).body)
+    assert body["alerts"][0]["generatorURL"].startswith("https://console.example/incidents/")
