@@ -262,8 +262,8 @@ def _first_paint_ms(page: Any) -> float:
     return float(page.evaluate(PAINT_JS))
 
 
-def _shot(page: Any, env: Env, name: str) -> None:
-    page.screenshot(path=str(env.shots / f"{name}.png"), full_page=False)
+def _shot(page: Any, env: Env, name: str, *, full_page: bool = False) -> None:
+    page.screenshot(path=str(env.shots / f"{name}.png"), full_page=full_page)
 
 
 def test_the_incident_list_shows_the_workers_incidents_and_filters_narrow_it(
@@ -350,6 +350,7 @@ def test_an_incident_page_shows_its_chart_and_evidence(env: Env, browser: Any) -
         if "evidence of" in line:
             print(f"console: {line}")
     _shot(page, env, "incident")
+    _shot(page, env, "incident-full", full_page=True)
     page.click("text=Post-mortem draft")
     page.wait_for_load_state()
     assert tox.incident_id in page.inner_text("pre.markdown")
