@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
@@ -247,6 +248,9 @@ class DetectionSettings(_Section):
     playbooks_dir: Path = Path("config/playbooks")
 
 
+_PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]{16,}\$[0-9a-f]{64}$")
+
+
 class ConsoleUser(_Section):
     """One operator console login: a name, a role and a salted PBKDF2 hash of its password
     or token (``sentinel console hash-password`` makes one; the clear text is never kept).
@@ -257,11 +261,21 @@ class ConsoleUser(_Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
     role: Literal["operator", "viewer"] = "viewer"
-    password_hash: str = Field(
-        pattern=r"^pbkdf2_sha256\$\d+\$[0-9a-f]{16,}\$[0-9a-f]{64}$",
+    password_hash: SecretStr = Field(
         repr=False,
-        description="pbkdf2_sha256$<iterations>$<salt hex>$<hash hex>",
+        description="pbkdf2_sha256$<iterations>$<salt hex>$<hash hex> (not shown by "
+        "`sentinel config`: a hash can be attacked offline)",
     )
+
+    @field_validator("password_hash")
+    @classmethod
+    def _check_hash(cls, v: SecretStr) -> SecretStr:
+        if not _PASSWORD_HASH.match(v.get_secret_value()):
+            raise ValueError(
+                "password_hash must be pbkdf2_sha256$<iterations>$<salt>$<hash>, as "
+                "'sentinel console --hash-password' prints it"
+            )
+        return v
 
 
 class ConsoleSettings(_Section):

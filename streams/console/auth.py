@@ -75,7 +75,9 @@ class Authenticator:
 
     def login(self, name: str, password: str) -> Session | None:
         user = self._users.get(name)
-        ok = verify_password(password, user.password_hash if user else self._dummy)
+        ok = verify_password(
+            password, user.password_hash.get_secret_value() if user else self._dummy
+        )
         if user is None or not ok:
             return None
         return Session(user.name, user.role, secrets.token_hex(8))
