@@ -31,6 +31,8 @@ from alerting.silences import SilenceRecord, new_silence, parse_duration
 from streams.console.state import ConsoleState
 
 SEND_TIMEOUT_S: Final = 30.0
+READ_OWN_WRITE_S: Final = 10.0
+"""How long an action waits for the console's own follower to fold what it published."""
 MAX_SILENCE: Final = timedelta(days=30)
 
 
@@ -38,13 +40,15 @@ class ActionError(ValueError):
     """An action that cannot be taken as asked; the message is shown to the operator."""
 
 
-Send = Callable[[str, bytes, bytes], None]
-"""Publish ``(topic, key, value)`` and wait for the broker's acknowledgement."""
+Send = Callable[[str, bytes, bytes], tuple[int, int] | None]
+"""Publish ``(topic, key, value)``, wait for the broker's acknowledgement, and return the
+record's (partition, offset) when known."""
 
 
 def kafka_sender(producer: Any) -> Send:
-    def send(topic: str, key: bytes, value: bytes) -> None:
-        producer.send(topic, key=key, value=value).get(timeout=SEND_TIMEOUT_S)
+    def send(topic: str, key: bytes, value: bytes) -> tuple[int, int] | None:
+        meta = producer.send(topic, key=key, value=value).get(timeout=SEND_TIMEOUT_S)
+        return int(meta.partition), int(meta.offset)
 
     return send
 
@@ -74,6 +78,13 @@ class ConsoleActions:
         self.playbooks = playbooks
         self.now = now
 
+    def _publish(self, topic: str, key: bytes, value: bytes) -> None:
+        """Send, then wait (bounded) until the follower folded it, so the page the
+        operator sees next already shows the action."""
+        where = self.send(topic, key, value)
+        if where is not None:
+            self.state.wait_folded(topic, where[0], where[1], READ_OWN_WRITE_S)
+
     def _events(self, incident_id: str) -> list[IncidentEvent]:
         with self.state.lock:
             try:
@@ -88,7 +99,7 @@ class ConsoleActions:
             action = new_action(name, event, by=by, reason=reason, at=self.now(), detail=detail)
         except (ValueError, ValidationError) as exc:
             raise ActionError(_first_error(exc)) from None
-        self.send(self.state.sources.operator, action.key(), action.to_json_bytes())
+        self._publish(self.state.sources.operator, action.key(), action.to_json_bytes())
         return action
 
     def acknowledge(self, incident_id: str, *, by: str, reason: str) -> OperatorAction:
@@ -150,7 +161,7 @@ class ConsoleActions:
             )
         except ValidationError as exc:
             raise ActionError(_first_error(exc)) from None
-        self.send(self.state.sources.silences, rec.key(), rec.to_json_bytes())
+        self._publish(self.state.sources.silences, rec.key(), rec.to_json_bytes())
         return rec
 
     def expire_silence(self, silence_id: str, *, by: str) -> SilenceRecord:
@@ -162,7 +173,7 @@ class ConsoleActions:
         if not current.is_active(now):
             raise ActionError(f"silence {silence_id} already {current.state(now)}")
         expired = current.expire(now)
-        self.send(self.state.sources.silences, expired.key(), expired.to_json_bytes())
+        self._publish(self.state.sources.silences, expired.key(), expired.to_json_bytes())
         return expired
 
     def contain(self, incident_id: str, *, by: str, reason: str) -> OperatorAction:
@@ -184,7 +195,7 @@ class ConsoleActions:
             raise ActionError(f"the playbook {name!r} has no containment action for this incident")
         applied: list[str] = []
         for snap in snapshots:
-            self.send(self.state.sources.control, snap.key(), snap.to_json_bytes())
+            self._publish(self.state.sources.control, snap.key(), snap.to_json_bytes())
             if snap.last_command is not None:
                 applied += [describe_action(a) for a in snap.last_command.actions]
         return self._record("contain", latest, by, reason, detail=", ".join(applied))

@@ -205,10 +205,29 @@ class ConsoleState:
     invalid: Counter[str] = field(default_factory=Counter)
     version: int = 0
     changes: deque[tuple[int, str]] = field(default_factory=lambda: deque(maxlen=2000))
+    folded: dict[tuple[str, int], int] = field(default_factory=dict)
+    """Per (topic, partition), the offset of the last record folded."""
     progress: Progress = field(init=False)
+    _folded_cond: threading.Condition = field(init=False)
 
     def __post_init__(self) -> None:
         self.progress = Progress(self.monotonic())
+        self._folded_cond = threading.Condition(self.lock)
+
+    def note_folded(self, topic: str, partition: int, offset: int) -> None:
+        """Record that the record at ``offset`` was folded (call with the lock held)."""
+        key = (topic, partition)
+        if offset > self.folded.get(key, -1):
+            self.folded[key] = offset
+            self._folded_cond.notify_all()
+
+    def wait_folded(self, topic: str, partition: int, offset: int, timeout_s: float) -> bool:
+        """Wait until the record at ``offset`` is folded (read your own writes: a page
+        shown after an action shows it). False when ``timeout_s`` passed first."""
+        with self._folded_cond:
+            return self._folded_cond.wait_for(
+                lambda: self.folded.get((topic, partition), -1) >= offset, timeout_s
+            )
 
     # -- folding -------------------------------------------------------------------------
 
@@ -369,6 +388,9 @@ class Follower:
                     for batch in polled.values():
                         for rec in batch:
                             state.apply(rec.topic, rec.key, rec.value)
+                        if batch:
+                            last = batch[-1]
+                            state.note_folded(last.topic, last.partition, last.offset)
                     state.index.refresh()
                 if state.progress.caught_up_s is None and (
                     state.progress.records_at_start is not None

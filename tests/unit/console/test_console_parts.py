@@ -191,6 +191,11 @@ def test_state_folds_every_source_and_counts_bad_records() -> None:
     assert state.invalid["a"] == 1
     assert state.counts_by_model() == {t.labels.model: (0, 1)}
     assert t.incident_id in state.changed_since(0)
+    # Read your own writes: an action waits until the follower folded its record.
+    with state.lock:
+        state.note_folded("c.operator", 0, 7)
+    assert state.wait_folded("c.operator", 0, 7, timeout_s=0.01)
+    assert not state.wait_folded("c.operator", 0, 8, timeout_s=0.01)
 
 
 # -- actions -----------------------------------------------------------------------------
