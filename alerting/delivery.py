@@ -38,6 +38,7 @@ from alerting.payloads import (
     EVENT_ID_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
+    add_console_link,
     alertmanager_webhook,
     pagerduty_event,
     sign,
@@ -157,6 +158,7 @@ class PagerDutySink:
         *,
         url: str = PAGERDUTY_EVENTS_URL,
         playbook_base_url: str | None = None,
+        console_url: str | None = None,
         name: str = "pagerduty",
     ) -> None:
         self.name = name
@@ -164,6 +166,7 @@ class PagerDutySink:
         self._routing_key = routing_key
         self._url = url
         self._playbook_base_url = playbook_base_url
+        self._console_url = console_url
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
         body = pagerduty_event(
@@ -171,21 +174,30 @@ class PagerDutySink:
             self._routing_key.get_secret_value(),
             playbook_base_url=self._playbook_base_url,
         )
+        add_console_link(body, event, self._console_url, "pagerduty")
         return _json_request(self._url, body)
 
 
 class AlertmanagerSink:
     def __init__(
-        self, url: str, *, receiver: str, external_url: str, name: str = "alertmanager"
+        self,
+        url: str,
+        *,
+        receiver: str,
+        external_url: str,
+        console_url: str | None = None,
+        name: str = "alertmanager",
     ) -> None:
         self.name = name
         self.pages = True
         self._url = url
         self._receiver = receiver
         self._external_url = external_url
+        self._console_url = console_url
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
         body = alertmanager_webhook(event, receiver=self._receiver, external_url=self._external_url)
+        add_console_link(body, event, self._console_url, "alertmanager")
         return _json_request(self._url, body)
 
 
@@ -195,15 +207,18 @@ class SlackSink:
         webhook_url: SecretStr,
         *,
         playbook_base_url: str | None = None,
+        console_url: str | None = None,
         name: str = "slack",
     ) -> None:
         self.name = name
         self.pages = True
         self._webhook_url = webhook_url
         self._playbook_base_url = playbook_base_url
+        self._console_url = console_url
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
         body = slack_message(event, playbook_base_url=self._playbook_base_url)
+        add_console_link(body, event, self._console_url, "slack")
         return _json_request(self._webhook_url.get_secret_value(), body)
 
 
@@ -225,6 +240,7 @@ class PagerDutySinkConfig(BaseModel):
     routing_key: SecretStr
     url: str = PAGERDUTY_EVENTS_URL
     playbook_base_url: str | None = None
+    console_url: str | None = None
 
 
 class AlertmanagerSinkConfig(BaseModel):
@@ -233,6 +249,7 @@ class AlertmanagerSinkConfig(BaseModel):
     url: str
     receiver: str = "sentinel"
     external_url: str = ""
+    console_url: str | None = None
 
 
 class SlackSinkConfig(BaseModel):
@@ -240,6 +257,7 @@ class SlackSinkConfig(BaseModel):
     type: Literal["slack"]
     webhook_url: SecretStr
     playbook_base_url: str | None = None
+    console_url: str | None = None
 
 
 SinkConfig = Annotated[
@@ -252,10 +270,22 @@ def make_sink(cfg: SinkConfig) -> Sink:
     if isinstance(cfg, WebhookSinkConfig):
         return WebhookSink(cfg.url, cfg.secret)
     if isinstance(cfg, PagerDutySinkConfig):
-        return PagerDutySink(cfg.routing_key, url=cfg.url, playbook_base_url=cfg.playbook_base_url)
+        return PagerDutySink(
+            cfg.routing_key,
+            url=cfg.url,
+            playbook_base_url=cfg.playbook_base_url,
+            console_url=cfg.console_url,
+        )
     if isinstance(cfg, AlertmanagerSinkConfig):
-        return AlertmanagerSink(cfg.url, receiver=cfg.receiver, external_url=cfg.external_url)
-    return SlackSink(cfg.webhook_url, playbook_base_url=cfg.playbook_base_url)
+        return AlertmanagerSink(
+            cfg.url,
+            receiver=cfg.receiver,
+            external_url=cfg.external_url,
+            console_url=cfg.console_url,
+        )
+    return SlackSink(
+        cfg.webhook_url, playbook_base_url=cfg.playbook_base_url, console_url=cfg.console_url
+    )
 
 
 # ---- the runner -------------------------------------------------------------------------

@@ -15,7 +15,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, iso_utc, stable_hash
 
@@ -211,6 +211,29 @@ def slack_message(event: IncidentEvent, *, playbook_base_url: str | None = None)
         {"type": "context", "elements": [{"type": "mrkdwn", "text": " | ".join(context)}]}
     )
     return {"text": head, "blocks": blocks}
+
+
+def add_console_link(
+    body: dict[str, Any],
+    event: IncidentEvent,
+    console_url: str | None,
+    kind: Literal["pagerduty", "alertmanager", "slack"],
+) -> dict[str, Any]:
+    """Point a built payload at the incident's page in the operator console
+    (``console.public_url`` + ``/incidents/<id>``): a PagerDuty ``links`` entry, each
+    Alertmanager alert's ``generatorURL``, a Slack button. No URL configured: unchanged."""
+    if not console_url:
+        return body
+    url = f"{console_url.rstrip('/')}/incidents/{event.incident_id}"
+    if kind == "pagerduty" and "links" in body:
+        body["links"].insert(0, {"href": url, "text": "Sentinel console"})
+    elif kind == "alertmanager":
+        for alert in body.get("alerts", []):
+            alert["generatorURL"] = url
+    elif kind == "slack":
+        button = {"type": "button", "text": {"type": "plain_text", "text": "Open in console"}}
+        body["blocks"].append({"type": "actions", "elements": [button | {"url": url}]})
+    return body
 
 
 # ---- generic webhook signing ------------------------------------------------------------

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sysconfig
 import tomllib
 from collections.abc import Mapping
@@ -269,6 +270,77 @@ class DetectionSettings(_Section):
     )
 
 
+_PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]{16,}\$[0-9a-f]{64}$")
+
+
+class ConsoleUser(_Section):
+    """One operator console login: a name, a role and a salted PBKDF2 hash of its password
+    or token (``sentinel console hash-password`` makes one; the clear text is never kept).
+    ``viewer`` reads every page; ``operator`` may also acknowledge, silence, contain and
+    resolve."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    name: str = Field(pattern=r"^[A-Za-z0-9._@-]{1,64}$")
+    role: Literal["operator", "viewer"] = "viewer"
+    password_hash: SecretStr = Field(
+        repr=False,
+        description="pbkdf2_sha256$<iterations>$<salt hex>$<hash hex> (not shown by "
+        "`sentinel config`: a hash can be attacked offline)",
+    )
+
+    @field_validator("password_hash")
+    @classmethod
+    def _check_hash(cls, v: SecretStr) -> SecretStr:
+        if not _PASSWORD_HASH.match(v.get_secret_value()):
+            raise ValueError(
+                "password_hash must be pbkdf2_sha256$<iterations>$<salt>$<hash>, as "
+                "'sentinel console --hash-password' prints it"
+            )
+        return v
+
+
+class ConsoleSettings(_Section):
+    """``sentinel console``: the operator web console (see docs/console.md)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
+
+    public_url: str = Field(
+        default="",
+        description="Base URL operators reach the console at (e.g. https://sentinel.example/); "
+        "when set, pager payloads link to the incident's console page.",
+    )
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    users: tuple[ConsoleUser, ...] = ()
+    tls_certfile: str = Field(default="", description="PEM certificate: serve HTTPS.")
+    tls_keyfile: str = Field(default="", description="PEM private key of tls_certfile.")
+    session_secret: SecretStr = Field(
+        default=SecretStr(""),
+        repr=False,
+        description="Signs login cookies and CSRF tokens; empty: a random one per start "
+        "(logins then end when the console restarts).",
+    )
+    session_hours: float = Field(default=12.0, gt=0, le=24 * 30)
+
+    @field_validator("public_url")
+    @classmethod
+    def _check_public_url(cls, v: str) -> str:
+        v = v.strip()
+        if v and not (v.startswith("http://") or v.startswith("https://")):
+            raise ValueError(f"public_url must be an http(s) URL, got {v!r}")
+        return v.rstrip("/")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> ConsoleSettings:
+        if bool(self.tls_certfile) != bool(self.tls_keyfile):
+            raise ValueError("tls_certfile and tls_keyfile must be given together")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ValueError("a console user name is given twice")
+        return self
+
+
 class Settings(BaseSettings):
     """All service settings. Build with :func:`load_settings`."""
 
@@ -285,6 +357,7 @@ class Settings(BaseSettings):
     worker: WorkerSettings = WorkerSettings()
     local_broker: LocalBrokerSettings = LocalBrokerSettings()
     detection: DetectionSettings = DetectionSettings()
+    console: ConsoleSettings = ConsoleSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -155,9 +155,11 @@ def build_parser() -> argparse.ArgumentParser:
     schema.set_defaults(handler=cmd_schema)
 
     from streams.cli import investigate, ops
+    from streams.console import cli as console_cli
 
     ops.register(sub)
     investigate.register(sub)
+    console_cli.register(sub)
     return parser
 
 

@@ -136,9 +136,16 @@ def _required_secret(
 
 
 def sink_config(
-    sink: str, cfg: NotifyFile, *, url: str | None, environ: dict[str, str], source: str
+    sink: str,
+    cfg: NotifyFile,
+    *,
+    url: str | None,
+    environ: dict[str, str],
+    source: str,
+    console_url: str | None = None,
 ) -> SinkConfig:
-    """Merge file, ``--url`` and secrets from the environment into a validated sink config."""
+    """Merge file, ``--url`` and secrets from the environment into a validated sink config.
+    ``console_url`` (``console.public_url``) links pages to the operator console."""
     if sink == "webhook":
         target = url or cfg.webhook.url
         if not target:
@@ -164,6 +171,7 @@ def sink_config(
             routing_key=key,
             url=target,
             playbook_base_url=cfg.pagerduty.playbook_base_url,
+            console_url=console_url,
         )
     if sink == "alertmanager":
         target = url or cfg.alertmanager.url
@@ -177,6 +185,7 @@ def sink_config(
             url=target,
             receiver=cfg.alertmanager.receiver,
             external_url=cfg.alertmanager.external_url,
+            console_url=console_url,
         )
     if url:
         raise ConfigError(
@@ -188,5 +197,8 @@ def sink_config(
     )
     _check_url(hook.get_secret_value(), "the Slack webhook URL", secret=True)
     return SlackSinkConfig(
-        type="slack", webhook_url=hook, playbook_base_url=cfg.slack.playbook_base_url
+        type="slack",
+        webhook_url=hook,
+        playbook_base_url=cfg.slack.playbook_base_url,
+        console_url=console_url,
     )

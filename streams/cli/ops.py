@@ -78,7 +78,14 @@ def cmd_notify(args: argparse.Namespace) -> int:
     environ = dict(os.environ)
     cfg, source = load_notify_file(args.config_file, environ)
     sink: Sink = make_sink(
-        sink_config(args.sink, cfg, url=args.url, environ=environ, source=source)
+        sink_config(
+            args.sink,
+            cfg,
+            url=args.url,
+            environ=environ,
+            source=source,
+            console_url=settings.console.public_url or None,
+        )
     )
     settings, bootstrap = connect(settings)
     group = args.group_id or f"{settings.worker.app_id}-notify-{args.sink}"

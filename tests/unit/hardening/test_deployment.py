@@ -60,7 +60,7 @@ def test_broker_is_the_official_image_at_the_tested_version_in_kraft_mode(
     assert "healthcheck" in kafka
 
 
-@pytest.mark.parametrize("service", ["worker", "notify", "contain"])
+@pytest.mark.parametrize("service", ["worker", "notify", "contain", "console"])
 def test_each_service_runs_a_sentinel_command_with_settings_it_accepts(
     compose: dict[str, Any], service: str
 ) -> None:
@@ -82,3 +82,15 @@ def test_each_service_runs_a_sentinel_command_with_settings_it_accepts(
 def test_the_worker_port_is_the_configured_web_port(compose: dict[str, Any]) -> None:
     settings = load_settings(env=_dockerfile_env())
     assert str(settings.worker.web_port) in [str(p) for p in compose["services"]["worker"]["ports"]]
+
+
+def test_the_console_listens_on_its_published_port_and_pages_link_to_it(
+    compose: dict[str, Any],
+) -> None:
+    spec = compose["services"]["console"]
+    env = _dockerfile_env() | {k: _resolved(v) for k, v in spec["environment"].items()}
+    settings = load_settings(env=env)
+    assert settings.console.host == "0.0.0.0"
+    assert f"{settings.console.port}:{settings.console.port}" in spec["ports"]
+    notify = compose["services"]["notify"]["environment"]
+    assert _resolved(notify["SENTINEL_CONSOLE__PUBLIC_URL"]) == settings.console.public_url

@@ -1,0 +1,276 @@
+"""What the pages compute from the folded state: charts, the detector heat map, deploys.
+
+Pure functions over :mod:`alerting` models and detector-table JSON; no Kafka, no HTTP.
+Charts are inline SVG drawn here (no JavaScript library, nothing fetched from the
+internet); each point carries a ``<title>`` so hovering shows its values.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from html import escape
+from typing import Any, Final
+
+from alerting.model import IncidentEvent, iso_utc
+from streams.investigation.audit import StatisticSeries
+from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
+from streams.pipeline.keys import level_of_key
+from streams.pipeline.state import STATE_VERSIONS, VERSION_KEY
+from streams.settings import DetectionSettings
+
+MAX_POINTS: Final = 600
+
+
+@dataclass(frozen=True)
+class Point:
+    time: datetime
+    value: float
+    label: str
+
+
+def _polyline(points: Sequence[tuple[float, float]]) -> str:
+    return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
+
+
+def svg_chart(
+    series: dict[str, Sequence[Point]],
+    *,
+    title: str,
+    y_label: str,
+    threshold: float | None = None,
+    width: int = 720,
+    height: int = 260,
+    marks: Sequence[Point] = (),
+) -> str:
+    """A line chart over time of one or more named series, with a dashed threshold line.
+
+    ``marks`` are drawn as stars (e.g. the trigger). The SVG scales to its container
+    (``viewBox``), so it is usable on a phone.
+    """
+    colors = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
+    pts = [p for ps in series.values() for p in ps if math.isfinite(p.value)]
+    pad_l, pad_r, pad_t, pad_b = 56, 12, 24, 36
+    if not pts:
+        return (
+            f'<svg class="chart" viewBox="0 0 {width} 60" role="img" aria-label="{escape(title)}">'
+            f'<text x="8" y="30">{escape(title)}: no data</text></svg>'
+        )
+    t0 = min(p.time for p in pts).timestamp()
+    t1 = max(p.time for p in pts).timestamp()
+    span_t = max(t1 - t0, 1.0)
+    top = max([*(p.value for p in pts), (threshold or 0.0) * 1.15, 1e-9])
+    w, h = width - pad_l - pad_r, height - pad_t - pad_b
+
+    def xy(p: Point) -> tuple[float, float]:
+        x = pad_l + (p.time.timestamp() - t0) / span_t * w
+        y = pad_t + h - max(0.0, min(p.value, top)) / top * h
+        return x, y
+
+    out = [
+        f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+        f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
+        f'<text x="{pad_l}" y="16" class="chart-title">{escape(title)}</text>',
+        f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" class="axis"/>',
+        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" class="axis"/>',
+    ]
+    for frac in (0.0, 0.5, 1.0):
+        y = pad_t + h - frac * h
+        out.append(f'<text x="{pad_l - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">')
+        out.append(f"{top * frac:.3g}</text>")
+    for frac, anchor in ((0.0, "start"), (1.0, "end")):
+        t = datetime.fromtimestamp(t0 + frac * span_t, tz=pts[0].time.tzinfo)
+        x = pad_l + frac * w
+        out.append(
+            f'<text x="{x:.1f}" y="{height - 8}" class="tick" text-anchor="{anchor}">'
+            f"{escape(iso_utc(t)[:16].replace('T', ' '))} UTC</text>"
+        )
+    out.append(
+        f'<text x="12" y="{pad_t + h / 2:.1f}" class="tick" '
+        f'transform="rotate(-90 12 {pad_t + h / 2:.1f})" text-anchor="middle">'
+        f"{escape(y_label)}</text>"
+    )
+    if threshold is not None and threshold <= top:
+        y = pad_t + h - threshold / top * h
+        out.append(
+            f'<line x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}" class="threshold"/>'
+        )
+    legend_x = pad_l + 8
+    for i, (name, points) in enumerate(series.items()):
+        color = colors[i % len(colors)]
+        finite = [p for p in points if math.isfinite(p.value)]
+        out.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="1.6" '
+            f'points="{_polyline([xy(p) for p in finite])}"/>'
+        )
+        if len(finite) <= 80:
+            for p in finite:
+                x, y = xy(p)
+                out.append(
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
+                    f"<title>{escape(p.label)}</title></circle>"
+                )
+        out.append(
+            f'<text x="{legend_x}" y="{pad_t + 12 + 14 * i}" fill="{color}" class="legend">'
+            f"{escape(name)}</text>"
+        )
+    for p in marks:
+        if math.isfinite(p.value):
+            x, y = xy(p)
+            out.append(
+                f'<text x="{x:.1f}" y="{y + 6:.1f}" class="mark" text-anchor="middle">★'
+                f"<title>{escape(p.label)}</title></text>"
+            )
+    if threshold is not None:
+        out.append(
+            f'<text x="{pad_l + w}" y="{pad_t + 12}" class="legend threshold-label" '
+            f'text-anchor="end">threshold</text>'
+        )
+    out.append("</svg>")
+    return "".join(out)
+
+
+def lifecycle_chart(events: Sequence[IncidentEvent]) -> str:
+    """The recorded signal at every lifecycle step: statistic against its threshold, and
+    the observed rate against its baseline, as the engine published them."""
+    stat: list[Point] = []
+    thr: list[Point] = []
+    obs: list[Point] = []
+    base: list[Point] = []
+    for e in events:
+        s = e.evidence.signal
+        t = e.emitted_at
+        step = f"{e.action.value} #{e.sequence} at {iso_utc(t)}"
+        stat.append(Point(t, s.statistic, f"{step}: statistic {s.statistic:.3f}"))
+        thr.append(Point(t, s.threshold, f"{step}: threshold {s.threshold:.3f}"))
+        obs.append(Point(t, s.observed, f"{step}: observed {s.observed:.4f}"))
+        base.append(Point(t, s.baseline, f"{step}: baseline {s.baseline:.4f}"))
+    first = svg_chart(
+        {"statistic": stat, "threshold": thr},
+        title="detector statistic and threshold at each lifecycle step",
+        y_label="statistic",
+    )
+    second = svg_chart(
+        {"observed": obs, "baseline": base},
+        title="observed value and baseline at each lifecycle step",
+        y_label="value",
+    )
+    return first + second
+
+
+def series_chart(series: StatisticSeries) -> str:
+    """The recomputed statistic / threshold over every observation of the incident's key
+    (``sentinel investigate``'s series), thinned to :data:`MAX_POINTS`."""
+    n = len(series.times)
+    step = max(1, math.ceil(n / MAX_POINTS))
+    keep = sorted({*range(0, n, step), *series.alarms, n - 1} if n else set())
+    pts = [
+        Point(
+            series.times[i],
+            series.ratio[i],
+            f"{iso_utc(series.times[i])}: statistic {series.statistic[i]:.3f} / threshold "
+            f"{series.threshold[i]:.3f} = {series.ratio[i]:.2f}",
+        )
+        for i in keep
+        if not math.isnan(series.ratio[i])
+    ]
+    marks = []
+    if series.trigger_index is not None:
+        i = series.trigger_index
+        marks.append(
+            Point(series.times[i], series.ratio[i], f"trigger at {iso_utc(series.times[i])}")
+        )
+    return svg_chart(
+        {"statistic / threshold": pts},
+        title=f"{series.detector}: statistic / threshold per observation (alarm at 1)",
+        y_label="ratio",
+        threshold=1.0,
+        marks=marks,
+    )
+
+
+# -- the Models page --------------------------------------------------------------------
+
+
+@dataclass
+class KeyRow:
+    """One detector key: its observations and, per detector kind, statistic / threshold."""
+
+    key: str
+    level: str
+    observations: int
+    ratios: dict[str, float | None] = field(default_factory=dict)  # None: still learning
+
+
+@dataclass
+class ModelView:
+    model: str
+    rows: list[KeyRow] = field(default_factory=list)
+    kinds: list[str] = field(default_factory=list)
+    versions: list[str] = field(default_factory=list)
+    deploys: list[dict[str, Any]] = field(default_factory=list)
+    current_version: str | None = None
+
+
+def heat_class(ratio: float | None) -> str:
+    """CSS class of a heat-map cell: how close the detector is to its threshold."""
+    if ratio is None:
+        return "heat-learning"
+    for bound, name in ((0.25, "heat-0"), (0.5, "heat-1"), (0.75, "heat-2"), (1.0, "heat-3")):
+        if ratio < bound:
+            return name
+    return "heat-4"
+
+
+def model_views(
+    detectors: dict[str, dict[str, Any]],
+    engines: dict[str, dict[str, Any]],
+    settings: DetectionSettings,
+    *,
+    max_keys: int = 500,
+) -> list[ModelView]:
+    """Per model, its detector keys (rows) and detector kinds (columns), from the
+    detector table's changelog, and its versions and deploys from the engine table's."""
+    arl0 = per_detector_arl0(settings)
+    views: dict[str, ModelView] = {}
+    for key in sorted(detectors)[:max_keys]:
+        model = key.split("|", 1)[0]
+        level = level_of_key(key)
+        state = detectors[key]
+        if state.get(VERSION_KEY) != STATE_VERSIONS["detectors"]:
+            continue  # another release's state: the worker relearns it
+        try:
+            ds = DetectorSet.from_json(state, settings, level, arl0)
+        except (KeyError, ValueError, TypeError):
+            continue
+        view = views.setdefault(model, ModelView(model))
+        row = KeyRow(key, level, max((t.n for t in ds.trackers.values()), default=0))
+        for name, det in ds.detectors.items():
+            kind = name.split(":")[0]
+            ratio: float | None = None
+            if not det.learning and det.threshold and math.isfinite(det.threshold):
+                ratio = det.statistic / det.threshold
+            old = row.ratios.get(kind)
+            if kind not in row.ratios or (ratio is not None and (old is None or ratio > old)):
+                row.ratios[kind] = ratio
+            if kind not in view.kinds:
+                view.kinds.append(kind)
+        if level == "model":
+            view.versions = list(ds.versions)
+        view.rows.append(row)
+    for model, state in engines.items():
+        view = views.setdefault(model, ModelView(model))
+        view.deploys = sorted(
+            (d for d in state.get("deploys", []) if isinstance(d, dict)),
+            key=lambda d: str(d.get("deployed_at", "")),
+        )
+        current = state.get("current_versions", {})
+        if isinstance(current, dict):
+            view.current_version = current.get(model)
+    order = {"model": 0, "version": 1, "segment": 2}
+    for view in views.values():
+        view.kinds.sort()
+        view.rows.sort(key=lambda r: (order[r.level], r.key))
+    return [views[m] for m in sorted(views)]
