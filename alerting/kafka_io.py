@@ -18,6 +18,7 @@ all of them; ``None`` means PLAINTEXT. They hold the password: never log them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -33,12 +34,14 @@ from alerting.delivery import (
     DeadLetter,
     DeliveryRunner,
     HttpTransport,
+    RefreshingSink,
     RetryPolicy,
     Sink,
     UrllibTransport,
 )
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import PlaybookSet
+from alerting.status import fold_open_incidents
 
 log = logging.getLogger(__name__)
 
@@ -191,9 +194,12 @@ def notify_loop(
 ) -> LoopStats:
     """Deliver until ``should_stop()``. ``stats`` (filled in place, so a caller still has
     the counts if delivery is interrupted) and ``on_poll`` (called with the size of each
-    polled batch, e.g. for idle detection) are optional."""
+    polled batch, e.g. for idle detection) are optional. Between polls (at least every
+    ``poll_timeout_ms``) a refreshing sink re-posts its alerts when due
+    (:meth:`DeliveryRunner.refresh`)."""
     stats = stats if stats is not None else LoopStats()
     while not should_stop():
+        runner.refresh()
         records = _records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
             on_poll(len(records))
@@ -223,6 +229,7 @@ def run_notify_consumer(
     on_poll: Callable[[int], None] | None = None,
     security: KafkaClientSecurity = None,
     consumer_options: Mapping[str, Any] | None = None,
+    restore_open: bool = True,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
@@ -230,7 +237,9 @@ def run_notify_consumer(
     dedup key; offsets are committed only after delivery or dead-lettering. ``security``
     and ``consumer_options`` (extra kafka-python consumer settings) apply to the clients
     built here (not to injected ones); a consumer built here stays in its group through
-    backoffs of any length (:func:`polling_sleep`).
+    backoffs of any length (:func:`polling_sleep`). A :class:`RefreshingSink`
+    (Alertmanager) first takes up the open incidents of the whole alerts topic
+    (``restore_open``), since its alerts expire unless re-posted.
     """
     clock = clock or SystemClock()
     if consumer is None:
@@ -266,6 +275,16 @@ def run_notify_consumer(
         clock=clock,
         retry=retry,
     )
+    if isinstance(sink, RefreshingSink) and restore_open:
+        # Alerts expire unless re-posted: take up the open incidents where the last run
+        # left them (the consumer only sees events after its committed offset).
+        events: list[IncidentEvent] = []
+        for r in read_topic_to_end(bootstrap, alerts_topic, security=security):
+            with contextlib.suppress(ValidationError, ValueError):
+                events.append(decode_event(r.value))
+        open_ = fold_open_incidents(events)
+        sink.restore(open_, clock.now())
+        log.info("%s: %d open incident(s) restored from %s", sink.name, len(open_), alerts_topic)
     try:
         return notify_loop(
             consumer,

@@ -17,7 +17,8 @@ silence add|list|expire
     (:func:`alerting.silences.silences_topic`), keyed by silence id.
 
 ``notify`` and ``contain`` run until SIGINT/SIGTERM, ``--max-seconds`` or ``--until-idle``,
-then print a summary. Bad input exits 2; a broker error exits 1.
+then print a summary. Bad input exits 2; a broker error exits 1; ``notify`` exits 3 when it
+dead-lettered events.
 
 Every Kafka client these commands build logs in with the ``kafka.security`` settings
 (:func:`streams.security.kafka_python_kwargs`), as the worker's do; a refused login
@@ -57,6 +58,7 @@ from alerting.delivery import (
     SinkConfig,
     SlackSinkConfig,
     UrllibTransport,
+    WebhookFormat,
     WebhookSinkConfig,
     make_sink,
 )
@@ -89,6 +91,9 @@ log = logging.getLogger(__name__)
 
 DEFAULT_NOTIFY_CONFIG = Path(__file__).resolve().parent.parent / "config" / "notify.toml"
 SINKS = ("webhook", "pagerduty", "alertmanager", "slack")
+EXIT_DEAD_LETTERS = 3
+"""``sentinel notify`` ran to its end but dead-lettered events (bad input is 2, a broker
+error 1): scripts and supervisors see that deliveries failed."""
 SECRET_ENV = {
     "webhook": "SENTINEL_NOTIFY_WEBHOOK_SECRET",
     "pagerduty": "SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY",
@@ -116,6 +121,9 @@ class WebhookSection(BaseModel):
     model_config = _CFG
     url: str = ""
     secret: SecretStr | None = None
+    format: WebhookFormat = "incident"
+    receiver: str = "sentinel"
+    external_url: str = ""
 
 
 class PagerDutySection(BaseModel):
@@ -128,8 +136,9 @@ class PagerDutySection(BaseModel):
 class AlertmanagerSection(BaseModel):
     model_config = _CFG
     url: str = ""
-    receiver: str = "sentinel"
-    external_url: str = ""
+    refresh_s: float = Field(default=60.0, gt=0, le=3600)
+    public_url: str = ""
+    playbook_base_url: str | None = None
 
 
 class SlackSection(BaseModel):
@@ -214,7 +223,14 @@ def sink_config(
         secret = _required_secret(
             "webhook", "secret", "the webhook HMAC secret", cfg.webhook.secret, environ, source
         )
-        return WebhookSinkConfig(type="webhook", url=target, secret=secret)
+        return WebhookSinkConfig(
+            type="webhook",
+            url=target,
+            secret=secret,
+            format=cfg.webhook.format,
+            receiver=cfg.webhook.receiver,
+            external_url=cfg.webhook.external_url,
+        )
     if sink == "pagerduty":
         target = url or cfg.pagerduty.url
         _check_url(target, "PagerDuty events URL")
@@ -238,12 +254,15 @@ def sink_config(
             raise ConfigError(
                 f"alertmanager sink needs a URL: --url or [alertmanager] url in {source}"
             )
-        _check_url(target, "Alertmanager webhook URL")
+        _check_url(target, "Alertmanager URL")
+        if cfg.alertmanager.public_url:
+            _check_url(cfg.alertmanager.public_url, "[alertmanager] public_url")
         return AlertmanagerSinkConfig(
             type="alertmanager",
             url=target,
-            receiver=cfg.alertmanager.receiver,
-            external_url=cfg.alertmanager.external_url,
+            refresh_s=cfg.alertmanager.refresh_s,
+            public_url=cfg.alertmanager.public_url,
+            playbook_base_url=cfg.alertmanager.playbook_base_url,
         )
     if url:
         raise ConfigError(
@@ -517,6 +536,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
             stats, ("delivered", "duplicate", "dead_lettered", "skipped_replay", "undecodable")
         )
     )
+    dead = stats.outcomes.get("dead_lettered", 0) + stats.outcomes.get("undecodable", 0)
+    if dead:
+        _say(
+            f"{dead} event(s) went to the dead-letter topic {settings.topics.dead_letter} "
+            f"(see their reasons there); exit status {EXIT_DEAD_LETTERS}"
+        )
+        return EXIT_DEAD_LETTERS
     return 0
 
 
