@@ -411,7 +411,8 @@ def run_containment_consumer(
 
     A dry run publishes nothing (no control records, no dead letters) and joins no consumer
     group: it reads the alerts topic from the beginning and commits no offsets, so it never
-    moves the real containment group's position.
+    moves the real containment group's position. It ends once it has read up to the end
+    offsets the alerts topic had when it started: it shows the current plan, then stops.
     """
     from kafka import KafkaConsumer, KafkaProducer
 
@@ -424,14 +425,22 @@ def run_containment_consumer(
             state = state.with_snapshot(ModelContainment.model_validate_json(r.value))
         except ValidationError as exc:
             log.warning("ignoring invalid control record at offset %d: %s", r.offset, exc)
-    consumer = KafkaConsumer(
-        alerts_topic,
-        bootstrap_servers=bootstrap,
-        group_id=None if dry_run else group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        **_security(security),
-    )
+    if dry_run:
+        consumer, at_end = _read_to_current_end(bootstrap, alerts_topic, security)
+        user_stop = should_stop
+
+        def should_stop() -> bool:
+            return user_stop() or at_end()
+
+    else:
+        consumer = KafkaConsumer(
+            alerts_topic,
+            bootstrap_servers=bootstrap,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            **_security(security),
+        )
     producer = (
         None
         if dry_run
@@ -462,6 +471,34 @@ def run_containment_consumer(
         if producer is not None:
             producer.flush(timeout=SEND_TIMEOUT_S)
             producer.close()
+
+
+def _read_to_current_end(
+    bootstrap: str, topic: str, security: KafkaClientSecurity
+) -> tuple[Any, Callable[[], bool]]:
+    """A consumer without a group assigned every partition of ``topic`` from the beginning,
+    and a predicate that is true once it has read up to the end offsets of now (at once
+    for a topic that is empty or does not exist)."""
+    from kafka import KafkaConsumer, TopicPartition
+
+    consumer = KafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+        **_security(security),
+    )
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    ends: dict[Any, int] = {}
+    if parts:
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+
+    def at_end() -> bool:
+        return all(consumer.position(tp) >= ends[tp] for tp in parts)
+
+    return consumer, at_end
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,8 @@ notify --sink webhook|pagerduty|alertmanager|slack
     ``SENTINEL_NOTIFY_SLACK_WEBHOOK_URL``; they win over the file) and are never printed.
 contain [--dry-run]
     Apply playbook containment for every alert and publish the per-model state to the
-    compacted control topic. A dry run publishes nothing and commits no offsets.
+    compacted control topic. A dry run publishes nothing, commits no offsets, and ends
+    once it has read the alerts topic up to where it ended at the start (the current plan).
 status
     Containment per model (control topic), open incidents (alerts topic) and silences.
 silence add|list|expire
@@ -565,6 +566,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
         f"contain: {settings.topics.alerts} -> {settings.topics.control} with "
         f"{len(playbooks)} playbooks; {mode}"
     )
+    ended = "end of the alerts topic (the current plan)" if args.dry_run else "loop ended"
     with stopper.signals():
         state = run_containment_consumer(
             ",".join(bootstrap),
@@ -582,7 +584,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
         )
     print(
         f"contain{' --dry-run' if args.dry_run else ''}: {stats.processed} record(s) in "
-        f"{stopper.elapsed():.1f} s; stopped: {stopper.reason or 'loop ended'}"
+        f"{stopper.elapsed():.1f} s; stopped: {stopper.reason or ended}"
     )
     print("  " + _counts(stats, ("published", "would_publish", "no_action", "undecodable")))
     print(state.render())
@@ -812,7 +814,9 @@ def register(sub: Any) -> None:
         "contain", help="publish playbook containment for alerts to the control topic"
     )
     contain.add_argument(
-        "--dry-run", action="store_true", help="log what would be published; publish nothing"
+        "--dry-run",
+        action="store_true",
+        help="show what would be published for the alerts so far, then end; publish nothing",
     )
     contain.add_argument("--group-id", help="consumer group (default: <app_id>-containment)")
     _add_stop_options(contain)

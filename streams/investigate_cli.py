@@ -113,7 +113,7 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = _utc_now) -> int:
         for ev in rows:
             print(ev.model_dump_json())
     else:
-        print(format_table(HEADERS, table_rows(rows)))
+        print(format_table(HEADERS, table_rows(rows, now)))
     skipped = f", {log.invalid} invalid records skipped" if log.invalid else ""
     _say(f"{len(rows)} of {len(log.events)} incidents on {topic}{skipped}")
     return 0

@@ -198,9 +198,10 @@ def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
     bounded = ["--until-idle", "3", "--max-seconds", "15"]
 
-    assert main(["contain", "--dry-run", *bounded]) == 0
+    assert main(["contain", "--dry-run"]) == 0  # ends by itself once the plan is shown
     out, _ = capsys.readouterr()
     assert "would publish 2, no action 1" in out
+    assert "stopped: end of the alerts topic (the current plan)" in out
     assert read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.control) == []
 
     # the dry run committed nothing, so the real run still sees every alert
