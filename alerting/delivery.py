@@ -53,6 +53,7 @@ from alerting.payloads import (
     sign,
     slack_message,
 )
+from alerting.redact import escape_control
 
 log = logging.getLogger(__name__)
 
@@ -87,10 +88,7 @@ ERROR_DETAIL_MAX = 500
 def error_detail(body: bytes) -> str:
     """A receiver's error body as one printable line: decoded leniently, control
     characters escaped (it goes into logs), cut at :data:`ERROR_DETAIL_MAX`."""
-    text = body.decode("utf-8", errors="replace").strip()
-    escaped = "".join(
-        ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text
-    )
+    escaped = escape_control(body.decode("utf-8", errors="replace").strip())
     return escaped[:ERROR_DETAIL_MAX] + ("..." if len(escaped) > ERROR_DETAIL_MAX else "")
 
 

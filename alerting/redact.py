@@ -98,6 +98,26 @@ _BYTES_LITERAL: Final = re.compile(
 _MAX_PASSES: Final = 8
 
 
+def escape_control(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` on one line: every non-printable character (line breaks, ``\\r``, NUL,
+    ESC, tabs, Unicode line and paragraph separators) as its Python escape (``\\n``,
+    ``\\x00``, ``\\u2028``). Producer strings in text logs go through this, so a newline
+    in an ``event_type`` cannot forge a log entry of its own. ``keep_newlines`` keeps ``\\n``
+    (for tracebacks, whose continuation lines the formatter indents).
+
+    >>> escape_control("bad\\n2026-01-01 CRITICAL forged\\x00")
+    'bad\\\\n2026-01-01 CRITICAL forged\\\\x00'
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() or (keep_newlines and ch == "\n")
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
+
+
 def luhn_ok(digits: str) -> bool:
     """True if the digit string passes the Luhn checksum (payment card numbers do)."""
     total = 0

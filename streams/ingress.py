@@ -30,6 +30,7 @@ from streams.events import (
     EventType,
     UtcDatetime,
 )
+from streams.log_limit import DeadLetterLog
 from streams.settings import Settings
 
 if TYPE_CHECKING:
@@ -408,6 +409,7 @@ def register_ingress(
         partitions=partitions,
     )
     counters = stats if stats is not None else IngressStats()
+    dead_log = DeadLetterLog(log)
 
     async def _send_dead(letter: DeadLetter) -> None:
         await dlq.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
@@ -417,22 +419,19 @@ def register_ingress(
         coords = Coordinates(msg.topic, msg.partition, msg.offset)
         raw = record.value
         key = record.key if isinstance(record.key, bytes) else None
+        now = clock()
         result = decode(
             raw if isinstance(raw, bytes) or raw is None else bytes(raw),
             coords,
-            now=clock(),
+            now=now,
             limits=limits,
             default_type=kinds.get(msg.topic),
             key=key,
         )
         counters.record(coords, result)
         if isinstance(result, DeadLetter):
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                *_c(coords),
-                result.reason,
-                result.error,
-            )
+            where = f"{coords.topic}[{coords.partition}]@{coords.offset}"
+            dead_log.record(now, where, result.reason, result.error)
             return result
         return Accepted(result, coords, key, record)
 
@@ -461,6 +460,7 @@ def register_ingress(
 
     async def ingress(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            dead_log.tick(clock())
             accepted: list[Accepted] = []
             for record in batch:
                 result = _accept(record)

@@ -37,7 +37,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from alerting.clock import Clock
-from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter
+from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter, escape_control
 
 if TYPE_CHECKING:
     import faust
@@ -585,7 +585,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class UtcTextFormatter(logging.Formatter):
-    """Plain text with UTC ISO 8601 timestamps."""
+    """Plain text with UTC ISO 8601 timestamps, one line per record.
+
+    The message is escaped (:func:`alerting.redact.escape_control`): a producer's string
+    with a newline, NUL or terminal escape cannot forge a second entry or reach the log
+    raw. Tracebacks and stacks keep their lines, each indented by two spaces, so no line of
+    theirs reads as a record of its own.
+    """
 
     def __init__(self) -> None:
         super().__init__(
@@ -593,6 +599,34 @@ class UtcTextFormatter(logging.Formatter):
             datefmt="%Y-%m-%dT%H:%M:%S",
         )
         self.converter = _gmtime
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        raw = record.message
+        record.message = escape_control(raw)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = raw
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The redacting filter may have rendered exc_text already; indent it either way,
+        # and leave the record as it was for other handlers.
+        saved = record.exc_text, record.stack_info
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _indented(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _indented(record.stack_info)
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text, record.stack_info = saved
+
+
+def _indented(text: str) -> str:
+    """Multi-line text as continuation lines of a record: escaped, every line indented."""
+    return "  " + escape_control(text, keep_newlines=True).replace("\n", "\n  ")
 
 
 def _gmtime(secs: float | None) -> time.struct_time:
