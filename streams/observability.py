@@ -38,6 +38,7 @@ from typing import TYPE_CHECKING, Any, Final, Literal
 
 from alerting.clock import Clock
 from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter, escape_control
+from streams.fetch_guard import fetch_guard_for
 
 if TYPE_CHECKING:
     import faust
@@ -250,10 +251,14 @@ class Observability:
         except Exception as exc:
             checks["error"] = type(exc).__name__
             return Readiness(False, checks)
+        guard = fetch_guard_for(self.app)
+        undecodable = guard.paused() if guard is not None else []
+        checks["undecodable_partitions"] = [p.to_json() for p in undecodable]
         ready = (
             not checks["rebalancing"]
             and checks["recovery_completed"]
             and checks["assigned_partitions"] > 0
+            and not undecodable
         )
         return Readiness(ready, checks)
 
@@ -294,6 +299,7 @@ class Observability:
             ("incidents", self._incidents),
             ("detectors", self._detectors),
             ("consumer", self._consumer),
+            ("fetch", self._fetch),
             ("readiness", self._ready),
         )
         for name, section in sections:
@@ -493,6 +499,24 @@ class Observability:
         )
         n.add(len(assigned))
         return [lag, hw_f, co_f, n]
+
+    def _fetch(self) -> list[MetricFamily]:
+        """Partitions paused at a batch the worker cannot decode (:mod:`streams.fetch_guard`)."""
+        guard = fetch_guard_for(self.app)
+        paused = MetricFamily(
+            "sentinel_fetch_undecodable_partitions",
+            "gauge",
+            "1 per partition paused at a record batch the worker cannot decode.",
+        )
+        total = MetricFamily(
+            "sentinel_fetch_undecodable_total",
+            "counter",
+            "Fetches that failed to decode a record batch (each pauses its partition).",
+        )
+        for p in guard.paused() if guard is not None else []:
+            paused.add(1, {"topic": p.topic, "partition": str(p.partition)})
+        total.add(guard.events_total if guard is not None else 0)
+        return [paused, total]
 
     def _ready(self) -> list[MetricFamily]:
         ready = MetricFamily("sentinel_ready", "gauge", "1 when /readyz answers 200.")
