@@ -26,12 +26,22 @@ import logging
 import urllib.error
 import urllib.request
 from collections import OrderedDict
-from collections.abc import Callable
-from datetime import datetime
-from typing import Annotated, Literal, Protocol
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Annotated, Literal, Protocol, runtime_checkable
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr
 
+from alerting.alertmanager import (
+    ENDS_AFTER_REFRESHES,
+    AlertmanagerState,
+    PostableAlert,
+    alerts_body,
+    alerts_url,
+    is_resolve,
+    postable_alert,
+)
 from alerting.clock import Clock
 from alerting.model import IncidentEvent, UtcDatetime
 from alerting.payloads import (
@@ -44,6 +54,7 @@ from alerting.payloads import (
     sign,
     slack_message,
 )
+from alerting.redact import escape_control
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +75,22 @@ class HttpResponse(BaseModel):
 
     status: int
     retry_after_s: float | None = None
+    detail: str = Field(
+        default="",
+        description="The start of the receiver's error body (e.g. Alertmanager's reason for "
+        "a 400), control characters escaped; kept in the dead letter's reason.",
+    )
+
+
+ERROR_DETAIL_MAX = 500
+"""Characters of a receiver's error body kept in a dead letter's reason."""
+
+
+def error_detail(body: bytes) -> str:
+    """A receiver's error body as one printable line: decoded leniently, control
+    characters escaped (it goes into logs), cut at :data:`ERROR_DETAIL_MAX`."""
+    escaped = escape_control(body.decode("utf-8", errors="replace").strip())
+    return escaped[:ERROR_DETAIL_MAX] + ("..." if len(escaped) > ERROR_DETAIL_MAX else "")
 
 
 class TransportError(Exception):
@@ -102,7 +129,11 @@ class UrllibTransport:
                 return HttpResponse(status=resp.status)
         except urllib.error.HTTPError as exc:
             retry = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
-            return HttpResponse(status=exc.code, retry_after_s=retry)
+            try:
+                detail = error_detail(exc.read(4 * ERROR_DETAIL_MAX))
+            except OSError:
+                detail = ""
+            return HttpResponse(status=exc.code, retry_after_s=retry, detail=detail)
         except (urllib.error.URLError, OSError) as exc:
             # The message of a URLError may contain the URL; keep only the class name.
             raise TransportError(type(exc).__name__) from None
@@ -119,17 +150,42 @@ class Sink(Protocol):
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest: ...
 
 
-class WebhookSink:
-    """The IncidentEvent JSON, HMAC-SHA256 signed (see :func:`alerting.payloads.verify`)."""
+WebhookFormat = Literal["incident", "alertmanager-webhook-v4"]
+"""``incident``: the IncidentEvent JSON; ``alertmanager-webhook-v4``: the body Alertmanager
+sends to its ``webhook_configs`` receivers, for receivers written for Alertmanager."""
 
-    def __init__(self, url: str, secret: SecretStr, *, name: str = "webhook") -> None:
+
+class WebhookSink:
+    """A POST per incident event, HMAC-SHA256 signed (see :func:`alerting.payloads.verify`);
+    the body is the IncidentEvent JSON or, with ``format="alertmanager-webhook-v4"``,
+    Alertmanager's webhook v4 JSON."""
+
+    def __init__(
+        self,
+        url: str,
+        secret: SecretStr,
+        *,
+        name: str = "webhook",
+        format: WebhookFormat = "incident",
+        receiver: str = "sentinel",
+        external_url: str = "",
+    ) -> None:
         self.name = name
         self.pages = False
         self._url = url
         self._secret = secret
+        self._format = format
+        self._receiver = receiver
+        self._external_url = external_url
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
-        body = event.to_json_bytes()
+        if self._format == "alertmanager-webhook-v4":
+            payload = alertmanager_webhook(
+                event, receiver=self._receiver, external_url=self._external_url
+            )
+            body = json.dumps(payload, separators=(",", ":")).encode()
+        else:
+            body = event.to_json_bytes()
         ts = str(int(now.timestamp()))
         return HttpRequest(
             url=self._url,
@@ -179,26 +235,100 @@ class PagerDutySink:
 
 
 class AlertmanagerSink:
+    """Alertmanager's API v2 (``POST /api/v2/alerts``), as Prometheus pushes to it; see
+    :mod:`alerting.alertmanager`. Stateful: it knows which alerts fire, re-posts them every
+    ``refresh_s`` (:meth:`refresh_request`) and ends superseded and resolved ones."""
+
     def __init__(
         self,
         url: str,
         *,
-        receiver: str,
-        external_url: str,
+        refresh_s: float = 60.0,
         console_url: str | None = None,
+        playbook_base_url: str | None = None,
         name: str = "alertmanager",
     ) -> None:
         self.name = name
         self.pages = True
-        self._url = url
-        self._receiver = receiver
-        self._external_url = external_url
-        self._console_url = console_url
+        self.refresh_s = refresh_s
+        self._url = alerts_url(url)
+        self._public_url = console_url or ""
+        self._playbook_base_url = playbook_base_url
+        self._state = AlertmanagerState()
+        self._next_refresh: datetime | None = None
+
+    @property
+    def ends_after(self) -> timedelta:
+        return timedelta(seconds=self.refresh_s * ENDS_AFTER_REFRESHES)
+
+    @property
+    def firing(self) -> int:
+        """How many incidents this sink keeps firing in Alertmanager."""
+        return len(self._state.firing)
+
+    def _alert(self, event: IncidentEvent, now: datetime) -> PostableAlert:
+        return postable_alert(
+            event, now, public_url=self._public_url, playbook_base_url=self._playbook_base_url
+        )
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
-        body = alertmanager_webhook(event, receiver=self._receiver, external_url=self._external_url)
-        add_console_link(body, event, self._console_url, "alertmanager")
-        return _json_request(self._url, body)
+        """Apply ``event`` to the alert state (idempotent for the same event) and post the
+        incident's alert with every ended alert not yet confirmed."""
+        alert = self._alert(event, now)
+        self._state.apply(event, alert, now)
+        firing = [self._state.firing[event.dedup_key]] if not is_resolve(event) else []
+        body = alerts_body(firing, self._state.ended_alerts(), now, self.ends_after)
+        return HttpRequest(url=self._url, body=body, headers={"Content-Type": _JSON})
+
+    def restore(self, events: Iterable[IncidentEvent], now: datetime) -> None:
+        """Take the open incidents (latest event per incident, e.g. folded from the alerts
+        topic at start) as firing; the next :meth:`refresh_request` posts them."""
+        for event in events:
+            if not event.replay and not is_resolve(event):
+                self._state.apply(event, self._alert(event, now), now)
+        self._next_refresh = None
+
+    def refresh_request(self, now: datetime) -> RefreshRequest | None:
+        """Every firing alert with ``endsAt`` moved ahead, and the ended ones, once
+        ``refresh_s`` has passed since the last refresh (at once after start)."""
+        if self._next_refresh is not None and now < self._next_refresh:
+            return None
+        self._next_refresh = now + timedelta(seconds=self.refresh_s)
+        ended = self._state.ended_alerts()
+        if not self._state.firing and not ended:
+            return None
+        body = alerts_body(self._state.firing.values(), ended, now, self.ends_after)
+        return RefreshRequest(
+            request=HttpRequest(url=self._url, body=body, headers={"Content-Type": _JSON}),
+            ended=tuple(a.label_key() for a in ended),
+            alerts=len(self._state.firing) + len(ended),
+        )
+
+    def refreshed(self, refresh: RefreshRequest) -> None:
+        """Alertmanager accepted ``refresh``: its ended alerts need not be sent again."""
+        self._state.forget_ended(refresh.ended)
+
+
+@dataclass(frozen=True)
+class RefreshRequest:
+    """A periodic re-post of a sink's alerts (see :meth:`AlertmanagerSink.refresh_request`)."""
+
+    request: HttpRequest
+    ended: tuple[tuple[tuple[str, str], ...], ...]
+    alerts: int
+
+
+@runtime_checkable
+class RefreshingSink(Protocol):
+    """A sink whose alerts expire unless re-posted (the notify loop drives it)."""
+
+    name: str
+
+    def refresh_request(self, now: datetime) -> RefreshRequest | None: ...
+
+    def refreshed(self, refresh: RefreshRequest) -> None: ...
+
+    def restore(self, events: Iterable[IncidentEvent], now: datetime) -> None: ...
 
 
 class SlackSink:
@@ -232,6 +362,9 @@ class WebhookSinkConfig(BaseModel):
     type: Literal["webhook"]
     url: str
     secret: SecretStr
+    format: WebhookFormat = "incident"
+    receiver: str = Field(default="sentinel", description="webhook v4 ``receiver`` field")
+    external_url: str = Field(default="", description="webhook v4 ``externalURL`` field")
 
 
 class PagerDutySinkConfig(BaseModel):
@@ -246,10 +379,20 @@ class PagerDutySinkConfig(BaseModel):
 class AlertmanagerSinkConfig(BaseModel):
     model_config = _CFG
     type: Literal["alertmanager"]
-    url: str
-    receiver: str = "sentinel"
-    external_url: str = ""
-    console_url: str | None = None
+    url: str = Field(description="Alertmanager's URL (``/api/v2/alerts`` is appended)")
+    refresh_s: float = Field(
+        default=60.0,
+        gt=0,
+        le=3600,
+        description="Re-post firing alerts this often; keep it well below Alertmanager's "
+        "resolve_timeout (5 min by default). endsAt is 4 refreshes ahead.",
+    )
+    console_url: str | None = Field(
+        default=None,
+        description="console.public_url: generatorURL <console_url>/incidents/<id>, and the "
+        "playbook URL <console_url>/playbooks/<name> unless playbook_base_url is set",
+    )
+    playbook_base_url: str | None = None
 
 
 class SlackSinkConfig(BaseModel):
@@ -268,7 +411,13 @@ SinkConfig = Annotated[
 
 def make_sink(cfg: SinkConfig) -> Sink:
     if isinstance(cfg, WebhookSinkConfig):
-        return WebhookSink(cfg.url, cfg.secret)
+        return WebhookSink(
+            cfg.url,
+            cfg.secret,
+            format=cfg.format,
+            receiver=cfg.receiver,
+            external_url=cfg.external_url,
+        )
     if isinstance(cfg, PagerDutySinkConfig):
         return PagerDutySink(
             cfg.routing_key,
@@ -279,9 +428,9 @@ def make_sink(cfg: SinkConfig) -> Sink:
     if isinstance(cfg, AlertmanagerSinkConfig):
         return AlertmanagerSink(
             cfg.url,
-            receiver=cfg.receiver,
-            external_url=cfg.external_url,
+            refresh_s=cfg.refresh_s,
             console_url=cfg.console_url,
+            playbook_base_url=cfg.playbook_base_url,
         )
     return SlackSink(
         cfg.webhook_url, playbook_base_url=cfg.playbook_base_url, console_url=cfg.console_url
@@ -429,6 +578,9 @@ class DeliveryRunner:
                 reason = f"HTTP {response.status}"
                 if not is_retryable(response.status):
                     reason += " (permanent)"
+                if response.detail:
+                    reason += f": {response.detail}"
+                if not is_retryable(response.status):
                     break
                 retry_after = response.retry_after_s
             waited = (self.clock.now() - started).total_seconds()
@@ -462,3 +614,30 @@ class DeliveryRunner:
         self.delivered.add(event.event_id)
         log.error("%s: dead-lettered %s: %s", self.sink.name, event.event_id, reason)
         return DeliveryOutcome.DEAD_LETTERED
+
+    def refresh(self) -> None:
+        """Re-post a refreshing sink's alerts when due (:class:`RefreshingSink`); called
+        by the notify loop between polls. One attempt: a failure is logged and the next
+        refresh tries again (a firing alert's endsAt is several refreshes ahead)."""
+        sink = self.sink
+        if not isinstance(sink, RefreshingSink):
+            return
+        refresh = sink.refresh_request(self.clock.now())
+        if refresh is None:
+            return
+        try:
+            response = self.transport.post(refresh.request)
+        except TransportError as exc:
+            log.warning("%s: refresh of %d alert(s) failed: %s", sink.name, refresh.alerts, exc)
+            return
+        if 200 <= response.status < 300:
+            sink.refreshed(refresh)
+            log.debug("%s: refreshed %d alert(s)", sink.name, refresh.alerts)
+        else:
+            log.warning(
+                "%s: refresh of %d alert(s) failed: HTTP %d %s",
+                sink.name,
+                refresh.alerts,
+                response.status,
+                response.detail,
+            )

@@ -1,8 +1,9 @@
 """Redaction of personal data and secrets from text that leaves the service.
 
-:func:`redact` replaces e-mail addresses, phone numbers, payment card numbers (Luhn
-checked), API keys and tokens, and IPv4 addresses with typed placeholders (``[EMAIL]``,
-``[PHONE]``, ``[CARD]``, ``[SECRET]``, ``[IP]``) and bounds the length. It is pure and
+:func:`redact` replaces e-mail addresses, phone numbers, US social security numbers,
+IBANs (mod-97 checked), payment card numbers (Luhn checked), API keys and tokens, and IPv4
+addresses with typed placeholders (``[EMAIL]``, ``[PHONE]``, ``[SSN]``, ``[IBAN]``,
+``[CARD]``, ``[SECRET]``, ``[IP]``) and bounds the length. It is pure and
 deterministic, never raises on any string, and is idempotent:
 ``redact(redact(x)) == redact(x)``. :class:`RedactingFilter` applies it to log records.
 
@@ -10,12 +11,18 @@ What is recognised (and what is not) is a deliberate trade-off for excerpts and 
 
 * phone numbers need a leading ``+`` or NANP separators (``555-123-4567``, ``(555) 123
   4567``): a bare run of ten digits is more often an offset or an epoch time than a phone;
+* SSNs are ``AAA-GG-SSSS`` (dashes or single spaces) with the numbers the SSA never
+  issues left out (area 000, 666 and 900-999, group 00, serial 0000);
+* IBANs are a country code, two check digits and 11-30 letters or digits, optionally in
+  groups of four, whose ISO 13616 mod-97 check holds;
 * card numbers are 13-19 digits, optionally grouped by single spaces or dashes, that pass
   the Luhn check; a longer digit run is searched for a Luhn-valid run of whole groups;
 * secrets: well-known key prefixes (``sk-``, ``AKIA``/``ASIA``, ``ghp_`` and the other
   GitHub prefixes, ``xox?-``, ``AIza``, JWTs), ``Bearer`` tokens, ``key=value`` pairs whose
-  key names a secret, hex runs of 32+ characters and base64 runs of 40+ characters that mix
-  digits, upper and lower case. A dashed UUID is not a secret and survives.
+  key names a secret, hex runs longer than 32 characters and base64 runs of 40+ characters
+  that mix digits, upper and lower case. Ids are not secrets and survive: a dashed UUID,
+  and hex runs of up to 32 characters (Sentinel's event, incident and command ids, an
+  undashed UUID, an OpenTelemetry trace id).
 
 :class:`RedactingFilter` also replaces every bytes literal of a log message
 (``b'...'``, ``bytearray(b'...')``) with ``[BYTES n]``: the Kafka client libraries dump
@@ -37,6 +44,10 @@ PHONE: Final = "[PHONE]"
 CARD: Final = "[CARD]"
 SECRET: Final = "[SECRET]"
 IP: Final = "[IP]"
+SSN: Final = "[SSN]"
+IBAN: Final = "[IBAN]"
+HEX_ID_MAX: Final = 32
+"""Hex runs up to this length are ids (UUID, trace id, Sentinel's ids), not secrets."""
 ELLIPSIS: Final = "…"
 
 _KV_KEYS: Final = (
@@ -63,10 +74,14 @@ _PATTERN: Final = re.compile(
             r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
             r")",
             rf"(?P<ip>(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d))",
+            r"(?P<ssn>(?<![\w+-])(?!000|666|9\d\d)\d{3}(?P<ssep>[- ])(?!00)\d{2}(?P=ssep)"
+            r"(?!0000)\d{4}(?![\w-]))",
+            r"(?P<iban>\b[A-Z]{2}\d{2}"  # compact, or in groups of four
+            r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)\b)",
             r"(?P<card>(?<![\w+])\d(?:[ -]?\d){12,}(?![\w@]))",  # not an email's local part
             r"(?P<phone>(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
             r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w))",
-            r"(?P<hex>\b[0-9A-Fa-f]{32,}\b)",
+            rf"(?P<hex>\b[0-9A-Fa-f]{{{HEX_ID_MAX + 1},}}\b)",
             r"(?P<b64>(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2})",
         ]
     )
@@ -75,12 +90,32 @@ _PHONE_ONLY: Final = re.compile(
     r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
     r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"
 )
-_PLACEHOLDERS: Final = frozenset({EMAIL, PHONE, CARD, SECRET, IP})
+_PLACEHOLDERS: Final = frozenset({EMAIL, PHONE, CARD, SECRET, IP, SSN, IBAN})
 _BYTES_LITERAL: Final = re.compile(
     r"bytearray\((?P<a>b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")\)"
     r"|(?<![\w'\"])(?P<b>b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")"
 )
 _MAX_PASSES: Final = 8
+
+
+def escape_control(text: str, *, keep_newlines: bool = False) -> str:
+    """``text`` on one line: every non-printable character (line breaks, ``\\r``, NUL,
+    ESC, tabs, Unicode line and paragraph separators) as its Python escape (``\\n``,
+    ``\\x00``, ``\\u2028``). Producer strings in text logs go through this, so a newline
+    in an ``event_type`` cannot forge a log entry of its own. ``keep_newlines`` keeps ``\\n``
+    (for tracebacks, whose continuation lines the formatter indents).
+
+    >>> escape_control("bad\\n2026-01-01 CRITICAL forged\\x00")
+    'bad\\\\n2026-01-01 CRITICAL forged\\\\x00'
+    """
+    if text.isprintable():
+        return text
+    return "".join(
+        ch
+        if ch.isprintable() or (keep_newlines and ch == "\n")
+        else ch.encode("unicode_escape").decode("ascii")
+        for ch in text
+    )
 
 
 def luhn_ok(digits: str) -> bool:
@@ -114,8 +149,19 @@ def _card(text: str) -> str:
             tail = "".join(groups[2 * found - 1 :]) if found < len(words) else ""
             return (_card(head) if head else "") + CARD + (_card(tail) if tail else "")
     # A long hex secret can be all digits; the rest may hold a phone number.
-    kept = "".join(SECRET if i % 2 == 0 and len(g) >= 32 else g for i, g in enumerate(groups))
+    kept = "".join(
+        SECRET if i % 2 == 0 and len(g) > HEX_ID_MAX else g for i, g in enumerate(groups)
+    )
     return _PHONE_ONLY.sub(PHONE, kept)
+
+
+def iban_ok(text: str) -> bool:
+    """True if ``text`` (spaces allowed) passes the ISO 13616 IBAN check (mod 97 == 1)."""
+    compact = text.replace(" ", "")
+    if not 15 <= len(compact) <= 34:
+        return False
+    moved = compact[4:] + compact[:4]
+    return int("".join(str(int(c, 36)) for c in moved)) % 97 == 1
 
 
 def _b64_like(text: str) -> bool:
@@ -140,6 +186,14 @@ def _replace(m: re.Match[str]) -> str:
         return SECRET
     if kind == "ip":
         return IP
+    if kind == "ssn":
+        return SSN
+    if kind == "iban":
+        text = m.group(0)
+        if iban_ok(text):
+            return IBAN
+        head, sep, tail = text.rpartition(" ")  # the last group may be the next word
+        return IBAN + sep + tail if sep and iban_ok(head) else text
     if kind == "card":
         return _card(m.group(0))
     if kind == "phone":

@@ -78,7 +78,7 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> i
         for ev in rows:
             print(ev.model_dump_json())
     else:
-        print(format_table(HEADERS, table_rows(rows)))
+        print(format_table(HEADERS, table_rows(rows, now)))
     skipped = f", {log.invalid} invalid records skipped" if log.invalid else ""
     say(f"{len(rows)} of {len(log.events)} incidents on {topic}{skipped}")
     return 0

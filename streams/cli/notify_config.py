@@ -21,6 +21,7 @@ from alerting.delivery import (
     RetryPolicy,
     SinkConfig,
     SlackSinkConfig,
+    WebhookFormat,
     WebhookSinkConfig,
 )
 from alerting.policy import ConfigError, format_validation_error
@@ -49,6 +50,9 @@ class WebhookSection(BaseModel):
     model_config = _CFG
     url: str = ""
     secret: SecretStr | None = None
+    format: WebhookFormat = "incident"
+    receiver: str = "sentinel"
+    external_url: str = ""
 
 
 class PagerDutySection(BaseModel):
@@ -61,8 +65,8 @@ class PagerDutySection(BaseModel):
 class AlertmanagerSection(BaseModel):
     model_config = _CFG
     url: str = ""
-    receiver: str = "sentinel"
-    external_url: str = ""
+    refresh_s: float = Field(default=60.0, gt=0, le=3600)
+    playbook_base_url: str | None = None
 
 
 class SlackSection(BaseModel):
@@ -154,7 +158,14 @@ def sink_config(
         secret = _required_secret(
             "webhook", "secret", "the webhook HMAC secret", cfg.webhook.secret, environ, source
         )
-        return WebhookSinkConfig(type="webhook", url=target, secret=secret)
+        return WebhookSinkConfig(
+            type="webhook",
+            url=target,
+            secret=secret,
+            format=cfg.webhook.format,
+            receiver=cfg.webhook.receiver,
+            external_url=cfg.webhook.external_url,
+        )
     if sink == "pagerduty":
         target = url or cfg.pagerduty.url
         _check_url(target, "PagerDuty events URL")
@@ -179,12 +190,12 @@ def sink_config(
             raise ConfigError(
                 f"alertmanager sink needs a URL: --url or [alertmanager] url in {source}"
             )
-        _check_url(target, "Alertmanager webhook URL")
+        _check_url(target, "Alertmanager URL")
         return AlertmanagerSinkConfig(
             type="alertmanager",
             url=target,
-            receiver=cfg.alertmanager.receiver,
-            external_url=cfg.alertmanager.external_url,
+            refresh_s=cfg.alertmanager.refresh_s,
+            playbook_base_url=cfg.alertmanager.playbook_base_url,
             console_url=console_url,
         )
     if url:

@@ -9,7 +9,8 @@ notify --sink webhook|pagerduty|alertmanager|slack
     ``SENTINEL_NOTIFY_SLACK_WEBHOOK_URL``; they win over the file) and are never printed.
 contain [--dry-run]
     Apply playbook containment for every alert and publish the per-model state to the
-    compacted control topic. A dry run publishes nothing and commits no offsets.
+    compacted control topic. A dry run publishes nothing, commits no offsets, and ends
+    once it has read the alerts topic up to where it ended at the start (the current plan).
 status
     Containment per model (control topic), open incidents (alerts topic) and silences.
 silence add|list|expire
@@ -17,7 +18,8 @@ silence add|list|expire
     (:func:`alerting.silences.silences_topic`), keyed by silence id.
 
 ``notify`` and ``contain`` run until SIGINT/SIGTERM, ``--max-seconds`` or ``--until-idle``,
-then print a summary. Bad input exits 2; a broker error exits 1.
+then print a summary. Bad input exits 2; a broker error exits 1; ``notify`` exits 3 when it
+dead-lettered events.
 
 Every Kafka client these commands build logs in with the ``kafka.security`` settings
 (:func:`streams.kafka.security.kafka_python_kwargs`), as the worker's do; a refused login
@@ -67,6 +69,10 @@ from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
 from streams.runtime.consumers import LoopStats, run_containment_consumer, run_notify_consumer
 from streams.settings import Settings
+
+EXIT_DEAD_LETTERS = 3
+"""``sentinel notify`` ran to its end but dead-lettered events (bad input is 2, a broker
+error 1): scripts and supervisors see that deliveries failed."""
 
 # ---- notify ----------------------------------------------------------------------------
 
@@ -128,6 +134,13 @@ def cmd_notify(args: argparse.Namespace) -> int:
             stats, ("delivered", "duplicate", "dead_lettered", "skipped_replay", "undecodable")
         )
     )
+    dead = stats.outcomes.get("dead_lettered", 0) + stats.outcomes.get("undecodable", 0)
+    if dead:
+        say(
+            f"{dead} event(s) went to the dead-letter topic {settings.topics.dead_letter} "
+            f"(see their reasons there); exit status {EXIT_DEAD_LETTERS}"
+        )
+        return EXIT_DEAD_LETTERS
     return 0
 
 
@@ -150,6 +163,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
         f"contain: {settings.topics.alerts} -> {settings.topics.control} with "
         f"{len(playbooks)} playbooks; {mode}"
     )
+    ended = "end of the alerts topic (the current plan)" if args.dry_run else "loop ended"
     with stopper.signals():
         state = run_containment_consumer(
             ",".join(bootstrap),
@@ -167,7 +181,7 @@ def cmd_contain(args: argparse.Namespace) -> int:
         )
     print(
         f"contain{' --dry-run' if args.dry_run else ''}: {stats.processed} record(s) in "
-        f"{stopper.elapsed():.1f} s; stopped: {stopper.reason or 'loop ended'}"
+        f"{stopper.elapsed():.1f} s; stopped: {stopper.reason or ended}"
     )
     print("  " + counts(stats, ("published", "would_publish", "no_action", "undecodable")))
     print(state.render())
@@ -384,7 +398,9 @@ def register(sub: Any) -> None:
         "contain", help="publish playbook containment for alerts to the control topic"
     )
     contain.add_argument(
-        "--dry-run", action="store_true", help="log what would be published; publish nothing"
+        "--dry-run",
+        action="store_true",
+        help="show what would be published for the alerts so far, then end; publish nothing",
     )
     contain.add_argument("--group-id", help="consumer group (default: <app_id>-containment)")
     add_stop_options(contain)

@@ -120,6 +120,16 @@ def duration_minutes(latest: IncidentEvent) -> float:
     return (latest.last_seen - latest.first_seen).total_seconds() / 60.0
 
 
+def duration_text(latest: IncidentEvent, now: datetime) -> str:
+    """The DURATION column: minutes from first seen to resolution; for an incident still
+    firing, to ``now`` (at least to its last detection), marked ``+`` (it goes on).
+    A firing incident of one detection used to show 0.0 (issue 17)."""
+    if latest.status == IncidentStatus.RESOLVED:
+        return f"{duration_minutes(latest):.1f}"
+    open_for = max((now - latest.first_seen).total_seconds() / 60.0, duration_minutes(latest))
+    return f"{open_for:.1f}+"
+
+
 def segment_text(ev: IncidentEvent) -> str:
     seg = ",".join(f"{k}={v}" for k, v in sorted(ev.labels.segment.items()))
     return seg or "-"
@@ -140,7 +150,7 @@ HEADERS = (
 )
 
 
-def table_rows(events: Sequence[IncidentEvent]) -> list[tuple[str, ...]]:
+def table_rows(events: Sequence[IncidentEvent], now: datetime) -> list[tuple[str, ...]]:
     return [
         (
             ev.incident_id,
@@ -152,7 +162,7 @@ def table_rows(events: Sequence[IncidentEvent]) -> list[tuple[str, ...]]:
             segment_text(ev),
             iso_utc(ev.first_seen),
             iso_utc(ev.last_seen),
-            f"{duration_minutes(ev):.1f}",
+            duration_text(ev, now),
             "yes" if ev.replay else "no",
         )
         for ev in events

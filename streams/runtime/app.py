@@ -10,6 +10,7 @@ from __future__ import annotations
 import faust
 
 from streams.kafka.security import faust_credentials
+from streams.runtime.fetch_guard import install as install_fetch_guard
 from streams.settings import Settings
 
 
@@ -25,7 +26,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
         raise ValueError("no Kafka broker configured (kafka.broker or SENTINEL_BROKER)")
     worker = settings.worker
     worker.data_dir.mkdir(parents=True, exist_ok=True)
-    return faust.App(
+    app = faust.App(
         worker.app_id,
         broker=url,
         broker_credentials=faust_credentials(settings.kafka.security),
@@ -54,3 +55,6 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
         broker_max_poll_records=10_000,
         stream_buffer_maxsize=32_768,
     )
+    # A batch that cannot be decoded pauses its partition instead of crashing the worker.
+    install_fetch_guard(app)
+    return app

@@ -18,6 +18,7 @@ all of them; ``None`` means PLAINTEXT. They hold the password: never log them.
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import logging
 import time
@@ -33,12 +34,14 @@ from alerting.delivery import (
     DeliveryRunner,
     FailedDelivery,
     HttpTransport,
+    RefreshingSink,
     RetryPolicy,
     Sink,
     UrllibTransport,
 )
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import PlaybookSet
+from alerting.status import fold_open_incidents
 from streams.kafka import clients
 from streams.kafka.clients import SEND_TIMEOUT_S, ClientSecurity
 from streams.kafka.topics import polled_records, read_topic_to_end
@@ -179,9 +182,11 @@ def notify_loop(
     """Deliver until ``should_stop()``. ``stats`` (filled in place, so a caller still has
     the counts if delivery is interrupted) and ``on_poll`` (called with the size of each
     polled batch and whether the consumer has partitions yet, e.g. for idle detection) are
-    optional."""
+    optional. Between polls (at least every ``poll_timeout_ms``) a refreshing sink re-posts
+    its alerts when due (:meth:`DeliveryRunner.refresh`)."""
     stats = stats if stats is not None else LoopStats()
     while not should_stop():
+        runner.refresh()
         records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
             on_poll(len(records), _assigned(consumer))
@@ -218,6 +223,7 @@ def run_notify_consumer(
     on_poll: Callable[[int, bool], None] | None = None,
     security: ClientSecurity = None,
     consumer_options: Mapping[str, Any] | None = None,
+    restore_open: bool = True,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
@@ -226,7 +232,9 @@ def run_notify_consumer(
     only after delivery or dead-lettering. ``security``
     and ``consumer_options`` (extra kafka-python consumer settings) apply to the clients
     built here (not to injected ones); a consumer built here stays in its group through
-    backoffs of any length (:func:`polling_sleep`).
+    backoffs of any length (:func:`polling_sleep`). A :class:`RefreshingSink`
+    (Alertmanager) first takes up the open incidents of the whole alerts topic
+    (``restore_open``), since its alerts expire unless re-posted.
     """
     clock = clock or SystemClock()
     if consumer is None:
@@ -261,6 +269,16 @@ def run_notify_consumer(
         clock=clock,
         retry=retry,
     )
+    if isinstance(sink, RefreshingSink) and restore_open:
+        # Alerts expire unless re-posted: take up the open incidents where the last run
+        # left them (the consumer only sees events after its committed offset).
+        events: list[IncidentEvent] = []
+        for r in read_topic_to_end(bootstrap, alerts_topic, security=security):
+            with contextlib.suppress(ValidationError, ValueError):
+                events.append(decode_event(r.value))
+        open_ = fold_open_incidents(events)
+        sink.restore(open_, clock.now())
+        log.info("%s: %d open incident(s) restored from %s", sink.name, len(open_), alerts_topic)
     try:
         return notify_loop(
             consumer,
@@ -388,19 +406,28 @@ def run_containment_consumer(
 
     A dry run publishes nothing (no control records, no dead letters) and joins no consumer
     group: it reads the alerts topic from the beginning and commits no offsets, so it never
-    moves the real containment group's position.
+    moves the real containment group's position. It ends once it has read up to the end
+    offsets the alerts topic had when it started: it shows the current plan, then stops.
     """
     clock = clock or SystemClock()
     state = _folded(r.value for r in read_topic_to_end(bootstrap, control_topic, security=security))
     servers = [bootstrap] if isinstance(bootstrap, str) else bootstrap
-    consumer = clients.consumer(
-        servers,
-        security,
-        group_id=None if dry_run else group_id,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-    )
-    consumer.subscribe([alerts_topic])
+    if dry_run:
+        consumer, at_end = _read_to_current_end(servers, alerts_topic, security)
+        user_stop = should_stop
+
+        def should_stop() -> bool:
+            return user_stop() or at_end()
+
+    else:
+        consumer = clients.consumer(
+            servers,
+            security,
+            group_id=group_id,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+        )
+        consumer.subscribe([alerts_topic])
     producer = None if dry_run else clients.producer(servers, security)
 
     def dead_letter_raw(value: bytes) -> None:
@@ -427,3 +454,31 @@ def run_containment_consumer(
         if producer is not None:
             producer.flush(timeout=SEND_TIMEOUT_S)
             producer.close()
+
+
+def _read_to_current_end(
+    bootstrap: list[str], topic: str, security: ClientSecurity
+) -> tuple[Any, Callable[[], bool]]:
+    """A consumer without a group assigned every partition of ``topic`` from the beginning,
+    and a predicate that is true once it has read up to the end offsets of now (at once
+    for a topic that is empty or does not exist)."""
+    from kafka import TopicPartition
+
+    consumer = clients.consumer(
+        bootstrap,
+        security,
+        group_id=None,
+        enable_auto_commit=False,
+        allow_auto_create_topics=False,
+    )
+    parts = [TopicPartition(topic, p) for p in sorted(consumer.partitions_for_topic(topic) or ())]
+    ends: dict[Any, int] = {}
+    if parts:
+        consumer.assign(parts)
+        consumer.seek_to_beginning(*parts)
+        ends = consumer.end_offsets(parts)
+
+    def at_end() -> bool:
+        return all(consumer.position(tp) >= ends[tp] for tp in parts)
+
+    return consumer, at_end

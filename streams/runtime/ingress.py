@@ -23,6 +23,7 @@ from streams.contract.decode import (
     decode,
 )
 from streams.contract.events import AnyEvent
+from streams.runtime.log_limit import DeadLetterLog
 from streams.settings import Settings, topic_kinds
 
 if TYPE_CHECKING:
@@ -124,6 +125,7 @@ def register_ingress(
         partitions=partitions,
     )
     counters = stats if stats is not None else IngressStats()
+    dead_log = DeadLetterLog(log)
 
     async def _send_dead(letter: DeadLetter) -> None:
         await dlq.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
@@ -133,22 +135,19 @@ def register_ingress(
         coords = Coordinates(msg.topic, msg.partition, msg.offset)
         raw = record.value
         key = record.key if isinstance(record.key, bytes) else None
+        now = clock.now()
         result = decode(
             raw if isinstance(raw, bytes) or raw is None else bytes(raw),
             coords,
-            now=clock.now(),
+            now=now,
             limits=limits,
             default_type=kinds.get(msg.topic),
             key=key,
         )
         counters.record(coords, result)
         if isinstance(result, DeadLetter):
-            log.warning(
-                "dead-lettered %s[%d]@%d: %s: %s",
-                *_c(coords),
-                result.reason,
-                result.error,
-            )
+            where = f"{coords.topic}[{coords.partition}]@{coords.offset}"
+            dead_log.record(now, where, result.reason, result.error)
             return result
         return Accepted(result, coords, key, record)
 
@@ -177,6 +176,7 @@ def register_ingress(
 
     async def ingress(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
+            dead_log.tick(clock.now())
             accepted: list[Accepted] = []
             for record in batch:
                 result = _accept(record)

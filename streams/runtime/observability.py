@@ -37,9 +37,10 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Final, Literal
 
 from alerting.clock import Clock
-from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter
+from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter, escape_control
 from streams.pipeline.keys import LEVELS, level_of_key
 from streams.pipeline.state import RESETS, STATE_VERSIONS, VERSION_KEY
+from streams.runtime.fetch_guard import fetch_guard_for
 
 if TYPE_CHECKING:
     import faust
@@ -246,10 +247,14 @@ class Observability:
         except Exception as exc:
             checks["error"] = type(exc).__name__
             return Readiness(False, checks)
+        guard = fetch_guard_for(self.app)
+        undecodable = guard.paused() if guard is not None else []
+        checks["undecodable_partitions"] = [p.to_json() for p in undecodable]
         ready = (
             not checks["rebalancing"]
             and checks["recovery_completed"]
             and checks["assigned_partitions"] > 0
+            and not undecodable
         )
         return Readiness(ready, checks)
 
@@ -290,6 +295,7 @@ class Observability:
             ("incidents", self._incidents),
             ("detectors", self._detectors),
             ("consumer", self._consumer),
+            ("fetch", self._fetch),
             ("readiness", self._ready),
         )
         for name, section in sections:
@@ -498,6 +504,24 @@ class Observability:
         n.add(len(assigned))
         return [lag, hw_f, co_f, n]
 
+    def _fetch(self) -> list[MetricFamily]:
+        """Partitions paused at a batch the worker cannot decode (:mod:`streams.fetch_guard`)."""
+        guard = fetch_guard_for(self.app)
+        paused = MetricFamily(
+            "sentinel_fetch_undecodable_partitions",
+            "gauge",
+            "1 per partition paused at a record batch the worker cannot decode.",
+        )
+        total = MetricFamily(
+            "sentinel_fetch_undecodable_total",
+            "counter",
+            "Fetches that failed to decode a record batch (each pauses its partition).",
+        )
+        for p in guard.paused() if guard is not None else []:
+            paused.add(1, {"topic": p.topic, "partition": str(p.partition)})
+        total.add(guard.events_total if guard is not None else 0)
+        return [paused, total]
+
     def _ready(self) -> list[MetricFamily]:
         ready = MetricFamily("sentinel_ready", "gauge", "1 when /readyz answers 200.")
         ready.add(int(self.readiness().ready))
@@ -589,7 +613,13 @@ class JsonFormatter(logging.Formatter):
 
 
 class UtcTextFormatter(logging.Formatter):
-    """Plain text with UTC ISO 8601 timestamps."""
+    """Plain text with UTC ISO 8601 timestamps, one line per record.
+
+    The message is escaped (:func:`alerting.redact.escape_control`): a producer's string
+    with a newline, NUL or terminal escape cannot forge a second entry or reach the log
+    raw. Tracebacks and stacks keep their lines, each indented by two spaces, so no line of
+    theirs reads as a record of its own.
+    """
 
     def __init__(self) -> None:
         super().__init__(
@@ -597,6 +627,34 @@ class UtcTextFormatter(logging.Formatter):
             datefmt="%Y-%m-%dT%H:%M:%S",
         )
         self.converter = _gmtime
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        raw = record.message
+        record.message = escape_control(raw)
+        try:
+            return super().formatMessage(record)
+        finally:
+            record.message = raw
+
+    def format(self, record: logging.LogRecord) -> str:
+        # The redacting filter may have rendered exc_text already; indent it either way,
+        # and leave the record as it was for other handlers.
+        saved = record.exc_text, record.stack_info
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = _indented(record.exc_text)
+        if record.stack_info:
+            record.stack_info = _indented(record.stack_info)
+        try:
+            return super().format(record)
+        finally:
+            record.exc_text, record.stack_info = saved
+
+
+def _indented(text: str) -> str:
+    """Multi-line text as continuation lines of a record: escaped, every line indented."""
+    return "  " + escape_control(text, keep_newlines=True).replace("\n", "\n  ")
 
 
 def _gmtime(secs: float | None) -> time.struct_time:

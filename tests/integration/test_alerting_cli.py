@@ -28,6 +28,7 @@ from alerting.model import IncidentEvent
 from alerting.silences import fold_silences, silences_topic
 from detectors.base import SignalKind
 from streams.cli.main import main
+from streams.cli.ops import EXIT_DEAD_LETTERS
 from streams.kafka.topics import read_topic_to_end
 from streams.settings import Settings, settings_env
 from tests.conftest import KafkaBroker
@@ -136,7 +137,8 @@ def test_notify_webhook_delivers_every_incident_once_through_an_outage(
         ]
     )
     out, err = capsys.readouterr()
-    assert rc == 0, err
+    assert rc == EXIT_DEAD_LETTERS, err  # the poison record was dead-lettered
+    assert "1 event(s) went to the dead-letter topic" in err
     received = [IncidentEvent.model_validate_json(b) for b in recorder.accepted]
     assert sorted(e.event_id for e in received) == sorted(e.event_id for e in events)
     assert recorder.bad_signatures == 0
@@ -166,7 +168,7 @@ def test_notify_dead_letters_permanent_failures(
     notify_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    rec = Recorder(SECRET.encode(), always=422)
+    rec = Recorder(SECRET.encode(), always=422, error_body=b"bad payload:\nno 'summary'\x00\n")
     with serve(rec, "/") as url:
         events = _incident_events()[:2]
         _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
@@ -174,13 +176,15 @@ def test_notify_dead_letters_permanent_failures(
                    "--config-file", str(notify_file), "--until-idle", "3",
                    "--max-seconds", "40"])  # fmt: skip
     out, _ = capsys.readouterr()
-    assert rc == 0
+    assert rc == EXIT_DEAD_LETTERS
     assert "delivered 0, duplicate 0, dead lettered 2" in out
     assert rec.requests == 2  # 422 is permanent: no retries
     dead = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.dead_letter)
     letters = [FailedDelivery.model_validate_json(r.value or b"") for r in dead]
     assert sorted(d.event.event_id for d in letters) == sorted(e.event_id for e in events)
-    assert all(d.reason == "HTTP 422 (permanent)" and d.sink == "webhook" for d in letters)
+    # the receiver's error text is kept, on one line, control characters escaped
+    reason = "HTTP 422 (permanent): bad payload:\\nno 'summary'\\x00"
+    assert all(d.reason == reason and d.sink == "webhook" for d in letters), letters[0].reason
     assert {r.key for r in dead} == {e.key() for e in events}
 
 
@@ -194,9 +198,10 @@ def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
     bounded = ["--until-idle", "3", "--max-seconds", "15"]
 
-    assert main(["contain", "--dry-run", *bounded]) == 0
+    assert main(["contain", "--dry-run"]) == 0  # ends by itself once the plan is shown
     out, _ = capsys.readouterr()
     assert "would publish 2, no action 1" in out
+    assert "stopped: end of the alerts topic (the current plan)" in out
     assert read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.control) == []
 
     # the dry run committed nothing, so the real run still sees every alert

@@ -47,9 +47,12 @@ def _consume(
     return out
 
 
+@pytest.mark.parametrize("codec", ["gzip", "snappy", "lz4", "zstd"])
 def test_publishes_each_kind_keyed_by_request_id(
-    kafka_broker: KafkaBroker, service_settings: Settings
+    kafka_broker: KafkaBroker, service_settings: Settings, codec: str
 ) -> None:
+    """With every compression codec (issue 17: the docs' zstd example failed without the
+    codec libraries); kafka-python reads them back."""
     common = {"request_id": "req-1", "timestamp": T0, "segment": {"tenant": "acme"}}
     events = [
         InferenceInput(**common, model="chat", model_version="v1", retrieved_doc_ids=["d1"]),
@@ -58,7 +61,7 @@ def test_publishes_each_kind_keyed_by_request_id(
         Evaluation(**common, evaluator="judge", name="groundedness", score=0.2, passed=False),
     ]
     with SentinelPublisher(
-        kafka_broker.bootstrap, service_settings.topics, compression_type="gzip"
+        kafka_broker.bootstrap, service_settings.topics, compression_type=codec
     ) as pub:
         futures = [
             pub.publish_input(events[0]),  # type: ignore[arg-type]

@@ -18,10 +18,18 @@ class Recorder:
     """What the receiver saw. 503 for the first ``fail_first`` requests, ``always`` (when
     set) for every request, 200 otherwise; 401 for a bad signature. ``always`` may be
     changed while serving (under ``lock``). ``statuses`` holds (monotonic time, status) of
-    every request."""
+    every request. ``error_body`` is the body of every error response."""
 
-    def __init__(self, secret: bytes, *, fail_first: int = 0, always: int | None = None) -> None:
+    def __init__(
+        self,
+        secret: bytes,
+        *,
+        fail_first: int = 0,
+        always: int | None = None,
+        error_body: bytes = b"",
+    ) -> None:
         self.secret = secret
+        self.error_body = error_body
         self.lock = threading.Lock()
         self.fail_first = fail_first
         self.always = always
@@ -55,9 +63,11 @@ def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
                     assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
                     rec.accepted.append(body)
                 rec.statuses.append((time.monotonic(), status))
+            reply = rec.error_body if status >= 400 else b""
             self.send_response(status)
-            self.send_header("Content-Length", "0")
+            self.send_header("Content-Length", str(len(reply)))
             self.end_headers()
+            self.wfile.write(reply)
 
         def log_message(self, format: str, *args: object) -> None:
             return None

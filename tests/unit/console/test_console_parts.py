@@ -289,7 +289,7 @@ def test_pager_payloads_link_to_the_console_when_it_has_a_public_url() -> None:
         )
     )
     body = json.loads(sink.build(t, T0).body)
-    assert body["alerts"][0]["generatorURL"] == page
+    assert body[0]["generatorURL"] == page
     pd_sink = make_sink(
         PagerDutySinkConfig(
             type="pagerduty", routing_key="rk", console_url="https://console.example"
@@ -335,4 +335,4 @@ def test_notify_takes_the_console_url_from_the_settings() -> None:
     assert cfg.console_url == "https://console.example"
     t, _ = _lifecycle()
     body = json.loads(make_sink(cfg).build(t, T0).body)
-    assert body["alerts"][0]["generatorURL"].startswith("https://console.example/incidents/")
+    assert body[0]["generatorURL"].startswith("https://console.example/incidents/")

@@ -13,11 +13,14 @@ from hypothesis import strategies as st
 from alerting.redact import (
     CARD,
     EMAIL,
+    IBAN,
     IP,
     PHONE,
     SECRET,
+    SSN,
     RedactingFilter,
     hide_bytes,
+    iban_ok,
     luhn_ok,
     redact,
 )
@@ -44,6 +47,10 @@ CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "60111
             f"digest {SECRET}",
         ),
         ("order 12 4111 1111 1111 1111 ok", f"order 12 {CARD} ok"),
+        ("SSN 123-45-6789.", f"SSN {SSN}."),
+        ("ssn 123 45 6789", f"ssn {SSN}"),
+        ("pay to DE89 3704 0044 0532 0130 00 today", f"pay to {IBAN} today"),
+        ("iban GB82WEST12345698765432", f"iban {IBAN}"),
     ],
 )
 def test_known_shapes_are_replaced_by_their_placeholder(text: str, expected: str) -> None:
@@ -64,6 +71,19 @@ def test_cards_pass_luhn_and_are_redacted(card: str) -> None:
         "req 3f2a1b9c-1234-4c5d-9e8f-0123456789ab",  # dashed UUID
         "model support-chat v12 on 2025-01-06T10:00:00Z",
         "version 1.2.3.4.5",
+        # ids are not secrets (issue 17): event/command ids, trace ids, undashed UUIDs
+        "event 0123456789abcdef0123456789abcdef seq 2",
+        "dedup sentinel-9f86d081884c7d659a2feaa0c55ad015",
+        "trace 4BF92F3577B34DA6A3CE929D0E0E4736",
+        *(
+            "000-12-3456",
+            "666-12-3456",
+            "912-34-5678",
+            "123-00-4567",
+            "123-45-0000",
+        ),  # never issued
+        "DE89 3704 0044 0532 0130 01",  # IBAN check fails
+        "date 2025-01-06 and 123-45-67890",
     ],
 )
 def test_ordinary_operational_text_survives(text: str) -> None:
@@ -98,7 +118,9 @@ _SAFE = st.text(alphabet=st.characters(codec="utf-8"), max_size=60)
 
 @st.composite
 def _pii(draw: st.DrawFn) -> str:
-    kind = draw(st.sampled_from(["email", "card", "phone", "ip", "sk", "akia", "ghp", "hex"]))
+    kind = draw(
+        st.sampled_from(["email", "card", "phone", "ip", "sk", "akia", "ghp", "hex", "ssn", "iban"])
+    )
     word = st.text(alphabet="abcdefghijklmnopqrstuvwxyz0123456789", min_size=1, max_size=12)
     if kind == "email":
         return f"{draw(word)}@{draw(word)}.{draw(st.sampled_from(['com', 'org', 'io', 'de']))}"
@@ -131,6 +153,20 @@ def _pii(draw: st.DrawFn) -> str:
         )
     if kind == "ghp":
         return "ghp_" + draw(st.text(alphabet=_ALNUM, min_size=36, max_size=36))
+    if kind == "ssn":
+        area = draw(st.integers(1, 899).filter(lambda a: a != 666))
+        group, serial = draw(st.integers(1, 99)), draw(st.integers(1, 9999))
+        sep = draw(st.sampled_from(["-", " "]))
+        return f"{area:03d}{sep}{group:02d}{sep}{serial:04d}"
+    if kind == "iban":
+        country = draw(st.sampled_from(["DE", "GB", "FR", "NL", "ES"]))
+        bban = draw(st.text(alphabet="0123456789", min_size=14, max_size=24))
+        check = 98 - int("".join(str(int(c, 36)) for c in bban + country + "00")) % 97
+        compact = f"{country}{check:02d}{bban}"
+        assert iban_ok(compact)
+        if draw(st.booleans()):
+            return " ".join(compact[i : i + 4] for i in range(0, len(compact), 4))
+        return compact
     return draw(st.text(alphabet="0123456789abcdef", min_size=40, max_size=64))
 
 

@@ -100,3 +100,26 @@ def test_compare_matches_by_key_and_overlap() -> None:
     )
     assert appeared == ["b3", "b4"]
     assert rows[0].to_json()["change"] in {"unchanged", "severity"}
+
+
+def test_duration_of_a_firing_incident_runs_to_now() -> None:
+    """Issue 17: ``sentinel incidents`` showed 0.0 min for firing incidents."""
+    from datetime import timedelta
+
+    from alerting.engine import IncidentEngine
+    from alerting.model import IncidentAction, IncidentStatus
+    from streams.investigation.incidents import duration_text
+    from tests.unit.alerting.helpers import T0, detection, playbooks, policy
+
+    [firing] = IncidentEngine(policy(), playbooks()).observe(detection(T0))
+    firing = firing.model_copy(update={"first_seen": T0})  # one event, as a critical one
+    assert firing.first_seen == firing.last_seen
+    assert duration_text(firing, T0 + timedelta(minutes=12)) == "12.0+"
+    resolved = firing.model_copy(
+        update={
+            "action": IncidentAction.RESOLVE,
+            "status": IncidentStatus.RESOLVED,
+            "last_seen": T0 + timedelta(minutes=30),
+        }
+    )
+    assert duration_text(resolved, T0 + timedelta(days=3)) == "30.0"

@@ -1,0 +1,147 @@
+"""A record batch the worker cannot decode pauses its partition; the worker goes on.
+
+Reproduces issue 17's crash loop with a worker that lacks one codec: this module's worker
+(``python -m tests.integration.test_fetch_guard VALIDATED no-zstd``) is the ingress worker
+of ``tests.integration.test_ingress`` with aiokafka's zstd support switched off, as on a
+machine without ``cramjam``. Partition 0 of the outputs topic holds plain records, then a
+zstd batch, then plain records; partition 1 only plain ones. The worker must stay up,
+accept all of partition 1 (and of partition 0 at most what precedes the batch), log the
+paused partition with the batch's offset, and commit nothing past it. A worker with zstd
+(a fixed deployment) then takes up partition 0 at the batch: every record is accepted,
+none is lost.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from kafka import KafkaAdminClient, KafkaProducer
+from kafka.admin import NewTopic
+
+from streams.contract.events import parse_event
+from streams.settings import Settings, settings_env
+from tests.conftest import KafkaBroker
+from tests.integration.test_ingress import _drain, _good
+
+REPO = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.integration
+
+
+def _start(settings: Settings, validated: str, mode: str, log: Path) -> subprocess.Popen[bytes]:
+    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO)}
+    with log.open("ab") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tests.integration.test_fetch_guard", validated, mode],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+
+
+def _send(bootstrap: str, topic: str, partition: int, ids: list[str], **kw: object) -> int:
+    """Publish ``ids`` to one partition; returns the first offset."""
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all", **kw)  # type: ignore[arg-type]
+    now = datetime.now(UTC) - timedelta(minutes=5)
+    try:
+        futures = [
+            producer.send(
+                topic, partition=partition, key=rid.encode(),
+                value=json.dumps(_good("output", rid, now)).encode(),
+            )
+            for rid in ids
+        ]  # fmt: skip
+        producer.flush()
+        return min(f.get(timeout=30).offset for f in futures)
+    finally:
+        producer.close()
+
+
+@pytest.mark.timeout(420)
+def test_an_undecodable_batch_pauses_its_partition_and_loses_nothing(
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+) -> None:
+    t = service_settings.topics
+    validated = f"{t.inputs}.validated"
+    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
+    try:
+        names = [t.inputs, t.outputs, t.feedback, t.evaluations, t.dead_letter, validated]
+        admin.create_topics([NewTopic(n, 2, 1) for n in names])
+    finally:
+        admin.close()
+    before = [f"fg-before-{i:02d}" for i in range(10)]
+    packed = [f"fg-zstd-{i:02d}" for i in range(10)]
+    after = [f"fg-after-{i:02d}" for i in range(10)]
+    other = [f"fg-other-{i:02d}" for i in range(20)]
+    boot = kafka_broker.bootstrap
+    _send(boot, t.outputs, 0, before)
+    batch_offset = _send(boot, t.outputs, 0, packed, compression_type="zstd", linger_ms=50)
+    _send(boot, t.outputs, 0, after)
+    _send(boot, t.outputs, 1, other)
+
+    log = tmp_path / "worker.log"
+    proc = _start(service_settings, validated, "no-zstd", log)
+    try:
+        got = _drain(boot, {validated: len(other)}, timeout_s=150, proc=proc)
+        alive = proc.poll() is None
+    finally:
+        _stop(proc)
+    text = log.read_text(errors="replace")
+    assert alive, f"the worker exited (rc {proc.returncode}):\n{text[-4000:]}"
+    first = {parse_event(v).request_id for _, v in got[validated]}
+    # partition 1 flows; of partition 0 only records before the batch (those fetched with
+    # it wait with it), nothing at or after it
+    assert set(other) <= first <= set(other + before), text[-4000:]
+    paused = [line for line in text.splitlines() if "paused at offset" in line]
+    assert paused, text[-4000:]
+    assert f"partition {t.outputs}[0] paused at offset {batch_offset}" in paused[0]
+    assert "UnsupportedCodecError" in paused[0]
+
+    # the fixed worker (zstd available) resumes at the batch: nothing was skipped
+    proc = _start(service_settings, validated, "all-codecs", log)
+    try:
+        got = _drain(boot, {validated: 50}, timeout_s=150, proc=proc)
+    finally:
+        _stop(proc)
+    accepted = {parse_event(v).request_id for _, v in got[validated]}
+    assert accepted == set(before + packed + after + other), log.read_text()[-4000:]
+
+
+def _main(validated: str, mode: str) -> None:  # pragma: no cover - runs in a subprocess
+    if mode == "no-zstd":
+        import aiokafka.codec
+
+        aiokafka.codec.has_zstd = lambda: False  # as without cramjam
+    import faust
+
+    from streams.runtime.app import create_app
+    from streams.runtime.ingress import forward_to_topic, register_ingress
+    from streams.settings import load_settings
+
+    settings = load_settings(env=os.environ)
+    app = create_app(settings)
+    forward = forward_to_topic(app, validated, partitions=settings.kafka.topic_partitions)
+    register_ingress(app, settings, forward)
+    faust.Worker(app, loglevel="info").execute_from_commandline()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _main(sys.argv[1], sys.argv[2])
