@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Final
 
 from alerting.engine import IncidentEngine
@@ -76,6 +76,7 @@ class Detect:
         replay: bool = False,
         flush_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -85,6 +86,9 @@ class Detect:
         self.replay = replay
         self.flush_interval_s = flush_interval_s
         self.clock = clock
+        self.wall_clock = wall_clock
+        self._seen: dict[str, tuple[datetime, float]] = {}
+        """Per model: the latest event time processed and the wall time it was processed."""
         self._live: dict[str, DetectorSet] = {}
         self._written: dict[str, float] = {}
         self._levels: dict[
@@ -212,7 +216,9 @@ class Detect:
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
                 latest[obs.model] = obs.event.timestamp
+        wall_now = self.wall_clock()
         for model, now in latest.items():
+            self._seen[model] = (now, wall_now)
             engine = engines[model]
             out.extend(engine.tick(now, self._health(engine, sets)))
         self._keep(sets)
@@ -247,6 +253,22 @@ class Detect:
         engine.record_deploy(obs.model, obs.version, obs.event.timestamp, previous)
         prev_kid = key_id(Labels(model=obs.model, version=previous))
         sets[kid] = self._set(prev_kid, "version", sets).canary_copy()
+
+    def models(self) -> list[str]:
+        """Models this instance has processed events of (the wall-clock tick's targets)."""
+        return sorted(self._seen)
+
+    def tick_wall(self, model: str) -> list[IncidentEvent]:
+        """Advance a model's engine on the wall clock: to its latest event time plus the
+        wall time elapsed since that event was processed. A model whose traffic stopped
+        still resolves or escalates at its deadlines; a replay of old data is not aged by
+        the distance between its event time and today. No-op for a model not seen."""
+        seen = self._seen.get(model)
+        if seen is None:
+            return []
+        event_t, wall = seen
+        elapsed = max(0.0, self.wall_clock() - wall)
+        return self.tick(model, event_t + timedelta(seconds=elapsed))
 
     def _localized(
         self,
