@@ -13,7 +13,9 @@ downvotes, confidence and toxicity together. Two pure pieces turn that into one 
   that value explains at least ``min_explanatory_power`` of the excess *and* that share
   exceeds its traffic share by ``min_concentration`` (an excess spread over a dimension in
   proportion to traffic, as a model-wide failure is, points at no value of it: the
-  "ripple effect" that Squeeze and RiskLoc exploit). A fresh version needs no
+  "ripple effect" that Squeeze and RiskLoc exploit) and its relative shift is
+  ``min_lift_ratio`` times the model's (episodes start at different times in different
+  keys, so shares alone favour large cuts; the lift ratio does not). A fresh version needs no
   concentration margin: canary analysis already judges it against the version it
   replaced, however much traffic it has taken. Of several localizing dimensions the
   deployed version wins (the deploy is the cause), then the largest concentration, then
@@ -58,6 +60,10 @@ class GroupingPolicy(BaseModel):
     version: see the module docstring)."""
     min_surprise: float = Field(default=3.0, ge=0.0)
     """...and its own data must be this unlikely under its baseline (log-LR, nats)."""
+    min_lift_ratio: float = Field(default=1.3, ge=1.0)
+    """...and its relative shift must be this many times the model-wide one (a cut that
+    holds all the excess with a share s of the traffic shifts 1/s times as much as the
+    model; one that merely carries its share of a model-wide failure, as much)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +95,7 @@ def localize(
     cuts: list[Cut] = []
     candidates: list[tuple[tuple[float, float, float], Cut]] = []
     model_cut: Cut | None = None
+    model_lift = next((_lift(r.excess) for r in by_dim.get("model", [])), None)
     for dim, group in sorted(by_dim.items()):
         positive = sum(max(r.excess.excess, 0.0) for r in group)
         for r in group:
@@ -113,10 +120,17 @@ def localize(
                 continue
             share = r.traffic_share if r.traffic_share is not None else 0.0
             concentration = ep - (0.0 if r.fresh_version else share)
+            lifted = (
+                r.fresh_version
+                or model_lift is None
+                or model_lift <= 0
+                or _lift(r.excess) >= policy.min_lift_ratio * model_lift
+            )
             if (
                 ep >= policy.min_explanatory_power
                 and concentration >= policy.min_concentration
                 and r.excess.surprise >= policy.min_surprise
+                and lifted
             ):
                 rank = (1.0 if r.fresh_version else 0.0, concentration, r.excess.surprise)
                 candidates.append((rank, cut))
@@ -153,6 +167,13 @@ def localize(
         reason="no cut explains the excess yet: the key that fired",
         cuts=shown,
     )
+
+
+def _lift(ex: Excess) -> float:
+    """Relative shift of an episode: excess per observation over the baseline's size."""
+    if ex.n <= 0:
+        return 0.0
+    return ex.excess / ex.n / max(abs(ex.baseline), 1e-9)
 
 
 def family_of(incident_type: str) -> str:

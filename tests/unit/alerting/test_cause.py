@@ -33,14 +33,14 @@ def tenant_failure() -> list[Reading]:
     """Tenant acme (44 % of traffic) carries the excess; it also shows in locale en-US (its
     largest locale) and model-wide."""
     return [
-        Reading(lb(), ex(40, 20, alarmed=True), 1.0),
-        Reading(lb("v12"), ex(39, 19), 1.0),
-        Reading(lb(tenant="acme"), ex(38, 35), 0.44),
-        Reading(lb(tenant="globex"), ex(2, 0.5), 0.22),
-        Reading(lb(tenant="hooli"), ex(-1, 0), 0.09),
-        Reading(lb(locale="en-US"), ex(20, 9), 0.49),
-        Reading(lb(locale="de-DE"), ex(9, 4), 0.21),
-        Reading(lb(locale="fr-FR"), ex(7, 3), 0.13),
+        Reading(lb(), ex(40, 20, alarmed=True, n=1000), 1.0),
+        Reading(lb("v12"), ex(39, 19, n=1000), 1.0),
+        Reading(lb(tenant="acme"), ex(38, 35, n=440), 0.44),
+        Reading(lb(tenant="globex"), ex(2, 0.5, n=220), 0.22),
+        Reading(lb(tenant="hooli"), ex(-1, 0, n=90), 0.09),
+        Reading(lb(locale="en-US"), ex(20, 9, n=490), 0.49),
+        Reading(lb(locale="de-DE"), ex(9, 4, n=210), 0.21),
+        Reading(lb(locale="fr-FR"), ex(7, 3, n=130), 0.13),
     ]
 
 
@@ -68,6 +68,20 @@ def test_excess_spread_in_proportion_to_traffic_is_model_wide() -> None:
     loc = localize(readings, fired=lb(tenant="acme"))
     assert loc.scope == lb()
     assert loc.dimension == "model"
+
+
+def test_large_cut_that_only_shifts_as_much_as_the_model_is_not_the_culprit() -> None:
+    """A model-wide failure seen early: the largest locale's episode holds most of the
+    locale excess (small cuts' episodes restart in the noise), but it shifts no more than
+    the model does."""
+    readings = [
+        Reading(lb(), ex(100, 40, alarmed=True, n=1000), 1.0),
+        Reading(lb(locale="en-US"), ex(45, 20, n=480), 0.48),
+        Reading(lb(locale="de-DE"), ex(6, 2, n=60), 0.21),
+        Reading(lb(locale="fr-FR"), ex(3, 1, n=30), 0.13),
+    ]
+    loc = localize(readings, fired=lb())
+    assert loc.scope == lb()
 
 
 def test_fresh_version_is_named_even_when_it_carries_all_the_traffic() -> None:
