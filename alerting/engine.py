@@ -24,13 +24,15 @@ multiplies the quiet period needed to resolve it again by ``flap_hysteresis_fact
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from alerting.cause import family_of, nested, same_cause
 from alerting.model import (
+    MAX_RELATED,
     DeployRef,
     Detection,
     Evidence,
@@ -39,8 +41,11 @@ from alerting.model import (
     IncidentStatus,
     Labels,
     PlaybookRef,
+    Probe,
+    RelatedSignal,
     Severity,
     UtcDatetime,
+    dedup_key_of,
     event_id_of,
     iso_utc,
     require_utc,
@@ -52,7 +57,8 @@ from alerting.policy import AlertingPolicy, Silence, score_severity
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
-MAX_FINGERPRINTS = 64
+MAX_FINGERPRINTS = 256
+MAX_PROBES = 8
 BAD_DEPLOY_PLAYBOOK = "bad_deploy"
 
 
@@ -84,6 +90,14 @@ class IncidentRecord(BaseModel):
     deploy: DeployRef | None = None
     replay: bool = False
     muted_by: str | None = None
+    families: list[str] = Field(default_factory=list)
+    """Signal families folded into this incident (``toxicity_rate``, ``downvote_rate``...)."""
+    related: list[RelatedSignal] = Field(default_factory=list)
+    """Every key and type whose detections were folded in, latest statistics first."""
+    probes: list[Probe] = Field(default_factory=list)
+    """Detectors that say whether the cause persists (see ``tick``)."""
+    recovered_at: UtcDatetime | None = None
+    """When every probe first reported its quantity back at baseline (None: not yet)."""
 
     @property
     def active(self) -> bool:
@@ -161,6 +175,19 @@ class InhibitionMuter:
                     f"(version {src.deploy.version} of {src.labels.model})"
                 )
         return None
+
+
+def _cause_verdict(rec: IncidentRecord, health: Mapping[str, bool] | None) -> bool | None:
+    """True: the cause persists (a probe is alarmed); False: every probe reads back at
+    baseline; None: no probes or no readings for them (fall back to the quiet rule)."""
+    if health is None or not rec.probes:
+        return None
+    readings = [health[p.id] for p in rec.probes if p.id in health]
+    if any(readings):
+        return True
+    if len(readings) < len(rec.probes):
+        return None
+    return False
 
 
 def _minutes(m: float) -> timedelta:
@@ -258,6 +285,13 @@ class IncidentEngine:
         self._current_versions[model] = version
         return ref
 
+    def recent_deploy(self, labels: Labels, now: datetime) -> DeployRef | None:
+        """The deploy of ``labels``' version if it is recent enough to be a bad-deploy
+        suspect (within ``bad_deploy_window_minutes``)."""
+        d = self._deploy_of(labels)
+        window = _minutes(self.policy.warmup.bad_deploy_window_minutes)
+        return d if d is not None and now - d.deployed_at < window else None
+
     def _deploy_of(self, labels: Labels) -> DeployRef | None:
         if labels.version is None:
             return None
@@ -305,15 +339,21 @@ class IncidentEngine:
         ``now`` is the processing time used for silences and deadlines; it defaults to the
         detection's event time, which is right when the stream is processed in real time
         and during replays.
+
+        With grouping on (the policy's ``[grouping]``), a detection that an open incident's
+        cause explains (:func:`alerting.cause.same_cause`) is folded into it as a related
+        signal: an update, not a new page. Otherwise it opens an incident labelled with its
+        localized scope (:attr:`Detection.scope`).
         """
         now = require_utc(now) if now is not None else detection.at
-        key = detection.dedup_key
         fp = detection.fingerprint()
-        rec = self._incidents.get(key)
-        if rec is not None and fp in rec.fingerprints:
+        if any(fp in r.fingerprints for r in self._incidents.values()):
             return []  # at-least-once redelivery of a detection already folded in
 
+        grouping = self.policy.grouping.enabled
         labels, signal = detection.labels, detection.signal
+        scope = detection.scope if grouping else labels
+        key = dedup_key_of(scope, detection.incident_type)
         deploy = self._deploy_of(labels)
         warm = self.policy.warmup
         if deploy is not None and now - deploy.deployed_at < _minutes(warm.warmup_minutes):
@@ -331,10 +371,11 @@ class IncidentEngine:
                     min_obs,
                 )
                 return []
+        scope_deploy = self._deploy_of(scope) or deploy
         recent_deploy = (
-            deploy
-            if deploy is not None
-            and now - deploy.deployed_at < _minutes(warm.bad_deploy_window_minutes)
+            scope_deploy
+            if scope_deploy is not None
+            and now - scope_deploy.deployed_at < _minutes(warm.bad_deploy_window_minutes)
             else None
         )
 
@@ -357,6 +398,7 @@ class IncidentEngine:
             window_start=detection.window_start,
             window_end=detection.at,
             blast_radius=detection.blast_radius,
+            localization=detection.localization,
         )
         pref = PlaybookRef(name=playbook.name, path=playbook.path) if playbook else None
         deadline = _minutes(
@@ -367,15 +409,23 @@ class IncidentEngine:
         lc = self.policy.lifecycle
         replay = self.replay or detection.replay
 
-        if rec is None or (
-            not rec.active
-            and rec.resolved_at is not None
-            and now - rec.resolved_at > _minutes(lc.reopen_window_minutes)
-        ):
+        if grouping:
+            rec = self._find_cause(detection, scope, key, now)
+        else:
+            rec = self._incidents.get(key)
+            if (
+                rec is not None
+                and not rec.active
+                and rec.resolved_at is not None
+                and now - rec.resolved_at > _minutes(lc.reopen_window_minutes)
+            ):
+                rec = None
+        family = family_of(detection.incident_type)
+        if rec is None:
             rec = IncidentRecord(
                 incident_id="inc-" + stable_hash(key, iso_utc(detection.at), length=20),
                 dedup_key=key,
-                labels=labels,
+                labels=scope,
                 incident_type=detection.incident_type,
                 status=IncidentStatus.FIRING,
                 severity=severity,
@@ -388,53 +438,163 @@ class IncidentEngine:
                 playbook=pref,
                 deploy=recent_deploy,
                 replay=replay,
+                families=[family],
             )
             self._incidents[key] = rec
-            events = self._emit(rec, IncidentAction.TRIGGER, now, "new incident")
+            self._relate(rec, detection)
+            note = "new incident"
+            if detection.localization is not None:
+                note += f"; localized: {detection.localization.reason}"
+            events = self._emit(rec, IncidentAction.TRIGGER, now, note)
         elif not rec.active:
             rec.flap_count += 1
             rec.status = IncidentStatus.FIRING
             rec.escalated = False
             rec.resolved_at = None
+            rec.recovered_at = None
             rec.notified = False
-            rec.severity, rec.severity_reasons = severity, reasons
+            if severity.rank <= rec.severity.rank:
+                rec.severity, rec.severity_reasons = severity, reasons
             rec.evidence = evidence
             rec.last_seen = max(rec.last_seen, detection.at)
             rec.opened_at = now
             rec.deadline_at = now + deadline
-            rec.playbook, rec.deploy = pref, recent_deploy
+            if pref is not None and (rec.playbook is None or recent_deploy is not None):
+                rec.playbook = pref
+            rec.deploy = rec.deploy or recent_deploy
+            self._relate(rec, detection)
             events = self._emit(
                 rec,
                 IncidentAction.TRIGGER,
                 now,
-                f"reopened: re-fired within {lc.reopen_window_minutes:g} min of resolving "
+                f"reopened: {detection.incident_type} on {labels.describe()} re-fired within "
+                f"{lc.reopen_window_minutes:g} min of resolving "
                 f"(flap {rec.flap_count}; quiet period now {self._hysteresis(rec)})",
             )
         else:
-            rec.evidence = evidence
+            primary = detection.incident_type == rec.incident_type and nested(rec.labels, labels)
+            if primary:
+                rec.evidence = evidence
             rec.last_seen = max(rec.last_seen, detection.at)
+            rec.recovered_at = None
+            self._relate(rec, detection)
+            related = (
+                "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
+            )
             if severity.rank < rec.severity.rank:
                 old = rec.severity
-                rec.severity, rec.severity_reasons = severity, reasons
+                why = f"{detection.incident_type} on {labels.describe()}"
+                rec.severity = severity
+                rec.severity_reasons = (
+                    *reasons,
+                    f"escalated by {why}: {old.value} -> {severity.value}",
+                )
                 events = self._emit(
-                    rec, IncidentAction.UPDATE, now, f"re-scored: {old.value} -> {severity.value}"
+                    rec,
+                    IncidentAction.UPDATE,
+                    now,
+                    f"re-scored: {old.value} -> {severity.value} (by {why})",
                 )
             elif not rec.notified:
                 events = self._emit(rec, IncidentAction.TRIGGER, now, "new incident")
             elif rec.last_emitted_at is None or now - rec.last_emitted_at >= _minutes(
                 lc.update_interval_minutes
             ):
-                events = self._emit(rec, IncidentAction.UPDATE, now, "still firing: re-scored")
+                events = self._emit(
+                    rec, IncidentAction.UPDATE, now, "still firing: re-scored" + related
+                )
             else:
                 events = []
+        if family not in rec.families:
+            rec.families.append(family)
+        for probe in detection.probes:
+            if probe not in rec.probes and len(rec.probes) < MAX_PROBES:
+                rec.probes.append(probe)
         rec.fingerprints = [*rec.fingerprints, fp][-MAX_FINGERPRINTS:]
         return events
 
+    def _find_cause(
+        self, detection: Detection, scope: Labels, key: str, now: datetime
+    ) -> IncidentRecord | None:
+        """The open (or recently resolved, within the reopen window) incident whose cause
+        explains ``detection``; the best-matching one when several do."""
+        reopen = _minutes(self.policy.lifecycle.reopen_window_minutes)
+        family = family_of(detection.incident_type)
+        best: tuple[tuple[bool, bool, bool, bool, datetime], IncidentRecord] | None = None
+        for rec in self._incidents.values():
+            if rec.labels.model != scope.model:
+                continue
+            if not rec.active and (rec.resolved_at is None or now - rec.resolved_at > reopen):
+                continue
+            if rec.dedup_key != key and not same_cause(
+                rec.labels,
+                rec.families or [family_of(rec.incident_type)],
+                rec.deploy is not None,
+                scope,
+                detection.labels,
+                family,
+            ):
+                continue
+            rank = (
+                rec.active,
+                rec.dedup_key == key,
+                family in rec.families,
+                nested(rec.labels, scope),
+                rec.last_seen,
+            )
+            if best is None or rank > best[0]:
+                best = (rank, rec)
+        return best[1] if best is not None else None
+
+    @staticmethod
+    def _relate(rec: IncidentRecord, detection: Detection) -> None:
+        """List the detection among the incident's related signals (one entry per key and
+        type, with its latest statistics and a count)."""
+        sig = detection.signal
+        count = 1
+        kept: list[RelatedSignal] = []
+        for r in rec.related:
+            if r.labels == detection.labels and r.incident_type == detection.incident_type:
+                count += r.count
+            else:
+                kept.append(r)
+        entry = RelatedSignal(
+            labels=detection.labels,
+            incident_type=detection.incident_type,
+            at=detection.at,
+            count=count,
+            baseline=sig.baseline,
+            observed=sig.observed,
+            effect_size=sig.effect_size,
+            statistic=sig.statistic,
+            threshold=sig.threshold,
+            n_observations=sig.n_observations,
+        )
+        rec.related = [entry, *kept][:MAX_RELATED]
+
+    def probes(self) -> list[Probe]:
+        """The probes of the active incidents (the pipeline reads them before ``tick``)."""
+        out: dict[str, Probe] = {}
+        for rec in self._incidents.values():
+            if rec.active:
+                for p in rec.probes:
+                    out[p.id] = p
+        return list(out.values())
+
     # ---- tick ---------------------------------------------------------------------------
 
-    def tick(self, now: datetime) -> list[IncidentEvent]:
-        """Advance time: expire silences, resolve quiet incidents, escalate overdue ones,
-        emit triggers whose mute lifted, forget long-resolved incidents."""
+    def tick(self, now: datetime, health: Mapping[str, bool] | None = None) -> list[IncidentEvent]:
+        """Advance time: expire silences, resolve incidents whose cause is over, escalate
+        overdue ones, emit triggers whose mute lifted, forget long-resolved incidents.
+
+        ``health`` maps :attr:`Probe.id` to whether that detector's episode is still
+        alarmed (the quantity still away from its baseline). An incident with probes
+        resolves only once every probe reads back at baseline and a quiet period
+        (hysteresis) has passed since; while any probe is alarmed it stays open however
+        long its detectors stay quiet, and escalates at its playbook deadline. Without
+        probes or health readings (drift tests, or a caller that has none) the rule is the
+        detector's quiet period since the last detection.
+        """
         now = require_utc(now)
         self._silences = {k: s for k, s in self._silences.items() if s.ends_at > now}
         keep_deploys = _minutes(
@@ -451,15 +611,26 @@ class IncidentEngine:
             if not rec.active:
                 continue
             hyst = self._hysteresis(rec)
-            if now - rec.last_seen >= hyst:
+            verdict = _cause_verdict(rec, health)
+            if verdict is None:
+                due = now - rec.last_seen >= hyst
+                why = f"detector quiet for {hyst} since {iso_utc(rec.last_seen)}"
+            elif verdict:
+                rec.recovered_at = None
+                due = False
+                why = ""
+            else:
+                if rec.recovered_at is None:
+                    rec.recovered_at = now
+                due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
+                why = (
+                    f"back at baseline since {iso_utc(rec.recovered_at)} (every probe's "
+                    f"episode statistic returned to zero), then quiet for {hyst}"
+                )
+            if due:
                 rec.status = IncidentStatus.RESOLVED
                 rec.resolved_at = now
-                events += self._emit(
-                    rec,
-                    IncidentAction.RESOLVE,
-                    now,
-                    f"detector quiet for {hyst} since {iso_utc(rec.last_seen)}",
-                )
+                events += self._emit(rec, IncidentAction.RESOLVE, now, why)
             elif now >= rec.deadline_at and not rec.escalated:
                 rec.escalated = True
                 rec.status = IncidentStatus.ESCALATED
@@ -517,7 +688,7 @@ class IncidentEngine:
                 labels=rec.labels,
                 incident_type=rec.incident_type,
                 summary=rec.summary(),
-                evidence=rec.evidence,
+                evidence=rec.evidence.model_copy(update={"related": tuple(rec.related)}),
                 first_seen=rec.first_seen,
                 last_seen=rec.last_seen,
                 emitted_at=now,

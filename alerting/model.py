@@ -198,6 +198,73 @@ class BlastRadius(BaseModel):
 
 
 MAX_SAMPLE_REQUEST_IDS = 10
+MAX_CUTS = 16
+MAX_RELATED = 24
+
+
+class Cut(BaseModel):
+    """One candidate scope of a change (a key: model, version or one segment label) with
+    the excess of the flagged quantity it carries, for root-cause localization."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    labels: Labels
+    dimension: str = Field(description="'model', 'version' or the segment label name.")
+    n: int = Field(ge=0, description="Observations in the cut's current episode.")
+    baseline: float
+    observed: float
+    excess: float = Field(description="Observed minus expected, in the flagged direction.")
+    surprise: float = Field(ge=0.0, description="Log-likelihood ratio of the episode, nats.")
+    explanatory_power: float = Field(
+        ge=0.0, le=1.0, description="Share of its dimension's excess this cut carries."
+    )
+    traffic_share: float | None = Field(default=None, ge=0.0, le=1.0)
+    alarmed: bool = False
+
+
+class Localization(BaseModel):
+    """Where a change lives: the cut that explains it, and how much every cut explains."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    scope: Labels
+    dimension: str
+    explanatory_power: float = Field(ge=0.0, le=1.0)
+    reason: str
+    cuts: tuple[Cut, ...] = Field(default=(), max_length=MAX_CUTS)
+
+
+class Probe(BaseModel):
+    """Which detector judges whether an incident's cause persists: the detector ``name``
+    in the key ``key`` (a pipeline key id) and the signal's category and direction."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    key: str
+    detector: str
+    feature: str | None = None
+    direction: str = "up"
+
+    @property
+    def id(self) -> str:
+        return f"{self.key}#{self.detector}#{self.feature or ''}#{self.direction}"
+
+
+class RelatedSignal(BaseModel):
+    """A detection folded into an incident as evidence of the same cause."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    labels: Labels
+    incident_type: str
+    at: UtcDatetime
+    count: int = Field(ge=1, description="Detections of this key and type folded in.")
+    baseline: float
+    observed: float
+    effect_size: float
+    statistic: float
+    threshold: float
+    n_observations: int = Field(ge=1)
 
 
 class Detection(BaseModel):
@@ -215,6 +282,19 @@ class Detection(BaseModel):
     sample_request_ids: tuple[str, ...] = Field(default=(), max_length=MAX_SAMPLE_REQUEST_IDS)
     blast_radius: BlastRadius | None = None
     replay: bool = Field(default=False, description="From an analyst's replay: never pages.")
+    localization: Localization | None = Field(
+        default=None, description="The cut that explains the change (None: the key's own)."
+    )
+    probes: tuple[Probe, ...] = Field(
+        default=(),
+        description="The detectors that say whether the cause persists: the one that "
+        "fired and the same detector in the localized scope.",
+    )
+
+    @property
+    def scope(self) -> Labels:
+        """The labels of the cause: the localized scope, else the key's own labels."""
+        return self.localization.scope if self.localization is not None else self.labels
 
     @property
     def incident_type(self) -> str:
@@ -240,6 +320,8 @@ class Evidence(BaseModel):
     window_start: UtcDatetime | None = None
     window_end: UtcDatetime
     blast_radius: BlastRadius | None = None
+    localization: Localization | None = None
+    related: tuple[RelatedSignal, ...] = Field(default=(), max_length=MAX_RELATED)
 
 
 class PlaybookRef(BaseModel):

@@ -104,8 +104,15 @@ def alertmanager_labels(event: IncidentEvent) -> dict[str, str]:
     return labels
 
 
+SEVERITY_LABELS = frozenset({"severity", "sentinel_severity"})
+
+
 def _fingerprint(labels: dict[str, str]) -> str:
-    return stable_hash(sorted(labels.items()), length=16)
+    """The alert's identity: its labels except severity, so an escalation (an update of the
+    same incident) stays the same alert for the receiver."""
+    return stable_hash(
+        sorted((k, v) for k, v in labels.items() if k not in SEVERITY_LABELS), length=16
+    )
 
 
 def alertmanager_webhook(

@@ -17,6 +17,7 @@ from typing import Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from alerting.cause import GroupingPolicy
 from alerting.model import BlastRadius, Labels, Severity, UtcDatetime, category_of
 from detectors.base import Signal
 
@@ -232,6 +233,7 @@ class Silence(BaseModel):
 class AlertingPolicy(BaseModel):
     model_config = _FROZEN
 
+    grouping: GroupingPolicy = GroupingPolicy()
     severity: SeverityPolicy = SeverityPolicy()
     lifecycle: LifecyclePolicy = LifecyclePolicy()
     warmup: WarmupPolicy = WarmupPolicy()

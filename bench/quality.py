@@ -146,6 +146,8 @@ class Trigger:
     segment: Mapping[str, str] = field(default_factory=dict)
     playbook: str | None = None
     note: str = ""
+    severity: str = "SEV2"
+    incident_id: str = ""
 
     @classmethod
     def from_event(cls, ev: IncidentEvent) -> Trigger:
@@ -157,7 +159,18 @@ class Trigger:
             segment=dict(ev.labels.segment),
             playbook=ev.playbook.name if ev.playbook else None,
             note=ev.note,
+            severity=ev.severity.value,
+            incident_id=ev.incident_id,
         )
+
+    @property
+    def reopened(self) -> bool:
+        return self.note.startswith("reopened")
+
+    @property
+    def pages(self) -> bool:
+        """A SEV1-2 trigger pages; a reopening pages again whatever its severity."""
+        return self.severity in ("SEV1", "SEV2") or self.reopened
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -168,6 +181,8 @@ class Trigger:
             "segment": dict(self.segment),
             "playbook": self.playbook,
             "note": self.note,
+            "severity": self.severity,
+            "incident_id": self.incident_id,
         }
 
     @classmethod
@@ -180,6 +195,8 @@ class Trigger:
             segment=dict(data.get("segment") or {}),
             playbook=data.get("playbook"),
             note=data.get("note", ""),
+            severity=data.get("severity", "SEV2"),
+            incident_id=data.get("incident_id", ""),
         )
 
     @property
@@ -209,6 +226,16 @@ def labels_consistent(inj: Injected, trig: Trigger) -> bool:
     if trig.version is not None and affected_version not in (None, trig.version):
         return False
     return all(inj.scope.get(k, v) == v for k, v in trig.segment.items())
+
+
+def exact_scope(inj: Injected, trig: Trigger) -> bool:
+    """Are the trigger's labels the injection's scope (localization accuracy)?"""
+    if trig.model != inj.scope.get("model", trig.model):
+        return False
+    if inj.type == "bad_deploy":
+        return trig.version == inj.new_version and not trig.segment
+    segment = {k: v for k, v in inj.scope.items() if k not in ("model", "version")}
+    return trig.version == inj.scope.get("version") and dict(trig.segment) == segment
 
 
 def in_window(inj: Injected, at: datetime, grace: timedelta = GRACE) -> bool:
@@ -244,6 +271,18 @@ class InjectionScore:
     first: Trigger | None = None
     matching_triggers: int = 0
     delay_events: int | None = None
+    pages: int = 0
+    incident_ids: set[str] = field(default_factory=set)
+    reopened_during: int = 0
+
+    @property
+    def incidents(self) -> int:
+        return len(self.incident_ids)
+
+    def localized(self) -> bool:
+        """The first matching trigger names the injected scope exactly (for a bad deploy:
+        the new version, no segment)."""
+        return self.first is not None and exact_scope(self.injection, self.first)
 
     @property
     def detected(self) -> bool:
@@ -290,6 +329,10 @@ def score_scenario(
             if matches(sc.injection, trig, grace):
                 hit = True
                 sc.matching_triggers += 1
+                sc.pages += trig.pages
+                sc.incident_ids.add(trig.incident_id or f"{trig.incident_type}@{trig.at}")
+                if trig.reopened and sc.injection.start <= trig.at <= sc.injection.end:
+                    sc.reopened_during += 1
                 if sc.detected_at is None or trig.at < sc.detected_at:
                     sc.detected_at, sc.first = trig.at, trig
         matched.append(hit)
@@ -317,6 +360,10 @@ class TypeRow:
     delays_min: list[float] = field(default_factory=list)
     delays_events: list[int] = field(default_factory=list)
     unmatched: Counter[str] = field(default_factory=Counter)
+    pages: int = 0
+    incidents: int = 0
+    localized: int = 0
+    reopened_during: int = 0
 
     @property
     def recall(self) -> float | None:
@@ -331,8 +378,20 @@ class TypeRow:
         return 1e6 * self.clean_triggers / self.clean_events if self.clean_events else None
 
     @property
-    def pages_per_injection(self) -> float | None:
+    def triggers_per_injection(self) -> float | None:
         return self.matched / self.injections if self.injections else None
+
+    @property
+    def pages_per_injection(self) -> float | None:
+        return self.pages / self.injections if self.injections else None
+
+    @property
+    def incidents_per_injection(self) -> float | None:
+        return self.incidents / self.injections if self.injections else None
+
+    @property
+    def localization(self) -> float | None:
+        return self.localized / self.detected if self.detected else None
 
     @property
     def median_delay_min(self) -> float | None:
@@ -366,6 +425,8 @@ def summarize(
     """Per injection type rows plus ``all``. ``scored``: (type, score, triggers) per
     injected scenario."""
     rows = {t: TypeRow(t) for t in INJECTION_TYPES}
+    for kind, _, _ in scored:
+        rows.setdefault(kind, TypeRow(kind))
     rows["all"] = TypeRow("all")
     for kind, sc, triggers in scored:
         for row in (rows[kind], rows["all"]):
@@ -379,6 +440,10 @@ def summarize(
                     row.unmatched[f"{why}: {trig.incident_type}{late}"] += 1
             for inj in sc.injections:
                 row.injections += 1
+                row.pages += inj.pages
+                row.incidents += inj.incidents
+                row.reopened_during += inj.reopened_during
+                row.localized += inj.localized()
                 if inj.detected:
                     row.detected += 1
                     row.delays_min.append(inj.delay_minutes or 0.0)
@@ -464,6 +529,51 @@ def build_jobs(quick: bool, base_seed: int) -> list[Job]:
     return jobs
 
 
+CAUSE_SCENARIOS: Final[dict[str, tuple[tuple[str, dict[str, str]], ...]]] = {
+    # One tenant's failure that also shows through its locale cut and model-wide.
+    "tenant_cascade": (("toxicity_spike", {"model": "support-chat", "tenant": "acme"}),),
+    # Two unrelated failures on one model at once: two incidents, each at its own scope.
+    "two_failures": (
+        ("toxicity_spike", {"model": "support-chat", "tenant": "acme"}),
+        ("confidence_drop", {"model": "support-chat", "tenant": "globex"}),
+    ),
+}
+"""Scenarios of the one-cause-one-page goals (issue 12), beyond one injection per type."""
+
+
+def build_cause_jobs(quick: bool, base_seed: int) -> list[Job]:
+    """The grouping scenarios: one seed each (quick), three (full)."""
+    jobs: list[Job] = []
+    for si, (kind, parts) in enumerate(CAUSE_SCENARIOS.items()):
+        for i in range(1 if quick else 3):
+            seed = base_seed * 1000 + 700 + 10 * si + i
+            rng = np.random.default_rng([seed, 7])
+            start = timedelta(minutes=round(60 * rng.uniform(*START_RANGE_H)))
+            injections = [
+                Injection(
+                    type=t,  # type: ignore[arg-type]
+                    start=start,
+                    duration=INJECTION_DURATION,
+                    strength=round(DEFAULT_STRENGTH[t] * rng.uniform(*STRENGTH_RANGE), 4),
+                    scope=scope,
+                )
+                for t, scope in parts
+            ]
+            duration = start + INJECTION_DURATION + GRACE + TAIL
+            sc = Scenario(seed=seed, duration=duration, injections=injections)
+            jobs.append(
+                Job(
+                    name=f"{kind} seed={seed}",
+                    kind=kind,
+                    scenario=sc.model_dump(mode="json"),
+                    # delays in events are measured for single-injection scenarios only
+                    scope=dict(parts[0][1]) if len(parts) == 1 else {},
+                    estimate=duration.total_seconds() / 3600 * EVENTS_PER_HOUR_EST,
+                )
+            )
+    return jobs
+
+
 def _scope_needles(scope: Mapping[str, str]) -> list[str]:
     out = []
     for k, v in scope.items():
@@ -526,9 +636,10 @@ legend: recall = injections with a matching trigger / injections; precision = ma
   triggers / all triggers in that type's injected scenarios; false/M = triggers per 1M
   events of the clean scenarios (row: clean triggers of the types that row accepts);
   delay = first matching trigger (emitted_at) - injection start, median, in events
-  (requests in the injection scope) and event-time minutes; pages/inj = matching triggers
-  per injection. A trigger matches when its type fits the injection type, its labels do
-  not contradict the scope (same model) and it is emitted in [start, end + 30 min]."""
+  (requests in the injection scope) and event-time minutes; trig/inj = matching
+  triggers per injection (any severity). A trigger matches when its type fits the
+  injection type, its labels do not contradict the scope (same model) and it is emitted
+  in [start, end + 30 min]."""
 
 
 def print_details(
@@ -559,7 +670,7 @@ def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
     header = (
         f"{'injection type':<22} {'n':>3} {'recall':>6} {'goal>=0.95':>10} {'precision':>9} "
         f"{'false/M clean':>13} {'goal<1/M':>8} {'delay med [events]':>18} "
-        f"{'delay med [min]':>15} {'pages/inj':>9}"
+        f"{'delay med [min]':>15} {'trig/inj':>9}"
     )
     print(
         f"Summary ({clean_events:,} clean events; goals: recall >= {GOAL_RECALL}, "
@@ -575,9 +686,47 @@ def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
             f"{'PASS' if row.recall_ok() else 'MISS':>10} {_f(row.precision, '9.2f')} "
             f"{_f(row.false_per_million, '13.2f')} {'PASS' if row.false_ok() else 'MISS':>8} "
             f"{_f(row.median_delay_events, '18.0f')} {_f(row.median_delay_min, '15.1f')} "
-            f"{_f(row.pages_per_injection, '9.2f')}"
+            f"{_f(row.triggers_per_injection, '9.2f')}"
         )
     print(LEGEND)
+
+
+GOAL_PAGES: Final = 1.1
+GOAL_LOCALIZATION: Final = 0.9
+PAGING_LEGEND: Final = """\
+legend: pages/inj = matching SEV1-2 triggers and reopenings (any severity) per injection;
+  incidents/inj = distinct incident ids among the matching triggers per injection;
+  localized = detected injections whose first matching trigger is labelled with the
+  injected scope exactly (bad deploy: the new version, no segment) / detected injections;
+  reopen@inj = reopenings emitted while the injection lasted (goal 0)."""
+
+
+def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
+    """One cause, one page: pages, incidents, localization and reopenings per type."""
+    header = (
+        f"{'injection type':<22} {'n':>3} {'pages/inj':>9} {'goal<=1.1':>9} "
+        f"{'incidents/inj':>13} {'localized':>9} {'goal>=0.9':>9} {'reopen@inj':>10}"
+    )
+    print(
+        f"Paging (goals: <= {GOAL_PAGES} pages per injection, localization >= "
+        f"{GOAL_LOCALIZATION}, 0 reopenings while an injection lasts):"
+    )
+    print(header)
+    print("-" * len(header))
+    for name, row in rows.items():
+        if not row.injections:
+            continue
+        if name == "all":
+            print("-" * len(header))
+        ppi, loc = row.pages_per_injection, row.localization
+        print(
+            f"{name:<22} {row.injections:>3} {_f(ppi, '9.2f')} "
+            f"{'PASS' if ppi is not None and ppi <= GOAL_PAGES else 'MISS':>9} "
+            f"{_f(row.incidents_per_injection, '13.2f')} {_f(loc, '9.2f')} "
+            f"{'PASS' if loc is not None and loc >= GOAL_LOCALIZATION else 'MISS':>9} "
+            f"{row.reopened_during:>10d}"
+        )
+    print(PAGING_LEGEND)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -590,7 +739,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.seed < 0:
         parser.error("--seed must be >= 0")
 
-    jobs = sorted(build_jobs(args.quick, args.seed), key=lambda j: -j.estimate)
+    all_jobs = build_jobs(args.quick, args.seed) + build_cause_jobs(args.quick, args.seed)
+    jobs = sorted(all_jobs, key=lambda j: -j.estimate)
     began = time.perf_counter()
     results: list[dict[str, Any]] = []
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
@@ -604,7 +754,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    order = {j.name: i for i, j in enumerate(build_jobs(args.quick, args.seed))}
+    order = {j.name: i for i, j in enumerate(all_jobs)}
     results.sort(key=lambda r: order[r["name"]])
 
     clean = [r for r in results if r["kind"] == "clean"]
@@ -623,6 +773,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print()
     print_details(scored)
     print_table(rows, clean_events)
+    print()
+    print_paging_table(rows)
     unmatched = [(n, row.unmatched) for n, row in rows.items() if n != "all" and row.unmatched]
     if unmatched or clean_triggers:
         print("\nUnmatched triggers in injected scenarios (reason: incident type x count):")
@@ -669,7 +821,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "false_pass": row.false_ok(),
                 "median_delay_events": row.median_delay_events,
                 "median_delay_minutes": row.median_delay_min,
+                "triggers_per_injection": row.triggers_per_injection,
                 "pages_per_injection": row.pages_per_injection,
+                "incidents_per_injection": row.incidents_per_injection,
+                "localization": row.localization,
+                "reopened_during_injection": row.reopened_during,
                 "unmatched": dict(row.unmatched),
             }
             for name, row in rows.items()
@@ -689,6 +845,10 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "delay_minutes": inj.delay_minutes,
                 "delay_events": inj.delay_events,
                 "matching_triggers": inj.matching_triggers,
+                "pages": inj.pages,
+                "incidents": inj.incidents,
+                "localized": inj.localized(),
+                "reopened_during": inj.reopened_during,
                 "events": r["events"],
             }
             for _, sc, _, r in scored

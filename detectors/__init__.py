@@ -7,7 +7,7 @@ restored with ``get_state()`` / ``set_state()``. Thresholds follow from ``arl0``
 target expected number of events between false alarms (see :mod:`detectors.arl`).
 """
 
-from detectors.base import Detector, Direction, Signal, SignalKind
+from detectors.base import Detector, Direction, Excess, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
 from detectors.drift import (
     AlibiOnlineDrift,
@@ -40,6 +40,7 @@ __all__ = [
     "Direction",
     "DownvoteSpike",
     "EmbeddingDrift",
+    "Excess",
     "LabelMixDrift",
     "NumericDrift",
     "PromptInjectionRate",

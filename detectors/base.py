@@ -74,6 +74,35 @@ class Signal(BaseModel):
     details: dict[str, float] = Field(default_factory=dict)
 
 
+class Excess(BaseModel):
+    """How far the quantity a signal flagged sits from its baseline, over the detector's
+    current *episode*: the observations since its evidence statistic last stood at zero.
+
+    Read-only evidence for root-cause localization and for judging recovery: comparing the
+    excess of the same detector across keys (tenant, locale, version cuts) says which cut
+    explains a change (Adtributor's explanatory power); ``surprise`` says how unlikely the
+    cut's own data are under its baseline. Unlike the alarm statistic, the episode does not
+    restart at an alarm, so it spans the whole change while it lasts.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    n: int = Field(ge=0, description="Observations in the episode.")
+    baseline: float = Field(description="Baseline value of the quantity (rate or mean).")
+    observed: float = Field(description="Value of the quantity over the episode.")
+    excess: float = Field(
+        description="n x (observed - baseline) in the flagged direction (e.g. extra toxic "
+        "outputs); negative when the episode leans the other way."
+    )
+    surprise: float = Field(
+        ge=0.0, description="Log-likelihood ratio (nats) of the episode: shifted vs baseline."
+    )
+    alarmed: bool = Field(
+        description="The detector alarmed during the episode and the episode's statistic "
+        "has not returned to zero since: the change persists."
+    )
+
+
 class Detector(abc.ABC, Generic[X]):
     """Base class for online detectors.
 
@@ -115,6 +144,14 @@ class Detector(abc.ABC, Generic[X]):
         makes the return to normal look like a change.
         """
         return False
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """The current episode's excess of the quantity a signal flagged (its ``feature``,
+        e.g. a category, and its ``direction``), or ``None`` when the detector has no such
+        notion (drift tests) or is still learning. Read-only: never changes the state."""
+        return None
 
     @abc.abstractmethod
     def get_state(self) -> JsonState:

@@ -24,7 +24,7 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.arl import lattice_threshold
-from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
 from detectors.rate import DEFAULT_ARL0
 
@@ -106,6 +106,10 @@ class ConfidenceShift(Detector[float]):
         self._start_down = 0
         self._sum_up = 0.0
         self._sum_down = 0.0
+        # Episodes (see ``excess``): shadow CUSUMs per direction that do not restart at an
+        # alarm and are capped at the threshold; [stat, start, sum, alarmed by the CUSUM].
+        self._ep_up: list[Any] = [0, 0, 0.0, False]
+        self._ep_down: list[Any] = [0, 0, 0.0, False]
 
     _KEYS: ClassVar[tuple[str, ...]] = (
         "n",
@@ -125,6 +129,7 @@ class ConfidenceShift(Detector[float]):
 
     def get_state(self) -> JsonState:
         state = {key: getattr(self, "_" + key) for key in self._KEYS}
+        state["ep_up"], state["ep_down"] = list(self._ep_up), list(self._ep_down)
         state["ref"] = list(self._ref)
         state["dist"] = self._dist.get_state()
         return state
@@ -134,6 +139,9 @@ class ConfidenceShift(Detector[float]):
             setattr(self, "_" + key, state[key])
         self._ref = list(state["ref"])
         self._dist.set_state(state["dist"])
+        # State saved before episodes existed: they start now.
+        self._ep_up = list(state.get("ep_up", [0, self._n, 0.0, False]))
+        self._ep_down = list(state.get("ep_down", [0, self._n, 0.0, False]))
 
     @property
     def learning(self) -> bool:
@@ -174,6 +182,8 @@ class ConfidenceShift(Detector[float]):
                 self._h_down = h
         self._ref = []
         self._start_up = self._start_down = self._n
+        self._ep_up = [0, self._n, 0.0, False]
+        self._ep_down = [0, self._n, 0.0, False]
 
     def update(self, x: float) -> Signal | None:
         n = self._n
@@ -185,6 +195,8 @@ class ConfidenceShift(Detector[float]):
                 self._calibrate()
             return None
         zq = round((x - self._mu) / self._sigma / self._res)
+        self._episode(self._ep_up, zq - self._kq, self._h_up, x, n)
+        self._episode(self._ep_down, -zq - self._kq, self._h_down, x, n)
         signals: list[Signal] = []
         s = self._s_up + zq - self._kq
         if s <= 0:
@@ -193,6 +205,7 @@ class ConfidenceShift(Detector[float]):
             self._s_up, self._sum_up = s, self._sum_up + x
             if s >= self._h_up:
                 signals.append(self._mean_signal(n, s, self._h_up, self._start_up, Direction.UP))
+                self._ep_up[3] = True
                 self._s_up, self._start_up, self._sum_up = 0, n + 1, 0.0
         s = self._s_down - zq - self._kq
         if s <= 0:
@@ -203,6 +216,7 @@ class ConfidenceShift(Detector[float]):
                 signals.append(
                     self._mean_signal(n, s, self._h_down, self._start_down, Direction.DOWN)
                 )
+                self._ep_down[3] = True
                 self._s_down, self._start_down, self._sum_down = 0, n + 1, 0.0
         if dist_signal is not None:
             signals.append(
@@ -223,6 +237,40 @@ class ConfidenceShift(Detector[float]):
         for other in signals[1:]:
             details[f"also:{other.direction.value}:{other.feature or 'mean'}"] = other.effect_size
         return first.model_copy(update={"details": details})
+
+    @staticmethod
+    def _episode(ep: list[Any], inc: int, h: int, x: float, n: int) -> None:
+        e = ep[0] + inc
+        if e <= 0:
+            ep[:] = [0, n + 1, 0.0, False]
+            return
+        ep[0] = min(e, h)
+        ep[2] += x
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.DOWN
+    ) -> Excess | None:
+        """The mean shift of the current episode in ``direction`` (UP, else down: a change
+        of the distribution's shape is read as its usual failure, a drop): ``excess`` =
+        n x shift of the mean (in score units, positive in that direction), ``surprise`` =
+        n x d^2 / 2 with d the shift in reference standard deviations
+        (Gaussian log-likelihood ratio)."""
+        if not self._h_up:
+            return None
+        up = direction is Direction.UP
+        ep = self._ep_up if up else self._ep_down
+        m = self._n - int(ep[1])
+        observed = float(ep[2]) / m if m else self._mu
+        shift = (observed - self._mu) if up else (self._mu - observed)
+        d = shift / self._sigma
+        return Excess(
+            n=m,
+            baseline=self._mu,
+            observed=observed,
+            excess=m * shift,
+            surprise=m * d * d / 2 if shift > 0 else 0.0,
+            alarmed=bool(ep[3]),
+        )
 
     def _mean_signal(self, n: int, s: int, h: int, start: int, direction: Direction) -> Signal:
         m = n - start + 1

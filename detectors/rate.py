@@ -22,7 +22,7 @@ import numpy as np
 from scipy.stats import norm
 
 from detectors.arl import bernoulli_lattice, bernoulli_threshold, zero_drift_rate
-from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
 
 __all__ = [
     "DEFAULT_ARL0",
@@ -46,6 +46,20 @@ across all keys and detectors; this is the fallback for a single detector.
 """
 
 _CHUNK = 8192
+EPISODE_CAP_NATS = 5.0
+"""The episode statistic is capped at this log-likelihood ratio (nats): while a change
+lasts it stays near the cap; after the change ends it returns to zero (the change is over)
+after about ``EPISODE_CAP_NATS / KL(p0 || p1)`` baseline events, e.g. ~1000 events for a
+1.5 % rate designed against a doubling: recovery is judged at roughly e^-5 odds of being
+premature, less strictly than an alarm, because a quiet period follows it."""
+
+
+def _bernoulli_kl(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats (0 < q < 1)."""
+    out = p * math.log(p / q) if p > 0 else 0.0
+    if p < 1:
+        out += (1 - p) * math.log((1 - p) / (1 - q))
+    return out
 
 
 def _round_rate(p: float) -> float:
@@ -154,6 +168,13 @@ class BernoulliCusum(Detector[bool]):
         self._s = 0  # CUSUM statistic in lattice units
         self._start = 0  # first observation after the CUSUM's last zero
         self._k = 0  # events since ``_start``
+        # Episode (see ``excess``): a shadow CUSUM that does not restart at an alarm and is
+        # capped at EPISODE_CAP_NATS, so it stays up while a change lasts and returns to
+        # zero after about that much baseline evidence; alarmed once the CUSUM alarms in it.
+        self._e = 0
+        self._ep_start = 0
+        self._ep_k = 0
+        self._ep_alarmed = False
         if self.p0 is not None:
             self._calibrate(self.p0)
 
@@ -172,6 +193,7 @@ class BernoulliCusum(Detector[bool]):
             rate = _round_rate(min(upper, ceiling))
         self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
+        self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
 
     def _warm(self) -> bool:
         """Warm-up ends after ``warmup`` observations holding at least ``min_events``
@@ -200,14 +222,23 @@ class BernoulliCusum(Detector[bool]):
         "s",
         "start",
         "k",
+        "e",
+        "ep_start",
+        "ep_k",
+        "ep_alarmed",
     )
+    _EPISODE_KEYS: ClassVar[frozenset[str]] = frozenset({"e", "ep_start", "ep_k", "ep_alarmed"})
 
     def get_state(self) -> JsonState:
         return {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
 
     def set_state(self, state: JsonState) -> None:
         for key in self._STATE_KEYS:
+            if key in self._EPISODE_KEYS and key not in state:
+                continue  # state saved before episodes existed: the episode starts now
             setattr(self, "_" + key, state[key])
+        if "ep_start" not in state:
+            self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
 
     # -- reading -----------------------------------------------------------------------
 
@@ -245,12 +276,14 @@ class BernoulliCusum(Detector[bool]):
             if self._warm():
                 self._learn()
             return None
+        self._episode(x, n)
         if x:
             s = self._s + self._up
             self._k += 1
             if s >= self._h:
                 signal = self._signal(n, s, self._start, self._k)
                 self._s, self._start, self._k = 0, n + 1, 0
+                self._ep_alarmed = True
                 return signal
             self._s = s
         else:
@@ -264,6 +297,35 @@ class BernoulliCusum(Detector[bool]):
             else:
                 self._s = s
         return None
+
+    def _episode(self, x: bool, n: int) -> None:
+        """Advance the episode's shadow CUSUM by observation ``n`` (calibrated only)."""
+        e = self._e + (self._up if x else -self._down)
+        if e <= 0:
+            self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, n + 1, 0, False
+            return
+        self._e = min(e, max(1, math.ceil(EPISODE_CAP_NATS / self._unit)))
+        if x:
+            self._ep_k += 1
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """Excess events over the baseline rate in the current episode (one rate, upward:
+        the arguments are not used). ``surprise`` = m x KL(observed rate || baseline), in nats."""
+        if not self._h:
+            return None
+        m = self._n - self._ep_start
+        p0 = self._baseline
+        observed = self._ep_k / m if m else p0
+        return Excess(
+            n=m,
+            baseline=p0,
+            observed=observed,
+            excess=self._ep_k - p0 * m,
+            surprise=m * _bernoulli_kl(observed, p0) if observed > p0 else 0.0,
+            alarmed=self._ep_alarmed,
+        )
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
         """Vectorised updates: the reflected walk is ``W - min(0, running min of W)``.
@@ -309,6 +371,8 @@ class BernoulliCusum(Detector[bool]):
             else:
                 start, k = start0, k0 + int(pos[end])
             last = n0 + end
+            for t, x in enumerate(seg[: end + 1].tolist()):
+                self._episode(x, n0 + t)  # capped at both ends: sequential, but cheap
             self._n = last + 1
             i += end + 1
             if relearn:
@@ -317,6 +381,7 @@ class BernoulliCusum(Detector[bool]):
             elif stat[end] >= self._h:
                 signals.append(self._signal(last, int(stat[end]), start, k))
                 self._s, self._start, self._k = 0, last + 1, 0
+                self._ep_alarmed = True
             else:
                 self._s, self._start, self._k = int(stat[end]), start, k
         return signals
@@ -424,6 +489,17 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     def set_state(self, state: JsonState) -> None:
         for d, st in zip(self._parts, state["parts"], strict=True):
             d.set_state(st)
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """The episode of the part designed for the smallest shift (its episode lasts
+        longest), alarmed while any part's episode is."""
+        first = self._parts[0].excess()
+        if first is None:
+            return None
+        alarmed = any(d._ep_alarmed for d in self._parts)
+        return first.model_copy(update={"alarmed": alarmed})
 
     def update(self, x: bool) -> Signal | None:
         fired = [s for d in self._parts if (s := d.update(x)) is not None]
@@ -554,6 +630,15 @@ class ToxicityRate(Detector[Mapping[str, float]]):
     def set_state(self, state: JsonState) -> None:
         for (c, _), d in zip(self._cuts, self._detectors, strict=True):
             d.set_state(state[c])
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """The episode of the category ``feature``."""
+        for (cat, _), det in zip(self._cuts, self._detectors, strict=True):
+            if cat == feature:
+                return det.excess()
+        return None
 
     def update(self, x: Mapping[str, float]) -> Signal | None:
         fired: list[tuple[str, Signal]] = []

@@ -18,7 +18,7 @@ import math
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Final
 
 from alerting.engine import IncidentEngine
@@ -28,7 +28,8 @@ from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
 from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector_arl0
 from streams.pipeline.join import Store
-from streams.pipeline.keys import Level, key_id, key_levels
+from streams.pipeline.keys import Level, key_id, key_levels, level_of, level_of_key
+from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.state import VERSION_KEY, restore, stamp
 from streams.settings import DetectionSettings
@@ -76,6 +77,7 @@ class Detect:
         replay: bool = False,
         flush_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
+        wall_clock: Callable[[], float] = time.time,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -85,11 +87,16 @@ class Detect:
         self.replay = replay
         self.flush_interval_s = flush_interval_s
         self.clock = clock
+        self.wall_clock = wall_clock
+        self._seen: dict[str, tuple[datetime, float]] = {}
+        """Per model: the latest event time processed and the wall time it was processed."""
         self._live: dict[str, DetectorSet] = {}
         self._written: dict[str, float] = {}
         self._levels: dict[
             tuple[str, str, tuple[str | None, ...]], list[tuple[Level, Labels, str]]
         ] = {}
+        self._keys: dict[str, dict[str, Labels]] = {}
+        """Per model, the keys seen (key id -> labels): the cuts localization compares."""
         self.arl0 = per_detector_arl0(settings)
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
@@ -127,6 +134,9 @@ class Detect:
             if len(self._levels) >= LEVEL_CACHE_SIZE:
                 self._levels.clear()
             levels = self._levels[cache_key] = key_levels(obs, self.settings)
+            known = self._keys.setdefault(obs.model, {})
+            for _, labels, kid in levels:
+                known[kid] = labels
         return levels
 
     def invalidate(self) -> None:
@@ -204,6 +214,8 @@ class Detect:
                         blast_radius=BlastRadius(traffic_share=share),
                         replay=self.replay,
                     )
+                    if self.policy.grouping.enabled:
+                        detection = self._localized(detection, name, engine, sets, t)
                     detections.append((level, detection))
             if detections:
                 # A deployed (not first) version's incidents go first: a bad deploy names
@@ -216,18 +228,25 @@ class Detect:
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
                 latest[obs.model] = obs.event.timestamp
+        wall_now = self.wall_clock()
         for model, now in latest.items():
-            out.extend(engines[model].tick(now))
+            self._seen[model] = (now, wall_now)
+            engine = engines[model]
+            out.extend(engine.tick(now, self._health(engine, sets)))
+        self._keep(sets)
+        for model, engine in engines.items():
+            self.engine_store[model] = stamp("engine", engine.get_state())
+        self.stats.incident_events += len(out)
+        return out
+
+    def _keep(self, sets: dict[str, DetectorSet]) -> None:
+        """Keep the touched detector sets live; write them back at the flush interval."""
         wall = self.clock()
         for kid, ds in sets.items():
             self._live[kid] = ds
             if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
                 self.detector_store[kid] = stamp("detectors", ds.to_json())
                 self._written[kid] = wall
-        for model, engine in engines.items():
-            self.engine_store[model] = stamp("engine", engine.get_state())
-        self.stats.incident_events += len(out)
-        return out
 
     def _new_version(
         self,
@@ -247,10 +266,82 @@ class Detect:
         prev_kid = key_id(Labels(model=obs.model, version=previous))
         sets[kid] = self._set(prev_kid, "version", sets).canary_copy()
 
+    def models(self) -> list[str]:
+        """Models this instance has processed events of (the wall-clock tick's targets)."""
+        return sorted(self._seen)
+
+    def tick_wall(self, model: str) -> list[IncidentEvent]:
+        """Advance a model's engine on the wall clock: to its latest event time plus the
+        wall time elapsed since that event was processed. A model whose traffic stopped
+        still resolves or escalates at its deadlines; a replay of old data is not aged by
+        the distance between its event time and today. No-op for a model not seen."""
+        seen = self._seen.get(model)
+        if seen is None:
+            return []
+        event_t, wall = seen
+        elapsed = max(0.0, self.wall_clock() - wall)
+        return self.tick(model, event_t + timedelta(seconds=elapsed))
+
+    def _localized(
+        self,
+        detection: Detection,
+        name: str,
+        engine: IncidentEngine,
+        sets: dict[str, DetectorSet],
+        t: float,
+    ) -> Detection:
+        """The detection with its localization over the model's keys and its probe."""
+        model = detection.labels.model
+        known = self._keys.get(model, {})
+
+        def set_of(kid: str) -> DetectorSet | None:
+            level = known.get(kid)
+            if level is None and kid not in sets:
+                return None
+            return self._set(kid, level_of(level) if level is not None else "model", sets)
+
+        def fresh(labels: Labels) -> bool:
+            return (
+                labels.version is not None
+                and not labels.segment
+                and (engine.recent_deploy(labels, detection.at) is not None)
+            )
+
+        loc, probes = localize_detection(
+            name,
+            detection.signal,
+            detection.labels,
+            known_keys(known),
+            set_of,
+            t,
+            fresh,
+            self.policy.grouping,
+        )
+        if loc is None:
+            return detection
+        return detection.model_copy(update={"localization": loc, "probes": probes})
+
+    def _health(self, engine: IncidentEngine, sets: dict[str, DetectorSet]) -> dict[str, bool]:
+        """Whether each active incident's probe detector is still alarmed."""
+        probes = engine.probes()
+        if not probes:
+            return {}
+
+        def set_of(kid: str) -> DetectorSet | None:
+            if kid not in sets and kid not in self._live and kid not in self.detector_store:
+                return None
+            return self._set(kid, level_of_key(kid), sets)
+
+        return probe_health(probes, set_of)
+
     def tick(self, model: str, now: datetime) -> list[IncidentEvent]:
-        """Advance one model's engine to ``now`` (resolve quiet incidents) and store it."""
+        """Advance one model's engine to ``now`` (resolve quiet incidents, escalate overdue
+        ones) and store it. The worker calls it on the wall clock for models whose traffic
+        may have stopped (:mod:`streams.runtime.agents`)."""
         engines: dict[str, IncidentEngine] = {}
+        sets: dict[str, DetectorSet] = {}
         engine = self._engine(model, engines, now)
-        out = engine.tick(now)
+        out = engine.tick(now, self._health(engine, sets))
+        self._keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
         return out

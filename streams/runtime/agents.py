@@ -63,6 +63,11 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
+TICK_INTERVAL_S = 30.0
+"""Wall-clock period of the engines' tick (resolve, escalate at deadlines without traffic)."""
+TICK: bytes = b'{"tick":true}'
+"""A by-model record that asks the partition's owner to tick that model's engine."""
+
 ENVELOPE_BYTES = 256 * 1024
 """Target size of one envelope on an internal topic (well under Kafka's 1 MiB default
 message limit; one observation larger than this travels alone)."""
@@ -233,9 +238,14 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     async def detect_agent(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             for group in _by_partition(batch):
-                observations = [obs for record in group for obs in unwrap(record.value)]
+                ticks = [r for r in group if r.value == TICK]
+                observations = [
+                    obs for record in group if record.value != TICK for obs in unwrap(record.value)
+                ]
                 with _as_current(group[-1]):
-                    incidents = detect.process(observations)
+                    incidents = detect.process(observations) if observations else []
+                    for record in ticks:
+                        incidents += detect.tick_wall(record.key.decode())
                 for hook in hooks:
                     hook(observations)
                 for incident in incidents:
@@ -248,6 +258,14 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
                         incident.severity,
                     )
 
+    async def wall_clock_tick() -> None:
+        """Engines tick on the wall clock too: a tick record per model this worker has
+        seen, through the by-model topic, so the partition's owner ticks it with the
+        partition's table (state writes need the current event's partition)."""
+        for model in detect.models():
+            await by_model.send(key=model.encode(), value=TICK)
+
+    app.timer(TICK_INTERVAL_S)(wall_clock_tick)
     app.agent(by_request, name="sentinel.join")(join)
     app.agent(by_model, name="sentinel.detect")(detect_agent)
     return Service(

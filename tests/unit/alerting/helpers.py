@@ -23,13 +23,16 @@ def playbooks() -> PlaybookSet:
     return load_playbooks(PLAYBOOK_DIR)
 
 
-def policy(**lifecycle: float) -> AlertingPolicy:
+def policy(*, grouping: bool = False, **lifecycle: float) -> AlertingPolicy:
     """The default policy with a 15-minute quiet period (the figures the lifecycle tests
-    are written in), overridable per test."""
+    are written in), overridable per test. Grouping by cause is off unless asked for: these
+    tests pin the per-key mechanics (dedup, inhibition, silences, warm-up) that grouping
+    builds on; tests/unit/alerting/test_cause.py covers grouping."""
     base = AlertingPolicy()
     return AlertingPolicy.model_validate(
         {
             **base.model_dump(),
+            "grouping": {**base.grouping.model_dump(), "enabled": grouping},
             "lifecycle": {**base.lifecycle.model_dump(), "hysteresis_minutes": 15, **lifecycle},
         }
     )

@@ -14,7 +14,7 @@ from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS
-from streams.pipeline.state import stamp
+from streams.pipeline.state import VERSION_KEY, stamp
 from streams.settings import load_settings
 
 
@@ -64,3 +64,36 @@ def test_state_is_written_back_at_most_every_flush_interval() -> None:
     assert detect._live == {}
     detect.process(obs[:1])
     assert key_id(Labels(model=obs[0].model)) in detect._live
+
+
+def test_wall_clock_tick_ages_a_silent_model_from_its_last_event() -> None:
+    """Engines tick on the wall clock: a model whose traffic stopped still resolves (here)
+    or escalates at its deadlines; the tick advances event time by the wall time elapsed
+    since the model's last event, so replayed history is not aged to today."""
+    from alerting.engine import IncidentEngine
+    from tests.unit.alerting.helpers import detection
+
+    settings = load_settings(env={})
+    det = settings.detection
+    policy, playbooks = load_policy(det.alerting_policy), load_playbooks(det.playbooks_dir)
+    wall = [1_000.0]
+    engines: dict[str, object] = {}
+    detect = Detect(det, policy, playbooks, {}, engines, wall_clock=lambda: wall[0])
+    obs = _observations(300)
+    model = obs[0].model
+    detect.process(obs)
+    assert model in detect.models()
+    latest = max(o.event.timestamp for o in obs if o.model == model)
+    engine = IncidentEngine(policy, playbooks)
+    stored = engines[model]
+    assert isinstance(stored, dict)
+    engine.set_state({k: v for k, v in stored.items() if k != VERSION_KEY})
+    [trigger] = engine.observe(detection(latest, model=model))
+    engines[model] = stamp("engine", engine.get_state())
+    assert detect.tick_wall(model) == []  # no wall time has passed
+    wall[0] += 6 * 3600.0  # six hours without a single event of this model
+    events = detect.tick_wall(model)
+    assert [e.action for e in events][-1] == "resolve"
+    assert events[-1].incident_id == trigger.incident_id
+    assert events[-1].emitted_at == latest + timedelta(hours=6)
+    assert detect.tick_wall("never-seen") == []

@@ -1,0 +1,215 @@
+"""One cause, one incident: root-cause localization over label cuts, and the grouping rule.
+
+A failure shows in many keys at once: a tenant's excess also shows in its locale cut and
+model-wide, a bad version shows as that version and as "all versions", one deploy moves
+downvotes, confidence and toxicity together. Two pure pieces turn that into one incident:
+
+* :func:`localize` names the culprit. For the detector that fired, every key of the model
+  reports the *excess* of the flagged quantity over its baseline in its current episode
+  (:meth:`detectors.base.Detector.excess`). Within each dimension (version, tenant,
+  locale, ...) a value's *explanatory power* is its share of the dimension's positive
+  excess (Adtributor, Bhagwan et al. 2014); its *surprise* is the log-likelihood ratio of
+  its own data against its baseline. A dimension localizes the change to one value when
+  that value explains at least ``min_explanatory_power`` of the excess *and* that share
+  exceeds its traffic share by ``min_concentration`` (an excess spread over a dimension in
+  proportion to traffic, as a model-wide failure is, points at no value of it: the
+  "ripple effect" that Squeeze and RiskLoc exploit) and its relative shift is
+  ``min_lift_ratio`` times the model's (episodes start at different times in different
+  keys, so shares alone favour large cuts; the lift ratio does not). A fresh version needs no
+  concentration margin: canary analysis already judges it against the version it
+  replaced, however much traffic it has taken. Of several localizing dimensions the
+  deployed version wins (the deploy is the cause), then the largest concentration, then
+  surprise. No localizing dimension: the change is model-wide when the model key itself
+  is alarmed, else it stays at the key that fired.
+* :func:`same_cause` says whether a detection is explained by an open incident: same
+  model, scopes that do not contradict each other (tenant=a vs tenant=b do), and signals
+  that one cause produces: the same signal family; downvotes (users react to any
+  failure); or any signal on a nested scope of a bad deploy. Different signal families on
+  merely overlapping cuts (toxicity on tenant=a, confidence on locale=de) stay apart, so
+  grouping never hides an unrelated failure.
+
+Both are deterministic functions of their inputs (the engine's idempotency relies on it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerting.model import MAX_CUTS, Cut, Labels, Localization
+from detectors.base import Excess
+
+SYMPTOM_FAMILIES = frozenset({"downvote_rate"})
+"""Signal families that react to any cause (users downvote toxic, wrong or unsure
+answers alike): they join an incident of any family whose scope they do not contradict."""
+
+
+class GroupingPolicy(BaseModel):
+    """How detections are localized and grouped into incidents (``[grouping]`` in the
+    alerting policy). ``enabled = false`` restores one incident per key and type."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    enabled: bool = True
+    min_explanatory_power: float = Field(default=0.6, gt=0.0, le=1.0)
+    """A cut must carry at least this share of its dimension's excess to be the culprit."""
+    min_concentration: float = Field(default=0.25, ge=0.0, le=1.0)
+    """...and that share must exceed its traffic share by this much (not for a fresh
+    version: see the module docstring)."""
+    min_surprise: float = Field(default=3.0, ge=0.0)
+    """...and its own data must be this unlikely under its baseline (log-LR, nats)."""
+    min_lift_ratio: float = Field(default=1.3, ge=1.0)
+    """...and its relative shift must be this many times the model-wide one (a cut that
+    holds all the excess with a share s of the traffic shifts 1/s times as much as the
+    model; one that merely carries its share of a model-wide failure, as much)."""
+
+
+@dataclass(frozen=True)
+class Reading:
+    """One key's excess for the detector that fired (input of :func:`localize`)."""
+
+    labels: Labels
+    excess: Excess
+    traffic_share: float | None = None
+    fresh_version: bool = False
+
+
+def dimension_of(labels: Labels) -> str:
+    """'model', 'version' or the (single) segment label name of a key."""
+    if labels.segment:
+        return ",".join(sorted(labels.segment))
+    return "version" if labels.version is not None else "model"
+
+
+def localize(
+    readings: Sequence[Reading], fired: Labels, policy: GroupingPolicy | None = None
+) -> Localization:
+    """The cut that explains the change, with every cut's explanatory power (see the
+    module docstring). ``fired`` is the key whose detector alarmed."""
+    policy = policy or GroupingPolicy()
+    by_dim: dict[str, list[Reading]] = {}
+    for r in readings:
+        by_dim.setdefault(dimension_of(r.labels), []).append(r)
+    cuts: list[Cut] = []
+    candidates: list[tuple[tuple[float, float, float], Cut]] = []
+    model_cut: Cut | None = None
+    model_lift = next((_lift(r.excess) for r in by_dim.get("model", [])), None)
+    for dim, group in sorted(by_dim.items()):
+        positive = sum(max(r.excess.excess, 0.0) for r in group)
+        for r in group:
+            ep = max(r.excess.excess, 0.0) / positive if positive > 0 else 0.0
+            if dim == "model":
+                ep = 1.0 if r.excess.excess > 0 else 0.0
+            cut = Cut(
+                labels=r.labels,
+                dimension=dim,
+                n=r.excess.n,
+                baseline=r.excess.baseline,
+                observed=r.excess.observed,
+                excess=r.excess.excess,
+                surprise=r.excess.surprise,
+                explanatory_power=min(1.0, ep),
+                traffic_share=r.traffic_share,
+                alarmed=r.excess.alarmed,
+            )
+            cuts.append(cut)
+            if dim == "model":
+                model_cut = cut
+                continue
+            share = r.traffic_share if r.traffic_share is not None else 0.0
+            concentration = ep - (0.0 if r.fresh_version else share)
+            lifted = (
+                r.fresh_version
+                or model_lift is None
+                or model_lift <= 0
+                or _lift(r.excess) >= policy.min_lift_ratio * model_lift
+            )
+            if (
+                ep >= policy.min_explanatory_power
+                and concentration >= policy.min_concentration
+                and r.excess.surprise >= policy.min_surprise
+                and lifted
+            ):
+                rank = (1.0 if r.fresh_version else 0.0, concentration, r.excess.surprise)
+                candidates.append((rank, cut))
+    cuts.sort(key=lambda c: (-c.explanatory_power, -c.surprise, c.dimension))
+    shown = tuple(cuts[:MAX_CUTS])
+    if candidates:
+        _, best = max(candidates, key=lambda rc: rc[0])
+        of_traffic = (
+            f", {best.traffic_share:.0%} of traffic" if best.traffic_share is not None else ""
+        )
+        reason = (
+            f"{best.labels.describe()} carries {best.explanatory_power:.0%} of the excess "
+            f"over its {best.dimension} cut{of_traffic} (surprise {best.surprise:.1f} nats)"
+        )
+        return Localization(
+            scope=best.labels,
+            dimension=best.dimension,
+            explanatory_power=best.explanatory_power,
+            reason=reason,
+            cuts=shown,
+        )
+    if model_cut is not None and model_cut.alarmed and model_cut.surprise >= policy.min_surprise:
+        return Localization(
+            scope=Labels(model=fired.model),
+            dimension="model",
+            explanatory_power=1.0,
+            reason="no single version or segment value carries the excess: model-wide",
+            cuts=shown,
+        )
+    return Localization(
+        scope=fired,
+        dimension=dimension_of(fired),
+        explanatory_power=next((c.explanatory_power for c in cuts if c.labels == fired), 0.0),
+        reason="no cut explains the excess yet: the key that fired",
+        cuts=shown,
+    )
+
+
+def _lift(ex: Excess) -> float:
+    """Relative shift of an episode: excess per observation over the baseline's size."""
+    if ex.n <= 0:
+        return 0.0
+    return ex.excess / ex.n / max(abs(ex.baseline), 1e-9)
+
+
+def family_of(incident_type: str) -> str:
+    """The signal family of an incident type: ``toxicity_rate:hate`` -> ``toxicity_rate``."""
+    return incident_type.split(":", 1)[0]
+
+
+def contradicts(a: Labels, b: Labels) -> bool:
+    """Do two scopes exclude each other (other model, other version, or another value of
+    the same segment label)?"""
+    if a.model != b.model:
+        return True
+    if a.version is not None and b.version is not None and a.version != b.version:
+        return True
+    return any(b.segment.get(k, v) != v for k, v in a.segment.items())
+
+
+def nested(a: Labels, b: Labels) -> bool:
+    """One scope contains the other."""
+    return a.covers(b) or b.covers(a)
+
+
+def same_cause(
+    incident_scope: Labels,
+    incident_families: Iterable[str],
+    deploy: bool,
+    detection_scope: Labels,
+    detection_key: Labels,
+    detection_family: str,
+) -> bool:
+    """Whether one cause explains the open incident and the detection (module docstring)."""
+    if contradicts(incident_scope, detection_scope) or contradicts(incident_scope, detection_key):
+        return False
+    families = set(incident_families)
+    if detection_family in families:
+        return True
+    if detection_family in SYMPTOM_FAMILIES or families <= SYMPTOM_FAMILIES:
+        return True
+    return deploy and nested(incident_scope, detection_scope)

@@ -1,0 +1,91 @@
+"""The pipeline's side of root-cause localization: read every key's excess for the detector
+that fired, and the health of the detectors that judge whether an incident's cause persists.
+
+The decision itself (which cut explains the change, which detections share a cause) is
+:mod:`alerting.cause`; this module only gathers its inputs from the keyed detector sets of
+one model, read-only (:meth:`detectors.base.Detector.excess`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+
+from alerting.cause import GroupingPolicy, Reading, localize
+from alerting.model import Labels, Localization, Probe
+from detectors.base import Direction, Signal
+from streams.pipeline.detectorset import TRAFFIC_HALF_LIFE_S, DetectorSet
+from streams.pipeline.keys import key_id
+
+SetOf = Callable[[str], DetectorSet | None]
+"""A key id -> its detector set (None when the key has no state)."""
+
+
+def traffic_at(ds: DetectorSet, t: float) -> float:
+    """A key's decayed event count, decayed to event time ``t`` (comparable across keys)."""
+    if t > ds.traffic_t:
+        return ds.traffic * math.exp2(-(t - ds.traffic_t) / TRAFFIC_HALF_LIFE_S)
+    return ds.traffic
+
+
+def _direction(signal: Signal) -> Direction:
+    return Direction.UP if signal.direction is Direction.UP else Direction.DOWN
+
+
+def localize_detection(
+    name: str,
+    signal: Signal,
+    fired: Labels,
+    keys: Iterable[Labels],
+    set_of: SetOf,
+    t: float,
+    fresh: Callable[[Labels], bool],
+    policy: GroupingPolicy,
+) -> tuple[Localization | None, tuple[Probe, ...]]:
+    """Localize a signal of detector ``name`` over the model's ``keys``; the probes are that
+    detector in the key that fired and in the culprit key. (None, ()) when the detector
+    reports no excess."""
+    model_ds = set_of(key_id(Labels(model=fired.model)))
+    model_traffic = traffic_at(model_ds, t) if model_ds is not None else 0.0
+    direction = _direction(signal)
+    readings: list[Reading] = []
+    for labels in keys:
+        ds = set_of(key_id(labels))
+        det = ds.detectors.get(name) if ds is not None else None
+        if ds is None or det is None:
+            continue
+        ex = det.excess(signal.feature, direction)
+        if ex is None:
+            continue
+        share = min(1.0, traffic_at(ds, t) / model_traffic) if model_traffic > 0 else None
+        readings.append(Reading(labels, ex, share, fresh(labels)))
+    if not any(r.labels == fired for r in readings):
+        return None, ()
+    loc = localize(readings, fired, policy)
+    probes = tuple(
+        Probe(key=kid, detector=name, feature=signal.feature, direction=direction.value)
+        for kid in dict.fromkeys((key_id(fired), key_id(loc.scope)))
+    )
+    return loc, probes
+
+
+def probe_health(probes: Iterable[Probe], set_of: SetOf) -> dict[str, bool]:
+    """Probe id -> whether its detector's episode is still alarmed (probes whose key or
+    detector has no state, or reports no excess, are left out: unknown)."""
+    out: dict[str, bool] = {}
+    for p in probes:
+        ds = set_of(p.key)
+        det = ds.detectors.get(p.detector) if ds is not None else None
+        if det is None:
+            continue
+        ex = det.excess(p.feature, Direction(p.direction))
+        if ex is not None:
+            out[p.id] = ex.alarmed
+    return out
+
+
+def known_keys(index: Mapping[str, Labels]) -> list[Labels]:
+    """The labels of a model's known keys, most general first (deterministic order)."""
+    return sorted(
+        index.values(), key=lambda lb: (lb.version is not None, len(lb.segment), key_id(lb))
+    )

@@ -1,0 +1,93 @@
+"""The read-only excess accessor: an episode spans a change across alarms and ends after it."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from detectors.base import Direction
+from detectors.confidence import ConfidenceShift
+from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum, ToxicityRate
+
+
+def stream(seed: int, rates: list[tuple[float, int]]) -> list[bool]:
+    rng = np.random.default_rng(seed)
+    return [bool(v) for p, n in rates for v in rng.random(n) < p]
+
+
+def test_episode_spans_the_change_through_alarms_and_clears_after_it() -> None:
+    det = BernoulliCusum(p0=0.05, arl0=1e4)
+    xs = stream(1, [(0.05, 2000), (0.15, 2000)])
+    signals = det.update_many(xs)
+    assert len(signals) >= 3  # a persisting shift alarms again and again...
+    ex = det.excess()
+    assert ex is not None
+    assert ex.alarmed
+    # ...but the episode is one: it starts near the change and holds its whole excess
+    assert ex.n > 1500
+    assert ex.excess > 0.8 * (0.10 * 2000)
+    assert ex.surprise > 50
+    before = det.get_state()
+    det.excess()
+    assert det.get_state() == before  # read-only
+    det.update_many(stream(2, [(0.05, 4000)]))
+    after = det.excess()
+    assert after is not None
+    assert not after.alarmed
+    assert after.n < 2000
+
+
+def test_update_many_and_update_agree_on_the_episode() -> None:
+    xs = stream(3, [(0.05, 3000), (0.12, 1500), (0.05, 3000)])
+    a, b = BernoulliCusum(warmup=500, arl0=5e3), BernoulliCusum(warmup=500, arl0=5e3)
+    assert a.update_many(xs) == [s for x in xs if (s := b.update(x)) is not None]
+    assert a.get_state() == b.get_state()
+    assert a.excess() == b.excess()
+
+
+def test_state_saved_without_episode_restores() -> None:
+    det = BernoulliCusum(p0=0.05, arl0=1e4)
+    det.update_many(stream(4, [(0.05, 500)]))
+    old = {
+        k: v for k, v in det.get_state().items() if k not in ("e", "ep_start", "ep_k", "ep_alarmed")
+    }
+    fresh = BernoulliCusum(p0=0.05, arl0=1e4)
+    fresh.set_state(old)
+    ex = fresh.excess()
+    assert ex is not None
+    assert ex.n == 0
+    assert not ex.alarmed
+
+
+def test_category_adaptive_and_confidence_accessors() -> None:
+    tox = ToxicityRate(categories=("toxicity", "hate"), warmup=500, arl0=1e4)
+    rng = np.random.default_rng(5)
+    for i in range(4000):
+        p = 0.02 if i < 2000 else 0.10
+        tox.update({"toxicity": float(rng.random() < p), "hate": 0.0})
+    t = tox.excess("toxicity")
+    h = tox.excess("hate")
+    assert t is not None
+    assert t.alarmed
+    assert t.excess > 50
+    assert h is None or not h.alarmed
+    assert tox.excess("violence") is None
+
+    ada = AdaptiveBernoulliCusum(warmup=500, arl0=1e4)
+    ada.update_many(stream(6, [(0.05, 2000), (0.2, 800)]))
+    a = ada.excess()
+    assert a is not None
+    assert a.alarmed
+    assert a.excess > 0
+
+    conf = ConfidenceShift(arl0=1e4, reference_size=500)
+    for v in rng.beta(12, 3, 1500):
+        conf.update(float(v))
+    for v in rng.beta(12, 3, 600) - 0.15:
+        conf.update(float(v))
+    down = conf.excess(None, Direction.DOWN)
+    up = conf.excess(None, Direction.UP)
+    assert down is not None
+    assert down.alarmed
+    assert down.excess > 0
+    assert up is not None
+    assert not up.alarmed
