@@ -24,10 +24,12 @@ in ``feature`` so that the incident identity includes it.
 from __future__ import annotations
 
 import math
+from bisect import bisect_left, bisect_right
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import ndtri
 
 from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
@@ -249,7 +251,16 @@ class FinishReasonRate(CategoryRates):
 
 # ---------------------------------------------------------------------------- scores
 class _ScoreShift(ConfidenceShift):
-    """:class:`ConfidenceShift` on another score, named by ``metric`` in its signals.
+    """:class:`ConfidenceShift` on another score, on *normal scores*, named by ``metric``.
+
+    Scores of evaluators and guardrails come on any scale and in any shape (a 1-5 judge,
+    a bimodal guardrail score with 3 % of its mass five standard deviations out). The first
+    ``reference_size`` values are buffered; then each value ``x`` is charted as
+    ``Phi^-1(F(x))``, ``F`` the reference's mid-rank empirical distribution (clipped to
+    ``[1/2n, 1 - 1/2n]``). The reference is then standard normal whatever the scale and
+    shape, so the chart is scale-free (invariant to any increasing rescaling) and its exact
+    lattice calibration well conditioned (on raw bimodal scores it is not: the banded
+    solve breaks down). The KS test is rank-based and unchanged by the transform.
 
     ``_transform`` maps the raw value first (log for latencies and counts, whose changes
     are multiplicative); ``_keep`` drops signals of a direction that is no failure.
@@ -281,8 +292,38 @@ class _ScoreShift(ConfidenceShift):
     def _keep(self, signal: Signal) -> bool:
         return True
 
+    def _reset(self) -> None:
+        super()._reset()
+        self._buf: list[float] = []
+        self._sorted: list[float] = []
+
+    def get_state(self) -> JsonState:
+        return {**super().get_state(), "buf": list(self._buf), "sorted": list(self._sorted)}
+
+    def set_state(self, state: JsonState) -> None:
+        super().set_state(state)
+        self._buf = list(state["buf"])
+        self._sorted = list(state["sorted"])
+
+    def _normal_score(self, x: float) -> float:
+        ref = self._sorted
+        n = len(ref)
+        rank = (bisect_left(ref, x) + bisect_right(ref, x)) / 2.0
+        p = min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)
+        return float(ndtri(p))
+
     def update(self, x: float) -> Signal | None:
-        signal = super().update(self._transform(x))
+        value = self._transform(x)
+        if not self._sorted:
+            self._buf.append(value)
+            if len(self._buf) < self.reference_size:
+                return None
+            self._sorted = sorted(self._buf)
+            buffered, self._buf = self._buf, []
+            for v in buffered:  # all inside the chart's reference: no signal
+                super().update(self._normal_score(v))
+            return None
+        signal = super().update(self._normal_score(value))
         if signal is None or not self._keep(signal):
             return None
         test = signal.feature or "mean"
