@@ -440,8 +440,8 @@ def _settings() -> Settings:
 EVENTS_PER_HOUR_EST: Final = 3600.0 * 2.28
 
 
-def build_jobs(quick: bool, base_seed: int) -> list[Job]:
-    seeds_per_type = 2 if quick else len(SCOPES)
+def build_jobs(quick: bool, base_seed: int, per_type: int | None = None) -> list[Job]:
+    seeds_per_type = per_type or (2 if quick else len(SCOPES))
     clean_runs, clean_days = (1, 1) if quick else (3, 2)
     jobs: list[Job] = []
     for j in range(clean_runs):
@@ -458,7 +458,7 @@ def build_jobs(quick: bool, base_seed: int) -> list[Job]:
         )
     for ti, kind in enumerate(INJECTION_TYPES):
         runs = seeds_per_type
-        if kind == "harm_spike":
+        if kind == "harm_spike" and per_type is None:
             runs = 3 if quick else len(HARM_CATEGORIES)
         for i in range(runs):
             seed = base_seed * 1000 + ti * 100 + i
@@ -617,6 +617,8 @@ def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
+        if not row.injections and name != "all":
+            continue  # a type left out with --only
         if name == "all":
             print("-" * len(header))
         print(
@@ -704,11 +706,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, default=OUT, help="JSON results file")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated injection types to run (with the clean scenarios); default all",
+    )
+    parser.add_argument(
+        "--per-type", type=int, default=None, help="injections per type (default 2 quick, 5 full)"
+    )
     args = parser.parse_args(argv)
+    only = {t for t in args.only.split(",") if t}
+    if only - set(INJECTION_TYPES):
+        parser.error(f"--only: unknown type(s) {sorted(only - set(INJECTION_TYPES))}")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
 
-    jobs = sorted(build_jobs(args.quick, args.seed), key=lambda j: -j.estimate)
+    jobs = sorted(
+        (
+            j
+            for j in build_jobs(args.quick, args.seed, args.per_type)
+            if not only or j.kind in {"clean", *only}
+        ),
+        key=lambda j: -j.estimate,
+    )
     began = time.perf_counter()
     results: list[dict[str, Any]] = []
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
@@ -722,7 +742,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
                 flush=True,
             )
-    order = {j.name: i for i, j in enumerate(build_jobs(args.quick, args.seed))}
+    order = {j.name: i for i, j in enumerate(build_jobs(args.quick, args.seed, args.per_type))}
     results.sort(key=lambda r: order[r["name"]])
 
     clean = [r for r in results if r["kind"] == "clean"]

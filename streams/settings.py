@@ -222,6 +222,14 @@ class DetectionSettings(_Section):
         description="Segment labels cut one at a time (model x label=value keys).",
     )
     drift_levels: tuple[Literal["model", "version", "segment"], ...] = ("model", "version")
+    segment_drift_min_events_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description="Segment keys with at least this much traffic (events of all kinds per "
+        "hour, decayed over an hour) also run the drift detectors; 0: off. Drift in every "
+        "segment costs CPU (see bench/throughput.py); a floor keeps it to segments with the "
+        "traffic to learn a reference. The false-alarm budget already counts these tests.",
+    )
     warmup_events: int = Field(default=1000, ge=50, description="Baseline learning, per key.")
     feedback_fraction: float = Field(
         default=0.1,

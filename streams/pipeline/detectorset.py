@@ -185,7 +185,7 @@ class DetectorSet:
         s = self.settings
         event = obs.event
         out: list[tuple[str, Signal, Tracker]] = []
-        drift = self.level in s.drift_levels
+        drift = self.level in s.drift_levels or self._segment_drift()
         if isinstance(event, Feedback):
             down = is_downvote(event, s)
             out += self._feed("downvote", down, obs, down)
@@ -218,6 +218,13 @@ class DetectorSet:
             if event.embedding:
                 out += self._feed("embedding", event.embedding, obs, False)
         return out
+
+    def _segment_drift(self) -> bool:
+        """A segment key with enough traffic also runs drift detectors: a drift confined
+        to one locale or tenant is diluted model-wide. ``traffic`` decays with a one-hour
+        half-life, so its steady state is (events per hour) / ln 2."""
+        floor = self.settings.segment_drift_min_events_per_hour
+        return self.level == "segment" and floor > 0 and self.traffic * math.log(2) >= floor
 
     def _update_quality(
         self, event: InferenceOutput, obs: Observation

@@ -187,3 +187,35 @@ def test_shipped_config_loads_with_the_new_keys() -> None:
     det = load_settings(env={}).detection
     assert det.toxicity_excluded == ()
     assert det.finish_reason_flags == ("content_filter", "length", "refusal")
+
+
+def _input(i: int, seconds: float) -> Observation:
+    from streams.contract.events import InferenceInput
+
+    event = InferenceInput.model_validate(
+        {
+            "request_id": f"r{i}",
+            "timestamp": T0 + timedelta(seconds=seconds),
+            "model": "m",
+            "model_version": "v1",
+            "numeric_features": {"x": float(i % 7)},
+        }
+    )
+    return Observation(event, "m", "v1", {"locale": "de-DE"}, Coordinates("t", 0, i))
+
+
+@pytest.mark.parametrize(("gap_s", "drifts"), [(1.0, True), (60.0, False)])
+def test_segment_keys_with_enough_traffic_run_drift_detectors(gap_s: float, drifts: bool) -> None:
+    settings = DetectionSettings(segment_drift_min_events_per_hour=500)
+    ds = DetectorSet(settings, "segment", arl0=1e5)
+    for i in range(1200):
+        obs = _input(i, i * gap_s)
+        ds.see_traffic(obs.event.timestamp.timestamp())
+        ds.update(obs)
+    assert ("numeric:x" in ds.detectors) is drifts  # 3600/h crosses 500/h; 60/h never
+    off = DetectorSet(DetectionSettings(), "segment", arl0=1e5)
+    for i in range(1200):
+        obs = _input(i, i * gap_s)
+        off.see_traffic(obs.event.timestamp.timestamp())
+        off.update(obs)
+    assert "numeric:x" not in off.detectors  # default: drift at model and version only

@@ -13,9 +13,9 @@ from streams.devtools.simulate import Injection, Scenario, Simulator
 from streams.pipeline.replay import replay_lines
 from streams.settings import load_settings
 
-START = datetime(2025, 1, 6, tzinfo=UTC)
-INJECT_AT = timedelta(hours=3, minutes=30)
-WINDOW = timedelta(hours=1, minutes=30)
+START = datetime(2025, 1, 6, 8, tzinfo=UTC)  # daytime traffic: ~2700 support-chat requests/h
+INJECT_AT = timedelta(hours=2)
+WINDOW = timedelta(hours=1)
 
 
 def _scenario() -> Scenario:
@@ -31,10 +31,14 @@ def _scenario() -> Scenario:
             }
         )
 
+    # Base rates high enough that every baseline is learned (20 flagged events, 300
+    # evaluations) well before the injections start.
     return Scenario(
         seed=21,
         start=START,
         duration=INJECT_AT + WINDOW,
+        harm_rates={"self_harm": 0.01, "sexual": 0.005},
+        guardrail_rate=0.3,
         injections=[
             inj("hallucination_wave", 0.25, "summarizer"),
             inj("judge_score_drop", 0.25, "support-chat"),
@@ -66,9 +70,9 @@ def test_each_injected_failure_raises_its_incident_type_in_time(
 ) -> None:
     mine = [t for t in triggers if t.incident_type == incident_type and t.labels.model == model]
     assert mine, f"no {incident_type} on {model}; got {sorted({t.incident_type for t in triggers})}"
-    first = min(t.first_seen for t in mine)
-    # Not before the injection (no false alarm on the clean 3.5 h), and within 60 min of it.
-    assert START + INJECT_AT <= first <= START + INJECT_AT + timedelta(minutes=60)
+    detected = min(t.emitted_at for t in mine)
+    # Not before the injection (no false alarm on the clean 2 h), and within 45 min of it.
+    assert START + INJECT_AT <= detected <= START + INJECT_AT + timedelta(minutes=45)
 
 
 def test_a_self_harm_rate_incident_ranks_sev1(triggers: list[IncidentEvent]) -> None:
