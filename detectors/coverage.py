@@ -65,8 +65,9 @@ class CategoryRates(Detector[Mapping[str, bool]]):
     ARL0 >= ``arl0`` however many categories appear.
 
     Signals are those of :class:`BernoulliCusum`, with ``feature`` = the category (or
-    :data:`POOLED`); when several alarm at once the one furthest over its threshold is
-    returned and the others are listed in ``details`` as ``also:<category>``.
+    :data:`POOLED`); when several alarm at once, a named category wins over the pooled
+    test, then the one furthest over its threshold; the others are listed in ``details``
+    as ``also:<category>``.
     """
 
     kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
@@ -176,7 +177,13 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         return self._merge(fired) if fired else None
 
     def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
-        ranked = sorted(fired, key=lambda cs: cs[1].statistic / cs[1].threshold, reverse=True)
+        # A named category before the pooled test: it is what the incident is about (and
+        # what ranks it: self_harm is SEV1), the pooled alarm is its echo.
+        ranked = sorted(
+            fired,
+            key=lambda cs: (cs[0] != POOLED, cs[1].statistic / cs[1].threshold),
+            reverse=True,
+        )
         cat, top = ranked[0]
         details = dict(top.details)
         for other, sig in ranked[1:]:

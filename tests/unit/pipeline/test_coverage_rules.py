@@ -219,3 +219,19 @@ def test_segment_keys_with_enough_traffic_run_drift_detectors(gap_s: float, drif
         off.see_traffic(obs.event.timestamp.timestamp())
         off.update(obs)
     assert "numeric:x" not in off.detectors  # default: drift at model and version only
+
+
+def test_a_named_category_wins_over_the_pooled_test_on_the_same_event() -> None:
+    from detectors.coverage import HarmRate
+
+    det = HarmRate(max_categories=2, warmup=200, arl0=300.0)
+    rng = np.random.default_rng(3)
+    fired = []
+    for i in range(3000):
+        flagged = bool(rng.random() < (0.05 if i < 1500 else 0.4))
+        sig = det.update({"self_harm": flagged, "hate": False})
+        if sig is not None and i >= 1500:
+            fired.append(sig)
+    assert fired
+    assert all(s.feature == "self_harm" for s in fired)  # never the pooled echo
+    assert any("also:any" in s.details for s in fired)

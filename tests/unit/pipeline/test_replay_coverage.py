@@ -9,13 +9,13 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerting.model import IncidentEvent
-from streams.devtools.simulate import Injection, Scenario, Simulator
+from streams.devtools.simulate import Injection, ModelSpec, Scenario, Simulator
 from streams.pipeline.replay import replay_lines
 from streams.settings import load_settings
 
-START = datetime(2025, 1, 6, 8, tzinfo=UTC)  # daytime traffic: ~2700 support-chat requests/h
-INJECT_AT = timedelta(hours=2)
-WINDOW = timedelta(hours=1)
+START = datetime(2025, 1, 6, 8, tzinfo=UTC)  # daytime: ~1800 requests/h per model
+INJECT_AT = timedelta(hours=1, minutes=15)
+WINDOW = timedelta(minutes=45)
 
 
 def _scenario() -> Scenario:
@@ -31,14 +31,20 @@ def _scenario() -> Scenario:
             }
         )
 
-    # Base rates high enough that every baseline is learned (20 flagged events, 300
-    # evaluations) well before the injections start.
+    # Two LLMs, and base rates high enough that every baseline is learned (1000 outputs,
+    # 20 flagged events, 300 evaluations) well before the injections start: ~13k events.
     return Scenario(
         seed=21,
         start=START,
         duration=INJECT_AT + WINDOW,
-        harm_rates={"self_harm": 0.01, "sexual": 0.005},
-        guardrail_rate=0.3,
+        events_per_hour=2400,
+        models=[
+            ModelSpec(name="support-chat", version="v12", share=1.0),
+            ModelSpec(name="summarizer", version="v3", share=1.0, confidence_beta=(9.0, 2.0)),
+        ],
+        harm_rates={"self_harm": 0.02, "sexual": 0.005},
+        evaluation_rate=0.3,
+        guardrail_rate=0.5,
         injections=[
             inj("hallucination_wave", 0.25, "summarizer"),
             inj("judge_score_drop", 0.25, "support-chat"),
@@ -71,8 +77,8 @@ def test_each_injected_failure_raises_its_incident_type_in_time(
     mine = [t for t in triggers if t.incident_type == incident_type and t.labels.model == model]
     assert mine, f"no {incident_type} on {model}; got {sorted({t.incident_type for t in triggers})}"
     detected = min(t.emitted_at for t in mine)
-    # Not before the injection (no false alarm on the clean 2 h), and within 45 min of it.
-    assert START + INJECT_AT <= detected <= START + INJECT_AT + timedelta(minutes=45)
+    # Not before the injection (no false alarm before it), and within 40 min of it.
+    assert START + INJECT_AT <= detected <= START + INJECT_AT + timedelta(minutes=40)
 
 
 def test_a_self_harm_rate_incident_ranks_sev1(triggers: list[IncidentEvent]) -> None:
