@@ -67,7 +67,10 @@ class CategoryRates(Detector[Mapping[str, bool]]):
     Signals are those of :class:`BernoulliCusum`, with ``feature`` = the category (or
     :data:`POOLED`); when several alarm at once, a named category wins over the pooled
     test, then the one furthest over its threshold; the others are listed in ``details``
-    as ``also:<category>``.
+    as ``also:<category>``. Each test is an :class:`AdaptiveBernoulliCusum` (parallel
+    CUSUMs for half, once and three times the design shift): harm spikes come in every
+    size, and one CUSUM designed for a doubling lost ~2x in delay on a 4-5x spike of a
+    rare category against the oracle (bench/quality.py).
     """
 
     kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
@@ -76,7 +79,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         self,
         max_categories: int = 12,
         pooled: bool = True,
-        relative_shift: float = 1.0,
+        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
@@ -84,7 +87,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
     ) -> None:
         self.max_categories = max_categories
         self.pooled = pooled
-        self.relative_shift = relative_shift
+        self.relative_shifts = relative_shifts
         self.arl0 = arl0
         self.warmup = warmup
         self.min_rate = min_rate
@@ -98,9 +101,9 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         """Alarm-raising tests the budget is split over (the bound, not the count seen)."""
         return self.max_categories + (1 if self.pooled else 0)
 
-    def _part(self) -> BernoulliCusum:
-        return BernoulliCusum(
-            relative_shift=self.relative_shift,
+    def _part(self) -> AdaptiveBernoulliCusum:
+        return AdaptiveBernoulliCusum(
+            relative_shifts=self.relative_shifts,
             arl0=self.arl0 * self.tests,
             warmup=self.warmup,
             min_rate=self.min_rate,
@@ -108,8 +111,8 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         )
 
     def _reset(self) -> None:
-        self._parts: dict[str, BernoulliCusum] = {}
-        self._any: BernoulliCusum | None = self._part() if self.pooled else None
+        self._parts: dict[str, AdaptiveBernoulliCusum] = {}
+        self._any: AdaptiveBernoulliCusum | None = self._part() if self.pooled else None
         self._dropped = 0
 
     @property
@@ -122,7 +125,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         """Observations that carried a category beyond ``max_categories``."""
         return self._dropped
 
-    def _all(self) -> list[BernoulliCusum]:
+    def _all(self) -> list[AdaptiveBernoulliCusum]:
         return [*self._parts.values(), *([self._any] if self._any is not None else [])]
 
     @property
@@ -239,7 +242,7 @@ class FinishReasonRate(CategoryRates):
         self,
         max_categories: int = 3,
         pooled: bool = False,
-        relative_shift: float = 1.0,
+        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
@@ -248,7 +251,7 @@ class FinishReasonRate(CategoryRates):
         super().__init__(
             max_categories=max_categories,
             pooled=pooled,
-            relative_shift=relative_shift,
+            relative_shifts=relative_shifts,
             arl0=arl0,
             warmup=warmup,
             min_rate=min_rate,

@@ -348,12 +348,15 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return _rate(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
+    return _adaptive(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
 
 
 def _finish(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return _rate(ds, features) | {"max_categories": len(s.finish_reason_flags), "pooled": False}
+    return _adaptive(ds, features) | {
+        "max_categories": len(s.finish_reason_flags),
+        "pooled": False,
+    }
 
 
 def _metric(features: tuple[str, ...]) -> str:
