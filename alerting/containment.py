@@ -188,6 +188,8 @@ def describe_action(action: ContainmentAction) -> str:
             return f"rollback({action.to_version})"
         case "disable_feature":
             return f"disable_feature({action.feature})"
+        case "switch_retrieval_source":
+            return f"switch_retrieval_source({action.source})"
         case _:
             return f"enable_filter({action.filter}:{action.name})"
 

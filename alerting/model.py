@@ -148,11 +148,23 @@ class Labels(BaseModel):
 # (toxicity:self_harm and toxicity:harassment are different incidents with different
 # severities); for drift the feature is evidence, not identity.
 CATEGORY_KINDS = frozenset({SignalKind.TOXICITY_RATE, SignalKind.CRITICAL_EVENT})
+# Kinds whose Signal.feature names what is measured and is part of the identity too, but
+# is no harm category: an (evaluator, metric) or a finish reason. A failing PII guardrail
+# and a failing relevance judge are two incidents.
+METRIC_KINDS = frozenset(
+    {
+        SignalKind.EVALUATION_SCORE,
+        SignalKind.EVALUATION_FAIL_RATE,
+        SignalKind.GUARDRAIL_BLOCK_RATE,
+        SignalKind.FINISH_REASON_RATE,
+    }
+)
 
 
 def incident_type_of(signal: Signal) -> str:
-    """``kind`` or ``kind:category`` (e.g. ``critical_event:self_harm``)."""
-    if signal.kind in CATEGORY_KINDS and signal.feature:
+    """``kind`` or ``kind:category`` (e.g. ``critical_event:self_harm``), or
+    ``kind:<evaluator>/<metric>`` and ``kind:<finish reason>`` for the metric kinds."""
+    if signal.kind in CATEGORY_KINDS | METRIC_KINDS and signal.feature:
         return f"{signal.kind.value}:{signal.feature}"
     return signal.kind.value
 

@@ -88,8 +88,18 @@ class EnableFilter(BaseModel):
         return self
 
 
+class SwitchRetrievalSource(BaseModel):
+    """Answer from another retrieval source (index, corpus snapshot): the containment for
+    hallucinations caused by a stale or broken index."""
+
+    model_config = _FROZEN
+    action: Literal["switch_retrieval_source"]
+    source: str = Field(min_length=1)
+
+
 ContainmentAction = Annotated[
-    RouteToFallback | Rollback | DisableFeature | EnableFilter, Field(discriminator="action")
+    RouteToFallback | Rollback | DisableFeature | EnableFilter | SwitchRetrievalSource,
+    Field(discriminator="action"),
 ]
 
 _TEMPLATED = {
@@ -97,6 +107,7 @@ _TEMPLATED = {
     "rollback": ("to_version",),
     "disable_feature": ("feature",),
     "enable_filter": ("name",),
+    "switch_retrieval_source": ("source",),
 }
 
 

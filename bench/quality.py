@@ -71,7 +71,9 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from alerting.model import IncidentEvent  # noqa: E402
+from bench.oracle import GOAL_DELAY_RATIO, Probe, oracle_arl0, oracle_kinds  # noqa: E402
 from streams.devtools.simulate import DEFAULT_STRENGTH, Injection, Scenario, Simulator  # noqa: E402
+from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
 from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
 
@@ -86,6 +88,10 @@ ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
     "input_drift": ("input_drift",),
     "prompt_injection_wave": ("prompt_injection_rate",),
     "bad_deploy": (),  # see accepts(): new version, bad_deploy playbook, listed signals
+    "hallucination_wave": ("hallucination_rate", "evaluation_score", "evaluation_fail_rate"),
+    "judge_score_drop": ("evaluation_score", "evaluation_fail_rate"),
+    "guardrail_block_spike": ("guardrail_block_rate",),
+    "harm_spike": ("toxicity_rate",),  # the injected category or pooled, see type_accepted
 }
 """Incident-type prefixes that count as detecting each injection type."""
 SIGNAL_PREFIX: Final[dict[str, str]] = {"confidence": "confidence_shift"}
@@ -100,6 +106,17 @@ SCOPES: Final[tuple[dict[str, str], ...]] = (
     {"model": "support-chat", "locale": "de-DE"},
 )
 """Scope of the i-th seed of every type (model-wide and single-segment, several models)."""
+LLM_SCOPES: Final[tuple[dict[str, str], ...]] = (
+    {"model": "support-chat"},
+    {"model": "support-chat", "tenant": "acme"},
+    {"model": "summarizer"},
+    {"model": "summarizer", "feature": "search"},
+    {"model": "support-chat", "locale": "de-DE"},
+)
+"""Scopes of failures only LLM outputs have (groundedness, judges, guardrails)."""
+LLM_ONLY: Final = frozenset({"hallucination_wave", "judge_score_drop", "guardrail_block_spike"})
+HARM_CATEGORIES: Final = ("self_harm", "sexual", "violence", "hate", "harassment")
+"""One harm_spike per category (quick: the first three); toxicity has toxicity_spike."""
 INJECTION_DURATION: Final = timedelta(hours=3)
 START_RANGE_H: Final = (6.0, 12.0)
 STRENGTH_RANGE: Final = (0.8, 1.25)
@@ -120,6 +137,7 @@ class Injected:
     signals: tuple[str, ...] = ()
     new_version: str | None = None
     strength: float | None = None
+    category: str | None = None
 
     @classmethod
     def from_ground_truth(cls, entry: Mapping[str, Any]) -> Injected:
@@ -132,6 +150,7 @@ class Injected:
             signals=tuple(entry.get("signals", ())),
             new_version=entry.get("new_version"),
             strength=entry.get("strength"),
+            category=entry.get("category"),
         )
 
 
@@ -215,6 +234,8 @@ def type_accepted(inj: Injected, trig: Trigger) -> bool:
             return True
         prefixes = tuple(SIGNAL_PREFIX.get(s, s) for s in inj.signals)
         return bool(prefixes) and trig.incident_type.startswith(prefixes)
+    if inj.type == "harm_spike" and inj.category is not None:
+        return trig.incident_type in (f"toxicity_rate:{inj.category}", "toxicity_rate:any")
     return trig.incident_type.startswith(ACCEPTED[inj.type])
 
 
@@ -484,8 +505,8 @@ def _settings() -> Settings:
 EVENTS_PER_HOUR_EST: Final = 3600.0 * 2.28
 
 
-def build_jobs(quick: bool, base_seed: int) -> list[Job]:
-    seeds_per_type = 2 if quick else len(SCOPES)
+def build_jobs(quick: bool, base_seed: int, per_type: int | None = None) -> list[Job]:
+    seeds_per_type = per_type or (2 if quick else len(SCOPES))
     clean_runs, clean_days = (1, 1) if quick else (3, 2)
     jobs: list[Job] = []
     for j in range(clean_runs):
@@ -501,22 +522,30 @@ def build_jobs(quick: bool, base_seed: int) -> list[Job]:
             )
         )
     for ti, kind in enumerate(INJECTION_TYPES):
-        for i in range(seeds_per_type):
+        runs = seeds_per_type
+        if kind == "harm_spike" and per_type is None:
+            runs = 3 if quick else len(HARM_CATEGORIES)
+        for i in range(runs):
             seed = base_seed * 1000 + ti * 100 + i
             rng = np.random.default_rng([seed, 7])
             start = timedelta(minutes=round(60 * rng.uniform(*START_RANGE_H)))
             strength = round(DEFAULT_STRENGTH[kind] * rng.uniform(*STRENGTH_RANGE), 4)
-            scope = dict(SCOPES[i % len(SCOPES)])
-            inj = Injection(
-                type=kind,
-                start=start,
-                duration=INJECTION_DURATION,
-                strength=strength,
-                scope=scope,
+            scopes = LLM_SCOPES if kind in LLM_ONLY else SCOPES
+            scope = dict(scopes[i % len(scopes)])
+            extra = {"category": HARM_CATEGORIES[i]} if kind == "harm_spike" else {}
+            inj = Injection.model_validate(
+                {
+                    "type": kind,
+                    "start": start,
+                    "duration": INJECTION_DURATION,
+                    "strength": strength,
+                    "scope": scope,
+                    **extra,
+                }
             )
             duration = start + INJECTION_DURATION + GRACE + TAIL
             sc = Scenario(seed=seed, duration=duration, injections=[inj])
-            where = ",".join(f"{k}={v}" for k, v in scope.items())
+            where = ",".join(f"{k}={v}" for k, v in {**scope, **extra}.items())
             jobs.append(
                 Job(
                     name=f"{kind} seed={seed} {where}",
@@ -589,19 +618,26 @@ def _scope_needles(scope: Mapping[str, str]) -> list[str]:
 def run_job(job: Job) -> dict[str, Any]:
     """Simulate and replay one scenario; return triggers, ground truth and scope times."""
     began, cpu = time.perf_counter(), time.process_time()
-    sim = Simulator(Scenario.model_validate(job.scenario))
+    scenario = Scenario.model_validate(job.scenario)
+    sim = Simulator(scenario)
     needles = _scope_needles(job.scope) if job.kind != "clean" else []
     scope_ts: list[str] = []
+    settings = _settings()
+    category = scenario.injections[0].category if scenario.injections else None
+    probe = Probe(job.kind, category, settings.detection)
 
     def feed() -> Iterator[bytes]:
         for line in sim.lines():
             is_output = line.startswith('{"event_type":"output"')
-            if needles and is_output and all(n in line for n in needles):
+            in_scope = bool(needles) and all(n in line for n in needles)
+            if in_scope and is_output:
                 i = line.index('"timestamp":"') + 13
                 scope_ts.append(line[i : i + 23])  # drop the "Z": numpy wants naive
+            if needles:
+                probe.feed(line, in_scope)
             yield line.encode()
 
-    result = replay_lines(feed(), _settings())
+    result = replay_lines(feed(), settings)
     times = np.sort(np.array(scope_ts, dtype="datetime64[ms]").astype(np.int64) / 1000.0)
     triggers = [Trigger.from_event(e) for e in result.incidents if e.action == "trigger"]
     return {
@@ -615,7 +651,20 @@ def run_job(job: Job) -> dict[str, Any]:
         "scope_times": times.tolist(),
         "seconds": time.perf_counter() - began,
         "cpu_seconds": time.process_time() - cpu,
+        "oracle": _oracle(job.kind, probe, sim.ground_truth()["injections"], settings),
     }
+
+
+def _oracle(
+    kind: str, probe: Probe, truth: Sequence[Mapping[str, Any]], settings: Settings
+) -> dict[str, Any] | None:
+    """The oracle CUSUM's expected delay for the scenario's one injection (see bench/oracle.py)."""
+    if kind not in oracle_kinds() or len(truth) != 1:
+        return None
+    arl0 = oracle_arl0(kind, settings.detection, per_detector_arl0(settings.detection))
+    start = _parse_time(truth[0]["start"]).timestamp()
+    end = _parse_time(truth[0]["end"]).timestamp()
+    return probe.result(start, end, arl0)
 
 
 # -------------------------------------------------------------------------- reporting
@@ -679,6 +728,8 @@ def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
     print(header)
     print("-" * len(header))
     for name, row in rows.items():
+        if not row.injections and name != "all":
+            continue  # a type left out with --only
         if name == "all":
             print("-" * len(header))
         print(
@@ -729,18 +780,103 @@ def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
     print(PAGING_LEGEND)
 
 
+def print_oracle(
+    scores: Sequence[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]],
+) -> dict[str, dict[str, Any]]:
+    """Measured delays beside the oracle's (an exact CUSUM that knows the change, at the
+    ARL0 of one test of the pipeline); recall over oracle-catchable injections. Returns
+    the per-type figures for the JSON output."""
+    print("Oracle (exact CUSUM knowing p0 -> p1 or the mean shift, at the same per-test ARL0):")
+    header = (
+        f"{'type':<22} {'scope':<40} {'change':<17} {'oracle [events]':>15} "
+        f"{'oracle [min]':>12} {'measured [min]':>14} {'ratio':>6}"
+    )
+    print(header)
+    print("-" * len(header))
+    per_type: dict[str, dict[str, Any]] = {}
+    for kind, sc, _, r in scores:
+        orc = r.get("oracle")
+        if not orc or orc.get("delay_events") is None:
+            continue
+        inj = sc.injections[0]
+        row = per_type.setdefault(
+            kind, {"catchable": 0, "detected": 0, "ratios": [], "oracle_min": []}
+        )
+        change = (
+            f"{orc['p0']:.4f}->{orc['p1']:.4f}"
+            if "p0" in orc
+            else f"{orc.get('shift_sd', 0.0):.2f} sd"
+        )
+        ratio = None
+        if orc.get("catchable"):
+            row["catchable"] += 1
+            row["oracle_min"].append(orc["delay_minutes"])
+            if inj.detected and orc["delay_minutes"]:
+                row["detected"] += 1
+                ratio = (inj.delay_minutes or 0.0) / orc["delay_minutes"]
+                row["ratios"].append(ratio)
+        where = ",".join(f"{k}={v}" for k, v in inj.injection.scope.items())
+        if inj.injection.category:
+            where += f" [{inj.injection.category}]"
+        print(
+            f"{kind:<22} {where:<40} {change:<17} {_f(orc['delay_events'], '15.0f')} "
+            f"{_f(orc.get('delay_minutes'), '12.1f')} {_f(inj.delay_minutes, '14.1f')} "
+            f"{_f(ratio, '6.2f')}{'' if orc.get('catchable') else '  (oracle misses)'}"
+        )
+    print()
+    print(
+        f"{'type':<22} {'oracle-catchable':>16} {'recall':>6} {'goal>=0.95':>10} "
+        f"{'delay/oracle median':>19} {'max':>6} {'goal<=1.3':>9}"
+    )
+    for kind, row in per_type.items():
+        n = row["catchable"]
+        recall = row["detected"] / n if n else None
+        med = statistics.median(row["ratios"]) if row["ratios"] else None
+        worst = max(row["ratios"]) if row["ratios"] else None
+        row |= {"recall": recall, "median_ratio": med, "max_ratio": worst}
+        print(
+            f"{kind:<22} {n:>16} {_f(recall, '6.2f')} "
+            f"{'PASS' if recall is not None and recall >= GOAL_RECALL else 'MISS':>10} "
+            f"{_f(med, '19.2f')} {_f(worst, '6.2f')} "
+            f"{'PASS' if med is not None and med <= GOAL_DELAY_RATIO else 'MISS':>9}"
+        )
+    print(
+        "oracle: expected delay of the CUSUM designed for the true change (measured in the\n"
+        "  scope's events) at the ARL0 one test of that detector gets; 'oracle misses' =\n"
+        "  its expected delay exceeds the events of the 3 h window. Minutes = events / the\n"
+        "  scope's event rate in the window. ratio = measured delay / oracle delay.\n"
+    )
+    return per_type
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer seeds, ~200k clean events")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")
     parser.add_argument("--jobs", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--out", type=Path, default=OUT, help="JSON results file")
+    parser.add_argument(
+        "--only",
+        default="",
+        help="comma-separated injection types to run (with the clean scenarios); default all",
+    )
+    parser.add_argument(
+        "--per-type", type=int, default=None, help="injections per type (default 2 quick, 5 full)"
+    )
     args = parser.parse_args(argv)
+    only = {t for t in args.only.split(",") if t}
+    if only - set(INJECTION_TYPES):
+        parser.error(f"--only: unknown type(s) {sorted(only - set(INJECTION_TYPES))}")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
 
-    all_jobs = build_jobs(args.quick, args.seed) + build_cause_jobs(args.quick, args.seed)
-    jobs = sorted(all_jobs, key=lambda j: -j.estimate)
+    all_jobs = build_jobs(args.quick, args.seed, args.per_type) + build_cause_jobs(
+        args.quick, args.seed
+    )
+    jobs = sorted(
+        (j for j in all_jobs if not only or j.kind in {"clean", *only}),
+        key=lambda j: -j.estimate,
+    )
     began = time.perf_counter()
     results: list[dict[str, Any]] = []
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
@@ -775,6 +911,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows, clean_events)
     print()
     print_paging_table(rows)
+    oracle_rows = print_oracle(scored)
     unmatched = [(n, row.unmatched) for n, row in rows.items() if n != "all" and row.unmatched]
     if unmatched or clean_triggers:
         print("\nUnmatched triggers in injected scenarios (reason: incident type x count):")
@@ -850,6 +987,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "localized": inj.localized(),
                 "reopened_during": inj.reopened_during,
                 "events": r["events"],
+                "oracle": r.get("oracle"),
             }
             for _, sc, _, r in scored
             for inj in sc.injections
@@ -858,6 +996,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             {k: v for k, v in r.items() if k not in ("scope_times", "truth")} for r in results
         ],
         "clean_triggers": [t.to_json() for t in clean_triggers],
+        "oracle": oracle_rows,
         "wall_seconds": wall,
     }
     args.out.write_text(json.dumps(payload, indent=1, default=str) + "\n", encoding="utf-8")

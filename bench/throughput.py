@@ -244,6 +244,25 @@ def _wait_markers(bootstrap: str, settings: Settings, models: set[str], timeout_
         consumer.close()
 
 
+SEGMENT_DRIFT_FLOOR = 500.0
+"""events/hour from which a segment key runs drift detectors in the cost measurement."""
+
+
+def _segment_drift_cost(lines: list[str], settings: Settings) -> tuple[float, float]:
+    """Offline replay with per-segment drift on: (wall seconds, CPU time / CPU time of the
+    default configuration, both measured here back to back)."""
+    encoded = [line.encode() for line in lines]
+    cpu = []
+    wall = 0.0
+    for floor in (0.0, SEGMENT_DRIFT_FLOOR):
+        det = settings.detection.model_copy(update={"segment_drift_min_events_per_hour": floor})
+        began, c0 = time.perf_counter(), time.process_time()
+        replay_lines(encoded, settings.model_copy(update={"detection": det}))
+        cpu.append(time.process_time() - c0)
+        wall = time.perf_counter() - began
+    return wall, cpu[1] / max(cpu[0], 1e-9)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events to process")
@@ -348,6 +367,7 @@ def main() -> int:
     began = time.perf_counter()
     replay_lines([line.encode() for line in lines], settings)
     replay_s = time.perf_counter() - began
+    seg_replay_s, seg_cpu_ratio = _segment_drift_cost(lines, settings)
 
     rows = [
         ("plain aiokafka consumer", plain_s),
@@ -355,6 +375,7 @@ def main() -> int:
         ("sentinel worker (all detectors)", worker_s),
         *([(f"{args.workers} sentinel workers, one group", scaled_s)] if scaled_s else []),
         ("offline replay (no Kafka)", replay_s),
+        ("offline replay, segment drift on", seg_replay_s),
     ]
     plain_rate, noop_rate = n / plain_s, n / noop_s
     print(f"\nthroughput over {n} events, {args.partitions} partitions, 1 worker process")
@@ -369,6 +390,10 @@ def main() -> int:
     print(
         f"the faust no-op agent itself reaches {noop_rate / plain_rate:.3f} of the plain "
         f"consumer; the worker reaches {(n / worker_s) / noop_rate:.2f} of the faust no-op agent"
+    )
+    print(
+        f"segment drift (detection.segment_drift_min_events_per_hour = "
+        f"{SEGMENT_DRIFT_FLOOR:g}): replay CPU x{seg_cpu_ratio:.2f} of the default"
     )
     if scaled_s:
         print(

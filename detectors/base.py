@@ -35,6 +35,13 @@ class SignalKind(enum.StrEnum):
     INPUT_DRIFT = "input_drift"
     OUTPUT_DRIFT = "output_drift"
     PROMPT_INJECTION_RATE = "prompt_injection_rate"
+    HALLUCINATION_RATE = "hallucination_rate"
+    EVALUATION_SCORE = "evaluation_score"
+    EVALUATION_FAIL_RATE = "evaluation_fail_rate"
+    GUARDRAIL_BLOCK_RATE = "guardrail_block_rate"
+    FINISH_REASON_RATE = "finish_reason_rate"
+    LATENCY_SHIFT = "latency_shift"
+    TOKEN_SHIFT = "token_shift"
 
 
 class Direction(enum.StrEnum):

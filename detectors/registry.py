@@ -12,6 +12,17 @@ from typing import Any
 
 from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
+from detectors.coverage import (
+    EvaluationFailRate,
+    EvaluationScoreShift,
+    FinishReasonRate,
+    GroundednessShift,
+    GuardrailBlockRate,
+    HallucinationRate,
+    HarmRate,
+    LatencyShift,
+    TokenShift,
+)
 from detectors.drift import (
     AlibiOnlineDrift,
     CategoricalDrift,
@@ -46,6 +57,15 @@ REGISTRY: dict[str, type[Detector[Any]]] = {
     "categorical_drift": CategoricalDrift,
     "label_mix_drift": LabelMixDrift,
     "embedding_drift": EmbeddingDrift,
+    "harm_rate": HarmRate,
+    "hallucination_rate": HallucinationRate,
+    "groundedness_shift": GroundednessShift,
+    "evaluation_score_shift": EvaluationScoreShift,
+    "evaluation_fail_rate": EvaluationFailRate,
+    "guardrail_block_rate": GuardrailBlockRate,
+    "finish_reason_rate": FinishReasonRate,
+    "latency_shift": LatencyShift,
+    "token_shift": TokenShift,
 }
 
 OPTIONAL: dict[str, type[Detector[Any]]] = {

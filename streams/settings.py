@@ -220,6 +220,14 @@ class DetectionSettings(_Section):
         description="Segment labels cut one at a time (model x label=value keys).",
     )
     drift_levels: tuple[Literal["model", "version", "segment"], ...] = ("model", "version")
+    segment_drift_min_events_per_hour: float = Field(
+        default=0.0,
+        ge=0,
+        description="Segment keys with at least this much traffic (events of all kinds per "
+        "hour, decayed over an hour) also run the drift detectors; 0: off. Drift in every "
+        "segment costs CPU (see bench/throughput.py); a floor keeps it to segments with the "
+        "traffic to learn a reference. The false-alarm budget already counts these tests.",
+    )
     warmup_events: int = Field(default=1000, ge=50, description="Baseline learning, per key.")
     feedback_fraction: float = Field(
         default=0.1,
@@ -234,7 +242,18 @@ class DetectionSettings(_Section):
     relative_shift: float = Field(
         default=1.0, gt=0, description="Smallest rate increase worth catching (1.0 = doubling)."
     )
-    toxicity_categories: tuple[str, ...] = ("toxicity", "hate", "harassment", "violence")
+    toxicity_excluded: tuple[str, ...] = Field(
+        default=(),
+        description="Moderation categories NOT watched for a rate increase. Every other "
+        "category a producer sends is watched automatically (per category and pooled).",
+    )
+    max_harm_categories: int = Field(
+        default=12,
+        ge=1,
+        le=64,
+        description="Moderation categories watched per key (first seen first); each is a "
+        "test that shares the false-alarm budget, so the bound is what the budget counts.",
+    )
     toxicity_cutoff: float = Field(default=0.5, gt=0, le=1)
     critical_categories: tuple[str, ...] = ("self_harm", "data_exposure")
     critical_cutoff: float = Field(default=0.97, gt=0, le=1)
@@ -243,6 +262,30 @@ class DetectionSettings(_Section):
         default=2, ge=1, le=4, description="A rating at or below this counts as a downvote."
     )
     confidence_shift_sd: float = Field(default=0.5, gt=0)
+    groundedness_cutoff: float = Field(
+        default=0.5,
+        gt=0,
+        le=1,
+        description="An output whose groundedness is below this counts as a hallucination.",
+    )
+    evaluation_fraction: float = Field(
+        default=0.1,
+        gt=0,
+        le=100,
+        description="Expected evaluation events (judge scores and guardrail verdicts, all "
+        "metrics together) per event; scales their detectors' ARL0 as feedback_fraction does.",
+    )
+    evaluation_warmup_events: int = Field(
+        default=300, ge=50, description="Baseline learning of one (evaluator, metric) per key."
+    )
+    max_evaluation_metrics: int = Field(
+        default=16, ge=1, le=256, description="(evaluator, metric) pairs watched per key."
+    )
+    finish_reason_flags: tuple[str, ...] = Field(
+        default=("content_filter", "length", "refusal"),
+        max_length=16,
+        description="Finish reasons whose rate is watched (on outputs that report any).",
+    )
     learning_pause_minutes: float = Field(
         default=120.0,
         ge=0,
@@ -260,6 +303,17 @@ class DetectionSettings(_Section):
     )
     join_ttl_minutes: float = Field(default=1440.0, gt=0)
     join_max_entries: int = Field(default=200_000, ge=100, description="Per partition.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _renamed(cls, data: Any) -> Any:
+        if isinstance(data, Mapping) and "toxicity_categories" in data:
+            raise ValueError(
+                "detection.toxicity_categories was replaced by detection.toxicity_excluded: "
+                "every moderation category is now watched except the excluded ones"
+            )
+        return data
+
     alerting_policy: Path = Field(
         default=Path("alerting.toml"),
         description="Alerting policy file. Relative paths: see load_settings.",

@@ -37,6 +37,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         metavar="TYPE:START:DURATION[:STRENGTH[:SCOPE]]",
         help="inject a failure, e.g. toxicity_spike:2d:6h:5:model=support-chat,tenant=acme. "
+        "A harm_spike names its category in the scope: category=sexual. "
         "Types: " + "; ".join(f"{k} ({v})" for k, v in INJECTION_TYPES.items()),
     )
     p.add_argument("--scenario", type=Path, default=None, help="scenario file (.json/.toml)")

@@ -36,6 +36,10 @@ InjectionType = Literal[
     "input_drift",
     "prompt_injection_wave",
     "bad_deploy",
+    "hallucination_wave",
+    "judge_score_drop",
+    "guardrail_block_spike",
+    "harm_spike",
 ]
 INJECTION_TYPES: Final[dict[str, str]] = {
     "toxicity_spike": "toxic-output probability x strength (default 5)",
@@ -45,6 +49,12 @@ INJECTION_TYPES: Final[dict[str, str]] = {
     "prompt_injection_wave": "prompt-injection probability x strength (default 20)",
     "bad_deploy": "a new version takes the scope's traffic; worse on toxicity, downvotes, "
     "confidence and groundedness by strength (default 3)",
+    "hallucination_wave": "groundedness (and the judge scores that follow it) lowered by "
+    "strength (default 0.2)",
+    "judge_score_drop": "LLM-judge scores lowered by strength (default 0.1), outputs unchanged",
+    "guardrail_block_spike": "guardrail block probability x strength (default 4)",
+    "harm_spike": "probability of outputs flagged in the injection's category (default "
+    "self_harm) x strength (default 5)",
 }
 DEFAULT_STRENGTH: Final[dict[str, float]] = {
     "toxicity_spike": 5.0,
@@ -53,6 +63,10 @@ DEFAULT_STRENGTH: Final[dict[str, float]] = {
     "input_drift": 1.5,
     "prompt_injection_wave": 20.0,
     "bad_deploy": 3.0,
+    "hallucination_wave": 0.2,
+    "judge_score_drop": 0.1,
+    "guardrail_block_spike": 4.0,
+    "harm_spike": 5.0,
 }
 SIGNALS: Final[dict[str, list[str]]] = {
     "toxicity_spike": ["toxicity_rate"],
@@ -61,14 +75,25 @@ SIGNALS: Final[dict[str, list[str]]] = {
     "input_drift": ["input_drift"],
     "prompt_injection_wave": ["prompt_injection_rate"],
     "bad_deploy": ["toxicity_rate", "downvote_rate", "confidence", "groundedness"],
+    "hallucination_wave": ["hallucination_rate", "evaluation_score", "evaluation_fail_rate"],
+    "judge_score_drop": ["evaluation_score", "evaluation_fail_rate"],
+    "guardrail_block_spike": ["guardrail_block_rate"],
+    "harm_spike": ["toxicity_rate"],
 }
+JUDGE: Final = ("llm-judge", "groundedness")
+"""The simulated LLM judge: (evaluator, metric name)."""
+GUARDRAIL: Final = ("guardrail/pii", "pii_leak")
+"""The simulated output guardrail: (evaluator, check name)."""
 SCOPE_KEYS: Final = ("model", "version", "tenant", "feature", "locale")
 GROUND_TRUTH_FORMAT: Final = "sentinel.ground-truth/1"
 
 Token = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_.@+-]{1,64}$")]
 _BLOCK_S: Final = 3600.0
 _CATEGORIES: Final = ("toxicity", "hate", "harassment", "self_harm", "sexual", "violence")
+HARM_CATEGORIES: Final = _CATEGORIES
+"""Moderation categories the simulator scores (a harm_spike names one of them)."""
 _CHANNELS: Final = ("web", "mobile", "api")
+_FINISH: Final = ("stop", "length", "content_filter")
 
 
 class _Frozen(BaseModel):
@@ -93,6 +118,9 @@ class Injection(_Frozen):
     strength: float = Field(gt=0)
     scope: dict[str, Token] = Field(default_factory=dict)
     new_version: Token | None = None
+    category: Literal["toxicity", "hate", "harassment", "self_harm", "sexual", "violence"] = Field(
+        default="self_harm", description="The moderation category of a harm_spike."
+    )
 
 
 def _default_models() -> list[ModelSpec]:
@@ -131,6 +159,31 @@ class Scenario(_Frozen):
     late_fraction: float = Field(default=0.03, ge=0, le=1)
     embedding_dim: int = Field(default=8, ge=0, le=256)
     injections: list[Injection] = Field(default_factory=list)
+    harm_rates: dict[str, float] = Field(
+        default_factory=lambda: {
+            "hate": 0.003,
+            "harassment": 0.004,
+            "self_harm": 0.004,
+            "sexual": 0.005,
+            "violence": 0.004,
+        },
+        description="Base probability that an output is flagged in each moderation category "
+        "(besides toxicity_rate); flagged scores stay below the critical cutoff 0.97.",
+    )
+    guardrail_rate: float = Field(
+        default=0.1, ge=0, le=1, description="LLM outputs checked by the output guardrail."
+    )
+    guardrail_block_rate: float = Field(default=0.03, ge=0, le=1)
+    finish_length_rate: float = Field(default=0.01, ge=0, le=1)
+    finish_filter_rate: float = Field(default=0.004, ge=0, le=1)
+
+
+def _check_harm_rates(scenario: Scenario) -> None:
+    for cat, rate in scenario.harm_rates.items():
+        if cat not in _CATEGORIES[1:]:
+            raise ValueError(f"harm_rates: unknown category {cat!r}; one of {_CATEGORIES[1:]}")
+        if not 0.0 <= rate <= 1.0:
+            raise ValueError(f"harm_rates: {cat} = {rate} is not a probability")
 
 
 def parse_injection(spec: str) -> Injection:
@@ -144,9 +197,13 @@ def parse_injection(spec: str) -> Injection:
         raise ValueError(f"unknown injection type {kind!r}; one of {', '.join(INJECTION_TYPES)}")
     strength = float(parts[3]) if len(parts) > 3 and parts[3] else DEFAULT_STRENGTH[kind]
     scope: dict[str, str] = {}
+    extra: dict[str, str] = {}
     if len(parts) > 4 and parts[4]:
         for item in parts[4].split(","):
             key, sep, value = item.partition("=")
+            if sep and key == "category":
+                extra["category"] = value  # harm_spike's category, e.g. category=self_harm
+                continue
             if not sep or key not in SCOPE_KEYS:
                 raise ValueError(f"scope item {item!r}: use key=value, key in {SCOPE_KEYS}")
             scope[key] = value
@@ -157,6 +214,7 @@ def parse_injection(spec: str) -> Injection:
             "duration": parse_duration(parts[2]),
             "strength": strength,
             "scope": scope,
+            **extra,
         }
     )
 
@@ -210,6 +268,7 @@ class Simulator:
 
     def _check(self) -> None:
         s = self.scenario
+        _check_harm_rates(s)
         values = {
             "model": {m.name for m in s.models},
             "version": {m.version for m in s.models},
@@ -283,6 +342,9 @@ class Simulator:
         conf_shift = np.zeros(n)
         drift = np.zeros(n)
         ground_shift = np.zeros(n)
+        judge_shift = np.zeros(n)
+        block_mult = np.ones(n)
+        harm_p = {c: np.full(n, s.harm_rates.get(c, 0.0)) for c in _CATEGORIES[1:]}
         base_scope = {"model": model, "tenant": tenant, "feature": feature, "locale": locale}
         names = {
             "model": [m.name for m in s.models],
@@ -312,6 +374,17 @@ class Simulator:
                 drift[mask] += st
             elif inj.type == "prompt_injection_wave":
                 p_inj[mask] *= st
+            elif inj.type == "hallucination_wave":
+                ground_shift[mask] -= st
+            elif inj.type == "judge_score_drop":
+                judge_shift[mask] -= st
+            elif inj.type == "guardrail_block_spike":
+                block_mult[mask] *= st
+            elif inj.type == "harm_spike":
+                if inj.category == "toxicity":
+                    p_toxic[mask] *= st
+                else:
+                    harm_p[inj.category][mask] *= st
             else:  # bad_deploy
                 version[mask] = self._new_version_idx[k]
                 p_toxic[mask] *= st
@@ -364,7 +437,25 @@ class Simulator:
         )
         has_eval = is_llm & (rng.random(n) < s.evaluation_rate)
         ev_delay = rng.uniform(30.0, 600.0, n)
-        judge = np.clip(ground + rng.normal(0.0, 0.05, n), 0.0, 1.0)
+        judge = np.clip(ground + rng.normal(0.0, 0.05, n) + judge_shift, 0.0, 1.0)
+        # Signals added later draw from their own generator, so that the draws above (and
+        # every stream generated before they existed) stay the same.
+        xrng = np.random.default_rng([s.seed, 17, int(t0 // _BLOCK_S)])
+        for j, c in enumerate(_CATEGORIES[1:], start=1):
+            flagged = xrng.random(n) < np.clip(harm_p[c], 0.0, 0.95)
+            # Flagged, but below the critical single-event cutoff (0.97): rates, not pages.
+            mod[:, j] = np.where(flagged, 0.5 + 0.45 * xrng.beta(4.0, 2.0, n), mod[:, j])
+        u_fin = xrng.random(n)
+        finish = np.where(
+            u_fin < s.finish_length_rate,
+            1,
+            np.where(u_fin < s.finish_length_rate + s.finish_filter_rate, 2, 0),
+        )
+        has_guard = is_llm & (xrng.random(n) < s.guardrail_rate)
+        blocked = xrng.random(n) < np.clip(s.guardrail_block_rate * block_mult, 0.0, 0.95)
+        guard_score = np.where(blocked, xrng.beta(8.0, 2.0, n), xrng.beta(1.0, 12.0, n))
+        t_guard = t + latency_ms / 1000.0 + xrng.uniform(0.05, 2.0, n)
+        ts_guard = _iso(start_ms, t_guard[None, :])[0]
         late = rng.random((n, 4)) < s.late_fraction
         lag = rng.exponential(90.0, (n, 4)) * late
         self.counts["late"] += int(late[:, 0].sum() + late[:, 1].sum())
@@ -433,6 +524,7 @@ class Simulator:
                     f'"groundedness":{ground[i]:.4f},"gen_ai.usage.input_tokens":'
                     f"{prompt_tokens[i]},"
                     f'"gen_ai.usage.output_tokens":{out_tokens[i]},'
+                    f'"gen_ai.response.finish_reasons":["{_FINISH[finish[i]]}"],'
                 )
             else:
                 extra = f'"label":"{m.labels[label[i] % len(m.labels)]}",' if m.labels else ""
@@ -462,10 +554,19 @@ class Simulator:
                     f'"passed":{"true" if judge[i] >= 0.5 else "false"}}}'
                 )
                 out_t.append(t_ev[i] + lag[i, 3])
+            if has_guard[i]:
+                out_lines.append(
+                    f'{{"event_type":"evaluation","schema_version":"1",{common},'
+                    f'"timestamp":"{ts_guard[i]}",{named},"evaluator":"{GUARDRAIL[0]}",'
+                    f'"gen_ai.evaluation.name":"{GUARDRAIL[1]}","kind":"guardrail",'
+                    f'"gen_ai.evaluation.score.value":{guard_score[i]:.4f},'
+                    f'"passed":{"false" if blocked[i] else "true"}}}'
+                )
+                out_t.append(t_guard[i])
         self.counts["input"] += n
         self.counts["output"] += n
         self.counts["feedback"] += int(has_fb.sum())
-        self.counts["evaluation"] += int(has_eval.sum())
+        self.counts["evaluation"] += int(has_eval.sum()) + int(has_guard.sum())
         return np.asarray(out_t, dtype=np.float64), out_lines
 
     # ------------------------------------------------------------------ ground truth
@@ -485,6 +586,8 @@ class Simulator:
                 "signals": SIGNALS[inj.type],
                 "affected_requests": self._affected[k],
             }
+            if inj.type == "harm_spike":
+                entry["category"] = inj.category
             entry["scope"] = dict(self._scopes[k])
             if inj.type == "bad_deploy":
                 mi = self._model_index(self._scopes[k]["model"])

@@ -31,7 +31,13 @@ from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import EventRange, IncidentEvent, Labels, iso_utc
 from detectors.base import Signal, SignalKind
 from streams.contract.decode import Coordinates, DeadLetter, decode
-from streams.contract.events import AnyEvent, Feedback, InferenceInput, InferenceOutput
+from streams.contract.events import (
+    AnyEvent,
+    Evaluation,
+    Feedback,
+    InferenceInput,
+    InferenceOutput,
+)
 from streams.investigation.history import event_topics
 from streams.investigation.incidents import triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Span
@@ -41,7 +47,18 @@ from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id, key_levels, level_of
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS
-from streams.pipeline.rules import ANY_TOXIC, is_critical, is_downvote, is_injected, is_toxic
+from streams.pipeline.rules import (
+    ANY_TOXIC,
+    evaluation_metric,
+    finish_flags,
+    is_critical,
+    is_downvote,
+    is_evaluation_fail,
+    is_guardrail_block,
+    is_hallucination,
+    is_injected,
+    is_toxic,
+)
 from streams.settings import DetectionSettings, Settings
 
 DEFAULT_LOOKBACK: Final = timedelta(hours=6)
@@ -130,6 +147,15 @@ def flagged(obs: Observation, signal: Signal, det: DetectionSettings) -> bool:
         return is_downvote(event, det)
     if kind == SignalKind.PROMPT_INJECTION_RATE and isinstance(event, InferenceOutput):
         return is_injected(event.prompt_injection, det)
+    if kind == SignalKind.HALLUCINATION_RATE and isinstance(event, InferenceOutput):
+        return is_hallucination(event.groundedness, det)
+    if kind == SignalKind.FINISH_REASON_RATE and isinstance(event, InferenceOutput):
+        return bool(finish_flags(event, det).get(signal.feature or "", False))
+    if isinstance(event, Evaluation) and evaluation_metric(event) == signal.feature:
+        if kind == SignalKind.EVALUATION_FAIL_RATE:
+            return bool(is_evaluation_fail(event))
+        if kind == SignalKind.GUARDRAIL_BLOCK_RATE:
+            return bool(is_guardrail_block(event))
     return False
 
 

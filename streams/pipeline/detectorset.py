@@ -17,14 +17,17 @@ from typing import Any, Final
 from alerting.model import EventRange
 from detectors.base import Detector, Signal
 from detectors.registry import REGISTRY
-from streams.contract.events import Feedback, InferenceInput, InferenceOutput
+from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.rules import (
-    ANY_TOXIC,
+    finish_flags,
+    harm_flags,
     is_critical,
     is_downvote,
+    is_evaluation_fail,
+    is_guardrail_block,
+    is_hallucination,
     is_injected,
-    top_toxicity,
 )
 from streams.settings import DetectionSettings
 
@@ -123,7 +126,10 @@ class DetectorSet:
     ) -> DetectorSet:
         out = cls(settings, level, arl0)
         for name, entry in data["d"].items():
-            det = FACTORIES[name.split(":")[0]].rebuild(entry["params"])
+            factory = FACTORIES.get(name.split(":")[0])
+            if factory is None:
+                continue  # a retired kind (e.g. "toxicity", now "harm"): learned afresh
+            det = factory.rebuild(entry["params"])
             det.set_state(entry["state"])
             out.detectors[name] = det
         out.trackers = {name: Tracker.from_json(t) for name, t in data["t"].items()}
@@ -179,15 +185,14 @@ class DetectorSet:
         s = self.settings
         event = obs.event
         out: list[tuple[str, Signal, Tracker]] = []
-        drift = self.level in s.drift_levels
+        drift = self.level in s.drift_levels or self._segment_drift()
         if isinstance(event, Feedback):
             down = is_downvote(event, s)
             out += self._feed("downvote", down, obs, down)
         elif isinstance(event, InferenceOutput):
             scores = event.moderation
-            top = top_toxicity(scores, s)
-            tox = top >= s.toxicity_cutoff
-            out += self._feed("toxicity", {**scores, ANY_TOXIC: top}, obs, tox)
+            flags = harm_flags(scores, s)
+            out += self._feed("harm", flags, obs, any(flags.values()))
             if self.level == "model":
                 # A critical event is judged once, at the model level: copies at the other
                 # levels would only be inhibited duplicates of the same page.
@@ -199,6 +204,9 @@ class DetectorSet:
                 out += self._feed("confidence", event.confidence, obs, False)
             if drift and event.label is not None:
                 out += self._feed("label_mix", event.label, obs, False)
+            out += self._update_quality(event, obs)
+        elif isinstance(event, Evaluation):
+            out += self._update_evaluation(event, obs)
         elif isinstance(event, InferenceInput) and drift:
             if event.numeric_features:
                 feats = sorted(event.numeric_features)[: s.max_features]
@@ -210,6 +218,64 @@ class DetectorSet:
             if event.embedding:
                 out += self._feed("embedding", event.embedding, obs, False)
         return out
+
+    def _segment_drift(self) -> bool:
+        """A segment key with enough traffic also runs drift detectors: a drift confined
+        to one locale or tenant is diluted model-wide. ``traffic`` decays with a one-hour
+        half-life, so its steady state is (events per hour) / ln 2."""
+        floor = self.settings.segment_drift_min_events_per_hour
+        return self.level == "segment" and floor > 0 and self.traffic * math.log(2) >= floor
+
+    def _update_quality(
+        self, event: InferenceOutput, obs: Observation
+    ) -> list[tuple[str, Signal, Tracker]]:
+        """Groundedness (hallucinations), finish reasons, latency and output tokens."""
+        out: list[tuple[str, Signal, Tracker]] = []
+        if event.groundedness is not None:
+            wrong = is_hallucination(event.groundedness, self.settings)
+            out += self._feed("hallucination", wrong, obs, wrong)
+            out += self._feed("groundedness", event.groundedness, obs, wrong)
+        flags = finish_flags(event, self.settings)
+        if flags:
+            out += self._feed("finish", flags, obs, any(flags.values()))
+        if self.level in self.settings.drift_levels:
+            # Serving-path signals: a per-segment cut adds little but calibration cost.
+            if event.latency_ms is not None:
+                out += self._feed("latency", event.latency_ms, obs, False)
+            if event.output_tokens is not None:
+                out += self._feed("tokens", float(event.output_tokens), obs, False)
+        return out
+
+    def _update_evaluation(
+        self, event: Evaluation, obs: Observation
+    ) -> list[tuple[str, Signal, Tracker]]:
+        """One (evaluator, metric)'s score shift, and its fail rate or guardrail block rate.
+
+        At most ``max_evaluation_metrics`` pairs per key are watched (first seen first):
+        evaluator and metric names come from producers, and state must stay bounded.
+        """
+        features = f"{event.evaluator},{event.name}"
+        pairs = {
+            rest
+            for kind, _, rest in map(lambda n: n.partition(":"), self.detectors)
+            if kind in _EVAL_KINDS
+        }
+        if features not in pairs and len(pairs) >= self.settings.max_evaluation_metrics:
+            return []
+        out: list[tuple[str, Signal, Tracker]] = []
+        if event.score is not None:
+            out += self._feed("eval_score:" + features, event.score, obs, False)
+        block = is_guardrail_block(event)
+        if block is not None:
+            out += self._feed("guardrail:" + features, block, obs, block)
+        fail = is_evaluation_fail(event)
+        if fail is not None:
+            out += self._feed("eval_fail:" + features, fail, obs, fail)
+        return out
+
+
+_EVAL_KINDS: Final = frozenset({"eval_score", "eval_fail", "guardrail"})
+"""Detector kinds keyed by (evaluator, metric): the ``max_evaluation_metrics`` bound."""
 
 
 def _jsonable(params: dict[str, Any]) -> dict[str, Any]:
@@ -280,9 +346,55 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     return kwargs | ({"features": features} if features else {})
 
 
-def _toxicity(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return _rate(ds, features) | {"categories": s.toxicity_categories, "cutoff": s.toxicity_cutoff}
+    return _adaptive(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
+
+
+def _finish(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    s = ds.settings
+    return _adaptive(ds, features) | {
+        "max_categories": len(s.finish_reason_flags),
+        "pooled": False,
+    }
+
+
+def _metric(features: tuple[str, ...]) -> str:
+    return "/".join(features)
+
+
+def _eval_rate(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    """Evaluations see ``evaluation_fraction`` of the events, spread over their metrics:
+    with each (evaluator, metric)'s ARL0 in its own observations scaled by that fraction,
+    all metrics together spend one test's share of the budget per event."""
+    s = ds.settings
+    return _adaptive(ds, features) | {
+        "metric": _metric(features),
+        "warmup": s.evaluation_warmup_events,
+        "arl0": ds.arl0 * s.evaluation_fraction,
+    }
+
+
+def _eval_score(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    s = ds.settings
+    return {
+        "metric": _metric(features),
+        "arl0": ds.arl0 * s.evaluation_fraction,
+        "shift": s.confidence_shift_sd,
+        "reference_size": s.evaluation_warmup_events,
+        "resolution": s.confidence_shift_sd / SCORE_GRID,
+    }
+
+
+SCORE_GRID: Final = 6
+"""Grid of the new score charts: shift / 6 keeps the reference value ``shift / 2`` on the
+grid (3 steps) and makes each exact calibration ~5x cheaper than confidence's shift / 10
+(measured: calibrations were most of the detect stage's CPU with ten per key)."""
+
+
+def _score(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
+    s = ds.settings
+    return _confidence(ds, ()) | {"metric": "", "resolution": s.confidence_shift_sd / SCORE_GRID}
 
 
 def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
@@ -298,8 +410,8 @@ def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 FACTORIES: Final[dict[str, _Factory]] = {
     "downvote": _Factory("adaptive_downvote_spike", _feedback_rate),
     "injection": _Factory("adaptive_prompt_injection_rate", _adaptive),
-    # one test per category, and the pooled "any toxic category"
-    "toxicity": _Factory("toxicity_rate", _toxicity, lambda s: len(s.toxicity_categories) + 1),
+    # one test per moderation category (up to the bound), and the pooled "any category"
+    "harm": _Factory("harm_rate", _harm, lambda s: s.max_harm_categories + 1),
     # single-event pages: no run length, no share of the budget
     "critical": _Factory("critical_event", _critical, lambda _: 0),
     # mean up, mean down, distribution
@@ -308,6 +420,16 @@ FACTORIES: Final[dict[str, _Factory]] = {
     "numeric": _Factory("numeric_drift", _window),
     "categorical": _Factory("categorical_drift", _window),
     "embedding": _Factory("embedding_drift", _window),
+    # groundedness below the cutoff; its distribution (mean down, mean up, shape)
+    "hallucination": _Factory("hallucination_rate", _adaptive),
+    "groundedness": _Factory("groundedness_shift", _score, lambda _: 3),
+    # per (evaluator, metric), ARL0 scaled by evaluation_fraction (see _eval_rate)
+    "eval_score": _Factory("evaluation_score_shift", _eval_score, lambda _: 3),
+    "eval_fail": _Factory("evaluation_fail_rate", _eval_rate),
+    "guardrail": _Factory("guardrail_block_rate", _eval_rate),
+    "finish": _Factory("finish_reason_rate", _finish, lambda s: len(s.finish_reason_flags)),
+    "latency": _Factory("latency_shift", _score, lambda _: 3),
+    "tokens": _Factory("token_shift", _score, lambda _: 3),
 }
 """The routing plan's detector kinds (the prefix of a detector's name in a key's set)."""
 

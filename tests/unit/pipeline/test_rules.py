@@ -37,7 +37,9 @@ def test_score_rules_use_the_configured_cutoffs() -> None:
     assert is_toxic({"hate": S.toxicity_cutoff}, S, "hate")
     assert not is_toxic({"hate": S.toxicity_cutoff - 0.01}, S, "hate")
     assert is_toxic({"violence": 0.9}, S, ANY_TOXIC)
-    assert not is_toxic({"not_watched": 0.9}, S, ANY_TOXIC)
+    assert is_toxic({"a_new_category": 0.9}, S, ANY_TOXIC)  # every category is watched
+    excluded = DetectionSettings(toxicity_excluded=("profanity",))
+    assert not is_toxic({"profanity": 0.9}, excluded, ANY_TOXIC)
     assert is_critical({"self_harm": S.critical_cutoff}, S)
     assert not is_critical({"self_harm": S.critical_cutoff - 0.01}, S)
     assert is_injected(S.prompt_injection_cutoff, S)

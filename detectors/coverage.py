@@ -1,0 +1,454 @@
+"""Detectors for the failure modes beyond toxicity and downvotes: every harm category,
+hallucinations (groundedness), evaluator and guardrail results, finish reasons, latency and
+token counts.
+
+They are built from the two proven families, not new statistics:
+
+* rates (a flag per observation) are Bernoulli CUSUMs (:mod:`detectors.rate`): optimal for
+  a rate increase at a given ARL0;
+* scores (groundedness, an LLM judge's score, latency, token counts) use the two-sided
+  mean CUSUM plus windowed KS test of :class:`detectors.confidence.ConfidenceShift`. Both
+  parts are scale-free: the mean CUSUM works on scores standardised by the reference and is
+  calibrated on their empirical distribution, and the KS test is rank-based, so a judge
+  scoring 1-5 and one scoring 0-1 are watched alike.
+
+:class:`CategoryRates` watches a *dynamic* set of categories (moderation categories a
+producer sends, finish reasons): a category is watched from the first observation that
+carries it, up to ``max_categories``; the false-alarm budget is split over that bound (not
+over the categories seen so far), so adding a category never raises the false-alarm rate.
+
+Detectors that watch one (evaluator, metric) carry it as ``metric``; their signals name it
+in ``feature`` so that the incident identity includes it.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+import numpy as np
+from scipy.special import ndtri
+
+from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+from detectors.confidence import ConfidenceShift
+from detectors.rate import DEFAULT_ARL0, AdaptiveBernoulliCusum, BernoulliCusum
+
+__all__ = [
+    "POOLED",
+    "CategoryRates",
+    "EvaluationFailRate",
+    "EvaluationScoreShift",
+    "FinishReasonRate",
+    "GroundednessShift",
+    "GuardrailBlockRate",
+    "HallucinationRate",
+    "HarmRate",
+    "LatencyShift",
+    "TokenShift",
+]
+
+POOLED = "any"
+"""Pseudo-category of the pooled test: the observation is flagged in any category."""
+
+
+class CategoryRates(Detector[Mapping[str, bool]]):
+    """Rate increase per category, for categories discovered in the stream, plus pooled.
+
+    ``update(flags)`` takes category -> flagged. A category is watched from the first
+    observation whose mapping has it (flagged or not); later observations without it count
+    as not flagged. At most ``max_categories`` are watched (first seen first); flags of
+    further categories still count in the pooled test and in ``dropped``. Each category (and
+    the pooled test) is a :class:`BernoulliCusum` at ``arl0 * tests``, ``tests =
+    max_categories + pooled``: false-alarm rates add, so the whole detector keeps
+    ARL0 >= ``arl0`` however many categories appear.
+
+    Signals are those of :class:`BernoulliCusum`, with ``feature`` = the category (or
+    :data:`POOLED`); when several alarm at once, a named category wins over the pooled
+    test, then the one furthest over its threshold; the others are listed in ``details``
+    as ``also:<category>``. Each test is an :class:`AdaptiveBernoulliCusum` (parallel
+    CUSUMs for half, once and three times the design shift): harm spikes come in every
+    size, and one CUSUM designed for a doubling lost ~2x in delay on a 4-5x spike of a
+    rare category against the oracle (bench/quality.py).
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
+
+    def __init__(
+        self,
+        max_categories: int = 12,
+        pooled: bool = True,
+        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
+        arl0: float = DEFAULT_ARL0,
+        warmup: int = 1000,
+        min_rate: float = 1e-3,
+        baseline_confidence: float = 0.8,
+    ) -> None:
+        self.max_categories = max_categories
+        self.pooled = pooled
+        self.relative_shifts = relative_shifts
+        self.arl0 = arl0
+        self.warmup = warmup
+        self.min_rate = min_rate
+        self.baseline_confidence = baseline_confidence
+        if max_categories < 1:
+            raise ValueError("max_categories must be >= 1")
+        self._reset()
+
+    @property
+    def tests(self) -> int:
+        """Alarm-raising tests the budget is split over (the bound, not the count seen)."""
+        return self.max_categories + (1 if self.pooled else 0)
+
+    def _part(self) -> AdaptiveBernoulliCusum:
+        return AdaptiveBernoulliCusum(
+            relative_shifts=self.relative_shifts,
+            arl0=self.arl0 * self.tests,
+            warmup=self.warmup,
+            min_rate=self.min_rate,
+            baseline_confidence=self.baseline_confidence,
+        )
+
+    def _reset(self) -> None:
+        self._parts: dict[str, AdaptiveBernoulliCusum] = {}
+        self._any: AdaptiveBernoulliCusum | None = self._part() if self.pooled else None
+        self._dropped = 0
+
+    @property
+    def categories(self) -> tuple[str, ...]:
+        """The categories watched so far, in the order they appeared."""
+        return tuple(self._parts)
+
+    @property
+    def dropped(self) -> int:
+        """Observations that carried a category beyond ``max_categories``."""
+        return self._dropped
+
+    def _all(self) -> list[AdaptiveBernoulliCusum]:
+        return [*self._parts.values(), *([self._any] if self._any is not None else [])]
+
+    @property
+    def learning(self) -> bool:
+        parts = self._all()
+        return not parts or any(d.learning for d in parts)
+
+    @property
+    def statistic(self) -> float:
+        """Largest ratio statistic / threshold over the tests (alarm at 1)."""
+        return max((d.statistic / d.threshold for d in self._all()), default=0.0)
+
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
+    def get_state(self) -> JsonState:
+        return {
+            "cats": {c: d.get_state() for c, d in self._parts.items()},
+            "any": self._any.get_state() if self._any is not None else None,
+            "dropped": self._dropped,
+        }
+
+    def set_state(self, state: JsonState) -> None:
+        self._parts = {}
+        for cat, st in state["cats"].items():
+            part = self._part()
+            part.set_state(st)
+            self._parts[cat] = part
+        if self._any is not None:
+            self._any.set_state(state["any"])
+        self._dropped = state["dropped"]
+
+    def update(self, x: Mapping[str, bool]) -> Signal | None:
+        over = False
+        for cat in x:
+            if cat not in self._parts:
+                if len(self._parts) >= self.max_categories:
+                    over = True
+                    continue
+                self._parts[cat] = self._part()
+        self._dropped += int(over)
+        fired: list[tuple[str, Signal]] = []
+        for cat, det in self._parts.items():
+            signal = det.update(bool(x.get(cat, False)))
+            if signal is not None:
+                fired.append((cat, signal))
+        if self._any is not None:
+            signal = self._any.update(any(x.values()))
+            if signal is not None:
+                fired.append((POOLED, signal))
+        return self._merge(fired) if fired else None
+
+    def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
+        # A named category before the pooled test: it is what the incident is about (and
+        # what ranks it: self_harm is SEV1), the pooled alarm is its echo.
+        ranked = sorted(
+            fired,
+            key=lambda cs: (cs[0] != POOLED, cs[1].statistic / cs[1].threshold),
+            reverse=True,
+        )
+        cat, top = ranked[0]
+        details = dict(top.details)
+        for other, sig in ranked[1:]:
+            details["also:" + other] = sig.effect_size
+        return top.model_copy(
+            update={
+                "detector": type(self).__name__,
+                "kind": self.kind,
+                "feature": cat,
+                "details": details,
+            }
+        )
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [
+            {"max_categories": 2, "warmup": 200, "arl0": 300.0},
+            {"max_categories": 3, "pooled": False, "warmup": 200, "arl0": 300.0},
+        ]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        i = np.arange(n)
+        out: list[Any] = []
+        a = rng.random(n) < np.where(i < n // 2, 0.1, 0.3)
+        b = rng.random(n) < 0.08
+        c = rng.random(n) < 0.1
+        for k in range(n):
+            flags = {"a": bool(a[k]), "b": bool(b[k])}
+            if k >= 50:  # a category that appears later, and one beyond a small bound
+                flags["c"] = bool(c[k])
+            out.append(flags)
+        return out
+
+
+class HarmRate(CategoryRates):
+    """Toxic-output rate per moderation category a producer sends, and pooled.
+
+    The pipeline's rule (:func:`streams.pipeline.rules.harm_flags`) turns moderation
+    scores into flags (score >= cutoff, excluded categories left out).
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
+
+
+class FinishReasonRate(CategoryRates):
+    """Rate of each watched finish reason (``content_filter``, ``length``, refusals)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.FINISH_REASON_RATE
+
+    def __init__(
+        self,
+        max_categories: int = 3,
+        pooled: bool = False,
+        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
+        arl0: float = DEFAULT_ARL0,
+        warmup: int = 1000,
+        min_rate: float = 1e-3,
+        baseline_confidence: float = 0.8,
+    ) -> None:
+        super().__init__(
+            max_categories=max_categories,
+            pooled=pooled,
+            relative_shifts=relative_shifts,
+            arl0=arl0,
+            warmup=warmup,
+            min_rate=min_rate,
+            baseline_confidence=baseline_confidence,
+        )
+
+
+# ---------------------------------------------------------------------------- scores
+class _ScoreShift(ConfidenceShift):
+    """:class:`ConfidenceShift` on another score, on *normal scores*, named by ``metric``.
+
+    Scores of evaluators and guardrails come on any scale and in any shape (a 1-5 judge,
+    a bimodal guardrail score with 3 % of its mass five standard deviations out). The first
+    ``reference_size`` values are buffered; then each value ``x`` is charted as
+    ``Phi^-1(F(x))``, ``F`` the reference's mid-rank empirical distribution (clipped to
+    ``[1/2n, 1 - 1/2n]``). The reference is then standard normal whatever the scale and
+    shape, so the chart is scale-free (invariant to any increasing rescaling) and its exact
+    lattice calibration well conditioned (on raw bimodal scores it is not: the banded
+    solve breaks down). The KS test is rank-based and unchanged by the transform.
+
+    ``_transform`` maps the raw value first (log for latencies and counts, whose changes
+    are multiplicative); ``_keep`` drops signals of a direction that is no failure.
+    """
+
+    def __init__(
+        self,
+        metric: str = "",
+        arl0: float = DEFAULT_ARL0,
+        shift: float = 0.5,
+        reference_size: int = 1000,
+        window: int = 200,
+        stride: int | None = None,
+        resolution: float | None = None,
+    ) -> None:
+        self.metric = metric
+        super().__init__(
+            arl0=arl0,
+            shift=shift,
+            reference_size=reference_size,
+            window=window,
+            stride=stride,
+            resolution=resolution,
+        )
+
+    def _transform(self, x: float) -> float:
+        return float(x)
+
+    def _keep(self, signal: Signal) -> bool:
+        return True
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._buf: list[float] = []
+        self._sorted: list[float] = []
+
+    def get_state(self) -> JsonState:
+        return {**super().get_state(), "buf": list(self._buf), "sorted": list(self._sorted)}
+
+    def set_state(self, state: JsonState) -> None:
+        super().set_state(state)
+        self._buf = list(state["buf"])
+        self._sorted = list(state["sorted"])
+
+    def _normal_score(self, x: float) -> float:
+        ref = self._sorted
+        n = len(ref)
+        rank = (bisect_left(ref, x) + bisect_right(ref, x)) / 2.0
+        p = min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)
+        return float(ndtri(p))
+
+    def update(self, x: float) -> Signal | None:
+        value = self._transform(x)
+        if not self._sorted:
+            self._buf.append(value)
+            if len(self._buf) < self.reference_size:
+                return None
+            self._sorted = sorted(self._buf)
+            buffered, self._buf = self._buf, []
+            for v in buffered:  # all inside the chart's reference: no signal
+                super().update(self._normal_score(v))
+            return None
+        signal = super().update(self._normal_score(value))
+        if signal is None or not self._keep(signal):
+            return None
+        test = signal.feature or "mean"
+        return signal.model_copy(
+            update={
+                "feature": self.metric or test,
+                "details": {**signal.details, f"test:{test}": 1.0},
+            }
+        )
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [
+            {
+                "metric": "judge/score",
+                "arl0": 500.0,
+                "reference_size": 200,
+                "window": 50,
+                "stride": 10,
+            }
+        ]
+
+
+class GroundednessShift(_ScoreShift):
+    """A drop (or a change of shape) of the groundedness distribution: hallucinations.
+
+    A rise of groundedness is no failure: mean-up signals are dropped (the budget still
+    counts that test, which keeps the calibration of the shared two-sided chart).
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.HALLUCINATION_RATE
+
+    def _keep(self, signal: Signal) -> bool:
+        return signal.direction is not Direction.UP
+
+
+class EvaluationScoreShift(_ScoreShift):
+    """Two-sided, scale-free shift of one (evaluator, metric)'s scores (an LLM judge)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.EVALUATION_SCORE
+
+
+class LatencyShift(_ScoreShift):
+    """Shift of log latency (milliseconds): a slow backend or a shorter, degenerate path."""
+
+    kind: ClassVar[SignalKind] = SignalKind.LATENCY_SHIFT
+
+    def _transform(self, x: float) -> float:
+        return math.log1p(max(float(x), 0.0))
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        rng = np.random.default_rng(seed)
+        mu = np.where(np.arange(n) < n // 2, 6.0, 6.6)
+        return [float(v) for v in rng.lognormal(mu, 0.5)]
+
+
+class TokenShift(LatencyShift):
+    """Shift of log output-token counts: truncated or runaway answers."""
+
+    kind: ClassVar[SignalKind] = SignalKind.TOKEN_SHIFT
+
+
+# ----------------------------------------------------------------------------- rates
+class _MetricRate(AdaptiveBernoulliCusum):
+    """:class:`AdaptiveBernoulliCusum` whose signals name ``metric`` in ``feature``."""
+
+    def __init__(
+        self,
+        metric: str = "",
+        p0: float | None = None,
+        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
+        arl0: float = DEFAULT_ARL0,
+        warmup: int = 1000,
+        max_reference: int = 50_000,
+        min_rate: float = 1e-3,
+        baseline_confidence: float = 0.8,
+    ) -> None:
+        self.metric = metric
+        super().__init__(
+            p0=p0,
+            relative_shifts=relative_shifts,
+            arl0=arl0,
+            warmup=warmup,
+            max_reference=max_reference,
+            min_rate=min_rate,
+            baseline_confidence=baseline_confidence,
+        )
+
+    def _merge(self, fired: list[Signal]) -> Signal:
+        signal = super()._merge(fired)
+        return signal.model_copy(update={"feature": self.metric}) if self.metric else signal
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [{"metric": "judge/faithful", "warmup": 100, "arl0": 200.0, "max_reference": 800}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        return BernoulliCusum._conformance_stream(seed, n)
+
+
+class HallucinationRate(_MetricRate):
+    """Rate of outputs whose groundedness is below the cutoff (the pipeline's rule)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.HALLUCINATION_RATE
+
+
+class EvaluationFailRate(_MetricRate):
+    """Rate of ``passed = false`` verdicts of one (evaluator, metric)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.EVALUATION_FAIL_RATE
+
+
+class GuardrailBlockRate(_MetricRate):
+    """Rate of blocks by one guardrail (``kind = guardrail`` evaluations)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.GUARDRAIL_BLOCK_RATE
