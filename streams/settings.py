@@ -108,6 +108,11 @@ class WorkerSettings(_Section):
     web_host: str = "127.0.0.1"
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = Field(default=False, description="One JSON object per log line.")
+    batch_ingress: bool = Field(
+        default=True,
+        description="Hand raw event records to the ingress agent as one event per partition "
+        "per fetch (streams.runtime.batching); false: faust's per-record path.",
+    )
 
 
 class LocalBrokerSettings(_Section):

@@ -227,10 +227,6 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
         assert base64.b64decode(letter.key_b64).startswith(expected_key)
 
 
-if __name__ == "__main__":  # pragma: no cover
-    _worker_main(sys.argv[1])
-
-
 def forward_to_topic(app: Any, topic_name: str, *, partitions: int | None = None) -> Any:
     """A next stage (:data:`streams.runtime.ingress.Handle`) that republishes each valid
     event (canonical JSON, keyed by request id) to ``topic_name``: a 'validated' stream for
@@ -249,3 +245,7 @@ def forward_to_topic(app: Any, topic_name: str, *, partitions: int | None = None
             await topic.send(key=item.event.request_id.encode(), value=dump_event(item.event))
 
     return _forward
+
+
+if __name__ == "__main__":  # pragma: no cover
+    _worker_main(sys.argv[1])
