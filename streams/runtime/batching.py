@@ -197,18 +197,32 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self.diag.unset_flag("FETCHING")
 
     def _stale(self, generation: int, epoch: int) -> bool:
+        """Whether a fetch begun at ``generation``/``epoch`` may no longer be delivered."""
         return (
             generation != self.app.consumer_generation_id
             or epoch != self._seek_epoch
             or not self.flow_active
         )
 
-    async def _drop_stale(self) -> None:
-        """A fetch spanned a rebalance or a seek: read again from the committed offsets.
-        While the flow is stopped faust seeks there itself before it resumes."""
-        log.info("dropping a fetch that spanned a rebalance or seek; seeking to committed")
-        if self.flow_active and not self.should_stop:
-            await self.perform_seek()
+    async def _seek_back(self, tps: Iterable[TP]) -> None:
+        """Records of ``tps`` were fetched and dropped: seek those partitions back to their
+        committed offsets (the beginning when nothing was committed yet: aiokafka's
+        ``seek_to_committed`` leaves such a partition where it is), so that the records are
+        fetched again. Only batch-topic partitions come here: changelog partitions belong
+        to faust's recovery, which positions them itself."""
+        owned = [tp for tp in tps if tp in self.assignment()]
+        if not owned or self.should_stop:
+            return
+        log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
+        self._seek_epoch += 1
+        thread: Any = self._thread
+        client = thread._ensure_consumer()
+        committed = await thread.call_thread(client.seek_to_committed, *owned)
+        fresh = [tp for tp, offset in committed.items() if not offset]
+        if fresh:
+            await thread.call_thread(client.seek_to_beginning, *fresh)
+        for tp, offset in committed.items():
+            self._read_offset[tp] = offset if offset else None
 
     async def _deliver(
         self,
@@ -218,26 +232,22 @@ class BatchConsumer(faust_aiokafka.Consumer):
         epoch: int,
     ) -> None:
         batch_topics = self._batch_topics()
-        per_record: dict[TP, list[Any]] = {}
-        for tp, recs in records.items():
-            if not recs:
-                continue
-            if self._stale(generation, epoch):
-                await self._drop_stale()
-                return
-            if tp.topic not in batch_topics:
-                per_record[tp] = recs
-                continue
+        batches = [(tp, recs) for tp, recs in records.items() if recs and tp.topic in batch_topics]
+        per_record = {
+            tp: recs for tp, recs in records.items() if recs and tp.topic not in batch_topics
+        }
+        for i, (tp, recs) in enumerate(batches):
             if active is not None and tp not in active and tp not in self._buffered_partitions:
+                # Paused while the fetch was in flight: fetch these again when resumed.
                 if tp in self.assignment():
                     await self.seek(tp, int(recs[0].offset))
                     epoch = self._seek_epoch
                 continue
             if not await self._deliver_batch(tp, recs, generation, epoch):
-                await self._drop_stale()
+                await self._seek_back(t for t, _ in batches[i:])
                 return
         if per_record:
-            await self._deliver_records(per_record, generation, epoch)
+            await self._deliver_records(per_record, generation)
 
     async def _deliver_batch(self, tp: TP, recs: list[Any], generation: int, epoch: int) -> bool:
         """Hand one partition's records to the agents of its topic as one event; False
@@ -269,18 +279,16 @@ class BatchConsumer(faust_aiokafka.Consumer):
         self._read_offset[tp] = batch.last_offset
         return True
 
-    async def _deliver_records(
-        self, records: Mapping[TP, list[Any]], generation: int, epoch: int
-    ) -> None:
+    async def _deliver_records(self, records: Mapping[TP, list[Any]], generation: int) -> None:
         """faust's own per-record path for the other topics (gap bookkeeping, one
-        ``callback`` per record, paused by ``suspend_flow``)."""
+        ``callback`` per record, paused by ``suspend_flow``, dropped, as faust drops them,
+        when the generation changes or the flow stops)."""
         callback = self.callback
         acks_enabled_for = self.app.topics.acks_enabled_for
         commit_every = self._commit_every
         n = 0
         for tp, record in self.scheduler.iterate(records):
-            if self._stale(generation, epoch):
-                await self._drop_stale()
+            if generation != self.app.consumer_generation_id or not self.flow_active:
                 return
             n += 1
             if n % 100 == 0:
