@@ -208,19 +208,28 @@ class BatchConsumer(faust_aiokafka.Consumer):
         """Records of ``tps`` were fetched and dropped: seek those partitions back to their
         committed offsets (the beginning when nothing was committed yet: aiokafka's
         ``seek_to_committed`` leaves such a partition where it is), so that the records are
-        fetched again. Only batch-topic partitions come here: changelog partitions belong
+        fetched again. While the flow is stopped (a rebalance) nothing is done here: faust
+        seeks every source partition to its committed offset before it resumes. Only
+        batch-topic partitions come here: changelog partitions belong
         to faust's recovery, which positions them itself."""
+        if not self.flow_active or self.should_stop:
+            return  # a rebalance is on: faust seeks every source partition before resuming
         owned = [tp for tp in tps if tp in self.assignment()]
-        if not owned or self.should_stop:
+        if not owned:
             return
         log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
         self._seek_epoch += 1
         thread: Any = self._thread
         client = thread._ensure_consumer()
-        committed = await thread.call_thread(client.seek_to_committed, *owned)
-        fresh = [tp for tp, offset in committed.items() if not offset]
-        if fresh:
-            await thread.call_thread(client.seek_to_beginning, *fresh)
+        try:
+            committed = await thread.call_thread(client.seek_to_committed, *owned)
+            fresh = [tp for tp, offset in committed.items() if not offset]
+            if fresh:
+                await thread.call_thread(client.seek_to_beginning, *fresh)
+        except Exception as exc:  # e.g. a rebalance began meanwhile
+            log.warning("seeking back %s failed (%r); seeking all to committed", owned, exc)
+            await self.perform_seek()
+            return
         for tp, offset in committed.items():
             self._read_offset[tp] = offset if offset else None
 
