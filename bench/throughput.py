@@ -391,6 +391,7 @@ def main() -> int:
                     "worker.web_port": port,
                     "worker.web_host": "127.0.0.1",
                     "worker.log_level": "warning",
+                    "worker.batch_ingress": True,
                     **{f"topics.{k}": f"bench{suffix}.{k}" for k in Settings().topics.model_dump()},
                 },
             )

@@ -171,6 +171,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 def test_no_record_lost_when_workers_are_killed_mid_batch_and_mid_rebalance(
     kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
 ) -> None:
+    worker = service_settings.worker.model_copy(update={"batch_ingress": True})
+    service_settings = service_settings.model_copy(update={"worker": worker})
     bootstrap = kafka_broker.bootstrap
     prefix = service_settings.worker.app_id
     source, out = f"{prefix}.probe-in", f"{prefix}.probe-out"
