@@ -8,18 +8,26 @@ publishes), then measures in the same run, each reading the full backlog:
 
 - plain consumer: an aiokafka consumer reading those records, doing nothing with them
   (the ceiling for any consumer in Python on this machine);
+- plain consumer + decode: the same, decoding every record with the worker's own
+  decoder (:func:`streams.contract.decode.decode`): the fair ceiling for the worker;
 - faust no-op agent: an app with the worker's own faust settings whose agent takes the
-  same records in batches and does nothing (the ceiling for any faust agent: faust makes
-  an event, two asyncio tasks and a queue hand-off per record);
+  same records through faust's per-record path (``take_events``) and does nothing (faust
+  makes an event, two asyncio tasks and a queue hand-off per record);
+- batch no-op agent: the same through the batch ingress (streams.runtime.batching);
 - worker: `sentinel run` (all agents and detectors on, memory store), timed from its
   first consumed record (its /metrics endpoint) until the end markers (one certain
   self-harm output per model, published last) have paged, so every partition was
-  processed to the end;
-- replay: the same pipeline offline over the same lines (no Kafka).
+  processed to the end; once with the batch ingress (the default) and once with
+  ``worker.batch_ingress = false`` (faust's per-record path, as before);
+- N workers in one group (``--workers N``);
+- replay: the same pipeline offline over the same lines (no Kafka), and its time split
+  into stages: decode, join (route to the request's join state), detect (key routing,
+  detectors, evidence and the incident engine: one stage here), publish (incident JSON).
 
-It prints events/s for each and the ratios to the plain consumer and to the faust no-op
-agent (absolute numbers drift on shared machines; ratios measured in one run are what to
-compare). Goal from the issue: the worker at 50% or more of the plain consumer's rate.
+It prints events/s for each and the ratios to the decode-matched plain consumer, to the
+plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
+ratios measured in one run are what to compare). Goal from the issue: the worker at 50%
+or more of the decode-matched plain consumer's rate.
 """
 
 from __future__ import annotations
@@ -45,10 +53,17 @@ sys.path.insert(0, str(REPO))
 from aiokafka import AIOKafkaConsumer  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
+from alerting.clock import SYSTEM_CLOCK  # noqa: E402
+from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
 from streams.devtools.broker import LocalBroker, free_port  # noqa: E402
 from streams.devtools.simulate import Scenario, Simulator  # noqa: E402
 from streams.pipeline.replay import replay_lines  # noqa: E402
-from streams.settings import LocalBrokerSettings, Settings, load_settings  # noqa: E402
+from streams.settings import (  # noqa: E402
+    LocalBrokerSettings,
+    Settings,
+    load_settings,
+    topic_kinds,
+)
 from tests.integration.traffic import critical_marker, topic_for  # noqa: E402
 from tests.integration.workers import child_env  # noqa: E402
 
@@ -71,7 +86,10 @@ def _publish(bootstrap: str, settings: Settings, lines: list[str]) -> float:
     return time.perf_counter() - began
 
 
-async def _plain(bootstrap: str, settings: Settings, n: int) -> float:
+async def _plain(bootstrap: str, settings: Settings, n: int, *, decoding: bool = False) -> float:
+    """Seconds for a plain aiokafka consumer to read ``n`` records (and, with ``decoding``,
+    to decode each one as the worker's ingress does)."""
+    kinds = topic_kinds(settings)
     consumer = AIOKafkaConsumer(
         *topic_for(settings).values(),
         bootstrap_servers=bootstrap,
@@ -81,10 +99,20 @@ async def _plain(bootstrap: str, settings: Settings, n: int) -> float:
     )
     await consumer.start()
     try:
-        got, began = 0, time.perf_counter()
+        # Timed from the first record, as the agents and the worker are.
+        got, began = 0, 0.0
         while got < n:
             batches = await consumer.getmany(timeout_ms=1000, max_records=5000)
+            if batches and not got:
+                began = time.perf_counter()
             got += sum(len(records) for records in batches.values())
+            if decoding:
+                now = SYSTEM_CLOCK.now()
+                for tp, records in batches.items():
+                    kind = kinds.get(tp.topic)
+                    for r in records:
+                        coords = Coordinates(r.topic, r.partition, r.offset)
+                        decode(r.value, coords, now=now, default_type=kind, key=r.key)
         return time.perf_counter() - began
     finally:
         await consumer.stop()
@@ -96,15 +124,33 @@ def _finish(out: str, seconds: float) -> None:  # pragma: no cover - runs in a s
 
 
 def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subprocess
-    """The faust no-op agent: the worker's app settings, the same four topics, no work."""
+    """The faust no-op agent: the worker's app settings, the same four topics, no work;
+    through the batch ingress when the settings say ``worker.batch_ingress``."""
     import faust
 
     from streams.runtime.app import create_app
+    from streams.runtime.batching import BatchApp
     from streams.runtime.ingress import TAKE_MAX, TAKE_WITHIN_S
     from streams.runtime.worker import quiet_worker
 
     settings = load_settings(env=os.environ)
     app = create_app(settings)
+    seen = {"n": 0, "t0": 0.0}
+    if isinstance(app, BatchApp):
+
+        async def noop_batches(stream: Any) -> None:
+            async for batch in stream:
+                if seen["n"] == 0:
+                    seen["t0"] = time.perf_counter()
+                seen["n"] += len(batch)
+                if seen["n"] >= n:
+                    _finish(out, time.perf_counter() - seen["t0"])
+
+        batches = app.batch_topic(*topic_for(settings).values())
+        app.agent(batches, name="bench.noop", concurrency=1)(noop_batches)
+        sys.argv = [sys.argv[0], "worker", "-l", "warn"]
+        quiet_worker(faust.Worker(app, loglevel="warning")).execute_from_commandline()
+        return
     source = app.topic(
         *topic_for(settings).values(),
         key_type=bytes,
@@ -112,7 +158,6 @@ def _noop_child(out: str, n: int) -> None:  # pragma: no cover - runs in a subpr
         key_serializer="raw",
         value_serializer="raw",
     )
-    seen = {"n": 0, "t0": 0.0}
 
     async def noop(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
@@ -263,6 +308,44 @@ def _segment_drift_cost(lines: list[str], settings: Settings) -> tuple[float, fl
     return wall, cpu[1] / max(cpu[0], 1e-9)
 
 
+def _stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
+    """Offline replay's seconds per stage: decode, join, detect, publish (incident JSON)."""
+    from streams.pipeline.observation import Observation
+    from streams.pipeline.replay import BATCH, Pipeline
+
+    topics = {kind: topic for topic, kind in topic_kinds(settings).items()}
+    pipeline = Pipeline(settings)
+    spent = dict.fromkeys(("decode", "join", "detect", "publish"), 0.0)
+    clock = time.perf_counter
+    batch: list[Observation] = []
+
+    def detect_and_publish() -> None:
+        t0 = clock()
+        incidents = pipeline.detect.process(batch)
+        t1 = clock()
+        for incident in incidents:
+            incident.to_json_bytes()
+        spent["detect"] += t1 - t0
+        spent["publish"] += clock() - t1
+        batch.clear()
+
+    now = SYSTEM_CLOCK.now()
+    for offset, line in enumerate(lines):
+        t0 = clock()
+        event = decode(line, Coordinates("replay", 0, offset), now=now)
+        t1 = clock()
+        spent["decode"] += t1 - t0
+        if isinstance(event, DeadLetter):
+            continue
+        coords = Coordinates(topics[event.event_type], 0, offset)
+        batch.extend(pipeline.joiner.process(event, coords))
+        spent["join"] += clock() - t1
+        if len(batch) >= BATCH:
+            detect_and_publish()
+    detect_and_publish()
+    return spent
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events to process")
@@ -327,6 +410,7 @@ def main() -> int:
                     "worker.web_port": port,
                     "worker.web_host": "127.0.0.1",
                     "worker.log_level": "warning",
+                    "worker.batch_ingress": True,
                     **{f"topics.{k}": f"bench{suffix}.{k}" for k in Settings().topics.model_dump()},
                 },
             )
@@ -338,26 +422,42 @@ def main() -> int:
             publish_s = _publish(bootstrap, settings, [*lines, *markers])
             _say(f"published {n} in {publish_s:.1f} s; plain aiokafka consumer")
             plain_s = asyncio.run(_plain(bootstrap, settings, n))
-            _say("faust no-op agent")
-            noop_settings = settings.model_copy(
+            _say("plain aiokafka consumer + decode")
+            decode_s = asyncio.run(_plain(bootstrap, settings, n, decoding=True))
+
+            def variant(app_id: str, batch: bool, web: bool = True) -> Settings:
+                worker = settings.worker.model_copy(
+                    update={"app_id": app_id, "web_enabled": web, "batch_ingress": batch}
+                )
+                return settings.model_copy(update={"worker": worker})
+
+            _say("faust no-op agent (per-record path)")
+            noop_s = _faust_noop(variant(f"bench-noop-{suffix}", False, False), n, tmp)
+            _say("batch no-op agent")
+            noop_batch_s = _faust_noop(variant(f"bench-noopb-{suffix}", True, False), n, tmp)
+            _say("sentinel worker (batch ingress)")
+            worker_s = _time_workers(settings, 1, tmp, set(models), args.profile)
+            _say("sentinel worker (faust per-record ingress)")
+            # A group and an alerts topic of their own: the markers are paged again.
+            per_record = variant(f"bench-r-{suffix}", False)
+            per_record = per_record.model_copy(
                 update={
-                    "worker": settings.worker.model_copy(
-                        update={"app_id": f"bench-noop-{suffix}", "web_enabled": False}
+                    "topics": settings.topics.model_copy(
+                        update={"alerts": f"{settings.topics.alerts}-r"}
                     )
                 }
             )
-            noop_s = _faust_noop(noop_settings, n, tmp)
-            _say("sentinel worker")
-            worker_s = _time_workers(settings, 1, tmp, set(models), args.profile)
+            worker_record_s = _time_workers(per_record, 1, tmp, set(models), None)
             scaled_s = None
             if args.workers > 1:
                 _say(f"{args.workers} sentinel workers (one consumer group)")
-                # A group and an alerts topic of their own: the markers are paged again.
-                group = settings.worker.model_copy(update={"app_id": f"bench-x-{suffix}"})
-                alerts = settings.topics.model_copy(
-                    update={"alerts": f"{settings.topics.alerts}-x{args.workers}"}
+                scaled = variant(f"bench-x-{suffix}", True).model_copy(
+                    update={
+                        "topics": settings.topics.model_copy(
+                            update={"alerts": f"{settings.topics.alerts}-x{args.workers}"}
+                        )
+                    }
                 )
-                scaled = settings.model_copy(update={"worker": group, "topics": alerts})
                 scaled_s = _time_workers(scaled, args.workers, tmp, set(models), None)
         finally:
             if broker is not None:
@@ -368,28 +468,45 @@ def main() -> int:
     replay_lines([line.encode() for line in lines], settings)
     replay_s = time.perf_counter() - began
     seg_replay_s, seg_cpu_ratio = _segment_drift_cost(lines, settings)
+    _say("offline replay, stage by stage")
+    stages = _stages([line.encode() for line in lines], settings)
 
     rows = [
         ("plain aiokafka consumer", plain_s),
-        ("faust no-op agent", noop_s),
+        ("plain aiokafka consumer + decode", decode_s),
+        ("faust no-op agent (per record)", noop_s),
+        ("batch no-op agent", noop_batch_s),
         ("sentinel worker (all detectors)", worker_s),
+        ("worker, faust per-record ingress", worker_record_s),
         *([(f"{args.workers} sentinel workers, one group", scaled_s)] if scaled_s else []),
         ("offline replay (no Kafka)", replay_s),
         ("offline replay, segment drift on", seg_replay_s),
     ]
-    plain_rate, noop_rate = n / plain_s, n / noop_s
+    plain_rate, decode_rate, noop_rate = n / plain_s, n / decode_s, n / noop_s
     print(f"\nthroughput over {n} events, {args.partitions} partitions, 1 worker process")
-    print(f"{'path':34} {'seconds':>9} {'events/s':>10} {'/ plain':>9} {'/ faust':>9}")
+    print(
+        f"{'path':34} {'seconds':>9} {'events/s':>10} {'/ decode':>9} {'/ plain':>9} {'/ faust':>9}"
+    )
     for name, secs in rows:
         rate = n / secs
         print(
-            f"{name:34} {secs:9.2f} {rate:10,.0f} {rate / plain_rate:9.3f} {rate / noop_rate:9.3f}"
+            f"{name:34} {secs:9.2f} {rate:10,.0f} {rate / decode_rate:9.3f} "
+            f"{rate / plain_rate:9.3f} {rate / noop_rate:9.3f}"
         )
-    ratio = (n / worker_s) / plain_rate
-    print(f"\ngoal: worker >= 0.50 of the plain consumer: {'PASS' if ratio >= 0.5 else 'MISS'}")
+    total = sum(stages.values())
+    print(f"\nreplay by stage ({len(lines)} lines, {total:.2f} s in all)")
+    print(f"{'stage':10} {'seconds':>9} {'share':>7} {'us/event':>9}")
+    for stage, secs in stages.items():
+        print(f"{stage:10} {secs:9.2f} {secs / total:7.1%} {secs / len(lines) * 1e6:9.1f}")
+    ratio = (n / worker_s) / decode_rate
     print(
-        f"the faust no-op agent itself reaches {noop_rate / plain_rate:.3f} of the plain "
-        f"consumer; the worker reaches {(n / worker_s) / noop_rate:.2f} of the faust no-op agent"
+        f"\ngoal: worker >= 0.50 of the decode-matched plain consumer: {ratio:.3f} "
+        f"{'PASS' if ratio >= 0.5 else 'MISS'}"
+    )
+    print(
+        f"batch ingress: the worker ran {worker_record_s / worker_s:.2f}x the rate of the "
+        f"per-record ingress; the batch no-op agent {noop_s / noop_batch_s:.1f}x the faust "
+        f"no-op agent ({(n / noop_batch_s) / plain_rate:.3f} of the plain consumer)"
     )
     print(
         f"segment drift (detection.segment_drift_min_events_per_hour = "

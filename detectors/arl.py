@@ -36,10 +36,14 @@ from scipy.sparse.linalg import splu
 
 __all__ = [
     "BernoulliLattice",
+    "add_thresholds",
     "bernoulli_arl",
     "bernoulli_cusum_delay",
     "bernoulli_lattice",
     "bernoulli_threshold",
+    "calibration_rate",
+    "clear_thresholds",
+    "known_thresholds",
     "lattice_arl",
     "lattice_threshold",
     "zero_drift_rate",
@@ -249,14 +253,66 @@ def _wald_h(arl0: float, kl: float) -> float:
     return h
 
 
-@functools.lru_cache(maxsize=4096)
+ThresholdKey = tuple[float, float, float, float | None]
+"""``(p0, p1, arl0, rate)`` of a Bernoulli CUSUM calibration."""
+
+_THRESHOLDS: dict[ThresholdKey, int] = {}
+_RATE_GRID = 0.01
+
+
 def bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None = None) -> int:
     """Smallest lattice threshold (in ``bernoulli_lattice(p0, p1).unit``) with ARL0 >= arl0.
 
     The ARL0 is computed at the true rate ``rate`` (default ``p0``): a detector whose
     baseline was estimated can be calibrated at an upper confidence bound of the rate.
     ``rate`` must be below the zero-drift rate ``down / (up + down)`` of the lattice.
+
+    Each ``(p0, p1, arl0, rate)`` is solved once per process and kept in a table that
+    :func:`known_thresholds` exports and :func:`add_thresholds` preloads (the service
+    keeps it on disk between runs, so a baseline seen before costs no solve).
     """
+    key = (p0, p1, arl0, rate)
+    h = _THRESHOLDS.get(key)
+    if h is None:
+        h = _THRESHOLDS[key] = _bernoulli_threshold(p0, p1, arl0, rate)
+    return h
+
+
+def known_thresholds() -> dict[ThresholdKey, int]:
+    """Every Bernoulli threshold solved (or preloaded) in this process."""
+    return dict(_THRESHOLDS)
+
+
+def add_thresholds(entries: dict[ThresholdKey, int]) -> None:
+    """Preload solved thresholds (from :func:`known_thresholds` of an earlier run)."""
+    for (p0, p1, arl0, rate), h in entries.items():
+        if not (0.0 < p0 < p1 < 1.0 and arl0 >= 1.0 and h >= 1):
+            raise ValueError(f"not a threshold entry: {(p0, p1, arl0, rate)} -> {h}")
+        if rate is not None and not 0.0 < rate < 1.0:
+            raise ValueError(f"not a threshold entry: rate {rate}")
+    _THRESHOLDS.update(entries)
+
+
+def clear_thresholds() -> None:
+    """Forget every solved threshold (tests, benchmarks of the solve itself)."""
+    _THRESHOLDS.clear()
+
+
+def calibration_rate(rate: float, p0: float, p1: float) -> float:
+    """``rate`` rounded *up* onto a geometric grid of 1 % steps, so that learned baselines
+    near each other share one calibration: a threshold calibrated at a higher rate has
+    an ARL0 at least as long at the true one (conservative, by at most 1 % of the rate).
+    Left as it is when the grid point would not drift down for ``p0 -> p1``."""
+    step = math.log1p(_RATE_GRID)
+    k = math.ceil(math.log(rate) / step - 1e-9)
+    for kk in (k, k + 1):
+        grid = math.exp(kk * step)
+        if grid >= rate:
+            return grid if grid < zero_drift_rate(p0, p1) else rate
+    return rate
+
+
+def _bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None) -> int:
     if arl0 < 1.0:
         raise ValueError("arl0 must be >= 1")
     lat = bernoulli_lattice(p0, p1)

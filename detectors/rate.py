@@ -21,7 +21,12 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.stats import norm
 
-from detectors.arl import bernoulli_lattice, bernoulli_threshold, zero_drift_rate
+from detectors.arl import (
+    bernoulli_lattice,
+    bernoulli_threshold,
+    calibration_rate,
+    zero_drift_rate,
+)
 from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
 
 __all__ = [
@@ -190,7 +195,7 @@ class BernoulliCusum(Detector[bool]):
             upper = p0 + z * math.sqrt(p0 * (1.0 - p0) / n_estimate)
             # Stay clear of the rate at which the CUSUM stops drifting down.
             ceiling = p0 + 0.8 * (zero_drift_rate(p0, p1) - p0)
-            rate = _round_rate(min(upper, ceiling))
+            rate = calibration_rate(min(upper, ceiling), p0, p1)
         self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False

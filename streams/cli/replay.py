@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streams.cli.investigate import add_replay_history_arguments, run_replay_history
+from streams.pipeline.calibration import calibrations_path, load_calibrations, save_calibrations
 from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, load_settings
 
@@ -64,6 +65,8 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
         from tqdm import tqdm
 
         progress = tqdm(unit=" events", unit_scale=True, file=sys.stderr, desc="replay")
+    cache = calibrations_path(settings)
+    load_calibrations(cache)
     try:
         with (
             _open_in(args.input) as src,
@@ -74,6 +77,7 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
     finally:
         if progress is not None:
             progress.close()
+        save_calibrations(cache)
     triggers = sum(1 for e in result.incidents if e.action == "trigger")
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.reasons.items())) or "none"
     print(

@@ -60,7 +60,10 @@ class ReplayResult:
 class Pipeline:
     """The join and detect stages over in-memory stores (what the worker keeps in tables)."""
 
-    def __init__(self, settings: Settings, *, replay: bool = True) -> None:
+    def __init__(self, settings: Settings, *, replay: bool = True, batch: int = BATCH) -> None:
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        self.batch = batch
         det = settings.detection
         policy = load_policy(det.alerting_policy)
         playbooks = load_playbooks(det.playbooks_dir)
@@ -74,7 +77,7 @@ class Pipeline:
     def feed(self, event: Any, coords: Coordinates) -> list[IncidentEvent]:
         """One decoded event; returns incident events as batches complete."""
         self._batch.extend(self.joiner.process(event, coords))
-        if len(self._batch) >= BATCH:
+        if len(self._batch) >= self.batch:
             return self.flush()
         return []
 
@@ -92,10 +95,14 @@ def replay_lines(
     dead_letters: IO[str] | None = None,
     sink: IO[str] | None = None,
     progress: Any = None,
+    batch: int = BATCH,
 ) -> ReplayResult:
-    """Run the pipeline over raw JSONL lines; write incidents to ``sink`` as they happen."""
+    """Run the pipeline over raw JSONL lines; write incidents to ``sink`` as they happen.
+
+    ``batch`` is how many observations detection takes at once (the worker's batches are
+    whatever a fetch brought); the incidents do not depend on it."""
     topics = kind_topics(settings)
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, batch=batch)
     result = ReplayResult()
     started = time.perf_counter()
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import faust
 
 from streams.kafka.security import faust_credentials
+from streams.runtime.batching import BatchApp
 from streams.runtime.fetch_guard import install as install_fetch_guard
 from streams.settings import Settings
 
@@ -26,7 +27,10 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
         raise ValueError("no Kafka broker configured (kafka.broker or SENTINEL_BROKER)")
     worker = settings.worker
     worker.data_dir.mkdir(parents=True, exist_ok=True)
-    app = faust.App(
+    # The batch ingress (streams.runtime.batching): raw event topics reach their agent as
+    # one event per partition per fetch, everything else takes faust's own path.
+    app_class = BatchApp if worker.batch_ingress else faust.App
+    app = app_class(
         worker.app_id,
         broker=url,
         broker_credentials=faust_credentials(settings.kafka.security),

@@ -23,6 +23,7 @@ from streams.contract.decode import (
     decode,
 )
 from streams.contract.events import AnyEvent
+from streams.runtime.batching import BatchApp
 from streams.runtime.log_limit import DeadLetterLog
 from streams.settings import Settings, topic_kinds
 
@@ -62,13 +63,15 @@ TAKE_WITHIN_S: Final = 0.25
 
 @dataclass(frozen=True, slots=True)
 class Accepted:
-    """A valid event, where it came from, and the faust record that carried it (table
-    writes made while handling it go to that record's partition)."""
+    """A valid event, where it came from, and the faust event that carried it (the
+    record, or its batch; table writes made while handling it go to that partition)."""
 
     event: AnyEvent
     coords: Coordinates
     key: bytes | None
     record: Any
+    raw: bytes | None = None
+    """The record value (for a dead letter if the next stage cannot take the event)."""
 
 
 Handle: TypeAlias = Callable[[Sequence[Accepted]], Awaitable[None]]
@@ -108,14 +111,19 @@ def register_ingress(
     """
     kinds = topic_kinds(settings)
     partitions = settings.kafka.topic_partitions
-    source = app.topic(
-        *kinds,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
+    batched = isinstance(app, BatchApp)
+    source: Any
+    if isinstance(app, BatchApp):
+        source = app.batch_topic(*kinds, partitions=partitions)
+    else:
+        source = app.topic(
+            *kinds,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            partitions=partitions,
+        )
     dlq = app.topic(
         settings.topics.dead_letter,
         key_type=bytes,
@@ -132,16 +140,22 @@ def register_ingress(
 
     def _accept(record: Any) -> Accepted | DeadLetter:
         msg = record.message
-        coords = Coordinates(msg.topic, msg.partition, msg.offset)
-        raw = record.value
-        key = record.key if isinstance(record.key, bytes) else None
+        return _accept_raw(msg.topic, msg.partition, msg.offset, record.key, record.value, record)
+
+    def _accept_raw(
+        topic: str, partition: int, offset: int, key: Any, raw: Any, carrier: Any
+    ) -> Accepted | DeadLetter:
+        """Decode one record; ``carrier`` is the faust event that carried it."""
+        coords = Coordinates(topic, partition, offset)
+        key = key if isinstance(key, bytes) else None
+        value = raw if isinstance(raw, bytes) or raw is None else bytes(raw)
         now = clock.now()
         result = decode(
-            raw if isinstance(raw, bytes) or raw is None else bytes(raw),
+            value,
             coords,
             now=now,
             limits=limits,
-            default_type=kinds.get(msg.topic),
+            default_type=kinds.get(topic),
             key=key,
         )
         counters.record(coords, result)
@@ -149,7 +163,7 @@ def register_ingress(
             where = f"{coords.topic}[{coords.partition}]@{coords.offset}"
             dead_log.record(now, where, result.reason, result.error)
             return result
-        return Accepted(result, coords, key, record)
+        return Accepted(result, coords, key, carrier, value)
 
     async def _handle_each(items: Sequence[Accepted]) -> None:
         """The batch failed: hand the events over one by one, so only the event the next
@@ -160,7 +174,7 @@ def register_ingress(
                 await handle([item])
             except Exception as exc:
                 log.exception("next stage failed on %s[%d]@%d", *_c(item.coords))
-                raw = item.record.value
+                raw = item.raw
                 letter = dead_letter(
                     "handler_error",
                     f"{type(exc).__name__}: {exc}",
@@ -174,6 +188,15 @@ def register_ingress(
                 counters.dead[(item.coords.topic, "handler_error")] += 1
                 await _send_dead(letter)
 
+    async def _process(accepted: list[Accepted]) -> None:
+        if not accepted:
+            return
+        try:
+            await handle(accepted)
+        except Exception:
+            log.exception("next stage failed on a batch of %d; retrying one by one", len(accepted))
+            await _handle_each(accepted)
+
     async def ingress(stream: Any) -> None:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             dead_log.tick(clock.now())
@@ -184,17 +207,25 @@ def register_ingress(
                     await _send_dead(result)
                 else:
                     accepted.append(result)
-            if not accepted:
-                continue
-            try:
-                await handle(accepted)
-            except Exception:
-                log.exception(
-                    "next stage failed on a batch of %d; retrying one by one", len(accepted)
-                )
-                await _handle_each(accepted)
+            await _process(accepted)
 
-    agent = app.agent(source, name=agent_name, concurrency=1)(ingress)
+    async def batch_ingress(stream: Any) -> None:
+        """Stream items are :class:`RecordBatch` values (one partition, one fetch); the
+        batch's event is the stream's current event, so table writes go to its partition."""
+        async for batch in stream:
+            dead_log.tick(clock.now())
+            carrier = stream.current_event
+            accepted: list[Accepted] = []
+            for r in batch.records:
+                result = _accept_raw(r.topic, r.partition, r.offset, r.key, r.value, carrier)
+                if isinstance(result, DeadLetter):
+                    await _send_dead(result)
+                else:
+                    accepted.append(result)
+            await _process(accepted)
+
+    body = batch_ingress if batched else ingress
+    agent = app.agent(source, name=agent_name, concurrency=1)(body)
     return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
 
 

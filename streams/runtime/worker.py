@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import faust
 
 from alerting.clock import SystemClock
+from detectors.arl import known_thresholds
 from streams.kafka.security import check_login
 from streams.kafka.topics import ensure_topics
+from streams.pipeline.calibration import calibrations_path, load_calibrations, save_calibrations
 from streams.runtime.agents import register_pipeline
 from streams.runtime.app import create_app
 from streams.runtime.observability import logging_config, register_observability
@@ -25,12 +29,37 @@ def quiet_worker(worker: faust.Worker) -> faust.Worker:
     return worker
 
 
+CALIBRATION_SAVE_S = 60.0
+"""How often the worker writes newly solved thresholds to its calibration cache (s)."""
+
+
 def build_service(settings: Settings, broker_url: str) -> faust.App:
     """The service app with its topics declared and its agents registered."""
     app = create_app(settings, broker_url=broker_url)
     service = register_pipeline(app, settings)
     register_observability(app, service, SystemClock())
+    _keep_calibrations(app, settings)
     return app
+
+
+def _keep_calibrations(app: faust.App, settings: Settings) -> None:
+    """Preload the thresholds solved in earlier runs; save new ones every minute and at
+    shutdown (streams.pipeline.calibration)."""
+    path = calibrations_path(settings)
+    saved = {"n": load_calibrations(path)}
+
+    def save() -> None:
+        if len(known_thresholds()) != saved["n"]:
+            saved["n"] = save_calibrations(path)
+
+    async def save_periodically() -> None:
+        save()
+
+    def save_at_shutdown(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        save()
+
+    app.timer(CALIBRATION_SAVE_S)(save_periodically)
+    app.on_before_shutdown.connect(save_at_shutdown)
 
 
 def run_worker(settings: Settings, broker_url: str) -> int:

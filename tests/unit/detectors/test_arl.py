@@ -18,6 +18,7 @@ from detectors.arl import (
     bernoulli_cusum_delay,
     bernoulli_lattice,
     bernoulli_threshold,
+    clear_thresholds,
     lattice_arl,
     zero_drift_rate,
 )
@@ -139,7 +140,7 @@ def test_rare_rate_calibration_needs_little_memory() -> None:
     (and ~5 s in the worker's event loop); the recursion holds O(up) numbers."""
     p0, p1 = 0.001, 0.0015
     rate = float(f"{p0 + 0.8 * (zero_drift_rate(p0, p1) - p0):.3g}")
-    bernoulli_threshold.cache_clear()
+    clear_thresholds()
     tracemalloc.start()
     try:
         h = bernoulli_threshold(p0, p1, 1.4e8, rate)

@@ -1,0 +1,353 @@
+"""Batch ingress for faust: an agent whose stream items are whole fetched batches.
+
+faust turns every Kafka record into a Message and an Event and hands each one through
+``Service.wait_first`` (two asyncio tasks) and a queue: a no-op agent reaches a few
+percent of a plain aiokafka consumer, whatever faust's own knobs say (bench/throughput.py).
+Here the app stays a faust app -- agents, changelog tables, faust's consumer group,
+assignor, recovery and commit loop -- but for the topics registered with
+:meth:`BatchApp.batch_topic` the consumer hands the agent *one event per partition per
+fetch*, whose value is a :class:`RecordBatch` (the partition's records, in offset order).
+Every other topic (internal topics, changelogs during recovery) takes faust's own
+per-record path unchanged.
+
+How at-least-once is kept (each point is a way the per-record path can lose records):
+
+* A batch is one :class:`BatchMessage` carrying its first and last offset. When the agent
+  is done with the batch, faust's stream acks the event, and :meth:`BatchConsumer.ack`
+  marks every offset of the batch as acked under faust's ``ack_lock``, once per batch, in
+  the same bookkeeping faust's commit loop reads (``_acked``, ``_acked_index``).
+* An ack is refused (the batch will be read again) when the batch belongs to an earlier
+  consumer generation: faust's stream *acks* events it skips after a rebalance, and a
+  skipped batch acked into the new generation would let the commit pass records that were
+  never processed.
+* A fetch that was in flight while faust re-seeked (a rebalance, recovery's seek to the
+  committed offsets) or while the generation changed is dropped, and the partitions are
+  sought back to their committed offsets: otherwise faust's gap logic would take the jump
+  from the committed offset to the stale fetch's first offset as a gap and ack it.
+* Records of a partition that is no longer active when its fetch returns are dropped and
+  the partition sought back to the first dropped offset (faust drops them without a seek).
+* Agents over batch topics must run with ``concurrency=1`` (faust's ``_new_offset``
+  commits the first run of consecutive acked offsets; out-of-order batch acks only delay
+  commits, but one agent per topic keeps each partition in order).
+
+Policy when the agent body raises on a batch: faust restarts the agent and the batch stays
+unacked, so its partition's commits stop there until the partition is read again (at the
+next rebalance or restart), when the batch is processed again. The ingress agent therefore
+catches handler errors itself and dead-letters only the records that still fail one by one
+(:mod:`streams.runtime.ingress`).
+
+Table writes made while handling a batch go to the source partition's changelog: the
+batch event is faust's current event while the agent handles it, and its message's offset
+is the batch's last offset, so faust publishes the attached changelog writes before it
+commits past the batch.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar, Final
+
+import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
+from faust.types import TP
+from faust.types.tuples import ConsumerMessage, ack_lock
+from mode.utils.futures import notify
+
+log = logging.getLogger(__name__)
+
+MAX_QUEUED_BATCHES: Final = 4
+"""Batches waiting in an agent's stream before the fetch loop waits (memory bound)."""
+_QUEUE_POLL_S: Final = 0.002
+
+
+@dataclass(frozen=True, slots=True)
+class RecordBatch:
+    """One partition's records from one fetch, in offset order (aiokafka ConsumerRecords:
+    ``topic``, ``partition``, ``offset``, ``timestamp``, ``key``, ``value``)."""
+
+    tp: TP
+    records: Sequence[Any]
+
+    @property
+    def first_offset(self) -> int:
+        return int(self.records[0].offset)
+
+    @property
+    def last_offset(self) -> int:
+        return int(self.records[-1].offset)
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+
+class BatchMessage(ConsumerMessage):
+    """A faust message standing for a whole :class:`RecordBatch`: ``offset`` is its last
+    offset (what faust's attachments and commit bookkeeping key on), ``first_offset`` its
+    first."""
+
+    __slots__ = ("first_offset",)
+
+    first_offset: int
+
+
+def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
+    last = batch.records[-1]
+    timestamp = None if last.timestamp is None else last.timestamp / 1000.0
+    msg = BatchMessage(
+        batch.tp.topic,
+        batch.tp.partition,
+        batch.last_offset,
+        timestamp,  # type: ignore[arg-type]
+        last.timestamp_type,
+        None,
+        None,
+        None,
+        None,
+        0,
+        0,
+        batch.tp,
+        generation_id=generation_id,
+    )
+    msg.first_offset = batch.first_offset
+    return msg
+
+
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches."""
+
+    _seek_epoch: int = 0
+
+    # -- seeks: a fetch spanning one is stale --------------------------------------------
+
+    async def seek(self, partition: TP, offset: int) -> None:
+        self._seek_epoch += 1
+        await super().seek(partition, offset)
+
+    async def perform_seek(self) -> None:
+        self._seek_epoch += 1
+        await super().perform_seek()
+
+    # -- acks ----------------------------------------------------------------------------
+
+    def ack(self, message: Any) -> bool:
+        if not isinstance(message, BatchMessage):
+            return bool(super().ack(message))
+        with ack_lock:
+            if message.acked:
+                return False
+            message.acked = True
+            self._unacked_messages.discard(message)
+            try:
+                if message.generation_id != self.app.consumer_generation_id:
+                    return False  # a skipped or stale batch: it will be read again
+                if not self.app.topics.acks_enabled_for(message.topic):
+                    return False
+                tp = message.tp
+                committed = self._committed_offset[tp]
+                first = message.first_offset
+                if committed is not None:
+                    first = max(first, committed)
+                offsets = range(first, message.offset + 1)
+                if not offsets:
+                    return False
+                index = self._acked_index[tp]
+                fresh: Iterable[int] = (
+                    offsets if index.isdisjoint(offsets) else [o for o in offsets if o not in index]
+                )
+                fresh = list(fresh)
+                index.update(fresh)
+                self._acked[tp].extend(fresh)
+                self._n_acked += len(fresh)
+                return True
+            finally:
+                notify(self._waiting_for_ack)
+
+    # -- the fetch loop ------------------------------------------------------------------
+
+    def _batch_topics(self) -> frozenset[str]:
+        app = self.app
+        return frozenset(app.batch_topics) if isinstance(app, BatchApp) else frozenset()
+
+    async def _drain_messages(self, fetcher: Any) -> None:  # pragma: no cover - in workers
+        """faust's fetch loop, with batch topics delivered one event per partition."""
+        should_stop = self._stopped.is_set
+        fetcher_stopped = fetcher._stopped.is_set
+        try:
+            while not (should_stop() or fetcher_stopped()):
+                self.diag.set_flag("FETCHING")
+                generation = self.app.consumer_generation_id
+                epoch = self._seek_epoch
+                records, active = await self._wait_next_records(1.0)
+                await asyncio.sleep(0)
+                if records and not self.should_stop:
+                    await self._deliver(records, active, generation, epoch)
+                self.diag.unset_flag("FETCHING")
+        except self.consumer_stopped_errors:
+            if self.transport.app.should_stop:
+                return
+            raise
+        except asyncio.CancelledError:
+            if self.transport.app.should_stop:
+                return
+            raise
+        finally:
+            self.diag.unset_flag("FETCHING")
+
+    def _stale(self, generation: int, epoch: int) -> bool:
+        """Whether a fetch begun at ``generation``/``epoch`` may no longer be delivered."""
+        return (
+            generation != self.app.consumer_generation_id
+            or epoch != self._seek_epoch
+            or not self.flow_active
+        )
+
+    async def _seek_back(self, tps: Iterable[TP]) -> None:
+        """Records of ``tps`` were fetched and dropped: seek those partitions back to their
+        committed offsets (the beginning when nothing was committed yet: aiokafka's
+        ``seek_to_committed`` leaves such a partition where it is), so that the records are
+        fetched again. While the flow is stopped (a rebalance) nothing is done here: faust
+        seeks every source partition to its committed offset before it resumes. Only
+        batch-topic partitions come here: changelog partitions belong
+        to faust's recovery, which positions them itself."""
+        if not self.flow_active or self.should_stop:
+            return  # a rebalance is on: faust seeks every source partition before resuming
+        owned = [tp for tp in tps if tp in self.assignment()]
+        if not owned:
+            return
+        log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
+        self._seek_epoch += 1
+        thread: Any = self._thread
+        client = thread._ensure_consumer()
+        try:
+            committed = await thread.call_thread(client.seek_to_committed, *owned)
+            fresh = [tp for tp, offset in committed.items() if not offset]
+            if fresh:
+                await thread.call_thread(client.seek_to_beginning, *fresh)
+        except Exception as exc:  # e.g. a rebalance began meanwhile
+            log.warning("seeking back %s failed (%r); seeking all to committed", owned, exc)
+            await self.perform_seek()
+            return
+        for tp, offset in committed.items():
+            self._read_offset[tp] = offset if offset else None
+
+    async def _deliver(
+        self,
+        records: Mapping[TP, list[Any]],
+        active: set[TP] | None,
+        generation: int,
+        epoch: int,
+    ) -> None:
+        batch_topics = self._batch_topics()
+        batches = [(tp, recs) for tp, recs in records.items() if recs and tp.topic in batch_topics]
+        per_record = {
+            tp: recs for tp, recs in records.items() if recs and tp.topic not in batch_topics
+        }
+        for i, (tp, recs) in enumerate(batches):
+            if active is not None and tp not in active and tp not in self._buffered_partitions:
+                # Paused while the fetch was in flight: fetch these again when resumed.
+                if tp in self.assignment():
+                    await self.seek(tp, int(recs[0].offset))
+                    epoch = self._seek_epoch
+                continue
+            if not await self._deliver_batch(tp, recs, generation, epoch):
+                await self._seek_back(t for t, _ in batches[i:])
+                return
+        if per_record:
+            await self._deliver_records(per_record, generation)
+
+    async def _deliver_batch(self, tp: TP, recs: list[Any], generation: int, epoch: int) -> bool:
+        """Hand one partition's records to the agents of its topic as one event; False
+        if the fetch went stale while waiting for flow control."""
+        app = self.app
+        await app.flow_control.acquire()
+        await app.producer.buffer.wait_until_ebb()
+        if self._stale(generation, epoch):
+            return False
+        first = int(recs[0].offset)
+        r_offset = self._read_offset[tp]
+        if r_offset is not None and first > r_offset + 1 and app.topics.acks_enabled_for(tp.topic):
+            # Offsets the broker skipped between two fetches of one continuous read
+            # (transaction markers, compaction): nothing to process, so they count as acked.
+            await self._add_gap(tp, r_offset + 1, first - 1)
+        batch = RecordBatch(tp, recs)
+        message = _batch_message(batch, generation)
+        conductor: Any = app.topics
+        channels = list(conductor._tp_index.get(tp, ()))  # the topics subscribed to tp
+        if not channels:
+            return True
+        message.incref(len(channels))
+        for channel in channels:
+            queue = channel.queue
+            # faust's queue signals no "below N" event: poll (a few ms per wait).
+            while queue.qsize() >= MAX_QUEUED_BATCHES and not self.should_stop:  # noqa: ASYNC110
+                await asyncio.sleep(_QUEUE_POLL_S)
+            await channel.put(faust.Event(app, None, batch, {}, message))
+        self._read_offset[tp] = batch.last_offset
+        return True
+
+    async def _deliver_records(self, records: Mapping[TP, list[Any]], generation: int) -> None:
+        """faust's own per-record path for the other topics (gap bookkeeping, one
+        ``callback`` per record, paused by ``suspend_flow``, dropped, as faust drops them,
+        when the generation changes or the flow stops)."""
+        callback = self.callback
+        acks_enabled_for = self.app.topics.acks_enabled_for
+        commit_every = self._commit_every
+        n = 0
+        for tp, record in self.scheduler.iterate(records):
+            if generation != self.app.consumer_generation_id or not self.flow_active:
+                return
+            n += 1
+            if n % 100 == 0:
+                await asyncio.sleep(0)
+            message = self._to_message(tp, record)
+            offset = message.offset
+            r_offset = self._read_offset[tp]
+            if r_offset is not None and offset < r_offset:
+                continue
+            if r_offset and offset - r_offset > 1 and acks_enabled_for(message.topic):
+                await self._add_gap(tp, r_offset + 1, offset)
+            if commit_every is not None and self._n_acked >= commit_every:
+                self._n_acked = 0
+                await self.commit()
+            await self.wait_first(callback(message), self.suspend_flow.wait())
+            self._read_offset[tp] = offset
+
+
+class BatchTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with :class:`BatchConsumer`."""
+
+    Consumer: ClassVar[type[Any]] = BatchConsumer
+
+
+class BatchApp(faust.App):
+    """A faust app whose consumer delivers :meth:`batch_topic` topics in batches (only
+    for ``kafka://`` brokers: faust's aiokafka driver)."""
+
+    batch_topics: set[str]
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self.batch_topics = set()
+        super().__init__(*args, **kwargs)
+
+    def _new_transport(self) -> Any:
+        url = self.conf.broker_consumer[0]
+        if url.scheme not in {"kafka", "aiokafka"}:
+            return super()._new_transport()
+        return BatchTransport(self.conf.broker_consumer, self)
+
+    def batch_topic(self, *topics: str, **kwargs: Any) -> faust.TopicT:
+        """A topic (raw bytes) whose agent receives :class:`RecordBatch` values; give its
+        agent ``concurrency=1``."""
+        for name in topics:
+            self.batch_topics.add(name)
+        return self.topic(
+            *topics,
+            key_type=bytes,
+            value_type=bytes,
+            key_serializer="raw",
+            value_serializer="raw",
+            **kwargs,
+        )
