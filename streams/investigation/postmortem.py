@@ -318,7 +318,7 @@ def open_questions(
         "Which change started it? Compare the retrieved documents, system-instruction "
         "hashes and versions of flagged vs other events (`sentinel investigate`).",
         f"How many users were affected between {iso_utc(latest.first_seen)} and "
-        f"{iso_utc(latest.last_seen)}, and must they be notified?",
+        f"{iso_utc(resolved_at(events) or latest.last_seen)}, and must they be notified?",
     ]
     if not containment and not latest.replay:
         qs.append("No automatic containment was recorded: was anything done by hand, and when?")
