@@ -113,16 +113,29 @@ def render_postmortem(
 
 
 def impact_of(events: Sequence[IncidentEvent], inv: Investigation) -> Impact | None:
-    """The affected window and counts from the localized scope's evidence: the events in
-    the incident's ranges that carry its labels and that its detector flags, from the
-    first of them to the resolve (or the last detection while open). ``None`` when no
-    event in the evidence is flagged."""
-    hit = [e for e in inv.evidence if e.flagged]
-    if not hit:
+    """The affected window and counts from the localized scope's evidence.
+
+    The evidence (events in the incident's ranges that carry its labels, in stream order)
+    starts at the detector's change-point estimate, so its first flagged events can be
+    ordinary baseline ones. The failure starts where the flagged rate rises for good from
+    the signal's baseline towards its observed rate: the last minimum of
+    ``sum(flagged - reference)`` with the reference halfway between the two (Page's CUSUM
+    change point). Affected = the flagged events from there, to the resolve (or the last
+    detection while open). ``None`` when none is flagged."""
+    entries = sorted(inv.evidence, key=lambda e: (e.time, e.coords.offset))
+    if not any(e.flagged for e in entries):
         return None
+    sig = events[-1].evidence.signal
+    ref = (sig.baseline + max(sig.observed, sig.baseline)) / 2.0
+    total, low, start = 0.0, 0.0, 0
+    for k, e in enumerate(entries):
+        total += (1.0 if e.flagged else 0.0) - ref
+        if total <= low:
+            low, start = total, k + 1
+    hit = [e for e in entries[start:] if e.flagged] or [e for e in entries if e.flagged]
     users = {e.user_hash for e in hit if e.user_hash is not None}
     return Impact(
-        first_affected=min(e.time for e in hit),
+        first_affected=hit[0].time,
         until=resolved_at(events) or events[-1].last_seen,
         requests=len({e.request_id for e in hit}),
         users=len(users) if users else None,

@@ -191,3 +191,16 @@ def test_plot_spans_days_with_the_open_interval_and_lifecycle_marks(tmp_path: Pa
     assert data[:8] == b"\x89PNG\r\n\x1a\n"
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (1200, 450)
+
+
+def test_affected_window_skips_baseline_flags_before_the_change() -> None:
+    eng = IncidentEngine(policy(), playbooks())
+    events = eng.observe(detection())  # baseline downvote rate 0.05
+    inv = Investigation(events[-1], events, T0 - minutes(60), T0)
+    quiet = [_entry(T0 - minutes(60 - i), f"q{i}", f"u{i}", i == 3) for i in range(40)]
+    spike = [_entry(T0 - minutes(19 - i), f"s{i}", "u-s", i % 2 == 0) for i in range(10)]
+    inv.evidence = quiet + spike
+    impact = impact_of(events, inv)
+    assert impact is not None
+    assert impact.first_affected == spike[0].time  # not the baseline downvote q3
+    assert (impact.requests, impact.users) == (5, 1)
