@@ -194,6 +194,22 @@ def _minutes(m: float) -> timedelta:
     return timedelta(minutes=m)
 
 
+ESCALATION_REASON = "not recovered by the"
+
+
+def _kept_reasons(
+    rec: IncidentRecord, severity: Severity, reasons: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Severity reasons for the new evidence of a firing incident whose severity does not
+    worsen: they score the signal the evidence now shows (so the effect size in the
+    reasons is the one in the evidence), keep any escalation, and say when the severity
+    stays worse than this evidence alone would give."""
+    kept = tuple(r for r in rec.severity_reasons if r.startswith(ESCALATION_REASON))
+    if severity != rec.severity and not kept:
+        kept = (f"kept at {rec.severity.value}: a firing incident does not de-escalate",)
+    return (*reasons, *kept)
+
+
 def _specificity(labels: Labels) -> int:
     return (labels.version is not None) + len(labels.segment)
 
@@ -481,6 +497,8 @@ class IncidentEngine:
             related = (
                 "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
             )
+            if primary and severity.rank >= rec.severity.rank:
+                rec.severity_reasons = _kept_reasons(rec, severity, reasons)
             if severity.rank < rec.severity.rank:
                 old = rec.severity
                 why = f"{detection.incident_type} on {labels.describe()}"
@@ -638,7 +656,7 @@ class IncidentEngine:
                 rec.severity = Severity.from_rank(old.rank - 1)
                 pb_name = rec.playbook.name if rec.playbook else "policy default"
                 reason = (
-                    f"not recovered by the {pb_name} deadline "
+                    f"{ESCALATION_REASON} {pb_name} deadline "
                     f"({iso_utc(rec.deadline_at)}): {old.value} -> {rec.severity.value}"
                 )
                 rec.severity_reasons = (*rec.severity_reasons, reason)

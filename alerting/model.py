@@ -46,6 +46,13 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def effect_text(signal: Signal) -> str:
+    """The one rendering of a signal's effect size (:attr:`Signal.effect_size`, defined
+    per detector: relative rate change, standardised shift or distance), signed, used by
+    the severity reasons, payloads, investigation and post-mortem alike."""
+    return f"{signal.effect_size:+.2f}"
+
+
 def stable_hash(*parts: object, length: int = 32) -> str:
     """A short SHA-256 hex digest of canonical JSON: same inputs, same id, any process."""
     blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)

@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import tomllib
 from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from string import Template
 from typing import Annotated, Literal, Self
@@ -39,8 +41,27 @@ NOTIFICATION_FIELDS = frozenset(
         "last_seen",
         "summary",
         "owners",
+        "affected",
     }
 )
+
+
+@dataclass(frozen=True)
+class Impact:
+    """Who an incident reached, from its localized scope's evidence: the first affected
+    (flagged) event, the end of the window (the resolve, or the last detection while
+    open), and the distinct requests and users among the flagged events."""
+
+    first_affected: datetime
+    until: datetime
+    requests: int
+    users: int | None = None
+
+    def describe(self) -> str:
+        who = f"{self.requests} request{'s' if self.requests != 1 else ''}"
+        if self.users is not None:
+            who += f" from {self.users} user{'s' if self.users != 1 else ''}"
+        return who
 
 
 def _check_template(text: str, allowed: frozenset[str], where: str) -> None:
@@ -176,8 +197,15 @@ class Playbook(BaseModel):
                 _check_template(getattr(act, name), ACTION_FIELDS, f"containment.{i}.{name}")
         return self
 
-    def render_notification(self, event: IncidentEvent) -> tuple[str, str]:
-        """The (subject, body) of the user notification for an incident."""
+    def render_notification(
+        self, event: IncidentEvent, impact: Impact | None = None
+    ) -> tuple[str, str]:
+        """The (subject, body) of the user notification for an incident.
+
+        With ``impact`` (the post-mortem reads it from the evidence), ``$first_seen`` ..
+        ``$last_seen`` is the affected window (first affected event to resolve) and
+        ``$affected`` counts requests and users; without it, the incident's detection
+        window and "some requests"."""
         fields = {
             "incident_id": event.incident_id,
             "model": event.labels.model,
@@ -190,7 +218,12 @@ class Playbook(BaseModel):
             "last_seen": iso_utc(event.last_seen),
             "summary": event.summary,
             "owners": ", ".join(self.owners),
+            "affected": "some requests",
         }
+        if impact is not None:
+            fields["first_seen"] = iso_utc(impact.first_affected)
+            fields["last_seen"] = iso_utc(impact.until)
+            fields["affected"] = impact.describe()
         n = self.notification
         return Template(n.subject).substitute(fields), Template(n.body).substitute(fields)
 

@@ -18,7 +18,14 @@ from typing import Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alerting.cause import GroupingPolicy
-from alerting.model import BlastRadius, Labels, Severity, UtcDatetime, category_of
+from alerting.model import (
+    BlastRadius,
+    Labels,
+    Severity,
+    UtcDatetime,
+    category_of,
+    effect_text,
+)
 from detectors.base import Signal
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
@@ -110,7 +117,7 @@ def score_severity(
     if step and step.points:
         total += step.points
         reasons.append(
-            f"effect size {abs(signal.effect_size):.3g} >= {step.at_least:g} (+{step.points})"
+            f"effect size {effect_text(signal)} (|effect| >= {step.at_least:g}, +{step.points})"
         )
     if signal.p_value is not None:
         nlp = math.inf if signal.p_value == 0 else -math.log10(signal.p_value)

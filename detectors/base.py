@@ -160,6 +160,17 @@ class Detector(abc.ABC, Generic[X]):
         notion (drift tests) or is still learning. Read-only: never changes the state."""
         return None
 
+    @property
+    def alarm_ready(self) -> bool:
+        """True once an alarm is possible: for a detector made of parts (one per category
+        or per shift), as soon as one part has learned its baseline.
+
+        ``learning`` of such a detector stays true while any part learns (the pipeline
+        holds baselines on it); investigation plots use this property instead, so points
+        after a category alarmed are not shown as "learning".
+        """
+        return not self.learning
+
     @abc.abstractmethod
     def get_state(self) -> JsonState:
         """Return the state as a JSON-compatible mapping (a copy, safe to store)."""

@@ -480,6 +480,10 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return any(d.learning for d in self._parts)
 
     @property
+    def alarm_ready(self) -> bool:
+        return any(not d.learning for d in self._parts)
+
+    @property
     def statistic(self) -> float:
         """Largest ratio statistic / threshold over the parts (alarm at 1)."""
         return max(d.statistic / d.threshold for d in self._parts)
@@ -619,6 +623,10 @@ class ToxicityRate(Detector[Mapping[str, float]]):
     @property
     def learning(self) -> bool:
         return any(d.learning for d in self._detectors)
+
+    @property
+    def alarm_ready(self) -> bool:
+        return any(not d.learning for d in self._detectors)
 
     @property
     def statistic(self) -> float:

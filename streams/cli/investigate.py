@@ -116,7 +116,7 @@ def cmd_investigate(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) ->
         title = f"{inv.incident.incident_id}: {inv.incident.incident_type} on " + (
             inv.incident.labels.describe()
         )
-        plot_series(inv.series, args.plot, title)
+        plot_series(inv.series, args.plot, title, inv.events)
         say(f"plot written to {args.plot}")
     if args.series_json is not None and inv.series is not None:
         args.series_json.write_text(json.dumps(series_to_json(inv.series)) + "\n")
@@ -127,7 +127,15 @@ def cmd_investigate(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) ->
 
 
 def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
-    from streams.investigation.postmortem import find_playbook, read_containment, render_postmortem
+    from datetime import timedelta
+
+    from streams.investigation.audit import investigate
+    from streams.investigation.postmortem import (
+        find_playbook,
+        impact_of,
+        read_containment,
+        render_postmortem,
+    )
 
     settings = settings_of(args)
     topic = args.alerts_topic or settings.topics.alerts
@@ -136,6 +144,8 @@ def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> 
         if events is None:
             return _unknown(args.incident_id, topic)
         containment = read_containment(history, settings.topics.control, args.incident_id)
+        # The evidence records only (no look-back): who was affected, and from when.
+        inv = investigate(settings, events, history, lookback=timedelta(0), clock=clock)
     playbook = find_playbook(events, str(settings.detection.playbooks_dir))
     text = render_postmortem(
         events,
@@ -143,6 +153,7 @@ def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> 
         playbook,
         control_topic=settings.topics.control,
         generated_at=clock.now(),
+        impact=impact_of(events, inv),
     )
     if args.out is None:
         print(text)

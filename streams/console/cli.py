@@ -90,7 +90,7 @@ def make_evidence(settings: Settings) -> Evidence:
             "png": None,
         }
         if inv.series is not None and inv.series.times:
-            found["series_svg"] = series_chart(inv.series)
+            found["series_svg"] = series_chart(inv.series, inv.events)
             with tempfile.TemporaryDirectory() as tmp:
                 path = Path(tmp) / "plot.png"
                 title = f"{inv.incident.incident_id}: {inv.incident.incident_type} on " + (

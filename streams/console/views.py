@@ -15,7 +15,7 @@ from html import escape
 from typing import Any, Final
 
 from alerting.model import IncidentEvent, iso_utc
-from streams.investigation.audit import StatisticSeries
+from streams.investigation.audit import StatisticSeries, chart_model
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
 from streams.pipeline.keys import level_of_key
 from streams.pipeline.state import STATE_VERSIONS, VERSION_KEY
@@ -44,10 +44,12 @@ def svg_chart(
     width: int = 720,
     height: int = 260,
     marks: Sequence[Point] = (),
+    bands: Sequence[tuple[datetime, datetime, str]] = (),
 ) -> str:
     """A line chart over time of one or more named series, with a dashed threshold line.
 
-    ``marks`` are drawn as stars (e.g. the trigger). The SVG scales to its container
+    ``marks`` are drawn as stars (e.g. the trigger), ``bands`` as shaded time intervals
+    (e.g. the incident's open interval, titled with their label). The SVG scales to its container
     (``viewBox``), so it is usable on a phone.
     """
     colors = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
@@ -58,8 +60,8 @@ def svg_chart(
             f'<svg class="chart" viewBox="0 0 {width} 60" role="img" aria-label="{escape(title)}">'
             f'<text x="8" y="30">{escape(title)}: no data</text></svg>'
         )
-    t0 = min(p.time for p in pts).timestamp()
-    t1 = max(p.time for p in pts).timestamp()
+    t0 = min([p.time.timestamp() for p in pts] + [b[0].timestamp() for b in bands])
+    t1 = max([p.time.timestamp() for p in pts] + [b[1].timestamp() for b in bands])
     span_t = max(t1 - t0, 1.0)
     top = max([*(p.value for p in pts), (threshold or 0.0) * 1.15, 1e-9])
     w, h = width - pad_l - pad_r, height - pad_t - pad_b
@@ -76,6 +78,13 @@ def svg_chart(
         f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" class="axis"/>',
         f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" class="axis"/>',
     ]
+    for start, end, label in bands:
+        xa = pad_l + (start.timestamp() - t0) / span_t * w
+        xb = pad_l + (end.timestamp() - t0) / span_t * w
+        out.append(
+            f'<rect x="{xa:.1f}" y="{pad_t}" width="{max(xb - xa, 1.0):.1f}" height="{h}" '
+            f'fill="#d62728" fill-opacity="0.08"><title>{escape(label)}</title></rect>'
+        )
     for frac in (0.0, 0.5, 1.0):
         y = pad_t + h - frac * h
         out.append(f'<text x="{pad_l - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">')
@@ -160,9 +169,12 @@ def lifecycle_chart(events: Sequence[IncidentEvent]) -> str:
     return first + second
 
 
-def series_chart(series: StatisticSeries) -> str:
+def series_chart(series: StatisticSeries, events: Sequence[IncidentEvent] = ()) -> str:
     """The recomputed statistic / threshold over every observation of the incident's key
-    (``sentinel investigate``'s series), thinned to :data:`MAX_POINTS`."""
+    (``sentinel investigate``'s series), thinned to :data:`MAX_POINTS`: the same
+    :func:`~streams.investigation.audit.chart_model` as ``sentinel investigate --plot``
+    (threshold, trigger, the incident's open interval and lifecycle marks)."""
+    chart = chart_model(series, series.detector, events)
     n = len(series.times)
     step = max(1, math.ceil(n / MAX_POINTS))
     keep = sorted({*range(0, n, step), *series.alarms, n - 1} if n else set())
@@ -182,12 +194,19 @@ def series_chart(series: StatisticSeries) -> str:
         marks.append(
             Point(series.times[i], series.ratio[i], f"trigger at {iso_utc(series.times[i])}")
         )
+    bands = []
+    if chart.open_interval is not None:
+        iv = chart.open_interval
+        bands.append((iv.start, iv.end, f"{iv.label}: {iso_utc(iv.start)} .. {iso_utc(iv.end)}"))
+    for when, what in chart.marks:
+        bands.append((when, when, f"{what} at {iso_utc(when)}"))
     return svg_chart(
         {"statistic / threshold": pts},
         title=f"{series.detector}: statistic / threshold per observation (alarm at 1)",
         y_label="ratio",
         threshold=1.0,
         marks=marks,
+        bands=bands,
     )
 
 

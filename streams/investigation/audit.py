@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, Final
 
 from alerting.clock import SYSTEM_CLOCK, Clock
-from alerting.model import EventRange, IncidentEvent, Labels, iso_utc
+from alerting.model import EventRange, IncidentEvent, Labels, effect_text, iso_utc
 from detectors.base import Signal, SignalKind
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.contract.events import (
@@ -81,6 +81,7 @@ class AuditEntry:
     scores: dict[str, float] = field(default_factory=dict)
     prompt: str | None = None
     output: str | None = None
+    user_hash: str | None = None
 
 
 @dataclass
@@ -101,6 +102,8 @@ class StatisticSeries:
     alarms: list[int] = field(default_factory=list)
     trigger_index: int | None = None
     recorded_trigger: datetime | None = None
+    ready_index: int | None = None
+    """First observation at which the detector could alarm (its warm-up over)."""
 
     @property
     def reproduced(self) -> bool:
@@ -119,6 +122,10 @@ class Investigation:
     evidence: list[AuditEntry] = field(default_factory=list)
     series: StatisticSeries | None = None
     doc_stats: list[tuple[str, int, int]] = field(default_factory=list)
+    lookback: timedelta = DEFAULT_LOOKBACK
+    from_beginning: bool = False
+    """Every partition was read from its first retained record: a longer look-back reads
+    nothing more."""
 
     @property
     def flagged(self) -> int:
@@ -220,7 +227,10 @@ class _Recompute:
             series = self.points.setdefault(name, StatisticSeries(detector=name))
             sig = fired.get(name)
             stat, thr = (sig.statistic, sig.threshold) if sig else (det.statistic, det.threshold)
-            ratio = stat / thr if thr and math.isfinite(thr) and not det.learning else math.nan
+            ready = det.alarm_ready
+            ratio = stat / thr if thr and math.isfinite(thr) and ready else math.nan
+            if ready and series.ready_index is None:
+                series.ready_index = len(series.times)
             if sig is not None:
                 ratio = sig.statistic / sig.threshold if sig.threshold else math.inf
                 series.alarms.append(len(series.times))
@@ -265,13 +275,19 @@ def investigate(
     t = settings.topics
     topics = [*dict.fromkeys([*(r.topic for r in ranges), t.inputs, t.outputs])]
     spans = []
+    beginning = {
+        (sp.topic, sp.partition): sp.start for sp in history.spans_between(topics, None, t1)
+    }
     for span in history.spans_between(topics, t0, t1):
         start, stop = span.start, span.stop
         for r in ranges:
             if (r.topic, r.partition) == (span.topic, span.partition):
                 start, stop = min(start, r.first_offset), max(stop, r.last_offset + 1)
         spans.append(Span(span.topic, span.partition, start, stop))
-    inv = Investigation(latest, list(events), t0, t1)
+    inv = Investigation(latest, list(events), t0, t1, lookback=lookback)
+    inv.from_beginning = bool(spans) and all(
+        sp.start <= beginning.get((sp.topic, sp.partition), 0) for sp in spans
+    )
     kinds = event_topics(settings)
     joiner = Joiner(det, {})
     recompute = _Recompute(det, latest)
@@ -330,6 +346,7 @@ def investigate(
                 scores=_scores(obs.event),
                 prompt=shown(prompt, show_text=show_text),
                 output=shown(outputs_text.get(rid), show_text=show_text),
+                user_hash=obs.event.user_hash,
             )
         )
         all_docs.update(set(docs))
@@ -372,7 +389,7 @@ def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
         f"last seen {iso_utc(ev.last_seen)}",
         f"  detector {sig.detector}: statistic {sig.statistic:.3f} / threshold "
         f"{sig.threshold:.3f}; baseline {sig.baseline:.4f} -> observed {sig.observed:.4f} "
-        f"(effect {sig.effect_size:+.2f}, n={sig.n_observations})",
+        f"(effect {effect_text(sig)}, n={sig.n_observations})",
         "  evidence ranges: "
         + ", ".join(
             f"{r.topic}[{r.partition}] {r.first_offset}..{r.last_offset}"
@@ -381,6 +398,13 @@ def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
         f"  read {inv.records_read} records with timestamps {iso_utc(inv.history_from)} .. "
         f"{iso_utc(inv.history_to)}; {len(inv.evidence)} events in the ranges carry the "
         f"incident's labels, {inv.flagged} of them flagged by the detector",
+        f"  look-back {inv.lookback} before the evidence window"
+        + (
+            ": reached the first retained record of every partition (a longer --lookback "
+            "reads nothing more)"
+            if inv.from_beginning
+            else ""
+        ),
     ]
     if inv.doc_stats:
         out.append("")
@@ -405,7 +429,47 @@ def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
             out.append(f"    output: {e.output}")
     out.append("")
     out += format_series(inv.series)
+    if inv.series is not None and inv.series.times and inv.series.trigger_index is None:
+        out.append("  why: " + not_reproduced_reason(inv))
     return "\n".join(out)
+
+
+def not_reproduced_reason(inv: Investigation) -> str:
+    """Why the recomputed detector did not fire, specifically: what the read covered and
+    how far the recomputed statistic got."""
+    series = inv.series
+    if series is None or not series.times:
+        return "no observation of the incident's key was found in the records read"
+    n = len(series.times)
+    if series.ready_index is None:
+        more = (
+            "every partition was read from its first retained record, so no longer look-back "
+            "can give it more history"
+            if inv.from_beginning
+            else f"try a longer --lookback than {inv.lookback}"
+        )
+        return (
+            f"the detector was still learning its baseline after all {n} observations of the "
+            f"key read; {more}"
+        )
+    finite = [(r, i) for i, r in enumerate(series.ratio) if math.isfinite(r)]
+    peak, at = max(finite) if finite else (0.0, series.ready_index)
+    reached = (
+        f"its warm-up ended at observation {series.ready_index} "
+        f"({iso_utc(series.times[series.ready_index])}) and its statistic peaked at "
+        f"{peak:.2f} of the threshold at {iso_utc(series.times[at])}"
+    )
+    if inv.from_beginning:
+        return (
+            f"{reached}; every partition was read from its first retained record (a longer "
+            "--lookback reads the same records), so the worker's detector differed: its state "
+            "came from earlier history or a restored changelog, or it saw the events in a "
+            "different order"
+        )
+    return (
+        f"{reached}; the baseline was learned from the {inv.lookback} look-back only and "
+        "differs from the worker's: try a longer --lookback"
+    )
 
 
 def format_series(series: StatisticSeries | None, points: int = 12) -> list[str]:
@@ -429,10 +493,7 @@ def format_series(series: StatisticSeries | None, points: int = 12) -> list[str]
             f"ratio {series.ratio[i]:.2f}): {verdict}"
         )
     else:
-        lines.append(
-            "  the recomputed detector did not fire: its baseline was learned from the "
-            "look-back only; try a longer --lookback"
-        )
+        lines.append("  the recomputed detector did not fire (why: below)")
     end = series.trigger_index if series.trigger_index is not None else len(series.times) - 1
     step = max(1, (end + 1) // points)
     for i in [*range(0, end, step), end]:
@@ -442,9 +503,68 @@ def format_series(series: StatisticSeries | None, points: int = 12) -> list[str]
     return lines
 
 
-def plot_series(series: StatisticSeries, path: Path, title: str) -> Path:
-    """Write a PNG of ``statistic / threshold`` over event time, with the threshold line,
-    the recorded trigger and the recomputed alarms."""
+@dataclass(frozen=True)
+class OpenInterval:
+    """A shaded interval of the chart: the incident's open interval."""
+
+    start: datetime
+    end: datetime
+    label: str
+
+
+@dataclass(frozen=True)
+class ChartModel:
+    """What the statistic chart shows, for the PNG (:func:`plot_series`) and the console
+    alike: ``statistic / threshold`` over event time (``nan`` while learning), the
+    threshold at 1, the alarms, the trigger, the incident's open interval and its
+    lifecycle marks (escalation, resolve) as emitted."""
+
+    title: str
+    times: list[datetime]
+    ratio: list[float]
+    alarms: list[int]
+    trigger_index: int | None
+    recorded_trigger: datetime | None
+    open_interval: OpenInterval | None
+    marks: list[tuple[datetime, str]]
+
+
+def chart_model(
+    series: StatisticSeries, title: str, events: Sequence[IncidentEvent] = ()
+) -> ChartModel:
+    """The chart of ``series`` for an incident with lifecycle ``events``."""
+    interval: OpenInterval | None = None
+    marks: list[tuple[datetime, str]] = []
+    if events:
+        start = min(ev.first_seen for ev in events)
+        resolves = [ev.emitted_at for ev in events if ev.action.value == "resolve"]
+        end = resolves[-1] if resolves and events[-1].status.value == "resolved" else None
+        label = "incident open" if end is not None else "incident open (still)"
+        interval = OpenInterval(start, end or max(ev.last_seen for ev in events), label)
+        seen: set[str] = set()
+        for ev in events:
+            kind = "resolved" if ev.action.value == "resolve" else ev.status.value
+            if kind in ("escalated", "resolved") and kind not in seen:
+                seen.add(kind)
+                marks.append((ev.emitted_at, kind))
+    return ChartModel(
+        title=title,
+        times=list(series.times),
+        ratio=list(series.ratio),
+        alarms=list(series.alarms),
+        trigger_index=series.trigger_index,
+        recorded_trigger=series.recorded_trigger,
+        open_interval=interval,
+        marks=marks,
+    )
+
+
+def plot_series(
+    series: StatisticSeries, path: Path, title: str, events: Sequence[IncidentEvent] = ()
+) -> Path:
+    """Write a PNG of :func:`chart_model`: ``statistic / threshold`` over event time with
+    the threshold line, the alarms, the trigger and the incident's open interval; the time
+    axis carries dates (with the year) when the series spans days."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -452,51 +572,77 @@ def plot_series(series: StatisticSeries, path: Path, title: str) -> Path:
     from matplotlib import pyplot as plt
     from matplotlib.figure import Figure
 
-    # Matplotlib's date axis counts days since 1970-01-01 UTC (its default epoch).
-    x = [t.timestamp() / 86400.0 for t in series.times]
-    untyped: Any = mdates  # DateFormatter is not annotated
+    chart = chart_model(series, title, events)
 
-    fig: Figure = plt.figure(figsize=(10, 4.5), dpi=100)
+    # Matplotlib's date axis counts days since 1970-01-01 UTC (its default epoch).
+    def day(t: datetime) -> float:
+        return t.timestamp() / 86400.0
+
+    x = [day(t) for t in chart.times]
+    untyped: Any = mdates  # the locators and formatters are not annotated
+
+    fig: Figure = plt.figure(figsize=(12, 4.5), dpi=100)
     try:
         ax = fig.add_subplot(1, 1, 1)
-        ax.plot(x, series.ratio, color="tab:blue", lw=1.0, label="statistic / threshold")
-        ax.axhline(1.0, color="tab:red", ls="--", lw=1.2, label="threshold")
-        alarms = [x[i] for i in series.alarms]
-        if alarms:
+        if chart.open_interval is not None:
+            ax.axvspan(
+                day(chart.open_interval.start),
+                day(chart.open_interval.end),
+                color="tab:red",
+                alpha=0.08,
+                label=chart.open_interval.label,
+            )
+        learning = [i for i, r in enumerate(chart.ratio) if math.isnan(r)]
+        if learning:
+            ax.axvspan(
+                x[learning[0]], x[learning[-1]], color="0.85", alpha=0.5, label="learning baseline"
+            )
+        ax.plot(x, chart.ratio, color="tab:blue", lw=1.2, label="statistic / threshold")
+        ax.axhline(1.0, color="tab:red", ls="--", lw=1.2, label="threshold (alarm at 1)")
+        if chart.alarms:
             ax.scatter(
-                alarms,
-                [series.ratio[i] for i in series.alarms],
+                [x[i] for i in chart.alarms],
+                [min(chart.ratio[i], 1e9) for i in chart.alarms],
                 color="tab:orange",
+                s=18,
                 zorder=3,
                 label="recomputed alarms",
             )
-        if series.trigger_index is not None:
-            i = series.trigger_index
+        if chart.trigger_index is not None:
+            i = chart.trigger_index
             ax.scatter(
                 [x[i]],
-                [series.ratio[i]],
+                [chart.ratio[i]],
                 marker="*",
                 s=220,
                 color="tab:red",
                 zorder=4,
-                label="trigger",
+                label="trigger (recomputed)",
             )
-        if series.recorded_trigger is not None:
+        if chart.recorded_trigger is not None:
             ax.axvline(
-                series.recorded_trigger.timestamp() / 86400.0,
-                color="gray",
-                ls=":",
-                lw=1.0,
-                label="recorded trigger",
+                day(chart.recorded_trigger), color="0.3", ls=":", lw=1.0, label="recorded trigger"
             )
-        finite = [r for r in series.ratio if math.isfinite(r)]
-        ax.set_ylim(bottom=0.0, top=max([1.6, *(r * 1.05 for r in finite)]))
-        ax.xaxis.set_major_formatter(untyped.DateFormatter("%m-%d %H:%M", tz=UTC))
+        colors = {"escalated": "tab:purple", "resolved": "tab:green"}
+        for when, what in chart.marks:
+            ax.axvline(day(when), color=colors.get(what, "0.5"), ls="-.", lw=1.2, label=what)
+        finite = [r for r in chart.ratio if math.isfinite(r)]
+        ax.set_ylim(bottom=0.0, top=max([1.6, *(r * 1.08 for r in finite)]))
+        ends = [x[0], x[-1]] if x else []
+        if chart.open_interval is not None:
+            ends += [day(chart.open_interval.start), day(chart.open_interval.end)]
+        ends += [day(t) for t, _ in chart.marks]
+        lo, hi = min(ends), max(ends)
+        pad = max((hi - lo) * 0.02, 1.0 / 1440)  # at least a minute
+        ax.set_xlim(lo - pad, hi + pad)
+        locator = untyped.AutoDateLocator(tz=UTC, minticks=4, maxticks=9)
+        ax.xaxis.set_major_locator(locator)
+        ax.xaxis.set_major_formatter(untyped.ConciseDateFormatter(locator, tz=UTC))
         ax.set_xlabel("event time (UTC)")
-        ax.set_ylabel("statistic / threshold (alarm at 1)")
-        ax.set_title(title, fontsize=10)
-        ax.legend(loc="upper left", fontsize=8)
-        fig.autofmt_xdate()
+        ax.set_ylabel("statistic / threshold")
+        ax.set_title(chart.title, fontsize=10)
+        ax.grid(True, alpha=0.3)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png")

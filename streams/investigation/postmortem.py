@@ -16,10 +16,11 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from alerting.containment import ContainmentCommand, ModelContainment, describe_action
-from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, iso_utc
-from alerting.playbooks import Playbook, load_playbooks
+from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, effect_text, iso_utc
+from alerting.playbooks import Impact, Playbook, load_playbooks
 from alerting.policy import ConfigError
-from streams.investigation.incidents import duration_minutes, triggered_at
+from streams.investigation.audit import Investigation
+from streams.investigation.incidents import triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Record
 
 
@@ -78,13 +79,17 @@ def render_postmortem(
     *,
     control_topic: str,
     generated_at: datetime,
+    impact: Impact | None = None,
 ) -> str:
-    """The Markdown draft: one section after another, each from the incident's events."""
+    """The Markdown draft: one section after another, each from the incident's events.
+
+    ``impact`` (from :func:`impact_of` over the evidence records) dates the user
+    notification from the first affected event and counts the affected requests/users."""
     lines = _header(events, generated_at)
     lines += _timeline(events, containment)
-    lines += _evidence(events)
+    lines += _evidence(events, impact)
     lines += _containment(containment, playbook, control_topic)
-    lines += _playbook(events[-1], playbook)
+    lines += _playbook(events[-1], playbook, impact)
     lines += [
         "",
         "## Root cause",
@@ -107,14 +112,67 @@ def render_postmortem(
     return "\n".join(lines)
 
 
+def impact_of(events: Sequence[IncidentEvent], inv: Investigation) -> Impact | None:
+    """The affected window and counts from the localized scope's evidence.
+
+    The evidence (events in the incident's ranges that carry its labels, in stream order)
+    starts at the detector's change-point estimate, so its first flagged events can be
+    ordinary baseline ones. The failure starts where the flagged rate rises for good from
+    the signal's baseline towards its observed rate: the last minimum of
+    ``sum(flagged - reference)`` with the reference halfway between the two (Page's CUSUM
+    change point). Affected = the flagged events from there, to the resolve (or the last
+    detection while open). ``None`` when none is flagged."""
+    entries = sorted(inv.evidence, key=lambda e: (e.time, e.coords.offset))
+    if not any(e.flagged for e in entries):
+        return None
+    sig = events[-1].evidence.signal
+    ref = (sig.baseline + max(sig.observed, sig.baseline)) / 2.0
+    total, low, start = 0.0, 0.0, 0
+    for k, e in enumerate(entries):
+        total += (1.0 if e.flagged else 0.0) - ref
+        if total <= low:
+            low, start = total, k + 1
+    hit = [e for e in entries[start:] if e.flagged] or [e for e in entries if e.flagged]
+    users = {e.user_hash for e in hit if e.user_hash is not None}
+    return Impact(
+        first_affected=hit[0].time,
+        until=resolved_at(events) or events[-1].last_seen,
+        requests=len({e.request_id for e in hit}),
+        users=len(users) if users else None,
+    )
+
+
+def resolved_at(events: Sequence[IncidentEvent]) -> datetime | None:
+    """When the incident was resolved, as emitted: the last resolve event's time, if the
+    incident is resolved now."""
+    if events[-1].status != IncidentStatus.RESOLVED:
+        return None
+    resolves = [e.emitted_at for e in events if e.action == IncidentAction.RESOLVE]
+    return resolves[-1] if resolves else events[-1].emitted_at
+
+
+def escalated_at(events: Sequence[IncidentEvent]) -> datetime | None:
+    """When the incident first escalated, as emitted (``None`` if it never did)."""
+    for ev in events:
+        if ev.status == IncidentStatus.ESCALATED:
+            return ev.emitted_at
+    return None
+
+
 def _header(events: Sequence[IncidentEvent], generated_at: datetime) -> list[str]:
     latest = events[-1]
     sig = latest.evidence.signal
-    resolved = latest.status == IncidentStatus.RESOLVED
     worst = latest.severity
     for ev in events:
         worst = worst.worse_of(ev.severity)
     trig = triggered_at(events)
+    detected = min(
+        (e.emitted_at for e in events if e.action == IncidentAction.TRIGGER),
+        default=events[0].emitted_at,
+    )
+    resolved = resolved_at(events)
+    escalated = escalated_at(events)
+    end = resolved or latest.last_seen
     lines = [
         f"# Postmortem draft: {latest.summary}",
         "",
@@ -134,15 +192,18 @@ def _header(events: Sequence[IncidentEvent], generated_at: datetime) -> list[str
         f"| Severity | {latest.severity.value} now, worst {worst.value} |",
         f"| Status | {latest.status.value} |",
         f"| First seen (UTC) | {iso_utc(latest.first_seen)} |",
-        f"| Triggered (UTC) | {iso_utc(trig)} |",
-        f"| {'Resolved' if resolved else 'Last seen'} (UTC) | {iso_utc(latest.last_seen)} |",
-        f"| Duration | {duration_minutes(latest):.1f} min |",
+        f"| Triggered (UTC) | {iso_utc(trig)} (detection's event time) |",
+        f"| Detected (UTC) | {iso_utc(detected)} (trigger emitted) |",
+        f"| Escalated (UTC) | {iso_utc(escalated) if escalated else 'never'} |",
+        f"| {'Resolved' if resolved else 'Last seen'} (UTC) | {iso_utc(end)} |",
+        f"| Duration | {(end - latest.first_seen).total_seconds() / 60:.1f} min "
+        f"(first seen to {'resolve' if resolved else 'last detection'}) |",
         "",
         "## Summary",
         "",
         f"**TODO**: what happened, to whom, for how long. Detector facts: {sig.detector} saw "
         f"the monitored rate/value move from {sig.baseline:.4f} to {sig.observed:.4f} "
-        f"(effect {sig.effect_size:+.2f}) over {sig.n_observations} observations.",
+        f"(effect {effect_text(sig)}) over {sig.n_observations} observations.",
         "",
     ]
 
@@ -151,12 +212,16 @@ def _timeline(events: Sequence[IncidentEvent], containment: Sequence[ControlReco
     lines = ["## Timeline (UTC)", "", "| Time | What | Severity | Note |", "|---|---|---|---|"]
     rows: list[tuple[datetime, str, str, str]] = []
     for ev in events:
+        # Each event at the time it was emitted; a detection also at its event time.
         what = f"{ev.action.value} (#{ev.sequence}, {ev.status.value})"
         if ev.action == IncidentAction.TRIGGER:
             what += f"; window from {iso_utc(ev.evidence.window_start or ev.first_seen)}"
-        rows.append((ev.evidence.window_end, what, ev.severity.value, ev.note or ev.summary))
-        if ev.emitted_at != ev.evidence.window_end and not ev.replay:
-            rows.append((ev.emitted_at, f"event {ev.sequence} emitted", "", ""))
+        rows.append((ev.emitted_at, what, ev.severity.value, ev.note or ev.summary))
+        detection = ev.action == IncidentAction.TRIGGER or (
+            ev.action == IncidentAction.UPDATE and ev.status != IncidentStatus.ESCALATED
+        )
+        if detection and ev.evidence.window_end != ev.emitted_at:
+            rows.append((ev.evidence.window_end, f"detection behind event #{ev.sequence}", "", ""))
     for c in containment:
         acts = ", ".join(describe_action(a) for a in c.command.actions) or "no actions"
         rows.append((c.at, f"containment {c.command.op}: {acts}", "", ""))
@@ -164,7 +229,7 @@ def _timeline(events: Sequence[IncidentEvent], containment: Sequence[ControlReco
     return lines + [f"| {iso_utc(t)} | {_md(w)} | {s} | {_md(n)} |" for t, w, s, n in rows]
 
 
-def _evidence(events: Sequence[IncidentEvent]) -> list[str]:
+def _evidence(events: Sequence[IncidentEvent], impact: Impact | None) -> list[str]:
     latest = events[-1]
     sig = latest.evidence.signal
     lines = [
@@ -176,8 +241,13 @@ def _evidence(events: Sequence[IncidentEvent]) -> list[str]:
         f"- Statistic {sig.statistic:.3f} crossed threshold {sig.threshold:.3f}"
         + (f" (p = {sig.p_value:.2g})" if sig.p_value is not None else ""),
         f"- Baseline {sig.baseline:.4f}, observed {sig.observed:.4f}, effect size "
-        f"{sig.effect_size:+.2f}, {sig.n_observations} observations",
+        f"{effect_text(sig)}, {sig.n_observations} observations",
     ]
+    if impact is not None:
+        lines.append(
+            f"- Affected: {impact.describe()} flagged in the evidence, from "
+            f"{iso_utc(impact.first_affected)} to {iso_utc(impact.until)}"
+        )
     br = latest.evidence.blast_radius
     if br is not None and br.traffic_share is not None:
         lines.append(f"- Blast radius: {br.traffic_share:.0%} of the model's traffic")
@@ -226,7 +296,7 @@ def _containment(
     return lines
 
 
-def _playbook(latest: IncidentEvent, playbook: Playbook | None) -> list[str]:
+def _playbook(latest: IncidentEvent, playbook: Playbook | None, impact: Impact | None) -> list[str]:
     lines = ["", "## Playbook", ""]
     if playbook is None:
         return [*lines, f"No playbook found for `{latest.incident_type}`."]
@@ -239,7 +309,7 @@ def _playbook(latest: IncidentEvent, playbook: Playbook | None) -> list[str]:
         "",
     ]
     lines += [f"- [ ] {_md(step)}" for step in playbook.runbook]
-    subject, body = playbook.render_notification(latest)
+    subject, body = playbook.render_notification(latest, impact)
     return [
         *lines,
         "",
@@ -261,7 +331,7 @@ def open_questions(
         "Which change started it? Compare the retrieved documents, system-instruction "
         "hashes and versions of flagged vs other events (`sentinel investigate`).",
         f"How many users were affected between {iso_utc(latest.first_seen)} and "
-        f"{iso_utc(latest.last_seen)}, and must they be notified?",
+        f"{iso_utc(resolved_at(events) or latest.last_seen)}, and must they be notified?",
     ]
     if not containment and not latest.replay:
         qs.append("No automatic containment was recorded: was anything done by hand, and when?")

@@ -151,7 +151,7 @@ def test_severity_points_reasons_and_pagerduty_mapping() -> None:
         BlastRadius(traffic_share=0.6, distinct_users=50),
     )
     assert sev == Severity.SEV1  # 3 + 2 + 3 = 8 points
-    assert reasons[0].startswith("effect size 1.2 >= 1")
+    assert reasons[0].startswith("effect size +1.20 (|effect| >= 1,")
     assert "p-value" in reasons[1]
     assert "traffic share 60.0%" in reasons[2]
     sev, reasons = score_severity(
