@@ -39,7 +39,8 @@ def test_the_past_bound_is_configurable() -> None:
     ts = "2026-11-28T12:00:00Z"  # one day before NOW
     assert not isinstance(decode(_record(ts), AT, now=NOW), DeadLetter)
     out = decode(_record(ts), AT, now=NOW, limits=IngressLimits(max_past_s=3600))
-    assert isinstance(out, DeadLetter) and out.reason == "past_timestamp"
+    assert isinstance(out, DeadLetter)
+    assert out.reason == "past_timestamp"
 
 
 def test_numbers_are_seconds_since_the_epoch() -> None:
@@ -53,7 +54,8 @@ def test_numbers_are_seconds_since_the_epoch() -> None:
 def test_1e11_is_seconds_not_milliseconds() -> None:
     # As seconds, 1e11 is in the year 5138: in the future, not 1973.
     out = decode(_record(1e11), AT, now=NOW)
-    assert isinstance(out, DeadLetter) and out.reason == "future_timestamp"
+    assert isinstance(out, DeadLetter)
+    assert out.reason == "future_timestamp"
 
 
 @pytest.mark.parametrize("ts", [NOW.timestamp() * 1000, 1e300, True])
