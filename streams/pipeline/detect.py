@@ -26,7 +26,9 @@ from alerting.model import BlastRadius, Detection, IncidentEvent, Labels
 from alerting.playbooks import PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
+from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector_arl0
+from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
 from streams.pipeline.keys import Level, key_id, key_levels
 from streams.pipeline.observation import Observation, event_time
@@ -38,6 +40,9 @@ SilenceSource = Callable[[datetime, str], list[Silence]]
 
 LEVEL_CACHE_SIZE: Final = 10_000
 """Distinct (model, version, segment labels) combinations whose detector keys are kept."""
+
+EXPIRE_PER_BATCH: Final = 1000
+"""Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
 
 
 @dataclass
@@ -93,6 +98,11 @@ class Detect:
         self.arl0 = per_detector_arl0(settings)
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
+        self.fold = CardinalityFold(settings.max_label_values, settings.max_versions)
+        self.idle = IdleKeys()
+        self.idle_s = settings.idle_key_hours * 3600.0
+        self._seed = True
+        self._horizon = -math.inf
         self.silences: SilenceSource | None = None
         """Runtime silences (from ``sentinel silence``), applied to each engine per batch."""
 
@@ -126,7 +136,12 @@ class Detect:
         if levels is None:
             if len(self._levels) >= LEVEL_CACHE_SIZE:
                 self._levels.clear()
-            levels = self._levels[cache_key] = key_levels(obs, self.settings)
+            levels = key_levels(obs, self.settings, self.fold)
+            # A folded combination is not cached: each of its events is counted as folded.
+            if all(
+                OTHER not in (labels.version, *labels.segment.values()) for _, labels, _ in levels
+            ):
+                self._levels[cache_key] = levels
         return levels
 
     def invalidate(self) -> None:
@@ -134,6 +149,8 @@ class Detect:
         another worker may own, and change, their state in the meantime)."""
         self._live.clear()
         self._written.clear()
+        self.idle.clear()
+        self._seed = True
 
     def _set(self, kid: str, level: str, cache: dict[str, DetectorSet]) -> DetectorSet:
         ds = cache.get(kid) or self._live.get(kid)
@@ -160,6 +177,7 @@ class Detect:
         engines: dict[str, IncidentEngine] = {}
         out: list[IncidentEvent] = []
         latest: dict[str, datetime] = {}
+        touched: dict[str, float] = {}
         for obs in batch:
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
@@ -169,6 +187,7 @@ class Detect:
             model_set: DetectorSet | None = None
             detections: list[tuple[str, Detection]] = []
             for level, labels, kid in self._levels_of(obs):
+                touched[kid] = t
                 if (
                     model_set is not None
                     and level == "version"
@@ -219,6 +238,7 @@ class Detect:
         for model, now in latest.items():
             out.extend(engines[model].tick(now))
         wall = self.clock()
+        self._expire(sets, touched)
         for kid, ds in sets.items():
             self._live[kid] = ds
             if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
@@ -228,6 +248,35 @@ class Detect:
             self.engine_store[model] = stamp("engine", engine.get_state())
         self.stats.incident_events += len(out)
         return out
+
+    def _expire(self, sets: dict[str, DetectorSet], touched: dict[str, float]) -> None:
+        """Track the keys this batch touched; drop keys idle for ``idle_key_hours`` of event
+        time from memory and from the store (a changelog tombstone), at most
+        :data:`EXPIRE_PER_BATCH` per batch, and free their cardinality slots."""
+        if not touched:
+            return
+        newest = max(touched.values())
+        if self._seed:
+            self._seed = False
+            self.idle.seed(list(self.detector_store.keys()), newest)
+        for kid, t in touched.items():
+            self.idle.touch(kid, t)
+        self._horizon = max(self._horizon, newest - self.idle_s)
+        due = self.idle.due(self._horizon, EXPIRE_PER_BATCH)
+        for kid in due:
+            self._live.pop(kid, None)
+            self._written.pop(kid, None)
+            sets.pop(kid, None)
+            if kid in self.detector_store:
+                del self.detector_store[kid]
+            model, version, segment = kid.split("|", 2)
+            if segment:
+                label, _, value = segment.partition("=")
+                self.fold.release(model, label, value)
+            elif version != "*":
+                self.fold.release(model, "version", version)
+        if due:
+            self._levels.clear()
 
     def _new_version(
         self,
