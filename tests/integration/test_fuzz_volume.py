@@ -6,9 +6,10 @@ published by kafka-python producers with no compression, gzip, snappy, lz4 and z
 turn. About half are valid clean traffic from the simulator (event time: the last hours),
 half of those with a tenant never seen before (the cardinality flood); the other half are
 malformed, one kind after the other (:data:`MALFORMED`): bytes that are not JSON,
-non-objects, missing or unknown event types, wrong schema versions, missing fields, NaN
-and out-of-range scores, naive, future, ancient and millisecond timestamps, booleans for
-timestamps, oversized values, empty values, deep nesting, control characters.
+non-objects, unknown event types, records with neither event type nor request id, wrong
+schema versions, missing fields, NaN and out-of-range scores, naive, future, ancient and
+millisecond timestamps, booleans for timestamps, oversized values, empty values, deep
+nesting, control characters.
 
 Asserted: the worker process is alive and ``/healthz`` and ``/readyz`` answer 200;
 accepted + dead-lettered = sent (from ``/metrics``, and the dead-letter topic holds as many
@@ -101,7 +102,10 @@ MALFORMED: dict[str, Callable[[datetime, int, random.Random], bytes]] = {
     "not_json": lambda now, i, r: bytes(r.randrange(256) for _ in range(r.randrange(1, 200))),
     "truncated_json": lambda now, i, r: _with(now, i)[: r.randrange(1, 40)],
     "not_object": lambda now, i, r: r.choice([b"[1,2,3]", b"42", b'"text"', b"null", b"true"]),
-    "missing_event_type": lambda now, i, r: _with(now, i, event_type=_DROP),
+    # (No event_type is valid on a topic of one kind: the topic's kind is assumed.)
+    "missing_event_type_and_id": lambda now, i, r: _with(
+        now, i, event_type=_DROP, **{"gen_ai.response.id": _DROP}
+    ),
     "unknown_event_type": lambda now, i, r: _with(now, i, event_type=f"kind-{r.randrange(99)}"),
     "schema_version": lambda now, i, r: _with(now, i, schema_version=str(r.randrange(2, 99))),
     "missing_field": lambda now, i, r: _with(now, i, model=_DROP),
