@@ -288,6 +288,8 @@ class Detect:
     ) -> None:
         """A version seen for the first time. If the model had one, this is a deploy: the
         engine warms it up, and its detectors start from the previous version's baselines."""
+        if obs.version in model_set.versions:
+            return  # a known version whose key expired while idle: it relearns, no deploy
         previous = model_set.versions[-1] if model_set.versions else None
         model_set.versions.append(obs.version)
         if previous is None:
