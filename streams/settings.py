@@ -307,6 +307,38 @@ class DetectionSettings(_Section):
         description="How often a key's detector state is written to its changelog "
         "(0: every batch). Evidence since the last write is missing after a crash.",
     )
+    max_label_values: int = Field(
+        default=1000,
+        ge=1,
+        le=1_000_000,
+        description="Distinct values of one segment label kept per model; further values "
+        "fold into the 'other' key (counted, warned once, see streams.pipeline.cardinality).",
+    )
+    max_versions: int = Field(
+        default=100,
+        ge=1,
+        le=100_000,
+        description="Distinct versions per model with their own detector key; further "
+        "versions fold into 'other'.",
+    )
+    idle_key_hours: float = Field(
+        default=72.0,
+        gt=0,
+        description="A detector key that saw no event for this long (event time) is dropped "
+        "from memory and deleted from its changelog (a tombstone); it relearns if it returns.",
+    )
+    max_past_hours: float = Field(
+        default=168.0,
+        gt=0,
+        description="Events older than this (behind the ingress clock) are dead-lettered "
+        "as past_timestamp.",
+    )
+    max_future_seconds: float = Field(
+        default=300.0,
+        ge=0,
+        description="Events later than this (ahead of the ingress clock) are dead-lettered "
+        "as future_timestamp.",
+    )
     join_ttl_minutes: float = Field(default=1440.0, gt=0)
     join_max_entries: int = Field(default=200_000, ge=100, description="Per partition.")
 

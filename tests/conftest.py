@@ -77,6 +77,9 @@ def per_test_settings(broker_url: str, tmp_path: Path, prefix: str, **extra: obj
             "topics.alerts": f"{prefix}.alerts",
             "topics.dead_letter": f"{prefix}.dead-letter",
             "topics.control": f"{prefix}.control",
+            # Tests publish simulated history from 2025: a ten-year window still refuses
+            # the ancient timestamps (years 1, 1900, 1970) the fuzz test sends.
+            "detection.max_past_hours": 87600.0,
             **extra,
         },
     )

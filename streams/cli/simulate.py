@@ -7,6 +7,7 @@ import json
 import sys
 import time
 import tomllib
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -80,6 +81,11 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler for ``sentinel simulate`` (namespace from :func:`add_simulate_arguments`)."""
     scenario = scenario_from_args(args)
+    if args.out is None and args.start is None and args.scenario is None:
+        # To Kafka, event time ends now: a worker dead-letters events older than
+        # detection.max_past_hours, and the fixed default start is for reproducible files.
+        now = datetime.now(UTC)
+        scenario = scenario.model_copy(update={"start": now - scenario.duration})
     sim = Simulator(scenario)
     progress = None if args.quiet else sys.stderr
     if args.out is not None:

@@ -41,6 +41,7 @@ Reason: TypeAlias = Literal[
     "out_of_range",
     "naive_timestamp",
     "future_timestamp",
+    "past_timestamp",
     "wrong_type",
     "invalid",
     "handler_error",
@@ -76,6 +77,12 @@ class IngressLimits(BaseModel):
     max_bytes: int = Field(default=512 * 1024, ge=64, description="Largest record value.")
     max_future_s: float = Field(
         default=300.0, ge=0, description="How far ahead of the clock an event time may be."
+    )
+    max_past_s: float = Field(
+        default=7 * 86400.0,
+        gt=0,
+        description="How far behind the clock an event time may be (older: dead-lettered "
+        "as past_timestamp; years 1, 1900 or 1970 are not current traffic).",
     )
     max_dead_letter_value_bytes: int = Field(
         default=256 * 1024,
@@ -263,6 +270,13 @@ def _decode(
         )
         detail = ErrorDetail(loc="timestamp", type="future_timestamp", msg=msg)
         return dead_letter("future_timestamp", msg, raw, key, coords, now, limits, [detail])
+    if (now - event.timestamp).total_seconds() > limits.max_past_s:
+        msg = (
+            f"timestamp {event.timestamp.isoformat()} is more than {limits.max_past_s:g} s "
+            f"before the ingress clock ({now.isoformat()})"
+        )
+        detail = ErrorDetail(loc="timestamp", type="past_timestamp", msg=msg)
+        return dead_letter("past_timestamp", msg, raw, key, coords, now, limits, [detail])
     return event
 
 

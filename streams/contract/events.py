@@ -22,13 +22,15 @@ finite and in range, timestamps timezone-aware (converted to UTC).
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
-from typing import Annotated, Final, Literal, TypeAlias, get_args
+from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
 
 from pydantic import (
     AfterValidator,
     AwareDatetime,
     BaseModel,
+    BeforeValidator,
     ConfigDict,
     Field,
     StrictBool,
@@ -68,8 +70,33 @@ def _to_utc(value: datetime) -> datetime:
     return value.astimezone(UTC)
 
 
-UtcDatetime = Annotated[AwareDatetime, AfterValidator(_to_utc)]
-"""An aware timestamp, normalised to UTC. Naive timestamps are rejected."""
+_NUMERIC_RE: Final = re.compile(r"^\s*[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?\s*$")
+
+
+def _epoch_seconds(value: Any) -> Any:
+    """The one rule for numeric timestamps: a JSON number (or a string holding only a
+    number) is **seconds** since the Unix epoch, UTC, always; there is no guessing of
+    milliseconds by magnitude (pydantic's default read 1e11 as milliseconds). A value in
+    milliseconds therefore lands tens of thousands of years ahead and is rejected. Booleans
+    are not numbers here. Everything else (ISO 8601 text) goes to pydantic unchanged."""
+    if isinstance(value, bool):
+        raise ValueError("a boolean is not a timestamp")
+    if isinstance(value, str) and _NUMERIC_RE.match(value):
+        value = float(value)
+    if isinstance(value, int | float):
+        try:
+            return datetime.fromtimestamp(value, UTC)
+        except (OverflowError, OSError, ValueError) as exc:
+            raise ValueError(
+                f"numeric timestamp {value!r} is read as seconds since the Unix epoch and is "
+                "out of range (milliseconds? divide by 1000)"
+            ) from exc
+    return value
+
+
+UtcDatetime = Annotated[AwareDatetime, BeforeValidator(_epoch_seconds), AfterValidator(_to_utc)]
+"""An aware timestamp, normalised to UTC. Naive timestamps are rejected; numbers are seconds
+since the Unix epoch (:func:`_epoch_seconds`)."""
 UnitScore = Annotated[float, Field(strict=True, ge=0.0, le=1.0, allow_inf_nan=False)]
 """A probability-like score in [0, 1]; NaN and infinities are rejected."""
 FiniteFloat = Annotated[float, Field(strict=True, allow_inf_nan=False)]

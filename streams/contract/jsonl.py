@@ -23,13 +23,16 @@ JSONL_FORMAT: Final = "sentinel-events-jsonl/1"
 NO_FUTURE_CHECK: Final = datetime(9999, 1, 1, tzinfo=UTC)
 """``now`` for files: history has no "now", event times are only checked against the file."""
 
+FILE_LIMITS: Final = DEFAULT_LIMITS.model_copy(update={"max_past_s": 1e12})
+"""Limits for files: history is old by nature, so no lower bound on event time."""
+
 
 def decode_lines(
     lines: Iterable[bytes],
     source: str,
     *,
     now: datetime = NO_FUTURE_CHECK,
-    limits: IngressLimits = DEFAULT_LIMITS,
+    limits: IngressLimits = FILE_LIMITS,
 ) -> Iterator[tuple[int, AnyEvent | DeadLetter]]:
     """(0-based line number, event or dead letter) for each non-blank line of ``lines``."""
     for lineno, line in enumerate(lines):

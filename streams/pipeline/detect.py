@@ -26,7 +26,9 @@ from alerting.model import BlastRadius, Detection, IncidentEvent, Labels
 from alerting.playbooks import PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
+from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector_arl0
+from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
 from streams.pipeline.keys import Level, key_id, key_levels, level_of, level_of_key
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
@@ -39,6 +41,9 @@ SilenceSource = Callable[[datetime, str], list[Silence]]
 
 LEVEL_CACHE_SIZE: Final = 10_000
 """Distinct (model, version, segment labels) combinations whose detector keys are kept."""
+
+EXPIRE_PER_BATCH: Final = 1000
+"""Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
 
 
 @dataclass
@@ -100,6 +105,11 @@ class Detect:
         self.arl0 = per_detector_arl0(settings)
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
+        self.fold = CardinalityFold(settings.max_label_values, settings.max_versions)
+        self.idle = IdleKeys()
+        self.idle_s = settings.idle_key_hours * 3600.0
+        self._seed = True
+        self._horizon = -math.inf
         self.silences: SilenceSource | None = None
         """Runtime silences (from ``sentinel silence``), applied to each engine per batch."""
 
@@ -133,7 +143,12 @@ class Detect:
         if levels is None:
             if len(self._levels) >= LEVEL_CACHE_SIZE:
                 self._levels.clear()
-            levels = self._levels[cache_key] = key_levels(obs, self.settings)
+            levels = key_levels(obs, self.settings, self.fold)
+            # A folded combination is not cached: each of its events is counted as folded.
+            if all(
+                OTHER not in (labels.version, *labels.segment.values()) for _, labels, _ in levels
+            ):
+                self._levels[cache_key] = levels
             known = self._keys.setdefault(obs.model, {})
             for _, labels, kid in levels:
                 known[kid] = labels
@@ -144,6 +159,8 @@ class Detect:
         another worker may own, and change, their state in the meantime)."""
         self._live.clear()
         self._written.clear()
+        self.idle.clear()
+        self._seed = True
 
     def _set(self, kid: str, level: str, cache: dict[str, DetectorSet]) -> DetectorSet:
         ds = cache.get(kid) or self._live.get(kid)
@@ -170,6 +187,7 @@ class Detect:
         engines: dict[str, IncidentEngine] = {}
         out: list[IncidentEvent] = []
         latest: dict[str, datetime] = {}
+        touched: dict[str, float] = {}
         for obs in batch:
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
@@ -179,6 +197,7 @@ class Detect:
             model_set: DetectorSet | None = None
             detections: list[tuple[str, Detection]] = []
             for level, labels, kid in self._levels_of(obs):
+                touched[kid] = t
                 if (
                     model_set is not None
                     and level == "version"
@@ -233,6 +252,7 @@ class Detect:
             self._seen[model] = (now, wall_now)
             engine = engines[model]
             out.extend(engine.tick(now, self._health(engine, sets)))
+        self._expire(sets, touched)
         self._keep(sets)
         for model, engine in engines.items():
             self.engine_store[model] = stamp("engine", engine.get_state())
@@ -248,6 +268,35 @@ class Detect:
                 self.detector_store[kid] = stamp("detectors", ds.to_json())
                 self._written[kid] = wall
 
+    def _expire(self, sets: dict[str, DetectorSet], touched: dict[str, float]) -> None:
+        """Track the keys this batch touched; drop keys idle for ``idle_key_hours`` of event
+        time from memory and from the store (a changelog tombstone), at most
+        :data:`EXPIRE_PER_BATCH` per batch, and free their cardinality slots."""
+        if not touched:
+            return
+        newest = max(touched.values())
+        if self._seed:
+            self._seed = False
+            self.idle.seed(list(self.detector_store.keys()), newest)
+        for kid, t in touched.items():
+            self.idle.touch(kid, t)
+        self._horizon = max(self._horizon, newest - self.idle_s)
+        due = self.idle.due(self._horizon, EXPIRE_PER_BATCH)
+        for kid in due:
+            self._live.pop(kid, None)
+            self._written.pop(kid, None)
+            sets.pop(kid, None)
+            if kid in self.detector_store:
+                del self.detector_store[kid]
+            model, version, segment = kid.split("|", 2)
+            if segment:
+                label, _, value = segment.partition("=")
+                self.fold.release(model, label, value)
+            elif version != "*":
+                self.fold.release(model, "version", version)
+        if due:
+            self._levels.clear()
+
     def _new_version(
         self,
         model_set: DetectorSet,
@@ -258,6 +307,8 @@ class Detect:
     ) -> None:
         """A version seen for the first time. If the model had one, this is a deploy: the
         engine warms it up, and its detectors start from the previous version's baselines."""
+        if obs.version in model_set.versions:
+            return  # a known version whose key expired while idle: it relearns, no deploy
         previous = model_set.versions[-1] if model_set.versions else None
         model_set.versions.append(obs.version)
         if previous is None:

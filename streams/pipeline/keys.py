@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Final, Literal, TypeAlias
 
 from alerting.model import Labels
+from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.observation import Observation
 from streams.settings import DetectionSettings
 
@@ -20,15 +21,23 @@ LEVELS: Final[tuple[Level, ...]] = ("model", "version", "segment")
 """Key levels, most general first."""
 
 
-def key_levels(obs: Observation, settings: DetectionSettings) -> list[tuple[Level, Labels, str]]:
-    """The detector keys an observation feeds, most general first: (level, labels, key id)."""
+def key_levels(
+    obs: Observation, settings: DetectionSettings, fold: CardinalityFold | None = None
+) -> list[tuple[Level, Labels, str]]:
+    """The detector keys an observation feeds, most general first: (level, labels, key id).
+
+    With ``fold``, versions and segment values over their limit per model become
+    ``other`` (:mod:`streams.pipeline.cardinality`): the one place values are folded."""
+    version = obs.version if fold is None else fold.version(obs.model, obs.version)
     levels: list[tuple[Level, Labels]] = [
         ("model", Labels(model=obs.model)),
-        ("version", Labels(model=obs.model, version=obs.version)),
+        ("version", Labels(model=obs.model, version=version)),
     ]
     for label in settings.segment_labels:
         value = obs.segment.get(label)
         if value is not None:
+            if fold is not None:
+                value = fold.value(obs.model, label, value)
             levels.append(("segment", Labels(model=obs.model, segment={label: value})))
     return [(level, labels, key_id(labels)) for level, labels in levels]
 

@@ -35,8 +35,8 @@ from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
 from streams.settings import Settings, kind_topics
 
-REPLAY_LIMITS = DEFAULT_LIMITS.model_copy(update={"max_future_s": 1e10})
-"""Ingress limits during replay: history replayed later is never 'in the future'."""
+REPLAY_LIMITS = DEFAULT_LIMITS.model_copy(update={"max_future_s": 1e10, "max_past_s": 1e12})
+"""Ingress limits during replay: history replayed later is never out of the time window."""
 
 BATCH = 1024
 

@@ -54,6 +54,7 @@ from alerting.silences import (
     fold_silence_records,
     silences_topic,
 )
+from streams.contract.decode import IngressLimits
 from streams.kafka.security import kafka_python_kwargs
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
@@ -220,7 +221,11 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
                     ready.extend(joiner.process(item.event, item.coords, part))
         await to_detect(ready)
 
-    ingress = register_ingress(app, settings, to_join)
+    window = IngressLimits(
+        max_past_s=settings.detection.max_past_hours * 3600.0,
+        max_future_s=settings.detection.max_future_seconds,
+    )
+    ingress = register_ingress(app, settings, to_join, limits=window)
     hooks: list[Callable[[Sequence[Observation]], None]] = []
     _follow_silences(app, settings, detect)
 

@@ -17,7 +17,7 @@ import pytest
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.simulate import Simulator
 from streams.pipeline.observation import Observation
-from streams.pipeline.replay import Pipeline
+from streams.pipeline.replay import REPLAY_LIMITS, Pipeline
 from streams.runtime.agents import Service
 from streams.runtime.ingress import Ingress, IngressStats
 from streams.runtime.observability import (
@@ -153,7 +153,7 @@ def pipeline_service() -> tuple[Service, list[Observation]]:
     observations: list[Observation] = []
     for offset, line in enumerate(Simulator(scenario).lines()):
         coords = Coordinates("t.outputs", offset % 2, offset)
-        result = decode(line.encode(), coords, now=datetime.now(UTC))
+        result = decode(line.encode(), coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)
         stats.record(coords, result)
         if not isinstance(result, DeadLetter):
             pipe.feed(result, coords)

@@ -1,0 +1,151 @@
+"""Memory and changelog bytes per detector key, and the /metrics detector render time.
+
+    .venv/bin/python bench/state.py [--keys 1000 10000 100000]
+
+For each size N, in a fresh process: N distinct tenants (one simulated observation each,
+cycled over the simulator's traffic) go through the detect stage
+(:class:`streams.pipeline.detect.Detect` over a dict store, as replay runs it, state
+written every batch), with ``max_label_values`` raised to N so nothing folds. Printed:
+
+- keys: detector-set keys (model, version or segment) and detectors in them;
+- RSS per key: growth of the process's resident set (``/proc/self/status`` VmRSS) from
+  before the run to after it, divided by the keys created, in bytes;
+- changelog bytes per key: the JSON of each stored value plus its key (what the faust
+  changelog carries per key), mean over the keys, in bytes;
+- /metrics: time to collect and render the detector families (sampled scan, exact key
+  counts) with the live keys, in ms (median of 20 renders).
+
+Figures are printed, never asserted (the machine is shared); see docs/validation.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import gc
+import json
+import statistics
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from alerting.clock import SYSTEM_CLOCK  # noqa: E402
+from alerting.playbooks import load_playbooks  # noqa: E402
+from alerting.policy import load_policy  # noqa: E402
+from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
+from streams.devtools.simulate import Scenario, Simulator  # noqa: E402
+from streams.pipeline.detect import Detect  # noqa: E402
+from streams.pipeline.join import Joiner  # noqa: E402
+from streams.pipeline.observation import Observation  # noqa: E402
+from streams.pipeline.replay import REPLAY_LIMITS  # noqa: E402
+from streams.runtime.observability import Observability, render  # noqa: E402
+from streams.settings import load_settings  # noqa: E402
+
+BATCH = 1000
+
+
+def _rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def _base(n: int) -> list[Observation]:
+    settings = load_settings(env={})
+    joiner = Joiner(settings.detection, {})
+    out: list[Observation] = []
+    for offset, line in enumerate(Simulator(Scenario(seed=3, duration=timedelta(hours=2))).lines()):
+        coords = Coordinates("t", 0, offset)
+        event = decode(line.encode(), coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)
+        if not isinstance(event, DeadLetter):
+            out.extend(joiner.process(event, coords))
+        if len(out) >= n:
+            break
+    return out[:n]
+
+
+def measure(n: int) -> dict[str, Any]:
+    """One size, in this process."""
+    settings = load_settings(env={})
+    det = settings.detection.model_copy(update={"max_label_values": max(n, 1)})
+    base = _base(min(n, 20_000))
+    gc.collect()
+    rss0 = _rss_bytes()
+    store: dict[str, Any] = {}
+    detect = Detect(
+        det, load_policy(det.alerting_policy), load_playbooks(det.playbooks_dir), store, {}
+    )
+    t0 = time.perf_counter()
+    batch: list[Observation] = []
+    for i in range(n):
+        obs = base[i % len(base)]
+        batch.append(dataclasses.replace(obs, segment={**obs.segment, "tenant": f"bench-{i}"}))
+        if len(batch) >= BATCH:
+            detect.process(batch)
+            batch = []
+    if batch:
+        detect.process(batch)
+    run_s = time.perf_counter() - t0
+    gc.collect()
+    rss1 = _rss_bytes()
+    keys = len(store)
+    detectors = sum(len(ds.detectors) for ds in detect._live.values())
+    changelog = sum(len(k.encode()) + len(json.dumps(v).encode()) for k, v in store.items())
+    obs_view = Observability(
+        SimpleNamespace(), SimpleNamespace(detect=detect), SYSTEM_CLOCK, detector_scan_interval_s=0
+    )
+    times = []
+    for _ in range(20):
+        t = time.perf_counter()
+        text = render(obs_view._detectors())
+        times.append(time.perf_counter() - t)
+    return {
+        "tenants": n,
+        "keys": keys,
+        "detectors": detectors,
+        "run_s": run_s,
+        "rss_per_key_b": (rss1 - rss0) / keys,
+        "changelog_per_key_b": changelog / keys,
+        "changelog_per_detector_b": changelog / max(detectors, 1),
+        "metrics_ms": statistics.median(times) * 1000,
+        "metrics_bytes": len(text),
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--keys", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.one is not None:
+        print(json.dumps(measure(args.one)))
+        return 0
+    print(
+        f"{'tenants':>8} {'keys':>8} {'detectors':>9} {'RSS/key':>10} {'changelog/key':>14} "
+        f"{'changelog/detector':>18} {'/metrics':>10} {'run':>8}"
+    )
+    for n in args.keys:
+        # A fresh process per size: RSS growth is not hidden by memory freed earlier.
+        out = subprocess.run(
+            [sys.executable, __file__, "--one", str(n)], check=True, capture_output=True, text=True
+        )
+        r = json.loads(out.stdout.strip().splitlines()[-1])
+        print(
+            f"{r['tenants']:>8} {r['keys']:>8} {r['detectors']:>9} "
+            f"{r['rss_per_key_b']:>8.0f} B {r['changelog_per_key_b']:>12.0f} B "
+            f"{r['changelog_per_detector_b']:>16.0f} B {r['metrics_ms']:>7.1f} ms "
+            f"{r['run_s']:>6.1f} s"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
