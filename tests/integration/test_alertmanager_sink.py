@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 from kafka import KafkaProducer
 
+from alerting.delivery import FailedDelivery
 from alerting.engine import IncidentEngine
 from alerting.model import (
     IncidentAction,
@@ -35,7 +36,6 @@ from alerting.model import (
 )
 from detectors.base import SignalKind
 from streams.cli.ops import EXIT_DEAD_LETTERS
-from streams.contract.decode import DeadLetter
 from streams.kafka.topics import read_topic_to_end
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
@@ -223,7 +223,7 @@ def test_webhook_v4_body_is_refused_with_alertmanagers_reason(
     assert run.returncode == EXIT_DEAD_LETTERS, run.stdout + run.stderr
     assert "dead lettered 1" in run.stdout
     dead = read_topic_to_end(kafka_broker.bootstrap, service_settings.topics.dead_letter)
-    [letter] = [DeadLetter.model_validate_json(r.value or b"") for r in dead]
+    [letter] = [FailedDelivery.model_validate_json(r.value or b"") for r in dead]
     assert letter.reason.startswith("HTTP 400 (permanent): "), letter.reason
     assert "models.PostableAlerts" in letter.reason, letter.reason
     assert letter.event.event_id == trigger.event_id
