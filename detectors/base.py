@@ -15,7 +15,7 @@ from __future__ import annotations
 import abc
 import copy
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -213,3 +213,22 @@ class Detector(abc.ABC, Generic[X]):
     def clone(self) -> Detector[X]:
         """A fresh detector with the same hyper-parameters."""
         return type(self)(**self.params())
+
+
+def merge_categories(
+    detector: str,
+    kind: SignalKind,
+    fired: list[tuple[str, Signal]],
+    rank: Callable[[tuple[str, Signal]], Any],
+) -> Signal:
+    """One signal for the parts of a multi-category detector that alarmed on the same
+    observation: the highest by ``rank`` (its category becomes the signal's ``feature``),
+    the others listed in ``details`` as ``also:<category>`` with their effect sizes."""
+    ranked = sorted(fired, key=rank, reverse=True)
+    category, top = ranked[0]
+    details = dict(top.details)
+    for other, signal in ranked[1:]:
+        details["also:" + other] = signal.effect_size
+    return top.model_copy(
+        update={"detector": detector, "kind": kind, "feature": category, "details": details}
+    )

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import ndtri
 
-from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
+from detectors.base import Detector, Direction, JsonState, Signal, SignalKind, merge_categories
 from detectors.confidence import ConfidenceShift
 from detectors.rate import DEFAULT_ARL0, AdaptiveBernoulliCusum, BernoulliCusum
 
@@ -180,24 +180,13 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         return self._merge(fired) if fired else None
 
     def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
-        # A named category before the pooled test: it is what the incident is about (and
-        # what ranks it: self_harm is SEV1), the pooled alarm is its echo.
-        ranked = sorted(
+        """A named category wins over the pooled test on the same event, then the one
+        furthest past its threshold."""
+        return merge_categories(
+            type(self).__name__,
+            self.kind,
             fired,
-            key=lambda cs: (cs[0] != POOLED, cs[1].statistic / cs[1].threshold),
-            reverse=True,
-        )
-        cat, top = ranked[0]
-        details = dict(top.details)
-        for other, sig in ranked[1:]:
-            details["also:" + other] = sig.effect_size
-        return top.model_copy(
-            update={
-                "detector": type(self).__name__,
-                "kind": self.kind,
-                "feature": cat,
-                "details": details,
-            }
+            lambda cs: (cs[0] != POOLED, cs[1].statistic / cs[1].threshold),
         )
 
     @classmethod

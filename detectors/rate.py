@@ -27,7 +27,15 @@ from detectors.arl import (
     calibration_rate,
     zero_drift_rate,
 )
-from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import (
+    Detector,
+    Direction,
+    Excess,
+    JsonState,
+    Signal,
+    SignalKind,
+    merge_categories,
+)
 
 __all__ = [
     "DEFAULT_ARL0",
@@ -671,18 +679,8 @@ class ToxicityRate(Detector[Mapping[str, float]]):
         return [self._merge(by_index[i]) for i in sorted(by_index)]
 
     def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
-        ranked = sorted(fired, key=lambda cs: cs[1].statistic / cs[1].threshold, reverse=True)
-        cat, top = ranked[0]
-        details = dict(top.details)
-        for other, sig in ranked[1:]:
-            details["also:" + other] = sig.effect_size
-        return top.model_copy(
-            update={
-                "detector": type(self).__name__,
-                "kind": self.kind,
-                "feature": cat,
-                "details": details,
-            }
+        return merge_categories(
+            type(self).__name__, self.kind, fired, lambda cs: cs[1].statistic / cs[1].threshold
         )
 
     @classmethod
