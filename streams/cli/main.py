@@ -154,11 +154,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     schema.set_defaults(handler=cmd_schema)
 
-    from streams.cli import investigate, ops
+    from streams.cli.investigate import register as register_investigation
+    from streams.cli.ops import register as register_operations
     from streams.console import cli as console_cli
 
-    ops.register(sub)
-    investigate.register(sub)
+    register_operations(sub)
+    register_investigation(sub)
     console_cli.register(sub)
     return parser
 
