@@ -2,7 +2,7 @@
 
 Incident events are made by a real :class:`IncidentEngine` from real detections, published
 to the per-test alerts topic keyed by dedup key, and consumed by the CLI commands run
-through ``streams.cli.main.main`` (the `sentinel` command) with the test's settings in the environment. HTTP sinks are a
+through ``streams.cli.main.main`` with the test's settings in the environment. HTTP sinks are a
 ``ThreadingHTTPServer`` on 127.0.0.1 that verifies HMAC signatures.
 """
 
