@@ -133,8 +133,9 @@ def _main(validated: str, mode: str) -> None:  # pragma: no cover - runs in a su
     import faust
 
     from streams.runtime.app import create_app
-    from streams.runtime.ingress import forward_to_topic, register_ingress
+    from streams.runtime.ingress import register_ingress
     from streams.settings import load_settings
+    from tests.integration.workers import forward_to_topic
 
     settings = load_settings(env=os.environ)
     app = create_app(settings)

@@ -19,14 +19,13 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 
 from streams.contract.decode import DeadLetter
-from streams.contract.events import dump_event, parse_event
+from streams.contract.events import parse_event
 from streams.settings import Settings, settings_env
 from tests.conftest import KafkaBroker
 
@@ -42,6 +41,7 @@ def _worker_main(validated_topic: str) -> None:  # pragma: no cover - runs in a 
     from streams.runtime.app import create_app
     from streams.runtime.ingress import Accepted, register_ingress
     from streams.settings import load_settings
+    from tests.integration.workers import forward_to_topic
 
     settings = load_settings(env=os.environ)
     app = create_app(settings)
@@ -225,26 +225,6 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
         assert letter.key_b64 is not None
         expected_key = REFUSED.encode() if reason == "handler_error" else b"bad-"
         assert base64.b64decode(letter.key_b64).startswith(expected_key)
-
-
-def forward_to_topic(app: Any, topic_name: str, *, partitions: int | None = None) -> Any:
-    """A next stage (:data:`streams.runtime.ingress.Handle`) that republishes each valid
-    event (canonical JSON, keyed by request id) to ``topic_name``: a 'validated' stream for
-    consumers that want clean events."""
-    topic = app.topic(
-        topic_name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-    )
-
-    async def _forward(items: Sequence[Any]) -> None:
-        for item in items:
-            await topic.send(key=item.event.request_id.encode(), value=dump_event(item.event))
-
-    return _forward
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -15,7 +15,9 @@ import urllib.request
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
+from streams.contract.events import dump_event
 from streams.devtools.broker import free_port
 from streams.settings import Settings, child_environ
 
@@ -87,3 +89,23 @@ def metric_total(metrics: Mapping[str, object], name: str) -> float:
     if not isinstance(fam, dict):
         return 0.0
     return float(sum(v for n, _, v in fam["samples"] if n == name))
+
+
+def forward_to_topic(app: Any, topic_name: str, *, partitions: int | None = None) -> Any:
+    """A next stage (:data:`streams.runtime.ingress.Handle`) that republishes each valid
+    event (canonical JSON, keyed by request id) to ``topic_name``: a 'validated' stream for
+    consumers that want clean events."""
+    topic = app.topic(
+        topic_name,
+        key_type=bytes,
+        value_type=bytes,
+        key_serializer="raw",
+        value_serializer="raw",
+        partitions=partitions,
+    )
+
+    async def _forward(items: Sequence[Any]) -> None:
+        for item in items:
+            await topic.send(key=item.event.request_id.encode(), value=dump_event(item.event))
+
+    return _forward
