@@ -134,6 +134,12 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         return not parts or any(d.learning for d in parts)
 
     @property
+    def alarm_ready(self) -> bool:
+        """True once one test has learned its baseline (a category that never occurs
+        keeps ``learning`` true, yet the others can alarm)."""
+        return any(d.alarm_ready for d in self._all())
+
+    @property
     def statistic(self) -> float:
         """Largest ratio statistic / threshold over the tests (alarm at 1)."""
         return max((d.statistic / d.threshold for d in self._all()), default=0.0)
