@@ -51,9 +51,9 @@ def _triggers(events: list[IncidentEvent]) -> list[IncidentEvent]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="open after this wave's merges (grouping by cause #12, coverage #13): the merged "
-    "tree failed this test once in verification and there was no time left to find why; "
-    "an injection folded into an open incident as a related signal now counts (below)",
+    reason="open after this wave's merges (#12 grouping/localization with #13's new "
+    "detectors): the prompt-injection wave came as a hallucination_rate incident and the bad "
+    "deploy as toxicity_rate on feature=chat instead of its version; related signals count",
 )
 def test_every_injected_failure_reaches_the_alerts_topic(
     kafka_broker, service_settings: Settings, tmp_path: Path
