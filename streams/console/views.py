@@ -15,7 +15,8 @@ from html import escape
 from typing import Any, Final
 
 from alerting.model import IncidentEvent, iso_utc
-from streams.investigation.audit import StatisticSeries, chart_model
+from streams.investigation.audit import StatisticSeries
+from streams.investigation.chart import chart_model
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
 from streams.pipeline.keys import level_of_key
 from streams.pipeline.state import STATE_VERSIONS, VERSION_KEY
@@ -172,7 +173,7 @@ def lifecycle_chart(events: Sequence[IncidentEvent]) -> str:
 def series_chart(series: StatisticSeries, events: Sequence[IncidentEvent] = ()) -> str:
     """The recomputed statistic / threshold over every observation of the incident's key
     (``sentinel investigate``'s series), thinned to :data:`MAX_POINTS`: the same
-    :func:`~streams.investigation.audit.chart_model` as ``sentinel investigate --plot``
+    :func:`~streams.investigation.chart.chart_model` as ``sentinel investigate --plot``
     (threshold, trigger, the incident's open interval and lifecycle marks)."""
     chart = chart_model(series, series.detector, events)
     n = len(series.times)

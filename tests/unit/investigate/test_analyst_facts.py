@@ -19,11 +19,10 @@ from streams.investigation.audit import (
     AuditEntry,
     Investigation,
     StatisticSeries,
-    chart_model,
     format_investigation,
     not_reproduced_reason,
-    plot_series,
 )
+from streams.investigation.chart import chart_model, plot_series
 from streams.investigation.postmortem import impact_of, render_postmortem
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
 
