@@ -45,10 +45,11 @@ from alerting.model import (  # noqa: E402
     Severity,
     event_id_of,
 )
+from bench.broker import bench_broker  # noqa: E402
 from detectors.base import Direction, Signal, SignalKind  # noqa: E402
 from streams.console.auth import hash_password  # noqa: E402
-from streams.devtools.broker import LocalBroker, free_port  # noqa: E402
-from streams.settings import LocalBrokerSettings, load_settings  # noqa: E402
+from streams.devtools.broker import free_port  # noqa: E402
+from streams.settings import load_settings  # noqa: E402
 from tests.integration.workers import child_env  # noqa: E402
 
 USER, PASSWORD = "bench", "bench-password"
@@ -198,20 +199,7 @@ def main() -> int:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="sentinel-console-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
-        existing = os.environ.get("SENTINEL_BENCH_BROKER")
-        broker = None
-        if existing:
-            bootstrap = existing
-        else:
-            broker = LocalBroker(
-                LocalBrokerSettings(
-                    port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
-                ),
-                log=_say,
-            )
-            broker.up()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_broker(tmp, _say) as bootstrap:
             suffix = str(int(time.time()))
             port = free_port()
             settings = load_settings(
@@ -284,9 +272,6 @@ def main() -> int:
                     if fcp is not None
                     else f"{name}: no paint entry; load {p.get('load')} ms"
                 )
-        finally:
-            if broker is not None:
-                broker.down()
     return 0
 
 

@@ -54,12 +54,12 @@ from aiokafka import AIOKafkaConsumer  # noqa: E402
 from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
 from alerting.clock import SYSTEM_CLOCK  # noqa: E402
+from bench.broker import bench_broker  # noqa: E402
 from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
-from streams.devtools.broker import LocalBroker, free_port  # noqa: E402
+from streams.devtools.broker import free_port  # noqa: E402
 from streams.devtools.simulate import Scenario, Simulator  # noqa: E402
 from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
-    LocalBrokerSettings,
     Settings,
     load_settings,
     topic_kinds,
@@ -382,20 +382,7 @@ def main() -> int:
 
     with tempfile.TemporaryDirectory(prefix="sentinel-bench-") as tmp_dir:
         tmp = Path(tmp_dir)
-        existing = os.environ.get("SENTINEL_BENCH_BROKER")
-        broker = None
-        if existing:
-            bootstrap = existing
-        else:
-            broker = LocalBroker(
-                LocalBrokerSettings(
-                    port=free_port(), controller_port=free_port(), data_dir=tmp / "kafka"
-                ),
-                log=_say,
-            )
-            broker.up()
-            bootstrap = broker.bootstrap
-        try:
+        with bench_broker(tmp, _say) as bootstrap:
             suffix = str(int(time.time()))
             port = free_port()
             settings = load_settings(
@@ -459,9 +446,6 @@ def main() -> int:
                     }
                 )
                 scaled_s = _time_workers(scaled, args.workers, tmp, set(models), None)
-        finally:
-            if broker is not None:
-                broker.destroy()
 
     _say("offline replay")
     began = time.perf_counter()
