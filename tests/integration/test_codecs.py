@@ -11,22 +11,19 @@ accept every one exactly once, dead-letter none, and still be running.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient
-from kafka.admin import NewTopic
 
 from streams.contract.events import parse_event
 from streams.kafka.topics import read_topic_to_end
-from streams.settings import LocalBrokerSettings, Settings, settings_env
+from streams.settings import LocalBrokerSettings, Settings
 from tests.conftest import KafkaBroker
 from tests.integration.test_ingress import _drain, _good
+from tests.integration.workers import child_env, ingress_topics, process_group
 from tests.tools.kafka_tools import console_producer, fetch_kafka_tools
 
 REPO = Path(__file__).resolve().parents[2]
@@ -58,13 +55,7 @@ def test_every_codec_from_the_java_console_producer_is_accepted(
 ) -> None:
     libs = fetch_kafka_tools(LocalBrokerSettings().kafka_version, LocalBrokerSettings().cache_dir)
     t = service_settings.topics
-    validated = f"{t.inputs}.validated"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
-    try:
-        names = [t.inputs, t.outputs, t.feedback, t.evaluations, t.dead_letter, validated]
-        admin.create_topics([NewTopic(n, 2, 1) for n in names])
-    finally:
-        admin.close()
+    validated = ingress_topics(kafka_broker.bootstrap, service_settings)
     now = datetime.now(UTC) - timedelta(minutes=5)
     sent: list[str] = []
     for c, codec in enumerate(CODECS):
@@ -76,28 +67,11 @@ def test_every_codec_from_the_java_console_producer_is_accepted(
             lines.append(json.dumps(event))
         _publish(libs, kafka_broker.bootstrap, t.outputs, codec, lines)
 
-    env = {**os.environ, **settings_env(service_settings), "PYTHONPATH": str(REPO)}
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.test_ingress", validated],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    argv = [sys.executable, "-m", "tests.integration.test_ingress", validated]
+    with process_group(argv, child_env(service_settings), log_path) as proc:
         got = _drain(kafka_broker.bootstrap, {validated: len(sent)}, timeout_s=180, proc=proc)
         still_running = proc.poll() is None
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
     worker_log = log_path.read_text(errors="replace")[-4000:]
     assert still_running, f"the worker exited (rc {proc.returncode}):\n{worker_log}"
     accepted = sorted(parse_event(value).request_id for _, value in got[validated])

@@ -15,46 +15,25 @@ from __future__ import annotations
 
 import json
 import os
-import signal
-import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaProducer
 
 from streams.contract.events import parse_event
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.test_ingress import _drain, _good
+from tests.integration.workers import child_env, ingress_topics, process_group
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.integration
 
 
-def _start(settings: Settings, validated: str, mode: str, log: Path) -> subprocess.Popen[bytes]:
-    env = {**os.environ, **settings_env(settings), "PYTHONPATH": str(REPO)}
-    with log.open("ab") as out:
-        return subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.test_fetch_guard", validated, mode],
-            cwd=REPO,
-            env=env,
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout=10)
+def _argv(validated: str, mode: str) -> list[str]:
+    return [sys.executable, "-m", "tests.integration.test_fetch_guard", validated, mode]
 
 
 def _send(bootstrap: str, topic: str, partition: int, ids: list[str], **kw: object) -> int:
@@ -80,13 +59,7 @@ def test_an_undecodable_batch_pauses_its_partition_and_loses_nothing(
     kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
 ) -> None:
     t = service_settings.topics
-    validated = f"{t.inputs}.validated"
-    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
-    try:
-        names = [t.inputs, t.outputs, t.feedback, t.evaluations, t.dead_letter, validated]
-        admin.create_topics([NewTopic(n, 2, 1) for n in names])
-    finally:
-        admin.close()
+    validated = ingress_topics(kafka_broker.bootstrap, service_settings)
     before = [f"fg-before-{i:02d}" for i in range(10)]
     packed = [f"fg-zstd-{i:02d}" for i in range(10)]
     after = [f"fg-after-{i:02d}" for i in range(10)]
@@ -98,12 +71,9 @@ def test_an_undecodable_batch_pauses_its_partition_and_loses_nothing(
     _send(boot, t.outputs, 1, other)
 
     log = tmp_path / "worker.log"
-    proc = _start(service_settings, validated, "no-zstd", log)
-    try:
+    with process_group(_argv(validated, "no-zstd"), child_env(service_settings), log) as proc:
         got = _drain(boot, {validated: len(other)}, timeout_s=150, proc=proc)
         alive = proc.poll() is None
-    finally:
-        _stop(proc)
     text = log.read_text(errors="replace")
     assert alive, f"the worker exited (rc {proc.returncode}):\n{text[-4000:]}"
     first = {parse_event(v).request_id for _, v in got[validated]}
@@ -116,11 +86,8 @@ def test_an_undecodable_batch_pauses_its_partition_and_loses_nothing(
     assert "UnsupportedCodecError" in paused[0]
 
     # the fixed worker (zstd available) resumes at the batch: nothing was skipped
-    proc = _start(service_settings, validated, "all-codecs", log)
-    try:
+    with process_group(_argv(validated, "all-codecs"), child_env(service_settings), log) as proc:
         got = _drain(boot, {validated: 50}, timeout_s=150, proc=proc)
-    finally:
-        _stop(proc)
     accepted = {parse_event(v).request_id for _, v in got[validated]}
     assert accepted == set(before + packed + after + other), log.read_text()[-4000:]
 

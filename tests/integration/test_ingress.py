@@ -12,7 +12,6 @@ from __future__ import annotations
 import base64
 import json
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -21,13 +20,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
-from kafka.admin import NewTopic
+from kafka import KafkaConsumer, KafkaProducer
 
 from streams.contract.decode import DeadLetter
 from streams.contract.events import parse_event
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from tests.conftest import KafkaBroker
+from tests.integration.workers import child_env, ingress_topics, process_group
 
 REPO = Path(__file__).resolve().parents[2]
 REFUSED = "good-017"
@@ -110,15 +109,7 @@ def _poison(now: datetime) -> list[tuple[str, bytes | None]]:
 
 @pytest.fixture
 def topics(kafka_broker: KafkaBroker, service_settings: Settings) -> str:
-    t = service_settings.topics
-    validated = f"{t.inputs}.validated"
-    names = [t.inputs, t.outputs, t.feedback, t.evaluations, t.dead_letter, validated]
-    admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
-    try:
-        admin.create_topics([NewTopic(n, 2, 1) for n in names])
-    finally:
-        admin.close()
-    return validated
+    return ingress_topics(kafka_broker.bootstrap, service_settings)
 
 
 def _drain(
@@ -176,32 +167,15 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
     finally:
         producer.close()
 
-    env = {**os.environ, **settings_env(service_settings), "PYTHONPATH": str(REPO)}
     log_path = tmp_path / "worker.log"
-    with log_path.open("wb") as log:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.integration.test_ingress", validated],
-            cwd=REPO,
-            env=env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    try:
+    argv = [sys.executable, "-m", "tests.integration.test_ingress", validated]
+    with process_group(argv, child_env(service_settings), log_path) as proc:
         got = _drain(
             kafka_broker.bootstrap,
             {validated: len(good_ids) - 1, t.dead_letter: len(expected_dead)},
             timeout_s=150,
             proc=proc,
         )
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
     worker_log = log_path.read_text(errors="replace")[-4000:]
 
     events = [parse_event(value) for _, value in got[validated]]

@@ -7,6 +7,7 @@ signal handling out of pytest's process.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -16,6 +17,9 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
 
 from streams.contract.events import dump_event
 from streams.devtools.broker import free_port
@@ -43,6 +47,53 @@ def worker_process(
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(timeout=10)
+
+
+@contextmanager
+def process_group(
+    argv: Sequence[str], env: Mapping[str, str], log_path: Path
+) -> Iterator[subprocess.Popen[bytes]]:
+    """Start ``argv`` in its own session (so its children stop with it), appending its output
+    to ``log_path``; stop the whole group on exit (:func:`stop_group`)."""
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            list(argv),
+            cwd=REPO,
+            env=dict(env),
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        yield proc
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM the process group of ``proc``; SIGKILL it after ``grace_s``."""
+    if proc.poll() is not None:
+        return
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
+
+
+def ingress_topics(bootstrap: str, settings: Settings, partitions: int = 2) -> str:
+    """Create the event topics, the dead-letter topic and a ``<inputs>.validated`` topic for
+    an ingress worker that forwards what it accepts; returns the validated topic's name."""
+    t = settings.topics
+    validated = f"{t.inputs}.validated"
+    names = [t.inputs, t.outputs, t.feedback, t.evaluations, t.dead_letter, validated]
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        admin.create_topics([NewTopic(n, partitions, 1) for n in names])
+    finally:
+        admin.close()
+    return validated
 
 
 def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[str, str]:
