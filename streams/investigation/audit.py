@@ -266,13 +266,34 @@ def investigate(
     if not events:
         raise ValueError("an incident needs at least one event")
     latest = events[-1]
-    det = settings.detection
     ranges = [r for ev in events for r in ev.evidence.ranges]
     starts = [ev.evidence.window_start or ev.first_seen for ev in events]
     t0 = min(starts) - lookback
     t1 = max(ev.evidence.window_end for ev in events) + timedelta(milliseconds=1)
     t = settings.topics
     topics = [*dict.fromkeys([*(r.topic for r in ranges), t.inputs, t.outputs])]
+    spans, from_beginning = _spans(history, topics, ranges, t0, t1)
+    inv = Investigation(latest, list(events), t0, t1, lookback=lookback)
+    inv.from_beginning = from_beginning
+    inputs, matched = _read(settings, history, spans, ranges, inv, clock)
+    _audit_trail(inv, inputs, matched, settings.detection, show_text=show_text)
+    return inv
+
+
+_InputFacts = tuple[str | None, tuple[str, ...], str | None]
+"""What an input event tells about its request: system-instruction hash, retrieved
+document ids, prompt."""
+
+
+def _spans(
+    history: KafkaHistory,
+    topics: Sequence[str],
+    ranges: Sequence[EventRange],
+    t0: datetime,
+    t1: datetime,
+) -> tuple[list[Span], bool]:
+    """The offset spans to read (the time window, widened to the evidence ranges), and
+    whether they start at the beginning of their partitions (the whole key history)."""
     spans = []
     beginning = {
         (sp.topic, sp.partition): sp.start for sp in history.spans_between(topics, None, t1)
@@ -283,17 +304,30 @@ def investigate(
             if (r.topic, r.partition) == (span.topic, span.partition):
                 start, stop = min(start, r.first_offset), max(stop, r.last_offset + 1)
         spans.append(Span(span.topic, span.partition, start, stop))
-    inv = Investigation(latest, list(events), t0, t1, lookback=lookback)
-    inv.from_beginning = bool(spans) and all(
+    from_beginning = bool(spans) and all(
         sp.start <= beginning.get((sp.topic, sp.partition), 0) for sp in spans
     )
+    return spans, from_beginning
+
+
+def _read(
+    settings: Settings,
+    history: KafkaHistory,
+    spans: Sequence[Span],
+    ranges: Sequence[EventRange],
+    inv: Investigation,
+    clock: Clock,
+) -> tuple[dict[str, _InputFacts], list[Observation]]:
+    """Read ``spans`` through the pipeline's join, recompute the incident's detector over
+    its key (``inv.series``), and return the inputs' facts by request id and the
+    observations of the evidence ranges that carry the incident's labels."""
+    det = settings.detection
+    latest = inv.incident
     kinds = event_topics(settings)
     joiner = Joiner(det, {})
     recompute = _Recompute(det, latest)
-    inputs: dict[str, tuple[str | None, tuple[str, ...], str | None]] = {}
+    inputs: dict[str, _InputFacts] = {}
     matched: list[Observation] = []
-    incident_labels = latest.labels
-    signal = latest.evidence.signal
     now = clock.now()
     for rec in history.read(spans):
         inv.records_read += 1
@@ -316,11 +350,25 @@ def investigate(
             )
         for obs in joiner.process(event, coords):
             recompute.feed(obs)
-            if _in_ranges(obs.coords, ranges) and incident_labels.covers(
+            if _in_ranges(obs.coords, ranges) and latest.labels.covers(
                 Labels(model=obs.model, version=obs.version, segment=obs.segment)
             ):
                 matched.append(obs)
-    inv.series = recompute.result(triggered_at(events))
+    inv.series = recompute.result(triggered_at(inv.events))
+    return inputs, matched
+
+
+def _audit_trail(
+    inv: Investigation,
+    inputs: dict[str, _InputFacts],
+    matched: Sequence[Observation],
+    det: DetectionSettings,
+    *,
+    show_text: bool,
+) -> None:
+    """Fill ``inv.evidence`` (one entry per matched observation) and ``inv.doc_stats``
+    (the retrieved documents most often behind flagged events)."""
+    signal = inv.incident.evidence.signal
     outputs_text: dict[str, str | None] = {}
     for obs in matched:
         if isinstance(obs.event, InferenceOutput):
@@ -355,7 +403,6 @@ def investigate(
         ((d, flagged_docs[d], all_docs[d]) for d in flagged_docs),
         key=lambda x: (-x[1], x[0]),
     )[:10]
-    return inv
 
 
 # --------------------------------------------------------------------------------------
