@@ -30,7 +30,14 @@ from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector_arl0
 from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
-from streams.pipeline.keys import Level, key_id, key_levels, level_of, level_of_key
+from streams.pipeline.keys import (
+    Level,
+    event_labels,
+    key_id,
+    key_levels,
+    level_of,
+    level_of_key,
+)
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.state import VERSION_KEY, restore, stamp
@@ -41,6 +48,10 @@ SilenceSource = Callable[[datetime, str], list[Silence]]
 
 LEVEL_CACHE_SIZE: Final = 10_000
 """Distinct (model, version, segment labels) combinations whose detector keys are kept."""
+
+SINGLE_EVENT: Final = frozenset({"critical"})
+"""Detectors (set names) whose signal is one event: their detections carry the event's own
+labels (:func:`streams.pipeline.keys.event_labels`), not the model-level key's."""
 
 EXPIRE_PER_BATCH: Final = 1000
 """Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
@@ -196,7 +207,8 @@ class Detect:
             hold: frozenset[str] = frozenset()
             model_set: DetectorSet | None = None
             detections: list[tuple[str, Detection]] = []
-            for level, labels, kid in self._levels_of(obs):
+            levels = self._levels_of(obs)
+            for level, labels, kid in levels:
                 touched[kid] = t
                 if (
                     model_set is not None
@@ -219,7 +231,9 @@ class Detect:
                     start_t, ranges = tracker.evidence(signal.first_index)
                     share = min(1.0, traffic / model_traffic) if model_traffic else None
                     detection = Detection(
-                        labels=labels,
+                        # A critical event is judged once, model-wide, but its incident is
+                        # about that event: it names the event's version and segment.
+                        labels=event_labels(levels) if name in SINGLE_EVENT else labels,
                         signal=signal,
                         at=obs.event.timestamp,
                         window_start=(
