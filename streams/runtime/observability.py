@@ -12,8 +12,9 @@ Metric names and labels are listed in ``docs/operations.md``. Cardinality is bou
 topic/partition/reason/event type/severity/incident type (small, fixed sets), and at most
 ``top_k`` detector keys. Detector statistics are read from the live detector sets (no
 deserialising), at most every ``detector_scan_interval_s`` and over a rotating sample of at
-most ``max_scan_keys`` keys, on the event loop; key counts are exact (the detect stage's
-key tracker), so a scrape stays fast at 100k keys (``bench/state.py``).
+most ``max_scan_keys`` keys within ``scan_budget_s``, on the event loop; key counts are
+exact (the detect stage's key tracker), so a scrape stays fast at 100k keys
+(``bench/state.py``).
 
 The text format itself is :mod:`streams.runtime.exposition`; the log formats are
 :mod:`streams.runtime.logs` (their names are re-exported here for existing imports).
@@ -121,6 +122,7 @@ class Observability:
         top_k: int = 20,
         detector_scan_interval_s: float = 30.0,
         max_scan_keys: int = 500,
+        scan_budget_s: float = 0.015,
         end_offsets_timeout_s: float = 2.0,
         monotonic: Any = time.monotonic,
     ) -> None:
@@ -130,6 +132,7 @@ class Observability:
         self.top_k = top_k
         self.detector_scan_interval_s = detector_scan_interval_s
         self.max_scan_keys = max_scan_keys
+        self.scan_budget_s = scan_budget_s
         self.end_offsets_timeout_s = end_offsets_timeout_s
         self._monotonic = monotonic
         self._end_offsets: dict[Any, int] = {}
@@ -316,23 +319,33 @@ class Observability:
 
     def _rescan_detectors(self) -> None:
         """Read detector statistics from the live (in-memory) detector sets, sampled: each
-        scan reads at most ``max_scan_keys`` keys in rotation, plus the keys of the last
-        top list (so the keys closest to alarm stay watched). Nothing is deserialised, so a
-        scrape stays fast at 100k keys (a full scan of the table took 1.5 s at 30k).
-        Key counts come exactly from the detect stage's key tracker, not from the scan."""
+        scan reads the keys of the last top list (so the keys closest to alarm stay
+        watched), then at most ``max_scan_keys`` keys in rotation, and stops when
+        ``scan_budget_s`` is spent. Nothing is deserialised, and the live sets are at most
+        ``detection.max_live_keys``, so a scrape stays fast at 100k keys (a full scan of
+        the table took 1.5 s at 30k). Key counts come exactly from the detect stage's key
+        tracker, not from the scan."""
         detect = self.service.detect
         live = detect._live
-        scan = _DetectorScan(at=self._monotonic())
+        began = self._monotonic()
+        scan = _DetectorScan(at=began)
         kids = list(live)
         start = self._scan_cursor % len(kids) if kids else 0
         chosen = kids[start : start + self.max_scan_keys]
         if len(chosen) < self.max_scan_keys:
             chosen += kids[: min(start, self.max_scan_keys - len(chosen))]
-        self._scan_cursor = start + len(chosen)
-        scan.truncated = len(chosen) < len(kids)
-        chosen += [key for _, key, _, _ in self._scan.top if key in live]
+        # The last top list first (the keys closest to alarm stay watched), then the
+        # rotation, until the time budget is spent: a scrape's cost is bounded on a busy
+        # machine too (it runs on the event loop); the rotation resumes where it stopped.
+        top = [key for _, key, _, _ in self._scan.top if key in live]
+        order = list(dict.fromkeys([*top, *chosen]))
+        rotated = 0
         best: dict[tuple[str, str], tuple[float, str]] = {}
-        for key in dict.fromkeys(chosen):
+        for i, key in enumerate(order):
+            if i % 16 == 15 and self._monotonic() - began > self.scan_budget_s:
+                break
+            if i >= len(top):
+                rotated += 1
             ds = live[key]
             level = level_of_key(key)
             for name, det in ds.detectors.items():
@@ -350,6 +363,8 @@ class Observability:
                     scan.max_by[(level, kind)] = ratio
                 if ratio > best.get((key, kind), (-math.inf, ""))[0]:
                     best[(key, kind)] = (ratio, level)
+        self._scan_cursor = start + rotated
+        scan.truncated = rotated < len(kids)
         ranked = sorted(((r, k, lvl, kind) for (k, kind), (r, lvl) in best.items()), reverse=True)
         scan.top = ranked[: self.top_k]
         for level in LEVELS:
