@@ -43,6 +43,7 @@ from alerting.alertmanager import (
     postable_alert,
 )
 from alerting.clock import Clock
+from alerting.delivery_state import DeliveryState, DeliveryStatus
 from alerting.model import IncidentEvent, UtcDatetime
 from alerting.payloads import (
     EVENT_ID_HEADER,
@@ -530,8 +531,12 @@ class DeliveryRunner:
         clock: Clock,
         retry: RetryPolicy | None = None,
         delivered: DeliveredLog | None = None,
+        on_state: Callable[[DeliveryState], None] | None = None,
     ) -> None:
+        """``on_state`` hears every change of a delivery's state (retrying, delivered,
+        dead-lettered): ``sentinel notify`` publishes them for ``sentinel status``."""
         self.sink = sink
+        self.on_state = on_state
         self.transport = transport
         self.dead_letter = dead_letter
         self.sleep = sleep
@@ -566,6 +571,7 @@ class DeliveryRunner:
                 last_status = response.status
                 if 200 <= response.status < 300:
                     self.delivered.add(event.event_id)
+                    self._report(event, DeliveryStatus.DELIVERED, attempt)
                     log.info(
                         "%s: delivered %s (%s seq %d) after %d attempt(s)",
                         self.sink.name,
@@ -594,6 +600,7 @@ class DeliveryRunner:
                     reason,
                     delay,
                 )
+                self._report(event, DeliveryStatus.RETRYING, attempt, reason)
                 self.sleep(delay)
             else:
                 reason = (
@@ -612,8 +619,17 @@ class DeliveryRunner:
             )
         )
         self.delivered.add(event.event_id)
+        self._report(event, DeliveryStatus.DEAD_LETTERED, attempt, reason)
         log.error("%s: dead-lettered %s: %s", self.sink.name, event.event_id, reason)
         return DeliveryOutcome.DEAD_LETTERED
+
+    def _report(
+        self, event: IncidentEvent, status: DeliveryStatus, attempts: int, reason: str = ""
+    ) -> None:
+        if self.on_state is not None:
+            self.on_state(
+                DeliveryState.of(self.sink.name, event, status, attempts, self.clock.now(), reason)
+            )
 
     def refresh(self) -> None:
         """Re-post a refreshing sink's alerts when due (:class:`RefreshingSink`); called

@@ -1,17 +1,25 @@
 """Memory and changelog bytes per detector key, and the /metrics detector render time.
 
-    .venv/bin/python bench/state.py [--keys 1000 10000 100000]
+    .venv/bin/python bench/state.py [--keys 1000 10000 100000] [--store rocksdb|memory]
 
 For each size N, in a fresh process: N distinct tenants (one simulated observation each,
 cycled over the simulator's traffic) go through the detect stage
-(:class:`streams.pipeline.detect.Detect` over a dict store, as replay runs it, state
-written every batch), with ``max_label_values`` raised to N so nothing folds. Printed:
+(:class:`streams.pipeline.detect.Detect`, state written every batch), with
+``max_label_values`` raised to N so nothing folds. The store is the worker's: ``rocksdb``
+(the default ``worker.store``: a real RocksDB via ``rocksdict`` holding each value as the
+JSON bytes faust's table writes, so the process holds the live detector sets once and
+RocksDB the serialized state) or ``memory`` (``memory://``: a dict of the JSON-compatible
+values, as replay and tests run it; state is then held twice, live and as the dict).
+
+The issue 17 goal is per (model, version, segment, detector) key, i.e. per *detector*; a
+detector-set key (one (model, version, segment) cut) holds several detectors. Printed:
 
 - keys: detector-set keys (model, version or segment) and detectors in them;
-- RSS per key: growth of the process's resident set (``/proc/self/status`` VmRSS) from
-  before the run to after it, divided by the keys created, in bytes;
-- changelog bytes per key: the JSON of each stored value plus its key (what the faust
-  changelog carries per key), mean over the keys, in bytes;
+- RSS per key and per detector: growth of the process's resident set
+  (``/proc/self/status`` VmRSS) from before the run to after it, divided by the
+  detector-set keys and by the detectors created, in bytes;
+- changelog bytes per key and per detector: the JSON of each stored value plus its key
+  (what the faust changelog carries per key), in bytes;
 - /metrics: time to collect and render the detector families (sampled scan, exact key
   counts) with the live keys, in ms (median of 20 renders).
 
@@ -27,7 +35,9 @@ import json
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator, MutableMapping
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from types import SimpleNamespace
@@ -58,6 +68,41 @@ def _rss_bytes() -> int:
     raise RuntimeError("no VmRSS in /proc/self/status")
 
 
+class RocksStore(MutableMapping[str, Any]):
+    """A RocksDB-backed store of JSON values: what faust's ``rocksdb://`` table store does
+    per key (values serialized on write, read back on get; no Python copy kept)."""
+
+    def __init__(self, path: str) -> None:
+        from rocksdict import Rdict
+
+        self.db = Rdict(path)
+        self._n = 0
+
+    def __getitem__(self, key: str) -> Any:
+        raw = self.db.get(key.encode())
+        if raw is None:
+            raise KeyError(key)
+        return json.loads(raw)
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        k = key.encode()
+        if self.db.get(k) is None:
+            self._n += 1
+        self.db.put(k, json.dumps(value).encode())
+
+    def __delitem__(self, key: str) -> None:
+        if self.db.get(key.encode()) is None:
+            raise KeyError(key)
+        self.db.delete(key.encode())
+        self._n -= 1
+
+    def __iter__(self) -> Iterator[str]:
+        return (k.decode() for k in self.db.keys())  # noqa: SIM118 (an Rdict, not a dict)
+
+    def __len__(self) -> int:
+        return self._n
+
+
 def _base(n: int) -> list[Observation]:
     settings = load_settings(env={})
     joiner = Joiner(settings.detection, {})
@@ -72,14 +117,17 @@ def _base(n: int) -> list[Observation]:
     return out[:n]
 
 
-def measure(n: int) -> dict[str, Any]:
+def measure(n: int, store_kind: str = "rocksdb") -> dict[str, Any]:
     """One size, in this process."""
     settings = load_settings(env={})
     det = settings.detection.model_copy(update={"max_label_values": max(n, 1)})
     base = _base(min(n, 20_000))
+    tmp = tempfile.TemporaryDirectory(prefix="sentinel-bench-state-")
+    store: MutableMapping[str, Any] = (
+        RocksStore(tmp.name + "/db") if store_kind == "rocksdb" else {}
+    )
     gc.collect()
     rss0 = _rss_bytes()
-    store: dict[str, Any] = {}
     detect = Detect(
         det, load_policy(det.alerting_policy), load_playbooks(det.playbooks_dir), store, {}
     )
@@ -97,8 +145,11 @@ def measure(n: int) -> dict[str, Any]:
     gc.collect()
     rss1 = _rss_bytes()
     keys = len(store)
-    detectors = sum(len(ds.detectors) for ds in detect._live.values())
-    changelog = sum(len(k.encode()) + len(json.dumps(v).encode()) for k, v in store.items())
+    detectors = 0
+    changelog = 0
+    for k, v in store.items():
+        detectors += len(v["d"])
+        changelog += len(k.encode()) + len(json.dumps(v).encode())
     obs_view = Observability(
         SimpleNamespace(), SimpleNamespace(detect=detect), SYSTEM_CLOCK, detector_scan_interval_s=0
     )
@@ -107,12 +158,15 @@ def measure(n: int) -> dict[str, Any]:
         t = time.perf_counter()
         text = render(obs_view._detectors())
         times.append(time.perf_counter() - t)
+    tmp.cleanup()
     return {
+        "store": store_kind,
         "tenants": n,
         "keys": keys,
         "detectors": detectors,
         "run_s": run_s,
         "rss_per_key_b": (rss1 - rss0) / keys,
+        "rss_per_detector_b": (rss1 - rss0) / max(detectors, 1),
         "changelog_per_key_b": changelog / keys,
         "changelog_per_detector_b": changelog / max(detectors, 1),
         "metrics_ms": statistics.median(times) * 1000,
@@ -123,24 +177,35 @@ def measure(n: int) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, nargs="+", default=[1000, 10_000, 100_000])
+    parser.add_argument(
+        "--store",
+        choices=("rocksdb", "memory"),
+        default="rocksdb",
+        help="the worker's store to model (default rocksdb, the worker default)",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(measure(args.one)))
+        print(json.dumps(measure(args.one, args.store)))
         return 0
+    print(f"store: {args.store}://")
     print(
-        f"{'tenants':>8} {'keys':>8} {'detectors':>9} {'RSS/key':>10} {'changelog/key':>14} "
-        f"{'changelog/detector':>18} {'/metrics':>10} {'run':>8}"
+        f"{'tenants':>8} {'keys':>8} {'detectors':>9} {'RSS/key':>10} {'RSS/detector':>13} "
+        f"{'changelog/key':>14} {'changelog/detector':>18} {'/metrics':>10} {'run':>8}"
     )
     for n in args.keys:
         # A fresh process per size: RSS growth is not hidden by memory freed earlier.
         out = subprocess.run(
-            [sys.executable, __file__, "--one", str(n)], check=True, capture_output=True, text=True
+            [sys.executable, __file__, "--one", str(n), "--store", args.store],
+            check=True,
+            capture_output=True,
+            text=True,
         )
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{r['tenants']:>8} {r['keys']:>8} {r['detectors']:>9} "
-            f"{r['rss_per_key_b']:>8.0f} B {r['changelog_per_key_b']:>12.0f} B "
+            f"{r['rss_per_key_b']:>8.0f} B {r['rss_per_detector_b']:>11.0f} B "
+            f"{r['changelog_per_key_b']:>12.0f} B "
             f"{r['changelog_per_detector_b']:>16.0f} B {r['metrics_ms']:>7.1f} ms "
             f"{r['run_s']:>6.1f} s"
         )

@@ -321,6 +321,12 @@ class DetectionSettings(_Section):
         description="Distinct versions per model with their own detector key; further "
         "versions fold into 'other'.",
     )
+    max_live_keys: int = Field(
+        default=4096,
+        ge=1,
+        description="Detector-set keys kept deserialized in memory (least recently used "
+        "first out, written back before they go); the others live only in the store.",
+    )
     idle_key_hours: float = Field(
         default=72.0,
         gt=0,

@@ -11,8 +11,11 @@ contain [--dry-run]
     Apply playbook containment for every alert and publish the per-model state to the
     compacted control topic. A dry run publishes nothing, commits no offsets, and ends
     once it has read the alerts topic up to where it ended at the start (the current plan).
-status
-    Containment per model (control topic), open incidents (alerts topic) and silences.
+status [--worker-url URL]
+    Containment per model (control topic), open incidents (alerts topic), each open
+    incident's delivery state per sink (``<alerts>.delivery``, published by ``notify``),
+    silences, and the worker's health (its ``/readyz``) and lag (its group's committed
+    offsets against the event topics' ends).
 silence add|list|expire
     Runtime silences on the compacted topic ``<topics.control>.silences``
     (:func:`alerting.silences.silences_topic`), keyed by silence id.
@@ -45,6 +48,7 @@ from alerting.delivery import (
     UrllibTransport,
     make_sink,
 )
+from alerting.delivery_state import delivery_topic
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
@@ -65,6 +69,7 @@ from streams.cli.common import (
     setup_logging,
 )
 from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_config
+from streams.cli.status import default_worker_url, delivery_section, read_delivery, worker_section
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
 from streams.runtime.consumers import LoopStats, run_containment_consumer, run_notify_consumer
@@ -118,6 +123,7 @@ def cmd_notify(args: argparse.Namespace) -> int:
                 stats=stats,
                 on_poll=stopper.on_poll,
                 security=client_security(settings),
+                state_topic=delivery_topic(settings.topics.alerts),
             )
         except StopRequestedError:
             say(
@@ -230,9 +236,18 @@ def cmd_status(args: argparse.Namespace) -> int:
     print(_indent(render_incidents(open_)))
     if bad_alerts:
         print(f"  ({bad_alerts} undecodable alert record(s) skipped)")
+    states, n_states, bad_states = read_delivery(settings, bootstrap, security)
+    topic = delivery_topic(settings.topics.alerts)
+    print(f"\nDelivery per sink ({topic}, {n_states} record(s)):")
+    print(_indent(delivery_section(open_, states)))
+    if bad_states:
+        print(f"  ({bad_states} undecodable delivery record(s) skipped)")
     silences = [r for r in _read_silences(bootstrap, settings).values() if r.is_active(now)]
     print(f"\nSilences ({silences_topic(settings.topics.control)}): {len(silences)} in force")
     print(_indent(render_silences(silences, now)))
+    url = args.worker_url or default_worker_url(settings)
+    print("\nWorker:")
+    print(_indent(worker_section(settings, bootstrap, security, url)))
     return 0
 
 
@@ -407,9 +422,16 @@ def register(sub: Any) -> None:
     contain.set_defaults(handler=kafka_errors(cmd_contain))
 
     status = sub.add_parser(
-        "status", help="containment per model, open incidents and silences in force"
+        "status",
+        help="containment per model, open incidents, their delivery per sink, silences in "
+        "force, and the worker's health and lag",
     )
     add_common(status)
+    status.add_argument(
+        "--worker-url",
+        help="the worker's web endpoint for /readyz "
+        "(default http://<worker.web_host>:<worker.web_port>)",
+    )
     status.set_defaults(handler=kafka_errors(cmd_status))
 
     silence = sub.add_parser("silence", help="add, list or expire runtime silences")

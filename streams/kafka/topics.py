@@ -16,6 +16,7 @@ from typing import Any, Final
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from alerting.delivery_state import delivery_topic
 from alerting.silences import silences_topic
 from streams.kafka import clients
 from streams.kafka.clients import ClientSecurity
@@ -36,6 +37,7 @@ def ensure_topics(settings: Settings, bootstrap: list[str]) -> list[str]:
         t.alerts: {},
         t.dead_letter: {},
         t.control: COMPACT,
+        delivery_topic(t.alerts): COMPACT,  # latest delivery state per (sink, incident)
     }
     single = {silences_topic(t.control): COMPACT}
     topics = [

@@ -14,6 +14,7 @@ back after it changes (never mutated in place inside a table).
 
 from __future__ import annotations
 
+import itertools
 import math
 import time
 from collections.abc import Callable, Iterable
@@ -30,7 +31,14 @@ from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector_arl0
 from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
-from streams.pipeline.keys import Level, key_id, key_levels, level_of, level_of_key
+from streams.pipeline.keys import (
+    Level,
+    event_labels,
+    key_id,
+    key_levels,
+    level_of,
+    level_of_key,
+)
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.state import VERSION_KEY, restore, stamp
@@ -41,6 +49,10 @@ SilenceSource = Callable[[datetime, str], list[Silence]]
 
 LEVEL_CACHE_SIZE: Final = 10_000
 """Distinct (model, version, segment labels) combinations whose detector keys are kept."""
+
+SINGLE_EVENT: Final = frozenset({"critical"})
+"""Detectors (set names) whose signal is one event: their detections carry the event's own
+labels (:func:`streams.pipeline.keys.event_labels`), not the model-level key's."""
 
 EXPIRE_PER_BATCH: Final = 1000
 """Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
@@ -63,7 +75,8 @@ class Detect:
     :meth:`process` with observations of one partition in order; it returns the incident
     events to publish (keyed by their dedup key).
 
-    Detector sets stay live in memory between batches; a key's state is written back to
+    Detector sets stay live in memory between batches (the ``max_live_keys`` most
+    recently used; the others only in the store); a key's state is written back to
     ``detector_store`` at most every ``flush_interval_s`` seconds (0: every batch).
     Serialising large reference windows per batch was most of the worker's CPU; the cost
     of the interval is that after a crash up to that much evidence is missing from the
@@ -96,7 +109,10 @@ class Detect:
         self._seen: dict[str, tuple[datetime, float]] = {}
         """Per model: the latest event time processed and the wall time it was processed."""
         self._live: dict[str, DetectorSet] = {}
+        """Deserialized detector sets, least recently used first (at most max_live_keys)."""
         self._written: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        """Live keys changed since their last write to the store."""
         self._levels: dict[
             tuple[str, str, tuple[str | None, ...]], list[tuple[Level, Labels, str]]
         ] = {}
@@ -159,6 +175,7 @@ class Detect:
         another worker may own, and change, their state in the meantime)."""
         self._live.clear()
         self._written.clear()
+        self._dirty.clear()
         self.idle.clear()
         self._seed = True
 
@@ -196,7 +213,8 @@ class Detect:
             hold: frozenset[str] = frozenset()
             model_set: DetectorSet | None = None
             detections: list[tuple[str, Detection]] = []
-            for level, labels, kid in self._levels_of(obs):
+            levels = self._levels_of(obs)
+            for level, labels, kid in levels:
                 touched[kid] = t
                 if (
                     model_set is not None
@@ -219,7 +237,9 @@ class Detect:
                     start_t, ranges = tracker.evidence(signal.first_index)
                     share = min(1.0, traffic / model_traffic) if model_traffic else None
                     detection = Detection(
-                        labels=labels,
+                        # A critical event is judged once, model-wide, but its incident is
+                        # about that event: it names the event's version and segment.
+                        labels=event_labels(levels) if name in SINGLE_EVENT else labels,
                         signal=signal,
                         at=obs.event.timestamp,
                         window_start=(
@@ -260,13 +280,30 @@ class Detect:
         return out
 
     def _keep(self, sets: dict[str, DetectorSet]) -> None:
-        """Keep the touched detector sets live; write them back at the flush interval."""
+        """Keep the touched detector sets live; write them back at the flush interval.
+
+        At most ``max_live_keys`` sets stay live, least recently used first out: a set
+        leaving is written back first if it changed since its last write, and lives on
+        only in the store (read back if its key returns). Without the bound every key
+        was held twice, live and in the store (issue 17's memory per key)."""
         wall = self.clock()
         for kid, ds in sets.items():
-            self._live[kid] = ds
+            self._live.pop(kid, None)
+            self._live[kid] = ds  # most recently used last
             if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
                 self.detector_store[kid] = stamp("detectors", ds.to_json())
                 self._written[kid] = wall
+                self._dirty.discard(kid)
+            else:
+                self._dirty.add(kid)
+        excess = len(self._live) - self.settings.max_live_keys
+        if excess > 0:
+            for kid in list(itertools.islice(self._live, excess)):
+                ds = self._live.pop(kid)
+                if kid in self._dirty:
+                    self.detector_store[kid] = stamp("detectors", ds.to_json())
+                    self._dirty.discard(kid)
+                self._written.pop(kid, None)
 
     def _expire(self, sets: dict[str, DetectorSet], touched: dict[str, float]) -> None:
         """Track the keys this batch touched; drop keys idle for ``idle_key_hours`` of event
@@ -285,6 +322,7 @@ class Detect:
         for kid in due:
             self._live.pop(kid, None)
             self._written.pop(kid, None)
+            self._dirty.discard(kid)
             sets.pop(kid, None)
             if kid in self.detector_store:
                 del self.detector_store[kid]

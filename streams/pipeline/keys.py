@@ -42,6 +42,22 @@ def key_levels(
     return [(level, labels, key_id(labels)) for level, labels in levels]
 
 
+def event_labels(levels: list[tuple[Level, Labels, str]]) -> Labels:
+    """The labels of one event from its :func:`key_levels`: its model, (folded) version and
+    every (folded) segment label it carries. A detector judged once per event at the model
+    level (a critical event) is labelled with them, so its incident names the version and
+    segment the event came from."""
+    model = levels[0][1].model
+    version: str | None = None
+    segment: dict[str, str] = {}
+    for level, labels, _ in levels:
+        if level == "version":
+            version = labels.version
+        elif level == "segment":
+            segment.update(labels.segment)
+    return Labels(model=model, version=version, segment=segment)
+
+
 def key_id(labels: Labels) -> str:
     """A stable string for a detector key (also the detector table's key)."""
     seg = ",".join(f"{k}={v}" for k, v in sorted(labels.segment.items()))

@@ -39,6 +39,7 @@ from alerting.delivery import (
     Sink,
     UrllibTransport,
 )
+from alerting.delivery_state import DeliveryState
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import PlaybookSet
 from alerting.status import fold_open_incidents
@@ -224,6 +225,7 @@ def run_notify_consumer(
     security: ClientSecurity = None,
     consumer_options: Mapping[str, Any] | None = None,
     restore_open: bool = True,
+    state_topic: str | None = None,
 ) -> LoopStats:
     """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
 
@@ -234,14 +236,17 @@ def run_notify_consumer(
     built here (not to injected ones); a consumer built here stays in its group through
     backoffs of any length (:func:`polling_sleep`). A :class:`RefreshingSink`
     (Alertmanager) first takes up the open incidents of the whole alerts topic
-    (``restore_open``), since its alerts expire unless re-posted.
+    (``restore_open``), since its alerts expire unless re-posted. With ``state_topic``,
+    every change of a delivery's state goes there (:mod:`alerting.delivery_state`), for
+    ``sentinel status``; failing to publish one is logged, never stops delivery.
     """
     clock = clock or SystemClock()
+    group = group_id or f"sentinel-notify-{sink.name}"
     if consumer is None:
         built = clients.consumer(
             [bootstrap] if isinstance(bootstrap, str) else bootstrap,
             security,
-            group_id=group_id or f"sentinel-notify-{sink.name}",
+            group_id=group,
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             **(consumer_options or {}),
@@ -261,6 +266,15 @@ def run_notify_consumer(
     def dead_letter_raw(value: bytes) -> None:
         _send_and_wait(prod, dead_letter_topic, None, value)
 
+    def publish_state(state: DeliveryState) -> None:
+        if state_topic is None:
+            return
+        state = state.model_copy(update={"group": group})
+        try:
+            _send_and_wait(prod, state_topic, state.key(), state.model_dump_json().encode())
+        except Exception as exc:  # the delivery matters more than its report
+            log.warning("%s: delivery state not published (%s)", sink.name, type(exc).__name__)
+
     runner = DeliveryRunner(
         sink,
         transport or UrllibTransport(),
@@ -268,6 +282,7 @@ def run_notify_consumer(
         sleep=sleep,
         clock=clock,
         retry=retry,
+        on_state=publish_state,
     )
     if isinstance(sink, RefreshingSink) and restore_open:
         # Alerts expire unless re-posted: take up the open incidents where the last run

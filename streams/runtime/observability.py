@@ -12,36 +12,66 @@ Metric names and labels are listed in ``docs/operations.md``. Cardinality is bou
 topic/partition/reason/event type/severity/incident type (small, fixed sets), and at most
 ``top_k`` detector keys. Detector statistics are read from the live detector sets (no
 deserialising), at most every ``detector_scan_interval_s`` and over a rotating sample of at
-most ``max_scan_keys`` keys, on the event loop; key counts are exact (the detect stage's
-key tracker), so a scrape stays fast at 100k keys (``bench/state.py``).
+most ``max_scan_keys`` keys within ``scan_budget_s``, on the event loop; key counts are
+exact (the detect stage's key tracker), so a scrape stays fast at 100k keys
+(``bench/state.py``).
 
-:func:`configure_logging` / :func:`logging_config` set up one JSON object per line (UTC
-ISO 8601 ``ts``, ``level``, ``logger``, ``message``, extra fields) or plain text, both
-through :class:`alerting.redact.RedactingFilter`.
+The text format itself is :mod:`streams.runtime.exposition`; the log formats are
+:mod:`streams.runtime.logs` (their names are re-exported here for existing imports).
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import json
 import logging
 import logging.config
 import math
-import re
 import time
 import weakref
 from collections import Counter
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Final, Literal
+from typing import TYPE_CHECKING, Any, Final
 
 from alerting.clock import Clock
-from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter, escape_control
 from streams.pipeline.keys import LEVELS, level_of_key
 from streams.pipeline.state import RESETS, STATE_VERSIONS
+from streams.runtime.exposition import (
+    CONTENT_TYPE,
+    LATENCY_BUCKETS_S,
+    Histogram,
+    MetricFamily,
+    Sample,
+    escape_label_value,
+    render,
+)
 from streams.runtime.fetch_guard import fetch_guard_for
+from streams.runtime.logs import (
+    JsonFormatter,
+    UtcTextFormatter,
+    configure_logging,
+    logging_config,
+)
+
+__all__ = [
+    "CONTENT_TYPE",
+    "LATENCY_BUCKETS_S",
+    "SEVERITIES",
+    "Histogram",
+    "JsonFormatter",
+    "MetricFamily",
+    "Observability",
+    "Readiness",
+    "Sample",
+    "UtcTextFormatter",
+    "configure_logging",
+    "escape_label_value",
+    "logging_config",
+    "observability_for",
+    "register_observability",
+    "render",
+]
 
 if TYPE_CHECKING:
     import faust
@@ -51,118 +81,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-CONTENT_TYPE: Final = "text/plain; version=0.0.4; charset=utf-8"
-LATENCY_BUCKETS_S: Final = (
-    0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0, 14400.0,
-)  # fmt: skip
 SEVERITIES: Final = ("SEV1", "SEV2", "SEV3", "SEV4")
-
-# --------------------------------------------------------------------------------------
-# Prometheus text exposition format 0.0.4.
-
-MetricType = Literal["counter", "gauge", "histogram", "summary", "untyped"]
-_NAME_RE: Final = re.compile(r"^[a-zA-Z_:][a-zA-Z0-9_:]*$")
-_LABEL_RE: Final = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]*$")
-Labels = tuple[tuple[str, str], ...]
-
-
-def _labels(labels: Mapping[str, str] | None) -> Labels:
-    items = tuple(sorted((labels or {}).items()))
-    for key, _ in items:
-        if not _LABEL_RE.match(key) or key.startswith("__"):
-            raise ValueError(f"invalid label name {key!r}")
-    return tuple((k, str(v)) for k, v in items)
-
-
-def escape_label_value(value: str) -> str:
-    """Backslash, double quote and line feed escaped, as the text format requires."""
-    return value.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n")
-
-
-def escape_help(text: str) -> str:
-    return text.replace("\\", "\\\\").replace("\n", "\\n")
-
-
-def format_value(value: float) -> str:
-    if math.isnan(value):
-        return "NaN"
-    if math.isinf(value):
-        return "+Inf" if value > 0 else "-Inf"
-    if float(value).is_integer() and abs(value) < 2**53:
-        return str(int(value))
-    return repr(float(value))
-
-
-@dataclass(frozen=True, slots=True)
-class Sample:
-    suffix: str
-    labels: Labels
-    value: float
-
-
-@dataclass
-class MetricFamily:
-    """One metric: name, type, help, and its samples (``suffix`` for histogram parts)."""
-
-    name: str
-    type: MetricType
-    help: str
-    samples: list[Sample] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
-        if not _NAME_RE.match(self.name):
-            raise ValueError(f"invalid metric name {self.name!r}")
-
-    def add(self, value: float, labels: Mapping[str, str] | None = None, suffix: str = "") -> None:
-        self.samples.append(Sample(suffix, _labels(labels), float(value)))
-
-
-def render(families: Iterable[MetricFamily]) -> str:
-    """The text exposition of ``families`` (each name once, samples in insertion order)."""
-    lines: list[str] = []
-    seen: set[str] = set()
-    for fam in families:
-        if fam.name in seen:
-            raise ValueError(f"metric family {fam.name!r} rendered twice")
-        seen.add(fam.name)
-        lines.append(f"# HELP {fam.name} {escape_help(fam.help)}")
-        lines.append(f"# TYPE {fam.name} {fam.type}")
-        for s in fam.samples:
-            lab = ",".join(f'{k}="{escape_label_value(v)}"' for k, v in s.labels)
-            lines.append(f"{fam.name}{s.suffix}{{{lab}}} {format_value(s.value)}".replace("{}", ""))
-    return "\n".join(lines) + "\n"
-
-
-class Histogram:
-    """A labelled histogram with fixed buckets (cumulative on export)."""
-
-    def __init__(self, buckets: Sequence[float] = LATENCY_BUCKETS_S) -> None:
-        self.buckets = tuple(sorted(buckets))
-        self._counts: dict[Labels, list[int]] = {}
-        self._sums: dict[Labels, float] = {}
-
-    def observe(self, value: float, labels: Mapping[str, str] | None = None) -> None:
-        key = _labels(labels)
-        counts = self._counts.setdefault(key, [0] * (len(self.buckets) + 1))
-        i = next((i for i, b in enumerate(self.buckets) if value <= b), len(self.buckets))
-        counts[i] += 1
-        self._sums[key] = self._sums.get(key, 0.0) + value
-
-    def count(self, labels: Mapping[str, str] | None = None) -> int:
-        return sum(self._counts.get(_labels(labels), []))
-
-    def family(self, name: str, help_text: str) -> MetricFamily:
-        fam = MetricFamily(name, "histogram", help_text)
-        for key, counts in sorted(self._counts.items()):
-            base = dict(key)
-            running = 0
-            for bound, n in zip((*self.buckets, math.inf), counts, strict=True):
-                running += n
-                fam.add(running, base | {"le": format_value(bound)}, "_bucket")
-            fam.add(self._sums[key], base, "_sum")
-            fam.add(running, base, "_count")
-        return fam
-
 
 # --------------------------------------------------------------------------------------
 # Collecting the service's metrics.
@@ -203,6 +122,7 @@ class Observability:
         top_k: int = 20,
         detector_scan_interval_s: float = 30.0,
         max_scan_keys: int = 500,
+        scan_budget_s: float = 0.015,
         end_offsets_timeout_s: float = 2.0,
         monotonic: Any = time.monotonic,
     ) -> None:
@@ -212,6 +132,7 @@ class Observability:
         self.top_k = top_k
         self.detector_scan_interval_s = detector_scan_interval_s
         self.max_scan_keys = max_scan_keys
+        self.scan_budget_s = scan_budget_s
         self.end_offsets_timeout_s = end_offsets_timeout_s
         self._monotonic = monotonic
         self._end_offsets: dict[Any, int] = {}
@@ -398,23 +319,33 @@ class Observability:
 
     def _rescan_detectors(self) -> None:
         """Read detector statistics from the live (in-memory) detector sets, sampled: each
-        scan reads at most ``max_scan_keys`` keys in rotation, plus the keys of the last
-        top list (so the keys closest to alarm stay watched). Nothing is deserialised, so a
-        scrape stays fast at 100k keys (a full scan of the table took 1.5 s at 30k).
-        Key counts come exactly from the detect stage's key tracker, not from the scan."""
+        scan reads the keys of the last top list (so the keys closest to alarm stay
+        watched), then at most ``max_scan_keys`` keys in rotation, and stops when
+        ``scan_budget_s`` is spent. Nothing is deserialised, and the live sets are at most
+        ``detection.max_live_keys``, so a scrape stays fast at 100k keys (a full scan of
+        the table took 1.5 s at 30k). Key counts come exactly from the detect stage's key
+        tracker, not from the scan."""
         detect = self.service.detect
         live = detect._live
-        scan = _DetectorScan(at=self._monotonic())
+        began = self._monotonic()
+        scan = _DetectorScan(at=began)
         kids = list(live)
         start = self._scan_cursor % len(kids) if kids else 0
         chosen = kids[start : start + self.max_scan_keys]
         if len(chosen) < self.max_scan_keys:
             chosen += kids[: min(start, self.max_scan_keys - len(chosen))]
-        self._scan_cursor = start + len(chosen)
-        scan.truncated = len(chosen) < len(kids)
-        chosen += [key for _, key, _, _ in self._scan.top if key in live]
+        # The last top list first (the keys closest to alarm stay watched), then the
+        # rotation, until the time budget is spent: a scrape's cost is bounded on a busy
+        # machine too (it runs on the event loop); the rotation resumes where it stopped.
+        top = [key for _, key, _, _ in self._scan.top if key in live]
+        order = list(dict.fromkeys([*top, *chosen]))
+        rotated = 0
         best: dict[tuple[str, str], tuple[float, str]] = {}
-        for key in dict.fromkeys(chosen):
+        for i, key in enumerate(order):
+            if i % 16 == 15 and self._monotonic() - began > self.scan_budget_s:
+                break
+            if i >= len(top):
+                rotated += 1
             ds = live[key]
             level = level_of_key(key)
             for name, det in ds.detectors.items():
@@ -432,6 +363,8 @@ class Observability:
                     scan.max_by[(level, kind)] = ratio
                 if ratio > best.get((key, kind), (-math.inf, ""))[0]:
                     best[(key, kind)] = (ratio, level)
+        self._scan_cursor = start + rotated
+        scan.truncated = rotated < len(kids)
         ranked = sorted(((r, k, lvl, kind) for (k, kind), (r, lvl) in best.items()), reverse=True)
         scan.top = ranked[: self.top_k]
         for level in LEVELS:
@@ -618,117 +551,3 @@ def register_observability(app: faust.App, service: Service, clock: Clock) -> No
     app.page("/metrics", name="sentinel_metrics")(sentinel_metrics)
     app.page("/healthz", name="sentinel_healthz")(sentinel_healthz)
     app.page("/readyz", name="sentinel_readyz")(sentinel_readyz)
-
-
-# --------------------------------------------------------------------------------------
-# Logging.
-
-_CORE_KEYS: Final = frozenset({"ts", "level", "logger", "message", "exc_info", "stack_info"})
-
-
-class JsonFormatter(logging.Formatter):
-    """One JSON object per line: ``ts`` (UTC ISO 8601), ``level``, ``logger``,
-    ``message``, the record's extra fields, and ``exc_info``/``stack_info`` when present.
-    Non-ASCII is escaped, so a line never contains a line separator of any kind."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        try:
-            message = record.getMessage()
-        except Exception:
-            message = f"{record.msg!s} (unformattable log arguments)"
-        ts = datetime.fromtimestamp(record.created, UTC)
-        out: dict[str, Any] = {
-            "ts": ts.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
-            "level": record.levelname,
-            "logger": record.name,
-            "message": message,
-        }
-        for key, value in vars(record).items():
-            if key in STANDARD_RECORD_ATTRS or key.startswith("_"):
-                continue
-            out[f"extra_{key}" if key in _CORE_KEYS else key] = value
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            out["exc_info"] = record.exc_text
-        if record.stack_info:
-            out["stack_info"] = record.stack_info
-        return json.dumps(out, default=str, ensure_ascii=True, separators=(",", ":"))
-
-
-class UtcTextFormatter(logging.Formatter):
-    """Plain text with UTC ISO 8601 timestamps, one line per record.
-
-    The message is escaped (:func:`alerting.redact.escape_control`): a producer's string
-    with a newline, NUL or terminal escape cannot forge a second entry or reach the log
-    raw. Tracebacks and stacks keep their lines, each indented by two spaces, so no line of
-    theirs reads as a record of its own.
-    """
-
-    def __init__(self) -> None:
-        super().__init__(
-            "%(asctime)s.%(msecs)03dZ %(levelname)s %(name)s: %(message)s",
-            datefmt="%Y-%m-%dT%H:%M:%S",
-        )
-        self.converter = _gmtime
-
-    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
-        raw = record.message
-        record.message = escape_control(raw)
-        try:
-            return super().formatMessage(record)
-        finally:
-            record.message = raw
-
-    def format(self, record: logging.LogRecord) -> str:
-        # The redacting filter may have rendered exc_text already; indent it either way,
-        # and leave the record as it was for other handlers.
-        saved = record.exc_text, record.stack_info
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = _indented(record.exc_text)
-        if record.stack_info:
-            record.stack_info = _indented(record.stack_info)
-        try:
-            return super().format(record)
-        finally:
-            record.exc_text, record.stack_info = saved
-
-
-def _indented(text: str) -> str:
-    """Multi-line text as continuation lines of a record: escaped, every line indented."""
-    return "  " + escape_control(text, keep_newlines=True).replace("\n", "\n  ")
-
-
-def _gmtime(secs: float | None) -> time.struct_time:
-    return time.gmtime(secs)
-
-
-def logging_config(level: str | int, json_logs: bool) -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` mapping: one stderr handler, redacted.
-
-    Pass it to ``faust.Worker(..., logging_config=...)`` so that faust's own logging
-    set-up uses it, or apply it with :func:`configure_logging`.
-    """
-    lvl = level.upper() if isinstance(level, str) else logging.getLevelName(level)
-    return {
-        "version": 1,
-        "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactingFilter}},
-        "formatters": {"json": {"()": JsonFormatter}, "text": {"()": UtcTextFormatter}},
-        "handlers": {
-            "default": {
-                "class": "logging.StreamHandler",
-                "stream": "ext://sys.stderr",
-                "formatter": "json" if json_logs else "text",
-                "filters": ["redact"],
-            }
-        },
-        "root": {"level": lvl, "handlers": ["default"]},
-    }
-
-
-def configure_logging(level: str | int, json_logs: bool) -> None:
-    """Configure the root logger (see :func:`logging_config`)."""
-    logging.config.dictConfig(logging_config(level, json_logs))

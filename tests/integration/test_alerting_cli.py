@@ -23,6 +23,7 @@ from kafka import KafkaProducer
 
 from alerting.containment import ModelContainment
 from alerting.delivery import FailedDelivery
+from alerting.delivery_state import DeliveryState, DeliveryStatus, delivery_topic
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from alerting.silences import fold_silences, silences_topic
@@ -235,6 +236,52 @@ def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     assert "support-bot: no containment" in out
     assert events[0].incident_id not in out.split("Open incidents")[1]
     assert events[1].incident_id in out.split("Open incidents")[1]
+
+
+@pytest.mark.timeout(90)  # includes the session broker's start when it runs first
+def test_status_shows_each_incidents_delivery_per_sink_and_the_worker_lag(
+    kafka_broker: KafkaBroker,
+    cli_env: Settings,
+    webhook: str,
+    recorder: Recorder,
+    notify_file: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    events = _incident_events()
+    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
+    # two events no worker has read: the worker group's lag
+    _publish(kafka_broker.bootstrap, cli_env.topics.inputs, [(None, b"{}"), (None, b"{}")])
+    bounded = ["--config-file", str(notify_file), "--until-idle", "2", "--max-seconds", "30"]
+    # the webhook fails its first requests: the first event is retried, then delivered
+    assert main(["notify", "--sink", "webhook", "--url", webhook, *bounded]) == 0
+    # a second sink that refuses everything: its deliveries are dead-lettered
+    rec = Recorder(SECRET.encode(), always=404, error_body=b"no such hook")
+    with serve(rec, "/") as url:
+        rc = main(["notify", "--sink", "webhook", "--url", url, "--group-id", "second",
+                   *bounded])  # fmt: skip
+    assert rc == EXIT_DEAD_LETTERS
+    capsys.readouterr()
+    states = read_topic_to_end(kafka_broker.bootstrap, delivery_topic(cli_env.topics.alerts))
+    seen = [DeliveryState.model_validate_json(r.value or b"") for r in states]
+    assert DeliveryStatus.RETRYING in {s.status for s in seen}
+
+    # no worker runs: its health is unreachable, its lag is every event published
+    assert main(["status", "--worker-url", "http://127.0.0.1:9"]) == 0
+    out, _ = capsys.readouterr()
+    delivery = out.split("Delivery per sink")[1].split("Silences")[0]
+    first = f"webhook (group {cli_env.worker.app_id}-notify-webhook)"
+    for e in events:
+        lines = [ln for ln in delivery.splitlines() if ln.strip().startswith(e.incident_id)]
+        assert len(lines) == 2, delivery  # one line per sink
+        assert f"{first}: delivered (trigger seq 1, " in lines[1], lines
+        assert "webhook (group second): dead_lettered (trigger seq 1, 1 attempt" in lines[0]
+        assert lines[0].endswith("HTTP 404 (permanent): no such hook"), lines[0]
+    retried = [ln for ln in delivery.splitlines() if f"{first}: delivered" in ln]
+    assert any(f"{FAIL_FIRST + 1} attempts" in ln for ln in retried), retried
+    worker = out.split("Worker:")[1]
+    assert "health: unreachable at http://127.0.0.1:9/readyz" in worker
+    assert f"group {cli_env.worker.app_id}: lag 2 record(s) in total" in worker
+    assert f"{cli_env.topics.inputs}: lag 2 record(s), end 2, committed on 0/" in worker
 
 
 @pytest.mark.timeout(60)

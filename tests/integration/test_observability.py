@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
+from streams.cli.main import main
 from streams.devtools.simulate import Scenario, Simulator
-from streams.settings import Settings
+from streams.settings import Settings, settings_env
 from tests.conftest import KafkaBroker
 from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
@@ -24,7 +25,11 @@ pytestmark = pytest.mark.integration
 
 
 def test_worker_serves_health_readiness_and_moving_metrics(
-    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+    kafka_broker: KafkaBroker,
+    service_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
     settings, base = with_web(service_settings)
     log = tmp_path / "worker.log"
@@ -85,6 +90,21 @@ def test_worker_serves_health_readiness_and_moving_metrics(
         assert not any(t.endswith("-changelog") for t in partitions)
         errors = after["sentinel_metrics_errors_total"]["samples"]
         assert all(v == 0 for _, _, v in errors), errors
+
+        # ``sentinel status`` shows this worker ready, and its lag falls to 0 once it
+        # has committed what it consumed (issue 18 item 5)
+        for name in ("SENTINEL_CONFIG", "SENTINEL_BROKER"):
+            monkeypatch.delenv(name, raising=False)
+        for key, value in settings_env(settings).items():
+            monkeypatch.setenv(key, value)
+
+        def caught_up() -> bool:
+            assert main(["status"]) == 0
+            worker = capsys.readouterr().out.split("Worker:")[1]
+            assert f"health: ready at {base}/readyz" in worker, worker
+            return f"group {settings.worker.app_id}: lag 0 record(s) in total" in worker
+
+        wait_for(caught_up, 60, "status to show the worker's lag at 0", log)
 
     records = []
     for raw in log.read_text(errors="replace").splitlines():

@@ -347,3 +347,38 @@ def test_commands_log_through_the_redacting_filter(monkeypatch: pytest.MonkeyPat
     assert "SaslAuthenticateRequest(auth_bytes=[BYTES 14])" in out, out
     assert "mail from [EMAIL], Send: [BYTES 6]" in out, out
     assert out.split(" ", 1)[0].endswith("Z"), out  # UTC timestamps, as the worker's
+
+
+def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    """A scrape's detector scan runs on the event loop: it stops once ``scan_budget_s`` is
+    spent (checked every 16 keys), says it sampled, and the next scan goes on from there."""
+    service, _ = pipeline_service
+    live = service.detect._live
+    assert len(live) > 32
+    ticks = [0.0]
+
+    def monotonic() -> float:
+        ticks[0] += 0.001  # every look at the clock: 1 ms later
+        return ticks[0]
+
+    obs = Observability(
+        _fake_app([], {}, {}),
+        service,
+        _Clock(datetime.now(UTC)),
+        detector_scan_interval_s=0,
+        scan_budget_s=0.0015,
+        monotonic=monotonic,
+    )
+    obs._rescan_detectors()
+    assert obs._scan.truncated
+    first = obs._scan_cursor
+    assert 0 < first < len(live)
+    obs._rescan_detectors()
+    assert obs._scan_cursor > first  # the rotation went on
+    generous = Observability(
+        _fake_app([], {}, {}), service, _Clock(datetime.now(UTC)), scan_budget_s=60.0
+    )
+    generous._rescan_detectors()
+    assert generous._scan.truncated == (len(live) > generous.max_scan_keys)

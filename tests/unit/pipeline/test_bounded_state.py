@@ -94,3 +94,33 @@ def test_idle_keys_pop_in_touch_order_with_a_bound_per_call() -> None:
     assert idle.due(horizon=3.0, max_keys=10) == ["m|*|tenant=t0", "m|*|tenant=t1", "m|*|tenant=t2"]
     assert len(idle) == 2
     assert idle.by_level["segment"] == 2
+
+
+def test_live_sets_are_bounded_and_an_evicted_set_is_written_back_first() -> None:
+    """At most ``max_live_keys`` detector sets stay deserialized; one leaving is written
+    back if it changed since its last write (here nothing is flushed before eviction), so
+    the store ends up as it would with every set live and written every batch, and the
+    incidents are the same."""
+    obs = _flood(_observations(400))
+    full: dict[str, object] = {}
+    unbounded = _detect(full, max_label_values=1000)
+    expected = [unbounded.process(obs[i : i + 50]) for i in range(0, len(obs), 50)]
+    store: dict[str, object] = {}
+    settings = load_settings(env={})
+    det = settings.detection.model_copy(update={"max_label_values": 1000, "max_live_keys": 5})
+    bounded = Detect(
+        det,
+        load_policy(det.alerting_policy),
+        load_playbooks(det.playbooks_dir),
+        store,
+        {},
+        flush_interval_s=1e9,  # written only on first sight and on eviction
+        clock=lambda: 0.0,
+    )
+    got = [bounded.process(obs[i : i + 50]) for i in range(0, len(obs), 50)]
+    assert [[e.event_id for e in b] for b in got] == [[e.event_id for e in b] for b in expected]
+    assert len(bounded._live) == 5
+    assert set(store) == set(full)
+    evicted = [k for k in store if k not in bounded._live]
+    assert len(evicted) == len(full) - 5
+    assert all(store[k] == full[k] for k in evicted)

@@ -1,0 +1,92 @@
+"""The worker and delivery sections of ``sentinel status`` (issue 18 item 5).
+
+- Worker health: the worker's own ``/readyz`` (:mod:`streams.runtime.observability`) over
+  HTTP, at ``--worker-url`` (default ``http://<worker.web_host>:<worker.web_port>``).
+- Worker lag: the worker group's committed offsets against the log-end offsets of the
+  event topics, from the broker (:mod:`streams.kafka.lag`), so it shows while the worker
+  is down too.
+- Delivery: each open incident's state per sink from the delivery-state topic that
+  ``sentinel notify`` publishes (:mod:`alerting.delivery_state`), and closed incidents
+  whose last delivery failed or is still retrying.
+"""
+
+from __future__ import annotations
+
+import json
+import urllib.error
+import urllib.request
+from collections.abc import Sequence
+
+from alerting.delivery_state import (
+    DeliveryMap,
+    delivery_topic,
+    fold_delivery_states,
+    problems,
+    render_delivery,
+)
+from alerting.model import IncidentEvent
+from alerting.redact import escape_control
+from streams.kafka.clients import ClientSecurity
+from streams.kafka.lag import group_lag, render_lag
+from streams.kafka.topics import read_topic_to_end
+from streams.settings import Settings
+
+HEALTH_TIMEOUT_S = 3.0
+
+
+def default_worker_url(settings: Settings) -> str | None:
+    """The worker's web endpoint from the settings (None when its web server is off)."""
+    w = settings.worker
+    return f"http://{w.web_host}:{w.web_port}" if w.web_enabled else None
+
+
+def worker_health(url: str | None, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
+    """One line: ``ready``, ``not ready (<checks>)`` or ``unreachable (<why>)``."""
+    if url is None:
+        return "unknown (worker.web_enabled is false: no /readyz to ask)"
+    target = url.rstrip("/") + "/readyz"
+    try:
+        with urllib.request.urlopen(target, timeout=timeout_s) as resp:
+            status, body = resp.status, resp.read()
+    except urllib.error.HTTPError as exc:
+        status, body = exc.code, exc.read()
+    except (urllib.error.URLError, OSError) as exc:
+        reason = getattr(exc, "reason", exc)
+        return f"unreachable at {target} ({escape_control(str(reason))})"
+    try:
+        checks = json.loads(body)  # {"ready": bool, <check>: value, ...}
+    except ValueError:
+        checks = {}
+    if not isinstance(checks, dict):
+        checks = {}
+    detail = ", ".join(f"{k}={v}" for k, v in sorted(checks.items()) if k != "ready")
+    state = "ready" if status == 200 else f"not ready (HTTP {status})"
+    return f"{state} at {target}" + (f": {escape_control(detail)}" if detail else "")
+
+
+def worker_section(
+    settings: Settings, bootstrap: Sequence[str], security: ClientSecurity, url: str | None
+) -> str:
+    topics = list(settings.topics.by_kind().values())
+    lags = group_lag(bootstrap, security, settings.worker.app_id, topics)
+    return f"health: {worker_health(url)}\n{render_lag(settings.worker.app_id, lags)}"
+
+
+def read_delivery(
+    settings: Settings, bootstrap: Sequence[str], security: ClientSecurity
+) -> tuple[DeliveryMap, int, int]:
+    """Folded delivery states, records read and undecodable records skipped."""
+    records = read_topic_to_end(
+        list(bootstrap), delivery_topic(settings.topics.alerts), security=security
+    )
+    states, bad = fold_delivery_states(r.value for r in records)
+    return states, len(records), bad
+
+
+def delivery_section(open_: list[IncidentEvent], states: DeliveryMap) -> str:
+    text = render_delivery(open_, states)
+    closed = problems(states, (e.incident_id for e in open_))
+    if closed:
+        text += "\nclosed incidents whose last delivery did not succeed:"
+        text += "".join(f"\n{s.incident_id}  {s.label}: {s.describe()}" for s in closed)
+    return text

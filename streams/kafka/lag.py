@@ -1,0 +1,77 @@
+"""Consumer-group lag read from the broker: what ``sentinel status`` shows for the worker.
+
+The worker's consumer group is its ``worker.app_id`` (faust's group id). Its lag on a
+partition is the log-end offset minus the group's committed offset: the records the worker
+has not yet processed and committed. Read with the admin client and a group-less consumer,
+so it works while the worker is down (then the committed offsets are where it stopped).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from streams.kafka import clients
+from streams.kafka.clients import ClientSecurity
+
+
+@dataclass(frozen=True)
+class PartitionLag:
+    """One partition of a topic the group reads: end offset, committed offset, lag."""
+
+    topic: str
+    partition: int
+    end: int
+    committed: int | None  # None: the group has committed nothing on this partition
+
+    @property
+    def lag(self) -> int:
+        """Records not yet committed by the group (all of them when it committed none)."""
+        return max(0, self.end - (self.committed or 0))
+
+
+def group_lag(
+    bootstrap: Sequence[str], security: ClientSecurity, group: str, topics: Iterable[str]
+) -> list[PartitionLag]:
+    """Lag of consumer group ``group`` on every partition of ``topics`` (a topic that does
+    not exist is left out), in topic then partition order."""
+    from kafka import TopicPartition
+
+    admin = clients.admin(bootstrap, security)
+    try:
+        # kafka-python 3.0: group id -> {TopicPartition: OffsetAndMetadata}
+        committed: dict[Any, Any] = admin.list_group_offsets(group).get(group, {})
+    finally:
+        admin.close()
+    reader = clients.consumer(bootstrap, security, group_id=None, enable_auto_commit=False)
+    try:
+        tps = [
+            TopicPartition(topic, p)
+            for topic in sorted(set(topics))
+            for p in sorted(reader.partitions_for_topic(topic) or ())
+        ]
+        ends: dict[Any, int] = reader.end_offsets(tps) if tps else {}
+    finally:
+        reader.close()
+    out: list[PartitionLag] = []
+    for tp in tps:
+        meta = committed.get(tp)
+        offset = int(meta.offset) if meta is not None and meta.offset >= 0 else None
+        out.append(PartitionLag(tp.topic, tp.partition, int(ends[tp]), offset))
+    return out
+
+
+def render_lag(group: str, lags: list[PartitionLag]) -> str:
+    """Per topic: total lag in records and how many partitions the group has committed on."""
+    if not lags:
+        return f"group {group}: no source topics found"
+    lines = [f"group {group}: lag {sum(p.lag for p in lags)} record(s) in total"]
+    for topic in dict.fromkeys(p.topic for p in lags):
+        parts = [p for p in lags if p.topic == topic]
+        done = sum(p.committed is not None for p in parts)
+        lines.append(
+            f"  {topic}: lag {sum(p.lag for p in parts)} record(s), "
+            f"end {sum(p.end for p in parts)}, committed on {done}/{len(parts)} partition(s)"
+        )
+    return "\n".join(lines)
