@@ -538,13 +538,27 @@ class IncidentEngine:
         explains ``detection``; the best-matching one when several do."""
         reopen = _minutes(self.policy.lifecycle.reopen_window_minutes)
         family = family_of(detection.incident_type)
+        fresh = self.recent_deploy(scope, now) if not scope.segment else None
+        started = detection.window_start or detection.at
         best: tuple[tuple[bool, bool, bool, bool, datetime], IncidentRecord] | None = None
         for rec in self._incidents.values():
             if rec.labels.model != scope.model:
                 continue
-            if not rec.active and (rec.resolved_at is None or now - rec.resolved_at > reopen):
-                continue
-            if rec.dedup_key != key and not same_cause(
+            if not rec.active and (
+                rec.dedup_key != key or rec.resolved_at is None or now - rec.resolved_at > reopen
+            ):
+                continue  # only the same identity reopens a resolved incident
+            if rec.dedup_key == key:
+                pass
+            elif fresh is not None and (rec.deploy is None or rec.deploy.version != fresh.version):
+                continue  # a fresh deploy is a cause of its own, named by its version
+            elif (
+                family not in rec.families
+                and rec.deploy is None
+                and started > rec.last_seen + self._hysteresis(rec)
+            ):
+                continue  # another signal whose episode began after this cause went quiet
+            elif not same_cause(
                 rec.labels,
                 rec.families or [family_of(rec.incident_type)],
                 rec.deploy is not None,
