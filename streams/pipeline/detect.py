@@ -45,6 +45,13 @@ LEVEL_CACHE_SIZE: Final = 10_000
 EXPIRE_PER_BATCH: Final = 1000
 """Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
 
+TICK_EVERY_S: Final = 60.0
+"""Event-time spacing of the engines' ticks inside :meth:`Detect.process`: a model's
+engine ticks at its first observation past each boundary of this grid, before that
+observation is processed. Ticks tied to event time, not to batch ends, make the incidents
+independent of how the stream was cut into batches (a minute is far finer than any
+quiet period or deadline); the worker's wall-clock tick covers a stream that stops."""
+
 
 @dataclass
 class DetectStats:
@@ -95,6 +102,8 @@ class Detect:
         self.wall_clock = wall_clock
         self._seen: dict[str, tuple[datetime, float]] = {}
         """Per model: the latest event time processed and the wall time it was processed."""
+        self._next_tick: dict[str, float] = {}
+        """Per model: the event time (Unix s) at or after which its engine ticks next."""
         self._live: dict[str, DetectorSet] = {}
         self._written: dict[str, float] = {}
         self._levels: dict[
@@ -182,7 +191,9 @@ class Detect:
         return ds
 
     def process(self, batch: Iterable[Observation]) -> list[IncidentEvent]:
-        """Run a batch through the detectors; write back every state it touched."""
+        """Run a batch through the detectors; write back every state it touched. Engines
+        tick on the event-time grid of :data:`TICK_EVERY_S`, so the output does not depend
+        on where the batches end."""
         sets: dict[str, DetectorSet] = {}
         engines: dict[str, IncidentEngine] = {}
         out: list[IncidentEvent] = []
@@ -192,6 +203,9 @@ class Detect:
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = event_time(obs.event)
+            if t >= self._next_tick.get(obs.model, -math.inf):
+                self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+                out.extend(engine.tick(obs.event.timestamp, self._health(engine, sets)))
             model_traffic = 0.0
             hold: frozenset[str] = frozenset()
             model_set: DetectorSet | None = None
@@ -250,8 +264,6 @@ class Detect:
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
-            engine = engines[model]
-            out.extend(engine.tick(now, self._health(engine, sets)))
         self._expire(sets, touched)
         self._keep(sets)
         for model, engine in engines.items():
