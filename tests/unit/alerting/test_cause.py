@@ -225,6 +225,13 @@ def test_grouped_state_round_trips_through_json() -> None:
     assert eng2.observe(localized(acme, 1, key=lb(), sig=tox("any", last_index=1100))) == []  # type: ignore[arg-type]
 
 
+def test_a_prompt_injection_wave_explains_its_hallucinations_in_either_order() -> None:
+    inj, hal = "prompt_injection_rate", "hallucination_rate"
+    assert same_cause(lb(), [inj], False, lb(), lb(), hal)
+    assert same_cause(lb(), [hal], False, lb(tenant="acme"), lb(), inj)
+    assert not same_cause(lb(), [hal], False, lb(), lb(), "toxicity_rate")
+
+
 def test_a_bad_deploy_explains_the_cuts_that_mix_versions() -> None:
     conf = "confidence_shift"
     assert same_cause(lb("v13"), [conf], True, lb(feature="chat"), lb(feature="chat"), "tox")
