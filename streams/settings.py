@@ -321,6 +321,13 @@ class DetectionSettings(_Section):
         description="Distinct versions per model with their own detector key; further "
         "versions fold into 'other'.",
     )
+    silence_minutes: float = Field(
+        default=10.0,
+        gt=0,
+        description="A model whose traffic (or outputs, while inputs continue) stops for "
+        "at least this long, and for longer than its learned rate makes likely, is a "
+        "traffic_silence incident (see streams.pipeline.silence).",
+    )
     idle_key_hours: float = Field(
         default=72.0,
         gt=0,

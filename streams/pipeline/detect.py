@@ -33,6 +33,7 @@ from streams.pipeline.join import Store
 from streams.pipeline.keys import Level, key_id, key_levels, level_of, level_of_key
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.silence import SilenceWatch
 from streams.pipeline.state import VERSION_KEY, restore, stamp
 from streams.settings import DetectionSettings
 
@@ -104,6 +105,9 @@ class Detect:
         """Per model: the latest event time processed and the wall time it was processed."""
         self._next_tick: dict[str, float] = {}
         """Per model: the event time (Unix s) at or after which its engine ticks next."""
+        self._next_sweep = -math.inf
+        """Event time of the next check of every model for silence (replay only)."""
+        self.silence = SilenceWatch(settings.silence_minutes * 60.0)
         self._live: dict[str, DetectorSet] = {}
         self._written: dict[str, float] = {}
         self._levels: dict[
@@ -203,9 +207,7 @@ class Detect:
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = event_time(obs.event)
-            if t >= self._next_tick.get(obs.model, -math.inf):
-                self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
-                out.extend(engine.tick(obs.event.timestamp, self._health(engine, sets)))
+            out.extend(self._on_time(obs, t, engine, engines, sets))
             model_traffic = 0.0
             hold: frozenset[str] = frozenset()
             model_set: DetectorSet | None = None
@@ -384,6 +386,59 @@ class Detect:
             return detection
         return detection.model_copy(update={"localization": loc, "probes": probes})
 
+    def _on_time(
+        self,
+        obs: Observation,
+        t: float,
+        engine: IncidentEngine,
+        engines: dict[str, IncidentEngine],
+        sets: dict[str, DetectorSet],
+    ) -> list[IncidentEvent]:
+        """Before an observation is processed: note its arrival for the silence watch and,
+        at the model's next :data:`TICK_EVERY_S` boundary, check the model for silence and
+        tick its engine. Offline, inputs and outputs also sweep every model for silence."""
+        out: list[IncidentEvent] = []
+        now = obs.event.timestamp
+        traffic = obs.event.event_type in ("input", "output")
+        self.silence.see(obs.model, obs.event.event_type, t)
+        if t >= self._next_tick.get(obs.model, -math.inf):
+            self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+            if traffic:
+                out.extend(self._silent(obs.model, engine, now))
+            out.extend(engine.tick(now, self._health(engine, sets)))
+        if self.replay and traffic and t >= self._next_sweep:
+            self._next_sweep = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+            out.extend(self._sweep(obs.model, engines, now))
+        return out
+
+    def _silent(self, model: str, engine: IncidentEngine, now: datetime) -> list[IncidentEvent]:
+        """Observe a traffic-silence detection for ``model`` if it is silent at ``now``
+        (:mod:`streams.pipeline.silence`)."""
+        signal = self.silence.check(model, now.timestamp())
+        if signal is None:
+            return []
+        detection = Detection(
+            labels=Labels(model=model),
+            signal=signal,
+            at=now,
+            window_start=now - timedelta(minutes=signal.statistic),
+            replay=self.replay,
+        )
+        return engine.observe(detection)
+
+    def _sweep(
+        self, current: str, engines: dict[str, IncidentEngine], now: datetime
+    ) -> list[IncidentEvent]:
+        """Offline only: check every other model for silence at the stream's event time
+        (another model's events keep time moving when one model stops). The worker does
+        not: an engine must be written with its own partition's events, so there a silent
+        model is found by its wall-clock tick (:meth:`tick_wall`)."""
+        out: list[IncidentEvent] = []
+        for model in self.silence.models():
+            if model != current:
+                out.extend(self._silent(model, self._engine(model, engines, now), now))
+        return out
+
     def _health(self, engine: IncidentEngine, sets: dict[str, DetectorSet]) -> dict[str, bool]:
         """Whether each active incident's probe detector is still alarmed."""
         probes = engine.probes()
@@ -398,13 +453,14 @@ class Detect:
         return probe_health(probes, set_of)
 
     def tick(self, model: str, now: datetime) -> list[IncidentEvent]:
-        """Advance one model's engine to ``now`` (resolve quiet incidents, escalate overdue
-        ones) and store it. The worker calls it on the wall clock for models whose traffic
-        may have stopped (:mod:`streams.runtime.agents`)."""
+        """Advance one model's engine to ``now`` (a silence check, then resolve quiet
+        incidents and escalate overdue ones) and store it. The worker calls it on the wall
+        clock for models whose traffic may have stopped (:mod:`streams.runtime.agents`)."""
         engines: dict[str, IncidentEngine] = {}
         sets: dict[str, DetectorSet] = {}
         engine = self._engine(model, engines, now)
-        out = engine.tick(now, self._health(engine, sets))
+        out = self._silent(model, engine, now)
+        out.extend(engine.tick(now, self._health(engine, sets)))
         self._keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
         return out
