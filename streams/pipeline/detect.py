@@ -108,6 +108,8 @@ class Detect:
         self._next_sweep = -math.inf
         """Event time of the next check of every model for silence (replay only)."""
         self.silence = SilenceWatch(settings.silence_minutes * 60.0)
+        self._traffic_seen: dict[str, tuple[float, float]] = {}
+        """Per model: the latest input/output event time and the wall time it was seen."""
         self._live: dict[str, DetectorSet] = {}
         self._written: dict[str, float] = {}
         self._levels: dict[
@@ -339,13 +341,19 @@ class Detect:
         """Advance a model's engine on the wall clock: to its latest event time plus the
         wall time elapsed since that event was processed. A model whose traffic stopped
         still resolves or escalates at its deadlines; a replay of old data is not aged by
-        the distance between its event time and today. No-op for a model not seen."""
+        the distance between its event time and today. Silence is judged at the latest
+        input or output's event time plus the wall time since it was processed (feedback
+        trailing a stream that stopped does not count as traffic). No-op for a model not
+        seen."""
         seen = self._seen.get(model)
         if seen is None:
             return []
         event_t, wall = seen
-        elapsed = max(0.0, self.wall_clock() - wall)
-        return self.tick(model, event_t + timedelta(seconds=elapsed))
+        wall_now = self.wall_clock()
+        now = event_t + timedelta(seconds=max(0.0, wall_now - wall))
+        traffic = self._traffic_seen.get(model)
+        silence_t = traffic[0] + max(0.0, wall_now - traffic[1]) if traffic else None
+        return self.tick(model, now, silence_t)
 
     def _localized(
         self,
@@ -401,6 +409,8 @@ class Detect:
         now = obs.event.timestamp
         traffic = obs.event.event_type in ("input", "output")
         self.silence.see(obs.model, obs.event.event_type, t)
+        if traffic and t >= self._traffic_seen.get(obs.model, (-math.inf, 0.0))[0]:
+            self._traffic_seen[obs.model] = (t, self.wall_clock())
         if t >= self._next_tick.get(obs.model, -math.inf):
             self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
             if traffic:
@@ -411,10 +421,12 @@ class Detect:
             out.extend(self._sweep(obs.model, engines, now))
         return out
 
-    def _silent(self, model: str, engine: IncidentEngine, now: datetime) -> list[IncidentEvent]:
-        """Observe a traffic-silence detection for ``model`` if it is silent at ``now``
-        (:mod:`streams.pipeline.silence`)."""
-        signal = self.silence.check(model, now.timestamp())
+    def _silent(
+        self, model: str, engine: IncidentEngine, now: datetime, at_t: float | None = None
+    ) -> list[IncidentEvent]:
+        """Observe a traffic-silence detection for ``model`` if it is silent at event time
+        ``at_t`` (default ``now``; :mod:`streams.pipeline.silence`)."""
+        signal = self.silence.check(model, now.timestamp() if at_t is None else at_t)
         if signal is None:
             return []
         detection = Detection(
@@ -452,14 +464,17 @@ class Detect:
 
         return probe_health(probes, set_of)
 
-    def tick(self, model: str, now: datetime) -> list[IncidentEvent]:
+    def tick(
+        self, model: str, now: datetime, silence_t: float | None = None
+    ) -> list[IncidentEvent]:
         """Advance one model's engine to ``now`` (a silence check, then resolve quiet
         incidents and escalate overdue ones) and store it. The worker calls it on the wall
-        clock for models whose traffic may have stopped (:mod:`streams.runtime.agents`)."""
+        clock for models whose traffic may have stopped (:mod:`streams.runtime.agents`).
+        ``silence_t``: the event time (Unix s) to judge silence at (None: ``now``)."""
         engines: dict[str, IncidentEngine] = {}
         sets: dict[str, DetectorSet] = {}
         engine = self._engine(model, engines, now)
-        out = self._silent(model, engine, now)
+        out = self._silent(model, engine, now, silence_t)
         out.extend(engine.tick(now, self._health(engine, sets)))
         self._keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
