@@ -24,9 +24,15 @@ downvotes, confidence and toxicity together. Two pure pieces turn that into one 
 * :func:`same_cause` says whether a detection is explained by an open incident: same
   model, scopes that do not contradict each other (tenant=a vs tenant=b do), and signals
   that one cause produces: the same signal family; downvotes (users react to any
-  failure); or any signal on a nested scope of a bad deploy. Different signal families on
-  merely overlapping cuts (toxicity on tenant=a, confidence on locale=de) stay apart, so
-  grouping never hides an unrelated failure.
+  failure); a family and its consequences (:data:`CONSEQUENCES`); or any signal of a bad
+  deploy's version or of a cut that mixes versions (the model, a segment value).
+  Different signal families on merely overlapping cuts (toxicity on tenant=a, confidence
+  on locale=de) stay apart, so grouping never hides an unrelated
+  failure. The engine adds two rules of time and identity: a signal of another family
+  joins only an incident whose cause was still firing when its episode began (a downvote
+  incident from hours ago does not absorb a new prompt-injection wave), and a detection
+  localized to a freshly deployed version joins only that deploy's incident (the deploy
+  is a new cause, named by its version, even when an older incident is still open).
 
 Both are deterministic functions of their inputs (the engine's idempotency relies on it).
 """
@@ -44,6 +50,16 @@ from detectors.base import Excess
 SYMPTOM_FAMILIES = frozenset({"downvote_rate"})
 """Signal families that react to any cause (users downvote toxic, wrong or unsure
 answers alike): they join an incident of any family whose scope they do not contradict."""
+
+CONSEQUENCES: dict[str, frozenset[str]] = {
+    "prompt_injection_rate": frozenset(
+        {"hallucination_rate", "evaluation_score", "evaluation_fail_rate"}
+    ),
+}
+"""Signal families that follow from another one's cause: injected prompts derail the
+answers' grounding, so a prompt-injection wave also moves the hallucination rate and the
+groundedness judge. Either side joins an incident of the other (in both orders: which one
+fires first depends on traffic)."""
 
 
 class GroupingPolicy(BaseModel):
@@ -212,4 +228,11 @@ def same_cause(
         return True
     if detection_family in SYMPTOM_FAMILIES or families <= SYMPTOM_FAMILIES:
         return True
-    return deploy and nested(incident_scope, detection_scope)
+    if any(
+        detection_family in CONSEQUENCES.get(f, ()) or f in CONSEQUENCES.get(detection_family, ())
+        for f in families
+    ):
+        return True
+    # A bad deploy explains any signal on its version and on the cuts that mix versions
+    # (the model, each segment value): the deploy's share of them carries its excess.
+    return deploy and (nested(incident_scope, detection_scope) or detection_scope.version is None)

@@ -29,9 +29,9 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Annotated, Literal, Protocol, runtime_checkable
+from typing import Annotated, Final, Literal, Protocol, runtime_checkable
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, model_validator
 
 from alerting.alertmanager import (
     ENDS_AFTER_REFRESHES,
@@ -81,8 +81,15 @@ class HttpResponse(BaseModel):
         description="The start of the receiver's error body (e.g. Alertmanager's reason for "
         "a 400), control characters escaped; kept in the dead letter's reason.",
     )
+    body: bytes = Field(
+        default=b"",
+        repr=False,
+        description="A 2xx answer's body (up to RESPONSE_BODY_MAX bytes), for sinks that read "
+        "it (Slack's chat.postMessage returns the message's ts).",
+    )
 
 
+RESPONSE_BODY_MAX = 65_536
 ERROR_DETAIL_MAX = 500
 """Characters of a receiver's error body kept in a dead letter's reason."""
 
@@ -126,8 +133,7 @@ class UrllibTransport:
         )
         try:
             with self._opener.open(req, timeout=self.timeout_s) as resp:
-                resp.read()
-                return HttpResponse(status=resp.status)
+                return HttpResponse(status=resp.status, body=resp.read(RESPONSE_BODY_MAX))
         except urllib.error.HTTPError as exc:
             retry = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             try:
@@ -149,6 +155,16 @@ class Sink(Protocol):
     """True for sinks that page people: replayed incidents are never sent to them."""
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest: ...
+
+
+@runtime_checkable
+class AcceptingSink(Protocol):
+    """A sink that reads the receiver's 2xx answer (Slack's Web API answers 200 with
+    ``ok: false`` when it refuses a message, and with the thread ``ts`` when it posts)."""
+
+    def accepted(self, event: IncidentEvent, response: HttpResponse) -> str | None:
+        """None: delivered; else why the receiver refused it (not retried)."""
+        ...
 
 
 WebhookFormat = Literal["incident", "alertmanager-webhook-v4"]
@@ -353,6 +369,87 @@ class SlackSink:
         return _json_request(self._webhook_url.get_secret_value(), body)
 
 
+SLACK_POST_MESSAGE_URL: Final = "https://slack.com/api/chat.postMessage"
+SLACK_MAX_THREADS: Final = 10_000
+"""Incidents whose Slack thread is remembered (oldest forgotten first)."""
+
+
+class SlackThreadSink:
+    """Slack through its Web API: one thread per incident.
+
+    ``chat.postMessage`` (``POST https://slack.com/api/chat.postMessage`` with a bot token)
+    answers with the message's ``ts``. The incident's first message starts a thread; every
+    later event of the incident (update, escalation, resolve) replies in that thread with
+    ``thread_ts``, and a resolve is also shown in the channel (``reply_broadcast``), so a
+    channel shows one message per cause. An incoming webhook cannot do this: it returns no
+    ``ts``, so with ``webhook_url`` each event is its own channel message (see
+    docs/operations.md).
+
+    The Web API answers HTTP 200 with ``{"ok": false, "error": ...}`` when it refuses a
+    message; :meth:`SlackThreadSink.accepted` turns that into a failed delivery. The threads
+    (incident id -> ``ts``) are kept in memory, bounded: after a restart of
+    ``sentinel notify`` an open incident's next event starts a new thread.
+    """
+
+    def __init__(
+        self,
+        token: SecretStr,
+        channel: str,
+        *,
+        url: str = SLACK_POST_MESSAGE_URL,
+        playbook_base_url: str | None = None,
+        console_url: str | None = None,
+        name: str = "slack",
+    ) -> None:
+        self.name = name
+        self.pages = True
+        self._token = token
+        self._channel = channel
+        self._url = url
+        self._playbook_base_url = playbook_base_url
+        self._console_url = console_url
+        self._threads: OrderedDict[str, str] = OrderedDict()
+
+    def thread_of(self, incident_id: str) -> str | None:
+        """The ``ts`` of the incident's thread (None: no message posted yet)."""
+        return self._threads.get(incident_id)
+
+    def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
+        body = slack_message(event, playbook_base_url=self._playbook_base_url)
+        add_console_link(body, event, self._console_url, "slack")
+        body["channel"] = self._channel
+        thread = self._threads.get(event.incident_id)
+        if thread is not None:
+            body["thread_ts"] = thread
+            if is_resolve(event):
+                body["reply_broadcast"] = True
+        return HttpRequest(
+            url=self._url,
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            headers={
+                "Content-Type": "application/json; charset=utf-8",
+                "Authorization": f"Bearer {self._token.get_secret_value()}",
+            },
+        )
+
+    def accepted(self, event: IncidentEvent, response: HttpResponse) -> str | None:
+        """Read Slack's answer to a 2xx: None when the message was posted (a first
+        message's ``ts`` starts the incident's thread), else why it was refused."""
+        try:
+            answer = json.loads(response.body or b"{}")
+        except ValueError:
+            return "Slack answered with a body that is not JSON"
+        if not isinstance(answer, dict) or not answer.get("ok"):
+            error = answer.get("error", "unknown") if isinstance(answer, dict) else "unknown"
+            return f"Slack API refused the message: {error}"
+        ts = answer.get("ts")
+        if event.incident_id not in self._threads and isinstance(ts, str):
+            self._threads[event.incident_id] = ts
+            while len(self._threads) > SLACK_MAX_THREADS:
+                self._threads.popitem(last=False)
+        return None
+
+
 # ---- sink configuration (for the CLI) ----------------------------------------------------
 
 _CFG = ConfigDict(frozen=True, extra="forbid")
@@ -397,11 +494,24 @@ class AlertmanagerSinkConfig(BaseModel):
 
 
 class SlackSinkConfig(BaseModel):
+    """An incoming webhook (``webhook_url``: one channel message per event) or the Web API
+    (``token`` and ``channel``: one thread per incident, :mod:`alerting.slack`)."""
+
     model_config = _CFG
     type: Literal["slack"]
-    webhook_url: SecretStr
+    webhook_url: SecretStr | None = None
+    token: SecretStr | None = None
+    channel: str | None = None
+    api_url: str = SLACK_POST_MESSAGE_URL
     playbook_base_url: str | None = None
     console_url: str | None = None
+
+    @model_validator(mode="after")
+    def _one_mode(self) -> SlackSinkConfig:
+        api = self.token is not None and bool(self.channel)
+        if api == (self.webhook_url is not None):
+            raise ValueError("slack: set either webhook_url, or token and channel")
+        return self
 
 
 SinkConfig = Annotated[
@@ -432,6 +542,16 @@ def make_sink(cfg: SinkConfig) -> Sink:
             refresh_s=cfg.refresh_s,
             console_url=cfg.console_url,
             playbook_base_url=cfg.playbook_base_url,
+        )
+    if cfg.webhook_url is None:
+        assert cfg.token is not None  # both checked by SlackSinkConfig
+        assert cfg.channel is not None
+        return SlackThreadSink(
+            cfg.token,
+            cfg.channel,
+            url=cfg.api_url,
+            playbook_base_url=cfg.playbook_base_url,
+            console_url=cfg.console_url,
         )
     return SlackSink(
         cfg.webhook_url, playbook_base_url=cfg.playbook_base_url, console_url=cfg.console_url
@@ -569,6 +689,14 @@ class DeliveryRunner:
                 last_status = None
             else:
                 last_status = response.status
+                refused = (
+                    self.sink.accepted(event, response)
+                    if 200 <= response.status < 300 and isinstance(self.sink, AcceptingSink)
+                    else None
+                )
+                if refused is not None:
+                    reason = refused
+                    break
                 if 200 <= response.status < 300:
                     self.delivered.add(event.event_id)
                     self._report(event, DeliveryStatus.DELIVERED, attempt)

@@ -19,20 +19,39 @@ only for an incident whose trigger was emitted.
 
 Flapping: a re-trigger within ``reopen_window`` of resolving reopens the same incident and
 multiplies the quiet period needed to resolve it again by ``flap_hysteresis_factor``.
+
+Layout: the record, its stored state and the pure lifecycle rules (muters, the cause
+verdict, when an incident resolves) are in :mod:`alerting.incident`; which incident a
+detection belongs to is :mod:`alerting.grouping`; this module drives them.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
-
-from alerting.cause import family_of, nested, same_cause
+from alerting.cause import family_of, nested
+from alerting.grouping import find_cause, relate
+from alerting.incident import (
+    ESCALATION_REASON,
+    MAX_FINGERPRINTS,
+    MAX_PROBES,
+    STATE_VERSION,
+    EngineState,
+    IncidentRecord,
+    InhibitionMuter,
+    Muter,
+    SilenceMuter,
+    cause_verdict,
+    kept_reasons,
+    minutes,
+    resolve_due,
+    specificity,
+)
 from alerting.model import (
-    MAX_RELATED,
     DeployRef,
     Detection,
     Evidence,
@@ -42,11 +61,8 @@ from alerting.model import (
     Labels,
     PlaybookRef,
     Probe,
-    RelatedSignal,
     Severity,
-    UtcDatetime,
     dedup_key_of,
-    event_id_of,
     iso_utc,
     require_utc,
     stable_hash,
@@ -54,164 +70,30 @@ from alerting.model import (
 from alerting.playbooks import Playbook, PlaybookSet
 from alerting.policy import AlertingPolicy, Silence, score_severity
 
+__all__ = [
+    "EngineState",
+    "IncidentEngine",
+    "IncidentRecord",
+    "InhibitionMuter",
+    "Muter",
+    "SilenceMuter",
+]
+
 log = logging.getLogger(__name__)
 
-STATE_VERSION = 1
-MAX_FINGERPRINTS = 256
-MAX_PROBES = 8
 BAD_DEPLOY_PLAYBOOK = "bad_deploy"
 
 
-class IncidentRecord(BaseModel):
-    """The engine's state for one incident (one dedup key)."""
+@dataclass(frozen=True)
+class _Assessment:
+    """What a detection says on its own: severity with reasons, evidence, playbook."""
 
-    model_config = ConfigDict(extra="forbid")
-
-    incident_id: str
-    dedup_key: str
-    labels: Labels
-    incident_type: str
-    status: IncidentStatus
     severity: Severity
-    severity_reasons: tuple[str, ...]
+    reasons: tuple[str, ...]
     evidence: Evidence
-    first_seen: UtcDatetime
-    last_seen: UtcDatetime
-    opened_at: UtcDatetime
-    deadline_at: UtcDatetime
-    resolved_at: UtcDatetime | None = None
-    sequence: int = 0
-    notified: bool = False
-    last_emitted_at: UtcDatetime | None = None
-    escalated: bool = False
-    flap_count: int = 0
-    fingerprints: list[str] = Field(default_factory=list)
-    playbook: PlaybookRef | None = None
-    deploy: DeployRef | None = None
-    replay: bool = False
-    muted_by: str | None = None
-    families: list[str] = Field(default_factory=list)
-    """Signal families folded into this incident (``toxicity_rate``, ``downvote_rate``...)."""
-    related: list[RelatedSignal] = Field(default_factory=list)
-    """Every key and type whose detections were folded in, latest statistics first."""
-    probes: list[Probe] = Field(default_factory=list)
-    """Detectors that say whether the cause persists (see ``tick``)."""
-    recovered_at: UtcDatetime | None = None
-    """When every probe first reported its quantity back at baseline (None: not yet)."""
-
-    @property
-    def active(self) -> bool:
-        return self.status != IncidentStatus.RESOLVED
-
-    def summary(self) -> str:
-        s = self.evidence.signal
-        where = f" [{s.feature}]" if s.feature and ":" not in self.incident_type else ""
-        return (
-            f"{self.severity.value} {self.incident_type}{where} on {self.labels.describe()}: "
-            f"{s.baseline:.4g} -> {s.observed:.4g} ({s.direction.value}, "
-            f"effect {s.effect_size:.3g}, n={s.n_observations})"
-        )
-
-
-class EngineState(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    version: int = STATE_VERSION
-    incidents: list[IncidentRecord] = Field(default_factory=list)
-    silences: list[Silence] = Field(default_factory=list)
-    deploys: list[DeployRef] = Field(default_factory=list)
-    current_versions: dict[str, str] = Field(default_factory=dict)
-    held: int = 0
-
-
-class Muter(Protocol):
-    """Answers 'is this incident muted now, and why?' (None when not muted)."""
-
-    def mutes(self, incident: IncidentRecord, now: datetime) -> str | None: ...
-
-
-class SilenceMuter:
-    def __init__(self, silences: Iterable[Silence]) -> None:
-        self._silences = list(silences)
-
-    def mutes(self, incident: IncidentRecord, now: datetime) -> str | None:
-        for s in self._silences:
-            if s.starts_at <= now < s.ends_at and s.matches(
-                incident.labels, incident.incident_type
-            ):
-                return f"silenced by {s.id} until {iso_utc(s.ends_at)}"
-        return None
-
-
-class InhibitionMuter:
-    """A notified, active incident mutes more specific incidents of the same type.
-
-    One exception, for deploys: an incident on a freshly deployed version (canary
-    analysis found it worse than the version it replaced) is never muted, and it mutes
-    the incidents of the same type and model that it explains: model-wide, and
-    per-segment (a segment's traffic mixes versions).
-    """
-
-    def __init__(self, incidents: Iterable[IncidentRecord]) -> None:
-        self._sources = [i for i in incidents if i.active and i.notified]
-
-    def mutes(self, incident: IncidentRecord, now: datetime) -> str | None:
-        if incident.deploy is not None:
-            return None  # a bad deploy names the cause: never hidden behind its symptom
-        for src in self._sources:
-            if src.dedup_key == incident.dedup_key or src.incident_type != incident.incident_type:
-                continue
-            if src.labels.covers(incident.labels):
-                return f"inhibited by {src.incident_id} ({src.labels.describe()})"
-            if (
-                src.deploy is not None
-                and incident.labels.model == src.labels.model
-                and incident.labels.version in (None, src.labels.version)
-            ):
-                # The model-wide and per-segment symptoms of a bad deploy (segments mix
-                # versions) are explained by it: one page, on the version.
-                return (
-                    f"explained by bad deploy {src.incident_id} "
-                    f"(version {src.deploy.version} of {src.labels.model})"
-                )
-        return None
-
-
-def _cause_verdict(rec: IncidentRecord, health: Mapping[str, bool] | None) -> bool | None:
-    """True: the cause persists (a probe is alarmed); False: every probe reads back at
-    baseline; None: no probes or no readings for them (fall back to the quiet rule)."""
-    if health is None or not rec.probes:
-        return None
-    readings = [health[p.id] for p in rec.probes if p.id in health]
-    if any(readings):
-        return True
-    if len(readings) < len(rec.probes):
-        return None
-    return False
-
-
-def _minutes(m: float) -> timedelta:
-    return timedelta(minutes=m)
-
-
-ESCALATION_REASON = "not recovered by the"
-
-
-def _kept_reasons(
-    rec: IncidentRecord, severity: Severity, reasons: tuple[str, ...]
-) -> tuple[str, ...]:
-    """Severity reasons for the new evidence of a firing incident whose severity does not
-    worsen: they score the signal the evidence now shows (so the effect size in the
-    reasons is the one in the evidence), keep any escalation, and say when the severity
-    stays worse than this evidence alone would give."""
-    kept = tuple(r for r in rec.severity_reasons if r.startswith(ESCALATION_REASON))
-    if severity != rec.severity and not kept:
-        kept = (f"kept at {rec.severity.value}: a firing incident does not de-escalate",)
-    return (*reasons, *kept)
-
-
-def _specificity(labels: Labels) -> int:
-    return (labels.version is not None) + len(labels.segment)
+    playbook: PlaybookRef | None
+    deadline: timedelta
+    recent_deploy: DeployRef | None
 
 
 class IncidentEngine:
@@ -305,7 +187,7 @@ class IncidentEngine:
         """The deploy of ``labels``' version if it is recent enough to be a bad-deploy
         suspect (within ``bad_deploy_window_minutes``)."""
         d = self._deploy_of(labels)
-        window = _minutes(self.policy.warmup.bad_deploy_window_minutes)
+        window = minutes(self.policy.warmup.bad_deploy_window_minutes)
         return d if d is not None and now - d.deployed_at < window else None
 
     def _deploy_of(self, labels: Labels) -> DeployRef | None:
@@ -325,7 +207,7 @@ class IncidentEngine:
         if pb is not None and pb.detection.hysteresis_minutes is not None:
             base = pb.detection.hysteresis_minutes
         damped = base * lc.flap_hysteresis_factor**rec.flap_count
-        return _minutes(min(max(base, lc.max_hysteresis_minutes), damped))
+        return minutes(min(max(base, lc.max_hysteresis_minutes), damped))
 
     def _playbook_of(self, rec: IncidentRecord) -> Playbook | None:
         return self.playbooks.get(rec.playbook.name) if rec.playbook else None
@@ -357,44 +239,71 @@ class IncidentEngine:
         and during replays.
 
         With grouping on (the policy's ``[grouping]``), a detection that an open incident's
-        cause explains (:func:`alerting.cause.same_cause`) is folded into it as a related
-        signal: an update, not a new page. Otherwise it opens an incident labelled with its
-        localized scope (:attr:`Detection.scope`).
+        cause explains (:func:`alerting.grouping.find_cause`) is folded into it as a
+        related signal: an update, not a new page. Otherwise it opens an incident labelled
+        with its localized scope (:attr:`Detection.scope`).
         """
         now = require_utc(now) if now is not None else detection.at
         fp = detection.fingerprint()
         if any(fp in r.fingerprints for r in self._incidents.values()):
             return []  # at-least-once redelivery of a detection already folded in
-
+        if self._held_back(detection, now):
+            return []
         grouping = self.policy.grouping.enabled
-        labels, signal = detection.labels, detection.signal
-        scope = detection.scope if grouping else labels
+        scope = detection.scope if grouping else detection.labels
         key = dedup_key_of(scope, detection.incident_type)
+        a = self._assess(detection, scope, now)
+        rec = self._incident_for(detection, scope, key, now, grouping)
+        if rec is None:
+            rec, events = self._open(detection, scope, key, a, now)
+        elif not rec.active:
+            events = self._reopen(rec, detection, a, now)
+        else:
+            events = self._update(rec, detection, a, now)
+        family = family_of(detection.incident_type)
+        if family not in rec.families:
+            rec.families.append(family)
+        for probe in detection.probes:
+            if probe not in rec.probes and len(rec.probes) < MAX_PROBES:
+                rec.probes.append(probe)
+        rec.fingerprints = [*rec.fingerprints, fp][-MAX_FINGERPRINTS:]
+        return events
+
+    def _held_back(self, detection: Detection, now: datetime) -> bool:
+        """A detection on a version still warming up, with too few observations: held
+        (counted in :attr:`held_count`), not an incident."""
+        labels, signal = detection.labels, detection.signal
         deploy = self._deploy_of(labels)
         warm = self.policy.warmup
-        if deploy is not None and now - deploy.deployed_at < _minutes(warm.warmup_minutes):
-            pb = self.playbooks.for_type(detection.incident_type)
-            min_obs = warm.min_observations
-            if pb is not None and pb.detection.min_observations is not None:
-                min_obs = pb.detection.min_observations
-            if signal.n_observations < min_obs:
-                self._held += 1
-                log.info(
-                    "held %s on %s: version warming up, n=%d < %d",
-                    detection.incident_type,
-                    labels.describe(),
-                    signal.n_observations,
-                    min_obs,
-                )
-                return []
-        scope_deploy = self._deploy_of(scope) or deploy
+        if deploy is None or now - deploy.deployed_at >= minutes(warm.warmup_minutes):
+            return False
+        pb = self.playbooks.for_type(detection.incident_type)
+        min_obs = warm.min_observations
+        if pb is not None and pb.detection.min_observations is not None:
+            min_obs = pb.detection.min_observations
+        if signal.n_observations >= min_obs:
+            return False
+        self._held += 1
+        log.info(
+            "held %s on %s: version warming up, n=%d < %d",
+            detection.incident_type,
+            labels.describe(),
+            signal.n_observations,
+            min_obs,
+        )
+        return True
+
+    def _assess(self, detection: Detection, scope: Labels, now: datetime) -> _Assessment:
+        """Severity, evidence, playbook and deadline of a detection localized to ``scope``."""
+        signal = detection.signal
+        warm = self.policy.warmup
+        scope_deploy = self._deploy_of(scope) or self._deploy_of(detection.labels)
         recent_deploy = (
             scope_deploy
             if scope_deploy is not None
-            and now - scope_deploy.deployed_at < _minutes(warm.bad_deploy_window_minutes)
+            and now - scope_deploy.deployed_at < minutes(warm.bad_deploy_window_minutes)
             else None
         )
-
         playbook = self._choose_playbook(detection.incident_type, recent_deploy)
         floor = playbook.detection.severity_floor if playbook else None
         severity, reasons = score_severity(
@@ -417,178 +326,129 @@ class IncidentEngine:
             localization=detection.localization,
         )
         pref = PlaybookRef(name=playbook.name, path=playbook.path) if playbook else None
-        deadline = _minutes(
+        deadline = minutes(
             playbook.deadline_minutes
             if playbook
             else self.policy.lifecycle.default_deadline_minutes
         )
-        lc = self.policy.lifecycle
-        replay = self.replay or detection.replay
+        return _Assessment(severity, reasons, evidence, pref, deadline, recent_deploy)
 
-        if grouping:
-            rec = self._find_cause(detection, scope, key, now)
-        else:
-            rec = self._incidents.get(key)
-            if (
-                rec is not None
-                and not rec.active
-                and rec.resolved_at is not None
-                and now - rec.resolved_at > _minutes(lc.reopen_window_minutes)
-            ):
-                rec = None
-        family = family_of(detection.incident_type)
-        if rec is None:
-            rec = IncidentRecord(
-                incident_id="inc-" + stable_hash(key, iso_utc(detection.at), length=20),
-                dedup_key=key,
-                labels=scope,
-                incident_type=detection.incident_type,
-                status=IncidentStatus.FIRING,
-                severity=severity,
-                severity_reasons=reasons,
-                evidence=evidence,
-                first_seen=detection.window_start or detection.at,
-                last_seen=detection.at,
-                opened_at=now,
-                deadline_at=now + deadline,
-                playbook=pref,
-                deploy=recent_deploy,
-                replay=replay,
-                families=[family],
-            )
-            self._incidents[key] = rec
-            self._relate(rec, detection)
-            note = "new incident"
-            if detection.localization is not None:
-                note += f"; localized: {detection.localization.reason}"
-            events = self._emit(rec, IncidentAction.TRIGGER, now, note)
-        elif not rec.active:
-            rec.flap_count += 1
-            rec.status = IncidentStatus.FIRING
-            rec.escalated = False
-            rec.resolved_at = None
-            rec.recovered_at = None
-            rec.notified = False
-            if severity.rank <= rec.severity.rank:
-                rec.severity, rec.severity_reasons = severity, reasons
-            rec.evidence = evidence
-            rec.last_seen = max(rec.last_seen, detection.at)
-            rec.opened_at = now
-            rec.deadline_at = now + deadline
-            if pref is not None and (rec.playbook is None or recent_deploy is not None):
-                rec.playbook = pref
-            rec.deploy = rec.deploy or recent_deploy
-            self._relate(rec, detection)
-            events = self._emit(
-                rec,
-                IncidentAction.TRIGGER,
-                now,
-                f"reopened: {detection.incident_type} on {labels.describe()} re-fired within "
-                f"{lc.reopen_window_minutes:g} min of resolving "
-                f"(flap {rec.flap_count}; quiet period now {self._hysteresis(rec)})",
-            )
-        else:
-            primary = detection.incident_type == rec.incident_type and nested(rec.labels, labels)
-            if primary:
-                rec.evidence = evidence
-            rec.last_seen = max(rec.last_seen, detection.at)
-            rec.recovered_at = None
-            self._relate(rec, detection)
-            related = (
-                "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
-            )
-            if primary and severity.rank >= rec.severity.rank:
-                rec.severity_reasons = _kept_reasons(rec, severity, reasons)
-            if severity.rank < rec.severity.rank:
-                old = rec.severity
-                why = f"{detection.incident_type} on {labels.describe()}"
-                rec.severity = severity
-                rec.severity_reasons = (
-                    *reasons,
-                    f"escalated by {why}: {old.value} -> {severity.value}",
-                )
-                events = self._emit(
-                    rec,
-                    IncidentAction.UPDATE,
-                    now,
-                    f"re-scored: {old.value} -> {severity.value} (by {why})",
-                )
-            elif not rec.notified:
-                events = self._emit(rec, IncidentAction.TRIGGER, now, "new incident")
-            elif rec.last_emitted_at is None or now - rec.last_emitted_at >= _minutes(
-                lc.update_interval_minutes
-            ):
-                events = self._emit(
-                    rec, IncidentAction.UPDATE, now, "still firing: re-scored" + related
-                )
-            else:
-                events = []
-        if family not in rec.families:
-            rec.families.append(family)
-        for probe in detection.probes:
-            if probe not in rec.probes and len(rec.probes) < MAX_PROBES:
-                rec.probes.append(probe)
-        rec.fingerprints = [*rec.fingerprints, fp][-MAX_FINGERPRINTS:]
-        return events
-
-    def _find_cause(
-        self, detection: Detection, scope: Labels, key: str, now: datetime
+    def _incident_for(
+        self, detection: Detection, scope: Labels, key: str, now: datetime, grouping: bool
     ) -> IncidentRecord | None:
-        """The open (or recently resolved, within the reopen window) incident whose cause
-        explains ``detection``; the best-matching one when several do."""
-        reopen = _minutes(self.policy.lifecycle.reopen_window_minutes)
-        family = family_of(detection.incident_type)
-        best: tuple[tuple[bool, bool, bool, bool, datetime], IncidentRecord] | None = None
-        for rec in self._incidents.values():
-            if rec.labels.model != scope.model:
-                continue
-            if not rec.active and (rec.resolved_at is None or now - rec.resolved_at > reopen):
-                continue
-            if rec.dedup_key != key and not same_cause(
-                rec.labels,
-                rec.families or [family_of(rec.incident_type)],
-                rec.deploy is not None,
+        """The tracked incident the detection belongs to (None: a new one)."""
+        reopen = minutes(self.policy.lifecycle.reopen_window_minutes)
+        if grouping:
+            return find_cause(
+                self._incidents.values(),
+                detection,
                 scope,
-                detection.labels,
-                family,
-            ):
-                continue
-            rank = (
-                rec.active,
-                rec.dedup_key == key,
-                family in rec.families,
-                nested(rec.labels, scope),
-                rec.last_seen,
+                key,
+                now,
+                reopen=reopen,
+                fresh=self.recent_deploy(scope, now) if not scope.segment else None,
+                hysteresis=self._hysteresis,
             )
-            if best is None or rank > best[0]:
-                best = (rank, rec)
-        return best[1] if best is not None else None
+        rec = self._incidents.get(key)
+        if (
+            rec is not None
+            and not rec.active
+            and rec.resolved_at is not None
+            and now - rec.resolved_at > reopen
+        ):
+            return None
+        return rec
 
-    @staticmethod
-    def _relate(rec: IncidentRecord, detection: Detection) -> None:
-        """List the detection among the incident's related signals (one entry per key and
-        type, with its latest statistics and a count)."""
-        sig = detection.signal
-        count = 1
-        kept: list[RelatedSignal] = []
-        for r in rec.related:
-            if r.labels == detection.labels and r.incident_type == detection.incident_type:
-                count += r.count
-            else:
-                kept.append(r)
-        entry = RelatedSignal(
-            labels=detection.labels,
+    def _open(
+        self, detection: Detection, scope: Labels, key: str, a: _Assessment, now: datetime
+    ) -> tuple[IncidentRecord, list[IncidentEvent]]:
+        rec = IncidentRecord(
+            incident_id="inc-" + stable_hash(key, iso_utc(detection.at), length=20),
+            dedup_key=key,
+            labels=scope,
             incident_type=detection.incident_type,
-            at=detection.at,
-            count=count,
-            baseline=sig.baseline,
-            observed=sig.observed,
-            effect_size=sig.effect_size,
-            statistic=sig.statistic,
-            threshold=sig.threshold,
-            n_observations=sig.n_observations,
+            status=IncidentStatus.FIRING,
+            severity=a.severity,
+            severity_reasons=a.reasons,
+            evidence=a.evidence,
+            first_seen=detection.window_start or detection.at,
+            last_seen=detection.at,
+            opened_at=now,
+            deadline_at=now + a.deadline,
+            playbook=a.playbook,
+            deploy=a.recent_deploy,
+            replay=self.replay or detection.replay,
+            families=[family_of(detection.incident_type)],
         )
-        rec.related = [entry, *kept][:MAX_RELATED]
+        self._incidents[key] = rec
+        relate(rec, detection)
+        note = "new incident"
+        if detection.localization is not None:
+            note += f"; localized: {detection.localization.reason}"
+        return rec, self._emit(rec, IncidentAction.TRIGGER, now, note)
+
+    def _reopen(
+        self, rec: IncidentRecord, detection: Detection, a: _Assessment, now: datetime
+    ) -> list[IncidentEvent]:
+        rec.flap_count += 1
+        rec.status = IncidentStatus.FIRING
+        rec.escalated = False
+        rec.resolved_at = None
+        rec.recovered_at = None
+        rec.notified = False
+        if a.severity.rank <= rec.severity.rank:
+            rec.severity, rec.severity_reasons = a.severity, a.reasons
+        rec.evidence = a.evidence
+        rec.last_seen = max(rec.last_seen, detection.at)
+        rec.opened_at = now
+        rec.deadline_at = now + a.deadline
+        if a.playbook is not None and (rec.playbook is None or a.recent_deploy is not None):
+            rec.playbook = a.playbook
+        rec.deploy = rec.deploy or a.recent_deploy
+        relate(rec, detection)
+        lc = self.policy.lifecycle
+        return self._emit(
+            rec,
+            IncidentAction.TRIGGER,
+            now,
+            f"reopened: {detection.incident_type} on {detection.labels.describe()} re-fired "
+            f"within {lc.reopen_window_minutes:g} min of resolving "
+            f"(flap {rec.flap_count}; quiet period now {self._hysteresis(rec)})",
+        )
+
+    def _update(
+        self, rec: IncidentRecord, detection: Detection, a: _Assessment, now: datetime
+    ) -> list[IncidentEvent]:
+        labels = detection.labels
+        primary = detection.incident_type == rec.incident_type and nested(rec.labels, labels)
+        if primary:
+            rec.evidence = a.evidence
+        rec.last_seen = max(rec.last_seen, detection.at)
+        rec.recovered_at = None
+        relate(rec, detection)
+        related = "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
+        if primary and a.severity.rank >= rec.severity.rank:
+            rec.severity_reasons = kept_reasons(rec, a.severity, a.reasons)
+        if a.severity.rank < rec.severity.rank:
+            old = rec.severity
+            why = f"{detection.incident_type} on {labels.describe()}"
+            rec.severity = a.severity
+            rec.severity_reasons = (
+                *a.reasons,
+                f"escalated by {why}: {old.value} -> {a.severity.value}",
+            )
+            return self._emit(
+                rec,
+                IncidentAction.UPDATE,
+                now,
+                f"re-scored: {old.value} -> {a.severity.value} (by {why})",
+            )
+        if not rec.notified:
+            return self._emit(rec, IncidentAction.TRIGGER, now, "new incident")
+        interval = minutes(self.policy.lifecycle.update_interval_minutes)
+        if rec.last_emitted_at is None or now - rec.last_emitted_at >= interval:
+            return self._emit(rec, IncidentAction.UPDATE, now, "still firing: re-scored" + related)
+        return []
 
     def probes(self) -> list[Probe]:
         """The probes of the active incidents (the pipeline reads them before ``tick``)."""
@@ -615,36 +475,19 @@ class IncidentEngine:
         """
         now = require_utc(now)
         self._silences = {k: s for k, s in self._silences.items() if s.ends_at > now}
-        keep_deploys = _minutes(
+        keep_deploys = minutes(
             max(self.policy.warmup.warmup_minutes, self.policy.warmup.bad_deploy_window_minutes)
         )
         self._deploys = [d for d in self._deploys if now - d.deployed_at < keep_deploys]
 
         events: list[IncidentEvent] = []
         # General keys first, so a model-wide resolve un-inhibits its children this tick.
-        order = sorted(
-            self._incidents.values(), key=lambda r: (_specificity(r.labels), r.dedup_key)
-        )
+        order = sorted(self._incidents.values(), key=lambda r: (specificity(r.labels), r.dedup_key))
         for rec in order:
             if not rec.active:
                 continue
             hyst = self._hysteresis(rec)
-            verdict = _cause_verdict(rec, health)
-            if verdict is None:
-                due = now - rec.last_seen >= hyst
-                why = f"detector quiet for {hyst} since {iso_utc(rec.last_seen)}"
-            elif verdict:
-                rec.recovered_at = None
-                due = False
-                why = ""
-            else:
-                if rec.recovered_at is None:
-                    rec.recovered_at = now
-                due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
-                why = (
-                    f"back at baseline since {iso_utc(rec.recovered_at)} (every probe's "
-                    f"episode statistic returned to zero), then quiet for {hyst}"
-                )
+            due, why = resolve_due(rec, cause_verdict(rec, health), now, hyst)
             if due:
                 rec.status = IncidentStatus.RESOLVED
                 rec.resolved_at = now
@@ -665,7 +508,7 @@ class IncidentEngine:
                 # Page a formerly muted incident only while its detector is still firing;
                 # a stale one resolves quietly, or pages on its next detection.
                 events += self._emit(rec, IncidentAction.TRIGGER, now, "mute lifted")
-        forget = _minutes(self.policy.lifecycle.reopen_window_minutes)
+        forget = minutes(self.policy.lifecycle.reopen_window_minutes)
         self._incidents = {
             k: r
             for k, r in self._incidents.items()
@@ -693,27 +536,4 @@ class IncidentEngine:
         if action == IncidentAction.TRIGGER:
             rec.notified = True
         rec.last_emitted_at = now
-        return [
-            IncidentEvent(
-                event_id=event_id_of(rec.incident_id, rec.sequence),
-                incident_id=rec.incident_id,
-                dedup_key=rec.dedup_key,
-                sequence=rec.sequence,
-                action=action,
-                status=rec.status,
-                severity=rec.severity,
-                severity_reasons=rec.severity_reasons,
-                labels=rec.labels,
-                incident_type=rec.incident_type,
-                summary=rec.summary(),
-                evidence=rec.evidence.model_copy(update={"related": tuple(rec.related)}),
-                first_seen=rec.first_seen,
-                last_seen=rec.last_seen,
-                emitted_at=now,
-                playbook=rec.playbook,
-                deploy=rec.deploy,
-                note=note,
-                flap_count=rec.flap_count,
-                replay=rec.replay,
-            )
-        ]
+        return [rec.event(action, now, note)]

@@ -92,6 +92,8 @@ ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
     "judge_score_drop": ("evaluation_score", "evaluation_fail_rate"),
     "guardrail_block_spike": ("guardrail_block_rate",),
     "harm_spike": ("toxicity_rate",),  # the injected category or pooled, see type_accepted
+    "traffic_stop": ("traffic_silence",),
+    "output_stop": ("traffic_silence",),
 }
 """Incident-type prefixes that count as detecting each injection type."""
 SIGNAL_PREFIX: Final[dict[str, str]] = {"confidence": "confidence_shift"}
@@ -115,6 +117,13 @@ LLM_SCOPES: Final[tuple[dict[str, str], ...]] = (
 )
 """Scopes of failures only LLM outputs have (groundedness, judges, guardrails)."""
 LLM_ONLY: Final = frozenset({"hallucination_wave", "judge_score_drop", "guardrail_block_spike"})
+MODEL_SCOPES: Final[tuple[dict[str, str], ...]] = (
+    {"model": "support-chat"},
+    {"model": "summarizer"},
+    {"model": "intent-classifier"},
+)
+"""Scopes of a model's traffic stopping (a silence is judged per model)."""
+MODEL_ONLY: Final = frozenset({"traffic_stop", "output_stop"})
 HARM_CATEGORIES: Final = ("self_harm", "sexual", "violence", "hate", "harassment")
 """One harm_spike per category (quick: the first three); toxicity has toxicity_spike."""
 INJECTION_DURATION: Final = timedelta(hours=3)
@@ -530,7 +539,9 @@ def build_jobs(quick: bool, base_seed: int, per_type: int | None = None) -> list
             rng = np.random.default_rng([seed, 7])
             start = timedelta(minutes=round(60 * rng.uniform(*START_RANGE_H)))
             strength = round(DEFAULT_STRENGTH[kind] * rng.uniform(*STRENGTH_RANGE), 4)
-            scopes = LLM_SCOPES if kind in LLM_ONLY else SCOPES
+            scopes = (
+                LLM_SCOPES if kind in LLM_ONLY else MODEL_SCOPES if kind in MODEL_ONLY else SCOPES
+            )
             scope = dict(scopes[i % len(scopes)])
             extra = {"category": HARM_CATEGORIES[i]} if kind == "harm_spike" else {}
             inj = Injection.model_validate(

@@ -42,6 +42,7 @@ class SignalKind(enum.StrEnum):
     FINISH_REASON_RATE = "finish_reason_rate"
     LATENCY_SHIFT = "latency_shift"
     TOKEN_SHIFT = "token_shift"
+    TRAFFIC_SILENCE = "traffic_silence"
 
 
 class Direction(enum.StrEnum):

@@ -327,6 +327,13 @@ class DetectionSettings(_Section):
         description="Detector-set keys kept deserialized in memory (least recently used "
         "first out, written back before they go); the others live only in the store.",
     )
+    silence_minutes: float = Field(
+        default=10.0,
+        gt=0,
+        description="A model whose traffic (or outputs, while inputs continue) stops for "
+        "at least this long, and for longer than its learned rate makes likely, is a "
+        "traffic_silence incident (see streams.pipeline.silence).",
+    )
     idle_key_hours: float = Field(
         default=72.0,
         gt=0,

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from alerting.delivery import (
     PAGERDUTY_EVENTS_URL,
+    SLACK_POST_MESSAGE_URL,
     AlertmanagerSinkConfig,
     PagerDutySinkConfig,
     RetryPolicy,
@@ -29,6 +30,8 @@ from streams.settings import config_dir
 
 DEFAULT_NOTIFY_CONFIG = config_dir() / "notify.toml"
 SINKS = ("webhook", "pagerduty", "alertmanager", "slack")
+SLACK_TOKEN_ENV = "SENTINEL_NOTIFY_SLACK_TOKEN"
+"""The Slack bot token (``chat:write``) of the Web API mode (``[slack] channel``)."""
 SECRET_ENV = {
     "webhook": "SENTINEL_NOTIFY_WEBHOOK_SECRET",
     "pagerduty": "SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY",
@@ -70,8 +73,15 @@ class AlertmanagerSection(BaseModel):
 
 
 class SlackSection(BaseModel):
+    """``webhook_url`` (an incoming webhook: one message per event), or ``channel`` with
+    the bot token in ``$SENTINEL_NOTIFY_SLACK_TOKEN`` (the Web API: one thread per
+    incident)."""
+
     model_config = _CFG
     webhook_url: SecretStr | None = None
+    channel: str | None = None
+    token: SecretStr | None = None
+    api_url: str = SLACK_POST_MESSAGE_URL
     playbook_base_url: str | None = None
 
 
@@ -202,6 +212,22 @@ def sink_config(
         raise ConfigError(
             "the Slack webhook URL is a secret and is not taken from the command line "
             f"(it would show in the process list): set {SECRET_ENV['slack']}"
+        )
+    if cfg.slack.channel:
+        token = _secret(SLACK_TOKEN_ENV, cfg.slack.token, environ)
+        if token is None or not token.get_secret_value():
+            raise ConfigError(
+                f"the Slack bot token is not set: set {SLACK_TOKEN_ENV} (or [slack] token in "
+                f"{source}); [slack] channel posts through the Web API"
+            )
+        _check_url(cfg.slack.api_url, "the Slack API URL")
+        return SlackSinkConfig(
+            type="slack",
+            token=token,
+            channel=cfg.slack.channel,
+            api_url=cfg.slack.api_url,
+            playbook_base_url=cfg.slack.playbook_base_url,
+            console_url=console_url,
         )
     hook = _required_secret(
         "slack", "webhook_url", "the Slack webhook URL", cfg.slack.webhook_url, environ, source

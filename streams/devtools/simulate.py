@@ -40,6 +40,8 @@ InjectionType = Literal[
     "judge_score_drop",
     "guardrail_block_spike",
     "harm_spike",
+    "traffic_stop",
+    "output_stop",
 ]
 INJECTION_TYPES: Final[dict[str, str]] = {
     "toxicity_spike": "toxic-output probability x strength (default 5)",
@@ -55,6 +57,9 @@ INJECTION_TYPES: Final[dict[str, str]] = {
     "guardrail_block_spike": "guardrail block probability x strength (default 4)",
     "harm_spike": "probability of outputs flagged in the injection's category (default "
     "self_harm) x strength (default 5)",
+    "traffic_stop": "the scope sends no events at all (strength unused)",
+    "output_stop": "the scope's inputs still arrive, its outputs (and their feedback and "
+    "evaluations) do not (strength unused)",
 }
 DEFAULT_STRENGTH: Final[dict[str, float]] = {
     "toxicity_spike": 5.0,
@@ -67,6 +72,8 @@ DEFAULT_STRENGTH: Final[dict[str, float]] = {
     "judge_score_drop": 0.1,
     "guardrail_block_spike": 4.0,
     "harm_spike": 5.0,
+    "traffic_stop": 1.0,
+    "output_stop": 1.0,
 }
 SIGNALS: Final[dict[str, list[str]]] = {
     "toxicity_spike": ["toxicity_rate"],
@@ -79,6 +86,8 @@ SIGNALS: Final[dict[str, list[str]]] = {
     "judge_score_drop": ["evaluation_score", "evaluation_fail_rate"],
     "guardrail_block_spike": ["guardrail_block_rate"],
     "harm_spike": ["toxicity_rate"],
+    "traffic_stop": ["traffic_silence"],
+    "output_stop": ["traffic_silence"],
 }
 JUDGE: Final = ("llm-judge", "groundedness")
 """The simulated LLM judge: (evaluator, metric name)."""
@@ -344,6 +353,7 @@ class Simulator:
         ground_shift = np.zeros(n)
         judge_shift = np.zeros(n)
         block_mult = np.ones(n)
+        silent = np.zeros(n, dtype=np.int8)  # 2: no events, 1: no outputs (inputs kept)
         harm_p = {c: np.full(n, s.harm_rates.get(c, 0.0)) for c in _CATEGORIES[1:]}
         base_scope = {"model": model, "tenant": tenant, "feature": feature, "locale": locale}
         names = {
@@ -380,6 +390,8 @@ class Simulator:
                 judge_shift[mask] -= st
             elif inj.type == "guardrail_block_spike":
                 block_mult[mask] *= st
+            elif inj.type in ("traffic_stop", "output_stop"):
+                silent[mask] = np.maximum(silent[mask], 2 if inj.type == "traffic_stop" else 1)
             elif inj.type == "harm_spike":
                 if inj.category == "toxicity":
                     p_toxic[mask] *= st
@@ -493,6 +505,8 @@ class Simulator:
         prefix = f"sim{s.seed}-"
         emb_l = emb.round(3).tolist() if s.embedding_dim else None
         for i, mi, vi, ti, fi, li in rows:
+            if silent[i] == 2:
+                continue
             m = models[mi]
             rid = f"{prefix}{first + i:09d}"
             common = (
@@ -518,6 +532,8 @@ class Simulator:
                 f'"categorical_features":{{"channel":"{_CHANNELS[channel[i]]}"}}{emb_part}}}'
             )
             out_t.append(t[i] + lag[i, 0])
+            if silent[i]:
+                continue
             scores = ",".join(f'"{c}":{mod[i, j]:.4f}' for j, c in enumerate(_CATEGORIES))
             if m.kind == "llm":
                 extra = (
@@ -563,10 +579,11 @@ class Simulator:
                     f'"passed":{"false" if blocked[i] else "true"}}}'
                 )
                 out_t.append(t_guard[i])
-        self.counts["input"] += n
-        self.counts["output"] += n
-        self.counts["feedback"] += int(has_fb.sum())
-        self.counts["evaluation"] += int(has_eval.sum()) + int(has_guard.sum())
+        sent = silent == 0
+        self.counts["input"] += int((silent < 2).sum())
+        self.counts["output"] += int(sent.sum())
+        self.counts["feedback"] += int((has_fb & sent).sum())
+        self.counts["evaluation"] += int((has_eval & sent).sum()) + int((has_guard & sent).sum())
         return np.asarray(out_t, dtype=np.float64), out_lines
 
     # ------------------------------------------------------------------ ground truth

@@ -41,6 +41,7 @@ from streams.pipeline.keys import (
 )
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.silence import SilenceWatch
 from streams.pipeline.state import VERSION_KEY, restore, stamp
 from streams.settings import DetectionSettings
 
@@ -56,6 +57,13 @@ labels (:func:`streams.pipeline.keys.event_labels`), not the model-level key's."
 
 EXPIRE_PER_BATCH: Final = 1000
 """Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
+
+TICK_EVERY_S: Final = 60.0
+"""Event-time spacing of the engines' ticks inside :meth:`Detect.process`: a model's
+engine ticks at its first observation past each boundary of this grid, before that
+observation is processed. Ticks tied to event time, not to batch ends, make the incidents
+independent of how the stream was cut into batches (a minute is far finer than any
+quiet period or deadline); the worker's wall-clock tick covers a stream that stops."""
 
 
 @dataclass
@@ -108,6 +116,13 @@ class Detect:
         self.wall_clock = wall_clock
         self._seen: dict[str, tuple[datetime, float]] = {}
         """Per model: the latest event time processed and the wall time it was processed."""
+        self._next_tick: dict[str, float] = {}
+        """Per model: the event time (Unix s) at or after which its engine ticks next."""
+        self._next_sweep = -math.inf
+        """Event time of the next check of every model for silence (replay only)."""
+        self.silence = SilenceWatch(settings.silence_minutes * 60.0)
+        self._traffic_seen: dict[str, tuple[float, float]] = {}
+        """Per model: the latest input/output event time and the wall time it was seen."""
         self._live: dict[str, DetectorSet] = {}
         """Deserialized detector sets, least recently used first (at most max_live_keys)."""
         self._written: dict[str, float] = {}
@@ -199,7 +214,9 @@ class Detect:
         return ds
 
     def process(self, batch: Iterable[Observation]) -> list[IncidentEvent]:
-        """Run a batch through the detectors; write back every state it touched."""
+        """Run a batch through the detectors; write back every state it touched. Engines
+        tick on the event-time grid of :data:`TICK_EVERY_S`, so the output does not depend
+        on where the batches end."""
         sets: dict[str, DetectorSet] = {}
         engines: dict[str, IncidentEngine] = {}
         out: list[IncidentEvent] = []
@@ -209,6 +226,7 @@ class Detect:
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = event_time(obs.event)
+            out.extend(self._on_time(obs, t, engine, engines, sets))
             model_traffic = 0.0
             hold: frozenset[str] = frozenset()
             model_set: DetectorSet | None = None
@@ -270,8 +288,6 @@ class Detect:
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
-            engine = engines[model]
-            out.extend(engine.tick(now, self._health(engine, sets)))
         self._expire(sets, touched)
         self._keep(sets)
         for model, engine in engines.items():
@@ -363,13 +379,19 @@ class Detect:
         """Advance a model's engine on the wall clock: to its latest event time plus the
         wall time elapsed since that event was processed. A model whose traffic stopped
         still resolves or escalates at its deadlines; a replay of old data is not aged by
-        the distance between its event time and today. No-op for a model not seen."""
+        the distance between its event time and today. Silence is judged at the latest
+        input or output's event time plus the wall time since it was processed (feedback
+        trailing a stream that stopped does not count as traffic). No-op for a model not
+        seen."""
         seen = self._seen.get(model)
         if seen is None:
             return []
         event_t, wall = seen
-        elapsed = max(0.0, self.wall_clock() - wall)
-        return self.tick(model, event_t + timedelta(seconds=elapsed))
+        wall_now = self.wall_clock()
+        now = event_t + timedelta(seconds=max(0.0, wall_now - wall))
+        traffic = self._traffic_seen.get(model)
+        silence_t = traffic[0] + max(0.0, wall_now - traffic[1]) if traffic else None
+        return self.tick(model, now, silence_t)
 
     def _localized(
         self,
@@ -410,6 +432,63 @@ class Detect:
             return detection
         return detection.model_copy(update={"localization": loc, "probes": probes})
 
+    def _on_time(
+        self,
+        obs: Observation,
+        t: float,
+        engine: IncidentEngine,
+        engines: dict[str, IncidentEngine],
+        sets: dict[str, DetectorSet],
+    ) -> list[IncidentEvent]:
+        """Before an observation is processed: note its arrival for the silence watch and,
+        at the model's next :data:`TICK_EVERY_S` boundary, check the model for silence and
+        tick its engine. Offline, inputs and outputs also sweep every model for silence."""
+        out: list[IncidentEvent] = []
+        now = obs.event.timestamp
+        traffic = obs.event.event_type in ("input", "output")
+        self.silence.see(obs.model, obs.event.event_type, t)
+        if traffic and t >= self._traffic_seen.get(obs.model, (-math.inf, 0.0))[0]:
+            self._traffic_seen[obs.model] = (t, self.wall_clock())
+        if t >= self._next_tick.get(obs.model, -math.inf):
+            self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+            if traffic:
+                out.extend(self._silent(obs.model, engine, now))
+            out.extend(engine.tick(now, self._health(engine, sets)))
+        if self.replay and traffic and t >= self._next_sweep:
+            self._next_sweep = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+            out.extend(self._sweep(obs.model, engines, now))
+        return out
+
+    def _silent(
+        self, model: str, engine: IncidentEngine, now: datetime, at_t: float | None = None
+    ) -> list[IncidentEvent]:
+        """Observe a traffic-silence detection for ``model`` if it is silent at event time
+        ``at_t`` (default ``now``; :mod:`streams.pipeline.silence`)."""
+        signal = self.silence.check(model, now.timestamp() if at_t is None else at_t)
+        if signal is None:
+            return []
+        detection = Detection(
+            labels=Labels(model=model),
+            signal=signal,
+            at=now,
+            window_start=now - timedelta(minutes=signal.statistic),
+            replay=self.replay,
+        )
+        return engine.observe(detection)
+
+    def _sweep(
+        self, current: str, engines: dict[str, IncidentEngine], now: datetime
+    ) -> list[IncidentEvent]:
+        """Offline only: check every other model for silence at the stream's event time
+        (another model's events keep time moving when one model stops). The worker does
+        not: an engine must be written with its own partition's events, so there a silent
+        model is found by its wall-clock tick (:meth:`tick_wall`)."""
+        out: list[IncidentEvent] = []
+        for model in self.silence.models():
+            if model != current:
+                out.extend(self._silent(model, self._engine(model, engines, now), now))
+        return out
+
     def _health(self, engine: IncidentEngine, sets: dict[str, DetectorSet]) -> dict[str, bool]:
         """Whether each active incident's probe detector is still alarmed."""
         probes = engine.probes()
@@ -423,14 +502,18 @@ class Detect:
 
         return probe_health(probes, set_of)
 
-    def tick(self, model: str, now: datetime) -> list[IncidentEvent]:
-        """Advance one model's engine to ``now`` (resolve quiet incidents, escalate overdue
-        ones) and store it. The worker calls it on the wall clock for models whose traffic
-        may have stopped (:mod:`streams.runtime.agents`)."""
+    def tick(
+        self, model: str, now: datetime, silence_t: float | None = None
+    ) -> list[IncidentEvent]:
+        """Advance one model's engine to ``now`` (a silence check, then resolve quiet
+        incidents and escalate overdue ones) and store it. The worker calls it on the wall
+        clock for models whose traffic may have stopped (:mod:`streams.runtime.agents`).
+        ``silence_t``: the event time (Unix s) to judge silence at (None: ``now``)."""
         engines: dict[str, IncidentEngine] = {}
         sets: dict[str, DetectorSet] = {}
         engine = self._engine(model, engines, now)
-        out = engine.tick(now, self._health(engine, sets))
+        out = self._silent(model, engine, now, silence_t)
+        out.extend(engine.tick(now, self._health(engine, sets)))
         self._keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
         return out

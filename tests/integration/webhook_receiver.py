@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -18,17 +18,21 @@ class Recorder:
     """What the receiver saw. 503 for the first ``fail_first`` requests, ``always`` (when
     set) for every request, 200 otherwise; 401 for a bad signature. ``always`` may be
     changed while serving (under ``lock``). ``statuses`` holds (monotonic time, status) of
-    every request. ``error_body`` is the body of every error response."""
+    every request. ``error_body`` is the body of every error response. With ``secret``
+    None, signatures are not checked (PagerDuty- and Slack-style receivers) and ``reply``
+    makes the body of the n-th (1-based) accepted request's answer."""
 
     def __init__(
         self,
-        secret: bytes,
+        secret: bytes | None,
         *,
         fail_first: int = 0,
         always: int | None = None,
         error_body: bytes = b"",
+        reply: Callable[[int], bytes] | None = None,
     ) -> None:
         self.secret = secret
+        self.reply = reply
         self.error_body = error_body
         self.lock = threading.Lock()
         self.fail_first = fail_first
@@ -43,7 +47,7 @@ def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers["Content-Length"]))
-            ok = verify(
+            ok = rec.secret is None or verify(
                 rec.secret,
                 body,
                 self.headers[TIMESTAMP_HEADER],
@@ -60,10 +64,14 @@ def _handler(rec: Recorder) -> type[BaseHTTPRequestHandler]:
                 else:
                     status = 503 if rec.requests <= rec.fail_first else 200
                 if status == 200:
-                    assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
+                    if rec.secret is not None:
+                        assert json.loads(body)["event_id"] == self.headers[EVENT_ID_HEADER]
                     rec.accepted.append(body)
                 rec.statuses.append((time.monotonic(), status))
-            reply = rec.error_body if status >= 400 else b""
+                if status >= 400:
+                    reply = rec.error_body
+                else:
+                    reply = rec.reply(len(rec.accepted)) if rec.reply is not None else b""
             self.send_response(status)
             self.send_header("Content-Length", str(len(reply)))
             self.end_headers()

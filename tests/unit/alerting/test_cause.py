@@ -223,3 +223,68 @@ def test_grouped_state_round_trips_through_json() -> None:
     assert eng2.get_state() == eng.get_state()
     # a redelivered detection is recognised after the restore
     assert eng2.observe(localized(acme, 1, key=lb(), sig=tox("any", last_index=1100))) == []  # type: ignore[arg-type]
+
+
+def test_a_prompt_injection_wave_explains_its_hallucinations_in_either_order() -> None:
+    inj, hal = "prompt_injection_rate", "hallucination_rate"
+    assert same_cause(lb(), [inj], False, lb(), lb(), hal)
+    assert same_cause(lb(), [hal], False, lb(tenant="acme"), lb(), inj)
+    assert not same_cause(lb(), [hal], False, lb(), lb(), "toxicity_rate")
+
+
+def test_a_bad_deploy_explains_the_cuts_that_mix_versions() -> None:
+    conf = "confidence_shift"
+    assert same_cause(lb("v13"), [conf], True, lb(feature="chat"), lb(feature="chat"), "tox")
+    assert not same_cause(lb("v13"), [conf], False, lb(feature="chat"), lb(), "tox")
+
+
+def test_a_quiet_symptom_incident_does_not_absorb_a_later_unrelated_wave() -> None:
+    """The e2e finding: a downvote incident still open hours after its last detection (its
+    probe not yet back at baseline) swallowed a new prompt-injection wave as a related
+    signal. A signal of another family whose episode began after the incident went quiet
+    is a new cause: its own incident."""
+    eng = grouping_engine()
+    model = lb()
+    [down] = eng.observe(localized(model, 0, sig=signal(last_index=1000)))  # type: ignore[arg-type]
+    wave = signal(SignalKind.PROMPT_INJECTION_RATE, effect=5.0, p_value=1e-9, last_index=9000)
+    [new] = eng.observe(localized(model, 180, sig=wave))  # type: ignore[arg-type]
+    assert new.action == IncidentAction.TRIGGER
+    assert new.incident_id != down.incident_id
+    assert new.incident_type == "prompt_injection_rate"
+    # while the downvote cause is still firing, another family on its scope does join it
+    eng2 = grouping_engine()
+    [first] = eng2.observe(localized(model, 0, sig=signal(last_index=1000)))  # type: ignore[arg-type]
+    joined = eng2.observe(localized(model, 5, sig=tox()))  # type: ignore[arg-type]
+    assert all(e.incident_id == first.incident_id for e in joined)
+    assert len(eng2.incidents()) == 1
+
+
+def test_a_fresh_deploy_is_its_own_incident_named_by_its_version() -> None:
+    """The e2e finding: a model-wide confidence incident resolved minutes earlier was
+    reopened by the new version's confidence detection, so the deploy was never named. A
+    detection localized to a freshly deployed version opens the deploy's incident, with the
+    bad_deploy playbook, and the deploy then explains the cuts that mix versions."""
+    eng = grouping_engine()
+    conf = signal(SignalKind.CONFIDENCE_SHIFT, effect=1.2, p_value=1e-8, last_index=1000)
+    [old] = eng.observe(localized(lb(), 0, sig=conf))  # type: ignore[arg-type]
+    [probe] = eng.probes()
+    eng.tick(T0 + minutes(60), {probe.id: False})
+    resolved = eng.tick(T0 + minutes(120), {probe.id: False})
+    assert [e.action for e in resolved] == [IncidentAction.RESOLVE]
+    eng.record_deploy(M, "v13", T0 + minutes(125), previous_version="v12")
+    conf2 = signal(SignalKind.CONFIDENCE_SHIFT, effect=1.5, p_value=1e-9, last_index=5000)
+    [dep] = eng.observe(localized(lb("v13"), 140, key=lb("v13"), sig=conf2))  # type: ignore[arg-type]
+    assert dep.action == IncidentAction.TRIGGER
+    assert dep.incident_id != old.incident_id
+    assert dep.labels == lb("v13")
+    assert dep.playbook is not None
+    assert dep.playbook.name == "bad_deploy"
+    # toxicity on a segment cut (it mixes versions) is folded into the deploy's incident
+    seg = lb(feature="chat")
+    folded = eng.observe(localized(seg, 150, key=seg, sig=tox(last_index=6000)))  # type: ignore[arg-type]
+    assert all(e.action != IncidentAction.TRIGGER for e in folded)
+    [open_] = eng.incidents()
+    assert open_.incident_id == dep.incident_id
+    assert (seg.describe(), "toxicity_rate:toxicity") in {
+        (r.labels.describe(), r.incident_type) for r in open_.related
+    }

@@ -86,14 +86,6 @@ def test_cli_replay_reads_stdin_style_paths_and_prints_a_summary(
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True,
-    reason="known (issue 14 finding): the incident lifecycle depends on batch boundaries. "
-    "On this scenario batches of 64 give trigger, escalate, trigger, escalate, resolve and "
-    "batches of 5000 give trigger, escalate, trigger, resolve (the second incident's "
-    "escalation deadline and its evidence are judged once per batch). Owner: the "
-    "engine/detection grouping (issue 12).",
-)
 def test_incidents_do_not_depend_on_the_batch_size(settings: Settings) -> None:
     """One input replayed as single-observation batches and as large batches gives the same
     incident events, field for field (the worker's batch sizes are whatever a fetch

@@ -1,0 +1,236 @@
+"""An incident's record in the engine, the engine's stored state, and the pure rules of
+its lifecycle: who mutes an incident (silences, inhibition), whether its cause persists,
+and which severity reasons an update keeps.
+
+Split from :mod:`alerting.engine`, which drives these records from detections and ticks.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from datetime import datetime, timedelta
+from typing import Protocol
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from alerting.model import (
+    DeployRef,
+    Evidence,
+    IncidentAction,
+    IncidentEvent,
+    IncidentStatus,
+    Labels,
+    PlaybookRef,
+    Probe,
+    RelatedSignal,
+    Severity,
+    UtcDatetime,
+    event_id_of,
+    iso_utc,
+)
+from alerting.policy import Silence
+
+STATE_VERSION = 1
+MAX_FINGERPRINTS = 256
+MAX_PROBES = 8
+
+
+class IncidentRecord(BaseModel):
+    """The engine's state for one incident (one dedup key)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    incident_id: str
+    dedup_key: str
+    labels: Labels
+    incident_type: str
+    status: IncidentStatus
+    severity: Severity
+    severity_reasons: tuple[str, ...]
+    evidence: Evidence
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+    opened_at: UtcDatetime
+    deadline_at: UtcDatetime
+    resolved_at: UtcDatetime | None = None
+    sequence: int = 0
+    notified: bool = False
+    last_emitted_at: UtcDatetime | None = None
+    escalated: bool = False
+    flap_count: int = 0
+    fingerprints: list[str] = Field(default_factory=list)
+    playbook: PlaybookRef | None = None
+    deploy: DeployRef | None = None
+    replay: bool = False
+    muted_by: str | None = None
+    families: list[str] = Field(default_factory=list)
+    """Signal families folded into this incident (``toxicity_rate``, ``downvote_rate``...)."""
+    related: list[RelatedSignal] = Field(default_factory=list)
+    """Every key and type whose detections were folded in, latest statistics first."""
+    probes: list[Probe] = Field(default_factory=list)
+    """Detectors that say whether the cause persists (see ``tick``)."""
+    recovered_at: UtcDatetime | None = None
+    """When every probe first reported its quantity back at baseline (None: not yet)."""
+
+    @property
+    def active(self) -> bool:
+        return self.status != IncidentStatus.RESOLVED
+
+    def event(self, action: IncidentAction, now: datetime, note: str) -> IncidentEvent:
+        """The incident event for the record as it is now (its current sequence)."""
+        return IncidentEvent(
+            event_id=event_id_of(self.incident_id, self.sequence),
+            incident_id=self.incident_id,
+            dedup_key=self.dedup_key,
+            sequence=self.sequence,
+            action=action,
+            status=self.status,
+            severity=self.severity,
+            severity_reasons=self.severity_reasons,
+            labels=self.labels,
+            incident_type=self.incident_type,
+            summary=self.summary(),
+            evidence=self.evidence.model_copy(update={"related": tuple(self.related)}),
+            first_seen=self.first_seen,
+            last_seen=self.last_seen,
+            emitted_at=now,
+            playbook=self.playbook,
+            deploy=self.deploy,
+            note=note,
+            flap_count=self.flap_count,
+            replay=self.replay,
+        )
+
+    def summary(self) -> str:
+        s = self.evidence.signal
+        where = f" [{s.feature}]" if s.feature and ":" not in self.incident_type else ""
+        return (
+            f"{self.severity.value} {self.incident_type}{where} on {self.labels.describe()}: "
+            f"{s.baseline:.4g} -> {s.observed:.4g} ({s.direction.value}, "
+            f"effect {s.effect_size:.3g}, n={s.n_observations})"
+        )
+
+
+class EngineState(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    version: int = STATE_VERSION
+    incidents: list[IncidentRecord] = Field(default_factory=list)
+    silences: list[Silence] = Field(default_factory=list)
+    deploys: list[DeployRef] = Field(default_factory=list)
+    current_versions: dict[str, str] = Field(default_factory=dict)
+    held: int = 0
+
+
+class Muter(Protocol):
+    """Answers 'is this incident muted now, and why?' (None when not muted)."""
+
+    def mutes(self, incident: IncidentRecord, now: datetime) -> str | None: ...
+
+
+class SilenceMuter:
+    def __init__(self, silences: Iterable[Silence]) -> None:
+        self._silences = list(silences)
+
+    def mutes(self, incident: IncidentRecord, now: datetime) -> str | None:
+        for s in self._silences:
+            if s.starts_at <= now < s.ends_at and s.matches(
+                incident.labels, incident.incident_type
+            ):
+                return f"silenced by {s.id} until {iso_utc(s.ends_at)}"
+        return None
+
+
+class InhibitionMuter:
+    """A notified, active incident mutes more specific incidents of the same type.
+
+    One exception, for deploys: an incident on a freshly deployed version (canary
+    analysis found it worse than the version it replaced) is never muted, and it mutes
+    the incidents of the same type and model that it explains: model-wide, and
+    per-segment (a segment's traffic mixes versions).
+    """
+
+    def __init__(self, incidents: Iterable[IncidentRecord]) -> None:
+        self._sources = [i for i in incidents if i.active and i.notified]
+
+    def mutes(self, incident: IncidentRecord, now: datetime) -> str | None:
+        if incident.deploy is not None:
+            return None  # a bad deploy names the cause: never hidden behind its symptom
+        for src in self._sources:
+            if src.dedup_key == incident.dedup_key or src.incident_type != incident.incident_type:
+                continue
+            if src.labels.covers(incident.labels):
+                return f"inhibited by {src.incident_id} ({src.labels.describe()})"
+            if (
+                src.deploy is not None
+                and incident.labels.model == src.labels.model
+                and incident.labels.version in (None, src.labels.version)
+            ):
+                # The model-wide and per-segment symptoms of a bad deploy (segments mix
+                # versions) are explained by it: one page, on the version.
+                return (
+                    f"explained by bad deploy {src.incident_id} "
+                    f"(version {src.deploy.version} of {src.labels.model})"
+                )
+        return None
+
+
+def cause_verdict(rec: IncidentRecord, health: Mapping[str, bool] | None) -> bool | None:
+    """True: the cause persists (a probe is alarmed); False: every probe reads back at
+    baseline; None: no probes or no readings for them (fall back to the quiet rule)."""
+    if health is None or not rec.probes:
+        return None
+    readings = [health[p.id] for p in rec.probes if p.id in health]
+    if any(readings):
+        return True
+    if len(readings) < len(rec.probes):
+        return None
+    return False
+
+
+def resolve_due(
+    rec: IncidentRecord, verdict: bool | None, now: datetime, hyst: timedelta
+) -> tuple[bool, str]:
+    """Whether an active incident resolves at ``now``, and why, given the
+    :func:`cause_verdict` of its probes and its quiet period ``hyst``: without a verdict,
+    after ``hyst`` without detections; with probes, once every probe has read back at
+    baseline for ``hyst`` (and a third of it without detections). Notes when the record
+    first read back at baseline (``recovered_at``)."""
+    if verdict is None:
+        return now - rec.last_seen >= hyst, (
+            f"detector quiet for {hyst} since {iso_utc(rec.last_seen)}"
+        )
+    if verdict:
+        rec.recovered_at = None
+        return False, ""
+    if rec.recovered_at is None:
+        rec.recovered_at = now
+    due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
+    return due, (
+        f"back at baseline since {iso_utc(rec.recovered_at)} (every probe's "
+        f"episode statistic returned to zero), then quiet for {hyst}"
+    )
+
+
+def minutes(m: float) -> timedelta:
+    return timedelta(minutes=m)
+
+
+ESCALATION_REASON = "not recovered by the"
+
+
+def kept_reasons(
+    rec: IncidentRecord, severity: Severity, reasons: tuple[str, ...]
+) -> tuple[str, ...]:
+    """Severity reasons for the new evidence of a firing incident whose severity does not
+    worsen: they score the signal the evidence now shows (so the effect size in the
+    reasons is the one in the evidence), keep any escalation, and say when the severity
+    stays worse than this evidence alone would give."""
+    kept = tuple(r for r in rec.severity_reasons if r.startswith(ESCALATION_REASON))
+    if severity != rec.severity and not kept:
+        kept = (f"kept at {rec.severity.value}: a firing incident does not de-escalate",)
+    return (*reasons, *kept)
+
+
+def specificity(labels: Labels) -> int:
+    return (labels.version is not None) + len(labels.segment)

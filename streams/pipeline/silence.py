@@ -1,0 +1,149 @@
+"""A model whose traffic stops is an incident: all of it, or its outputs while its inputs
+continue (the serving path is down while callers keep sending).
+
+Silence is judged against the model's own learned arrival rate. Each model's inputs and
+outputs are counted with an exponential decay (half-life :data:`RATE_HALF_LIFE_S` of event
+time), which tracks the daily cycle; a decayed count ``c`` at a steady rate ``r`` settles
+at ``r * H / ln 2``, so ``r = c * ln 2 / H`` (corrected while the history is short). A
+Poisson stream at rate ``r`` is quiet for ``g`` seconds with probability ``exp(-r g)``; the
+watch calls a gap silent once that chance falls below :data:`CHANCE` *and* the gap is at
+least ``min_gap_s`` (the configured ``silence_minutes``: partitions drift minutes apart in
+event time, and a sparse model needs longer). A model is judged only after
+:data:`MIN_EVENTS` events and one half-life of history, so a new model never "falls silent"
+on its first minutes.
+
+"Now" is given by the caller: the stream's event time of inputs and outputs (another
+model's traffic keeps time moving when one model stops; feedback, which trails outputs by
+up to hours, does not: a stream that ended is not judged silent by its late feedback) or
+event time advanced by the wall clock (a worker whose whole input stopped), see
+:meth:`streams.pipeline.detect.Detect.tick_wall`. Pure and in memory: after a restart a
+model is relearned from its next events.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Final
+
+from detectors.base import Direction, Signal, SignalKind
+
+RATE_HALF_LIFE_S: Final = 3600.0
+"""Memory of the arrival-rate estimate (event time)."""
+CHANCE: Final = 1e-6
+"""A gap this unlikely at the learned rate is a silence (about one chance alarm per million
+expected arrivals' worth of gaps)."""
+MIN_EVENTS: Final = 50
+"""Events of a stream (inputs or outputs) before its silence is judged."""
+DETECTOR: Final = "TrafficSilence"
+
+
+@dataclass
+class _Stream:
+    """Arrivals of one event kind of one model."""
+
+    first: float
+    last: float
+    count: float = 0.0
+    """Decayed event count at :attr:`last`."""
+    events: int = 0
+
+    def see(self, t: float) -> None:
+        if t > self.last:
+            self.count *= math.exp2(-(t - self.last) / RATE_HALF_LIFE_S)
+            self.last = t
+        self.count += 1.0
+        self.events += 1
+
+    def rate(self) -> float:
+        """Learned arrivals per second, as of the last arrival (corrected for a history
+        shorter than the decay's memory: after ``T`` seconds the count has reached
+        ``1 - 2^(-T/H)`` of its steady level)."""
+        filled = 1.0 - math.exp2(-(self.last - self.first) / RATE_HALF_LIFE_S)
+        return self.count * math.log(2.0) / RATE_HALF_LIFE_S / max(filled, 1e-9)
+
+    def ready(self) -> bool:
+        return self.events >= MIN_EVENTS and self.last - self.first >= RATE_HALF_LIFE_S
+
+    def due_gap(self, min_gap_s: float) -> float:
+        """The gap (seconds) after which this stream counts as silent."""
+        rate = self.rate()
+        chance_gap = math.log(1.0 / CHANCE) / rate if rate > 0 else math.inf
+        return max(min_gap_s, chance_gap)
+
+
+@dataclass
+class _Model:
+    inputs: _Stream | None = None
+    outputs: _Stream | None = None
+
+
+class SilenceWatch:
+    """Per model: when its inputs and outputs last arrived, and at what rate; says which
+    models are silent at a given time (see the module docstring)."""
+
+    def __init__(self, min_gap_s: float) -> None:
+        self.min_gap_s = min_gap_s
+        self._models: dict[str, _Model] = {}
+
+    def see(self, model: str, kind: str, t: float) -> None:
+        """Note an arrival of ``kind`` (``input``/``output``; others are ignored)."""
+        if kind not in ("input", "output"):
+            return
+        m = self._models.setdefault(model, _Model())
+        stream = m.inputs if kind == "input" else m.outputs
+        if stream is None:
+            stream = _Stream(first=t, last=t)
+            if kind == "input":
+                m.inputs = stream
+            else:
+                m.outputs = stream
+        stream.see(t)
+
+    def models(self) -> list[str]:
+        return sorted(self._models)
+
+    def check(self, model: str, now: float) -> Signal | None:
+        """A silence signal when ``model`` is silent at ``now``: feature ``all`` (no input
+        or output for longer than its due gap), or ``outputs`` (outputs stopped while
+        inputs still arrive). None while it is not, or not yet judged."""
+        m = self._models.get(model)
+        if m is None:
+            return None
+        streams = [s for s in (m.inputs, m.outputs) if s is not None and s.ready()]
+        if not streams:
+            return None
+        last_any = max(s.last for s in streams)
+        latest = max(streams, key=lambda s: s.last)
+        if now - last_any >= latest.due_gap(self.min_gap_s):
+            return _signal("all", latest, now - last_any, self.min_gap_s)
+        out, inp = m.outputs, m.inputs
+        if (
+            out is not None
+            and inp is not None
+            and out.ready()
+            and inp.last - out.last >= out.due_gap(self.min_gap_s)
+        ):
+            return _signal("outputs", out, inp.last - out.last, self.min_gap_s)
+        return None
+
+
+def _signal(feature: str, stream: _Stream, gap_s: float, min_gap_s: float) -> Signal:
+    due = stream.due_gap(min_gap_s)
+    per_min = stream.rate() * 60.0
+    return Signal(
+        detector=DETECTOR,
+        kind=SignalKind.TRAFFIC_SILENCE,
+        statistic=gap_s / 60.0,
+        threshold=due / 60.0,
+        baseline=per_min,
+        observed=0.0,
+        effect_size=1.0,
+        direction=Direction.DOWN,
+        first_index=0,
+        last_index=max(0, stream.events - 1),
+        n_observations=max(1, stream.events),
+        p_value=math.exp(-stream.rate() * gap_s),
+        feature=feature,
+        details={"silent_minutes": gap_s / 60.0, "expected_per_minute": per_min},
+    )

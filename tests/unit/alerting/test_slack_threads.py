@@ -1,0 +1,112 @@
+"""Slack's Web API mode: one thread per incident (issue 12 item 5)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from pydantic import SecretStr, ValidationError
+
+from alerting.delivery import (
+    DeliveryOutcome,
+    DeliveryRunner,
+    FailedDelivery,
+    HttpRequest,
+    HttpResponse,
+    SlackSinkConfig,
+    SlackThreadSink,
+    make_sink,
+)
+from alerting.engine import IncidentEngine
+from alerting.model import IncidentEvent
+from streams.cli.notify_config import NotifyFile, SlackSection, sink_config
+
+from .helpers import T0, detection, minutes, playbooks, policy, signal
+
+
+class SlackLike:
+    """Answers as chat.postMessage does: 200 with ok and the new message's ts (or a
+    scripted error), numbering messages 1, 2, ..."""
+
+    def __init__(self, errors: list[str] | None = None) -> None:
+        self.errors = list(errors or [])
+        self.requests: list[HttpRequest] = []
+
+    def post(self, request: HttpRequest) -> HttpResponse:
+        self.requests.append(request)
+        if self.errors:
+            return HttpResponse(
+                status=200, body=json.dumps({"ok": False, "error": self.errors.pop(0)}).encode()
+            )
+        ts = f"1700000000.{len(self.requests):06d}"
+        return HttpResponse(status=200, body=json.dumps({"ok": True, "ts": ts}).encode())
+
+
+class Clock:
+    def now(self):  # type: ignore[no-untyped-def]
+        return T0
+
+
+def _runner(transport: SlackLike) -> tuple[DeliveryRunner, list[FailedDelivery]]:
+    dead: list[FailedDelivery] = []
+    sink = SlackThreadSink(SecretStr("xoxb-test"), "#incidents", url="http://127.0.0.1:1/api")
+    runner = DeliveryRunner(
+        sink,
+        transport,
+        dead_letter=dead.append,
+        sleep=lambda s: None,
+        clock=Clock(),  # type: ignore[arg-type]
+    )
+    return runner, dead
+
+
+def _lifecycle() -> list[IncidentEvent]:
+    """Trigger, escalation by a worse detection, resolve: one incident's events."""
+    eng = IncidentEngine(policy(), playbooks())
+    events = eng.observe(detection(T0))
+    events += eng.observe(
+        detection(T0 + minutes(5), sig=signal(effect=2.5, statistic=40.0, last_index=2000))
+    )
+    events += eng.tick(T0 + minutes(60))
+    return events
+
+
+def test_one_incident_is_one_thread_and_the_resolve_is_broadcast() -> None:
+    events = _lifecycle()
+    assert [e.action for e in events] == ["trigger", "update", "resolve"]
+    slack = SlackLike()
+    runner, dead = _runner(slack)
+    assert [runner.deliver(e) for e in events] == [DeliveryOutcome.DELIVERED] * 3
+    assert dead == []
+    bodies = [json.loads(r.body) for r in slack.requests]
+    assert all(b["channel"] == "#incidents" for b in bodies)
+    assert "thread_ts" not in bodies[0]
+    assert [b.get("thread_ts") for b in bodies[1:]] == ["1700000000.000001"] * 2
+    assert "reply_broadcast" not in bodies[1]
+    assert bodies[2]["reply_broadcast"] is True
+    assert slack.requests[0].headers["Authorization"] == "Bearer xoxb-test"
+
+
+def test_a_refusal_in_a_200_answer_is_a_failed_delivery_naming_slacks_error() -> None:
+    [trigger] = IncidentEngine(policy(), playbooks()).observe(detection(T0))
+    runner, dead = _runner(SlackLike(errors=["channel_not_found"]))
+    assert runner.deliver(trigger) == DeliveryOutcome.DEAD_LETTERED
+    [letter] = dead
+    assert "channel_not_found" in letter.reason
+
+
+def test_config_takes_a_webhook_or_a_token_and_channel_never_both() -> None:
+    with pytest.raises(ValidationError, match="either webhook_url, or token and channel"):
+        SlackSinkConfig(type="slack")
+    with pytest.raises(ValidationError):
+        SlackSinkConfig(
+            type="slack", webhook_url=SecretStr("https://h/x"), token=SecretStr("t"), channel="#c"
+        )
+    cfg = sink_config(
+        "slack",
+        NotifyFile(slack=SlackSection(channel="#incidents")),
+        url=None,
+        environ={"SENTINEL_NOTIFY_SLACK_TOKEN": "xoxb-1"},
+        source="notify.toml",
+    )
+    assert isinstance(make_sink(cfg), SlackThreadSink)
