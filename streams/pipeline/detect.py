@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import sys
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -174,15 +175,19 @@ class Detect:
         if levels is None:
             if len(self._levels) >= LEVEL_CACHE_SIZE:
                 self._levels.clear()
-            levels = key_levels(obs, self.settings, self.fold)
+            # One Labels object and one key-id string per key, shared by every cached
+            # combination that contains it: the model and version keys recur in all of a
+            # model's combinations (they were most of the memory per key at 100k keys).
+            known = self._keys.setdefault(obs.model, {})
+            levels = [
+                (level, known.setdefault(kid, labels), sys.intern(kid))
+                for level, labels, kid in key_levels(obs, self.settings, self.fold)
+            ]
             # A folded combination is not cached: each of its events is counted as folded.
             if all(
                 OTHER not in (labels.version, *labels.segment.values()) for _, labels, _ in levels
             ):
                 self._levels[cache_key] = levels
-            known = self._keys.setdefault(obs.model, {})
-            for _, labels, kid in levels:
-                known[kid] = labels
         return levels
 
     def invalidate(self) -> None:
