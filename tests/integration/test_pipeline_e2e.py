@@ -49,12 +49,6 @@ def _triggers(events: list[IncidentEvent]) -> list[IncidentEvent]:
     return [e for e in events if e.action == IncidentAction.TRIGGER]
 
 
-@pytest.mark.xfail(
-    strict=False,
-    reason="open after this wave's merges (#12 grouping/localization with #13's new "
-    "detectors): the prompt-injection wave came as a hallucination_rate incident and the bad "
-    "deploy as toxicity_rate on feature=chat instead of its version; related signals count",
-)
 def test_every_injected_failure_reaches_the_alerts_topic(
     kafka_broker, service_settings: Settings, tmp_path: Path
 ) -> None:  # type: ignore[no-untyped-def]
