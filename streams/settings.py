@@ -227,7 +227,7 @@ class DetectionSettings(_Section):
     )
     drift_levels: tuple[Literal["model", "version", "segment"], ...] = ("model", "version")
     segment_drift_min_share: float = Field(
-        default=0.0,
+        default=0.05,
         ge=0,
         le=1,
         description="Segment keys with at least this share of their model's recent traffic "
