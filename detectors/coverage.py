@@ -139,6 +139,20 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         keeps ``learning`` true, yet the others can alarm)."""
         return any(d.alarm_ready for d in self._all())
 
+    def adopt_prior(self, parent: CategoryRates, strength: float) -> bool:
+        """Each warming-up test starts from the parent key's baseline of the same category
+        (and the pooled test from the parent's pooled one); see
+        :meth:`detectors.rate.BernoulliCusum.adopt_prior`."""
+        adopted = False
+        for cat, part in self._parts.items():
+            theirs = parent._parts.get(cat)
+            if theirs is not None and part.learning and theirs.alarm_ready:
+                adopted = part.adopt_prior(theirs, strength) or adopted
+        mine, theirs_any = self._any, parent._any
+        if mine is not None and theirs_any is not None and mine.learning:
+            adopted = mine.adopt_prior(theirs_any, strength) or adopted
+        return adopted
+
     @property
     def statistic(self) -> float:
         """Largest ratio statistic / threshold over the tests (alarm at 1)."""

@@ -188,6 +188,9 @@ class BernoulliCusum(Detector[bool]):
         self._ep_start = 0
         self._ep_k = 0
         self._ep_alarmed = False
+        # Shrinkage prior (see ``adopt_prior``): pseudo-observations and pseudo-events.
+        self._prior_n = 0.0
+        self._prior_k = 0.0
         if self.p0 is not None:
             self._calibrate(self.p0)
 
@@ -217,9 +220,38 @@ class BernoulliCusum(Detector[bool]):
         )
 
     def _learn(self) -> None:
-        """(Re-)estimate the baseline from the cleared events; only called when S = 0."""
-        self._calibrate((self._ref_k + 0.5) / (self._ref_n + 1.0), self._ref_n)
-        self._next_cp = 4 * self._ref_n if self._ref_n < self.max_reference else 0
+        """(Re-)estimate the baseline from the cleared events and the prior's pseudo-events
+        (if any); only called when S = 0."""
+        n, k = self._ref_n + self._prior_n, self._ref_k + self._prior_k
+        rate = (k + 0.5) / (n + 1.0)
+        if self._prior_n and self._ref_n < 4 * self.warmup:
+            # A few hundred own observations underestimate a rate by 20 % often enough
+            # for a CUSUM designed for a 1.5x shift to drift up: until its own sample is
+            # 4x the warm-up, a sparse key's baseline does not go below its parent's.
+            rate = max(rate, self._prior_k / self._prior_n)
+        self._calibrate(rate, round(n))
+        # Without a prior this runs at >= warmup cleared events, so the next re-estimate
+        # is at 4x; with one, the detector's own warm-up length is the first checkpoint.
+        due = max(4 * self._ref_n, self.warmup)
+        self._next_cp = due if self._ref_n < self.max_reference else 0
+
+    def adopt_prior(self, rate: float, strength: float) -> bool:
+        """Start from a parent key's baseline: a Beta prior worth ``strength`` observations
+        at ``rate`` (shrinkage). Only while warming up without a prior; returns whether it
+        was adopted.
+
+        The detector calibrates at once on the posterior mean of the prior and the
+        events it has seen, with the threshold set for the upper ``baseline_confidence``
+        bound at the posterior's effective sample size (``strength`` + own observations):
+        a weak prior gives a conservative threshold, not false alarms. Its own events
+        take over as they come: the baseline is re-estimated at ``warmup`` cleared
+        observations and then each time they quadruple, as a learned baseline is.
+        """
+        if self._h or self._prior_n or strength <= 0 or not 0.0 < rate < 1.0:
+            return False
+        self._prior_n, self._prior_k = float(strength), float(rate) * strength
+        self._learn()
+        return True
 
     _STATE_KEYS: ClassVar[tuple[str, ...]] = (
         "n",
@@ -239,15 +271,20 @@ class BernoulliCusum(Detector[bool]):
         "ep_start",
         "ep_k",
         "ep_alarmed",
+        "prior_n",
+        "prior_k",
     )
-    _EPISODE_KEYS: ClassVar[frozenset[str]] = frozenset({"e", "ep_start", "ep_k", "ep_alarmed"})
+    _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"e", "ep_start", "ep_k", "ep_alarmed", "prior_n", "prior_k"}
+    )
+    """Keys that state saved by an older release may lack (they keep their reset value)."""
 
     def get_state(self) -> JsonState:
         return {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
 
     def set_state(self, state: JsonState) -> None:
         for key in self._STATE_KEYS:
-            if key in self._EPISODE_KEYS and key not in state:
+            if key in self._OPTIONAL_KEYS and key not in state:
                 continue  # state saved before episodes existed: the episode starts now
             setattr(self, "_" + key, state[key])
         if "ep_start" not in state:
@@ -490,6 +527,15 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     @property
     def alarm_ready(self) -> bool:
         return any(not d.learning for d in self._parts)
+
+    def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
+        """Each warming-up part starts from the parent's baseline (see
+        :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""
+        rate = next((d.baseline for d in parent._parts if d.calibrated), None)
+        if rate is None:
+            return False
+        adopted = [d.adopt_prior(rate, strength) for d in self._parts]
+        return any(adopted)
 
     @property
     def statistic(self) -> float:

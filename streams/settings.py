@@ -226,13 +226,26 @@ class DetectionSettings(_Section):
         description="Segment labels cut one at a time (model x label=value keys).",
     )
     drift_levels: tuple[Literal["model", "version", "segment"], ...] = ("model", "version")
+    segment_drift_min_share: float = Field(
+        default=0.05,
+        ge=0,
+        le=1,
+        description="Segment keys with at least this share of their model's recent traffic "
+        "also run the drift detectors (at most 1/share values per label; 0: off). The "
+        "false-alarm budget already counts these tests; bench/throughput.py prints the cost.",
+    )
     segment_drift_min_events_per_hour: float = Field(
         default=0.0,
         ge=0,
-        description="Segment keys with at least this much traffic (events of all kinds per "
-        "hour, decayed over an hour) also run the drift detectors; 0: off. Drift in every "
-        "segment costs CPU (see bench/throughput.py); a floor keeps it to segments with the "
-        "traffic to learn a reference. The false-alarm budget already counts these tests.",
+        description="And at least this much traffic (events of all kinds per hour, decayed "
+        "over an hour); 0: no floor beyond the share.",
+    )
+    segment_prior_events: float = Field(
+        default=100.0,
+        ge=0,
+        description="A segment key's rate detectors start from their parent key's baseline "
+        "(version, else model) as a prior worth this many observations until they have "
+        "their own (see streams.pipeline.priors); 0: off, each segment warms up alone.",
     )
     warmup_events: int = Field(default=1000, ge=50, description="Baseline learning, per key.")
     feedback_fraction: float = Field(

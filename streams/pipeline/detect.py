@@ -235,6 +235,7 @@ class Detect:
             model_traffic = 0.0
             hold: frozenset[str] = frozenset()
             model_set: DetectorSet | None = None
+            parents: list[DetectorSet] = []
             detections: list[tuple[str, Detection]] = []
             levels = self._levels_of(obs)
             for level, labels, kid in levels:
@@ -251,8 +252,13 @@ class Detect:
                 if model_set is None:
                     model_set, model_traffic = ds, traffic
                     hold = frozenset(n for n, until in ds.alarms.items() if until > t)
+                if level != "segment":
+                    parents.insert(0, ds)  # a segment's priors: its version, then its model
                 for name, signal, tracker in ds.update(
-                    obs, hold if level != "model" else frozenset()
+                    obs,
+                    hold if level != "model" else frozenset(),
+                    tuple(parents) if level == "segment" else (),
+                    min(1.0, traffic / model_traffic) if model_traffic else 1.0,
                 ):
                     self.stats.signals += 1
                     if level != "segment":

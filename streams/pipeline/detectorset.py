@@ -19,6 +19,7 @@ from detectors.base import Detector, Signal
 from detectors.registry import REGISTRY
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.priors import adopt_parent_prior
 from streams.pipeline.rules import (
     finish_flags,
     harm_flags,
@@ -104,6 +105,8 @@ class DetectorSet:
         self.traffic_t = 0.0
         self.alarms: dict[str, float] = {}  # detector name -> event time its alarm holds until
         self.hold: frozenset[str] = frozenset()
+        self.parents: tuple[DetectorSet, ...] = ()
+        self.share = 1.0
         self.versions: list[str] = []  # model level only: versions in order of appearance
 
     # -- state ---------------------------------------------------------------------------
@@ -169,19 +172,30 @@ class DetectorSet:
             kind, _, features = name.partition(":")
             det = FACTORIES[kind].make(self, tuple(features.split(",")) if features else ())
             self.detectors[name] = det
+        if self.parents and det.learning:
+            adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
         tracker = self.trackers.setdefault(name, Tracker())
         tracker.see(obs, notable)
         signal = det.update(x)
         return [(name, signal, tracker)] if signal is not None else []
 
     def update(
-        self, obs: Observation, hold: frozenset[str] = frozenset()
+        self,
+        obs: Observation,
+        hold: frozenset[str] = frozenset(),
+        parents: tuple[DetectorSet, ...] = (),
+        share: float = 1.0,
     ) -> list[tuple[str, Signal, Tracker]]:
         """Feed one observation to the detectors it concerns; return (signal, evidence).
 
-        Detectors named in ``hold`` that are still learning their baseline skip it.
+        Detectors named in ``hold`` that are still learning their baseline skip it. A
+        segment key's rate detectors still warming up start from the baseline of the
+        first of ``parents`` (closest first) that has one (:mod:`streams.pipeline.priors`).
+        ``share`` is this key's share of its model's recent traffic (segment drift).
         """
         self.hold = hold
+        self.parents = parents
+        self.share = share
         s = self.settings
         event = obs.event
         out: list[tuple[str, Signal, Tracker]] = []
@@ -221,10 +235,18 @@ class DetectorSet:
 
     def _segment_drift(self) -> bool:
         """A segment key with enough traffic also runs drift detectors: a drift confined
-        to one locale or tenant is diluted model-wide. ``traffic`` decays with a one-hour
+        to one locale or tenant is diluted model-wide. Enough = at least
+        ``segment_drift_min_share`` of its model's recent traffic (so at most 1 / share
+        values per label, and at most one drift key per label for each event: a bounded
+        cost) and ``segment_drift_min_events_per_hour``. ``traffic`` decays with a one-hour
         half-life, so its steady state is (events per hour) / ln 2."""
-        floor = self.settings.segment_drift_min_events_per_hour
-        return self.level == "segment" and floor > 0 and self.traffic * math.log(2) >= floor
+        s = self.settings
+        return (
+            self.level == "segment"
+            and s.segment_drift_min_share > 0
+            and self.share >= s.segment_drift_min_share
+            and self.traffic * math.log(2) >= s.segment_drift_min_events_per_hour
+        )
 
     def _update_quality(
         self, event: InferenceOutput, obs: Observation

@@ -206,7 +206,9 @@ def _input(i: int, seconds: float) -> Observation:
 
 @pytest.mark.parametrize(("gap_s", "drifts"), [(1.0, True), (60.0, False)])
 def test_segment_keys_with_enough_traffic_run_drift_detectors(gap_s: float, drifts: bool) -> None:
-    settings = DetectionSettings(segment_drift_min_events_per_hour=500)
+    settings = DetectionSettings(
+        segment_drift_min_share=0.05, segment_drift_min_events_per_hour=500
+    )
     ds = DetectorSet(settings, "segment", arl0=1e5)
     for i in range(1200):
         obs = _input(i, i * gap_s)
@@ -217,8 +219,8 @@ def test_segment_keys_with_enough_traffic_run_drift_detectors(gap_s: float, drif
     for i in range(1200):
         obs = _input(i, i * gap_s)
         off.see_traffic(obs.event.timestamp.timestamp())
-        off.update(obs)
-    assert "numeric:x" not in off.detectors  # default: drift at model and version only
+        off.update(obs, share=0.04)
+    assert "numeric:x" not in off.detectors  # default: segments under 5 % of the model: none
 
 
 def test_a_named_category_wins_over_the_pooled_test_on_the_same_event() -> None:

@@ -1,0 +1,137 @@
+"""Where the harm and guardrail detectors' delay goes, detector by detector (issue 13).
+
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/delay_parts.py [--seeds N]
+
+bench/quality.py measures the whole pipeline's delay against the oracle CUSUM (exact, knows
+``p0 -> p1``, at one test's ARL0). This script takes the pipeline out: it feeds each
+detector, built as the pipeline builds it, a seeded stream of baseline observations and
+then the changed rate of the benchmark's default injection (self-harm 0.004 -> 0.02;
+guardrail blocks 0.03 -> 0.12), and prints the mean and median delay in observations for
+variants that each remove one cause:
+
+- as the pipeline builds it (``per_detector_arl0``; harm splits it over its 13 tests);
+- without the harm detector's internal split (the budget double split of issue 19);
+- with the baseline known instead of learned (the cost of estimating a rare rate);
+- a single CUSUM designed for the true shift with the baseline known.
+
+Delays are in the detector's own observations (outputs for harm, guardrail evaluations for
+guardrail); a delay beyond ``--post`` observations counts as ``--post``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+_HERE = Path(__file__).resolve().parent
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
+sys.path.insert(0, str(_HERE.parent))
+
+import numpy as np  # noqa: E402
+
+from detectors.arl import bernoulli_cusum_delay  # noqa: E402
+from detectors.base import Detector  # noqa: E402
+from detectors.coverage import GuardrailBlockRate, HarmRate  # noqa: E402
+from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum  # noqa: E402
+from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
+from streams.settings import load_settings  # noqa: E402
+
+
+def _delays(
+    make: Callable[[], Detector[Any]],
+    p0: float,
+    p1: float,
+    pre: int,
+    seeds: int,
+    post: int,
+) -> tuple[float, float]:
+    """Mean and median observations from the change to the first alarm (harm: of the
+    changed category or the pooled test)."""
+    out = []
+    for seed in range(seeds):
+        rng = np.random.default_rng(seed)
+        det = make()
+        harm = isinstance(det, HarmRate)
+        before, after = rng.random(pre) < p0, rng.random(post) < p1
+        hit = post
+        for i, x in enumerate([*before, *after]):
+            flag = bool(x)
+            sig = det.update({"self_harm": flag, "hate": False} if harm else flag)
+            if i >= pre and sig is not None and (not harm or sig.feature in ("self_harm", "any")):
+                hit = i - pre
+                break
+        out.append(hit)
+    return statistics.fmean(out), statistics.median(out)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--seeds", type=int, default=12, help="streams per variant")
+    parser.add_argument("--post", type=int, default=20_000, help="observations after the change")
+    args = parser.parse_args()
+    s = load_settings(env={}).detection
+    arl0 = per_detector_arl0(s)
+    tests = s.max_harm_categories + 1
+    shifts = (s.relative_shift / 2, s.relative_shift, 3 * s.relative_shift)
+    g_arl0 = arl0 * s.evaluation_fraction
+    cases: list[tuple[str, float, float, int, float, list[tuple[str, Callable[[], Any]]]]] = [
+        (
+            "harm self_harm",
+            0.004,
+            0.02,
+            8000,
+            arl0,
+            [
+                ("pipeline", lambda: HarmRate(s.max_harm_categories, arl0=arl0)),
+                ("no internal split", lambda: HarmRate(s.max_harm_categories, arl0=arl0 / tests)),
+                (
+                    "one category, p0 known",
+                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=shifts, arl0=arl0),
+                ),
+                (
+                    "one CUSUM for 5x, p0 known",
+                    lambda: BernoulliCusum(p0=0.004, relative_shift=4.0, arl0=arl0),
+                ),
+            ],
+        ),
+        (
+            "guardrail blocks",
+            0.03,
+            0.12,
+            2000,
+            g_arl0,
+            [
+                (
+                    "pipeline",
+                    lambda: GuardrailBlockRate(
+                        arl0=g_arl0, warmup=s.evaluation_warmup_events, relative_shifts=shifts
+                    ),
+                ),
+                (
+                    "p0 known",
+                    lambda: GuardrailBlockRate(p0=0.03, arl0=g_arl0, relative_shifts=shifts),
+                ),
+                (
+                    "one CUSUM for 4x, p0 known",
+                    lambda: BernoulliCusum(p0=0.03, relative_shift=3.0, arl0=g_arl0),
+                ),
+            ],
+        ),
+    ]
+    print(f"per-test ARL0 {arl0:.3g} observations; {args.seeds} seeded streams per variant")
+    print(f"{'case':18} {'variant':28} {'mean':>8} {'median':>8} {'/ oracle':>9}  [observations]")
+    for name, p0, p1, pre, case_arl0, variants in cases:
+        oracle = bernoulli_cusum_delay(p0, p1, case_arl0)
+        print(f"{name:18} {'oracle CUSUM':28} {oracle:8.0f} {'':>8} {1.0:9.2f}")
+        for label, make in variants:
+            mean, med = _delays(make, p0, p1, pre, args.seeds, args.post)
+            print(f"{name:18} {label:28} {mean:8.0f} {med:8.0f} {mean / oracle:9.2f}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,50 @@
+"""Small segments start from their parent key's baseline (a shrinkage prior).
+
+A tenant with a few dozen feedback events a day needs ten days to learn a downvote
+baseline of its own (``feedback_warmup_events``), and would be watched by nothing until
+then. So while a segment key's rate detector warms up, it adopts the baseline of the
+closest parent key that has one (model x version, else the model) as a Beta prior worth
+``segment_prior_events`` observations: it can alarm from its first event, its threshold is
+set for the upper confidence bound of the posterior (prior plus its own observations, see
+:meth:`detectors.rate.BernoulliCusum.adopt_prior`), and its own events take over as they
+come. Its false alarms are in the service budget like any key's: the budget already counts
+every segment key's tests (:func:`streams.pipeline.detectorset.per_detector_arl0`).
+
+Only rate detectors take a prior (their baseline is one number that pools well across
+segments). Score and drift detectors keep learning their own reference: a tenant's score
+distribution is its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+from detectors.base import Detector
+
+
+@runtime_checkable
+class SupportsPrior(Protocol):
+    """A detector that can start from a parent key's detector of its own class."""
+
+    def adopt_prior(self, parent: Any, strength: float) -> bool: ...
+
+
+class _HasDetectors(Protocol):
+    @property
+    def detectors(self) -> Mapping[str, Detector[Any]]: ...
+
+
+def adopt_parent_prior(
+    det: Detector[Any], name: str, parents: Sequence[_HasDetectors], strength: float
+) -> bool:
+    """Give the warming-up ``det`` the baseline of the first parent whose detector of the
+    same name and class can alarm. Returns whether a prior was adopted (0 strength: off)."""
+    if strength <= 0 or not isinstance(det, SupportsPrior):
+        return False
+    for parent in parents:
+        theirs = parent.detectors.get(name)
+        ready = theirs is not None and type(theirs) is type(det) and theirs.alarm_ready
+        if ready and det.adopt_prior(theirs, strength):
+            return True
+    return False
