@@ -75,6 +75,13 @@ def _bernoulli_kl(p: float, q: float) -> float:
     return out
 
 
+def _bools(xs: Iterable[bool]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """``xs`` as a boolean array (an array is converted without a Python loop)."""
+    if isinstance(xs, np.ndarray):
+        return xs.astype(bool, copy=False)
+    return np.fromiter((bool(x) for x in xs), dtype=bool)
+
+
 def _round_rate(p: float) -> float:
     """Round to 3 significant digits so calibrations of similar baselines share a cache entry.
 
@@ -178,6 +185,7 @@ class BernoulliCusum(Detector[bool]):
         self._down = 0
         self._unit = 0.0
         self._h = 0  # lattice threshold; 0 while warming up
+        self._cal_rate: float | None = None  # rate the threshold was calibrated at (None: p0)
         self._s = 0  # CUSUM statistic in lattice units
         self._start = 0  # first observation after the CUSUM's last zero
         self._k = 0  # events since ``_start``
@@ -204,6 +212,7 @@ class BernoulliCusum(Detector[bool]):
             # Stay clear of the rate at which the CUSUM stops drifting down.
             ceiling = p0 + 0.8 * (zero_drift_rate(p0, p1) - p0)
             rate = calibration_rate(min(upper, ceiling), p0, p1)
+        self._cal_rate = rate
         self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
@@ -239,8 +248,11 @@ class BernoulliCusum(Detector[bool]):
         "ep_start",
         "ep_k",
         "ep_alarmed",
+        "cal_rate",
     )
-    _EPISODE_KEYS: ClassVar[frozenset[str]] = frozenset({"e", "ep_start", "ep_k", "ep_alarmed"})
+    _EPISODE_KEYS: ClassVar[frozenset[str]] = frozenset(
+        {"e", "ep_start", "ep_k", "ep_alarmed", "cal_rate"}
+    )
 
     def get_state(self) -> JsonState:
         return {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
@@ -252,6 +264,20 @@ class BernoulliCusum(Detector[bool]):
             setattr(self, "_" + key, state[key])
         if "ep_start" not in state:
             self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget to a new ARL0 keeping the evidence: only the threshold changes.
+
+        The statistic, the baseline and its reference sample stay as they are, so a key
+        whose traffic changes (and with it its run length in events, see
+        :mod:`streams.pipeline.budget`) does not forget what it has seen. The threshold
+        comes from the same cache as every calibration (no solve for a known target).
+        """
+        if arl0 < 1.0:
+            raise ValueError("arl0 must be >= 1")
+        self.arl0 = arl0
+        if self._h:
+            self._h = bernoulli_threshold(self._baseline, self._p1, arl0, self._cal_rate)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -321,6 +347,28 @@ class BernoulliCusum(Detector[bool]):
         if x:
             self._ep_k += 1
 
+    def _episodes(self, seg: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
+        """:meth:`_episode` for observations ``n0, n0 + 1, ...``: the walk reflected at
+        zero by a running minimum; exact while it stays within the cap, which clean
+        traffic almost always does. A block that reaches the cap is walked one step at a
+        time (capped at both ends)."""
+        cap = max(1, math.ceil(EPISODE_CAP_NATS / self._unit))
+        walk = self._e + np.cumsum(np.where(seg, self._up, -self._down))
+        ep = walk - np.minimum(np.minimum.accumulate(walk), 0)
+        if ep.size and int(ep.max()) > cap:
+            for t, x in enumerate(seg.tolist()):
+                self._episode(x, n0 + t)
+            return
+        zeros = np.flatnonzero(ep == 0)
+        if zeros.size:
+            z = int(zeros[-1])
+            self._ep_start, self._ep_k, self._ep_alarmed = n0 + z + 1, 0, False
+            self._ep_k = int(np.count_nonzero(seg[z + 1 :]))
+        else:
+            self._ep_k += int(np.count_nonzero(seg))
+        if ep.size:
+            self._e = int(ep[-1])
+
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
     ) -> Excess | None:
@@ -346,14 +394,20 @@ class BernoulliCusum(Detector[bool]):
         Gives exactly the signals and final state of sequential ``update`` calls: each
         chunk is processed up to its first alarm or baseline re-estimate, then resumed.
         """
-        arr = np.fromiter((bool(x) for x in xs), dtype=bool)
+        arr = _bools(xs)
         signals: list[Signal] = []
         i, total = 0, arr.size
         while i < total:
             if not self._h:
-                # Past the warm-up length but short of min_events: one at a time.
-                short = self._ref_n >= self.warmup
-                take = 1 if short else min(total - i, self.warmup - self._ref_n)
+                # Up to the warm-up length, then up to the event that brings min_events
+                # (or to max_reference): exactly where sequential updates would stop.
+                if self._ref_n < self.warmup:
+                    take = min(total - i, self.warmup - self._ref_n)
+                else:
+                    rest = min(total - i, self.max_reference - self._ref_n)
+                    hits = np.flatnonzero(arr[i : i + rest])
+                    need = self.min_events - self._ref_k
+                    take = int(hits[need - 1]) + 1 if 0 < need <= hits.size else max(rest, 1)
                 self._ref_k += int(np.count_nonzero(arr[i : i + take]))
                 self._ref_n += take
                 self._n += take
@@ -384,8 +438,7 @@ class BernoulliCusum(Detector[bool]):
             else:
                 start, k = start0, k0 + int(pos[end])
             last = n0 + end
-            for t, x in enumerate(seg[: end + 1].tolist()):
-                self._episode(x, n0 + t)  # capped at both ends: sequential, but cheap
+            self._episodes(seg[: end + 1], n0)
             self._n = last + 1
             i += end + 1
             if relearn:
@@ -483,6 +536,12 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             for shift in self.relative_shifts
         ]
 
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence."""
+        self.arl0 = arl0
+        for d in self._parts:
+            d.set_arl0(arl0 * len(self.relative_shifts))
+
     @property
     def learning(self) -> bool:
         return any(d.learning for d in self._parts)
@@ -523,7 +582,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return self._merge(fired) if fired else None
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
-        arr = np.fromiter((bool(x) for x in xs), dtype=bool)
+        arr = _bools(xs)
         by_index: dict[int, list[Signal]] = {}
         for d in self._parts:
             for s in d.update_many(arr):
@@ -627,6 +686,12 @@ class ToxicityRate(Detector[Mapping[str, float]]):
             )
             for _ in self.categories
         ]
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget every category to ``arl0 * len(categories)``, keeping its evidence."""
+        self.arl0 = arl0
+        for d in self._detectors:
+            d.set_arl0(arl0 * len(self.categories))
 
     @property
     def learning(self) -> bool:
