@@ -349,25 +349,34 @@ class BernoulliCusum(Detector[bool]):
 
     def _episodes(self, seg: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
         """:meth:`_episode` for observations ``n0, n0 + 1, ...``: the walk reflected at
-        zero by a running minimum; exact while it stays within the cap, which clean
-        traffic almost always does. A block that reaches the cap is walked one step at a
-        time (capped at both ends)."""
+        zero by a running minimum, exact up to the first step that would pass the cap;
+        from there it is walked one step at a time until it is back at zero (capped at
+        both ends), and the rest is vectorised again. Clean traffic rarely nears the cap."""
         cap = max(1, math.ceil(EPISODE_CAP_NATS / self._unit))
-        walk = self._e + np.cumsum(np.where(seg, self._up, -self._down))
-        ep = walk - np.minimum(np.minimum.accumulate(walk), 0)
-        if ep.size and int(ep.max()) > cap:
-            for t, x in enumerate(seg.tolist()):
-                self._episode(x, n0 + t)
-            return
-        zeros = np.flatnonzero(ep == 0)
-        if zeros.size:
-            z = int(zeros[-1])
-            self._ep_start, self._ep_k, self._ep_alarmed = n0 + z + 1, 0, False
-            self._ep_k = int(np.count_nonzero(seg[z + 1 :]))
-        else:
-            self._ep_k += int(np.count_nonzero(seg))
-        if ep.size:
-            self._e = int(ep[-1])
+        i, total = 0, seg.size
+        while i < total:
+            part = seg[i:]
+            walk = self._e + np.cumsum(np.where(part, self._up, -self._down))
+            ep = walk - np.minimum(np.minimum.accumulate(walk), 0)
+            over = np.flatnonzero(ep > cap)
+            stop = int(over[0]) if over.size else part.size
+            if stop:
+                head, eh = part[:stop], ep[:stop]
+                zeros = np.flatnonzero(eh == 0)
+                if zeros.size:
+                    z = int(zeros[-1])
+                    self._ep_start, self._ep_alarmed = n0 + i + z + 1, False
+                    self._ep_k = int(np.count_nonzero(head[z + 1 :]))
+                else:
+                    self._ep_k += int(np.count_nonzero(head))
+                self._e = int(eh[-1])
+            i += stop
+            # Capped: one step at a time until the episode is back at zero.
+            while i < total:
+                self._episode(bool(seg[i]), n0 + i)
+                i += 1
+                if self._e == 0:
+                    break
 
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
