@@ -1,13 +1,11 @@
 """The vectorised paths used for long calibration runs give exactly what sequential
-updates give, and the confidence chart's margin for an estimated mean (issue #19)."""
+updates give (issue #19)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
-from detectors import confidence
-from detectors.confidence import ConfidenceShift, with_margin
 from detectors.coverage import HarmRate
 from detectors.rate import BernoulliCusum
 
@@ -44,31 +42,3 @@ def test_update_columns_equals_update_per_mapping() -> None:
     assert seq == vec
     assert seq
     assert one.get_state() == many.get_state()
-
-
-def test_the_margin_moves_the_mean_by_exactly_the_margin() -> None:
-    pmf = np.array([0.1, 0.2, 0.4, 0.3])
-    lo = -3
-    mean = float(np.dot(pmf, lo + np.arange(pmf.size)))
-    out, lo2 = with_margin(pmf, lo, 1.3)
-    assert out.sum() == pytest.approx(1.0)
-    assert float(np.dot(out, lo2 + np.arange(out.size))) == pytest.approx(mean + 1.3)
-
-
-def test_the_margin_makes_the_mean_thresholds_more_conservative(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    ref = np.random.default_rng(21).normal(0.8, 0.1, 1000)
-
-    def thresholds() -> tuple[int, int]:
-        det = ConfidenceShift(arl0=1e4, reference_size=1000)
-        for x in ref:
-            det.update(float(x))
-        state = det.get_state()
-        return state["h_up"], state["h_down"]
-
-    with_it = thresholds()
-    monkeypatch.setattr(confidence, "MEAN_CONFIDENCE", 0.5)  # z = 0: no margin
-    without = thresholds()
-    assert with_it[0] > without[0]
-    assert with_it[1] > without[1]
