@@ -34,7 +34,12 @@ from scipy.special import ndtri
 
 from detectors.base import Detector, Direction, JsonState, Signal, SignalKind, merge_categories
 from detectors.confidence import ConfidenceShift
-from detectors.rate import DEFAULT_ARL0, AdaptiveBernoulliCusum, BernoulliCusum
+from detectors.rate import (
+    BASELINE_CONFIDENCE,
+    DEFAULT_ARL0,
+    AdaptiveBernoulliCusum,
+    BernoulliCusum,
+)
 
 __all__ = [
     "POOLED",
@@ -84,7 +89,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.max_categories = max_categories
         self.pooled = pooled
@@ -282,7 +287,7 @@ class FinishReasonRate(CategoryRates):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         super().__init__(
             max_categories=max_categories,
@@ -446,7 +451,7 @@ class _MetricRate(AdaptiveBernoulliCusum):
         warmup: int = 1000,
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.metric = metric
         super().__init__(

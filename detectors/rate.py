@@ -38,6 +38,7 @@ from detectors.base import (
 )
 
 __all__ = [
+    "BASELINE_CONFIDENCE",
     "DEFAULT_ARL0",
     "AdaptiveBernoulliCusum",
     "AdaptiveDownvoteSpike",
@@ -57,6 +58,13 @@ alarm per ten days per detector, and doubling ARL0 only adds ``ln 2 / KL`` event
 delay. The service should derive the per-key figure from its false-pages-per-day budget
 across all keys and detectors; this is the fallback for a single detector.
 """
+
+BASELINE_CONFIDENCE = 0.95
+"""Default ``baseline_confidence`` of the learned-rate CUSUMs: thresholds hold ARL0 even if
+the true rate is at the 95 % upper bound of the estimate. At 0.8, bench/calibration.py
+measured downvotes at a 3 % rate and the pooled harm test (~1.5 %) at 2.4x and 4.3x their
+nominal false-alarm rate over millions of events with a new baseline per key (issue #19):
+the false alarms of many keys are dominated by the few whose estimate fell low."""
 
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0
@@ -151,7 +159,7 @@ class BernoulliCusum(Detector[bool]):
         warmup: int = 1000,
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
         min_events: int = 20,
     ) -> None:
         self.p0 = p0
@@ -518,7 +526,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         warmup: int = 1000,
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.p0 = p0
         self.relative_shifts = relative_shifts
@@ -668,7 +676,7 @@ class ToxicityRate(Detector[Mapping[str, float]]):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.categories = categories
         self.cutoff = cutoff
