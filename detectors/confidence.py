@@ -110,6 +110,9 @@ class ConfidenceShift(Detector[float]):
         # alarm and are capped at the threshold; [stat, start, sum, alarmed by the CUSUM].
         self._ep_up: list[Any] = [0, 0, 0.0, False]
         self._ep_down: list[Any] = [0, 0, 0.0, False]
+        # The rounded reference increments per direction ([offset, pmf...], up then down),
+        # kept so a new ARL0 re-derives the thresholds without the reference window.
+        self._pmf: list[list[float]] = []
 
     _KEYS: ClassVar[tuple[str, ...]] = (
         "n",
@@ -132,6 +135,7 @@ class ConfidenceShift(Detector[float]):
         state["ep_up"], state["ep_down"] = list(self._ep_up), list(self._ep_down)
         state["ref"] = list(self._ref)
         state["dist"] = self._dist.get_state()
+        state["pmf"] = [list(p) for p in self._pmf]
         return state
 
     def set_state(self, state: JsonState) -> None:
@@ -139,9 +143,26 @@ class ConfidenceShift(Detector[float]):
             setattr(self, "_" + key, state[key])
         self._ref = list(state["ref"])
         self._dist.set_state(state["dist"])
+        self._pmf = [list(p) for p in state.get("pmf", [])]  # absent: saved before retargets
         # State saved before episodes existed: they start now.
         self._ep_up = list(state.get("ep_up", [0, self._n, 0.0, False]))
         self._ep_down = list(state.get("ep_down", [0, self._n, 0.0, False]))
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget to a new ARL0 keeping the evidence (statistics and reference): the
+        mean thresholds are re-solved from the stored reference increments, the
+        distribution test runs at the new alpha."""
+        self.arl0 = arl0
+        self._dist.set_arl0(arl0 * _N_TESTS)
+        if self._h_up and len(self._pmf) == 2:
+            hs = (self._h_up, self._h_down)
+            self._h_up, self._h_down = (
+                self._solve(p, max(1, h)) for p, h in zip(self._pmf, hs, strict=True)
+            )
+
+    def _solve(self, stored: list[float], guess: int) -> int:
+        lo, pmf = int(stored[0]), np.asarray(stored[1:], dtype=np.float64)
+        return lattice_threshold(pmf, lo, self.arl0 * _N_TESTS, guess)
 
     @property
     def learning(self) -> bool:
@@ -171,10 +192,12 @@ class ConfidenceShift(Detector[float]):
         # Wald/Siegmund-style start for the search: h ~ ln(2 k^2 arl0) / (2 k).
         k = self._kq * self._res
         guess = max(1, int(math.log(2 * k * k * self.arl0 * _N_TESTS + 1) / (2 * k) / self._res))
+        self._pmf = []
         for sign in (1, -1):
             inc = sign * zq - self._kq
             lo = int(inc.min())
             pmf = np.bincount(inc - lo).astype(np.float64) / inc.size
+            self._pmf.append([float(lo), *pmf.tolist()])
             h = lattice_threshold(pmf, lo, self.arl0 * _N_TESTS, guess)
             if sign == 1:
                 self._h_up = h

@@ -29,11 +29,17 @@ from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.special import ndtri
 
 from detectors.base import Detector, Direction, JsonState, Signal, SignalKind, merge_categories
 from detectors.confidence import ConfidenceShift
-from detectors.rate import DEFAULT_ARL0, AdaptiveBernoulliCusum, BernoulliCusum
+from detectors.rate import (
+    BASELINE_CONFIDENCE,
+    DEFAULT_ARL0,
+    AdaptiveBernoulliCusum,
+    BernoulliCusum,
+)
 
 __all__ = [
     "POOLED",
@@ -83,7 +89,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.max_categories = max_categories
         self.pooled = pooled
@@ -100,6 +106,12 @@ class CategoryRates(Detector[Mapping[str, bool]]):
     def tests(self) -> int:
         """Alarm-raising tests the budget is split over (the bound, not the count seen)."""
         return self.max_categories + (1 if self.pooled else 0)
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget every test to ``arl0 * tests``, keeping its evidence."""
+        self.arl0 = arl0
+        for d in self._all():
+            d.set_arl0(arl0 * self.tests)
 
     def _part(self) -> AdaptiveBernoulliCusum:
         return AdaptiveBernoulliCusum(
@@ -199,6 +211,40 @@ class CategoryRates(Detector[Mapping[str, bool]]):
                 fired.append((POOLED, signal))
         return self._merge(fired) if fired else None
 
+    def update_columns(self, columns: Mapping[str, NDArray[np.bool_]]) -> list[Signal]:
+        """Vectorised updates for a block of observations given as one boolean array per
+        category (all of one length; every category present in every observation).
+
+        The same signals and final state as ``update`` per observation for such a block:
+        each test sees its column through :meth:`AdaptiveBernoulliCusum.update_many`, the
+        pooled test the OR of all columns. Built for long calibration runs
+        (bench/calibration.py), where a mapping per event would dominate the time.
+        """
+        sizes = {arr.size for arr in columns.values()}
+        if len(sizes) > 1:
+            raise ValueError("every column needs the same length")
+        over = False
+        for cat in columns:
+            if cat not in self._parts:
+                if len(self._parts) >= self.max_categories:
+                    over = True
+                    continue
+                self._parts[cat] = self._part()
+        n = sizes.pop() if sizes else 0
+        if over:
+            self._dropped += n
+        by_index: dict[int, list[tuple[str, Signal]]] = {}
+        for cat, det in self._parts.items():
+            col = columns.get(cat)
+            flags = col if col is not None else np.zeros(n, dtype=bool)
+            for signal in det.update_many(flags):
+                by_index.setdefault(signal.last_index, []).append((cat, signal))
+        if self._any is not None and n:
+            pooled = np.logical_or.reduce([np.asarray(c, dtype=bool) for c in columns.values()])
+            for signal in self._any.update_many(pooled):
+                by_index.setdefault(signal.last_index, []).append((POOLED, signal))
+        return [self._merge(by_index[i]) for i in sorted(by_index)]
+
     def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
         """A named category wins over the pooled test on the same event, then the one
         furthest past its threshold."""
@@ -255,7 +301,7 @@ class FinishReasonRate(CategoryRates):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         super().__init__(
             max_categories=max_categories,
@@ -419,7 +465,7 @@ class _MetricRate(AdaptiveBernoulliCusum):
         warmup: int = 1000,
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.metric = metric
         super().__init__(

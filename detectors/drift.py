@@ -88,6 +88,12 @@ class WindowedDrift(Detector[X], Generic[X]):
         """Events between tests; by default a quarter window (50 for the default 200)."""
         return self.stride if self.stride is not None else max(1, self.window // 4)
 
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget: the next tests run at ``alpha = stride / arl0``; windows are kept."""
+        if arl0 <= self._stride:
+            raise ValueError("need arl0 > stride")
+        self.arl0 = arl0
+
     @property
     def alpha(self) -> float:
         """Family-wise false-alarm probability per test time: ``stride / arl0``."""

@@ -38,6 +38,7 @@ from detectors.base import (
 )
 
 __all__ = [
+    "BASELINE_CONFIDENCE",
     "DEFAULT_ARL0",
     "AdaptiveBernoulliCusum",
     "AdaptiveDownvoteSpike",
@@ -58,6 +59,13 @@ delay. The service should derive the per-key figure from its false-pages-per-day
 across all keys and detectors; this is the fallback for a single detector.
 """
 
+BASELINE_CONFIDENCE = 0.95
+"""Default ``baseline_confidence`` of the learned-rate CUSUMs: thresholds hold ARL0 even if
+the true rate is at the 95 % upper bound of the estimate. At 0.8, bench/calibration.py
+measured downvotes at a 3 % rate and the pooled harm test (~1.5 %) at 2.4x and 4.3x their
+nominal false-alarm rate over millions of events with a new baseline per key (issue #19):
+the false alarms of many keys are dominated by the few whose estimate fell low."""
+
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0
 """The episode statistic is capped at this log-likelihood ratio (nats): while a change
@@ -73,6 +81,13 @@ def _bernoulli_kl(p: float, q: float) -> float:
     if p < 1:
         out += (1 - p) * math.log((1 - p) / (1 - q))
     return out
+
+
+def _bools(xs: Iterable[bool]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """``xs`` as a boolean array (an array is converted without a Python loop)."""
+    if isinstance(xs, np.ndarray):
+        return xs.astype(bool, copy=False)
+    return np.fromiter((bool(x) for x in xs), dtype=bool)
 
 
 def _round_rate(p: float) -> float:
@@ -144,7 +159,7 @@ class BernoulliCusum(Detector[bool]):
         warmup: int = 1000,
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
         min_events: int = 20,
     ) -> None:
         self.p0 = p0
@@ -178,6 +193,7 @@ class BernoulliCusum(Detector[bool]):
         self._down = 0
         self._unit = 0.0
         self._h = 0  # lattice threshold; 0 while warming up
+        self._cal_rate: float | None = None  # rate the threshold was calibrated at (None: p0)
         self._s = 0  # CUSUM statistic in lattice units
         self._start = 0  # first observation after the CUSUM's last zero
         self._k = 0  # events since ``_start``
@@ -207,6 +223,7 @@ class BernoulliCusum(Detector[bool]):
             # Stay clear of the rate at which the CUSUM stops drifting down.
             ceiling = p0 + 0.8 * (zero_drift_rate(p0, p1) - p0)
             rate = calibration_rate(min(upper, ceiling), p0, p1)
+        self._cal_rate = rate
         self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
@@ -273,9 +290,10 @@ class BernoulliCusum(Detector[bool]):
         "ep_alarmed",
         "prior_n",
         "prior_k",
+        "cal_rate",
     )
     _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"e", "ep_start", "ep_k", "ep_alarmed", "prior_n", "prior_k"}
+        {"e", "ep_start", "ep_k", "ep_alarmed", "prior_n", "prior_k", "cal_rate"}
     )
     """Keys that state saved by an older release may lack (they keep their reset value)."""
 
@@ -289,6 +307,20 @@ class BernoulliCusum(Detector[bool]):
             setattr(self, "_" + key, state[key])
         if "ep_start" not in state:
             self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget to a new ARL0 keeping the evidence: only the threshold changes.
+
+        The statistic, the baseline and its reference sample stay as they are, so a key
+        whose traffic changes (and with it its run length in events, see
+        :mod:`streams.pipeline.budget`) does not forget what it has seen. The threshold
+        comes from the same cache as every calibration (no solve for a known target).
+        """
+        if arl0 < 1.0:
+            raise ValueError("arl0 must be >= 1")
+        self.arl0 = arl0
+        if self._h:
+            self._h = bernoulli_threshold(self._baseline, self._p1, arl0, self._cal_rate)
 
     # -- reading -----------------------------------------------------------------------
 
@@ -358,6 +390,37 @@ class BernoulliCusum(Detector[bool]):
         if x:
             self._ep_k += 1
 
+    def _episodes(self, seg: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
+        """:meth:`_episode` for observations ``n0, n0 + 1, ...``: the walk reflected at
+        zero by a running minimum, exact up to the first step that would pass the cap;
+        from there it is walked one step at a time until it is back at zero (capped at
+        both ends), and the rest is vectorised again. Clean traffic rarely nears the cap."""
+        cap = max(1, math.ceil(EPISODE_CAP_NATS / self._unit))
+        i, total = 0, seg.size
+        while i < total:
+            part = seg[i:]
+            walk = self._e + np.cumsum(np.where(part, self._up, -self._down))
+            ep = walk - np.minimum(np.minimum.accumulate(walk), 0)
+            over = np.flatnonzero(ep > cap)
+            stop = int(over[0]) if over.size else part.size
+            if stop:
+                head, eh = part[:stop], ep[:stop]
+                zeros = np.flatnonzero(eh == 0)
+                if zeros.size:
+                    z = int(zeros[-1])
+                    self._ep_start, self._ep_alarmed = n0 + i + z + 1, False
+                    self._ep_k = int(np.count_nonzero(head[z + 1 :]))
+                else:
+                    self._ep_k += int(np.count_nonzero(head))
+                self._e = int(eh[-1])
+            i += stop
+            # Capped: one step at a time until the episode is back at zero.
+            while i < total:
+                self._episode(bool(seg[i]), n0 + i)
+                i += 1
+                if self._e == 0:
+                    break
+
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
     ) -> Excess | None:
@@ -383,14 +446,20 @@ class BernoulliCusum(Detector[bool]):
         Gives exactly the signals and final state of sequential ``update`` calls: each
         chunk is processed up to its first alarm or baseline re-estimate, then resumed.
         """
-        arr = np.fromiter((bool(x) for x in xs), dtype=bool)
+        arr = _bools(xs)
         signals: list[Signal] = []
         i, total = 0, arr.size
         while i < total:
             if not self._h:
-                # Past the warm-up length but short of min_events: one at a time.
-                short = self._ref_n >= self.warmup
-                take = 1 if short else min(total - i, self.warmup - self._ref_n)
+                # Up to the warm-up length, then up to the event that brings min_events
+                # (or to max_reference): exactly where sequential updates would stop.
+                if self._ref_n < self.warmup:
+                    take = min(total - i, self.warmup - self._ref_n)
+                else:
+                    rest = min(total - i, self.max_reference - self._ref_n)
+                    hits = np.flatnonzero(arr[i : i + rest])
+                    need = self.min_events - self._ref_k
+                    take = int(hits[need - 1]) + 1 if 0 < need <= hits.size else max(rest, 1)
                 self._ref_k += int(np.count_nonzero(arr[i : i + take]))
                 self._ref_n += take
                 self._n += take
@@ -421,8 +490,7 @@ class BernoulliCusum(Detector[bool]):
             else:
                 start, k = start0, k0 + int(pos[end])
             last = n0 + end
-            for t, x in enumerate(seg[: end + 1].tolist()):
-                self._episode(x, n0 + t)  # capped at both ends: sequential, but cheap
+            self._episodes(seg[: end + 1], n0)
             self._n = last + 1
             i += end + 1
             if relearn:
@@ -493,7 +561,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         warmup: int = 1000,
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.p0 = p0
         self.relative_shifts = relative_shifts
@@ -519,6 +587,12 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             )
             for shift in self.relative_shifts
         ]
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence."""
+        self.arl0 = arl0
+        for d in self._parts:
+            d.set_arl0(arl0 * len(self.relative_shifts))
 
     @property
     def learning(self) -> bool:
@@ -569,7 +643,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return self._merge(fired) if fired else None
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
-        arr = np.fromiter((bool(x) for x in xs), dtype=bool)
+        arr = _bools(xs)
         by_index: dict[int, list[Signal]] = {}
         for d in self._parts:
             for s in d.update_many(arr):
@@ -646,7 +720,7 @@ class ToxicityRate(Detector[Mapping[str, float]]):
         arl0: float = DEFAULT_ARL0,
         warmup: int = 1000,
         min_rate: float = 1e-3,
-        baseline_confidence: float = 0.8,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.categories = categories
         self.cutoff = cutoff
@@ -673,6 +747,12 @@ class ToxicityRate(Detector[Mapping[str, float]]):
             )
             for _ in self.categories
         ]
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget every category to ``arl0 * len(categories)``, keeping its evidence."""
+        self.arl0 = arl0
+        for d in self._detectors:
+            d.set_arl0(arl0 * len(self.categories))
 
     @property
     def learning(self) -> bool:

@@ -216,11 +216,26 @@ class DetectionSettings(_Section):
 
     Thresholds are not set here: each detector derives its own from a target ARL0
     (expected observations between false alarms), and the pipeline derives that ARL0 from
-    ``false_alarms_per_million_events``, a budget for the whole service spread evenly over
-    every key level and detector an event feeds (see ``streams.pipeline.detect.per_detector_arl0``).
+    ``false_pages_per_week``, a budget for the whole service shared evenly by its live keys
+    and their tests, turned into events by each key's own traffic rate (see
+    :mod:`streams.pipeline.budget`).
     """
 
-    false_alarms_per_million_events: float = Field(default=0.5, gt=0, le=1e6)
+    false_pages_per_week: float = Field(
+        default=1.0,
+        gt=0,
+        le=10_000,
+        description="False pages per week for the whole service (all keys and detectors): "
+        "one a week keeps a page worth answering while spending little delay (ARL0 only "
+        "adds ln(ARL0) events of delay). Each key's run length in events follows its traffic.",
+    )
+    false_alarms_per_million_events: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e6,
+        description="Optional second budget in events; when set, each key runs at the longer "
+        "of the two run lengths, so both hold (the stricter wins).",
+    )
     segment_labels: tuple[str, ...] = Field(
         default=("tenant", "feature", "locale"),
         description="Segment labels cut one at a time (model x label=value keys).",

@@ -29,7 +29,12 @@ from alerting.playbooks import PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
 from streams.pipeline.cardinality import OTHER, CardinalityFold
-from streams.pipeline.detectorset import SAMPLES_KEPT, DetectorSet, per_detector_arl0
+from streams.pipeline.detectorset import (
+    SAMPLES_KEPT,
+    DetectorSet,
+    per_detector_arl0,
+    per_test_seconds,
+)
 from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
 from streams.pipeline.keys import (
@@ -135,6 +140,11 @@ class Detect:
         self._keys: dict[str, dict[str, Labels]] = {}
         """Per model, the keys seen (key id -> labels): the cuts localization compares."""
         self.arl0 = per_detector_arl0(settings)
+        """Per-test ARL0 floor in events (the events budget when set, else the minimum)."""
+        self._counted: set[str] = set()
+        """Live keys sharing the weekly budget (added on first use, removed on expiry)."""
+        self._seconds = (0, 0.0)
+        """(key count, per-test ARL0 in seconds at that count)."""
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
         self.fold = CardinalityFold(settings.max_label_values, settings.max_versions)
@@ -194,6 +204,7 @@ class Detect:
         """Forget the in-memory detector sets (call when partitions are revoked/assigned:
         another worker may own, and change, their state in the meantime)."""
         self._live.clear()
+        self._counted.clear()
         self._written.clear()
         self._dirty.clear()
         self.idle.clear()
@@ -216,7 +227,15 @@ class Detect:
             )
             ds = restored or DetectorSet(self.settings, level, self.arl0)
             cache[kid] = ds
+        self._counted.add(kid)
         return ds
+
+    def budget_seconds(self) -> float:
+        """Per-test ARL0 in seconds for the live keys (recomputed when their count changes)."""
+        keys = len(self._counted)
+        if self._seconds[0] != keys:
+            self._seconds = (keys, per_test_seconds(self.settings, keys))
+        return self._seconds[1]
 
     def process(self, batch: Iterable[Observation]) -> list[IncidentEvent]:
         """Run a batch through the detectors; write back every state it touched. Engines
@@ -249,6 +268,7 @@ class Detect:
                     self._new_version(model_set, engine, obs, kid, sets)
                 ds = self._set(kid, level, sets)
                 traffic = ds.see_traffic(t)
+                ds.set_budget(self.budget_seconds(), self.arl0)
                 if model_set is None:
                     model_set, model_traffic = ds, traffic
                     hold = frozenset(n for n, until in ds.alarms.items() if until > t)
@@ -348,6 +368,7 @@ class Detect:
         due = self.idle.due(self._horizon, EXPIRE_PER_BATCH)
         for kid in due:
             self._live.pop(kid, None)
+            self._counted.discard(kid)
             self._written.pop(kid, None)
             self._dirty.discard(kid)
             sets.pop(kid, None)

@@ -18,6 +18,7 @@ from alerting.model import EventRange
 from detectors.base import Detector, Signal
 from detectors.registry import REGISTRY
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
+from streams.pipeline import budget
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.priors import adopt_parent_prior
 from streams.pipeline.rules import (
@@ -38,6 +39,7 @@ CHECKPOINTS_KEPT: Final = 64
 """Checkpoints kept per detector: ranges are exact for the last 2048 observations."""
 SAMPLES_KEPT: Final = 10
 TRAFFIC_HALF_LIFE_S: Final = 3600.0
+RATE_MIN_SPAN_S: Final = 60.0
 
 
 @dataclass
@@ -103,6 +105,8 @@ class DetectorSet:
         self.trackers: dict[str, Tracker] = {}
         self.traffic = 0.0
         self.traffic_t = 0.0
+        self.traffic_t0: float | None = None  # event time of the first event counted
+        self._targeted: dict[str, float] = {}  # detector name -> per-test ARL0 it runs at
         self.alarms: dict[str, float] = {}  # detector name -> event time its alarm holds until
         self.hold: frozenset[str] = frozenset()
         self.parents: tuple[DetectorSet, ...] = ()
@@ -118,7 +122,7 @@ class DetectorSet:
                 for name, det in self.detectors.items()
             },
             "t": {name: tr.to_json() for name, tr in self.trackers.items()},
-            "traffic": [self.traffic, self.traffic_t],
+            "traffic": [self.traffic, self.traffic_t, self.traffic_t0],
             "alarms": self.alarms,
             "versions": self.versions,
         }
@@ -136,7 +140,7 @@ class DetectorSet:
             det.set_state(entry["state"])
             out.detectors[name] = det
         out.trackers = {name: Tracker.from_json(t) for name, t in data["t"].items()}
-        out.traffic, out.traffic_t = data["traffic"]
+        out.traffic, out.traffic_t, out.traffic_t0 = data["traffic"]
         out.alarms = dict(data["alarms"])
         out.versions = list(data["versions"])
         return out
@@ -149,18 +153,46 @@ class DetectorSet:
         Evidence trackers and alarm holds start empty.
         """
         data = self.to_json()
-        fresh = {"d": data["d"], "t": {}, "traffic": [0.0, 0.0], "alarms": {}, "versions": []}
+        fresh = {
+            "d": data["d"],
+            "t": {},
+            "traffic": [0.0, 0.0, None],
+            "alarms": {},
+            "versions": [],
+        }
         return DetectorSet.from_json(fresh, self.settings, self.level, self.arl0)
 
     # -- updating ------------------------------------------------------------------------
 
     def see_traffic(self, t: float) -> float:
         """Exponentially decayed event count (half-life one hour of event time)."""
+        if self.traffic_t0 is None:
+            self.traffic_t0 = t
         if t > self.traffic_t:
             self.traffic *= math.exp2(-(t - self.traffic_t) / TRAFFIC_HALF_LIFE_S)
             self.traffic_t = t
         self.traffic += 1.0
         return self.traffic
+
+    def rate(self) -> float:
+        """Events per second (event time): the decayed count over the decayed time it
+        covers, ``H / ln 2 * (1 - 2^-(age / H))``, so a young key is not underestimated.
+        The first minute counts as a minute (no rate from a single event)."""
+        age = self.traffic_t - (self.traffic_t0 if self.traffic_t0 is not None else 0.0)
+        span = (
+            TRAFFIC_HALF_LIFE_S
+            / math.log(2)
+            * -math.expm1(-age / TRAFFIC_HALF_LIFE_S * math.log(2))
+        )
+        return self.traffic / max(span, RATE_MIN_SPAN_S)
+
+    def set_budget(self, test_seconds: float, floor_events: float = budget.MIN_ARL0) -> None:
+        """Re-derive the per-test ARL0 in events from this key's rate and the per-test ARL0
+        in seconds (:mod:`streams.pipeline.budget`); detectors follow on their next
+        observation, keeping their evidence. ``floor_events``: the events budget, if any."""
+        target = budget.key_arl0(self.rate(), test_seconds, floor_events)
+        if self.arl0 <= 0 or budget.moved(self.arl0, target):
+            self.arl0 = target
 
     def _feed(
         self, name: str, x: Any, obs: Observation, notable: bool
@@ -172,6 +204,13 @@ class DetectorSet:
             kind, _, features = name.partition(":")
             det = FACTORIES[kind].make(self, tuple(features.split(",")) if features else ())
             self.detectors[name] = det
+            self._targeted[name] = self.arl0
+        elif self._targeted.get(name) != self.arl0:
+            kind, _, features = name.partition(":")
+            arl0 = FACTORIES[kind].arl0(self, tuple(features.split(",")) if features else ())
+            if arl0 is not None:
+                budget.retarget(det, arl0)
+            self._targeted[name] = self.arl0
         if self.parents and det.learning:
             adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
         tracker = self.trackers.setdefault(name, Tracker())
@@ -324,8 +363,25 @@ class _Factory:
     def cls(self) -> type[Detector[Any]]:
         return REGISTRY[self.registered]
 
+    def kwargs(self, ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+        """Constructor arguments. ``ds.arl0`` is the ARL0 of ONE test; a detector with
+        ``tests`` tests gets ``ds.arl0 / tests`` as its whole ARL0 and splits it over its
+        tests itself, so each runs at ``ds.arl0`` (this is the only conversion: before,
+        the budget divided by the tests and the detector split again, and harm tests ran
+        at 13x their share)."""
+        kwargs = self.build(ds, features)
+        if "arl0" in kwargs:
+            kwargs["arl0"] = kwargs["arl0"] / max(1, self.tests(ds.settings))
+        return kwargs
+
+    def arl0(self, ds: DetectorSet, features: tuple[str, ...]) -> float | None:
+        """The whole detector's ARL0 at the key's current per-test ARL0 (None: the kind
+        has no run length, e.g. single-event pages)."""
+        arl0 = self.kwargs(ds, features).get("arl0")
+        return None if arl0 is None else float(arl0)
+
     def make(self, ds: DetectorSet, features: tuple[str, ...]) -> Detector[Any]:
-        return self.cls(**self.build(ds, features))
+        return self.cls(**self.kwargs(ds, features))
 
     def rebuild(self, params: Kwargs) -> Detector[Any]:
         return self.cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})
@@ -462,14 +518,24 @@ def tests_per_level(settings: DetectionSettings) -> int:
 
 
 def per_detector_arl0(settings: DetectionSettings) -> float:
-    """ARL0 each detector needs so the whole service meets its false-alarm budget.
+    """Per-test ARL0 in events from ``false_alarms_per_million_events`` (the events
+    budget), or :data:`budget.MIN_ARL0` when only the weekly budget is set.
 
     Expected false alarms per million events = sum over levels and tests of
     (observations at that level / ARL0). Every event feeds at most ``2 + len(segment
     labels)`` levels, and :func:`tests_per_level` tests at each, so this ARL0 keeps the
-    total within ``false_alarms_per_million_events`` (conservatively: most events feed
-    fewer).
+    total within the budget (conservatively: most events feed fewer). It is the floor of
+    every key's ARL0 (:meth:`DetectorSet.set_budget`): when both budgets are set, the
+    stricter wins.
     """
+    per_million = settings.false_alarms_per_million_events
+    if per_million is None:
+        return budget.MIN_ARL0
     levels = 2 + len(settings.segment_labels)
-    budget = settings.false_alarms_per_million_events
-    return 1e6 * levels * tests_per_level(settings) / budget
+    return max(budget.MIN_ARL0, 1e6 * levels * tests_per_level(settings) / per_million)
+
+
+def per_test_seconds(settings: DetectionSettings, keys: int) -> float:
+    """Per-test ARL0 in seconds of event time with ``keys`` live keys sharing the weekly
+    budget (:func:`budget.seconds_per_test`)."""
+    return budget.seconds_per_test(settings.false_pages_per_week, keys, tests_per_level(settings))

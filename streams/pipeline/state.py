@@ -21,9 +21,11 @@ log = logging.getLogger(__name__)
 
 StateKind: TypeAlias = Literal["detectors", "join", "engine"]
 
-STATE_VERSIONS: Final[Mapping[StateKind, int]] = {"detectors": 3, "join": 2, "engine": 3}
+STATE_VERSIONS: Final[Mapping[StateKind, int]] = {"detectors": 4, "join": 2, "engine": 3}
 """The current shape of each kind of state (1 was the unversioned shape before them;
-engine 3: incidents grouped by cause; detectors 3: every harm category, evaluations)."""
+engine 3: incidents grouped by cause; detectors 3: every harm category, evaluations;
+detectors 4: the key's first event time and the rates detectors were calibrated at, for
+run lengths that follow traffic)."""
 
 VERSION_KEY: Final = "_v"
 

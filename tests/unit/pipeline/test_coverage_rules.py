@@ -14,7 +14,7 @@ from detectors.base import SignalKind
 from streams.contract.decode import Coordinates
 from streams.contract.events import Evaluation, InferenceOutput
 from streams.pipeline import detectorset
-from streams.pipeline.detectorset import FACTORIES, DetectorSet, per_detector_arl0
+from streams.pipeline.detectorset import FACTORIES, DetectorSet
 from streams.pipeline.observation import Observation
 from streams.pipeline.rules import (
     evaluation_metric,
@@ -98,7 +98,7 @@ def test_budget_counts_every_routed_test_with_the_bounds() -> None:
     )
     fewer = DetectionSettings(max_harm_categories=2, finish_reason_flags=("length",))
     assert detectorset.tests_per_level(S) - detectorset.tests_per_level(fewer) == 10 + 2
-    assert per_detector_arl0(S) > per_detector_arl0(fewer)
+    assert detectorset.per_test_seconds(S, 10) > detectorset.per_test_seconds(fewer, 10)
     assert {"harm", "hallucination", "eval_score", "eval_fail", "guardrail"} <= set(FACTORIES)
 
 
