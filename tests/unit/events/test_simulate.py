@@ -140,15 +140,15 @@ def test_parsers_reject_nonsense() -> None:
 
 
 @pytest.mark.slow
-def test_a_million_events_stream_to_a_file(tmp_path: Path) -> None:
+def test_a_day_of_events_streams_to_a_file(tmp_path: Path) -> None:
     """Volume, not speed: the rate is printed (timings belong in bench/, not in asserts)."""
     import time
 
     began = time.monotonic()
-    scen = Scenario(duration=timedelta(days=5), events_per_hour=3650)
+    scen = Scenario(duration=timedelta(days=1), events_per_hour=3650)
     with (tmp_path / "big.jsonl").open("w") as f:
         n = write_jsonl(Simulator(scen), f)
-    assert n > 900_000
+    assert n > 150_000  # inputs, outputs, feedback and evaluations of ~88k requests
     print(f"{n} events in {time.monotonic() - began:.1f} s")
 
 
