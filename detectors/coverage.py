@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left, bisect_right
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
@@ -244,6 +244,38 @@ class CategoryRates(Detector[Mapping[str, bool]]):
             for signal in self._any.update_many(pooled):
                 by_index.setdefault(signal.last_index, []).append((POOLED, signal))
         return [self._merge(by_index[i]) for i in sorted(by_index)]
+    def update_many(self, xs: Iterable[Mapping[str, bool]]) -> list[Signal]:
+        """Batch updates: each category's flags from the observation that brought it
+        (as :meth:`update` creates it there) through one vectorised CUSUM call per test;
+        simultaneous alarms merged per observation, in :meth:`update`'s order."""
+        batch = list(xs)
+        since: dict[str, int] = {cat: 0 for cat in self._parts}
+        for i, x in enumerate(batch):
+            over = False
+            for cat in x:
+                if cat not in self._parts:
+                    if len(self._parts) >= self.max_categories:
+                        over = True
+                        continue
+                    self._parts[cat] = self._part()
+                    since[cat] = i
+            self._dropped += int(over)
+        fired: dict[int, list[tuple[str, Signal]]] = {}
+        tests = [(cat, det, since[cat]) for cat, det in self._parts.items()]
+        if self._any is not None:
+            tests.append((POOLED, self._any, 0))
+        for cat, det, first in tests:
+            seen = det.seen
+            if cat == POOLED:
+                flags = np.fromiter((any(x.values()) for x in batch), dtype=bool, count=len(batch))
+            else:
+                rest = batch[first:]
+                flags = np.fromiter(
+                    (bool(x.get(cat, False)) for x in rest), dtype=bool, count=len(rest)
+                )
+            for signal in det.update_many(flags):
+                fired.setdefault(first + signal.last_index - seen, []).append((cat, signal))
+        return [self._merge(fired[i]) for i in sorted(fired)]
 
     def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
         """A named category wins over the pooled test on the same event, then the one

@@ -36,6 +36,7 @@ from detectors.base import (
     SignalKind,
     merge_categories,
 )
+from detectors.kernels import capped_walk
 
 __all__ = [
     "BASELINE_CONFIDENCE",
@@ -83,19 +84,20 @@ def _bernoulli_kl(p: float, q: float) -> float:
     return out
 
 
-def _bools(xs: Iterable[bool]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """``xs`` as a boolean array (an array is converted without a Python loop)."""
-    if isinstance(xs, np.ndarray):
-        return xs.astype(bool, copy=False)
-    return np.fromiter((bool(x) for x in xs), dtype=bool)
-
-
 def _round_rate(p: float) -> float:
     """Round to 3 significant digits so calibrations of similar baselines share a cache entry.
 
     The relative error (< 0.5 %) is far below the sampling error of a learned baseline.
     """
     return float(f"{p:.3g}")
+
+
+def _flags(xs: Iterable[bool]) -> np.ndarray[Any, np.dtype[np.bool_]]:
+    """A batch of outcomes as a boolean array (an array is converted without a Python loop,
+    and not copied when it already is one)."""
+    if isinstance(xs, np.ndarray):
+        return xs.astype(bool, copy=False)
+    return np.fromiter((bool(x) for x in xs), dtype=bool)
 
 
 class BernoulliCusum(Detector[bool]):
@@ -390,36 +392,16 @@ class BernoulliCusum(Detector[bool]):
         if x:
             self._ep_k += 1
 
-    def _episodes(self, seg: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
-        """:meth:`_episode` for observations ``n0, n0 + 1, ...``: the walk reflected at
-        zero by a running minimum, exact up to the first step that would pass the cap;
-        from there it is walked one step at a time until it is back at zero (capped at
-        both ends), and the rest is vectorised again. Clean traffic rarely nears the cap."""
+    def _episodes(self, flags: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
+        """:meth:`_episode` over observations ``n0, n0 + 1, ...`` (vectorised, exact)."""
         cap = max(1, math.ceil(EPISODE_CAP_NATS / self._unit))
-        i, total = 0, seg.size
-        while i < total:
-            part = seg[i:]
-            walk = self._e + np.cumsum(np.where(part, self._up, -self._down))
-            ep = walk - np.minimum(np.minimum.accumulate(walk), 0)
-            over = np.flatnonzero(ep > cap)
-            stop = int(over[0]) if over.size else part.size
-            if stop:
-                head, eh = part[:stop], ep[:stop]
-                zeros = np.flatnonzero(eh == 0)
-                if zeros.size:
-                    z = int(zeros[-1])
-                    self._ep_start, self._ep_alarmed = n0 + i + z + 1, False
-                    self._ep_k = int(np.count_nonzero(head[z + 1 :]))
-                else:
-                    self._ep_k += int(np.count_nonzero(head))
-                self._e = int(eh[-1])
-            i += stop
-            # Capped: one step at a time until the episode is back at zero.
-            while i < total:
-                self._episode(bool(seg[i]), n0 + i)
-                i += 1
-                if self._e == 0:
-                    break
+        walk = capped_walk(self._e, flags, self._up, self._down, cap)
+        self._e = walk.value
+        if walk.last_zero >= 0:
+            self._ep_start, self._ep_k = n0 + walk.last_zero + 1, walk.hits
+            self._ep_alarmed = False
+        else:
+            self._ep_k += walk.hits
 
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
@@ -446,20 +428,12 @@ class BernoulliCusum(Detector[bool]):
         Gives exactly the signals and final state of sequential ``update`` calls: each
         chunk is processed up to its first alarm or baseline re-estimate, then resumed.
         """
-        arr = _bools(xs)
+        arr = _flags(xs)
         signals: list[Signal] = []
         i, total = 0, arr.size
         while i < total:
             if not self._h:
-                # Up to the warm-up length, then up to the event that brings min_events
-                # (or to max_reference): exactly where sequential updates would stop.
-                if self._ref_n < self.warmup:
-                    take = min(total - i, self.warmup - self._ref_n)
-                else:
-                    rest = min(total - i, self.max_reference - self._ref_n)
-                    hits = np.flatnonzero(arr[i : i + rest])
-                    need = self.min_events - self._ref_k
-                    take = int(hits[need - 1]) + 1 if 0 < need <= hits.size else max(rest, 1)
+                take = self._warmup_take(arr[i:])
                 self._ref_k += int(np.count_nonzero(arr[i : i + take]))
                 self._ref_n += take
                 self._n += take
@@ -503,6 +477,22 @@ class BernoulliCusum(Detector[bool]):
             else:
                 self._s, self._start, self._k = int(stat[end]), start, k
         return signals
+
+    def _warmup_take(self, rest: np.ndarray[Any, np.dtype[np.bool_]]) -> int:
+        """Observations of ``rest`` that warm-up takes before :meth:`_warm` turns true (or
+        all of them): up to the warm-up length, then up to ``min_events`` events or
+        ``max_reference`` observations, whichever comes first."""
+        if self._ref_n < self.warmup:
+            return min(rest.size, self.warmup - self._ref_n)
+        take = rest.size
+        need = self.min_events - self._ref_k
+        if need > 0:
+            events = np.flatnonzero(rest)
+            if events.size >= need:
+                take = int(events[need - 1]) + 1
+        else:
+            take = 1
+        return max(1, min(take, self.max_reference - self._ref_n))
 
     def _signal(self, last: int, s: int, start: int, k: int) -> Signal:
         m = last - start + 1
@@ -612,6 +602,11 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return any(adopted)
 
     @property
+    def seen(self) -> int:
+        """Observations taken since the last reset (the index of the next one)."""
+        return self._parts[0]._n
+
+    @property
     def statistic(self) -> float:
         """Largest ratio statistic / threshold over the parts (alarm at 1)."""
         return max(d.statistic / d.threshold for d in self._parts)
@@ -643,7 +638,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return self._merge(fired) if fired else None
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
-        arr = _bools(xs)
+        arr = _flags(xs)
         by_index: dict[int, list[Signal]] = {}
         for d in self._parts:
             for s in d.update_many(arr):

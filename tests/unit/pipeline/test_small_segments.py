@@ -17,12 +17,16 @@ from detectors.coverage import HarmRate
 from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
 from streams.contract.decode import Coordinates
 from streams.contract.events import Feedback
+from streams.pipeline import budget
 from streams.pipeline.detect import Detect
-from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
-from streams.pipeline.observation import Observation
+from streams.pipeline.detectorset import DetectorSet, per_detector_arl0, per_test_seconds
+from streams.pipeline.observation import Observation, event_time
 from streams.settings import DetectionSettings, load_settings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
+SERVICE_KEYS = 1000
+"""Live keys sharing the service's weekly false-page budget (model, version and segment
+cuts of a few models): one key's share is 1/1000 of it."""
 DAY_S = 86_400.0
 
 
@@ -116,10 +120,15 @@ def test_a_clean_sparse_tenant_raises_nothing_for_four_months(seed: int, tiny_ra
     settings = load_settings(env={}).detection
     parent = _calibrated_parent(settings, 0.08, seed)
     tiny = DetectorSet(settings, "segment", per_detector_arl0(settings))
+    # The tenant's share of the weekly budget in a service of SERVICE_KEYS live keys, its
+    # run length in events from its own rate, as Detect sets it.
+    seconds = per_test_seconds(settings, SERVICE_KEYS)
     rng = np.random.default_rng(seed)
     signals = []
     for i, down in enumerate(rng.random(120 * 40) < tiny_rate):
         obs = _feedback(i, i * DAY_S / 40, "tiny", bool(down))
+        tiny.see_traffic(event_time(obs.event))
+        tiny.set_budget(seconds)
         signals += tiny.update(obs, parents=(parent,))
         if i == 0:
             assert not tiny.detectors["downvote"].learning  # watched from its first event
@@ -140,7 +149,9 @@ def test_sparse_tenant_years_with_a_false_alarm_are_no_more_than_without_the_pri
     learned from a few hundred events is underestimated often enough that the CUSUM
     designed for a 1.5x shift drifts up (DESIGN.md, "Baselines are estimated")."""
     settings = load_settings(env={}).detection
-    arl0 = per_detector_arl0(settings) * settings.feedback_fraction
+    tenant_rate = 40 / DAY_S  # events per second
+    key_arl0 = budget.key_arl0(tenant_rate, per_test_seconds(settings, SERVICE_KEYS))
+    arl0 = key_arl0 * settings.feedback_fraction
     warm = settings.feedback_warmup_events
     years = {0.0: 0, settings.segment_prior_events: 0}
     for strength in years:
