@@ -41,10 +41,10 @@ from streams.investigation.history import event_topics
 from streams.investigation.incidents import triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Span
 from streams.investigation.redact import shown
-from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
+from streams.pipeline.detectorset import DetectorSet, per_detector_arl0, per_test_seconds
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id, key_levels, level_of
-from streams.pipeline.observation import Observation
+from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.replay import REPLAY_LIMITS
 from streams.pipeline.rules import (
     ANY_TOXIC,
@@ -206,16 +206,29 @@ class _Recompute:
             self.prev = DetectorSet(settings, "version", arl0)
         self.started = False
         self.points: dict[str, StatisticSeries] = {}
+        self.floor = arl0
+        self.keys: set[str] = set()
+        """Keys seen in the fetched history: the live keys the worker's weekly budget is
+        shared by (:meth:`streams.pipeline.detect.Detect.budget_seconds`), approximately."""
+
+    def _budget(self, ds: DetectorSet, obs: Observation) -> None:
+        """The key's run length as the worker derives it: its traffic rate in event time
+        and its share of the weekly false-page budget."""
+        ds.see_traffic(event_time(obs.event))
+        ds.set_budget(per_test_seconds(self.settings, len(self.keys)), self.floor)
 
     def feed(self, obs: Observation) -> None:
         kids = {kid for _, _, kid in key_levels(obs, self.settings)}
+        self.keys |= kids
         if self.prev is not None and self.prev_kid in kids and not self.started:
+            self._budget(self.prev, obs)
             self.prev.update(obs)
         if self.kid not in kids:
             return
         if not self.started and self.prev is not None and self.prev.detectors:
             self.set = self.prev.canary_copy()
         self.started = True
+        self._budget(self.set, obs)
         before = {name: tr.n for name, tr in self.set.trackers.items()}
         fired = {name: sig for name, sig, _ in self.set.update(obs)}
         for name, det in self.set.detectors.items():
