@@ -107,7 +107,7 @@ def _publish_events(bootstrap: str, topic: str, events: list[IncidentEvent]) -> 
     _publish(bootstrap, topic, [(e.key(), e.to_json_bytes()) for e in events])
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_notify_webhook_delivers_every_incident_once_through_an_outage(
     kafka_broker: KafkaBroker,
     cli_env: Settings,
@@ -162,7 +162,7 @@ def test_notify_webhook_delivers_every_incident_once_through_an_outage(
     assert recorder.requests == len(events) + FAIL_FIRST
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_notify_dead_letters_permanent_failures(
     kafka_broker: KafkaBroker,
     cli_env: Settings,
@@ -189,7 +189,7 @@ def test_notify_dead_letters_permanent_failures(
     assert {r.key for r in dead} == {e.key() for e in events}
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     kafka_broker: KafkaBroker,
     cli_env: Settings,
@@ -238,7 +238,7 @@ def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     assert events[1].incident_id in out.split("Open incidents")[1]
 
 
-@pytest.mark.timeout(90)  # includes the session broker's start when it runs first
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_status_shows_each_incidents_delivery_per_sink_and_the_worker_lag(
     kafka_broker: KafkaBroker,
     cli_env: Settings,
@@ -284,7 +284,7 @@ def test_status_shows_each_incidents_delivery_per_sink_and_the_worker_lag(
     assert f"{cli_env.topics.inputs}: lag 2 record(s), end 2, committed on 0/" in worker
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_silence_add_list_expire_round_trip(
     kafka_broker: KafkaBroker,
     cli_env: Settings,
@@ -333,7 +333,7 @@ def test_silence_add_list_expire_round_trip(
     assert "no silence with id" in capsys.readouterr().err
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_bad_input_exits_2_without_echoing_secrets(
     cli_env: Settings,
     monkeypatch: pytest.MonkeyPatch,
@@ -355,7 +355,7 @@ def test_bad_input_exits_2_without_echoing_secrets(
     assert "invalid duration" in capsys.readouterr().err
 
 
-@pytest.mark.timeout(60)
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_notify_stops_cleanly_on_sigterm(
     cli_env: Settings, webhook: str, notify_file: Path
 ) -> None:
