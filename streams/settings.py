@@ -229,12 +229,13 @@ class DetectionSettings(_Section):
         "one a week keeps a page worth answering while spending little delay (ARL0 only "
         "adds ln(ARL0) events of delay). Each key's run length in events follows its traffic.",
     )
-    false_alarms_per_million_events: float | None = Field(
-        default=None,
-        gt=0,
+    false_alarms_per_million_events: float = Field(
+        default=0.0,
+        ge=0,
         le=1e6,
-        description="Optional second budget in events; when set, each key runs at the longer "
-        "of the two run lengths, so both hold (the stricter wins).",
+        description="Optional second budget in events (0 = unset; a number, not None, keeps "
+        "settings_env() round trips exact); when set, each key runs at the longer of the two "
+        "run lengths, so both hold (the stricter wins).",
     )
     segment_labels: tuple[str, ...] = Field(
         default=("tenant", "feature", "locale"),

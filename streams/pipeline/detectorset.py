@@ -529,7 +529,7 @@ def per_detector_arl0(settings: DetectionSettings) -> float:
     stricter wins.
     """
     per_million = settings.false_alarms_per_million_events
-    if per_million is None:
+    if not per_million:
         return budget.MIN_ARL0
     levels = 2 + len(settings.segment_labels)
     return max(budget.MIN_ARL0, 1e6 * levels * tests_per_level(settings) / per_million)
