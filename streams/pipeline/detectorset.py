@@ -125,6 +125,10 @@ class DetectorSet:
             "traffic": [self.traffic, self.traffic_t, self.traffic_t0],
             "alarms": self.alarms,
             "versions": self.versions,
+            # The run length the key's budget gave it and what each detector runs at: a
+            # restored set keeps them, so hysteresis holds across a restart or an eviction.
+            "arl0": self.arl0,
+            "targeted": self._targeted,
         }
 
     @classmethod
@@ -143,6 +147,8 @@ class DetectorSet:
         out.traffic, out.traffic_t, out.traffic_t0 = data["traffic"]
         out.alarms = dict(data["alarms"])
         out.versions = list(data["versions"])
+        out.arl0 = float(data.get("arl0", arl0))
+        out._targeted = {k: float(v) for k, v in data.get("targeted", {}).items()}
         return out
 
     def canary_copy(self) -> DetectorSet:
