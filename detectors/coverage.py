@@ -244,6 +244,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
             for signal in self._any.update_many(pooled):
                 by_index.setdefault(signal.last_index, []).append((POOLED, signal))
         return [self._merge(by_index[i]) for i in sorted(by_index)]
+
     def update_many(self, xs: Iterable[Mapping[str, bool]]) -> list[Signal]:
         """Batch updates: each category's flags from the observation that brought it
         (as :meth:`update` creates it there) through one vectorised CUSUM call per test;
