@@ -478,7 +478,8 @@ class Detect:
         out: list[IncidentEvent] = []
         now = obs.event.timestamp
         traffic = obs.event.event_type in ("input", "output")
-        self.silence.see(obs.model, obs.event.event_type, t)
+        wall = None if self.replay else self.wall_clock()
+        self.silence.see(obs.model, obs.event.event_type, t, wall)
         if traffic and t >= self._traffic_seen.get(obs.model, (-math.inf, 0.0))[0]:
             self._traffic_seen[obs.model] = (t, self.wall_clock())
         if t >= self._next_tick.get(obs.model, -math.inf):
@@ -496,7 +497,8 @@ class Detect:
     ) -> list[IncidentEvent]:
         """Observe a traffic-silence detection for ``model`` if it is silent at event time
         ``at_t`` (default ``now``; :mod:`streams.pipeline.silence`)."""
-        signal = self.silence.check(model, now.timestamp() if at_t is None else at_t)
+        wall_now = None if self.replay else self.wall_clock()
+        signal = self.silence.check(model, now.timestamp() if at_t is None else at_t, wall_now)
         if signal is None:
             return []
         detection = Detection(

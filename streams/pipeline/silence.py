@@ -47,6 +47,8 @@ class _Stream:
     count: float = 0.0
     """Decayed event count at :attr:`last`."""
     events: int = 0
+    wall: float | None = None
+    """Wall-clock time of the latest arrival processed (the worker; None offline)."""
 
     def see(self, t: float) -> None:
         if t > self.last:
@@ -86,8 +88,9 @@ class SilenceWatch:
         self.min_gap_s = min_gap_s
         self._models: dict[str, _Model] = {}
 
-    def see(self, model: str, kind: str, t: float) -> None:
-        """Note an arrival of ``kind`` (``input``/``output``; others are ignored)."""
+    def see(self, model: str, kind: str, t: float, wall: float | None = None) -> None:
+        """Note an arrival of ``kind`` (``input``/``output``; others are ignored) at event
+        time ``t``, processed at wall-clock time ``wall`` (the worker; None offline)."""
         if kind not in ("input", "output"):
             return
         m = self._models.setdefault(model, _Model())
@@ -99,14 +102,22 @@ class SilenceWatch:
             else:
                 m.outputs = stream
         stream.see(t)
+        if wall is not None:
+            stream.wall = wall
 
     def models(self) -> list[str]:
         return sorted(self._models)
 
-    def check(self, model: str, now: float) -> Signal | None:
+    def check(self, model: str, now: float, wall_now: float | None = None) -> Signal | None:
         """A silence signal when ``model`` is silent at ``now``: feature ``all`` (no input
         or output for longer than its due gap), or ``outputs`` (outputs stopped while
-        inputs still arrive). None while it is not, or not yet judged."""
+        inputs still arrive). None while it is not, or not yet judged.
+
+        ``wall_now`` (the worker): a stream also counts as silent only when nothing of it
+        has been *processed* for ``min_gap_s`` of wall-clock time. The worker reads the
+        inputs and outputs topics (and their partitions) at their own pace: while it
+        catches up on a backlog one can be hours ahead of the other in event time, which
+        is skew, not silence."""
         m = self._models.get(model)
         if m is None:
             return None
@@ -115,7 +126,7 @@ class SilenceWatch:
             return None
         last_any = max(s.last for s in streams)
         latest = max(streams, key=lambda s: s.last)
-        if now - last_any >= latest.due_gap(self.min_gap_s):
+        if now - last_any >= latest.due_gap(self.min_gap_s) and self._idle(streams, wall_now):
             return _signal("all", latest, now - last_any, self.min_gap_s)
         out, inp = m.outputs, m.inputs
         if (
@@ -123,9 +134,18 @@ class SilenceWatch:
             and inp is not None
             and out.ready()
             and inp.last - out.last >= out.due_gap(self.min_gap_s)
+            and self._idle([out], wall_now)
         ):
             return _signal("outputs", out, inp.last - out.last, self.min_gap_s)
         return None
+
+    def _idle(self, streams: list[_Stream], wall_now: float | None) -> bool:
+        """Offline always; in the worker, when none of ``streams`` had an arrival
+        processed within ``min_gap_s`` of wall-clock time."""
+        if wall_now is None:
+            return True
+        walls = [s.wall for s in streams if s.wall is not None]
+        return not walls or wall_now - max(walls) >= self.min_gap_s
 
 
 def _signal(feature: str, stream: _Stream, gap_s: float, min_gap_s: float) -> Signal:

@@ -68,6 +68,36 @@ def test_outputs_stopping_while_inputs_continue_is_a_silence_of_outputs() -> Non
     assert signal.feature == "outputs"
 
 
+def test_the_worker_takes_event_time_skew_between_topics_for_skew_not_silence() -> None:
+    """Catching up on a backlog, the worker reads the inputs topic hours ahead of the
+    outputs topic in event time while both keep arriving: no silence. Once outputs stop
+    being processed for the minimum gap of wall-clock time, they are silent."""
+    watch = SilenceWatch(min_gap_s=600.0)
+    wall = 0.0
+    t = 0.0
+    while t <= 2 * H:  # clean history, read in step
+        watch.see("m", "input", t, wall)
+        watch.see("m", "output", t + 0.5, wall)
+        t += 2.0
+        wall += 0.01
+    lag = 0.0
+    while lag < H:  # backlog: inputs race ahead, outputs trail by up to an hour
+        t += 2.0
+        lag += 1.0
+        wall += 0.01
+        watch.see("m", "input", t, wall)
+        watch.see("m", "output", t - lag, wall)
+        assert watch.check("m", t, wall) is None
+    # the output stream then stops being processed; inputs go on for 11 minutes of wall time
+    for _ in range(330):
+        t += 2.0
+        wall += 2.0
+        watch.see("m", "input", t, wall)
+    signal = watch.check("m", t, wall)
+    assert signal is not None
+    assert signal.feature == "outputs"
+
+
 def test_a_new_model_is_not_judged_before_it_has_history() -> None:
     watch = SilenceWatch(min_gap_s=600.0)
     _steady(watch, "new", 0.5 * H)
