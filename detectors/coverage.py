@@ -191,15 +191,20 @@ class CategoryRates(Detector[Mapping[str, bool]]):
             self._any.set_state(state["any"])
         self._dropped = state["dropped"]
 
-    def update(self, x: Mapping[str, bool]) -> Signal | None:
+    def _admit(self, cats: Iterable[str]) -> bool:
+        """Give each new category its test while there is room (``max_categories``);
+        whether any had to be dropped."""
         over = False
-        for cat in x:
+        for cat in cats:
             if cat not in self._parts:
                 if len(self._parts) >= self.max_categories:
                     over = True
                     continue
                 self._parts[cat] = self._part()
-        self._dropped += int(over)
+        return over
+
+    def update(self, x: Mapping[str, bool]) -> Signal | None:
+        self._dropped += int(self._admit(x))
         fired: list[tuple[str, Signal]] = []
         for cat, det in self._parts.items():
             signal = det.update(bool(x.get(cat, False)))
@@ -223,13 +228,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         sizes = {arr.size for arr in columns.values()}
         if len(sizes) > 1:
             raise ValueError("every column needs the same length")
-        over = False
-        for cat in columns:
-            if cat not in self._parts:
-                if len(self._parts) >= self.max_categories:
-                    over = True
-                    continue
-                self._parts[cat] = self._part()
+        over = self._admit(columns)
         n = sizes.pop() if sizes else 0
         if over:
             self._dropped += n
@@ -252,15 +251,9 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         batch = list(xs)
         since: dict[str, int] = {cat: 0 for cat in self._parts}
         for i, x in enumerate(batch):
-            over = False
-            for cat in x:
-                if cat not in self._parts:
-                    if len(self._parts) >= self.max_categories:
-                        over = True
-                        continue
-                    self._parts[cat] = self._part()
-                    since[cat] = i
-            self._dropped += int(over)
+            new = [cat for cat in x if cat not in self._parts]
+            self._dropped += int(self._admit(new))
+            since.update({cat: i for cat in new if cat in self._parts})
         fired: dict[int, list[tuple[str, Signal]]] = {}
         tests = [(cat, det, since[cat]) for cat, det in self._parts.items()]
         if self._any is not None:
