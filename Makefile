@@ -21,7 +21,7 @@ run: install  ## run the service (starts a local broker when none is configured)
 	$(BIN)/sentinel run
 
 test: install  ## all tests, integration tests against a real local Kafka broker
-	$(BIN)/pytest -n 2 --dist loadgroup
+	$(BIN)/pytest
 
 lint: install  ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .

@@ -31,15 +31,6 @@ class KafkaBroker:
         return f"kafka://{self.bootstrap}"
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
-    """Under pytest-xdist (``make test``: ``-n 2 --dist loadgroup``) every integration test
-    runs in one group, serially on one worker with one broker, as alone; unit tests fill
-    the other worker beside them."""
-    for item in items:
-        if "integration" in item.path.parts or item.get_closest_marker("integration"):
-            item.add_marker(pytest.mark.xdist_group("integration"))
-
-
 @pytest.fixture(scope="session")
 def kafka_broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[KafkaBroker]:
     """A real Kafka broker, started once per session and stopped (and deleted) at the end."""
