@@ -9,8 +9,9 @@ ARL of the detector that runs, not of an idealised one:
 
 * Bernoulli CUSUM: the log-likelihood-ratio increments are ``a = ln(p1/p0)`` (event) and
   ``b = ln((1-p1)/(1-p0))`` (no event). We choose integers ``up``, ``down`` with
-  ``up/down ~ a/|b|`` to 0.25 % and the unit ``|b|/down`` nats, i.e. the detector is the
-  exact CUSUM for a ``p1`` within a fraction of a percent of the design value.
+  ``up/down ~ a/|b|`` to 1 % and the unit ``|b|/down`` nats, i.e. the detector is the
+  exact CUSUM for a ``p1`` within about a percent of the design value (a design choice,
+  not an estimate: the ARL stays exact for the detector that runs).
 * General increments (confidence scores): the detector rounds each standardised increment
   to a grid; the ARL is then exact for the distribution of the rounded increments, which
   we take from the reference window.
@@ -22,9 +23,12 @@ bisection; results are cached so building many detectors is cheap.
 
 from __future__ import annotations
 
+import bisect
+import collections
 import functools
 import itertools
 import math
+from array import array
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -42,6 +46,7 @@ __all__ = [
     "bernoulli_lattice",
     "bernoulli_threshold",
     "calibration_rate",
+    "grid_rate",
     "clear_thresholds",
     "known_thresholds",
     "lattice_arl",
@@ -49,7 +54,7 @@ __all__ = [
     "zero_drift_rate",
 ]
 
-_RATIO_TOL = 2.5e-3
+_RATIO_TOL = 1e-2
 _MAX_DOWN = 64
 
 
@@ -73,7 +78,10 @@ def bernoulli_lattice(p0: float, p1: float) -> BernoulliLattice:
     """Integer log-likelihood-ratio increments for a rate increase ``p0 -> p1``.
 
     The smallest ``down`` (at most 64) is used for which ``up/down`` matches ``a/|b|``
-    within 0.25 %; a finer lattice only adds states without changing the detector.
+    within 1 %; a finer lattice only adds states (and solve time) for a ``p1`` closer to
+    the design value, which is itself a choice. For rare rates (``a/|b|`` >= 50) this
+    gives ``down == 1``, whose thresholds come from one cached pass
+    (:func:`_down1_threshold`) instead of sparse solves of 10^5-10^6 states.
     """
     if not 0.0 < p0 < p1 < 1.0:
         raise ValueError(f"need 0 < p0 < p1 < 1, got p0={p0}, p1={p1}")
@@ -257,7 +265,6 @@ ThresholdKey = tuple[float, float, float, float | None]
 """``(p0, p1, arl0, rate)`` of a Bernoulli CUSUM calibration."""
 
 _THRESHOLDS: dict[ThresholdKey, int] = {}
-_RATE_GRID = 0.01
 
 
 def bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None = None) -> int:
@@ -296,17 +303,29 @@ def add_thresholds(entries: dict[ThresholdKey, int]) -> None:
 def clear_thresholds() -> None:
     """Forget every solved threshold (tests, benchmarks of the solve itself)."""
     _THRESHOLDS.clear()
+    _DOWN1.clear()
+
+
+RATE_GRID_STEPS = 32
+"""Rates (a learned baseline, the rate a threshold is calibrated at) live on the geometric
+grid ``2^(k / 32)``: steps of 2.2 %, below the sampling error of any baseline learned from
+fewer than ~2,000 events, and coarse enough that keys with similar rates share one
+threshold solve."""
+
+
+def grid_rate(rate: float) -> float:
+    """``rate`` rounded to the nearest point of the rate grid (within 1.1 %)."""
+    return float(2.0 ** (round(math.log2(rate) * RATE_GRID_STEPS) / RATE_GRID_STEPS))
 
 
 def calibration_rate(rate: float, p0: float, p1: float) -> float:
-    """``rate`` rounded *up* onto a geometric grid of 1 % steps, so that learned baselines
-    near each other share one calibration: a threshold calibrated at a higher rate has
-    an ARL0 at least as long at the true one (conservative, by at most 1 % of the rate).
-    Left as it is when the grid point would not drift down for ``p0 -> p1``."""
-    step = math.log1p(_RATE_GRID)
-    k = math.ceil(math.log(rate) / step - 1e-9)
+    """``rate`` rounded *up* onto the rate grid, so that learned baselines near each other
+    share one calibration: a threshold calibrated at a higher rate has an ARL0 at least as
+    long at the true one (conservative, by at most 2.2 % of the rate). Left as it is when
+    the grid point would not drift down for ``p0 -> p1``."""
+    k = math.ceil(math.log2(rate) * RATE_GRID_STEPS - 1e-9)
     for kk in (k, k + 1):
-        grid = math.exp(kk * step)
+        grid = float(2.0 ** (kk / RATE_GRID_STEPS))
         if grid >= rate:
             return grid if grid < zero_drift_rate(p0, p1) else rate
     return rate
@@ -324,12 +343,49 @@ def _bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None) 
     if lat.down == 1:
         # One pass over the thresholds: rare rates have lattices of ~10^5 states, where
         # the banded solves of the search took seconds and gigabytes (see _down1_arls).
-        for h, arl in enumerate(_down1_arls(lat.up, rate), start=1):
-            if arl >= arl0:
-                return h
+        return _down1_threshold(lat.up, rate, arl0)
     arl_of = functools.partial(_bern_arl_h, lat.up, lat.down, rate)
     # At the design rate the LLR CUSUM's ARL grows like e^h (h in nats).
     return _search(arl_of, arl0, start, slope=lat.unit)
+
+
+class _Down1Arls:
+    """The ARLs of thresholds ``1, 2, ...`` of one ``down == 1`` lattice at one rate,
+    computed as far as asked and kept: every ARL0 target of a key (its run length moves
+    with its traffic, see :mod:`streams.pipeline.budget`) is then a binary search."""
+
+    def __init__(self, up: int, p: float) -> None:
+        self._more = _down1_arls(up, p)
+        self._arls = array("d")
+
+    def threshold(self, arl0: float) -> int:
+        arls = self._arls
+        if not arls or arls[-1] < arl0:
+            for arl in self._more:
+                arls.append(arl)
+                if arl >= arl0:
+                    break
+        return bisect.bisect_left(arls, arl0) + 1
+
+
+_DOWN1: collections.OrderedDict[tuple[int, float], _Down1Arls] = collections.OrderedDict()
+_DOWN1_KEEP = 256
+"""Lattices whose ARL sequence is kept (least recently used dropped): a rare rate's
+sequence is ~10^5 doubles, 1 MB."""
+
+
+def _down1_threshold(up: int, p: float, arl0: float) -> int:
+    """Smallest ``h`` whose ARL (steps ``+up`` with probability ``p``, else ``-1``) reaches
+    ``arl0``; the ARL increases with ``h``."""
+    key = (up, p)
+    seq = _DOWN1.get(key)
+    if seq is None:
+        seq = _DOWN1[key] = _Down1Arls(up, p)
+        if len(_DOWN1) > _DOWN1_KEEP:
+            _DOWN1.popitem(last=False)
+    else:
+        _DOWN1.move_to_end(key)
+    return seq.threshold(arl0)
 
 
 def zero_drift_rate(p0: float, p1: float) -> float:

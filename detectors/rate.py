@@ -25,6 +25,7 @@ from detectors.arl import (
     bernoulli_lattice,
     bernoulli_threshold,
     calibration_rate,
+    grid_rate,
     zero_drift_rate,
 )
 from detectors.base import (
@@ -84,14 +85,6 @@ def _bernoulli_kl(p: float, q: float) -> float:
     return out
 
 
-def _round_rate(p: float) -> float:
-    """Round to 3 significant digits so calibrations of similar baselines share a cache entry.
-
-    The relative error (< 0.5 %) is far below the sampling error of a learned baseline.
-    """
-    return float(f"{p:.3g}")
-
-
 def _flags(xs: Iterable[bool]) -> np.ndarray[Any, np.dtype[np.bool_]]:
     """A batch of outcomes as a boolean array (an array is converted without a Python loop,
     and not copied when it already is one)."""
@@ -145,7 +138,7 @@ class BernoulliCusum(Detector[bool]):
 
     >>> det = BernoulliCusum(p0=0.05, arl0=1e4)
     >>> round(det.threshold, 2)  # nats, exact for ARL0 >= 1e4
-    4.88
+    4.86
     >>> signal = det.update_many([False] * 1000 + [True, False, False] * 30)[0]
     >>> signal.first_index, signal.last_index, round(signal.observed, 2)
     (1000, 1024, 0.36)
@@ -213,7 +206,7 @@ class BernoulliCusum(Detector[bool]):
             self._calibrate(self.p0)
 
     def _calibrate(self, p0: float, n_estimate: int = 0) -> None:
-        p0 = _round_rate(max(p0, self.min_rate))
+        p0 = grid_rate(max(p0, self.min_rate))
         p1 = min(p0 * (1.0 + self.relative_shift), (1.0 + p0) / 2.0)
         lat = bernoulli_lattice(p0, p1)
         self._baseline, self._p1 = p0, p1

@@ -25,7 +25,7 @@ from streams.settings import Settings
 
 log = logging.getLogger(__name__)
 
-VERSION: Final = 1
+VERSION: Final = 2
 """Format of the file; bump when the lattice or the calibration rule changes."""
 
 

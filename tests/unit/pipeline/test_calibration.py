@@ -21,11 +21,11 @@ from streams.pipeline.calibration import VERSION, load_calibrations, save_calibr
 
 
 @pytest.mark.parametrize("rate", [0.0011, 0.0123, 0.0417, 0.05, 0.0999, 0.2345])
-def test_calibration_rate_rounds_up_by_at_most_one_percent(rate: float) -> None:
+def test_calibration_rate_rounds_up_by_at_most_one_grid_step(rate: float) -> None:
     p0 = rate * 0.9
     p1 = min(2 * p0, (1 + p0) / 2)
     grid = calibration_rate(rate, p0, p1)
-    assert rate <= grid <= rate * 1.0101
+    assert rate <= grid <= rate * 2 ** (1 / 32) * 1.000001
     # Nearby rates share the grid point: the point of rounding.
     assert calibration_rate(grid * 0.9999, p0, p1) == grid
 
