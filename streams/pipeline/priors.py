@@ -32,7 +32,8 @@ def adopt_parent_prior(
     det: Detector[Any], name: str, parents: Sequence[_HasDetectors], strength: float
 ) -> bool:
     """Give the warming-up ``det`` (if it has an ``adopt_prior(parent, strength)`` method)
-    the baseline of the first parent whose detector of the same name and class can alarm. Returns whether a prior was adopted (0 strength: off)."""
+    the baseline of the first parent whose detector of the same name and class can alarm.
+    Returns whether a prior was adopted (0 strength: off)."""
     # Called for every observation of a learning detector: ``getattr``, not an
     # ``isinstance`` check against the runtime protocol (ten times slower).
     adopt = getattr(det, "adopt_prior", None)
