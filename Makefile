@@ -20,8 +20,9 @@ install: $(STAMP)
 run: install  ## run the service (starts a local broker when none is configured)
 	$(BIN)/sentinel run
 
-test: install  ## all tests, integration tests against a real local Kafka broker
-	$(BIN)/pytest
+test: install  ## all tests: unit tests on two processes, then the integration tests (one at a time, real local Kafka broker)
+	$(BIN)/pytest -n 2 tests/unit; unit=$$?; $(BIN)/pytest tests/integration; integration=$$?; \
+	  [ $$unit -eq 0 ] && [ $$integration -eq 0 ]
 
 lint: install  ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
