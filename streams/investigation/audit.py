@@ -38,7 +38,7 @@ from streams.contract.events import (
     InferenceOutput,
 )
 from streams.investigation.history import event_topics
-from streams.investigation.incidents import triggered_at
+from streams.investigation.incidents import opening_event, triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Span
 from streams.investigation.redact import shown
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0, per_test_seconds
@@ -427,12 +427,17 @@ def _fmt_scores(scores: dict[str, float]) -> str:
 
 
 def audit_order(inv: Investigation, limit: int) -> list[AuditEntry]:
-    """Sampled request ids first, then flagged events, then the rest; by time within."""
+    """The opening trigger's sampled request ids first (the detection the user
+    investigates), then the later updates' samples, then flagged events, then the rest;
+    by time within. Returned in time order."""
+    first = set(opening_event(inv.events).evidence.sample_request_ids) if inv.events else set()
     samples = {rid for ev in inv.events for rid in ev.evidence.sample_request_ids}
-    ranked = sorted(
-        inv.evidence,
-        key=lambda e: (e.request_id not in samples, not e.flagged, e.time, e.coords.offset),
-    )
+
+    def rank(e: AuditEntry) -> tuple[int, bool, datetime, int]:
+        group = 0 if e.request_id in first else 1 if e.request_id in samples else 2
+        return group, not e.flagged, e.time, e.coords.offset
+
+    ranked = sorted(inv.evidence, key=rank)
     return sorted(ranked[:limit], key=lambda e: (e.time, e.coords.offset))
 
 

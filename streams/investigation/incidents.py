@@ -109,10 +109,15 @@ def select(log: IncidentLog, flt: IncidentFilter) -> list[IncidentEvent]:
     return rows
 
 
+def opening_event(events: Sequence[IncidentEvent]) -> IncidentEvent:
+    """The incident's first trigger (the detection that opened it), else its first event."""
+    triggers = [e for e in events if e.action == IncidentAction.TRIGGER]
+    return min(triggers, key=lambda e: e.evidence.window_end) if triggers else events[0]
+
+
 def triggered_at(events: Sequence[IncidentEvent]) -> datetime:
     """Event time of the incident's first trigger (the detection that opened it)."""
-    triggers = [e.evidence.window_end for e in events if e.action == IncidentAction.TRIGGER]
-    return min(triggers) if triggers else events[0].evidence.window_end
+    return opening_event(events).evidence.window_end
 
 
 def duration_minutes(latest: IncidentEvent) -> float:
