@@ -51,11 +51,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import faust
+from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
-
-from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport
 
 log = logging.getLogger(__name__)
 
@@ -116,9 +115,8 @@ def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
     return msg
 
 
-class BatchConsumer(GuardedConsumer):
-    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches;
-    its consumer thread pauses partitions it cannot decode (:mod:`streams.runtime.fetch_guard`)."""
+class BatchConsumer(faust_aiokafka.Consumer):
+    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches."""
 
     _seek_epoch: int = 0
 
@@ -318,8 +316,8 @@ class BatchConsumer(GuardedConsumer):
             self._read_offset[tp] = offset
 
 
-class BatchTransport(GuardedTransport):
-    """faust's aiokafka transport with :class:`BatchConsumer` and a fetch guard."""
+class BatchTransport(faust_aiokafka.Transport):
+    """faust's aiokafka transport with :class:`BatchConsumer`."""
 
     Consumer: ClassVar[type[Any]] = BatchConsumer
 
