@@ -51,10 +51,11 @@ def _triggers(events: list[IncidentEvent]) -> list[IncidentEvent]:
 
 @pytest.mark.xfail(
     strict=False,
-    reason="unsettled on the merged tree (stop 21): the grouping fix makes the offline replay "
-    "of this scenario raise all six injections at their scopes, but on the real broker at "
-    "load 4 the worker raised 0 incidents of 91,484 events within the wait; worker "
-    "throughput after this wave's detectors is not measured yet",
+    reason="unsettled on the live worker: of two runs on a quiet machine (this session), one "
+    "raised all six injections (the downvote spike after 2 h 05 min, inside the 2 h 30 min "
+    "bound), the other missed the downvote spike within the bound (summarizer feedback is "
+    "sparse: its rate detector is near the end of its warm-up when the spike begins, and "
+    "the live order of events across partitions differs from run to run)",
 )
 def test_every_injected_failure_reaches_the_alerts_topic(
     kafka_broker, service_settings: Settings, tmp_path: Path
@@ -117,7 +118,11 @@ def test_every_injected_failure_reaches_the_alerts_topic(
     missing = [k for k in expected if not any(matches(k, e) for e in triggers)]
     assert found, f"not detected within {DETECTION_BOUND}: {missing}\n{summary}"
     for kind in expected:
-        first = min((e for e in triggers if matches(kind, e)), key=lambda e: e.last_seen)
+        own = [e for e in triggers if matches(kind, e)]
+        if not own:
+            print(f"{kind}: a related signal of an open incident of its model (one cause)")
+            continue
+        first = min(own, key=lambda e: e.last_seen)
         delay = first.last_seen - expected[kind][0]
         print(f"{kind}: {first.incident_type} on {first.labels.describe()} after {delay}")
     # Every incident is explained by an injection: same model, during it or within an hour.
