@@ -4,8 +4,9 @@ length (ARL0, in its own observations) of every detector test of every key.
 The rule, in one place:
 
 1. ``detection.false_pages_per_week`` (``B``) is shared evenly by the live detector keys
-   (``K``, every level) and, within a key, by the alarm-raising tests an observation can
-   feed (``T``, :func:`streams.pipeline.detectorset.tests_per_level`). One test's ARL0 in
+   (``K``, every level, rounded up to a power of two: :func:`keys_on_grid`) and, within a
+   key, by the alarm-raising tests an observation can feed (``T``,
+   :func:`streams.pipeline.detectorset.tests_per_level`). One test's ARL0 in
    *time* is therefore ``WEEK * K * T / B`` seconds: false pages add up over keys and
    tests (each contributes ``1 / ARL0`` per second), so their sum is at most ``B``.
 2. A key's ARL0 in *events* is that time times the key's event rate, an EWMA of events per
@@ -54,11 +55,21 @@ class Retargetable(Protocol):
     def set_arl0(self, arl0: float) -> None: ...
 
 
+def keys_on_grid(keys: int) -> int:
+    """The live key count rounded up to a power of two: the budget is shared as if that
+    many keys were live. Every key's run length depends on the count, and each change of
+    it is a threshold solve per detector of every key, so the count moves the run lengths
+    only when it doubles (a run length at most twice as long as needed: fewer false pages,
+    a detection delay longer by about ln 2 nats of evidence)."""
+    return 1 << max(0, math.ceil(math.log2(max(1, keys)) - 1e-9))
+
+
 def seconds_per_test(pages_per_week: float, keys: int, tests: int) -> float:
-    """One test's ARL0 in seconds of event time: ``WEEK * keys * tests / pages_per_week``."""
+    """One test's ARL0 in seconds of event time:
+    ``WEEK * keys_on_grid(keys) * tests / pages_per_week``."""
     if pages_per_week <= 0:
         raise ValueError("pages_per_week must be > 0")
-    return WEEK_S * max(1, keys) * max(1, tests) / pages_per_week
+    return WEEK_S * keys_on_grid(keys) * max(1, tests) / pages_per_week
 
 
 def on_grid(arl0: float) -> float:

@@ -66,12 +66,12 @@ from streams.settings import Settings
 log = logging.getLogger(__name__)
 
 TICK_INTERVAL_S = 30.0
-DETECT_CHUNK = 100
-"""Observations the detect agent processes between yields to the event loop. A batch of
-2000 with a flood of new keys took 7-62 s on a loaded machine (each new key builds and
-calibrates detectors), during which /metrics and /healthz went unanswered (issue 17's
-fuzz test); chunks bound that to a twentieth."""
 """Wall-clock period of the engines' tick (resolve, escalate at deadlines without traffic)."""
+DETECT_CHUNK = 10
+"""Observations the detect agent processes between yields to the event loop. Each new key
+builds and calibrates detectors, and an HTTP request needs several turns of the loop: long
+turns left /metrics and /healthz unanswered under load. Chunks this small cost nothing in
+total (measured in docs/validation.md, "Event-loop turns")."""
 TICK: bytes = b'{"tick":true}'
 """A by-model record that asks the partition's owner to tick that model's engine."""
 

@@ -40,9 +40,13 @@ def _obs(i: int, at: float, **fields: object) -> Observation:
 
 def test_one_tests_run_length_in_time_shares_the_week_over_keys_and_tests() -> None:
     seconds = per_test_seconds(S, keys=10)
-    assert seconds == pytest.approx(budget.WEEK_S * 10 * detectorset.tests_per_level(S) / 1.0)
-    # K keys x T tests, each alarming once per ``seconds``: the budget exactly.
-    assert 10 * detectorset.tests_per_level(S) * budget.WEEK_S / seconds == pytest.approx(1.0)
+    # 10 live keys share the week as 16 (the count moves run lengths when it doubles).
+    assert seconds == pytest.approx(budget.WEEK_S * 16 * detectorset.tests_per_level(S) / 1.0)
+    # K keys x T tests, each alarming once per ``seconds``: within the budget, exactly it
+    # at a power of two.
+    assert 10 * detectorset.tests_per_level(S) * budget.WEEK_S / seconds < 1.0
+    assert per_test_seconds(S, keys=16) == seconds
+    assert per_test_seconds(S, keys=17) == pytest.approx(2 * seconds)
     twice = per_test_seconds(DetectionSettings(false_pages_per_week=2.0), keys=10)
     assert twice == pytest.approx(seconds / 2)
 
