@@ -18,7 +18,7 @@ import itertools
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Final
@@ -241,12 +241,22 @@ class Detect:
         """Run a batch through the detectors; write back every state it touched. Engines
         tick on the event-time grid of :data:`TICK_EVERY_S`, so the output does not depend
         on where the batches end."""
+        return [ev for part in self.process_steps(batch) for ev in part]
+
+    def process_steps(
+        self, batch: Iterable[Observation], chunk: int = 0
+    ) -> Iterator[list[IncidentEvent]]:
+        """:meth:`process` in steps: the incident events of every ``chunk`` observations
+        (0: of the whole batch) as they come, the states written back once, after the
+        last. The worker yields to its event loop between steps; writing state per step
+        instead multiplied the changelog traffic by the number of steps."""
         sets: dict[str, DetectorSet] = {}
         engines: dict[str, IncidentEngine] = {}
         out: list[IncidentEvent] = []
         latest: dict[str, datetime] = {}
         touched: dict[str, float] = {}
-        for obs in batch:
+        emitted = 0
+        for i, obs in enumerate(batch, start=1):
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = event_time(obs.event)
@@ -316,6 +326,10 @@ class Detect:
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
                 latest[obs.model] = obs.event.timestamp
+            if chunk and i % chunk == 0:
+                emitted += len(out)
+                yield out
+                out = []
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
@@ -323,8 +337,8 @@ class Detect:
         self._keep(sets)
         for model, engine in engines.items():
             self.engine_store[model] = stamp("engine", engine.get_state())
-        self.stats.incident_events += len(out)
-        return out
+        self.stats.incident_events += emitted + len(out)
+        yield out
 
     def _keep(self, sets: dict[str, DetectorSet]) -> None:
         """Keep the touched detector sets live; write them back at the flush interval.

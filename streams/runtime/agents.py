@@ -255,10 +255,9 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
                 ]
                 with _as_current(group[-1]):
                     incidents = []
-                    for i in range(0, len(observations), DETECT_CHUNK):
-                        if i:
-                            await asyncio.sleep(0)  # let /metrics, health and heartbeats in
-                        incidents += detect.process(observations[i : i + DETECT_CHUNK])
+                    for part in detect.process_steps(observations, DETECT_CHUNK):
+                        incidents += part
+                        await asyncio.sleep(0)  # let /metrics, health and heartbeats in
                     for record in ticks:
                         incidents += detect.tick_wall(record.key.decode())
                 for hook in hooks:

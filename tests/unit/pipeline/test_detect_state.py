@@ -97,3 +97,40 @@ def test_wall_clock_tick_ages_a_silent_model_from_its_last_event() -> None:
     assert events[-1].incident_id == trigger.incident_id
     assert events[-1].emitted_at == latest + timedelta(hours=6)
     assert detect.tick_wall("never-seen") == []
+
+
+class _CountingStore(dict[str, object]):
+    """A store that counts its writes."""
+
+    writes = 0
+
+    def __setitem__(self, key: str, value: object) -> None:
+        self.writes += 1
+        super().__setitem__(key, value)
+
+
+def test_steps_give_the_batchs_incidents_and_write_its_state_once() -> None:
+    """The worker processes a batch in steps of a few observations (it yields to its event
+    loop between them): the same incident events and final state as one call, and each
+    touched key written back once per batch, not once per step."""
+    settings = load_settings(env={})
+    det = settings.detection
+    obs = _observations(400)
+    runs = []
+    for chunk in (0, 7):
+        store, engines = _CountingStore(), _CountingStore()
+        detect = Detect(
+            det,
+            load_policy(det.alerting_policy),
+            load_playbooks(det.playbooks_dir),
+            store,
+            engines,
+            flush_interval_s=0.0,
+        )
+        parts = list(detect.process_steps(obs, chunk))
+        assert len(parts) == (1 if chunk == 0 else len(obs) // chunk + 1)
+        events = [ev.model_dump(exclude={"emitted_at"}) for part in parts for ev in part]
+        runs.append((events, dict(store), store.writes, engines.writes))
+    (events, state, writes, engine_writes), stepped = runs
+    assert stepped == (events, state, writes, engine_writes)
+    assert writes == len(state)  # every key once
