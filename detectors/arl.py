@@ -24,7 +24,6 @@ bisection; results are cached so building many detectors is cheap.
 from __future__ import annotations
 
 import bisect
-import collections
 import functools
 import itertools
 import math
@@ -303,7 +302,7 @@ def add_thresholds(entries: dict[ThresholdKey, int]) -> None:
 def clear_thresholds() -> None:
     """Forget every solved threshold (tests, benchmarks of the solve itself)."""
     _THRESHOLDS.clear()
-    _DOWN1.clear()
+    _down1_sequence.cache_clear()
 
 
 RATE_GRID_STEPS = 32
@@ -368,25 +367,18 @@ class _Down1Arls:
         return bisect.bisect_left(arls, arl0) + 1
 
 
-_DOWN1: collections.OrderedDict[tuple[int, float], _Down1Arls] = collections.OrderedDict()
-_DOWN1_KEEP = 256
-"""Lattices whose ARL sequence is kept (least recently used dropped). A sequence is as
-long as its largest threshold, at most a few hundred KB; the measured total is in
-docs/validation.md."""
+@functools.lru_cache(maxsize=256)
+def _down1_sequence(up: int, p: float) -> _Down1Arls:
+    """The kept ARL sequence of one lattice and rate (least recently used dropped). A
+    sequence is as long as its largest threshold, at most a few hundred KB; the measured
+    total is in docs/validation.md."""
+    return _Down1Arls(up, p)
 
 
 def _down1_threshold(up: int, p: float, arl0: float) -> int:
     """Smallest ``h`` whose ARL (steps ``+up`` with probability ``p``, else ``-1``) reaches
     ``arl0``; the ARL increases with ``h``."""
-    key = (up, p)
-    seq = _DOWN1.get(key)
-    if seq is None:
-        seq = _DOWN1[key] = _Down1Arls(up, p)
-        if len(_DOWN1) > _DOWN1_KEEP:
-            _DOWN1.popitem(last=False)
-    else:
-        _DOWN1.move_to_end(key)
-    return seq.threshold(arl0)
+    return _down1_sequence(up, p).threshold(arl0)
 
 
 def zero_drift_rate(p0: float, p1: float) -> float:
