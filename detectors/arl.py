@@ -408,33 +408,30 @@ def bernoulli_cusum_delay(p0: float, p1: float, arl0: float) -> float:
 def lattice_arl(pmf: NDArray[np.float64], offset: int, h: int) -> float:
     """Exact zero-state ARL of ``S = max(0, S + Z)``, alarm at ``S >= h``, integer ``Z``.
 
-    ``pmf[j]`` is ``P(Z = offset + j)``. Banded solve over the ``h`` transient states
-    (the matrix is built dense first, so meant for thresholds up to a few thousand steps).
+    ``pmf[j]`` is ``P(Z = offset + j)``. A banded solve over the ``h`` transient states,
+    built straight into band storage: O(h * bandwidth^2) time, O(h * bandwidth) memory.
     """
     if h <= 0:
         return 1.0
-    if offset + pmf.size - 1 <= 0 or pmf[max(0, 1 - offset) :].sum() == 0:
+    size = pmf.size
+    if offset + size - 1 <= 0 or pmf[max(0, 1 - offset) :].sum() == 0:
         return math.inf  # no upward step: the chart never alarms
-    # From state i to state j >= 1 the step is j - i: a Toeplitz band of the pmf.
-    step = np.arange(h)[None, :] - np.arange(h)[:, None] - offset
-    inside = (step >= 0) & (step < pmf.size)
-    trans = np.where(inside, pmf[np.clip(step, 0, pmf.size - 1)], 0.0)
-    # State 0 collects every step that would go to or below zero: P(Z <= -i).
-    cdf = np.cumsum(pmf)
-    below = np.clip(-np.arange(h) - offset, -1, pmf.size - 1)
-    trans[:, 0] = np.where(below >= 0, cdf[np.clip(below, 0, None)], 0.0)
-    # Row i only reaches columns i + offset .. i + max step (column 0 only for
-    # i <= -offset), so the system is banded: solve it in O(h * bandwidth^2).
-    mat = np.eye(h) - trans
+    # Row i of I - P reaches columns i + offset .. i + max step (column 0 only for
+    # i <= -offset): a banded system, built straight into LAPACK's band storage
+    # (ab[upper + i - j, j] = (I - P)[i, j]) and solved in O(h * bandwidth^2).
     lower = min(h - 1, max(0, -offset))
-    upper = min(h - 1, max(0, offset + pmf.size - 1))
+    upper = min(h - 1, max(0, offset + size - 1))
     ab = np.zeros((lower + upper + 1, h))
+    # Diagonal d = j - i: -P(Z = d) for the moves to states j >= 1 (a Toeplitz band).
     for d in range(-lower, upper + 1):
-        diag = np.diagonal(mat, d)
-        if d >= 0:
-            ab[upper - d, d:] = diag
-        else:
-            ab[upper - d, : h + d] = diag
+        k = d - offset
+        ab[upper - d, max(d, 0) : h + min(d, 0)] = -pmf[k] if 0 <= k < size else 0.0
+    ab[upper] += 1.0
+    # Column 0 collects every step that would go to or below zero: P(Z <= -i).
+    rows = np.arange(lower + 1)
+    below = -rows - offset
+    cdf = np.cumsum(pmf)
+    ab[upper + rows, 0] = (rows == 0) - np.where(below >= 0, cdf[np.clip(below, 0, size - 1)], 0.0)
     arl = solve_banded((lower, upper), ab, np.ones(h), check_finite=False)
     return float(arl[0])
 

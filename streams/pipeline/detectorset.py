@@ -466,19 +466,11 @@ def _eval_score(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
         "arl0": ds.arl0 * s.evaluation_fraction,
         "shift": s.confidence_shift_sd,
         "reference_size": s.evaluation_warmup_events,
-        "resolution": s.confidence_shift_sd / SCORE_GRID,
     }
 
 
-SCORE_GRID: Final = 6
-"""Grid of the new score charts: shift / 6 keeps the reference value ``shift / 2`` on the
-grid (3 steps) and makes each exact calibration ~5x cheaper than confidence's shift / 10
-(measured: calibrations were most of the detect stage's CPU with ten per key)."""
-
-
 def _score(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
-    s = ds.settings
-    return _confidence(ds, ()) | {"metric": "", "resolution": s.confidence_shift_sd / SCORE_GRID}
+    return _confidence(ds, ()) | {"metric": ""}
 
 
 def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:

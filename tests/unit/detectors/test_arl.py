@@ -69,6 +69,37 @@ def test_general_lattice_agrees_with_bernoulli_solver() -> None:
     assert lattice_arl(pmf, -down, h) == pytest.approx(bernoulli_arl(up, down, h, p), rel=1e-9)
 
 
+def _dense_lattice_arl(pmf: np.ndarray, offset: int, h: int) -> float:
+    """The zero-state ARL from the definition: the full transition matrix over the
+    states 0 .. h-1, built entry by entry, and a dense solve of (I - P) L = 1."""
+    trans = np.zeros((h, h))
+    for i in range(h):
+        for j, p in enumerate(pmf):
+            nxt = max(0, i + offset + j)
+            if nxt < h:
+                trans[i, nxt] += p
+    return float(np.linalg.solve(np.eye(h) - trans, np.ones(h))[0])
+
+
+def test_banded_lattice_arl_matches_the_dense_chain() -> None:
+    rng = np.random.default_rng(7)
+    checked = 0
+    for _ in range(200):
+        size = int(rng.integers(2, 25))
+        offset = int(rng.integers(-24, 2))
+        h = int(rng.integers(1, 50))
+        pmf = rng.random(size)
+        pmf /= pmf.sum()
+        if offset + size - 1 <= 0:
+            continue  # never alarms: infinite ARL, a singular chain
+        expected = _dense_lattice_arl(pmf, offset, h)
+        if not 0 < expected < 1e9:
+            continue  # (I - P) is too ill-conditioned for either solve to be a reference
+        assert lattice_arl(pmf, offset, h) == pytest.approx(expected, rel=1e-8), (size, offset, h)
+        checked += 1
+    assert checked >= 50
+
+
 def test_simulated_run_lengths_match_exact_arl() -> None:
     """Run lengths of the running detector are i.i.d. with mean exactly the chain's ARL."""
     p0, p1, arl0 = 0.05, 0.10, 500.0
