@@ -7,7 +7,7 @@ STAMP := $(VENV)/.installed
 # Calibration solves small linear systems; on 2 busy cores BLAS threads thrash (~10x slower).
 export OPENBLAS_NUM_THREADS ?= 1
 
-.PHONY: install run test lint check bench lock kafka-up kafka-down clean
+.PHONY: install run test soak lint check bench lock kafka-up kafka-down clean
 
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,9 @@ run: install  ## run the service (starts a local broker when none is configured)
 test: install  ## all tests: unit tests on two processes, then the integration tests (one at a time, real local Kafka broker)
 	$(BIN)/pytest -n 2 tests/unit; unit=$$?; $(BIN)/pytest tests/integration; integration=$$?; \
 	  [ $$unit -eq 0 ] && [ $$integration -eq 0 ]
+
+soak: install  ## the long live runs kept out of `make test` for CI's time budget (about 20 minutes)
+	$(BIN)/pytest -m soak tests/integration
 
 lint: install  ## ruff (lint + format check) and mypy --strict
 	$(BIN)/ruff check .
