@@ -1,5 +1,10 @@
 """A 10x traffic burst on the real broker: consumer lag rises, then returns to normal.
 
+A soak run (``make soak``): four to eight minutes on 2 cores, more than CI's time budget
+holds. On a loaded CI machine the worker's pauses (threshold solves of keys that arm or
+retarget, issue #14) made its normal lag so high that the 10x stress level was not reached
+within :data:`MAX_BURST_S`.
+
 One ``sentinel run`` worker (web server on, so ``/metrics`` answers) first works through a
 couple of simulated hours of clean traffic published as fast as possible: its baselines
 are learned, and its throughput is measured. Normal traffic is a quarter of that
@@ -68,7 +73,12 @@ from tests.integration.traffic import AlertsReader, critical_marker, topic_for
 from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
-pytestmark = [pytest.mark.integration, pytest.mark.slow]
+pytestmark = [
+    pytest.mark.integration,
+    pytest.mark.slow,
+    pytest.mark.soak,
+    pytest.mark.timeout(1800),  # recovery may take RECOVERY_TIMEOUT_S
+]
 
 CAPACITY_SHARE = 0.25
 """Normal traffic as a share of the worker's measured throughput: well below it, and ten
