@@ -51,6 +51,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import faust
+from aiokafka.errors import IllegalStateError
 from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
@@ -232,7 +233,12 @@ class BatchConsumer(faust_aiokafka.Consumer):
         log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
         for tp in owned:
             committed = self._committed_offset.get(tp)
-            await self.seek(tp, committed if committed else 0)  # also sets _read_offset
+            try:
+                await self.seek(tp, committed if committed else 0)  # also sets _read_offset
+            except (IllegalStateError, AssertionError):
+                # aiokafka: the partition was revoked meanwhile (a rebalance began in the
+                # consumer thread); the next assignment positions it afresh.
+                log.info("not seeking back %s: no longer assigned", tp)
 
     async def _deliver(
         self,

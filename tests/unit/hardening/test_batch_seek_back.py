@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+from aiokafka.errors import IllegalStateError
 from aiokafka.structs import TopicPartition
 from faust.types import TP
 
@@ -20,24 +21,29 @@ class _ConsumerThread:
     seek. ``call_thread`` (work in the thread's event loop: aiokafka's network calls, which
     the fetch loop would wait for) fails the test."""
 
-    def __init__(self, assigned: set[TP]) -> None:
+    def __init__(self, assigned: set[TP], revoked_meanwhile: frozenset[TP] = frozenset()) -> None:
         self.assigned = assigned
+        self.revoked_meanwhile = revoked_meanwhile
         self.seeks: list[tuple[TP, int]] = []
 
     def assignment(self) -> set[TP]:
         return set(self.assigned)
 
     def seek(self, tp: TP, offset: int) -> None:
+        if tp in self.revoked_meanwhile:  # what aiokafka raises for an unassigned partition
+            raise IllegalStateError(f"No current assignment for partition {tp}")
         self.seeks.append((tp, offset))
 
     async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the seek-back waited on the consumer thread: {fun!r}{args!r}")
 
 
-def _consumer(assigned: set[TP]) -> tuple[Any, _ConsumerThread]:
+def _consumer(
+    assigned: set[TP], revoked_meanwhile: frozenset[TP] = frozenset()
+) -> tuple[Any, _ConsumerThread]:
     app = BatchApp("t-seek-back", broker="kafka://127.0.0.1:9")
     consumer: Any = app.consumer  # created, never started: no broker is contacted
-    thread = _ConsumerThread(assigned)
+    thread = _ConsumerThread(assigned, revoked_meanwhile)
     consumer._thread = thread
     return consumer, thread
 
@@ -70,3 +76,14 @@ def test_seek_back_leaves_the_partitions_to_faust_while_the_flow_is_stopped() ->
     asyncio.run(consumer._seek_back([TopicPartition("t.in", 0)]))
 
     assert thread.seeks == []
+
+
+def test_seek_back_skips_a_partition_revoked_while_it_seeks() -> None:
+    first, revoked, last = (TP("t.in", p) for p in range(3))
+    consumer, thread = _consumer({first, revoked, last}, revoked_meanwhile=frozenset({revoked}))
+    consumer._committed_offset[last] = 40
+
+    fetched = [TopicPartition(tp.topic, tp.partition) for tp in (first, revoked, last)]
+    asyncio.run(consumer._seek_back(fetched))
+
+    assert thread.seeks == [(first, 0), (last, 40)]
