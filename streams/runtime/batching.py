@@ -52,10 +52,11 @@ from typing import Any, ClassVar, Final
 
 import faust
 from aiokafka.errors import IllegalStateError
-from faust.transport.drivers import aiokafka as faust_aiokafka
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
+
+from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport
 
 log = logging.getLogger(__name__)
 
@@ -116,8 +117,9 @@ def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
     return msg
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches."""
+class BatchConsumer(GuardedConsumer):
+    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches;
+    its consumer thread pauses partitions it cannot decode (:mod:`streams.runtime.fetch_guard`)."""
 
     _seek_epoch: int = 0
 
@@ -323,8 +325,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._read_offset[tp] = offset
 
 
-class BatchTransport(faust_aiokafka.Transport):
-    """faust's aiokafka transport with :class:`BatchConsumer`."""
+class BatchTransport(GuardedTransport):
+    """faust's aiokafka transport with :class:`BatchConsumer` and a fetch guard."""
 
     Consumer: ClassVar[type[Any]] = BatchConsumer
 
