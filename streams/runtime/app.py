@@ -60,9 +60,8 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
         stream_buffer_maxsize=32_768,
     )
     # A batch that cannot be decoded pauses its partition instead of crashing the worker.
-    # The guard replaces the transport, so it and the batch ingress (which brings its own
-    # transport, off by default) are exclusive for now: with worker.batch_ingress on, an
-    # undecodable batch is not guarded (docs/operations.md).
+    # The batch ingress's transport is guarded itself; the per-record app gets the guard
+    # by replacing its transport.
     if not worker.batch_ingress:
         install_fetch_guard(app)
     return app

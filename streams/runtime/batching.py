@@ -51,10 +51,12 @@ from dataclasses import dataclass
 from typing import Any, ClassVar, Final
 
 import faust
-from faust.transport.drivers import aiokafka as faust_aiokafka
+from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
+
+from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +117,9 @@ def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
     return msg
 
 
-class BatchConsumer(faust_aiokafka.Consumer):
-    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches."""
+class BatchConsumer(GuardedConsumer):
+    """faust's aiokafka consumer with a fetch loop that delivers batch topics as batches;
+    its consumer thread pauses partitions it cannot decode (:mod:`streams.runtime.fetch_guard`)."""
 
     _seek_epoch: int = 0
 
@@ -206,32 +209,38 @@ class BatchConsumer(faust_aiokafka.Consumer):
 
     async def _seek_back(self, tps: Iterable[TP]) -> None:
         """Records of ``tps`` were fetched and dropped: seek those partitions back to their
-        committed offsets (the beginning when nothing was committed yet: aiokafka's
-        ``seek_to_committed`` leaves such a partition where it is), so that the records are
-        fetched again. While the flow is stopped (a rebalance) nothing is done here: faust
-        seeks every source partition to its committed offset before it resumes. Only
-        batch-topic partitions come here: changelog partitions belong
-        to faust's recovery, which positions them itself."""
+        committed offsets (offset 0 when nothing was committed yet: the group starts at the
+        beginning, ``consumer_auto_offset_reset = "earliest"``, and aiokafka moves an offset
+        below the log start to the log start), so that the records are fetched again. While
+        the flow is stopped (a rebalance) nothing is done here: faust seeks every source
+        partition to its committed offset before it resumes. Only batch-topic partitions
+        come here: changelog partitions belong to faust's recovery, which positions them
+        itself.
+
+        The offsets are faust's own record of what is committed (``_committed_offset``:
+        filled by ``perform_seek`` at every assignment, advanced by every commit) and the
+        seeks are local (:meth:`seek`, as faust's own seeks): no request to the broker and
+        nothing awaited in the consumer thread, and every partition keeps a valid position.
+        The fetch loop waits for this method, so it must not wait on the network: it used
+        aiokafka's ``seek_to_committed`` (an OffsetFetch per partition) and
+        ``seek_to_beginning`` (which leaves the partitions without a position until a
+        ListOffsets round trip resets them), and test_batch_ingress's last worker fetched
+        nothing after its first seek-back; a partition without a position also crashed
+        faust's livelock detector (``verify_event_path`` reads aiokafka's ``position``)."""
         if not self.flow_active or self.should_stop:
             return  # a rebalance is on: faust seeks every source partition before resuming
-        owned = [tp for tp in tps if tp in self.assignment()]
+        owned = [TP(tp.topic, tp.partition) for tp in tps if tp in self.assignment()]
         if not owned:
             return
         log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
-        self._seek_epoch += 1
-        thread: Any = self._thread
-        client = thread._ensure_consumer()
-        try:
-            committed = await thread.call_thread(client.seek_to_committed, *owned)
-            fresh = [tp for tp, offset in committed.items() if not offset]
-            if fresh:
-                await thread.call_thread(client.seek_to_beginning, *fresh)
-        except Exception as exc:  # e.g. a rebalance began meanwhile
-            log.warning("seeking back %s failed (%r); seeking all to committed", owned, exc)
-            await self.perform_seek()
-            return
-        for tp, offset in committed.items():
-            self._read_offset[tp] = offset if offset else None
+        for tp in owned:
+            committed = self._committed_offset.get(tp)
+            try:
+                await self.seek(tp, committed if committed else 0)  # also sets _read_offset
+            except (IllegalStateError, AssertionError):
+                # aiokafka: the partition was revoked meanwhile (a rebalance began in the
+                # consumer thread); the next assignment positions it afresh.
+                log.info("not seeking back %s: no longer assigned", tp)
 
     async def _deliver(
         self,
@@ -316,8 +325,8 @@ class BatchConsumer(faust_aiokafka.Consumer):
             self._read_offset[tp] = offset
 
 
-class BatchTransport(faust_aiokafka.Transport):
-    """faust's aiokafka transport with :class:`BatchConsumer`."""
+class BatchTransport(GuardedTransport):
+    """faust's aiokafka transport with :class:`BatchConsumer` and a fetch guard."""
 
     Consumer: ClassVar[type[Any]] = BatchConsumer
 

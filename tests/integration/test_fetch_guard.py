@@ -55,9 +55,12 @@ def _send(bootstrap: str, topic: str, partition: int, ids: list[str], **kw: obje
 
 
 @pytest.mark.timeout(420)
+@pytest.mark.parametrize("batch_ingress", [False, True], ids=["per-record", "batch"])
 def test_an_undecodable_batch_pauses_its_partition_and_loses_nothing(
-    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path, batch_ingress: bool
 ) -> None:
+    worker = service_settings.worker.model_copy(update={"batch_ingress": batch_ingress})
+    service_settings = service_settings.model_copy(update={"worker": worker})
     t = service_settings.topics
     validated = ingress_topics(kafka_broker.bootstrap, service_settings)
     before = [f"fg-before-{i:02d}" for i in range(10)]
