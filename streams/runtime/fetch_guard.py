@@ -13,7 +13,8 @@ The policy, for the worker's faust consumer (:class:`GuardedTransport`):
   position stays where the failed fetch began: records of it that came in the same fetch
   response, before the batch, wait with it (aiokafka gives none of a failed fetch out).
   Records of other partitions taken out of the same fetch are put back (their positions
-  are reset), so nothing is skipped;
+  are reset; a partition first positioned during the failed call goes back to its
+  committed offset), so nothing is skipped;
 * ``/readyz`` answers 503 with ``undecodable_partitions`` (topic, partition, offset,
   error); ``sentinel_fetch_undecodable_partitions`` (gauge, labels topic, partition) and
   ``sentinel_fetch_undecodable_total`` (counter) are on ``/metrics``; one ERROR log line per
@@ -165,12 +166,21 @@ class GuardedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         self, consumer: Any, tp: Any, offset: int, before: dict[Any, int], exc: BaseException
     ) -> None:
         # Records drained from other partitions in the failed call were never returned:
-        # put their positions back so they are fetched again.
+        # put their positions back so they are fetched again. A partition that had no
+        # position when the call began (a fresh assignment) got one while it waited and
+        # may have been drained too: it goes back to faust's committed offset (0 when none:
+        # below the log start, aiokafka resets it to the earliest record).
         fetcher = consumer._fetcher
         states = consumer._subscription.subscription.assignment
-        for other, position in before.items():
+        committed = getattr(self.consumer, "_committed_offset", {})
+        for other in states.tps:
             state = states.state_value(other)
-            if state is not None and state.has_valid_position and state.position != position:
+            if other == tp or state is None or not state.has_valid_position:
+                continue
+            position = before.get(other)
+            if position is None:
+                position = committed.get(other) or 0
+            if state.position != position:
                 fetcher.seek_to(other, position)
         consumer.pause(tp)  # aiokafka's pause: no more fetches; faust's sets stay as they are
         fetcher._records.pop(tp, None)
