@@ -221,12 +221,11 @@ class BatchConsumer(GuardedConsumer):
         filled by ``perform_seek`` at every assignment, advanced by every commit) and the
         seeks are local (:meth:`seek`, as faust's own seeks): no request to the broker and
         nothing awaited in the consumer thread, and every partition keeps a valid position.
-        The fetch loop waits for this method, so it must not wait on the network: it used
-        aiokafka's ``seek_to_committed`` (an OffsetFetch per partition) and
-        ``seek_to_beginning`` (which leaves the partitions without a position until a
-        ListOffsets round trip resets them), and test_batch_ingress's last worker fetched
-        nothing after its first seek-back; a partition without a position also crashed
-        faust's livelock detector (``verify_event_path`` reads aiokafka's ``position``)."""
+        The fetch loop waits for this method, so it must not wait on the network (aiokafka's
+        ``seek_to_committed`` retries its OffsetFetch forever), and no partition may be left
+        without a position (``seek_to_beginning`` does that until a ListOffsets round trip,
+        and faust's livelock detector, ``verify_event_path``, fails on it); see
+        docs/validation.md, "Hot path in batches"."""
         if not self.flow_active or self.should_stop:
             return  # a rebalance is on: faust seeks every source partition before resuming
         owned = [TP(tp.topic, tp.partition) for tp in tps if tp in self.assignment()]
