@@ -56,7 +56,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
-from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport
+from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport, reread_offset
 
 log = logging.getLogger(__name__)
 
@@ -233,9 +233,9 @@ class BatchConsumer(GuardedConsumer):
             return
         log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
         for tp in owned:
-            committed = self._committed_offset.get(tp)
             try:
-                await self.seek(tp, committed if committed else 0)  # also sets _read_offset
+                # also sets _read_offset
+                await self.seek(tp, reread_offset(self._committed_offset, tp))
             except (IllegalStateError, AssertionError):
                 # aiokafka: the partition was revoked meanwhile (a rebalance began in the
                 # consumer thread); the next assignment positions it afresh.

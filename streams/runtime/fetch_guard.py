@@ -35,6 +35,7 @@ import gzip
 import logging
 import threading
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -116,6 +117,14 @@ def fetch_guard_for(app: Any) -> FetchGuard | None:
     return guard if isinstance(guard, FetchGuard) else None
 
 
+def reread_offset(committed: Mapping[Any, int | None], tp: Any) -> int:
+    """Where a partition whose fetched records were dropped is read again: faust's
+    committed offset (``Consumer._committed_offset``), or 0 when nothing was committed
+    (below the log start, aiokafka moves it to the earliest record, as the group's
+    ``auto_offset_reset = earliest`` would)."""
+    return committed.get(tp) or 0
+
+
 def _failed_partition(fetcher: Any) -> tuple[Any, int] | None:
     """The partition whose buffered fetch result just failed to decode, and the offset of
     the first record it did not yield. A decode error leaves that result's record
@@ -168,8 +177,7 @@ class GuardedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
         # Records drained from other partitions in the failed call were never returned:
         # put their positions back so they are fetched again. A partition that had no
         # position when the call began (a fresh assignment) got one while it waited and
-        # may have been drained too: it goes back to faust's committed offset (0 when none:
-        # below the log start, aiokafka resets it to the earliest record).
+        # may have been drained too: it goes back to faust's committed offset.
         fetcher = consumer._fetcher
         states = consumer._subscription.subscription.assignment
         committed = getattr(self.consumer, "_committed_offset", {})
@@ -179,7 +187,7 @@ class GuardedConsumerThread(faust_aiokafka.AIOKafkaConsumerThread):
                 continue
             position = before.get(other)
             if position is None:
-                position = committed.get(other) or 0
+                position = reread_offset(committed, other)
             if state.position != position:
                 fetcher.seek_to(other, position)
         consumer.pause(tp)  # aiokafka's pause: no more fetches; faust's sets stay as they are
