@@ -45,7 +45,11 @@ from detectors.base import Detector, Signal
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import POOLED, HarmRate
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
-from detectors.rate import AdaptiveDownvoteSpike, AdaptivePromptInjectionRate
+from detectors.rate import (
+    BASELINE_CONFIDENCE,
+    AdaptiveDownvoteSpike,
+    AdaptivePromptInjectionRate,
+)
 from streams.pipeline import budget
 
 WEEK_S = budget.WEEK_S
@@ -203,19 +207,24 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
             changed="toxicity",
         )
     )
-    out.append(
-        Kind(
-            "confidence",
-            3,
-            lambda a: ConfidenceShift(arl0=a / 3, shift=0.5, reference_size=1000),
-            _confidence(0.0),
-            _confidence(0.5),
-            _many,
-            lambda a: gaussian_cusum_delay(0.5, a),
-            split=lambda s: f"{s.direction.value}:{s.feature or 'mean'}",
-            changed="up:mean",
+    # The mean charts' thresholds allow for the estimated reference mean (the default);
+    # "no margin" is the chart designed on the estimate itself, the baseline of that rule.
+    for label, conf in (("confidence", BASELINE_CONFIDENCE), ("confidence, no margin", 0.5)):
+        out.append(
+            Kind(
+                label,
+                3,
+                lambda a, conf=conf: ConfidenceShift(  # type: ignore[misc]
+                    arl0=a / 3, shift=0.5, reference_size=1000, baseline_confidence=conf
+                ),
+                _confidence(0.0),
+                _confidence(0.5),
+                _many,
+                lambda a: gaussian_cusum_delay(0.5, a),
+                split=lambda s: f"{s.direction.value}:{s.feature or 'mean'}",
+                changed="up:mean",
+            )
         )
-    )
     for name, cls, gen, kw in (
         ("drift numeric", NumericDrift, _numeric, {"features": ("a", "b", "c")}),
         ("drift categorical", CategoricalDrift, _categorical, {"features": ("locale",)}),

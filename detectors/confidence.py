@@ -19,6 +19,7 @@ tests share the false-alarm budget equally (false-alarm rates add, so each runs 
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 from typing import Any, ClassVar
 
 import numpy as np
@@ -26,7 +27,7 @@ import numpy as np
 from detectors.arl import lattice_threshold
 from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
-from detectors.rate import DEFAULT_ARL0
+from detectors.rate import BASELINE_CONFIDENCE, DEFAULT_ARL0
 
 __all__ = ["ConfidenceShift"]
 
@@ -47,6 +48,13 @@ class ConfidenceShift(Detector[float]):
     window, stride
         Window length and test spacing of the distribution test (stride default
         ``window // 4``).
+    baseline_confidence
+        The reference mean is an estimate (standard error ``1 / sqrt(reference_size)``
+        reference standard deviations), and a chart designed on a mean that came out on
+        the wrong side alarms far sooner than its ARL0 (the estimated-parameter effect).
+        Each direction's threshold is therefore solved as if the mean were that many
+        standard errors towards its alarm: the one-sided bound at this confidence, as the
+        learned-rate charts do (:data:`detectors.rate.BASELINE_CONFIDENCE`).
     resolution
         Grid of the CUSUM increments, in standard deviations (default ``shift / 4``:
         the reference value ``shift / 2`` is two steps, rounding adds a variance of
@@ -72,7 +80,11 @@ class ConfidenceShift(Detector[float]):
         window: int = 200,
         stride: int | None = None,
         resolution: float | None = None,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
+        if not 0.5 <= baseline_confidence < 1.0:
+            raise ValueError("baseline_confidence must be in [0.5, 1)")
+        self.baseline_confidence = baseline_confidence
         self.arl0 = arl0
         self.shift = shift
         self.reference_size = reference_size
@@ -190,13 +202,16 @@ class ConfidenceShift(Detector[float]):
         self._mu = float(ref.mean())
         self._sigma = max(float(ref.std(ddof=1)), 1e-9)
         self._kq = max(1, round(self.shift / 2 / self._res))
-        zq = np.rint((ref - self._mu) / self._sigma / self._res).astype(np.int64)
+        z = (ref - self._mu) / self._sigma
+        # The mean's upper confidence bound towards each alarm, in standard deviations:
+        # rounding z + margin onto the grid moves the increments' mean by the margin.
+        margin = NormalDist().inv_cdf(self.baseline_confidence) / math.sqrt(ref.size)
         # Wald/Siegmund-style start for the search: h ~ ln(2 k^2 arl0) / (2 k).
         k = self._kq * self._res
         guess = max(1, int(math.log(2 * k * k * self.arl0 * _N_TESTS + 1) / (2 * k) / self._res))
         self._pmf = []
         for sign in (1, -1):
-            inc = sign * zq - self._kq
+            inc = np.rint((sign * z + margin) / self._res).astype(np.int64) - self._kq
             lo = int(inc.min())
             pmf = np.bincount(inc - lo).astype(np.float64) / inc.size
             self._pmf.append([float(lo), *pmf.tolist()])

@@ -366,6 +366,7 @@ class _ScoreShift(ConfidenceShift):
         window: int = 200,
         stride: int | None = None,
         resolution: float | None = None,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
     ) -> None:
         self.metric = metric
         super().__init__(
@@ -375,6 +376,7 @@ class _ScoreShift(ConfidenceShift):
             window=window,
             stride=stride,
             resolution=resolution,
+            baseline_confidence=baseline_confidence,
         )
 
     def _transform(self, x: float) -> float:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detectors.confidence import ConfidenceShift
 from detectors.coverage import HarmRate
 from detectors.rate import BernoulliCusum
 
@@ -42,3 +43,29 @@ def test_update_columns_equals_update_per_mapping() -> None:
     assert seq == vec
     assert seq
     assert one.get_state() == many.get_state()
+
+
+def test_the_mean_charts_allow_for_the_estimated_reference_mean() -> None:
+    """The thresholds are solved as if the mean were 1.645 standard errors towards each
+    alarm: the calibrated increments move by that margin and the thresholds rise."""
+    ref = np.random.default_rng(5).normal(0.7, 0.1, 1000)
+    charts = {}
+    for conf in (0.5, 0.95):
+        det = ConfidenceShift(arl0=1e5, reference_size=ref.size, baseline_confidence=conf)
+        for x in ref:
+            det.update(float(x))
+        charts[conf] = det
+    res = charts[0.5]._res
+
+    def mean(stored: list[float]) -> float:
+        pmf = np.asarray(stored[1:])
+        return float((np.arange(pmf.size) + stored[0]) @ pmf) * res
+
+    margin = 1.645 / np.sqrt(ref.size)
+    for direction in (0, 1):
+        moved = mean(charts[0.95]._pmf[direction]) - mean(charts[0.5]._pmf[direction])
+        assert moved == pytest.approx(margin, abs=0.01)
+    assert charts[0.95]._h_up > charts[0.5]._h_up
+    assert charts[0.95]._h_down > charts[0.5]._h_down
+    with pytest.raises(ValueError, match="baseline_confidence"):
+        ConfidenceShift(baseline_confidence=0.4)
