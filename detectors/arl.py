@@ -28,7 +28,8 @@ import functools
 import itertools
 import math
 from array import array
-from collections.abc import Iterator
+from collections import OrderedDict
+from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -208,7 +209,13 @@ def _down1_arls(up: int, p: float) -> Iterator[float]:
         m += 1
 
 
-def _search(arl_of: functools.partial[float], target: float, start: int, slope: float = 0.0) -> int:
+def _search(
+    arl_of: functools.partial[float],
+    target: float,
+    start: int,
+    slope: float = 0.0,
+    known: dict[int, float] | None = None,
+) -> int:
     """Smallest integer ``h >= 1`` with ``arl_of(h) >= target`` (the ARL increases with h).
 
     ``ln ARL(h)`` is close to linear in ``h`` (the ARL grows like ``e^{r h}``), so a secant
@@ -216,13 +223,40 @@ def _search(arl_of: functools.partial[float], target: float, start: int, slope: 
     answer; a bracket ``lo < answer <= hi`` is kept throughout and bisection takes over
     whenever the secant step would leave it. ``slope`` (d ln ARL / dh, if known) makes
     the first step a Newton step. Typically 3-6 linear solves.
+
+    ``known``: the ARLs already solved for this chain (:func:`_chain_arls`), read and
+    extended. A key's run length moves between a few targets as its traffic follows the
+    daily cycle; with them the bracket often closes with no solve, and otherwise the
+    secant starts from the two known points nearest the target (one or two solves).
     """
     log_target = math.log(target)
+    known = {} if known is None else known
+
+    def f_of(h: int) -> float:
+        arl = known.get(h)
+        if arl is None:
+            arl = known[h] = arl_of(h)
+        return math.log(arl) - log_target
+
     lo, hi = 0, 0  # ARL(0) = 1 < target; hi = 0 means "no upper bracket yet"
+    for h_known, arl in known.items():
+        if arl >= target:
+            hi = h_known if not hi else min(hi, h_known)
+        else:
+            lo = max(lo, h_known)
+    if hi and hi - lo <= 1:
+        return hi
     points: list[tuple[int, float]] = []
     h = max(1, start)
+    if len(known) >= 2:
+        near = sorted(known, key=lambda k: abs(math.log(known[k]) - log_target))[:2]
+        points = [(k, math.log(known[k]) - log_target) for k in reversed(near)]
+        (h0, f0), (h1, f1) = points
+        if math.isfinite(f0) and math.isfinite(f1) and f1 != f0:
+            h = round(h1 - f1 * (h1 - h0) / (f1 - f0))
+        h = max(h, lo + 1) if not hi else min(max(h, lo + 1), hi - 1)
     while True:
-        f = math.log(arl_of(h)) - log_target
+        f = f_of(h)
         if f >= 0:
             hi = h if not hi else min(hi, h)
         else:
@@ -250,6 +284,26 @@ def _search(arl_of: functools.partial[float], target: float, start: int, slope: 
         else:
             cand = min(max(cand, lo + 1), hi - 1)
         h = cand
+
+
+MAX_CHAINS = 4096
+"""Chains whose solved ARLs are kept (least recently used dropped): up to about 2 KB each
+(a score chart's key holds its increment distribution), under 10 MB in all."""
+
+_CHAINS: OrderedDict[Hashable, dict[int, float]] = OrderedDict()
+
+
+def _chain_arls(key: Hashable) -> dict[int, float]:
+    """The ARLs solved so far (threshold -> ARL) for the chain ``key`` (a lattice and rate,
+    or an increment distribution), kept for later searches on the same chain."""
+    arls = _CHAINS.get(key)
+    if arls is None:
+        arls = _CHAINS[key] = {}
+        if len(_CHAINS) > MAX_CHAINS:
+            _CHAINS.popitem(last=False)
+    else:
+        _CHAINS.move_to_end(key)
+    return arls
 
 
 def _wald_h(arl0: float, kl: float) -> float:
@@ -300,9 +354,10 @@ def add_thresholds(entries: dict[ThresholdKey, int]) -> None:
 
 
 def clear_thresholds() -> None:
-    """Forget every solved threshold (tests, benchmarks of the solve itself)."""
+    """Forget every solved threshold and ARL (tests, benchmarks of the solve itself)."""
     _THRESHOLDS.clear()
     _down1_sequence.cache_clear()
+    _CHAINS.clear()
 
 
 RATE_GRID_STEPS = 32
@@ -344,8 +399,9 @@ def _bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None) 
         # the banded solves of the search took seconds and gigabytes (see _down1_arls).
         return _down1_threshold(lat.up, rate, arl0)
     arl_of = functools.partial(_bern_arl_h, lat.up, lat.down, rate)
+    known = _chain_arls(("bernoulli", lat.up, lat.down, rate))
     # At the design rate the LLR CUSUM's ARL grows like e^h (h in nats).
-    return _search(arl_of, arl0, start, slope=lat.unit)
+    return _search(arl_of, arl0, start, slope=lat.unit, known=known)
 
 
 class _Down1Arls:
@@ -445,7 +501,7 @@ def lattice_threshold(pmf: NDArray[np.float64], offset: int, arl0: float, start:
     if mean >= 0:
         raise ValueError("the increments must drift downwards under the reference")
     arl_of = functools.partial(_lattice_arl_h, pmf, offset)
-    return _search(arl_of, arl0, start)
+    return _search(arl_of, arl0, start, known=_chain_arls(("lattice", offset, pmf.tobytes())))
 
 
 def _lattice_arl_h(pmf: NDArray[np.float64], offset: int, h: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import tracemalloc
@@ -13,6 +14,7 @@ from detectors.arl import (
     SPARSE_ABOVE,
     _banded_arl,
     _down1_arls,
+    _search,
     _sparse_arl,
     bernoulli_arl,
     bernoulli_cusum_delay,
@@ -189,3 +191,32 @@ def test_sparse_solve_matches_the_banded_solve(up: int, down: int, h: int, p: fl
     assert _sparse_arl(up, down, h, p) == pytest.approx(_banded_arl(up, down, h, p), rel=1e-7)
     # Below the size where it pays, bernoulli_arl keeps the banded solve.
     assert (h * up > SPARSE_ABOVE) == (up > 100)
+
+
+def test_searches_on_one_chain_reuse_its_solved_arls() -> None:
+    """A key's run length moves between a few targets as its traffic cycles: later searches
+    on the same chain start from the ARLs already solved and agree with a fresh search."""
+    calls: list[int] = []
+
+    def counted(up: int, down: int, p: float, h: int) -> float:
+        calls.append(h)
+        return bernoulli_arl(up, down, h, p)
+
+    lat = bernoulli_lattice(0.02, 0.04)
+    assert lat.down > 1
+    arl_of = functools.partial(counted, lat.up, lat.down, 0.02)
+    known: dict[int, float] = {}
+    targets = [1e5 * 2 ** (k / 4) for k in (0, 2, 4, 2, 0, 6)]
+    found = []
+    for i, target in enumerate(targets):
+        before = len(calls)
+        found.append(_search(arl_of, target, 1, known=known))
+        if target in targets[:i]:
+            assert len(calls) == before  # a target seen before: no solve
+        elif i > 0:
+            assert len(calls) - before <= 3  # from the nearest solved points
+    fresh = [_search(functools.partial(counted, lat.up, lat.down, 0.02), t, 1) for t in targets]
+    assert found == fresh
+    for h, target in zip(found, targets, strict=True):
+        assert bernoulli_arl(lat.up, lat.down, h, 0.02) >= target
+        assert bernoulli_arl(lat.up, lat.down, h - 1, 0.02) < target
