@@ -167,33 +167,30 @@ def _embedding(rng: np.random.Generator, n: int) -> list[list[float]]:
     return rng.normal(0, 1, (n, 8)).tolist()  # type: ignore[no-any-return]
 
 
+def _rate(name: str, p: float, build: Callable[[float], Detector[Any]]) -> Kind:
+    """A one-test rate kind at base rate ``p``, shifted to ``2p``; its oracle is the
+    Bernoulli CUSUM's exact delay for that shift."""
+    return Kind(
+        f"{name} p={p:g}",
+        1,
+        build,
+        _bern(p),
+        _bern(2 * p),
+        _many,
+        lambda a: bernoulli_cusum_delay(p, 2 * p, a),
+    )
+
+
 def kinds(rate_scale: float = 1.0) -> list[Kind]:
     """The detector kinds of the routing plan, at realistic rare rates."""
-    out: list[Kind] = []
-    for p in (0.01, 0.03):
-        out.append(
-            Kind(
-                f"downvote p={p:g}",
-                1,
-                lambda a: AdaptiveDownvoteSpike(arl0=a, warmup=300),
-                _bern(p),
-                _bern(2 * p),
-                _many,
-                lambda a, p=p: bernoulli_cusum_delay(p, 2 * p, a),  # type: ignore[misc]
-            )
-        )
-    for p in (0.001, 0.003, 0.01):
-        out.append(
-            Kind(
-                f"injection p={p:g}",
-                1,
-                lambda a: AdaptivePromptInjectionRate(arl0=a, warmup=1000),
-                _bern(p),
-                _bern(2 * p),
-                _many,
-                lambda a, p=p: bernoulli_cusum_delay(p, 2 * p, a),  # type: ignore[misc]
-            )
-        )
+    out = [
+        _rate("downvote", p, lambda a: AdaptiveDownvoteSpike(arl0=a, warmup=300))
+        for p in (0.01, 0.03)
+    ]
+    out += [
+        _rate("injection", p, lambda a: AdaptivePromptInjectionRate(arl0=a, warmup=1000))
+        for p in (0.001, 0.003, 0.01)
+    ]
     out.append(
         Kind(
             "harm (4 categories + pooled)",

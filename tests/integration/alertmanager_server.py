@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from streams.devtools.broker import free_port
+from tests.integration.workers import REPO, stop_process
 
-REPO = Path(__file__).resolve().parents[2]
 VERSION = "v0.35.0"
 
 
@@ -88,12 +88,7 @@ def alertmanager(tmp: Path, *, resolve_timeout_s: int) -> Iterator[str]:
             time.sleep(0.2)
         yield url
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_process(proc, grace_s=20)
         log.close()
 
 

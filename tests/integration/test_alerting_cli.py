@@ -19,7 +19,6 @@ from pathlib import Path
 from signal import SIGTERM
 
 import pytest
-from kafka import KafkaProducer
 
 from alerting.containment import ModelContainment
 from alerting.delivery import FailedDelivery
@@ -31,9 +30,11 @@ from detectors.base import SignalKind
 from streams.cli.main import main
 from streams.cli.ops import EXIT_DEAD_LETTERS
 from streams.kafka.topics import read_topic_to_end
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from tests.conftest import KafkaBroker
+from tests.integration.incidents import publish_incidents, publish_records, three_incidents
 from tests.integration.webhook_receiver import Recorder, serve
+from tests.integration.workers import use_settings_env
 from tests.unit.alerting.helpers import (
     PLAYBOOK_DIR,
     T0,
@@ -64,13 +65,11 @@ def webhook(recorder: Recorder) -> Iterator[str]:
 @pytest.fixture
 def cli_env(service_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
     """The test's settings as SENTINEL_* variables, as a deployment would set them."""
-    for name in ("SENTINEL_CONFIG", "SENTINEL_BROKER", "SENTINEL_NOTIFY_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    for key, value in settings_env(service_settings).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("SENTINEL_DETECTION__PLAYBOOKS_DIR", str(PLAYBOOK_DIR))
-    monkeypatch.setenv("SENTINEL_NOTIFY_WEBHOOK_SECRET", SECRET)
-    return service_settings
+    extra = {
+        "SENTINEL_DETECTION__PLAYBOOKS_DIR": str(PLAYBOOK_DIR),
+        "SENTINEL_NOTIFY_WEBHOOK_SECRET": SECRET,
+    }
+    return use_settings_env(monkeypatch, service_settings, extra)
 
 
 @pytest.fixture
@@ -84,29 +83,6 @@ def notify_file(tmp_path: Path) -> Path:
     return path
 
 
-def _incident_events() -> list[IncidentEvent]:
-    """Two incidents with playbook containment and one without, then all resolved."""
-    eng = IncidentEngine(policy(), playbooks())
-    out: list[IncidentEvent] = []
-    out += eng.observe(detection(T0, sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm")))
-    out += eng.observe(detection(T0 + minutes(1), model="faq-bot"))  # downvote_rate
-    out += eng.observe(detection(T0 + minutes(2), sig=signal(SignalKind.INPUT_DRIFT)))
-    return out
-
-
-def _publish(bootstrap: str, topic: str, items: list[tuple[bytes | None, bytes]]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for key, value in items:
-            producer.send(topic, key=key, value=value).get(timeout=30)
-    finally:
-        producer.close(timeout=10)
-
-
-def _publish_events(bootstrap: str, topic: str, events: list[IncidentEvent]) -> None:
-    _publish(bootstrap, topic, [(e.key(), e.to_json_bytes()) for e in events])
-
-
 @pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
 def test_notify_webhook_delivers_every_incident_once_through_an_outage(
     kafka_broker: KafkaBroker,
@@ -116,11 +92,11 @@ def test_notify_webhook_delivers_every_incident_once_through_an_outage(
     notify_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    events = _incident_events()
+    events = three_incidents()
     assert len(events) == 3
     # at-least-once upstream: the first event twice; and one poison record
-    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, [*events, events[0]])
-    _publish(kafka_broker.bootstrap, cli_env.topics.alerts, [(b"x", b"{not an incident")])
+    publish_incidents(kafka_broker.bootstrap, cli_env.topics.alerts, [*events, events[0]])
+    publish_records(kafka_broker.bootstrap, cli_env.topics.alerts, [(b"x", b"{not an incident")])
 
     rc = main(
         [
@@ -171,8 +147,8 @@ def test_notify_dead_letters_permanent_failures(
 ) -> None:
     rec = Recorder(SECRET.encode(), always=422, error_body=b"bad payload:\nno 'summary'\x00\n")
     with serve(rec, "/") as url:
-        events = _incident_events()[:2]
-        _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
+        events = three_incidents()[:2]
+        publish_incidents(kafka_broker.bootstrap, cli_env.topics.alerts, events)
         rc = main(["notify", "--sink", "webhook", "--url", url,
                    "--config-file", str(notify_file), "--until-idle", "3",
                    "--max-seconds", "40"])  # fmt: skip
@@ -195,8 +171,8 @@ def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     cli_env: Settings,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    events = _incident_events()
-    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
+    events = three_incidents()
+    publish_incidents(kafka_broker.bootstrap, cli_env.topics.alerts, events)
     bounded = ["--until-idle", "3", "--max-seconds", "15"]
 
     assert main(["contain", "--dry-run"]) == 0  # ends by itself once the plan is shown
@@ -229,7 +205,7 @@ def test_contain_dry_run_publishes_nothing_then_contain_and_status(
     resolved = IncidentEngine(policy(), playbooks())
     resolved.observe(detection(T0, sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm")))
     [res] = [e for e in resolved.tick(T0 + minutes(300)) if e.incident_id == events[0].incident_id]
-    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, [res])
+    publish_incidents(kafka_broker.bootstrap, cli_env.topics.alerts, [res])
     assert main(["contain", *bounded]) == 0
     assert main(["status"]) == 0
     out, _ = capsys.readouterr()
@@ -247,10 +223,10 @@ def test_status_shows_each_incidents_delivery_per_sink_and_the_worker_lag(
     notify_file: Path,
     capsys: pytest.CaptureFixture[str],
 ) -> None:
-    events = _incident_events()
-    _publish_events(kafka_broker.bootstrap, cli_env.topics.alerts, events)
+    events = three_incidents()
+    publish_incidents(kafka_broker.bootstrap, cli_env.topics.alerts, events)
     # two events no worker has read: the worker group's lag
-    _publish(kafka_broker.bootstrap, cli_env.topics.inputs, [(None, b"{}"), (None, b"{}")])
+    publish_records(kafka_broker.bootstrap, cli_env.topics.inputs, [(None, b"{}"), (None, b"{}")])
     bounded = ["--config-file", str(notify_file), "--until-idle", "2", "--max-seconds", "30"]
     # the webhook fails its first requests: the first event is retried, then delivered
     assert main(["notify", "--sink", "webhook", "--url", webhook, *bounded]) == 0

@@ -11,7 +11,6 @@ and that dead letter keeps Alertmanager's reason and makes the exit status non-z
 
 from __future__ import annotations
 
-import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -20,7 +19,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaProducer
 
 from alerting.delivery import FailedDelivery
 from alerting.engine import IncidentEngine
@@ -37,7 +35,8 @@ from streams.kafka.topics import read_topic_to_end
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.alertmanager_server import active_alerts, alertmanager
-from tests.integration.workers import REPO, child_env, process_group
+from tests.integration.incidents import publish_incidents
+from tests.integration.workers import child_env, process_group, run_captured
 from tests.unit.alerting.helpers import detection, playbooks, policy
 from tests.unit.alerting.helpers import signal as make_signal
 
@@ -54,14 +53,6 @@ def _notify_cmd(url: str, config: Path, *extra: str) -> list[str]:
     code = "import sys; from streams.cli.main import main; sys.exit(main())"
     return [sys.executable, "-c", code, "notify", "--sink", *extra, "--url", url,
             "--config-file", str(config)]  # fmt: skip
-
-
-def _publish(bootstrap: str, topic: str, event: IncidentEvent) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        producer.send(topic, key=event.key(), value=event.to_json_bytes()).get(timeout=30)
-    finally:
-        producer.close(timeout=10)
 
 
 def _lifecycle() -> tuple[IncidentEvent, IncidentEvent, IncidentEvent]:
@@ -123,7 +114,7 @@ def test_fire_escalate_hold_restart_resolve(
         cmd = _notify_cmd(am, config, "alertmanager")
         with process_group(cmd, env, log) as proc:
             # fire
-            _publish(kafka_broker.bootstrap, alerts_topic, trigger)
+            publish_incidents(kafka_broker.bootstrap, alerts_topic, [trigger])
             _wait(lambda: len(_ours(am, key)) == 1, "the firing alert", log)
             [alert] = _ours(am, key)
             labels = alert["labels"]
@@ -141,7 +132,7 @@ def test_fire_escalate_hold_restart_resolve(
                 assert alert["annotations"]["runbook_url"] == book
 
             # escalate: the same one alert, now critical; the warning one is gone
-            _publish(kafka_broker.bootstrap, alerts_topic, escalate)
+            publish_incidents(kafka_broker.bootstrap, alerts_topic, [escalate])
             _wait(
                 lambda: [a["labels"]["severity"] for a in _ours(am, key)] == ["critical"],
                 "one alert, escalated to critical",
@@ -173,7 +164,7 @@ def test_fire_escalate_hold_restart_resolve(
             )
             assert [a["labels"]["severity"] for a in _ours(am, key)] == ["critical"]
             # resolve: gone
-            _publish(kafka_broker.bootstrap, alerts_topic, resolve)
+            publish_incidents(kafka_broker.bootstrap, alerts_topic, [resolve])
             _wait(lambda: _ours(am, key) == [], "the alert to end on resolve", log)
             time.sleep(2 * REFRESH_S)  # later refreshes do not bring it back
             assert _ours(am, key) == []
@@ -192,17 +183,9 @@ def test_webhook_v4_body_is_refused_with_alertmanagers_reason(
     )
     env = child_env(service_settings, {"SENTINEL_NOTIFY_WEBHOOK_SECRET": "s3cret"})
     with alertmanager(tmp_path, resolve_timeout_s=RESOLVE_TIMEOUT_S) as am:
-        _publish(kafka_broker.bootstrap, service_settings.topics.alerts, trigger)
+        publish_incidents(kafka_broker.bootstrap, service_settings.topics.alerts, [trigger])
         cmd = _notify_cmd(f"{am}/api/v2/alerts", config, "webhook")
-        run = subprocess.run(
-            [*cmd, "--until-idle", "3", "--max-seconds", "60"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=120,
-            check=False,
-        )
+        run = run_captured([*cmd, "--until-idle", "3", "--max-seconds", "60"], env, timeout_s=120)
     assert run.returncode == EXIT_DEAD_LETTERS, run.stdout + run.stderr
     assert "dead lettered 1" in run.stdout
     dead = read_topic_to_end(kafka_broker.bootstrap, service_settings.topics.dead_letter)

@@ -34,7 +34,7 @@ from kafka.admin import NewTopic
 
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
-from tests.integration.workers import REPO, child_env, wait_for
+from tests.integration.workers import REPO, child_env, stop_process, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -158,15 +158,6 @@ def _kill(proc: subprocess.Popen[bytes]) -> None:
     proc.wait(timeout=30)
 
 
-def _stop(proc: subprocess.Popen[bytes]) -> None:
-    if proc.poll() is None:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            _kill(proc)
-
-
 @pytest.mark.timeout(900)
 def test_no_record_lost_when_workers_are_killed_mid_batch_and_mid_rebalance(
     kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
@@ -240,7 +231,7 @@ def test_no_record_lost_when_workers_are_killed_mid_batch_and_mid_rebalance(
 
         wait_for(counted, 120, "the changelog to count every record", logs["c"])
         print(f"table counts per partition {counts} (records per partition {per_partition})")
-        _stop(c)
+        stop_process(c)
     finally:
         for proc in procs:
             _kill(proc)

@@ -69,7 +69,7 @@ from alerting.model import IncidentEvent
 from streams.devtools.simulate import Scenario, Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
-from tests.integration.traffic import AlertsReader, critical_marker, topic_for
+from tests.integration.traffic import AlertsReader, critical_marker, end_offsets, topic_for
 from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
@@ -351,12 +351,6 @@ class Pacer:
         self.loop.close()
 
 
-def _end_offsets(admin: KafkaAdminClient, topic: str, partitions: int) -> int:
-    """Records ever written to ``topic`` (the sum of its partitions' end offsets)."""
-    specs = {TopicPartition(topic, p): OffsetSpec.LATEST for p in range(partitions)}
-    return sum(o.offset for o in admin.list_partition_offsets(specs).values())
-
-
 def _p95(values: Sequence[int]) -> float:
     ordered = sorted(values)
     return float(ordered[round(0.95 * (len(ordered) - 1))])
@@ -546,7 +540,7 @@ def test_lag_returns_to_normal_after_a_10x_burst(
     probe.check()
     admin = KafkaAdminClient(bootstrap_servers=kafka_broker.bootstrap)
     try:
-        dead_letters = _end_offsets(admin, topics.dead_letter, partitions)
+        dead_letters = end_offsets(admin, topics.dead_letter, partitions)
     finally:
         admin.close()
 

@@ -21,8 +21,6 @@ import contextlib
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -42,7 +40,7 @@ from streams.devtools.simulate import Injection, Scenario, Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker, per_test_settings
 from tests.integration.traffic import AlertsReader, after, critical_marker, publish_lines
-from tests.integration.workers import REPO, child_env, http_get, wait_for, worker_process
+from tests.integration.workers import http_get, wait_for, worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -174,14 +172,7 @@ def env(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> 
 
         assert reader.wait(markers_paged, timeout_s=300), worker_log.read_text()[-3000:]
         reader.close()
-        with console_log.open("wb") as out:
-            console = subprocess.Popen(
-                [sys.executable, "-m", "streams.cli.main", "console"],
-                env=child_env(settings),
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                cwd=REPO,
-            )
+        with worker_process(settings, ["-m", "streams.cli.main", "console"], console_log):
             url = f"http://127.0.0.1:{port}"
             e = Env(
                 kafka_broker,
@@ -193,16 +184,8 @@ def env(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> 
                 shots,
                 next(iter(versions.values())),
             )
-            try:
-                wait_for(lambda: e.health().get("caught_up", False), 60, "console", console_log)
-                yield e
-            finally:
-                console.terminate()
-                try:
-                    console.wait(timeout=20)
-                except subprocess.TimeoutExpired:
-                    console.kill()
-                    console.wait(timeout=10)
+            wait_for(lambda: e.health().get("caught_up", False), 60, "console", console_log)
+            yield e
 
 
 @pytest.fixture(scope="module")

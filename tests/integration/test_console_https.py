@@ -12,8 +12,6 @@ import http.client
 import json
 import shutil
 import ssl
-import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
 
@@ -23,7 +21,7 @@ from streams.console.auth import hash_password
 from streams.devtools.broker import free_port
 from streams.devtools.certs import make_certificates
 from tests.conftest import KafkaBroker, per_test_settings
-from tests.integration.workers import REPO, child_env, wait_for
+from tests.integration.workers import wait_for, worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -78,35 +76,22 @@ def test_the_console_serves_https_with_secure_cookies(
             return False
 
     log = tmp_path / "console.log"
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "streams.cli.main", "console"],
-            env=child_env(settings),
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=REPO,
-        )
-        try:
-            wait_for(up, 90, "the console over HTTPS", log)
-            status, headers, body = get("/login")
-            assert status == 200
-            assert 'name="password"' in body
-            assert "default-src 'self'" in headers["content-security-policy"]
-            conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
-            form = urllib.parse.urlencode({"user": "ops", "password": "pw-1", "next": "/"})
-            conn.request(
-                "POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"}
-            )
-            resp = conn.getresponse()
-            cookie = resp.getheader("set-cookie") or ""
-            conn.close()
-            assert resp.status == 303
-            flags = {part.strip().lower() for part in cookie.split(";")}
-            assert {"secure", "httponly", "samesite=strict"} <= flags, cookie
-            health = json.loads(get("/healthz")[2])
-            assert health["following"] is True
-            with pytest.raises((http.client.HTTPException, OSError)):
-                _plain_get(port, "/login")
-        finally:
-            proc.terminate()
-            proc.wait(timeout=30)
+    with worker_process(settings, ["-m", "streams.cli.main", "console"], log):
+        wait_for(up, 90, "the console over HTTPS", log)
+        status, headers, body = get("/login")
+        assert status == 200
+        assert 'name="password"' in body
+        assert "default-src 'self'" in headers["content-security-policy"]
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=context, timeout=5)
+        form = urllib.parse.urlencode({"user": "ops", "password": "pw-1", "next": "/"})
+        conn.request("POST", "/login", form, {"Content-Type": "application/x-www-form-urlencoded"})
+        resp = conn.getresponse()
+        cookie = resp.getheader("set-cookie") or ""
+        conn.close()
+        assert resp.status == 303
+        flags = {part.strip().lower() for part in cookie.split(";")}
+        assert {"secure", "httponly", "samesite=strict"} <= flags, cookie
+        health = json.loads(get("/healthz")[2])
+        assert health["following"] is True
+        with pytest.raises((http.client.HTTPException, OSError)):
+            _plain_get(port, "/login")

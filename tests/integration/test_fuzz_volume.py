@@ -30,13 +30,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
-from kafka.admin import OffsetSpec
+from kafka import KafkaProducer
 
 from streams.devtools.simulate import Scenario, Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
-from tests.integration.traffic import AlertsReader, topic_for
+from tests.integration.traffic import AlertsReader, records_written, topic_for
 from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
 from tests.unit.hardening.test_observability import parse
 
@@ -166,15 +165,6 @@ def _rss_mb(pid: int) -> float:
     return float("nan")
 
 
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        tps = {TopicPartition(topic, p): OffsetSpec.LATEST for p in range(partitions)}
-        return sum(o.offset for o in admin.list_partition_offsets(tps).values())
-    finally:
-        admin.close()
-
-
 @pytest.mark.parametrize(
     "records",
     [pytest.param(20_000, id="20k"), pytest.param(100_000, id="100k", marks=pytest.mark.soak)],
@@ -249,7 +239,7 @@ def test_a_worker_survives_malformed_compressed_and_flooding_records(
         for producer in producers.values():
             producer.close()
         reader.close()
-    dlq = _end_offsets(
+    dlq = records_written(
         kafka_broker.bootstrap, settings.topics.dead_letter, settings.kafka.topic_partitions
     )
     folded = metric_total(metrics, "sentinel_label_values_folded_total")

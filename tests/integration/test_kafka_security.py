@@ -35,10 +35,8 @@ from kafka.admin import NewTopic
 from kafka.errors import KafkaError
 from pydantic import SecretStr
 
-from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction, IncidentEvent
 from alerting.redact import RedactingFilter
-from detectors.base import SignalKind
 from streams.contract.events import InferenceOutput
 from streams.devtools.broker import LocalBroker, free_port
 from streams.devtools.certs import make_certificates
@@ -54,17 +52,12 @@ from streams.kafka.topics import read_topic_to_end
 from streams.sdk import SentinelPublisher
 from streams.settings import LocalBrokerSettings, Settings
 from tests.conftest import per_test_settings
+from tests.integration.incidents import publish_incidents, three_incidents
 from tests.integration.traffic import critical_marker
 from tests.integration.webhook_receiver import Recorder, serve
-from tests.integration.workers import REPO, child_env, wait_for, worker_process
+from tests.integration.workers import REPO, child_env, run_captured, wait_for, worker_process
 from tests.unit.alerting.helpers import (
     PLAYBOOK_DIR,
-    T0,
-    detection,
-    minutes,
-    playbooks,
-    policy,
-    signal,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -314,15 +307,7 @@ def test_wrong_password_is_refused_promptly_and_says_why(
     )
     env = child_env(settings)
     began = time.monotonic()
-    run = subprocess.run(
-        [sys.executable, "-m", "streams.cli.main", "run"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    run = run_captured([sys.executable, "-m", "streams.cli.main", "run"], env, timeout_s=60)
     took = time.monotonic() - began
     output = run.stdout + run.stderr
     assert run.returncode == 1, output
@@ -407,15 +392,8 @@ def test_password_is_absent_from_printed_config_and_broker_files(
         **{"local_broker.security": "sasl_ssl", "local_broker.sasl_password": local_password},
     )
     env = child_env(settings)
-    shown = subprocess.run(
-        [sys.executable, "-m", "streams.cli.main", "config"],
-        env=env,
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=True,
-    ).stdout
+    argv = [sys.executable, "-m", "streams.cli.main", "config"]
+    shown = run_captured(argv, env, timeout_s=60, check=True).stdout
     # The secured settings were loaded (so the check is not vacuous), secrets masked.
     assert '"security_protocol": "SASL_SSL"' in shown
     assert f'"sasl_username": "{USER}"' in shown
@@ -436,17 +414,6 @@ def test_password_is_absent_from_printed_config_and_broker_files(
 # ---- the operator commands: alerting, investigation, simulation ------------------------
 
 NOTIFY_SECRET = "secured-notify-secret"
-
-
-def _incident_events() -> list[IncidentEvent]:
-    """Real incident events: two with playbook containment (support-bot, faq-bot), one
-    without (input drift on support-bot)."""
-    engine = IncidentEngine(policy(), playbooks())
-    out: list[IncidentEvent] = []
-    out += engine.observe(detection(T0, sig=signal(SignalKind.CRITICAL_EVENT, feature="self_harm")))
-    out += engine.observe(detection(T0 + minutes(1), model="faq-bot"))
-    out += engine.observe(detection(T0 + minutes(2), sig=signal(SignalKind.INPUT_DRIFT)))
-    return out
 
 
 @dataclass(frozen=True)
@@ -521,14 +488,8 @@ def test_operator_commands_work_on_the_secured_cluster_through_the_settings(
         secured_broker, tmp_path, unique_name, **{"detection.playbooks_dir": str(PLAYBOOK_DIR)}
     )
     client = secured_broker.kwargs()
-    events = _incident_events()
-    producer = KafkaProducer(bootstrap_servers=secured_broker.bootstrap, acks="all", **client)
-    try:
-        for event in events:
-            producer.send(settings.topics.alerts, key=event.key(), value=event.to_json_bytes())
-        producer.flush(timeout=30)
-    finally:
-        producer.close(timeout=10)
+    events = three_incidents()
+    publish_incidents(secured_broker.bootstrap, settings.topics.alerts, events, **client)
     notify_file = tmp_path / "notify.toml"
     notify_file.write_text(
         "[retry]\nmax_attempts = 3\ninitial_backoff_s = 0.05\nmax_backoff_s = 0.2\n"

@@ -34,6 +34,7 @@ from alerting.model import IncidentAction, IncidentEvent
 from detectors.base import SignalKind
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
+from tests.integration.traffic import records_written
 from tests.integration.webhook_receiver import Recorder, serve
 from tests.integration.workers import wait_for, worker_process
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
@@ -94,16 +95,6 @@ def _group_lag(bootstrap: str, group: str, topic: str, partitions: int) -> int:
         ends = admin.list_partition_offsets({tp: OffsetSpec.LATEST for tp in tps})
         done = {tp: committed[tp].offset if tp in committed else 0 for tp in tps}
         return sum(ends[tp].offset - max(0, done[tp]) for tp in tps)
-    finally:
-        admin.close()
-
-
-def _end_offsets(bootstrap: str, topic: str, partitions: int) -> int:
-    """Records ever written to ``topic``."""
-    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
-    try:
-        tps = {TopicPartition(topic, p): OffsetSpec.LATEST for p in range(partitions)}
-        return sum(o.offset for o in admin.list_partition_offsets(tps).values())
     finally:
         admin.close()
 
@@ -228,7 +219,8 @@ def test_notify_delivers_everything_once_after_minutes_of_endpoint_outage(
     assert len(summary) == 1, output[-3000:]
     assert f"delivered {len(events)}, duplicate {DUPLICATES}, dead lettered 0," in summary[0]
     assert (
-        _end_offsets(kafka_broker.bootstrap, service_settings.topics.dead_letter, partitions) == 0
+        records_written(kafka_broker.bootstrap, service_settings.topics.dead_letter, partitions)
+        == 0
     )
     assert _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0
     assert SECRET not in output

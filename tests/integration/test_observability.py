@@ -16,9 +16,16 @@ from kafka import KafkaProducer
 
 from streams.cli.main import main
 from streams.devtools.simulate import Scenario, Simulator
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from tests.conftest import KafkaBroker
-from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
+from tests.integration.workers import (
+    http_get,
+    metric_total,
+    use_settings_env,
+    wait_for,
+    with_web,
+    worker_process,
+)
 from tests.unit.hardening.test_observability import parse
 
 pytestmark = pytest.mark.integration
@@ -93,10 +100,7 @@ def test_worker_serves_health_readiness_and_moving_metrics(
 
         # ``sentinel status`` shows this worker ready, and its lag falls to 0 once it
         # has committed what it consumed (issue 18 item 5)
-        for name in ("SENTINEL_CONFIG", "SENTINEL_BROKER"):
-            monkeypatch.delenv(name, raising=False)
-        for key, value in settings_env(settings).items():
-            monkeypatch.setenv(key, value)
+        use_settings_env(monkeypatch, settings)
 
         def caught_up() -> bool:
             assert main(["status"]) == 0

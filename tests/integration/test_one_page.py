@@ -13,15 +13,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction, IncidentEvent
 from streams.cli.main import main
-from streams.settings import Settings, settings_env
+from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.alertmanager_server import active_alerts, alertmanager
+from tests.integration.incidents import publish_incidents
 from tests.integration.webhook_receiver import Recorder, serve
+from tests.integration.workers import use_settings_env
 from tests.unit.alerting.helpers import PLAYBOOK_DIR, T0, minutes, playbooks, policy
 from tests.unit.alerting.test_cause import lb, localized, tox
 
@@ -49,25 +50,14 @@ def _one_cause() -> list[IncidentEvent]:
     return events
 
 
-def _publish(bootstrap: str, topic: str, events: list[IncidentEvent]) -> None:
-    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
-    try:
-        for e in events:
-            producer.send(topic, key=e.key(), value=e.to_json_bytes()).get(timeout=30)
-    finally:
-        producer.close(timeout=10)
-
-
 @pytest.fixture
 def env(service_settings: Settings, monkeypatch: pytest.MonkeyPatch) -> Settings:
-    for name in ("SENTINEL_CONFIG", "SENTINEL_BROKER", "SENTINEL_NOTIFY_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    for key, value in settings_env(service_settings).items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.setenv("SENTINEL_DETECTION__PLAYBOOKS_DIR", str(PLAYBOOK_DIR))
-    monkeypatch.setenv("SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY", "pd-routing-key")
-    monkeypatch.setenv("SENTINEL_NOTIFY_SLACK_TOKEN", "xoxb-test-token")
-    return service_settings
+    extra = {
+        "SENTINEL_DETECTION__PLAYBOOKS_DIR": str(PLAYBOOK_DIR),
+        "SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY": "pd-routing-key",
+        "SENTINEL_NOTIFY_SLACK_TOKEN": "xoxb-test-token",
+    }
+    return use_settings_env(monkeypatch, service_settings, extra)
 
 
 @pytest.fixture
@@ -110,14 +100,14 @@ def test_one_cause_is_one_pagerduty_incident_one_alert_and_one_slack_thread(
     bootstrap, topic = kafka_broker.bootstrap, env.topics.alerts
 
     with alertmanager(tmp_path, resolve_timeout_s=300) as am_url:
-        _publish(bootstrap, topic, firing)
+        publish_incidents(bootstrap, topic, firing)
         _notify("alertmanager", config, "--url", am_url)
         alerts = [a for a in active_alerts(am_url) if a["labels"].get("model") == "support-chat"]
         print(f"{len(firing)} firing events -> {len(alerts)} Alertmanager alert(s)")
         assert len(alerts) == 1
         assert alerts[0]["labels"]["dedup_key"] == events[0].dedup_key
 
-        _publish(bootstrap, topic, [resolve])
+        publish_incidents(bootstrap, topic, [resolve])
         _notify("alertmanager", config, "--url", am_url)
         left = [a for a in active_alerts(am_url) if a["labels"].get("model") == "support-chat"]
         assert left == [], "the resolve ends the one alert"

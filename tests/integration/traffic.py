@@ -7,7 +7,8 @@ import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
 
-from kafka import KafkaConsumer, KafkaProducer
+from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.admin import OffsetSpec
 
 from alerting.model import IncidentEvent
 from streams.contract.events import InferenceOutput, dump_event
@@ -114,3 +115,18 @@ def split_at(lines: list[str], at: datetime) -> tuple[list[str], list[str]]:
 
 def after(ts: datetime, seconds: float) -> datetime:
     return ts + timedelta(seconds=seconds)
+
+
+def end_offsets(admin: KafkaAdminClient, topic: str, partitions: int) -> int:
+    """Records ever written to ``topic`` (the sum of its partitions' end offsets)."""
+    specs = {TopicPartition(topic, p): OffsetSpec.LATEST for p in range(partitions)}
+    return sum(o.offset for o in admin.list_partition_offsets(specs).values())
+
+
+def records_written(bootstrap: str, topic: str, partitions: int) -> int:
+    """:func:`end_offsets` through an admin client of its own."""
+    admin = KafkaAdminClient(bootstrap_servers=bootstrap)
+    try:
+        return end_offsets(admin, topic, partitions)
+    finally:
+        admin.close()

@@ -18,12 +18,13 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from streams.contract.events import dump_event
 from streams.devtools.broker import free_port
-from streams.settings import Settings, child_environ
+from streams.settings import Settings, child_environ, settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -41,12 +42,33 @@ def worker_process(
         try:
             yield proc
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
+    """SIGTERM ``proc`` (nothing when it has exited); SIGKILL it after ``grace_s``."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+def run_captured(
+    argv: Sequence[str], env: Mapping[str, str], *, timeout_s: float, check: bool = False
+) -> subprocess.CompletedProcess[str]:
+    """Run ``argv`` to its end from this checkout with ``env``, its output captured as text;
+    ``check``: a non-zero exit raises."""
+    return subprocess.run(
+        list(argv),
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        check=check,
+    )
 
 
 @contextmanager
@@ -100,6 +122,20 @@ def child_env(settings: Settings, extra: dict[str, str] | None = None) -> dict[s
     """The environment for a ``sentinel``/``python -m`` child run with ``settings`` from this
     checkout (PYTHONPATH), plus ``extra``."""
     return child_environ(settings, os.environ) | {"PYTHONPATH": str(REPO)} | (extra or {})
+
+
+def use_settings_env(
+    monkeypatch: pytest.MonkeyPatch, settings: Settings, extra: Mapping[str, str] | None = None
+) -> Settings:
+    """Put ``settings`` (plus ``extra``) in this process's environment as SENTINEL_*
+    variables, as a deployment sets them, for commands run in-process
+    (``streams.cli.main.main``); the variables that name other config files are unset.
+    Returns ``settings``."""
+    for name in ("SENTINEL_CONFIG", "SENTINEL_BROKER", "SENTINEL_NOTIFY_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    for key, value in (settings_env(settings) | dict(extra or {})).items():
+        monkeypatch.setenv(key, value)
+    return settings
 
 
 def with_web(settings: Settings) -> tuple[Settings, str]:

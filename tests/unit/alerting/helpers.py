@@ -15,6 +15,16 @@ PLAYBOOK_DIR = REPO / "config" / "playbooks"
 T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 
+class ManualClock:
+    """A clock the test moves: :meth:`now` is ``t``, which starts at ``start`` (T0)."""
+
+    def __init__(self, start: datetime = T0) -> None:
+        self.t = start
+
+    def now(self) -> datetime:
+        return self.t
+
+
 def minutes(m: float) -> timedelta:
     return timedelta(minutes=m)
 

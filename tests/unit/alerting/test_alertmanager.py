@@ -15,15 +15,7 @@ from alerting.delivery import AlertmanagerSink, DeliveryRunner, HttpRequest, Htt
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, Severity, event_id_of
 
-from .helpers import T0, detection, playbooks, policy
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
+from .helpers import ManualClock, detection, playbooks, policy
 
 
 class Recording:
@@ -55,8 +47,8 @@ def _steps() -> tuple[IncidentEvent, IncidentEvent, IncidentEvent]:
     return t, up, res
 
 
-def _setup(status: int = 200) -> tuple[AlertmanagerSink, DeliveryRunner, Recording, Clock]:
-    clock = Clock()
+def _setup(status: int = 200) -> tuple[AlertmanagerSink, DeliveryRunner, Recording, ManualClock]:
+    clock = ManualClock()
     sink = AlertmanagerSink("http://am:9093/", refresh_s=60, console_url="https://s.example/")
     rec = Recording(status)
     runner = DeliveryRunner(

@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Any
 
 import pytest
@@ -15,7 +14,7 @@ from alerting.model import IncidentEvent
 from detectors.base import SignalKind
 from streams.runtime.consumers import containment_loop, notify_loop, restore_containment_state
 
-from .helpers import T0, detection, minutes, playbooks, policy, signal
+from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
 
 
 def _lifecycle(kind: SignalKind, feature: str | None = None, **kw: Any) -> list[IncidentEvent]:
@@ -127,11 +126,6 @@ class FakeProducer:
         return None
 
 
-class Clock:
-    def now(self) -> datetime:
-        return T0
-
-
 class OkTransport:
     def __init__(self, fail_first: int = 0) -> None:
         self.bodies: list[bytes] = []
@@ -166,14 +160,14 @@ def test_notify_loop_commits_each_record_after_delivery_or_dead_letter() -> None
         transport,
         dead_letter=dead.append,
         sleep=lambda _: None,
-        clock=Clock(),
+        clock=ManualClock(),
     )
     stats = notify_loop(
         consumer,
         runner,
         dead_letter_raw=raw.append,
         should_stop=lambda: not consumer.pending,
-        clock=Clock(),
+        clock=ManualClock(),
     )
     assert stats.outcomes == {"dead_lettered": 1, "undecodable": 1, "duplicate": 1, "delivered": 1}
     assert [next(iter(c.values())).offset for c in consumer.commits] == [11, 12, 13, 14]
@@ -194,7 +188,7 @@ def test_notify_loop_does_not_commit_when_dead_letter_fails() -> None:
         OkTransport(fail_first=1),
         dead_letter=broken,
         sleep=lambda _: None,
-        clock=Clock(),
+        clock=ManualClock(),
     )
     with pytest.raises(ConnectionError):
         notify_loop(
@@ -202,7 +196,7 @@ def test_notify_loop_does_not_commit_when_dead_letter_fails() -> None:
             runner,
             dead_letter_raw=lambda _: None,
             should_stop=lambda: False,
-            clock=Clock(),
+            clock=ManualClock(),
         )
     assert consumer.commits == []
 
@@ -220,7 +214,7 @@ def test_containment_loop_publishes_snapshots_keyed_by_model_and_dry_run_does_no
         state=ContainmentState(),
         dry_run=False,
         should_stop=lambda: not consumer.pending,
-        clock=Clock(),
+        clock=ManualClock(),
     )
     assert [(topic, key) for topic, key, _ in producer.sent] == [
         ("control", b"support-bot"),
@@ -248,7 +242,7 @@ def test_containment_loop_publishes_snapshots_keyed_by_model_and_dry_run_does_no
         state=ContainmentState(),
         dry_run=True,
         should_stop=lambda: not consumer2.pending,
-        clock=Clock(),
+        clock=ManualClock(),
     )
     snap = dry.snapshot("support-bot")
     assert snap is not None

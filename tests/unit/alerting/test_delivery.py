@@ -1,7 +1,7 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
@@ -23,15 +23,7 @@ from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from alerting.payloads import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
 
-from .helpers import T0, detection, playbooks, policy
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.t = T0
-
-    def now(self) -> datetime:
-        return self.t
+from .helpers import T0, ManualClock, detection, playbooks, policy
 
 
 class ScriptedTransport:
@@ -63,7 +55,7 @@ def _runner(
     transport = ScriptedTransport(script)
     sleeps: list[float] = []
     dead: list[FailedDelivery] = []
-    clock = FakeClock()
+    clock = ManualClock()
 
     def sleep(seconds: float) -> None:  # time passes while the runner waits
         sleeps.append(seconds)
@@ -152,7 +144,7 @@ def test_failing_dead_letter_propagates_and_event_is_not_marked() -> None:
         transport,
         dead_letter=broken,
         sleep=lambda _: None,
-        clock=FakeClock(),
+        clock=ManualClock(),
     )
     ev = _event()
     with pytest.raises(RuntimeError, match="dlq down"):

@@ -18,8 +18,8 @@ from alerting.delivery_state import (
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 
-from .helpers import T0, detection, minutes, playbooks, policy, signal
-from .test_delivery import FakeClock, ScriptedTransport
+from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
+from .test_delivery import ScriptedTransport
 
 
 def _events() -> list[IncidentEvent]:
@@ -32,7 +32,7 @@ def _events() -> list[IncidentEvent]:
 
 def _run(script: list[int | Exception], event: IncidentEvent) -> list[DeliveryState]:
     states: list[DeliveryState] = []
-    clock = FakeClock()
+    clock = ManualClock()
 
     def sleep(seconds: float) -> None:
         clock.t += timedelta(seconds=seconds)

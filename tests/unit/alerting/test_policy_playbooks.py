@@ -88,27 +88,26 @@ def test_unknown_playbook_keys_are_named(tmp_path: Path) -> None:
         load_playbook(p)
 
 
-def test_bad_placeholders_actions_and_names_are_rejected(tmp_path: Path) -> None:
-    p = _write(tmp_path, "downvote_rate", MINIMAL.replace("$incident_id", "$ticket"))
-    with pytest.raises(ConfigError, match="unknown placeholder"):
-        load_playbook(p)
-    p = _write(
-        tmp_path,
-        "downvote_rate",
-        MINIMAL + '\n[[containment]]\naction = "reboot"\n',
-    )
-    with pytest.raises(ConfigError, match="containment"):
-        load_playbook(p)
-    p = _write(
-        tmp_path,
-        "downvote_rate",
-        MINIMAL + '\n[[containment]]\naction = "enable_filter"\nfilter = "keyword"\nname = "x"\n',
-    )
-    with pytest.raises(ConfigError, match="keywords"):
-        load_playbook(p)
-    p = _write(tmp_path, "other_name", MINIMAL)
-    with pytest.raises(ConfigError, match="must match the file name"):
-        load_playbook(p)
+@pytest.mark.parametrize(
+    ("name", "text", "error"),
+    [
+        ("downvote_rate", MINIMAL.replace("$incident_id", "$ticket"), "unknown placeholder"),
+        ("downvote_rate", MINIMAL + '\n[[containment]]\naction = "reboot"\n', "containment"),
+        (
+            "downvote_rate",
+            MINIMAL
+            + '\n[[containment]]\naction = "enable_filter"\nfilter = "keyword"\nname = "x"\n',
+            "keywords",
+        ),
+        ("other_name", MINIMAL, "must match the file name"),
+    ],
+    ids=["placeholder", "action", "filter-without-keywords", "name"],
+)
+def test_bad_placeholders_actions_and_names_are_rejected(
+    tmp_path: Path, name: str, text: str, error: str
+) -> None:
+    with pytest.raises(ConfigError, match=error):
+        load_playbook(_write(tmp_path, name, text))
 
 
 def test_action_templates_resolve_or_name_the_missing_field() -> None:

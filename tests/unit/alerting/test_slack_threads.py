@@ -21,7 +21,7 @@ from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from streams.cli.notify_config import NotifyFile, SlackSection, sink_config
 
-from .helpers import T0, detection, minutes, playbooks, policy, signal
+from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
 
 
 class SlackLike:
@@ -42,11 +42,6 @@ class SlackLike:
         return HttpResponse(status=200, body=json.dumps({"ok": True, "ts": ts}).encode())
 
 
-class Clock:
-    def now(self):  # type: ignore[no-untyped-def]
-        return T0
-
-
 def _runner(transport: SlackLike) -> tuple[DeliveryRunner, list[FailedDelivery]]:
     dead: list[FailedDelivery] = []
     sink = SlackThreadSink(SecretStr("xoxb-test"), "#incidents", url="http://127.0.0.1:1/api")
@@ -55,7 +50,7 @@ def _runner(transport: SlackLike) -> tuple[DeliveryRunner, list[FailedDelivery]]
         transport,
         dead_letter=dead.append,
         sleep=lambda s: None,
-        clock=Clock(),  # type: ignore[arg-type]
+        clock=ManualClock(),
     )
     return runner, dead
 

@@ -15,18 +15,10 @@ from typing import Any
 import pytest
 
 from detectors import registry
-from detectors.base import Detector, Signal
+from detectors.base import Detector
+from tests.unit.detectors.cases import CASES, update_each
 
 N = 1200
-CASES = [
-    pytest.param((cls, params), id=f"{name}-{i}")
-    for name, cls in registry.REGISTRY.items()
-    for i, params in enumerate(cls._conformance_params())
-]
-
-
-def run(det: Detector[Any], xs: list[Any]) -> list[Signal]:
-    return [s for x in xs if (s := det.update(x)) is not None]
 
 
 @pytest.fixture(params=CASES)
@@ -47,7 +39,7 @@ def test_registry_is_complete() -> None:
 
 def test_stream_raises_signals(case: tuple[type[Detector[Any]], dict[str, Any]]) -> None:
     cls, params = case
-    signals = run(cls(**params), cls._conformance_stream(0, N))
+    signals = update_each(cls(**params), cls._conformance_stream(0, N))
     assert signals, "the conformance stream must exercise the alarm path"
     for s in signals:
         assert s.detector == cls.__name__
@@ -62,16 +54,16 @@ def test_state_round_trip(case: tuple[type[Detector[Any]], dict[str, Any]], code
     cls, params = case
     xs = cls._conformance_stream(1, N)
     reference = cls(**params)
-    expected = run(reference, xs)
+    expected = update_each(reference, xs)
     for cut in (N // 10, N // 2):
         det = cls(**params)
-        head = run(det, xs[:cut])
+        head = update_each(det, xs[:cut])
         if codec == "json":
             restored = cls(**params)
             restored.set_state(json.loads(json.dumps(det.get_state())))
         else:
             restored = pickle.loads(pickle.dumps(det))
-        assert head + run(restored, xs[cut:]) == expected
+        assert head + update_each(restored, xs[cut:]) == expected
         assert restored.get_state() == reference.get_state()
 
 
@@ -79,7 +71,7 @@ def test_reset_restores_start(case: tuple[type[Detector[Any]], dict[str, Any]]) 
     cls, params = case
     det = cls(**params)
     fresh_state = json.dumps(det.get_state())
-    run(det, cls._conformance_stream(2, N))
+    update_each(det, cls._conformance_stream(2, N))
     det.reset()
     assert json.dumps(det.get_state()) == fresh_state
     clone = det.clone()
@@ -89,8 +81,8 @@ def test_reset_restores_start(case: tuple[type[Detector[Any]], dict[str, Any]]) 
 
 def test_same_seed_same_result(case: tuple[type[Detector[Any]], dict[str, Any]]) -> None:
     cls, params = case
-    a = run(cls(**params), cls._conformance_stream(3, N))
-    b = run(cls(**params), cls._conformance_stream(3, N))
+    a = update_each(cls(**params), cls._conformance_stream(3, N))
+    b = update_each(cls(**params), cls._conformance_stream(3, N))
     assert a == b
 
 
@@ -99,7 +91,7 @@ def test_input_not_mutated(case: tuple[type[Detector[Any]], dict[str, Any]]) -> 
     xs = cls._conformance_stream(4, N)
     before = copy.deepcopy(xs)
     det = cls(**params)
-    run(det, xs)
+    update_each(det, xs)
     det.update_many(xs)
     assert xs == before
 
@@ -108,7 +100,7 @@ def test_update_many_equals_sequential(case: tuple[type[Detector[Any]], dict[str
     cls, params = case
     xs = cls._conformance_stream(5, N)
     seq, batch = cls(**params), cls(**params)
-    expected = run(seq, xs)
+    expected = update_each(seq, xs)
     got = batch.update_many(xs[:7]) + batch.update_many(xs[7:])
     assert got == expected
     assert batch.get_state() == seq.get_state()
@@ -117,7 +109,7 @@ def test_update_many_equals_sequential(case: tuple[type[Detector[Any]], dict[str
 def test_state_is_json_compatible(case: tuple[type[Detector[Any]], dict[str, Any]]) -> None:
     cls, params = case
     det = cls(**params)
-    run(det, cls._conformance_stream(6, N))
+    update_each(det, cls._conformance_stream(6, N))
     state = det.get_state()
     assert json.loads(json.dumps(state)) == state
 

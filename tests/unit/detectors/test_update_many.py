@@ -13,21 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors import registry
 from detectors.base import Detector, Signal
 from detectors.kernels import capped_walk, reflected_walk
 from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
+from tests.unit.detectors.cases import CASES, update_each
 
 N = 1500
-CASES = [
-    pytest.param((cls, params), id=f"{name}-{i}")
-    for name, cls in registry.REGISTRY.items()
-    for i, params in enumerate(cls._conformance_params())
-]
-
-
-def _sequential(det: Detector[Any], xs: list[Any]) -> list[Signal]:
-    return [s for x in xs if (s := det.update(x)) is not None]
 
 
 def _chunked(det: Detector[Any], xs: list[Any], rng: np.random.Generator) -> list[Signal]:
@@ -45,7 +36,7 @@ def test_any_batching_equals_per_event_updates(case: Any) -> None:
     cls, params = case
     xs = cls._conformance_stream(11, N)
     seq, batch = cls(**params), cls(**params)
-    expected = _sequential(seq, xs)
+    expected = update_each(seq, xs)
     got = _chunked(batch, xs, np.random.default_rng(3))
     assert got == expected
     assert batch.get_state() == seq.get_state()
@@ -61,7 +52,7 @@ def test_bernoulli_cusum_batches_through_shifts_and_relearning(seed: int) -> Non
     params: dict[str, Any] = {"warmup": 500, "arl0": 2000.0, "max_reference": 8000}
     for cls in (BernoulliCusum, AdaptiveBernoulliCusum):
         seq, batch = cls(**params), cls(**params)
-        expected = _sequential(seq, xs)
+        expected = update_each(seq, xs)
         assert expected, "the stream must alarm"
         assert _chunked(batch, xs, rng) == expected
         assert batch.get_state() == seq.get_state()
@@ -72,7 +63,7 @@ def test_rare_rate_waits_for_min_events_in_one_batch() -> None:
     rng = np.random.default_rng(5)
     xs = [bool(v) for v in rng.random(20_000) < 0.002]
     seq, batch = BernoulliCusum(warmup=1000), BernoulliCusum(warmup=1000)
-    assert batch.update_many(xs) == _sequential(seq, xs)
+    assert batch.update_many(xs) == update_each(seq, xs)
     assert batch.get_state() == seq.get_state()
 
 

@@ -14,7 +14,8 @@ from aiokafka.structs import TopicPartition
 
 from streams.runtime.fetch_guard import FetchGuard, GuardedConsumerThread, fetch_guard_for
 from streams.runtime.observability import Observability
-from tests.unit.hardening.test_observability import _TP, _Clock, _fake_app, parse
+from tests.unit.alerting.helpers import ManualClock
+from tests.unit.hardening.test_observability import _TP, _fake_app, parse
 
 
 def test_one_report_per_partition_and_offset() -> None:
@@ -38,7 +39,7 @@ def test_readiness_and_metrics_show_a_paused_partition() -> None:
     guard = FetchGuard()
     app._transport = SimpleNamespace(fetch_guard=guard)
     assert fetch_guard_for(app) is guard
-    obs = Observability(app, service, _Clock(datetime.now(UTC)))
+    obs = Observability(app, service, ManualClock(datetime.now(UTC)))
     assert obs.readiness().ready
     guard.record("t.outputs", 1, 7, UnsupportedCodecError("no zstd"))
     state = obs.readiness()

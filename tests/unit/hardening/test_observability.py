@@ -30,6 +30,7 @@ from streams.runtime.observability import (
 )
 from streams.settings import load_settings
 from tests.scenarios import toxicity_spike_scenario
+from tests.unit.alerting.helpers import ManualClock
 
 _LINE = re.compile(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$")
 _LABEL = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"(,|$)')
@@ -110,14 +111,6 @@ def test_histogram_is_cumulative_with_inf_sum_and_count() -> None:
     assert rest == {"lat_seconds_sum": 52.5, "lat_seconds_count": 4}
 
 
-class _Clock:
-    def __init__(self, now: datetime) -> None:
-        self.t = now
-
-    def now(self) -> datetime:
-        return self.t
-
-
 class _TP(tuple[str, int]):
     @property
     def topic(self) -> str:
@@ -182,7 +175,7 @@ def test_collect_reports_pipeline_state(
     tp0, tp1, cl = _TP(("t.outputs", 0)), _TP(("t.outputs", 1)), _TP(("x-join-changelog", 0))
     app = _fake_app([tp0, tp1, cl], {tp0: 120, tp1: 80, cl: 5}, {tp0: 100})
     last = max(o.event.timestamp for o in observations)
-    obs = Observability(app, service, _Clock(last + timedelta(seconds=3)), top_k=5)
+    obs = Observability(app, service, ManualClock(last + timedelta(seconds=3)), top_k=5)
     obs.observe_processed(observations[-50:])
     parsed = parse(obs.render())
 
@@ -236,7 +229,7 @@ def test_lag_uses_the_end_offsets_asked_at_scrape_time(
         return {tp0: 5120, tp1: 70}  # tp1: older than the fetched mark, which wins
 
     app.consumer.highwaters = highwaters
-    obs = Observability(app, service, _Clock(datetime.now(UTC)))
+    obs = Observability(app, service, ManualClock(datetime.now(UTC)))
 
     def lag_and_errors() -> tuple[dict[str, float], float]:
         parsed = parse(obs.render())
@@ -275,7 +268,7 @@ def test_a_failing_section_is_counted_not_fatal(
     service, _ = pipeline_service
     app = _fake_app([], {}, {})
     app.consumer = None  # the consumer section breaks
-    obs = Observability(app, service, _Clock(datetime.now(UTC)))
+    obs = Observability(app, service, ManualClock(datetime.now(UTC)))
     parsed = parse(obs.render())
     errors = {s[1]["section"]: s[2] for s in parsed["sentinel_metrics_errors_total"]["samples"]}
     assert errors["consumer"] == 1
@@ -366,7 +359,7 @@ def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
     obs = Observability(
         _fake_app([], {}, {}),
         service,
-        _Clock(datetime.now(UTC)),
+        ManualClock(datetime.now(UTC)),
         detector_scan_interval_s=0,
         scan_budget_s=0.0015,
         monotonic=monotonic,
@@ -378,7 +371,7 @@ def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
     obs._rescan_detectors()
     assert obs._scan_cursor > first  # the rotation went on
     generous = Observability(
-        _fake_app([], {}, {}), service, _Clock(datetime.now(UTC)), scan_budget_s=60.0
+        _fake_app([], {}, {}), service, ManualClock(datetime.now(UTC)), scan_budget_s=60.0
     )
     generous._rescan_detectors()
     assert generous._scan.truncated == (len(live) > generous.max_scan_keys)
