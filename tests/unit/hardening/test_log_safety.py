@@ -70,11 +70,6 @@ def test_a_traceback_cannot_forge_a_record(
     assert all(line.startswith("  ") for line in rest), out  # continuation lines only
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = datetime(2026, 1, 1, tzinfo=UTC)
-
-
 def _records(caplog: pytest.LogCaptureFixture) -> list[str]:
     return [r.getMessage() for r in caplog.records if r.name == "sentinel.test.deadletters"]
 
