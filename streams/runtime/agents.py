@@ -47,6 +47,7 @@ from aiokafka.partitioner import murmur2
 from faust.streams import _current_event
 from faust.types import TableT
 
+from alerting.model import IncidentEvent
 from alerting.playbooks import load_playbooks
 from alerting.policy import Silence, load_policy
 from alerting.silences import (
@@ -60,7 +61,14 @@ from streams.kafka.security import kafka_python_kwargs
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
-from streams.runtime.ingress import TAKE_MAX, TAKE_WITHIN_S, Accepted, Ingress, register_ingress
+from streams.runtime.ingress import (
+    TAKE_MAX,
+    TAKE_WITHIN_S,
+    Accepted,
+    Ingress,
+    raw_topic,
+    register_ingress,
+)
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -140,113 +148,131 @@ def unwrap(value: bytes) -> list[Observation]:
     return [Observation.from_json(item) for item in items]
 
 
-def _raw_topic(
-    app: faust.App, name: str, partitions: int, *, internal: bool = False
-) -> faust.TopicT:
-    return app.topic(
-        name,
-        key_type=bytes,
-        value_type=bytes,
-        key_serializer="raw",
-        value_serializer="raw",
-        partitions=partitions,
-        internal=internal,
-    )
-
-
 def register_pipeline(app: faust.App, settings: Settings) -> Service:
     """Register the ingress, join and detect agents and their tables on ``app``."""
     det = settings.detection
     partitions = settings.kafka.topic_partitions
     app_id = settings.worker.app_id
     # Internal: faust creates them with the table partition count (co-partitioning).
-    by_request = _raw_topic(app, f"{app_id}-by-request", partitions, internal=True)
-    by_model = _raw_topic(app, f"{app_id}-by-model", partitions, internal=True)
-    alerts = _raw_topic(app, settings.topics.alerts, partitions)
-
-    def table(name: str) -> TableT[str, Any]:
-        return app.Table(
-            name,
-            default=None,
-            key_type=str,
-            value_type=None,
-            partitions=partitions,
-        )
-
-    join_table, detector_table, engine_table = table("join"), table("detectors"), table("engines")
-    joiner = Joiner(det, join_table)
+    topics = {
+        "by_request": raw_topic(app, f"{app_id}-by-request", partitions=partitions, internal=True),
+        "by_model": raw_topic(app, f"{app_id}-by-model", partitions=partitions, internal=True),
+        "alerts": raw_topic(app, settings.topics.alerts, partitions=partitions),
+    }
+    tables: dict[str, TableT[str, Any]] = {
+        name: app.Table(name, default=None, key_type=str, value_type=None, partitions=partitions)
+        for name in ("join", "detectors", "engines")
+    }
+    joiner = Joiner(det, tables["join"])
     detect = Detect(
         det,
         load_policy(det.alerting_policy),
         load_playbooks(det.playbooks_dir),
-        detector_table,
-        engine_table,
+        tables["detectors"],
+        tables["engines"],
         flush_interval_s=det.state_flush_seconds,
     )
+    agents = _Agents(app, partitions, topics, joiner, detect)
+    app.on_partitions_revoked.connect(agents.forget_live_state)
+    app.on_partitions_assigned.connect(agents.forget_live_state)
+    window = IngressLimits(
+        max_past_s=settings.detection.max_past_hours * 3600.0,
+        max_future_s=settings.detection.max_future_seconds,
+    )
+    ingress = register_ingress(app, settings, agents.to_join, limits=window)
+    _follow_silences(app, settings, detect)
+    app.timer(TICK_INTERVAL_S)(agents.wall_clock_tick)
+    app.agent(topics["by_request"], name="sentinel.join")(agents.join)
+    app.agent(topics["by_model"], name="sentinel.detect")(agents.detect_batches)
+    return Service(
+        ingress=ingress,
+        joiner=joiner,
+        detect=detect,
+        tables=tables,
+        topics=topics,
+        processed_hooks=agents.hooks,
+    )
 
-    def forget_live_state(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        detect.invalidate()
 
-    app.on_partitions_revoked.connect(forget_live_state)
-    app.on_partitions_assigned.connect(forget_live_state)
+class _Agents:
+    """The bodies of the pipeline's agents, its timer and its rebalance hook, over the
+    topics and stages :func:`register_pipeline` made (one instance per app)."""
 
-    def in_place(item: Accepted, rid: bytes, home: int) -> bool:
+    def __init__(
+        self,
+        app: faust.App,
+        partitions: int,
+        topics: dict[str, faust.TopicT],
+        joiner: Joiner,
+        detect: Detect,
+    ) -> None:
+        self.app = app
+        self.partitions = partitions
+        self.by_request, self.by_model = topics["by_request"], topics["by_model"]
+        self.alerts = topics["alerts"]
+        self.joiner = joiner
+        self.detect = detect
+        self.hooks: list[Callable[[Sequence[Observation]], None]] = []
+
+    def forget_live_state(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """On a rebalance: another worker may own, and change, the state meanwhile."""
+        self.detect.invalidate()
+
+    def in_place(self, item: Accepted, rid: bytes, home: int) -> bool:
         """Whether the record sits in the partition that owns its request id's join state."""
         return (
             item.key == rid
             and item.coords.partition == home
-            and app.consumer.topic_partitions(item.coords.topic) == partitions
+            and self.app.consumer.topic_partitions(item.coords.topic) == self.partitions
         )
 
-    async def to_detect(observations: Sequence[Observation]) -> None:
+    async def to_detect(self, observations: Sequence[Observation]) -> None:
+        """Observations to the by-model topic, in envelopes per model."""
         per_model: dict[str, list[Observation]] = {}
         for obs in observations:
             per_model.setdefault(obs.model, []).append(obs)
         for model, group in per_model.items():
             for envelope in envelopes(group):
-                await by_model.send(key=model.encode(), value=envelope)
+                await self.by_model.send(key=model.encode(), value=envelope)
 
-    async def to_join(items: Sequence[Accepted]) -> None:
+    async def to_join(self, items: Sequence[Accepted]) -> None:
+        """The ingress's accepted events: joined here when they sit in their request id's
+        partition, else sent there (by-request topic)."""
         local: dict[int, list[Accepted]] = {}
         elsewhere: dict[int, list[Observation]] = {}
         for item in items:
             rid = item.event.request_id.encode()
-            home = home_partition(rid, partitions)
-            if in_place(item, rid, home):
+            home = home_partition(rid, self.partitions)
+            if self.in_place(item, rid, home):
                 local.setdefault(home, []).append(item)
             else:
                 placeholder = Observation(item.event, "", "", {}, item.coords)
                 elsewhere.setdefault(home, []).append(placeholder)
         for home, group in elsewhere.items():
             for envelope in envelopes(group):
-                await by_request.send(value=envelope, partition=home)
+                await self.by_request.send(value=envelope, partition=home)
         ready: list[Observation] = []
         for part, mine in local.items():
             with _as_current(mine[0].record):
                 for item in mine:
-                    ready.extend(joiner.process(item.event, item.coords, part))
-        await to_detect(ready)
+                    ready.extend(self.joiner.process(item.event, item.coords, part))
+        await self.to_detect(ready)
 
-    window = IngressLimits(
-        max_past_s=settings.detection.max_past_hours * 3600.0,
-        max_future_s=settings.detection.max_future_seconds,
-    )
-    ingress = register_ingress(app, settings, to_join, limits=window)
-    hooks: list[Callable[[Sequence[Observation]], None]] = []
-    _follow_silences(app, settings, detect)
-
-    async def join(stream: Any) -> None:
+    async def join(self, stream: Any) -> None:
+        """Agent over the by-request topic: join, then on to detection."""
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             ready: list[Observation] = []
             for record in batch:
                 with _as_current(record):
                     for obs in unwrap(record.value):
                         ready.extend(
-                            joiner.process(obs.event, obs.coords, record.message.partition)
+                            self.joiner.process(obs.event, obs.coords, record.message.partition)
                         )
-            await to_detect(ready)
+            await self.to_detect(ready)
 
-    async def detect_agent(stream: Any) -> None:
+    async def detect_batches(self, stream: Any) -> None:
+        """Agent over the by-model topic: detection and the engines' wall-clock ticks, per
+        partition of each batch, then the incident events to the alerts topic."""
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             for group in _by_partition(batch):
                 ticks = [r for r in group if r.value == TICK]
@@ -255,41 +281,33 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
                 ]
                 with _as_current(group[-1]):
                     incidents = []
-                    for part in detect.process_steps(observations, DETECT_CHUNK):
+                    for part in self.detect.process_steps(observations, DETECT_CHUNK):
                         incidents += part
                         await asyncio.sleep(0)  # let /metrics, health and heartbeats in
                     for record in ticks:
-                        incidents += detect.tick_wall(record.key.decode())
-                for hook in hooks:
+                        incidents += self.detect.tick_wall(record.key.decode())
+                for hook in self.hooks:
                     hook(observations)
-                for incident in incidents:
-                    await alerts.send(key=incident.key(), value=incident.to_json_bytes())
-                    log.info(
-                        "incident %s %s %s %s",
-                        incident.action,
-                        incident.incident_type,
-                        incident.labels.describe(),
-                        incident.severity,
-                    )
+                await self.publish(incidents)
 
-    async def wall_clock_tick() -> None:
+    async def publish(self, incidents: Sequence[IncidentEvent]) -> None:
+        """Incident events to the alerts topic (keyed by dedup key), each logged."""
+        for incident in incidents:
+            await self.alerts.send(key=incident.key(), value=incident.to_json_bytes())
+            log.info(
+                "incident %s %s %s %s",
+                incident.action,
+                incident.incident_type,
+                incident.labels.describe(),
+                incident.severity,
+            )
+
+    async def wall_clock_tick(self) -> None:
         """Engines tick on the wall clock too: a tick record per model this worker has
         seen, through the by-model topic, so the partition's owner ticks it with the
         partition's table (state writes need the current event's partition)."""
-        for model in detect.models():
-            await by_model.send(key=model.encode(), value=TICK)
-
-    app.timer(TICK_INTERVAL_S)(wall_clock_tick)
-    app.agent(by_request, name="sentinel.join")(join)
-    app.agent(by_model, name="sentinel.detect")(detect_agent)
-    return Service(
-        ingress=ingress,
-        joiner=joiner,
-        detect=detect,
-        tables={"join": join_table, "detectors": detector_table, "engines": engine_table},
-        topics={"by_request": by_request, "by_model": by_model, "alerts": alerts},
-        processed_hooks=hooks,
-    )
+        for model in self.detect.models():
+            await self.by_model.send(key=model.encode(), value=TICK)
 
 
 def _follow_silences(app: faust.App, settings: Settings, detect: Detect) -> None:

@@ -22,7 +22,7 @@ from streams.contract.decode import (
     dead_letter,
     decode,
 )
-from streams.contract.events import AnyEvent
+from streams.contract.events import AnyEvent, EventType
 from streams.runtime.batching import BatchApp
 from streams.runtime.log_limit import DeadLetterLog
 from streams.settings import Settings, topic_kinds
@@ -111,67 +111,88 @@ def register_ingress(
     """
     kinds = topic_kinds(settings)
     partitions = settings.kafka.topic_partitions
-    batched = isinstance(app, BatchApp)
     source: Any
     if isinstance(app, BatchApp):
         source = app.batch_topic(*kinds, partitions=partitions)
     else:
-        source = app.topic(
-            *kinds,
-            key_type=bytes,
-            value_type=bytes,
-            key_serializer="raw",
-            value_serializer="raw",
-            partitions=partitions,
-        )
-    dlq = app.topic(
-        settings.topics.dead_letter,
+        source = raw_topic(app, *kinds, partitions=partitions)
+    dlq = raw_topic(app, settings.topics.dead_letter, partitions=partitions)
+    counters = stats if stats is not None else IngressStats()
+    body = _IngressAgent(handle, dlq, kinds, limits, clock, counters)
+    fun = body.batches if isinstance(app, BatchApp) else body.records
+    agent = app.agent(source, name=agent_name, concurrency=1)(fun)
+    return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
+
+
+def raw_topic(app: faust.App, *names: str, partitions: int, internal: bool = False) -> Any:
+    """A topic of raw bytes keys and values (decoding is the ingress's, not faust's)."""
+    return app.topic(
+        *names,
         key_type=bytes,
         value_type=bytes,
         key_serializer="raw",
         value_serializer="raw",
         partitions=partitions,
+        internal=internal,
     )
-    counters = stats if stats is not None else IngressStats()
-    dead_log = DeadLetterLog(log)
 
-    async def _send_dead(letter: DeadLetter) -> None:
-        await dlq.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
 
-    def _accept(record: Any) -> Accepted | DeadLetter:
-        msg = record.message
-        return _accept_raw(msg.topic, msg.partition, msg.offset, record.key, record.value, record)
+class _IngressAgent:
+    """The ingress agent's body (see :func:`register_ingress`): decode each record once,
+    hand the valid events of a batch to the next stage, dead-letter the rest."""
 
-    def _accept_raw(
-        topic: str, partition: int, offset: int, key: Any, raw: Any, carrier: Any
+    def __init__(
+        self,
+        handle: Handle,
+        dlq: Any,
+        kinds: dict[str, EventType],
+        limits: IngressLimits,
+        clock: Clock,
+        counters: IngressStats,
+    ) -> None:
+        self.handle = handle
+        self.dlq = dlq
+        self.kinds = kinds
+        self.limits = limits
+        self.clock = clock
+        self.counters = counters
+        self.dead_log = DeadLetterLog(log)
+
+    async def send_dead(self, letter: DeadLetter) -> None:
+        await self.dlq.send(
+            key=letter.source_topic.encode(), value=letter.model_dump_json().encode()
+        )
+
+    def accept(
+        self, topic: str, partition: int, offset: int, key: Any, raw: Any, carrier: Any
     ) -> Accepted | DeadLetter:
         """Decode one record; ``carrier`` is the faust event that carried it."""
         coords = Coordinates(topic, partition, offset)
         key = key if isinstance(key, bytes) else None
         value = raw if isinstance(raw, bytes) or raw is None else bytes(raw)
-        now = clock.now()
+        now = self.clock.now()
         result = decode(
             value,
             coords,
             now=now,
-            limits=limits,
-            default_type=kinds.get(topic),
+            limits=self.limits,
+            default_type=self.kinds.get(topic),
             key=key,
         )
-        counters.record(coords, result)
+        self.counters.record(coords, result)
         if isinstance(result, DeadLetter):
             where = f"{coords.topic}[{coords.partition}]@{coords.offset}"
-            dead_log.record(now, where, result.reason, result.error)
+            self.dead_log.record(now, where, result.reason, result.error)
             return result
         return Accepted(result, coords, key, carrier, value)
 
-    async def _handle_each(items: Sequence[Accepted]) -> None:
+    async def handle_each(self, items: Sequence[Accepted]) -> None:
         """The batch failed: hand the events over one by one, so only the event the next
         stage cannot take is dead-lettered (the others may be handled twice: at least
         once)."""
         for item in items:
             try:
-                await handle([item])
+                await self.handle([item])
             except Exception as exc:
                 log.exception("next stage failed on %s[%d]@%d", *_c(item.coords))
                 raw = item.raw
@@ -181,52 +202,52 @@ def register_ingress(
                     raw if isinstance(raw, bytes) or raw is None else bytes(raw),
                     item.key,
                     item.coords,
-                    clock.now(),
-                    limits,
+                    self.clock.now(),
+                    self.limits,
                 )
-                counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
-                counters.dead[(item.coords.topic, "handler_error")] += 1
-                await _send_dead(letter)
+                self.counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
+                self.counters.dead[(item.coords.topic, "handler_error")] += 1
+                await self.send_dead(letter)
 
-    async def _process(accepted: list[Accepted]) -> None:
+    async def process(self, accepted: list[Accepted]) -> None:
         if not accepted:
             return
         try:
-            await handle(accepted)
+            await self.handle(accepted)
         except Exception:
             log.exception("next stage failed on a batch of %d; retrying one by one", len(accepted))
-            await _handle_each(accepted)
+            await self.handle_each(accepted)
 
-    async def ingress(stream: Any) -> None:
+    async def records(self, stream: Any) -> None:
+        """Faust's per-record path: batches of faust events (``take_events``)."""
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            dead_log.tick(clock.now())
+            self.dead_log.tick(self.clock.now())
             accepted: list[Accepted] = []
             for record in batch:
-                result = _accept(record)
+                msg = record.message
+                result = self.accept(
+                    msg.topic, msg.partition, msg.offset, record.key, record.value, record
+                )
                 if isinstance(result, DeadLetter):
-                    await _send_dead(result)
+                    await self.send_dead(result)
                 else:
                     accepted.append(result)
-            await _process(accepted)
+            await self.process(accepted)
 
-    async def batch_ingress(stream: Any) -> None:
+    async def batches(self, stream: Any) -> None:
         """Stream items are :class:`RecordBatch` values (one partition, one fetch); the
         batch's event is the stream's current event, so table writes go to its partition."""
         async for batch in stream:
-            dead_log.tick(clock.now())
+            self.dead_log.tick(self.clock.now())
             carrier = stream.current_event
             accepted: list[Accepted] = []
             for r in batch.records:
-                result = _accept_raw(r.topic, r.partition, r.offset, r.key, r.value, carrier)
+                result = self.accept(r.topic, r.partition, r.offset, r.key, r.value, carrier)
                 if isinstance(result, DeadLetter):
-                    await _send_dead(result)
+                    await self.send_dead(result)
                 else:
                     accepted.append(result)
-            await _process(accepted)
-
-    body = batch_ingress if batched else ingress
-    agent = app.agent(source, name=agent_name, concurrency=1)(body)
-    return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
+            await self.process(accepted)
 
 
 def _c(coords: Coordinates) -> tuple[str, int, int]:
