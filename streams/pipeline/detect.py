@@ -28,10 +28,12 @@ from alerting.model import BlastRadius, Detection, IncidentEvent, Labels
 from alerting.playbooks import PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
+from detectors.base import Signal
 from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import (
     SAMPLES_KEPT,
     DetectorSet,
+    Tracker,
     per_detector_arl0,
     per_test_seconds,
 )
@@ -230,6 +232,12 @@ class Detect:
         self._counted.add(kid)
         return ds
 
+    def key_arl0(self, kid: str) -> float | None:
+        """The per-test ARL0 in events that key ``kid`` runs at now (``None`` for a key not
+        live): what its budget gives each of its tests (benchmarks compare against it)."""
+        ds = self._live.get(kid)
+        return ds.arl0 if ds is not None else None
+
     def budget_seconds(self) -> float:
         """Per-test ARL0 in seconds for the live keys (recomputed when their count changes)."""
         keys = len(self._counted)
@@ -293,36 +301,16 @@ class Detect:
                     self.stats.signals += 1
                     if level != "segment":
                         model_set.alarms[name] = t + self.learning_pause_s
-                    start_t, ranges = tracker.evidence(signal.first_index)
                     share = min(1.0, traffic / model_traffic) if model_traffic else None
-                    detection = Detection(
-                        # A critical event is judged once, model-wide, but its incident is
-                        # about that event: it names the event's version and segment.
-                        labels=event_labels(levels) if name in SINGLE_EVENT else labels,
-                        signal=signal,
-                        at=obs.event.timestamp,
-                        window_start=(
-                            datetime.fromtimestamp(start_t, obs.event.timestamp.tzinfo)
-                            if start_t is not None
-                            else None
-                        ),
-                        ranges=ranges,
-                        sample_request_ids=tuple(tracker.samples[-SAMPLES_KEPT:])
-                        or (obs.event.request_id,),
-                        blast_radius=BlastRadius(traffic_share=share),
-                        replay=self.replay,
-                    )
+                    # A critical event is judged once, model-wide, but its incident is about
+                    # that event: it names the event's version and segment.
+                    where = event_labels(levels) if name in SINGLE_EVENT else labels
+                    detection = self._detection(obs, where, signal, tracker, share)
                     if self.policy.grouping.enabled:
                         detection = self._localized(detection, name, engine, sets, t)
                     detections.append((level, detection))
-            if detections:
-                # A deployed (not first) version's incidents go first: a bad deploy names
-                # the cause and mutes its model-wide symptom; otherwise general first.
-                deployed = model_set is not None and obs.version in model_set.versions[1:]
-                first = "version" if deployed else "model"
-                detections.sort(key=lambda ld: (ld[0] != first, ld[0] == "segment"))
-                for _, detection in detections:
-                    out.extend(engine.observe(detection))
+            if detections and model_set is not None:
+                out.extend(self._observe(engine, model_set, obs, detections))
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
                 latest[obs.model] = obs.event.timestamp
@@ -339,6 +327,46 @@ class Detect:
             self.engine_store[model] = stamp("engine", engine.get_state())
         self.stats.incident_events += emitted + len(out)
         yield out
+
+    def _detection(
+        self,
+        obs: Observation,
+        labels: Labels,
+        signal: Signal,
+        tracker: Tracker,
+        share: float | None,
+    ) -> Detection:
+        """A detector's signal on ``obs`` with its evidence (the tracked ranges and samples
+        since the change-point estimate) and the key's share of its model's traffic."""
+        start_t, ranges = tracker.evidence(signal.first_index)
+        return Detection(
+            labels=labels,
+            signal=signal,
+            at=obs.event.timestamp,
+            window_start=(
+                datetime.fromtimestamp(start_t, obs.event.timestamp.tzinfo)
+                if start_t is not None
+                else None
+            ),
+            ranges=ranges,
+            sample_request_ids=tuple(tracker.samples[-SAMPLES_KEPT:]) or (obs.event.request_id,),
+            blast_radius=BlastRadius(traffic_share=share),
+            replay=self.replay,
+        )
+
+    @staticmethod
+    def _observe(
+        engine: IncidentEngine,
+        model_set: DetectorSet,
+        obs: Observation,
+        detections: list[tuple[str, Detection]],
+    ) -> list[IncidentEvent]:
+        """One observation's detections into its model's engine. A deployed (not first)
+        version's go first: a bad deploy names the cause and mutes its model-wide symptom;
+        otherwise the most general first."""
+        first = "version" if obs.version in model_set.versions[1:] else "model"
+        detections.sort(key=lambda ld: (ld[0] != first, ld[0] == "segment"))
+        return [ev for _, detection in detections for ev in engine.observe(detection)]
 
     def _keep(self, sets: dict[str, DetectorSet]) -> None:
         """Keep the touched detector sets live; write them back at the flush interval.
