@@ -3,8 +3,9 @@
 For each injection, the benchmark records the monitored quantity of every event in the
 injection's scope (a flag for rate failures, a score for shifts). The oracle is the CUSUM
 that knows the true pre- and post-change values measured from those events, at the ARL0
-the pipeline gives one test of that kind (``per_detector_arl0``, scaled for feedback and
-evaluations like their detectors): by Lorden (1971) and Moustakides (1986) no detector
+the pipeline gave one test of that kind at the injection's key when the injection began
+(the key's per-test ARL0 from the false-pages budget and its traffic, scaled for feedback
+and evaluations like their detectors): by Lorden (1971) and Moustakides (1986) no detector
 with that false-alarm rate has a smaller worst-case delay. Its expected delay is exact
 (Markov chain): :func:`detectors.arl.bernoulli_cusum_delay` for flags; for scores, the
 Gaussian mean CUSUM for the measured standardised shift on a fine lattice

@@ -70,11 +70,12 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from alerting.model import IncidentEvent  # noqa: E402
+from alerting.model import IncidentEvent, Labels  # noqa: E402
 from bench.oracle import GOAL_DELAY_RATIO, Probe, oracle_arl0, oracle_kinds  # noqa: E402
 from streams.devtools.simulate import DEFAULT_STRENGTH, Injection, Scenario, Simulator  # noqa: E402
 from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
-from streams.pipeline.replay import replay_lines  # noqa: E402
+from streams.pipeline.keys import key_id  # noqa: E402
+from streams.pipeline.replay import Pipeline, replay_lines  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
 
 GOAL_RECALL: Final = 0.95
@@ -636,6 +637,14 @@ def run_job(job: Job) -> dict[str, Any]:
     settings = _settings()
     category = scenario.injections[0].category if scenario.injections else None
     probe = Probe(job.kind, category, settings.detection)
+    truth = sim.ground_truth()["injections"]
+    pipeline = Pipeline(settings)
+    # The scope key's per-test ARL0 when the injection starts: the budget the oracle gets.
+    scope_key = key_id(_scope_labels(job.scope)) if job.scope else None
+    start = None
+    if len(truth) == 1:
+        start = _parse_time(truth[0]["start"]).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
+    key_arl0: list[float | None] = [None]
 
     def feed() -> Iterator[bytes]:
         for line in sim.lines():
@@ -644,11 +653,13 @@ def run_job(job: Job) -> dict[str, Any]:
             if in_scope and is_output:
                 i = line.index('"timestamp":"') + 13
                 scope_ts.append(line[i : i + 23])  # drop the "Z": numpy wants naive
+                if start and scope_key and key_arl0[0] is None and scope_ts[-1] >= start:
+                    key_arl0[0] = pipeline.detect.key_arl0(scope_key)
             if needles:
                 probe.feed(line, in_scope)
             yield line.encode()
 
-    result = replay_lines(feed(), settings)
+    result = replay_lines(feed(), settings, pipeline=pipeline)
     times = np.sort(np.array(scope_ts, dtype="datetime64[ms]").astype(np.int64) / 1000.0)
     triggers = [Trigger.from_event(e) for e in result.incidents if e.action == "trigger"]
     return {
@@ -658,21 +669,34 @@ def run_job(job: Job) -> dict[str, Any]:
         "dead_letters": result.dead_letters,
         "incident_events": len(result.incidents),
         "triggers": [t.to_json() for t in triggers],
-        "truth": sim.ground_truth()["injections"],
+        "truth": truth,
         "scope_times": times.tolist(),
         "seconds": time.perf_counter() - began,
         "cpu_seconds": time.process_time() - cpu,
-        "oracle": _oracle(job.kind, probe, sim.ground_truth()["injections"], settings),
+        "oracle": _oracle(job.kind, probe, truth, settings, key_arl0[0]),
     }
 
 
+def _scope_labels(scope: Mapping[str, str]) -> Labels:
+    """The detector key labels of an injection scope (model, version or one segment cut)."""
+    segment = {k: v for k, v in scope.items() if k not in ("model", "version")}
+    return Labels(model=scope["model"], version=scope.get("version"), segment=segment)
+
+
 def _oracle(
-    kind: str, probe: Probe, truth: Sequence[Mapping[str, Any]], settings: Settings
+    kind: str,
+    probe: Probe,
+    truth: Sequence[Mapping[str, Any]],
+    settings: Settings,
+    key_arl0: float | None,
 ) -> dict[str, Any] | None:
-    """The oracle CUSUM's expected delay for the scenario's one injection (see bench/oracle.py)."""
+    """The oracle CUSUM's expected delay for the scenario's one injection (see bench/oracle.py),
+    at the per-test ARL0 the scope's key ran at when the injection started (the events
+    budget's floor if the key was not live then)."""
     if kind not in oracle_kinds() or len(truth) != 1:
         return None
-    arl0 = oracle_arl0(kind, settings.detection, per_detector_arl0(settings.detection))
+    per_test = key_arl0 if key_arl0 is not None else per_detector_arl0(settings.detection)
+    arl0 = oracle_arl0(kind, settings.detection, per_test)
     start = _parse_time(truth[0]["start"]).timestamp()
     end = _parse_time(truth[0]["end"]).timestamp()
     return probe.result(start, end, arl0)
@@ -799,7 +823,7 @@ def print_oracle(
     the per-type figures for the JSON output."""
     print("Oracle (exact CUSUM knowing p0 -> p1 or the mean shift, at the same per-test ARL0):")
     header = (
-        f"{'type':<22} {'scope':<40} {'change':<17} {'oracle [events]':>15} "
+        f"{'type':<22} {'scope':<40} {'change':<17} {'ARL0 [events]':>13} {'oracle [events]':>15} "
         f"{'oracle [min]':>12} {'measured [min]':>14} {'ratio':>6}"
     )
     print(header)
@@ -830,7 +854,8 @@ def print_oracle(
         if inj.injection.category:
             where += f" [{inj.injection.category}]"
         print(
-            f"{kind:<22} {where:<40} {change:<17} {_f(orc['delay_events'], '15.0f')} "
+            f"{kind:<22} {where:<40} {change:<17} {_f(orc['arl0'], '13.3g')} "
+            f"{_f(orc['delay_events'], '15.0f')} "
             f"{_f(orc.get('delay_minutes'), '12.1f')} {_f(inj.delay_minutes, '14.1f')} "
             f"{_f(ratio, '6.2f')}{'' if orc.get('catchable') else '  (oracle misses)'}"
         )
@@ -853,7 +878,8 @@ def print_oracle(
         )
     print(
         "oracle: expected delay of the CUSUM designed for the true change (measured in the\n"
-        "  scope's events) at the ARL0 one test of that detector gets; 'oracle misses' =\n"
+        "  scope's events) at the ARL0 one test of that detector had at the scope's key when\n"
+        "  the injection began (ARL0, in that test's observations); 'oracle misses' =\n"
         "  its expected delay exceeds the events of the 3 h window. Minutes = events / the\n"
         "  scope's event rate in the window. ratio = measured delay / oracle delay.\n"
     )

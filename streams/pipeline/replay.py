@@ -96,13 +96,16 @@ def replay_lines(
     sink: IO[str] | None = None,
     progress: Any = None,
     batch: int = BATCH,
+    pipeline: Pipeline | None = None,
 ) -> ReplayResult:
     """Run the pipeline over raw JSONL lines; write incidents to ``sink`` as they happen.
 
     ``batch`` is how many observations detection takes at once (the worker's batches are
-    whatever a fetch brought); the incidents do not depend on it."""
+    whatever a fetch brought); the incidents do not depend on it. ``pipeline``: one built
+    by the caller (then ``batch`` is its own), so that it can read the detectors' state
+    while the lines are consumed (benchmarks)."""
     topics = kind_topics(settings)
-    pipeline = Pipeline(settings, batch=batch)
+    pipeline = pipeline or Pipeline(settings, batch=batch)
     result = ReplayResult()
     started = time.perf_counter()
 

@@ -11,7 +11,8 @@ import pytest
 
 from streams.cli.main import main
 from streams.devtools.simulate import Scenario, Simulator
-from streams.pipeline.replay import replay_lines
+from streams.pipeline.detectorset import per_detector_arl0
+from streams.pipeline.replay import Pipeline, replay_lines
 from streams.settings import Settings, load_settings
 from tests.scenarios import toxicity_spike_scenario
 
@@ -46,6 +47,19 @@ def test_replay_finds_the_toxicity_spike_with_the_right_labels(
     assert first.last_seen.minute < 45
     assert {e.labels.model for e in triggers} == {"support-chat"}
     assert result.dead_letters == 0
+
+
+def test_a_callers_pipeline_shows_each_keys_run_length_from_the_weekly_budget(
+    settings: Settings, toxic_stream: list[bytes]
+) -> None:
+    """What bench/quality.py gives its oracle: the key's per-test ARL0, from the weekly
+    false-pages budget and the key's traffic, longer than the events floor."""
+    pipeline = Pipeline(settings)
+    replay_lines(toxic_stream[:8000], settings, pipeline=pipeline)
+    arl0 = pipeline.detect.key_arl0("support-chat|*|")
+    assert arl0 is not None
+    assert arl0 > per_detector_arl0(settings.detection)  # the weekly budget, not the floor
+    assert pipeline.detect.key_arl0("no-such-model|*|") is None
 
 
 def test_replay_is_deterministic_byte_for_byte(
