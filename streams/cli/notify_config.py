@@ -14,18 +14,16 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from alerting.delivery import (
-    PAGERDUTY_EVENTS_URL,
-    SLACK_POST_MESSAGE_URL,
+from alerting.delivery import RetryPolicy
+from alerting.policy import ConfigError, format_validation_error
+from alerting.sink_config import (
     AlertmanagerSinkConfig,
     PagerDutySinkConfig,
-    RetryPolicy,
     SinkConfig,
     SlackSinkConfig,
-    WebhookFormat,
     WebhookSinkConfig,
 )
-from alerting.policy import ConfigError, format_validation_error
+from alerting.sinks import PAGERDUTY_EVENTS_URL, SLACK_POST_MESSAGE_URL, WebhookFormat
 from streams.settings import config_dir
 
 DEFAULT_NOTIFY_CONFIG = config_dir() / "notify.toml"

@@ -43,17 +43,15 @@ from pydantic import ValidationError
 
 from alerting.clock import SystemClock, parse_duration
 from alerting.containment import fold_control
-from alerting.delivery import (
-    Sink,
-    UrllibTransport,
-    make_sink,
-)
 from alerting.delivery_state import delivery_topic
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
 from alerting.silences import SilenceRecord, fold_silence_records, new_silence, silences_topic
+from alerting.sink_config import make_sink
+from alerting.sinks import Sink
 from alerting.status import fold_open_incidents, render_incidents
+from alerting.transport import UrllibTransport
 from streams.cli.common import (
     Stopper,
     StopRequestedError,

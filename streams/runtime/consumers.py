@@ -30,19 +30,13 @@ from pydantic import ValidationError
 
 from alerting.clock import Clock, SystemClock
 from alerting.containment import ContainmentState, ModelContainment, commands_for, fold_control
-from alerting.delivery import (
-    DeliveryRunner,
-    FailedDelivery,
-    HttpTransport,
-    RefreshingSink,
-    RetryPolicy,
-    Sink,
-    UrllibTransport,
-)
+from alerting.delivery import DeliveryRunner, FailedDelivery, RetryPolicy
 from alerting.delivery_state import DeliveryState
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import PlaybookSet
+from alerting.sinks import RefreshingSink, Sink
 from alerting.status import fold_open_incidents
+from alerting.transport import HttpTransport, UrllibTransport
 from streams.kafka import clients
 from streams.kafka.clients import SEND_TIMEOUT_S, ClientSecurity
 from streams.kafka.topics import polled_records, read_topic_to_end
