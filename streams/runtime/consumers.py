@@ -236,63 +236,28 @@ def run_notify_consumer(
     """
     clock = clock or SystemClock()
     group = group_id or f"sentinel-notify-{sink.name}"
+    servers = [bootstrap] if isinstance(bootstrap, str) else bootstrap
     if consumer is None:
-        built = clients.consumer(
-            [bootstrap] if isinstance(bootstrap, str) else bootstrap,
-            security,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **(consumer_options or {}),
-        )
-        built.subscribe([alerts_topic])
-        consumer = built
+        consumer = _group_consumer(servers, alerts_topic, group, security, consumer_options)
         sleep = polling_sleep(consumer, sleep)
-    if producer is None:
-        producer = clients.producer(
-            [bootstrap] if isinstance(bootstrap, str) else bootstrap, security
-        )
-    prod = producer
-
-    def dead_letter(dl: FailedDelivery) -> None:
-        _send_and_wait(prod, dead_letter_topic, dl.event.key(), dl.model_dump_json().encode())
-
-    def dead_letter_raw(value: bytes) -> None:
-        _send_and_wait(prod, dead_letter_topic, None, value)
-
-    def publish_state(state: DeliveryState) -> None:
-        if state_topic is None:
-            return
-        state = state.model_copy(update={"group": group})
-        try:
-            _send_and_wait(prod, state_topic, state.key(), state.model_dump_json().encode())
-        except Exception as exc:  # the delivery matters more than its report
-            log.warning("%s: delivery state not published (%s)", sink.name, type(exc).__name__)
-
+    prod = producer if producer is not None else clients.producer(servers, security)
+    outputs = _NotifyOutputs(prod, dead_letter_topic, state_topic, group, sink.name)
     runner = DeliveryRunner(
         sink,
         transport or UrllibTransport(),
-        dead_letter=dead_letter,
+        dead_letter=outputs.dead_letter,
         sleep=sleep,
         clock=clock,
         retry=retry,
-        on_state=publish_state,
+        on_state=outputs.publish_state,
     )
     if isinstance(sink, RefreshingSink) and restore_open:
-        # Alerts expire unless re-posted: take up the open incidents where the last run
-        # left them (the consumer only sees events after its committed offset).
-        events: list[IncidentEvent] = []
-        for r in read_topic_to_end(bootstrap, alerts_topic, security=security):
-            with contextlib.suppress(ValidationError, ValueError):
-                events.append(decode_event(r.value))
-        open_ = fold_open_incidents(events)
-        sink.restore(open_, clock.now())
-        log.info("%s: %d open incident(s) restored from %s", sink.name, len(open_), alerts_topic)
+        _restore_open_incidents(sink, bootstrap, alerts_topic, security, clock)
     try:
         return notify_loop(
             consumer,
             runner,
-            dead_letter_raw=dead_letter_raw,
+            dead_letter_raw=outputs.dead_letter_raw,
             should_stop=should_stop,
             clock=clock,
             stats=stats,
@@ -301,6 +266,81 @@ def run_notify_consumer(
     finally:
         consumer.close()
         prod.flush(timeout=SEND_TIMEOUT_S)
+
+
+def _group_consumer(
+    servers: list[str],
+    alerts_topic: str,
+    group: str,
+    security: ClientSecurity,
+    consumer_options: Mapping[str, Any] | None = None,
+) -> Any:
+    """A group's consumer of ``alerts_topic`` for the notify and containment loops:
+    offsets committed by hand (after each record is handled), a new group starting from
+    the earliest record."""
+    built = clients.consumer(
+        servers,
+        security,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **(consumer_options or {}),
+    )
+    built.subscribe([alerts_topic])
+    return built
+
+
+@dataclass(frozen=True)
+class _NotifyOutputs:
+    """Where ``sentinel notify`` writes besides the sink: dead letters (awaited, so a
+    failure stops the commit) and delivery states (best effort, for ``sentinel status``)."""
+
+    producer: ProducerLike
+    dead_letter_topic: str
+    state_topic: str | None
+    group: str
+    sink_name: str
+
+    def dead_letter(self, dl: FailedDelivery) -> None:
+        """A delivery that failed for good, keyed by its incident's dedup key."""
+        _send_and_wait(
+            self.producer, self.dead_letter_topic, dl.event.key(), dl.model_dump_json().encode()
+        )
+
+    def dead_letter_raw(self, value: bytes) -> None:
+        """A record that is not an incident event (see :func:`undecodable_record`)."""
+        _send_and_wait(self.producer, self.dead_letter_topic, None, value)
+
+    def publish_state(self, state: DeliveryState) -> None:
+        """A delivery's new state, tagged with the group; a failure is only logged."""
+        if self.state_topic is None:
+            return
+        state = state.model_copy(update={"group": self.group})
+        try:
+            _send_and_wait(
+                self.producer, self.state_topic, state.key(), state.model_dump_json().encode()
+            )
+        except Exception as exc:  # the delivery matters more than its report
+            log.warning("%s: delivery state not published (%s)", self.sink_name, type(exc).__name__)
+
+
+def _restore_open_incidents(
+    sink: RefreshingSink,
+    bootstrap: str,
+    alerts_topic: str,
+    security: ClientSecurity,
+    clock: Clock,
+) -> None:
+    """Alerts expire unless re-posted: take up the open incidents where the last run left
+    them (the consumer only sees events after its committed offset), read from the whole
+    alerts topic; records that are not incident events are skipped here."""
+    events: list[IncidentEvent] = []
+    for r in read_topic_to_end(bootstrap, alerts_topic, security=security):
+        with contextlib.suppress(ValidationError, ValueError):
+            events.append(decode_event(r.value))
+    open_ = fold_open_incidents(events)
+    sink.restore(open_, clock.now())
+    log.info("%s: %d open incident(s) restored from %s", sink.name, len(open_), alerts_topic)
 
 
 def handle_containment_event(
@@ -429,14 +469,7 @@ def run_containment_consumer(
             return user_stop() or at_end()
 
     else:
-        consumer = clients.consumer(
-            servers,
-            security,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        consumer.subscribe([alerts_topic])
+        consumer = _group_consumer(servers, alerts_topic, group_id, security)
     producer = None if dry_run else clients.producer(servers, security)
 
     def dead_letter_raw(value: bytes) -> None:
