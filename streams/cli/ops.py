@@ -2,7 +2,7 @@
 
 notify --sink webhook|pagerduty|alertmanager|slack
     Deliver every incident event on the alerts topic to one sink
-    (:func:`streams.runtime.consumers.run_notify_consumer`); permanent failures go to the
+    (:func:`streams.runtime.notify_consumer.run_notify_consumer`); permanent failures go to the
     dead-letter topic. Sink settings come from the notify file (``--config-file``, default
     ``$SENTINEL_NOTIFY_CONFIG`` or ``config/notify.toml``) and ``--url``; secrets from the
     environment (``SENTINEL_NOTIFY_WEBHOOK_SECRET``, ``SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY``,
@@ -70,7 +70,8 @@ from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_
 from streams.cli.status import default_worker_url, delivery_section, read_delivery, worker_section
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
-from streams.runtime.consumers import LoopStats, run_containment_consumer, run_notify_consumer
+from streams.runtime.consumers import LoopStats, run_containment_consumer
+from streams.runtime.notify_consumer import run_notify_consumer
 from streams.settings import Settings
 
 EXIT_DEAD_LETTERS = 3

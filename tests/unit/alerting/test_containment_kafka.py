@@ -15,7 +15,8 @@ from alerting.model import IncidentEvent
 from alerting.sinks import WebhookSink
 from alerting.transport import HttpRequest, HttpResponse
 from detectors.base import SignalKind
-from streams.runtime.consumers import containment_loop, notify_loop, restore_containment_state
+from streams.runtime.consumers import containment_loop, restore_containment_state
+from streams.runtime.notify_consumer import notify_loop
 
 from .helpers import T0, detection, minutes, playbooks, policy, signal
 
