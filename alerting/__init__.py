@@ -1,7 +1,7 @@
 """Signals -> incidents: severity, dedup, lifecycle, muting, sinks and containment.
 
 Pipeline entry points: :class:`~alerting.engine.IncidentEngine` (``observe``/``tick``/
-``get_state``/``set_state``), :func:`~streams.runtime.consumers.run_notify_consumer`,
+``get_state``/``set_state``), :func:`~streams.runtime.notify_consumer.run_notify_consumer`,
 :func:`~streams.runtime.consumers.run_containment_consumer`, and for runtime silences
 :func:`~alerting.silences.silences_topic`, :func:`~alerting.silences.fold_silence_records`,
 :func:`~alerting.silences.active_silences` and :func:`~alerting.silences.sync_engine_silences`.

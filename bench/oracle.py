@@ -28,7 +28,7 @@ import numpy as np
 from scipy.stats import norm
 
 from detectors.arl import bernoulli_cusum_delay, lattice_arl, lattice_threshold
-from streams.settings import DetectionSettings
+from streams.detection_settings import DetectionSettings
 
 GOAL_DELAY_RATIO: Final = 1.3
 

@@ -156,7 +156,7 @@ def measure(n: int, store_kind: str = "rocksdb") -> dict[str, Any]:
     times = []
     for _ in range(20):
         t = time.perf_counter()
-        text = render(obs_view._detectors())
+        text = render(obs_view.detectors.families())
         times.append(time.perf_counter() - t)
     tmp.cleanup()
     return {

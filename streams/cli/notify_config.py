@@ -14,18 +14,16 @@ from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
-from alerting.delivery import (
-    PAGERDUTY_EVENTS_URL,
-    SLACK_POST_MESSAGE_URL,
+from alerting.delivery import RetryPolicy
+from alerting.policy import ConfigError, format_validation_error
+from alerting.sink_config import (
     AlertmanagerSinkConfig,
     PagerDutySinkConfig,
-    RetryPolicy,
     SinkConfig,
     SlackSinkConfig,
-    WebhookFormat,
     WebhookSinkConfig,
 )
-from alerting.policy import ConfigError, format_validation_error
+from alerting.sinks import PAGERDUTY_EVENTS_URL, SLACK_POST_MESSAGE_URL, WebhookFormat
 from streams.settings import config_dir
 
 DEFAULT_NOTIFY_CONFIG = config_dir() / "notify.toml"
@@ -161,81 +159,116 @@ def sink_config(
     """Merge file, ``--url`` and secrets from the environment into a validated sink config.
     ``console_url`` (``console.public_url``) links pages to the operator console."""
     if sink == "webhook":
-        target = url or cfg.webhook.url
-        if not target:
-            raise ConfigError(f"webhook sink needs a URL: --url or [webhook] url in {source}")
-        _check_url(target, "webhook URL")
-        secret = _required_secret(
-            "webhook", "secret", "the webhook HMAC secret", cfg.webhook.secret, environ, source
-        )
-        return WebhookSinkConfig(
-            type="webhook",
-            url=target,
-            secret=secret,
-            format=cfg.webhook.format,
-            receiver=cfg.webhook.receiver,
-            external_url=cfg.webhook.external_url,
-        )
+        return _webhook_config(cfg.webhook, url, environ, source)
     if sink == "pagerduty":
-        target = url or cfg.pagerduty.url
-        _check_url(target, "PagerDuty events URL")
-        key = _required_secret(
-            "pagerduty",
-            "routing_key",
-            "the PagerDuty routing key",
-            cfg.pagerduty.routing_key,
-            environ,
-            source,
-        )
-        return PagerDutySinkConfig(
-            type="pagerduty",
-            routing_key=key,
-            url=target,
-            playbook_base_url=cfg.pagerduty.playbook_base_url,
-            console_url=console_url,
-        )
+        return _pagerduty_config(cfg.pagerduty, url, environ, source, console_url)
     if sink == "alertmanager":
-        target = url or cfg.alertmanager.url
-        if not target:
-            raise ConfigError(
-                f"alertmanager sink needs a URL: --url or [alertmanager] url in {source}"
-            )
-        _check_url(target, "Alertmanager URL")
-        return AlertmanagerSinkConfig(
-            type="alertmanager",
-            url=target,
-            refresh_s=cfg.alertmanager.refresh_s,
-            playbook_base_url=cfg.alertmanager.playbook_base_url,
-            console_url=console_url,
-        )
+        return _alertmanager_config(cfg.alertmanager, url, source, console_url)
+    return _slack_config(cfg.slack, url, environ, source, console_url)
+
+
+def _webhook_config(
+    section: WebhookSection, url: str | None, environ: dict[str, str], source: str
+) -> WebhookSinkConfig:
+    """The webhook sink: a URL (``--url`` wins) and its HMAC secret are required."""
+    target = url or section.url
+    if not target:
+        raise ConfigError(f"webhook sink needs a URL: --url or [webhook] url in {source}")
+    _check_url(target, "webhook URL")
+    secret = _required_secret(
+        "webhook", "secret", "the webhook HMAC secret", section.secret, environ, source
+    )
+    return WebhookSinkConfig(
+        type="webhook",
+        url=target,
+        secret=secret,
+        format=section.format,
+        receiver=section.receiver,
+        external_url=section.external_url,
+    )
+
+
+def _pagerduty_config(
+    section: PagerDutySection,
+    url: str | None,
+    environ: dict[str, str],
+    source: str,
+    console_url: str | None,
+) -> PagerDutySinkConfig:
+    """The PagerDuty sink: the events URL has a default; the routing key is required."""
+    target = url or section.url
+    _check_url(target, "PagerDuty events URL")
+    key = _required_secret(
+        "pagerduty",
+        "routing_key",
+        "the PagerDuty routing key",
+        section.routing_key,
+        environ,
+        source,
+    )
+    return PagerDutySinkConfig(
+        type="pagerduty",
+        routing_key=key,
+        url=target,
+        playbook_base_url=section.playbook_base_url,
+        console_url=console_url,
+    )
+
+
+def _alertmanager_config(
+    section: AlertmanagerSection, url: str | None, source: str, console_url: str | None
+) -> AlertmanagerSinkConfig:
+    """The Alertmanager sink: a URL (``--url`` wins) is required; no secret."""
+    target = url or section.url
+    if not target:
+        raise ConfigError(f"alertmanager sink needs a URL: --url or [alertmanager] url in {source}")
+    _check_url(target, "Alertmanager URL")
+    return AlertmanagerSinkConfig(
+        type="alertmanager",
+        url=target,
+        refresh_s=section.refresh_s,
+        playbook_base_url=section.playbook_base_url,
+        console_url=console_url,
+    )
+
+
+def _slack_config(
+    section: SlackSection,
+    url: str | None,
+    environ: dict[str, str],
+    source: str,
+    console_url: str | None,
+) -> SlackSinkConfig:
+    """The Slack sink: the Web API when ``[slack] channel`` is set (bot token required),
+    else an incoming webhook whose URL is a secret, never taken from ``--url``."""
     if url:
         raise ConfigError(
             "the Slack webhook URL is a secret and is not taken from the command line "
             f"(it would show in the process list): set {SECRET_ENV['slack']}"
         )
-    if cfg.slack.channel:
-        token = _secret(SLACK_TOKEN_ENV, cfg.slack.token, environ)
+    if section.channel:
+        token = _secret(SLACK_TOKEN_ENV, section.token, environ)
         if token is None or not token.get_secret_value():
             raise ConfigError(
                 f"the Slack bot token is not set: set {SLACK_TOKEN_ENV} (or [slack] token in "
                 f"{source}); [slack] channel posts through the Web API"
             )
-        _check_url(cfg.slack.api_url, "the Slack API URL")
+        _check_url(section.api_url, "the Slack API URL")
         return SlackSinkConfig(
             type="slack",
             token=token,
-            channel=cfg.slack.channel,
-            api_url=cfg.slack.api_url,
-            playbook_base_url=cfg.slack.playbook_base_url,
+            channel=section.channel,
+            api_url=section.api_url,
+            playbook_base_url=section.playbook_base_url,
             console_url=console_url,
         )
     hook = _required_secret(
-        "slack", "webhook_url", "the Slack webhook URL", cfg.slack.webhook_url, environ, source
+        "slack", "webhook_url", "the Slack webhook URL", section.webhook_url, environ, source
     )
     _check_url(hook.get_secret_value(), "the Slack webhook URL", secret=True)
     return SlackSinkConfig(
         type="slack",
         webhook_url=hook,
-        playbook_base_url=cfg.slack.playbook_base_url,
+        playbook_base_url=section.playbook_base_url,
         console_url=console_url,
     )

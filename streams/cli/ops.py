@@ -2,7 +2,7 @@
 
 notify --sink webhook|pagerduty|alertmanager|slack
     Deliver every incident event on the alerts topic to one sink
-    (:func:`streams.runtime.consumers.run_notify_consumer`); permanent failures go to the
+    (:func:`streams.runtime.notify_consumer.run_notify_consumer`); permanent failures go to the
     dead-letter topic. Sink settings come from the notify file (``--config-file``, default
     ``$SENTINEL_NOTIFY_CONFIG`` or ``config/notify.toml``) and ``--url``; secrets from the
     environment (``SENTINEL_NOTIFY_WEBHOOK_SECRET``, ``SENTINEL_NOTIFY_PAGERDUTY_ROUTING_KEY``,
@@ -43,17 +43,15 @@ from pydantic import ValidationError
 
 from alerting.clock import SystemClock, parse_duration
 from alerting.containment import fold_control
-from alerting.delivery import (
-    Sink,
-    UrllibTransport,
-    make_sink,
-)
 from alerting.delivery_state import delivery_topic
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
 from alerting.silences import SilenceRecord, fold_silence_records, new_silence, silences_topic
+from alerting.sink_config import make_sink
+from alerting.sinks import Sink
 from alerting.status import fold_open_incidents, render_incidents
+from alerting.transport import UrllibTransport
 from streams.cli.common import (
     Stopper,
     StopRequestedError,
@@ -72,7 +70,8 @@ from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_
 from streams.cli.status import default_worker_url, delivery_section, read_delivery, worker_section
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
-from streams.runtime.consumers import LoopStats, run_containment_consumer, run_notify_consumer
+from streams.runtime.consumers import LoopStats, run_containment_consumer
+from streams.runtime.notify_consumer import run_notify_consumer
 from streams.settings import Settings
 
 EXIT_DEAD_LETTERS = 3

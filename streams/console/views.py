@@ -15,12 +15,12 @@ from html import escape
 from typing import Any, Final
 
 from alerting.model import IncidentEvent, iso_utc
+from streams.detection_settings import DetectionSettings
 from streams.investigation.audit import StatisticSeries
 from streams.investigation.chart import chart_model
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
 from streams.pipeline.keys import level_of_key
 from streams.pipeline.state import STATE_VERSIONS, VERSION_KEY
-from streams.settings import DetectionSettings
 
 MAX_POINTS: Final = 600
 

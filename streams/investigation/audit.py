@@ -37,6 +37,7 @@ from streams.contract.events import (
     InferenceInput,
     InferenceOutput,
 )
+from streams.detection_settings import DetectionSettings
 from streams.investigation.history import event_topics
 from streams.investigation.incidents import opening_event, triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Span
@@ -58,7 +59,7 @@ from streams.pipeline.rules import (
     is_injected,
     is_toxic,
 )
-from streams.settings import DetectionSettings, Settings
+from streams.settings import Settings
 
 DEFAULT_LOOKBACK: Final = timedelta(hours=6)
 REPRODUCED_WITHIN: Final = timedelta(seconds=60)

@@ -29,6 +29,7 @@ from alerting.playbooks import PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
 from detectors.base import Signal
+from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import (
     SAMPLES_KEPT,
@@ -51,7 +52,6 @@ from streams.pipeline.localize import known_keys, localize_detection, probe_heal
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.silence import SilenceWatch
 from streams.pipeline.state import VERSION_KEY, restore, stamp
-from streams.settings import DetectionSettings
 
 SilenceSource = Callable[[datetime, str], list[Silence]]
 """Active runtime silences for a model at a time (see :mod:`alerting.silences`)."""

@@ -18,6 +18,7 @@ from alerting.model import EventRange
 from detectors.base import Detector, Signal
 from detectors.registry import REGISTRY
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
+from streams.detection_settings import DetectionSettings
 from streams.pipeline import budget
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.priors import adopt_parent_prior
@@ -31,7 +32,6 @@ from streams.pipeline.rules import (
     is_hallucination,
     is_injected,
 )
-from streams.settings import DetectionSettings
 
 CHECKPOINT_EVERY: Final = 32
 """Observations between evidence checkpoints of a detector (offset granularity)."""

@@ -15,9 +15,9 @@ from typing import Any
 
 from streams.contract.decode import Coordinates
 from streams.contract.events import AnyEvent, Evaluation, Feedback, InferenceInput, InferenceOutput
+from streams.detection_settings import DetectionSettings
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.state import restore, stamp
-from streams.settings import DetectionSettings
 
 Store = MutableMapping[str, Any]
 """A state store: a faust table in the worker, a dict in replay and tests."""

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Final, Literal, TypeAlias
 
 from alerting.model import Labels
+from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.observation import Observation
-from streams.settings import DetectionSettings
 
 Level: TypeAlias = Literal["model", "version", "segment"]
 LEVELS: Final[tuple[Level, ...]] = ("model", "version", "segment")

@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from typing import Final
 
 from streams.contract.events import Evaluation, Feedback, InferenceOutput
-from streams.settings import DetectionSettings
+from streams.detection_settings import DetectionSettings
 
 ANY_TOXIC: Final = "any"
 """Pseudo-category: the output is toxic in any category. A spike spread over categories

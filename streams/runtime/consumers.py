@@ -1,4 +1,5 @@
-"""Thin kafka-python loops around the pure logic: notify sinks and containment.
+"""Thin kafka-python loops around the pure logic: containment here, and the client
+plumbing it shares with the notify loop (:mod:`streams.runtime.notify_consumer`).
 
 Each loop polls the alerts topic (``should_stop`` is checked between polled batches of at
 most 100 records), hands every record to a pure ``handle_*`` function and
@@ -18,10 +19,8 @@ all of them; ``None`` means PLAINTEXT. They hold the password: never log them.
 from __future__ import annotations
 
 import base64
-import contextlib
 import json
 import logging
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -30,19 +29,8 @@ from pydantic import ValidationError
 
 from alerting.clock import Clock, SystemClock
 from alerting.containment import ContainmentState, ModelContainment, commands_for, fold_control
-from alerting.delivery import (
-    DeliveryRunner,
-    FailedDelivery,
-    HttpTransport,
-    RefreshingSink,
-    RetryPolicy,
-    Sink,
-    UrllibTransport,
-)
-from alerting.delivery_state import DeliveryState
 from alerting.model import IncidentEvent, iso_utc
 from alerting.playbooks import PlaybookSet
-from alerting.status import fold_open_incidents
 from streams.kafka import clients
 from streams.kafka.clients import SEND_TIMEOUT_S, ClientSecurity
 from streams.kafka.topics import polled_records, read_topic_to_end
@@ -75,46 +63,15 @@ class ConsumerLike(Protocol):
     def close(self) -> None: ...
 
 
-MEMBER_POLL_S = 1.0
-"""While a delivery backs off, the consumer polls (its partitions paused) this often."""
-
-
-def polling_sleep(
-    consumer: Any, sleep: Callable[[float], None] = time.sleep, *, slice_s: float = MEMBER_POLL_S
-) -> Callable[[float], None]:
-    """A ``sleep`` for retry backoffs that keeps ``consumer`` in its group.
-
-    kafka-python drops a member that has not polled for ``max_poll_interval_ms`` (5 min by
-    default), and a delivery retries for ``retry_for_s`` (30 min): after such an outage the
-    commit failed and ``sentinel notify`` exited. During a backoff this pauses the
-    consumer's partitions and polls in slices of ``slice_s`` (nothing is returned from a
-    paused partition, so no record is skipped), then resumes them.
-    """
-
-    def _sleep(seconds: float) -> None:
-        parts = list(consumer.assignment())
-        if not parts:
-            sleep(seconds)
-            return
-        consumer.pause(*parts)
-        try:
-            end = time.monotonic() + seconds
-            while (left := end - time.monotonic()) > 0:
-                got = consumer.poll(timeout_ms=max(1, int(min(left, slice_s) * 1000)))
-                if got:  # a paused partition returns nothing; anything else is a bug
-                    raise RuntimeError(f"records from paused partitions: {list(got)}")
-        finally:
-            consumer.resume(*[tp for tp in parts if tp in consumer.assignment()])
-
-    return _sleep
-
-
-def _send_and_wait(producer: ProducerLike, topic: str, key: bytes | None, value: bytes) -> None:
+def send_and_wait(producer: ProducerLike, topic: str, key: bytes | None, value: bytes) -> None:
+    """Publish one record and wait for the broker's ack (raises on failure), so the input
+    record is committed only after its output is safe."""
     future = producer.send(topic, value=value, key=key)
     future.get(timeout=SEND_TIMEOUT_S)
 
 
-def _commit(consumer: ConsumerLike, record: RecordLike) -> None:
+def commit_record(consumer: ConsumerLike, record: RecordLike) -> None:
+    """Commit the offset after ``record``: it is handled and is not read again."""
     from kafka.structs import OffsetAndMetadata, TopicPartition
 
     tp = TopicPartition(record.topic, record.partition)
@@ -151,162 +108,33 @@ class LoopStats:
         self.outcomes[outcome] = self.outcomes.get(outcome, 0) + 1
 
 
-def handle_alert_record(
-    record: RecordLike,
-    runner: DeliveryRunner,
-    *,
-    dead_letter_raw: Callable[[bytes], None],
-    clock: Clock,
-) -> str:
-    """Deliver one alerts-topic record; returns the outcome name."""
-    try:
-        event = decode_event(record.value)
-    except (ValidationError, ValueError) as exc:
-        dead_letter_raw(
-            undecodable_record(record, f"invalid IncidentEvent: {exc}", iso_utc(clock.now()))
-        )
-        return "undecodable"
-    return runner.deliver(event).value
-
-
-def notify_loop(
-    consumer: ConsumerLike,
-    runner: DeliveryRunner,
-    *,
-    dead_letter_raw: Callable[[bytes], None],
-    should_stop: Callable[[], bool],
-    clock: Clock,
-    poll_timeout_ms: int = 1000,
-    stats: LoopStats | None = None,
-    on_poll: Callable[[int, bool], None] | None = None,
-) -> LoopStats:
-    """Deliver until ``should_stop()``. ``stats`` (filled in place, so a caller still has
-    the counts if delivery is interrupted) and ``on_poll`` (called with the size of each
-    polled batch and whether the consumer has partitions yet, e.g. for idle detection) are
-    optional. Between polls (at least every ``poll_timeout_ms``) a refreshing sink re-posts
-    its alerts when due (:meth:`DeliveryRunner.refresh`)."""
-    stats = stats if stats is not None else LoopStats()
-    while not should_stop():
-        runner.refresh()
-        records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
-        if on_poll is not None:
-            on_poll(len(records), _assigned(consumer))
-        for record in records:
-            stats.count(
-                handle_alert_record(record, runner, dead_letter_raw=dead_letter_raw, clock=clock)
-            )
-            _commit(consumer, record)
-    return stats
-
-
-def _assigned(consumer: Any) -> bool:
+def is_assigned(consumer: Any) -> bool:
     """Whether a consumer has partitions to read yet (a group join can take seconds on a
     busy broker; a consumer without ``assignment``, e.g. an injected one, counts as ready)."""
     assignment = getattr(consumer, "assignment", None)
     return True if assignment is None else bool(assignment())
 
 
-def run_notify_consumer(
-    bootstrap: str,
+def group_consumer(
+    servers: list[str],
     alerts_topic: str,
-    sink: Sink,
-    *,
-    dead_letter_topic: str,
-    should_stop: Callable[[], bool],
-    group_id: str | None = None,
-    transport: HttpTransport | None = None,
-    retry: RetryPolicy | None = None,
-    clock: Clock | None = None,
-    sleep: Callable[[float], None] = time.sleep,
-    consumer: ConsumerLike | None = None,
-    producer: ProducerLike | None = None,
-    stats: LoopStats | None = None,
-    on_poll: Callable[[int, bool], None] | None = None,
-    security: ClientSecurity = None,
+    group: str,
+    security: ClientSecurity,
     consumer_options: Mapping[str, Any] | None = None,
-    restore_open: bool = True,
-    state_topic: str | None = None,
-) -> LoopStats:
-    """``sentinel notify <sink>``: deliver every incident event on ``alerts_topic``.
-
-    Permanent failures go to ``dead_letter_topic`` as
-    :class:`alerting.delivery.FailedDelivery` JSON keyed by the dedup key; offsets are committed
-    only after delivery or dead-lettering. ``security``
-    and ``consumer_options`` (extra kafka-python consumer settings) apply to the clients
-    built here (not to injected ones); a consumer built here stays in its group through
-    backoffs of any length (:func:`polling_sleep`). A :class:`RefreshingSink`
-    (Alertmanager) first takes up the open incidents of the whole alerts topic
-    (``restore_open``), since its alerts expire unless re-posted. With ``state_topic``,
-    every change of a delivery's state goes there (:mod:`alerting.delivery_state`), for
-    ``sentinel status``; failing to publish one is logged, never stops delivery.
-    """
-    clock = clock or SystemClock()
-    group = group_id or f"sentinel-notify-{sink.name}"
-    if consumer is None:
-        built = clients.consumer(
-            [bootstrap] if isinstance(bootstrap, str) else bootstrap,
-            security,
-            group_id=group,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            **(consumer_options or {}),
-        )
-        built.subscribe([alerts_topic])
-        consumer = built
-        sleep = polling_sleep(consumer, sleep)
-    if producer is None:
-        producer = clients.producer(
-            [bootstrap] if isinstance(bootstrap, str) else bootstrap, security
-        )
-    prod = producer
-
-    def dead_letter(dl: FailedDelivery) -> None:
-        _send_and_wait(prod, dead_letter_topic, dl.event.key(), dl.model_dump_json().encode())
-
-    def dead_letter_raw(value: bytes) -> None:
-        _send_and_wait(prod, dead_letter_topic, None, value)
-
-    def publish_state(state: DeliveryState) -> None:
-        if state_topic is None:
-            return
-        state = state.model_copy(update={"group": group})
-        try:
-            _send_and_wait(prod, state_topic, state.key(), state.model_dump_json().encode())
-        except Exception as exc:  # the delivery matters more than its report
-            log.warning("%s: delivery state not published (%s)", sink.name, type(exc).__name__)
-
-    runner = DeliveryRunner(
-        sink,
-        transport or UrllibTransport(),
-        dead_letter=dead_letter,
-        sleep=sleep,
-        clock=clock,
-        retry=retry,
-        on_state=publish_state,
+) -> Any:
+    """A group's consumer of ``alerts_topic`` for the notify and containment loops:
+    offsets committed by hand (after each record is handled), a new group starting from
+    the earliest record."""
+    built = clients.consumer(
+        servers,
+        security,
+        group_id=group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        **(consumer_options or {}),
     )
-    if isinstance(sink, RefreshingSink) and restore_open:
-        # Alerts expire unless re-posted: take up the open incidents where the last run
-        # left them (the consumer only sees events after its committed offset).
-        events: list[IncidentEvent] = []
-        for r in read_topic_to_end(bootstrap, alerts_topic, security=security):
-            with contextlib.suppress(ValidationError, ValueError):
-                events.append(decode_event(r.value))
-        open_ = fold_open_incidents(events)
-        sink.restore(open_, clock.now())
-        log.info("%s: %d open incident(s) restored from %s", sink.name, len(open_), alerts_topic)
-    try:
-        return notify_loop(
-            consumer,
-            runner,
-            dead_letter_raw=dead_letter_raw,
-            should_stop=should_stop,
-            clock=clock,
-            stats=stats,
-            on_poll=on_poll,
-        )
-    finally:
-        consumer.close()
-        prod.flush(timeout=SEND_TIMEOUT_S)
+    built.subscribe([alerts_topic])
+    return built
 
 
 def handle_containment_event(
@@ -371,7 +199,7 @@ def containment_loop(
     while not should_stop():
         records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
-            on_poll(len(records), _assigned(consumer))
+            on_poll(len(records), is_assigned(consumer))
         for record in records:
             try:
                 event = decode_event(record.value)
@@ -379,7 +207,7 @@ def containment_loop(
                 if dead_letter_raw is not None:
                     dead_letter_raw(undecodable_record(record, str(exc), iso_utc(clock.now())))
                 if commit:
-                    _commit(consumer, record)
+                    commit_record(consumer, record)
                 stats.count("undecodable")
                 continue
             state, snapshots = handle_containment_event(event, state, playbooks, dry_run=dry_run)
@@ -389,9 +217,9 @@ def containment_loop(
                         "DRY RUN: would publish to %s: %s", control_topic, snap.model_dump_json()
                     )
                 else:
-                    _send_and_wait(producer, control_topic, snap.key(), snap.to_json_bytes())
+                    send_and_wait(producer, control_topic, snap.key(), snap.to_json_bytes())
             if commit:
-                _commit(consumer, record)
+                commit_record(consumer, record)
             if not snapshots:
                 stats.count("no_action")
             else:
@@ -435,19 +263,12 @@ def run_containment_consumer(
             return user_stop() or at_end()
 
     else:
-        consumer = clients.consumer(
-            servers,
-            security,
-            group_id=group_id,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-        )
-        consumer.subscribe([alerts_topic])
+        consumer = group_consumer(servers, alerts_topic, group_id, security)
     producer = None if dry_run else clients.producer(servers, security)
 
     def dead_letter_raw(value: bytes) -> None:
         if dead_letter_topic is not None and producer is not None:
-            _send_and_wait(producer, dead_letter_topic, None, value)
+            send_and_wait(producer, dead_letter_topic, None, value)
 
     try:
         return containment_loop(

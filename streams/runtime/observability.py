@@ -12,9 +12,9 @@ Metric names and labels are listed in ``docs/operations.md``. Cardinality is bou
 topic/partition/reason/event type/severity/incident type (small, fixed sets), and at most
 ``top_k`` detector keys. Detector statistics are read from the live detector sets (no
 deserialising), at most every ``detector_scan_interval_s`` and over a rotating sample of at
-most ``max_scan_keys`` keys within ``scan_budget_s``, on the event loop; key counts are
-exact (the detect stage's key tracker), so a scrape stays fast at 100k keys
-(``bench/state.py``).
+most ``max_scan_keys`` keys within ``scan_budget_s``, on the event loop
+(:mod:`streams.runtime.detector_metrics`); key counts are exact (the detect stage's key
+tracker), so a scrape stays fast at 100k keys (``bench/state.py``).
 
 The text format itself is :mod:`streams.runtime.exposition`; the log formats are
 :mod:`streams.runtime.logs` (their names are re-exported here for existing imports).
@@ -26,17 +26,16 @@ import asyncio
 import dataclasses
 import logging
 import logging.config
-import math
 import time
 import weakref
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from alerting.clock import Clock
-from streams.pipeline.keys import LEVELS, level_of_key
 from streams.pipeline.state import RESETS, STATE_VERSIONS
+from streams.runtime.detector_metrics import DetectorMetrics
 from streams.runtime.exposition import (
     CONTENT_TYPE,
     LATENCY_BUCKETS_S,
@@ -96,16 +95,6 @@ class Readiness:
         return {"ready": self.ready, **self.checks}
 
 
-@dataclass
-class _DetectorScan:
-    at: float = -math.inf
-    keys: Counter[str] = field(default_factory=Counter)
-    top: list[tuple[float, str, str, str]] = field(default_factory=list)  # ratio, key, lvl, kind
-    max_by: dict[tuple[str, str], float] = field(default_factory=dict)
-    learning: Counter[tuple[str, str]] = field(default_factory=Counter)
-    truncated: bool = False
-
-
 def _is_changelog(topic: str) -> bool:
     return topic.endswith("-changelog")
 
@@ -129,16 +118,17 @@ class Observability:
         self.app = app
         self.service = service
         self.clock = clock
-        self.top_k = top_k
-        self.detector_scan_interval_s = detector_scan_interval_s
-        self.max_scan_keys = max_scan_keys
-        self.scan_budget_s = scan_budget_s
         self.end_offsets_timeout_s = end_offsets_timeout_s
-        self._monotonic = monotonic
         self._end_offsets: dict[Any, int] = {}
         self.latency = Histogram()
-        self._scan = _DetectorScan()
-        self._scan_cursor = 0
+        self.detectors = DetectorMetrics(
+            service,
+            top_k=top_k,
+            interval_s=detector_scan_interval_s,
+            max_scan_keys=max_scan_keys,
+            scan_budget_s=scan_budget_s,
+            monotonic=monotonic,
+        )
         self.errors: Counter[str] = Counter()
 
     # -- fed by the detect agent ---------------------------------------------------------
@@ -216,7 +206,7 @@ class Observability:
             ("ingress", self._ingress),
             ("pipeline", self._pipeline),
             ("incidents", self._incidents),
-            ("detectors", self._detectors),
+            ("detectors", self.detectors.families),
             ("consumer", self._consumer),
             ("fetch", self._fetch),
             ("readiness", self._ready),
@@ -316,126 +306,6 @@ class Observability:
         m = MetricFamily("sentinel_incidents_open_muted", "gauge", "Open incidents muted.")
         m.add(muted)
         return [open_, typed, m]
-
-    def _rescan_detectors(self) -> None:
-        """Read detector statistics from the live (in-memory) detector sets, sampled: each
-        scan reads the keys of the last top list (so the keys closest to alarm stay
-        watched), then at most ``max_scan_keys`` keys in rotation, and stops when
-        ``scan_budget_s`` is spent. Nothing is deserialised, and the live sets are at most
-        ``detection.max_live_keys``, so a scrape stays fast at 100k keys (a full scan of
-        the table took 1.5 s at 30k). Key counts come exactly from the detect stage's key
-        tracker, not from the scan."""
-        detect = self.service.detect
-        live = detect._live
-        began = self._monotonic()
-        scan = _DetectorScan(at=began)
-        kids = list(live)
-        start = self._scan_cursor % len(kids) if kids else 0
-        chosen = kids[start : start + self.max_scan_keys]
-        if len(chosen) < self.max_scan_keys:
-            chosen += kids[: min(start, self.max_scan_keys - len(chosen))]
-        # The last top list first (the keys closest to alarm stay watched), then the
-        # rotation, until the time budget is spent: a scrape's cost is bounded on a busy
-        # machine too (it runs on the event loop); the rotation resumes where it stopped.
-        top = [key for _, key, _, _ in self._scan.top if key in live]
-        order = list(dict.fromkeys([*top, *chosen]))
-        rotated = 0
-        best: dict[tuple[str, str], tuple[float, str]] = {}
-        for i, key in enumerate(order):
-            if i % 16 == 15 and self._monotonic() - began > self.scan_budget_s:
-                break
-            if i >= len(top):
-                rotated += 1
-            ds = live[key]
-            level = level_of_key(key)
-            for name, det in ds.detectors.items():
-                kind = name.partition(":")[0]
-                if det.learning:
-                    scan.learning[(level, kind)] += 1
-                    continue
-                try:
-                    ratio = det.statistic / det.threshold
-                except (ZeroDivisionError, ValueError):
-                    continue
-                if not math.isfinite(ratio):
-                    continue
-                if ratio > scan.max_by.get((level, kind), -math.inf):
-                    scan.max_by[(level, kind)] = ratio
-                if ratio > best.get((key, kind), (-math.inf, ""))[0]:
-                    best[(key, kind)] = (ratio, level)
-        self._scan_cursor = start + rotated
-        scan.truncated = rotated < len(kids)
-        ranked = sorted(((r, k, lvl, kind) for (k, kind), (r, lvl) in best.items()), reverse=True)
-        scan.top = ranked[: self.top_k]
-        for level in LEVELS:
-            scan.keys[level] = detect.idle.by_level[level]
-        self._scan = scan
-
-    def _detectors(self) -> list[MetricFamily]:
-        if self._monotonic() - self._scan.at >= self.detector_scan_interval_s:
-            self._rescan_detectors()
-        scan = self._scan
-        keys = MetricFamily("sentinel_detector_keys", "gauge", "Detector keys by level.")
-        for key_level in LEVELS:
-            keys.add(scan.keys[key_level], {"level": key_level})
-        learning = MetricFamily(
-            "sentinel_detectors_learning", "gauge", "Detectors still learning their baseline."
-        )
-        for (level, kind), n in sorted(scan.learning.items()):
-            learning.add(n, {"level": level, "detector": kind})
-        top = MetricFamily(
-            "sentinel_detector_statistic_ratio",
-            "gauge",
-            f"statistic / threshold of the {self.top_k} keys closest to alarm (1 = alarm).",
-        )
-        for ratio, key, level, kind in scan.top:
-            top.add(ratio, {"key": key, "level": level, "detector": kind})
-        worst = MetricFamily(
-            "sentinel_detector_statistic_ratio_max",
-            "gauge",
-            "Largest statistic / threshold over all keys, by level and detector.",
-        )
-        for (level, kind), ratio in sorted(scan.max_by.items()):
-            worst.add(ratio, {"level": level, "detector": kind})
-        trunc = MetricFamily(
-            "sentinel_detector_scan_truncated",
-            "gauge",
-            "1 if the last scan sampled max_scan_keys of more live keys (statistics gauges "
-            "are then over a rotating sample; key counts are exact).",
-        )
-        trunc.add(int(scan.truncated))
-        return [keys, learning, top, worst, trunc, *self._bounds()]
-
-    def _bounds(self) -> list[MetricFamily]:
-        detect = self.service.detect
-        folded = MetricFamily(
-            "sentinel_label_values_folded_total",
-            "counter",
-            "Observations whose label value (or version) was over its per-model limit and "
-            "fed the 'other' key instead, by label.",
-        )
-        by_label: Counter[str] = Counter()
-        for (_, label), n in detect.fold.folded.items():
-            by_label[label] += n
-        for label in sorted(by_label):
-            folded.add(by_label[label], {"label": label})
-        admitted = MetricFamily(
-            "sentinel_label_values_max",
-            "gauge",
-            "Largest number of distinct values admitted for one model, by label.",
-        )
-        most: dict[str, int] = {}
-        for (_, label), n in detect.fold.admitted().items():
-            most[label] = max(most.get(label, 0), n)
-        for label in sorted(most):
-            admitted.add(most[label], {"label": label})
-        expired = MetricFamily(
-            "sentinel_detector_keys_expired_total",
-            "counter",
-            "Detector keys dropped after detection.idle_key_hours without an event.",
-        )
-        expired.add(detect.idle.expired)
-        return [folded, admitted, expired]
 
     def _consumer(self) -> list[MetricFamily]:
         consumer = self.app.consumer

@@ -244,9 +244,12 @@ def test_notify_stays_in_its_group_through_an_outage_longer_than_the_poll_interv
     from pydantic import SecretStr
 
     from alerting.clock import SystemClock
-    from alerting.delivery import RetryPolicy, UrllibTransport, WebhookSink
+    from alerting.delivery import RetryPolicy
+    from alerting.sinks import WebhookSink
+    from alerting.transport import UrllibTransport
     from streams.kafka.topics import ensure_topics
-    from streams.runtime.consumers import LoopStats, run_notify_consumer
+    from streams.runtime.consumers import LoopStats
+    from streams.runtime.notify_consumer import run_notify_consumer
 
     ensure_topics(service_settings, [kafka_broker.bootstrap])
     topic = service_settings.topics.alerts

@@ -16,16 +16,11 @@ import pytest
 from pydantic import SecretStr
 
 from alerting.clock import SystemClock
-from alerting.delivery import (
-    DeliveryOutcome,
-    DeliveryRunner,
-    FailedDelivery,
-    RetryPolicy,
-    UrllibTransport,
-    WebhookSink,
-)
+from alerting.delivery import DeliveryOutcome, DeliveryRunner, FailedDelivery, RetryPolicy
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
+from alerting.sinks import WebhookSink
+from alerting.transport import UrllibTransport
 from detectors.base import SignalKind
 from tests.integration.webhook_receiver import Recorder, serve
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal

@@ -11,9 +11,11 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from alerting.alertmanager import label_name
-from alerting.delivery import AlertmanagerSink, DeliveryRunner, HttpRequest, HttpResponse
+from alerting.delivery import DeliveryRunner
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, Severity, event_id_of
+from alerting.sinks import AlertmanagerSink
+from alerting.transport import HttpRequest, HttpResponse
 
 from .helpers import ManualClock, detection, playbooks, policy
 

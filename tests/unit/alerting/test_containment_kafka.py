@@ -8,11 +8,14 @@ from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import SecretStr
 
 from alerting.containment import ContainmentState, ModelContainment, commands_for, fold
-from alerting.delivery import DeliveryRunner, FailedDelivery, HttpRequest, HttpResponse, WebhookSink
+from alerting.delivery import DeliveryRunner, FailedDelivery
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
+from alerting.sinks import WebhookSink
+from alerting.transport import HttpRequest, HttpResponse
 from detectors.base import SignalKind
-from streams.runtime.consumers import containment_loop, notify_loop, restore_containment_state
+from streams.runtime.consumers import containment_loop, restore_containment_state
+from streams.runtime.notify_consumer import notify_loop
 
 from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
 

@@ -11,17 +11,13 @@ from alerting.delivery import (
     DeliveryOutcome,
     DeliveryRunner,
     FailedDelivery,
-    HttpRequest,
-    HttpResponse,
-    PagerDutySink,
     RetryPolicy,
-    SlackSink,
-    TransportError,
-    WebhookSink,
 )
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from alerting.payloads import SIGNATURE_HEADER, TIMESTAMP_HEADER, verify
+from alerting.sinks import PagerDutySink, SlackSink, WebhookSink
+from alerting.transport import HttpRequest, HttpResponse, TransportError
 
 from .helpers import T0, ManualClock, detection, playbooks, policy
 

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 from pydantic import SecretStr
 
-from alerting.delivery import DeliveryRunner, RetryPolicy, WebhookSink
+from alerting.delivery import DeliveryRunner, RetryPolicy
 from alerting.delivery_state import (
     DeliveryState,
     DeliveryStatus,
@@ -17,6 +17,7 @@ from alerting.delivery_state import (
 )
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
+from alerting.sinks import WebhookSink
 
 from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
 from .test_delivery import ScriptedTransport

@@ -7,18 +7,12 @@ import json
 import pytest
 from pydantic import SecretStr, ValidationError
 
-from alerting.delivery import (
-    DeliveryOutcome,
-    DeliveryRunner,
-    FailedDelivery,
-    HttpRequest,
-    HttpResponse,
-    SlackSinkConfig,
-    SlackThreadSink,
-    make_sink,
-)
+from alerting.delivery import DeliveryOutcome, DeliveryRunner, FailedDelivery
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
+from alerting.sink_config import SlackSinkConfig, make_sink
+from alerting.sinks import SlackThreadSink
+from alerting.transport import HttpRequest, HttpResponse
 from streams.cli.notify_config import NotifyFile, SlackSection, sink_config
 
 from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal

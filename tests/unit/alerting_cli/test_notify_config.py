@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 from pydantic import SecretStr
 
-from alerting.delivery import PagerDutySinkConfig, SlackSinkConfig, WebhookSinkConfig
 from alerting.policy import ConfigError
+from alerting.sink_config import PagerDutySinkConfig, SlackSinkConfig, WebhookSinkConfig
 from streams.cli.common import Stopper, StopRequestedError
 from streams.cli.notify_config import (
     DEFAULT_NOTIFY_CONFIG,

@@ -10,12 +10,12 @@ from datetime import timedelta
 
 import pytest
 
-from alerting.delivery import AlertmanagerSinkConfig, PagerDutySinkConfig, make_sink
 from alerting.engine import IncidentEngine
 from alerting.model import BlastRadius, IncidentEvent
 from alerting.operator import OperatorAction, new_action, operator_topic, overlay
 from alerting.payloads import add_console_link, pagerduty_event, slack_message
 from alerting.silences import SilenceRecord, new_silence, silences_topic
+from alerting.sink_config import AlertmanagerSinkConfig, PagerDutySinkConfig, make_sink
 from detectors.base import SignalKind
 from streams.console.actions import ActionError, ConsoleActions
 from streams.console.auth import Authenticator, hash_password, verify_password

@@ -364,14 +364,14 @@ def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
         scan_budget_s=0.0015,
         monotonic=monotonic,
     )
-    obs._rescan_detectors()
-    assert obs._scan.truncated
-    first = obs._scan_cursor
+    obs.detectors.rescan()
+    assert obs.detectors.scan.truncated
+    first = obs.detectors.cursor
     assert 0 < first < len(live)
-    obs._rescan_detectors()
-    assert obs._scan_cursor > first  # the rotation went on
+    obs.detectors.rescan()
+    assert obs.detectors.cursor > first  # the rotation went on
     generous = Observability(
         _fake_app([], {}, {}), service, ManualClock(datetime.now(UTC)), scan_budget_s=60.0
     )
-    generous._rescan_detectors()
-    assert generous._scan.truncated == (len(live) > generous.max_scan_keys)
+    generous.detectors.rescan()
+    assert generous.detectors.scan.truncated == (len(live) > generous.detectors.max_scan_keys)

@@ -16,10 +16,10 @@ from detectors.drift import NumericDrift
 from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
 from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceOutput
+from streams.detection_settings import DetectionSettings
 from streams.pipeline import budget, detectorset
 from streams.pipeline.detectorset import FACTORIES, DetectorSet, per_detector_arl0, per_test_seconds
 from streams.pipeline.observation import Observation
-from streams.settings import DetectionSettings
 
 S = DetectionSettings()
 T0 = datetime(2025, 1, 6, tzinfo=UTC)

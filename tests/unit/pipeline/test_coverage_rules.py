@@ -13,6 +13,7 @@ from pydantic import ValidationError
 from detectors.base import SignalKind
 from streams.contract.decode import Coordinates
 from streams.contract.events import Evaluation, InferenceOutput
+from streams.detection_settings import DetectionSettings
 from streams.pipeline import detectorset
 from streams.pipeline.detectorset import FACTORIES, DetectorSet
 from streams.pipeline.observation import Observation
@@ -24,7 +25,7 @@ from streams.pipeline.rules import (
     is_guardrail_block,
     is_hallucination,
 )
-from streams.settings import DetectionSettings, load_settings
+from streams.settings import load_settings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 S = DetectionSettings()

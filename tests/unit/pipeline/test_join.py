@@ -6,8 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 from streams.contract.decode import Coordinates
 from streams.contract.events import Feedback, InferenceInput, InferenceOutput
+from streams.detection_settings import DetectionSettings
 from streams.pipeline.join import Joiner
-from streams.settings import DetectionSettings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 

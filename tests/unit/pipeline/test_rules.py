@@ -7,8 +7,8 @@ from datetime import UTC, datetime
 import pytest
 
 from streams.contract.events import Feedback
+from streams.detection_settings import DetectionSettings
 from streams.pipeline.rules import ANY_TOXIC, is_critical, is_downvote, is_injected, is_toxic
-from streams.settings import DetectionSettings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 S = DetectionSettings()

@@ -15,9 +15,10 @@ from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceInput
+from streams.detection_settings import DetectionSettings
 from streams.pipeline.detect import Detect
 from streams.pipeline.observation import Observation
-from streams.settings import DetectionSettings, load_settings
+from streams.settings import load_settings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 SHIFT_AT = 8000

@@ -17,11 +17,12 @@ from detectors.coverage import HarmRate
 from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
 from streams.contract.decode import Coordinates
 from streams.contract.events import Feedback
+from streams.detection_settings import DetectionSettings
 from streams.pipeline import budget
 from streams.pipeline.detect import Detect
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0, per_test_seconds
 from streams.pipeline.observation import Observation, event_time
-from streams.settings import DetectionSettings, load_settings
+from streams.settings import load_settings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 SERVICE_KEYS = 1000
