@@ -40,12 +40,12 @@ from numpy.typing import NDArray
 from scipy.stats import chi2
 
 from bench.oracle import gaussian_cusum_delay
+from detectors.adaptive_rate import AdaptiveDownvoteSpike, AdaptivePromptInjectionRate
 from detectors.arl import bernoulli_cusum_delay
 from detectors.base import Detector, Signal
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import POOLED, HarmRate
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
-from detectors.rate import AdaptiveDownvoteSpike, AdaptivePromptInjectionRate
 from streams.pipeline import budget
 
 WEEK_S = budget.WEEK_S

@@ -24,9 +24,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.arl import lattice_threshold
-from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
-from detectors.rate import DEFAULT_ARL0
 
 __all__ = ["ConfidenceShift"]
 

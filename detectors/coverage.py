@@ -32,14 +32,18 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.special import ndtri
 
-from detectors.base import Detector, Direction, JsonState, Signal, SignalKind, merge_categories
-from detectors.confidence import ConfidenceShift
-from detectors.rate import (
-    BASELINE_CONFIDENCE,
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
+from detectors.base import (
     DEFAULT_ARL0,
-    AdaptiveBernoulliCusum,
-    BernoulliCusum,
+    Detector,
+    Direction,
+    JsonState,
+    Signal,
+    SignalKind,
+    merge_categories,
 )
+from detectors.confidence import ConfidenceShift
+from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
 
 __all__ = [
     "POOLED",

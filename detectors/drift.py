@@ -28,8 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 
-from detectors.base import Detector, Direction, JsonState, Signal, SignalKind
-from detectors.rate import DEFAULT_ARL0
+from detectors.base import DEFAULT_ARL0, Detector, Direction, JsonState, Signal, SignalKind
 from detectors.twosample import chi2_homogeneity, holm_reject, ks_two_sample
 
 __all__ = [

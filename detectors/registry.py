@@ -10,6 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from detectors.adaptive_rate import (
+    AdaptiveBernoulliCusum,
+    AdaptiveDownvoteSpike,
+    AdaptivePromptInjectionRate,
+)
 from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import (
@@ -30,16 +35,8 @@ from detectors.drift import (
     LabelMixDrift,
     NumericDrift,
 )
-from detectors.rate import (
-    AdaptiveBernoulliCusum,
-    AdaptiveDownvoteSpike,
-    AdaptivePromptInjectionRate,
-    BernoulliCusum,
-    CriticalEventDetector,
-    DownvoteSpike,
-    PromptInjectionRate,
-    ToxicityRate,
-)
+from detectors.moderation import CriticalEventDetector, ToxicityRate
+from detectors.rate import BernoulliCusum, DownvoteSpike, PromptInjectionRate
 
 __all__ = ["OPTIONAL", "REGISTRY", "create"]
 

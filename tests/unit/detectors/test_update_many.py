@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 
 from detectors import registry
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.base import Detector, Signal
 from detectors.kernels import capped_walk, reflected_walk
-from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
+from detectors.rate import BernoulliCusum
 
 N = 1500
 CASES = [
