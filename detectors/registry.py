@@ -19,14 +19,10 @@ from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import (
     EvaluationFailRate,
-    EvaluationScoreShift,
     FinishReasonRate,
-    GroundednessShift,
     GuardrailBlockRate,
     HallucinationRate,
     HarmRate,
-    LatencyShift,
-    TokenShift,
 )
 from detectors.drift import (
     AlibiOnlineDrift,
@@ -37,6 +33,7 @@ from detectors.drift import (
 )
 from detectors.moderation import CriticalEventDetector, ToxicityRate
 from detectors.rate import BernoulliCusum, DownvoteSpike, PromptInjectionRate
+from detectors.score_shift import EvaluationScoreShift, GroundednessShift, LatencyShift, TokenShift
 
 __all__ = ["OPTIONAL", "REGISTRY", "create"]
 
