@@ -28,15 +28,7 @@ from detectors.arl import (
     grid_rate,
     zero_drift_rate,
 )
-from detectors.base import (
-    DEFAULT_ARL0,
-    Detector,
-    Direction,
-    Excess,
-    JsonState,
-    Signal,
-    SignalKind,
-)
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.kernels import as_flags, capped_walk, reflected_walk
 
 __all__ = ["BASELINE_CONFIDENCE", "BernoulliCusum", "DownvoteSpike", "PromptInjectionRate"]
@@ -306,16 +298,6 @@ class BernoulliCusum(Detector[bool]):
         return self._baseline
 
     @property
-    def seen(self) -> int:
-        """Observations taken since the last reset (the index of the next one)."""
-        return self._n
-
-    @property
-    def episode_alarmed(self) -> bool:
-        """Whether the current episode (see :meth:`excess`) has raised an alarm."""
-        return self._ep_alarmed
-
-    @property
     def statistic(self) -> float:
         return self._s * self._unit
 
@@ -324,6 +306,11 @@ class BernoulliCusum(Detector[bool]):
         return self._h * self._unit if self._h else math.inf
 
     # -- updating ----------------------------------------------------------------------
+
+    @property
+    def seen(self) -> int:
+        """Observations taken since the last reset: the index the next ``update`` gets."""
+        return self._n
 
     def update(self, x: bool) -> Signal | None:
         n = self._n
@@ -396,6 +383,11 @@ class BernoulliCusum(Detector[bool]):
             surprise=m * _bernoulli_kl(observed, p0) if observed > p0 else 0.0,
             alarmed=self._ep_alarmed,
         )
+
+    @property
+    def episode_alarmed(self) -> bool:
+        """Whether the current episode has raised an alarm (:attr:`Excess.alarmed`)."""
+        return self._ep_alarmed
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
         """Vectorised updates: the reflected walk is ``W - min(0, running min of W)``.
