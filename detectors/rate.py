@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import norm
 
 from detectors.arl import (
+    bernoulli_kl,
     bernoulli_lattice,
     bernoulli_threshold,
     calibration_rate,
@@ -47,14 +48,6 @@ lasts it stays near the cap; after the change ends it returns to zero (the chang
 after about ``EPISODE_CAP_NATS / KL(p0 || p1)`` baseline events, e.g. ~1000 events for a
 1.5 % rate designed against a doubling: recovery is judged at roughly e^-5 odds of being
 premature, less strictly than an alarm, because a quiet period follows it."""
-
-
-def _bernoulli_kl(p: float, q: float) -> float:
-    """KL(Bernoulli(p) || Bernoulli(q)) in nats (0 < q < 1)."""
-    out = p * math.log(p / q) if p > 0 else 0.0
-    if p < 1:
-        out += (1 - p) * math.log((1 - p) / (1 - q))
-    return out
 
 
 class BernoulliCusum(Detector[bool]):
@@ -380,7 +373,7 @@ class BernoulliCusum(Detector[bool]):
             baseline=p0,
             observed=observed,
             excess=self._ep_k - p0 * m,
-            surprise=m * _bernoulli_kl(observed, p0) if observed > p0 else 0.0,
+            surprise=m * bernoulli_kl(observed, p0) if observed > p0 else 0.0,
             alarmed=self._ep_alarmed,
         )
 
