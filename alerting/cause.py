@@ -115,59 +115,18 @@ def localize(
     for dim, group in sorted(by_dim.items()):
         positive = sum(max(r.excess.excess, 0.0) for r in group)
         for r in group:
-            ep = max(r.excess.excess, 0.0) / positive if positive > 0 else 0.0
-            if dim == "model":
-                ep = 1.0 if r.excess.excess > 0 else 0.0
-            cut = Cut(
-                labels=r.labels,
-                dimension=dim,
-                n=r.excess.n,
-                baseline=r.excess.baseline,
-                observed=r.excess.observed,
-                excess=r.excess.excess,
-                surprise=r.excess.surprise,
-                explanatory_power=min(1.0, ep),
-                traffic_share=r.traffic_share,
-                alarmed=r.excess.alarmed,
-            )
+            ep = _explanatory_power(r, dim, positive)
+            cut = _cut_of(r, dim, ep)
             cuts.append(cut)
             if dim == "model":
                 model_cut = cut
-                continue
-            share = r.traffic_share if r.traffic_share is not None else 0.0
-            concentration = ep - (0.0 if r.fresh_version else share)
-            lifted = (
-                r.fresh_version
-                or model_lift is None
-                or model_lift <= 0
-                or _lift(r.excess) >= policy.min_lift_ratio * model_lift
-            )
-            if (
-                ep >= policy.min_explanatory_power
-                and concentration >= policy.min_concentration
-                and r.excess.surprise >= policy.min_surprise
-                and lifted
-            ):
-                rank = (1.0 if r.fresh_version else 0.0, concentration, r.excess.surprise)
+            elif (rank := _culprit_rank(r, ep, model_lift, policy)) is not None:
                 candidates.append((rank, cut))
     cuts.sort(key=lambda c: (-c.explanatory_power, -c.surprise, c.dimension))
     shown = tuple(cuts[:MAX_CUTS])
     if candidates:
         _, best = max(candidates, key=lambda rc: rc[0])
-        of_traffic = (
-            f", {best.traffic_share:.0%} of traffic" if best.traffic_share is not None else ""
-        )
-        reason = (
-            f"{best.labels.describe()} carries {best.explanatory_power:.0%} of the excess "
-            f"over its {best.dimension} cut{of_traffic} (surprise {best.surprise:.1f} nats)"
-        )
-        return Localization(
-            scope=best.labels,
-            dimension=best.dimension,
-            explanatory_power=best.explanatory_power,
-            reason=reason,
-            cuts=shown,
-        )
+        return _localized(best, shown)
     if model_cut is not None and model_cut.alarmed and model_cut.surprise >= policy.min_surprise:
         return Localization(
             scope=Labels(model=fired.model),
@@ -181,6 +140,71 @@ def localize(
         dimension=dimension_of(fired),
         explanatory_power=next((c.explanatory_power for c in cuts if c.labels == fired), 0.0),
         reason="no cut explains the excess yet: the key that fired",
+        cuts=shown,
+    )
+
+
+def _explanatory_power(r: Reading, dim: str, positive: float) -> float:
+    """A key's share of its dimension's ``positive`` excess; the model key, alone in its
+    dimension, explains all of it when it has any excess."""
+    if dim == "model":
+        return 1.0 if r.excess.excess > 0 else 0.0
+    return max(r.excess.excess, 0.0) / positive if positive > 0 else 0.0
+
+
+def _cut_of(r: Reading, dim: str, ep: float) -> Cut:
+    """The reported cut of one key: its episode's figures and explanatory power ``ep``."""
+    return Cut(
+        labels=r.labels,
+        dimension=dim,
+        n=r.excess.n,
+        baseline=r.excess.baseline,
+        observed=r.excess.observed,
+        excess=r.excess.excess,
+        surprise=r.excess.surprise,
+        explanatory_power=min(1.0, ep),
+        traffic_share=r.traffic_share,
+        alarmed=r.excess.alarmed,
+    )
+
+
+def _culprit_rank(
+    r: Reading, ep: float, model_lift: float | None, policy: GroupingPolicy
+) -> tuple[float, float, float] | None:
+    """How a version or segment key ranks as the culprit (a fresh version first, then
+    concentration, then surprise), or None when it does not localize the change: it must
+    pass the four tests of the module docstring (explanatory power, concentration over its
+    traffic share, surprise, lift over the model's)."""
+    share = r.traffic_share if r.traffic_share is not None else 0.0
+    concentration = ep - (0.0 if r.fresh_version else share)
+    lifted = (
+        r.fresh_version
+        or model_lift is None
+        or model_lift <= 0
+        or _lift(r.excess) >= policy.min_lift_ratio * model_lift
+    )
+    if (
+        ep >= policy.min_explanatory_power
+        and concentration >= policy.min_concentration
+        and r.excess.surprise >= policy.min_surprise
+        and lifted
+    ):
+        return (1.0 if r.fresh_version else 0.0, concentration, r.excess.surprise)
+    return None
+
+
+def _localized(best: Cut, shown: tuple[Cut, ...]) -> Localization:
+    """The localization to the culprit cut ``best``, with its reason in words."""
+    of_traffic = f", {best.traffic_share:.0%} of traffic" if best.traffic_share is not None else ""
+    reason = (
+        f"{best.labels.describe()} carries {best.explanatory_power:.0%} of the excess "
+        f"over its {best.dimension} cut{of_traffic} (surprise {best.surprise:.1f} nats)"
+    )
+    return Localization(
+        scope=best.labels,
+        dimension=best.dimension,
+        explanatory_power=best.explanatory_power,
+        reason=reason,
         cuts=shown,
     )
 

@@ -22,17 +22,19 @@ multiplies the quiet period needed to resolve it again by ``flap_hysteresis_fact
 
 Layout: the record, its stored state and the pure lifecycle rules (muters, the cause
 verdict, when an incident resolves) are in :mod:`alerting.incident`; which incident a
-detection belongs to is :mod:`alerting.grouping`; this module drives them.
+detection belongs to is :mod:`alerting.grouping`; what a detection says on its own
+(severity, evidence, playbook, deadline) is :mod:`alerting.assessment`; this module
+drives them.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from alerting.assessment import Assessment, assess
 from alerting.cause import family_of, nested
 from alerting.grouping import find_cause, relate
 from alerting.incident import (
@@ -54,12 +56,10 @@ from alerting.incident import (
 from alerting.model import (
     DeployRef,
     Detection,
-    Evidence,
     IncidentAction,
     IncidentEvent,
     IncidentStatus,
     Labels,
-    PlaybookRef,
     Probe,
     Severity,
     dedup_key_of,
@@ -68,7 +68,7 @@ from alerting.model import (
     stable_hash,
 )
 from alerting.playbooks import Playbook, PlaybookSet
-from alerting.policy import AlertingPolicy, Silence, score_severity
+from alerting.policy import AlertingPolicy, Silence
 
 __all__ = [
     "EngineState",
@@ -80,20 +80,6 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
-
-BAD_DEPLOY_PLAYBOOK = "bad_deploy"
-
-
-@dataclass(frozen=True)
-class _Assessment:
-    """What a detection says on its own: severity with reasons, evidence, playbook."""
-
-    severity: Severity
-    reasons: tuple[str, ...]
-    evidence: Evidence
-    playbook: PlaybookRef | None
-    deadline: timedelta
-    recent_deploy: DeployRef | None
 
 
 class IncidentEngine:
@@ -212,13 +198,6 @@ class IncidentEngine:
     def _playbook_of(self, rec: IncidentRecord) -> Playbook | None:
         return self.playbooks.get(rec.playbook.name) if rec.playbook else None
 
-    def _choose_playbook(self, incident_type: str, deploy: DeployRef | None) -> Playbook | None:
-        if deploy is not None:
-            bad = self.playbooks.get(BAD_DEPLOY_PLAYBOOK)
-            if bad is not None:
-                return bad
-        return self.playbooks.for_type(incident_type)
-
     def _muters(self) -> list[Muter]:
         return [SilenceMuter(self._silences.values()), InhibitionMuter(self._incidents.values())]
 
@@ -252,7 +231,8 @@ class IncidentEngine:
         grouping = self.policy.grouping.enabled
         scope = detection.scope if grouping else detection.labels
         key = dedup_key_of(scope, detection.incident_type)
-        a = self._assess(detection, scope, now)
+        deploy = self._deploy_of(scope) or self._deploy_of(detection.labels)
+        a = assess(self.policy, self.playbooks, detection, deploy, now)
         rec = self._incident_for(detection, scope, key, now, grouping)
         if rec is None:
             rec, events = self._open(detection, scope, key, a, now)
@@ -293,46 +273,6 @@ class IncidentEngine:
         )
         return True
 
-    def _assess(self, detection: Detection, scope: Labels, now: datetime) -> _Assessment:
-        """Severity, evidence, playbook and deadline of a detection localized to ``scope``."""
-        signal = detection.signal
-        warm = self.policy.warmup
-        scope_deploy = self._deploy_of(scope) or self._deploy_of(detection.labels)
-        recent_deploy = (
-            scope_deploy
-            if scope_deploy is not None
-            and now - scope_deploy.deployed_at < minutes(warm.bad_deploy_window_minutes)
-            else None
-        )
-        playbook = self._choose_playbook(detection.incident_type, recent_deploy)
-        floor = playbook.detection.severity_floor if playbook else None
-        severity, reasons = score_severity(
-            self.policy.severity, signal, detection.blast_radius, floor
-        )
-        if recent_deploy is not None:
-            age = (now - recent_deploy.deployed_at).total_seconds() / 60
-            reasons = (
-                *reasons,
-                f"version {recent_deploy.version} deployed {age:.0f} min ago "
-                f"(n={signal.n_observations} observations: enough evidence despite warm-up)",
-            )
-        evidence = Evidence(
-            signal=signal,
-            ranges=detection.ranges,
-            sample_request_ids=detection.sample_request_ids,
-            window_start=detection.window_start,
-            window_end=detection.at,
-            blast_radius=detection.blast_radius,
-            localization=detection.localization,
-        )
-        pref = PlaybookRef(name=playbook.name, path=playbook.path) if playbook else None
-        deadline = minutes(
-            playbook.deadline_minutes
-            if playbook
-            else self.policy.lifecycle.default_deadline_minutes
-        )
-        return _Assessment(severity, reasons, evidence, pref, deadline, recent_deploy)
-
     def _incident_for(
         self, detection: Detection, scope: Labels, key: str, now: datetime, grouping: bool
     ) -> IncidentRecord | None:
@@ -360,7 +300,7 @@ class IncidentEngine:
         return rec
 
     def _open(
-        self, detection: Detection, scope: Labels, key: str, a: _Assessment, now: datetime
+        self, detection: Detection, scope: Labels, key: str, a: Assessment, now: datetime
     ) -> tuple[IncidentRecord, list[IncidentEvent]]:
         rec = IncidentRecord(
             incident_id="inc-" + stable_hash(key, iso_utc(detection.at), length=20),
@@ -388,7 +328,7 @@ class IncidentEngine:
         return rec, self._emit(rec, IncidentAction.TRIGGER, now, note)
 
     def _reopen(
-        self, rec: IncidentRecord, detection: Detection, a: _Assessment, now: datetime
+        self, rec: IncidentRecord, detection: Detection, a: Assessment, now: datetime
     ) -> list[IncidentEvent]:
         rec.flap_count += 1
         rec.status = IncidentStatus.FIRING
@@ -417,7 +357,7 @@ class IncidentEngine:
         )
 
     def _update(
-        self, rec: IncidentRecord, detection: Detection, a: _Assessment, now: datetime
+        self, rec: IncidentRecord, detection: Detection, a: Assessment, now: datetime
     ) -> list[IncidentEvent]:
         labels = detection.labels
         primary = detection.incident_type == rec.incident_type and nested(rec.labels, labels)

@@ -40,16 +40,13 @@ from numpy.typing import NDArray
 from scipy.stats import chi2
 
 from bench.oracle import gaussian_cusum_delay
+from detectors.adaptive_rate import AdaptiveDownvoteSpike, AdaptivePromptInjectionRate
 from detectors.arl import bernoulli_cusum_delay
 from detectors.base import Detector, Signal
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import POOLED, HarmRate
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
-from detectors.rate import (
-    BASELINE_CONFIDENCE,
-    AdaptiveDownvoteSpike,
-    AdaptivePromptInjectionRate,
-)
+from detectors.rate import BASELINE_CONFIDENCE
 from streams.pipeline import budget
 
 WEEK_S = budget.WEEK_S

@@ -33,10 +33,11 @@ sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from detectors.adaptive_rate import AdaptiveBernoulliCusum  # noqa: E402
 from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
 from detectors.coverage import GuardrailBlockRate, HarmRate  # noqa: E402
-from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum  # noqa: E402
+from detectors.rate import BernoulliCusum  # noqa: E402
 from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
 

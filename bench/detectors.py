@@ -39,6 +39,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 from river import drift  # noqa: E402
 
+from detectors.adaptive_rate import AdaptiveBernoulliCusum  # noqa: E402
 from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
 from detectors.confidence import ConfidenceShift  # noqa: E402
@@ -48,12 +49,8 @@ from detectors.drift import (  # noqa: E402
     LabelMixDrift,
     NumericDrift,
 )
-from detectors.rate import (  # noqa: E402
-    AdaptiveBernoulliCusum,
-    BernoulliCusum,
-    CriticalEventDetector,
-    ToxicityRate,
-)
+from detectors.moderation import CriticalEventDetector, ToxicityRate  # noqa: E402
+from detectors.rate import BernoulliCusum  # noqa: E402
 
 DESIGN_ROWS = [(0.05, 0.10), (0.05, 0.075), (0.02, 0.04), (0.01, 0.02), (0.10, 0.20)]
 ARL0S = (1e4, 1e5, 3e5)

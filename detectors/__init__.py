@@ -7,7 +7,8 @@ restored with ``get_state()`` / ``set_state()``. Thresholds follow from ``arl0``
 target expected number of events between false alarms (see :mod:`detectors.arl`).
 """
 
-from detectors.base import Detector, Direction, Excess, Signal, SignalKind
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
 from detectors.drift import (
     AlibiOnlineDrift,
@@ -16,15 +17,8 @@ from detectors.drift import (
     LabelMixDrift,
     NumericDrift,
 )
-from detectors.rate import (
-    DEFAULT_ARL0,
-    AdaptiveBernoulliCusum,
-    BernoulliCusum,
-    CriticalEventDetector,
-    DownvoteSpike,
-    PromptInjectionRate,
-    ToxicityRate,
-)
+from detectors.moderation import CriticalEventDetector, ToxicityRate
+from detectors.rate import BernoulliCusum, DownvoteSpike, PromptInjectionRate
 from detectors.registry import REGISTRY, create
 
 __all__ = [

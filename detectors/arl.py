@@ -43,6 +43,7 @@ __all__ = [
     "add_thresholds",
     "bernoulli_arl",
     "bernoulli_cusum_delay",
+    "bernoulli_kl",
     "bernoulli_lattice",
     "bernoulli_threshold",
     "calibration_rate",
@@ -385,6 +386,14 @@ def calibration_rate(rate: float, p0: float, p1: float) -> float:
     return rate
 
 
+def bernoulli_kl(p: float, q: float) -> float:
+    """KL(Bernoulli(p) || Bernoulli(q)) in nats (0 < q < 1)."""
+    out = p * math.log(p / q) if p > 0 else 0.0
+    if p < 1:
+        out += (1 - p) * math.log((1 - p) / (1 - q))
+    return out
+
+
 def _bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None) -> int:
     if arl0 < 1.0:
         raise ValueError("arl0 must be >= 1")
@@ -392,7 +401,7 @@ def _bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None) 
     rate = p0 if rate is None else rate
     if rate >= zero_drift_rate(p0, p1):
         raise ValueError(f"rate {rate} does not drift down for the CUSUM {p0} -> {p1}")
-    kl = p0 * math.log(p0 / p1) + (1 - p0) * math.log((1 - p0) / (1 - p1))
+    kl = bernoulli_kl(p0, p1)
     start = max(1, int(_wald_h(arl0, kl) / lat.unit))
     if lat.down == 1:
         # One pass over the thresholds: rare rates have lattices of ~10^5 states, where

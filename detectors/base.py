@@ -24,6 +24,15 @@ X = TypeVar("X")
 
 JsonState = dict[str, Any]
 
+DEFAULT_ARL0 = 1e5
+"""Default expected number of events between false alarms, per detector and key.
+
+1e5 sits in the middle of the DESIGN.md table: a key with 10k events a day sees one false
+alarm per ten days per detector, and doubling ARL0 only adds ``ln 2 / KL`` events of
+delay. The service should derive the per-key figure from its false-pages-per-day budget
+across all keys and detectors; this is the fallback for a single detector.
+"""
+
 
 class SignalKind(enum.StrEnum):
     """What a signal is about; the alerting layer maps kinds to incident types."""

@@ -12,7 +12,7 @@ tests share the false-alarm budget equally (false-alarm rates add, so each runs 
   is the exact Markov-chain value for the empirical reference distribution of the
   rounded increments (:func:`detectors.arl.lattice_threshold`).
 * distribution: a windowed two-sample KS test against the reference, calibrated as the
-  drift detectors are (``alpha = stride / (3 * arl0)``, see :mod:`detectors.drift`); it
+  drift detectors are (``alpha = stride / (3 * arl0)``, see :mod:`detectors.windowed`); it
   catches changes of shape (bimodality, spread) that leave the mean alone.
 """
 
@@ -25,9 +25,9 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.arl import lattice_threshold
-from detectors.base import Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
-from detectors.rate import BASELINE_CONFIDENCE, DEFAULT_ARL0
+from detectors.rate import BASELINE_CONFIDENCE
 
 __all__ = ["ConfidenceShift"]
 

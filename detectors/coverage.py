@@ -1,16 +1,10 @@
-"""Detectors for the failure modes beyond toxicity and downvotes: every harm category,
-hallucinations (groundedness), evaluator and guardrail results, finish reasons, latency and
-token counts.
+"""Rate detectors for the failure modes beyond toxicity and downvotes: every harm category,
+hallucination flags, evaluator fail and guardrail block results, finish reasons.
 
-They are built from the two proven families, not new statistics:
-
-* rates (a flag per observation) are Bernoulli CUSUMs (:mod:`detectors.rate`): optimal for
-  a rate increase at a given ARL0;
-* scores (groundedness, an LLM judge's score, latency, token counts) use the two-sided
-  mean CUSUM plus windowed KS test of :class:`detectors.confidence.ConfidenceShift`. Both
-  parts are scale-free: the mean CUSUM works on scores standardised by the reference and is
-  calibrated on their empirical distribution, and the KS test is rank-based, so a judge
-  scoring 1-5 and one scoring 0-1 are watched alike.
+A rate (a flag per observation) is watched with Bernoulli CUSUMs (:mod:`detectors.rate`,
+:mod:`detectors.adaptive_rate`): optimal for a rate increase at a given ARL0, no new
+statistic. The score detectors of the same failure modes (groundedness, an LLM judge's
+score, latency, token counts) are in :mod:`detectors.score_shift`.
 
 :class:`CategoryRates` watches a *dynamic* set of categories (moderation categories a
 producer sends, finish reasons): a category is watched from the first observation that
@@ -23,36 +17,24 @@ in ``feature`` so that the incident identity includes it.
 
 from __future__ import annotations
 
-import math
-from bisect import bisect_left, bisect_right
 from collections.abc import Iterable, Mapping
 from typing import Any, ClassVar
 
 import numpy as np
 from numpy.typing import NDArray
-from scipy.special import ndtri
 
-from detectors.base import Detector, Direction, JsonState, Signal, SignalKind, merge_categories
-from detectors.confidence import ConfidenceShift
-from detectors.rate import (
-    BASELINE_CONFIDENCE,
-    DEFAULT_ARL0,
-    AdaptiveBernoulliCusum,
-    BernoulliCusum,
-)
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
+from detectors.base import DEFAULT_ARL0, Detector, JsonState, Signal, SignalKind, merge_categories
+from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
 
 __all__ = [
     "POOLED",
     "CategoryRates",
     "EvaluationFailRate",
-    "EvaluationScoreShift",
     "FinishReasonRate",
-    "GroundednessShift",
     "GuardrailBlockRate",
     "HallucinationRate",
     "HarmRate",
-    "LatencyShift",
-    "TokenShift",
 ]
 
 POOLED = "any"
@@ -340,147 +322,6 @@ class FinishReasonRate(CategoryRates):
         )
 
 
-# ---------------------------------------------------------------------------- scores
-class _ScoreShift(ConfidenceShift):
-    """:class:`ConfidenceShift` on another score, on *normal scores*, named by ``metric``.
-
-    Scores of evaluators and guardrails come on any scale and in any shape (a 1-5 judge,
-    a bimodal guardrail score with 3 % of its mass five standard deviations out). The first
-    ``reference_size`` values are buffered; then each value ``x`` is charted as
-    ``Phi^-1(F(x))``, ``F`` the reference's mid-rank empirical distribution (clipped to
-    ``[1/2n, 1 - 1/2n]``). The reference is then standard normal whatever the scale and
-    shape, so the chart is scale-free (invariant to any increasing rescaling) and its exact
-    lattice calibration well conditioned (on raw bimodal scores it is not: the banded
-    solve breaks down). The KS test is rank-based and unchanged by the transform.
-
-    ``_transform`` maps the raw value first (log for latencies and counts, whose changes
-    are multiplicative); ``_keep`` drops signals of a direction that is no failure.
-    """
-
-    def __init__(
-        self,
-        metric: str = "",
-        arl0: float = DEFAULT_ARL0,
-        shift: float = 0.5,
-        reference_size: int = 1000,
-        window: int = 200,
-        stride: int | None = None,
-        resolution: float | None = None,
-        baseline_confidence: float = BASELINE_CONFIDENCE,
-    ) -> None:
-        self.metric = metric
-        super().__init__(
-            arl0=arl0,
-            shift=shift,
-            reference_size=reference_size,
-            window=window,
-            stride=stride,
-            resolution=resolution,
-            baseline_confidence=baseline_confidence,
-        )
-
-    def _transform(self, x: float) -> float:
-        return float(x)
-
-    def _keep(self, signal: Signal) -> bool:
-        return True
-
-    def _reset(self) -> None:
-        super()._reset()
-        self._buf: list[float] = []
-        self._sorted: list[float] = []
-
-    def get_state(self) -> JsonState:
-        return {**super().get_state(), "buf": list(self._buf), "sorted": list(self._sorted)}
-
-    def set_state(self, state: JsonState) -> None:
-        super().set_state(state)
-        self._buf = list(state["buf"])
-        self._sorted = list(state["sorted"])
-
-    def _normal_score(self, x: float) -> float:
-        ref = self._sorted
-        n = len(ref)
-        rank = (bisect_left(ref, x) + bisect_right(ref, x)) / 2.0
-        p = min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)
-        return float(ndtri(p))
-
-    def update(self, x: float) -> Signal | None:
-        value = self._transform(x)
-        if not self._sorted:
-            self._buf.append(value)
-            if len(self._buf) < self.reference_size:
-                return None
-            self._sorted = sorted(self._buf)
-            buffered, self._buf = self._buf, []
-            for v in buffered:  # all inside the chart's reference: no signal
-                super().update(self._normal_score(v))
-            return None
-        signal = super().update(self._normal_score(value))
-        if signal is None or not self._keep(signal):
-            return None
-        test = signal.feature or "mean"
-        return signal.model_copy(
-            update={
-                "feature": self.metric or test,
-                "details": {**signal.details, f"test:{test}": 1.0},
-            }
-        )
-
-    @classmethod
-    def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [
-            {
-                "metric": "judge/score",
-                "arl0": 500.0,
-                "reference_size": 200,
-                "window": 50,
-                "stride": 10,
-            }
-        ]
-
-
-class GroundednessShift(_ScoreShift):
-    """A drop (or a change of shape) of the groundedness distribution: hallucinations.
-
-    A rise of groundedness is no failure: mean-up signals are dropped (the budget still
-    counts that test, which keeps the calibration of the shared two-sided chart).
-    """
-
-    kind: ClassVar[SignalKind] = SignalKind.HALLUCINATION_RATE
-
-    def _keep(self, signal: Signal) -> bool:
-        return signal.direction is not Direction.UP
-
-
-class EvaluationScoreShift(_ScoreShift):
-    """Two-sided, scale-free shift of one (evaluator, metric)'s scores (an LLM judge)."""
-
-    kind: ClassVar[SignalKind] = SignalKind.EVALUATION_SCORE
-
-
-class LatencyShift(_ScoreShift):
-    """Shift of log latency (milliseconds): a slow backend or a shorter, degenerate path."""
-
-    kind: ClassVar[SignalKind] = SignalKind.LATENCY_SHIFT
-
-    def _transform(self, x: float) -> float:
-        return math.log1p(max(float(x), 0.0))
-
-    @classmethod
-    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
-        rng = np.random.default_rng(seed)
-        mu = np.where(np.arange(n) < n // 2, 6.0, 6.6)
-        return [float(v) for v in rng.lognormal(mu, 0.5)]
-
-
-class TokenShift(LatencyShift):
-    """Shift of log output-token counts: truncated or runaway answers."""
-
-    kind: ClassVar[SignalKind] = SignalKind.TOKEN_SHIFT
-
-
-# ----------------------------------------------------------------------------- rates
 class _MetricRate(AdaptiveBernoulliCusum):
     """:class:`AdaptiveBernoulliCusum` whose signals name ``metric`` in ``feature``."""
 

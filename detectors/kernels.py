@@ -9,16 +9,25 @@ use them and still equal its ``update`` step by step.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CappedWalk", "capped_walk", "reflected_walk"]
+__all__ = ["CappedWalk", "as_flags", "capped_walk", "reflected_walk"]
 
 _PIECES_MAX = 16
 """Cap hits handled piecewise with numpy; beyond that the rest goes step by step (a
 walk pinned at its cap is a change in progress: few batches, and still exact)."""
+
+
+def as_flags(xs: Iterable[bool]) -> NDArray[np.bool_]:
+    """A batch of outcomes as a boolean array (an array is converted without a Python loop,
+    and not copied when it already is one)."""
+    if isinstance(xs, np.ndarray):
+        return xs.astype(bool, copy=False)
+    return np.fromiter((bool(x) for x in xs), dtype=bool)
 
 
 def reflected_walk(s0: int, steps: NDArray[np.int64]) -> NDArray[np.int64]:

@@ -15,51 +15,24 @@ worth catching: the CUSUM is optimal for it and still detects larger shifts quic
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
 from scipy.stats import norm
 
 from detectors.arl import (
+    bernoulli_kl,
     bernoulli_lattice,
     bernoulli_threshold,
     calibration_rate,
     grid_rate,
     zero_drift_rate,
 )
-from detectors.base import (
-    Detector,
-    Direction,
-    Excess,
-    JsonState,
-    Signal,
-    SignalKind,
-    merge_categories,
-)
-from detectors.kernels import capped_walk
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.kernels import as_flags, capped_walk, reflected_walk
 
-__all__ = [
-    "BASELINE_CONFIDENCE",
-    "DEFAULT_ARL0",
-    "AdaptiveBernoulliCusum",
-    "AdaptiveDownvoteSpike",
-    "AdaptivePromptInjectionRate",
-    "BernoulliCusum",
-    "CriticalEventDetector",
-    "DownvoteSpike",
-    "PromptInjectionRate",
-    "ToxicityRate",
-]
-
-DEFAULT_ARL0 = 1e5
-"""Default expected number of events between false alarms, per detector and key.
-
-1e5 sits in the middle of the DESIGN.md table: a key with 10k events a day sees one false
-alarm per ten days per detector, and doubling ARL0 only adds ``ln 2 / KL`` events of
-delay. The service should derive the per-key figure from its false-pages-per-day budget
-across all keys and detectors; this is the fallback for a single detector.
-"""
+__all__ = ["BASELINE_CONFIDENCE", "BernoulliCusum", "DownvoteSpike", "PromptInjectionRate"]
 
 BASELINE_CONFIDENCE = 0.95
 """Default ``baseline_confidence`` of the learned-rate CUSUMs: thresholds hold ARL0 even if
@@ -75,22 +48,6 @@ lasts it stays near the cap; after the change ends it returns to zero (the chang
 after about ``EPISODE_CAP_NATS / KL(p0 || p1)`` baseline events, e.g. ~1000 events for a
 1.5 % rate designed against a doubling: recovery is judged at roughly e^-5 odds of being
 premature, less strictly than an alarm, because a quiet period follows it."""
-
-
-def _bernoulli_kl(p: float, q: float) -> float:
-    """KL(Bernoulli(p) || Bernoulli(q)) in nats (0 < q < 1)."""
-    out = p * math.log(p / q) if p > 0 else 0.0
-    if p < 1:
-        out += (1 - p) * math.log((1 - p) / (1 - q))
-    return out
-
-
-def _flags(xs: Iterable[bool]) -> np.ndarray[Any, np.dtype[np.bool_]]:
-    """A batch of outcomes as a boolean array (an array is converted without a Python loop,
-    and not copied when it already is one)."""
-    if isinstance(xs, np.ndarray):
-        return xs.astype(bool, copy=False)
-    return np.fromiter((bool(x) for x in xs), dtype=bool)
 
 
 class BernoulliCusum(Detector[bool]):
@@ -343,6 +300,11 @@ class BernoulliCusum(Detector[bool]):
 
     # -- updating ----------------------------------------------------------------------
 
+    @property
+    def seen(self) -> int:
+        """Observations taken since the last reset: the index the next ``update`` gets."""
+        return self._n
+
     def update(self, x: bool) -> Signal | None:
         n = self._n
         self._n = n + 1
@@ -411,9 +373,14 @@ class BernoulliCusum(Detector[bool]):
             baseline=p0,
             observed=observed,
             excess=self._ep_k - p0 * m,
-            surprise=m * _bernoulli_kl(observed, p0) if observed > p0 else 0.0,
+            surprise=m * bernoulli_kl(observed, p0) if observed > p0 else 0.0,
             alarmed=self._ep_alarmed,
         )
+
+    @property
+    def episode_alarmed(self) -> bool:
+        """Whether the current episode has raised an alarm (:attr:`Excess.alarmed`)."""
+        return self._ep_alarmed
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
         """Vectorised updates: the reflected walk is ``W - min(0, running min of W)``.
@@ -421,7 +388,7 @@ class BernoulliCusum(Detector[bool]):
         Gives exactly the signals and final state of sequential ``update`` calls: each
         chunk is processed up to its first alarm or baseline re-estimate, then resumed.
         """
-        arr = _flags(xs)
+        arr = as_flags(xs)
         signals: list[Signal] = []
         i, total = 0, arr.size
         while i < total:
@@ -436,8 +403,7 @@ class BernoulliCusum(Detector[bool]):
                 continue
             seg = arr[i : i + _CHUNK]
             n0, start0, k0 = self._n, self._start, self._k
-            walk = self._s + np.cumsum(np.where(seg, self._up, -self._down))
-            stat = walk - np.minimum(np.minimum.accumulate(walk), 0)
+            stat = reflected_walk(self._s, np.where(seg, self._up, -self._down))
             pos = np.cumsum(seg)
             hits = np.flatnonzero(stat >= self._h)
             end = int(hits[0]) if hits.size else seg.size - 1
@@ -521,136 +487,6 @@ class BernoulliCusum(Detector[bool]):
         return [bool(v) for v in rng.random(n) < rate]
 
 
-class AdaptiveBernoulliCusum(Detector[bool]):
-    """Robust to an unknown shift size: parallel CUSUMs for several ``relative_shifts``.
-
-    A single CUSUM is optimal for its design ``p1`` and loses some speed when the true
-    shift is much smaller or larger. Running one CUSUM per design shift, each at
-    ``arl0 * len(relative_shifts)`` (false-alarm rates add, so the whole detector keeps
-    ARL0 >= ``arl0``), costs about ``ln(m) / KL`` extra events at the best-matching shift
-    and gains where one design would be badly mis-tuned. The parts do not reset each
-    other; if several alarm on one event, the one furthest over its threshold is
-    returned. Other parameters and the Signal are those of :class:`BernoulliCusum`
-    (``details["p1"]`` names the design that fired).
-    """
-
-    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
-
-    def __init__(
-        self,
-        p0: float | None = None,
-        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
-        arl0: float = DEFAULT_ARL0,
-        warmup: int = 1000,
-        max_reference: int = 50_000,
-        min_rate: float = 1e-3,
-        baseline_confidence: float = BASELINE_CONFIDENCE,
-    ) -> None:
-        self.p0 = p0
-        self.relative_shifts = relative_shifts
-        self.arl0 = arl0
-        self.warmup = warmup
-        self.max_reference = max_reference
-        self.min_rate = min_rate
-        self.baseline_confidence = baseline_confidence
-        if not relative_shifts:
-            raise ValueError("need at least one relative shift")
-        self._reset()
-
-    def _reset(self) -> None:
-        self._parts = [
-            BernoulliCusum(
-                p0=self.p0,
-                relative_shift=shift,
-                arl0=self.arl0 * len(self.relative_shifts),
-                warmup=self.warmup,
-                max_reference=self.max_reference,
-                min_rate=self.min_rate,
-                baseline_confidence=self.baseline_confidence,
-            )
-            for shift in self.relative_shifts
-        ]
-
-    def set_arl0(self, arl0: float) -> None:
-        """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence."""
-        self.arl0 = arl0
-        for d in self._parts:
-            d.set_arl0(arl0 * len(self.relative_shifts))
-
-    @property
-    def learning(self) -> bool:
-        return any(d.learning for d in self._parts)
-
-    @property
-    def alarm_ready(self) -> bool:
-        return any(not d.learning for d in self._parts)
-
-    def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
-        """Each warming-up part starts from the parent's baseline (see
-        :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""
-        rate = next((d.baseline for d in parent._parts if d.calibrated), None)
-        if rate is None:
-            return False
-        adopted = [d.adopt_prior(rate, strength) for d in self._parts]
-        return any(adopted)
-
-    @property
-    def seen(self) -> int:
-        """Observations taken since the last reset (the index of the next one)."""
-        return self._parts[0]._n
-
-    @property
-    def statistic(self) -> float:
-        """Largest ratio statistic / threshold over the parts (alarm at 1)."""
-        return max(d.statistic / d.threshold for d in self._parts)
-
-    @property
-    def threshold(self) -> float:
-        return 1.0
-
-    def get_state(self) -> JsonState:
-        return {"parts": [d.get_state() for d in self._parts]}
-
-    def set_state(self, state: JsonState) -> None:
-        for d, st in zip(self._parts, state["parts"], strict=True):
-            d.set_state(st)
-
-    def excess(
-        self, feature: str | None = None, direction: Direction = Direction.UP
-    ) -> Excess | None:
-        """The episode of the part designed for the smallest shift (its episode lasts
-        longest), alarmed while any part's episode is."""
-        first = self._parts[0].excess()
-        if first is None:
-            return None
-        alarmed = any(d._ep_alarmed for d in self._parts)
-        return first.model_copy(update={"alarmed": alarmed})
-
-    def update(self, x: bool) -> Signal | None:
-        fired = [s for d in self._parts if (s := d.update(x)) is not None]
-        return self._merge(fired) if fired else None
-
-    def update_many(self, xs: Iterable[bool]) -> list[Signal]:
-        arr = _flags(xs)
-        by_index: dict[int, list[Signal]] = {}
-        for d in self._parts:
-            for s in d.update_many(arr):
-                by_index.setdefault(s.last_index, []).append(s)
-        return [self._merge(by_index[i]) for i in sorted(by_index)]
-
-    def _merge(self, fired: list[Signal]) -> Signal:
-        top = max(fired, key=lambda s: s.statistic / s.threshold)
-        return top.model_copy(update={"detector": type(self).__name__, "kind": self.kind})
-
-    @classmethod
-    def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [{"warmup": 100, "arl0": 200.0, "max_reference": 800}]
-
-    @classmethod
-    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
-        return BernoulliCusum._conformance_stream(seed, n)
-
-
 class DownvoteSpike(BernoulliCusum):
     """Downvote-rate increase: ``update(True)`` for a downvote, ``False`` for an upvote."""
 
@@ -661,230 +497,3 @@ class PromptInjectionRate(BernoulliCusum):
     """Rate increase of prompt-injection flags on inputs."""
 
     kind: ClassVar[SignalKind] = SignalKind.PROMPT_INJECTION_RATE
-
-
-DEFAULT_CATEGORIES = (
-    "toxicity",
-    "harassment",
-    "hate",
-    "sexual",
-    "violence",
-    "self_harm",
-    "data_exposure",
-)
-
-
-class AdaptiveDownvoteSpike(AdaptiveBernoulliCusum):
-    """Downvote-rate increases of unknown size (parallel CUSUMs, see the base class)."""
-
-    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
-
-
-class AdaptivePromptInjectionRate(AdaptiveBernoulliCusum):
-    """Prompt-injection waves: the rate often jumps 10-20x, far beyond a doubling."""
-
-    kind: ClassVar[SignalKind] = SignalKind.PROMPT_INJECTION_RATE
-
-
-class ToxicityRate(Detector[Mapping[str, float]]):
-    """Per-category toxic-output rate increase: one :class:`BernoulliCusum` per category.
-
-    ``update(scores)`` takes a mapping category -> moderation score in [0, 1]; a score at
-    or above the category's cutoff counts as a toxic output, a missing category as not
-    toxic. The false-alarm budget is split evenly: each category runs at
-    ``arl0 * len(categories)``, so the whole detector has ARL0 >= ``arl0``.
-    If several categories alarm on the same event, the one furthest over its threshold
-    is returned and the others are listed in ``details`` as ``also:<category>``.
-    """
-
-    kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
-
-    def __init__(
-        self,
-        categories: tuple[str, ...] = DEFAULT_CATEGORIES,
-        cutoff: float = 0.5,
-        cutoffs: Mapping[str, float] | None = None,
-        relative_shift: float = 1.0,
-        arl0: float = DEFAULT_ARL0,
-        warmup: int = 1000,
-        min_rate: float = 1e-3,
-        baseline_confidence: float = BASELINE_CONFIDENCE,
-    ) -> None:
-        self.categories = categories
-        self.cutoff = cutoff
-        self.cutoffs = cutoffs
-        self.relative_shift = relative_shift
-        self.arl0 = arl0
-        self.warmup = warmup
-        self.min_rate = min_rate
-        self.baseline_confidence = baseline_confidence
-        if not categories:
-            raise ValueError("need at least one category")
-        self._reset()
-
-    def _reset(self) -> None:
-        overrides = dict(self.cutoffs or {})
-        self._cuts = [(c, overrides.get(c, self.cutoff)) for c in self.categories]
-        self._detectors = [
-            BernoulliCusum(
-                relative_shift=self.relative_shift,
-                arl0=self.arl0 * len(self.categories),
-                warmup=self.warmup,
-                min_rate=self.min_rate,
-                baseline_confidence=self.baseline_confidence,
-            )
-            for _ in self.categories
-        ]
-
-    def set_arl0(self, arl0: float) -> None:
-        """Retarget every category to ``arl0 * len(categories)``, keeping its evidence."""
-        self.arl0 = arl0
-        for d in self._detectors:
-            d.set_arl0(arl0 * len(self.categories))
-
-    @property
-    def learning(self) -> bool:
-        return any(d.learning for d in self._detectors)
-
-    @property
-    def alarm_ready(self) -> bool:
-        return any(not d.learning for d in self._detectors)
-
-    @property
-    def statistic(self) -> float:
-        """Largest ratio statistic / threshold over the categories (alarm at 1)."""
-        return max(d.statistic / d.threshold for d in self._detectors)
-
-    @property
-    def threshold(self) -> float:
-        return 1.0
-
-    def get_state(self) -> JsonState:
-        return {c: d.get_state() for (c, _), d in zip(self._cuts, self._detectors, strict=True)}
-
-    def set_state(self, state: JsonState) -> None:
-        for (c, _), d in zip(self._cuts, self._detectors, strict=True):
-            d.set_state(state[c])
-
-    def excess(
-        self, feature: str | None = None, direction: Direction = Direction.UP
-    ) -> Excess | None:
-        """The episode of the category ``feature``."""
-        for (cat, _), det in zip(self._cuts, self._detectors, strict=True):
-            if cat == feature:
-                return det.excess()
-        return None
-
-    def update(self, x: Mapping[str, float]) -> Signal | None:
-        fired: list[tuple[str, Signal]] = []
-        for (cat, cut), det in zip(self._cuts, self._detectors, strict=True):
-            signal = det.update(x.get(cat, 0.0) >= cut)
-            if signal is not None:
-                fired.append((cat, signal))
-        return self._merge(fired) if fired else None
-
-    def update_many(self, xs: Iterable[Mapping[str, float]]) -> list[Signal]:
-        batch = list(xs)
-        by_index: dict[int, list[tuple[str, Signal]]] = {}
-        for (cat, cut), det in zip(self._cuts, self._detectors, strict=True):
-            flags = [x.get(cat, 0.0) >= cut for x in batch]
-            for signal in det.update_many(flags):
-                by_index.setdefault(signal.last_index, []).append((cat, signal))
-        return [self._merge(by_index[i]) for i in sorted(by_index)]
-
-    def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:
-        return merge_categories(
-            type(self).__name__, self.kind, fired, lambda cs: cs[1].statistic / cs[1].threshold
-        )
-
-    @classmethod
-    def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [{"categories": ("toxicity", "self_harm"), "warmup": 300, "arl0": 300.0}]
-
-    @classmethod
-    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
-        rng = np.random.default_rng(seed)
-        tox = rng.beta(np.where(np.arange(n) < n // 2, 1.0, 3.0), 5.0)
-        harm = rng.beta(1.0, 8.0, size=n)
-        return [
-            {"toxicity": float(t), "self_harm": float(s)} for t, s in zip(tox, harm, strict=True)
-        ]
-
-
-class CriticalEventDetector(Detector[Mapping[str, float]]):
-    """A single extreme event in a high-risk category is its own, immediate signal.
-
-    ``update(scores)`` takes category -> score; any high-risk category at or above
-    ``cutoff`` fires a CRITICAL_EVENT signal on that event. The cutoff is a policy level
-    (how sure the classifier must be), not a rate threshold: in a high-risk category one
-    real event is already an incident, so there is no false-alarm rate to trade against.
-    Signal fields: statistic/observed = the score, threshold = cutoff, baseline = 0,
-    effect_size = the score, first_index = last_index = the event, feature = category.
-    """
-
-    kind: ClassVar[SignalKind] = SignalKind.CRITICAL_EVENT
-
-    def __init__(
-        self,
-        categories: tuple[str, ...] = ("self_harm", "data_exposure"),
-        cutoff: float = 0.9,
-    ) -> None:
-        self.categories = categories
-        self.cutoff = cutoff
-        self._reset()
-
-    def _reset(self) -> None:
-        self._n = 0
-        self._last = 0.0
-
-    @property
-    def statistic(self) -> float:
-        """Highest high-risk score of the last event."""
-        return self._last
-
-    @property
-    def threshold(self) -> float:
-        return self.cutoff
-
-    def get_state(self) -> JsonState:
-        return {"n": self._n, "last": self._last}
-
-    def set_state(self, state: JsonState) -> None:
-        self._n, self._last = state["n"], state["last"]
-
-    def update(self, x: Mapping[str, float]) -> Signal | None:
-        n = self._n
-        self._n = n + 1
-        best, top = 0.0, ""
-        for cat in self.categories:
-            score = x.get(cat, 0.0)
-            if score > best:
-                best, top = score, cat
-        self._last = best
-        if best < self.cutoff or not top:
-            return None
-        return Signal(
-            detector=type(self).__name__,
-            kind=self.kind,
-            statistic=best,
-            threshold=self.cutoff,
-            baseline=0.0,
-            observed=best,
-            effect_size=best,
-            direction=Direction.UP,
-            first_index=n,
-            last_index=n,
-            n_observations=1,
-            feature=top,
-        )
-
-    @classmethod
-    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
-        rng = np.random.default_rng(seed)
-        harm = rng.beta(1.0, 30.0, size=n)
-        leak = rng.beta(1.0, 30.0, size=n)
-        harm[n // 2 :: max(1, n // 5)] = 0.97
-        return [
-            {"self_harm": float(h), "data_exposure": float(d)}
-            for h, d in zip(harm, leak, strict=True)
-        ]

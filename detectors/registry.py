@@ -10,18 +10,19 @@ from __future__ import annotations
 
 from typing import Any
 
+from detectors.adaptive_rate import (
+    AdaptiveBernoulliCusum,
+    AdaptiveDownvoteSpike,
+    AdaptivePromptInjectionRate,
+)
 from detectors.base import Detector
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import (
     EvaluationFailRate,
-    EvaluationScoreShift,
     FinishReasonRate,
-    GroundednessShift,
     GuardrailBlockRate,
     HallucinationRate,
     HarmRate,
-    LatencyShift,
-    TokenShift,
 )
 from detectors.drift import (
     AlibiOnlineDrift,
@@ -30,16 +31,9 @@ from detectors.drift import (
     LabelMixDrift,
     NumericDrift,
 )
-from detectors.rate import (
-    AdaptiveBernoulliCusum,
-    AdaptiveDownvoteSpike,
-    AdaptivePromptInjectionRate,
-    BernoulliCusum,
-    CriticalEventDetector,
-    DownvoteSpike,
-    PromptInjectionRate,
-    ToxicityRate,
-)
+from detectors.moderation import CriticalEventDetector, ToxicityRate
+from detectors.rate import BernoulliCusum, DownvoteSpike, PromptInjectionRate
+from detectors.score_shift import EvaluationScoreShift, GroundednessShift, LatencyShift, TokenShift
 
 __all__ = ["OPTIONAL", "REGISTRY", "create"]
 

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import numpy as np
 
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.base import Direction
 from detectors.confidence import ConfidenceShift
-from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum, ToxicityRate
+from detectors.moderation import ToxicityRate
+from detectors.rate import BernoulliCusum
 
 
 def stream(seed: int, rates: list[tuple[float, int]]) -> list[bool]:

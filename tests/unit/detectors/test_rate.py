@@ -5,14 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.arl import bernoulli_cusum_delay
 from detectors.base import Direction, SignalKind
-from detectors.rate import (
-    AdaptiveBernoulliCusum,
-    BernoulliCusum,
-    CriticalEventDetector,
-    ToxicityRate,
-)
+from detectors.moderation import CriticalEventDetector, ToxicityRate
+from detectors.rate import BernoulliCusum
 
 
 @pytest.mark.parametrize(("arl0", "per_key"), [(2000.0, 40_000), (1e5, 400_000)])

@@ -13,9 +13,10 @@ from typing import Any
 import numpy as np
 import pytest
 
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.base import Detector, Signal
 from detectors.kernels import capped_walk, reflected_walk
-from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
+from detectors.rate import BernoulliCusum
 from tests.unit.detectors.cases import CASES, update_each
 
 N = 1500

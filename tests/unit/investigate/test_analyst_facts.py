@@ -12,8 +12,9 @@ import numpy as np
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, effect_text, iso_utc
 from alerting.playbooks import Impact
+from detectors.adaptive_rate import AdaptiveDownvoteSpike
 from detectors.base import SignalKind
-from detectors.rate import AdaptiveDownvoteSpike, ToxicityRate
+from detectors.moderation import ToxicityRate
 from streams.contract.decode import Coordinates
 from streams.investigation.audit import (
     AuditEntry,

@@ -10,10 +10,11 @@ import numpy as np
 import pytest
 from pydantic import ValidationError
 
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import HarmRate
 from detectors.drift import NumericDrift
-from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
+from detectors.rate import BernoulliCusum
 from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceOutput
 from streams.detection_settings import DetectionSettings

@@ -13,8 +13,9 @@ import pytest
 
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
+from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.coverage import HarmRate
-from detectors.rate import AdaptiveBernoulliCusum, BernoulliCusum
+from detectors.rate import BernoulliCusum
 from streams.contract.decode import Coordinates
 from streams.contract.events import Feedback
 from streams.detection_settings import DetectionSettings

@@ -1,0 +1,161 @@
+"""Rate-increase detection robust to an unknown shift size: parallel Bernoulli CUSUMs.
+
+A :class:`~detectors.rate.BernoulliCusum` is optimal for one design shift. When the size
+of a change is unknown (a downvote rise of 50 % or a prompt-injection wave 20x the
+baseline), :class:`AdaptiveBernoulliCusum` runs one CUSUM per design shift and splits the
+false-alarm budget between them. It is a composition of BernoulliCusums, with nothing of
+its own to calibrate, so it lives beside them rather than in :mod:`detectors.rate`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any, ClassVar
+
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.kernels import as_flags
+from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
+
+__all__ = ["AdaptiveBernoulliCusum", "AdaptiveDownvoteSpike", "AdaptivePromptInjectionRate"]
+
+
+class AdaptiveBernoulliCusum(Detector[bool]):
+    """Robust to an unknown shift size: parallel CUSUMs for several ``relative_shifts``.
+
+    A single CUSUM is optimal for its design ``p1`` and loses some speed when the true
+    shift is much smaller or larger. Running one CUSUM per design shift, each at
+    ``arl0 * len(relative_shifts)`` (false-alarm rates add, so the whole detector keeps
+    ARL0 >= ``arl0``), costs about ``ln(m) / KL`` extra events at the best-matching shift
+    and gains where one design would be badly mis-tuned. The parts do not reset each
+    other; if several alarm on one event, the one furthest over its threshold is
+    returned. Other parameters and the Signal are those of :class:`BernoulliCusum`
+    (``details["p1"]`` names the design that fired).
+    """
+
+    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+
+    def __init__(
+        self,
+        p0: float | None = None,
+        relative_shifts: tuple[float, ...] = (0.5, 1.0, 3.0),
+        arl0: float = DEFAULT_ARL0,
+        warmup: int = 1000,
+        max_reference: int = 50_000,
+        min_rate: float = 1e-3,
+        baseline_confidence: float = BASELINE_CONFIDENCE,
+    ) -> None:
+        self.p0 = p0
+        self.relative_shifts = relative_shifts
+        self.arl0 = arl0
+        self.warmup = warmup
+        self.max_reference = max_reference
+        self.min_rate = min_rate
+        self.baseline_confidence = baseline_confidence
+        if not relative_shifts:
+            raise ValueError("need at least one relative shift")
+        self._reset()
+
+    def _reset(self) -> None:
+        self._parts = [
+            BernoulliCusum(
+                p0=self.p0,
+                relative_shift=shift,
+                arl0=self.arl0 * len(self.relative_shifts),
+                warmup=self.warmup,
+                max_reference=self.max_reference,
+                min_rate=self.min_rate,
+                baseline_confidence=self.baseline_confidence,
+            )
+            for shift in self.relative_shifts
+        ]
+
+    def set_arl0(self, arl0: float) -> None:
+        """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence."""
+        self.arl0 = arl0
+        for d in self._parts:
+            d.set_arl0(arl0 * len(self.relative_shifts))
+
+    @property
+    def learning(self) -> bool:
+        return any(d.learning for d in self._parts)
+
+    @property
+    def alarm_ready(self) -> bool:
+        return any(not d.learning for d in self._parts)
+
+    def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
+        """Each warming-up part starts from the parent's baseline (see
+        :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""
+        rate = next((d.baseline for d in parent._parts if d.calibrated), None)
+        if rate is None:
+            return False
+        adopted = [d.adopt_prior(rate, strength) for d in self._parts]
+        return any(adopted)
+
+    @property
+    def seen(self) -> int:
+        """Observations taken since the last reset (the index of the next one)."""
+        return self._parts[0].seen
+
+    @property
+    def statistic(self) -> float:
+        """Largest ratio statistic / threshold over the parts (alarm at 1)."""
+        return max(d.statistic / d.threshold for d in self._parts)
+
+    @property
+    def threshold(self) -> float:
+        return 1.0
+
+    def get_state(self) -> JsonState:
+        return {"parts": [d.get_state() for d in self._parts]}
+
+    def set_state(self, state: JsonState) -> None:
+        for d, st in zip(self._parts, state["parts"], strict=True):
+            d.set_state(st)
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """The episode of the part designed for the smallest shift (its episode lasts
+        longest), alarmed while any part's episode is."""
+        first = self._parts[0].excess()
+        if first is None:
+            return None
+        alarmed = any(d.episode_alarmed for d in self._parts)
+        return first.model_copy(update={"alarmed": alarmed})
+
+    def update(self, x: bool) -> Signal | None:
+        fired = [s for d in self._parts if (s := d.update(x)) is not None]
+        return self._merge(fired) if fired else None
+
+    def update_many(self, xs: Iterable[bool]) -> list[Signal]:
+        arr = as_flags(xs)
+        by_index: dict[int, list[Signal]] = {}
+        for d in self._parts:
+            for s in d.update_many(arr):
+                by_index.setdefault(s.last_index, []).append(s)
+        return [self._merge(by_index[i]) for i in sorted(by_index)]
+
+    def _merge(self, fired: list[Signal]) -> Signal:
+        top = max(fired, key=lambda s: s.statistic / s.threshold)
+        return top.model_copy(update={"detector": type(self).__name__, "kind": self.kind})
+
+    @classmethod
+    def _conformance_params(cls) -> list[dict[str, Any]]:
+        return [{"warmup": 100, "arl0": 200.0, "max_reference": 800}]
+
+    @classmethod
+    def _conformance_stream(cls, seed: int, n: int) -> list[Any]:
+        return BernoulliCusum._conformance_stream(seed, n)
+
+
+class AdaptiveDownvoteSpike(AdaptiveBernoulliCusum):
+    """Downvote-rate increases of unknown size (parallel CUSUMs, see the base class)."""
+
+    kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+
+
+class AdaptivePromptInjectionRate(AdaptiveBernoulliCusum):
+    """Prompt-injection waves: the rate often jumps 10-20x, far beyond a doubling."""
+
+    kind: ClassVar[SignalKind] = SignalKind.PROMPT_INJECTION_RATE
