@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alerting.clock import Clock
 from alerting.delivery_state import DeliveryState, DeliveryStatus
 from alerting.model import IncidentEvent, UtcDatetime
-from alerting.sinks import AcceptingSink, RefreshingSink, Sink
+from alerting.sinks import AcceptingSink, ReferencingSink, RefreshingSink, Sink
 from alerting.transport import HttpRequest, HttpTransport, TransportError
 
 log = logging.getLogger(__name__)
@@ -268,9 +268,10 @@ class DeliveryRunner:
         self, event: IncidentEvent, status: DeliveryStatus, attempts: int, reason: str = ""
     ) -> None:
         if self.on_state is not None:
-            self.on_state(
-                DeliveryState.of(self.sink.name, event, status, attempts, self.clock.now(), reason)
-            )
+            sink = self.sink
+            ref = sink.ref_of(event.incident_id) if isinstance(sink, ReferencingSink) else ""
+            now = self.clock.now()
+            self.on_state(DeliveryState.of(sink.name, event, status, attempts, now, reason, ref))
 
     def refresh(self) -> None:
         """Re-post a refreshing sink's alerts when due (:class:`RefreshingSink`); called

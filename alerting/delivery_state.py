@@ -49,6 +49,11 @@ class DeliveryState(BaseModel):
     attempts: int = Field(ge=1)
     reason: str = Field(default="", description="Why the last attempt failed (if it did).")
     at: UtcDatetime
+    ref: str = Field(
+        default="",
+        description="The receiver's own reference for the incident (Slack: the ts of its "
+        "thread), so that a restarted notify carries on with it.",
+    )
 
     @classmethod
     def of(
@@ -59,8 +64,10 @@ class DeliveryState(BaseModel):
         attempts: int,
         at: UtcDatetime,
         reason: str = "",
+        ref: str = "",
     ) -> DeliveryState:
         return cls(
+            ref=ref,
             sink=sink,
             incident_id=event.incident_id,
             event_id=event.event_id,
@@ -113,6 +120,17 @@ def fold_delivery_states(values: Iterable[bytes | None]) -> tuple[DeliveryMap, i
         if prev is None or state.sequence >= prev.sequence:
             sinks[state.label] = state
     return out, bad
+
+
+def refs_of(states: DeliveryMap, group: str) -> dict[str, str]:
+    """Incident id -> the receiver's reference (:attr:`DeliveryState.ref`) of the latest
+    states the notify group ``group`` published."""
+    return {
+        incident_id: state.ref
+        for incident_id, sinks in states.items()
+        for state in sinks.values()
+        if state.group == group and state.ref
+    }
 
 
 def render_delivery(incidents: Iterable[IncidentEvent], states: DeliveryMap) -> str:

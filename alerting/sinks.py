@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Final, Literal, Protocol, runtime_checkable
@@ -247,6 +247,16 @@ class RefreshingSink(Protocol):
     def restore(self, events: Iterable[IncidentEvent], now: datetime) -> None: ...
 
 
+@runtime_checkable
+class ReferencingSink(Protocol):
+    """A sink whose receiver names each incident (Slack: a thread). The runner publishes
+    the reference with the delivery state; a restarted notify hands them back."""
+
+    def ref_of(self, incident_id: str) -> str: ...
+
+    def restore_refs(self, refs: Mapping[str, str]) -> None: ...
+
+
 class SlackSink:
     def __init__(
         self,
@@ -286,8 +296,9 @@ class SlackThreadSink:
 
     The Web API answers HTTP 200 with ``{"ok": false, "error": ...}`` when it refuses a
     message; :meth:`SlackThreadSink.accepted` turns that into a failed delivery. The threads
-    (incident id -> ``ts``) are kept in memory, bounded: after a restart of
-    ``sentinel notify`` an open incident's next event starts a new thread.
+    (incident id -> ``ts``, bounded) go out with each delivery state
+    (:class:`ReferencingSink`), and a restarted ``sentinel notify`` reads them back from the
+    delivery-state topic, so an open incident's next event still replies in its thread.
     """
 
     def __init__(
@@ -312,6 +323,17 @@ class SlackThreadSink:
     def thread_of(self, incident_id: str) -> str | None:
         """The ``ts`` of the incident's thread (None: no message posted yet)."""
         return self._threads.get(incident_id)
+
+    def ref_of(self, incident_id: str) -> str:
+        """The incident's thread ``ts`` ("" before its first message)."""
+        return self._threads.get(incident_id, "")
+
+    def restore_refs(self, refs: Mapping[str, str]) -> None:
+        """Threads of an earlier run (incident id -> ``ts``); a thread known here wins."""
+        for incident_id, ts in refs.items():
+            self._threads.setdefault(incident_id, ts)
+        while len(self._threads) > SLACK_MAX_THREADS:
+            self._threads.popitem(last=False)
 
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest:
         body = slack_message(event, playbook_base_url=self._playbook_base_url)

@@ -23,9 +23,9 @@ from pydantic import ValidationError
 
 from alerting.clock import Clock, SystemClock
 from alerting.delivery import DeliveryRunner, FailedDelivery, RetryPolicy
-from alerting.delivery_state import DeliveryState
+from alerting.delivery_state import DeliveryState, fold_delivery_states, refs_of
 from alerting.model import IncidentEvent, iso_utc
-from alerting.sinks import RefreshingSink, Sink
+from alerting.sinks import ReferencingSink, RefreshingSink, Sink
 from alerting.status import fold_open_incidents
 from alerting.transport import HttpTransport, UrllibTransport
 from streams.kafka import clients
@@ -182,6 +182,8 @@ def run_notify_consumer(
     )
     if isinstance(sink, RefreshingSink) and restore_open:
         _restore_open_incidents(sink, bootstrap, alerts_topic, security, clock)
+    if isinstance(sink, ReferencingSink) and state_topic is not None:
+        _restore_refs(sink, bootstrap, state_topic, group, security)
     try:
         return notify_loop(
             consumer,
@@ -229,6 +231,22 @@ class _NotifyOutputs:
             )
         except Exception as exc:  # the delivery matters more than its report
             log.warning("%s: delivery state not published (%s)", self.sink_name, type(exc).__name__)
+
+
+def _restore_refs(
+    sink: ReferencingSink,
+    bootstrap: str | list[str],
+    state_topic: str,
+    group: str,
+    security: ClientSecurity,
+) -> None:
+    """Take up the receiver's references (Slack threads) this notify group published in
+    an earlier run, from the delivery-state topic; undecodable states are skipped."""
+    records = read_topic_to_end(bootstrap, state_topic, security=security)
+    states, _ = fold_delivery_states(r.value for r in records)
+    refs = refs_of(states, group)
+    sink.restore_refs(refs)
+    log.info("%s: %d incident reference(s) restored from %s", group, len(refs), state_topic)
 
 
 def _restore_open_incidents(

@@ -1,6 +1,7 @@
 """One cause, one page, end to end (issue 12 item 5): the incident events of one cause go
 through ``sentinel notify`` on the real broker and come out as one PagerDuty dedup_key,
-one Alertmanager alert (a real Alertmanager) and one Slack thread.
+one Alertmanager alert (a real Alertmanager) and one Slack thread, also when ``sentinel
+notify`` is restarted between the incident's events.
 
 PagerDuty's Events API and Slack's chat.postMessage are played by the local receiver of
 the sink tests (:mod:`tests.integration.webhook_receiver`), answering as those services do.
@@ -106,6 +107,7 @@ def test_one_cause_is_one_pagerduty_incident_one_alert_and_one_slack_thread(
         print(f"{len(firing)} firing events -> {len(alerts)} Alertmanager alert(s)")
         assert len(alerts) == 1
         assert alerts[0]["labels"]["dedup_key"] == events[0].dedup_key
+        _notify("slack", config)  # the firing events start the incident's thread
 
         publish_incidents(bootstrap, topic, [resolve])
         _notify("alertmanager", config, "--url", am_url)
@@ -119,7 +121,7 @@ def test_one_cause_is_one_pagerduty_incident_one_alert_and_one_slack_thread(
     assert [p["event_action"] for p in pages].count("trigger") == len(firing)
     assert pages[-1]["event_action"] == "resolve"
 
-    _notify("slack", config)
+    _notify("slack", config)  # a restarted notify: the resolve replies in that thread
     posts = [json.loads(b) for b in slack.accepted]
     assert len(posts) == len(events)
     assert "thread_ts" not in posts[0]

@@ -8,6 +8,7 @@ import pytest
 from pydantic import SecretStr, ValidationError
 
 from alerting.delivery import DeliveryOutcome, DeliveryRunner, FailedDelivery
+from alerting.delivery_state import DeliveryState, fold_delivery_states, refs_of
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from alerting.sink_config import SlackSinkConfig, make_sink
@@ -99,3 +100,30 @@ def test_config_takes_a_webhook_or_a_token_and_channel_never_both() -> None:
         source="notify.toml",
     )
     assert isinstance(make_sink(cfg), SlackThreadSink)
+
+
+def test_threads_go_out_with_the_delivery_states_and_come_back_after_a_restart() -> None:
+    """The thread ts travels in each delivery state (``ref``); a new sink (a restarted
+    notify) given the refs of its group replies in the incident's thread."""
+    events = _lifecycle()
+    states: list[DeliveryState] = []
+    transport = SlackLike()
+    runner, _ = _runner(transport)
+    runner.on_state = states.append
+    assert runner.deliver(events[0]) is DeliveryOutcome.DELIVERED
+    thread = "1700000000.000001"
+    assert states[-1].ref == thread
+    grouped = [s.model_copy(update={"group": "notify-a"}) for s in states]
+    other = states[-1].model_copy(update={"group": "notify-b", "ref": "1700000000.999999"})
+    folded, bad = fold_delivery_states(s.model_dump_json().encode() for s in [*grouped, other])
+    assert bad == 0
+    refs = refs_of(folded, "notify-a")
+    assert refs == {events[0].incident_id: thread}
+
+    restarted, _ = _runner(transport)
+    assert isinstance(restarted.sink, SlackThreadSink)
+    restarted.sink.restore_refs(refs)
+    assert restarted.deliver(events[-1]) is DeliveryOutcome.DELIVERED
+    last = json.loads(transport.requests[-1].body)
+    assert last["thread_ts"] == thread
+    assert last["reply_broadcast"] is True
