@@ -22,9 +22,8 @@ from typing import Any, ClassVar
 import numpy as np
 from scipy.special import ndtri
 
-from detectors.base import DEFAULT_ARL0, Direction, JsonState, Signal, SignalKind
+from detectors.base import Direction, JsonState, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
-from detectors.rate import BASELINE_CONFIDENCE
 
 __all__ = ["EvaluationScoreShift", "GroundednessShift", "LatencyShift", "TokenShift"]
 
@@ -45,27 +44,10 @@ class _ScoreShift(ConfidenceShift):
     are multiplicative); ``_keep`` drops signals of a direction that is no failure.
     """
 
-    def __init__(
-        self,
-        metric: str = "",
-        arl0: float = DEFAULT_ARL0,
-        shift: float = 0.5,
-        reference_size: int = 1000,
-        window: int = 200,
-        stride: int | None = None,
-        resolution: float | None = None,
-        baseline_confidence: float = BASELINE_CONFIDENCE,
-    ) -> None:
+    def __init__(self, metric: str = "", **params: Any) -> None:
+        """``params``: those of :class:`ConfidenceShift` (arl0, shift, reference_size, ...)."""
         self.metric = metric
-        super().__init__(
-            arl0=arl0,
-            shift=shift,
-            reference_size=reference_size,
-            window=window,
-            stride=stride,
-            resolution=resolution,
-            baseline_confidence=baseline_confidence,
-        )
+        super().__init__(**params)
 
     def _transform(self, x: float) -> float:
         return float(x)
