@@ -33,7 +33,8 @@ import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
 
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, topic_for

@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, load_settings
 from tests.scenarios import toxicity_spike_scenario
