@@ -2,7 +2,7 @@
 
 The codec tests publish with ``org.apache.kafka.tools.ConsoleProducer``, the Java
 producer a Kafka user runs, not one written here. Its jars come from Maven Central as
-the broker's do (:func:`streams.devtools.broker.fetch_kafka`), into
+the broker's do (:func:`streams.devtools.kafka_dist.fetch_kafka`), into
 ``<cache_dir>/<version>/tools-libs``, once; the same version as the broker.
 
     python -m tests.tools.kafka_tools      # fetch (CI does this before the tests)
@@ -15,8 +15,8 @@ import subprocess
 import tempfile
 from pathlib import Path
 
-from streams.devtools.broker import check_java
 from streams.devtools.errors import BrokerError
+from streams.devtools.kafka_dist import check_java
 from streams.settings import LocalBrokerSettings
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
