@@ -28,9 +28,10 @@ from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
 from alerting.silences import silences_topic
 from streams.console.actions import ConsoleActions, kafka_sender
-from streams.console.app import Console, Evidence, create_app
+from streams.console.app import create_app
 from streams.console.auth import Authenticator, hash_password
 from streams.console.state import ConsoleState, Follower, Sources, kafka_consumer_factory
+from streams.console.web import Console, Evidence
 from streams.kafka.security import kafka_python_kwargs
 from streams.kafka.topics import ensure_compacted_topic
 from streams.settings import Settings, load_settings
