@@ -69,8 +69,9 @@ def make_evidence(settings: Settings) -> Evidence:
     """``sentinel investigate``'s analysis of an incident, for its page: the audit trail
     (redacted), the recomputed statistic (SVG and the same PNG as ``--plot``)."""
     from streams.console.views import series_chart
-    from streams.investigation.audit import audit_order, format_series, investigate
+    from streams.investigation.audit import investigate
     from streams.investigation.chart import plot_series
+    from streams.investigation.report import audit_order, format_series
 
     def run(events: list[IncidentEvent]) -> dict[str, Any]:
         began = time.monotonic()

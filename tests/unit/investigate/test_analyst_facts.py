@@ -15,15 +15,10 @@ from alerting.playbooks import Impact
 from detectors.base import SignalKind
 from detectors.rate import AdaptiveDownvoteSpike, ToxicityRate
 from streams.contract.decode import Coordinates
-from streams.investigation.audit import (
-    AuditEntry,
-    Investigation,
-    StatisticSeries,
-    format_investigation,
-    not_reproduced_reason,
-)
+from streams.investigation.audit import AuditEntry, Investigation, StatisticSeries
 from streams.investigation.chart import chart_model, plot_series
 from streams.investigation.postmortem import impact_of, render_postmortem
+from streams.investigation.report import format_investigation, not_reproduced_reason
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
 
 
