@@ -89,20 +89,9 @@ def fetch_kafka(version: str, cache_dir: Path, log: Log = no_log) -> Path:
     template = resources.files(KAFKA_RESOURCES).joinpath("pom.xml").read_text(encoding="utf-8")
     partial = libs.with_name("libs.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="sentinel-kafka-pom-") as tmp:
-        pom = Path(tmp) / "pom.xml"
-        pom.write_text(template.replace("@KAFKA_VERSION@", version), encoding="utf-8")
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={partial}",
-            "-DincludeScope=runtime",
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    result = maven_copy_dependencies(
+        mvn, template.replace("@KAFKA_VERSION@", version), partial, "sentinel-kafka-pom-"
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise BrokerError(f"Maven could not fetch Kafka {version}:\n{tail}")
@@ -114,6 +103,28 @@ def fetch_kafka(version: str, cache_dir: Path, log: Log = no_log) -> Path:
     marker.write_text(f"{len(jars)} jars\n", encoding="utf-8")
     log(f"fetched {len(jars)} jars ({_dir_mib(libs):.1f} MiB)")
     return libs
+
+
+def maven_copy_dependencies(
+    mvn: str, pom_text: str, out_dir: Path, tmp_prefix: str
+) -> subprocess.CompletedProcess[str]:
+    """Run Maven's ``dependency:copy-dependencies`` (runtime scope) on ``pom_text``, copying
+    the jars into ``out_dir``; the pom lives in a temporary directory. The caller checks
+    the result (its output holds Maven's errors)."""
+    with tempfile.TemporaryDirectory(prefix=tmp_prefix) as tmp:
+        pom = Path(tmp) / "pom.xml"
+        pom.write_text(pom_text, encoding="utf-8")
+        cmd = [
+            mvn,
+            "-q",
+            "-B",
+            "-f",
+            str(pom),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={out_dir}",
+            "-DincludeScope=runtime",
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, check=False)
 
 
 def _dir_mib(path: Path) -> float:
