@@ -17,7 +17,8 @@ import json
 import zlib
 from datetime import timedelta
 
-from streams.devtools.simulate import Injection, Scenario, Simulator
+from streams.devtools.scenario import Injection, Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.replay import replay_lines
 from streams.settings import load_settings
 

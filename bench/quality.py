@@ -72,7 +72,8 @@ import numpy as np  # noqa: E402
 
 from alerting.model import IncidentEvent, Labels  # noqa: E402
 from bench.oracle import GOAL_DELAY_RATIO, Probe, oracle_arl0, oracle_kinds  # noqa: E402
-from streams.devtools.simulate import DEFAULT_STRENGTH, Injection, Scenario, Simulator  # noqa: E402
+from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario  # noqa: E402
+from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
 from streams.pipeline.keys import key_id  # noqa: E402
 from streams.pipeline.replay import Pipeline, replay_lines  # noqa: E402

@@ -50,7 +50,8 @@ from alerting.clock import SYSTEM_CLOCK  # noqa: E402
 from alerting.playbooks import load_playbooks  # noqa: E402
 from alerting.policy import load_policy  # noqa: E402
 from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
-from streams.devtools.simulate import Scenario, Simulator  # noqa: E402
+from streams.devtools.scenario import Scenario  # noqa: E402
+from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.detect import Detect  # noqa: E402
 from streams.pipeline.join import Joiner  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402

@@ -57,7 +57,8 @@ from alerting.clock import SYSTEM_CLOCK  # noqa: E402
 from bench.broker import bench_broker  # noqa: E402
 from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
 from streams.devtools.broker import free_port  # noqa: E402
-from streams.devtools.simulate import Scenario, Simulator  # noqa: E402
+from streams.devtools.scenario import Scenario  # noqa: E402
+from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
     Settings,

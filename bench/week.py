@@ -33,7 +33,8 @@ from datetime import datetime, timedelta
 
 from alerting.model import IncidentAction
 from bench.quality import Trigger
-from streams.devtools.simulate import ModelSpec, Scenario, Simulator
+from streams.devtools.scenario import ModelSpec, Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.replay import replay_lines
 from streams.settings import load_settings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from streams.devtools.simulate import Injection, Scenario
+from streams.devtools.scenario import Injection, Scenario
 
 
 def toxicity_spike_scenario(**overrides: object) -> Scenario:

@@ -89,8 +89,9 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> i
 
 def cmd_investigate(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
     from alerting.clock import parse_duration
-    from streams.investigation.audit import format_investigation, investigate
+    from streams.investigation.audit import investigate
     from streams.investigation.chart import plot_series, series_to_json
+    from streams.investigation.report import format_investigation
 
     lookback = parse_duration(args.lookback)
     if args.limit < 0:

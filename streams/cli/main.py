@@ -19,8 +19,9 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from streams.cli.common import say, settings_of
-from streams.devtools.broker import LocalBroker, fetch_kafka
+from streams.devtools.broker import LocalBroker
 from streams.devtools.errors import BrokerError
+from streams.devtools.kafka_dist import fetch_kafka
 from streams.kafka.security import KafkaLoginError
 from streams.settings import ConfigError, LocalBrokerSettings, Settings
 

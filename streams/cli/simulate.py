@@ -13,14 +13,8 @@ from typing import Any
 
 from alerting.clock import parse_duration
 from streams.contract.jsonl import JSONL_FORMAT
-from streams.devtools.simulate import (
-    INJECTION_TYPES,
-    Scenario,
-    Simulator,
-    parse_injection,
-    publish,
-    write_jsonl,
-)
+from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
+from streams.devtools.simulate import Simulator, publish, write_jsonl
 from streams.kafka.security import check_login
 from streams.settings import load_settings
 

@@ -28,9 +28,10 @@ from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
 from alerting.silences import silences_topic
 from streams.console.actions import ConsoleActions, kafka_sender
-from streams.console.app import Console, Evidence, create_app
+from streams.console.app import create_app
 from streams.console.auth import Authenticator, hash_password
 from streams.console.state import ConsoleState, Follower, Sources, kafka_consumer_factory
+from streams.console.web import Console, Evidence
 from streams.kafka.security import kafka_python_kwargs
 from streams.kafka.topics import ensure_compacted_topic
 from streams.settings import Settings, load_settings
@@ -68,8 +69,9 @@ def make_evidence(settings: Settings) -> Evidence:
     """``sentinel investigate``'s analysis of an incident, for its page: the audit trail
     (redacted), the recomputed statistic (SVG and the same PNG as ``--plot``)."""
     from streams.console.views import series_chart
-    from streams.investigation.audit import audit_order, format_series, investigate
+    from streams.investigation.audit import investigate
     from streams.investigation.chart import plot_series
+    from streams.investigation.report import audit_order, format_series
 
     def run(events: list[IncidentEvent]) -> dict[str, Any]:
         began = time.monotonic()

@@ -36,6 +36,42 @@ def _polyline(points: Sequence[tuple[float, float]]) -> str:
     return " ".join(f"{x:.1f},{y:.1f}" for x, y in points)
 
 
+@dataclass(frozen=True)
+class _Frame:
+    """A chart's plot area: where time ``t0 .. t0 + span_t`` (epoch s) and values
+    ``0 .. top`` land in an SVG of ``width`` x ``height``."""
+
+    width: int
+    height: int
+    t0: float
+    span_t: float
+    top: float
+    pad_l: int = 56
+    pad_t: int = 24
+    pad_r: int = 12
+    pad_b: int = 36
+
+    @property
+    def w(self) -> int:
+        return self.width - self.pad_l - self.pad_r
+
+    @property
+    def h(self) -> int:
+        return self.height - self.pad_t - self.pad_b
+
+    def x(self, when: datetime) -> float:
+        return self.pad_l + (when.timestamp() - self.t0) / self.span_t * self.w
+
+    def y(self, value: float) -> float:
+        return self.pad_t + self.h - max(0.0, min(value, self.top)) / self.top * self.h
+
+    def xy(self, p: Point) -> tuple[float, float]:
+        return self.x(p.time), self.y(p.value)
+
+
+_COLORS: Final = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
+
+
 def svg_chart(
     series: dict[str, Sequence[Point]],
     *,
@@ -53,9 +89,7 @@ def svg_chart(
     (e.g. the incident's open interval, titled with their label). The SVG scales to its container
     (``viewBox``), so it is usable on a phone.
     """
-    colors = ("#1f77b4", "#2ca02c", "#9467bd", "#8c564b")
     pts = [p for ps in series.values() for p in ps if math.isfinite(p.value)]
-    pad_l, pad_r, pad_t, pad_b = 56, 12, 24, 36
     if not pts:
         return (
             f'<svg class="chart" viewBox="0 0 {width} 60" role="img" aria-label="{escape(title)}">'
@@ -63,83 +97,93 @@ def svg_chart(
         )
     t0 = min([p.time.timestamp() for p in pts] + [b[0].timestamp() for b in bands])
     t1 = max([p.time.timestamp() for p in pts] + [b[1].timestamp() for b in bands])
-    span_t = max(t1 - t0, 1.0)
     top = max([*(p.value for p in pts), (threshold or 0.0) * 1.15, 1e-9])
-    w, h = width - pad_l - pad_r, height - pad_t - pad_b
-
-    def xy(p: Point) -> tuple[float, float]:
-        x = pad_l + (p.time.timestamp() - t0) / span_t * w
-        y = pad_t + h - max(0.0, min(p.value, top)) / top * h
-        return x, y
-
+    f = _Frame(width, height, t0, max(t1 - t0, 1.0), top)
     out = [
         f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
         f'aria-label="{escape(title)}" xmlns="http://www.w3.org/2000/svg">',
-        f'<text x="{pad_l}" y="16" class="chart-title">{escape(title)}</text>',
-        f'<line x1="{pad_l}" y1="{pad_t + h}" x2="{pad_l + w}" y2="{pad_t + h}" class="axis"/>',
-        f'<line x1="{pad_l}" y1="{pad_t}" x2="{pad_l}" y2="{pad_t + h}" class="axis"/>',
+        f'<text x="{f.pad_l}" y="16" class="chart-title">{escape(title)}</text>',
+        f'<line x1="{f.pad_l}" y1="{f.pad_t + f.h}" x2="{f.pad_l + f.w}" y2="{f.pad_t + f.h}" '
+        'class="axis"/>',
+        f'<line x1="{f.pad_l}" y1="{f.pad_t}" x2="{f.pad_l}" y2="{f.pad_t + f.h}" class="axis"/>',
     ]
     for start, end, label in bands:
-        xa = pad_l + (start.timestamp() - t0) / span_t * w
-        xb = pad_l + (end.timestamp() - t0) / span_t * w
+        xa, xb = f.x(start), f.x(end)
         out.append(
-            f'<rect x="{xa:.1f}" y="{pad_t}" width="{max(xb - xa, 1.0):.1f}" height="{h}" '
+            f'<rect x="{xa:.1f}" y="{f.pad_t}" width="{max(xb - xa, 1.0):.1f}" height="{f.h}" '
             f'fill="#d62728" fill-opacity="0.08"><title>{escape(label)}</title></rect>'
         )
-    for frac in (0.0, 0.5, 1.0):
-        y = pad_t + h - frac * h
-        out.append(f'<text x="{pad_l - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">')
-        out.append(f"{top * frac:.3g}</text>")
-    for frac, anchor in ((0.0, "start"), (1.0, "end")):
-        t = datetime.fromtimestamp(t0 + frac * span_t, tz=pts[0].time.tzinfo)
-        x = pad_l + frac * w
-        out.append(
-            f'<text x="{x:.1f}" y="{height - 8}" class="tick" text-anchor="{anchor}">'
-            f"{escape(iso_utc(t)[:16].replace('T', ' '))} UTC</text>"
-        )
-    out.append(
-        f'<text x="12" y="{pad_t + h / 2:.1f}" class="tick" '
-        f'transform="rotate(-90 12 {pad_t + h / 2:.1f})" text-anchor="middle">'
-        f"{escape(y_label)}</text>"
-    )
+    out += _ticks(f, y_label, pts[0].time)
     if threshold is not None and threshold <= top:
-        y = pad_t + h - threshold / top * h
+        y = f.pad_t + f.h - threshold / top * f.h
         out.append(
-            f'<line x1="{pad_l}" y1="{y:.1f}" x2="{pad_l + w}" y2="{y:.1f}" class="threshold"/>'
+            f'<line x1="{f.pad_l}" y1="{y:.1f}" x2="{f.pad_l + f.w}" y2="{y:.1f}" '
+            'class="threshold"/>'
         )
-    legend_x = pad_l + 8
-    for i, (name, points) in enumerate(series.items()):
-        color = colors[i % len(colors)]
-        finite = [p for p in points if math.isfinite(p.value)]
-        out.append(
-            f'<polyline fill="none" stroke="{color}" stroke-width="1.6" '
-            f'points="{_polyline([xy(p) for p in finite])}"/>'
-        )
-        if len(finite) <= 80:
-            for p in finite:
-                x, y = xy(p)
-                out.append(
-                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
-                    f"<title>{escape(p.label)}</title></circle>"
-                )
-        out.append(
-            f'<text x="{legend_x}" y="{pad_t + 12 + 14 * i}" fill="{color}" class="legend">'
-            f"{escape(name)}</text>"
-        )
+    out += _lines(f, series)
     for p in marks:
         if math.isfinite(p.value):
-            x, y = xy(p)
+            x, y = f.xy(p)
             out.append(
                 f'<text x="{x:.1f}" y="{y + 6:.1f}" class="mark" text-anchor="middle">★'
                 f"<title>{escape(p.label)}</title></text>"
             )
     if threshold is not None:
         out.append(
-            f'<text x="{pad_l + w}" y="{pad_t + 12}" class="legend threshold-label" '
+            f'<text x="{f.pad_l + f.w}" y="{f.pad_t + 12}" class="legend threshold-label" '
             f'text-anchor="end">threshold</text>'
         )
     out.append("</svg>")
     return "".join(out)
+
+
+def _ticks(f: _Frame, y_label: str, like: datetime) -> list[str]:
+    """Value ticks (0, half, top), the first and last time (in ``like``'s zone, shown as
+    UTC) and the rotated y-axis label."""
+    out = []
+    for frac in (0.0, 0.5, 1.0):
+        y = f.pad_t + f.h - frac * f.h
+        out.append(f'<text x="{f.pad_l - 6}" y="{y + 4:.1f}" class="tick" text-anchor="end">')
+        out.append(f"{f.top * frac:.3g}</text>")
+    for frac, anchor in ((0.0, "start"), (1.0, "end")):
+        t = datetime.fromtimestamp(f.t0 + frac * f.span_t, tz=like.tzinfo)
+        x = f.pad_l + frac * f.w
+        out.append(
+            f'<text x="{x:.1f}" y="{f.height - 8}" class="tick" text-anchor="{anchor}">'
+            f"{escape(iso_utc(t)[:16].replace('T', ' '))} UTC</text>"
+        )
+    mid = f.pad_t + f.h / 2
+    out.append(
+        f'<text x="12" y="{mid:.1f}" class="tick" '
+        f'transform="rotate(-90 12 {mid:.1f})" text-anchor="middle">'
+        f"{escape(y_label)}</text>"
+    )
+    return out
+
+
+def _lines(f: _Frame, series: dict[str, Sequence[Point]]) -> list[str]:
+    """Each series as a polyline (with a hoverable dot per point when there are at most
+    80) and its legend entry."""
+    out = []
+    for i, (name, points) in enumerate(series.items()):
+        color = _COLORS[i % len(_COLORS)]
+        finite = [p for p in points if math.isfinite(p.value)]
+        out.append(
+            f'<polyline fill="none" stroke="{color}" stroke-width="1.6" '
+            f'points="{_polyline([f.xy(p) for p in finite])}"/>'
+        )
+        if len(finite) <= 80:
+            for p in finite:
+                x, y = f.xy(p)
+                out.append(
+                    f'<circle cx="{x:.1f}" cy="{y:.1f}" r="3" fill="{color}">'
+                    f"<title>{escape(p.label)}</title></circle>"
+                )
+        out.append(
+            f'<text x="{f.pad_l + 8}" y="{f.pad_t + 12 + 14 * i}" fill="{color}" class="legend">'
+            f"{escape(name)}</text>"
+        )
+    return out
 
 
 def lifecycle_chart(events: Sequence[IncidentEvent]) -> str:

@@ -15,6 +15,11 @@ password (RFC 5802) and hands only that, with its salt, to ``StorageTool format
 --add-scram`` through a private Java argument file. ``local_broker.client_auth =
 "required"`` adds mutual TLS: the CA also signs a client certificate, and the listener
 refuses a TLS handshake without one.
+
+Here: the broker's lifecycle (:class:`LocalBroker`) and the port and process probes it
+uses. The Java check and the jars are in :mod:`streams.devtools.kafka_dist`, the
+``server.properties`` in :mod:`streams.devtools.broker_config`, the certificates and
+SCRAM credentials in :mod:`streams.devtools.certs`.
 """
 
 from __future__ import annotations
@@ -22,20 +27,18 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import re
 import secrets
 import shutil
 import signal
 import socket
 import subprocess
-import tempfile
 import time
 import uuid
-from collections.abc import Callable
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+from streams.devtools.broker_config import SaslSsl, server_properties
 from streams.devtools.certs import (
     INTER_BROKER_USER,
     SCRAM_MECHANISM,
@@ -47,16 +50,9 @@ from streams.devtools.certs import (
     write_private,
 )
 from streams.devtools.errors import BrokerError
+from streams.devtools.kafka_dist import KAFKA_RESOURCES, Log, check_java, fetch_kafka, no_log
 from streams.kafka.security import KafkaLoginError, KafkaSecurity, check_login, kafka_python_kwargs
 from streams.settings import LocalBrokerSettings, Settings
-
-Log = Callable[[str], None]
-
-MIN_JAVA = 17
-
-
-_RESOURCES = "streams.devtools.kafka"
-"""The package holding the Maven pom and the log4j2 configuration."""
 
 
 def _quiet(_: str) -> None:
@@ -79,95 +75,6 @@ class BrokerStatus:
         if self.running:
             return f"starting (pid {self.pid}), not yet accepting on {self.bootstrap}"
         return f"stopped (data directory {self.data_dir})"
-
-
-def java_executable() -> str:
-    """The ``java`` to use: ``$JAVA_HOME/bin/java`` when set, else the one on PATH."""
-    java_home = os.environ.get("JAVA_HOME")
-    if java_home and (Path(java_home) / "bin" / "java").exists():
-        return str(Path(java_home) / "bin" / "java")
-    found = shutil.which("java")
-    if found is None:
-        raise BrokerError(
-            f"Java {MIN_JAVA}+ is needed to run the local Kafka broker, and no 'java' was found "
-            "on PATH (nor in JAVA_HOME). Install a JDK (e.g. 'apt-get install "
-            "openjdk-17-jre-headless') or point SENTINEL_BROKER at an existing broker."
-        )
-    return found
-
-
-def java_major_version(java: str) -> int:
-    """Parse the major version from ``java -version`` (which prints to stderr)."""
-    out = subprocess.run([java, "-version"], capture_output=True, text=True, check=False)
-    match = re.search(r'version "(\d+)(?:\.(\d+))?', out.stderr + out.stdout)
-    if not match:
-        raise BrokerError(f"could not read the Java version from {java!r}: {out.stderr.strip()}")
-    major = int(match.group(1))
-    return int(match.group(2) or 0) if major == 1 else major
-
-
-def check_java() -> str:
-    """Return a usable java executable or raise a clear error."""
-    java = java_executable()
-    major = java_major_version(java)
-    if major < MIN_JAVA:
-        raise BrokerError(
-            f"Kafka 4.x needs Java {MIN_JAVA}+, but {java} is Java {major}. "
-            "Set JAVA_HOME to a newer JDK."
-        )
-    return java
-
-
-def fetch_kafka(version: str, cache_dir: Path, log: Log = _quiet) -> Path:
-    """Resolve the Kafka broker jars with Maven into ``cache_dir/<version>/libs``.
-
-    Idempotent: a complete cache (marked by a ``.complete`` file) is reused without
-    calling Maven. Returns the libs directory.
-    """
-    libs = cache_dir.expanduser() / version / "libs"
-    marker = libs / ".complete"
-    if marker.exists():
-        return libs
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise BrokerError(
-            "Maven ('mvn') is needed once to fetch the Kafka jars from Maven Central, and it "
-            "is not on PATH. Install it (e.g. 'apt-get install maven') or point "
-            "SENTINEL_BROKER at an existing broker."
-        )
-    log(f"fetching Apache Kafka {version} jars from Maven Central into {libs} ...")
-    template = resources.files(_RESOURCES).joinpath("pom.xml").read_text(encoding="utf-8")
-    partial = libs.with_name("libs.partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="sentinel-kafka-pom-") as tmp:
-        pom = Path(tmp) / "pom.xml"
-        pom.write_text(template.replace("@KAFKA_VERSION@", version), encoding="utf-8")
-        cmd = [
-            mvn,
-            "-q",
-            "-B",
-            "-f",
-            str(pom),
-            "dependency:copy-dependencies",
-            f"-DoutputDirectory={partial}",
-            "-DincludeScope=runtime",
-        ]
-        result = subprocess.run(cmd, capture_output=True, text=True, check=False)
-    if result.returncode != 0:
-        tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
-        raise BrokerError(f"Maven could not fetch Kafka {version}:\n{tail}")
-    jars = sorted(partial.glob("*.jar"))
-    if not any(j.name.startswith(f"kafka_2.13-{version}") for j in jars):
-        raise BrokerError(f"Maven finished but kafka_2.13-{version}.jar is missing in {partial}")
-    shutil.rmtree(libs, ignore_errors=True)
-    partial.rename(libs)
-    marker.write_text(f"{len(jars)} jars\n", encoding="utf-8")
-    log(f"fetched {len(jars)} jars ({_dir_mib(libs):.1f} MiB)")
-    return libs
-
-
-def _dir_mib(path: Path) -> float:
-    return sum(p.stat().st_size for p in path.iterdir() if p.is_file()) / 2**20
 
 
 def port_accepts(host: str, port: int, timeout: float = 0.5) -> bool:
@@ -223,7 +130,7 @@ class LocalBroker:
     PLAINTEXT on ``host``: it serves the KRaft quorum only, never client reads or writes.
     """
 
-    def __init__(self, settings: LocalBrokerSettings, log: Log = _quiet) -> None:
+    def __init__(self, settings: LocalBrokerSettings, log: Log = no_log) -> None:
         self.settings = settings
         self.log = log
         self.data_dir = settings.data_dir.expanduser().resolve()
@@ -326,81 +233,20 @@ class LocalBroker:
         )
 
     def _write_config(self) -> Path:
-        s = self.settings
-        props = {
-            "process.roles": "broker,controller",
-            "node.id": "1",
-            "controller.quorum.bootstrap.servers": f"{s.host}:{s.controller_port}",
-            "listeners": f"PLAINTEXT://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
-            "advertised.listeners": f"PLAINTEXT://{s.host}:{s.port}",
-            "controller.listener.names": "CONTROLLER",
-            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "PLAINTEXT",
-            **(self._security_config() if self.secured else {}),
-            "log.dirs": str(self.data_dir / "kraft-logs"),
-            "num.partitions": "4",
-            # Single node: internal topics cannot have more than one replica.
-            "offsets.topic.replication.factor": "1",
-            "transaction.state.log.replication.factor": "1",
-            "transaction.state.log.min.isr": "1",
-            "share.coordinator.state.topic.replication.factor": "1",
-            "share.coordinator.state.topic.min.isr": "1",
-            # No 3 s wait for more members before the first rebalance (tests, single worker).
-            "group.initial.rebalance.delay.ms": "0",
-            "auto.create.topics.enable": "true",
-            # By size by default, not by time: see LocalBrokerSettings.retention_hours.
-            "log.retention.ms": (
-                str(max(1, round(s.retention_hours * 3_600_000))) if s.retention_hours else "-1"
-            ),
-            "log.retention.bytes": str(round(s.retention_gb_per_partition * 2**30)),
-        }
+        """Write ``server.properties`` (private: a ``sasl_ssl`` broker's holds its
+        inter-broker password) and the log4j2 configuration into the data directory."""
+        secured = None
+        if self.secured:
+            secret = self._secret_file.read_text(encoding="utf-8").strip()
+            secured = SaslSsl(secret, self.tls_dir / "broker.pem", self.ca_file)
+        props = server_properties(self.settings, self.data_dir, secured)
         path = self.data_dir / "server.properties"
-        # Private: a sasl_ssl broker's file holds its inter-broker password.
         write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
-        log4j = resources.files(_RESOURCES).joinpath("log4j2.properties")
+        log4j = resources.files(KAFKA_RESOURCES).joinpath("log4j2.properties")
         (self.data_dir / "log4j2.properties").write_text(
             log4j.read_text(encoding="utf-8"), encoding="utf-8"
         )
         return path
-
-    def _security_config(self) -> dict[str, str]:
-        """Properties that make the client listener SASL_SSL with SCRAM-SHA-512/-256.
-
-        The broker talks to itself over the same listener (inter-broker), as
-        :data:`INTER_BROKER_USER` with a random password and SCRAM-SHA-512, so that no
-        PLAINTEXT data listener is left open. The client's password is not in this file:
-        the broker only holds its salted SCRAM forms, in the cluster metadata.
-
-        Client certificates: Kafka ignores the broker-wide ``ssl.client.auth`` on SASL_SSL
-        listeners; only the listener-prefixed one applies there (KIP-684, Kafka 3.0+), so
-        that is the one set. The broker's own inter-broker connection then presents its
-        keystore certificate, which is signed by the same CA and allows client use.
-        """
-        s = self.settings
-        secret = self._secret_file.read_text(encoding="utf-8").strip()
-        jaas = (
-            "org.apache.kafka.common.security.scram.ScramLoginModule required "
-            f'username="{INTER_BROKER_USER}" password="{secret}";'
-        )
-        jaas_config = {
-            f"listener.name.sasl_ssl.{mechanism.lower()}.sasl.jaas.config": jaas
-            for mechanism in SCRAM_MECHANISMS
-        }
-        return {
-            "listeners": f"SASL_SSL://{s.host}:{s.port},CONTROLLER://{s.host}:{s.controller_port}",
-            "advertised.listeners": f"SASL_SSL://{s.host}:{s.port}",
-            "listener.security.protocol.map": "SASL_SSL:SASL_SSL,CONTROLLER:PLAINTEXT",
-            "inter.broker.listener.name": "SASL_SSL",
-            "sasl.enabled.mechanisms": ",".join(SCRAM_MECHANISMS),
-            "sasl.mechanism.inter.broker.protocol": SCRAM_MECHANISM,
-            **jaas_config,
-            "ssl.keystore.type": "PEM",
-            "ssl.keystore.location": str(self.tls_dir / "broker.pem"),
-            "ssl.truststore.type": "PEM",
-            "ssl.truststore.location": str(self.ca_file),
-            "ssl.client.auth": "none",
-            "listener.name.sasl_ssl.ssl.client.auth": s.client_auth,
-        }
 
     def _prepare_security(self, formatted: bool) -> list[str]:
         """Certificates and the inter-broker secret; the ``--add-scram`` format arguments.

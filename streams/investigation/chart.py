@@ -80,87 +80,99 @@ def plot_series(
     import matplotlib
 
     matplotlib.use("Agg")
-    from matplotlib import dates as mdates
     from matplotlib import pyplot as plt
     from matplotlib.figure import Figure
 
     chart = chart_model(series, title, events)
-
-    # Matplotlib's date axis counts days since 1970-01-01 UTC (its default epoch).
-    def day(t: datetime) -> float:
-        return t.timestamp() / 86400.0
-
-    x = [day(t) for t in chart.times]
-    untyped: Any = mdates  # the locators and formatters are not annotated
-
+    x = [_day(t) for t in chart.times]
     fig: Figure = plt.figure(figsize=(12, 4.5), dpi=100)
     try:
         ax = fig.add_subplot(1, 1, 1)
-        if chart.open_interval is not None:
-            ax.axvspan(
-                day(chart.open_interval.start),
-                day(chart.open_interval.end),
-                color="tab:red",
-                alpha=0.08,
-                label=chart.open_interval.label,
-            )
-        learning = [i for i, r in enumerate(chart.ratio) if math.isnan(r)]
-        if learning:
-            ax.axvspan(
-                x[learning[0]], x[learning[-1]], color="0.85", alpha=0.5, label="learning baseline"
-            )
-        ax.plot(x, chart.ratio, color="tab:blue", lw=1.2, label="statistic / threshold")
-        ax.axhline(1.0, color="tab:red", ls="--", lw=1.2, label="threshold (alarm at 1)")
-        if chart.alarms:
-            ax.scatter(
-                [x[i] for i in chart.alarms],
-                [min(chart.ratio[i], 1e9) for i in chart.alarms],
-                color="tab:orange",
-                s=18,
-                zorder=3,
-                label="recomputed alarms",
-            )
-        if chart.trigger_index is not None:
-            i = chart.trigger_index
-            ax.scatter(
-                [x[i]],
-                [chart.ratio[i]],
-                marker="*",
-                s=220,
-                color="tab:red",
-                zorder=4,
-                label="trigger (recomputed)",
-            )
-        if chart.recorded_trigger is not None:
-            ax.axvline(
-                day(chart.recorded_trigger), color="0.3", ls=":", lw=1.0, label="recorded trigger"
-            )
-        colors = {"escalated": "tab:purple", "resolved": "tab:green"}
-        for when, what in chart.marks:
-            ax.axvline(day(when), color=colors.get(what, "0.5"), ls="-.", lw=1.2, label=what)
-        finite = [r for r in chart.ratio if math.isfinite(r)]
-        ax.set_ylim(bottom=0.0, top=max([1.6, *(r * 1.08 for r in finite)]))
-        ends = [x[0], x[-1]] if x else []
-        if chart.open_interval is not None:
-            ends += [day(chart.open_interval.start), day(chart.open_interval.end)]
-        ends += [day(t) for t, _ in chart.marks]
-        lo, hi = min(ends), max(ends)
-        pad = max((hi - lo) * 0.02, 1.0 / 1440)  # at least a minute
-        ax.set_xlim(lo - pad, hi + pad)
-        locator = untyped.AutoDateLocator(tz=UTC, minticks=4, maxticks=9)
-        ax.xaxis.set_major_locator(locator)
-        ax.xaxis.set_major_formatter(untyped.ConciseDateFormatter(locator, tz=UTC))
-        ax.set_xlabel("event time (UTC)")
-        ax.set_ylabel("statistic / threshold")
-        ax.set_title(chart.title, fontsize=10)
-        ax.grid(True, alpha=0.3)
-        ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
+        _draw(ax, chart, x)
+        _axes(ax, chart, x)
         fig.tight_layout()
         path.parent.mkdir(parents=True, exist_ok=True)
         fig.savefig(path, format="png")
     finally:
         plt.close(fig)
     return path
+
+
+def _day(t: datetime) -> float:
+    """Matplotlib's date axis counts days since 1970-01-01 UTC (its default epoch)."""
+    return t.timestamp() / 86400.0
+
+
+def _draw(ax: Any, chart: ChartModel, x: list[float]) -> None:
+    """The chart's content on ``ax`` (a matplotlib Axes), each part with its legend label:
+    open interval, learning span, ratio, threshold, alarms, triggers, lifecycle marks."""
+    if chart.open_interval is not None:
+        ax.axvspan(
+            _day(chart.open_interval.start),
+            _day(chart.open_interval.end),
+            color="tab:red",
+            alpha=0.08,
+            label=chart.open_interval.label,
+        )
+    learning = [i for i, r in enumerate(chart.ratio) if math.isnan(r)]
+    if learning:
+        ax.axvspan(
+            x[learning[0]], x[learning[-1]], color="0.85", alpha=0.5, label="learning baseline"
+        )
+    ax.plot(x, chart.ratio, color="tab:blue", lw=1.2, label="statistic / threshold")
+    ax.axhline(1.0, color="tab:red", ls="--", lw=1.2, label="threshold (alarm at 1)")
+    if chart.alarms:
+        ax.scatter(
+            [x[i] for i in chart.alarms],
+            [min(chart.ratio[i], 1e9) for i in chart.alarms],
+            color="tab:orange",
+            s=18,
+            zorder=3,
+            label="recomputed alarms",
+        )
+    if chart.trigger_index is not None:
+        i = chart.trigger_index
+        ax.scatter(
+            [x[i]],
+            [chart.ratio[i]],
+            marker="*",
+            s=220,
+            color="tab:red",
+            zorder=4,
+            label="trigger (recomputed)",
+        )
+    if chart.recorded_trigger is not None:
+        ax.axvline(
+            _day(chart.recorded_trigger), color="0.3", ls=":", lw=1.0, label="recorded trigger"
+        )
+    colors = {"escalated": "tab:purple", "resolved": "tab:green"}
+    for when, what in chart.marks:
+        ax.axvline(_day(when), color=colors.get(what, "0.5"), ls="-.", lw=1.2, label=what)
+
+
+def _axes(ax: Any, chart: ChartModel, x: list[float]) -> None:
+    """Limits that show everything drawn (ratio from 0, at least up to 1.6), a UTC date
+    axis, labels, title, grid and the legend beside the plot."""
+    from matplotlib import dates as mdates
+
+    untyped: Any = mdates  # the locators and formatters are not annotated
+    finite = [r for r in chart.ratio if math.isfinite(r)]
+    ax.set_ylim(bottom=0.0, top=max([1.6, *(r * 1.08 for r in finite)]))
+    ends = [x[0], x[-1]] if x else []
+    if chart.open_interval is not None:
+        ends += [_day(chart.open_interval.start), _day(chart.open_interval.end)]
+    ends += [_day(t) for t, _ in chart.marks]
+    lo, hi = min(ends), max(ends)
+    pad = max((hi - lo) * 0.02, 1.0 / 1440)  # at least a minute
+    ax.set_xlim(lo - pad, hi + pad)
+    locator = untyped.AutoDateLocator(tz=UTC, minticks=4, maxticks=9)
+    ax.xaxis.set_major_locator(locator)
+    ax.xaxis.set_major_formatter(untyped.ConciseDateFormatter(locator, tz=UTC))
+    ax.set_xlabel("event time (UTC)")
+    ax.set_ylabel("statistic / threshold")
+    ax.set_title(chart.title, fontsize=10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize=8, frameon=False)
 
 
 def series_to_json(series: StatisticSeries) -> dict[str, Any]:

@@ -15,7 +15,8 @@ import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
 from streams.devtools.broker import LocalBroker, free_port
-from streams.devtools.simulate import Injection, Scenario, Simulator
+from streams.devtools.scenario import Injection, Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import LocalBrokerSettings, Settings
 from tests.integration.traffic import (
     SKEW,

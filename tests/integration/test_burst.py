@@ -66,7 +66,8 @@ from kafka import KafkaAdminClient, TopicPartition
 from kafka.admin import OffsetSpec
 
 from alerting.model import IncidentEvent
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, critical_marker, end_offsets, topic_for

@@ -36,7 +36,8 @@ from alerting.operator import OperatorAction, operator_topic
 from alerting.silences import silences_topic
 from streams.console.auth import hash_password
 from streams.devtools.broker import free_port
-from streams.devtools.simulate import Injection, Scenario, Simulator
+from streams.devtools.scenario import Injection, Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker, per_test_settings
 from tests.integration.traffic import AlertsReader, after, critical_marker, publish_lines

@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 from kafka import KafkaProducer
 
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, records_written, topic_for

@@ -15,7 +15,8 @@ import pytest
 from kafka import KafkaProducer
 
 from streams.cli.main import main
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.workers import (

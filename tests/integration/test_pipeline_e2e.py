@@ -18,7 +18,8 @@ from pathlib import Path
 import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
-from streams.devtools.simulate import Injection, Scenario, Simulator
+from streams.devtools.scenario import Injection, Scenario
+from streams.devtools.simulate import Simulator
 from streams.settings import Settings
 from tests.integration.traffic import SKEW, AlertsReader, after, critical_marker, publish_lines
 from tests.integration.workers import worker_process

@@ -2,7 +2,7 @@
 
 The codec tests publish with ``org.apache.kafka.tools.ConsoleProducer``, the Java
 producer a Kafka user runs, not one written here. Its jars come from Maven Central as
-the broker's do (:func:`streams.devtools.broker.fetch_kafka`), into
+the broker's do (:func:`streams.devtools.kafka_dist.fetch_kafka`), into
 ``<cache_dir>/<version>/tools-libs``, once; the same version as the broker.
 
     python -m tests.tools.kafka_tools      # fetch (CI does this before the tests)
@@ -11,12 +11,10 @@ the broker's do (:func:`streams.devtools.broker.fetch_kafka`), into
 from __future__ import annotations
 
 import shutil
-import subprocess
-import tempfile
 from pathlib import Path
 
-from streams.devtools.broker import check_java
 from streams.devtools.errors import BrokerError
+from streams.devtools.kafka_dist import check_java, maven_copy_dependencies
 from streams.settings import LocalBrokerSettings
 
 _POM = """<?xml version="1.0" encoding="UTF-8"?>
@@ -54,24 +52,9 @@ def fetch_kafka_tools(version: str, cache_dir: Path) -> Path:
         raise BrokerError("Maven ('mvn') is needed once to fetch kafka-tools from Maven Central")
     partial = libs.with_name("tools-libs.partial")
     shutil.rmtree(partial, ignore_errors=True)
-    with tempfile.TemporaryDirectory(prefix="sentinel-kafka-tools-") as tmp:
-        pom = Path(tmp) / "pom.xml"
-        pom.write_text(_POM.replace("@KAFKA_VERSION@", version), encoding="utf-8")
-        result = subprocess.run(
-            [
-                mvn,
-                "-q",
-                "-B",
-                "-f",
-                str(pom),
-                "dependency:copy-dependencies",
-                f"-DoutputDirectory={partial}",
-                "-DincludeScope=runtime",
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+    result = maven_copy_dependencies(
+        mvn, _POM.replace("@KAFKA_VERSION@", version), partial, "sentinel-kafka-tools-"
+    )
     if result.returncode != 0:
         tail = "\n".join((result.stdout + result.stderr).strip().splitlines()[-15:])
         raise BrokerError(f"Maven could not fetch kafka-tools {version}:\n{tail}")

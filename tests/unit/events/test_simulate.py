@@ -16,12 +16,8 @@ from streams.cli.main import main
 from streams.contract.decode import DeadLetter
 from streams.contract.events import Feedback, InferenceInput, InferenceOutput, parse_event
 from streams.contract.jsonl import read_records
-from streams.devtools.simulate import (
-    Scenario,
-    Simulator,
-    parse_injection,
-    write_jsonl,
-)
+from streams.devtools.scenario import Scenario, parse_injection
+from streams.devtools.simulate import Simulator, write_jsonl
 
 
 def _run(scenario: Scenario) -> tuple[str, dict[str, object]]:

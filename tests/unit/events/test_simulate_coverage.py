@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from streams.devtools.simulate import Scenario, Simulator, parse_injection
+from streams.devtools.scenario import Scenario, parse_injection
+from streams.devtools.simulate import Simulator
 
 
 def _events(spec: str) -> tuple[list[dict[str, object]], Simulator]:

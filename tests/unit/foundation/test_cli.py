@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.devtools import broker as broker_mod
-from streams.devtools.broker import LocalBroker, free_port, java_major_version
+from streams.devtools import kafka_dist
+from streams.devtools.broker import LocalBroker, free_port
 from streams.devtools.errors import BrokerError
+from streams.devtools.kafka_dist import java_major_version
 from streams.settings import LocalBrokerSettings
 
 
@@ -46,7 +47,7 @@ def test_missing_java_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path
 def test_missing_maven_is_a_clear_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(BrokerError, match=r"Maven \('mvn'\) is needed"):
-        broker_mod.fetch_kafka("4.1.1", tmp_path / "cache")
+        kafka_dist.fetch_kafka("4.1.1", tmp_path / "cache")
 
 
 def test_java_version_parsing(tmp_path: Path) -> None:

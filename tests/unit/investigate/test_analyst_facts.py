@@ -16,15 +16,10 @@ from detectors.adaptive_rate import AdaptiveDownvoteSpike
 from detectors.base import SignalKind
 from detectors.moderation import ToxicityRate
 from streams.contract.decode import Coordinates
-from streams.investigation.audit import (
-    AuditEntry,
-    Investigation,
-    StatisticSeries,
-    format_investigation,
-    not_reproduced_reason,
-)
+from streams.investigation.audit import AuditEntry, Investigation, StatisticSeries
 from streams.investigation.chart import chart_model, plot_series
 from streams.investigation.postmortem import impact_of, render_postmortem
+from streams.investigation.report import format_investigation, not_reproduced_reason
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
 
 

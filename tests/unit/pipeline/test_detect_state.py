@@ -8,7 +8,8 @@ from alerting.model import Labels
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from streams.contract.decode import Coordinates, DeadLetter, decode
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id

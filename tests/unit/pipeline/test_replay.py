@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.devtools.simulate import Scenario, Simulator
+from streams.devtools.scenario import Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import per_detector_arl0
 from streams.pipeline.replay import Pipeline, replay_lines
 from streams.settings import Settings, load_settings

@@ -9,7 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerting.model import IncidentEvent
-from streams.devtools.simulate import Injection, ModelSpec, Scenario, Simulator
+from streams.devtools.scenario import Injection, ModelSpec, Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.replay import replay_lines
 from streams.settings import load_settings
 

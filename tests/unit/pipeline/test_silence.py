@@ -10,7 +10,8 @@ import pytest
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from streams.contract.decode import Coordinates, DeadLetter, decode
-from streams.devtools.simulate import Injection, Scenario, Simulator
+from streams.devtools.scenario import Injection, Scenario
+from streams.devtools.simulate import Simulator
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
