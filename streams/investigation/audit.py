@@ -212,7 +212,7 @@ class _Recompute:
         self.floor = arl0
         self.keys: set[str] = set()
         """Keys seen in the fetched history: the live keys the worker's weekly budget is
-        shared by (:meth:`streams.pipeline.detect.Detect.budget_seconds`), approximately."""
+        shared by (:meth:`streams.pipeline.live_sets.LiveSets.budget_seconds`), approximately."""
 
     def _budget(self, ds: DetectorSet, obs: Observation) -> None:
         """The key's run length as the worker derives it: its traffic rate in event time

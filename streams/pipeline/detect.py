@@ -14,7 +14,6 @@ back after it changes (never mutated in place inside a table).
 
 from __future__ import annotations
 
-import itertools
 import math
 import sys
 import time
@@ -36,9 +35,7 @@ from streams.pipeline.detectorset import (
     DetectorSet,
     Tracker,
     per_detector_arl0,
-    per_test_seconds,
 )
-from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
 from streams.pipeline.keys import (
     Level,
@@ -48,6 +45,7 @@ from streams.pipeline.keys import (
     level_of,
     level_of_key,
 )
+from streams.pipeline.live_sets import LiveSets
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time
 from streams.pipeline.silence import SilenceWatch
@@ -62,9 +60,6 @@ LEVEL_CACHE_SIZE: Final = 10_000
 SINGLE_EVENT: Final = frozenset({"critical"})
 """Detectors (set names) whose signal is one event: their detections carry the event's own
 labels (:func:`streams.pipeline.keys.event_labels`), not the model-level key's."""
-
-EXPIRE_PER_BATCH: Final = 1000
-"""Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
 
 TICK_EVERY_S: Final = 60.0
 """Event-time spacing of the engines' ticks inside :meth:`Detect.process`: a model's
@@ -131,11 +126,6 @@ class Detect:
         self.silence = SilenceWatch(settings.silence_minutes * 60.0)
         self._traffic_seen: dict[str, tuple[float, float]] = {}
         """Per model: the latest input/output event time and the wall time it was seen."""
-        self._live: dict[str, DetectorSet] = {}
-        """Deserialized detector sets, least recently used first (at most max_live_keys)."""
-        self._written: dict[str, float] = {}
-        self._dirty: set[str] = set()
-        """Live keys changed since their last write to the store."""
         self._levels: dict[
             tuple[str, str, tuple[str | None, ...]], list[tuple[Level, Labels, str]]
         ] = {}
@@ -143,17 +133,18 @@ class Detect:
         """Per model, the keys seen (key id -> labels): the cuts localization compares."""
         self.arl0 = per_detector_arl0(settings)
         """Per-test ARL0 floor in events (the events budget when set, else the minimum)."""
-        self._counted: set[str] = set()
-        """Live keys sharing the weekly budget (added on first use, removed on expiry)."""
-        self._seconds = (0, 0.0)
-        """(key count, per-test ARL0 in seconds at that count)."""
         self.learning_pause_s = settings.learning_pause_minutes * 60.0
         self.stats = DetectStats()
         self.fold = CardinalityFold(settings.max_label_values, settings.max_versions)
-        self.idle = IdleKeys()
-        self.idle_s = settings.idle_key_hours * 3600.0
-        self._seed = True
-        self._horizon = -math.inf
+        self.live_sets = LiveSets(
+            settings,
+            detector_store,
+            self.fold,
+            self.arl0,
+            flush_interval_s=flush_interval_s,
+            clock=clock,
+        )
+        """The keys' detector sets in memory (live, written back, expired)."""
         self.silences: SilenceSource | None = None
         """Runtime silences (from ``sentinel silence``), applied to each engine per batch."""
 
@@ -205,45 +196,11 @@ class Detect:
     def invalidate(self) -> None:
         """Forget the in-memory detector sets (call when partitions are revoked/assigned:
         another worker may own, and change, their state in the meantime)."""
-        self._live.clear()
-        self._counted.clear()
-        self._written.clear()
-        self._dirty.clear()
-        self.idle.clear()
-        self._seed = True
-
-    def _set(self, kid: str, level: str, cache: dict[str, DetectorSet]) -> DetectorSet:
-        ds = cache.get(kid) or self._live.get(kid)
-        if ds is not None:
-            cache[kid] = ds
-        else:
-            state = self.detector_store.get(kid)
-            restored = (
-                restore(
-                    "detectors",
-                    state,
-                    lambda data: DetectorSet.from_json(data, self.settings, level, self.arl0),
-                )
-                if state is not None
-                else None
-            )
-            ds = restored or DetectorSet(self.settings, level, self.arl0)
-            cache[kid] = ds
-        self._counted.add(kid)
-        return ds
+        self.live_sets.invalidate()
 
     def key_arl0(self, kid: str) -> float | None:
-        """The per-test ARL0 in events that key ``kid`` runs at now (``None`` for a key not
-        live): what its budget gives each of its tests (benchmarks compare against it)."""
-        ds = self._live.get(kid)
-        return ds.arl0 if ds is not None else None
-
-    def budget_seconds(self) -> float:
-        """Per-test ARL0 in seconds for the live keys (recomputed when their count changes)."""
-        keys = len(self._counted)
-        if self._seconds[0] != keys:
-            self._seconds = (keys, per_test_seconds(self.settings, keys))
-        return self._seconds[1]
+        """The per-test ARL0 in events key ``kid`` runs at now (:meth:`LiveSets.key_arl0`)."""
+        return self.live_sets.key_arl0(kid)
 
     def process(self, batch: Iterable[Observation]) -> list[IncidentEvent]:
         """Run a batch through the detectors; write back every state it touched. Engines
@@ -281,12 +238,12 @@ class Detect:
                     model_set is not None
                     and level == "version"
                     and kid not in sets
-                    and kid not in self.detector_store
+                    and kid not in self.live_sets.store
                 ):
                     self._new_version(model_set, engine, obs, kid, sets)
-                ds = self._set(kid, level, sets)
+                ds = self.live_sets.get(kid, level, sets)
                 traffic = ds.see_traffic(t)
-                ds.set_budget(self.budget_seconds(), self.arl0)
+                ds.set_budget(self.live_sets.budget_seconds(), self.arl0)
                 if model_set is None:
                     model_set, model_traffic = ds, traffic
                     hold = frozenset(n for n, until in ds.alarms.items() if until > t)
@@ -321,8 +278,9 @@ class Detect:
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
-        self._expire(sets, touched)
-        self._keep(sets)
+        if self.live_sets.expire(sets, touched):
+            self._levels.clear()
+        self.live_sets.keep(sets)
         for model, engine in engines.items():
             self.engine_store[model] = stamp("engine", engine.get_state())
         self.stats.incident_events += emitted + len(out)
@@ -368,63 +326,6 @@ class Detect:
         detections.sort(key=lambda ld: (ld[0] != first, ld[0] == "segment"))
         return [ev for _, detection in detections for ev in engine.observe(detection)]
 
-    def _keep(self, sets: dict[str, DetectorSet]) -> None:
-        """Keep the touched detector sets live; write them back at the flush interval.
-
-        At most ``max_live_keys`` sets stay live, least recently used first out: a set
-        leaving is written back first if it changed since its last write, and lives on
-        only in the store (read back if its key returns). Without the bound every key
-        was held twice, live and in the store (issue 17's memory per key)."""
-        wall = self.clock()
-        for kid, ds in sets.items():
-            self._live.pop(kid, None)
-            self._live[kid] = ds  # most recently used last
-            if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
-                self.detector_store[kid] = stamp("detectors", ds.to_json())
-                self._written[kid] = wall
-                self._dirty.discard(kid)
-            else:
-                self._dirty.add(kid)
-        excess = len(self._live) - self.settings.max_live_keys
-        if excess > 0:
-            for kid in list(itertools.islice(self._live, excess)):
-                ds = self._live.pop(kid)
-                if kid in self._dirty:
-                    self.detector_store[kid] = stamp("detectors", ds.to_json())
-                    self._dirty.discard(kid)
-                self._written.pop(kid, None)
-
-    def _expire(self, sets: dict[str, DetectorSet], touched: dict[str, float]) -> None:
-        """Track the keys this batch touched; drop keys idle for ``idle_key_hours`` of event
-        time from memory and from the store (a changelog tombstone), at most
-        :data:`EXPIRE_PER_BATCH` per batch, and free their cardinality slots."""
-        if not touched:
-            return
-        newest = max(touched.values())
-        if self._seed:
-            self._seed = False
-            self.idle.seed(list(self.detector_store.keys()), newest)
-        for kid, t in touched.items():
-            self.idle.touch(kid, t)
-        self._horizon = max(self._horizon, newest - self.idle_s)
-        due = self.idle.due(self._horizon, EXPIRE_PER_BATCH)
-        for kid in due:
-            self._live.pop(kid, None)
-            self._counted.discard(kid)
-            self._written.pop(kid, None)
-            self._dirty.discard(kid)
-            sets.pop(kid, None)
-            if kid in self.detector_store:
-                del self.detector_store[kid]
-            model, version, segment = kid.split("|", 2)
-            if segment:
-                label, _, value = segment.partition("=")
-                self.fold.release(model, label, value)
-            elif version != "*":
-                self.fold.release(model, "version", version)
-        if due:
-            self._levels.clear()
-
     def _new_version(
         self,
         model_set: DetectorSet,
@@ -443,7 +344,7 @@ class Detect:
             return
         engine.record_deploy(obs.model, obs.version, obs.event.timestamp, previous)
         prev_kid = key_id(Labels(model=obs.model, version=previous))
-        sets[kid] = self._set(prev_kid, "version", sets).canary_copy()
+        sets[kid] = self.live_sets.get(prev_kid, "version", sets).canary_copy()
 
     def models(self) -> list[str]:
         """Models this instance has processed events of (the wall-clock tick's targets)."""
@@ -483,7 +384,7 @@ class Detect:
             level = known.get(kid)
             if level is None and kid not in sets:
                 return None
-            return self._set(kid, level_of(level) if level is not None else "model", sets)
+            return self.live_sets.get(kid, level_of(level) if level is not None else "model", sets)
 
         def fresh(labels: Labels) -> bool:
             return (
@@ -572,9 +473,9 @@ class Detect:
             return {}
 
         def set_of(kid: str) -> DetectorSet | None:
-            if kid not in sets and kid not in self._live and kid not in self.detector_store:
+            if kid not in sets and not self.live_sets.known(kid):
                 return None
-            return self._set(kid, level_of_key(kid), sets)
+            return self.live_sets.get(kid, level_of_key(kid), sets)
 
         return probe_health(probes, set_of)
 
@@ -590,6 +491,6 @@ class Detect:
         engine = self._engine(model, engines, now)
         out = self._silent(model, engine, now, silence_t)
         out.extend(engine.tick(now, self._health(engine, sets)))
-        self._keep(sets)
+        self.live_sets.keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
         return out

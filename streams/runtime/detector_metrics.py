@@ -70,7 +70,7 @@ class DetectorMetrics:
         the table took 1.5 s at 30k). Key counts come exactly from the detect stage's key
         tracker, not from the scan."""
         detect = self._service.detect
-        live = detect._live
+        live = detect.live_sets.live
         began = self._monotonic()
         scan = DetectorScan(at=began)
         kids = list(live)
@@ -112,7 +112,7 @@ class DetectorMetrics:
         ranked = sorted(((r, k, lvl, kind) for (k, kind), (r, lvl) in best.items()), reverse=True)
         scan.top = ranked[: self.top_k]
         for level in LEVELS:
-            scan.keys[level] = detect.idle.by_level[level]
+            scan.keys[level] = detect.live_sets.idle.by_level[level]
         self.scan = scan
 
     def families(self) -> list[MetricFamily]:
@@ -181,5 +181,5 @@ class DetectorMetrics:
             "counter",
             "Detector keys dropped after detection.idle_key_hours without an event.",
         )
-        expired.add(detect.idle.expired)
+        expired.add(detect.live_sets.idle.expired)
         return [folded, admitted, expired]

@@ -348,7 +348,7 @@ def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
     """A scrape's detector scan runs on the event loop: it stops once ``scan_budget_s`` is
     spent (checked every 16 keys), says it sampled, and the next scan goes on from there."""
     service, _ = pipeline_service
-    live = service.detect._live
+    live = service.detect.live_sets.live
     assert len(live) > 32
     ticks = [0.0]
 

@@ -78,11 +78,11 @@ def test_idle_keys_expire_from_memory_and_store_and_free_their_slot() -> None:
     ]
     detect.process(later)
     assert not any("|tenant=flood-" in k for k in store)
-    assert not any("|tenant=flood-" in k for k in detect._live)
-    assert detect.idle.expired >= 100
+    assert not any("|tenant=flood-" in k for k in detect.live_sets.live)
+    assert detect.live_sets.idle.expired >= 100
     model = obs[0].model
     assert detect.fold.admitted().get((model, "tenant"), 0) < 100
-    assert detect.idle.by_level["segment"] == sum(1 for k in store if k.split("|")[2])
+    assert detect.live_sets.idle.by_level["segment"] == sum(1 for k in store if k.split("|")[2])
 
 
 def test_idle_keys_pop_in_touch_order_with_a_bound_per_call() -> None:
@@ -119,8 +119,8 @@ def test_live_sets_are_bounded_and_an_evicted_set_is_written_back_first() -> Non
     )
     got = [bounded.process(obs[i : i + 50]) for i in range(0, len(obs), 50)]
     assert [[e.event_id for e in b] for b in got] == [[e.event_id for e in b] for b in expected]
-    assert len(bounded._live) == 5
+    assert len(bounded.live_sets.live) == 5
     assert set(store) == set(full)
-    evicted = [k for k in store if k not in bounded._live]
+    evicted = [k for k in store if k not in bounded.live_sets.live]
     assert len(evicted) == len(full) - 5
     assert all(store[k] == full[k] for k in evicted)

@@ -59,12 +59,12 @@ def test_state_is_written_back_at_most_every_flush_interval() -> None:
     wall[0] += 10.0
     detect.process(obs[450:])
     assert store[kid] is not first
-    assert store[kid] == stamp("detectors", detect._live[kid].to_json())
+    assert store[kid] == stamp("detectors", detect.live_sets.live[kid].to_json())
     # After a rebalance the live copies are dropped and state comes from the store.
     detect.invalidate()
-    assert detect._live == {}
+    assert detect.live_sets.live == {}
     detect.process(obs[:1])
-    assert key_id(Labels(model=obs[0].model)) in detect._live
+    assert key_id(Labels(model=obs[0].model)) in detect.live_sets.live
 
 
 def test_wall_clock_tick_ages_a_silent_model_from_its_last_event() -> None:

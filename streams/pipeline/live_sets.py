@@ -1,0 +1,168 @@
+"""The detector sets of the keys in memory: how many stay live, when they are written back,
+when an idle key goes, and how many keys share the weekly false-alarm budget.
+
+One concern apart from detection itself (:mod:`streams.pipeline.detect`): the memory per
+key (issue 17) and the changelog traffic. The ``max_live_keys`` most recently used sets
+stay live between batches; a set is written back to the store at most every
+``flush_interval_s`` seconds (0: every batch) and always before it leaves memory; a key
+idle for ``idle_key_hours`` of event time is dropped from memory and from the store (a
+changelog tombstone) and frees its cardinality slot. The keys seen since the last
+rebalance are the budget's key count (:func:`streams.pipeline.budget.seconds_per_test`).
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Callable
+from typing import Final
+
+from streams.detection_settings import DetectionSettings
+from streams.pipeline.cardinality import CardinalityFold
+from streams.pipeline.detectorset import DetectorSet, per_test_seconds
+from streams.pipeline.expiry import IdleKeys
+from streams.pipeline.join import Store
+from streams.pipeline.state import restore, stamp
+
+EXPIRE_PER_BATCH: Final = 1000
+"""Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
+
+
+class LiveSets:
+    """Detector sets by key id, over the detector store (a faust table in the worker)."""
+
+    def __init__(
+        self,
+        settings: DetectionSettings,
+        store: Store,
+        fold: CardinalityFold,
+        arl0: float,
+        *,
+        flush_interval_s: float,
+        clock: Callable[[], float],
+    ) -> None:
+        self.settings = settings
+        self.store = store
+        self.fold = fold
+        self.arl0 = arl0
+        """Per-test ARL0 floor in events of a new set (see :class:`Detect`)."""
+        self.flush_interval_s = flush_interval_s
+        self.clock = clock
+        self.live: dict[str, DetectorSet] = {}
+        """Deserialized detector sets, least recently used first (at most max_live_keys)."""
+        self._written: dict[str, float] = {}
+        self._dirty: set[str] = set()
+        """Live keys changed since their last write to the store."""
+        self._counted: set[str] = set()
+        """Live keys sharing the weekly budget (added on first use, removed on expiry)."""
+        self._seconds = (0, 0.0)
+        """(key count, per-test ARL0 in seconds at that count)."""
+        self.idle = IdleKeys()
+        self.idle_s = settings.idle_key_hours * 3600.0
+        self._seed = True
+        self._horizon = -math.inf
+
+    def invalidate(self) -> None:
+        """Forget the in-memory sets (partitions revoked or assigned: another worker may
+        own, and change, their state in the meantime)."""
+        self.live.clear()
+        self._counted.clear()
+        self._written.clear()
+        self._dirty.clear()
+        self.idle.clear()
+        self._seed = True
+
+    def known(self, kid: str) -> bool:
+        """Whether key ``kid`` has a set, live or stored."""
+        return kid in self.live or kid in self.store
+
+    def get(self, kid: str, level: str, cache: dict[str, DetectorSet]) -> DetectorSet:
+        """Key ``kid``'s set for this batch (``cache``): live, restored, or new."""
+        ds = cache.get(kid) or self.live.get(kid)
+        if ds is not None:
+            cache[kid] = ds
+        else:
+            state = self.store.get(kid)
+            restored = (
+                restore(
+                    "detectors",
+                    state,
+                    lambda data: DetectorSet.from_json(data, self.settings, level, self.arl0),
+                )
+                if state is not None
+                else None
+            )
+            ds = restored or DetectorSet(self.settings, level, self.arl0)
+            cache[kid] = ds
+        self._counted.add(kid)
+        return ds
+
+    def key_arl0(self, kid: str) -> float | None:
+        """The per-test ARL0 in events that key ``kid`` runs at now (``None`` for a key not
+        live): what its budget gives each of its tests (benchmarks compare against it)."""
+        ds = self.live.get(kid)
+        return ds.arl0 if ds is not None else None
+
+    def budget_seconds(self) -> float:
+        """Per-test ARL0 in seconds for the live keys (recomputed when their count changes)."""
+        keys = len(self._counted)
+        if self._seconds[0] != keys:
+            self._seconds = (keys, per_test_seconds(self.settings, keys))
+        return self._seconds[1]
+
+    def keep(self, sets: dict[str, DetectorSet]) -> None:
+        """Keep the touched sets live; write them back at the flush interval.
+
+        At most ``max_live_keys`` sets stay live, least recently used first out: a set
+        leaving is written back first if it changed since its last write, and lives on
+        only in the store (read back if its key returns). Without the bound every key
+        was held twice, live and in the store (issue 17's memory per key)."""
+        wall = self.clock()
+        for kid, ds in sets.items():
+            self.live.pop(kid, None)
+            self.live[kid] = ds  # most recently used last
+            if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
+                self.store[kid] = stamp("detectors", ds.to_json())
+                self._written[kid] = wall
+                self._dirty.discard(kid)
+            else:
+                self._dirty.add(kid)
+        excess = len(self.live) - self.settings.max_live_keys
+        if excess > 0:
+            for kid in list(itertools.islice(self.live, excess)):
+                ds = self.live.pop(kid)
+                if kid in self._dirty:
+                    self.store[kid] = stamp("detectors", ds.to_json())
+                    self._dirty.discard(kid)
+                self._written.pop(kid, None)
+
+    def expire(self, sets: dict[str, DetectorSet], touched: dict[str, float]) -> bool:
+        """Track the keys this batch touched; drop keys idle for ``idle_key_hours`` of event
+        time from memory and from the store (a changelog tombstone), at most
+        :data:`EXPIRE_PER_BATCH` per batch, and free their cardinality slots. Whether any
+        key went."""
+        if not touched:
+            return False
+        newest = max(touched.values())
+        if self._seed:
+            self._seed = False
+            self.idle.seed(list(self.store.keys()), newest)
+        for kid, t in touched.items():
+            self.idle.touch(kid, t)
+        self._horizon = max(self._horizon, newest - self.idle_s)
+        due = self.idle.due(self._horizon, EXPIRE_PER_BATCH)
+        for kid in due:
+            self.live.pop(kid, None)
+            self._counted.discard(kid)
+            self._written.pop(kid, None)
+            self._dirty.discard(kid)
+            sets.pop(kid, None)
+            if kid in self.store:
+                del self.store[kid]
+            model, version, segment = kid.split("|", 2)
+            if segment:
+                label, _, value = segment.partition("=")
+                self.fold.release(model, label, value)
+            elif version != "*":
+                self.fold.release(model, "version", version)
+        return bool(due)
