@@ -198,10 +198,12 @@ def main(argv: list[str] | None = None) -> int:
         # A fresh process per size: RSS growth is not hidden by memory freed earlier.
         out = subprocess.run(
             [sys.executable, __file__, "--one", str(n), "--store", args.store],
-            check=True,
             capture_output=True,
             text=True,
         )
+        if out.returncode != 0:
+            print(f"the run with {n} tenants failed:\n{out.stderr}", file=sys.stderr)
+            return 1
         r = json.loads(out.stdout.strip().splitlines()[-1])
         print(
             f"{r['tenants']:>8} {r['keys']:>8} {r['detectors']:>9} "
