@@ -191,6 +191,8 @@ def _browser(url: str, chromium: str, incident_id: str) -> dict[str, dict[str, A
 
 
 def main() -> int:
+    """The run, phase by phase in the order its report prints (long on purpose: one
+    straight script reads better than helpers that each print a piece)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000)
     parser.add_argument(

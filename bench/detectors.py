@@ -147,6 +147,8 @@ def bernoulli(p0: float, p1: float) -> Callable[[np.random.Generator, int, bool]
 
 
 def bench_rates(quick: bool) -> None:
+    """The run, phase by phase in the order its report prints (long on purpose: one
+    straight script reads better than helpers that each print a piece)."""
     print("\n== Bernoulli rate detectors, p0 given; BernoulliCusum designed for doubling")
     print("   (relative_shift=1), AdaptiveBernoulliCusum for 1.5x/2x/4x; river defaults on")
     print("   the same 0/1 stream ==")

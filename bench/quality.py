@@ -888,6 +888,8 @@ def print_oracle(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The run, phase by phase in the order its report prints (long on purpose: one
+    straight script reads better than helpers that each print a piece)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0] if __doc__ else None)
     parser.add_argument("--quick", action="store_true", help="fewer seeds, ~200k clean events")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default 0)")

@@ -377,6 +377,8 @@ def _stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
 
 
 def main() -> int:
+    """The run, phase by phase in the order its report prints (long on purpose: one
+    straight script reads better than helpers that each print a piece)."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=100_000, help="events to process")
     parser.add_argument("--quick", action="store_true", help="30k events")
