@@ -3,7 +3,8 @@ length (ARL0, in its own observations) of every detector test of every key.
 
 The rule, in one place:
 
-1. ``detection.false_pages_per_week`` (``B``) is shared evenly by the live detector keys
+1. ``detection.false_pages_per_week`` (``B``) is shared by the workers in proportion to the
+   detection partitions each owns, and within a worker evenly by its live detector keys
    (``K``, every level, rounded up to a power of two: :func:`keys_on_grid`) and, within a
    key, by the alarm-raising tests an observation can feed (``T``,
    :func:`streams.pipeline.detectorset.tests_per_level`). One test's ARL0 in
@@ -64,12 +65,18 @@ def keys_on_grid(keys: int) -> int:
     return 1 << max(0, math.ceil(math.log2(max(1, keys)) - 1e-9))
 
 
-def seconds_per_test(pages_per_week: float, keys: int, tests: int) -> float:
+def seconds_per_test(pages_per_week: float, keys: int, tests: int, share: float = 1.0) -> float:
     """One test's ARL0 in seconds of event time:
-    ``WEEK * keys_on_grid(keys) * tests / pages_per_week``."""
+    ``WEEK * keys_on_grid(keys) * tests / (pages_per_week * share)``.
+
+    ``share``: this worker's part of the service's budget, the fraction of the detection
+    partitions it owns (:meth:`streams.pipeline.live_sets.LiveSets.set_share`). Each
+    worker counts only its own keys, so without it N workers would spend N budgets."""
     if pages_per_week <= 0:
         raise ValueError("pages_per_week must be > 0")
-    return WEEK_S * keys_on_grid(keys) * max(1, tests) / pages_per_week
+    if not 0.0 < share <= 1.0:
+        raise ValueError("share must be in (0, 1]")
+    return WEEK_S * keys_on_grid(keys) * max(1, tests) / (pages_per_week * share)
 
 
 def on_grid(arl0: float) -> float:

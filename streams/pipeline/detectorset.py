@@ -533,7 +533,8 @@ def per_detector_arl0(settings: DetectionSettings) -> float:
     return max(budget.MIN_ARL0, 1e6 * levels * tests_per_level(settings) / per_million)
 
 
-def per_test_seconds(settings: DetectionSettings, keys: int) -> float:
-    """Per-test ARL0 in seconds of event time with ``keys`` live keys sharing the weekly
-    budget (:func:`budget.seconds_per_test`)."""
-    return budget.seconds_per_test(settings.false_pages_per_week, keys, tests_per_level(settings))
+def per_test_seconds(settings: DetectionSettings, keys: int, share: float = 1.0) -> float:
+    """Per-test ARL0 in seconds of event time with ``keys`` live keys sharing this worker's
+    ``share`` of the weekly budget (:func:`budget.seconds_per_test`)."""
+    pages = settings.false_pages_per_week
+    return budget.seconds_per_test(pages, keys, tests_per_level(settings), share)

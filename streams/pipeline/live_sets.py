@@ -57,6 +57,8 @@ class LiveSets:
         """Live keys sharing the weekly budget (added on first use, removed on expiry)."""
         self._seconds = (0, 0.0)
         """(key count, per-test ARL0 in seconds at that count)."""
+        self.share = 1.0
+        """This worker's share of the service's weekly budget (:meth:`set_share`)."""
         self.idle = IdleKeys()
         self.idle_s = settings.idle_key_hours * 3600.0
         self._seed = True
@@ -103,11 +105,21 @@ class LiveSets:
         ds = self.live.get(kid)
         return ds.arl0 if ds is not None else None
 
+    def set_share(self, owned: int, partitions: int) -> None:
+        """This worker owns ``owned`` of the ``partitions`` detection partitions: its keys
+        share that fraction of the weekly budget (a worker that owns none keeps 1: it
+        runs no detector)."""
+        share = min(1.0, owned / partitions) if owned > 0 and partitions > 0 else 1.0
+        if share != self.share:
+            self.share = share
+            self._seconds = (0, 0.0)
+
     def budget_seconds(self) -> float:
-        """Per-test ARL0 in seconds for the live keys (recomputed when their count changes)."""
+        """Per-test ARL0 in seconds for the live keys (recomputed when their count or the
+        worker's share changes)."""
         keys = len(self._counted)
         if self._seconds[0] != keys:
-            self._seconds = (keys, per_test_seconds(self.settings, keys))
+            self._seconds = (keys, per_test_seconds(self.settings, keys, self.share))
         return self._seconds[1]
 
     def keep(self, sets: dict[str, DetectorSet]) -> None:

@@ -175,6 +175,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     agents = _Agents(app, partitions, topics, joiner, detect)
     app.on_partitions_revoked.connect(agents.forget_live_state)
     app.on_partitions_assigned.connect(agents.forget_live_state)
+    app.on_partitions_assigned.connect(agents.share_budget)
     window = IngressLimits(
         max_past_s=settings.detection.max_past_hours * 3600.0,
         max_future_s=settings.detection.max_future_seconds,
@@ -217,6 +218,15 @@ class _Agents:
     def forget_live_state(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         """On a rebalance: another worker may own, and change, the state meanwhile."""
         self.detect.invalidate()
+
+    def share_budget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """On an assignment (faust sends the assigned topic partitions): this worker's
+        share of the false-alarm budget follows the detection partitions it now owns."""
+        assigned = args[0] if args else kwargs.get("assigned", ())
+        topic = self.by_model.get_topic_name()
+        owned = sum(1 for tp in assigned if tp.topic == topic)
+        self.detect.live_sets.set_share(owned, self.partitions)
+        log.info("false-alarm budget share: %d of %d detection partitions", owned, self.partitions)
 
     def in_place(self, item: Accepted, rid: bytes, home: int) -> bool:
         """Whether the record sits in the partition that owns its request id's join state."""

@@ -19,7 +19,9 @@ from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceOutput
 from streams.detection_settings import DetectionSettings
 from streams.pipeline import budget, detectorset
+from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.detectorset import FACTORIES, DetectorSet, per_detector_arl0, per_test_seconds
+from streams.pipeline.live_sets import LiveSets
 from streams.pipeline.observation import Observation
 
 S = DetectionSettings()
@@ -50,6 +52,22 @@ def test_one_tests_run_length_in_time_shares_the_week_over_keys_and_tests() -> N
     assert per_test_seconds(S, keys=17) == pytest.approx(2 * seconds)
     twice = per_test_seconds(DetectionSettings(false_pages_per_week=2.0), keys=10)
     assert twice == pytest.approx(seconds / 2)
+
+
+def test_workers_share_the_service_budget_by_the_detection_partitions_they_own() -> None:
+    """Each worker counts only its own keys: a worker owning 2 of 8 partitions gives its
+    keys a quarter of the weekly budget, so all workers together spend it once."""
+    sets = LiveSets(S, {}, CardinalityFold(10, 10), 1e4, flush_interval_s=0.0, clock=lambda: 0.0)
+    sets.get("m|*|", "model", {})
+    whole = sets.budget_seconds()
+    assert whole == per_test_seconds(S, keys=1)
+    sets.set_share(2, 8)
+    assert sets.budget_seconds() == pytest.approx(4 * whole)
+    assert per_test_seconds(S, keys=1, share=0.25) == pytest.approx(4 * whole)
+    sets.set_share(0, 8)  # owns no detection partition: runs no detector, keeps 1
+    assert sets.budget_seconds() == whole
+    with pytest.raises(ValueError, match="share"):
+        budget.seconds_per_test(1.0, 1, 1, share=0.0)
 
 
 def test_the_grid_rounds_up_and_hysteresis_ignores_a_single_step() -> None:
