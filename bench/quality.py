@@ -1,8 +1,10 @@
 """End-to-end detection quality: simulated failures replayed through the offline pipeline.
 
-Run ``python bench/quality.py`` (full: 30 injected scenarios + >= 1M clean events, about
-5 minutes on 2 cores) or ``--quick`` (12 injected scenarios + ~200k clean events, under
-2 minutes). ``--seed N`` shifts every scenario seed. Results go to stdout (tables), stderr
+Run ``python bench/quality.py`` (full: 30 injected scenarios + >= 1M clean events) or
+``--quick`` (12 injected scenarios + ~200k clean events); ``--only KIND,...`` runs some
+kinds. Replay runs at roughly 550-650 events per CPU-second with every detector on, so
+the quick run is about 2 hours of one core (docs/validation.md). ``--seed N`` shifts every
+scenario seed. Results go to stdout (tables), stderr
 (one progress line per finished scenario) and ``bench/out/quality.json``.
 
 Scenarios. One failure per scenario, from :mod:`streams.devtools.simulate` at its default traffic
