@@ -193,10 +193,10 @@ class Detect:
                 self._levels[cache_key] = levels
         return levels
 
-    def invalidate(self) -> None:
-        """Forget the in-memory detector sets (call when partitions are revoked/assigned:
-        another worker may own, and change, their state in the meantime)."""
-        self.live_sets.invalidate()
+    def invalidate(self, keep: Callable[[str], bool] | None = None) -> None:
+        """Forget the in-memory detector sets after a rebalance, except those of the keys
+        ``keep`` accepts (:meth:`LiveSets.invalidate`)."""
+        self.live_sets.invalidate(keep)
 
     def key_arl0(self, kid: str) -> float | None:
         """The per-test ARL0 in events key ``kid`` runs at now (:meth:`LiveSets.key_arl0`)."""

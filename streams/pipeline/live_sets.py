@@ -64,13 +64,23 @@ class LiveSets:
         self._seed = True
         self._horizon = -math.inf
 
-    def invalidate(self) -> None:
-        """Forget the in-memory sets (partitions revoked or assigned: another worker may
-        own, and change, their state in the meantime)."""
-        self.live.clear()
-        self._counted.clear()
-        self._written.clear()
-        self._dirty.clear()
+    def invalidate(self, keep: Callable[[str], bool] | None = None) -> None:
+        """Forget the in-memory sets after a rebalance: another worker may own, and
+        change, their state in the meantime. ``keep``: the keys whose sets stay, with
+        their changes not yet written (their partition stayed with this worker, so no
+        one else touched them); the others are read back from the store when their key
+        returns."""
+        if keep is None:
+            self.live.clear()
+            self._counted.clear()
+            self._written.clear()
+            self._dirty.clear()
+        else:
+            for kid in [k for k in self.live if not keep(k)]:
+                del self.live[kid]
+                self._written.pop(kid, None)
+                self._dirty.discard(kid)
+            self._counted = {k for k in self._counted if keep(k)}
         self.idle.clear()
         self._seed = True
 

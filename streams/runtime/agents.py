@@ -173,9 +173,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         flush_interval_s=det.state_flush_seconds,
     )
     agents = _Agents(app, partitions, topics, joiner, detect)
-    app.on_partitions_revoked.connect(agents.forget_live_state)
-    app.on_partitions_assigned.connect(agents.forget_live_state)
-    app.on_partitions_assigned.connect(agents.share_budget)
+    app.on_partitions_assigned.connect(agents.on_assigned)
     window = IngressLimits(
         max_past_s=settings.detection.max_past_hours * 3600.0,
         max_future_s=settings.detection.max_future_seconds,
@@ -214,19 +212,35 @@ class _Agents:
         self.joiner = joiner
         self.detect = detect
         self.hooks: list[Callable[[Sequence[Observation]], None]] = []
+        self.owned: frozenset[int] = frozenset()
+        """The detection (by-model) partitions this worker owns since the last assignment."""
 
-    def forget_live_state(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """On a rebalance: another worker may own, and change, the state meanwhile."""
-        self.detect.invalidate()
-
-    def share_budget(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
-        """On an assignment (faust sends the assigned topic partitions): this worker's
-        share of the false-alarm budget follows the detection partitions it now owns."""
+    def on_assigned(self, sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        """After a rebalance (faust sends the assigned topic partitions): keep the live
+        detector sets of the detection partitions this worker owned before and still
+        owns (no one else touched them, and their unwritten changes stay); drop the
+        others, which another worker may have changed. This worker's share of the
+        false-alarm budget follows the detection partitions it now owns."""
         assigned = args[0] if args else kwargs.get("assigned", ())
         topic = self.by_model.get_topic_name()
-        owned = sum(1 for tp in assigned if tp.topic == topic)
-        self.detect.live_sets.set_share(owned, self.partitions)
-        log.info("false-alarm budget share: %d of %d detection partitions", owned, self.partitions)
+        owned = frozenset(tp.partition for tp in assigned if tp.topic == topic)
+        stayed, self.owned = owned & self.owned, owned
+
+        def kept(kid: str) -> bool:
+            model = kid.split("|", 1)[0]
+            return home_partition(model.encode(), self.partitions) in stayed
+
+        self.detect.invalidate(kept)
+        self.detect.live_sets.set_share(len(owned), self.partitions)
+        log.info(
+            "detection partitions: %d of %d (%d kept their live state); "
+            "false-alarm budget share %d/%d",
+            len(owned),
+            self.partitions,
+            len(stayed),
+            len(owned),
+            self.partitions,
+        )
 
     def in_place(self, item: Accepted, rid: bytes, home: int) -> bool:
         """Whether the record sits in the partition that owns its request id's join state."""

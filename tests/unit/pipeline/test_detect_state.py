@@ -67,6 +67,36 @@ def test_state_is_written_back_at_most_every_flush_interval() -> None:
     assert key_id(Labels(model=obs[0].model)) in detect.live_sets.live
 
 
+def test_a_rebalance_keeps_the_sets_of_partitions_that_stayed_with_their_unwritten_changes() -> (
+    None
+):
+    """A key whose partition stayed with the worker keeps its live set, changes since the
+    last write included (evidence lost there could re-alarm a detector); the others are
+    dropped and read back from the store."""
+    settings = load_settings(env={})
+    det = settings.detection
+    store: dict[str, object] = {}
+    detect = Detect(
+        det,
+        load_policy(det.alerting_policy),
+        load_playbooks(det.playbooks_dir),
+        store,
+        {},
+        flush_interval_s=3600.0,
+        clock=lambda: 0.0,
+    )
+    obs = _observations(400)
+    detect.process(obs[:200])
+    written = dict(store)
+    detect.process(obs[200:])  # within the flush interval: live changes, store unchanged
+    live = dict(detect.live_sets.live)
+    stays = key_id(Labels(model=obs[0].model))
+    assert store[stays] is written[stays]
+    detect.invalidate(lambda kid: kid == stays)
+    assert detect.live_sets.live == {stays: live[stays]}
+    assert detect.live_sets.live[stays].to_json() != written[stays]
+
+
 def test_wall_clock_tick_ages_a_silent_model_from_its_last_event() -> None:
     """Engines tick on the wall clock: a model whose traffic stopped still resolves (here)
     or escalates at its deadlines; the tick advances event time by the wall time elapsed
