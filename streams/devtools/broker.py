@@ -239,7 +239,7 @@ class LocalBroker:
         if self.secured:
             secret = self._secret_file.read_text(encoding="utf-8").strip()
             secured = SaslSsl(secret, self.tls_dir / "broker.pem", self.ca_file)
-        props = server_properties(self.settings, self.data_dir, secured)
+        props = self._server_properties(secured)
         path = self.data_dir / "server.properties"
         write_private(path, "".join(f"{k}={v}\n" for k, v in props.items()))
         log4j = resources.files(KAFKA_RESOURCES).joinpath("log4j2.properties")
@@ -247,6 +247,11 @@ class LocalBroker:
             log4j.read_text(encoding="utf-8"), encoding="utf-8"
         )
         return path
+
+    def _server_properties(self, secured: SaslSsl | None) -> dict[str, str]:
+        """The broker's properties (:func:`server_properties`); a subclass may add to them
+        (the tests' broker that also enables SASL/PLAIN does)."""
+        return server_properties(self.settings, self.data_dir, secured)
 
     def _prepare_security(self, formatted: bool) -> list[str]:
         """Certificates and the inter-broker secret; the ``--add-scram`` format arguments.

@@ -39,6 +39,7 @@ from alerting.model import IncidentAction, IncidentEvent
 from alerting.redact import RedactingFilter
 from streams.contract.events import InferenceOutput
 from streams.devtools.broker import LocalBroker, free_port
+from streams.devtools.broker_config import SaslSsl
 from streams.devtools.certs import make_certificates
 from streams.kafka.security import (
     KafkaLoginError,
@@ -831,8 +832,9 @@ class PlainBroker(LocalBroker):
     tests found it in ``sentinel run``'s debug log, which ``RedactingFilter`` now hides.
     """
 
-    def _security_config(self) -> dict[str, str]:
-        props = super()._security_config()
+    def _server_properties(self, secured: SaslSsl | None) -> dict[str, str]:
+        props = super()._server_properties(secured)
+        assert secured is not None, "a PLAIN broker is a sasl_ssl broker"
         s = self.settings
         assert s.sasl_username is not None
         assert s.sasl_password is not None
