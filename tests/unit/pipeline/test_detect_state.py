@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
 from alerting.model import Labels
@@ -34,20 +35,18 @@ def _observations(n: int) -> list[Observation]:
     return out[:n]
 
 
+def _detect(
+    store: dict[str, object], flush_interval_s: float, clock: Callable[[], float]
+) -> Detect:
+    det = load_settings(env={}).detection
+    policy, playbooks = load_policy(det.alerting_policy), load_playbooks(det.playbooks_dir)
+    return Detect(det, policy, playbooks, store, {}, flush_interval_s=flush_interval_s, clock=clock)
+
+
 def test_state_is_written_back_at_most_every_flush_interval() -> None:
-    settings = load_settings(env={})
-    det = settings.detection
     wall = [100.0]
     store: dict[str, object] = {}
-    detect = Detect(
-        det,
-        load_policy(det.alerting_policy),
-        load_playbooks(det.playbooks_dir),
-        store,
-        {},
-        flush_interval_s=10.0,
-        clock=lambda: wall[0],
-    )
+    detect = _detect(store, 10.0, lambda: wall[0])
     obs = _observations(600)
     model = obs[0].model
     kid = key_id(Labels(model=model))
@@ -73,18 +72,8 @@ def test_a_rebalance_keeps_the_sets_of_partitions_that_stayed_with_their_unwritt
     """A key whose partition stayed with the worker keeps its live set, changes since the
     last write included (evidence lost there could re-alarm a detector); the others are
     dropped and read back from the store."""
-    settings = load_settings(env={})
-    det = settings.detection
     store: dict[str, object] = {}
-    detect = Detect(
-        det,
-        load_policy(det.alerting_policy),
-        load_playbooks(det.playbooks_dir),
-        store,
-        {},
-        flush_interval_s=3600.0,
-        clock=lambda: 0.0,
-    )
+    detect = _detect(store, 3600.0, lambda: 0.0)
     obs = _observations(400)
     detect.process(obs[:200])
     written = dict(store)
