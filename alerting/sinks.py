@@ -320,10 +320,6 @@ class SlackThreadSink:
         self._console_url = console_url
         self._threads: OrderedDict[str, str] = OrderedDict()
 
-    def thread_of(self, incident_id: str) -> str | None:
-        """The ``ts`` of the incident's thread (None: no message posted yet)."""
-        return self._threads.get(incident_id)
-
     def ref_of(self, incident_id: str) -> str:
         """The incident's thread ``ts`` ("" before its first message)."""
         return self._threads.get(incident_id, "")

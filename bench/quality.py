@@ -657,7 +657,7 @@ def run_job(job: Job) -> dict[str, Any]:
                 i = line.index('"timestamp":"') + 13
                 scope_ts.append(line[i : i + 23])  # drop the "Z": numpy wants naive
                 if start and scope_key and key_arl0[0] is None and scope_ts[-1] >= start:
-                    key_arl0[0] = pipeline.detect.key_arl0(scope_key)
+                    key_arl0[0] = pipeline.detect.live_sets.key_arl0(scope_key)
             if needles:
                 probe.feed(line, in_scope)
             yield line.encode()

@@ -198,10 +198,6 @@ class Detect:
         ``keep`` accepts (:meth:`LiveSets.invalidate`)."""
         self.live_sets.invalidate(keep)
 
-    def key_arl0(self, kid: str) -> float | None:
-        """The per-test ARL0 in events key ``kid`` runs at now (:meth:`LiveSets.key_arl0`)."""
-        return self.live_sets.key_arl0(kid)
-
     def process(self, batch: Iterable[Observation]) -> list[IncidentEvent]:
         """Run a batch through the detectors; write back every state it touched. Engines
         tick on the event-time grid of :data:`TICK_EVERY_S`, so the output does not depend

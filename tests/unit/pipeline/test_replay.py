@@ -57,10 +57,10 @@ def test_a_callers_pipeline_shows_each_keys_run_length_from_the_weekly_budget(
     false-pages budget and the key's traffic, longer than the events floor."""
     pipeline = Pipeline(settings)
     replay_lines(toxic_stream[:8000], settings, pipeline=pipeline)
-    arl0 = pipeline.detect.key_arl0("support-chat|*|")
+    arl0 = pipeline.detect.live_sets.key_arl0("support-chat|*|")
     assert arl0 is not None
     assert arl0 > per_detector_arl0(settings.detection)  # the weekly budget, not the floor
-    assert pipeline.detect.key_arl0("no-such-model|*|") is None
+    assert pipeline.detect.live_sets.key_arl0("no-such-model|*|") is None
 
 
 def test_replay_is_deterministic_byte_for_byte(
