@@ -55,8 +55,8 @@ class LiveSets:
         """Live keys changed since their last write to the store."""
         self._counted: set[str] = set()
         """Live keys sharing the weekly budget (added on first use, removed on expiry)."""
-        self._seconds = (0, 0.0)
-        """(key count, per-test ARL0 in seconds at that count)."""
+        self._seconds = (-1, 0.0)
+        """(key count, per-test ARL0 in seconds at that count); -1: not computed yet."""
         self.share = 1.0
         """This worker's share of the service's weekly budget (:meth:`set_share`)."""
         self.idle = IdleKeys()
@@ -122,7 +122,7 @@ class LiveSets:
         share = min(1.0, owned / partitions) if owned > 0 and partitions > 0 else 1.0
         if share != self.share:
             self.share = share
-            self._seconds = (0, 0.0)
+            self._seconds = (-1, 0.0)
 
     def budget_seconds(self) -> float:
         """Per-test ARL0 in seconds for the live keys (recomputed when their count or the
