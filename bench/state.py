@@ -7,7 +7,7 @@ cycled over the simulator's traffic) go through the detect stage
 (:class:`streams.pipeline.detect.Detect`, state written every batch), with
 ``max_label_values`` raised to N so nothing folds. The store is the worker's: ``rocksdb``
 (the default ``worker.store``: a real RocksDB via ``rocksdict`` holding each value as the
-JSON bytes faust's table writes, so the process holds the live detector sets once and
+encoded bytes faust's table writes, so the process holds the live detector sets once and
 RocksDB the serialized state) or ``memory`` (``memory://``: a dict of the JSON-compatible
 values, as replay and tests run it; state is then held twice, live and as the dict).
 
@@ -18,8 +18,9 @@ detector-set key (one (model, version, segment) cut) holds several detectors. Pr
 - RSS per key and per detector: growth of the process's resident set
   (``/proc/self/status`` VmRSS) from before the run to after it, divided by the
   detector-set keys and by the detectors created, in bytes;
-- changelog bytes per key and per detector: the JSON of each stored value plus its key
-  (what the faust changelog carries per key), in bytes;
+- changelog bytes per key and per detector: each stored value as the tables encode it
+  (``state.encode``: compressed JSON) plus its key (what the faust changelog carries per
+  key), in bytes;
 - /metrics: time to collect and render the detector families (sampled scan, exact key
   counts) with the live keys, in ms (median of 20 renders).
 
@@ -52,6 +53,7 @@ from alerting.policy import load_policy  # noqa: E402
 from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
 from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
+from streams.pipeline import state  # noqa: E402
 from streams.pipeline.detect import Detect  # noqa: E402
 from streams.pipeline.join import Joiner  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
@@ -70,8 +72,9 @@ def _rss_bytes() -> int:
 
 
 class RocksStore(MutableMapping[str, Any]):
-    """A RocksDB-backed store of JSON values: what faust's ``rocksdb://`` table store does
-    per key (values serialized on write, read back on get; no Python copy kept)."""
+    """A RocksDB-backed store of values in the tables' encoding (``state.encode``): what
+    faust's ``rocksdb://`` table store does per key (values serialized on write, read back
+    on get; no Python copy kept)."""
 
     def __init__(self, path: str) -> None:
         from rocksdict import Rdict
@@ -83,13 +86,13 @@ class RocksStore(MutableMapping[str, Any]):
         raw = self.db.get(key.encode())
         if raw is None:
             raise KeyError(key)
-        return json.loads(raw)
+        return state.decode(raw)
 
     def __setitem__(self, key: str, value: Any) -> None:
         k = key.encode()
         if self.db.get(k) is None:
             self._n += 1
-        self.db.put(k, json.dumps(value).encode())
+        self.db.put(k, state.encode(value))
 
     def __delitem__(self, key: str) -> None:
         if self.db.get(key.encode()) is None:
@@ -150,7 +153,7 @@ def measure(n: int, store_kind: str = "rocksdb") -> dict[str, Any]:
     changelog = 0
     for k, v in store.items():
         detectors += len(v["d"])
-        changelog += len(k.encode()) + len(json.dumps(v).encode())
+        changelog += len(k.encode()) + len(state.encode(v))
     obs_view = Observability(
         SimpleNamespace(), SimpleNamespace(detect=detect), SYSTEM_CLOCK, detector_scan_interval_s=0
     )

@@ -42,6 +42,7 @@ from alerting.operator import OperatorAction, Overlay, operator_topic, overlay
 from alerting.silences import SilenceRecord, fold_silence_records, silences_topic
 from streams.investigation.incidents import IncidentFilter, IncidentLog, select
 from streams.kafka.security import kafka_python_kwargs
+from streams.pipeline.state import decode as decode_state
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -267,7 +268,7 @@ class ConsoleState:
                 if value is None:
                     store.pop(name, None)
                 else:
-                    data = json.loads(value)
+                    data = decode_state(value)
                     if isinstance(data, dict):
                         store[name] = data
                 changed = "models"

@@ -12,7 +12,9 @@ corresponding ``to_json``/``get_state`` changes shape.
 
 from __future__ import annotations
 
+import json
 import logging
+import zlib
 from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any, Final, Literal, TypeAlias, TypeVar
@@ -60,3 +62,29 @@ def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -
         )
     RESETS[kind] += 1
     return None
+
+
+COMPRESSED: Final = b"\x00z1"
+"""The tag of a compressed value (:func:`encode`): a NUL byte cannot start JSON text, so a
+value written before compression (plain JSON) is still read."""
+
+
+def encode(data: Any) -> bytes:
+    """A stored value's bytes: compact JSON, zlib-compressed behind :data:`COMPRESSED`.
+
+    A detector set's JSON repeats its field names and holds its reference samples as
+    decimal text; compressed it is about an eighth of the size, which is what a changelog
+    record, a RocksDB value and a restore read cost per key (``python -m bench.state``).
+    """
+    text = json.dumps(data, separators=(",", ":"), allow_nan=True).encode()
+    return COMPRESSED + zlib.compress(text, 6)
+
+
+def decode(raw: bytes) -> Any:
+    """A stored value from :func:`encode`'s bytes, or from plain JSON (older records)."""
+    if raw.startswith(COMPRESSED):
+        try:
+            raw = zlib.decompress(raw[len(COMPRESSED) :])
+        except zlib.error as exc:
+            raise ValueError(f"a compressed state value does not decompress: {exc}") from exc
+    return json.loads(raw)

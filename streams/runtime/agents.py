@@ -44,7 +44,9 @@ from typing import Any
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
+from faust.serializers.codecs import Codec
 from faust.streams import _current_event
+from faust.tables.base import Collection
 from faust.types import TableT
 
 from alerting.model import IncidentEvent
@@ -58,6 +60,7 @@ from alerting.silences import (
 )
 from streams.contract.decode import IngressLimits
 from streams.kafka.security import kafka_python_kwargs
+from streams.pipeline import state
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
@@ -148,6 +151,16 @@ def unwrap(value: bytes) -> list[Observation]:
     return [Observation.from_json(item) for item in items]
 
 
+class StateCodec(Codec):
+    """The faust codec of the detectors and engines tables (:func:`state.encode`)."""
+
+    def _dumps(self, s: Any) -> bytes:
+        return state.encode(s)
+
+    def _loads(self, s: bytes) -> Any:
+        return state.decode(s)
+
+
 def register_pipeline(app: faust.App, settings: Settings) -> Service:
     """Register the ingress, join and detect agents and their tables on ``app``."""
     det = settings.detection
@@ -163,6 +176,12 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         name: app.Table(name, default=None, key_type=str, value_type=None, partitions=partitions)
         for name in ("join", "detectors", "engines")
     }
+    # faust takes a table's codec from its value type only; set before the store and the
+    # changelog are first used. A join entry is small and stays plain JSON.
+    for name in ("detectors", "engines"):
+        table = tables[name]
+        assert isinstance(table, Collection)
+        table.value_serializer = StateCodec()
     joiner = Joiner(det, tables["join"])
     detect = Detect(
         det,

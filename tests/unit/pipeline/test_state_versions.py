@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -86,3 +87,18 @@ def test_join_entries_of_another_version_read_as_absent() -> None:
     store["o:r2"] = {"m": "m", "v": "v1", "s": {}, "t": T0.timestamp(), "part": 0}  # unversioned
     fb2 = Feedback(request_id="r2", timestamp=T0 + timedelta(seconds=3), vote="down")
     assert Joiner(settings, store).process(fb2, Coordinates("f", 0, 2)) == []  # parked
+
+
+def test_stored_bytes_are_compressed_and_plain_json_still_reads() -> None:
+    detectors: dict[str, Any] = {}
+    obs = [Observation(_output(i), "m", "v1", {}, Coordinates("o", 0, i)) for i in range(400)]
+    _detect(detectors, {}).process(obs)
+    value = detectors[key_id(Labels(model="m"))]
+    raw = state.encode(value)
+    plain = json.dumps(value).encode()
+    assert raw.startswith(state.COMPRESSED)
+    assert len(raw) < len(plain) / 3
+    assert state.decode(raw) == value
+    assert state.decode(plain) == value  # a record written before compression
+    with pytest.raises(ValueError, match="does not decompress"):
+        state.decode(state.COMPRESSED + b"not zlib")
