@@ -22,6 +22,7 @@ import numpy as np
 from scipy.stats import norm
 
 from detectors.arl import (
+    RATE_GRID_STEPS,
     bernoulli_kl,
     bernoulli_lattice,
     bernoulli_threshold,
@@ -40,6 +41,13 @@ the true rate is at the 95 % upper bound of the estimate. At 0.8, bench/calibrat
 measured downvotes at a 3 % rate and the pooled harm test (~1.5 %) at 2.4x and 4.3x their
 nominal false-alarm rate over millions of events with a new baseline per key (issue #19):
 the false alarms of many keys are dominated by the few whose estimate fell low."""
+
+DESIGN_Z = 2.326
+"""Standard errors above a learned rate that its chart's design must still drift down at
+(the one-sided 99 % bound; the threshold uses ``baseline_confidence``): the design, not
+only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._calibrate`).
+A key's 1.5x chart designed on a warm-up estimate two standard errors low never cleared and
+paged in a clean simulated week (docs/validation.md, issue 19)."""
 
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0
@@ -139,7 +147,8 @@ class BernoulliCusum(Detector[bool]):
         self._ref_n = 0  # cleared observations (the learned baseline's sample)
         self._ref_k = 0  # events among them
         self._next_cp = 0  # re-estimate the baseline when _ref_n reaches this (0: never)
-        self._baseline = 0.0
+        self._baseline = 0.0  # the estimated (or given) rate: what reports compare with
+        self._design = 0.0  # the rate the lattice is designed at (>= the baseline)
         self._p1 = 0.0
         self._up = 0
         self._down = 0
@@ -162,21 +171,53 @@ class BernoulliCusum(Detector[bool]):
         if self.p0 is not None:
             self._calibrate(self.p0)
 
+    def _design_p1(self, design: float) -> float:
+        return min(design * (1.0 + self.relative_shift), (1.0 + design) / 2.0)
+
+    def _ceiling(self, design: float) -> float:
+        """The highest true rate a chart designed at ``design`` is calibrated for: 0.8 of
+        the way to the rate at which its CUSUM stops drifting down."""
+        return design + 0.8 * (zero_drift_rate(design, self._design_p1(design)) - design)
+
+    def _design_base(self, p0: float, upper: float) -> float:
+        """The rate the chart is designed at: ``p0``, or the lowest grid rate above it
+        whose chart is still calibrated for ``upper`` (the estimate's :data:`DESIGN_Z`
+        bound).
+
+        A chart for a small shift (1.5x) stops drifting down about 23 % above its
+        design rate; a rate estimated from a few dozen events can be that far low. A
+        threshold alone cannot make up for it (past the zero-drift rate the CUSUM climbs
+        whatever its threshold, and a learned baseline that never clears never learns
+        again), so the design itself moves up, just enough that the bound lies inside
+        what it is calibrated for. Estimates from enough events keep ``p0``.
+        """
+        design = p0
+        for _ in range(64):
+            ceiling = self._ceiling(design)
+            if upper <= ceiling or design >= 0.5:
+                return design
+            step = grid_rate(design * upper / ceiling)
+            design = step if step > design else design * 2.0 ** (1.0 / RATE_GRID_STEPS)
+        return design
+
     def _calibrate(self, p0: float, n_estimate: int = 0) -> None:
         p0 = grid_rate(max(p0, self.min_rate))
-        p1 = min(p0 * (1.0 + self.relative_shift), (1.0 + p0) / 2.0)
-        lat = bernoulli_lattice(p0, p1)
-        self._baseline, self._p1 = p0, p1
-        self._up, self._down, self._unit = lat.up, lat.down, lat.unit
+        design = p0
         rate = None
         if n_estimate:
-            z = float(norm.ppf(self.baseline_confidence))
-            upper = p0 + z * math.sqrt(p0 * (1.0 - p0) / n_estimate)
+            se = math.sqrt(p0 * (1.0 - p0) / n_estimate)
+            upper = p0 + float(norm.ppf(self.baseline_confidence)) * se
+            design = self._design_base(p0, p0 + DESIGN_Z * se)
             # Stay clear of the rate at which the CUSUM stops drifting down.
-            ceiling = p0 + 0.8 * (zero_drift_rate(p0, p1) - p0)
-            rate = calibration_rate(min(upper, ceiling), p0, p1)
+            rate = calibration_rate(
+                min(upper, self._ceiling(design)), design, self._design_p1(design)
+            )
+        p1 = self._design_p1(design)
+        lat = bernoulli_lattice(design, p1)
+        self._baseline, self._design, self._p1 = p0, design, p1
+        self._up, self._down, self._unit = lat.up, lat.down, lat.unit
         self._cal_rate = rate
-        self._h = bernoulli_threshold(p0, p1, self.arl0, rate)
+        self._h = bernoulli_threshold(design, p1, self.arl0, rate)
         self._s, self._start, self._k = 0, self._n, 0
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
 
@@ -243,9 +284,10 @@ class BernoulliCusum(Detector[bool]):
         "prior_n",
         "prior_k",
         "cal_rate",
+        "design",
     )
     _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"e", "ep_start", "ep_k", "ep_alarmed", "prior_n", "prior_k", "cal_rate"}
+        {"e", "ep_start", "ep_k", "ep_alarmed", "prior_n", "prior_k", "cal_rate", "design"}
     )
     """Keys that state saved by an older release may lack (they keep their reset value)."""
 
@@ -259,6 +301,8 @@ class BernoulliCusum(Detector[bool]):
             setattr(self, "_" + key, state[key])
         if "ep_start" not in state:
             self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
+        if "design" not in state:
+            self._design = self._baseline  # saved before designs could move up
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget to a new ARL0 keeping the evidence: only the threshold changes.
@@ -272,7 +316,7 @@ class BernoulliCusum(Detector[bool]):
             raise ValueError("arl0 must be >= 1")
         self.arl0 = arl0
         if self._h:
-            self._h = bernoulli_threshold(self._baseline, self._p1, arl0, self._cal_rate)
+            self._h = bernoulli_threshold(self._design, self._p1, arl0, self._cal_rate)
 
     # -- reading -----------------------------------------------------------------------
 
