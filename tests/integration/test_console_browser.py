@@ -38,6 +38,7 @@ from streams.console.auth import hash_password
 from streams.devtools.broker import free_port
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
+from streams.pipeline.state import decode as decode_state
 from streams.settings import Settings
 from tests.conftest import KafkaBroker, per_test_settings
 from tests.integration.traffic import AlertsReader, after, critical_marker, publish_lines
@@ -419,11 +420,10 @@ def test_a_silence_added_in_the_browser_mutes_the_next_matching_detection(
     def muted() -> bool:
         for r in _records(env.broker.bootstrap, engines):
             key = r.key.decode().strip('"') if r.key else ""
-            if key == "muted-model" and r.value and silence_id in r.value.decode():
-                return any(
-                    i.get("muted_by") and silence_id in i["muted_by"]
-                    for i in json.loads(r.value).get("incidents", [])
-                )
+            if key == "muted-model" and r.value:
+                incidents = decode_state(r.value).get("incidents", [])
+                if any(i.get("muted_by") and silence_id in i["muted_by"] for i in incidents):
+                    return True
         return False
 
     wait_for(muted, 90, "the worker to record the detection as muted", env.worker_log)
