@@ -176,12 +176,15 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         name: app.Table(name, default=None, key_type=str, value_type=None, partitions=partitions)
         for name in ("join", "detectors", "engines")
     }
-    # faust takes a table's codec from its value type only; set before the store and the
-    # changelog are first used. A join entry is small and stays plain JSON.
+    # faust takes a table's codec from its value type only, and made the changelog topic
+    # (which recovery decodes with) when it registered the table: set the codec and make
+    # the topic again, before the store and the changelog are first used. A join entry
+    # is small and stays plain JSON.
     for name in ("detectors", "engines"):
         table = tables[name]
         assert isinstance(table, Collection)
         table.value_serializer = StateCodec()
+        table.changelog_topic = table._new_changelog_topic()
     joiner = Joiner(det, tables["join"])
     detect = Detect(
         det,
