@@ -45,9 +45,8 @@ the false alarms of many keys are dominated by the few whose estimate fell low."
 DESIGN_Z = 2.326
 """Standard errors above a learned rate that its chart's design must still drift down at
 (the one-sided 99 % bound; the threshold uses ``baseline_confidence``): the design, not
-only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._calibrate`).
-A key's 1.5x chart designed on a warm-up estimate two standard errors low never cleared and
-paged in a clean simulated week (docs/validation.md, issue 19)."""
+only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._design_base`;
+measurements in docs/validation.md, issue 19)."""
 
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0

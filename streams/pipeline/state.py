@@ -73,8 +73,8 @@ def encode(data: Any) -> bytes:
     """A stored value's bytes: compact JSON, zlib-compressed behind :data:`COMPRESSED`.
 
     A detector set's JSON repeats its field names and holds its reference samples as
-    decimal text; compressed it is about an eighth of the size, which is what a changelog
-    record, a RocksDB value and a restore read cost per key (``python -m bench.state``).
+    decimal text, so it compresses well; the size is what a changelog record, a RocksDB
+    value and a restore cost per key (``bench/state.py``, docs/validation.md).
     """
     text = json.dumps(data, separators=(",", ":"), allow_nan=True).encode()
     return COMPRESSED + zlib.compress(text, 6)
