@@ -398,16 +398,33 @@ def _rate(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     return {"arl0": ds.arl0, "warmup": s.warmup_events, "relative_shift": s.relative_shift}
 
 
-def _adaptive(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
-    """Parallel CUSUMs for half, once and three times the configured shift: downvote
-    spikes and injection waves come in every size (a 20x wave is common)."""
+DESIGN_SHIFTS: Final = (0.5, 1.0, 3.0)
+"""Design shifts of a rate's parallel CUSUMs, in units of ``relative_shift``: with the
+default doubling, 1.5x, 2x and 4x. Downvote spikes and evaluator fail rates come in
+every size from a few tens of percent to several-fold."""
+
+WAVE_SHIFTS: Final = (*DESIGN_SHIFTS, 7.0, 15.0)
+"""Rare flags (prompt injections, hallucinations, harm categories: base rates of
+0.1-1 %) also jump 10-30x in a wave. Designs up to 16x keep such a wave's delay near the
+exact CUSUM's, where a 4x design takes ~1.6x as long; the two extra parts cost each part
+ln(5/3) = 0.5 nats of threshold, a few percent of delay on a doubling."""
+
+
+def _adaptive(
+    ds: DetectorSet, _: tuple[str, ...], grid: tuple[float, ...] = DESIGN_SHIFTS
+) -> Kwargs:
+    """Parallel CUSUMs for a grid of design shifts (multiples of ``relative_shift``)."""
     s = ds.settings
-    shift = s.relative_shift
     return {
         "arl0": ds.arl0,
         "warmup": s.warmup_events,
-        "relative_shifts": (shift / 2, shift, 3 * shift),
+        "relative_shifts": tuple(m * s.relative_shift for m in grid),
     }
+
+
+def _wave(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    """Rare flags: designs up to 16x (:data:`WAVE_SHIFTS`)."""
+    return _adaptive(ds, features, WAVE_SHIFTS)
 
 
 def _feedback_rate(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
@@ -432,7 +449,7 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return _adaptive(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
+    return _wave(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
 
 
 def _finish(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
@@ -485,7 +502,7 @@ def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 
 FACTORIES: Final[dict[str, _Factory]] = {
     "downvote": _Factory("adaptive_downvote_spike", _feedback_rate),
-    "injection": _Factory("adaptive_prompt_injection_rate", _adaptive),
+    "injection": _Factory("adaptive_prompt_injection_rate", _wave),
     # one test per moderation category (up to the bound), and the pooled "any category"
     "harm": _Factory("harm_rate", _harm, lambda s: s.max_harm_categories + 1),
     # single-event pages: no run length, no share of the budget
@@ -497,7 +514,7 @@ FACTORIES: Final[dict[str, _Factory]] = {
     "categorical": _Factory("categorical_drift", _window),
     "embedding": _Factory("embedding_drift", _window),
     # groundedness below the cutoff; its distribution (mean down, mean up, shape)
-    "hallucination": _Factory("hallucination_rate", _adaptive),
+    "hallucination": _Factory("hallucination_rate", _wave),
     "groundedness": _Factory("groundedness_shift", _score, lambda _: 3),
     # per (evaluator, metric), ARL0 scaled by evaluation_fraction (see _eval_rate)
     "eval_score": _Factory("evaluation_score_shift", _eval_score, lambda _: 3),
