@@ -236,7 +236,14 @@ def _search(
     def f_of(h: int) -> float:
         arl = known.get(h)
         if arl is None:
-            arl = known[h] = arl_of(h)
+            arl = arl_of(h)
+            if not arl > 0.0:
+                # A linear solve for an ARL beyond ~1e16 (a threshold far above any
+                # target: a step of the search overshot) loses every digit and can come
+                # out negative or NaN. It is above the target: say so, and the search
+                # steps back down.
+                arl = math.inf
+            known[h] = arl
         return math.log(arl) - log_target
 
     lo, hi = 0, 0  # ARL(0) = 1 < target; hi = 0 means "no upper bracket yet"

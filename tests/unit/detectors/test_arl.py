@@ -220,3 +220,18 @@ def test_searches_on_one_chain_reuse_its_solved_arls() -> None:
     for h, target in zip(found, targets, strict=True):
         assert bernoulli_arl(lat.up, lat.down, h, 0.02) >= target
         assert bernoulli_arl(lat.up, lat.down, h - 1, 0.02) < target
+
+
+def _arl_lost_above(h: int, limit: int) -> float:
+    """ARL e^h, as a linear solve returns it: garbage (negative) past double precision."""
+    return math.exp(h) if h <= limit else -1.2e17
+
+
+def test_a_solve_that_loses_precision_counts_as_above_the_target() -> None:
+    """A search step far above the answer meets an ARL beyond double precision, which a
+    solve returns negative (met in a harm chart designed for 16x, set_arl0 on a chain
+    with solved ARLs); the search must step back, not fail on log(negative)."""
+    arl_of = functools.partial(_arl_lost_above, limit=37)
+    known: dict[int, float] = {}
+    assert _search(arl_of, math.exp(29.5), start=200, known=known) == 30
+    assert math.inf in known.values()  # kept as "above any target", not as garbage
