@@ -48,6 +48,13 @@ DESIGN_Z = 2.326
 only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._design_base`;
 measurements in docs/validation.md, issue 19)."""
 
+REESTIMATE_GROWTH = 2.0
+"""A learned baseline is re-estimated each time its cleared sample grows by this factor.
+An estimate from a few hundred observations is often 20-40 % off, either way: an
+overestimate slows detection, an underestimate brings false alarms, and both last until
+the next re-estimate (docs/validation.md, issue 19). Each re-estimate costs one threshold
+lookup or solve."""
+
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0
 """The episode statistic is capped at this log-likelihood ratio (nats): while a change
@@ -75,7 +82,8 @@ class BernoulliCusum(Detector[bool]):
     max_reference
         A learned baseline keeps growing from events the CUSUM has cleared (those before
         its last return to zero; evidence that led to an alarm is never included) and is
-        re-estimated, with a new threshold, each time the cleared count quadruples, until it
+        re-estimated, with a new threshold, each time the cleared count doubles
+        (:data:`REESTIMATE_GROWTH`), until it
         holds ``max_reference`` events. Then it is frozen, so a slow drift cannot teach
         the detector that a bad rate is normal.
     min_rate
@@ -232,16 +240,14 @@ class BernoulliCusum(Detector[bool]):
         """(Re-)estimate the baseline from the cleared events and the prior's pseudo-events
         (if any); only called when S = 0."""
         n, k = self._ref_n + self._prior_n, self._ref_k + self._prior_k
-        rate = (k + 0.5) / (n + 1.0)
-        if self._prior_n and self._ref_n < 4 * self.warmup:
-            # A few hundred own observations underestimate a rate by 20 % often enough
-            # for a CUSUM designed for a 1.5x shift to drift up: until its own sample is
-            # 4x the warm-up, a sparse key's baseline does not go below its parent's.
-            rate = max(rate, self._prior_k / self._prior_n)
-        self._calibrate(rate, round(n))
+        # The posterior mean, not floored at the prior's rate: a parent's rate is itself
+        # an estimate (often a young one), and an estimate that fell low is what the
+        # design's move (_design_base) allows for.
+        self._calibrate((k + 0.5) / (n + 1.0), round(n))
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
-        # is at 4x; with one, the detector's own warm-up length is the first checkpoint.
-        due = max(4 * self._ref_n, self.warmup)
+        # is at REESTIMATE_GROWTH x; with one, the detector's own warm-up length is the
+        # first checkpoint.
+        due = max(math.ceil(REESTIMATE_GROWTH * self._ref_n), self.warmup)
         self._next_cp = due if self._ref_n < self.max_reference else 0
 
     def adopt_prior(self, rate: float, strength: float) -> bool:
@@ -254,7 +260,7 @@ class BernoulliCusum(Detector[bool]):
         bound at the posterior's effective sample size (``strength`` + own observations):
         a weak prior gives a conservative threshold, not false alarms. Its own events
         take over as they come: the baseline is re-estimated at ``warmup`` cleared
-        observations and then each time they quadruple, as a learned baseline is.
+        observations and then each time they double, as a learned baseline is.
         """
         if self._h or self._prior_n or strength <= 0 or not 0.0 < rate < 1.0:
             return False
