@@ -1,4 +1,4 @@
-"""Where the harm and guardrail detectors' delay goes, detector by detector (issue 13).
+"""Where the harm, injection and guardrail detectors' delay goes, detector by detector (issue 13).
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/delay_parts.py [--seeds N]
 
@@ -6,16 +6,17 @@ bench/quality.py measures the whole pipeline's delay against the oracle CUSUM (e
 ``p0 -> p1``, at one test's ARL0). This script takes the pipeline out: it feeds each
 detector, built as the pipeline builds it, a seeded stream of baseline observations and
 then the changed rate of the benchmark's default injection (self-harm 0.004 -> 0.02;
-guardrail blocks 0.03 -> 0.12), and prints the mean and median delay in observations for
-variants that each remove one cause:
+prompt injections 0.005 -> 0.1; guardrail blocks 0.03 -> 0.12), and prints the mean and
+median delay in observations for variants that each remove one cause:
 
-- as the pipeline builds it (``per_detector_arl0``; harm splits it over its 13 tests);
-- without the harm detector's internal split (the budget double split of issue 19);
+- as the pipeline builds it (each test at ``--arl0``: harm gets ``arl0 / 13`` and splits it
+  over its 13 tests);
+- injection: designs up to 4x only, as before stop 26 (``DESIGN_SHIFTS``, not ``WAVE_SHIFTS``);
 - with the baseline known instead of learned (the cost of estimating a rare rate);
 - a single CUSUM designed for the true shift with the baseline known.
 
-Delays are in the detector's own observations (outputs for harm, guardrail evaluations for
-guardrail); a delay beyond ``--post`` observations counts as ``--post``.
+Delays are in the detector's own observations (outputs for harm, inputs for injection,
+guardrail evaluations for guardrail); a delay beyond ``--post`` observations counts as ``--post``.
 """
 
 from __future__ import annotations
@@ -33,12 +34,15 @@ sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np  # noqa: E402
 
-from detectors.adaptive_rate import AdaptiveBernoulliCusum  # noqa: E402
+from detectors.adaptive_rate import AdaptiveBernoulliCusum, AdaptivePromptInjectionRate  # noqa: E402
 from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
 from detectors.coverage import GuardrailBlockRate, HarmRate  # noqa: E402
 from detectors.rate import BernoulliCusum  # noqa: E402
-from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
+from streams.pipeline.detectorset import (  # noqa: E402
+    DESIGN_SHIFTS,
+    WAVE_SHIFTS,
+)
 from streams.settings import load_settings  # noqa: E402
 
 
@@ -73,11 +77,19 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=12, help="streams per variant")
     parser.add_argument("--post", type=int, default=20_000, help="observations after the change")
+    parser.add_argument(
+        "--arl0",
+        type=float,
+        default=5e8,
+        help="per-test ARL0 in events (default: the order of a busy key's under the weekly "
+        "budget; bench/quality.py prints each scope's)",
+    )
     args = parser.parse_args()
     s = load_settings(env={}).detection
-    arl0 = per_detector_arl0(s)
+    arl0 = args.arl0
     tests = s.max_harm_categories + 1
-    shifts = (s.relative_shift / 2, s.relative_shift, 3 * s.relative_shift)
+    shifts = tuple(m * s.relative_shift for m in DESIGN_SHIFTS)
+    waves = tuple(m * s.relative_shift for m in WAVE_SHIFTS)
     g_arl0 = arl0 * s.evaluation_fraction
     cases: list[tuple[str, float, float, int, float, list[tuple[str, Callable[[], Any]]]]] = [
         (
@@ -87,15 +99,48 @@ def main() -> int:
             8000,
             arl0,
             [
-                ("pipeline", lambda: HarmRate(s.max_harm_categories, arl0=arl0)),
-                ("no internal split", lambda: HarmRate(s.max_harm_categories, arl0=arl0 / tests)),
+                (
+                    "pipeline",
+                    lambda: HarmRate(
+                        s.max_harm_categories, relative_shifts=waves, arl0=arl0 / tests
+                    ),
+                ),
                 (
                     "one category, p0 known",
-                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=shifts, arl0=arl0),
+                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=waves, arl0=arl0),
                 ),
                 (
                     "one CUSUM for 5x, p0 known",
                     lambda: BernoulliCusum(p0=0.004, relative_shift=4.0, arl0=arl0),
+                ),
+            ],
+        ),
+        (
+            "injection wave",
+            0.005,
+            0.1,
+            8000,
+            arl0,
+            [
+                (
+                    "pipeline",
+                    lambda: AdaptivePromptInjectionRate(
+                        relative_shifts=waves, arl0=arl0, warmup=s.warmup_events
+                    ),
+                ),
+                (
+                    "designs up to 4x only",
+                    lambda: AdaptivePromptInjectionRate(
+                        relative_shifts=shifts, arl0=arl0, warmup=s.warmup_events
+                    ),
+                ),
+                (
+                    "p0 known",
+                    lambda: AdaptivePromptInjectionRate(p0=0.005, relative_shifts=waves, arl0=arl0),
+                ),
+                (
+                    "one CUSUM for 20x, p0 known",
+                    lambda: BernoulliCusum(p0=0.005, relative_shift=19.0, arl0=arl0),
                 ),
             ],
         ),
