@@ -41,6 +41,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from fnmatch import fnmatchcase
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -51,15 +52,29 @@ SYMPTOM_FAMILIES = frozenset({"downvote_rate"})
 """Signal families that react to any cause (users downvote toxic, wrong or unsure
 answers alike): they join an incident of any family whose scope they do not contradict."""
 
-CONSEQUENCES: dict[str, frozenset[str]] = {
-    "prompt_injection_rate": frozenset(
-        {"hallucination_rate", "evaluation_score", "evaluation_fail_rate"}
+GROUNDING_METRICS = ("ground", "faithful", "hallucinat", "factual")
+"""Evaluation metric names (substrings) that measure an answer's grounding: a judge of
+groundedness or faithfulness scores the same failure the hallucination detectors see."""
+
+CONSEQUENCES: dict[str, tuple[str, ...]] = {
+    "prompt_injection_rate": ("hallucination_rate", "evaluation_score*", "evaluation_fail_rate*"),
+    "hallucination_rate": tuple(
+        f"{kind}:*{metric}*"
+        for kind in ("evaluation_score", "evaluation_fail_rate")
+        for metric in GROUNDING_METRICS
     ),
 }
-"""Signal families that follow from another one's cause: injected prompts derail the
-answers' grounding, so a prompt-injection wave also moves the hallucination rate and the
-groundedness judge. Either side joins an incident of the other (in both orders: which one
-fires first depends on traffic)."""
+"""Incident types (``fnmatch`` patterns) that follow from a family's cause: injected
+prompts derail the answers' grounding, so a prompt-injection wave also moves the
+hallucination rate and the evaluators; a hallucination wave moves the grounding judges
+(not a judge of another metric: that is another failure). Either side joins an incident
+of the other (in both orders: which one fires first depends on traffic and on how late
+the evaluations arrive)."""
+
+
+def follows(cause: str, effect: str) -> bool:
+    """Whether incident type ``effect`` is a consequence of ``cause``'s family."""
+    return any(fnmatchcase(effect, p) for p in CONSEQUENCES.get(family_of(cause), ()))
 
 
 class GroupingPolicy(BaseModel):
@@ -238,24 +253,25 @@ def nested(a: Labels, b: Labels) -> bool:
 
 def same_cause(
     incident_scope: Labels,
-    incident_families: Iterable[str],
+    incident_types: Iterable[str],
     deploy: bool,
     detection_scope: Labels,
     detection_key: Labels,
-    detection_family: str,
+    detection_type: str,
 ) -> bool:
-    """Whether one cause explains the open incident and the detection (module docstring)."""
+    """Whether one cause explains the open incident and the detection (module docstring).
+    ``incident_types``: the incident's types or families so far; ``detection_type``: the
+    detection's incident type (e.g. ``evaluation_score:llm-judge/groundedness``)."""
     if contradicts(incident_scope, detection_scope) or contradicts(incident_scope, detection_key):
         return False
-    families = set(incident_families)
+    types = set(incident_types)
+    families = {family_of(t) for t in types}
+    detection_family = family_of(detection_type)
     if detection_family in families:
         return True
     if detection_family in SYMPTOM_FAMILIES or families <= SYMPTOM_FAMILIES:
         return True
-    if any(
-        detection_family in CONSEQUENCES.get(f, ()) or f in CONSEQUENCES.get(detection_family, ())
-        for f in families
-    ):
+    if any(follows(t, detection_type) or follows(detection_type, t) for t in types):
         return True
     # A bad deploy explains any signal on its version and on the cuts that mix versions
     # (the model, each segment value): the deploy's share of them carries its excess.

@@ -58,11 +58,11 @@ def find_cause(
             continue  # another signal whose episode began after this cause went quiet
         elif not same_cause(
             rec.labels,
-            rec.families or [family_of(rec.incident_type)],
+            [rec.incident_type, *rec.families, *(r.incident_type for r in rec.related)],
             rec.deploy is not None,
             scope,
             detection.labels,
-            family,
+            detection.incident_type,
         ):
             continue
         rank = (

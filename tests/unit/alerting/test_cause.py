@@ -232,6 +232,16 @@ def test_a_prompt_injection_wave_explains_its_hallucinations_in_either_order() -
     assert not same_cause(lb(), [hal], False, lb(), lb(), "toxicity_rate")
 
 
+def test_a_hallucination_wave_explains_the_grounding_judges_but_not_other_judges() -> None:
+    hal = "hallucination_rate"
+    judge = "evaluation_score:llm-judge/groundedness"
+    assert same_cause(lb(), [hal], False, lb(), lb(), judge)
+    assert same_cause(lb(), [judge], False, lb(), lb(), hal)  # the judge fired first
+    assert same_cause(lb(), [hal], False, lb(), lb(), "evaluation_fail_rate:ragas/faithfulness")
+    assert not same_cause(lb(), [hal], False, lb(), lb(), "evaluation_score:llm-judge/politeness")
+    assert not same_cause(lb(), ["evaluation_score:llm-judge/politeness"], False, lb(), lb(), hal)
+
+
 def test_a_bad_deploy_explains_the_cuts_that_mix_versions() -> None:
     conf = "confidence_shift"
     assert same_cause(lb("v13"), [conf], True, lb(feature="chat"), lb(feature="chat"), "tox")
