@@ -240,10 +240,17 @@ class BernoulliCusum(Detector[bool]):
         """(Re-)estimate the baseline from the cleared events and the prior's pseudo-events
         (if any); only called when S = 0."""
         n, k = self._ref_n + self._prior_n, self._ref_k + self._prior_k
-        # The posterior mean, not floored at the prior's rate: a parent's rate is itself
-        # an estimate (often a young one), and an estimate that fell low is what the
-        # design's move (_design_base) allows for.
-        self._calibrate((k + 0.5) / (n + 1.0), round(n))
+        rate = (k + 0.5) / (n + 1.0)
+        if self._prior_n and self._ref_k < self.min_events:
+            # Until its own sample holds as many events as a warm-up without a prior
+            # needs, a sparse key's baseline does not go below its parent's: a rare rate
+            # estimated from a handful of events is often far low, and a chart designed
+            # below the true rate rarely clears, so it learns only from the stretches
+            # that happened to be quiet and stays low until it pages. Past that, its own
+            # estimate stands (the parent's rate is itself an estimate, often a young
+            # one), and an estimate that fell low is what the design's move allows for.
+            rate = max(rate, self._prior_k / self._prior_n)
+        self._calibrate(rate, round(n))
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
         # is at REESTIMATE_GROWTH x; with one, the detector's own warm-up length is the
         # first checkpoint.
