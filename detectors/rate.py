@@ -48,12 +48,11 @@ DESIGN_Z = 2.326
 only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._design_base`;
 measurements in docs/validation.md, issue 19)."""
 
-REESTIMATE_GROWTH = 2.0
+REESTIMATE_GROWTH = 4.0
 """A learned baseline is re-estimated each time its cleared sample grows by this factor.
-An estimate from a few hundred observations is often 20-40 % off, either way: an
-overestimate slows detection, an underestimate brings false alarms, and both last until
-the next re-estimate (docs/validation.md, issue 19). Each re-estimate costs one threshold
-lookup or solve."""
+(Doubling was tried in stop 26: it brought no measured gain in delay and a simulated
+clean week paged once more: docs/validation.md, "Stop 26".) Each re-estimate costs one
+threshold lookup or solve."""
 
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0
@@ -82,7 +81,7 @@ class BernoulliCusum(Detector[bool]):
     max_reference
         A learned baseline keeps growing from events the CUSUM has cleared (those before
         its last return to zero; evidence that led to an alarm is never included) and is
-        re-estimated, with a new threshold, each time the cleared count doubles
+        re-estimated, with a new threshold, each time the cleared count quadruples
         (:data:`REESTIMATE_GROWTH`), until it
         holds ``max_reference`` events. Then it is frozen, so a slow drift cannot teach
         the detector that a bad rate is normal.
@@ -241,14 +240,13 @@ class BernoulliCusum(Detector[bool]):
         (if any); only called when S = 0."""
         n, k = self._ref_n + self._prior_n, self._ref_k + self._prior_k
         rate = (k + 0.5) / (n + 1.0)
-        if self._prior_n and self._ref_k < self.min_events:
-            # Until its own sample holds as many events as a warm-up without a prior
-            # needs, a sparse key's baseline does not go below its parent's: a rare rate
-            # estimated from a handful of events is often far low, and a chart designed
-            # below the true rate rarely clears, so it learns only from the stretches
-            # that happened to be quiet and stays low until it pages. Past that, its own
-            # estimate stands (the parent's rate is itself an estimate, often a young
-            # one), and an estimate that fell low is what the design's move allows for.
+        if self._prior_n and (self._ref_n < 4 * self.warmup or self._ref_k < self.min_events):
+            # Until its own sample is 4x the warm-up and holds as many events as a
+            # warm-up without a prior needs, a sparse key's baseline does not go below
+            # its parent's: a rate estimated from a few hundred observations or a
+            # handful of events is often far low, and a chart designed below the true
+            # rate rarely clears, so it learns only from the stretches that happened to
+            # be quiet and stays low until it pages.
             rate = max(rate, self._prior_k / self._prior_n)
         self._calibrate(rate, round(n))
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
@@ -267,7 +265,7 @@ class BernoulliCusum(Detector[bool]):
         bound at the posterior's effective sample size (``strength`` + own observations):
         a weak prior gives a conservative threshold, not false alarms. Its own events
         take over as they come: the baseline is re-estimated at ``warmup`` cleared
-        observations and then each time they double, as a learned baseline is.
+        observations and then each time they quadruple, as a learned baseline is.
         """
         if self._h or self._prior_n or strength <= 0 or not 0.0 < rate < 1.0:
             return False
