@@ -102,12 +102,12 @@ def main() -> int:
                 (
                     "pipeline",
                     lambda: HarmRate(
-                        s.max_harm_categories, relative_shifts=waves, arl0=arl0 / tests
+                        s.max_harm_categories, relative_shifts=shifts, arl0=arl0 / tests
                     ),
                 ),
                 (
                     "one category, p0 known",
-                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=waves, arl0=arl0),
+                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=shifts, arl0=arl0),
                 ),
                 (
                     "one CUSUM for 5x, p0 known",

@@ -56,6 +56,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._reset()
 
     def _reset(self) -> None:
+        self._last_alarm: int | None = None  # index of the observation of the last alarm
         self._parts = [
             BernoulliCusum(
                 p0=self.p0,
@@ -107,26 +108,38 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return 1.0
 
     def get_state(self) -> JsonState:
-        return {"parts": [d.get_state() for d in self._parts]}
+        return {"parts": [d.get_state() for d in self._parts], "last_alarm": self._last_alarm}
 
     def set_state(self, state: JsonState) -> None:
         for d, st in zip(self._parts, state["parts"], strict=True):
             d.set_state(st)
+        self._last_alarm = state.get("last_alarm")  # absent in state of older releases
 
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
     ) -> Excess | None:
         """The episode of the part designed for the smallest shift (its episode lasts
-        longest), alarmed while any part's episode is."""
+        longest), alarmed while any part's episode is, or while that episode holds the
+        detector's last alarm.
+
+        The second rule keeps a change alarmed after a part designed for a larger shift
+        fired first: a 16x design that caught the start of a 5x wave drifts back to zero
+        during the wave while the smaller designs have not alarmed yet, but the smallest
+        design's episode, which began before that alarm, is still up."""
         first = self._parts[0].excess()
         if first is None:
             return None
         alarmed = any(d.episode_alarmed for d in self._parts)
+        if not alarmed and self._last_alarm is not None and first.n > 0:
+            alarmed = self.seen - first.n <= self._last_alarm
         return first.model_copy(update={"alarmed": alarmed})
 
     def update(self, x: bool) -> Signal | None:
         fired = [s for d in self._parts if (s := d.update(x)) is not None]
-        return self._merge(fired) if fired else None
+        if not fired:
+            return None
+        self._last_alarm = self.seen - 1
+        return self._merge(fired)
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
         arr = as_flags(xs)
@@ -134,6 +147,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         for d in self._parts:
             for s in d.update_many(arr):
                 by_index.setdefault(s.last_index, []).append(s)
+        if by_index:
+            self._last_alarm = max(by_index)
         return [self._merge(by_index[i]) for i in sorted(by_index)]
 
     def _merge(self, fired: list[Signal]) -> Signal:

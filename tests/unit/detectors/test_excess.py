@@ -93,3 +93,29 @@ def test_category_adaptive_and_confidence_accessors() -> None:
     assert down.excess > 0
     assert up is not None
     assert not up.alarmed
+
+
+def test_a_change_stays_alarmed_after_a_large_design_fired_first_and_went_quiet() -> None:
+    """A 16x design catches the burst that starts a 3x change, then drifts back to zero
+    under 3x before the 1.5x design alarms: the change is still on (the 1.5x episode,
+    which began before the alarm, is up), so the detector must read as alarmed; and it
+    reads clear once that episode ends after the change."""
+    det = AdaptiveBernoulliCusum(p0=0.01, relative_shifts=(0.5, 15.0), arl0=1e5)
+    assert det.update_many([False] * 3000 + [True] * 8)  # the burst: the 16x design fires
+    rng = np.random.default_rng(3)
+    gap_seen = False
+    for x in rng.random(3000) < 0.03:
+        det.update(bool(x))
+        ex = det.excess()
+        assert ex is not None
+        if not any(p.episode_alarmed for p in det._parts):
+            gap_seen = True  # no part's own episode is alarmed...
+            assert ex.alarmed  # ...yet the change that alarmed is still on
+    assert gap_seen
+    det.update_many([False] * 20_000)
+    ex = det.excess()
+    assert ex is not None
+    assert not ex.alarmed
+    restored = AdaptiveBernoulliCusum(p0=0.01, relative_shifts=(0.5, 15.0), arl0=1e5)
+    restored.set_state(det.get_state())
+    assert restored.get_state() == det.get_state()
