@@ -49,10 +49,9 @@ only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum.
 measurements in docs/validation.md, issue 19)."""
 
 REESTIMATE_GROWTH = 4.0
-"""A learned baseline is re-estimated each time its cleared sample grows by this factor.
-(Doubling was tried in stop 26: it brought no measured gain in delay and a simulated
-clean week paged once more: docs/validation.md, "Stop 26".) Each re-estimate costs one
-threshold lookup or solve."""
+"""A learned baseline is re-estimated each time its cleared sample grows by this factor;
+each re-estimate costs one threshold lookup or solve. (Doubling was measured against it:
+docs/validation.md, "Stop 26".)"""
 
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0

@@ -405,9 +405,9 @@ every size from a few tens of percent to several-fold."""
 
 WAVE_SHIFTS: Final = (*DESIGN_SHIFTS, 7.0, 15.0)
 """Rare flags (prompt injections, hallucinations: base rates of 0.1-1 %) also jump
-10-30x in a wave. Designs up to 16x keep such a wave's delay near the
-exact CUSUM's, where a 4x design takes ~1.6x as long; the two extra parts cost each part
-ln(5/3) = 0.5 nats of threshold, a few percent of delay on a doubling."""
+10-30x in a wave, where a design for 4x drifts at little more than half the optimal
+rate. The two extra parts cost each part ln(5/3) = 0.5 nats of threshold, a few percent
+of delay on a doubling."""
 
 
 def _adaptive(
