@@ -39,10 +39,7 @@ from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
 from detectors.coverage import GuardrailBlockRate, HarmRate  # noqa: E402
 from detectors.rate import BernoulliCusum  # noqa: E402
-from streams.pipeline.detectorset import (  # noqa: E402
-    DESIGN_SHIFTS,
-    WAVE_SHIFTS,
-)
+from streams.pipeline.detectorset import WAVE_SHIFTS, relative_shifts  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
 
 
@@ -88,8 +85,8 @@ def main() -> int:
     s = load_settings(env={}).detection
     arl0 = args.arl0
     tests = s.max_harm_categories + 1
-    shifts = tuple(m * s.relative_shift for m in DESIGN_SHIFTS)
-    waves = tuple(m * s.relative_shift for m in WAVE_SHIFTS)
+    shifts = relative_shifts(s)
+    waves = relative_shifts(s, WAVE_SHIFTS)
     g_arl0 = arl0 * s.evaluation_fraction
     cases: list[tuple[str, float, float, int, float, list[tuple[str, Callable[[], Any]]]]] = [
         (

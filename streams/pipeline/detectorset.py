@@ -410,15 +410,22 @@ rate. The two extra parts cost each part ln(5/3) = 0.5 nats of threshold, a few 
 of delay on a doubling."""
 
 
+def relative_shifts(
+    settings: DetectionSettings, grid: tuple[float, ...] = DESIGN_SHIFTS
+) -> tuple[float, ...]:
+    """The design shifts of a rate's parallel CUSUMs: ``grid`` in units of the configured
+    ``relative_shift``."""
+    return tuple(m * settings.relative_shift for m in grid)
+
+
 def _adaptive(
     ds: DetectorSet, _: tuple[str, ...], grid: tuple[float, ...] = DESIGN_SHIFTS
 ) -> Kwargs:
     """Parallel CUSUMs for a grid of design shifts (multiples of ``relative_shift``)."""
-    s = ds.settings
     return {
         "arl0": ds.arl0,
-        "warmup": s.warmup_events,
-        "relative_shifts": tuple(m * s.relative_shift for m in grid),
+        "warmup": ds.settings.warmup_events,
+        "relative_shifts": relative_shifts(ds.settings, grid),
     }
 
 
