@@ -11,7 +11,8 @@ median delay in observations for variants that each remove one cause:
 
 - as the pipeline builds it (each test at ``--arl0``: harm gets ``arl0 / 13`` and splits it
   over its 13 tests);
-- injection: designs up to 4x only, as before stop 26 (``DESIGN_SHIFTS``, not ``WAVE_SHIFTS``);
+- harm and injection: designs up to 4x only, as before stop 26 (injection) and 27 (harm):
+  ``DESIGN_SHIFTS``, not ``WAVE_SHIFTS``;
 - with the baseline known instead of learned (the cost of estimating a rare rate);
 - a single CUSUM designed for the true shift with the baseline known.
 
@@ -99,12 +100,18 @@ def main() -> int:
                 (
                     "pipeline",
                     lambda: HarmRate(
+                        s.max_harm_categories, relative_shifts=waves, arl0=arl0 / tests
+                    ),
+                ),
+                (
+                    "designs up to 4x only",
+                    lambda: HarmRate(
                         s.max_harm_categories, relative_shifts=shifts, arl0=arl0 / tests
                     ),
                 ),
                 (
                     "one category, p0 known",
-                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=shifts, arl0=arl0),
+                    lambda: AdaptiveBernoulliCusum(p0=0.004, relative_shifts=waves, arl0=arl0),
                 ),
                 (
                     "one CUSUM for 5x, p0 known",

@@ -900,15 +900,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated injection types to run (with the clean scenarios); default all",
+        help="comma-separated injection types or cause scenarios (tenant_cascade, "
+        "two_failures) to run, with the clean scenarios; default all",
     )
     parser.add_argument(
         "--per-type", type=int, default=None, help="injections per type (default 2 quick, 5 full)"
     )
     args = parser.parse_args(argv)
     only = {t for t in args.only.split(",") if t}
-    if only - set(INJECTION_TYPES):
-        parser.error(f"--only: unknown type(s) {sorted(only - set(INJECTION_TYPES))}")
+    if unknown := only - {*INJECTION_TYPES, *CAUSE_SCENARIOS}:
+        parser.error(f"--only: unknown type(s) or scenario(s) {sorted(unknown)}")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
 

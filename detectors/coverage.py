@@ -24,7 +24,16 @@ import numpy as np
 from numpy.typing import NDArray
 
 from detectors.adaptive_rate import AdaptiveBernoulliCusum
-from detectors.base import DEFAULT_ARL0, Detector, JsonState, Signal, SignalKind, merge_categories
+from detectors.base import (
+    DEFAULT_ARL0,
+    Detector,
+    Direction,
+    Excess,
+    JsonState,
+    Signal,
+    SignalKind,
+    merge_categories,
+)
 from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
 
 __all__ = [
@@ -155,6 +164,15 @@ class CategoryRates(Detector[Mapping[str, bool]]):
     @property
     def threshold(self) -> float:
         return 1.0
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """The episode of the category ``feature`` (:data:`POOLED` for the pooled test); None
+        for a category not watched. The localizer compares it across keys and the incident's
+        probes read whether it is still alarmed."""
+        part = self._any if feature == POOLED else self._parts.get(feature or "")
+        return part.excess() if part is not None else None
 
     def get_state(self) -> JsonState:
         return {

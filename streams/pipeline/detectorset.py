@@ -404,8 +404,8 @@ default doubling, 1.5x, 2x and 4x. Downvote spikes and evaluator fail rates come
 every size from a few tens of percent to several-fold."""
 
 WAVE_SHIFTS: Final = (*DESIGN_SHIFTS, 7.0, 15.0)
-"""Rare flags (prompt injections, hallucinations: base rates of 0.1-1 %) also jump
-10-30x in a wave, where a design for 4x drifts at little more than half the optimal
+"""Rare flags (prompt injections, hallucinations, harm categories: base rates of 0.1-1 %)
+also jump 10-30x in a wave, where a design for 4x drifts at little more than half the optimal
 rate. The two extra parts cost each part ln(5/3) = 0.5 nats of threshold, a few percent
 of delay on a doubling."""
 
@@ -456,7 +456,10 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return _adaptive(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
+    return _adaptive(ds, features, WAVE_SHIFTS) | {
+        "max_categories": s.max_harm_categories,
+        "pooled": True,
+    }
 
 
 def _finish(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:

@@ -7,6 +7,7 @@ import numpy as np
 from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.base import Direction
 from detectors.confidence import ConfidenceShift
+from detectors.coverage import POOLED, HarmRate
 from detectors.moderation import ToxicityRate
 from detectors.rate import BernoulliCusum
 
@@ -119,3 +120,30 @@ def test_a_change_stays_alarmed_after_a_large_design_fired_first_and_went_quiet(
     restored = AdaptiveBernoulliCusum(p0=0.01, relative_shifts=(0.5, 15.0), arl0=1e5)
     restored.set_state(det.get_state())
     assert restored.get_state() == det.get_state()
+
+
+def test_category_rates_report_each_category_and_the_pooled_episode() -> None:
+    """A harm spike in one category is that category's episode (and the pooled one's), not
+    another category's: the localizer reads it per key, the incident's probes follow it."""
+    det = HarmRate(max_categories=3, warmup=500, arl0=1e4)
+    rng = np.random.default_rng(7)
+    n = 6000
+    sexual = rng.random(n) < np.where(np.arange(n) < 3000, 0.01, 0.06)
+    hate = rng.random(n) < 0.01
+    det.update_many(
+        [{"sexual": bool(s), "hate": bool(h)} for s, h in zip(sexual, hate, strict=True)]
+    )
+    s_ex, h_ex, pooled = det.excess("sexual"), det.excess("hate"), det.excess(POOLED)
+    assert s_ex is not None
+    assert s_ex.alarmed
+    assert s_ex.excess > 0.5 * 0.05 * 3000
+    assert h_ex is not None
+    assert not h_ex.alarmed
+    assert pooled is not None
+    assert pooled.alarmed
+    assert det.excess("violence") is None  # never seen: not watched
+    assert det.excess(None) is None
+    det.update_many([{"sexual": bool(s)} for s in rng.random(30_000) < 0.01])
+    after = det.excess("sexual")
+    assert after is not None
+    assert not after.alarmed
