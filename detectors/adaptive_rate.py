@@ -85,7 +85,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return any(not d.learning for d in self._parts)
 
     def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
-        """Each warming-up part starts from the parent's baseline (see
+        """Each part starts from (or, while floored, follows) the parent's baseline (see
         :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""
         rate = next((d.baseline for d in parent._parts if d.calibrated), None)
         if rate is None:

@@ -143,16 +143,16 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         return any(d.alarm_ready for d in self._all())
 
     def adopt_prior(self, parent: CategoryRates, strength: float) -> bool:
-        """Each warming-up test starts from the parent key's baseline of the same category
-        (and the pooled test from the parent's pooled one); see
+        """Each test starts from (or, while floored, follows) the parent key's baseline of
+        the same category, the pooled test the parent's pooled one; see
         :meth:`detectors.rate.BernoulliCusum.adopt_prior`."""
         adopted = False
         for cat, part in self._parts.items():
             theirs = parent._parts.get(cat)
-            if theirs is not None and part.learning and theirs.alarm_ready:
+            if theirs is not None and theirs.alarm_ready:
                 adopted = part.adopt_prior(theirs, strength) or adopted
         mine, theirs_any = self._any, parent._any
-        if mine is not None and theirs_any is not None and mine.learning:
+        if mine is not None and theirs_any is not None and theirs_any.alarm_ready:
             adopted = mine.adopt_prior(theirs_any, strength) or adopted
         return adopted
 

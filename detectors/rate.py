@@ -53,6 +53,10 @@ REESTIMATE_GROWTH = 4.0
 each re-estimate costs one threshold lookup or solve. (Doubling was measured against it:
 docs/validation.md, "Stop 26".)"""
 
+PRIOR_FOLLOW_TOLERANCE = 0.1
+"""A floored key's prior follows its parent's baseline once it has moved by more than this
+fraction (:meth:`BernoulliCusum.adopt_prior`); smaller moves would only cost re-estimates."""
+
 _CHUNK = 8192
 EPISODE_CAP_NATS = 5.0
 """The episode statistic is capped at this log-likelihood ratio (nats): while a change
@@ -239,13 +243,7 @@ class BernoulliCusum(Detector[bool]):
         (if any); only called when S = 0."""
         n, k = self._ref_n + self._prior_n, self._ref_k + self._prior_k
         rate = (k + 0.5) / (n + 1.0)
-        if self._prior_n and (self._ref_n < 4 * self.warmup or self._ref_k < self.min_events):
-            # Until its own sample is 4x the warm-up and holds as many events as a
-            # warm-up without a prior needs, a sparse key's baseline does not go below
-            # its parent's: a rate estimated from a few hundred observations or a
-            # handful of events is often far low, and a chart designed below the true
-            # rate rarely clears, so it learns only from the stretches that happened to
-            # be quiet and stays low until it pages.
+        if self.prior_floored:
             rate = max(rate, self._prior_k / self._prior_n)
         self._calibrate(rate, round(n))
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
@@ -254,10 +252,23 @@ class BernoulliCusum(Detector[bool]):
         due = max(math.ceil(REESTIMATE_GROWTH * self._ref_n), self.warmup)
         self._next_cp = due if self._ref_n < self.max_reference else 0
 
+    @property
+    def prior_floored(self) -> bool:
+        """Whether a parent's prior still floors the baseline: until its own sample is 4x
+        the warm-up and holds ``min_events`` events, a sparse key's baseline does not go
+        below its parent's. A rate estimated from a few hundred observations or a handful
+        of events is often far low, and a chart designed below the true rate rarely
+        clears, so it learns only from the stretches that happened to be quiet and stays
+        low until it pages."""
+        return bool(self._prior_n) and (
+            self._ref_n < 4 * self.warmup or self._ref_k < self.min_events
+        )
+
     def adopt_prior(self, rate: float, strength: float) -> bool:
         """Start from a parent key's baseline: a Beta prior worth ``strength`` observations
-        at ``rate`` (shrinkage). Only while warming up without a prior; returns whether it
-        was adopted.
+        at ``rate`` (shrinkage). While warming up without a prior, adopt it; while the
+        prior floors the baseline (:attr:`prior_floored`), follow the parent's current
+        ``rate``. Returns whether the prior was adopted or moved.
 
         The detector calibrates at once on the posterior mean of the prior and the
         events it has seen, with the threshold set for the upper ``baseline_confidence``
@@ -265,8 +276,23 @@ class BernoulliCusum(Detector[bool]):
         a weak prior gives a conservative threshold, not false alarms. Its own events
         take over as they come: the baseline is re-estimated at ``warmup`` cleared
         observations and then each time they quadruple, as a learned baseline is.
+
+        Following matters because a parent's baseline is young too when a segment adopts
+        it: a model's first estimate from 20 events is often 1.5x off, and a floor held at
+        that snapshot keeps the segment's chart designed above its true rate (and its
+        lift understated) for hours. A move of more than :data:`PRIOR_FOLLOW_TOLERANCE`
+        re-estimates at the CUSUM's next return to zero (never mid-excursion).
         """
-        if self._h or self._prior_n or strength <= 0 or not 0.0 < rate < 1.0:
+        if strength <= 0 or not 0.0 < rate < 1.0:
+            return False
+        if self._prior_n:
+            old = self._prior_k / self._prior_n
+            if not self.prior_floored or abs(rate - old) <= PRIOR_FOLLOW_TOLERANCE * old:
+                return False
+            self._prior_k = float(rate) * self._prior_n
+            self._next_cp = self._ref_n
+            return True
+        if self._h:
             return False
         self._prior_n, self._prior_k = float(strength), float(rate) * strength
         self._learn()

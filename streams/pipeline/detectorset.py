@@ -39,6 +39,10 @@ CHECKPOINTS_KEPT: Final = 64
 """Checkpoints kept per detector: ranges are exact for the last 2048 observations."""
 SAMPLES_KEPT: Final = 10
 TRAFFIC_HALF_LIFE_S: Final = 3600.0
+PRIOR_FOLLOW_EVERY: Final = 64
+"""Observations between a segment detector's looks at its parent's baseline once it has
+learned its own: while a parent's prior still floors its baseline, the floor follows the
+parent's re-estimates (:meth:`detectors.rate.BernoulliCusum.adopt_prior`)."""
 RATE_MIN_SPAN_S: Final = 60.0
 
 
@@ -217,9 +221,9 @@ class DetectorSet:
             if arl0 is not None:
                 budget.retarget(det, arl0)
             self._targeted[name] = self.arl0
-        if self.parents and det.learning:
-            adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
         tracker = self.trackers.setdefault(name, Tracker())
+        if self.parents and (det.learning or tracker.n % PRIOR_FOLLOW_EVERY == 0):
+            adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
         tracker.see(obs, notable)
         signal = det.update(x)
         return [(name, signal, tracker)] if signal is not None else []

@@ -7,8 +7,10 @@ closest parent key that has one (model x version, else the model) as a Beta prio
 ``segment_prior_events`` observations: it can alarm from its first event, its threshold is
 set for the upper confidence bound of the posterior (prior plus its own observations, see
 :meth:`detectors.rate.BernoulliCusum.adopt_prior`), and its own events take over as they
-come. Its false alarms are in the service budget like any key's: the budget already counts
-every segment key's tests (:func:`streams.pipeline.detectorset.per_detector_arl0`).
+come. While the prior still floors its baseline, the floor follows the parent's
+re-estimates (a parent's own baseline is young too when a segment adopts it). Its false
+alarms are in the service budget like any key's: the budget already counts every segment
+key's tests (:func:`streams.pipeline.detectorset.per_detector_arl0`).
 
 Only rate detectors take a prior (their baseline is one number that pools well across
 segments). Score and drift detectors keep learning their own reference: a tenant's score
@@ -31,9 +33,10 @@ class _HasDetectors(Protocol):
 def adopt_parent_prior(
     det: Detector[Any], name: str, parents: Sequence[_HasDetectors], strength: float
 ) -> bool:
-    """Give the warming-up ``det`` (if it has an ``adopt_prior(parent, strength)`` method)
-    the baseline of the first parent whose detector of the same name and class can alarm.
-    Returns whether a prior was adopted (0 strength: off)."""
+    """Give ``det`` (if it has an ``adopt_prior(parent, strength)`` method) the baseline
+    of the first parent whose detector of the same name and class can alarm: adopted while
+    ``det`` warms up, followed while it floors ``det``'s baseline. Returns whether a prior
+    was adopted or moved (0 strength: off)."""
     # Called for every observation of a learning detector: ``getattr``, not an
     # ``isinstance`` check against the runtime protocol (ten times slower).
     adopt = getattr(det, "adopt_prior", None)

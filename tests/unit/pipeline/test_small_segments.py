@@ -21,7 +21,12 @@ from streams.contract.events import Feedback
 from streams.detection_settings import DetectionSettings
 from streams.pipeline import budget
 from streams.pipeline.detect import Detect
-from streams.pipeline.detectorset import DetectorSet, per_detector_arl0, per_test_seconds
+from streams.pipeline.detectorset import (
+    PRIOR_FOLLOW_EVERY,
+    DetectorSet,
+    per_detector_arl0,
+    per_test_seconds,
+)
 from streams.pipeline.observation import Observation, event_time
 from streams.settings import load_settings
 
@@ -175,7 +180,7 @@ def test_the_prior_is_a_conservative_start_and_yields_to_own_events() -> None:
     assert with_prior.adopt_prior(0.05, strength=100)
     assert not with_prior.learning
     assert with_prior.baseline == pytest.approx(0.05, rel=0.1)
-    assert not with_prior.adopt_prior(0.2, strength=100)  # only once, only while warming up
+    assert not with_prior.adopt_prior(0.052, strength=100)  # adopted once; a small move: kept
     known = BernoulliCusum(p0=0.05, arl0=1e5)
     # Calibrated for the upper bound of a 100-observation estimate: a higher threshold.
     assert with_prior.threshold > known.threshold
@@ -191,6 +196,62 @@ def test_the_prior_is_a_conservative_start_and_yields_to_own_events() -> None:
     older = BernoulliCusum(arl0=1e5, warmup=300)
     older.set_state(legacy)  # state saved before priors existed still loads
     assert older.baseline == with_prior.baseline
+
+
+def test_a_floored_prior_follows_the_parents_re_estimate() -> None:
+    """A segment that adopted its parent's young estimate (2.4 %, the parent's truth is
+    1.3 %) must not keep that snapshot as its floor: once the parent re-estimates, the
+    segment re-learns at its next return to zero, floored at the parent's new rate. The
+    floor still holds (the segment's own 1.4 % from ~2,000 observations is not trusted
+    below the parent's rate), and it is released at 4x the warm-up as before."""
+    seg = BernoulliCusum(arl0=1e6, warmup=1000)
+    assert seg.adopt_prior(0.024, strength=100)
+    rng = np.random.default_rng(11)
+    seg.update_many(rng.random(1500) < 0.014)
+    assert seg.prior_floored
+    assert seg.baseline == pytest.approx(0.024, rel=0.05)  # held at the stale snapshot
+    assert seg.adopt_prior(0.013, strength=100)  # the parent re-estimated: follow it
+    before = seg.threshold
+    seg.update_many(rng.random(600) < 0.014)
+    assert seg.baseline < 0.019  # re-learned on its own events, floored at 1.3 %
+    assert seg.baseline >= 0.013
+    assert seg.threshold != before
+    assert not seg.adopt_prior(0.0135, strength=100)  # within the tolerance: no re-learn
+    seg.update_many(rng.random(4000) < 0.014)
+    assert not seg.prior_floored
+    assert not seg.adopt_prior(0.05, strength=100)  # released: the parent no longer counts
+
+
+def test_a_segment_key_follows_its_parents_re_estimate_in_the_pipeline() -> None:
+    """Through DetectorSet: the model key's first downvote estimate is high (2.4 %, its
+    truth 1.3 %); the tenant key adopts it, and once the model re-estimates, the tenant's
+    floored baseline follows within PRIOR_FOLLOW_EVERY feedback events."""
+    s = load_settings(env={}).detection
+    parent = DetectorSet(s, "model", 1e6)
+    child = DetectorSet(s, "segment", 1e6)
+    rng = np.random.default_rng(2)
+    i = 0
+
+    def feed(ds: DetectorSet, n: int, p: float, parents: tuple[DetectorSet, ...] = ()) -> None:
+        nonlocal i
+        for _ in range(n):
+            i += 1
+            ds.update(_feedback(i, float(i), "t", bool(rng.random() < p)), parents=parents)
+
+    def rate(ds: DetectorSet) -> float:
+        det = ds.detectors["downvote"]
+        assert isinstance(det, AdaptiveBernoulliCusum)
+        return det._parts[0].baseline
+
+    feed(parent, 1500, 0.024)  # a young parent: its first estimate from ~20 downvotes
+    feed(child, 800, 0.014, (parent,))
+    first = rate(child)
+    assert first >= 0.02  # floored at the parent's young estimate (own: ~11 downvotes)
+    feed(parent, 20_000, 0.013)  # its sample quadruples twice: it re-estimates
+    assert rate(parent) < 0.016
+    feed(child, PRIOR_FOLLOW_EVERY + 300, 0.014, (parent,))
+    assert rate(child) < 0.8 * first
+    assert rate(child) >= rate(parent)
 
 
 def test_harm_categories_take_their_own_categorys_prior() -> None:
