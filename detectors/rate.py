@@ -290,7 +290,8 @@ class BernoulliCusum(Detector[bool]):
             if not self.prior_floored or abs(rate - old) <= PRIOR_FOLLOW_TOLERANCE * old:
                 return False
             self._prior_k = float(rate) * self._prior_n
-            self._next_cp = self._ref_n
+            if self._next_cp:  # a frozen baseline (max_reference) stays frozen
+                self._next_cp = self._ref_n
             return True
         if self._h:
             return False
