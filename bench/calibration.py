@@ -49,6 +49,8 @@ from detectors.coverage import POOLED, HarmRate
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
 from detectors.rate import BASELINE_CONFIDENCE
 from streams.pipeline import budget
+from streams.pipeline.detectorset import WAVE_SHIFTS, relative_shifts
+from streams.settings import load_settings
 
 WEEK_S = budget.WEEK_S
 BLOCK = 50_000
@@ -180,20 +182,34 @@ def _rate(name: str, p: float, build: Callable[[float], Detector[Any]]) -> Kind:
 
 
 def kinds(rate_scale: float = 1.0) -> list[Kind]:
-    """The detector kinds of the routing plan, at realistic rare rates."""
+    """The detector kinds of the routing plan, at realistic rare rates, with the design
+    grids the pipeline gives them (``streams.pipeline.detectorset.FACTORIES``: prompt
+    injections and harm categories up to 16x, downvotes up to 4x)."""
+    s = load_settings(env={}).detection
+    grid, waves = relative_shifts(s), relative_shifts(s, WAVE_SHIFTS)
     out = [
-        _rate("downvote", p, lambda a: AdaptiveDownvoteSpike(arl0=a, warmup=300))
+        _rate(
+            "downvote",
+            p,
+            lambda a: AdaptiveDownvoteSpike(arl0=a, warmup=300, relative_shifts=grid),
+        )
         for p in (0.01, 0.03)
     ]
     out += [
-        _rate("injection", p, lambda a: AdaptivePromptInjectionRate(arl0=a, warmup=1000))
+        _rate(
+            "injection",
+            p,
+            lambda a: AdaptivePromptInjectionRate(arl0=a, warmup=1000, relative_shifts=waves),
+        )
         for p in (0.001, 0.003, 0.01)
     ]
     out.append(
         Kind(
             "harm (4 categories + pooled)",
             13,
-            lambda a: HarmRate(max_categories=12, pooled=True, arl0=a / 13, warmup=1000),
+            lambda a: HarmRate(
+                max_categories=12, pooled=True, arl0=a / 13, warmup=1000, relative_shifts=waves
+            ),
             _harm(1.0),
             _harm(2.0),
             _harm_feed,
