@@ -4,6 +4,10 @@ The broker is the project's own :class:`streams.devtools.broker.LocalBroker` (Ma
 KRaft, Java 17) on free loopback ports with a temporary data directory. Set
 ``SENTINEL_TEST_BROKER=host:port`` to run the integration tests against an existing
 broker instead.
+
+A few tests skip when a tool they drive is missing (openssl, Chromium, Go); CI provides
+them all and sets ``SENTINEL_NO_SKIPS=1``, which turns any such skip into a failure, so CI
+runs everything the skips guard.
 """
 
 from __future__ import annotations
@@ -89,3 +93,14 @@ def per_test_settings(broker_url: str, tmp_path: Path, prefix: str, **extra: obj
 def service_settings(kafka_broker: KafkaBroker, tmp_path: Path, unique_name: str) -> Settings:
     """Service settings pointing at the session broker, with per-test topics and app id."""
     return per_test_settings(kafka_broker.url, tmp_path, f"t{unique_name}")
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Iterator[None]:
+    """With ``SENTINEL_NO_SKIPS=1`` (CI), a skipped test is reported as failed."""
+    outcome = yield
+    report = outcome.get_result()  # type: ignore[attr-defined]
+    expected_failure = hasattr(report, "wasxfail")  # xfail reports as skipped: not a skip
+    if report.skipped and not expected_failure and os.environ.get("SENTINEL_NO_SKIPS") == "1":
+        report.outcome = "failed"
+        report.longrepr = f"skipped under SENTINEL_NO_SKIPS=1: {report.longrepr}"
