@@ -460,10 +460,7 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return _adaptive(ds, features, WAVE_SHIFTS) | {
-        "max_categories": s.max_harm_categories,
-        "pooled": True,
-    }
+    return _wave(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
 
 
 def _finish(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
