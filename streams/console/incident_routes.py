@@ -201,23 +201,25 @@ class IncidentRoutes:
             except LookupError:
                 return None
 
+    def _evidence_of(self, events: list[IncidentEvent]) -> dict[str, Any]:
+        """The evidence (audit rows, series, plot) of an incident as of its latest event,
+        computed once per event and shared by the evidence fragment and the plot: an
+        update that arrives between the two computes it again instead of losing the plot."""
+        key = events[-1].event_id
+        with self._evidence_lock:
+            cache = self._evidence_cache
+            if key not in cache:
+                cache.clear() if len(cache) > _EVIDENCE_CACHE else None
+                cache[key] = self.console.evidence(events)
+            return cache[key]
+
     async def evidence(self, request: Request, session: Session) -> Response:
         incident_id = request.path_params["incident_id"]
         events = self._history(incident_id)
         if events is None:
             return self.web.error(request, session, 404, f"unknown incident {incident_id}")
-        cache_key = events[-1].event_id
-
-        def compute() -> dict[str, Any]:
-            with self._evidence_lock:
-                cache = self._evidence_cache
-                if cache_key not in cache:
-                    cache.clear() if len(cache) > _EVIDENCE_CACHE else None
-                    cache[cache_key] = self.console.evidence(events)
-                return cache[cache_key]
-
         try:
-            found = await asyncio.to_thread(compute)
+            found = await asyncio.to_thread(self._evidence_of, events)
         except Exception as exc:  # the rest of the page stays usable
             found = {"error": f"{type(exc).__name__}: {exc}"}
         return self.web.render(request, "evidence.html", session, ev=events[-1], **found)
@@ -226,13 +228,13 @@ class IncidentRoutes:
         events = self._history(request.path_params["incident_id"])
         if events is None:
             return PlainTextResponse("unknown incident", status_code=404)
-        found = await asyncio.to_thread(lambda: self._evidence_cache.get(events[-1].event_id))
-        png = found.get("png") if found else None
+        try:
+            found = await asyncio.to_thread(self._evidence_of, events)
+        except Exception as exc:
+            return PlainTextResponse(f"no plot: {type(exc).__name__}: {exc}", status_code=503)
+        png = found.get("png")
         if png is None:
-            return PlainTextResponse(
-                "no plot yet: open the incident page first (it computes the evidence)",
-                status_code=404,
-            )
+            return PlainTextResponse("no plot: the evidence has no series", status_code=404)
         return Response(png, media_type="image/png")
 
     async def postmortem(self, request: Request, session: Session) -> Response:
