@@ -141,11 +141,30 @@ class Probe:
             d = float(np.max(np.abs(d_all)))
             out |= {"shift_sd": d}
             delay = gaussian_cusum_delay(d, arl0)
-        minutes = (end - start) / 60.0
         out["delay_events"] = delay
-        out["delay_minutes"] = delay / n_during * minutes if math.isfinite(delay) else None
+        out["delay_minutes"] = _minutes_at(np.sort(t[during]), delay, start)
         out["catchable"] = bool(math.isfinite(delay) and delay < n_during)
         return out
+
+
+def _minutes_at(times: np.ndarray, delay: float, start: float) -> float | None:
+    """Event-time minutes from ``start`` to the oracle's ``delay``-th observation among
+    ``times`` (the window's observations, sorted; interpolated between neighbours).
+
+    The measured delay is the event time of the pipeline's first trigger, so the oracle's
+    delay is read off the same traffic. Converting it at the window's average rate instead
+    overstated every ratio of an injection that began on the daily cycle's rising flank
+    (the benchmark's injections start between 06:00 and 12:00, when traffic rises toward
+    its 16:00 peak). Beyond the window it is extrapolated at the window's average rate.
+    """
+    if not math.isfinite(delay) or times.size == 0:
+        return None
+    last = times.size - 1
+    if delay - 1 <= last:
+        at = float(np.interp(max(delay - 1.0, 0.0), np.arange(times.size), times))
+        return (at - start) / 60.0
+    per_event = (times[last] - start) / times.size
+    return (times[last] - start + (delay - 1 - last) * per_event) / 60.0
 
 
 def gaussian_cusum_delay(d: float, arl0: float) -> float:
