@@ -49,7 +49,7 @@ from detectors.coverage import POOLED, HarmRate
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
 from detectors.rate import BASELINE_CONFIDENCE
 from streams.pipeline import budget
-from streams.pipeline.detectorset import WAVE_SHIFTS, relative_shifts
+from streams.pipeline.detectorset import SCORE_DESIGNS, WAVE_SHIFTS, relative_shifts
 from streams.settings import load_settings
 
 WEEK_S = budget.WEEK_S
@@ -184,7 +184,8 @@ def _rate(name: str, p: float, build: Callable[[float], Detector[Any]]) -> Kind:
 def kinds(rate_scale: float = 1.0) -> list[Kind]:
     """The detector kinds of the routing plan, at realistic rare rates, with the design
     grids the pipeline gives them (``streams.pipeline.detectorset.FACTORIES``: prompt
-    injections and harm categories up to 16x, downvotes up to 4x)."""
+    injections and harm categories up to 16x, downvotes up to 4x, score charts for 0.5, 1
+    and 2 sd)."""
     s = load_settings(env={}).detection
     grid, waves = relative_shifts(s), relative_shifts(s, WAVE_SHIFTS)
     out = [
@@ -226,7 +227,11 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
                 label,
                 3,
                 lambda a, conf=conf: ConfidenceShift(  # type: ignore[misc]
-                    arl0=a / 3, shift=0.5, reference_size=1000, baseline_confidence=conf
+                    arl0=a / 3,
+                    shift=0.5,
+                    designs=SCORE_DESIGNS,
+                    reference_size=1000,
+                    baseline_confidence=conf,
                 ),
                 _confidence(0.0),
                 _confidence(0.5),

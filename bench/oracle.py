@@ -163,8 +163,8 @@ def _minutes_at(times: np.ndarray, delay: float, start: float) -> float | None:
     if delay - 1 <= last:
         at = float(np.interp(max(delay - 1.0, 0.0), np.arange(times.size), times))
         return (at - start) / 60.0
-    per_event = (times[last] - start) / times.size
-    return (times[last] - start + (delay - 1 - last) * per_event) / 60.0
+    span = float(times[last]) - start
+    return (span + (delay - 1 - last) * span / times.size) / 60.0
 
 
 def gaussian_cusum_delay(d: float, arl0: float) -> float:

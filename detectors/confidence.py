@@ -10,7 +10,12 @@ tests share the false-alarm budget equally (false-alarm rates add, so each runs 
   deviations. Scores are bounded and skewed, so no Gaussian formula is used: each
   increment is rounded to a grid of ``resolution`` standard deviations and the threshold
   is the exact Markov-chain value for the empirical reference distribution of the
-  rounded increments (:func:`detectors.arl.lattice_threshold`).
+  rounded increments (:func:`detectors.arl.lattice_threshold`). With several ``designs``
+  each direction runs one such CUSUM per design shift (``shift`` times each multiple),
+  in parallel, splitting that direction's share of the budget among them, as the
+  adaptive rates do (:class:`detectors.adaptive_rate.AdaptiveBernoulliCusum`): a chart
+  for half a standard deviation reacts to a shift of 1.5 at about 0.55 of the optimal
+  speed, a chart for 1 or 2 at about 0.9.
 * distribution: a windowed two-sample KS test against the reference, calibrated as the
   drift detectors are (``alpha = stride / (3 * arl0)``, see :mod:`detectors.windowed`); it
   catches changes of shape (bimodality, spread) that leave the mean alone.
@@ -43,6 +48,10 @@ class ConfidenceShift(Detector[float]):
         Target expected number of events between false alarms (all three tests).
     shift
         Smallest mean shift worth catching, in reference standard deviations.
+    designs
+        The design shifts of each direction's parallel CUSUMs, as multiples of ``shift``
+        (ascending, the first 1). Each runs at ``len(designs)`` times its direction's
+        ARL0, so the direction keeps its share of the budget (false-alarm rates add).
     reference_size
         The first ``reference_size`` scores form the reference (no alarms meanwhile).
     window, stride
@@ -76,6 +85,7 @@ class ConfidenceShift(Detector[float]):
         self,
         arl0: float = DEFAULT_ARL0,
         shift: float = 0.5,
+        designs: tuple[float, ...] = (1.0,),
         reference_size: int = 1000,
         window: int = 200,
         stride: int | None = None,
@@ -87,12 +97,19 @@ class ConfidenceShift(Detector[float]):
         self.baseline_confidence = baseline_confidence
         self.arl0 = arl0
         self.shift = shift
+        self.designs = tuple(float(m) for m in designs)
         self.reference_size = reference_size
         self.window = window
         self.stride = stride
         self.resolution = resolution
         if shift <= 0 or not 0 < self._res <= shift / 2:
             raise ValueError("need shift > 0 and 0 < resolution <= shift / 2")
+        if (
+            not self.designs
+            or self.designs[0] != 1.0
+            or any(b <= a for a, b in zip(self.designs, self.designs[1:], strict=False))
+        ):
+            raise ValueError(f"designs must ascend from 1.0, got {designs}")
         self._reset()
 
     @property
@@ -111,41 +128,32 @@ class ConfidenceShift(Detector[float]):
         self._ref: list[float] = []
         self._mu = 0.0
         self._sigma = 1.0
-        self._kq = 0  # reference value k in grid units
-        self._h_up = 0  # thresholds in grid units; 0 while collecting the reference
-        self._h_down = 0
-        self._s_up = 0
-        self._s_down = 0
-        self._start_up = 0
-        self._start_down = 0
-        self._sum_up = 0.0
-        self._sum_down = 0.0
-        # Episodes (see ``excess``): shadow CUSUMs per direction that do not restart at an
-        # alarm and are capped at the threshold; [stat, start, sum, alarmed by the CUSUM].
+        m = len(self.designs)
+        self._kq = [0] * m  # reference value k of each design, in grid units
+        # Per direction (up, down) and design: thresholds in grid units (empty while
+        # collecting the reference), statistics, change-point estimates, sums since them.
+        self._h: list[list[int]] = []
+        self._s = [[0] * m, [0] * m]
+        self._start = [[0] * m, [0] * m]
+        self._sum = [[0.0] * m, [0.0] * m]
+        # Episodes (see ``excess``): shadow CUSUMs of the smallest design per direction
+        # that do not restart at an alarm and are capped at its threshold; [stat, start,
+        # sum, alarmed by any design's CUSUM].
         self._ep_up: list[Any] = [0, 0, 0.0, False]
         self._ep_down: list[Any] = [0, 0, 0.0, False]
-        # The rounded reference increments per direction ([offset, pmf...], up then down),
-        # kept so a new ARL0 re-derives the thresholds without the reference window.
+        # The smallest design's rounded reference increments per direction ([offset,
+        # pmf...], up then down), kept so a new ARL0 re-derives the thresholds without the
+        # reference window; a larger design's increments are the same, offset by its k.
         self._pmf: list[list[float]] = []
 
-    _KEYS: ClassVar[tuple[str, ...]] = (
-        "n",
-        "ref",
-        "mu",
-        "sigma",
-        "kq",
-        "h_up",
-        "h_down",
-        "s_up",
-        "s_down",
-        "start_up",
-        "start_down",
-        "sum_up",
-        "sum_down",
-    )
+    _KEYS: ClassVar[tuple[str, ...]] = ("n", "mu", "sigma")
+    _PER_DESIGN: ClassVar[tuple[str, ...]] = ("h", "s", "start", "sum")
 
     def get_state(self) -> JsonState:
         state = {key: getattr(self, "_" + key) for key in self._KEYS}
+        for key in self._PER_DESIGN:
+            state[key] = [list(side) for side in getattr(self, "_" + key)]
+        state["kq"] = list(self._kq)
         state["ep_up"], state["ep_down"] = list(self._ep_up), list(self._ep_down)
         state["ref"] = list(self._ref)
         state["dist"] = self._dist.get_state()
@@ -153,8 +161,26 @@ class ConfidenceShift(Detector[float]):
         return state
 
     def set_state(self, state: JsonState) -> None:
+        if "h_up" in state:  # saved before designs: one design, scalars per direction
+            h = [[state["h_up"]], [state["h_down"]]] if state["h_up"] else []
+            state = {
+                **state,
+                "kq": [state["kq"]],
+                "h": h,
+                **{
+                    key: [[state[f"{key}_up"]], [state[f"{key}_down"]]]
+                    for key in ("s", "start", "sum")
+                },
+            }
+        if len(state["kq"]) != len(self.designs):
+            raise ValueError(
+                f"state has {len(state['kq'])} design(s), the detector {len(self.designs)}"
+            )
         for key in self._KEYS:
             setattr(self, "_" + key, state[key])
+        for key in self._PER_DESIGN:
+            setattr(self, "_" + key, [list(side) for side in state[key]])
+        self._kq = list(state["kq"])
         self._ref = list(state["ref"])
         self._dist.set_state(state["dist"])
         self._pmf = [list(p) for p in state.get("pmf", [])]  # absent: saved before retargets
@@ -168,15 +194,18 @@ class ConfidenceShift(Detector[float]):
         distribution test runs at the new alpha."""
         self.arl0 = arl0
         self._dist.set_arl0(arl0 * _N_TESTS)
-        if self._h_up and len(self._pmf) == 2:
-            hs = (self._h_up, self._h_down)
-            self._h_up, self._h_down = (
-                self._solve(p, max(1, h)) for p, h in zip(self._pmf, hs, strict=True)
-            )
+        if self._h and len(self._pmf) == 2:
+            self._h = [
+                [self._solve(side, j, max(1, h)) for j, h in enumerate(hs)]
+                for side, hs in enumerate(self._h)
+            ]
 
-    def _solve(self, stored: list[float], guess: int) -> int:
-        lo, pmf = int(stored[0]), np.asarray(stored[1:], dtype=np.float64)
-        return lattice_threshold(pmf, lo, self.arl0 * _N_TESTS, guess)
+    def _solve(self, side: int, design: int, guess: int) -> int:
+        """Threshold of one direction's CUSUM for one design, at that design's ARL0."""
+        stored = self._pmf[side]
+        lo = int(stored[0]) + self._kq[0] - self._kq[design]
+        pmf = np.asarray(stored[1:], dtype=np.float64)
+        return lattice_threshold(pmf, lo, self.arl0 * _N_TESTS * len(self.designs), guess)
 
     @property
     def learning(self) -> bool:
@@ -184,14 +213,15 @@ class ConfidenceShift(Detector[float]):
 
     @property
     def statistic(self) -> float:
-        """Largest of the three statistics, each divided by its threshold (alarm at 1)."""
-        if not self._h_up:
+        """Largest of the statistics, each divided by its threshold (alarm at 1)."""
+        if not self._h:
             return 0.0
-        return max(
-            self._s_up / self._h_up,
-            self._s_down / self._h_down,
-            self._dist.statistic / self._dist.threshold,
+        mean = max(
+            s / h
+            for ss, hs in zip(self._s, self._h, strict=True)
+            for s, h in zip(ss, hs, strict=True)
         )
+        return max(mean, self._dist.statistic / self._dist.threshold)
 
     @property
     def threshold(self) -> float:
@@ -201,63 +231,53 @@ class ConfidenceShift(Detector[float]):
         ref = np.asarray(self._ref)
         self._mu = float(ref.mean())
         self._sigma = max(float(ref.std(ddof=1)), 1e-9)
-        self._kq = max(1, round(self.shift / 2 / self._res))
+        self._kq = [max(1, round(m * self.shift / 2 / self._res)) for m in self.designs]
         z = (ref - self._mu) / self._sigma
         # The mean's upper confidence bound towards each alarm, in standard deviations:
         # rounding z + margin onto the grid moves the increments' mean by the margin.
         margin = NormalDist().inv_cdf(self.baseline_confidence) / math.sqrt(ref.size)
-        # Wald/Siegmund-style start for the search: h ~ ln(2 k^2 arl0) / (2 k).
-        k = self._kq * self._res
-        guess = max(1, int(math.log(2 * k * k * self.arl0 * _N_TESTS + 1) / (2 * k) / self._res))
         self._pmf = []
         for sign in (1, -1):
-            inc = np.rint((sign * z + margin) / self._res).astype(np.int64) - self._kq
+            inc = np.rint((sign * z + margin) / self._res).astype(np.int64) - self._kq[0]
             lo = int(inc.min())
             pmf = np.bincount(inc - lo).astype(np.float64) / inc.size
             self._pmf.append([float(lo), *pmf.tolist()])
-            h = lattice_threshold(pmf, lo, self.arl0 * _N_TESTS, guess)
-            if sign == 1:
-                self._h_up = h
-            else:
-                self._h_down = h
+        self._h = [
+            [self._solve(side, j, self._guess(j)) for j in range(len(self.designs))]
+            for side in (0, 1)
+        ]
         self._ref = []
-        self._start_up = self._start_down = self._n
+        self._start = [[self._n] * len(self.designs) for _ in (0, 1)]
         self._ep_up = [0, self._n, 0.0, False]
         self._ep_down = [0, self._n, 0.0, False]
+
+    def _guess(self, design: int) -> int:
+        """Wald/Siegmund-style start for a threshold search: h ~ ln(2 k^2 arl0) / (2 k)."""
+        k = self._kq[design] * self._res
+        arl0 = self.arl0 * _N_TESTS * len(self.designs)
+        return max(1, int(math.log(2 * k * k * arl0 + 1) / (2 * k) / self._res))
 
     def update(self, x: float) -> Signal | None:
         n = self._n
         self._n = n + 1
         dist_signal = self._dist.update({"confidence": x})
-        if not self._h_up:
+        if not self._h:
             self._ref.append(float(x))
             if self._n == self.reference_size:
                 self._calibrate()
             return None
         zq = round((x - self._mu) / self._sigma / self._res)
-        self._episode(self._ep_up, zq - self._kq, self._h_up, x, n)
-        self._episode(self._ep_down, -zq - self._kq, self._h_down, x, n)
+        kq0, h = self._kq[0], self._h
+        self._episode(self._ep_up, zq - kq0, h[0][0], x, n)
+        self._episode(self._ep_down, -zq - kq0, h[1][0], x, n)
         signals: list[Signal] = []
-        s = self._s_up + zq - self._kq
-        if s <= 0:
-            self._s_up, self._start_up, self._sum_up = 0, n + 1, 0.0
-        else:
-            self._s_up, self._sum_up = s, self._sum_up + x
-            if s >= self._h_up:
-                signals.append(self._mean_signal(n, s, self._h_up, self._start_up, Direction.UP))
-                self._ep_up[3] = True
-                self._s_up, self._start_up, self._sum_up = 0, n + 1, 0.0
-        s = self._s_down - zq - self._kq
-        if s <= 0:
-            self._s_down, self._start_down, self._sum_down = 0, n + 1, 0.0
-        else:
-            self._s_down, self._sum_down = s, self._sum_down + x
-            if s >= self._h_down:
-                signals.append(
-                    self._mean_signal(n, s, self._h_down, self._start_down, Direction.DOWN)
-                )
-                self._ep_down[3] = True
-                self._s_down, self._start_down, self._sum_down = 0, n + 1, 0.0
+        for side, (z, ep, direction) in enumerate(
+            ((zq, self._ep_up, Direction.UP), (-zq, self._ep_down, Direction.DOWN))
+        ):
+            fired = self._step(side, z, x, n, direction)
+            if fired:
+                ep[3] = True
+                signals.append(max(fired, key=lambda sig: sig.statistic / sig.threshold))
         if dist_signal is not None:
             signals.append(
                 dist_signal.model_copy(
@@ -278,6 +298,23 @@ class ConfidenceShift(Detector[float]):
             details[f"also:{other.direction.value}:{other.feature or 'mean'}"] = other.effect_size
         return first.model_copy(update={"details": details})
 
+    def _step(self, side: int, z: int, x: float, n: int, direction: Direction) -> list[Signal]:
+        """One observation into one direction's CUSUMs (``z``: the rounded standardised
+        score, signed towards that direction's alarm); the signals of those that fired,
+        each restarted (the designs do not reset each other)."""
+        ss, hs, starts, sums = self._s[side], self._h[side], self._start[side], self._sum[side]
+        fired: list[Signal] = []
+        for j, kq in enumerate(self._kq):
+            s = ss[j] + z - kq
+            if s <= 0:
+                ss[j], starts[j], sums[j] = 0, n + 1, 0.0
+                continue
+            ss[j], sums[j] = s, sums[j] + x
+            if s >= hs[j]:
+                fired.append(self._mean_signal(n, side, j, direction))
+                ss[j], starts[j], sums[j] = 0, n + 1, 0.0
+        return fired
+
     @staticmethod
     def _episode(ep: list[Any], inc: int, h: int, x: float, n: int) -> None:
         e = ep[0] + inc
@@ -295,7 +332,7 @@ class ConfidenceShift(Detector[float]):
         n x shift of the mean (in score units, positive in that direction), ``surprise`` =
         n x d^2 / 2 with d the shift in reference standard deviations
         (Gaussian log-likelihood ratio)."""
-        if not self._h_up:
+        if not self._h:
             return None
         up = direction is Direction.UP
         ep = self._ep_up if up else self._ep_down
@@ -312,15 +349,15 @@ class ConfidenceShift(Detector[float]):
             alarmed=bool(ep[3]),
         )
 
-    def _mean_signal(self, n: int, s: int, h: int, start: int, direction: Direction) -> Signal:
+    def _mean_signal(self, n: int, side: int, design: int, direction: Direction) -> Signal:
+        start = self._start[side][design]
         m = n - start + 1
-        total = self._sum_up if direction is Direction.UP else self._sum_down
-        observed = total / m
+        observed = self._sum[side][design] / m
         return Signal(
             detector=type(self).__name__,
             kind=self.kind,
-            statistic=s * self._res,
-            threshold=h * self._res,
+            statistic=self._s[side][design] * self._res,
+            threshold=self._h[side][design] * self._res,
             baseline=self._mu,
             observed=observed,
             effect_size=(observed - self._mu) / self._sigma,
@@ -329,12 +366,17 @@ class ConfidenceShift(Detector[float]):
             last_index=n,
             n_observations=m,
             feature="mean",
-            details={"sigma": self._sigma, "arl0": float(self.arl0)},
+            details={
+                "sigma": self._sigma,
+                "arl0": float(self.arl0),
+                "design_sd": self.designs[design] * self.shift,
+            },
         )
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [{"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}]
+        base = {"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}
+        return [base, base | {"designs": (1.0, 2.0, 4.0)}]
 
     @classmethod
     def _conformance_stream(cls, seed: int, n: int) -> list[Any]:

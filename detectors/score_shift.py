@@ -99,15 +99,14 @@ class _ScoreShift(ConfidenceShift):
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [
-            {
-                "metric": "judge/score",
-                "arl0": 500.0,
-                "reference_size": 200,
-                "window": 50,
-                "stride": 10,
-            }
-        ]
+        base = {
+            "metric": "judge/score",
+            "arl0": 500.0,
+            "reference_size": 200,
+            "window": 50,
+            "stride": 10,
+        }
+        return [base, base | {"designs": (1.0, 2.0, 4.0)}]
 
 
 class GroundednessShift(_ScoreShift):

@@ -487,12 +487,20 @@ def _eval_rate(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     }
 
 
+SCORE_DESIGNS: Final = (1.0, 2.0, 4.0)
+"""Design shifts of the score charts' parallel mean CUSUMs, in units of
+``confidence_shift_sd``: with the default 0.5 sd, 0.5, 1 and 2 sd. A confidence drop or
+a judge-score drop is often one or two standard deviations, where a chart for half of
+one alarms at half the optimal speed; the split costs a few percent at 0.5 sd."""
+
+
 def _eval_score(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     return {
         "metric": _metric(features),
         "arl0": ds.arl0 * s.evaluation_fraction,
         "shift": s.confidence_shift_sd,
+        "designs": SCORE_DESIGNS,
         "reference_size": s.evaluation_warmup_events,
     }
 
@@ -508,7 +516,12 @@ def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 
 def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return {"arl0": ds.arl0, "shift": s.confidence_shift_sd, "reference_size": s.warmup_events}
+    return {
+        "arl0": ds.arl0,
+        "shift": s.confidence_shift_sd,
+        "designs": SCORE_DESIGNS,
+        "reference_size": s.warmup_events,
+    }
 
 
 FACTORIES: Final[dict[str, _Factory]] = {

@@ -97,14 +97,16 @@ def test_embedding_drift_detects_shift() -> None:
     assert 3000 <= signals[0].last_index <= 3000 + 400
 
 
-def test_confidence_false_alarms_within_factor_two() -> None:
-    """Three tests share arl0; the mean CUSUMs are exact for the empirical reference, the
-    remaining error comes from estimating the reference from 1000 scores."""
+@pytest.mark.parametrize("designs", [(1.0,), (1.0, 2.0, 4.0)])
+def test_confidence_false_alarms_within_factor_two(designs: tuple[float, ...]) -> None:
+    """Three tests share arl0 (each direction splits its share over its designs); the
+    mean CUSUMs are exact for the empirical reference, the remaining error comes from
+    estimating the reference from 1000 scores."""
     rng = np.random.default_rng(6)
     arl0 = 2000.0
     alarms, events = 0, 0
     for _ in range(4):
-        det = ConfidenceShift(arl0=arl0)
+        det = ConfidenceShift(arl0=arl0, designs=designs)
         xs = [float(v) for v in rng.beta(8.0, 2.0, 31_000)]
         alarms += len(det.update_many(xs))
         events += 30_000
@@ -125,6 +127,50 @@ def test_confidence_mean_shift_both_directions(delta: float, direction: Directio
         delays.append(signals[0].last_index - 1000 + 1)
     # Siegmund: h ~ 19 sd at 3e5 for k = 0.25, delay ~ (h + 1.166) / (0.5 - 0.25) ~ 80.
     assert np.median(delays) <= 120
+
+
+def test_designs_for_larger_shifts_catch_a_large_shift_sooner() -> None:
+    """A chart for 0.5 sd reacts to a 1.5 sd drop at about half the optimal speed; with
+    designs for 1 and 2 sd beside it (each at three times the ARL0) the same streams alarm
+    sooner, and a 0.5 sd drop costs the split little."""
+    rng = np.random.default_rng(11)
+    delays: dict[tuple[float, tuple[float, ...]], list[int]] = {}
+    for _ in range(20):
+        ref = [float(v) for v in rng.normal(0.7, 0.1, 1000)]
+        for delta in (1.5, 0.5):
+            after = [float(v) for v in rng.normal(0.7 - delta * 0.1, 0.1, 3000)]
+            for designs in ((1.0,), (1.0, 2.0, 4.0)):
+                det = ConfidenceShift(arl0=1e5, designs=designs)
+                assert det.update_many(ref) == []
+                signals = det.update_many(after)
+                assert signals
+                assert signals[0].direction is Direction.DOWN
+                delays.setdefault((delta, designs), []).append(signals[0].last_index - 999)
+    one, three = (1.0,), (1.0, 2.0, 4.0)
+    assert np.mean(delays[1.5, three]) <= 0.8 * np.mean(delays[1.5, one])
+    assert np.mean(delays[0.5, three]) <= 1.1 * np.mean(delays[0.5, one])
+
+
+def test_state_saved_before_designs_restores_as_one_design() -> None:
+    """State of the earlier layout (scalars per direction) continues where it stopped."""
+    rng = np.random.default_rng(12)
+    xs = [float(v) for v in rng.normal(0.7, 0.1, 1500)]
+    det = ConfidenceShift(arl0=1e4, reference_size=500)
+    det.update_many(xs[:1200])
+    state = det.get_state()
+    old = {k: v for k, v in state.items() if k not in ("kq", "h", "s", "start", "sum")}
+    old["kq"] = state["kq"][0]
+    for key in ("h", "s", "start", "sum"):
+        old[f"{key}_up"], old[f"{key}_down"] = state[key][0][0], state[key][1][0]
+    restored = ConfidenceShift(arl0=1e4, reference_size=500)
+    restored.set_state(old)
+    assert restored.get_state() == state
+    tail = [x - 0.05 for x in xs[1200:]]
+    assert restored.update_many(tail) == det.update_many(tail)
+    with pytest.raises(ValueError, match="design"):
+        ConfidenceShift(arl0=1e4, reference_size=500, designs=(1.0, 2.0)).set_state(old)
+    with pytest.raises(ValueError, match="designs"):
+        ConfidenceShift(designs=(2.0, 4.0))
 
 
 def test_confidence_shape_change_caught_by_distribution_test() -> None:

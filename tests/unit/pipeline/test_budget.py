@@ -152,9 +152,9 @@ def test_every_rate_chart_and_drift_test_can_be_retargeted() -> None:
     conf = ConfidenceShift(arl0=1e4, reference_size=200)
     for x in rng.normal(0.8, 0.1, 300):
         conf.update(float(x))
-    h = conf.get_state()["h_up"]
+    h = conf.get_state()["h"][0][0]
     conf.set_arl0(1e6)
-    assert conf.get_state()["h_up"] > h
+    assert conf.get_state()["h"][0][0] > h
     drift = NumericDrift(features=("a",), arl0=1e4, reference_size=200, window=50)
     drift.set_arl0(1e6)
     assert drift.alpha == pytest.approx(drift._stride / 1e6)
