@@ -883,8 +883,9 @@ def print_oracle(
         "oracle: expected delay of the CUSUM designed for the true change (measured in the\n"
         "  scope's events) at the ARL0 one test of that detector had at the scope's key when\n"
         "  the injection began (ARL0, in that test's observations); 'oracle misses' =\n"
-        "  its expected delay exceeds the events of the 3 h window. Minutes = events / the\n"
-        "  scope's event rate in the window. ratio = measured delay / oracle delay.\n"
+        "  its expected delay exceeds the events of the 3 h window. Minutes = event time\n"
+        "  of the window's observation at the oracle's delay (its own traffic, so a daily\n"
+        "  cycle weighs both alike). ratio = measured delay / oracle delay, in minutes.\n"
     )
     return per_type
 
