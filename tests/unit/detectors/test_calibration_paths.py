@@ -63,9 +63,9 @@ def test_the_mean_charts_allow_for_the_estimated_reference_mean() -> None:
 
     margin = 1.645 / np.sqrt(ref.size)
     for direction in (0, 1):
-        moved = mean(charts[0.95]._pmf[direction]) - mean(charts[0.5]._pmf[direction])
+        moved = mean(charts[0.95]._chart.pmf[direction]) - mean(charts[0.5]._chart.pmf[direction])
         assert moved == pytest.approx(margin, abs=0.01)
-    assert charts[0.95]._h[0][0] > charts[0.5]._h[0][0]  # up
-    assert charts[0.95]._h[1][0] > charts[0.5]._h[1][0]  # down
+    assert charts[0.95]._chart.h[0][0] > charts[0.5]._chart.h[0][0]  # up
+    assert charts[0.95]._chart.h[1][0] > charts[0.5]._chart.h[1][0]  # down
     with pytest.raises(ValueError, match="baseline_confidence"):
         ConfidenceShift(baseline_confidence=0.4)

@@ -158,8 +158,9 @@ def test_state_saved_before_designs_restores_as_one_design() -> None:
     det = ConfidenceShift(arl0=1e4, reference_size=500)
     det.update_many(xs[:1200])
     state = det.get_state()
-    old = {k: v for k, v in state.items() if k not in ("kq", "h", "s", "start", "sum")}
+    old = {k: v for k, v in state.items() if k not in ("kq", "h", "s", "start", "sum", "ep")}
     old["kq"] = state["kq"][0]
+    old["ep_up"], old["ep_down"] = state["ep"]
     for key in ("h", "s", "start", "sum"):
         old[f"{key}_up"], old[f"{key}_down"] = state[key][0][0], state[key][1][0]
     restored = ConfidenceShift(arl0=1e4, reference_size=500)
