@@ -184,7 +184,7 @@ class ConfidenceShift(Detector[float]):
         of the distribution's shape is read as its usual failure, a drop); see
         :meth:`MeanChart.excess`."""
         up = Direction.UP if direction is Direction.UP else Direction.DOWN
-        return self._chart.excess(up, self._n, self._chart.mu)
+        return self._chart.excess(up, self._n)
 
     def _mean_signal(self, n: int, fired: Fired) -> Signal:
         chart = self._chart

@@ -20,6 +20,8 @@ from typing import Any, ClassVar
 import numpy as np
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, JsonState, Signal, SignalKind
+from detectors.mean_chart import Fired, MeanChart, normal_score, normal_scores
+from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
 from detectors.windowed import WindowedDrift
 
@@ -50,12 +52,24 @@ def _ks_results(
 
 
 class NumericDrift(WindowedDrift[Mapping[str, float]]):
-    """Distribution drift of numeric input features (two-sample KS per feature, Holm).
+    """Distribution drift of numeric input features (two-sample KS per feature, Holm), and
+    with ``designs`` mean shifts of each feature (CUSUMs, far sooner than a window test).
 
     ``update(x)`` takes a mapping feature -> value with every name in ``features``.
-    Signal: ``feature`` = most significant feature, ``effect_size`` = its KS distance
-    ``D`` (0..1), ``baseline``/``observed`` = its reference/window means, ``p_value``
-    Bonferroni-adjusted, ``details`` = p-values of every feature Holm rejects.
+    Signal of the window test: ``feature`` = most significant feature, ``effect_size`` = its
+    KS distance ``D`` (0..1), ``baseline``/``observed`` = its reference/window means,
+    ``p_value`` Bonferroni-adjusted, ``details`` = p-values of every feature Holm rejects.
+
+    ``designs`` (multiples of ``shift``, in reference standard deviations; none by
+    default): each feature also gets up and down mean CUSUMs on its *normal scores*
+    against the reference (:class:`detectors.mean_chart.MeanChart`, as the score charts
+    of :mod:`detectors.score_shift`): a KS window needs a good part of its 200 values
+    past a shift before it rejects at a strict alpha, a CUSUM designed near the shift a
+    few dozen. The window test then spends half of ``arl0`` and the ``2 x features``
+    directions the other half. Signal of a mean test: ``direction`` UP or DOWN, ``feature``
+    the feature, ``baseline``/``observed`` the mean normal score of the reference and since
+    the change-point estimate, ``effect_size`` their difference in standard deviations,
+    ``details["test"]`` = 1 (a mean test).
     """
 
     def __init__(
@@ -65,20 +79,106 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         reference_size: int = 1000,
         window: int = 200,
         stride: int | None = None,
+        shift: float = 0.5,
+        designs: tuple[float, ...] = (),
     ) -> None:
         self.features = features
+        self.shift = shift
+        self.designs = tuple(float(m) for m in designs)
         super().__init__(arl0, reference_size, window, stride)
+
+    @property
+    def _window_share(self) -> float:
+        return 2.0 if self.designs else 1.0
+
+    @property
+    def _direction_arl0(self) -> float:
+        """Each mean test direction's ARL0: half the budget over ``2 x features``."""
+        return self.arl0 * 2.0 * 2 * len(self.features)
+
+    def _reset(self) -> None:
+        super()._reset()
+        self._charts = [
+            MeanChart(self.shift, self.designs, self.shift / 4, BASELINE_CONFIDENCE)
+            for _ in self.features
+            if self.designs
+        ]
+        self._cols: list[list[float]] = []
+
+    def get_state(self) -> JsonState:
+        state = super().get_state()
+        if self._charts:
+            state["charts"] = [c.get_state() for c in self._charts]
+        return state
+
+    def set_state(self, state: JsonState) -> None:
+        super().set_state(state)
+        for chart, st in zip(self._charts, state.get("charts", []), strict=False):
+            chart.set_state(st)
+
+    def set_arl0(self, arl0: float) -> None:
+        super().set_arl0(arl0)
+        for chart in self._charts:
+            chart.retarget(self._direction_arl0)
+
+    @property
+    def statistic(self) -> float:
+        """The window test's ``-log10 p``, or a mean test's statistic / threshold in the
+        same units when that is higher (alarm at ``threshold`` either way)."""
+        ratio = max((c.ratio for c in self._charts), default=0.0)
+        return max(super().statistic, ratio * self.threshold)
 
     def _restore(self) -> None:
         cols = self._fitted.get("sorted")
         self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
+        self._cols = [list(c) for c in cols] if cols and self._charts else []
 
     def _row(self, x: Mapping[str, float]) -> list[Any]:
         return [float(x[f]) for f in self.features]
 
     def _fit(self, ref: list[list[Any]]) -> JsonState:
         arr = np.sort(np.asarray(ref, dtype=np.float64), axis=0)
+        for j, chart in enumerate(self._charts):
+            scores = normal_scores(arr[:, j], arr[:, j])
+            chart.fit(scores, self.reference_size, self._direction_arl0)
         return {"sorted": arr.T.tolist()}
+
+    def _push(self, n: int, row: list[Any]) -> Signal | None:
+        window_signal = super()._push(n, row)
+        if not self._cols:
+            return window_signal
+        best: tuple[int, Fired] | None = None
+        for j, chart in enumerate(self._charts):
+            for fired in chart.update(normal_score(self._cols[j], row[j]), n):
+                if best is None or fired.statistic / fired.threshold > (
+                    best[1].statistic / best[1].threshold
+                ):
+                    best = (j, fired)
+        if best is None:
+            return window_signal
+        signal = self._mean_signal(n, *best)
+        if window_signal is not None:
+            details = {**signal.details, "also:window": window_signal.effect_size}
+            signal = signal.model_copy(update={"details": details})
+        return signal
+
+    def _mean_signal(self, n: int, j: int, fired: Fired) -> Signal:
+        chart = self._charts[j]
+        return Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=fired.statistic,
+            threshold=fired.threshold,
+            baseline=chart.mu,
+            observed=fired.observed,
+            effect_size=(fired.observed - chart.mu) / chart.sigma,
+            direction=fired.direction,
+            first_index=fired.start,
+            last_index=n,
+            n_observations=n - fired.start + 1,
+            feature=self.features[j],
+            details={"test": 1.0, "design_sd": fired.design_sd, "arl0": float(self.arl0)},
+        )
 
     def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
         assert self._ref_sorted is not None
@@ -86,10 +186,9 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [
-            {"features": ("a", "b"), "arl0": 500.0, "reference_size": 200, "window": 50,
-             "stride": 10}
-        ]  # fmt: skip
+        base = {"features": ("a", "b"), "arl0": 500.0, "reference_size": 200, "window": 50,
+                "stride": 10}  # fmt: skip
+        return [base, base | {"designs": (1.0, 2.0, 4.0)}]
 
     @classmethod
     def _conformance_stream(cls, seed: int, n: int) -> list[Any]:

@@ -27,18 +27,40 @@ from __future__ import annotations
 
 import itertools
 import math
+from bisect import bisect_left, bisect_right
+from collections.abc import Sequence
 from dataclasses import dataclass
 from statistics import NormalDist
 from typing import Any
 
 import numpy as np
+from scipy.special import ndtri
 
 from detectors.arl import lattice_threshold
 from detectors.base import Direction, Excess, JsonState
 
-__all__ = ["Fired", "MeanChart"]
+__all__ = ["Fired", "MeanChart", "normal_score", "normal_scores"]
 
 _DIRECTIONS = (Direction.UP, Direction.DOWN)
+
+
+def normal_score(reference: Sequence[float], x: float) -> float:
+    """``Phi^-1(F(x))``, ``F`` the mid-rank empirical distribution of the sorted
+    ``reference`` (clipped to ``[1/2n, 1 - 1/2n]``): under no change the scores are standard
+    normal whatever the scale and shape of the values, so a chart on them is scale-free
+    and its exact lattice calibration well conditioned."""
+    n = len(reference)
+    rank = (bisect_left(reference, x) + bisect_right(reference, x)) / 2.0
+    return float(ndtri(min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)))
+
+
+def normal_scores(
+    reference: np.ndarray[Any, Any], xs: np.ndarray[Any, Any]
+) -> np.ndarray[Any, Any]:
+    """:func:`normal_score` of every value in ``xs`` against the sorted ``reference``."""
+    n = reference.size
+    rank = (np.searchsorted(reference, xs, "left") + np.searchsorted(reference, xs, "right")) / 2.0
+    return np.asarray(ndtri(np.clip(rank / n, 0.5 / n, 1.0 - 0.5 / n)), dtype=np.float64)
 
 
 @dataclass(frozen=True)
@@ -50,16 +72,15 @@ class Fired:
     statistic: float  # in standard deviations
     threshold: float
     start: int  # change-point estimate: the first observation of the excursion
-    observed: float  # mean of the summed values since ``start``
+    observed: float  # mean of the charted values since ``start``
 
 
 class MeanChart:
     """Up and down mean CUSUMs for several design shifts (not a detector: a part of one).
 
     ``fit(reference, n, arl0)`` estimates the reference and solves the thresholds;
-    ``update(x, n, raw)`` charts one value (``raw``, summed for ``Fired.observed``, is
-    ``x`` unless the owner charts a transform of its value); ``excess`` reads the smallest
-    design's episode per direction. ``arl0`` is each direction's.
+    ``update(x, n)`` charts one value; ``excess`` reads the smallest design's episode per
+    direction. ``arl0`` is each direction's.
     """
 
     def __init__(
@@ -81,7 +102,7 @@ class MeanChart:
         self.sigma = 1.0
         self.kq = [0] * m  # reference value k of each design, in grid units
         # Per direction (up, down) and design: thresholds in grid units (empty until
-        # fitted), statistics, change-point estimates, sums of the raw values since them.
+        # fitted), statistics, change-point estimates, sums of the values since them.
         self.h: list[list[int]] = []
         self.s = [[0] * m, [0] * m]
         self.start = [[0] * m, [0] * m]
@@ -184,10 +205,10 @@ class MeanChart:
             for s, h in zip(ss, hs, strict=True)
         )
 
-    def update(self, x: float, n: int, raw: float | None = None) -> list[Fired]:
+    def update(self, x: float, n: int) -> list[Fired]:
         """Chart value ``x`` (observation ``n``); the alarms it raised, at most one per
         direction. Every design that fired restarts (the designs do not reset each other)."""
-        raw = x if raw is None else raw
+        raw = x
         zq = round((x - self.mu) / self.sigma / self.resolution)
         fired: list[Fired] = []
         for side, z in ((0, zq), (1, -zq)):
@@ -229,9 +250,9 @@ class MeanChart:
         ep[0] = min(e, h)
         ep[2] += raw
 
-    def excess(self, direction: Direction, n: int, baseline: float) -> Excess | None:
+    def excess(self, direction: Direction, n: int) -> Excess | None:
         """The smallest design's episode in ``direction`` (``n``: observations so far,
-        ``baseline``: the reference mean of the summed values): ``excess`` = episode
+        the baseline is the reference mean): ``excess`` = episode
         length x shift of the mean (positive in that direction), ``surprise`` = length x
         d^2 / 2 with d the shift in reference standard deviations (Gaussian
         log-likelihood ratio)."""
@@ -240,6 +261,7 @@ class MeanChart:
         up = direction is Direction.UP
         ep = self.ep[0 if up else 1]
         m = n - int(ep[1])
+        baseline = self.mu
         observed = float(ep[2]) / m if m else baseline
         shift = (observed - baseline) if up else (baseline - observed)
         d = shift / self.sigma

@@ -16,14 +16,13 @@ in ``feature`` so that the incident identity includes it.
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right
 from typing import Any, ClassVar
 
 import numpy as np
-from scipy.special import ndtri
 
 from detectors.base import Direction, JsonState, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
+from detectors.mean_chart import normal_score
 
 __all__ = ["EvaluationScoreShift", "GroundednessShift", "LatencyShift", "TokenShift"]
 
@@ -69,11 +68,7 @@ class _ScoreShift(ConfidenceShift):
         self._sorted = list(state["sorted"])
 
     def _normal_score(self, x: float) -> float:
-        ref = self._sorted
-        n = len(ref)
-        rank = (bisect_left(ref, x) + bisect_right(ref, x)) / 2.0
-        p = min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)
-        return float(ndtri(p))
+        return normal_score(self._sorted, x)
 
     def update(self, x: float) -> Signal | None:
         value = self._transform(x)

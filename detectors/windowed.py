@@ -81,8 +81,14 @@ class WindowedDrift(Detector[X], Generic[X]):
 
     @property
     def alpha(self) -> float:
-        """Family-wise false-alarm probability per test time: ``stride / arl0``."""
-        return self._stride / self.arl0
+        """Family-wise false-alarm probability per test time: ``stride / arl0`` (the
+        window test's share of ``arl0`` when a subclass runs other tests beside it)."""
+        return self._stride / (self.arl0 * self._window_share)
+
+    @property
+    def _window_share(self) -> float:
+        """``1 / `` the share of the false-alarm budget the window test spends."""
+        return 1.0
 
     def _reset(self) -> None:
         self._n = 0

@@ -104,7 +104,13 @@ class DetectionSettings(BaseModel):
     downvote_max_rating: int = Field(
         default=2, ge=1, le=4, description="A rating at or below this counts as a downvote."
     )
-    confidence_shift_sd: float = Field(default=0.5, gt=0)
+    confidence_shift_sd: float = Field(
+        default=0.5,
+        gt=0,
+        description="Smallest mean shift worth catching, in reference standard deviations, "
+        "of a score (confidence, groundedness, judge scores, latency, tokens) or a numeric "
+        "input feature; their mean charts also run designs for 2x and 4x it.",
+    )
     groundedness_cutoff: float = Field(
         default=0.5,
         gt=0,

@@ -458,6 +458,15 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     return kwargs | ({"features": features} if features else {})
 
 
+def _numeric(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    """Numeric input features: the window test and each feature's mean CUSUMs, designed
+    as the score charts are (:data:`SCORE_DESIGNS`)."""
+    return _window(ds, features) | {
+        "shift": ds.settings.confidence_shift_sd,
+        "designs": SCORE_DESIGNS,
+    }
+
+
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     return _wave(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
@@ -534,7 +543,7 @@ FACTORIES: Final[dict[str, _Factory]] = {
     # mean up, mean down, distribution
     "confidence": _Factory("confidence_shift", _confidence, lambda _: 3),
     "label_mix": _Factory("label_mix_drift", _window),
-    "numeric": _Factory("numeric_drift", _window),
+    "numeric": _Factory("numeric_drift", _numeric),
     "categorical": _Factory("categorical_drift", _window),
     "embedding": _Factory("embedding_drift", _window),
     # groundedness below the cutoff; its distribution (mean down, mean up, shape)
