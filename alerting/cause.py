@@ -225,10 +225,12 @@ def _localized(best: Cut, shown: tuple[Cut, ...]) -> Localization:
 
 
 def _lift(ex: Excess) -> float:
-    """Relative shift of an episode: excess per observation over the baseline's size."""
+    """Relative shift of an episode: excess per observation over its scale (the
+    baseline's size, or the reference standard deviation of a mean shift)."""
     if ex.n <= 0:
         return 0.0
-    return ex.excess / ex.n / max(abs(ex.baseline), 1e-9)
+    scale = ex.scale if ex.scale is not None else max(abs(ex.baseline), 1e-9)
+    return ex.excess / ex.n / scale
 
 
 def family_of(incident_type: str) -> str:

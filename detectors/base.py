@@ -118,6 +118,13 @@ class Excess(BaseModel):
         description="The detector alarmed during the episode and the episode's statistic "
         "has not returned to zero since: the change persists."
     )
+    scale: float | None = Field(
+        default=None,
+        gt=0.0,
+        description="The unit of a relative shift (the lift that localization compares "
+        "across cuts): the baseline's size when None (rates), the reference standard "
+        "deviation for mean shifts (a standardised score's baseline sits near zero).",
+    )
 
 
 class Detector(abc.ABC, Generic[X]):
@@ -167,7 +174,7 @@ class Detector(abc.ABC, Generic[X]):
     ) -> Excess | None:
         """The current episode's excess of the quantity a signal flagged (its ``feature``,
         e.g. a category, and its ``direction``), or ``None`` when the detector has no such
-        notion (drift tests) or is still learning. Read-only: never changes the state."""
+        notion (window tests) or is still learning. Read-only: never changes the state."""
         return None
 
     @property

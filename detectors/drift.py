@@ -19,7 +19,15 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import DEFAULT_ARL0, Detector, Direction, JsonState, Signal, SignalKind
+from detectors.base import (
+    DEFAULT_ARL0,
+    Detector,
+    Direction,
+    Excess,
+    JsonState,
+    Signal,
+    SignalKind,
+)
 from detectors.mean_chart import Fired, MeanChart, normal_score, normal_scores
 from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
@@ -161,6 +169,17 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
             details = {**signal.details, "also:window": window_signal.effect_size}
             signal = signal.model_copy(update={"details": details})
         return signal
+
+    def excess(
+        self, feature: str | None = None, direction: Direction = Direction.UP
+    ) -> Excess | None:
+        """The mean shift of ``feature``'s current episode in ``direction`` (UP, else
+        down), in normal scores (:meth:`MeanChart.excess`); None without mean tests. A
+        window test's signal has no direction: localization reads it as a drop."""
+        if not self._charts or feature not in self.features:
+            return None
+        up = Direction.UP if direction is Direction.UP else Direction.DOWN
+        return self._charts[self.features.index(feature)].excess(up, self._n)
 
     def _mean_signal(self, n: int, j: int, fired: Fired) -> Signal:
         chart = self._charts[j]

@@ -255,7 +255,7 @@ class MeanChart:
         the baseline is the reference mean): ``excess`` = episode
         length x shift of the mean (positive in that direction), ``surprise`` = length x
         d^2 / 2 with d the shift in reference standard deviations (Gaussian
-        log-likelihood ratio)."""
+        log-likelihood ratio), ``scale`` = the reference standard deviation."""
         if not self.h:
             return None
         up = direction is Direction.UP
@@ -272,4 +272,5 @@ class MeanChart:
             excess=m * shift,
             surprise=m * d * d / 2 if shift > 0 else 0.0,
             alarmed=bool(ep[3]),
+            scale=self.sigma,
         )
