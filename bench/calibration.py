@@ -184,8 +184,8 @@ def _rate(name: str, p: float, build: Callable[[float], Detector[Any]]) -> Kind:
 def kinds(rate_scale: float = 1.0) -> list[Kind]:
     """The detector kinds of the routing plan, at realistic rare rates, with the design
     grids the pipeline gives them (``streams.pipeline.detectorset.FACTORIES``: prompt
-    injections and harm categories up to 16x, downvotes up to 4x, score charts for 0.5, 1
-    and 2 sd)."""
+    injections and harm categories up to 16x, downvotes up to 4x, score charts and numeric
+    drift's mean charts for 0.5, 1 and 2 sd)."""
     s = load_settings(env={}).detection
     grid, waves = relative_shifts(s), relative_shifts(s, WAVE_SHIFTS)
     out = [
@@ -242,7 +242,12 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
             )
         )
     for name, cls, gen, kw in (
-        ("drift numeric", NumericDrift, _numeric, {"features": ("a", "b", "c")}),
+        (
+            "drift numeric",
+            NumericDrift,
+            _numeric,
+            {"features": ("a", "b", "c"), "shift": 0.5, "designs": SCORE_DESIGNS},
+        ),
         ("drift categorical", CategoricalDrift, _categorical, {"features": ("locale",)}),
         ("drift label_mix", LabelMixDrift, _labels, {}),
         ("drift embedding", EmbeddingDrift, _embedding, {}),
