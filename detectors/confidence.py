@@ -183,30 +183,11 @@ class ConfidenceShift(Detector[float]):
         """The mean shift of the current episode in ``direction`` (UP, else down: a change
         of the distribution's shape is read as its usual failure, a drop); see
         :meth:`MeanChart.excess`."""
-        up = Direction.UP if direction is Direction.UP else Direction.DOWN
-        return self._chart.excess(up, self._n)
+        return self._chart.excess(direction, self._n)
 
     def _mean_signal(self, n: int, fired: Fired) -> Signal:
-        chart = self._chart
-        return Signal(
-            detector=type(self).__name__,
-            kind=self.kind,
-            statistic=fired.statistic,
-            threshold=fired.threshold,
-            baseline=chart.mu,
-            observed=fired.observed,
-            effect_size=(fired.observed - chart.mu) / chart.sigma,
-            direction=fired.direction,
-            first_index=fired.start,
-            last_index=n,
-            n_observations=n - fired.start + 1,
-            feature="mean",
-            details={
-                "sigma": chart.sigma,
-                "arl0": float(self.arl0),
-                "design_sd": fired.design_sd,
-            },
-        )
+        name, arl0 = type(self).__name__, float(self.arl0)
+        return self._chart.signal(name, self.kind, n, fired, "mean", {"arl0": arl0})
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:

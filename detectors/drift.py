@@ -19,15 +19,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import (
-    DEFAULT_ARL0,
-    Detector,
-    Direction,
-    Excess,
-    JsonState,
-    Signal,
-    SignalKind,
-)
+from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.mean_chart import Fired, MeanChart, normal_score, normal_scores
 from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
@@ -178,26 +170,12 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         window test's signal has no direction: localization reads it as a drop."""
         if not self._charts or feature not in self.features:
             return None
-        up = Direction.UP if direction is Direction.UP else Direction.DOWN
-        return self._charts[self.features.index(feature)].excess(up, self._n)
+        return self._charts[self.features.index(feature)].excess(direction, self._n)
 
     def _mean_signal(self, n: int, j: int, fired: Fired) -> Signal:
-        chart = self._charts[j]
-        return Signal(
-            detector=type(self).__name__,
-            kind=self.kind,
-            statistic=fired.statistic,
-            threshold=fired.threshold,
-            baseline=chart.mu,
-            observed=fired.observed,
-            effect_size=(fired.observed - chart.mu) / chart.sigma,
-            direction=fired.direction,
-            first_index=fired.start,
-            last_index=n,
-            n_observations=n - fired.start + 1,
-            feature=self.features[j],
-            details={"test": 1.0, "design_sd": fired.design_sd, "arl0": float(self.arl0)},
-        )
+        details = {"test": 1.0, "arl0": float(self.arl0)}
+        name, feature = type(self).__name__, self.features[j]
+        return self._charts[j].signal(name, self.kind, n, fired, feature, details)
 
     def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
         assert self._ref_sorted is not None

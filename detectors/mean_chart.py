@@ -37,7 +37,7 @@ import numpy as np
 from scipy.special import ndtri
 
 from detectors.arl import lattice_threshold
-from detectors.base import Direction, Excess, JsonState
+from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
 
 __all__ = ["Fired", "MeanChart", "normal_score", "normal_scores"]
 
@@ -250,9 +250,38 @@ class MeanChart:
         ep[0] = min(e, h)
         ep[2] += raw
 
+    def signal(
+        self,
+        detector: str,
+        kind: SignalKind,
+        n: int,
+        fired: Fired,
+        feature: str,
+        details: dict[str, float],
+    ) -> Signal:
+        """The signal of an alarm (``n``: its observation): ``statistic``/``threshold`` in
+        standard deviations, ``baseline`` the reference mean, ``observed`` the mean since
+        the change-point estimate (``first_index``), ``effect_size`` their difference in
+        reference standard deviations (Cohen's d)."""
+        return Signal(
+            detector=detector,
+            kind=kind,
+            statistic=fired.statistic,
+            threshold=fired.threshold,
+            baseline=self.mu,
+            observed=fired.observed,
+            effect_size=(fired.observed - self.mu) / self.sigma,
+            direction=fired.direction,
+            first_index=fired.start,
+            last_index=n,
+            n_observations=n - fired.start + 1,
+            feature=feature,
+            details={"sigma": self.sigma, "design_sd": fired.design_sd, **details},
+        )
+
     def excess(self, direction: Direction, n: int) -> Excess | None:
-        """The smallest design's episode in ``direction`` (``n``: observations so far,
-        the baseline is the reference mean): ``excess`` = episode
+        """The smallest design's episode in ``direction`` (UP, else down; ``n``:
+        observations so far; the baseline is the reference mean): ``excess`` = episode
         length x shift of the mean (positive in that direction), ``surprise`` = length x
         d^2 / 2 with d the shift in reference standard deviations (Gaussian
         log-likelihood ratio), ``scale`` = the reference standard deviation."""
