@@ -1,6 +1,6 @@
 """Where the harm, injection and guardrail detectors' delay goes, detector by detector (issue 13).
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/delay_parts.py [--seeds N]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/delay_parts.py [--seeds N] [--only means|rates]
 
 bench/quality.py measures the whole pipeline's delay against the oracle CUSUM (exact, knows
 ``p0 -> p1``, at one test's ARL0). This script takes the pipeline out: it feeds each
@@ -18,6 +18,10 @@ median delay in observations for variants that each remove one cause:
 
 Delays are in the detector's own observations (outputs for harm, inputs for injection,
 guardrail evaluations for guardrail); a delay beyond ``--post`` observations counts as ``--post``.
+
+First, the mean charts: confidence and numeric drift on drops of 0.5-2 standard
+deviations, as the pipeline builds them and as they were before stop 28 (one design of
+0.5 sd; the window test alone), against the Gaussian CUSUM for the true shift.
 """
 
 from __future__ import annotations
@@ -35,12 +39,19 @@ sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from bench.oracle import gaussian_cusum_delay  # noqa: E402
 from detectors.adaptive_rate import AdaptiveBernoulliCusum, AdaptivePromptInjectionRate  # noqa: E402
 from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
+from detectors.confidence import ConfidenceShift  # noqa: E402
 from detectors.coverage import GuardrailBlockRate, HarmRate  # noqa: E402
+from detectors.drift import NumericDrift  # noqa: E402
 from detectors.rate import BernoulliCusum  # noqa: E402
-from streams.pipeline.detectorset import WAVE_SHIFTS, relative_shifts  # noqa: E402
+from streams.pipeline.detectorset import (  # noqa: E402
+    SCORE_DESIGNS,
+    WAVE_SHIFTS,
+    relative_shifts,
+)
 from streams.settings import load_settings  # noqa: E402
 
 
@@ -71,6 +82,79 @@ def _delays(
     return statistics.fmean(out), statistics.median(out)
 
 
+def _mean_delay(
+    make: Callable[[], Detector[Any]],
+    feed: Callable[[np.ndarray], Any],
+    shift: float,
+    seeds: int,
+    post: int,
+) -> tuple[float, float]:
+    """Mean and median observations from a drop of ``shift`` standard deviations (after
+    the detector's reference of 1,000 values) to its first alarm."""
+    out = []
+    for seed in range(seeds):
+        rng = np.random.default_rng([seed, 13])
+        det = make()
+        hit = post
+        z = rng.normal(0.0, 1.0, (1000 + post, 2))
+        z[1000:, 1] -= shift  # the second value drops: the score, drift's feature b
+        for i, x in enumerate(z):
+            if det.update(feed(x)) is not None and i >= 1000:
+                hit = i - 1000 + 1
+                break
+        out.append(hit)
+    return statistics.fmean(out), statistics.median(out)
+
+
+def _mean_shifts(arl0: float, seeds: int, post: int) -> None:
+    """Score charts (confidence: 0.7 + 0.1 z) and numeric drift (feature b of two) on a
+    drop of 0.5-2 sd, as the pipeline builds them and with the one design (confidence) or
+    the window test (drift) they had before stop 28; oracle = the Gaussian CUSUM for the
+    true shift at one test's ARL0."""
+    print(f"mean shifts: per-test ARL0 {arl0:.3g} observations; {seeds} seeded streams per variant")
+    head = f"{'case':14} {'shift':>6} {'oracle':>7} {'variant':25}"
+    print(f"{head} {'mean':>7} {'median':>7} {'/ oracle':>8}  [observations]")
+
+    def conf(z: np.ndarray) -> float:
+        return 0.7 + 0.1 * float(z[1])
+
+    def drift(z: np.ndarray) -> dict[str, float]:
+        return {"a": float(z[0]), "b": float(z[1])}
+
+    cases: list[tuple[str, Callable[[Any], Any], list[tuple[str, Callable[[], Detector[Any]]]]]] = [
+        (
+            "confidence",
+            conf,
+            [
+                (
+                    "pipeline (0.5, 1, 2 sd)",
+                    lambda: ConfidenceShift(arl0=arl0 / 3, designs=SCORE_DESIGNS),
+                ),
+                ("one design (0.5 sd)", lambda: ConfidenceShift(arl0=arl0 / 3)),
+            ],
+        ),
+        (
+            "numeric drift",
+            drift,
+            [
+                (
+                    "pipeline (mean charts)",
+                    lambda: NumericDrift(("a", "b"), arl0=arl0, designs=SCORE_DESIGNS),
+                ),
+                ("window test only", lambda: NumericDrift(("a", "b"), arl0=arl0)),
+            ],
+        ),
+    ]
+    for name, feed, variants in cases:
+        for shift in (0.5, 1.0, 1.5, 2.0):
+            oracle = gaussian_cusum_delay(shift, arl0)
+            for label, make in variants:
+                mean, med = _mean_delay(make, feed, shift, seeds, post)
+                row = f"{name:14} {shift:6.1f} {oracle:7.1f} {label:25}"
+                print(f"{row} {mean:7.1f} {med:7.1f} {mean / oracle:8.2f}")
+    print()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=12, help="streams per variant")
@@ -81,6 +165,9 @@ def main() -> int:
         default=5e8,
         help="per-test ARL0 in events (default: the order of a busy key's under the weekly "
         "budget; bench/quality.py prints each scope's)",
+    )
+    parser.add_argument(
+        "--only", choices=("means", "rates"), default=None, help="one part of the run"
     )
     args = parser.parse_args()
     s = load_settings(env={}).detection
@@ -172,6 +259,10 @@ def main() -> int:
             ],
         ),
     ]
+    if args.only != "rates":
+        _mean_shifts(arl0, args.seeds, args.post)
+    if args.only == "means":
+        return 0
     print(f"per-test ARL0 {arl0:.3g} observations; {args.seeds} seeded streams per variant")
     print(f"{'case':18} {'variant':28} {'mean':>8} {'median':>8} {'/ oracle':>9}  [observations]")
     for name, p0, p1, pre, case_arl0, variants in cases:
