@@ -69,8 +69,14 @@ def test_input_drift_in_one_locale_is_detected_there_by_default() -> None:
     found = _drift_triggers(settings, obs)
     local = [at for at, scope in found if scope == "locale=de-DE"]
     assert local, found
-    # Before the shift nothing; after it, within 3000 inputs (~450 of the locale's).
-    assert SHIFT_AT <= local[0] < SHIFT_AT + 3000, found
-    assert all(scope in ("", "locale=de-DE") for _, scope in found), found
+    # Before the shift nothing; after it, within 300 inputs (~45 of the locale's: the
+    # mean charts; the window test alone took 468 here).
+    assert SHIFT_AT <= local[0] < SHIFT_AT + 300, found
+    # One incident, named at the locale: the model key's drift is localized there too.
+    assert found == [(local[0], "locale=de-DE")], found
     off = settings.model_copy(update={"segment_drift_min_share": 0.0})
-    assert not [at for at, scope in _drift_triggers(off, obs) if scope == "locale=de-DE"]
+    # Without segment keys only the model sees it, diluted to 0.3 sd: its mean charts
+    # still page, model-wide and later (the window test alone never did).
+    model_only = _drift_triggers(off, obs)
+    assert [scope for _, scope in model_only] == [""], model_only
+    assert model_only[0][0] > local[0]
