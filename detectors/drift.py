@@ -18,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
+from scipy.special import ndtr
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.mean_chart import Fired, MeanChart, normal_score, normal_scores
@@ -67,9 +68,9 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
     past a shift before it rejects at a strict alpha, a CUSUM designed near the shift a
     few dozen. The window test then spends half of ``arl0`` and the ``2 x features``
     directions the other half. Signal of a mean test: ``direction`` UP or DOWN, ``feature``
-    the feature, ``baseline``/``observed`` the mean normal score of the reference and since
-    the change-point estimate, ``effect_size`` their difference in standard deviations,
-    ``details["test"]`` = 1 (a mean test).
+    the feature, ``effect_size`` the shift of the mean normal score since the change-point
+    estimate in standard deviations, ``baseline``/``observed`` in the feature's units (see
+    ``_mean_signal``), ``details["test"]`` = 1 (a mean test).
     """
 
     def __init__(
@@ -173,9 +174,16 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         return self._charts[self.features.index(feature)].excess(direction, self._n)
 
     def _mean_signal(self, n: int, j: int, fired: Fired) -> Signal:
+        """The chart's signal (``effect_size`` in standard deviations of the normal
+        scores), with ``baseline``/``observed`` in the feature's own units: the reference
+        median, and the reference quantile at the mean normal score since the change-point
+        (what a reader can compare with the raw values)."""
         details = {"test": 1.0, "arl0": float(self.arl0)}
         name, feature = type(self).__name__, self.features[j]
-        return self._charts[j].signal(name, self.kind, n, fired, feature, details)
+        signal = self._charts[j].signal(name, self.kind, n, fired, feature, details)
+        col = self._cols[j]
+        raw = np.quantile(col, [0.5, float(ndtr(fired.observed))])
+        return signal.model_copy(update={"baseline": float(raw[0]), "observed": float(raw[1])})
 
     def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
         assert self._ref_sorted is not None

@@ -68,8 +68,14 @@ def test_numeric_drift_mean_tests_catch_a_shift_before_the_window_test() -> None
             det = NumericDrift(features=("a", "b"), arl0=1e6, designs=designs)
             signals = det.update_many(xs)
             assert signals
-            assert signals[0].feature == "b"
-            out.append(signals[0].last_index - 999)
+            first = signals[0]
+            assert first.feature == "b"
+            out.append(first.last_index - 999)
+            if designs:  # a mean test: up, its values in the feature's units
+                assert first.direction is Direction.UP
+                assert first.effect_size > 0.5
+                assert 0.7 < first.baseline < 1.4  # the reference median of lognormal(0, 1)
+                assert first.observed > 1.5 * first.baseline
     mean_tests = delays[1.0, 2.0, 4.0]
     assert np.mean(mean_tests) <= 0.5 * np.mean(delays[()])
     assert max(mean_tests) <= 60
