@@ -63,6 +63,13 @@ def normal_scores(
     return np.asarray(ndtri(np.clip(rank / n, 0.5 / n, 1.0 - 0.5 / n)), dtype=np.float64)
 
 
+def _copied(value: Any) -> Any:
+    """A state value copied: lists (of lists) one level deep, numbers as they are."""
+    if isinstance(value, list):
+        return [list(v) if isinstance(v, list) else v for v in value]
+    return value
+
+
 @dataclass(frozen=True)
 class Fired:
     """One direction's alarm: the design furthest over its threshold on that observation."""
@@ -123,12 +130,7 @@ class MeanChart:
     _KEYS = ("mu", "sigma", "kq", "h", "s", "start", "sum", "ep", "pmf")
 
     def get_state(self) -> JsonState:
-        return {
-            key: [list(v) if isinstance(v, list) else v for v in val]
-            if isinstance(val := getattr(self, key), list)
-            else val
-            for key in self._KEYS
-        }
+        return {key: _copied(getattr(self, key)) for key in self._KEYS}
 
     def set_state(self, state: JsonState) -> None:
         if len(state["kq"]) != len(self.designs):
@@ -136,14 +138,7 @@ class MeanChart:
                 f"state has {len(state['kq'])} design(s), the chart {len(self.designs)}"
             )
         for key in self._KEYS:
-            val = state[key]
-            setattr(
-                self,
-                key,
-                [list(v) if isinstance(v, list) else v for v in val]
-                if isinstance(val, list)
-                else val,
-            )
+            setattr(self, key, _copied(state[key]))
 
     def fit(self, reference: np.ndarray[Any, Any], n: int, arl0: float) -> None:
         """Estimate the reference (``n``: the index of the next observation) and solve
@@ -208,18 +203,17 @@ class MeanChart:
     def update(self, x: float, n: int) -> list[Fired]:
         """Chart value ``x`` (observation ``n``); the alarms it raised, at most one per
         direction. Every design that fired restarts (the designs do not reset each other)."""
-        raw = x
         zq = round((x - self.mu) / self.sigma / self.resolution)
         fired: list[Fired] = []
         for side, z in ((0, zq), (1, -zq)):
-            self._episode(self.ep[side], z - self.kq[0], self.h[side][0], raw, n)
-            best = self._step(side, z, raw, n)
+            self._episode(self.ep[side], z - self.kq[0], self.h[side][0], x, n)
+            best = self._step(side, z, x, n)
             if best is not None:
                 self.ep[side][3] = True
                 fired.append(best)
         return fired
 
-    def _step(self, side: int, z: int, raw: float, n: int) -> Fired | None:
+    def _step(self, side: int, z: int, x: float, n: int) -> Fired | None:
         ss, hs, starts, sums = self.s[side], self.h[side], self.start[side], self.sum[side]
         best: Fired | None = None
         for j, kq in enumerate(self.kq):
@@ -227,7 +221,7 @@ class MeanChart:
             if s <= 0:
                 ss[j], starts[j], sums[j] = 0, n + 1, 0.0
                 continue
-            ss[j], sums[j] = s, sums[j] + raw
+            ss[j], sums[j] = s, sums[j] + x
             if s >= hs[j]:
                 if best is None or s / hs[j] > best.statistic / best.threshold:
                     best = Fired(
@@ -242,13 +236,13 @@ class MeanChart:
         return best
 
     @staticmethod
-    def _episode(ep: list[Any], inc: int, h: int, raw: float, n: int) -> None:
+    def _episode(ep: list[Any], inc: int, h: int, x: float, n: int) -> None:
         e = ep[0] + inc
         if e <= 0:
             ep[:] = [0, n + 1, 0.0, False]
             return
         ep[0] = min(e, h)
-        ep[2] += raw
+        ep[2] += x
 
     def signal(
         self,
