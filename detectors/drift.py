@@ -132,7 +132,7 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
     def _restore(self) -> None:
         cols = self._fitted.get("sorted")
         self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
-        self._cols = [list(c) for c in cols] if cols and self._charts else []
+        self._cols = cols if cols and self._charts else []  # read-only, for bisect
 
     def _row(self, x: Mapping[str, float]) -> list[Any]:
         return [float(x[f]) for f in self.features]

@@ -414,6 +414,18 @@ rate. The two extra parts cost each part ln(5/3) = 0.5 nats of threshold, a few 
 of delay on a doubling."""
 
 
+SCORE_DESIGNS: Final = (1.0, 2.0, 4.0)
+"""Design shifts of every mean chart's parallel CUSUMs (scores and numeric drift), in units of
+``confidence_shift_sd``: with the default 0.5 sd, 0.5, 1 and 2 sd. A confidence drop or
+a judge-score drop is often one or two standard deviations, where a chart for half of
+one alarms at half the optimal speed; the split costs a few percent at 0.5 sd."""
+
+
+def _mean_designs(ds: DetectorSet) -> Kwargs:
+    """The design of every mean chart: ``confidence_shift_sd`` times :data:`SCORE_DESIGNS`."""
+    return {"shift": ds.settings.confidence_shift_sd, "designs": SCORE_DESIGNS}
+
+
 def relative_shifts(
     settings: DetectionSettings, grid: tuple[float, ...] = DESIGN_SHIFTS
 ) -> tuple[float, ...]:
@@ -461,10 +473,7 @@ def _window(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
 def _numeric(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     """Numeric input features: the window test and each feature's mean CUSUMs, designed
     as the score charts are (:data:`SCORE_DESIGNS`)."""
-    return _window(ds, features) | {
-        "shift": ds.settings.confidence_shift_sd,
-        "designs": SCORE_DESIGNS,
-    }
+    return _window(ds, features) | _mean_designs(ds)
 
 
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
@@ -496,22 +505,13 @@ def _eval_rate(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     }
 
 
-SCORE_DESIGNS: Final = (1.0, 2.0, 4.0)
-"""Design shifts of the score charts' parallel mean CUSUMs, in units of
-``confidence_shift_sd``: with the default 0.5 sd, 0.5, 1 and 2 sd. A confidence drop or
-a judge-score drop is often one or two standard deviations, where a chart for half of
-one alarms at half the optimal speed; the split costs a few percent at 0.5 sd."""
-
-
 def _eval_score(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     return {
         "metric": _metric(features),
         "arl0": ds.arl0 * s.evaluation_fraction,
-        "shift": s.confidence_shift_sd,
-        "designs": SCORE_DESIGNS,
         "reference_size": s.evaluation_warmup_events,
-    }
+    } | _mean_designs(ds)
 
 
 def _score(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
@@ -525,12 +525,7 @@ def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 
 def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return {
-        "arl0": ds.arl0,
-        "shift": s.confidence_shift_sd,
-        "designs": SCORE_DESIGNS,
-        "reference_size": s.warmup_events,
-    }
+    return {"arl0": ds.arl0, "reference_size": s.warmup_events} | _mean_designs(ds)
 
 
 FACTORIES: Final[dict[str, _Factory]] = {
