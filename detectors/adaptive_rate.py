@@ -57,6 +57,13 @@ class AdaptiveBernoulliCusum(Detector[bool]):
 
     def _reset(self) -> None:
         self._last_alarm: int | None = None  # index of the observation of the last alarm
+        # Non-events taken while every part rests, not yet applied to the parts (see
+        # ``update``), and how many more may be taken that way.
+        self._idle = 0
+        self._room = 0
+        # A parent's rate at which every part's prior holds (BernoulliCusum.prior_holds):
+        # it holds until a prior changes (an update can only make more priors hold).
+        self._held: float | None = None
         self._parts = [
             BernoulliCusum(
                 p0=self.p0,
@@ -69,34 +76,59 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             )
             for shift in self.relative_shifts
         ]
+        self._settle()
+
+    def _wake(self) -> None:
+        """Apply the non-events taken while resting to every part (O(1) each)."""
+        if self._idle:
+            for d in self._parts:
+                d.rest(self._idle)
+            self._idle = 0
+
+    def _settle(self) -> None:
+        """After the parts changed: how many non-events may be taken as a count, and
+        whether the parts are learning or ready (read for every observation by the
+        pipeline, and unchanged by the non-events counted)."""
+        self._room = min(d.zero_room() for d in self._parts)
+        calibrated = [d.calibrated for d in self._parts]
+        self._learning = not all(calibrated)
+        self._ready = any(calibrated)
+        self._rate = next((d.baseline for d in self._parts if d.calibrated), None)
 
     def set_arl0(self, arl0: float) -> None:
-        """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence."""
+        """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence
+        (a resting part's threshold plays no part in a non-event: no need to wake it)."""
         self.arl0 = arl0
         for d in self._parts:
             d.set_arl0(arl0 * len(self.relative_shifts))
 
     @property
     def learning(self) -> bool:
-        return any(d.learning for d in self._parts)
+        return self._learning
 
     @property
     def alarm_ready(self) -> bool:
-        return any(not d.learning for d in self._parts)
+        return self._ready
 
     def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
         """Each part starts from (or, while floored, follows) the parent's baseline (see
         :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""
-        rate = next((d.baseline for d in parent._parts if d.calibrated), None)
-        if rate is None:
+        rate = parent._rate
+        if rate is None or rate == self._held:
             return False
+        if all(d.prior_holds(rate) for d in self._parts):
+            self._held = rate  # holds until the parts' priors change (``_settle``)
+            return False
+        self._wake()
         adopted = [d.adopt_prior(rate, strength) for d in self._parts]
+        self._held = None
+        self._settle()
         return any(adopted)
 
     @property
     def seen(self) -> int:
         """Observations taken since the last reset (the index of the next one)."""
-        return self._parts[0].seen
+        return self._parts[0].seen + self._idle
 
     @property
     def statistic(self) -> float:
@@ -108,12 +140,16 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return 1.0
 
     def get_state(self) -> JsonState:
+        self._wake()
         return {"parts": [d.get_state() for d in self._parts], "last_alarm": self._last_alarm}
 
     def set_state(self, state: JsonState) -> None:
         for d, st in zip(self._parts, state["parts"], strict=True):
             d.set_state(st)
         self._last_alarm = state.get("last_alarm")  # absent in state of older releases
+        self._idle = 0
+        self._held = None
+        self._settle()
 
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
@@ -126,6 +162,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         fired first: a 16x design that caught the start of a 5x wave drifts back to zero
         during the wave while the smaller designs have not alarmed yet, but the smallest
         design's episode, which began before that alarm, is still up."""
+        self._wake()
         first = self._parts[0].excess()
         if first is None:
             return None
@@ -135,18 +172,30 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return first.model_copy(update={"alarmed": alarmed})
 
     def update(self, x: bool) -> Signal | None:
+        """One observation. A non-event while every part rests (calibrated, CUSUM and
+        episode at zero, no re-estimate due) changes nothing but counters, so it is only
+        counted, and applied to the parts when anything reads them: most observations of a
+        rare rate cost one comparison instead of an update per design."""
+        if not x and self._room:
+            self._idle += 1
+            self._room -= 1
+            return None
+        self._wake()
         fired = [s for d in self._parts if (s := d.update(x)) is not None]
+        self._settle()
         if not fired:
             return None
         self._last_alarm = self.seen - 1
         return self._merge(fired)
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
+        self._wake()
         arr = as_flags(xs)
         by_index: dict[int, list[Signal]] = {}
         for d in self._parts:
             for s in d.update_many(arr):
                 by_index.setdefault(s.last_index, []).append(s)
+        self._settle()
         if by_index:
             self._last_alarm = max(by_index)
         return [self._merge(by_index[i]) for i in sorted(by_index)]

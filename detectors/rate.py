@@ -58,6 +58,8 @@ PRIOR_FOLLOW_TOLERANCE = 0.1
 fraction (:meth:`BernoulliCusum.adopt_prior`); smaller moves would only cost re-estimates."""
 
 _CHUNK = 8192
+_REST_UNBOUNDED = 1 << 62
+""":meth:`BernoulliCusum.zero_room` of a chart whose baseline is frozen or given."""
 EPISODE_CAP_NATS = 5.0
 """The episode statistic is capped at this log-likelihood ratio (nats): while a change
 lasts it stays near the cap; after the change ends it returns to zero (the change is over)
@@ -283,21 +285,28 @@ class BernoulliCusum(Detector[bool]):
         lift understated) for hours. A move of more than :data:`PRIOR_FOLLOW_TOLERANCE`
         re-estimates at the CUSUM's next return to zero (never mid-excursion).
         """
-        if strength <= 0 or not 0.0 < rate < 1.0:
+        if strength <= 0 or not 0.0 < rate < 1.0 or self.prior_holds(rate):
             return False
         if self._prior_n:
-            old = self._prior_k / self._prior_n
-            if not self.prior_floored or abs(rate - old) <= PRIOR_FOLLOW_TOLERANCE * old:
+            if not self.prior_floored:
                 return False
             self._prior_k = float(rate) * self._prior_n
             if self._next_cp:  # a frozen baseline (max_reference) stays frozen
                 self._next_cp = self._ref_n
             return True
-        if self._h:
-            return False
         self._prior_n, self._prior_k = float(strength), float(rate) * strength
         self._learn()
         return True
+
+    def prior_holds(self, rate: float) -> bool:
+        """Whether ``adopt_prior(rate, ...)`` would leave this chart as it is whatever its
+        own counts: it has a prior within :data:`PRIOR_FOLLOW_TOLERANCE` of ``rate``, or
+        it calibrated without one. (Otherwise it may still not move: that depends on
+        :attr:`prior_floored`.)"""
+        if self._prior_n:
+            old = self._prior_k / self._prior_n
+            return abs(rate - old) <= PRIOR_FOLLOW_TOLERANCE * old
+        return bool(self._h)
 
     _STATE_KEYS: ClassVar[tuple[str, ...]] = (
         "n",
@@ -416,6 +425,36 @@ class BernoulliCusum(Detector[bool]):
             else:
                 self._s = s
         return None
+
+    def zero_room(self) -> int:
+        """How many non-events :meth:`rest` may take now: 0 unless the chart is at rest
+        (calibrated, CUSUM and episode at zero), and then as many as come before the
+        next baseline re-estimate. Inside that room a non-event changes only counters:
+        what :meth:`update` would do is known without running it. While warming up, a
+        non-event only joins the reference until the warm-up can end."""
+        if not self._h:
+            can_end = self._ref_k >= self.min_events
+            end = min(self.warmup, self.max_reference) if can_end else self.max_reference
+            return max(0, end - self._ref_n - 1)
+        if self._s or self._e or self._k:
+            return 0
+        if self._start != self._n or self._ep_k or self._ep_alarmed:
+            return 0
+        return max(0, self._next_cp - self._ref_n - 1) if self._next_cp else _REST_UNBOUNDED
+
+    def rest(self, m: int) -> None:
+        """``m`` non-events at once, with :meth:`zero_room` >= ``m`` (checked): exactly
+        the state ``m`` calls of ``update(False)`` leave, in O(1). Each joins the
+        reference; once calibrated, each clears itself (the CUSUM stays at zero) and
+        restarts the episode."""
+        if m <= 0:
+            return
+        if self.zero_room() < m:
+            raise ValueError("rest() beyond the chart's zero_room()")
+        self._n += m
+        self._ref_n += m
+        if self._h:
+            self._start = self._ep_start = self._n
 
     def _episode(self, x: bool, n: int) -> None:
         """Advance the episode's shadow CUSUM by observation ``n`` (calibrated only)."""

@@ -139,3 +139,57 @@ def test_adaptive_variant_is_robust_to_the_shift_size() -> None:
         np.random.default_rng(12).random(1_000_000) < p0
     )
     assert 1_000_000 / len(fa) >= 2000.0 / 1.1
+
+
+@pytest.mark.parametrize(("seed", "prior"), [(1, True), (2, True), (3, False), (4, False)])
+def test_resting_non_events_are_counted_exactly(seed: int, prior: bool) -> None:
+    """An adaptive CUSUM counts the non-events its resting parts take instead of
+    updating them; every signal and every state it shows must equal that of its parts
+    fed one observation at a time, through warm-up (alone, or from a prior that follows
+    a moving parent), re-estimates, retargets, changes of rate and alarms."""
+    rng = np.random.default_rng(seed)
+    shifts = (0.5, 1.0, 3.0)
+    lazy = AdaptiveBernoulliCusum(
+        relative_shifts=shifts, arl0=2_000.0, warmup=200, max_reference=20_000
+    )
+    plain = [
+        BernoulliCusum(relative_shift=r, arl0=6_000.0, warmup=200, max_reference=20_000)
+        for r in shifts
+    ]
+    parents = [AdaptiveBernoulliCusum(p0=p0, relative_shifts=shifts) for p0 in (0.02, 0.027)]
+    # Without a prior, warm-up ends at 200 observations, often on a non-event.
+    rates = [0.02 if prior else 0.15, 0.02, 0.06, 0.02, 0.01, 0.2, 0.02]
+    signals_lazy: list[tuple[int, float]] = []
+    signals_plain: list[tuple[int, float]] = []
+    idled = 0
+    for block, p in enumerate(rates):
+        if block == 3:
+            for d in plain:
+                d.set_arl0(3 * 4_000.0)
+            lazy.set_arl0(4_000.0)
+        xs = rng.random(6_000) < p
+        for i, x in enumerate(xs):
+            if prior and i % 500 == 0:  # the parent's baseline moves by 35 % every 1,000
+                parent = parents[(i // 500) % 2]
+                rate = parent._parts[0].baseline
+                a = lazy.adopt_prior(parent, 300.0)
+                b = [d.adopt_prior(rate, 300.0) for d in plain]
+                assert a == any(b)
+            idled += bool(lazy._room) and not x
+            s = lazy.update(bool(x))
+            if s is not None:
+                signals_lazy.append((s.last_index, s.statistic))
+            fired = [q for d in plain if (q := d.update(bool(x))) is not None]
+            if fired:
+                top = max(fired, key=lambda q: q.statistic / q.threshold)
+                signals_plain.append((top.last_index, top.statistic))
+            if i % 977 == 0:
+                ex = lazy.excess()
+                first = plain[0].excess()
+                assert (ex is None) == (first is None)
+                if ex is not None and first is not None:
+                    assert (ex.n, ex.excess) == (first.n, first.excess)
+        assert lazy.get_state()["parts"] == [d.get_state() for d in plain]
+    assert signals_lazy == signals_plain
+    assert len(signals_lazy) >= 3  # the 3x and 10x rates alarm
+    assert idled > 5_000  # resting is common even at a 2 % rate
