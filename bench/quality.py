@@ -74,9 +74,10 @@ import numpy as np  # noqa: E402
 
 from alerting.model import IncidentEvent, Labels  # noqa: E402
 from bench.oracle import GOAL_DELAY_RATIO, Probe, oracle_arl0, oracle_kinds  # noqa: E402
+from detectors.coverage import POOLED  # noqa: E402
 from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
-from streams.pipeline.detectorset import per_detector_arl0  # noqa: E402
+from streams.pipeline.detectorset import DetectorSet, per_detector_arl0  # noqa: E402
 from streams.pipeline.keys import key_id  # noqa: E402
 from streams.pipeline.replay import Pipeline, replay_lines  # noqa: E402
 from streams.settings import Settings, load_settings  # noqa: E402
@@ -630,6 +631,48 @@ def _scope_needles(scope: Mapping[str, str]) -> list[str]:
     return out
 
 
+WATCHED_BY: Final[Mapping[str, tuple[str, ...]]] = {
+    "toxicity_spike": ("harm",),
+    "harm_spike": ("harm",),
+    "prompt_injection_wave": ("injection",),
+    "downvote_spike": ("downvote",),
+    "hallucination_wave": ("hallucination", "groundedness"),
+    "guardrail_block_spike": ("guardrail",),
+    "confidence_drop": ("confidence",),
+    "judge_score_drop": ("eval_score",),
+    "input_drift": ("numeric", "categorical", "embedding"),
+}
+"""The detector kinds (``streams.pipeline.detectorset.FACTORIES``) that watch each
+injection type at its scope's key."""
+
+
+def readiness(ds: DetectorSet | None, kind: str, category: str | None) -> str:
+    """Whether the scope key's detectors of an injection type could alarm when it began:
+    ``ready`` (one of them has its baseline), ``learning`` (they exist, none has),
+    ``absent`` (none built yet: the key or that data had not been seen) or ``n/a`` (a
+    type no single detector kind watches). A harm test is judged by its category's part,
+    a toxicity spike by the pooled test (what the oracle watches). Young keys are where
+    the misses are (docs/validation.md, "Stop 29")."""
+    kinds = WATCHED_BY.get(kind)
+    if kinds is None:
+        return "n/a"
+    part = {"harm_spike": category, "toxicity_spike": POOLED}.get(kind)
+    dets = [
+        d
+        for name, d in (ds.detectors.items() if ds is not None else ())
+        if name.split(":")[0] in kinds
+    ]
+    if not dets:
+        return "absent"
+    for det in dets:
+        if part is not None:
+            if det.excess(part) is not None:
+                return "ready"
+        elif not det.learning or getattr(det, "alarm_ready", False):
+            return "ready"
+    return "learning"
+
+
 def run_job(job: Job) -> dict[str, Any]:
     """Simulate and replay one scenario; return triggers, ground truth and scope times."""
     began, cpu = time.perf_counter(), time.process_time()
@@ -648,6 +691,7 @@ def run_job(job: Job) -> dict[str, Any]:
     if len(truth) == 1:
         start = _parse_time(truth[0]["start"]).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
     key_arl0: list[float | None] = [None]
+    at_start: list[str] = ["n/a"]
 
     def feed() -> Iterator[bytes]:
         for line in sim.lines():
@@ -658,6 +702,8 @@ def run_job(job: Job) -> dict[str, Any]:
                 scope_ts.append(line[i : i + 23])  # drop the "Z": numpy wants naive
                 if start and scope_key and key_arl0[0] is None and scope_ts[-1] >= start:
                     key_arl0[0] = pipeline.detect.live_sets.key_arl0(scope_key)
+                    live = pipeline.detect.live_sets.live.get(scope_key)
+                    at_start[0] = readiness(live, job.kind, category)
             if needles:
                 probe.feed(line, in_scope)
             yield line.encode()
@@ -677,6 +723,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "seconds": time.perf_counter() - began,
         "cpu_seconds": time.process_time() - cpu,
         "oracle": _oracle(job.kind, probe, truth, settings, key_arl0[0]),
+        "at_start": at_start[0],
     }
 
 
@@ -735,11 +782,12 @@ def print_details(
     print("Per injection (start/delay in event time; level = key of the first matching trigger):")
     header = (
         f"{'type':<22} {'scope':<32} {'strength':>8} {'start':>6} {'detected':>8} "
-        f"{'level':<13} {'delay [min]':>11} {'delay [events]':>14} {'trig match/all':>14}"
+        f"{'level':<13} {'delay [min]':>11} {'delay [events]':>14} {'trig match/all':>14} "
+        f"{'at start':<8}"
     )
     print(header)
     print("-" * len(header))
-    for kind, sc, _, _ in scores:
+    for kind, sc, _, r in scores:
         for inj in sc.injections:
             i = inj.injection
             scope = ",".join(f"{k}={v}" for k, v in i.scope.items())
@@ -748,9 +796,12 @@ def print_details(
                 f"{kind:<22} {scope:<32} {_f(i.strength, '8.3g')} {start_h:5.1f}h "
                 f"{'yes' if inj.detected else 'NO':>8} {inj.first_level():<13} "
                 f"{_f(inj.delay_minutes, '11.1f')} {_f(inj.delay_events, '14d'):>14} "
-                f"{sum(sc.matched):>6}/{len(sc.matched):<7}"
+                f"{sum(sc.matched):>6}/{len(sc.matched):<7} {r.get('at_start', 'n/a'):<8}"
             )
-    print()
+    print(
+        "at start: the scope key's detectors of that type when the injection began (ready:\n"
+        "  one had its baseline; learning: none had; absent: none built yet)\n"
+    )
 
 
 def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
@@ -832,6 +883,7 @@ def print_oracle(
     print(header)
     print("-" * len(header))
     per_type: dict[str, dict[str, Any]] = {}
+    by_start: dict[bool, list[bool]] = {True: [], False: []}  # ready at start -> detected
     for kind, sc, _, r in scores:
         orc = r.get("oracle")
         if not orc or orc.get("delay_events") is None:
@@ -847,6 +899,7 @@ def print_oracle(
         )
         ratio = None
         if orc.get("catchable"):
+            by_start[r.get("at_start") == "ready"].append(inj.detected)
             row["catchable"] += 1
             row["oracle_min"].append(orc["delay_minutes"])
             if inj.detected and orc["delay_minutes"]:
@@ -885,8 +938,15 @@ def print_oracle(
         "  the injection began (ARL0, in that test's observations); 'oracle misses' =\n"
         "  its expected delay exceeds the events of the 3 h window. Minutes = event time\n"
         "  of the window's observation at the oracle's delay (its own traffic, so a daily\n"
-        "  cycle weighs both alike). ratio = measured delay / oracle delay, in minutes.\n"
+        "  cycle weighs both alike). ratio = measured delay / oracle delay, in minutes."
     )
+    for ready, label in ((True, "ready"), (False, "learning or absent")):
+        found = by_start[ready]
+        print(
+            f"oracle-catchable, scope key's detector {label} at the start: "
+            f"{sum(found)} of {len(found)} detected"
+        )
+    print()
     return per_type
 
 
