@@ -43,7 +43,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -408,7 +408,10 @@ def main() -> int:
     if args.segment_drift_only:
         return _segment_drift_only(target)
     hours = max(1.0, target / 4000.0)  # ~4k events per simulated hour at 3600 req/h
-    scenario = Scenario(seed=7, duration=timedelta(hours=hours), events_per_hour=3600)
+    # Traffic of the last hours: the worker's ingress dead-letters events older than
+    # detection.max_past_hours (a fixed date in the past would be all dead letters).
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours + 1)
+    scenario = Scenario(seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=3600)
     lines = list(Simulator(scenario).lines())
     end = scenario.start + scenario.duration
     models = {m.name: m.version for m in scenario.models}
