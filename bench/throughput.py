@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import os
 import shutil
@@ -43,6 +44,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -242,7 +244,8 @@ def _time_workers(
                 raise RuntimeError(f"no worker started consuming; see the logs in {tmp}")
             time.sleep(0.05)
         began = time.perf_counter()
-        return _wait_markers(_bootstrap_of(settings), settings, models, 1800) - began
+        check = functools.partial(_check_dead_letters, ports)
+        return _wait_markers(_bootstrap_of(settings), settings, models, 1800, check) - began
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
@@ -254,21 +257,37 @@ def _bootstrap_of(settings: Settings) -> str:
     return settings.kafka.broker.removeprefix("kafka://")
 
 
-def _consumed(port: int) -> float:
-    """Records the worker's ingress has read so far (0 while it is not serving yet)."""
+def _counter(port: int, name: str) -> float:
+    """A worker counter summed over its labels (0 while the worker is not serving yet)."""
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as resp:
             text = resp.read().decode()
     except OSError:
         return 0.0
-    return sum(
-        float(line.rsplit(" ", 1)[1])
-        for line in text.splitlines()
-        if line.startswith("sentinel_events_consumed_total")
-    )
+    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name))
 
 
-def _wait_markers(bootstrap: str, settings: Settings, models: set[str], timeout_s: float) -> float:
+def _consumed(port: int) -> float:
+    """Records the worker's ingress has read so far."""
+    return _counter(port, "sentinel_events_consumed_total")
+
+
+def _check_dead_letters(ports: list[int]) -> None:
+    """Fail at once, not after the markers' timeout, when the workers dead-letter most of
+    what they read (e.g. events outside the ingress's time window)."""
+    consumed = sum(_consumed(port) for port in ports)
+    dead = sum(_counter(port, "sentinel_events_dead_lettered_total") for port in ports)
+    if consumed >= 1000 and dead >= consumed / 2:
+        raise RuntimeError(f"the workers dead-lettered {dead:.0f} of {consumed:.0f} records")
+
+
+def _wait_markers(
+    bootstrap: str,
+    settings: Settings,
+    models: set[str],
+    timeout_s: float,
+    check: Callable[[], None] = lambda: None,
+) -> float:
     consumer = KafkaConsumer(
         settings.topics.alerts,
         bootstrap_servers=bootstrap,
@@ -277,6 +296,7 @@ def _wait_markers(bootstrap: str, settings: Settings, models: set[str], timeout_
     )
     seen: set[str] = set()
     deadline = time.monotonic() + timeout_s
+    next_check = time.monotonic() + 5.0
     try:
         while time.monotonic() < deadline:
             for record in consumer:
@@ -285,6 +305,9 @@ def _wait_markers(bootstrap: str, settings: Settings, models: set[str], timeout_
                     seen.add(event["labels"]["model"])
             if seen >= models:
                 return time.perf_counter()
+            if time.monotonic() >= next_check:  # every 5 s: a scrape costs the worker
+                check()
+                next_check = time.monotonic() + 5.0
         raise TimeoutError(f"markers seen for {sorted(seen)} of {sorted(models)}")
     finally:
         consumer.close()
