@@ -97,31 +97,69 @@ class ConfidenceShift(Detector[float]):
     def _res(self) -> float:
         return self.resolution if self.resolution is not None else self.shift / 4
 
-    def _reset(self) -> None:
-        self._dist = NumericDrift(
+    def _new_dist(self) -> NumericDrift:
+        return NumericDrift(
             features=("confidence",),
             arl0=self.arl0 * _N_TESTS,
             reference_size=self.reference_size,
             window=self.window,
             stride=self.stride,
         )
+
+    def _reset(self) -> None:
+        self._dist = self._new_dist()
         self._n = 0
         self._ref: list[float] = []
         self._chart = MeanChart(self.shift, self.designs, self._res, self.baseline_confidence)
+        # Observations before the distribution test's first (``_n`` at the own fit minus
+        # ``reference_size``): values a prior chart alarmed on joined no reference.
+        self._dist_offset = 0
+        # The parent's prior (see ``adopt_prior``): own values needed before it charts,
+        # the parent's reference size, and the chart on the parent's shape.
+        self._prior_min = 0
+        self._prior_size = 0
+        self._prior: MeanChart | None = None
+        self._shape: MeanChart | None = None
 
     def get_state(self) -> JsonState:
-        return {
+        state: JsonState = {
             "n": self._n,
             "ref": list(self._ref),
             "dist": self._dist.get_state(),
+            "dist_offset": self._dist_offset,
             **self._chart.get_state(),
         }
+        if self._shape is not None:
+            state["prior"] = {
+                "min": self._prior_min,
+                "size": self._prior_size,
+                "shape": self._shape.get_state(),
+                "chart": self._prior.get_state() if self._prior is not None else None,
+            }
+        return state
 
     def set_state(self, state: JsonState) -> None:
         self._n = state["n"]
         self._ref = list(state["ref"])
         self._dist.set_state(state["dist"])
+        self._dist_offset = state.get("dist_offset", 0)
+        if "dist_offset" not in state and self._ref:
+            # Saved before priors, while learning: the distribution test then took its
+            # reference value by value; it now takes it whole, with the mean chart's.
+            self._dist = self._new_dist()
         self._chart.set_state(_one_design_layout(state) if "h_up" in state else state)
+        prior = state.get("prior")
+        self._shape = self._prior = None
+        if prior is not None:
+            self._prior_min, self._prior_size = prior["min"], prior["size"]
+            self._shape = self._new_chart()
+            self._shape.set_state(prior["shape"])
+            if prior["chart"] is not None:
+                self._prior = self._new_chart()
+                self._prior.set_state(prior["chart"])
+
+    def _new_chart(self) -> MeanChart:
+        return MeanChart(self.shift, self.designs, self._res, self.baseline_confidence)
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget to a new ARL0 keeping the evidence (statistics and reference): the
@@ -130,43 +168,142 @@ class ConfidenceShift(Detector[float]):
         self.arl0 = arl0
         self._dist.set_arl0(arl0 * _N_TESTS)
         self._chart.retarget(arl0 * _N_TESTS)
+        if self._prior is not None:
+            self._prior.retarget(arl0 * _N_TESTS)
 
     @property
     def learning(self) -> bool:
-        return self._n < self.reference_size
+        """Until the key's own reference is complete (charting on a parent's prior is
+        still learning: the pipeline holds it while a parent key alarms)."""
+        return not self._chart.ready
+
+    @property
+    def alarm_ready(self) -> bool:
+        return self._chart.ready or self._prior is not None
+
+    def adopt_prior(self, parent: ConfidenceShift, strength: float) -> bool:
+        """A young segment key's shrinkage prior: once it has ``strength`` values of its
+        own (at least 20, fewer than its reference), chart its mean against the parent
+        key's reference *shape*, standardised by its own mean and standard deviation
+        (:meth:`detectors.mean_chart.MeanChart.fit_shape`), until its own reference is
+        complete. Values seen while that chart's episode is alarmed join no reference: a
+        reference must not learn the change it is alarming on.
+
+        The parent must be this class with its own reference fitted and the same design
+        grid. Returns whether the prior was adopted (once: a parent's reference does not
+        change)."""
+        if self._shape is not None or self._chart.ready or not parent._chart.ready:
+            return False
+        grid = (parent.shift, parent.designs, parent._res)
+        if type(parent) is not type(self) or grid != (self.shift, self.designs, self._res):
+            return False
+        own = max(20, round(strength))
+        if strength <= 0 or own >= self.reference_size:
+            return False
+        self._prior_min, self._prior_size = own, parent.reference_size
+        self._shape = self._new_chart()
+        self._shape.set_state(parent._chart.get_state())
+        self._adopt_space(parent)
+        return True
+
+    def _adopt_space(self, parent: ConfidenceShift) -> None:
+        """Take what maps a value into the parent's charted space (nothing: raw values)."""
+
+    def _prior_value(self, value: float) -> float:
+        """``value`` in the parent's charted space."""
+        return value
+
+    def _charted(self, value: float) -> float:
+        """``value`` in this key's charted space (raw values here)."""
+        return value
+
+    def _value(self, x: float) -> float:
+        """The observation as it is referenced and charted (a transform, in subclasses)."""
+        return float(x)
 
     @property
     def statistic(self) -> float:
         """Largest of the statistics, each divided by its threshold (alarm at 1)."""
         if not self._chart.ready:
-            return 0.0
+            return self._prior.ratio if self._prior is not None else 0.0
         return max(self._chart.ratio, self._dist.statistic / self._dist.threshold)
 
     @property
     def threshold(self) -> float:
         return 1.0
 
+    def _learn(self, value: float, n: int) -> Signal | None:
+        """Observation ``n`` while the own reference fills: charted on the parent's prior
+        if there is one, then (unless that chart's episode is alarmed) referenced."""
+        signal = None
+        prior = self._prior
+        if prior is not None:
+            was = [ep[3] for ep in prior.ep]
+            fired = prior.update(self._prior_value(value), n)
+            if fired:
+                signal = self._merge(
+                    [self._mean_signal(n, f, prior, {"prior": 1.0}) for f in fired]
+                )
+                # The excursion that led to a first alarm was referenced value by value
+                # until now (from its start, nothing was skipped): take it back out.
+                starts = [
+                    int(ep[1]) for ep, w in zip(prior.ep, was, strict=True) if ep[3] and not w
+                ]
+                if starts:
+                    del self._ref[max(0, len(self._ref) - (n - min(starts))) :]
+            if any(ep[3] for ep in prior.ep):
+                return signal
+        self._ref.append(value)
+        if len(self._ref) == self.reference_size:
+            self._fit_reference(np.asarray(self._ref))
+            self._ref = []
+            self._prior = self._shape = None
+        elif self._shape is not None and prior is None and len(self._ref) >= self._prior_min:
+            self._prior = self._new_chart()
+            own = np.asarray([self._prior_value(v) for v in self._ref])
+            self._prior.fit_shape(own, self._shape, self._prior_size, self._n, self._arl0_test)
+        return signal
+
+    @property
+    def _arl0_test(self) -> float:
+        return self.arl0 * _N_TESTS
+
+    def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
+        """Fit the mean chart on the complete reference and give it to the distribution
+        test (which charts from the next observation on)."""
+        charted = np.asarray([self._charted(v) for v in ref])
+        self._chart.fit(charted, self._n, self._arl0_test)
+        self._dist_offset = self._n - ref.size
+        for v in charted.tolist():
+            self._dist.update({"confidence": v})
+
     def update(self, x: float) -> Signal | None:
         n = self._n
         self._n = n + 1
-        dist_signal = self._dist.update({"confidence": x})
+        value = self._value(x)
         if not self._chart.ready:
-            self._ref.append(float(x))
-            if self._n == self.reference_size:
-                self._chart.fit(np.asarray(self._ref), self._n, self.arl0 * _N_TESTS)
-                self._ref = []
-            return None
-        signals = [self._mean_signal(n, f) for f in self._chart.update(x, n)]
+            return self._learn(value, n)
+        charted = self._charted(value)
+        signals = [self._mean_signal(n, f) for f in self._chart.update(charted, n)]
+        dist_signal = self._dist.update({"confidence": charted})
         if dist_signal is not None:
+            off = self._dist_offset
             signals.append(
                 dist_signal.model_copy(
                     update={
                         "detector": type(self).__name__,
                         "kind": self.kind,
                         "feature": "distribution",
+                        "first_index": dist_signal.first_index + off,
+                        "last_index": dist_signal.last_index + off,
                     }
                 )
             )
+        return self._merge(signals)
+
+    @staticmethod
+    def _merge(signals: list[Signal]) -> Signal | None:
+        """The first signal, naming the others in its details."""
         if not signals:
             return None
         first = signals[0]
@@ -182,12 +319,19 @@ class ConfidenceShift(Detector[float]):
     ) -> Excess | None:
         """The mean shift of the current episode in ``direction`` (UP, else down: a change
         of the distribution's shape is read as its usual failure, a drop); see
-        :meth:`MeanChart.excess`."""
-        return self._chart.excess(direction, self._n)
+        :meth:`MeanChart.excess`. While a parent's prior charts, its episode."""
+        chart = self._prior if self._prior is not None else self._chart
+        return chart.excess(direction, self._n)
 
-    def _mean_signal(self, n: int, fired: Fired) -> Signal:
-        name, arl0 = type(self).__name__, float(self.arl0)
-        return self._chart.signal(name, self.kind, n, fired, "mean", {"arl0": arl0})
+    def _mean_signal(
+        self,
+        n: int,
+        fired: Fired,
+        chart: MeanChart | None = None,
+        extra: dict[str, float] | None = None,
+    ) -> Signal:
+        name, details = type(self).__name__, {"arl0": float(self.arl0), **(extra or {})}
+        return (chart or self._chart).signal(name, self.kind, n, fired, "mean", details)
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:

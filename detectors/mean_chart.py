@@ -35,6 +35,7 @@ from typing import Any
 
 import numpy as np
 from scipy.special import ndtri
+from scipy.stats import chi2
 
 from detectors.arl import lattice_threshold
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
@@ -158,6 +159,49 @@ class MeanChart:
             lo = int(inc.min())
             pmf = np.bincount(inc - lo).astype(np.float64) / inc.size
             self.pmf.append([float(lo), *pmf.tolist()])
+        self._start_charts(n)
+
+    def fit_shape(
+        self,
+        sample: np.ndarray[Any, Any],
+        shape: MeanChart,
+        shape_size: int,
+        n: int,
+        arl0: float,
+    ) -> None:
+        """Fit on a short ``sample`` of this key's own values, borrowing the standardised
+        shape of ``shape``'s (a parent key's) reference of ``shape_size`` values: the
+        shrinkage prior of a young segment's score chart
+        (:meth:`detectors.confidence.ConfidenceShift.adopt_prior`).
+
+        Location and scale are this key's own (a segment's scores may sit apart from its
+        model's), each taken at its one-sided ``baseline_confidence`` bound: the mean's
+        margin is that of ``sample.size`` values (the parent's increments are moved by the
+        difference of the two margins, rounded up to the grid), the standard deviation is
+        its chi-square upper bound. Only the tails of the increments come from the parent,
+        which a few dozen values cannot estimate. ``shape`` must be fitted, with this
+        chart's shift, designs and resolution."""
+        if not shape.ready or (shape.shift, shape.designs, shape.resolution) != (
+            self.shift,
+            self.designs,
+            self.resolution,
+        ):
+            raise ValueError("shape must be a fitted chart with the same designs")
+        m = sample.size
+        if m < 2:
+            raise ValueError("need at least two values of the key's own")
+        self.arl0 = arl0
+        self.mu = float(sample.mean())
+        upper = math.sqrt((m - 1) / float(chi2.ppf(1.0 - self.baseline_confidence, m - 1)))
+        self.sigma = max(float(sample.std(ddof=1)) * upper, 1e-9)
+        self.kq = list(shape.kq)
+        z = NormalDist().inv_cdf(self.baseline_confidence)
+        move = math.ceil((z / math.sqrt(m) - z / math.sqrt(shape_size)) / self.resolution)
+        self.pmf = [[p[0] + max(move, 0), *p[1:]] for p in shape.pmf]
+        self._start_charts(n)
+
+    def _start_charts(self, n: int) -> None:
+        """Solve every threshold from ``pmf`` and start the statistics at observation ``n``."""
         self.h = [
             [self._solve(side, j, self._guess(j)) for j in range(len(self.kq))] for side in (0, 1)
         ]

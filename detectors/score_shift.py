@@ -26,6 +26,9 @@ from detectors.mean_chart import normal_score
 
 __all__ = ["EvaluationScoreShift", "GroundednessShift", "LatencyShift", "TokenShift"]
 
+PRIOR_QUANTILES = 256
+"""Order statistics of a parent's reference a young key keeps for its prior chart."""
+
 
 class _ScoreShift(ConfidenceShift):
     """:class:`ConfidenceShift` on another score, on *normal scores*, named by ``metric``.
@@ -56,32 +59,49 @@ class _ScoreShift(ConfidenceShift):
 
     def _reset(self) -> None:
         super()._reset()
-        self._buf: list[float] = []
         self._sorted: list[float] = []
+        self._prior_sorted: list[float] = []
 
     def get_state(self) -> JsonState:
-        return {**super().get_state(), "buf": list(self._buf), "sorted": list(self._sorted)}
+        state = super().get_state()
+        state["sorted"] = list(self._sorted)
+        if self._shape is not None:
+            state["prior_sorted"] = list(self._prior_sorted)
+        return state
 
     def set_state(self, state: JsonState) -> None:
+        if state.get("buf"):
+            # Saved before priors, while the reference filled: the values were buffered
+            # here, and the base class had seen none of them.
+            state = {**state, "ref": list(state["buf"]), "n": state["n"] + len(state["buf"])}
         super().set_state(state)
-        self._buf = list(state["buf"])
         self._sorted = list(state["sorted"])
+        self._prior_sorted = list(state.get("prior_sorted", []))
 
-    def _normal_score(self, x: float) -> float:
-        return normal_score(self._sorted, x)
+    def _value(self, x: float) -> float:
+        return self._transform(x)
+
+    def _charted(self, value: float) -> float:
+        return normal_score(self._sorted, value)
+
+    def _prior_value(self, value: float) -> float:
+        return normal_score(self._prior_sorted, value)
+
+    def _adopt_space(self, parent: ConfidenceShift) -> None:
+        """The parent's reference, at most :data:`PRIOR_QUANTILES` of its order statistics
+        (what a normal score against it needs, kept small in a young key's state)."""
+        assert isinstance(parent, _ScoreShift)
+        ref = parent._sorted
+        q = min(len(ref), PRIOR_QUANTILES)
+        self._prior_sorted = [ref[(2 * i + 1) * len(ref) // (2 * q)] for i in range(q)]
+
+    def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
+        self._sorted = sorted(ref.tolist())
+        self._prior_sorted = []
+        super()._fit_reference(ref)
 
     def update(self, x: float) -> Signal | None:
-        value = self._transform(x)
-        if not self._sorted:
-            self._buf.append(value)
-            if len(self._buf) < self.reference_size:
-                return None
-            self._sorted = sorted(self._buf)
-            buffered, self._buf = self._buf, []
-            for v in buffered:  # all inside the chart's reference: no signal
-                super().update(self._normal_score(v))
-            return None
-        signal = super().update(self._normal_score(value))
+        signal = super().update(x)
         if signal is None or not self._keep(signal):
             return None
         test = signal.feature or "mean"
