@@ -24,6 +24,7 @@ Reported per kind (and per harm category / pooled):
 
     .venv/bin/python -m bench.calibration --quick     # ~3 minutes on one core
     .venv/bin/python -m bench.calibration             # >= 50 M events
+    .venv/bin/python -m bench.calibration --young --arl0 1e4   # young segments' priors
 """
 
 from __future__ import annotations
@@ -48,6 +49,7 @@ from detectors.confidence import ConfidenceShift
 from detectors.coverage import POOLED, HarmRate
 from detectors.drift import CategoricalDrift, EmbeddingDrift, LabelMixDrift, NumericDrift
 from detectors.rate import BASELINE_CONFIDENCE
+from detectors.score_shift import EvaluationScoreShift
 from streams.pipeline import budget
 from streams.pipeline.detectorset import SCORE_DESIGNS, WAVE_SHIFTS, relative_shifts
 from streams.settings import load_settings
@@ -347,6 +349,68 @@ def _hit(kind: Kind, signal: Signal) -> bool:
     return test == kind.changed or (kind.changed == "up:mean" and test.startswith("up:"))
 
 
+@dataclass(frozen=True)
+class Segment:
+    """A young segment's clean scores, against its parent's (normal, mean 0.8, sd 0.1)."""
+
+    name: str
+    draw: Callable[[np.random.Generator, int], NDArray[np.float64]]
+
+
+SEGMENTS = [
+    Segment("as the parent", lambda rng, n: rng.normal(0.8, 0.1, n)),
+    Segment("mean -2 sd, spread 0.5x", lambda rng, n: rng.normal(0.6, 0.05, n)),
+    Segment("mean +1 sd, spread 2x", lambda rng, n: rng.normal(0.9, 0.2, n)),
+    Segment("skewed (beta 8,2), mean -0.2 sd", lambda rng, n: 0.4 + 0.5 * rng.beta(8.0, 2.0, n)),
+    Segment("1-5 judge, rounded", lambda rng, n: np.clip(np.rint(rng.normal(3.5, 0.8, n)), 1, 5)),
+]
+"""Clean segments whose own distribution sits apart from their parent's in location,
+spread and shape (the judge is charted on ranks, see :mod:`detectors.score_shift`)."""
+
+
+def run_young(arl0: float, seeds: int, reference_size: int, prior_events: int) -> None:
+    """False alarms of young segments' score charts while they chart on their parent's
+    shape (:meth:`detectors.confidence.ConfidenceShift.adopt_prior`): each seed is a new
+    segment that adopts a parent fitted on its own ``reference_size`` values, then charts
+    from its ``prior_events``-th value until its own reference is complete. Only those
+    charted values count; each direction's test runs at ``arl0`` (the pipeline's split)."""
+    print(
+        f"\nyoung segments on their parent's shape: {seeds} segments per row, reference "
+        f"{reference_size}, charting from value {prior_events}; per-test ARL0 {arl0:.3g}"
+    )
+    print(
+        f"{'segment':34} {'charted':>9} {'alarms':>6} {'nominal':>8} {'measured/nominal [95%]':>24}"
+    )
+    for segment in SEGMENTS:
+        judge = segment.name.startswith("1-5")
+        cls = EvaluationScoreShift if judge else ConfidenceShift
+
+        def make(cls: type[ConfidenceShift] = cls) -> ConfidenceShift:
+            return cls(arl0=arl0 / 3, reference_size=reference_size, designs=SCORE_DESIGNS)
+
+        rng = np.random.default_rng([13, zlib.crc32(segment.name.encode())])
+        parent = make()
+        if judge:
+            own = np.clip(np.rint(rng.normal(4.0, 0.8, reference_size)), 1, 5)
+        else:
+            own = rng.normal(0.8, 0.1, reference_size)
+        parent.update_many(own.tolist())
+        charted = alarms = 0
+        for _ in range(seeds):
+            young = make()
+            young.adopt_prior(parent, prior_events)
+            for v in segment.draw(rng, reference_size - 1).tolist():
+                ready = young.alarm_ready
+                alarms += young.update(v) is not None
+                charted += ready
+        nominal = charted * 2 / arl0  # two mean tests (the window test starts later)
+        lo, hi = garwood(alarms)
+        print(
+            f"{segment.name:34} {charted:9d} {alarms:6d} {nominal:8.2f} "
+            f"{alarms / nominal:8.2f} [{lo / nominal:5.2f}, {hi / nominal:5.2f}]"
+        )
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="a few minutes, ~5 M events")
@@ -357,7 +421,21 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--only", default="", help="kinds whose name contains one of these (comma-separated)"
     )
+    parser.add_argument(
+        "--young",
+        action="store_true",
+        help="only the young segments' score charts on their parent's shape",
+    )
     args = parser.parse_args(argv)
+    if args.young:
+        s = load_settings(env={}).detection
+        run_young(
+            args.arl0,
+            args.seeds or (300 if args.quick else 2000),
+            s.warmup_events,
+            round(s.segment_prior_events),
+        )
+        return
     seeds = args.seeds or (6 if args.quick else 24)
     events = args.events or (200_000 if args.quick else 400_000)
     cycle = not args.no_cycle

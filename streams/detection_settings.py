@@ -69,7 +69,9 @@ class DetectionSettings(BaseModel):
         ge=0,
         description="A segment key's rate detectors start from their parent key's baseline "
         "(version, else model) as a prior worth this many observations until they have "
-        "their own (see streams.pipeline.priors); 0: off, each segment warms up alone.",
+        "their own; its score charts chart on the parent's reference shape from this many "
+        "values of their own (see streams.pipeline.priors); 0: off, each segment warms up "
+        "alone.",
     )
     warmup_events: int = Field(default=1000, ge=50, description="Baseline learning, per key.")
     feedback_fraction: float = Field(

@@ -12,9 +12,13 @@ re-estimates (a parent's own baseline is young too when a segment adopts it). It
 alarms are in the service budget like any key's: the budget already counts every segment
 key's tests (:func:`streams.pipeline.detectorset.per_detector_arl0`).
 
-Only rate detectors take a prior (their baseline is one number that pools well across
-segments). Score and drift detectors keep learning their own reference: a tenant's score
-distribution is its own.
+Score charts (confidence, groundedness, judge scores, latency, tokens) take a prior of
+another kind: a segment's scores may sit apart from its model's, so only the *shape* of
+the parent's reference pools. Once a segment has ``segment_prior_events`` values of its
+own, it charts its mean against that shape, standardised by its own mean and spread at
+their conservative bounds, until its own reference is complete
+(:meth:`detectors.confidence.ConfidenceShift.adopt_prior`). Drift detectors keep learning
+their own reference.
 """
 
 from __future__ import annotations

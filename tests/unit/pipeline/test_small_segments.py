@@ -17,7 +17,7 @@ from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.coverage import HarmRate
 from detectors.rate import BernoulliCusum
 from streams.contract.decode import Coordinates
-from streams.contract.events import Feedback
+from streams.contract.events import Evaluation, Feedback
 from streams.detection_settings import DetectionSettings
 from streams.pipeline import budget
 from streams.pipeline.detect import Detect
@@ -264,3 +264,40 @@ def test_harm_categories_take_their_own_categorys_prior() -> None:
     assert child.adopt_prior(parent, 100)
     assert not child.learning
     assert child._parts["hate"]._parts[0].baseline > child._parts["self_harm"]._parts[0].baseline
+
+
+def _judged(i: int, locale: str, score: float) -> Observation:
+    event = Evaluation.model_validate(
+        {
+            "request_id": f"r{i}",
+            "timestamp": T0 + timedelta(seconds=i),
+            "model": "m",
+            "model_version": "v1",
+            "evaluator": "llm-judge",
+            "name": "helpful",
+            "score": score,
+        }
+    )
+    return Observation(event, "m", "v1", {"locale": locale}, Coordinates("evaluations", 0, i))
+
+
+def test_a_young_locales_judge_drop_pages_before_its_own_reference_in_the_pipeline() -> None:
+    """Through DetectorSet: a locale whose judge scores sit 0.6 below its model's has 150
+    of its 300 reference evaluations when its scores drop by a further point. It charts
+    on the model's reference shape from its 100th value, with its own location (so the
+    offset raises nothing), and pages on the drop; without parents it would still be
+    filling its reference."""
+    s = load_settings(env={}).detection
+    model = DetectorSet(s, "model", 1e6)
+    locale = DetectorSet(s, "segment", 1e6)
+    rng = np.random.default_rng(4)
+    for i in range(400):
+        model.update(_judged(i, "en", float(rng.normal(4.0, 0.7))))
+    found = []
+    for i in range(400, 700):
+        score = float(rng.normal(3.4 if i < 550 else 2.4, 0.7))
+        found += [sig for _, sig, _ in locale.update(_judged(i, "de", score), parents=(model,))]
+    assert found, "the drop went unseen"
+    assert found[0].first_index >= 150  # nothing on the offset alone
+    assert found[0].details["prior"] == 1.0
+    assert locale.detectors["eval_score:llm-judge,helpful"].learning
