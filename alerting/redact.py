@@ -56,6 +56,15 @@ _KV_KEYS: Final = (
 )
 _OCTET: Final = r"(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)"
 
+_SSN: Final = (
+    r"(?P<ssn>(?<![\w+-])(?!000|666|9\d\d)\d{3}(?P<ssep>[- ])(?!00)\d{2}(?P=ssep)"
+    r"(?!0000)\d{4}(?![\w-]))"
+)
+_PHONE: Final = (
+    r"(?P<phone>(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
+    r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w))"
+)
+
 _PATTERN: Final = re.compile(
     "|".join(
         [
@@ -74,22 +83,19 @@ _PATTERN: Final = re.compile(
             r"|\beyJ[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}\.[A-Za-z0-9_-]{5,}"
             r")",
             rf"(?P<ip>(?<![\w.]){_OCTET}(?:\.{_OCTET}){{3}}(?![\w]|\.\d))",
-            r"(?P<ssn>(?<![\w+-])(?!000|666|9\d\d)\d{3}(?P<ssep>[- ])(?!00)\d{2}(?P=ssep)"
-            r"(?!0000)\d{4}(?![\w-]))",
+            _SSN,
             r"(?P<iban>\b[A-Z]{2}\d{2}"  # compact, or in groups of four
             r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)\b)",
-            r"(?P<card>(?<![\w+])\d(?:[ -]?\d){12,}(?![\w@]))",  # not an email's local part
-            r"(?P<phone>(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
-            r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w))",
+            # not an email's local part, nor an IPv4 address's first octet
+            r"(?P<card>(?<![\w+])\d(?:[ -]?\d){12,}(?![\w@]|\.\d{1,3}\.\d))",
+            _PHONE,
             rf"(?P<hex>\b[0-9A-Fa-f]{{{HEX_ID_MAX + 1},}}\b)",
             r"(?P<b64>(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2})",
         ]
     )
 )
-_PHONE_ONLY: Final = re.compile(
-    r"(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
-    r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w)"
-)
+_IN_DIGITS: Final = re.compile(f"{_SSN}|{_PHONE}")
+"""What a digit run that is no card may still hold (the card pattern took it whole)."""
 _PLACEHOLDERS: Final = frozenset({EMAIL, PHONE, CARD, SECRET, IP, SSN, IBAN})
 _BYTES_LITERAL: Final = re.compile(
     r"bytearray\((?P<a>b'(?:[^'\\]|\\.)*'|b\"(?:[^\"\\]|\\.)*\")\)"
@@ -148,11 +154,12 @@ def _card(text: str) -> str:
             head = "".join(groups[: 2 * i])
             tail = "".join(groups[2 * found - 1 :]) if found < len(words) else ""
             return (_card(head) if head else "") + CARD + (_card(tail) if tail else "")
-    # A long hex secret can be all digits; the rest may hold a phone number.
+    # A long hex secret can be all digits; the rest may hold a phone or social security
+    # number.
     kept = "".join(
         SECRET if i % 2 == 0 and len(g) > HEX_ID_MAX else g for i, g in enumerate(groups)
     )
-    return _PHONE_ONLY.sub(PHONE, kept)
+    return _IN_DIGITS.sub(_replace, kept)
 
 
 def iban_ok(text: str) -> bool:

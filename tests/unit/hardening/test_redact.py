@@ -241,3 +241,19 @@ def test_hide_bytes_counts_the_bytes_and_keeps_other_text() -> None:
     # Not bytes literals: quotes in prose, a word ending in b, an unterminated literal.
     for text in ("Herb's 'garden'", "crab'", "b'unterminated", "it's b ok"):
         assert hide_bytes(text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        # a digit run before an address must not take its first octet (then no pattern
+        # sees the address); found by test_planted_pii_never_survives
+        ("00000000000000000000 0.0.0.0 ", "00000000000000000000 [IP] "),
+        ("000000000000 10.1.2.3", "000000000000 [IP]"),
+        # a digit run that is no card may hold a social security number
+        ("0000 001-01-0001 ", "0000 [SSN] "),
+        ("card 4111111111111111.00", "card [CARD].00"),
+    ],
+)
+def test_a_digit_run_that_is_no_card_hides_no_other_pii(text: str, expected: str) -> None:
+    assert redact(text, max_chars=10_000) == expected
