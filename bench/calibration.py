@@ -363,9 +363,26 @@ SEGMENTS = [
     Segment("mean +1 sd, spread 2x", lambda rng, n: rng.normal(0.9, 0.2, n)),
     Segment("skewed (beta 8,2), mean -0.2 sd", lambda rng, n: 0.4 + 0.5 * rng.beta(8.0, 2.0, n)),
     Segment("1-5 judge, rounded", lambda rng, n: np.clip(np.rint(rng.normal(3.5, 0.8, n)), 1, 5)),
+    Segment("numeric input, exponential, 2x scale", lambda rng, n: rng.exponential(2.0, n)),
 ]
 """Clean segments whose own distribution sits apart from their parent's in location,
 spread and shape (the judge is charted on ranks, see :mod:`detectors.score_shift`)."""
+
+
+def _young_chart(judge: bool, numeric: bool, arl0: float, size: int) -> Detector[Any]:
+    """A score chart (or numeric drift on one feature) whose mean tests each run at
+    ``arl0``: a score chart splits its ARL0 over 3 tests, numeric drift gives its mean
+    tests half of it over 2 directions per feature."""
+    if numeric:
+        return NumericDrift(
+            features=("x",), arl0=arl0 / 4, reference_size=size, designs=SCORE_DESIGNS
+        )
+    cls = EvaluationScoreShift if judge else ConfidenceShift
+    return cls(arl0=arl0 / 3, reference_size=size, designs=SCORE_DESIGNS)
+
+
+def _young_rows(numeric: bool, values: NDArray[np.float64]) -> list[Any]:
+    return [{"x": v} for v in values.tolist()] if numeric else values.tolist()
 
 
 def run_young(arl0: float, seeds: int, reference_size: int, prior_events: int) -> None:
@@ -379,34 +396,30 @@ def run_young(arl0: float, seeds: int, reference_size: int, prior_events: int) -
         f"{reference_size}, charting from value {prior_events}; per-test ARL0 {arl0:.3g}"
     )
     print(
-        f"{'segment':34} {'charted':>9} {'alarms':>6} {'nominal':>8} {'measured/nominal [95%]':>24}"
+        f"{'segment':38} {'charted':>9} {'alarms':>6} {'nominal':>8} {'measured/nominal [95%]':>24}"
     )
     for segment in SEGMENTS:
         judge = segment.name.startswith("1-5")
-        cls = EvaluationScoreShift if judge else ConfidenceShift
-
-        def make(cls: type[ConfidenceShift] = cls) -> ConfidenceShift:
-            return cls(arl0=arl0 / 3, reference_size=reference_size, designs=SCORE_DESIGNS)
-
+        numeric = segment.name.startswith("numeric")
         rng = np.random.default_rng([13, zlib.crc32(segment.name.encode())])
-        parent = make()
         if judge:
             own = np.clip(np.rint(rng.normal(4.0, 0.8, reference_size)), 1, 5)
         else:
-            own = rng.normal(0.8, 0.1, reference_size)
-        parent.update_many(own.tolist())
+            own = rng.exponential(1.0, reference_size) if numeric else rng.normal(0.8, 0.1, 1000)
+        parent = _young_chart(judge, numeric, arl0, reference_size)
+        parent.update_many(_young_rows(numeric, own))
         charted = alarms = 0
         for _ in range(seeds):
-            young = make()
-            young.adopt_prior(parent, prior_events)
-            for v in segment.draw(rng, reference_size - 1).tolist():
+            young = _young_chart(judge, numeric, arl0, reference_size)
+            young.adopt_prior(parent, prior_events)  # type: ignore[attr-defined]
+            for v in _young_rows(numeric, segment.draw(rng, reference_size - 1)):
                 ready = young.alarm_ready
                 alarms += young.update(v) is not None
                 charted += ready
         nominal = charted * 2 / arl0  # two mean tests (the window test starts later)
         lo, hi = garwood(alarms)
         print(
-            f"{segment.name:34} {charted:9d} {alarms:6d} {nominal:8.2f} "
+            f"{segment.name:38} {charted:9d} {alarms:6d} {nominal:8.2f} "
             f"{alarms / nominal:8.2f} [{lo / nominal:5.2f}, {hi / nominal:5.2f}]"
         )
 

@@ -869,6 +869,12 @@ def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
     print(PAGING_LEGEND)
 
 
+ROOM = 0.5
+"""Injections the oracle catches within this share of the window's events are the ones a
+detector that estimates its baseline (at up to 1/ROOM times the oracle's delay) can
+catch; the recall over them is printed beside the recall over all catchable ones."""
+
+
 def print_oracle(
     scores: Sequence[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]],
 ) -> dict[str, dict[str, Any]]:
@@ -884,6 +890,7 @@ def print_oracle(
     print("-" * len(header))
     per_type: dict[str, dict[str, Any]] = {}
     by_start: dict[bool, list[bool]] = {True: [], False: []}  # ready at start -> detected
+    with_room: list[bool] = []  # detected, of those the oracle catches in half the window
     for kind, sc, _, r in scores:
         orc = r.get("oracle")
         if not orc or orc.get("delay_events") is None:
@@ -900,6 +907,8 @@ def print_oracle(
         ratio = None
         if orc.get("catchable"):
             by_start[r.get("at_start") == "ready"].append(inj.detected)
+            if orc["delay_events"] <= ROOM * orc["window_events"]:
+                with_room.append(inj.detected)
             row["catchable"] += 1
             row["oracle_min"].append(orc["delay_minutes"])
             if inj.detected and orc["delay_minutes"]:
@@ -946,6 +955,10 @@ def print_oracle(
             f"oracle-catchable, scope key's detector {label} at the start: "
             f"{sum(found)} of {len(found)} detected"
         )
+    print(
+        f"oracle-catchable in {ROOM:.0%} of the window's events (room for a detector that "
+        f"must learn what the oracle is told): {sum(with_room)} of {len(with_room)} detected"
+    )
     print()
     return per_type
 

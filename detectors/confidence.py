@@ -21,7 +21,7 @@ import numpy as np
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
-from detectors.mean_chart import Fired, MeanChart
+from detectors.mean_chart import Fired, MeanChart, PriorCharts
 from detectors.rate import BASELINE_CONFIDENCE
 
 __all__ = ["ConfidenceShift"]
@@ -114,12 +114,7 @@ class ConfidenceShift(Detector[float]):
         # Observations before the distribution test's first (``_n`` at the own fit minus
         # ``reference_size``): values a prior chart alarmed on joined no reference.
         self._dist_offset = 0
-        # The parent's prior (see ``adopt_prior``): own values needed before it charts,
-        # the parent's reference size, and the chart on the parent's shape.
-        self._prior_min = 0
-        self._prior_size = 0
-        self._prior: MeanChart | None = None
-        self._shape: MeanChart | None = None
+        self._prior: PriorCharts | None = None  # the parent's prior (see ``adopt_prior``)
 
     def get_state(self) -> JsonState:
         state: JsonState = {
@@ -129,13 +124,8 @@ class ConfidenceShift(Detector[float]):
             "dist_offset": self._dist_offset,
             **self._chart.get_state(),
         }
-        if self._shape is not None:
-            state["prior"] = {
-                "min": self._prior_min,
-                "size": self._prior_size,
-                "shape": self._shape.get_state(),
-                "chart": self._prior.get_state() if self._prior is not None else None,
-            }
+        if self._prior is not None:
+            state["prior"] = self._prior.get_state()
         return state
 
     def set_state(self, state: JsonState) -> None:
@@ -149,17 +139,7 @@ class ConfidenceShift(Detector[float]):
             self._dist = self._new_dist()
         self._chart.set_state(_one_design_layout(state) if "h_up" in state else state)
         prior = state.get("prior")
-        self._shape = self._prior = None
-        if prior is not None:
-            self._prior_min, self._prior_size = prior["min"], prior["size"]
-            self._shape = self._new_chart()
-            self._shape.set_state(prior["shape"])
-            if prior["chart"] is not None:
-                self._prior = self._new_chart()
-                self._prior.set_state(prior["chart"])
-
-    def _new_chart(self) -> MeanChart:
-        return MeanChart(self.shift, self.designs, self._res, self.baseline_confidence)
+        self._prior = None if prior is None else PriorCharts.from_state(prior, self._chart)
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget to a new ARL0 keeping the evidence (statistics and reference): the
@@ -179,7 +159,7 @@ class ConfidenceShift(Detector[float]):
 
     @property
     def alarm_ready(self) -> bool:
-        return self._chart.ready or self._prior is not None
+        return self._chart.ready or bool(self._prior and self._prior.charts)
 
     def adopt_prior(self, parent: ConfidenceShift, strength: float) -> bool:
         """A young segment key's shrinkage prior: once it has ``strength`` values of its
@@ -192,7 +172,7 @@ class ConfidenceShift(Detector[float]):
         The parent must be this class with its own reference fitted and the same design
         grid. Returns whether the prior was adopted (once: a parent's reference does not
         change)."""
-        if self._shape is not None or self._chart.ready or not parent._chart.ready:
+        if self._prior is not None or self._chart.ready or not parent._chart.ready:
             return False
         grid = (parent.shift, parent.designs, parent._res)
         if type(parent) is not type(self) or grid != (self.shift, self.designs, self._res):
@@ -200,18 +180,13 @@ class ConfidenceShift(Detector[float]):
         own = max(20, round(strength))
         if strength <= 0 or own >= self.reference_size:
             return False
-        self._prior_min, self._prior_size = own, parent.reference_size
-        self._shape = self._new_chart()
-        self._shape.set_state(parent._chart.get_state())
-        self._adopt_space(parent)
+        spaces = [parent._sorted_reference()] if parent._sorted_reference() else []
+        self._prior = PriorCharts.of([parent._chart], spaces, parent.reference_size, own)
         return True
 
-    def _adopt_space(self, parent: ConfidenceShift) -> None:
-        """Take what maps a value into the parent's charted space (nothing: raw values)."""
-
-    def _prior_value(self, value: float) -> float:
-        """``value`` in the parent's charted space."""
-        return value
+    def _sorted_reference(self) -> list[float]:
+        """The sorted reference its values are charted against (none: charted raw)."""
+        return []
 
     def _charted(self, value: float) -> float:
         """``value`` in this key's charted space (raw values here)."""
@@ -225,7 +200,7 @@ class ConfidenceShift(Detector[float]):
     def statistic(self) -> float:
         """Largest of the statistics, each divided by its threshold (alarm at 1)."""
         if not self._chart.ready:
-            return self._prior.ratio if self._prior is not None else 0.0
+            return max((c.ratio for c in self._prior.charts), default=0.0) if self._prior else 0.0
         return max(self._chart.ratio, self._dist.statistic / self._dist.threshold)
 
     @property
@@ -237,31 +212,21 @@ class ConfidenceShift(Detector[float]):
         if there is one, then (unless that chart's episode is alarmed) referenced."""
         signal = None
         prior = self._prior
-        if prior is not None:
-            was = [ep[3] for ep in prior.ep]
-            fired = prior.update(self._prior_value(value), n)
-            if fired:
-                signal = self._merge(
-                    [self._mean_signal(n, f, prior, {"prior": 1.0}) for f in fired]
-                )
-                # The excursion that led to a first alarm was referenced value by value
-                # until now (from its start, nothing was skipped): take it back out.
-                starts = [
-                    int(ep[1]) for ep, w in zip(prior.ep, was, strict=True) if ep[3] and not w
-                ]
-                if starts:
-                    del self._ref[max(0, len(self._ref) - (n - min(starts))) :]
-            if any(ep[3] for ep in prior.ep):
+        if prior is not None and prior.charts:
+            fired, back = prior.update([value], n)
+            chart = prior.charts[0]
+            signal = self._merge([self._mean_signal(n, f, chart, {"prior": 1.0}) for _, f in fired])
+            if back:
+                del self._ref[max(0, len(self._ref) - back) :]
+            if prior.alarmed:
                 return signal
         self._ref.append(value)
         if len(self._ref) == self.reference_size:
             self._fit_reference(np.asarray(self._ref))
             self._ref = []
-            self._prior = self._shape = None
-        elif self._shape is not None and prior is None and len(self._ref) >= self._prior_min:
-            self._prior = self._new_chart()
-            own = np.asarray([self._prior_value(v) for v in self._ref])
-            self._prior.fit_shape(own, self._shape, self._prior_size, self._n, self._arl0_test)
+            self._prior = None
+        elif prior is not None and not prior.charts and len(self._ref) >= prior.min_own:
+            prior.start([[v] for v in self._ref], self._n, self._arl0_test)
         return signal
 
     @property
@@ -320,8 +285,8 @@ class ConfidenceShift(Detector[float]):
         """The mean shift of the current episode in ``direction`` (UP, else down: a change
         of the distribution's shape is read as its usual failure, a drop); see
         :meth:`MeanChart.excess`. While a parent's prior charts, its episode."""
-        chart = self._prior if self._prior is not None else self._chart
-        return chart.excess(direction, self._n)
+        young = self._prior.charts if self._prior is not None else []
+        return (young[0] if young else self._chart).excess(direction, self._n)
 
     def _mean_signal(
         self,

@@ -21,7 +21,7 @@ import numpy as np
 from scipy.special import ndtr
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
-from detectors.mean_chart import Fired, MeanChart, normal_score, normal_scores
+from detectors.mean_chart import Fired, MeanChart, PriorCharts, normal_score, normal_scores
 from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
 from detectors.windowed import WindowedDrift
@@ -105,28 +105,86 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
             if self.designs
         ]
         self._cols: list[list[float]] = []
+        self._prior: PriorCharts | None = None  # the parent's prior (see ``adopt_prior``)
 
     def get_state(self) -> JsonState:
         state = super().get_state()
         if self._charts:
             state["charts"] = [c.get_state() for c in self._charts]
+        if self._prior is not None:
+            state["prior"] = self._prior.get_state()
         return state
 
     def set_state(self, state: JsonState) -> None:
         super().set_state(state)
         for chart, st in zip(self._charts, state.get("charts", []), strict=False):
             chart.set_state(st)
+        prior = state.get("prior")
+        self._prior = None if prior is None else PriorCharts.from_state(prior, self._charts[0])
 
     def set_arl0(self, arl0: float) -> None:
         super().set_arl0(arl0)
         for chart in self._charts:
             chart.retarget(self._direction_arl0)
+        if self._prior is not None:
+            self._prior.retarget(self._direction_arl0)
+
+    @property
+    def alarm_ready(self) -> bool:
+        return bool(self._fitted) or bool(self._prior and self._prior.charts)
+
+    def adopt_prior(self, parent: NumericDrift, strength: float) -> bool:
+        """A young segment key's shrinkage prior, as the score charts take it
+        (:meth:`detectors.confidence.ConfidenceShift.adopt_prior`): once it has
+        ``strength`` rows of its own (at least 20, fewer than its reference), each
+        feature's mean charts run on the parent's reference shape, with the key's own
+        location and spread of the normal scores against the parent's reference, until
+        its own reference is complete. The window test waits for its own reference.
+        Values seen while a young chart's episode is alarmed join no reference.
+
+        The parent must be this class, with the same features and designs and its
+        reference fitted. Returns whether the prior was adopted (once)."""
+        if self._prior is not None or self._fitted or not parent._fitted or not parent._charts:
+            return False
+        grid = (parent.features, parent.shift, parent.designs)
+        if type(parent) is not type(self) or grid != (self.features, self.shift, self.designs):
+            return False
+        own = max(20, round(strength))
+        if strength <= 0 or own >= self.reference_size:
+            return False
+        self._prior = PriorCharts.of(parent._charts, parent._cols, parent.reference_size, own)
+        return True
+
+    def update(self, x: Mapping[str, float]) -> Signal | None:
+        prior = self._prior
+        if self._fitted or prior is None:
+            return super().update(x)
+        n = self._n
+        self._n = n + 1
+        row = self._ref_row(x)
+        signal = None
+        if prior.charts:
+            fired, back = prior.update(row, n)
+            if fired:
+                j, f = max(fired, key=lambda jf: jf[1].statistic / jf[1].threshold)
+                signal = self._mean_signal(n, j, f, prior)
+            if back:
+                del self._ref[max(0, len(self._ref) - back) :]
+            if prior.alarmed:
+                return signal
+        self._reference(row)
+        if self._fitted:
+            self._prior = None
+        elif not prior.charts and len(self._ref) >= prior.min_own:
+            prior.start(self._ref, self._n, self._direction_arl0)
+        return signal
 
     @property
     def statistic(self) -> float:
         """The window test's ``-log10 p``, or a mean test's statistic / threshold in the
         same units when that is higher (alarm at ``threshold`` either way)."""
-        ratio = max((c.ratio for c in self._charts), default=0.0)
+        charts = self._prior.charts if self._prior is not None else self._charts
+        ratio = max((c.ratio for c in charts), default=0.0)
         return max(super().statistic, ratio * self.threshold)
 
     def _restore(self) -> None:
@@ -141,7 +199,7 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         arr = np.sort(np.asarray(ref, dtype=np.float64), axis=0)
         for j, chart in enumerate(self._charts):
             scores = normal_scores(arr[:, j], arr[:, j])
-            chart.fit(scores, self.reference_size, self._direction_arl0)
+            chart.fit(scores, self._n, self._direction_arl0)
         return {"sorted": arr.T.tolist()}
 
     def _push(self, n: int, row: list[Any]) -> Signal | None:
@@ -171,18 +229,25 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         window test's signal has no direction: localization reads it as a drop."""
         if not self._charts or feature not in self.features:
             return None
-        return self._charts[self.features.index(feature)].excess(direction, self._n)
+        charts = self._prior.charts if self._prior is not None else self._charts
+        j = self.features.index(feature)
+        return charts[j].excess(direction, self._n) if charts else None
 
-    def _mean_signal(self, n: int, j: int, fired: Fired) -> Signal:
+    def _mean_signal(
+        self, n: int, j: int, fired: Fired, prior: PriorCharts | None = None
+    ) -> Signal:
         """The chart's signal (``effect_size`` in standard deviations of the normal
         scores), with ``baseline``/``observed`` in the feature's own units: the reference
         median, and the reference quantile at the mean normal score since the change-point
-        (what a reader can compare with the raw values)."""
-        details = {"test": 1.0, "arl0": float(self.arl0)}
+        (what a reader can compare with the raw values). With a young key's ``prior``,
+        its chart, against the parent's reference."""
+        details = {"test": 1.0, "arl0": float(self.arl0)} | ({"prior": 1.0} if prior else {})
         name, feature = type(self).__name__, self.features[j]
-        signal = self._charts[j].signal(name, self.kind, n, fired, feature, details)
-        col = self._cols[j]
-        raw = np.quantile(col, [0.5, float(ndtr(fired.observed))])
+        chart = prior.charts[j] if prior else self._charts[j]
+        signal = chart.signal(name, self.kind, n, fired, feature, details)
+        col = prior.spaces[j] if prior else self._cols[j]
+        centre = float(ndtr(chart.mu)) if prior else 0.5  # a young key's own location
+        raw = np.quantile(col, [centre, float(ndtr(fired.observed))])
         return signal.model_copy(update={"baseline": float(raw[0]), "observed": float(raw[1])})
 
     def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:

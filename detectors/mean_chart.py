@@ -40,7 +40,10 @@ from scipy.stats import chi2
 from detectors.arl import lattice_threshold
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
 
-__all__ = ["Fired", "MeanChart", "normal_score", "normal_scores"]
+__all__ = ["PRIOR_QUANTILES", "Fired", "MeanChart", "PriorCharts", "normal_score", "normal_scores"]
+
+PRIOR_QUANTILES = 256
+"""Order statistics of a parent's reference a young key keeps per feature for its prior."""
 
 _DIRECTIONS = (Direction.UP, Direction.DOWN)
 
@@ -341,3 +344,112 @@ class MeanChart:
             alarmed=bool(ep[3]),
             scale=self.sigma,
         )
+
+
+class PriorCharts:
+    """A young key's mean charts on its parent's reference shapes, one per feature: the
+    shrinkage prior of score charts and numeric drift (not a detector: a part of one).
+
+    Holds the parent's fitted charts (``shapes``, see :meth:`MeanChart.fit_shape`) and,
+    for charts on normal scores, the parent's reference per feature (``spaces``: at most
+    :data:`PRIOR_QUANTILES` of its order statistics; empty: values are charted as they
+    are). ``start`` fits the key's own charts once it has ``min_own`` values of its own;
+    ``update`` charts one row and says how many of the values referenced last must be
+    taken back out of the key's reference: a first alarm's excursion was referenced
+    value by value until it alarmed, and the reference must not hold the change.
+    """
+
+    def __init__(
+        self, shapes: list[MeanChart], spaces: list[list[float]], size: int, min_own: int
+    ) -> None:
+        self.shapes = shapes
+        self.spaces = spaces
+        self.size = size  # the parent's reference size (its mean's margin)
+        self.min_own = min_own
+        self.charts: list[MeanChart] = []
+
+    @classmethod
+    def of(
+        cls,
+        charts: Sequence[MeanChart],
+        references: Sequence[Sequence[float]],
+        size: int,
+        min_own: int,
+    ) -> PriorCharts:
+        """From a parent's fitted ``charts`` and sorted ``references`` (none: raw values)."""
+        shapes = []
+        for chart in charts:
+            shape = MeanChart(
+                chart.shift, chart.designs, chart.resolution, chart.baseline_confidence
+            )
+            shape.set_state(chart.get_state())
+            shapes.append(shape)
+        spaces = []
+        for ref in references:
+            q = min(len(ref), PRIOR_QUANTILES)
+            spaces.append([float(ref[(2 * i + 1) * len(ref) // (2 * q)]) for i in range(q)])
+        return cls(shapes, spaces, size, min_own)
+
+    def get_state(self) -> JsonState:
+        return {
+            "shapes": [c.get_state() for c in self.shapes],
+            "spaces": [list(s) for s in self.spaces],
+            "size": self.size,
+            "min": self.min_own,
+            "charts": [c.get_state() for c in self.charts],
+        }
+
+    @classmethod
+    def from_state(cls, state: JsonState, template: MeanChart) -> PriorCharts:
+        def chart(st: JsonState) -> MeanChart:
+            c = MeanChart(
+                template.shift, template.designs, template.resolution, template.baseline_confidence
+            )
+            c.set_state(st)
+            return c
+
+        prior = cls(
+            [chart(s) for s in state["shapes"]],
+            [list(s) for s in state["spaces"]],
+            state["size"],
+            state["min"],
+        )
+        prior.charts = [chart(s) for s in state["charts"]]
+        return prior
+
+    def value(self, j: int, x: float) -> float:
+        """Feature ``j``'s value ``x`` in the parent's charted space."""
+        return normal_score(self.spaces[j], x) if self.spaces else x
+
+    def start(self, own: Sequence[Sequence[float]], n: int, arl0: float) -> None:
+        """Fit the charts on the key's own rows so far (``n``: the next observation)."""
+        for j, shape in enumerate(self.shapes):
+            chart = MeanChart(
+                shape.shift, shape.designs, shape.resolution, shape.baseline_confidence
+            )
+            sample = np.asarray([self.value(j, row[j]) for row in own], dtype=np.float64)
+            chart.fit_shape(sample, shape, self.size, n, arl0)
+            self.charts.append(chart)
+
+    @property
+    def alarmed(self) -> bool:
+        """Whether an episode is alarmed: values now join no reference."""
+        return any(ep[3] for chart in self.charts for ep in chart.ep)
+
+    def update(self, row: Sequence[float], n: int) -> tuple[list[tuple[int, Fired]], int]:
+        """Chart observation ``n`` (one value per feature): the alarms (feature index,
+        alarm) and how many of the last referenced values to take back."""
+        fired: list[tuple[int, Fired]] = []
+        start = n
+        for j, chart in enumerate(self.charts):
+            was = [ep[3] for ep in chart.ep]
+            for f in chart.update(self.value(j, row[j]), n):
+                fired.append((j, f))
+            for ep, w in zip(chart.ep, was, strict=True):
+                if ep[3] and not w:
+                    start = min(start, int(ep[1]))
+        return fired, n - start
+
+    def retarget(self, arl0: float) -> None:
+        for chart in self.charts:
+            chart.retarget(arl0)

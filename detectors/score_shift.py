@@ -26,9 +26,6 @@ from detectors.mean_chart import normal_score
 
 __all__ = ["EvaluationScoreShift", "GroundednessShift", "LatencyShift", "TokenShift"]
 
-PRIOR_QUANTILES = 256
-"""Order statistics of a parent's reference a young key keeps for its prior chart."""
-
 
 class _ScoreShift(ConfidenceShift):
     """:class:`ConfidenceShift` on another score, on *normal scores*, named by ``metric``.
@@ -60,14 +57,9 @@ class _ScoreShift(ConfidenceShift):
     def _reset(self) -> None:
         super()._reset()
         self._sorted: list[float] = []
-        self._prior_sorted: list[float] = []
 
     def get_state(self) -> JsonState:
-        state = super().get_state()
-        state["sorted"] = list(self._sorted)
-        if self._shape is not None:
-            state["prior_sorted"] = list(self._prior_sorted)
-        return state
+        return {**super().get_state(), "sorted": list(self._sorted)}
 
     def set_state(self, state: JsonState) -> None:
         if state.get("buf"):
@@ -76,7 +68,6 @@ class _ScoreShift(ConfidenceShift):
             state = {**state, "ref": list(state["buf"]), "n": state["n"] + len(state["buf"])}
         super().set_state(state)
         self._sorted = list(state["sorted"])
-        self._prior_sorted = list(state.get("prior_sorted", []))
 
     def _value(self, x: float) -> float:
         return self._transform(x)
@@ -84,20 +75,11 @@ class _ScoreShift(ConfidenceShift):
     def _charted(self, value: float) -> float:
         return normal_score(self._sorted, value)
 
-    def _prior_value(self, value: float) -> float:
-        return normal_score(self._prior_sorted, value)
-
-    def _adopt_space(self, parent: ConfidenceShift) -> None:
-        """The parent's reference, at most :data:`PRIOR_QUANTILES` of its order statistics
-        (what a normal score against it needs, kept small in a young key's state)."""
-        assert isinstance(parent, _ScoreShift)
-        ref = parent._sorted
-        q = min(len(ref), PRIOR_QUANTILES)
-        self._prior_sorted = [ref[(2 * i + 1) * len(ref) // (2 * q)] for i in range(q)]
+    def _sorted_reference(self) -> list[float]:
+        return self._sorted
 
     def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
         self._sorted = sorted(ref.tolist())
-        self._prior_sorted = []
         super()._fit_reference(ref)
 
     def update(self, x: float) -> Signal | None:

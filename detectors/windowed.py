@@ -125,7 +125,9 @@ class WindowedDrift(Detector[X], Generic[X]):
 
     @property
     def learning(self) -> bool:
-        return self._n < self.reference_size
+        """Until the reference is complete (a young numeric key may skip values it
+        alarms on, see :meth:`detectors.drift.NumericDrift.adopt_prior`)."""
+        return not self._fitted
 
     @property
     def statistic(self) -> float:
@@ -155,23 +157,29 @@ class WindowedDrift(Detector[X], Generic[X]):
     def update(self, x: X) -> Signal | None:
         n = self._n
         self._n = n + 1
-        if n < self.reference_size:
-            self._ref.append(self._ref_row(x))
-            if self._n == self.reference_size:
-                self._fitted = self._fit(self._ref)
-                self._ref = []
-                self._restore()
+        if not self._fitted:
+            self._reference(self._ref_row(x))
             return None
         return self._push(n, self._row(x))
+
+    def _reference(self, row: list[Any]) -> None:
+        """Add a row to the reference; fit it once complete."""
+        self._ref.append(row)
+        if len(self._ref) == self.reference_size:
+            self._fitted = self._fit(self._ref)
+            self._ref = []
+            self._restore()
 
     def update_many(self, xs: Iterable[X]) -> list[Signal]:
         """Like sequential updates, with the per-feature rows computed in one batch."""
         batch = list(xs)
         i = 0
-        while i < len(batch) and self._n < self.reference_size:
-            self.update(batch[i])  # no alarms during the reference
-            i += 1
         signals: list[Signal] = []
+        while i < len(batch) and not self._fitted:
+            signal = self.update(batch[i])  # alarms only from a young key's prior
+            if signal is not None:
+                signals.append(signal)
+            i += 1
         for row in self._rows(batch[i:]):
             n = self._n
             self._n = n + 1
