@@ -17,8 +17,9 @@ another kind: a segment's scores may sit apart from its model's, so only the *sh
 the parent's reference pools. Once a segment has ``segment_prior_events`` values of its
 own, it charts its mean against that shape, standardised by its own mean and spread at
 their conservative bounds, until its own reference is complete
-(:meth:`detectors.confidence.ConfidenceShift.adopt_prior`). Drift detectors keep learning
-their own reference.
+(:meth:`detectors.confidence.ConfidenceShift.adopt_prior`); so do numeric drift's mean
+charts (:meth:`detectors.drift.NumericDrift.adopt_prior`). Other drift detectors keep
+learning their own reference.
 """
 
 from __future__ import annotations
