@@ -21,7 +21,7 @@ import numpy as np
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
-from detectors.mean_chart import Fired, MeanChart, PriorCharts
+from detectors.mean_chart import Fired, MeanChart, PriorCharts, prior_min_own
 from detectors.rate import BASELINE_CONFIDENCE
 
 __all__ = ["ConfidenceShift"]
@@ -177,8 +177,8 @@ class ConfidenceShift(Detector[float]):
         grid = (parent.shift, parent.designs, parent._res)
         if type(parent) is not type(self) or grid != (self.shift, self.designs, self._res):
             return False
-        own = max(20, round(strength))
-        if strength <= 0 or own >= self.reference_size:
+        own = prior_min_own(strength, self.reference_size)
+        if not own:
             return False
         spaces = [parent._sorted_reference()] if parent._sorted_reference() else []
         self._prior = PriorCharts.of([parent._chart], spaces, parent.reference_size, own)

@@ -21,7 +21,14 @@ import numpy as np
 from scipy.special import ndtr
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
-from detectors.mean_chart import Fired, MeanChart, PriorCharts, normal_score, normal_scores
+from detectors.mean_chart import (
+    Fired,
+    MeanChart,
+    PriorCharts,
+    normal_score,
+    normal_scores,
+    prior_min_own,
+)
 from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
 from detectors.windowed import WindowedDrift
@@ -149,8 +156,8 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         grid = (parent.features, parent.shift, parent.designs)
         if type(parent) is not type(self) or grid != (self.features, self.shift, self.designs):
             return False
-        own = max(20, round(strength))
-        if strength <= 0 or own >= self.reference_size:
+        own = prior_min_own(strength, self.reference_size)
+        if not own:
             return False
         self._prior = PriorCharts.of(parent._charts, parent._cols, parent.reference_size, own)
         return True

@@ -40,7 +40,16 @@ from scipy.stats import chi2
 from detectors.arl import lattice_threshold
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
 
-__all__ = ["PRIOR_QUANTILES", "Fired", "MeanChart", "PriorCharts", "normal_score", "normal_scores"]
+__all__ = [
+    "PRIOR_MIN_OWN",
+    "PRIOR_QUANTILES",
+    "Fired",
+    "MeanChart",
+    "PriorCharts",
+    "normal_score",
+    "normal_scores",
+    "prior_min_own",
+]
 
 PRIOR_QUANTILES = 256
 """Order statistics of a parent's reference a young key keeps per feature for its prior."""
@@ -344,6 +353,19 @@ class MeanChart:
             alarmed=bool(ep[3]),
             scale=self.sigma,
         )
+
+
+PRIOR_MIN_OWN = 20
+"""Own values a young key needs at least before it charts on its parent's shape (its
+mean and standard deviation come from them)."""
+
+
+def prior_min_own(strength: float, reference_size: int) -> int:
+    """Own values before a young key with a prior of ``strength`` charts: ``strength``,
+    at least :data:`PRIOR_MIN_OWN`; 0 (no prior) when that leaves no room before its own
+    reference of ``reference_size`` is complete, or ``strength`` is 0 (priors off)."""
+    own = max(PRIOR_MIN_OWN, round(strength))
+    return own if strength > 0 and own < reference_size else 0
 
 
 class PriorCharts:
