@@ -167,7 +167,8 @@ class ConfidenceShift(Detector[float]):
         key's reference *shape*, standardised by its own mean and standard deviation
         (:meth:`detectors.mean_chart.MeanChart.fit_shape`), until its own reference is
         complete. Values seen while that chart's episode is alarmed join no reference: a
-        reference must not learn the change it is alarming on.
+        reference must not learn the change it is alarming on (up to a reference's worth
+        of values, see :class:`detectors.mean_chart.PriorCharts`).
 
         The parent must be this class with its own reference fitted and the same design
         grid. Returns whether the prior was adopted (once: a parent's reference does not
@@ -181,7 +182,8 @@ class ConfidenceShift(Detector[float]):
         if not own:
             return False
         spaces = [parent._sorted_reference()] if parent._sorted_reference() else []
-        self._prior = PriorCharts.of([parent._chart], spaces, parent.reference_size, own)
+        size, cap = parent.reference_size, self.reference_size
+        self._prior = PriorCharts.of([parent._chart], spaces, size, own, cap)
         return True
 
     def _sorted_reference(self) -> list[float]:
@@ -209,17 +211,20 @@ class ConfidenceShift(Detector[float]):
 
     def _learn(self, value: float, n: int) -> Signal | None:
         """Observation ``n`` while the own reference fills: charted on the parent's prior
-        if there is one, then (unless that chart's episode is alarmed) referenced."""
+        if there is one, then (unless that chart holds it out) referenced."""
         signal = None
         prior = self._prior
         if prior is not None and prior.charts:
-            fired, back = prior.update([value], n)
-            chart = prior.charts[0]
+            chart = prior.charts[0]  # (a restart below drops it)
+            step = prior.update([value], n)
+            fired, back = step.fired, step.back
             signal = self._merge([self._mean_signal(n, f, chart, {"prior": 1.0}) for _, f in fired])
             if back:
                 del self._ref[max(0, len(self._ref) - back) :]
-            if prior.alarmed:
+            if step.hold:
                 return signal
+            if step.restart:
+                self._ref.clear()
         self._ref.append(value)
         if len(self._ref) == self.reference_size:
             self._fit_reference(np.asarray(self._ref))

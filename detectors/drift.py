@@ -147,7 +147,8 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         feature's mean charts run on the parent's reference shape, with the key's own
         location and spread of the normal scores against the parent's reference, until
         its own reference is complete. The window test waits for its own reference.
-        Values seen while a young chart's episode is alarmed join no reference.
+        Values seen while a young chart's episode is alarmed join no reference (up to
+        a reference's worth, see :class:`detectors.mean_chart.PriorCharts`).
 
         The parent must be this class, with the same features and designs and its
         reference fitted. Returns whether the prior was adopted (once)."""
@@ -159,7 +160,8 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         own = prior_min_own(strength, self.reference_size)
         if not own:
             return False
-        self._prior = PriorCharts.of(parent._charts, parent._cols, parent.reference_size, own)
+        size, cap = parent.reference_size, self.reference_size
+        self._prior = PriorCharts.of(parent._charts, parent._cols, size, own, cap)
         return True
 
     def update(self, x: Mapping[str, float]) -> Signal | None:
@@ -171,14 +173,18 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         row = self._ref_row(x)
         signal = None
         if prior.charts:
-            fired, back = prior.update(row, n)
+            charts = prior.charts  # (a restart below drops them)
+            step = prior.update(row, n)
+            fired, back = step.fired, step.back
             if fired:
                 j, f = max(fired, key=lambda jf: jf[1].statistic / jf[1].threshold)
-                signal = self._mean_signal(n, j, f, prior)
+                signal = self._mean_signal(n, j, f, charts[j], prior.spaces[j])
             if back:
                 del self._ref[max(0, len(self._ref) - back) :]
-            if prior.alarmed:
+            if step.hold:
                 return signal
+            if step.restart:
+                self._ref.clear()
         self._reference(row)
         if self._fitted:
             self._prior = None
@@ -241,19 +247,25 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         return charts[j].excess(direction, self._n) if charts else None
 
     def _mean_signal(
-        self, n: int, j: int, fired: Fired, prior: PriorCharts | None = None
+        self,
+        n: int,
+        j: int,
+        fired: Fired,
+        young: MeanChart | None = None,
+        space: list[float] | None = None,
     ) -> Signal:
         """The chart's signal (``effect_size`` in standard deviations of the normal
         scores), with ``baseline``/``observed`` in the feature's own units: the reference
         median, and the reference quantile at the mean normal score since the change-point
-        (what a reader can compare with the raw values). With a young key's ``prior``,
-        its chart, against the parent's reference."""
-        details = {"test": 1.0, "arl0": float(self.arl0)} | ({"prior": 1.0} if prior else {})
+        (what a reader can compare with the raw values). With a ``young`` key's chart on
+        its parent's shape, against the parent's reference ``space``, from its own level."""
+        prior = {"prior": 1.0} if young else {}
+        details = {"test": 1.0, "arl0": float(self.arl0)} | prior
         name, feature = type(self).__name__, self.features[j]
-        chart = prior.charts[j] if prior else self._charts[j]
+        chart = young or self._charts[j]
         signal = chart.signal(name, self.kind, n, fired, feature, details)
-        col = prior.spaces[j] if prior else self._cols[j]
-        centre = float(ndtr(chart.mu)) if prior else 0.5  # a young key's own location
+        col = space if young and space is not None else self._cols[j]
+        centre = float(ndtr(chart.mu)) if young else 0.5  # a young key's own location
         raw = np.quantile(col, [centre, float(ndtr(fired.observed))])
         return signal.model_copy(update={"baseline": float(raw[0]), "observed": float(raw[1])})
 

@@ -46,6 +46,7 @@ __all__ = [
     "Fired",
     "MeanChart",
     "PriorCharts",
+    "PriorStep",
     "normal_score",
     "normal_scores",
     "prior_min_own",
@@ -368,6 +369,16 @@ def prior_min_own(strength: float, reference_size: int) -> int:
     return own if strength > 0 and own < reference_size else 0
 
 
+@dataclass(frozen=True)
+class PriorStep:
+    """What one observation did to a young key's :class:`PriorCharts`."""
+
+    fired: list[tuple[int, Fired]]  # alarms: (feature index, alarm)
+    back: int  # values referenced last to take back out of the key's reference
+    hold: bool  # whether this one stays out of the reference
+    restart: bool  # a reference's worth held: start the key's reference (and charts) anew
+
+
 class PriorCharts:
     """A young key's mean charts on its parent's reference shapes, one per feature: the
     shrinkage prior of score charts and numeric drift (not a detector: a part of one).
@@ -376,18 +387,30 @@ class PriorCharts:
     for charts on normal scores, the parent's reference per feature (``spaces``: at most
     :data:`PRIOR_QUANTILES` of its order statistics; empty: values are charted as they
     are). ``start`` fits the key's own charts once it has ``min_own`` values of its own;
-    ``update`` charts one row and says how many of the values referenced last must be
-    taken back out of the key's reference: a first alarm's excursion was referenced
-    value by value until it alarmed, and the reference must not hold the change.
+    ``update`` charts one row and says whether it joins the key's reference and how many
+    of the values referenced last must be taken back out of it: values seen while an
+    episode is alarmed join none, and a first alarm's excursion, referenced value by
+    value until it alarmed, is taken back: the reference must not hold the change. At
+    most ``cap`` values (the key's reference size) are held out in all: a "change" that
+    lasts that long is the segment's own level, which its first values missed (a
+    segment's mix can differ by the hour). The key then starts its reference anew from
+    that level, and its young charts with it (after ``min_own`` values).
     """
 
     def __init__(
-        self, shapes: list[MeanChart], spaces: list[list[float]], size: int, min_own: int
+        self,
+        shapes: list[MeanChart],
+        spaces: list[list[float]],
+        size: int,
+        min_own: int,
+        cap: int,
     ) -> None:
         self.shapes = shapes
         self.spaces = spaces
         self.size = size  # the parent's reference size (its mean's margin)
         self.min_own = min_own
+        self.cap = cap
+        self.held = 0  # values held out of the key's reference so far
         self.charts: list[MeanChart] = []
 
     @classmethod
@@ -397,6 +420,7 @@ class PriorCharts:
         references: Sequence[Sequence[float]],
         size: int,
         min_own: int,
+        cap: int,
     ) -> PriorCharts:
         """From a parent's fitted ``charts`` and sorted ``references`` (none: raw values)."""
         shapes = []
@@ -410,7 +434,7 @@ class PriorCharts:
         for ref in references:
             q = min(len(ref), PRIOR_QUANTILES)
             spaces.append([float(ref[(2 * i + 1) * len(ref) // (2 * q)]) for i in range(q)])
-        return cls(shapes, spaces, size, min_own)
+        return cls(shapes, spaces, size, min_own, cap)
 
     def get_state(self) -> JsonState:
         return {
@@ -418,6 +442,8 @@ class PriorCharts:
             "spaces": [list(s) for s in self.spaces],
             "size": self.size,
             "min": self.min_own,
+            "cap": self.cap,
+            "held": self.held,
             "charts": [c.get_state() for c in self.charts],
         }
 
@@ -435,7 +461,9 @@ class PriorCharts:
             [list(s) for s in state["spaces"]],
             state["size"],
             state["min"],
+            state["cap"],
         )
+        prior.held = state["held"]
         prior.charts = [chart(s) for s in state["charts"]]
         return prior
 
@@ -453,14 +481,8 @@ class PriorCharts:
             chart.fit_shape(sample, shape, self.size, n, arl0)
             self.charts.append(chart)
 
-    @property
-    def alarmed(self) -> bool:
-        """Whether an episode is alarmed: values now join no reference."""
-        return any(ep[3] for chart in self.charts for ep in chart.ep)
-
-    def update(self, row: Sequence[float], n: int) -> tuple[list[tuple[int, Fired]], int]:
-        """Chart observation ``n`` (one value per feature): the alarms (feature index,
-        alarm) and how many of the last referenced values to take back."""
+    def update(self, row: Sequence[float], n: int) -> PriorStep:
+        """Chart observation ``n`` (one value per feature); see :class:`PriorStep`."""
         fired: list[tuple[int, Fired]] = []
         start = n
         for j, chart in enumerate(self.charts):
@@ -470,7 +492,15 @@ class PriorCharts:
             for ep, w in zip(chart.ep, was, strict=True):
                 if ep[3] and not w:
                     start = min(start, int(ep[1]))
-        return fired, n - start
+        back = min(n - start, self.cap - self.held)
+        self.held += back
+        if not any(ep[3] for chart in self.charts for ep in chart.ep):
+            return PriorStep(fired, back, hold=False, restart=False)
+        if self.held < self.cap:
+            self.held += 1
+            return PriorStep(fired, back, hold=True, restart=False)
+        self.charts, self.held = [], 0  # its first values missed the key's level
+        return PriorStep(fired, back, hold=False, restart=True)
 
     def retarget(self, arl0: float) -> None:
         for chart in self.charts:

@@ -102,14 +102,14 @@ def test_a_clean_offset_segment_raises_nothing_on_its_parents_shape(
 def test_values_the_prior_alarms_on_join_no_reference(
     cls: type[ConfidenceShift], draw: Draw, parent_mean: float, mean: float, drop: float
 ) -> None:
-    """A drop that lasts longer than the reference takes to fill: the reference is
+    """A drop of 200 values while the reference still needs 150: the reference is
     learned from the values before and after it, so the recovered scores raise nothing."""
     parent = _fitted_parent(cls, draw, parent_mean)
     rng = np.random.default_rng(7)
     young = _make(cls, 300)
     young.adopt_prior(parent, 100)
     _feed(young, draw(rng, 150, mean))
-    assert _feed(young, draw(rng, 1000, mean - drop)), "the drop went unseen"
+    assert _feed(young, draw(rng, 200, mean - drop)), "the drop went unseen"
     assert young.learning  # the drop did not complete the reference
     after = _feed(young, draw(rng, 2000, mean))
     assert not young.learning
@@ -204,4 +204,31 @@ def test_a_clean_offset_numeric_segment_raises_nothing_and_round_trips() -> None
     assert ours
     assert ours == theirs
     assert young.get_state() == copy.get_state()
-    assert young.learning  # a shift that persists is never learned as the reference
+
+
+@pytest.mark.parametrize(("cls", "draw", "parent_mean", "mean", "drop"), CASES)
+def test_a_young_chart_whose_first_values_missed_its_level_still_learns(
+    cls: type[ConfidenceShift], draw: Draw, parent_mean: float, mean: float, drop: float
+) -> None:
+    """A segment whose first 150 values sat above its level (its mix differs by the
+    hour): the young chart pages, holds back at most a reference's worth of values, then
+    starts its reference anew from the level that lasted, and stops paging."""
+    parent = _fitted_parent(cls, draw, parent_mean)
+    rng = np.random.default_rng(17)
+    young = _make(cls, 300)
+    young.adopt_prior(parent, 100)
+    _feed(young, draw(rng, 150, mean))
+    assert _feed(young, draw(rng, 600, mean - drop)), "the level change went unseen"
+    assert not young.learning  # held 300 values, then learned the level that lasted
+    assert _feed(young, draw(rng, 3000, mean - drop)) == []
+
+
+def test_a_young_numeric_segment_whose_first_values_missed_its_level_still_learns() -> None:
+    parent = _numeric_parent()
+    rng = np.random.default_rng(19)
+    young = _numeric(300)
+    young.adopt_prior(parent, 100)
+    young.update_many(_rows(rng, 150, 0.0))
+    assert young.update_many(_rows(rng, 600, 0.6)), "the level change went unseen"
+    assert not young.learning
+    assert young.update_many(_rows(rng, 3000, 0.6)) == []
