@@ -21,7 +21,7 @@ import numpy as np
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
 from detectors.drift import NumericDrift
-from detectors.mean_chart import Fired, MeanChart, PriorCharts, prior_min_own
+from detectors.mean_chart import Fired, MeanChart, PriorCharts
 from detectors.rate import BASELINE_CONFIDENCE
 
 __all__ = ["ConfidenceShift"]
@@ -178,13 +178,12 @@ class ConfidenceShift(Detector[float]):
         grid = (parent.shift, parent.designs, parent._res)
         if type(parent) is not type(self) or grid != (self.shift, self.designs, self._res):
             return False
-        own = prior_min_own(strength, self.reference_size)
-        if not own:
-            return False
         spaces = [parent._sorted_reference()] if parent._sorted_reference() else []
-        size, cap = parent.reference_size, self.reference_size
-        self._prior = PriorCharts.of([parent._chart], spaces, size, own, cap)
-        return True
+        size = parent.reference_size
+        self._prior = PriorCharts.adopt(
+            [parent._chart], spaces, size, strength, self.reference_size
+        )
+        return self._prior is not None
 
     def _sorted_reference(self) -> list[float]:
         """The sorted reference its values are charted against (none: charted raw)."""
@@ -215,16 +214,13 @@ class ConfidenceShift(Detector[float]):
         signal = None
         prior = self._prior
         if prior is not None and prior.charts:
-            chart = prior.charts[0]  # (a restart below drops it)
+            chart = prior.charts[0]  # (a restart drops it)
             step = prior.update([value], n)
-            fired, back = step.fired, step.back
-            signal = self._merge([self._mean_signal(n, f, chart, {"prior": 1.0}) for _, f in fired])
-            if back:
-                del self._ref[max(0, len(self._ref) - back) :]
-            if step.hold:
+            signal = self._merge(
+                [self._mean_signal(n, f, chart, {"prior": 1.0}) for _, f in step.fired]
+            )
+            if step.apply(self._ref):
                 return signal
-            if step.restart:
-                self._ref.clear()
         self._ref.append(value)
         if len(self._ref) == self.reference_size:
             self._fit_reference(np.asarray(self._ref))

@@ -27,7 +27,6 @@ from detectors.mean_chart import (
     PriorCharts,
     normal_score,
     normal_scores,
-    prior_min_own,
 )
 from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
@@ -157,12 +156,11 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         grid = (parent.features, parent.shift, parent.designs)
         if type(parent) is not type(self) or grid != (self.features, self.shift, self.designs):
             return False
-        own = prior_min_own(strength, self.reference_size)
-        if not own:
-            return False
-        size, cap = parent.reference_size, self.reference_size
-        self._prior = PriorCharts.of(parent._charts, parent._cols, size, own, cap)
-        return True
+        size = parent.reference_size
+        self._prior = PriorCharts.adopt(
+            parent._charts, parent._cols, size, strength, self.reference_size
+        )
+        return self._prior is not None
 
     def update(self, x: Mapping[str, float]) -> Signal | None:
         prior = self._prior
@@ -173,18 +171,13 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         row = self._ref_row(x)
         signal = None
         if prior.charts:
-            charts = prior.charts  # (a restart below drops them)
+            charts = prior.charts  # (a restart drops them)
             step = prior.update(row, n)
-            fired, back = step.fired, step.back
-            if fired:
-                j, f = max(fired, key=lambda jf: jf[1].statistic / jf[1].threshold)
+            if step.fired:
+                j, f = max(step.fired, key=lambda jf: jf[1].statistic / jf[1].threshold)
                 signal = self._mean_signal(n, j, f, charts[j], prior.spaces[j])
-            if back:
-                del self._ref[max(0, len(self._ref) - back) :]
-            if step.hold:
+            if step.apply(self._ref):
                 return signal
-            if step.restart:
-                self._ref.clear()
         self._reference(row)
         if self._fitted:
             self._prior = None

@@ -378,6 +378,15 @@ class PriorStep:
     hold: bool  # whether this one stays out of the reference
     restart: bool  # a reference's worth held: start the key's reference (and charts) anew
 
+    def apply(self, reference: list[Any]) -> bool:
+        """Take values back out of the key's ``reference`` (or all of them, on a restart);
+        whether this observation is held out of it."""
+        if self.back:
+            del reference[max(0, len(reference) - self.back) :]
+        if self.restart:
+            reference.clear()
+        return self.hold
+
 
 class PriorCharts:
     """A young key's mean charts on its parent's reference shapes, one per feature: the
@@ -435,6 +444,22 @@ class PriorCharts:
             q = min(len(ref), PRIOR_QUANTILES)
             spaces.append([float(ref[(2 * i + 1) * len(ref) // (2 * q)]) for i in range(q)])
         return cls(shapes, spaces, size, min_own, cap)
+
+    @classmethod
+    def adopt(
+        cls,
+        charts: Sequence[MeanChart],
+        references: Sequence[Sequence[float]],
+        size: int,
+        strength: float,
+        reference_size: int,
+    ) -> PriorCharts | None:
+        """A young key's prior from its parent's fitted ``charts`` and sorted
+        ``references`` (reference ``size``), with ``strength`` own values before it charts
+        (:func:`prior_min_own`) and the key's own ``reference_size`` as the cap; None when
+        that leaves no room."""
+        own = prior_min_own(strength, reference_size)
+        return cls.of(charts, references, size, own, reference_size) if own else None
 
     def get_state(self) -> JsonState:
         return {
