@@ -232,3 +232,19 @@ def test_a_young_numeric_segment_whose_first_values_missed_its_level_still_learn
     assert young.update_many(_rows(rng, 600, 0.6)), "the level change went unseen"
     assert not young.learning
     assert young.update_many(_rows(rng, 3000, 0.6)) == []
+
+
+def test_a_judge_chart_saved_mid_reference_by_an_older_release_still_loads() -> None:
+    """Before priors, a score chart buffered its reference itself (``buf``) and its base
+    class had seen none of it (``n`` 0); such a state goes on as if never saved."""
+    rng = np.random.default_rng(23)
+    values = _judge(rng, 300, 4.0) + _judge(rng, 400, 3.2)
+    fresh, old = _make(EvaluationScoreShift, 300), _make(EvaluationScoreShift, 300)
+    state = _make(EvaluationScoreShift, 300).get_state()
+    del state["dist_offset"]
+    state |= {"buf": values[:120], "sorted": []}
+    old.set_state(state)
+    ours = _feed(fresh, values)
+    theirs = _feed(old, values[120:])
+    assert ours
+    assert [s.model_dump() for s in theirs] == [s.model_dump() for s in ours]
