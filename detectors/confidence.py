@@ -161,6 +161,11 @@ class ConfidenceShift(Detector[float]):
     def alarm_ready(self) -> bool:
         return self._chart.ready or bool(self._prior and self._prior.charts)
 
+    @property
+    def prior_settled(self) -> bool:
+        """Whether ``adopt_prior`` can no longer change anything (it adopts once)."""
+        return self._prior is not None or self._chart.ready
+
     def adopt_prior(self, parent: ConfidenceShift, strength: float) -> bool:
         """A young segment key's shrinkage prior: once it has ``strength`` values of its
         own (at least 20, fewer than its reference), chart its mean against the parent

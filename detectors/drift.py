@@ -139,6 +139,11 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
     def alarm_ready(self) -> bool:
         return bool(self._fitted) or bool(self._prior and self._prior.charts)
 
+    @property
+    def prior_settled(self) -> bool:
+        """Whether ``adopt_prior`` can no longer change anything (it adopts once)."""
+        return self._prior is not None or bool(self._fitted)
+
     def adopt_prior(self, parent: NumericDrift, strength: float) -> bool:
         """A young segment key's shrinkage prior, as the score charts take it
         (:meth:`detectors.confidence.ConfidenceShift.adopt_prior`): once it has

@@ -43,9 +43,11 @@ def adopt_parent_prior(
     ``det`` warms up, followed while it floors ``det``'s baseline. Returns whether a prior
     was adopted or moved (0 strength: off)."""
     # Called for every observation of a learning detector: ``getattr``, not an
-    # ``isinstance`` check against the runtime protocol (ten times slower).
+    # ``isinstance`` check against the runtime protocol (ten times slower). A detector
+    # whose prior can no longer change says so (``prior_settled``: a young score chart
+    # that has its prior, learning its own reference).
     adopt = getattr(det, "adopt_prior", None)
-    if strength <= 0 or adopt is None:
+    if strength <= 0 or adopt is None or getattr(det, "prior_settled", False):
         return False
     for parent in parents:
         theirs = parent.detectors.get(name)
