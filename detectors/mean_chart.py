@@ -141,6 +141,10 @@ class MeanChart:
     def ready(self) -> bool:
         return bool(self.h)
 
+    def blank(self) -> MeanChart:
+        """An unfitted chart with this one's shift, designs and resolution."""
+        return MeanChart(self.shift, self.designs, self.resolution, self.baseline_confidence)
+
     _KEYS = ("mu", "sigma", "kq", "h", "s", "start", "sum", "ep", "pmf")
 
     def get_state(self) -> JsonState:
@@ -423,29 +427,6 @@ class PriorCharts:
         self.charts: list[MeanChart] = []
 
     @classmethod
-    def of(
-        cls,
-        charts: Sequence[MeanChart],
-        references: Sequence[Sequence[float]],
-        size: int,
-        min_own: int,
-        cap: int,
-    ) -> PriorCharts:
-        """From a parent's fitted ``charts`` and sorted ``references`` (none: raw values)."""
-        shapes = []
-        for chart in charts:
-            shape = MeanChart(
-                chart.shift, chart.designs, chart.resolution, chart.baseline_confidence
-            )
-            shape.set_state(chart.get_state())
-            shapes.append(shape)
-        spaces = []
-        for ref in references:
-            q = min(len(ref), PRIOR_QUANTILES)
-            spaces.append([float(ref[(2 * i + 1) * len(ref) // (2 * q)]) for i in range(q)])
-        return cls(shapes, spaces, size, min_own, cap)
-
-    @classmethod
     def adopt(
         cls,
         charts: Sequence[MeanChart],
@@ -459,7 +440,16 @@ class PriorCharts:
         (:func:`prior_min_own`) and the key's own ``reference_size`` as the cap; None when
         that leaves no room."""
         own = prior_min_own(strength, reference_size)
-        return cls.of(charts, references, size, own, reference_size) if own else None
+        if not own:
+            return None
+        shapes = [chart.blank() for chart in charts]
+        for shape, chart in zip(shapes, charts, strict=True):
+            shape.set_state(chart.get_state())
+        spaces = []
+        for ref in references:
+            q = min(len(ref), PRIOR_QUANTILES)
+            spaces.append([float(ref[(2 * i + 1) * len(ref) // (2 * q)]) for i in range(q)])
+        return cls(shapes, spaces, size, own, reference_size)
 
     def get_state(self) -> JsonState:
         return {
@@ -475,9 +465,7 @@ class PriorCharts:
     @classmethod
     def from_state(cls, state: JsonState, template: MeanChart) -> PriorCharts:
         def chart(st: JsonState) -> MeanChart:
-            c = MeanChart(
-                template.shift, template.designs, template.resolution, template.baseline_confidence
-            )
+            c = template.blank()
             c.set_state(st)
             return c
 
@@ -499,9 +487,7 @@ class PriorCharts:
     def start(self, own: Sequence[Sequence[float]], n: int, arl0: float) -> None:
         """Fit the charts on the key's own rows so far (``n``: the next observation)."""
         for j, shape in enumerate(self.shapes):
-            chart = MeanChart(
-                shape.shift, shape.designs, shape.resolution, shape.baseline_confidence
-            )
+            chart = shape.blank()
             sample = np.asarray([self.value(j, row[j]) for row in own], dtype=np.float64)
             chart.fit_shape(sample, shape, self.size, n, arl0)
             self.charts.append(chart)
