@@ -183,7 +183,8 @@ class ConfidenceShift(Detector[float]):
         grid = (parent.shift, parent.designs, parent._res)
         if type(parent) is not type(self) or grid != (self.shift, self.designs, self._res):
             return False
-        spaces = [parent._sorted_reference()] if parent._sorted_reference() else []
+        reference = parent._sorted_reference()
+        spaces = [reference] if reference else []
         size = parent.reference_size
         self._prior = PriorCharts.adopt(
             [parent._chart], spaces, size, strength, self.reference_size
