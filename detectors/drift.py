@@ -14,7 +14,7 @@ detectors (which are calibrated to an expected run time by simulation).
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -448,15 +448,48 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         self._mean: np.ndarray[Any, Any] | None = None
         self._dirs: np.ndarray[Any, Any] | None = None
         self._ref_sorted: np.ndarray[Any, Any] | None = None
+        # Embeddings seen since the last window test, not yet made rows (see ``update``).
+        self._pending: list[Sequence[float]] = []
 
     def get_state(self) -> JsonState:
+        self._drain()
         state = super().get_state()
         state["sum"] = list(self._sum)
         return state
 
     def set_state(self, state: JsonState) -> None:
         self._sum = list(state["sum"])
+        self._pending = []
         super().set_state(state)
+
+    def update(self, x: Sequence[float]) -> Signal | None:
+        """Once the reference is fitted, an embedding becomes a row only when the window
+        test is due (or the state is read), all rows since the last test in one
+        vectorised call: the rows are those of one-at-a-time updates, bit for bit (see
+        ``_rows``), and no row between two tests can raise anything."""
+        if not self._fitted:
+            return super().update(x)
+        self._n += 1
+        self._pending.append(x)
+        k = len(self._pending)
+        if len(self._win) + k >= self.window and self._since + k >= self._stride:
+            return self._drain()
+        return None
+
+    def update_many(self, xs: Iterable[Sequence[float]]) -> list[Signal]:
+        self._drain()
+        return super().update_many(xs)
+
+    def _drain(self) -> Signal | None:
+        """Push the pending embeddings' rows; the last push's signal (only it can test)."""
+        if not self._pending:
+            return None
+        rows, first = self._rows(self._pending), self._n - len(self._pending)
+        self._pending = []
+        signal = None
+        for i, row in enumerate(rows):
+            signal = self._push(first + i, row)
+        return signal
 
     @property
     def _names(self) -> list[str]:

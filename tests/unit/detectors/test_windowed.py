@@ -130,6 +130,31 @@ def test_embedding_drift_detects_shift() -> None:
     assert 3000 <= signals[0].last_index <= 3000 + 400
 
 
+def test_embedding_rows_made_when_the_test_is_due_change_nothing() -> None:
+    """Once fitted, embeddings become rows only when the window test is due or the state
+    is read: one-at-a-time updates, with the state read at odd points and restored into
+    a fresh detector, give the signals (same observation, same values) and the final
+    state of a batch update."""
+    rng = np.random.default_rng(9)
+    emb = rng.standard_normal((3000, 16))
+    emb[2000:, :4] += 0.6
+    xs = [list(map(float, e)) for e in emb]
+    batch = EmbeddingDrift(arl0=1e4, reference_size=600, window=100)
+    expected = batch.update_many(xs)
+    det = EmbeddingDrift(arl0=1e4, reference_size=600, window=100)
+    got = []
+    for i, x in enumerate(xs):
+        if i % 97 == 13:
+            fresh = EmbeddingDrift(arl0=1e4, reference_size=600, window=100)
+            fresh.set_state(det.get_state())
+            det = fresh
+        if (signal := det.update(x)) is not None:
+            got.append(signal)
+    assert expected, "the shift went unseen"
+    assert [s.model_dump() for s in got] == [s.model_dump() for s in expected]
+    assert det.get_state() == batch.get_state()
+
+
 @pytest.mark.parametrize("designs", [(1.0,), (1.0, 2.0, 4.0)])
 def test_confidence_false_alarms_within_factor_two(designs: tuple[float, ...]) -> None:
     """Three tests share arl0 (each direction splits its share over its designs); the
