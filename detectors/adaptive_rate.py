@@ -97,7 +97,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence
-        (a resting part's threshold plays no part in a non-event: no need to wake it)."""
+        (a threshold plays no part in a non-event: no need to wake the parts)."""
         self.arl0 = arl0
         for d in self._parts:
             d.set_arl0(arl0 * len(self.relative_shifts))
@@ -133,6 +133,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     @property
     def statistic(self) -> float:
         """Largest ratio statistic / threshold over the parts (alarm at 1)."""
+        self._wake()
         return max(d.statistic / d.threshold for d in self._parts)
 
     @property
@@ -172,10 +173,11 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return first.model_copy(update={"alarmed": alarmed})
 
     def update(self, x: bool) -> Signal | None:
-        """One observation. A non-event while every part rests (calibrated, CUSUM and
-        episode at zero, no re-estimate due) changes nothing but counters, so it is only
-        counted, and applied to the parts when anything reads them: most observations of a
-        rare rate cost one comparison instead of an update per design."""
+        """One observation. A non-event that brings no part's CUSUM or episode back to
+        zero and is due no re-estimate (:meth:`BernoulliCusum.zero_room`) changes nothing
+        but counters and heights, so it is only counted, and applied to the parts when
+        anything reads them or an event comes: most observations of a rare rate cost one
+        comparison instead of an update per design."""
         if not x and self._room:
             self._idle += 1
             self._room -= 1

@@ -427,33 +427,59 @@ class BernoulliCusum(Detector[bool]):
         return None
 
     def zero_room(self) -> int:
-        """How many non-events :meth:`rest` may take now: 0 unless the chart is at rest
-        (calibrated, CUSUM and episode at zero), and then as many as come before the
-        next baseline re-estimate. Inside that room a non-event changes only counters:
-        what :meth:`update` would do is known without running it. While warming up, a
-        non-event only joins the reference until the warm-up can end."""
+        """How many non-events :meth:`rest` may take now. Inside that room a non-event
+        changes only counters and the statistics' heights: what :meth:`update` would do is
+        known without running it.
+
+        - While warming up, a non-event only joins the reference until the warm-up can end.
+        - Calibrated, each of the CUSUM and the episode's shadow CUSUM is either at rest
+          (at zero: a non-event clears itself, joins the reference and restarts it) or up,
+          and then a non-event moves it down by one step: the room ends on the non-event
+          that would bring either back to zero (that one returns the excursion to the
+          reference and may re-estimate the baseline, so it takes the full path), or at
+          the next baseline re-estimate."""
         if not self._h:
             can_end = self._ref_k >= self.min_events
             end = min(self.warmup, self.max_reference) if can_end else self.max_reference
             return max(0, end - self._ref_n - 1)
-        if self._s or self._e or self._k:
+        down = self._down
+        if self._s:
+            room = (self._s - 1) // down  # s - m * down stays > 0
+        elif self._k or self._start != self._n:
             return 0
-        if self._start != self._n or self._ep_k or self._ep_alarmed:
+        elif self._next_cp:
+            room = max(0, self._next_cp - self._ref_n - 1)
+        else:
+            room = _REST_UNBOUNDED
+        if self._e:
+            return min(room, (self._e - 1) // down)
+        if self._ep_k or self._ep_alarmed or self._ep_start != self._n:
             return 0
-        return max(0, self._next_cp - self._ref_n - 1) if self._next_cp else _REST_UNBOUNDED
+        return room
 
     def rest(self, m: int) -> None:
         """``m`` non-events at once: exactly the state ``m`` calls of ``update(False)``
-        leave, in O(1). Each joins the reference; once calibrated, each clears itself (the
-        CUSUM stays at zero) and restarts the episode. The caller keeps ``m`` within the
-        :meth:`zero_room` it read when the chart last changed (the adaptive chart counts
-        it down); it is not checked again here, on every wake of the hot path."""
+        leave, in O(1). Warming up, each joins the reference. Calibrated, a CUSUM that is
+        up moves down by ``m`` steps; one at rest stays there, each non-event joining the
+        reference and restarting its change-point estimate; the episode likewise. The
+        caller keeps ``m`` within the :meth:`zero_room` it read when the chart last
+        changed (the adaptive chart counts it down); it is not checked again here, on
+        every wake of the hot path."""
         if m <= 0:
             return
         self._n += m
-        self._ref_n += m
-        if self._h:
-            self._start = self._ep_start = self._n
+        if not self._h:
+            self._ref_n += m
+            return
+        if self._s:
+            self._s -= m * self._down
+        else:
+            self._ref_n += m
+            self._start = self._n
+        if self._e:
+            self._e -= m * self._down
+        else:
+            self._ep_start = self._n
 
     def _episode(self, x: bool, n: int) -> None:
         """Advance the episode's shadow CUSUM by observation ``n`` (calibrated only)."""
