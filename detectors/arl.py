@@ -31,6 +31,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Hashable, Iterator
 from dataclasses import dataclass
+from typing import Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -364,7 +365,7 @@ def add_thresholds(entries: dict[ThresholdKey, int]) -> None:
 def clear_thresholds() -> None:
     """Forget every solved threshold and ARL (tests, benchmarks of the solve itself)."""
     _THRESHOLDS.clear()
-    _down1_sequence.cache_clear()
+    _SEQUENCES.clear()
     _CHAINS.clear()
 
 
@@ -427,10 +428,10 @@ class _Down1Arls:
 
     def __init__(self, up: int, p: float) -> None:
         self._more = _down1_arls(up, p)
-        self._arls = array("d")
+        self.arls = array("d")
 
     def threshold(self, arl0: float) -> int:
-        arls = self._arls
+        arls = self.arls
         if not arls or arls[-1] < arl0:
             for arl in self._more:
                 arls.append(arl)
@@ -439,12 +440,28 @@ class _Down1Arls:
         return bisect.bisect_left(arls, arl0) + 1
 
 
-@functools.lru_cache(maxsize=256)
+SEQUENCE_DOUBLES: Final = 8 << 20
+"""ARLs kept over all ``down == 1`` sequences (64 MiB of doubles), least recently used
+dropped first: a sequence dropped and asked for again is computed again from its first
+threshold. Bounded by size, not count: a 36-hour replay asked for 2,033 sequences whose
+longest ran to 4.2 M ARLs in all (docs/validation.md, stop 31)."""
+
+_SEQUENCES: OrderedDict[tuple[int, float], _Down1Arls] = OrderedDict()
+
+
 def _down1_sequence(up: int, p: float) -> _Down1Arls:
-    """The kept ARL sequence of one lattice and rate (least recently used dropped). A
-    sequence is as long as its largest threshold, at most a few hundred KB; the measured
-    total is in docs/validation.md."""
-    return _Down1Arls(up, p)
+    """The kept ARL sequence of one lattice and rate (see :data:`SEQUENCE_DOUBLES`)."""
+    key = (up, p)
+    seq = _SEQUENCES.get(key)
+    if seq is not None:
+        _SEQUENCES.move_to_end(key)
+        return seq
+    seq = _SEQUENCES[key] = _Down1Arls(up, p)
+    total = sum(len(s.arls) for s in _SEQUENCES.values())
+    while total > SEQUENCE_DOUBLES and len(_SEQUENCES) > 1:
+        _, dropped = _SEQUENCES.popitem(last=False)
+        total -= len(dropped.arls)
+    return seq
 
 
 def _down1_threshold(up: int, p: float, arl0: float) -> int:
