@@ -21,8 +21,12 @@ publishes), then measures in the same run, each reading the full backlog:
   ``worker.batch_ingress = false`` (faust's per-record path, as before);
 - N workers in one group (``--workers N``);
 - replay: the same pipeline offline over the same lines (no Kafka), and its time split
-  into stages: decode, join (route to the request's join state), detect (key routing,
-  detectors, evidence and the incident engine: one stage here), publish (incident JSON).
+  into stages: decode, join (route to the request's join state), detect, publish
+  (incident JSON); detect is split once more by replaying with every detector's update a
+  no-op (its evidence tracker kept): the detectors themselves, and the rest (key
+  routing, budgets, priors, evidence, the incident engines). The replay's rate without
+  the detectors is the ceiling of the per-event pipeline, however fast they become.
+  ``--replay-only`` prints this part alone (no broker).
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -34,6 +38,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import functools
 import json
 import os
@@ -44,7 +49,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -57,10 +62,12 @@ from kafka import KafkaConsumer, KafkaProducer  # noqa: E402
 
 from alerting.clock import SYSTEM_CLOCK  # noqa: E402
 from bench.broker import bench_broker  # noqa: E402
+from detectors.base import Signal  # noqa: E402
 from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E402
 from streams.devtools.broker import free_port  # noqa: E402
 from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
+from streams.pipeline.observation import Observation  # noqa: E402
 from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
     Settings,
@@ -363,7 +370,6 @@ def _segment_drift_only(events: int) -> int:
 
 def _stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
     """Offline replay's seconds per stage: decode, join, detect, publish (incident JSON)."""
-    from streams.pipeline.observation import Observation
     from streams.pipeline.replay import BATCH, Pipeline
 
     topics = {kind: topic for topic, kind in topic_kinds(settings).items()}
@@ -399,6 +405,75 @@ def _stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
     return spent
 
 
+@contextlib.contextmanager
+def _detectors_off() -> Iterator[None]:
+    """Every detector's update a no-op, its evidence tracker still fed: what detection
+    costs without the detectors (a counterfactual of this benchmark, never a path of the
+    service)."""
+    from streams.pipeline import detectorset
+
+    original = detectorset.DetectorSet._feed
+
+    def feed(
+        ds: detectorset.DetectorSet, name: str, x: Any, obs: Observation, notable: bool
+    ) -> list[tuple[str, Signal, detectorset.Tracker]]:
+        tracker = ds.trackers.get(name)
+        if tracker is None:
+            tracker = ds.trackers[name] = detectorset.Tracker()
+        tracker.see(obs, notable)
+        return []
+
+    detectorset.DetectorSet._feed = feed  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        detectorset.DetectorSet._feed = original  # type: ignore[method-assign]
+
+
+def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
+    """Offline replay's stages, detect split into the detectors and the rest (see the
+    module's docstring), after an untimed pass that fills the threshold cache: the
+    report's lines."""
+    replay_lines(lines, settings)
+    stages = _stages(lines, settings)
+    with _detectors_off():
+        rest = _stages(lines, settings)["detect"]
+    n = len(lines)
+    total = sum(stages.values())
+    detectors = max(0.0, stages["detect"] - rest)
+    rows = [
+        *stages.items(),
+        ("  detectors", detectors),
+        ("  the rest", stages["detect"] - detectors),
+    ]
+    return [
+        f"\nreplay by stage ({n} lines, {total:.2f} s in all, {n / total:,.0f} events/s)",
+        f"{'stage':12} {'seconds':>9} {'share':>7} {'us/event':>9}",
+        *(f"{st:12} {secs:9.2f} {secs / total:7.1%} {secs / n * 1e6:9.1f}" for st, secs in rows),
+        f"without the detectors' updates the replay would run {n / (total - detectors):,.0f} "
+        f"events/s: the per-event pipeline's ceiling ({(total - detectors) / total:.0%} of "
+        "its time now)",
+    ]
+
+
+def _recent_scenario(events: int) -> Scenario:
+    """About ``events`` events (~4k per simulated hour at 3600 requests an hour) in the
+    hours just before now: the worker's ingress dead-letters events older than
+    ``detection.max_past_hours`` (a fixed date in the past would be all dead letters)."""
+    hours = max(1.0, events / 4000.0)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours + 1)
+    return Scenario(seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=3600)
+
+
+def _replay_only(events: int) -> int:
+    """``--replay-only``: the replay's stage split without a broker (the same scenario as
+    the full run: the hours just before now, which the decoder takes as current)."""
+    scenario = _recent_scenario(events)
+    lines = [line.encode() for line in Simulator(scenario).lines()]
+    print("\n".join(_replay_split(lines, load_settings(env={}))))
+    return 0
+
+
 def main() -> int:
     """The run, phase by phase in the order its report prints (long on purpose: one
     straight script reads better than helpers that each print a piece)."""
@@ -422,6 +497,11 @@ def main() -> int:
         action="store_true",
         help="only the per-segment drift cost (offline replay, no broker)",
     )
+    parser.add_argument(
+        "--replay-only",
+        action="store_true",
+        help="only the offline replay's stage split (no broker)",
+    )
     parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.noop_child:
@@ -430,11 +510,10 @@ def main() -> int:
     target = 30_000 if args.quick else args.events
     if args.segment_drift_only:
         return _segment_drift_only(target)
-    hours = max(1.0, target / 4000.0)  # ~4k events per simulated hour at 3600 req/h
-    # Traffic of the last hours: the worker's ingress dead-letters events older than
-    # detection.max_past_hours (a fixed date in the past would be all dead letters).
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours + 1)
-    scenario = Scenario(seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=3600)
+    if args.replay_only:
+        return _replay_only(target)
+    scenario = _recent_scenario(target)
+    hours = scenario.duration.total_seconds() / 3600
     lines = list(Simulator(scenario).lines())
     end = scenario.start + scenario.duration
     models = {m.name: m.version for m in scenario.models}
@@ -518,8 +597,6 @@ def main() -> int:
     replay_s = time.perf_counter() - began
     _say("offline replay, segment drift variants")
     seg_replay_s, seg_cpu = _segment_drift_cost(lines, settings)
-    _say("offline replay, stage by stage")
-    stages = _stages([line.encode() for line in lines], settings)
 
     rows = [
         ("plain aiokafka consumer", plain_s),
@@ -543,11 +620,9 @@ def main() -> int:
             f"{name:34} {secs:9.2f} {rate:10,.0f} {rate / decode_rate:9.3f} "
             f"{rate / plain_rate:9.3f} {rate / noop_rate:9.3f}"
         )
-    total = sum(stages.values())
-    print(f"\nreplay by stage ({len(lines)} lines, {total:.2f} s in all)")
-    print(f"{'stage':10} {'seconds':>9} {'share':>7} {'us/event':>9}")
-    for stage, secs in stages.items():
-        print(f"{stage:10} {secs:9.2f} {secs / total:7.1%} {secs / len(lines) * 1e6:9.1f}")
+    _say("offline replay, stage by stage")
+    split = _replay_split([line.encode() for line in lines], settings)
+    print("\n".join(split))
     ratio = (n / worker_s) / decode_rate
     print(
         f"\ngoal: worker >= 0.50 of the decode-matched plain consumer: {ratio:.3f} "
