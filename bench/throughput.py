@@ -457,9 +457,10 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
 
 
 def _recent_scenario(events: int) -> Scenario:
-    """About ``events`` events (~4k per simulated hour at 3600 requests an hour) in the
-    hours just before now: the worker's ingress dead-letters events older than
-    ``detection.max_past_hours`` (a fixed date in the past would be all dead letters)."""
+    """``events / 4,000`` simulated hours (at least one) of 3,600 requests an hour, each
+    request several events, in the hours just before now: the worker's ingress
+    dead-letters events older than ``detection.max_past_hours`` (a fixed date in the past
+    would be all dead letters)."""
     hours = max(1.0, events / 4000.0)
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours + 1)
     return Scenario(seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=3600)
