@@ -56,6 +56,19 @@ def _feed(det: ConfidenceShift, values: list[float]) -> list[Signal]:
     return [s for v in values if (s := det.update(v)) is not None]
 
 
+def _young_after_150(
+    cls: type[ConfidenceShift], draw: Draw, parent_mean: float, mean: float, seed: int
+) -> tuple[ConfidenceShift, np.random.Generator]:
+    """A young key (reference of 300) on its parent's prior, fed 150 values around
+    ``mean``; and the generator to draw its next values from."""
+    parent = _fitted_parent(cls, draw, parent_mean)
+    rng = np.random.default_rng(seed)
+    young = _make(cls, 300)
+    young.adopt_prior(parent, 100)
+    _feed(young, draw(rng, 150, mean))
+    return young, rng
+
+
 @pytest.mark.parametrize(("cls", "draw", "parent_mean", "mean", "drop"), CASES)
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_a_young_segment_detects_a_drop_before_its_own_reference(
@@ -104,11 +117,7 @@ def test_values_the_prior_alarms_on_join_no_reference(
 ) -> None:
     """A drop of 200 values while the reference still needs 150: the reference is
     learned from the values before and after it, so the recovered scores raise nothing."""
-    parent = _fitted_parent(cls, draw, parent_mean)
-    rng = np.random.default_rng(7)
-    young = _make(cls, 300)
-    young.adopt_prior(parent, 100)
-    _feed(young, draw(rng, 150, mean))
+    young, rng = _young_after_150(cls, draw, parent_mean, mean, 7)
     assert _feed(young, draw(rng, 200, mean - drop)), "the drop went unseen"
     assert young.learning  # the drop did not complete the reference
     after = _feed(young, draw(rng, 2000, mean))
@@ -213,11 +222,7 @@ def test_a_young_chart_whose_first_values_missed_its_level_still_learns(
     """A segment whose first 150 values sat above its level (its mix differs by the
     hour): the young chart pages, holds back at most a reference's worth of values, then
     starts its reference anew from the level that lasted, and stops paging."""
-    parent = _fitted_parent(cls, draw, parent_mean)
-    rng = np.random.default_rng(17)
-    young = _make(cls, 300)
-    young.adopt_prior(parent, 100)
-    _feed(young, draw(rng, 150, mean))
+    young, rng = _young_after_150(cls, draw, parent_mean, mean, 17)
     assert _feed(young, draw(rng, 600, mean - drop)), "the level change went unseen"
     assert not young.learning  # held 300 values, then learned the level that lasted
     assert _feed(young, draw(rng, 3000, mean - drop)) == []
