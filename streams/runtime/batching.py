@@ -181,6 +181,12 @@ class BatchConsumer(GuardedConsumer):
         try:
             while not (should_stop() or fetcher_stopped()):
                 self.diag.set_flag("FETCHING")
+                if not self.flow_active:
+                    # A rebalance is on. The fetch that follows it is issued after
+                    # recovery's seeks: it is stale only if the generation or a seek
+                    # changes while *it* is in flight, so wait before reading them. (mode
+                    # types the waitable as its own Event; faust passes asyncio's too.)
+                    await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
                 generation = self.app.consumer_generation_id
                 epoch = self._seek_epoch
                 records, active = await self._wait_next_records(1.0)
@@ -248,6 +254,11 @@ class BatchConsumer(GuardedConsumer):
         generation: int,
         epoch: int,
     ) -> None:
+        # The other topics' records follow faust's own rule (its ``getmany``): the
+        # generation as the fetch returned, whatever became of the batches. They are
+        # mostly changelogs, which no seek-back repositions: dropping them after
+        # recovery's seeks left a recovery waiting for records already fetched.
+        fetched_generation = self.app.consumer_generation_id
         batch_topics = self._batch_topics()
         batches = [(tp, recs) for tp, recs in records.items() if recs and tp.topic in batch_topics]
         per_record = {
@@ -262,9 +273,9 @@ class BatchConsumer(GuardedConsumer):
                 continue
             if not await self._deliver_batch(tp, recs, generation, epoch):
                 await self._seek_back(t for t, _ in batches[i:])
-                return
+                break
         if per_record:
-            await self._deliver_records(per_record, generation)
+            await self._deliver_records(per_record, fetched_generation)
 
     async def _deliver_batch(self, tp: TP, recs: list[Any], generation: int, epoch: int) -> bool:
         """Hand one partition's records to the agents of its topic as one event; False

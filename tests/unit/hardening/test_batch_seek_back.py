@@ -1,16 +1,19 @@
-"""The batch ingress's seek-back (streams.runtime.batching): after it drops a stale fetch,
-the fetch loop puts the partitions back to their committed offsets without waiting on the
-broker. The whole path runs against the real broker in
-``tests/integration/test_batch_ingress.py``; this pins what the seek-back itself does.
+"""The batch ingress's fetch loop (streams.runtime.batching): after it drops a stale fetch,
+it puts the partitions back to their committed offsets without waiting on the broker; a
+fetch is stale only if the generation or a seek changed while it was in flight; and the
+fetch's records of other topics (changelogs) still take faust's own path. The whole path
+runs against the real broker in ``tests/integration/test_batch_ingress.py`` and
+``test_failover.py``; this pins what each piece does.
 """
 
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka.errors import IllegalStateError
-from aiokafka.structs import TopicPartition
+from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
 
 from streams.runtime.batching import BatchApp
@@ -87,3 +90,76 @@ def test_seek_back_skips_a_partition_revoked_while_it_seeks() -> None:
     asyncio.run(consumer._seek_back(fetched))
 
     assert thread.seeks == [(first, 0), (last, 40)]
+
+
+def _record(tp: TP, offset: int) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(tp.topic, tp.partition, offset, 0, 0, b"k", b"v", None, 1, 1, ())
+
+
+def test_the_first_fetch_after_a_rebalance_is_not_stale() -> None:
+    """The loop reads the generation and the seek epoch once the flow is back, after
+    recovery's seeks: that fetch holds the changelog records recovery waits for. Read
+    before the wait, it was dropped as stale, and a takeover's recovery waited for those
+    records for good (test_failover with the batch ingress on)."""
+    tp = TP("t.in", 0)
+    seen: list[tuple[int, int]] = []
+
+    async def scenario() -> tuple[Any, _ConsumerThread]:
+        consumer, thread = _consumer({tp})  # in the loop: mode binds its events to it
+        fetcher = SimpleNamespace(_stopped=asyncio.Event())
+
+        async def getmany(**kwargs: Any) -> dict[TP, list[Any]]:  # active partitions, timeout
+            return {tp: [_record(tp, 0)]}
+
+        async def deliver(records: Any, active: Any, generation: int, epoch: int) -> None:
+            seen.append((generation, epoch))
+            fetcher._stopped.set()
+
+        consumer._getmany = getmany
+        consumer._deliver = deliver
+        consumer.stop_flow()  # a rebalance is on when the loop comes round
+        task = asyncio.ensure_future(consumer._drain_messages(fetcher))
+        for _ in range(10):
+            await asyncio.sleep(0)  # the loop now waits for the flow
+        assert not seen
+        consumer.app.consumer_generation_id = 7  # the new assignment, its partitions
+        consumer._set_active_tps({tp})
+        await consumer.seek(tp, 0)  # recovery's seeks
+        consumer.resume_flow()
+        await asyncio.wait_for(task, 30)
+        return consumer, thread
+
+    consumer, thread = asyncio.run(scenario())
+
+    assert thread.seeks == [(tp, 0)]
+    assert seen == [(7, consumer._seek_epoch)]
+
+
+def test_a_stale_batch_leaves_the_fetchs_changelog_records_to_faust() -> None:
+    """A batch whose fetch spanned a seek is dropped and sought back; the same fetch's
+    changelog records are not: faust's per-record path takes them, as its own fetch loop
+    would (no seek-back repositions a changelog: dropped, a standby table missed them)."""
+    source, changelog = TP("t.in", 0), TP("app-table-changelog", 0)
+    handed: list[tuple[str, int]] = []
+
+    async def callback(message: Any) -> None:
+        handed.append((message.topic, message.offset))
+
+    async def scenario() -> _ConsumerThread:
+        consumer, thread = _consumer({source, changelog})
+        consumer.app.batch_topics.add(source.topic)
+        consumer.app.flow_control.resume()  # as faust does once recovery is done
+        consumer.callback = callback
+        records = {
+            source: [_record(source, 10)],
+            changelog: [_record(changelog, o) for o in (3, 4)],
+        }
+        generation = consumer.app.consumer_generation_id
+        stale_epoch = consumer._seek_epoch - 1  # a seek happened while the fetch was out
+        await consumer._deliver(records, None, generation, stale_epoch)
+        return thread
+
+    thread = asyncio.run(scenario())
+
+    assert thread.seeks == [(source, 0)]  # the batch: back to its committed offset
+    assert handed == [(changelog.topic, 3), (changelog.topic, 4)]
