@@ -15,7 +15,9 @@ How at-least-once is kept (each point is a way the per-record path can lose reco
 * A batch is one :class:`BatchMessage` carrying its first and last offset. When the agent
   is done with the batch, faust's stream acks the event, and :meth:`BatchConsumer.ack`
   marks every offset of the batch as acked under faust's ``ack_lock``, once per batch, in
-  the same bookkeeping faust's commit loop reads (``_acked``, ``_acked_index``).
+  the same bookkeeping faust's commit loop reads (``_acked``, ``_acked_index``). Streams
+  over batch topics iterate on faust's Python path (:class:`BatchStream`): its Cython
+  iterator would ack the batch's last offset alone.
 * An ack is refused (the batch will be read again) when the batch belongs to an earlier
   consumer generation: faust's stream *acks* events it skips after a rebalance, and a
   skipped batch acked into the new generation would let the commit pass records that were
@@ -46,9 +48,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar, Final, cast
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -341,14 +343,37 @@ class BatchTransport(GuardedTransport):
     Consumer: ClassVar[type[Any]] = BatchConsumer
 
 
+class BatchStream(faust.Stream[Any]):
+    """faust's stream; over a batch topic it iterates on faust's pure-Python path.
+
+    faust's Cython iterator (used whenever its extension is built, as in the wheels)
+    inlines ``Consumer.ack`` instead of calling it, so :meth:`BatchConsumer.ack` never ran
+    and only each batch's *last* offset was marked acked: commits stopped at the first
+    batch of more than one record (at-least-once held; the group's lag never fell).
+    The Python path acks through ``Message.ack`` and the consumer's ``ack``; it costs once
+    per batch what the Cython path saves once per record. Other topics keep faust's own
+    choice."""
+
+    def __aiter__(self) -> Any:
+        app = self.app
+        topics = getattr(self.channel, "topics", ())
+        if not (isinstance(app, BatchApp) and app.batch_topics.intersection(topics)):
+            return super().__aiter__()
+        it = self._py_aiter()
+        self._active_agens.add(cast(AsyncGenerator[Any, None], it))  # closed on stop, as in faust
+        return it
+
+
 class BatchApp(faust.App):
     """A faust app whose consumer delivers :meth:`batch_topic` topics in batches (only
-    for ``kafka://`` brokers: faust's aiokafka driver)."""
+    for ``kafka://`` brokers: faust's aiokafka driver), and whose agents over them ack
+    each batch whole (:class:`BatchStream`)."""
 
     batch_topics: set[str]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_topics = set()
+        kwargs.setdefault("Stream", BatchStream)
         super().__init__(*args, **kwargs)
 
     def _new_transport(self) -> Any:
