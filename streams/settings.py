@@ -108,10 +108,9 @@ class WorkerSettings(_Section):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     json_logs: bool = Field(default=False, description="One JSON object per log line.")
     batch_ingress: bool = Field(
-        default=False,
+        default=True,
         description="Hand raw event records to the ingress agent as one event per partition "
-        "per fetch (streams.runtime.batching); false: faust's per-record path. Off by "
-        "default: a table recovery stalled once with two workers under heavy load.",
+        "per fetch (streams.runtime.batching); false: faust's per-record path.",
     )
 
 
