@@ -430,11 +430,56 @@ def _detectors_off() -> Iterator[None]:
         detectorset.DetectorSet._feed = original  # type: ignore[method-assign]
 
 
+@contextlib.contextmanager
+def _timed_solves() -> Iterator[list[float]]:
+    """Seconds of each exact threshold solve (Bernoulli and mean-chart lattices) made
+    inside the block: in the worker each one runs in its event loop, which waits."""
+    from detectors import arl, mean_chart
+
+    took: list[float] = []
+    charts = "lattice_threshold"  # mean charts' own name for arl.lattice_threshold
+    bernoulli, lattice = arl._bernoulli_threshold, getattr(mean_chart, charts)
+
+    def timed(solve: Callable[..., int]) -> Callable[..., int]:
+        def run(*args: Any) -> int:
+            t0 = time.perf_counter()
+            try:
+                return solve(*args)
+            finally:
+                took.append(time.perf_counter() - t0)
+
+        return run
+
+    arl._bernoulli_threshold = timed(bernoulli)
+    setattr(mean_chart, charts, timed(lattice))
+    try:
+        yield took
+    finally:
+        arl._bernoulli_threshold = bernoulli
+        setattr(mean_chart, charts, lattice)
+
+
+def _solves_line(took: list[float], seconds: float) -> str:
+    """What the threshold solves of a cold pass cost, and the longest event-loop wait."""
+    if not took:
+        return "threshold solves in the cold pass: none"
+    ms = sorted(t * 1e3 for t in took)
+    p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
+    return (
+        f"threshold solves in the cold pass: {len(ms):,}, {sum(ms) / 1e3:.2f} s of "
+        f"{seconds:.2f} s; each blocks the worker's event loop: median {ms[len(ms) // 2]:.2f} "
+        f"ms, 99th percentile {p99:.1f} ms, longest {ms[-1]:.1f} ms"
+    )
+
+
 def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     """Offline replay's stages, detect split into the detectors and the rest (see the
-    module's docstring), after an untimed pass that fills the threshold cache: the
-    report's lines."""
-    replay_lines(lines, settings)
+    module's docstring), after an untimed pass that fills the threshold cache (its
+    solves timed one by one): the report's lines."""
+    with _timed_solves() as took:
+        t0 = time.perf_counter()
+        replay_lines(lines, settings)
+        cold = time.perf_counter() - t0
     stages = _stages(lines, settings)
     with _detectors_off():
         rest = _stages(lines, settings)["detect"]
@@ -453,6 +498,7 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
         f"without the detectors' updates the replay would run {n / (total - detectors):,.0f} "
         f"events/s: the per-event pipeline's ceiling ({(total - detectors) / total:.0%} of "
         "its time now)",
+        _solves_line(took, cold),
     ]
 
 

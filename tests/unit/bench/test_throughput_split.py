@@ -1,11 +1,13 @@
 """bench/throughput.py's replay split: the detectors' share comes from a replay with their
-updates switched off, which must leave the pipeline as it found it."""
+updates switched off, and the threshold solves of its cold pass are timed one by one;
+both must leave the pipeline as they found it."""
 
 from __future__ import annotations
 
 import pytest
 
 from bench.throughput import _detectors_off, _recent_scenario, _replay_split
+from detectors import arl, mean_chart
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import DetectorSet
 from streams.pipeline.replay import replay_lines
@@ -23,8 +25,11 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     assert DetectorSet._feed is original
     assert off.dead_letters == 0
     assert off.incidents == []  # no detector ran: nothing can page
+    solves = (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"])
+    arl.clear_thresholds()  # a cold pass whatever ran before in this process
     report = _replay_split(lines, settings)
     assert DetectorSet._feed is original
+    assert (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"]) == solves
     text = "\n".join(report)
     for stage in ("decode", "join", "detect", "publish", "  detectors", "  the rest"):
         assert any(line.startswith(stage) for line in report), stage
@@ -32,3 +37,6 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     shares = {line[:12].strip(): float(line.split()[-1]) for line in report[2:8]}
     assert shares["join"] > 0.0  # the lines were current: none was dead-lettered
     assert shares["detectors"] > 0.0  # the detectors cost something
+    (solved,) = [line for line in report if line.startswith("threshold solves in the cold pass")]
+    count = int(solved.split(": ")[1].split(",")[0].replace(",", ""))
+    assert count > 0, solved  # young keys calibrate: a cold pass solves
