@@ -221,6 +221,7 @@ def _time_workers(
     every end marker paged; the first worker is recorded by py-spy with ``profile``."""
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
+    logs: list[Path] = []
     try:
         for i in range(count):
             port = free_port()
@@ -228,6 +229,7 @@ def _time_workers(
                 update={"web_port": port, "data_dir": tmp / f"{settings.worker.app_id}-{i}"}
             )
             log = tmp / f"{settings.worker.app_id}-{i}.log"
+            logs.append(log)
             with log.open("wb") as out:
                 procs.append(
                     subprocess.Popen(
@@ -256,8 +258,26 @@ def _time_workers(
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
-        for proc in procs:
-            proc.wait(timeout=60)
+        for proc, log in zip(procs, logs, strict=True):
+            _stop_or_kill(proc, log)
+
+
+def _stop_or_kill(proc: subprocess.Popen[bytes], log: Path, grace_s: float = 60.0) -> None:
+    """Wait for a worker told to stop; one still running after ``grace_s`` seconds is
+    killed, and its log's tail printed (the timing already taken stands)."""
+    try:
+        proc.wait(timeout=grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+        tail = log.read_text(errors="replace").splitlines()[-40:]
+        print(
+            f"[throughput] worker pid {proc.pid} had not stopped {grace_s:.0f} s after it "
+            f"was told to; killed. The end of its log ({log}):",
+            *tail,
+            sep="\n",
+            file=sys.stderr,
+        )
 
 
 def _bootstrap_of(settings: Settings) -> str:
