@@ -494,8 +494,11 @@ def _solves_line(took: list[float], seconds: float) -> str:
 
 def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     """Offline replay's stages, detect split into the detectors and the rest (see the
-    module's docstring), after an untimed pass that fills the threshold cache (its
-    solves timed one by one): the report's lines."""
+    module's docstring), after an untimed pass that fills the threshold cache from empty
+    (its solves timed one by one): the report's lines."""
+    from detectors.arl import clear_thresholds
+
+    clear_thresholds()  # earlier phases of the run solved them: make this pass cold
     with _timed_solves() as took:
         t0 = time.perf_counter()
         replay_lines(lines, settings)

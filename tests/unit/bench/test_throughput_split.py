@@ -26,8 +26,7 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     assert off.dead_letters == 0
     assert off.incidents == []  # no detector ran: nothing can page
     solves = (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"])
-    arl.clear_thresholds()  # a cold pass whatever ran before in this process
-    report = _replay_split(lines, settings)
+    report = _replay_split(lines, settings)  # after the replay above: still a cold pass
     assert DetectorSet._feed is original
     assert (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"]) == solves
     text = "\n".join(report)
