@@ -258,8 +258,8 @@ class BatchConsumer(GuardedConsumer):
     ) -> None:
         # The other topics' records follow faust's own rule (its ``getmany``): the
         # generation as the fetch returned, whatever became of the batches. They are
-        # mostly changelogs, which no seek-back repositions: dropping them after
-        # recovery's seeks left a recovery waiting for records already fetched.
+        # mostly changelogs, which no seek-back repositions: dropped after recovery's
+        # seeks, they would never come again, and recovery would wait for them.
         fetched_generation = self.app.consumer_generation_id
         batch_topics = self._batch_topics()
         batches = [(tp, recs) for tp, recs in records.items() if recs and tp.topic in batch_topics]
@@ -347,12 +347,11 @@ class BatchStream(faust.Stream[Any]):
     """faust's stream; over a batch topic it iterates on faust's pure-Python path.
 
     faust's Cython iterator (used whenever its extension is built, as in the wheels)
-    inlines ``Consumer.ack`` instead of calling it, so :meth:`BatchConsumer.ack` never ran
-    and only each batch's *last* offset was marked acked: commits stopped at the first
-    batch of more than one record (at-least-once held; the group's lag never fell).
-    The Python path acks through ``Message.ack`` and the consumer's ``ack``; it costs once
-    per batch what the Cython path saves once per record. Other topics keep faust's own
-    choice."""
+    inlines ``Consumer.ack`` instead of calling it: :meth:`BatchConsumer.ack` would not
+    run, only each batch's *last* offset would be marked acked, and the commits would stop
+    at the first batch of more than one record. The Python path acks through
+    ``Message.ack`` and the consumer's ``ack``; it costs once per batch what the Cython
+    path saves once per record. Other topics keep faust's own choice."""
 
     def __aiter__(self) -> Any:
         app = self.app
