@@ -7,9 +7,18 @@ the pipeline gave one test of that kind at the injection's key when the injectio
 (the key's per-test ARL0 from the false-pages budget and its traffic, scaled for feedback
 and evaluations like their detectors): by Lorden (1971) and Moustakides (1986) no detector
 with that false-alarm rate has a smaller worst-case delay. Its expected delay is exact
-(Markov chain): :func:`detectors.arl.bernoulli_cusum_delay` for flags; for scores, the
-Gaussian mean CUSUM for the measured standardised shift on a fine lattice
-(:func:`detectors.arl.lattice_arl`).
+(Markov chain, :func:`ramp_delay`): for flags, the Bernoulli CUSUM's lattice
+(:func:`detectors.arl.bernoulli_lattice`); for scores, the Gaussian mean CUSUM for the
+measured standardised shift on a fine lattice.
+
+The oracle is fed the scope's observations as the pipeline gets them. An injection changes
+requests from its start on, but feedback arrives 1-30 minutes after its output and
+evaluations 0.5-10 minutes after (the simulator's lags): for the first half hour of a
+downvote spike, part of the feedback the window holds is still about requests made before
+it, at the old rate. The oracle's CUSUM is designed for the rate (or mean) of the changed
+requests' observations and reads each observation at the value of its own request, in
+the order they arrive. Outputs and inputs come with their request, so for those types this
+is the abrupt change it always was.
 
 An injection is *oracle-catchable* when the oracle's expected delay is shorter than the
 events its window holds; the benchmark's goals are recall >= 0.95 over those and a
@@ -25,9 +34,10 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 import numpy as np
+from numpy.typing import NDArray
 from scipy.stats import norm
 
-from detectors.arl import bernoulli_cusum_delay, lattice_arl, lattice_threshold
+from detectors.arl import bernoulli_lattice, bernoulli_threshold, lattice_arls, lattice_threshold
 from streams.detection_settings import DetectionSettings
 
 GOAL_DELAY_RATIO: Final = 1.3
@@ -53,14 +63,17 @@ class Probe:
     """Collects the monitored quantity of in-scope events while a scenario is replayed.
 
     ``feed(line, in_scope_output)``: outputs are in scope by their labels; feedback and
-    evaluations by the request id of an in-scope output (they often lack the labels).
+    evaluations by the request id of an in-scope output (they often lack the labels). Each
+    observation keeps its own event time and the time of the request it is about (an
+    output's time less its latency), which decides whether an injection changed it.
     """
 
     kind: str
     category: str | None
     settings: DetectionSettings
-    requests: set[str] = field(default_factory=set)
+    requests: dict[str, float] = field(default_factory=dict)  # response id -> request time
     times: list[float] = field(default_factory=list)
+    request_times: list[float] = field(default_factory=list)
     values: list[Any] = field(default_factory=list)
 
     def feed(self, line: str, in_scope: bool) -> None:
@@ -72,19 +85,23 @@ class Probe:
             if not in_scope:
                 return
             ev = json.loads(line)
-            self.requests.add(ev["gen_ai.response.id"])
+            request = _epoch(ev["timestamp"]) - float(ev.get("latency_ms", 0.0)) / 1000.0
+            self.requests[ev["gen_ai.response.id"]] = request
         elif line.startswith('{"event_type":"input"'):
             if not in_scope or self.kind != "input_drift":
                 return
             ev = json.loads(line)
+            request = _epoch(ev["timestamp"])
         else:
             at = line.find('"gen_ai.response.id":"') + 22
-            if line[at : line.index('"', at)] not in self.requests:
+            found = self.requests.get(line[at : line.index('"', at)])
+            if found is None:
                 return
-            ev = json.loads(line)
+            ev, request = json.loads(line), found
         value = self._value(ev)
         if value is not None:
             self.times.append(_epoch(ev["timestamp"]))
+            self.request_times.append(request)
             self.values.append(value)
 
     def _value(self, ev: Mapping[str, Any]) -> Any:
@@ -118,33 +135,91 @@ class Probe:
         return None
 
     def result(self, start: float, end: float, arl0: float) -> dict[str, Any]:
-        """The oracle's expected delay for a change at ``start`` lasting until ``end``."""
+        """The oracle's expected delay for a change at ``start`` lasting until ``end``:
+        the CUSUM designed for the changed requests' observations, fed the window's
+        observations in event-time order (module docstring)."""
         t = np.asarray(self.times)
         before = t < start
         during = (t >= start) & (t < end)
         n_during = int(during.sum())
         out: dict[str, Any] = {"arl0": arl0, "window_events": n_during}
-        if n_during == 0 or before.sum() < 50:
+        order = np.argsort(t[during], kind="stable")
+        changed = (np.asarray(self.request_times)[during] >= start)[order]
+        if not changed.any() or before.sum() < 50:
             return out | {"delay_events": None}
+        # Observations in the window about requests made before the change (late feedback).
+        out["unchanged"] = int((~changed).sum())
         if self.kind in _BERNOULLI:
             x = np.asarray(self.values, dtype=bool)
-            p0, p1 = float(x[before].mean()), float(x[during].mean())
-            p0 = max(p0, 1e-4)
+            p0 = max(float(x[before].mean()), 1e-4)
+            p1 = float(x[during][order][changed].mean())
             out |= {"p0": p0, "p1": p1}
-            delay = bernoulli_cusum_delay(p0, p1, arl0) if p1 > p0 * 1.05 and p1 < 1 else math.inf
+            chart = _bernoulli_chart(p0, p1, arl0) if p1 > p0 * 1.05 and p1 < 1 else None
         else:
             x = np.asarray(self.values, dtype=np.float64)
             if x.ndim == 1:
                 x = x[:, None]
             mu, sd = x[before].mean(axis=0), x[before].std(axis=0, ddof=1)
-            d_all = (x[during].mean(axis=0) - mu) / np.maximum(sd, 1e-12)
-            d = float(np.max(np.abs(d_all)))
+            after = x[during][order][changed]
+            d = float(np.max(np.abs((after.mean(axis=0) - mu) / np.maximum(sd, 1e-12))))
             out |= {"shift_sd": d}
-            delay = gaussian_cusum_delay(d, arl0)
+            chart = _gaussian_chart(d, arl0) if d >= 0.05 else None
+        delay = ramp_delay(*chart, changed) if chart else math.inf
         out["delay_events"] = delay
         out["delay_minutes"] = _minutes_at(np.sort(t[during]), delay, start)
         out["catchable"] = bool(math.isfinite(delay) and delay < n_during)
         return out
+
+
+Chart = tuple[NDArray[np.float64], NDArray[np.float64], int, int]
+"""A CUSUM on an integer lattice: the increments' pmf before and after the change, the
+offset of the pmfs' first entry, and the threshold (see :func:`ramp_delay`)."""
+
+
+def ramp_delay(
+    before: NDArray[np.float64],
+    after: NDArray[np.float64],
+    offset: int,
+    h: int,
+    changed: NDArray[np.bool_],
+) -> float:
+    """Expected observations up to and including the alarm of ``S = max(0, S + Z)`` from
+    ``S = 0`` (alarm at ``S >= h``), when observation ``i``'s increment has the pmf
+    ``after`` if ``changed[i]`` and ``before`` if not, and ``after`` once ``changed`` ends.
+
+    Exact: the distribution of ``S`` is carried through ``changed`` one observation at a
+    time; what survives it still needs the chart's ARL from its state
+    (:func:`detectors.arl.lattice_arls`). ``pmf[j]`` is ``P(Z = offset + j)``, ``offset
+    <= 0``. With every observation changed this is the zero-state ARL at ``after``.
+    """
+    v = np.zeros(h)
+    v[0] = 1.0
+    expected = 0.0
+    down = -offset  # an index of the convolution at or below this is S <= 0
+    for i, is_changed in enumerate(changed):
+        pmf = after if is_changed else before
+        full = np.convolve(v, pmf)  # index m is S = m + offset
+        expected += (i + 1) * float(full[h + down :].sum())
+        v = np.zeros(h)
+        v[0] = full[: down + 1].sum()
+        v[1:] = full[down + 1 : down + h]
+        if v.sum() < 1e-12:
+            return expected
+    return expected + changed.size * float(v.sum()) + float(v @ lattice_arls(after, offset, h))
+
+
+def _bernoulli_chart(p0: float, p1: float, arl0: float) -> Chart:
+    """The exact Bernoulli CUSUM for ``p0 -> p1`` at ``arl0`` as a lattice :data:`Chart`
+    (the chart whose zero-state ARL is :func:`detectors.arl.bernoulli_cusum_delay`)."""
+    lat = bernoulli_lattice(p0, p1)
+    h = bernoulli_threshold(p0, p1, arl0)
+
+    def pmf(p: float) -> NDArray[np.float64]:
+        steps = np.zeros(lat.up + lat.down + 1)
+        steps[0], steps[-1] = 1.0 - p, p
+        return steps
+
+    return pmf(p0), pmf(p1), -lat.down, h
 
 
 def _minutes_at(times: np.ndarray, delay: float, start: float) -> float | None:
@@ -173,20 +248,26 @@ def gaussian_cusum_delay(d: float, arl0: float) -> float:
     the chart on a lattice of ``d / 20`` (at least 0.025) standard deviations."""
     if d < 0.05:
         return math.inf
+    _, after, offset, h = _gaussian_chart(d, arl0)
+    return float(lattice_arls(after, offset, h)[0])
+
+
+def _gaussian_chart(d: float, arl0: float) -> Chart:
+    """The chart of :func:`gaussian_cusum_delay` (``d >= 0.05``) as a lattice :data:`Chart`."""
     res = max(d / 20.0, 0.025)
     k = d / 2.0
     span = 8.0 + d
     grid = np.arange(-span, span + res, res)
     lo = round((grid[0] - k) / res)
 
-    def pmf(mean: float) -> np.ndarray:
+    def pmf(mean: float) -> NDArray[np.float64]:
         edges = np.concatenate([[-np.inf], grid[:-1] + res / 2, [np.inf]])
         p = np.diff(norm.cdf(edges, loc=mean))
         return np.asarray(p / p.sum(), dtype=np.float64)
 
     guess = max(1, int(math.log(2 * k * k * arl0 + 1) / (2 * k) / res))
     h = lattice_threshold(pmf(0.0), lo, arl0, guess)
-    return lattice_arl(pmf(d), lo, h)
+    return pmf(0.0), pmf(d), lo, h
 
 
 def oracle_arl0(kind: str, settings: DetectionSettings, per_test: float) -> float:

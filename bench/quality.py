@@ -947,7 +947,10 @@ def print_oracle(
         "  the injection began (ARL0, in that test's observations); 'oracle misses' =\n"
         "  its expected delay exceeds the events of the 3 h window. Minutes = event time\n"
         "  of the window's observation at the oracle's delay (its own traffic, so a daily\n"
-        "  cycle weighs both alike). ratio = measured delay / oracle delay, in minutes."
+        "  cycle weighs both alike). ratio = measured delay / oracle delay, in minutes.\n"
+        "  Feedback and evaluations arrive minutes after their output: the oracle gets them\n"
+        "  in that order, designed for the changed requests' rate or mean (the change column)\n"
+        "  and reading the late observations of earlier requests at the old one."
     )
     for ready, label in ((True, "ready"), (False, "learning or absent")):
         found = by_start[ready]

@@ -52,6 +52,7 @@ __all__ = [
     "grid_rate",
     "known_thresholds",
     "lattice_arl",
+    "lattice_arls",
     "lattice_threshold",
     "zero_drift_rate",
 ]
@@ -502,9 +503,16 @@ def lattice_arl(pmf: NDArray[np.float64], offset: int, h: int) -> float:
     """
     if h <= 0:
         return 1.0
+    return float(lattice_arls(pmf, offset, h)[0])
+
+
+def lattice_arls(pmf: NDArray[np.float64], offset: int, h: int) -> NDArray[np.float64]:
+    """The ARL from every transient state ``0 .. h-1`` of the chart of :func:`lattice_arl`
+    (``h >= 1``): what a chart that is already up still needs, e.g. once a change that
+    reached it gradually is complete (bench/oracle.py)."""
     size = pmf.size
     if offset + size - 1 <= 0 or pmf[max(0, 1 - offset) :].sum() == 0:
-        return math.inf  # no upward step: the chart never alarms
+        return np.full(h, math.inf)  # no upward step: the chart never alarms
     # Row i of I - P reaches columns i + offset .. i + max step (column 0 only for
     # i <= -offset): a banded system, built straight into LAPACK's band storage
     # (ab[upper + i - j, j] = (I - P)[i, j]) and solved in O(h * bandwidth^2).
@@ -521,8 +529,7 @@ def lattice_arl(pmf: NDArray[np.float64], offset: int, h: int) -> float:
     below = -rows - offset
     cdf = np.cumsum(pmf)
     ab[upper + rows, 0] = (rows == 0) - np.where(below >= 0, cdf[np.clip(below, 0, size - 1)], 0.0)
-    arl = solve_banded((lower, upper), ab, np.ones(h), check_finite=False)
-    return float(arl[0])
+    return np.asarray(solve_banded((lower, upper), ab, np.ones(h), check_finite=False))
 
 
 def lattice_threshold(pmf: NDArray[np.float64], offset: int, arl0: float, start: int) -> int:

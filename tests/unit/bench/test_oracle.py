@@ -1,4 +1,5 @@
-"""The oracle's delay in minutes is read off the window's own traffic."""
+"""The oracle: its delay in minutes is read off the window's own traffic, and it is fed
+late feedback and evaluations as they arrive."""
 
 from __future__ import annotations
 
@@ -7,7 +8,16 @@ import math
 import numpy as np
 import pytest
 
-from bench.oracle import _minutes_at
+from bench.oracle import (
+    Probe,
+    _bernoulli_chart,
+    _gaussian_chart,
+    _minutes_at,
+    gaussian_cusum_delay,
+    ramp_delay,
+)
+from detectors.arl import bernoulli_cusum_delay
+from streams.settings import load_settings
 
 
 def test_oracle_minutes_follow_the_window_traffic_not_its_average_rate() -> None:
@@ -21,3 +31,58 @@ def test_oracle_minutes_follow_the_window_traffic_not_its_average_rate() -> None
     assert _minutes_at(times, 6.0, start) == pytest.approx(20.0 + 2 * 5.0)  # extrapolated
     assert _minutes_at(times, math.inf, start) is None
     assert _minutes_at(np.array([]), 2.0, start) is None
+
+
+def test_a_change_that_arrives_at_once_costs_the_zero_state_arl() -> None:
+    """With every observation changed, the ramp's delay is the exact CUSUM's ARL1."""
+    chart = _bernoulli_chart(0.05, 0.2, 1e6)
+    assert ramp_delay(*chart, np.ones(300, dtype=bool)) == pytest.approx(
+        bernoulli_cusum_delay(0.05, 0.2, 1e6), rel=1e-9
+    )
+    # Ending the changed run early leaves the rest to the chart's ARL from its state.
+    assert ramp_delay(*chart, np.ones(5, dtype=bool)) == pytest.approx(
+        bernoulli_cusum_delay(0.05, 0.2, 1e6), rel=1e-9
+    )
+    gauss = _gaussian_chart(1.0, 1e6)
+    assert ramp_delay(*gauss, np.ones(200, dtype=bool)) == pytest.approx(
+        gaussian_cusum_delay(1.0, 1e6), rel=1e-9
+    )
+
+
+def test_late_observations_of_earlier_requests_delay_the_oracle() -> None:
+    """Feedback about requests made before the change reads at the old rate: each such
+    observation in front costs about one observation more (the chart gains ~nothing)."""
+    chart = _bernoulli_chart(0.05, 0.2, 1e6)
+    abrupt = bernoulli_cusum_delay(0.05, 0.2, 1e6)
+    ramp = np.ones(400, dtype=bool)
+    ramp[:30] = False
+    assert abrupt + 25 < ramp_delay(*chart, ramp) < abrupt + 30
+
+
+def test_the_probe_reads_feedback_at_its_own_requests_time() -> None:
+    """A downvote arriving after the start about a request made before it is unchanged."""
+    probe = Probe("downvote_spike", None, load_settings(None).detection)
+    start = 1_000_000.0
+
+    def at(seconds: float) -> str:
+        return str(np.datetime64(int(seconds * 1000), "ms")) + "Z"
+
+    for minute in range(-600, 60):  # one request a minute, its feedback 10 minutes later
+        request = start + minute * 60.0
+        probe.feed(
+            f'{{"event_type":"output","timestamp":"{at(request + 0.5)}",'
+            f'"gen_ai.response.id":"r{minute}","latency_ms":500.0}}',
+            True,
+        )
+        down = minute % 2 == 0 if minute >= 0 else minute % 20 == 0
+        probe.feed(
+            f'{{"event_type":"feedback","timestamp":"{at(request + 600.0)}",'
+            f'"gen_ai.response.id":"r{minute}","vote":"{"down" if down else "up"}"}}',
+            True,
+        )
+    out = probe.result(start, start + 3600.0, 1e4)
+    assert out["window_events"] == 60  # the hour's feedback: 10 of it about earlier requests
+    assert out["unchanged"] == 10
+    assert out["p1"] == pytest.approx(0.5)  # the changed requests' rate, not the window's
+    abrupt = bernoulli_cusum_delay(out["p0"], out["p1"], 1e4)
+    assert abrupt + 8 < out["delay_events"] < abrupt + 10
