@@ -19,7 +19,10 @@ publishes), then measures in the same run, each reading the full backlog:
   self-harm output per model, published last) have paged, so every partition was
   processed to the end; once with the batch ingress (the default) and once with
   ``worker.batch_ingress = false`` (faust's per-record path, as before);
-- N workers in one group (``--workers N``);
+- N workers in one group (``--workers N``), also by CPU: events per worker CPU-second
+  for one worker and for the group, and the speed-up the group would reach with a core
+  per worker (on a shared 2-core machine the wall clock caps it: the broker, the bench
+  and the workers take turns);
 - replay: the same pipeline offline over the same lines (no Kafka), and its time split
   into stages: decode, join (route to the request's join state), detect, publish
   (incident JSON); detect is split once more by replaying with every detector's update a
@@ -214,11 +217,19 @@ def _profiler(out: Path | None) -> list[str]:
     return [spy, "record", "--format", "raw", "--rate", "200", "--output", str(out), "--"]
 
 
+def _cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) a live process has used so far, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _time_workers(
     settings: Settings, count: int, tmp: Path, models: set[str], profile: Path | None
-) -> float:
+) -> tuple[float, float | None]:
     """Seconds from the first record any of ``count`` workers (one group) consumed until
-    every end marker paged; the first worker is recorded by py-spy with ``profile``."""
+    every end marker paged, and the CPU seconds the workers used in that time (None under
+    the profiler, whose process is not the worker's); the first worker is recorded by
+    py-spy with ``profile``."""
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     logs: list[Path] = []
@@ -253,8 +264,11 @@ def _time_workers(
                 raise RuntimeError(f"no worker started consuming; see the logs in {tmp}")
             time.sleep(0.05)
         began = time.perf_counter()
+        cpu0 = None if profile else sum(_cpu_seconds(p.pid) for p in procs)
         check = functools.partial(_check_dead_letters, ports)
-        return _wait_markers(_bootstrap_of(settings), settings, models, 1800, check) - began
+        done = _wait_markers(_bootstrap_of(settings), settings, models, 1800, check)
+        cpu = None if cpu0 is None else sum(_cpu_seconds(p.pid) for p in procs) - cpu0
+        return done - began, cpu
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
@@ -637,7 +651,7 @@ def main() -> int:
             _say("batch no-op agent")
             noop_batch_s = _faust_noop(variant(f"bench-noopb-{suffix}", True, False), n, tmp)
             _say("sentinel worker (batch ingress)")
-            worker_s = _time_workers(settings, 1, tmp, set(models), args.profile)
+            worker_s, worker_cpu = _time_workers(settings, 1, tmp, set(models), args.profile)
             _say("sentinel worker (faust per-record ingress)")
             # A group and an alerts topic of their own: the markers are paged again.
             per_record = variant(f"bench-r-{suffix}", False)
@@ -648,8 +662,8 @@ def main() -> int:
                     )
                 }
             )
-            worker_record_s = _time_workers(per_record, 1, tmp, set(models), None)
-            scaled_s = None
+            worker_record_s, _ = _time_workers(per_record, 1, tmp, set(models), None)
+            scaled_s, scaled_cpu = None, None
             if args.workers > 1:
                 _say(f"{args.workers} sentinel workers (one consumer group)")
                 scaled = variant(f"bench-x-{suffix}", True).model_copy(
@@ -659,7 +673,7 @@ def main() -> int:
                         )
                     }
                 )
-                scaled_s = _time_workers(scaled, args.workers, tmp, set(models), None)
+                scaled_s, scaled_cpu = _time_workers(scaled, args.workers, tmp, set(models), None)
 
     _say("offline replay")
     began = time.perf_counter()
@@ -709,7 +723,26 @@ def main() -> int:
             f"scale-out: {args.workers} workers in one group ran {worker_s / scaled_s:.2f}x "
             f"the rate of one ({os.cpu_count()} CPUs, shared with the broker)"
         )
+    if scaled_s and worker_cpu and scaled_cpu:
+        print(scale_out_line(n, args.workers, (worker_s, worker_cpu), (scaled_s, scaled_cpu)))
     return 0
+
+
+def scale_out_line(
+    n: int, workers: int, one: tuple[float, float], group: tuple[float, float]
+) -> str:
+    """Scale-out by CPU: events per worker CPU-second for one worker and for the group
+    (each as ``(wall seconds, CPU seconds)``), and the speed-up the group would reach with
+    a core per worker, ``workers`` x the ratio of the two (what a shared machine's wall
+    clock cannot show: the group's wall-clock ratio is capped by the cores it gets)."""
+    per_one, per_group = n / one[1], n / group[1]
+    efficiency = per_group / per_one
+    return (
+        f"scale-out by CPU: 1 worker {per_one:,.0f} events per CPU-second "
+        f"({one[1] / one[0]:.2f} cores busy); {workers} workers {per_group:,.0f} "
+        f"({group[1] / group[0]:.2f} cores busy): {efficiency:.2f} of one worker's work per "
+        f"CPU-second, {workers * efficiency:.2f}x one worker with a core each"
+    )
 
 
 if __name__ == "__main__":
