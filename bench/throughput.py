@@ -20,9 +20,10 @@ publishes), then measures in the same run, each reading the full backlog:
   processed to the end; once with the batch ingress (the default) and once with
   ``worker.batch_ingress = false`` (faust's per-record path, as before);
 - N workers in one group (``--workers N``), also by CPU: events per worker CPU-second
-  for one worker and for the group, and the speed-up the group would reach with a core
-  per worker (on a shared 2-core machine the wall clock caps it: the broker, the bench
-  and the workers take turns);
+  for one worker and for the group, each group worker's CPU, records read and
+  observations detected, and the speed-up the group would reach with a core per worker
+  (on a shared 2-core machine the wall clock caps it: the broker, the bench and the
+  workers take turns);
 - replay: the same pipeline offline over the same lines (no Kafka), and its time split
   into stages: decode, join (route to the request's join state), detect, publish
   (incident JSON); detect is split once more by replaying with every detector's update a
@@ -53,6 +54,7 @@ import tempfile
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -223,13 +225,24 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+@dataclass(frozen=True)
+class WorkerRun:
+    """One timed phase of ``count`` workers: wall seconds from the first consumed record
+    until every end marker paged, and per worker its CPU seconds in that time (empty under
+    the profiler, whose process is not the worker's), the records its ingress read and
+    the observations its detect stage took (the models its partitions own)."""
+
+    seconds: float
+    cpu: list[float]
+    consumed: list[float]
+    observed: list[float]
+
+
 def _time_workers(
     settings: Settings, count: int, tmp: Path, models: set[str], profile: Path | None
-) -> tuple[float, float | None]:
-    """Seconds from the first record any of ``count`` workers (one group) consumed until
-    every end marker paged, and the CPU seconds the workers used in that time (None under
-    the profiler, whose process is not the worker's); the first worker is recorded by
-    py-spy with ``profile``."""
+) -> WorkerRun:
+    """Run ``count`` workers in one group over the backlog (:class:`WorkerRun`); the first
+    worker is recorded by py-spy with ``profile``."""
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     logs: list[Path] = []
@@ -264,11 +277,13 @@ def _time_workers(
                 raise RuntimeError(f"no worker started consuming; see the logs in {tmp}")
             time.sleep(0.05)
         began = time.perf_counter()
-        cpu0 = None if profile else sum(_cpu_seconds(p.pid) for p in procs)
+        cpu0 = [] if profile else [_cpu_seconds(p.pid) for p in procs]
         check = functools.partial(_check_dead_letters, ports)
         done = _wait_markers(_bootstrap_of(settings), settings, models, 1800, check)
-        cpu = None if cpu0 is None else sum(_cpu_seconds(p.pid) for p in procs) - cpu0
-        return done - began, cpu
+        cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=False)]
+        consumed = [_consumed(port) for port in ports]
+        observed = [_counter(port, "sentinel_detect_observations_total") for port in ports]
+        return WorkerRun(done - began, cpu, consumed, observed)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
@@ -651,7 +666,8 @@ def main() -> int:
             _say("batch no-op agent")
             noop_batch_s = _faust_noop(variant(f"bench-noopb-{suffix}", True, False), n, tmp)
             _say("sentinel worker (batch ingress)")
-            worker_s, worker_cpu = _time_workers(settings, 1, tmp, set(models), args.profile)
+            one = _time_workers(settings, 1, tmp, set(models), args.profile)
+            worker_s = one.seconds
             _say("sentinel worker (faust per-record ingress)")
             # A group and an alerts topic of their own: the markers are paged again.
             per_record = variant(f"bench-r-{suffix}", False)
@@ -662,8 +678,8 @@ def main() -> int:
                     )
                 }
             )
-            worker_record_s, _ = _time_workers(per_record, 1, tmp, set(models), None)
-            scaled_s, scaled_cpu = None, None
+            worker_record_s = _time_workers(per_record, 1, tmp, set(models), None).seconds
+            group, scaled_s = None, None
             if args.workers > 1:
                 _say(f"{args.workers} sentinel workers (one consumer group)")
                 scaled = variant(f"bench-x-{suffix}", True).model_copy(
@@ -673,7 +689,8 @@ def main() -> int:
                         )
                     }
                 )
-                scaled_s, scaled_cpu = _time_workers(scaled, args.workers, tmp, set(models), None)
+                group = _time_workers(scaled, args.workers, tmp, set(models), None)
+                scaled_s = group.seconds
 
     _say("offline replay")
     began = time.perf_counter()
@@ -723,26 +740,38 @@ def main() -> int:
             f"scale-out: {args.workers} workers in one group ran {worker_s / scaled_s:.2f}x "
             f"the rate of one ({os.cpu_count()} CPUs, shared with the broker)"
         )
-    if scaled_s and worker_cpu and scaled_cpu:
-        print(scale_out_line(n, args.workers, (worker_s, worker_cpu), (scaled_s, scaled_cpu)))
+    if group and one.cpu and group.cpu:
+        print("\n".join(scale_out_lines(n, one, group)))
     return 0
 
 
-def scale_out_line(
-    n: int, workers: int, one: tuple[float, float], group: tuple[float, float]
-) -> str:
-    """Scale-out by CPU: events per worker CPU-second for one worker and for the group
-    (each as ``(wall seconds, CPU seconds)``), and the speed-up the group would reach with
-    a core per worker, ``workers`` x the ratio of the two (what a shared machine's wall
-    clock cannot show: the group's wall-clock ratio is capped by the cores it gets)."""
-    per_one, per_group = n / one[1], n / group[1]
-    efficiency = per_group / per_one
-    return (
+def scale_out_lines(n: int, one: WorkerRun, group: WorkerRun) -> list[str]:
+    """Scale-out by CPU, which a shared machine's wall clock cannot show (the group's
+    wall-clock ratio is capped by the cores it gets): events per worker CPU-second for one
+    worker and for the group; each group worker's CPU, records read and observations
+    detected; and the group's speed-up with a core per worker, which the busiest worker
+    bounds (the group is done when it is: detection is keyed by model, so one model's
+    observations all go to one worker)."""
+    per_one, per_group = n / sum(one.cpu), n / sum(group.cpu)
+    busiest = max(group.cpu)
+    lines = [
         f"scale-out by CPU: 1 worker {per_one:,.0f} events per CPU-second "
-        f"({one[1] / one[0]:.2f} cores busy); {workers} workers {per_group:,.0f} "
-        f"({group[1] / group[0]:.2f} cores busy): {efficiency:.2f} of one worker's work per "
-        f"CPU-second, {workers * efficiency:.2f}x one worker with a core each"
+        f"({sum(one.cpu) / one.seconds:.2f} cores busy); {len(group.cpu)} workers "
+        f"{per_group:,.0f} ({sum(group.cpu) / group.seconds:.2f} cores busy): "
+        f"{per_group / per_one:.2f} of one worker's work per CPU-second"
+    ]
+    for i, (cpu, read, seen) in enumerate(
+        zip(group.cpu, group.consumed, group.observed, strict=True)
+    ):
+        lines.append(
+            f"  worker {i}: {cpu:.1f} CPU-s, {read:,.0f} records read, "
+            f"{seen:,.0f} observations detected"
+        )
+    lines.append(
+        f"  with a core each, the group would take the busiest worker's {busiest:.1f} CPU-s "
+        f"against one worker's {sum(one.cpu):.1f}: {sum(one.cpu) / busiest:.2f}x one worker"
     )
+    return lines
 
 
 if __name__ == "__main__":

@@ -1,12 +1,13 @@
-"""bench/throughput.py's scale-out by CPU: a process's CPU time from /proc, and the line
-that turns CPU seconds into events per CPU-second and the speed-up with a core each."""
+"""bench/throughput.py's scale-out by CPU: a process's CPU time from /proc, and the lines
+that turn the workers' CPU seconds into events per CPU-second and the speed-up with a core
+per worker."""
 
 from __future__ import annotations
 
 import os
 import time
 
-from bench.throughput import _cpu_seconds, scale_out_line
+from bench.throughput import WorkerRun, _cpu_seconds, scale_out_lines
 
 
 def test_cpu_seconds_count_the_processs_own_work() -> None:
@@ -19,9 +20,18 @@ def test_cpu_seconds_count_the_processs_own_work() -> None:
     assert 0.25 <= used <= 1.0
 
 
-def test_scale_out_line_projects_a_core_per_worker() -> None:
-    # One worker: 1,000 events in 10 s on 8 CPU-s; two: 6 s on 10 CPU-s (125 vs 100 per CPU-s).
-    line = scale_out_line(1_000, 2, (10.0, 8.0), (6.0, 10.0))
-    assert "1 worker 125 events per CPU-second (0.80 cores busy)" in line
-    assert "2 workers 100 (1.67 cores busy)" in line
-    assert "0.80 of one worker's work per CPU-second, 1.60x one worker with a core each" in line
+def test_scale_out_is_bounded_by_the_busiest_worker() -> None:
+    # One worker: 1,000 events in 10 s on 8 CPU-s. Two: 6 s, 7 + 3 CPU-s (the first owns
+    # the busy model's detection).
+    one = WorkerRun(10.0, [8.0], [1_000.0], [900.0])
+    group = WorkerRun(6.0, [7.0, 3.0], [500.0, 500.0], [700.0, 200.0])
+    lines = scale_out_lines(1_000, one, group)
+    assert lines[0] == (
+        "scale-out by CPU: 1 worker 125 events per CPU-second (0.80 cores busy); 2 workers "
+        "100 (1.67 cores busy): 0.80 of one worker's work per CPU-second"
+    )
+    assert lines[1] == "  worker 0: 7.0 CPU-s, 500 records read, 700 observations detected"
+    assert lines[3] == (
+        "  with a core each, the group would take the busiest worker's 7.0 CPU-s against "
+        "one worker's 8.0: 1.14x one worker"
+    )
