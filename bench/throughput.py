@@ -230,12 +230,14 @@ class WorkerRun:
     """One timed phase of ``count`` workers: wall seconds from the first consumed record
     until every end marker paged, and per worker its CPU seconds in that time (empty under
     the profiler, whose process is not the worker's), the records its ingress read and
-    the observations its detect stage took (the models its partitions own)."""
+    the observations its detect stage took (the models its partitions own), and the
+    rebalances it saw."""
 
     seconds: float
     cpu: list[float]
     consumed: list[float]
     observed: list[float]
+    rebalances: list[float]
 
 
 def _time_workers(
@@ -283,7 +285,8 @@ def _time_workers(
         cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=False)]
         consumed = [_consumed(port) for port in ports]
         observed = [_counter(port, "sentinel_detect_observations_total") for port in ports]
-        return WorkerRun(done - began, cpu, consumed, observed)
+        rebalances = [_counter(port, "sentinel_rebalances_total") for port in ports]
+        return WorkerRun(done - began, cpu, consumed, observed, rebalances)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
@@ -758,14 +761,16 @@ def scale_out_lines(n: int, one: WorkerRun, group: WorkerRun) -> list[str]:
         f"scale-out by CPU: 1 worker {per_one:,.0f} events per CPU-second "
         f"({sum(one.cpu) / one.seconds:.2f} cores busy); {len(group.cpu)} workers "
         f"{per_group:,.0f} ({sum(group.cpu) / group.seconds:.2f} cores busy): "
-        f"{per_group / per_one:.2f} of one worker's work per CPU-second"
+        f"{per_group / per_one:.2f} of one worker's work per CPU-second",
+        f"  one worker: {sum(one.cpu):.1f} CPU-s, {sum(one.consumed):,.0f} records read, "
+        f"{sum(one.observed):,.0f} observations detected",
     ]
-    for i, (cpu, read, seen) in enumerate(
-        zip(group.cpu, group.consumed, group.observed, strict=True)
+    for i, (cpu, read, seen, moves) in enumerate(
+        zip(group.cpu, group.consumed, group.observed, group.rebalances, strict=True)
     ):
         lines.append(
             f"  worker {i}: {cpu:.1f} CPU-s, {read:,.0f} records read, "
-            f"{seen:,.0f} observations detected"
+            f"{seen:,.0f} observations detected, {moves:.0f} rebalances"
         )
     lines.append(
         f"  with a core each, the group would take the busiest worker's {busiest:.1f} CPU-s "
