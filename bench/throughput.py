@@ -16,8 +16,9 @@ publishes), then measures in the same run, each reading the full backlog:
 - batch no-op agent: the same through the batch ingress (streams.runtime.batching);
 - worker: `sentinel run` (all agents and detectors on, memory store), timed from its
   first consumed record (its /metrics endpoint) until the end markers (one certain
-  self-harm output per model, published last) have paged, so every partition was
-  processed to the end; once with the batch ingress (the default) and once with
+  self-harm output per model, published last) have paged and its detect stage has taken
+  as many observations as the backlog holds, so every partition was processed to the
+  end; once with the batch ingress (the default) and once with
   ``worker.batch_ingress = false`` (faust's per-record path, as before);
 - N workers in one group (``--workers N``), also by CPU: events per worker CPU-second
   for one worker and for the group, each group worker's CPU, records read and
@@ -228,10 +229,11 @@ def _cpu_seconds(pid: int) -> float:
 @dataclass(frozen=True)
 class WorkerRun:
     """One timed phase of ``count`` workers: wall seconds from the first consumed record
-    until every end marker paged, and per worker its CPU seconds in that time (empty under
-    the profiler, whose process is not the worker's), the records its ingress read and
-    the observations its detect stage took (the models its partitions own), and the
-    rebalances it saw."""
+    until every end marker paged and the workers' detect stages together took as many
+    observations as the backlog holds (:func:`_time_workers`); and per worker, its CPU
+    seconds in that time (empty under the profiler, whose process is not the worker's),
+    the records its ingress read, the observations its detect stage took (the models its
+    partitions own) and the rebalances it saw."""
 
     seconds: float
     cpu: list[float]
@@ -241,10 +243,24 @@ class WorkerRun:
 
 
 def _time_workers(
-    settings: Settings, count: int, tmp: Path, models: set[str], profile: Path | None
+    settings: Settings,
+    count: int,
+    tmp: Path,
+    models: set[str],
+    profile: Path | None,
+    expect: int,
 ) -> WorkerRun:
-    """Run ``count`` workers in one group over the backlog (:class:`WorkerRun`); the first
-    worker is recorded by py-spy with ``profile``."""
+    """Run ``count`` workers in one group over the backlog of ``expect`` events
+    (:class:`WorkerRun`); the first worker is recorded by py-spy with ``profile``.
+
+    The markers alone do not show that a group is done. Each worker's ingress forwards
+    the observations of the partitions it reads to the by-model topic, so a model's
+    observations arrive there from several producers, and a marker can overtake another
+    worker's earlier observations (measured: the markers paged with 39 % of the
+    observations still to detect). So the phase ends once the detect stages' counters
+    add up to the backlog too. An observation processed twice after a rebalance counts
+    twice: a group's time can end early by those (each worker's records read are printed;
+    their sum less the backlog is what was read twice)."""
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     logs: list[Path] = []
@@ -281,7 +297,8 @@ def _time_workers(
         began = time.perf_counter()
         cpu0 = [] if profile else [_cpu_seconds(p.pid) for p in procs]
         check = functools.partial(_check_dead_letters, ports)
-        done = _wait_markers(_bootstrap_of(settings), settings, models, 1800, check)
+        _wait_markers(_bootstrap_of(settings), settings, models, 1800, check)
+        done = _wait_observed(ports, expect, 600)
         cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=False)]
         consumed = [_consumed(port) for port in ports]
         observed = [_counter(port, "sentinel_detect_observations_total") for port in ports]
@@ -292,6 +309,18 @@ def _time_workers(
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
         for proc, log in zip(procs, logs, strict=True):
             _stop_or_kill(proc, log)
+
+
+def _wait_observed(ports: list[int], expect: int, timeout_s: float) -> float:
+    """When the workers' detect stages together have taken ``expect`` observations."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        seen = sum(_counter(port, "sentinel_detect_observations_total") for port in ports)
+        if seen >= expect:
+            return time.perf_counter()
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{seen:.0f} of {expect} observations detected after the markers")
+        time.sleep(0.25)
 
 
 def _stop_or_kill(proc: subprocess.Popen[bytes], log: Path, grace_s: float = 60.0) -> None:
@@ -669,7 +698,7 @@ def main() -> int:
             _say("batch no-op agent")
             noop_batch_s = _faust_noop(variant(f"bench-noopb-{suffix}", True, False), n, tmp)
             _say("sentinel worker (batch ingress)")
-            one = _time_workers(settings, 1, tmp, set(models), args.profile)
+            one = _time_workers(settings, 1, tmp, set(models), args.profile, n)
             worker_s = one.seconds
             _say("sentinel worker (faust per-record ingress)")
             # A group and an alerts topic of their own: the markers are paged again.
@@ -681,7 +710,7 @@ def main() -> int:
                     )
                 }
             )
-            worker_record_s = _time_workers(per_record, 1, tmp, set(models), None).seconds
+            worker_record_s = _time_workers(per_record, 1, tmp, set(models), None, n).seconds
             group, scaled_s = None, None
             if args.workers > 1:
                 _say(f"{args.workers} sentinel workers (one consumer group)")
@@ -692,7 +721,7 @@ def main() -> int:
                         )
                     }
                 )
-                group = _time_workers(scaled, args.workers, tmp, set(models), None)
+                group = _time_workers(scaled, args.workers, tmp, set(models), None, n)
                 scaled_s = group.seconds
 
     _say("offline replay")
