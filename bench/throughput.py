@@ -586,13 +586,15 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     ]
 
 
-def _recent_scenario(events: int) -> Scenario:
+def _recent_scenario(events: int, now: datetime | None = None) -> Scenario:
     """``events / 4,000`` simulated hours (at least one) of 3,600 requests an hour, each
-    request several events, in the hours just before now: the worker's ingress
-    dead-letters events older than ``detection.max_past_hours`` (a fixed date in the past
-    would be all dead letters)."""
+    request several events, in the hours just before ``now`` (default: the wall clock):
+    the worker's ingress dead-letters events older than ``detection.max_past_hours`` (a
+    fixed date in the past would be all dead letters). The traffic follows the
+    simulator's daily cycle, so the same ``events`` hold fewer requests at night."""
     hours = max(1.0, events / 4000.0)
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=hours + 1)
+    now = datetime.now(UTC) if now is None else now
+    start = now.replace(microsecond=0) - timedelta(hours=hours + 1)
     return Scenario(seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=3600)
 
 

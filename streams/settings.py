@@ -151,6 +151,17 @@ class LocalBrokerSettings(_Section):
         gt=0,
         description="Oldest records are deleted beyond this size per partition (GiB).",
     )
+    group_initial_rebalance_delay_ms: int = Field(
+        default=3000,
+        ge=0,
+        le=300_000,
+        description="How long the broker waits for more members before a new consumer "
+        "group's first assignment (Kafka's group.initial.rebalance.delay.ms; its default, "
+        "3000). With 0, the first of several workers started together takes every "
+        "partition, reads a backlog, and a rebalance moments later hands half of it to the "
+        "others before anything was committed: the group reads it twice "
+        "(docs/validation.md, 'Stop 33').",
+    )
     security: Literal["plaintext", "sasl_ssl"] = Field(
         default="plaintext",
         description="Client listener: plaintext, or SASL_SSL with SCRAM over TLS.",

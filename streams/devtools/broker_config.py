@@ -48,8 +48,7 @@ def server_properties(
         "transaction.state.log.min.isr": "1",
         "share.coordinator.state.topic.replication.factor": "1",
         "share.coordinator.state.topic.min.isr": "1",
-        # No 3 s wait for more members before the first rebalance (tests, single worker).
-        "group.initial.rebalance.delay.ms": "0",
+        "group.initial.rebalance.delay.ms": str(s.group_initial_rebalance_delay_ms),
         "auto.create.topics.enable": "true",
         # By size by default, not by time: see LocalBrokerSettings.retention_hours.
         "log.retention.ms": (
