@@ -256,11 +256,10 @@ def _time_workers(
     The markers alone do not show that a group is done. Each worker's ingress forwards
     the observations of the partitions it reads to the by-model topic, so a model's
     observations arrive there from several producers, and a marker can overtake another
-    worker's earlier observations (measured: the markers paged with 39 % of the
-    observations still to detect). So the phase ends once the detect stages' counters
-    add up to the backlog too. An observation processed twice after a rebalance counts
-    twice: a group's time can end early by those (each worker's records read are printed;
-    their sum less the backlog is what was read twice)."""
+    worker's earlier observations (docs/validation.md, "Stop 33"). So the phase ends once
+    the detect stages' counters add up to the backlog too. An observation processed twice
+    after a rebalance counts twice: a group's time can end early by those (each worker's
+    records read are printed; their sum less the backlog is what was read twice)."""
     procs: list[subprocess.Popen[bytes]] = []
     ports: list[int] = []
     logs: list[Path] = []

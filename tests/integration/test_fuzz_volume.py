@@ -245,8 +245,8 @@ def test_a_worker_survives_malformed_compressed_and_flooding_records(
                     return 0.0
                 return metric_total(parse(text), "sentinel_label_values_folded_total")
 
-            # The counters above are the ingress's; detection runs behind them (on a busy
-            # machine by most of the backlog: CI once read "folded 0, detector keys 0" here).
+            # The counters above are the ingress's. Detection runs behind them, on a busy
+            # machine by most of the backlog, and the fold happens there.
             wait_for(lambda: folded_now() > 0, DRAIN_TIMEOUT_S, "the flood folded", log)
             metrics = parse(http_get(f"{base}/metrics")[1])
             health = http_get(f"{base}/healthz")[0]
