@@ -24,7 +24,8 @@ publishes), then measures in the same run, each reading the full backlog:
   for one worker and for the group, each group worker's CPU, records read and
   observations detected, and the speed-up the group would reach with a core per worker
   (on a shared 2-core machine the wall clock caps it: the broker, the bench and the
-  workers take turns);
+  workers take turns); with ``--warm`` once more, one worker and the group each starting
+  with the first phase's solved thresholds (each worker otherwise solves its own);
 - replay: the same pipeline offline over the same lines (no Kafka), and its time split
   into stages: decode, join (route to the request's join state), detect, publish
   (incident JSON); detect is split once more by replaying with every detector's update a
@@ -73,6 +74,7 @@ from streams.contract.decode import Coordinates, DeadLetter, decode  # noqa: E40
 from streams.devtools.broker import free_port  # noqa: E402
 from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
+from streams.pipeline.calibration import calibrations_path  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
 from streams.pipeline.replay import replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
@@ -242,6 +244,13 @@ class WorkerRun:
     rebalances: list[float]
 
 
+def _nth_worker(settings: Settings, tmp: Path, i: int, port: int) -> Settings:
+    """The settings of a phase's ``i``-th worker: its own web port and data directory."""
+    data_dir = tmp / f"{settings.worker.app_id}-{i}"
+    worker = settings.worker.model_copy(update={"web_port": port, "data_dir": data_dir})
+    return settings.model_copy(update={"worker": worker})
+
+
 def _time_workers(
     settings: Settings,
     count: int,
@@ -249,9 +258,12 @@ def _time_workers(
     models: set[str],
     profile: Path | None,
     expect: int,
+    thresholds: Path | None = None,
 ) -> WorkerRun:
     """Run ``count`` workers in one group over the backlog of ``expect`` events
-    (:class:`WorkerRun`); the first worker is recorded by py-spy with ``profile``.
+    (:class:`WorkerRun`); the first worker is recorded by py-spy with ``profile``. With
+    ``thresholds`` (a worker's saved calibrations), every worker starts with those
+    thresholds solved.
 
     The markers alone do not show that a group is done. Each worker's ingress forwards
     the observations of the partitions it reads to the by-model topic, so a model's
@@ -266,9 +278,11 @@ def _time_workers(
     try:
         for i in range(count):
             port = free_port()
-            worker = settings.worker.model_copy(
-                update={"web_port": port, "data_dir": tmp / f"{settings.worker.app_id}-{i}"}
-            )
+            mine = _nth_worker(settings, tmp, i, port)
+            if thresholds is not None:
+                saved = calibrations_path(mine)
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copyfile(thresholds, saved)
             log = tmp / f"{settings.worker.app_id}-{i}.log"
             logs.append(log)
             with log.open("wb") as out:
@@ -281,7 +295,7 @@ def _time_workers(
                             "streams.cli.main",
                             "run",
                         ],
-                        env=_child_env(settings.model_copy(update={"worker": worker})),
+                        env=_child_env(mine),
                         stdout=out,
                         stderr=subprocess.STDOUT,
                         cwd=REPO,
@@ -625,6 +639,12 @@ def main() -> int:
         help="also time this many workers in one consumer group (scale-out; default: off)",
     )
     parser.add_argument(
+        "--warm",
+        action="store_true",
+        help="with --workers: also time one worker and the group with the first phase's "
+        "thresholds preloaded (scale-out without cold threshold solves)",
+    )
+    parser.add_argument(
         "--segment-drift-only",
         action="store_true",
         help="only the per-segment drift cost (offline replay, no broker)",
@@ -694,6 +714,13 @@ def main() -> int:
                 )
                 return settings.model_copy(update={"worker": worker})
 
+            def own_group(app_id: str, batch: bool, alerts: str) -> Settings:
+                """A group and an alerts topic of their own: the markers are paged again."""
+                topics = settings.topics.model_copy(
+                    update={"alerts": f"{settings.topics.alerts}-{alerts}"}
+                )
+                return variant(app_id, batch).model_copy(update={"topics": topics})
+
             _say("faust no-op agent (per-record path)")
             noop_s = _faust_noop(variant(f"bench-noop-{suffix}", False, False), n, tmp)
             _say("batch no-op agent")
@@ -702,28 +729,37 @@ def main() -> int:
             one = _time_workers(settings, 1, tmp, set(models), args.profile, n)
             worker_s = one.seconds
             _say("sentinel worker (faust per-record ingress)")
-            # A group and an alerts topic of their own: the markers are paged again.
-            per_record = variant(f"bench-r-{suffix}", False)
-            per_record = per_record.model_copy(
-                update={
-                    "topics": settings.topics.model_copy(
-                        update={"alerts": f"{settings.topics.alerts}-r"}
-                    )
-                }
-            )
+            per_record = own_group(f"bench-r-{suffix}", False, "r")
             worker_record_s = _time_workers(per_record, 1, tmp, set(models), None, n).seconds
             group, scaled_s = None, None
+            warm_one = warm_group = None
             if args.workers > 1:
                 _say(f"{args.workers} sentinel workers (one consumer group)")
-                scaled = variant(f"bench-x-{suffix}", True).model_copy(
-                    update={
-                        "topics": settings.topics.model_copy(
-                            update={"alerts": f"{settings.topics.alerts}-x{args.workers}"}
-                        )
-                    }
-                )
+                scaled = own_group(f"bench-x-{suffix}", True, f"x{args.workers}")
                 group = _time_workers(scaled, args.workers, tmp, set(models), None, n)
                 scaled_s = group.seconds
+                if args.warm:
+                    # The first phase's worker saved what it solved when it stopped.
+                    solved = calibrations_path(_nth_worker(settings, tmp, 0, 0))
+                    _say("warm: 1 sentinel worker, then the group, thresholds preloaded")
+                    warm_one = _time_workers(
+                        own_group(f"bench-w1-{suffix}", True, "w1"),
+                        1,
+                        tmp,
+                        set(models),
+                        None,
+                        n,
+                        solved,
+                    )
+                    warm_group = _time_workers(
+                        own_group(f"bench-wx-{suffix}", True, f"wx{args.workers}"),
+                        args.workers,
+                        tmp,
+                        set(models),
+                        None,
+                        n,
+                        solved,
+                    )
 
     _say("offline replay")
     began = time.perf_counter()
@@ -775,6 +811,9 @@ def main() -> int:
         )
     if group and one.cpu and group.cpu:
         print("\n".join(scale_out_lines(n, one, group)))
+    if warm_one and warm_group:
+        print("warm (every worker starts with the first phase's thresholds solved):")
+        print("\n".join(scale_out_lines(n, warm_one, warm_group)))
     return 0
 
 
