@@ -37,7 +37,13 @@ import numpy as np
 from numpy.typing import NDArray
 from scipy.stats import norm
 
-from detectors.arl import bernoulli_lattice, bernoulli_threshold, lattice_arls, lattice_threshold
+from detectors.arl import (
+    bernoulli_lattice,
+    bernoulli_threshold,
+    lattice_arl,
+    lattice_arls,
+    lattice_threshold,
+)
 from streams.detection_settings import DetectionSettings
 
 GOAL_DELAY_RATIO: Final = 1.3
@@ -249,7 +255,7 @@ def gaussian_cusum_delay(d: float, arl0: float) -> float:
     if d < 0.05:
         return math.inf
     _, after, offset, h = _gaussian_chart(d, arl0)
-    return float(lattice_arls(after, offset, h)[0])
+    return lattice_arl(after, offset, h)
 
 
 def _gaussian_chart(d: float, arl0: float) -> Chart:

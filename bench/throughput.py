@@ -314,7 +314,7 @@ def _time_workers(
         done = _wait_observed(ports, expect, 600)
         cpu = [_cpu_seconds(p.pid) - c for p, c in zip(procs, cpu0, strict=False)]
         consumed = [_consumed(port) for port in ports]
-        observed = [_counter(port, "sentinel_detect_observations_total") for port in ports]
+        observed = [_observed(port) for port in ports]
         rebalances = [_counter(port, "sentinel_rebalances_total") for port in ports]
         return WorkerRun(done - began, cpu, consumed, observed, rebalances)
     finally:
@@ -328,7 +328,7 @@ def _wait_observed(ports: list[int], expect: int, timeout_s: float) -> float:
     """When the workers' detect stages together have taken ``expect`` observations."""
     deadline = time.monotonic() + timeout_s
     while True:
-        seen = sum(_counter(port, "sentinel_detect_observations_total") for port in ports)
+        seen = sum(_observed(port) for port in ports)
         if seen >= expect:
             return time.perf_counter()
         if time.monotonic() > deadline:
@@ -371,6 +371,11 @@ def _counter(port: int, name: str) -> float:
 def _consumed(port: int) -> float:
     """Records the worker's ingress has read so far."""
     return _counter(port, "sentinel_events_consumed_total")
+
+
+def _observed(port: int) -> float:
+    """Observations the worker's detect stage has taken so far."""
+    return _counter(port, "sentinel_detect_observations_total")
 
 
 def _check_dead_letters(ports: list[int]) -> None:
