@@ -130,7 +130,8 @@ MODEL_SCOPES: Final[tuple[dict[str, str], ...]] = (
 """Scopes of a model's traffic stopping (a silence is judged per model)."""
 MODEL_ONLY: Final = frozenset({"traffic_stop", "output_stop"})
 HARM_CATEGORIES: Final = ("self_harm", "sexual", "violence", "hate", "harassment")
-"""One harm_spike per category (quick: the first three); toxicity has toxicity_spike."""
+"""One harm_spike per category (quick: the first three; ``--per-type`` beyond five cycles
+through them again); toxicity has toxicity_spike."""
 INJECTION_DURATION: Final = timedelta(hours=3)
 START_RANGE_H: Final = (6.0, 12.0)
 STRENGTH_RANGE: Final = (0.8, 1.25)
@@ -548,7 +549,11 @@ def build_jobs(quick: bool, base_seed: int, per_type: int | None = None) -> list
                 LLM_SCOPES if kind in LLM_ONLY else MODEL_SCOPES if kind in MODEL_ONLY else SCOPES
             )
             scope = dict(scopes[i % len(scopes)])
-            extra = {"category": HARM_CATEGORIES[i]} if kind == "harm_spike" else {}
+            extra = (
+                {"category": HARM_CATEGORIES[i % len(HARM_CATEGORIES)]}
+                if kind == "harm_spike"
+                else {}
+            )
             inj = Injection.model_validate(
                 {
                     "type": kind,
