@@ -1,4 +1,5 @@
-"""Scoring functions of ``bench/quality.py`` on a hand-made case (the bench itself never runs)."""
+"""Scoring functions and the job list of ``bench/quality.py`` on hand-made cases (the bench
+itself never runs)."""
 
 from __future__ import annotations
 
@@ -8,8 +9,10 @@ import pytest
 
 from bench.quality import (
     GRACE,
+    HARM_CATEGORIES,
     Injected,
     Trigger,
+    build_jobs,
     labels_consistent,
     score_scenario,
     summarize,
@@ -133,3 +136,10 @@ def test_recall_precision_delay_exact() -> None:
     assert total.false_per_million == pytest.approx(0.5)
     assert rows["downvote_spike"].recall is None
     assert rows["downvote_spike"].precision is None
+
+
+def test_more_harm_spikes_per_type_than_categories_cycle_through_them() -> None:
+    jobs = [j for j in build_jobs(True, 0, per_type=7) if j.kind == "harm_spike"]
+    categories = [j.scenario["injections"][0]["category"] for j in jobs]
+    assert categories == [*HARM_CATEGORIES, *HARM_CATEGORIES[:2]]
+    assert len({j.name for j in jobs}) == 7  # each its own seed
