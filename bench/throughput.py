@@ -222,6 +222,15 @@ def _profiler(out: Path | None) -> list[str]:
     return [spy, "record", "--format", "raw", "--rate", "200", "--output", str(out), "--"]
 
 
+def profile_path(profile: Path | None, tag: str) -> Path | None:
+    """A recording beside ``profile``: ``<stem>-<tag><suffix>`` (``profile`` itself for an
+    empty ``tag``; None when nothing is recorded). A phase's first worker is recorded into
+    its path, the ``i``-th into ``<stem>-<i><suffix>``; the group phase's under ``group``."""
+    if profile is None or not tag:
+        return profile
+    return profile.with_name(f"{profile.stem}-{tag}{profile.suffix}")
+
+
 def _cpu_seconds(pid: int) -> float:
     """CPU time (user + system) a live process has used so far, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -261,7 +270,7 @@ def _time_workers(
     thresholds: Path | None = None,
 ) -> WorkerRun:
     """Run ``count`` workers in one group over the backlog of ``expect`` events
-    (:class:`WorkerRun`); the first worker is recorded by py-spy with ``profile``. With
+    (:class:`WorkerRun`); with ``profile``, py-spy records each (:func:`profile_path`). With
     ``thresholds`` (a worker's saved calibrations), every worker starts with those
     thresholds solved.
 
@@ -289,7 +298,7 @@ def _time_workers(
                 procs.append(
                     subprocess.Popen(
                         [
-                            *_profiler(profile if i == 0 else None),
+                            *_profiler(profile_path(profile, str(i) if i else "")),
                             sys.executable,
                             "-m",
                             "streams.cli.main",
@@ -635,7 +644,9 @@ def main() -> int:
     parser.add_argument(
         "--profile",
         type=Path,
-        help="record the worker with py-spy into this file (raw/collapsed stacks)",
+        help="record the worker with py-spy into this file (raw/collapsed stacks); with "
+        "--workers, each group worker into <stem>-group[-i]<suffix> beside it (CPU-seconds "
+        "are not read under the profiler)",
     )
     parser.add_argument(
         "--workers",
@@ -741,7 +752,8 @@ def main() -> int:
             if args.workers > 1:
                 _say(f"{args.workers} sentinel workers (one consumer group)")
                 scaled = own_group(f"bench-x-{suffix}", True, f"x{args.workers}")
-                group = _time_workers(scaled, args.workers, tmp, set(models), None, n)
+                recorded = profile_path(args.profile, "group")
+                group = _time_workers(scaled, args.workers, tmp, set(models), recorded, n)
                 scaled_s = group.seconds
                 if args.warm:
                     # The first phase's worker saved what it solved when it stopped.

@@ -1,13 +1,14 @@
-"""bench/throughput.py's scale-out by CPU: a process's CPU time from /proc, and the lines
-that turn the workers' CPU seconds into events per CPU-second and the speed-up with a core
-per worker."""
+"""bench/throughput.py's scale-out by CPU: a process's CPU time from /proc, the lines that
+turn the workers' CPU seconds into events per CPU-second and the speed-up with a core per
+worker, and where each worker's profile goes."""
 
 from __future__ import annotations
 
 import os
 import time
+from pathlib import Path
 
-from bench.throughput import WorkerRun, _cpu_seconds, scale_out_lines
+from bench.throughput import WorkerRun, _cpu_seconds, profile_path, scale_out_lines
 
 
 def test_cpu_seconds_count_the_processs_own_work() -> None:
@@ -38,3 +39,15 @@ def test_scale_out_is_bounded_by_the_busiest_worker() -> None:
         "  with a core each, the group would take the busiest worker's 7.0 CPU-s against "
         "one worker's 8.0: 1.14x one worker"
     )
+
+
+def test_every_worker_of_a_profiled_run_gets_its_own_recording() -> None:
+    out = Path("/tmp/spy/worker.txt")
+    group = profile_path(out, "group")
+    recordings = [profile_path(out, ""), group, profile_path(group, "1")]
+    assert recordings == [
+        out,
+        Path("/tmp/spy/worker-group.txt"),
+        Path("/tmp/spy/worker-group-1.txt"),
+    ]
+    assert profile_path(None, "group") is None
