@@ -83,8 +83,12 @@ def _records(bootstrap: str, topic: str) -> list[Any]:
         consumer.close()
 
 
+def _incident_events(bootstrap: str, topic: str) -> list[IncidentEvent]:
+    return [IncidentEvent.model_validate_json(r.value) for r in _records(bootstrap, topic)]
+
+
 def _triggers(bootstrap: str, topic: str) -> list[IncidentEvent]:
-    events = [IncidentEvent.model_validate_json(r.value) for r in _records(bootstrap, topic)]
+    events = _incident_events(bootstrap, topic)
     return [e for e in events if e.action == IncidentAction.TRIGGER]
 
 
@@ -304,10 +308,7 @@ def test_an_incident_page_shows_its_chart_and_evidence(env: Env, browser: Any) -
     # The worker keeps re-scoring a firing incident: the page shows the step the console
     # had read when it rendered, so it is matched against every step published by now.
     main = page.inner_text("main")
-    events = [
-        IncidentEvent.model_validate_json(r.value)
-        for r in _records(env.broker.bootstrap, env.settings.topics.alerts)
-    ]
+    events = _incident_events(env.broker.bootstrap, env.settings.topics.alerts)
     shown = [e for e in events if e.incident_id == trigger.incident_id and e.summary in main]
     assert shown, main[:500]
     tox = max(shown, key=lambda e: e.sequence)
