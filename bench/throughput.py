@@ -528,7 +528,7 @@ def _detectors_off() -> Iterator[None]:
         tracker = ds.trackers.get(name)
         if tracker is None:
             tracker = ds.trackers[name] = detectorset.Tracker()
-        tracker.see(obs, notable)
+        tracker.see(obs, notable, detectorset.source(obs))
         return []
 
     detectorset.DetectorSet._feed = feed  # type: ignore[method-assign,assignment]

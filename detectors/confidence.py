@@ -257,7 +257,10 @@ class ConfidenceShift(Detector[float]):
             return self._learn(value, n)
         charted = self._charted(value)
         signals = [self._mean_signal(n, f) for f in self._chart.update(charted, n)]
-        dist_signal = self._dist.update({"confidence": charted})
+        dist = self._dist
+        dist_signal = (
+            dist.update({"confidence": charted}) if dist.learning else dist.push_row([charted])
+        )
         if dist_signal is not None:
             off = self._dist_offset
             signals.append(

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from itertools import chain
 from typing import Any, ClassVar
 
 import numpy as np
@@ -269,7 +270,11 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
 
     def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
         assert self._ref_sorted is not None
-        return _ks_results(self.features, self._ref_sorted, np.asarray(rows, dtype=np.float64))
+        width = len(self.features)
+        # one pass over the rows, flattened (np.asarray would walk the nested lists)
+        flat = chain.from_iterable(rows)
+        window = np.fromiter(flat, dtype=np.float64, count=len(rows) * width)
+        return _ks_results(self.features, self._ref_sorted, window.reshape(len(rows), width))
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:

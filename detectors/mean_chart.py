@@ -25,6 +25,7 @@ learned-rate charts do (:data:`detectors.rate.BASELINE_CONFIDENCE`).
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 from bisect import bisect_left, bisect_right
@@ -63,9 +64,19 @@ def normal_score(reference: Sequence[float], x: float) -> float:
     ``reference`` (clipped to ``[1/2n, 1 - 1/2n]``): under no change the scores are standard
     normal whatever the scale and shape of the values, so a chart on them is scale-free
     and its exact lattice calibration well conditioned."""
-    n = len(reference)
-    rank = (bisect_left(reference, x) + bisect_right(reference, x)) / 2.0
-    return float(ndtri(min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)))
+    scores = _rank_scores(len(reference))
+    return scores[bisect_left(reference, x) + bisect_right(reference, x)]
+
+
+@functools.lru_cache(maxsize=64)
+def _rank_scores(n: int) -> tuple[float, ...]:
+    """:func:`normal_score` at each of the ``2n + 1`` mid-ranks a reference of ``n`` values
+    gives, indexed by twice the rank (``bisect_left + bisect_right``): computed once per
+    reference size, not once per value charted."""
+    return tuple(
+        float(ndtri(min(max(twice / 2.0 / n, 0.5 / n), 1.0 - 0.5 / n)))
+        for twice in range(2 * n + 1)
+    )
 
 
 def normal_scores(
@@ -263,47 +274,47 @@ class MeanChart:
 
     def update(self, x: float, n: int) -> list[Fired]:
         """Chart value ``x`` (observation ``n``); the alarms it raised, at most one per
-        direction. Every design that fired restarts (the designs do not reset each other)."""
+        direction. Every design that fired restarts (the designs do not reset each other).
+
+        Each direction also keeps its episode: the first design's CUSUM capped at its
+        threshold, which an alarm does not restart (what :meth:`excess` reads). One loop
+        and no calls per design: this runs for every value of every mean chart."""
         zq = round((x - self.mu) / self.sigma / self.resolution)
+        kqs = self.kq
         fired: list[Fired] = []
-        for side, z in ((0, zq), (1, -zq)):
-            self._episode(self.ep[side], z - self.kq[0], self.h[side][0], x, n)
-            best = self._step(side, z, x, n)
+        for side in (0, 1):
+            z = zq if side == 0 else -zq
+            hs = self.h[side]
+            ep = self.ep[side]
+            e = ep[0] + z - kqs[0]
+            if e <= 0:
+                ep[:] = [0, n + 1, 0.0, False]
+            else:
+                ep[0] = min(e, hs[0])
+                ep[2] += x
+            ss, starts, sums = self.s[side], self.start[side], self.sum[side]
+            best: Fired | None = None
+            for j, kq in enumerate(kqs):
+                s = ss[j] + z - kq
+                if s <= 0:
+                    ss[j], starts[j], sums[j] = 0, n + 1, 0.0
+                    continue
+                ss[j], sums[j] = s, sums[j] + x
+                if s >= hs[j]:
+                    if best is None or s / hs[j] > best.statistic / best.threshold:
+                        best = Fired(
+                            direction=_DIRECTIONS[side],
+                            design_sd=self.designs[j] * self.shift,
+                            statistic=s * self.resolution,
+                            threshold=hs[j] * self.resolution,
+                            start=starts[j],
+                            observed=sums[j] / (n - starts[j] + 1),
+                        )
+                    ss[j], starts[j], sums[j] = 0, n + 1, 0.0
             if best is not None:
-                self.ep[side][3] = True
+                ep[3] = True
                 fired.append(best)
         return fired
-
-    def _step(self, side: int, z: int, x: float, n: int) -> Fired | None:
-        ss, hs, starts, sums = self.s[side], self.h[side], self.start[side], self.sum[side]
-        best: Fired | None = None
-        for j, kq in enumerate(self.kq):
-            s = ss[j] + z - kq
-            if s <= 0:
-                ss[j], starts[j], sums[j] = 0, n + 1, 0.0
-                continue
-            ss[j], sums[j] = s, sums[j] + x
-            if s >= hs[j]:
-                if best is None or s / hs[j] > best.statistic / best.threshold:
-                    best = Fired(
-                        direction=_DIRECTIONS[side],
-                        design_sd=self.designs[j] * self.shift,
-                        statistic=s * self.resolution,
-                        threshold=hs[j] * self.resolution,
-                        start=starts[j],
-                        observed=sums[j] / (n - starts[j] + 1),
-                    )
-                ss[j], starts[j], sums[j] = 0, n + 1, 0.0
-        return best
-
-    @staticmethod
-    def _episode(ep: list[Any], inc: int, h: int, x: float, n: int) -> None:
-        e = ep[0] + inc
-        if e <= 0:
-            ep[:] = [0, n + 1, 0.0, False]
-            return
-        ep[0] = min(e, h)
-        ep[2] += x
 
     def signal(
         self,

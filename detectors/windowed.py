@@ -162,6 +162,16 @@ class WindowedDrift(Detector[X], Generic[X]):
             return None
         return self._push(n, self._row(x))
 
+    def push_row(self, row: list[Any]) -> Signal | None:
+        """:meth:`update` of an observation given as its row, once the reference is
+        fitted: for a caller that holds the row's values already (the score charts'
+        distribution test), without a mapping built and read back per value."""
+        if not self._fitted:
+            raise ValueError("push_row needs the reference fitted (see learning)")
+        n = self._n
+        self._n = n + 1
+        return self._push(n, row)
+
     def _reference(self, row: list[Any]) -> None:
         """Add a row to the reference; fit it once complete."""
         self._ref.append(row)

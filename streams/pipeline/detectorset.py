@@ -46,6 +46,11 @@ parent's re-estimates (:meth:`detectors.rate.BernoulliCusum.adopt_prior`)."""
 RATE_MIN_SPAN_S: Final = 60.0
 
 
+def source(obs: Observation) -> str:
+    """Where ``obs`` was read, as a tracker keys its offsets: ``"topic|partition"``."""
+    return f"{obs.coords.topic}|{obs.coords.partition}"
+
+
 @dataclass
 class Tracker:
     """Where one detector's observations came from: offsets by checkpoint, samples."""
@@ -62,8 +67,8 @@ class Tracker:
     def from_json(cls, data: dict[str, Any]) -> Tracker:
         return cls(n=data["n"], checkpoints=data["cp"], last=data["last"], samples=data["smp"])
 
-    def see(self, obs: Observation, notable: bool) -> None:
-        tp = f"{obs.coords.topic}|{obs.coords.partition}"
+    def see(self, obs: Observation, notable: bool, tp: str) -> None:
+        """Count ``obs``, read from ``tp`` (``"topic|partition"``, :func:`source`)."""
         if self.n % CHECKPOINT_EVERY == 0:
             self.checkpoints.append(
                 [self.n, event_time(obs.event), dict(self.last) | {tp: obs.coords.offset}]
@@ -116,6 +121,7 @@ class DetectorSet:
         self.parents: tuple[DetectorSet, ...] = ()
         self.share = 1.0
         self.versions: list[str] = []  # model level only: versions in order of appearance
+        self._source = ""  # the observation being fed: its "topic|partition"
 
     # -- state ---------------------------------------------------------------------------
 
@@ -221,10 +227,12 @@ class DetectorSet:
             if arl0 is not None:
                 budget.retarget(det, arl0)
             self._targeted[name] = self.arl0
-        tracker = self.trackers.setdefault(name, Tracker())
+        tracker = self.trackers.get(name)
+        if tracker is None:
+            tracker = self.trackers[name] = Tracker()
         if self.parents and (det.learning or tracker.n % PRIOR_FOLLOW_EVERY == 0):
             adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
-        tracker.see(obs, notable)
+        tracker.see(obs, notable, self._source)
         signal = det.update(x)
         return [(name, signal, tracker)] if signal is not None else []
 
@@ -245,6 +253,7 @@ class DetectorSet:
         self.hold = hold
         self.parents = parents
         self.share = share
+        self._source = source(obs)
         s = self.settings
         event = obs.event
         out: list[tuple[str, Signal, Tracker]] = []
