@@ -21,7 +21,10 @@ guardrail evaluations for guardrail); a delay beyond ``--post`` observations cou
 
 First, the mean charts: confidence and numeric drift on drops of 0.5-2 standard
 deviations, as the pipeline builds them and as they were before stop 28 (one design of
-0.5 sd; the window test alone), against the Gaussian CUSUM for the true shift.
+0.5 sd; the window test alone), on Gaussian scores and on the simulator's skewed
+confidence (Beta(12, 3)), against the Gaussian CUSUM for the true shift (the oracle of
+bench/quality.py) and the exact likelihood-ratio CUSUM of the true distribution (the best
+any detector can do; ``bench.oracle.location_llr_delay``).
 """
 
 from __future__ import annotations
@@ -31,15 +34,16 @@ import statistics
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 _HERE = Path(__file__).resolve().parent
 sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != _HERE]
 sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
 
-from bench.oracle import gaussian_cusum_delay  # noqa: E402
+from bench.oracle import gaussian_cusum_delay, location_llr_delay  # noqa: E402
 from detectors.adaptive_rate import AdaptiveBernoulliCusum, AdaptivePromptInjectionRate  # noqa: E402
 from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
@@ -82,22 +86,41 @@ def _delays(
     return statistics.fmean(out), statistics.median(out)
 
 
+Draw = Callable[[np.random.Generator, int], np.ndarray]
+"""``(rng, n)`` -> ``n`` standardised scores (mean 0, standard deviation 1)."""
+
+SKEWED: Final = stats.beta(12.0, 3.0)
+"""The simulator's confidence of support-chat (``ModelSpec.confidence_beta``): skewed
+toward its low tail, as model confidences and judge scores are."""
+
+
+def _gaussian(rng: np.random.Generator, n: int) -> np.ndarray:
+    return rng.normal(0.0, 1.0, n)
+
+
+def _skewed(rng: np.random.Generator, n: int) -> np.ndarray:
+    return (rng.beta(12.0, 3.0, n) - float(SKEWED.mean())) / float(SKEWED.std())
+
+
 def _mean_delay(
     make: Callable[[], Detector[Any]],
     feed: Callable[[np.ndarray], Any],
     shift: float,
     seeds: int,
     post: int,
+    draw: Draw = _gaussian,
 ) -> tuple[float, float]:
     """Mean and median observations from a drop of ``shift`` standard deviations (after
-    the detector's reference of 1,000 values) to its first alarm."""
+    the detector's reference of 1,000 values) to its first alarm. Two values per
+    observation: a Gaussian one, and one from ``draw`` that drops (the score, drift's
+    feature b)."""
     out = []
     for seed in range(seeds):
         rng = np.random.default_rng([seed, 13])
         det = make()
         hit = post
-        z = rng.normal(0.0, 1.0, (1000 + post, 2))
-        z[1000:, 1] -= shift  # the second value drops: the score, drift's feature b
+        z = np.column_stack([rng.normal(0.0, 1.0, 1000 + post), draw(rng, 1000 + post)])
+        z[1000:, 1] -= shift
         for i, x in enumerate(z):
             if det.update(feed(x)) is not None and i >= 1000:
                 hit = i - 1000 + 1
@@ -109,11 +132,14 @@ def _mean_delay(
 def _mean_shifts(arl0: float, seeds: int, post: int) -> None:
     """Score charts (confidence: 0.7 + 0.1 z) and numeric drift (feature b of two) on a
     drop of 0.5-2 sd, as the pipeline builds them and with the one design (confidence) or
-    the window test (drift) they had before stop 28; oracle = the Gaussian CUSUM for the
-    true shift at one test's ARL0."""
+    the window test (drift) they had before stop 28, on Gaussian scores and on the
+    simulator's skewed confidence (:data:`SKEWED`). Two oracles at one test's ARL0: the
+    Gaussian mean CUSUM for the true shift (what bench/quality.py prints) and the exact
+    likelihood-ratio CUSUM of the true distribution (:func:`location_llr_delay`, the best
+    any detector can do; the same as the first on Gaussian scores)."""
     print(f"mean shifts: per-test ARL0 {arl0:.3g} observations; {seeds} seeded streams per variant")
-    head = f"{'case':14} {'shift':>6} {'oracle':>7} {'variant':25}"
-    print(f"{head} {'mean':>7} {'median':>7} {'/ oracle':>8}  [observations]")
+    head = f"{'case':20} {'shift':>6} {'oracle':>7} {'LLR opt':>7} {'variant':25}"
+    print(f"{head} {'mean':>7} {'median':>7} {'/ oracle':>8} {'/ LLR':>6}  [observations]")
 
     def conf(z: np.ndarray) -> float:
         return 0.7 + 0.1 * float(z[1])
@@ -121,37 +147,31 @@ def _mean_shifts(arl0: float, seeds: int, post: int) -> None:
     def drift(z: np.ndarray) -> dict[str, float]:
         return {"a": float(z[0]), "b": float(z[1])}
 
-    cases: list[tuple[str, Callable[[Any], Any], list[tuple[str, Callable[[], Detector[Any]]]]]] = [
-        (
-            "confidence",
-            conf,
-            [
-                (
-                    "pipeline (0.5, 1, 2 sd)",
-                    lambda: ConfidenceShift(arl0=arl0 / 3, designs=SCORE_DESIGNS),
-                ),
-                ("one design (0.5 sd)", lambda: ConfidenceShift(arl0=arl0 / 3)),
-            ],
-        ),
-        (
-            "numeric drift",
-            drift,
-            [
-                (
-                    "pipeline (mean charts)",
-                    lambda: NumericDrift(("a", "b"), arl0=arl0, designs=SCORE_DESIGNS),
-                ),
-                ("window test only", lambda: NumericDrift(("a", "b"), arl0=arl0)),
-            ],
-        ),
+    confidence = [
+        ("pipeline (0.5, 1, 2 sd)", lambda: ConfidenceShift(arl0=arl0 / 3, designs=SCORE_DESIGNS)),
+        ("one design (0.5 sd)", lambda: ConfidenceShift(arl0=arl0 / 3)),
     ]
-    for name, feed, variants in cases:
+    numeric = [
+        (
+            "pipeline (mean charts)",
+            lambda: NumericDrift(("a", "b"), arl0=arl0, designs=SCORE_DESIGNS),
+        ),
+        ("window test only", lambda: NumericDrift(("a", "b"), arl0=arl0)),
+    ]
+    cases: list[tuple[str, Callable[[Any], Any], Draw, Any, list[tuple[str, Any]]]] = [
+        ("confidence", conf, _gaussian, stats.norm(), confidence),
+        ("confidence, skewed", conf, _skewed, SKEWED, confidence[:1]),
+        ("numeric drift", drift, _gaussian, stats.norm(), numeric),
+        ("numeric drift, skewed", drift, _skewed, SKEWED, numeric[:1]),
+    ]
+    for name, feed, draw, dist, variants in cases:
         for shift in (0.5, 1.0, 1.5, 2.0):
             oracle = gaussian_cusum_delay(shift, arl0)
+            best = location_llr_delay(dist, shift, arl0)
             for label, make in variants:
-                mean, med = _mean_delay(make, feed, shift, seeds, post)
-                row = f"{name:14} {shift:6.1f} {oracle:7.1f} {label:25}"
-                print(f"{row} {mean:7.1f} {med:7.1f} {mean / oracle:8.2f}")
+                mean, med = _mean_delay(make, feed, shift, seeds, post, draw)
+                row = f"{name:20} {shift:6.1f} {oracle:7.1f} {best:7.1f} {label:25}"
+                print(f"{row} {mean:7.1f} {med:7.1f} {mean / oracle:8.2f} {mean / best:6.2f}")
     print()
 
 

@@ -276,6 +276,47 @@ def _gaussian_chart(d: float, arl0: float) -> Chart:
     return pmf(0.0), pmf(d), lo, h
 
 
+LLR_RESOLUTION: Final = 0.02
+"""Lattice step (nats) of :func:`location_llr_delay`'s CUSUM."""
+
+
+def location_llr_delay(
+    dist: Any, d: float, arl0: float, resolution: float = LLR_RESOLUTION
+) -> float:
+    """Expected delay (observations) of the exact likelihood-ratio CUSUM for a drop of
+    ``d`` standard deviations of the continuous distribution ``dist`` (a frozen
+    ``scipy.stats`` distribution): the detector Lorden's and Moustakides' optimality is
+    about, for scores that are not Gaussian.
+
+    :func:`gaussian_cusum_delay` is that CUSUM only for Gaussian scores. The simulator's
+    scores are skewed (confidence is a Beta(12, 3) and others), so this is the check of
+    whether the Gaussian oracle still says what the best detector achieves on them
+    (bench/delay_parts.py prints both). The increment of an observation ``y`` is
+    ``log f(y + delta) - log f(y)``, on a lattice of ``resolution`` nats, capped at
+    ``log(arl0) + 10`` either way (beyond the threshold a larger step alarms or resets
+    all the same); its pmf before and after the change is read off a fine grid of ``y``,
+    and the threshold is exact for the pre-change pmf (:func:`lattice_threshold`)."""
+    delta = d * float(dist.std())
+    lo_x, hi_x = (float(v) for v in dist.ppf([1e-12, 1.0 - 1e-12]))
+    edges = np.linspace(lo_x - delta, hi_x, 400_001)
+    mids = (edges[:-1] + edges[1:]) / 2.0
+    p_pre = np.diff(dist.cdf(edges))
+    p_post = np.diff(dist.cdf(edges + delta))  # y = x - delta with x from dist
+    cap = math.log(arl0) + 10.0
+    with np.errstate(divide="ignore"):
+        llr = dist.logpdf(mids + delta) - dist.logpdf(mids)
+    llr = np.clip(np.nan_to_num(llr, nan=0.0, posinf=cap, neginf=-cap), -cap, cap)
+    steps = np.round(llr / resolution).astype(np.int64)
+    offset = int(steps.min())
+    size = int(steps.max()) - offset + 1
+    before = np.bincount(steps - offset, weights=p_pre, minlength=size)
+    after = np.bincount(steps - offset, weights=p_post, minlength=size)
+    before, after = before / before.sum(), after / after.sum()
+    guess = max(1, int(math.log(arl0) / resolution))
+    h = lattice_threshold(before, offset, arl0, guess)
+    return lattice_arl(after, offset, h)
+
+
 def oracle_arl0(kind: str, settings: DetectionSettings, per_test: float) -> float:
     """The ARL0 of one test of the detector that watches this injection type, in its own
     observations (feedback and evaluations see a fraction of the events)."""

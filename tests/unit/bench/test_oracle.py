@@ -7,6 +7,7 @@ import math
 
 import numpy as np
 import pytest
+from scipy import stats
 
 from bench.oracle import (
     Probe,
@@ -14,6 +15,7 @@ from bench.oracle import (
     _gaussian_chart,
     _minutes_at,
     gaussian_cusum_delay,
+    location_llr_delay,
     ramp_delay,
 )
 from detectors.arl import bernoulli_cusum_delay
@@ -86,3 +88,20 @@ def test_the_probe_reads_feedback_at_its_own_requests_time() -> None:
     assert out["p1"] == pytest.approx(0.5)  # the changed requests' rate, not the window's
     abrupt = bernoulli_cusum_delay(out["p0"], out["p1"], 1e4)
     assert abrupt + 8 < out["delay_events"] < abrupt + 10
+
+
+@pytest.mark.parametrize("d", [0.5, 1.5])
+def test_the_likelihood_ratio_oracle_is_the_gaussian_one_on_gaussian_scores(d: float) -> None:
+    """On Gaussian scores the log-likelihood ratio of a mean drop is linear in the score:
+    the exact LLR CUSUM is the Gaussian mean CUSUM, on another lattice."""
+    best = location_llr_delay(stats.norm(loc=0.7, scale=0.1), d, 1e8)
+    assert best == pytest.approx(gaussian_cusum_delay(d, 1e8), rel=0.02)
+
+
+def test_the_likelihood_ratio_oracle_reads_the_shape_of_skewed_scores() -> None:
+    """On the simulator's skewed confidence (Beta(12, 3), long low tail) the Gaussian
+    oracle is not what the best detector achieves: the exact LLR CUSUM sees a drop of
+    0.5 sd sooner than it says, and one of 2 sd later."""
+    skewed = stats.beta(12.0, 3.0)
+    assert location_llr_delay(skewed, 0.5, 1e8) < 0.9 * gaussian_cusum_delay(0.5, 1e8)
+    assert location_llr_delay(skewed, 2.0, 1e8) > 1.1 * gaussian_cusum_delay(2.0, 1e8)
