@@ -95,6 +95,23 @@ def test_numeric_drift_detects_and_names_feature() -> None:
     assert first.p_value <= det.alpha
 
 
+def test_a_row_pushed_is_an_update_of_its_mapping() -> None:
+    """``push_row`` (the score charts' distribution test) gives the signals and state that
+    ``update`` of the same values gives, and refuses to run before the reference is fitted."""
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.normal(size=600), rng.normal(0.8, 1.0, size=400)]).tolist()
+    by_map, by_row = (NumericDrift(("x",), arl0=500.0, reference_size=300, window=50) for _ in "ab")
+    with pytest.raises(ValueError, match="fitted"):
+        by_row.push_row([values[0]])
+    signals = {"map": [], "row": []}
+    for i, v in enumerate(values):
+        signals["map"].append(by_map.update({"x": v}))
+        signals["row"].append(by_row.update({"x": v}) if i < 300 else by_row.push_row([v]))
+    assert any(s is not None for s in signals["map"]), "the shift should be seen"
+    assert signals["map"] == signals["row"]
+    assert by_map.get_state() == by_row.get_state()
+
+
 def test_categorical_and_label_mix_detect() -> None:
     rng = np.random.default_rng(3)
     cats = np.array(["en", "de", "fr"])
