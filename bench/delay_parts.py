@@ -109,9 +109,10 @@ def _mean_delay(
     seeds: int,
     post: int,
     draw: Draw = _gaussian,
+    reference: int = 1000,
 ) -> tuple[float, float]:
     """Mean and median observations from a drop of ``shift`` standard deviations (after
-    the detector's reference of 1,000 values) to its first alarm. Two values per
+    the detector's reference of ``reference`` values) to its first alarm. Two values per
     observation: a Gaussian one, and one from ``draw`` that drops (the score, drift's
     feature b)."""
     out = []
@@ -119,25 +120,32 @@ def _mean_delay(
         rng = np.random.default_rng([seed, 13])
         det = make()
         hit = post
-        z = np.column_stack([rng.normal(0.0, 1.0, 1000 + post), draw(rng, 1000 + post)])
-        z[1000:, 1] -= shift
+        total = reference + post
+        z = np.column_stack([rng.normal(0.0, 1.0, total), draw(rng, total)])
+        z[reference:, 1] -= shift
         for i, x in enumerate(z):
-            if det.update(feed(x)) is not None and i >= 1000:
-                hit = i - 1000 + 1
+            if det.update(feed(x)) is not None and i >= reference:
+                hit = i - reference + 1
                 break
         out.append(hit)
     return statistics.fmean(out), statistics.median(out)
 
 
-def _mean_shifts(arl0: float, seeds: int, post: int) -> None:
+def _mean_shifts(arl0: float, seeds: int, post: int, reference: int) -> None:
     """Score charts (confidence: 0.7 + 0.1 z) and numeric drift (feature b of two) on a
     drop of 0.5-2 sd, as the pipeline builds them and with the one design (confidence) or
     the window test (drift) they had before stop 28, on Gaussian scores and on the
     simulator's skewed confidence (:data:`SKEWED`). Two oracles at one test's ARL0: the
     Gaussian mean CUSUM for the true shift (what bench/quality.py prints) and the exact
     likelihood-ratio CUSUM of the true distribution (:func:`location_llr_delay`, the best
-    any detector can do; the same as the first on Gaussian scores)."""
-    print(f"mean shifts: per-test ARL0 {arl0:.3g} observations; {seeds} seeded streams per variant")
+    any detector can do; the same as the first on Gaussian scores). Each chart learns a
+    reference of ``reference`` values (the pipeline's: ``warmup_events`` and
+    ``drift_reference_size``, 1,000): a longer one costs less allowance for its estimated
+    mean (:class:`detectors.mean_chart.MeanChart`)."""
+    print(
+        f"mean shifts: per-test ARL0 {arl0:.3g} observations; references of {reference} "
+        f"values; {seeds} seeded streams per variant"
+    )
     head = f"{'case':20} {'shift':>6} {'oracle':>7} {'LLR opt':>7} {'variant':25}"
     print(f"{head} {'mean':>7} {'median':>7} {'/ oracle':>8} {'/ LLR':>6}  [observations]")
 
@@ -148,15 +156,23 @@ def _mean_shifts(arl0: float, seeds: int, post: int) -> None:
         return {"a": float(z[0]), "b": float(z[1])}
 
     confidence = [
-        ("pipeline (0.5, 1, 2 sd)", lambda: ConfidenceShift(arl0=arl0 / 3, designs=SCORE_DESIGNS)),
-        ("one design (0.5 sd)", lambda: ConfidenceShift(arl0=arl0 / 3)),
+        (
+            "pipeline (0.5, 1, 2 sd)",
+            lambda: ConfidenceShift(arl0=arl0 / 3, designs=SCORE_DESIGNS, reference_size=reference),
+        ),
+        ("one design (0.5 sd)", lambda: ConfidenceShift(arl0=arl0 / 3, reference_size=reference)),
     ]
     numeric = [
         (
             "pipeline (mean charts)",
-            lambda: NumericDrift(("a", "b"), arl0=arl0, designs=SCORE_DESIGNS),
+            lambda: NumericDrift(
+                ("a", "b"), arl0=arl0, designs=SCORE_DESIGNS, reference_size=reference
+            ),
         ),
-        ("window test only", lambda: NumericDrift(("a", "b"), arl0=arl0)),
+        (
+            "window test only",
+            lambda: NumericDrift(("a", "b"), arl0=arl0, reference_size=reference),
+        ),
     ]
     cases: list[tuple[str, Callable[[Any], Any], Draw, Any, list[tuple[str, Any]]]] = [
         ("confidence", conf, _gaussian, stats.norm(), confidence),
@@ -169,7 +185,7 @@ def _mean_shifts(arl0: float, seeds: int, post: int) -> None:
             oracle = gaussian_cusum_delay(shift, arl0)
             best = location_llr_delay(dist, shift, arl0)
             for label, make in variants:
-                mean, med = _mean_delay(make, feed, shift, seeds, post, draw)
+                mean, med = _mean_delay(make, feed, shift, seeds, post, draw, reference)
                 row = f"{name:20} {shift:6.1f} {oracle:7.1f} {best:7.1f} {label:25}"
                 print(f"{row} {mean:7.1f} {med:7.1f} {mean / oracle:8.2f} {mean / best:6.2f}")
     print()
@@ -188,6 +204,12 @@ def main() -> int:
     )
     parser.add_argument(
         "--only", choices=("means", "rates"), default=None, help="one part of the run"
+    )
+    parser.add_argument(
+        "--reference",
+        type=int,
+        default=1000,
+        help="values in each mean chart's reference (default: the pipeline's, 1,000)",
     )
     args = parser.parse_args()
     s = load_settings(env={}).detection
@@ -280,7 +302,7 @@ def main() -> int:
         ),
     ]
     if args.only != "rates":
-        _mean_shifts(arl0, args.seeds, args.post)
+        _mean_shifts(arl0, args.seeds, args.post, args.reference)
     if args.only == "means":
         return 0
     print(f"per-test ARL0 {arl0:.3g} observations; {args.seeds} seeded streams per variant")
