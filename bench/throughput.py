@@ -32,7 +32,8 @@ publishes), then measures in the same run, each reading the full backlog:
   no-op (its evidence tracker kept): the detectors themselves, and the rest (key
   routing, budgets, priors, evidence, the incident engines). The replay's rate without
   the detectors is the ceiling of the per-event pipeline, however fast they become.
-  ``--replay-only`` prints this part alone (no broker).
+  A last replay times every detector's ``update`` by class (calls per event, us per
+  call, share of that replay). ``--replay-only`` prints this part alone (no broker).
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -567,6 +568,66 @@ def _timed_solves() -> Iterator[list[float]]:
         setattr(mean_chart, charts, lattice)
 
 
+@contextlib.contextmanager
+def _timed_detectors() -> Iterator[dict[str, list[float]]]:
+    """Every registered detector's ``update`` timed inside the block, by the class of the
+    detector the pipeline called: ``{class name: [seconds, calls]}``. Only the outermost
+    call is timed, so a detector's parts (a score chart's distribution test, a harm
+    test's categories) and a subclass's ``super().update`` count as its own time. The
+    timers cost a little: a counterfactual of this benchmark, never a path of the
+    service."""
+    from detectors.registry import REGISTRY
+
+    spent: dict[str, list[float]] = {}
+    depth = [0]
+    clock = time.perf_counter
+
+    def timed(update: Callable[[Any, Any], Signal | None]) -> Callable[[Any, Any], Any]:
+        def run(self: Any, x: Any) -> Signal | None:
+            if depth[0]:
+                return update(self, x)
+            depth[0] = 1
+            t0 = clock()
+            try:
+                return update(self, x)
+            finally:
+                depth[0] = 0
+                entry = spent.setdefault(type(self).__name__, [0.0, 0])
+                entry[0] += clock() - t0
+                entry[1] += 1
+
+        return run
+
+    owners = {
+        owner
+        for cls in REGISTRY.values()
+        for owner in cls.__mro__
+        if "update" in vars(owner) and not getattr(owner.update, "__isabstractmethod__", False)
+    }
+    originals = {owner: vars(owner)["update"] for owner in owners}
+    for owner, update in originals.items():
+        owner.update = timed(update)
+    try:
+        yield spent
+    finally:
+        for owner, update in originals.items():
+            owner.update = update
+
+
+def _detector_lines(spent: dict[str, list[float]], total: float, n: int) -> list[str]:
+    """The per-class report of :func:`_timed_detectors` over a replay of ``n`` events that
+    took ``total`` seconds."""
+    out = [
+        f"\ndetectors by class (a replay with each update timed: {total:.2f} s, "
+        f"{n / total:,.0f} events/s)",
+        f"{'class':30} {'seconds':>8} {'share':>7} {'calls/event':>12} {'us/call':>8}",
+    ]
+    for name, (secs, calls) in sorted(spent.items(), key=lambda kv: -kv[1][0]):
+        row = f"{name:30} {secs:8.2f} {secs / total:7.1%} {calls / n:12.2f}"
+        out.append(f"{row} {secs / calls * 1e6:8.1f}")
+    return out
+
+
 def _solves_line(took: list[float], seconds: float) -> str:
     """What the threshold solves of a cold pass cost, and the longest event-loop wait."""
     if not took:
@@ -594,6 +655,10 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     stages = _stages(lines, settings)
     with _detectors_off():
         rest = _stages(lines, settings)["detect"]
+    with _timed_detectors() as spent:
+        t0 = time.perf_counter()
+        replay_lines(lines, settings)
+        timed_total = time.perf_counter() - t0
     n = len(lines)
     total = sum(stages.values())
     detectors = max(0.0, stages["detect"] - rest)
@@ -610,6 +675,7 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
         f"events/s: the per-event pipeline's ceiling ({(total - detectors) / total:.0%} of "
         "its time now)",
         _solves_line(took, cold),
+        *_detector_lines(spent, timed_total, n),
     ]
 
 

@@ -10,6 +10,7 @@ import pytest
 
 from bench.throughput import _detectors_off, _recent_scenario, _replay_split
 from detectors import arl, mean_chart
+from detectors.registry import REGISTRY
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import DetectorSet
 from streams.pipeline.replay import replay_lines
@@ -32,9 +33,11 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     assert off.dead_letters == 0
     assert off.incidents == []  # no detector ran: nothing can page
     solves = (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"])
+    updates = {cls: vars(cls).get("update") for cls in REGISTRY.values()}
     report = _replay_split(lines, settings)  # after the replay above: still a cold pass
     assert DetectorSet._feed is original
     assert (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"]) == solves
+    assert {cls: vars(cls).get("update") for cls in REGISTRY.values()} == updates
     text = "\n".join(report)
     for stage in ("decode", "join", "detect", "publish", "  detectors", "  the rest"):
         assert any(line.startswith(stage) for line in report), stage
@@ -45,3 +48,9 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     (solved,) = [line for line in report if line.startswith("threshold solves in the cold pass")]
     count = int(solved.split(": ")[1].split(",")[0].replace(",", ""))
     assert count > 0, solved  # young keys calibrate: a cold pass solves
+    # The per-class split: every event type's detectors ran, each timed once per call.
+    at = report.index(next(line for line in report if line.startswith("\ndetectors by class")))
+    rows = {line.split()[0]: line.split() for line in report[at + 2 :]}
+    assert {"HarmRate", "ConfidenceShift", "NumericDrift"} <= rows.keys(), sorted(rows)
+    assert "AdaptiveBernoulliCusum" not in rows  # a harm test's parts are its own time
+    assert all(float(row[3]) > 0.0 and float(row[4]) > 0.0 for row in rows.values()), rows
