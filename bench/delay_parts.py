@@ -99,7 +99,8 @@ def _gaussian(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def _skewed(rng: np.random.Generator, n: int) -> np.ndarray:
-    return (rng.beta(12.0, 3.0, n) - float(SKEWED.mean())) / float(SKEWED.std())
+    draws = SKEWED.rvs(size=n, random_state=rng)
+    return np.asarray((draws - SKEWED.mean()) / SKEWED.std(), dtype=np.float64)
 
 
 def _mean_delay(
