@@ -542,12 +542,12 @@ def _detectors_off() -> Iterator[None]:
 @contextlib.contextmanager
 def _timed_solves() -> Iterator[list[float]]:
     """Seconds of each exact threshold solve (Bernoulli and mean-chart lattices) made
-    inside the block: in the worker each one runs in its event loop, which waits."""
-    from detectors import arl, mean_chart
+    inside the block: the worker makes them in its background process
+    (``worker.background_solves``); with that off, its event loop waits for each."""
+    from detectors import arl
 
     took: list[float] = []
-    charts = "lattice_threshold"  # mean charts' own name for arl.lattice_threshold
-    bernoulli, lattice = arl._bernoulli_threshold, getattr(mean_chart, charts)
+    bernoulli, lattice = arl._bernoulli_threshold, arl.lattice_threshold
 
     def timed(solve: Callable[..., int]) -> Callable[..., int]:
         def run(*args: Any) -> int:
@@ -560,12 +560,12 @@ def _timed_solves() -> Iterator[list[float]]:
         return run
 
     arl._bernoulli_threshold = timed(bernoulli)
-    setattr(mean_chart, charts, timed(lattice))
+    arl.lattice_threshold = timed(lattice)
     try:
         yield took
     finally:
         arl._bernoulli_threshold = bernoulli
-        setattr(mean_chart, charts, lattice)
+        arl.lattice_threshold = lattice
 
 
 @contextlib.contextmanager
@@ -636,8 +636,9 @@ def _solves_line(took: list[float], seconds: float) -> str:
     p99 = ms[min(len(ms) - 1, int(0.99 * len(ms)))]
     return (
         f"threshold solves in the cold pass: {len(ms):,}, {sum(ms) / 1e3:.2f} s of "
-        f"{seconds:.2f} s; each blocks the worker's event loop: median {ms[len(ms) // 2]:.2f} "
-        f"ms, 99th percentile {p99:.1f} ms, longest {ms[-1]:.1f} ms"
+        f"{seconds:.2f} s (the worker makes them in its background process; with "
+        f"worker.background_solves = false each blocks its event loop): median "
+        f"{ms[len(ms) // 2]:.2f} ms, 99th percentile {p99:.1f} ms, longest {ms[-1]:.1f} ms"
     )
 
 

@@ -29,9 +29,9 @@ import itertools
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import numpy as np
 from numpy.typing import NDArray
@@ -41,19 +41,26 @@ from scipy.sparse.linalg import splu
 
 __all__ = [
     "BernoulliLattice",
+    "SolveRequest",
     "add_thresholds",
     "bernoulli_arl",
     "bernoulli_cusum_delay",
     "bernoulli_kl",
     "bernoulli_lattice",
     "bernoulli_threshold",
+    "bernoulli_threshold_now",
     "calibration_rate",
     "clear_thresholds",
+    "defer_solves",
+    "drift_bound",
     "grid_rate",
     "known_thresholds",
     "lattice_arl",
     "lattice_arls",
     "lattice_threshold",
+    "lattice_threshold_now",
+    "record_solved",
+    "solved",
     "zero_drift_rate",
 ]
 
@@ -368,6 +375,8 @@ def clear_thresholds() -> None:
     _THRESHOLDS.clear()
     _SEQUENCES.clear()
     _CHAINS.clear()
+    _LATTICE_SOLVED.clear()
+    _IN_FLIGHT.clear()
 
 
 RATE_GRID_STEPS = 32
@@ -546,3 +555,176 @@ def lattice_threshold(pmf: NDArray[np.float64], offset: int, arl0: float, start:
 
 def _lattice_arl_h(pmf: NDArray[np.float64], offset: int, h: int) -> float:
     return lattice_arl(pmf, offset, h)
+
+
+# -- thresholds without waiting for a solve ---------------------------------------------
+
+
+def drift_bound(steps: NDArray[np.int64], probs: NDArray[np.float64], arl0: float) -> int:
+    """A threshold whose ARL0 is at least ``arl0`` for *every* CUSUM of the i.i.d. integer
+    increments ``steps`` (probabilities ``probs``, negative mean), with no linear solve.
+
+    Let ``theta > 0`` solve ``E[exp(theta Z)] = 1``. From zero, ``exp(theta W)`` of the
+    unreflected walk is a martingale, so an excursion reaches ``h`` before returning to
+    zero or below with probability at most ``exp(-theta h)`` (optional stopping). Each
+    excursion takes at least one observation, so ARL0 >= ``exp(theta h)``, and
+    ``h = ceil(ln(arl0) / theta)`` suffices. It is above the exact threshold (often by
+    half of it for rare rates): a stand-in while the exact one is solved elsewhere
+    (:func:`defer_solves`), never a replacement for it.
+    """
+    steps = np.asarray(steps, dtype=np.float64)
+    probs = np.asarray(probs, dtype=np.float64)
+    keep = probs > 0.0
+    steps, probs = steps[keep], probs[keep]
+    if arl0 <= 1.0:
+        return 1
+    if float(np.dot(steps, probs)) >= 0.0 or not (steps > 0).any():
+        raise ValueError("the increments must drift downwards and reach above zero")
+    log_p = np.log(probs)
+
+    def excess(theta: float) -> float:  # ln E[exp(theta Z)]: < 0 below the root, > 0 above
+        v = log_p + theta * steps
+        top = float(v.max())
+        return top + math.log(float(np.exp(v - top).sum()))
+
+    top = int(np.argmax(steps))
+    lo, hi = 0.0, -float(log_p[top]) / float(steps[top]) + 1e-12  # excess(hi) >= 0
+    while excess(hi) < 0.0:
+        hi *= 2.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        if excess(mid) < 0.0:
+            lo = mid
+        else:
+            hi = mid
+    # lo <= theta: the threshold from lo is the larger one, on the safe side.
+    return max(1, math.ceil(math.log(arl0) / lo))
+
+
+SolveKey = tuple[Any, ...]
+"""``("bernoulli", p0, p1, arl0, rate)`` or ``("lattice", offset, pmf bytes, arl0)``."""
+
+
+@dataclass(frozen=True)
+class SolveRequest:
+    """An exact threshold solve to run away from the event loop (:func:`defer_solves`).
+
+    ``key`` is where the answer is kept (:func:`record_solved`); ``bound`` the stand-in
+    the detector uses meanwhile, and the answer kept if the solve fails."""
+
+    key: SolveKey
+    bound: int
+    start: int = 1
+
+    def solve(self) -> int:
+        """The exact threshold (in whichever process runs it)."""
+        if self.key[0] == "bernoulli":
+            _, p0, p1, arl0, rate = self.key
+            return _bernoulli_threshold(p0, p1, arl0, rate)
+        _, offset, pmf_bytes, arl0 = self.key
+        pmf = np.frombuffer(pmf_bytes, dtype=np.float64)
+        return lattice_threshold(pmf, offset, arl0, self.start)
+
+
+_DEFER: list[Callable[[SolveRequest], None]] = []
+_IN_FLIGHT: set[SolveKey] = set()
+MAX_LATTICE_SOLVED = 65_536
+"""Mean-chart thresholds solved away from the loop and kept until their charts read them
+(least recently added dropped: a chart that finds its answer gone asks again)."""
+_LATTICE_SOLVED: OrderedDict[SolveKey, int] = OrderedDict()
+
+
+def defer_solves(submit: Callable[[SolveRequest], None] | None) -> None:
+    """Send the exact solves that :func:`bernoulli_threshold_now` and
+    :func:`lattice_threshold_now` miss to ``submit`` (None: solve at once, in the caller).
+
+    The live worker defers (streams.runtime.solves): its event loop never waits for a
+    solve, and a detector charts on :func:`drift_bound` until :func:`record_solved` has
+    the exact threshold. Replay, backtests and the benchmarks solve at once, so that
+    their incidents do not depend on how fast a solve came back.
+    """
+    _DEFER[:] = [] if submit is None else [submit]
+    _IN_FLIGHT.clear()
+
+
+def record_solved(request: SolveRequest, h: int) -> None:
+    """Keep the answer to a deferred ``request`` where its detectors look for it."""
+    _IN_FLIGHT.discard(request.key)
+    if request.key[0] == "bernoulli":
+        _, p0, p1, arl0, rate = request.key
+        _THRESHOLDS[(p0, p1, arl0, rate)] = h
+        return
+    _LATTICE_SOLVED[request.key] = h
+    while len(_LATTICE_SOLVED) > MAX_LATTICE_SOLVED:
+        _LATTICE_SOLVED.popitem(last=False)
+
+
+def _deferred(key: SolveKey, bound: Callable[[], int], start: int = 1) -> SolveRequest:
+    """The request for ``key`` with its stand-in threshold, sent once while in flight."""
+    request = SolveRequest(key, bound(), start)
+    if key not in _IN_FLIGHT:
+        _IN_FLIGHT.add(key)
+        _DEFER[0](request)
+    return request
+
+
+def solved(request: SolveRequest) -> int | None:
+    """The exact threshold of a deferred ``request`` once known; None while in flight.
+
+    What a detector charting on a stand-in asks on each update (a table lookup). A request
+    neither known nor in flight (its answer was dropped, or deferral was switched off
+    meanwhile) is sent again, or solved here when solves are no longer deferred."""
+    key = request.key
+    if key[0] == "bernoulli":
+        h = _THRESHOLDS.get((key[1], key[2], key[3], key[4]))
+    else:
+        h = _LATTICE_SOLVED.get(key)
+    if h is None and key not in _IN_FLIGHT:
+        if _DEFER:
+            _IN_FLIGHT.add(key)
+            _DEFER[0](request)
+        else:
+            h = request.solve()
+            record_solved(request, h)
+    return h
+
+
+def bernoulli_threshold_now(
+    p0: float, p1: float, arl0: float, rate: float | None = None
+) -> tuple[int, SolveRequest | None]:
+    """:func:`bernoulli_threshold` without waiting: ``(h, None)`` when ``h`` is exact.
+    When solves are deferred (:func:`defer_solves`) and this one is not known yet, ``h``
+    is the conservative :func:`drift_bound`, and the request comes back with it: ask
+    :func:`solved` for the exact threshold later."""
+    key = (p0, p1, arl0, rate)
+    h = _THRESHOLDS.get(key)
+    if h is not None:
+        return h, None
+    if not _DEFER:
+        return bernoulli_threshold(p0, p1, arl0, rate), None
+
+    def bound() -> int:
+        lat = bernoulli_lattice(p0, p1)
+        r = p0 if rate is None else rate
+        return drift_bound(np.array([lat.up, -lat.down]), np.array([r, 1.0 - r]), arl0)
+
+    request = _deferred(("bernoulli", *key), bound)
+    return request.bound, request
+
+
+def lattice_threshold_now(
+    pmf: NDArray[np.float64], offset: int, arl0: float, start: int
+) -> tuple[int, SolveRequest | None]:
+    """:func:`lattice_threshold` without waiting, as :func:`bernoulli_threshold_now`."""
+    if not _DEFER:
+        return lattice_threshold(pmf, offset, arl0, start), None
+    key = ("lattice", offset, pmf.tobytes(), arl0)
+    h = _LATTICE_SOLVED.get(key)
+    if h is not None:
+        return h, None
+
+    def bound() -> int:
+        return drift_bound(offset + np.arange(pmf.size), pmf, arl0)
+
+    request = _deferred(key, bound, start)
+    return request.bound, request

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import chi2
 
-from detectors.arl import lattice_threshold
+from detectors.arl import SolveRequest, lattice_threshold_now, solved
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
 
 __all__ = [
@@ -147,6 +147,11 @@ class MeanChart:
         # pmf...]), kept so a new ARL0 re-derives the thresholds without the reference; a
         # larger design's increments are the same, offset by its k.
         self.pmf: list[list[float]] = []
+        # Thresholds still on drift_bound's stand-in, with their deferred solves
+        # (detectors.arl.defer_solves): (direction, design, request). Not state: a chart
+        # restored with stand-ins (``bound``) asks again.
+        self.bound = False
+        self._pending: list[tuple[int, int, SolveRequest]] = []
 
     @property
     def ready(self) -> bool:
@@ -159,7 +164,10 @@ class MeanChart:
     _KEYS = ("mu", "sigma", "kq", "h", "s", "start", "sum", "ep", "pmf")
 
     def get_state(self) -> JsonState:
-        return {key: _copied(getattr(self, key)) for key in self._KEYS}
+        state = {key: _copied(getattr(self, key)) for key in self._KEYS}
+        if self.bound:
+            state["bound_arl0"] = self.arl0  # the stand-ins' target, to ask for again
+        return state
 
     def set_state(self, state: JsonState) -> None:
         if len(state["kq"]) != len(self.designs):
@@ -168,6 +176,10 @@ class MeanChart:
             )
         for key in self._KEYS:
             setattr(self, key, _copied(state[key]))
+        # Saved on stand-ins: the first update (or retarget) asks for the exact ones again.
+        self.bound, self._pending = "bound_arl0" in state, []
+        if self.bound:
+            self.arl0 = float(state["bound_arl0"])
 
     def fit(self, reference: np.ndarray[Any, Any], n: int, arl0: float) -> None:
         """Estimate the reference (``n``: the index of the next observation) and solve
@@ -230,9 +242,7 @@ class MeanChart:
 
     def _start_charts(self, n: int) -> None:
         """Solve every threshold from ``pmf`` and start the statistics at observation ``n``."""
-        self.h = [
-            [self._solve(side, j, self._guess(j)) for j in range(len(self.kq))] for side in (0, 1)
-        ]
+        self._thresholds([[self._guess(j) for j in range(len(self.kq))]] * 2)
         m = len(self.designs)
         self.s = [[0] * m, [0] * m]
         self.start = [[n] * m, [n] * m]
@@ -243,10 +253,37 @@ class MeanChart:
         """Re-solve the thresholds at a new ARL0 per direction, keeping the statistics."""
         self.arl0 = arl0
         if self.h and len(self.pmf) == 2:
-            self.h = [
-                [self._solve(side, j, max(1, h)) for j, h in enumerate(hs)]
-                for side, hs in enumerate(self.h)
-            ]
+            self._thresholds([[max(1, h) for h in hs] for hs in self.h])
+
+    def _thresholds(self, guesses: list[list[int]]) -> None:
+        """Every direction's and design's threshold at ``arl0``, searched from ``guesses``:
+        exact, or stand-ins while deferred solves run (then :meth:`poll` takes them)."""
+        self.h, self._pending = [], []
+        for side, row in enumerate(guesses):
+            hs = []
+            for j, guess in enumerate(row):
+                h, request = self._solve(side, j, guess)
+                hs.append(h)
+                if request is not None:
+                    self._pending.append((side, j, request))
+            self.h.append(hs)
+        self.bound = bool(self._pending)
+
+    def poll(self) -> None:
+        """Take the exact thresholds whose deferred solves have come back (stand-ins are
+        above them: the chart only becomes as sensitive as it was designed to be)."""
+        if not self._pending:
+            self.retarget(self.arl0)  # restored on stand-ins: the requests were not kept
+            return
+        waiting = []
+        for side, j, request in self._pending:
+            h = solved(request)
+            if h is None:
+                waiting.append((side, j, request))
+            else:
+                self.h[side][j] = h
+        self._pending = waiting
+        self.bound = bool(waiting)
 
     def _guess(self, design: int) -> int:
         """Wald/Siegmund-style start for a threshold search: h ~ ln(2 k^2 arl0) / (2 k)."""
@@ -254,12 +291,13 @@ class MeanChart:
         arl0 = self.arl0 * len(self.designs)
         return max(1, int(math.log(2 * k * k * arl0 + 1) / (2 * k) / self.resolution))
 
-    def _solve(self, side: int, design: int, guess: int) -> int:
-        """Threshold of one direction's CUSUM for one design, at that design's ARL0."""
+    def _solve(self, side: int, design: int, guess: int) -> tuple[int, SolveRequest | None]:
+        """Threshold of one direction's CUSUM for one design, at that design's ARL0
+        (:func:`detectors.arl.lattice_threshold_now`)."""
         stored = self.pmf[side]
         lo = int(stored[0]) + self.kq[0] - self.kq[design]
         pmf = np.asarray(stored[1:], dtype=np.float64)
-        return lattice_threshold(pmf, lo, self.arl0 * len(self.designs), guess)
+        return lattice_threshold_now(pmf, lo, self.arl0 * len(self.designs), guess)
 
     @property
     def ratio(self) -> float:
@@ -279,6 +317,8 @@ class MeanChart:
         Each direction also keeps its episode: the first design's CUSUM capped at its
         threshold, which an alarm does not restart (what :meth:`excess` reads). One loop
         and no calls per design: this runs for every value of every mean chart."""
+        if self.bound:
+            self.poll()
         zq = round((x - self.mu) / self.sigma / self.resolution)
         kqs = self.kq
         fired: list[Fired] = []

@@ -23,11 +23,13 @@ from scipy.stats import norm
 
 from detectors.arl import (
     RATE_GRID_STEPS,
+    SolveRequest,
     bernoulli_kl,
     bernoulli_lattice,
-    bernoulli_threshold,
+    bernoulli_threshold_now,
     calibration_rate,
     grid_rate,
+    solved,
     zero_drift_rate,
 )
 from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
@@ -165,6 +167,8 @@ class BernoulliCusum(Detector[bool]):
         self._down = 0
         self._unit = 0.0
         self._h = 0  # lattice threshold; 0 while warming up
+        self._h_bound = False  # _h is drift_bound's stand-in until the solve comes back
+        self._pending: SolveRequest | None = None  # that solve (not state: asked again)
         self._cal_rate: float | None = None  # rate the threshold was calibrated at (None: p0)
         self._s = 0  # CUSUM statistic in lattice units
         self._start = 0  # first observation after the CUSUM's last zero
@@ -228,7 +232,7 @@ class BernoulliCusum(Detector[bool]):
         self._baseline, self._design, self._p1 = p0, design, p1
         self._up, self._down, self._unit = lat.up, lat.down, lat.unit
         self._cal_rate = rate
-        self._h = bernoulli_threshold(design, p1, self.arl0, rate)
+        self._threshold()
         self._s, self._start, self._k = 0, self._n, 0
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
 
@@ -330,9 +334,20 @@ class BernoulliCusum(Detector[bool]):
         "prior_k",
         "cal_rate",
         "design",
+        "h_bound",
     )
     _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {"e", "ep_start", "ep_k", "ep_alarmed", "prior_n", "prior_k", "cal_rate", "design"}
+        {
+            "e",
+            "ep_start",
+            "ep_k",
+            "ep_alarmed",
+            "prior_n",
+            "prior_k",
+            "cal_rate",
+            "design",
+            "h_bound",
+        }
     )
     """Keys that state saved by an older release may lack (they keep their reset value)."""
 
@@ -348,6 +363,9 @@ class BernoulliCusum(Detector[bool]):
             self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
         if "design" not in state:
             self._design = self._baseline  # saved before designs could move up
+        self._pending = None
+        if self._h_bound:
+            self._threshold()  # saved on a stand-in: look for (or ask for) the exact one
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget to a new ARL0 keeping the evidence: only the threshold changes.
@@ -361,7 +379,25 @@ class BernoulliCusum(Detector[bool]):
             raise ValueError("arl0 must be >= 1")
         self.arl0 = arl0
         if self._h:
-            self._h = bernoulli_threshold(self._design, self._p1, arl0, self._cal_rate)
+            self._threshold()
+
+    def _threshold(self) -> None:
+        """Set the threshold for the current design, ARL0 and calibration rate: exact, or
+        a conservative stand-in while a deferred solve runs (:func:`detectors.arl.
+        defer_solves`), replaced by the next update that finds the answer."""
+        self._h, self._pending = bernoulli_threshold_now(
+            self._design, self._p1, self.arl0, self._cal_rate
+        )
+        self._h_bound = self._pending is not None
+
+    def _poll(self) -> None:
+        """Take the exact threshold if the deferred solve has come back."""
+        if self._pending is None:
+            self._threshold()  # restored on a stand-in: the request was not kept
+            return
+        h = solved(self._pending)
+        if h is not None:
+            self._h, self._h_bound, self._pending = h, False, None
 
     # -- reading -----------------------------------------------------------------------
 
@@ -395,6 +431,8 @@ class BernoulliCusum(Detector[bool]):
         return self._n
 
     def update(self, x: bool) -> Signal | None:
+        if self._h_bound:
+            self._poll()
         n = self._n
         self._n = n + 1
         if not self._h:
@@ -535,6 +573,8 @@ class BernoulliCusum(Detector[bool]):
         arr = as_flags(xs)
         signals: list[Signal] = []
         i, total = 0, arr.size
+        if self._h_bound:
+            self._poll()
         while i < total:
             if not self._h:
                 take = self._warmup_take(arr[i:])

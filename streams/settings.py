@@ -112,6 +112,12 @@ class WorkerSettings(_Section):
         description="Hand raw event records to the ingress agent as one event per partition "
         "per fetch (streams.runtime.batching); false: faust's per-record path.",
     )
+    background_solves: bool = Field(
+        default=True,
+        description="Solve new detector thresholds in a child process (streams.runtime."
+        "solves): the event loop never waits for one, and a young key charts on a "
+        "conservative bound meanwhile; false: solve in the loop, as replay does.",
+    )
 
 
 class LocalBrokerSettings(_Section):

@@ -72,6 +72,7 @@ from streams.runtime.ingress import (
     raw_topic,
     register_ingress,
 )
+from streams.runtime.solves import BackgroundSolves
 from streams.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -102,6 +103,8 @@ class Service:
     topics: dict[str, faust.TopicT]
     processed_hooks: list[Callable[[Sequence[Observation]], None]] = field(default_factory=list)
     """Called with each batch after detection (e.g. the processing-latency histogram)."""
+    solves: BackgroundSolves | None = None
+    """Where threshold solves run while the worker runs (``worker.background_solves``)."""
 
 
 @contextlib.contextmanager
@@ -205,7 +208,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     app.timer(TICK_INTERVAL_S)(agents.wall_clock_tick)
     app.agent(topics["by_request"], name="sentinel.join")(agents.join)
     app.agent(topics["by_model"], name="sentinel.detect")(agents.detect_batches)
-    return Service(
+    service = Service(
         ingress=ingress,
         joiner=joiner,
         detect=detect,
@@ -213,6 +216,30 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         topics=topics,
         processed_hooks=agents.hooks,
     )
+    if settings.worker.background_solves:
+        _solve_in_background(app, service)
+    return service
+
+
+def _solve_in_background(app: faust.App, service: Service) -> None:
+    """Threshold solves in a child process while the app runs (streams.runtime.solves):
+    installed when the app starts, answers collected after each detect batch, the child
+    stopped at shutdown."""
+    solves = service.solves = BackgroundSolves()
+
+    def collect(observations: Sequence[Observation]) -> None:
+        solves.collect()
+
+    async def install() -> None:
+        solves.install()
+
+    service.processed_hooks.append(collect)
+    app.task(install)
+
+    def close(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        solves.close()
+
+    app.on_before_shutdown.connect(close)
 
 
 class _Agents:

@@ -277,6 +277,24 @@ class Observability:
         for kind in STATE_VERSIONS:
             resets.add(RESETS[kind], {"store": kind})
         out.append(resets)
+        solves = self.service.solves
+        if solves is not None:
+            done = MetricFamily(
+                "sentinel_threshold_solves_total",
+                "counter",
+                "Threshold solves sent to the background process, by outcome (sent, "
+                "answered, failed: a failed one keeps its conservative bound).",
+            )
+            for outcome in ("sent", "answered", "failed"):
+                done.add(getattr(solves, outcome), {"outcome": outcome})
+            waiting = MetricFamily(
+                "sentinel_threshold_solves_in_flight",
+                "gauge",
+                "Threshold solves sent and not yet answered: their detectors chart on a "
+                "conservative bound meanwhile.",
+            )
+            waiting.add(solves.in_flight)
+            out.extend([done, waiting])
         return out
 
     def _incidents(self) -> list[MetricFamily]:

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from bench.throughput import _detectors_off, _recent_scenario, _replay_split
-from detectors import arl, mean_chart
+from detectors import arl
 from detectors.registry import REGISTRY
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import DetectorSet
@@ -32,11 +32,11 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     assert DetectorSet._feed is original
     assert off.dead_letters == 0
     assert off.incidents == []  # no detector ran: nothing can page
-    solves = (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"])
+    solves = (arl._bernoulli_threshold, arl.lattice_threshold)
     updates = {cls: vars(cls).get("update") for cls in REGISTRY.values()}
     report = _replay_split(lines, settings)  # after the replay above: still a cold pass
     assert DetectorSet._feed is original
-    assert (arl._bernoulli_threshold, vars(mean_chart)["lattice_threshold"]) == solves
+    assert (arl._bernoulli_threshold, arl.lattice_threshold) == solves
     assert {cls: vars(cls).get("update") for cls in REGISTRY.values()} == updates
     text = "\n".join(report)
     for stage in ("decode", "join", "detect", "publish", "  detectors", "  the rest"):

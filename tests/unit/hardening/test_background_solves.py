@@ -1,0 +1,78 @@
+"""The worker's background threshold solves (streams.runtime.solves), with a real child
+process: answers equal the solves made in place, a failed solve keeps its bound, and
+closing solves in place again."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from detectors.arl import (
+    SolveRequest,
+    bernoulli_threshold,
+    bernoulli_threshold_now,
+    clear_thresholds,
+    lattice_threshold,
+    lattice_threshold_now,
+    solved,
+)
+from streams.runtime.solves import BackgroundSolves
+
+PATIENCE_S = 300.0
+"""How long to wait for the child (it imports numpy and scipy first): a bound on a hung
+child, not a measurement."""
+
+
+@pytest.fixture
+def solves() -> Iterator[BackgroundSolves]:
+    clear_thresholds()
+    background = BackgroundSolves()
+    background.install()
+    try:
+        yield background
+    finally:
+        background.close()
+        clear_thresholds()
+
+
+def _collected(solves: BackgroundSolves, want: int) -> None:
+    deadline = time.monotonic() + PATIENCE_S
+    got = 0
+    while got < want and time.monotonic() < deadline:
+        got += solves.collect()
+        time.sleep(0.02)
+    assert got == want
+
+
+def test_the_child_answers_what_the_loop_would_have_solved(solves: BackgroundSolves) -> None:
+    pmf = np.array([0.15, 0.3, 0.2, 0.2, 0.15])
+    rate_bound, rate = bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0041)
+    chart_bound, chart = lattice_threshold_now(pmf, -2, 1e4, 3)
+    assert rate is not None and chart is not None
+    assert (solves.sent, solves.in_flight) == (2, 2)
+    _collected(solves, 2)
+    assert (solves.answered, solves.failed, solves.in_flight) == (2, 0, 0)
+    rate_h, chart_h = solved(rate), solved(chart)
+    solves.close()
+    clear_thresholds()
+    assert rate_h == bernoulli_threshold(0.004, 0.008, 1e5, 0.0041) < rate_bound
+    assert chart_h == lattice_threshold(pmf, -2, 1e4, 3) < chart_bound
+
+
+def test_a_failed_solve_keeps_its_bound(solves: BackgroundSolves) -> None:
+    # Increments that never drift down: the child's solve raises.
+    request = SolveRequest(("lattice", 0, np.array([0.5, 0.5]).tobytes(), 1e3), bound=7)
+    solves.submit(request)
+    _collected(solves, 1)
+    assert (solves.answered, solves.failed) == (0, 1)
+    assert solved(request) == 7
+
+
+def test_closed_it_solves_in_place_again(solves: BackgroundSolves) -> None:
+    solves.close()
+    h, request = bernoulli_threshold_now(0.05, 0.1, 1e4)
+    assert request is None and solves.sent == 0
+    assert h == bernoulli_threshold(0.05, 0.1, 1e4)
