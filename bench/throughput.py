@@ -19,7 +19,8 @@ publishes), then measures in the same run, each reading the full backlog:
   self-harm output per model, published last) have paged and its detect stage has taken
   as many observations as the backlog holds, so every partition was processed to the
   end; once with the batch ingress (the default) and once with
-  ``worker.batch_ingress = false`` (faust's per-record path, as before);
+  ``worker.batch_ingress = false`` (faust's per-record path, as before), and once with
+  ``worker.background_solves = false`` (every threshold solve in its event loop);
 - N workers in one group (``--workers N``), also by CPU: events per worker CPU-second
   for one worker and for the group, each group worker's CPU, records read and
   observations detected, and the speed-up the group would reach with a core per worker
@@ -791,18 +792,29 @@ def main() -> int:
             _say("plain aiokafka consumer + decode")
             decode_s = asyncio.run(_plain(bootstrap, settings, n, decoding=True))
 
-            def variant(app_id: str, batch: bool, web: bool = True) -> Settings:
+            def variant(
+                app_id: str, batch: bool, web: bool = True, background: bool = True
+            ) -> Settings:
                 worker = settings.worker.model_copy(
-                    update={"app_id": app_id, "web_enabled": web, "batch_ingress": batch}
+                    update={
+                        "app_id": app_id,
+                        "web_enabled": web,
+                        "batch_ingress": batch,
+                        "background_solves": background,
+                    }
                 )
                 return settings.model_copy(update={"worker": worker})
 
-            def own_group(app_id: str, batch: bool, alerts: str) -> Settings:
+            def own_group(
+                app_id: str, batch: bool, alerts: str, background: bool = True
+            ) -> Settings:
                 """A group and an alerts topic of their own: the markers are paged again."""
                 topics = settings.topics.model_copy(
                     update={"alerts": f"{settings.topics.alerts}-{alerts}"}
                 )
-                return variant(app_id, batch).model_copy(update={"topics": topics})
+                return variant(app_id, batch, background=background).model_copy(
+                    update={"topics": topics}
+                )
 
             _say("faust no-op agent (per-record path)")
             noop_s = _faust_noop(variant(f"bench-noop-{suffix}", False, False), n, tmp)
@@ -814,6 +826,9 @@ def main() -> int:
             _say("sentinel worker (faust per-record ingress)")
             per_record = own_group(f"bench-r-{suffix}", False, "r")
             worker_record_s = _time_workers(per_record, 1, tmp, set(models), None, n).seconds
+            _say("sentinel worker (threshold solves in its event loop)")
+            in_loop = own_group(f"bench-l-{suffix}", True, "l", background=False)
+            worker_loop_s = _time_workers(in_loop, 1, tmp, set(models), None, n).seconds
             group, scaled_s = None, None
             warm_one = warm_group = None
             if args.workers > 1:
@@ -859,6 +874,7 @@ def main() -> int:
         ("batch no-op agent", noop_batch_s),
         ("sentinel worker (all detectors)", worker_s),
         ("worker, faust per-record ingress", worker_record_s),
+        ("worker, solves in its event loop", worker_loop_s),
         *([(f"{args.workers} sentinel workers, one group", scaled_s)] if scaled_s else []),
         ("offline replay (no Kafka)", replay_s),
         ("offline replay, default drift", seg_replay_s),
@@ -886,6 +902,10 @@ def main() -> int:
         f"batch ingress: the worker ran {worker_record_s / worker_s:.2f}x the rate of the "
         f"per-record ingress; the batch no-op agent {noop_s / noop_batch_s:.1f}x the faust "
         f"no-op agent ({(n / noop_batch_s) / plain_rate:.3f} of the plain consumer)"
+    )
+    print(
+        f"background threshold solves: the worker ran {worker_loop_s / worker_s:.2f}x the "
+        "rate of one that solves in its event loop (worker.background_solves = false)"
     )
     _print_segment_drift(seg_cpu, len(lines))
     if scaled_s:

@@ -117,3 +117,60 @@ def test_worker_serves_health_readiness_and_moving_metrics(
             records.append(json.loads(raw))
     assert records, "the worker wrote no JSON log lines"
     assert all({"ts", "level", "logger", "message"} <= rec.keys() for rec in records)
+
+
+def test_a_live_worker_solves_its_thresholds_in_the_background(
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+) -> None:
+    """Young keys calibrate while the worker runs: their threshold solves go to the
+    worker's child process (worker.background_solves, the default), come back answered,
+    and none is left in flight or failed."""
+    settings, base = with_web(service_settings)
+    assert settings.worker.background_solves
+    log = tmp_path / "worker.log"
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
+    scenario = Scenario(seed=2, start=start, duration=timedelta(hours=2), events_per_hour=3000)
+    lines = list(Simulator(scenario).lines())
+    topic_of = {
+        "input": settings.topics.inputs,
+        "output": settings.topics.outputs,
+        "feedback": settings.topics.feedback,
+        "evaluation": settings.topics.evaluations,
+    }
+    with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
+        wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        try:
+            for line in lines:
+                producer.send(topic_of[json.loads(line)["event_type"]], value=line.encode())
+            producer.flush(timeout=60)
+        finally:
+            producer.close()
+
+        def solves() -> dict[str, float]:
+            code, text = http_get(f"{base}/metrics")
+            assert code == 200
+            m = parse(text)
+            done = {
+                lab["outcome"]: v for _, lab, v in m["sentinel_threshold_solves_total"]["samples"]
+            }
+            done["in_flight"] = metric_total(m, "sentinel_threshold_solves_in_flight")
+            done["consumed"] = metric_total(m, "sentinel_events_consumed_total")
+            done["observations"] = metric_total(m, "sentinel_detect_observations_total")
+            return done
+
+        last: dict[str, float] = {}
+
+        def settled() -> bool:
+            """Everything consumed, detection still for 5 polls (1 s), nothing in flight."""
+            now = solves()
+            if now["observations"] != last.get("observations"):
+                last.update(now, polls=0.0)
+            last["polls"] += 1
+            last.update(now)
+            return now["consumed"] >= len(lines) and last["polls"] > 5 and now["in_flight"] == 0
+
+        wait_for(settled, 300, "the events detected and every solve answered", log)
+    assert last["sent"] > 0, last  # keys calibrated, through the child
+    assert last["answered"] == last["sent"], last
+    assert last["failed"] == 0, last

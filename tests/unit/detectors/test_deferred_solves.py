@@ -105,12 +105,14 @@ def test_the_bound_refuses_increments_that_never_alarm_or_never_return() -> None
 def test_a_deferred_threshold_is_a_bound_until_answered(requests: Requests) -> None:
     h, request = bernoulli_threshold_now(0.05, 0.1, 1e4)
     again, _ = bernoulli_threshold_now(0.05, 0.1, 1e4)
-    assert request is not None and h == request.bound == again
+    assert request is not None
+    assert h == request.bound == again
     assert requests.sent == [request]  # sent once while in flight
     assert solved(request) is None
     assert requests.answer() == 1
     exact = solved(request)
-    assert exact is not None and exact < h
+    assert exact is not None
+    assert exact < h
     assert bernoulli_threshold_now(0.05, 0.1, 1e4) == (exact, None)
     defer_solves(None)
     clear_thresholds()
@@ -120,10 +122,12 @@ def test_a_deferred_threshold_is_a_bound_until_answered(requests: Requests) -> N
 def test_a_request_that_was_lost_is_sent_again_or_solved_here(requests: Requests) -> None:
     pmf = np.array([0.15, 0.3, 0.2, 0.2, 0.15])
     h, request = lattice_threshold_now(pmf, -2, 1e4, 3)
-    assert request is not None and requests.sent == [request]
+    assert request is not None
+    assert requests.sent == [request]
     requests.sent.clear()  # the child died with it
     defer_solves(requests)  # a new child: nothing is in flight
-    assert solved(request) is None and requests.sent == [request]  # sent again
+    assert solved(request) is None
+    assert requests.sent == [request]
     defer_solves(None)  # the worker stops deferring
     assert solved(request) == lattice_threshold(pmf, -2, 1e4, 3) < h
 

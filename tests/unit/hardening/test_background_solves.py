@@ -51,7 +51,8 @@ def test_the_child_answers_what_the_loop_would_have_solved(solves: BackgroundSol
     pmf = np.array([0.15, 0.3, 0.2, 0.2, 0.15])
     rate_bound, rate = bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0041)
     chart_bound, chart = lattice_threshold_now(pmf, -2, 1e4, 3)
-    assert rate is not None and chart is not None
+    assert rate is not None
+    assert chart is not None
     assert (solves.sent, solves.in_flight) == (2, 2)
     _collected(solves, 2)
     assert (solves.answered, solves.failed, solves.in_flight) == (2, 0, 0)
@@ -74,5 +75,6 @@ def test_a_failed_solve_keeps_its_bound(solves: BackgroundSolves) -> None:
 def test_closed_it_solves_in_place_again(solves: BackgroundSolves) -> None:
     solves.close()
     h, request = bernoulli_threshold_now(0.05, 0.1, 1e4)
-    assert request is None and solves.sent == 0
+    assert request is None
+    assert solves.sent == 0
     assert h == bernoulli_threshold(0.05, 0.1, 1e4)
