@@ -253,6 +253,10 @@ class WorkerRun:
     consumed: list[float]
     observed: list[float]
     rebalances: list[float]
+    solves: list[float]
+    """Threshold solves each worker sent to its background process."""
+    solve_wait_s: list[float]
+    """Each worker's mean wait from a solve's request to its answer (s)."""
 
 
 def _nth_worker(settings: Settings, tmp: Path, i: int, port: int) -> Settings:
@@ -327,7 +331,13 @@ def _time_workers(
         consumed = [_consumed(port) for port in ports]
         observed = [_observed(port) for port in ports]
         rebalances = [_counter(port, "sentinel_rebalances_total") for port in ports]
-        return WorkerRun(done - began, cpu, consumed, observed, rebalances)
+        sent = [_counter(port, 'sentinel_threshold_solves_total{outcome="sent"}') for port in ports]
+        waits = [
+            _counter(port, "sentinel_threshold_solve_wait_seconds_sum")
+            / max(1.0, _counter(port, "sentinel_threshold_solve_wait_seconds_count"))
+            for port in ports
+        ]
+        return WorkerRun(done - began, cpu, consumed, observed, rebalances, sent, waits)
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
@@ -905,7 +915,9 @@ def main() -> int:
     )
     print(
         f"background threshold solves: the worker ran {worker_loop_s / worker_s:.2f}x the "
-        "rate of one that solves in its event loop (worker.background_solves = false)"
+        "rate of one that solves in its event loop (worker.background_solves = false); "
+        f"it sent {one.solves[0]:,.0f} solves, each answered {one.solve_wait_s[0] * 1e3:,.0f} "
+        "ms after its request on average (its detector charted on the bound meanwhile)"
     )
     _print_segment_drift(seg_cpu, len(lines))
     if scaled_s:

@@ -29,7 +29,7 @@ import itertools
 import math
 from array import array
 from collections import OrderedDict
-from collections.abc import Callable, Hashable, Iterator
+from collections.abc import Callable, Hashable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -52,6 +52,7 @@ __all__ = [
     "calibration_rate",
     "clear_thresholds",
     "defer_solves",
+    "deferring",
     "drift_bound",
     "grid_rate",
     "known_thresholds",
@@ -560,45 +561,50 @@ def _lattice_arl_h(pmf: NDArray[np.float64], offset: int, h: int) -> float:
 # -- thresholds without waiting for a solve ---------------------------------------------
 
 
-def drift_bound(steps: NDArray[np.int64], probs: NDArray[np.float64], arl0: float) -> int:
+def drift_bound(steps: Sequence[int], probs: Sequence[float], arl0: float) -> int:
     """A threshold whose ARL0 is at least ``arl0`` for *every* CUSUM of the i.i.d. integer
     increments ``steps`` (probabilities ``probs``, negative mean), with no linear solve.
 
-    Let ``theta > 0`` solve ``E[exp(theta Z)] = 1``. From zero, ``exp(theta W)`` of the
-    unreflected walk is a martingale, so an excursion reaches ``h`` before returning to
-    zero or below with probability at most ``exp(-theta h)`` (optional stopping). Each
-    excursion takes at least one observation, so ARL0 >= ``exp(theta h)``, and
-    ``h = ceil(ln(arl0) / theta)`` suffices. It is above the exact threshold (often by
-    half of it for rare rates): a stand-in while the exact one is solved elsewhere
-    (:func:`defer_solves`), never a replacement for it.
+    Let ``theta > 0`` solve ``E[exp(theta Z)] = 1`` (the adjustment coefficient). From
+    zero, ``exp(theta W)`` of the unreflected walk is a martingale, so an excursion
+    reaches ``h`` before returning to zero or below with probability at most
+    ``exp(-theta h)`` (optional stopping). Each excursion takes at least one observation,
+    so ARL0 >= ``exp(theta h)``, and ``h = ceil(ln(arl0) / theta)`` suffices. It is above
+    the exact threshold (1.1-3x): a stand-in while the exact one is solved elsewhere
+    (:func:`defer_solves`), never a replacement for it. A few Newton steps in plain
+    Python (tens of microseconds: the arrays are short).
     """
-    steps = np.asarray(steps, dtype=np.float64)
-    probs = np.asarray(probs, dtype=np.float64)
-    keep = probs > 0.0
-    steps, probs = steps[keep], probs[keep]
+    pairs = [(float(zi), math.log(pi)) for zi, pi in zip(steps, probs, strict=True) if pi > 0.0]
     if arl0 <= 1.0:
         return 1
-    if float(np.dot(steps, probs)) >= 0.0 or not (steps > 0).any():
+    if sum(zi * math.exp(lp) for zi, lp in pairs) >= 0.0 or max(pairs)[0] <= 0.0:
         raise ValueError("the increments must drift downwards and reach above zero")
-    log_p = np.log(probs)
 
-    def excess(theta: float) -> float:  # ln E[exp(theta Z)]: < 0 below the root, > 0 above
-        v = log_p + theta * steps
-        top = float(v.max())
-        return top + math.log(float(np.exp(v - top).sum()))
+    def excess(theta: float) -> tuple[float, float]:
+        """ln E[exp(theta Z)] (convex, < 0 between 0 and the root) and its derivative."""
+        top = max(lp + theta * zi for zi, lp in pairs)
+        total = moment = 0.0
+        for zi, lp in pairs:
+            w = math.exp(lp + theta * zi - top)
+            total += w
+            moment += w * zi
+        return top + math.log(total), moment / total
 
-    top = int(np.argmax(steps))
-    lo, hi = 0.0, -float(log_p[top]) / float(steps[top]) + 1e-12  # excess(hi) >= 0
-    while excess(hi) < 0.0:
-        hi *= 2.0
-    for _ in range(80):
-        mid = 0.5 * (lo + hi)
-        if excess(mid) < 0.0:
-            lo = mid
-        else:
-            hi = mid
-    # lo <= theta: the threshold from lo is the larger one, on the safe side.
-    return max(1, math.ceil(math.log(arl0) / lo))
+    # Newton from the right of the root: on a convex function it stays there and
+    # descends to it. Then step just below: the threshold from a theta under the root
+    # is the larger one, on the safe side.
+    z_top, lp_top = max(pairs)
+    theta = -lp_top / z_top * (1.0 + 1e-9) + 1e-12  # excess >= lp_top + theta z_top > 0
+    for _ in range(100):
+        f, slope = excess(theta)
+        step = f / slope
+        theta -= step
+        if step <= 1e-10 * theta:
+            break
+    lower = theta * (1.0 - 1e-8)
+    while excess(lower)[0] >= 0.0:
+        lower *= 0.5
+    return max(1, math.ceil(math.log(arl0) / lower))
 
 
 SolveKey = tuple[Any, ...]
@@ -627,7 +633,7 @@ class SolveRequest:
 
 
 _DEFER: list[Callable[[SolveRequest], None]] = []
-_IN_FLIGHT: set[SolveKey] = set()
+_IN_FLIGHT: dict[SolveKey, SolveRequest] = {}
 MAX_LATTICE_SOLVED = 65_536
 """Mean-chart thresholds solved away from the loop and kept until their charts read them
 (least recently added dropped: a chart that finds its answer gone asks again)."""
@@ -647,9 +653,14 @@ def defer_solves(submit: Callable[[SolveRequest], None] | None) -> None:
     _IN_FLIGHT.clear()
 
 
+def deferring() -> bool:
+    """Whether threshold solves are deferred (:func:`defer_solves`)."""
+    return bool(_DEFER)
+
+
 def record_solved(request: SolveRequest, h: int) -> None:
     """Keep the answer to a deferred ``request`` where its detectors look for it."""
-    _IN_FLIGHT.discard(request.key)
+    _IN_FLIGHT.pop(request.key, None)
     if request.key[0] == "bernoulli":
         _, p0, p1, arl0, rate = request.key
         _THRESHOLDS[(p0, p1, arl0, rate)] = h
@@ -661,9 +672,9 @@ def record_solved(request: SolveRequest, h: int) -> None:
 
 def _deferred(key: SolveKey, bound: Callable[[], int], start: int = 1) -> SolveRequest:
     """The request for ``key`` with its stand-in threshold, sent once while in flight."""
-    request = SolveRequest(key, bound(), start)
-    if key not in _IN_FLIGHT:
-        _IN_FLIGHT.add(key)
+    request = _IN_FLIGHT.get(key)
+    if request is None:
+        request = _IN_FLIGHT[key] = SolveRequest(key, bound(), start)
         _DEFER[0](request)
     return request
 
@@ -681,7 +692,7 @@ def solved(request: SolveRequest) -> int | None:
         h = _LATTICE_SOLVED.get(key)
     if h is None and key not in _IN_FLIGHT:
         if _DEFER:
-            _IN_FLIGHT.add(key)
+            _IN_FLIGHT[key] = request
             _DEFER[0](request)
         else:
             h = request.solve()
@@ -706,7 +717,7 @@ def bernoulli_threshold_now(
     def bound() -> int:
         lat = bernoulli_lattice(p0, p1)
         r = p0 if rate is None else rate
-        return drift_bound(np.array([lat.up, -lat.down]), np.array([r, 1.0 - r]), arl0)
+        return drift_bound((lat.up, -lat.down), (r, 1.0 - r), arl0)
 
     request = _deferred(("bernoulli", *key), bound)
     return request.bound, request
@@ -724,7 +735,7 @@ def lattice_threshold_now(
         return h, None
 
     def bound() -> int:
-        return drift_bound(offset + np.arange(pmf.size), pmf, arl0)
+        return drift_bound(range(offset, offset + pmf.size), pmf.tolist(), arl0)
 
     request = _deferred(key, bound, start)
     return request.bound, request

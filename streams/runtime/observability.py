@@ -294,7 +294,12 @@ class Observability:
                 "conservative bound meanwhile.",
             )
             waiting.add(solves.in_flight)
-            out.extend([done, waiting])
+            wait = solves.wait.family(
+                "sentinel_threshold_solve_wait_seconds",
+                "From a threshold solve's request to its answer's collection: how long its "
+                "detector charted on the conservative bound.",
+            )
+            out.extend([done, waiting, wait])
         return out
 
     def _incidents(self) -> list[MetricFamily]:

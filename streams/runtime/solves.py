@@ -24,11 +24,19 @@ from __future__ import annotations
 import logging
 import multiprocessing
 import queue
-from concurrent.futures import Future, ProcessPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 
 from detectors.arl import SolveRequest, defer_solves, record_solved
+from streams.runtime.exposition import Histogram
 
 log = logging.getLogger(__name__)
+
+WAIT_BUCKETS_S = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0)
+"""Buckets of :attr:`BackgroundSolves.wait`: from a solve answered before the next batch
+to a cold worker's queue of thousands."""
 
 
 def _solve(request: SolveRequest) -> int:
@@ -39,13 +47,18 @@ class BackgroundSolves:
     """One child process solving the thresholds that detectors ask for, answers collected
     on the caller's thread (:meth:`collect`); :meth:`install` routes the requests here."""
 
-    def __init__(self) -> None:
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         # spawn: the worker has threads (aiokafka, faust), which fork does not carry safely.
         self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self._done: queue.SimpleQueue[tuple[SolveRequest, Future[int]]] = queue.SimpleQueue()
+        self._done: queue.SimpleQueue[tuple[SolveRequest, Future[int], float]] = queue.SimpleQueue()
+        self._monotonic = monotonic
         self.sent = 0
         self.answered = 0
         self.failed = 0
+        self._closed = False
+        self.wait = Histogram(WAIT_BUCKETS_S)
+        """Seconds from a request to its answer's collection: how long its detector
+        charted on the bound."""
 
     @property
     def in_flight(self) -> int:
@@ -53,29 +66,53 @@ class BackgroundSolves:
         return self.sent - self.answered - self.failed
 
     def install(self) -> None:
-        """Defer every threshold solve of this process to the child."""
+        """Start the child (a process start is tens of milliseconds: not in the first
+        batch) and defer every threshold solve of this process to it."""
+        self._pool.submit(int)
         defer_solves(self.submit)
 
     def submit(self, request: SolveRequest) -> None:
-        """Send one solve (called by :mod:`detectors.arl`, once per request in flight)."""
-        future = self._pool.submit(_solve, request)
+        """Send one solve (called by :mod:`detectors.arl`, once per request in flight).
+
+        If the child cannot take it (it died: a broken pool), solves go back to the
+        caller (:meth:`_give_up`), and this request is solved there on its detector's next
+        update."""
+        sent = self._monotonic()
+        try:
+            future = self._pool.submit(_solve, request)
+        except (BrokenProcessPool, RuntimeError) as exc:  # RuntimeError: shut down
+            self._give_up(exc)
+            return
         self.sent += 1
-        future.add_done_callback(lambda f: self._done.put((request, f)))
+        future.add_done_callback(lambda f: self._done.put((request, f, sent)))
+
+    def _give_up(self, exc: BaseException) -> None:
+        """The child is gone: solve in the caller from now on. Every request in flight is
+        forgotten, so each waiting detector solves its own on its next update."""
+        if not self._closed:
+            log.error("background threshold solves stopped (%s): solving in the event loop", exc)
+        defer_solves(None)
 
     def collect(self) -> int:
         """Keep every answer that has come back where its detectors look for it; returns
         how many. A solve that failed keeps its stand-in (logged): still at least the
-        ARL0 asked for, never an exception in the detect agent."""
+        ARL0 asked for, never an exception in the detect agent. A child that died hands
+        the solves back to the caller (:meth:`_give_up`)."""
         n = 0
         while True:
             try:
-                request, future = self._done.get_nowait()
+                request, future, sent = self._done.get_nowait()
             except queue.Empty:
                 return n
             n += 1
+            self.wait.observe(self._monotonic() - sent)
             try:
                 h = future.result()
-            except Exception as exc:  # the child's error, or the pool broken or shut down
+            except (BrokenProcessPool, CancelledError) as exc:  # the child died or stopped
+                self.failed += 1
+                self._give_up(exc)
+                continue
+            except Exception as exc:  # the solve's own error
                 self.failed += 1
                 log.warning("threshold solve %s failed (%s): kept its bound", request.key[:2], exc)
                 h = request.bound
@@ -86,5 +123,6 @@ class BackgroundSolves:
     def close(self) -> None:
         """Solve in the caller again, and stop the child (queued solves are dropped: their
         detectors ask again, and solve at once, on their next update)."""
+        self._closed = True
         defer_solves(None)
         self._pool.shutdown(wait=False, cancel_futures=True)

@@ -4,6 +4,7 @@ closing solves in place again."""
 
 from __future__ import annotations
 
+import multiprocessing
 import time
 from collections.abc import Iterator
 
@@ -15,6 +16,7 @@ from detectors.arl import (
     bernoulli_threshold,
     bernoulli_threshold_now,
     clear_thresholds,
+    deferring,
     lattice_threshold,
     lattice_threshold_now,
     solved,
@@ -56,6 +58,7 @@ def test_the_child_answers_what_the_loop_would_have_solved(solves: BackgroundSol
     assert (solves.sent, solves.in_flight) == (2, 2)
     _collected(solves, 2)
     assert (solves.answered, solves.failed, solves.in_flight) == (2, 0, 0)
+    assert solves.wait.count() == 2  # each answer's wait, for the metrics
     rate_h, chart_h = solved(rate), solved(chart)
     solves.close()
     clear_thresholds()
@@ -78,3 +81,19 @@ def test_closed_it_solves_in_place_again(solves: BackgroundSolves) -> None:
     assert request is None
     assert solves.sent == 0
     assert h == bernoulli_threshold(0.05, 0.1, 1e4)
+
+
+def test_a_child_that_died_hands_the_solves_back(solves: BackgroundSolves) -> None:
+    bernoulli_threshold_now(0.05, 0.1, 1e4)  # starts the child
+    _collected(solves, 1)
+    for child in multiprocessing.active_children():
+        child.kill()
+    bound, request = bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0041)
+    deadline = time.monotonic() + PATIENCE_S
+    while deferring() and time.monotonic() < deadline:
+        solves.collect()  # the request fails with the child, or could not be sent
+        time.sleep(0.02)
+    assert not deferring()  # solves went back to the caller
+    assert request is not None
+    # Its detector's next look solves it in place.
+    assert solved(request) == bernoulli_threshold(0.004, 0.008, 1e5, 0.0041) < bound
