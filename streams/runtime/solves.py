@@ -26,8 +26,7 @@ import multiprocessing
 import queue
 import time
 from collections.abc import Callable
-from concurrent.futures import CancelledError, Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.queues import Queue
 
 from detectors.arl import SolveRequest, defer_solves, record_solved
 from streams.runtime.exposition import Histogram
@@ -38,24 +37,53 @@ WAIT_BUCKETS_S = (0.001, 0.01, 0.1, 1.0, 10.0, 60.0, 600.0)
 """Buckets of :attr:`BackgroundSolves.wait`: from a solve answered before the next batch
 to a cold worker's queue of thousands."""
 
+ANSWER_EVERY_S = 0.05
+"""The child sends its answers at least this often while it works through a batch."""
 
-def _solve(request: SolveRequest) -> int:
-    return request.solve()
+Answer = tuple[SolveRequest, int | None, str | None]
+"""A request, its threshold (None if the solve failed) and the failure."""
+
+
+def _serve(requests: Queue[list[SolveRequest] | None], answers: Queue[list[Answer]]) -> None:
+    """The child: solve each batch of requests in order, answering as it goes; stop on
+    None."""
+    while (batch := requests.get()) is not None:
+        done: list[Answer] = []
+        last = time.monotonic()
+        for request in batch:
+            try:
+                done.append((request, request.solve(), None))
+            except Exception as exc:  # a solve's own error: its detector keeps its bound
+                done.append((request, None, f"{type(exc).__name__}: {exc}"))
+            if time.monotonic() - last >= ANSWER_EVERY_S:
+                answers.put(done)
+                done, last = [], time.monotonic()
+        if done:
+            answers.put(done)
 
 
 class BackgroundSolves:
-    """One child process solving the thresholds that detectors ask for, answers collected
-    on the caller's thread (:meth:`collect`); :meth:`install` routes the requests here."""
+    """One child process solving the thresholds that detectors ask for; requests go out
+    and answers come back in batches on the caller's thread (:meth:`collect`), so that a
+    worker busy in Python hands nothing over per request (a process pool's feeder thread
+    needs the GIL for every item, and fell seconds behind); :meth:`install` starts the
+    child and routes the requests here."""
 
     def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
         # spawn: the worker has threads (aiokafka, faust), which fork does not carry safely.
-        self._pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn"))
-        self._done: queue.SimpleQueue[tuple[SolveRequest, Future[int], float]] = queue.SimpleQueue()
+        context = multiprocessing.get_context("spawn")
+        self._requests: Queue[list[SolveRequest] | None] = context.Queue()
+        self._answers: Queue[list[Answer]] = context.Queue()
+        self._child = context.Process(
+            target=_serve, args=(self._requests, self._answers), name="sentinel-solves", daemon=True
+        )
+        self._outbox: list[SolveRequest] = []
+        self._sent_at: dict[object, float] = {}
         self._monotonic = monotonic
+        self._closed = False
         self.sent = 0
         self.answered = 0
         self.failed = 0
-        self._closed = False
         self.wait = Histogram(WAIT_BUCKETS_S)
         """Seconds from a request to its answer's collection: how long its detector
         charted on the bound."""
@@ -68,61 +96,62 @@ class BackgroundSolves:
     def install(self) -> None:
         """Start the child (a process start is tens of milliseconds: not in the first
         batch) and defer every threshold solve of this process to it."""
-        self._pool.submit(int)
+        self._child.start()
         defer_solves(self.submit)
 
     def submit(self, request: SolveRequest) -> None:
-        """Send one solve (called by :mod:`detectors.arl`, once per request in flight).
-
-        If the child cannot take it (it died: a broken pool), solves go back to the
-        caller (:meth:`_give_up`), and this request is solved there on its detector's next
-        update."""
-        sent = self._monotonic()
-        try:
-            future = self._pool.submit(_solve, request)
-        except (BrokenProcessPool, RuntimeError) as exc:  # RuntimeError: shut down
-            self._give_up(exc)
-            return
+        """Queue one solve (called by :mod:`detectors.arl`, once per request in flight);
+        it goes out with the next :meth:`collect`."""
+        self._outbox.append(request)
+        self._sent_at[request.key] = self._monotonic()
         self.sent += 1
-        future.add_done_callback(lambda f: self._done.put((request, f, sent)))
-
-    def _give_up(self, exc: BaseException) -> None:
-        """The child is gone: solve in the caller from now on. Every request in flight is
-        forgotten, so each waiting detector solves its own on its next update."""
-        if not self._closed:
-            log.error("background threshold solves stopped (%s): solving in the event loop", exc)
-        defer_solves(None)
 
     def collect(self) -> int:
-        """Keep every answer that has come back where its detectors look for it; returns
-        how many. A solve that failed keeps its stand-in (logged): still at least the
-        ARL0 asked for, never an exception in the detect agent. A child that died hands
-        the solves back to the caller (:meth:`_give_up`)."""
+        """Keep every answer that has come back where its detectors look for it, and send
+        the requests queued since the last call; returns how many answers. A solve that
+        failed keeps its stand-in (logged): still at least the ARL0 asked for, never an
+        exception in the detect agent. A child that died hands the solves back to the
+        caller (:meth:`_give_up`)."""
+        if self._closed or not self._child.pid:  # closed, or not started yet
+            return 0
         n = 0
         while True:
             try:
-                request, future, sent = self._done.get_nowait()
+                answers = self._answers.get_nowait()
             except queue.Empty:
-                return n
-            n += 1
-            self.wait.observe(self._monotonic() - sent)
-            try:
-                h = future.result()
-            except (BrokenProcessPool, CancelledError) as exc:  # the child died or stopped
-                self.failed += 1
-                self._give_up(exc)
-                continue
-            except Exception as exc:  # the solve's own error
-                self.failed += 1
-                log.warning("threshold solve %s failed (%s): kept its bound", request.key[:2], exc)
-                h = request.bound
-            else:
-                self.answered += 1
-            record_solved(request, h)
+                break
+            for request, h, error in answers:
+                n += 1
+                self.wait.observe(self._monotonic() - self._sent_at.pop(request.key, 0.0))
+                if h is None:
+                    self.failed += 1
+                    log.warning("threshold solve %s failed: %s (bound kept)", request.key[0], error)
+                    h = request.bound
+                else:
+                    self.answered += 1
+                record_solved(request, h)
+        if not self._child.is_alive():
+            self._give_up(f"exit code {self._child.exitcode}")
+        elif self._outbox:
+            self._requests.put(self._outbox)
+            self._outbox = []
+        return n
+
+    def _give_up(self, why: str) -> None:
+        """The child is gone: solve in the caller from now on. Every request in flight is
+        forgotten, so each waiting detector solves its own on its next update."""
+        log.error("background threshold solves stopped (%s): solving in the event loop", why)
+        self.failed += self.in_flight
+        self._outbox, self._closed = [], True
+        defer_solves(None)
 
     def close(self) -> None:
-        """Solve in the caller again, and stop the child (queued solves are dropped: their
-        detectors ask again, and solve at once, on their next update)."""
-        self._closed = True
-        defer_solves(None)
-        self._pool.shutdown(wait=False, cancel_futures=True)
+        """Solve in the caller again, and stop the child (its queued solves are dropped:
+        their detectors ask again, and solve at once, on their next update)."""
+        if not self._closed:
+            self._closed = True
+            defer_solves(None)
+        self._requests.cancel_join_thread()  # exit without flushing to a stopped child
+        if self._child.is_alive():
+            self._child.kill()
+            self._child.join(timeout=10)
