@@ -336,20 +336,9 @@ class BernoulliCusum(Detector[bool]):
         "design",
         "h_bound",
     )
-    _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(
-        {
-            "e",
-            "ep_start",
-            "ep_k",
-            "ep_alarmed",
-            "prior_n",
-            "prior_k",
-            "cal_rate",
-            "design",
-            "h_bound",
-        }
-    )
-    """Keys that state saved by an older release may lack (they keep their reset value)."""
+    _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(_STATE_KEYS[_STATE_KEYS.index("e") :])
+    """Keys that state saved by an older release may lack (they keep their reset value):
+    those from ``e`` on, added after the first release (new keys go at the end)."""
 
     def get_state(self) -> JsonState:
         return {key: getattr(self, "_" + key) for key in self._STATE_KEYS}

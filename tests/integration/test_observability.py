@@ -32,6 +32,16 @@ from tests.unit.hardening.test_observability import parse
 pytestmark = pytest.mark.integration
 
 
+def _topic_of(settings: Settings) -> dict[str, str]:
+    """The topic of each event type."""
+    return {
+        "input": settings.topics.inputs,
+        "output": settings.topics.outputs,
+        "feedback": settings.topics.feedback,
+        "evaluation": settings.topics.evaluations,
+    }
+
+
 def test_worker_serves_health_readiness_and_moving_metrics(
     kafka_broker: KafkaBroker,
     service_settings: Settings,
@@ -47,12 +57,7 @@ def test_worker_serves_health_readiness_and_moving_metrics(
             Scenario(seed=1, start=start, duration=timedelta(minutes=10), events_per_hour=600)
         ).lines()
     )
-    topic_of = {
-        "input": settings.topics.inputs,
-        "output": settings.topics.outputs,
-        "feedback": settings.topics.feedback,
-        "evaluation": settings.topics.evaluations,
-    }
+    topic_of = _topic_of(settings)
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
         wait_for(lambda: http_get(f"{base}/healthz")[0] == 200, 90, "/healthz 200", log)
         wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
@@ -131,12 +136,7 @@ def test_a_live_worker_solves_its_thresholds_in_the_background(
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
     scenario = Scenario(seed=2, start=start, duration=timedelta(hours=2), events_per_hour=3000)
     lines = list(Simulator(scenario).lines())
-    topic_of = {
-        "input": settings.topics.inputs,
-        "output": settings.topics.outputs,
-        "feedback": settings.topics.feedback,
-        "evaluation": settings.topics.evaluations,
-    }
+    topic_of = _topic_of(settings)
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
         wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
         producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
