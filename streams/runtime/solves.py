@@ -40,14 +40,26 @@ to a cold worker's queue of thousands."""
 ANSWER_EVERY_S = 0.05
 """The child sends its answers at least this often while it works through a batch."""
 
+PARENT_CHECK_S = 1.0
+"""How often an idle child checks that the worker is still there."""
+
 Answer = tuple[SolveRequest, int | None, str | None]
 """A request, its threshold (None if the solve failed) and the failure."""
 
 
 def _serve(requests: Queue[list[SolveRequest] | None], answers: Queue[list[Answer]]) -> None:
     """The child: solve each batch of requests in order, answering as it goes; stop on
-    None."""
-    while (batch := requests.get()) is not None:
+    None, or when the worker is gone (killed: nobody would tell it to stop)."""
+    parent = multiprocessing.parent_process()
+    while True:
+        try:
+            batch = requests.get(timeout=PARENT_CHECK_S)
+        except queue.Empty:
+            if parent is not None and not parent.is_alive():
+                return
+            continue
+        if batch is None:
+            return
         done: list[Answer] = []
         last = time.monotonic()
         for request in batch:

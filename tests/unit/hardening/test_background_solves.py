@@ -5,8 +5,12 @@ closing solves in place again."""
 from __future__ import annotations
 
 import multiprocessing
+import os
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,6 +27,7 @@ from detectors.arl import (
 )
 from streams.runtime.solves import BackgroundSolves
 
+REPO = Path(__file__).resolve().parents[3]
 PATIENCE_S = 300.0
 """How long to wait for the child (it imports numpy and scipy first): a bound on a hung
 child, not a measurement."""
@@ -97,3 +102,42 @@ def test_a_child_that_died_hands_the_solves_back(solves: BackgroundSolves) -> No
     assert request is not None
     # Its detector's next look solves it in place.
     assert solved(request) == bernoulli_threshold(0.004, 0.008, 1e5, 0.0041) < bound
+
+
+def test_the_child_stops_when_the_worker_is_killed(tmp_path: Path) -> None:
+    """A worker killed with SIGKILL cannot stop its child: the child sees its parent gone
+    and exits (no orphan left solving or waiting)."""
+    script = tmp_path / "worker.py"
+    script.write_text(
+        "import time\n"
+        "from streams.runtime.solves import BackgroundSolves\n"
+        "if __name__ == '__main__':\n"
+        "    solves = BackgroundSolves()\n"
+        "    solves.install()\n"
+        "    print(solves._child.pid, flush=True)\n"
+        "    time.sleep(600)\n"
+    )
+    worker = subprocess.Popen(
+        [sys.executable, str(script)], stdout=subprocess.PIPE, cwd=REPO, env=_env()
+    )
+    assert worker.stdout is not None
+    child = int(worker.stdout.readline())
+    worker.kill()
+    worker.wait()
+    deadline = time.monotonic() + PATIENCE_S
+    while _running(child) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _running(child)
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` is a live process (a zombie is not: it has exited)."""
+    try:
+        with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+            return stat.read().split(")")[-1].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO)}
