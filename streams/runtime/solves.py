@@ -26,6 +26,8 @@ import multiprocessing
 import queue
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.process import BaseProcess
 from multiprocessing.queues import Queue
 
 from detectors.arl import SolveRequest, defer_solves, record_solved
@@ -74,21 +76,36 @@ def _serve(requests: Queue[list[SolveRequest] | None], answers: Queue[list[Answe
             answers.put(done)
 
 
-class BackgroundSolves:
-    """One child process solving the thresholds that detectors ask for; requests go out
-    and answers come back in batches on the caller's thread (:meth:`collect`), so that a
-    worker busy in Python hands nothing over per request (a process pool's feeder thread
-    needs the GIL for every item, and fell seconds behind); :meth:`install` starts the
-    child and routes the requests here."""
+@dataclass(frozen=True)
+class _Child:
+    """The solving process and its two queues."""
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    process: BaseProcess
+    requests: Queue[list[SolveRequest] | None]
+    answers: Queue[list[Answer]]
+
+    @staticmethod
+    def start() -> _Child:
         # spawn: the worker has threads (aiokafka, faust), which fork does not carry safely.
         context = multiprocessing.get_context("spawn")
-        self._requests: Queue[list[SolveRequest] | None] = context.Queue()
-        self._answers: Queue[list[Answer]] = context.Queue()
-        self._child = context.Process(
-            target=_serve, args=(self._requests, self._answers), name="sentinel-solves", daemon=True
+        requests: Queue[list[SolveRequest] | None] = context.Queue()
+        answers: Queue[list[Answer]] = context.Queue()
+        process = context.Process(
+            target=_serve, args=(requests, answers), name="sentinel-solves", daemon=True
         )
+        process.start()
+        return _Child(process, requests, answers)
+
+
+class BackgroundSolves:
+    """One child process solving the thresholds that detectors ask for; :meth:`install`
+    starts it and routes the requests here. Requests go out and answers come back in
+    batches, on the caller's thread (:meth:`collect`): nothing is handed over per request
+    on a thread of its own, which would need the GIL of a worker busy in Python (a
+    process pool does that: docs/validation.md, stop 36)."""
+
+    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+        self._child: _Child | None = None  # made by install
         self._outbox: list[SolveRequest] = []
         self._sent_at: dict[object, float] = {}
         self._monotonic = monotonic
@@ -108,7 +125,7 @@ class BackgroundSolves:
     def install(self) -> None:
         """Start the child (a process start is tens of milliseconds: not in the first
         batch) and defer every threshold solve of this process to it."""
-        self._child.start()
+        self._child = _Child.start()
         defer_solves(self.submit)
 
     def submit(self, request: SolveRequest) -> None:
@@ -124,12 +141,13 @@ class BackgroundSolves:
         failed keeps its stand-in (logged): still at least the ARL0 asked for, never an
         exception in the detect agent. A child that died hands the solves back to the
         caller (:meth:`_give_up`)."""
-        if self._closed or not self._child.pid:  # closed, or not started yet
+        child = self._child
+        if self._closed or child is None:  # closed, or not installed yet
             return 0
         n = 0
         while True:
             try:
-                answers = self._answers.get_nowait()
+                answers = child.answers.get_nowait()
             except queue.Empty:
                 break
             for request, h, error in answers:
@@ -142,10 +160,10 @@ class BackgroundSolves:
                 else:
                     self.answered += 1
                 record_solved(request, h)
-        if not self._child.is_alive():
-            self._give_up(f"exit code {self._child.exitcode}")
+        if not child.process.is_alive():
+            self._give_up(f"exit code {child.process.exitcode}")
         elif self._outbox:
-            self._requests.put(self._outbox)
+            child.requests.put(self._outbox)
             self._outbox = []
         return n
 
@@ -163,7 +181,9 @@ class BackgroundSolves:
         if not self._closed:
             self._closed = True
             defer_solves(None)
-        self._requests.cancel_join_thread()  # exit without flushing to a stopped child
-        if self._child.is_alive():
-            self._child.kill()
-            self._child.join(timeout=10)
+        child = self._child
+        if child is not None:
+            child.requests.cancel_join_thread()  # exit without flushing to a stopped child
+            if child.process.is_alive():
+                child.process.kill()
+                child.process.join(timeout=10)

@@ -114,7 +114,7 @@ def test_the_child_stops_when_the_worker_is_killed(tmp_path: Path) -> None:
         "if __name__ == '__main__':\n"
         "    solves = BackgroundSolves()\n"
         "    solves.install()\n"
-        "    print(solves._child.pid, flush=True)\n"
+        "    print(solves._child.process.pid, flush=True)\n"
         "    time.sleep(600)\n"
     )
     worker = subprocess.Popen(
