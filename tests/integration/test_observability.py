@@ -133,8 +133,8 @@ def test_a_live_worker_solves_its_thresholds_in_the_background(
     settings, base = with_web(service_settings)
     assert settings.worker.background_solves
     log = tmp_path / "worker.log"
-    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=3)
-    scenario = Scenario(seed=2, start=start, duration=timedelta(hours=2), events_per_hour=3000)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(hours=2)
+    scenario = Scenario(seed=2, start=start, duration=timedelta(hours=1), events_per_hour=3000)
     lines = list(Simulator(scenario).lines())
     topic_of = _topic_of(settings)
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
