@@ -53,6 +53,9 @@ def _serve(requests: Queue[list[SolveRequest] | None], answers: Queue[list[Answe
     """The child: solve each batch of requests in order, answering as it goes; stop on
     None, or when the worker is gone (killed: nobody would tell it to stop)."""
     parent = multiprocessing.parent_process()
+    # Exit without flushing answers nobody reads: this process holds the queue's read
+    # end too, so a full pipe would block its exit for ever once the worker is gone.
+    answers.cancel_join_thread()
     while True:
         try:
             batch = requests.get(timeout=PARENT_CHECK_S)

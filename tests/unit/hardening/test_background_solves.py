@@ -108,12 +108,21 @@ def test_the_child_stops_when_the_worker_is_killed(tmp_path: Path) -> None:
     """A worker killed with SIGKILL cannot stop its child: the child sees its parent gone
     and exits (no orphan left solving or waiting)."""
     script = tmp_path / "worker.py"
+    # Answers left unread fill the pipe (over 64 KiB: 300 mean-chart lattices of 100
+    # steps), which must not hold the child's exit.
     script.write_text(
         "import time\n"
+        "import numpy as np\n"
+        "from detectors.arl import lattice_threshold_now\n"
         "from streams.runtime.solves import BackgroundSolves\n"
         "if __name__ == '__main__':\n"
         "    solves = BackgroundSolves()\n"
         "    solves.install()\n"
+        "    for i in range(300):\n"
+        "        pmf = np.full(100, 1.0 / 100)\n"
+        "        lattice_threshold_now(pmf, -52, 1e3 + i, 5)\n"
+        "    solves.collect()\n"
+        "    time.sleep(5)\n"
         "    print(solves._child.process.pid, flush=True)\n"
         "    time.sleep(600)\n"
     )
