@@ -254,7 +254,11 @@ class WorkerRun:
     observed: list[float]
     rebalances: list[float]
     solves: list[float]
-    """Threshold solves each worker sent to its background process."""
+    """Threshold solves each worker asked its background process for."""
+    superseded: list[float]
+    """Of those, each worker's dropped unsolved (its detectors had asked for newer ones)."""
+    unanswered: list[float]
+    """Of those, each worker's still waiting when the backlog was done (not in the waits)."""
     solve_wait_s: list[float]
     """Each worker's mean wait from a solve's request to its answer (s)."""
 
@@ -332,12 +336,20 @@ def _time_workers(
         observed = [_observed(port) for port in ports]
         rebalances = [_counter(port, "sentinel_rebalances_total") for port in ports]
         sent = [_counter(port, 'sentinel_threshold_solves_total{outcome="sent"}') for port in ports]
+        superseded = [
+            _counter(port, 'sentinel_threshold_solves_total{outcome="superseded"}')
+            for port in ports
+        ]
+        unanswered = [_counter(port, "sentinel_threshold_solves_in_flight") for port in ports]
         waits = [
             _counter(port, "sentinel_threshold_solve_wait_seconds_sum")
             / max(1.0, _counter(port, "sentinel_threshold_solve_wait_seconds_count"))
             for port in ports
         ]
-        return WorkerRun(done - began, cpu, consumed, observed, rebalances, sent, waits)
+        unanswered = [_counter(port, "sentinel_threshold_solves_in_flight") for port in ports]
+        return WorkerRun(
+            done - began, cpu, consumed, observed, rebalances, sent, superseded, unanswered, waits
+        )
     finally:
         for proc in procs:
             proc.send_signal(signal.SIGINT if profile else signal.SIGTERM)
@@ -916,8 +928,11 @@ def main() -> int:
     print(
         f"background threshold solves: the worker ran {worker_loop_s / worker_s:.2f}x the "
         "rate of one that solves in its event loop (worker.background_solves = false); "
-        f"it sent {one.solves[0]:,.0f} solves, each answered {one.solve_wait_s[0] * 1e3:,.0f} "
-        "ms after its request on average (its detector charted on the bound meanwhile)"
+        f"it asked for {one.solves[0]:,.0f} solves ({one.superseded[0]:,.0f} of them dropped "
+        "unsolved: superseded by newer ones; "
+        f"{one.unanswered[0]:,.0f} still waiting at the end), each answered "
+        f"{one.solve_wait_s[0] * 1e3:,.0f} ms after its request on average (its detector "
+        "charted on the bound meanwhile)"
     )
     _print_segment_drift(seg_cpu, len(lines))
     if scaled_s:

@@ -27,6 +27,7 @@ import bisect
 import functools
 import itertools
 import math
+import weakref
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Hashable, Iterator, Sequence
@@ -633,7 +634,10 @@ class SolveRequest:
 
 
 _DEFER: list[Callable[[SolveRequest], None]] = []
-_IN_FLIGHT: dict[SolveKey, SolveRequest] = {}
+_IN_FLIGHT: weakref.WeakValueDictionary[SolveKey, SolveRequest] = weakref.WeakValueDictionary()
+"""Deferred requests by key, while some detector (or the solver) still holds them: a
+request that every detector has replaced by a newer one (its baseline or ARL0 moved
+meanwhile) drops out, and is not solved if it has not been sent yet."""
 MAX_LATTICE_SOLVED = 65_536
 """Mean-chart thresholds solved away from the loop and kept until their charts read them
 (least recently added dropped: a chart that finds its answer gone asks again)."""

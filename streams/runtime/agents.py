@@ -39,7 +39,7 @@ import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, Final
 
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -221,10 +221,16 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     return service
 
 
+SOLVES_COLLECT_S: Final = 0.5
+"""Seconds between collections of background threshold solves besides the one after each
+detect batch."""
+
+
 def _solve_in_background(app: faust.App, service: Service) -> None:
     """Threshold solves in a child process while the app runs (streams.runtime.solves):
-    installed when the app starts, answers collected after each detect batch, the child
-    stopped at shutdown."""
+    installed when the app starts, answers collected after each detect batch and every
+    :data:`SOLVES_COLLECT_S` (so that requests still go out while no batch comes), the
+    child stopped at shutdown."""
     solves = service.solves = BackgroundSolves()
 
     def collect(observations: Sequence[Observation]) -> None:
@@ -233,8 +239,12 @@ def _solve_in_background(app: faust.App, service: Service) -> None:
     async def install() -> None:
         solves.install()
 
+    async def collect_idle() -> None:
+        solves.collect()
+
     service.processed_hooks.append(collect)
     app.task(install)
+    app.timer(SOLVES_COLLECT_S)(collect_idle)
 
     def close(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
         solves.close()

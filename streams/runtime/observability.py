@@ -283,14 +283,15 @@ class Observability:
                 "sentinel_threshold_solves_total",
                 "counter",
                 "Threshold solves sent to the background process, by outcome (sent, "
-                "answered, failed: a failed one keeps its conservative bound).",
+                "answered, failed: a failed one keeps its conservative bound; superseded: "
+                "dropped unsolved, every detector that asked had asked for a newer one).",
             )
-            for outcome in ("sent", "answered", "failed"):
+            for outcome in ("sent", "answered", "failed", "superseded"):
                 done.add(getattr(solves, outcome), {"outcome": outcome})
             waiting = MetricFamily(
                 "sentinel_threshold_solves_in_flight",
                 "gauge",
-                "Threshold solves sent and not yet answered: their detectors chart on a "
+                "Threshold solves asked for and not yet answered: their detectors chart on a "
                 "conservative bound meanwhile.",
             )
             waiting.add(solves.in_flight)

@@ -25,6 +25,7 @@ import logging
 import multiprocessing
 import queue
 import time
+import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from multiprocessing.process import BaseProcess
@@ -44,6 +45,15 @@ ANSWER_EVERY_S = 0.05
 
 PARENT_CHECK_S = 1.0
 """How often an idle child checks that the worker is still there."""
+
+PRUNE_EVERY_S = 1.0
+"""How often the requests waiting in the worker are swept for those nobody holds."""
+
+SEND_AHEAD = 256
+"""Requests sent to the child and not yet answered, at most. The rest wait in the worker,
+where a request that every detector has replaced by a newer one (a young key's baseline
+or ARL0 moves again before its answer) is dropped unsolved: a cold worker asks for
+thousands at once, and some of them are stale before the child reaches them."""
 
 Answer = tuple[SolveRequest, int | None, str | None]
 """A request, its threshold (None if the solve failed) and the failure."""
@@ -107,23 +117,38 @@ class BackgroundSolves:
     on a thread of its own, which would need the GIL of a worker busy in Python (a
     process pool does that: docs/validation.md, stop 36)."""
 
-    def __init__(self, monotonic: Callable[[], float] = time.monotonic) -> None:
+    def __init__(
+        self, monotonic: Callable[[], float] = time.monotonic, send_ahead: int = SEND_AHEAD
+    ) -> None:
         self._child: _Child | None = None  # made by install
-        self._outbox: list[SolveRequest] = []
-        self._sent_at: dict[object, float] = {}
+        # Not sent yet, held weakly (a request nobody waits for any more is dropped),
+        # with when it was asked for.
+        self._outbox: list[tuple[weakref.ref[SolveRequest], float]] = []
+        # Sent and not answered, held so that its key stays in flight (no second solve).
+        self._in_child: dict[object, tuple[SolveRequest, float]] = {}
         self._monotonic = monotonic
+        self._send_ahead = send_ahead
+        self._pruned_at = monotonic()
         self._closed = False
         self.sent = 0
         self.answered = 0
         self.failed = 0
+        self.superseded = 0
+        """Requests dropped unsolved: every detector that asked had moved on to a newer one."""
         self.wait = Histogram(WAIT_BUCKETS_S)
         """Seconds from a request to its answer's collection: how long its detector
         charted on the bound."""
 
     @property
     def in_flight(self) -> int:
-        """Requests sent and not yet collected."""
-        return self.sent - self.answered - self.failed
+        """Requests made and not yet answered or dropped (waiting in the worker or in the
+        child)."""
+        return self.sent - self.answered - self.failed - self.superseded
+
+    @property
+    def unsent(self) -> int:
+        """Requests waiting in the worker for room in the child (:data:`SEND_AHEAD`)."""
+        return len(self._outbox)
 
     def install(self) -> None:
         """Start the child (a process start is tens of milliseconds: not in the first
@@ -133,9 +158,9 @@ class BackgroundSolves:
 
     def submit(self, request: SolveRequest) -> None:
         """Queue one solve (called by :mod:`detectors.arl`, once per request in flight);
-        it goes out with the next :meth:`collect`."""
-        self._outbox.append(request)
-        self._sent_at[request.key] = self._monotonic()
+        it goes out with a later :meth:`collect`, at most :data:`SEND_AHEAD` ahead of the
+        answers, unless its detectors have dropped it by then."""
+        self._outbox.append((weakref.ref(request), self._monotonic()))
         self.sent += 1
 
     def collect(self) -> int:
@@ -155,7 +180,8 @@ class BackgroundSolves:
                 break
             for request, h, error in answers:
                 n += 1
-                self.wait.observe(self._monotonic() - self._sent_at.pop(request.key, 0.0))
+                _, asked = self._in_child.pop(request.key, (request, self._monotonic()))
+                self.wait.observe(self._monotonic() - asked)
                 if h is None:
                     self.failed += 1
                     log.warning("threshold solve %s failed: %s (bound kept)", request.key[0], error)
@@ -165,10 +191,38 @@ class BackgroundSolves:
                 record_solved(request, h)
         if not child.process.is_alive():
             self._give_up(f"exit code {child.process.exitcode}")
-        elif self._outbox:
-            child.requests.put(self._outbox)
-            self._outbox = []
+        else:
+            batch = self._next_batch()
+            if batch:
+                child.requests.put(batch)
         return n
+
+    def _next_batch(self) -> list[SolveRequest]:
+        """The queued requests still wanted, oldest first, up to :data:`SEND_AHEAD`
+        unanswered in the child; those nobody holds any more are dropped on the way, and
+        from the whole queue every :data:`PRUNE_EVERY_S` (the counts stay current without
+        a pass over thousands of requests after every batch)."""
+        batch: list[SolveRequest] = []
+        room = self._send_ahead - len(self._in_child)
+        taken = 0
+        for ref, asked in self._outbox:
+            if len(batch) >= room:
+                break
+            taken += 1
+            request = ref()
+            if request is None:
+                self.superseded += 1
+                continue
+            batch.append(request)
+            self._in_child[request.key] = (request, asked)
+        del self._outbox[:taken]
+        now = self._monotonic()
+        if now - self._pruned_at >= PRUNE_EVERY_S:
+            self._pruned_at = now
+            live = [(ref, asked) for ref, asked in self._outbox if ref() is not None]
+            self.superseded += len(self._outbox) - len(live)
+            self._outbox = live
+        return batch
 
     def _give_up(self, why: str) -> None:
         """The child is gone: solve in the caller from now on. Every request in flight is
@@ -176,6 +230,7 @@ class BackgroundSolves:
         log.error("background threshold solves stopped (%s): solving in the event loop", why)
         self.failed += self.in_flight
         self._outbox, self._closed = [], True
+        self._in_child.clear()
         defer_solves(None)
 
     def close(self) -> None:

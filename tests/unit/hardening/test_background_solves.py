@@ -88,9 +88,41 @@ def test_closed_it_solves_in_place_again(solves: BackgroundSolves) -> None:
     assert h == bernoulli_threshold(0.05, 0.1, 1e4)
 
 
+def test_a_request_nobody_waits_for_is_not_solved(solves: BackgroundSolves) -> None:
+    """A request every detector has replaced (here: nobody kept it) before it was sent is
+    dropped unsolved; the ones still held are answered."""
+    held = [bernoulli_threshold_now(0.004, 0.008, 1e5, rate)[1] for rate in (0.0041, 0.0042)]
+    bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0043)  # its request is dropped at once
+    _collected(solves, 2)
+    assert (solves.sent, solves.answered, solves.superseded, solves.in_flight) == (3, 2, 1, 0)
+    assert all(request is not None and solved(request) is not None for request in held)
+    assert bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0043)[1] is not None  # not solved
+
+
+def test_it_sends_at_most_send_ahead_unanswered() -> None:
+    clear_thresholds()
+    solves = BackgroundSolves(send_ahead=2)
+    solves.install()
+    try:
+        held = [bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0041 + i * 1e-4) for i in range(5)]
+        solves.collect()  # nothing has been answered yet: two go out
+        assert (solves.unsent, solves.in_flight) == (3, 5)
+        _collected(solves, 5)
+        assert (solves.unsent, solves.answered, solves.in_flight) == (0, 5, 0)
+        assert all(
+            request is not None
+            and solved(request) == bernoulli_threshold(0.004, 0.008, 1e5, request.key[4])
+            for _, request in held
+        )
+    finally:
+        solves.close()
+        clear_thresholds()
+
+
 def test_a_child_that_died_hands_the_solves_back(solves: BackgroundSolves) -> None:
-    bernoulli_threshold_now(0.05, 0.1, 1e4)  # starts the child
+    first = bernoulli_threshold_now(0.05, 0.1, 1e4)  # starts the child
     _collected(solves, 1)
+    assert first[1] is not None
     for child in multiprocessing.active_children():
         child.kill()
     bound, request = bernoulli_threshold_now(0.004, 0.008, 1e5, 0.0041)
@@ -108,8 +140,8 @@ def test_the_child_stops_when_the_worker_is_killed(tmp_path: Path) -> None:
     """A worker killed with SIGKILL cannot stop its child: the child sees its parent gone
     and exits (no orphan left solving or waiting)."""
     script = tmp_path / "worker.py"
-    # Answers left unread fill the pipe (over 64 KiB: 300 mean-chart lattices of 100
-    # steps), which must not hold the child's exit.
+    # Answers left unread fill the pipe (over 64 KiB: the first SEND_AHEAD of 300
+    # mean-chart lattices of 100 steps), which must not hold the child's exit.
     script.write_text(
         "import time\n"
         "import numpy as np\n"
@@ -118,9 +150,8 @@ def test_the_child_stops_when_the_worker_is_killed(tmp_path: Path) -> None:
         "if __name__ == '__main__':\n"
         "    solves = BackgroundSolves()\n"
         "    solves.install()\n"
-        "    for i in range(300):\n"
-        "        pmf = np.full(100, 1.0 / 100)\n"
-        "        lattice_threshold_now(pmf, -52, 1e3 + i, 5)\n"
+        "    pmf = np.full(100, 1.0 / 100)\n"
+        "    held = [lattice_threshold_now(pmf, -52, 1e3 + i, 5) for i in range(300)]\n"
         "    solves.collect()\n"
         "    time.sleep(5)\n"
         "    print(solves._child.process.pid, flush=True)\n"
