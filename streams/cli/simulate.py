@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from alerting.clock import parse_duration
+from streams.cli.common import connect
 from streams.contract.jsonl import JSONL_FORMAT
 from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
 from streams.devtools.simulate import Simulator, publish, write_jsonl
@@ -44,7 +45,11 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         help="ground-truth JSON (default: OUT with .truth.json, or ./ground-truth.json)",
     )
     p.add_argument("--rate", type=float, default=0.0, help="Kafka: events/s, 0 = unthrottled")
-    p.add_argument("--broker", default=None, help="Kafka: kafka://host:port (default: config)")
+    p.add_argument(
+        "--broker",
+        default=None,
+        help="Kafka: kafka://host:port (default: config, else the running local broker)",
+    )
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
@@ -94,13 +99,24 @@ def run_simulate(args: argparse.Namespace) -> int:
         truth_path = args.ground_truth or args.out.with_suffix(".truth.json")
     else:
         settings = load_settings(getattr(args, "config", None))
-        broker = args.broker or settings.kafka.broker
-        if not broker:
-            raise ValueError("no Kafka broker: pass --broker, set SENTINEL_BROKER, or use --out")
-        security = settings.kafka.security
-        # A refused login fails here, saying why, not after the producer's retries.
-        check_login(broker.removeprefix("kafka://").replace(";", ",").split(","), security)
-        publish(sim, broker, settings.topics, rate=args.rate, progress=progress, security=security)
+        if args.broker:
+            servers = args.broker.removeprefix("kafka://").replace(";", ",").split(",")
+            # A refused login fails here, saying why, not after the producer's retries.
+            check_login(servers, settings.kafka.security)
+        else:
+            # The configured broker, or the local one that `sentinel run` started.
+            try:
+                settings, servers = connect(settings)
+            except ValueError as exc:
+                raise ValueError(f"{exc}; or pass --broker, or write a file with --out") from exc
+        publish(
+            sim,
+            servers,
+            settings.topics,
+            rate=args.rate,
+            progress=progress,
+            security=settings.kafka.security,
+        )
         truth_path = args.ground_truth or Path("ground-truth.json")
     truth_path.write_text(json.dumps(sim.ground_truth(), indent=2) + "\n", encoding="utf-8")
     if progress is not None:

@@ -605,8 +605,9 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
     secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
 ) -> None:
     """``kafka.broker`` empty and ``kafka.security`` left at PLAINTEXT: the alerting
-    commands fall back to the running local broker and, as ``sentinel run`` does, log in
-    to it as ``local_broker.security = "sasl_ssl"`` says."""
+    commands and ``sentinel simulate`` (the README's way to feed a ``make run`` worker) fall
+    back to the running local broker and, as ``sentinel run`` does, log in to it as
+    ``local_broker.security = "sasl_ssl"`` says."""
     host, _, port = secured_broker.bootstrap.rpartition(":")
     settings = _settings(
         secured_broker,
@@ -623,15 +624,32 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
             "local_broker.sasl_password": secured_broker.password,
         },
     )
-    ran = _run_side_by_side(settings, {"status": ["status"]}, tmp_path / "commands")
-    status = ran["status"]
-    assert status.returncode == 0, status.output
-    assert f"using the local broker on {secured_broker.bootstrap}" in status.stderr
-    assert "Open incidents" in status.stdout
-    assert secured_broker.password not in status.output
+    ran = _run_side_by_side(
+        settings,
+        {
+            "status": ["status"],
+            "simulate": ["simulate", "--duration", "10m", "--events-per-hour", "300",
+                         "--ground-truth", str(tmp_path / "truth.json")],
+        },
+        tmp_path / "commands",
+    )  # fmt: skip
+    for result in ran.values():
+        assert result.returncode == 0, result.output
+        assert f"using the local broker on {secured_broker.bootstrap}" in result.stderr
+        assert secured_broker.password not in result.output
+    assert "Open incidents" in ran["status"].stdout
+    published = int(ran["simulate"].stderr.split(" events published")[0].rsplit(" ", 1)[1])
+    recorded = sum(
+        len(read_topic_to_end(secured_broker.bootstrap, topic, security=secured_broker.kwargs()))
+        for topic in (settings.topics.inputs, settings.topics.outputs, settings.topics.feedback,
+                      settings.topics.evaluations)
+    )  # fmt: skip
+    assert published > 0
+    assert recorded == published
     print(
-        "checked: with no broker configured, sentinel status logs in to the local SASL_SSL "
-        "broker with its local_broker credentials and CA"
+        "checked: with no broker configured, sentinel status and sentinel simulate log in to "
+        f"the local SASL_SSL broker with its local_broker credentials and CA ({published} "
+        "events published and read back)"
     )
 
 

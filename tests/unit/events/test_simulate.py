@@ -16,6 +16,7 @@ from streams.cli.main import main
 from streams.contract.decode import DeadLetter
 from streams.contract.events import Feedback, InferenceInput, InferenceOutput, parse_event
 from streams.contract.jsonl import read_records
+from streams.devtools.broker import free_port
 from streams.devtools.scenario import Scenario, parse_injection
 from streams.devtools.simulate import Simulator, write_jsonl
 
@@ -166,3 +167,20 @@ def test_scenario_file(tmp_path: Path) -> None:
     truth = json.loads(out.with_suffix(".truth.json").read_text())
     assert truth["injections"][0]["type"] == "input_drift"
     assert truth["injections"][0]["start"] == "2025-01-06T00:10:00Z"
+
+
+def test_with_no_broker_anywhere_publishing_says_what_to_do(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No broker configured and no local broker running (its port is free): exit 2 with
+    every way out, and no ground-truth file claiming events were published."""
+    monkeypatch.delenv("SENTINEL_BROKER", raising=False)
+    monkeypatch.setenv("SENTINEL_LOCAL_BROKER__PORT", str(free_port()))
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--duration", "10m", "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert "no local broker running" in err
+    assert "'sentinel kafka up'" in err
+    assert "--broker" in err
+    assert "--out" in err
+    assert not (tmp_path / "ground-truth.json").exists()
