@@ -340,7 +340,6 @@ def _time_workers(
             _counter(port, 'sentinel_threshold_solves_total{outcome="superseded"}')
             for port in ports
         ]
-        unanswered = [_counter(port, "sentinel_threshold_solves_in_flight") for port in ports]
         waits = [
             _counter(port, "sentinel_threshold_solve_wait_seconds_sum")
             / max(1.0, _counter(port, "sentinel_threshold_solve_wait_seconds_count"))

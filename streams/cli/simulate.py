@@ -16,7 +16,6 @@ from streams.cli.common import connect
 from streams.contract.jsonl import JSONL_FORMAT
 from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
 from streams.devtools.simulate import Simulator, publish, write_jsonl
-from streams.kafka.security import check_login
 from streams.settings import load_settings
 
 
@@ -100,15 +99,15 @@ def run_simulate(args: argparse.Namespace) -> int:
     else:
         settings = load_settings(getattr(args, "config", None))
         if args.broker:
-            servers = args.broker.removeprefix("kafka://").replace(";", ",").split(",")
-            # A refused login fails here, saying why, not after the producer's retries.
-            check_login(servers, settings.kafka.security)
-        else:
-            # The configured broker, or the local one that `sentinel run` started.
-            try:
-                settings, servers = connect(settings)
-            except ValueError as exc:
-                raise ValueError(f"{exc}; or pass --broker, or write a file with --out") from exc
+            broker = args.broker.replace(",", ";")  # either separator, as before
+            kafka = settings.kafka.model_copy(update={"broker": broker})
+            settings = settings.model_copy(update={"kafka": kafka})
+        # --broker, the configured broker, or the local one that `sentinel run` started;
+        # a refused login fails here, saying why, not after the producer's retries.
+        try:
+            settings, servers = connect(settings)
+        except ValueError as exc:
+            raise ValueError(f"{exc}; or pass --broker, or write a file with --out") from exc
         publish(
             sim,
             servers,
