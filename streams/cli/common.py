@@ -188,6 +188,16 @@ def connect(settings: Settings) -> tuple[Settings, list[str]]:
     return settings, servers
 
 
+def connected(settings: Settings) -> Settings:
+    """:func:`connect`'s settings, with ``kafka.broker`` naming the brokers it found, for
+    the parts that read the broker from the settings (history readers, the console)."""
+    settings, servers = connect(settings)
+    if settings.kafka.broker:
+        return settings
+    kafka = settings.kafka.model_copy(update={"broker": "kafka://" + ";".join(servers)})
+    return settings.model_copy(update={"kafka": kafka})
+
+
 def client_security(settings: Settings) -> dict[str, Any]:
     """kafka-python security arguments for every client these commands build (holds the
     password: pass on, never print)."""
@@ -204,23 +214,6 @@ def setup_logging(level: str) -> None:
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("alerting").setLevel(level.upper())
     logging.getLogger("kafka").setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
-
-
-def kafka_errors(handler: Callable[[argparse.Namespace], int]) -> Callable[..., int]:
-    def wrapped(args: argparse.Namespace) -> int:
-        from kafka.errors import KafkaError
-
-        try:
-            return handler(args)
-        except KafkaError as exc:
-            say(f"Kafka: {type(exc).__name__}: {exc}")
-            return 1
-        except TimeoutError as exc:
-            say(f"Kafka: {exc}")
-            return 1
-
-    wrapped.__doc__ = handler.__doc__
-    return wrapped
 
 
 def ensure_service_topics(settings: Settings, bootstrap: list[str]) -> None:

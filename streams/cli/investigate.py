@@ -20,11 +20,13 @@ from typing import IO, Any
 
 from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent, Severity, iso_utc
-from streams.cli.common import parse_time, say, settings_of
+from streams.cli.common import connected, parse_time, say, settings_of
 from streams.settings import Settings, load_settings
 
 
 def _history(settings: Settings) -> Any:
+    """A history reader on ``settings``' broker; the settings come from :func:`connected`,
+    so a running local broker serves when none is configured, as for every command."""
     from streams.investigation.kafka_read import KafkaHistory
 
     return KafkaHistory(settings)
@@ -69,7 +71,7 @@ def cmd_incidents(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> i
         until=parse_time(args.until, now) if args.until else None,
         status=args.status,
     )
-    settings = settings_of(args)
+    settings = connected(settings_of(args))
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
         log = read_incident_log(history, topic)
@@ -96,7 +98,7 @@ def cmd_investigate(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) ->
     lookback = parse_duration(args.lookback)
     if args.limit < 0:
         raise ValueError("--limit must be >= 0")
-    settings = settings_of(args)
+    settings = connected(settings_of(args))
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
         events = _incident_events(settings, history, topic, args.incident_id)
@@ -134,7 +136,7 @@ def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> 
         render_postmortem,
     )
 
-    settings = settings_of(args)
+    settings = connected(settings_of(args))
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
         events = _incident_events(settings, history, topic, args.incident_id)
@@ -219,14 +221,14 @@ def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> in
             raise ValueError(f"input file not found: {args.input}") from None
         result = backtest_lines(lines, baseline, candidate, clock=clock)
     else:
-        if args.start is None or args.end is None:
-            raise ValueError("backtest over Kafka needs --from and --to (or --input FILE)")
+        if args.start is None:
+            raise ValueError("backtest over Kafka needs --from TIME (or --input FILE)")
         now = clock.now()
         result = backtest_kafka(
-            baseline,
+            connected(baseline),
             candidate,
             parse_time(args.start, now),
-            parse_time(args.end, now),
+            parse_time(args.end or "now", now),
             progress=not args.no_progress and sys.stderr.isatty(),
             clock=clock,
         )
@@ -249,7 +251,9 @@ def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> in
 def add_replay_history_arguments(parser: argparse.ArgumentParser) -> None:
     """``--from/--to/--shadow-topic`` for ``sentinel replay`` (Kafka-history mode)."""
     parser.add_argument("--from", dest="start", default=None, help="replay Kafka from TIME")
-    parser.add_argument("--to", dest="end", default=None, help="... up to TIME (exclusive)")
+    parser.add_argument(
+        "--to", dest="end", default=None, help="... up to TIME (exclusive; default: now)"
+    )
     parser.add_argument(
         "--shadow-topic", default=None, help="also produce replayed incidents to this topic"
     )
@@ -265,11 +269,13 @@ def run_replay_history(
     """The Kafka-history half of ``sentinel replay``; ``args`` from the arguments above."""
     from streams.investigation.history import replay_from_kafka
 
+    if args.start is None:
+        raise ValueError("--to needs --from TIME: where the replayed history starts")
     now = clock.now()
     result = replay_from_kafka(
-        settings,
+        connected(settings),
         parse_time(args.start, now),
-        parse_time(args.end, now),
+        parse_time(args.end or "now", now),
         output=output,
         shadow_topic=args.shadow_topic,
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
@@ -326,7 +332,7 @@ def register(sub: Any) -> None:
 
     p = sub.add_parser("backtest", help="compare two configurations over the same history")
     p.add_argument("--from", dest="start", help="Kafka history from TIME")
-    p.add_argument("--to", dest="end", help="... up to TIME (exclusive)")
+    p.add_argument("--to", dest="end", help="... up to TIME (exclusive; default: now)")
     p.add_argument("--input", type=Path, help="a JSONL events file instead of Kafka")
     p.add_argument(
         "--config", dest="backtest_config", type=Path, help="baseline config A (default: current)"

@@ -16,6 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kafka.errors import KafkaError
 from pydantic import ValidationError
 
 from streams.cli.common import say, settings_of
@@ -179,6 +180,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KafkaLoginError as exc:
         say(f"Kafka login refused: {exc}")
+        return 1
+    except (KafkaError, TimeoutError) as exc:
+        # An unreachable broker: one line, as for every other bad input, not a traceback.
+        name, detail = type(exc).__name__, str(exc)
+        say(f"Kafka: {detail if detail.startswith(name) else f'{name}: {detail}'}")
         return 1
     except KeyboardInterrupt:
         return 130

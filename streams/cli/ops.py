@@ -61,7 +61,6 @@ from streams.cli.common import (
     connect,
     counts,
     ensure_service_topics,
-    kafka_errors,
     say,
     settings_of,
     setup_logging,
@@ -406,7 +405,7 @@ def register(sub: Any) -> None:
     )
     notify.add_argument("--group-id", help="consumer group (default: <app_id>-notify-<sink>)")
     add_stop_options(notify)
-    notify.set_defaults(handler=kafka_errors(cmd_notify))
+    notify.set_defaults(handler=cmd_notify)
 
     contain = sub.add_parser(
         "contain", help="publish playbook containment for alerts to the control topic"
@@ -418,7 +417,7 @@ def register(sub: Any) -> None:
     )
     contain.add_argument("--group-id", help="consumer group (default: <app_id>-containment)")
     add_stop_options(contain)
-    contain.set_defaults(handler=kafka_errors(cmd_contain))
+    contain.set_defaults(handler=cmd_contain)
 
     status = sub.add_parser(
         "status",
@@ -431,7 +430,7 @@ def register(sub: Any) -> None:
         help="the worker's web endpoint for /readyz "
         "(default http://<worker.web_host>:<worker.web_port>)",
     )
-    status.set_defaults(handler=kafka_errors(cmd_status))
+    status.set_defaults(handler=cmd_status)
 
     silence = sub.add_parser("silence", help="add, list or expire runtime silences")
     ssub = silence.add_subparsers(dest="silence_action", required=True, metavar="ACTION")
@@ -452,7 +451,7 @@ def register(sub: Any) -> None:
     exp.add_argument("id")
     for p in (add, lst, exp):
         add_common(p)
-        p.set_defaults(handler=kafka_errors(cmd_silence))
+        p.set_defaults(handler=cmd_silence)
 
 
 __all__ = ["register"]

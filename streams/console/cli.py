@@ -147,13 +147,12 @@ def ensure_console_topics(settings: Settings, servers: list[str]) -> None:
         admin.close()
 
 
-def build_console(settings: Settings, servers: list[str]) -> tuple[Console, Any]:
-    """The console's parts on a live broker; returns it and the producer to close."""
+def build_console(settings: Settings) -> tuple[Console, Any]:
+    """The console's parts on the live broker that ``settings`` name; returns it and the
+    producer to close."""
     from kafka import KafkaProducer
 
-    if not settings.kafka.broker:
-        kafka = settings.kafka.model_copy(update={"broker": "kafka://" + ";".join(servers)})
-        settings = settings.model_copy(update={"kafka": kafka})
+    servers = settings.kafka.bootstrap_servers
     state = ConsoleState(Sources.of(settings))
     follower = Follower(state, kafka_consumer_factory(settings, servers))
     producer = KafkaProducer(
@@ -188,7 +187,7 @@ def cmd_console(args: argparse.Namespace) -> int:
         return 0
     import uvicorn
 
-    from streams.cli.common import connect, ensure_service_topics, setup_logging
+    from streams.cli.common import connected, ensure_service_topics, setup_logging
 
     setup_logging(args.log_level)
     settings = load_settings(getattr(args, "config", None))
@@ -202,10 +201,11 @@ def cmd_console(args: argparse.Namespace) -> int:
     for path in filter(None, (cfg.tls_certfile, cfg.tls_keyfile)):
         if not Path(path).is_file():
             raise ConfigError(f"console TLS file not found: {path}")
-    settings, servers = connect(settings)
+    settings = connected(settings)
+    servers = settings.kafka.bootstrap_servers
     ensure_service_topics(settings, servers)
     ensure_console_topics(settings, servers)
-    console, producer = build_console(settings, servers)
+    console, producer = build_console(settings)
     host = args.host or cfg.host
     port = args.port if args.port is not None else cfg.port
     scheme = "https" if cfg.tls_certfile else "http"
@@ -236,8 +236,6 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``console`` to the ``sentinel`` subparsers ``sub``."""
-    from streams.cli.common import kafka_errors
-
     p = sub.add_parser("console", help="serve the operator web console")
     p.add_argument("--host", help="bind address (default: console.host)")
     p.add_argument("--port", type=int, help="port (default: console.port)")
@@ -247,4 +245,4 @@ def register(sub: Any) -> None:
         help="read a password (stdin or prompt) and print its hash for [[console.users]]",
     )
     p.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default="info")
-    p.set_defaults(handler=kafka_errors(cmd_console))
+    p.set_defaults(handler=cmd_console)

@@ -8,7 +8,8 @@ so it works while the worker is down (then the committed offsets are where it st
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -31,17 +32,40 @@ class PartitionLag:
         return max(0, self.end - (self.committed or 0))
 
 
+COORDINATOR_WAIT_S = 20.0
+"""How long to retry a group's offsets while the broker answers with a retriable error."""
+
+
 def group_lag(
-    bootstrap: Sequence[str], security: ClientSecurity, group: str, topics: Iterable[str]
+    bootstrap: Sequence[str],
+    security: ClientSecurity,
+    group: str,
+    topics: Iterable[str],
+    *,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
 ) -> list[PartitionLag]:
     """Lag of consumer group ``group`` on every partition of ``topics`` (a topic that does
-    not exist is left out), in topic then partition order."""
+    not exist is left out), in topic then partition order.
+
+    A young broker answers the first group request with ``CoordinatorNotAvailable`` while
+    it creates ``__consumer_offsets``; retriable errors like it are retried for up to
+    :data:`COORDINATOR_WAIT_S`, so ``sentinel status`` right after ``kafka up`` works."""
     from kafka import TopicPartition
+    from kafka.errors import KafkaError
 
     admin = clients.admin(bootstrap, security)
+    deadline = monotonic() + COORDINATOR_WAIT_S
     try:
-        # kafka-python 3.0: group id -> {TopicPartition: OffsetAndMetadata}
-        committed: dict[Any, Any] = admin.list_group_offsets(group).get(group, {})
+        while True:
+            try:
+                # kafka-python 3.0: group id -> {TopicPartition: OffsetAndMetadata}
+                committed: dict[Any, Any] = admin.list_group_offsets(group).get(group, {})
+                break
+            except KafkaError as exc:
+                if not exc.retriable or monotonic() >= deadline:
+                    raise
+                sleep(0.5)
     finally:
         admin.close()
     reader = clients.consumer(bootstrap, security, group_id=None, enable_auto_commit=False)

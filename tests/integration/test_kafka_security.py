@@ -605,8 +605,9 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
     secured_broker: SecuredBroker, tmp_path: Path, unique_name: str
 ) -> None:
     """``kafka.broker`` empty and ``kafka.security`` left at PLAINTEXT: the alerting
-    commands and ``sentinel simulate`` (the README's way to feed a ``make run`` worker) fall
-    back to the running local broker and, as ``sentinel run`` does, log in to it as
+    commands, ``sentinel simulate`` (the README's way to feed a ``make run`` worker) and the
+    analysts' history readers (``incidents``, ``replay --from``) fall back to the running
+    local broker and, as ``sentinel run`` does, log in to it as
     ``local_broker.security = "sasl_ssl"`` says."""
     host, _, port = secured_broker.bootstrap.rpartition(":")
     settings = _settings(
@@ -630,6 +631,8 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
             "status": ["status"],
             "simulate": ["simulate", "--duration", "10m", "--events-per-hour", "300",
                          "--ground-truth", str(tmp_path / "truth.json")],
+            "incidents": ["incidents"],
+            "replay": ["replay", "--from", "now-1h", "--output", str(tmp_path / "r.jsonl")],
         },
         tmp_path / "commands",
     )  # fmt: skip
@@ -638,6 +641,8 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
         assert f"using the local broker on {secured_broker.bootstrap}" in result.stderr
         assert secured_broker.password not in result.output
     assert "Open incidents" in ran["status"].stdout
+    assert " incidents on " in ran["incidents"].stderr
+    assert " records, " in ran["replay"].stderr
     published = int(ran["simulate"].stderr.split(" events published")[0].rsplit(" ", 1)[1])
     recorded = sum(
         len(read_topic_to_end(secured_broker.bootstrap, topic, security=secured_broker.kwargs()))
@@ -647,7 +652,8 @@ def test_with_no_broker_configured_commands_log_in_to_the_secured_local_broker(
     assert published > 0
     assert recorded == published
     print(
-        "checked: with no broker configured, sentinel status and sentinel simulate log in to "
+        "checked: with no broker configured, sentinel status, simulate, incidents and replay "
+        "--from log in to "
         f"the local SASL_SSL broker with its local_broker credentials and CA ({published} "
         "events published and read back)"
     )

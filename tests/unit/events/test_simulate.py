@@ -184,3 +184,36 @@ def test_with_no_broker_anywhere_publishing_says_what_to_do(
     assert "--broker" in err
     assert "--out" in err
     assert not (tmp_path / "ground-truth.json").exists()
+
+
+@pytest.mark.slow
+def test_a_broker_that_does_not_answer_is_one_line_not_a_traceback(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A configured broker nobody listens on: after the client's bootstrap timeout (30 s),
+    exit 1 with one line naming the broker (before, a kafka-python traceback), and no
+    ground-truth file claiming events were published. Every command shares this handler
+    (``streams.cli.main.main``)."""
+    monkeypatch.setenv("SENTINEL_BROKER", f"kafka://127.0.0.1:{free_port()}")
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--duration", "10m", "--quiet"]) == 1
+    err = capsys.readouterr().err
+    assert "sentinel: Kafka: KafkaTimeoutError: Unable to bootstrap from ['127.0.0.1:" in err
+    assert "Traceback" not in err
+    assert not (tmp_path / "ground-truth.json").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["replay", "--to", "now"], "--to needs --from TIME"),
+        (["backtest", "--to", "now", "--compare", "config/sentinel.toml"], "needs --from TIME"),
+    ],
+    ids=["replay", "backtest"],
+)
+def test_kafka_history_without_a_start_says_so(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--to`` alone is a bad range (exit 2, no traceback); ``--to`` left out means now."""
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
