@@ -61,7 +61,9 @@ _SSN: Final = (
     r"(?!0000)\d{4}(?![\w-]))"
 )
 _PHONE: Final = (
-    r"(?P<phone>(?<![\w+])\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
+    # "+1.4652345": a signed decimal, not a phone ("+1.415.555.2671" still is one)
+    r"(?P<phone>(?<![\w+])(?!\+\d{1,3}\.\d{5,}(?![\d]*[ .-]\d))"
+    r"\+\d{1,3}(?:[ .-]?\(?\d{1,4}\)?){2,5}(?!\w)"
     r"|(?<![\w(])(?:\(\d{3}\)\s?|\d{3}[ .-])\d{3}[ .-]\d{4}(?!\w))"
 )
 
@@ -86,8 +88,9 @@ _PATTERN: Final = re.compile(
             _SSN,
             r"(?P<iban>\b[A-Z]{2}\d{2}"  # compact, or in groups of four
             r"(?:[A-Z0-9]{11,30}|(?: [A-Z0-9]{4}){2,7}(?: [A-Z0-9]{1,3})?)\b)",
-            # not an email's local part, nor an IPv4 address's first octet
-            r"(?P<card>(?<![\w+])\d(?:[ -]?\d){12,}(?![\w@]|\.\d{1,3}\.\d))",
+            # not an email's local part, nor an IPv4 address's first octet, nor the
+            # fraction of a decimal number ("0.4111111111111111")
+            r"(?P<card>(?<![\w+])(?<!\d\.)\d(?:[ -]?\d){12,}(?![\w@]|\.\d{1,3}\.\d))",
             _PHONE,
             rf"(?P<hex>\b[0-9A-Fa-f]{{{HEX_ID_MAX + 1},}}\b)",
             r"(?P<b64>(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{40,}={0,2})",

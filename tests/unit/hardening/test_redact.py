@@ -33,6 +33,8 @@ CARDS = ["4111 1111 1111 1111", "5500-0000-0000-0004", "378282246310005", "60111
     [
         ("write to bob.smith+x@example.co.uk now", f"write to {EMAIL} now"),
         ("call +1 415 555 2671 or (415) 555-2671", f"call {PHONE} or {PHONE}"),
+        ("call +1.415.555.2671 or +44 20 7946 0958", f"call {PHONE} or {PHONE}"),
+        ("card 4111111111111111.", f"card {CARD}."),
         ("from 192.168.10.254:9092", f"from {IP}:9092"),
         ("key sk-proj-AbCdEf0123456789xyz", f"key {SECRET}"),
         ("aws AKIAIOSFODNN7EXAMPLE", f"aws {SECRET}"),
@@ -84,6 +86,11 @@ def test_cards_pass_luhn_and_are_redacted(card: str) -> None:
         ),  # never issued
         "DE89 3704 0044 0532 0130 01",  # IBAN check fails
         "date 2025-01-06 and 123-45-67890",
+        # decimals in the worker's own log lines (a Luhn-valid fraction; a signed drift)
+        "Timer commit is overlapping (interval=2.8 runtime=4.4111111111111111)",
+        "producer flush took 0.378282246310005",
+        "drift of +1.4652345678901234 sd",
+        "shift -0.4111111111111111 and +12.0000000000",
     ],
 )
 def test_ordinary_operational_text_survives(text: str) -> None:
