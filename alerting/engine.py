@@ -432,15 +432,21 @@ class IncidentEngine:
                 rec.status = IncidentStatus.RESOLVED
                 rec.resolved_at = now
                 events += self._emit(rec, IncidentAction.RESOLVE, now, why)
-            elif now >= rec.deadline_at and not rec.escalated:
+            elif now >= rec.deadline_at and not rec.escalated and rec.recovered_at is None:
+                # Not while every probe reads back at baseline (resolving): that is not
+                # "not recovered by the deadline"; a probe that alarms again escalates it.
                 rec.escalated = True
                 rec.status = IncidentStatus.ESCALATED
                 old = rec.severity
                 rec.severity = Severity.from_rank(old.rank - 1)
                 pb_name = rec.playbook.name if rec.playbook else "policy default"
+                change = (
+                    f"{old.value} -> {rec.severity.value}"
+                    if rec.severity != old
+                    else f"{old.value}, the highest severity already"
+                )
                 reason = (
-                    f"{ESCALATION_REASON} {pb_name} deadline "
-                    f"({iso_utc(rec.deadline_at)}): {old.value} -> {rec.severity.value}"
+                    f"{ESCALATION_REASON} {pb_name} deadline ({iso_utc(rec.deadline_at)}): {change}"
                 )
                 rec.severity_reasons = (*rec.severity_reasons, reason)
                 events += self._emit(rec, IncidentAction.UPDATE, now, f"escalated: {reason}")

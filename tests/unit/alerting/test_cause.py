@@ -6,7 +6,7 @@ import json
 
 from alerting.cause import Reading, localize, same_cause
 from alerting.engine import IncidentEngine
-from alerting.model import IncidentAction, Labels, Localization, Probe
+from alerting.model import IncidentAction, IncidentStatus, Labels, Localization, Probe, Severity
 from detectors.base import Excess, SignalKind
 
 from .helpers import T0, detection, minutes, playbooks, policy, signal
@@ -210,6 +210,37 @@ def test_incident_stays_open_while_its_probe_is_alarmed_and_resolves_after_recov
     assert again.incident_id == t.incident_id
     assert again.note.startswith("reopened")
     assert again.severity.rank <= t.severity.rank  # never silently drops
+
+
+def test_an_incident_back_at_baseline_by_its_deadline_is_not_escalated() -> None:
+    """The toxicity playbook's deadline is 30 min: a probe back at baseline by then means
+    the incident is resolving, not "not recovered"; if it alarms again, it escalates."""
+    eng = grouping_engine()
+    acme = lb(tenant="acme")
+    eng.observe(localized(acme, 0, key=acme, sig=tox()))  # type: ignore[arg-type]
+    [probe] = eng.probes()
+    assert eng.tick(T0 + minutes(20), {probe.id: False}) == []
+    assert eng.tick(T0 + minutes(31), {probe.id: False}) == []
+    [esc] = eng.tick(T0 + minutes(32), {probe.id: True})
+    assert esc.action == IncidentAction.UPDATE
+    assert esc.status == IncidentStatus.ESCALATED
+    assert "deadline" in esc.severity_reasons[-1]
+
+
+def test_escalating_a_sev1_says_it_stays_sev1() -> None:
+    """A critical category pages at SEV1; its escalation cannot raise it (it used to say
+    "SEV1 -> SEV1")."""
+    eng = grouping_engine()
+    acme = lb(tenant="acme")
+    [t] = eng.observe(localized(acme, 0, key=acme, sig=tox("self_harm")))  # type: ignore[arg-type]
+    assert t.severity == Severity.SEV1
+    [probe] = eng.probes()
+    for m in (10, 20, 30):
+        eng.tick(T0 + minutes(m), {probe.id: True})
+    [inc] = eng.incidents()
+    assert inc.status == IncidentStatus.ESCALATED
+    assert inc.severity == Severity.SEV1
+    assert inc.severity_reasons[-1].endswith("SEV1, the highest severity already")
 
 
 def test_grouped_state_round_trips_through_json() -> None:
