@@ -7,7 +7,7 @@ import json
 import sys
 import time
 import tomllib
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +15,7 @@ from alerting.clock import parse_duration
 from streams.cli.common import connect
 from streams.contract.jsonl import JSONL_FORMAT
 from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
+from streams.devtools.sim_requests import TRAIL_S
 from streams.devtools.simulate import Simulator, publish, write_jsonl
 from streams.settings import load_settings
 
@@ -76,14 +77,21 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
     return Scenario.model_validate(data)
 
 
+def ending_by(scenario: Scenario, now: datetime) -> Scenario:
+    """``scenario`` moved so that its events end by ``now``: to Kafka, as a worker
+    dead-letters events older than ``detection.max_past_hours`` (the fixed default start
+    is for reproducible files) and more than a few minutes in the future. The simulated
+    period ends :data:`TRAIL_S` before ``now``, so that its last feedback and evaluations
+    are not in the future either."""
+    end = now - timedelta(seconds=TRAIL_S)
+    return scenario.model_copy(update={"start": end - scenario.duration})
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler for ``sentinel simulate`` (namespace from :func:`add_simulate_arguments`)."""
     scenario = scenario_from_args(args)
     if args.out is None and args.start is None and args.scenario is None:
-        # To Kafka, event time ends now: a worker dead-letters events older than
-        # detection.max_past_hours, and the fixed default start is for reproducible files.
-        now = datetime.now(UTC)
-        scenario = scenario.model_copy(update={"start": now - scenario.duration})
+        scenario = ending_by(scenario, datetime.now(UTC))
     sim = Simulator(scenario)
     progress = None if args.quiet else sys.stderr
     if args.out is not None:

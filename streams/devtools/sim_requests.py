@@ -11,12 +11,19 @@ the output (the same seed gives the same stream byte for byte): never reorder th
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 import numpy as np
 import numpy.typing as npt
 
 from streams.devtools.scenario import HARM_CATEGORIES, Injection, Scenario
+
+FEEDBACK_DELAY_S: Final = (60.0, 1800.0)
+"""Feedback follows its output by a uniform delay in this range (seconds)."""
+EVALUATION_DELAY_S: Final = (30.0, 600.0)
+"""An evaluation follows its output by a uniform delay in this range (seconds)."""
+TRAIL_S: Final = max(FEEDBACK_DELAY_S[1], EVALUATION_DELAY_S[1])
+"""How far the last feedback or evaluation can fall after the simulated period ends."""
 
 Array = npt.NDArray[Any]
 
@@ -211,14 +218,14 @@ def draw(s: Scenario, rng: np.random.Generator, traffic: Traffic, eff: Effects) 
     )
     has_fb = rng.random(n) < s.feedback_rate
     negative = rng.random(n) < p_neg
-    fb_delay = rng.uniform(60.0, 1800.0, n)
+    fb_delay = rng.uniform(*FEEDBACK_DELAY_S, n)
     fb_is_vote = rng.random(n) < 0.85
     fb_named = rng.random(n) < 0.5
     rating = np.where(
         negative, rng.integers(1, 3, n), rng.choice([3, 4, 5], size=n, p=[0.15, 0.35, 0.5])
     )
     has_eval = is_llm & (rng.random(n) < s.evaluation_rate)
-    ev_delay = rng.uniform(30.0, 600.0, n)
+    ev_delay = rng.uniform(*EVALUATION_DELAY_S, n)
     judge = np.clip(ground + rng.normal(0.0, 0.05, n) + eff.judge_shift, 0.0, 1.0)
     return Draws(
         prompt_tokens, retrieval, channel, docs, injected, emb, conf, mod, inj_score,

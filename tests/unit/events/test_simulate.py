@@ -13,6 +13,7 @@ import pytest
 
 from alerting.clock import parse_duration
 from streams.cli.main import main
+from streams.cli.simulate import ending_by
 from streams.contract.decode import DeadLetter
 from streams.contract.events import Feedback, InferenceInput, InferenceOutput, parse_event
 from streams.contract.jsonl import read_records
@@ -217,3 +218,17 @@ def test_kafka_history_without_a_start_says_so(
     """``--to`` alone is a bad range (exit 2, no traceback); ``--to`` left out means now."""
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_published_traffic_ends_by_now_feedback_and_evaluations_included() -> None:
+    """``sentinel simulate`` to Kafka moves the scenario to end by the wall clock: no event
+    (feedback trails its output by up to 30 min) is stamped after now, which the worker
+    would dead-letter as ``future_timestamp``; the traffic still runs up to TRAIL_S
+    before now."""
+    now = datetime(2026, 12, 1, 20, 0, tzinfo=UTC)
+    scenario = ending_by(Scenario(seed=3, duration=parse_duration("2h"), events_per_hour=3600), now)
+    text, _ = _run(scenario)
+    stamps = [json.loads(line)["timestamp"] for line in text.splitlines()]
+    times = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in stamps]
+    assert max(times) <= now
+    assert max(times) >= now - timedelta(minutes=31)
