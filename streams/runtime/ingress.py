@@ -88,6 +88,10 @@ class Ingress:
     stats: IngressStats
 
 
+DEAD_LETTER_TICK_S: Final = 1.0
+"""Seconds between looks at whether the dead-letter log's summary is due."""
+
+
 def register_ingress(
     app: faust.App,
     settings: Settings,
@@ -121,6 +125,17 @@ def register_ingress(
     body = _IngressAgent(handle, dlq, kinds, limits, clock, counters)
     fun = body.batches if isinstance(app, BatchApp) else body.records
     agent = app.agent(source, name=agent_name, concurrency=1)(fun)
+
+    # The dead-letter log's summary is due at the end of its interval, whether or not
+    # another batch comes then, and what it still holds is summarised at shutdown.
+    async def summarise_dead_letters() -> None:
+        body.dead_log.tick(clock.now())
+
+    def flush_dead_letters(sender: Any, /, *args: Any, **kwargs: Any) -> None:
+        body.dead_log.flush(clock.now())
+
+    app.timer(DEAD_LETTER_TICK_S)(summarise_dead_letters)
+    app.on_before_shutdown.connect(flush_dead_letters)
     return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
 
 

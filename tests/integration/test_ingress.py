@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -176,7 +177,8 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
             timeout_s=150,
             proc=proc,
         )
-    worker_log = log_path.read_text(errors="replace")[-4000:]
+    full_log = log_path.read_text(errors="replace")
+    worker_log = full_log[-4000:]
 
     events = [parse_event(value) for _, value in got[validated]]
     assert sorted(e.request_id for e in events) == [r for r in good_ids if r != REFUSED], worker_log
@@ -199,6 +201,15 @@ def test_poison_goes_to_dead_letter_and_good_records_flow(
         assert letter.key_b64 is not None
         expected_key = REFUSED.encode() if reason == "handler_error" else b"bad-"
         assert base64.b64decode(letter.key_b64).startswith(expected_key)
+
+    # The log names the first rejected record and summarises the rest, by the end of the
+    # interval or at shutdown at the latest, whether or not another batch came (the
+    # handler_error is logged with its traceback instead).
+    named = re.findall(r"dead-lettered \S+@\d+: ", full_log)
+    summarised = [int(n) for n in re.findall(r"dead-lettered (\d+) more record", full_log)]
+    rejected = sum(reason != "handler_error" for reason, _ in expected_dead.values())
+    assert named, worker_log
+    assert len(named) + sum(summarised) == rejected, worker_log
 
 
 if __name__ == "__main__":  # pragma: no cover
