@@ -16,12 +16,15 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent, Severity, iso_utc
 from streams.cli.common import connected, parse_time, say, settings_of
 from streams.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from streams.investigation.history import BacktestResult
 
 
 def _history(settings: Settings) -> Any:
@@ -206,12 +209,12 @@ def format_backtest(result: Any) -> str:
     return (format_table(headers, rows) if rows else "no incidents in either run") + "\n" + summary
 
 
-def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
+def _backtest(
+    args: argparse.Namespace, baseline: Settings, candidate: Settings, clock: Clock
+) -> BacktestResult:
+    """The two configurations over ``--input`` or over Kafka history ``--from``/``--to``."""
     from streams.investigation.history import backtest_kafka, backtest_lines
 
-    base_path: Path | None = args.backtest_config or getattr(args, "config", None)
-    baseline = load_settings(base_path)
-    candidate = load_settings(args.compare)
     if args.input is not None:
         if args.start is not None or args.end is not None:
             raise ValueError("--input replays a file: --from/--to apply to Kafka history only")
@@ -219,19 +222,28 @@ def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> in
             lines = args.input.read_bytes().splitlines()
         except FileNotFoundError:
             raise ValueError(f"input file not found: {args.input}") from None
-        result = backtest_lines(lines, baseline, candidate, clock=clock)
-    else:
-        if args.start is None:
-            raise ValueError("backtest over Kafka needs --from TIME (or --input FILE)")
-        now = clock.now()
-        result = backtest_kafka(
-            connected(baseline),
-            candidate,
-            parse_time(args.start, now),
-            parse_time(args.end or "now", now),
-            progress=not args.no_progress and sys.stderr.isatty(),
-            clock=clock,
-        )
+        return backtest_lines(lines, baseline, candidate, clock=clock)
+    if args.start is None:
+        raise ValueError("backtest over Kafka needs --from TIME (or --input FILE)")
+    now = clock.now()
+    return backtest_kafka(
+        connected(baseline),
+        candidate,
+        parse_time(args.start, now),
+        parse_time(args.end or "now", now),
+        progress=not args.no_progress and sys.stderr.isatty(),
+        clock=clock,
+    )
+
+
+def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> int:
+    from streams.pipeline.calibration import kept_calibrations
+
+    base_path: Path | None = args.backtest_config or getattr(args, "config", None)
+    baseline = load_settings(base_path)
+    candidate = load_settings(args.compare)
+    with kept_calibrations(baseline):
+        result = _backtest(args, baseline, candidate, clock)
     print(format_backtest(result))
     if args.output is not None:
         report = {

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from streams.cli.investigate import add_replay_history_arguments, run_replay_history
-from streams.pipeline.calibration import calibrations_path, load_calibrations, save_calibrations
+from streams.pipeline.calibration import kept_calibrations
 from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, load_settings
 
@@ -55,7 +55,7 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
     if getattr(args, "start", None) or getattr(args, "end", None):
         if args.input is not None:
             raise ValueError("give either --input FILE or --from/--to, not both")
-        with _open_out(args.output) as sink:
+        with kept_calibrations(settings), _open_out(args.output) as sink:
             return run_replay_history(args, settings, sink)
     if args.input is None:
         raise ValueError("give --input FILE (or -), or --from TIME --to TIME to replay Kafka")
@@ -65,10 +65,9 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
         from tqdm import tqdm
 
         progress = tqdm(unit=" events", unit_scale=True, file=sys.stderr, desc="replay")
-    cache = calibrations_path(settings)
-    load_calibrations(cache)
     try:
         with (
+            kept_calibrations(settings),
             _open_in(args.input) as src,
             _open_out(args.output) as sink,
             _open_out(args.dead_letter) as dlq,
@@ -77,7 +76,6 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
     finally:
         if progress is not None:
             progress.close()
-        save_calibrations(cache)
     triggers = sum(1 for e in result.incidents if e.action == "trigger")
     reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.reasons.items())) or "none"
     print(

@@ -14,9 +14,11 @@ again (a warning says why).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Final
 
@@ -67,6 +69,18 @@ def save_calibrations(path: Path) -> int:
     tmp.write_text(json.dumps({"version": VERSION, "bernoulli": rows}), encoding="utf-8")
     tmp.replace(path)
     return len(rows)
+
+
+@contextlib.contextmanager
+def kept_calibrations(settings: Settings) -> Iterator[None]:
+    """Thresholds solved before are loaded for the block and what it solved is saved after
+    it, however it ends (the offline commands: replay of a file or of Kafka, backtest)."""
+    path = calibrations_path(settings)
+    load_calibrations(path)
+    try:
+        yield
+    finally:
+        save_calibrations(path)
 
 
 def _order(item: tuple[ThresholdKey, int]) -> tuple[float, float, float, float]:

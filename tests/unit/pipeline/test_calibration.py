@@ -70,3 +70,24 @@ def test_a_bad_cache_file_is_ignored(tmp_path: Path, content: str) -> None:
     assert known_thresholds() == {}
     assert load_calibrations(tmp_path / "missing.json") == 0
     assert math.isfinite(bernoulli_threshold(0.05, 0.1, 1e4))
+
+
+@pytest.mark.slow
+def test_backtest_keeps_the_thresholds_it_solved(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``sentinel backtest`` (like ``replay``, from a file or from Kafka) loads the
+    thresholds solved before and saves what it solved, in ``<worker.data_dir>``."""
+    from streams.cli.main import main
+
+    monkeypatch.setenv("SENTINEL_WORKER__DATA_DIR", str(tmp_path / "data"))
+    events = tmp_path / "events.jsonl"
+    argv = ["simulate", "--duration", "2h", "--seed", "4", "--out", str(events), "--quiet"]
+    assert main(argv) == 0
+    clear_thresholds()
+    assert main(["backtest", "--input", str(events), "--compare", "config/sentinel.toml"]) == 0
+    assert "unchanged" in capsys.readouterr().out
+    solved = dict(known_thresholds())
+    assert solved
+    clear_thresholds()
+    assert load_calibrations(tmp_path / "data" / "calibrations.json") == len(solved)
