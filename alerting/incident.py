@@ -25,8 +25,10 @@ from alerting.model import (
     RelatedSignal,
     Severity,
     UtcDatetime,
+    effect_text,
     event_id_of,
     iso_utc,
+    values_text,
 )
 from alerting.policy import Silence
 
@@ -106,8 +108,8 @@ class IncidentRecord(BaseModel):
         where = f" [{s.feature}]" if s.feature and ":" not in self.incident_type else ""
         return (
             f"{self.severity.value} {self.incident_type}{where} on {self.labels.describe()}: "
-            f"{s.baseline:.4g} -> {s.observed:.4g} ({s.direction.value}, "
-            f"effect {s.effect_size:.3g}, n={s.n_observations})"
+            f"{values_text(s)} ({s.direction.value}, effect {effect_text(s)}, "
+            f"n={s.n_observations})"
         )
 
 

@@ -13,6 +13,7 @@ naive timestamp silently compared with an aware one is how hysteresis bugs start
 from __future__ import annotations
 
 import enum
+import functools
 import hashlib
 import json
 from datetime import UTC, datetime
@@ -20,7 +21,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
-from detectors.base import Signal, SignalKind
+from detectors.base import Quantity, Signal, SignalKind
 
 SCHEMA_VERSION = 1
 
@@ -51,6 +52,30 @@ def effect_text(signal: Signal) -> str:
     per detector: relative rate change, standardised shift or distance), signed, used by
     the severity reasons, payloads, investigation and post-mortem alike."""
     return f"{signal.effect_size:+.2f}"
+
+
+@functools.cache
+def _quantities() -> dict[str, Quantity]:
+    from detectors.registry import OPTIONAL, REGISTRY
+
+    return {cls.__name__: cls.quantity for cls in (*REGISTRY.values(), *OPTIONAL.values())}
+
+
+def values_text(signal: Signal) -> str:
+    """The one rendering of a signal's baseline and observed value, with their unit (the
+    detector's :class:`detectors.base.Quantity`), used by summaries, investigation and
+    post-mortem alike."""
+    b, o = signal.baseline, signal.observed
+    if signal.kind is SignalKind.TRAFFIC_SILENCE:
+        return f"{b:.1f} events/min -> none for {signal.statistic:.1f} min"
+    quantity = _quantities().get(signal.detector, Quantity.STATISTIC)
+    if quantity is Quantity.RATE:
+        return f"rate {b:.2%} -> {o:.2%}"
+    if quantity is Quantity.MEAN:
+        return f"mean {b:.3f} -> {o:.3f}"
+    if quantity is Quantity.NORMAL_SCORE:
+        return f"mean normal score {b:+.2f} -> {o:+.2f} sd of the reference"
+    return f"baseline {b:.4g} -> observed {o:.4g}"
 
 
 def stable_hash(*parts: object, length: int = 32) -> str:

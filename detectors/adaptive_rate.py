@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
-from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import (
+    DEFAULT_ARL0,
+    Detector,
+    Direction,
+    Excess,
+    JsonState,
+    Quantity,
+    Signal,
+    SignalKind,
+)
 from detectors.kernels import as_flags
 from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
 
@@ -33,6 +42,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     """
 
     kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+    quantity: ClassVar[Quantity] = Quantity.RATE
 
     def __init__(
         self,

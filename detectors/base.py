@@ -54,6 +54,20 @@ class SignalKind(enum.StrEnum):
     TRAFFIC_SILENCE = "traffic_silence"
 
 
+class Quantity(enum.StrEnum):
+    """What a detector's :attr:`Signal.baseline` and :attr:`Signal.observed` measure, so
+    that they are printed with their unit (:func:`alerting.model.values_text`)."""
+
+    RATE = "rate"
+    """A proportion of the observations (0..1): flagged outputs, downvotes, blocks."""
+    MEAN = "mean"
+    """The mean of the monitored score on its own scale (confidence)."""
+    NORMAL_SCORE = "normal_score"
+    """The mean normal score: standard deviations of the reference distribution."""
+    STATISTIC = "statistic"
+    """A test statistic or a single event's score (drift tests, critical events)."""
+
+
 class Direction(enum.StrEnum):
     """Direction of the detected change relative to the baseline."""
 
@@ -136,6 +150,7 @@ class Detector(abc.ABC, Generic[X]):
     """
 
     kind: ClassVar[SignalKind]
+    quantity: ClassVar[Quantity] = Quantity.STATISTIC
 
     @abc.abstractmethod
     def _reset(self) -> None:

@@ -19,7 +19,16 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import (
+    DEFAULT_ARL0,
+    Detector,
+    Direction,
+    Excess,
+    JsonState,
+    Quantity,
+    Signal,
+    SignalKind,
+)
 from detectors.drift import NumericDrift
 from detectors.mean_chart import Fired, MeanChart, PriorCharts
 from detectors.rate import BASELINE_CONFIDENCE
@@ -67,6 +76,7 @@ class ConfidenceShift(Detector[float]):
     """
 
     kind: ClassVar[SignalKind] = SignalKind.CONFIDENCE_SHIFT
+    quantity: ClassVar[Quantity] = Quantity.MEAN
 
     def __init__(
         self,

@@ -30,6 +30,7 @@ from detectors.base import (
     Direction,
     Excess,
     JsonState,
+    Quantity,
     Signal,
     SignalKind,
     merge_categories,
@@ -71,6 +72,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
     """
 
     kind: ClassVar[SignalKind] = SignalKind.TOXICITY_RATE
+    quantity: ClassVar[Quantity] = Quantity.RATE
 
     def __init__(
         self,

@@ -32,7 +32,16 @@ from detectors.arl import (
     solved,
     zero_drift_rate,
 )
-from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import (
+    DEFAULT_ARL0,
+    Detector,
+    Direction,
+    Excess,
+    JsonState,
+    Quantity,
+    Signal,
+    SignalKind,
+)
 from detectors.kernels import as_flags, capped_walk, reflected_walk
 
 __all__ = ["BASELINE_CONFIDENCE", "BernoulliCusum", "DownvoteSpike", "PromptInjectionRate"]
@@ -123,6 +132,7 @@ class BernoulliCusum(Detector[bool]):
     """
 
     kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
+    quantity: ClassVar[Quantity] = Quantity.RATE
 
     def __init__(
         self,

@@ -20,7 +20,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import Direction, JsonState, Signal, SignalKind
+from detectors.base import Direction, JsonState, Quantity, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
 from detectors.mean_chart import normal_score
 
@@ -42,6 +42,8 @@ class _ScoreShift(ConfidenceShift):
     ``_transform`` maps the raw value first (log for latencies and counts, whose changes
     are multiplicative); ``_keep`` drops signals of a direction that is no failure.
     """
+
+    quantity: ClassVar[Quantity] = Quantity.NORMAL_SCORE
 
     def __init__(self, metric: str = "", **params: Any) -> None:
         """``params``: those of :class:`ConfidenceShift` (arl0, shift, reference_size, ...)."""

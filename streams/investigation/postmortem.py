@@ -16,7 +16,14 @@ from datetime import datetime
 from pydantic import ValidationError
 
 from alerting.containment import ContainmentCommand, ModelContainment, describe_action
-from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, effect_text, iso_utc
+from alerting.model import (
+    IncidentAction,
+    IncidentEvent,
+    IncidentStatus,
+    effect_text,
+    iso_utc,
+    values_text,
+)
 from alerting.playbooks import Impact, Playbook, load_playbooks
 from alerting.policy import ConfigError
 from streams.investigation.audit import Investigation
@@ -202,8 +209,8 @@ def _header(events: Sequence[IncidentEvent], generated_at: datetime) -> list[str
         "## Summary",
         "",
         f"**TODO**: what happened, to whom, for how long. Detector facts: {sig.detector} saw "
-        f"the monitored rate/value move from {sig.baseline:.4f} to {sig.observed:.4f} "
-        f"(effect {effect_text(sig)}) over {sig.n_observations} observations.",
+        f"{values_text(sig)} (effect {effect_text(sig)}) over {sig.n_observations} "
+        "observations.",
         "",
     ]
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from alerting.model import effect_text, iso_utc
+from alerting.model import effect_text, iso_utc, values_text
 from streams.investigation.audit import AuditEntry, Investigation, StatisticSeries
 from streams.investigation.incidents import opening_event, triggered_at
 
@@ -46,8 +46,8 @@ def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
         f"  first seen {iso_utc(ev.first_seen)}; triggered {iso_utc(triggered_at(inv.events))}; "
         f"last seen {iso_utc(ev.last_seen)}",
         f"  detector {sig.detector}: statistic {sig.statistic:.3f} / threshold "
-        f"{sig.threshold:.3f}; baseline {sig.baseline:.4f} -> observed {sig.observed:.4f} "
-        f"(effect {effect_text(sig)}, n={sig.n_observations})",
+        f"{sig.threshold:.3f}; {values_text(sig)} (effect {effect_text(sig)}, "
+        f"n={sig.n_observations})",
         "  evidence ranges: "
         + ", ".join(
             f"{r.topic}[{r.partition}] {r.first_offset}..{r.last_offset}"
