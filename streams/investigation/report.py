@@ -9,9 +9,10 @@ the statistic: this module only formats what it found.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from datetime import datetime
 
-from alerting.model import effect_text, iso_utc, values_text
+from alerting.model import EventRange, effect_text, iso_utc, values_text
 from streams.investigation.audit import AuditEntry, Investigation, StatisticSeries
 from streams.investigation.incidents import opening_event, triggered_at
 
@@ -35,6 +36,19 @@ def audit_order(inv: Investigation, limit: int) -> list[AuditEntry]:
     return sorted(ranked[:limit], key=lambda e: (e.time, e.coords.offset))
 
 
+def merged_ranges(ranges: Iterable[EventRange]) -> list[tuple[str, int, int, int]]:
+    """``(topic, partition, first, last)`` offsets covered by ``ranges`` (an incident's
+    events repeat and extend each other's), overlapping or adjacent ones merged."""
+    out: list[tuple[str, int, int, int]] = []
+    for r in sorted(ranges, key=lambda r: (r.topic, r.partition, r.first_offset)):
+        if out and out[-1][:2] == (r.topic, r.partition) and r.first_offset <= out[-1][3] + 1:
+            topic, partition, first, last = out[-1]
+            out[-1] = (topic, partition, first, max(last, r.last_offset))
+        else:
+            out.append((r.topic, r.partition, r.first_offset, r.last_offset))
+    return out
+
+
 def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
     ev = inv.incident
     sig = ev.evidence.signal
@@ -50,8 +64,10 @@ def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
         f"n={sig.n_observations})",
         "  evidence ranges: "
         + ", ".join(
-            f"{r.topic}[{r.partition}] {r.first_offset}..{r.last_offset}"
-            for r in {r: None for e in inv.events for r in e.evidence.ranges}
+            f"{topic}[{partition}] {first}..{last}"
+            for topic, partition, first, last in merged_ranges(
+                r for e in inv.events for r in e.evidence.ranges
+            )
         ),
         f"  read {inv.records_read} records with timestamps {iso_utc(inv.history_from)} .. "
         f"{iso_utc(inv.history_to)}; {len(inv.evidence)} events in the ranges carry the "

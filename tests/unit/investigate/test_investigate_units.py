@@ -123,3 +123,29 @@ def test_duration_of_a_firing_incident_runs_to_now() -> None:
         }
     )
     assert duration_text(resolved, T0 + timedelta(days=3)) == "30.0"
+
+
+def test_an_incidents_evidence_ranges_are_listed_merged() -> None:
+    """A trigger and its updates repeat and extend each other's ranges: listed once, as
+    the offsets they cover per partition (a live incident printed 4202..4632, 4632..4632)."""
+    from alerting.model import EventRange
+    from streams.investigation.report import merged_ranges
+
+    def rng(topic: str, partition: int, first: int, last: int) -> EventRange:
+        return EventRange(topic=topic, partition=partition, first_offset=first, last_offset=last)
+
+    ranges = [
+        rng("outputs", 1, 4202, 4632),
+        rng("outputs", 1, 4632, 4632),
+        rng("outputs", 1, 4633, 4700),
+        rng("outputs", 1, 4800, 4810),
+        rng("outputs", 0, 10, 20),
+        rng("inputs", 1, 4202, 4632),
+        rng("outputs", 1, 4202, 4632),
+    ]
+    assert merged_ranges(ranges) == [
+        ("inputs", 1, 4202, 4632),
+        ("outputs", 0, 10, 20),
+        ("outputs", 1, 4202, 4700),
+        ("outputs", 1, 4800, 4810),
+    ]
