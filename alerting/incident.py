@@ -28,6 +28,7 @@ from alerting.model import (
     effect_text,
     event_id_of,
     iso_utc,
+    minutes_text,
     values_text,
 )
 from alerting.policy import Silence
@@ -200,7 +201,7 @@ def resolve_due(
     first read back at baseline (``recovered_at``)."""
     if verdict is None:
         return now - rec.last_seen >= hyst, (
-            f"detector quiet for {hyst} since {iso_utc(rec.last_seen)}"
+            f"detector quiet for {minutes_text(hyst)} since {iso_utc(rec.last_seen)}"
         )
     if verdict:
         rec.recovered_at = None
@@ -210,7 +211,7 @@ def resolve_due(
     due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
     return due, (
         f"back at baseline since {iso_utc(rec.recovered_at)} (every probe's "
-        f"episode statistic returned to zero), then quiet for {hyst}"
+        f"episode statistic returned to zero), then quiet for {minutes_text(hyst)}"
     )
 
 

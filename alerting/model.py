@@ -16,7 +16,7 @@ import enum
 import functools
 import hashlib
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
@@ -52,6 +52,11 @@ def effect_text(signal: Signal) -> str:
     per detector: relative rate change, standardised shift or distance), signed, used by
     the severity reasons, payloads, investigation and post-mortem alike."""
     return f"{signal.effect_size:+.2f}"
+
+
+def minutes_text(span: timedelta) -> str:
+    """The one rendering of a duration in user-facing text: minutes, with the unit."""
+    return f"{span.total_seconds() / 60:g} min"
 
 
 @functools.cache

@@ -12,7 +12,7 @@ import math
 from collections.abc import Iterable
 from datetime import datetime
 
-from alerting.model import EventRange, effect_text, iso_utc, values_text
+from alerting.model import EventRange, effect_text, iso_utc, minutes_text, values_text
 from streams.investigation.audit import AuditEntry, Investigation, StatisticSeries
 from streams.investigation.incidents import opening_event, triggered_at
 
@@ -72,7 +72,7 @@ def format_investigation(inv: Investigation, *, limit: int = 20) -> str:
         f"  read {inv.records_read} records with timestamps {iso_utc(inv.history_from)} .. "
         f"{iso_utc(inv.history_to)}; {len(inv.evidence)} events in the ranges carry the "
         f"incident's labels, {inv.flagged} of them flagged by the detector",
-        f"  look-back {inv.lookback} before the evidence window"
+        f"  look-back {minutes_text(inv.lookback)} before the evidence window"
         + (
             ": reached the first retained record of every partition (a longer --lookback "
             "reads nothing more)"
@@ -120,7 +120,7 @@ def not_reproduced_reason(inv: Investigation) -> str:
             "every partition was read from its first retained record, so no longer look-back "
             "can give it more history"
             if inv.from_beginning
-            else f"try a longer --lookback than {inv.lookback}"
+            else f"try a longer --lookback than {minutes_text(inv.lookback)}"
         )
         return (
             f"the detector was still learning its baseline after all {n} observations of the "
@@ -141,8 +141,8 @@ def not_reproduced_reason(inv: Investigation) -> str:
             "different order"
         )
     return (
-        f"{reached}; the baseline was learned from the {inv.lookback} look-back only and "
-        "differs from the worker's: try a longer --lookback"
+        f"{reached}; the baseline was learned from the {minutes_text(inv.lookback)} look-back "
+        "only and differs from the worker's: try a longer --lookback"
     )
 
 
