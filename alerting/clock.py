@@ -32,6 +32,10 @@ _PART: Final = re.compile(r"(\d+(?:\.\d+)?)([smhdw])")
 _UNIT_S: Final = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, "w": 604800.0}
 
 
+MAX_DURATION_S = 100 * 365.25 * 86400.0
+"""The longest duration :func:`parse_duration` takes (a longer one overflows datetimes)."""
+
+
 def parse_duration(text: str) -> timedelta:
     """``"90m"``, ``"1.5h"``, ``"1d12h"``, ``"45s"``, ``"1w"`` -> a positive timedelta.
 
@@ -54,4 +58,6 @@ def parse_duration(text: str) -> timedelta:
         )
     if total <= 0:
         raise ValueError(f"invalid duration {text!r}: must be positive")
+    if total > MAX_DURATION_S:
+        raise ValueError(f"invalid duration {text!r}: longer than 100 years")
     return timedelta(seconds=total)

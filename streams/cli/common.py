@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 import sys
 import threading
@@ -14,7 +15,7 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import IO, Any
 
 from alerting.clock import parse_duration
 from alerting.policy import ConfigError
@@ -231,6 +232,33 @@ def counts(stats: LoopStats, names: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
+@contextmanager
+def output_file(path: Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
+    """Write ``path`` whole or not at all: into a temporary file beside it, renamed over it
+    when the block ends without an error (an existing file is kept until then, and is
+    kept as it was when the command fails). A missing directory or a directory given as
+    the file is a :class:`ValueError` before anything runs."""
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"output directory not found: {path.parent}")
+    partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
+    try:
+        with partial.open("w", encoding=encoding, newline="\n") as fh:
+            yield fh
+        partial.replace(path)
+    finally:
+        partial.unlink(missing_ok=True)
+
+
+def refuse_same_file(kept: Path, what: str, *written: Path | None) -> None:
+    """``kept`` (the command's ``what``: its input, or another output) must not also be one
+    of the ``written`` files, which would destroy it."""
+    for path in written:
+        if path is not None and path.resolve() == kept.resolve():
+            raise ValueError(f"{path} is also the {what}: writing it would destroy that")
+
+
 def parse_time(text: str, now: datetime) -> datetime:
     """``now``, ``now-<duration>`` or ISO 8601 with an offset; always aware UTC."""
     value = text.strip()
@@ -247,4 +275,7 @@ def parse_time(text: str, now: datetime) -> datetime:
         ) from None
     if parsed.tzinfo is None or parsed.utcoffset() is None:
         raise ValueError(f"time {text!r} has no UTC offset: add 'Z' or '+00:00'")
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:
+        raise ValueError(f"time {text!r} is out of range in UTC") from None

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -209,6 +210,21 @@ def format_backtest(result: Any) -> str:
     return (format_table(headers, rows) if rows else "no incidents in either run") + "\n" + summary
 
 
+def _history_range(
+    args: argparse.Namespace, clock: Clock, without_start: str
+) -> tuple[datetime, datetime]:
+    """``--from`` (required: ``without_start`` says so) and ``--to`` (default now), checked
+    before anything connects."""
+    from streams.investigation.history import check_range
+
+    if args.start is None:
+        raise ValueError(without_start)
+    now = clock.now()
+    start, end = parse_time(args.start, now), parse_time(args.end or "now", now)
+    check_range(start, end)
+    return start, end
+
+
 def _backtest(
     args: argparse.Namespace, baseline: Settings, candidate: Settings, clock: Clock
 ) -> BacktestResult:
@@ -223,14 +239,12 @@ def _backtest(
         except FileNotFoundError:
             raise ValueError(f"input file not found: {args.input}") from None
         return backtest_lines(lines, baseline, candidate, clock=clock)
-    if args.start is None:
-        raise ValueError("backtest over Kafka needs --from TIME (or --input FILE)")
-    now = clock.now()
+    start, end = _history_range(args, clock, "backtest over Kafka needs --from TIME (or --input)")
     return backtest_kafka(
         connected(baseline),
         candidate,
-        parse_time(args.start, now),
-        parse_time(args.end or "now", now),
+        start,
+        end,
         progress=not args.no_progress and sys.stderr.isatty(),
         clock=clock,
     )
@@ -279,15 +293,14 @@ def run_replay_history(
     clock: Clock = SYSTEM_CLOCK,
 ) -> int:
     """The Kafka-history half of ``sentinel replay``; ``args`` from the arguments above."""
-    from streams.investigation.history import replay_from_kafka
+    from streams.investigation.history import check_shadow_topic, replay_from_kafka
 
-    if args.start is None:
-        raise ValueError("--to needs --from TIME: where the replayed history starts")
-    now = clock.now()
+    start, end = _history_range(args, clock, "--to needs --from TIME: where the history starts")
+    check_shadow_topic(settings, args.shadow_topic)  # bad input first, then the broker
     result = replay_from_kafka(
         connected(settings),
-        parse_time(args.start, now),
-        parse_time(args.end or "now", now),
+        start,
+        end,
         output=output,
         shadow_topic=args.shadow_topic,
         progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),

@@ -163,7 +163,32 @@ def build_parser() -> argparse.ArgumentParser:
     register_operations(sub)
     register_investigation(sub)
     console_cli.register(sub)
+    _config_everywhere(parser)
     return parser
+
+
+def validation_text(exc: ValidationError) -> str:
+    """A pydantic error as one line: what was invalid, where, and the value given."""
+    parts = []
+    for e in exc.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "value"
+        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+        given = repr(e.get("input"))
+        parts.append(f"{loc}: {msg} (given {given[:60] + '...' if len(given) > 60 else given})")
+    return f"invalid {exc.title}: " + "; ".join(parts)
+
+
+def _config_everywhere(parser: argparse.ArgumentParser) -> None:
+    """``--config FILE`` after the subcommand as well as before it (each subcommand's
+    parser, nested ones too, unless it gives ``--config`` a meaning of its own)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if "--config" not in child._option_string_actions:
+                    child.add_argument(
+                        "--config", type=Path, default=argparse.SUPPRESS, help="TOML config file"
+                    )
+                _config_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -172,9 +197,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     handler: Handler = args.handler
     try:
         return handler(args)
-    except (ConfigError, ValidationError, ValueError) as exc:
+    except ValidationError as exc:
+        say(validation_text(exc))
+        return 2
+    except (ConfigError, ValueError, OverflowError) as exc:
         say(str(exc))
         return 2
+    except (FileNotFoundError, FileExistsError, IsADirectoryError, NotADirectoryError) as exc:
+        say(f"{exc.strerror}: {exc.filename}")
+        return 2
+    except PermissionError as exc:
+        say(f"{exc.strerror}: {exc.filename}")
+        return 1
     except BrokerError as exc:
         say(f"Kafka broker: {exc}")
         return 1

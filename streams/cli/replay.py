@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
+from streams.cli.common import output_file, refuse_same_file
 from streams.cli.investigate import add_replay_history_arguments, run_replay_history
 from streams.pipeline.calibration import kept_calibrations
 from streams.pipeline.replay import replay_lines
@@ -20,12 +21,11 @@ from streams.settings import Settings, load_settings
 def _open_in(path: str) -> Iterator[IO[bytes]]:
     if path == "-":
         yield sys.stdin.buffer
-    else:
-        try:
-            with Path(path).open("rb") as fh:
-                yield fh
-        except FileNotFoundError:
-            raise ValueError(f"input file not found: {path}") from None
+        return
+    if not Path(path).exists():
+        raise ValueError(f"input file not found: {path}")
+    with Path(path).open("rb") as fh:
+        yield fh
 
 
 @contextlib.contextmanager
@@ -35,7 +35,7 @@ def _open_out(path: str | None) -> Iterator[IO[str] | None]:
     elif path == "-":
         yield sys.stdout
     else:
-        with Path(path).open("w", encoding="utf-8") as fh:
+        with output_file(Path(path)) as fh:
             yield fh
 
 
@@ -59,6 +59,11 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
             return run_replay_history(args, settings, sink)
     if args.input is None:
         raise ValueError("give --input FILE (or -), or --from TIME --to TIME to replay Kafka")
+    outputs = [Path(p) for p in (args.output, args.dead_letter) if p not in (None, "-")]
+    if args.input != "-":
+        refuse_same_file(Path(args.input), "input", *outputs)
+    if len(outputs) == 2:
+        refuse_same_file(outputs[0], "output", outputs[1])
     show = not args.no_progress and sys.stderr.isatty()
     progress: Any = None
     if show:

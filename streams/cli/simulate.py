@@ -9,10 +9,10 @@ import time
 import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from alerting.clock import parse_duration
-from streams.cli.common import connect
+from streams.cli.common import connect, output_file, refuse_same_file
 from streams.contract.jsonl import JSONL_FORMAT
 from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
 from streams.devtools.sim_requests import TRAIL_S
@@ -87,6 +87,10 @@ def ending_by(scenario: Scenario, now: datetime) -> Scenario:
     return scenario.model_copy(update={"start": end - scenario.duration})
 
 
+def _write_truth(sim: Simulator, out: IO[str]) -> None:
+    out.write(json.dumps(sim.ground_truth(), indent=2) + "\n")
+
+
 def run_simulate(args: argparse.Namespace) -> int:
     """Handler for ``sentinel simulate`` (namespace from :func:`add_simulate_arguments`)."""
     scenario = scenario_from_args(args)
@@ -94,38 +98,45 @@ def run_simulate(args: argparse.Namespace) -> int:
         scenario = ending_by(scenario, datetime.now(UTC))
     sim = Simulator(scenario)
     progress = None if args.quiet else sys.stderr
-    if args.out is not None:
+    to_stdout = args.out is not None and str(args.out) == "-"
+    if args.out is not None and not to_stdout:
+        truth_path = args.ground_truth or args.out.with_suffix(".truth.json")
+        refuse_same_file(args.out, "events file", truth_path)
         began = time.monotonic()
-        with args.out.open("w", encoding="utf-8", newline="\n") as f:
-            n = write_jsonl(sim, f)
+        with output_file(args.out) as f, output_file(truth_path) as truth:
+            n = write_jsonl(sim, f, progress)
+            _write_truth(sim, truth)
         if progress is not None:
             progress.write(
                 f"sentinel simulate: {n} events ({JSONL_FORMAT}) -> {args.out} "
                 f"in {time.monotonic() - began:.1f} s\n"
             )
-        truth_path = args.ground_truth or args.out.with_suffix(".truth.json")
+    elif to_stdout:
+        truth_path = args.ground_truth or Path("ground-truth.json")
+        with output_file(truth_path) as truth:
+            write_jsonl(sim, sys.stdout)
+            _write_truth(sim, truth)
     else:
-        settings = load_settings(getattr(args, "config", None))
-        if args.broker:
-            broker = args.broker.replace(",", ";")  # either separator, as before
-            kafka = settings.kafka.model_copy(update={"broker": broker})
-            settings = settings.model_copy(update={"kafka": kafka})
+        # --broker is validated as kafka.broker is ("," or ";" between brokers).
+        broker = {"kafka.broker": args.broker.replace(",", ";")} if args.broker else {}
+        settings = load_settings(getattr(args, "config", None), overrides=broker)
         # --broker, the configured broker, or the local one that `sentinel run` started;
         # a refused login fails here, saying why, not after the producer's retries.
         try:
             settings, servers = connect(settings)
         except ValueError as exc:
             raise ValueError(f"{exc}; or pass --broker, or write a file with --out") from exc
-        publish(
-            sim,
-            servers,
-            settings.topics,
-            rate=args.rate,
-            progress=progress,
-            security=settings.kafka.security,
-        )
         truth_path = args.ground_truth or Path("ground-truth.json")
-    truth_path.write_text(json.dumps(sim.ground_truth(), indent=2) + "\n", encoding="utf-8")
+        with output_file(truth_path) as truth:
+            publish(
+                sim,
+                servers,
+                settings.topics,
+                rate=args.rate,
+                progress=progress,
+                security=settings.kafka.security,
+            )
+            _write_truth(sim, truth)
     if progress is not None:
         progress.write(f"sentinel simulate: ground truth -> {truth_path}\n")
     return 0

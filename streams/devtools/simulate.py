@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import Any, Final, TextIO
+from typing import IO, Any, Final, TextIO
 
 import numpy as np
 import numpy.typing as npt
@@ -249,8 +249,9 @@ def _fmt(dt: datetime) -> str:
 
 
 # ---------------------------------------------------------------------- running it
-def write_jsonl(sim: Simulator, out: TextIO) -> int:
-    """Write the stream to ``out``; returns the number of events."""
+def write_jsonl(sim: Simulator, out: IO[str], progress: TextIO | None = None) -> int:
+    """Write the stream to ``out``; returns the number of events. With ``progress``, a
+    line there counts the events written so far, every 10,000."""
     n = 0
     buf: list[str] = []
     for line in sim.lines():
@@ -259,9 +260,14 @@ def write_jsonl(sim: Simulator, out: TextIO) -> int:
             out.write("\n".join(buf) + "\n")
             n += len(buf)
             buf.clear()
+            if progress is not None:
+                progress.write(f"\rsentinel simulate: {n} events written")
+                progress.flush()
     if buf:
         out.write("\n".join(buf) + "\n")
         n += len(buf)
+    if progress is not None and n >= 10_000:
+        progress.write("\n")
     return n
 
 

@@ -46,6 +46,15 @@ def check_range(start: datetime, end: datetime) -> None:
         raise ValueError(f"--to ({iso_utc(end)}) must be after --from ({iso_utc(start)})")
 
 
+def check_shadow_topic(settings: Settings, shadow_topic: str | None) -> None:
+    """Replayed incidents never go to the live alerts topic."""
+    if shadow_topic is not None and shadow_topic == settings.topics.alerts:
+        raise ValueError(
+            f"shadow topic {shadow_topic!r} is the live alerts topic: replayed incidents "
+            "must go to a separate topic"
+        )
+
+
 def _progress_bar(total: int, enabled: bool, stream: IO[str] | None, desc: str) -> Any:
     if not enabled:
         return None
@@ -141,11 +150,7 @@ def replay_from_kafka(
     shadow topic is the live alerts topic.
     """
     check_range(start, end)
-    if shadow_topic is not None and shadow_topic == settings.topics.alerts:
-        raise ValueError(
-            f"shadow topic {shadow_topic!r} is the live alerts topic: replayed incidents "
-            "must go to a separate topic"
-        )
+    check_shadow_topic(settings, shadow_topic)
     own_history = history is None
     hist = history or KafkaHistory(settings)
     own_producer = False

@@ -1,0 +1,102 @@
+"""Bad input to the command line: one line, the right exit code, no file destroyed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from streams.cli.main import main
+
+CONFIG = Path(__file__).resolve().parents[3] / "config" / "sentinel.toml"
+
+
+@pytest.fixture
+def events(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SENTINEL_WORKER__DATA_DIR", str(tmp_path / "data"))
+    path = tmp_path / "in.jsonl"
+    assert main(["simulate", "--duration", "10m", "--out", str(path), "--quiet"]) == 0
+    return path
+
+
+def test_replay_never_writes_over_its_input(
+    events: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    before = events.read_bytes()
+    for flag in ("--output", "--dead-letter"):
+        assert main(["replay", "--input", str(events), flag, str(events)]) == 2
+        assert "is also the input" in capsys.readouterr().err
+    assert events.read_bytes() == before
+
+
+def test_a_failed_replay_leaves_an_existing_output_as_it_was(
+    events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Outputs are written whole or not at all (before, the output was emptied first)."""
+    out = tmp_path / "incidents.jsonl"
+    out.write_text("kept\n")
+    assert main(["replay", "--to", "now", "--output", str(out)]) == 2
+    assert main(["replay", "--input", str(tmp_path / "missing.jsonl"), "--output", str(out)]) == 2
+    assert out.read_text() == "kept\n"
+    assert main(["replay", "--input", str(events), "--output", str(out)]) == 0
+    assert out.read_text() != "kept\n"
+    assert not [p for p in tmp_path.iterdir() if ".partial-" in p.name]
+    capsys.readouterr()
+
+
+def test_simulate_refuses_one_file_for_events_and_ground_truth(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    argv = ["simulate", "--duration", "10m", "--out", "same.jsonl", "--ground-truth", "same.jsonl"]
+    assert main(argv) == 2
+    assert "is also the events file" in capsys.readouterr().err
+    assert not (tmp_path / "same.jsonl").exists()
+
+
+def test_simulate_out_dash_writes_standard_output(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(["simulate", "--duration", "5m", "--out", "-", "--quiet"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines
+    assert lines[0].startswith('{"event_type":')
+    assert (tmp_path / "ground-truth.json").exists()
+    assert not (tmp_path / "-").exists()
+
+
+@pytest.mark.parametrize(
+    ("argv", "code", "message"),
+    [
+        (
+            ["simulate", "--events-per-hour", "0", "--out", "x.jsonl"],
+            2,
+            "invalid Scenario: events_per_hour: Input should be greater than 0 (given 0.0)",
+        ),
+        (["simulate", "--out", "/nonexistent/x.jsonl"], 2, "output directory not found"),
+        (["replay", "--input", "."], 2, "Is a directory: ."),
+        (["simulate", "--duration", "99999999999d"], 2, "longer than 100 years"),
+        (["incidents", "--since", "0001-01-01T00:00:00+01:00"], 2, "out of range in UTC"),
+        (["replay", "--config", "/nonexistent.toml", "--input", "x"], 2, "config file not found"),
+        # range errors before the broker (none runs here: its absence would say so first)
+        (["replay", "--from", "garbage"], 2, "not a time: 'garbage'"),
+        (["replay", "--from", "now", "--to", "now-1h"], 2, "must be after --from"),
+        (["replay", "--from", "now-1h", "--shadow-topic", "sentinel.alerts"], 2, "live alerts"),
+        (["backtest", "--from", "garbage", "--compare", str(CONFIG)], 2, "not a time"),
+    ],
+)
+def test_bad_input_is_one_line(
+    argv: list[str],
+    code: int,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main(argv) == code
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
