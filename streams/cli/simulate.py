@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 import tomllib
@@ -44,7 +45,7 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="ground-truth JSON (default: OUT with .truth.json, or ./ground-truth.json)",
     )
-    p.add_argument("--rate", type=float, default=0.0, help="Kafka: events/s, 0 = unthrottled")
+    p.add_argument("--rate", type=_rate, default=0.0, help="Kafka: events/s, 0 = unthrottled")
     p.add_argument(
         "--broker",
         default=None,
@@ -53,11 +54,34 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--quiet", action="store_true", help="no progress line")
 
 
+def _rate(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of events/s: {text!r}") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise argparse.ArgumentTypeError(f"must be >= 0 events/s: {text!r}")
+    return value
+
+
+def _scenario_file(path: Path) -> dict[str, Any]:
+    """A scenario file's keys: a ``.toml`` table or a ``.json`` object."""
+    if path.suffix not in (".toml", ".json"):
+        raise ValueError(f"scenario {path}: a .toml or .json file is expected")
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"scenario {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"scenario {path}: expected an object of scenario keys")
+    return data
+
+
 def scenario_from_args(args: argparse.Namespace) -> Scenario:
     data: dict[str, Any] = {}
     if args.scenario is not None:
-        text = args.scenario.read_text(encoding="utf-8")
-        data = tomllib.loads(text) if args.scenario.suffix == ".toml" else json.loads(text)
+        data = _scenario_file(args.scenario)
     if args.seed is not None:
         data["seed"] = args.seed
     if args.start is not None:
@@ -68,7 +92,10 @@ def scenario_from_args(args: argparse.Namespace) -> Scenario:
         data["duration"] = parse_duration(data["duration"])
     if args.events_per_hour is not None:
         data["events_per_hour"] = args.events_per_hour
-    injections = [dict(i) for i in data.get("injections", [])]
+    listed = data.get("injections", [])
+    if not isinstance(listed, list) or not all(isinstance(i, dict) for i in listed):
+        raise ValueError("scenario: injections must be a list of tables (objects)")
+    injections = [dict(i) for i in listed]
     for inj in injections:
         for key in ("start", "duration"):
             if isinstance(inj.get(key), str) and not inj[key].startswith("P"):

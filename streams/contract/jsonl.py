@@ -10,6 +10,7 @@ line number)`` with 0-based line numbers, everywhere (replay, backtests, tests).
 
 from __future__ import annotations
 
+import codecs
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -34,9 +35,13 @@ def decode_lines(
     now: datetime = NO_FUTURE_CHECK,
     limits: IngressLimits = FILE_LIMITS,
 ) -> Iterator[tuple[int, AnyEvent | DeadLetter]]:
-    """(0-based line number, event or dead letter) for each non-blank line of ``lines``."""
+    """(0-based line number, event or dead letter) for each non-blank line of ``lines``.
+    A UTF-8 byte-order mark before the first line (some editors and Windows tools write
+    one) is not part of its JSON."""
     for lineno, line in enumerate(lines):
         raw = line.rstrip(b"\r\n")
+        if lineno == 0:
+            raw = raw.removeprefix(codecs.BOM_UTF8)
         if raw.strip():
             yield lineno, decode(raw, Coordinates(source, 0, lineno), now=now, limits=limits)
 

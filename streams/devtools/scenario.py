@@ -15,6 +15,7 @@ from typing import Annotated, Final, Literal
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
 
 from alerting.clock import parse_duration
+from alerting.model import minutes_text
 
 InjectionType = Literal[
     "toxicity_spike",
@@ -102,7 +103,7 @@ class Injection(_Frozen):
     type: InjectionType
     start: timedelta
     duration: timedelta
-    strength: float = Field(gt=0)
+    strength: float = Field(gt=0, le=1e6, allow_inf_nan=False)
     scope: dict[str, Token] = Field(default_factory=dict)
     new_version: Token | None = None
     category: Literal["toxicity", "hate", "harassment", "self_harm", "sexual", "violence"] = Field(
@@ -131,12 +132,18 @@ class Scenario(_Frozen):
     seed: int = Field(default=0, ge=0)
     start: AwareDatetime = datetime(2025, 1, 6, tzinfo=UTC)
     duration: timedelta = timedelta(days=1)
-    events_per_hour: float = Field(default=3600.0, gt=0, description="Requests per hour.")
+    events_per_hour: float = Field(
+        default=3600.0, gt=0, le=1e8, allow_inf_nan=False, description="Requests per hour."
+    )
     daily_amplitude: float = Field(default=0.6, ge=0, lt=1)
     models: list[ModelSpec] = Field(default_factory=_default_models, min_length=1)
-    tenants: list[Token] = ["acme", "globex", "initech", "umbrella", "hooli"]
-    features: list[Token] = ["chat", "search", "email"]
-    locales: list[Token] = ["en-US", "de-DE", "fr-FR", "es-ES", "ja-JP"]
+    tenants: list[Token] = Field(
+        default=["acme", "globex", "initech", "umbrella", "hooli"], min_length=1
+    )
+    features: list[Token] = Field(default=["chat", "search", "email"], min_length=1)
+    locales: list[Token] = Field(
+        default=["en-US", "de-DE", "fr-FR", "es-ES", "ja-JP"], min_length=1
+    )
     users: int = Field(default=20_000, ge=1)
     feedback_rate: float = Field(default=0.2, ge=0, le=1)
     evaluation_rate: float = Field(default=0.1, ge=0, le=1)
@@ -168,7 +175,8 @@ class Scenario(_Frozen):
 def check_scenario(scenario: Scenario) -> None:
     """Reject what the models alone cannot: an unknown harm category or a rate outside
     [0, 1] in ``harm_rates``, and an injection scope that matches no simulated traffic
-    (a typo there would silently inject nothing). Raises ``ValueError``."""
+    (a typo there would silently inject nothing), or one that starts after the end.
+    Raises ``ValueError``."""
     for cat, rate in scenario.harm_rates.items():
         if cat not in HARM_CATEGORIES[1:]:
             raise ValueError(f"harm_rates: unknown category {cat!r}; one of {HARM_CATEGORIES[1:]}")
@@ -182,6 +190,11 @@ def check_scenario(scenario: Scenario) -> None:
         "locale": set(scenario.locales),
     }
     for inj in scenario.injections:
+        if inj.start >= scenario.duration:
+            raise ValueError(
+                f"injection {inj.type} starts at {minutes_text(inj.start)}, after the "
+                f"simulated {minutes_text(scenario.duration)}: it would inject nothing"
+            )
         for key, value in inj.scope.items():
             if key not in values:
                 raise ValueError(f"scope key {key!r} not one of {SCOPE_KEYS}")
@@ -198,7 +211,10 @@ def parse_injection(spec: str) -> Injection:
     kind = parts[0]
     if kind not in INJECTION_TYPES:
         raise ValueError(f"unknown injection type {kind!r}; one of {', '.join(INJECTION_TYPES)}")
-    strength = float(parts[3]) if len(parts) > 3 and parts[3] else DEFAULT_STRENGTH[kind]
+    try:
+        strength = float(parts[3]) if len(parts) > 3 and parts[3] else DEFAULT_STRENGTH[kind]
+    except ValueError:
+        raise ValueError(f"injection {spec!r}: strength {parts[3]!r} is not a number") from None
     scope: dict[str, str] = {}
     extra: dict[str, str] = {}
     if len(parts) > 4 and parts[4]:

@@ -100,3 +100,51 @@ def test_bad_input_is_one_line(
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+def test_a_byte_order_mark_before_the_first_line_is_not_a_dead_letter(
+    events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    marked = tmp_path / "bom.jsonl"
+    marked.write_bytes(b"\xef\xbb\xbf" + events.read_bytes())
+    lines = len(events.read_bytes().splitlines())
+    capsys.readouterr()
+    assert main(["replay", "--input", str(marked), "--output", str(tmp_path / "o.jsonl")]) == 0
+    assert f"{lines} lines, {lines} events, 0 dead letters" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--inject", "toxicity_spike:5h:1h"], "starts at 300 min, after the simulated 60 min"),
+        (["--inject", "toxicity_spike:1m:1m:abc"], "strength 'abc' is not a number"),
+        (["--inject", "input_drift:1m:5m:1e308"], "strength: Input should be less than"),
+        (["--events-per-hour", "inf"], "events_per_hour: Input should be a finite number"),
+    ],
+)
+def test_simulate_refuses_what_would_inject_nothing_or_write_invalid_json(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "x.jsonl"
+    assert main(["simulate", "--duration", "1h", "--out", str(out), *argv]) == 2
+    assert message in capsys.readouterr().err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("list.json", "[1]", "expected an object of scenario keys"),
+        ("inj.json", '{"injections": [1]}', "injections must be a list of tables"),
+        ("s.yaml", "a: b", "a .toml or .json file is expected"),
+        ("bad.json", "{", "not valid JSON"),
+    ],
+)
+def test_a_bad_scenario_file_says_what_is_wrong(
+    name: str, content: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    scenario = tmp_path / name
+    scenario.write_text(content)
+    argv = ["simulate", "--scenario", str(scenario), "--out", str(tmp_path / "x.jsonl")]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
