@@ -265,6 +265,8 @@ def format_validation_error(path: Path | str, err: ValidationError) -> str:
 def load_policy(path: Path | str) -> AlertingPolicy:
     """Read and validate an alerting policy TOML file."""
     p = Path(path)
+    if not p.is_file():
+        raise ConfigError(f"alerting policy file not found: {p}")
     try:
         data = tomllib.loads(p.read_text(encoding="utf-8"))
         return AlertingPolicy.model_validate(data)

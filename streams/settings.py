@@ -32,6 +32,7 @@ from pydantic_settings import (
     EnvSettingsSource,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
@@ -383,6 +384,11 @@ def load_settings(
         settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
+    except SettingsError as exc:
+        raise ConfigError(
+            f"invalid SENTINEL_* environment override: {exc} (lists and tables are JSON, "
+            """e.g. SENTINEL_DETECTION__SEGMENT_LABELS='["tenant"]')"""
+        ) from exc
     finally:
         _ENVIRON.reset(token)
     return _resolve_paths(settings, file_path.parent if path is not None else config_dir())

@@ -79,8 +79,14 @@ def cmd_kafka(args: argparse.Namespace) -> int:
 
 
 def cmd_config(args: argparse.Namespace) -> int:
-    """``sentinel config``: validate and print the effective configuration."""
+    """``sentinel config``: validate and print the effective configuration, the alerting
+    policy and playbooks it names included (they are read as the worker reads them)."""
+    from alerting.playbooks import load_playbooks
+    from alerting.policy import load_policy
+
     settings = settings_of(args)
+    load_policy(settings.detection.alerting_policy)
+    load_playbooks(settings.detection.playbooks_dir)
     print(settings.model_dump_json(indent=2))
     return 0
 

@@ -148,3 +148,26 @@ def test_a_bad_scenario_file_says_what_is_wrong(
     argv = ["simulate", "--scenario", str(scenario), "--out", str(tmp_path / "x.jsonl")]
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("env", "value", "message"),
+    [
+        ("SENTINEL_DETECTION__ALERTING_POLICY", "/nonexistent.toml", "alerting policy file not"),
+        ("SENTINEL_DETECTION__PLAYBOOKS_DIR", "/nonexistent", "playbook directory does not"),
+        ("SENTINEL_DETECTION__SEGMENT_LABELS", "tenant", "lists and tables are JSON"),
+    ],
+)
+def test_sentinel_config_checks_what_the_worker_reads(
+    env: str,
+    value: str,
+    message: str,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, ``sentinel config`` passed a missing policy, which crashed ``backtest``."""
+    monkeypatch.setenv(env, value)
+    assert main(["config"]) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert len(err.strip().splitlines()) == 1, err
