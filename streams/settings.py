@@ -78,8 +78,19 @@ class KafkaSettings(_Section):
     @classmethod
     def _check_broker(cls, v: str) -> str:
         v = v.strip()
-        if v and not v.startswith("kafka://"):
+        if not v:
+            return v
+        if not v.startswith("kafka://"):
             raise ValueError(f"broker must look like 'kafka://host:port', got {v!r}")
+        servers = [part.strip() for part in v.removeprefix("kafka://").split(";")]
+        for server in servers:
+            host, colon, port = server.rpartition(":") if ":" in server else (server, "", "")
+            good_port = not colon or (port.isdigit() and 1 <= int(port) <= 65535)
+            if not host.strip("[]") or not good_port:
+                raise ValueError(
+                    f"broker {v!r}: {server!r} is not host:port with a port 1-65535 "
+                    "(several brokers: kafka://host1:9092;host2:9092)"
+                )
         return v
 
     @property

@@ -36,6 +36,9 @@ def test_long_form_wins_over_short_form() -> None:
         ("[kafak]\nbroker = 'kafka://x:1'\n", "kafak: unknown key"),
         ("[worker]\nweb_port = 'abc'\n", "worker.web_port"),
         ("[kafka]\nbroker = 'x:1'\n", "kafka://host:port"),
+        ("[kafka]\nbroker = 'kafka://h:abc'\n", "is not host:port with a port 1-65535"),
+        ("[kafka]\nbroker = 'kafka://h:99999'\n", "is not host:port with a port 1-65535"),
+        ("[kafka]\nbroker = 'kafka://'\n", "is not host:port"),
         ("[local_broker]\nkafka_version = '4.0.0'\n", ">= 4.0.1"),
     ],
 )
