@@ -238,7 +238,8 @@ def _backtest(
             lines = args.input.read_bytes().splitlines()
         except FileNotFoundError:
             raise ValueError(f"input file not found: {args.input}") from None
-        return backtest_lines(lines, baseline, candidate, clock=clock)
+        progress = not args.no_progress and sys.stderr.isatty()
+        return backtest_lines(lines, baseline, candidate, clock=clock, progress=progress)
     start, end = _history_range(args, clock, "backtest over Kafka needs --from TIME (or --input)")
     return backtest_kafka(
         connected(baseline),

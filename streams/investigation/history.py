@@ -396,9 +396,19 @@ def backtest_lines(
     candidate: Settings,
     *,
     clock: Clock = SYSTEM_CLOCK,
+    progress: bool = False,
+    progress_stream: IO[str] | None = None,
 ) -> BacktestResult:
-    """Both configurations over the same JSONL lines (``streams.pipeline.replay`` semantics)."""
-    a = replay_lines(lines, baseline, clock=clock)
-    b = replay_lines(lines, candidate, clock=clock)
+    """Both configurations over the same JSONL lines (``streams.pipeline.replay`` semantics);
+    with ``progress``, a bar per configuration."""
+    runs = []
+    for name, settings in (("baseline", baseline), ("candidate", candidate)):
+        bar = _progress_bar(len(lines), progress, progress_stream, f"backtest {name}")
+        try:
+            runs.append(replay_lines(lines, settings, clock=clock, progress=bar))
+        finally:
+            if bar is not None:
+                bar.close()
+    a, b = runs
     horizon = _horizon([a, b], clock.now())
     return BacktestResult(a, b, compare(fold_runs(a.incidents), fold_runs(b.incidents), horizon))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import doctest
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import pytest
 
@@ -149,3 +150,22 @@ def test_an_incidents_evidence_ranges_are_listed_merged() -> None:
         ("outputs", 1, 4202, 4700),
         ("outputs", 1, 4800, 4810),
     ]
+
+
+def test_a_file_backtest_shows_progress_per_configuration(tmp_path: Path) -> None:
+    import io
+
+    from streams.cli.main import main
+    from streams.investigation.history import backtest_lines
+    from streams.settings import load_settings
+
+    events = tmp_path / "in.jsonl"
+    assert main(["simulate", "--duration", "10m", "--out", str(events), "--quiet"]) == 0
+    lines = events.read_bytes().splitlines()
+    bar = io.StringIO()
+    settings = load_settings(env={})
+    backtest_lines(lines, settings, settings, progress=True, progress_stream=bar)
+    shown = bar.getvalue()
+    assert len(lines) > 1000  # tqdm prints 1.01k: the bars reach their total
+    assert "backtest baseline: 100%|##########|" in shown
+    assert "backtest candidate: 100%|##########|" in shown
