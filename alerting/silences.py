@@ -93,6 +93,11 @@ def new_silence(
     """A new silence record from ``starts_at`` (default ``now``) for ``duration``."""
     now = require_utc(now)
     start = require_utc(starts_at) if starts_at is not None else now
+    if start + duration <= now:
+        raise ValueError(
+            f"the silence would end at {iso_utc(start + duration)}, already past: "
+            "nothing would be silenced (a later --starts-at or a longer --duration)"
+        )
     scope = {
         "model": model,
         "version": version,

@@ -36,7 +36,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
-from streams.contract.events import EventTopics, EventType
+from streams.contract.events import EventTopics, EventType, TopicName
 from streams.detection_settings import DetectionSettings
 from streams.kafka.security import KafkaSecurity
 
@@ -103,9 +103,9 @@ class TopicSettings(EventTopics):
     """Topic names; one place so producers, agents and consumers agree (the event topics
     come from the contract, :class:`streams.contract.events.EventTopics`)."""
 
-    alerts: str = "sentinel.alerts"
-    dead_letter: str = "sentinel.dead-letter"
-    control: str = "sentinel.control"
+    alerts: TopicName = "sentinel.alerts"
+    dead_letter: TopicName = "sentinel.dead-letter"
+    control: TopicName = "sentinel.control"
 
 
 class WorkerSettings(_Section):

@@ -301,6 +301,10 @@ def dump_event(event: AnyEvent) -> bytes:
     return event.model_dump_json(by_alias=True, exclude_none=True).encode()
 
 
+TopicName = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]{1,249}$")]
+"""A Kafka topic name: 1-249 of letters, digits, '.', '_' and '-'."""
+
+
 class EventTopics(BaseModel):
     """The topic each kind of event is published to (the service's defaults).
 
@@ -310,10 +314,18 @@ class EventTopics(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    inputs: str = "sentinel.inputs"
-    outputs: str = "sentinel.outputs"
-    feedback: str = "sentinel.feedback"
-    evaluations: str = "sentinel.evaluations"
+    inputs: TopicName = "sentinel.inputs"
+    outputs: TopicName = "sentinel.outputs"
+    feedback: TopicName = "sentinel.feedback"
+    evaluations: TopicName = "sentinel.evaluations"
+
+    @model_validator(mode="after")
+    def _distinct(self) -> EventTopics:
+        names = list(self.model_dump().values())
+        shared = sorted({n for n in names if names.count(n) > 1})
+        if shared:
+            raise ValueError(f"one topic for two purposes: {', '.join(shared)}")
+        return self
 
     def topic_of(self, kind: EventType) -> str:
         """The topic of one kind of event."""

@@ -74,6 +74,12 @@ def test_new_silence_ids_are_stable_and_scoped() -> None:
     assert a.silence.starts_at.tzinfo is not None
 
 
+def test_a_silence_that_would_already_be_over_is_refused() -> None:
+    with pytest.raises(ValueError, match="already past: nothing would be silenced"):
+        _rec(hours=1, starts_at=T0 - timedelta(hours=2))
+    assert _rec(hours=3, starts_at=T0 - timedelta(hours=2)).silence.ends_at > T0
+
+
 def test_fold_keeps_latest_per_id_and_applies_expiry_and_tombstones() -> None:
     a, b, c = _rec(), _rec("faq-bot"), _rec(hours=1, incident_type="toxicity_rate")
     records = [_kv(a), _kv(b), _kv(c), (b"junk", b"{"), _kv(a.expire(T0 + minutes(5)))]

@@ -39,6 +39,8 @@ def test_long_form_wins_over_short_form() -> None:
         ("[kafka]\nbroker = 'kafka://h:abc'\n", "is not host:port with a port 1-65535"),
         ("[kafka]\nbroker = 'kafka://h:99999'\n", "is not host:port with a port 1-65535"),
         ("[kafka]\nbroker = 'kafka://'\n", "is not host:port"),
+        ("[topics]\nalerts = 'bad topic!'\n", "topics.alerts: String should match"),
+        ("[topics]\ninputs = 'sentinel.outputs'\n", "one topic for two purposes"),
         ("[local_broker]\nkafka_version = '4.0.0'\n", ">= 4.0.1"),
     ],
 )
