@@ -232,16 +232,29 @@ def counts(stats: LoopStats, names: tuple[str, ...]) -> str:
     return ", ".join(parts)
 
 
+def check_output_path(path: Path) -> None:
+    """A file can be written at ``path``: raise :class:`ValueError` for a directory given
+    as the file or a missing directory (call before a long job, not after it)."""
+    if path.is_dir():
+        raise ValueError(f"output {path} is a directory: give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"output directory not found: {path.parent}")
+
+
+def port_arg(text: str) -> int:
+    """An argparse type: a TCP port, 1-65535."""
+    if not text.isdigit() or not 1 <= int(text) <= 65535:
+        raise argparse.ArgumentTypeError(f"not a port (1-65535): {text!r}")
+    return int(text)
+
+
 @contextmanager
 def output_file(path: Path, *, encoding: str = "utf-8") -> Iterator[IO[str]]:
     """Write ``path`` whole or not at all: into a temporary file beside it, renamed over it
     when the block ends without an error (an existing file is kept until then, and is
     kept as it was when the command fails). A missing directory or a directory given as
     the file is a :class:`ValueError` before anything runs."""
-    if path.is_dir():
-        raise ValueError(f"output {path} is a directory: give a file name")
-    if not path.parent.is_dir():
-        raise ValueError(f"output directory not found: {path.parent}")
+    check_output_path(path)
     partial = path.with_name(f".{path.name}.partial-{os.getpid()}")
     try:
         with partial.open("w", encoding=encoding, newline="\n") as fh:

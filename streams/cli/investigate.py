@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent, Severity, iso_utc
-from streams.cli.common import connected, parse_time, say, settings_of
+from streams.cli.common import check_output_path, connected, parse_time, say, settings_of
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -102,6 +102,9 @@ def cmd_investigate(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) ->
     lookback = parse_duration(args.lookback)
     if args.limit < 0:
         raise ValueError("--limit must be >= 0")
+    for path in (args.plot, args.series_json):
+        if path is not None:
+            check_output_path(path)
     settings = connected(settings_of(args))
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:
@@ -140,6 +143,8 @@ def cmd_postmortem(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> 
         render_postmortem,
     )
 
+    if args.out is not None and args.out.is_dir():
+        raise ValueError(f"output {args.out} is a directory: give a file name")
     settings = connected(settings_of(args))
     topic = args.alerts_topic or settings.topics.alerts
     with _history(settings) as history:

@@ -236,9 +236,11 @@ def cmd_console(args: argparse.Namespace) -> int:
 
 def register(sub: Any) -> None:
     """Add ``console`` to the ``sentinel`` subparsers ``sub``."""
+    from streams.cli.common import port_arg
+
     p = sub.add_parser("console", help="serve the operator web console")
     p.add_argument("--host", help="bind address (default: console.host)")
-    p.add_argument("--port", type=int, help="port (default: console.port)")
+    p.add_argument("--port", type=port_arg, help="port (default: console.port)")
     p.add_argument(
         "--hash-password",
         action="store_true",

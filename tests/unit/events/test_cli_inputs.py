@@ -85,6 +85,9 @@ def test_simulate_out_dash_writes_standard_output(
         (["replay", "--from", "now", "--to", "now-1h"], 2, "must be after --from"),
         (["replay", "--from", "now-1h", "--shadow-topic", "sentinel.alerts"], 2, "live alerts"),
         (["backtest", "--from", "garbage", "--compare", str(CONFIG)], 2, "not a time"),
+        # output paths before the analysis (or the broker)
+        (["investigate", "X", "--plot", "/nonexistent/a.png"], 2, "output directory not found"),
+        (["postmortem", "X", "--out", "."], 2, "is a directory: give a file name"),
     ],
 )
 def test_bad_input_is_one_line(
@@ -171,3 +174,15 @@ def test_sentinel_config_checks_what_the_worker_reads(
     err = capsys.readouterr().err
     assert message in err
     assert len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize(
+    "argv", [["console", "--port", "99999"], ["simulate", "--rate", "-5"]], ids=["port", "rate"]
+)
+def test_argument_types_refuse_out_of_range_values(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    assert f"argument {argv[1]}: " in capsys.readouterr().err
