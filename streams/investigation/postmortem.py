@@ -29,6 +29,7 @@ from alerting.policy import ConfigError
 from streams.investigation.audit import Investigation
 from streams.investigation.incidents import triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Record
+from streams.investigation.report import merged_ranges
 
 
 @dataclass(frozen=True)
@@ -247,8 +248,7 @@ def _evidence(events: Sequence[IncidentEvent], impact: Impact | None) -> list[st
         f"{', ' + sig.feature if sig.feature else ''}), direction {sig.direction.value}",
         f"- Statistic {sig.statistic:.3f} crossed threshold {sig.threshold:.3f}"
         + (f" (p = {sig.p_value:.2g})" if sig.p_value is not None else ""),
-        f"- Baseline {sig.baseline:.4f}, observed {sig.observed:.4f}, effect size "
-        f"{effect_text(sig)}, {sig.n_observations} observations",
+        f"- {values_text(sig)}, effect size {effect_text(sig)}, {sig.n_observations} observations",
     ]
     if impact is not None:
         lines.append(
@@ -260,11 +260,8 @@ def _evidence(events: Sequence[IncidentEvent], impact: Impact | None) -> list[st
         lines.append(f"- Blast radius: {br.traffic_share:.0%} of the model's traffic")
     lines.append("- Severity reasons: " + "; ".join(latest.severity_reasons))
     lines.append("- Records (topic[partition] first..last offset):")
-    seen: dict[tuple[str, int, int, int], None] = {}
-    for ev in events:
-        for r in ev.evidence.ranges:
-            seen[(r.topic, r.partition, r.first_offset, r.last_offset)] = None
-    lines += [f"  - `{t}[{p}]` {a}..{b}" for t, p, a, b in seen]
+    merged = merged_ranges(r for ev in events for r in ev.evidence.ranges)
+    lines += [f"  - `{t}[{p}]` {a}..{b}" for t, p, a, b in merged]
     samples = latest.evidence.sample_request_ids
     lines.append("- Sample request ids: " + (", ".join(f"`{s}`" for s in samples) or "none"))
     lines.append(
