@@ -389,6 +389,11 @@ def load_settings(
     for key, value in (overrides or {}).items():
         section, _, name = key.partition(".")
         data.setdefault(section, {})[name] = value
+        # An override wins over the environment too (the file is passed as init kwargs,
+        # below the environment).
+        shadowed = f"SENTINEL_{section}__{name}".upper()
+        for var in [v for v in environ if v.upper() == shadowed]:
+            del environ[var]
 
     token = _ENVIRON.set(environ)
     try:

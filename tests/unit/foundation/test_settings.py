@@ -24,6 +24,14 @@ def test_environment_overrides_file_including_short_broker_form() -> None:
     assert settings.worker.web_port == 7001
 
 
+def test_an_override_wins_over_the_environment() -> None:
+    """``sentinel simulate --broker`` is an override: it beats SENTINEL_BROKER."""
+    env = {"SENTINEL_BROKER": "kafka://env:1", "SENTINEL_WORKER__WEB_PORT": "7001"}
+    settings = load_settings(env=env, overrides={"kafka.broker": "kafka://cli:2"})
+    assert settings.kafka.broker == "kafka://cli:2"
+    assert settings.worker.web_port == 7001
+
+
 def test_long_form_wins_over_short_form() -> None:
     env = {"SENTINEL_BROKER": "kafka://short:1", "SENTINEL_KAFKA__BROKER": "kafka://long:2"}
     assert load_settings(env=env).kafka.broker == "kafka://long:2"
