@@ -58,7 +58,9 @@ class Impact:
     users: int | None = None
 
     def describe(self) -> str:
-        who = f"{self.requests} request{'s' if self.requests != 1 else ''}"
+        """The flagged requests (and users): a lower bound on those affected, since an
+        affected answer need not be flagged."""
+        who = f"at least {self.requests} request{'s' if self.requests != 1 else ''}"
         if self.users is not None:
             who += f" from {self.users} user{'s' if self.users != 1 else ''}"
         return who
