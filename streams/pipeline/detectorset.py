@@ -57,25 +57,44 @@ class Tracker:
 
     n: int = 0
     checkpoints: list[list[Any]] = field(default_factory=list)  # [index, ts, {tp: offset}]
+    """Every :data:`CHECKPOINT_EVERY` observations: its index, event time and, per
+    ``"topic|partition"``, the last offset seen there *before* it (its own partition's
+    entry is its offset - 1)."""
     last: dict[str, int] = field(default_factory=dict)  # "topic|partition" -> last offset
     samples: list[str] = field(default_factory=list)
+    first: dict[str, int] = field(default_factory=dict)  # "topic|partition" -> first offset
 
     def to_json(self) -> dict[str, Any]:
-        return {"n": self.n, "cp": self.checkpoints, "last": self.last, "smp": self.samples}
+        return {
+            "n": self.n,
+            "cp": self.checkpoints,
+            "last": self.last,
+            "smp": self.samples,
+            "first": self.first,
+        }
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Tracker:
-        return cls(n=data["n"], checkpoints=data["cp"], last=data["last"], samples=data["smp"])
+        return cls(
+            n=data["n"],
+            checkpoints=data["cp"],
+            last=data["last"],
+            samples=data["smp"],
+            first=data.get("first", {}),  # states saved before it: first seen unknown
+        )
 
     def see(self, obs: Observation, notable: bool, tp: str) -> None:
         """Count ``obs``, read from ``tp`` (``"topic|partition"``, :func:`source`)."""
+        offset = obs.coords.offset
         if self.n % CHECKPOINT_EVERY == 0:
             self.checkpoints.append(
-                [self.n, event_time(obs.event), dict(self.last) | {tp: obs.coords.offset}]
+                [self.n, event_time(obs.event), dict(self.last) | {tp: offset - 1}]
             )
             if len(self.checkpoints) > CHECKPOINTS_KEPT:
                 del self.checkpoints[0]
-        self.last[tp] = obs.coords.offset
+        if tp not in self.last:
+            self.first[tp] = offset
+        self.last[tp] = offset
         if notable:
             self.samples.append(obs.event.request_id)
             if len(self.samples) > SAMPLES_KEPT:
@@ -83,7 +102,10 @@ class Tracker:
         self.n += 1
 
     def evidence(self, first_index: int) -> tuple[float | None, tuple[EventRange, ...]]:
-        """Event time of the window start and the offset ranges since ``first_index``."""
+        """Event time of the window start and the offset ranges since ``first_index``:
+        per partition, from the first offset after the last one seen before the window
+        (or the first ever seen there) to the last seen; a partition with nothing in the
+        window has no range."""
         chosen = None
         for cp in self.checkpoints:
             if cp[0] <= first_index:
@@ -92,13 +114,24 @@ class Tracker:
                 break
         if chosen is None and self.checkpoints:
             chosen = self.checkpoints[0]
-        firsts: dict[str, int] = chosen[2] if chosen else {}
+        before: dict[str, int] = chosen[2] if chosen else {}
         ranges = []
         for tp, last in sorted(self.last.items()):
+            if tp in before:
+                if last <= before[tp]:
+                    continue  # nothing from this partition since the window began
+                first = before[tp] + 1
+            else:
+                first = self.first.get(tp, last)
             topic, _, part = tp.rpartition("|")
-            first = min(firsts.get(tp, last), last)
             ranges.append(
                 EventRange(topic=topic, partition=int(part), first_offset=first, last_offset=last)
+            )
+        if not ranges and self.last:  # a checkpoint saved before "offset - 1": the last seen
+            tp, last = max(self.last.items(), key=lambda item: item[1])
+            topic, _, part = tp.rpartition("|")
+            ranges.append(
+                EventRange(topic=topic, partition=int(part), first_offset=last, last_offset=last)
             )
         return (chosen[1] if chosen else None), tuple(ranges)
 
