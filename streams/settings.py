@@ -27,6 +27,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -349,12 +350,16 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key."""
 
 
+def error_text(e: ErrorDetails) -> str:
+    """One pydantic error as ``where: what`` (an unknown key says so)."""
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+    return f"{loc}: {msg}"
+
+
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"invalid configuration in {source} (or its SENTINEL_* environment overrides):"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-        lines.append(f"  {loc}: {msg}")
+    lines += [f"  {error_text(e)}" for e in err.errors()]
     return "\n".join(lines)
 
 

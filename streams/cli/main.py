@@ -24,7 +24,7 @@ from streams.devtools.broker import LocalBroker
 from streams.devtools.errors import BrokerError
 from streams.devtools.kafka_dist import fetch_kafka
 from streams.kafka.security import KafkaLoginError
-from streams.settings import ConfigError, LocalBrokerSettings, Settings
+from streams.settings import ConfigError, LocalBrokerSettings, Settings, error_text
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -177,10 +177,8 @@ def validation_text(exc: ValidationError) -> str:
     """A pydantic error as one line: what was invalid, where, and the value given."""
     parts = []
     for e in exc.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "value"
-        msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
         given = repr(e.get("input"))
-        parts.append(f"{loc}: {msg} (given {given[:60] + '...' if len(given) > 60 else given})")
+        parts.append(f"{error_text(e)} (given {given[:60] + '...' if len(given) > 60 else given})")
     return f"invalid {exc.title}: " + "; ".join(parts)
 
 
