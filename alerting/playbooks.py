@@ -12,7 +12,6 @@ checked at load against :data:`ACTION_FIELDS` / :data:`NOTIFICATION_FIELDS`.
 
 from __future__ import annotations
 
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +22,7 @@ from typing import Annotated, Literal, Self
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from alerting.model import IncidentEvent, Severity, iso_utc
-from alerting.policy import ConfigError, format_validation_error
+from alerting.policy import ConfigError, format_validation_error, read_toml
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
 
@@ -257,13 +256,11 @@ class PlaybookSet:
 
 def load_playbook(path: Path | str) -> Playbook:
     p = Path(path)
+    data = read_toml(p)
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
         if "path" in data:
             raise ConfigError(f"{p}: 'path' is set by the loader, not in the file")
         pb = Playbook.model_validate({**data, "path": str(p)})
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
     except ValidationError as exc:
         raise ConfigError(format_validation_error(p, exc)) from exc
     if pb.name != p.stem:

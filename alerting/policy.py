@@ -13,9 +13,10 @@ from __future__ import annotations
 import math
 import tomllib
 from pathlib import Path
-from typing import Self
+from typing import Any, Self
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import ErrorDetails
 
 from alerting.cause import GroupingPolicy
 from alerting.model import (
@@ -248,29 +249,46 @@ class AlertingPolicy(BaseModel):
 
 
 class ConfigError(ValueError):
-    """A config or playbook file is invalid; the message names the file and the keys."""
+    """A configuration, policy or playbook file (or override) is invalid; the message
+    names the file and the keys."""
+
+
+def error_text(e: ErrorDetails) -> str:
+    """One pydantic error as ``where: what`` (an unknown key says so): names keys and
+    messages only, never input values (which may be secrets)."""
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
+    return f"{loc}: {msg}"
 
 
 def format_validation_error(path: Path | str, err: ValidationError) -> str:
-    lines = [f"{path}: invalid configuration"]
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        if e["type"] == "extra_forbidden":
-            lines.append(f"  unknown key '{loc}'")
-        else:
-            lines.append(f"  {loc}: {e['msg']}")
-    return "\n".join(lines)
+    """A file's validation errors, one :func:`error_text` per line under its name."""
+    return "\n".join(
+        [f"{path}: invalid configuration", *(f"  {error_text(e)}" for e in err.errors())]
+    )
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """A TOML file's tables; a file that cannot be read or parsed is a
+    :class:`ConfigError` naming it (not valid UTF-8, not TOML, a directory)."""
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start]:#04x})"
+        ) from exc
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot be read: {exc.strerror or exc}") from exc
 
 
 def load_policy(path: Path | str) -> AlertingPolicy:
     """Read and validate an alerting policy TOML file."""
     p = Path(path)
-    if not p.is_file():
+    if not p.exists():
         raise ConfigError(f"alerting policy file not found: {p}")
     try:
-        data = tomllib.loads(p.read_text(encoding="utf-8"))
-        return AlertingPolicy.model_validate(data)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{p}: not valid TOML: {exc}") from exc
+        return AlertingPolicy.model_validate(read_toml(p))
     except ValidationError as exc:
         raise ConfigError(format_validation_error(p, exc)) from exc

@@ -12,7 +12,6 @@ import json
 import os
 import re
 import sysconfig
-import tomllib
 from collections.abc import Mapping
 from contextvars import ContextVar
 from pathlib import Path
@@ -27,7 +26,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import ErrorDetails
 from pydantic_settings import (
     BaseSettings,
     EnvSettingsSource,
@@ -37,6 +35,7 @@ from pydantic_settings import (
 )
 from pydantic_settings.sources.utils import parse_env_vars
 
+from alerting.policy import ConfigError, error_text, read_toml
 from streams.contract.events import EventTopics, EventType, TopicName
 from streams.detection_settings import DetectionSettings
 from streams.kafka.security import KafkaSecurity
@@ -346,17 +345,6 @@ class Settings(BaseSettings):
         return (env, init_settings)
 
 
-class ConfigError(ValueError):
-    """A configuration file or override is invalid; the message names the key."""
-
-
-def error_text(e: ErrorDetails) -> str:
-    """One pydantic error as ``where: what`` (an unknown key says so)."""
-    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-    return f"{loc}: {msg}"
-
-
 def _format_errors(source: str, err: ValidationError) -> str:
     lines = [f"invalid configuration in {source} (or its SENTINEL_* environment overrides):"]
     lines += [f"  {error_text(e)}" for e in err.errors()]
@@ -380,10 +368,7 @@ def load_settings(
     source = str(file_path)
     data: dict[str, Any] = {}
     if file_path.exists():
-        try:
-            data = tomllib.loads(file_path.read_text(encoding="utf-8"))
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"{source}: not valid TOML: {exc}") from exc
+        data = read_toml(file_path)
     elif path is not None:
         raise ConfigError(f"config file not found: {path}")
     if "SENTINEL_BROKER" in environ and "SENTINEL_KAFKA__BROKER" not in environ:

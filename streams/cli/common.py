@@ -17,9 +17,12 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+from pydantic import TypeAdapter, ValidationError
+
 from alerting.clock import parse_duration
 from alerting.policy import ConfigError
 from alerting.redact import RedactingFilter
+from streams.contract.events import Name
 from streams.devtools.broker import LocalBroker, port_accepts
 from streams.kafka.security import check_login, kafka_python_kwargs
 from streams.runtime.consumers import (
@@ -205,16 +208,22 @@ def client_security(settings: Settings) -> dict[str, Any]:
     return kafka_python_kwargs(settings.kafka.security)
 
 
-def setup_logging(level: str) -> None:
+def setup_logging(level: str, *, kafka_warnings: bool = True) -> None:
     """Text logs on stderr, redacted as the worker's are (``RedactingFilter``): the Kafka
     clients' debug lines hold protocol dumps, e.g. a SASL/PLAIN password. Like
-    ``logging.basicConfig``, it leaves a root logger that already has handlers alone."""
+    ``logging.basicConfig``, it leaves a root logger that already has handlers alone.
+
+    ``kafka_warnings=False`` (one-shot commands): the Kafka clients log only at
+    ``--log-level debug``. Such a command ends on its one-line error when the broker
+    cannot be reached; the clients' retry warnings before it only repeat it. A
+    long-running command keeps them: they are how it shows connection trouble."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(UtcTextFormatter())
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("alerting").setLevel(level.upper())
-    logging.getLogger("kafka").setLevel(logging.NOTSET if level == "debug" else logging.WARNING)
+    quiet = logging.WARNING if kafka_warnings else logging.CRITICAL + 1
+    logging.getLogger("kafka").setLevel(logging.NOTSET if level == "debug" else quiet)
 
 
 def ensure_service_topics(settings: Settings, bootstrap: list[str]) -> None:
@@ -239,6 +248,26 @@ def check_output_path(path: Path) -> None:
         raise ValueError(f"output {path} is a directory: give a file name")
     if not path.parent.is_dir():
         raise ValueError(f"output directory not found: {path.parent}")
+
+
+def contract_arg(kind: Any, what: str) -> Callable[[str], str]:
+    """An argparse type checking a value as the event contract does (``kind``: one of
+    its string types, e.g. ``Name``), so that a filter or a silence names what events
+    can carry: a model named ``"a b"`` can match nothing."""
+    adapter: TypeAdapter[str] = TypeAdapter(kind)
+
+    def check(text: str) -> str:
+        try:
+            return adapter.validate_python(text)
+        except ValidationError as exc:
+            error = exc.errors()[0]
+            why = "" if error["type"] == "string_pattern_mismatch" else f" ({error['msg']})"
+            raise argparse.ArgumentTypeError(f"not a {what}: {text!r}{why}") from None
+
+    return check
+
+
+name_arg = contract_arg(Name, "model name or version (no spaces or control characters)")
 
 
 def port_arg(text: str) -> int:

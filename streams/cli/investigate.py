@@ -21,7 +21,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent, Severity, iso_utc
-from streams.cli.common import check_output_path, connected, parse_time, say, settings_of
+from streams.cli.common import (
+    check_output_path,
+    connected,
+    name_arg,
+    parse_time,
+    say,
+    settings_of,
+)
 from streams.settings import Settings, load_settings
 
 if TYPE_CHECKING:
@@ -333,7 +340,7 @@ def register(sub: Any) -> None:
     alerts_help = "read incidents from this topic (default: topics.alerts; e.g. a shadow topic)"
 
     p = sub.add_parser("incidents", help="list incidents from the alerts topic")
-    p.add_argument("--model")
+    p.add_argument("--model", type=name_arg)
     p.add_argument("--severity", choices=[s.value for s in Severity])
     p.add_argument(
         "--type", help="incident type, e.g. toxicity_rate (also matches its :categories)"

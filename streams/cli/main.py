@@ -19,12 +19,13 @@ from pathlib import Path
 from kafka.errors import KafkaError
 from pydantic import ValidationError
 
+from alerting.policy import ConfigError, error_text
 from streams.cli.common import say, settings_of
 from streams.devtools.broker import LocalBroker
 from streams.devtools.errors import BrokerError
 from streams.devtools.kafka_dist import fetch_kafka
 from streams.kafka.security import KafkaLoginError
-from streams.settings import ConfigError, LocalBrokerSettings, Settings, error_text
+from streams.settings import LocalBrokerSettings, Settings
 
 Handler = Callable[[argparse.Namespace], int]
 

@@ -8,14 +8,13 @@ environment (``SENTINEL_NOTIFY_WEBHOOK_SECRET``, ``SENTINEL_NOTIFY_PAGERDUTY_ROU
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from urllib.parse import urlsplit
 
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError
 
 from alerting.delivery import RetryPolicy
-from alerting.policy import ConfigError, format_validation_error
+from alerting.policy import ConfigError, format_validation_error, read_toml
 from alerting.sink_config import (
     AlertmanagerSinkConfig,
     PagerDutySinkConfig,
@@ -107,10 +106,7 @@ def load_notify_file(path: Path | None, environ: dict[str, str]) -> tuple[Notify
     if not path.exists():
         raise ConfigError(f"notify config file not found: {path}")
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-        return NotifyFile.model_validate(data), str(path)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+        return NotifyFile.model_validate(read_toml(path)), str(path)
     except ValidationError as exc:
         # format_validation_error names keys and messages only: never input values (secrets).
         raise ConfigError(format_validation_error(path, exc)) from None

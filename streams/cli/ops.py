@@ -59,14 +59,17 @@ from streams.cli.common import (
     add_stop_options,
     client_security,
     connect,
+    contract_arg,
     counts,
     ensure_service_topics,
+    name_arg,
     say,
     settings_of,
     setup_logging,
 )
 from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_config
 from streams.cli.status import default_worker_url, delivery_section, read_delivery, worker_section
+from streams.contract.events import LabelKey, LabelValue
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
 from streams.runtime.consumers import LoopStats, run_containment_consumer
@@ -217,7 +220,7 @@ def _read_silences(bootstrap: list[str], settings: Settings) -> dict[str, Silenc
 
 def cmd_status(args: argparse.Namespace) -> int:
     """``sentinel status``."""
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, kafka_warnings=False)
     settings, bootstrap = connect(settings_of(args))
     now = datetime.now(UTC)
     security = client_security(settings)
@@ -256,11 +259,16 @@ def _indent(text: str) -> str:
 # ---- silence ---------------------------------------------------------------------------
 
 
+_label_key = contract_arg(LabelKey, "segment label (a-z, 0-9, _ . -, starting with a letter)")
+_label_value = contract_arg(LabelValue, "segment value (1-256 characters)")
+
+
 def _segment(text: str) -> tuple[str, str]:
+    """``KEY=VALUE``, each checked as the event contract checks segment labels."""
     key, sep, value = text.partition("=")
     if not sep or not key.strip() or not value.strip():
         raise argparse.ArgumentTypeError(f"--segment wants key=value, got {text!r}")
-    return key.strip(), value.strip()
+    return _label_key(key.strip()), _label_value(value.strip())
 
 
 def duration_arg(text: str) -> Any:
@@ -331,7 +339,7 @@ def _created_by() -> str:
 
 def cmd_silence(args: argparse.Namespace) -> int:
     """``sentinel silence add|list|expire``."""
-    setup_logging(args.log_level)
+    setup_logging(args.log_level, kafka_warnings=False)
     settings, bootstrap = connect(settings_of(args))
     topic = silences_topic(settings.topics.control)
     now = datetime.now(UTC)
@@ -435,8 +443,8 @@ def register(sub: Any) -> None:
     silence = sub.add_parser("silence", help="add, list or expire runtime silences")
     ssub = silence.add_subparsers(dest="silence_action", required=True, metavar="ACTION")
     add = ssub.add_parser("add", help="mute matching incidents for a while")
-    add.add_argument("--model", required=True)
-    add.add_argument("--version")
+    add.add_argument("--model", required=True, type=name_arg)
+    add.add_argument("--version", type=name_arg)
     add.add_argument(
         "--segment", type=_segment, action="append", metavar="KEY=VALUE", help="repeatable"
     )

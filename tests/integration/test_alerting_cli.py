@@ -323,7 +323,7 @@ def test_bad_input_exits_2_without_echoing_secrets(
     bad.write_text('[slack]\nwebhook_url = "https://hooks.example/T0/SECRETPART"\ncolour = 1\n')
     assert main(["notify", "--sink", "slack", "--config-file", str(bad)]) == 2
     err = capsys.readouterr().err
-    assert "unknown key 'slack.colour'" in err
+    assert "slack.colour: unknown key" in err
     assert "SECRETPART" not in err
     with pytest.raises(SystemExit) as exc:
         main(["silence", "add", "--model", "m", "--duration", "2 hours", "--comment", "x"])

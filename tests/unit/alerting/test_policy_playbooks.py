@@ -81,10 +81,10 @@ body = "b $incident_id"
 
 def test_unknown_playbook_keys_are_named(tmp_path: Path) -> None:
     p = _write(tmp_path, "downvote_rate", MINIMAL + "\n[detection]\nhysterisis_minutes = 3\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'detection\.hysterisis_minutes'"):
+    with pytest.raises(ConfigError, match=r"detection\.hysterisis_minutes: unknown key"):
         load_playbook(p)
     p = _write(tmp_path, "downvote_rate", "colour = 1\n" + MINIMAL)
-    with pytest.raises(ConfigError, match="unknown key 'colour'"):
+    with pytest.raises(ConfigError, match="colour: unknown key"):
         load_playbook(p)
 
 
@@ -124,7 +124,7 @@ def test_action_templates_resolve_or_name_the_missing_field() -> None:
 def test_unknown_policy_keys_and_naive_silences_are_rejected(tmp_path: Path) -> None:
     p = tmp_path / "a.toml"
     p.write_text("[lifecycle]\nhysteresis = 5\n")
-    with pytest.raises(ConfigError, match=r"unknown key 'lifecycle\.hysteresis'"):
+    with pytest.raises(ConfigError, match=r"lifecycle\.hysteresis: unknown key"):
         load_policy(p)
     p.write_text(
         '[[silences]]\nid = "m"\nmodel = "x"\n'
@@ -168,3 +168,35 @@ def test_severity_policy_rejects_unordered_steps() -> None:
         )
     with pytest.raises(ValueError, match="sev1_points"):
         SeverityPolicy(sev1_points=3, sev2_points=5)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"# caf\xe9\n", r"not UTF-8 text \(byte 5: 0xe9\)"),
+        (b"x = [", "not valid TOML"),
+        (None, "cannot be read: Is a directory"),
+    ],
+)
+def test_every_configuration_file_that_cannot_be_read_is_named(
+    tmp_path: Path, content: bytes | None, message: str
+) -> None:
+    """Settings, policies, playbooks and notify files are read by one rule: an unreadable
+    file is a one-line error with its path, whatever the reason."""
+    from streams.cli.notify_config import load_notify_file
+    from streams.settings import load_settings
+
+    path = tmp_path / "bad.toml"
+    if content is None:
+        path.mkdir()
+    else:
+        path.write_bytes(content)
+    loaders = [
+        load_policy,
+        load_playbook,
+        lambda p: load_settings(p, env={}),
+        lambda p: load_notify_file(p, {}),
+    ]
+    for load in loaders:
+        with pytest.raises(ConfigError, match=f"{path}: {message}"):
+            load(path)

@@ -14,6 +14,7 @@ from alerting.engine import IncidentEngine
 from alerting.model import BlastRadius, IncidentEvent
 from alerting.operator import OperatorAction, new_action, operator_topic, overlay
 from alerting.payloads import add_console_link, pagerduty_event, slack_message
+from alerting.policy import ConfigError
 from alerting.silences import SilenceRecord, new_silence, silences_topic
 from alerting.sink_config import AlertmanagerSinkConfig, PagerDutySinkConfig, make_sink
 from detectors.base import SignalKind
@@ -22,7 +23,7 @@ from streams.console.auth import Authenticator, hash_password, verify_password
 from streams.console.state import ConsoleState, Sources
 from streams.console.views import heat_class, lifecycle_chart, svg_chart
 from streams.runtime.consumers import handle_containment_event
-from streams.settings import ConfigError, ConsoleSettings, load_settings, settings_env
+from streams.settings import ConsoleSettings, load_settings, settings_env
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
 
 OPS_HASH = hash_password("s3cret", iterations=1000)

@@ -186,3 +186,26 @@ def test_argument_types_refuse_out_of_range_values(
         main(argv)
     assert exited.value.code == 2
     assert f"argument {argv[1]}: " in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("argv", "flag"),
+    [
+        (["silence", "add", "--model", "a b"], "--model"),
+        (["silence", "add", "--model", "m", "--version", "v\x01"], "--version"),
+        (["silence", "add", "--model", "m", "--segment", "Tenant=acme"], "--segment"),
+        (["silence", "add", "--model", "m", "--segment", "tenant=" + "x" * 300], "--segment"),
+        (["incidents", "--model", "a b"], "--model"),
+    ],
+    ids=["model", "version", "label", "value", "filter"],
+)
+def test_names_are_checked_as_the_event_contract_checks_them(
+    argv: list[str], flag: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, a silence for model "a b" was published: it could never match an event."""
+    with pytest.raises(SystemExit) as exited:
+        main([*argv, "--duration", "1h", "--comment", "x"] if argv[0] == "silence" else argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    last = err.strip().splitlines()[-1]  # argparse's usage, then the one error
+    assert f"error: argument {flag}: not a " in last, err

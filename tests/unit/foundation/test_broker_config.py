@@ -8,8 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from alerting.policy import ConfigError
 from streams.devtools.broker_config import server_properties
-from streams.settings import ConfigError, load_settings
+from streams.settings import load_settings
 
 
 def _delay(overrides: dict[str, object]) -> str:

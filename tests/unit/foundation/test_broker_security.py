@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 
+from alerting.policy import ConfigError
 from streams.devtools.certs import SCRAM_ITERATIONS, make_certificates, scram_credential
 from streams.kafka.security import KafkaSecurity
-from streams.settings import ConfigError, load_settings
+from streams.settings import load_settings
 
 PASSWORD = "correct-horse-battery-staple"
 

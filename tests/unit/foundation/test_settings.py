@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from streams.settings import ConfigError, load_settings, settings_env
+from alerting.policy import ConfigError
+from streams.settings import load_settings, settings_env
 
 
 def test_default_file_loads_and_leaves_broker_empty() -> None:

@@ -342,6 +342,35 @@ def test_commands_log_through_the_redacting_filter(monkeypatch: pytest.MonkeyPat
     assert out.split(" ", 1)[0].endswith("Z"), out  # UTC timestamps, as the worker's
 
 
+@pytest.mark.parametrize(
+    ("level", "kafka_warnings", "shown"),
+    [("info", True, True), ("info", False, False), ("debug", False, True)],
+)
+def test_one_shot_commands_leave_the_kafka_clients_retries_to_their_one_line_error(
+    monkeypatch: pytest.MonkeyPatch, level: str, kafka_warnings: bool, shown: bool
+) -> None:
+    """``status`` and ``silence`` end on one line when the broker is unreachable: the
+    clients' retry warnings before it are shown by long-running commands and at debug."""
+    from streams.cli.common import setup_logging
+
+    stream = io.StringIO()
+    root, kafka = logging.getLogger(), logging.getLogger("kafka")
+    levels = root.level, kafka.level
+    monkeypatch.setattr(root, "handlers", [])
+    monkeypatch.setattr("sys.stderr", stream)
+    try:
+        setup_logging(level, kafka_warnings=kafka_warnings)
+        logging.getLogger("kafka.net.manager").warning("Bootstrap bootstrap-0 not ready")
+        logging.getLogger("kafka.net.manager").error("Bootstrap failed")
+        logging.getLogger("streams.cli").warning("the command's own warning")
+    finally:
+        root.setLevel(levels[0])
+        kafka.setLevel(levels[1])
+    out = stream.getvalue()
+    assert ("not ready" in out and "Bootstrap failed" in out) is shown, out
+    assert "the command's own warning" in out
+
+
 def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
     pipeline_service: tuple[Service, list[Observation]],
 ) -> None:
