@@ -209,3 +209,20 @@ def test_names_are_checked_as_the_event_contract_checks_them(
     err = capsys.readouterr().err
     last = err.strip().splitlines()[-1]  # argparse's usage, then the one error
     assert f"error: argument {flag}: not a " in last, err
+
+
+def test_a_broker_that_accepts_no_connection_is_said_before_the_clients_wait(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Before, ``status`` said nothing for the 30 s the Kafka client spends bootstrapping."""
+    from streams.cli.common import connect
+    from streams.devtools.broker import free_port
+    from streams.settings import load_settings
+
+    broker = f"localhost:{free_port()}"
+    _, servers = connect(
+        load_settings(CONFIG, env={}, overrides={"kafka.broker": f"kafka://{broker}"})
+    )
+    assert servers == [broker]
+    err = capsys.readouterr().err
+    assert f"no broker accepts connections at {broker} yet" in err, err
