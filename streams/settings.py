@@ -131,6 +131,12 @@ class WorkerSettings(_Section):
         "conservative bound meanwhile; false: solve in the loop, as replay does.",
     )
 
+    @property
+    def internal_topics(self) -> dict[str, str]:
+        """The worker's own topics between its stages (the join's and detection's
+        repartitions), by stage: its lag there is work it has read but not yet done."""
+        return {"by_request": f"{self.app_id}-by-request", "by_model": f"{self.app_id}-by-model"}
+
 
 class LocalBrokerSettings(_Section):
     """The single-node KRaft broker that `sentinel kafka up` runs from Maven Central jars.

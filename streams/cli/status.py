@@ -3,8 +3,9 @@
 - Worker health: the worker's own ``/readyz`` (:mod:`streams.runtime.observability`) over
   HTTP, at ``--worker-url`` (default ``http://<worker.web_host>:<worker.web_port>``).
 - Worker lag: the worker group's committed offsets against the log-end offsets of the
-  event topics, from the broker (:mod:`streams.kafka.lag`), so it shows while the worker
-  is down too.
+  event topics and of its internal topics (events read but not yet joined or detected:
+  "lag 0" on the event topics alone is not "caught up"), from the broker
+  (:mod:`streams.kafka.lag`), so it shows while the worker is down too.
 - Delivery: each open incident's state per sink from the delivery-state topic that
   ``sentinel notify`` publishes (:mod:`alerting.delivery_state`), and closed incidents
   whose last delivery failed or is still retrying.
@@ -67,9 +68,10 @@ def worker_health(url: str | None, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
 def worker_section(
     settings: Settings, bootstrap: Sequence[str], security: ClientSecurity, url: str | None
 ) -> str:
-    topics = list(settings.topics.by_kind().values())
+    internal = settings.worker.internal_topics.values()
+    topics = [*settings.topics.by_kind().values(), *internal]
     lags = group_lag(bootstrap, security, settings.worker.app_id, topics)
-    return f"health: {worker_health(url)}\n{render_lag(settings.worker.app_id, lags)}"
+    return f"health: {worker_health(url)}\n{render_lag(settings.worker.app_id, lags, internal)}"
 
 
 def read_delivery(

@@ -86,16 +86,25 @@ def group_lag(
     return out
 
 
-def render_lag(group: str, lags: list[PartitionLag]) -> str:
-    """Per topic: total lag in records and how many partitions the group has committed on."""
+def render_lag(group: str, lags: list[PartitionLag], internal: Iterable[str] = ()) -> str:
+    """Per topic: lag in records and how many partitions the group has committed on. The
+    total counts event records; records of the ``internal`` topics (the worker's hand-offs
+    between its stages, each a batch of observations) are counted apart: while they lag,
+    events already read are still being joined or detected."""
     if not lags:
         return f"group {group}: no source topics found"
-    lines = [f"group {group}: lag {sum(p.lag for p in lags)} record(s) in total"]
-    for topic in dict.fromkeys(p.topic for p in lags):
+    inner = set(internal)
+    events = sum(p.lag for p in lags if p.topic not in inner)
+    pending = sum(p.lag for p in lags if p.topic in inner)
+    lines = [f"group {group}: lag {events} record(s) in total"]
+    if pending:
+        lines[0] += f"; {pending} internal record(s) (batches of observations) not yet processed"
+    for topic in sorted(dict.fromkeys(p.topic for p in lags), key=lambda t: t in inner):
         parts = [p for p in lags if p.topic == topic]
         done = sum(p.committed is not None for p in parts)
         lines.append(
-            f"  {topic}: lag {sum(p.lag for p in parts)} record(s), "
+            f"  {topic}{' (internal)' if topic in inner else ''}: "
+            f"lag {sum(p.lag for p in parts)} record(s), "
             f"end {sum(p.end for p in parts)}, committed on {done}/{len(parts)} partition(s)"
         )
     return "\n".join(lines)

@@ -168,13 +168,12 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     """Register the ingress, join and detect agents and their tables on ``app``."""
     det = settings.detection
     partitions = settings.kafka.topic_partitions
-    app_id = settings.worker.app_id
     # Internal: faust creates them with the table partition count (co-partitioning).
     topics = {
-        "by_request": raw_topic(app, f"{app_id}-by-request", partitions=partitions, internal=True),
-        "by_model": raw_topic(app, f"{app_id}-by-model", partitions=partitions, internal=True),
-        "alerts": raw_topic(app, settings.topics.alerts, partitions=partitions),
+        stage: raw_topic(app, name, partitions=partitions, internal=True)
+        for stage, name in settings.worker.internal_topics.items()
     }
+    topics["alerts"] = raw_topic(app, settings.topics.alerts, partitions=partitions)
     tables: dict[str, TableT[str, Any]] = {
         name: app.Table(name, default=None, key_type=str, value_type=None, partitions=partitions)
         for name in ("join", "detectors", "engines")

@@ -112,7 +112,8 @@ def test_worker_serves_health_readiness_and_moving_metrics(
             assert main(["status"]) == 0
             worker = capsys.readouterr().out.split("Worker:")[1]
             assert f"health: ready at {base}/readyz" in worker, worker
-            return f"group {settings.worker.app_id}: lag 0 record(s) in total" in worker
+            # caught up: nothing left on the event topics nor on the internal ones
+            return f"group {settings.worker.app_id}: lag 0 record(s) in total\n" in worker
 
         wait_for(caught_up, 60, "status to show the worker's lag at 0", log)
 
