@@ -28,6 +28,7 @@ from streams.kafka.security import check_login, kafka_python_kwargs
 from streams.runtime.consumers import (
     LoopStats,
 )
+from streams.runtime.log_limit import RepeatFilter
 from streams.runtime.observability import UtcTextFormatter
 from streams.settings import Settings, load_settings
 
@@ -227,9 +228,12 @@ def setup_logging(level: str, *, kafka_warnings: bool = True) -> None:
     ``kafka_warnings=False`` (one-shot commands): the Kafka clients log only at
     ``--log-level debug``. Such a command ends on its one-line error when the broker
     cannot be reached; the clients' retry warnings before it only repeat it. A
-    long-running command keeps them: they are how it shows connection trouble."""
+    long-running command keeps them: they are how it shows connection trouble. Below
+    debug, the libraries' repeated lines are limited as the worker's are (``RepeatFilter``)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(UtcTextFormatter())
+    if level != "debug":
+        handler.addFilter(RepeatFilter())
     handler.addFilter(RedactingFilter())
     logging.basicConfig(level=level.upper(), handlers=[handler])
     logging.getLogger("alerting").setLevel(level.upper())

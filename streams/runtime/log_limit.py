@@ -1,4 +1,4 @@
-"""Dead letters in the log, rate-limited with counts.
+"""Dead letters and the Kafka libraries' repeated lines in the log, rate-limited with counts.
 
 One WARNING line per dead letter made 11 MB of log for 64k bad records (issue 17), and a
 flood of bad input could bury everything else in the log. The dead-letter topic (every
@@ -13,16 +13,30 @@ why, and where to look:
 
 So a steady stream of bad records costs at most two lines per interval. Times come from
 the caller (the ingress's injected clock).
+
+:class:`RepeatFilter` does the same for faust's and the Kafka clients' own lines, which
+the service does not write: a backlog made 137 "producer buffer full size N" warnings in
+five minutes, and a broker's first start seven "Marking the coordinator dead" in one
+second. The first line of each kind passes; the repeats within ``interval_s`` are counted
+and named on the next one that passes.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from collections import Counter
 from datetime import datetime, timedelta
+from typing import Final
 
 ERROR_MAX_CHARS = 200
 DEFAULT_INTERVAL_S = 10.0
+REPEAT_INTERVAL_S: Final = 60.0
+LIBRARY_LOGGERS: Final = ("faust", "mode", "aiokafka", "kafka")
+"""Loggers of the libraries the worker runs on (and their children): their repeats are
+limited; the service's own loggers never are."""
+_KINDS_KEPT: Final = 1024
+_NUMBER = re.compile(r"\d+(?:\.\d+)?")
 
 
 class DeadLetterLog:
@@ -82,3 +96,49 @@ class DeadLetterLog:
         )
         self._held.clear()
         self._since = now
+
+
+class RepeatFilter(logging.Filter):
+    """At most one line per ``interval_s`` of each kind from the ``libraries``' loggers.
+
+    A kind is the logger, the level and the message with its numbers blanked ("producer
+    buffer full size 9896" and "... size 988" are one kind). The first passes; repeats
+    within the interval are held and counted, and the next line of that kind after it says
+    how many were not logged (a kind that stops repeating leaves its count untold: the
+    line before it said that it happens). Times are the records' own (``created``).
+    Other loggers pass untouched.
+    """
+
+    def __init__(
+        self, libraries: tuple[str, ...] = LIBRARY_LOGGERS, interval_s: float = REPEAT_INTERVAL_S
+    ) -> None:
+        super().__init__()
+        if interval_s <= 0:
+            raise ValueError("interval_s must be > 0")
+        self.libraries = libraries
+        self.interval_s = interval_s
+        self._kinds: dict[tuple[str, int, str], list[float]] = {}  # kind -> [until, held]
+
+    def _limited(self, name: str) -> bool:
+        return any(name == lib or name.startswith(lib + ".") for lib in self.libraries)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not self._limited(record.name):
+            return True
+        try:
+            message = record.getMessage()
+        except Exception:
+            return True  # the formatter says it is unformattable
+        kind = (record.name, record.levelno, _NUMBER.sub("N", message))
+        state = self._kinds.get(kind)
+        if state is not None and record.created < state[0]:
+            state[1] += 1
+            return False
+        if state is not None and state[1]:
+            held = int(state[1])
+            record.msg = f"{message} ({held} more like it since the last one were not logged)"
+            record.args = ()
+        if len(self._kinds) >= _KINDS_KEPT:
+            self._kinds.clear()
+        self._kinds[kind] = [record.created + self.interval_s, 0]
+        return True

@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from alerting.redact import STANDARD_RECORD_ATTRS, RedactingFilter, escape_control
+from streams.runtime.log_limit import RepeatFilter
 
 _CORE_KEYS: Final = frozenset({"ts", "level", "logger", "message", "exc_info", "stack_info"})
 
@@ -99,7 +100,9 @@ def _gmtime(secs: float | None) -> time.struct_time:
 
 
 def logging_config(level: str | int, json_logs: bool) -> dict[str, Any]:
-    """A :func:`logging.config.dictConfig` mapping: one stderr handler, redacted.
+    """A :func:`logging.config.dictConfig` mapping: one stderr handler, redacted, the
+    libraries' repeated lines limited below debug
+    (:class:`streams.runtime.log_limit.RepeatFilter`).
 
     Pass it to ``faust.Worker(..., logging_config=...)`` so that faust's own logging
     set-up uses it, or apply it with :func:`configure_logging`.
@@ -108,14 +111,15 @@ def logging_config(level: str | int, json_logs: bool) -> dict[str, Any]:
     return {
         "version": 1,
         "disable_existing_loggers": False,
-        "filters": {"redact": {"()": RedactingFilter}},
+        "filters": {"redact": {"()": RedactingFilter}, "repeats": {"()": RepeatFilter}},
         "formatters": {"json": {"()": JsonFormatter}, "text": {"()": UtcTextFormatter}},
         "handlers": {
             "default": {
                 "class": "logging.StreamHandler",
                 "stream": "ext://sys.stderr",
                 "formatter": "json" if json_logs else "text",
-                "filters": ["redact"],
+                # at debug, every line: that is what the level is asked for
+                "filters": ["redact"] if lvl == "DEBUG" else ["repeats", "redact"],
             }
         },
         "root": {"level": lvl, "handlers": ["default"]},

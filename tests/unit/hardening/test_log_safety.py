@@ -15,7 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from streams.runtime.log_limit import DeadLetterLog
+from streams.runtime.log_limit import DeadLetterLog, RepeatFilter
 from streams.runtime.observability import logging_config
 
 FORGED = "telemetry\n2026-11-29T08:00:00.000Z CRITICAL sentinel: model disabled\x00\x1b[2J\u2028x"
@@ -113,3 +113,44 @@ def test_the_interval_is_closed_by_a_tick_without_new_dead_letters(
     assert _records(caplog)[-1].startswith("dead-lettered 2 more record(s) in 5.0 s (not_json 2)")
     with pytest.raises(ValueError, match="interval_s"):
         DeadLetterLog(logger, interval_s=0)
+
+
+def _record(name: str, msg: str, created: float, *args: object) -> logging.LogRecord:
+    record = logging.LogRecord(name, logging.WARNING, __file__, 1, msg, args, None)
+    record.created = created
+    return record
+
+
+def test_the_libraries_repeated_lines_are_one_per_interval_with_a_count() -> None:
+    """A backlog made 137 faust "producer buffer full size N" lines in five minutes."""
+    limit = RepeatFilter(interval_s=60.0)
+    full = "producer buffer full size %r"
+    passed = [
+        limit.filter(_record("faust.transport.producer", full, t, size))
+        for t, size in [(0.0, 988), (1.0, 9896), (30.0, 12), (59.9, 7)]
+    ]
+    assert passed == [True, False, False, False]
+    later = _record("faust.transport.producer", full, 60.0, 820)
+    assert limit.filter(later)
+    assert later.getMessage() == (
+        "producer buffer full size 820 (3 more like it since the last one were not logged)"
+    )
+    # another kind, another logger of the libraries, and the service's own lines pass
+    assert limit.filter(_record("faust.transport.producer", "producer stopped", 61.0))
+    assert limit.filter(_record("aiokafka.consumer.group_coordinator", "coordinator dead", 61.0))
+    own = [limit.filter(_record("streams.runtime.ingress", full, 62.0, n)) for n in (1, 2)]
+    assert own == [True, True]
+    assert not limit.filter(
+        _record("aiokafka.consumer.group_coordinator", "coordinator dead", 62.0)
+    )
+
+
+def test_the_worker_log_limits_the_libraries_repeats(
+    captured: tuple[logging.Logger, io.StringIO, bool],
+) -> None:
+    _, stream, _ = captured
+    for size in (988, 9896, 12):
+        logging.getLogger("faust.transport.producer").warning("producer buffer full size %r", size)
+    out = stream.getvalue().splitlines()
+    assert len(out) == 1, out
+    assert "producer buffer full size 988" in out[0]
