@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -250,7 +249,7 @@ def _backtest(
             lines = args.input.read_bytes().splitlines()
         except FileNotFoundError:
             raise ValueError(f"input file not found: {args.input}") from None
-        progress = not args.no_progress and sys.stderr.isatty()
+        progress = not args.no_progress
         return backtest_lines(lines, baseline, candidate, clock=clock, progress=progress)
     start, end = _history_range(args, clock, "backtest over Kafka needs --from TIME (or --input)")
     return backtest_kafka(
@@ -258,7 +257,7 @@ def _backtest(
         candidate,
         start,
         end,
-        progress=not args.no_progress and sys.stderr.isatty(),
+        progress=not args.no_progress,
         clock=clock,
     )
 
@@ -316,7 +315,7 @@ def run_replay_history(
         end,
         output=output,
         shadow_topic=args.shadow_topic,
-        progress=not getattr(args, "no_progress", False) and sys.stderr.isatty(),
+        progress=not getattr(args, "no_progress", False),
         clock=clock,
     )
     triggers = sum(1 for e in result.incidents if e.action == "trigger")

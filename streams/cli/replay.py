@@ -8,12 +8,13 @@ import contextlib
 import sys
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from streams.cli.common import output_file, refuse_same_file
 from streams.cli.investigate import add_replay_history_arguments, run_replay_history
 from streams.pipeline.calibration import kept_calibrations
 from streams.pipeline.replay import replay_lines
+from streams.progress import progress_bar
 from streams.settings import Settings, load_settings
 
 
@@ -64,12 +65,7 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
         refuse_same_file(Path(args.input), "input", *outputs)
     if len(outputs) == 2:
         refuse_same_file(outputs[0], "output", outputs[1])
-    show = not args.no_progress and sys.stderr.isatty()
-    progress: Any = None
-    if show:
-        from tqdm import tqdm
-
-        progress = tqdm(unit=" events", unit_scale=True, file=sys.stderr, desc="replay")
+    progress = progress_bar("sentinel replay", enabled=not args.no_progress)
     try:
         with (
             kept_calibrations(settings),

@@ -7,17 +7,18 @@ import json
 import math
 import sys
 import time
-import tomllib
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from alerting.clock import parse_duration
+from alerting.policy import read_toml
 from streams.cli.common import connect, output_file, refuse_same_file
 from streams.contract.jsonl import JSONL_FORMAT
 from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
 from streams.devtools.sim_requests import TRAIL_S
 from streams.devtools.simulate import Simulator, publish, write_jsonl
+from streams.progress import progress_bar
 from streams.settings import load_settings
 
 
@@ -68,11 +69,13 @@ def _scenario_file(path: Path) -> dict[str, Any]:
     """A scenario file's keys: a ``.toml`` table or a ``.json`` object."""
     if path.suffix not in (".toml", ".json"):
         raise ValueError(f"scenario {path}: a .toml or .json file is expected")
-    text = path.read_text(encoding="utf-8")
-    try:
-        data = tomllib.loads(text) if path.suffix == ".toml" else json.loads(text)
-    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"scenario {path}: not valid {path.suffix[1:].upper()}: {exc}") from None
+    if path.suffix == ".toml":
+        data: Any = read_toml(path)
+    else:
+        try:
+            data = json.loads(path.read_bytes())
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            raise ValueError(f"scenario {path}: not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise ValueError(f"scenario {path}: expected an object of scenario keys")
     return data
@@ -124,17 +127,22 @@ def run_simulate(args: argparse.Namespace) -> int:
     if args.out is None and args.start is None and args.scenario is None:
         scenario = ending_by(scenario, datetime.now(UTC))
     sim = Simulator(scenario)
-    progress = None if args.quiet else sys.stderr
+    say = None if args.quiet else sys.stderr  # progress and the closing lines
     to_stdout = args.out is not None and str(args.out) == "-"
     if args.out is not None and not to_stdout:
         truth_path = args.ground_truth or args.out.with_suffix(".truth.json")
         refuse_same_file(args.out, "events file", truth_path)
         began = time.monotonic()
-        with output_file(args.out) as f, output_file(truth_path) as truth:
-            n = write_jsonl(sim, f, progress)
-            _write_truth(sim, truth)
-        if progress is not None:
-            progress.write(
+        progress = progress_bar("sentinel simulate", enabled=say is not None)
+        try:
+            with output_file(args.out) as f, output_file(truth_path) as truth:
+                n = write_jsonl(sim, f, progress)
+                _write_truth(sim, truth)
+        finally:
+            if progress is not None:
+                progress.close()
+        if say is not None:
+            say.write(
                 f"sentinel simulate: {n} events ({JSONL_FORMAT}) -> {args.out} "
                 f"in {time.monotonic() - began:.1f} s\n"
             )
@@ -154,16 +162,26 @@ def run_simulate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"{exc}; or pass --broker, or write a file with --out") from exc
         truth_path = args.ground_truth or Path("ground-truth.json")
-        with output_file(truth_path) as truth:
-            publish(
-                sim,
-                servers,
-                settings.topics,
-                rate=args.rate,
-                progress=progress,
-                security=settings.kafka.security,
+        progress = progress_bar("sentinel simulate", enabled=say is not None)
+        began = time.monotonic()
+        try:
+            with output_file(truth_path) as truth:
+                n = publish(
+                    sim,
+                    servers,
+                    settings.topics,
+                    rate=args.rate,
+                    progress=progress,
+                    security=settings.kafka.security,
+                )
+                _write_truth(sim, truth)
+        finally:
+            if progress is not None:
+                progress.close()
+        if say is not None:
+            say.write(
+                f"sentinel simulate: {n} events published in {time.monotonic() - began:.1f} s\n"
             )
-            _write_truth(sim, truth)
-    if progress is not None:
-        progress.write(f"sentinel simulate: ground truth -> {truth_path}\n")
+    if say is not None:
+        say.write(f"sentinel simulate: ground truth -> {truth_path}\n")
     return 0

@@ -26,7 +26,7 @@ import re
 import time
 from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime
-from typing import IO, Any, Final, TextIO
+from typing import IO, Any, Final
 
 import numpy as np
 import numpy.typing as npt
@@ -49,6 +49,7 @@ from streams.devtools.sim_requests import (
     route,
 )
 from streams.kafka.security import KafkaSecurity, kafka_python_kwargs
+from streams.progress import Progress
 
 GROUND_TRUTH_FORMAT: Final = "sentinel.ground-truth/1"
 
@@ -249,9 +250,9 @@ def _fmt(dt: datetime) -> str:
 
 
 # ---------------------------------------------------------------------- running it
-def write_jsonl(sim: Simulator, out: IO[str], progress: TextIO | None = None) -> int:
-    """Write the stream to ``out``; returns the number of events. With ``progress``, a
-    line there counts the events written so far, every 10,000."""
+def write_jsonl(sim: Simulator, out: IO[str], progress: Progress | None = None) -> int:
+    """Write the stream to ``out``; returns the number of events. ``progress`` counts
+    them, every 10,000 (:mod:`streams.progress`)."""
     n = 0
     buf: list[str] = []
     for line in sim.lines():
@@ -259,15 +260,12 @@ def write_jsonl(sim: Simulator, out: IO[str], progress: TextIO | None = None) ->
         if len(buf) >= 10_000:
             out.write("\n".join(buf) + "\n")
             n += len(buf)
-            buf.clear()
             if progress is not None:
-                progress.write(f"\rsentinel simulate: {n} events written")
-                progress.flush()
+                progress.update(len(buf))
+            buf.clear()
     if buf:
         out.write("\n".join(buf) + "\n")
         n += len(buf)
-    if progress is not None and n >= 10_000:
-        progress.write("\n")
     return n
 
 
@@ -277,7 +275,7 @@ def publish(
     topics: Any,
     *,
     rate: float = 0.0,
-    progress: TextIO | None = None,
+    progress: Progress | None = None,
     security: KafkaSecurity | None = None,
 ) -> int:
     """Publish the stream through :class:`streams.sdk.SentinelPublisher`; ``rate`` events/s
@@ -289,7 +287,6 @@ def publish(
 
     n = 0
     began = time.monotonic()
-    last = began
     client = kafka_python_kwargs(security) if security is not None else {}
     with SentinelPublisher(bootstrap, topics, **client) as pub:
         for line in sim.lines():
@@ -299,11 +296,6 @@ def publish(
                 ahead = n / rate - (time.monotonic() - began)
                 if ahead > 0:
                     time.sleep(ahead)
-            now = time.monotonic()
-            if progress is not None and now - last >= 1.0:
-                last = now
-                progress.write(f"\rsentinel simulate: {n} events ({n / (now - began):.0f}/s)")
-                progress.flush()
-    if progress is not None:
-        progress.write(f"\rsentinel simulate: {n} events published\n")
+            if progress is not None:
+                progress.update(1)
     return n

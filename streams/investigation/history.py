@@ -28,6 +28,7 @@ from streams.investigation.kafka_read import KafkaHistory, Record, Span
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.security import kafka_python_kwargs
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
+from streams.progress import progress_bar
 from streams.settings import Settings, topic_kinds
 
 REPLAY_HEADER: Final = ("sentinel-replay", b"true")
@@ -53,23 +54,6 @@ def check_shadow_topic(settings: Settings, shadow_topic: str | None) -> None:
             f"shadow topic {shadow_topic!r} is the live alerts topic: replayed incidents "
             "must go to a separate topic"
         )
-
-
-def _progress_bar(total: int, enabled: bool, stream: IO[str] | None, desc: str) -> Any:
-    if not enabled:
-        return None
-    import sys
-
-    from tqdm import tqdm
-
-    return tqdm(
-        total=total,
-        unit=" events",
-        unit_scale=True,
-        file=stream or sys.stderr,
-        desc=desc,
-        dynamic_ncols=True,
-    )
 
 
 class _Runner:
@@ -184,7 +168,9 @@ def replay_from_kafka(
     try:
         spans, records = _history_records(settings, start, end, hist)
         runner = _Runner([settings], event_topics(settings), clock)
-        bar = _progress_bar(sum(s.size for s in spans), progress, progress_stream, "replay")
+        bar = progress_bar(
+            "replay", total=sum(s.size for s in spans), stream=progress_stream, enabled=progress
+        )
         try:
             for rec in records:
                 emit(runner.feed(rec)[0])
@@ -373,7 +359,9 @@ def backtest_kafka(
     try:
         spans, records = _history_records(baseline, start, end, hist)
         runner = _Runner([baseline, candidate], event_topics(baseline), clock)
-        bar = _progress_bar(sum(s.size for s in spans), progress, progress_stream, "backtest")
+        bar = progress_bar(
+            "backtest", total=sum(s.size for s in spans), stream=progress_stream, enabled=progress
+        )
         try:
             for rec in records:
                 runner.feed(rec)
@@ -403,7 +391,9 @@ def backtest_lines(
     with ``progress``, a bar per configuration."""
     runs = []
     for name, settings in (("baseline", baseline), ("candidate", candidate)):
-        bar = _progress_bar(len(lines), progress, progress_stream, f"backtest {name}")
+        bar = progress_bar(
+            f"backtest {name}", total=len(lines), stream=progress_stream, enabled=progress
+        )
         try:
             runs.append(replay_lines(lines, settings, clock=clock, progress=bar))
         finally:

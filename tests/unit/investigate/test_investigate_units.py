@@ -162,7 +162,12 @@ def test_a_file_backtest_shows_progress_per_configuration(tmp_path: Path) -> Non
     events = tmp_path / "in.jsonl"
     assert main(["simulate", "--duration", "10m", "--out", str(events), "--quiet"]) == 0
     lines = events.read_bytes().splitlines()
-    bar = io.StringIO()
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True  # a bar on a terminal (elsewhere: streams.progress.LineProgress)
+
+    bar = Terminal()
     settings = load_settings(env={})
     backtest_lines(lines, settings, settings, progress=True, progress_stream=bar)
     shown = bar.getvalue()
