@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import argparse
 import heapq
-import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -36,6 +35,7 @@ from bench.quality import Trigger
 from streams.devtools.scenario import ModelSpec, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.replay import replay_lines
+from streams.progress import progress_bar
 from streams.settings import load_settings
 
 DAY = timedelta(days=1)
@@ -120,19 +120,6 @@ def merged_lines(parts: list[Part]) -> Iterator[bytes]:
         yield line.encode()
 
 
-class _Progress:
-    """``progress.update(n)`` for replay_lines: a line to stderr every 100k lines."""
-
-    def __init__(self, every: int = 100_000) -> None:
-        self.lines, self.every, self.began = 0, every, time.perf_counter()
-
-    def update(self, n: int) -> None:
-        self.lines += n
-        if self.lines % self.every == 0:
-            rate = self.lines / (time.perf_counter() - self.began)
-            print(f"  {self.lines:,} lines replayed ({rate:,.0f} lines/s)", file=sys.stderr)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--days", type=float, default=7.0, help="event-time length (days)")
@@ -152,7 +139,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     settings = load_settings(env={})
     began, cpu = time.perf_counter(), time.process_time()
-    result = replay_lines(merged_lines(parts), settings, progress=_Progress())
+    result = replay_lines(merged_lines(parts), settings, progress=progress_bar("  replayed"))
     wall, cpu = time.perf_counter() - began, time.process_time() - cpu
     triggers = [
         Trigger.from_event(e) for e in result.incidents if e.action == IncidentAction.TRIGGER
