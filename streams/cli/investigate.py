@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
@@ -206,13 +207,15 @@ def format_backtest(result: Any) -> str:
                 side.labels,
                 iso_utc(a.triggered_at) if a else "-",
                 iso_utc(b.triggered_at) if b else "-",
-                f"{shift:+.1f}" if shift is not None else "-",
+                f"{round(shift, 1) + 0.0:+.1f}" if shift is not None else "-",  # never "-0.0"
                 a.worst_severity.value if a else "-",
                 b.worst_severity.value if b else "-",
             )
         )
     counts = result.counts()
+    read = result.baseline  # both runs read the same lines
     summary = (
+        f"{read.events:,} events, {read.dead_letters:,} dead letters; "
         f"A: {len(result.baseline.incidents)} incident events, B: "
         f"{len(result.candidate.incidents)}; unchanged {counts['unchanged']}, severity "
         f"changed {counts['severity']}, appeared {counts['appeared']}, disappeared "
@@ -245,12 +248,17 @@ def _backtest(
     if args.input is not None:
         if args.start is not None or args.end is not None:
             raise ValueError("--input replays a file: --from/--to apply to Kafka history only")
+        stdin = str(args.input) == "-"
         try:
-            lines = args.input.read_bytes().splitlines()
+            raw = sys.stdin.buffer.read() if stdin else args.input.read_bytes()
         except FileNotFoundError:
             raise ValueError(f"input file not found: {args.input}") from None
         progress = not args.no_progress
-        return backtest_lines(lines, baseline, candidate, clock=clock, progress=progress)
+        result = backtest_lines(
+            raw.splitlines(), baseline, candidate, clock=clock, progress=progress
+        )
+        result.baseline.require_events("standard input" if stdin else str(args.input))
+        return result
     start, end = _history_range(args, clock, "backtest over Kafka needs --from TIME (or --input)")
     return backtest_kafka(
         connected(baseline),
@@ -268,6 +276,8 @@ def cmd_backtest(args: argparse.Namespace, *, clock: Clock = SYSTEM_CLOCK) -> in
     base_path: Path | None = args.backtest_config or getattr(args, "config", None)
     baseline = load_settings(base_path)
     candidate = load_settings(args.compare)
+    if args.output is not None:
+        check_output_path(args.output)  # before the runs, not after them
     with kept_calibrations(baseline):
         result = _backtest(args, baseline, candidate, clock)
     print(format_backtest(result))
@@ -318,12 +328,7 @@ def run_replay_history(
         progress=not getattr(args, "no_progress", False),
         clock=clock,
     )
-    triggers = sum(1 for e in result.incidents if e.action == "trigger")
-    say(
-        f"replay: {result.lines} records, {result.events} events, {result.dead_letters} dead "
-        f"letters; {triggers} incidents triggered; {result.seconds:.1f} s "
-        f"({result.events_per_second:,.0f} events/s)"
-    )
+    say(f"replay: {result.summary('records')}")
     return 0
 
 
@@ -370,7 +375,9 @@ def register(sub: Any) -> None:
     p = sub.add_parser("backtest", help="compare two configurations over the same history")
     p.add_argument("--from", dest="start", help="Kafka history from TIME")
     p.add_argument("--to", dest="end", help="... up to TIME (exclusive; default: now)")
-    p.add_argument("--input", type=Path, help="a JSONL events file instead of Kafka")
+    p.add_argument(
+        "--input", type=Path, help="a JSONL events file (or - for stdin) instead of Kafka"
+    )
     p.add_argument(
         "--config", dest="backtest_config", type=Path, help="baseline config A (default: current)"
     )

@@ -74,16 +74,13 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
             _open_out(args.dead_letter) as dlq,
         ):
             result = replay_lines(src, settings, dead_letters=dlq, sink=sink, progress=progress)
+            # before the outputs are kept: a file of no events leaves them as they were
+            result.require_events("standard input" if args.input == "-" else args.input)
     finally:
         if progress is not None:
             progress.close()
-    triggers = sum(1 for e in result.incidents if e.action == "trigger")
-    reasons = ", ".join(f"{k}: {v}" for k, v in sorted(result.reasons.items())) or "none"
-    print(
-        f"sentinel replay: {result.lines} lines, {result.events} events, "
-        f"{result.dead_letters} dead letters ({reasons}); {triggers} incidents triggered, "
-        f"{len(result.incidents)} incident events; {result.seconds:.1f} s "
-        f"({result.events_per_second:,.0f} events/s)",
-        file=sys.stderr,
-    )
+    hint = ""
+    if result.dead_letters and args.dead_letter is None:
+        hint = "; --dead-letter FILE keeps each rejected line with its reason"
+    print(f"sentinel replay: {result.summary()}{hint}", file=sys.stderr)
     return 0

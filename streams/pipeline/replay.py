@@ -53,8 +53,33 @@ class ReplayResult:
     reasons: dict[str, int] = field(default_factory=dict)
 
     @property
-    def events_per_second(self) -> float:
+    def lines_per_second(self) -> float:
         return self.lines / self.seconds if self.seconds > 0 else 0.0
+
+    def summary(self, unit: str = "lines") -> str:
+        """What the replay read and raised, for the commands' closing line (``unit``:
+        what it read, "lines" of a file or "records" of Kafka)."""
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) or "none"
+        triggers = sum(1 for e in self.incidents if e.action == "trigger")
+        return (
+            f"{self.lines:,} {unit}, {self.events:,} events, {self.dead_letters:,} dead "
+            f"letters ({reasons}); {triggers:,} incident(s) triggered, {len(self.incidents):,} "
+            f"incident events; {self.seconds:.1f} s ({self.lines_per_second:,.0f} {unit}/s)"
+        )
+
+    def require_events(self, source: str) -> None:
+        """Refuse a file that held no event at all (empty, or another format: CSV, a
+        compressed file, an incidents file): a replay of it would "succeed" with nothing."""
+        if self.events:
+            return
+        if not self.lines:
+            raise ValueError(f"{source} holds no lines: expected one JSON event per line")
+        reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items()))
+        raise ValueError(
+            f"none of the {self.lines:,} lines of {source} is an event ({reasons}): expected "
+            "one JSON event per line (README, 'File formats'); --dead-letter FILE keeps "
+            "each rejected line with its reason"
+        )
 
 
 class Pipeline:

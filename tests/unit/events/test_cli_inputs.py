@@ -113,7 +113,7 @@ def test_a_byte_order_mark_before_the_first_line_is_not_a_dead_letter(
     lines = len(events.read_bytes().splitlines())
     capsys.readouterr()
     assert main(["replay", "--input", str(marked), "--output", str(tmp_path / "o.jsonl")]) == 0
-    assert f"{lines} lines, {lines} events, 0 dead letters" in capsys.readouterr().err
+    assert f"{lines:,} lines, {lines:,} events, 0 dead letters" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(
@@ -226,3 +226,50 @@ def test_a_broker_that_accepts_no_connection_is_said_before_the_clients_wait(
     assert servers == [broker]
     err = capsys.readouterr().err
     assert f"no broker accepts connections at {broker} yet" in err, err
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"", "holds no lines"),
+        (b"model,score\nsupport-chat,0.9\n", "none of the 2 lines of"),
+    ],
+    ids=["empty", "csv"],
+)
+def test_a_file_of_no_events_is_refused_not_replayed_into_nothing(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], content: bytes, message: str
+) -> None:
+    """Before, replay and backtest of a CSV or an empty file exited 0 with no incidents."""
+    data = tmp_path / "data.csv"
+    data.write_bytes(content)
+    out = tmp_path / "incidents.jsonl"
+    out.write_text("kept\n")
+    assert main(["replay", "--input", str(data), "--output", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    assert out.read_text() == "kept\n"
+    assert main(["backtest", "--input", str(data), "--compare", str(CONFIG)]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_backtest_checks_its_output_first_and_reads_stdin(
+    events: Path,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    import io
+
+    argv = ["backtest", "--input", str(events), "--compare", str(CONFIG), "--no-progress"]
+    assert main([*argv, "--output", str(tmp_path / "nodir" / "r.json")]) == 2
+    assert "output directory not found" in capsys.readouterr().err
+    assert main([*argv, "--output", str(tmp_path)]) == 2
+    assert "is a directory" in capsys.readouterr().err
+    stdin = io.TextIOWrapper(io.BytesIO(events.read_bytes()))
+    monkeypatch.setattr("sys.stdin", stdin)
+    argv[2] = "-"
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    lines = len(events.read_bytes().splitlines())
+    assert f"{lines:,} events, 0 dead letters; A: " in out, out
