@@ -95,7 +95,7 @@ def test_cli_replay_reads_stdin_style_paths_and_prints_a_summary(
     assert main(["replay", "--input", str(src), "--output", str(out)]) == 0
     err = capsys.readouterr().err
     assert "3,000 lines, 3,000 events, 0 dead letters" in err
-    assert "events/s" in err
+    assert "lines/s" in err
     assert out.exists()
     assert main(["replay", "--input", str(tmp_path / "missing.jsonl")]) == 2
 
