@@ -258,7 +258,8 @@ def error_text(e: ErrorDetails) -> str:
     messages only, never input values (which may be secrets)."""
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     msg = "unknown key" if e["type"] == "extra_forbidden" else e["msg"]
-    return f"{loc}: {msg}"
+    # a validator's own ValueError reads as its message, without pydantic's prefix
+    return f"{loc}: {msg.removeprefix('Value error, ')}"
 
 
 def format_validation_error(path: Path | str, err: ValidationError) -> str:

@@ -686,7 +686,7 @@ def run_job(job: Job) -> dict[str, Any]:
     needles = _scope_needles(job.scope) if job.kind != "clean" else []
     scope_ts: list[str] = []
     settings = _settings()
-    category = scenario.injections[0].category if scenario.injections else None
+    category = scenario.injections[0].harm_category if scenario.injections else None
     probe = Probe(job.kind, category, settings.detection)
     truth = sim.ground_truth()["injections"]
     pipeline = Pipeline(settings)

@@ -397,8 +397,13 @@ def load_settings(
     except ValidationError as exc:
         raise ConfigError(_format_errors(source, exc)) from exc
     except SettingsError as exc:
+        # pydantic-settings names the section ('field "detection"'), not the variable
+        found = re.search(r'field "([^"]+)"', str(exc))
+        prefix = f"SENTINEL_{found.group(1)}__".upper() if found else "SENTINEL_"
+        names = sorted(v for v in environ if v.upper().startswith(prefix)) or [f"{prefix}*"]
         raise ConfigError(
-            f"invalid SENTINEL_* environment override: {exc} (lists and tables are JSON, "
+            f"invalid environment override among {', '.join(names)}: a value that is not "
+            "valid JSON where a list or table is expected (lists and tables are JSON, "
             """e.g. SENTINEL_DETECTION__SEGMENT_LABELS='["tenant"]')"""
         ) from exc
     finally:

@@ -153,7 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_simulate_arguments(simulate)
     simulate.set_defaults(handler=run_simulate)
 
-    replay = sub.add_parser("replay", help="run the pipeline over a JSONL file (no Kafka)")
+    replay = sub.add_parser(
+        "replay",
+        help="run the pipeline over a JSONL file, or over Kafka history (--from/--to); "
+        "replayed incidents never page",
+    )
     add_replay_arguments(replay)
     replay.set_defaults(handler=run_replay)
 
@@ -178,6 +182,9 @@ def validation_text(exc: ValidationError) -> str:
     """A pydantic error as one line: what was invalid, where, and the value given."""
     parts = []
     for e in exc.errors():
+        if not e["loc"]:  # a check of the whole: its message names what it is about
+            parts.append(error_text(e))
+            continue
         given = repr(e.get("input"))
         parts.append(f"{error_text(e)} (given {given[:60] + '...' if len(given) > 60 else given})")
     return f"invalid {exc.title}: " + "; ".join(parts)

@@ -28,7 +28,13 @@ def add_simulate_arguments(parser: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=None, help="random seed (default 0)")
     p.add_argument("--start", default=None, help="event-time start, ISO 8601 with offset")
     p.add_argument("--duration", default=None, help="event-time length: 7d, 2h, ... (1d)")
-    p.add_argument("--events-per-hour", type=float, default=None, help="requests/hour (3600)")
+    p.add_argument(
+        "--events-per-hour",
+        type=float,
+        default=None,
+        help="requests per hour (default 3600); each makes an input and an output event, "
+        "some also feedback and evaluations",
+    )
     p.add_argument(
         "--inject",
         action="append",

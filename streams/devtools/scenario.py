@@ -10,9 +10,16 @@ generation code. Every model here is frozen and rejects unknown keys.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Final, Literal
+from typing import Annotated, Final, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    model_validator,
+)
 
 from alerting.clock import parse_duration
 from alerting.model import minutes_text
@@ -106,9 +113,21 @@ class Injection(_Frozen):
     strength: float = Field(gt=0, le=1e6, allow_inf_nan=False)
     scope: dict[str, Token] = Field(default_factory=dict)
     new_version: Token | None = None
-    category: Literal["toxicity", "hate", "harassment", "self_harm", "sexual", "violence"] = Field(
-        default="self_harm", description="The moderation category of a harm_spike."
-    )
+    category: (
+        Literal["toxicity", "hate", "harassment", "self_harm", "sexual", "violence"] | None
+    ) = Field(default=None, description="The moderation category of a harm_spike (self_harm).")
+
+    @model_validator(mode="after")
+    def _category_of_a_harm_spike(self) -> Self:
+        """A category on another type would be ignored: say so instead."""
+        if self.category is not None and self.type != "harm_spike":
+            raise ValueError(f"category applies to harm_spike only, not to {self.type}")
+        return self
+
+    @property
+    def harm_category(self) -> str:
+        """The category a harm_spike raises (self_harm unless given)."""
+        return self.category or "self_harm"
 
 
 def _default_models() -> list[ModelSpec]:

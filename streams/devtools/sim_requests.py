@@ -166,10 +166,10 @@ def apply_injection(
         level = 2 if inj.type == "traffic_stop" else 1
         eff.silent[mask] = np.maximum(eff.silent[mask], level)
     elif inj.type == "harm_spike":
-        if inj.category == "toxicity":
+        if inj.harm_category == "toxicity":
             eff.p_toxic[mask] *= st
         else:
-            eff.harm_p[inj.category][mask] *= st
+            eff.harm_p[inj.harm_category][mask] *= st
     else:  # bad_deploy
         traffic.version[mask] = new_version
         eff.p_toxic[mask] *= st

@@ -227,7 +227,7 @@ class Simulator:
                 "affected_requests": self._affected[k],
             }
             if inj.type == "harm_spike":
-                entry["category"] = inj.category
+                entry["category"] = inj.harm_category
             entry["scope"] = dict(self._scopes[k])
             if inj.type == "bad_deploy":
                 mi = self._model_index(self._scopes[k]["model"])

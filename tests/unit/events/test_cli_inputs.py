@@ -123,6 +123,10 @@ def test_a_byte_order_mark_before_the_first_line_is_not_a_dead_letter(
         (["--inject", "toxicity_spike:1m:1m:abc"], "strength 'abc' is not a number"),
         (["--inject", "input_drift:1m:5m:1e308"], "strength: Input should be less than"),
         (["--events-per-hour", "inf"], "events_per_hour: Input should be a finite number"),
+        (
+            ["--inject", "toxicity_spike:1m:5m:5:category=sexual"],
+            "category applies to harm_spike only, not to toxicity_spike",
+        ),
     ],
 )
 def test_simulate_refuses_what_would_inject_nothing_or_write_invalid_json(
@@ -158,7 +162,11 @@ def test_a_bad_scenario_file_says_what_is_wrong(
     [
         ("SENTINEL_DETECTION__ALERTING_POLICY", "/nonexistent.toml", "alerting policy file not"),
         ("SENTINEL_DETECTION__PLAYBOOKS_DIR", "/nonexistent", "playbook directory does not"),
-        ("SENTINEL_DETECTION__SEGMENT_LABELS", "tenant", "lists and tables are JSON"),
+        (
+            "SENTINEL_DETECTION__SEGMENT_LABELS",
+            "tenant",
+            "among SENTINEL_DETECTION__SEGMENT_LABELS: a value that is not valid JSON",
+        ),
     ],
 )
 def test_sentinel_config_checks_what_the_worker_reads(
