@@ -22,7 +22,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(
             "sentinel: this install has only the producer SDK (missing: "
             f"{', '.join(missing)}); install the service with "
-            "pip install 'sentinel-ai-incidents[service]'",
+            "pip install 'sentinel-ai-incidents[service]', or in a checkout of the "
+            "repository with make install",
             file=sys.stderr,
         )
         return 1

@@ -96,6 +96,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
     """``sentinel schema --out DIR``: write the JSON Schema files of the event contract."""
     from streams.contract.schema import write_schemas
 
+    if args.out.exists() and not args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a file: give a directory for the schema files")
     for path in write_schemas(args.out):
         print(path)
     return 0

@@ -88,6 +88,7 @@ def test_simulate_out_dash_writes_standard_output(
         # output paths before the analysis (or the broker)
         (["investigate", "X", "--plot", "/nonexistent/a.png"], 2, "output directory not found"),
         (["postmortem", "X", "--out", "."], 2, "is a directory: give a file name"),
+        (["schema", "--out", str(CONFIG)], 2, "is a file: give a directory"),
     ],
 )
 def test_bad_input_is_one_line(
