@@ -42,7 +42,9 @@ def _open_out(path: str | None) -> Iterator[IO[str] | None]:
 
 def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--input", default=None, help="events JSONL file, or - for stdin")
-    parser.add_argument("--output", default="-", help="incidents JSONL file, or - for stdout")
+    parser.add_argument(
+        "--output", default="-", help="incidents JSONL file, or - for stdout (the default)"
+    )
     parser.add_argument("--dead-letter", default=None, help="write rejected lines here (JSONL)")
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
@@ -73,9 +75,12 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
             _open_out(args.output) as sink,
             _open_out(args.dead_letter) as dlq,
         ):
-            result = replay_lines(src, settings, dead_letters=dlq, sink=sink, progress=progress)
+            source = "standard input" if args.input == "-" else args.input
+            result = replay_lines(
+                src, settings, dead_letters=dlq, sink=sink, progress=progress, source=source
+            )
             # before the outputs are kept: a file of no events leaves them as they were
-            result.require_events("standard input" if args.input == "-" else args.input)
+            result.require_events(source)
     finally:
         if progress is not None:
             progress.close()

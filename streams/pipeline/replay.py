@@ -122,13 +122,15 @@ def replay_lines(
     progress: Any = None,
     batch: int = BATCH,
     pipeline: Pipeline | None = None,
+    source: str = "replay",
 ) -> ReplayResult:
     """Run the pipeline over raw JSONL lines; write incidents to ``sink`` as they happen.
 
     ``batch`` is how many observations detection takes at once (the worker's batches are
     whatever a fetch brought); the incidents do not depend on it. ``pipeline``: one built
     by the caller (then ``batch`` is its own), so that it can read the detectors' state
-    while the lines are consumed (benchmarks)."""
+    while the lines are consumed (benchmarks). ``source``: what a dead letter names as
+    its topic (the command passes the input file's name)."""
     topics = kind_topics(settings)
     pipeline = pipeline or Pipeline(settings, batch=batch)
     result = ReplayResult()
@@ -147,7 +149,7 @@ def replay_lines(
                 progress.update(1)
             yield line
 
-    for offset, decoded in decode_lines(counted(lines), "replay", now=clock.now(), limits=limits):
+    for offset, decoded in decode_lines(counted(lines), source, now=clock.now(), limits=limits):
         if isinstance(decoded, DeadLetter):
             result.dead_letters += 1
             result.reasons[decoded.reason] = result.reasons.get(decoded.reason, 0) + 1

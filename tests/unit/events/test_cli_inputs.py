@@ -282,3 +282,36 @@ def test_backtest_checks_its_output_first_and_reads_stdin(
     out = capsys.readouterr().out
     lines = len(events.read_bytes().splitlines())
     assert f"{lines:,} events, 0 dead letters; A: " in out, out
+
+
+def test_a_replayed_dead_letter_names_its_file_and_line(
+    events: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    lines = events.read_bytes().splitlines()
+    broken = tmp_path / "broken.jsonl"
+    broken.write_bytes(b"\n".join([lines[0], b'{"event_type": "infer', *lines[1:]]) + b"\n")
+    dead = tmp_path / "dead.jsonl"
+    argv = ["replay", "--input", str(broken), "--output", str(tmp_path / "o.jsonl")]
+    assert main([*argv, "--dead-letter", str(dead)]) == 0
+    [letter] = [json.loads(line) for line in dead.read_text().splitlines()]
+    assert (letter["source_topic"], letter["offset"]) == (str(broken), 1)
+    assert main(argv) == 0
+    assert "--dead-letter FILE keeps each rejected line" in capsys.readouterr().err
+
+
+def test_the_example_scenario_file_is_valid_and_injects_what_it_says(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+
+    monkeypatch.chdir(tmp_path)
+    example = CONFIG.parent / "scenarios" / "example.toml"
+    argv = ["simulate", "--scenario", str(example), "--duration", "20h", "--out", "e.jsonl"]
+    assert main([*argv, "--quiet"]) == 0
+    truth = json.loads((tmp_path / "e.truth.json").read_text())
+    assert [(i["type"], i.get("category")) for i in truth["injections"]] == [
+        ("toxicity_spike", None),
+        ("harm_spike", "self_harm"),
+    ]
