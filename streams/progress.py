@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import IO, Any, Final, Protocol
 
 LINE_EVERY_S: Final = 10.0
@@ -78,3 +79,20 @@ def progress_bar(
         total=total, unit=" events", unit_scale=True, file=out, desc=desc, dynamic_ncols=True
     )
     return bar
+
+
+@contextmanager
+def showing_progress(
+    desc: str,
+    *,
+    total: int | None = None,
+    stream: IO[str] | None = None,
+    enabled: bool = True,
+) -> Iterator[Progress | None]:
+    """:func:`progress_bar` for a block, closed however the block ends."""
+    bar = progress_bar(desc, total=total, stream=stream, enabled=enabled)
+    try:
+        yield bar
+    finally:
+        if bar is not None:
+            bar.close()

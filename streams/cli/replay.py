@@ -14,7 +14,7 @@ from streams.cli.common import output_file, refuse_same_file
 from streams.cli.investigate import add_replay_history_arguments, run_replay_history
 from streams.pipeline.calibration import kept_calibrations
 from streams.pipeline.replay import replay_lines
-from streams.progress import progress_bar
+from streams.progress import showing_progress
 from streams.settings import Settings, load_settings
 
 
@@ -67,23 +67,19 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
         refuse_same_file(Path(args.input), "input", *outputs)
     if len(outputs) == 2:
         refuse_same_file(outputs[0], "output", outputs[1])
-    progress = progress_bar("sentinel replay", enabled=not args.no_progress)
-    try:
-        with (
-            kept_calibrations(settings),
-            _open_in(args.input) as src,
-            _open_out(args.output) as sink,
-            _open_out(args.dead_letter) as dlq,
-        ):
-            source = "standard input" if args.input == "-" else args.input
-            result = replay_lines(
-                src, settings, dead_letters=dlq, sink=sink, progress=progress, source=source
-            )
-            # before the outputs are kept: a file of no events leaves them as they were
-            result.require_events(source)
-    finally:
-        if progress is not None:
-            progress.close()
+    with (
+        showing_progress("sentinel replay", enabled=not args.no_progress) as progress,
+        kept_calibrations(settings),
+        _open_in(args.input) as src,
+        _open_out(args.output) as sink,
+        _open_out(args.dead_letter) as dlq,
+    ):
+        source = "standard input" if args.input == "-" else args.input
+        result = replay_lines(
+            src, settings, dead_letters=dlq, sink=sink, progress=progress, source=source
+        )
+        # before the outputs are kept: a file of no events leaves them as they were
+        result.require_events(source)
     hint = ""
     if result.dead_letters and args.dead_letter is None:
         hint = "; --dead-letter FILE keeps each rejected line with its reason"

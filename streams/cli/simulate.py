@@ -18,7 +18,7 @@ from streams.contract.jsonl import JSONL_FORMAT
 from streams.devtools.scenario import INJECTION_TYPES, Scenario, parse_injection
 from streams.devtools.sim_requests import TRAIL_S
 from streams.devtools.simulate import Simulator, publish, write_jsonl
-from streams.progress import progress_bar
+from streams.progress import showing_progress
 from streams.settings import load_settings
 
 
@@ -139,14 +139,13 @@ def run_simulate(args: argparse.Namespace) -> int:
         truth_path = args.ground_truth or args.out.with_suffix(".truth.json")
         refuse_same_file(args.out, "events file", truth_path)
         began = time.monotonic()
-        progress = progress_bar("sentinel simulate", enabled=say is not None)
-        try:
-            with output_file(args.out) as f, output_file(truth_path) as truth:
-                n = write_jsonl(sim, f, progress)
-                _write_truth(sim, truth)
-        finally:
-            if progress is not None:
-                progress.close()
+        with (
+            showing_progress("sentinel simulate", enabled=say is not None) as progress,
+            output_file(args.out) as f,
+            output_file(truth_path) as truth,
+        ):
+            n = write_jsonl(sim, f, progress)
+            _write_truth(sim, truth)
         if say is not None:
             say.write(
                 f"sentinel simulate: {n} events ({JSONL_FORMAT}) -> {args.out} "
@@ -168,22 +167,20 @@ def run_simulate(args: argparse.Namespace) -> int:
         except ValueError as exc:
             raise ValueError(f"{exc}; or pass --broker, or write a file with --out") from exc
         truth_path = args.ground_truth or Path("ground-truth.json")
-        progress = progress_bar("sentinel simulate", enabled=say is not None)
         began = time.monotonic()
-        try:
-            with output_file(truth_path) as truth:
-                n = publish(
-                    sim,
-                    servers,
-                    settings.topics,
-                    rate=args.rate,
-                    progress=progress,
-                    security=settings.kafka.security,
-                )
-                _write_truth(sim, truth)
-        finally:
-            if progress is not None:
-                progress.close()
+        with (
+            showing_progress("sentinel simulate", enabled=say is not None) as progress,
+            output_file(truth_path) as truth,
+        ):
+            n = publish(
+                sim,
+                servers,
+                settings.topics,
+                rate=args.rate,
+                progress=progress,
+                security=settings.kafka.security,
+            )
+            _write_truth(sim, truth)
         if say is not None:
             say.write(
                 f"sentinel simulate: {n} events published in {time.monotonic() - began:.1f} s\n"

@@ -28,7 +28,7 @@ from streams.investigation.kafka_read import KafkaHistory, Record, Span
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.security import kafka_python_kwargs
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
-from streams.progress import progress_bar
+from streams.progress import showing_progress
 from streams.settings import Settings, topic_kinds
 
 REPLAY_HEADER: Final = ("sentinel-replay", b"true")
@@ -168,18 +168,15 @@ def replay_from_kafka(
     try:
         spans, records = _history_records(settings, start, end, hist)
         runner = _Runner([settings], event_topics(settings), clock)
-        bar = progress_bar(
-            "replay", total=sum(s.size for s in spans), stream=progress_stream, enabled=progress
-        )
-        try:
+        total = sum(s.size for s in spans)
+        with showing_progress(
+            "replay", total=total, stream=progress_stream, enabled=progress
+        ) as bar:
             for rec in records:
                 emit(runner.feed(rec)[0])
                 if bar is not None:
                     bar.update(1)
             emit(runner.finish()[0])
-        finally:
-            if bar is not None:
-                bar.close()
         if producer is not None:
             producer.flush(timeout=SEND_TIMEOUT_S)
             for fut in futures:
@@ -359,18 +356,15 @@ def backtest_kafka(
     try:
         spans, records = _history_records(baseline, start, end, hist)
         runner = _Runner([baseline, candidate], event_topics(baseline), clock)
-        bar = progress_bar(
-            "backtest", total=sum(s.size for s in spans), stream=progress_stream, enabled=progress
-        )
-        try:
+        total = sum(s.size for s in spans)
+        with showing_progress(
+            "backtest", total=total, stream=progress_stream, enabled=progress
+        ) as bar:
             for rec in records:
                 runner.feed(rec)
                 if bar is not None:
                     bar.update(1)
             runner.finish()
-        finally:
-            if bar is not None:
-                bar.close()
     finally:
         if own:
             hist.close()
@@ -391,14 +385,10 @@ def backtest_lines(
     with ``progress``, a bar per configuration."""
     runs = []
     for name, settings in (("baseline", baseline), ("candidate", candidate)):
-        bar = progress_bar(
+        with showing_progress(
             f"backtest {name}", total=len(lines), stream=progress_stream, enabled=progress
-        )
-        try:
+        ) as bar:
             runs.append(replay_lines(lines, settings, clock=clock, progress=bar))
-        finally:
-            if bar is not None:
-                bar.close()
     a, b = runs
     horizon = _horizon([a, b], clock.now())
     return BacktestResult(a, b, compare(fold_runs(a.incidents), fold_runs(b.incidents), horizon))
