@@ -47,6 +47,12 @@ def iso_utc(value: datetime) -> str:
     return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
+def time_text(value: datetime) -> str:
+    """:func:`iso_utc` to the second, for tables people read (machine output keeps the
+    full precision)."""
+    return iso_utc(value.replace(microsecond=0))
+
+
 def effect_text(signal: Signal) -> str:
     """The one rendering of a signal's effect size (:attr:`Signal.effect_size`, defined
     per detector: relative rate change, standardised shift or distance), signed, used by

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from alerting.model import IncidentEvent, IncidentStatus, iso_utc
+from alerting.model import IncidentEvent, IncidentStatus, time_text
 
 
 def fold_open_incidents(events: Iterable[IncidentEvent]) -> list[IncidentEvent]:
@@ -34,7 +34,7 @@ def render_incidents(events: list[IncidentEvent]) -> str:
             e.labels.describe(),
             e.severity.value,
             e.status.value,
-            iso_utc(e.first_seen),
+            time_text(e.first_seen),
         )
         for e in events
     ]

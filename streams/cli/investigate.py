@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
 from alerting.clock import SYSTEM_CLOCK, Clock
-from alerting.model import IncidentEvent, Severity, iso_utc
+from alerting.model import IncidentEvent, Severity, time_text
 from streams.cli.common import (
     check_output_path,
     connected,
@@ -205,8 +205,8 @@ def format_backtest(result: Any) -> str:
                 row.change,
                 side.incident_type,
                 side.labels,
-                iso_utc(a.triggered_at) if a else "-",
-                iso_utc(b.triggered_at) if b else "-",
+                time_text(a.triggered_at) if a else "-",
+                time_text(b.triggered_at) if b else "-",
                 f"{round(shift, 1) + 0.0:+.1f}" if shift is not None else "-",  # never "-0.0"
                 a.worst_severity.value if a else "-",
                 b.worst_severity.value if b else "-",

@@ -44,7 +44,7 @@ from pydantic import ValidationError
 from alerting.clock import SystemClock, parse_duration
 from alerting.containment import fold_control
 from alerting.delivery_state import delivery_topic
-from alerting.model import IncidentEvent, iso_utc
+from alerting.model import IncidentEvent, time_text
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
 from alerting.silences import SilenceRecord, fold_silence_records, new_silence, silences_topic
@@ -305,8 +305,8 @@ def render_silences(records: list[SilenceRecord], now: datetime) -> str:
                 r.id,
                 r.state(now),
                 " ".join(scope),
-                iso_utc(s.starts_at),
-                iso_utc(r.ends_at()),
+                time_text(s.starts_at),
+                time_text(r.ends_at()),
                 s.created_by,
                 s.comment,
             )
@@ -380,11 +380,11 @@ def cmd_silence(args: argparse.Namespace) -> int:
     if current is None:
         raise ConfigError(f"no silence with id {args.id!r} on {topic}")
     if not current.is_active(now):
-        print(f"{args.id} already {current.state(now)} at {iso_utc(current.ends_at())}")
+        print(f"{args.id} already {current.state(now)} at {time_text(current.ends_at())}")
         return 0
     expired = current.expire(now)
     _publish(settings, bootstrap, topic, expired.key(), expired.to_json_bytes())
-    print(f"{args.id} expired at {iso_utc(now)}")
+    print(f"{args.id} expired at {time_text(now)}")
     return 0
 
 

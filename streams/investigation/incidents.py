@@ -14,7 +14,13 @@ from typing import Literal
 
 from pydantic import ValidationError
 
-from alerting.model import IncidentAction, IncidentEvent, IncidentStatus, Severity, iso_utc
+from alerting.model import (
+    IncidentAction,
+    IncidentEvent,
+    IncidentStatus,
+    Severity,
+    time_text,
+)
 from streams.investigation.kafka_read import KafkaHistory
 
 StatusFilter = Literal["open", "resolved", "all"]
@@ -165,8 +171,8 @@ def table_rows(events: Sequence[IncidentEvent], now: datetime) -> list[tuple[str
             ev.labels.model,
             ev.labels.version or "*",
             segment_text(ev),
-            iso_utc(ev.first_seen),
-            iso_utc(ev.last_seen),
+            time_text(ev.first_seen),
+            time_text(ev.last_seen),
             duration_text(ev, now),
             "yes" if ev.replay else "no",
         )
