@@ -202,12 +202,18 @@ def _config_everywhere(parser: argparse.ArgumentParser) -> None:
                     child.add_argument(
                         "--config", type=Path, default=argparse.SUPPRESS, help="TOML config file"
                     )
+                # the innermost parser the arguments reached: it reports what is left over
+                child.set_defaults(command_parser=child)
                 _config_everywhere(child)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args, extras = parser.parse_known_args(argv)
+    if extras:  # `replay --inptu x`: replay's usage and error, not the top level's
+        getattr(args, "command_parser", parser).error(
+            f"unrecognized arguments: {' '.join(extras)}"
+        )
     handler: Handler = args.handler
     try:
         return handler(args)

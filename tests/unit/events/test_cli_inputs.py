@@ -315,3 +315,22 @@ def test_the_example_scenario_file_is_valid_and_injects_what_it_says(
         ("toxicity_spike", None),
         ("harm_spike", "self_harm"),
     ]
+
+
+@pytest.mark.parametrize(
+    ("argv", "prog", "left"),
+    [
+        (["replay", "--inptu", "x"], "sentinel replay", "--inptu x"),
+        (["silence", "list", "--bogus"], "sentinel silence list", "--bogus"),
+    ],
+)
+def test_a_misspelt_option_is_reported_by_its_subcommand(
+    argv: list[str], prog: str, left: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Before, ``replay --inptu`` printed the top-level usage, which lists no options."""
+    with pytest.raises(SystemExit) as exited:
+        main(argv)
+    assert exited.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"usage: {prog} "), err
+    assert err.strip().splitlines()[-1] == f"{prog}: error: unrecognized arguments: {left}"
