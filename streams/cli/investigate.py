@@ -249,14 +249,12 @@ def _backtest(
         if args.start is not None or args.end is not None:
             raise ValueError("--input replays a file: --from/--to apply to Kafka history only")
         stdin = str(args.input) == "-"
-        try:
-            raw = sys.stdin.buffer.read() if stdin else args.input.read_bytes()
-        except FileNotFoundError:
-            raise ValueError(f"input file not found: {args.input}") from None
+        if not stdin and not args.input.is_file():
+            raise ValueError(f"input file not found: {args.input}")
+        # stdin is read once, so held; a file is read again for each configuration
+        lines = sys.stdin.buffer.read().splitlines() if stdin else args.input
         progress = not args.no_progress
-        result = backtest_lines(
-            raw.splitlines(), baseline, candidate, clock=clock, progress=progress
-        )
+        result = backtest_lines(lines, baseline, candidate, clock=clock, progress=progress)
         result.baseline.require_events("standard input" if stdin else str(args.input))
         return result
     start, end = _history_range(args, clock, "backtest over Kafka needs --from TIME (or --input)")

@@ -211,9 +211,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
     if extras:  # `replay --inptu x`: replay's usage and error, not the top level's
-        getattr(args, "command_parser", parser).error(
-            f"unrecognized arguments: {' '.join(extras)}"
-        )
+        getattr(args, "command_parser", parser).error(f"unrecognized arguments: {' '.join(extras)}")
     handler: Handler = args.handler
     try:
         return handler(args)

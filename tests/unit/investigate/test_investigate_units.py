@@ -174,3 +174,23 @@ def test_a_file_backtest_shows_progress_per_configuration(tmp_path: Path) -> Non
     assert len(lines) > 1000  # tqdm prints 1.01k: the bars reach their total
     assert "backtest baseline: 100%|##########|" in shown
     assert "backtest candidate: 100%|##########|" in shown
+
+
+def test_a_file_backtest_reads_the_file_as_it_goes_with_the_same_result(tmp_path: Path) -> None:
+    """``backtest --input FILE`` held the whole file in memory; it now reads it once per
+    configuration, and the comparison is the same as over the lines held."""
+    from streams.cli.main import main
+    from streams.investigation.history import backtest_lines
+    from streams.settings import load_settings
+
+    events = tmp_path / "in.jsonl"
+    argv = ["simulate", "--duration", "3h", "--out", str(events), "--quiet"]
+    assert main([*argv, "--inject", "downvote_spike:1h:1h:8"]) == 0
+    settings = load_settings(env={})
+    held = backtest_lines(events.read_bytes().splitlines(), settings, settings)
+    read = backtest_lines(events, settings, settings)
+    assert read.baseline.lines == held.baseline.lines == len(events.read_bytes().splitlines())
+    assert [e.model_dump() for e in read.candidate.incidents] == [
+        e.model_dump() for e in held.candidate.incidents
+    ]
+    assert read.counts() == held.counts()
