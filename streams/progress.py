@@ -1,9 +1,8 @@
 """Progress of the long offline jobs (simulate, replay, backtest): one rule for all of them.
 
 On a terminal, a bar (tqdm) redrawn in place. Anywhere else (a log file, a pipe, CI), a
-plain line every :data:`LINE_EVERY_S` seconds, so that a log keeps a readable record of a
-long job instead of nothing (replay and backtest drew bars on terminals only) or
-carriage-return redraws run together on one line (simulate).
+whole line every :data:`LINE_EVERY_S` seconds: a redrawn bar would run together on one
+line there, and no progress at all leaves a long job's log silent for minutes.
 """
 
 from __future__ import annotations

@@ -15,10 +15,9 @@ So a steady stream of bad records costs at most two lines per interval. Times co
 the caller (the ingress's injected clock).
 
 :class:`RepeatFilter` does the same for faust's and the Kafka clients' own lines, which
-the service does not write: a backlog made 137 "producer buffer full size N" warnings in
-five minutes, and a broker's first start seven "Marking the coordinator dead" in one
-second. The first line of each kind passes; the repeats within ``interval_s`` are counted
-and named on the next one that passes.
+the service does not write and which repeat under load (a producer's full buffer during a
+backlog, a coordinator lookup while a broker starts). The first line of each kind passes;
+the repeats within ``interval_s`` are counted and named on the next one that passes.
 """
 
 from __future__ import annotations
