@@ -24,7 +24,7 @@ from alerting.policy import ConfigError
 from alerting.redact import RedactingFilter
 from streams.contract.events import Name
 from streams.devtools.broker import LocalBroker, port_accepts
-from streams.kafka.security import check_login, kafka_python_kwargs
+from streams.kafka.security import check_login, kafka_python_kwargs, server_address
 from streams.runtime.consumers import (
     LoopStats,
 )
@@ -189,19 +189,13 @@ def connect(settings: Settings) -> tuple[Settings, list[str]]:
         say(f"no broker configured: using the local broker on {local.host}:{local.port}")
         servers = [f"{local.host}:{local.port}"]
         settings = LocalBroker(local).login_settings(settings)
-    elif not any(port_accepts(*_host_port(server)) for server in servers):
+    elif not any(port_accepts(*server_address(server)) for server in servers):
         say(
             f"no broker accepts connections at {', '.join(servers)} yet: the Kafka client "
             "keeps trying for about 30 s"
         )
     check_login(servers, settings.kafka.security)
     return settings, servers
-
-
-def _host_port(server: str) -> tuple[str, int]:
-    """``host:port`` (``[v6]:port`` too) as a socket address; the settings checked its form."""
-    host, _, port = server.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def connected(settings: Settings) -> Settings:

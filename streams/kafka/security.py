@@ -175,6 +175,13 @@ class KafkaLoginError(RuntimeError):
     """A broker refused this client's login or TLS handshake: retrying will not help."""
 
 
+def server_address(server: str) -> tuple[str, int]:
+    """A bootstrap server (``host:port``, ``[v6]:port``, a ``kafka://`` prefix allowed) as a
+    socket address; no host is localhost, no port 9092."""
+    host, _, port = server.strip().removeprefix("kafka://").rpartition(":")
+    return host.strip("[]") or "localhost", int(port or 9092)
+
+
 def check_login(bootstrap: Sequence[str], security: KafkaSecurity, timeout_s: float = 10.0) -> None:
     """Log in once to the first reachable broker; raise :class:`KafkaLoginError` if refused.
 
@@ -201,13 +208,12 @@ async def _check_login(bootstrap: list[str], security: KafkaSecurity, timeout_s:
     )
 
     for server in bootstrap:
-        host, _, port = server.strip().removeprefix("kafka://").rpartition(":")
-        host = host.strip("[]") or "localhost"
+        host, port = server_address(server)
         try:
             conn = await asyncio.wait_for(
                 create_conn(
                     host,
-                    int(port or 9092),
+                    port,
                     request_timeout_ms=int(timeout_s * 1000),
                     ssl_context=security.ssl_context(),
                     security_protocol=security.security_protocol,
@@ -251,7 +257,7 @@ def _tls_alert(exc: BaseException) -> ssl.SSLError | None:
     return None
 
 
-def _tls_failure(host: str, port: str, security: KafkaSecurity, exc: ssl.SSLError) -> str:
+def _tls_failure(host: str, port: int, security: KafkaSecurity, exc: ssl.SSLError) -> str:
     """Name the failed TLS handshake and the setting most likely at fault."""
     if "ALERT" in str(exc.reason or ""):
         hint = (
