@@ -405,9 +405,9 @@ class IncidentEngine:
         """Advance time: expire silences, resolve incidents whose cause is over, escalate
         overdue ones, emit triggers whose mute lifted, forget long-resolved incidents.
 
-        ``health`` maps :attr:`Probe.id` to whether that detector's episode is still
-        alarmed (the quantity still away from its baseline). An incident with probes
-        resolves only once every probe reads back at baseline and a quiet period
+        ``health`` maps :attr:`Probe.id` to whether the change that detector alarmed on
+        persists (:func:`streams.pipeline.localize.probe_health`). An incident with probes
+        resolves only once every probe reads the change as ended and a quiet period
         (hysteresis) has passed since; while any probe is alarmed it stays open however
         long its detectors stay quiet, and escalates at its playbook deadline. Without
         probes or health readings (drift tests, or a caller that has none) the rule is the

@@ -179,8 +179,8 @@ class InhibitionMuter:
 
 
 def cause_verdict(rec: IncidentRecord, health: Mapping[str, bool] | None) -> bool | None:
-    """True: the cause persists (a probe is alarmed); False: every probe reads back at
-    baseline; None: no probes or no readings for them (fall back to the quiet rule)."""
+    """True: the cause persists (a probe is alarmed); False: every probe reads its change
+    as ended; None: no probes or no readings for them (fall back to the quiet rule)."""
     if health is None or not rec.probes:
         return None
     readings = [health[p.id] for p in rec.probes if p.id in health]
@@ -196,9 +196,9 @@ def resolve_due(
 ) -> tuple[bool, str]:
     """Whether an active incident resolves at ``now``, and why, given the
     :func:`cause_verdict` of its probes and its quiet period ``hyst``: without a verdict,
-    after ``hyst`` without detections; with probes, once every probe has read back at
-    baseline for ``hyst`` (and a third of it without detections). Notes when the record
-    first read back at baseline (``recovered_at``)."""
+    after ``hyst`` without detections; with probes, once every probe has read its change
+    as ended for ``hyst`` (and a third of it without detections). Notes when the record
+    first read so (``recovered_at``)."""
     if verdict is None:
         return now - rec.last_seen >= hyst, (
             f"detector quiet for {minutes_text(hyst)} since {iso_utc(rec.last_seen)}"
@@ -210,8 +210,8 @@ def resolve_due(
         rec.recovered_at = now
     due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
     return due, (
-        f"back at baseline since {iso_utc(rec.recovered_at)} (every probe's "
-        f"episode statistic returned to zero), then quiet for {minutes_text(hyst)}"
+        f"cause over since {iso_utc(rec.recovered_at)} (every probe's detector reads "
+        f"the change it alarmed on as ended), then quiet for {minutes_text(hyst)}"
     )
 
 

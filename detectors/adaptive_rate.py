@@ -24,6 +24,7 @@ from detectors.base import (
 )
 from detectors.kernels import as_flags
 from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
+from detectors.recovery import RateRecovery
 
 __all__ = ["AdaptiveBernoulliCusum", "AdaptiveDownvoteSpike", "AdaptivePromptInjectionRate"]
 
@@ -67,6 +68,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
 
     def _reset(self) -> None:
         self._last_alarm: int | None = None  # index of the observation of the last alarm
+        self._recovery = RateRecovery()  # has the change of the last alarm ended?
         # Non-events taken while every part rests, not yet applied to the parts (see
         # ``update``), and how many more may be taken that way.
         self._idle = 0
@@ -93,13 +95,14 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         if self._idle:
             for d in self._parts:
                 d.rest(self._idle)
+            self._recovery.rest(self._idle)
             self._idle = 0
 
     def _settle(self) -> None:
         """After the parts changed: how many non-events may be taken as a count, and
         whether the parts are learning or ready (read for every observation by the
         pipeline, and unchanged by the non-events counted)."""
-        self._room = min(d.zero_room() for d in self._parts)
+        self._room = min(self._recovery.room(), *(d.zero_room() for d in self._parts))
         calibrated = [d.calibrated for d in self._parts]
         self._learning = not all(calibrated)
         self._ready = any(calibrated)
@@ -152,12 +155,18 @@ class AdaptiveBernoulliCusum(Detector[bool]):
 
     def get_state(self) -> JsonState:
         self._wake()
-        return {"parts": [d.get_state() for d in self._parts], "last_alarm": self._last_alarm}
+        return {
+            "parts": [d.get_state() for d in self._parts],
+            "last_alarm": self._last_alarm,
+            "recovery": self._recovery.get_state(),
+        }
 
     def set_state(self, state: JsonState) -> None:
         for d, st in zip(self._parts, state["parts"], strict=True):
             d.set_state(st)
-        self._last_alarm = state.get("last_alarm")  # absent in state of older releases
+        # Both absent in state of older releases: recovery is then judged by the episode.
+        self._last_alarm = state.get("last_alarm")
+        self._recovery.set_state(state.get("recovery"))
         self._idle = 0
         self._held = None
         self._settle()
@@ -167,7 +176,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     ) -> Excess | None:
         """The episode of the part designed for the smallest shift (its episode lasts
         longest), alarmed while any part's episode is, or while that episode holds the
-        detector's last alarm.
+        detector's last alarm; ``recovered`` once the recovery test armed by the last
+        alarm has read that change as over (:mod:`detectors.recovery`).
 
         The second rule keeps a change alarmed after a part designed for a larger shift
         fired first: a 16x design that caught the start of a 5x wave drifts back to zero
@@ -180,7 +190,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         alarmed = any(d.episode_alarmed for d in self._parts)
         if not alarmed and self._last_alarm is not None and first.n > 0:
             alarmed = self.seen - first.n <= self._last_alarm
-        return first.model_copy(update={"alarmed": alarmed})
+        return first.model_copy(update={"alarmed": alarmed, "recovered": self._recovery.recovered})
 
     def update(self, x: bool) -> Signal | None:
         """One observation. A non-event that brings no part's CUSUM or episode back to
@@ -194,23 +204,38 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             return None
         self._wake()
         fired = [s for d in self._parts if (s := d.update(x)) is not None]
-        self._settle()
         if not fired:
+            self._recovery.step(x)
+            self._settle()
             return None
         self._last_alarm = self.seen - 1
-        return self._merge(fired)
+        signal = self._merge(fired)
+        self._arm(signal)
+        self._settle()
+        return signal
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
         self._wake()
         arr = as_flags(xs)
+        n0 = self.seen
         by_index: dict[int, list[Signal]] = {}
         for d in self._parts:
             for s in d.update_many(arr):
                 by_index.setdefault(s.last_index, []).append(s)
+        signals = [self._merge(by_index[i]) for i in sorted(by_index)]
+        if signals:
+            # The last alarm re-arms the recovery test: only what follows it moves it.
+            self._last_alarm = signals[-1].last_index
+            self._arm(signals[-1])
+            self._recovery.walk(arr[self._last_alarm + 1 - n0 :])
+        else:
+            self._recovery.walk(arr)
         self._settle()
-        if by_index:
-            self._last_alarm = max(by_index)
-        return [self._merge(by_index[i]) for i in sorted(by_index)]
+        return signals
+
+    def _arm(self, signal: Signal) -> None:
+        """(Re-)arm the recovery test for the change ``signal`` reports."""
+        self._recovery.arm(signal.baseline, signal.observed, min(self.relative_shifts))
 
     def _merge(self, fired: list[Signal]) -> Signal:
         top = max(fired, key=lambda s: s.statistic / s.threshold)

@@ -132,6 +132,13 @@ class Excess(BaseModel):
         description="The detector alarmed during the episode and the episode's statistic "
         "has not returned to zero since: the change persists."
     )
+    recovered: bool = Field(
+        default=False,
+        description="A recovery test matched to the size of the detector's last alarm "
+        "has read that change as over since (rate detectors, "
+        ":mod:`detectors.recovery`): the cause has ended although the episode, which "
+        "waits for the baseline against the smallest design shift, may still be open.",
+    )
     scale: float | None = Field(
         default=None,
         gt=0.0,

@@ -70,8 +70,10 @@ def localize_detection(
 
 
 def probe_health(probes: Iterable[Probe], set_of: SetOf) -> dict[str, bool]:
-    """Probe id -> whether its detector's episode is still alarmed (probes whose key or
-    detector has no state, or reports no excess, are left out: unknown)."""
+    """Probe id -> whether the change its detector alarmed on persists: the episode is
+    still alarmed and no recovery test has read the change as over (:attr:`detectors.base.
+    Excess.recovered`). Probes whose key or detector has no state, or reports no excess,
+    are left out: unknown."""
     out: dict[str, bool] = {}
     for p in probes:
         ds = set_of(p.key)
@@ -80,7 +82,7 @@ def probe_health(probes: Iterable[Probe], set_of: SetOf) -> dict[str, bool]:
             continue
         ex = det.excess(p.feature, Direction(p.direction))
         if ex is not None:
-            out[p.id] = ex.alarmed
+            out[p.id] = ex.alarmed and not ex.recovered
     return out
 
 

@@ -203,7 +203,7 @@ def test_incident_stays_open_while_its_probe_is_alarmed_and_resolves_after_recov
     assert not [e for e in eng.tick(T0 + minutes(130), {probe.id: False}) if e.action == "resolve"]
     assert not [e for e in eng.tick(T0 + minutes(170), {probe.id: False}) if e.action == "resolve"]
     [r] = [e for e in eng.tick(T0 + minutes(176), {probe.id: False}) if e.action == "resolve"]
-    assert "back at baseline" in r.note
+    assert "cause over since" in r.note
     # the same cause within the reopen window reopens the same incident
     [again] = eng.observe(localized(acme, 190, key=lb(), sig=tox(last_index=5000)))  # type: ignore[arg-type]
     assert again.action == IncidentAction.TRIGGER
