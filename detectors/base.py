@@ -199,6 +199,18 @@ class Detector(abc.ABC, Generic[X]):
         notion (window tests) or is still learning. Read-only: never changes the state."""
         return None
 
+    def update_settled(self, x: X) -> Signal | None:
+        """One observation for the parts that have learned their baseline only; the parts
+        still learning skip it (a detector of one part skips it whole while it learns).
+
+        The pipeline feeds a detector this way while a more general key of its model is
+        alarming and the detector is :attr:`learning` but :attr:`alarm_ready`: a baseline
+        learned from an incident's traffic is wrong, yet a category that has its baseline
+        must keep judging (and reading its recovery), or a key with one rare category
+        still warming up would stop watching all of them for as long as the incident.
+        """
+        return None if self.learning else self.update(x)
+
     @property
     def alarm_ready(self) -> bool:
         """True once an alarm is possible: for a detector made of parts (one per category

@@ -218,6 +218,20 @@ class CategoryRates(Detector[Mapping[str, bool]]):
                 fired.append((POOLED, signal))
         return self._merge(fired) if fired else None
 
+    def update_settled(self, x: Mapping[str, bool]) -> Signal | None:
+        """:meth:`update` for the tests that have their baseline; tests still learning, and
+        categories not watched yet, skip the observation (see
+        :meth:`detectors.base.Detector.update_settled`)."""
+        fired: list[tuple[str, Signal]] = []
+        for cat, det in self._parts.items():
+            if not det.learning and (signal := det.update(bool(x.get(cat, False)))):
+                fired.append((cat, signal))
+        if self._any is not None and not self._any.learning:
+            signal = self._any.update(any(x.values()))
+            if signal is not None:
+                fired.append((POOLED, signal))
+        return self._merge(fired) if fired else None
+
     def update_columns(self, columns: Mapping[str, NDArray[np.bool_]]) -> list[Signal]:
         """Vectorised updates for a block of observations given as one boolean array per
         category (all of one length; every category present in every observation).

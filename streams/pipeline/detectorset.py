@@ -247,8 +247,11 @@ class DetectorSet:
         self, name: str, x: Any, obs: Observation, notable: bool
     ) -> list[tuple[str, Signal, Tracker]]:
         det = self.detectors.get(name)
-        if name in self.hold and (det is None or det.learning):
-            return []  # a more general key is alarming: do not learn a baseline from it
+        # A more general key is alarming: do not learn a baseline from it. A detector
+        # whose parts have partly learned theirs feeds only those (``update_settled``).
+        held = name in self.hold and (det is None or det.learning)
+        if held and (det is None or not det.alarm_ready):
+            return []
         if det is None:
             kind, _, features = name.partition(":")
             det = FACTORIES[kind].make(self, tuple(features.split(",")) if features else ())
@@ -263,10 +266,10 @@ class DetectorSet:
         tracker = self.trackers.get(name)
         if tracker is None:
             tracker = self.trackers[name] = Tracker()
-        if self.parents and (det.learning or tracker.n % PRIOR_FOLLOW_EVERY == 0):
+        if self.parents and not held and (det.learning or tracker.n % PRIOR_FOLLOW_EVERY == 0):
             adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
         tracker.see(obs, notable, self._source)
-        signal = det.update(x)
+        signal = det.update_settled(x) if held else det.update(x)
         return [(name, signal, tracker)] if signal is not None else []
 
     def update(
@@ -278,7 +281,8 @@ class DetectorSet:
     ) -> list[tuple[str, Signal, Tracker]]:
         """Feed one observation to the detectors it concerns; return (signal, evidence).
 
-        Detectors named in ``hold`` that are still learning their baseline skip it. A
+        Detectors named in ``hold`` that are still learning their baseline skip it (those
+        made of parts, some of which have learned theirs, feed only those parts). A
         segment key's rate detectors still warming up start from the baseline of the
         first of ``parents`` (closest first) that has one (:mod:`streams.pipeline.priors`).
         ``share`` is this key's share of its model's recent traffic (segment drift).

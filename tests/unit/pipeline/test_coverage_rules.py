@@ -11,6 +11,7 @@ import pytest
 from pydantic import ValidationError
 
 from detectors.base import SignalKind
+from detectors.coverage import POOLED
 from streams.contract.decode import Coordinates
 from streams.contract.events import Evaluation, InferenceOutput
 from streams.detection_settings import DetectionSettings
@@ -238,3 +239,39 @@ def test_a_named_category_wins_over_the_pooled_test_on_the_same_event() -> None:
     assert fired
     assert all(s.feature == "self_harm" for s in fired)  # never the pooled echo
     assert any("also:any" in s.details for s in fired)
+
+
+def test_a_held_key_keeps_judging_the_categories_that_have_their_baseline() -> None:
+    """While a more general key alarms, a version key's harm test is held from learning.
+    A rare category still warming up (self_harm at 0.1 %) must not stop the others: the
+    toxicity test keeps its baseline, sees the spike, alarms and later reads it as over,
+    while self_harm learns nothing from the incident's traffic."""
+    rng = np.random.default_rng(14)
+    ds = DetectorSet(S, "version", arl0=1e5)
+    harm = frozenset({"harm"})
+
+    def feed(i: int, p_tox: float, hold: frozenset[str]) -> list[Any]:
+        scores = {
+            "toxicity": 0.9 if rng.random() < p_tox else 0.01,
+            "self_harm": 0.9 if rng.random() < 0.001 else 0.01,
+        }
+        return ds.update(_obs(_output(i, moderation=scores), i), hold)
+
+    for i in range(3000):
+        assert not feed(i, 0.03, frozenset())
+    det = ds.detectors["harm"]
+    assert det.learning  # self_harm is still warming up...
+    assert det.alarm_ready  # ...toxicity has its baseline
+    self_harm = det.excess("self_harm")
+    learned = det.get_state()["cats"]["self_harm"]
+    fired = [s for i in range(3000, 4500) for _, s, _ in feed(i, 0.24, harm)]
+    assert fired
+    assert {s.feature for s in fired} <= {"toxicity", POOLED}
+    assert fired[0].feature == "toxicity"
+    for i in range(4500, 6000):
+        feed(i, 0.03, harm)
+    tox = det.excess("toxicity")
+    assert tox is not None
+    assert tox.recovered
+    assert det.excess("self_harm") == self_harm
+    assert det.get_state()["cats"]["self_harm"] == learned  # learned nothing while held

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.devtools.scenario import Scenario
+from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import per_detector_arl0
 from streams.pipeline.replay import Pipeline, replay_lines
@@ -112,3 +112,27 @@ def test_incidents_do_not_depend_on_the_batch_size(settings: Settings) -> None:
     assert [e.model_dump_json() for e in single.incidents] == [
         e.model_dump_json() for e in large.incidents
     ]
+
+
+@pytest.mark.slow
+def test_an_incident_resolves_within_two_hours_of_its_cause_ending(settings: Settings) -> None:
+    """An 8x toxicity spike of one hour: the incident resolves once every probe reads the
+    change as over (the recovery test matched to the spike, :mod:`detectors.recovery`)
+    plus the playbook's 45-minute quiet period. Before, the probes waited for the
+    smallest design's episode and a version key held from learning stopped judging at
+    all: the incident was still open three hours after the spike."""
+    spike = Injection(
+        type="toxicity_spike",
+        start=timedelta(hours=2),
+        duration=timedelta(hours=1),
+        strength=8,
+        scope={"model": "support-chat"},
+    )
+    scenario = toxicity_spike_scenario(duration=timedelta(hours=6), injections=[spike])
+    result = replay_lines(_lines(scenario), settings)
+    actions = [e.action for e in result.incidents]
+    assert actions.count("trigger") == 1
+    [resolve] = [e for e in result.incidents if e.action == "resolve"]
+    assert "cause over since" in resolve.note
+    ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
+    assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=2)
