@@ -119,6 +119,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         self._parts: dict[str, AdaptiveBernoulliCusum] = {}
         self._any: AdaptiveBernoulliCusum | None = self._part() if self.pooled else None
         self._dropped = 0
+        self._n = 0  # observations taken: the index space of this detector's signals
 
     @property
     def categories(self) -> tuple[str, ...]:
@@ -181,6 +182,7 @@ class CategoryRates(Detector[Mapping[str, bool]]):
             "cats": {c: d.get_state() for c, d in self._parts.items()},
             "any": self._any.get_state() if self._any is not None else None,
             "dropped": self._dropped,
+            "n": self._n,
         }
 
     def set_state(self, state: JsonState) -> None:
@@ -192,6 +194,8 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         if self._any is not None:
             self._any.set_state(state["any"])
         self._dropped = state["dropped"]
+        # Absent in state of older releases, whose pooled test saw every observation.
+        self._n = state.get("n", max((d.seen for d in self._all()), default=0))
 
     def _admit(self, cats: Iterable[str]) -> bool:
         """Give each new category its test while there is room (``max_categories``);
@@ -207,30 +211,45 @@ class CategoryRates(Detector[Mapping[str, bool]]):
 
     def update(self, x: Mapping[str, bool]) -> Signal | None:
         self._dropped += int(self._admit(x))
-        fired: list[tuple[str, Signal]] = []
-        for cat, det in self._parts.items():
-            signal = det.update(bool(x.get(cat, False)))
-            if signal is not None:
-                fired.append((cat, signal))
-        if self._any is not None:
-            signal = self._any.update(any(x.values()))
-            if signal is not None:
-                fired.append((POOLED, signal))
-        return self._merge(fired) if fired else None
+        return self._step(x, settled=False)
 
     def update_settled(self, x: Mapping[str, bool]) -> Signal | None:
         """:meth:`update` for the tests that have their baseline; tests still learning, and
         categories not watched yet, skip the observation (see
         :meth:`detectors.base.Detector.update_settled`)."""
+        return self._step(x, settled=True)
+
+    def _step(self, x: Mapping[str, bool], settled: bool) -> Signal | None:
+        """One observation for every test (``settled``: those with a baseline only)."""
+        self._n += 1
         fired: list[tuple[str, Signal]] = []
         for cat, det in self._parts.items():
-            if not det.learning and (signal := det.update(bool(x.get(cat, False)))):
-                fired.append((cat, signal))
-        if self._any is not None and not self._any.learning:
+            if not (settled and det.learning):
+                signal = det.update(bool(x.get(cat, False)))
+                if signal is not None:
+                    fired.append((cat, self._placed(signal, det, self._n)))
+        if self._any is not None and not (settled and self._any.learning):
             signal = self._any.update(any(x.values()))
             if signal is not None:
-                fired.append((POOLED, signal))
+                fired.append((POOLED, self._placed(signal, self._any, self._n)))
         return self._merge(fired) if fired else None
+
+    @staticmethod
+    def _placed(signal: Signal, det: AdaptiveBernoulliCusum, n: int) -> Signal:
+        """``signal`` of test ``det`` with its indices in this detector's observations
+        (``n`` taken so far, ``det.seen`` by the test): a category watched from its first
+        appearance, or a test that skipped observations while held from learning, counts
+        fewer. Since a test learned its baseline it has taken every observation, and its
+        signals' indices lie after that, so one offset places them."""
+        offset = n - det.seen
+        if not offset:
+            return signal
+        return signal.model_copy(
+            update={
+                "first_index": signal.first_index + offset,
+                "last_index": signal.last_index + offset,
+            }
+        )
 
     def update_columns(self, columns: Mapping[str, NDArray[np.bool_]]) -> list[Signal]:
         """Vectorised updates for a block of observations given as one boolean array per
@@ -248,16 +267,19 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         n = sizes.pop() if sizes else 0
         if over:
             self._dropped += n
+        self._n += n
         by_index: dict[int, list[tuple[str, Signal]]] = {}
         for cat, det in self._parts.items():
             col = columns.get(cat)
             flags = col if col is not None else np.zeros(n, dtype=bool)
             for signal in det.update_many(flags):
-                by_index.setdefault(signal.last_index, []).append((cat, signal))
+                placed = self._placed(signal, det, self._n)
+                by_index.setdefault(placed.last_index, []).append((cat, placed))
         if self._any is not None and n:
             pooled = np.logical_or.reduce([np.asarray(c, dtype=bool) for c in columns.values()])
             for signal in self._any.update_many(pooled):
-                by_index.setdefault(signal.last_index, []).append((POOLED, signal))
+                placed = self._placed(signal, self._any, self._n)
+                by_index.setdefault(placed.last_index, []).append((POOLED, placed))
         return [self._merge(by_index[i]) for i in sorted(by_index)]
 
     def update_many(self, xs: Iterable[Mapping[str, bool]]) -> list[Signal]:
@@ -270,12 +292,12 @@ class CategoryRates(Detector[Mapping[str, bool]]):
             new = [cat for cat in x if cat not in self._parts]
             self._dropped += int(self._admit(new))
             since.update({cat: i for cat in new if cat in self._parts})
+        self._n += len(batch)
         fired: dict[int, list[tuple[str, Signal]]] = {}
         tests = [(cat, det, since[cat]) for cat, det in self._parts.items()]
         if self._any is not None:
             tests.append((POOLED, self._any, 0))
         for cat, det, first in tests:
-            seen = det.seen
             if cat == POOLED:
                 flags = np.fromiter((any(x.values()) for x in batch), dtype=bool, count=len(batch))
             else:
@@ -284,7 +306,8 @@ class CategoryRates(Detector[Mapping[str, bool]]):
                     (bool(x.get(cat, False)) for x in rest), dtype=bool, count=len(rest)
                 )
             for signal in det.update_many(flags):
-                fired.setdefault(first + signal.last_index - seen, []).append((cat, signal))
+                placed = self._placed(signal, det, self._n)
+                fired.setdefault(placed.last_index, []).append((cat, placed))
         return [self._merge(fired[i]) for i in sorted(fired)]
 
     def _merge(self, fired: list[tuple[str, Signal]]) -> Signal:

@@ -140,8 +140,9 @@ class DetectionSettings(BaseModel):
     learning_pause_minutes: float = Field(
         default=120.0,
         ge=0,
-        description="After a model/version-level alarm, its segment keys stop learning "
-        "baselines for this long (a baseline learned during an incident is wrong).",
+        description="After a model/version-level alarm, the model's version and segment "
+        "keys stop learning baselines for this long (a baseline learned during an incident "
+        "is wrong); tests that have their baseline keep judging.",
     )
     drift_reference_size: int = Field(default=1000, ge=100)
     drift_window: int = Field(default=200, ge=20)

@@ -147,3 +147,16 @@ def test_category_rates_report_each_category_and_the_pooled_episode() -> None:
     after = det.excess("sexual")
     assert after is not None
     assert not after.alarmed
+
+
+def test_category_state_saved_before_its_observation_count_restores_it() -> None:
+    """State of an older release has no ``n``: the pooled test, which saw every
+    observation, gives it, so signals keep the key's indices after an upgrade."""
+    det = HarmRate(max_categories=3, warmup=500, arl0=1e4)
+    det.update_many([{"hate": False}] * 300 + [{"hate": False, "sexual": True}] * 200)
+    state = det.get_state()
+    assert state["n"] == 500
+    older = {k: v for k, v in state.items() if k != "n"}
+    restored = HarmRate(max_categories=3, warmup=500, arl0=1e4)
+    restored.set_state(older)
+    assert restored.get_state() == state

@@ -275,3 +275,25 @@ def test_a_held_key_keeps_judging_the_categories_that_have_their_baseline() -> N
     assert tox.recovered
     assert det.excess("self_harm") == self_harm
     assert det.get_state()["cats"]["self_harm"] == learned  # learned nothing while held
+
+
+def test_a_category_first_seen_late_points_its_evidence_at_the_change() -> None:
+    """A producer that starts sending self_harm at observation 5,000: its test counts from
+    there, yet its signal's indices, and so the evidence's offsets, are the key's."""
+    rng = np.random.default_rng(3)
+    ds = DetectorSet(S, "model", arl0=1e5)
+    found = []
+    for i in range(12_000):
+        scores = {"toxicity": 0.9 if rng.random() < 0.03 else 0.01}
+        if i >= 5000:
+            scores["self_harm"] = 0.9 if rng.random() < (0.01 if i < 10_000 else 0.08) else 0.01
+        found += [(i, s, t) for _, s, t in ds.update(_obs(_output(i, moderation=scores), i))]
+    assert found
+    i, signal, tracker = found[0]
+    assert signal.feature == "self_harm"
+    assert signal.last_index == i
+    assert 9900 <= signal.first_index <= i
+    _, [evidence] = tracker.evidence(signal.first_index)
+    assert 10_000 - detectorset.CHECKPOINT_EVERY <= evidence.first_offset <= 10_000
+    state = ds.detectors["harm"].get_state()
+    assert state["n"] == 12_000
