@@ -69,14 +69,20 @@ PRIOR_FOLLOW_TOLERANCE = 0.1
 fraction (:meth:`BernoulliCusum.adopt_prior`); smaller moves would only cost re-estimates."""
 
 _CHUNK = 8192
-_REST_UNBOUNDED = 1 << 62
-""":meth:`BernoulliCusum.zero_room` of a chart whose baseline is frozen or given."""
+REST_UNBOUNDED = 1 << 62
+""":meth:`BernoulliCusum.zero_room` of a chart whose baseline is frozen or given (and the
+room of any test that a non-event cannot change)."""
 EPISODE_CAP_NATS = 5.0
 """The episode statistic is capped at this log-likelihood ratio (nats): while a change
 lasts it stays near the cap; after the change ends it returns to zero (the change is over)
 after about ``EPISODE_CAP_NATS / KL(p0 || p1)`` baseline events, e.g. ~1000 events for a
 1.5 % rate designed against a doubling: recovery is judged at roughly e^-5 odds of being
 premature, less strictly than an alarm, because a quiet period follows it."""
+
+
+def episode_cap(unit: float) -> int:
+    """:data:`EPISODE_CAP_NATS` in lattice steps of ``unit`` nats (at least one)."""
+    return max(1, math.ceil(EPISODE_CAP_NATS / unit))
 
 
 class BernoulliCusum(Detector[bool]):
@@ -487,7 +493,7 @@ class BernoulliCusum(Detector[bool]):
         elif self._next_cp:
             room = max(0, self._next_cp - self._ref_n - 1)
         else:
-            room = _REST_UNBOUNDED
+            room = REST_UNBOUNDED
         if self._e:
             return min(room, (self._e - 1) // down)
         if self._ep_k or self._ep_alarmed or self._ep_start != self._n:
@@ -524,13 +530,13 @@ class BernoulliCusum(Detector[bool]):
         if e <= 0:
             self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, n + 1, 0, False
             return
-        self._e = min(e, max(1, math.ceil(EPISODE_CAP_NATS / self._unit)))
+        self._e = min(e, episode_cap(self._unit))
         if x:
             self._ep_k += 1
 
     def _episodes(self, flags: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
         """:meth:`_episode` over observations ``n0, n0 + 1, ...`` (vectorised, exact)."""
-        cap = max(1, math.ceil(EPISODE_CAP_NATS / self._unit))
+        cap = episode_cap(self._unit)
         walk = capped_walk(self._e, flags, self._up, self._down, cap)
         self._e = walk.value
         if walk.last_zero >= 0:

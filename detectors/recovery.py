@@ -36,12 +36,9 @@ import numpy as np
 from detectors.arl import bernoulli_lattice
 from detectors.base import JsonState
 from detectors.kernels import capped_walk
-from detectors.rate import EPISODE_CAP_NATS
+from detectors.rate import REST_UNBOUNDED, episode_cap
 
 __all__ = ["RateRecovery", "recovery_rate"]
-
-UNBOUNDED = 1 << 62
-""":meth:`RateRecovery.room` of a test that is not running (never armed, or recovered)."""
 
 
 def recovery_rate(baseline: float, observed: float, min_shift: float) -> float:
@@ -79,7 +76,7 @@ class RateRecovery:
         ``observed`` rate of an alarm."""
         lattice = bernoulli_lattice(baseline, recovery_rate(baseline, observed, min_shift))
         self._up, self._down = lattice.up, lattice.down
-        self._cap = max(1, math.ceil(EPISODE_CAP_NATS / lattice.unit))
+        self._cap = episode_cap(lattice.unit)
         self._r, self._armed = self._cap, True
 
     def step(self, x: bool) -> None:
@@ -90,7 +87,7 @@ class RateRecovery:
 
     def room(self) -> int:
         """How many non-events :meth:`rest` may take now without reaching zero."""
-        return (self._r - 1) // self._down if self._r else UNBOUNDED
+        return (self._r - 1) // self._down if self._r else REST_UNBOUNDED
 
     def rest(self, m: int) -> None:
         """``m`` non-events at once, within :meth:`room`: what ``m`` steps would leave."""
