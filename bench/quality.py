@@ -40,6 +40,11 @@ Definitions:
   start and the detection). Medians over detected injections.
 * Pages/inj: matching triggers per injection (1 is ideal: more means flapping or the
   same failure paged at several keys).
+* Resolve: when the last of an injection's matched incidents resolved (every one of them
+  resolved and none reopened after), minus the injection's end, in event-time minutes.
+  Each scenario runs :data:`AFTER_END` past the end so that this can be seen; an incident
+  still open then counts as open at the end. A resolve emitted while the injection still
+  lasted is counted apart: the page stream told on-call the cause was over when it was not.
 
 Goals: recall >= 0.95 per type and < 1 false incident per million clean events.
 """
@@ -135,7 +140,10 @@ through them again); toxicity has toxicity_spike."""
 INJECTION_DURATION: Final = timedelta(hours=3)
 START_RANGE_H: Final = (6.0, 12.0)
 STRENGTH_RANGE: Final = (0.8, 1.25)
-TAIL: Final = timedelta(minutes=15)
+AFTER_END: Final = timedelta(hours=3)
+"""Event time each injected scenario runs past its injection's end: the matching grace and
+time for the incidents to resolve (a rate incident at one tenant takes up to ~2 h to see
+its cause ended, docs/validation.md "Stop 40")."""
 OUT: Final = _HERE / "out" / "quality.json"
 
 
@@ -234,6 +242,11 @@ class Trigger:
         )
 
     @property
+    def incident_key(self) -> str:
+        """Its incident's id (older result files without one: type and time)."""
+        return self.incident_id or f"{self.incident_type}@{_fmt_time(self.at)}"
+
+    @property
     def level(self) -> str:
         if self.segment:
             return "segment"
@@ -310,6 +323,23 @@ class InjectionScore:
     pages: int = 0
     incident_ids: set[str] = field(default_factory=set)
     reopened_during: int = 0
+    resolved_at: datetime | None = None
+    """When the last of its matched incidents resolved; None while any is open."""
+    resolved_during: int = 0
+    """Resolves of its matched incidents emitted while the injection lasted."""
+
+    @property
+    def resolve_minutes(self) -> float | None:
+        """Event-time minutes from the injection's end to its last incident's resolve
+        (negative: every incident resolved before the cause ended)."""
+        if self.resolved_at is None:
+            return None
+        return (self.resolved_at - self.injection.end).total_seconds() / 60.0
+
+    @property
+    def open_at_end(self) -> bool:
+        """Detected, and an incident of it was still open when the scenario ended."""
+        return self.detected and self.resolved_at is None
 
     @property
     def incidents(self) -> int:
@@ -353,9 +383,11 @@ def score_scenario(
     triggers: Sequence[Trigger],
     grace: timedelta = GRACE,
     scope_times: Sequence[float] | None = None,
+    resolves: Sequence[tuple[str, datetime]] = (),
 ) -> ScenarioScore:
     """Match triggers to injections. ``scope_times`` (sorted epoch seconds of the outputs
-    in scope, for a single-injection scenario) gives the delay in events."""
+    in scope, for a single-injection scenario) gives the delay in events; ``resolves``
+    (incident id, emitted at) when each injection's incidents resolved."""
     scores = [InjectionScore(inj) for inj in injections]
     matched: list[bool] = []
     reasons: list[str] = []
@@ -366,13 +398,14 @@ def score_scenario(
                 hit = True
                 sc.matching_triggers += 1
                 sc.pages += trig.pages
-                sc.incident_ids.add(trig.incident_id or f"{trig.incident_type}@{trig.at}")
+                sc.incident_ids.add(trig.incident_key)
                 if trig.reopened and sc.injection.start <= trig.at <= sc.injection.end:
                     sc.reopened_during += 1
                 if sc.detected_at is None or trig.at < sc.detected_at:
                     sc.detected_at, sc.first = trig.at, trig
         matched.append(hit)
         reasons.append("" if hit else unmatched_reason(injections, trig, grace))
+    _score_resolves(scores, triggers, resolves)
     detected_at = scores[0].detected_at if len(scores) == 1 else None
     if scope_times is not None and detected_at is not None:
         times = np.asarray(scope_times, dtype=np.float64)
@@ -380,6 +413,33 @@ def score_scenario(
         hi = np.searchsorted(times, detected_at.timestamp(), side="right")
         scores[0].delay_events = int(hi - lo)
     return ScenarioScore(scores, matched, reasons)
+
+
+def _score_resolves(
+    scores: Sequence[InjectionScore],
+    triggers: Sequence[Trigger],
+    resolves: Sequence[tuple[str, datetime]],
+) -> None:
+    """Each injection's resolve time: the last resolve of its incidents, if every one of
+    them resolved after its last trigger (a reopening, matched or not, opens it again)."""
+    last_trigger: dict[str, datetime] = {}
+    for trig in triggers:
+        key = trig.incident_key
+        last_trigger[key] = max(trig.at, last_trigger.get(key, trig.at))
+    last_resolve: dict[str, datetime] = {}
+    for key, at in resolves:
+        last_resolve[key] = max(at, last_resolve.get(key, at))
+    for sc in scores:
+        ends = [last_resolve.get(key) for key in sc.incident_ids]
+        if ends and all(
+            end is not None and end >= last_trigger.get(key, end)
+            for key, end in zip(sc.incident_ids, ends, strict=True)
+        ):
+            sc.resolved_at = max(end for end in ends if end is not None)
+        sc.resolved_during = sum(
+            key in sc.incident_ids and sc.injection.start <= at < sc.injection.end
+            for key, at in resolves
+        )
 
 
 @dataclass
@@ -400,6 +460,13 @@ class TypeRow:
     incidents: int = 0
     localized: int = 0
     reopened_during: int = 0
+    resolves_min: list[float] = field(default_factory=list)
+    open_at_end: int = 0
+    resolved_during: int = 0
+
+    @property
+    def median_resolve_min(self) -> float | None:
+        return statistics.median(self.resolves_min) if self.resolves_min else None
 
     @property
     def recall(self) -> float | None:
@@ -479,6 +546,10 @@ def summarize(
                 row.pages += inj.pages
                 row.incidents += inj.incidents
                 row.reopened_during += inj.reopened_during
+                row.resolved_during += inj.resolved_during
+                row.open_at_end += inj.open_at_end
+                if inj.resolve_minutes is not None:
+                    row.resolves_min.append(inj.resolve_minutes)
                 row.localized += inj.localized()
                 if inj.detected:
                     row.detected += 1
@@ -564,7 +635,7 @@ def build_jobs(quick: bool, base_seed: int, per_type: int | None = None) -> list
                     **extra,
                 }
             )
-            duration = start + INJECTION_DURATION + GRACE + TAIL
+            duration = start + INJECTION_DURATION + AFTER_END
             sc = Scenario(seed=seed, duration=duration, injections=[inj])
             where = ",".join(f"{k}={v}" for k, v in {**scope, **extra}.items())
             jobs.append(
@@ -609,7 +680,7 @@ def build_cause_jobs(quick: bool, base_seed: int) -> list[Job]:
                 )
                 for t, scope in parts
             ]
-            duration = start + INJECTION_DURATION + GRACE + TAIL
+            duration = start + INJECTION_DURATION + AFTER_END
             sc = Scenario(seed=seed, duration=duration, injections=injections)
             jobs.append(
                 Job(
@@ -716,6 +787,9 @@ def run_job(job: Job) -> dict[str, Any]:
     result = replay_lines(feed(), settings, pipeline=pipeline)
     times = np.sort(np.array(scope_ts, dtype="datetime64[ms]").astype(np.int64) / 1000.0)
     triggers = [Trigger.from_event(e) for e in result.incidents if e.action == "trigger"]
+    resolves = [
+        [e.incident_id, _fmt_time(e.emitted_at)] for e in result.incidents if e.action == "resolve"
+    ]
     return {
         "name": job.name,
         "kind": job.kind,
@@ -723,6 +797,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "dead_letters": result.dead_letters,
         "incident_events": len(result.incidents),
         "triggers": [t.to_json() for t in triggers],
+        "resolves": resolves,
         "truth": truth,
         "scope_times": times.tolist(),
         "seconds": time.perf_counter() - began,
@@ -872,6 +947,38 @@ def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
             f"{row.reopened_during:>10d}"
         )
     print(PAGING_LEGEND)
+
+
+LIFECYCLE_LEGEND: Final = """\
+legend: resolved = detected injections whose incidents all resolved (none reopened after)
+  before the scenario ended, {after:g} h after the injection; resolve = that last resolve -
+  the injection's end, event-time minutes (median and max over those); open = detected
+  injections with an incident still open at the scenario's end; resolved@inj = resolves
+  of its incidents emitted while the injection lasted (the page stream said the cause
+  was over while it was not; goal 0)."""
+
+
+def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
+    """When the incidents of each injection resolved, measured from the injection's end."""
+    header = (
+        f"{'injection type':<22} {'detected':>8} {'resolved':>8} {'open':>5} "
+        f"{'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12}"
+    )
+    print("Lifecycle (after the cause ends, its incident resolves; goal: 0 resolves during it):")
+    print(header)
+    print("-" * len(header))
+    for name, row in rows.items():
+        if not row.injections:
+            continue
+        if name == "all":
+            print("-" * len(header))
+        worst = max(row.resolves_min) if row.resolves_min else None
+        print(
+            f"{name:<22} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "
+            f"{_f(row.median_resolve_min, '17.1f')} {_f(worst, '9.1f')} "
+            f"{row.resolved_during:>12d}"
+        )
+    print(LIFECYCLE_LEGEND.format(after=AFTER_END.total_seconds() / 3600))
 
 
 ROOM = 0.5
@@ -1027,7 +1134,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             continue
         injections = [Injected.from_ground_truth(e) for e in r["truth"]]
         triggers = [Trigger.from_json(t) for t in r["triggers"]]
-        sc = score_scenario(injections, triggers, GRACE, r["scope_times"])
+        resolves = [(key, _parse_time(at)) for key, at in r.get("resolves", [])]
+        sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves)
         scored.append((r["kind"], sc, triggers, r))
     rows = summarize([(k, s, t) for k, s, t, _ in scored], clean_triggers, clean_events)
 
@@ -1036,6 +1144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_table(rows, clean_events)
     print()
     print_paging_table(rows)
+    print()
+    print_lifecycle_table(rows)
+    print()
     oracle_rows = print_oracle(scored)
     unmatched = [(n, row.unmatched) for n, row in rows.items() if n != "all" and row.unmatched]
     if unmatched or clean_triggers:
@@ -1063,6 +1174,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "quick": args.quick,
             "seed": args.seed,
             "grace_minutes": GRACE.total_seconds() / 60,
+            "after_end_hours": AFTER_END.total_seconds() / 3600,
             "injection_duration_hours": INJECTION_DURATION.total_seconds() / 3600,
             "start_range_hours": START_RANGE_H,
             "strength_range": STRENGTH_RANGE,
@@ -1088,6 +1200,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "incidents_per_injection": row.incidents_per_injection,
                 "localization": row.localization,
                 "reopened_during_injection": row.reopened_during,
+                "median_resolve_minutes_after_end": row.median_resolve_min,
+                "open_at_end": row.open_at_end,
+                "resolved_during_injection": row.resolved_during,
                 "unmatched": dict(row.unmatched),
             }
             for name, row in rows.items()
@@ -1111,6 +1226,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "incidents": inj.incidents,
                 "localized": inj.localized(),
                 "reopened_during": inj.reopened_during,
+                "resolved_at": _fmt_time(inj.resolved_at) if inj.resolved_at else None,
+                "resolve_minutes_after_end": inj.resolve_minutes,
+                "resolved_during": inj.resolved_during,
                 "events": r["events"],
                 "oracle": r.get("oracle"),
             }

@@ -143,3 +143,56 @@ def test_more_harm_spikes_per_type_than_categories_cycle_through_them() -> None:
     categories = [j.scenario["injections"][0]["category"] for j in jobs]
     assert categories == [*HARM_CATEGORIES, *HARM_CATEGORIES[:2]]
     assert len({j.name for j in jobs}) == 7  # each its own seed
+
+
+def _incident(kind: str, minutes: float, incident_id: str, note: str = "") -> Trigger:
+    return Trigger(kind, "support-chat", at(minutes), incident_id=incident_id, note=note)
+
+
+def test_an_injection_resolves_when_its_last_incident_does() -> None:
+    """Resolve time: the last resolve of every matched incident, from the injection's end;
+    an incident reopened after its resolve, or never resolved, leaves it open; a resolve
+    while the injection lasts is counted."""
+    triggers = [
+        _incident("toxicity_rate:toxicity", 20, "a"),
+        _incident("toxicity_rate:harassment", 40, "b"),
+    ]
+    resolves = [("a", at(200)), ("b", at(230)), ("other", at(300))]
+    sc = score_scenario([TOX], triggers, GRACE, resolves=resolves)
+    (inj,) = sc.injections
+    assert inj.resolved_at == at(230)
+    assert inj.resolve_minutes == pytest.approx(50.0)
+    assert not inj.open_at_end
+    assert inj.resolved_during == 0
+
+    # "b" resolved at 100 min, while the spike lasted, then reopened and resolved again.
+    flapping = [*triggers, _incident("toxicity_rate:harassment", 120, "b", "reopened (...)")]
+    early = [("a", at(200)), ("b", at(100)), ("b", at(260))]
+    sc = score_scenario([TOX], flapping, GRACE, resolves=early)
+    (inj,) = sc.injections
+    assert inj.resolve_minutes == pytest.approx(80.0)
+    assert inj.resolved_during == 1
+
+    # Reopened after its last resolve (outside the match window): still open.
+    late = [*triggers, _incident("toxicity_rate:harassment", 400, "b", "reopened (...)")]
+    sc = score_scenario([TOX], late, GRACE, resolves=resolves)
+    (inj,) = sc.injections
+    assert inj.resolved_at is None
+    assert inj.open_at_end
+
+    rows = summarize(
+        [
+            ("toxicity_spike", score_scenario([TOX], triggers, GRACE, resolves=resolves), triggers),
+            ("toxicity_spike", sc, late),
+        ],
+        [],
+        clean_events=1_000_000,
+    )
+    tox = rows["toxicity_spike"]
+    assert tox.resolves_min == [pytest.approx(50.0)]
+    assert tox.open_at_end == 1
+    assert tox.median_resolve_min == pytest.approx(50.0)
+
+    undetected = score_scenario([DEPLOY], [], GRACE, resolves=resolves).injections[0]
+    assert undetected.resolved_at is None
+    assert not undetected.open_at_end
