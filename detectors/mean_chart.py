@@ -40,6 +40,7 @@ from scipy.stats import chi2
 
 from detectors.arl import SolveRequest, lattice_threshold_now, solved
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
+from detectors.rate import EPISODE_CAP_NATS
 
 __all__ = [
     "PRIOR_MIN_OWN",
@@ -86,6 +87,11 @@ def normal_scores(
     n = reference.size
     rank = (np.searchsorted(reference, xs, "left") + np.searchsorted(reference, xs, "right")) / 2.0
     return np.asarray(ndtri(np.clip(rank / n, 0.5 / n, 1.0 - 0.5 / n)), dtype=np.float64)
+
+
+def _unarmed() -> list[list[int]]:
+    """Both directions' recovery tests before any alarm: never recovered."""
+    return [[0, 1, 0, 0], [0, 1, 0, 0]]
 
 
 def _copied(value: Any) -> Any:
@@ -143,6 +149,9 @@ class MeanChart:
         # that do not restart at an alarm and are capped at its threshold; [stat, start,
         # sum, alarmed by any design's CUSUM].
         self.ep: list[list[Any]] = [[0, 0, 0.0, False], [0, 0, 0.0, False]]
+        # Recovery tests per direction (see ``_arm``): [height, reference k, cap, armed],
+        # in grid units; height 0 once the change that armed it reads as over.
+        self.rec: list[list[int]] = _unarmed()
         # The smallest design's rounded reference increments per direction ([offset,
         # pmf...]), kept so a new ARL0 re-derives the thresholds without the reference; a
         # larger design's increments are the same, offset by its k.
@@ -165,6 +174,7 @@ class MeanChart:
 
     def get_state(self) -> JsonState:
         state = {key: _copied(getattr(self, key)) for key in self._KEYS}
+        state["rec"] = _copied(self.rec)
         if self.bound:
             state["bound_arl0"] = self.arl0  # the stand-ins' target, to ask for again
         return state
@@ -176,6 +186,8 @@ class MeanChart:
             )
         for key in self._KEYS:
             setattr(self, key, _copied(state[key]))
+        # Absent in state of older releases: recovery is then judged by the episode.
+        self.rec = _copied(state["rec"]) if "rec" in state else _unarmed()
         # Saved on stand-ins: the first update (or retarget) asks for the exact ones again.
         self.bound, self._pending = "bound_arl0" in state, []
         if self.bound:
@@ -248,6 +260,7 @@ class MeanChart:
         self.start = [[n] * m, [n] * m]
         self.sum = [[0.0] * m, [0.0] * m]
         self.ep = [[0, n, 0.0, False], [0, n, 0.0, False]]
+        self.rec = _unarmed()
 
     def retarget(self, arl0: float) -> None:
         """Re-solve the thresholds at a new ARL0 per direction, keeping the statistics."""
@@ -332,6 +345,9 @@ class MeanChart:
             else:
                 ep[0] = min(e, hs[0])
                 ep[2] += x
+            rec = self.rec[side]
+            if rec[0]:
+                rec[0] = max(0, min(rec[0] + z - rec[1], rec[2]))
             ss, starts, sums = self.s[side], self.start[side], self.sum[side]
             best: Fired | None = None
             for j, kq in enumerate(kqs):
@@ -353,8 +369,31 @@ class MeanChart:
                     ss[j], starts[j], sums[j] = 0, n + 1, 0.0
             if best is not None:
                 ep[3] = True
+                # The shift the test is matched to: the episode's mean (it spans the
+                # change), not the firing design's, whose recent start overstates it.
+                m = n - int(ep[1]) + 1
+                self._arm(side, ep[2] / m if ep[0] > 0 and m > 0 else best.observed)
                 fired.append(best)
         return fired
+
+    def _arm(self, side: int, observed: float) -> None:
+        """(Re-)arm ``side``'s recovery test at an alarm, the mean being at ``observed``.
+
+        The episode of the smallest design drains at about half that design's shift per
+        value once the mean is back: ``h / k`` values, hours of a tenant's judge scores. The
+        recovery test is matched to the change instead, as the rate detectors' is
+        (:mod:`detectors.recovery`): a one-sided CUSUM of the Gaussian log-likelihood
+        ratio of the baseline against ``d1`` = half the observed shift (at least the
+        smallest design's), started and capped at :data:`~detectors.rate.EPISODE_CAP_NATS`
+        (``cap / d1`` standard deviations). It stays at the cap while the change lasts
+        and drains at ``d1 / 2`` per value once the mean is back below ``d1 / 2``: reads
+        recovered after about ``2 cap / d1^2`` values (~18 after a 1.5 sd drop)."""
+        sign = 1.0 if side == 0 else -1.0
+        shift = sign * (observed - self.mu) / self.sigma
+        d1 = max(self.designs[0] * self.shift, shift / 2.0)
+        k = max(1, round(d1 / 2.0 / self.resolution))
+        cap = max(1, math.ceil(EPISODE_CAP_NATS / d1 / self.resolution))
+        self.rec[side] = [cap, k, cap, 1]
 
     def signal(
         self,
@@ -407,8 +446,15 @@ class MeanChart:
             excess=m * shift,
             surprise=m * d * d / 2 if shift > 0 else 0.0,
             alarmed=bool(ep[3]),
+            recovered=self.recovered(direction),
             scale=self.sigma,
         )
+
+    def recovered(self, direction: Direction) -> bool:
+        """The recovery test armed by ``direction``'s last alarm reads the change as over
+        (see :meth:`_arm`); False before any alarm armed it."""
+        rec = self.rec[0 if direction is Direction.UP else 1]
+        return bool(rec[3]) and rec[0] == 0
 
 
 PRIOR_MIN_OWN = 20

@@ -1,4 +1,4 @@
-"""The recovery test: an incident's rate change reads as over soon after it ends, not once
+"""The recovery tests: an incident's rate or mean change reads as over soon after it ends, not once
 the smallest design's episode has drained, and not while the change persists."""
 
 from __future__ import annotations
@@ -7,6 +7,8 @@ import numpy as np
 import pytest
 
 from detectors.adaptive_rate import AdaptiveBernoulliCusum
+from detectors.base import Direction
+from detectors.confidence import ConfidenceShift
 from detectors.coverage import HarmRate
 from detectors.recovery import RateRecovery, recovery_rate
 
@@ -123,3 +125,93 @@ def test_a_harm_category_reads_over_soon_after_its_spike() -> None:
     assert ex is not None
     assert ex.alarmed
     assert ex.recovered
+
+
+# -- mean charts (confidence, groundedness, judge scores, latency, tokens) -------------
+
+
+def dropped(seed: int, drop_sd: float, n: int = 400) -> tuple[ConfidenceShift, float]:
+    """A confidence detector that learned N(0.8, 0.05) and then alarmed on a drop of
+    ``drop_sd`` standard deviations; also returns the standard deviation."""
+    rng = np.random.default_rng(seed)
+    det = ConfidenceShift(arl0=1e6, reference_size=1000)
+    sd = 0.05
+    for v in rng.normal(0.8, sd, 3000):
+        assert det.update(float(v)) is None
+    alarms = [det.update(float(v)) for v in rng.normal(0.8 - drop_sd * sd, sd, n)]
+    assert any(s is not None for s in alarms)
+    return det, sd
+
+
+def values_until(det: ConfidenceShift, seed: int, mean: float, sd: float, most: int) -> int | None:
+    """Values from N(mean, sd) until the detector reads its drop as over."""
+    rng = np.random.default_rng(seed)
+    for i, v in enumerate(rng.normal(mean, sd, most)):
+        det.update(float(v))
+        ex = det.excess(None, Direction.DOWN)
+        assert ex is not None
+        if not ex.alarmed or ex.recovered:
+            return i + 1
+    return None
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_mean_drop_reads_over_within_tens_of_values_of_its_end(seed: int) -> None:
+    """A 1.5 sd drop: the matched test (d1 >= 0.75 sd, cap 5 nats = 6.7 sd) drains at
+    ~0.37 sd a value, ~18 values; the smallest design's episode (k = 0.25 sd, capped at
+    its threshold, ~50 sd at this ARL0) needs some 200."""
+    det, sd = dropped(10 * seed, 1.5)
+    ex = det.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert ex.alarmed
+    assert not ex.recovered
+    n = values_until(det, 10 * seed + 5, 0.8, sd, 2000)
+    assert n is not None
+    assert n <= 80
+    ex = det.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert ex.alarmed  # the episode is still open: recovery came from the matched test
+    up = det.excess(None, Direction.UP)
+    assert up is not None
+    assert not up.recovered  # no alarm armed the other direction's test
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_a_mean_drop_persists_while_it_lasts_or_only_eases(seed: int) -> None:
+    """While the drop lasts the test never reads it over. Eased to 0.9 sd (the test drains
+    below ~0.37 sd) it may, rarely: at 5 nats a long run of values near the baseline
+    takes it to zero (one seed of six, ~100 values in 3,000), until the next alarm
+    re-arms it."""
+    det, sd = dropped(10 * seed, 1.5)
+    assert values_until(det, 10 * seed + 6, 0.8 - 1.5 * sd, sd, 3000) is None
+    rng = np.random.default_rng(10 * seed + 7)
+    over = 0
+    for v in rng.normal(0.8 - 0.9 * sd, sd, 3000):
+        det.update(float(v))
+        ex = det.excess(None, Direction.DOWN)
+        assert ex is not None
+        over += not ex.alarmed or ex.recovered
+    assert over <= 150
+
+
+def test_mean_recovery_survives_a_restart_and_older_state_falls_back() -> None:
+    det, sd = dropped(7, 1.5)
+    state = det.get_state()
+    copy = ConfidenceShift(arl0=1e6, reference_size=1000)
+    copy.set_state(state)
+    rng = np.random.default_rng(8)
+    for v in rng.normal(0.8, sd, 200):
+        det.update(float(v))
+        copy.update(float(v))
+    assert det.get_state() == copy.get_state()
+    ex = copy.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert ex.recovered
+
+    old = ConfidenceShift(arl0=1e6, reference_size=1000)
+    assert "rec" in state
+    old.set_state({k: v for k, v in state.items() if k != "rec"})
+    ex = old.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert ex.alarmed
+    assert not ex.recovered  # never armed: the episode alone decides, as before
