@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from streams.cli.main import main
-from streams.devtools.scenario import Injection, Scenario
+from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import per_detector_arl0
 from streams.pipeline.replay import Pipeline, replay_lines
@@ -136,3 +136,27 @@ def test_an_incident_resolves_within_two_hours_of_its_cause_ending(settings: Set
     assert "cause over since" in resolve.note
     ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
     assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=2)
+
+
+@pytest.mark.slow
+def test_a_score_incident_resolves_within_an_hour_of_its_cause_ending(
+    settings: Settings,
+) -> None:
+    """A one-hour confidence drop model-wide: every probe's mean chart reads it as over
+    within minutes of its end (the recovery test matched to the shift,
+    ``MeanChart._arm``), then the playbook's quiet period. Before, the segment keys'
+    episodes held it until 03:33 and it resolved at 04:04."""
+    drop = Injection(
+        type="confidence_drop",
+        start=timedelta(hours=2),
+        duration=timedelta(hours=1),
+        strength=DEFAULT_STRENGTH["confidence_drop"],
+        scope={"model": "support-chat"},
+    )
+    scenario = toxicity_spike_scenario(duration=timedelta(hours=5), injections=[drop])
+    result = replay_lines(_lines(scenario), settings)
+    assert [e.action for e in result.incidents].count("trigger") == 1
+    [resolve] = [e for e in result.incidents if e.action == "resolve"]
+    assert "cause over since" in resolve.note
+    ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
+    assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=1)
