@@ -43,8 +43,8 @@ def localize_detection(
     policy: GroupingPolicy,
 ) -> tuple[Localization | None, tuple[Probe, ...]]:
     """Localize a signal of detector ``name`` over the model's ``keys``; the probes are that
-    detector in the key that fired and in the culprit key. (None, ()) when the detector
-    reports no excess."""
+    detector in the keys :func:`probe_keys` names. (None, ()) when the detector reports no
+    excess."""
     model_ds = set_of(key_id(Labels(model=fired.model)))
     model_traffic = traffic_at(model_ds, t) if model_ds is not None else 0.0
     direction = _direction(signal)
@@ -62,11 +62,22 @@ def localize_detection(
     if not any(r.labels == fired for r in readings):
         return None, ()
     loc = localize(readings, fired, policy)
-    probes = tuple(
+    return loc, tuple(
         Probe(key=kid, detector=name, feature=signal.feature, direction=direction.value)
-        for kid in dict.fromkeys((key_id(fired), key_id(loc.scope)))
+        for kid in probe_keys(fired, loc.scope)
     )
-    return loc, probes
+
+
+def probe_keys(fired: Labels, culprit: Labels) -> tuple[str, ...]:
+    """The keys whose detector judges whether a detection's cause persists: the culprit's,
+    and the key that fired unless the culprit covers it. A segment that fired on its
+    model's change is a symptom of it; its own recovery, on a fraction of the traffic,
+    would only come later than the model's (a tenant's smallest cut decided when a
+    model-wide incident resolved). A change of its own that outlasts the model's alarms
+    again, and pages at its own scope."""
+    if culprit != fired and culprit.covers(fired):
+        return (key_id(culprit),)
+    return tuple(dict.fromkeys((key_id(fired), key_id(culprit))))
 
 
 def probe_health(probes: Iterable[Probe], set_of: SetOf) -> dict[str, bool]:
