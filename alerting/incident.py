@@ -211,7 +211,8 @@ def resolve_due(
     due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
     return due, (
         f"cause over since {iso_utc(rec.recovered_at)} (every probe's detector reads "
-        f"the change it alarmed on as ended), then quiet for {minutes_text(hyst)}"
+        f"the change it alarmed on as ended, or its key's traffic has stopped), then "
+        f"quiet for {minutes_text(hyst)}"
     )
 
 

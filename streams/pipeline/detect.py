@@ -473,7 +473,7 @@ class Detect:
                 return None
             return self.live_sets.get(kid, level_of_key(kid), sets)
 
-        return probe_health(probes, set_of)
+        return probe_health(probes, set_of, self.settings.silence_minutes * 60.0)
 
     def tick(
         self, model: str, now: datetime, silence_t: float | None = None

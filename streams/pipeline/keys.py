@@ -64,6 +64,11 @@ def key_id(labels: Labels) -> str:
     return f"{labels.model}|{labels.version or '*'}|{seg}"
 
 
+def model_key_of(kid: str) -> str:
+    """The model-level key of a :func:`key_id`."""
+    return key_id(Labels(model=kid.split("|", 1)[0]))
+
+
 def level_of(labels: Labels) -> Level:
     """The level of a key from its labels."""
     if labels.segment:

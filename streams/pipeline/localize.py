@@ -15,7 +15,8 @@ from alerting.cause import GroupingPolicy, Reading, localize
 from alerting.model import Labels, Localization, Probe
 from detectors.base import Direction, Signal
 from streams.pipeline.detectorset import TRAFFIC_HALF_LIFE_S, DetectorSet
-from streams.pipeline.keys import key_id
+from streams.pipeline.keys import key_id, model_key_of
+from streams.pipeline.silence import silent_after
 
 SetOf = Callable[[str], DetectorSet | None]
 """A key id -> its detector set (None when the key has no state)."""
@@ -80,21 +81,39 @@ def probe_keys(fired: Labels, culprit: Labels) -> tuple[str, ...]:
     return tuple(dict.fromkeys((key_id(fired), key_id(culprit))))
 
 
-def probe_health(probes: Iterable[Probe], set_of: SetOf) -> dict[str, bool]:
+def probe_health(
+    probes: Iterable[Probe], set_of: SetOf, min_gap_s: float | None = None
+) -> dict[str, bool]:
     """Probe id -> whether the change its detector alarmed on persists: the episode is
     still alarmed and no recovery test has read the change as over (:attr:`detectors.base.
     Excess.recovered`). Probes whose key or detector has no state, or reports no excess,
-    are left out: unknown."""
+    are left out: unknown. With ``min_gap_s``, a probe whose key's traffic has stopped
+    while its model's goes on (:func:`stopped`) reads as ended."""
     out: dict[str, bool] = {}
     for p in probes:
         ds = set_of(p.key)
         det = ds.detectors.get(p.detector) if ds is not None else None
-        if det is None:
+        if ds is None or det is None:
+            continue
+        if min_gap_s is not None and stopped(ds, set_of(model_key_of(p.key)), min_gap_s):
+            out[p.id] = False
             continue
         ex = det.excess(p.feature, Direction(p.direction))
         if ex is not None:
             out[p.id] = ex.alarmed and not ex.recovered
     return out
+
+
+def stopped(ds: DetectorSet, model_ds: DetectorSet | None, min_gap_s: float) -> bool:
+    """The key's traffic has stopped while its model's went on: its last event is older
+    than the model's by a gap its own rate makes a silence (:func:`streams.pipeline.
+    silence.silent_after`, at least ``min_gap_s``). A rolled-back version or a feature
+    switched off gets no more data, so its detectors can never read their change as over;
+    its cause is gone with its traffic. Judged on event times of the data alone, so a
+    backlog or a stream that ended everywhere stops nothing."""
+    if model_ds is None or model_ds is ds:
+        return False
+    return model_ds.traffic_t - ds.traffic_t > silent_after(ds.rate(), min_gap_s)
 
 
 def known_keys(index: Mapping[str, Labels]) -> list[Labels]:

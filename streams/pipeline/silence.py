@@ -69,9 +69,15 @@ class _Stream:
 
     def due_gap(self, min_gap_s: float) -> float:
         """The gap (seconds) after which this stream counts as silent."""
-        rate = self.rate()
-        chance_gap = math.log(1.0 / CHANCE) / rate if rate > 0 else math.inf
-        return max(min_gap_s, chance_gap)
+        return silent_after(self.rate(), min_gap_s)
+
+
+def silent_after(rate: float, min_gap_s: float) -> float:
+    """The gap (seconds) after which a stream of ``rate`` arrivals per second counts as
+    stopped: one its rate makes less likely than :data:`CHANCE`, and at least
+    ``min_gap_s``."""
+    chance_gap = math.log(1.0 / CHANCE) / rate if rate > 0 else math.inf
+    return max(min_gap_s, chance_gap)
 
 
 @dataclass

@@ -160,3 +160,26 @@ def test_a_score_incident_resolves_within_an_hour_of_its_cause_ending(
     assert "cause over since" in resolve.note
     ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
     assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=1)
+
+
+@pytest.mark.slow
+def test_a_rolled_back_deploys_incident_resolves(settings: Settings) -> None:
+    """A bad version serves 02:00-03:00 and is rolled back: its key gets no more traffic,
+    so its detectors can never read the change as over. Before, the incident stayed open
+    for good (still open four hours after the rollback); once the version's traffic has
+    stopped while the model's goes on, its probe reads the cause as gone."""
+    deploy = Injection(
+        type="bad_deploy",
+        start=timedelta(hours=2),
+        duration=timedelta(hours=1),
+        strength=DEFAULT_STRENGTH["bad_deploy"],
+        scope={"model": "support-chat"},
+    )
+    scenario = toxicity_spike_scenario(duration=timedelta(hours=6), injections=[deploy])
+    result = replay_lines(_lines(scenario), settings)
+    triggers = [e for e in result.incidents if e.action == "trigger"]
+    assert [t.labels.version for t in triggers] == ["v13"]
+    [resolve] = [e for e in result.incidents if e.action == "resolve"]
+    assert "traffic has stopped" in resolve.note
+    ended = triggers[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
+    assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=2)
