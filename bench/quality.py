@@ -921,6 +921,19 @@ legend: pages/inj = matching SEV1-2 triggers and reopenings (any severity) per i
   reopen@inj = reopenings emitted while the injection lasted (goal 0)."""
 
 
+def _ruled_rows(rows: Mapping[str, TypeRow], header: str) -> Iterator[tuple[str, TypeRow]]:
+    """Print ``header`` and its rule; yield the rows of types that ran, with a rule above
+    the ``all`` row."""
+    print(header)
+    print("-" * len(header))
+    for name, row in rows.items():
+        if not row.injections:
+            continue
+        if name == "all":
+            print("-" * len(header))
+        yield name, row
+
+
 def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
     """One cause, one page: pages, incidents, localization and reopenings per type."""
     header = (
@@ -931,13 +944,7 @@ def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
         f"Paging (goals: <= {GOAL_PAGES} pages per injection, localization >= "
         f"{GOAL_LOCALIZATION}, 0 reopenings while an injection lasts):"
     )
-    print(header)
-    print("-" * len(header))
-    for name, row in rows.items():
-        if not row.injections:
-            continue
-        if name == "all":
-            print("-" * len(header))
+    for name, row in _ruled_rows(rows, header):
         ppi, loc = row.pages_per_injection, row.localization
         print(
             f"{name:<22} {row.injections:>3} {_f(ppi, '9.2f')} "
@@ -965,13 +972,7 @@ def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
         f"{'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12}"
     )
     print("Lifecycle (after the cause ends, its incident resolves; goal: 0 resolves during it):")
-    print(header)
-    print("-" * len(header))
-    for name, row in rows.items():
-        if not row.injections:
-            continue
-        if name == "all":
-            print("-" * len(header))
+    for name, row in _ruled_rows(rows, header):
         worst = max(row.resolves_min) if row.resolves_min else None
         print(
             f"{name:<22} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "

@@ -13,7 +13,7 @@ from streams.cli.main import main
 from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detectorset import per_detector_arl0
-from streams.pipeline.replay import Pipeline, replay_lines
+from streams.pipeline.replay import Pipeline, ReplayResult, replay_lines
 from streams.settings import Settings, load_settings
 from tests.scenarios import toxicity_spike_scenario
 
@@ -114,6 +114,29 @@ def test_incidents_do_not_depend_on_the_batch_size(settings: Settings) -> None:
     ]
 
 
+def _one_hour_of(kind: str, settings: Settings, strength: float, hours: int) -> ReplayResult:
+    """Replay ``hours`` of the default scenario with one ``kind`` injection on support-chat
+    from 02:00 to 03:00."""
+    injection = Injection(
+        type=kind,  # type: ignore[arg-type]
+        start=timedelta(hours=2),
+        duration=timedelta(hours=1),
+        strength=strength,
+        scope={"model": "support-chat"},
+    )
+    scenario = toxicity_spike_scenario(duration=timedelta(hours=hours), injections=[injection])
+    return replay_lines(_lines(scenario), settings)
+
+
+def _resolved_after_its_end(result: ReplayResult) -> timedelta:
+    """The one incident's resolve, after the 03:00 end of :func:`_one_hour_of`'s cause."""
+    assert [e.action for e in result.incidents].count("trigger") == 1
+    [resolve] = [e for e in result.incidents if e.action == "resolve"]
+    assert "cause over since" in resolve.note
+    ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
+    return resolve.emitted_at - ended
+
+
 @pytest.mark.slow
 def test_an_incident_resolves_within_two_hours_of_its_cause_ending(settings: Settings) -> None:
     """An 8x toxicity spike of one hour: the incident resolves once every probe reads the
@@ -121,21 +144,8 @@ def test_an_incident_resolves_within_two_hours_of_its_cause_ending(settings: Set
     plus the playbook's 45-minute quiet period. Before, the probes waited for the
     smallest design's episode and a version key held from learning stopped judging at
     all: the incident was still open three hours after the spike."""
-    spike = Injection(
-        type="toxicity_spike",
-        start=timedelta(hours=2),
-        duration=timedelta(hours=1),
-        strength=8,
-        scope={"model": "support-chat"},
-    )
-    scenario = toxicity_spike_scenario(duration=timedelta(hours=6), injections=[spike])
-    result = replay_lines(_lines(scenario), settings)
-    actions = [e.action for e in result.incidents]
-    assert actions.count("trigger") == 1
-    [resolve] = [e for e in result.incidents if e.action == "resolve"]
-    assert "cause over since" in resolve.note
-    ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
-    assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=2)
+    result = _one_hour_of("toxicity_spike", settings, 8.0, hours=6)
+    assert timedelta(0) < _resolved_after_its_end(result) <= timedelta(hours=2)
 
 
 @pytest.mark.slow
@@ -146,20 +156,8 @@ def test_a_score_incident_resolves_within_an_hour_of_its_cause_ending(
     within minutes of its end (the recovery test matched to the shift,
     ``MeanChart._arm``), then the playbook's quiet period. Before, the segment keys'
     episodes held it until 03:33 and it resolved at 04:04."""
-    drop = Injection(
-        type="confidence_drop",
-        start=timedelta(hours=2),
-        duration=timedelta(hours=1),
-        strength=DEFAULT_STRENGTH["confidence_drop"],
-        scope={"model": "support-chat"},
-    )
-    scenario = toxicity_spike_scenario(duration=timedelta(hours=5), injections=[drop])
-    result = replay_lines(_lines(scenario), settings)
-    assert [e.action for e in result.incidents].count("trigger") == 1
-    [resolve] = [e for e in result.incidents if e.action == "resolve"]
-    assert "cause over since" in resolve.note
-    ended = result.incidents[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
-    assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=1)
+    result = _one_hour_of("confidence_drop", settings, DEFAULT_STRENGTH["confidence_drop"], 5)
+    assert timedelta(0) < _resolved_after_its_end(result) <= timedelta(hours=1)
 
 
 @pytest.mark.slow
@@ -168,18 +166,6 @@ def test_a_rolled_back_deploys_incident_resolves(settings: Settings) -> None:
     so its detectors can never read the change as over. Before, the incident stayed open
     for good (still open four hours after the rollback); once the version's traffic has
     stopped while the model's goes on, its probe reads the cause as gone."""
-    deploy = Injection(
-        type="bad_deploy",
-        start=timedelta(hours=2),
-        duration=timedelta(hours=1),
-        strength=DEFAULT_STRENGTH["bad_deploy"],
-        scope={"model": "support-chat"},
-    )
-    scenario = toxicity_spike_scenario(duration=timedelta(hours=6), injections=[deploy])
-    result = replay_lines(_lines(scenario), settings)
-    triggers = [e for e in result.incidents if e.action == "trigger"]
-    assert [t.labels.version for t in triggers] == ["v13"]
-    [resolve] = [e for e in result.incidents if e.action == "resolve"]
-    assert "traffic has stopped" in resolve.note
-    ended = triggers[0].emitted_at.replace(hour=3, minute=0, second=0, microsecond=0)
-    assert timedelta(0) < resolve.emitted_at - ended <= timedelta(hours=2)
+    result = _one_hour_of("bad_deploy", settings, DEFAULT_STRENGTH["bad_deploy"], 6)
+    assert [e.labels.version for e in result.incidents if e.action == "trigger"] == ["v13"]
+    assert timedelta(0) < _resolved_after_its_end(result) <= timedelta(hours=2)
