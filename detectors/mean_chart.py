@@ -40,7 +40,7 @@ from scipy.stats import chi2
 
 from detectors.arl import SolveRequest, lattice_threshold_now, solved
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
-from detectors.rate import EPISODE_CAP_NATS
+from detectors.rate import episode_cap
 
 __all__ = [
     "PRIOR_MIN_OWN",
@@ -392,7 +392,7 @@ class MeanChart:
         shift = sign * (observed - self.mu) / self.sigma
         d1 = max(self.designs[0] * self.shift, shift / 2.0)
         k = max(1, round(d1 / 2.0 / self.resolution))
-        cap = max(1, math.ceil(EPISODE_CAP_NATS / d1 / self.resolution))
+        cap = episode_cap(d1 * self.resolution)  # a grid step is worth d1 x res nats
         self.rec[side] = [cap, k, cap, 1]
 
     def signal(
