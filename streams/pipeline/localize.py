@@ -43,9 +43,17 @@ def localize_detection(
     fresh: Callable[[Labels], bool],
     policy: GroupingPolicy,
 ) -> tuple[Localization | None, tuple[Probe, ...]]:
-    """Localize a signal of detector ``name`` over the model's ``keys``; the probes are that
-    detector in the keys :func:`probe_keys` names. (None, ()) when the detector reports no
-    excess."""
+    """Localize a signal of detector ``name`` over the model's ``keys``; the probe is that
+    detector in the culprit's key. (None, ()) when the detector reports no excess.
+
+    Only the culprit judges whether the cause persists. A key that fired on the culprit's
+    change sees it on a share of its traffic, whether it lies inside the culprit (a tenant that
+    fired on its model's change), crosses it (a locale that fired on one tenant's change)
+    or contains it (the model that fired on one tenant's change): its own reading of
+    the change as over comes later than the culprit's, or never while its own baseline
+    was estimated low, and such keys held incidents open for hours after their cause
+    ended. A change of its own that outlasts the culprit's keeps its detector alarming: it
+    joins the incident again (restarting its quiet period), or pages at its own scope."""
     model_ds = set_of(key_id(Labels(model=fired.model)))
     model_traffic = traffic_at(model_ds, t) if model_ds is not None else 0.0
     direction = _direction(signal)
@@ -63,22 +71,10 @@ def localize_detection(
     if not any(r.labels == fired for r in readings):
         return None, ()
     loc = localize(readings, fired, policy)
-    return loc, tuple(
-        Probe(key=kid, detector=name, feature=signal.feature, direction=direction.value)
-        for kid in probe_keys(fired, loc.scope)
+    probe = Probe(
+        key=key_id(loc.scope), detector=name, feature=signal.feature, direction=direction.value
     )
-
-
-def probe_keys(fired: Labels, culprit: Labels) -> tuple[str, ...]:
-    """The keys whose detector judges whether a detection's cause persists: the culprit's,
-    and the key that fired unless the culprit covers it. A segment that fired on its
-    model's change is a symptom of it; its own recovery, on a fraction of the traffic,
-    would only come later than the model's (a tenant's smallest cut decided when a
-    model-wide incident resolved). A change of its own that outlasts the model's alarms
-    again, and pages at its own scope."""
-    if culprit != fired and culprit.covers(fired):
-        return (key_id(culprit),)
-    return tuple(dict.fromkeys((key_id(fired), key_id(culprit))))
+    return loc, (probe,)
 
 
 def probe_health(

@@ -1,35 +1,73 @@
-"""Which keys' detectors judge whether an incident's cause persists (its probes), and
+"""Which key's detector judges whether an incident's cause persists (its probe), and
 when a probe's key has stopped receiving traffic."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from alerting.cause import GroupingPolicy
 from alerting.model import Labels
+from detectors.base import Signal
 from streams.detection_settings import DetectionSettings
-from streams.pipeline.detectorset import DetectorSet
+from streams.pipeline.detectorset import FACTORIES, DetectorSet
 from streams.pipeline.keys import key_id
-from streams.pipeline.localize import probe_keys, stopped
+from streams.pipeline.localize import localize_detection, stopped
 
 MODEL = Labels(model="support-chat")
 ACME = Labels(model="support-chat", segment={"tenant": "acme"})
-V13 = Labels(model="support-chat", version="v13")
+GLOBEX = Labels(model="support-chat", segment={"tenant": "globex"})
 FR = Labels(model="support-chat", segment={"locale": "fr-FR"})
+EN = Labels(model="support-chat", segment={"locale": "en-US"})
 
 
-def test_a_segment_that_fired_on_its_models_change_is_not_a_probe() -> None:
-    """The model's own recovery decides; the tenant's, on a fraction of the traffic,
-    would only come later."""
-    assert probe_keys(ACME, MODEL) == (key_id(MODEL),)
-    assert probe_keys(V13, MODEL) == (key_id(MODEL),)
+def _wave_at_acme(seed: int) -> tuple[dict[str, DetectorSet], dict[str, list[Signal]]]:
+    """Prompt-injection flags over two tenants x two locales, 1 % everywhere, then 15 % at
+    acme: every key's injection detector, and the signals each raised."""
+    rng = np.random.default_rng(seed)
+    keys = {key_id(lb): lb for lb in (MODEL, ACME, GLOBEX, FR, EN)}
+    sets = {kid: DetectorSet(DetectionSettings(), "segment", 1e5) for kid in keys}
+    signals: dict[str, list[Signal]] = {kid: [] for kid in keys}
+    for i in range(12_000):
+        tenant, locale = ("acme", "globex")[i % 2], ("fr-FR", "en-US")[(i // 2) % 2]
+        wave = i >= 9_000 and tenant == "acme"
+        flag = bool(rng.random() < (0.15 if wave else 0.01))
+        for lb in (
+            MODEL,
+            Labels(model=MODEL.model, segment={"tenant": tenant}),
+            Labels(model=MODEL.model, segment={"locale": locale}),
+        ):
+            ds = sets[key_id(lb)]
+            ds.see_traffic(float(i))
+            det = ds.detectors.get("injection")
+            if det is None:
+                det = ds.detectors["injection"] = FACTORIES["injection"].make(ds, ())
+            if (sig := det.update(flag)) is not None:
+                signals[key_id(lb)].append(sig)
+    return sets, signals
 
 
-def test_a_culprit_narrower_than_or_beside_the_key_that_fired_keeps_both() -> None:
-    """The model fired on one tenant's change: both read it (the model's diluted change
-    ends when the tenant's does). Two cuts beside each other: both."""
-    assert probe_keys(MODEL, ACME) == (key_id(MODEL), key_id(ACME))
-    assert probe_keys(FR, ACME) == (key_id(FR), key_id(ACME))
-    assert probe_keys(ACME, ACME) == (key_id(ACME),)
+def test_the_probe_is_the_culprits_key_whatever_key_fired() -> None:
+    """A wave at acme alarms the model and acme's locales too; each of their detections
+    localizes to acme, and only acme's detector judges whether the cause persists (a
+    locale that crosses it, or the model that covers it, reads the change as over later,
+    on a share of its traffic)."""
+    sets, signals = _wave_at_acme(seed=3)
+    for fired in (MODEL, FR, EN, ACME):
+        assert signals[key_id(fired)], f"{fired.describe()} never alarmed"
+        loc, probes = localize_detection(
+            "injection",
+            signals[key_id(fired)][0],
+            fired,
+            (MODEL, ACME, GLOBEX, FR, EN),
+            sets.get,
+            11_999.0,
+            lambda _: False,
+            GroupingPolicy(),
+        )
+        assert loc is not None
+        assert loc.scope == ACME, fired.describe()
+        assert [p.key for p in probes] == [key_id(ACME)]
+    assert not signals[key_id(GLOBEX)]
 
 
 def _flowing(rate_per_s: float, start: float, end: float) -> DetectorSet:
