@@ -965,19 +965,40 @@ legend: resolved = detected injections whose incidents all resolved (none reopen
   was over while it was not; goal 0)."""
 
 
+GOAL_RESOLVE_MIN: Final = 90.0
+"""Median minutes from an injection's end to its incidents' last resolve, the playbooks'
+quiet periods (45 minutes for most) included: the page stream says a cause is over within
+about 45 minutes of the detectors reading it so."""
+
+
+def lifecycle_pass(row: TypeRow) -> bool:
+    """The lifecycle goals of one row: every detected injection's incidents resolved before
+    the scenario ended, none while the injection lasted, median within
+    :data:`GOAL_RESOLVE_MIN`."""
+    med = row.median_resolve_min
+    return (
+        row.open_at_end == 0
+        and row.resolved_during == 0
+        and (row.detected == 0 or (med is not None and med <= GOAL_RESOLVE_MIN))
+    )
+
+
 def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
     """When the incidents of each injection resolved, measured from the injection's end."""
     header = (
         f"{'injection type':<22} {'detected':>8} {'resolved':>8} {'open':>5} "
-        f"{'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12}"
+        f"{'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12} {'goals':>5}"
     )
-    print("Lifecycle (after the cause ends, its incident resolves; goal: 0 resolves during it):")
+    print(
+        f"Lifecycle (goals: 0 open {AFTER_END.total_seconds() / 3600:g} h after the cause "
+        f"ends, median resolve <= {GOAL_RESOLVE_MIN:g} min after it, 0 resolves during it):"
+    )
     for name, row in _ruled_rows(rows, header):
         worst = max(row.resolves_min) if row.resolves_min else None
         print(
             f"{name:<22} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "
             f"{_f(row.median_resolve_min, '17.1f')} {_f(worst, '9.1f')} "
-            f"{row.resolved_during:>12d}"
+            f"{row.resolved_during:>12d} {'PASS' if lifecycle_pass(row) else 'MISS':>5}"
         )
     print(LIFECYCLE_LEGEND.format(after=AFTER_END.total_seconds() / 3600))
 
@@ -1170,7 +1191,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     args.out.parent.mkdir(parents=True, exist_ok=True)
     payload = {
-        "goals": {"recall": GOAL_RECALL, "false_per_million_clean_events": GOAL_FALSE_PER_M},
+        "goals": {
+            "recall": GOAL_RECALL,
+            "false_per_million_clean_events": GOAL_FALSE_PER_M,
+            "median_resolve_minutes_after_end": GOAL_RESOLVE_MIN,
+        },
         "config": {
             "quick": args.quick,
             "seed": args.seed,
@@ -1204,6 +1229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "median_resolve_minutes_after_end": row.median_resolve_min,
                 "open_at_end": row.open_at_end,
                 "resolved_during_injection": row.resolved_during,
+                "lifecycle_pass": lifecycle_pass(row),
                 "unmatched": dict(row.unmatched),
             }
             for name, row in rows.items()
