@@ -342,8 +342,8 @@ class Detection(BaseModel):
     )
     probes: tuple[Probe, ...] = Field(
         default=(),
-        description="The detectors that say whether the cause persists: the one that "
-        "fired and the same detector in the localized scope.",
+        description="The detector that says whether the cause persists: the one that "
+        "fired, read in the localized scope's key.",
     )
 
     @property
