@@ -50,6 +50,7 @@ from alerting.incident import (
     cause_verdict,
     kept_reasons,
     minutes,
+    persisting,
     resolve_due,
     specificity,
 )
@@ -449,7 +450,9 @@ class IncidentEngine:
                     f"{ESCALATION_REASON} {pb_name} deadline ({iso_utc(rec.deadline_at)}): {change}"
                 )
                 rec.severity_reasons = (*rec.severity_reasons, reason)
-                events += self._emit(rec, IncidentAction.UPDATE, now, f"escalated: {reason}")
+                events += self._emit(
+                    rec, IncidentAction.UPDATE, now, f"escalated: {reason}{_held_by(rec, health)}"
+                )
             elif not rec.notified and now - rec.last_seen <= hyst / 3:
                 # Page a formerly muted incident only while its detector is still firing;
                 # a stale one resolves quietly, or pages on its next detection.
@@ -483,3 +486,12 @@ class IncidentEngine:
             rec.notified = True
         rec.last_emitted_at = now
         return [rec.event(action, now, note)]
+
+
+def _held_by(rec: IncidentRecord, health: Mapping[str, bool] | None) -> str:
+    """The note's account of what has not recovered: the probes still reading the change
+    as persisting (empty without readings, e.g. drift tests)."""
+    held = persisting(rec, health)
+    if not held:
+        return ""
+    return "; still persisting: " + ", ".join(p.describe() for p in held)

@@ -191,6 +191,14 @@ def cause_verdict(rec: IncidentRecord, health: Mapping[str, bool] | None) -> boo
     return False
 
 
+def persisting(rec: IncidentRecord, health: Mapping[str, bool] | None) -> list[Probe]:
+    """The probes of ``rec`` whose detector reads its change as persisting (what keeps the
+    incident open), in the order they joined."""
+    if health is None:
+        return []
+    return [p for p in rec.probes if health.get(p.id)]
+
+
 def resolve_due(
     rec: IncidentRecord, verdict: bool | None, now: datetime, hyst: timedelta
 ) -> tuple[bool, str]:

@@ -225,6 +225,21 @@ def test_an_incident_back_at_baseline_by_its_deadline_is_not_escalated() -> None
     assert esc.action == IncidentAction.UPDATE
     assert esc.status == IncidentStatus.ESCALATED
     assert "deadline" in esc.severity_reasons[-1]
+    assert esc.note.endswith(f"; still persisting: {probe.describe()}")
+
+
+def test_an_escalation_names_the_probes_that_have_not_recovered() -> None:
+    """What keeps the incident from resolving, in the words of the labels: only the
+    probes whose change persists."""
+    eng = grouping_engine()
+    acme = lb(tenant="acme")
+    tenant = Probe(key=f"{M}|*|tenant=acme", detector="harm", feature="harassment")
+    model = Probe(key=f"{M}|v12|", detector="harm", feature="hate")
+    d = localized(acme, 0, key=acme, sig=tox())
+    eng.observe(d.model_copy(update={"probes": (tenant, model)}))  # type: ignore[attr-defined]
+    [esc] = eng.tick(T0 + minutes(32), {tenant.id: True, model.id: False})
+    assert esc.note.endswith(f"; still persisting: harm harassment on {M} all versions tenant=acme")
+    assert model.describe() == f"harm hate on {M} version=v12"
 
 
 def test_escalating_a_sev1_says_it_stays_sev1() -> None:
