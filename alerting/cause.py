@@ -24,7 +24,9 @@ downvotes, confidence and toxicity together. Two pure pieces turn that into one 
 * :func:`same_cause` says whether a detection is explained by an open incident: same
   model, scopes that do not contradict each other (tenant=a vs tenant=b do), and signals
   that one cause produces: the same signal family; downvotes (users react to any
-  failure); a family and its consequences (:data:`CONSEQUENCES`); or any signal of a bad
+  failure); a family and its consequences (:data:`CONSEQUENCES`); one evaluation metric
+  read two ways (a guardrail's scores and its block rate, :func:`same_metric`); or any
+  signal of a bad
   deploy's version or of a cut that mixes versions (the model, a segment value).
   Different signal families on merely overlapping cuts (toxicity on tenant=a, confidence
   on locale=de) stay apart, so grouping never hides an unrelated
@@ -70,6 +72,22 @@ hallucination rate and the evaluators; a hallucination wave moves the grounding 
 (not a judge of another metric: that is another failure). Either side joins an incident
 of the other (in both orders: which one fires first depends on traffic and on how late
 the evaluations arrive)."""
+
+
+EVALUATION_FAMILIES = frozenset(
+    {"evaluation_score", "evaluation_fail_rate", "guardrail_block_rate"}
+)
+"""Signal families of one (evaluator, metric): its score, and its pass or block verdict."""
+
+
+def same_metric(a: str, b: str) -> bool:
+    """Whether incident types ``a`` and ``b`` read one evaluation metric two ways
+    (``guardrail_block_rate:guardrail/pii/pii_leak`` and
+    ``evaluation_score:guardrail/pii/pii_leak``): a guardrail blocks on its score, a judge
+    fails an answer on its, so the score's shift and the verdict's rate are one change."""
+    fa, _, ma = a.partition(":")
+    fb, _, mb = b.partition(":")
+    return bool(ma) and ma == mb and {fa, fb} <= EVALUATION_FAMILIES
 
 
 def follows(cause: str, effect: str) -> bool:
@@ -273,7 +291,10 @@ def same_cause(
         return True
     if detection_family in SYMPTOM_FAMILIES or families <= SYMPTOM_FAMILIES:
         return True
-    if any(follows(t, detection_type) or follows(detection_type, t) for t in types):
+    if any(
+        follows(t, detection_type) or follows(detection_type, t) or same_metric(t, detection_type)
+        for t in types
+    ):
         return True
     # A bad deploy explains any signal on its version and on the cuts that mix versions
     # (the model, each segment value): the deploy's share of them carries its excess.

@@ -305,13 +305,15 @@ class Probe(BaseModel):
         return f"{self.key}#{self.detector}#{self.feature or ''}#{self.direction}"
 
     def describe(self) -> str:
-        """What an on-call engineer reads: the detector, its category or metric, and the
-        key in the words of :meth:`Labels.describe` (``model|version|segment`` ids are the
-        pipeline's own)."""
+        """What an on-call engineer reads: the detector's kind, its category or metric, and
+        the key in the words of :meth:`Labels.describe` (``model|version|segment`` ids are
+        the pipeline's own)."""
         model, _, rest = self.key.partition("|")
         version, _, segment = rest.partition("|")
         where = f"{model} " + ("all versions" if version in ("", "*") else f"version={version}")
-        what = f"{self.detector} {self.feature}" if self.feature else self.detector
+        # the detector's kind names it with its feature (``guardrail:<evaluator>,<metric>``)
+        kind = self.detector.partition(":")[0]
+        what = f"{kind} {self.feature}" if self.feature else self.detector
         return f"{what} on {where}" + (f" {segment}" if segment else "")
 
 

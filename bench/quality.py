@@ -81,6 +81,7 @@ from alerting.model import IncidentEvent, Labels  # noqa: E402
 from bench.oracle import GOAL_DELAY_RATIO, Probe, oracle_arl0, oracle_kinds  # noqa: E402
 from detectors.coverage import POOLED  # noqa: E402
 from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario  # noqa: E402
+from streams.devtools.sim_events import GUARDRAIL  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0  # noqa: E402
 from streams.pipeline.keys import key_id  # noqa: E402
@@ -100,7 +101,8 @@ ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
     "bad_deploy": (),  # see accepts(): new version, bad_deploy playbook, listed signals
     "hallucination_wave": ("hallucination_rate", "evaluation_score", "evaluation_fail_rate"),
     "judge_score_drop": ("evaluation_score", "evaluation_fail_rate"),
-    "guardrail_block_spike": ("guardrail_block_rate",),
+    # the guardrail blocks on its score: a shift of that score is the same change
+    "guardrail_block_spike": ("guardrail_block_rate", f"evaluation_score:{'/'.join(GUARDRAIL)}"),
     "harm_spike": ("toxicity_rate",),  # the injected category or pooled, see type_accepted
     "traffic_stop": ("traffic_silence",),
     "output_stop": ("traffic_silence",),

@@ -124,6 +124,21 @@ def test_same_cause_rule() -> None:
     assert not same_cause(lb("v13"), [tox], True, lb("v12"), lb("v12"), conf)
 
 
+def test_one_evaluation_metric_read_two_ways_is_one_cause() -> None:
+    """A guardrail blocks on its score: its block rate and its score shift are one change,
+    in either order; another metric of the same evaluator, or another family, is not."""
+    block = "guardrail_block_rate:guardrail/pii/pii_leak"
+    score = "evaluation_score:guardrail/pii/pii_leak"
+    assert same_cause(lb(), [block], False, lb(), lb(), score)
+    assert same_cause(lb(), [score], False, lb(), lb(), block)
+    fail = "evaluation_fail_rate:llm-judge/helpfulness"
+    assert same_cause(lb(), ["evaluation_score:llm-judge/helpfulness"], False, lb(), lb(), fail)
+    assert not same_cause(lb(), [block], False, lb(), lb(), "evaluation_score:guardrail/pii/x")
+    assert not same_cause(
+        lb(), [block], False, lb(), lb(), "finish_reason_rate:guardrail/pii/pii_leak"
+    )
+
+
 def localized(
     scope: Labels, at_min: float = 0, *, key: Labels | None = None, **kw: object
 ) -> object:
@@ -240,6 +255,8 @@ def test_an_escalation_names_the_probes_that_have_not_recovered() -> None:
     [esc] = eng.tick(T0 + minutes(32), {tenant.id: True, model.id: False})
     assert esc.note.endswith(f"; still persisting: harm harassment on {M} all versions tenant=acme")
     assert model.describe() == f"harm hate on {M} version=v12"
+    guard = Probe(key=f"{M}|*|", detector="guardrail:guardrail/pii,pii_leak", feature="g/p")
+    assert guard.describe() == f"guardrail g/p on {M} all versions"
 
 
 def test_escalating_a_sev1_says_it_stays_sev1() -> None:

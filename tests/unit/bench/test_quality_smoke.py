@@ -3,6 +3,7 @@ itself never runs)."""
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -73,6 +74,11 @@ def test_type_and_label_rules() -> None:
     assert type_accepted(DEPLOY, trig("confidence_shift", 5))
     assert not type_accepted(DEPLOY, trig("input_drift", 5))
     assert not labels_consistent(DEPLOY, trig("downvote_rate", 5, version="v12"))
+    # a guardrail block spike: its block rate, or the shift of the guardrail's own score
+    guard = replace(TOX, type="guardrail_block_spike", signals=())
+    assert type_accepted(guard, trig("guardrail_block_rate:guardrail/pii/pii_leak", 5))
+    assert type_accepted(guard, trig("evaluation_score:guardrail/pii/pii_leak", 5))
+    assert not type_accepted(guard, trig("evaluation_score:llm-judge/helpfulness", 5))
 
 
 def test_recall_precision_delay_exact() -> None:
