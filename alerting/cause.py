@@ -26,15 +26,14 @@ downvotes, confidence and toxicity together. Two pure pieces turn that into one 
   that one cause produces: the same signal family; downvotes (users react to any
   failure); a family and its consequences (:data:`CONSEQUENCES`); one evaluation metric
   read two ways (a guardrail's scores and its block rate, :func:`same_metric`); or any
-  signal of a bad
-  deploy's version or of a cut that mixes versions (the model, a segment value).
-  Different signal families on merely overlapping cuts (toxicity on tenant=a, confidence
-  on locale=de) stay apart, so grouping never hides an unrelated
-  failure. The engine adds two rules of time and identity: a signal of another family
-  joins only an incident whose cause was still firing when its episode began (a downvote
-  incident from hours ago does not absorb a new prompt-injection wave), and a detection
-  localized to a freshly deployed version joins only that deploy's incident (the deploy
-  is a new cause, named by its version, even when an older incident is still open).
+  signal of a bad deploy's version or of a cut that mixes versions (the model, a segment
+  value). Different signal families on merely overlapping cuts (toxicity on tenant=a,
+  confidence on locale=de) stay apart, so grouping never hides an unrelated failure.
+  The engine adds two rules of time and identity: a signal of another family joins only
+  an incident whose cause was still firing when its episode began (a downvote incident
+  from hours ago does not absorb a new prompt-injection wave), and a detection localized
+  to a freshly deployed version joins only that deploy's incident (the deploy is a new
+  cause, named by its version, even when an older incident is still open).
 
 Both are deterministic functions of their inputs (the engine's idempotency relies on it).
 """
