@@ -13,6 +13,7 @@ from bench.quality import (
     HARM_CATEGORIES,
     Injected,
     Trigger,
+    TypeRow,
     build_jobs,
     labels_consistent,
     lifecycle_pass,
@@ -201,20 +202,13 @@ def test_an_injection_resolves_when_its_last_incident_does() -> None:
     assert tox.median_resolve_min == pytest.approx(50.0)
     assert not lifecycle_pass(tox)  # one injection still open at the end
 
-    resolved = summarize(
-        [("toxicity_spike", score_scenario([TOX], triggers, GRACE, resolves=resolves), triggers)],
-        [],
-        clean_events=1_000_000,
-    )["toxicity_spike"]
-    assert lifecycle_pass(resolved)  # resolved 50 min after the end
-    slow = [("a", at(200)), ("b", at(300))]  # 120 min after the end: over the 90-min goal
-    assert not lifecycle_pass(
-        summarize(
-            [("toxicity_spike", score_scenario([TOX], triggers, GRACE, resolves=slow), triggers)],
-            [],
-            clean_events=1_000_000,
-        )["toxicity_spike"]
-    )
+    def row_of(ends: list[tuple[str, datetime]]) -> TypeRow:
+        sc = score_scenario([TOX], triggers, GRACE, resolves=ends)
+        return summarize([("toxicity_spike", sc, triggers)], [], clean_events=1)["toxicity_spike"]
+
+    assert lifecycle_pass(row_of(resolves))  # resolved 50 min after the end
+    # 120 min after the end: over the 90-minute goal
+    assert not lifecycle_pass(row_of([("a", at(200)), ("b", at(300))]))
 
     undetected = score_scenario([DEPLOY], [], GRACE, resolves=resolves).injections[0]
     assert undetected.resolved_at is None
