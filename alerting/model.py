@@ -187,6 +187,27 @@ class Labels(BaseModel):
         return " ".join(parts)
 
 
+def key_id(labels: Labels) -> str:
+    """A stable string for a detector key, ``model|version|label=value`` (``*``: all
+    versions; the segment part empty for a model or version key): the pipeline's detector
+    table keys and the keys of an incident's probes."""
+    seg = ",".join(f"{k}={v}" for k, v in sorted(labels.segment.items()))
+    return f"{labels.model}|{labels.version or '*'}|{seg}"
+
+
+def labels_of_key(kid: str) -> Labels:
+    """The labels of a :func:`key_id`. A detector key carries at most one segment label,
+    so its value is everything after the first ``=`` (it may hold ``,`` or ``=``)."""
+    model, _, rest = kid.partition("|")
+    version, _, segment = rest.partition("|")
+    label, _, value = segment.partition("=")
+    return Labels(
+        model=model,
+        version=None if version in ("", "*") else version,
+        segment={label: value} if segment else {},
+    )
+
+
 # Kinds whose Signal.feature names a harm category that is part of the incident identity
 # (toxicity:self_harm and toxicity:harassment are different incidents with different
 # severities); for drift the feature is evidence, not identity.
@@ -306,15 +327,11 @@ class Probe(BaseModel):
 
     def describe(self) -> str:
         """What an on-call engineer reads: the detector's kind, its category or metric, and
-        the key in the words of :meth:`Labels.describe` (``model|version|segment`` ids are
-        the pipeline's own)."""
-        model, _, rest = self.key.partition("|")
-        version, _, segment = rest.partition("|")
-        where = f"{model} " + ("all versions" if version in ("", "*") else f"version={version}")
+        the key (a :func:`key_id`) in the words of :meth:`Labels.describe`."""
         # the detector's kind names it with its feature (``guardrail:<evaluator>,<metric>``)
         kind = self.detector.partition(":")[0]
         what = f"{kind} {self.feature}" if self.feature else self.detector
-        return f"{what} on {where}" + (f" {segment}" if segment else "")
+        return f"{what} on {labels_of_key(self.key).describe()}"
 
 
 class RelatedSignal(BaseModel):

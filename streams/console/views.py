@@ -19,7 +19,7 @@ from streams.detection_settings import DetectionSettings
 from streams.investigation.audit import StatisticSeries
 from streams.investigation.chart import chart_model
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
-from streams.pipeline.keys import level_of_key
+from streams.pipeline.keys import level_of_key, model_of_key
 from streams.pipeline.state import STATE_VERSIONS, VERSION_KEY
 
 MAX_POINTS: Final = 600
@@ -300,7 +300,7 @@ def model_views(
     arl0 = per_detector_arl0(settings)
     views: dict[str, ModelView] = {}
     for key in sorted(detectors)[:max_keys]:
-        model = key.split("|", 1)[0]
+        model = model_of_key(key)
         level = level_of_key(key)
         state = detectors[key]
         if state.get(VERSION_KEY) != STATE_VERSIONS["detectors"]:

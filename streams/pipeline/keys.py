@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from typing import Final, Literal, TypeAlias
 
-from alerting.model import Labels
+from alerting.model import Labels, key_id, labels_of_key
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.observation import Observation
@@ -58,15 +58,14 @@ def event_labels(levels: list[tuple[Level, Labels, str]]) -> Labels:
     return Labels(model=model, version=version, segment=segment)
 
 
-def key_id(labels: Labels) -> str:
-    """A stable string for a detector key (also the detector table's key)."""
-    seg = ",".join(f"{k}={v}" for k, v in sorted(labels.segment.items()))
-    return f"{labels.model}|{labels.version or '*'}|{seg}"
+def model_of_key(kid: str) -> str:
+    """The model of a :func:`~alerting.model.key_id`."""
+    return kid.partition("|")[0]
 
 
 def model_key_of(kid: str) -> str:
-    """The model-level key of a :func:`key_id`."""
-    return key_id(Labels(model=kid.split("|", 1)[0]))
+    """The model-level key of a :func:`~alerting.model.key_id`."""
+    return key_id(Labels(model=model_of_key(kid)))
 
 
 def level_of(labels: Labels) -> Level:
@@ -77,8 +76,19 @@ def level_of(labels: Labels) -> Level:
 
 
 def level_of_key(kid: str) -> Level:
-    """The level of a key from its :func:`key_id` (metrics read keys from the store)."""
-    _, version, segment = kid.split("|", 2)
-    if segment:
-        return "segment"
-    return "model" if version == "*" else "version"
+    """The level of a key from its :func:`~alerting.model.key_id` (metrics read keys from
+    the store)."""
+    return level_of(labels_of_key(kid))
+
+
+__all__ = [
+    "LEVELS",
+    "Level",
+    "event_labels",
+    "key_id",
+    "key_levels",
+    "level_of",
+    "level_of_key",
+    "model_key_of",
+    "model_of_key",
+]

@@ -17,6 +17,7 @@ import math
 from collections.abc import Callable
 from typing import Final
 
+from alerting.model import labels_of_key
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.detectorset import DetectorSet, per_test_seconds
@@ -181,10 +182,9 @@ class LiveSets:
             sets.pop(kid, None)
             if kid in self.store:
                 del self.store[kid]
-            model, version, segment = kid.split("|", 2)
-            if segment:
-                label, _, value = segment.partition("=")
-                self.fold.release(model, label, value)
-            elif version != "*":
-                self.fold.release(model, "version", version)
+            labels = labels_of_key(kid)
+            for label, value in labels.segment.items():
+                self.fold.release(labels.model, label, value)
+            if labels.version is not None and not labels.segment:
+                self.fold.release(labels.model, "version", labels.version)
         return bool(due)

@@ -63,6 +63,7 @@ from streams.kafka.security import kafka_python_kwargs
 from streams.pipeline import state
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
+from streams.pipeline.keys import model_of_key
 from streams.pipeline.observation import Observation
 from streams.runtime.ingress import (
     TAKE_MAX,
@@ -285,8 +286,7 @@ class _Agents:
         stayed, self.owned = owned & self.owned, owned
 
         def kept(kid: str) -> bool:
-            model = kid.split("|", 1)[0]
-            return home_partition(model.encode(), self.partitions) in stayed
+            return home_partition(model_of_key(kid).encode(), self.partitions) in stayed
 
         self.detect.invalidate(kept)
         self.detect.live_sets.set_share(len(owned), self.partitions)

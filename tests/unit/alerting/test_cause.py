@@ -6,7 +6,16 @@ import json
 
 from alerting.cause import Reading, localize, same_cause
 from alerting.engine import IncidentEngine
-from alerting.model import IncidentAction, IncidentStatus, Labels, Localization, Probe, Severity
+from alerting.model import (
+    IncidentAction,
+    IncidentStatus,
+    Labels,
+    Localization,
+    Probe,
+    Severity,
+    key_id,
+    labels_of_key,
+)
 from detectors.base import Excess, SignalKind
 
 from .helpers import T0, detection, minutes, playbooks, policy, signal
@@ -257,6 +266,19 @@ def test_an_escalation_names_the_probes_that_have_not_recovered() -> None:
     assert model.describe() == f"harm hate on {M} version=v12"
     guard = Probe(key=f"{M}|*|", detector="guardrail:guardrail/pii,pii_leak", feature="g/p")
     assert guard.describe() == f"guardrail g/p on {M} all versions"
+
+
+def test_a_key_id_reads_back_as_its_labels() -> None:
+    """The pipeline's key ids and the labels an escalation names them by are one mapping
+    (a segment value may hold ``,`` and ``=``)."""
+    for labels in (
+        Labels(model=M),
+        Labels(model=M, version="v12"),
+        Labels(model=M, segment={"tenant": "acme"}),
+        Labels(model=M, segment={"feature": "a=b,c"}),
+    ):
+        assert labels_of_key(key_id(labels)) == labels
+    assert key_id(Labels(model=M, version="v12")) == f"{M}|v12|"
 
 
 def test_escalating_a_sev1_says_it_stays_sev1() -> None:
