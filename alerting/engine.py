@@ -47,6 +47,7 @@ from alerting.incident import (
     InhibitionMuter,
     Muter,
     SilenceMuter,
+    cause_end,
     cause_verdict,
     kept_reasons,
     minutes,
@@ -335,7 +336,7 @@ class IncidentEngine:
         rec.status = IncidentStatus.FIRING
         rec.escalated = False
         rec.resolved_at = None
-        rec.recovered_at = None
+        rec.recovered_at = rec.ended_at = None
         rec.notified = False
         if a.severity.rank <= rec.severity.rank:
             rec.severity, rec.severity_reasons = a.severity, a.reasons
@@ -365,7 +366,7 @@ class IncidentEngine:
         if primary:
             rec.evidence = a.evidence
         rec.last_seen = max(rec.last_seen, detection.at)
-        rec.recovered_at = None
+        rec.recovered_at = rec.ended_at = None
         relate(rec, detection)
         related = "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
         if primary and a.severity.rank >= rec.severity.rank:
@@ -402,7 +403,12 @@ class IncidentEngine:
 
     # ---- tick ---------------------------------------------------------------------------
 
-    def tick(self, now: datetime, health: Mapping[str, bool] | None = None) -> list[IncidentEvent]:
+    def tick(
+        self,
+        now: datetime,
+        health: Mapping[str, bool] | None = None,
+        ended: Mapping[str, datetime] | None = None,
+    ) -> list[IncidentEvent]:
         """Advance time: expire silences, resolve incidents whose cause is over, escalate
         overdue ones, emit triggers whose mute lifted, forget long-resolved incidents.
 
@@ -413,6 +419,10 @@ class IncidentEngine:
         long its detectors stay quiet, and escalates at its playbook deadline. Without
         probes or health readings (drift tests, or a caller that has none) the rule is the
         detector's quiet period since the last detection.
+
+        ``ended`` maps the id of a probe read as ended to when its change ended by its
+        detector's estimate; the quiet period runs from the latest of an incident's
+        (:func:`alerting.incident.resolve_due`).
         """
         now = require_utc(now)
         self._silences = {k: s for k, s in self._silences.items() if s.ends_at > now}
@@ -428,7 +438,9 @@ class IncidentEngine:
             if not rec.active:
                 continue
             hyst = self._hysteresis(rec)
-            due, why = resolve_due(rec, cause_verdict(rec, health), now, hyst)
+            due, why = resolve_due(
+                rec, cause_verdict(rec, health), now, hyst, cause_end(rec, ended)
+            )
             if due:
                 rec.status = IncidentStatus.RESOLVED
                 rec.resolved_at = now

@@ -74,6 +74,9 @@ class IncidentRecord(BaseModel):
     """Detectors that say whether the cause persists (see ``tick``)."""
     recovered_at: UtcDatetime | None = None
     """When every probe first reported its quantity back at baseline (None: not yet)."""
+    ended_at: UtcDatetime | None = None
+    """When the cause ended, as the probes estimate it at ``recovered_at`` (the latest of
+    their estimates, never before the last detection): the quiet period runs from it."""
 
     @property
     def active(self) -> bool:
@@ -199,28 +202,58 @@ def persisting(rec: IncidentRecord, health: Mapping[str, bool] | None) -> list[P
     return [p for p in rec.probes if health.get(p.id)]
 
 
+def cause_end(rec: IncidentRecord, ended: Mapping[str, datetime] | None) -> datetime | None:
+    """When ``rec``'s cause ended by its probes' estimates (``ended``: probe id -> the
+    end its detector estimates): the latest of them, or None unless every probe has one."""
+    if ended is None or not rec.probes:
+        return None
+    ends = [ended.get(p.id) for p in rec.probes]
+    return None if None in ends else max(e for e in ends if e is not None)
+
+
 def resolve_due(
-    rec: IncidentRecord, verdict: bool | None, now: datetime, hyst: timedelta
+    rec: IncidentRecord,
+    verdict: bool | None,
+    now: datetime,
+    hyst: timedelta,
+    end: datetime | None = None,
 ) -> tuple[bool, str]:
     """Whether an active incident resolves at ``now``, and why, given the
-    :func:`cause_verdict` of its probes and its quiet period ``hyst``: without a verdict,
-    after ``hyst`` without detections; with probes, once every probe has read its change
-    as ended for ``hyst`` (and a third of it without detections). Notes when the record
-    first read so (``recovered_at``)."""
+    :func:`cause_verdict` of its probes, its quiet period ``hyst`` and the probes' estimate
+    of when the cause ended (``end``, :func:`cause_end`): without a verdict, after ``hyst``
+    without detections; with probes, once ``hyst`` has passed since the cause ended, every
+    probe has read it as ended for a third of ``hyst`` and no detection came for a third
+    of it. Notes when the record first read so (``recovered_at``) and the end it dates
+    the quiet period from (``ended_at``: ``end``, not before the last detection and not
+    after ``recovered_at``; ``recovered_at`` without an estimate).
+
+    Why from the estimated end: a rare rate's recovery test needs an hour or more of a
+    small tenant's traffic to read its change as over, and that hour is itself a quiet
+    stretch, already weighed by the test. Counting the quiet period only from the
+    reading held such incidents open for the test's drain plus the quiet period. The
+    third of it that the reading must hold leaves time for a change that only eased to
+    alarm again."""
     if verdict is None:
         return now - rec.last_seen >= hyst, (
             f"detector quiet for {minutes_text(hyst)} since {iso_utc(rec.last_seen)}"
         )
     if verdict:
-        rec.recovered_at = None
+        rec.recovered_at = rec.ended_at = None
         return False, ""
     if rec.recovered_at is None:
         rec.recovered_at = now
-    due = now - rec.recovered_at >= hyst and now - rec.last_seen >= hyst / 3
+        rec.ended_at = now if end is None else min(now, max(end, rec.last_seen))
+    ended_at = rec.ended_at or rec.recovered_at
+    due = (
+        now - ended_at >= hyst
+        and now - rec.recovered_at >= hyst / 3
+        and now - rec.last_seen >= hyst / 3
+    )
+    estimated = "" if ended_at == rec.recovered_at else "its detectors' estimate; "
     return due, (
-        f"cause over since {iso_utc(rec.recovered_at)} (every probe's detector reads "
-        f"the change it alarmed on as ended, or its key's traffic has stopped), then "
-        f"quiet for {minutes_text(hyst)}"
+        f"cause over since {iso_utc(ended_at)} ({estimated}every probe's detector has read "
+        f"the change it alarmed on as ended since {iso_utc(rec.recovered_at)}, or its key's "
+        f"traffic has stopped), then quiet for {minutes_text(hyst)}"
     )
 
 

@@ -190,7 +190,10 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         alarmed = any(d.episode_alarmed for d in self._parts)
         if not alarmed and self._last_alarm is not None and first.n > 0:
             alarmed = self.seen - first.n <= self._last_alarm
-        return first.model_copy(update={"alarmed": alarmed, "recovered": self._recovery.recovered})
+        rec = self._recovery
+        return first.model_copy(
+            update={"alarmed": alarmed, "recovered": rec.recovered, "quiet_for": rec.quiet_for}
+        )
 
     def update(self, x: bool) -> Signal | None:
         """One observation. A non-event that brings no part's CUSUM or episode back to

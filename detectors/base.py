@@ -139,6 +139,13 @@ class Excess(BaseModel):
         ":mod:`detectors.recovery`): the cause has ended although the episode, which "
         "waits for the baseline against the smallest design shift, may still be open.",
     )
+    quiet_for: int | None = Field(
+        default=None,
+        ge=0,
+        description="Observations since the recovery test last read the change at full "
+        "strength (its cap): once ``recovered``, its estimate of how long ago the change "
+        "ended. None without a recovery test armed.",
+    )
     scale: float | None = Field(
         default=None,
         gt=0.0,

@@ -42,12 +42,14 @@ class CappedWalk:
 
     ``value`` is the final statistic; ``last_zero`` the batch position of its last
     return to zero (-1: none in the batch); ``hits`` the flagged observations after it
-    (after the batch start when there was no zero).
+    (after the batch start when there was no zero); ``last_cap`` the batch position of
+    the last step that left the walk at its cap (-1: none).
     """
 
     value: int
     last_zero: int
     hits: int
+    last_cap: int = -1
 
 
 def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int) -> CappedWalk:
@@ -56,7 +58,7 @@ def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int)
     :class:`detectors.rate.BernoulliCusum`, vectorised piece by piece between cap hits."""
     steps = np.where(flags, up, -down).astype(np.int64)
     n = flags.size
-    i, e, last_zero = 0, e0, -1
+    i, e, last_zero, last_cap = 0, e0, -1, -1
     pieces = 0
     while i < n:
         if pieces >= _PIECES_MAX:
@@ -64,8 +66,8 @@ def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int)
                 e += int(steps[t])
                 if e <= 0:
                     e, last_zero = 0, t
-                elif e > cap:
-                    e = cap
+                elif e >= cap:
+                    e, last_cap = cap, t
             break
         pieces += 1
         stat = reflected_walk(e, steps[i:])
@@ -75,10 +77,13 @@ def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int)
         if zeros.size:
             last_zero = i + int(zeros[-1])
         if not over.size:
+            caps = np.flatnonzero(stat == cap)
+            if caps.size:
+                last_cap = i + int(caps[-1])
             e = int(stat[-1])
             break
-        e = cap  # the step that crossed the cap ends at the cap
+        e, last_cap = cap, i + end  # the step that crossed the cap ends at the cap
         i += end + 1
     start = last_zero + 1
     hits = int(np.count_nonzero(flags[start:]))
-    return CappedWalk(value=e, last_zero=last_zero, hits=hits)
+    return CappedWalk(value=e, last_zero=last_zero, hits=hits, last_cap=last_cap)

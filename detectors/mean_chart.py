@@ -90,8 +90,9 @@ def normal_scores(
 
 
 def _unarmed() -> list[list[int]]:
-    """Both directions' recovery tests before any alarm: never recovered."""
-    return [[0, 1, 0, 0], [0, 1, 0, 0]]
+    """Both directions' recovery tests before any alarm: never recovered. Each is
+    ``[height, reference value, cap, armed, values since it last stood at its cap]``."""
+    return [[0, 1, 0, 0, 0], [0, 1, 0, 0, 0]]
 
 
 def _copied(value: Any) -> Any:
@@ -186,8 +187,9 @@ class MeanChart:
             )
         for key in self._KEYS:
             setattr(self, key, _copied(state[key]))
-        # Absent in state of older releases: recovery is then judged by the episode.
-        self.rec = _copied(state["rec"]) if "rec" in state else _unarmed()
+        # Absent in state of older releases: recovery is then judged by the episode; a
+        # test saved without its count counts from the restore (a later end estimate).
+        self.rec = [[*r, 0][:5] for r in _copied(state["rec"])] if "rec" in state else _unarmed()
         # Saved on stand-ins: the first update (or retarget) asks for the exact ones again.
         self.bound, self._pending = "bound_arl0" in state, []
         if self.bound:
@@ -348,6 +350,9 @@ class MeanChart:
             rec = self.rec[side]
             if rec[0]:
                 rec[0] = max(0, min(rec[0] + z - rec[1], rec[2]))
+                rec[4] = 0 if rec[0] == rec[2] else rec[4] + 1
+            elif rec[3]:
+                rec[4] += 1
             ss, starts, sums = self.s[side], self.start[side], self.sum[side]
             best: Fired | None = None
             for j, kq in enumerate(kqs):
@@ -393,7 +398,7 @@ class MeanChart:
         d1 = max(self.designs[0] * self.shift, shift / 2.0)
         k = max(1, round(d1 / 2.0 / self.resolution))
         cap = episode_cap(d1 * self.resolution)  # a grid step is worth d1 x res nats
-        self.rec[side] = [cap, k, cap, 1]
+        self.rec[side] = [cap, k, cap, 1, 0]
 
     def signal(
         self,
@@ -447,6 +452,7 @@ class MeanChart:
             surprise=m * d * d / 2 if shift > 0 else 0.0,
             alarmed=bool(ep[3]),
             recovered=self.recovered(direction),
+            quiet_for=self.quiet_for(direction),
             scale=self.sigma,
         )
 
@@ -455,6 +461,13 @@ class MeanChart:
         (see :meth:`_arm`); False before any alarm armed it."""
         rec = self.rec[0 if direction is Direction.UP else 1]
         return bool(rec[3]) and rec[0] == 0
+
+    def quiet_for(self, direction: Direction) -> int | None:
+        """Values since ``direction``'s recovery test last stood at its cap: once
+        :meth:`recovered`, its estimate of how long ago the change ended (None: never
+        armed)."""
+        rec = self.rec[0 if direction is Direction.UP else 1]
+        return int(rec[4]) if rec[3] else None
 
 
 PRIOR_MIN_OWN = 20

@@ -21,6 +21,11 @@ every event and restart the incident's quiet period.
 Partial relief does not end the change: at 3x after an 8x spike the test keeps climbing,
 and a rate still above the smallest design's is alarmed again, which re-arms the test.
 
+Where the test last stood at its cap is its estimate of when the change ended (the
+last observation the change still explained at full strength); :attr:`RateRecovery.quiet_for`
+counts the observations since, so an incident's quiet period can run from the end of its
+cause rather than from the moment the test could tell (``alerting.incident.resolve_due``).
+
 Integer lattice steps (:func:`detectors.arl.bernoulli_lattice`) keep batched updates
 (:meth:`RateRecovery.walk`, :meth:`RateRecovery.rest`) exactly equal to per-observation
 ones.
@@ -59,17 +64,25 @@ class RateRecovery:
     judges recovery by the episode alone.
     """
 
-    __slots__ = ("_armed", "_cap", "_down", "_r", "_up")
+    __slots__ = ("_armed", "_cap", "_down", "_r", "_since", "_up")
 
     def __init__(self) -> None:
         self._armed = False  # an alarm has armed the test
         self._r = 0  # height in lattice units; 0 once recovered
         self._up, self._down, self._cap = 0, 1, 0
+        self._since = 0  # observations since the test last stood at its cap
 
     @property
     def recovered(self) -> bool:
         """Armed by an alarm, and read back below the change since."""
         return self._armed and self._r == 0
+
+    @property
+    def quiet_for(self) -> int | None:
+        """Observations since the test last stood at its cap (where it was armed, or where
+        the change last explained the data at full strength): once :attr:`recovered`,
+        the test's estimate of how long ago the change ended. None when never armed."""
+        return self._since if self._armed else None
 
     def arm(self, baseline: float, observed: float, min_shift: float) -> None:
         """Start (or restart) the test at its cap for a change from ``baseline`` to the
@@ -77,13 +90,16 @@ class RateRecovery:
         lattice = bernoulli_lattice(baseline, recovery_rate(baseline, observed, min_shift))
         self._up, self._down = lattice.up, lattice.down
         self._cap = episode_cap(lattice.unit)
-        self._r, self._armed = self._cap, True
+        self._r, self._armed, self._since = self._cap, True, 0
 
     def step(self, x: bool) -> None:
-        """One observation (a no-op unless the test is running)."""
+        """One observation (a no-op unless the test is running, but for its count)."""
         if self._r:
             r = self._r + (self._up if x else -self._down)
             self._r = max(0, min(r, self._cap))
+            self._since = 0 if self._r == self._cap else self._since + 1
+        elif self._armed:
+            self._since += 1
 
     def room(self) -> int:
         """How many non-events :meth:`rest` may take now without reaching zero."""
@@ -91,24 +107,46 @@ class RateRecovery:
 
     def rest(self, m: int) -> None:
         """``m`` non-events at once, within :meth:`room`: what ``m`` steps would leave."""
-        if self._r and m > 0:
-            self._r -= m * self._down
+        if m > 0 and self._armed:
+            if self._r:
+                self._r -= m * self._down
+            self._since += m
 
     def walk(self, flags: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
         """:meth:`step` over a batch (vectorised, exact)."""
-        if self._r and flags.size:
-            w = capped_walk(self._r, flags, self._up, self._down, self._cap)
-            self._r = 0 if w.last_zero >= 0 else w.value
+        n = int(flags.size)
+        if not self._r or not n:
+            self._since += n if self._armed else 0
+            return
+        w = capped_walk(self._r, flags, self._up, self._down, self._cap)
+        if w.last_zero >= 0:
+            # Recovery latches at its first zero, which the walk may have passed: the
+            # steps up to it, one by one.
+            for x in flags.tolist():
+                self.step(bool(x))
+            return
+        self._r = w.value
+        self._since = n - 1 - w.last_cap if w.last_cap >= 0 else self._since + n
 
     def get_state(self) -> JsonState | None:
         if not self._armed:
             return None
-        return {"r": self._r, "up": self._up, "down": self._down, "cap": self._cap}
+        return {
+            "r": self._r,
+            "up": self._up,
+            "down": self._down,
+            "cap": self._cap,
+            "since": self._since,
+        }
 
     def set_state(self, state: JsonState | None) -> None:
         if state is None:
             self._armed, self._r, self._up, self._down, self._cap = False, 0, 0, 1, 0
+            self._since = 0
             return
         self._armed = True
         self._r, self._up, self._down = state["r"], state["up"], state["down"]
         self._cap = state["cap"]
+        # Absent in state of older releases: counted from the restore (a later estimate
+        # of the end, so a quiet period no shorter than before).
+        self._since = int(state.get("since", 0))

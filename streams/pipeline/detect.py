@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final
 
 from alerting.engine import IncidentEngine
@@ -425,7 +425,7 @@ class Detect:
             self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
             if traffic:
                 out.extend(self._silent(obs.model, engine, now))
-            out.extend(engine.tick(now, self._health(engine, sets)))
+            out.extend(engine.tick(now, *self._health(engine, sets)))
         if self.replay and traffic and t >= self._next_sweep:
             self._next_sweep = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
             out.extend(self._sweep(obs.model, engines, now))
@@ -462,18 +462,24 @@ class Detect:
                 out.extend(self._silent(model, self._engine(model, engines, now), now))
         return out
 
-    def _health(self, engine: IncidentEngine, sets: dict[str, DetectorSet]) -> dict[str, bool]:
-        """Whether each active incident's probe detector is still alarmed."""
+    def _health(
+        self, engine: IncidentEngine, sets: dict[str, DetectorSet]
+    ) -> tuple[dict[str, bool], dict[str, datetime]]:
+        """Whether each active incident's probe detector is still alarmed, and for those
+        that read their change as ended, when it ended by their estimate (the engine's
+        quiet period runs from there: :func:`alerting.incident.resolve_due`)."""
         probes = engine.probes()
         if not probes:
-            return {}
+            return {}, {}
 
         def set_of(kid: str) -> DetectorSet | None:
             if kid not in sets and not self.live_sets.known(kid):
                 return None
             return self.live_sets.get(kid, level_of_key(kid), sets)
 
-        return probe_health(probes, set_of, self.settings.silence_minutes * 60.0)
+        ended: dict[str, float] = {}
+        health = probe_health(probes, set_of, self.settings.silence_minutes * 60.0, ended)
+        return health, {pid: datetime.fromtimestamp(t, UTC) for pid, t in ended.items()}
 
     def tick(
         self, model: str, now: datetime, silence_t: float | None = None
@@ -486,7 +492,7 @@ class Detect:
         sets: dict[str, DetectorSet] = {}
         engine = self._engine(model, engines, now)
         out = self._silent(model, engine, now, silence_t)
-        out.extend(engine.tick(now, self._health(engine, sets)))
+        out.extend(engine.tick(now, *self._health(engine, sets)))
         self.live_sets.keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
         return out

@@ -101,6 +101,15 @@ class Tracker:
                 del self.samples[0]
         self.n += 1
 
+    def time_at(self, index: int) -> float | None:
+        """Event time of the first checkpoint at or after observation ``index``: the time of
+        that observation or, between checkpoints or before the oldest kept, a later one
+        (an estimate that errs late). None when no checkpoint is that recent."""
+        for cp in self.checkpoints:
+            if cp[0] >= index:
+                return float(cp[1])
+        return None
+
     def evidence(self, first_index: int) -> tuple[float | None, tuple[EventRange, ...]]:
         """Event time of the window start and the offset ranges since ``first_index``:
         per partition, from the first offset after the last one seen before the window

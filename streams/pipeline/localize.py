@@ -78,13 +78,23 @@ def localize_detection(
 
 
 def probe_health(
-    probes: Iterable[Probe], set_of: SetOf, min_gap_s: float | None = None
+    probes: Iterable[Probe],
+    set_of: SetOf,
+    min_gap_s: float | None = None,
+    ended: dict[str, float] | None = None,
 ) -> dict[str, bool]:
     """Probe id -> whether the change its detector alarmed on persists: the episode is
     still alarmed and no recovery test has read the change as over (:attr:`detectors.base.
     Excess.recovered`). Probes whose key or detector has no state, or reports no excess,
     are left out: unknown. With ``min_gap_s``, a probe whose key's traffic has stopped
-    while its model's goes on (:func:`stopped`) reads as ended."""
+    while its model's goes on (:func:`stopped`) reads as ended.
+
+    ``ended`` (when given) receives, for each probe read as ended, the event time (Unix
+    seconds) its change ended by the detector's estimate: where its recovery test last
+    stood at its cap (:attr:`detectors.base.Excess.quiet_for`), mapped to a time by the
+    key's evidence tracker, or the key's last event for a key whose traffic stopped.
+    Probes with no estimate (an episode that closed, a detector without a recovery test)
+    are left out."""
     out: dict[str, bool] = {}
     for p in probes:
         ds = set_of(p.key)
@@ -93,11 +103,25 @@ def probe_health(
             continue
         if min_gap_s is not None and stopped(ds, set_of(model_key_of(p.key)), min_gap_s):
             out[p.id] = False
+            if ended is not None:
+                ended[p.id] = ds.traffic_t
             continue
         ex = det.excess(p.feature, Direction(p.direction))
-        if ex is not None:
-            out[p.id] = ex.alarmed and not ex.recovered
+        if ex is None:
+            continue
+        out[p.id] = ex.alarmed and not ex.recovered
+        if ended is not None and ex.recovered and ex.quiet_for is not None:
+            ended[p.id] = ended_at(ds, p.detector, ex.quiet_for)
     return out
+
+
+def ended_at(ds: DetectorSet, name: str, quiet_for: int) -> float:
+    """Event time of the first observation of detector ``name`` in key ``ds`` after the
+    last ``quiet_for`` ones (where its recovery test last stood at its cap): the tracker's
+    checkpoint at or after it, else the key's last event (estimates that err late)."""
+    tracker = ds.trackers.get(name)
+    t = tracker.time_at(tracker.n - quiet_for) if tracker is not None else None
+    return ds.traffic_t if t is None else min(t, ds.traffic_t)
 
 
 def stopped(ds: DetectorSet, model_ds: DetectorSet | None, min_gap_s: float) -> bool:

@@ -13,6 +13,7 @@ from alerting.model import (
     Localization,
     Probe,
     Severity,
+    iso_utc,
     key_id,
     labels_of_key,
 )
@@ -266,6 +267,53 @@ def test_an_escalation_names_the_probes_that_have_not_recovered() -> None:
     assert model.describe() == f"harm hate on {M} version=v12"
     guard = Probe(key=f"{M}|*|", detector="guardrail:guardrail/pii,pii_leak", feature="g/p")
     assert guard.describe() == f"guardrail g/p on {M} all versions"
+
+
+def test_the_quiet_period_runs_from_the_causes_estimated_end() -> None:
+    """A rare rate's recovery test reads its change as over long after it ended; its
+    estimate of the end dates the quiet period (45 min for toxicity), and the reading
+    must hold for a third of it, so a change that only eased can alarm again first."""
+    eng = grouping_engine()
+    acme = lb(tenant="acme")
+    [t] = eng.observe(localized(acme, 0, key=acme, sig=tox()))  # type: ignore[arg-type]
+    [probe] = eng.probes()
+    eng.tick(T0 + minutes(60), {probe.id: True})
+    over, end = {probe.id: False}, {probe.id: T0 + minutes(70)}
+    assert eng.tick(T0 + minutes(120), over, end) == []  # 50 min after the end, just read
+    assert eng.tick(T0 + minutes(134), over, end) == []
+    [r] = eng.tick(T0 + minutes(135), over, end)
+    assert r.action == IncidentAction.RESOLVE
+    assert r.incident_id == t.incident_id
+    assert f"cause over since {iso_utc(T0 + minutes(70))} (its detectors' estimate; " in r.note
+    assert f"as ended since {iso_utc(T0 + minutes(120))}" in r.note
+
+
+def test_an_estimated_end_is_no_earlier_than_the_last_detection_and_needs_every_probe() -> None:
+    eng = grouping_engine()
+    acme, globex = lb(tenant="acme"), lb(tenant="globex")
+    tox_acme = Probe(key=f"{M}|*|tenant=acme", detector="harm", feature="toxicity")
+    harass_acme = Probe(key=f"{M}|*|tenant=acme", detector="harm", feature="harassment")
+    tox_globex = Probe(key=f"{M}|*|tenant=globex", detector="harm", feature="toxicity")
+    for at, where, sig, probe in (
+        (0, acme, tox(), tox_acme),
+        (50, acme, tox("harassment"), harass_acme),
+        (0, globex, tox(), tox_globex),
+    ):
+        d = localized(where, at, key=where, sig=sig)
+        eng.observe(d.model_copy(update={"probes": (probe,)}))  # type: ignore[attr-defined]
+    over = {p.id: False for p in (tox_acme, harass_acme, tox_globex)}
+    # acme's probes date its end at 0:10 and 0:05, but its last detection came at 0:50;
+    # globex's probe has no estimate: its quiet period runs from the reading, as before.
+    end = {tox_acme.id: T0 + minutes(10), harass_acme.id: T0 + minutes(5)}
+    assert eng.tick(T0 + minutes(80), over, end) == []
+    assert eng.tick(T0 + minutes(94), over, end) == []
+    [r] = eng.tick(T0 + minutes(95), over, end)
+    assert r.labels == acme
+    assert f"cause over since {iso_utc(T0 + minutes(50))} (its detectors' estimate" in r.note
+    assert eng.tick(T0 + minutes(124), over, end) == []
+    [late] = eng.tick(T0 + minutes(125), over, end)
+    assert late.labels == globex
+    assert f"cause over since {iso_utc(T0 + minutes(80))} (every probe's" in late.note
 
 
 def test_a_key_id_reads_back_as_its_labels() -> None:

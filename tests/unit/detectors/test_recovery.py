@@ -102,6 +102,38 @@ def test_state_round_trips_and_older_state_reads_not_recovered() -> None:
     assert old_ex.alarmed
 
 
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_a_rate_changes_end_is_estimated_where_its_test_last_stood_at_its_cap(seed: int) -> None:
+    """An 8x spike at p0 = 4 %, then the baseline: once the test reads the change as over,
+    ``quiet_for`` dates its end within the few dozen outputs after the true end (the
+    last spike outputs that took the test back to its cap), while the reading itself
+    comes a few hundred outputs later."""
+    det = spiked(10 * seed, 0.04, 8.0)
+    n = outputs_until(det, 10 * seed + 5, 0.04, 5000)
+    assert n is not None
+    ex = det.excess()
+    assert ex is not None
+    assert ex.recovered
+    assert ex.quiet_for is not None
+    ended = n - ex.quiet_for  # outputs of the baseline before the estimated end
+    assert -10 <= ended <= 60
+    assert n - max(ended, 0) >= 40  # the reading came well after the estimate
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_end_estimate_is_the_same_batched_or_not(seed: int) -> None:
+    """``quiet_for`` counts identically through steps, resting counts and batches."""
+    xs = flags(seed, [(0.03, 6000), (0.25, 300), (0.03, 2500)])
+    a, b = AdaptiveBernoulliCusum(warmup=800), AdaptiveBernoulliCusum(warmup=800)
+    a.update_many(xs)
+    for x in xs:
+        b.update(x)
+    ea, eb = a.excess(), b.excess()
+    assert ea is not None
+    assert ea == eb
+    assert ea.quiet_for is not None
+
+
 def test_recovery_latches_until_the_next_alarm() -> None:
     rec = RateRecovery()
     assert not rec.recovered  # never armed
@@ -192,6 +224,18 @@ def test_a_mean_drop_persists_while_it_lasts_or_only_eases(seed: int) -> None:
         assert ex is not None
         over += not ex.alarmed or ex.recovered
     assert over <= 150
+
+
+@pytest.mark.parametrize("seed", range(1, 9))
+def test_a_mean_drops_end_is_estimated_where_its_test_last_stood_at_its_cap(seed: int) -> None:
+    """After a 1.5 sd drop the estimate of its end errs late by at most 25 values."""
+    det, sd = dropped(10 * seed, 1.5)
+    n = values_until(det, 10 * seed + 5, 0.8, sd, 2000)
+    assert n is not None
+    ex = det.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert ex.quiet_for is not None
+    assert n - 25 <= ex.quiet_for <= n + 5
 
 
 def test_mean_recovery_survives_a_restart_and_older_state_falls_back() -> None:

@@ -80,7 +80,7 @@ def test_kernels_equal_their_recursions(seed: int) -> None:
         s = max(0, s + int(z))
         want.append(s)
     assert reflected_walk(s0, steps).tolist() == want
-    e, last_zero, hits = s0, -1, 0
+    e, last_zero, hits, last_cap = s0, -1, 0, -1
     for t, x in enumerate(flags):
         e += up if x else -down
         if e <= 0:
@@ -88,5 +88,6 @@ def test_kernels_equal_their_recursions(seed: int) -> None:
         else:
             e = min(e, cap)
             hits += int(x)
+            last_cap = t if e == cap else last_cap
     walk = capped_walk(s0, flags, up, down, cap)
-    assert (walk.value, walk.last_zero, walk.hits) == (e, last_zero, hits)
+    assert (walk.value, walk.last_zero, walk.hits, walk.last_cap) == (e, last_zero, hits, last_cap)
