@@ -111,11 +111,11 @@ def probe_health(
             continue
         out[p.id] = ex.alarmed and not ex.recovered
         if ended is not None and ex.recovered and ex.quiet_for is not None:
-            ended[p.id] = ended_at(ds, p.detector, ex.quiet_for)
+            ended[p.id] = change_end_t(ds, p.detector, ex.quiet_for)
     return out
 
 
-def ended_at(ds: DetectorSet, name: str, quiet_for: int) -> float:
+def change_end_t(ds: DetectorSet, name: str, quiet_for: int) -> float:
     """Event time of the first observation of detector ``name`` in key ``ds`` after the
     last ``quiet_for`` ones (where its recovery test last stood at its cap): the tracker's
     checkpoint at or after it, else the key's last event (estimates that err late)."""

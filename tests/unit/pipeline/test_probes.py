@@ -9,9 +9,9 @@ from alerting.cause import GroupingPolicy
 from alerting.model import Labels
 from detectors.base import Signal
 from streams.detection_settings import DetectionSettings
-from streams.pipeline.detectorset import FACTORIES, DetectorSet
+from streams.pipeline.detectorset import FACTORIES, DetectorSet, Tracker
 from streams.pipeline.keys import key_id
-from streams.pipeline.localize import localize_detection, stopped
+from streams.pipeline.localize import change_end_t, localize_detection, stopped
 
 MODEL = Labels(model="support-chat")
 ACME = Labels(model="support-chat", segment={"tenant": "acme"})
@@ -96,3 +96,18 @@ def test_a_sparse_key_is_not_stopped_within_the_gaps_its_rate_makes_likely() -> 
     last = tenant.traffic_t
     assert not stopped(tenant, _flowing(1.0, 0.0, last + 3600.0), 600.0)
     assert stopped(tenant, _flowing(1.0, 0.0, last + 5000.0), 600.0)
+
+
+def test_a_probes_estimated_end_maps_to_the_checkpoint_at_or_after_it() -> None:
+    """The end a recovery test estimates (values ago) becomes an event time through the
+    key's tracker: the checkpoint at or after that value (late, never early), else the
+    key's last event."""
+    ds = DetectorSet(DetectionSettings(), "segment", 1e6)
+    tracker = Tracker(n=100, checkpoints=[[0, 1000.0, {}], [32, 1032.0, {}], [64, 1064.0, {}]])
+    ds.trackers["harm"] = tracker
+    ds.traffic_t = 1099.0
+    assert change_end_t(ds, "harm", 100) == 1000.0  # the value at index 0
+    assert change_end_t(ds, "harm", 90) == 1032.0  # index 10: the next checkpoint
+    assert change_end_t(ds, "harm", 36) == 1064.0
+    assert change_end_t(ds, "harm", 20) == 1099.0  # after the last checkpoint
+    assert change_end_t(ds, "downvote", 5) == 1099.0  # no tracker
