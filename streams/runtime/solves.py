@@ -23,7 +23,9 @@ from __future__ import annotations
 
 import logging
 import multiprocessing
+import os
 import queue
+import threading
 import time
 import weakref
 from collections.abc import Callable
@@ -43,9 +45,6 @@ to a cold worker's queue of thousands."""
 ANSWER_EVERY_S = 0.05
 """The child sends its answers at least this often while it works through a batch."""
 
-PARENT_CHECK_S = 1.0
-"""How often an idle child checks that the worker is still there."""
-
 PRUNE_EVERY_S = 1.0
 """How often the requests waiting in the worker are swept for those nobody holds."""
 
@@ -59,20 +58,27 @@ Answer = tuple[SolveRequest, int | None, str | None]
 """A request, its threshold (None if the solve failed) and the failure."""
 
 
+def _exit_with(parent: BaseProcess) -> None:
+    """Wait for the worker to end, then end this process at once, wherever its main thread
+    is. A worker killed while its queue's feeder thread was writing a batch leaves half a
+    message in the pipe, and this process holds the pipe's write end too (a queue carries
+    both), so a read of that message would wait for ever: checking the worker between
+    reads left such a child running after a SIGKILL."""
+    parent.join()
+    os._exit(0)
+
+
 def _serve(requests: Queue[list[SolveRequest] | None], answers: Queue[list[Answer]]) -> None:
     """The child: solve each batch of requests in order, answering as it goes; stop on
-    None, or when the worker is gone (killed: nobody would tell it to stop)."""
+    None, or as soon as the worker is gone (killed: nobody would tell it to stop)."""
     parent = multiprocessing.parent_process()
+    if parent is not None:
+        threading.Thread(target=_exit_with, args=(parent,), daemon=True).start()
     # Exit without flushing answers nobody reads: this process holds the queue's read
-    # end too, so a full pipe would block its exit for ever once the worker is gone.
+    # end too, so a full pipe would block its exit for ever once the worker stopped.
     answers.cancel_join_thread()
     while True:
-        try:
-            batch = requests.get(timeout=PARENT_CHECK_S)
-        except queue.Empty:
-            if parent is not None and not parent.is_alive():
-                return
-            continue
+        batch = requests.get()
         if batch is None:
             return
         done: list[Answer] = []
