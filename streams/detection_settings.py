@@ -151,7 +151,9 @@ class DetectionSettings(BaseModel):
         default=5.0,
         ge=0,
         description="How often a key's detector state is written to its changelog "
-        "(0: every batch). Evidence since the last write is missing after a crash.",
+        "(0: every batch); changed state is also written at each model's wall-clock tick "
+        "and before a rebalance or a stop. Evidence since the last write is missing after "
+        "a crash.",
     )
     max_label_values: int = Field(
         default=1000,

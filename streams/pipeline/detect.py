@@ -44,6 +44,7 @@ from streams.pipeline.keys import (
     key_levels,
     level_of,
     level_of_key,
+    model_of_key,
 )
 from streams.pipeline.live_sets import LiveSets
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
@@ -352,7 +353,9 @@ class Detect:
         still resolves or escalates at its deadlines; a replay of old data is not aged by
         the distance between its event time and today. Silence is judged at the latest
         input or output's event time plus the wall time since it was processed (feedback
-        trailing a stream that stopped does not count as traffic). No-op for a model not
+        trailing a stream that stopped does not count as traffic). The model's detector
+        sets changed since their last write are written back (:meth:`LiveSets.write_dirty`:
+        a quiet key's last changes would stay in memory alone). No-op for a model not
         seen."""
         seen = self._seen.get(model)
         if seen is None:
@@ -362,7 +365,9 @@ class Detect:
         now = event_t + timedelta(seconds=max(0.0, wall_now - wall))
         traffic = self._traffic_seen.get(model)
         silence_t = traffic[0] + max(0.0, wall_now - traffic[1]) if traffic else None
-        return self.tick(model, now, silence_t)
+        out = self.tick(model, now, silence_t)
+        self.live_sets.write_dirty(lambda kid: model_of_key(kid) == model)
+        return out
 
     def _localized(
         self,

@@ -4,7 +4,8 @@ when an idle key goes, and how many keys share the weekly false-alarm budget.
 One concern apart from detection itself (:mod:`streams.pipeline.detect`): the memory per
 key (issue 17) and the changelog traffic. The ``max_live_keys`` most recently used sets
 stay live between batches; a set is written back to the store at most every
-``flush_interval_s`` seconds (0: every batch) and always before it leaves memory; a key
+``flush_interval_s`` seconds (0: every batch), always before it leaves memory, and on
+:meth:`LiveSets.write_dirty` (a model's wall-clock tick, a rebalance, a stop); a key
 idle for ``idle_key_hours`` of event time is dropped from memory and from the store (a
 changelog tombstone) and frees its cardinality slot. The keys seen since the last
 rebalance are the budget's key count (:func:`streams.pipeline.budget.seconds_per_test`).
@@ -145,9 +146,7 @@ class LiveSets:
             self.live.pop(kid, None)
             self.live[kid] = ds  # most recently used last
             if wall - self._written.get(kid, -math.inf) >= self.flush_interval_s:
-                self.store[kid] = stamp("detectors", ds.to_json())
-                self._written[kid] = wall
-                self._dirty.discard(kid)
+                self._write(kid, ds, wall)
             else:
                 self._dirty.add(kid)
         excess = len(self.live) - self.settings.max_live_keys
@@ -155,9 +154,26 @@ class LiveSets:
             for kid in list(itertools.islice(self.live, excess)):
                 ds = self.live.pop(kid)
                 if kid in self._dirty:
-                    self.store[kid] = stamp("detectors", ds.to_json())
-                    self._dirty.discard(kid)
+                    self._write(kid, ds, wall)
                 self._written.pop(kid, None)
+
+    def write_dirty(self, select: Callable[[str], bool]) -> int:
+        """Write back now every live set that changed since its last write and whose key
+        ``select`` accepts; how many. The flush interval only defers a write to a key's next
+        batch: a key that went quiet would keep its last changes in memory alone, and a
+        rebalance, a stop or a crash would lose them (up to the whole catch-up of a backlog,
+        which a worker reads in seconds). The worker calls this at each model's wall-clock
+        tick and when it drains before a rebalance or a stop."""
+        wall = self.clock()
+        due = [kid for kid in self._dirty if select(kid)]
+        for kid in due:
+            self._write(kid, self.live[kid], wall)
+        return len(due)
+
+    def _write(self, kid: str, ds: DetectorSet, wall: float) -> None:
+        self.store[kid] = stamp("detectors", ds.to_json())
+        self._written[kid] = wall
+        self._dirty.discard(kid)
 
     def expire(self, sets: dict[str, DetectorSet], touched: dict[str, float]) -> bool:
         """Track the keys this batch touched; drop keys idle for ``idle_key_hours`` of event

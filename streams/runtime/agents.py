@@ -65,6 +65,7 @@ from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
 from streams.pipeline.observation import Observation
+from streams.runtime.draining import DrainingApp
 from streams.runtime.ingress import (
     TAKE_MAX,
     TAKE_WITHIN_S,
@@ -116,6 +117,21 @@ def _as_current(event: Any) -> Iterator[None]:
         yield
     finally:
         _current_event.reset(token)
+
+
+@dataclass(frozen=True)
+class _Message:
+    topic: str
+    partition: int
+
+
+@dataclass(frozen=True)
+class _PartitionWrite:
+    """faust's current event for a table write made outside an event's handling: faust's
+    table reads only the message's topic (to check that its partition count matches the
+    changelog's) and partition (the changelog partition the write goes to)."""
+
+    message: _Message
 
 
 def _by_partition(events: Sequence[Any]) -> list[list[Any]]:
@@ -199,6 +215,8 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     )
     agents = _Agents(app, partitions, topics, joiner, detect)
     app.on_partitions_assigned.connect(agents.on_assigned)
+    if isinstance(app, DrainingApp):
+        app.drained.append(agents.write_back)
     window = IngressLimits(
         max_past_s=settings.detection.max_past_hours * 3600.0,
         max_future_s=settings.detection.max_future_seconds,
@@ -285,10 +303,7 @@ class _Agents:
         owned = frozenset(tp.partition for tp in assigned if tp.topic == topic)
         stayed, self.owned = owned & self.owned, owned
 
-        def kept(kid: str) -> bool:
-            return home_partition(model_of_key(kid).encode(), self.partitions) in stayed
-
-        self.detect.invalidate(kept)
+        self.detect.invalidate(lambda kid: self.partition_of_key(kid) in stayed)
         self.detect.live_sets.set_share(len(owned), self.partitions)
         log.info(
             "detection partitions: %d of %d (%d kept their live state); "
@@ -299,6 +314,27 @@ class _Agents:
             len(owned),
             self.partitions,
         )
+
+    def partition_of_key(self, kid: str) -> int:
+        """The detection partition (and changelog partition) of a detector key's state:
+        its model's."""
+        return home_partition(model_of_key(kid).encode(), self.partitions)
+
+    def write_back(self) -> None:
+        """Write every detector set changed since its last write, each to its model's
+        partition: when the agents have drained for a rebalance or a stop
+        (:class:`~streams.runtime.draining.DrainingApp`), so that the next owner restores
+        what this worker learned."""
+        topic = self.by_model.get_topic_name()
+        for part in range(self.partitions):
+
+            def in_part(kid: str, part: int = part) -> bool:
+                return self.partition_of_key(kid) == part
+
+            with _as_current(_PartitionWrite(_Message(topic, part))):
+                written = self.detect.live_sets.write_dirty(in_part)
+            if written:
+                log.info("wrote %d detector set(s) of partition %d back", written, part)
 
     def in_place(self, item: Accepted, rid: bytes, home: int) -> bool:
         """Whether the record sits in the partition that owns its request id's join state."""

@@ -11,6 +11,7 @@ import faust
 
 from streams.kafka.security import faust_credentials
 from streams.runtime.batching import BatchApp
+from streams.runtime.draining import DrainingApp
 from streams.runtime.fetch_guard import install as install_fetch_guard
 from streams.settings import Settings
 
@@ -29,7 +30,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
     worker.data_dir.mkdir(parents=True, exist_ok=True)
     # The batch ingress (streams.runtime.batching): raw event topics reach their agent as
     # one event per partition per fetch, everything else takes faust's own path.
-    app_class = BatchApp if worker.batch_ingress else faust.App
+    app_class = BatchApp if worker.batch_ingress else DrainingApp
     app = app_class(
         worker.app_id,
         broker=url,

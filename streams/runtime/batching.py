@@ -58,6 +58,7 @@ from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
 
+from streams.runtime.draining import DrainingApp
 from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport, reread_offset
 
 log = logging.getLogger(__name__)
@@ -363,7 +364,7 @@ class BatchStream(faust.Stream[Any]):
         return it
 
 
-class BatchApp(faust.App):
+class BatchApp(DrainingApp):
     """A faust app whose consumer delivers :meth:`batch_topic` topics in batches (only
     for ``kafka://`` brokers: faust's aiokafka driver), and whose agents over them ack
     each batch whole (:class:`BatchStream`)."""

@@ -138,3 +138,6 @@ def test_state_follows_partitions_when_a_worker_is_killed(
         assert len(ids) <= resolves[key] + 1, f"{key}: {ids}"
     # Worker B really worked: it logged the incidents of phase 2.
     assert "incident trigger" in log_b.read_text(errors="replace")
+    # Both wrote their detector sets back when they drained (the rebalance, B's stop).
+    for log in (log_a, log_b):
+        assert "writing state back" not in log.read_text(errors="replace"), log.name

@@ -13,7 +13,7 @@ from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
-from streams.pipeline.keys import key_id
+from streams.pipeline.keys import key_id, model_of_key
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS
 from streams.pipeline.state import VERSION_KEY, stamp
@@ -84,6 +84,33 @@ def test_a_rebalance_keeps_the_sets_of_partitions_that_stayed_with_their_unwritt
     detect.invalidate(lambda kid: kid == stays)
     assert detect.live_sets.live == {stays: live[stays]}
     assert detect.live_sets.live[stays].to_json() != written[stays]
+
+
+def test_a_models_wall_clock_tick_writes_back_its_changed_sets() -> None:
+    """Within the flush interval a set's changes wait for its key's next batch; a key that
+    goes quiet then would keep them in memory alone, lost to a rebalance, a stop or a
+    crash. The model's tick writes them (other models' changes wait for their own tick)."""
+    store: dict[str, object] = {}
+    detect = _detect(store, 3600.0, lambda: 0.0)
+    obs = _observations(400)
+    detect.process(obs[:200])
+    written = dict(store)
+    detect.process(obs[200:])
+    model = obs[0].model
+    changed = {
+        k for k, ds in detect.live_sets.live.items() if store[k] != stamp("detectors", ds.to_json())
+    }
+    mine = {k for k in changed if model_of_key(k) == model}
+    assert mine, "the batch changed keys of this model"
+    assert changed - mine, "and keys of other models"
+    assert all(store[k] is written[k] for k in changed)
+    detect.tick_wall(model)
+    for kid in changed:
+        current = stamp("detectors", detect.live_sets.live[kid].to_json())
+        assert (store[kid] == current) is (kid in mine), kid
+    assert detect.live_sets.write_dirty(lambda kid: True) == len(changed - mine)
+    assert all(store[k] == stamp("detectors", detect.live_sets.live[k].to_json()) for k in changed)
+    assert detect.live_sets.write_dirty(lambda kid: True) == 0
 
 
 def test_wall_clock_tick_ages_a_silent_model_from_its_last_event() -> None:
