@@ -327,7 +327,10 @@ class MeanChart:
 
     def update(self, x: float, n: int) -> list[Fired]:
         """Chart value ``x`` (observation ``n``); the alarms it raised, at most one per
-        direction. Every design that fired restarts (the designs do not reset each other).
+        direction. An alarm restarts every design of its direction: the slower designs'
+        statistics hold evidence of the same change, which would otherwise raise late
+        alarms of their own after it ended (a multi-chart CUSUM stops at the first chart
+        that signals: Han, Tsung, Hu & Wang 2007).
 
         Each direction also keeps its episode: the first design's CUSUM capped at its
         threshold, which an alarm does not restart (what :meth:`excess` reads). One loop
@@ -361,18 +364,18 @@ class MeanChart:
                     ss[j], starts[j], sums[j] = 0, n + 1, 0.0
                     continue
                 ss[j], sums[j] = s, sums[j] + x
-                if s >= hs[j]:
-                    if best is None or s / hs[j] > best.statistic / best.threshold:
-                        best = Fired(
-                            direction=_DIRECTIONS[side],
-                            design_sd=self.designs[j] * self.shift,
-                            statistic=s * self.resolution,
-                            threshold=hs[j] * self.resolution,
-                            start=starts[j],
-                            observed=sums[j] / (n - starts[j] + 1),
-                        )
-                    ss[j], starts[j], sums[j] = 0, n + 1, 0.0
+                if s >= hs[j] and (best is None or s / hs[j] > best.statistic / best.threshold):
+                    best = Fired(
+                        direction=_DIRECTIONS[side],
+                        design_sd=self.designs[j] * self.shift,
+                        statistic=s * self.resolution,
+                        threshold=hs[j] * self.resolution,
+                        start=starts[j],
+                        observed=sums[j] / (n - starts[j] + 1),
+                    )
             if best is not None:
+                for j in range(len(kqs)):
+                    ss[j], starts[j], sums[j] = 0, n + 1, 0.0
                 ep[3] = True
                 # The shift the test is matched to: the episode's mean (it spans the
                 # change), not the firing design's, whose recent start overstates it.
