@@ -47,7 +47,7 @@ from streams.investigation.redact import shown
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0, per_test_seconds
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id, key_levels, level_of
-from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.observation import Observation, event_time, serves
 from streams.pipeline.replay import REPLAY_LIMITS
 from streams.pipeline.rules import (
     ANY_TOXIC,
@@ -217,7 +217,7 @@ class _Recompute:
     def _budget(self, ds: DetectorSet, obs: Observation) -> None:
         """The key's run length as the worker derives it: its traffic rate in event time
         and its share of the weekly false-page budget."""
-        ds.see_traffic(event_time(obs.event))
+        ds.see_traffic(event_time(obs.event), serves(obs.event))
         ds.set_budget(per_test_seconds(self.settings, len(self.keys)), self.floor)
 
     def feed(self, obs: Observation) -> None:

@@ -48,7 +48,7 @@ from streams.pipeline.keys import (
 )
 from streams.pipeline.live_sets import LiveSets
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
-from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.observation import Observation, event_time, serves
 from streams.pipeline.silence import SilenceWatch
 from streams.pipeline.state import VERSION_KEY, restore, stamp
 
@@ -229,6 +229,7 @@ class Detect:
             parents: list[DetectorSet] = []
             detections: list[tuple[str, Detection]] = []
             levels = self._levels_of(obs)
+            serving = serves(obs.event)
             for level, labels, kid in levels:
                 touched[kid] = t
                 if (
@@ -239,7 +240,7 @@ class Detect:
                 ):
                     self._new_version(model_set, engine, obs, kid, sets)
                 ds = self.live_sets.get(kid, level, sets)
-                traffic = ds.see_traffic(t)
+                traffic = ds.see_traffic(t, serving)
                 ds.set_budget(self.live_sets.budget_seconds(), self.arl0)
                 if model_set is None:
                     model_set, model_traffic = ds, traffic
@@ -421,7 +422,7 @@ class Detect:
         tick its engine. Offline, inputs and outputs also sweep every model for silence."""
         out: list[IncidentEvent] = []
         now = obs.event.timestamp
-        traffic = obs.event.event_type in ("input", "output")
+        traffic = serves(obs.event)
         wall = None if self.replay else self.wall_clock()
         self.silence.see(obs.model, obs.event.event_type, t, wall)
         if traffic and t >= self._traffic_seen.get(obs.model, (-math.inf, 0.0))[0]:

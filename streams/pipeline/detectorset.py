@@ -46,6 +46,22 @@ parent's re-estimates (:meth:`detectors.rate.BernoulliCusum.adopt_prior`)."""
 RATE_MIN_SPAN_S: Final = 60.0
 
 
+def decayed(count: float, since: float, t: float) -> float:
+    """A count last updated at event time ``since``, decayed to ``t`` (half-life
+    :data:`TRAFFIC_HALF_LIFE_S`; a ``t`` before ``since`` leaves it as it is)."""
+    return count * math.exp2(-(t - since) / TRAFFIC_HALF_LIFE_S) if t > since else count
+
+
+def decayed_rate(count: float, t: float, t0: float | None) -> float:
+    """Events per second (event time) of a decayed count last updated at ``t``, first at
+    ``t0``: the count over the decayed time it covers, ``H / ln 2 * (1 - 2^-(age / H))``,
+    so a young count is not underestimated. The first minute counts as a minute (no rate
+    from a single event)."""
+    age = t - (t0 if t0 is not None else 0.0)
+    span = TRAFFIC_HALF_LIFE_S / math.log(2) * -math.expm1(-age / TRAFFIC_HALF_LIFE_S * math.log(2))
+    return count / max(span, RATE_MIN_SPAN_S)
+
+
 def source(obs: Observation) -> str:
     """Where ``obs`` was read, as a tracker keys its offsets: ``"topic|partition"``."""
     return f"{obs.coords.topic}|{obs.coords.partition}"
@@ -157,6 +173,11 @@ class DetectorSet:
         self.traffic = 0.0
         self.traffic_t = 0.0
         self.traffic_t0: float | None = None  # event time of the first event counted
+        # The same for the inputs and outputs alone (the key serving requests; feedback and
+        # evaluations about earlier outputs trail it): when its serving stopped.
+        self.served = 0.0
+        self.served_t = 0.0
+        self.served_t0: float | None = None
         self._targeted: dict[str, float] = {}  # detector name -> per-test ARL0 it runs at
         self.alarms: dict[str, float] = {}  # detector name -> event time its alarm holds until
         self.hold: frozenset[str] = frozenset()
@@ -175,6 +196,7 @@ class DetectorSet:
             },
             "t": {name: tr.to_json() for name, tr in self.trackers.items()},
             "traffic": [self.traffic, self.traffic_t, self.traffic_t0],
+            "served": [self.served, self.served_t, self.served_t0],
             "alarms": self.alarms,
             "versions": self.versions,
             # The run length the key's budget gave it and what each detector runs at: a
@@ -197,6 +219,8 @@ class DetectorSet:
             out.detectors[name] = det
         out.trackers = {name: Tracker.from_json(t) for name, t in data["t"].items()}
         out.traffic, out.traffic_t, out.traffic_t0 = data["traffic"]
+        # Absent in state of older releases: every event counted as serving then.
+        out.served, out.served_t, out.served_t0 = data.get("served", data["traffic"])
         out.alarms = dict(data["alarms"])
         out.versions = list(data["versions"])
         out.arl0 = float(data.get("arl0", arl0))
@@ -222,27 +246,28 @@ class DetectorSet:
 
     # -- updating ------------------------------------------------------------------------
 
-    def see_traffic(self, t: float) -> float:
-        """Exponentially decayed event count (half-life one hour of event time)."""
+    def see_traffic(self, t: float, serving: bool = True) -> float:
+        """Count an event at event time ``t`` (``serving``: an input or output,
+        :func:`streams.pipeline.observation.serves`); the key's decayed event count
+        (half-life one hour of event time)."""
+        if serving:
+            if self.served_t0 is None:
+                self.served_t0 = t
+            self.served = decayed(self.served, self.served_t, t) + 1.0
+            self.served_t = max(self.served_t, t)
         if self.traffic_t0 is None:
             self.traffic_t0 = t
-        if t > self.traffic_t:
-            self.traffic *= math.exp2(-(t - self.traffic_t) / TRAFFIC_HALF_LIFE_S)
-            self.traffic_t = t
-        self.traffic += 1.0
+        self.traffic = decayed(self.traffic, self.traffic_t, t) + 1.0
+        self.traffic_t = max(self.traffic_t, t)
         return self.traffic
 
     def rate(self) -> float:
-        """Events per second (event time): the decayed count over the decayed time it
-        covers, ``H / ln 2 * (1 - 2^-(age / H))``, so a young key is not underestimated.
-        The first minute counts as a minute (no rate from a single event)."""
-        age = self.traffic_t - (self.traffic_t0 if self.traffic_t0 is not None else 0.0)
-        span = (
-            TRAFFIC_HALF_LIFE_S
-            / math.log(2)
-            * -math.expm1(-age / TRAFFIC_HALF_LIFE_S * math.log(2))
-        )
-        return self.traffic / max(span, RATE_MIN_SPAN_S)
+        """Events per second (event time): :func:`decayed_rate` of every event."""
+        return decayed_rate(self.traffic, self.traffic_t, self.traffic_t0)
+
+    def served_rate(self) -> float:
+        """Inputs and outputs per second (event time), as :meth:`rate`."""
+        return decayed_rate(self.served, self.served_t, self.served_t0)
 
     def set_budget(self, test_seconds: float, floor_events: float = budget.MIN_ARL0) -> None:
         """Re-derive the per-test ARL0 in events from this key's rate and the per-test ARL0

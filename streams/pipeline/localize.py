@@ -8,13 +8,12 @@ one model, read-only (:meth:`detectors.base.Detector.excess`).
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Iterable, Mapping
 
 from alerting.cause import GroupingPolicy, Reading, localize
 from alerting.model import Labels, Localization, Probe
 from detectors.base import Direction, Signal
-from streams.pipeline.detectorset import TRAFFIC_HALF_LIFE_S, DetectorSet
+from streams.pipeline.detectorset import DetectorSet, decayed
 from streams.pipeline.keys import key_id, model_key_of
 from streams.pipeline.silence import silent_after
 
@@ -24,9 +23,7 @@ SetOf = Callable[[str], DetectorSet | None]
 
 def traffic_at(ds: DetectorSet, t: float) -> float:
     """A key's decayed event count, decayed to event time ``t`` (comparable across keys)."""
-    if t > ds.traffic_t:
-        return ds.traffic * math.exp2(-(t - ds.traffic_t) / TRAFFIC_HALF_LIFE_S)
-    return ds.traffic
+    return decayed(ds.traffic, ds.traffic_t, t)
 
 
 def _direction(signal: Signal) -> Direction:
@@ -104,7 +101,7 @@ def probe_health(
         if min_gap_s is not None and stopped(ds, set_of(model_key_of(p.key)), min_gap_s):
             out[p.id] = False
             if ended is not None:
-                ended[p.id] = ds.traffic_t
+                ended[p.id] = ds.served_t
             continue
         ex = det.excess(p.feature, Direction(p.direction))
         if ex is None:
@@ -125,15 +122,17 @@ def change_end_t(ds: DetectorSet, name: str, quiet_for: int) -> float:
 
 
 def stopped(ds: DetectorSet, model_ds: DetectorSet | None, min_gap_s: float) -> bool:
-    """The key's traffic has stopped while its model's went on: its last event is older
-    than the model's by a gap its own rate makes a silence (:func:`streams.pipeline.
-    silence.silent_after`, at least ``min_gap_s``). A rolled-back version or a feature
-    switched off gets no more data, so its detectors can never read their change as over;
-    its cause is gone with its traffic. Judged on event times of the data alone, so a
-    backlog or a stream that ended everywhere stops nothing."""
+    """The key stopped serving while its model went on: its last input or output is
+    older than the model's by a gap its own serving rate makes a silence
+    (:func:`streams.pipeline.silence.silent_after`, at least ``min_gap_s``). A rolled-back
+    version or a feature switched off serves no more, so its detectors can never read
+    their change as over; its cause is gone with its traffic. Feedback and evaluations of
+    what it served before go on arriving for an hour or more and do not count. Judged on
+    event times of the data alone, so a backlog or a stream that ended everywhere stops
+    nothing."""
     if model_ds is None or model_ds is ds:
         return False
-    return model_ds.traffic_t - ds.traffic_t > silent_after(ds.rate(), min_gap_s)
+    return model_ds.served_t - ds.served_t > silent_after(ds.served_rate(), min_gap_s)
 
 
 def known_keys(index: Mapping[str, Labels]) -> list[Labels]:

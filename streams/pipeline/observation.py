@@ -4,7 +4,7 @@ was read. The unit that flows from the join to the detectors."""
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from streams.contract.decode import Coordinates
 from streams.contract.events import EVENT_ADAPTER, AnyEvent
@@ -13,6 +13,16 @@ from streams.contract.events import EVENT_ADAPTER, AnyEvent
 def event_time(event: AnyEvent) -> float:
     """An event's time in Unix seconds (the pipeline's clock is event time)."""
     return event.timestamp.timestamp()
+
+
+SERVING: Final[frozenset[str]] = frozenset({"input", "output"})
+"""Event types of the model serving a request, as opposed to feedback or an evaluation
+about an output served earlier: what traffic and silence are judged on."""
+
+
+def serves(event: AnyEvent) -> bool:
+    """Whether an event is the model serving a request (:data:`SERVING`)."""
+    return event.event_type in SERVING
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from detectors.base import Direction, Signal, SignalKind
+from streams.pipeline.observation import SERVING
 
 RATE_HALF_LIFE_S: Final = 3600.0
 """Memory of the arrival-rate estimate (event time)."""
@@ -97,7 +98,7 @@ class SilenceWatch:
     def see(self, model: str, kind: str, t: float, wall: float | None = None) -> None:
         """Note an arrival of ``kind`` (``input``/``output``; others are ignored) at event
         time ``t``, processed at wall-clock time ``wall`` (the worker; None offline)."""
-        if kind not in ("input", "output"):
+        if kind not in SERVING:
             return
         m = self._models.setdefault(model, _Model())
         stream = m.inputs if kind == "input" else m.outputs

@@ -6,12 +6,12 @@ from __future__ import annotations
 import numpy as np
 
 from alerting.cause import GroupingPolicy
-from alerting.model import Labels
+from alerting.model import Labels, Probe
 from detectors.base import Signal
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.detectorset import FACTORIES, DetectorSet, Tracker
 from streams.pipeline.keys import key_id
-from streams.pipeline.localize import change_end_t, localize_detection, stopped
+from streams.pipeline.localize import change_end_t, localize_detection, probe_health, stopped
 
 MODEL = Labels(model="support-chat")
 ACME = Labels(model="support-chat", segment={"tenant": "acme"})
@@ -87,6 +87,27 @@ def test_a_key_whose_traffic_stopped_while_its_model_flows_has_stopped() -> None
     assert not stopped(version, early, 600.0)
     assert not stopped(model, model, 600.0)  # the model key itself never
     assert not stopped(version, None, 600.0)
+
+
+def test_a_rolled_back_version_has_stopped_though_its_feedback_trails() -> None:
+    """Feedback and evaluations of a version's last outputs go on arriving after its
+    rollback (here for an hour): they are not serving. The version has stopped 10 minutes
+    after its last output, and a probe on it reads as ended at that output."""
+    version = _flowing(1.0, 0.0, 3600.0)
+    for t in np.arange(3600.0, 7200.0, 2.0):  # trailing feedback
+        version.see_traffic(float(t), serving=False)
+    model = _flowing(2.0, 0.0, 3600.0 + 601.0)
+    assert version.traffic_t > 7000.0
+    assert version.served_t < 3600.0
+    assert stopped(version, model, 600.0)
+    assert not stopped(version, _flowing(2.0, 0.0, 3600.0 + 590.0), 600.0)
+    version.detectors["harm"] = FACTORIES["harm"].make(version, ())
+    v13 = key_id(Labels(model="support-chat", version="v13"))
+    ds_of = {v13: version, key_id(MODEL): model}
+    probe = Probe(key=v13, detector="harm", feature="toxicity", direction="up")
+    ended: dict[str, float] = {}
+    assert probe_health([probe], ds_of.get, 600.0, ended) == {probe.id: False}
+    assert ended == {probe.id: version.served_t}
 
 
 def test_a_sparse_key_is_not_stopped_within_the_gaps_its_rate_makes_likely() -> None:
