@@ -9,7 +9,6 @@ its own to calibrate, so it lives beside them rather than in :mod:`detectors.rat
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -37,13 +36,10 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     shift is much smaller or larger. Running one CUSUM per design shift, each at
     ``arl0 * len(relative_shifts)`` (false-alarm rates add, so the whole detector keeps
     ARL0 >= ``arl0``), costs about ``ln(m) / KL`` extra events at the best-matching shift
-    and gains where one design would be badly mis-tuned. An alarm restarts every part
-    (a multi-chart CUSUM stops at the first chart that signals: Han, Tsung, Hu & Wang
-    2007): the slower parts' statistics hold evidence of the same change, which would
-    otherwise raise late alarms of their own after it ended. If several alarm on one
-    event, the one furthest over its threshold is returned. Other parameters and the
-    Signal are those of :class:`BernoulliCusum` (``details["p1"]`` names the design that
-    fired).
+    and gains where one design would be badly mis-tuned. The parts do not reset each
+    other; if several alarm on one event, the one furthest over its threshold is
+    returned. Other parameters and the Signal are those of :class:`BernoulliCusum`
+    (``details["p1"]`` names the design that fired).
     """
 
     kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
@@ -215,42 +211,33 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             self._recovery.step(x)
             self._settle()
             return None
+        self._last_alarm = self.seen - 1
         signal = self._merge(fired)
-        self._alarm(signal)
+        self._arm(signal)
         self._settle()
         return signal
 
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
-        """As sequential :meth:`update` calls. Every part runs over the whole batch on a
-        copy of itself taken before; if any alarmed, the copies run again up to the first
-        alarm only, all restart there, and the rest of the batch follows (an alarm is rare:
-        the usual batch costs the parts' vectorised walks and a shallow copy of each)."""
         self._wake()
         arr = as_flags(xs)
-        signals: list[Signal] = []
-        while arr.size:
-            n0 = self.seen
-            before = [copy.copy(d) for d in self._parts]
-            first = min(
-                (fired[0].last_index for d in self._parts if (fired := d.update_many(arr))),
-                default=None,
-            )
-            if first is None:
-                self._recovery.walk(arr)
-                break
-            self._parts = before
-            head, arr = arr[: first + 1 - n0], arr[first + 1 - n0 :]
-            signals.append(self._merge([s for d in self._parts for s in d.update_many(head)]))
-            self._alarm(signals[-1])
+        n0 = self.seen
+        by_index: dict[int, list[Signal]] = {}
+        for d in self._parts:
+            for s in d.update_many(arr):
+                by_index.setdefault(s.last_index, []).append(s)
+        signals = [self._merge(by_index[i]) for i in sorted(by_index)]
+        if signals:
+            # The last alarm re-arms the recovery test: only what follows it moves it.
+            self._last_alarm = signals[-1].last_index
+            self._arm(signals[-1])
+            self._recovery.walk(arr[self._last_alarm + 1 - n0 :])
+        else:
+            self._recovery.walk(arr)
         self._settle()
         return signals
 
-    def _alarm(self, signal: Signal) -> None:
-        """At an alarm: restart every part and (re-)arm the recovery test for the change
-        ``signal`` reports (only what follows it moves the test)."""
-        self._last_alarm = signal.last_index
-        for d in self._parts:
-            d.restart()
+    def _arm(self, signal: Signal) -> None:
+        """(Re-)arm the recovery test for the change ``signal`` reports."""
         self._recovery.arm(signal.baseline, signal.observed, min(self.relative_shifts))
 
     def _merge(self, fired: list[Signal]) -> Signal:

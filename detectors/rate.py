@@ -469,14 +469,6 @@ class BernoulliCusum(Detector[bool]):
                 self._s = s
         return None
 
-    def restart(self) -> None:
-        """Drop the CUSUM's current excursion, as its own alarm would (a sibling chart
-        alarmed on the same change: :class:`~detectors.adaptive_rate.AdaptiveBernoulliCusum`).
-        The excursion does not join the reference, and the episode goes on. No-op while
-        the baseline is learned."""
-        if self._h:
-            self._s, self._start, self._k = 0, self._n, 0
-
     def zero_room(self) -> int:
         """How many non-events :meth:`rest` may take now. Inside that room a non-event
         changes only counters and the statistics' heights: what :meth:`update` would do is
