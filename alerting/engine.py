@@ -238,6 +238,8 @@ class IncidentEngine:
         rec = self._incident_for(detection, scope, key, now, grouping)
         if rec is None:
             rec, events = self._open(detection, scope, key, a, now)
+        elif not rec.active and rec.reports_past(detection):
+            events = self._late(rec, detection)
         elif not rec.active:
             events = self._reopen(rec, detection, a, now)
         else:
@@ -315,6 +317,7 @@ class IncidentEngine:
             evidence=a.evidence,
             first_seen=detection.window_start or detection.at,
             last_seen=detection.at,
+            last_served=detection.served,
             opened_at=now,
             deadline_at=now + a.deadline,
             playbook=a.playbook,
@@ -342,6 +345,7 @@ class IncidentEngine:
             rec.severity, rec.severity_reasons = a.severity, a.reasons
         rec.evidence = a.evidence
         rec.last_seen = max(rec.last_seen, detection.at)
+        rec.fold_served(detection)
         rec.opened_at = now
         rec.deadline_at = now + a.deadline
         if a.playbook is not None and (rec.playbook is None or a.recent_deploy is not None):
@@ -358,6 +362,22 @@ class IncidentEngine:
             f"(flap {rec.flap_count}; quiet period now {self._hysteresis(rec)})",
         )
 
+    def _late(self, rec: IncidentRecord, detection: Detection) -> list[IncidentEvent]:
+        """A detection on a resolved incident that reports on outputs served before its
+        cause ended (late feedback or evaluations, :meth:`IncidentRecord.reports_past`):
+        folded in as evidence, no reopen and no page."""
+        relate(rec, detection)
+        log.info(
+            "%s on %s reports on outputs served at %s, before incident %s's cause ended "
+            "(%s): folded in, not reopened",
+            detection.incident_type,
+            detection.labels.describe(),
+            iso_utc(detection.served),
+            rec.incident_id,
+            iso_utc(rec.ended_at) if rec.ended_at is not None else "?",
+        )
+        return []
+
     def _update(
         self, rec: IncidentRecord, detection: Detection, a: Assessment, now: datetime
     ) -> list[IncidentEvent]:
@@ -366,7 +386,9 @@ class IncidentEngine:
         if primary:
             rec.evidence = a.evidence
         rec.last_seen = max(rec.last_seen, detection.at)
-        rec.recovered_at = rec.ended_at = None
+        if not rec.reports_past(detection):
+            rec.recovered_at = rec.ended_at = None
+        rec.fold_served(detection)
         relate(rec, detection)
         related = "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
         if primary and a.severity.rank >= rec.severity.rank:

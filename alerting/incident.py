@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from alerting.model import (
     DeployRef,
+    Detection,
     Evidence,
     IncidentAction,
     IncidentEvent,
@@ -76,11 +77,32 @@ class IncidentRecord(BaseModel):
     """When every probe first reported its quantity back at baseline (None: not yet)."""
     ended_at: UtcDatetime | None = None
     """When the cause ended, as the probes estimate it at ``recovered_at`` (the latest of
-    their estimates, never before the last detection): the quiet period runs from it."""
+    their estimates, never before what the last detection reports on): the quiet period
+    runs from it."""
+    last_served: UtcDatetime | None = None
+    """The latest :attr:`Detection.served` of the detections folded in: what the cause's
+    end and quiet period are judged against (None, in older state: ``last_seen``)."""
 
     @property
     def active(self) -> bool:
         return self.status != IncidentStatus.RESOLVED
+
+    @property
+    def served_until(self) -> datetime:
+        """When the outputs behind the latest detection were served (:attr:`last_served`,
+        else :attr:`last_seen`)."""
+        return self.last_seen if self.last_served is None else self.last_served
+
+    def fold_served(self, detection: Detection) -> None:
+        """Note what ``detection`` reports on (:attr:`last_served`)."""
+        self.last_served = max(self.served_until, detection.served)
+
+    def reports_past(self, detection: Detection) -> bool:
+        """Whether ``detection`` reports on outputs served before the cause's estimated
+        end: feedback and evaluations trail their outputs by up to hours, so a model
+        rolled back at 13:12 is still judged on its 13:05 answers at 14:00. Such a
+        detection is evidence of the cause, not a sign that it persists or came back."""
+        return self.ended_at is not None and detection.served <= self.ended_at
 
     def event(self, action: IncidentAction, now: datetime, note: str) -> IncidentEvent:
         """The incident event for the record as it is now (its current sequence)."""
@@ -225,7 +247,9 @@ def resolve_due(
     probe has read it as ended for a third of ``hyst`` and no detection came for a third
     of it. Notes when the record first read so (``recovered_at``) and the end it dates
     the quiet period from (``ended_at``: ``end``, not before the last detection and not
-    after ``recovered_at``; ``recovered_at`` without an estimate).
+    after ``recovered_at``; ``recovered_at`` without an estimate). A detection counts from
+    when what it reports on was served (:attr:`IncidentRecord.served_until`): late
+    evaluations of answers given before the cause ended do not restart the quiet period.
 
     Why from the estimated end: a rare rate's recovery test needs an hour or more of a
     small tenant's traffic to read its change as over, and that hour is itself a quiet
@@ -233,22 +257,19 @@ def resolve_due(
     reading held such incidents open for the test's drain plus the quiet period. The
     third of it that the reading must hold leaves time for a change that only eased to
     alarm again."""
+    last = rec.served_until
     if verdict is None:
-        return now - rec.last_seen >= hyst, (
-            f"detector quiet for {minutes_text(hyst)} since {iso_utc(rec.last_seen)}"
+        return now - last >= hyst, (
+            f"detector quiet for {minutes_text(hyst)} since {iso_utc(last)}"
         )
     if verdict:
         rec.recovered_at = rec.ended_at = None
         return False, ""
     if rec.recovered_at is None:
         rec.recovered_at = now
-        rec.ended_at = now if end is None else min(now, max(end, rec.last_seen))
+        rec.ended_at = now if end is None else min(now, max(end, last))
     ended_at = rec.ended_at or rec.recovered_at
-    due = (
-        now - ended_at >= hyst
-        and now - rec.recovered_at >= hyst / 3
-        and now - rec.last_seen >= hyst / 3
-    )
+    due = now - ended_at >= hyst and now - rec.recovered_at >= hyst / 3 and now - last >= hyst / 3
     estimated = "" if ended_at == rec.recovered_at else "its detectors' estimate; "
     return due, (
         f"cause over since {iso_utc(ended_at)} ({estimated}every probe's detector has read "

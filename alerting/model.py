@@ -359,6 +359,12 @@ class Detection(BaseModel):
     labels: Labels
     signal: Signal
     at: UtcDatetime = Field(description="Event time of the observation that fired.")
+    served_at: UtcDatetime | None = Field(
+        default=None,
+        description="For a detection that fired on feedback or an evaluation: when the "
+        "output it rates was served (None: at ``at``). Such events trail their output by "
+        "minutes to hours; this says when what they report on happened.",
+    )
     window_start: UtcDatetime | None = Field(
         default=None, description="Event time of the first observation of the evidence."
     )
@@ -379,6 +385,12 @@ class Detection(BaseModel):
     def scope(self) -> Labels:
         """The labels of the cause: the localized scope, else the key's own labels."""
         return self.localization.scope if self.localization is not None else self.labels
+
+    @property
+    def served(self) -> datetime:
+        """When what the detection reports on was served (:attr:`served_at`, else
+        :attr:`at`)."""
+        return self.at if self.served_at is None else min(self.served_at, self.at)
 
     @property
     def incident_type(self) -> str:

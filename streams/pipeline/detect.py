@@ -48,7 +48,7 @@ from streams.pipeline.keys import (
 )
 from streams.pipeline.live_sets import LiveSets
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
-from streams.pipeline.observation import Observation, event_time, serves
+from streams.pipeline.observation import Observation, event_time, served_time, serves
 from streams.pipeline.silence import SilenceWatch
 from streams.pipeline.state import VERSION_KEY, restore, stamp
 
@@ -295,10 +295,16 @@ class Detect:
         """A detector's signal on ``obs`` with its evidence (the tracked ranges and samples
         since the change-point estimate) and the key's share of its model's traffic."""
         start_t, ranges = tracker.evidence(signal.first_index)
+        served = served_time(obs)
         return Detection(
             labels=labels,
             signal=signal,
             at=obs.event.timestamp,
+            served_at=(
+                datetime.fromtimestamp(served, obs.event.timestamp.tzinfo)
+                if served < event_time(obs.event)
+                else None
+            ),
             window_start=(
                 datetime.fromtimestamp(start_t, obs.event.timestamp.tzinfo)
                 if start_t is not None

@@ -97,8 +97,13 @@ class Joiner:
         if isinstance(event, InferenceInput):
             out.append(Observation(event, event.model, event.model_version, event.segment, coords))
         elif isinstance(event, InferenceOutput):
-            labels = {"m": event.model, "v": event.model_version, "s": event.segment}
-            self._remember("o:" + event.request_id, {**labels, "t": event_time(event)}, part)
+            labels = {
+                "m": event.model,
+                "v": event.model_version,
+                "s": event.segment,
+                "t": event_time(event),
+            }
+            self._remember("o:" + event.request_id, labels, part)
             out.append(Observation(event, event.model, event.model_version, event.segment, coords))
             parked = self._read("p:" + event.request_id)
             if parked is not None:
@@ -116,14 +121,19 @@ class Joiner:
         self, event: AnyEvent, coords: Coordinates, labels: dict[str, Any]
     ) -> Observation:
         segment = {**labels["s"], **event.segment}
-        return Observation(event, labels["m"], labels["v"], segment, coords)
+        return Observation(event, labels["m"], labels["v"], segment, coords, labels.get("t"))
 
     def _join(
         self, event: Feedback | Evaluation, coords: Coordinates, part: int
     ) -> list[Observation]:
-        if event.model is not None and event.model_version is not None:
-            return [Observation(event, event.model, event.model_version, event.segment, coords)]
         labels = self._read("o:" + event.request_id)
+        if event.model is not None and event.model_version is not None:
+            # Labelled by its producer: no join needed, but the output's time still
+            # dates what it reports on (Observation.served_t).
+            served = None if labels is None else labels.get("t")
+            return [
+                Observation(event, event.model, event.model_version, event.segment, coords, served)
+            ]
         if labels is not None:
             self.stats.joined += 1
             return [self._with_labels(event, coords, labels)]

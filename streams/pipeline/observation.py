@@ -34,15 +34,23 @@ class Observation:
     version: str
     segment: dict[str, str]
     coords: Coordinates
+    served_t: float | None = None
+    """For feedback or an evaluation: when the output it rates was served (Unix seconds,
+    from the join's entry for its request id; None when the join has not seen the output).
+    Such events trail their output by minutes to hours, so this, not their own time, says
+    when what they report on happened (:func:`served_time`)."""
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data: dict[str, Any] = {
             "event": self.event.model_dump(mode="json", by_alias=True, exclude_none=True),
             "model": self.model,
             "version": self.version,
             "segment": self.segment,
             "coords": [self.coords.topic, self.coords.partition, self.coords.offset],
         }
+        if self.served_t is not None:
+            data["served"] = self.served_t
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> Observation:
@@ -53,4 +61,14 @@ class Observation:
             version=data["version"],
             segment=dict(data["segment"]),
             coords=Coordinates(topic, partition, offset),
+            served_t=data.get("served"),
         )
+
+
+def served_time(obs: Observation) -> float:
+    """When what ``obs`` reports on was served: its own time for an input or output, the
+    rated output's time for feedback or an evaluation when the join knows it, else the
+    event's own time (Unix seconds)."""
+    if obs.served_t is not None and not serves(obs.event):
+        return min(obs.served_t, event_time(obs.event))
+    return event_time(obs.event)

@@ -316,6 +316,34 @@ def test_an_estimated_end_is_no_earlier_than_the_last_detection_and_needs_every_
     assert f"cause over since {iso_utc(T0 + minutes(80))} (every probe's" in late.note
 
 
+def test_late_verdicts_on_answers_served_before_the_end_neither_hold_nor_reopen() -> None:
+    """A judge's verdicts trail the answers they rate: after the cause ended (0:10), verdicts
+    on answers served at 0:05 still alarm. They are evidence of the cause, so they do not
+    restart its quiet period or reopen it; a detection on answers served after the
+    end still does."""
+    eng = grouping_engine()
+    acme = lb(tenant="acme")
+    [t] = eng.observe(localized(acme, 0, key=acme, sig=tox()))  # type: ignore[arg-type]
+    [probe] = eng.probes()
+    over, end = {probe.id: False}, {probe.id: T0 + minutes(10)}
+    assert eng.tick(T0 + minutes(40), over, end) == []
+
+    def verdict(at: float, served: float) -> object:
+        d = localized(acme, at, key=lb(feature="chat"), sig=tox(last_index=int(at) * 100))
+        return d.model_copy(update={"served_at": T0 + minutes(served)})  # type: ignore[attr-defined]
+
+    events = eng.observe(verdict(50, 5))  # type: ignore[arg-type]
+    assert all(e.action == IncidentAction.UPDATE for e in events)
+    [r] = eng.tick(T0 + minutes(55), over, end)  # 45 min after the end; read since 0:40
+    assert r.action == IncidentAction.RESOLVE
+    assert r.incident_id == t.incident_id
+    assert f"cause over since {iso_utc(T0 + minutes(10))}" in r.note
+    assert eng.observe(verdict(60, 8)) == []  # type: ignore[arg-type]
+    [again] = eng.observe(verdict(62, 61))  # type: ignore[arg-type]
+    assert again.action == IncidentAction.TRIGGER
+    assert "reopened" in again.note
+
+
 def test_a_key_id_reads_back_as_its_labels() -> None:
     """The pipeline's key ids and the labels an escalation names them by are one mapping
     (a segment value may hold ``,`` and ``=``)."""

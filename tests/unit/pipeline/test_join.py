@@ -5,9 +5,10 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 
 from streams.contract.decode import Coordinates
-from streams.contract.events import Feedback, InferenceInput, InferenceOutput
+from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.join import Joiner
+from streams.pipeline.observation import Observation, served_time
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
 
@@ -67,6 +68,32 @@ def test_inputs_and_labelled_feedback_pass_straight_through() -> None:
     assert joiner.process(inp, _c(0))[0].version == "v1"
     assert joiner.process(fb, _c(1))[0].model == "m"
     assert joiner.store == {}
+
+
+def test_feedback_and_evaluations_carry_when_their_output_was_served() -> None:
+    """Late verdicts date what they report on by their output's time, whether the join
+    labelled them or their producer did; the time survives the hop between stages."""
+    joiner = Joiner(DetectionSettings(), {})
+    [out] = joiner.process(_output("r1", T0), _c(0))
+    assert out.served_t is None
+    assert served_time(out) == T0.timestamp()
+    [fb] = joiner.process(_feedback("r1", T0 + timedelta(hours=1)), _c(1))
+    assert fb.served_t == T0.timestamp() == served_time(fb)
+    judge = {
+        "timestamp": T0 + timedelta(hours=2),
+        "model": "chat",
+        "model_version": "v1",
+        "evaluator": "llm-judge",
+        "gen_ai.evaluation.name": "groundedness",
+        "gen_ai.evaluation.score.value": 0.2,
+    }
+    [ev] = joiner.process(Evaluation.model_validate({**judge, "request_id": "r1"}), _c(2))
+    assert (ev.version, ev.served_t) == ("v1", T0.timestamp())
+    assert joiner.stats.joined == 1  # labelled by its producer: read, not joined
+    assert Observation.from_json(ev.to_json()) == ev
+    [unseen] = joiner.process(Evaluation.model_validate({**judge, "request_id": "r9"}), _c(3))
+    assert unseen.served_t is None
+    assert served_time(unseen) == (T0 + timedelta(hours=2)).timestamp()
 
 
 def test_join_state_is_bounded_by_ttl_and_by_entries_per_partition() -> None:
