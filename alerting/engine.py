@@ -317,7 +317,7 @@ class IncidentEngine:
             evidence=a.evidence,
             first_seen=detection.window_start or detection.at,
             last_seen=detection.at,
-            last_served=detection.served,
+            spans=[(detection.reports_from, detection.served)],
             opened_at=now,
             deadline_at=now + a.deadline,
             playbook=a.playbook,
@@ -345,7 +345,7 @@ class IncidentEngine:
             rec.severity, rec.severity_reasons = a.severity, a.reasons
         rec.evidence = a.evidence
         rec.last_seen = max(rec.last_seen, detection.at)
-        rec.fold_served(detection)
+        rec.fold_span(detection)
         rec.opened_at = now
         rec.deadline_at = now + a.deadline
         if a.playbook is not None and (rec.playbook is None or a.recent_deploy is not None):
@@ -363,16 +363,16 @@ class IncidentEngine:
         )
 
     def _late(self, rec: IncidentRecord, detection: Detection) -> list[IncidentEvent]:
-        """A detection on a resolved incident that reports on outputs served before its
-        cause ended (late feedback or evaluations, :meth:`IncidentRecord.reports_past`):
-        folded in as evidence, no reopen and no page."""
+        """A detection on a resolved incident whose evidence begins before its cause
+        ended (:meth:`IncidentRecord.reports_past`): folded in as evidence, no reopen and
+        no page."""
         relate(rec, detection)
         log.info(
-            "%s on %s reports on outputs served at %s, before incident %s's cause ended "
-            "(%s): folded in, not reopened",
+            "%s on %s has evidence from %s, before incident %s's cause ended (%s): "
+            "folded in, not reopened",
             detection.incident_type,
             detection.labels.describe(),
-            iso_utc(detection.served),
+            iso_utc(detection.reports_from),
             rec.incident_id,
             iso_utc(rec.ended_at) if rec.ended_at is not None else "?",
         )
@@ -388,7 +388,7 @@ class IncidentEngine:
         rec.last_seen = max(rec.last_seen, detection.at)
         if not rec.reports_past(detection):
             rec.recovered_at = rec.ended_at = None
-        rec.fold_served(detection)
+        rec.fold_span(detection)
         relate(rec, detection)
         related = "" if primary else f" (related: {detection.incident_type} on {labels.describe()})"
         if primary and a.severity.rank >= rec.severity.rank:

@@ -31,10 +31,11 @@ def find_cause(
     ``detection`` localized to ``scope`` (dedup key ``key``); the best-matching one when
     several do. ``fresh`` is the recent deploy of the scope's version, if any.
 
-    Rules beyond :func:`same_cause`: only the same identity reopens a resolved incident; a
-    fresh deploy is a cause of its own, named by its version (it joins only its own
-    incident); a signal of another family joins only an incident whose cause was still
-    firing (within its quiet period) when the signal's episode began.
+    Rules beyond :func:`same_cause`: only the same identity reopens a resolved incident,
+    though a detection with evidence from before its cause ended joins it as evidence
+    (:meth:`IncidentRecord.reports_past`); a fresh deploy is a cause of its own, named by
+    its version (it joins only its own incident); a signal of another family joins only an
+    incident whose cause was still firing (within its quiet period) when the signal's episode began.
     """
     family = family_of(detection.incident_type)
     started = detection.window_start or detection.at
@@ -43,9 +44,11 @@ def find_cause(
         if rec.labels.model != scope.model:
             continue
         if not rec.active and (
-            rec.dedup_key != key or rec.resolved_at is None or now - rec.resolved_at > reopen
+            rec.resolved_at is None
+            or now - rec.resolved_at > reopen
+            or (rec.dedup_key != key and not rec.reports_past(detection))
         ):
-            continue  # only the same identity reopens a resolved incident
+            continue  # only the same identity reopens, or evidence of its cause joins, it
         if rec.dedup_key == key:
             pass
         elif fresh is not None and (rec.deploy is None or rec.deploy.version != fresh.version):

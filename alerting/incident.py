@@ -37,6 +37,7 @@ from alerting.policy import Silence
 STATE_VERSION = 1
 MAX_FINGERPRINTS = 256
 MAX_PROBES = 8
+MAX_SPANS = 64
 
 
 class IncidentRecord(BaseModel):
@@ -77,32 +78,40 @@ class IncidentRecord(BaseModel):
     """When every probe first reported its quantity back at baseline (None: not yet)."""
     ended_at: UtcDatetime | None = None
     """When the cause ended, as the probes estimate it at ``recovered_at`` (the latest of
-    their estimates, never before what the last detection reports on): the quiet period
-    runs from it."""
-    last_served: UtcDatetime | None = None
-    """The latest :attr:`Detection.served` of the detections folded in: what the cause's
-    end and quiet period are judged against (None, in older state: ``last_seen``)."""
+    their estimates, never before what a detection with evidence from after them reports
+    on): the quiet period runs from it."""
+    spans: list[tuple[UtcDatetime, UtcDatetime]] = Field(default_factory=list)
+    """(:attr:`Detection.reports_from`, :attr:`Detection.served`) of the latest detections
+    folded in, at most :data:`MAX_SPANS`: what the cause's end and the quiet period are
+    judged against (:meth:`served_after`)."""
 
     @property
     def active(self) -> bool:
         return self.status != IncidentStatus.RESOLVED
 
-    @property
-    def served_until(self) -> datetime:
-        """When the outputs behind the latest detection were served (:attr:`last_served`,
-        else :attr:`last_seen`)."""
-        return self.last_seen if self.last_served is None else self.last_served
+    def fold_span(self, detection: Detection) -> None:
+        """Note where ``detection``'s evidence begins and what it reports on (:attr:`spans`)."""
+        span = (detection.reports_from, detection.served)
+        self.spans = [*self.spans, span][-MAX_SPANS:]
 
-    def fold_served(self, detection: Detection) -> None:
-        """Note what ``detection`` reports on (:attr:`last_served`)."""
-        self.last_served = max(self.served_until, detection.served)
+    def served_after(self, end: datetime | None = None) -> datetime | None:
+        """When the outputs behind the latest detection whose evidence begins after
+        ``end`` were served (any detection without ``end``; None: no such detection).
+        Older state without spans reads as its last detection (``last_seen``)."""
+        if not self.spans:
+            return self.last_seen if end is None or self.last_seen > end else None
+        fresh = [served for start, served in self.spans if end is None or start > end]
+        return max(fresh, default=None)
 
     def reports_past(self, detection: Detection) -> bool:
-        """Whether ``detection`` reports on outputs served before the cause's estimated
-        end: feedback and evaluations trail their outputs by up to hours, so a model
-        rolled back at 13:12 is still judged on its 13:05 answers at 14:00. Such a
-        detection is evidence of the cause, not a sign that it persists or came back."""
-        return self.ended_at is not None and detection.served <= self.ended_at
+        """Whether ``detection``'s evidence begins before the cause's estimated end, so the
+        cause explains it: feedback and evaluations trail their outputs by up to hours
+        (a version rolled back at 13:12 is still judged on its 13:05 answers at 14:00),
+        and a CUSUM that summed evidence while the cause lasted can cross its threshold
+        after it ended. Such a detection neither says that the cause persists nor that it
+        came back. One that does (a change that only eased) restarts the statistic of the
+        probe it re-arms, or, elsewhere, alarms again with evidence from after the end."""
+        return self.ended_at is not None and detection.reports_from <= self.ended_at
 
     def event(self, action: IncidentAction, now: datetime, note: str) -> IncidentEvent:
         """The incident event for the record as it is now (its current sequence)."""
@@ -247,9 +256,9 @@ def resolve_due(
     probe has read it as ended for a third of ``hyst`` and no detection came for a third
     of it. Notes when the record first read so (``recovered_at``) and the end it dates
     the quiet period from (``ended_at``: ``end``, not before the last detection and not
-    after ``recovered_at``; ``recovered_at`` without an estimate). A detection counts from
-    when what it reports on was served (:attr:`IncidentRecord.served_until`): late
-    evaluations of answers given before the cause ended do not restart the quiet period.
+    after ``recovered_at``; ``recovered_at`` without an estimate). Only a detection whose
+    evidence begins after the estimated end counts here, from when what it reports on was
+    served (:meth:`IncidentRecord.served_after`, :meth:`IncidentRecord.reports_past`).
 
     Why from the estimated end: a rare rate's recovery test needs an hour or more of a
     small tenant's traffic to read its change as over, and that hour is itself a quiet
@@ -257,8 +266,8 @@ def resolve_due(
     reading held such incidents open for the test's drain plus the quiet period. The
     third of it that the reading must hold leaves time for a change that only eased to
     alarm again."""
-    last = rec.served_until
     if verdict is None:
+        last = rec.served_after() or rec.last_seen
         return now - last >= hyst, (
             f"detector quiet for {minutes_text(hyst)} since {iso_utc(last)}"
         )
@@ -267,8 +276,9 @@ def resolve_due(
         return False, ""
     if rec.recovered_at is None:
         rec.recovered_at = now
-        rec.ended_at = now if end is None else min(now, max(end, last))
+        rec.ended_at = now if end is None else min(now, max(end, rec.served_after(end) or end))
     ended_at = rec.ended_at or rec.recovered_at
+    last = rec.served_after(ended_at) or ended_at
     due = now - ended_at >= hyst and now - rec.recovered_at >= hyst / 3 and now - last >= hyst / 3
     estimated = "" if ended_at == rec.recovered_at else "its detectors' estimate; "
     return due, (

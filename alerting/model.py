@@ -393,6 +393,12 @@ class Detection(BaseModel):
         return self.at if self.served_at is None else min(self.served_at, self.at)
 
     @property
+    def reports_from(self) -> datetime:
+        """Where the evidence of the detection begins: its change-point estimate
+        (:attr:`window_start`), or when the output it reports on was served if earlier."""
+        return min(self.window_start or self.at, self.served)
+
+    @property
     def incident_type(self) -> str:
         return incident_type_of(self.signal)
 

@@ -35,8 +35,12 @@ from streams.pipeline.rules import (
 
 CHECKPOINT_EVERY: Final = 32
 """Observations between evidence checkpoints of a detector (offset granularity)."""
-CHECKPOINTS_KEPT: Final = 64
-"""Checkpoints kept per detector: ranges are exact for the last 2048 observations."""
+CHECKPOINTS_DENSE: Final = 64
+"""The newest checkpoints, every :data:`CHECKPOINT_EVERY` observations: ranges are exact
+for the last 2048 observations."""
+CHECKPOINTS_KEPT: Final = 96
+"""Checkpoints kept per detector: the dense ones and older ones thinned so that their
+spacing grows with their age (:meth:`Tracker._thin`)."""
 SAMPLES_KEPT: Final = 10
 TRAFFIC_HALF_LIFE_S: Final = 3600.0
 PRIOR_FOLLOW_EVERY: Final = 64
@@ -73,7 +77,8 @@ class Tracker:
 
     n: int = 0
     checkpoints: list[list[Any]] = field(default_factory=list)  # [index, ts, {tp: offset}]
-    """Every :data:`CHECKPOINT_EVERY` observations: its index, event time and, per
+    """Every :data:`CHECKPOINT_EVERY` observations, thinned with age beyond the newest
+    :data:`CHECKPOINTS_DENSE` (:meth:`_thin`): its index, event time and, per
     ``"topic|partition"``, the last offset seen there *before* it (its own partition's
     entry is its offset - 1)."""
     last: dict[str, int] = field(default_factory=dict)  # "topic|partition" -> last offset
@@ -107,7 +112,7 @@ class Tracker:
                 [self.n, event_time(obs.event), dict(self.last) | {tp: offset - 1}]
             )
             if len(self.checkpoints) > CHECKPOINTS_KEPT:
-                del self.checkpoints[0]
+                self._thin()
         if tp not in self.last:
             self.first[tp] = offset
         self.last[tp] = offset
@@ -116,6 +121,21 @@ class Tracker:
             if len(self.samples) > SAMPLES_KEPT:
                 del self.samples[0]
         self.n += 1
+
+    def _thin(self) -> None:
+        """Drop one of the checkpoints older than the dense ones: the one whose neighbours
+        lie closest together relative to its age. Spacing then grows in proportion to age, and the
+        first checkpoint stays, so the evidence of a CUSUM that summed for hours starts at
+        a checkpoint at or before its change point (early by a fraction of its age), not
+        at the oldest one kept, after it: the incident engine tells evidence that began
+        before a cause ended from evidence of a new change by that start."""
+        cps = self.checkpoints
+        older = len(cps) - CHECKPOINTS_DENSE
+        j = min(
+            range(1, older),
+            key=lambda i: (cps[i + 1][0] - cps[i - 1][0]) / max(self.n - cps[i][0], 1),
+        )
+        del cps[j]
 
     def time_at(self, index: int) -> float | None:
         """Event time of the first checkpoint at or after observation ``index``: the time of

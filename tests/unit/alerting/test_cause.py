@@ -344,6 +344,28 @@ def test_late_verdicts_on_answers_served_before_the_end_neither_hold_nor_reopen(
     assert "reopened" in again.note
 
 
+def test_only_evidence_that_begins_after_the_end_holds_the_incident_open() -> None:
+    """A chart that summed evidence while the cause lasted can cross its threshold after
+    the cause ended (0:10): its change-point estimate lies before the end, and the cause
+    explains it. A detection whose evidence begins after the end (0:30) is a change of
+    its own: the quiet period runs from it."""
+    for window_start, resolved_at in ((5, 55), (30, 70)):
+        eng = grouping_engine()
+        acme = lb(tenant="acme")
+        eng.observe(localized(acme, 0, key=acme, sig=tox()))  # type: ignore[arg-type]
+        [probe] = eng.probes()
+        over, end = {probe.id: False}, {probe.id: T0 + minutes(10)}
+        d = localized(acme, 25, key=lb(), sig=tox(last_index=2500))
+        eng.observe(d.model_copy(update={"window_start": T0 + minutes(window_start)}))  # type: ignore[attr-defined]
+        resolves = [
+            m
+            for m in range(40, 120)
+            for e in eng.tick(T0 + minutes(m), over, end)
+            if e.action == IncidentAction.RESOLVE
+        ]
+        assert resolves == [resolved_at], window_start
+
+
 def test_a_key_id_reads_back_as_its_labels() -> None:
     """The pipeline's key ids and the labels an escalation names them by are one mapping
     (a segment value may hold ``,`` and ``=``)."""

@@ -7,7 +7,13 @@ from datetime import UTC, datetime, timedelta
 from alerting.model import EventRange
 from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceOutput
-from streams.pipeline.detectorset import CHECKPOINT_EVERY, Tracker, source
+from streams.pipeline.detectorset import (
+    CHECKPOINT_EVERY,
+    CHECKPOINTS_DENSE,
+    CHECKPOINTS_KEPT,
+    Tracker,
+    source,
+)
 from streams.pipeline.observation import Observation
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
@@ -65,3 +71,25 @@ def test_a_state_saved_before_the_first_offsets_still_gives_ranges() -> None:
     _, ranges = restored.evidence(0)
     assert ranges == (EventRange(topic="outputs", partition=0, first_offset=0, last_offset=340),)
     assert Tracker.from_json(tracker.to_json()) == tracker
+
+
+def test_an_old_change_point_starts_the_window_at_or_before_it_early_by_a_fraction_of_its_age() -> (
+    None
+):
+    """After 200k observations, every change point gets a window start at or before it,
+    at most a quarter of its age early beyond one checkpoint's spacing (ranges start there
+    too), and the last 2048 observations keep every checkpoint."""
+    n = 200_000
+    tracker = Tracker()
+    _feed(tracker, [(0, i) for i in range(n)])
+    assert len(tracker.checkpoints) == CHECKPOINTS_KEPT
+    recent = [cp[0] for cp in tracker.checkpoints[-CHECKPOINTS_DENSE:]]
+    assert recent == list(range(n - CHECKPOINTS_DENSE * CHECKPOINT_EVERY, n, CHECKPOINT_EVERY))
+    for first_index in [*range(0, n, 97), n - 1]:
+        start, [window] = tracker.evidence(first_index)
+        assert start is not None
+        began = int(start - T0.timestamp())  # observation i is at T0 + i seconds
+        age = n - first_index
+        assert began <= first_index, first_index
+        assert first_index - began <= age / 4 + CHECKPOINT_EVERY, (first_index, began)
+        assert window.first_offset == began  # the ranges start where the window does
