@@ -367,7 +367,7 @@ class IncidentEngine:
         ended (:meth:`IncidentRecord.reports_past`): folded in as evidence, no reopen and
         no page."""
         relate(rec, detection)
-        log.info(
+        log.debug(
             "%s on %s has evidence from %s, before incident %s's cause ended (%s): "
             "folded in, not reopened",
             detection.incident_type,

@@ -255,10 +255,10 @@ def resolve_due(
     without detections; with probes, once ``hyst`` has passed since the cause ended, every
     probe has read it as ended for a third of ``hyst`` and no detection came for a third
     of it. Notes when the record first read so (``recovered_at``) and the end it dates
-    the quiet period from (``ended_at``: ``end``, not before the last detection and not
-    after ``recovered_at``; ``recovered_at`` without an estimate). Only a detection whose
-    evidence begins after the estimated end counts here, from when what it reports on was
-    served (:meth:`IncidentRecord.served_after`, :meth:`IncidentRecord.reports_past`).
+    the quiet period from (``ended_at``: ``end``, not after ``recovered_at``; ``recovered_at``
+    without an estimate). Only a detection whose evidence begins after the estimated end
+    counts as a detection here, from when what it reports on was served: it moves the end
+    to then (:meth:`IncidentRecord.served_after`, :meth:`IncidentRecord.reports_past`).
 
     Why from the estimated end: a rare rate's recovery test needs an hour or more of a
     small tenant's traffic to read its change as over, and that hour is itself a quiet
