@@ -11,7 +11,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Protocol
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from alerting.model import (
     DeployRef,
@@ -85,6 +85,14 @@ class IncidentRecord(BaseModel):
     folded in, at most :data:`MAX_SPANS`: what the cause's end and the quiet period are
     judged against (:meth:`served_after`)."""
 
+    @model_validator(mode="after")
+    def _spans_of_older_state(self) -> IncidentRecord:
+        """State written before spans reads as one detection whose evidence begins at its
+        last detection: the rule it was written under (the end never before it)."""
+        if not self.spans:
+            self.spans = [(self.last_seen, self.last_seen)]
+        return self
+
     @property
     def active(self) -> bool:
         return self.status != IncidentStatus.RESOLVED
@@ -94,14 +102,10 @@ class IncidentRecord(BaseModel):
         span = (detection.reports_from, detection.served)
         self.spans = [*self.spans, span][-MAX_SPANS:]
 
-    def served_after(self, end: datetime | None = None) -> datetime | None:
+    def served_after(self, end: datetime) -> datetime | None:
         """When the outputs behind the latest detection whose evidence begins after
-        ``end`` were served (any detection without ``end``; None: no such detection).
-        Older state without spans reads as its last detection (``last_seen``)."""
-        if not self.spans:
-            return self.last_seen if end is None or self.last_seen > end else None
-        fresh = [served for start, served in self.spans if end is None or start > end]
-        return max(fresh, default=None)
+        ``end`` were served (None: no such detection)."""
+        return max((served for start, served in self.spans if start > end), default=None)
 
     def reports_past(self, detection: Detection) -> bool:
         """Whether ``detection``'s evidence begins before the cause's estimated end, so the
@@ -256,9 +260,11 @@ def resolve_due(
     probe has read it as ended for a third of ``hyst`` and no detection came for a third
     of it. Notes when the record first read so (``recovered_at``) and the end it dates
     the quiet period from (``ended_at``: ``end``, not after ``recovered_at``; ``recovered_at``
-    without an estimate). Only a detection whose evidence begins after the estimated end
-    counts as a detection here, from when what it reports on was served: it moves the end
-    to then (:meth:`IncidentRecord.served_after`, :meth:`IncidentRecord.reports_past`).
+    without an estimate). With probes, only a detection whose evidence begins after the
+    estimated end counts as a detection, from when what it reports on was served: it moves
+    the end to then (:meth:`IncidentRecord.served_after`, :meth:`IncidentRecord.reports_past`).
+    Without a verdict there is no end to judge evidence against: the detector's own quiet
+    period counts, from its last detection (``last_seen``).
 
     Why from the estimated end: a rare rate's recovery test needs an hour or more of a
     small tenant's traffic to read its change as over, and that hour is itself a quiet
@@ -267,9 +273,8 @@ def resolve_due(
     third of it that the reading must hold leaves time for a change that only eased to
     alarm again."""
     if verdict is None:
-        last = rec.served_after() or rec.last_seen
-        return now - last >= hyst, (
-            f"detector quiet for {minutes_text(hyst)} since {iso_utc(last)}"
+        return now - rec.last_seen >= hyst, (
+            f"detector quiet for {minutes_text(hyst)} since {iso_utc(rec.last_seen)}"
         )
     if verdict:
         rec.recovered_at = rec.ended_at = None

@@ -124,11 +124,14 @@ class Tracker:
 
     def _thin(self) -> None:
         """Drop one of the checkpoints older than the dense ones: the one whose neighbours
-        lie closest together relative to its age. Spacing then grows in proportion to age, and the
-        first checkpoint stays, so the evidence of a CUSUM that summed for hours starts at
-        a checkpoint at or before its change point (early by a fraction of its age), not
-        at the oldest one kept, after it: the incident engine tells evidence that began
-        before a cause ended from evidence of a new change by that start."""
+        lie closest together relative to its age. Spacing then grows in proportion to age,
+        and the first checkpoint stays, so the evidence of a CUSUM that summed for hours
+        starts at a checkpoint at or before its change point, not at the oldest one kept,
+        after it: the incident engine tells evidence that began before a cause ended from
+        evidence of a new change by that start. It errs early by a fraction of the change
+        point's age that grows slowly with the tracker's length (at most 0.21 after 200k
+        observations, 0.36 after 1M): a new change an hour old on a busy key may be dated
+        up to about 20 minutes early."""
         cps = self.checkpoints
         older = len(cps) - CHECKPOINTS_DENSE
         j = min(

@@ -339,6 +339,11 @@ def test_late_verdicts_on_answers_served_before_the_end_neither_hold_nor_reopen(
     assert r.incident_id == t.incident_id
     assert f"cause over since {iso_utc(T0 + minutes(10))}" in r.note
     assert eng.observe(verdict(60, 8)) == []  # type: ignore[arg-type]
+    # another category's sum from before the end joins the resolved incident: no new one
+    harass = localized(acme, 61, key=lb(), sig=tox("harassment", last_index=6100))
+    early = harass.model_copy(update={"window_start": T0 + minutes(5)})  # type: ignore[attr-defined]
+    assert eng.observe(early) == []
+    assert [r.incident_type for r in eng.incidents(active_only=False)] == ["toxicity_rate:toxicity"]
     [again] = eng.observe(verdict(62, 61))  # type: ignore[arg-type]
     assert again.action == IncidentAction.TRIGGER
     assert "reopened" in again.note
@@ -364,6 +369,35 @@ def test_only_evidence_that_begins_after_the_end_holds_the_incident_open() -> No
             if e.action == IncidentAction.RESOLVE
         ]
         assert resolves == [resolved_at], window_start
+
+
+def test_without_a_verdict_the_quiet_period_runs_from_the_last_detection() -> None:
+    """No probe readings, no estimated end: a detection on feedback about answers served
+    an hour earlier is quiet from when it fired, not from the answers' time."""
+    eng = grouping_engine()
+    d = detection(T0, model=M, sig=tox()).model_copy(update={"served_at": T0 - minutes(60)})
+    [t] = eng.observe(d)
+    assert t.action == IncidentAction.TRIGGER
+    assert all(e.action != IncidentAction.RESOLVE for e in eng.tick(T0 + minutes(44)))
+    [r] = eng.tick(T0 + minutes(45))
+    assert r.action == IncidentAction.RESOLVE
+
+
+def test_an_incident_stored_before_spans_keeps_its_last_detection_as_the_earliest_end() -> None:
+    """Older state has no spans: it reads as one detection whose evidence begins at its
+    last detection, so its end is never dated before it, as when it was written."""
+    eng = grouping_engine()
+    acme = lb(tenant="acme")
+    eng.observe(localized(acme, 0, key=acme, sig=tox()))  # type: ignore[arg-type]
+    eng.observe(localized(acme, 30, key=acme, sig=tox("harassment", last_index=3000)))  # type: ignore[arg-type]
+    state = json.loads(json.dumps(eng.get_state()))
+    for rec in state["incidents"]:
+        del rec["spans"]
+    old = grouping_engine()
+    old.set_state(state)
+    [rec] = old.incidents()
+    assert rec.spans == [(T0 + minutes(30), T0 + minutes(30))]
+    assert rec.served_after(T0 + minutes(10)) == T0 + minutes(30)
 
 
 def test_a_key_id_reads_back_as_its_labels() -> None:
