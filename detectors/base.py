@@ -143,8 +143,8 @@ class Excess(BaseModel):
         default=None,
         ge=0,
         description="Observations since the recovery test last read the change at full "
-        "strength (its cap): once ``recovered``, its estimate of how long ago the change "
-        "ended. None without a recovery test armed.",
+        "strength (its cap): once ``recovered`` or the episode has closed, its estimate "
+        "of how long ago the change ended. None without a recovery test armed.",
     )
     scale: float | None = Field(
         default=None,

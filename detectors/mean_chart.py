@@ -467,8 +467,8 @@ class MeanChart:
 
     def quiet_for(self, direction: Direction) -> int | None:
         """Values since ``direction``'s recovery test last stood at its cap: once
-        :meth:`recovered`, its estimate of how long ago the change ended (None: never
-        armed)."""
+        :meth:`recovered` (or the episode has closed), its estimate of how long ago the
+        change ended (None: never armed)."""
         rec = self.rec[0 if direction is Direction.UP else 1]
         return int(rec[4]) if rec[3] else None
 

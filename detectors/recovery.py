@@ -80,8 +80,9 @@ class RateRecovery:
     @property
     def quiet_for(self) -> int | None:
         """Observations since the test last stood at its cap (where it was armed, or where
-        the change last explained the data at full strength): once :attr:`recovered`,
-        the test's estimate of how long ago the change ended. None when never armed."""
+        the change last explained the data at full strength): once :attr:`recovered` (or
+        the episode has closed), the test's estimate of how long ago the change ended.
+        None when never armed."""
         return self._since if self._armed else None
 
     def arm(self, baseline: float, observed: float, min_shift: float) -> None:

@@ -89,9 +89,11 @@ def probe_health(
     ``ended`` (when given) receives, for each probe read as ended, the event time (Unix
     seconds) its change ended by the detector's estimate: where its recovery test last
     stood at its cap (:attr:`detectors.base.Excess.quiet_for`), mapped to a time by the
-    key's evidence tracker, or the key's last event for a key whose traffic stopped.
-    Probes with no estimate (an episode that closed, a detector without a recovery test)
-    are left out."""
+    key's evidence tracker, or the key's last event for a key whose traffic stopped. The
+    estimate holds whichever read the change as ended first, the test or the episode: a
+    pooled rate's episode can close before its test has drained, and the test left its
+    cap where the change stopped explaining the data either way. Probes with no estimate
+    (a detector without a recovery test, or one no alarm armed) are left out."""
     out: dict[str, bool] = {}
     for p in probes:
         ds = set_of(p.key)
@@ -107,7 +109,7 @@ def probe_health(
         if ex is None:
             continue
         out[p.id] = ex.alarmed and not ex.recovered
-        if ended is not None and ex.recovered and ex.quiet_for is not None:
+        if ended is not None and not out[p.id] and ex.quiet_for is not None:
             ended[p.id] = change_end_t(ds, p.detector, ex.quiet_for)
     return out
 

@@ -7,7 +7,7 @@ import numpy as np
 
 from alerting.cause import GroupingPolicy
 from alerting.model import Labels, Probe
-from detectors.base import Signal
+from detectors.base import Direction, Signal
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.detectorset import FACTORIES, DetectorSet, Tracker
 from streams.pipeline.keys import key_id
@@ -132,3 +132,42 @@ def test_a_probes_estimated_end_maps_to_the_checkpoint_at_or_after_it() -> None:
     assert change_end_t(ds, "harm", 36) == 1064.0
     assert change_end_t(ds, "harm", 20) == 1099.0  # after the last checkpoint
     assert change_end_t(ds, "downvote", 5) == 1099.0  # no tracker
+
+
+def test_a_probe_whose_episode_closed_before_its_test_drained_still_dates_the_end() -> None:
+    """An episode can close while the recovery test its alarm armed is still draining (a
+    rate's re-estimate restarts its episode: tenant_cascade seed 700's pooled harm probe
+    read as ended so, 79 minutes after its cause ended). The probe reads as ended, and
+    where the test last stood at its cap still dates the end; without that date the
+    quiet period ran from the reading."""
+    rng = np.random.default_rng(5)
+    ds = DetectorSet(DetectionSettings(), "segment", 1e5)
+    det = ds.detectors["confidence"] = FACTORIES["confidence"].make(ds, ())
+    values = [*rng.beta(8.0, 2.0, 3000), *rng.beta(4.0, 2.0, 300), *rng.beta(8.0, 2.0, 4)]
+    alarms = [i for i, v in enumerate(values) if det.update(float(v)) is not None]
+    assert alarms
+    assert 3000 <= alarms[0] < 3300, alarms
+    ex = det.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert ex.alarmed
+    assert not ex.recovered
+    assert ex.quiet_for is not None
+    assert ex.quiet_for <= 4  # the test stood at its cap within the drop
+    state = det.get_state()
+    state["ep"][1] = [0, len(values), 0.0, False]  # the down episode closed (restarted)
+    det.set_state(state)
+    ex = det.excess(None, Direction.DOWN)
+    assert ex is not None
+    assert not ex.alarmed
+    assert not ex.recovered
+    assert ex.quiet_for is not None  # the test's count survives the episode
+    ds.trackers["confidence"] = Tracker(
+        n=len(values), checkpoints=[[i, 1000.0 + i, {}] for i in range(0, len(values), 32)]
+    )
+    ds.traffic_t = 1000.0 + len(values)
+    key = key_id(ACME)
+    probe = Probe(key=key, detector="confidence", feature="mean", direction="down")
+    ended: dict[str, float] = {}
+    assert probe_health([probe], {key: ds}.get, 600.0, ended) == {probe.id: False}
+    assert ended == {probe.id: change_end_t(ds, "confidence", ex.quiet_for)}
+    assert 1000.0 + 3000 <= ended[probe.id] <= 1000.0 + len(values)
