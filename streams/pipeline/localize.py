@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterable, Mapping
 from alerting.cause import GroupingPolicy, Reading, localize
 from alerting.model import Labels, Localization, Probe
 from detectors.base import Direction, Signal
+from detectors.coverage import POOLED, CategoryRates
 from streams.pipeline.detectorset import DetectorSet, decayed
 from streams.pipeline.keys import key_id, model_key_of
 from streams.pipeline.silence import silent_after
@@ -68,10 +69,33 @@ def localize_detection(
     if not any(r.labels == fired for r in readings):
         return None, ()
     loc = localize(readings, fired, policy)
-    probe = Probe(
-        key=key_id(loc.scope), detector=name, feature=signal.feature, direction=direction.value
-    )
+    culprit = set_of(key_id(loc.scope))
+    det = culprit.detectors.get(name) if culprit is not None else None
+    feature = signal.feature
+    if isinstance(det, CategoryRates) and feature == POOLED:
+        feature = carrying_category(det) or feature
+    probe = Probe(key=key_id(loc.scope), detector=name, feature=feature, direction=direction.value)
     return loc, (probe,)
+
+
+def carrying_category(det: CategoryRates) -> str | None:
+    """The named category whose change is alarmed (its episode alarmed, its recovery test
+    not read over), the one with the largest excess if several: the probe of a pooled
+    detection, which that change raised or helped raise. None when no category is
+    alarmed (a rise spread thin over several: the pooled test judges it).
+
+    Why not the pooled test: its rate sums every category, so its recovery test is
+    matched to a smaller relative shift than the category's, and categories whose
+    baselines were estimated low keep it near its cap. In tenant_cascade seed 700 it read
+    a one-category spike as ended 79 minutes after the end and stood at its cap until 48
+    minutes after it. A rise in another category raises detections (and probes) of its
+    own, or the pooled test's next alarm after the incident resolves."""
+    best: tuple[float, str] | None = None
+    for category in det.categories:
+        ex = det.excess(category, Direction.UP)
+        if ex is not None and ex.alarmed and not ex.recovered:
+            best = max(best or (ex.excess, category), (ex.excess, category))
+    return best[1] if best is not None else None
 
 
 def probe_health(

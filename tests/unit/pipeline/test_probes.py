@@ -8,6 +8,7 @@ import numpy as np
 from alerting.cause import GroupingPolicy
 from alerting.model import Labels, Probe
 from detectors.base import Direction, Signal
+from detectors.coverage import POOLED
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.detectorset import FACTORIES, DetectorSet, Tracker
 from streams.pipeline.keys import key_id
@@ -171,3 +172,50 @@ def test_a_probe_whose_episode_closed_before_its_test_drained_still_dates_the_en
     assert probe_health([probe], {key: ds}.get, 600.0, ended) == {probe.id: False}
     assert ended == {probe.id: change_end_t(ds, "confidence", ex.quiet_for)}
     assert 1000.0 + 3000 <= ended[probe.id] <= 1000.0 + len(values)
+
+
+def _pooled_alarm(seed: int, mult: dict[str, float]) -> tuple[DetectorSet, Signal]:
+    """acme's harm rates (toxicity 4 %, hate and violence 2 % each), multiplied by ``mult``
+    from output 6,000 on, until the pooled test alarms: the key and that signal."""
+    rng = np.random.default_rng(seed)
+    ds = DetectorSet(DetectionSettings(), "segment", 1e5)
+    det = ds.detectors["harm"] = FACTORIES["harm"].make(ds, ())
+    base = {"toxicity": 0.04, "hate": 0.02, "violence": 0.02}
+    for i in range(9_000):
+        m = mult if i >= 6_000 else {}
+        flags = {c: bool(rng.random() < p * m.get(c, 1.0)) for c, p in base.items()}
+        ds.see_traffic(float(i))
+        signal = det.update(flags)
+        if signal is not None and signal.feature == POOLED:
+            return ds, signal
+    raise AssertionError("the pooled test never alarmed")
+
+
+def _probe_of(ds: DetectorSet, signal: Signal) -> Probe:
+    loc, probes = localize_detection(
+        "harm",
+        signal,
+        ACME,
+        (ACME,),
+        {key_id(ACME): ds}.get,
+        ds.traffic_t,
+        lambda _: False,
+        GroupingPolicy(),
+    )
+    assert loc is not None
+    assert loc.scope == ACME
+    assert len(probes) == 1
+    return probes[0]
+
+
+def test_a_pooled_harm_alarm_is_judged_by_the_category_that_carries_it() -> None:
+    """A 4x toxicity spike alarms the pooled harm test too. Its probe is toxicity's test:
+    the pooled test's recovery, matched to a smaller relative shift, stands at its cap
+    long after the spike (tenant_cascade seed 700: 48 minutes). A rise spread over three
+    categories, which the pooled test catches before any category alarms, keeps the
+    pooled probe."""
+    ds, signal = _pooled_alarm(0, {"toxicity": 4.0})
+    probe = _probe_of(ds, signal)
+    assert (probe.detector, probe.feature, probe.direction) == ("harm", "toxicity", "up")
+    ds, signal = _pooled_alarm(0, {"toxicity": 1.8, "hate": 1.8, "violence": 1.8})
+    assert _probe_of(ds, signal).feature == POOLED
