@@ -42,7 +42,9 @@ def localize_detection(
     policy: GroupingPolicy,
 ) -> tuple[Localization | None, tuple[Probe, ...]]:
     """Localize a signal of detector ``name`` over the model's ``keys``; the probe is that
-    detector in the culprit's key. (None, ()) when the detector reports no excess.
+    detector in the culprit's key (for a pooled harm signal, the category whose change is
+    alarmed there: :func:`carrying_category`). (None, ()) when the detector reports no
+    excess.
 
     Only the culprit judges whether the cause persists. A key that fired on the culprit's
     change sees it on a share of its traffic, whether it lies inside the culprit (a tenant that
@@ -86,10 +88,10 @@ def carrying_category(det: CategoryRates) -> str | None:
 
     Why not the pooled test: its rate sums every category, so its recovery test is
     matched to a smaller relative shift than the category's, and categories whose
-    baselines were estimated low keep it near its cap. In tenant_cascade seed 700 it read
-    a one-category spike as ended 79 minutes after the end and stood at its cap until 48
-    minutes after it. A rise in another category raises detections (and probes) of its
-    own, or the pooled test's next alarm after the incident resolves."""
+    baselines were estimated low keep it near its cap long after a one-category change
+    has ended (docs/validation.md, stop 44). A rise in another category raises
+    detections (and probes) of its own, or the pooled test's next alarm after the
+    incident resolves."""
     best: tuple[float, str] | None = None
     for category in det.categories:
         ex = det.excess(category, Direction.UP)
