@@ -15,6 +15,7 @@ tests share the false-alarm budget equally (false-alarm rates add, so each runs 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, ClassVar
 
 import numpy as np
@@ -264,9 +265,40 @@ class ConfidenceShift(Detector[float]):
         self._n = n + 1
         value = self._value(x)
         if not self._chart.ready:
-            return self._learn(value, n)
+            return self._finish(self._learn(value, n))
         charted = self._charted(value)
-        signals = [self._mean_signal(n, f) for f in self._chart.update(charted, n)]
+        return self._finish(self._step(n, charted, self._chart.update(charted, n)))
+
+    def update_many(self, xs: Iterable[float]) -> list[Signal]:
+        """As :meth:`update` of each in turn; once the own reference is fitted, the mean
+        chart takes the batch in one call (:meth:`MeanChart.update_many`, bit for bit the
+        steps) and the distribution test, which is independent of it, one row at a time."""
+        batch = list(xs)
+        out: list[Signal] = []
+        i = 0
+        while i < len(batch) and not self._chart.ready:
+            signal = self.update(batch[i])
+            if signal is not None:
+                out.append(signal)
+            i += 1
+        if i == len(batch):
+            return out
+        charted = self._charted_many([self._value(x) for x in batch[i:]])
+        first = self._n
+        self._n += len(charted)
+        fired: dict[int, list[Fired]] = {}
+        for n, f in self._chart.update_many(charted, first):
+            fired.setdefault(n, []).append(f)
+        for n, value in enumerate(charted, start=first):
+            signal = self._finish(self._step(n, value, fired.get(n, [])))
+            if signal is not None:
+                out.append(signal)
+        return out
+
+    def _step(self, n: int, charted: float, fired: list[Fired]) -> Signal | None:
+        """Observation ``n`` (charted as ``charted``) after the mean chart raised
+        ``fired`` on it: the distribution test takes it, and the signals merge."""
+        signals = [self._mean_signal(n, f) for f in fired]
         dist = self._dist
         dist_signal = (
             dist.update({"confidence": charted}) if dist.learning else dist.push_row([charted])
@@ -285,6 +317,14 @@ class ConfidenceShift(Detector[float]):
                 )
             )
         return self._merge(signals)
+
+    def _charted_many(self, values: list[float]) -> list[float]:
+        """:meth:`_charted` of each value (vectorised in subclasses, the same floats)."""
+        return [self._charted(v) for v in values]
+
+    def _finish(self, signal: Signal | None) -> Signal | None:
+        """The signal as this detector reports it (subclasses drop or rename)."""
+        return signal
 
     @staticmethod
     def _merge(signals: list[Signal]) -> Signal | None:

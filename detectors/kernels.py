@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CappedWalk", "as_flags", "capped_walk", "reflected_walk"]
+__all__ = ["CappedWalk", "as_flags", "bounded_path", "capped_walk", "reflected_walk"]
 
 _PIECES_MAX = 16
 """Cap hits handled piecewise with numpy; beyond that the rest goes step by step (a
@@ -52,38 +52,42 @@ class CappedWalk:
     last_cap: int = -1
 
 
-def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int) -> CappedWalk:
-    """The recursion ``e = e + (up if x else -down)``; ``e <= 0`` -> 0 (a zero);
-    else ``e = min(e, cap)``, over ``flags`` from ``e0``: the episode statistic of
-    :class:`detectors.rate.BernoulliCusum`, vectorised piece by piece between cap hits."""
-    steps = np.where(flags, up, -down).astype(np.int64)
-    n = flags.size
-    i, e, last_zero, last_cap = 0, e0, -1, -1
-    pieces = 0
+def bounded_path(e0: int, steps: NDArray[np.int64], cap: int) -> NDArray[np.int64]:
+    """Every value of the walk ``e = e + step``; ``e <= 0`` -> 0; ``e >= cap`` -> ``cap``,
+    from ``e0``: vectorised piece by piece between cap hits (a reflected walk is exact up
+    to the first step past the cap, which ends at the cap and starts the next piece)."""
+    n = steps.size
+    path = np.empty(n, dtype=np.int64)
+    i, e, pieces = 0, e0, 0
     while i < n:
         if pieces >= _PIECES_MAX:
             for t in range(i, n):
-                e += int(steps[t])
-                if e <= 0:
-                    e, last_zero = 0, t
-                elif e >= cap:
-                    e, last_cap = cap, t
+                e = min(max(e + int(steps[t]), 0), cap)
+                path[t] = e
             break
         pieces += 1
         stat = reflected_walk(e, steps[i:])
         over = np.flatnonzero(stat > cap)
-        end = int(over[0]) if over.size else stat.size
-        zeros = np.flatnonzero(stat[:end] == 0)
-        if zeros.size:
-            last_zero = i + int(zeros[-1])
         if not over.size:
-            caps = np.flatnonzero(stat == cap)
-            if caps.size:
-                last_cap = i + int(caps[-1])
-            e = int(stat[-1])
+            path[i:] = stat
             break
-        e, last_cap = cap, i + end  # the step that crossed the cap ends at the cap
+        end = int(over[0])
+        path[i : i + end] = stat[:end]
+        path[i + end] = e = cap
         i += end + 1
-    start = last_zero + 1
-    hits = int(np.count_nonzero(flags[start:]))
-    return CappedWalk(value=e, last_zero=last_zero, hits=hits, last_cap=last_cap)
+    return path
+
+
+def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int) -> CappedWalk:
+    """The recursion ``e = e + (up if x else -down)``; ``e <= 0`` -> 0 (a zero);
+    else ``e = min(e, cap)``, over ``flags`` from ``e0``: the episode statistic of
+    :class:`detectors.rate.BernoulliCusum` (:func:`bounded_path`)."""
+    path = bounded_path(e0, np.where(flags, up, -down).astype(np.int64), cap)
+    if not path.size:
+        return CappedWalk(value=e0, last_zero=-1, hits=0, last_cap=-1)
+    zeros = np.flatnonzero(path == 0)
+    caps = np.flatnonzero(path == cap)
+    last_zero = int(zeros[-1]) if zeros.size else -1
+    hits = int(np.count_nonzero(flags[last_zero + 1 :]))
+    last_cap = int(caps[-1]) if caps.size else -1
+    return CappedWalk(value=int(path[-1]), last_zero=last_zero, hits=hits, last_cap=last_cap)

@@ -40,6 +40,7 @@ from scipy.stats import chi2
 
 from detectors.arl import SolveRequest, lattice_threshold_now, solved
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
+from detectors.kernels import bounded_path
 from detectors.rate import episode_cap
 
 __all__ = [
@@ -83,10 +84,11 @@ def _rank_scores(n: int) -> tuple[float, ...]:
 def normal_scores(
     reference: np.ndarray[Any, Any], xs: np.ndarray[Any, Any]
 ) -> np.ndarray[Any, Any]:
-    """:func:`normal_score` of every value in ``xs`` against the sorted ``reference``."""
-    n = reference.size
-    rank = (np.searchsorted(reference, xs, "left") + np.searchsorted(reference, xs, "right")) / 2.0
-    return np.asarray(ndtri(np.clip(rank / n, 0.5 / n, 1.0 - 0.5 / n)), dtype=np.float64)
+    """:func:`normal_score` of every value in ``xs`` against the sorted ``reference``: the
+    same table, so the same floats."""
+    twice = np.searchsorted(reference, xs, "left") + np.searchsorted(reference, xs, "right")
+    scores: np.ndarray[Any, Any] = np.asarray(_rank_scores(reference.size), dtype=np.float64)[twice]
+    return scores
 
 
 def _unarmed() -> list[list[int]]:
@@ -384,6 +386,98 @@ class MeanChart:
                 fired.append(best)
         return fired
 
+    def update_many(self, xs: Sequence[float], n: int) -> list[tuple[int, Fired]]:
+        """:meth:`update` of each value of ``xs`` in turn (``n``: the first one's
+        observation); the alarms, each with its observation. The same alarms and the same
+        state as the steps, bit for bit: between alarms every statistic is a walk on
+        integer grid steps (:mod:`detectors.kernels`) and the sums since each start are
+        sequential float sums; the value that alarms goes through :meth:`update`.
+        Values that arrive while deferred solves run go step by step (a solve may land
+        between any two)."""
+        x = np.asarray(xs, dtype=np.float64)
+        fired: list[tuple[int, Fired]] = []
+        i = 0
+        while i < x.size and (self.bound or x.size - i < _MANY_MIN):
+            fired += [(n + i, f) for f in self.update(float(x[i]), n + i)]
+            i += 1
+        if i == x.size:
+            return fired
+        scaled = (x[i:] - self.mu) / self.sigma / self.resolution
+        if not np.all(np.abs(scaled) < _GRID_MAX):  # (NaN too) beyond exact int64 steps
+            for j in range(i, x.size):
+                fired += [(n + j, f) for f in self.update(float(x[j]), n + j)]
+            return fired
+        zq = np.concatenate((np.zeros(i, dtype=np.int64), np.rint(scaled).astype(np.int64)))
+        while i < x.size:
+            i += self._quiet_run(x[i:], zq[i:], n + i)
+            if i < x.size:
+                fired += [(n + i, f) for f in self.update(float(x[i]), n + i)]
+                i += 1
+        return fired
+
+    def _quiet_run(self, x: np.ndarray[Any, Any], zq: np.ndarray[Any, Any], n: int) -> int:
+        """Take the values ``x`` (grid values ``zq``, the first at observation ``n``) up to
+        the first that alarms, leaving the state :meth:`update` would; returns how many
+        were taken. Every direction's designs walk as the rows of one array."""
+        m = len(self.kq)
+        kq = np.asarray(self.kq, dtype=np.int64)
+        signs = np.repeat(np.asarray([1, -1], dtype=np.int64), m)[:, None]
+        s0 = np.asarray(self.s[0] + self.s[1], dtype=np.int64)[:, None]
+        walk = s0 + np.cumsum(signs * zq - np.tile(kq, 2)[:, None], axis=1)
+        paths = walk - np.minimum(np.minimum.accumulate(walk, axis=1), 0)
+        over = paths >= np.asarray(self.h[0] + self.h[1], dtype=np.int64)[:, None]
+        hit = over.any(axis=0)
+        size = int(hit.argmax()) if hit.any() else zq.size
+        if not size:
+            return 0
+        x, zq, paths = x[:size], zq[:size], paths[:, :size]
+        # Each row's start and sum: restarted after its last zero, else carried.
+        zero = paths == 0
+        restarted = zero.any(axis=1)
+        last = size - 1 - zero[:, ::-1].argmax(axis=1)
+        carry = np.asarray(self.sum[0] + self.sum[1], dtype=np.float64)
+        after = np.arange(size)[None, :] > np.where(restarted, last, -1)[:, None]
+        head = np.where(restarted, 0.0, carry)[:, None]
+        terms = np.concatenate((head, np.where(after, x, 0.0)), axis=1)
+        sums = np.cumsum(terms, axis=1)[:, -1].tolist()
+        ends = paths[:, -1].tolist()
+        for r in range(2 * m):
+            side, j = divmod(r, m)
+            self.s[side][j] = ends[r]
+            self.sum[side][j] = sums[r]
+            if restarted[r]:
+                self.start[side][j] = n + int(last[r]) + 1
+        for side, sign in ((0, 1), (1, -1)):
+            self._walk_tests(side, x, sign * zq, n)
+        return size
+
+    def _walk_tests(
+        self, side: int, x: np.ndarray[Any, Any], z: np.ndarray[Any, Any], n: int
+    ) -> None:
+        """``side``'s episode and recovery test over grid values ``z`` (values ``x``, the
+        first at observation ``n``), none of which alarms."""
+        size = x.size
+        ep = self.ep[side]
+        path = bounded_path(int(ep[0]), z - self.kq[0], self.h[side][0])
+        zeros = np.flatnonzero(path == 0)
+        if zeros.size:
+            last = int(zeros[-1])
+            ep[1], ep[2], ep[3], x = n + last + 1, 0.0, False, x[last + 1 :]
+        if x.size:
+            ep[2] = float(np.cumsum(np.concatenate(([ep[2]], x)))[-1])
+        ep[0] = int(path[-1])
+        rec = self.rec[side]
+        if rec[0]:
+            path = bounded_path(rec[0], z - rec[1], rec[2])
+            zeros = np.flatnonzero(path == 0)
+            end = int(zeros[0]) + 1 if zeros.size else size  # 0 holds once reached
+            caps = np.flatnonzero(path[:end] == rec[2])
+            count = end - 1 - int(caps[-1]) if caps.size else rec[4] + end
+            rec[0] = int(path[end - 1])
+            rec[4] = count + (size - end if rec[3] else 0)
+        elif rec[3]:
+            rec[4] += size
+
     def _arm(self, side: int, observed: float) -> None:
         """(Re-)arm ``side``'s recovery test at an alarm, the mean being at ``observed``.
 
@@ -471,6 +565,14 @@ class MeanChart:
         change ended (None: never armed)."""
         rec = self.rec[0 if direction is Direction.UP else 1]
         return int(rec[4]) if rec[3] else None
+
+
+_MANY_MIN = 64
+"""Values below which :meth:`MeanChart.update_many` goes step by step (numpy's per-call
+cost exceeds a step's)."""
+
+_GRID_MAX = 2.0**52
+"""Grid values below which rounding in numpy equals Python's ``round`` exactly."""
 
 
 PRIOR_MIN_OWN = 20

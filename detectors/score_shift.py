@@ -22,7 +22,7 @@ import numpy as np
 
 from detectors.base import Direction, JsonState, Quantity, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
-from detectors.mean_chart import normal_score
+from detectors.mean_chart import normal_score, normal_scores
 
 __all__ = ["EvaluationScoreShift", "GroundednessShift", "LatencyShift", "TokenShift"]
 
@@ -84,8 +84,12 @@ class _ScoreShift(ConfidenceShift):
         self._sorted = sorted(ref.tolist())
         super()._fit_reference(ref)
 
-    def update(self, x: float) -> Signal | None:
-        signal = super().update(x)
+    def _charted_many(self, values: list[float]) -> list[float]:
+        scores = normal_scores(np.asarray(self._sorted, dtype=np.float64), np.asarray(values))
+        out: list[float] = scores.tolist()
+        return out
+
+    def _finish(self, signal: Signal | None) -> Signal | None:
         if signal is None or not self._keep(signal):
             return None
         test = signal.feature or "mean"

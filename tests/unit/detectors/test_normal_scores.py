@@ -25,5 +25,5 @@ def test_the_tabled_score_is_the_mid_rank_formula(n: int) -> None:
         expected = float(ndtri(min(max(rank / n, 0.5 / n), 1.0 - 0.5 / n)))
         assert normal_score(reference, x) == expected
     vectorised = normal_scores(np.asarray(reference), np.asarray(xs))
-    assert [normal_score(reference, x) for x in xs] == pytest.approx(vectorised.tolist())
+    assert [normal_score(reference, x) for x in xs] == vectorised.tolist()
     assert math.isfinite(normal_score(reference, -10.0))

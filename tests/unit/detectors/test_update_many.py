@@ -1,6 +1,6 @@
 """Batch updates are the same computation as per-event updates, for every detector kind.
 
-The pipeline's columnar path (:mod:`streams.pipeline.columnar`) feeds each key's detectors
+A columnar pipeline (issue 14, not built yet) would feed each key's detectors
 one batch at a time through ``update_many``; these seeded property tests check that any
 split of a stream into batches gives the signals and the final state of ``update`` called
 on each observation, for every registered detector, and for the CUSUM kernels directly.
