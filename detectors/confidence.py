@@ -272,7 +272,8 @@ class ConfidenceShift(Detector[float]):
     def update_many(self, xs: Iterable[float]) -> list[Signal]:
         """As :meth:`update` of each in turn; once the own reference is fitted, the mean
         chart takes the batch in one call (:meth:`MeanChart.update_many`, bit for bit the
-        steps) and the distribution test, which is independent of it, one row at a time."""
+        steps) and the distribution test, independent of it, takes the rows between two
+        of its tests as slices (:meth:`WindowedDrift.push_rows`)."""
         batch = list(xs)
         out: list[Signal] = []
         i = 0
@@ -289,30 +290,41 @@ class ConfidenceShift(Detector[float]):
         fired: dict[int, list[Fired]] = {}
         for n, f in self._chart.update_many(charted, first):
             fired.setdefault(n, []).append(f)
-        for n, value in enumerate(charted, start=first):
-            signal = self._finish(self._step(n, value, fired.get(n, [])))
-            if signal is not None:
-                out.append(signal)
+        if self._dist.learning:
+            steps = [self._step(n, v, fired.get(n, [])) for n, v in enumerate(charted, first)]
+        else:
+            off = self._dist_offset
+            windows = {s.last_index + off: s for s in self._dist.push_rows([[v] for v in charted])}
+            steps = [
+                self._combined(n, fired.get(n, []), windows.get(n))
+                for n in sorted(fired.keys() | windows.keys())
+            ]
+        out += [s for step in steps if (s := self._finish(step)) is not None]
         return out
 
     def _step(self, n: int, charted: float, fired: list[Fired]) -> Signal | None:
         """Observation ``n`` (charted as ``charted``) after the mean chart raised
-        ``fired`` on it: the distribution test takes it, and the signals merge."""
-        signals = [self._mean_signal(n, f) for f in fired]
+        ``fired`` on it: the distribution test takes it too."""
         dist = self._dist
         dist_signal = (
             dist.update({"confidence": charted}) if dist.learning else dist.push_row([charted])
         )
-        if dist_signal is not None:
+        return self._combined(n, fired, dist_signal)
+
+    def _combined(self, n: int, fired: list[Fired], window: Signal | None) -> Signal | None:
+        """Observation ``n``'s signal: the mean chart's alarms and the distribution
+        test's, merged."""
+        signals = [self._mean_signal(n, f) for f in fired]
+        if window is not None:
             off = self._dist_offset
             signals.append(
-                dist_signal.model_copy(
+                window.model_copy(
                     update={
                         "detector": type(self).__name__,
                         "kind": self.kind,
                         "feature": "distribution",
-                        "first_index": dist_signal.first_index + off,
-                        "last_index": dist_signal.last_index + off,
+                        "first_index": window.first_index + off,
+                        "last_index": window.last_index + off,
                     }
                 )
             )

@@ -214,6 +214,10 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
             chart.fit(scores, self._n, self._direction_arl0)
         return {"sorted": arr.T.tolist()}
 
+    @property
+    def _window_only(self) -> bool:
+        return not self._cols  # without mean charts its ``_push`` is the window's
+
     def _push(self, n: int, row: list[Any]) -> Signal | None:
         window_signal = super()._push(n, row)
         if not self._cols:

@@ -172,6 +172,47 @@ class WindowedDrift(Detector[X], Generic[X]):
         self._n = n + 1
         return self._push(n, row)
 
+    def push_rows(self, rows: list[list[Any]]) -> list[Signal]:
+        """:meth:`push_row` of each row in turn, the rows between two tests added as
+        slices (the window holds what the steps leave; each test runs where a step would).
+        Subclasses whose ``_push`` does more per row go step by step (``_window_only``)."""
+        if not self._window_only:
+            return [s for row in rows if (s := self.push_row(row)) is not None]
+        if not self._fitted:
+            raise ValueError("push_rows needs the reference fitted (see learning)")
+        signals: list[Signal] = []
+        i = 0
+        while i < len(rows):
+            due = max(self.window - len(self._win), self._stride - self._since, 1)
+            take = min(due, len(rows) - i)
+            self._add(rows[i : i + take])
+            self._n += take
+            i += take
+            if take == due:
+                self._since = 0
+                signal = self._run_test(self._n - 1)
+                if signal is not None:
+                    signals.append(signal)
+        return signals
+
+    @property
+    def _window_only(self) -> bool:
+        """Whether ``_push`` only fills the window and tests it (rows can go in slices)."""
+        return type(self)._push is WindowedDrift._push
+
+    def _add(self, rows: list[list[Any]]) -> None:
+        """Put ``rows`` in the window as steps would, without testing."""
+        win = self._win
+        room = self.window - len(win)
+        win.extend(rows[:room])
+        rest = rows[max(room, 0) :]
+        while rest:
+            take = min(len(rest), self.window - self._pos)
+            win[self._pos : self._pos + take] = rest[:take]
+            self._pos = (self._pos + take) % self.window
+            rest = rest[take:]
+        self._since += len(rows)
+
     def _reference(self, row: list[Any]) -> None:
         """Add a row to the reference; fit it once complete."""
         self._ref.append(row)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pytest
 from scipy import stats
@@ -266,3 +268,27 @@ def test_small_window_gets_a_proportional_stride() -> None:
     assert det.alpha == pytest.approx(5 / 1e4)
     with pytest.raises(ValueError, match="stride"):
         NumericDrift(window=20, stride=50)
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rows_pushed_in_slices_equal_rows_pushed_one_by_one(seed: int) -> None:
+    """``push_rows`` adds the rows between two tests as slices: the same tests at the same
+    rows (alarms included, which empty the window) and the same window as ``push_row``."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, Any] = {
+        "features": ("a",), "arl0": 500.0, "reference_size": 200, "window": 50, "stride": 7
+    }  # fmt: skip
+    one, sliced = NumericDrift(**params), NumericDrift(**params)
+    for v in rng.normal(size=200).tolist():
+        one.update({"a": v})
+        sliced.update({"a": v})
+    rows = [[v] for v in np.concatenate([rng.normal(size=500), rng.normal(1.0, size=700)])]
+    want = [s for row in rows if (s := one.push_row(row)) is not None]
+    got, i = [], 0
+    while i < len(rows):
+        size = int(rng.choice([1, 3, 7, 50, 120, 400]))
+        got += sliced.push_rows(rows[i : i + size])
+        i += size
+    assert len(want) >= 3
+    assert got == want
+    assert sliced.get_state() == one.get_state()
