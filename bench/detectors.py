@@ -347,6 +347,20 @@ def bench_costs(quick: bool) -> None:
     embd.update_many(emb[1000:])
     per_event = (time.perf_counter() - t0) / (len(emb) - 1000) * 1e6
     print(f"{'EmbeddingDrift.update_many (dim 64)':<40}{per_event:>8.2f}")
+    # The score charts batch by batch (steps vs update_many on the same values, same
+    # result): 500 values a call, a busy key's share of one worker batch.
+    values = rng.beta(8, 2, n + 1000).tolist()
+    stepped, batched = ConfidenceShift(arl0=1e6), ConfidenceShift(arl0=1e6)
+    steps_us = cost_us(stepped, values[1000:], values[:1000])
+    batched.update_many(values[:1000])
+    t0 = time.perf_counter()
+    for i in range(1000, len(values), 500):
+        batched.update_many(values[i : i + 500])
+    many_us = (time.perf_counter() - t0) / n * 1e6
+    if batched.get_state() != stepped.get_state():
+        raise AssertionError("ConfidenceShift.update_many left another state than its steps")
+    label = "ConfidenceShift.update_many (500/call)"
+    print(f"{label:<40}{many_us:>8.2f}   ({steps_us / many_us:.1f}x its update, {steps_us:.2f})")
     b = BernoulliCusum(p0=0.05)
     xs = rng.random(n * 10) < 0.05
     t0 = time.perf_counter()
