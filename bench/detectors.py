@@ -319,6 +319,22 @@ def bench_others(quick: bool) -> None:
         print(row(name, label, 1e5, 1e5 * fa / n, delays, None, False, cost, trials))
 
 
+def _batch_row(name: str, make: Callable[[], Detector[Any]], xs: list[Any], warm: int) -> None:
+    """One cost row: ``update_many`` at 500 values a call against ``update`` per value
+    (the same values, and the same state after)."""
+    stepped, batched = make(), make()
+    steps_us = cost_us(stepped, xs[warm:], xs[:warm])
+    batched.update_many(xs[:warm])
+    t0 = time.perf_counter()
+    for i in range(warm, len(xs), 500):
+        batched.update_many(xs[i : i + 500])
+    many_us = (time.perf_counter() - t0) / (len(xs) - warm) * 1e6
+    if batched.get_state() != stepped.get_state():
+        raise AssertionError(f"{name}.update_many left another state than its steps")
+    label = f"{name} update_many"
+    print(f"{label:<40}{many_us:>8.2f}   ({steps_us / many_us:.1f}x its update, {steps_us:.2f})")
+
+
 def bench_costs(quick: bool) -> None:
     print("\n== Update cost of the remaining detectors (us per event) ==")
     rng = np.random.default_rng(20)
@@ -347,20 +363,18 @@ def bench_costs(quick: bool) -> None:
     embd.update_many(emb[1000:])
     per_event = (time.perf_counter() - t0) / (len(emb) - 1000) * 1e6
     print(f"{'EmbeddingDrift.update_many (dim 64)':<40}{per_event:>8.2f}")
-    # The score charts batch by batch (steps vs update_many on the same values, same
-    # result): 500 values a call, a busy key's share of one worker batch.
+    # Batch updates against steps on the same values (same result): 500 values a call,
+    # a busy key's share of one worker batch.
     values = rng.beta(8, 2, n + 1000).tolist()
-    stepped, batched = ConfidenceShift(arl0=1e6), ConfidenceShift(arl0=1e6)
-    steps_us = cost_us(stepped, values[1000:], values[:1000])
-    batched.update_many(values[:1000])
-    t0 = time.perf_counter()
-    for i in range(1000, len(values), 500):
-        batched.update_many(values[i : i + 500])
-    many_us = (time.perf_counter() - t0) / n * 1e6
-    if batched.get_state() != stepped.get_state():
-        raise AssertionError("ConfidenceShift.update_many left another state than its steps")
-    label = "ConfidenceShift.update_many (500/call)"
-    print(f"{label:<40}{many_us:>8.2f}   ({steps_us / many_us:.1f}x its update, {steps_us:.2f})")
+    _batch_row("ConfidenceShift", lambda: ConfidenceShift(arl0=1e6), values, 1000)
+    feats = ("f0", "f1", "f2", "f3", "f4")
+    inputs = [dict(zip(feats, map(float, r), strict=True)) for r in rng.normal(size=(n, 5))]
+    _batch_row(
+        "NumericDrift (5 feat.)",
+        lambda: NumericDrift(features=feats, arl0=1e6, designs=(1.0, 2.0, 4.0)),
+        inputs,
+        1000,
+    )
     b = BernoulliCusum(p0=0.05)
     xs = rng.random(n * 10) < 0.05
     t0 = time.perf_counter()

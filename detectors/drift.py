@@ -218,6 +218,41 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
     def _window_only(self) -> bool:
         return not self._cols  # without mean charts its ``_push`` is the window's
 
+    def update_many(self, xs: Iterable[Mapping[str, float]]) -> list[Signal]:
+        """As :meth:`update` of each in turn; once the reference is fitted, the window
+        takes the rows in slices and each feature's mean chart its normal scores in one
+        call (:meth:`MeanChart.update_many`), the signals merged per observation as
+        ``_push`` merges them."""
+        batch = list(xs)
+        if not self._cols:
+            return super().update_many(batch)
+        rows = self._rows(batch)
+        first = self._n
+        windows = {s.last_index: s for s in self._window_rows(rows)}
+        self._n = first + len(rows)
+        best: dict[int, tuple[int, Fired]] = {}
+        for j, chart in enumerate(self._charts):
+            col = np.asarray(self._cols[j], dtype=np.float64)
+            scores = normal_scores(col, np.asarray([row[j] for row in rows], dtype=np.float64))
+            for n, fired in chart.update_many(scores.tolist(), first):
+                held = best.get(n)
+                if held is None or fired.statistic / fired.threshold > (
+                    held[1].statistic / held[1].threshold
+                ):
+                    best[n] = (j, fired)
+        signals: list[Signal] = []
+        for n in sorted(windows.keys() | best.keys()):
+            window_signal, chosen = windows.get(n), best.get(n)
+            if chosen is None:
+                signals += [window_signal] if window_signal is not None else []
+                continue
+            signal = self._mean_signal(n, *chosen)
+            if window_signal is not None:
+                details = {**signal.details, "also:window": window_signal.effect_size}
+                signal = signal.model_copy(update={"details": details})
+            signals.append(signal)
+        return signals
+
     def _push(self, n: int, row: list[Any]) -> Signal | None:
         window_signal = super()._push(n, row)
         if not self._cols:

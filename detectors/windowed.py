@@ -180,6 +180,11 @@ class WindowedDrift(Detector[X], Generic[X]):
             return [s for row in rows if (s := self.push_row(row)) is not None]
         if not self._fitted:
             raise ValueError("push_rows needs the reference fitted (see learning)")
+        return self._window_rows(rows)
+
+    def _window_rows(self, rows: list[list[Any]]) -> list[Signal]:
+        """The window's part of :meth:`push_rows` (a subclass whose ``_push`` does more
+        runs its own part beside it)."""
         signals: list[Signal] = []
         i = 0
         while i < len(rows):
@@ -231,12 +236,8 @@ class WindowedDrift(Detector[X], Generic[X]):
             if signal is not None:
                 signals.append(signal)
             i += 1
-        for row in self._rows(batch[i:]):
-            n = self._n
-            self._n = n + 1
-            signal = self._push(n, row)
-            if signal is not None:
-                signals.append(signal)
+        if i < len(batch):
+            signals += self.push_rows(self._rows(batch[i:]))
         return signals
 
     def _rows(self, xs: list[X]) -> list[list[Any]]:

@@ -292,3 +292,28 @@ def test_rows_pushed_in_slices_equal_rows_pushed_one_by_one(seed: int) -> None:
     assert len(want) >= 3
     assert got == want
     assert sliced.get_state() == one.get_state()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_numeric_drift_in_batches_equals_its_steps(seed: int) -> None:
+    """With mean charts, a batch goes through each feature's chart in one call and the
+    window in slices; the signals merge per observation as a step merges them (a mean
+    alarm naming a window alarm on the same observation in its details)."""
+    rng = np.random.default_rng(seed)
+    params: dict[str, Any] = {
+        "features": ("a", "b"), "arl0": 2_000.0, "reference_size": 300, "window": 60,
+        "stride": 15, "designs": (1.0, 2.0),
+    }  # fmt: skip
+    steps, batched = NumericDrift(**params), NumericDrift(**params)
+    a = np.concatenate([rng.normal(size=1300), rng.normal(0.8, size=900), rng.normal(size=600)])
+    b = np.concatenate([rng.exponential(size=1800), rng.exponential(2.0, size=1000)])
+    xs = [{"a": float(u), "b": float(v)} for u, v in zip(a, b, strict=True)]
+    want = [s for x in xs if (s := steps.update(x)) is not None]
+    got, i = [], 0
+    while i < len(xs):
+        size = int(rng.choice([1, 10, 64, 250, 900]))
+        got += batched.update_many(xs[i : i + size])
+        i += size
+    assert {s.details.get("test") for s in want} == {1.0, None}  # mean and window alarms
+    assert got == want
+    assert batched.get_state() == steps.get_state()
