@@ -325,14 +325,19 @@ def _batch_row(name: str, make: Callable[[], Detector[Any]], xs: list[Any], warm
     """One cost row: ``update_many`` at 500 values a call against ``update`` per value
     (the same values, and the same state after)."""
     stepped, batched = make(), make()
-    steps_us = cost_us(stepped, xs[warm:], xs[:warm])
+    for x in xs[:warm]:
+        stepped.update(x)
+    t0 = time.perf_counter()
+    want = [s for x in xs[warm:] if (s := stepped.update(x)) is not None]
+    steps_us = (time.perf_counter() - t0) / (len(xs) - warm) * 1e6
     batched.update_many(xs[:warm])
+    got: list[Any] = []
     t0 = time.perf_counter()
     for i in range(warm, len(xs), 500):
-        batched.update_many(xs[i : i + 500])
+        got += batched.update_many(xs[i : i + 500])
     many_us = (time.perf_counter() - t0) / (len(xs) - warm) * 1e6
-    if batched.get_state() != stepped.get_state():
-        raise AssertionError(f"{name}.update_many left another state than its steps")
+    if got != want or batched.get_state() != stepped.get_state():
+        raise AssertionError(f"{name}.update_many gave other signals or state than its steps")
     label = f"{name} update_many"
     print(f"{label:<40}{many_us:>8.2f}   ({steps_us / many_us:.1f}x its update, {steps_us:.2f})")
 

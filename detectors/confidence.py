@@ -284,7 +284,10 @@ class ConfidenceShift(Detector[float]):
             i += 1
         if i == len(batch):
             return out
-        charted = self._charted_many([self._value(x) for x in batch[i:]])
+        values = [self._value(x) for x in batch[i:]]
+        if not np.all(np.isfinite(values)):  # (an update raises on NaN: where a step would)
+            return out + [s for x in batch[i:] if (s := self.update(x)) is not None]
+        charted = self._charted_many(values)
         first = self._n
         self._n += len(charted)
         fired: dict[int, list[Fired]] = {}

@@ -229,29 +229,31 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         rows = self._rows(batch)
         first = self._n
         windows = {s.last_index: s for s in self._window_rows(rows)}
-        self._n = first + len(rows)
+        assert self._ref_sorted is not None
         best: dict[int, tuple[int, Fired]] = {}
         for j, chart in enumerate(self._charts):
-            col = np.asarray(self._cols[j], dtype=np.float64)
+            col = np.ascontiguousarray(self._ref_sorted[:, j])
             scores = normal_scores(col, np.asarray([row[j] for row in rows], dtype=np.float64))
             for n, fired in chart.update_many(scores.tolist(), first):
-                held = best.get(n)
-                if held is None or fired.statistic / fired.threshold > (
-                    held[1].statistic / held[1].threshold
-                ):
-                    best[n] = (j, fired)
-        signals: list[Signal] = []
-        for n in sorted(windows.keys() | best.keys()):
-            window_signal, chosen = windows.get(n), best.get(n)
-            if chosen is None:
-                signals += [window_signal] if window_signal is not None else []
-                continue
-            signal = self._mean_signal(n, *chosen)
-            if window_signal is not None:
-                details = {**signal.details, "also:window": window_signal.effect_size}
-                signal = signal.model_copy(update={"details": details})
-            signals.append(signal)
-        return signals
+                best[n] = _stronger(best.get(n), j, fired)
+        return [
+            signal
+            for n in sorted(windows.keys() | best.keys())
+            if (signal := self._merged(n, windows.get(n), best.get(n))) is not None
+        ]
+
+    def _merged(
+        self, n: int, window_signal: Signal | None, best: tuple[int, Fired] | None
+    ) -> Signal | None:
+        """Observation ``n``'s signal: the strongest mean alarm (feature ``best[0]``),
+        naming a window alarm on the same observation in its details, else the window's."""
+        if best is None:
+            return window_signal
+        signal = self._mean_signal(n, *best)
+        if window_signal is not None:
+            details = {**signal.details, "also:window": window_signal.effect_size}
+            signal = signal.model_copy(update={"details": details})
+        return signal
 
     def _push(self, n: int, row: list[Any]) -> Signal | None:
         window_signal = super()._push(n, row)
@@ -260,17 +262,8 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         best: tuple[int, Fired] | None = None
         for j, chart in enumerate(self._charts):
             for fired in chart.update(normal_score(self._cols[j], row[j]), n):
-                if best is None or fired.statistic / fired.threshold > (
-                    best[1].statistic / best[1].threshold
-                ):
-                    best = (j, fired)
-        if best is None:
-            return window_signal
-        signal = self._mean_signal(n, *best)
-        if window_signal is not None:
-            details = {**signal.details, "also:window": window_signal.effect_size}
-            signal = signal.model_copy(update={"details": details})
-        return signal
+                best = _stronger(best, j, fired)
+        return self._merged(n, window_signal, best)
 
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
@@ -356,6 +349,14 @@ def _chi2_result(
     tvd = 0.5 * float(np.abs(diff).sum())
     label = cats[top] if top < len(cats) else "<other>"
     return (f"{name}={label}", p, tvd, float(ref_f[top]), float(win_f[top]))
+
+
+def _stronger(held: tuple[int, Fired] | None, j: int, fired: Fired) -> tuple[int, Fired]:
+    """The stronger of a held mean alarm and feature ``j``'s ``fired`` (statistic over
+    threshold; on a tie the one held, which came first)."""
+    if held is None or fired.statistic / fired.threshold > held[1].statistic / held[1].threshold:
+        return (j, fired)
+    return held
 
 
 class CategoricalDrift(WindowedDrift[Mapping[str, str]]):

@@ -10,16 +10,25 @@ use them and still equal its ``update`` step by step.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 from numpy.typing import NDArray
 
-__all__ = ["CappedWalk", "as_flags", "bounded_path", "capped_walk", "reflected_walk"]
+__all__ = [
+    "CappedWalk",
+    "as_flags",
+    "bounded_path",
+    "capped_steps",
+    "capped_walk",
+    "recovery_walk",
+    "reflected_walk",
+]
 
 _PIECES_MAX = 16
-"""Cap hits handled piecewise with numpy; beyond that the rest goes step by step (a
-walk pinned at its cap is a change in progress: few batches, and still exact)."""
+"""Cap hits handled piecewise with numpy; beyond that the rest goes step by step, still
+exact. A walk pinned at its cap is a change in progress: an episode for a few batches, a
+recovery test for the whole change (its per-step cost then, as before batching)."""
 
 
 def as_flags(xs: Iterable[bool]) -> NDArray[np.bool_]:
@@ -78,16 +87,45 @@ def bounded_path(e0: int, steps: NDArray[np.int64], cap: int) -> NDArray[np.int6
     return path
 
 
-def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int) -> CappedWalk:
-    """The recursion ``e = e + (up if x else -down)``; ``e <= 0`` -> 0 (a zero);
-    else ``e = min(e, cap)``, over ``flags`` from ``e0``: the episode statistic of
-    :class:`detectors.rate.BernoulliCusum` (:func:`bounded_path`)."""
-    path = bounded_path(e0, np.where(flags, up, -down).astype(np.int64), cap)
+def capped_steps(e0: int, steps: NDArray[np.int64], cap: int) -> CappedWalk:
+    """Where :func:`bounded_path` from ``e0`` over ``steps`` ended: its value, last zero
+    and last cap (``hits`` 0: steps carry no outcome)."""
+    path = bounded_path(e0, steps, cap)
     if not path.size:
         return CappedWalk(value=e0, last_zero=-1, hits=0, last_cap=-1)
     zeros = np.flatnonzero(path == 0)
     caps = np.flatnonzero(path == cap)
-    last_zero = int(zeros[-1]) if zeros.size else -1
-    hits = int(np.count_nonzero(flags[last_zero + 1 :]))
-    last_cap = int(caps[-1]) if caps.size else -1
-    return CappedWalk(value=int(path[-1]), last_zero=last_zero, hits=hits, last_cap=last_cap)
+    return CappedWalk(
+        value=int(path[-1]),
+        last_zero=int(zeros[-1]) if zeros.size else -1,
+        hits=0,
+        last_cap=int(caps[-1]) if caps.size else -1,
+    )
+
+
+def capped_walk(e0: int, flags: NDArray[np.bool_], up: int, down: int, cap: int) -> CappedWalk:
+    """The recursion ``e = e + (up if x else -down)``; ``e <= 0`` -> 0 (a zero);
+    else ``e = min(e, cap)``, over ``flags`` from ``e0``: the episode statistic of
+    :class:`detectors.rate.BernoulliCusum` (:func:`capped_steps`, with the flagged
+    observations after the last zero)."""
+    walk = capped_steps(e0, np.where(flags, up, -down).astype(np.int64), cap)
+    return replace(walk, hits=int(np.count_nonzero(flags[walk.last_zero + 1 :])))
+
+
+def recovery_walk(
+    r0: int, steps: NDArray[np.int64], cap: int, since: int, armed: bool
+) -> tuple[int, int]:
+    """A recovery test over a batch (:class:`detectors.recovery.RecoveryTest`, the mean
+    charts' tests): ``r = min(max(r + step, 0), cap)`` while ``r > 0``, and 0 holds once
+    reached (the change reads as over); ``since`` counts the steps since ``r`` last stood
+    at ``cap`` (each step while it runs; once at 0, each step while ``armed``). Returns
+    ``(r, since)`` after the batch, as the steps leave them."""
+    n = steps.size
+    if not r0 or not n:
+        return r0, since + (n if armed else 0)
+    path = bounded_path(r0, steps, cap)
+    zeros = np.flatnonzero(path == 0)
+    end = int(zeros[0]) + 1 if zeros.size else n
+    caps = np.flatnonzero(path[:end] == cap)
+    count = end - 1 - int(caps[-1]) if caps.size else since + end
+    return int(path[end - 1]), count + (n - end if armed else 0)

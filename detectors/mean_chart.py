@@ -40,7 +40,7 @@ from scipy.stats import chi2
 
 from detectors.arl import SolveRequest, lattice_threshold_now, solved
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
-from detectors.kernels import bounded_path
+from detectors.kernels import capped_steps, recovery_walk
 from detectors.rate import episode_cap
 
 __all__ = [
@@ -85,10 +85,21 @@ def normal_scores(
     reference: np.ndarray[Any, Any], xs: np.ndarray[Any, Any]
 ) -> np.ndarray[Any, Any]:
     """:func:`normal_score` of every value in ``xs`` against the sorted ``reference``: the
-    same table, so the same floats."""
+    same table read at the same ranks, so the same floats (NaN too: ``bisect`` places it
+    at the middle rank, where ``searchsorted`` would sort it last)."""
+    n = reference.size
     twice = np.searchsorted(reference, xs, "left") + np.searchsorted(reference, xs, "right")
-    scores: np.ndarray[Any, Any] = np.asarray(_rank_scores(reference.size), dtype=np.float64)[twice]
+    twice[np.isnan(xs)] = n
+    scores: np.ndarray[Any, Any] = _rank_table(n)[twice]
     return scores
+
+
+@functools.lru_cache(maxsize=64)
+def _rank_table(n: int) -> np.ndarray[Any, Any]:
+    """:func:`_rank_scores` as a read-only array (for :func:`normal_scores`)."""
+    table = np.asarray(_rank_scores(n), dtype=np.float64)
+    table.flags.writeable = False
+    return table
 
 
 def _unarmed() -> list[list[int]]:
@@ -392,27 +403,31 @@ class MeanChart:
         state as the steps, bit for bit: between alarms every statistic is a walk on
         integer grid steps (:mod:`detectors.kernels`) and the sums since each start are
         sequential float sums; the value that alarms goes through :meth:`update`.
-        Values that arrive while deferred solves run go step by step (a solve may land
-        between any two)."""
+
+        Step by step instead: a batch of fewer than :data:`_MANY_MIN` values, values that
+        arrive while deferred solves run (a solve may land between any two), values off
+        the exact grid (non-finite or huge), and the values after an alarm until
+        :data:`_MANY_MIN` in a row raise none (a change in progress alarms every few
+        values; each quiet run would be a few values long)."""
         x = np.asarray(xs, dtype=np.float64)
         fired: list[tuple[int, Fired]] = []
+        scaled = (x - self.mu) / self.sigma / self.resolution
+        on_grid = bool(np.all(np.abs(scaled) < _GRID_MAX))  # False for NaN too
+        zq = np.rint(scaled).astype(np.int64) if on_grid else np.zeros(x.size, dtype=np.int64)
+        stepping = not on_grid or x.size < _MANY_MIN
+        calm, ahead = _MANY_MIN, _MANY_MIN  # values stepped since an alarm; look-ahead
         i = 0
-        while i < x.size and (self.bound or x.size - i < _MANY_MIN):
-            fired += [(n + i, f) for f in self.update(float(x[i]), n + i)]
-            i += 1
-        if i == x.size:
-            return fired
-        scaled = (x[i:] - self.mu) / self.sigma / self.resolution
-        if not np.all(np.abs(scaled) < _GRID_MAX):  # (NaN too) beyond exact int64 steps
-            for j in range(i, x.size):
-                fired += [(n + j, f) for f in self.update(float(x[j]), n + j)]
-            return fired
-        zq = np.concatenate((np.zeros(i, dtype=np.int64), np.rint(scaled).astype(np.int64)))
         while i < x.size:
-            i += self._quiet_run(x[i:], zq[i:], n + i)
-            if i < x.size:
-                fired += [(n + i, f) for f in self.update(float(x[i]), n + i)]
+            if stepping or self.bound or calm < _MANY_MIN:
+                raised = self.update(float(x[i]), n + i)
+                fired += [(n + i, f) for f in raised]
+                calm = 0 if raised else calm + 1
                 i += 1
+                continue
+            end = min(x.size, i + ahead)
+            i += self._quiet_run(x[i:end], zq[i:end], n + i)
+            # Quiet to the end: look further next time; else the value at i alarms.
+            ahead, calm = (2 * ahead, calm) if i == end else (_MANY_MIN, 0)
         return fired
 
     def _quiet_run(self, x: np.ndarray[Any, Any], zq: np.ndarray[Any, Any], n: int) -> int:
@@ -456,27 +471,16 @@ class MeanChart:
     ) -> None:
         """``side``'s episode and recovery test over grid values ``z`` (values ``x``, the
         first at observation ``n``), none of which alarms."""
-        size = x.size
         ep = self.ep[side]
-        path = bounded_path(int(ep[0]), z - self.kq[0], self.h[side][0])
-        zeros = np.flatnonzero(path == 0)
-        if zeros.size:
-            last = int(zeros[-1])
-            ep[1], ep[2], ep[3], x = n + last + 1, 0.0, False, x[last + 1 :]
-        if x.size:
-            ep[2] = float(np.cumsum(np.concatenate(([ep[2]], x)))[-1])
-        ep[0] = int(path[-1])
+        walk = capped_steps(int(ep[0]), z - self.kq[0], self.h[side][0])
+        kept = x[walk.last_zero + 1 :]  # the values its sum holds
+        if walk.last_zero >= 0:
+            ep[1], ep[2], ep[3] = n + walk.last_zero + 1, 0.0, False
+        if kept.size:
+            ep[2] = float(np.cumsum(np.concatenate(([ep[2]], kept)))[-1])
+        ep[0] = walk.value
         rec = self.rec[side]
-        if rec[0]:
-            path = bounded_path(rec[0], z - rec[1], rec[2])
-            zeros = np.flatnonzero(path == 0)
-            end = int(zeros[0]) + 1 if zeros.size else size  # 0 holds once reached
-            caps = np.flatnonzero(path[:end] == rec[2])
-            count = end - 1 - int(caps[-1]) if caps.size else rec[4] + end
-            rec[0] = int(path[end - 1])
-            rec[4] = count + (size - end if rec[3] else 0)
-        elif rec[3]:
-            rec[4] += size
+        rec[0], rec[4] = recovery_walk(rec[0], z - rec[1], rec[2], rec[4], bool(rec[3]))
 
     def _arm(self, side: int, observed: float) -> None:
         """(Re-)arm ``side``'s recovery test at an alarm, the mean being at ``observed``.
@@ -569,7 +573,8 @@ class MeanChart:
 
 _MANY_MIN = 64
 """Values below which :meth:`MeanChart.update_many` goes step by step (numpy's per-call
-cost exceeds a step's)."""
+cost exceeds a step's), and the values in a row without an alarm it steps after one before
+it batches again."""
 
 _GRID_MAX = 2.0**52
 """Grid values below which rounding in numpy equals Python's ``round`` exactly."""

@@ -40,7 +40,7 @@ import numpy as np
 
 from detectors.arl import bernoulli_lattice
 from detectors.base import JsonState
-from detectors.kernels import capped_walk
+from detectors.kernels import recovery_walk
 from detectors.rate import REST_UNBOUNDED, episode_cap
 
 __all__ = ["RateRecovery", "recovery_rate"]
@@ -115,19 +115,8 @@ class RateRecovery:
 
     def walk(self, flags: np.ndarray[Any, np.dtype[np.bool_]]) -> None:
         """:meth:`step` over a batch (vectorised, exact)."""
-        n = int(flags.size)
-        if not self._r or not n:
-            self._since += n if self._armed else 0
-            return
-        w = capped_walk(self._r, flags, self._up, self._down, self._cap)
-        if w.last_zero >= 0:
-            # Recovery latches at its first zero, which the walk may have passed: the
-            # steps up to it, one by one.
-            for x in flags.tolist():
-                self.step(bool(x))
-            return
-        self._r = w.value
-        self._since = n - 1 - w.last_cap if w.last_cap >= 0 else self._since + n
+        steps = np.where(flags, self._up, -self._down).astype(np.int64)
+        self._r, self._since = recovery_walk(self._r, steps, self._cap, self._since, self._armed)
 
     def get_state(self) -> JsonState | None:
         if not self._armed:

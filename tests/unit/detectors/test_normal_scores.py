@@ -16,7 +16,7 @@ from detectors.mean_chart import normal_score, normal_scores
 def test_the_tabled_score_is_the_mid_rank_formula(n: int) -> None:
     """``normal_score`` reads a table made per reference size: the same value, bit for
     bit, as ``Phi^-1`` of the clipped mid-rank, for values inside the reference, on its
-    ties and beyond both ends; and the vectorised ``normal_scores`` agrees."""
+    ties and beyond both ends; and the vectorised ``normal_scores`` agrees, NaN included."""
     rng = np.random.default_rng(n)
     reference = sorted(np.round(rng.normal(size=n), 1).tolist())  # rounded: ties
     xs = [*reference[:: max(1, n // 50)], -10.0, 10.0, *rng.normal(size=200).tolist()]
@@ -26,4 +26,7 @@ def test_the_tabled_score_is_the_mid_rank_formula(n: int) -> None:
         assert normal_score(reference, x) == expected
     vectorised = normal_scores(np.asarray(reference), np.asarray(xs))
     assert [normal_score(reference, x) for x in xs] == vectorised.tolist()
+    # NaN: bisect places it at the middle rank (searchsorted would sort it last)
+    with_nan = normal_scores(np.asarray(reference), np.asarray([math.nan, 0.0]))
+    assert with_nan.tolist() == [normal_score(reference, math.nan), normal_score(reference, 0.0)]
     assert math.isfinite(normal_score(reference, -10.0))
