@@ -175,6 +175,9 @@ class MeanChart:
         # restored with stand-ins (``bound``) asks again.
         self.bound = False
         self._pending: list[tuple[int, int, SolveRequest]] = []
+        # Values stepped since the last alarm in update_many, carried from call to call
+        # (how it schedules its work, not state: any value gives the same results).
+        self._calm = _MANY_MIN
 
     @property
     def ready(self) -> bool:
@@ -408,27 +411,37 @@ class MeanChart:
         arrive while deferred solves run (a solve may land between any two), values off
         the exact grid (non-finite or huge), and the values after an alarm until
         :data:`_MANY_MIN` in a row raise none (a change in progress alarms every few
-        values; each quiet run would be a few values long)."""
+        values; each quiet run would be a few values long). A quiet run looks at the whole
+        batch; after an alarm, at spans that start at :data:`_MANY_MIN` values and double
+        while none alarms (no rest of the batch walked again at every alarm)."""
+        if len(xs) < _MANY_MIN:
+            return [nf for i, v in enumerate(xs) for nf in self._stepped(float(v), n + i)]
         x = np.asarray(xs, dtype=np.float64)
         fired: list[tuple[int, Fired]] = []
         scaled = (x - self.mu) / self.sigma / self.resolution
-        on_grid = bool(np.all(np.abs(scaled) < _GRID_MAX))  # False for NaN too
-        zq = np.rint(scaled).astype(np.int64) if on_grid else np.zeros(x.size, dtype=np.int64)
-        stepping = not on_grid or x.size < _MANY_MIN
-        calm, ahead = _MANY_MIN, _MANY_MIN  # values stepped since an alarm; look-ahead
+        stepping = not np.all(np.abs(scaled) < _GRID_MAX)  # off the exact grid (NaN too)
+        zq = np.zeros(x.size, dtype=np.int64) if stepping else np.rint(scaled).astype(np.int64)
+        ahead = x.size
         i = 0
         while i < x.size:
-            if stepping or self.bound or calm < _MANY_MIN:
-                raised = self.update(float(x[i]), n + i)
-                fired += [(n + i, f) for f in raised]
-                calm = 0 if raised else calm + 1
+            if stepping or self.bound or self._calm < _MANY_MIN:
+                fired += self._stepped(float(x[i]), n + i)
                 i += 1
                 continue
             end = min(x.size, i + ahead)
             i += self._quiet_run(x[i:end], zq[i:end], n + i)
-            # Quiet to the end: look further next time; else the value at i alarms.
-            ahead, calm = (2 * ahead, calm) if i == end else (_MANY_MIN, 0)
+            if i == end:
+                ahead *= 2  # quiet to the end: look further next time
+            else:
+                ahead, self._calm = _MANY_MIN, 0  # the value at i alarms: step from it
         return fired
+
+    def _stepped(self, x: float, n: int) -> list[tuple[int, Fired]]:
+        """:meth:`update` of one value inside :meth:`update_many`, counting the values
+        stepped since the last alarm."""
+        raised = self.update(x, n)
+        self._calm = 0 if raised else self._calm + 1
+        return [(n, f) for f in raised]
 
     def _quiet_run(self, x: np.ndarray[Any, Any], zq: np.ndarray[Any, Any], n: int) -> int:
         """Take the values ``x`` (grid values ``zq``, the first at observation ``n``) up to
