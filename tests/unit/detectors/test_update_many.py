@@ -15,7 +15,7 @@ import pytest
 
 from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.base import Detector, Signal
-from detectors.kernels import capped_walk, reflected_walk
+from detectors.kernels import capped_walk, recovery_walk, reflected_walk
 from detectors.rate import BernoulliCusum
 from tests.unit.detectors.cases import CASES, update_each
 
@@ -91,3 +91,12 @@ def test_kernels_equal_their_recursions(seed: int) -> None:
             last_cap = t if e == cap else last_cap
     walk = capped_walk(s0, flags, up, down, cap)
     assert (walk.value, walk.last_zero, walk.hits, walk.last_cap) == (e, last_zero, hits, last_cap)
+    r, since, armed = s0, int(rng.integers(0, 50)), bool(rng.random() < 0.8)
+    want_r, want_since = r, since
+    for z in steps:  # the recovery test's step (detectors.recovery.RecoveryTest.step)
+        if want_r:
+            want_r = max(0, min(want_r + int(z), cap))
+            want_since = 0 if want_r == cap else want_since + 1
+        elif armed:
+            want_since += 1
+    assert recovery_walk(r, steps, cap, since, armed) == (want_r, want_since)
