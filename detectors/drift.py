@@ -214,19 +214,12 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
             chart.fit(scores, self._n, self._direction_arl0)
         return {"sorted": arr.T.tolist()}
 
-    @property
-    def _window_only(self) -> bool:
-        return not self._cols  # without mean charts its ``_push`` is the window's
-
-    def update_many(self, xs: Iterable[Mapping[str, float]]) -> list[Signal]:
-        """As :meth:`update` of each in turn; once the reference is fitted, the window
-        takes the rows in slices and each feature's mean chart its normal scores in one
-        call (:meth:`MeanChart.update_many`), the signals merged per observation as
-        ``_push`` merges them."""
-        batch = list(xs)
+    def push_rows(self, rows: list[list[Any]]) -> list[Signal]:
+        """The window takes the rows in slices and each feature's mean chart its normal
+        scores in one call (:meth:`MeanChart.update_many`), the signals merged per
+        observation as ``_push`` merges them."""
         if not self._cols:
-            return super().update_many(batch)
-        rows = self._rows(batch)
+            return super().push_rows(rows)
         first = self._n
         windows = {s.last_index: s for s in self._window_rows(rows)}
         assert self._ref_sorted is not None

@@ -175,16 +175,13 @@ class WindowedDrift(Detector[X], Generic[X]):
     def push_rows(self, rows: list[list[Any]]) -> list[Signal]:
         """:meth:`push_row` of each row in turn, the rows between two tests added as
         slices (the window holds what the steps leave; each test runs where a step would).
-        Subclasses whose ``_push`` does more per row go step by step (``_window_only``)."""
-        if not self._window_only:
-            return [s for row in rows if (s := self.push_row(row)) is not None]
+        A subclass whose ``_push`` does more per row overrides this too."""
         if not self._fitted:
             raise ValueError("push_rows needs the reference fitted (see learning)")
         return self._window_rows(rows)
 
     def _window_rows(self, rows: list[list[Any]]) -> list[Signal]:
-        """The window's part of :meth:`push_rows` (a subclass whose ``_push`` does more
-        runs its own part beside it)."""
+        """The window's part of :meth:`push_rows`."""
         signals: list[Signal] = []
         i = 0
         while i < len(rows):
@@ -199,11 +196,6 @@ class WindowedDrift(Detector[X], Generic[X]):
                 if signal is not None:
                     signals.append(signal)
         return signals
-
-    @property
-    def _window_only(self) -> bool:
-        """Whether ``_push`` only fills the window and tests it (rows can go in slices)."""
-        return type(self)._push is WindowedDrift._push
 
     def _add(self, rows: list[list[Any]]) -> None:
         """Put ``rows`` in the window as steps would, without testing."""
