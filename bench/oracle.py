@@ -171,9 +171,24 @@ class Probe:
             out |= {"shift_sd": d}
             chart = _gaussian_chart(d, arl0) if d >= 0.05 else None
         delay = ramp_delay(*chart, changed) if chart else math.inf
+        window_times = np.sort(t[during])
         out["delay_events"] = delay
-        out["delay_minutes"] = _minutes_at(np.sort(t[during]), delay, start)
+        out["delay_minutes"] = _minutes_at(window_times, delay, start)
         out["catchable"] = bool(math.isfinite(delay) and delay < n_during)
+        realized = None
+        if chart is not None:
+            if self.kind in _BERNOULLI:
+                index = x[during][order].astype(np.int64) * (chart[0].size - 1)
+            else:
+                shifts = (after.mean(axis=0) - mu) / np.maximum(sd, 1e-12)
+                j = int(np.argmax(np.abs(shifts)))
+                z = np.sign(shifts[j]) * (x[during][order][:, j] - mu[j]) / max(sd[j], 1e-12)
+                index = _gaussian_index(z, d)
+            realized = realized_delay(index + chart[2], chart[3])
+        out["realized_events"] = realized
+        out["realized_minutes"] = (
+            _minutes_at(window_times, float(realized), start) if realized is not None else None
+        )
         return out
 
 
@@ -212,6 +227,20 @@ def ramp_delay(
         if v.sum() < 1e-12:
             return expected
     return expected + changed.size * float(v.sum()) + float(v @ lattice_arls(after, offset, h))
+
+
+def realized_delay(steps: NDArray[np.int64], h: int) -> int | None:
+    """Observations up to and including the alarm of ``S = max(0, S + step)`` from ``S =
+    0`` (alarm at ``S >= h``) on the realised increments ``steps``; None if it does not
+    alarm on them. The oracle's delay on the data the pipeline saw: the expected delay
+    averages over the luck of the draw, this shares it with the measured delay (a rare
+    flag's realised rate in a 3-hour window often sits well off its mean)."""
+    s = 0
+    for i, step in enumerate(steps.tolist(), start=1):
+        s = max(0, s + step)
+        if s >= h:
+            return i
+    return None
 
 
 def _bernoulli_chart(p0: float, p1: float, arl0: float) -> Chart:
@@ -258,12 +287,26 @@ def gaussian_cusum_delay(d: float, arl0: float) -> float:
     return lattice_arl(after, offset, h)
 
 
+def _gaussian_grid(d: float) -> tuple[float, NDArray[np.float64]]:
+    """The spacing and the standardised scores :func:`_gaussian_chart` bins to (``d / 20``,
+    at least 0.025, apart, out to ``8 + d``)."""
+    res = max(d / 20.0, 0.025)
+    span = 8.0 + d
+    return res, np.arange(-span, span + res, res)
+
+
+def _gaussian_index(z: NDArray[np.float64], d: float) -> NDArray[np.int64]:
+    """The pmf index of :func:`_gaussian_chart` that each standardised score ``z`` falls
+    in (its nearest grid point; the outer bins reach to infinity)."""
+    res, grid = _gaussian_grid(d)
+    index = np.rint((z - grid[0]) / res).astype(np.int64)
+    return np.asarray(np.clip(index, 0, grid.size - 1), dtype=np.int64)
+
+
 def _gaussian_chart(d: float, arl0: float) -> Chart:
     """The chart of :func:`gaussian_cusum_delay` (``d >= 0.05``) as a lattice :data:`Chart`."""
-    res = max(d / 20.0, 0.025)
+    res, grid = _gaussian_grid(d)
     k = d / 2.0
-    span = 8.0 + d
-    grid = np.arange(-span, span + res, res)
     lo = round((grid[0] - k) / res)
 
     def pmf(mean: float) -> NDArray[np.float64]:

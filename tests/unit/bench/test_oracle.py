@@ -17,6 +17,7 @@ from bench.oracle import (
     gaussian_cusum_delay,
     location_llr_delay,
     ramp_delay,
+    realized_delay,
 )
 from detectors.arl import bernoulli_cusum_delay
 from streams.settings import load_settings
@@ -105,3 +106,56 @@ def test_the_likelihood_ratio_oracle_reads_the_shape_of_skewed_scores() -> None:
     skewed = stats.beta(12.0, 3.0)
     assert location_llr_delay(skewed, 0.5, 1e8) < 0.9 * gaussian_cusum_delay(0.5, 1e8)
     assert location_llr_delay(skewed, 2.0, 1e8) > 1.1 * gaussian_cusum_delay(2.0, 1e8)
+
+
+def test_the_realized_oracle_averages_to_the_expected_delay() -> None:
+    """Run on draws of the changed stream, the oracle's realised delays average to its
+    expected delay (seeded: 400 runs, the mean within 6 %, about three standard errors)."""
+    p0, p1, arl0 = 0.05, 0.2, 1e4
+    _before, after, offset, h = _bernoulli_chart(p0, p1, arl0)
+    rng = np.random.default_rng(11)
+    delays = []
+    for _ in range(400):
+        flags = rng.random(2_000) < p1
+        found = realized_delay(flags.astype(np.int64) * (after.size - 1) + offset, h)
+        assert found is not None
+        delays.append(found)
+    expected = bernoulli_cusum_delay(p0, p1, arl0)
+    assert float(np.mean(delays)) == pytest.approx(expected, rel=0.06)
+    # Pre-change draws of the same length do not alarm (ARL0 1e4 against 2,000 values).
+    quiet = rng.random(2_000) < p0
+    assert realized_delay(quiet.astype(np.int64) * (after.size - 1) + offset, h) is None
+
+
+def test_the_probe_reports_the_oracle_on_the_window_it_saw() -> None:
+    """The realised oracle reads the window's own flags: a burst at the start alarms in
+    the burst; the same rise spread thinly over the window does not alarm in it."""
+
+    def at(seconds: float) -> str:
+        return str(np.datetime64(int(seconds * 1000), "ms")) + "Z"
+
+    start = 1_000_000.0
+    settings = load_settings(None).detection
+    cut = settings.prompt_injection_cutoff
+    for burst, caught in ((40, True), (0, False)):
+        probe = Probe("prompt_injection_wave", None, settings)
+        for i in range(-2_000, 1_000):
+            flagged = (i % 50 == 0) if i < 0 else (i < burst if burst else i % 40 == 0)
+            score = cut + 0.01 if flagged else 0.0
+            probe.feed(
+                f'{{"event_type":"output","timestamp":"{at(start + i * 2.0)}",'
+                f'"gen_ai.response.id":"r{i}","prompt_injection":{score}}}',
+                True,
+            )
+        out = probe.result(start, start + 2_000.0, 1e4)
+        if caught:
+            assert out["realized_events"] is not None
+            assert out["realized_events"] <= burst
+            assert out["realized_minutes"] == pytest.approx(
+                (out["realized_events"] - 1) * 2.0 / 60.0
+            )
+        else:
+            assert out["p1"] > out["p0"]
+            assert math.isfinite(out["delay_events"])
+            assert out["realized_events"] is None
+            assert out["realized_minutes"] is None

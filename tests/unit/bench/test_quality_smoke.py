@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
@@ -12,11 +13,14 @@ from bench.quality import (
     GRACE,
     HARM_CATEGORIES,
     Injected,
+    InjectionScore,
+    ScenarioScore,
     Trigger,
     TypeRow,
     build_jobs,
     labels_consistent,
     lifecycle_pass,
+    print_oracle,
     score_scenario,
     summarize,
     type_accepted,
@@ -213,3 +217,53 @@ def test_an_injection_resolves_when_its_last_incident_does() -> None:
     undetected = score_scenario([DEPLOY], [], GRACE, resolves=resolves).injections[0]
     assert undetected.resolved_at is None
     assert not undetected.open_at_end
+
+
+def test_the_oracle_table_counts_recall_against_the_expected_and_the_realized_oracle(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Three injections: caught by both oracles and detected; caught by the expected
+    oracle only (the realised window was unlucky) and missed; missed by both. Recall over
+    the expected oracle's catchable ones is 1/2, over the realised oracle's 1/1."""
+
+    def scored(detected: float | None, oracle: dict[str, Any]) -> tuple[object, ...]:
+        inj = InjectionScore(TOX, detected_at=at(detected) if detected is not None else None)
+        sc = ScenarioScore([inj], [], [])
+        return ("toxicity_spike", sc, [], {"oracle": oracle, "at_start": "ready"})
+
+    base = {"arl0": 1e6, "window_events": 1000, "p0": 0.01, "p1": 0.03}
+    rows = print_oracle(
+        [
+            scored(  # type: ignore[list-item]
+                30.0,
+                base
+                | {"delay_events": 200.0, "delay_minutes": 20.0, "catchable": True}
+                | {"realized_events": 150, "realized_minutes": 15.0},
+            ),
+            scored(  # type: ignore[list-item]
+                None,
+                base
+                | {"delay_events": 900.0, "delay_minutes": 160.0, "catchable": True}
+                | {"realized_events": None, "realized_minutes": None},
+            ),
+            scored(  # type: ignore[list-item]
+                None,
+                base
+                | {"delay_events": 5000.0, "delay_minutes": None, "catchable": False}
+                | {"realized_events": None, "realized_minutes": None},
+            ),
+        ]
+    )
+    row = rows["toxicity_spike"]
+    assert (row["catchable"], row["detected"], row["recall"]) == (2, 1, 0.5)
+    assert (row["realized_catchable"], row["realized_detected"], row["realized_recall"]) == (
+        1,
+        1,
+        1.0,
+    )
+    assert row["ratios"] == [pytest.approx(1.5)]
+    assert row["realized_ratios"] == [pytest.approx(2.0)]
+    assert rows["all"]["realized_recall"] == 1.0
+    out = capsys.readouterr().out
+    assert "realized-catchable" in out
+    assert "(oracle misses)" in out
