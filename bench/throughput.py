@@ -31,10 +31,12 @@ publishes), then measures in the same run, each reading the full backlog:
   into stages: decode, join (route to the request's join state), detect, publish
   (incident JSON); detect is split once more by replaying with every detector's update a
   no-op (its evidence tracker kept): the detectors themselves, and the rest (key
-  routing, budgets, priors, evidence, the incident engines). The replay's rate without
-  the detectors is the ceiling of the per-event pipeline, however fast they become.
-  A last replay times every detector's ``update`` by class (calls per event, us per
-  call, share of that replay). ``--replay-only`` prints this part alone (no broker).
+  routing, budgets, priors, evidence, the incident engines), and the rest once more into
+  route, evidence (trackers, each signal's ranges and samples) and engines (the incident
+  engines; the last two timed call by call). The replay's rate without the detectors is
+  the ceiling of the per-event pipeline, however fast they become. A last replay times
+  every detector's ``update`` by class (calls per event, us per call, share of that
+  replay). ``--replay-only`` prints this part alone (no broker).
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -636,6 +638,50 @@ def _timed_detectors() -> Iterator[dict[str, list[float]]]:
             owner.update = update
 
 
+@contextlib.contextmanager
+def _timed_parts() -> Iterator[dict[str, float]]:
+    """Seconds spent inside the block in the detect stage's evidence bookkeeping (each
+    detector's tracker, a signal's detection with its ranges and samples) and in the
+    incident engines (observe a detection, tick), outermost call per part. The timers
+    cost a little: a counterfactual of this benchmark, never a path of the service."""
+    from alerting.engine import IncidentEngine
+    from streams.pipeline.detect import Detect
+    from streams.pipeline.detectorset import Tracker
+
+    parts: dict[str, tuple[tuple[type, str], ...]] = {
+        "evidence": ((Tracker, "see"), (Detect, "_detection")),
+        "engines": ((IncidentEngine, "observe"), (IncidentEngine, "tick")),
+    }
+    spent = dict.fromkeys(parts, 0.0)
+    depth = dict.fromkeys(parts, 0)
+    clock = time.perf_counter
+
+    def timed(part: str, method: Callable[..., Any]) -> Callable[..., Any]:
+        @functools.wraps(method)
+        def run(*args: Any, **kwargs: Any) -> Any:
+            if depth[part]:
+                return method(*args, **kwargs)
+            depth[part] = 1
+            t0 = clock()
+            try:
+                return method(*args, **kwargs)
+            finally:
+                depth[part] = 0
+                spent[part] += clock() - t0
+
+        return run
+
+    originals = [(cls, name, vars(cls)[name]) for pairs in parts.values() for cls, name in pairs]
+    for part, targets in parts.items():
+        for cls, name in targets:
+            setattr(cls, name, timed(part, vars(cls)[name]))
+    try:
+        yield spent
+    finally:
+        for cls, name, method in originals:
+            setattr(cls, name, method)
+
+
 def _detector_lines(spent: dict[str, list[float]], total: float, n: int) -> list[str]:
     """The per-class report of :func:`_timed_detectors` over a replay of ``n`` events that
     took ``total`` seconds."""
@@ -678,22 +724,29 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     stages = _stages(lines, settings)
     with _detectors_off():
         rest = _stages(lines, settings)["detect"]
-    with _timed_detectors() as spent:
+    with _timed_detectors() as spent, _timed_parts() as parts:
         t0 = time.perf_counter()
         replay_lines(lines, settings)
         timed_total = time.perf_counter() - t0
     n = len(lines)
     total = sum(stages.values())
     detectors = max(0.0, stages["detect"] - rest)
+    others = stages["detect"] - detectors
     rows = [
         *stages.items(),
         ("  detectors", detectors),
-        ("  the rest", stages["detect"] - detectors),
+        ("  the rest", others),
+        ("    route", max(0.0, others - parts["evidence"] - parts["engines"])),
+        ("    evidence", parts["evidence"]),
+        ("    engines", parts["engines"]),
     ]
     return [
         f"\nreplay by stage ({n} lines, {total:.2f} s in all, {n / total:,.0f} events/s)",
         f"{'stage':12} {'seconds':>9} {'share':>7} {'us/event':>9}",
         *(f"{st:12} {secs:9.2f} {secs / total:7.1%} {secs / n * 1e6:9.1f}" for st, secs in rows),
+        "(route: key levels, traffic, budgets, holds, priors; evidence: the detectors'\n"
+        " trackers and each signal's ranges and samples; engines: the incident engines, both\n"
+        " timed call by call in the last replay below; route: the rest less those two)",
         f"without the detectors' updates the replay would run {n / (total - detectors):,.0f} "
         f"events/s: the per-event pipeline's ceiling ({(total - detectors) / total:.0%} of "
         "its time now)",

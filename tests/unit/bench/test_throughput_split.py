@@ -8,11 +8,13 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from alerting.engine import IncidentEngine
 from bench.throughput import _detectors_off, _recent_scenario, _replay_split
 from detectors import arl
 from detectors.registry import REGISTRY
 from streams.devtools.simulate import Simulator
-from streams.pipeline.detectorset import DetectorSet
+from streams.pipeline.detect import Detect
+from streams.pipeline.detectorset import DetectorSet, Tracker
 from streams.pipeline.replay import replay_lines
 from streams.settings import load_settings
 
@@ -34,17 +36,23 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     assert off.incidents == []  # no detector ran: nothing can page
     solves = (arl._bernoulli_threshold, arl.lattice_threshold)
     updates = {cls: vars(cls).get("update") for cls in REGISTRY.values()}
+    parts = (Tracker.see, Detect._detection, IncidentEngine.observe, IncidentEngine.tick)
     report = _replay_split(lines, settings)  # after the replay above: still a cold pass
     assert DetectorSet._feed is original
+    assert (Tracker.see, Detect._detection, IncidentEngine.observe, IncidentEngine.tick) == parts
     assert (arl._bernoulli_threshold, arl.lattice_threshold) == solves
     assert {cls: vars(cls).get("update") for cls in REGISTRY.values()} == updates
     text = "\n".join(report)
-    for stage in ("decode", "join", "detect", "publish", "  detectors", "  the rest"):
+    stages = ("decode", "join", "detect", "publish", "  detectors", "  the rest")
+    for stage in (*stages, "    route", "    evidence", "    engines"):
         assert any(line.startswith(stage) for line in report), stage
     assert "per-event pipeline's ceiling" in text
-    shares = {line[:12].strip(): float(line.split()[-1]) for line in report[2:8]}
+    shares = {line[:12].strip(): float(line.split()[-1]) for line in report[2:11]}
     assert shares["join"] > 0.0  # the lines were current: none was dead-lettered
     assert shares["detectors"] > 0.0  # the detectors cost something
+    # Every observation feeds trackers and every minute ticks an engine: both cost time.
+    assert shares["evidence"] > 0.0
+    assert shares["engines"] > 0.0
     (solved,) = [line for line in report if line.startswith("threshold solves in the cold pass")]
     count = int(solved.split(": ")[1].split(",")[0].replace(",", ""))
     assert count > 0, solved  # young keys calibrate: a cold pass solves
