@@ -34,9 +34,11 @@ publishes), then measures in the same run, each reading the full backlog:
   routing, budgets, priors, evidence, the incident engines), and the rest once more into
   route, evidence (trackers, each signal's ranges and samples) and engines (the incident
   engines; the last two timed call by call). The replay's rate without the detectors is
-  the ceiling of the per-event pipeline, however fast they become. A last replay times
-  every detector's ``update`` by class (calls per event, us per call, share of that
-  replay). ``--replay-only`` prints this part alone (no broker).
+  the ceiling of the per-event pipeline, however fast they become; another replay feeds
+  each learned detector its column of a batch in one ``update_many`` (signals dropped),
+  the upside of columnar detector updates. A last replay times every detector's
+  ``update`` by class (calls per event, us per call, share of that replay).
+  ``--replay-only`` prints this part alone (no broker).
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -564,6 +566,45 @@ def _detectors_off() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def _column_updates() -> Iterator[None]:
+    """Each learned detector takes its values of a detection batch in one ``update_many``
+    at the batch's end instead of one ``update`` per observation; all else as the service
+    does it (young detectors step; trackers, budgets and priors per observation). The
+    columns' signals are dropped. What the detect stage would cost with columnar detector
+    updates (the epoch path of docs/validation.md, stop 47): a counterfactual of this
+    benchmark, never a path of the service."""
+    from streams.pipeline import detect, detectorset
+
+    pending: dict[int, tuple[Any, list[Any]]] = {}
+    feed, steps = detectorset.DetectorSet._feed, detect.Detect.process_steps
+
+    def columns(
+        ds: detectorset.DetectorSet, name: str, x: Any, obs: Observation, notable: bool
+    ) -> list[tuple[str, Signal, detectorset.Tracker]]:
+        det = ds.detectors.get(name)
+        if det is None or det.learning:
+            return feed(ds, name, x, obs, notable)
+        fed = ds._ready(name, obs, notable)
+        if fed is not None:
+            pending.setdefault(id(det), (det, []))[1].append(x)
+        return []
+
+    def batched(self: detect.Detect, batch: Any, chunk: int = 0) -> Iterator[Any]:
+        yield from steps(self, batch, chunk)
+        for det, xs in pending.values():
+            det.update_many(xs)
+        pending.clear()
+
+    detectorset.DetectorSet._feed = columns  # type: ignore[method-assign,assignment]
+    detect.Detect.process_steps = batched  # type: ignore[method-assign,assignment]
+    try:
+        yield
+    finally:
+        detectorset.DetectorSet._feed = feed  # type: ignore[method-assign]
+        detect.Detect.process_steps = steps  # type: ignore[method-assign]
+
+
+@contextlib.contextmanager
 def _timed_solves() -> Iterator[list[float]]:
     """Seconds of each exact threshold solve (Bernoulli and mean-chart lattices) made
     inside the block: the worker makes them in its background process
@@ -724,6 +765,8 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     stages = _stages(lines, settings)
     with _detectors_off():
         rest = _stages(lines, settings)["detect"]
+    with _column_updates():
+        columnar = _stages(lines, settings)["detect"]
     with _timed_detectors() as spent, _timed_parts() as parts:
         t0 = time.perf_counter()
         replay_lines(lines, settings)
@@ -750,6 +793,10 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
         f"without the detectors' updates the replay would run {n / (total - detectors):,.0f} "
         f"events/s: the per-event pipeline's ceiling ({(total - detectors) / total:.0%} of "
         "its time now)",
+        f"with each learned detector fed its column of a detection batch in one update_many "
+        f"(a counterfactual: the columns' signals dropped), detect would take {columnar:.2f} s "
+        f"against {stages['detect']:.2f} s, {stages['detect'] / columnar:.2f}x: the replay would "
+        f"run {n / (total - stages['detect'] + columnar):,.0f} events/s",
         _solves_line(took, cold),
         *_detector_lines(spent, timed_total, n),
     ]

@@ -303,12 +303,27 @@ class DetectorSet:
     def _feed(
         self, name: str, x: Any, obs: Observation, notable: bool
     ) -> list[tuple[str, Signal, Tracker]]:
+        fed = self._ready(name, obs, notable)
+        if fed is None:
+            return []
+        det, tracker, held = fed
+        signal = det.update_settled(x) if held else det.update(x)
+        return [(name, signal, tracker)] if signal is not None else []
+
+    def _ready(
+        self, name: str, obs: Observation, notable: bool
+    ) -> tuple[Detector[Any], Tracker, bool] | None:
+        """All that feeding ``obs`` to detector ``name`` does before the update itself:
+        build it or retarget it to the key's budget, let a segment's detector look at its
+        parents' baseline, count ``obs`` in its evidence. Returns the detector, its tracker
+        and whether it is held (it takes the update of its settled parts only); None when
+        it skips ``obs`` (held while it learns)."""
         det = self.detectors.get(name)
         # A more general key is alarming: do not learn a baseline from it. A detector
         # whose parts have partly learned theirs feeds only those (``update_settled``).
         held = name in self.hold and (det is None or det.learning)
         if held and (det is None or not det.alarm_ready):
-            return []
+            return None
         if det is None:
             kind, _, features = name.partition(":")
             det = FACTORIES[kind].make(self, tuple(features.split(",")) if features else ())
@@ -326,8 +341,7 @@ class DetectorSet:
         if self.parents and not held and (det.learning or tracker.n % PRIOR_FOLLOW_EVERY == 0):
             adopt_parent_prior(det, name, self.parents, self.settings.segment_prior_events)
         tracker.see(obs, notable, self._source)
-        signal = det.update_settled(x) if held else det.update(x)
-        return [(name, signal, tracker)] if signal is not None else []
+        return det, tracker, held
 
     def update(
         self,

@@ -37,9 +37,11 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     solves = (arl._bernoulli_threshold, arl.lattice_threshold)
     updates = {cls: vars(cls).get("update") for cls in REGISTRY.values()}
     parts = (Tracker.see, Detect._detection, IncidentEngine.observe, IncidentEngine.tick)
+    steps = Detect.process_steps
     report = _replay_split(lines, settings)  # after the replay above: still a cold pass
     assert DetectorSet._feed is original
     assert (Tracker.see, Detect._detection, IncidentEngine.observe, IncidentEngine.tick) == parts
+    assert Detect.process_steps is steps
     assert (arl._bernoulli_threshold, arl.lattice_threshold) == solves
     assert {cls: vars(cls).get("update") for cls in REGISTRY.values()} == updates
     text = "\n".join(report)
@@ -47,6 +49,9 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     for stage in (*stages, "    route", "    evidence", "    engines"):
         assert any(line.startswith(stage) for line in report), stage
     assert "per-event pipeline's ceiling" in text
+    # The columnar counterfactual ran: learned detectors took their columns.
+    (columns,) = [line for line in report if line.startswith("with each learned detector")]
+    assert float(columns.split(" s against ")[0].rsplit(" ", 1)[1]) > 0.0, columns
     shares = {line[:12].strip(): float(line.split()[-1]) for line in report[2:11]}
     assert shares["join"] > 0.0  # the lines were current: none was dead-lettered
     assert shares["detectors"] > 0.0  # the detectors cost something
