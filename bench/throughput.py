@@ -1,6 +1,7 @@
 """Throughput: one Sentinel worker vs a plain aiokafka consumer on the same topics.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/throughput.py [--events N] [--quick]
+        [--requests-per-hour R] [--replay-only [--detect-batch B]]
 
 Starts its own single-node broker (or uses SENTINEL_BENCH_BROKER=host:port), writes a
 simulated stream of N events to the four event topics (keyed by request id, as the SDK
@@ -38,7 +39,9 @@ publishes), then measures in the same run, each reading the full backlog:
   each learned detector its column of a batch in one ``update_many`` (signals dropped),
   the upside of columnar detector updates. A last replay times every detector's
   ``update`` by class (calls per event, us per call, share of that replay).
-  ``--replay-only`` prints this part alone (no broker).
+  ``--replay-only`` prints this part alone (no broker). ``--requests-per-hour`` sets the
+  simulated rate: a busy model (72,000 or more) gives each key long columns per batch,
+  where columnar updates pay, and ``--detect-batch`` the replay's detection batch.
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -90,6 +93,9 @@ from streams.settings import (  # noqa: E402
 )
 from tests.integration.traffic import critical_marker, topic_for  # noqa: E402
 from tests.integration.workers import child_env  # noqa: E402
+
+DEFAULT_RATE = 3_600
+"""Simulated requests an hour unless ``--requests-per-hour`` says otherwise."""
 
 
 def _say(msg: str) -> None:
@@ -503,12 +509,14 @@ def _segment_drift_only(events: int) -> int:
     return 0
 
 
-def _stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
-    """Offline replay's seconds per stage: decode, join, detect, publish (incident JSON)."""
+def _stages(lines: list[bytes], settings: Settings, size: int = 0) -> dict[str, float]:
+    """Offline replay's seconds per stage: decode, join, detect, publish (incident JSON);
+    detection in batches of ``size`` observations (0: replay's own)."""
     from streams.pipeline.replay import BATCH, Pipeline
 
+    size = size or BATCH
     topics = {kind: topic for topic, kind in topic_kinds(settings).items()}
-    pipeline = Pipeline(settings)
+    pipeline = Pipeline(settings, batch=size)
     spent = dict.fromkeys(("decode", "join", "detect", "publish"), 0.0)
     clock = time.perf_counter
     batch: list[Observation] = []
@@ -534,7 +542,7 @@ def _stages(lines: list[bytes], settings: Settings) -> dict[str, float]:
         coords = Coordinates(topics[event.event_type], 0, offset)
         batch.extend(pipeline.joiner.process(event, coords))
         spent["join"] += clock() - t1
-        if len(batch) >= BATCH:
+        if len(batch) >= size:
             detect_and_publish()
     detect_and_publish()
     return spent
@@ -751,25 +759,28 @@ def _solves_line(took: list[float], seconds: float) -> str:
     )
 
 
-def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
+def _replay_split(lines: list[bytes], settings: Settings, size: int = 0) -> list[str]:
     """Offline replay's stages, detect split into the detectors and the rest (see the
     module's docstring), after an untimed pass that fills the threshold cache from empty
-    (its solves timed one by one): the report's lines."""
+    (its solves timed one by one): the report's lines. Detection takes batches of
+    ``size`` observations (0: replay's own)."""
     from detectors.arl import clear_thresholds
+    from streams.pipeline.replay import BATCH
 
+    size = size or BATCH
     clear_thresholds()  # earlier phases of the run solved them: make this pass cold
     with _timed_solves() as took:
         t0 = time.perf_counter()
-        replay_lines(lines, settings)
+        replay_lines(lines, settings, batch=size)
         cold = time.perf_counter() - t0
-    stages = _stages(lines, settings)
+    stages = _stages(lines, settings, size)
     with _detectors_off():
-        rest = _stages(lines, settings)["detect"]
+        rest = _stages(lines, settings, size)["detect"]
     with _column_updates():
-        columnar = _stages(lines, settings)["detect"]
+        columnar = _stages(lines, settings, size)["detect"]
     with _timed_detectors() as spent, _timed_parts() as parts:
         t0 = time.perf_counter()
-        replay_lines(lines, settings)
+        replay_lines(lines, settings, batch=size)
         timed_total = time.perf_counter() - t0
     n = len(lines)
     total = sum(stages.values())
@@ -784,7 +795,8 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
         ("    engines", parts["engines"]),
     ]
     return [
-        f"\nreplay by stage ({n} lines, {total:.2f} s in all, {n / total:,.0f} events/s)",
+        f"\nreplay by stage ({n} lines, {total:.2f} s in all, {n / total:,.0f} events/s; "
+        f"detection in batches of {size:,} observations)",
         f"{'stage':12} {'seconds':>9} {'share':>7} {'us/event':>9}",
         *(f"{st:12} {secs:9.2f} {secs / total:7.1%} {secs / n * 1e6:9.1f}" for st, secs in rows),
         "(route: key levels, traffic, budgets, holds, priors; evidence: the detectors'\n"
@@ -802,24 +814,30 @@ def _replay_split(lines: list[bytes], settings: Settings) -> list[str]:
     ]
 
 
-def _recent_scenario(events: int, now: datetime | None = None) -> Scenario:
-    """``events / 4,000`` simulated hours (at least one) of 3,600 requests an hour, each
-    request several events, in the hours just before ``now`` (default: the wall clock):
-    the worker's ingress dead-letters events older than ``detection.max_past_hours`` (a
-    fixed date in the past would be all dead letters). The traffic follows the
-    simulator's daily cycle, so the same ``events`` hold fewer requests at night."""
-    hours = max(1.0, events / 4000.0)
+def _recent_scenario(
+    events: int, now: datetime | None = None, requests_per_hour: int = DEFAULT_RATE
+) -> Scenario:
+    """About ``events`` events of ``requests_per_hour`` requests an hour (``events /
+    4,000`` simulated hours at the default 3,600, at least the hour's worth), each request
+    several events, in the hours just before ``now`` (default: the wall clock): the
+    worker's ingress dead-letters events older than ``detection.max_past_hours`` (a fixed
+    date in the past would be all dead letters). The traffic follows the simulator's
+    daily cycle, so the same ``events`` hold fewer requests at night."""
+    scale = requests_per_hour / DEFAULT_RATE
+    hours = max(1.0, events / 4000.0) / scale
     now = datetime.now(UTC) if now is None else now
     start = now.replace(microsecond=0) - timedelta(hours=hours + 1)
-    return Scenario(seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=3600)
+    return Scenario(
+        seed=7, start=start, duration=timedelta(hours=hours), events_per_hour=requests_per_hour
+    )
 
 
-def _replay_only(events: int) -> int:
+def _replay_only(events: int, requests_per_hour: int, size: int) -> int:
     """``--replay-only``: the replay's stage split without a broker (the same scenario as
     the full run: the hours just before now, which the decoder takes as current)."""
-    scenario = _recent_scenario(events)
+    scenario = _recent_scenario(events, requests_per_hour=requests_per_hour)
     lines = [line.encode() for line in Simulator(scenario).lines()]
-    print("\n".join(_replay_split(lines, load_settings(env={}))))
+    print("\n".join(_replay_split(lines, load_settings(env={}), size)))
     return 0
 
 
@@ -859,6 +877,19 @@ def main() -> int:
         action="store_true",
         help="only the offline replay's stage split (no broker)",
     )
+    parser.add_argument(
+        "--requests-per-hour",
+        type=int,
+        default=DEFAULT_RATE,
+        help=f"the simulated traffic's rate (default {DEFAULT_RATE:,}; a busy model: "
+        "72,000 or more, where each key's column of a batch is long)",
+    )
+    parser.add_argument(
+        "--detect-batch",
+        type=int,
+        default=0,
+        help="with --replay-only: observations per detection batch (default: replay's, 1,024)",
+    )
     parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.noop_child:
@@ -867,9 +898,11 @@ def main() -> int:
     target = 30_000 if args.quick else args.events
     if args.segment_drift_only:
         return _segment_drift_only(target)
+    if args.requests_per_hour < 1 or args.detect_batch < 0:
+        parser.error("--requests-per-hour must be >= 1 and --detect-batch >= 0")
     if args.replay_only:
-        return _replay_only(target)
-    scenario = _recent_scenario(target)
+        return _replay_only(target, args.requests_per_hour, args.detect_batch)
+    scenario = _recent_scenario(target, requests_per_hour=args.requests_per_hour)
     hours = scenario.duration.total_seconds() / 3600
     lines = list(Simulator(scenario).lines())
     end = scenario.start + scenario.duration

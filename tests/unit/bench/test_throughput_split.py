@@ -67,3 +67,15 @@ def test_replay_split_reports_the_detectors_and_restores_them() -> None:
     assert {"HarmRate", "ConfidenceShift", "NumericDrift"} <= rows.keys(), sorted(rows)
     assert "AdaptiveBernoulliCusum" not in rows  # a harm test's parts are its own time
     assert all(float(row[3]) > 0.0 and float(row[4]) > 0.0 for row in rows.values()), rows
+
+
+def test_a_busy_scenario_holds_the_same_events_in_less_event_time() -> None:
+    """``--requests-per-hour``: 20x the default rate, a twentieth of the hours, ending an
+    hour before ``now`` (recent enough for the worker's ingress)."""
+    now = datetime(2026, 12, 4, 12, tzinfo=UTC)
+    calm = _recent_scenario(40_000, now)
+    busy = _recent_scenario(40_000, now, requests_per_hour=72_000)
+    assert calm.duration == timedelta(hours=10)
+    assert busy.duration == timedelta(minutes=30)
+    assert busy.events_per_hour == 72_000
+    assert busy.start + busy.duration == now - timedelta(hours=1)
