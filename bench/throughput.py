@@ -641,6 +641,29 @@ def _timed_solves() -> Iterator[list[float]]:
         arl.lattice_threshold = lattice
 
 
+def _outermost(
+    method: Callable[..., Any], busy: list[int], record: Callable[[Any, float], None]
+) -> Callable[..., Any]:
+    """``method`` timed at its outermost call only (``busy`` is shared by every method
+    timed as one): ``record(self, seconds)`` after each such call. Calls nested inside it
+    (a detector's parts, ``super()``) count as its own time."""
+    clock = time.perf_counter
+
+    @functools.wraps(method)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        if busy[0]:
+            return method(*args, **kwargs)
+        busy[0] = 1
+        t0 = clock()
+        try:
+            return method(*args, **kwargs)
+        finally:
+            busy[0] = 0
+            record(args[0], clock() - t0)
+
+    return run
+
+
 @contextlib.contextmanager
 def _timed_detectors() -> Iterator[dict[str, list[float]]]:
     """Every registered detector's ``update`` timed inside the block, by the class of the
@@ -652,24 +675,12 @@ def _timed_detectors() -> Iterator[dict[str, list[float]]]:
     from detectors.registry import REGISTRY
 
     spent: dict[str, list[float]] = {}
-    depth = [0]
-    clock = time.perf_counter
+    busy = [0]
 
-    def timed(update: Callable[[Any, Any], Signal | None]) -> Callable[[Any, Any], Any]:
-        def run(self: Any, x: Any) -> Signal | None:
-            if depth[0]:
-                return update(self, x)
-            depth[0] = 1
-            t0 = clock()
-            try:
-                return update(self, x)
-            finally:
-                depth[0] = 0
-                entry = spent.setdefault(type(self).__name__, [0.0, 0])
-                entry[0] += clock() - t0
-                entry[1] += 1
-
-        return run
+    def record(detector: Any, seconds: float) -> None:
+        entry = spent.setdefault(type(detector).__name__, [0.0, 0])
+        entry[0] += seconds
+        entry[1] += 1
 
     owners = {
         owner
@@ -679,7 +690,7 @@ def _timed_detectors() -> Iterator[dict[str, list[float]]]:
     }
     originals = {owner: vars(owner)["update"] for owner in owners}
     for owner, update in originals.items():
-        owner.update = timed(update)
+        owner.update = _outermost(update, busy, record)
     try:
         yield spent
     finally:
@@ -702,28 +713,18 @@ def _timed_parts() -> Iterator[dict[str, float]]:
         "engines": ((IncidentEngine, "observe"), (IncidentEngine, "tick")),
     }
     spent = dict.fromkeys(parts, 0.0)
-    depth = dict.fromkeys(parts, 0)
-    clock = time.perf_counter
 
-    def timed(part: str, method: Callable[..., Any]) -> Callable[..., Any]:
-        @functools.wraps(method)
-        def run(*args: Any, **kwargs: Any) -> Any:
-            if depth[part]:
-                return method(*args, **kwargs)
-            depth[part] = 1
-            t0 = clock()
-            try:
-                return method(*args, **kwargs)
-            finally:
-                depth[part] = 0
-                spent[part] += clock() - t0
+    def adder(part: str) -> Callable[[Any, float], None]:
+        def record(_: Any, seconds: float) -> None:
+            spent[part] += seconds
 
-        return run
+        return record
 
     originals = [(cls, name, vars(cls)[name]) for pairs in parts.values() for cls, name in pairs]
     for part, targets in parts.items():
+        busy, record = [0], adder(part)
         for cls, name in targets:
-            setattr(cls, name, timed(part, vars(cls)[name]))
+            setattr(cls, name, _outermost(vars(cls)[name], busy, record))
     try:
         yield spent
     finally:
