@@ -1,7 +1,7 @@
 """Throughput: one Sentinel worker vs a plain aiokafka consumer on the same topics.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/throughput.py [--events N] [--quick]
-        [--requests-per-hour R] [--replay-only [--detect-batch B]]
+        [--requests-per-hour R] [--replay-only [--detect-batch B]] [--sample F]
 
 Starts its own single-node broker (or uses SENTINEL_BENCH_BROKER=host:port), writes a
 simulated stream of N events to the four event topics (keyed by request id, as the SDK
@@ -42,6 +42,10 @@ publishes), then measures in the same run, each reading the full backlog:
   ``--replay-only`` prints this part alone (no broker). ``--requests-per-hour`` sets the
   simulated rate: a busy model (72,000 or more) gives each key long columns per batch,
   where columnar updates pay, and ``--detect-batch`` the replay's detection batch.
+- ``--sample F``: once more a worker (with ``--replay-only``: a replay, beside one of
+  every request) with every model's requests sampled at ``F``
+  (``detection.sample_fractions``, :mod:`streams.pipeline.sampling`): what the capacity
+  valve for a model busier than one worker buys.
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -833,12 +837,47 @@ def _recent_scenario(
     )
 
 
-def _replay_only(events: int, requests_per_hour: int, size: int) -> int:
+def _sampled_lines(lines: list[bytes], models: list[str], fraction: float) -> list[str]:
+    """Replay with every model's requests sampled at ``fraction``
+    (``detection.sample_fractions``) against replay of every request, each timed on its
+    second pass (the first fills the threshold cache: sampled keys see fewer events a
+    second, so they run other run lengths): the report's lines."""
+    full = load_settings(env={})
+    sampled = load_settings(
+        env={}, overrides={"detection.sample_fractions": dict.fromkeys(models, fraction)}
+    )
+    seconds: list[float] = []
+    results = []
+    for settings in (full, sampled):
+        replay_lines(lines, settings)
+        t0 = time.perf_counter()
+        results.append(replay_lines(lines, settings))
+        seconds.append(time.perf_counter() - t0)
+    n = len(lines)
+    triggers = [sum(e.action == "trigger" for e in r.incidents) for r in results]
+    return [
+        f"\nrequest sampling: every model at {fraction:g} of its requests "
+        "(detection.sample_fractions; every line still decoded and joined)",
+        f"{'replay':28} {'seconds':>8} {'events/s':>9} {'ratio':>6} {'triggers':>8}",
+        *(
+            f"{name:28} {secs:8.2f} {n / secs:9,.0f} {seconds[0] / secs:5.2f}x {trig:8d}"
+            for name, secs, trig in zip(
+                ("every request", f"sampled at {fraction:g}"), seconds, triggers, strict=True
+            )
+        ),
+    ]
+
+
+def _replay_only(events: int, requests_per_hour: int, size: int, fraction: float) -> int:
     """``--replay-only``: the replay's stage split without a broker (the same scenario as
-    the full run: the hours just before now, which the decoder takes as current)."""
+    the full run: the hours just before now, which the decoder takes as current); with
+    ``fraction`` < 1, also replay with every model sampled at it."""
     scenario = _recent_scenario(events, requests_per_hour=requests_per_hour)
     lines = [line.encode() for line in Simulator(scenario).lines()]
     print("\n".join(_replay_split(lines, load_settings(env={}), size)))
+    if fraction < 1.0:
+        models = [m.name for m in scenario.models]
+        print("\n".join(_sampled_lines(lines, models, fraction)))
     return 0
 
 
@@ -891,6 +930,13 @@ def main() -> int:
         default=0,
         help="with --replay-only: observations per detection batch (default: replay's, 1,024)",
     )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="also time a worker (with --replay-only: a replay) with every model's requests "
+        "sampled at this fraction (detection.sample_fractions)",
+    )
     parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.noop_child:
@@ -899,10 +945,10 @@ def main() -> int:
     target = 30_000 if args.quick else args.events
     if args.segment_drift_only:
         return _segment_drift_only(target)
-    if args.requests_per_hour < 1 or args.detect_batch < 0:
-        parser.error("--requests-per-hour must be >= 1 and --detect-batch >= 0")
+    if args.requests_per_hour < 1 or args.detect_batch < 0 or not 0 < args.sample <= 1:
+        parser.error("--requests-per-hour must be >= 1, --detect-batch >= 0 and --sample in (0, 1]")
     if args.replay_only:
-        return _replay_only(target, args.requests_per_hour, args.detect_batch)
+        return _replay_only(target, args.requests_per_hour, args.detect_batch, args.sample)
     scenario = _recent_scenario(target, requests_per_hour=args.requests_per_hour)
     hours = scenario.duration.total_seconds() / 3600
     lines = list(Simulator(scenario).lines())
@@ -984,6 +1030,14 @@ def main() -> int:
             _say("sentinel worker (threshold solves in its event loop)")
             in_loop = own_group(f"bench-l-{suffix}", True, "l", background=False)
             worker_loop_s = _time_workers(in_loop, 1, tmp, set(models), None, n).seconds
+            sampled_s = None
+            if args.sample < 1.0:
+                _say(f"sentinel worker, every model sampled at {args.sample:g}")
+                fractions = dict.fromkeys(models, args.sample)
+                detection = settings.detection.model_copy(update={"sample_fractions": fractions})
+                sampled = own_group(f"bench-s-{suffix}", True, "s")
+                sampled = sampled.model_copy(update={"detection": detection})
+                sampled_s = _time_workers(sampled, 1, tmp, set(models), None, n).seconds
             group, scaled_s = None, None
             warm_one = warm_group = None
             if args.workers > 1:
@@ -1030,6 +1084,7 @@ def main() -> int:
         ("sentinel worker (all detectors)", worker_s),
         ("worker, faust per-record ingress", worker_record_s),
         ("worker, solves in its event loop", worker_loop_s),
+        *([(f"worker, sampled at {args.sample:g}", sampled_s)] if sampled_s else []),
         *([(f"{args.workers} sentinel workers, one group", scaled_s)] if scaled_s else []),
         ("offline replay (no Kafka)", replay_s),
         ("offline replay, default drift", seg_replay_s),

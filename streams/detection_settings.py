@@ -202,6 +202,26 @@ class DetectionSettings(BaseModel):
     )
     join_ttl_minutes: float = Field(default=1440.0, gt=0)
     join_max_entries: int = Field(default=200_000, ge=100, description="Per partition.")
+    sample_fractions: dict[str, float] = Field(
+        default_factory=dict,
+        description="Model name -> the fraction (0, 1] of its requests that detection sees, "
+        "chosen by request id (all events of a request together); the others are joined and "
+        "dropped, except critical outputs, which the critical-event test still judges. A "
+        "capacity valve for a model busier than one worker can detect on (a model's "
+        "detection runs on one worker): detection delays in events stay, in minutes they "
+        "grow by 1 / fraction, and sparse segments get that fraction of their few events "
+        "(streams/pipeline/sampling.py, docs/operations.md). Empty: every request.",
+    )
+
+    @model_validator(mode="after")
+    def _fractions(self) -> DetectionSettings:
+        for model, fraction in self.sample_fractions.items():
+            if not 0.0 < fraction <= 1.0:
+                raise ValueError(
+                    f"detection.sample_fractions[{model!r}] = {fraction}: a fraction of "
+                    "requests must be in (0, 1] (1 = every request)"
+                )
+        return self
 
     @model_validator(mode="before")
     @classmethod

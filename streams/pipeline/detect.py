@@ -228,7 +228,9 @@ class Detect:
             model_set: DetectorSet | None = None
             parents: list[DetectorSet] = []
             detections: list[tuple[str, Detection]] = []
-            levels = self._levels_of(obs)
+            # A critical output outside its model's sample reaches the model key's
+            # critical-event test alone (streams.pipeline.sampling).
+            levels = self._levels_of(obs) if obs.sampled else self._levels_of(obs)[:1]
             serving = serves(obs.event)
             for level, labels, kid in levels:
                 touched[kid] = t

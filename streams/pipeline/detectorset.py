@@ -365,6 +365,11 @@ class DetectorSet:
         s = self.settings
         event = obs.event
         out: list[tuple[str, Signal, Tracker]] = []
+        if not obs.sampled:
+            # Outside its model's sample: a critical output, judged on its own only.
+            if self.level != "model" or not isinstance(event, InferenceOutput):
+                return out
+            return self._feed("critical", event.moderation, obs, True)
         drift = self.level in s.drift_levels or self._segment_drift()
         if isinstance(event, Feedback):
             down = is_downvote(event, s)

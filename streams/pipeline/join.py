@@ -17,6 +17,7 @@ from streams.contract.decode import Coordinates
 from streams.contract.events import AnyEvent, Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.observation import Observation, event_time
+from streams.pipeline.sampling import Sampler
 from streams.pipeline.state import restore, stamp
 
 Store = MutableMapping[str, Any]
@@ -31,6 +32,10 @@ class JoinStats:
     parked: int = 0
     expired_unjoined: int = 0
     evicted: int = 0
+    unsampled: int = 0
+    """Observations of requests outside their model's sample, dropped after the join
+    (:mod:`streams.pipeline.sampling`; critical outputs among them are not counted: they
+    go on)."""
 
 
 class Joiner:
@@ -47,6 +52,7 @@ class Joiner:
         self.max_entries = settings.join_max_entries
         self.store = store
         self.stats = JoinStats()
+        self.sampler = Sampler(settings)
         self._fifo: dict[int, deque[tuple[float, str]]] | None = None
 
     def _fifos(self) -> dict[int, deque[tuple[float, str]]]:
@@ -115,7 +121,18 @@ class Joiner:
         else:
             out.extend(self._join(event, coords, part))
         self._evict(part, event_time(event))
-        return out
+        return self._sample(out) if self.sampler.fractions else out
+
+    def _sample(self, observations: list[Observation]) -> list[Observation]:
+        """The observations detection sees (:class:`Sampler`), the others counted."""
+        kept: list[Observation] = []
+        for obs in observations:
+            sampled = self.sampler.keep(obs)
+            if sampled is None:
+                self.stats.unsampled += 1
+            else:
+                kept.append(sampled)
+        return kept
 
     def _with_labels(
         self, event: AnyEvent, coords: Coordinates, labels: dict[str, Any]

@@ -39,6 +39,9 @@ class Observation:
     from the join's entry for its request id; None when the join has not seen the output).
     Such events trail their output by minutes to hours, so this, not their own time, says
     when what they report on happened (:func:`served_time`)."""
+    sampled: bool = True
+    """False for a critical output of a request outside its model's sample
+    (:mod:`streams.pipeline.sampling`): only the critical-event test judges it."""
 
     def to_json(self) -> dict[str, Any]:
         data: dict[str, Any] = {
@@ -50,6 +53,8 @@ class Observation:
         }
         if self.served_t is not None:
             data["served"] = self.served_t
+        if not self.sampled:
+            data["sampled"] = False
         return data
 
     @classmethod
@@ -62,6 +67,7 @@ class Observation:
             segment=dict(data["segment"]),
             coords=Coordinates(topic, partition, offset),
             served_t=data.get("served"),
+            sampled=bool(data.get("sampled", True)),
         )
 
 

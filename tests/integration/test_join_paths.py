@@ -9,16 +9,18 @@ once, so one such marker per path shows the path works end to end.
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 from kafka import KafkaProducer
 
+from streams.pipeline.sampling import request_draw
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, critical_marker
-from tests.integration.workers import worker_process
+from tests.integration.workers import http_get, metric_total, wait_for, with_web, worker_process
+from tests.unit.hardening.test_observability import parse
 
 pytestmark = pytest.mark.integration
 
@@ -53,3 +55,67 @@ def test_in_place_and_forwarded_records_both_page(
     assert paged, f"paged only {sorted(got)}; worker log: {log.read_text()[-3000:]}"
     assert all(t.startswith("critical_event") for t in got.values()), got
     print(f"checked: in-place and by-request join paths both paged: {sorted(got.items())}")
+
+
+def test_a_sampled_model_is_detected_on_its_sample_and_its_critical_outputs_still_page(
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+) -> None:
+    """``detection.sample_fractions`` in the worker: the join drops the events of requests
+    outside the model's sample (counted in /metrics), detection takes the rest, and a
+    critical output outside the sample pages all the same."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    fraction = 0.2
+    detection = service_settings.detection.model_copy(
+        update={"sample_fractions": {"busy": fraction}}
+    )
+    settings, base = with_web(service_settings.model_copy(update={"detection": detection}))
+    outputs = [
+        json.dumps(
+            {
+                "event_type": "output",
+                "gen_ai.response.id": f"busy-{i}",
+                "timestamp": (now - timedelta(seconds=300 - i)).isoformat(),
+                "gen_ai.request.model": "busy",
+                "model_version": "v1",
+                "confidence": 0.8,
+                "moderation": {"toxicity": 0.01},
+            }
+        )
+        for i in range(300)
+    ]
+    inside = sum(request_draw(f"busy-{i}") < fraction for i in range(300))
+    # A critical marker of the sampled model outside its sample, and one of another model.
+    n = next(n for n in range(100) if request_draw(f"marker-busy-{n}") >= fraction)
+    markers = [critical_marker("busy", "v1", now, n), critical_marker("calm", "v1", now, 0)]
+    log = tmp_path / "worker.log"
+    reader = AlertsReader(kafka_broker.bootstrap, settings.topics.alerts)
+    with worker_process(settings, ["-m", "streams.cli.main", "run"], log):
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        try:
+            for line in [*outputs, *markers]:
+                key = json.loads(line)["gen_ai.response.id"].encode()
+                producer.send(settings.topics.outputs, key=key, value=line.encode())
+            producer.flush(timeout=30)
+        finally:
+            producer.close()
+        paged = reader.wait(
+            lambda events: {e.labels.model for e in events} >= {"busy", "calm"}, timeout_s=120
+        )
+        counts: dict[str, float] = {}
+
+        def counted() -> bool:
+            code, text = http_get(f"{base}/metrics")
+            if code != 200:
+                return False
+            m = parse(text)
+            counts["unsampled"] = metric_total(m, "sentinel_join_unsampled_total")
+            counts["observations"] = metric_total(m, "sentinel_detect_observations_total")
+            return counts["unsampled"] + counts["observations"] >= len(outputs) + len(markers)
+
+        wait_for(counted, 120, "every output joined and then dropped or detected", log)
+    reader.close()
+    got = {e.labels.model: e.incident_type for e in reader.events}
+    assert paged, f"paged only {sorted(got)}; worker log: {log.read_text()[-3000:]}"
+    assert all(t.startswith("critical_event") for t in got.values()), got
+    assert counts == {"unsampled": 300 - inside, "observations": inside + 2}, (counts, inside)
+    print(f"checked: sampled at {fraction}: {inside} of 300 detected, critical marker paged")

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from alerting.engine import IncidentEngine
-from bench.throughput import _detectors_off, _recent_scenario, _replay_split
+from bench.throughput import _detectors_off, _recent_scenario, _replay_split, _sampled_lines
 from detectors import arl
 from detectors.registry import REGISTRY
 from streams.devtools.simulate import Simulator
@@ -79,3 +79,19 @@ def test_a_busy_scenario_holds_the_same_events_in_less_event_time() -> None:
     assert busy.duration == timedelta(minutes=30)
     assert busy.events_per_hour == 72_000
     assert busy.start + busy.duration == now - timedelta(hours=1)
+
+
+def test_the_sampled_replay_is_timed_beside_the_full_one() -> None:
+    """``--sample``: both replays reported, the sampled one with its speed-up."""
+    afternoon = (datetime.now(UTC) - timedelta(days=1)).replace(hour=17, minute=0, second=0)
+    scenario = _recent_scenario(3_000, afternoon)
+    lines = [line.encode() for line in Simulator(scenario).lines()]
+    report = _sampled_lines(lines, [m.name for m in scenario.models], 0.2)
+    assert "every model at 0.2 of its requests" in report[0]
+    full, sampled = (line.split() for line in report[2:4])
+    assert (full[:2], sampled[:3]) == (["every", "request"], ["sampled", "at", "0.2"])
+    # The ratio is the full replay's time over each row's (no timed bound here: CI's
+    # machine is shared; the measured speed-ups are in docs/validation.md).
+    assert float(full[-2].rstrip("x")) == 1.0
+    assert float(sampled[-2].rstrip("x")) > 0.0
+    assert all(int(row[-1]) >= 0 for row in (full, sampled))
