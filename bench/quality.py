@@ -4,8 +4,10 @@ Run ``python bench/quality.py`` (full: 30 injected scenarios + >= 1M clean event
 ``--quick`` (12 injected scenarios + ~200k clean events); ``--only KIND,...`` runs some
 kinds. Replay runs at roughly 550-650 events per CPU-second with every detector on, so
 the quick run is about 2 hours of one core (docs/validation.md). ``--seed N`` shifts every
-scenario seed. Results go to stdout (tables), stderr
-(one progress line per finished scenario) and ``bench/out/quality.json``.
+scenario seed. ``--sample F`` detects on that fraction of every model's requests
+(``detection.sample_fractions``): the capacity valve's cost at the scenarios' traffic.
+Results go to stdout (tables), stderr (one progress line per finished scenario) and
+``bench/out/quality.json``.
 
 Scenarios. One failure per scenario, from :mod:`streams.devtools.simulate` at its default traffic
 (3600 requests/h with a daily cycle, ~2.3 events per request). Every injection type runs
@@ -52,6 +54,7 @@ Goals: recall >= 0.95 per type and < 1 false incident per million clean events.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import multiprocessing
@@ -578,14 +581,19 @@ class Job:
     scenario: dict[str, Any]
     scope: dict[str, str]
     estimate: float  # expected events, for scheduling longest first
+    sample: float = 1.0  # --sample: the fraction of every model's requests detected
 
 
-def _settings() -> Settings:
+def _settings(sample: float = 1.0, models: Sequence[str] = ()) -> Settings:
+    """The shipped config; with ``sample`` < 1, ``models`` sampled at it
+    (``detection.sample_fractions``)."""
+    fractions = dict.fromkeys(models, sample) if sample < 1.0 else {}
     return load_settings(
         env={},
         overrides={
             "detection.alerting_policy": str(ROOT / "config" / "alerting.toml"),
             "detection.playbooks_dir": str(ROOT / "config" / "playbooks"),
+            "detection.sample_fractions": fractions,
         },
     )
 
@@ -758,7 +766,7 @@ def run_job(job: Job) -> dict[str, Any]:
     sim = Simulator(scenario)
     needles = _scope_needles(job.scope) if job.kind != "clean" else []
     scope_ts: list[str] = []
-    settings = _settings()
+    settings = _settings(job.sample, [m.name for m in scenario.models])
     category = scenario.injections[0].harm_category if scenario.injections else None
     probe = Probe(job.kind, category, settings.detection)
     truth = sim.ground_truth()["injections"]
@@ -1184,18 +1192,31 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--per-type", type=int, default=None, help="injections per type (default 2 quick, 5 full)"
     )
+    parser.add_argument(
+        "--sample",
+        type=float,
+        default=1.0,
+        help="detect on this fraction of every model's requests (detection.sample_fractions; "
+        "default 1: all): what the capacity valve costs at the scenarios' traffic",
+    )
     args = parser.parse_args(argv)
     only = {t for t in args.only.split(",") if t}
     if unknown := only - {*INJECTION_TYPES, *CAUSE_SCENARIOS}:
         parser.error(f"--only: unknown type(s) or scenario(s) {sorted(unknown)}")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
+    if not 0.0 < args.sample <= 1.0:
+        parser.error("--sample must be in (0, 1]")
 
     all_jobs = build_jobs(args.quick, args.seed, args.per_type) + build_cause_jobs(
         args.quick, args.seed
     )
     jobs = sorted(
-        (j for j in all_jobs if not only or j.kind in {"clean", *only}),
+        (
+            dataclasses.replace(j, sample=args.sample)
+            for j in all_jobs
+            if not only or j.kind in {"clean", *only}
+        ),
         key=lambda j: -j.estimate,
     )
     began = time.perf_counter()
@@ -1266,6 +1287,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "config": {
             "quick": args.quick,
             "seed": args.seed,
+            "sample": args.sample,
             "grace_minutes": GRACE.total_seconds() / 60,
             "after_end_hours": AFTER_END.total_seconds() / 3600,
             "injection_duration_hours": INJECTION_DURATION.total_seconds() / 3600,

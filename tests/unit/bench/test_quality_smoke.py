@@ -267,3 +267,15 @@ def test_the_oracle_table_counts_recall_against_the_expected_and_the_realized_or
     out = capsys.readouterr().out
     assert "realized-catchable" in out
     assert "(oracle misses)" in out
+
+
+def test_sample_runs_every_job_on_that_share_of_each_models_requests() -> None:
+    """``--sample F``: each scenario's models are sampled at ``F``; out of (0, 1] refused."""
+    from bench.quality import _settings, main
+
+    assert _settings().detection.sample_fractions == {}
+    assert _settings(1.0, ["a"]).detection.sample_fractions == {}
+    assert _settings(0.25, ["a", "b"]).detection.sample_fractions == {"a": 0.25, "b": 0.25}
+    for bad in ("0", "1.5"):
+        with pytest.raises(SystemExit):
+            main(["--sample", bad])
