@@ -420,8 +420,11 @@ def _consumed(port: int) -> float:
 
 
 def _observed(port: int) -> float:
-    """Observations the worker's detect stage has taken so far."""
-    return _counter(port, "sentinel_detect_observations_total")
+    """Observations the worker is done with so far: taken by its detect stage, or dropped
+    by its join as outside their model's sample (``detection.sample_fractions``)."""
+    return _counter(port, "sentinel_detect_observations_total") + _counter(
+        port, "sentinel_join_unsampled_total"
+    )
 
 
 def _check_dead_letters(ports: list[int]) -> None:
