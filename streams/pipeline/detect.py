@@ -295,7 +295,13 @@ class Detect:
         share: float | None,
     ) -> Detection:
         """A detector's signal on ``obs`` with its evidence (the tracked ranges and samples
-        since the change-point estimate) and the key's share of its model's traffic."""
+        since the change-point estimate) and the key's share of its model's traffic. On a
+        sampled model (:mod:`streams.pipeline.sampling`) the signal says so in its
+        ``details["sample_fraction"]``: its counts are of that share of the requests."""
+        fraction = self.settings.sample_fractions.get(obs.model, 1.0)
+        if fraction < 1.0 and obs.sampled:
+            details = {**signal.details, "sample_fraction": fraction}
+            signal = signal.model_copy(update={"details": details})
         start_t, ranges = tracker.evidence(signal.first_index)
         served = served_time(obs)
         return Detection(

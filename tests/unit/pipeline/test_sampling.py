@@ -17,7 +17,7 @@ from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.contract.events import InferenceOutput
-from streams.devtools.scenario import Scenario
+from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
@@ -135,18 +135,35 @@ def test_a_critical_output_outside_the_sample_still_pages_and_feeds_nothing_else
     assert harm.n == model_set.trackers["critical"].n - 1
 
 
-def test_replay_detects_on_the_sample_of_a_busy_model() -> None:
-    lines = [
-        line.encode() for line in Simulator(Scenario(seed=6, duration=timedelta(hours=1))).lines()
-    ]
-    full = Pipeline(load_settings(env={}))
-    replay_lines(lines, load_settings(env={}), pipeline=full)
-    settings = _settings({"support-chat": FRACTION})
+def test_replay_detects_on_the_sample_and_its_incidents_say_so() -> None:
+    """A toxicity spike on a model sampled at a half: detected, its signal marked with the
+    fraction its counts are of, and every observation either detected or counted."""
+    noon = datetime(2025, 1, 6, 12, tzinfo=UTC)
+    spike = Injection(
+        type="toxicity_spike",
+        start=timedelta(minutes=45),
+        duration=timedelta(hours=1),
+        strength=10,
+        scope={"model": "support-chat"},
+    )
+    scenario = Scenario(seed=3, start=noon, duration=timedelta(hours=1.5), injections=[spike])
+    lines = [line.encode() for line in Simulator(scenario).lines()]
+    joiner = Joiner(load_settings(env={}).detection, {})
+    every = 0
+    for offset, line in enumerate(lines):
+        coords = Coordinates("t", 0, offset)
+        event = decode(line, coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)
+        assert not isinstance(event, DeadLetter)
+        every += len(joiner.process(event, coords))
+    settings = _settings({"support-chat": 0.5})
     part = Pipeline(settings)
     result = replay_lines(lines, settings, pipeline=part)
     assert result.events == len(lines)  # every line is still read, decoded and joined
-    dropped = part.joiner.stats.unsampled
-    detected = part.detect.stats.observations
-    assert detected + dropped == full.detect.stats.observations
-    chat = sum(1 for line in lines if b'"support-chat"' in line)
-    assert 0.6 * (1 - FRACTION) * chat < dropped < 1.2 * (1 - FRACTION) * chat
+    dropped, detected = part.joiner.stats.unsampled, part.detect.stats.observations
+    assert detected + dropped == every
+    assert 0.2 * every < dropped < 0.5 * every  # half of support-chat's, the bulk of traffic
+    triggers = [e for e in result.incidents if e.action == "trigger"]
+    toxic = [e for e in triggers if e.incident_type.startswith("toxicity_rate")]
+    assert toxic, [e.incident_type for e in triggers]
+    assert all(e.evidence.signal.details["sample_fraction"] == 0.5 for e in toxic)
+    assert all(spike.start <= e.emitted_at - noon <= spike.start + spike.duration for e in toxic)
