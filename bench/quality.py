@@ -584,6 +584,19 @@ class Job:
     sample: float = 1.0  # --sample: the fraction of every model's requests detected
 
 
+def select_jobs(jobs: Sequence[Job], only: set[str], sample: float = 1.0) -> list[Job]:
+    """The jobs of the ``only`` kinds (all when empty) and the clean ones, each detected on
+    ``sample`` of its models' requests, longest first (they run in a process pool)."""
+    return sorted(
+        (
+            dataclasses.replace(j, sample=sample)
+            for j in jobs
+            if not only or j.kind in {"clean", *only}
+        ),
+        key=lambda j: -j.estimate,
+    )
+
+
 def _settings(sample: float = 1.0, models: Sequence[str] = ()) -> Settings:
     """The shipped config; with ``sample`` < 1, ``models`` sampled at it
     (``detection.sample_fractions``)."""
@@ -1211,14 +1224,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     all_jobs = build_jobs(args.quick, args.seed, args.per_type) + build_cause_jobs(
         args.quick, args.seed
     )
-    jobs = sorted(
-        (
-            dataclasses.replace(j, sample=args.sample)
-            for j in all_jobs
-            if not only or j.kind in {"clean", *only}
-        ),
-        key=lambda j: -j.estimate,
-    )
+    jobs = select_jobs(all_jobs, only, args.sample)
     began = time.perf_counter()
     results: list[dict[str, Any]] = []
     with multiprocessing.get_context("fork").Pool(args.jobs) as pool:

@@ -89,7 +89,7 @@ from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.calibration import calibrations_path  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
-from streams.pipeline.replay import replay_lines  # noqa: E402
+from streams.pipeline.replay import Pipeline, replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
     Settings,
     load_settings,
@@ -844,29 +844,31 @@ def _sampled_lines(lines: list[bytes], models: list[str], fraction: float) -> li
     """Replay with every model's requests sampled at ``fraction``
     (``detection.sample_fractions``) against replay of every request, each timed on its
     second pass (the first fills the threshold cache: sampled keys see fewer events a
-    second, so they run other run lengths): the report's lines."""
+    second, so they run other run lengths), with the observations its detection took:
+    the report's lines."""
     full = load_settings(env={})
     sampled = load_settings(
         env={}, overrides={"detection.sample_fractions": dict.fromkeys(models, fraction)}
     )
-    seconds: list[float] = []
-    results = []
-    for settings in (full, sampled):
+    rows = []
+    for name, settings in (("every request", full), (f"sampled at {fraction:g}", sampled)):
         replay_lines(lines, settings)
+        pipeline = Pipeline(settings)
         t0 = time.perf_counter()
-        results.append(replay_lines(lines, settings))
-        seconds.append(time.perf_counter() - t0)
+        result = replay_lines(lines, settings, pipeline=pipeline)
+        secs = time.perf_counter() - t0
+        triggers = sum(e.action == "trigger" for e in result.incidents)
+        rows.append((name, secs, pipeline.detect.stats.observations, triggers))
     n = len(lines)
-    triggers = [sum(e.action == "trigger" for e in r.incidents) for r in results]
     return [
         f"\nrequest sampling: every model at {fraction:g} of its requests "
         "(detection.sample_fractions; every line still decoded and joined)",
-        f"{'replay':28} {'seconds':>8} {'events/s':>9} {'ratio':>6} {'triggers':>8}",
+        f"{'replay':28} {'seconds':>8} {'events/s':>9} {'ratio':>6} {'detected':>9} "
+        f"{'triggers':>8}",
         *(
-            f"{name:28} {secs:8.2f} {n / secs:9,.0f} {seconds[0] / secs:5.2f}x {trig:8d}"
-            for name, secs, trig in zip(
-                ("every request", f"sampled at {fraction:g}"), seconds, triggers, strict=True
-            )
+            f"{name:28} {secs:8.2f} {n / secs:9,.0f} {rows[0][1] / secs:5.2f}x "
+            f"{detected:9,d} {triggers:8d}"
+            for name, secs, detected, triggers in rows
         ),
     ]
 

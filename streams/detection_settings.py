@@ -216,6 +216,8 @@ class DetectionSettings(BaseModel):
     @model_validator(mode="after")
     def _fractions(self) -> DetectionSettings:
         for model, fraction in self.sample_fractions.items():
+            if not model:
+                raise ValueError("detection.sample_fractions: a model name must not be empty")
             if not 0.0 < fraction <= 1.0:
                 raise ValueError(
                     f"detection.sample_fractions[{model!r}] = {fraction}: a fraction of "

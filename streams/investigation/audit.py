@@ -61,6 +61,7 @@ from streams.pipeline.rules import (
     is_injected,
     is_toxic,
 )
+from streams.pipeline.sampling import reaches
 from streams.settings import Settings
 
 DEFAULT_LOOKBACK: Final = timedelta(hours=6)
@@ -221,6 +222,8 @@ class _Recompute:
         ds.set_budget(per_test_seconds(self.settings, len(self.keys)), self.floor)
 
     def feed(self, obs: Observation) -> None:
+        if not reaches(obs, self.level):
+            return  # as the worker: outside its model's sample, for the model key alone
         kids = {kid for _, _, kid in key_levels(obs, self.settings)}
         self.keys |= kids
         if self.prev is not None and self.prev_kid in kids and not self.started:
@@ -366,8 +369,15 @@ def _read(
             )
         for obs in joiner.process(event, coords):
             recompute.feed(obs)
-            if _in_ranges(obs.coords, ranges) and latest.labels.covers(
-                Labels(model=obs.model, version=obs.version, segment=obs.segment)
+            # Outside its model's sample, a critical output is evidence of its own page
+            # only: a rate's evidence is the sample.
+            evidence = obs.sampled or latest.evidence.signal.kind is SignalKind.CRITICAL_EVENT
+            if (
+                evidence
+                and _in_ranges(obs.coords, ranges)
+                and latest.labels.covers(
+                    Labels(model=obs.model, version=obs.version, segment=obs.segment)
+                )
             ):
                 matched.append(obs)
     inv.series = recompute.result(triggered_at(inv.events))

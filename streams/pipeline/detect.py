@@ -27,7 +27,7 @@ from alerting.model import BlastRadius, Detection, IncidentEvent, Labels
 from alerting.playbooks import PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
 from alerting.silences import sync_engine_silences
-from detectors.base import Signal
+from detectors.base import Signal, SignalKind
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import (
@@ -49,6 +49,7 @@ from streams.pipeline.keys import (
 from streams.pipeline.live_sets import LiveSets
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time, served_time, serves
+from streams.pipeline.sampling import reaches, sample_fraction
 from streams.pipeline.silence import SilenceWatch
 from streams.pipeline.state import VERSION_KEY, restore, stamp
 
@@ -228,11 +229,13 @@ class Detect:
             model_set: DetectorSet | None = None
             parents: list[DetectorSet] = []
             detections: list[tuple[str, Detection]] = []
-            # A critical output outside its model's sample reaches the model key's
-            # critical-event test alone (streams.pipeline.sampling).
-            levels = self._levels_of(obs) if obs.sampled else self._levels_of(obs)[:1]
+            levels = self._levels_of(obs)
             serving = serves(obs.event)
             for level, labels, kid in levels:
+                if not reaches(obs, level):
+                    # A critical output outside its model's sample: its page still names
+                    # its version and segment (event_labels below).
+                    continue
                 touched[kid] = t
                 if (
                     model_set is not None
@@ -296,10 +299,11 @@ class Detect:
     ) -> Detection:
         """A detector's signal on ``obs`` with its evidence (the tracked ranges and samples
         since the change-point estimate) and the key's share of its model's traffic. On a
-        sampled model (:mod:`streams.pipeline.sampling`) the signal says so in its
-        ``details["sample_fraction"]``: its counts are of that share of the requests."""
-        fraction = self.settings.sample_fractions.get(obs.model, 1.0)
-        if fraction < 1.0 and obs.sampled:
+        sampled model (:mod:`streams.pipeline.sampling`) the signal of a rate, shift or
+        drift test says so in its ``details["sample_fraction"]``: its counts are of that
+        share of the requests (a critical-event page judges every critical output)."""
+        fraction = sample_fraction(self.settings, obs.model)
+        if fraction < 1.0 and signal.kind is not SignalKind.CRITICAL_EVENT:
             details = {**signal.details, "sample_fraction": fraction}
             signal = signal.model_copy(update={"details": details})
         start_t, ranges = tracker.evidence(signal.first_index)

@@ -366,8 +366,9 @@ class DetectorSet:
         event = obs.event
         out: list[tuple[str, Signal, Tracker]] = []
         if not obs.sampled:
-            # Outside its model's sample: a critical output, judged on its own only.
-            if self.level != "model" or not isinstance(event, InferenceOutput):
+            # Outside its model's sample: a critical output, for the critical test alone
+            # (streams.pipeline.sampling; the detect stage feeds it to the model key only).
+            if not isinstance(event, InferenceOutput):
                 return out
             return self._feed("critical", event.moderation, obs, True)
         drift = self.level in s.drift_levels or self._segment_drift()

@@ -121,7 +121,7 @@ class Joiner:
         else:
             out.extend(self._join(event, coords, part))
         self._evict(part, event_time(event))
-        return self._sample(out) if self.sampler.fractions else out
+        return self._sample(out) if self.sampler.active else out
 
     def _sample(self, observations: list[Observation]) -> list[Observation]:
         """The observations detection sees (:class:`Sampler`), the others counted."""

@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-from collections.abc import Mapping
 
 from streams.contract.events import InferenceOutput
 from streams.detection_settings import DetectionSettings
@@ -41,10 +40,28 @@ _SCALE = float(1 << 64)
 
 
 def request_draw(request_id: str) -> float:
-    """A request id's position in [0, 1): uniform over ids, the same everywhere (a keyed
-    hash, not Python's per-process ``hash``)."""
+    """A request id's position in [0, 1): uniform over ids, the same everywhere (a stable
+    hash of the id, not Python's per-process ``hash``)."""
     digest = hashlib.blake2b(request_id.encode(), digest_size=8).digest()
     return int.from_bytes(digest, "big") / _SCALE
+
+
+def sample_fraction(settings: DetectionSettings, model: str) -> float:
+    """The fraction of ``model``'s requests that detection sees (1.0: every request)."""
+    return settings.sample_fractions.get(model, 1.0)
+
+
+def sampled_models(settings: DetectionSettings) -> dict[str, float]:
+    """The models whose detection sees part of their requests, with that part."""
+    return {m: f for m, f in settings.sample_fractions.items() if f < 1.0}
+
+
+def reaches(obs: Observation, level: str) -> bool:
+    """Whether ``obs`` feeds (and counts in the traffic of) a key of ``level``: every
+    level in the sample; outside it (a critical output) the model key alone, where
+    :meth:`~streams.pipeline.detectorset.DetectorSet.update` gives it to the critical
+    test only."""
+    return obs.sampled or level == "model"
 
 
 class Sampler:
@@ -52,16 +69,14 @@ class Sampler:
 
     def __init__(self, settings: DetectionSettings) -> None:
         self.settings = settings
-        self.fractions: Mapping[str, float] = {
-            model: f for model, f in settings.sample_fractions.items() if f < 1.0
-        }
+        self.active = bool(sampled_models(settings))
 
     def keep(self, obs: Observation) -> Observation | None:
         """``obs`` itself when its request is in its model's sample (or its model is not
         sampled); a copy marked ``sampled=False`` for a critical output outside it; None
         for any other event outside it."""
-        fraction = self.fractions.get(obs.model)
-        if fraction is None or request_draw(obs.event.request_id) < fraction:
+        fraction = sample_fraction(self.settings, obs.model)
+        if fraction >= 1.0 or request_draw(obs.event.request_id) < fraction:
             return obs
         event = obs.event
         if isinstance(event, InferenceOutput) and is_critical(event.moderation, self.settings):

@@ -65,6 +65,7 @@ from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
 from streams.pipeline.observation import Observation
+from streams.pipeline.sampling import sampled_models
 from streams.runtime.draining import DrainingApp
 from streams.runtime.ingress import (
     TAKE_MAX,
@@ -205,6 +206,13 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         table.value_serializer = StateCodec()
         table.changelog_topic = table._new_changelog_topic()
     joiner = Joiner(det, tables["join"])
+    for model, fraction in sampled_models(det).items():
+        # Not silent: this worker's pages for the model rest on part of its requests.
+        log.warning(
+            "detection of model %r sees %.3g of its requests (detection.sample_fractions)",
+            model,
+            fraction,
+        )
     detect = Detect(
         det,
         load_policy(det.alerting_policy),

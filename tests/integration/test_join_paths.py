@@ -114,8 +114,12 @@ def test_a_sampled_model_is_detected_on_its_sample_and_its_critical_outputs_stil
 
         wait_for(counted, 120, "every output joined and then dropped or detected", log)
     reader.close()
-    got = {e.labels.model: e.incident_type for e in reader.events}
+    got = {e.labels.model: e for e in reader.events}
     assert paged, f"paged only {sorted(got)}; worker log: {log.read_text()[-3000:]}"
-    assert all(t.startswith("critical_event") for t in got.values()), got
-    assert counts == {"unsampled": 300 - inside, "observations": inside + 2}, (counts, inside)
-    print(f"checked: sampled at {fraction}: {inside} of 300 detected, critical marker paged")
+    assert all(e.incident_type.startswith("critical_event") for e in got.values()), got
+    assert got["busy"].labels.version == "v1"  # named as a page in the sample would be
+    # At least once: a record read twice after a rebalance counts twice, never less.
+    assert counts["unsampled"] >= 300 - inside, (counts, inside)
+    assert counts["observations"] >= inside + 2, (counts, inside)
+    assert counts["unsampled"] + counts["observations"] <= 2 * (len(outputs) + len(markers))
+    print(f"checked: sampled at {fraction}: {inside} of 300 detected ({counts}), marker paged")

@@ -271,8 +271,12 @@ def test_the_oracle_table_counts_recall_against_the_expected_and_the_realized_or
 
 def test_sample_runs_every_job_on_that_share_of_each_models_requests() -> None:
     """``--sample F``: each scenario's models are sampled at ``F``; out of (0, 1] refused."""
-    from bench.quality import _settings, main
+    from bench.quality import _settings, main, select_jobs
 
+    jobs = select_jobs(build_jobs(True, 0), {"harm_spike"}, 0.25)
+    assert {j.kind for j in jobs} == {"clean", "harm_spike"}
+    assert {j.sample for j in jobs} == {0.25}
+    assert [j.estimate for j in jobs] == sorted((j.estimate for j in jobs), reverse=True)
     assert _settings().detection.sample_fractions == {}
     assert _settings(1.0, ["a"]).detection.sample_fractions == {}
     assert _settings(0.25, ["a", "b"]).detection.sample_fractions == {"a": 0.25, "b": 0.25}

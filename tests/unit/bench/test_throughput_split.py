@@ -90,8 +90,10 @@ def test_the_sampled_replay_is_timed_beside_the_full_one() -> None:
     assert "every model at 0.2 of its requests" in report[0]
     full, sampled = (line.split() for line in report[2:4])
     assert (full[:2], sampled[:3]) == (["every", "request"], ["sampled", "at", "0.2"])
+    # Detection took every observation in the first replay and about a fifth in the second
+    # (Binomial over some 2,000 requests; the bounds are 5 sd and more away).
+    detected = [int(row[-2].replace(",", "")) for row in (full, sampled)]
+    assert 0.12 * detected[0] < detected[1] < 0.3 * detected[0], detected
     # The ratio is the full replay's time over each row's (no timed bound here: CI's
     # machine is shared; the measured speed-ups are in docs/validation.md).
-    assert float(full[-2].rstrip("x")) == 1.0
-    assert float(sampled[-2].rstrip("x")) > 0.0
-    assert all(int(row[-1]) >= 0 for row in (full, sampled))
+    assert float(full[-3].rstrip("x")) == 1.0

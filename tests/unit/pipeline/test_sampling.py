@@ -70,7 +70,12 @@ def test_every_event_of_a_request_is_kept_or_dropped_together() -> None:
         coords = Coordinates("t", 0, offset)
         event = decode(line.encode(), coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)
         assert not isinstance(event, DeadLetter)
-        kept = {o.event.request_id + o.event.event_type for o in joiner.process(event, coords)}
+        # (A critical output outside the sample goes on unsampled: not "kept" here.)
+        kept = {
+            o.event.request_id + o.event.event_type
+            for o in joiner.process(event, coords)
+            if o.sampled
+        }
         for obs in full.process(event, coords):
             inside = obs.event.request_id + obs.event.event_type in kept
             ways.setdefault(obs.event.request_id, set()).add(inside)
@@ -96,6 +101,8 @@ def test_a_critical_output_outside_the_sample_still_pages_and_feeds_nothing_else
     rid = next(f"outside-{i}" for i in range(1000) if request_draw(f"outside-{i}") >= 0.01)
     critical = dataclasses.replace(
         output,
+        version="v-critical",
+        segment={"tenant": "nobody", "locale": "xx-XX"},
         event=output.event.model_copy(
             update={
                 "request_id": rid,
@@ -121,7 +128,17 @@ def test_a_critical_output_outside_the_sample_still_pages_and_feeds_nothing_else
     events = detect.process([*obs, kept])
     triggers = [e for e in events if e.action == "trigger"]
     assert [e.incident_type.split(":")[0] for e in triggers] == ["critical_event"]
-    # Only the model key's critical-event test saw it: no version or segment key counted it.
+    # Its page names its version and segment, as a critical output's in the sample does
+    # (test_critical_labels), and carries no fraction: the critical test sees them all.
+    labels = triggers[0].labels
+    assert labels.version == "v-critical"
+    assert labels.segment == {k: v for k, v in critical.segment.items() if k in det.segment_labels}
+    assert "sample_fraction" not in triggers[0].evidence.signal.details
+    # Only the model key's critical-event test saw it: its version's and segments' keys
+    # (read, empty, by the page's localization) were fed nothing and counted no traffic.
+    for kid, ds in detect.live_sets.live.items():
+        if "v-critical" in kid or "xx-XX" in kid or "nobody" in kid:
+            assert (ds.level, ds.trackers, ds.traffic) == (ds.level, {}, 0.0), kid
     model_set = next(
         ds
         for kid, ds in detect.live_sets.live.items()
@@ -167,3 +184,21 @@ def test_replay_detects_on_the_sample_and_its_incidents_say_so() -> None:
     assert toxic, [e.incident_type for e in triggers]
     assert all(e.evidence.signal.details["sample_fraction"] == 0.5 for e in toxic)
     assert all(spike.start <= e.emitted_at - noon <= spike.start + spike.duration for e in toxic)
+
+
+def test_feedback_that_waits_for_its_output_follows_its_requests_sample() -> None:
+    """Feedback before its output waits in the join; released with the output, it is
+    kept or dropped with it."""
+    from tests.unit.pipeline.test_join import T0, _c, _feedback, _output
+
+    joiner = Joiner(_settings({"chat": FRACTION}).detection, {})
+    inside = next(f"r{i}" for i in range(100) if request_draw(f"r{i}") < FRACTION)
+    outside = next(f"r{i}" for i in range(100) if request_draw(f"r{i}") >= FRACTION)
+    got: dict[str, list[str]] = {}
+    for n, rid in enumerate((inside, outside)):
+        assert joiner.process(_feedback(rid, T0), _c(2 * n)) == []  # parked
+        released = joiner.process(_output(rid, T0 + timedelta(seconds=5)), _c(2 * n + 1))
+        got[rid] = [o.event.event_type for o in released]
+    assert joiner.stats.parked == 2
+    assert got == {inside: ["output", "feedback"], outside: []}
+    assert joiner.stats.unsampled == 2
