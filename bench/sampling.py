@@ -133,8 +133,9 @@ def report(outcomes: Sequence[Outcome], fraction: float) -> list[str]:
             if full.delay_min and part.delay_min is not None
             else f"{'n/a':>6}"
         )
+        shown = ("-", "-") if kind == "clean" else (_min(full.delay_min), _min(part.delay_min))
         lines.append(
-            f"{kind:24} {_min(full.delay_min):>19} {_min(part.delay_min):>20} {ratio} "
+            f"{kind:24} {shown[0]:>19} {shown[1]:>20} {ratio} "
             f"{full.cpu_s:13.1f} {part.cpu_s:15.1f} {full.triggers:>4} {part.triggers:>4}"
         )
     return lines
