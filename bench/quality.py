@@ -63,11 +63,14 @@ import statistics
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, TypeVar
+
+J = TypeVar("J")
+R = TypeVar("R")
 
 # Run as a script, ``bench/`` is first on sys.path and bench/detectors.py would shadow the
 # ``detectors`` package; put the repository root there instead.
@@ -582,6 +585,25 @@ class Job:
     scope: dict[str, str]
     estimate: float  # expected events, for scheduling longest first
     sample: float = 1.0  # --sample: the fraction of every model's requests detected
+
+
+def in_pool(
+    run: Callable[[J], R], jobs: Sequence[J], processes: int, describe: Callable[[R], str]
+) -> list[R]:
+    """``run`` over ``jobs`` in ``processes`` forked processes, the results as they finish,
+    with one progress line each on stderr (``describe``, then the time elapsed)."""
+    began = time.perf_counter()
+    results: list[R] = []
+    with multiprocessing.get_context("fork").Pool(processes) as pool:
+        for k, res in enumerate(pool.imap_unordered(run, jobs), start=1):
+            results.append(res)
+            print(
+                f"[{k:>2}/{len(jobs)}] {describe(res)} "
+                f"({time.perf_counter() - began:.0f} s elapsed)",
+                file=sys.stderr,
+                flush=True,
+            )
+    return results
 
 
 def select_jobs(jobs: Sequence[Job], only: set[str], sample: float = 1.0) -> list[Job]:
@@ -1226,18 +1248,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     jobs = select_jobs(all_jobs, only, args.sample)
     began = time.perf_counter()
-    results: list[dict[str, Any]] = []
-    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for k, res in enumerate(pool.imap_unordered(run_job, jobs), start=1):
-            results.append(res)
-            print(
-                f"[{k:>2}/{len(jobs)}] {res['name']}: {res['events']:,} events, "
-                f"{len(res['triggers'])} triggers, {res['seconds']:.1f} s "
-                f"({res['events'] / max(res['cpu_seconds'], 1e-9):,.0f} events/CPU-s; "
-                f"{time.perf_counter() - began:.0f} s elapsed)",
-                file=sys.stderr,
-                flush=True,
-            )
+    results = in_pool(
+        run_job,
+        jobs,
+        args.jobs,
+        lambda res: (
+            f"{res['name']}: {res['events']:,} events, {len(res['triggers'])} triggers, "
+            f"{res['seconds']:.1f} s "
+            f"({res['events'] / max(res['cpu_seconds'], 1e-9):,.0f} events/CPU-s)"
+        ),
+    )
     order = {j.name: i for i, j in enumerate(all_jobs)}
     results.sort(key=lambda r: order[r["name"]])
 

@@ -21,7 +21,6 @@ that is minutes at most. Single-event pages (critical outputs) are not sampled.
 from __future__ import annotations
 
 import argparse
-import multiprocessing
 import os
 import sys
 import time
@@ -33,7 +32,7 @@ from typing import Final
 # Run as a script, ``bench/`` is first on sys.path: put the repository first.
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from bench.quality import Injected, Trigger, matches
+from bench.quality import Injected, Trigger, in_pool, matches
 from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.replay import replay_lines
@@ -160,20 +159,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         for i, kind in enumerate(kinds)
         for f in (1.0, args.fraction)
     ]
-    began = time.perf_counter()
-    outcomes: list[Outcome] = []
     # Slowest first: the full replays.
     ordered = sorted(cases, key=lambda c: -c.fraction)
-    with multiprocessing.get_context("fork").Pool(args.jobs) as pool:
-        for k, out in enumerate(pool.imap_unordered(run, ordered), start=1):
-            outcomes.append(out)
-            print(
-                f"[{k:>2}/{len(cases)}] {out.case.kind} at {out.case.fraction:g}: "
-                f"{out.events:,} events, {out.triggers} trigger(s), {out.cpu_s:.1f} CPU-s "
-                f"({time.perf_counter() - began:.0f} s elapsed)",
-                file=sys.stderr,
-                flush=True,
-            )
+    outcomes = in_pool(
+        run,
+        ordered,
+        args.jobs,
+        lambda out: (
+            f"{out.case.kind} at {out.case.fraction:g}: {out.events:,} events, "
+            f"{out.triggers} trigger(s), {out.cpu_s:.1f} CPU-s"
+        ),
+    )
     print(
         f"\n{MODEL} at {args.requests_per_hour:,} requests/h, {args.hours:g} h per scenario, "
         f"injected {INJECTED_AT} in for {LASTING}; detection on every request and on "

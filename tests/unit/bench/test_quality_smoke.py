@@ -283,3 +283,14 @@ def test_sample_runs_every_job_on_that_share_of_each_models_requests() -> None:
     for bad in ("0", "1.5"):
         with pytest.raises(SystemExit):
             main(["--sample", bad])
+
+
+def test_jobs_run_in_a_pool_with_one_progress_line_each(capsys: pytest.CaptureFixture[str]) -> None:
+    from bench.quality import in_pool
+
+    results = in_pool(abs, [-3, 1, -2], 2, lambda r: f"got {r}")
+    assert sorted(results) == [1, 2, 3]
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 3
+    assert all(line.startswith(("[ 1/3] got ", "[ 2/3] got ", "[ 3/3] got ")) for line in lines)
+    assert all(line.endswith(" s elapsed)") for line in lines)
