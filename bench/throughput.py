@@ -1,7 +1,7 @@
 """Throughput: one Sentinel worker vs a plain aiokafka consumer on the same topics.
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/throughput.py [--events N] [--quick]
-        [--requests-per-hour R] [--replay-only [--detect-batch B]] [--sample F]
+        [--requests-per-hour R] [--replay-only [--detect-batch B]] [--sample F] [--jobs N]
 
 Starts its own single-node broker (or uses SENTINEL_BENCH_BROKER=host:port), writes a
 simulated stream of N events to the four event topics (keyed by request id, as the SDK
@@ -46,6 +46,8 @@ publishes), then measures in the same run, each reading the full backlog:
   every request) with every model's requests sampled at ``F``
   (``detection.sample_fractions``, :mod:`streams.pipeline.sampling`): what the capacity
   valve for a model busier than one worker buys.
+- ``--jobs N`` (with ``--replay-only``): once more a replay with detection in N processes
+  (``sentinel replay --jobs N``, :mod:`streams.pipeline.parallel`), beside one.
 
 It prints events/s for each and the ratios to the decode-matched plain consumer, to the
 plain consumer and to the faust no-op agent (absolute numbers drift on shared machines;
@@ -89,7 +91,7 @@ from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.calibration import calibrations_path  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
-from streams.pipeline.replay import Pipeline, replay_lines  # noqa: E402
+from streams.pipeline.replay import Pipeline, ReplayResult, replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
     Settings,
     load_settings,
@@ -873,16 +875,48 @@ def _sampled_lines(lines: list[bytes], models: list[str], fraction: float) -> li
     ]
 
 
-def _replay_only(events: int, requests_per_hour: int, size: int, fraction: float) -> int:
+def _parallel_lines(lines: list[bytes], jobs: int) -> list[str]:
+    """Replay with detection in ``jobs`` processes (:mod:`streams.pipeline.parallel`)
+    against one, each on a threshold cache the first replay filled (the processes start
+    with it): the report's lines, with each process's observations and the triggers."""
+    settings = load_settings(env={})
+    replay_lines(lines, settings)
+    t0 = time.perf_counter()
+    one = replay_lines(lines, settings)
+    one_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    many = replay_lines(lines, settings, jobs=jobs)
+    many_s = time.perf_counter() - t0
+    n = len(lines)
+
+    def triggers(result: ReplayResult) -> int:
+        return sum(e.action == "trigger" for e in result.incidents)
+
+    return [
+        f"\nreplay with detection in {jobs} processes (sentinel replay --jobs {jobs}; models "
+        f"round robin, each process 1/{jobs} of the budget; {os.cpu_count()} cores here)",
+        f"{'replay':28} {'seconds':>8} {'events/s':>9} {'ratio':>6} {'triggers':>8}",
+        f"{'one process':28} {one_s:8.2f} {n / one_s:9,.0f} {1:5.2f}x {triggers(one):8d}",
+        f"{f'{jobs} detection processes':28} {many_s:8.2f} {n / many_s:9,.0f} "
+        f"{one_s / many_s:5.2f}x {triggers(many):8d}",
+    ]
+
+
+def _replay_only(
+    events: int, requests_per_hour: int, size: int, fraction: float, jobs: int = 1
+) -> int:
     """``--replay-only``: the replay's stage split without a broker (the same scenario as
     the full run: the hours just before now, which the decoder takes as current); with
-    ``fraction`` < 1, also replay with every model sampled at it."""
+    ``fraction`` < 1, also replay with every model sampled at it; with ``jobs`` > 1, also
+    replay with detection in that many processes."""
     scenario = _recent_scenario(events, requests_per_hour=requests_per_hour)
     lines = [line.encode() for line in Simulator(scenario).lines()]
     print("\n".join(_replay_split(lines, load_settings(env={}), size)))
     if fraction < 1.0:
         models = [m.name for m in scenario.models]
         print("\n".join(_sampled_lines(lines, models, fraction)))
+    if jobs > 1:
+        print("\n".join(_parallel_lines(lines, jobs)))
     return 0
 
 
@@ -942,6 +976,13 @@ def main() -> int:
         help="also time a worker (with --replay-only: a replay) with every model's requests "
         "sampled at this fraction (detection.sample_fractions)",
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="also replay with detection in this many processes (sentinel replay --jobs), "
+        "beside one",
+    )
     parser.add_argument("--noop-child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.noop_child:
@@ -952,8 +993,12 @@ def main() -> int:
         return _segment_drift_only(target)
     if args.requests_per_hour < 1 or args.detect_batch < 0 or not 0 < args.sample <= 1:
         parser.error("--requests-per-hour must be >= 1, --detect-batch >= 0 and --sample in (0, 1]")
+    if args.jobs < 1:
+        parser.error(f"--jobs must be >= 1, not {args.jobs}")
     if args.replay_only:
-        return _replay_only(target, args.requests_per_hour, args.detect_batch, args.sample)
+        return _replay_only(
+            target, args.requests_per_hour, args.detect_batch, args.sample, args.jobs
+        )
     scenario = _recent_scenario(target, requests_per_hour=args.requests_per_hour)
     hours = scenario.duration.total_seconds() / 3600
     lines = list(Simulator(scenario).lines())

@@ -49,15 +49,28 @@ def add_replay_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--no-progress", action="store_true", help="no progress bar even on a terminal"
     )
+    parser.add_argument(
+        "--jobs",
+        type=int,
+        default=1,
+        help="detection processes for a file (default 1): models are split between them, "
+        "each with 1/N of the false-alarm budget, as N workers would; incidents are written "
+        "at the end",
+    )
     add_replay_history_arguments(parser)  # --from/--to/--shadow-topic: history from Kafka
 
 
 def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> int:
     """``sentinel replay`` from a file: print a summary with units to stderr."""
     settings = settings or load_settings(getattr(args, "config", None))
+    jobs = getattr(args, "jobs", 1)
+    if jobs < 1:
+        raise ValueError(f"--jobs must be at least 1, not {jobs}")
     if getattr(args, "start", None) or getattr(args, "end", None):
         if args.input is not None:
             raise ValueError("give either --input FILE or --from/--to, not both")
+        if jobs > 1:
+            raise ValueError("--jobs applies to a file (--input), not to --from/--to")
         with kept_calibrations(settings), _open_out(args.output) as sink:
             return run_replay_history(args, settings, sink)
     if args.input is None:
@@ -76,12 +89,13 @@ def run_replay(args: argparse.Namespace, settings: Settings | None = None) -> in
     ):
         source = "standard input" if args.input == "-" else args.input
         result = replay_lines(
-            src, settings, dead_letters=dlq, sink=sink, progress=progress, source=source
+            src, settings, dead_letters=dlq, sink=sink, progress=progress, source=source, jobs=jobs
         )
         # before the outputs are kept: a file of no events leaves them as they were
         result.require_events(source)
     hint = ""
     if result.dead_letters and args.dead_letter is None:
         hint = "; --dead-letter FILE keeps each rejected line with its reason"
-    print(f"sentinel replay: {result.summary()}{hint}", file=sys.stderr)
+    on = f"; detection on {jobs} processes" if jobs > 1 else ""
+    print(f"sentinel replay: {result.summary()}{on}{hint}", file=sys.stderr)
     return 0

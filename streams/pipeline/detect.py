@@ -80,6 +80,30 @@ class DetectStats:
     incident_events: int = 0
 
 
+def next_tick(t: float) -> float:
+    """The first boundary of the :data:`TICK_EVERY_S` grid after event time ``t``."""
+    return (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+
+
+class SweepGrid:
+    """When offline replay checks every model for silence: at the first input or output
+    (:func:`streams.pipeline.observation.serves`) past each boundary of the
+    :data:`TICK_EVERY_S` grid of the stream's event time. One definition for
+    :class:`Detect` and for the parallel replay that sends the sweeps to its detection
+    processes (:mod:`streams.pipeline.parallel`)."""
+
+    def __init__(self) -> None:
+        self._next = -math.inf
+
+    def due(self, t: float, traffic: bool) -> bool:
+        """Whether an observation at event time ``t`` (an input or output: ``traffic``)
+        sweeps before it is processed; a due sweep moves the grid on."""
+        if not traffic or t < self._next:
+            return False
+        self._next = next_tick(t)
+        return True
+
+
 class Detect:
     """Keyed detectors and one incident engine per model, over injected stores.
 
@@ -106,6 +130,7 @@ class Detect:
         engine_store: Store,
         *,
         replay: bool = False,
+        sweeps: bool = True,
         flush_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
@@ -123,8 +148,10 @@ class Detect:
         """Per model: the latest event time processed and the wall time it was processed."""
         self._next_tick: dict[str, float] = {}
         """Per model: the event time (Unix s) at or after which its engine ticks next."""
-        self._next_sweep = -math.inf
-        """Event time of the next check of every model for silence (replay only)."""
+        self._sweeps = SweepGrid() if replay and sweeps else None
+        """Offline: when to check every model for silence at the stream's event time (None:
+        the worker, or a parallel replay's detection process, whose sweeps come from the
+        process that reads the whole stream through :meth:`sweep`)."""
         self.silence = SilenceWatch(settings.silence_minutes * 60.0)
         self._traffic_seen: dict[str, tuple[float, float]] = {}
         """Per model: the latest input/output event time and the wall time it was seen."""
@@ -437,7 +464,8 @@ class Detect:
     ) -> list[IncidentEvent]:
         """Before an observation is processed: note its arrival for the silence watch and,
         at the model's next :data:`TICK_EVERY_S` boundary, check the model for silence and
-        tick its engine. Offline, inputs and outputs also sweep every model for silence."""
+        tick its engine. Offline, inputs and outputs also sweep every other model for
+        silence first (:class:`SweepGrid`)."""
         out: list[IncidentEvent] = []
         now = obs.event.timestamp
         traffic = serves(obs.event)
@@ -445,14 +473,14 @@ class Detect:
         self.silence.see(obs.model, obs.event.event_type, t, wall)
         if traffic and t >= self._traffic_seen.get(obs.model, (-math.inf, 0.0))[0]:
             self._traffic_seen[obs.model] = (t, self.wall_clock())
+        if self._sweeps is not None and self._sweeps.due(t, traffic):
+            # before this model's own tick: the order a parallel replay's merge keeps
+            out.extend(self._sweep(obs.model, engines, now))
         if t >= self._next_tick.get(obs.model, -math.inf):
-            self._next_tick[obs.model] = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
+            self._next_tick[obs.model] = next_tick(t)
             if traffic:
                 out.extend(self._silent(obs.model, engine, now))
             out.extend(engine.tick(now, *self._health(engine, sets)))
-        if self.replay and traffic and t >= self._next_sweep:
-            self._next_sweep = (math.floor(t / TICK_EVERY_S) + 1) * TICK_EVERY_S
-            out.extend(self._sweep(obs.model, engines, now))
         return out
 
     def _silent(
@@ -484,6 +512,18 @@ class Detect:
         for model in self.silence.models():
             if model != current:
                 out.extend(self._silent(model, self._engine(model, engines, now), now))
+        return out
+
+    def sweep(self, current: str, now: datetime) -> list[IncidentEvent]:
+        """Offline, for a detection process of a parallel replay (``sweeps=False``): check
+        every model it has seen but ``current`` for silence at the stream's event time
+        ``now``, as :meth:`process` does itself at the observation that :class:`SweepGrid`
+        makes due (``current``: that observation's model, which its own tick checks), and
+        store their engines."""
+        engines: dict[str, IncidentEngine] = {}
+        out = self._sweep(current, engines, now)
+        for model, engine in engines.items():
+            self.engine_store[model] = stamp("engine", engine.get_state())
         return out
 
     def _health(

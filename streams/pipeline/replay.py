@@ -33,6 +33,7 @@ from streams.contract.jsonl import decode_lines
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
+from streams.pipeline.parallel import ParallelPipeline
 from streams.settings import Settings, kind_topics
 
 REPLAY_LIMITS = DEFAULT_LIMITS.model_copy(update={"max_future_s": 1e10, "max_past_s": 1e12})
@@ -85,7 +86,9 @@ class ReplayResult:
 class Pipeline:
     """The join and detect stages over in-memory stores (what the worker keeps in tables)."""
 
-    def __init__(self, settings: Settings, *, replay: bool = True, batch: int = BATCH) -> None:
+    def __init__(
+        self, settings: Settings, *, replay: bool = True, batch: int = BATCH, sweeps: bool = True
+    ) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
         self.batch = batch
@@ -96,7 +99,9 @@ class Pipeline:
         # Offline, detector state stays live in memory from start to end: each key's state
         # is serialised once into its store, not after every batch (a tenth of the time).
         flush = math.inf if replay else 0.0
-        self.detect = Detect(det, policy, playbooks, {}, {}, replay=replay, flush_interval_s=flush)
+        self.detect = Detect(
+            det, policy, playbooks, {}, {}, replay=replay, sweeps=sweeps, flush_interval_s=flush
+        )
         self._batch: list[Observation] = []
 
     def feed(self, event: Any, coords: Coordinates) -> list[IncidentEvent]:
@@ -123,6 +128,7 @@ def replay_lines(
     batch: int = BATCH,
     pipeline: Pipeline | None = None,
     source: str = "replay",
+    jobs: int = 1,
 ) -> ReplayResult:
     """Run the pipeline over raw JSONL lines; write incidents to ``sink`` as they happen.
 
@@ -130,9 +136,16 @@ def replay_lines(
     whatever a fetch brought); the incidents do not depend on it. ``pipeline``: one built
     by the caller (then ``batch`` is its own), so that it can read the detectors' state
     while the lines are consumed (benchmarks). ``source``: what a dead letter names as
-    its topic (the command passes the input file's name)."""
+    its topic (the command passes the input file's name). ``jobs`` > 1: detection in that
+    many processes, partitioned by model (:mod:`streams.pipeline.parallel`; incidents come
+    at the end, and each process's keys have a ``1 / jobs`` share of the budget)."""
+    if jobs < 1:
+        raise ValueError(f"jobs must be >= 1, not {jobs}")
+    if jobs > 1 and pipeline is not None:
+        raise ValueError("give a pipeline or jobs > 1, not both")
     topics = kind_topics(settings)
-    pipeline = pipeline or Pipeline(settings, batch=batch)
+    parallel = ParallelPipeline(settings, jobs, batch=batch) if jobs > 1 else None
+    stages = parallel or pipeline or Pipeline(settings, batch=batch)
     result = ReplayResult()
     started = time.perf_counter()
 
@@ -149,16 +162,21 @@ def replay_lines(
                 progress.update(1)
             yield line
 
-    for offset, decoded in decode_lines(counted(lines), source, now=clock.now(), limits=limits):
-        if isinstance(decoded, DeadLetter):
-            result.dead_letters += 1
-            result.reasons[decoded.reason] = result.reasons.get(decoded.reason, 0) + 1
-            if dead_letters is not None:
-                dead_letters.write(decoded.model_dump_json() + "\n")
-            continue
-        result.events += 1
-        coords = Coordinates(topics[decoded.event_type], 0, offset)
-        emit(pipeline.feed(decoded, coords))
-    emit(pipeline.flush())
+    try:
+        decoded_lines = decode_lines(counted(lines), source, now=clock.now(), limits=limits)
+        for offset, decoded in decoded_lines:
+            if isinstance(decoded, DeadLetter):
+                result.dead_letters += 1
+                result.reasons[decoded.reason] = result.reasons.get(decoded.reason, 0) + 1
+                if dead_letters is not None:
+                    dead_letters.write(decoded.model_dump_json() + "\n")
+                continue
+            result.events += 1
+            coords = Coordinates(topics[decoded.event_type], 0, offset)
+            emit(stages.feed(decoded, coords))
+        emit(stages.flush())
+    finally:
+        if parallel is not None:
+            parallel.close()
     result.seconds = time.perf_counter() - started
     return result

@@ -1,0 +1,257 @@
+"""Offline replay on several processes (``sentinel replay --jobs N``).
+
+Detection is partitioned by model: one model's keys, engine and silence watch live in one
+place, as the by-model topic partitions them between workers. This process decodes and
+joins every line (the join is by request id, and feedback need not name its model) and
+hands each observation to the detection process of its model; models go to the processes
+round robin in the order they first appear. Each process runs the pipeline's own
+:class:`~streams.pipeline.detect.Detect` with a ``1 / N`` share of the false-alarm budget,
+as N workers that own the by-model partitions evenly do
+(:meth:`~streams.pipeline.live_sets.LiveSets.set_share`): the service's budget is spent
+once, and a key's run length depends on the keys its own process holds, so incidents can
+differ from a one-process replay's where a run length does.
+
+A model that stops is found offline while other models keep the stream's event time
+moving. Those sweeps are decided here over the whole stream
+(:class:`~streams.pipeline.detect.SweepGrid`) and sent to every process at their place in
+the stream. Incident events come back tagged with the position of the observation (or
+sweep) that raised them and are merged in that order, so with one process the output is
+byte for byte the in-process replay's (``tests/unit/pipeline/test_parallel_replay.py``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import queue
+import traceback
+from dataclasses import dataclass
+from datetime import datetime
+from multiprocessing.process import BaseProcess
+from multiprocessing.queues import Queue
+from typing import Any, Final
+
+from alerting.model import IncidentEvent
+from alerting.playbooks import load_playbooks
+from alerting.policy import load_policy
+from detectors.arl import ThresholdKey, add_thresholds, known_thresholds
+from streams.contract.decode import Coordinates
+from streams.contract.events import AnyEvent
+from streams.pipeline.detect import SweepGrid
+from streams.pipeline.join import Joiner
+from streams.pipeline.observation import Observation, event_time, serves
+from streams.settings import Settings
+
+IN_FLIGHT: Final = 4
+"""Batches queued to each detection process before this process waits for it: enough
+that one process's slow batch does not idle the others, bounded so that memory does not
+grow with the file when detection is slower than decoding."""
+
+POLL_S: Final = 1.0
+"""How often a wait on a detection process checks that it is still alive."""
+
+
+@dataclass(frozen=True)
+class Sweep:
+    """Check every model but ``current`` for silence at the stream's event time ``now``
+    (:meth:`streams.pipeline.detect.Detect.sweep`)."""
+
+    current: str
+    now: datetime
+
+
+Item = tuple[int, Observation | Sweep]
+"""An observation or a sweep with its position in the stream (1-based)."""
+
+Tagged = tuple[int, int, str]
+"""An incident event's JSON with the position that raised it: (position, 0 for a sweep
+or 1 for an observation, JSON). Sorting these gives the one-process replay's order: a
+sweep comes before its observation's own tick and detections there."""
+
+
+class DetectionProcessError(RuntimeError):
+    """A detection process of a parallel replay failed; the message holds its traceback."""
+
+
+def detect_process(
+    settings: Settings,
+    jobs: int,
+    inbox: Queue[list[Item] | None],
+    results: Queue[tuple[Any, ...]],
+    job: int,
+    thresholds: dict[ThresholdKey, int],
+) -> None:  # pragma: no cover - runs in a child process (tested through ParallelPipeline)
+    """One detection process: take batches of items until ``None``, then put ``("done",
+    job, tagged incident events, thresholds solved, observations)`` on ``results`` (or
+    ``("error", job, traceback)``)."""
+    try:
+        from streams.pipeline.replay import Pipeline  # replay imports this module
+
+        add_thresholds(thresholds)
+        detect = Pipeline(settings, sweeps=False).detect
+        detect.live_sets.set_share(1, jobs)
+        out: list[Tagged] = []
+        while (items := inbox.get()) is not None:
+            run: list[Observation] = []
+            where: list[int] = []
+            for pos, item in items:
+                if isinstance(item, Sweep):
+                    _detect_run(detect, run, where, out)
+                    run, where = [], []
+                    swept = detect.sweep(item.current, item.now)
+                    out.extend((pos, 0, ev.model_dump_json()) for ev in swept)
+                else:
+                    run.append(item)
+                    where.append(pos)
+            _detect_run(detect, run, where, out)
+        results.put(("done", job, out, known_thresholds(), detect.stats.observations))
+    except BaseException:
+        results.put(("error", job, traceback.format_exc()))
+        raise
+
+
+def _detect_run(detect: Any, run: list[Observation], where: list[int], out: list[Tagged]) -> None:
+    """Detect ``run`` (observations at positions ``where``), tagging each incident event
+    with its observation's position: one step per observation, the steps' last part (the
+    state written back) with the last one."""
+    if not run:
+        return
+    last = len(where) - 1
+    for i, events in enumerate(detect.process_steps(run, chunk=1)):
+        pos = where[min(i, last)]
+        out.extend((pos, 1, ev.model_dump_json()) for ev in events)
+
+
+class ParallelPipeline:
+    """:class:`streams.pipeline.replay.Pipeline` with detection in ``jobs`` processes:
+    :meth:`feed` joins and hands observations on, :meth:`flush` (once, at the end) waits
+    for every process and returns all incident events in stream order. :meth:`close`
+    stops the processes (call it in a ``finally``)."""
+
+    def __init__(self, settings: Settings, jobs: int, *, batch: int) -> None:
+        if jobs < 1:
+            raise ValueError(f"jobs must be >= 1, not {jobs}")
+        if batch < 1:
+            raise ValueError("batch must be >= 1")
+        self.jobs = jobs
+        self.batch = batch
+        # the detection processes' own settings, read here first: a bad policy or playbook
+        # fails before any process starts
+        load_policy(settings.detection.alerting_policy)
+        load_playbooks(settings.detection.playbooks_dir)
+        self.joiner = Joiner(settings.detection, {})
+        self.observations = [0] * jobs
+        """Observations each detection process took (filled by :meth:`flush`)."""
+        self._grid = SweepGrid()
+        self._job_of: dict[str, int] = {}
+        self._position = 0
+        self._buffers: list[list[Item]] = [[] for _ in range(jobs)]
+        # spawn, not fork: the parent may run threads (a progress bar's monitor). As with
+        # any spawning code, a script that calls this needs an ``if __name__ == "__main__"``
+        # guard (the children import the script's main module).
+        ctx = multiprocessing.get_context("spawn")
+        self._results: Queue[tuple[Any, ...]] = ctx.Queue()
+        self._inboxes: list[Queue[list[Item] | None]] = [
+            ctx.Queue(maxsize=IN_FLIGHT) for _ in range(jobs)
+        ]
+        known = known_thresholds()
+        self._procs: list[BaseProcess] = [
+            ctx.Process(
+                target=detect_process,
+                args=(settings, jobs, self._inboxes[i], self._results, i, known),
+                name=f"sentinel-replay-detect-{i}",
+                daemon=True,
+            )
+            for i in range(jobs)
+        ]
+        for proc in self._procs:
+            proc.start()
+
+    @property
+    def pids(self) -> list[int | None]:
+        """The detection processes' ids."""
+        return [proc.pid for proc in self._procs]
+
+    def feed(self, event: AnyEvent, coords: Coordinates) -> list[IncidentEvent]:
+        """Join one decoded event and queue its observations (incidents come at the end)."""
+        for obs in self.joiner.process(event, coords):
+            self._position += 1
+            pos = self._position
+            if self._grid.due(event_time(obs.event), serves(obs.event)):
+                sweep = Sweep(obs.model, obs.event.timestamp)
+                for buf in self._buffers:
+                    buf.append((pos, sweep))
+            job = self._job_of.setdefault(obs.model, len(self._job_of) % self.jobs)
+            self._buffers[job].append((pos, obs))
+            if len(self._buffers[job]) >= self.batch:
+                self._send(job)
+        return []
+
+    def flush(self) -> list[IncidentEvent]:
+        """Send what is left, end every process and merge their incident events."""
+        for job in range(self.jobs):
+            self._send(job)
+            self._put(job, None)
+        by_job: dict[int, list[Tagged]] = {}
+        for _ in range(self.jobs):
+            kind, job, *rest = self._result()
+            if kind == "error":
+                raise DetectionProcessError(f"detection process {job} failed:\n{rest[0]}")
+            by_job[job], thresholds, self.observations[job] = rest
+            add_thresholds(thresholds)
+        for proc in self._procs:
+            proc.join()
+        # stable: at one position, a process's own order, then the processes in order
+        tagged = sorted(
+            (t for job in range(self.jobs) for t in by_job[job]), key=lambda t: (t[0], t[1])
+        )
+        return [IncidentEvent.model_validate_json(js) for _, _, js in tagged]
+
+    def close(self) -> None:
+        """Stop every detection process still running (after an error or interrupt) and
+        drop what is still queued for them: a queue's feeder thread would otherwise wait at
+        exit for a reader that is gone."""
+        for proc in self._procs:
+            if proc.is_alive():
+                proc.terminate()
+            proc.join()
+        for inbox in self._inboxes:
+            inbox.cancel_join_thread()
+            inbox.close()
+        self._results.close()
+
+    def _send(self, job: int) -> None:
+        buf = self._buffers[job]
+        if buf:
+            self._buffers[job] = []
+            self._put(job, buf)
+
+    def _put(self, job: int, items: list[Item] | None) -> None:
+        """Queue ``items`` for ``job``, waiting while its queue is full; a process that
+        died meanwhile raises its error instead of waiting forever."""
+        while True:
+            try:
+                self._inboxes[job].put(items, timeout=POLL_S)
+                return
+            except queue.Full:
+                self._check_alive()
+
+    def _result(self) -> tuple[Any, ...]:
+        while True:
+            try:
+                result: tuple[Any, ...] = self._results.get(timeout=POLL_S)
+                return result
+            except queue.Empty:
+                self._check_alive()
+
+    def _check_alive(self) -> None:
+        for job, proc in enumerate(self._procs):
+            if not proc.is_alive() and proc.exitcode != 0:
+                detail = ""
+                try:
+                    kind, _, *rest = self._results.get(timeout=POLL_S)
+                    detail = f":\n{rest[0]}" if kind == "error" else ""
+                except queue.Empty:
+                    pass
+                raise DetectionProcessError(
+                    f"detection process {job} exited with code {proc.exitcode}{detail}"
+                )

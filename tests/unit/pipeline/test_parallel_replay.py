@@ -1,0 +1,144 @@
+"""``sentinel replay --jobs N``: detection in N processes, partitioned by model
+(:mod:`streams.pipeline.parallel`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+
+from alerting.model import IncidentEvent
+from streams.cli.main import main
+from streams.contract.decode import Coordinates
+from streams.contract.jsonl import decode_lines
+from streams.devtools.scenario import Injection
+from streams.devtools.simulate import Simulator
+from streams.pipeline.parallel import DetectionProcessError, ParallelPipeline
+from streams.pipeline.replay import replay_lines
+from streams.settings import Settings, kind_topics, load_settings
+from tests.scenarios import toxicity_spike_scenario
+
+H = timedelta(hours=1)
+
+
+@pytest.fixture(scope="module")
+def settings() -> Settings:
+    return load_settings(env={})
+
+
+@pytest.fixture(scope="module")
+def two_causes() -> list[bytes]:
+    """Five hours of three models: an 8x toxicity spike on support-chat from 02:00 and
+    summarizer silent from 02:30 for an hour (found by the offline sweep that other
+    models' traffic drives)."""
+    scenario = toxicity_spike_scenario(
+        duration=5 * H,
+        injections=[
+            Injection(
+                type="toxicity_spike",
+                start=2 * H,
+                duration=H,
+                strength=8,
+                scope={"model": "support-chat"},
+            ),
+            Injection(
+                type="traffic_stop",
+                start=2.5 * H,
+                duration=H,
+                strength=1,
+                scope={"model": "summarizer"},
+            ),
+        ],
+    )
+    return [line.encode() for line in Simulator(scenario).lines()]
+
+
+def _json(events: list[IncidentEvent]) -> list[str]:
+    return [e.model_dump_json() for e in events]
+
+
+def _parallel(lines: list[bytes], settings: Settings, jobs: int) -> list[IncidentEvent]:
+    """The lines through a :class:`ParallelPipeline` of ``jobs`` processes."""
+    topics = kind_topics(settings)
+    pipeline = ParallelPipeline(settings, jobs, batch=1024)
+    try:
+        out = []
+        for offset, event in decode_lines(lines, "test"):
+            assert not hasattr(event, "reason"), event
+            out += pipeline.feed(event, Coordinates(topics[event.event_type], 0, offset))  # type: ignore[union-attr]
+        return out + pipeline.flush()
+    finally:
+        pipeline.close()
+
+
+@pytest.mark.slow
+def test_one_detection_process_gives_the_in_process_replay_byte_for_byte(
+    settings: Settings, two_causes: list[bytes]
+) -> None:
+    """The hand-off (pickled observations), the sweeps sent from the reading process and
+    the merge by stream position change nothing: with one detection process (the whole
+    budget, every model) the incident events are the in-process replay's, in its order."""
+    alone = replay_lines(two_causes, settings).incidents
+    types = {(e.action, e.incident_type, e.labels.model) for e in alone}
+    assert ("trigger", "traffic_silence", "summarizer") in types
+    assert any(t[0] == "trigger" and t[1].startswith("toxicity_rate") for t in types)
+    assert _json(_parallel(two_causes, settings, 1)) == _json(alone)
+
+
+@pytest.mark.slow
+def test_two_processes_find_both_causes(
+    settings: Settings, two_causes: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--jobs 2``: support-chat and summarizer are detected in different processes (models
+    go round robin in order of first appearance), each with half the budget; both causes
+    page, the silence found in a process whose own models' traffic stopped with it."""
+    src, out = tmp_path / "events.jsonl", tmp_path / "incidents.jsonl"
+    src.write_bytes(b"\n".join(two_causes) + b"\n")
+    assert main(["replay", "--input", str(src), "--output", str(out), "--jobs", "2"]) == 0
+    assert "detection on 2 processes" in capsys.readouterr().err
+    lines = out.read_text().splitlines()
+    events = [IncidentEvent.model_validate(json.loads(line)) for line in lines]
+    triggers = [(e.incident_type, e.labels.model) for e in events if e.action == "trigger"]
+    assert ("traffic_silence", "summarizer") in triggers
+    assert any(t.startswith("toxicity_rate") and m == "support-chat" for t, m in triggers)
+    assert all(e.replay for e in events)
+
+
+def test_a_detection_process_that_dies_is_an_error_not_a_hang(
+    settings: Settings, two_causes: list[bytes]
+) -> None:
+    topics = kind_topics(settings)
+    pipeline = ParallelPipeline(settings, 2, batch=64)
+    try:
+        pid = pipeline.pids[1]
+        assert pid is not None
+        os.kill(pid, signal.SIGKILL)
+
+        def feed_all() -> None:
+            for offset, event in decode_lines(two_causes[:5000], "test"):
+                pipeline.feed(event, Coordinates(topics[event.event_type], 0, offset))  # type: ignore[union-attr]
+            pipeline.flush()
+
+        with pytest.raises(DetectionProcessError, match="detection process 1 exited with code -9"):
+            feed_all()
+    finally:
+        pipeline.close()
+
+
+def test_bad_jobs_and_settings_are_refused_before_any_process_starts(
+    settings: Settings, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    src = tmp_path / "events.jsonl"
+    src.write_text("")
+    assert main(["replay", "--input", str(src), "--jobs", "0"]) == 2
+    assert "--jobs must be at least 1, not 0" in capsys.readouterr().err
+    args = ["replay", "--from", "2026-01-01T00:00:00Z", "--jobs", "2"]
+    assert main(args) == 2
+    assert "--jobs applies to a file" in capsys.readouterr().err
+    det = settings.detection.model_copy(update={"playbooks_dir": tmp_path / "gone"})
+    with pytest.raises(Exception, match="playbook directory does not exist"):
+        ParallelPipeline(settings.model_copy(update={"detection": det}), 2, batch=64)
