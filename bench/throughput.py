@@ -894,7 +894,7 @@ def _parallel_lines(lines: list[bytes], jobs: int) -> list[str]:
 
     return [
         f"\nreplay with detection in {jobs} processes (sentinel replay --jobs {jobs}; models "
-        f"round robin, each process 1/{jobs} of the budget; {os.cpu_count()} cores here)",
+        f"placed by traffic, each process 1/{jobs} of the budget; {os.cpu_count()} cores here)",
         f"{'replay':28} {'seconds':>8} {'events/s':>9} {'ratio':>6} {'triggers':>8}",
         f"{'one process':28} {one_s:8.2f} {n / one_s:9,.0f} {1:5.2f}x {triggers(one):8d}",
         f"{f'{jobs} detection processes':28} {many_s:8.2f} {n / many_s:9,.0f} "

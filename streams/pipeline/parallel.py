@@ -3,10 +3,11 @@
 Detection is partitioned by model: one model's keys, engine and silence watch live in one
 place, as the by-model topic partitions them between workers. This process decodes and
 joins every line (the join is by request id, and feedback need not name its model) and
-hands each observation to the detection process of its model; models go to the processes
-round robin in the order they first appear. Each process runs the pipeline's own
-:class:`~streams.pipeline.detect.Detect` with a ``1 / N`` share of the false-alarm budget,
-as N workers that own the by-model partitions evenly do
+hands each observation to the detection process of its model. Models are placed by their
+share of the first :data:`LOOKAHEAD` observations, busiest first on the least loaded
+process (a model first seen later: on the least loaded one then). Each process runs the
+pipeline's own :class:`~streams.pipeline.detect.Detect` with a ``1 / N`` share of the
+false-alarm budget, as N workers that own the by-model partitions evenly do
 (:meth:`~streams.pipeline.live_sets.LiveSets.set_share`): the service's budget is spent
 once, and a key's run length depends on the keys its own process holds, so incidents can
 differ from a one-process replay's where a run length does.
@@ -45,6 +46,10 @@ IN_FLIGHT: Final = 4
 """Batches queued to each detection process before this process waits for it: enough
 that one process's slow batch does not idle the others, bounded so that memory does not
 grow with the file when detection is slower than decoding."""
+
+LOOKAHEAD: Final = 50_000
+"""Observations read before the models are placed on processes by their counts (items
+held: tens of MB); a model first seen later goes to the least loaded process."""
 
 POLL_S: Final = 1.0
 """How often a wait on a detection process checks that it is still alive."""
@@ -143,6 +148,13 @@ class ParallelPipeline:
         """Observations each detection process took (filled by :meth:`flush`)."""
         self._grid = SweepGrid()
         self._job_of: dict[str, int] = {}
+        """Each model's detection process."""
+        self._lookahead: list[Item] | None = []
+        """The first observations (and sweeps) until the models are placed, then None."""
+        self._seen: dict[str, int] = {}
+        """Observations per model in the look-ahead."""
+        self._sent = [0] * jobs
+        """Observations queued for each process."""
         self._position = 0
         self._buffers: list[list[Item]] = [[] for _ in range(jobs)]
         # spawn, not fork: the parent may run threads (a progress bar's monitor). As with
@@ -177,17 +189,50 @@ class ParallelPipeline:
             self._position += 1
             pos = self._position
             if self._grid.due(event_time(obs.event), serves(obs.event)):
-                sweep = Sweep(obs.model, obs.event.timestamp)
-                for buf in self._buffers:
-                    buf.append((pos, sweep))
-            job = self._job_of.setdefault(obs.model, len(self._job_of) % self.jobs)
-            self._buffers[job].append((pos, obs))
-            if len(self._buffers[job]) >= self.batch:
-                self._send(job)
+                self._route(pos, Sweep(obs.model, obs.event.timestamp))
+            self._route(pos, obs)
         return []
+
+    def _route(self, pos: int, item: Observation | Sweep) -> None:
+        """Queue ``item`` for its model's process (a sweep: for every process). The first
+        :data:`LOOKAHEAD` observations wait until the models are placed by their counts
+        among them (:meth:`_place`)."""
+        if self._lookahead is not None:
+            self._lookahead.append((pos, item))
+            if isinstance(item, Observation):
+                self._seen[item.model] = self._seen.get(item.model, 0) + 1
+                if len(self._lookahead) >= LOOKAHEAD:
+                    self._place()
+            return
+        if isinstance(item, Sweep):
+            for buf in self._buffers:
+                buf.append((pos, item))
+            return
+        job = self._job_of.get(item.model)
+        if job is None:  # a model first seen after the look-ahead: the least loaded process
+            job = self._job_of[item.model] = min(range(self.jobs), key=self._sent.__getitem__)
+        self._sent[job] += 1
+        self._buffers[job].append((pos, item))
+        if len(self._buffers[job]) >= self.batch:
+            self._send(job)
+
+    def _place(self) -> None:
+        """Place the models seen so far, busiest first, each on the process with the fewest
+        observations placed (longest-processing-time first: within 4/3 of the best split
+        of those counts), then route what waited."""
+        loads = [0] * self.jobs
+        for model, count in sorted(self._seen.items(), key=lambda mc: (-mc[1], mc[0])):
+            job = min(range(self.jobs), key=loads.__getitem__)
+            self._job_of[model] = job
+            loads[job] += count
+        waiting, self._lookahead = self._lookahead or [], None
+        for pos, item in waiting:
+            self._route(pos, item)
 
     def flush(self) -> list[IncidentEvent]:
         """Send what is left, end every process and merge their incident events."""
+        if self._lookahead is not None:
+            self._place()
         for job in range(self.jobs):
             self._send(job)
             self._put(job, None)

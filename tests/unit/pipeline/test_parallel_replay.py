@@ -61,8 +61,11 @@ def _json(events: list[IncidentEvent]) -> list[str]:
     return [e.model_dump_json() for e in events]
 
 
-def _parallel(lines: list[bytes], settings: Settings, jobs: int) -> list[IncidentEvent]:
-    """The lines through a :class:`ParallelPipeline` of ``jobs`` processes."""
+def _parallel(
+    lines: list[bytes], settings: Settings, jobs: int
+) -> tuple[list[IncidentEvent], list[int]]:
+    """The lines through a :class:`ParallelPipeline` of ``jobs`` processes: the incident
+    events, and the observations each process took."""
     topics = kind_topics(settings)
     pipeline = ParallelPipeline(settings, jobs, batch=1024)
     try:
@@ -70,7 +73,7 @@ def _parallel(lines: list[bytes], settings: Settings, jobs: int) -> list[Inciden
         for offset, event in decode_lines(lines, "test"):
             assert not hasattr(event, "reason"), event
             out += pipeline.feed(event, Coordinates(topics[event.event_type], 0, offset))  # type: ignore[union-attr]
-        return out + pipeline.flush()
+        return out + pipeline.flush(), pipeline.observations
     finally:
         pipeline.close()
 
@@ -86,16 +89,18 @@ def test_one_detection_process_gives_the_in_process_replay_byte_for_byte(
     types = {(e.action, e.incident_type, e.labels.model) for e in alone}
     assert ("trigger", "traffic_silence", "summarizer") in types
     assert any(t[0] == "trigger" and t[1].startswith("toxicity_rate") for t in types)
-    assert _json(_parallel(two_causes, settings, 1)) == _json(alone)
+    events, observations = _parallel(two_causes, settings, 1)
+    assert _json(events) == _json(alone)
+    assert observations[0] > 0
 
 
 @pytest.mark.slow
 def test_two_processes_find_both_causes(
     settings: Settings, two_causes: list[bytes], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``--jobs 2``: support-chat and summarizer are detected in different processes (models
-    go round robin in order of first appearance), each with half the budget; both causes
-    page, the silence found in a process whose own models' traffic stopped with it."""
+    """``--jobs 2``: support-chat (half the traffic) is detected in one process, the two
+    other models in the other, each with half the budget; both causes page, the silence
+    found in a process whose own traffic partly stopped with it."""
     src, out = tmp_path / "events.jsonl", tmp_path / "incidents.jsonl"
     src.write_bytes(b"\n".join(two_causes) + b"\n")
     assert main(["replay", "--input", str(src), "--output", str(out), "--jobs", "2"]) == 0
@@ -106,6 +111,16 @@ def test_two_processes_find_both_causes(
     assert ("traffic_silence", "summarizer") in triggers
     assert any(t.startswith("toxicity_rate") and m == "support-chat" for t, m in triggers)
     assert all(e.replay for e in events)
+
+
+def test_models_are_placed_by_their_traffic(settings: Settings, two_causes: list[bytes]) -> None:
+    """support-chat sends half the requests, summarizer and intent-classifier a quarter
+    each: on two processes, support-chat alone on one and the other two on the other (in
+    whatever order they first appear), so each takes about half the observations."""
+    _, observations = _parallel(two_causes[:6000], settings, 2)
+    total = sum(observations)
+    assert total > 5000
+    assert all(0.4 < n / total < 0.6 for n in observations), observations
 
 
 def test_a_detection_process_that_dies_is_an_error_not_a_hang(
