@@ -153,6 +153,8 @@ class ParallelPipeline:
         """The first observations (and sweeps) until the models are placed, then None."""
         self._seen: dict[str, int] = {}
         """Observations per model in the look-ahead."""
+        self._held = 0
+        """Observations in the look-ahead."""
         self._sent = [0] * jobs
         """Observations queued for each process."""
         self._position = 0
@@ -201,7 +203,8 @@ class ParallelPipeline:
             self._lookahead.append((pos, item))
             if isinstance(item, Observation):
                 self._seen[item.model] = self._seen.get(item.model, 0) + 1
-                if len(self._lookahead) >= LOOKAHEAD:
+                self._held += 1
+                if self._held >= LOOKAHEAD:
                     self._place()
             return
         if isinstance(item, Sweep):
@@ -278,6 +281,7 @@ class ParallelPipeline:
                 self._inboxes[job].put(items, timeout=POLL_S)
                 return
             except queue.Full:
+                self._check_errors()
                 self._check_alive()
 
     def _result(self) -> tuple[Any, ...]:
@@ -287,6 +291,17 @@ class ParallelPipeline:
                 return result
             except queue.Empty:
                 self._check_alive()
+
+    def _check_errors(self) -> None:
+        """Raise a process's error if one came back: a process that failed puts its
+        traceback on the results queue and cannot finish exiting until it is read."""
+        try:
+            kind, job, *rest = self._results.get_nowait()
+        except queue.Empty:
+            return
+        if kind == "error":
+            raise DetectionProcessError(f"detection process {job} failed:\n{rest[0]}") from None
+        raise DetectionProcessError(f"detection process {job} ended before its input did") from None
 
     def _check_alive(self) -> None:
         for job, proc in enumerate(self._procs):

@@ -17,6 +17,7 @@ from streams.contract.decode import Coordinates
 from streams.contract.jsonl import decode_lines
 from streams.devtools.scenario import Injection
 from streams.devtools.simulate import Simulator
+from streams.pipeline import parallel
 from streams.pipeline.parallel import DetectionProcessError, ParallelPipeline
 from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, kind_topics, load_settings
@@ -80,11 +81,14 @@ def _parallel(
 
 @pytest.mark.slow
 def test_one_detection_process_gives_the_in_process_replay_byte_for_byte(
-    settings: Settings, two_causes: list[bytes]
+    settings: Settings, two_causes: list[bytes], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The hand-off (pickled observations), the sweeps sent from the reading process and
     the merge by stream position change nothing: with one detection process (the whole
-    budget, every model) the incident events are the in-process replay's, in its order."""
+    budget, every model) the incident events are the in-process replay's, in its order.
+    A short look-ahead, so that most observations stream through the queues while the
+    file is read (a file shorter than the look-ahead waits for the end)."""
+    monkeypatch.setattr(parallel, "LOOKAHEAD", 1000)
     alone = replay_lines(two_causes, settings).incidents
     types = {(e.action, e.incident_type, e.labels.model) for e in alone}
     assert ("trigger", "traffic_silence", "summarizer") in types
