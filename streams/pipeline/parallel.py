@@ -157,6 +157,8 @@ class ParallelPipeline:
         """Observations in the look-ahead."""
         self._sent = [0] * jobs
         """Observations queued for each process."""
+        self._early: list[tuple[Any, ...]] = []
+        """Results read while waiting to queue more input (:meth:`_check_errors`)."""
         self._position = 0
         self._buffers: list[list[Item]] = [[] for _ in range(jobs)]
         # spawn, not fork: the parent may run threads (a progress bar's monitor). As with
@@ -282,9 +284,11 @@ class ParallelPipeline:
                 return
             except queue.Full:
                 self._check_errors()
-                self._check_alive()
+                self._check_alive()  # (a process killed with no message)
 
     def _result(self) -> tuple[Any, ...]:
+        if self._early:
+            return self._early.pop(0)
         while True:
             try:
                 result: tuple[Any, ...] = self._results.get(timeout=POLL_S)
@@ -296,12 +300,13 @@ class ParallelPipeline:
         """Raise a process's error if one came back: a process that failed puts its
         traceback on the results queue and cannot finish exiting until it is read."""
         try:
-            kind, job, *rest = self._results.get_nowait()
+            result: tuple[Any, ...] = self._results.get_nowait()
         except queue.Empty:
             return
-        if kind == "error":
-            raise DetectionProcessError(f"detection process {job} failed:\n{rest[0]}") from None
-        raise DetectionProcessError(f"detection process {job} ended before its input did") from None
+        if result[0] == "error":
+            msg = f"detection process {result[1]} failed:\n{result[2]}"
+            raise DetectionProcessError(msg) from None
+        self._early.append(result)  # a process that had all its input (flush) and is done
 
     def _check_alive(self) -> None:
         for job, proc in enumerate(self._procs):
@@ -314,4 +319,4 @@ class ParallelPipeline:
                     pass
                 raise DetectionProcessError(
                     f"detection process {job} exited with code {proc.exitcode}{detail}"
-                )
+                ) from None
