@@ -24,8 +24,8 @@ from typing import Any, Final
 
 from alerting.engine import IncidentEngine
 from alerting.model import BlastRadius, Detection, IncidentEvent, Labels
-from alerting.playbooks import PlaybookSet
-from alerting.policy import AlertingPolicy, Silence
+from alerting.playbooks import PlaybookSet, load_playbooks
+from alerting.policy import AlertingPolicy, Silence, load_policy
 from alerting.silences import sync_engine_silences
 from detectors.base import Signal, SignalKind
 from streams.detection_settings import DetectionSettings
@@ -560,3 +560,19 @@ class Detect:
         self.live_sets.keep(sets)
         self.engine_store[model] = stamp("engine", engine.get_state())
         return out
+
+
+def in_memory_detect(
+    settings: DetectionSettings, *, replay: bool = True, sweeps: bool = True
+) -> Detect:
+    """A :class:`Detect` over in-memory stores with the settings' policy and playbooks:
+    offline replay's (:class:`streams.pipeline.replay.Pipeline`) and a parallel replay's
+    detection processes' (:mod:`streams.pipeline.parallel`). Offline (``replay``), detector
+    state stays live in memory from start to end: each key's state is serialised once
+    into its store, not after every batch (a tenth of the time)."""
+    policy = load_policy(settings.alerting_policy)
+    playbooks = load_playbooks(settings.playbooks_dir)
+    flush = math.inf if replay else 0.0
+    return Detect(
+        settings, policy, playbooks, {}, {}, replay=replay, sweeps=sweeps, flush_interval_s=flush
+    )

@@ -37,7 +37,7 @@ from alerting.policy import load_policy
 from detectors.arl import ThresholdKey, add_thresholds, known_thresholds
 from streams.contract.decode import Coordinates
 from streams.contract.events import AnyEvent
-from streams.pipeline.detect import SweepGrid
+from streams.pipeline.detect import SweepGrid, in_memory_detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation, event_time, serves
 from streams.settings import Settings
@@ -89,10 +89,8 @@ def detect_process(
     job, tagged incident events, thresholds solved, observations)`` on ``results`` (or
     ``("error", job, traceback)``)."""
     try:
-        from streams.pipeline.replay import Pipeline  # replay imports this module
-
         add_thresholds(thresholds)
-        detect = Pipeline(settings, sweeps=False).detect
+        detect = in_memory_detect(settings.detection, sweeps=False)
         detect.live_sets.set_share(1, jobs)
         out: list[Tagged] = []
         while (items := inbox.get()) is not None:

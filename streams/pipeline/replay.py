@@ -18,7 +18,6 @@ future-timestamp check of ingress is off (history is replayed at any later time)
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,11 +25,9 @@ from typing import IO, Any
 
 from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentEvent
-from alerting.playbooks import load_playbooks
-from alerting.policy import load_policy
 from streams.contract.decode import DEFAULT_LIMITS, Coordinates, DeadLetter, IngressLimits
 from streams.contract.jsonl import decode_lines
-from streams.pipeline.detect import Detect
+from streams.pipeline.detect import in_memory_detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
 from streams.pipeline.parallel import ParallelPipeline
@@ -86,22 +83,12 @@ class ReplayResult:
 class Pipeline:
     """The join and detect stages over in-memory stores (what the worker keeps in tables)."""
 
-    def __init__(
-        self, settings: Settings, *, replay: bool = True, batch: int = BATCH, sweeps: bool = True
-    ) -> None:
+    def __init__(self, settings: Settings, *, replay: bool = True, batch: int = BATCH) -> None:
         if batch < 1:
             raise ValueError("batch must be >= 1")
         self.batch = batch
-        det = settings.detection
-        policy = load_policy(det.alerting_policy)
-        playbooks = load_playbooks(det.playbooks_dir)
-        self.joiner = Joiner(det, {})
-        # Offline, detector state stays live in memory from start to end: each key's state
-        # is serialised once into its store, not after every batch (a tenth of the time).
-        flush = math.inf if replay else 0.0
-        self.detect = Detect(
-            det, policy, playbooks, {}, {}, replay=replay, sweeps=sweeps, flush_interval_s=flush
-        )
+        self.joiner = Joiner(settings.detection, {})
+        self.detect = in_memory_detect(settings.detection, replay=replay)
         self._batch: list[Observation] = []
 
     def feed(self, event: Any, coords: Coordinates) -> list[IncidentEvent]:
