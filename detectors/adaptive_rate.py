@@ -9,6 +9,7 @@ its own to calibrate, so it lives beside them rather than in :mod:`detectors.rat
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from typing import Any, ClassVar
 
@@ -25,6 +26,7 @@ from detectors.base import (
 from detectors.kernels import as_flags
 from detectors.rate import BASELINE_CONFIDENCE, BernoulliCusum
 from detectors.recovery import RateRecovery
+from detectors.warmup import ScanFinding, WarmupScan
 
 __all__ = ["AdaptiveBernoulliCusum", "AdaptiveDownvoteSpike", "AdaptivePromptInjectionRate"]
 
@@ -40,6 +42,19 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     other; if several alarm on one event, the one furthest over its threshold is
     returned. Other parameters and the Signal are those of :class:`BernoulliCusum`
     (``details["p1"]`` names the design that fired).
+
+    While the parts learn a baseline (no ``p0``, no parent's prior), a
+    :class:`~detectors.warmup.WarmupScan` at ``arl0`` watches for a change without one,
+    and it goes on for ``warmup`` observations after the warm-up ends: a change that
+    begins shortly before the end completes the warm-up's ``min_events`` with its own
+    events, faster than any test can tell it from the rate before. Its alarm
+    re-estimates the baseline from the observations before the change (the parts'
+    :meth:`~detectors.rate.BernoulliCusum.relearn`), so the change is paged instead of
+    learned as the normal rate, and the charts then judge it as after any alarm. The
+    scan's false alarms add at most ``warmup / arl0`` to a key's expected count while the
+    charts run beside it (none while they learn: they cannot alarm). Its Signal has
+    ``details["warmup_scan"]`` = 1 and the window's p-value, events and length;
+    ``baseline`` is the rate the charts start from.
     """
 
     kind: ClassVar[SignalKind] = SignalKind.DOWNVOTE_RATE
@@ -76,6 +91,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         # A parent's rate at which every part's prior holds (BernoulliCusum.prior_holds):
         # it holds until a prior changes (an update can only make more priors hold).
         self._held: float | None = None
+        self._scan = WarmupScan(self.arl0) if self.p0 is None else None
         self._parts = [
             BernoulliCusum(
                 p0=self.p0,
@@ -107,6 +123,12 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._learning = not all(calibrated)
         self._ready = any(calibrated)
         self._rate = next((d.baseline for d in self._parts if d.calibrated), None)
+        scan = self._scan
+        if scan is not None and self._ready:
+            if scan.until is None:
+                scan.until = self.seen + self.warmup
+            elif not scan.active(self.seen):
+                self._scan = None  # the charts judge alone from here on
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence
@@ -114,6 +136,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self.arl0 = arl0
         for d in self._parts:
             d.set_arl0(arl0 * len(self.relative_shifts))
+        if self._scan is not None:
+            self._scan.set_arl0(arl0)
 
     @property
     def learning(self) -> bool:
@@ -135,6 +159,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._wake()
         adopted = [d.adopt_prior(rate, strength) for d in self._parts]
         self._held = None
+        if any(adopted):
+            self._scan = None  # the charts start from the parent's baseline, not their own
         self._settle()
         return any(adopted)
 
@@ -159,6 +185,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             "parts": [d.get_state() for d in self._parts],
             "last_alarm": self._last_alarm,
             "recovery": self._recovery.get_state(),
+            "scan": self._scan.get_state() if self._scan is not None else None,
         }
 
     def set_state(self, state: JsonState) -> None:
@@ -169,6 +196,14 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._recovery.set_state(state.get("recovery"))
         self._idle = 0
         self._held = None
+        scan = state.get("scan")
+        if scan is not None:
+            self._scan = WarmupScan.from_state(scan, self.arl0)
+        elif "scan" not in state and not all(d.calibrated for d in self._parts):
+            # Saved learning, before the scan existed: it scans what follows.
+            self._scan = WarmupScan(self.arl0, self.seen)
+        else:
+            self._scan = None
         self._settle()
 
     def excess(
@@ -206,6 +241,11 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             self._room -= 1
             return None
         self._wake()
+        scan = self._scan
+        if x and scan is not None and scan.active(self.seen):
+            found = scan.event(self.seen)
+            if found is not None:
+                return self._scan_alarm(found, scan.threshold)
         fired = [s for d in self._parts if (s := d.update(x)) is not None]
         if not fired:
             self._recovery.step(x)
@@ -217,9 +257,54 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._settle()
         return signal
 
+    def _scan_alarm(self, found: ScanFinding, threshold: float) -> Signal:
+        """The scan found a change ending at this event: the parts re-estimate their
+        baseline from the observations before the window, this event is the charts'
+        first observation, and the scan's finding is the signal; the scan ends."""
+        m = found.last_index - found.first_index + 1
+        for d in self._parts:
+            d.relearn(found.reference_n, found.reference_k)
+            d.update(True)  # the charts' first step; the scan's alarm speaks for it
+        observed = found.events / m
+        baseline = self._parts[0].baseline
+        found_signal = Signal(
+            detector=type(self).__name__,
+            kind=self.kind,
+            statistic=-found.log_p,
+            threshold=threshold,
+            baseline=baseline,
+            observed=observed,
+            effect_size=observed / baseline - 1.0,
+            direction=Direction.UP,
+            first_index=found.first_index,
+            last_index=found.last_index,
+            n_observations=m,
+            p_value=math.exp(found.log_p),
+            details={"warmup_scan": 1.0, "arl0": float(self.arl0), "events": float(found.events)},
+        )
+        signal = self._merge([found_signal])  # as the parts' signals (a subclass names it)
+        self._last_alarm = found.last_index
+        self._arm(signal)
+        self._scan = None
+        self._settle()
+        return signal
+
     def update_many(self, xs: Iterable[bool]) -> list[Signal]:
-        self._wake()
         arr = as_flags(xs)
+        if self._scan is not None:
+            # While scanning, one observation at a time (non-events are only counted);
+            # the rest in columns.
+            signals: list[Signal] = []
+            for i in range(arr.size):
+                if not self._scan.active(self.seen):
+                    self._scan = None
+                    return signals + self.update_many(arr[i:])
+                if (s := self.update(bool(arr[i]))) is not None:
+                    signals.append(s)
+                if self._scan is None:
+                    return signals + self.update_many(arr[i + 1 :])
+            return signals
+        self._wake()
         n0 = self.seen
         by_index: dict[int, list[Signal]] = {}
         for d in self._parts:

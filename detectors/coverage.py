@@ -240,7 +240,9 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         (``n`` taken so far, ``det.seen`` by the test): a category watched from its first
         appearance, or a test that skipped observations while held from learning, counts
         fewer. Since a test learned its baseline it has taken every observation, and its
-        signals' indices lie after that, so one offset places them."""
+        signals' indices lie after that, so one offset places them. (A warm-up scan's
+        window lies before that point: if the test was held inside the window, its start
+        is placed up to those skipped observations late, never its alarm.)"""
         offset = n - det.seen
         if not offset:
             return signal

@@ -274,6 +274,19 @@ class BernoulliCusum(Detector[bool]):
         due = max(math.ceil(REESTIMATE_GROWTH * self._ref_n), self.warmup)
         self._next_cp = due if self._ref_n < self.max_reference else 0
 
+    def relearn(self, ref_n: int, ref_k: int) -> None:
+        """Take the first ``ref_n`` observations since the reset (holding ``ref_k`` events)
+        as the reference: a test found the ones after them unlike them
+        (:mod:`detectors.warmup`), so they stay out of the baseline, whether the chart was
+        still learning or had calibrated on them. It is calibrated as :meth:`_learn`
+        calibrates any estimate (for the upper bound at ``ref_n`` observations, with the
+        prior's if it has one) and starts afresh, evidence and episode, at the next
+        observation."""
+        if not 0 <= ref_k <= ref_n <= self._n:
+            raise ValueError(f"relearn needs 0 <= events <= observations <= {self._n}")
+        self._ref_n, self._ref_k = ref_n, ref_k
+        self._learn()
+
     @property
     def prior_floored(self) -> bool:
         """Whether a parent's prior still floors the baseline: until its own sample is 4x

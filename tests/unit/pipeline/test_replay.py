@@ -145,9 +145,12 @@ def test_an_incident_resolves_within_two_hours_of_its_cause_ending(settings: Set
     estimate. Before, the probes waited for the smallest design's episode and a version
     key held from learning stopped judging at all: the incident was still open three
     hours after the spike; with the quiet period counted from the reading (03:50), it
-    resolved at 04:35."""
+    resolved at 04:35. The hate category's test, still learning its rarer rate when the
+    spike began, is paged by its warm-up scan (:mod:`detectors.warmup`) instead of
+    learning the spike as its baseline, so it judges recovery too: its reading comes
+    at 03:59 and the resolve at 04:15."""
     result = _one_hour_of("toxicity_spike", settings, 8.0, hours=6)
-    assert timedelta(0) < _resolved_after_its_end(result) <= timedelta(minutes=75)
+    assert timedelta(0) < _resolved_after_its_end(result) <= timedelta(minutes=90)
     [resolve] = [e for e in result.incidents if e.action == "resolve"]
     assert "(its detectors' estimate; " in resolve.note
 
