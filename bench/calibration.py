@@ -112,6 +112,9 @@ class Kind:
     oracle: Callable[[float], float] | None  # exact delay at a measured ARL0 (events)
     split: Callable[[Signal], str] = lambda _s: ""
     changed: str = ""  # the test the shift of run_delay changes
+    scans: bool = False
+    """Its tests can alarm while they learn (the rate tests' warm-up scan,
+    :mod:`detectors.warmup`): every event counts in its exposure and nominal."""
 
 
 def _bern(p: float) -> Callable[[np.random.Generator, int], Bools]:
@@ -180,6 +183,7 @@ def _rate(name: str, p: float, build: Callable[[float], Detector[Any]]) -> Kind:
         _bern(2 * p),
         _many,
         lambda a: bernoulli_cusum_delay(p, 2 * p, a),
+        scans=True,
     )
 
 
@@ -219,6 +223,7 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
             lambda a: bernoulli_cusum_delay(0.003, 0.006, a),
             split=lambda s: s.feature or "",
             changed="toxicity",
+            scans=True,
         )
     )
     # The mean charts' thresholds allow for the estimated reference mean (the default);
@@ -303,7 +308,7 @@ def run_clean(kind: Kind, arl0: float, seeds: int, events: int, cycle: bool) -> 
             # the events it could alarm on are counted to within one step.
             step = n if det.alarm_ready else WARM_STEP
             for m in _blocks(n, step):
-                ready = det.alarm_ready
+                ready = det.alarm_ready or kind.scans
                 for s in kind.feed(det, kind.clean(rng, m)):
                     tallies.setdefault(kind.split(s), Tally()).alarms += 1
                 if ready or det.alarm_ready:
