@@ -23,8 +23,13 @@ byte for byte the in-process replay's (``tests/unit/pipeline/test_parallel_repla
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
+import signal
+import threading
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from multiprocessing.process import BaseProcess
@@ -88,6 +93,11 @@ def detect_process(
     """One detection process: take batches of items until ``None``, then put ``("done",
     job, tagged incident events, thresholds solved, observations)`` on ``results`` (or
     ``("error", job, traceback)``)."""
+    # The reading process owns an interrupt (a terminal's Ctrl-C reaches the whole
+    # process group) and stops the detection processes itself (``close``). Set here too
+    # for a caller that starts them outside the main thread (see ``_interrupts_ignored``).
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _end_with_parent()
     try:
         add_thresholds(thresholds)
         detect = in_memory_detect(settings.detection, sweeps=False)
@@ -110,6 +120,38 @@ def detect_process(
     except BaseException:
         results.put(("error", job, traceback.format_exc()))
         raise
+
+
+def _end_with_parent() -> None:
+    """End this process as soon as the reading process is gone (killed: nobody will read
+    a result or send the end). A thread, not a check between reads: a reading process
+    killed while it wrote a batch leaves that batch half in the pipe, and the read waits
+    for the rest for good."""
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+
+    def watch() -> None:
+        parent.join()
+        os._exit(1)
+
+    threading.Thread(target=watch, name="sentinel-replay-parent-watch", daemon=True).start()
+
+
+@contextmanager
+def _interrupts_ignored() -> Iterator[None]:
+    """SIGINT ignored while processes start, so that they start with it ignored (an
+    ignored signal stays ignored across exec, and Python keeps it so): a Ctrl-C during
+    their imports would otherwise print a traceback from each. Only the main thread may
+    set handlers; elsewhere the processes set it themselves, a moment later."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _detect_run(detect: Any, run: list[Observation], where: list[int], out: list[Tagged]) -> None:
@@ -177,8 +219,9 @@ class ParallelPipeline:
             )
             for i in range(jobs)
         ]
-        for proc in self._procs:
-            proc.start()
+        with _interrupts_ignored():
+            for proc in self._procs:
+                proc.start()
 
     @property
     def pids(self) -> list[int | None]:

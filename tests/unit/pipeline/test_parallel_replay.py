@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import os
 import signal
+import subprocess
+import sys
+import time
 from datetime import timedelta
 from pathlib import Path
 
@@ -161,3 +164,91 @@ def test_bad_jobs_and_settings_are_refused_before_any_process_starts(
     det = settings.detection.model_copy(update={"playbooks_dir": tmp_path / "gone"})
     with pytest.raises(Exception, match="playbook directory does not exist"):
         ParallelPipeline(settings.model_copy(update={"detection": det}), 2, batch=64)
+
+
+def _detection_children(pid: int) -> dict[int, int]:
+    """The processes ``pid`` spawned for detection, with the CPU time each has used in
+    clock ticks (read from /proc)."""
+    out = {}
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue  # gone meanwhile
+        fields = stat.rsplit(")", 1)[1].split()
+        if int(fields[1]) == pid and b"spawn_main" in cmdline:
+            out[int(entry.name)] = int(fields[11]) + int(fields[12])
+    return out
+
+
+def _running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie (an orphan's reaper may be slow)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state != "Z"
+
+
+def _catches_sigint(pid: int) -> bool:
+    """Whether ``pid`` has a handler for SIGINT (not ignored, not the default)."""
+    status = Path(f"/proc/{pid}/status").read_text()
+    caught = next(line for line in status.splitlines() if line.startswith("SigCgt:"))
+    return bool(int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1)))
+
+
+def _replay_in_background(
+    lines: list[bytes], tmp_path: Path
+) -> tuple[subprocess.Popen[str], list[int]]:
+    """``sentinel replay --jobs 2`` of ``lines`` in its own process group, once its two
+    detection processes are detecting (each has used 2 CPU-seconds: about 1.3 go to
+    imports) and it has its SIGINT handler back (it ignores SIGINT while it starts
+    them)."""
+    src = tmp_path / "events.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    argv = [sys.executable, "-m", "streams.cli.main", "replay", "--input", str(src), "--jobs", "2"]
+    argv += ["--output", str(tmp_path / "incidents.jsonl")]
+    proc = subprocess.Popen(
+        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    children: dict[int, int] = {}
+    busy = 2 * os.sysconf("SC_CLK_TCK")
+    # No deadline: the test's timeout is the bound.
+    while len(children) < 2 or min(children.values()) < busy or not _catches_sigint(proc.pid):
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+        children = _detection_children(proc.pid)
+    return proc, list(children)
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_a_parallel_replay_with_one_line(
+    two_causes: list[bytes], tmp_path: Path
+) -> None:
+    """A terminal's Ctrl-C reaches the whole process group: the replay exits with 130 and
+    no traceback (the detection processes ignore it from their start; the reading process
+    stops them), and no detection process is left."""
+    proc, children = _replay_in_background(two_causes, tmp_path)
+    os.killpg(proc.pid, signal.SIGINT)
+    _, err = proc.communicate()
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "KeyboardInterrupt" not in err
+    assert not any(_running(pid) for pid in children)
+
+
+@pytest.mark.slow
+def test_detection_processes_end_when_the_reading_process_is_killed(
+    two_causes: list[bytes], tmp_path: Path
+) -> None:
+    """Killed with SIGKILL, the reading process cannot stop its detection processes: they
+    notice it is gone while waiting for input and end (they would otherwise wait for
+    good)."""
+    proc, children = _replay_in_background(two_causes, tmp_path)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.communicate()
+    while any(_running(pid) for pid in children):  # no deadline: the test's timeout is the bound
+        time.sleep(0.2)
