@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from datetime import timedelta
 from pathlib import Path
@@ -200,25 +201,55 @@ def _catches_sigint(pid: int) -> bool:
     return bool(int(caught.split()[1], 16) & (1 << (signal.SIGINT - 1)))
 
 
+def _stderr(proc: subprocess.Popen[bytes]) -> str:
+    """What an ended process wrote to standard error (its standard input is left to the
+    thread writing it, which a closed pipe ends)."""
+    assert proc.stderr is not None
+    return proc.stderr.read().decode()
+
+
+_REPLAY = (
+    "import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+    "from streams.pipeline import parallel; parallel.LOOKAHEAD = 1000; "
+    "from streams.cli.main import main; sys.exit(main(sys.argv[1:]))"
+)
+"""``sentinel`` as a terminal starts it (a test runner may have SIGINT ignored, which its
+children inherit), with a short look-ahead so that detection starts at once."""
+
+
 def _replay_in_background(
     lines: list[bytes], tmp_path: Path
-) -> tuple[subprocess.Popen[str], list[int]]:
-    """``sentinel replay --jobs 2`` of ``lines`` in its own process group, once its two
-    detection processes are detecting (each has used 2 CPU-seconds: about 1.3 go to
-    imports) and it has its SIGINT handler back (it ignores SIGINT while it starts
-    them)."""
-    src = tmp_path / "events.jsonl"
-    src.write_bytes(b"\n".join(lines) + b"\n")
-    argv = [sys.executable, "-m", "streams.cli.main", "replay", "--input", str(src), "--jobs", "2"]
+) -> tuple[subprocess.Popen[bytes], list[int]]:
+    """``sentinel replay --input - --jobs 2`` in its own process group, fed ``lines`` on
+    standard input, which stays open (the replay cannot end by itself); returned once
+    its two detection processes are detecting (each has used 2 CPU-seconds: about 1.3 go
+    to imports, and their share of ``lines`` takes more than the rest) and it has its
+    SIGINT handler back (it ignores SIGINT while it starts them)."""
+    argv = [sys.executable, "-c", _REPLAY, "replay", "--input", "-", "--jobs", "2"]
     argv += ["--output", str(tmp_path / "incidents.jsonl")]
     proc = subprocess.Popen(
-        argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True
+        argv,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
     )
+    stdin = proc.stdin
+    assert stdin is not None
+
+    def write() -> None:
+        try:
+            stdin.write(b"\n".join(lines) + b"\n")
+            stdin.flush()
+        except (BrokenPipeError, ValueError):
+            pass  # the replay was stopped, or the test closed the pipe
+
+    threading.Thread(target=write, daemon=True).start()
     children: dict[int, int] = {}
     busy = 2 * os.sysconf("SC_CLK_TCK")
     # No deadline: the test's timeout is the bound.
     while len(children) < 2 or min(children.values()) < busy or not _catches_sigint(proc.pid):
-        assert proc.poll() is None, proc.communicate()
+        assert proc.poll() is None, _stderr(proc)
         time.sleep(0.05)
         children = _detection_children(proc.pid)
     return proc, list(children)
@@ -233,7 +264,8 @@ def test_ctrl_c_stops_a_parallel_replay_with_one_line(
     stops them), and no detection process is left."""
     proc, children = _replay_in_background(two_causes, tmp_path)
     os.killpg(proc.pid, signal.SIGINT)
-    _, err = proc.communicate()
+    proc.wait()
+    err = _stderr(proc)
     assert proc.returncode == 130, err
     assert "Traceback" not in err
     assert "KeyboardInterrupt" not in err
@@ -249,6 +281,6 @@ def test_detection_processes_end_when_the_reading_process_is_killed(
     good)."""
     proc, children = _replay_in_background(two_causes, tmp_path)
     os.kill(proc.pid, signal.SIGKILL)
-    proc.communicate()
+    proc.wait()
     while any(_running(pid) for pid in children):  # no deadline: the test's timeout is the bound
         time.sleep(0.2)
