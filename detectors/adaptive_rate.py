@@ -48,7 +48,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     and it goes on for ``warmup`` observations after the warm-up ends: a change that
     begins shortly before the end completes the warm-up's ``min_events`` with its own
     events, faster than any test can tell it from the rate before. Its alarm
-    re-estimates the baseline from the observations before the change (the parts'
+    re-estimates the baseline from the observations before the window that alarmed (the
+    change's start to within the window's power-of-two length; the parts'
     :meth:`~detectors.rate.BernoulliCusum.relearn`), so the change is paged instead of
     learned as the normal rate, and the charts then judge it as after any alarm. The
     scan's false alarms add at most ``warmup / arl0`` to a key's expected count while the
@@ -124,11 +125,14 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._ready = any(calibrated)
         self._rate = next((d.baseline for d in self._parts if d.calibrated), None)
         scan = self._scan
-        if scan is not None and self._ready:
-            if scan.until is None:
-                scan.until = self.seen + self.warmup
-            elif not scan.active(self.seen):
-                self._scan = None  # the charts judge alone from here on
+        if scan is not None and self._ready and scan.until is None:
+            scan.until = self.seen + self.warmup
+        self._drop_spent_scan()
+
+    def _drop_spent_scan(self) -> None:
+        """Drop the scan once past its last observation: the charts judge alone."""
+        if self._scan is not None and not self._scan.active(self.seen):
+            self._scan = None
 
     def set_arl0(self, arl0: float) -> None:
         """Retarget every part to ``arl0 * len(relative_shifts)``, keeping its evidence
@@ -181,6 +185,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
 
     def get_state(self) -> JsonState:
         self._wake()
+        self._drop_spent_scan()  # (passed among counted non-events: as update_many does)
         return {
             "parts": [d.get_state() for d in self._parts],
             "last_alarm": self._last_alarm,
@@ -200,8 +205,10 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         if scan is not None:
             self._scan = WarmupScan.from_state(scan, self.arl0)
         elif "scan" not in state and not all(d.calibrated for d in self._parts):
-            # Saved learning, before the scan existed: it scans what follows.
-            self._scan = WarmupScan(self.arl0, self.seen)
+            # Saved learning, before the scan existed: the warm-up so far enters it as
+            # counts (every observation of it is in the parts' reference).
+            ref_n, ref_k = self._parts[0].reference
+            self._scan = WarmupScan(self.arl0, self.seen, ref_n, ref_k)
         else:
             self._scan = None
         self._settle()
@@ -296,8 +303,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             # the rest in columns.
             signals: list[Signal] = []
             for i in range(arr.size):
-                if not self._scan.active(self.seen):
-                    self._scan = None
+                self._drop_spent_scan()
+                if self._scan is None:
                     return signals + self.update_many(arr[i:])
                 if (s := self.update(bool(arr[i]))) is not None:
                     signals.append(s)

@@ -280,8 +280,9 @@ class BernoulliCusum(Detector[bool]):
         (:mod:`detectors.warmup`), so they stay out of the baseline, whether the chart was
         still learning or had calibrated on them. It is calibrated as :meth:`_learn`
         calibrates any estimate (for the upper bound at ``ref_n`` observations, with the
-        prior's if it has one) and starts afresh, evidence and episode, at the next
-        observation."""
+        prior's if it has one), even on fewer than ``min_events`` events: the bound and
+        the design's margin (:meth:`_design_base`) widen for a small sample. It starts
+        afresh, evidence and episode, at the next observation."""
         if not 0 <= ref_k <= ref_n <= self._n:
             raise ValueError(f"relearn needs 0 <= events <= observations <= {self._n}")
         self._ref_n, self._ref_k = ref_n, ref_k
@@ -418,6 +419,12 @@ class BernoulliCusum(Detector[bool]):
             self._h, self._h_bound, self._pending = h, False, None
 
     # -- reading -----------------------------------------------------------------------
+
+    @property
+    def reference(self) -> tuple[int, int]:
+        """Observations and events of its own in the reference: every observation while
+        it learns, then the cleared ones."""
+        return self._ref_n, self._ref_k
 
     @property
     def calibrated(self) -> bool:

@@ -34,12 +34,15 @@ FIRST_WINDOW = 16
 MIN_REFERENCE = 64
 """Observations a window must leave before it (the sample the window is compared to)."""
 
+_RESCALE = 1e280
+_LOG_RESCALE = math.log(_RESCALE)
+
 
 def log_tail(x: int, total: int, events: int, draws: int) -> float:
     """Natural log of P(X >= x) for X hypergeometric: ``draws`` of ``total`` observations
     holding ``events`` events. Exact (a sum of pmf terms from ``x`` up, stopped once the
-    rest cannot change it); ``scipy.stats.hypergeom.logsf`` gives the same to 1e-9 at
-    about 30x the cost."""
+    rest cannot change it, rescaled where terms below the mode grow);
+    ``scipy.stats.hypergeom.logsf`` gives the same to 1e-9 at about 30x the cost."""
     hi = min(events, draws)
     if x <= max(0, draws - (total - events)):
         return 0.0
@@ -57,14 +60,16 @@ def log_tail(x: int, total: int, events: int, draws: int) -> float:
         + lg(total - draws + 1)
         - lg(total + 1)
     )
-    term, acc, i = 1.0, 1.0, x
+    term, acc, log_scale, i = 1.0, 1.0, 0.0, x
     while i < hi:
         term *= (events - i) * (draws - i) / ((i + 1) * (total - events - draws + i + 1))
         acc += term
         i += 1
+        if acc > _RESCALE:
+            term, acc, log_scale = term / _RESCALE, acc / _RESCALE, log_scale + _LOG_RESCALE
         if term < 1e-17 * acc:
             break
-    return log_pmf + math.log(acc)
+    return min(0.0, log_pmf + log_scale + math.log(acc))
 
 
 @dataclass(frozen=True)
@@ -82,12 +87,18 @@ class ScanFinding:
 
 
 class WarmupScan:
-    """The permutation scan of the module docstring over the observations from index
-    ``origin`` on (indices are the owning detector's; observations before ``origin`` are
-    not known to the scan, e.g. a warm-up restored from state saved without one)."""
+    """The permutation scan of the module docstring. Indices are the owning detector's;
+    from ``origin`` on the scan knows where the events fell, before it only how many
+    (``base_n`` observations holding ``base_k`` events: a warm-up restored from state
+    saved without a scan). The test needs no more: its windows lie after ``origin``,
+    and the rest of the stream enters it as counts."""
 
-    def __init__(self, arl0: float, origin: int = 0) -> None:
+    def __init__(self, arl0: float, origin: int = 0, base_n: int = 0, base_k: int = 0) -> None:
+        if not 0 <= base_k <= base_n:
+            raise ValueError("need 0 <= base_k <= base_n")
         self.origin = origin
+        self.base_n = base_n
+        self.base_k = base_k
         self.until: int | None = None
         """Set by the owner once its charts have their baseline: the first index the
         scan no longer tests (it ends a while after the warm-up, see the owner)."""
@@ -114,15 +125,16 @@ class WarmupScan:
         ending at it; the most significant window that passes, if any."""
         events = self._events
         events.append(index)
-        total = index + 1 - self.origin
-        k = len(events)
+        own = index + 1 - self.origin
+        total = self.base_n + own
+        k = self.base_k + len(events)
         best: ScanFinding | None = None
         for j in range(WINDOWS):
             m = FIRST_WINDOW << j
-            if total - m < MIN_REFERENCE:
+            if m > own or total - m < MIN_REFERENCE:
                 break
             start = index + 1 - m
-            x = k - bisect.bisect_left(events, start)
+            x = len(events) - bisect.bisect_left(events, start)
             # Only windows above the stream's own rate, with an event besides the latest.
             if x < 2 or x * total <= k * m:
                 continue
@@ -132,11 +144,17 @@ class WarmupScan:
         return best
 
     def get_state(self) -> JsonState:
-        return {"origin": self.origin, "until": self.until, "events": list(self._events)}
+        return {
+            "origin": self.origin,
+            "base_n": self.base_n,
+            "base_k": self.base_k,
+            "until": self.until,
+            "events": list(self._events),
+        }
 
     @classmethod
     def from_state(cls, state: JsonState, arl0: float) -> WarmupScan:
-        scan = cls(arl0, int(state["origin"]))
+        scan = cls(arl0, int(state["origin"]), int(state["base_n"]), int(state["base_k"]))
         scan.until = state["until"]
         scan._events = [int(i) for i in state["events"]]
         return scan

@@ -7,7 +7,10 @@ old values must not crash its agent deep in a stream: a value of another version
 dropped and relearned (detectors start a new baseline, a join entry is forgotten, an
 engine starts without open incidents), logged once per store and counted
 (``sentinel_state_resets_total`` on ``/metrics``). Bump a version here whenever the
-corresponding ``to_json``/``get_state`` changes shape.
+corresponding ``to_json``/``get_state`` changes shape in a way its reader cannot take:
+a key added that the reader does without when absent (``BernoulliCusum``'s optional
+keys, ``AdaptiveBernoulliCusum``'s ``scan``) keeps the version, so an upgrade does not
+relearn every baseline.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ from detectors.warmup import WINDOWS, WarmupScan, log_tail
 @pytest.mark.parametrize(
     ("x", "total", "events", "draws"),
     [(5, 1000, 30, 64), (12, 1000, 30, 64), (40, 20_000, 100, 2048), (3, 200, 5, 16),
-     (1, 50, 10, 8), (9, 100, 9, 64), (0, 10, 3, 4), (4, 10, 3, 4)],
+     (1, 50, 10, 8), (9, 100, 9, 64), (0, 10, 3, 4), (4, 10, 3, 4),
+     (27, 14_594, 1_303, 12_598), (500, 90_000, 3_000, 20_000)],
 )  # fmt: skip
 def test_log_tail_is_the_hypergeometric_tail(x: int, total: int, events: int, draws: int) -> None:
     want = float(hypergeom.logsf(x - 1, total, events, draws))
@@ -128,16 +129,45 @@ def test_batches_states_and_steps_agree(seed: int) -> None:
     assert one.get_state() == two.get_state() == restored.get_state()
 
 
-def test_state_saved_before_the_scan_scans_from_its_restore() -> None:
-    """A learning test restored from state without a scan scans only what follows: the
-    events it did not see are not taken for a quiet start."""
+def test_state_saved_before_the_scan_scans_what_follows_against_all_of_it() -> None:
+    """A learning test restored from state without a scan: its windows lie after the
+    restore (where the events fell before it is unknown), and the warm-up so far enters
+    the test and the re-estimate as counts. A rate change after the restore is paged as
+    by a test that scanned from the start, on a baseline from before the change."""
+    xs = _stream(1, 900, 0.01, 0.15, 600)
+    fresh = _learning_test()
+    want = fresh.update_many(xs)
     det = _learning_test()
-    det.update_many(_stream(1, 900, 0.02, 0.02, 0))
+    det.update_many(xs[:850])
     state = det.get_state()
+    ref_n, ref_k = state["parts"][0]["ref_n"], state["parts"][0]["ref_k"]
     del state["scan"]
     restored = _learning_test()
     restored.set_state(state)
-    assert restored.get_state()["scan"] == {"origin": 900, "until": None, "events": []}
+    scan = restored.get_state()["scan"]
+    assert scan == {"origin": 850, "base_n": ref_n, "base_k": ref_k, "until": None, "events": []}
+    got = restored.update_many(xs[850:])
+    assert got[0].details["warmup_scan"] == 1.0
+    assert got[0].last_index == want[0].last_index
+    assert got[0].baseline == want[0].baseline
+    assert got[0].baseline < 0.02
+
+
+def test_a_scan_past_its_end_is_gone_from_the_state_however_fed() -> None:
+    """The scan's last observation passed among non-events that are only counted: the
+    state shows it gone, as after the same observations in one batch."""
+    xs = _stream(4, 1_200, 0.03, 0.03, 0)
+    steps, batch = _learning_test(), _learning_test()
+    for x in xs:
+        steps.update(bool(x))
+    batch.update_many(xs)
+    until = steps.get_state()["scan"]["until"]
+    quiet = np.zeros(until - 1_200 + 5, dtype=bool)
+    for x in quiet:
+        steps.update(bool(x))
+    batch.update_many(quiet)
+    assert steps.get_state() == batch.get_state()
+    assert steps.get_state()["scan"] is None
 
 
 def test_a_given_or_prior_baseline_has_no_scan() -> None:
