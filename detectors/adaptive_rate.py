@@ -308,8 +308,6 @@ class AdaptiveBernoulliCusum(Detector[bool]):
                     return signals + self.update_many(arr[i:])
                 if (s := self.update(bool(arr[i]))) is not None:
                     signals.append(s)
-                if self._scan is None:
-                    return signals + self.update_many(arr[i + 1 :])
             return signals
         self._wake()
         n0 = self.seen

@@ -154,6 +154,15 @@ def _interrupts_ignored() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
+def _raise_if_error(result: tuple[Any, ...]) -> tuple[Any, ...]:
+    """``result`` of a detection process, unless it is its error (``("error", job,
+    traceback)``), which is raised."""
+    if result[0] == "error":
+        # (from None: it may be read while a queue's Full is being handled)
+        raise DetectionProcessError(f"detection process {result[1]} failed:\n{result[2]}") from None
+    return result
+
+
 def _detect_run(detect: Any, run: list[Observation], where: list[int], out: list[Tagged]) -> None:
     """Detect ``run`` (observations at positions ``where``), tagging each incident event
     with its observation's position: one step per observation, the steps' last part (the
@@ -284,9 +293,7 @@ class ParallelPipeline:
             self._put(job, None)
         by_job: dict[int, list[Tagged]] = {}
         for _ in range(self.jobs):
-            kind, job, *rest = self._result()
-            if kind == "error":
-                raise DetectionProcessError(f"detection process {job} failed:\n{rest[0]}")
+            _, job, *rest = _raise_if_error(self._result())
             by_job[job], thresholds, self.observations[job] = rest
             add_thresholds(thresholds)
         for proc in self._procs:
@@ -344,10 +351,8 @@ class ParallelPipeline:
             result: tuple[Any, ...] = self._results.get_nowait()
         except queue.Empty:
             return
-        if result[0] == "error":
-            msg = f"detection process {result[1]} failed:\n{result[2]}"
-            raise DetectionProcessError(msg) from None
-        self._early.append(result)  # a process that had all its input (flush) and is done
+        # A process that had all its input (flush) and is done: kept for ``_result``.
+        self._early.append(_raise_if_error(result))
 
     def _check_alive(self) -> None:
         for job, proc in enumerate(self._procs):
