@@ -1,6 +1,7 @@
 """Where the harm, injection and guardrail detectors' delay goes, detector by detector (issue 13).
 
-    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/delay_parts.py [--seeds N] [--only means|rates]
+    OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/delay_parts.py [--seeds N]
+        [--only means|rates|embeddings]
 
 bench/quality.py measures the whole pipeline's delay against the oracle CUSUM (exact, knows
 ``p0 -> p1``, at one test's ARL0). This script takes the pipeline out: it feeds each
@@ -25,6 +26,12 @@ deviations, as the pipeline builds them and as they were before stop 28 (one des
 confidence (Beta(12, 3)), against the Gaussian CUSUM for the true shift (the oracle of
 bench/quality.py) and the exact likelihood-ratio CUSUM of the true distribution (the best
 any detector can do; ``bench.oracle.location_llr_delay``).
+
+Then embeddings (``--only embeddings``): a mean shift in a random direction of standard
+normal embeddings, 8 to 384 numbers, as a model key's detector has it (the window test and
+the distance's mean charts) and as a segment's (the window test alone), against the
+Gaussian CUSUM told the shift's direction and size (no detector that is not told the
+direction can match it in many dimensions; it says what the information allows).
 """
 
 from __future__ import annotations
@@ -49,7 +56,7 @@ from detectors.arl import bernoulli_cusum_delay  # noqa: E402
 from detectors.base import Detector  # noqa: E402
 from detectors.confidence import ConfidenceShift  # noqa: E402
 from detectors.coverage import GuardrailBlockRate, HarmRate  # noqa: E402
-from detectors.drift import NumericDrift  # noqa: E402
+from detectors.drift import EmbeddingDrift, NumericDrift  # noqa: E402
 from detectors.rate import BernoulliCusum  # noqa: E402
 from streams.pipeline.detectorset import (  # noqa: E402
     SCORE_DESIGNS,
@@ -192,6 +199,51 @@ def _mean_shifts(arl0: float, seeds: int, post: int, reference: int) -> None:
     print()
 
 
+EMBEDDING_SHIFTS: Final = ((8, 2.0), (64, 2.0), (64, 3.0), (384, 3.0), (384, 6.0))
+"""(dimensions, shift in standard deviations of one number) of ``--only embeddings``."""
+
+
+def _embedding_shifts(arl0: float, seeds: int, post: int, reference: int) -> None:
+    """Observations from a shift of the mean embedding to the first alarm (a delay beyond
+    ``post`` counts as ``post``; ``missed`` = how many), for each of
+    :data:`EMBEDDING_SHIFTS`."""
+    print(
+        f"embedding shifts: per-test ARL0 {arl0:.3g} observations; references of "
+        f"{reference} embeddings; {seeds} seeded streams per variant; misses count {post}"
+    )
+    print(
+        f"{'dims':>5} {'shift':>6} {'oracle':>7} {'variant':38} {'mean':>7} {'median':>7} "
+        f"{'missed':>6} {'/ oracle':>8}  [observations]"
+    )
+    variants: list[tuple[str, Callable[[], EmbeddingDrift]]] = [
+        (
+            "model key (window test, distance charts)",
+            lambda: EmbeddingDrift(arl0=arl0, reference_size=reference, designs=SCORE_DESIGNS),
+        ),
+        ("segment key (window test)", lambda: EmbeddingDrift(arl0=arl0, reference_size=reference)),
+    ]
+    for dims, norm in EMBEDDING_SHIFTS:
+        oracle = gaussian_cusum_delay(norm, arl0)
+        for label, make in variants:
+            delays = []
+            for seed in range(seeds):
+                rng = np.random.default_rng([seed, 17, dims])
+                direction = rng.standard_normal(dims)
+                direction *= norm / np.linalg.norm(direction)
+                det, hit = make(), post
+                for i in range(reference + post):
+                    x = rng.standard_normal(dims) + (direction if i >= reference else 0.0)
+                    if det.update(x.tolist()) is not None and i >= reference:
+                        hit = i - reference + 1
+                        break
+                delays.append(hit)
+            mean, med = statistics.fmean(delays), statistics.median(delays)
+            missed = sum(d >= post for d in delays)
+            row = f"{dims:5d} {norm:6.1f} {oracle:7.1f} {label:38}"
+            print(f"{row} {mean:7.1f} {med:7.1f} {missed:6d} {mean / oracle:8.2f}")
+    print()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--seeds", type=int, default=12, help="streams per variant")
@@ -204,7 +256,10 @@ def main() -> int:
         "budget; bench/quality.py prints each scope's)",
     )
     parser.add_argument(
-        "--only", choices=("means", "rates"), default=None, help="one part of the run"
+        "--only",
+        choices=("means", "rates", "embeddings"),
+        default=None,
+        help="one part of the run",
     )
     parser.add_argument(
         "--reference",
@@ -302,9 +357,11 @@ def main() -> int:
             ],
         ),
     ]
-    if args.only != "rates":
+    if args.only in (None, "means"):
         _mean_shifts(arl0, args.seeds, args.post, args.reference)
-    if args.only == "means":
+    if args.only in (None, "embeddings"):
+        _embedding_shifts(arl0, args.seeds, args.post, args.reference)
+    if args.only in ("means", "embeddings"):
         return 0
     print(f"per-test ARL0 {arl0:.3g} observations; {args.seeds} seeded streams per variant")
     print(f"{'case':18} {'variant':28} {'mean':>8} {'median':>8} {'/ oracle':>9}  [observations]")

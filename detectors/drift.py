@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable, Mapping, Sequence
 from itertools import chain
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Generic, TypeVar
 
 import numpy as np
 from scipy.special import ndtr
@@ -41,6 +41,8 @@ __all__ = [
     "NumericDrift",
 ]
 
+X = TypeVar("X")
+
 ALIBI_HINT = (
     "the alibi-detect backend needs the optional extra: "
     "pip install 'sentinel-ai-incidents[alibi]'. Note: alibi-detect >= 0.12 is under the "
@@ -59,26 +61,11 @@ def _ks_results(
     ]
 
 
-class NumericDrift(WindowedDrift[Mapping[str, float]]):
-    """Distribution drift of numeric input features (two-sample KS per feature, Holm), and
-    with ``designs`` mean shifts of each feature (CUSUMs, far sooner than a window test).
-
-    ``update(x)`` takes a mapping feature -> value with every name in ``features``.
-    Signal of the window test: ``feature`` = most significant feature, ``effect_size`` = its
-    KS distance ``D`` (0..1), ``baseline``/``observed`` = its reference/window means,
-    ``p_value`` Bonferroni-adjusted, ``details`` = p-values of every feature Holm rejects.
-
-    ``designs`` (multiples of ``shift``, in reference standard deviations; none by
-    default): each feature also gets up and down mean CUSUMs on its *normal scores*
-    against the reference (:class:`detectors.mean_chart.MeanChart`, as the score charts
-    of :mod:`detectors.score_shift`): a KS window needs a good part of its 200 values
-    past a shift before it rejects at a strict alpha, a CUSUM designed near the shift a
-    few dozen. The window test then spends half of ``arl0`` and the ``2 x features``
-    directions the other half. Signal of a mean test: ``direction`` UP or DOWN, ``feature``
-    the feature, ``effect_size`` the shift of the mean normal score since the change-point
-    estimate in standard deviations, ``baseline``/``observed`` in the feature's units (see
-    ``_mean_signal``), ``details["test"]`` = 1 (a mean test).
-    """
+class _ChartedDrift(WindowedDrift[X], Generic[X]):
+    """A window test and, with ``designs``, up and down mean CUSUMs of each feature on its
+    normal scores: the machinery :class:`NumericDrift` and :class:`EmbeddingDrift` share
+    (the former's docstring describes the signals). A subclass says how an input becomes
+    a row of per-feature values (``_row``)."""
 
     def __init__(
         self,
@@ -100,15 +87,20 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         return 2.0 if self.designs else 1.0
 
     @property
+    def _charted(self) -> int:
+        """How many of the features, from the first, get mean charts (with ``designs``)."""
+        return len(self.features)
+
+    @property
     def _direction_arl0(self) -> float:
-        """Each mean test direction's ARL0: half the budget over ``2 x features``."""
-        return self.arl0 * 2.0 * 2 * len(self.features)
+        """Each mean test direction's ARL0: half the budget over ``2 x`` charted features."""
+        return self.arl0 * 2.0 * 2 * self._charted
 
     def _reset(self) -> None:
         super()._reset()
         self._charts = [
             MeanChart(self.shift, self.designs, self.shift / 4, BASELINE_CONFIDENCE)
-            for _ in self.features
+            for _ in self.features[: self._charted]
             if self.designs
         ]
         self._cols: list[list[float]] = []
@@ -126,6 +118,10 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         super().set_state(state)
         for chart, st in zip(self._charts, state.get("charts", []), strict=False):
             chart.set_state(st)
+        if self._cols and "charts" not in state:
+            # A reference fitted before this detector had mean charts (state saved by an
+            # earlier release): they start now, on that reference.
+            self._fit_charts(np.asarray(self._cols, dtype=np.float64).T)
         prior = state.get("prior")
         self._prior = None if prior is None else PriorCharts.from_state(prior, self._charts[0])
 
@@ -145,7 +141,7 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         """Whether ``adopt_prior`` can no longer change anything (it adopts once)."""
         return self._prior is not None or bool(self._fitted)
 
-    def adopt_prior(self, parent: NumericDrift, strength: float) -> bool:
+    def adopt_prior(self, parent: _ChartedDrift[X], strength: float) -> bool:
         """A young segment key's shrinkage prior, as the score charts take it
         (:meth:`detectors.confidence.ConfidenceShift.adopt_prior`): once it has
         ``strength`` rows of its own (at least 20, fewer than its reference), each
@@ -168,7 +164,7 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         )
         return self._prior is not None
 
-    def update(self, x: Mapping[str, float]) -> Signal | None:
+    def update(self, x: X) -> Signal | None:
         prior = self._prior
         if self._fitted or prior is None:
             return super().update(x)
@@ -204,15 +200,16 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
         self._cols = cols if cols and self._charts else []  # read-only, for bisect
 
-    def _row(self, x: Mapping[str, float]) -> list[Any]:
-        return [float(x[f]) for f in self.features]
-
     def _fit(self, ref: list[list[Any]]) -> JsonState:
         arr = np.sort(np.asarray(ref, dtype=np.float64), axis=0)
+        self._fit_charts(arr)
+        return {"sorted": arr.T.tolist()}
+
+    def _fit_charts(self, arr: np.ndarray[Any, Any]) -> None:
+        """Fit each feature's mean charts to its sorted reference column (``arr[:, j]``)."""
         for j, chart in enumerate(self._charts):
             scores = normal_scores(arr[:, j], arr[:, j])
             chart.fit(scores, self._n, self._direction_arl0)
-        return {"sorted": arr.T.tolist()}
 
     def push_rows(self, rows: list[list[Any]]) -> list[Signal]:
         """The window takes the rows in slices and each feature's mean chart its normal
@@ -264,7 +261,7 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         """The mean shift of ``feature``'s current episode in ``direction`` (UP, else
         down), in normal scores (:meth:`MeanChart.excess`); None without mean tests. A
         window test's signal has no direction: localization reads it as a drop."""
-        if not self._charts or feature not in self.features:
+        if feature not in self.features[: len(self._charts)]:
             return None
         charts = self._prior.charts if self._prior is not None else self._charts
         j = self.features.index(feature)
@@ -300,6 +297,31 @@ class NumericDrift(WindowedDrift[Mapping[str, float]]):
         flat = chain.from_iterable(rows)
         window = np.fromiter(flat, dtype=np.float64, count=len(rows) * width)
         return _ks_results(self.features, self._ref_sorted, window.reshape(len(rows), width))
+
+
+class NumericDrift(_ChartedDrift[Mapping[str, float]]):
+    """Distribution drift of numeric input features (two-sample KS per feature, Holm), and
+    with ``designs`` mean shifts of each feature (CUSUMs, far sooner than a window test).
+
+    ``update(x)`` takes a mapping feature -> value with every name in ``features``.
+    Signal of the window test: ``feature`` = most significant feature, ``effect_size`` = its
+    KS distance ``D`` (0..1), ``baseline``/``observed`` = its reference/window means,
+    ``p_value`` Bonferroni-adjusted, ``details`` = p-values of every feature Holm rejects.
+
+    ``designs`` (multiples of ``shift``, in reference standard deviations; none by
+    default): each feature also gets up and down mean CUSUMs on its *normal scores*
+    against the reference (:class:`detectors.mean_chart.MeanChart`, as the score charts
+    of :mod:`detectors.score_shift`): a KS window needs a good part of its 200 values
+    past a shift before it rejects at a strict alpha, a CUSUM designed near the shift a
+    few dozen. The window test then spends half of ``arl0`` and the ``2 x features``
+    directions the other half. Signal of a mean test: ``direction`` UP or DOWN, ``feature``
+    the feature, ``effect_size`` the shift of the mean normal score since the change-point
+    estimate in standard deviations, ``baseline``/``observed`` in the feature's units (see
+    ``_mean_signal``), ``details["test"]`` = 1 (a mean test).
+    """
+
+    def _row(self, x: Mapping[str, float]) -> list[Any]:
+        return [float(x[f]) for f in self.features]
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
@@ -456,15 +478,25 @@ class LabelMixDrift(WindowedDrift[str]):
         return [str(c) for c in np.concatenate((first, second))]
 
 
-class EmbeddingDrift(WindowedDrift[Sequence[float]]):
-    """Drift of embedding inputs, kept cheap: a few univariate KS tests, Holm.
+class EmbeddingDrift(_ChartedDrift[Sequence[float]]):
+    """Drift of embedding inputs, kept cheap: a few derived numbers per embedding, tested
+    as :class:`NumericDrift` tests its features.
 
     The first half of the reference learns the reference mean embedding; after that each
     embedding becomes ``n_projections + 1`` numbers: its distance to the reference mean
-    (any mean shift or spread change moves it, in whatever direction) and its projections
-    on ``n_projections`` random unit directions drawn from ``seed`` (regenerated, not
-    stored, so the state stays small). Signal fields as in :class:`NumericDrift`, with
-    features ``"distance"`` and ``"proj<i>"``.
+    (any mean shift or spread change moves it, in whatever direction and whatever the
+    dimension) and its projections on ``n_projections`` random unit directions drawn from
+    ``seed`` (regenerated, not stored, so the state stays small). Signal fields as in
+    :class:`NumericDrift`, with features ``"distance"`` and ``"proj<i>"``.
+
+    With ``designs`` the distance also gets up and down mean CUSUMs, as a numeric feature
+    does: a KS window over 200 embeddings misses a shift that moves the distance by a
+    third of its spread, which the charts find within a few hundred (docs/detection.md,
+    "Input drift in embeddings"). The projections keep the window test alone: a random
+    direction takes about ``1 / dimension`` of a shift's square, and their charts would
+    cost four times the distance's. A young segment key learns its own reference: its
+    embeddings sit around a mean of their own, so a parent's distances say nothing about
+    them.
     """
 
     def __init__(
@@ -475,17 +507,19 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         reference_size: int = 1000,
         window: int = 200,
         stride: int | None = None,
+        shift: float = 0.5,
+        designs: tuple[float, ...] = (),
     ) -> None:
         self.n_projections = n_projections
         self.seed = seed
-        super().__init__(arl0, reference_size, window, stride)
+        names = ("distance", *(f"proj{i}" for i in range(n_projections)))
+        super().__init__(names, arl0, reference_size, window, stride, shift, designs)
 
     def _reset(self) -> None:
         super()._reset()
         self._sum: list[float] = []
         self._mean: np.ndarray[Any, Any] | None = None
         self._dirs: np.ndarray[Any, Any] | None = None
-        self._ref_sorted: np.ndarray[Any, Any] | None = None
         # Embeddings seen since the last window test, not yet made rows (see ``update``).
         self._pending: list[Sequence[float]] = []
 
@@ -500,19 +534,41 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         self._pending = []
         super().set_state(state)
 
+    def params(self) -> dict[str, Any]:
+        params = super().params()
+        del params["features"]  # named after n_projections
+        return params
+
+    @property
+    def _charted(self) -> int:
+        return 1  # the distance: the projections' mean charts cost more than they add
+
+    @property
+    def prior_settled(self) -> bool:
+        return True  # nothing to adopt (see the class docstring)
+
+    def adopt_prior(self, parent: _ChartedDrift[Sequence[float]], strength: float) -> bool:
+        return False
+
     def update(self, x: Sequence[float]) -> Signal | None:
         """Once the reference is fitted, an embedding becomes a row only when the window
         test is due (or the state is read), all rows since the last test in one
         vectorised call: the rows are those of one-at-a-time updates, bit for bit (see
-        ``_rows``), and no row between two tests can raise anything."""
+        ``_rows``), and no row between two tests can raise anything. The distance's
+        charts take each distance as it comes (the same number as its row's)."""
         if not self._fitted:
             return super().update(x)
-        self._n += 1
+        n = self._n
+        self._n = n + 1
         self._pending.append(x)
+        best: tuple[int, Fired] | None = None
+        if self._charts:
+            z = normal_score(self._cols[0], self._distance(x))
+            for fired in self._charts[0].update(z, n):
+                best = _stronger(best, 0, fired)
         k = len(self._pending)
-        if len(self._win) + k >= self.window and self._since + k >= self._stride:
-            return self._drain()
-        return None
+        due = len(self._win) + k >= self.window and self._since + k >= self._stride
+        return self._merged(n, self._drain() if due else None, best)
 
     def update_many(self, xs: Iterable[Sequence[float]]) -> list[Signal]:
         self._drain()
@@ -526,12 +582,8 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         self._pending = []
         signal = None
         for i, row in enumerate(rows):
-            signal = self._push(first + i, row)
+            signal = WindowedDrift._push(self, first + i, row)  # the charts had them
         return signal
-
-    @property
-    def _names(self) -> list[str]:
-        return ["distance", *(f"proj{i}" for i in range(self.n_projections))]
 
     def _restore(self) -> None:
         half = self.reference_size // 2
@@ -540,8 +592,7 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
             rng = np.random.default_rng(self.seed)
             dirs = rng.standard_normal((self._mean.size, self.n_projections))
             self._dirs = dirs / np.linalg.norm(dirs, axis=0)
-        cols = self._fitted.get("sorted")
-        self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
+        super()._restore()
 
     def _ref_row(self, x: Sequence[float]) -> list[Any]:
         half = self.reference_size // 2
@@ -569,18 +620,20 @@ class EmbeddingDrift(WindowedDrift[Sequence[float]]):
         out: list[list[Any]] = np.column_stack((dist, proj)).tolist()
         return out
 
-    def _fit(self, ref: list[list[Any]]) -> JsonState:
-        rows = [r for r in ref if r]
-        arr = np.sort(np.asarray(rows, dtype=np.float64), axis=0)
-        return {"sorted": arr.T.tolist()}
+    def _distance(self, x: Sequence[float]) -> float:
+        """The distance of ``x`` to the reference mean, the same float as its row's
+        (``_rows``: the same einsum over a batch of one)."""
+        assert self._mean is not None
+        c = np.asarray([x], dtype=np.float64) - self._mean
+        return float(np.sqrt(np.einsum("ij,ij->i", c, c))[0])
 
-    def _test(self, rows: list[list[Any]]) -> list[tuple[str, float, float, float, float]]:
-        assert self._ref_sorted is not None
-        return _ks_results(self._names, self._ref_sorted, np.asarray(rows, dtype=np.float64))
+    def _fit(self, ref: list[list[Any]]) -> JsonState:
+        return super()._fit([r for r in ref if r])  # the first half learned the mean
 
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
-        return [{"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}]
+        base = {"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}
+        return [base, base | {"designs": (1.0, 2.0, 4.0)}]
 
     @classmethod
     def _conformance_stream(cls, seed: int, n: int) -> list[Any]:

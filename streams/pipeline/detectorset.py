@@ -599,6 +599,15 @@ def _numeric(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     return _window(ds, features) | _mean_designs(ds)
 
 
+def _embedding(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
+    """Embeddings: the window test, and at ``drift_levels`` (model, version) the distance's
+    mean CUSUMs as well (:class:`detectors.drift.EmbeddingDrift`). A segment's drift keeps
+    the window test alone: the charts need each embedding's distance as it comes, which
+    the window test batches (its CPU cost at every level: docs/validation.md, stop 51)."""
+    charts = _mean_designs(ds) if ds.level in ds.settings.drift_levels else {}
+    return _window(ds, features) | charts
+
+
 def _harm(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     return _wave(ds, features) | {"max_categories": s.max_harm_categories, "pooled": True}
@@ -663,7 +672,7 @@ FACTORIES: Final[dict[str, _Factory]] = {
     "label_mix": _Factory("label_mix_drift", _window),
     "numeric": _Factory("numeric_drift", _numeric),
     "categorical": _Factory("categorical_drift", _window),
-    "embedding": _Factory("embedding_drift", _window),
+    "embedding": _Factory("embedding_drift", _embedding),
     # groundedness below the cutoff; its distribution (mean down, mean up, shape)
     "hallucination": _Factory("hallucination_rate", _wave),
     "groundedness": _Factory("groundedness_shift", _score, lambda _: 3),

@@ -174,6 +174,62 @@ def test_embedding_rows_made_when_the_test_is_due_change_nothing() -> None:
     assert det.get_state() == batch.get_state()
 
 
+def _shifted_embeddings(seed: int, dim: int, norm: float, n: int, at: int) -> list[list[float]]:
+    """``n`` standard normal embeddings of ``dim`` numbers whose mean moves by ``norm`` in a
+    random direction from index ``at`` on."""
+    rng = np.random.default_rng(seed)
+    emb = rng.standard_normal((n, dim))
+    v = rng.standard_normal(dim)
+    emb[at:] += v * norm / np.linalg.norm(v)
+    return [list(map(float, e)) for e in emb]
+
+
+def _first_alarm(det: EmbeddingDrift, xs: list[list[float]]) -> int | None:
+    for i, x in enumerate(xs):
+        if det.update(x) is not None:
+            return i
+    return None
+
+
+def test_embedding_distance_charts_find_a_shift_the_window_test_misses() -> None:
+    """A shift of 3 standard deviations among 384 dimensions moves the distance to the
+    reference mean by a third of its spread: the KS window over 200 embeddings does not
+    reject it at the budget's alpha in 1,500 embeddings, the distance's mean charts do,
+    on every seed. Seeded; the bounds could fail."""
+    for seed in range(4):
+        xs = _shifted_embeddings(seed, 384, 3.0, 3000, 1500)
+        window = _first_alarm(EmbeddingDrift(arl0=1e8), xs)
+        charted = _first_alarm(EmbeddingDrift(arl0=1e8, designs=(1.0, 2.0, 4.0)), xs)
+        assert window is None, (seed, window)
+        assert charted is not None, seed
+        assert 1500 <= charted < 3000, (seed, charted)
+
+
+def test_embedding_distance_charts_stay_quiet_on_a_clean_stream() -> None:
+    """No alarm on 20,000 clean 64-dimensional embeddings after the reference (the
+    detector's ARL0 is 1e6: a chance alarm here has probability about 2 %, seeded)."""
+    xs = _shifted_embeddings(3, 64, 0.0, 21_000, 21_000)
+    det = EmbeddingDrift(arl0=1e6, designs=(1.0, 2.0, 4.0))
+    assert det.update_many(xs) == []
+    assert det._charts
+    assert det._charts[0].ratio < 1.0
+
+
+def test_an_embedding_state_saved_without_charts_gets_them_on_restore() -> None:
+    """A fitted embedding detector saved by a release without the distance charts
+    restores into one with them: they start on the saved reference and find the shift."""
+    xs = _shifted_embeddings(1, 384, 3.0, 3000, 1500)
+    old = EmbeddingDrift(arl0=1e8)
+    old.update_many(xs[:1200])
+    state = old.get_state()
+    assert "charts" not in state
+    new = EmbeddingDrift(arl0=1e8, designs=(1.0, 2.0, 4.0))
+    new.set_state(state)
+    alarm = _first_alarm(new, xs[1200:])
+    assert alarm is not None
+    assert 300 <= alarm < 1800, alarm
+
+
 @pytest.mark.parametrize("designs", [(1.0,), (1.0, 2.0, 4.0)])
 def test_confidence_false_alarms_within_factor_two(designs: tuple[float, ...]) -> None:
     """Three tests share arl0 (each direction splits its share over its designs); the
