@@ -231,12 +231,8 @@ class ConfidenceShift(Detector[float]):
         signal = None
         prior = self._prior
         if prior is not None and prior.charts:
-            chart = prior.charts[0]  # (a restart drops it)
-            step = prior.update([value], n)
-            signal = self._merge(
-                [self._mean_signal(n, f, chart, {"prior": 1.0}) for _, f in step.fired]
-            )
-            if step.apply(self._ref):
+            signal, held = self._prior_step(prior, value, n)
+            if held:
                 return signal
         self._ref.append(value)
         if len(self._ref) == self.reference_size:
@@ -246,6 +242,29 @@ class ConfidenceShift(Detector[float]):
         elif prior is not None and not prior.charts and len(self._ref) >= prior.min_own:
             prior.start([[v] for v in self._ref], self._n, self._arl0_test)
         return signal
+
+    def update_settled(self, x: float) -> Signal | None:
+        """Held while it learns (a more general key of its model alarms): a young key on
+        its parent's prior keeps charting, so that its alarms and its recovery are read,
+        and nothing joins its own reference; without prior charts it skips ``x``."""
+        prior = self._prior
+        if self._chart.ready or prior is None or not prior.charts:
+            return super().update_settled(x)
+        n = self._n
+        self._n = n + 1
+        return self._finish(self._prior_step(prior, self._value(x), n, held_out=True)[0])
+
+    def _prior_step(
+        self, prior: PriorCharts, value: float, n: int, held_out: bool = False
+    ) -> tuple[Signal | None, bool]:
+        """Observation ``n`` on the prior's chart: its signal, and whether the value stays
+        out of the key's reference (:meth:`detectors.mean_chart.PriorCharts.update`)."""
+        chart = prior.charts[0]  # (a restart drops it)
+        step = prior.update([value], n, held_out)
+        signal = self._merge(
+            [self._mean_signal(n, f, chart, {"prior": 1.0}) for _, f in step.fired]
+        )
+        return signal, step.apply(self._ref)
 
     @property
     def _arl0_test(self) -> float:

@@ -173,12 +173,8 @@ class _ChartedDrift(WindowedDrift[X], Generic[X]):
         row = self._ref_row(x)
         signal = None
         if prior.charts:
-            charts = prior.charts  # (a restart drops them)
-            step = prior.update(row, n)
-            if step.fired:
-                j, f = max(step.fired, key=lambda jf: jf[1].statistic / jf[1].threshold)
-                signal = self._mean_signal(n, j, f, charts[j], prior.spaces[j])
-            if step.apply(self._ref):
+            signal, held = self._prior_step(prior, row, n)
+            if held:
                 return signal
         self._reference(row)
         if self._fitted:
@@ -186,6 +182,30 @@ class _ChartedDrift(WindowedDrift[X], Generic[X]):
         elif not prior.charts and len(self._ref) >= prior.min_own:
             prior.start(self._ref, self._n, self._direction_arl0)
         return signal
+
+    def update_settled(self, x: X) -> Signal | None:
+        """Held while it learns (a more general key of its model alarms): a young key on
+        its parent's prior keeps charting, so that its alarms and its recovery are read,
+        and nothing joins its own reference; without prior charts it skips ``x``."""
+        prior = self._prior
+        if self._fitted or prior is None or not prior.charts:
+            return super().update_settled(x)
+        n = self._n
+        self._n = n + 1
+        return self._prior_step(prior, self._ref_row(x), n, held_out=True)[0]
+
+    def _prior_step(
+        self, prior: PriorCharts, row: list[Any], n: int, held_out: bool = False
+    ) -> tuple[Signal | None, bool]:
+        """Observation ``n`` on the prior's charts: its signal, and whether the row stays
+        out of the key's reference (:meth:`detectors.mean_chart.PriorCharts.update`)."""
+        charts = prior.charts  # (a restart drops them)
+        step = prior.update(row, n, held_out)
+        signal = None
+        if step.fired:
+            j, f = max(step.fired, key=lambda jf: jf[1].statistic / jf[1].threshold)
+            signal = self._mean_signal(n, j, f, charts[j], prior.spaces[j])
+        return signal, step.apply(self._ref)
 
     @property
     def statistic(self) -> float:

@@ -725,8 +725,11 @@ class PriorCharts:
             chart.fit_shape(sample, shape, self.size, n, arl0)
             self.charts.append(chart)
 
-    def update(self, row: Sequence[float], n: int) -> PriorStep:
-        """Chart observation ``n`` (one value per feature); see :class:`PriorStep`."""
+    def update(self, row: Sequence[float], n: int, held_out: bool = False) -> PriorStep:
+        """Chart observation ``n`` (one value per feature); see :class:`PriorStep`.
+        ``held_out``: the caller keeps it out of the key's reference whatever the charts
+        say (a more general key alarms, see ``update_settled``): it counts toward no
+        restart, which is for a level the key's own values keep showing."""
         fired: list[tuple[int, Fired]] = []
         start = n
         for j, chart in enumerate(self.charts):
@@ -738,6 +741,8 @@ class PriorCharts:
                     start = min(start, int(ep[1]))
         back = min(n - start, self.cap - self.held)
         self.held += back
+        if held_out:
+            return PriorStep(fired, back, hold=True, restart=False)
         if not any(ep[3] for chart in self.charts for ep in chart.ep):
             return PriorStep(fired, back, hold=False, restart=False)
         if self.held < self.cap:

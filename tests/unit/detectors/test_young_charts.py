@@ -253,3 +253,46 @@ def test_a_judge_chart_saved_mid_reference_by_an_older_release_still_loads() -> 
     theirs = _feed(old, values[120:])
     assert ours
     assert [s.model_dump() for s in theirs] == [s.model_dump() for s in ours]
+
+
+@pytest.mark.parametrize(("cls", "draw", "parent_mean", "mean", "drop"), CASES)
+def test_a_held_young_chart_keeps_judging_and_learns_nothing(
+    cls: type[ConfidenceShift], draw: Draw, parent_mean: float, mean: float, drop: float
+) -> None:
+    """The pipeline feeds a learning detector ``update_settled`` while a more general key
+    of its model alarms. A young chart on its parent's prior alarmed on a drop, then is
+    held: it keeps charting, so its recovery test reads the drop's end, and no value
+    joins its reference, whether in the drop or after it (held 1,500 values, more than a
+    reference's worth: no restart either). Before, a held young chart skipped every
+    value: its episode stayed as it was at the alarm and its incident could not end."""
+    young, rng = _young_after_150(cls, draw, parent_mean, mean, 11)
+    assert _feed(young, draw(rng, 120, mean - drop)), "the drop went unseen"
+    reference = list(young._ref)
+    held = [young.update_settled(v) for v in draw(rng, 1500, mean)]
+    assert young._ref == reference
+    assert young._prior is not None
+    assert young._prior.charts  # not restarted
+    assert all(s is None or s.direction is not Direction.UP for s in held)
+    excess = young.excess(None, Direction.DOWN)
+    assert excess is not None
+    assert not excess.alarmed or excess.recovered, excess  # the drop is read as over
+
+
+def test_a_held_young_numeric_chart_keeps_judging_and_learns_nothing() -> None:
+    """As above, for numeric drift's young charts (the input drift of a segment key that
+    stays open while its model key's alarms hold it)."""
+    parent = _numeric_parent()
+    rng = np.random.default_rng(5)
+    young = _numeric(1000)
+    assert young.adopt_prior(parent, 100)
+    young.update_many(_rows(rng, 150, 1.0))
+    assert young.update_many(_rows(rng, 250, 2.0)), "the drift went unseen"
+    reference = list(young._ref)
+    held = [young.update_settled(row) for row in _rows(rng, 1500, 1.0)]
+    assert young._ref == reference
+    assert young._prior is not None
+    assert young._prior.charts
+    assert all(s is None or s.direction is not Direction.DOWN for s in held)
+    excess = young.excess("a", Direction.UP)
+    assert excess is not None
+    assert not excess.alarmed or excess.recovered, excess  # the drift is read as over
