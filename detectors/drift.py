@@ -575,7 +575,13 @@ class EmbeddingDrift(_ChartedDrift[Sequence[float]]):
         test is due (or the state is read), all rows since the last test in one
         vectorised call: the rows are those of one-at-a-time updates, bit for bit (see
         ``_rows``), and no row between two tests can raise anything. The distance's
-        charts take each distance as it comes (the same number as its row's)."""
+        charts take each distance as it comes (the same number as its row's).
+
+        An embedding of another size than the first one the detector saw is skipped: its
+        distance to the reference mean means nothing (a new encoder needs a new key or a
+        reset)."""
+        if self._sum and len(x) != len(self._sum):
+            return None
         if not self._fitted:
             return super().update(x)
         n = self._n
@@ -591,8 +597,13 @@ class EmbeddingDrift(_ChartedDrift[Sequence[float]]):
         return self._merged(n, self._drain() if due else None, best)
 
     def update_many(self, xs: Iterable[Sequence[float]]) -> list[Signal]:
+        batch = list(xs)
+        if any(len(x) != len(batch[0]) for x in batch) or (
+            batch and self._sum and len(batch[0]) != len(self._sum)
+        ):
+            return [s for x in batch if (s := self.update(x)) is not None]  # skips some
         self._drain()
-        return super().update_many(xs)
+        return super().update_many(batch)
 
     def _drain(self) -> Signal | None:
         """Push the pending embeddings' rows; the last push's signal (only it can test)."""
@@ -642,7 +653,9 @@ class EmbeddingDrift(_ChartedDrift[Sequence[float]]):
 
     def _distance(self, x: Sequence[float]) -> float:
         """The distance of ``x`` to the reference mean, the same float as its row's
-        (``_rows``: the same einsum over a batch of one)."""
+        (``_rows``: the same einsum over a batch of one). Up to 8,192 numbers: beyond
+        numpy's einsum buffer a batch may sum in another order (the event contract allows
+        4,096)."""
         assert self._mean is not None
         c = np.asarray([x], dtype=np.float64) - self._mean
         return float(np.sqrt(np.einsum("ij,ij->i", c, c))[0])

@@ -237,7 +237,13 @@ class DetectorSet:
             factory = FACTORIES.get(name.split(":")[0])
             if factory is None:
                 continue  # a retired kind (e.g. "toxicity", now "harm"): learned afresh
-            det = factory.rebuild(entry["params"])
+            params = entry["params"]
+            if name == "embedding" and "designs" not in params:
+                # Saved before embeddings had distance charts: this release's parameters
+                # for the level, the saved ones kept; the charts start on the saved
+                # reference (EmbeddingDrift.set_state).
+                params = factory.kwargs(out, ()) | params
+            det = factory.rebuild(params)
             det.set_state(entry["state"])
             out.detectors[name] = det
         out.trackers = {name: Tracker.from_json(t) for name, t in data["t"].items()}

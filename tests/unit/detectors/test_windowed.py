@@ -373,3 +373,24 @@ def test_numeric_drift_in_batches_equals_its_steps(seed: int) -> None:
     assert {s.details.get("test") for s in want} == {1.0, None}  # mean and window alarms
     assert got == want
     assert batched.get_state() == steps.get_state()
+
+
+@pytest.mark.parametrize("designs", [(), (1.0, 2.0, 4.0)])
+def test_embeddings_of_another_size_are_skipped(designs: tuple[float, ...]) -> None:
+    """Embeddings of another size than the first one (a producer that changed encoders
+    part-way) are skipped, in the reference and after it: before, the first one broke
+    the key for good (every later test and every state read raised). A batch with them
+    gives what the steps give."""
+    xs = _shifted_embeddings(2, 16, 3.0, 3000, 2000)
+    odd = _shifted_embeddings(3, 12, 0.0, 3000, 3000)
+    mixed = [odd[i] if i % 97 == 5 else x for i, x in enumerate(xs)]
+    steps = EmbeddingDrift(arl0=1e5, designs=designs, reference_size=600, window=100)
+    signals = [s for x in mixed if (s := steps.update(x)) is not None]
+    assert signals, "the shift went unseen"
+    assert signals[0].last_index >= 2000 - 2000 // 97  # the odd ones are not counted
+    batch = EmbeddingDrift(arl0=1e5, designs=designs, reference_size=600, window=100)
+    assert [s.model_dump() for s in batch.update_many(mixed)] == [s.model_dump() for s in signals]
+    assert batch.get_state() == steps.get_state()
+    clean = EmbeddingDrift(arl0=1e5, designs=designs, reference_size=600, window=100)
+    clean.update_many([x for i, x in enumerate(xs) if i % 97 != 5])
+    assert clean.get_state() == steps.get_state()

@@ -20,6 +20,7 @@ from detectors.drift import EmbeddingDrift
 from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceInput
 from streams.pipeline.detect import Detect
+from streams.pipeline.detectorset import DetectorSet
 from streams.pipeline.observation import Observation
 from streams.settings import load_settings
 
@@ -78,3 +79,33 @@ def test_an_embedding_only_drift_is_paged_by_the_distance_charts(seed: int) -> N
     assert isinstance(segment_key, EmbeddingDrift)
     assert model_key.designs
     assert not segment_key.designs
+
+
+def test_a_model_keys_embedding_state_from_an_earlier_release_gets_the_charts() -> None:
+    """A detector set saved before the distance charts (no ``designs`` in the embedding
+    detector's parameters, no charts in its state) restores with this release's
+    parameters for its level: a model key's charts start on the saved reference, a
+    segment key's detector stays as it was."""
+    settings = load_settings(env={}).detection
+    policy = load_policy(settings.alerting_policy)
+    detect = Detect(settings, policy, load_playbooks(settings.playbooks_dir), {}, {})
+    obs = _inputs(4, 2500, 16, 0.0)
+    for k in range(0, len(obs), 500):
+        detect.process(obs[k : k + 500])
+    live = detect.live_sets.live
+    for labels, level, charted in (
+        (Labels(model="m"), "model", True),
+        (Labels(model="m", segment={"tenant": "t1"}), "segment", False),
+    ):
+        ds = live[key_id(labels)]
+        data = ds.to_json()
+        entry = data["d"]["embedding"]
+        for key in ("shift", "designs"):
+            entry["params"].pop(key, None)
+        entry["state"].pop("charts", None)
+        restored = DetectorSet.from_json(data, settings, level, ds.arl0)
+        det = restored.detectors["embedding"]
+        assert isinstance(det, EmbeddingDrift)
+        assert bool(det.designs) is charted
+        assert [c.ready for c in det._charts] == ([True] if charted else [])
+        assert det.get_state()["fitted"] == entry["state"]["fitted"]
