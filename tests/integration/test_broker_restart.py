@@ -14,10 +14,9 @@ from pathlib import Path
 import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
-from streams.devtools.broker import LocalBroker, free_port
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
-from streams.settings import LocalBrokerSettings, Settings
+from streams.settings import Settings
 from tests.integration.traffic import (
     SKEW,
     AlertsReader,
@@ -25,7 +24,7 @@ from tests.integration.traffic import (
     publish_lines,
     split_at,
 )
-from tests.integration.workers import worker_process
+from tests.integration.workers import own_broker, worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -34,15 +33,6 @@ H = timedelta(hours=1)
 
 @pytest.mark.timeout(1500)
 def test_worker_survives_a_broker_restart(service_settings: Settings, tmp_path: Path) -> None:
-    broker = LocalBroker(
-        LocalBrokerSettings(
-            port=free_port(), controller_port=free_port(), data_dir=tmp_path / "kafka"
-        )
-    )
-    broker.up()
-    settings = service_settings.model_copy(
-        update={"kafka": service_settings.kafka.model_copy(update={"broker": broker.url})}
-    )
     scenario = Scenario(
         seed=31,
         duration=9 * H,
@@ -61,7 +51,7 @@ def test_worker_survives_a_broker_restart(service_settings: Settings, tmp_path: 
     first, second = split_at(lines, scenario.start + 6 * H)
     marker = critical_marker("intent-classifier", "v7", scenario.start + 6 * H, 0)
     log = tmp_path / "worker.log"
-    try:
+    with own_broker(service_settings, tmp_path / "kafka") as (broker, settings):
         with worker_process(settings, ["-m", "streams.cli.main", "run"], log):
             publish_lines(broker.bootstrap, settings, [*first, marker], rate=3000)
             reader = AlertsReader(broker.bootstrap, settings.topics.alerts)
@@ -105,5 +95,3 @@ def test_worker_survives_a_broker_restart(service_settings: Settings, tmp_path: 
             assert start - SKEW <= e.last_seen <= start + 3 * H, (
                 f"{e.incident_type} at {e.last_seen}"
             )
-    finally:
-        broker.destroy()

@@ -23,8 +23,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 
 from streams.contract.events import dump_event
-from streams.devtools.broker import free_port
-from streams.settings import Settings, child_environ, settings_env
+from streams.devtools.broker import LocalBroker, free_port
+from streams.settings import LocalBrokerSettings, Settings, child_environ, settings_env
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,6 +43,22 @@ def worker_process(
             yield proc
         finally:
             stop_process(proc)
+
+
+@contextmanager
+def own_broker(settings: Settings, data_dir: Path) -> Iterator[tuple[LocalBroker, Settings]]:
+    """A broker of the test's own (not the session's), started on free ports with its data
+    in ``data_dir``, and ``settings`` pointing at it; stopped and deleted at the end (a
+    test that stops and restarts it under a worker)."""
+    broker = LocalBroker(
+        LocalBrokerSettings(port=free_port(), controller_port=free_port(), data_dir=data_dir)
+    )
+    broker.up()
+    kafka = settings.kafka.model_copy(update={"broker": broker.url})
+    try:
+        yield broker, settings.model_copy(update={"kafka": kafka})
+    finally:
+        broker.destroy()
 
 
 def stop_process(proc: subprocess.Popen[bytes], grace_s: float = 30.0) -> None:
