@@ -248,16 +248,19 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
                 changed="up:mean",
             )
         )
+    _designs = {"shift": 0.5, "designs": SCORE_DESIGNS}
     for name, cls, gen, kw in (
         (
             "drift numeric",
             NumericDrift,
             _numeric,
-            {"features": ("a", "b", "c"), "shift": 0.5, "designs": SCORE_DESIGNS},
+            {"features": ("a", "b", "c")} | _designs,
         ),
         ("drift categorical", CategoricalDrift, _categorical, {"features": ("locale",)}),
         ("drift label_mix", LabelMixDrift, _labels, {}),
         ("drift embedding", EmbeddingDrift, _embedding, {}),
+        # a model or version key's: the distance also charted
+        ("drift embedding charted", EmbeddingDrift, _embedding, _designs),
     ):
         out.append(
             Kind(
