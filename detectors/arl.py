@@ -42,6 +42,7 @@ from scipy.sparse.linalg import splu
 
 __all__ = [
     "BernoulliLattice",
+    "NoThresholdError",
     "SolveRequest",
     "add_thresholds",
     "bernoulli_arl",
@@ -68,6 +69,11 @@ __all__ = [
 
 _RATIO_TOL = 1e-2
 _MAX_DOWN = 64
+
+
+class NoThresholdError(ValueError):
+    """No threshold reaches the ARL0: the CUSUM's increments do not drift down under the
+    reference distribution (a design at or below the rate, or the mean, it is fed)."""
 
 
 @dataclass(frozen=True)
@@ -550,7 +556,7 @@ def lattice_threshold(pmf: NDArray[np.float64], offset: int, arl0: float, start:
     """
     mean = float(np.dot(pmf, offset + np.arange(pmf.size)))
     if mean >= 0:
-        raise ValueError("the increments must drift downwards under the reference")
+        raise NoThresholdError("the increments must drift downwards under the reference")
     arl_of = functools.partial(_lattice_arl_h, pmf, offset)
     return _search(arl_of, arl0, start, known=_chain_arls(("lattice", offset, pmf.tobytes())))
 
@@ -579,7 +585,7 @@ def drift_bound(steps: Sequence[int], probs: Sequence[float], arl0: float) -> in
     if arl0 <= 1.0:
         return 1
     if sum(zi * math.exp(lp) for zi, lp in pairs) >= 0.0 or max(pairs)[0] <= 0.0:
-        raise ValueError("the increments must drift downwards and reach above zero")
+        raise NoThresholdError("the increments must drift downwards and reach above zero")
 
     def excess(theta: float) -> tuple[float, float]:
         """ln E[exp(theta Z)] (convex, < 0 between 0 and the root) and its derivative."""

@@ -38,7 +38,7 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import chi2
 
-from detectors.arl import SolveRequest, lattice_threshold_now, solved
+from detectors.arl import NoThresholdError, SolveRequest, lattice_threshold_now, solved
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
 from detectors.kernels import capped_steps, recovery_walk
 from detectors.rate import episode_cap
@@ -718,12 +718,23 @@ class PriorCharts:
         return normal_score(self.spaces[j], x) if self.spaces else x
 
     def start(self, own: Sequence[Sequence[float]], n: int, arl0: float) -> None:
-        """Fit the charts on the key's own rows so far (``n``: the next observation)."""
-        for j, shape in enumerate(self.shapes):
-            chart = shape.blank()
-            sample = np.asarray([self.value(j, row[j]) for row in own], dtype=np.float64)
-            chart.fit_shape(sample, shape, self.size, n, arl0)
-            self.charts.append(chart)
+        """Fit the charts on the key's own rows so far (``n``: the next observation).
+
+        Few own values give a wide margin on their mean: when it is wider than a design's
+        reference value, that design's increments no longer drift down and no threshold
+        exists (below about 87 values at the default 0.5 sd design). Then no chart starts,
+        and the key tries again at 1.5x as many values."""
+        charts = []
+        try:
+            for j, shape in enumerate(self.shapes):
+                chart = shape.blank()
+                sample = np.asarray([self.value(j, row[j]) for row in own], dtype=np.float64)
+                chart.fit_shape(sample, shape, self.size, n, arl0)
+                charts.append(chart)
+        except NoThresholdError:
+            self.min_own = math.ceil(1.5 * max(self.min_own, len(own)))
+            return
+        self.charts = charts
 
     def update(self, row: Sequence[float], n: int, held_out: bool = False) -> PriorStep:
         """Chart observation ``n`` (one value per feature); see :class:`PriorStep`.

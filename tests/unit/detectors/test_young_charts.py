@@ -296,3 +296,22 @@ def test_a_held_young_numeric_chart_keeps_judging_and_learns_nothing() -> None:
     excess = young.excess("a", Direction.UP)
     assert excess is not None
     assert not excess.alarmed or excess.recovered, excess  # the drift is read as over
+
+
+@pytest.mark.parametrize("strength", [20.0, 60.0])
+def test_a_prior_too_weak_to_calibrate_waits_for_more_values(strength: float) -> None:
+    """Below about 87 own values the margin on a young key's mean is wider than the 0.5 sd
+    design's reference value: no threshold exists. The key used to raise there (a
+    ``segment_prior_events`` of 60 broke every young segment); its charts now start at
+    1.5x as many values, and still see the drift."""
+    parent = _numeric_parent()
+    rng = np.random.default_rng(7)
+    young = _numeric(1000)
+    assert young.adopt_prior(parent, strength)
+    assert young.update_many(_rows(rng, 150, 1.0)) == []
+    assert young._prior is not None
+    assert young._prior.charts
+    assert young._prior.min_own > strength
+    signals = young.update_many(_rows(rng, 250, 1.5))
+    assert signals, "the drift went unseen"
+    assert signals[0].details["prior"] == 1.0
