@@ -50,6 +50,9 @@ from detectors.arl import (
 from streams.detection_settings import DetectionSettings
 
 GOAL_DELAY_RATIO: Final = 1.3
+MIN_BEFORE: Final = 50
+"""Observations in scope before the change that the oracle needs to measure its rate or
+mean; with fewer (feedback at a small tenant) it gives no delay."""
 
 _BERNOULLI: Final = {
     "toxicity_spike",
@@ -154,7 +157,7 @@ class Probe:
         out: dict[str, Any] = {"arl0": arl0, "window_events": n_during}
         order = np.argsort(t[during], kind="stable")
         changed = (np.asarray(self.request_times)[during] >= start)[order]
-        if not changed.any() or before.sum() < 50:
+        if not changed.any() or before.sum() < MIN_BEFORE:
             return out | {"delay_events": None}
         # Observations in the window about requests made before the change (late feedback).
         out["unchanged"] = int((~changed).sum())

@@ -15,6 +15,9 @@ with several scopes (model-wide and single segments: tenant, feature, locale, on
 models); per scenario the start is uniform in [6 h, 12 h] of event time (every key has
 learnt its baselines by then), the duration is 3 h and the strength is the simulator
 default x uniform [0.8, 1.25]. Clean scenarios (no injection) measure false incidents.
+The ``small`` family (rows ``small:<type>``, ``--only small``) puts one failure of each of
+five types at the smallest of forty tenants (~250 requests and ~50 feedback events a day),
+starting 12-30 h in while that tenant is young and lasting a day.
 
 Definitions:
 
@@ -84,7 +87,13 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import numpy as np  # noqa: E402
 
 from alerting.model import IncidentEvent, Labels  # noqa: E402
-from bench.oracle import GOAL_DELAY_RATIO, Probe, oracle_arl0, oracle_kinds  # noqa: E402
+from bench.oracle import (  # noqa: E402
+    GOAL_DELAY_RATIO,
+    MIN_BEFORE,
+    Probe,
+    oracle_arl0,
+    oracle_kinds,
+)
 from detectors.coverage import POOLED  # noqa: E402
 from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario  # noqa: E402
 from streams.devtools.sim_events import GUARDRAIL  # noqa: E402
@@ -98,6 +107,8 @@ GOAL_RECALL: Final = 0.95
 GOAL_FALSE_PER_M: Final = 1.0
 GRACE: Final = timedelta(minutes=30)
 INJECTION_TYPES: Final = tuple(DEFAULT_STRENGTH)
+TYPE_W: Final = 27
+"""Width of the tables' type column (``small:prompt_injection_wave``)."""
 ACCEPTED: Final[dict[str, tuple[str, ...]]] = {
     "toxicity_spike": ("toxicity_rate",),
     "downvote_spike": ("downvote_rate",),
@@ -585,6 +596,17 @@ class Job:
     scope: dict[str, str]
     estimate: float  # expected events, for scheduling longest first
     sample: float = 1.0  # --sample: the fraction of every model's requests detected
+    family: str = ""  # a scenario family with rows of its own (SMALL_SEGMENT), else ""
+
+    @property
+    def row(self) -> str:
+        """The summary row its results count in: the kind, prefixed by its family."""
+        return f"{self.family}:{self.kind}" if self.family else self.kind
+
+    @property
+    def group(self) -> str:
+        """What ``--only`` selects it by: its family, else its kind."""
+        return self.family or self.kind
 
 
 def in_pool(
@@ -613,7 +635,7 @@ def select_jobs(jobs: Sequence[Job], only: set[str], sample: float = 1.0) -> lis
         (
             dataclasses.replace(j, sample=sample)
             for j in jobs
-            if not only or j.kind in {"clean", *only}
+            if not only or j.group in {"clean", *only}
         ),
         key=lambda j: -j.estimate,
     )
@@ -740,6 +762,66 @@ def build_cause_jobs(quick: bool, base_seed: int) -> list[Job]:
     return jobs
 
 
+SMALL_SEGMENT: Final = "small"
+"""The family of failures at a small tenant (issue 13's "a spike in a small segment"); its
+rows are ``small:<type>`` and ``--only small`` runs it."""
+SMALL_TENANTS: Final = (
+    *Scenario.model_fields["tenants"].default,
+    *(f"t{i:02d}" for i in range(6, 41)),
+)
+"""A long tail of tenants: by the simulator's Zipf shares the last, ``t40``, gets 0.58 % of
+the requests, about 250 of support-chat's a day and 50 feedback events."""
+SMALL_SEGMENT_SCOPE: Final = {"model": "support-chat", "tenant": SMALL_TENANTS[-1]}
+SMALL_SEGMENT_TYPES: Final = (
+    "toxicity_spike",
+    "downvote_spike",
+    "confidence_drop",
+    "prompt_injection_wave",
+    "hallucination_wave",
+)
+"""What fails at the small tenant, one scenario each (quick: the first three)."""
+SMALL_SEGMENT_DURATION: Final = timedelta(hours=24)
+"""A small tenant's failure lasts a day: at ~10 requests an hour no detector, the oracle
+included, tells a 3-hour rate spike from chance at the service's budget."""
+SMALL_SEGMENT_START_H: Final = (12.0, 30.0)
+"""The injection starts while the tenant is young (~125-300 requests seen): its rate tests
+still lean on the parent's prior, its score charts on the parent's shape."""
+
+
+def build_small_segment_jobs(quick: bool, base_seed: int) -> list[Job]:
+    """One failure of each :data:`SMALL_SEGMENT_TYPES` at the smallest of forty tenants."""
+    jobs: list[Job] = []
+    types = SMALL_SEGMENT_TYPES[:3] if quick else SMALL_SEGMENT_TYPES
+    for kind in types:
+        seed = base_seed * 1000 + 600 + INJECTION_TYPES.index(kind)
+        rng = np.random.default_rng([seed, 7])
+        start = timedelta(minutes=round(60 * rng.uniform(*SMALL_SEGMENT_START_H)))
+        strength = round(DEFAULT_STRENGTH[kind] * rng.uniform(*STRENGTH_RANGE), 4)
+        inj = Injection.model_validate(
+            {
+                "type": kind,
+                "start": start,
+                "duration": SMALL_SEGMENT_DURATION,
+                "strength": strength,
+                "scope": SMALL_SEGMENT_SCOPE,
+            }
+        )
+        duration = start + SMALL_SEGMENT_DURATION + AFTER_END
+        sc = Scenario(seed=seed, duration=duration, tenants=list(SMALL_TENANTS), injections=[inj])
+        where = ",".join(f"{k}={v}" for k, v in SMALL_SEGMENT_SCOPE.items())
+        jobs.append(
+            Job(
+                name=f"{SMALL_SEGMENT} {kind} seed={seed} {where}",
+                kind=kind,
+                scenario=sc.model_dump(mode="json"),
+                scope=dict(SMALL_SEGMENT_SCOPE),
+                estimate=duration.total_seconds() / 3600 * EVENTS_PER_HOUR_EST,
+                family=SMALL_SEGMENT,
+            )
+        )
+    return jobs
+
+
 def _scope_needles(scope: Mapping[str, str]) -> list[str]:
     out = []
     for k, v in scope.items():
@@ -838,6 +920,7 @@ def run_job(job: Job) -> dict[str, Any]:
     return {
         "name": job.name,
         "kind": job.kind,
+        "row": job.row,
         "events": result.events,
         "dead_letters": result.dead_letters,
         "incident_events": len(result.incidents),
@@ -906,7 +989,7 @@ def print_details(
 ) -> None:
     print("Per injection (start/delay in event time; level = key of the first matching trigger):")
     header = (
-        f"{'type':<22} {'scope':<32} {'strength':>8} {'start':>6} {'detected':>8} "
+        f"{'type':<{TYPE_W}} {'scope':<32} {'strength':>8} {'start':>6} {'detected':>8} "
         f"{'level':<13} {'delay [min]':>11} {'delay [events]':>14} {'trig match/all':>14} "
         f"{'at start':<8}"
     )
@@ -918,7 +1001,7 @@ def print_details(
             scope = ",".join(f"{k}={v}" for k, v in i.scope.items())
             start_h = (i.start - i.start.replace(hour=0, minute=0, second=0)).total_seconds() / 3600
             print(
-                f"{kind:<22} {scope:<32} {_f(i.strength, '8.3g')} {start_h:5.1f}h "
+                f"{kind:<{TYPE_W}} {scope:<32} {_f(i.strength, '8.3g')} {start_h:5.1f}h "
                 f"{'yes' if inj.detected else 'NO':>8} {inj.first_level():<13} "
                 f"{_f(inj.delay_minutes, '11.1f')} {_f(inj.delay_events, '14d'):>14} "
                 f"{sum(sc.matched):>6}/{len(sc.matched):<7} {r.get('at_start', 'n/a'):<8}"
@@ -931,7 +1014,7 @@ def print_details(
 
 def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
     header = (
-        f"{'injection type':<22} {'n':>3} {'recall':>6} {'goal>=0.95':>10} {'precision':>9} "
+        f"{'injection type':<{TYPE_W}} {'n':>3} {'recall':>6} {'goal>=0.95':>10} {'precision':>9} "
         f"{'false/M clean':>13} {'goal<1/M':>8} {'delay med [events]':>18} "
         f"{'delay med [min]':>15} {'trig/inj':>9}"
     )
@@ -947,7 +1030,7 @@ def print_table(rows: Mapping[str, TypeRow], clean_events: int) -> None:
         if name == "all":
             print("-" * len(header))
         print(
-            f"{name:<22} {row.injections:>3} {_f(row.recall, '6.2f')} "
+            f"{name:<{TYPE_W}} {row.injections:>3} {_f(row.recall, '6.2f')} "
             f"{'PASS' if row.recall_ok() else 'MISS':>10} {_f(row.precision, '9.2f')} "
             f"{_f(row.false_per_million, '13.2f')} {'PASS' if row.false_ok() else 'MISS':>8} "
             f"{_f(row.median_delay_events, '18.0f')} {_f(row.median_delay_min, '15.1f')} "
@@ -982,7 +1065,7 @@ def _ruled_rows(rows: Mapping[str, TypeRow], header: str) -> Iterator[tuple[str,
 def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
     """One cause, one page: pages, incidents, localization and reopenings per type."""
     header = (
-        f"{'injection type':<22} {'n':>3} {'pages/inj':>9} {'goal<=1.1':>9} "
+        f"{'injection type':<{TYPE_W}} {'n':>3} {'pages/inj':>9} {'goal<=1.1':>9} "
         f"{'incidents/inj':>13} {'localized':>9} {'goal>=0.9':>9} {'reopen@inj':>10}"
     )
     print(
@@ -992,7 +1075,7 @@ def print_paging_table(rows: Mapping[str, TypeRow]) -> None:
     for name, row in _ruled_rows(rows, header):
         ppi, loc = row.pages_per_injection, row.localization
         print(
-            f"{name:<22} {row.injections:>3} {_f(ppi, '9.2f')} "
+            f"{name:<{TYPE_W}} {row.injections:>3} {_f(ppi, '9.2f')} "
             f"{'PASS' if ppi is not None and ppi <= GOAL_PAGES else 'MISS':>9} "
             f"{_f(row.incidents_per_injection, '13.2f')} {_f(loc, '9.2f')} "
             f"{'PASS' if loc is not None and loc >= GOAL_LOCALIZATION else 'MISS':>9} "
@@ -1031,7 +1114,7 @@ def lifecycle_pass(row: TypeRow) -> bool:
 def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
     """When the incidents of each injection resolved, measured from the injection's end."""
     header = (
-        f"{'injection type':<22} {'detected':>8} {'resolved':>8} {'open':>5} "
+        f"{'injection type':<{TYPE_W}} {'detected':>8} {'resolved':>8} {'open':>5} "
         f"{'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12} {'goals':>5}"
     )
     print(
@@ -1041,7 +1124,7 @@ def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
     for name, row in _ruled_rows(rows, header):
         worst = max(row.resolves_min) if row.resolves_min else None
         print(
-            f"{name:<22} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "
+            f"{name:<{TYPE_W}} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "
             f"{_f(row.median_resolve_min, '17.1f')} {_f(worst, '9.1f')} "
             f"{row.resolved_during:>12d} {'PASS' if lifecycle_pass(row) else 'MISS':>5}"
         )
@@ -1062,7 +1145,8 @@ def print_oracle(
     the per-type figures for the JSON output."""
     print("Oracle (exact CUSUM knowing p0 -> p1 or the mean shift, at the same per-test ARL0):")
     header = (
-        f"{'type':<22} {'scope':<40} {'change':<17} {'ARL0 [events]':>13} {'oracle [events]':>15} "
+        f"{'type':<{TYPE_W}} {'scope':<40} {'change':<17} {'ARL0 [events]':>13} "
+        f"{'oracle [events]':>15} "
         f"{'oracle [min]':>12} {'realized [min]':>14} {'measured [min]':>14} {'ratio':>6} "
         f"{'realized ratio':>14}"
     )
@@ -1073,9 +1157,19 @@ def print_oracle(
     with_room: list[bool] = []  # detected, of those the oracle catches in half the window
     for kind, sc, _, r in scores:
         orc = r.get("oracle")
-        if not orc or orc.get("delay_events") is None:
+        if not orc:
             continue
         inj = sc.injections[0]
+        where = ",".join(f"{k}={v}" for k, v in inj.injection.scope.items())
+        if inj.injection.category:
+            where += f" [{inj.injection.category}]"
+        if orc.get("delay_events") is None:
+            print(
+                f"{kind:<{TYPE_W}} {where:<40} {'n/a':<17} {_f(orc['arl0'], '13.3g')} "
+                f"(no oracle: under {MIN_BEFORE} observations before the change, "
+                f"{orc['window_events']} in the window)"
+            )
+            continue
         row = per_type.setdefault(
             kind,
             {
@@ -1112,11 +1206,8 @@ def print_oracle(
                 if orc.get("realized_minutes"):
                     realized_ratio = (inj.delay_minutes or 0.0) / orc["realized_minutes"]
                     row["realized_ratios"].append(realized_ratio)
-        where = ",".join(f"{k}={v}" for k, v in inj.injection.scope.items())
-        if inj.injection.category:
-            where += f" [{inj.injection.category}]"
         print(
-            f"{kind:<22} {where:<40} {change:<17} {_f(orc['arl0'], '13.3g')} "
+            f"{kind:<{TYPE_W}} {where:<40} {change:<17} {_f(orc['arl0'], '13.3g')} "
             f"{_f(orc['delay_events'], '15.0f')} "
             f"{_f(orc.get('delay_minutes'), '12.1f')} {_f(orc.get('realized_minutes'), '14.1f')} "
             f"{_f(inj.delay_minutes, '14.1f')} {_f(ratio, '6.2f')} {_f(realized_ratio, '14.2f')}"
@@ -1124,7 +1215,7 @@ def print_oracle(
         )
     print()
     header = (
-        f"{'type':<22} {'oracle-catchable':>16} {'recall':>6} {'goal>=0.95':>10} "
+        f"{'type':<{TYPE_W}} {'oracle-catchable':>16} {'recall':>6} {'goal>=0.95':>10} "
         f"{'delay/oracle median':>19} {'max':>6} {'goal<=1.3':>9} | {'realized-catchable':>18} "
         f"{'recall':>6} {'goal>=0.95':>10} {'delay/realized median':>21} {'goal<=1.3':>9}"
     )
@@ -1142,7 +1233,8 @@ def print_oracle(
         "oracle: expected delay of the CUSUM designed for the true change (measured in the\n"
         "  scope's events) at the ARL0 one test of that detector had at the scope's key when\n"
         "  the injection began (ARL0, in that test's observations); 'oracle misses' =\n"
-        "  its expected delay exceeds the events of the 3 h window. Minutes = event time\n"
+        "  its expected delay exceeds the events of the injection's window (3 h; small: a\n"
+        "  day). Minutes = event time\n"
         "  of the window's observation at the oracle's delay (its own traffic, so a daily\n"
         "  cycle weighs both alike). ratio = measured delay / oracle delay, in minutes.\n"
         "  Feedback and evaluations arrive minutes after their output: the oracle gets them\n"
@@ -1199,7 +1291,7 @@ def _print_oracle_row(kind: str, row: dict[str, Any]) -> None:
         "median_realized_ratio": real_med,
     }
     print(
-        f"{kind:<22} {n:>16} {_f(recall, '6.2f')} "
+        f"{kind:<{TYPE_W}} {n:>16} {_f(recall, '6.2f')} "
         f"{verdict(recall is not None and recall >= GOAL_RECALL):>10} "
         f"{_f(med, '19.2f')} {_f(worst, '6.2f')} "
         f"{verdict(med is not None and med <= GOAL_DELAY_RATIO):>9} | {n_real:>18} "
@@ -1221,8 +1313,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument(
         "--only",
         default="",
-        help="comma-separated injection types or cause scenarios (tenant_cascade, "
-        "two_failures) to run, with the clean scenarios; default all",
+        help="comma-separated injection types, cause scenarios (tenant_cascade, "
+        f"two_failures) or {SMALL_SEGMENT} (failures at a small tenant) to run, with the "
+        "clean scenarios; default all",
     )
     parser.add_argument(
         "--per-type", type=int, default=None, help="injections per type (default 2 quick, 5 full)"
@@ -1236,16 +1329,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
     only = {t for t in args.only.split(",") if t}
-    if unknown := only - {*INJECTION_TYPES, *CAUSE_SCENARIOS}:
+    if unknown := only - {*INJECTION_TYPES, *CAUSE_SCENARIOS, SMALL_SEGMENT}:
         parser.error(f"--only: unknown type(s) or scenario(s) {sorted(unknown)}")
     if args.seed < 0:
         parser.error("--seed must be >= 0")
     if not 0.0 < args.sample <= 1.0:
         parser.error("--sample must be in (0, 1]")
 
-    all_jobs = build_jobs(args.quick, args.seed, args.per_type) + build_cause_jobs(
-        args.quick, args.seed
-    )
+    all_jobs = [
+        *build_jobs(args.quick, args.seed, args.per_type),
+        *build_cause_jobs(args.quick, args.seed),
+        *build_small_segment_jobs(args.quick, args.seed),
+    ]
     jobs = select_jobs(all_jobs, only, args.sample)
     began = time.perf_counter()
     results = in_pool(
@@ -1272,7 +1367,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         triggers = [Trigger.from_json(t) for t in r["triggers"]]
         resolves = [(key, _parse_time(at)) for key, at in r.get("resolves", [])]
         sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves)
-        scored.append((r["kind"], sc, triggers, r))
+        scored.append((r.get("row", r["kind"]), sc, triggers, r))
     rows = summarize([(k, s, t) for k, s, t, _ in scored], clean_triggers, clean_events)
 
     print()

@@ -157,6 +157,40 @@ def test_more_harm_spikes_per_type_than_categories_cycle_through_them() -> None:
     assert len({j.name for j in jobs}) == 7  # each its own seed
 
 
+def test_the_small_segment_family_injects_a_day_long_failure_at_a_tenant_of_under_one_percent() -> (
+    None
+):
+    """``--only small``: one failure per type at the last of forty tenants, in rows of its
+    own; the regular types' selection does not pick them up."""
+    from bench.quality import (
+        SMALL_SEGMENT,
+        SMALL_SEGMENT_DURATION,
+        SMALL_SEGMENT_TYPES,
+        build_cause_jobs,
+        build_small_segment_jobs,
+        select_jobs,
+    )
+    from streams.devtools.scenario import Scenario, check_scenario
+    from streams.devtools.sim_requests import zipf_weights
+
+    small = build_small_segment_jobs(False, 0)
+    assert [j.kind for j in small] == list(SMALL_SEGMENT_TYPES)
+    assert [j.row for j in small] == [f"small:{t}" for t in SMALL_SEGMENT_TYPES]
+    assert len(build_small_segment_jobs(True, 0)) == 3
+    for job in small:
+        sc = Scenario.model_validate(job.scenario)
+        check_scenario(sc)  # the scope's tenant exists: the injection reaches traffic
+        (inj,) = sc.injections
+        tenant = inj.scope["tenant"]
+        assert tenant == job.scope["tenant"] == sc.tenants[-1]
+        assert zipf_weights(len(sc.tenants))[-1] < 0.01
+        assert inj.duration == SMALL_SEGMENT_DURATION
+    everything = [*build_jobs(True, 0), *build_cause_jobs(True, 0), *small]
+    picked = select_jobs(everything, {SMALL_SEGMENT})
+    assert {j.group for j in picked} == {"clean", SMALL_SEGMENT}
+    assert not any(j.family for j in select_jobs(everything, {"toxicity_spike"}))
+
+
 def _incident(kind: str, minutes: float, incident_id: str, note: str = "") -> Trigger:
     return Trigger(kind, "support-chat", at(minutes), incident_id=incident_id, note=note)
 
@@ -252,6 +286,8 @@ def test_the_oracle_table_counts_recall_against_the_expected_and_the_realized_or
                 | {"delay_events": 5000.0, "delay_minutes": None, "catchable": False}
                 | {"realized_events": None, "realized_minutes": None},
             ),
+            # too few observations before the change: listed, counted nowhere
+            scored(None, {"arl0": 1e6, "window_events": 47, "delay_events": None}),  # type: ignore[list-item]
         ]
     )
     row = rows["toxicity_spike"]
@@ -267,6 +303,7 @@ def test_the_oracle_table_counts_recall_against_the_expected_and_the_realized_or
     out = capsys.readouterr().out
     assert "realized-catchable" in out
     assert "(oracle misses)" in out
+    assert "(no oracle: under 50 observations before the change, 47 in the window)" in out
 
 
 def test_sample_runs_every_job_on_that_share_of_each_models_requests() -> None:
