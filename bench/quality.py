@@ -921,6 +921,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "name": job.name,
         "kind": job.kind,
         "row": job.row,
+        "scenario_start": job.scenario["start"],
         "events": result.events,
         "dead_letters": result.dead_letters,
         "incident_events": len(result.incidents),
@@ -987,7 +988,10 @@ legend: recall = injections with a matching trigger / injections; precision = ma
 def print_details(
     scores: Sequence[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]],
 ) -> None:
-    print("Per injection (start/delay in event time; level = key of the first matching trigger):")
+    print(
+        "Per injection (start: hours after the scenario began; delay in event time;"
+        " level = key of the first matching trigger):"
+    )
     header = (
         f"{'type':<{TYPE_W}} {'scope':<32} {'strength':>8} {'start':>6} {'detected':>8} "
         f"{'level':<13} {'delay [min]':>11} {'delay [events]':>14} {'trig match/all':>14} "
@@ -999,7 +1003,7 @@ def print_details(
         for inj in sc.injections:
             i = inj.injection
             scope = ",".join(f"{k}={v}" for k, v in i.scope.items())
-            start_h = (i.start - i.start.replace(hour=0, minute=0, second=0)).total_seconds() / 3600
+            start_h = (i.start - _parse_time(r["scenario_start"])).total_seconds() / 3600
             print(
                 f"{kind:<{TYPE_W}} {scope:<32} {_f(i.strength, '8.3g')} {start_h:5.1f}h "
                 f"{'yes' if inj.detected else 'NO':>8} {inj.first_level():<13} "
@@ -1367,7 +1371,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         triggers = [Trigger.from_json(t) for t in r["triggers"]]
         resolves = [(key, _parse_time(at)) for key, at in r.get("resolves", [])]
         sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves)
-        scored.append((r.get("row", r["kind"]), sc, triggers, r))
+        scored.append((r["row"], sc, triggers, r))
     rows = summarize([(k, s, t) for k, s, t, _ in scored], clean_triggers, clean_events)
 
     print()
@@ -1447,6 +1451,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "injections": [
             {
                 "scenario": r["name"],
+                "row": r["row"],
                 "id": inj.injection.id,
                 "type": inj.injection.type,
                 "scope": dict(inj.injection.scope),

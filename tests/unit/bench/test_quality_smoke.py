@@ -20,6 +20,7 @@ from bench.quality import (
     build_jobs,
     labels_consistent,
     lifecycle_pass,
+    print_details,
     print_oracle,
     score_scenario,
     summarize,
@@ -304,6 +305,18 @@ def test_the_oracle_table_counts_recall_against_the_expected_and_the_realized_or
     assert "realized-catchable" in out
     assert "(oracle misses)" in out
     assert "(no oracle: under 50 observations before the change, 47 in the window)" in out
+
+
+def test_the_per_injection_table_prints_the_start_in_hours_after_the_scenario_began(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """An injection 26.5 h into a scenario prints as 26.5 h, not as the hour of its day."""
+    late = replace(TOX, start=T0 + timedelta(hours=18.5), end=T0 + timedelta(hours=21.5))
+    sc = ScenarioScore([InjectionScore(late, detected_at=None)], [], [])
+    began = (T0 - timedelta(hours=8)).isoformat()
+    print_details([("toxicity_spike", sc, [], {"scenario_start": began, "at_start": "ready"})])
+    row = capsys.readouterr().out.splitlines()[3]
+    assert row.split()[3] == "26.5h", row
 
 
 def test_sample_runs_every_job_on_that_share_of_each_models_requests() -> None:
