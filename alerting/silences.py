@@ -14,17 +14,15 @@ policy file alone. No Kafka and no clock here: ``now`` is always passed in.
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Iterable
 from datetime import datetime, timedelta
 from typing import Literal, Protocol
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
 from alerting.model import UtcDatetime, iso_utc, require_utc, stable_hash
 from alerting.policy import Silence
-
-log = logging.getLogger(__name__)
+from alerting.records import fold_latest
 
 SILENCES_SUFFIX = ".silences"
 
@@ -124,21 +122,9 @@ def fold_silence_records(
     state: dict[str, SilenceRecord] | None = None,
 ) -> dict[str, SilenceRecord]:
     """Fold ``(key, value)`` pairs from the silences topic, in log order, into the current
-    record per silence id. A ``None`` value deletes the key; an invalid value is logged and
-    skipped (the stream never stops for one bad record). Pure: ``state`` is not mutated."""
-    out = dict(state or {})
-    for key, value in records:
-        if value is None:
-            if key is not None:
-                out.pop(key.decode(errors="replace"), None)
-            continue
-        try:
-            rec = SilenceRecord.model_validate_json(value)
-        except ValidationError as exc:
-            log.warning("ignoring invalid silence record (key %r): %s", key, exc)
-            continue
-        out[rec.id] = rec
-    return out
+    record per silence id (:func:`alerting.records.fold_latest`). Pure: ``state`` is not
+    mutated."""
+    return fold_latest(records, SilenceRecord, lambda r: r.id, state)
 
 
 def active_silences(

@@ -174,6 +174,8 @@ class Detect:
             clock=clock,
         )
         """The keys' detector sets in memory (live, written back, expired)."""
+        self.relearns = self.live_sets.relearns
+        """Operator re-learns (``sentinel relearn``), applied as each key's set is used."""
         self.silences: SilenceSource | None = None
         """Runtime silences (from ``sentinel silence``), applied to each engine per batch."""
 

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from alerting.model import EventRange
-from detectors.base import Detector, Signal
+from detectors.base import Detector, Signal, SignalKind
 from detectors.registry import REGISTRY
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.detection_settings import DetectionSettings
@@ -208,6 +208,12 @@ class DetectorSet:
         self.share = 1.0
         self.versions: list[str] = []  # model level only: versions in order of appearance
         self._source = ""  # the observation being fed: its "topic|partition"
+        self.relearn_mark: tuple[str, str] | None = None
+        """The newest operator re-learn applied here (:meth:`alerting.relearn.RelearnRecord.
+        mark`); kept in the state, so a restart does not apply it again."""
+        self.relearn_generation = -1
+        """The :class:`alerting.relearn.RelearnBook` generation this set was last checked
+        against (in memory only: a restored set checks once)."""
 
     # -- state ---------------------------------------------------------------------------
 
@@ -226,6 +232,7 @@ class DetectorSet:
             # restored set keeps them, so hysteresis holds across a restart or an eviction.
             "arl0": self.arl0,
             "targeted": self._targeted,
+            "relearned": list(self.relearn_mark) if self.relearn_mark else None,
         }
 
     @classmethod
@@ -254,6 +261,8 @@ class DetectorSet:
         out.versions = list(data["versions"])
         out.arl0 = float(data.get("arl0", arl0))
         out._targeted = {k: float(v) for k, v in data.get("targeted", {}).items()}
+        mark = data.get("relearned")
+        out.relearn_mark = (str(mark[0]), str(mark[1])) if mark else None
         return out
 
     def canary_copy(self) -> DetectorSet:
@@ -261,7 +270,8 @@ class DetectorSet:
 
         Canary analysis: a new version is judged against the baseline of the version it
         replaces instead of learning a fresh baseline from its own, possibly bad, traffic.
-        Evidence trackers and alarm holds start empty.
+        Evidence trackers and alarm holds start empty; the re-learns applied to the
+        baselines come with them.
         """
         data = self.to_json()
         fresh = {
@@ -270,8 +280,21 @@ class DetectorSet:
             "traffic": [0.0, 0.0, None],
             "alarms": {},
             "versions": [],
+            "relearned": data["relearned"],
         }
         return DetectorSet.from_json(fresh, self.settings, self.level, self.arl0)
+
+    def relearn(self, selects: Callable[[SignalKind], bool]) -> list[str]:
+        """Drop the detectors whose signal kind ``selects`` accepts, with their evidence and
+        alarm holds: the next observation builds each afresh, which learns a new baseline
+        (an operator's re-learn, :mod:`alerting.relearn`). The names dropped."""
+        names = [n for n, det in self.detectors.items() if selects(type(det).kind)]
+        for name in names:
+            del self.detectors[name]
+            self.trackers.pop(name, None)
+            self._targeted.pop(name, None)
+            self.alarms.pop(name, None)
+        return names
 
     # -- updating ------------------------------------------------------------------------
 

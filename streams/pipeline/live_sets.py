@@ -14,17 +14,21 @@ rebalance are the budget's key count (:func:`streams.pipeline.budget.seconds_per
 from __future__ import annotations
 
 import itertools
+import logging
 import math
 from collections.abc import Callable
 from typing import Final
 
 from alerting.model import labels_of_key
+from alerting.relearn import RelearnBook
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.detectorset import DetectorSet, per_test_seconds
 from streams.pipeline.expiry import IdleKeys
 from streams.pipeline.join import Store
 from streams.pipeline.state import restore, stamp
+
+log = logging.getLogger(__name__)
 
 EXPIRE_PER_BATCH: Final = 1000
 """Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
@@ -65,6 +69,9 @@ class LiveSets:
         self.idle_s = settings.idle_key_hours * 3600.0
         self._seed = True
         self._horizon = -math.inf
+        self.relearns = RelearnBook()
+        """Operator re-learns (:mod:`alerting.relearn`): a set applies those covering its
+        key when it is next used."""
 
     def invalidate(self, keep: Callable[[str], bool] | None = None) -> None:
         """Forget the in-memory sets after a rebalance: another worker may own, and
@@ -109,7 +116,25 @@ class LiveSets:
             ds = restored or DetectorSet(self.settings, level, self.arl0)
             cache[kid] = ds
         self._counted.add(kid)
+        if ds.relearn_generation != self.relearns.generation:
+            self._relearn(kid, ds)
         return ds
+
+    def _relearn(self, kid: str, ds: DetectorSet) -> None:
+        """Apply the operator re-learns covering ``kid`` that its set has not applied."""
+        for rec in self.relearns.pending(labels_of_key(kid), ds.relearn_mark):
+            dropped = ds.relearn(rec.selects)
+            if dropped:
+                log.info(
+                    "re-learning %s on key %s: %s (by %s, %s)",
+                    ",".join(dropped),
+                    kid,
+                    rec.id,
+                    rec.requested_by,
+                    rec.reason,
+                )
+            ds.relearn_mark = rec.mark()
+        ds.relearn_generation = self.relearns.generation
 
     def key_arl0(self, kid: str) -> float | None:
         """The per-test ARL0 in events that key ``kid`` runs at now (``None`` for a key not

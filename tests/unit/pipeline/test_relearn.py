@@ -1,0 +1,166 @@
+"""An operator's re-learn (:mod:`alerting.relearn`): a level that moved for good is taken
+as the new normal, its incident resolves and the key stops paging; the detectors of other
+signal kinds and of keys outside the scope keep their baselines; restored state does not
+apply a re-learn twice."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import numpy as np
+import pytest
+
+from alerting.model import IncidentAction, IncidentEvent, Labels
+from alerting.playbooks import load_playbooks
+from alerting.policy import load_policy
+from alerting.relearn import RelearnBook, RelearnRecord, new_relearn
+from detectors.base import SignalKind
+from streams.contract.decode import Coordinates
+from streams.contract.events import InferenceOutput
+from streams.detection_settings import DetectionSettings
+from streams.pipeline.detect import Detect
+from streams.pipeline.detectorset import DetectorSet
+from streams.pipeline.keys import key_id
+from streams.pipeline.observation import Observation
+from streams.settings import load_settings
+
+T0 = datetime(2025, 1, 6, tzinfo=UTC)
+STEP_S = 20.0
+SHIFT_AT = 6_000
+"""The confidence level moves for good at this output (about 33 h in)."""
+RELEARN_AT = 8_000
+N = 14_000
+MODEL = Labels(model="m")
+
+
+def _outputs(seed: int) -> list[Observation]:
+    """Outputs of one model at one every 20 s over two tenants; confidence Beta(12, 3)
+    (mean 0.8), then Beta(10, 4) (mean 0.71) for good; 1 % flagged toxic throughout."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(N):
+        a, b = (12.0, 3.0) if i < SHIFT_AT else (10.0, 4.0)
+        event = InferenceOutput.model_validate(
+            {
+                "request_id": f"r{i}",
+                "timestamp": T0 + timedelta(seconds=i * STEP_S),
+                "gen_ai.request.model": "m",
+                "model_version": "v1",
+                "confidence": float(rng.beta(a, b)),
+                "moderation": {"toxicity": 0.9 if rng.random() < 0.01 else 0.01},
+            }
+        )
+        tenant = ("acme", "globex")[i % 2]
+        out.append(Observation(event, "m", "v1", {"tenant": tenant}, Coordinates("out", 0, i)))
+    return out
+
+
+def _detect() -> Detect:
+    settings: DetectionSettings = load_settings(None).detection
+    return Detect(
+        settings,
+        load_policy(settings.alerting_policy),
+        load_playbooks(settings.playbooks_dir),
+        {},
+        {},
+        replay=True,
+    )
+
+
+def _run(
+    obs: list[Observation], detect: Detect, record: RelearnRecord | None
+) -> list[IncidentEvent]:
+    out = detect.process(obs[:RELEARN_AT])
+    if record is not None:
+        detect.relearns.update([(record.key(), record.to_json_bytes())])
+    for k in range(RELEARN_AT, N, 500):
+        out += detect.process(obs[k : k + 500])
+    return out
+
+
+def _confidence(events: list[IncidentEvent], action: IncidentAction) -> list[IncidentEvent]:
+    return [e for e in events if e.action == action and e.incident_type.startswith("confidence")]
+
+
+def test_a_relearn_takes_a_lasting_shift_as_the_new_normal() -> None:
+    obs = _outputs(seed=5)
+    record = new_relearn(
+        MODEL,
+        [SignalKind.CONFIDENCE_SHIFT],
+        now=T0 + timedelta(seconds=RELEARN_AT * STEP_S),
+        by="ops",
+        reason="new system prompt: lower confidence is expected",
+    )
+    # Without it, the shifted level stays an open incident to the end.
+    control = _run(obs, _detect(), None)
+    first = _confidence(control, IncidentAction.TRIGGER)
+    assert first, "the shift was not detected"
+    assert first[0].evidence.window_end < T0 + timedelta(seconds=RELEARN_AT * STEP_S)
+    assert not _confidence(control, IncidentAction.RESOLVE)
+    # With it: the incident resolves and nothing pages again on the new level.
+    detect = _detect()
+    events = _run(obs, detect, record)
+    assert [e.incident_id for e in _confidence(events, IncidentAction.TRIGGER)] == [
+        first[0].incident_id
+    ]
+    resolved = _confidence(events, IncidentAction.RESOLVE)
+    assert len(resolved) == 1
+    assert resolved[0].emitted_at < T0 + timedelta(seconds=(RELEARN_AT + 1_000) * STEP_S)
+    # Every key in scope re-learned its confidence chart, and only that.
+    for labels in (
+        MODEL,
+        Labels(model="m", version="v1"),
+        Labels(model="m", segment={"tenant": "acme"}),
+    ):
+        ds = detect.live_sets.live[key_id(labels)]
+        assert ds.relearn_mark == record.mark()
+        assert ds.trackers["confidence"].first["out|0"] == RELEARN_AT, labels.describe()
+        assert ds.trackers["harm"].first["out|0"] in (0, 1), labels.describe()
+
+
+def test_a_relearn_applies_once_and_only_inside_its_scope() -> None:
+    obs = _outputs(seed=6)[:3_000]
+    detect = _detect()
+    detect.process(obs)
+    acme = key_id(Labels(model="m", segment={"tenant": "acme"}))
+    globex = key_id(Labels(model="m", segment={"tenant": "globex"}))
+    record = new_relearn(
+        Labels(model="m", segment={"tenant": "acme"}),
+        [],
+        now=T0 + timedelta(days=1),
+        by="ops",
+        reason="acme moved to the new retrieval index",
+    )
+    detect.relearns.update([(record.key(), record.to_json_bytes())])
+    detect.process(obs[-2:])  # one output of each tenant: their sets are used again
+    assert detect.live_sets.live[acme].detectors["confidence"].learning
+    assert not detect.live_sets.live[globex].detectors["confidence"].learning
+    assert detect.live_sets.live[key_id(MODEL)].relearn_mark is None
+    # Its state keeps the mark: restored after a restart, it does not start over again.
+    saved = detect.live_sets.live[acme].to_json()
+    restored = DetectorSet.from_json(saved, detect.settings, "segment", 1e5)
+    assert restored.relearn_mark == record.mark()
+    assert RelearnBook().pending(record.scope, restored.relearn_mark) == []
+    book = RelearnBook()
+    book.update([(record.key(), record.to_json_bytes())])
+    assert book.pending(record.scope, restored.relearn_mark) == []
+    assert book.pending(record.scope, None) == [record]
+
+
+def test_records_without_a_baseline_or_a_reason_are_refused() -> None:
+    with pytest.raises(ValueError, match="no learned baseline"):
+        new_relearn(MODEL, [SignalKind.CRITICAL_EVENT], now=T0, by="ops", reason="x")
+    with pytest.raises(ValueError, match="reason is required"):
+        new_relearn(MODEL, [], now=T0, by="ops", reason="  ")
+    everything = new_relearn(MODEL, [], now=T0, by="ops", reason="retrained")
+    assert everything.selects(SignalKind.TOXICITY_RATE)
+    assert not everything.selects(SignalKind.CRITICAL_EVENT)
+    book = RelearnBook()
+    book.update([(b"bad", b"{not json"), (everything.key(), everything.to_json_bytes())])
+    assert book.generation == 1
+    assert list(book.records) == [everything.id]
+    book.update([(everything.key(), everything.to_json_bytes())])
+    assert book.generation == 1  # unchanged: sets are not checked again
+    book.update([(everything.key(), None)])
+    assert book.generation == 2
+    assert not book.records
