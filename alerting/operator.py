@@ -4,7 +4,7 @@ The incident engine owns the lifecycle on the alerts topic (trigger / update / r
 with hysteresis); a person's acknowledgement or manual resolution is a different fact and
 is not written there, so ``sentinel notify`` keeps delivering exactly the engine's steps
 and ``sentinel incidents`` keeps showing what the detectors concluded. Instead every action
-taken in the console (acknowledge, silence, contain, resolve by hand) is an
+taken in the console (acknowledge, silence, contain, re-learn, resolve by hand) is an
 :class:`OperatorAction` on its own topic, ``<topics.control>.operator``
 (:func:`operator_topic`; keyed by dedup key, time-retained like the alerts topic), and the
 console folds both: :func:`overlay` says whether an incident is acknowledged or resolved by
@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from alerting.model import IncidentAction, IncidentEvent, UtcDatetime, stable_hash
 
 OPERATOR_SUFFIX = ".operator"
-ActionName = Literal["acknowledge", "silence", "contain", "resolve"]
+ActionName = Literal["acknowledge", "silence", "contain", "resolve", "relearn"]
 
 
 def operator_topic(control_topic: str) -> str:

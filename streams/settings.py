@@ -252,8 +252,8 @@ _PASSWORD_HASH = re.compile(r"^pbkdf2_sha256\$\d+\$[0-9a-f]{16,}\$[0-9a-f]{64}$"
 class ConsoleUser(_Section):
     """One operator console login: a name, a role and a salted PBKDF2 hash of its password
     or token (``sentinel console hash-password`` makes one; the clear text is never kept).
-    ``viewer`` reads every page; ``operator`` may also acknowledge, silence, contain and
-    resolve."""
+    ``viewer`` reads every page; ``operator`` may also acknowledge, silence, contain,
+    re-learn and resolve."""
 
     model_config = ConfigDict(extra="forbid", frozen=True, hide_input_in_errors=True)
 

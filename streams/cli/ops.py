@@ -1,4 +1,5 @@
-"""``sentinel notify|contain|status|silence``: the alerting consumers on the real broker.
+"""``sentinel notify|contain|status|silence|relearn``: the alerting consumers on the real
+broker, and the runtime controls of the workers.
 
 notify --sink webhook|pagerduty|alertmanager|slack
     Deliver every incident event on the alerts topic to one sink
@@ -19,6 +20,10 @@ status [--worker-url URL]
 silence add|list|expire
     Runtime silences on the compacted topic ``<topics.control>.silences``
     (:func:`alerting.silences.silences_topic`), keyed by silence id.
+relearn add|list
+    Baseline re-learns on the compacted topic ``<topics.control>.relearn``
+    (:mod:`alerting.relearn`): ``add --incident ID`` re-learns the incident's detector in
+    its scope; ``add --model M [--version V] [--segment K=V] [--signal KIND]`` a scope's.
 
 ``notify`` and ``contain`` run until SIGINT/SIGTERM, ``--max-seconds`` or ``--until-idle``,
 then print a summary. Bad input exits 2; a broker error exits 1; ``notify`` exits 3 when it
@@ -35,23 +40,32 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
 from alerting.clock import SystemClock, parse_duration
 from alerting.containment import fold_control
 from alerting.delivery_state import delivery_topic
-from alerting.model import IncidentEvent, time_text
+from alerting.model import IncidentEvent, Labels, time_text
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
+from alerting.relearn import (
+    NO_BASELINE,
+    RelearnRecord,
+    fold_relearn_records,
+    new_relearn,
+    relearn_topic,
+)
 from alerting.silences import SilenceRecord, fold_silence_records, new_silence, silences_topic
 from alerting.sink_config import make_sink
 from alerting.sinks import Sink
 from alerting.status import fold_open_incidents, render_incidents
 from alerting.transport import UrllibTransport
+from detectors.base import SignalKind
 from streams.cli.common import (
     Stopper,
     StopRequestedError,
@@ -311,6 +325,11 @@ def render_silences(records: list[SilenceRecord], now: datetime) -> str:
                 s.comment,
             )
         )
+    return _table(rows)
+
+
+def _table(rows: Sequence[tuple[str, ...]]) -> str:
+    """Aligned columns; the last one (free text) left ragged."""
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
     return "\n".join(
         "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
@@ -388,6 +407,100 @@ def cmd_silence(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---- relearn ---------------------------------------------------------------------------
+
+RELEARNABLE: Final = tuple(k.value for k in SignalKind if k not in NO_BASELINE)
+
+
+def _read_relearns(bootstrap: list[str], settings: Settings) -> dict[str, RelearnRecord]:
+    records = read_topic_to_end(
+        bootstrap, relearn_topic(settings.topics.control), security=client_security(settings)
+    )
+    return fold_relearn_records((r.key, r.value) for r in records)
+
+
+def render_relearns(records: list[RelearnRecord]) -> str:
+    if not records:
+        return "no re-learns"
+    rows = [("ID", "REQUESTED", "BY", "RE-LEARNS", "INCIDENT", "REASON")]
+    for r in sorted(records, key=RelearnRecord.mark):
+        rows.append(
+            (
+                r.id,
+                time_text(r.requested_at),
+                r.requested_by,
+                r.describe(),
+                r.incident_id or "-",
+                r.reason,
+            )
+        )
+    return _table(rows)
+
+
+def _incident_scope(
+    bootstrap: list[str], settings: Settings, incident_id: str
+) -> tuple[Labels, SignalKind]:
+    """The scope and signal kind of an incident's latest event on the alerts topic."""
+    records = read_topic_to_end(
+        bootstrap, settings.topics.alerts, security=client_security(settings)
+    )
+    events, _ = _decode_events(records)
+    mine = [e for e in events if e.incident_id == incident_id]
+    if not mine:
+        raise ConfigError(f"no incident {incident_id!r} on {settings.topics.alerts}")
+    latest = max(mine, key=lambda e: e.sequence)
+    return latest.labels, latest.evidence.signal.kind
+
+
+def cmd_relearn(args: argparse.Namespace) -> int:
+    """``sentinel relearn add|list``."""
+    setup_logging(args.log_level, kafka_warnings=False)
+    settings, bootstrap = connect(settings_of(args))
+    topic = relearn_topic(settings.topics.control)
+    if args.relearn_action == "list":
+        print(render_relearns(list(_read_relearns(bootstrap, settings).values())))
+        return 0
+    signals = [SignalKind(k) for k in args.signal or []]
+    if args.incident is not None:
+        if args.model is not None:
+            raise ConfigError("give --incident or --model, not both")
+        scope, kind = _incident_scope(bootstrap, settings, args.incident)
+        signals = signals or [kind]
+    elif args.model is not None:
+        segment = dict(args.segment or [])
+        if len(segment) != len(args.segment or []):
+            raise ConfigError("--segment: a label is given twice")
+        scope = Labels(model=args.model, version=args.version, segment=segment)
+    else:
+        raise ConfigError("say what re-learns: --incident ID, or --model (and a narrower scope)")
+    try:
+        rec = new_relearn(
+            scope,
+            signals,
+            now=datetime.now(UTC),
+            by=args.by or _created_by(),
+            reason=args.reason,
+            incident_id=args.incident,
+        )
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    if ensure_compacted_topic(
+        bootstrap,
+        topic,
+        replication_factor=settings.kafka.replication_factor,
+        security=client_security(settings),
+    ):
+        say(f"created compacted topic {topic}")
+    _publish(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
+    print(rec.id)
+    print(render_relearns([rec]))
+    say(
+        "each worker applies it to the keys in scope as they are next used; until a "
+        "detector has learned its new baseline, that key is not watched for that signal"
+    )
+    return 0
+
+
 # ---- registration ----------------------------------------------------------------------
 
 
@@ -460,6 +573,37 @@ def register(sub: Any) -> None:
     for p in (add, lst, exp):
         add_common(p)
         p.set_defaults(handler=cmd_silence)
+
+    relearn = sub.add_parser(
+        "relearn",
+        help="take a scope's current level as normal: its detectors learn a new baseline",
+        description="Publish a re-learn: in every key the scope covers (a model covers its "
+        "versions and segments), the detectors of the given signal kinds start again and "
+        "learn a new baseline from the traffic that follows. For an intended change (new "
+        "prompt, retrained judge) or a baseline that no longer describes normal traffic.",
+    )
+    rsub = relearn.add_subparsers(dest="relearn_action", required=True, metavar="ACTION")
+    radd = rsub.add_parser("add", help="re-learn an incident's detector, or a scope's")
+    radd.add_argument("--incident", help="the incident's scope and signal kind")
+    radd.add_argument("--model", type=name_arg)
+    radd.add_argument("--version", type=name_arg)
+    radd.add_argument(
+        "--segment", type=_segment, action="append", metavar="KEY=VALUE", help="repeatable"
+    )
+    radd.add_argument(
+        "--signal",
+        choices=RELEARNABLE,
+        action="append",
+        metavar="KIND",
+        help="repeatable; default: the incident's kind, or every kind for a --model scope "
+        f"({', '.join(RELEARNABLE)})",
+    )
+    radd.add_argument("--reason", required=True, help="why this level is normal (audit trail)")
+    radd.add_argument("--by", help="default: the current user")
+    rlst = rsub.add_parser("list", help="every re-learn requested, oldest first")
+    for p in (radd, rlst):
+        add_common(p)
+        p.set_defaults(handler=cmd_relearn)
 
 
 __all__ = ["register"]

@@ -5,6 +5,10 @@
 * silence: a :class:`alerting.silences.SilenceRecord` on ``<control>.silences``, exactly
   what ``sentinel silence add`` publishes (the worker folds it and mutes the next matching
   detection), plus an operator action naming the silence;
+* re-learn: a :class:`alerting.relearn.RelearnRecord` on ``<control>.relearn`` for the
+  incident's scope and signal kind, exactly what ``sentinel relearn add --incident``
+  publishes (each worker's detectors of that kind in the scope learn a new baseline), plus
+  an operator action naming it;
 * contain: the playbook's containment snapshot on the control topic, computed by
   :func:`streams.runtime.consumers.handle_containment_event` from the incident's trigger, exactly
   what ``sentinel contain`` publishes for it, plus an operator action.
@@ -27,6 +31,7 @@ from alerting.containment import describe_action
 from alerting.model import IncidentAction, IncidentEvent
 from alerting.operator import ActionName, OperatorAction, new_action
 from alerting.playbooks import PlaybookSet
+from alerting.relearn import RelearnRecord, new_relearn, relearn_topic
 from alerting.silences import SilenceRecord, new_silence
 from streams.console.state import ConsoleState
 from streams.runtime.consumers import handle_containment_event
@@ -176,6 +181,27 @@ class ConsoleActions:
         expired = current.expire(now)
         self._publish(self.state.sources.silences, expired.key(), expired.to_json_bytes())
         return expired
+
+    def relearn(self, incident_id: str, *, by: str, reason: str) -> RelearnRecord:
+        """Re-learn the incident's detector in its scope: its current level becomes the
+        baseline (:mod:`alerting.relearn`)."""
+        latest = self._events(incident_id)[-1]
+        try:
+            rec = new_relearn(
+                latest.labels,
+                [latest.evidence.signal.kind],
+                now=self.now(),
+                by=by,
+                reason=reason,
+                incident_id=incident_id,
+            )
+        except ValueError as exc:
+            raise ActionError(_first_error(exc)) from None
+        # The console does not follow the re-learn topic: the operator action that names
+        # the record is what the page shows (and waits for).
+        self.send(relearn_topic(self.state.sources.control), rec.key(), rec.to_json_bytes())
+        self._record("relearn", latest, by, reason, detail=rec.id)
+        return rec
 
     def contain(self, incident_id: str, *, by: str, reason: str) -> OperatorAction:
         """Publish the playbook's containment for the incident, as ``sentinel contain``."""

@@ -19,6 +19,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from alerting.containment import describe_action
 from alerting.model import IncidentEvent, Severity, iso_utc
+from alerting.relearn import NO_BASELINE
 from streams.console.actions import ActionError
 from streams.console.auth import Session
 from streams.console.views import lifecycle_chart
@@ -166,6 +167,7 @@ class IncidentRoutes:
             actions=actions,
             measures=measures,
             silences=silences,
+            relearnable=latest.evidence.signal.kind not in NO_BASELINE,
             playbook=playbook,
             notification=notification,
             containment_planned=[describe_action(a) for a in planned],
@@ -269,6 +271,9 @@ class IncidentRoutes:
                 duration=form.get("duration", ""),
             )
             return _back(incident_id, f"silenced until {iso_utc(rec.ends_at())} ({rec.id})")
+        if what == "relearn":
+            learn = await asyncio.to_thread(a.relearn, incident_id, by=session.user, reason=reason)
+            return _back(incident_id, f"re-learn published: {learn.describe()} ({learn.id})")
         if what == "contain":
             act_ = await asyncio.to_thread(a.contain, incident_id, by=session.user, reason=reason)
             return _back(incident_id, f"containment published: {act_.detail}")

@@ -3,8 +3,8 @@
 A topic auto-created by a producer gets the broker's default partition count, which may
 differ from ``kafka.topic_partitions``; creating them up front keeps the layout the
 configuration says. The control topic is compacted: it holds the current containment
-state per model; the silences topic has a single partition, so that every worker reads
-all silences in order.
+state per model; the silences and re-learn topics have a single partition, so that every
+worker reads all their records in order.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
 from alerting.delivery_state import delivery_topic
+from alerting.relearn import relearn_topic
 from alerting.silences import silences_topic
 from streams.kafka import clients
 from streams.kafka.clients import ClientSecurity
@@ -39,12 +40,12 @@ def ensure_topics(settings: Settings, bootstrap: list[str]) -> list[str]:
         t.control: COMPACT,
         delivery_topic(t.alerts): COMPACT,  # latest delivery state per (sink, incident)
     }
-    single = {silences_topic(t.control): COMPACT}
+    single = {silences_topic(t.control): COMPACT, relearn_topic(t.control): COMPACT}
     topics = [
         NewTopic(name, k.topic_partitions, k.replication_factor, topic_configs=configs)
         for name, configs in wanted.items()
     ] + [
-        # Silences: one partition, so every worker reads them all, in order.
+        # Silences and re-learns: one partition, so every worker reads them all, in order.
         NewTopic(name, 1, k.replication_factor, topic_configs=configs)
         for name, configs in single.items()
     ]

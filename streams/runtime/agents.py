@@ -52,6 +52,7 @@ from faust.types import TableT
 from alerting.model import IncidentEvent
 from alerting.playbooks import load_playbooks
 from alerting.policy import Silence, load_policy
+from alerting.relearn import relearn_topic
 from alerting.silences import (
     SilenceRecord,
     active_silences,
@@ -231,6 +232,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     )
     ingress = register_ingress(app, settings, agents.to_join, limits=window)
     _follow_silences(app, settings, detect)
+    _follow_relearns(app, settings, detect)
     app.timer(TICK_INTERVAL_S)(agents.wall_clock_tick)
     app.agent(topics["by_request"], name="sentinel.join")(agents.join)
     app.agent(topics["by_model"], name="sentinel.detect")(agents.detect_batches)
@@ -437,15 +439,33 @@ class _Agents:
 
 
 def _follow_silences(app: faust.App, settings: Settings, detect: Detect) -> None:
-    """Every worker follows the (single-partition, compacted) silences topic from the
-    start, so silences added with ``sentinel silence`` reach every engine."""
-    topic = silences_topic(settings.topics.control)
+    """Silences added with ``sentinel silence`` reach every engine."""
     state: dict[str, SilenceRecord] = {}
 
     def active(now: datetime, model: str) -> list[Silence]:
         return active_silences(state, now, model=model)
 
+    def fold(records: list[tuple[bytes | None, bytes | None]]) -> None:
+        state.update(fold_silence_records(records, state))
+
     detect.silences = active
+    _follow_control(app, settings, silences_topic(settings.topics.control), fold)
+
+
+def _follow_relearns(app: faust.App, settings: Settings, detect: Detect) -> None:
+    """Re-learns requested with ``sentinel relearn`` (or in the console) reach every key's
+    detectors (:class:`alerting.relearn.RelearnBook`, applied as each key is next used)."""
+    _follow_control(app, settings, relearn_topic(settings.topics.control), detect.relearns.update)
+
+
+def _follow_control(
+    app: faust.App,
+    settings: Settings,
+    topic: str,
+    fold: Callable[[list[tuple[bytes | None, bytes | None]]], None],
+) -> None:
+    """Every worker follows a (single-partition, compacted) control topic from the start,
+    handing each fetch's ``(key, value)`` pairs to ``fold``."""
 
     async def follow() -> None:
         consumer = AIOKafkaConsumer(
@@ -461,7 +481,7 @@ def _follow_silences(app: faust.App, settings: Settings, detect: Detect) -> None
             while True:
                 batches = await consumer.getmany(timeout_ms=1000)
                 for records in batches.values():
-                    state.update(fold_silence_records([(r.key, r.value) for r in records], state))
+                    fold([(r.key, r.value) for r in records])
         finally:
             await consumer.stop()
 

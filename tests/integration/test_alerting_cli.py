@@ -25,6 +25,7 @@ from alerting.delivery import FailedDelivery
 from alerting.delivery_state import DeliveryState, DeliveryStatus, delivery_topic
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent, time_text
+from alerting.relearn import fold_relearn_records, relearn_topic
 from alerting.silences import fold_silences, silences_topic
 from detectors.base import SignalKind
 from streams.cli.main import main
@@ -307,6 +308,56 @@ def test_silence_add_list_expire_round_trip(
     assert "already expired" in capsys.readouterr().out
     assert main(["silence", "expire", "sil-nope"]) == 2
     assert "no silence with id" in capsys.readouterr().err
+
+
+@pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first
+def test_relearn_add_from_an_incident_or_a_scope_and_list(
+    kafka_broker: KafkaBroker,
+    cli_env: Settings,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    critical, downvotes, drift = three_incidents()
+    publish_incidents(kafka_broker.bootstrap, cli_env.topics.alerts, [critical, downvotes, drift])
+    rc = main(["relearn", "add", "--incident", downvotes.incident_id,
+               "--reason", "new feedback widget", "--by", "sre-test"])  # fmt: skip
+    out, _ = capsys.readouterr()
+    assert rc == 0, out
+    from_incident = out.splitlines()[0]
+    assert from_incident.startswith("rl-")
+    rc = main(["relearn", "add", "--model", "support-bot", "--segment", "tenant=acme",
+               "--signal", "confidence_shift", "--signal", "input_drift",
+               "--reason", "acme moved to the new index"])  # fmt: skip
+    out, _ = capsys.readouterr()
+    assert rc == 0, out
+    from_scope = out.splitlines()[0]
+    # Refused, and nothing published: no baseline, no such incident, no scope, no reason.
+    assert main(["relearn", "add", "--incident", critical.incident_id, "--reason", "x"]) == 2
+    assert "no learned baseline" in capsys.readouterr().err
+    assert main(["relearn", "add", "--incident", "inc-nope", "--reason", "x"]) == 2
+    assert "no incident 'inc-nope'" in capsys.readouterr().err
+    assert main(["relearn", "add", "--reason", "x"]) == 2
+    assert "--incident ID, or --model" in capsys.readouterr().err
+    assert main(["relearn", "add", "--model", "m", "--reason", " "]) == 2
+    assert "reason is required" in capsys.readouterr().err
+
+    records = read_topic_to_end(kafka_broker.bootstrap, relearn_topic(cli_env.topics.control))
+    book = fold_relearn_records((r.key, r.value) for r in records)
+    assert sorted(book) == sorted([from_incident, from_scope])
+    rec = book[from_incident]
+    assert (rec.scope, rec.signals) == (downvotes.labels, (SignalKind.DOWNVOTE_RATE,))
+    assert (rec.incident_id, rec.requested_by) == (downvotes.incident_id, "sre-test")
+    scoped = book[from_scope]
+    assert scoped.scope.segment == {"tenant": "acme"}
+    assert scoped.signals == (SignalKind.CONFIDENCE_SHIFT, SignalKind.INPUT_DRIFT)
+
+    assert main(["relearn", "list"]) == 0
+    out = capsys.readouterr().out
+    line = next(ln for ln in out.splitlines() if ln.startswith(from_scope))
+    assert "confidence_shift, input_drift on support-bot all versions tenant=acme" in line
+    assert "acme moved to the new index" in line
+    assert downvotes.incident_id in next(
+        ln for ln in out.splitlines() if ln.startswith(from_incident)
+    )
 
 
 @pytest.mark.timeout(180)  # a hang guard; includes the session broker's start when first

@@ -15,6 +15,7 @@ from alerting.model import BlastRadius, IncidentEvent
 from alerting.operator import OperatorAction, new_action, operator_topic, overlay
 from alerting.payloads import add_console_link, pagerduty_event, slack_message
 from alerting.policy import ConfigError
+from alerting.relearn import RelearnRecord, relearn_topic
 from alerting.silences import SilenceRecord, new_silence, silences_topic
 from alerting.sink_config import AlertmanagerSinkConfig, PagerDutySinkConfig, make_sink
 from detectors.base import SignalKind
@@ -270,6 +271,32 @@ def test_silence_and_containment_publish_what_the_cli_publishes() -> None:
     state.apply(state.sources.alerts, r.key(), r.to_json_bytes())
     with pytest.raises(ActionError, match="resolved"):
         actions.contain(t.incident_id, by="ops", reason="late")
+
+
+def test_relearn_publishes_the_incidents_scope_and_kind_and_refuses_a_critical_event() -> None:
+    eng = IncidentEngine(policy(), playbooks())
+    [t] = eng.observe(detection(sig=signal(SignalKind.CONFIDENCE_SHIFT)))
+    actions, state, sent = _actions([t])
+    rec = actions.relearn(t.incident_id, by="ops", reason="new prompt: expected")
+    (r_topic, r_key, r_value), (o_topic, _, o_value) = sent.records[-2:]
+    assert r_topic == relearn_topic(state.sources.control)
+    assert r_key == rec.id.encode()
+    assert RelearnRecord.model_validate_json(r_value) == rec
+    assert (rec.scope, rec.signals, rec.incident_id) == (
+        t.labels,
+        (SignalKind.CONFIDENCE_SHIFT,),
+        t.incident_id,
+    )
+    assert o_topic == state.sources.operator
+    action = OperatorAction.model_validate_json(o_value)
+    assert (action.action, action.detail, action.by) == ("relearn", rec.id, "ops")
+    critical, _ = _lifecycle()
+    actions, _, sent = _actions([critical])
+    with pytest.raises(ActionError, match="no learned baseline"):
+        actions.relearn(critical.incident_id, by="ops", reason="x")
+    with pytest.raises(ActionError, match="reason is required"):
+        actions.relearn(critical.incident_id, by="ops", reason=" ")
+    assert sent.records == []
 
 
 # -- pager links -------------------------------------------------------------------------
