@@ -31,10 +31,13 @@ from typing import Any
 import pytest
 from kafka import KafkaConsumer, TopicPartition
 
-from alerting.model import IncidentAction, IncidentEvent
+from alerting.model import IncidentAction, IncidentEvent, key_id
 from alerting.operator import OperatorAction, operator_topic
+from alerting.relearn import RelearnRecord, relearn_topic
 from alerting.silences import silences_topic
+from detectors.base import SignalKind
 from streams.console.auth import hash_password
+from streams.contract.events import InferenceOutput, dump_event
 from streams.devtools.broker import free_port
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
@@ -102,6 +105,7 @@ class Env:
     console_log: Path
     shots: Path
     version: str
+    versions: dict[str, str] = field(default_factory=dict)
     errors: list[str] = field(default_factory=list)
     marker_n: int = 100
 
@@ -183,6 +187,7 @@ def env(kafka_broker: KafkaBroker, tmp_path_factory: pytest.TempPathFactory) -> 
                 console_log,
                 shots,
                 next(iter(versions.values())),
+                versions,
             )
             wait_for(lambda: e.health().get("caught_up", False), 60, "console", console_log)
             yield e
@@ -459,6 +464,97 @@ def test_a_silence_added_in_the_browser_mutes_the_next_matching_detection(
     page.locator(f"tr[data-silence='{silence_id}'] button").click()
     page.wait_for_load_state()
     assert page.locator(f"tr[data-silence='{silence_id}']").count() == 0
+
+
+def _output_line(model: str, version: str, at: datetime, n: int) -> str:
+    """An ordinary output: low moderation scores, a usual confidence."""
+    event = InferenceOutput.model_validate(
+        {
+            "request_id": f"recent-{model}-{n}",
+            "timestamp": at,
+            "model": model,
+            "model_version": version,
+            "moderation": {"toxicity": 0.01},
+            "confidence": 0.8,
+        }
+    )
+    return dump_event(event).decode()
+
+
+RECENT = 600
+"""Outputs of support-chat published at the wall clock's time before the re-learn: the
+earlier tests' markers moved event time past the scenario's keys (idle keys expire)."""
+
+
+def test_a_relearn_from_the_incident_page_restarts_that_detector_in_the_worker(
+    env: Env, browser: Any
+) -> None:
+    """Re-learn baseline on the toxicity incident: the record names its scope and kind; the
+    worker, at the scope's next event, drops that key's harm detector (which starts again
+    from that event), keeps the others, and notes the re-learn in the key's state."""
+    triggers = _triggers(env.broker.bootstrap, env.settings.topics.alerts)
+    tox = next(
+        e for e in triggers if e.incident_type.startswith("toxicity") and not e.labels.segment
+    )
+    key = key_id(tox.labels)
+    detectors = f"{env.settings.worker.app_id}-detectors-changelog"
+    version = env.versions["support-chat"]
+
+    def latest_state() -> dict[str, Any]:
+        for r in reversed(_records(env.broker.bootstrap, detectors)):
+            if r.key and r.key.decode().strip('"') == key and r.value:
+                return dict(decode_state(r.value))
+        return {}
+
+    now = datetime.now(UTC)
+    lines = [
+        _output_line("support-chat", version, now - timedelta(seconds=RECENT - i), i)
+        for i in range(RECENT)
+    ]
+    publish_lines(env.broker.bootstrap, env.settings, lines, rate=2000.0)
+    wait_for(
+        lambda: latest_state().get("t", {}).get("harm", {}).get("n", 0) >= RECENT,
+        90,
+        "the worker to learn from the recent outputs",
+        env.worker_log,
+    )
+    page = _page(browser, env)
+    _login(page, env, target=f"/incidents/{tox.incident_id}")
+    form = page.locator("form.relearn")
+    form.locator("input[name=reason]").fill("new moderation model: its scores run higher")
+    form.locator("button").click()
+    page.wait_for_load_state()
+    done = page.inner_text(".done")
+    assert "re-learn published: toxicity_rate on support-chat" in done, done
+    [rec] = [
+        RelearnRecord.model_validate_json(r.value)
+        for r in _records(env.broker.bootstrap, relearn_topic(env.settings.topics.control))
+    ]
+    assert rec.id in done
+    assert (rec.scope, rec.signals) == (tox.labels, (SignalKind.TOXICITY_RATE,))
+    assert (rec.requested_by, rec.incident_id) == (OPERATOR[0], tox.incident_id)
+    actions = [
+        OperatorAction.model_validate_json(r.value)
+        for r in _records(env.broker.bootstrap, operator_topic(env.settings.topics.control))
+    ]
+    assert any(a.action == "relearn" and a.detail == rec.id for a in actions)
+    # The worker follows the re-learn topic (1 s polls) and applies it at the scope's next
+    # event: one every 3 s until its state shows it.
+    last = [0.0]
+
+    def applied() -> bool:
+        if time.monotonic() - last[0] >= 3.0:
+            last[0] = time.monotonic()
+            line = _output_line("support-chat", version, datetime.now(UTC), RECENT + env.marker_n)
+            env.marker_n += 1
+            publish_lines(env.broker.bootstrap, env.settings, [line])
+        return latest_state().get("relearned") == list(rec.mark())
+
+    wait_for(applied, 90, "the worker to apply the re-learn", env.worker_log)
+    state = latest_state()
+    assert state["t"]["harm"]["n"] < 50  # started again after the re-learn
+    assert state["t"]["confidence"]["n"] >= RECENT  # kept: not in the re-learn
+    assert f"re-learning harm on key {key}" in env.worker_log.read_text()
 
 
 def test_unauthenticated_viewer_and_forged_writes_are_refused(env: Env, browser: Any) -> None:
