@@ -1,7 +1,8 @@
 """An operator's re-learn (:mod:`alerting.relearn`): a level that moved for good is taken
-as the new normal, its incident resolves and the key stops paging; the detectors of other
-signal kinds and of keys outside the scope keep their baselines; restored state does not
-apply a re-learn twice."""
+as the new normal, its incident resolves, and the key watches again from the new level (a
+later drop pages; without the re-learn it only updates the incident left open). The
+detectors of other signal kinds and of keys outside the scope keep their baselines;
+restored state does not apply a re-learn twice."""
 
 from __future__ import annotations
 
@@ -29,21 +30,24 @@ STEP_S = 20.0
 SHIFT_AT = 6_000
 """The confidence level moves for good at this output (about 33 h in)."""
 RELEARN_AT = 8_000
+SECOND_AT = 11_000
+"""A second, real drop (about 61 h in)."""
 N = 14_000
 MODEL = Labels(model="m")
 
 
 def _outputs(seed: int) -> list[Observation]:
     """Outputs of one model at one every 20 s over two tenants; confidence Beta(12, 3)
-    (mean 0.8), then Beta(10, 4) (mean 0.71) for good; 1 % flagged toxic throughout."""
+    (mean 0.8), then Beta(10, 4) (mean 0.71), then Beta(8, 5) (mean 0.62); 1 % flagged
+    toxic throughout."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(N):
-        a, b = (12.0, 3.0) if i < SHIFT_AT else (10.0, 4.0)
+        a, b = (12.0, 3.0) if i < SHIFT_AT else (10.0, 4.0) if i < SECOND_AT else (8.0, 5.0)
         event = InferenceOutput.model_validate(
             {
                 "request_id": f"r{i}",
-                "timestamp": T0 + timedelta(seconds=i * STEP_S),
+                "timestamp": _at(i),
                 "gen_ai.request.model": "m",
                 "model_version": "v1",
                 "confidence": float(rng.beta(a, b)),
@@ -53,6 +57,11 @@ def _outputs(seed: int) -> list[Observation]:
         tenant = ("acme", "globex")[i % 2]
         out.append(Observation(event, "m", "v1", {"tenant": tenant}, Coordinates("out", 0, i)))
     return out
+
+
+def _at(i: int) -> datetime:
+    """The event time of output ``i``."""
+    return T0 + timedelta(seconds=i * STEP_S)
 
 
 def _detect() -> Detect:
@@ -87,25 +96,28 @@ def test_a_relearn_takes_a_lasting_shift_as_the_new_normal() -> None:
     record = new_relearn(
         MODEL,
         [SignalKind.CONFIDENCE_SHIFT],
-        now=T0 + timedelta(seconds=RELEARN_AT * STEP_S),
+        now=_at(RELEARN_AT),
         by="ops",
         reason="new system prompt: lower confidence is expected",
     )
-    # Without it, the shifted level stays an open incident to the end.
+    # Without it, the first shift stays one open incident to the end, and the second drop
+    # only updates it: no page.
     control = _run(obs, _detect(), None)
     first = _confidence(control, IncidentAction.TRIGGER)
-    assert first, "the shift was not detected"
-    assert first[0].evidence.window_end < T0 + timedelta(seconds=RELEARN_AT * STEP_S)
+    assert len(first) == 1, "the shift was not detected, or paged again"
+    assert first[0].evidence.window_end < _at(RELEARN_AT)
     assert not _confidence(control, IncidentAction.RESOLVE)
-    # With it: the incident resolves and nothing pages again on the new level.
+    # With it: the incident resolves within the quiet period, the new level does not page,
+    # and the second drop is a new incident, paged within 300 outputs (100 min).
     detect = _detect()
     events = _run(obs, detect, record)
-    assert [e.incident_id for e in _confidence(events, IncidentAction.TRIGGER)] == [
-        first[0].incident_id
-    ]
-    resolved = _confidence(events, IncidentAction.RESOLVE)
-    assert len(resolved) == 1
-    assert resolved[0].emitted_at < T0 + timedelta(seconds=(RELEARN_AT + 1_000) * STEP_S)
+    triggers = _confidence(events, IncidentAction.TRIGGER)
+    assert triggers[0].incident_id == first[0].incident_id
+    [resolved] = _confidence(events, IncidentAction.RESOLVE)
+    assert _at(RELEARN_AT) < resolved.emitted_at < _at(RELEARN_AT + 300)
+    assert len(triggers) == 2
+    assert triggers[1].incident_id != first[0].incident_id
+    assert _at(SECOND_AT) < triggers[1].emitted_at < _at(SECOND_AT + 300)
     # Every key in scope re-learned its confidence chart, and only that.
     for labels in (
         MODEL,
