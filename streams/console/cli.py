@@ -26,6 +26,7 @@ from alerting.model import IncidentEvent
 from alerting.operator import operator_topic
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
+from alerting.relearn import relearn_topic
 from alerting.silences import silences_topic
 from streams.console.actions import ConsoleActions, kafka_sender
 from streams.console.app import create_app
@@ -125,18 +126,20 @@ def make_postmortem(settings: Settings) -> Any:
 
 
 def ensure_console_topics(settings: Settings, servers: list[str]) -> None:
-    """The silences topic (compacted) and the operator-action topic (time-retained)."""
+    """The silences and re-learn topics (compacted) and the operator-action topic
+    (time-retained)."""
     from kafka import KafkaAdminClient
     from kafka.admin import NewTopic
     from kafka.errors import TopicAlreadyExistsError
 
     security = kafka_python_kwargs(settings.kafka.security)
-    ensure_compacted_topic(
-        servers,
-        silences_topic(settings.topics.control),
-        replication_factor=settings.kafka.replication_factor,
-        security=security,
-    )
+    for compacted in (silences_topic, relearn_topic):
+        ensure_compacted_topic(
+            servers,
+            compacted(settings.topics.control),
+            replication_factor=settings.kafka.replication_factor,
+            security=security,
+        )
     topic = operator_topic(settings.topics.control)
     admin = KafkaAdminClient(bootstrap_servers=servers, client_id="sentinel-admin", **security)
     try:
