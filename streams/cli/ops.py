@@ -349,6 +349,20 @@ def _publish(
         producer.close(timeout=SEND_TIMEOUT_S)
 
 
+def _publish_control(
+    settings: Settings, bootstrap: list[str], topic: str, key: bytes, value: bytes
+) -> None:
+    """Publish a record to a compacted control topic, created first when missing."""
+    if ensure_compacted_topic(
+        bootstrap,
+        topic,
+        replication_factor=settings.kafka.replication_factor,
+        security=client_security(settings),
+    ):
+        say(f"created compacted topic {topic}")
+    _publish(settings, bootstrap, topic, key, value)
+
+
 def _created_by() -> str:
     try:
         return getpass.getuser()
@@ -379,14 +393,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
             comment=args.comment.strip(),
             created_by=args.created_by or _created_by(),
         )
-        if ensure_compacted_topic(
-            bootstrap,
-            topic,
-            replication_factor=settings.kafka.replication_factor,
-            security=client_security(settings),
-        ):
-            say(f"created compacted topic {topic}")
-        _publish(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
+        _publish_control(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
         print(rec.id)
         print(render_silences([rec], now))
         return 0
@@ -484,14 +491,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
         )
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
-    if ensure_compacted_topic(
-        bootstrap,
-        topic,
-        replication_factor=settings.kafka.replication_factor,
-        security=client_security(settings),
-    ):
-        say(f"created compacted topic {topic}")
-    _publish(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
+    _publish_control(settings, bootstrap, topic, rec.key(), rec.to_json_bytes())
     print(rec.id)
     print(render_relearns([rec]))
     say(

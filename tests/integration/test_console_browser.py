@@ -37,14 +37,19 @@ from alerting.relearn import RelearnRecord, relearn_topic
 from alerting.silences import silences_topic
 from detectors.base import SignalKind
 from streams.console.auth import hash_password
-from streams.contract.events import InferenceOutput, dump_event
 from streams.devtools.broker import free_port
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.state import decode as decode_state
 from streams.settings import Settings
 from tests.conftest import KafkaBroker, per_test_settings
-from tests.integration.traffic import AlertsReader, after, critical_marker, publish_lines
+from tests.integration.traffic import (
+    AlertsReader,
+    after,
+    critical_marker,
+    output_line,
+    publish_lines,
+)
 from tests.integration.workers import http_get, wait_for, worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -84,6 +89,12 @@ def _records(bootstrap: str, topic: str) -> list[Any]:
         return out
     finally:
         consumer.close()
+
+
+def _operator_actions(env: Env) -> list[OperatorAction]:
+    topic = operator_topic(env.settings.topics.control)
+    records = _records(env.broker.bootstrap, topic)
+    return [OperatorAction.model_validate_json(r.value) for r in records]
 
 
 def _incident_events(bootstrap: str, topic: str) -> list[IncidentEvent]:
@@ -389,10 +400,7 @@ def test_acknowledge_and_containment_publish_who_and_why(env: Env, browser: Any)
         "!document.querySelector('#containment').textContent.includes('none in force')",
         timeout=30_000,
     )
-    actions = [
-        OperatorAction.model_validate_json(r.value)
-        for r in _records(env.broker.bootstrap, operator_topic(env.settings.topics.control))
-    ]
+    actions = _operator_actions(env)
     mine = {(a.action, a.by, a.reason) for a in actions if a.incident_id == tox.incident_id}
     assert ("acknowledge", OPERATOR[0], "on it: checking the moderation model") in mine
     assert ("contain", OPERATOR[0], "contain per playbook while we look") in mine
@@ -466,19 +474,9 @@ def test_a_silence_added_in_the_browser_mutes_the_next_matching_detection(
     assert page.locator(f"tr[data-silence='{silence_id}']").count() == 0
 
 
-def _output_line(model: str, version: str, at: datetime, n: int) -> str:
-    """An ordinary output: low moderation scores, a usual confidence."""
-    event = InferenceOutput.model_validate(
-        {
-            "request_id": f"recent-{model}-{n}",
-            "timestamp": at,
-            "model": model,
-            "model_version": version,
-            "moderation": {"toxicity": 0.01},
-            "confidence": 0.8,
-        }
-    )
-    return dump_event(event).decode()
+def _ordinary(model: str, version: str, at: datetime, n: int) -> str:
+    """An ordinary output: low moderation scores."""
+    return output_line(model, version, at, f"recent-{model}-{n}", {"toxicity": 0.01})
 
 
 RECENT = 600
@@ -508,7 +506,7 @@ def test_a_relearn_from_the_incident_page_restarts_that_detector_in_the_worker(
 
     now = datetime.now(UTC)
     lines = [
-        _output_line("support-chat", version, now - timedelta(seconds=RECENT - i), i)
+        _ordinary("support-chat", version, now - timedelta(seconds=RECENT - i), i)
         for i in range(RECENT)
     ]
     publish_lines(env.broker.bootstrap, env.settings, lines, rate=2000.0)
@@ -533,10 +531,7 @@ def test_a_relearn_from_the_incident_page_restarts_that_detector_in_the_worker(
     assert rec.id in done
     assert (rec.scope, rec.signals) == (tox.labels, (SignalKind.TOXICITY_RATE,))
     assert (rec.requested_by, rec.incident_id) == (OPERATOR[0], tox.incident_id)
-    actions = [
-        OperatorAction.model_validate_json(r.value)
-        for r in _records(env.broker.bootstrap, operator_topic(env.settings.topics.control))
-    ]
+    actions = _operator_actions(env)
     assert any(a.action == "relearn" and a.detail == rec.id for a in actions)
     # The worker follows the re-learn topic (1 s polls) and applies it at the scope's next
     # event: one every 3 s until its state shows it.
@@ -545,7 +540,7 @@ def test_a_relearn_from_the_incident_page_restarts_that_detector_in_the_worker(
     def applied() -> bool:
         if time.monotonic() - last[0] >= 3.0:
             last[0] = time.monotonic()
-            line = _output_line("support-chat", version, datetime.now(UTC), RECENT + env.marker_n)
+            line = _ordinary("support-chat", version, datetime.now(UTC), RECENT + env.marker_n)
             env.marker_n += 1
             publish_lines(env.broker.bootstrap, env.settings, [line])
         return latest_state().get("relearned") == list(rec.mark())

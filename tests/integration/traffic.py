@@ -63,19 +63,26 @@ def publish_lines(
     return n
 
 
-def critical_marker(model: str, version: str, at: datetime, n: int) -> str:
-    """An output with a certain self-harm score: it must page at once (the end marker)."""
+def output_line(
+    model: str, version: str, at: datetime, request_id: str, moderation: dict[str, float]
+) -> str:
+    """One output as a JSONL line, with these moderation scores and a usual confidence."""
     event = InferenceOutput.model_validate(
         {
-            "request_id": f"marker-{model}-{n}",
+            "request_id": request_id,
             "timestamp": at,
             "model": model,
             "model_version": version,
-            "moderation": {"self_harm": 0.999},
+            "moderation": moderation,
             "confidence": 0.9,
         }
     )
     return dump_event(event).decode()
+
+
+def critical_marker(model: str, version: str, at: datetime, n: int) -> str:
+    """An output with a certain self-harm score: it must page at once (the end marker)."""
+    return output_line(model, version, at, f"marker-{model}-{n}", {"self_harm": 0.999})
 
 
 class AlertsReader:
