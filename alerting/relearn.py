@@ -24,6 +24,7 @@ applied there. Pure: no Kafka, no clock.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 from datetime import datetime
 from typing import Final, Literal
@@ -137,6 +138,29 @@ class RelearnBook:
     def __init__(self) -> None:
         self.records: dict[str, RelearnRecord] = {}
         self.generation = 0
+        self._scheduled: list[RelearnRecord] = []
+        self.next_release = math.inf
+        """Event time (Unix s) of the earliest scheduled record (:meth:`schedule`)."""
+
+    def schedule(self, records: Iterable[RelearnRecord]) -> None:
+        """Records to apply by event time, as a replay of history does: each joins the
+        book at the first observation at or after its request time (:meth:`release`), so a
+        replay re-learns where the worker did (up to the worker's lag)."""
+        self._scheduled = sorted([*self._scheduled, *records], key=RelearnRecord.mark)
+        self._next()
+
+    def release(self, t: float) -> None:
+        """Move the scheduled records requested at or before event time ``t`` into the book."""
+        due = [r for r in self._scheduled if r.requested_at.timestamp() <= t]
+        if due:
+            self._scheduled = self._scheduled[len(due) :]
+            self.records.update((r.id, r) for r in due)
+            self.generation += 1
+        self._next()
+
+    def _next(self) -> None:
+        first = self._scheduled[0] if self._scheduled else None
+        self.next_release = first.requested_at.timestamp() if first else math.inf
 
     def update(self, records: Iterable[tuple[bytes | None, bytes | None]]) -> None:
         """Fold more records from the topic; a change moves the generation."""

@@ -24,11 +24,13 @@ from typing import IO, Any, Final, Literal
 
 from alerting.clock import SYSTEM_CLOCK, Clock
 from alerting.model import IncidentAction, IncidentEvent, Severity, iso_utc
+from alerting.relearn import RelearnRecord, fold_relearn_records, relearn_topic
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.contract.events import EventType
 from streams.investigation.kafka_read import KafkaHistory, Record, Span
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.security import kafka_python_kwargs
+from streams.kafka.topics import read_topic_to_end
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline, ReplayResult, replay_lines
 from streams.progress import showing_progress
 from streams.settings import Settings, topic_kinds
@@ -66,9 +68,12 @@ class _Runner:
         settings: Sequence[Settings],
         kinds: dict[str, EventType],
         clock: Clock,
+        relearns: Sequence[RelearnRecord] = (),
     ) -> None:
         self.pipelines = [Pipeline(s) for s in settings]
-        self.results = [ReplayResult() for _ in settings]
+        self.results = [ReplayResult(relearns=len(relearns)) for _ in settings]
+        for pipeline in self.pipelines:
+            pipeline.detect.relearns.schedule(relearns)
         self.kinds = kinds
         self.clock = clock
         self.started = time.perf_counter()
@@ -114,6 +119,19 @@ def _history_records(
     return spans, history.read(spans)
 
 
+def read_relearns(settings: Settings, start: datetime, end: datetime) -> list[RelearnRecord]:
+    """The operator re-learns (:mod:`alerting.relearn`) requested in ``[start, end)``: a
+    replay of that history applies each at its request time, as the worker did (one
+    requested before ``start`` has nothing to act on: the replay's baselines start there)."""
+    records = read_topic_to_end(
+        settings.kafka.bootstrap_servers,
+        relearn_topic(settings.topics.control),
+        security=kafka_python_kwargs(settings.kafka.security),
+    )
+    book = fold_relearn_records((r.key, r.value) for r in records)
+    return [r for r in book.values() if start <= r.requested_at < end]
+
+
 def replay_from_kafka(
     settings: Settings,
     start: datetime,
@@ -126,13 +144,15 @@ def replay_from_kafka(
     clock: Clock = SYSTEM_CLOCK,
     history: KafkaHistory | None = None,
     producer: Any = None,
+    relearns: Sequence[RelearnRecord] | None = None,
 ) -> ReplayResult:
     """Run the pipeline over the event topics' records with timestamps in ``[start, end)``.
 
     Incidents (all ``replay: true``) are written as JSON lines to ``output`` and/or
     produced to ``shadow_topic`` (key = dedup key, header ``sentinel-replay: true``) as they
     happen. ``history`` (the consumer side) and ``producer`` (kafka-python shape) are built
-    from ``settings`` when not given. Raises ``ValueError`` for a bad range or when the
+    from ``settings`` when not given; ``relearns`` are read from the re-learn topic when
+    not given (:func:`read_relearns`). Raises ``ValueError`` for a bad range or when the
     shadow topic is the live alerts topic.
     """
     check_range(start, end)
@@ -169,7 +189,9 @@ def replay_from_kafka(
 
     try:
         spans, records = _history_records(settings, start, end, hist)
-        runner = _Runner([settings], event_topics(settings), clock)
+        if relearns is None:
+            relearns = read_relearns(settings, start, end)
+        runner = _Runner([settings], event_topics(settings), clock, relearns)
         total = sum(s.size for s in spans)
         with showing_progress(
             "replay", total=total, stream=progress_stream, enabled=progress
@@ -351,13 +373,15 @@ def backtest_kafka(
     clock: Clock = SYSTEM_CLOCK,
     history: KafkaHistory | None = None,
 ) -> BacktestResult:
-    """Both configurations over the event topics (named by ``baseline``) in one pass."""
+    """Both configurations over the event topics (named by ``baseline``) in one pass, each
+    with the operator re-learns of the range (:func:`read_relearns`)."""
     check_range(start, end)
     own = history is None
     hist = history or KafkaHistory(baseline)
     try:
         spans, records = _history_records(baseline, start, end, hist)
-        runner = _Runner([baseline, candidate], event_topics(baseline), clock)
+        relearns = read_relearns(baseline, start, end)
+        runner = _Runner([baseline, candidate], event_topics(baseline), clock, relearns)
         total = sum(s.size for s in spans)
         with showing_progress(
             "backtest", total=total, stream=progress_stream, enabled=progress

@@ -49,6 +49,8 @@ class ReplayResult:
     incidents: list[IncidentEvent] = field(default_factory=list)
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
+    relearns: int = 0
+    """Operator re-learns applied at their request time (a replay of Kafka history)."""
 
     @property
     def lines_per_second(self) -> float:
@@ -59,10 +61,12 @@ class ReplayResult:
         what it read, "lines" of a file or "records" of Kafka)."""
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) or "none"
         triggers = sum(1 for e in self.incidents if e.action == "trigger")
+        relearns = f", {self.relearns} operator re-learn(s) applied" if self.relearns else ""
         return (
             f"{self.lines:,} {unit}, {self.events:,} events, {self.dead_letters:,} dead "
             f"letters ({reasons}); {triggers:,} incident(s) triggered, {len(self.incidents):,} "
-            f"incident events; {self.seconds:.1f} s ({self.lines_per_second:,.0f} {unit}/s)"
+            f"incident events{relearns}; {self.seconds:.1f} s "
+            f"({self.lines_per_second:,.0f} {unit}/s)"
         )
 
     def require_events(self, source: str) -> None:

@@ -22,9 +22,12 @@ from kafka import KafkaAdminClient, KafkaProducer
 from kafka.admin import NewTopic
 
 from alerting.model import IncidentEvent, iso_utc
+from alerting.relearn import new_relearn, relearn_topic
+from detectors.base import SignalKind
 from streams.cli.main import main
 from streams.devtools.simulate import Simulator
 from streams.investigation.history import replay_from_kafka
+from streams.kafka.topics import ensure_compacted_topic
 from streams.pipeline.replay import replay_lines
 from streams.settings import Settings, load_settings, settings_env
 from tests.conftest import KafkaBroker
@@ -333,3 +336,42 @@ def test_replay_output_file_marks_replay(world: World) -> None:
     replay_from_kafka(world.settings, START, START + timedelta(hours=1), output=sink)
     for line in sink.getvalue().splitlines():
         assert json.loads(line)["replay"] is True
+
+
+def test_a_replay_of_history_applies_the_operators_relearns_at_their_time(world: World) -> None:
+    """A re-learn of the spike's toxicity detector, requested 50 minutes into the spike:
+    the replay of that history applies it there (as the worker did), so the incident
+    resolves soon after, not at the spike's end; a replay of a range that starts after the
+    request has nothing to apply."""
+    first = _trigger(world)
+    at = START + timedelta(hours=2, minutes=50)
+    rec = new_relearn(
+        first.labels, [SignalKind.TOXICITY_RATE], now=at, by="ops", reason="new moderation model"
+    )
+    bootstrap = world.settings.kafka.bootstrap_servers
+    topic = relearn_topic(world.settings.topics.control)
+    ensure_compacted_topic(bootstrap, topic)
+    producer = KafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    try:
+        producer.send(topic, key=rec.key(), value=rec.to_json_bytes()).get(timeout=30)
+        result = replay_from_kafka(world.settings, START, START + timedelta(hours=5))
+        later = replay_from_kafka(
+            world.settings, at + timedelta(minutes=1), START + timedelta(hours=5)
+        )
+    finally:
+        # A tombstone: the other tests replay this history as it was.
+        producer.send(topic, key=rec.key(), value=None).get(timeout=30)
+        producer.close()
+    assert (result.relearns, later.relearns) == (1, 0)
+    assert "1 operator re-learn(s) applied" in result.summary("records")
+
+    def resolved(incidents: list[IncidentEvent]) -> list[datetime]:
+        return [
+            e.emitted_at
+            for e in incidents
+            if e.incident_id == first.incident_id and e.action == "resolve"
+        ]
+
+    [done] = resolved(result.incidents)
+    assert at < done < at + timedelta(minutes=60)
+    assert all(t > at + timedelta(minutes=60) for t in resolved(world.incidents))

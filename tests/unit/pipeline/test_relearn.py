@@ -130,6 +130,26 @@ def test_a_relearn_takes_a_lasting_shift_as_the_new_normal() -> None:
         assert ds.trackers["harm"].first["out|0"] in (0, 1), labels.describe()
 
 
+def test_a_replay_applies_a_scheduled_relearn_where_the_worker_did() -> None:
+    """Scheduled by its request time (a replay of history), the re-learn gives the same
+    incidents as one the worker receives at that point of the stream, in any batch size."""
+    obs = _outputs(seed=5)[:9_000]
+    record = new_relearn(
+        MODEL, [SignalKind.CONFIDENCE_SHIFT], now=_at(RELEARN_AT), by="o", reason="r"
+    )
+    live = _detect()
+    expected = live.process(obs[:RELEARN_AT])
+    live.relearns.update([(record.key(), record.to_json_bytes())])
+    expected += live.process(obs[RELEARN_AT:])
+    for size in (1_000, 4_096):
+        replay = _detect()
+        replay.relearns.schedule([record])
+        got = [e for k in range(0, len(obs), size) for e in replay.process(obs[k : k + size])]
+        assert [e.model_dump() for e in got] == [e.model_dump() for e in expected]
+        assert replay.relearns.next_release == float("inf")
+    assert _confidence(expected, IncidentAction.RESOLVE)
+
+
 def test_a_relearn_applies_once_and_only_inside_its_scope() -> None:
     obs = _outputs(seed=6)[:3_000]
     detect = _detect()
