@@ -585,8 +585,8 @@ def register(sub: Any) -> None:
     rsub = relearn.add_subparsers(dest="relearn_action", required=True, metavar="ACTION")
     radd = rsub.add_parser("add", help="re-learn an incident's detector, or a scope's")
     radd.add_argument("--incident", help="the incident's scope and signal kind")
-    radd.add_argument("--model", type=name_arg)
-    radd.add_argument("--version", type=name_arg)
+    radd.add_argument("--model", type=name_arg, help="a scope: the model and all its keys")
+    radd.add_argument("--version", type=name_arg, help="narrow the scope to one version")
     radd.add_argument(
         "--segment", type=_segment, action="append", metavar="KEY=VALUE", help="repeatable"
     )
