@@ -40,7 +40,6 @@ from __future__ import annotations
 import argparse
 import getpass
 import os
-from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -84,6 +83,8 @@ from streams.cli.common import (
 from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_config
 from streams.cli.status import default_worker_url, delivery_section, read_delivery, worker_section
 from streams.contract.events import LabelKey, LabelValue
+from streams.investigation.incidents import format_table, read_incident_log
+from streams.investigation.kafka_read import KafkaHistory
 from streams.kafka.clients import SEND_TIMEOUT_S
 from streams.kafka.topics import TopicRecord, ensure_compacted_topic, read_topic_to_end
 from streams.runtime.consumers import LoopStats, run_containment_consumer
@@ -305,7 +306,7 @@ def aware_arg(text: str) -> datetime:
 def render_silences(records: list[SilenceRecord], now: datetime) -> str:
     if not records:
         return "no silences"
-    rows = [("ID", "STATE", "MATCHES", "STARTS", "ENDS", "BY", "COMMENT")]
+    rows: list[tuple[str, ...]] = []
     for r in sorted(records, key=lambda r: (r.silence.starts_at, r.id)):
         s = r.silence
         scope = [f"model={s.model}"]
@@ -325,16 +326,7 @@ def render_silences(records: list[SilenceRecord], now: datetime) -> str:
                 s.comment,
             )
         )
-    return _table(rows)
-
-
-def _table(rows: Sequence[tuple[str, ...]]) -> str:
-    """Aligned columns; the last one (free text) left ragged."""
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row[:-1], widths, strict=True)) + "  " + row[-1]
-        for row in rows
-    )
+    return format_table(("ID", "STATE", "MATCHES", "STARTS", "ENDS", "BY", "COMMENT"), rows)
 
 
 def _publish(
@@ -429,7 +421,7 @@ def _read_relearns(bootstrap: list[str], settings: Settings) -> dict[str, Relear
 def render_relearns(records: list[RelearnRecord]) -> str:
     if not records:
         return "no re-learns"
-    rows = [("ID", "REQUESTED", "BY", "RE-LEARNS", "INCIDENT", "REASON")]
+    rows: list[tuple[str, ...]] = []
     for r in sorted(records, key=RelearnRecord.mark):
         rows.append(
             (
@@ -441,21 +433,18 @@ def render_relearns(records: list[RelearnRecord]) -> str:
                 r.reason,
             )
         )
-    return _table(rows)
+    return format_table(("ID", "REQUESTED", "BY", "RE-LEARNS", "INCIDENT", "REASON"), rows)
 
 
-def _incident_scope(
-    bootstrap: list[str], settings: Settings, incident_id: str
-) -> tuple[Labels, SignalKind]:
-    """The scope and signal kind of an incident's latest event on the alerts topic."""
-    records = read_topic_to_end(
-        bootstrap, settings.topics.alerts, security=client_security(settings)
-    )
-    events, _ = _decode_events(records)
-    mine = [e for e in events if e.incident_id == incident_id]
-    if not mine:
-        raise ConfigError(f"no incident {incident_id!r} on {settings.topics.alerts}")
-    latest = max(mine, key=lambda e: e.sequence)
+def _incident_scope(settings: Settings, incident_id: str) -> tuple[Labels, SignalKind] | None:
+    """The scope and signal kind of an incident's latest event on the alerts topic (None:
+    no event of it there)."""
+    with KafkaHistory(settings) as history:
+        log = read_incident_log(history, settings.topics.alerts)
+    try:
+        latest = log.history(incident_id)[-1]
+    except LookupError:
+        return None
     return latest.labels, latest.evidence.signal.kind
 
 
@@ -471,7 +460,14 @@ def cmd_relearn(args: argparse.Namespace) -> int:
     if args.incident is not None:
         if args.model is not None:
             raise ConfigError("give --incident or --model, not both")
-        scope, kind = _incident_scope(bootstrap, settings, args.incident)
+        found = _incident_scope(settings, args.incident)
+        if found is None:
+            say(
+                f"unknown incident id {args.incident!r}: no event for it on topic "
+                f"{settings.topics.alerts!r}"
+            )
+            return 1
+        scope, kind = found
         signals = signals or [kind]
     elif args.model is not None:
         segment = dict(args.segment or [])

@@ -333,8 +333,8 @@ def test_relearn_add_from_an_incident_or_a_scope_and_list(
     # Refused, and nothing published: no baseline, no such incident, no scope, no reason.
     assert main(["relearn", "add", "--incident", critical.incident_id, "--reason", "x"]) == 2
     assert "no learned baseline" in capsys.readouterr().err
-    assert main(["relearn", "add", "--incident", "inc-nope", "--reason", "x"]) == 2
-    assert "no incident 'inc-nope'" in capsys.readouterr().err
+    assert main(["relearn", "add", "--incident", "inc-nope", "--reason", "x"]) == 1
+    assert "unknown incident id 'inc-nope'" in capsys.readouterr().err
     assert main(["relearn", "add", "--reason", "x"]) == 2
     assert "--incident ID, or --model" in capsys.readouterr().err
     assert main(["relearn", "add", "--model", "m", "--reason", " "]) == 2
