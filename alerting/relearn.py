@@ -141,6 +141,8 @@ class RelearnBook:
         self._scheduled: list[RelearnRecord] = []
         self.next_release = math.inf
         """Event time (Unix s) of the earliest scheduled record (:meth:`schedule`)."""
+        self.released = 0
+        """Scheduled records that an observation has reached so far (:meth:`release`)."""
 
     def schedule(self, records: Iterable[RelearnRecord]) -> None:
         """Records to apply by event time, as a replay of history does: each joins the
@@ -156,7 +158,14 @@ class RelearnBook:
             self._scheduled = self._scheduled[len(due) :]
             self.records.update((r.id, r) for r in due)
             self.generation += 1
+            self.released += len(due)
         self._next()
+
+    @property
+    def waiting(self) -> int:
+        """Scheduled records that no observation has reached yet (requested after the
+        latest event time seen)."""
+        return len(self._scheduled)
 
     def _next(self) -> None:
         first = self._scheduled[0] if self._scheduled else None

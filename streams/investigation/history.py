@@ -71,7 +71,7 @@ class _Runner:
         relearns: Sequence[RelearnRecord] = (),
     ) -> None:
         self.pipelines = [Pipeline(s) for s in settings]
-        self.results = [ReplayResult(relearns=len(relearns)) for _ in settings]
+        self.results = [ReplayResult() for _ in settings]
         for pipeline in self.pipelines:
             pipeline.detect.relearns.schedule(relearns)
         self.kinds = kinds
@@ -108,6 +108,8 @@ class _Runner:
             new = pipeline.flush()
             result.incidents.extend(new)
             result.seconds = time.perf_counter() - self.started
+            book = pipeline.detect.relearns
+            result.relearns, result.relearns_unreached = book.released, book.waiting
             out.append(new)
         return out
 

@@ -51,6 +51,8 @@ class ReplayResult:
     reasons: dict[str, int] = field(default_factory=dict)
     relearns: int = 0
     """Operator re-learns applied at their request time (a replay of Kafka history)."""
+    relearns_unreached: int = 0
+    """Operator re-learns of the range requested after its last event: not applied."""
 
     @property
     def lines_per_second(self) -> float:
@@ -62,6 +64,10 @@ class ReplayResult:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) or "none"
         triggers = sum(1 for e in self.incidents if e.action == "trigger")
         relearns = f", {self.relearns} operator re-learn(s) applied" if self.relearns else ""
+        if self.relearns_unreached:
+            relearns += (
+                f", {self.relearns_unreached} requested after the last event (not applied)"
+            )
         return (
             f"{self.lines:,} {unit}, {self.events:,} events, {self.dead_letters:,} dead "
             f"letters ({reasons}); {triggers:,} incident(s) triggered, {len(self.incidents):,} "

@@ -23,6 +23,7 @@ from streams.pipeline.detect import Detect
 from streams.pipeline.detectorset import DetectorSet
 from streams.pipeline.keys import key_id
 from streams.pipeline.observation import Observation
+from streams.pipeline.replay import ReplayResult
 from streams.settings import load_settings
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
@@ -147,7 +148,24 @@ def test_a_replay_applies_a_scheduled_relearn_where_the_worker_did() -> None:
         got = [e for k in range(0, len(obs), size) for e in replay.process(obs[k : k + size])]
         assert [e.model_dump() for e in got] == [e.model_dump() for e in expected]
         assert replay.relearns.next_release == float("inf")
+        assert (replay.relearns.released, replay.relearns.waiting) == (1, 0)
     assert _confidence(expected, IncidentAction.RESOLVE)
+
+
+def test_a_relearn_requested_after_the_last_event_is_not_counted_as_applied() -> None:
+    """A range's re-learn that its data never reaches is reported as such, not "applied"."""
+    obs = _outputs(seed=5)[:500]
+    record = new_relearn(
+        MODEL, [SignalKind.CONFIDENCE_SHIFT], now=_at(RELEARN_AT), by="o", reason="r"
+    )
+    replay = _detect()
+    replay.relearns.schedule([record])
+    replay.process(obs)
+    assert (replay.relearns.released, replay.relearns.waiting) == (0, 1)
+    assert replay.live_sets.live[key_id(MODEL)].relearn_mark is None
+    result = ReplayResult(lines=500, events=500, relearns=0, relearns_unreached=1)
+    assert "1 requested after the last event (not applied)" in result.summary("records")
+    assert "re-learn(s) applied" not in result.summary("records")
 
 
 def test_a_relearn_applies_once_and_only_inside_its_scope() -> None:
