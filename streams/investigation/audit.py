@@ -12,9 +12,11 @@ the evidence window (the detector needs its baseline), and:
   the observations of that key, recording ``statistic / threshold`` after every
   observation, so the statistic's path to the alarm can be plotted and checked.
 
-The recomputation starts from a fresh baseline at the start of the look-back; when the
-look-back covers the key's history (a replay, or a young key) it reproduces the live
-alarm exactly, otherwise it approximates it, and the report says which. The report
+The recomputation starts from a fresh baseline at the start of the look-back and applies
+the operator re-learns (:mod:`alerting.relearn`) requested inside the read range where the
+worker applied them; when the look-back covers the key's history (a replay, or a young
+key) it reproduces the live alarm exactly, otherwise it approximates it, and the report
+says which. The report
 itself (text) is :mod:`streams.investigation.report`; the chart,
 :mod:`streams.investigation.chart`.
 """
@@ -29,7 +31,8 @@ from datetime import datetime, timedelta
 from typing import Final
 
 from alerting.clock import SYSTEM_CLOCK, Clock
-from alerting.model import EventRange, IncidentEvent, Labels
+from alerting.model import EventRange, IncidentEvent, Labels, labels_of_key
+from alerting.relearn import RelearnBook, RelearnRecord
 from detectors.base import Signal, SignalKind
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.contract.events import (
@@ -40,7 +43,7 @@ from streams.contract.events import (
     InferenceOutput,
 )
 from streams.detection_settings import DetectionSettings
-from streams.investigation.history import event_topics
+from streams.investigation.history import event_topics, read_relearns
 from streams.investigation.incidents import triggered_at
 from streams.investigation.kafka_read import KafkaHistory, Span
 from streams.investigation.redact import shown
@@ -107,6 +110,10 @@ class StatisticSeries:
     recorded_trigger: datetime | None = None
     ready_index: int | None = None
     """First observation at which the detector could alarm (its warm-up over)."""
+    relearns: list[tuple[datetime, str]] = field(default_factory=list)
+    """Operator re-learns of this detector applied in the recomputation, where the worker
+    applied them (the first observation at or after the request): when, and who asked
+    why. The statistic starts afresh there, learning a new baseline."""
 
     @property
     def reproduced(self) -> bool:
@@ -192,11 +199,19 @@ def _scores(event: AnyEvent) -> dict[str, float]:
 class _Recompute:
     """The incident key's detector set, fed the key's observations in stream order."""
 
-    def __init__(self, settings: DetectionSettings, incident: IncidentEvent) -> None:
+    def __init__(
+        self,
+        settings: DetectionSettings,
+        incident: IncidentEvent,
+        relearns: Sequence[RelearnRecord] = (),
+    ) -> None:
         self.settings = settings
         self.labels = incident.labels
         self.signal = incident.evidence.signal
         self.kid = key_id(self.labels)
+        self.book = RelearnBook()
+        self.book.schedule(relearns)
+        self.relearned: list[tuple[datetime, RelearnRecord, list[str]]] = []
         arl0 = per_detector_arl0(settings)
         self.level = level_of(self.labels)
         self.set = DetectorSet(settings, self.level, arl0)
@@ -221,12 +236,22 @@ class _Recompute:
         ds.see_traffic(event_time(obs.event), serves(obs.event))
         ds.set_budget(per_test_seconds(self.settings, len(self.keys)), self.floor)
 
+    def _follow(self, ds: DetectorSet, kid: str, obs: Observation) -> None:
+        """The operator re-learns covering ``kid`` due by now, as the worker applies them."""
+        for rec, names in ds.follow_relearns(self.book, labels_of_key(kid)):
+            if names and kid == self.kid:
+                self.relearned.append((obs.event.timestamp, rec, names))
+
     def feed(self, obs: Observation) -> None:
+        t = event_time(obs.event)
+        if t >= self.book.next_release:
+            self.book.release(t)
         if not reaches(obs, self.level):
             return  # as the worker: outside its model's sample, for the model key alone
         kids = {kid for _, _, kid in key_levels(obs, self.settings)}
         self.keys |= kids
         if self.prev is not None and self.prev_kid in kids and not self.started:
+            self._follow(self.prev, self.prev_kid or "", obs)
             self._budget(self.prev, obs)
             self.prev.update(obs)
         if self.kid not in kids:
@@ -234,6 +259,7 @@ class _Recompute:
         if not self.started and self.prev is not None and self.prev.detectors:
             self.set = self.prev.canary_copy()
         self.started = True
+        self._follow(self.set, self.kid, obs)
         self._budget(self.set, obs)
         before = {name: tr.n for name, tr in self.set.trackers.items()}
         fired = {name: sig for name, sig, _ in self.set.update(obs)}
@@ -269,6 +295,12 @@ class _Recompute:
                     series.trigger_index = i
         if best is None and self.points:
             best = max(self.points.values(), key=lambda s: len(s.times))
+        if best is not None:
+            best.relearns = [
+                (at, f"re-learned ({rec.requested_by}: {rec.reason})")
+                for at, rec, names in self.relearned
+                if best.detector in names
+            ]
         return best
 
 
@@ -294,7 +326,8 @@ def investigate(
     spans, from_beginning = _spans(history, topics, ranges, t0, t1)
     inv = Investigation(latest, list(events), t0, t1, lookback=lookback)
     inv.from_beginning = from_beginning
-    inputs, matched = _read(settings, history, spans, ranges, inv, clock)
+    relearns = read_relearns(settings, t0, t1)
+    inputs, matched = _read(settings, history, spans, ranges, inv, clock, relearns)
     _audit_trail(inv, inputs, matched, settings.detection, show_text=show_text)
     return inv
 
@@ -336,15 +369,17 @@ def _read(
     ranges: Sequence[EventRange],
     inv: Investigation,
     clock: Clock,
+    relearns: Sequence[RelearnRecord] = (),
 ) -> tuple[dict[str, _InputFacts], list[Observation]]:
     """Read ``spans`` through the pipeline's join, recompute the incident's detector over
-    its key (``inv.series``), and return the inputs' facts by request id and the
-    observations of the evidence ranges that carry the incident's labels."""
+    its key (``inv.series``, with the operator ``relearns`` of the range), and return the
+    inputs' facts by request id and the observations of the evidence ranges that carry the
+    incident's labels."""
     det = settings.detection
     latest = inv.incident
     kinds = event_topics(settings)
     joiner = Joiner(det, {})
-    recompute = _Recompute(det, latest)
+    recompute = _Recompute(det, latest, relearns)
     inputs: dict[str, _InputFacts] = {}
     matched: list[Observation] = []
     now = clock.now()

@@ -28,8 +28,8 @@ class OpenInterval:
 class ChartModel:
     """What the statistic chart shows, for the PNG (:func:`plot_series`) and the console
     alike: ``statistic / threshold`` over event time (``nan`` while learning), the
-    threshold at 1, the alarms, the trigger, the incident's open interval and its
-    lifecycle marks (escalation, resolve) as emitted."""
+    threshold at 1, the alarms, the trigger, the incident's open interval, its lifecycle
+    marks (escalation, resolve) as emitted and the operator re-learns of its detector."""
 
     title: str
     times: list[datetime]
@@ -59,6 +59,7 @@ def chart_model(
             if kind in ("escalated", "resolved") and kind not in seen:
                 seen.add(kind)
                 marks.append((ev.emitted_at, kind))
+    marks += [(at, "re-learned") for at, _ in series.relearns]
     return ChartModel(
         title=title,
         times=list(series.times),
@@ -145,7 +146,7 @@ def _draw(ax: Any, chart: ChartModel, x: list[float]) -> None:
         ax.axvline(
             _day(chart.recorded_trigger), color="0.3", ls=":", lw=1.0, label="recorded trigger"
         )
-    colors = {"escalated": "tab:purple", "resolved": "tab:green"}
+    colors = {"escalated": "tab:purple", "resolved": "tab:green", "re-learned": "tab:olive"}
     for when, what in chart.marks:
         ax.axvline(_day(when), color=colors.get(what, "0.5"), ls="-.", lw=1.2, label=what)
 
@@ -183,4 +184,5 @@ def series_to_json(series: StatisticSeries) -> dict[str, Any]:
         "alarms": series.alarms,
         "trigger_index": series.trigger_index,
         "reproduced": series.reproduced,
+        "relearns": [{"at": iso_utc(at), "what": what} for at, what in series.relearns],
     }

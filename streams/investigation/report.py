@@ -168,6 +168,7 @@ def format_series(series: StatisticSeries | None, points: int = 12) -> list[str]
         )
     else:
         lines.append("  the recomputed detector did not fire (why: below)")
+    lines += [f"  {iso_utc(at)}: {what}; a new baseline from there" for at, what in series.relearns]
     end = series.trigger_index if series.trigger_index is not None else len(series.times) - 1
     step = max(1, (end + 1) // points)
     for i in [*range(0, end, step), end]:

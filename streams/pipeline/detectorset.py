@@ -14,7 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from alerting.model import EventRange
+from alerting.model import EventRange, Labels
+from alerting.relearn import RelearnBook, RelearnRecord
 from detectors.base import Detector, Signal, SignalKind
 from detectors.registry import REGISTRY
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
@@ -283,6 +284,21 @@ class DetectorSet:
             "relearned": data["relearned"],
         }
         return DetectorSet.from_json(fresh, self.settings, self.level, self.arl0)
+
+    def follow_relearns(
+        self, book: RelearnBook, labels: Labels
+    ) -> list[tuple[RelearnRecord, list[str]]]:
+        """Apply the operator re-learns of ``book`` that cover this key (its ``labels``) and
+        that it has not applied yet, oldest first (:meth:`relearn`); a no-op unless the book
+        changed since the last call. Each record applied, with the detector names dropped."""
+        if self.relearn_generation == book.generation:
+            return []
+        applied = []
+        for rec in book.pending(labels, self.relearn_mark):
+            applied.append((rec, self.relearn(rec.selects)))
+            self.relearn_mark = rec.mark()
+        self.relearn_generation = book.generation
+        return applied
 
     def relearn(self, selects: Callable[[SignalKind], bool]) -> list[str]:
         """Drop the detectors whose signal kind ``selects`` accepts, with their evidence and

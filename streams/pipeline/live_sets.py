@@ -117,24 +117,17 @@ class LiveSets:
             cache[kid] = ds
         self._counted.add(kid)
         if ds.relearn_generation != self.relearns.generation:
-            self._relearn(kid, ds)
+            for rec, dropped in ds.follow_relearns(self.relearns, labels_of_key(kid)):
+                if dropped:
+                    log.info(
+                        "re-learning %s on key %s: %s (by %s, %s)",
+                        ",".join(dropped),
+                        kid,
+                        rec.id,
+                        rec.requested_by,
+                        rec.reason,
+                    )
         return ds
-
-    def _relearn(self, kid: str, ds: DetectorSet) -> None:
-        """Apply the operator re-learns covering ``kid`` that its set has not applied."""
-        for rec in self.relearns.pending(labels_of_key(kid), ds.relearn_mark):
-            dropped = ds.relearn(rec.selects)
-            if dropped:
-                log.info(
-                    "re-learning %s on key %s: %s (by %s, %s)",
-                    ",".join(dropped),
-                    kid,
-                    rec.id,
-                    rec.requested_by,
-                    rec.reason,
-                )
-            ds.relearn_mark = rec.mark()
-        ds.relearn_generation = self.relearns.generation
 
     def key_arl0(self, kid: str) -> float | None:
         """The per-test ARL0 in events that key ``kid`` runs at now (``None`` for a key not

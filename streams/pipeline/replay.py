@@ -65,9 +65,7 @@ class ReplayResult:
         triggers = sum(1 for e in self.incidents if e.action == "trigger")
         relearns = f", {self.relearns} operator re-learn(s) applied" if self.relearns else ""
         if self.relearns_unreached:
-            relearns += (
-                f", {self.relearns_unreached} requested after the last event (not applied)"
-            )
+            relearns += f", {self.relearns_unreached} requested after the last event (not applied)"
         return (
             f"{self.lines:,} {unit}, {self.events:,} events, {self.dead_letters:,} dead "
             f"letters ({reasons}); {triggers:,} incident(s) triggered, {len(self.incidents):,} "

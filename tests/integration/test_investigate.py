@@ -338,11 +338,14 @@ def test_replay_output_file_marks_replay(world: World) -> None:
         assert json.loads(line)["replay"] is True
 
 
-def test_a_replay_of_history_applies_the_operators_relearns_at_their_time(world: World) -> None:
+def test_a_replay_of_history_applies_the_operators_relearns_at_their_time(
+    world: World, env: None, capsys: pytest.CaptureFixture[str], tmp_path: Path
+) -> None:
     """A re-learn of the spike's toxicity detector, requested 50 minutes into the spike:
     the replay of that history applies it there (as the worker did), so the incident
     resolves soon after, not at the spike's end; a replay of a range that starts after the
-    request has nothing to apply."""
+    request has nothing to apply. ``sentinel investigate`` recomputes the statistic with
+    it too: the chart restarts at the re-learn and says who asked."""
     first = _trigger(world)
     at = START + timedelta(hours=2, minutes=50)
     rec = new_relearn(
@@ -358,12 +361,25 @@ def test_a_replay_of_history_applies_the_operators_relearns_at_their_time(world:
         later = replay_from_kafka(
             world.settings, at + timedelta(minutes=1), START + timedelta(hours=5)
         )
+        series_path = tmp_path / "series.json"
+        assert main(["investigate", first.incident_id, "--series-json", str(series_path)]) == 0
     finally:
         # A tombstone: the other tests replay this history as it was.
         producer.send(topic, key=rec.key(), value=None).get(timeout=30)
         producer.close()
     assert (result.relearns, later.relearns) == (1, 0)
     assert "1 operator re-learn(s) applied" in result.summary("records")
+    out = capsys.readouterr().out
+    assert "re-learned (ops: new moderation model); a new baseline from there" in out
+    assert "reproduces the recorded trigger" in out  # the trigger came before the re-learn
+    series = json.loads(series_path.read_text())
+    [mark] = series["relearns"]
+    relearned_at = datetime.fromisoformat(mark["at"].replace("Z", "+00:00"))
+    assert at <= relearned_at < at + timedelta(minutes=1)
+    times = [datetime.fromisoformat(t.replace("Z", "+00:00")) for t in series["times"]]
+    k = times.index(relearned_at)
+    assert series["ratio"][k - 1] is not None
+    assert series["ratio"][k] is None  # learning its new baseline
 
     def resolved(incidents: list[IncidentEvent]) -> list[datetime]:
         return [
