@@ -89,8 +89,10 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         # ``update``), and how many more may be taken that way.
         self._idle = 0
         self._room = 0
-        # A parent's rate at which every part's prior holds (BernoulliCusum.prior_holds):
-        # it holds until a prior changes (an update can only make more priors hold).
+        # A parent's rate that ``adopt_prior`` has found to change nothing: every part's
+        # prior holds (BernoulliCusum.prior_holds) or no longer floors its baseline. It
+        # stays so until a prior changes or a part re-learns (updates only make more
+        # priors hold and fewer floor), so a repeat costs one comparison.
         self._held: float | None = None
         self._scan = WarmupScan(self.arl0) if self.p0 is None else None
         self._parts = [
@@ -158,15 +160,15 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         if rate is None or rate == self._held:
             return False
         if all(d.prior_holds(rate) for d in self._parts):
-            self._held = rate  # holds until the parts' priors change (``_settle``)
+            self._held = rate
             return False
         self._wake()
-        adopted = [d.adopt_prior(rate, strength) for d in self._parts]
-        self._held = None
-        if any(adopted):
+        adopted = any([d.adopt_prior(rate, strength) for d in self._parts])
+        self._held = None if adopted else rate
+        if adopted:
             self._scan = None  # the charts start from the parent's baseline, not their own
         self._settle()
-        return any(adopted)
+        return adopted
 
     @property
     def seen(self) -> int:
@@ -269,6 +271,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         baseline from the observations before the window, this event is the charts'
         first observation, and the scan's finding is the signal; the scan ends."""
         m = found.last_index - found.first_index + 1
+        self._held = None  # a part may be floored by its prior again
         for d in self._parts:
             d.relearn(found.reference_n, found.reference_k)
             d.update(True)  # the charts' first step; the scan's alarm speaks for it
