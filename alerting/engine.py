@@ -41,6 +41,7 @@ from alerting.incident import (
     ESCALATION_REASON,
     MAX_FINGERPRINTS,
     MAX_PROBES,
+    MAX_RECURRENCES,
     STATE_VERSION,
     EngineState,
     IncidentRecord,
@@ -71,6 +72,7 @@ from alerting.model import (
 )
 from alerting.playbooks import Playbook, PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
+from alerting.relearn import NO_BASELINE
 
 __all__ = [
     "EngineState",
@@ -98,6 +100,7 @@ class IncidentEngine:
         self._deploys: list[DeployRef] = []
         self._current_versions: dict[str, str] = {}
         self._held = 0
+        self._recurrences: dict[str, list[datetime]] = {}
 
     # ---- state -----------------------------------------------------------------------
 
@@ -109,6 +112,7 @@ class IncidentEngine:
             deploys=self._deploys,
             current_versions=self._current_versions,
             held=self._held,
+            recurrences=self._recurrences,
         ).model_dump(mode="json")
 
     def set_state(self, state: dict[str, Any]) -> None:
@@ -120,6 +124,7 @@ class IncidentEngine:
         self._deploys = list(st.deploys)
         self._current_versions = dict(st.current_versions)
         self._held = st.held
+        self._recurrences = {k: list(v) for k, v in st.recurrences.items()}
 
     # ---- read-only views ---------------------------------------------------------------
 
@@ -330,7 +335,30 @@ class IncidentEngine:
         note = "new incident"
         if detection.localization is not None:
             note += f"; localized: {detection.localization.reason}"
+        note += self._recurrence(rec, detection, now)
         return rec, self._emit(rec, IncidentAction.TRIGGER, now, note)
+
+    def _recurrence(self, rec: IncidentRecord, detection: Detection, now: datetime) -> str:
+        """Count ``rec``'s opening among the incidents of its dedup key opened within
+        ``recurrence_window_hours``; from the second, the note's account of it. A key that
+        keeps paging at one level after each resolve may have an unlucky or outdated
+        baseline: the note names the re-learn (:mod:`alerting.relearn`), which stays a
+        person's decision (for a signal kind with a learned baseline)."""
+        hours = self.policy.lifecycle.recurrence_window_hours
+        if hours <= 0:
+            return ""
+        window = timedelta(hours=hours)
+        times = [t for t in self._recurrences.get(rec.dedup_key, []) if now - t < window]
+        self._recurrences[rec.dedup_key] = [*times, now][-MAX_RECURRENCES:]
+        if not times:
+            return ""
+        note = f"; recurring: {len(times) + 1} incidents of this type and scope in {hours:g} h"
+        if detection.signal.kind not in NO_BASELINE:
+            note += (
+                f" (if its level is the new normal: sentinel relearn add --incident "
+                f"{rec.incident_id} --reason ...)"
+            )
+        return note
 
     def _reopen(
         self, rec: IncidentRecord, detection: Detection, a: Assessment, now: datetime
@@ -491,6 +519,10 @@ class IncidentEngine:
                 # Page a formerly muted incident only while its detector is still firing;
                 # a stale one resolves quietly, or pages on its next detection.
                 events += self._emit(rec, IncidentAction.TRIGGER, now, "mute lifted")
+        recent = timedelta(hours=self.policy.lifecycle.recurrence_window_hours)
+        self._recurrences = {
+            k: ts for k, ts in self._recurrences.items() if ts and now - ts[-1] < recent
+        }
         forget = minutes(self.policy.lifecycle.reopen_window_minutes)
         self._incidents = {
             k: r

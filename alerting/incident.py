@@ -38,6 +38,8 @@ STATE_VERSION = 1
 MAX_FINGERPRINTS = 256
 MAX_PROBES = 8
 MAX_SPANS = 64
+MAX_RECURRENCES = 64
+"""Opening times kept per dedup key for the recurrence count (the newest)."""
 
 
 class IncidentRecord(BaseModel):
@@ -161,6 +163,8 @@ class EngineState(BaseModel):
     deploys: list[DeployRef] = Field(default_factory=list)
     current_versions: dict[str, str] = Field(default_factory=dict)
     held: int = 0
+    recurrences: dict[str, list[UtcDatetime]] = Field(default_factory=dict)
+    """When each dedup key's recent incidents opened (``recurrence_window_hours``)."""
 
 
 class Muter(Protocol):

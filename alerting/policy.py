@@ -188,6 +188,10 @@ class LifecyclePolicy(BaseModel):
     """Re-scored detections without a severity change are re-sent at most this often."""
     default_deadline_minutes: float = Field(default=60, gt=0)
     """Escalate an unresolved incident after this long when its playbook names none."""
+    recurrence_window_hours: float = Field(default=24, ge=0)
+    """A new incident's trigger counts the incidents of its type and scope opened this
+    recently, itself included, and from the second names the operator re-learn for a
+    level that may be the new normal (0: off)."""
 
 
 class WarmupPolicy(BaseModel):

@@ -287,3 +287,56 @@ def test_naive_datetimes_are_rejected() -> None:
         eng.tick(datetime(2025, 1, 1))  # noqa: DTZ001
     with pytest.raises(ValidationError, match="timezone-aware"):
         detection(datetime(2025, 1, 1))  # noqa: DTZ001
+
+
+def test_a_scope_that_keeps_paging_counts_its_incidents_and_names_the_relearn() -> None:
+    """Each new incident of one type and scope resolves, and the next one, hours later, is
+    a new page (past the reopen window): from the second within the recurrence window its
+    note counts them and names the operator re-learn, across a restart; the window's old
+    incidents drop out of the count."""
+    eng = engine()
+    [t1] = eng.observe(detection())
+    assert "recurring" not in t1.note
+    assert eng.tick(T0 + minutes(30))[0].action == IncidentAction.RESOLVE
+    eng.tick(T0 + minutes(200))  # forgotten: past the reopen window
+    [t2] = eng.observe(detection(T0 + minutes(300), sig=signal(last_index=5000)))
+    assert t2.action == IncidentAction.TRIGGER
+    assert t2.incident_id != t1.incident_id
+    assert "recurring: 2 incidents of this type and scope in 24 h" in t2.note
+    assert f"sentinel relearn add --incident {t2.incident_id}" in t2.note
+    # Restarted from its state, the engine keeps the count.
+    again = engine()
+    again.set_state(json.loads(json.dumps(eng.get_state())))
+    again.tick(T0 + minutes(330))
+    again.tick(T0 + minutes(500))
+    [t3] = again.observe(detection(T0 + minutes(600), sig=signal(last_index=9000)))
+    assert "recurring: 3 incidents" in t3.note
+    # A day after the last one, the count starts afresh; another scope has its own.
+    again.tick(T0 + minutes(630))
+    again.tick(T0 + minutes(600 + 24 * 60))
+    assert again.get_state()["recurrences"] == {}
+    late = T0 + minutes(601 + 24 * 60)
+    [t4] = again.observe(detection(late, sig=signal(last_index=20000)))
+    [other] = again.observe(detection(late, model="other-bot"))
+    assert "recurring" not in t4.note
+    assert "recurring" not in other.note
+
+
+def test_a_recurring_page_without_a_learned_baseline_names_no_relearn() -> None:
+    eng = engine()
+    sig = signal(SignalKind.CRITICAL_EVENT)
+    eng.observe(detection(sig=sig))
+    eng.tick(T0 + minutes(30))
+    eng.tick(T0 + minutes(200))
+    [t2] = eng.observe(
+        detection(T0 + minutes(300), sig=signal(SignalKind.CRITICAL_EVENT, last_index=7))
+    )
+    assert "recurring: 2 incidents" in t2.note
+    assert "relearn" not in t2.note
+    off = engine(recurrence_window_hours=0)
+    off.observe(detection())
+    off.tick(T0 + minutes(30))
+    off.tick(T0 + minutes(200))
+    [t] = off.observe(detection(T0 + minutes(300), sig=signal(last_index=5000)))
+    assert "recurring" not in t.note
+    assert off.get_state()["recurrences"] == {}
