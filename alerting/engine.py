@@ -335,10 +335,10 @@ class IncidentEngine:
         note = "new incident"
         if detection.localization is not None:
             note += f"; localized: {detection.localization.reason}"
-        note += self._recurrence(rec, detection, now)
+        note += self._recurrence(rec, now)
         return rec, self._emit(rec, IncidentAction.TRIGGER, now, note)
 
-    def _recurrence(self, rec: IncidentRecord, detection: Detection, now: datetime) -> str:
+    def _recurrence(self, rec: IncidentRecord, now: datetime) -> str:
         """Count ``rec``'s opening among the incidents of its dedup key opened within
         ``recurrence_window_hours``; from the second, the note's account of it. A key that
         keeps paging at one level after each resolve may have an unlucky or outdated
@@ -352,13 +352,8 @@ class IncidentEngine:
         self._recurrences[rec.dedup_key] = [*times, now][-MAX_RECURRENCES:]
         if not times:
             return ""
-        note = f"; recurring: {len(times) + 1} incidents of this type and scope in {hours:g} h"
-        if detection.signal.kind not in NO_BASELINE:
-            note += (
-                f" (if its level is the new normal: sentinel relearn add --incident "
-                f"{rec.incident_id} --reason ...)"
-            )
-        return note
+        count = f"; recurring: {len(times) + 1} incidents of this type and scope in {hours:g} h"
+        return count + _relearn_hint(rec)
 
     def _reopen(
         self, rec: IncidentRecord, detection: Detection, a: Assessment, now: datetime
@@ -512,9 +507,8 @@ class IncidentEngine:
                     f"{ESCALATION_REASON} {pb_name} deadline ({iso_utc(rec.deadline_at)}): {change}"
                 )
                 rec.severity_reasons = (*rec.severity_reasons, reason)
-                events += self._emit(
-                    rec, IncidentAction.UPDATE, now, f"escalated: {reason}{_held_by(rec, health)}"
-                )
+                note = f"escalated: {reason}{_held_by(rec, health)}{_relearn_hint(rec)}"
+                events += self._emit(rec, IncidentAction.UPDATE, now, note)
             elif not rec.notified and now - rec.last_seen <= hyst / 3:
                 # Page a formerly muted incident only while its detector is still firing;
                 # a stale one resolves quietly, or pages on its next detection.
@@ -552,6 +546,18 @@ class IncidentEngine:
             rec.notified = True
         rec.last_emitted_at = now
         return [rec.event(action, now, note)]
+
+
+def _relearn_hint(rec: IncidentRecord) -> str:
+    """The operator re-learn, named where a level may be the new normal (a scope that keeps
+    paging, an incident open past its deadline); empty for a signal kind without a learned
+    baseline. It names the command and leaves the decision to a person."""
+    if rec.evidence.signal.kind in NO_BASELINE:
+        return ""
+    return (
+        f"; if its level is the new normal: sentinel relearn add --incident "
+        f"{rec.incident_id} --reason ..."
+    )
 
 
 def _held_by(rec: IncidentRecord, health: Mapping[str, bool] | None) -> str:

@@ -159,6 +159,7 @@ def test_escalates_when_not_recovered_by_playbook_deadline() -> None:
     assert esc.status == IncidentStatus.ESCALATED
     assert esc.severity == Severity.SEV1
     assert "deadline" in esc.severity_reasons[-1]
+    assert f"sentinel relearn add --incident {t.incident_id}" in esc.note
     assert eng.tick(T0 + minutes(31)) == []  # escalates once
 
 
