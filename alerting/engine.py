@@ -72,7 +72,7 @@ from alerting.model import (
 )
 from alerting.playbooks import Playbook, PlaybookSet
 from alerting.policy import AlertingPolicy, Silence
-from alerting.relearn import NO_BASELINE
+from alerting.relearn import relearnable
 
 __all__ = [
     "EngineState",
@@ -339,21 +339,44 @@ class IncidentEngine:
         return rec, self._emit(rec, IncidentAction.TRIGGER, now, note)
 
     def _recurrence(self, rec: IncidentRecord, now: datetime) -> str:
-        """Count ``rec``'s opening among the incidents of its dedup key opened within
-        ``recurrence_window_hours``; from the second, the note's account of it. A key that
-        keeps paging at one level after each resolve may have an unlucky or outdated
-        baseline: the note names the re-learn (:mod:`alerting.relearn`), which stays a
-        person's decision (for a signal kind with a learned baseline)."""
-        hours = self.policy.lifecycle.recurrence_window_hours
-        if hours <= 0:
+        """Record ``rec``'s opening among those of its dedup key (the ones within
+        ``recurrence_window_hours`` kept, at most ``MAX_RECURRENCES``); the note's account
+        of the recurrence (:meth:`_recurring`)."""
+        window = self._recurrence_window()
+        if window is None:
             return ""
-        window = timedelta(hours=hours)
         times = [t for t in self._recurrences.get(rec.dedup_key, []) if now - t < window]
         self._recurrences[rec.dedup_key] = [*times, now][-MAX_RECURRENCES:]
-        if not times:
+        return self._recurring(rec)
+
+    def _recurring(self, rec: IncidentRecord) -> str:
+        """From the second incident of ``rec``'s dedup key opened within
+        ``recurrence_window_hours`` up to its own opening, the note's count of them. A key
+        that keeps paging at one level after each resolve may have an unlucky or outdated
+        baseline: the note names the re-learn (:mod:`alerting.relearn`), which stays a
+        person's decision (for a signal kind with a learned baseline). Muted and inhibited
+        incidents count too: the cause recurred whether or not anyone was paged, and a
+        trigger sent when the mute lifts carries the count."""
+        window = self._recurrence_window()
+        if window is None:
             return ""
-        count = f"; recurring: {len(times) + 1} incidents of this type and scope in {hours:g} h"
-        return count + _relearn_hint(rec)
+        count = sum(
+            1
+            for t in self._recurrences.get(rec.dedup_key, ())
+            if timedelta(0) <= rec.opened_at - t < window
+        )
+        if count < 2:
+            return ""
+        more = "+" if count >= MAX_RECURRENCES else ""
+        hours = window / timedelta(hours=1)
+        return (
+            f"; recurring: {count}{more} incidents of this type and scope in {hours:g} h"
+            + _relearn_hint(rec)
+        )
+
+    def _recurrence_window(self) -> timedelta | None:
+        hours = self.policy.lifecycle.recurrence_window_hours
+        return timedelta(hours=hours) if hours > 0 else None
 
     def _reopen(
         self, rec: IncidentRecord, detection: Detection, a: Assessment, now: datetime
@@ -512,16 +535,21 @@ class IncidentEngine:
             elif not rec.notified and now - rec.last_seen <= hyst / 3:
                 # Page a formerly muted incident only while its detector is still firing;
                 # a stale one resolves quietly, or pages on its next detection.
-                events += self._emit(rec, IncidentAction.TRIGGER, now, "mute lifted")
-        recent = timedelta(hours=self.policy.lifecycle.recurrence_window_hours)
-        self._recurrences = {
-            k: ts for k, ts in self._recurrences.items() if ts and now - ts[-1] < recent
-        }
+                note = "mute lifted" + self._recurring(rec)
+                events += self._emit(rec, IncidentAction.TRIGGER, now, note)
         forget = minutes(self.policy.lifecycle.reopen_window_minutes)
         self._incidents = {
             k: r
             for k, r in self._incidents.items()
             if r.active or (r.resolved_at is not None and now - r.resolved_at <= forget)
+        }
+        # A key's opening times go once no incident of it is tracked and the newest is out
+        # of the window: no later opening (now or after) would count them.
+        recent = self._recurrence_window() or timedelta(0)
+        self._recurrences = {
+            k: ts
+            for k, ts in self._recurrences.items()
+            if ts and (k in self._incidents or now - ts[-1] < recent)
         }
         return events
 
@@ -552,7 +580,7 @@ def _relearn_hint(rec: IncidentRecord) -> str:
     """The operator re-learn, named where a level may be the new normal (a scope that keeps
     paging, an incident open past its deadline); empty for a signal kind without a learned
     baseline. It names the command and leaves the decision to a person."""
-    if rec.evidence.signal.kind in NO_BASELINE:
+    if not relearnable(rec.evidence.signal.kind):
         return ""
     return (
         f"; if its level is the new normal: sentinel relearn add --incident "

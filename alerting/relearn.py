@@ -42,6 +42,11 @@ NO_BASELINE: Final = frozenset({SignalKind.CRITICAL_EVENT, SignalKind.TRAFFIC_SI
 against a fixed cutoff; traffic silence against the gap the model's own rate allows."""
 
 
+def relearnable(kind: SignalKind) -> bool:
+    """Whether detectors raising ``kind`` learned a baseline that a re-learn replaces."""
+    return kind not in NO_BASELINE
+
+
 def relearn_topic(control_topic: str) -> str:
     """Name of the re-learn topic derived from the control topic (``<control>.relearn``)."""
     return control_topic + RELEARN_SUFFIX
@@ -79,7 +84,7 @@ class RelearnRecord(BaseModel):
 
     def selects(self, kind: SignalKind) -> bool:
         """Whether a detector raising ``kind`` re-learns."""
-        return kind not in NO_BASELINE and (not self.signals or kind in self.signals)
+        return relearnable(kind) and (not self.signals or kind in self.signals)
 
     def describe(self) -> str:
         what = ", ".join(self.signals) if self.signals else "every detector"
@@ -100,7 +105,7 @@ def new_relearn(
     if not reason:
         raise ValueError("a reason is required (it goes into the audit trail)")
     kinds = tuple(sorted(set(signals)))
-    refused = [k for k in kinds if k in NO_BASELINE]
+    refused = [k for k in kinds if not relearnable(k)]
     if refused:
         raise ValueError(
             f"{', '.join(refused)} has no learned baseline to re-learn (a critical event is "
@@ -143,6 +148,8 @@ class RelearnBook:
         """Event time (Unix s) of the earliest scheduled record (:meth:`schedule`)."""
         self.released = 0
         """Scheduled records that an observation has reached so far (:meth:`release`)."""
+        self.applied: set[str] = set()
+        """Ids of the records that made some key drop detectors (:meth:`record_applied`)."""
 
     def schedule(self, records: Iterable[RelearnRecord]) -> None:
         """Records to apply by event time, as a replay of history does: each joins the
@@ -152,7 +159,10 @@ class RelearnBook:
         self._next()
 
     def release(self, t: float) -> None:
-        """Move the scheduled records requested at or before event time ``t`` into the book."""
+        """Move the scheduled records requested at or before event time ``t`` into the book
+        (a no-op, cheap enough for every observation, before the next one is due)."""
+        if t < self.next_release:
+            return
         due = [r for r in self._scheduled if r.requested_at.timestamp() <= t]
         if due:
             self._scheduled = self._scheduled[len(due) :]
@@ -166,6 +176,12 @@ class RelearnBook:
         """Scheduled records that no observation has reached yet (requested after the
         latest event time seen)."""
         return len(self._scheduled)
+
+    def record_applied(self, record: RelearnRecord, dropped: list[str]) -> None:
+        """Count ``record`` as applied once a key dropped detectors for it (a key with none
+        of its signal kinds, or a key created after it, only moves its mark)."""
+        if dropped:
+            self.applied.add(record.id)
 
     def _next(self) -> None:
         first = self._scheduled[0] if self._scheduled else None

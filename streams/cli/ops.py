@@ -53,11 +53,11 @@ from alerting.model import IncidentEvent, Labels, time_text
 from alerting.playbooks import load_playbooks
 from alerting.policy import ConfigError
 from alerting.relearn import (
-    NO_BASELINE,
     RelearnRecord,
     fold_relearn_records,
     new_relearn,
     relearn_topic,
+    relearnable,
 )
 from alerting.silences import SilenceRecord, fold_silence_records, new_silence, silences_topic
 from alerting.sink_config import make_sink
@@ -408,7 +408,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
 
 # ---- relearn ---------------------------------------------------------------------------
 
-RELEARNABLE: Final = tuple(k.value for k in SignalKind if k not in NO_BASELINE)
+RELEARNABLE: Final = tuple(k.value for k in SignalKind if relearnable(k))
 
 
 def _read_relearns(bootstrap: list[str], settings: Settings) -> dict[str, RelearnRecord]:

@@ -19,7 +19,7 @@ from starlette.responses import PlainTextResponse, RedirectResponse, Response
 
 from alerting.containment import describe_action
 from alerting.model import IncidentEvent, Severity, iso_utc
-from alerting.relearn import NO_BASELINE
+from alerting.relearn import relearnable
 from streams.console.actions import ActionError
 from streams.console.auth import Session
 from streams.console.views import lifecycle_chart
@@ -167,7 +167,7 @@ class IncidentRoutes:
             actions=actions,
             measures=measures,
             silences=silences,
-            relearnable=latest.evidence.signal.kind not in NO_BASELINE,
+            relearnable=relearnable(latest.evidence.signal.kind),
             playbook=playbook,
             notification=notification,
             containment_planned=[describe_action(a) for a in planned],

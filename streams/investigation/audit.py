@@ -244,8 +244,7 @@ class _Recompute:
 
     def feed(self, obs: Observation) -> None:
         t = event_time(obs.event)
-        if t >= self.book.next_release:
-            self.book.release(t)
+        self.book.release(t)
         if not reaches(obs, self.level):
             return  # as the worker: outside its model's sample, for the model key alone
         kids = {kid for _, _, kid in key_levels(obs, self.settings)}

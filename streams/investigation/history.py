@@ -109,7 +109,9 @@ class _Runner:
             result.incidents.extend(new)
             result.seconds = time.perf_counter() - self.started
             book = pipeline.detect.relearns
-            result.relearns, result.relearns_unreached = book.released, book.waiting
+            result.relearns = len(book.applied)
+            result.relearns_unmatched = book.released - len(book.applied)
+            result.relearns_unreached = book.waiting
             out.append(new)
         return out
 

@@ -252,8 +252,7 @@ class Detect:
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = event_time(obs.event)
-            if t >= self.relearns.next_release:
-                self.relearns.release(t)  # a replay's scheduled re-learns
+            self.relearns.release(t)  # a replay's scheduled re-learns
             out.extend(self._on_time(obs, t, engine, engines, sets))
             model_traffic = 0.0
             hold: frozenset[str] = frozenset()

@@ -295,7 +295,9 @@ class DetectorSet:
             return []
         applied = []
         for rec in book.pending(labels, self.relearn_mark):
-            applied.append((rec, self.relearn(rec.selects)))
+            dropped = self.relearn(rec.selects)
+            book.record_applied(rec, dropped)
+            applied.append((rec, dropped))
             self.relearn_mark = rec.mark()
         self.relearn_generation = book.generation
         return applied

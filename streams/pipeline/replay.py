@@ -50,7 +50,11 @@ class ReplayResult:
     seconds: float = 0.0
     reasons: dict[str, int] = field(default_factory=dict)
     relearns: int = 0
-    """Operator re-learns applied at their request time (a replay of Kafka history)."""
+    """Operator re-learns applied at their request time (a replay of Kafka history): a
+    key of the range dropped detectors for each."""
+    relearns_unmatched: int = 0
+    """Operator re-learns of the range that no key's detectors matched (another scope, or
+    signal kinds it had no detector for)."""
     relearns_unreached: int = 0
     """Operator re-learns of the range requested after its last event: not applied."""
 
@@ -64,6 +68,8 @@ class ReplayResult:
         reasons = ", ".join(f"{k}: {v}" for k, v in sorted(self.reasons.items())) or "none"
         triggers = sum(1 for e in self.incidents if e.action == "trigger")
         relearns = f", {self.relearns} operator re-learn(s) applied" if self.relearns else ""
+        if self.relearns_unmatched:
+            relearns += f", {self.relearns_unmatched} matching no detector of the range"
         if self.relearns_unreached:
             relearns += f", {self.relearns_unreached} requested after the last event (not applied)"
         return (

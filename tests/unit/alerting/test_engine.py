@@ -323,6 +323,27 @@ def test_a_scope_that_keeps_paging_counts_its_incidents_and_names_the_relearn() 
     assert "recurring" not in other.note
 
 
+def test_a_muted_recurrence_carries_its_count_when_the_mute_lifts() -> None:
+    """A segment's second incident opens inhibited by a model-wide one: it counts, and the
+    trigger sent when the inhibition lifts says so (the first page of it anyone sees)."""
+    eng = engine()
+    acme = {"tenant": "acme"}
+    eng.observe(detection(segment=acme))
+    eng.tick(T0 + minutes(30))
+    eng.tick(T0 + minutes(200))
+    eng.observe(detection(T0 + minutes(300), sig=signal(last_index=4000)))
+    assert (
+        eng.observe(detection(T0 + minutes(300), segment=acme, sig=signal(last_index=4001))) == []
+    )
+    eng.observe(detection(T0 + minutes(325), segment=acme, sig=signal(last_index=4100)))
+    resolved, lifted = eng.tick(T0 + minutes(330))
+    assert resolved.action == IncidentAction.RESOLVE
+    assert lifted.action == IncidentAction.TRIGGER
+    assert lifted.labels.segment == acme
+    assert lifted.note.startswith("mute lifted; recurring: 2 incidents of this type and scope")
+    assert f"sentinel relearn add --incident {lifted.incident_id}" in lifted.note
+
+
 def test_a_recurring_page_without_a_learned_baseline_names_no_relearn() -> None:
     eng = engine()
     sig = signal(SignalKind.CRITICAL_EVENT)

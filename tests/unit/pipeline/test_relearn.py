@@ -149,7 +149,22 @@ def test_a_replay_applies_a_scheduled_relearn_where_the_worker_did() -> None:
         assert [e.model_dump() for e in got] == [e.model_dump() for e in expected]
         assert replay.relearns.next_release == float("inf")
         assert (replay.relearns.released, replay.relearns.waiting) == (1, 0)
+        assert replay.relearns.applied == {record.id}
     assert _confidence(expected, IncidentAction.RESOLVE)
+
+
+def test_a_relearn_for_another_scope_is_reached_but_not_applied() -> None:
+    """A re-learn of the range that names a model the range does not carry is reached by
+    its observations and applied by no key: the summary says so."""
+    obs = _outputs(seed=5)[:500]
+    record = new_relearn(Labels(model="other"), [], now=_at(10), by="o", reason="r")
+    replay = _detect()
+    replay.relearns.schedule([record])
+    replay.process(obs)
+    assert (replay.relearns.released, replay.relearns.applied) == (1, set())
+    result = ReplayResult(lines=500, events=500, relearns_unmatched=1)
+    assert "1 matching no detector of the range" in result.summary("records")
+    assert "re-learn(s) applied" not in result.summary("records")
 
 
 def test_a_relearn_requested_after_the_last_event_is_not_counted_as_applied() -> None:
