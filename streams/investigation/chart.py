@@ -147,8 +147,11 @@ def _draw(ax: Any, chart: ChartModel, x: list[float]) -> None:
             _day(chart.recorded_trigger), color="0.3", ls=":", lw=1.0, label="recorded trigger"
         )
     colors = {"escalated": "tab:purple", "resolved": "tab:green", "re-learned": "tab:olive"}
+    labelled: set[str] = set()
     for when, what in chart.marks:
-        ax.axvline(_day(when), color=colors.get(what, "0.5"), ls="-.", lw=1.2, label=what)
+        label = what if what not in labelled else "_nolegend_"  # one legend entry a kind
+        labelled.add(what)
+        ax.axvline(_day(when), color=colors.get(what, "0.5"), ls="-.", lw=1.2, label=label)
 
 
 def _axes(ax: Any, chart: ChartModel, x: list[float]) -> None:
