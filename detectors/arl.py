@@ -464,28 +464,42 @@ dropped first: a sequence dropped and asked for again is computed again from its
 threshold. Bounded by size, not count: a 36-hour replay asked for 2,033 sequences whose
 longest ran to 4.2 M ARLs in all (docs/validation.md, stop 31)."""
 
-_SEQUENCES: OrderedDict[tuple[int, float], _Down1Arls] = OrderedDict()
+
+class _Sequences:
+    """The kept ARL sequences, least recently used first, and how many ARLs they hold in
+    all (a running count, not a sum over the sequences at each new one)."""
+
+    def __init__(self) -> None:
+        self.kept: OrderedDict[tuple[int, float], _Down1Arls] = OrderedDict()
+        self.total = 0
+
+    def threshold(self, up: int, p: float, arl0: float) -> int:
+        key = (up, p)
+        seq = self.kept.get(key)
+        if seq is not None:
+            self.kept.move_to_end(key)
+        else:
+            seq = self.kept[key] = _Down1Arls(up, p)
+            while self.total > SEQUENCE_DOUBLES and len(self.kept) > 1:
+                _, dropped = self.kept.popitem(last=False)
+                self.total -= len(dropped.arls)
+        before = len(seq.arls)
+        h = seq.threshold(arl0)
+        self.total += len(seq.arls) - before
+        return h
+
+    def clear(self) -> None:
+        self.kept.clear()
+        self.total = 0
 
 
-def _down1_sequence(up: int, p: float) -> _Down1Arls:
-    """The kept ARL sequence of one lattice and rate (see :data:`SEQUENCE_DOUBLES`)."""
-    key = (up, p)
-    seq = _SEQUENCES.get(key)
-    if seq is not None:
-        _SEQUENCES.move_to_end(key)
-        return seq
-    seq = _SEQUENCES[key] = _Down1Arls(up, p)
-    total = sum(len(s.arls) for s in _SEQUENCES.values())
-    while total > SEQUENCE_DOUBLES and len(_SEQUENCES) > 1:
-        _, dropped = _SEQUENCES.popitem(last=False)
-        total -= len(dropped.arls)
-    return seq
+_SEQUENCES: Final = _Sequences()
 
 
 def _down1_threshold(up: int, p: float, arl0: float) -> int:
     """Smallest ``h`` whose ARL (steps ``+up`` with probability ``p``, else ``-1``) reaches
-    ``arl0``; the ARL increases with ``h``."""
-    return _down1_sequence(up, p).threshold(arl0)
+    ``arl0``; the ARL increases with ``h`` (its sequence kept, :data:`SEQUENCE_DOUBLES`)."""
+    return _SEQUENCES.threshold(up, p, arl0)
 
 
 def zero_drift_rate(p0: float, p1: float) -> float:
