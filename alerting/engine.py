@@ -335,19 +335,17 @@ class IncidentEngine:
         note = "new incident"
         if detection.localization is not None:
             note += f"; localized: {detection.localization.reason}"
-        note += self._recurrence(rec, now)
+        self._count_opening(rec, now)
         return rec, self._emit(rec, IncidentAction.TRIGGER, now, note)
 
-    def _recurrence(self, rec: IncidentRecord, now: datetime) -> str:
+    def _count_opening(self, rec: IncidentRecord, now: datetime) -> None:
         """Record ``rec``'s opening among those of its dedup key (the ones within
-        ``recurrence_window_hours`` kept, at most ``MAX_RECURRENCES``); the note's account
-        of the recurrence (:meth:`_recurring`)."""
+        ``recurrence_window_hours`` kept, one more than ``MAX_RECURRENCES`` at most)."""
         window = self._recurrence_window()
         if window is None:
-            return ""
+            return
         times = [t for t in self._recurrences.get(rec.dedup_key, []) if now - t < window]
-        self._recurrences[rec.dedup_key] = [*times, now][-MAX_RECURRENCES:]
-        return self._recurring(rec)
+        self._recurrences[rec.dedup_key] = [*times, now][-(MAX_RECURRENCES + 1) :]
 
     def _recurring(self, rec: IncidentRecord) -> str:
         """From the second incident of ``rec``'s dedup key opened within
@@ -355,8 +353,9 @@ class IncidentEngine:
         that keeps paging at one level after each resolve may have an unlucky or outdated
         baseline: the note names the re-learn (:mod:`alerting.relearn`), which stays a
         person's decision (for a signal kind with a learned baseline). Muted and inhibited
-        incidents count too: the cause recurred whether or not anyone was paged, and a
-        trigger sent when the mute lifts carries the count."""
+        incidents count too: the cause recurred whether or not anyone was paged. Every
+        incident's first trigger carries it (:meth:`_emit`): at its opening, when its mute
+        lifts, on a detection after a silence ends, on a reopening."""
         window = self._recurrence_window()
         if window is None:
             return ""
@@ -367,10 +366,10 @@ class IncidentEngine:
         )
         if count < 2:
             return ""
-        more = "+" if count >= MAX_RECURRENCES else ""
+        shown = f"{MAX_RECURRENCES}+" if count > MAX_RECURRENCES else str(count)
         hours = window / timedelta(hours=1)
         return (
-            f"; recurring: {count}{more} incidents of this type and scope in {hours:g} h"
+            f"; recurring: {shown} incidents of this type and scope in {hours:g} h"
             + _relearn_hint(rec)
         )
 
@@ -535,8 +534,7 @@ class IncidentEngine:
             elif not rec.notified and now - rec.last_seen <= hyst / 3:
                 # Page a formerly muted incident only while its detector is still firing;
                 # a stale one resolves quietly, or pages on its next detection.
-                note = "mute lifted" + self._recurring(rec)
-                events += self._emit(rec, IncidentAction.TRIGGER, now, note)
+                events += self._emit(rec, IncidentAction.TRIGGER, now, "mute lifted")
         forget = minutes(self.policy.lifecycle.reopen_window_minutes)
         self._incidents = {
             k: r
@@ -571,6 +569,8 @@ class IncidentEngine:
                 action = IncidentAction.TRIGGER
         rec.sequence += 1
         if action == IncidentAction.TRIGGER:
+            if not rec.notified:
+                note += self._recurring(rec)  # the first page anyone sees of it
             rec.notified = True
         rec.last_emitted_at = now
         return [rec.event(action, now, note)]

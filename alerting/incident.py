@@ -39,7 +39,8 @@ MAX_FINGERPRINTS = 256
 MAX_PROBES = 8
 MAX_SPANS = 64
 MAX_RECURRENCES = 64
-"""Opening times kept per dedup key for the recurrence count (the newest)."""
+"""The largest recurrence count a note states exactly (more: "64+"); one more opening
+time is kept per dedup key, the newest."""
 
 
 class IncidentRecord(BaseModel):

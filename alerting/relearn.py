@@ -149,7 +149,9 @@ class RelearnBook:
         self.released = 0
         """Scheduled records that an observation has reached so far (:meth:`release`)."""
         self.applied: set[str] = set()
-        """Ids of the records that made some key drop detectors (:meth:`record_applied`)."""
+        """Ids of the records that made some key drop detectors since this book was made
+        (:meth:`record_applied`): what a replay reports; a worker's keys keep their own
+        marks."""
 
     def schedule(self, records: Iterable[RelearnRecord]) -> None:
         """Records to apply by event time, as a replay of history does: each joins the
@@ -176,6 +178,13 @@ class RelearnBook:
         """Scheduled records that no observation has reached yet (requested after the
         latest event time seen)."""
         return len(self._scheduled)
+
+    def outcome(self) -> tuple[int, int, int]:
+        """What a replay did with its scheduled records: (applied: some key dropped
+        detectors; reached but applied by no key: another scope or signal kinds, or no
+        later event of a key it covers; requested after the last event seen)."""
+        applied = len(self.applied)
+        return applied, self.released - applied, self.waiting
 
     def record_applied(self, record: RelearnRecord, dropped: list[str]) -> None:
         """Count ``record`` as applied once a key dropped detectors for it (a key with none

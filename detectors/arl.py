@@ -484,9 +484,10 @@ class _Sequences:
                 _, dropped = self.kept.popitem(last=False)
                 self.total -= len(dropped.arls)
         before = len(seq.arls)
-        h = seq.threshold(arl0)
-        self.total += len(seq.arls) - before
-        return h
+        try:
+            return seq.threshold(arl0)
+        finally:
+            self.total += len(seq.arls) - before
 
     def clear(self) -> None:
         self.kept.clear()

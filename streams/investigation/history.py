@@ -109,9 +109,7 @@ class _Runner:
             result.incidents.extend(new)
             result.seconds = time.perf_counter() - self.started
             book = pipeline.detect.relearns
-            result.relearns = len(book.applied)
-            result.relearns_unmatched = book.released - len(book.applied)
-            result.relearns_unreached = book.waiting
+            result.relearns, result.relearns_unmatched, result.relearns_unreached = book.outcome()
             out.append(new)
         return out
 

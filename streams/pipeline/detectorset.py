@@ -290,7 +290,8 @@ class DetectorSet:
     ) -> list[tuple[RelearnRecord, list[str]]]:
         """Apply the operator re-learns of ``book`` that cover this key (its ``labels``) and
         that it has not applied yet, oldest first (:meth:`relearn`); a no-op unless the book
-        changed since the last call. Each record applied, with the detector names dropped."""
+        changed since the last call. Each record applied, with the detector names dropped;
+        the book counts those that dropped any (:meth:`RelearnBook.record_applied`)."""
         if self.relearn_generation == book.generation:
             return []
         applied = []

@@ -53,8 +53,8 @@ class ReplayResult:
     """Operator re-learns applied at their request time (a replay of Kafka history): a
     key of the range dropped detectors for each."""
     relearns_unmatched: int = 0
-    """Operator re-learns of the range that no key's detectors matched (another scope, or
-    signal kinds it had no detector for)."""
+    """Operator re-learns of the range that dropped no detector (another scope or signal
+    kinds, or no event of a key they cover after them)."""
     relearns_unreached: int = 0
     """Operator re-learns of the range requested after its last event: not applied."""
 
@@ -69,7 +69,10 @@ class ReplayResult:
         triggers = sum(1 for e in self.incidents if e.action == "trigger")
         relearns = f", {self.relearns} operator re-learn(s) applied" if self.relearns else ""
         if self.relearns_unmatched:
-            relearns += f", {self.relearns_unmatched} matching no detector of the range"
+            relearns += (
+                f", {self.relearns_unmatched} operator re-learn(s) that dropped no detector "
+                "(another scope or signal, or no later event of its keys)"
+            )
         if self.relearns_unreached:
             relearns += f", {self.relearns_unreached} requested after the last event (not applied)"
         return (

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from alerting.engine import IncidentEngine
+from alerting.incident import MAX_RECURRENCES
 from alerting.model import IncidentAction, IncidentStatus, Severity
 from alerting.policy import Silence
 from detectors.base import SignalKind
@@ -342,6 +343,53 @@ def test_a_muted_recurrence_carries_its_count_when_the_mute_lifts() -> None:
     assert lifted.labels.segment == acme
     assert lifted.note.startswith("mute lifted; recurring: 2 incidents of this type and scope")
     assert f"sentinel relearn add --incident {lifted.incident_id}" in lifted.note
+
+
+def test_a_repeat_first_paged_after_its_silence_ends_carries_its_count() -> None:
+    """A silence ends and the next detection, before any tick, pages the repeat: that
+    trigger, its first page, carries the count."""
+    eng = engine()
+    eng.observe(detection())
+    eng.tick(T0 + minutes(30))
+    eng.tick(T0 + minutes(200))
+    end = T0 + minutes(310)
+    eng.add_silence(Silence(id="s", model="support-bot", starts_at=T0, ends_at=end))
+    assert eng.observe(detection(T0 + minutes(300), sig=signal(last_index=4000))) == []
+    [t] = eng.observe(detection(T0 + minutes(315), sig=signal(last_index=4100)))
+    assert t.action == IncidentAction.TRIGGER
+    assert "recurring: 2 incidents of this type and scope in 24 h" in t.note
+
+
+def test_an_incident_muted_past_the_window_keeps_the_count_of_its_opening() -> None:
+    """Opening times stay while an incident of their key is tracked: a repeat silenced
+    for longer than the recurrence window still says, when its mute lifts, that it was
+    the second within a day of its opening."""
+    eng = engine()
+    eng.observe(detection())
+    eng.tick(T0 + minutes(30))
+    eng.tick(T0 + minutes(200))
+    end = T0 + minutes(300 + 25 * 60 + 5)
+    eng.add_silence(Silence(id="s", model="support-bot", starts_at=T0, ends_at=end))
+    for i, m in enumerate(range(300, 300 + 25 * 60 + 1, 10)):
+        assert eng.observe(detection(T0 + minutes(m), sig=signal(last_index=4000 + i))) == []
+        assert eng.tick(T0 + minutes(m)) == []
+    [t] = eng.tick(end)
+    assert t.action == IncidentAction.TRIGGER
+    assert t.note.startswith("mute lifted; recurring: 2 incidents of this type and scope")
+
+
+def test_the_recurrence_count_is_exact_up_to_its_cap() -> None:
+    eng = engine(reopen_window_minutes=0, recurrence_window_hours=100)
+    notes = []
+    for i in range(MAX_RECURRENCES + 2):
+        at = T0 + minutes(32 * i)
+        [t] = eng.observe(detection(at, sig=signal(last_index=1000 * i)))
+        notes.append(t.note)
+        assert eng.tick(at + minutes(30))[0].action == IncidentAction.RESOLVE
+        eng.tick(at + minutes(31))
+    assert f"recurring: {MAX_RECURRENCES} incidents" in notes[MAX_RECURRENCES - 1]
+    assert f"recurring: {MAX_RECURRENCES}+ incidents" in notes[MAX_RECURRENCES]
+    assert f"recurring: {MAX_RECURRENCES}+ incidents" in notes[MAX_RECURRENCES + 1]
 
 
 def test_a_recurring_page_without_a_learned_baseline_names_no_relearn() -> None:

@@ -149,7 +149,7 @@ def test_a_replay_applies_a_scheduled_relearn_where_the_worker_did() -> None:
         assert [e.model_dump() for e in got] == [e.model_dump() for e in expected]
         assert replay.relearns.next_release == float("inf")
         assert (replay.relearns.released, replay.relearns.waiting) == (1, 0)
-        assert replay.relearns.applied == {record.id}
+        assert replay.relearns.outcome() == (1, 0, 0)
     assert _confidence(expected, IncidentAction.RESOLVE)
 
 
@@ -161,9 +161,9 @@ def test_a_relearn_for_another_scope_is_reached_but_not_applied() -> None:
     replay = _detect()
     replay.relearns.schedule([record])
     replay.process(obs)
-    assert (replay.relearns.released, replay.relearns.applied) == (1, set())
+    assert replay.relearns.outcome() == (0, 1, 0)
     result = ReplayResult(lines=500, events=500, relearns_unmatched=1)
-    assert "1 matching no detector of the range" in result.summary("records")
+    assert "1 operator re-learn(s) that dropped no detector" in result.summary("records")
     assert "re-learn(s) applied" not in result.summary("records")
 
 
@@ -176,7 +176,7 @@ def test_a_relearn_requested_after_the_last_event_is_not_counted_as_applied() ->
     replay = _detect()
     replay.relearns.schedule([record])
     replay.process(obs)
-    assert (replay.relearns.released, replay.relearns.waiting) == (0, 1)
+    assert replay.relearns.outcome() == (0, 0, 1)
     assert replay.live_sets.live[key_id(MODEL)].relearn_mark is None
     result = ReplayResult(lines=500, events=500, relearns=0, relearns_unreached=1)
     assert "1 requested after the last event (not applied)" in result.summary("records")
