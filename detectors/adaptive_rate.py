@@ -153,6 +153,13 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     def alarm_ready(self) -> bool:
         return self._ready
 
+    def awaiting(self) -> str:
+        """Its parts' warm-up (they learn from the same observations)."""
+        if self._ready:
+            return ""
+        self._wake()
+        return self._parts[0].awaiting()
+
     def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
         """Each part starts from (or, while floored, follows) the parent's baseline (see
         :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""

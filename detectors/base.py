@@ -229,6 +229,13 @@ class Detector(abc.ABC, Generic[X]):
         """
         return not self.learning
 
+    def awaiting(self) -> str:
+        """What it still needs before it can alarm, in words with their units, for an
+        operator (the console's Models page): a failure mode whose detector is learning is
+        not watched yet, and a sparse stream can take hours to give a rare rate its
+        baseline. Empty once :attr:`alarm_ready`. Read-only."""
+        return "" if self.alarm_ready else "its baseline"
+
     @abc.abstractmethod
     def get_state(self) -> JsonState:
         """Return the state as a JSON-compatible mapping (a copy, safe to store)."""

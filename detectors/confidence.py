@@ -172,6 +172,13 @@ class ConfidenceShift(Detector[float]):
     def alarm_ready(self) -> bool:
         return self._chart.ready or bool(self._prior and self._prior.charts)
 
+    def awaiting(self) -> str:
+        """The values its reference still lacks (a young segment charts on its parent's
+        prior once it has a few of its own, and can alarm from then)."""
+        if self.alarm_ready:
+            return ""
+        return f"{len(self._ref):,} of {self.reference_size:,} reference values"
+
     @property
     def prior_settled(self) -> bool:
         """Whether ``adopt_prior`` can no longer change anything (it adopts once)."""

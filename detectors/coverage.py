@@ -145,6 +145,15 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         keeps ``learning`` true, yet the others can alarm)."""
         return any(d.alarm_ready for d in self._all())
 
+    def awaiting(self) -> str:
+        """The pooled test's warm-up (else the first category's): none can alarm yet."""
+        if self.alarm_ready:
+            return ""
+        parts = self._all()
+        if not parts:
+            return "a first flagged observation"
+        return (self._any or parts[0]).awaiting()
+
     def adopt_prior(self, parent: CategoryRates, strength: float) -> bool:
         """Each test starts from (or, while floored, follows) the parent key's baseline of
         the same category, the pooled test the parent's pooled one; see

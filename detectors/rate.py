@@ -435,6 +435,22 @@ class BernoulliCusum(Detector[bool]):
     def learning(self) -> bool:
         return not self.calibrated
 
+    def awaiting(self) -> str:
+        """The warm-up's missing observations and events (:meth:`_warm`), e.g. ``"14 of
+        20 flagged (or 50,000 observations)"``: it also ends at ``max_reference``
+        observations, whatever the events."""
+        if self.calibrated:
+            return ""
+        missing = []
+        if self._ref_n < self.warmup:
+            missing.append(f"{self._ref_n:,} of {self.warmup:,} observations")
+        if self._ref_k < self.min_events:
+            missing.append(
+                f"{self._ref_k} of {self.min_events} flagged"
+                f" (or {self.max_reference:,} observations)"
+            )
+        return ", ".join(missing)
+
     @property
     def baseline(self) -> float:
         """The baseline rate p0 in use (0.0 during warm-up)."""

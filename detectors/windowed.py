@@ -129,6 +129,12 @@ class WindowedDrift(Detector[X], Generic[X]):
         alarms on, see :meth:`detectors.drift.NumericDrift.adopt_prior`)."""
         return not self._fitted
 
+    def awaiting(self) -> str:
+        """The observations its reference still lacks."""
+        if self.alarm_ready:
+            return ""
+        return f"{len(self._ref):,} of {self.reference_size:,} reference observations"
+
     @property
     def statistic(self) -> float:
         """``-log10`` of the last Bonferroni-adjusted smallest p-value."""

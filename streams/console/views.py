@@ -266,6 +266,9 @@ class KeyRow:
     level: str
     observations: int
     ratios: dict[str, float | None] = field(default_factory=dict)  # None: still learning
+    awaiting: dict[str, str] = field(default_factory=dict)
+    """Per kind still learning: what its detector needs before it can alarm
+    (:meth:`detectors.base.Detector.awaiting`)."""
 
 
 @dataclass
@@ -313,9 +316,15 @@ def model_views(
         row = KeyRow(key, level, max((t.n for t in ds.trackers.values()), default=0))
         for name, det in ds.detectors.items():
             kind = name.split(":")[0]
+            # A detector of several tests (harm categories, finish reasons) or a young key
+            # charting on its parent's prior is watching as soon as one test can alarm,
+            # though ``learning`` stays true while any part learns its baseline.
             ratio: float | None = None
-            if not det.learning and det.threshold and math.isfinite(det.threshold):
-                ratio = det.statistic / det.threshold
+            if det.alarm_ready and det.threshold and math.isfinite(det.threshold):
+                # (a window test's -log10 p reads a hair below zero at p = 1)
+                ratio = max(0.0, det.statistic / det.threshold)
+            elif not det.alarm_ready:
+                row.awaiting.setdefault(kind, det.awaiting())
             old = row.ratios.get(kind)
             if kind not in row.ratios or (ratio is not None and (old is None or ratio > old)):
                 row.ratios[kind] = ratio

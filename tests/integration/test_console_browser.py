@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import time
 from collections.abc import Iterator
@@ -595,6 +596,14 @@ def test_models_page_and_screenshots_then_no_console_errors(env: Env, browser: A
     assert cells.count() > 0
     assert "support-chat" in page.inner_text("main")
     assert page.locator("table.heatmap tbody tr").count() >= 3
+    # Seven simulated hours leave detectors still learning (the judge's fail rate needs
+    # 20 failed verdicts): each cell says what its baseline lacks, with units.
+    waiting = page.locator("table.heatmap td.heat-learning .awaiting").all_inner_texts()
+    assert waiting, "no learning detector on the Models page"
+    unit = re.compile(
+        r"\d[\d,]* of [\d,]+ (observations|flagged|reference values|reference observations)"
+    )
+    assert all(unit.search(text) for text in waiting), waiting
     _shot(page, env, "models")
     phone = _page(browser, env, PHONE)
     _login(phone, env, target="/incidents?status=all")

@@ -19,10 +19,13 @@ from alerting.relearn import RelearnRecord, relearn_topic
 from alerting.silences import SilenceRecord, new_silence, silences_topic
 from alerting.sink_config import AlertmanagerSinkConfig, PagerDutySinkConfig, make_sink
 from detectors.base import SignalKind
+from detectors.coverage import GuardrailBlockRate
 from streams.console.actions import ActionError, ConsoleActions
 from streams.console.auth import Authenticator, hash_password, verify_password
 from streams.console.state import ConsoleState, Sources
-from streams.console.views import heat_class, lifecycle_chart, svg_chart
+from streams.console.views import heat_class, lifecycle_chart, model_views, svg_chart
+from streams.pipeline.detectorset import FACTORIES, DetectorSet
+from streams.pipeline.state import stamp
 from streams.runtime.consumers import handle_containment_event
 from streams.settings import ConsoleSettings, load_settings, settings_env
 from tests.unit.alerting.helpers import T0, detection, minutes, playbooks, policy, signal
@@ -346,6 +349,31 @@ def test_heat_classes_and_charts() -> None:
     assert "<script" not in svg
     hostile = svg_chart({"<b>": []}, title="<script>x</script>", y_label="y")
     assert "<script>" not in hostile
+
+
+def test_the_heat_map_shows_a_watching_detector_and_what_a_learning_one_needs() -> None:
+    """A harm detector whose toxicity test has its baseline is watching, though a rare
+    category it saw once still learns (``learning`` stays true while any part learns: the
+    map showed such keys as learning for good). A guardrail still in its warm-up says what
+    it lacks."""
+    settings = load_settings(env={}).detection
+    ds = DetectorSet(settings, "model", 1e6)
+    harm = FACTORIES["harm"].make(ds, ())
+    for i in range(3_000):
+        harm.update({"toxicity": i % 25 == 0, "self_harm": i == 2_999})
+    guard = GuardrailBlockRate(warmup=300, arl0=1e5, metric="pii/leak")
+    for i in range(120):
+        guard.update(i % 40 == 0)
+    ds.detectors = {"harm": harm, "guardrail:pii,leak": guard}
+    assert harm.learning
+    assert harm.alarm_ready
+    [view] = model_views({"support-chat|*|": stamp("detectors", ds.to_json())}, {}, settings)
+    [row] = view.rows
+    assert row.ratios["harm"] is not None
+    assert row.ratios["guardrail"] is None
+    assert row.awaiting == {
+        "guardrail": "120 of 300 observations, 3 of 20 flagged (or 50,000 observations)"
+    }
 
 
 def test_notify_takes_the_console_url_from_the_settings() -> None:
