@@ -234,7 +234,7 @@ class Detector(abc.ABC, Generic[X]):
         operator (the console's Models page): a failure mode whose detector is learning is
         not watched yet, and a sparse stream can take hours to give a rare rate its
         baseline. Empty once :attr:`alarm_ready`. Read-only."""
-        return "" if self.alarm_ready else "its baseline"
+        return "" if self.alarm_ready else "more observations"
 
     @abc.abstractmethod
     def get_state(self) -> JsonState:
