@@ -94,7 +94,10 @@ class DetectorMetrics:
             level = level_of_key(key)
             for name, det in ds.detectors.items():
                 kind = name.partition(":")[0]
-                if det.learning:
+                # A detector of several tests (harm categories, finish reasons) can alarm
+                # once one of them has its baseline, though it is ``learning`` while any
+                # other learns: it is ranked, and counted as learning only until then.
+                if not det.alarm_ready:
                     scan.learning[(level, kind)] += 1
                     continue
                 try:
@@ -125,7 +128,9 @@ class DetectorMetrics:
         for key_level in LEVELS:
             keys.add(scan.keys[key_level], {"level": key_level})
         learning = MetricFamily(
-            "sentinel_detectors_learning", "gauge", "Detectors still learning their baseline."
+            "sentinel_detectors_learning",
+            "gauge",
+            "Detectors that cannot alarm yet (learning their baseline).",
         )
         for (level, kind), n in sorted(scan.learning.items()):
             learning.add(n, {"level": level, "detector": kind})

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 import re
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.simulate import Simulator
+from streams.pipeline.keys import level_of_key
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline
 from streams.runtime.agents import Service
@@ -404,3 +406,29 @@ def test_a_detector_scan_stops_at_its_time_budget_and_resumes_the_rotation(
     )
     generous.detectors.rescan()
     assert generous.detectors.scan.truncated == (len(live) > generous.detectors.max_scan_keys)
+
+
+def test_the_detector_gauges_rank_every_detector_that_can_alarm(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    """``sentinel_detectors_learning`` counts the detectors that cannot alarm yet; one of
+    several tests (harm categories) that can alarm while a rare category still learns is
+    ranked with its ratio. Before, such a detector was counted as learning and never
+    ranked: a dashboard of the harm ratios missed it."""
+    service, _ = pipeline_service
+    live = service.detect.live_sets.live
+    obs = Observability(
+        _fake_app([], {}, {}), service, ManualClock(datetime.now(UTC)), scan_budget_s=60.0
+    )
+    obs.detectors.max_scan_keys = len(live)
+    obs.detectors.rescan()
+    scan = obs.detectors.scan
+    assert not scan.truncated
+    dets = [
+        (level_of_key(key), name.partition(":")[0], det)
+        for key, ds in live.items()
+        for name, det in ds.detectors.items()
+    ]
+    assert any(det.learning and det.alarm_ready for _, _, det in dets), "no partly learned one"
+    assert scan.learning == Counter((lvl, kind) for lvl, kind, det in dets if not det.alarm_ready)
+    assert {(lvl, kind) for lvl, kind, det in dets if det.alarm_ready} <= set(scan.max_by)
