@@ -160,6 +160,14 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self._wake()
         return self._parts[0].awaiting()
 
+    @property
+    def warmup_progress(self) -> float:
+        """Its parts' :attr:`BernoulliCusum.warmup_progress` (1 once one can alarm)."""
+        if self._ready:
+            return 1.0
+        self._wake()
+        return self._parts[0].warmup_progress
+
     def adopt_prior(self, parent: AdaptiveBernoulliCusum, strength: float) -> bool:
         """Each part starts from (or, while floored, follows) the parent's baseline (see
         :meth:`BernoulliCusum.adopt_prior`); the parent's first calibrated part gives it."""

@@ -233,7 +233,7 @@ class Detector(abc.ABC, Generic[X]):
         """What it still needs before it can alarm, in words with their units, for an
         operator (the console's Models page): a failure mode whose detector is learning is
         not watched yet, and a sparse stream can take hours to give a rare rate its
-        baseline. Empty once :attr:`alarm_ready`. Read-only."""
+        baseline. Empty once :attr:`alarm_ready`. Changes nothing the detector will do."""
         return "" if self.alarm_ready else "more observations"
 
     @abc.abstractmethod

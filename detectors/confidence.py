@@ -31,7 +31,7 @@ from detectors.base import (
     SignalKind,
 )
 from detectors.drift import NumericDrift
-from detectors.mean_chart import Fired, MeanChart, PriorCharts
+from detectors.mean_chart import Fired, MeanChart, PriorCharts, reference_awaiting
 from detectors.rate import BASELINE_CONFIDENCE
 
 __all__ = ["ConfidenceShift"]
@@ -173,11 +173,11 @@ class ConfidenceShift(Detector[float]):
         return self._chart.ready or bool(self._prior and self._prior.charts)
 
     def awaiting(self) -> str:
-        """The values its reference still lacks (a young segment charts on its parent's
-        prior once it has a few of its own, and can alarm from then)."""
+        """The values its reference still lacks, or, for a young segment with its
+        parent's prior, the values of its own it needs to chart on that prior."""
         if self.alarm_ready:
             return ""
-        return f"{len(self._ref):,} of {self.reference_size:,} reference values"
+        return reference_awaiting(len(self._ref), self.reference_size, self._prior, "values")
 
     @property
     def prior_settled(self) -> bool:

@@ -146,13 +146,14 @@ class CategoryRates(Detector[Mapping[str, bool]]):
         return any(d.alarm_ready for d in self._all())
 
     def awaiting(self) -> str:
-        """The pooled test's warm-up (else the first category's): none can alarm yet."""
+        """The warm-up of the test nearest its baseline (the first to be able to alarm);
+        none can alarm yet."""
         if self.alarm_ready:
             return ""
         parts = self._all()
         if not parts:
-            return "a first flagged observation"
-        return (self._any or parts[0]).awaiting()
+            return "a first observation with a category"
+        return max(parts, key=lambda d: d.warmup_progress).awaiting()
 
     def adopt_prior(self, parent: CategoryRates, strength: float) -> bool:
         """Each test starts from (or, while floored, follows) the parent key's baseline of

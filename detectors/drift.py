@@ -28,6 +28,7 @@ from detectors.mean_chart import (
     PriorCharts,
     normal_score,
     normal_scores,
+    reference_awaiting,
 )
 from detectors.rate import BASELINE_CONFIDENCE
 from detectors.twosample import chi2_homogeneity, ks_two_sample
@@ -135,6 +136,13 @@ class _ChartedDrift(WindowedDrift[X], Generic[X]):
     @property
     def alarm_ready(self) -> bool:
         return bool(self._fitted) or bool(self._prior and self._prior.charts)
+
+    def awaiting(self) -> str:
+        """As :meth:`detectors.confidence.ConfidenceShift.awaiting`: its own reference, or
+        the observations it needs to chart on its parent's prior."""
+        if self.alarm_ready:
+            return ""
+        return reference_awaiting(len(self._ref), self.reference_size, self._prior, "observations")
 
     @property
     def prior_settled(self) -> bool:

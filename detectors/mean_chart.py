@@ -53,6 +53,7 @@ __all__ = [
     "normal_score",
     "normal_scores",
     "prior_min_own",
+    "reference_awaiting",
 ]
 
 PRIOR_QUANTILES = 256
@@ -596,6 +597,15 @@ _GRID_MAX = 2.0**52
 PRIOR_MIN_OWN = 20
 """Own values a young key needs at least before it charts on its parent's shape (its
 mean and standard deviation come from them)."""
+
+
+def reference_awaiting(own: int, reference_size: int, prior: PriorCharts | None, unit: str) -> str:
+    """What a chart that cannot alarm yet still needs, for an operator: ``own`` of the
+    ``reference_size`` values of its reference, or, with a parent's prior not started
+    yet, of the ``prior.min_own`` values it charts that prior from."""
+    if prior is not None and not prior.charts:
+        return f"{own:,} of {prior.min_own:,} {unit} to chart on its parent's baseline"
+    return f"{own:,} of {reference_size:,} reference {unit}"
 
 
 def prior_min_own(strength: float, reference_size: int) -> int:

@@ -437,19 +437,26 @@ class BernoulliCusum(Detector[bool]):
 
     def awaiting(self) -> str:
         """The warm-up's missing observations and events (:meth:`_warm`), e.g. ``"14 of
-        20 flagged (or 50,000 observations)"``: it also ends at ``max_reference``
-        observations, whatever the events."""
+        20 flagged (or 1,441 of 50,000 observations)"``: it also ends at
+        ``max_reference`` observations, whatever the events."""
         if self.calibrated:
             return ""
-        missing = []
-        if self._ref_n < self.warmup:
-            missing.append(f"{self._ref_n:,} of {self.warmup:,} observations")
-        if self._ref_k < self.min_events:
-            missing.append(
-                f"{self._ref_k} of {self.min_events} flagged"
-                f" (or {self.max_reference:,} observations)"
-            )
-        return ", ".join(missing)
+        n, k = self._ref_n, self._ref_k
+        if n < self.warmup:
+            seen = f"{n:,} of {self.warmup:,} observations"
+            if k >= self.min_events:
+                return seen
+            return f"{seen}, {k} of {self.min_events} flagged"
+        return f"{k} of {self.min_events} flagged (or {n:,} of {self.max_reference:,} observations)"
+
+    @property
+    def warmup_progress(self) -> float:
+        """How far the warm-up is, 0 to 1 (1: calibrated): the nearer of its two ends
+        (:meth:`_warm`). A detector of several rates names the one nearest its baseline."""
+        if self.calibrated:
+            return 1.0
+        both = min(self._ref_n / self.warmup, self._ref_k / self.min_events)
+        return min(1.0, max(both, self._ref_n / self.max_reference))
 
     @property
     def baseline(self) -> float:

@@ -8,6 +8,7 @@ internet); each point carries a ``<title>`` so hovering shows its values.
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -314,8 +315,9 @@ def model_views(
             continue
         view = views.setdefault(model, ModelView(model))
         row = KeyRow(key, level, max((t.n for t in ds.trackers.values()), default=0))
+        kinds = Counter(name.split(":")[0] for name in ds.detectors)
         for name, det in ds.detectors.items():
-            kind = name.split(":")[0]
+            kind, _, features = name.partition(":")
             # A detector of several tests (harm categories, finish reasons) or a young key
             # charting on its parent's prior is watching as soon as one test can alarm,
             # though ``learning`` stays true while any part learns its baseline.
@@ -324,7 +326,9 @@ def model_views(
                 # (a window test's -log10 p reads a hair below zero at p = 1)
                 ratio = max(0.0, det.statistic / det.threshold)
             elif not det.alarm_ready:
-                row.awaiting.setdefault(kind, det.awaiting())
+                # Several of one kind at a key (one per evaluator and metric): say which.
+                which = f"{features}: " if kinds[kind] > 1 and features else ""
+                row.awaiting.setdefault(kind, which + det.awaiting())
             old = row.ratios.get(kind)
             if kind not in row.ratios or (ratio is not None and (old is None or ratio > old)):
                 row.ratios[kind] = ratio

@@ -600,9 +600,7 @@ def test_models_page_and_screenshots_then_no_console_errors(env: Env, browser: A
     # 20 failed verdicts): each cell says what its baseline lacks, with units.
     waiting = page.locator("table.heatmap td.heat-learning .awaiting").all_inner_texts()
     assert waiting, "no learning detector on the Models page"
-    unit = re.compile(
-        r"\d[\d,]* of [\d,]+ (observations|flagged|reference values|reference observations)"
-    )
+    unit = re.compile(r"\d[\d,]* of [\d,]+ (reference )?(observations|flagged|values)")
     assert all(unit.search(text) for text in waiting), waiting
     _shot(page, env, "models")
     phone = _page(browser, env, PHONE)

@@ -371,8 +371,13 @@ def test_the_heat_map_shows_a_watching_detector_and_what_a_learning_one_needs() 
     [row] = view.rows
     assert row.ratios["harm"] is not None
     assert row.ratios["guardrail"] is None
-    assert row.awaiting == {
-        "guardrail": "120 of 300 observations, 3 of 20 flagged (or 50,000 observations)"
+    assert row.awaiting == {"guardrail": "120 of 300 observations, 3 of 20 flagged"}
+    # Two guardrails at one key share the cell: it names the one it describes.
+    other = GuardrailBlockRate(warmup=300, arl0=1e5, metric="jailbreak/block")
+    ds.detectors["guardrail:jailbreak,block"] = other
+    [view] = model_views({"support-chat|*|": stamp("detectors", ds.to_json())}, {}, settings)
+    assert view.rows[0].awaiting == {
+        "guardrail": "pii,leak: 120 of 300 observations, 3 of 20 flagged"
     }
 
 

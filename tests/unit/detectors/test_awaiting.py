@@ -10,16 +10,16 @@ import numpy as np
 from detectors.adaptive_rate import AdaptiveBernoulliCusum
 from detectors.confidence import ConfidenceShift
 from detectors.coverage import FinishReasonRate, HarmRate
-from detectors.drift import LabelMixDrift
+from detectors.drift import LabelMixDrift, NumericDrift
 from detectors.rate import BernoulliCusum
 
 
 def test_a_rate_names_the_observations_and_flagged_events_its_warm_up_lacks() -> None:
     det = BernoulliCusum(warmup=200, arl0=1e4, max_reference=5_000)
-    assert det.awaiting() == "0 of 200 observations, 0 of 20 flagged (or 5,000 observations)"
+    assert det.awaiting() == "0 of 200 observations, 0 of 20 flagged"
     for i in range(250):
         det.update(i % 50 == 0)  # 5 flagged in 250
-    assert det.awaiting() == "5 of 20 flagged (or 5,000 observations)"
+    assert det.awaiting() == "5 of 20 flagged (or 250 of 5,000 observations)"
     for i in range(800):
         det.update(i % 40 == 0)
     assert not det.learning
@@ -39,7 +39,7 @@ def test_an_adaptive_rate_counts_the_non_events_it_took_as_a_count() -> None:
 
 def test_a_detector_of_several_tests_awaits_nothing_once_one_can_alarm() -> None:
     reasons = FinishReasonRate(max_categories=3, pooled=False, warmup=200, arl0=1e4)
-    assert reasons.awaiting() == "a first flagged observation"
+    assert reasons.awaiting() == "a first observation with a category"
     det = HarmRate(max_categories=4, warmup=200, arl0=1e4)
     assert det.awaiting().startswith("0 of 200 observations")  # the pooled test's
     rng = np.random.default_rng(5)
@@ -64,3 +64,37 @@ def test_charts_and_window_tests_name_the_reference_values_they_lack() -> None:
         window.update(f"label-{i % 3}")
     assert chart.awaiting() == ""
     assert window.awaiting() == ""
+
+
+def test_several_rates_name_the_one_nearest_its_baseline() -> None:
+    """Finish reasons: every watched reason is a test from the first output, the rarest
+    first; the detector can alarm once any has its baseline, so the text follows the one
+    nearest it, not the first."""
+    det = FinishReasonRate(max_categories=3, pooled=False, warmup=1000, arl0=1e5)
+    for i in range(1500):
+        det.update({"content_filter": False, "length": i % 80 == 0, "refusal": False})
+    assert not det.alarm_ready
+    assert det.awaiting() == "19 of 20 flagged (or 1,500 of 50,000 observations)"
+
+
+def test_a_young_chart_on_its_parents_prior_names_what_starts_that_chart() -> None:
+    """A young segment with its parent's prior charts on it from ``min_own`` values of
+    its own, long before its own reference is complete."""
+    rng = np.random.default_rng(1)
+    parent = ConfidenceShift(reference_size=1000, arl0=1e5)
+    parent.update_many(rng.beta(8, 2, 1000).tolist())
+    young = ConfidenceShift(reference_size=1000, arl0=1e5)
+    young.update_many(rng.beta(8, 2, 30).tolist())
+    assert young.adopt_prior(parent, 100.0)
+    assert young.awaiting() == "30 of 100 values to chart on its parent's baseline"
+    young.update_many(rng.beta(8, 2, 70).tolist())
+    assert young.alarm_ready
+    assert young.awaiting() == ""
+    drift_parent = NumericDrift(features=("x",), designs=(1.0,), reference_size=1000, arl0=1e5)
+    for v in rng.normal(size=1000):
+        drift_parent.update({"x": float(v)})
+    drift = NumericDrift(features=("x",), designs=(1.0,), reference_size=1000, arl0=1e5)
+    for v in rng.normal(size=30):
+        drift.update({"x": float(v)})
+    assert drift.adopt_prior(drift_parent, 100.0)
+    assert drift.awaiting() == "30 of 100 observations to chart on its parent's baseline"
