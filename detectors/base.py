@@ -15,6 +15,7 @@ from __future__ import annotations
 import abc
 import copy
 import enum
+import math
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -228,6 +229,19 @@ class Detector(abc.ABC, Generic[X]):
         after a category alarmed are not shown as "learning".
         """
         return not self.learning
+
+    def heat(self) -> float | None:
+        """How close it is to alarm, ``statistic / threshold`` (1 = alarm), for the
+        console's heat map and the worker's gauges; None while it cannot alarm (a
+        detector of several tests can once one of them has its baseline, though it is
+        :attr:`learning` while another learns) or when the ratio is not finite."""
+        if not self.alarm_ready:
+            return None
+        try:
+            ratio = self.statistic / self.threshold
+        except (ZeroDivisionError, ValueError):
+            return None
+        return ratio if math.isfinite(ratio) else None
 
     def awaiting(self) -> str:
         """What it still needs before it can alarm, in words with their units, for an

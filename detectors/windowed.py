@@ -28,6 +28,7 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 
 from detectors.base import DEFAULT_ARL0, Detector, Direction, JsonState, Signal, SignalKind
+from detectors.mean_chart import reference_awaiting
 from detectors.twosample import holm_reject
 
 __all__ = ["WindowedDrift"]
@@ -133,7 +134,7 @@ class WindowedDrift(Detector[X], Generic[X]):
         """The observations its reference still lacks."""
         if self.alarm_ready:
             return ""
-        return f"{len(self._ref):,} of {self.reference_size:,} reference observations"
+        return reference_awaiting(len(self._ref), self.reference_size, None, "observations")
 
     @property
     def statistic(self) -> float:

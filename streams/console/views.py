@@ -318,13 +318,9 @@ def model_views(
         kinds = Counter(name.split(":")[0] for name in ds.detectors)
         for name, det in ds.detectors.items():
             kind, _, features = name.partition(":")
-            # A detector of several tests (harm categories, finish reasons) or a young key
-            # charting on its parent's prior is watching as soon as one test can alarm,
-            # though ``learning`` stays true while any part learns its baseline.
-            ratio: float | None = None
-            if det.alarm_ready and det.threshold and math.isfinite(det.threshold):
-                # (a window test's -log10 p reads a hair below zero at p = 1)
-                ratio = max(0.0, det.statistic / det.threshold)
+            ratio = det.heat()
+            if ratio is not None:
+                ratio = max(0.0, ratio)  # a window test's -log10 p reads -0.0 at p = 1
             elif not det.alarm_ready:
                 # Several of one kind at a key (one per evaluator and metric): say which.
                 which = f"{features}: " if kinds[kind] > 1 and features else ""

@@ -94,17 +94,11 @@ class DetectorMetrics:
             level = level_of_key(key)
             for name, det in ds.detectors.items():
                 kind = name.partition(":")[0]
-                # A detector of several tests (harm categories, finish reasons) can alarm
-                # once one of them has its baseline, though it is ``learning`` while any
-                # other learns: it is ranked, and counted as learning only until then.
                 if not det.alarm_ready:
                     scan.learning[(level, kind)] += 1
                     continue
-                try:
-                    ratio = det.statistic / det.threshold
-                except (ZeroDivisionError, ValueError):
-                    continue
-                if not math.isfinite(ratio):
+                ratio = det.heat()
+                if ratio is None:
                     continue
                 if ratio > scan.max_by.get((level, kind), -math.inf):
                     scan.max_by[(level, kind)] = ratio
