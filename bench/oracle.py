@@ -47,6 +47,7 @@ from detectors.arl import (
     lattice_arls,
     lattice_threshold,
 )
+from detectors.rate import EPISODE_CAP_NATS
 from streams.detection_settings import DetectionSettings
 
 GOAL_DELAY_RATIO: Final = 1.3
@@ -195,7 +196,34 @@ class Probe:
         out["realized_minutes"] = (
             _minutes_at(window_times, float(realized), start) if realized is not None else None
         )
+        out["recovery"] = self._recovery(t >= end, t, end, out)
         return out
+
+    def _recovery(
+        self, after: NDArray[np.bool_], t: NDArray[np.float64], end: float, out: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """The recovery oracle: how soon after the change ended an exact test that knows
+        the change can read it as over, at the evidence the pipeline's recovery tests ask
+        for (:data:`detectors.rate.EPISODE_CAP_NATS`), on the scope's traffic after the
+        end. Beside an incident still open when the scenario ends, it tells a slow
+        recovery test from one that no test could have ended in time (a tenant of ten
+        requests an hour, a rate of one in a hundred)."""
+        n_after = int(after.sum())
+        p1 = out.get("p1")
+        if p1 is not None:
+            p0 = float(out["p0"])
+            expected = bernoulli_recovery_delay(p0, p1) if p0 * 1.05 < p1 < 1 else math.inf
+        elif out.get("shift_sd") is not None:
+            expected = gaussian_recovery_delay(float(out["shift_sd"]))
+        else:
+            return {"events_after": n_after, "events": None, "minutes": None}
+        minutes = _minutes_at(np.sort(t[after]), expected, end)
+        return {
+            "events_after": n_after,
+            "events": expected if math.isfinite(expected) else None,
+            "minutes": minutes,
+            "recoverable": bool(math.isfinite(expected) and expected <= n_after),
+        }
 
 
 Chart = tuple[NDArray[np.float64], NDArray[np.float64], int, int]
@@ -263,6 +291,29 @@ def _bernoulli_chart(p0: float, p1: float, arl0: float) -> Chart:
     return pmf(p0), pmf(p1), -lat.down, h
 
 
+def bernoulli_recovery_delay(p0: float, p1: float, nats: float = EPISODE_CAP_NATS) -> float:
+    """Expected observations at the baseline ``p0`` until the exact CUSUM for the change
+    back from ``p1`` reaches ``nats`` of evidence (from zero: the change had held it
+    there). The mirror of the detection lattice: an observation without the flag steps
+    up ``down`` units, a flag steps down ``up``."""
+    lat = bernoulli_lattice(p0, p1)
+    pmf = np.zeros(lat.up + lat.down + 1)
+    pmf[0], pmf[-1] = p0, 1.0 - p0
+    return lattice_arl(pmf, -lat.up, max(1, math.ceil(nats / lat.unit)))
+
+
+def gaussian_recovery_delay(d: float, nats: float = EPISODE_CAP_NATS) -> float:
+    """Expected observations at the old mean until the exact CUSUM for a score's return
+    from a shift of ``d`` standard deviations reaches ``nats`` of evidence. By the
+    Gaussian's symmetry its increments at the old mean are the detection chart's at the
+    shifted one; a lattice step is worth ``d x spacing`` nats."""
+    if d < 0.05:
+        return math.inf
+    res, _ = _gaussian_grid(d)
+    _, after, offset = _gaussian_increments(d)
+    return lattice_arl(after, offset, max(1, math.ceil(nats / (d * res))))
+
+
 def _minutes_at(times: np.ndarray, delay: float, start: float) -> float | None:
     """Event-time minutes from ``start`` to the oracle's ``delay``-th observation among
     ``times`` (the window's observations, sorted; interpolated between neighbours).
@@ -309,20 +360,29 @@ def _gaussian_index(z: NDArray[np.float64], d: float) -> NDArray[np.int64]:
     return np.asarray(np.clip(index, 0, grid.size - 1), dtype=np.int64)
 
 
-def _gaussian_chart(d: float, arl0: float) -> Chart:
-    """The chart of :func:`gaussian_cusum_delay` (``d >= 0.05``) as a lattice :data:`Chart`."""
+def _gaussian_increments(d: float) -> tuple[NDArray[np.float64], NDArray[np.float64], int]:
+    """The increments ``z - d / 2`` of the mean CUSUM for a shift of ``d`` on the lattice
+    of :func:`_gaussian_grid`: their pmfs at the old mean and at the shifted one, and the
+    offset of the pmfs' first entry."""
     res, grid = _gaussian_grid(d)
-    k = d / 2.0
-    lo = round((grid[0] - k) / res)
+    lo = round((grid[0] - d / 2.0) / res)
 
     def pmf(mean: float) -> NDArray[np.float64]:
         edges = np.concatenate([[-np.inf], grid[:-1] + res / 2, [np.inf]])
         p = np.diff(norm.cdf(edges, loc=mean))
         return np.asarray(p / p.sum(), dtype=np.float64)
 
+    return pmf(0.0), pmf(d), lo
+
+
+def _gaussian_chart(d: float, arl0: float) -> Chart:
+    """The chart of :func:`gaussian_cusum_delay` (``d >= 0.05``) as a lattice :data:`Chart`."""
+    res, _ = _gaussian_grid(d)
+    k = d / 2.0
+    before, after, lo = _gaussian_increments(d)
     guess = max(1, int(math.log(2 * k * k * arl0 + 1) / (2 * k) / res))
-    h = lattice_threshold(pmf(0.0), lo, arl0, guess)
-    return pmf(0.0), pmf(d), lo, h
+    h = lattice_threshold(before, lo, arl0, guess)
+    return before, after, lo, h
 
 
 LLR_RESOLUTION: Final = 0.02

@@ -95,6 +95,7 @@ from bench.oracle import (  # noqa: E402
     oracle_kinds,
 )
 from detectors.coverage import POOLED  # noqa: E402
+from detectors.rate import EPISODE_CAP_NATS  # noqa: E402
 from streams.devtools.scenario import DEFAULT_STRENGTH, Injection, Scenario  # noqa: E402
 from streams.devtools.sim_events import GUARDRAIL  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
@@ -346,6 +347,9 @@ class InjectionScore:
     """When the last of its matched incidents resolved; None while any is open."""
     resolved_during: int = 0
     """Resolves of its matched incidents emitted while the injection lasted."""
+    recoverable: bool | None = None
+    """The recovery oracle reads the change as over within the observations after its end
+    (``bench.oracle.Probe``); None where there is no oracle."""
 
     @property
     def resolve_minutes(self) -> float | None:
@@ -359,6 +363,12 @@ class InjectionScore:
     def open_at_end(self) -> bool:
         """Detected, and an incident of it was still open when the scenario ended."""
         return self.detected and self.resolved_at is None
+
+    @property
+    def open_recoverable(self) -> bool:
+        """Open at the end, though the recovery oracle read the change as over in time
+        (or there is no oracle to say that no test could)."""
+        return self.open_at_end and self.recoverable is not False
 
     @property
     def incidents(self) -> int:
@@ -481,6 +491,7 @@ class TypeRow:
     reopened_during: int = 0
     resolves_min: list[float] = field(default_factory=list)
     open_at_end: int = 0
+    open_recoverable: int = 0
     resolved_during: int = 0
 
     @property
@@ -567,6 +578,7 @@ def summarize(
                 row.reopened_during += inj.reopened_during
                 row.resolved_during += inj.resolved_during
                 row.open_at_end += inj.open_at_end
+                row.open_recoverable += inj.open_recoverable
                 if inj.resolve_minutes is not None:
                     row.resolves_min.append(inj.resolve_minutes)
                 row.localized += inj.localized()
@@ -1092,9 +1104,12 @@ LIFECYCLE_LEGEND: Final = """\
 legend: resolved = detected injections whose incidents all resolved (none reopened after)
   before the scenario ended, {after:g} h after the injection; resolve = that last resolve -
   the injection's end, event-time minutes (median and max over those); open = detected
-  injections with an incident still open at the scenario's end; resolved@inj = resolves
-  of its incidents emitted while the injection lasted (the page stream said the cause
-  was over while it was not; goal 0)."""
+  injections with an incident still open at the scenario's end; recov = of those, the ones
+  the recovery oracle read as over in time (an exact test knowing the change, reading its
+  end at the pipeline's recovery evidence, {nats:g} nats, on the scope's observations
+  after the end; an injection without an oracle counts here; goal 0); resolved@inj =
+  resolves of its incidents emitted while the injection lasted (the page stream said the
+  cause was over while it was not; goal 0)."""
 
 
 GOAL_RESOLVE_MIN: Final = 90.0
@@ -1105,13 +1120,13 @@ about 45 minutes of the detectors reading it so."""
 
 def lifecycle_pass(row: TypeRow) -> bool:
     """The lifecycle goals of one row: every detected injection's incidents resolved before
-    the scenario ended, none while the injection lasted, median within
-    :data:`GOAL_RESOLVE_MIN`."""
+    the scenario ended where the recovery oracle could read the change as over by then,
+    none while the injection lasted, median within :data:`GOAL_RESOLVE_MIN`."""
     med = row.median_resolve_min
     return (
-        row.open_at_end == 0
+        row.open_recoverable == 0
         and row.resolved_during == 0
-        and (row.detected == 0 or (med is not None and med <= GOAL_RESOLVE_MIN))
+        and (med is None or med <= GOAL_RESOLVE_MIN)
     )
 
 
@@ -1119,7 +1134,8 @@ def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
     """When the incidents of each injection resolved, measured from the injection's end."""
     header = (
         f"{'injection type':<{TYPE_W}} {'detected':>8} {'resolved':>8} {'open':>5} "
-        f"{'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12} {'goals':>5}"
+        f"{'recov':>5} {'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12} "
+        f"{'goals':>5}"
     )
     print(
         f"Lifecycle (goals: 0 open {AFTER_END.total_seconds() / 3600:g} h after the cause "
@@ -1129,10 +1145,40 @@ def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
         worst = max(row.resolves_min) if row.resolves_min else None
         print(
             f"{name:<{TYPE_W}} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "
-            f"{_f(row.median_resolve_min, '17.1f')} {_f(worst, '9.1f')} "
+            f"{row.open_recoverable:>5} {_f(row.median_resolve_min, '17.1f')} {_f(worst, '9.1f')} "
             f"{row.resolved_during:>12d} {'PASS' if lifecycle_pass(row) else 'MISS':>5}"
         )
-    print(LIFECYCLE_LEGEND.format(after=AFTER_END.total_seconds() / 3600))
+    print(LIFECYCLE_LEGEND.format(after=AFTER_END.total_seconds() / 3600, nats=EPISODE_CAP_NATS))
+
+
+def print_open_at_end(
+    scores: Sequence[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]],
+) -> None:
+    """Each injection whose incident was still open at the end, beside the recovery
+    oracle: whether any test could have read its change as over in the time left."""
+    rows = [
+        (kind, inj, (r.get("oracle") or {}).get("recovery") or {})
+        for kind, sc, _, r in scores
+        for inj in sc.injections
+        if inj.open_at_end
+    ]
+    if not rows:
+        return
+    print("Open at the end, beside the recovery oracle:")
+    for kind, inj, rec in rows:
+        where = ",".join(f"{k}={v}" for k, v in inj.injection.scope.items())
+        if rec.get("events") is not None:
+            verdict = "in time" if rec["recoverable"] else "not in time either"
+            oracle = (
+                f"oracle reads it over after {rec['events']:,.0f} observations, "
+                f"{_f(rec['minutes'], '.0f')} min ({verdict}: {rec['events_after']:,} came "
+                "after the end)"
+            )
+        elif "recoverable" in rec:
+            oracle = "no measurable change: the oracle never reads it over"
+        else:
+            oracle = "no oracle"
+        print(f"  {kind} {where}: {oracle}")
 
 
 ROOM = 0.5
@@ -1371,6 +1417,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         triggers = [Trigger.from_json(t) for t in r["triggers"]]
         resolves = [(key, _parse_time(at)) for key, at in r.get("resolves", [])]
         sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves)
+        recovery = (r.get("oracle") or {}).get("recovery") or {}
+        if len(sc.injections) == 1 and "recoverable" in recovery:
+            sc.injections[0].recoverable = bool(recovery["recoverable"])
         scored.append((r["row"], sc, triggers, r))
     rows = summarize([(k, s, t) for k, s, t, _ in scored], clean_triggers, clean_events)
 
@@ -1381,6 +1430,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print_paging_table(rows)
     print()
     print_lifecycle_table(rows)
+    print_open_at_end(scored)
     print()
     oracle_rows = print_oracle(scored)
     unmatched = [(n, row.unmatched) for n, row in rows.items() if n != "all" and row.unmatched]
@@ -1442,6 +1492,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "reopened_during_injection": row.reopened_during,
                 "median_resolve_minutes_after_end": row.median_resolve_min,
                 "open_at_end": row.open_at_end,
+                "open_at_end_recoverable": row.open_recoverable,
                 "resolved_during_injection": row.resolved_during,
                 "lifecycle_pass": lifecycle_pass(row),
                 "unmatched": dict(row.unmatched),
@@ -1471,6 +1522,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "resolved_at": _fmt_time(inj.resolved_at) if inj.resolved_at else None,
                 "resolve_minutes_after_end": inj.resolve_minutes,
                 "resolved_during": inj.resolved_during,
+                "recoverable": inj.recoverable,
                 "events": r["events"],
                 "oracle": r.get("oracle"),
             }

@@ -14,7 +14,9 @@ from bench.oracle import (
     _bernoulli_chart,
     _gaussian_chart,
     _minutes_at,
+    bernoulli_recovery_delay,
     gaussian_cusum_delay,
+    gaussian_recovery_delay,
     location_llr_delay,
     ramp_delay,
     realized_delay,
@@ -159,3 +161,63 @@ def test_the_probe_reports_the_oracle_on_the_window_it_saw() -> None:
             assert math.isfinite(out["delay_events"])
             assert out["realized_events"] is None
             assert out["realized_minutes"] is None
+
+
+def test_the_recovery_oracle_averages_to_its_expected_delay() -> None:
+    """The recovery oracle's expected delay is what the test it describes achieves: the
+    CUSUM of the log-likelihood ratio of the baseline against the change, from zero to
+    5 nats, run on draws at the baseline (seeded: 400 runs each, the means within 6 %)."""
+    rng = np.random.default_rng(5)
+    p0, p1 = 0.02, 0.1
+    flag, clean = math.log(p0 / p1), math.log((1 - p0) / (1 - p1))
+    runs = []
+    for _ in range(400):
+        s, n = 0.0, 0
+        while s < 5.0:
+            n += 1
+            s = max(0.0, s + (flag if rng.random() < p0 else clean))
+        runs.append(n)
+    assert float(np.mean(runs)) == pytest.approx(bernoulli_recovery_delay(p0, p1), rel=0.06)
+    d = 0.8
+    runs = []
+    for _ in range(400):
+        s, n = 0.0, 0
+        while s < 5.0:
+            n += 1
+            s = max(0.0, s - d * (rng.standard_normal() - d / 2))
+        runs.append(n)
+    assert float(np.mean(runs)) == pytest.approx(gaussian_recovery_delay(d), rel=0.06)
+    # A larger change is read as over sooner; a change too small to measure never is.
+    assert bernoulli_recovery_delay(p0, 0.3) < bernoulli_recovery_delay(p0, p1)
+    assert gaussian_recovery_delay(0.01) == math.inf
+
+
+def test_the_probe_says_whether_any_test_could_read_the_end_in_time() -> None:
+    """After a 2 % -> 12 % wave, the recovery oracle needs about fifty observations at the
+    baseline: a busy scope has them within minutes of the end; a scope that sees ten
+    after the end could not have its incident resolved by any test."""
+
+    def at(seconds: float) -> str:
+        return str(np.datetime64(int(seconds * 1000), "ms")) + "Z"
+
+    start, end = 1_000_000.0, 1_002_000.0
+    settings = load_settings(None).detection
+    cut = settings.prompt_injection_cutoff
+    for after, in_time in ((2_000, True), (10, False)):
+        probe = Probe("prompt_injection_wave", None, settings)
+        lines = [(start - 4_000.0 + 2.0 * i, i % 50 == 0) for i in range(2_000)]
+        lines += [(start + 2.0 * i, i % 8 == 0) for i in range(1_000)]
+        lines += [(end + 1.0 * i, i % 50 == 7) for i in range(after)]
+        for i, (t, flagged) in enumerate(lines):
+            score = cut + 0.01 if flagged else 0.0
+            probe.feed(
+                f'{{"event_type":"output","timestamp":"{at(t)}",'
+                f'"gen_ai.response.id":"r{i}","prompt_injection":{score}}}',
+                True,
+            )
+        rec = probe.result(start, end, 1e6)["recovery"]
+        assert rec["events_after"] == after
+        assert rec["events"] == pytest.approx(bernoulli_recovery_delay(0.02, 0.125), rel=1e-9)
+        assert rec["recoverable"] is in_time
+        if in_time:  # read off the traffic after the end: one observation a second
+            assert rec["minutes"] == pytest.approx((rec["events"] - 1) / 60.0)

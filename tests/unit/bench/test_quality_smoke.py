@@ -240,6 +240,18 @@ def test_an_injection_resolves_when_its_last_incident_does() -> None:
     assert tox.open_at_end == 1
     assert tox.median_resolve_min == pytest.approx(50.0)
     assert not lifecycle_pass(tox)  # one injection still open at the end
+    assert tox.open_recoverable == 1  # no recovery oracle to say no test could end it
+
+    # The same, where the recovery oracle could not read the change as over in time either
+    # (a sparse key): counted as open, not against the goal.
+    sc.injections[0].recoverable = False
+    sparse = summarize([("toxicity_spike", sc, late)], [], clean_events=1)["toxicity_spike"]
+    assert (sparse.open_at_end, sparse.open_recoverable) == (1, 0)
+    assert lifecycle_pass(sparse)
+    sc.injections[0].recoverable = True
+    dense = summarize([("toxicity_spike", sc, late)], [], clean_events=1)["toxicity_spike"]
+    assert (dense.open_at_end, dense.open_recoverable) == (1, 1)
+    assert not lifecycle_pass(dense)
 
     def row_of(ends: list[tuple[str, datetime]]) -> TypeRow:
         sc = score_scenario([TOX], triggers, GRACE, resolves=ends)
