@@ -142,7 +142,8 @@ class DetectionSettings(BaseModel):
         ge=0,
         description="After a model/version-level alarm, the model's version and segment "
         "keys stop learning baselines for this long (a baseline learned during an incident "
-        "is wrong); tests that have their baseline keep judging.",
+        "is wrong); tests that have their baseline keep judging. An input-drift alarm also "
+        "holds its own key's input-drift tests still learning their reference.",
     )
     drift_reference_size: int = Field(default=1000, ge=100)
     drift_window: int = Field(default=200, ge=20)

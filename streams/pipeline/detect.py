@@ -31,9 +31,11 @@ from detectors.base import Signal, SignalKind
 from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import OTHER, CardinalityFold
 from streams.pipeline.detectorset import (
+    INPUT_DRIFT_HOLD,
     SAMPLES_KEPT,
     DetectorSet,
     Tracker,
+    input_drift,
     per_detector_arl0,
 )
 from streams.pipeline.join import Store
@@ -282,15 +284,23 @@ class Detect:
                     hold = frozenset(n for n, until in ds.alarms.items() if until > t)
                 if level != "segment":
                     parents.insert(0, ds)  # a segment's priors: its version, then its model
+                here = hold if level != "model" else frozenset()
+                if ds.alarms.get(INPUT_DRIFT_HOLD, 0.0) > t:
+                    here = here | {INPUT_DRIFT_HOLD}  # a drift alarm of this key's own
                 for name, signal, tracker in ds.update(
                     obs,
-                    hold if level != "model" else frozenset(),
+                    here,
                     tuple(parents) if level == "segment" else (),
                     min(1.0, traffic / model_traffic) if model_traffic else 1.0,
                 ):
                     self.stats.signals += 1
+                    until = t + self.learning_pause_s
                     if level != "segment":
-                        model_set.alarms[name] = t + self.learning_pause_s
+                        model_set.alarms[name] = until
+                    if input_drift(name):  # holds the key's (or its model's) drift tests
+                        ds.alarms[INPUT_DRIFT_HOLD] = until
+                        if level != "segment":
+                            model_set.alarms[INPUT_DRIFT_HOLD] = until
                     share = min(1.0, traffic / model_traffic) if model_traffic else None
                     # A critical event is judged once, model-wide, but its incident is about
                     # that event: it names the event's version and segment.

@@ -203,7 +203,8 @@ class DetectorSet:
         self.served_t = 0.0
         self.served_t0: float | None = None
         self._targeted: dict[str, float] = {}  # detector name -> per-test ARL0 it runs at
-        self.alarms: dict[str, float] = {}  # detector name -> event time its alarm holds until
+        # detector name (or INPUT_DRIFT_HOLD) -> event time its alarm holds learning until
+        self.alarms: dict[str, float] = {}
         self.hold: frozenset[str] = frozenset()
         self.parents: tuple[DetectorSet, ...] = ()
         self.share = 1.0
@@ -313,6 +314,8 @@ class DetectorSet:
             self.trackers.pop(name, None)
             self._targeted.pop(name, None)
             self.alarms.pop(name, None)
+        if any(input_drift(n) for n in names):
+            self.alarms.pop(INPUT_DRIFT_HOLD, None)
         return names
 
     # -- updating ------------------------------------------------------------------------
@@ -369,7 +372,7 @@ class DetectorSet:
         det = self.detectors.get(name)
         # A more general key is alarming: do not learn a baseline from it. A detector
         # whose parts have partly learned theirs feeds only those (``update_settled``).
-        held = name in self.hold and (det is None or det.learning)
+        held = holds(self.hold, name) and (det is None or det.learning)
         if held and (det is None or not det.alarm_ready):
             return None
         if det is None:
@@ -400,7 +403,8 @@ class DetectorSet:
     ) -> list[tuple[str, Signal, Tracker]]:
         """Feed one observation to the detectors it concerns; return (signal, evidence).
 
-        Detectors named in ``hold`` that are still learning their baseline skip it (those
+        Detectors named in ``hold`` (every input-drift detector, when it holds
+        :data:`INPUT_DRIFT_HOLD`) that are still learning their baseline skip it (those
         made of parts, some of which have learned theirs, feed only those parts). A
         segment key's rate detectors still warming up start from the baseline of the
         first of ``parents`` (closest first) that has one (:mod:`streams.pipeline.priors`).
@@ -706,6 +710,26 @@ def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     return {"arl0": ds.arl0, "reference_size": s.warmup_events} | _mean_designs(ds)
+
+
+INPUT_DRIFT_HOLD: Final = "input_drift"
+"""The entry an input-drift alarm leaves in its key's :attr:`DetectorSet.alarms` (and,
+from a model or version key, in its model's): while it lasts, every input-drift detector
+of the key (or of the model's keys) that is still learning its reference skips values.
+The drift tests of one key read the same inputs, so a drift one of them alarms on is in
+the traffic the others would learn from: a young segment's embedding reference that took
+a numeric drift's values in read the return to normal as a drift of its own."""
+
+
+def input_drift(name: str) -> bool:
+    """Whether detector ``name`` of a key's set tests input drift."""
+    factory = FACTORIES.get(name.partition(":")[0])
+    return factory is not None and factory.cls.kind == SignalKind.INPUT_DRIFT
+
+
+def holds(hold: frozenset[str], name: str) -> bool:
+    """Whether ``hold`` (detector names, and :data:`INPUT_DRIFT_HOLD`) holds ``name``."""
+    return name in hold or (INPUT_DRIFT_HOLD in hold and input_drift(name))
 
 
 FACTORIES: Final[dict[str, _Factory]] = {
