@@ -86,7 +86,7 @@ os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 import numpy as np  # noqa: E402
 
-from alerting.model import IncidentEvent, Labels  # noqa: E402
+from alerting.model import IncidentAction, IncidentEvent, Labels, Severity  # noqa: E402
 from bench.oracle import (  # noqa: E402
     GOAL_DELAY_RATIO,
     MIN_BEFORE,
@@ -347,6 +347,10 @@ class InjectionScore:
     """When the last of its matched incidents resolved; None while any is open."""
     resolved_during: int = 0
     """Resolves of its matched incidents emitted while the injection lasted."""
+    raised_after_end: int = 0
+    """Updates that raised one of its incidents to SEV1-2 after the injection ended: a
+    page about a cause already over (an escalation at a playbook deadline that its
+    detectors could not yet read as past)."""
     recoverable: bool | None = None
     """The recovery oracle reads the change as over within the observations after its end
     (``bench.oracle.Probe``); None where there is no oracle."""
@@ -413,6 +417,7 @@ def score_scenario(
     grace: timedelta = GRACE,
     scope_times: Sequence[float] | None = None,
     resolves: Sequence[tuple[str, datetime]] = (),
+    raises: Sequence[tuple[str, datetime]] = (),
 ) -> ScenarioScore:
     """Match triggers to injections. ``scope_times`` (sorted epoch seconds of the outputs
     in scope, for a single-injection scenario) gives the delay in events; ``resolves``
@@ -435,6 +440,10 @@ def score_scenario(
         matched.append(hit)
         reasons.append("" if hit else unmatched_reason(injections, trig, grace))
     _score_resolves(scores, triggers, resolves)
+    for sc in scores:
+        sc.raised_after_end = sum(
+            key in sc.incident_ids and at >= sc.injection.end for key, at in raises
+        )
     detected_at = scores[0].detected_at if len(scores) == 1 else None
     if scope_times is not None and detected_at is not None:
         times = np.asarray(scope_times, dtype=np.float64)
@@ -493,6 +502,7 @@ class TypeRow:
     open_at_end: int = 0
     open_recoverable: int = 0
     resolved_during: int = 0
+    raised_after_end: int = 0
 
     @property
     def median_resolve_min(self) -> float | None:
@@ -579,6 +589,7 @@ def summarize(
                 row.resolved_during += inj.resolved_during
                 row.open_at_end += inj.open_at_end
                 row.open_recoverable += inj.open_recoverable
+                row.raised_after_end += inj.raised_after_end
                 if inj.resolve_minutes is not None:
                     row.resolves_min.append(inj.resolve_minutes)
                 row.localized += inj.localized()
@@ -930,6 +941,7 @@ def run_job(job: Job) -> dict[str, Any]:
         [e.incident_id, _fmt_time(e.emitted_at)] for e in result.incidents if e.action == "resolve"
     ]
     return {
+        "raises": paging_raises(result.incidents),
         "name": job.name,
         "kind": job.kind,
         "row": job.row,
@@ -946,6 +958,21 @@ def run_job(job: Job) -> dict[str, Any]:
         "oracle": _oracle(job.kind, probe, truth, settings, key_arl0[0]),
         "at_start": at_start[0],
     }
+
+
+def paging_raises(events: Sequence[IncidentEvent]) -> list[list[str]]:
+    """(incident id, emitted at) of each update that raised an open incident's severity
+    to SEV1-2 (an escalation at its playbook's deadline, or stronger evidence): a page
+    like a trigger's."""
+    last: dict[str, Severity] = {}
+    out: list[list[str]] = []
+    for e in events:
+        before = last.get(e.incident_id)
+        last[e.incident_id] = e.severity
+        raised = before is not None and e.severity.rank < min(before.rank, 3)
+        if e.action == IncidentAction.UPDATE and raised:
+            out.append([e.incident_id, _fmt_time(e.emitted_at)])
+    return out
 
 
 def _scope_labels(scope: Mapping[str, str]) -> Labels:
@@ -1109,7 +1136,9 @@ legend: resolved = detected injections whose incidents all resolved (none reopen
   end at the pipeline's recovery evidence, {nats:g} nats, on the scope's observations
   after the end; an injection without an oracle counts here; goal 0); resolved@inj =
   resolves of its incidents emitted while the injection lasted (the page stream said the
-  cause was over while it was not; goal 0)."""
+  cause was over while it was not; goal 0); raised@end = updates raising one of its
+  incidents to SEV1-2 after the injection ended (a page about a cause already over,
+  e.g. an escalation at the playbook's deadline; goal 0)."""
 
 
 GOAL_RESOLVE_MIN: Final = 90.0
@@ -1121,11 +1150,13 @@ about 45 minutes of the detectors reading it so."""
 def lifecycle_pass(row: TypeRow) -> bool:
     """The lifecycle goals of one row: every detected injection's incidents resolved before
     the scenario ended where the recovery oracle could read the change as over by then,
-    none while the injection lasted, median within :data:`GOAL_RESOLVE_MIN`."""
+    none while the injection lasted, none raised to a page after it, median within
+    :data:`GOAL_RESOLVE_MIN`."""
     med = row.median_resolve_min
     return (
         row.open_recoverable == 0
         and row.resolved_during == 0
+        and row.raised_after_end == 0
         and (med is None or med <= GOAL_RESOLVE_MIN)
     )
 
@@ -1135,18 +1166,20 @@ def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
     header = (
         f"{'injection type':<{TYPE_W}} {'detected':>8} {'resolved':>8} {'open':>5} "
         f"{'recov':>5} {'resolve med [min]':>17} {'max [min]':>9} {'resolved@inj':>12} "
-        f"{'goals':>5}"
+        f"{'raised@end':>10} {'goals':>5}"
     )
     print(
         f"Lifecycle (goals: 0 open {AFTER_END.total_seconds() / 3600:g} h after the cause "
-        f"ends, median resolve <= {GOAL_RESOLVE_MIN:g} min after it, 0 resolves during it):"
+        f"ends, median resolve <= {GOAL_RESOLVE_MIN:g} min after it, 0 resolves during it, "
+        "0 raised to a page after it):"
     )
     for name, row in _ruled_rows(rows, header):
         worst = max(row.resolves_min) if row.resolves_min else None
         print(
             f"{name:<{TYPE_W}} {row.detected:>8} {len(row.resolves_min):>8} {row.open_at_end:>5} "
             f"{row.open_recoverable:>5} {_f(row.median_resolve_min, '17.1f')} {_f(worst, '9.1f')} "
-            f"{row.resolved_during:>12d} {'PASS' if lifecycle_pass(row) else 'MISS':>5}"
+            f"{row.resolved_during:>12d} {row.raised_after_end:>10d} "
+            f"{'PASS' if lifecycle_pass(row) else 'MISS':>5}"
         )
     print(LIFECYCLE_LEGEND.format(after=AFTER_END.total_seconds() / 3600, nats=EPISODE_CAP_NATS))
 
@@ -1416,7 +1449,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         injections = [Injected.from_ground_truth(e) for e in r["truth"]]
         triggers = [Trigger.from_json(t) for t in r["triggers"]]
         resolves = [(key, _parse_time(at)) for key, at in r.get("resolves", [])]
-        sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves)
+        raises = [(key, _parse_time(at)) for key, at in r.get("raises", [])]
+        sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves, raises)
         recovery = (r.get("oracle") or {}).get("recovery") or {}
         if len(sc.injections) == 1 and "recoverable" in recovery:
             sc.injections[0].recoverable = bool(recovery["recoverable"])
@@ -1494,6 +1528,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "open_at_end": row.open_at_end,
                 "open_at_end_recoverable": row.open_recoverable,
                 "resolved_during_injection": row.resolved_during,
+                "raised_after_end": row.raised_after_end,
                 "lifecycle_pass": lifecycle_pass(row),
                 "unmatched": dict(row.unmatched),
             }
@@ -1523,6 +1558,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 "resolve_minutes_after_end": inj.resolve_minutes,
                 "resolved_during": inj.resolved_during,
                 "recoverable": inj.recoverable,
+                "raised_after_end": inj.raised_after_end,
                 "events": r["events"],
                 "oracle": r.get("oracle"),
             }

@@ -9,6 +9,8 @@ from typing import Any
 
 import pytest
 
+from alerting.engine import IncidentEngine
+from alerting.model import IncidentAction, Severity
 from bench.quality import (
     GRACE,
     HARM_CATEGORIES,
@@ -20,12 +22,14 @@ from bench.quality import (
     build_jobs,
     labels_consistent,
     lifecycle_pass,
+    paging_raises,
     print_details,
     print_oracle,
     score_scenario,
     summarize,
     type_accepted,
 )
+from tests.unit.alerting.helpers import detection, playbooks, policy
 
 T0 = datetime(2025, 1, 6, 8, tzinfo=UTC)
 
@@ -261,6 +265,15 @@ def test_an_injection_resolves_when_its_last_incident_does() -> None:
     # 120 min after the end: over the 90-minute goal
     assert not lifecycle_pass(row_of([("a", at(200)), ("b", at(300))]))
 
+    # Escalated to a page 30 min after the injection's end: a page about a cause over.
+    sc = score_scenario([TOX], triggers, GRACE, resolves=resolves, raises=[("a", at(210))])
+    assert sc.injections[0].raised_after_end == 1
+    raised = summarize([("toxicity_spike", sc, triggers)], [], 1)["toxicity_spike"]
+    assert raised.raised_after_end == 1
+    assert not lifecycle_pass(raised)
+    during = score_scenario([TOX], triggers, GRACE, resolves=resolves, raises=[("a", at(90))])
+    assert during.injections[0].raised_after_end == 0  # while the cause lasted: not counted
+
     undetected = score_scenario([DEPLOY], [], GRACE, resolves=resolves).injections[0]
     assert undetected.resolved_at is None
     assert not undetected.open_at_end
@@ -356,3 +369,32 @@ def test_jobs_run_in_a_pool_with_one_progress_line_each(capsys: pytest.CaptureFi
     assert len(lines) == 3
     assert all(line.startswith(("[ 1/3] got ", "[ 2/3] got ", "[ 3/3] got ")) for line in lines)
     assert all(line.endswith(" s elapsed)") for line in lines)
+
+
+def test_only_updates_that_raise_an_incident_to_a_page_count_as_raises() -> None:
+    """An escalation (SEV3 -> SEV2) pages; a raise that stays below SEV2 (SEV4 -> SEV3),
+    a trigger, and an update that keeps or lowers the severity do not."""
+    [first] = IncidentEngine(policy(), playbooks()).observe(detection())
+
+    def step(action: IncidentAction, severity: Severity, minutes: int, incident: str = "x"):  # type: ignore[no-untyped-def]
+        return first.model_copy(
+            update={
+                "incident_id": incident,
+                "action": action,
+                "severity": severity,
+                "emitted_at": at(minutes),
+            }
+        )
+
+    events = [
+        step(IncidentAction.TRIGGER, Severity.SEV3, 0),
+        step(IncidentAction.UPDATE, Severity.SEV3, 10),  # the same severity
+        step(IncidentAction.UPDATE, Severity.SEV2, 20),  # escalated: a page
+        step(IncidentAction.UPDATE, Severity.SEV2, 30),
+        step(IncidentAction.TRIGGER, Severity.SEV4, 40, "y"),
+        step(IncidentAction.UPDATE, Severity.SEV3, 50, "y"),  # raised, but not to a page
+        step(IncidentAction.UPDATE, Severity.SEV1, 60, "y"),  # a page
+    ]
+    raises = paging_raises(events)
+    assert [incident for incident, _ in raises] == ["x", "y"]
+    assert [datetime.fromisoformat(when) for _, when in raises] == [at(20), at(60)]
