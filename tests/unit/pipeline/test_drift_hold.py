@@ -21,7 +21,7 @@ def test_the_drift_hold_covers_every_input_drift_test_and_nothing_else() -> None
     for name in ("numeric:prompt_tokens,retrieval_top_score", "categorical:channel", "embedding"):
         assert input_drift(name)
         assert holds(hold, name)
-    for name in ("confidence", "harm", "downvote", "eval_score:judge/faithful"):
+    for name in ("confidence", "harm", "downvote", "eval_score:judge/faithful", "label_mix"):
         assert not input_drift(name)
         assert not holds(hold, name)
     assert holds(frozenset({"harm"}), "harm")  # a name still holds itself
