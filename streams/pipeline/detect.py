@@ -488,7 +488,7 @@ class Detect:
             self._traffic_seen[obs.model] = (t, self.wall_clock())
         if self._sweeps is not None and self._sweeps.due(t, traffic):
             # before this model's own tick: the order a parallel replay's merge keeps
-            out.extend(self._sweep(obs.model, engines, now))
+            out.extend(self._sweep(obs.model, engines, sets, now))
         if t >= self._next_tick.get(obs.model, -math.inf):
             self._next_tick[obs.model] = next_tick(t)
             if traffic:
@@ -515,16 +515,29 @@ class Detect:
         return engine.observe(detection)
 
     def _sweep(
-        self, current: str, engines: dict[str, IncidentEngine], now: datetime
+        self,
+        current: str,
+        engines: dict[str, IncidentEngine],
+        sets: dict[str, DetectorSet],
+        now: datetime,
     ) -> list[IncidentEvent]:
         """Offline only: check every other model for silence at the stream's event time
-        (another model's events keep time moving when one model stops). The worker does
-        not: an engine must be written with its own partition's events, so there a silent
-        model is found by its wall-clock tick (:meth:`tick_wall`)."""
+        (another model's events keep time moving when one model stops), and tick the
+        engine of a model whose own tick is a whole :data:`TICK_EVERY_S` overdue (its
+        events stopped), so that its incidents escalate and resolve at their deadlines
+        as the worker's do, not when its traffic comes back. The worker does not sweep:
+        an engine must be written with its own partition's events, so there a silent
+        model is found, and its engine advanced, by its wall-clock tick (:meth:`tick_wall`)."""
         out: list[IncidentEvent] = []
+        t = now.timestamp()
         for model in self.silence.models():
-            if model != current:
-                out.extend(self._silent(model, self._engine(model, engines, now), now))
+            if model == current:
+                continue
+            engine = self._engine(model, engines, now)
+            out.extend(self._silent(model, engine, now))
+            if self._next_tick.get(model, math.inf) <= t - TICK_EVERY_S:
+                self._next_tick[model] = next_tick(t)
+                out.extend(engine.tick(now, *self._health(engine, sets)))
         return out
 
     def sweep(self, current: str, now: datetime) -> list[IncidentEvent]:
@@ -534,7 +547,9 @@ class Detect:
         makes due (``current``: that observation's model, which its own tick checks), and
         store their engines."""
         engines: dict[str, IncidentEngine] = {}
-        out = self._sweep(current, engines, now)
+        sets: dict[str, DetectorSet] = {}
+        out = self._sweep(current, engines, sets, now)
+        self.live_sets.keep(sets)
         for model, engine in engines.items():
             self.engine_store[model] = stamp("engine", engine.get_state())
         return out

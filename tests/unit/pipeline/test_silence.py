@@ -178,6 +178,17 @@ def test_replay_raises_a_silence_within_minutes_of_a_simulated_stop(kind: str) -
     )
     assert timedelta(0) < delay <= timedelta(minutes=30)
     assert first.evidence.signal.feature == ("all" if kind == "traffic_stop" else "outputs")
+    # Unresolved at its playbook's 30-minute deadline, it escalates then, while the model
+    # is still silent, as the worker's wall-clock tick does; before, replay ticked a
+    # model's engine on its own events only, and escalated when the traffic came back.
+    [escalated] = [
+        e
+        for e in result.incidents
+        if e.incident_id == first.incident_id and e.note.startswith("escalated")
+    ]
+    late = escalated.emitted_at - first.emitted_at - timedelta(minutes=30)
+    assert timedelta(0) <= late <= timedelta(minutes=2)
+    assert escalated.emitted_at < scenario.start + start + inj.duration
     resolved = [
         e for e in result.incidents if e.action == "resolve" and e.incident_id == first.incident_id
     ]
