@@ -66,6 +66,12 @@ _BERNOULLI: Final = {
 _SCORES: Final = {"confidence_drop", "judge_score_drop", "input_drift"}
 
 
+def rate_changed(p0: float, p1: float) -> bool:
+    """Whether a measured rate change is one the oracle charts: up by more than 5 %, and
+    below 1 (a rate of 1 has no Bernoulli lattice)."""
+    return p0 * 1.05 < p1 < 1.0
+
+
 def oracle_kinds() -> frozenset[str]:
     """Injection types the oracle can judge (bad_deploy mixes several signals: none)."""
     return frozenset(_BERNOULLI | _SCORES)
@@ -167,7 +173,7 @@ class Probe:
             p0 = max(float(x[before].mean()), 1e-4)
             p1 = float(x[during][order][changed].mean())
             out |= {"p0": p0, "p1": p1}
-            chart = _bernoulli_chart(p0, p1, arl0) if p1 > p0 * 1.05 and p1 < 1 else None
+            chart = _bernoulli_chart(p0, p1, arl0) if rate_changed(p0, p1) else None
         else:
             x = np.asarray(self.values, dtype=np.float64)
             if x.ndim == 1:
@@ -212,7 +218,7 @@ class Probe:
         p1 = out.get("p1")
         if p1 is not None:
             p0 = float(out["p0"])
-            expected = bernoulli_recovery_delay(p0, p1) if p0 * 1.05 < p1 < 1 else math.inf
+            expected = bernoulli_recovery_delay(p0, p1) if rate_changed(p0, p1) else math.inf
         elif out.get("shift_sd") is not None:
             expected = gaussian_recovery_delay(float(out["shift_sd"]))
         else:
