@@ -331,6 +331,57 @@ def unmatched_reason(injections: Sequence[Injected], trig: Trigger, grace: timed
     return "outside scope"
 
 
+MODEL_NEEDLE: Final = '"gen_ai.request.model":"'
+
+
+def model_of(line: str) -> str | None:
+    """The model a simulated line names (None: it names none)."""
+    i = line.find(MODEL_NEEDLE)
+    if i < 0:
+        return None
+    i += len(MODEL_NEEDLE)
+    return line[i : line.find('"', i)]
+
+
+@dataclass
+class UntouchedTraffic:
+    """Clean traffic inside the injected scenarios: the models no injection touched.
+
+    An injection changes one model's traffic (its scope always names the model); the
+    scenario's other models run clean beside it, through the same pipeline and budget, for
+    several times the events of the clean scenarios. A trigger on one of them is a false
+    incident as much as one in a clean scenario.
+    """
+
+    events: int = 0
+    triggers: list[Trigger] = field(default_factory=list)
+
+    @property
+    def pages(self) -> int:
+        """Triggers that page (SEV1-2, or a reopening): false pages."""
+        return sum(t.pages for t in self.triggers)
+
+    @property
+    def per_million(self) -> float | None:
+        return 1e6 * len(self.triggers) / self.events if self.events else None
+
+    def add(
+        self,
+        injections: Sequence[Injected],
+        model_events: Mapping[str, int],
+        triggers: Sequence[Trigger],
+    ) -> None:
+        """One injected scenario: its events per model and its triggers."""
+        touched = {inj.scope.get("model") for inj in injections}
+        self.events += sum(n for m, n in model_events.items() if m not in touched)
+        self.triggers += [t for t in triggers if t.model not in touched]
+
+    def describe(self) -> str:
+        """One line per (type, model, severity), with counts."""
+        counts = Counter(f"{t.incident_type} on {t.model} {t.severity}" for t in self.triggers)
+        return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items()))
+
+
 @dataclass
 class InjectionScore:
     """How one injection was detected (or not)."""
@@ -918,9 +969,11 @@ def run_job(job: Job) -> dict[str, Any]:
         start = _parse_time(truth[0]["start"]).strftime("%Y-%m-%dT%H:%M:%S.%f")[:23]
     key_arl0: list[float | None] = [None]
     at_start: list[str] = ["n/a"]
+    model_events: Counter[str] = Counter()
 
     def feed() -> Iterator[bytes]:
         for line in sim.lines():
+            model_events[model_of(line) or ""] += 1
             is_output = line.startswith('{"event_type":"output"')
             in_scope = bool(needles) and all(n in line for n in needles)
             if in_scope and is_output:
@@ -953,6 +1006,7 @@ def run_job(job: Job) -> dict[str, Any]:
         "resolves": resolves,
         "truth": truth,
         "scope_times": times.tolist(),
+        "model_events": dict(model_events),
         "seconds": time.perf_counter() - began,
         "cpu_seconds": time.process_time() - cpu,
         "oracle": _oracle(job.kind, probe, truth, settings, key_arl0[0]),
@@ -1182,6 +1236,20 @@ def print_lifecycle_table(rows: Mapping[str, TypeRow]) -> None:
             f"{'PASS' if lifecycle_pass(row) else 'MISS':>5}"
         )
     print(LIFECYCLE_LEGEND.format(after=AFTER_END.total_seconds() / 3600, nats=EPISODE_CAP_NATS))
+
+
+def print_untouched(untouched: UntouchedTraffic) -> None:
+    """The false incidents on the injected scenarios' untouched models (see
+    :class:`UntouchedTraffic`), beside the clean scenarios' figure in the summary."""
+    rate = untouched.per_million
+    print(
+        f"\nClean traffic of the models no injection touched, in the injected scenarios: "
+        f"{untouched.events:,} events, {len(untouched.triggers)} false incidents "
+        f"({_f(rate, '.2f')} per 1M events; goal < {GOAL_FALSE_PER_M:g}), "
+        f"{untouched.pages} of them pages"
+    )
+    if untouched.triggers:
+        print(f"  {untouched.describe()}")
 
 
 def print_open_at_end(
@@ -1443,11 +1511,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     clean_events = sum(r["events"] for r in clean)
     clean_triggers = [Trigger.from_json(t) for r in clean for t in r["triggers"]]
     scored: list[tuple[str, ScenarioScore, Sequence[Trigger], dict[str, Any]]] = []
+    untouched = UntouchedTraffic()
     for r in results:
         if r["kind"] == "clean":
             continue
         injections = [Injected.from_ground_truth(e) for e in r["truth"]]
         triggers = [Trigger.from_json(t) for t in r["triggers"]]
+        untouched.add(injections, r["model_events"], triggers)
         resolves = [(key, _parse_time(at)) for key, at in r.get("resolves", [])]
         raises = [(key, _parse_time(at)) for key, at in r.get("raises", [])]
         sc = score_scenario(injections, triggers, GRACE, r["scope_times"], resolves, raises)
@@ -1480,6 +1550,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 for t in clean_triggers
             )
             print("  clean: " + ", ".join(f"{k} x{v}" for k, v in sorted(where.items())))
+    print_untouched(untouched)
     wall = time.perf_counter() - began
     print(
         f"\n{len(jobs)} scenarios, {sum(r['events'] for r in results):,} events, "
@@ -1569,6 +1640,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             {k: v for k, v in r.items() if k not in ("scope_times", "truth")} for r in results
         ],
         "clean_triggers": [t.to_json() for t in clean_triggers],
+        "untouched": {
+            "events": untouched.events,
+            "triggers": [t.to_json() for t in untouched.triggers],
+            "pages": untouched.pages,
+        },
         "oracle": oracle_rows,
         "wall_seconds": wall,
     }

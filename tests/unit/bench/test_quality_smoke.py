@@ -19,12 +19,15 @@ from bench.quality import (
     ScenarioScore,
     Trigger,
     TypeRow,
+    UntouchedTraffic,
     build_jobs,
     labels_consistent,
     lifecycle_pass,
+    model_of,
     paging_raises,
     print_details,
     print_oracle,
+    print_untouched,
     score_scenario,
     summarize,
     type_accepted,
@@ -398,3 +401,30 @@ def test_only_updates_that_raise_an_incident_to_a_page_count_as_raises() -> None
     raises = paging_raises(events)
     assert [incident for incident, _ in raises] == ["x", "y"]
     assert [datetime.fromisoformat(when) for _, when in raises] == [at(20), at(60)]
+
+
+def test_triggers_on_the_models_no_injection_touched_count_as_false_incidents(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """The injected scenarios' other models are clean traffic: their events and their
+    triggers are counted (false incidents, the paging ones as false pages); the injected
+    model's triggers, matched or not, are not."""
+    line = '{"event_type":"output","gen_ai.request.model":"summarizer","model_version":"v3"}'
+    assert model_of(line) == "summarizer"
+    assert model_of('{"event_type":"feedback"}') is None
+    untouched = UntouchedTraffic()
+    guardrail = trig("evaluation_score:guardrail/pii/pii_leak", 30, model="summarizer")
+    ticket = replace(guardrail, severity="SEV3")
+    events = {"support-chat": 60_000, "summarizer": 30_000, "intent-classifier": 10_000, "": 5}
+    untouched.add([TOX], events, [trig("toxicity_rate", 10), trig("downvote_rate", 400), guardrail])
+    untouched.add([DEPLOY], events, [ticket])
+    assert untouched.events == 2 * (30_000 + 10_000 + 5)
+    assert untouched.triggers == [guardrail, ticket]
+    assert untouched.pages == 1
+    assert untouched.per_million == pytest.approx(1e6 * 2 / 80_010)
+    print_untouched(untouched)
+    out = capsys.readouterr().out
+    assert "80,010 events, 2 false incidents (25.00 per 1M events; goal < 1)" in out
+    assert "1 of them pages" in out
+    assert "evaluation_score:guardrail/pii/pii_leak on summarizer SEV2 x1" in out
+    assert "evaluation_score:guardrail/pii/pii_leak on summarizer SEV3 x1" in out
