@@ -147,6 +147,23 @@ def _confidence(shift: float) -> Callable[[np.random.Generator, int], NDArray[np
     return lambda rng, n: rng.normal(0.8 + 0.1 * shift, 0.1, n)
 
 
+GUARDRAIL_BLOCK_RATE = 0.033
+"""The share of a guardrail's verdicts in its blocking mode (the simulator's ~3 %)."""
+
+
+def _guardrail_score(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+    """A guardrail's verdict scores as the simulator draws them: bimodal, the blocking
+    mode rare (Beta(8, 2) for a block, Beta(1, 12) for a pass)."""
+    blocked = rng.random(n) < GUARDRAIL_BLOCK_RATE
+    return np.where(blocked, rng.beta(8.0, 2.0, n), rng.beta(1.0, 12.0, n))
+
+
+def _score_test(signal: Signal) -> str:
+    """A score chart's test: its direction and, from ``details``, mean or distribution."""
+    test = next((k[5:] for k in signal.details if k.startswith("test:")), "mean")
+    return f"{signal.direction.value}:{test}"
+
+
 def _numeric(rng: np.random.Generator, n: int) -> list[dict[str, float]]:
     a, b, c = rng.normal(0, 1, n), rng.exponential(1, n), rng.normal(5, 2, n)
     return [
@@ -248,6 +265,28 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
                 changed="up:mean",
             )
         )
+    # An evaluation score chart (normal scores against its first
+    # ``evaluation_warmup_events`` values) on a guardrail's bimodal score: whether a
+    # reference of a few hundred values estimates the rare mode's tail well enough for
+    # the up side's budget.
+    out.append(
+        Kind(
+            f"guardrail score ({GUARDRAIL_BLOCK_RATE:.1%} blocking)",
+            3,
+            lambda a: EvaluationScoreShift(
+                metric="guardrail/pii/pii_leak",
+                arl0=a / 3,
+                shift=0.5,
+                designs=SCORE_DESIGNS,
+                reference_size=s.evaluation_warmup_events,
+            ),
+            _guardrail_score,
+            None,
+            _many,
+            None,
+            split=_score_test,
+        )
+    )
     _designs = {"shift": 0.5, "designs": SCORE_DESIGNS}
     for name, cls, gen, kw in (
         (
