@@ -418,13 +418,13 @@ def test_triggers_on_the_models_no_injection_touched_count_as_false_incidents(
     events = {"support-chat": 60_000, "summarizer": 30_000, "intent-classifier": 10_000, "": 5}
     untouched.add([TOX], events, [trig("toxicity_rate", 10), trig("downvote_rate", 400), guardrail])
     untouched.add([DEPLOY], events, [ticket])
-    assert untouched.events == 2 * (30_000 + 10_000 + 5)
+    assert untouched.events == 2 * (30_000 + 10_000)  # lines naming no model left out
     assert untouched.triggers == [guardrail, ticket]
     assert untouched.pages == 1
-    assert untouched.per_million == pytest.approx(1e6 * 2 / 80_010)
+    assert untouched.per_million == pytest.approx(1e6 * 2 / 80_000)
     print_untouched(untouched)
     out = capsys.readouterr().out
-    assert "80,010 events, 2 false incidents (25.00 per 1M events; goal < 1)" in out
+    assert "80,000 events, 2 false incidents (25.00 per 1M events; goal < 1)" in out
     assert "1 of them pages" in out
     assert "evaluation_score:guardrail/pii/pii_leak on summarizer SEV2 x1" in out
     assert "evaluation_score:guardrail/pii/pii_leak on summarizer SEV3 x1" in out
