@@ -902,7 +902,7 @@ def _scope_needles(scope: Mapping[str, str]) -> list[str]:
     out = []
     for k, v in scope.items():
         if k == "model":
-            out.append(f'"gen_ai.request.model":"{v}"')
+            out.append(f'{MODEL_NEEDLE}{v}"')
         elif k == "version":
             out.append(f'"model_version":"{v}"')
         else:
