@@ -17,9 +17,10 @@ Reported per kind (and per harm category / pooled):
   traffic at which the nominal is exactly one page a week: ``arl0 / WEEK`` events per
   second at the key (e.g. 0.17 events/s, 14k a day, for ARL0 = 1e5); the measured figure
   has a 95 % Garwood (exact Poisson) interval;
-* the delay after a shift (rate doubling; a 0.5 sd mean shift for confidence) against the
-  exact CUSUM that knows the change, at the *measured* false-alarm rate (bench/oracle.py,
-  detectors.arl); drift kinds have no exact CUSUM (a dash);
+* the delay after a shift (rate doubling; a 0.5 sd mean shift for confidence; a guardrail
+  blocking four times as often; a judge's scores dropping) against the exact CUSUM that
+  knows the change, at the *measured* false-alarm rate (bench/oracle.py, detectors.arl);
+  drift kinds and the judge score have no exact CUSUM (a dash);
 * events per second replayed through the detector.
 
     .venv/bin/python -m bench.calibration --quick     # ~3 minutes on one core
@@ -151,11 +152,29 @@ GUARDRAIL_BLOCK_RATE = 0.033
 """The share of a guardrail's verdicts in its blocking mode (the simulator's ~3 %)."""
 
 
-def _guardrail_score(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+def _guardrail_score(shift: float) -> Callable[[np.random.Generator, int], NDArray[np.float64]]:
     """A guardrail's verdict scores as the simulator draws them: bimodal, the blocking
-    mode rare (Beta(8, 2) for a block, Beta(1, 12) for a pass)."""
-    blocked = rng.random(n) < GUARDRAIL_BLOCK_RATE
-    return np.where(blocked, rng.beta(8.0, 2.0, n), rng.beta(1.0, 12.0, n))
+    mode rare (Beta(8, 2) for a block, Beta(1, 12) for a pass), blocking ``shift`` times
+    as often as :data:`GUARDRAIL_BLOCK_RATE`."""
+
+    def gen(rng: np.random.Generator, n: int) -> NDArray[np.float64]:
+        blocked = rng.random(n) < GUARDRAIL_BLOCK_RATE * shift
+        return np.where(blocked, rng.beta(8.0, 2.0, n), rng.beta(1.0, 12.0, n))
+
+    return gen
+
+
+JUDGE_SCORES = (0.02, 0.05, 0.13, 0.40, 0.40)
+"""How often an LLM judge gives each score of 1 to 5 on a healthy model."""
+JUDGE_SCORES_DROPPED = (0.06, 0.11, 0.13, 0.35, 0.35)
+"""The same after a quality drop: a tenth of the mass moved from 4 and 5 to 1 and 2."""
+
+
+def _judge_score(
+    probabilities: tuple[float, ...],
+) -> Callable[[np.random.Generator, int], NDArray[np.float64]]:
+    """An LLM judge's 1-5 scores, each drawn with ``probabilities``."""
+    return lambda rng, n: rng.choice(5, size=n, p=probabilities).astype(np.float64) + 1.0
 
 
 def _score_test(signal: Signal) -> str:
@@ -268,7 +287,9 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
     # An evaluation score chart (normal scores against its first
     # ``evaluation_warmup_events`` values) on a guardrail's bimodal score: whether a
     # reference of a few hundred values estimates the rare mode's tail well enough for
-    # the up side's budget.
+    # the up side's budget. Its shift blocks four times as often (the quality benchmark's
+    # guardrail spike); the oracle is the exact Bernoulli CUSUM on the block indicator,
+    # which the score's bimodality all but reveals.
     out.append(
         Kind(
             f"guardrail score ({GUARDRAIL_BLOCK_RATE:.1%} blocking)",
@@ -280,11 +301,33 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
                 designs=SCORE_DESIGNS,
                 reference_size=s.evaluation_warmup_events,
             ),
-            _guardrail_score,
-            None,
+            _guardrail_score(1.0),
+            _guardrail_score(4.0),
+            _many,
+            lambda a: bernoulli_cusum_delay(GUARDRAIL_BLOCK_RATE, 4 * GUARDRAIL_BLOCK_RATE, a),
+            split=_score_test,
+            changed="up:mean",
+        )
+    )
+    # An LLM judge's 1-5 score: five values, so ranks tie in blocks of dozens; its shift
+    # moves a tenth of the mass from the top two scores to the bottom two.
+    out.append(
+        Kind(
+            "judge score (1-5)",
+            3,
+            lambda a: EvaluationScoreShift(
+                metric="judge/quality/score",
+                arl0=a / 3,
+                shift=0.5,
+                designs=SCORE_DESIGNS,
+                reference_size=s.evaluation_warmup_events,
+            ),
+            _judge_score(JUDGE_SCORES),
+            _judge_score(JUDGE_SCORES_DROPPED),
             _many,
             None,
             split=_score_test,
+            changed="down:mean",
         )
     )
     _designs = {"shift": 0.5, "designs": SCORE_DESIGNS}
@@ -392,8 +435,8 @@ def run_delay(kind: Kind, arl0: float, seeds: int, before: int) -> list[int]:
 
 def _hit(kind: Kind, signal: Signal) -> bool:
     """Whether ``signal`` comes from the test the shift changed (others are false alarms)."""
-    test = kind.split(signal)
-    return test == kind.changed or (kind.changed == "up:mean" and test.startswith("up:"))
+    test, side = kind.split(signal), kind.changed.removesuffix(":mean")
+    return test == kind.changed or (side != kind.changed and test.startswith(f"{side}:"))
 
 
 @dataclass(frozen=True)
@@ -533,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
             # (the nominal one when it raised no false alarm).
             measured_arl0 = tally.exposure / tally.alarms if tally.alarms else args.arl0
             measured_arl0 = max(measured_arl0, 2.0)
-            on_changed = test == kind.changed and kind.oracle is not None and delays
+            on_changed = test == kind.changed and bool(delays)
             exact = kind.oracle(measured_arl0) if on_changed and kind.oracle else math.nan
             delay = float(np.mean(delays)) if on_changed else math.nan
             print(
