@@ -177,6 +177,14 @@ def _judge_score(
     return lambda rng, n: rng.choice(5, size=n, p=probabilities).astype(np.float64) + 1.0
 
 
+def _evaluation_chart(metric: str, reference_size: int) -> Callable[[float], Detector[Any]]:
+    """An evaluation score chart of ``metric`` as the pipeline builds it (normal scores
+    against its first ``reference_size`` values), each of its three tests at ``arl0``."""
+    return lambda a: EvaluationScoreShift(
+        metric=metric, arl0=a / 3, shift=0.5, designs=SCORE_DESIGNS, reference_size=reference_size
+    )
+
+
 def _score_test(signal: Signal) -> str:
     """A score chart's test: its direction and, from ``details``, mean or distribution."""
     test = next((k[5:] for k in signal.details if k.startswith("test:")), "mean")
@@ -294,13 +302,7 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
         Kind(
             f"guardrail score ({GUARDRAIL_BLOCK_RATE:.1%} blocking)",
             3,
-            lambda a: EvaluationScoreShift(
-                metric="guardrail/pii/pii_leak",
-                arl0=a / 3,
-                shift=0.5,
-                designs=SCORE_DESIGNS,
-                reference_size=s.evaluation_warmup_events,
-            ),
+            _evaluation_chart("guardrail/pii/pii_leak", s.evaluation_warmup_events),
             _guardrail_score(1.0),
             _guardrail_score(4.0),
             _many,
@@ -315,13 +317,7 @@ def kinds(rate_scale: float = 1.0) -> list[Kind]:
         Kind(
             "judge score (1-5)",
             3,
-            lambda a: EvaluationScoreShift(
-                metric="judge/quality/score",
-                arl0=a / 3,
-                shift=0.5,
-                designs=SCORE_DESIGNS,
-                reference_size=s.evaluation_warmup_events,
-            ),
+            _evaluation_chart("judge/quality/score", s.evaluation_warmup_events),
             _judge_score(JUDGE_SCORES),
             _judge_score(JUDGE_SCORES_DROPPED),
             _many,
