@@ -125,6 +125,7 @@ class BatchConsumer(GuardedConsumer):
     its consumer thread pauses partitions it cannot decode (:mod:`streams.runtime.fetch_guard`)."""
 
     _seek_epoch: int = 0
+    _seek_done: asyncio.Event | None = None  # the running perform_seek's end (see there)
 
     # -- seeks: a fetch spanning one is stale --------------------------------------------
 
@@ -133,8 +134,24 @@ class BatchConsumer(GuardedConsumer):
         await super().seek(partition, offset)
 
     async def perform_seek(self) -> None:
+        """faust's seek of every partition to its committed offset, after each
+        assignment's recovery. It awaits an OffsetFetch; the consumer thread moves the
+        positions at some point in between, and faust learns the committed offsets only
+        at its end. So a fetch in flight at its start *or at its end* is stale (the epoch
+        moves at both), and a seek-back waits for its end (:meth:`_seek_back`).
+
+        With the epoch moved only at the start, a fetch issued while the positions moved
+        delivered as fresh, and a seek-back meanwhile read partitions from offset 0 with
+        the committed offsets still unknown. Under load, a partition's batch delivered
+        that way was never processed and the worker idled (docs/validation.md, "Stop
+        59")."""
         self._seek_epoch += 1
-        await super().perform_seek()
+        done = self._seek_done = asyncio.Event()
+        try:
+            await super().perform_seek()
+        finally:
+            self._seek_epoch += 1
+            done.set()
 
     # -- acks ----------------------------------------------------------------------------
 
@@ -234,7 +251,14 @@ class BatchConsumer(GuardedConsumer):
         ``seek_to_committed`` retries its OffsetFetch forever), and no partition may be left
         without a position (``seek_to_beginning`` does that until a ListOffsets round trip,
         and faust's livelock detector, ``verify_event_path``, fails on it); see
-        docs/validation.md, "Hot path in batches"."""
+        docs/validation.md, "Hot path in batches".
+
+        While faust's :meth:`perform_seek` runs, the committed offsets are not yet known
+        (a seek-back would read from 0) and it is about to position every partition
+        itself: the seek-back waits for it to end first."""
+        running = self._seek_done
+        if running is not None and not running.is_set():
+            await running.wait()
         if not self.flow_active or self.should_stop:
             return  # a rebalance is on: faust seeks every source partition before resuming
         owned = [TP(tp.topic, tp.partition) for tp in tps if tp in self.assignment()]

@@ -163,3 +163,37 @@ def test_a_stale_batch_leaves_the_fetchs_changelog_records_to_faust() -> None:
 
     assert thread.seeks == [(source, 0)]  # the batch: back to its committed offset
     assert handed == [(changelog.topic, 3), (changelog.topic, 4)]
+
+
+def test_a_fetch_in_flight_when_faust_seeks_to_committed_is_stale_and_a_seek_back_waits() -> None:
+    """faust's ``perform_seek`` learns the committed offsets only at its end, and the
+    consumer thread moves the positions somewhere in between. A fetch issued while it runs
+    is stale when it returns, and a seek-back meanwhile waits for it, then seeks to the
+    committed offset it learned (not to 0, as it did with the offset still unknown)."""
+    tp = TP("t.in", 1)
+
+    async def scenario() -> tuple[Any, _ConsumerThread, int]:
+        consumer, thread = _consumer({tp})
+        release = asyncio.Event()
+
+        async def seek_to_committed() -> dict[TP, int]:  # the OffsetFetch, in flight
+            await release.wait()
+            return {tp: 2000}
+
+        consumer.seek_to_committed = seek_to_committed
+        seeking = asyncio.ensure_future(consumer.perform_seek())
+        await asyncio.sleep(0)
+        epoch = consumer._seek_epoch  # what a fetch issued now reads
+        back = asyncio.ensure_future(consumer._seek_back([TopicPartition(tp.topic, tp.partition)]))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        assert thread.seeks == []  # the committed offset is not known yet: it waits
+        release.set()
+        await asyncio.wait_for(asyncio.gather(seeking, back), 30)
+        return consumer, thread, epoch
+
+    consumer, thread, epoch = asyncio.run(scenario())
+
+    assert consumer._stale(consumer.app.consumer_generation_id, epoch)
+    assert consumer._committed_offset[tp] == 2000
+    assert thread.seeks == [(tp, 2000)]
