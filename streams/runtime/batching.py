@@ -253,9 +253,11 @@ class BatchConsumer(GuardedConsumer):
         and faust's livelock detector, ``verify_event_path``, fails on it); see
         docs/validation.md, "Hot path in batches".
 
-        While faust's :meth:`perform_seek` runs, the committed offsets are not yet known
-        (a seek-back would read from 0) and it is about to position every partition
-        itself: the seek-back waits for it to end first."""
+        The one wait: while faust's :meth:`perform_seek` runs, the committed offsets are
+        not yet known (a seek-back would read from 0) and it is about to position every
+        partition itself, so the seek-back waits for that seek to end first. It is
+        bounded by faust's own timeout on it (``broker_request_timeout``), and the fetch
+        loop has nothing to deliver meanwhile: every fetch spanning it is stale."""
         running = self._seek_done
         if running is not None and not running.is_set():
             await running.wait()
