@@ -26,6 +26,14 @@ How at-least-once is kept (each point is a way the per-record path can lose reco
   committed offsets) or while the generation changed is dropped, and the partitions are
   sought back to their committed offsets: otherwise faust's gap logic would take the jump
   from the committed offset to the stale fetch's first offset as a gap and ack it.
+* A fetch that returns while faust seeks the partitions to their commits after an
+  assignment (``perform_seek``) is dropped the same way, and resuming a flow that is
+  already on keeps the agents' queues (:class:`KeepingFlowControl`): faust's recovery
+  resumes right after that seek, and mode's resume emptied the queues of batches that
+  were never processed while their partitions read on.
+* A partition with no commit yet is not committed past its first delivered offset until
+  that offset is acked (:meth:`BatchConsumer._new_offset`): faust checks the head of the
+  acked offsets only against a commit.
 * Records of a partition that is no longer active when its fetch returns are dropped and
   the partition sought back to the first dropped offset (faust drops them without a seek).
 * Agents over batch topics must run with ``concurrency=1`` (faust's ``_new_offset``
@@ -57,6 +65,8 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 from streams.runtime.draining import DrainingApp
 from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport, reread_offset
@@ -127,31 +137,46 @@ class BatchConsumer(GuardedConsumer):
     _seek_epoch: int = 0
     _seek_done: asyncio.Event | None = None  # the running perform_seek's end (see there)
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # The first offset delivered of each batch-topic partition since it was last
+        # positioned (a seek, or perform_seek at each assignment): see _new_offset.
+        self._heads: dict[TP, int] = {}
+
     # -- seeks: a fetch spanning one is stale --------------------------------------------
 
     async def seek(self, partition: TP, offset: int) -> None:
         self._seek_epoch += 1
+        self._heads.pop(partition, None)
         await super().seek(partition, offset)
 
     async def perform_seek(self) -> None:
         """faust's seek of every partition to its committed offset, after each
-        assignment's recovery. It awaits an OffsetFetch; the consumer thread moves the
-        positions at some point in between, and faust learns the committed offsets only
-        at its end. So a fetch in flight at its start *or at its end* is stale (the epoch
-        moves at both), and a seek-back waits for its end (:meth:`_seek_back`).
+        assignment's recovery. It awaits an OffsetFetch per partition; the consumer
+        thread moves each position when its answer comes, and faust learns the committed
+        offsets only at the end. So every fetch that returns while it runs, or that was in
+        flight at its start or its end, is stale (:meth:`_stale`; the epoch moves at both
+        ends), and a seek-back waits for its end (:meth:`_seek_back`).
 
-        With the epoch moved only at the start, a fetch issued while the positions moved
-        delivered as fresh, and a seek-back meanwhile read partitions from offset 0 with
-        the committed offsets still unknown. Under load, a partition's batch delivered
-        that way was never processed and the worker idled (docs/validation.md, "Stop
-        59")."""
+        A batch delivered while it ran was stuck or lost: a seek-back meanwhile read
+        partitions from offset 0 with the committed offsets still unknown, and faust's
+        recovery calls ``flow_control.resume()`` right after this seek, which emptied the
+        agent's queue of the batches waiting there (:class:`KeepingFlowControl`). Under
+        load the worker idled with a partition's batch never processed (docs/validation.md,
+        "Stop 59" and "Stop 60")."""
         self._seek_epoch += 1
+        self._heads.clear()
         done = self._seek_done = asyncio.Event()
         try:
             await super().perform_seek()
         finally:
             self._seek_epoch += 1
+            self._heads.clear()
             done.set()
+
+    def _seeking(self) -> bool:
+        """Whether faust's :meth:`perform_seek` is running."""
+        return self._seek_done is not None and not self._seek_done.is_set()
 
     # -- acks ----------------------------------------------------------------------------
 
@@ -159,7 +184,9 @@ class BatchConsumer(GuardedConsumer):
         if not isinstance(message, BatchMessage):
             return bool(super().ack(message))
         with ack_lock:
-            if message.acked:
+            if message.acked or not message.tracked:
+                # Not tracked: no stream took it (faust's stream tracks what it takes and
+                # acks what it skips): only a batch an agent handled is acked.
                 return False
             message.acked = True
             self._unacked_messages.discard(message)
@@ -187,6 +214,22 @@ class BatchConsumer(GuardedConsumer):
                 return True
             finally:
                 notify(self._waiting_for_ack)
+
+    def _new_offset(self, tp: TP) -> int | None:
+        """faust's next commit of ``tp``; for a batch-topic partition with no commit yet,
+        none while the first offset delivered since it was positioned is unacked.
+
+        faust checks the head of the acked offsets against the committed offset only when
+        there is one (a commit at 0 counts as none): without it, the first run of acked
+        offsets is committed whatever lies below, so a batch never processed (an agent
+        that raised on it, a batch dropped from the agent's queue) was committed past as
+        soon as a later one was acked."""
+        head = self._heads.get(tp)
+        acked = self._acked[tp]
+        if head is not None and acked and not self._committed_offset[tp] and min(acked) > head:
+            return None
+        new: int | None = super()._new_offset(tp)
+        return new
 
     # -- the fetch loop ------------------------------------------------------------------
 
@@ -226,11 +269,13 @@ class BatchConsumer(GuardedConsumer):
             self.diag.unset_flag("FETCHING")
 
     def _stale(self, generation: int, epoch: int) -> bool:
-        """Whether a fetch begun at ``generation``/``epoch`` may no longer be delivered."""
+        """Whether a fetch begun at ``generation``/``epoch`` may no longer be delivered
+        (also any fetch that returns while :meth:`perform_seek` runs)."""
         return (
             generation != self.app.consumer_generation_id
             or epoch != self._seek_epoch
             or not self.flow_active
+            or self._seeking()
         )
 
     async def _seek_back(self, tps: Iterable[TP]) -> None:
@@ -320,6 +365,7 @@ class BatchConsumer(GuardedConsumer):
             # Offsets the broker skipped between two fetches of one continuous read
             # (transaction markers, compaction): nothing to process, so they count as acked.
             await self._add_gap(tp, r_offset + 1, first - 1)
+        self._heads.setdefault(tp, first)
         batch = RecordBatch(tp, recs)
         message = _batch_message(batch, generation)
         conductor: Any = app.topics
@@ -390,12 +436,34 @@ class BatchStream(faust.Stream[Any]):
         return it
 
 
+class KeepingFlowControl(FlowControlEvent):
+    """faust's flow control, except that resuming a flow that is already on keeps what
+    the agents' queues hold.
+
+    mode's ``resume`` empties every stream queue whatever the state, and faust's recovery
+    calls it several times per assignment, the last time right after seeking the source
+    partitions to their commits (``Recovery.on_recovery_completed``): a batch delivered
+    before that last call was dropped from its agent's queue, never processed and never
+    acked, while its partition read on past it. Only a resume after a suspension (a
+    rebalance, whose revocation already cleared the queues) has stale events to drop."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
 class BatchApp(DrainingApp):
     """A faust app whose consumer delivers :meth:`batch_topic` topics in batches (only
     for ``kafka://`` brokers: faust's aiokafka driver), and whose agents over them ack
-    each batch whole (:class:`BatchStream`)."""
+    each batch whole (:class:`BatchStream`); its flow control keeps queued batches when
+    resumed while on (:class:`KeepingFlowControl`)."""
 
     batch_topics: set[str]
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return KeepingFlowControl(loop=self.loop)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_topics = set()

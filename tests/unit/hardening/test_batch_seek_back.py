@@ -16,7 +16,7 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
 
-from streams.runtime.batching import BatchApp
+from streams.runtime.batching import BatchApp, RecordBatch, _batch_message
 
 
 class _ConsumerThread:
@@ -197,3 +197,190 @@ def test_a_fetch_in_flight_when_faust_seeks_to_committed_is_stale_and_a_seek_bac
     assert consumer._stale(consumer.app.consumer_generation_id, epoch)
     assert consumer._committed_offset[tp] == 2000
     assert thread.seeks == [(tp, 2000)]
+
+
+# -- what faust's recovery does around its seek (perform_seek, then resume) ---------------
+
+
+class _PositionedThread(_ConsumerThread):
+    """The consumer thread with aiokafka's fetch positions: a fetch returns the next
+    records of each partition from its position, and a seek moves it."""
+
+    def __init__(self, positions: dict[TP, int]) -> None:
+        super().__init__(set(positions))
+        self.positions = dict(positions)
+
+    def seek(self, tp: TP, offset: int) -> None:
+        super().seek(tp, offset)
+        self.positions[tp] = offset
+
+    def fetch(self, n: int) -> dict[TP, list[Any]]:
+        out = {
+            tp: [_record(tp, o) for o in range(pos, pos + n)] for tp, pos in self.positions.items()
+        }
+        for tp in out:
+            self.positions[tp] += n
+        return out
+
+
+async def _spin(turns: int = 30) -> None:
+    for _ in range(turns):
+        await asyncio.sleep(0)
+
+
+def _ingress(consumer: Any, topic_name: str) -> tuple[Any, dict[TP, list[int]], asyncio.Event]:
+    """The batch topic's agent (concurrency 1) on faust's stream: the offsets it handled,
+    and a gate that holds it inside its first batch until set."""
+    app = consumer.app
+    app.batch_topics.add(topic_name)
+    topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
+    channel = topic.__aiter__()  # the agent's own channel, as faust's conductor keeps it
+    for tp in consumer._thread.assigned:
+        app.topics._tp_index[tp].add(channel)
+    app.topics._acking_topics.add(topic_name)
+    handled: dict[TP, list[int]] = {tp: [] for tp in consumer._thread.assigned}
+    gate = asyncio.Event()
+
+    async def agent() -> None:
+        async for batch in app.stream(channel):
+            await gate.wait()
+            handled[batch.tp].extend(int(r.offset) for r in batch.records)
+
+    return asyncio.ensure_future(agent()), handled, gate
+
+
+def test_a_batch_fetched_while_faust_seeks_is_read_again_and_the_commit_follows() -> None:
+    """faust's recovery seeks the source partitions to their commits (``perform_seek``,
+    one OffsetFetch per partition, each position moved when its answer comes), then
+    resumes the flow. A fetch returning in between used to deliver: with the agent busy
+    on one partition's batch, the other's waited in its queue, the resume emptied the
+    queue, and that partition's commit stuck below records handled after it (or, with no
+    commit yet, passed records never handled). Now that fetch is dropped and read again
+    from the commits, and the resume keeps what the queue holds."""
+    p0, p1 = TP("t.in", 0), TP("t.in", 1)
+
+    async def scenario() -> tuple[dict[TP, list[int]], dict[TP, int], int]:
+        consumer, _ = _consumer(set())
+        thread = consumer._thread = _PositionedThread({p0: 1000, p1: 2000})
+        app = consumer.app
+        app.consumer_generation_id = 7
+        app.flow_control.resume()  # recovery resumed the flow before the seek
+        consumer.resume_flow()
+        agent, handled, gate = _ingress(consumer, "t.in")
+        answered = {p1: asyncio.Event(), p0: asyncio.Event()}
+
+        async def seek_to_committed() -> dict[TP, int]:  # aiokafka: per partition
+            for tp, committed in ((p1, 2000), (p0, 1000)):
+                await answered[tp].wait()
+                thread.seek(tp, committed)
+            return {p0: 1000, p1: 2000}
+
+        consumer.seek_to_committed = seek_to_committed
+
+        async def on_recovery_completed() -> None:  # faust's Recovery, in this order
+            await consumer.perform_seek()
+            app.flow_control.resume()
+            consumer.resume_flow()
+
+        recovery = asyncio.ensure_future(on_recovery_completed())
+        await _spin()
+        answered[p1].set()
+        await _spin()
+        # A fetch issued and answered while the seek runs (aiokafka's prefetched records).
+        generation, epoch = app.consumer_generation_id, consumer._seek_epoch
+        fetching = asyncio.ensure_future(
+            consumer._deliver(thread.fetch(100), None, generation, epoch)
+        )
+        await _spin()
+        answered[p0].set()
+        await asyncio.wait_for(asyncio.gather(recovery, fetching), 30)
+        queued_after_seek = sum(ch.queue.qsize() for ch in app.topics._tp_index[p1])
+        for _ in range(3):  # the fetches that follow, each handled
+            generation, epoch = app.consumer_generation_id, consumer._seek_epoch
+            await consumer._deliver(thread.fetch(100), None, generation, epoch)
+            gate.set()
+            await _spin(60)
+        commits = consumer._filter_committable_offsets([p0, p1])
+        agent.cancel()
+        await asyncio.gather(agent, return_exceptions=True)
+        return handled, commits, queued_after_seek
+
+    handled, commits, queued_after_seek = asyncio.run(scenario())
+
+    assert queued_after_seek == 0  # the fetch during the seek was dropped, not queued
+    for tp, committed in ((p0, 1000), (p1, 2000)):
+        assert handled[tp] == list(range(committed, committed + 300))  # read again from the commit
+        assert commits[tp] == committed + 300
+
+
+def test_resuming_a_flow_that_is_on_keeps_the_queued_batches() -> None:
+    """faust's recovery resumes its flow control several times per assignment; mode's
+    resume empties every stream queue each time. Only a resume after a suspension (a
+    rebalance) may drop what the queues hold."""
+
+    async def scenario() -> tuple[int, int]:
+        consumer, _ = _consumer({TP("t.in", 0)})
+        app = consumer.app
+        channel = app.topic("t.in").__aiter__()
+        app.flow_control.resume()
+        channel.queue.put_nowait("a batch")
+        app.flow_control.resume()  # already on: kept
+        kept = channel.queue.qsize()
+        app.flow_control.suspend()  # a rebalance
+        app.flow_control.resume()
+        return kept, channel.queue.qsize()
+
+    kept, after_rebalance = asyncio.run(scenario())
+
+    assert (kept, after_rebalance) == (1, 0)
+
+
+def _acked_batch(consumer: Any, tp: TP, first: int, last: int) -> bool:
+    """Ack a batch of ``first..last`` as faust's stream does once its agent handled it."""
+    batch = RecordBatch(tp, [_record(tp, o) for o in range(first, last + 1)])
+    message = _batch_message(batch, consumer.app.consumer_generation_id)
+    message.tracked = True  # the stream took it
+    return bool(consumer.ack(message))
+
+
+def test_a_partition_with_no_commit_is_not_committed_past_its_unhandled_first_batch() -> None:
+    """faust checks the head of the acked offsets only against a commit: with none yet, a
+    first batch never handled (its agent raised) was committed past as soon as the next
+    was acked."""
+    tp = TP("t.in", 0)
+
+    async def scenario() -> tuple[dict[TP, int], dict[TP, int]]:
+        consumer, _ = _consumer({tp})
+        consumer.app.batch_topics.add(tp.topic)
+        consumer.app.flow_control.resume()
+        channel = consumer.app.topic(tp.topic).__aiter__()
+        consumer.app.topics._tp_index[tp].add(channel)
+        consumer.app.topics._acking_topics.add(tp.topic)
+        generation, epoch = consumer.app.consumer_generation_id, consumer._seek_epoch
+        for first in (0, 100):  # two fetches delivered; the first batch is never handled
+            records = {tp: [_record(tp, o) for o in range(first, first + 100)]}
+            await consumer._deliver(records, None, generation, epoch)
+        assert _acked_batch(consumer, tp, 100, 199)
+        before = consumer._filter_committable_offsets([tp])
+        assert _acked_batch(consumer, tp, 0, 99)  # read again and handled
+        return before, consumer._filter_committable_offsets([tp])
+
+    before, after = asyncio.run(scenario())
+
+    assert before == {}
+    assert after == {tp: 200}
+
+
+def test_a_batch_no_stream_took_is_not_acked() -> None:
+    """faust's stream tracks each event it takes and acks those it skips; a batch event
+    it never took (one skipped while the flow was stopped) marks nothing acked."""
+    tp = TP("t.in", 0)
+    consumer, _ = _consumer({tp})
+    consumer.app.topics._acking_topics.add(tp.topic)
+    batch = RecordBatch(tp, [_record(tp, 5)])
+    untracked = _batch_message(batch, consumer.app.consumer_generation_id)
+
+    assert not consumer.ack(untracked)
+    assert not consumer._acked[tp]
+    assert _acked_batch(consumer, tp, 5, 5)  # the same batch, taken and handled
+    assert consumer._acked[tp] == [5]
