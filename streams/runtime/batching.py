@@ -27,10 +27,10 @@ How at-least-once is kept (each point is a way the per-record path can lose reco
   sought back to their committed offsets: otherwise faust's gap logic would take the jump
   from the committed offset to the stale fetch's first offset as a gap and ack it.
 * A fetch that returns while faust seeks the partitions to their commits after an
-  assignment (``perform_seek``) is dropped the same way, and resuming a flow that is
-  already on keeps the agents' queues (:class:`KeepingFlowControl`): faust's recovery
-  resumes right after that seek, and mode's resume emptied the queues of batches that
-  were never processed while their partitions read on.
+  assignment (``perform_seek``) is dropped the same way. (faust's recovery resumes the
+  flow right after that seek, and mode's resume emptied the agents' queues of batches
+  never processed while their partitions read on; the app's flow control now keeps them:
+  :class:`~streams.runtime.draining.KeepingFlowControl`.)
 * A partition with no commit yet is not committed past its first delivered offset until
   that offset is acked (:meth:`BatchConsumer._new_offset`): faust checks the head of the
   acked offsets only against a commit.
@@ -65,8 +65,6 @@ from aiokafka.errors import IllegalStateError
 from faust.types import TP
 from faust.types.tuples import ConsumerMessage, ack_lock
 from mode.utils.futures import notify
-from mode.utils.objects import cached_property
-from mode.utils.queues import FlowControlEvent
 
 from streams.runtime.draining import DrainingApp
 from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport, reread_offset
@@ -161,9 +159,10 @@ class BatchConsumer(GuardedConsumer):
         A batch delivered while it ran was stuck or lost: a seek-back meanwhile read
         partitions from offset 0 with the committed offsets still unknown, and faust's
         recovery calls ``flow_control.resume()`` right after this seek, which emptied the
-        agent's queue of the batches waiting there (:class:`KeepingFlowControl`). Under
-        load the worker idled with a partition's batch never processed (docs/validation.md,
-        "Stop 59" and "Stop 60")."""
+        agent's queue of the batches waiting there (now kept:
+        :class:`~streams.runtime.draining.KeepingFlowControl`). Under load the worker
+        idled with a partition's batch never processed (docs/validation.md, "Stop 59" and
+        "Stop 60")."""
         self._seek_epoch += 1
         self._heads.clear()
         done = self._seek_done = asyncio.Event()
@@ -436,34 +435,12 @@ class BatchStream(faust.Stream[Any]):
         return it
 
 
-class KeepingFlowControl(FlowControlEvent):
-    """faust's flow control, except that resuming a flow that is already on keeps what
-    the agents' queues hold.
-
-    mode's ``resume`` empties every stream queue whatever the state, and faust's recovery
-    calls it several times per assignment, the last time right after seeking the source
-    partitions to their commits (``Recovery.on_recovery_completed``): a batch delivered
-    before that last call was dropped from its agent's queue, never processed and never
-    acked, while its partition read on past it. Only a resume after a suspension (a
-    rebalance, whose revocation already cleared the queues) has stale events to drop."""
-
-    def resume(self) -> None:
-        if self.is_active():
-            return
-        super().resume()
-
-
 class BatchApp(DrainingApp):
     """A faust app whose consumer delivers :meth:`batch_topic` topics in batches (only
     for ``kafka://`` brokers: faust's aiokafka driver), and whose agents over them ack
-    each batch whole (:class:`BatchStream`); its flow control keeps queued batches when
-    resumed while on (:class:`KeepingFlowControl`)."""
+    each batch whole (:class:`BatchStream`)."""
 
     batch_topics: set[str]
-
-    @cached_property
-    def flow_control(self) -> FlowControlEvent:
-        return KeepingFlowControl(loop=self.loop)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_topics = set()

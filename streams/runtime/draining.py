@@ -7,6 +7,11 @@ the worker stops (then it stops the tables). State an agent keeps outside faust'
 between batches -- the detector sets written back at an interval
 (:mod:`streams.pipeline.live_sets`) -- must reach the changelog there, or the next owner
 restores it as it was at the last write.
+
+Its flow control also keeps what the agents' queues hold when faust resumes a flow that
+is already on (:class:`KeepingFlowControl`): faust's recovery does that right after
+seeking the source partitions to their commits, and the queued events were dropped
+unprocessed, on the batch ingress and on faust's per-record topics alike.
 """
 
 from __future__ import annotations
@@ -16,15 +21,40 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from mode.utils.objects import cached_property
+from mode.utils.queues import FlowControlEvent
 
 log = logging.getLogger(__name__)
 
 
+class KeepingFlowControl(FlowControlEvent):
+    """faust's flow control, except that resuming a flow that is already on keeps what
+    the agents' queues hold.
+
+    mode's ``resume`` empties every stream queue whatever the state, and faust's recovery
+    calls it several times per assignment, the last time right after seeking the source
+    partitions to their commits (``Recovery.on_recovery_completed``): an event delivered
+    before that last call was dropped from its agent's queue, never processed and never
+    acked, while its partition read on past it (faust's per-record path and the batch
+    ingress alike, :mod:`streams.runtime.batching`). Only a resume after a suspension (a
+    rebalance, whose revocation already cleared the queues) has stale events to drop."""
+
+    def resume(self) -> None:
+        if self.is_active():
+            return
+        super().resume()
+
+
 class DrainingApp(faust.App):
     """A faust app calling its :attr:`drained` callbacks each time its agents have drained
-    for a rebalance or a stop (before faust flushes its producer or stops its tables)."""
+    for a rebalance or a stop (before faust flushes its producer or stops its tables), with
+    a :class:`KeepingFlowControl`."""
 
     drained: list[Callable[[], None]]
+
+    @cached_property
+    def flow_control(self) -> FlowControlEvent:
+        return KeepingFlowControl(loop=self.loop)
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.drained = []
