@@ -99,11 +99,13 @@ class RecordBatch:
 class BatchMessage(ConsumerMessage):
     """A faust message standing for a whole :class:`RecordBatch`: ``offset`` is its last
     offset (what faust's attachments and commit bookkeeping key on), ``first_offset`` its
-    first."""
+    first. ``abandoned``: its agent stopped inside it (raised or was cancelled), so it is
+    not acked although faust's stream acks it as it closes (:class:`BatchStream`)."""
 
-    __slots__ = ("first_offset",)
+    __slots__ = ("abandoned", "first_offset")
 
     first_offset: int
+    abandoned: bool
 
 
 def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
@@ -125,6 +127,7 @@ def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
         generation_id=generation_id,
     )
     msg.first_offset = batch.first_offset
+    msg.abandoned = False
     return msg
 
 
@@ -138,14 +141,15 @@ class BatchConsumer(GuardedConsumer):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         # The first offset delivered of each batch-topic partition since it was last
-        # positioned (a seek, or perform_seek at each assignment): see _new_offset.
+        # sought back to or before it, while assigned: see _new_offset.
         self._heads: dict[TP, int] = {}
 
     # -- seeks: a fetch spanning one is stale --------------------------------------------
 
     async def seek(self, partition: TP, offset: int) -> None:
         self._seek_epoch += 1
-        self._heads.pop(partition, None)
+        if offset <= self._heads.get(partition, offset):
+            self._heads.pop(partition, None)  # read again from there: the next delivery is the head
         await super().seek(partition, offset)
 
     async def perform_seek(self) -> None:
@@ -164,13 +168,11 @@ class BatchConsumer(GuardedConsumer):
         idled with a partition's batch never processed (docs/validation.md, "Stop 59" and
         "Stop 60")."""
         self._seek_epoch += 1
-        self._heads.clear()
         done = self._seek_done = asyncio.Event()
         try:
             await super().perform_seek()
         finally:
             self._seek_epoch += 1
-            self._heads.clear()
             done.set()
 
     def _seeking(self) -> bool:
@@ -183,13 +185,16 @@ class BatchConsumer(GuardedConsumer):
         if not isinstance(message, BatchMessage):
             return bool(super().ack(message))
         with ack_lock:
-            if message.acked or not message.tracked:
-                # Not tracked: no stream took it (faust's stream tracks what it takes and
-                # acks what it skips): only a batch an agent handled is acked.
+            if message.acked:
                 return False
-            message.acked = True
+            message.acked = True  # done with (faust waits for what it tracks at a rebalance)
             self._unacked_messages.discard(message)
             try:
+                if not message.tracked or message.abandoned:
+                    # Not tracked: no stream took it (faust's stream tracks what it takes
+                    # and acks what it skips). Abandoned: its agent stopped inside it.
+                    # Only a batch an agent handled is marked acked: this one is read again.
+                    return False
                 if message.generation_id != self.app.consumer_generation_id:
                     return False  # a skipped or stale batch: it will be read again
                 if not self.app.topics.acks_enabled_for(message.topic):
@@ -213,6 +218,11 @@ class BatchConsumer(GuardedConsumer):
                 return True
             finally:
                 notify(self._waiting_for_ack)
+
+    async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        for tp in revoked:
+            self._heads.pop(tp, None)
+        await super().on_partitions_revoked(revoked)
 
     def _new_offset(self, tp: TP) -> int | None:
         """faust's next commit of ``tp``; for a batch-topic partition with no commit yet,
@@ -364,13 +374,13 @@ class BatchConsumer(GuardedConsumer):
             # Offsets the broker skipped between two fetches of one continuous read
             # (transaction markers, compaction): nothing to process, so they count as acked.
             await self._add_gap(tp, r_offset + 1, first - 1)
-        self._heads.setdefault(tp, first)
         batch = RecordBatch(tp, recs)
         message = _batch_message(batch, generation)
         conductor: Any = app.topics
         channels = list(conductor._tp_index.get(tp, ()))  # the topics subscribed to tp
         if not channels:
             return True
+        self._heads.setdefault(tp, first)
         message.incref(len(channels))
         for channel in channels:
             queue = channel.queue
@@ -423,16 +433,37 @@ class BatchStream(faust.Stream[Any]):
     run, only each batch's *last* offset would be marked acked, and the commits would stop
     at the first batch of more than one record. The Python path acks through
     ``Message.ack`` and the consumer's ``ack``; it costs once per batch what the Cython
-    path saves once per record. Other topics keep faust's own choice."""
+    path saves once per record. Other topics keep faust's own choice.
+
+    faust's iterator also acks the event it yielded when it is closed there, which is
+    where an agent that raised or was cancelled inside a batch leaves it: that batch is
+    marked abandoned first (:meth:`_abandoning`), so its ack is refused and it is read
+    again, as the module's policy says."""
 
     def __aiter__(self) -> Any:
         app = self.app
         topics = getattr(self.channel, "topics", ())
         if not (isinstance(app, BatchApp) and app.batch_topics.intersection(topics)):
             return super().__aiter__()
-        it = self._py_aiter()
-        self._active_agens.add(cast(AsyncGenerator[Any, None], it))  # closed on stop, as in faust
+        it = self._abandoning(cast(AsyncGenerator[Any, None], self._py_aiter()))
+        self._active_agens.add(it)  # closed on stop, as in faust
         return it
+
+    async def _abandoning(self, batches: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
+        """``batches`` (faust's iterator), marking the batch of the current event abandoned
+        when the agent stops inside it: the generator is closed at its ``yield`` only when
+        the agent never asked for the next batch."""
+        try:
+            async for value in batches:
+                try:
+                    yield value
+                except GeneratorExit:
+                    event = self.current_event
+                    if event is not None and isinstance(event.message, BatchMessage):
+                        event.message.abandoned = True
+                    raise
+        finally:
+            await batches.aclose()
 
 
 class BatchApp(DrainingApp):

@@ -1,7 +1,9 @@
 """The batch ingress's fetch loop (streams.runtime.batching): after it drops a stale fetch,
 it puts the partitions back to their committed offsets without waiting on the broker; a
-fetch is stale only if the generation or a seek changed while it was in flight; and the
-fetch's records of other topics (changelogs) still take faust's own path. The whole path
+fetch is stale if the generation or a seek changed while it was in flight, or if it
+returns while faust seeks to the commits; the fetch's records of other topics
+(changelogs) still take faust's own path; and a batch is acked only once its agent
+handled it, and never committed past while it is not. The whole path
 runs against the real broker in ``tests/integration/test_batch_ingress.py`` and
 ``test_failover.py``; this pins what each piece does.
 """
@@ -12,6 +14,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
@@ -343,10 +346,14 @@ def _acked_batch(consumer: Any, tp: TP, first: int, last: int) -> bool:
     return bool(consumer.ack(message))
 
 
-def test_a_partition_with_no_commit_is_not_committed_past_its_unhandled_first_batch() -> None:
+@pytest.mark.parametrize("seek_ahead", [False, True], ids=["", "sought-ahead-meanwhile"])
+def test_a_partition_with_no_commit_is_not_committed_past_its_unhandled_first_batch(
+    seek_ahead: bool,
+) -> None:
     """faust checks the head of the acked offsets only against a commit: with none yet, a
     first batch never handled (its agent raised) was committed past as soon as the next
-    was acked."""
+    was acked. A seek ahead of it meanwhile (a partition paused while its fetch was out is
+    sought to that fetch's first record) does not forget it."""
     tp = TP("t.in", 0)
 
     async def scenario() -> tuple[dict[TP, int], dict[TP, int]]:
@@ -356,8 +363,10 @@ def test_a_partition_with_no_commit_is_not_committed_past_its_unhandled_first_ba
         channel = consumer.app.topic(tp.topic).__aiter__()
         consumer.app.topics._tp_index[tp].add(channel)
         consumer.app.topics._acking_topics.add(tp.topic)
-        generation, epoch = consumer.app.consumer_generation_id, consumer._seek_epoch
         for first in (0, 100):  # two fetches delivered; the first batch is never handled
+            if first and seek_ahead:
+                await consumer.seek(tp, first)
+            generation, epoch = consumer.app.consumer_generation_id, consumer._seek_epoch
             records = {tp: [_record(tp, o) for o in range(first, first + 100)]}
             await consumer._deliver(records, None, generation, epoch)
         assert _acked_batch(consumer, tp, 100, 199)
@@ -369,6 +378,48 @@ def test_a_partition_with_no_commit_is_not_committed_past_its_unhandled_first_ba
 
     assert before == {}
     assert after == {tp: 200}
+
+
+def test_a_batch_its_agent_raised_in_is_not_acked_when_faust_closes_the_stream() -> None:
+    """faust's stream acks the event it last yielded when its iterator is closed, which
+    is where an agent that raised leaves it: that batch was acked and committed past,
+    never handled. Now it stays unacked, and the commit stops below it."""
+    tp = TP("t.in", 0)
+
+    async def scenario() -> tuple[list[int], dict[TP, int], int]:
+        consumer, _ = _consumer({tp})
+        app = consumer.app
+        app.consumer_generation_id = 3
+        app.flow_control.resume()
+        consumer.resume_flow()
+        app.batch_topics.add(tp.topic)
+        channel = app.topic(tp.topic, key_type=bytes, value_type=bytes).__aiter__()
+        app.topics._tp_index[tp].add(channel)
+        app.topics._acking_topics.add(tp.topic)
+        stream = app.stream(channel)
+
+        taken: list[Any] = []  # held: faust tracks its messages in a weak set
+
+        async def agent() -> None:
+            async for _batch in stream:
+                taken.append(stream.current_event.message)
+                raise RuntimeError("the handler failed")
+
+        task = asyncio.ensure_future(agent())
+        records = {tp: [_record(tp, o) for o in range(0, 100)]}
+        await consumer._deliver(records, None, app.consumer_generation_id, consumer._seek_epoch)
+        await asyncio.gather(task, return_exceptions=True)
+        for iterator in list(stream._active_agens):  # what faust does as the stream stops
+            await iterator.aclose()
+        waited = sum(m in consumer._unacked_messages for m in taken)
+        assert len(taken) == 1
+        return list(consumer._acked[tp]), consumer._filter_committable_offsets([tp]), waited
+
+    acked, commits, waited = asyncio.run(scenario())
+
+    assert acked == []
+    assert commits == {}
+    assert waited == 0  # nothing left for faust to wait for at the next rebalance
 
 
 def test_a_batch_no_stream_took_is_not_acked() -> None:
