@@ -182,21 +182,27 @@ class BatchConsumer(GuardedConsumer):
     # -- acks ----------------------------------------------------------------------------
 
     def ack(self, message: Any) -> bool:
-        if not isinstance(message, BatchMessage):
-            return bool(super().ack(message))
+        """Mark a handled message's offsets acked (faust's commits follow them). Refused,
+        so that the records are read again: a message of an earlier consumer generation
+        (faust's stream acks the events it skips after a rebalance; acked into the new
+        generation they let the commit pass records never handled), on every topic; and
+        a batch that no stream took or whose agent stopped inside it."""
         with ack_lock:
             if message.acked:
                 return False
-            message.acked = True  # done with (faust waits for what it tracks at a rebalance)
+            if message.generation_id != self.app.consumer_generation_id:
+                message.acked = True  # done with (faust waits for what it tracks)
+                self._unacked_messages.discard(message)
+                return False
+            if not isinstance(message, BatchMessage):
+                return bool(super().ack(message))
+            message.acked = True
             self._unacked_messages.discard(message)
             try:
                 if not message.tracked or message.abandoned:
                     # Not tracked: no stream took it (faust's stream tracks what it takes
                     # and acks what it skips). Abandoned: its agent stopped inside it.
-                    # Only a batch an agent handled is marked acked: this one is read again.
                     return False
-                if message.generation_id != self.app.consumer_generation_id:
-                    return False  # a skipped or stale batch: it will be read again
                 if not self.app.topics.acks_enabled_for(message.topic):
                     return False
                 tp = message.tp
@@ -293,9 +299,9 @@ class BatchConsumer(GuardedConsumer):
         beginning, ``consumer_auto_offset_reset = "earliest"``, and aiokafka moves an offset
         below the log start to the log start), so that the records are fetched again. While
         the flow is stopped (a rebalance) nothing is done here: faust seeks every source
-        partition to its committed offset before it resumes. Only batch-topic partitions
-        come here: changelog partitions belong to faust's recovery, which positions them
-        itself.
+        partition to its committed offset before it resumes. Only source partitions come
+        here (batch topics; per-record topics when fetched while :meth:`perform_seek` ran):
+        changelog partitions belong to faust's recovery, which positions them itself.
 
         The offsets are faust's own record of what is committed (``_committed_offset``:
         filled by ``perform_seek`` at every assignment, advanced by every commit) and the
@@ -357,6 +363,15 @@ class BatchConsumer(GuardedConsumer):
             if not await self._deliver_batch(tp, recs, generation, epoch):
                 await self._seek_back(t for t, _ in batches[i:])
                 break
+        if per_record and self._seeking():
+            # Source records fetched while faust seeks to the commits are read again from
+            # there, as batches are: kept, they were handled, and the read offset that
+            # perform_seek then resets below them made the next record's gap cover them.
+            changelogs = self.app.tables.changelog_topics
+            sources = [tp for tp in per_record if tp.topic not in changelogs]
+            if sources:
+                per_record = {tp: r for tp, r in per_record.items() if tp.topic in changelogs}
+                await self._seek_back(sources)
         if per_record:
             await self._deliver_records(per_record, fetched_generation)
 

@@ -435,3 +435,62 @@ def test_a_batch_no_stream_took_is_not_acked() -> None:
     assert not consumer._acked[tp]
     assert _acked_batch(consumer, tp, 5, 5)  # the same batch, taken and handled
     assert consumer._acked[tp] == [5]
+
+
+def test_per_record_source_records_fetched_while_faust_seeks_are_read_again() -> None:
+    """The internal topics between the agents take faust's per-record path. Their records
+    fetched while faust seeks to the commits are dropped and read again from the commits
+    it learns, as batches are; a changelog's are recovery's and go on to faust."""
+    source, changelog = TP("t-seek-back-by-model", 0), TP("t-seek-back-counts-changelog", 0)
+    handed: list[tuple[str, int]] = []
+
+    async def callback(message: Any) -> None:
+        handed.append((message.topic, message.offset))
+
+    async def scenario() -> _ConsumerThread:
+        consumer, thread = _consumer({source, changelog})
+        consumer.app.Table("counts", default=int)
+        consumer.app.flow_control.resume()
+        consumer.resume_flow()
+        consumer.callback = callback
+        release = asyncio.Event()
+
+        async def seek_to_committed() -> dict[TP, int]:
+            await release.wait()
+            return {source: 40}
+
+        consumer.seek_to_committed = seek_to_committed
+        seeking = asyncio.ensure_future(consumer.perform_seek())
+        await asyncio.sleep(0)
+        records = {
+            source: [_record(source, o) for o in (40, 41)],
+            changelog: [_record(changelog, o) for o in (3, 4)],
+        }
+        generation, epoch = consumer.app.consumer_generation_id, consumer._seek_epoch
+        delivering = asyncio.ensure_future(consumer._deliver(records, None, generation, epoch))
+        for _ in range(10):
+            await asyncio.sleep(0)
+        release.set()
+        await asyncio.wait_for(asyncio.gather(seeking, delivering), 30)
+        return thread
+
+    thread = asyncio.run(scenario())
+
+    assert thread.seeks == [(source, 40)]
+    assert handed == [(changelog.topic, 3), (changelog.topic, 4)]
+
+
+def test_a_message_of_an_earlier_generation_is_not_acked() -> None:
+    """faust's stream acks the events it skips after a rebalance; acked into the new
+    generation, a per-record event would let the commit pass records never handled, as a
+    batch would."""
+    tp = TP("t-seek-back-by-model", 0)
+    consumer, _ = _consumer({tp})
+    consumer.app.topics._acking_topics.add(tp.topic)
+    consumer.app.consumer_generation_id = 5
+    skipped, handled = (consumer._to_message(tp, _record(tp, o)) for o in (7, 8))
+    skipped.generation_id = 4
+
+    assert not consumer.ack(skipped)
+    assert consumer.ack(handled)
+    assert consumer._acked[tp] == [8]
