@@ -193,6 +193,7 @@ class BatchConsumer(GuardedConsumer):
             if message.generation_id != self.app.consumer_generation_id:
                 message.acked = True  # done with (faust waits for what it tracks)
                 self._unacked_messages.discard(message)
+                notify(self._waiting_for_ack)
                 return False
             if not isinstance(message, BatchMessage):
                 return bool(super().ack(message))
@@ -226,9 +227,24 @@ class BatchConsumer(GuardedConsumer):
                 notify(self._waiting_for_ack)
 
     async def on_partitions_revoked(self, revoked: set[TP]) -> None:
+        """faust forgets a revoked partition's commit and acks, then waits for its agents
+        and commits what they ack meanwhile: with no commit to check that against, it
+        committed past any batch below that was never handled (an abandoned one). So
+        each revoked batch-topic partition's head is first set where its commit stands
+        with what is acked (the offsets acked below it are handled: the next owner reads
+        them again at worst), and dropped once the revocation is done."""
+        batch_topics = self._batch_topics()
         for tp in revoked:
-            self._heads.pop(tp, None)
-        await super().on_partitions_revoked(revoked)
+            if tp.topic in batch_topics:
+                # _new_offset consumes the acked run it finds: faust drops them next anyway.
+                floor = self._new_offset(tp) or self._committed_offset[tp] or self._heads.get(tp)
+                if floor is not None:
+                    self._heads[tp] = floor
+        try:
+            await super().on_partitions_revoked(revoked)
+        finally:
+            for tp in revoked:
+                self._heads.pop(tp, None)
 
     def _new_offset(self, tp: TP) -> int | None:
         """faust's next commit of ``tp``; for a batch-topic partition with no commit yet,
@@ -465,15 +481,16 @@ class BatchStream(faust.Stream[Any]):
         return it
 
     async def _abandoning(self, batches: AsyncGenerator[Any, None]) -> AsyncGenerator[Any, None]:
-        """``batches`` (faust's iterator), marking the batch of the current event abandoned
-        when the agent stops inside it: the generator is closed at its ``yield`` only when
-        the agent never asked for the next batch."""
+        """``batches`` (faust's iterator), marking the batch of the event it yielded
+        abandoned when the agent stops inside it: the generator is closed at its ``yield``
+        only when the agent never asked for the next batch (an agent that leaves its loop
+        with ``break`` after handling a batch has it read again: a duplicate, not a loss)."""
         try:
             async for value in batches:
+                event = self.current_event  # the stream's own, reused by a restarted agent
                 try:
                     yield value
                 except GeneratorExit:
-                    event = self.current_event
                     if event is not None and isinstance(event.message, BatchMessage):
                         event.message.abandoned = True
                     raise

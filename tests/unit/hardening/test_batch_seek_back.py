@@ -494,3 +494,40 @@ def test_a_message_of_an_earlier_generation_is_not_acked() -> None:
     assert not consumer.ack(skipped)
     assert consumer.ack(handled)
     assert consumer._acked[tp] == [8]
+
+
+@pytest.mark.parametrize("first_handled", [False, True], ids=["abandoned", "handled"])
+def test_a_revocation_does_not_commit_past_a_batch_never_handled(first_handled: bool) -> None:
+    """faust forgets a revoked partition's commit and acks, then commits what its agents
+    ack while it waits for them: with no commit to check that against, it committed past
+    a batch below that was never handled. Handled below, it commits to the end."""
+    tp = TP("t.in", 0)
+
+    async def scenario() -> dict[TP, int]:
+        consumer, _ = _consumer({tp})
+        app = consumer.app
+        app.flow_control.resume()
+        consumer.resume_flow()
+        app.batch_topics.add(tp.topic)
+        app.topics._tp_index[tp].add(app.topic(tp.topic).__aiter__())
+        app.topics._acking_topics.add(tp.topic)
+        consumer._committed_offset[tp] = 1000
+        for first in (1000, 1100):
+            records = {tp: [_record(tp, o) for o in range(first, first + 100)]}
+            await consumer._deliver(records, None, app.consumer_generation_id, consumer._seek_epoch)
+        if first_handled:
+            assert _acked_batch(consumer, tp, 1000, 1099)
+        assert _acked_batch(consumer, tp, 1100, 1199)
+        committed_meanwhile: dict[TP, int] = {}
+
+        async def waiting_for_the_agents(revoked: set[TP]) -> None:  # faust's app handler
+            assert _acked_batch(consumer, tp, 1200, 1299)  # the batch in flight
+            committed_meanwhile.update(consumer._filter_committable_offsets([tp]))
+
+        consumer._on_partitions_revoked = waiting_for_the_agents
+        await consumer.on_partitions_revoked({tp})
+        return committed_meanwhile
+
+    committed = asyncio.run(scenario())
+
+    assert committed == ({tp: 1300} if first_handled else {})
