@@ -231,16 +231,25 @@ async def _spin(turns: int = 30) -> None:
         await asyncio.sleep(0)
 
 
+def _subscribed(consumer: Any, topic_name: str = "t.in") -> Any:
+    """The app as recovery leaves it (its flow on) with an agent's channel on the batch
+    topic ``topic_name`` (acked), subscribed to every assigned partition."""
+    app = consumer.app
+    app.flow_control.resume()
+    consumer.resume_flow()
+    app.batch_topics.add(topic_name)
+    channel = app.topic(topic_name, key_type=bytes, value_type=bytes).__aiter__()
+    for tp in consumer._thread.assigned:
+        app.topics._tp_index[tp].add(channel)  # as faust's conductor keeps it
+    app.topics._acking_topics.add(topic_name)
+    return channel
+
+
 def _ingress(consumer: Any, topic_name: str) -> tuple[Any, dict[TP, list[int]], asyncio.Event]:
     """The batch topic's agent (concurrency 1) on faust's stream: the offsets it handled,
     and a gate that holds it inside its first batch until set."""
     app = consumer.app
-    app.batch_topics.add(topic_name)
-    topic = app.topic(topic_name, key_type=bytes, value_type=bytes)
-    channel = topic.__aiter__()  # the agent's own channel, as faust's conductor keeps it
-    for tp in consumer._thread.assigned:
-        app.topics._tp_index[tp].add(channel)
-    app.topics._acking_topics.add(topic_name)
+    channel = _subscribed(consumer, topic_name)
     handled: dict[TP, list[int]] = {tp: [] for tp in consumer._thread.assigned}
     gate = asyncio.Event()
 
@@ -267,9 +276,7 @@ def test_a_batch_fetched_while_faust_seeks_is_read_again_and_the_commit_follows(
         thread = consumer._thread = _PositionedThread({p0: 1000, p1: 2000})
         app = consumer.app
         app.consumer_generation_id = 7
-        app.flow_control.resume()  # recovery resumed the flow before the seek
-        consumer.resume_flow()
-        agent, handled, gate = _ingress(consumer, "t.in")
+        agent, handled, gate = _ingress(consumer, "t.in")  # the flow on before the seek
         answered = {p1: asyncio.Event(), p0: asyncio.Event()}
 
         async def seek_to_committed() -> dict[TP, int]:  # aiokafka: per partition
@@ -358,11 +365,7 @@ def test_a_partition_with_no_commit_is_not_committed_past_its_unhandled_first_ba
 
     async def scenario() -> tuple[dict[TP, int], dict[TP, int]]:
         consumer, _ = _consumer({tp})
-        consumer.app.batch_topics.add(tp.topic)
-        consumer.app.flow_control.resume()
-        channel = consumer.app.topic(tp.topic).__aiter__()
-        consumer.app.topics._tp_index[tp].add(channel)
-        consumer.app.topics._acking_topics.add(tp.topic)
+        _subscribed(consumer)
         for first in (0, 100):  # two fetches delivered; the first batch is never handled
             if first and seek_ahead:
                 await consumer.seek(tp, first)
@@ -390,13 +393,7 @@ def test_a_batch_its_agent_raised_in_is_not_acked_when_faust_closes_the_stream()
         consumer, _ = _consumer({tp})
         app = consumer.app
         app.consumer_generation_id = 3
-        app.flow_control.resume()
-        consumer.resume_flow()
-        app.batch_topics.add(tp.topic)
-        channel = app.topic(tp.topic, key_type=bytes, value_type=bytes).__aiter__()
-        app.topics._tp_index[tp].add(channel)
-        app.topics._acking_topics.add(tp.topic)
-        stream = app.stream(channel)
+        stream = app.stream(_subscribed(consumer))
 
         taken: list[Any] = []  # held: faust tracks its messages in a weak set
 
@@ -506,11 +503,7 @@ def test_a_revocation_does_not_commit_past_a_batch_never_handled(first_handled: 
     async def scenario() -> dict[TP, int]:
         consumer, _ = _consumer({tp})
         app = consumer.app
-        app.flow_control.resume()
-        consumer.resume_flow()
-        app.batch_topics.add(tp.topic)
-        app.topics._tp_index[tp].add(app.topic(tp.topic).__aiter__())
-        app.topics._acking_topics.add(tp.topic)
+        _subscribed(consumer)
         consumer._committed_offset[tp] = 1000
         for first in (1000, 1100):
             records = {tp: [_record(tp, o) for o in range(first, first + 100)]}
