@@ -40,10 +40,15 @@ How at-least-once is kept (each point is a way the per-record path can lose reco
   commits the first run of consecutive acked offsets; out-of-order batch acks only delay
   commits, but one agent per topic keeps each partition in order).
 
-Policy when the agent body raises on a batch: faust restarts the agent and the batch stays
-unacked, so its partition's commits stop there until the partition is read again (at the
-next rebalance or restart), when the batch is processed again. The ingress agent therefore
-catches handler errors itself and dead-letters only the records that still fail one by one
+Policy when the agent body raises on a batch (or is cancelled inside it): faust restarts
+the agent and the batch stays unacked, so its partition's commits stop there until the
+partition is read again (at the next rebalance or restart), when the batch is processed
+again. Three things keep that true: faust's stream, which acks the event it yielded as it
+closes, marks the batch abandoned first (:class:`BatchStream`); a partition with no commit
+yet is held at its first delivered offset (above); and a revocation, whose commit faust
+makes after forgetting the partition's commit, is held where that commit stood
+(:meth:`BatchConsumer.on_partitions_revoked`). The ingress agent catches handler errors
+itself and dead-letters only the records that still fail one by one
 (:mod:`streams.runtime.ingress`).
 
 Table writes made while handling a batch go to the source partition's changelog: the
