@@ -195,17 +195,13 @@ class BatchConsumer(GuardedConsumer):
         with ack_lock:
             if message.acked:
                 return False
-            if message.generation_id != self.app.consumer_generation_id:
-                message.acked = True  # done with (faust waits for what it tracks)
-                self._unacked_messages.discard(message)
-                notify(self._waiting_for_ack)
-                return False
-            if not isinstance(message, BatchMessage):
+            stale = message.generation_id != self.app.consumer_generation_id
+            if not stale and not isinstance(message, BatchMessage):
                 return bool(super().ack(message))
-            message.acked = True
+            message.acked = True  # done with (faust waits for what it tracks)
             self._unacked_messages.discard(message)
             try:
-                if not message.tracked or message.abandoned:
+                if stale or not message.tracked or message.abandoned:
                     # Not tracked: no stream took it (faust's stream tracks what it takes
                     # and acks what it skips). Abandoned: its agent stopped inside it.
                     return False
