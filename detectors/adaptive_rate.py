@@ -292,6 +292,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             d.update(True)  # the charts' first step; the scan's alarm speaks for it
         observed = found.events / m
         baseline = self._parts[0].baseline
+        calibrated_at = self._parts[0].calibration_rate
         found_signal = Signal(
             detector=type(self).__name__,
             kind=self.kind,
@@ -305,7 +306,12 @@ class AdaptiveBernoulliCusum(Detector[bool]):
             last_index=found.last_index,
             n_observations=m,
             p_value=math.exp(found.log_p),
-            details={"warmup_scan": 1.0, "arl0": float(self.arl0), "events": float(found.events)},
+            details={
+                "warmup_scan": 1.0,
+                "arl0": float(self.arl0),
+                "events": float(found.events),
+                "calibration_rate": calibrated_at,
+            },
         )
         signal = self._merge([found_signal])  # as the parts' signals (a subclass names it)
         self._last_alarm = found.last_index
@@ -345,8 +351,12 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         return signals
 
     def _arm(self, signal: Signal) -> None:
-        """(Re-)arm the recovery test for the change ``signal`` reports."""
-        self._recovery.arm(signal.baseline, signal.observed, min(self.relative_shifts))
+        """(Re-)arm the recovery test for the change ``signal`` reports, judged back to the
+        rate at which the alarming chart holds its budget (its ``calibration_rate``): a
+        baseline estimated from a few dozen events is uncertain by that much, and a rate
+        the chart would not alarm on is not a change still going on."""
+        back_to = max(signal.baseline, signal.details.get("calibration_rate", 0.0))
+        self._recovery.arm(back_to, signal.observed, min(self.relative_shifts))
 
     def _merge(self, fired: list[Signal]) -> Signal:
         top = max(fired, key=lambda s: s.statistic / s.threshold)

@@ -464,6 +464,13 @@ class BernoulliCusum(Detector[bool]):
         return self._baseline
 
     @property
+    def calibration_rate(self) -> float:
+        """The rate at which the threshold holds ARL0: for an estimated baseline its upper
+        confidence bound (rounded up onto the rate grid), else the baseline itself. Rates
+        up to it are ones the chart is calibrated not to alarm on."""
+        return self._baseline if self._cal_rate is None else max(self._baseline, self._cal_rate)
+
+    @property
     def statistic(self) -> float:
         return self._s * self._unit
 
@@ -700,7 +707,12 @@ class BernoulliCusum(Detector[bool]):
             first_index=start,
             last_index=last,
             n_observations=m,
-            details={"p1": self._p1, "arl0": float(self.arl0), "events": float(k)},
+            details={
+                "p1": self._p1,
+                "arl0": float(self.arl0),
+                "events": float(k),
+                "calibration_rate": self.calibration_rate,
+            },
         )
 
     # -- conformance -------------------------------------------------------------------

@@ -18,6 +18,13 @@ per observation after an 8x spike, and reads *recovered* when it reaches zero. R
 latches until the next alarm re-arms it: a CUSUM at zero would otherwise leave it on
 every event and restart the incident's quiet period.
 
+The baseline ``f0`` is the rate at which the alarming chart holds its false-alarm budget
+(:attr:`~detectors.rate.BernoulliCusum.calibration_rate`): for a baseline estimated from a
+few dozen events, its upper confidence bound. A rate back within the estimate's
+uncertainty is one the chart would not alarm on; judged against the estimate itself, a
+key whose estimate came out low read its own baseline as a change still going on, and
+its incident stayed open for many hours after the cause had ended.
+
 Partial relief does not end the change: at 3x after an 8x spike the test keeps climbing,
 and a rate still above the smallest design's is alarmed again, which re-arms the test.
 

@@ -60,6 +60,25 @@ def test_the_change_persists_while_the_spike_lasts_or_only_eases(seed: int) -> N
     assert outputs_until(det, 10 * seed + 7, 0.12, 5000) is None  # eased to 3x
 
 
+@pytest.mark.parametrize(("seed", "lift"), [(90, 2.5), (10, 4.0)])
+def test_a_rate_back_inside_its_baselines_uncertainty_reads_over(seed: int, lift: float) -> None:
+    """A baseline learned from 1,000 outputs (about 50 events at 5 %) is uncertain by a
+    fifth of itself, and the chart holds its budget at the estimate's upper bound (its
+    calibration rate). After a spike the rate returns to just inside that bound, a rate
+    the chart would not alarm on: the change reads over within a few hundred outputs.
+    Judged back to the estimate itself, these seeds took 1,122 and 1,407 outputs: hours
+    of an incident left open at a sparse key after its cause had ended."""
+    det = AdaptiveBernoulliCusum(warmup=1000)
+    assert not det.update_many(flags(seed, [(0.05, 1000)]))
+    signals = det.update_many(flags(seed + 1, [(0.05 * lift, 1000)]))
+    assert signals
+    back = signals[-1].details["calibration_rate"]
+    assert back > 1.1 * signals[-1].baseline  # an estimate from a few dozen events
+    n = outputs_until(det, seed + 2, 0.95 * back, 30_000)
+    assert n is not None
+    assert n <= 800
+
+
 def test_a_small_change_recovers_no_faster_than_its_design() -> None:
     """A 1.5x alarm is judged against the smallest design's rate, as the episode is."""
     assert recovery_rate(0.04, 0.05, 0.5) == pytest.approx(0.06)
