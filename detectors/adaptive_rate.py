@@ -41,7 +41,8 @@ class AdaptiveBernoulliCusum(Detector[bool]):
     and gains where one design would be badly mis-tuned. The parts do not reset each
     other; if several alarm on one event, the one furthest over its threshold is
     returned. Other parameters and the Signal are those of :class:`BernoulliCusum`
-    (``details["p1"]`` names the design that fired).
+    (``details["p1"]`` names the design that fired, ``details["calibration_rate"]`` the
+    rate at which its threshold holds ARL0, what its recovery test is judged back to).
 
     While the parts learn a baseline (no ``p0``, no parent's prior), a
     :class:`~detectors.warmup.WarmupScan` at ``arl0`` watches for a change without one,
