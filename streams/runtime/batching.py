@@ -40,6 +40,13 @@ How at-least-once is kept (each point is a way the per-record path can lose reco
   commits the first run of consecutive acked offsets; out-of-order batch acks only delay
   commits, but one agent per topic keeps each partition in order).
 
+Order: a fetch brings each partition's next records up to a byte limit, hours of event
+time when the worker is behind. The batches are cut where the partition furthest behind
+ends in record time (:func:`event_time_cuts`; the rest is read again) and delivered minute
+by minute across the partitions (:func:`event_time_slices`), so that the detectors meet a
+backlog's events in about the order they happened. A cut partition is sought back to its
+first undelivered record, a local seek like the others here.
+
 Policy when the agent body raises on a batch (or is cancelled inside it): faust restarts
 the agent and the batch stays unacked, so its partition's commits stop there until the
 partition is read again (at the next rebalance or restart), when the batch is processed
@@ -61,9 +68,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncGenerator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, cast
+from typing import Any, ClassVar, Final, TypeVar, cast
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -76,8 +83,13 @@ from streams.runtime.fetch_guard import GuardedConsumer, GuardedTransport, rerea
 
 log = logging.getLogger(__name__)
 
+_P = TypeVar("_P", bound=Hashable)  # a partition (TP), or what a bench stands in for one
+
 MAX_QUEUED_BATCHES: Final = 4
 """Batches waiting in an agent's stream before the fetch loop waits (memory bound)."""
+ALIGN_SLACK_MS: Final = 60_000
+"""How far in record time (ms) a partition may run ahead of the partition furthest behind
+while a backlog drains (:func:`event_time_cuts`): the 60-s grid the engines tick on."""
 _QUEUE_POLL_S: Final = 0.002
 
 
@@ -111,6 +123,68 @@ class BatchMessage(ConsumerMessage):
 
     first_offset: int
     abandoned: bool
+
+
+def event_time_cuts(
+    batches: Sequence[tuple[_P, Sequence[Any]]],
+    behind: Callable[[_P, int], bool],
+    slack_ms: int = ALIGN_SLACK_MS,
+) -> dict[_P, int]:
+    """How many of each partition's fetched records to deliver now, so that partitions
+    draining a backlog move together in record time (the event time, where producers set
+    it: the SDK does).
+
+    A fetch brings each partition's next records up to a byte limit; in a backlog that is
+    hours of event time, and more of it in a topic of small records (feedback) than in one
+    of large records (outputs). Delivered whole, one partition after another, the
+    detectors saw each key's events hours out of order: the engine's clock jumped with the
+    fastest partition, votes ran ahead of the outputs they join, and an alarm fired on an
+    event older than the change that caused it (docs/investigation.md). So each batch is
+    cut before its first record later than the *horizon*: the earliest last-record time
+    among the fetched partitions still ``behind`` (more records after ``offset``, the last
+    one fetched), plus ``slack_ms``. The rest is read again. A partition that defines the
+    horizon is always delivered whole, so every fetch makes progress; partitions at the
+    live edge bound nothing (their last record is the newest there is), so a worker that
+    keeps up delivers everything as fetched."""
+    horizons = [int(recs[-1].timestamp) for tp, recs in batches if behind(tp, int(recs[-1].offset))]
+    if not horizons:
+        return {tp: len(recs) for tp, recs in batches}
+    horizon = min(horizons) + slack_ms
+    cuts: dict[_P, int] = {}
+    for tp, recs in batches:
+        if int(recs[-1].timestamp) <= horizon:
+            cuts[tp] = len(recs)
+        else:
+            cuts[tp] = next(i for i, r in enumerate(recs) if int(r.timestamp) > horizon)
+    return cuts
+
+
+def event_time_slices(
+    batches: Sequence[tuple[_P, Sequence[Any]]], slice_ms: int = ALIGN_SLACK_MS
+) -> list[tuple[_P, Sequence[Any]]]:
+    """The fetched batches as runs of ``slice_ms`` of record time, interleaved: all
+    partitions' first minute, then their next, and so on (each run a contiguous stretch of
+    one partition's records, in offset order; a record later than its run's end starts the
+    next run). Delivered one partition after another, a backlog's batches each spanned
+    the whole fetch; the detectors now meet the partitions' events in time order to within
+    ``slice_ms``."""
+    records = dict(batches)
+    position = dict.fromkeys(records, 0)
+    live = [tp for tp, recs in batches if recs]
+    out: list[tuple[_P, Sequence[Any]]] = []
+    while live:
+        heads = sorted(live, key=lambda tp: int(records[tp][position[tp]].timestamp))
+        end = int(records[heads[0]][position[heads[0]]].timestamp) + slice_ms
+        for tp in heads:
+            recs, first = records[tp], position[tp]
+            last = first
+            while last < len(recs) and int(recs[last].timestamp) <= end:
+                last += 1
+            if last > first:
+                out.append((tp, recs[first:last]))
+                position[tp] = last
+        live = [tp for tp in live if position[tp] < len(records[tp])]
+    return out
 
 
 def _batch_message(batch: RecordBatch, generation_id: int) -> BatchMessage:
@@ -370,15 +444,30 @@ class BatchConsumer(GuardedConsumer):
         per_record = {
             tp: recs for tp, recs in records.items() if recs and tp.topic not in batch_topics
         }
-        for i, (tp, recs) in enumerate(batches):
+        kept: list[tuple[TP, list[Any]]] = []
+        for tp, recs in batches:
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 # Paused while the fetch was in flight: fetch these again when resumed.
                 if tp in self.assignment():
                     await self.seek(tp, int(recs[0].offset))
                     epoch = self._seek_epoch
                 continue
-            if not await self._deliver_batch(tp, recs, generation, epoch):
-                await self._seek_back(t for t, _ in batches[i:])
+            kept.append((tp, recs))
+        # In event-time order: records ahead of the other partitions' are read again
+        # later, the rest delivered minute by minute across the partitions. (A stale
+        # fetch is not cut: it is read again from the commits, below.)
+        cuts = {} if self._stale(generation, epoch) else event_time_cuts(kept, self._behind)
+        now: list[tuple[TP, Sequence[Any]]] = []
+        for tp, recs in kept:
+            cut = cuts.get(tp, len(recs))
+            if cut < len(recs) and tp in self.assignment():
+                await self.seek(tp, int(recs[cut].offset))
+                epoch = self._seek_epoch
+            now.append((tp, recs[:cut]))
+        runs = event_time_slices(now)
+        for i, (tp, run) in enumerate(runs):
+            if not await self._deliver_batch(tp, list(run), generation, epoch):
+                await self._seek_back(dict.fromkeys(t for t, _ in runs[i:]))
                 break
         if per_record and self._seeking():
             # Source records fetched while faust seeks to the commits are read again from
@@ -391,6 +480,15 @@ class BatchConsumer(GuardedConsumer):
                 await self._seek_back(sources)
         if per_record:
             await self._deliver_records(per_record, fetched_generation)
+
+    def _behind(self, tp: TP, offset: int) -> bool:
+        """Whether ``tp`` has records after ``offset`` (by the high watermark of its last
+        fetch response: no request to the broker)."""
+        try:
+            highwater = self.highwater(tp)
+        except (AssertionError, IllegalStateError, KeyError):
+            return False  # no longer assigned
+        return highwater is not None and highwater > offset + 1
 
     async def _deliver_batch(self, tp: TP, recs: list[Any], generation: int, epoch: int) -> bool:
         """Hand one partition's records to the agents of its topic as one event; False

@@ -19,7 +19,14 @@ from aiokafka.errors import IllegalStateError
 from aiokafka.structs import ConsumerRecord, TopicPartition
 from faust.types import TP
 
-from streams.runtime.batching import BatchApp, RecordBatch, _batch_message
+from streams.runtime.batching import (
+    ALIGN_SLACK_MS,
+    BatchApp,
+    RecordBatch,
+    _batch_message,
+    event_time_cuts,
+    event_time_slices,
+)
 
 
 class _ConsumerThread:
@@ -42,6 +49,9 @@ class _ConsumerThread:
 
     async def call_thread(self, fun: Any, *args: Any, **kwargs: Any) -> Any:
         raise AssertionError(f"the seek-back waited on the consumer thread: {fun!r}{args!r}")
+
+    def highwater(self, tp: TP) -> int | None:
+        return None  # no fetch response has said (every partition reads as caught up)
 
 
 def _consumer(
@@ -524,3 +534,132 @@ def test_a_revocation_does_not_commit_past_a_batch_never_handled(first_handled: 
     committed = asyncio.run(scenario())
 
     assert committed == ({tp: 1300} if first_handled else {})
+
+
+# -- partitions draining a backlog move together in event time ----------------------------
+
+MIN = 60_000
+
+
+def _timed(tp: TP, offset: int, minute: float) -> ConsumerRecord[bytes, bytes]:
+    return ConsumerRecord(
+        tp.topic, tp.partition, offset, int(minute * MIN), 0, b"k", b"v", None, 1, 1, ()
+    )
+
+
+def test_a_batch_ahead_of_the_others_in_event_time_is_cut_at_their_horizon() -> None:
+    outputs, feedback, live = TP("t.out", 0), TP("t.fb", 0), TP("t.in", 0)
+    fetched = [
+        (outputs, [_timed(outputs, o, o) for o in range(20)]),  # minutes 0-19, more to come
+        (feedback, [_timed(feedback, o, 5 * o) for o in range(20)]),  # minutes 0-95
+        (live, [_timed(live, o, 200 + o) for o in range(3)]),  # caught up: bounds nothing
+    ]
+    behind = {outputs: True, feedback: True, live: False}
+
+    cuts = event_time_cuts(fetched, lambda tp, offset: behind[tp])
+
+    horizon = 19 * MIN + ALIGN_SLACK_MS
+    assert cuts == {outputs: 20, feedback: 5, live: 0}  # feedback to minute 20, live waits
+    assert (
+        fetched[1][1][cuts[feedback] - 1].timestamp
+        <= horizon
+        < fetched[1][1][cuts[feedback]].timestamp
+    )
+
+
+def test_the_partition_furthest_behind_is_delivered_whole_and_nothing_is_cut_at_the_live_edge() -> (
+    None
+):
+    late, other = TP("t.out", 0), TP("t.out", 1)
+    # A producer's late record early in the batch: the partition still defines the horizon.
+    late_recs = [_timed(late, 0, 50), *(_timed(late, o, o) for o in range(1, 10))]
+    other_recs = [_timed(other, o, o) for o in range(40)]
+    fetched = [(late, late_recs), (other, other_recs)]
+
+    assert event_time_cuts(fetched, lambda tp, offset: True) == {late: 10, other: 11}
+    assert event_time_cuts(fetched, lambda tp, offset: False) == {late: 10, other: 40}
+
+
+def test_a_fetch_is_delivered_minute_by_minute_across_its_partitions() -> None:
+    a, b = TP("t.out", 0), TP("t.fb", 0)
+    # b's record at offset 2 came late (minute 0.5): it stays in its run, in offset order.
+    fetched = [
+        (a, [_timed(a, o, 0.4 * o) for o in range(8)]),  # minutes 0-2.8
+        (b, [_timed(b, 0, 0.2), _timed(b, 1, 1.1), _timed(b, 2, 0.5), _timed(b, 3, 2.5)]),
+    ]
+
+    runs = [(tp, [int(r.offset) for r in run]) for tp, run in event_time_slices(fetched)]
+
+    # each round starts at its earliest head: minutes 0-1, 1.1-2.1, 2.4-3.4
+    assert runs == [(a, [0, 1, 2]), (b, [0]), (b, [1, 2]), (a, [3, 4, 5]), (a, [6, 7]), (b, [3])]
+
+
+class _BacklogThread(_PositionedThread):
+    """Positions over finite partitions whose records are ``minutes_per_record`` apart in
+    event time; ``highwater`` as a fetch response reports it."""
+
+    def __init__(self, spacing: dict[TP, float], end: int) -> None:
+        super().__init__(dict.fromkeys(spacing, 0))
+        self.spacing, self.end = spacing, end
+
+    def highwater(self, tp: TP) -> int | None:
+        return self.end
+
+    def fetch(self, n: int) -> dict[TP, list[Any]]:
+        out = {}
+        for tp, pos in self.positions.items():
+            upto = min(pos + n, self.end)
+            if upto > pos:
+                out[tp] = [_timed(tp, o, o * self.spacing[tp]) for o in range(pos, upto)]
+            self.positions[tp] = upto
+        return out
+
+
+def test_a_backlog_drains_in_step_in_event_time_and_every_record_once() -> None:
+    """Two partitions of a backlog fetched 25 records at a time, one spanning five times
+    the event time of the other per record (feedback beside outputs). Delivered as
+    fetched, the fast one ran 100 minutes ahead after one fetch; cut at the slow one's
+    horizon and delivered minute by minute, no batch runs more than the slack past what
+    the other has delivered nor goes back in time by more, and every record is handled
+    once, in order, with the commits at the end."""
+    slow, fast = TP("t.in", 0), TP("t.in", 1)
+    handed: list[tuple[TP, float, float]] = []  # partition, first and last minute
+
+    async def scenario() -> tuple[dict[TP, list[int]], dict[TP, int]]:
+        consumer, _ = _consumer(set())
+        thread = consumer._thread = _BacklogThread({slow: 1.0, fast: 5.0}, end=200)
+        app = consumer.app
+        agent, handled, gate = _ingress(consumer, "t.in")
+        gate.set()
+        original = consumer._deliver_batch
+
+        async def deliver_batch(tp: TP, recs: list[Any], generation: int, epoch: int) -> bool:
+            handed.append((tp, recs[0].timestamp / MIN, recs[-1].timestamp / MIN))
+            return bool(await original(tp, recs, generation, epoch))
+
+        consumer._deliver_batch = deliver_batch
+        for _ in range(100):
+            records = thread.fetch(25)
+            if not records:
+                break
+            generation, epoch = app.consumer_generation_id, consumer._seek_epoch
+            await consumer._deliver(records, None, generation, epoch)
+            await _spin(60)
+        commits = consumer._filter_committable_offsets([slow, fast])
+        agent.cancel()
+        await asyncio.gather(agent, return_exceptions=True)
+        return handled, commits
+
+    handled, commits = asyncio.run(scenario())
+
+    assert handled == {slow: list(range(200)), fast: list(range(200))}
+    assert commits == {slow: 200, fast: 200}
+    slack = ALIGN_SLACK_MS / MIN
+    delivered_to = {slow: -1.0, fast: -1.0}
+    for tp, first, last in handed:
+        other = fast if tp == slow else slow
+        if delivered_to[other] < (199 if other == slow else 995):  # the other still behind
+            assert last <= delivered_to[other] + 25 * 1.0 + slack
+        # and no batch goes back in time by more than the slice it was cut in
+        assert first >= max(delivered_to.values()) - slack
+        delivered_to[tp] = last
