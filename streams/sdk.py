@@ -103,7 +103,12 @@ class SentinelPublisher:
         value = dump_event(checked)
         key = checked.request_id.encode()
         future = self._producer.send(
-            topic or self.topic_for(checked.event_type), key=key, value=value
+            topic or self.topic_for(checked.event_type),
+            key=key,
+            value=value,
+            # The record time is the event's: a worker draining a backlog keeps its
+            # partitions in step by it, and a replay from Kafka merges them by it.
+            timestamp_ms=round(checked.timestamp.timestamp() * 1000),
         )
         future.add_callback(self._on_success)
         future.add_errback(self._on_error, checked.request_id)

@@ -28,7 +28,8 @@ T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 
 def _consume(
     bootstrap: str, topic: str, n: int, timeout_s: float = 30.0
-) -> list[tuple[bytes, bytes]]:
+) -> list[tuple[bytes, bytes, int]]:
+    """The first ``n`` records of ``topic``: key, value and record timestamp (ms)."""
     consumer = KafkaConsumer(
         topic,
         bootstrap_servers=bootstrap,
@@ -36,12 +37,12 @@ def _consume(
         enable_auto_commit=False,
         group_id=None,
     )
-    out: list[tuple[bytes, bytes]] = []
+    out: list[tuple[bytes, bytes, int]] = []
     deadline = time.monotonic() + timeout_s
     try:
         while len(out) < n and time.monotonic() < deadline:
             for records in consumer.poll(timeout_ms=500).values():
-                out.extend((r.key, r.value) for r in records)
+                out.extend((r.key, r.value, r.timestamp) for r in records)
     finally:
         consumer.close()
     return out
@@ -75,9 +76,12 @@ def test_publishes_each_kind_keyed_by_request_id(
     assert pub.failed == 0
     t = service_settings.topics
     for event, topic in zip(events, [t.inputs, t.outputs, t.feedback, t.evaluations], strict=True):
-        [(key, value)] = _consume(kafka_broker.bootstrap, topic, 1)
+        [(key, value, timestamp_ms)] = _consume(kafka_broker.bootstrap, topic, 1)
         assert key == b"req-1"
         assert parse_event(value) == event
+        # the record time is the event time: a worker draining a backlog keeps its
+        # partitions in step by it, and a replay from Kafka merges them by it
+        assert timestamp_ms == int(T0.timestamp() * 1000)
 
 
 def test_invalid_event_is_rejected_before_send(kafka_broker: KafkaBroker) -> None:
