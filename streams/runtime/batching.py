@@ -448,9 +448,7 @@ class BatchConsumer(GuardedConsumer):
         for tp, recs in batches:
             if active is not None and tp not in active and tp not in self._buffered_partitions:
                 # Paused while the fetch was in flight: fetch these again when resumed.
-                if tp in self.assignment():
-                    await self.seek(tp, int(recs[0].offset))
-                    epoch = self._seek_epoch
+                epoch = await self._read_later(tp, int(recs[0].offset), epoch)
                 continue
             kept.append((tp, recs))
         # In event-time order: records ahead of the other partitions' are read again
@@ -460,9 +458,8 @@ class BatchConsumer(GuardedConsumer):
         now: list[tuple[TP, Sequence[Any]]] = []
         for tp, recs in kept:
             cut = cuts.get(tp, len(recs))
-            if cut < len(recs) and tp in self.assignment():
-                await self.seek(tp, int(recs[cut].offset))
-                epoch = self._seek_epoch
+            if cut < len(recs):
+                epoch = await self._read_later(tp, int(recs[cut].offset), epoch)
             now.append((tp, recs[:cut]))
         runs = event_time_slices(now)
         for i, (tp, run) in enumerate(runs):
@@ -480,6 +477,16 @@ class BatchConsumer(GuardedConsumer):
                 await self._seek_back(sources)
         if per_record:
             await self._deliver_records(per_record, fetched_generation)
+
+    async def _read_later(self, tp: TP, offset: int, epoch: int) -> int:
+        """Seek ``tp`` back to ``offset`` (records of this fetch from there are not delivered
+        now) and return the seek epoch the rest of the fetch is delivered under: the new
+        one, unless another seek came first (then the fetch stays stale)."""
+        if tp not in self.assignment():
+            return epoch
+        before = self._seek_epoch
+        await self.seek(tp, offset)
+        return self._seek_epoch if epoch == before and self._seek_epoch == before + 1 else epoch
 
     def _behind(self, tp: TP, offset: int) -> bool:
         """Whether ``tp`` has records after ``offset`` (by the high watermark of its last

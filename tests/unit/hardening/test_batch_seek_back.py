@@ -663,3 +663,27 @@ def test_a_backlog_drains_in_step_in_event_time_and_every_record_once() -> None:
         # and no batch goes back in time by more than the slice it was cut in
         assert first >= max(delivered_to.values()) - slack
         delivered_to[tp] = last
+
+
+def test_a_partition_read_later_does_not_make_a_stale_fetch_fresh() -> None:
+    """A fetch's partition whose records wait (paused while the fetch was out, or ahead in
+    event time) is sought back, and the rest of the fetch is delivered under the new seek
+    epoch, unless the fetch was stale already: that epoch must not make it fresh."""
+    paused, other = TP("t.in", 0), TP("t.in", 1)
+
+    async def scenario() -> tuple[int, list[tuple[TP, int]]]:
+        consumer, thread = _consumer({paused, other})
+        channel = _subscribed(consumer)
+        records = {
+            paused: [_record(paused, o) for o in range(10, 20)],
+            other: [_record(other, o) for o in range(30, 40)],
+        }
+        generation = consumer.app.consumer_generation_id
+        stale_epoch = consumer._seek_epoch - 1  # faust sought while the fetch was out
+        await consumer._deliver(records, {other}, generation, stale_epoch)
+        return channel.queue.qsize(), thread.seeks
+
+    queued, seeks = asyncio.run(scenario())
+
+    assert queued == 0  # nothing of the stale fetch delivered
+    assert seeks == [(paused, 10), (other, 0)]  # read later; back to its commit
