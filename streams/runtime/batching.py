@@ -150,13 +150,19 @@ def event_time_cuts(
     if not horizons:
         return {tp: len(recs) for tp, recs in batches}
     horizon = min(horizons) + slack_ms
-    cuts: dict[_P, int] = {}
-    for tp, recs in batches:
-        if int(recs[-1].timestamp) <= horizon:
-            cuts[tp] = len(recs)
-        else:
-            cuts[tp] = next(i for i, r in enumerate(recs) if int(r.timestamp) > horizon)
-    return cuts
+    return {
+        tp: len(recs) if int(recs[-1].timestamp) <= horizon else _until(recs, 0, horizon)
+        for tp, recs in batches
+    }
+
+
+def _until(records: Sequence[Any], first: int, end_ms: int) -> int:
+    """The index of the first record from ``first`` on that is later than ``end_ms`` (or
+    the end): a run of a partition stops there, whatever comes after it."""
+    last = first
+    while last < len(records) and int(records[last].timestamp) <= end_ms:
+        last += 1
+    return last
 
 
 def event_time_slices(
@@ -177,9 +183,7 @@ def event_time_slices(
         end = int(records[heads[0]][position[heads[0]]].timestamp) + slice_ms
         for tp in heads:
             recs, first = records[tp], position[tp]
-            last = first
-            while last < len(recs) and int(recs[last].timestamp) <= end:
-                last += 1
+            last = _until(recs, first, end)
             if last > first:
                 out.append((tp, recs[first:last]))
                 position[tp] = last
