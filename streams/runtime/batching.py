@@ -41,11 +41,15 @@ How at-least-once is kept (each point is a way the per-record path can lose reco
   commits, but one agent per topic keeps each partition in order).
 
 Order: a fetch brings each partition's next records up to a byte limit, hours of event
-time when the worker is behind. The batches are cut where the partition furthest behind
-ends in record time (:func:`event_time_cuts`; the rest is read again) and delivered minute
-by minute across the partitions (:func:`event_time_slices`), so that the detectors meet a
-backlog's events in about the order they happened. A cut partition is sought back to its
-first undelivered record, a local seek like the others here.
+time when the worker is behind, and one fetch call draws at most
+``broker_max_poll_records`` of them, often one partition alone. Each call is cut where
+the partition furthest behind stands in record time, among the call's partitions and
+every other assigned one with records to read (:class:`Timeline`,
+:func:`event_time_cuts`), and delivered minute by minute across the partitions
+(:func:`event_time_slices`), so that the detectors meet a backlog's events in about the
+order they happened. What a cut leaves is held for a later call (never delivered, so
+never acked, meanwhile) and its partition is not drawn from until it is delivered; any
+seek drops what a partition holds.
 
 Policy when the agent body raises on a batch (or is cancelled inside it): faust restarts
 the agent and the batch stays unacked, so its partition's commits stop there until the
@@ -68,9 +72,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, ClassVar, Final, TypeVar, cast
+from typing import Any, ClassVar, Final, Generic, TypeVar, cast
 
 import faust
 from aiokafka.errors import IllegalStateError
@@ -90,6 +95,9 @@ MAX_QUEUED_BATCHES: Final = 4
 ALIGN_SLACK_MS: Final = 60_000
 """How far in record time (ms) a partition may run ahead of the partition furthest behind
 while a backlog drains (:func:`event_time_cuts`): the 60-s grid the engines tick on."""
+WAIT_LIMIT_S: Final = 10.0
+"""How long (s) a partition that has records left but is not fetched may hold the others
+back (:class:`Timeline`): a healthy consumer fetches it again within a second."""
 _QUEUE_POLL_S: Final = 0.002
 
 
@@ -129,6 +137,7 @@ def event_time_cuts(
     batches: Sequence[tuple[_P, Sequence[Any]]],
     behind: Callable[[_P, int], bool],
     slack_ms: int = ALIGN_SLACK_MS,
+    waiting: Mapping[_P, int | None] | None = None,
 ) -> dict[_P, int]:
     """How many of each partition's fetched records to deliver now, so that partitions
     draining a backlog move together in record time (the event time, where producers set
@@ -142,11 +151,19 @@ def event_time_cuts(
     event older than the change that caused it (docs/investigation.md). So each batch is
     cut before its first record later than the *horizon*: the earliest last-record time
     among the fetched partitions still ``behind`` (more records after ``offset``, the last
-    one fetched), plus ``slack_ms``. The rest is read again. A partition that defines the
-    horizon is always delivered whole, so every fetch makes progress; partitions at the
-    live edge bound nothing (their last record is the newest there is), so a worker that
-    keeps up delivers everything as fetched."""
+    one fetched), and among the partitions ``waiting`` outside this fetch (the record time
+    each stands at, :class:`Timeline`), plus ``slack_ms``. The rest is read again. A
+    partition waiting at an unknown time (``None``: not read since it was assigned) holds
+    every batch back. When the horizon comes from this fetch, the partition that defines
+    it is delivered whole, so the fetch makes progress; when it comes from a waiting
+    partition, that partition's own next fetch does. Partitions at the live edge bound
+    nothing (their last record is the newest there is), so a worker that keeps up
+    delivers everything as fetched."""
     horizons = [int(recs[-1].timestamp) for tp, recs in batches if behind(tp, int(recs[-1].offset))]
+    for at in (waiting or {}).values():
+        if at is None:
+            return {tp: 0 for tp, _ in batches}
+        horizons.append(at)
     if not horizons:
         return {tp: len(recs) for tp, recs in batches}
     horizon = min(horizons) + slack_ms
@@ -154,6 +171,109 @@ def event_time_cuts(
         tp: len(recs) if int(recs[-1].timestamp) <= horizon else _until(recs, 0, horizon)
         for tp, recs in batches
     }
+
+
+@dataclass(slots=True)
+class _Standing:
+    at_ms: int | None
+    """The record time of the partition's next record, as far as known: its first record
+    not delivered from the last fetch that cut it, else its last delivered record's time
+    (a lower bound); None before its first fetch since it was assigned."""
+    seen: float
+    """When (the timeline's clock) it was last fetched, or assigned."""
+
+
+class Timeline(Generic[_P]):
+    """The fetch loop's order across fetch calls: where each partition of the batch topics
+    stands in record time, and the records fetched ahead of the others, held back.
+
+    One fetch call returns at most ``broker_max_poll_records`` records, drawn partition by
+    partition from what the consumer has buffered (aiokafka's ``getmany``): in a backlog a
+    call often holds one or two partitions, hours of event time each. Cut against the
+    partitions of that call alone, a worker restarted behind its input still ran one
+    partition hours ahead of the others (docs/validation.md, "Stop 62"). So every assigned
+    partition that still has records to read holds the others back at the time it stands
+    at, whether or not the call holds it, for at most ``wait_s`` of ``clock`` since it was
+    last fetched: a partition that the consumer cannot fetch (its leader unreachable)
+    must not stop the others for longer. The worker's clock counts the seconds spent
+    waiting for fetches, not those spent handing batches on: a slow detect stage does
+    not age a partition that is merely waiting its turn.
+
+    What a cut leaves is *held* here and offered again with the next call, not sought back
+    and fetched again: a partition ahead of the others would otherwise be fetched again
+    on every call for a minute of its records (hundreds of fetches per record delivered
+    in a backlog of mixed record sizes). A partition with held records is not drawn from
+    (:meth:`held`), so each holds at most one call's records. Held records are not
+    delivered, so not acked, and the commit stays below them: a worker that stops reads
+    them again. Any seek of a partition drops what it holds (:meth:`drop`).
+    """
+
+    def __init__(self, wait_s: float = WAIT_LIMIT_S, clock: Callable[[], float] = time.monotonic):
+        self.wait_s = wait_s
+        self.clock = clock
+        self._at: dict[_P, _Standing] = {}
+        self._held: dict[_P, Sequence[Any]] = {}
+
+    def assign(self, partitions: Iterable[_P]) -> None:
+        """Partitions newly assigned or sought back: their times are unknown, and what they
+        held is dropped (their position moved below it)."""
+        now = self.clock()
+        for tp in partitions:
+            self._at[tp] = _Standing(None, now)
+            self._held.pop(tp, None)
+
+    def forget(self, partitions: Iterable[_P]) -> None:
+        """Partitions revoked: they hold nothing back, and nothing is held for them."""
+        for tp in partitions:
+            self._at.pop(tp, None)
+            self._held.pop(tp, None)
+
+    def drop(self, partition: _P) -> None:
+        """A seek of ``partition``: the records it held are read again from there."""
+        self._held.pop(partition, None)
+
+    def held(self) -> dict[_P, int]:
+        """The partitions with records held back (not to be drawn from meanwhile), each
+        with the offset of its first record held."""
+        return {tp: int(recs[0].offset) for tp, recs in self._held.items()}
+
+    def take(
+        self,
+        drawn: Sequence[tuple[_P, Sequence[Any]]],
+        behind: Callable[[_P, int], bool],
+        pending: Callable[[_P], bool],
+        slack_ms: int = ALIGN_SLACK_MS,
+    ) -> list[tuple[_P, Sequence[Any]]]:
+        """One fetch call's ``drawn`` batches with the records held from earlier calls:
+        the runs to deliver now, minute by minute across the partitions
+        (:func:`event_time_slices`), cut (:func:`event_time_cuts`) against every other
+        partition that is ``pending`` (records left to read, fetchable) and was fetched
+        within ``wait_s``. The rest is held; each partition then stands where its cut left
+        it."""
+        merged: dict[_P, Sequence[Any]] = dict(self._held)
+        for tp, recs in drawn:  # (records drawn after held ones follow them)
+            if recs:
+                merged[tp] = [*merged[tp], *recs] if tp in merged else recs
+        batches = list(merged.items())
+        self._held = {}
+        now = self.clock()
+        fetched = {tp for tp, _ in batches}
+        waiting = {
+            tp: st.at_ms
+            for tp, st in self._at.items()
+            if tp not in fetched and now - st.seen <= self.wait_s and pending(tp)
+        }
+        cuts = event_time_cuts(batches, behind, slack_ms, waiting)
+        ready = []
+        for tp, recs in batches:
+            cut = cuts[tp]
+            if cut < len(recs):
+                self._held[tp] = recs[cut:]
+            self._at[tp] = _Standing(
+                int((recs[cut] if cut < len(recs) else recs[-1]).timestamp), now
+            )
+            ready.append((tp, recs[:cut]))
+        return event_time_slices(ready)
 
 
 def _until(records: Sequence[Any], first: int, end_ms: int) -> int:
@@ -226,11 +346,14 @@ class BatchConsumer(GuardedConsumer):
         # The first offset delivered of each batch-topic partition since it was last
         # sought back to or before it, while assigned: see _new_offset.
         self._heads: dict[TP, int] = {}
+        self._fetching_s = 0.0  # seconds spent waiting for fetches: the timeline's clock
+        self._timeline: Timeline[TP] = Timeline(clock=lambda: self._fetching_s)
 
     # -- seeks: a fetch spanning one is stale --------------------------------------------
 
     async def seek(self, partition: TP, offset: int) -> None:
         self._seek_epoch += 1
+        self._timeline.drop(partition)
         if offset <= self._heads.get(partition, offset):
             self._heads.pop(partition, None)  # read again from there: the next delivery is the head
         await super().seek(partition, offset)
@@ -257,6 +380,8 @@ class BatchConsumer(GuardedConsumer):
         finally:
             self._seek_epoch += 1
             done.set()
+            batch_topics = self._batch_topics()
+            self._timeline.assign(tp for tp in self.assignment() if tp.topic in batch_topics)
 
     def _seeking(self) -> bool:
         """Whether faust's :meth:`perform_seek` is running."""
@@ -319,6 +444,7 @@ class BatchConsumer(GuardedConsumer):
                 floor = self._new_offset(tp) or self._committed_offset[tp] or self._heads.get(tp)
                 if floor is not None:
                     self._heads[tp] = floor
+        self._timeline.forget(revoked)
         try:
             await super().on_partitions_revoked(revoked)
         finally:
@@ -362,10 +488,12 @@ class BatchConsumer(GuardedConsumer):
                     await self.wait(self.can_resume_flow)  # type: ignore[arg-type]
                 generation = self.app.consumer_generation_id
                 epoch = self._seek_epoch
+                began = time.monotonic()
                 records, active = await self._wait_next_records(1.0)
+                self._fetching_s += time.monotonic() - began
                 await asyncio.sleep(0)
-                if records and not self.should_stop:
-                    await self._deliver(records, active, generation, epoch)
+                if (records or self._timeline.held()) and not self.should_stop:
+                    await self._deliver(records or {}, active, generation, epoch)
                 self.diag.unset_flag("FETCHING")
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -422,6 +550,7 @@ class BatchConsumer(GuardedConsumer):
         if not owned:
             return
         log.info("dropped a fetch that spanned a rebalance or seek; re-reading %s", owned)
+        self._timeline.assign(owned)  # read again from the commits: their times are unknown
         for tp in owned:
             try:
                 # also sets _read_offset
@@ -450,26 +579,27 @@ class BatchConsumer(GuardedConsumer):
         }
         kept: list[tuple[TP, list[Any]]] = []
         for tp, recs in batches:
-            if active is not None and tp not in active and tp not in self._buffered_partitions:
+            if not self._active(tp, active):
                 # Paused while the fetch was in flight: fetch these again when resumed.
                 epoch = await self._read_later(tp, int(recs[0].offset), epoch)
                 continue
             kept.append((tp, recs))
-        # In event-time order: records ahead of the other partitions' are read again
-        # later, the rest delivered minute by minute across the partitions. (A stale
-        # fetch is not cut: it is read again from the commits, below.)
-        cuts = {} if self._stale(generation, epoch) else event_time_cuts(kept, self._behind)
-        now: list[tuple[TP, Sequence[Any]]] = []
-        for tp, recs in kept:
-            cut = cuts.get(tp, len(recs))
-            if cut < len(recs):
-                epoch = await self._read_later(tp, int(recs[cut].offset), epoch)
-            now.append((tp, recs[:cut]))
-        runs = event_time_slices(now)
-        for i, (tp, run) in enumerate(runs):
-            if not await self._deliver_batch(tp, list(run), generation, epoch):
-                await self._seek_back(dict.fromkeys(t for t, _ in runs[i:]))
-                break
+        for tp, first in self._timeline.held().items():
+            if not self._active(tp, active):
+                epoch = await self._read_later(tp, first, epoch)  # drops what it held
+        if self._stale(generation, epoch):
+            # Read again from the commits, with whatever was held.
+            dropped = [*self._timeline.held(), *(tp for tp, _ in kept)]
+            if dropped:
+                await self._seek_back(dropped)
+        else:
+            # In event-time order: records ahead of the other partitions' are held for a
+            # later call, the rest delivered minute by minute across the partitions.
+            runs = self._timeline.take(kept, self._behind, lambda tp: self._pending(tp, active))
+            for i, (tp, run) in enumerate(runs):
+                if not await self._deliver_batch(tp, list(run), generation, epoch):
+                    await self._seek_back([*self._timeline.held(), *(t for t, _ in runs[i:])])
+                    break
         if per_record and self._seeking():
             # Source records fetched while faust seeks to the commits are read again from
             # there, as batches are: kept, they were handled, and the read offset that
@@ -500,6 +630,42 @@ class BatchConsumer(GuardedConsumer):
         except (AssertionError, IllegalStateError, KeyError):
             return False  # no longer assigned
         return highwater is not None and highwater > offset + 1
+
+    def _active(self, tp: TP, active: set[TP] | None) -> bool:
+        """Whether faust reads ``tp`` now (not paused by its flow control)."""
+        return active is None or tp in active or tp in self._buffered_partitions
+
+    async def _getmany(
+        self,
+        active_partitions: set[TP] | None,
+        timeout: float,  # noqa: ASYNC109 (faust's signature)
+    ) -> Any:
+        """faust's fetch call, drawing nothing from the partitions with records held back
+        (:class:`Timeline`): their next records stay in the consumer's buffer meanwhile."""
+        held = self._timeline.held()
+        if held and active_partitions is not None:
+            rest = {tp for tp in active_partitions if tp not in held}
+            if not rest:
+                await asyncio.sleep(0)
+                return {}
+            active_partitions = rest
+        return await super()._getmany(active_partitions, timeout)
+
+    def _pending(self, tp: TP, active: set[TP] | None) -> bool:
+        """Whether ``tp``, not in this fetch, has records left that the consumer fetches
+        (assigned, active, not paused: aiokafka's position below its high watermark). A
+        partition whose last records are transaction markers is not pending once fetched:
+        its position moves past them."""
+        if not self._active(tp, active):
+            return False
+        try:
+            consumer = self._thread._ensure_consumer()
+            state = consumer._subscription.subscription.assignment.state_value(tp)
+        except (AttributeError, AssertionError, IllegalStateError, KeyError):
+            return False  # no longer assigned (or no consumer yet)
+        if state is None or state.paused or not state.has_valid_position:
+            return False
+        return state.highwater is not None and int(state.position) < int(state.highwater)
 
     async def _deliver_batch(self, tp: TP, recs: list[Any], generation: int, epoch: int) -> bool:
         """Hand one partition's records to the agents of its topic as one event; False

@@ -62,6 +62,23 @@ def test_every_injected_failure_reaches_the_alerts_topic(
     event time (stop 61) this test was an expected failure: the order of a key's events
     changed from run to run, and with it the delays, the deploy's localization, and once a
     false prompt-injection incident before the wave."""
+    _every_injected_failure(kafka_broker, service_settings, tmp_path, backlog=False)
+
+
+def test_a_worker_started_behind_the_whole_stream_finds_every_failure(
+    kafka_broker, service_settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The same 14 hours published before the worker starts, as a worker restarted after
+    an outage meets them: each fetch call draws one or two partitions, hours of event
+    time each. Until the fetch loop held every partition to the others' standing (stop
+    62) the worker missed the downvote spike, paged toxicity 50 minutes late and raised a
+    toxicity incident that no injection explains."""
+    _every_injected_failure(kafka_broker, service_settings, tmp_path, backlog=True)
+
+
+def _every_injected_failure(
+    kafka_broker, service_settings: Settings, tmp_path: Path, *, backlog: bool
+) -> None:  # type: ignore[no-untyped-def]
     scenario = Scenario(
         seed=11,
         duration=14 * H,
@@ -106,8 +123,11 @@ def test_every_injected_failure_reaches_the_alerts_topic(
         )
 
     try:
+        if backlog:
+            sent = publish_lines(kafka_broker.bootstrap, service_settings, lines)
         with _worker(service_settings, log):
-            sent = publish_lines(kafka_broker.bootstrap, service_settings, lines, rate=PACE)
+            if not backlog:
+                sent = publish_lines(kafka_broker.bootstrap, service_settings, lines, rate=PACE)
             found = reader.wait(all_found, timeout_s=300)
     finally:
         reader.close()

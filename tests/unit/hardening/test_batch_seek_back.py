@@ -23,6 +23,7 @@ from streams.runtime.batching import (
     ALIGN_SLACK_MS,
     BatchApp,
     RecordBatch,
+    Timeline,
     _batch_message,
     event_time_cuts,
     event_time_slices,
@@ -596,7 +597,8 @@ def test_a_fetch_is_delivered_minute_by_minute_across_its_partitions() -> None:
 
 class _BacklogThread(_PositionedThread):
     """Positions over finite partitions whose records are ``minutes_per_record`` apart in
-    event time; ``highwater`` as a fetch response reports it."""
+    event time; ``highwater`` as a fetch response reports it; a fetch call draws as
+    aiokafka's ``getmany`` does, partition by partition up to a number of records in all."""
 
     def __init__(self, spacing: dict[TP, float], end: int) -> None:
         super().__init__(dict.fromkeys(spacing, 0))
@@ -605,29 +607,50 @@ class _BacklogThread(_PositionedThread):
     def highwater(self, tp: TP) -> int | None:
         return self.end
 
-    def fetch(self, n: int) -> dict[TP, list[Any]]:
+    def fetch(self, n: int, skip: Any = ()) -> dict[TP, list[Any]]:
         out = {}
+        room = n
         for tp, pos in self.positions.items():
-            upto = min(pos + n, self.end)
-            if upto > pos:
-                out[tp] = [_timed(tp, o, o * self.spacing[tp]) for o in range(pos, upto)]
+            upto = min(pos + room, self.end)
+            if tp in skip or upto <= pos:
+                continue
+            out[tp] = [_timed(tp, o, o * self.spacing[tp]) for o in range(pos, upto)]
             self.positions[tp] = upto
+            room -= upto - pos
         return out
 
+    def _ensure_consumer(self) -> Any:
+        """What the fetch loop reads of aiokafka's subscription state (``_pending``)."""
+        states = {
+            tp: SimpleNamespace(
+                paused=False, has_valid_position=True, position=pos, highwater=self.end
+            )
+            for tp, pos in self.positions.items()
+        }
+        assignment = SimpleNamespace(state_value=states.get)
+        return SimpleNamespace(
+            _subscription=SimpleNamespace(subscription=SimpleNamespace(assignment=assignment))
+        )
 
-def test_a_backlog_drains_in_step_in_event_time_and_every_record_once() -> None:
-    """Two partitions of a backlog fetched 25 records at a time, one spanning five times
-    the event time of the other per record (feedback beside outputs). Delivered as
-    fetched, the fast one ran 100 minutes ahead after one fetch; cut at the slow one's
-    horizon and delivered minute by minute, no batch runs more than the slack past what
-    the other has delivered nor goes back in time by more, and every record is handled
-    once, in order, with the commits at the end."""
+
+@pytest.mark.parametrize("per_call", [50, 25])
+def test_a_backlog_drains_in_step_in_event_time_and_every_record_once(per_call: int) -> None:
+    """Two partitions of a backlog, one spanning five times the event time of the other
+    per record (feedback beside outputs), fetched ``per_call`` records at a time in all:
+    at 25 a call draws one partition alone (aiokafka's ``getmany`` takes partition after
+    partition up to its ``max_records``). Delivered as fetched, the fast one ran 100
+    minutes ahead after one call; cut at the standing of every partition, the rest held
+    and not drawn again meanwhile, no batch runs more than the slack past what the other
+    has delivered nor goes back in time by more, every record is fetched and handled
+    once, in order, with the commits at the end, and nothing is sought."""
     slow, fast = TP("t.in", 0), TP("t.in", 1)
     handed: list[tuple[TP, float, float]] = []  # partition, first and last minute
+    fetched: list[int] = []
 
-    async def scenario() -> tuple[dict[TP, list[int]], dict[TP, int]]:
+    async def scenario() -> tuple[dict[TP, list[int]], dict[TP, int], _BacklogThread]:
         consumer, _ = _consumer(set())
         thread = consumer._thread = _BacklogThread({slow: 1.0, fast: 5.0}, end=200)
+        consumer._timeline.assign([slow, fast])  # as after faust's seek to the commits
         app = consumer.app
         agent, handled, gate = _ingress(consumer, "t.in")
         gate.set()
@@ -639,8 +662,9 @@ def test_a_backlog_drains_in_step_in_event_time_and_every_record_once() -> None:
 
         consumer._deliver_batch = deliver_batch
         for _ in range(100):
-            records = thread.fetch(25)
-            if not records:
+            records = thread.fetch(per_call, skip=consumer._timeline.held())
+            fetched.extend(len(recs) for recs in records.values())
+            if not records and not consumer._timeline.held():
                 break
             generation, epoch = app.consumer_generation_id, consumer._seek_epoch
             await consumer._deliver(records, None, generation, epoch)
@@ -648,21 +672,101 @@ def test_a_backlog_drains_in_step_in_event_time_and_every_record_once() -> None:
         commits = consumer._filter_committable_offsets([slow, fast])
         agent.cancel()
         await asyncio.gather(agent, return_exceptions=True)
-        return handled, commits
+        return handled, commits, thread
 
-    handled, commits = asyncio.run(scenario())
+    handled, commits, thread = asyncio.run(scenario())
 
     assert handled == {slow: list(range(200)), fast: list(range(200))}
     assert commits == {slow: 200, fast: 200}
+    assert sum(fetched) == 400
+    assert thread.seeks == []
     slack = ALIGN_SLACK_MS / MIN
     delivered_to = {slow: -1.0, fast: -1.0}
     for tp, first, last in handed:
         other = fast if tp == slow else slow
         if delivered_to[other] < (199 if other == slow else 995):  # the other still behind
-            assert last <= delivered_to[other] + 25 * 1.0 + slack
+            assert last <= delivered_to[other] + per_call * 1.0 + slack
         # and no batch goes back in time by more than the slice it was cut in
         assert first >= max(delivered_to.values()) - slack
         delivered_to[tp] = last
+
+
+def _offsets(runs: list[tuple[TP, Any]]) -> dict[TP, list[int]]:
+    """The offsets each partition's runs deliver, in the order delivered."""
+    out: dict[TP, list[int]] = {}
+    for tp, run in runs:
+        out.setdefault(tp, []).extend(int(r.offset) for r in run)
+    return out
+
+
+def test_a_fetch_call_of_one_partition_waits_for_the_partitions_it_did_not_draw() -> None:
+    """A call holding one partition delivers nothing while another partition with records
+    to read stands at an unknown time, and up to that partition's time (plus the slack)
+    once it is known; what is cut is held for the next call, not read again."""
+    outputs, feedback = TP("t.out", 0), TP("t.fb", 0)
+    timeline: Timeline[TP] = Timeline(clock=lambda: 0.0)
+    timeline.assign([outputs, feedback])
+    fb = [_timed(feedback, o, 5 * o) for o in range(20)]  # minutes 0-95
+    out = [_timed(outputs, o, o) for o in range(20)]  # minutes 0-19
+
+    def behind(tp: TP, offset: int) -> bool:
+        return True
+
+    assert timeline.take([(feedback, fb)], behind, lambda tp: True) == []
+    assert timeline.held() == {feedback: 0}
+
+    runs = timeline.take([(outputs, out)], behind, lambda tp: True)
+
+    # feedback to minute 20: the outputs' last (19) plus the slack
+    assert _offsets(runs) == {feedback: [0, 1, 2, 3, 4], outputs: list(range(20))}
+    assert timeline.held() == {feedback: 5}
+    runs = timeline.take([(outputs, [_timed(outputs, 20, 40)])], behind, lambda tp: True)
+    assert _offsets(runs) == {feedback: [5, 6, 7, 8], outputs: [20]}  # minutes 25-40
+    assert timeline.held() == {feedback: 9}
+
+
+def test_a_partition_holds_the_others_back_only_while_it_is_pending_and_fetched_lately() -> None:
+    """A partition holds nothing back once it has nothing left to read or is paused (not
+    pending), nor once the consumer has not fetched it for ``wait_s`` of fetching time
+    (its leader unreachable): the others must not stop for it."""
+    a, b = TP("t.out", 0), TP("t.fb", 0)
+    recs = [_timed(a, o, o) for o in range(30)]
+    now = [0.0]
+    timeline: Timeline[TP] = Timeline(wait_s=10.0, clock=lambda: now[0])
+    timeline.assign([a, b])
+
+    whole = {a: list(range(30))}
+    assert _offsets(timeline.take([(a, recs)], lambda tp, offset: True, lambda tp: False)) == whole
+
+    timeline.assign([a, b])
+    assert timeline.take([(a, recs)], lambda tp, offset: True, lambda tp: True) == []
+    now[0] = 10.5
+    assert _offsets(timeline.take([], lambda tp, offset: True, lambda tp: True)) == whole
+
+
+def test_a_fetch_call_draws_nothing_from_partitions_with_records_held() -> None:
+    """faust's fetch call skips the partitions whose records are held (their next records
+    stay in aiokafka's buffer), and makes no call at all when every active one is held."""
+    held, other = TP("t.in", 0), TP("t.in", 1)
+    asked: list[set[TP]] = []
+
+    async def scenario() -> list[Any]:
+        consumer, thread = _consumer({held, other})
+
+        async def getmany(active: set[TP], _: float) -> dict[TP, list[Any]]:
+            asked.append(set(active))
+            return {}
+
+        thread.getmany = getmany
+        consumer._timeline.assign([held, other])
+        consumer._timeline.take([(held, [_timed(held, 0, 0)])], lambda tp, o: True, lambda tp: True)
+        return [
+            await consumer._getmany({held, other}, 0.0),
+            await consumer._getmany({held}, 0.0),
+        ]
+
+    assert asyncio.run(scenario()) == [{}, {}]
+    assert asked == [{other}]
 
 
 def test_a_partition_read_later_does_not_make_a_stale_fetch_fresh() -> None:
