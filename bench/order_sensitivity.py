@@ -24,6 +24,7 @@ import argparse
 import json
 import random
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -197,20 +198,23 @@ def main() -> None:
     lines = [line.encode() for line in Simulator(scenario(args.seed)).lines()]
     settings = load_settings(env={}, overrides={"worker.store": "memory://"})
     limits: dict[str, Any] = {"fetch_bytes": args.fetch_bytes, "max_records": args.max_records}
+    print(
+        f"{len(lines):,} events, {args.partitions} partitions per topic, fetches of "
+        f"{args.fetch_bytes / 2**20:.0f} MiB per partition, {args.max_records:,} records per "
+        "call; each order replayed through the pipeline (about 40 s each)",
+        flush=True,
+    )
     by_time = sorted(lines, key=lambda raw: json.loads(raw)["timestamp"])
-    orders = {
-        "event time (replay)": Delivered(by_time, len(lines)),
-        "backlog as drawn": drain(lines, args.partitions, "drawn", **limits),
-        "cut per fetch call (stop 61)": drain(lines, args.partitions, "per-call", **limits),
-        "cut on the timeline, the rest held (the worker)": drain(
+    orders: dict[str, Callable[[], Delivered]] = {
+        "event time (replay)": lambda: Delivered(by_time, len(lines)),
+        "backlog as drawn": lambda: drain(lines, args.partitions, "drawn", **limits),
+        "cut per fetch call (stop 61)": lambda: drain(lines, args.partitions, "per-call", **limits),
+        "cut on the timeline, the rest held (the worker)": lambda: drain(
             lines, args.partitions, "timeline", **limits
         ),
     }
-    print(
-        f"{len(lines):,} events, {args.partitions} partitions per topic, fetches of "
-        f"{args.fetch_bytes / 2**20:.0f} MiB per partition, {args.max_records:,} records per call"
-    )
-    for name, delivered in orders.items():
+    for name, order in orders.items():
+        delivered = order()
         p99, worst = lateness_minutes(delivered.lines)
         result = replay_lines(delivered.lines, settings)
         triggers = [e for e in result.incidents if e.action == "trigger"]
@@ -222,7 +226,8 @@ def main() -> None:
         for ev in triggers:
             print(
                 f"  {ev.evidence.window_end.isoformat()}  {ev.incident_type}  "
-                f"{ev.labels.describe()}  ({ev.evidence.signal.detector})"
+                f"{ev.labels.describe()}  ({ev.evidence.signal.detector})",
+                flush=True,
             )
 
 
