@@ -3,8 +3,8 @@
 A topic auto-created by a producer gets the broker's default partition count, which may
 differ from ``kafka.topic_partitions``; creating them up front keeps the layout the
 configuration says. The control topic is compacted: it holds the current containment
-state per model; the silences and re-learn topics have a single partition, so that every
-worker reads all their records in order.
+state per model; the silences, re-learn and watermark topics have a single partition, so
+that every worker reads all their records in order.
 """
 
 from __future__ import annotations
@@ -24,6 +24,13 @@ from streams.kafka.clients import ClientSecurity
 from streams.settings import Settings
 
 COMPACT: Final = {"cleanup.policy": "compact"}
+WATERMARKS_SUFFIX: Final = ".watermarks"
+
+
+def watermarks_topic(control_topic: str) -> str:
+    """Name of the workers' watermark topic (``<control>.watermarks``): each worker's
+    record time still to deliver, keyed by worker (:class:`streams.runtime.batching.Peers`)."""
+    return control_topic + WATERMARKS_SUFFIX
 
 
 def ensure_topics(settings: Settings, bootstrap: list[str]) -> list[str]:
@@ -40,12 +47,17 @@ def ensure_topics(settings: Settings, bootstrap: list[str]) -> list[str]:
         t.control: COMPACT,
         delivery_topic(t.alerts): COMPACT,  # latest delivery state per (sink, incident)
     }
-    single = {silences_topic(t.control): COMPACT, relearn_topic(t.control): COMPACT}
+    single = {
+        silences_topic(t.control): COMPACT,
+        relearn_topic(t.control): COMPACT,
+        watermarks_topic(t.control): COMPACT,
+    }
     topics = [
         NewTopic(name, k.topic_partitions, k.replication_factor, topic_configs=configs)
         for name, configs in wanted.items()
     ] + [
-        # Silences and re-learns: one partition, so every worker reads them all, in order.
+        # Silences, re-learns, watermarks: one partition, so every worker reads them all,
+        # in order.
         NewTopic(name, 1, k.replication_factor, topic_configs=configs)
         for name, configs in single.items()
     ]

@@ -35,6 +35,9 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
+import socket
+import uuid
 import weakref
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -61,12 +64,14 @@ from alerting.silences import (
 )
 from streams.contract.decode import IngressLimits
 from streams.kafka.security import kafka_python_kwargs
+from streams.kafka.topics import watermarks_topic
 from streams.pipeline import state
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
 from streams.pipeline.observation import Observation
 from streams.pipeline.sampling import sampled_models
+from streams.runtime.batching import BatchApp, BatchConsumer, Peers
 from streams.runtime.draining import DrainingApp
 from streams.runtime.ingress import (
     TAKE_MAX,
@@ -233,6 +238,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
     ingress = register_ingress(app, settings, agents.to_join, limits=window)
     _follow_silences(app, settings, detect)
     _follow_relearns(app, settings, detect)
+    _follow_watermarks(app, settings)
     app.timer(TICK_INTERVAL_S)(agents.wall_clock_tick)
     app.agent(topics["by_request"], name="sentinel.join")(agents.join)
     app.agent(topics["by_model"], name="sentinel.detect")(agents.detect_batches)
@@ -456,6 +462,25 @@ def _follow_relearns(app: faust.App, settings: Settings, detect: Detect) -> None
     """Re-learns requested with ``sentinel relearn`` (or in the console) reach every key's
     detectors (:class:`alerting.relearn.RelearnBook`, applied as each key is next used)."""
     _follow_control(app, settings, relearn_topic(settings.topics.control), detect.relearns.update)
+
+
+def _follow_watermarks(app: faust.App, settings: Settings) -> None:
+    """Each worker with the batch ingress publishes its low watermark and follows the
+    other workers' (:class:`streams.runtime.batching.Peers`), so that a group draining a
+    backlog stays in step in event time across its workers. The fetch loop publishes
+    after each fetch call; this timer keeps it fresh while a delivery waits."""
+    if not isinstance(app, BatchApp):
+        return
+    me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+    peers = app.peers = Peers(me, watermarks_topic(settings.topics.control))
+    _follow_control(app, settings, peers.topic, peers.fold)
+
+    async def refresh() -> None:
+        consumer = app.consumer
+        if isinstance(consumer, BatchConsumer):
+            await consumer.publish_watermark()
+
+    app.timer(1.0)(refresh)
 
 
 def _follow_control(

@@ -49,7 +49,8 @@ every other assigned one with records to read (:class:`Timeline`,
 (:func:`event_time_slices`), so that the detectors meet a backlog's events in about the
 order they happened. What a cut leaves is held for a later call (never delivered, so
 never acked, meanwhile) and its partition is not drawn from until it is delivered; any
-seek drops what a partition holds.
+seek drops what a partition holds. Several workers hold to each other's low watermarks
+as well (:class:`Peers`).
 
 Policy when the agent body raises on a batch (or is cancelled inside it): faust restarts
 the agent and the batch stays unacked, so its partition's commits stop there until the
@@ -71,6 +72,7 @@ commits past the batch.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 from collections.abc import AsyncGenerator, Callable, Hashable, Iterable, Mapping, Sequence
@@ -98,6 +100,17 @@ while a backlog drains (:func:`event_time_cuts`): the 60-s grid the engines tick
 WAIT_LIMIT_S: Final = 10.0
 """How long (s) a partition that has records left but is not fetched may hold the others
 back (:class:`Timeline`): a healthy consumer fetches it again within a second."""
+PEER_FRESH_S: Final = 15.0
+"""How long (s of wall time) another worker's watermark holds this worker back after it
+was sent (:class:`Peers`): workers publish theirs every second while it moves, and at
+least every :data:`PEER_REFRESH_S`."""
+PEER_REFRESH_S: Final = 5.0
+"""A worker republishes an unchanged watermark this often (s), to keep it fresh."""
+PEER_MIN_GAP_S: Final = 0.05
+"""A worker publishes a moving watermark at most this often (s)."""
+HELD_POLL_S: Final = 0.05
+"""How long (s) a fetch call waits for records while records are held back: a held
+partition waits for the others' records or watermarks, which come within that."""
 _QUEUE_POLL_S: Final = 0.002
 
 
@@ -138,6 +151,7 @@ def event_time_cuts(
     behind: Callable[[_P, int], bool],
     slack_ms: int = ALIGN_SLACK_MS,
     waiting: Mapping[_P, int | None] | None = None,
+    floor: int | None = None,
 ) -> dict[_P, int]:
     """How many of each partition's fetched records to deliver now, so that partitions
     draining a backlog move together in record time (the event time, where producers set
@@ -156,10 +170,13 @@ def event_time_cuts(
     partition waiting at an unknown time (``None``: not read since it was assigned) holds
     every batch back. When the horizon comes from this fetch, the partition that defines
     it is delivered whole, so the fetch makes progress; when it comes from a waiting
-    partition, that partition's own next fetch does. Partitions at the live edge bound
-    nothing (their last record is the newest there is), so a worker that keeps up
-    delivers everything as fetched."""
+    partition, that partition's own next fetch does. ``floor``: the lowest record time the
+    other workers still have to deliver (:class:`Peers`), which bounds the horizon too.
+    Partitions at the live edge bound nothing (their last record is the newest there is),
+    so a worker that keeps up delivers everything as fetched."""
     horizons = [int(recs[-1].timestamp) for tp, recs in batches if behind(tp, int(recs[-1].offset))]
+    if floor is not None:
+        horizons.append(floor)
     for at in (waiting or {}).values():
         if at is None:
             return {tp: 0 for tp, _ in batches}
@@ -232,6 +249,17 @@ class Timeline(Generic[_P]):
         """A seek of ``partition``: the records it held are read again from there."""
         self._held.pop(partition, None)
 
+    def low(self, pending: Callable[[_P], bool]) -> int | None:
+        """The lowest record time this worker still has to deliver, as far as known: over
+        the partitions with records held, and those ``pending`` whose standing is known;
+        None when it has nothing left (at the live edge)."""
+        lows = [
+            st.at_ms
+            for tp, st in self._at.items()
+            if st.at_ms is not None and (tp in self._held or pending(tp))
+        ]
+        return min(lows, default=None)
+
     def held(self) -> dict[_P, int]:
         """The partitions with records held back (not to be drawn from meanwhile), each
         with the offset of its first record held."""
@@ -243,13 +271,14 @@ class Timeline(Generic[_P]):
         behind: Callable[[_P, int], bool],
         pending: Callable[[_P], bool],
         slack_ms: int = ALIGN_SLACK_MS,
+        floor: int | None = None,
     ) -> list[tuple[_P, Sequence[Any]]]:
         """One fetch call's ``drawn`` batches with the records held from earlier calls:
         the runs to deliver now, minute by minute across the partitions
         (:func:`event_time_slices`), cut (:func:`event_time_cuts`) against every other
         partition that is ``pending`` (records left to read, fetchable) and was fetched
-        within ``wait_s``. The rest is held; each partition then stands where its cut left
-        it."""
+        within ``wait_s``, and against the other workers' ``floor``. The rest is held;
+        each partition then stands where its cut left it."""
         merged: dict[_P, Sequence[Any]] = dict(self._held)
         for tp, recs in drawn:  # (records drawn after held ones follow them)
             if recs:
@@ -263,7 +292,7 @@ class Timeline(Generic[_P]):
             for tp, st in self._at.items()
             if tp not in fetched and now - st.seen <= self.wait_s and pending(tp)
         }
-        cuts = event_time_cuts(batches, behind, slack_ms, waiting)
+        cuts = event_time_cuts(batches, behind, slack_ms, waiting, floor)
         ready = []
         for tp, recs in batches:
             cut = cuts[tp]
@@ -274,6 +303,81 @@ class Timeline(Generic[_P]):
             )
             ready.append((tp, recs[:cut]))
         return event_time_slices(ready)
+
+
+class Peers:
+    """The other workers' low watermarks: the lowest record time each still has to deliver
+    (:meth:`Timeline.low`), as they publish it on the watermark topic
+    (:func:`streams.kafka.topics.watermarks_topic`, keyed by worker).
+
+    Each worker's timeline keeps *its* partitions in step; a model's observations reach
+    its detection from every worker (each joins its own partitions' requests), so workers
+    at different points of a backlog interleaved them out of order (docs/validation.md,
+    "Stop 62"). So each worker also holds its partitions back to the lowest watermark of
+    the others (:meth:`floor`), and the group drains a backlog at the pace of the worker
+    furthest behind. A watermark not refreshed for ``fresh_s`` of wall time (its worker
+    stopped or died; the compacted topic keeps its last record) holds nothing back, nor
+    does a worker at the live edge (``None``)."""
+
+    def __init__(
+        self,
+        me: str,
+        topic: str,
+        fresh_s: float = PEER_FRESH_S,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.me = me
+        self.topic = topic
+        self.fresh_s = fresh_s
+        self.clock = clock
+        self._at: dict[str, tuple[int | None, float]] = {}
+        self._sent: tuple[int | None, float] | None = None  # the last published, and when
+
+    def due(self, low: int | None, now: float) -> bool:
+        """Whether to publish ``low`` at ``now`` (monotonic seconds): a new value at most
+        every :data:`PEER_MIN_GAP_S` (the others' floors follow it within tens of
+        milliseconds, so a group in step advances a slack per round trip), an unchanged
+        one every :data:`PEER_REFRESH_S` to stay fresh, and "nothing left" once."""
+        if self._sent is None:
+            return True
+        last, at = self._sent
+        if low != last:
+            return now - at >= PEER_MIN_GAP_S
+        return low is not None and now - at >= PEER_REFRESH_S
+
+    def mark(self, low: int | None, now: float) -> None:
+        """``low`` was published at ``now``."""
+        self._sent = (low, now)
+
+    def record(self, low: int | None) -> tuple[bytes, bytes]:
+        """This worker's watermark record: key and value."""
+        return self.me.encode(), json.dumps({"low_ms": low, "sent": self.clock()}).encode()
+
+    def fold(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
+        """Take the watermark topic's records (a tombstone forgets its worker)."""
+        for key, value in records:
+            if key is None:
+                continue
+            worker = key.decode(errors="replace")
+            if worker == self.me:
+                continue
+            if value is None:
+                self._at.pop(worker, None)
+                continue
+            try:
+                data = json.loads(value)
+                low = data["low_ms"]
+                self._at[worker] = (None if low is None else int(low), float(data["sent"]))
+            except (ValueError, KeyError, TypeError):
+                log.warning("ignoring a malformed watermark record of %s", worker)
+
+    def floor(self) -> int | None:
+        """The lowest fresh watermark of the other workers; None when none holds back."""
+        now = self.clock()
+        lows = [
+            low for low, sent in self._at.values() if low is not None and now - sent <= self.fresh_s
+        ]
+        return min(lows, default=None)
 
 
 def _until(records: Sequence[Any], first: int, end_ms: int) -> int:
@@ -494,6 +598,7 @@ class BatchConsumer(GuardedConsumer):
                 await asyncio.sleep(0)
                 if (records or self._timeline.held()) and not self.should_stop:
                     await self._deliver(records or {}, active, generation, epoch)
+                await self.publish_watermark()
                 self.diag.unset_flag("FETCHING")
         except self.consumer_stopped_errors:
             if self.transport.app.should_stop:
@@ -595,7 +700,11 @@ class BatchConsumer(GuardedConsumer):
         else:
             # In event-time order: records ahead of the other partitions' are held for a
             # later call, the rest delivered minute by minute across the partitions.
-            runs = self._timeline.take(kept, self._behind, lambda tp: self._pending(tp, active))
+            peers = self.app.peers if isinstance(self.app, BatchApp) else None
+            floor = peers.floor() if peers is not None else None
+            runs = self._timeline.take(
+                kept, self._behind, lambda tp: self._pending(tp, active), floor=floor
+            )
             for i, (tp, run) in enumerate(runs):
                 if not await self._deliver_batch(tp, list(run), generation, epoch):
                     await self._seek_back([*self._timeline.held(), *(t for t, _ in runs[i:])])
@@ -631,6 +740,11 @@ class BatchConsumer(GuardedConsumer):
             return False  # no longer assigned
         return highwater is not None and highwater > offset + 1
 
+    def low_watermark(self) -> int | None:
+        """The lowest record time this worker still has to deliver (:meth:`Timeline.low`),
+        what it publishes for the other workers (:class:`Peers`)."""
+        return self._timeline.low(lambda tp: self._pending(tp, None))
+
     def _active(self, tp: TP, active: set[TP] | None) -> bool:
         """Whether faust reads ``tp`` now (not paused by its flow control)."""
         return active is None or tp in active or tp in self._buffered_partitions
@@ -646,10 +760,30 @@ class BatchConsumer(GuardedConsumer):
         if held and active_partitions is not None:
             rest = {tp for tp in active_partitions if tp not in held}
             if not rest:
-                await asyncio.sleep(0)
+                await asyncio.sleep(HELD_POLL_S)
                 return {}
             active_partitions = rest
+            timeout = min(timeout, HELD_POLL_S)
         return await super()._getmany(active_partitions, timeout)
+
+    async def publish_watermark(self) -> None:
+        """Publish this worker's low watermark for the others (:class:`Peers`) when due:
+        after every fetch call, and on the app's timer while a delivery waits. Advisory:
+        a failed send leaves it unrefreshed, and the others stop waiting on it."""
+        peers = self.app.peers if isinstance(self.app, BatchApp) else None
+        if peers is None:
+            return
+        low = self.low_watermark()
+        now = time.monotonic()
+        if not peers.due(low, now):
+            return
+        key, value = peers.record(low)
+        try:
+            await self.app.producer.send(peers.topic, key, value, 0, None, None)
+        except Exception as exc:  # advisory (see above)
+            log.warning("watermark not published (%s: %s)", type(exc).__name__, exc)
+            return
+        peers.mark(low, now)
 
     def _pending(self, tp: TP, active: set[TP] | None) -> bool:
         """Whether ``tp``, not in this fetch, has records left that the consumer fetches
@@ -780,9 +914,12 @@ class BatchApp(DrainingApp):
     each batch whole (:class:`BatchStream`)."""
 
     batch_topics: set[str]
+    peers: Peers | None
+    """The other workers' watermarks, when the worker follows them (:class:`Peers`)."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.batch_topics = set()
+        self.peers = None
         kwargs.setdefault("Stream", BatchStream)
         super().__init__(*args, **kwargs)
 

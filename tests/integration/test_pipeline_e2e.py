@@ -14,6 +14,7 @@ by ``test_fuzz_volume``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
@@ -79,8 +80,18 @@ def test_a_worker_started_behind_the_whole_stream_finds_every_failure(
     _every_injected_failure(kafka_broker, service_settings, tmp_path, backlog=True)
 
 
+def test_two_workers_started_behind_the_whole_stream_find_every_failure(
+    kafka_broker, service_settings: Settings, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    """The same backlog read by two workers started together. Each keeps its partitions
+    in step, and a model's observations reach its detection from both: until each worker
+    also held its partitions to the other's watermark (stop 62), the downvote spike paged
+    90 minutes late and the deploy and an input drift paged twice."""
+    _every_injected_failure(kafka_broker, service_settings, tmp_path, backlog=True, workers=2)
+
+
 def _every_injected_failure(
-    kafka_broker, service_settings: Settings, tmp_path: Path, *, backlog: bool
+    kafka_broker, service_settings: Settings, tmp_path: Path, *, backlog: bool, workers: int = 1
 ) -> None:  # type: ignore[no-untyped-def]
     scenario = Scenario(
         seed=11,
@@ -128,7 +139,9 @@ def _every_injected_failure(
     try:
         if backlog:
             sent = publish_lines(kafka_broker.bootstrap, service_settings, lines)
-        with _worker(service_settings, log):
+        with contextlib.ExitStack() as running:
+            for i in range(workers):
+                running.enter_context(_worker(service_settings, log.with_suffix(f".{i}.log")))
             if not backlog:
                 sent = publish_lines(kafka_broker.bootstrap, service_settings, lines, rate=PACE)
             found = reader.wait(all_found, timeout_s=300)

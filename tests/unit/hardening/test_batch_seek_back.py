@@ -11,6 +11,7 @@ runs against the real broker in ``tests/integration/test_batch_ingress.py`` and
 from __future__ import annotations
 
 import asyncio
+import json
 from types import SimpleNamespace
 from typing import Any
 
@@ -21,7 +22,11 @@ from faust.types import TP
 
 from streams.runtime.batching import (
     ALIGN_SLACK_MS,
+    PEER_FRESH_S,
+    PEER_MIN_GAP_S,
+    PEER_REFRESH_S,
     BatchApp,
+    Peers,
     RecordBatch,
     Timeline,
     _batch_message,
@@ -791,3 +796,55 @@ def test_a_partition_read_later_does_not_make_a_stale_fetch_fresh() -> None:
 
     assert queued == 0  # nothing of the stale fetch delivered
     assert seeks == [(paused, 10), (other, 0)]  # read later; back to its commit
+
+
+def test_the_other_workers_watermarks_hold_a_worker_back_while_fresh() -> None:
+    """Another worker still delivering minute 10 holds this worker's partitions at minute
+    11 (plus the slack); its own record, a worker at the live edge, a stale watermark (its
+    worker stopped) and a tombstone hold nothing back; a malformed record is skipped."""
+    now = [1000.0]
+    me, other, gone = (
+        Peers("me", "w", clock=lambda: now[0]),
+        Peers("b", "w", clock=lambda: now[0]),
+        "c",
+    )
+    fold = [
+        other.record(10 * MIN),
+        me.record(0),  # its own: ignored
+        (gone.encode(), json.dumps({"low_ms": 0, "sent": 1000.0 - 16.0}).encode()),  # stale
+        (b"live", json.dumps({"low_ms": None, "sent": 1000.0}).encode()),  # at the live edge
+        (b"bad", b"{"),
+    ]
+    me.fold(fold)
+
+    assert me.floor() == 10 * MIN
+    a = TP("t.in", 0)
+    timeline: Timeline[TP] = Timeline(clock=lambda: 0.0)
+    runs = timeline.take(
+        [(a, [_timed(a, o, o) for o in range(30)])],
+        lambda tp, offset: False,
+        lambda tp: False,
+        floor=me.floor(),
+    )
+    assert _offsets(runs) == {a: list(range(12))}  # to minute 11: the floor plus the slack
+    assert timeline.held() == {a: 12}
+    assert timeline.low(lambda tp: False) == 12 * MIN  # what this worker publishes
+
+    me.fold([(b"b", None)])  # a tombstone
+    assert me.floor() is None
+    me.fold([other.record(10 * MIN)])
+    now[0] += PEER_FRESH_S + 1.0
+    assert me.floor() is None  # not refreshed: stale
+
+
+def test_a_worker_publishes_a_moving_watermark_promptly_and_a_still_one_to_stay_fresh() -> None:
+    peers = Peers("me", "w")
+
+    assert peers.due(5, 0.0)  # the first
+    peers.mark(5, 0.0)
+    assert not peers.due(6, 0.01)  # moved, but within the minimum gap
+    assert peers.due(6, PEER_MIN_GAP_S)
+    assert not peers.due(5, 1.0)  # unchanged: not yet
+    assert peers.due(5, PEER_REFRESH_S)  # unchanged: refreshed
+    peers.mark(None, 10.0)
+    assert not peers.due(None, 100.0)  # nothing left: said once
