@@ -102,8 +102,8 @@ WAIT_LIMIT_S: Final = 10.0
 back (:class:`Timeline`): a healthy consumer fetches it again within a second."""
 PEER_FRESH_S: Final = 15.0
 """How long (s of wall time) another worker's watermark holds this worker back after it
-was sent (:class:`Peers`): workers publish theirs every second while it moves, and at
-least every :data:`PEER_REFRESH_S`."""
+was sent (:class:`Peers`): workers publish theirs after each fetch call while it moves
+(at most every :data:`PEER_MIN_GAP_S`), and at least every :data:`PEER_REFRESH_S`."""
 PEER_REFRESH_S: Final = 5.0
 """A worker republishes an unchanged watermark this often (s), to keep it fresh."""
 PEER_MIN_GAP_S: Final = 0.05
@@ -166,11 +166,12 @@ def event_time_cuts(
     cut before its first record later than the *horizon*: the earliest last-record time
     among the fetched partitions still ``behind`` (more records after ``offset``, the last
     one fetched), and among the partitions ``waiting`` outside this fetch (the record time
-    each stands at, :class:`Timeline`), plus ``slack_ms``. The rest is read again. A
-    partition waiting at an unknown time (``None``: not read since it was assigned) holds
-    every batch back. When the horizon comes from this fetch, the partition that defines
-    it is delivered whole, so the fetch makes progress; when it comes from a waiting
-    partition, that partition's own next fetch does. ``floor``: the lowest record time the
+    each stands at, :class:`Timeline`), plus ``slack_ms``. The rest waits for a later
+    call (:meth:`Timeline.take` holds it). A partition waiting at an unknown time
+    (``None``: not read since it was assigned) holds every batch back. When the horizon
+    comes from this fetch, the partition that defines it is delivered whole, so the fetch
+    makes progress; when it comes from a waiting partition, that partition's own next
+    fetch does. ``floor``: the lowest record time the
     other workers still have to deliver (:class:`Peers`), which bounds the horizon too.
     Partitions at the live edge bound nothing (their last record is the newest there is),
     so a worker that keeps up delivers everything as fetched."""
