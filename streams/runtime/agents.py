@@ -468,7 +468,8 @@ def _follow_watermarks(app: faust.App, settings: Settings) -> None:
     """Each worker with the batch ingress publishes its low watermark and follows the
     other workers' (:class:`streams.runtime.batching.Peers`), so that a group draining a
     backlog stays in step in event time across its workers. The fetch loop publishes
-    after each fetch call; this timer keeps it fresh while a delivery waits."""
+    after each fetch call; this timer keeps it fresh while a delivery waits and deletes
+    dead workers' records; a clean stop deletes the worker's own."""
     if not isinstance(app, BatchApp):
         return
     me = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -479,8 +480,15 @@ def _follow_watermarks(app: faust.App, settings: Settings) -> None:
         consumer = app.consumer
         if isinstance(consumer, BatchConsumer):
             await consumer.publish_watermark()
+            await consumer.forget_gone_peers()
+
+    async def farewell(sender: Any, /, *args: Any, signal: Any, **kwargs: Any) -> None:
+        consumer = app.consumer
+        if isinstance(consumer, BatchConsumer):
+            await consumer.farewell()
 
     app.timer(1.0)(refresh)
+    app.on_before_shutdown.connect(farewell)
 
 
 def _follow_control(

@@ -101,13 +101,21 @@ WAIT_LIMIT_S: Final = 10.0
 """How long (s) a partition that has records left but is not fetched may hold the others
 back (:class:`Timeline`): a healthy consumer fetches it again within a second."""
 PEER_FRESH_S: Final = 15.0
-"""How long (s of wall time) another worker's watermark holds this worker back after it
-was sent (:class:`Peers`): workers publish theirs after each fetch call while it moves
-(at most every :data:`PEER_MIN_GAP_S`), and at least every :data:`PEER_REFRESH_S`."""
+"""How long (s) another worker's watermark holds this worker back after it arrived
+(:class:`Peers`): workers publish theirs after each fetch call while it moves (at most
+every :data:`PEER_MIN_GAP_S`), and at least every :data:`PEER_REFRESH_S`."""
+PEER_CLOCK_SKEW_S: Final = 300.0
+"""How far (s) hosts' clocks may differ for the watermarks to work as designed: a record
+sent longer ago than :data:`PEER_FRESH_S` plus this, by its sender's clock, is a dead
+worker's that a starting worker reads in the topic's history, and holds nothing back."""
 PEER_REFRESH_S: Final = 5.0
 """A worker republishes an unchanged watermark this often (s), to keep it fresh."""
 PEER_MIN_GAP_S: Final = 0.05
 """A worker publishes a moving watermark at most this often (s)."""
+PEER_FORGET_S: Final = 3600.0
+"""A watermark record this old (s of wall time) is deleted from the compacted topic by
+the workers that read it (a tombstone, :meth:`Peers.expired`): its worker died without
+its farewell, and every restart adds a key the topic would otherwise keep for ever."""
 HELD_POLL_S: Final = 0.05
 """How long (s) a fetch call waits for records while records are held back: a held
 partition waits for the others' records or watermarks, which come within that."""
@@ -316,9 +324,15 @@ class Peers:
     at different points of a backlog interleaved them out of order (docs/validation.md,
     "Stop 62"). So each worker also holds its partitions back to the lowest watermark of
     the others (:meth:`floor`), and the group drains a backlog at the pace of the worker
-    furthest behind. A watermark not refreshed for ``fresh_s`` of wall time (its worker
-    stopped or died; the compacted topic keeps its last record) holds nothing back, nor
-    does a worker at the live edge (``None``)."""
+    furthest behind. A watermark not refreshed for ``fresh_s`` (its worker died; the
+    compacted topic keeps its last record) holds nothing back, nor does a worker at the
+    live edge (``None``). Freshness is judged by when a record arrived, on this worker's
+    clock, so hosts whose clocks differ do not misjudge each other; the sender's time
+    only tells a dead worker's record in the topic's history (older than
+    :data:`PEER_CLOCK_SKEW_S` past ``fresh_s``) from a live one. A worker that stops
+    cleanly deletes its record (:meth:`farewell`), so the others stop waiting on it at
+    once, and a dead worker's record is deleted by the others once ``forget_s`` old
+    (:meth:`expired`)."""
 
     def __init__(
         self,
@@ -326,19 +340,25 @@ class Peers:
         topic: str,
         fresh_s: float = PEER_FRESH_S,
         clock: Callable[[], float] = time.time,
+        forget_s: float = PEER_FORGET_S,
     ) -> None:
         self.me = me
         self.topic = topic
         self.fresh_s = fresh_s
+        self.forget_s = forget_s
         self.clock = clock
-        self._at: dict[str, tuple[int | None, float]] = {}
+        self._at: dict[str, tuple[int | None, float, float]] = {}  # low, sent, arrived
         self._sent: tuple[int | None, float] | None = None  # the last published, and when
+        self._gone = False  # said farewell: publishes nothing more
 
     def due(self, low: int | None, now: float) -> bool:
         """Whether to publish ``low`` at ``now`` (monotonic seconds): a new value at most
         every :data:`PEER_MIN_GAP_S` (the others' floors follow it within tens of
         milliseconds, so a group in step advances a slack per round trip), an unchanged
-        one every :data:`PEER_REFRESH_S` to stay fresh, and "nothing left" once."""
+        one every :data:`PEER_REFRESH_S` to stay fresh, and "nothing left" once; nothing
+        after :meth:`farewell` (a timer still running must not bring the record back)."""
+        if self._gone:
+            return False
         if self._sent is None:
             return True
         last, at = self._sent
@@ -354,6 +374,22 @@ class Peers:
         """This worker's watermark record: key and value."""
         return self.me.encode(), json.dumps({"low_ms": low, "sent": self.clock()}).encode()
 
+    def farewell(self) -> tuple[bytes, None]:
+        """This worker's tombstone, sent as it stops cleanly; it publishes nothing after."""
+        self._gone = True
+        return self.me.encode(), None
+
+    def expired(self) -> list[tuple[bytes, None]]:
+        """Tombstones for the other workers whose last record is older than ``forget_s``
+        (forgotten here as well). Several workers may send the same one: deleting twice
+        is harmless, and a worker still alive writes its record again at its next
+        publication."""
+        now = self.clock()
+        old = [worker for worker, (_, sent, _) in self._at.items() if now - sent > self.forget_s]
+        for worker in old:
+            del self._at[worker]
+        return [(worker.encode(), None) for worker in old]
+
     def fold(self, records: Sequence[tuple[bytes | None, bytes | None]]) -> None:
         """Take the watermark topic's records (a tombstone forgets its worker)."""
         for key, value in records:
@@ -368,7 +404,8 @@ class Peers:
             try:
                 data = json.loads(value)
                 low = data["low_ms"]
-                self._at[worker] = (None if low is None else int(low), float(data["sent"]))
+                sent = float(data["sent"])
+                self._at[worker] = (None if low is None else int(low), sent, self.clock())
             except (ValueError, KeyError, TypeError):
                 log.warning("ignoring a malformed watermark record of %s", worker)
 
@@ -376,7 +413,11 @@ class Peers:
         """The lowest fresh watermark of the other workers; None when none holds back."""
         now = self.clock()
         lows = [
-            low for low, sent in self._at.values() if low is not None and now - sent <= self.fresh_s
+            low
+            for low, sent, arrived in self._at.values()
+            if low is not None
+            and now - arrived <= self.fresh_s
+            and now - sent <= self.fresh_s + PEER_CLOCK_SKEW_S
         ]
         return min(lows, default=None)
 
@@ -778,13 +819,34 @@ class BatchConsumer(GuardedConsumer):
         now = time.monotonic()
         if not peers.due(low, now):
             return
-        key, value = peers.record(low)
+        if await self._send_watermark(peers, peers.record(low)):
+            peers.mark(low, now)
+
+    async def forget_gone_peers(self) -> None:
+        """Delete the watermark records of workers gone for :data:`PEER_FORGET_S` without
+        their farewell (:meth:`Peers.expired`)."""
+        peers = self.app.peers if isinstance(self.app, BatchApp) else None
+        if peers is None:
+            return
+        for record in peers.expired():
+            await self._send_watermark(peers, record)
+
+    async def farewell(self) -> None:
+        """Delete this worker's watermark record as it stops cleanly, so the others need
+        not wait :data:`PEER_FRESH_S` for it to go stale (:meth:`Peers.farewell`)."""
+        peers = self.app.peers if isinstance(self.app, BatchApp) else None
+        if peers is not None:
+            await self._send_watermark(peers, peers.farewell())
+
+    async def _send_watermark(self, peers: Peers, record: tuple[bytes, bytes | None]) -> bool:
+        """Send one record to the watermark topic; False (logged) when it failed."""
+        key, value = record
         try:
             await self.app.producer.send(peers.topic, key, value, 0, None, None)
-        except Exception as exc:  # advisory (see above)
+        except Exception as exc:  # advisory (see publish_watermark)
             log.warning("watermark not published (%s: %s)", type(exc).__name__, exc)
-            return
-        peers.mark(low, now)
+            return False
+        return True
 
     def _pending(self, tp: TP, active: set[TP] | None) -> bool:
         """Whether ``tp``, not in this fetch, has records left that the consumer fetches

@@ -30,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from kafka import KafkaConsumer, TopicPartition
 
 from alerting.model import IncidentAction, IncidentEvent, key_id
 from alerting.operator import OperatorAction, operator_topic
@@ -50,6 +49,7 @@ from tests.integration.traffic import (
     critical_marker,
     output_line,
     publish_lines,
+    topic_records,
 )
 from tests.integration.workers import http_get, wait_for, worker_process
 
@@ -70,36 +70,14 @@ def _need_chromium() -> None:
         pytest.skip(f"{CHROMIUM} not found (apt-get install chromium)")
 
 
-def _records(bootstrap: str, topic: str) -> list[Any]:
-    """Every record of ``topic`` now (group-less, bounded)."""
-    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    try:
-        parts = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(parts)]
-        if not tps:
-            return []
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
-        ends = consumer.end_offsets(tps)
-        out: list[Any] = []
-        deadline = time.monotonic() + 30
-        while any(consumer.position(tp) < ends[tp] for tp in tps):
-            assert time.monotonic() < deadline, f"reading {topic} timed out"
-            for batch in consumer.poll(timeout_ms=300).values():
-                out.extend(batch)
-        return out
-    finally:
-        consumer.close()
-
-
 def _operator_actions(env: Env) -> list[OperatorAction]:
     topic = operator_topic(env.settings.topics.control)
-    records = _records(env.broker.bootstrap, topic)
+    records = topic_records(env.broker.bootstrap, topic)
     return [OperatorAction.model_validate_json(r.value) for r in records]
 
 
 def _incident_events(bootstrap: str, topic: str) -> list[IncidentEvent]:
-    return [IncidentEvent.model_validate_json(r.value) for r in _records(bootstrap, topic)]
+    return [IncidentEvent.model_validate_json(r.value) for r in topic_records(bootstrap, topic)]
 
 
 def _triggers(bootstrap: str, topic: str) -> list[IncidentEvent]:
@@ -405,7 +383,7 @@ def test_acknowledge_and_containment_publish_who_and_why(env: Env, browser: Any)
     mine = {(a.action, a.by, a.reason) for a in actions if a.incident_id == tox.incident_id}
     assert ("acknowledge", OPERATOR[0], "on it: checking the moderation model") in mine
     assert ("contain", OPERATOR[0], "contain per playbook while we look") in mine
-    control = _records(env.broker.bootstrap, env.settings.topics.control)
+    control = topic_records(env.broker.bootstrap, env.settings.topics.control)
     snaps = [json.loads(r.value) for r in control if r.key == tox.labels.model.encode()]
     assert any(m["incident_id"] == tox.incident_id for s in snaps for m in s["measures"])
     # An empty reason is refused with a clear error, and nothing is published.
@@ -417,7 +395,7 @@ def test_acknowledge_and_containment_publish_who_and_why(env: Env, browser: Any)
     assert answer.status == 400
     assert "reason is required" in answer.text()
     topic = operator_topic(env.settings.topics.control)
-    assert len(_records(env.broker.bootstrap, topic)) == before
+    assert len(topic_records(env.broker.bootstrap, topic)) == before
 
 
 def test_a_silence_added_in_the_browser_mutes_the_next_matching_detection(
@@ -435,7 +413,7 @@ def test_a_silence_added_in_the_browser_mutes_the_next_matching_detection(
     silence_id = page.inner_text(".done").strip()
     assert silence_id.startswith("sil-")
     assert page.locator(f"tr[data-silence='{silence_id}']").count() == 1
-    records = _records(env.broker.bootstrap, silences_topic(env.settings.topics.control))
+    records = topic_records(env.broker.bootstrap, silences_topic(env.settings.topics.control))
     assert any(r.key == silence_id.encode() for r in records)
     _shot(page, env, "silences")
     # Give the worker's silence follower its poll (1 s) before the detection arrives.
@@ -448,7 +426,7 @@ def test_a_silence_added_in_the_browser_mutes_the_next_matching_detection(
     engines = f"{env.settings.worker.app_id}-engines-changelog"
 
     def muted() -> bool:
-        for r in _records(env.broker.bootstrap, engines):
+        for r in topic_records(env.broker.bootstrap, engines):
             key = r.key.decode().strip('"') if r.key else ""
             if key == "muted-model" and r.value:
                 incidents = decode_state(r.value).get("incidents", [])
@@ -500,7 +478,7 @@ def test_a_relearn_from_the_incident_page_restarts_that_detector_in_the_worker(
     version = env.versions["support-chat"]
 
     def latest_state() -> dict[str, Any]:
-        for r in reversed(_records(env.broker.bootstrap, detectors)):
+        for r in reversed(topic_records(env.broker.bootstrap, detectors)):
             if r.key and r.key.decode().strip('"') == key and r.value:
                 return dict(decode_state(r.value))
         return {}
@@ -527,7 +505,7 @@ def test_a_relearn_from_the_incident_page_restarts_that_detector_in_the_worker(
     assert "re-learn published: toxicity_rate on support-chat" in done, done
     [rec] = [
         RelearnRecord.model_validate_json(r.value)
-        for r in _records(env.broker.bootstrap, relearn_topic(env.settings.topics.control))
+        for r in topic_records(env.broker.bootstrap, relearn_topic(env.settings.topics.control))
     ]
     assert rec.id in done
     assert (rec.scope, rec.signals) == (tox.labels, (SignalKind.TOXICITY_RATE,))

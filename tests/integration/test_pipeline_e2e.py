@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
 from datetime import timedelta
 from pathlib import Path
 
@@ -24,9 +25,17 @@ import pytest
 from alerting.model import IncidentAction, IncidentEvent
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
+from streams.kafka.topics import watermarks_topic
 from streams.settings import Settings
-from tests.integration.traffic import SKEW, AlertsReader, after, critical_marker, publish_lines
-from tests.integration.workers import worker_process
+from tests.integration.traffic import (
+    SKEW,
+    AlertsReader,
+    after,
+    critical_marker,
+    publish_lines,
+    topic_records,
+)
+from tests.integration.workers import stop_process, worker_process
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -37,6 +46,9 @@ downvote spike: feedback comes for ~20% of outputs, so its key sees ~100 events/
 H = timedelta(hours=1)
 PACE = 2000.0
 """Events per second the tests publish at (a simulated hour, ~8k events, in ~4 s)."""
+STOP_GRACE_S = 120.0
+"""How long a worker may take to stop cleanly on SIGTERM before the test kills it (and
+fails: a killed worker leaves its watermark record), generous for a loaded machine."""
 
 INJECTIONS = [
     # type, start, duration, strength, scope -> incident type prefix expected
@@ -140,13 +152,18 @@ def _every_injected_failure(
         if backlog:
             sent = publish_lines(kafka_broker.bootstrap, service_settings, lines)
         with contextlib.ExitStack() as running:
-            for i in range(workers):
+            procs = [
                 running.enter_context(_worker(service_settings, log.with_suffix(f".{i}.log")))
+                for i in range(workers)
+            ]
             if not backlog:
                 sent = publish_lines(kafka_broker.bootstrap, service_settings, lines, rate=PACE)
             found = reader.wait(all_found, timeout_s=300)
+            for proc in procs:
+                stop_process(proc, grace_s=STOP_GRACE_S)
     finally:
         reader.close()
+    _assert_watermarks_deleted(kafka_broker.bootstrap, service_settings, procs)
     triggers = _triggers(reader.events)
     summary = "\n".join(
         f"  {e.last_seen:%H:%M} {e.incident_type} {e.labels.describe()} {e.severity}"
@@ -180,6 +197,22 @@ def _every_injected_failure(
         for e in triggers
         if e.labels.version == new_version
     )
+
+
+def _assert_watermarks_deleted(
+    bootstrap: str, settings: Settings, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """Each worker, stopped cleanly, deleted its watermark record (a tombstone on the
+    compacted topic), so the others need not wait for it to go stale; it had published
+    one while it drained the backlog."""
+    last: dict[str, bytes | None] = {}
+    for r in topic_records(bootstrap, watermarks_topic(settings.topics.control)):
+        last[r.key.decode()] = r.value
+    for proc in procs:
+        assert proc.returncode == 0, f"worker {proc.pid} did not stop cleanly: {proc.returncode}"
+        mine = [k for k in last if f":{proc.pid}:" in k]
+        assert mine, f"worker {proc.pid} published no watermark: {sorted(last)}"
+        assert all(last[k] is None for k in mine), f"worker {proc.pid} left its watermark"
 
 
 @pytest.mark.soak

@@ -6,6 +6,7 @@ import json
 import time
 from collections.abc import Callable, Iterable
 from datetime import datetime, timedelta
+from typing import Any
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
@@ -137,3 +138,25 @@ def records_written(bootstrap: str, topic: str, partitions: int) -> int:
         return end_offsets(admin, topic, partitions)
     finally:
         admin.close()
+
+
+def topic_records(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` now (group-less, bounded)."""
+    consumer = KafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    try:
+        parts = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in sorted(parts)]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        ends = consumer.end_offsets(tps)
+        out: list[Any] = []
+        deadline = time.monotonic() + 30
+        while any(consumer.position(tp) < ends[tp] for tp in tps):
+            assert time.monotonic() < deadline, f"reading {topic} timed out"
+            for batch in consumer.poll(timeout_ms=300).values():
+                out.extend(batch)
+        return out
+    finally:
+        consumer.close()

@@ -22,6 +22,8 @@ from faust.types import TP
 
 from streams.runtime.batching import (
     ALIGN_SLACK_MS,
+    PEER_CLOCK_SKEW_S,
+    PEER_FORGET_S,
     PEER_FRESH_S,
     PEER_MIN_GAP_S,
     PEER_REFRESH_S,
@@ -800,22 +802,23 @@ def test_a_partition_read_later_does_not_make_a_stale_fetch_fresh() -> None:
 
 def test_the_other_workers_watermarks_hold_a_worker_back_while_fresh() -> None:
     """Another worker still delivering minute 10 holds this worker's partitions at minute
-    11 (plus the slack); its own record, a worker at the live edge, a stale watermark (its
-    worker stopped) and a tombstone hold nothing back; a malformed record is skipped."""
+    11 (plus the slack); its own record, a worker at the live edge, a dead worker's record
+    in the topic's history, a watermark not refreshed (its worker died) and a tombstone
+    hold nothing back; a malformed record is skipped."""
     now = [1000.0]
-    me, other, gone = (
-        Peers("me", "w", clock=lambda: now[0]),
-        Peers("b", "w", clock=lambda: now[0]),
-        "c",
+    me, other = Peers("me", "w", clock=lambda: now[0]), Peers("b", "w", clock=lambda: now[0])
+    history = 1000.0 - PEER_FRESH_S - PEER_CLOCK_SKEW_S - 1.0
+    me.fold([(b"died", json.dumps({"low_ms": 0, "sent": 990.0}).encode())])
+    now[0] += PEER_FRESH_S + 1.0  # "died" is not refreshed
+    me.fold(
+        [
+            other.record(10 * MIN),
+            me.record(0),  # its own: ignored
+            (b"old", json.dumps({"low_ms": 0, "sent": history}).encode()),  # history
+            (b"live", json.dumps({"low_ms": None, "sent": 1000.0}).encode()),  # at the live edge
+            (b"bad", b"{"),
+        ]
     )
-    fold = [
-        other.record(10 * MIN),
-        me.record(0),  # its own: ignored
-        (gone.encode(), json.dumps({"low_ms": 0, "sent": 1000.0 - 16.0}).encode()),  # stale
-        (b"live", json.dumps({"low_ms": None, "sent": 1000.0}).encode()),  # at the live edge
-        (b"bad", b"{"),
-    ]
-    me.fold(fold)
 
     assert me.floor() == 10 * MIN
     a = TP("t.in", 0)
@@ -837,6 +840,22 @@ def test_the_other_workers_watermarks_hold_a_worker_back_while_fresh() -> None:
     assert me.floor() is None  # not refreshed: stale
 
 
+@pytest.mark.parametrize("skew_s", [-120.0, 120.0])
+def test_watermarks_hold_whatever_the_hosts_clocks_say(skew_s: float) -> None:
+    """Freshness is judged by arrival on the reader's clock: a worker whose clock runs two
+    minutes ahead of or behind this one's holds it back while its records keep coming,
+    and not once they stop."""
+    now = [1000.0]
+    me = Peers("me", "w", clock=lambda: now[0])
+    other = Peers("b", "w", clock=lambda: now[0] + skew_s)
+    for _ in range(5):
+        me.fold([other.record(10 * MIN)])
+        assert me.floor() == 10 * MIN
+        now[0] += PEER_REFRESH_S
+    now[0] += PEER_FRESH_S
+    assert me.floor() is None
+
+
 def test_a_worker_publishes_a_moving_watermark_promptly_and_a_still_one_to_stay_fresh() -> None:
     peers = Peers("me", "w")
 
@@ -848,3 +867,38 @@ def test_a_worker_publishes_a_moving_watermark_promptly_and_a_still_one_to_stay_
     assert peers.due(5, PEER_REFRESH_S)  # unchanged: refreshed
     peers.mark(None, 10.0)
     assert not peers.due(None, 100.0)  # nothing left: said once
+
+
+def test_a_worker_that_stops_cleanly_releases_the_others_at_once() -> None:
+    """Its farewell is a tombstone of its record: the others stop waiting on it without
+    the :data:`PEER_FRESH_S` it would take to go stale, and it publishes nothing after
+    (the app's timer outlives the farewell by a moment)."""
+    now = [1000.0]
+    leaving, staying = Peers("a", "w", clock=lambda: now[0]), Peers("b", "w", clock=lambda: now[0])
+    staying.fold([leaving.record(10 * MIN)])
+    assert staying.floor() == 10 * MIN
+
+    staying.fold([leaving.farewell()])
+    assert staying.floor() is None
+    assert not leaving.due(12 * MIN, 1e9)
+    assert not leaving.due(None, 1e9)
+
+
+def test_a_dead_workers_record_is_deleted_once_an_hour_old() -> None:
+    """A worker killed without its farewell leaves its record on the compacted topic; every
+    restart adds a key. A worker that reads a record older than :data:`PEER_FORGET_S`
+    sends its tombstone, once, and keeps the others'."""
+    now = [1000.0]
+    me = Peers("me", "w", clock=lambda: now[0])
+    me.fold(
+        [
+            (b"dead", json.dumps({"low_ms": 5, "sent": 1000.0 - PEER_FORGET_S - 1}).encode()),
+            (b"idle", json.dumps({"low_ms": None, "sent": 1000.0 - PEER_FORGET_S + 60}).encode()),
+            Peers("live", "w", clock=lambda: now[0]).record(7),
+        ]
+    )
+    assert me.expired() == [(b"dead", None)]
+    assert me.expired() == []
+    now[0] += 61.0
+    assert me.expired() == [(b"idle", None)]  # at the live edge, silent since: deleted too
+    assert me.floor() is None  # "live" went stale long ago (not refreshed in this test)
