@@ -47,6 +47,7 @@ from typing import Any, Final
 import faust
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.partitioner import murmur2
+from faust.exceptions import ConsumerNotStarted
 from faust.serializers.codecs import Codec
 from faust.streams import _current_event
 from faust.tables.base import Collection
@@ -352,13 +353,10 @@ class _Agents:
             if written:
                 log.info("wrote %d detector set(s) of partition %d back", written, part)
 
-    def in_place(self, item: Accepted, rid: bytes, home: int) -> bool:
-        """Whether the record sits in the partition that owns its request id's join state."""
-        return (
-            item.key == rid
-            and item.coords.partition == home
-            and self.app.consumer.topic_partitions(item.coords.topic) == self.partitions
-        )
+    def in_place(self, item: Accepted, rid: bytes, home: int, partitions: int | None) -> bool:
+        """Whether the record sits in the partition that owns its request id's join state
+        (its topic has ``partitions`` partitions, as the join's topic has)."""
+        return item.key == rid and item.coords.partition == home and partitions == self.partitions
 
     async def to_detect(self, observations: Sequence[Observation]) -> None:
         """Observations to the by-model topic, in envelopes per model."""
@@ -374,10 +372,14 @@ class _Agents:
         partition, else sent there (by-request topic)."""
         local: dict[int, list[Accepted]] = {}
         elsewhere: dict[int, list[Observation]] = {}
+        counts: dict[str, int | None] = {}
         for item in items:
             rid = item.event.request_id.encode()
             home = home_partition(rid, self.partitions)
-            if self.in_place(item, rid, home):
+            topic = item.coords.topic
+            if topic not in counts:
+                counts[topic] = partition_count(self.app.consumer, topic)
+            if self.in_place(item, rid, home, counts[topic]):
                 local.setdefault(home, []).append(item)
             else:
                 placeholder = Observation(item.event, "", "", {}, item.coords)
@@ -442,6 +444,20 @@ class _Agents:
         partition's table (state writes need the current event's partition)."""
         for model in self.detect.models():
             await self.by_model.send(key=model.encode(), value=TICK)
+
+
+def partition_count(consumer: Any, topic: str) -> int | None:
+    """How many partitions ``topic`` has, by the cluster metadata of faust's consumer
+    (None: not known). Not faust's ``Consumer.topic_partitions``: that reads the group
+    coordinator's metadata snapshot, which aiokafka keeps on the group's leader only, so
+    on every other worker it said "unknown" and every event took the by-request topic to
+    its join (docs/validation.md, "Stop 63")."""
+    try:
+        cluster = consumer._thread._ensure_consumer()._client.cluster
+        parts = cluster.partitions_for_topic(topic)
+    except (AttributeError, KeyError, ConsumerNotStarted):
+        return None
+    return len(parts) if parts else None
 
 
 def _follow_silences(app: faust.App, settings: Settings, detect: Detect) -> None:

@@ -25,7 +25,7 @@ import pytest
 from alerting.model import IncidentAction, IncidentEvent
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
-from streams.kafka.topics import watermarks_topic
+from streams.kafka.topics import ensure_topics, watermarks_topic
 from streams.settings import Settings
 from tests.integration.traffic import (
     SKEW,
@@ -33,6 +33,7 @@ from tests.integration.traffic import (
     after,
     critical_marker,
     publish_lines,
+    records_written,
     topic_records,
 )
 from tests.integration.workers import stop_process, worker_process
@@ -46,6 +47,8 @@ downvote spike: feedback comes for ~20% of outputs, so its key sees ~100 events/
 H = timedelta(hours=1)
 PACE = 2000.0
 """Events per second the tests publish at (a simulated hour, ~8k events, in ~4 s)."""
+PARTITIONS = 4
+"""Partitions of every topic in the end-to-end tests (the service's default)."""
 STOP_GRACE_S = 120.0
 """How long a worker may take to stop cleanly on SIGTERM before the test kills it (and
 fails: a killed worker leaves its watermark record), generous for a loaded machine."""
@@ -105,6 +108,12 @@ def test_two_workers_started_behind_the_whole_stream_find_every_failure(
 def _every_injected_failure(
     kafka_broker, service_settings: Settings, tmp_path: Path, *, backlog: bool, workers: int = 1
 ) -> None:  # type: ignore[no-untyped-def]
+    # Four partitions a topic, created before anything is published, as a deployment
+    # creates them: the raw topics and the join's then have the same count, so records
+    # keyed by request id are joined where they are read.
+    kafka = service_settings.kafka.model_copy(update={"topic_partitions": PARTITIONS})
+    service_settings = service_settings.model_copy(update={"kafka": kafka})
+    ensure_topics(service_settings, [kafka_broker.bootstrap])
     scenario = Scenario(
         seed=11,
         duration=14 * H,
@@ -164,6 +173,13 @@ def _every_injected_failure(
     finally:
         reader.close()
     _assert_watermarks_deleted(kafka_broker.bootstrap, service_settings, procs)
+    # Every event was keyed by its request id, so every worker joined it where it read it.
+    # Until stop 63 a worker that was not the group's leader sent all of its events
+    # through the by-request topic (aiokafka keeps the partition counts faust asked for on
+    # the leader only).
+    by_request = service_settings.worker.internal_topics["by_request"]
+    forwarded = records_written(kafka_broker.bootstrap, by_request, PARTITIONS)
+    assert forwarded == 0, f"{forwarded} events took the by-request topic to their join"
     triggers = _triggers(reader.events)
     summary = "\n".join(
         f"  {e.last_seen:%H:%M} {e.incident_type} {e.labels.describe()} {e.severity}"
