@@ -72,7 +72,6 @@ commits past the batch.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import logging
 import time
@@ -111,7 +110,7 @@ sent longer ago than :data:`PEER_FRESH_S` plus this, by its sender's clock, is a
 worker's that a starting worker reads in the topic's history, and holds nothing back."""
 PEER_REFRESH_S: Final = 5.0
 """A worker republishes an unchanged watermark this often (s), to keep it fresh."""
-PEER_MIN_GAP_S: Final = 0.01
+PEER_MIN_GAP_S: Final = 0.05
 """A worker publishes a moving watermark at most this often (s)."""
 PEER_FORGET_S: Final = 3600.0
 """A watermark record this old (s of wall time) is deleted from the compacted topic by
@@ -119,8 +118,7 @@ the workers that read it (a tombstone, :meth:`Peers.expired`): its worker died w
 its farewell, and every restart adds a key the topic would otherwise keep for ever."""
 HELD_POLL_S: Final = 0.05
 """How long (s) a fetch call waits for records while records are held back: a held
-partition waits for the others' records or watermarks, which come within that (a fetch
-call with every partition held ends its wait when another worker's watermark arrives)."""
+partition waits for the others' records or watermarks, which come within that."""
 _QUEUE_POLL_S: Final = 0.002
 
 
@@ -352,16 +350,11 @@ class Peers:
         self._at: dict[str, tuple[int | None, float, float]] = {}  # low, sent, arrived
         self._sent: tuple[int | None, float] | None = None  # the last published, and when
         self._gone = False  # said farewell: publishes nothing more
-        self.arrived = asyncio.Event()
-        """Set when another worker's record arrives: a fetch call with everything held
-        waits on it (:meth:`BatchConsumer._getmany`), so a worker held at the others'
-        watermarks moves on as soon as they move, not at its next poll."""
 
     def due(self, low: int | None, now: float) -> bool:
         """Whether to publish ``low`` at ``now`` (monotonic seconds): a new value at most
-        every :data:`PEER_MIN_GAP_S` (the others' floors follow it within milliseconds
-        plus the producer's linger, so a group in step advances a slack per round
-        trip), an unchanged
+        every :data:`PEER_MIN_GAP_S` (the others' floors follow it within tens of
+        milliseconds, so a group in step advances a slack per round trip), an unchanged
         one every :data:`PEER_REFRESH_S` to stay fresh, and "nothing left" once; nothing
         after :meth:`farewell` (a timer still running must not bring the record back)."""
         if self._gone:
@@ -405,7 +398,6 @@ class Peers:
             worker = key.decode(errors="replace")
             if worker == self.me:
                 continue
-            self.arrived.set()
             if value is None:
                 self._at.pop(worker, None)
                 continue
@@ -810,22 +802,11 @@ class BatchConsumer(GuardedConsumer):
         if held and active_partitions is not None:
             rest = {tp for tp in active_partitions if tp not in held}
             if not rest:
-                await self._held_wait()
+                await asyncio.sleep(HELD_POLL_S)
                 return {}
             active_partitions = rest
             timeout = min(timeout, HELD_POLL_S)
         return await super()._getmany(active_partitions, timeout)
-
-    async def _held_wait(self) -> None:
-        """Wait while every partition holds records back: until another worker's watermark
-        arrives (it may lower the floor that holds them), at most :data:`HELD_POLL_S`."""
-        peers = self.app.peers if isinstance(self.app, BatchApp) else None
-        if peers is None:
-            await asyncio.sleep(HELD_POLL_S)
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(peers.arrived.wait(), HELD_POLL_S)
-        peers.arrived.clear()
 
     async def publish_watermark(self) -> None:
         """Publish this worker's low watermark for the others (:class:`Peers`) when due:
