@@ -742,7 +742,7 @@ class BatchConsumer(GuardedConsumer):
         else:
             # In event-time order: records ahead of the other partitions' are held for a
             # later call, the rest delivered minute by minute across the partitions.
-            peers = self.app.peers if isinstance(self.app, BatchApp) else None
+            peers = self._peers()
             floor = peers.floor() if peers is not None else None
             runs = self._timeline.take(
                 kept, self._behind, lambda tp: self._pending(tp, active), floor=floor
@@ -808,11 +808,15 @@ class BatchConsumer(GuardedConsumer):
             timeout = min(timeout, HELD_POLL_S)
         return await super()._getmany(active_partitions, timeout)
 
+    def _peers(self) -> Peers | None:
+        """The other workers' watermarks, when this worker follows them."""
+        return self.app.peers if isinstance(self.app, BatchApp) else None
+
     async def publish_watermark(self) -> None:
         """Publish this worker's low watermark for the others (:class:`Peers`) when due:
         after every fetch call, and on the app's timer while a delivery waits. Advisory:
         a failed send leaves it unrefreshed, and the others stop waiting on it."""
-        peers = self.app.peers if isinstance(self.app, BatchApp) else None
+        peers = self._peers()
         if peers is None:
             return
         low = self.low_watermark()
@@ -825,7 +829,7 @@ class BatchConsumer(GuardedConsumer):
     async def forget_gone_peers(self) -> None:
         """Delete the watermark records of workers gone for :data:`PEER_FORGET_S` without
         their farewell (:meth:`Peers.expired`)."""
-        peers = self.app.peers if isinstance(self.app, BatchApp) else None
+        peers = self._peers()
         if peers is None:
             return
         for record in peers.expired():
@@ -834,7 +838,7 @@ class BatchConsumer(GuardedConsumer):
     async def farewell(self) -> None:
         """Delete this worker's watermark record as it stops cleanly, so the others need
         not wait :data:`PEER_FRESH_S` for it to go stale (:meth:`Peers.farewell`)."""
-        peers = self.app.peers if isinstance(self.app, BatchApp) else None
+        peers = self._peers()
         if peers is not None:
             await self._send_watermark(peers, peers.farewell())
 
