@@ -46,16 +46,22 @@ def stamp(kind: StateKind, data: dict[str, Any]) -> dict[str, Any]:
 
 
 def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -> _T | None:
-    """``build(data)`` if ``data`` is a value of the current version of ``kind``; else
-    ``None`` (the caller relearns), logged once per kind and counted."""
-    version = data.get(VERSION_KEY) if isinstance(data, dict) else None
-    if version == STATE_VERSIONS[kind]:
-        try:
-            return build(data)
-        except (KeyError, TypeError, ValueError, IndexError) as exc:
-            reason = f"does not restore ({type(exc).__name__}: {exc})"
+    """``build(data)`` if ``data`` is a value of the current version of ``kind`` (its
+    data, or its bytes as :func:`loaded` takes them); else ``None`` (the caller
+    relearns), logged once per kind and counted."""
+    try:
+        data = loaded(data)
+    except ValueError as exc:
+        reason = f"does not decode ({exc})"
     else:
-        reason = f"has version {version!r}, this release writes {STATE_VERSIONS[kind]}"
+        version = data.get(VERSION_KEY) if isinstance(data, dict) else None
+        if version == STATE_VERSIONS[kind]:
+            try:
+                return build(data)
+            except (KeyError, TypeError, ValueError, IndexError) as exc:
+                reason = f"does not restore ({type(exc).__name__}: {exc})"
+        else:
+            reason = f"has version {version!r}, this release writes {STATE_VERSIONS[kind]}"
     if not RESETS[kind]:
         log.warning(
             "stored %s state %s: dropping it and relearning (counted in "
@@ -65,6 +71,14 @@ def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -
         )
     RESETS[kind] += 1
     return None
+
+
+def loaded(value: Any) -> Any:
+    """A stored value as data: bytes (:func:`encode`'s, as the worker's state tables read
+    them back from a changelog or RocksDB: see ``streams.runtime.agents.StateCodec``)
+    decoded, anything else (a value this process wrote) as it is. Raises ValueError for
+    bytes that do not decode."""
+    return decode(bytes(value)) if isinstance(value, bytes | bytearray) else value
 
 
 COMPRESSED: Final = b"\x00z1"

@@ -34,7 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from alerting.clock import Clock
-from streams.pipeline.state import RESETS, STATE_VERSIONS
+from streams.pipeline.state import RESETS, STATE_VERSIONS, loaded
 from streams.runtime.detector_metrics import DetectorMetrics
 from streams.runtime.exposition import (
     CONTENT_TYPE,
@@ -307,8 +307,12 @@ class Observability:
         by_sev: Counter[str] = Counter()
         by_type: Counter[tuple[str, str]] = Counter()
         muted = 0
-        for _, state in self.service.tables["engines"].items():
-            for inc in (state or {}).get("incidents", ()):
+        for _, value in self.service.tables["engines"].items():
+            try:
+                state = loaded(value) or {}
+            except ValueError:
+                continue  # dropped when its engine is restored (sentinel_state_resets_total)
+            for inc in state.get("incidents", ()):
                 if inc.get("status") == "resolved":
                     continue
                 sev = str(inc.get("severity"))

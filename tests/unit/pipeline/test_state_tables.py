@@ -1,4 +1,5 @@
-"""The worker's detectors and engines tables write and recover through the state codec.
+"""The worker's detectors and engines tables write and recover through the state codec,
+which reads records back as bytes for the pipeline to decode when it uses them.
 
 faust decodes a changelog during recovery with the codec of the table's changelog *topic*,
 made when the table is registered; a codec set on the table afterwards alone wrote
@@ -24,6 +25,11 @@ def test_state_tables_write_and_recover_with_the_state_codec() -> None:
         assert isinstance(tables[name].value_serializer, StateCodec)
         raw = app.serializers.dumps_value(None, value, serializer=topic.value_serializer)
         assert raw.startswith(state.COMPRESSED)  # what the changelog carries ...
-        # ... and what recovery reads back with the topic's codec
-        assert app.serializers.loads_value(None, raw, serializer=topic.value_serializer) == value
+        # ... which recovery and a standby replica read back with the topic's codec as
+        # bytes, and the pipeline decodes when it reads the key
+        back = app.serializers.loads_value(None, raw, serializer=topic.value_serializer)
+        assert back == raw
+        assert state.restore("detectors", back, lambda data: data) == value
+        # a value the worker wrote itself is written as is, and so is one read back
+        assert app.serializers.dumps_value(None, back, serializer=topic.value_serializer) == raw
     assert tables["join"].changelog_topic.value_serializer == "json"

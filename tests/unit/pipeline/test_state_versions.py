@@ -102,3 +102,25 @@ def test_stored_bytes_are_compressed_and_plain_json_still_reads() -> None:
     assert state.decode(plain) == value  # a record written before compression
     with pytest.raises(ValueError, match="does not decompress"):
         state.decode(state.COMPRESSED + b"not zlib")
+
+
+def test_state_read_back_as_bytes_restores_and_broken_bytes_are_relearned() -> None:
+    """The worker's tables read their changelog and RocksDB values back as the stored
+    bytes (``StateCodec``); the pipeline decodes them when it uses the key."""
+    detectors: dict[str, Any] = {}
+    engines: dict[str, Any] = {}
+    obs = [Observation(_output(i), "m", "v1", {}, Coordinates("o", 0, i)) for i in range(50)]
+    _detect(detectors, engines).process(obs)
+    kid = key_id(Labels(model="m"))
+    n_before = detectors[kid]["t"]["confidence"]["n"]
+    stored = {kid: state.encode(detectors[kid])}
+    stored_engines = {"m": state.encode(engines["m"])}
+    _detect(stored, stored_engines).process(obs[:1])
+    assert stored[kid]["t"]["confidence"]["n"] == n_before + 1  # restored, then written
+    assert stored_engines["m"][state.VERSION_KEY] == state.STATE_VERSIONS["engine"]
+
+    state.RESETS.clear()
+    broken = {kid: state.COMPRESSED + b"not zlib"}
+    _detect(broken, {}).process(obs[:2])
+    assert broken[kid]["t"]["confidence"]["n"] == 2  # a fresh baseline
+    assert state.RESETS["detectors"] == 1
