@@ -33,3 +33,10 @@ def test_state_tables_write_and_recover_with_the_state_codec() -> None:
         # a value the worker wrote itself is written as is, and so is one read back
         assert app.serializers.dumps_value(None, back, serializer=topic.value_serializer) == raw
     assert tables["join"].changelog_topic.value_serializer == "json"
+
+
+def test_standby_replicas_only_where_they_spare_a_new_owner_the_changelog() -> None:
+    for store, replicas in (("rocksdb://", 1), ("memory://", 0)):
+        settings = load_settings(env={}, overrides={"worker.store": store})
+        app = create_app(settings, broker_url="kafka://localhost:1")  # never connects
+        assert app.conf.table_standby_replicas == replicas
