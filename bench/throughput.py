@@ -2,6 +2,7 @@
 
     OPENBLAS_NUM_THREADS=1 .venv/bin/python bench/throughput.py [--events N] [--quick]
         [--requests-per-hour R] [--replay-only [--detect-batch B]] [--sample F] [--jobs N]
+        [--workers N [--warm]] [--store memory|rocksdb]
 
 Starts its own single-node broker (or uses SENTINEL_BENCH_BROKER=host:port), writes a
 simulated stream of N events to the four event topics (keyed by request id, as the SDK
@@ -15,13 +16,14 @@ publishes), then measures in the same run, each reading the full backlog:
   same records through faust's per-record path (``take_events``) and does nothing (faust
   makes an event, two asyncio tasks and a queue hand-off per record);
 - batch no-op agent: the same through the batch ingress (streams.runtime.batching);
-- worker: `sentinel run` (all agents and detectors on, memory store), timed from its
-  first consumed record (its /metrics endpoint) until the end markers (one certain
-  self-harm output per model, published last) have paged and its detect stage has taken
-  as many observations as the backlog holds, so every partition was processed to the
-  end; once with the batch ingress (the default) and once with
-  ``worker.batch_ingress = false`` (faust's per-record path, as before), and once with
-  ``worker.background_solves = false`` (every threshold solve in its event loop);
+- worker: `sentinel run` (all agents and detectors on, the memory store unless
+  ``--store rocksdb``), timed from its first consumed record (its /metrics endpoint)
+  until the end markers (one certain self-harm output per model, published last) have
+  paged and its detect stage has taken as many observations as the backlog holds, so
+  every partition was processed to the end; once with the batch ingress (the default)
+  and once with ``worker.batch_ingress = false`` (faust's per-record path, as before),
+  and once with ``worker.background_solves = false`` (every threshold solve in its event
+  loop);
 - N workers in one group (``--workers N``), also by CPU: events per worker CPU-second
   for one worker and for the group, each group worker's CPU, records read and
   observations detected, and the speed-up the group would reach with a core per worker
@@ -944,6 +946,13 @@ def main() -> int:
         help="also time this many workers in one consumer group (scale-out; default: off)",
     )
     parser.add_argument(
+        "--store",
+        choices=["memory", "rocksdb"],
+        default="memory",
+        help="the workers' state store (default memory; a deployment's default is rocksdb, "
+        "whose workers also keep a standby copy of each other's partitions)",
+    )
+    parser.add_argument(
         "--warm",
         action="store_true",
         help="with --workers: also time one worker and the group with the first phase's "
@@ -1025,7 +1034,7 @@ def main() -> int:
                     "kafka.broker": f"kafka://{bootstrap}",
                     "kafka.topic_partitions": args.partitions,
                     "worker.app_id": f"bench-{suffix}",
-                    "worker.store": "memory://",
+                    "worker.store": f"{args.store}://",
                     "worker.data_dir": str(tmp / "worker"),
                     "worker.web_enabled": True,
                     "worker.web_port": port,

@@ -17,6 +17,7 @@ import pytest
 
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.simulate import Simulator
+from streams.pipeline import state
 from streams.pipeline.keys import level_of_key
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline
@@ -214,6 +215,34 @@ def test_collect_reports_pipeline_state(
     )
     assert count
     assert all(v == 0 for _, v in values("sentinel_metrics_errors_total"))
+
+
+def test_open_incidents_count_engines_read_back_as_stored_bytes(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    """A RocksDB table gives its values back as the stored bytes (``StateCodec``): the
+    open-incident gauges decode them, and skip one that does not decode."""
+    service, observations = pipeline_service
+    last = max(o.event.timestamp for o in observations)
+
+    def open_incidents() -> dict[str, float]:
+        obs = Observability(_fake_app([], {}, {}), service, ManualClock(last), top_k=5)
+        parsed = parse(obs.render())
+        samples = parsed["sentinel_incidents_open"]["samples"]
+        return {s[1]["severity"]: s[2] for s in samples if s[0] == "sentinel_incidents_open"}
+
+    as_written = open_incidents()
+    assert sum(as_written.values()) >= 1
+    engines = service.tables["engines"]
+    written = dict(engines)  # the fixture is the module's: put its values back
+    try:
+        for model, value in written.items():
+            engines[model] = state.encode(value)
+        engines["broken"] = state.COMPRESSED + b"not zlib"
+        assert open_incidents() == as_written
+    finally:
+        engines.clear()
+        engines.update(written)
 
 
 def test_lag_uses_the_end_offsets_asked_at_scrape_time(
