@@ -130,6 +130,16 @@ class WorkerSettings(_Section):
         "solves): the event loop never waits for one, and a young key charts on a "
         "conservative bound meanwhile; false: solve in the loop, as replay does.",
     )
+    standby_replicas: int = Field(
+        default=1,
+        ge=0,
+        le=8,
+        description="With the RocksDB store: how many other workers keep a standby copy of "
+        "each table partition, so that a worker taking a partition over reads only its "
+        "changelog's tail (0: it reads the changelog whole, and a group spends less CPU: "
+        "each standby reads every state write of the partition's owner). The memory store "
+        "keeps none: its new owner reads the whole changelog whatever a standby held.",
+    )
 
     @property
     def internal_topics(self) -> dict[str, str]:

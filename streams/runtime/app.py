@@ -13,7 +13,7 @@ from streams.kafka.security import faust_credentials
 from streams.runtime.batching import BatchApp
 from streams.runtime.draining import DrainingApp
 from streams.runtime.fetch_guard import install as install_fetch_guard
-from streams.settings import Settings
+from streams.settings import Settings, WorkerSettings
 
 
 def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.App:
@@ -59,7 +59,7 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
         consumer_max_fetch_size=8 * 1024 * 1024,
         broker_max_poll_records=10_000,
         stream_buffer_maxsize=32_768,
-        table_standby_replicas=standby_replicas(worker.store),
+        table_standby_replicas=standby_replicas(worker),
     )
     # A batch that cannot be decoded pauses its partition instead of crashing the worker.
     # The batch ingress's transport is guarded itself; the per-record app gets the guard
@@ -69,8 +69,9 @@ def create_app(settings: Settings, *, broker_url: str | None = None) -> faust.Ap
     return app
 
 
-def standby_replicas(store: str) -> int:
-    """Standby replicas of each table partition for a worker of ``store``.
+def standby_replicas(worker: WorkerSettings) -> int:
+    """Standby replicas of each table partition for ``worker``: its
+    ``standby_replicas`` with the RocksDB store, none with the memory store.
 
     A standby follows the changelog of a partition another worker owns, so that a worker
     taking the partition over reads only the changelog's tail: RocksDB keeps the offset
@@ -78,4 +79,4 @@ def standby_replicas(store: str) -> int:
     None), so a new owner reads the whole changelog whatever a standby held, and the
     standby was all cost: every other worker's state writes read and stored
     (docs/validation.md, "Stop 64")."""
-    return 1 if store == "rocksdb://" else 0
+    return worker.standby_replicas if worker.store == "rocksdb://" else 0

@@ -36,7 +36,13 @@ def test_state_tables_write_and_recover_with_the_state_codec() -> None:
 
 
 def test_standby_replicas_only_where_they_spare_a_new_owner_the_changelog() -> None:
-    for store, replicas in (("rocksdb://", 1), ("memory://", 0)):
-        settings = load_settings(env={}, overrides={"worker.store": store})
+    for store, setting, replicas in (
+        ("rocksdb://", 1, 1),
+        ("rocksdb://", 0, 0),
+        ("rocksdb://", 2, 2),
+        ("memory://", 1, 0),
+    ):
+        overrides = {"worker.store": store, "worker.standby_replicas": setting}
+        settings = load_settings(env={}, overrides=overrides)
         app = create_app(settings, broker_url="kafka://localhost:1")  # never connects
         assert app.conf.table_standby_replicas == replicas
