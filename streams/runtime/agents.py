@@ -182,15 +182,14 @@ def unwrap(value: bytes) -> list[Observation]:
 class StateCodec(Codec):
     """The faust codec of the detectors and engines tables: it writes :func:`state.encode`'s
     bytes and reads them back *as bytes*, which :func:`state.restore` decodes when the
-    pipeline first reads the key.
+    pipeline first uses the key (bytes given to write go out as they are).
 
-    faust decodes every changelog record a worker reads: a standby replica follows every
-    write of the partitions another worker owns, and a recovery reads a partition's
-    history, each record a whole detector set or engine. RocksDB then stores the record's
-    raw bytes and drops what was decoded; the memory store keeps it, but the pipeline
-    reads a key only once it owns it, and most keys a standby sees are overwritten
-    before that. Decoded on read, a record costs its decompression and JSON parse only
-    when it is used (docs/validation.md, "Stop 64")."""
+    faust decodes every changelog record a worker reads: a recovery reads a partition's
+    history (every write of every key, each a whole detector set or engine), and a
+    RocksDB standby follows all of another worker's writes. RocksDB stores a record's raw
+    bytes and dropped what had been decoded; the memory store keeps each key's last value,
+    which the pipeline reads once it uses the key. Decoded on read, a value costs its
+    decompression and JSON parse only when it is used (docs/validation.md, "Stop 64")."""
 
     def _dumps(self, s: Any) -> bytes:
         return s if isinstance(s, bytes) else state.encode(s)
