@@ -30,7 +30,7 @@ def test_state_tables_write_and_recover_with_the_state_codec() -> None:
         back = app.serializers.loads_value(None, raw, serializer=topic.value_serializer)
         assert back == raw
         assert state.restore("detectors", back, lambda data: data) == value
-        # a value the worker wrote itself is written as is, and so is one read back
+        # bytes read back and written again go out unchanged
         assert app.serializers.dumps_value(None, back, serializer=topic.value_serializer) == raw
     assert tables["join"].changelog_topic.value_serializer == "json"
 
