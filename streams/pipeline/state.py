@@ -78,7 +78,7 @@ def loaded(value: Any) -> Any:
     them back from a changelog or RocksDB: see ``streams.runtime.agents.StateCodec``)
     decoded, anything else (a value this process wrote) as it is. Raises ValueError for
     bytes that do not decode."""
-    return decode(bytes(value)) if isinstance(value, bytes | bytearray) else value
+    return decode(value) if isinstance(value, bytes) else value
 
 
 COMPRESSED: Final = b"\x00z1"
