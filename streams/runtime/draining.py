@@ -12,6 +12,10 @@ Its flow control also keeps what the agents' queues hold when faust resumes a fl
 is already on (:class:`KeepingFlowControl`): faust's recovery does that right after
 seeking the source partitions to their commits, and the queued events were dropped
 unprocessed, on the batch ingress and on faust's per-record topics alike.
+
+And its producer buffer sends what it holds without handing the event loop over between
+messages (:meth:`DrainingApp.maybe_start_producer`): every commit waits for that buffer to
+drain, so the pace it drains at is the pace a busy worker commits at.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from collections.abc import Callable
 from typing import Any
 
 import faust
+from faust.types import ProducerT
+from mode.utils.futures import stampede
 from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
@@ -48,7 +54,8 @@ class KeepingFlowControl(FlowControlEvent):
 class DrainingApp(faust.App):
     """A faust app calling its :attr:`drained` callbacks each time its agents have drained
     for a rebalance or a stop (before faust flushes its producer or stops its tables), with
-    a :class:`KeepingFlowControl`."""
+    a :class:`KeepingFlowControl`, and whose producer buffer drains without yielding between
+    messages (:meth:`maybe_start_producer`)."""
 
     drained: list[Callable[[], None]]
 
@@ -59,6 +66,27 @@ class DrainingApp(faust.App):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self.drained = []
         super().__init__(*args, **kwargs)
+
+    async def maybe_start_producer(self) -> ProducerT:
+        """The running producer, at once; faust's start-up guard only until it runs.
+
+        faust's producer buffer (table writes, ``send_soon``) sends each message through
+        this call, and faust's version is a stampede guard that hands the event loop over
+        three times per call. In a busy worker every hand-over waits behind the agents'
+        work, so the buffer sent one message per three turns of the loop, and faust's
+        commit, which flushes that buffer before it commits, took seconds: the committed
+        offsets lagged by that much more (docs/validation.md, "Stop 65")."""
+        producer = self.producer
+        if producer.started and not self.in_transaction:
+            return producer
+        started: ProducerT = await self._start_producer()
+        return started
+
+    @stampede
+    async def _start_producer(self) -> ProducerT:
+        """faust's guarded start of the producer (one caller starts it, the others wait)."""
+        started: ProducerT = await faust.App.maybe_start_producer.__wrapped__(self)
+        return started
 
     async def _consumer_wait_empty(self, consumer: Any, logger: Any) -> None:
         await super()._consumer_wait_empty(consumer, logger)
