@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import faust
@@ -31,6 +32,9 @@ from mode.utils.objects import cached_property
 from mode.utils.queues import FlowControlEvent
 
 log = logging.getLogger(__name__)
+
+_BUFFERED: ContextVar[bool] = ContextVar("sentinel_buffered_send", default=False)
+"""Set while the producer buffer sends one of its messages (:meth:`DrainingApp._new_producer`)."""
 
 
 class KeepingFlowControl(FlowControlEvent):
@@ -67,17 +71,36 @@ class DrainingApp(faust.App):
         self.drained = []
         super().__init__(*args, **kwargs)
 
+    def _new_producer(self) -> ProducerT:
+        """faust's producer, whose buffer marks its sends (:data:`_BUFFERED`)."""
+        producer = super()._new_producer()
+        buffer: Any = producer.buffer  # faust's ProducerBuffer (its type hides the method)
+        send = buffer._send_pending
+
+        async def send_buffered(fut: Any) -> None:
+            token = _BUFFERED.set(True)
+            try:
+                await send(fut)
+            finally:
+                _BUFFERED.reset(token)
+
+        buffer._send_pending = send_buffered
+        return producer
+
     async def maybe_start_producer(self) -> ProducerT:
-        """The running producer, at once; faust's start-up guard only until it runs.
+        """The running producer, at once, for the producer buffer's sends; faust's
+        start-up guard for the others.
 
         faust's producer buffer (table writes, ``send_soon``) sends each message through
         this call, and faust's version is a stampede guard that hands the event loop over
         three times per call. In a busy worker every hand-over waits behind the agents'
         work, so the buffer sent one message per three turns of the loop, and faust's
         commit, which flushes that buffer before it commits, took seconds: the committed
-        offsets lagged by that much more (docs/validation.md, "Stop 65")."""
+        offsets lagged by that much more (docs/validation.md, "Stop 65"). An agent's own
+        ``send`` keeps the guard and its hand-overs, on which the agents' share of the loop
+        rests: without them the ingress ran further ahead of detection after a burst."""
         producer = self.producer
-        if producer.started and not self.in_transaction:
+        if _BUFFERED.get() and producer.started and not self.in_transaction:
             return producer
         started: ProducerT = await self._start_producer()
         return started
