@@ -12,6 +12,8 @@ loaded machine does not change the result.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 import pytest
 
@@ -23,6 +25,31 @@ MESSAGES = 600
 MAX_TURNS = 60
 """Turns of the loop during which messages may still wait in the buffer while it is flushed
 (faust's own path takes three per message, 1,800 and more)."""
+
+
+async def _turns_while(work: Awaitable[object], counts: Callable[[], bool]) -> int:
+    """Await ``work``; the turns of the loop meanwhile in which ``counts()`` held (a
+    coroutine that looks at every turn)."""
+    turns = 0
+    running = True
+
+    async def count() -> None:
+        nonlocal turns
+        while running:
+            turns += counts()
+            await asyncio.sleep(0)
+
+    counter = asyncio.ensure_future(count())
+    await work
+    running = False
+    await counter
+    return turns
+
+
+async def _sends(topic: Any) -> None:
+    """:data:`MESSAGES` messages sent one by one with ``send`` (not buffered)."""
+    for i in range(MESSAGES):
+        await topic.send(key=b"s%d" % i, value=b"s%d" % i)
 
 
 async def _turns(broker: KafkaBroker, name: str) -> tuple[int, int, int]:
@@ -37,39 +64,12 @@ async def _turns(broker: KafkaBroker, name: str) -> tuple[int, int, int]:
         await topic.maybe_declare()
         futures = [topic.send_soon(key=b"k%d" % i, value=b"v%d" % i) for i in range(MESSAGES)]
         assert app.producer.buffer.size == MESSAGES
-        turns = 0
-        flushing = True
-
-        async def count() -> None:
-            nonlocal turns
-            while flushing:
-                turns += app.producer.buffer.size > 0
-                await asyncio.sleep(0)
-
-        counter = asyncio.ensure_future(count())
-        await app.producer.flush()
-        flushing = False
-        await counter
+        waiting = await _turns_while(app.producer.flush(), lambda: app.producer.buffer.size > 0)
         delivered = sum(1 for f in futures if f.done() and not f.exception())
-
-        handed = 0
-        sending = True
-
-        async def tick() -> None:
-            nonlocal handed
-            while sending:
-                handed += 1
-                await asyncio.sleep(0)
-
-        ticker = asyncio.ensure_future(tick())
-        await asyncio.sleep(0)  # the ticker's first turn
-        for i in range(MESSAGES):
-            await topic.send(key=b"s%d" % i, value=b"s%d" % i)
-        sending = False
-        await ticker
+        handed = await _turns_while(_sends(topic), lambda: True)
     finally:
         await app.producer.stop()
-    return turns, delivered, handed
+    return waiting, delivered, handed
 
 
 @pytest.mark.integration
