@@ -45,6 +45,7 @@ __all__ = [
     "NoThresholdError",
     "SolveRequest",
     "add_thresholds",
+    "answers",
     "bernoulli_arl",
     "bernoulli_cusum_delay",
     "bernoulli_kl",
@@ -360,6 +361,7 @@ def bernoulli_threshold(p0: float, p1: float, arl0: float, rate: float | None = 
     h = _THRESHOLDS.get(key)
     if h is None:
         h = _THRESHOLDS[key] = _bernoulli_threshold(p0, p1, arl0, rate)
+        _answered()
     return h
 
 
@@ -376,10 +378,12 @@ def add_thresholds(entries: dict[ThresholdKey, int]) -> None:
         if rate is not None and not 0.0 < rate < 1.0:
             raise ValueError(f"not a threshold entry: rate {rate}")
     _THRESHOLDS.update(entries)
+    _answered()
 
 
 def clear_thresholds() -> None:
     """Forget every solved threshold and ARL (tests, benchmarks of the solve itself)."""
+    _answered()
     _THRESHOLDS.clear()
     _SEQUENCES.clear()
     _CHAINS.clear()
@@ -663,6 +667,22 @@ MAX_LATTICE_SOLVED = 65_536
 """Mean-chart thresholds solved away from the loop and kept until their charts read them
 (least recently added dropped: a chart that finds its answer gone asks again)."""
 _LATTICE_SOLVED: OrderedDict[SolveKey, int] = OrderedDict()
+_ANSWERS = 0
+"""Moves whenever the answer to a deferred request may have come or gone (:func:`answers`)."""
+
+
+def _answered() -> None:
+    global _ANSWERS
+    _ANSWERS += 1
+
+
+def answers() -> int:
+    """A count that moves whenever an answer to a deferred request may have come or gone:
+    an answer recorded or dropped (:func:`record_solved`), thresholds preloaded or
+    cleared, deferral switched. Between two moves :func:`solved` gives every request
+    the same answer, so a detector charting on a stand-in asks it again only when the
+    count has moved (one comparison per update instead of a lookup per pending solve)."""
+    return _ANSWERS
 
 
 def defer_solves(submit: Callable[[SolveRequest], None] | None) -> None:
@@ -676,6 +696,7 @@ def defer_solves(submit: Callable[[SolveRequest], None] | None) -> None:
     """
     _DEFER[:] = [] if submit is None else [submit]
     _IN_FLIGHT.clear()
+    _answered()
 
 
 def deferring() -> bool:
@@ -685,6 +706,7 @@ def deferring() -> bool:
 
 def record_solved(request: SolveRequest, h: int) -> None:
     """Keep the answer to a deferred ``request`` where its detectors look for it."""
+    _answered()
     _IN_FLIGHT.pop(request.key, None)
     if request.key[0] == "bernoulli":
         _, p0, p1, arl0, rate = request.key

@@ -38,7 +38,13 @@ import numpy as np
 from scipy.special import ndtri
 from scipy.stats import chi2
 
-from detectors.arl import NoThresholdError, SolveRequest, lattice_threshold_now, solved
+from detectors.arl import (
+    NoThresholdError,
+    SolveRequest,
+    answers,
+    lattice_threshold_now,
+    solved,
+)
 from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
 from detectors.kernels import capped_steps, recovery_walk
 from detectors.rate import episode_cap
@@ -176,6 +182,7 @@ class MeanChart:
         # restored with stand-ins (``bound``) asks again.
         self.bound = False
         self._pending: list[tuple[int, int, SolveRequest]] = []
+        self._asked = -1  # detectors.arl.answers() at the last poll (not state)
         # Values stepped since the last alarm in update_many, carried from call to call
         # (how it schedules its work, not state: any value gives the same results).
         self._calm = _MANY_MIN
@@ -304,6 +311,7 @@ class MeanChart:
     def poll(self) -> None:
         """Take the exact thresholds whose deferred solves have come back (stand-ins are
         above them: the chart only becomes as sensitive as it was designed to be)."""
+        self._asked = answers()
         if not self._pending:
             self.retarget(self.arl0)  # restored on stand-ins: the requests were not kept
             return
@@ -352,7 +360,7 @@ class MeanChart:
         Each direction also keeps its episode: the first design's CUSUM capped at its
         threshold, which an alarm does not restart (what :meth:`excess` reads). One loop
         and no calls per design: this runs for every value of every mean chart."""
-        if self.bound:
+        if self.bound and self._asked != answers():
             self.poll()
         zq = round((x - self.mu) / self.sigma / self.resolution)
         kqs = self.kq

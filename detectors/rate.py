@@ -24,6 +24,7 @@ from scipy.stats import norm
 from detectors.arl import (
     RATE_GRID_STEPS,
     SolveRequest,
+    answers,
     bernoulli_kl,
     bernoulli_lattice,
     bernoulli_threshold_now,
@@ -185,6 +186,7 @@ class BernoulliCusum(Detector[bool]):
         self._h = 0  # lattice threshold; 0 while warming up
         self._h_bound = False  # _h is drift_bound's stand-in until the solve comes back
         self._pending: SolveRequest | None = None  # that solve (not state: asked again)
+        self._asked = -1  # detectors.arl.answers() at the last poll (not state)
         self._cal_rate: float | None = None  # rate the threshold was calibrated at (None: p0)
         self._s = 0  # CUSUM statistic in lattice units
         self._start = 0  # first observation after the CUSUM's last zero
@@ -411,6 +413,7 @@ class BernoulliCusum(Detector[bool]):
 
     def _poll(self) -> None:
         """Take the exact threshold if the deferred solve has come back."""
+        self._asked = answers()
         if self._pending is None:
             self._threshold()  # restored on a stand-in: the request was not kept
             return
@@ -486,7 +489,7 @@ class BernoulliCusum(Detector[bool]):
         return self._n
 
     def update(self, x: bool) -> Signal | None:
-        if self._h_bound:
+        if self._h_bound and self._asked != answers():
             self._poll()
         n = self._n
         self._n = n + 1
@@ -628,7 +631,7 @@ class BernoulliCusum(Detector[bool]):
         arr = as_flags(xs)
         signals: list[Signal] = []
         i, total = 0, arr.size
-        if self._h_bound:
+        if self._h_bound and self._asked != answers():
             self._poll()
         while i < total:
             if not self._h:

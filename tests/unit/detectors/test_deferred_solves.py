@@ -12,6 +12,8 @@ import pytest
 
 from detectors.arl import (
     SolveRequest,
+    add_thresholds,
+    answers,
     bernoulli_arl,
     bernoulli_lattice,
     bernoulli_threshold,
@@ -197,3 +199,57 @@ def test_a_detector_on_bounds_is_no_more_alarmed_and_takes_the_answer_later(
     assert caught  # the change
     assert caught == _run(exact, rest, lambda: None)
     assert restored.get_state() == exact.get_state()
+
+
+@pytest.mark.parametrize(("make", "stream"), CASES)
+def test_a_detector_on_bounds_asks_again_only_when_an_answer_came(
+    requests: Requests,
+    make: Callable[[], Detector[Any]],
+    stream: Callable[[int], list[Any]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Polling the solves is one comparison per update while no answer comes back
+    (:func:`detectors.arl.answers`); the first update after an answer takes it."""
+    import detectors.mean_chart
+    import detectors.rate
+
+    asked: list[SolveRequest] = []
+
+    def counted(request: SolveRequest) -> int | None:
+        asked.append(request)
+        return solved(request)
+
+    for module in (detectors.mean_chart, detectors.rate):
+        monkeypatch.setattr(module, "solved", counted)
+    xs = stream(5)[:3_000]
+    detector = make()
+    assert _run(detector, xs[:2_000], lambda: None) == []
+    waiting = len(requests.sent)
+    assert waiting  # on bounds since its warm-up ended
+    assert len(asked) <= waiting  # not once per update: at most once per request
+    moved = answers()
+    requests.answer()
+    assert answers() > moved
+    before = len(asked)
+    _run(detector, xs[2_000:2_001], lambda: None)
+    assert len(asked) > before  # the next update asked, and took the answers
+    assert "bound_arl0" not in str(detector.get_state())
+    settled = len(asked)
+    _run(detector, xs[2_001:], lambda: None)
+    assert len(asked) == settled  # exact thresholds: nothing left to ask
+
+
+def test_the_answer_count_moves_with_every_change_of_the_answers(requests: Requests) -> None:
+    moves = [answers()]
+    _, request = bernoulli_threshold_now(0.05, 0.1, 1e4)
+    assert request is not None
+    assert answers() == moves[-1]  # asking is no answer
+    requests.answer()
+    moves.append(answers())
+    add_thresholds({(0.05, 0.2, 1e4, None): 40})
+    moves.append(answers())
+    defer_solves(requests)
+    moves.append(answers())
+    clear_thresholds()
+    moves.append(answers())
+    assert moves == sorted(set(moves))  # each moved it
