@@ -24,6 +24,15 @@ detector-set key (one (model, version, segment) cut) holds several detectors. Pr
 - /metrics: time to collect and render the detector families (sampled scan, exact key
   counts) with the live keys, in ms (median of 20 renders).
 
+``--flush HOURS`` measures instead what a flush of mature keys costs (issue 14,
+reliability at volume): ``HOURS`` of one simulated service are replayed (every key fits
+its references), then every live set is written as the worker's flush writes it, best of
+five, in two ways in the same run: each value in place (the baseline, how every flush
+wrote before frozen values were stored apart) and through
+:class:`streams.pipeline.frozen.FrozenStore` after its first flush (the steady state:
+the references were written once). Printed: keys, the flush's time (``to_json``, the JSON
+text, zlib; in ms) and the bytes it sends to the changelog, each with its ratio.
+
 Figures are printed, never asserted (the machine is shared); see docs/validation.md.
 """
 
@@ -55,9 +64,11 @@ from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline import state  # noqa: E402
 from streams.pipeline.detect import Detect  # noqa: E402
+from streams.pipeline.detectorset import DetectorSet  # noqa: E402
+from streams.pipeline.frozen import FrozenStore, is_frozen_key  # noqa: E402
 from streams.pipeline.join import Joiner  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
-from streams.pipeline.replay import REPLAY_LIMITS  # noqa: E402
+from streams.pipeline.replay import REPLAY_LIMITS, Pipeline, replay_lines  # noqa: E402
 from streams.runtime.observability import Observability, render  # noqa: E402
 from streams.settings import load_settings  # noqa: E402
 
@@ -148,11 +159,11 @@ def measure(n: int, store_kind: str = "rocksdb") -> dict[str, Any]:
     run_s = time.perf_counter() - t0
     gc.collect()
     rss1 = _rss_bytes()
-    keys = len(store)
+    keys = sum(1 for k in store if not is_frozen_key(k))
     detectors = 0
     changelog = 0
     for k, v in store.items():
-        detectors += len(v["d"])
+        detectors += 0 if is_frozen_key(k) else len(v["d"])
         changelog += len(k.encode()) + len(state.encode(v))
     obs_view = Observability(
         SimpleNamespace(), SimpleNamespace(detect=detect), SYSTEM_CLOCK, detector_scan_interval_s=0
@@ -178,6 +189,72 @@ def measure(n: int, store_kind: str = "rocksdb") -> dict[str, Any]:
     }
 
 
+class ChangelogBytes(dict[str, Any]):
+    """A store that encodes each value as the tables do and counts the bytes sent (key
+    and value; a delete sends the key alone, a tombstone)."""
+
+    sent = 0
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.sent += len(key.encode()) + len(state.encode(value))
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.sent += len(key.encode())
+        super().__delitem__(key)
+
+
+def _best(flush: Any, repeats: int = 5) -> tuple[float, int]:
+    """The fastest of ``repeats`` flushes (seconds) and the bytes one sends."""
+    times, sent = [], 0
+    for _ in range(repeats):
+        t = time.perf_counter()
+        sent = flush()
+        times.append(time.perf_counter() - t)
+    return min(times), sent
+
+
+def measure_flush(hours: float) -> None:
+    """Print the flush of every live set after ``hours`` of simulated traffic, each value
+    in place against frozen values stored once (see the module docstring)."""
+    settings = load_settings(env={})
+    lines = [
+        line.encode()
+        for line in Simulator(Scenario(seed=5, duration=timedelta(hours=hours))).lines()
+    ]
+    print(f"replaying {len(lines):,} simulated lines ({hours:g} h) ...", flush=True)
+    pipeline = Pipeline(settings)
+    replay_lines(lines, settings, pipeline=pipeline)
+    sets: dict[str, DetectorSet] = dict(pipeline.detect.live_sets.live)
+
+    def inline() -> int:
+        store = ChangelogBytes()
+        for kid, ds in sets.items():
+            store[kid] = state.stamp("detectors", ds.to_json())
+        return store.sent
+
+    frozen_store = ChangelogBytes()
+    frozen = FrozenStore(frozen_store)
+
+    def apart() -> int:
+        before = frozen_store.sent
+        for kid, ds in sets.items():
+            frozen.write(kid, state.stamp("detectors", ds.to_json()))
+        return frozen_store.sent - before
+
+    first = apart()  # writes the references; the flushes timed below are the steady state
+    base_s, base_b = _best(inline)
+    new_s, new_b = _best(apart)
+    print(f"{len(sets)} keys; the first flush with frozen values apart sent {first:,} B")
+    print(f"{'flush':<32} {'time':>9} {'ratio':>6} {'bytes sent':>12} {'ratio':>6}")
+    base = "every value in place (baseline)"
+    print(f"{base:<32} {base_s * 1e3:>6.0f} ms {1:>6.2f} {base_b:>12,} {1:>6.2f}")
+    print(
+        f"{'frozen values stored once':<32} {new_s * 1e3:>6.0f} ms {new_s / base_s:>6.2f} "
+        f"{new_b:>12,} {new_b / base_b:>6.2f}"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--keys", type=int, nargs="+", default=[1000, 10_000, 100_000])
@@ -187,8 +264,19 @@ def main(argv: list[str] | None = None) -> int:
         default="rocksdb",
         help="the worker's store to model (default rocksdb, the worker default)",
     )
+    parser.add_argument(
+        "--flush",
+        type=float,
+        metavar="HOURS",
+        help="measure a flush of mature keys after HOURS of simulated traffic instead",
+    )
     parser.add_argument("--one", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.flush is not None:
+        if args.flush <= 0:
+            parser.error("--flush needs a positive number of hours")
+        measure_flush(args.flush)
+        return 0
     if args.one is not None:
         print(json.dumps(measure(args.one, args.store)))
         return 0

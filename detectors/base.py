@@ -25,6 +25,25 @@ X = TypeVar("X")
 
 JsonState = dict[str, Any]
 
+
+class Frozen(tuple[Any, ...]):
+    """A state value that never changes once built: a fitted reference (sorted values per
+    feature, a parent's quantiles). A detector's ``get_state`` returns it as it is, not a
+    copy, and the detector store writes it once per key rather than at every flush
+    (:mod:`streams.pipeline.blobs`): it is most of a mature key's bytes. JSON encodes it
+    as an array, so a reader sees a list; :func:`frozen` turns that back."""
+
+    __slots__ = ()
+
+
+def frozen(values: Any) -> Frozen:
+    """``values`` as a :class:`Frozen`, its items that are lists as tuples (one level: a
+    column per feature); a :class:`Frozen` as it is."""
+    if isinstance(values, Frozen):
+        return values
+    return Frozen(tuple(v) if isinstance(v, list) else v for v in values)
+
+
 DEFAULT_ARL0 = 1e5
 """Default expected number of events between false alarms, per detector and key.
 

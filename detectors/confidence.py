@@ -15,7 +15,7 @@ tests share the false-alarm budget equally (false-alarm rates add, so each runs 
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any, ClassVar
 
 import numpy as np
@@ -209,9 +209,9 @@ class ConfidenceShift(Detector[float]):
         )
         return self._prior is not None
 
-    def _sorted_reference(self) -> list[float]:
+    def _sorted_reference(self) -> Sequence[float]:
         """The sorted reference its values are charted against (none: charted raw)."""
-        return []
+        return ()
 
     def _charted(self, value: float) -> float:
         """``value`` in this key's charted space (raw values here)."""

@@ -21,7 +21,17 @@ from typing import Any, ClassVar, Generic, TypeVar
 import numpy as np
 from scipy.special import ndtr
 
-from detectors.base import DEFAULT_ARL0, Detector, Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import (
+    DEFAULT_ARL0,
+    Detector,
+    Direction,
+    Excess,
+    Frozen,
+    JsonState,
+    Signal,
+    SignalKind,
+    frozen,
+)
 from detectors.mean_chart import (
     Fired,
     MeanChart,
@@ -104,7 +114,7 @@ class _ChartedDrift(WindowedDrift[X], Generic[X]):
             for _ in self.features[: self._charted]
             if self.designs
         ]
-        self._cols: list[list[float]] = []
+        self._cols: Sequence[Sequence[float]] = ()
         self._prior: PriorCharts | None = None  # the parent's prior (see ``adopt_prior``)
 
     def get_state(self) -> JsonState:
@@ -225,13 +235,16 @@ class _ChartedDrift(WindowedDrift[X], Generic[X]):
 
     def _restore(self) -> None:
         cols = self._fitted.get("sorted")
+        if cols and not isinstance(cols, Frozen):  # as read back from a store
+            cols = frozen(cols)
+            self._fitted = {**self._fitted, "sorted": cols}
         self._ref_sorted = np.asarray(cols, dtype=np.float64).T if cols else None
-        self._cols = cols if cols and self._charts else []  # read-only, for bisect
+        self._cols = cols if cols and self._charts else ()  # read-only, for bisect
 
     def _fit(self, ref: list[list[Any]]) -> JsonState:
         arr = np.sort(np.asarray(ref, dtype=np.float64), axis=0)
         self._fit_charts(arr)
-        return {"sorted": arr.T.tolist()}
+        return {"sorted": frozen(arr.T.tolist())}
 
     def _fit_charts(self, arr: np.ndarray[Any, Any]) -> None:
         """Fit each feature's mean charts to its sorted reference column (``arr[:, j]``)."""

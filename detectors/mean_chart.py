@@ -45,7 +45,7 @@ from detectors.arl import (
     lattice_threshold_now,
     solved,
 )
-from detectors.base import Direction, Excess, JsonState, Signal, SignalKind
+from detectors.base import Direction, Excess, JsonState, Signal, SignalKind, frozen
 from detectors.kernels import capped_steps, recovery_walk
 from detectors.rate import episode_cap
 
@@ -664,13 +664,13 @@ class PriorCharts:
     def __init__(
         self,
         shapes: list[MeanChart],
-        spaces: list[list[float]],
+        spaces: Sequence[Sequence[float]],
         size: int,
         min_own: int,
         cap: int,
     ) -> None:
         self.shapes = shapes
-        self.spaces = spaces
+        self.spaces = frozen(spaces)
         self.size = size  # the parent's reference size (its mean's margin)
         self.min_own = min_own
         self.cap = cap
@@ -705,7 +705,7 @@ class PriorCharts:
     def get_state(self) -> JsonState:
         return {
             "shapes": [c.get_state() for c in self.shapes],
-            "spaces": [list(s) for s in self.spaces],
+            "spaces": self.spaces,
             "size": self.size,
             "min": self.min_own,
             "cap": self.cap,
@@ -722,7 +722,7 @@ class PriorCharts:
 
         prior = cls(
             [chart(s) for s in state["shapes"]],
-            [list(s) for s in state["spaces"]],
+            state["spaces"],
             state["size"],
             state["min"],
             state["cap"],

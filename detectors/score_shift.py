@@ -16,11 +16,12 @@ in ``feature`` so that the incident identity includes it.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import Direction, JsonState, Quantity, Signal, SignalKind
+from detectors.base import Direction, Frozen, JsonState, Quantity, Signal, SignalKind, frozen
 from detectors.confidence import ConfidenceShift
 from detectors.mean_chart import normal_score, normal_scores
 
@@ -58,10 +59,10 @@ class _ScoreShift(ConfidenceShift):
 
     def _reset(self) -> None:
         super()._reset()
-        self._sorted: list[float] = []
+        self._sorted: Frozen = Frozen()
 
     def get_state(self) -> JsonState:
-        return {**super().get_state(), "sorted": list(self._sorted)}
+        return {**super().get_state(), "sorted": self._sorted}
 
     def set_state(self, state: JsonState) -> None:
         if state.get("buf"):
@@ -69,7 +70,7 @@ class _ScoreShift(ConfidenceShift):
             # here, and the base class had seen none of them.
             state = {**state, "ref": list(state["buf"]), "n": state["n"] + len(state["buf"])}
         super().set_state(state)
-        self._sorted = list(state["sorted"])
+        self._sorted = frozen(state["sorted"])
 
     def _value(self, x: float) -> float:
         return self._transform(x)
@@ -77,11 +78,11 @@ class _ScoreShift(ConfidenceShift):
     def _charted(self, value: float) -> float:
         return normal_score(self._sorted, value)
 
-    def _sorted_reference(self) -> list[float]:
+    def _sorted_reference(self) -> Sequence[float]:
         return self._sorted
 
     def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
-        self._sorted = sorted(ref.tolist())
+        self._sorted = frozen(sorted(ref.tolist()))
         super()._fit_reference(ref)
 
     def _charted_many(self, values: list[float]) -> list[float]:

@@ -25,6 +25,7 @@ from streams.detection_settings import DetectionSettings
 from streams.pipeline.cardinality import CardinalityFold
 from streams.pipeline.detectorset import DetectorSet, per_test_seconds
 from streams.pipeline.expiry import IdleKeys
+from streams.pipeline.frozen import FrozenStore, is_frozen_key
 from streams.pipeline.join import Store
 from streams.pipeline.state import restore, stamp
 
@@ -49,6 +50,8 @@ class LiveSets:
     ) -> None:
         self.settings = settings
         self.store = store
+        self.frozen = FrozenStore(store)
+        """The sets' records in ``store``, their frozen values written once per key."""
         self.fold = fold
         self.arl0 = arl0
         """Per-test ARL0 floor in events of a new set (see :class:`Detect`)."""
@@ -79,16 +82,14 @@ class LiveSets:
         their changes not yet written (their partition stayed with this worker, so no
         one else touched them); the others are read back from the store when their key
         returns."""
+        for kid in [k for k in self.live if keep is None or not keep(k)]:
+            del self.live[kid]
+            self._written.pop(kid, None)
+            self._dirty.discard(kid)
+            self.frozen.forget(kid)
         if keep is None:
-            self.live.clear()
             self._counted.clear()
-            self._written.clear()
-            self._dirty.clear()
         else:
-            for kid in [k for k in self.live if not keep(k)]:
-                del self.live[kid]
-                self._written.pop(kid, None)
-                self._dirty.discard(kid)
             self._counted = {k for k in self._counted if keep(k)}
         self.idle.clear()
         self._seed = True
@@ -108,7 +109,9 @@ class LiveSets:
                 restore(
                     "detectors",
                     state,
-                    lambda data: DetectorSet.from_json(data, self.settings, level, self.arl0),
+                    lambda data: DetectorSet.from_json(
+                        self.frozen.read(kid, data), self.settings, level, self.arl0
+                    ),
                 )
                 if state is not None
                 else None
@@ -174,6 +177,7 @@ class LiveSets:
                 if kid in self._dirty:
                     self._write(kid, ds, wall)
                 self._written.pop(kid, None)
+                self.frozen.forget(kid)
 
     def write_dirty(self, select: Callable[[str], bool]) -> int:
         """Write back now every live set that changed since its last write and whose key
@@ -189,7 +193,7 @@ class LiveSets:
         return len(due)
 
     def _write(self, kid: str, ds: DetectorSet, wall: float) -> None:
-        self.store[kid] = stamp("detectors", ds.to_json())
+        self.frozen.write(kid, stamp("detectors", ds.to_json()))
         self._written[kid] = wall
         self._dirty.discard(kid)
 
@@ -203,7 +207,7 @@ class LiveSets:
         newest = max(touched.values())
         if self._seed:
             self._seed = False
-            self.idle.seed(list(self.store.keys()), newest)
+            self.idle.seed([k for k in self.store if not is_frozen_key(k)], newest)
         for kid, t in touched.items():
             self.idle.touch(kid, t)
         self._horizon = max(self._horizon, newest - self.idle_s)
@@ -214,8 +218,7 @@ class LiveSets:
             self._written.pop(kid, None)
             self._dirty.discard(kid)
             sets.pop(kid, None)
-            if kid in self.store:
-                del self.store[kid]
+            self.frozen.delete(kid)
             labels = labels_of_key(kid)
             for label, value in labels.segment.items():
                 self.fold.release(labels.model, label, value)

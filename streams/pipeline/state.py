@@ -26,11 +26,16 @@ log = logging.getLogger(__name__)
 
 StateKind: TypeAlias = Literal["detectors", "join", "engine"]
 
-STATE_VERSIONS: Final[Mapping[StateKind, int]] = {"detectors": 4, "join": 2, "engine": 3}
+STATE_VERSIONS: Final[Mapping[StateKind, int]] = {"detectors": 5, "join": 2, "engine": 3}
 """The current shape of each kind of state (1 was the unversioned shape before them;
 engine 3: incidents grouped by cause; detectors 3: every harm category, evaluations;
 detectors 4: the key's first event time and the rates detectors were calibrated at, for
-run lengths that follow traffic)."""
+run lengths that follow traffic; detectors 5: frozen values stored apart from the record,
+:mod:`streams.pipeline.frozen`)."""
+
+ALSO_READ: Final[Mapping[StateKind, frozenset[int]]] = {"detectors": frozenset({4})}
+"""Older versions the current reader still takes as they are (detectors 4 is a record
+with every value in place), so that an upgrade keeps its baselines."""
 
 VERSION_KEY: Final = "_v"
 
@@ -55,7 +60,7 @@ def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -
         reason = f"does not decode ({exc})"
     else:
         version = data.get(VERSION_KEY) if isinstance(data, dict) else None
-        if version == STATE_VERSIONS[kind]:
+        if version == STATE_VERSIONS[kind] or version in ALSO_READ.get(kind, ()):
             try:
                 return build(data)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
