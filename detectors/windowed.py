@@ -101,11 +101,14 @@ class WindowedDrift(Detector[X], Generic[X]):
         self._last_p = 1.0
 
     def get_state(self) -> JsonState:
+        # The lists copied, not their rows: a row is never changed once made (the
+        # window replaces rows, the reference appends and drops them), and a flush
+        # reads every mature key's state.
         return {
             "n": self._n,
-            "ref": [list(r) for r in self._ref],
+            "ref": list(self._ref),
             "fitted": self._fitted,
-            "win": [list(r) for r in self._win],
+            "win": list(self._win),
             "pos": self._pos,
             "since": self._since,
             "last_p": self._last_p,
