@@ -20,8 +20,9 @@ from streams.detection_settings import DetectionSettings
 from streams.investigation.audit import StatisticSeries
 from streams.investigation.chart import chart_model
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
+from streams.pipeline.frozen import FrozenStore, is_frozen_key
 from streams.pipeline.keys import level_of_key, model_of_key
-from streams.pipeline.state import STATE_VERSIONS, VERSION_KEY
+from streams.pipeline.state import readable
 
 MAX_POINTS: Final = 600
 
@@ -303,14 +304,15 @@ def model_views(
     detector table's changelog, and its versions and deploys from the engine table's."""
     arl0 = per_detector_arl0(settings)
     views: dict[str, ModelView] = {}
-    for key in sorted(detectors)[:max_keys]:
+    frozen = FrozenStore(detectors)  # the sets' fitted references, stored apart
+    for key in sorted(k for k in detectors if not is_frozen_key(k))[:max_keys]:
         model = model_of_key(key)
         level = level_of_key(key)
         state = detectors[key]
-        if state.get(VERSION_KEY) != STATE_VERSIONS["detectors"]:
+        if not readable("detectors", state):
             continue  # another release's state: the worker relearns it
         try:
-            ds = DetectorSet.from_json(state, settings, level, arl0)
+            ds = DetectorSet.from_json(frozen.read(key, state), settings, level, arl0)
         except (KeyError, ValueError, TypeError):
             continue
         view = views.setdefault(model, ModelView(model))

@@ -48,7 +48,7 @@ from streams.pipeline.keys import (
     level_of_key,
     model_of_key,
 )
-from streams.pipeline.live_sets import LiveSets
+from streams.pipeline.live_sets import LiveSets, WriteScope, one_store
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time, served_time, serves
 from streams.pipeline.sampling import reaches, sample_fraction
@@ -136,6 +136,7 @@ class Detect:
         flush_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        write_scope: WriteScope = one_store,
     ) -> None:
         self.settings = settings
         self.policy = policy
@@ -174,6 +175,7 @@ class Detect:
             self.arl0,
             flush_interval_s=flush_interval_s,
             clock=clock,
+            write_scope=write_scope,
         )
         """The keys' detector sets in memory (live, written back, expired)."""
         self.relearns = self.live_sets.relearns

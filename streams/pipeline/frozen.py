@@ -24,7 +24,7 @@ as for any record that does not restore (:func:`streams.pipeline.state.restore`)
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any, Final
 
 from detectors.base import Frozen, frozen
@@ -126,19 +126,43 @@ class FrozenStore:
         self._known.pop(kid, None)
         self._next.pop(kid, None)
 
+    def retain(self, keep: Callable[[str], bool]) -> None:
+        """:meth:`forget` every key but those ``keep`` accepts (a rebalance)."""
+        for kid in [k for k in self._known if not keep(k)]:
+            self.forget(kid)
+        for kid in [k for k in self._next if not keep(k)]:
+            self.forget(kid)
+
     def delete(self, kid: str) -> None:
         """Delete key ``kid``'s record and the frozen values it references."""
         names = {key for _, key in self._known.get(kid, {}).values()}
         stored = self.store.get(kid)
         if stored is not None:
-            data = loaded(stored)
-            if isinstance(data, dict):
-                names.update(data.get(NAMES, ()))
+            names.update(_names(stored))
             del self.store[kid]
-        for key in names:
-            if key in self.store:
-                del self.store[key]
+        self._delete(names)
         self.forget(kid)
+
+    def discard(self, kid: str, stored: Any) -> None:
+        """Key ``kid``'s stored record ``stored`` did not restore (the key relearns):
+        delete the frozen values it names, which its next record will not."""
+        self._delete(set(_names(stored)) - {key for _, key in self._known.get(kid, {}).values()})
+
+    def _delete(self, keys: Iterable[str]) -> None:
+        for key in keys:
+            if is_frozen_key(key) and key in self.store:
+                del self.store[key]
+
+
+def _names(stored: Any) -> list[str]:
+    """The frozen values a stored record names (none when it does not decode: expiry and
+    relearning delete what they can, they do not fail)."""
+    try:
+        data = loaded(stored)
+    except ValueError:
+        return []
+    names = data.get(NAMES) if isinstance(data, dict) else None
+    return [k for k in names if isinstance(k, str)] if isinstance(names, list) else []
 
 
 def _mapped(node: dict[str, Any], leaf: Callable[[Any], Any]) -> dict[str, Any]:

@@ -13,11 +13,12 @@ rebalance are the budget's key count (:func:`streams.pipeline.budget.seconds_per
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import logging
 import math
 from collections.abc import Callable
-from typing import Final
+from typing import Any, Final, TypeAlias
 
 from alerting.model import labels_of_key
 from alerting.relearn import RelearnBook
@@ -34,6 +35,16 @@ log = logging.getLogger(__name__)
 EXPIRE_PER_BATCH: Final = 1000
 """Idle keys dropped per batch at most (bounded work; the rest go with the next batches)."""
 
+WriteScope: TypeAlias = Callable[[str], contextlib.AbstractContextManager[Any]]
+"""The context a key's store writes run in: the worker's puts them in the changelog
+partition of the key's model (:func:`streams.runtime.agents.register_pipeline`), whatever
+partition's batch is being handled (an evicted or expired key may be another's)."""
+
+
+def one_store(kid: str) -> contextlib.AbstractContextManager[Any]:
+    """The write scope of a store without partitions (replay, tests)."""
+    return contextlib.nullcontext()
+
 
 class LiveSets:
     """Detector sets by key id, over the detector store (a faust table in the worker)."""
@@ -47,11 +58,13 @@ class LiveSets:
         *,
         flush_interval_s: float,
         clock: Callable[[], float],
+        write_scope: WriteScope = one_store,
     ) -> None:
         self.settings = settings
         self.store = store
         self.frozen = FrozenStore(store)
         """The sets' records in ``store``, their frozen values written once per key."""
+        self.write_scope = write_scope
         self.fold = fold
         self.arl0 = arl0
         """Per-test ARL0 floor in events of a new set (see :class:`Detect`)."""
@@ -86,7 +99,7 @@ class LiveSets:
             del self.live[kid]
             self._written.pop(kid, None)
             self._dirty.discard(kid)
-            self.frozen.forget(kid)
+        self.frozen.retain(lambda kid: keep is not None and keep(kid))
         if keep is None:
             self._counted.clear()
         else:
@@ -116,6 +129,9 @@ class LiveSets:
                 if state is not None
                 else None
             )
+            if state is not None and restored is None:
+                with self.write_scope(kid):
+                    self.frozen.discard(kid, state)
             ds = restored or DetectorSet(self.settings, level, self.arl0)
             cache[kid] = ds
         self._counted.add(kid)
@@ -193,7 +209,8 @@ class LiveSets:
         return len(due)
 
     def _write(self, kid: str, ds: DetectorSet, wall: float) -> None:
-        self.frozen.write(kid, stamp("detectors", ds.to_json()))
+        with self.write_scope(kid):
+            self.frozen.write(kid, stamp("detectors", ds.to_json()))
         self._written[kid] = wall
         self._dirty.discard(kid)
 
@@ -218,7 +235,8 @@ class LiveSets:
             self._written.pop(kid, None)
             self._dirty.discard(kid)
             sets.pop(kid, None)
-            self.frozen.delete(kid)
+            with self.write_scope(kid):
+                self.frozen.delete(kid)
             labels = labels_of_key(kid)
             for label, value in labels.segment.items():
                 self.fold.release(labels.model, label, value)

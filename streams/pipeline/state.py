@@ -50,6 +50,13 @@ def stamp(kind: StateKind, data: dict[str, Any]) -> dict[str, Any]:
     return {**data, VERSION_KEY: STATE_VERSIONS[kind]}
 
 
+def readable(kind: StateKind, data: Any) -> bool:
+    """Whether ``data`` (a stored value as data) has a version of ``kind`` this release
+    reads: the current one or one of :data:`ALSO_READ`."""
+    version = data.get(VERSION_KEY) if isinstance(data, dict) else None
+    return version == STATE_VERSIONS[kind] or version in ALSO_READ.get(kind, ())
+
+
 def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -> _T | None:
     """``build(data)`` if ``data`` is a value of the current version of ``kind`` (its
     data, or its bytes as :func:`loaded` takes them); else ``None`` (the caller
@@ -59,13 +66,13 @@ def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -
     except ValueError as exc:
         reason = f"does not decode ({exc})"
     else:
-        version = data.get(VERSION_KEY) if isinstance(data, dict) else None
-        if version == STATE_VERSIONS[kind] or version in ALSO_READ.get(kind, ()):
+        if readable(kind, data):
             try:
                 return build(data)
             except (KeyError, TypeError, ValueError, IndexError) as exc:
                 reason = f"does not restore ({type(exc).__name__}: {exc})"
         else:
+            version = data.get(VERSION_KEY) if isinstance(data, dict) else None
             reason = f"has version {version!r}, this release writes {STATE_VERSIONS[kind]}"
     if not RESETS[kind]:
         log.warning(

@@ -70,6 +70,7 @@ from streams.pipeline import state
 from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
+from streams.pipeline.live_sets import WriteScope
 from streams.pipeline.observation import Observation
 from streams.pipeline.sampling import sampled_models
 from streams.runtime.batching import BatchApp, BatchConsumer, Peers
@@ -142,6 +143,17 @@ class _PartitionWrite:
     message: _Message
 
 
+def _in_key_partition(topic: str, partitions: int) -> WriteScope:
+    """The write scope of the detector table: a key's writes go to the changelog partition
+    of its model, the by-model ``topic``'s partition that owns it, also when another
+    partition's batch evicts or expires it."""
+
+    def scope(kid: str) -> contextlib.AbstractContextManager[None]:
+        return _as_current(_PartitionWrite(_Message(topic, key_partition(kid, partitions))))
+
+    return scope
+
+
 def _by_partition(events: Sequence[Any]) -> list[list[Any]]:
     groups: dict[tuple[str, int], list[Any]] = {}
     for event in events:
@@ -154,6 +166,11 @@ def home_partition(key: bytes, partitions: int) -> int:
     """The partition Kafka's default partitioner (murmur2, as in the Java client, kafka-
     python and aiokafka) gives ``key`` among ``partitions``."""
     return int(murmur2(key) & 0x7FFFFFFF) % partitions
+
+
+def key_partition(kid: str, partitions: int) -> int:
+    """The detection (and changelog) partition of a detector key's state: its model's."""
+    return home_partition(model_of_key(kid).encode(), partitions)
 
 
 def envelopes(observations: Sequence[Observation]) -> Iterator[bytes]:
@@ -236,6 +253,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         tables["detectors"],
         tables["engines"],
         flush_interval_s=det.state_flush_seconds,
+        write_scope=_in_key_partition(topics["by_model"].get_topic_name(), partitions),
     )
     agents = _Agents(app, partitions, topics, joiner, detect)
     app.on_partitions_assigned.connect(agents.on_assigned)
@@ -344,7 +362,7 @@ class _Agents:
     def partition_of_key(self, kid: str) -> int:
         """The detection partition (and changelog partition) of a detector key's state:
         its model's."""
-        return home_partition(model_of_key(kid).encode(), self.partitions)
+        return key_partition(kid, self.partitions)
 
     def write_back(self) -> None:
         """Write every detector set changed since its last write, each to its model's

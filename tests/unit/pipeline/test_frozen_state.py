@@ -3,8 +3,10 @@ every flush, and a set read back from the store is the set that was written."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -12,9 +14,11 @@ from alerting.model import Labels
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from detectors.base import Frozen
+from streams.console.views import model_views
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
+from streams.pipeline import state
 from streams.pipeline.detect import Detect
 from streams.pipeline.frozen import MIN_ITEMS, NAMES, REF, FrozenStore, is_frozen_key
 from streams.pipeline.join import Joiner
@@ -22,6 +26,7 @@ from streams.pipeline.keys import key_id
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS
 from streams.pipeline.state import RESETS, encode, stamp
+from streams.runtime.agents import key_partition
 from streams.settings import load_settings
 
 BATCH = 250
@@ -176,3 +181,92 @@ def test_a_record_whose_value_is_missing_relearns_and_an_old_record_is_read() ->
     fresh = detect.live_sets.get(kid, "model", {})
     assert RESETS["detectors"] == resets + 1
     assert not fresh.detectors
+
+
+def test_the_console_shows_every_key_of_a_mature_store_with_its_references() -> None:
+    """The console folds the detector changelog itself: it reads the references back
+    and does not take the stored values for keys."""
+    store: dict[str, Any] = {}
+    detect = _detect(store)
+    batches = _batches(_observations())
+    for batch in batches[: len(batches) // 2]:
+        detect.process(batch)
+    changelog = {k: state.decode(encode(v)) for k, v in store.items()}  # as the console reads
+    keys = {k for k in store if not is_frozen_key(k)}
+    assert len(keys) < len(store)  # some references are stored apart
+    settings = load_settings(env={}).detection
+    for cap in (500, len(keys)):
+        shown = {
+            row.key
+            for view in model_views(changelog, {}, settings, max_keys=cap)
+            for row in view.rows
+        }
+        assert shown == keys
+
+
+PARTITIONS = 2
+
+
+class _Changelogs(dict[str, Any]):
+    """faust's memory store: one dict, each write also sent to the changelog partition of
+    faust's current event (``current``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.current = 0
+        self.sent: dict[int, dict[str, Any]] = {p: {} for p in range(PARTITIONS)}
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self.sent[self.current][key] = value
+        super().__setitem__(key, value)
+
+    def __delitem__(self, key: str) -> None:
+        self.sent[self.current].pop(key, None)  # compacted: the tombstone wins
+        super().__delitem__(key)
+
+
+def test_every_write_of_a_key_goes_to_its_models_partition() -> None:
+    """A busy worker evicts and expires keys of other partitions while it handles one
+    partition's batch: those writes still go to the key's own changelog partition, so a
+    worker that takes a partition over finds each record there with the references it
+    names."""
+    det = load_settings(env={}).detection.model_copy(update={"max_live_keys": 10})
+    store = _Changelogs()
+
+    @contextlib.contextmanager
+    def home(kid: str) -> Iterator[None]:
+        before, store.current = store.current, key_partition(kid, PARTITIONS)
+        try:
+            yield
+        finally:
+            store.current = before
+
+    wall = [0.0]
+    policy, playbooks = load_policy(det.alerting_policy), load_playbooks(det.playbooks_dir)
+    detect = Detect(
+        det,
+        policy,
+        playbooks,
+        store,
+        {},
+        flush_interval_s=5.0,
+        clock=lambda: wall[0],
+        write_scope=home,
+    )
+    for batch in _batches(_observations()):
+        wall[0] += 1.0
+        parts: dict[int, list[Observation]] = {}
+        for obs in batch:
+            parts.setdefault(key_partition(obs.model + "|*|", PARTITIONS), []).append(obs)
+        for part, group in parts.items():  # one partition's records at a time, as the worker
+            store.current = part
+            detect.process(group)
+    detect.live_sets.write_dirty(lambda kid: True)
+    for part, sent in store.sent.items():
+        for kid, record in sent.items():
+            if is_frozen_key(kid):
+                continue
+            assert key_partition(kid, PARTITIONS) == part
+            assert record == store[kid]
+            assert all(name in sent for name in record.get(NAMES, ()))
+    assert sum(len(sent) for sent in store.sent.values()) == len(store)
