@@ -30,7 +30,7 @@ class Frozen(tuple[Any, ...]):
     """A state value that never changes once built: a fitted reference (sorted values per
     feature, a parent's quantiles). A detector's ``get_state`` returns it as it is, not a
     copy, and the detector store writes it once per key rather than at every flush
-    (:mod:`streams.pipeline.blobs`): it is most of a mature key's bytes. JSON encodes it
+    (:mod:`streams.pipeline.frozen`): it is most of a mature key's bytes. JSON encodes it
     as an array, so a reader sees a list; :func:`frozen` turns that back."""
 
     __slots__ = ()

@@ -3,23 +3,25 @@
 Most of a mature key's stored state is its fitted references: the sorted reference of
 each score chart and drift test, a parent's quantiles (:class:`detectors.base.Frozen`).
 They never change once fitted, yet each flush encoded and sent them again with the rest
-of the set, every ``state_flush_seconds`` for every key in use: about 60 % of the bytes
-and of the JSON and zlib time of a flush (docs/validation.md, "Stop 67").
+of the set, every ``state_flush_seconds`` for every key in use: about half of a flush's
+bytes (docs/validation.md, "Stop 67").
 
 :class:`FrozenStore` writes a set's record with a reference ``{"$frozen": key}`` in place
 of each frozen value of at least :data:`MIN_ITEMS` numbers, and the value once under its
 own key, ``#<key id>#<n>`` (a model name cannot start with ``#``, so no detector key is
 one), in the same store. A value is recognised as the one written before by identity
 (a detector returns its frozen values as they are, never copies), so a flush costs one
-walk over the record's dictionaries, not a comparison of contents. The order of writes
-keeps every record readable: a value is written before the first record that names it
-and deleted (a changelog tombstone) after the first record that no longer does; every
-write of one key goes to that key's changelog partition (the current event's, see
-:mod:`streams.runtime.agents`), so a worker that takes the partition over reads the
-values with the records. A record names its values in ``_frozen``, so expiry deletes
-them with it. A value that went missing all the same (a crash between writing a new
-value and the record, then another crash) makes its record unreadable: the key relearns,
-as for any record that does not restore (:func:`streams.pipeline.state.restore`).
+walk over the record's dictionaries, not a comparison of contents.
+
+The order of writes keeps every record readable: a value is written before the first
+record that names it and deleted (a changelog tombstone) after the first record that no
+longer does, and every write of one key goes to its model's changelog partition (the
+detector store's ``write_scope``, :mod:`streams.pipeline.live_sets`), so a worker that
+takes the partition over reads the values with the records. A record names its values in
+``_frozen``: expiry deletes them with it, and a record that does not restore gives them
+up. A value missing all the same (a lost changelog write) makes its record unreadable:
+the key relearns, as for any record that does not restore
+(:func:`streams.pipeline.state.restore`).
 """
 
 from __future__ import annotations
