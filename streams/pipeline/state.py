@@ -58,9 +58,9 @@ def readable(kind: StateKind, data: Any) -> bool:
 
 
 def restore(kind: StateKind, data: Any, build: Callable[[dict[str, Any]], _T]) -> _T | None:
-    """``build(data)`` if ``data`` is a value of the current version of ``kind`` (its
-    data, or its bytes as :func:`loaded` takes them); else ``None`` (the caller
-    relearns), logged once per kind and counted."""
+    """``build(data)`` if ``data`` is a value of a version of ``kind`` this release reads
+    (:func:`readable`; its data, or its bytes as :func:`loaded` takes them); else
+    ``None`` (the caller relearns), logged once per kind and counted."""
     try:
         data = loaded(data)
     except ValueError as exc:

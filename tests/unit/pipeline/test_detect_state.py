@@ -20,11 +20,12 @@ from streams.pipeline.state import VERSION_KEY, stamp
 from streams.settings import load_settings
 
 
-def _observations(n: int) -> list[Observation]:
+def _observations(n: int, *, seed: int = 2, hours: float = 1.0) -> list[Observation]:
+    """The first ``n`` observations of ``hours`` of one simulated service, joined."""
     settings = load_settings(env={})
     joiner = Joiner(settings.detection, {})
     out: list[Observation] = []
-    lines = Simulator(Scenario(seed=2, duration=timedelta(hours=1))).lines()
+    lines = Simulator(Scenario(seed=seed, duration=timedelta(hours=hours))).lines()
     for offset, line in enumerate(lines):
         coords = Coordinates("t", 0, offset)
         event = decode(line.encode(), coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)

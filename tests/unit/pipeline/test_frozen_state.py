@@ -7,7 +7,6 @@ import contextlib
 import functools
 import json
 from collections.abc import Iterator
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from alerting.model import Labels
@@ -15,19 +14,15 @@ from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from detectors.base import Frozen
 from streams.console.views import model_views
-from streams.contract.decode import Coordinates, DeadLetter, decode
-from streams.devtools.scenario import Scenario
-from streams.devtools.simulate import Simulator
 from streams.pipeline import state
 from streams.pipeline.detect import Detect
 from streams.pipeline.frozen import MIN_ITEMS, NAMES, REF, FrozenStore, is_frozen_key
-from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id
 from streams.pipeline.observation import Observation
-from streams.pipeline.replay import REPLAY_LIMITS
 from streams.pipeline.state import RESETS, encode, stamp
 from streams.runtime.agents import key_partition
 from streams.settings import load_settings
+from tests.unit.pipeline.test_detect_state import _observations
 
 BATCH = 250
 
@@ -49,18 +44,10 @@ class Recording(dict[str, Any]):
 
 
 @functools.cache
-def _observations() -> list[Observation]:
+def _simulated() -> list[Observation]:
     """Two hours of one simulated service: its model keys fit their references (1,000
     inputs for the drift tests) in the first."""
-    joiner = Joiner(load_settings(env={}).detection, {})
-    out: list[Observation] = []
-    lines = Simulator(Scenario(seed=3, duration=timedelta(hours=2))).lines()
-    for offset, line in enumerate(lines):
-        coords = Coordinates("t", 0, offset)
-        event = decode(line.encode(), coords, now=datetime.now(UTC), limits=REPLAY_LIMITS)
-        assert not isinstance(event, DeadLetter)
-        out.extend(joiner.process(event, coords))
-    return out
+    return _observations(10**9, seed=3, hours=2.0)
 
 
 def _detect(store: dict[str, Any]) -> Detect:
@@ -78,7 +65,7 @@ def _text(data: Any) -> str:
 
 
 def test_a_mature_keys_references_are_written_once_and_read_back_in_place() -> None:
-    obs = _observations()
+    obs = _simulated()
     store = Recording()
     detect = _detect(store)
     kid = key_id(Labels(model=obs[0].model))
@@ -110,7 +97,7 @@ def test_a_mature_keys_references_are_written_once_and_read_back_in_place() -> N
 
 
 def test_a_set_read_back_from_the_store_is_the_live_one_and_writes_no_copy() -> None:
-    obs = _observations()
+    obs = _simulated()
     batches = _batches(obs)
     half = len(batches) // 2
     store = Recording()
@@ -156,7 +143,7 @@ def test_a_replaced_value_is_deleted_after_the_record_that_drops_it() -> None:
 
 
 def test_a_record_whose_value_is_missing_relearns_and_an_old_record_is_read() -> None:
-    obs = _observations()
+    obs = _simulated()
     batches = _batches(obs)
     store: dict[str, Any] = {}
     detect = _detect(store)
@@ -188,7 +175,7 @@ def test_the_console_shows_every_key_of_a_mature_store_with_its_references() -> 
     and does not take the stored values for keys."""
     store: dict[str, Any] = {}
     detect = _detect(store)
-    batches = _batches(_observations())
+    batches = _batches(_simulated())
     for batch in batches[: len(batches) // 2]:
         detect.process(batch)
     changelog = {k: state.decode(encode(v)) for k, v in store.items()}  # as the console reads
@@ -253,7 +240,7 @@ def test_every_write_of_a_key_goes_to_its_models_partition() -> None:
         clock=lambda: wall[0],
         write_scope=home,
     )
-    for batch in _batches(_observations()):
+    for batch in _batches(_simulated()):
         wall[0] += 1.0
         parts: dict[int, list[Observation]] = {}
         for obs in batch:
