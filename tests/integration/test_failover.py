@@ -10,17 +10,21 @@ incident, no second incident for the same one. Once with each state store.
 
 from __future__ import annotations
 
+import json
 import signal
 import time
 from collections import defaultdict
 from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from alerting.model import IncidentAction, IncidentEvent
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
+from streams.pipeline import state
+from streams.pipeline.frozen import NAMES, is_frozen_key
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import (
@@ -29,6 +33,7 @@ from tests.integration.traffic import (
     critical_marker,
     publish_lines,
     split_at,
+    topic_records,
 )
 from tests.integration.workers import wait_for, worker_process
 
@@ -154,3 +159,23 @@ def test_state_follows_partitions_when_a_worker_is_killed(
     # Both wrote their detector sets back when they drained (the rebalance, B's stop).
     for log in (log_a, log_b):
         assert "writing state back" not in log.read_text(errors="replace"), log.name
+    # A worker recovering one partition finds the fitted references its records name.
+    _each_record_finds_its_references(kafka_broker.bootstrap, service_settings)
+
+
+def _each_record_finds_its_references(bootstrap: str, settings: Settings) -> None:
+    """The detector changelog as a worker recovering one partition reads it: each key's
+    latest record there names only fitted references that partition holds."""
+    latest: dict[int, dict[str, Any]] = defaultdict(dict)
+    for rec in topic_records(bootstrap, f"{settings.worker.app_id}-detectors-changelog"):
+        key = json.loads(rec.key) if rec.key.startswith(b'"') else rec.key.decode()
+        latest[rec.partition][key] = None if rec.value is None else state.decode(rec.value)
+    named = 0
+    for part in latest.values():
+        for key, record in part.items():
+            if record is None or is_frozen_key(key):
+                continue
+            for name in record.get(NAMES, ()):
+                assert part.get(name) is not None, f"{key} names {name}, not in its partition"
+                named += 1
+    assert named, "no fitted reference was stored apart"
