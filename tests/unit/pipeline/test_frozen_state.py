@@ -168,6 +168,8 @@ def test_a_record_whose_value_is_missing_relearns_and_an_old_record_is_read() ->
     fresh = detect.live_sets.get(kid, "model", {})
     assert RESETS["detectors"] == resets + 1
     assert not fresh.detectors
+    assert len(record[NAMES]) > 1
+    assert not [name for name in record[NAMES] if name in store]  # the others given up
 
 
 def test_the_console_shows_every_key_of_a_mature_store_with_its_references() -> None:
