@@ -130,9 +130,7 @@ class FrozenStore:
 
     def retain(self, keep: Callable[[str], bool]) -> None:
         """:meth:`forget` every key but those ``keep`` accepts (a rebalance)."""
-        for kid in [k for k in self._known if not keep(k)]:
-            self.forget(kid)
-        for kid in [k for k in self._next if not keep(k)]:
+        for kid in [k for k in {*self._known, *self._next} if not keep(k)]:
             self.forget(kid)
 
     def delete(self, kid: str) -> None:
