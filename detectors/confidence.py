@@ -11,12 +11,24 @@ tests share the false-alarm budget equally (false-alarm rates add, so each runs 
 * distribution: a windowed two-sample KS test against the reference, calibrated as the
   drift detectors are (``alpha = stride / (3 * arl0)``, see :mod:`detectors.windowed`); it
   catches changes of shape (bimodality, spread) that leave the mean alone.
+
+A reference of the first few hundred values can be unlike the traffic that follows (the
+night's requests, or plain chance beyond the estimated-parameter guard), and then every
+test alarms again hours after each resolve. With ``reference_growth`` > 1 the reference
+keeps learning after it is fitted: each further ``reference_size`` values seen at rest
+(every statistic under half its threshold, none in an alarm's excursion, and older than
+the newest :data:`RECENT_BLOCKS` blocks) are merged into it, until
+it stands for ``reference_growth`` times ``reference_size`` values. The merged reference
+is kept as ``reference_size`` quantiles of all the values it stands for, so state and
+memory do not grow, and the estimated-parameter guard narrows with the values it stands
+for. A refit keeps the mean charts' statistics (they are at rest) and restarts the
+distribution test's window on the new reference.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import numpy as np
 
@@ -25,10 +37,12 @@ from detectors.base import (
     Detector,
     Direction,
     Excess,
+    Frozen,
     JsonState,
     Quantity,
     Signal,
     SignalKind,
+    frozen,
 )
 from detectors.drift import NumericDrift
 from detectors.mean_chart import Fired, MeanChart, PriorCharts, reference_awaiting
@@ -37,6 +51,17 @@ from detectors.rate import BASELINE_CONFIDENCE
 __all__ = ["ConfidenceShift"]
 
 _N_TESTS = 3
+
+GROWTH_CHUNK: Final = 64
+"""Values per block of a growing reference's extension: a full block never changes, so the
+detector store writes it once (:class:`detectors.base.Frozen`), not at every flush."""
+
+AT_REST: Final = 0.5
+"""A reference grows only while every statistic is below this share of its threshold."""
+
+RECENT_BLOCKS: Final = 2
+"""The newest blocks of kept values wait for a later merge: a change that began among them
+has not had the values to lift a statistic to :data:`AT_REST` yet."""
 
 
 class ConfidenceShift(Detector[float]):
@@ -61,6 +86,9 @@ class ConfidenceShift(Detector[float]):
         The thresholds are solved as if the reference mean were its one-sided bound at
         this confidence towards each alarm (the estimated-parameter guard, see
         :mod:`detectors.mean_chart`).
+    reference_growth
+        The reference keeps learning at rest until it stands for this many times
+        ``reference_size`` values (1: fixed once fitted; see the module's docstring).
     resolution
         Grid of the CUSUM increments, in standard deviations (default ``shift / 4``:
         the reference value ``shift / 2`` is two steps, rounding adds a variance of
@@ -89,10 +117,14 @@ class ConfidenceShift(Detector[float]):
         stride: int | None = None,
         resolution: float | None = None,
         baseline_confidence: float = BASELINE_CONFIDENCE,
+        reference_growth: int = 1,
     ) -> None:
         if not 0.5 <= baseline_confidence < 1.0:
             raise ValueError("baseline_confidence must be in [0.5, 1)")
+        if reference_growth < 1:
+            raise ValueError("reference_growth must be >= 1")
         self.baseline_confidence = baseline_confidence
+        self.reference_growth = reference_growth
         self.arl0 = arl0
         self.shift = shift
         self.designs = tuple(float(m) for m in designs)
@@ -109,6 +141,7 @@ class ConfidenceShift(Detector[float]):
         return self.resolution if self.resolution is not None else self.shift / 4
 
     def _new_dist(self) -> NumericDrift:
+        """The distribution test, to take a fitted reference of ``reference_size`` values."""
         return NumericDrift(
             features=("confidence",),
             arl0=self.arl0 * _N_TESTS,
@@ -126,6 +159,13 @@ class ConfidenceShift(Detector[float]):
         # ``reference_size``): values a prior chart alarmed on joined no reference.
         self._dist_offset = 0
         self._prior: PriorCharts | None = None  # the parent's prior (see ``adopt_prior``)
+        # The fitted reference, sorted, as ``_value`` gives them; the values it stands for
+        # (more than its size once it has grown); the values seen at rest since it was
+        # last fitted, in full blocks and the rest (see ``_grow``).
+        self._fitted: Frozen = Frozen()
+        self._stands_for = 0
+        self._blocks: list[Frozen] = []
+        self._tail: list[float] = []
 
     def get_state(self) -> JsonState:
         state: JsonState = {
@@ -135,6 +175,12 @@ class ConfidenceShift(Detector[float]):
             "dist_offset": self._dist_offset,
             **self._chart.get_state(),
         }
+        if self._fitted:
+            state["sorted"] = self._fitted
+        if self._stands_for > len(self._fitted) or self._blocks or self._tail:
+            state["grown"] = self._stands_for
+            state["ext"] = [{"v": b} for b in self._blocks]
+            state["tail"] = list(self._tail)
         if self._prior is not None:
             state["prior"] = self._prior.get_state()
         return state
@@ -142,6 +188,11 @@ class ConfidenceShift(Detector[float]):
     def set_state(self, state: JsonState) -> None:
         self._n = state["n"]
         self._ref = list(state["ref"])
+        # Absent in state saved before references grew (then it stays as it is).
+        self._fitted = frozen(state.get("sorted", ()))
+        self._stands_for = int(state.get("grown", len(self._fitted)))
+        self._blocks = [frozen(b["v"]) for b in state.get("ext", [])]
+        self._tail = [float(v) for v in state.get("tail", [])]
         self._dist.set_state(state["dist"])
         self._dist_offset = state.get("dist_offset", 0)
         if "dist_offset" not in state and self._ref:
@@ -280,11 +331,84 @@ class ConfidenceShift(Detector[float]):
     def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
         """Fit the mean chart on the complete reference and give it to the distribution
         test (which charts from the next observation on)."""
-        charted = np.asarray([self._charted(v) for v in ref])
+        self._fitted = frozen(sorted(ref.tolist()))
+        self._stands_for = ref.size
+        charted = np.asarray(self._charted_many(ref.tolist()))
         self._chart.fit(charted, self._n, self._arl0_test)
-        self._dist_offset = self._n - ref.size
+        self._give_dist(charted)
+
+    def _give_dist(self, charted: np.ndarray[Any, Any]) -> None:
+        """A fitted reference (charted) for the distribution test, which charts from the
+        next observation on."""
+        self._dist_offset = self._n - charted.size
         for v in charted.tolist():
             self._dist.update({"confidence": v})
+
+    @property
+    def _growing(self) -> bool:
+        """Whether the fitted reference still learns (see the module's docstring)."""
+        return (
+            self.reference_growth > 1
+            and self._chart.ready
+            and bool(self._fitted)
+            and self._stands_for < self.reference_growth * self.reference_size
+        )
+
+    def _grow(self, value: float, signal: Signal | None) -> None:
+        """Observation ``value`` was charted on the fitted reference and raised ``signal``
+        (any test's, before :meth:`_finish`): it is kept, unless it belongs to an alarm's
+        excursion, which drops every kept value from the alarm's change-point estimate on
+        (they may hold the change; the values before it were at rest). Once a reference's
+        worth of kept values is ripe and the charts are at rest, they join the reference.
+        Kept values stop at ``reference_growth`` references' worth, the oldest dropped."""
+        self._tail.append(value)
+        if len(self._tail) == GROWTH_CHUNK:
+            self._blocks.append(frozen(self._tail))
+            self._tail = []
+            if len(self._blocks) * GROWTH_CHUNK > self.reference_growth * self.reference_size:
+                del self._blocks[0]
+        if signal is not None:
+            self._drop_newest(self._n - signal.first_index)
+            return
+        ripe = len(self._blocks) - RECENT_BLOCKS
+        if ripe * GROWTH_CHUNK >= self.reference_size and self._at_rest():
+            self._refit(ripe)
+
+    def _drop_newest(self, count: int) -> None:
+        """Drop the ``count`` newest kept values (all of them, if fewer are kept)."""
+        while count > 0 and (self._tail or self._blocks):
+            if not self._tail:
+                self._tail = list(self._blocks.pop())
+            cut = min(count, len(self._tail))
+            del self._tail[len(self._tail) - cut :]
+            count -= cut
+
+    def _at_rest(self) -> bool:
+        dist = self._dist
+        return self._chart.ratio < AT_REST and (
+            dist.learning or dist.statistic < AT_REST * dist.threshold
+        )
+
+    def _refit(self, ripe: int) -> None:
+        """Merge the ``ripe`` oldest blocks of kept values into the reference:
+        ``reference_size`` quantiles of the values both stand for. The mean chart keeps its
+        statistics; the distribution test starts afresh on the new reference."""
+        kept = np.asarray([v for b in self._blocks[:ripe] for v in b], dtype=np.float64)
+        ref = np.asarray(self._fitted, dtype=np.float64)
+        size = ref.size
+        stands_for = self._stands_for + kept.size
+        weights = np.concatenate([np.full(size, self._stands_for / size), np.ones(kept.size)])
+        values = np.concatenate([ref, kept])
+        order = np.argsort(values, kind="stable")
+        cum = np.cumsum(weights[order])
+        at = np.searchsorted(cum, (np.arange(size) + 0.5) / size * cum[-1])
+        self._fitted = frozen(values[order][np.minimum(at, values.size - 1)].tolist())
+        self._stands_for = stands_for
+        del self._blocks[:ripe]
+        charted = np.asarray(self._charted_many(list(self._fitted)))
+        self._chart.refit(charted, stands_for, self._arl0_test)
+        self._dist = self._new_dist()
+        self._give_dist(charted)
 
     def update(self, x: float) -> Signal | None:
         n = self._n
@@ -293,17 +417,20 @@ class ConfidenceShift(Detector[float]):
         if not self._chart.ready:
             return self._finish(self._learn(value, n))
         charted = self._charted(value)
-        return self._finish(self._step(n, charted, self._chart.update(charted, n)))
+        signal = self._step(n, charted, self._chart.update(charted, n))
+        if self._growing:
+            self._grow(value, signal)
+        return self._finish(signal)
 
     def update_many(self, xs: Iterable[float]) -> list[Signal]:
-        """As :meth:`update` of each in turn; once the own reference is fitted, the mean
-        chart takes the batch in one call (:meth:`MeanChart.update_many`, bit for bit the
-        steps) and the distribution test, independent of it, takes the rows between two
-        of its tests as slices (:meth:`WindowedDrift.push_rows`)."""
+        """As :meth:`update` of each in turn; once the own reference is fitted (and has
+        grown), the mean chart takes the batch in one call (:meth:`MeanChart.update_many`,
+        bit for bit the steps) and the distribution test, independent of it, takes the
+        rows between two of its tests as slices (:meth:`WindowedDrift.push_rows`)."""
         batch = list(xs)
         out: list[Signal] = []
         i = 0
-        while i < len(batch) and not self._chart.ready:
+        while i < len(batch) and (not self._chart.ready or self._growing):
             signal = self.update(batch[i])
             if signal is not None:
                 out.append(signal)
@@ -402,7 +529,8 @@ class ConfidenceShift(Detector[float]):
     @classmethod
     def _conformance_params(cls) -> list[dict[str, Any]]:
         base = {"arl0": 500.0, "reference_size": 200, "window": 50, "stride": 10}
-        return [base, base | {"designs": (1.0, 2.0, 4.0)}]
+        grown = base | {"reference_size": 100, "reference_growth": 4}
+        return [base, base | {"designs": (1.0, 2.0, 4.0)}, grown]
 
     @classmethod
     def _conformance_stream(cls, seed: int, n: int) -> list[Any]:

@@ -223,6 +223,22 @@ class MeanChart:
         """Estimate the reference (``n``: the index of the next observation) and solve
         every threshold at ``arl0`` per direction."""
         self.arl0 = arl0
+        self._estimate(reference, reference.size)
+        self._start_charts(n)
+
+    def refit(self, reference: np.ndarray[Any, Any], stands_for: int, arl0: float) -> None:
+        """Estimate a grown reference (quantiles standing for ``stands_for`` values, whose
+        mean the guard bounds) and re-solve the thresholds at ``arl0``, keeping the
+        statistics, episodes and recovery tests
+        (:meth:`detectors.confidence.ConfidenceShift._refit` refits at rest)."""
+        self.arl0 = arl0
+        guesses = [[max(1, h) for h in hs] for hs in self.h]
+        self._estimate(reference, stands_for)
+        self._thresholds(guesses)
+
+    def _estimate(self, reference: np.ndarray[Any, Any], stands_for: int) -> None:
+        """Mean, standard deviation and each direction's rounded increments of
+        ``reference``, the mean taken at the guard's bound for ``stands_for`` values."""
         self.mu = float(reference.mean())
         self.sigma = max(float(reference.std(ddof=1)), 1e-9)
         res = self.resolution
@@ -230,14 +246,13 @@ class MeanChart:
         z = (reference - self.mu) / self.sigma
         # The mean's upper confidence bound towards each alarm, in standard deviations:
         # rounding z + margin onto the grid moves the increments' mean by the margin.
-        margin = NormalDist().inv_cdf(self.baseline_confidence) / math.sqrt(reference.size)
+        margin = NormalDist().inv_cdf(self.baseline_confidence) / math.sqrt(stands_for)
         self.pmf = []
         for sign in (1, -1):
             inc = np.rint((sign * z + margin) / res).astype(np.int64) - self.kq[0]
             lo = int(inc.min())
             pmf = np.bincount(inc - lo).astype(np.float64) / inc.size
             self.pmf.append([float(lo), *pmf.tolist()])
-        self._start_charts(n)
 
     def fit_shape(
         self,

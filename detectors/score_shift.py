@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import Direction, Frozen, JsonState, Quantity, Signal, SignalKind, frozen
+from detectors.base import Direction, JsonState, Quantity, Signal, SignalKind
 from detectors.confidence import ConfidenceShift
 from detectors.mean_chart import normal_score, normal_scores
 
@@ -57,36 +57,24 @@ class _ScoreShift(ConfidenceShift):
     def _keep(self, signal: Signal) -> bool:
         return True
 
-    def _reset(self) -> None:
-        super()._reset()
-        self._sorted: Frozen = Frozen()
-
-    def get_state(self) -> JsonState:
-        return {**super().get_state(), "sorted": self._sorted}
-
     def set_state(self, state: JsonState) -> None:
         if state.get("buf"):
             # Saved before priors, while the reference filled: the values were buffered
             # here, and the base class had seen none of them.
             state = {**state, "ref": list(state["buf"]), "n": state["n"] + len(state["buf"])}
         super().set_state(state)
-        self._sorted = frozen(state["sorted"])
 
     def _value(self, x: float) -> float:
         return self._transform(x)
 
     def _charted(self, value: float) -> float:
-        return normal_score(self._sorted, value)
+        return normal_score(self._fitted, value)
 
     def _sorted_reference(self) -> Sequence[float]:
-        return self._sorted
-
-    def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
-        self._sorted = frozen(sorted(ref.tolist()))
-        super()._fit_reference(ref)
+        return self._fitted
 
     def _charted_many(self, values: list[float]) -> list[float]:
-        scores = normal_scores(np.asarray(self._sorted, dtype=np.float64), np.asarray(values))
+        scores = normal_scores(np.asarray(self._fitted, dtype=np.float64), np.asarray(values))
         out: list[float] = scores.tolist()
         return out
 
@@ -110,7 +98,8 @@ class _ScoreShift(ConfidenceShift):
             "window": 50,
             "stride": 10,
         }
-        return [base, base | {"designs": (1.0, 2.0, 4.0)}]
+        grown = base | {"reference_size": 100, "reference_growth": 4}
+        return [base, base | {"designs": (1.0, 2.0, 4.0)}, grown]
 
 
 class GroundednessShift(_ScoreShift):

@@ -113,6 +113,15 @@ class DetectionSettings(BaseModel):
         "of a score (confidence, groundedness, judge scores, latency, tokens) or a numeric "
         "input feature; their mean charts also run designs for 2x and 4x it.",
     )
+    score_reference_growth: int = Field(
+        default=4,
+        ge=1,
+        le=64,
+        description="A score chart's reference (confidence, groundedness, judge scores, "
+        "latency, tokens) keeps learning at rest until it stands for this many times its "
+        "warm-up's values, so that a warm-up unlike the traffic after it (the night's "
+        "requests) does not alarm again after every resolve; 1: fixed once learned.",
+    )
     groundedness_cutoff: float = Field(
         default=0.5,
         gt=0,

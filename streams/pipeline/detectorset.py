@@ -601,6 +601,11 @@ def _mean_designs(ds: DetectorSet) -> Kwargs:
     return {"shift": ds.settings.confidence_shift_sd, "designs": SCORE_DESIGNS}
 
 
+def _score_chart(ds: DetectorSet) -> Kwargs:
+    """A score chart's design (:func:`_mean_designs`) and its reference's growth."""
+    return _mean_designs(ds) | {"reference_growth": ds.settings.score_reference_growth}
+
+
 def relative_shifts(
     settings: DetectionSettings, grid: tuple[float, ...] = DESIGN_SHIFTS
 ) -> tuple[float, ...]:
@@ -695,7 +700,7 @@ def _eval_score(ds: DetectorSet, features: tuple[str, ...]) -> Kwargs:
         "metric": _metric(features),
         "arl0": ds.arl0 * s.evaluation_fraction,
         "reference_size": s.evaluation_warmup_events,
-    } | _mean_designs(ds)
+    } | _score_chart(ds)
 
 
 def _score(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
@@ -709,7 +714,7 @@ def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 
 def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     s = ds.settings
-    return {"arl0": ds.arl0, "reference_size": s.warmup_events} | _mean_designs(ds)
+    return {"arl0": ds.arl0, "reference_size": s.warmup_events} | _score_chart(ds)
 
 
 INPUT_DRIFT_HOLD: Final = "input_drift"
