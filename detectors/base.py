@@ -218,6 +218,13 @@ class Detector(abc.ABC, Generic[X]):
         """
         return False
 
+    @property
+    def learns(self) -> bool:
+        """True while values may still join its baseline: :attr:`learning`, or a fitted
+        reference that keeps learning (:class:`detectors.confidence.ConfidenceShift`). The
+        pipeline holds such a detector while a more general key alarms."""
+        return self.learning
+
     def excess(
         self, feature: str | None = None, direction: Direction = Direction.UP
     ) -> Excess | None:

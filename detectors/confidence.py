@@ -64,6 +64,77 @@ RECENT_BLOCKS: Final = 2
 has not had the values to lift a statistic to :data:`AT_REST` yet."""
 
 
+class _Kept:
+    """The values a growing reference keeps until they are merged (see the module's
+    docstring): full blocks of :data:`GROWTH_CHUNK`, which never change (the detector
+    store writes each once), the newer values, and the runs of observation indices they
+    came from (an alarm drops them from its change-point estimate on)."""
+
+    def __init__(self) -> None:
+        self.blocks: list[Frozen] = []
+        self.tail: list[float] = []
+        self.runs: list[list[int]] = []  # [first observation index, values], oldest first
+
+    def __len__(self) -> int:
+        return len(self.blocks) * GROWTH_CHUNK + len(self.tail)
+
+    def add(self, value: float, n: int) -> None:
+        """Keep ``value``, observation ``n``."""
+        self.tail.append(value)
+        if len(self.tail) == GROWTH_CHUNK:
+            self.blocks.append(frozen(self.tail))
+            self.tail = []
+        last = self.runs[-1] if self.runs else None
+        if last is not None and last[0] + last[1] == n:
+            last[1] += 1
+        else:
+            self.runs.append([n, 1])
+
+    def drop_from(self, first: int) -> None:
+        """Drop the kept values of observation ``first`` and after."""
+        count = 0
+        while self.runs and self.runs[-1][0] + self.runs[-1][1] > first:
+            run = self.runs[-1]
+            cut = min(run[1], run[0] + run[1] - first)
+            count += cut
+            run[1] -= cut
+            if run[1] == 0:
+                self.runs.pop()
+        while count > 0:
+            if not self.tail:
+                self.tail = list(self.blocks.pop())
+            cut = min(count, len(self.tail))
+            del self.tail[len(self.tail) - cut :]
+            count -= cut
+
+    def take(self, blocks: int) -> list[float]:
+        """Remove and return the ``blocks`` oldest full blocks' values."""
+        taken = [v for b in self.blocks[:blocks] for v in b]
+        del self.blocks[:blocks]
+        count = len(taken)
+        while count > 0:
+            run = self.runs[0]
+            cut = min(count, run[1])
+            run[0] += cut
+            run[1] -= cut
+            count -= cut
+            if run[1] == 0:
+                self.runs.pop(0)
+        return taken
+
+    def get_state(self) -> JsonState:
+        return {
+            "ext": [{"v": b} for b in self.blocks],
+            "tail": list(self.tail),
+            "runs": [list(r) for r in self.runs],
+        }
+
+    def set_state(self, state: JsonState) -> None:
+        self.blocks = [frozen(b["v"]) for b in state.get("ext", [])]
+        self.tail = [float(v) for v in state.get("tail", [])]
+        self.runs = [[int(a), int(b)] for a, b in state.get("runs", [])]
+
+
 class ConfidenceShift(Detector[float]):
     """Two-sided mean CUSUM plus a windowed KS test on confidence scores.
 
@@ -159,13 +230,10 @@ class ConfidenceShift(Detector[float]):
         # ``reference_size``): values a prior chart alarmed on joined no reference.
         self._dist_offset = 0
         self._prior: PriorCharts | None = None  # the parent's prior (see ``adopt_prior``)
-        # The fitted reference, sorted, as ``_value`` gives them; the values it stands for
-        # (more than its size once it has grown); the values seen at rest since it was
-        # last fitted, in full blocks and the rest (see ``_grow``).
-        self._fitted: Frozen = Frozen()
+        # The values the fitted reference stands for (more than its size once it has
+        # grown), and the values kept since it was last fitted (see ``_grow``).
         self._stands_for = 0
-        self._blocks: list[Frozen] = []
-        self._tail: list[float] = []
+        self._kept = _Kept()
 
     def get_state(self) -> JsonState:
         state: JsonState = {
@@ -175,12 +243,9 @@ class ConfidenceShift(Detector[float]):
             "dist_offset": self._dist_offset,
             **self._chart.get_state(),
         }
-        if self._fitted:
-            state["sorted"] = self._fitted
-        if self._stands_for > len(self._fitted) or self._blocks or self._tail:
+        if self._stands_for > self.reference_size or len(self._kept):
             state["grown"] = self._stands_for
-            state["ext"] = [{"v": b} for b in self._blocks]
-            state["tail"] = list(self._tail)
+            state |= self._kept.get_state()
         if self._prior is not None:
             state["prior"] = self._prior.get_state()
         return state
@@ -188,11 +253,10 @@ class ConfidenceShift(Detector[float]):
     def set_state(self, state: JsonState) -> None:
         self._n = state["n"]
         self._ref = list(state["ref"])
-        # Absent in state saved before references grew (then it stays as it is).
-        self._fitted = frozen(state.get("sorted", ()))
-        self._stands_for = int(state.get("grown", len(self._fitted)))
-        self._blocks = [frozen(b["v"]) for b in state.get("ext", [])]
-        self._tail = [float(v) for v in state.get("tail", [])]
+        # Absent in state saved before references grew, and until one has.
+        self._stands_for = int(state.get("grown", self.reference_size))
+        self._kept = _Kept()
+        self._kept.set_state(state)
         self._dist.set_state(state["dist"])
         self._dist_offset = state.get("dist_offset", 0)
         if "dist_offset" not in state and self._ref:
@@ -254,7 +318,7 @@ class ConfidenceShift(Detector[float]):
             return False
         reference = parent._sorted_reference()
         spaces = [reference] if reference else []
-        size = parent.reference_size
+        size = parent._stands_for  # its guard is that of the values it stands for
         self._prior = PriorCharts.adopt(
             [parent._chart], spaces, size, strength, self.reference_size
         )
@@ -306,7 +370,9 @@ class ConfidenceShift(Detector[float]):
         its parent's prior keeps charting, so that its alarms and its recovery are read,
         and nothing joins its own reference; without prior charts it skips ``x``."""
         prior = self._prior
-        if self._chart.ready or prior is None or not prior.charts:
+        if self._chart.ready:
+            return self._update(x, grow=False)  # a growing reference takes none of it
+        if prior is None or not prior.charts:
             return super().update_settled(x)
         n = self._n
         self._n = n + 1
@@ -331,11 +397,20 @@ class ConfidenceShift(Detector[float]):
     def _fit_reference(self, ref: np.ndarray[Any, Any]) -> None:
         """Fit the mean chart on the complete reference and give it to the distribution
         test (which charts from the next observation on)."""
-        self._fitted = frozen(sorted(ref.tolist()))
+        self._keep_reference(sorted(ref.tolist()))
         self._stands_for = ref.size
         charted = np.asarray(self._charted_many(ref.tolist()))
         self._chart.fit(charted, self._n, self._arl0_test)
         self._give_dist(charted)
+
+    def _keep_reference(self, values: list[float]) -> None:
+        """Keep the sorted reference where :meth:`_reference` reads it (here: nowhere
+        else than the distribution test, which holds the same values)."""
+
+    def _reference(self) -> Sequence[float]:
+        """The fitted reference, sorted, as :meth:`_value` gives them: the distribution
+        test's, since values are charted raw."""
+        return self._dist.sorted_reference()
 
     def _give_dist(self, charted: np.ndarray[Any, Any]) -> None:
         """A fitted reference (charted) for the distribution test, which charts from the
@@ -350,38 +425,35 @@ class ConfidenceShift(Detector[float]):
         return (
             self.reference_growth > 1
             and self._chart.ready
-            and bool(self._fitted)
             and self._stands_for < self.reference_growth * self.reference_size
         )
 
-    def _grow(self, value: float, signal: Signal | None) -> None:
-        """Observation ``value`` was charted on the fitted reference and raised ``signal``
-        (any test's, before :meth:`_finish`): it is kept, unless it belongs to an alarm's
-        excursion, which drops every kept value from the alarm's change-point estimate on
-        (they may hold the change; the values before it were at rest). Once a reference's
-        worth of kept values is ripe and the charts are at rest, they join the reference.
-        Kept values stop at ``reference_growth`` references' worth, the oldest dropped."""
-        self._tail.append(value)
-        if len(self._tail) == GROWTH_CHUNK:
-            self._blocks.append(frozen(self._tail))
-            self._tail = []
-            if len(self._blocks) * GROWTH_CHUNK > self.reference_growth * self.reference_size:
-                del self._blocks[0]
-        if signal is not None:
-            self._drop_newest(self._n - signal.first_index)
-            return
-        ripe = len(self._blocks) - RECENT_BLOCKS
-        if ripe * GROWTH_CHUNK >= self.reference_size and self._at_rest():
-            self._refit(ripe)
+    @property
+    def learns(self) -> bool:
+        """Learning, or a fitted reference still growing: the pipeline holds it while a
+        more general key alarms (:meth:`update_settled` then keeps no value)."""
+        return self.learning or self._growing
 
-    def _drop_newest(self, count: int) -> None:
-        """Drop the ``count`` newest kept values (all of them, if fewer are kept)."""
-        while count > 0 and (self._tail or self._blocks):
-            if not self._tail:
-                self._tail = list(self._blocks.pop())
-            cut = min(count, len(self._tail))
-            del self._tail[len(self._tail) - cut :]
-            count -= cut
+    def _grow(self, value: float, n: int, signal: Signal | None) -> None:
+        """Observation ``n`` (``value``) was charted on the fitted reference and raised
+        ``signal`` (any test's, before :meth:`_finish`). An alarm drops the kept values from
+        its change-point estimate on (they may hold the change; those before it were at
+        rest), and no value joins while an episode is alarmed. Else the value is kept, and
+        once a reference's worth of kept values is older than the newest
+        :data:`RECENT_BLOCKS` blocks and the charts are at rest, they join the reference.
+        At most ``reference_growth`` references' worth is kept, the oldest dropped."""
+        kept = self._kept
+        if signal is not None:
+            kept.drop_from(signal.first_index)
+            return
+        if self._chart.alarmed:
+            return
+        kept.add(value, n)
+        if len(kept.blocks) * GROWTH_CHUNK > self.reference_growth * self.reference_size:
+            kept.take(1)
+        ripe = len(kept.blocks) - RECENT_BLOCKS
+        if ripe * GROWTH_CHUNK >= self.reference_size and self._at_rest():
+            self._refit(kept.take(ripe))
 
     def _at_rest(self) -> bool:
         dist = self._dist
@@ -389,28 +461,33 @@ class ConfidenceShift(Detector[float]):
             dist.learning or dist.statistic < AT_REST * dist.threshold
         )
 
-    def _refit(self, ripe: int) -> None:
-        """Merge the ``ripe`` oldest blocks of kept values into the reference:
-        ``reference_size`` quantiles of the values both stand for. The mean chart keeps its
-        statistics; the distribution test starts afresh on the new reference."""
-        kept = np.asarray([v for b in self._blocks[:ripe] for v in b], dtype=np.float64)
-        ref = np.asarray(self._fitted, dtype=np.float64)
+    def _refit(self, kept: list[float]) -> None:
+        """Merge ``kept`` values into the reference: ``reference_size`` quantiles of the
+        values both stand for, the reference's each weighted by what it stood for. The mean
+        chart keeps its statistics; the distribution test starts afresh on the new
+        reference. Once grown in full, the values still kept are let go."""
+        ref = np.asarray(self._reference(), dtype=np.float64)
         size = ref.size
-        stands_for = self._stands_for + kept.size
-        weights = np.concatenate([np.full(size, self._stands_for / size), np.ones(kept.size)])
-        values = np.concatenate([ref, kept])
+        weights = np.concatenate([np.full(size, self._stands_for / size), np.ones(len(kept))])
+        values = np.concatenate([ref, np.asarray(kept, dtype=np.float64)])
         order = np.argsort(values, kind="stable")
         cum = np.cumsum(weights[order])
         at = np.searchsorted(cum, (np.arange(size) + 0.5) / size * cum[-1])
-        self._fitted = frozen(values[order][np.minimum(at, values.size - 1)].tolist())
-        self._stands_for = stands_for
-        del self._blocks[:ripe]
-        charted = np.asarray(self._charted_many(list(self._fitted)))
-        self._chart.refit(charted, stands_for, self._arl0_test)
+        merged = values[order][np.minimum(at, values.size - 1)].tolist()
+        self._stands_for += len(kept)
+        if not self._growing:
+            self._kept = _Kept()
+        self._keep_reference(merged)
+        charted = np.asarray(self._charted_many(merged))
+        self._chart.refit(charted, self._stands_for, self._arl0_test)
         self._dist = self._new_dist()
         self._give_dist(charted)
 
     def update(self, x: float) -> Signal | None:
+        return self._update(x, grow=True)
+
+    def _update(self, x: float, grow: bool) -> Signal | None:
+        """:meth:`update`; ``grow``: a growing reference may keep the value."""
         n = self._n
         self._n = n + 1
         value = self._value(x)
@@ -418,8 +495,8 @@ class ConfidenceShift(Detector[float]):
             return self._finish(self._learn(value, n))
         charted = self._charted(value)
         signal = self._step(n, charted, self._chart.update(charted, n))
-        if self._growing:
-            self._grow(value, signal)
+        if grow and self._growing:
+            self._grow(value, n, signal)
         return self._finish(signal)
 
     def update_many(self, xs: Iterable[float]) -> list[Signal]:

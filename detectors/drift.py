@@ -143,6 +143,10 @@ class _ChartedDrift(WindowedDrift[X], Generic[X]):
         if self._prior is not None:
             self._prior.retarget(self._direction_arl0)
 
+    def sorted_reference(self, feature: int = 0) -> Sequence[float]:
+        """One feature's fitted reference, sorted (empty until fitted)."""
+        return self._fitted["sorted"][feature] if self._fitted else ()
+
     @property
     def alarm_ready(self) -> bool:
         return bool(self._fitted) or bool(self._prior and self._prior.charts)

@@ -191,6 +191,15 @@ class MeanChart:
     def ready(self) -> bool:
         return bool(self.h)
 
+    @property
+    def alarmed(self) -> bool:
+        """Whether a direction is in an alarmed change: its episode alarmed and its
+        recovery test does not read the change as over (:meth:`recovered`)."""
+        return any(
+            bool(ep[3]) and not (rec[3] and rec[0] == 0)
+            for ep, rec in zip(self.ep, self.rec, strict=True)
+        )
+
     def blank(self) -> MeanChart:
         """An unfitted chart with this one's shift, designs and resolution."""
         return MeanChart(self.shift, self.designs, self.resolution, self.baseline_confidence)

@@ -21,7 +21,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from detectors.base import Direction, JsonState, Quantity, Signal, SignalKind
+from detectors.base import Direction, Frozen, JsonState, Quantity, Signal, SignalKind, frozen
 from detectors.confidence import ConfidenceShift
 from detectors.mean_chart import normal_score, normal_scores
 
@@ -57,24 +57,38 @@ class _ScoreShift(ConfidenceShift):
     def _keep(self, signal: Signal) -> bool:
         return True
 
+    def _reset(self) -> None:
+        super()._reset()
+        self._sorted: Frozen = Frozen()
+
+    def get_state(self) -> JsonState:
+        return {**super().get_state(), "sorted": self._sorted}
+
     def set_state(self, state: JsonState) -> None:
         if state.get("buf"):
             # Saved before priors, while the reference filled: the values were buffered
             # here, and the base class had seen none of them.
             state = {**state, "ref": list(state["buf"]), "n": state["n"] + len(state["buf"])}
         super().set_state(state)
+        self._sorted = frozen(state["sorted"])
+
+    def _keep_reference(self, values: list[float]) -> None:
+        self._sorted = frozen(values)
+
+    def _reference(self) -> Sequence[float]:
+        return self._sorted
 
     def _value(self, x: float) -> float:
         return self._transform(x)
 
     def _charted(self, value: float) -> float:
-        return normal_score(self._fitted, value)
+        return normal_score(self._sorted, value)
 
     def _sorted_reference(self) -> Sequence[float]:
-        return self._fitted
+        return self._sorted
 
     def _charted_many(self, values: list[float]) -> list[float]:
-        scores = normal_scores(np.asarray(self._fitted, dtype=np.float64), np.asarray(values))
+        scores = normal_scores(np.asarray(self._sorted, dtype=np.float64), np.asarray(values))
         out: list[float] = scores.tolist()
         return out
 

@@ -247,6 +247,10 @@ class DetectorSet:
             if factory is None:
                 continue  # a retired kind (e.g. "toxicity", now "harm"): learned afresh
             params = entry["params"]
+            if not params.keys() >= ADDED_PARAMS:
+                # Saved before a parameter existed: this release's setting.
+                fresh = factory.kwargs(out, _features(name))
+                params = {k: v for k, v in fresh.items() if k in ADDED_PARAMS} | params
             if name == "embedding" and "designs" not in params:
                 # Saved before embeddings had distance charts: this release's parameters
                 # for the level, the saved ones kept; the charts start on the saved
@@ -372,17 +376,15 @@ class DetectorSet:
         det = self.detectors.get(name)
         # A more general key is alarming: do not learn a baseline from it. A detector
         # whose parts have partly learned theirs feeds only those (``update_settled``).
-        held = holds(self.hold, name) and (det is None or det.learning)
+        held = holds(self.hold, name) and (det is None or det.learns)
         if held and (det is None or not det.alarm_ready):
             return None
         if det is None:
-            kind, _, features = name.partition(":")
-            det = FACTORIES[kind].make(self, tuple(features.split(",")) if features else ())
+            det = FACTORIES[name.partition(":")[0]].make(self, _features(name))
             self.detectors[name] = det
             self._targeted[name] = self.arl0
         elif self._targeted.get(name) != self.arl0:
-            kind, _, features = name.partition(":")
-            arl0 = FACTORIES[kind].arl0(self, tuple(features.split(",")) if features else ())
+            arl0 = FACTORIES[name.partition(":")[0]].arl0(self, _features(name))
             if arl0 is not None:
                 budget.retarget(det, arl0)
             self._targeted[name] = self.arl0
@@ -715,6 +717,17 @@ def _critical(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
 def _confidence(ds: DetectorSet, _: tuple[str, ...]) -> Kwargs:
     s = ds.settings
     return {"arl0": ds.arl0, "reference_size": s.warmup_events} | _score_chart(ds)
+
+
+def _features(name: str) -> tuple[str, ...]:
+    """The features a detector's name gives after its kind (``"numeric:a,b"``)."""
+    features = name.partition(":")[2]
+    return tuple(features.split(",")) if features else ()
+
+
+ADDED_PARAMS: Final = frozenset({"reference_growth"})
+"""Detector parameters added after states were first saved: a detector saved before one
+existed is rebuilt with this release's setting (:meth:`DetectorSet.from_json`)."""
 
 
 INPUT_DRIFT_HOLD: Final = "input_drift"

@@ -57,7 +57,7 @@ def test_a_warmup_unlike_the_traffic_after_it_stops_alarming_once_the_reference_
         det = _chart(4, 1e8)
         grown += _alarms(det, xs)
         assert det._stands_for >= 4 * R
-        assert len(det._fitted) == R  # state and memory do not grow with it
+        assert len(det._reference()) == R  # state and memory do not grow with it
     assert len(fixed) >= 30, fixed
     assert max(fixed) > 7000, fixed
     assert len(grown) <= 5, grown
@@ -82,8 +82,9 @@ def test_false_alarms_fall_and_delays_do_not_grow_with_a_growing_reference() -> 
 
 
 def test_a_change_that_alarms_while_the_reference_grows_is_not_learned() -> None:
-    """Every alarm drops the values kept since the last merge: a shift that lasts keeps
-    alarming instead of becoming the reference."""
+    """An alarm drops the kept values from its change-point estimate on, and no value is
+    kept while the change lasts (its recovery test does not read it as over): a shift
+    that lasts keeps alarming instead of becoming the reference."""
     rng = np.random.default_rng(5)
     xs = [float(v) for v in rng.normal(size=3000)]
     xs[R + 40 :] = [v + 1.0 for v in xs[R + 40 :]]
@@ -94,6 +95,37 @@ def test_a_change_that_alarms_while_the_reference_grows_is_not_learned() -> None
     assert alarms[-1] > 2500
 
 
+def test_an_alarm_drops_only_the_kept_values_of_its_excursion() -> None:
+    det = _chart(4)
+    _alarms(det, [float(v) for v in np.random.default_rng(6).normal(size=R)])
+    kept = det._kept
+    for n in range(R, R + 100):
+        kept.add(0.0, n)
+    kept.drop_from(R + 90)  # an alarm whose excursion began at observation R + 90
+    for n in range(R + 120, R + 140):  # kept again after a gap
+        kept.add(0.0, n)
+    kept.drop_from(R + 50)  # a window reaching back over the gap
+    assert len(kept) == 50
+    assert kept.runs == [[R, 50]]
+
+
+def test_a_held_chart_keeps_no_value_for_its_reference() -> None:
+    """While a more general key alarms, the pipeline feeds a growing chart through
+    ``update_settled`` (``learns``): it charts, and its reference takes none of it."""
+    xs = [float(v) for v in np.random.default_rng(7).normal(size=2 * R)]
+    det = _chart(4)
+    _alarms(det, xs[:R])
+    assert det.learns
+    assert not det.learning
+    for x in xs[R:]:
+        det.update_settled(x)
+    assert len(det._kept) == 0
+    assert det._n == 2 * R  # every value was charted
+    fixed = _chart(1)
+    _alarms(fixed, xs[:R])
+    assert not fixed.learns  # a fixed reference, once fitted, learns nothing
+
+
 def test_a_growing_reference_survives_a_json_round_trip_mid_block() -> None:
     xs = _skewed_warmup(8, 2000)
     cut = R + 3 * GROWTH_CHUNK + 17  # kept values in full blocks and a partial one
@@ -102,6 +134,7 @@ def test_a_growing_reference_survives_a_json_round_trip_mid_block() -> None:
     state = det.get_state()
     assert len(state["ext"]) == 3
     assert len(state["tail"]) == 17
+    assert state["runs"] == [[R, cut - R]]
     restored = _chart(4)
     restored.set_state(json.loads(json.dumps(state)))
     assert _alarms(restored, xs[cut:]) == _alarms(det, xs[cut:])
