@@ -129,7 +129,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             alarms[g] += len(_alarms(det, xs))
             learned += int(det._stands_for > REFERENCE)
     print("\na lasting 0.4 sd shift from 40 values after the warm-up, ARL0 1e6:")
-    print(f"  alarms per stream: fixed {alarms[1] / n:.1f}   growing {alarms[4] / n:.1f}   ", end="")
+    per = {g: f"{a / n:.1f}" for g, a in alarms.items()}
+    print(f"  alarms per stream: fixed {per[1]}   growing {per[4]}   ", end="")
     print(f"streams whose growing reference learned it: {learned} of {n}")
     return 0
 
