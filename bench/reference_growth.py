@@ -37,6 +37,7 @@ sys.path.insert(0, str(_HERE.parent))
 
 import numpy as np  # noqa: E402
 
+from detectors.confidence import ConfidenceShift  # noqa: E402
 from detectors.score_shift import EvaluationScoreShift  # noqa: E402
 from streams.pipeline.detectorset import SCORE_DESIGNS  # noqa: E402
 
@@ -48,7 +49,8 @@ SHIFTS: Final = ((0.5, 520), (0.5, 1150), (0.5, 3000), (0.85, 520), (0.85, 1150)
 after the reference stopped growing."""
 
 
-def _chart(growth: int, arl0: float) -> EvaluationScoreShift:
+def evaluator_chart(growth: int, arl0: float) -> EvaluationScoreShift:
+    """An evaluator's score chart as the pipeline builds it (reference of 300)."""
     return EvaluationScoreShift(
         metric="bench/score",
         arl0=arl0,
@@ -59,7 +61,8 @@ def _chart(growth: int, arl0: float) -> EvaluationScoreShift:
     )
 
 
-def _alarms(det: EvaluationScoreShift, xs: Sequence[float]) -> list[int]:
+def alarm_indices(det: ConfidenceShift, xs: Sequence[float]) -> list[int]:
+    """The values of ``xs`` on which ``det`` raised a signal."""
     return [i for i, x in enumerate(xs) if det.update(float(x)) is not None]
 
 
@@ -81,7 +84,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     for seed in range(n):
         xs = np.random.default_rng(seed).normal(size=6000)
         for g in GROWTHS:
-            false[g] += len(_alarms(_chart(g, arl0), xs))
+            false[g] += len(alarm_indices(evaluator_chart(g, arl0), xs))
     charted = n * (6000 - REFERENCE)
     nominal = 1e4 / arl0
     print(f"clean normal streams, ARL0 {arl0:.0e}: false alarms per 10,000 values charted")
@@ -95,7 +98,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         xs = rng.beta(1.0, 12.0, 8000)
         xs[:REFERENCE] *= 0.75
         for g in GROWTHS:
-            hits = _alarms(_chart(g, 1e8), xs)
+            hits = alarm_indices(evaluator_chart(g, 1e8), xs)
             skewed[g] += len(hits)
             late[g] += sum(1 for i in hits if i >= 3000)
     print("guardrail scores after a low warm-up (0.3 sd), ARL0 1e8: alarms in 8,000 values")
@@ -111,7 +114,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             xs = np.random.default_rng(1000 + seed).normal(size=t0 + POST)
             xs[t0:] += shift
             for g in GROWTHS:
-                hits = [i - t0 for i in _alarms(_chart(g, 1e7), xs) if i >= t0]
+                hits = [i - t0 for i in alarm_indices(evaluator_chart(g, 1e7), xs) if i >= t0]
                 delays[g].append(hits[0] if hits else POST)
         cells = {
             g: f"{statistics.mean(d):.0f} / {statistics.median(d):.0f} / {max(d)}"
@@ -125,8 +128,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         xs = np.random.default_rng(seed).normal(size=8000)
         xs[REFERENCE + 40 :] += 0.4
         for g in GROWTHS:
-            det = _chart(g, 1e6)
-            alarms[g] += len(_alarms(det, xs))
+            det = evaluator_chart(g, 1e6)
+            alarms[g] += len(alarm_indices(det, xs))
             learned += int(det._stands_for > REFERENCE)
     print("\na lasting 0.4 sd shift from 40 values after the warm-up, ARL0 1e6:")
     per = {g: f"{a / n:.1f}" for g, a in alarms.items()}

@@ -15,23 +15,16 @@ from typing import Any
 import numpy as np
 import pytest
 
-from detectors.confidence import GROWTH_CHUNK, ConfidenceShift
+from bench.reference_growth import alarm_indices, evaluator_chart
+from detectors.confidence import GROWTH_CHUNK
 from detectors.score_shift import EvaluationScoreShift
 from streams.detection_settings import DetectionSettings
-from streams.pipeline.detectorset import SCORE_DESIGNS
 
 R = 300
 
 
 def _chart(growth: int, arl0: float = 1e6) -> EvaluationScoreShift:
-    return EvaluationScoreShift(
-        metric="guardrail/pii",
-        arl0=arl0,
-        reference_size=R,
-        shift=0.5,
-        designs=SCORE_DESIGNS,
-        reference_growth=growth,
-    )
+    return evaluator_chart(growth, arl0)
 
 
 def _skewed_warmup(seed: int, n: int) -> list[float]:
@@ -43,19 +36,15 @@ def _skewed_warmup(seed: int, n: int) -> list[float]:
     return [float(v) for v in xs]
 
 
-def _alarms(det: ConfidenceShift, xs: list[float]) -> list[int]:
-    return [i for i, x in enumerate(xs) if det.update(x) is not None]
-
-
 def test_a_warmup_unlike_the_traffic_after_it_stops_alarming_once_the_reference_grows() -> None:
     """Five such streams at the quality run's ARL0: the fixed reference alarms again and
     again to the end; the growing one at most twice a stream, and never once grown."""
     fixed, grown = [], []
     for seed in range(3, 8):
         xs = _skewed_warmup(seed, 8000)
-        fixed += _alarms(_chart(1, 1e8), xs)
+        fixed += alarm_indices(_chart(1, 1e8), xs)
         det = _chart(4, 1e8)
-        grown += _alarms(det, xs)
+        grown += alarm_indices(det, xs)
         assert det._stands_for >= 4 * R
         assert len(det._reference()) == R  # state and memory do not grow with it
     assert len(fixed) >= 30, fixed
@@ -74,8 +63,8 @@ def test_false_alarms_fall_and_delays_do_not_grow_with_a_growing_reference() -> 
         changed = [float(v) for v in rng.normal(size=4000)]
         changed[2500:] = [v + 0.85 for v in changed[2500:]]
         for growth in (1, 4):
-            false[growth] += len(_alarms(_chart(growth, 3e4), clean))
-            late = [i for i in _alarms(_chart(growth), changed) if i >= 2500]
+            false[growth] += len(alarm_indices(_chart(growth, 3e4), clean))
+            late = [i for i in alarm_indices(_chart(growth), changed) if i >= 2500]
             delays[growth].append(late[0] - 2500 if late else 1500)
     assert false[4] * 3 <= false[1], false
     assert np.mean(delays[4]) <= np.mean(delays[1]), delays
@@ -89,7 +78,7 @@ def test_a_change_that_alarms_while_the_reference_grows_is_not_learned() -> None
     xs = [float(v) for v in rng.normal(size=3000)]
     xs[R + 40 :] = [v + 1.0 for v in xs[R + 40 :]]
     det = _chart(4)
-    alarms = _alarms(det, xs)
+    alarms = alarm_indices(det, xs)
     assert det._stands_for == R
     assert len(alarms) >= 10
     assert alarms[-1] > 2500
@@ -97,7 +86,7 @@ def test_a_change_that_alarms_while_the_reference_grows_is_not_learned() -> None
 
 def test_an_alarm_drops_only_the_kept_values_of_its_excursion() -> None:
     det = _chart(4)
-    _alarms(det, [float(v) for v in np.random.default_rng(6).normal(size=R)])
+    alarm_indices(det, [float(v) for v in np.random.default_rng(6).normal(size=R)])
     kept = det._kept
     for n in range(R, R + 100):
         kept.add(0.0, n)
@@ -114,7 +103,7 @@ def test_a_held_chart_keeps_no_value_for_its_reference() -> None:
     ``update_settled`` (``learns``): it charts, and its reference takes none of it."""
     xs = [float(v) for v in np.random.default_rng(7).normal(size=2 * R)]
     det = _chart(4)
-    _alarms(det, xs[:R])
+    alarm_indices(det, xs[:R])
     assert det.learns
     assert not det.learning
     for x in xs[R:]:
@@ -122,7 +111,7 @@ def test_a_held_chart_keeps_no_value_for_its_reference() -> None:
     assert len(det._kept) == 0
     assert det._n == 2 * R  # every value was charted
     fixed = _chart(1)
-    _alarms(fixed, xs[:R])
+    alarm_indices(fixed, xs[:R])
     assert not fixed.learns  # a fixed reference, once fitted, learns nothing
 
 
@@ -130,20 +119,20 @@ def test_a_growing_reference_survives_a_json_round_trip_mid_block() -> None:
     xs = _skewed_warmup(8, 2000)
     cut = R + 3 * GROWTH_CHUNK + 17  # kept values in full blocks and a partial one
     det = _chart(4)
-    _alarms(det, xs[:cut])
+    alarm_indices(det, xs[:cut])
     state = det.get_state()
     assert len(state["ext"]) == 3
     assert len(state["tail"]) == 17
     assert state["runs"] == [[R, cut - R]]
     restored = _chart(4)
     restored.set_state(json.loads(json.dumps(state)))
-    assert _alarms(restored, xs[cut:]) == _alarms(det, xs[cut:])
+    assert alarm_indices(restored, xs[cut:]) == alarm_indices(det, xs[cut:])
     assert restored.get_state() == det.get_state()
 
 
 def test_full_blocks_are_frozen_so_the_store_writes_them_once() -> None:
     det = _chart(4)
-    _alarms(det, _skewed_warmup(9, R + 2 * GROWTH_CHUNK + 5))
+    alarm_indices(det, _skewed_warmup(9, R + 2 * GROWTH_CHUNK + 5))
     first = det.get_state()["ext"]
     det.update(0.05)
     assert all(a["v"] is b["v"] for a, b in zip(first, det.get_state()["ext"], strict=True))
@@ -157,7 +146,7 @@ def test_the_setting_is_bounded(growth: int) -> None:
 
 def test_a_chart_built_with_growth_one_never_refits() -> None:
     det = _chart(1)
-    _alarms(det, _skewed_warmup(4, 3000))
+    alarm_indices(det, _skewed_warmup(4, 3000))
     state: dict[str, Any] = det.get_state()
     assert det._stands_for == R
     assert "ext" not in state
