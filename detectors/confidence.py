@@ -16,9 +16,9 @@ A reference of the first few hundred values can be unlike the traffic that follo
 night's requests, or plain chance beyond the estimated-parameter guard), and then every
 test alarms again hours after each resolve. With ``reference_growth`` > 1 the reference
 keeps learning after it is fitted: each further ``reference_size`` values seen at rest
-(every statistic under half its threshold, none in an alarm's excursion, and older than
-the newest :data:`RECENT_BLOCKS` blocks) are merged into it, until
-it stands for ``reference_growth`` times ``reference_size`` values. The merged reference
+(every statistic under half its threshold, none in an alarm's excursion or charted while
+a change lasts, and older than the newest :data:`RECENT_BLOCKS` blocks) are merged into
+it, until it stands for ``reference_growth`` times ``reference_size`` values. The merged reference
 is kept as ``reference_size`` quantiles of all the values it stands for, so state and
 memory do not grow, and the estimated-parameter guard narrows with the values it stands
 for. A refit keeps the mean charts' statistics (they are at rest) and restarts the
@@ -426,6 +426,7 @@ class ConfidenceShift(Detector[float]):
             self.reference_growth > 1
             and self._chart.ready
             and self._stands_for < self.reference_growth * self.reference_size
+            and bool(self._reference())
         )
 
     @property
@@ -438,7 +439,8 @@ class ConfidenceShift(Detector[float]):
         """Observation ``n`` (``value``) was charted on the fitted reference and raised
         ``signal`` (any test's, before :meth:`_finish`). An alarm drops the kept values from
         its change-point estimate on (they may hold the change; those before it were at
-        rest), and no value joins while an episode is alarmed. Else the value is kept, and
+        rest), and no value joins while a change lasts (:attr:`MeanChart.alarmed`: until
+        its recovery test reads it as over). Else the value is kept, and
         once a reference's worth of kept values is older than the newest
         :data:`RECENT_BLOCKS` blocks and the charts are at rest, they join the reference.
         At most ``reference_growth`` references' worth is kept, the oldest dropped."""
