@@ -196,8 +196,8 @@ class MeanChart:
         """Whether a direction is in an alarmed change: its episode alarmed and its
         recovery test does not read the change as over (:meth:`recovered`)."""
         return any(
-            bool(ep[3]) and not (rec[3] and rec[0] == 0)
-            for ep, rec in zip(self.ep, self.rec, strict=True)
+            bool(ep[3]) and not self.recovered(direction)
+            for ep, direction in zip(self.ep, (Direction.UP, Direction.DOWN), strict=True)
         )
 
     def blank(self) -> MeanChart:
