@@ -17,13 +17,27 @@ import copy
 import enum
 import math
 from collections.abc import Callable, Iterable
-from typing import Any, ClassVar, Generic, TypeVar
+from typing import Any, ClassVar, Final, Generic, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field
 
 X = TypeVar("X")
 
 JsonState = dict[str, Any]
+
+GROWTH_CHUNK: Final = 64
+"""Observations per block of a learned reference that keeps growing after its fit (the
+score charts' kept values, the rate charts' merge points): a score chart's full block
+never changes, so the detector store writes it once (:class:`Frozen`); a rate chart
+merges only where a block ends, so a batch and one-at-a-time updates merge alike."""
+
+AT_REST: Final = 0.5
+"""A learned reference grows only while every statistic is below this share of its
+threshold: what a chart charts while it leans towards an alarm stays out of it."""
+
+RECENT_BLOCKS: Final = 2
+"""The newest blocks of what a chart has charted wait for a later merge: a change that
+began among them has not had the observations to lift a statistic to :data:`AT_REST`."""
 
 
 class Frozen(tuple[Any, ...]):

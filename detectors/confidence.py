@@ -28,12 +28,15 @@ distribution test's window on the new reference.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar, Final
+from typing import Any, ClassVar
 
 import numpy as np
 
 from detectors.base import (
+    AT_REST,
     DEFAULT_ARL0,
+    GROWTH_CHUNK,
+    RECENT_BLOCKS,
     Detector,
     Direction,
     Excess,
@@ -51,17 +54,6 @@ from detectors.rate import BASELINE_CONFIDENCE
 __all__ = ["ConfidenceShift"]
 
 _N_TESTS = 3
-
-GROWTH_CHUNK: Final = 64
-"""Values per block of a growing reference's extension: a full block never changes, so the
-detector store writes it once (:class:`detectors.base.Frozen`), not at every flush."""
-
-AT_REST: Final = 0.5
-"""A reference grows only while every statistic is below this share of its threshold."""
-
-RECENT_BLOCKS: Final = 2
-"""The newest blocks of kept values wait for a later merge: a change that began among them
-has not had the values to lift a statistic to :data:`AT_REST` yet."""
 
 
 class _Kept:

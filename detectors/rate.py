@@ -34,7 +34,10 @@ from detectors.arl import (
     zero_drift_rate,
 )
 from detectors.base import (
+    AT_REST,
     DEFAULT_ARL0,
+    GROWTH_CHUNK,
+    RECENT_BLOCKS,
     Detector,
     Direction,
     Excess,
@@ -43,7 +46,7 @@ from detectors.base import (
     Signal,
     SignalKind,
 )
-from detectors.kernels import as_flags, capped_walk, reflected_walk
+from detectors.kernels import as_flags, bounded_path, capped_walk, reflected_walk
 
 __all__ = ["BASELINE_CONFIDENCE", "BernoulliCusum", "DownvoteSpike", "PromptInjectionRate"]
 
@@ -60,7 +63,7 @@ DESIGN_Z = 2.326
 only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._design_base`;
 measurements in docs/validation.md, issue 19)."""
 
-REESTIMATE_GROWTH = 4.0
+REESTIMATE_GROWTH = 2.0
 """A learned baseline is re-estimated each time its cleared sample grows by this factor;
 each re-estimate costs one threshold lookup or solve. (Doubling was measured against it:
 docs/validation.md, "Stop 26".)"""
@@ -191,6 +194,12 @@ class BernoulliCusum(Detector[bool]):
         self._s = 0  # CUSUM statistic in lattice units
         self._start = 0  # first observation after the CUSUM's last zero
         self._k = 0  # events since ``_start``
+        # The excursion's observations before ``_mt`` are in the reference already (merged
+        # at rest, see ``_merge_due``), with ``_mk`` events; ``_recent``: the indices of the
+        # events among the newest RECENT_BLOCKS blocks (maybe older ones: trimmed at events).
+        self._mt = 0
+        self._mk = 0
+        self._recent: list[int] = []
         # Episode (see ``excess``): a shadow CUSUM that does not restart at an alarm and is
         # capped at EPISODE_CAP_NATS, so it stays up while a change lasts and returns to
         # zero after about that much baseline evidence; alarmed once the CUSUM alarms in it.
@@ -233,7 +242,10 @@ class BernoulliCusum(Detector[bool]):
             design = step if step > design else design * 2.0 ** (1.0 / RATE_GRID_STEPS)
         return design
 
-    def _calibrate(self, p0: float, n_estimate: int = 0) -> None:
+    def _calibrate(self, p0: float, n_estimate: int = 0, keep: bool = False) -> None:
+        """Design and calibrate the chart for baseline ``p0`` (estimated from
+        ``n_estimate`` observations; 0: given). The evidence restarts, or with ``keep``
+        the statistics keep their height in nats (a merge at rest, :meth:`_merge`)."""
         p0 = grid_rate(max(p0, self.min_rate))
         design = p0
         rate = None
@@ -248,11 +260,24 @@ class BernoulliCusum(Detector[bool]):
         p1 = self._design_p1(design)
         lat = bernoulli_lattice(design, p1)
         self._baseline, self._design, self._p1 = p0, design, p1
-        self._up, self._down, self._unit = lat.up, lat.down, lat.unit
+        self._up, self._down = lat.up, lat.down
         self._cal_rate = rate
+        old_unit, self._unit = self._unit, lat.unit
         self._threshold()
-        self._s, self._start, self._k = 0, self._n, 0
+        if keep:
+            self._s = self._rescaled(self._s, old_unit, self._h - 1)
+            self._e = self._rescaled(self._e, old_unit, episode_cap(self._unit))
+            return
+        self._s, self._start, self._k, self._mt, self._mk = 0, self._n, 0, self._n, 0
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
+
+    def _rescaled(self, value: int, old_unit: float, cap: int) -> int:
+        """A statistic of ``value`` steps of ``old_unit`` nats in steps of the current unit:
+        rounded down (never towards an alarm), but kept above zero if it was (a height is
+        not a return to zero) and at most ``cap``."""
+        if value <= 0:
+            return 0
+        return max(1, min(cap, math.floor(value * old_unit / self._unit)))
 
     def _warm(self) -> bool:
         """Warm-up ends after ``warmup`` observations holding at least ``min_events``
@@ -262,19 +287,60 @@ class BernoulliCusum(Detector[bool]):
             self._ref_n >= self.warmup and self._ref_k >= self.min_events
         )
 
-    def _learn(self) -> None:
-        """(Re-)estimate the baseline from the cleared events and the prior's pseudo-events
-        (if any); only called when S = 0."""
+    def _learn(self, keep: bool = False) -> None:
+        """(Re-)estimate the baseline from the reference and the prior's pseudo-events (if
+        any): at S = 0, or at a merge (``keep``: the statistics keep their height)."""
         n, k = self._ref_n + self._prior_n, self._ref_k + self._prior_k
         rate = (k + 0.5) / (n + 1.0)
         if self.prior_floored:
             rate = max(rate, self._prior_k / self._prior_n)
-        self._calibrate(rate, round(n))
+        self._calibrate(rate, round(n), keep)
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
         # is at REESTIMATE_GROWTH x; with one, the detector's own warm-up length is the
         # first checkpoint.
         due = max(math.ceil(REESTIMATE_GROWTH * self._ref_n), self.warmup)
         self._next_cp = due if self._ref_n < self.max_reference else 0
+
+    def _merge_point(self, n: int) -> int:
+        """The first observation a merge at observation count ``n`` would leave out of the
+        reference: the newest :data:`RECENT_BLOCKS` blocks."""
+        return n - RECENT_BLOCKS * GROWTH_CHUNK
+
+    def _merge_due(self) -> bool:
+        """Whether the excursion's older observations join the reference now.
+
+        A learned baseline grows from what the chart has seen outside alarms, not only from
+        what its CUSUM has cleared: a chart designed below its true rate rarely returns to
+        zero, so its cleared observations are the quiet stretches and a re-estimate from
+        them leans low, and the next one may never come while it climbs towards a false
+        alarm. So where a block of :data:`GROWTH_CHUNK` observations ends, while the CUSUM
+        is up but below :data:`AT_REST` of its threshold and no alarmed episode lasts, the
+        excursion's observations older than the newest :data:`RECENT_BLOCKS` blocks join
+        the reference once that makes a re-estimate due. (At a return to zero, everything
+        cleared joins it as before.)"""
+        if not self._next_cp or self._ep_alarmed or not 0 < self._s < AT_REST * self._h:
+            return False
+        cut = self._merge_point(self._n)
+        return cut > self._mt and self._ref_n + cut - self._mt >= self._next_cp
+
+    def _merge(self) -> None:
+        """Join the excursion's observations before :meth:`_merge_point` to the reference and
+        re-estimate, the statistics keeping their height: the change-point estimate
+        (``_start``) and what a signal would report stay as they are."""
+        cut = self._merge_point(self._n)
+        newest = sum(1 for i in self._recent if i >= cut)
+        k = self._k - self._mk - newest
+        self._ref_n += cut - self._mt
+        self._ref_k += k
+        self._mt, self._mk = cut, self._mk + k
+        self._learn(keep=True)
+
+    def _clear(self, n: int) -> None:
+        """The CUSUM returned to zero at observation ``n``: the excursion's observations not
+        merged yet join the reference, and the next one starts after ``n``."""
+        self._ref_n += n + 1 - self._mt
+        self._ref_k += self._k - self._mk
+        self._s, self._start, self._k, self._mt, self._mk = 0, n + 1, 0, n + 1, 0
 
     def relearn(self, ref_n: int, ref_k: int) -> None:
         """Take the first ``ref_n`` observations since the reset (holding ``ref_k`` events)
@@ -367,13 +433,18 @@ class BernoulliCusum(Detector[bool]):
         "cal_rate",
         "design",
         "h_bound",
+        "mt",
+        "mk",
+        "recent",
     )
     _OPTIONAL_KEYS: ClassVar[frozenset[str]] = frozenset(_STATE_KEYS[_STATE_KEYS.index("e") :])
     """Keys that state saved by an older release may lack (they keep their reset value):
     those from ``e`` on, added after the first release (new keys go at the end)."""
 
     def get_state(self) -> JsonState:
-        return {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
+        state = {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
+        state["recent"] = list(self._recent)  # a copy: the detector appends to its own
+        return state
 
     def set_state(self, state: JsonState) -> None:
         for key in self._STATE_KEYS:
@@ -384,6 +455,12 @@ class BernoulliCusum(Detector[bool]):
             self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
         if "design" not in state:
             self._design = self._baseline  # saved before designs could move up
+        if "mt" not in state:
+            # Saved before merges at rest: nothing of the excursion is merged, and the
+            # newest events are not known (the first merge counts them as older ones).
+            self._mt, self._mk, self._recent = self._start, 0, []
+        else:
+            self._recent = list(self._recent)  # not the caller's list: it is appended to
         self._pending = None
         if self._h_bound:
             self._threshold()  # saved on a stand-in: look for (or ask for) the exact one
@@ -502,25 +579,34 @@ class BernoulliCusum(Detector[bool]):
             return None
         self._episode(x, n)
         if x:
+            self._note_event(n)
             s = self._s + self._up
             self._k += 1
             if s >= self._h:
                 signal = self._signal(n, s, self._start, self._k)
-                self._s, self._start, self._k = 0, n + 1, 0
+                self._s, self._start, self._k, self._mt, self._mk = 0, n + 1, 0, n + 1, 0
                 self._ep_alarmed = True
                 return signal
             self._s = s
         else:
             s = self._s - self._down
             if s <= 0:
-                self._ref_n += n + 1 - self._start
-                self._ref_k += self._k
-                self._s, self._start, self._k = 0, n + 1, 0
+                self._clear(n)
                 if self._next_cp and self._ref_n >= self._next_cp:
                     self._learn()
-            else:
-                self._s = s
+                return None
+            self._s = s
+        if not self._n % GROWTH_CHUNK and self._merge_due():
+            self._merge()
         return None
+
+    def _note_event(self, n: int) -> None:
+        """Observation ``n`` is an event: keep the indices of the newest blocks' events."""
+        recent = self._recent
+        recent.append(n)
+        old = n + 1 - RECENT_BLOCKS * GROWTH_CHUNK
+        if recent[0] < old:
+            del recent[: next(j for j, i in enumerate(recent) if i >= old)]
 
     def zero_room(self) -> int:
         """How many non-events :meth:`rest` may take now. Inside that room a non-event
@@ -533,7 +619,8 @@ class BernoulliCusum(Detector[bool]):
           and then a non-event moves it down by one step: the room ends on the non-event
           that would bring either back to zero (that one returns the excursion to the
           reference and may re-estimate the baseline, so it takes the full path), or at
-          the next baseline re-estimate."""
+          the next baseline re-estimate, or before the end of a block where a merge could
+          be due (:meth:`_merge_due`)."""
         if not self._h:
             can_end = self._ref_k >= self.min_events
             end = min(self.warmup, self.max_reference) if can_end else self.max_reference
@@ -541,6 +628,8 @@ class BernoulliCusum(Detector[bool]):
         down = self._down
         if self._s:
             room = (self._s - 1) // down  # s - m * down stays > 0
+            if self._next_cp:
+                room = min(room, self._merge_room())
         elif self._k or self._start != self._n:
             return 0
         elif self._next_cp:
@@ -552,6 +641,14 @@ class BernoulliCusum(Detector[bool]):
         if self._ep_k or self._ep_alarmed or self._ep_start != self._n:
             return 0
         return room
+
+    def _merge_room(self) -> int:
+        """Observations before the first block end at which a merge could be due (from its
+        counts alone: the statistic's height is not looked at)."""
+        first = self._next_cp - self._ref_n + self._mt + RECENT_BLOCKS * GROWTH_CHUNK
+        first = max(first, self._n + 1)
+        first = -(-first // GROWTH_CHUNK) * GROWTH_CHUNK
+        return first - self._n - 1
 
     def rest(self, m: int) -> None:
         """``m`` non-events at once: exactly the state ``m`` calls of ``update(False)``
@@ -571,7 +668,7 @@ class BernoulliCusum(Detector[bool]):
             self._s -= m * self._down
         else:
             self._ref_n += m
-            self._start = self._n
+            self._start = self._mt = self._n
         if self._e:
             self._e -= m * self._down
         else:
@@ -626,7 +723,8 @@ class BernoulliCusum(Detector[bool]):
         """Vectorised updates: the reflected walk is ``W - min(0, running min of W)``.
 
         Gives exactly the signals and final state of sequential ``update`` calls: each
-        chunk is processed up to its first alarm or baseline re-estimate, then resumed.
+        chunk is processed up to its first alarm, baseline re-estimate or merge, then
+        resumed.
         """
         arr = as_flags(xs)
         signals: list[Signal] = []
@@ -652,20 +750,27 @@ class BernoulliCusum(Detector[bool]):
             zeros = np.flatnonzero(stat[: end + 1] == 0)
             relearn = False
             if self._next_cp and zeros.size:
-                # Cleared count after a zero at t: ref_n + (n0 + t + 1 - start0).
-                due = zeros[zeros >= self._next_cp - self._ref_n - n0 - 1 + start0]
+                # Reference after a zero at t: ref_n + (n0 + t + 1 - mt), mt the first
+                # observation of the excursion not merged yet.
+                due = zeros[zeros >= self._next_cp - self._ref_n - n0 - 1 + self._mt]
                 if due.size:
                     end, relearn = int(due[0]), True
                     zeros = zeros[zeros <= end]
+            merge = self._first_merge(seg, stat, zeros, end) if self._next_cp else -1
+            if merge >= 0:
+                end, relearn = merge, False
+                zeros = zeros[zeros <= end]
             if zeros.size:
                 z = int(zeros[-1])
-                self._ref_n += n0 + z + 1 - start0
-                self._ref_k += k0 + int(pos[z])
+                self._ref_n += n0 + z + 1 - self._mt
+                self._ref_k += k0 - self._mk + int(pos[z])
                 start, k = n0 + z + 1, int(pos[end] - pos[z])
+                self._mt, self._mk = start, 0
             else:
                 start, k = start0, k0 + int(pos[end])
             last = n0 + end
             self._episodes(seg[: end + 1], n0)
+            self._note_events(seg[: end + 1], n0)
             self._n = last + 1
             i += end + 1
             if relearn:
@@ -673,11 +778,54 @@ class BernoulliCusum(Detector[bool]):
                 self._learn()
             elif stat[end] >= self._h:
                 signals.append(self._signal(last, int(stat[end]), start, k))
-                self._s, self._start, self._k = 0, last + 1, 0
+                self._s, self._start, self._k, self._mt, self._mk = 0, last + 1, 0, last + 1, 0
                 self._ep_alarmed = True
             else:
                 self._s, self._start, self._k = int(stat[end]), start, k
+                if merge >= 0:
+                    self._merge()
         return signals
+
+    def _first_merge(
+        self,
+        seg: np.ndarray[Any, np.dtype[np.bool_]],
+        stat: np.ndarray[Any, np.dtype[np.int64]],
+        zeros: np.ndarray[Any, np.dtype[np.intp]],
+        end: int,
+    ) -> int:
+        """The batch position of the first merge (:meth:`_merge_due`) at or before ``end``,
+        or -1. A return to zero moves observations from the excursion to the reference, so
+        the reference and the excursion's merged start differ by the same count all batch
+        long; the start itself is that of the last zero before the block's end."""
+        n0, width = self._n, RECENT_BLOCKS * GROWTH_CHUNK
+        ends = np.arange((-(n0 + 1)) % GROWTH_CHUNK, end + 1, GROWTH_CHUNK)
+        if not ends.size:
+            return -1
+        height = stat[ends]
+        cut = n0 + ends + 1 - width
+        ok = (height > 0) & (height < AT_REST * self._h)
+        ok &= self._ref_n - self._mt + cut >= self._next_cp
+        if zeros.size:
+            last_zero = np.searchsorted(zeros, ends, side="right") - 1
+            ok &= cut > np.where(last_zero >= 0, n0 + zeros[last_zero] + 1, self._mt)
+        else:
+            ok &= cut > self._mt
+        if self._ep_alarmed and ok.any():
+            steps = np.where(seg[: end + 1], self._up, -self._down).astype(np.int64)
+            ep_zeros = np.flatnonzero(bounded_path(self._e, steps, episode_cap(self._unit)) == 0)
+            ok &= ends >= (ep_zeros[0] if ep_zeros.size else end + 1)
+        hit = np.flatnonzero(ok)
+        return int(ends[hit[0]]) if hit.size else -1
+
+    def _note_events(self, flags: np.ndarray[Any, np.dtype[np.bool_]], n0: int) -> None:
+        """:meth:`_note_event` for the events among observations ``n0, n0 + 1, ...``."""
+        events = np.flatnonzero(flags)
+        if not events.size:
+            return
+        last = n0 + int(events[-1])
+        old = last + 1 - RECENT_BLOCKS * GROWTH_CHUNK
+        tail = [int(j) + n0 for j in events[n0 + events >= old]]
+        self._recent = [i for i in self._recent if i >= old] + tail
 
     def _warmup_take(self, rest: np.ndarray[Any, np.dtype[np.bool_]]) -> int:
         """Observations of ``rest`` that warm-up takes before :meth:`_warm` turns true (or

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from bench.reference_growth import alarm_indices, evaluator_chart
-from detectors.confidence import GROWTH_CHUNK
+from detectors.base import GROWTH_CHUNK
 from detectors.score_shift import EvaluationScoreShift
 from streams.detection_settings import DetectionSettings
 
