@@ -71,6 +71,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
         baseline_confidence: float = BASELINE_CONFIDENCE,
+        merge_at_rest: bool = True,
     ) -> None:
         self.p0 = p0
         self.relative_shifts = relative_shifts
@@ -79,6 +80,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
         self.max_reference = max_reference
         self.min_rate = min_rate
         self.baseline_confidence = baseline_confidence
+        self.merge_at_rest = merge_at_rest
         if not relative_shifts:
             raise ValueError("need at least one relative shift")
         self._reset()
@@ -105,6 +107,7 @@ class AdaptiveBernoulliCusum(Detector[bool]):
                 max_reference=self.max_reference,
                 min_rate=self.min_rate,
                 baseline_confidence=self.baseline_confidence,
+                merge_at_rest=self.merge_at_rest,
             )
             for shift in self.relative_shifts
         ]

@@ -404,6 +404,7 @@ class _MetricRate(AdaptiveBernoulliCusum):
         max_reference: int = 50_000,
         min_rate: float = 1e-3,
         baseline_confidence: float = BASELINE_CONFIDENCE,
+        merge_at_rest: bool = True,
     ) -> None:
         self.metric = metric
         super().__init__(
@@ -414,6 +415,7 @@ class _MetricRate(AdaptiveBernoulliCusum):
             max_reference=max_reference,
             min_rate=min_rate,
             baseline_confidence=baseline_confidence,
+            merge_at_rest=merge_at_rest,
         )
 
     def _merge(self, fired: list[Signal]) -> Signal:

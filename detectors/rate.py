@@ -63,10 +63,21 @@ DESIGN_Z = 2.326
 only the threshold, allows for an estimate that fell low (:meth:`BernoulliCusum._design_base`;
 measurements in docs/validation.md, issue 19)."""
 
-REESTIMATE_GROWTH = 2.0
-"""A learned baseline is re-estimated each time its cleared sample grows by this factor;
-each re-estimate costs one threshold lookup or solve. (Doubling was measured against it:
-docs/validation.md, "Stop 26".)"""
+REESTIMATE_GROWTH = 4.0
+"""A learned baseline is re-estimated each time its reference grows by this factor; each
+re-estimate costs one threshold lookup or solve. (Doubling was measured against it:
+docs/validation.md, "Stop 26" and "Stop 34".)"""
+
+MATURE_WARMUPS = 4
+"""A learned reference is young until it holds this many warm-ups' worth of observations
+(and ``min_events`` events, for a prior's floor): until then a parent's prior floors its
+baseline (:attr:`BernoulliCusum.prior_floored`), and without a prior it grows from what
+its chart sees at rest (:attr:`BernoulliCusum.growing_at_rest`)."""
+
+YOUNG_GROWTH = 2.0
+"""A young reference growing at rest is re-estimated each time it doubles: its first
+estimate is checked within two warm-ups' worth of charting, while a chart that a low
+estimate keeps climbing is still below :data:`~detectors.base.AT_REST`."""
 
 PRIOR_FOLLOW_TOLERANCE = 0.1
 """A floored key's prior follows its parent's baseline once it has moved by more than this
@@ -105,12 +116,13 @@ class BernoulliCusum(Detector[bool]):
         Events used for the first estimate of ``p0`` when it is not given; no alarms
         before then.
     max_reference
-        A learned baseline keeps growing from events the CUSUM has cleared (those before
-        its last return to zero; evidence that led to an alarm is never included) and is
-        re-estimated, with a new threshold, each time the cleared count quadruples
-        (:data:`REESTIMATE_GROWTH`), until it
-        holds ``max_reference`` events. Then it is frozen, so a slow drift cannot teach
-        the detector that a bad rate is normal.
+        A learned baseline keeps growing from the observations its CUSUM clears (those
+        before a return to zero; evidence that led to an alarm is never included) and
+        is re-estimated, with a new threshold, each time that reference quadruples
+        (:data:`REESTIMATE_GROWTH`), until it holds ``max_reference`` observations.
+        Then it is frozen, so a slow drift cannot teach the detector that a bad rate
+        is normal. While young and without a prior, it also grows at rest
+        (``merge_at_rest``, :attr:`growing_at_rest`).
     min_rate
         Floor for ``p0``: very rare events need many lattice states and carry little
         information per event; below the floor the detector is conservative.
@@ -126,6 +138,11 @@ class BernoulliCusum(Detector[bool]):
         rate learned from 1000 observations rests on ~5 events, and an estimate off by
         2x is exactly the shift the CUSUM is built to report (measured: such keys
         alarmed falsely after ~11k clean observations in bench/quality.py).
+    merge_at_rest
+        Whether a young reference without a prior grows from what the chart sees at
+        rest (:attr:`growing_at_rest`). ``False`` is the rule before stop 69 (cleared
+        observations only), kept for benchmarks to compare against
+        (bench/rate_growth.py).
 
     ``update(x)`` takes a truthy/falsy outcome (e.g. ``True`` = downvote). On an alarm the
     Signal carries: ``statistic``/``threshold`` in nats of log-likelihood ratio, ``baseline``
@@ -154,6 +171,7 @@ class BernoulliCusum(Detector[bool]):
         min_rate: float = 1e-3,
         baseline_confidence: float = BASELINE_CONFIDENCE,
         min_events: int = 20,
+        merge_at_rest: bool = True,
     ) -> None:
         self.p0 = p0
         self.relative_shift = relative_shift
@@ -163,6 +181,7 @@ class BernoulliCusum(Detector[bool]):
         self.min_rate = min_rate
         self.baseline_confidence = baseline_confidence
         self.min_events = min_events
+        self.merge_at_rest = merge_at_rest
         if not 0.5 <= baseline_confidence < 1.0:
             raise ValueError("baseline_confidence must be in [0.5, 1)")
         if relative_shift <= 0:
@@ -296,9 +315,10 @@ class BernoulliCusum(Detector[bool]):
             rate = max(rate, self._prior_k / self._prior_n)
         self._calibrate(rate, round(n), keep)
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
-        # is at REESTIMATE_GROWTH x; with one, the detector's own warm-up length is the
+        # is at the growth factor x; with one, the detector's own warm-up length is the
         # first checkpoint.
-        due = max(math.ceil(REESTIMATE_GROWTH * self._ref_n), self.warmup)
+        growth = YOUNG_GROWTH if self.growing_at_rest else REESTIMATE_GROWTH
+        due = max(math.ceil(growth * self._ref_n), self.warmup)
         self._next_cp = due if self._ref_n < self.max_reference else 0
 
     def _merge_point(self, n: int) -> int:
@@ -306,24 +326,41 @@ class BernoulliCusum(Detector[bool]):
         reference: the newest :data:`RECENT_BLOCKS` blocks."""
         return n - RECENT_BLOCKS * GROWTH_CHUNK
 
-    def _merge_due(self) -> bool:
-        """Whether the excursion's older observations join the reference now.
+    @property
+    def growing_at_rest(self) -> bool:
+        """Whether the reference also grows from what the chart sees at rest: while it is
+        young (under :data:`MATURE_WARMUPS` warm-ups of observations) and has no prior.
 
-        A learned baseline grows from what the chart has seen outside alarms, not only from
-        what its CUSUM has cleared: a chart designed below its true rate rarely returns to
-        zero, so its cleared observations are the quiet stretches and a re-estimate from
-        them leans low, and the next one may never come while it climbs towards a false
-        alarm. So where a block of :data:`GROWTH_CHUNK` observations ends, while the CUSUM
-        is up but below :data:`AT_REST` of its threshold and no alarmed episode lasts, the
+        A first estimate rests on a warm-up's few dozen events, and one that came out low
+        is not corrected from cleared observations alone: a chart designed below its true
+        rate rarely returns to zero, so what it clears is the quiet stretches, and the
+        re-estimate that would lift it may not come before it climbs to a false alarm
+        (a model's downvotes in the clean week: docs/validation.md, "Stop 69"). So while
+        young, where a block of :data:`GROWTH_CHUNK` observations ends, with the CUSUM up
+        but below :data:`AT_REST` of its threshold and no alarmed episode lasting, the
         excursion's observations older than the newest :data:`RECENT_BLOCKS` blocks join
-        the reference once that makes a re-estimate due. (At a return to zero, everything
-        cleared joins it as before.)"""
-        if not self._next_cp or self._ep_alarmed or not 0 < self._s < AT_REST * self._h:
+        the reference once that makes a re-estimate due (:data:`YOUNG_GROWTH`).
+
+        A change that begins within the first warm-ups after the warm-up is partly learned
+        this way; from a key's own data it cannot be told from a warm-up that came out low.
+        Once mature, what is merged would only add that risk, so a reference grows from
+        cleared observations alone. A key with a prior is floored by its parent's rate
+        instead (:attr:`prior_floored`): a segment's own change must stay out of it."""
+        return (
+            self.merge_at_rest and not self._prior_n and self._ref_n < MATURE_WARMUPS * self.warmup
+        )
+
+    def _merge_due(self) -> bool:
+        """Whether the excursion's older observations join the reference now
+        (:attr:`growing_at_rest`)."""
+        if not (self._next_cp and self.growing_at_rest) or self._ep_alarmed:
+            return False
+        if not 0 < self._s < AT_REST * self._h:
             return False
         cut = self._merge_point(self._n)
         return cut > self._mt and self._ref_n + cut - self._mt >= self._next_cp
 
-    def _merge(self) -> None:
+    def _merge_excursion(self) -> None:
         """Join the excursion's observations before :meth:`_merge_point` to the reference and
         re-estimate, the statistics keeping their height: the change-point estimate
         (``_start``) and what a signal would report stay as they are."""
@@ -365,7 +402,7 @@ class BernoulliCusum(Detector[bool]):
         clears, so it learns only from the stretches that happened to be quiet and stays
         low until it pages."""
         return bool(self._prior_n) and (
-            self._ref_n < 4 * self.warmup or self._ref_k < self.min_events
+            self._ref_n < MATURE_WARMUPS * self.warmup or self._ref_k < self.min_events
         )
 
     def adopt_prior(self, rate: float, strength: float) -> bool:
@@ -597,7 +634,7 @@ class BernoulliCusum(Detector[bool]):
                 return None
             self._s = s
         if not self._n % GROWTH_CHUNK and self._merge_due():
-            self._merge()
+            self._merge_excursion()
         return None
 
     def _note_event(self, n: int) -> None:
@@ -628,7 +665,7 @@ class BernoulliCusum(Detector[bool]):
         down = self._down
         if self._s:
             room = (self._s - 1) // down  # s - m * down stays > 0
-            if self._next_cp:
+            if self._next_cp and self.growing_at_rest:
                 room = min(room, self._merge_room())
         elif self._k or self._start != self._n:
             return 0
@@ -756,7 +793,8 @@ class BernoulliCusum(Detector[bool]):
                 if due.size:
                     end, relearn = int(due[0]), True
                     zeros = zeros[zeros <= end]
-            merge = self._first_merge(seg, stat, zeros, end) if self._next_cp else -1
+            growing = self._next_cp and self.growing_at_rest
+            merge = self._first_merge(seg, stat, zeros, end) if growing else -1
             if merge >= 0:
                 end, relearn = merge, False
                 zeros = zeros[zeros <= end]
@@ -783,7 +821,7 @@ class BernoulliCusum(Detector[bool]):
             else:
                 self._s, self._start, self._k = int(stat[end]), start, k
                 if merge >= 0:
-                    self._merge()
+                    self._merge_excursion()
         return signals
 
     def _first_merge(
@@ -796,7 +834,8 @@ class BernoulliCusum(Detector[bool]):
         """The batch position of the first merge (:meth:`_merge_due`) at or before ``end``,
         or -1. A return to zero moves observations from the excursion to the reference, so
         the reference and the excursion's merged start differ by the same count all batch
-        long; the start itself is that of the last zero before the block's end."""
+        long; the start itself is that of the last zero before the block's end, and with
+        it the reference, which may come of age (:attr:`growing_at_rest`) in the batch."""
         n0, width = self._n, RECENT_BLOCKS * GROWTH_CHUNK
         ends = np.arange((-(n0 + 1)) % GROWTH_CHUNK, end + 1, GROWTH_CHUNK)
         if not ends.size:
@@ -805,11 +844,12 @@ class BernoulliCusum(Detector[bool]):
         cut = n0 + ends + 1 - width
         ok = (height > 0) & (height < AT_REST * self._h)
         ok &= self._ref_n - self._mt + cut >= self._next_cp
+        merged_to = np.full(ends.size, self._mt)
         if zeros.size:
             last_zero = np.searchsorted(zeros, ends, side="right") - 1
-            ok &= cut > np.where(last_zero >= 0, n0 + zeros[last_zero] + 1, self._mt)
-        else:
-            ok &= cut > self._mt
+            merged_to = np.where(last_zero >= 0, n0 + zeros[last_zero] + 1, self._mt)
+        ok &= cut > merged_to
+        ok &= self._ref_n - self._mt + merged_to < MATURE_WARMUPS * self.warmup
         if self._ep_alarmed and ok.any():
             steps = np.where(seg[: end + 1], self._up, -self._down).astype(np.int64)
             ep_zeros = np.flatnonzero(bounded_path(self._e, steps, episode_cap(self._unit)) == 0)
