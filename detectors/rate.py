@@ -264,7 +264,7 @@ class BernoulliCusum(Detector[bool]):
     def _calibrate(self, p0: float, n_estimate: int = 0, keep: bool = False) -> None:
         """Design and calibrate the chart for baseline ``p0`` (estimated from
         ``n_estimate`` observations; 0: given). The evidence restarts, or with ``keep``
-        the statistics keep their height in nats (a merge at rest, :meth:`_merge`)."""
+        the statistics keep their height in nats (a merge at rest, :meth:`_merge_excursion`)."""
         p0 = grid_rate(max(p0, self.min_rate))
         design = p0
         rate = None
