@@ -32,8 +32,9 @@ never changes, so the detector store writes it once (:class:`Frozen`); a rate ch
 merges only where a block ends, so a batch and one-at-a-time updates merge alike."""
 
 AT_REST: Final = 0.5
-"""A learned reference grows only while every statistic is below this share of its
-threshold: what a chart charts while it leans towards an alarm stays out of it."""
+"""A learned reference grows only at a point where every statistic is below this share of
+its threshold (and no alarm's change lasts), so what it takes in is not the start of a
+change that a chart already leans towards."""
 
 RECENT_BLOCKS: Final = 2
 """The newest blocks of what a chart has charted wait for a later merge: a change that

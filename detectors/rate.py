@@ -117,12 +117,13 @@ class BernoulliCusum(Detector[bool]):
         before then.
     max_reference
         A learned baseline keeps growing from the observations its CUSUM clears (those
-        before a return to zero; evidence that led to an alarm is never included) and
-        is re-estimated, with a new threshold, each time that reference quadruples
+        before a return to zero: the excursion that led to an alarm is left out) and is
+        re-estimated, with a new threshold, each time that reference quadruples
         (:data:`REESTIMATE_GROWTH`), until it holds ``max_reference`` observations.
         Then it is frozen, so a slow drift cannot teach the detector that a bad rate
         is normal. While young and without a prior, it also grows at rest
-        (``merge_at_rest``, :attr:`growing_at_rest`).
+        (``merge_at_rest``, :attr:`growing_at_rest`); what was merged at rest stays
+        merged if its excursion alarms later.
     min_rate
         Floor for ``p0``: very rare events need many lattice states and carry little
         information per event; below the floor the detector is conservative.
@@ -196,7 +197,7 @@ class BernoulliCusum(Detector[bool]):
 
     def _reset(self) -> None:
         self._n = 0  # observations seen
-        self._ref_n = 0  # cleared observations (the learned baseline's sample)
+        self._ref_n = 0  # cleared and merged observations (the learned baseline's sample)
         self._ref_k = 0  # events among them
         self._next_cp = 0  # re-estimate the baseline when _ref_n reaches this (0: never)
         self._baseline = 0.0  # the estimated (or given) rate: what reports compare with
@@ -317,7 +318,7 @@ class BernoulliCusum(Detector[bool]):
         # Without a prior this runs at >= warmup cleared events, so the next re-estimate
         # is at the growth factor x; with one, the detector's own warm-up length is the
         # first checkpoint.
-        growth = YOUNG_GROWTH if self.growing_at_rest else REESTIMATE_GROWTH
+        growth = YOUNG_GROWTH if self._young_without_prior() else REESTIMATE_GROWTH
         due = max(math.ceil(growth * self._ref_n), self.warmup)
         self._next_cp = due if self._ref_n < self.max_reference else 0
 
@@ -328,8 +329,9 @@ class BernoulliCusum(Detector[bool]):
 
     @property
     def growing_at_rest(self) -> bool:
-        """Whether the reference also grows from what the chart sees at rest: while it is
-        young (under :data:`MATURE_WARMUPS` warm-ups of observations) and has no prior.
+        """Whether the reference also grows from what the chart sees at rest: while a
+        learned baseline that is not frozen yet (``max_reference``) is young (under
+        :data:`MATURE_WARMUPS` warm-ups of observations) and has no prior.
 
         A first estimate rests on a warm-up's few dozen events, and one that came out low
         is not corrected from cleared observations alone: a chart designed below its true
@@ -337,15 +339,30 @@ class BernoulliCusum(Detector[bool]):
         re-estimate that would lift it may not come before it climbs to a false alarm
         (a model's downvotes in the clean week: docs/validation.md, "Stop 69"). So while
         young, where a block of :data:`GROWTH_CHUNK` observations ends, with the CUSUM up
-        but below :data:`AT_REST` of its threshold and no alarmed episode lasting, the
-        excursion's observations older than the newest :data:`RECENT_BLOCKS` blocks join
-        the reference once that makes a re-estimate due (:data:`YOUNG_GROWTH`).
+        but below :data:`AT_REST` of its exact threshold (not a deferred solve's stand-in)
+        and no alarmed episode lasting, the excursion's observations older than the newest
+        :data:`RECENT_BLOCKS` blocks join the reference once that makes a re-estimate due
+        (:data:`YOUNG_GROWTH`). Only the height at the block's end is read: an excursion
+        that came near the threshold and fell back is merged like any other.
+
+        The statistic keeps its height in nats on the new design. That is an
+        approximation (the evidence was weighed against the old baseline), and the new
+        threshold may be lower in nats (measured down to 0.65x), so a merged chart can
+        stand nearer its threshold than before, though under it.
 
         A change that begins within the first warm-ups after the warm-up is partly learned
         this way; from a key's own data it cannot be told from a warm-up that came out low.
         Once mature, what is merged would only add that risk, so a reference grows from
         cleared observations alone. A key with a prior is floored by its parent's rate
-        instead (:attr:`prior_floored`): a segment's own change must stay out of it."""
+        instead (:attr:`prior_floored`): a segment's own change must stay out of it. A rate
+        whose warm-up ran past the young length to gather ``min_events`` events (under
+        about 1.7 % with 300 observations and 20 events) is mature from its first
+        estimate, so it does not grow at rest."""
+        return bool(self._next_cp) and self._young_without_prior()
+
+    def _young_without_prior(self) -> bool:
+        """:attr:`growing_at_rest` but for the baseline being learned and not frozen (read
+        by :meth:`_learn` before it sets the next re-estimate)."""
         return (
             self.merge_at_rest and not self._prior_n and self._ref_n < MATURE_WARMUPS * self.warmup
         )
@@ -353,7 +370,7 @@ class BernoulliCusum(Detector[bool]):
     def _merge_due(self) -> bool:
         """Whether the excursion's older observations join the reference now
         (:attr:`growing_at_rest`)."""
-        if not (self._next_cp and self.growing_at_rest) or self._ep_alarmed:
+        if not self.growing_at_rest or self._ep_alarmed or self._h_bound:
             return False
         if not 0 < self._s < AT_REST * self._h:
             return False
@@ -362,8 +379,9 @@ class BernoulliCusum(Detector[bool]):
 
     def _merge_excursion(self) -> None:
         """Join the excursion's observations before :meth:`_merge_point` to the reference and
-        re-estimate, the statistics keeping their height: the change-point estimate
-        (``_start``) and what a signal would report stay as they are."""
+        re-estimate, the statistics keeping their height in nats (:meth:`_calibrate`); the
+        change-point estimate (``_start``), and the events and rate a signal would report
+        since it, stay as they are."""
         cut = self._merge_point(self._n)
         newest = sum(1 for i in self._recent if i >= cut)
         k = self._k - self._mk - newest
@@ -416,7 +434,7 @@ class BernoulliCusum(Detector[bool]):
         bound at the posterior's effective sample size (``strength`` + own observations):
         a weak prior gives a conservative threshold, not false alarms. Its own events
         take over as they come: the baseline is re-estimated at ``warmup`` cleared
-        observations and then each time they quadruple, as a learned baseline is.
+        observations and then each time they quadruple, as a mature learned baseline is.
 
         Following matters because a parent's baseline is young too when a segment adopts
         it: a model's first estimate from 20 events is often 1.5x off, and a floor held at
@@ -480,7 +498,8 @@ class BernoulliCusum(Detector[bool]):
 
     def get_state(self) -> JsonState:
         state = {key: getattr(self, "_" + key) for key in self._STATE_KEYS}
-        state["recent"] = list(self._recent)  # a copy: the detector appends to its own
+        # A copy (the detector appends to its own), and only while a merge may read it.
+        state["recent"] = list(self._recent) if self.growing_at_rest else []
         return state
 
     def set_state(self, state: JsonState) -> None:
@@ -540,7 +559,7 @@ class BernoulliCusum(Detector[bool]):
     @property
     def reference(self) -> tuple[int, int]:
         """Observations and events of its own in the reference: every observation while
-        it learns, then the cleared ones."""
+        it learns, then the cleared ones and, while it grows at rest, the merged ones."""
         return self._ref_n, self._ref_k
 
     @property
@@ -665,7 +684,7 @@ class BernoulliCusum(Detector[bool]):
         down = self._down
         if self._s:
             room = (self._s - 1) // down  # s - m * down stays > 0
-            if self._next_cp and self.growing_at_rest:
+            if self.growing_at_rest:
                 room = min(room, self._merge_room())
         elif self._k or self._start != self._n:
             return 0
@@ -782,8 +801,11 @@ class BernoulliCusum(Detector[bool]):
             n0, start0, k0 = self._n, self._start, self._k
             stat = reflected_walk(self._s, np.where(seg, self._up, -self._down))
             pos = np.cumsum(seg)
-            hits = np.flatnonzero(stat >= self._h)
-            end = int(hits[0]) if hits.size else seg.size - 1
+            # An alarm comes on an event: a threshold lowered under the statistic (set_arl0,
+            # an exact threshold replacing its stand-in) waits for one, as in ``update``.
+            hits = np.flatnonzero((stat >= self._h) & seg)
+            alarm = int(hits[0]) if hits.size else -1
+            end = alarm if hits.size else seg.size - 1
             zeros = np.flatnonzero(stat[: end + 1] == 0)
             relearn = False
             if self._next_cp and zeros.size:
@@ -793,7 +815,7 @@ class BernoulliCusum(Detector[bool]):
                 if due.size:
                     end, relearn = int(due[0]), True
                     zeros = zeros[zeros <= end]
-            growing = self._next_cp and self.growing_at_rest
+            growing = self.growing_at_rest and not self._h_bound
             merge = self._first_merge(seg, stat, zeros, end) if growing else -1
             if merge >= 0:
                 end, relearn = merge, False
@@ -814,7 +836,7 @@ class BernoulliCusum(Detector[bool]):
             if relearn:
                 self._s, self._start, self._k = 0, start, 0
                 self._learn()
-            elif stat[end] >= self._h:
+            elif end == alarm:
                 signals.append(self._signal(last, int(stat[end]), start, k))
                 self._s, self._start, self._k, self._mt, self._mk = 0, last + 1, 0, last + 1, 0
                 self._ep_alarmed = True
