@@ -33,7 +33,6 @@ Ratios are at rest / cleared, measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Sequence
@@ -47,6 +46,7 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
+from bench.reference_growth import ratio_text, seeds_arg  # noqa: E402
 from detectors.adaptive_rate import AdaptiveDownvoteSpike  # noqa: E402
 from streams.pipeline.detectorset import DESIGN_SHIFTS  # noqa: E402
 
@@ -74,17 +74,8 @@ def alarm_indices(det: AdaptiveDownvoteSpike, flags: NDArray[np.bool_]) -> list[
     return [s.last_index for s in det.update_many(flags)]
 
 
-def _ratio(a: float, b: float) -> str:
-    return f"{a / b:.2f}" if b else "n/a"
-
-
 def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=40, help="streams per row (default 40)")
-    args = ap.parse_args(argv)
-    if args.seeds < 1:
-        ap.error("--seeds needs at least 1")
-    n = args.seeds
+    n = seeds_arg(__doc__ or "", argv, 40)
     print(f"{n} seeded streams per row; warm-up {WARMUP} observations\n")
 
     arl0 = 1e4
@@ -102,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"cleared {false['cleared'] * per:.1f}   at rest {false['at rest'] * per:.1f}   ",
             end="",
         )
-        print(f"ratio {_ratio(false['at rest'], false['cleared'])}")
+        print(f"ratio {ratio_text(false['at rest'], false['cleared'])}")
 
     low = dict.fromkeys(RULES, 0)
     streams = dict.fromkeys(RULES, 0)
@@ -120,7 +111,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         end="",
     )
     print(f"at rest {low['at rest'] / n:.2f} ({streams['at rest']} of {n})   ", end="")
-    print(f"ratio {_ratio(low['at rest'], low['cleared'])}\n")
+    print(f"ratio {ratio_text(low['at rest'], low['cleared'])}\n")
 
     print("delay of a rate increase from 5 %, ARL0 1e7, in observations (mean / median / max)")
     print(f"{'increase':>8} {'starts at':>10} {'cleared':>22} {'at rest':>22} {'mean ratio':>11}")
@@ -136,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             r: f"{statistics.mean(d):.0f} / {statistics.median(d):.0f} / {max(d)}"
             for r, d in delays.items()
         }
-        ratio = _ratio(statistics.mean(delays["at rest"]), statistics.mean(delays["cleared"]))
+        ratio = ratio_text(statistics.mean(delays["at rest"]), statistics.mean(delays["cleared"]))
         print(f"{mult:>7}x {t0:>10,} {cells['cleared']:>22} {cells['at rest']:>22} {ratio:>11}")
 
     missed = dict.fromkeys(RULES, 0)

@@ -66,17 +66,25 @@ def alarm_indices(det: ConfidenceShift, xs: Sequence[float]) -> list[int]:
     return [i for i, x in enumerate(xs) if det.update(float(x)) is not None]
 
 
-def _ratio(a: float, b: float) -> str:
+def ratio_text(a: float, b: float) -> str:
+    """``a / b`` to two decimals, or "n/a" for a zero ``b``."""
     return f"{a / b:.2f}" if b else "n/a"
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--seeds", type=int, default=30, help="streams per row (default 30)")
+def seeds_arg(doc: str, argv: Sequence[str] | None, default: int) -> int:
+    """The ``--seeds`` option of a bench whose docstring is ``doc`` (at least 1)."""
+    ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    ap.add_argument(
+        "--seeds", type=int, default=default, help=f"streams per row (default {default})"
+    )
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error("--seeds needs at least 1")
-    n = args.seeds
+    return int(args.seeds)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    n = seeds_arg(__doc__ or "", argv, 30)
     print(f"{n} seeded streams per row; reference {REFERENCE} values, growth to 4x\n")
 
     arl0 = 3e4
@@ -89,7 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     nominal = 1e4 / arl0
     print(f"clean normal streams, ARL0 {arl0:.0e}: false alarms per 10,000 values charted")
     print(f"  nominal {nominal:.3f}   fixed {false[1] / charted * 1e4:.3f}   ", end="")
-    print(f"growing {false[4] / charted * 1e4:.3f}   ratio {_ratio(false[4], false[1])}\n")
+    print(f"growing {false[4] / charted * 1e4:.3f}   ratio {ratio_text(false[4], false[1])}\n")
 
     skewed = dict.fromkeys(GROWTHS, 0)
     late = dict.fromkeys(GROWTHS, 0)
@@ -104,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("guardrail scores after a low warm-up (0.3 sd), ARL0 1e8: alarms in 8,000 values")
     fixed, growing = f"{skewed[1] / n:.2f}", f"{skewed[4] / n:.2f}"
     print(f"  fixed {fixed} per stream ({late[1] / n:.2f} after value 3,000)   ", end="")
-    print(f"growing {growing} ({late[4] / n:.2f})   ratio {_ratio(skewed[4], skewed[1])}\n")
+    print(f"growing {growing} ({late[4] / n:.2f})   ratio {ratio_text(skewed[4], skewed[1])}\n")
 
     print("delay of a mean shift, ARL0 1e7, in values (mean / median / max)")
     print(f"{'shift [sd]':>10} {'starts at':>10} {'fixed':>20} {'growing':>20} {'mean ratio':>11}")
@@ -120,7 +128,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             g: f"{statistics.mean(d):.0f} / {statistics.median(d):.0f} / {max(d)}"
             for g, d in delays.items()
         }
-        ratio = _ratio(statistics.mean(delays[4]), statistics.mean(delays[1]))
+        ratio = ratio_text(statistics.mean(delays[4]), statistics.mean(delays[1]))
         print(f"{shift:>10} {t0:>10} {cells[1]:>20} {cells[4]:>20} {ratio:>11}")
 
     learned, alarms = 0, dict.fromkeys(GROWTHS, 0)
