@@ -153,3 +153,32 @@ def test_a_threshold_lowered_under_the_statistic_alarms_at_the_next_event_on_eve
     vec = [s.last_index for s in many.update_many(flags[3300:])]
     assert seq == vec
     assert flags[seq[0]]  # on an event, as update does
+
+
+def test_a_floor_that_moved_with_its_parent_is_applied_at_rest() -> None:
+    """A segment floored at its parent's low first estimate follows the parent's
+    re-estimate where a block ends at rest, not only at a return to zero that a chart
+    designed below its rate may never reach; batches apply it at the same observation."""
+    rng = np.random.default_rng(11)
+    flags = rng.random(3000) < 0.058
+    det = _part()
+    det.adopt_prior(0.03, 100.0)  # the parent's first estimate, low
+    t = 0
+    while not (0.5 < det.statistic < 0.3 * det.threshold and det.seen % GROWTH_CHUNK > 8):
+        det.update(bool(flags[t]))
+        t += 1
+    state = json.loads(json.dumps(det.get_state()))
+    batch = _part()
+    batch.adopt_prior(0.03, 100.0)
+    batch.set_state(state)
+    for d in (det, batch):
+        assert d.adopt_prior(0.055, 100.0)  # the parent re-estimated: the floor moves
+    low = det.baseline
+    # Up to the block's end, an event in 10: the chart stays up, under half its threshold.
+    block = np.arange(GROWTH_CHUNK - det.seen % GROWTH_CHUNK) % 10 == 9
+    for x in block.tolist():
+        det.update(x)
+    assert det.statistic > 0  # no return to zero: the floor moved at rest
+    assert det.baseline > 1.5 * low
+    batch.update_many(block)
+    assert det.get_state() == batch.get_state()
