@@ -289,6 +289,7 @@ class BernoulliCusum(Detector[bool]):
             self._e = self._rescaled(self._e, old_unit, episode_cap(self._unit))
             return
         self._s, self._start, self._k, self._mt, self._mk = 0, self._n, 0, self._n, 0
+        self._recent = []  # a merge reads only events after the excursion's start
         self._e, self._ep_start, self._ep_k, self._ep_alarmed = 0, self._n, 0, False
 
     def _rescaled(self, value: int, old_unit: float, cap: int) -> int:
@@ -650,7 +651,8 @@ class BernoulliCusum(Detector[bool]):
             return None
         self._episode(x, n)
         if x:
-            self._note_event(n)
+            if self._ref_n < MATURE_WARMUPS * self.warmup and self.growing_at_rest:
+                self._note_event(n)  # (the first test: most charts are mature, cheaply)
             s = self._s + self._up
             self._k += 1
             if s >= self._h:
@@ -672,7 +674,10 @@ class BernoulliCusum(Detector[bool]):
         return None
 
     def _note_event(self, n: int) -> None:
-        """Observation ``n`` is an event: keep the indices of the newest blocks' events."""
+        """Observation ``n`` is an event: keep the indices of the newest blocks' events
+        (while the reference grows at rest: only a merge reads them, and a reference that
+        came of age grows at rest again only after a full re-estimate, which clears them;
+        a batch that came of age in its course may note a few more, never read or saved)."""
         recent = self._recent
         recent.append(n)
         old = n + 1 - RECENT_BLOCKS * GROWTH_CHUNK
@@ -833,7 +838,8 @@ class BernoulliCusum(Detector[bool]):
                 if due.size:
                     end, relearn = int(due[0]), True
                     zeros = zeros[zeros <= end]
-            growing = (self.growing_at_rest or self._follow_due()) and not self._h_bound
+            noting = self.growing_at_rest
+            growing = (noting or self._follow_due()) and not self._h_bound
             merge = self._first_merge(seg, stat, zeros, end) if growing else -1
             if merge >= 0:
                 end, relearn = merge, False
@@ -848,7 +854,8 @@ class BernoulliCusum(Detector[bool]):
                 start, k = start0, k0 + int(pos[end])
             last = n0 + end
             self._episodes(seg[: end + 1], n0)
-            self._note_events(seg[: end + 1], n0)
+            if noting:
+                self._note_events(seg[: end + 1], n0)
             self._n = last + 1
             i += end + 1
             if relearn:
