@@ -7,9 +7,11 @@ is set from the target ARL0 by an exact Markov-chain computation (:mod:`detector
 instead of an approximation or a hand-picked number.
 
 The baseline ``p0`` is given, or learned from the first ``warmup`` events of the stream
-(no alarms during warm-up) and then frozen, so that a slow drift cannot teach the detector
-that a bad rate is normal. ``p1 = p0 * (1 + relative_shift)`` is the smallest increase
-worth catching: the CUSUM is optimal for it and still detects larger shifts quickly.
+(no alarms during warm-up), then re-estimated from what the chart clears (and, while the
+reference is young, from what it charts at rest) until ``max_reference``, and then frozen,
+so that a slow drift cannot teach the detector that a bad rate is normal.
+``p1 = p0 * (1 + relative_shift)`` is the smallest increase worth catching: the CUSUM is
+optimal for it and still detects larger shifts quickly.
 """
 
 from __future__ import annotations
