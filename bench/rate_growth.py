@@ -33,7 +33,6 @@ Ratios are at rest / cleared, measured in the same run.
 
 from __future__ import annotations
 
-import statistics
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -46,7 +45,7 @@ sys.path.insert(0, str(_HERE.parent))
 import numpy as np  # noqa: E402
 from numpy.typing import NDArray  # noqa: E402
 
-from bench.reference_growth import ratio_text, seeds_arg  # noqa: E402
+from bench.reference_growth import delay_cells, ratio_text, seeds_arg  # noqa: E402
 from detectors.adaptive_rate import AdaptiveDownvoteSpike  # noqa: E402
 from streams.pipeline.detectorset import DESIGN_SHIFTS  # noqa: E402
 
@@ -123,12 +122,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for rule in RULES:
                 hits = [i - t0 for i in alarm_indices(downvote_chart(rule, 1e7), flags) if i >= t0]
                 delays[rule].append(hits[0] if hits else POST)
-        cells = {
-            r: f"{statistics.mean(d):.0f} / {statistics.median(d):.0f} / {max(d)}"
-            for r, d in delays.items()
-        }
-        ratio = ratio_text(statistics.mean(delays["at rest"]), statistics.mean(delays["cleared"]))
-        print(f"{mult:>7}x {t0:>10,} {cells['cleared']:>22} {cells['at rest']:>22} {ratio:>11}")
+        cleared, at_rest, ratio = delay_cells(delays["cleared"], delays["at rest"])
+        print(f"{mult:>7}x {t0:>10,} {cleared:>22} {at_rest:>22} {ratio:>11}")
 
     missed = dict.fromkeys(RULES, 0)
     t0 = WARMUP + 200

@@ -71,6 +71,15 @@ def ratio_text(a: float, b: float) -> str:
     return f"{a / b:.2f}" if b else "n/a"
 
 
+def delay_cells(before: list[int], after: list[int]) -> tuple[str, str, str]:
+    """Two rules' delays as "mean / median / max" cells, and the ratio of their means
+    (after / before)."""
+    cells = [
+        f"{statistics.mean(d):.0f} / {statistics.median(d):.0f} / {max(d)}" for d in (before, after)
+    ]
+    return cells[0], cells[1], ratio_text(statistics.mean(after), statistics.mean(before))
+
+
 def seeds_arg(doc: str, argv: Sequence[str] | None, default: int) -> int:
     """The ``--seeds`` option of a bench whose docstring is ``doc`` (at least 1)."""
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
@@ -124,12 +133,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             for g in GROWTHS:
                 hits = [i - t0 for i in alarm_indices(evaluator_chart(g, 1e7), xs) if i >= t0]
                 delays[g].append(hits[0] if hits else POST)
-        cells = {
-            g: f"{statistics.mean(d):.0f} / {statistics.median(d):.0f} / {max(d)}"
-            for g, d in delays.items()
-        }
-        ratio = ratio_text(statistics.mean(delays[4]), statistics.mean(delays[1]))
-        print(f"{shift:>10} {t0:>10} {cells[1]:>20} {cells[4]:>20} {ratio:>11}")
+        fixed_cell, growing_cell, ratio = delay_cells(delays[1], delays[4])
+        print(f"{shift:>10} {t0:>10} {fixed_cell:>20} {growing_cell:>20} {ratio:>11}")
 
     learned, alarms = 0, dict.fromkeys(GROWTHS, 0)
     for seed in range(n):
