@@ -92,6 +92,7 @@ from streams.devtools.broker import free_port  # noqa: E402
 from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.calibration import calibrations_path  # noqa: E402
+from streams.pipeline.load import WARN_BUSY  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
 from streams.pipeline.replay import Pipeline, ReplayResult, replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
@@ -279,6 +280,9 @@ class WorkerRun:
     """Of those, each worker's still waiting when the backlog was done (not in the waits)."""
     solve_wait_s: list[float]
     """Each worker's mean wait from a solve's request to its answer (s)."""
+    detect_s: list[float]
+    """Each worker's own account of its detect stage's seconds
+    (``sentinel_detect_model_seconds_total``, every model), since it started."""
 
 
 def _nth_worker(settings: Settings, tmp: Path, i: int, port: int) -> Settings:
@@ -364,8 +368,18 @@ def _time_workers(
             for port in ports
         ]
         unanswered = [_counter(port, "sentinel_threshold_solves_in_flight") for port in ports]
+        detect_s = [_counter(port, "sentinel_detect_model_seconds_total") for port in ports]
         return WorkerRun(
-            done - began, cpu, consumed, observed, rebalances, sent, superseded, unanswered, waits
+            done - began,
+            cpu,
+            consumed,
+            observed,
+            rebalances,
+            sent,
+            superseded,
+            unanswered,
+            waits,
+            detect_s,
         )
     finally:
         for proc in procs:
@@ -1183,6 +1197,12 @@ def main() -> int:
         f"{one.unanswered[0]:,.0f} still waiting at the end), each answered "
         f"{one.solve_wait_s[0] * 1e3:,.0f} ms after its request on average (its detector "
         "charted on the bound meanwhile)"
+    )
+    print(
+        f"the worker's own account (sentinel_detect_model_seconds_total): its detect stage "
+        f"held the event loop {one.detect_s[0]:.1f} s of the {worker_s:.1f} s phase "
+        f"({one.detect_s[0] / worker_s:.0%}), {one.detect_s[0] / n * 1e6:,.0f} us per event; "
+        f"over {WARN_BUSY:.0%} for five minutes it logs a warning with sample fractions"
     )
     _print_segment_drift(seg_cpu, len(lines))
     if scaled_s:

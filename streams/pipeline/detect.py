@@ -49,6 +49,7 @@ from streams.pipeline.keys import (
     model_of_key,
 )
 from streams.pipeline.live_sets import LiveSets, WriteScope, one_store
+from streams.pipeline.load import DetectLoad
 from streams.pipeline.localize import known_keys, localize_detection, probe_health
 from streams.pipeline.observation import Observation, event_time, served_time, serves
 from streams.pipeline.sampling import reaches, sample_fraction
@@ -136,6 +137,7 @@ class Detect:
         flush_interval_s: float = 0.0,
         clock: Callable[[], float] = time.monotonic,
         wall_clock: Callable[[], float] = time.time,
+        timer: Callable[[], float] = time.perf_counter,
         write_scope: WriteScope = one_store,
     ) -> None:
         self.settings = settings
@@ -147,6 +149,9 @@ class Detect:
         self.flush_interval_s = flush_interval_s
         self.clock = clock
         self.wall_clock = wall_clock
+        self.timer = timer
+        self.load = DetectLoad()
+        """Per model, the seconds (``timer``) spent on its observations and their count."""
         self._seen: dict[str, tuple[datetime, float]] = {}
         """Per model: the latest event time processed and the wall time it was processed."""
         self._next_tick: dict[str, float] = {}
@@ -251,8 +256,11 @@ class Detect:
         out: list[IncidentEvent] = []
         latest: dict[str, datetime] = {}
         touched: dict[str, float] = {}
+        counts: dict[str, int] = {}
         emitted = 0
+        timer, load = self.timer, self.load
         for i, obs in enumerate(batch, start=1):
+            began = timer()
             self.stats.observations += 1
             engine = self._engine(obs.model, engines, obs.event.timestamp)
             t = event_time(obs.event)
@@ -316,10 +324,13 @@ class Detect:
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
                 latest[obs.model] = obs.event.timestamp
+            counts[obs.model] = counts.get(obs.model, 0) + 1
+            load.add(obs.model, timer() - began)
             if chunk and i % chunk == 0:
                 emitted += len(out)
                 yield out
                 out = []
+        began = timer()
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
@@ -328,6 +339,7 @@ class Detect:
         self.live_sets.keep(sets)
         for model, engine in engines.items():
             self.engine_store[model] = stamp("engine", engine.get_state())
+        load.spread(timer() - began, counts)
         self.stats.incident_events += emitted + len(out)
         yield out
 
@@ -421,6 +433,7 @@ class Detect:
         seen = self._seen.get(model)
         if seen is None:
             return []
+        began = self.timer()
         event_t, wall = seen
         wall_now = self.wall_clock()
         now = event_t + timedelta(seconds=max(0.0, wall_now - wall))
@@ -428,6 +441,7 @@ class Detect:
         silence_t = traffic[0] + max(0.0, wall_now - traffic[1]) if traffic else None
         out = self.tick(model, now, silence_t)
         self.live_sets.write_dirty(lambda kid: model_of_key(kid) == model)
+        self.load.add(model, self.timer() - began, 0)
         return out
 
     def _localized(

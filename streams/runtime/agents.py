@@ -71,8 +71,9 @@ from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
 from streams.pipeline.live_sets import WriteScope
+from streams.pipeline.load import LoadWatch
 from streams.pipeline.observation import Observation
-from streams.pipeline.sampling import sampled_models
+from streams.pipeline.sampling import sample_fraction, sampled_models
 from streams.runtime.batching import BatchApp, BatchConsumer, Peers
 from streams.runtime.draining import DrainingApp
 from streams.runtime.ingress import (
@@ -332,6 +333,8 @@ class _Agents:
         self.alerts = topics["alerts"]
         self.joiner = joiner
         self.detect = detect
+        self.load_watch = LoadWatch(detect.load, lambda m: sample_fraction(detect.settings, m))
+        """Warns when detection holds the event loop for most of an interval."""
         self.hooks: list[Callable[[Sequence[Observation]], None]] = []
         self.owned: frozenset[int] = frozenset()
         """The detection (by-model) partitions this worker owns since the last assignment."""
@@ -468,7 +471,13 @@ class _Agents:
     async def wall_clock_tick(self) -> None:
         """Engines tick on the wall clock too: a tick record per model this worker has
         seen, through the by-model topic, so the partition's owner ticks it with the
-        partition's table (state writes need the current event's partition)."""
+        partition's table (state writes need the current event's partition). Also the
+        look at the detect stage's load (:class:`streams.pipeline.load.LoadWatch`): a
+        warning when it was busy for most of the last interval, naming the busiest models
+        and the sample fractions that would relieve it."""
+        report = self.load_watch.check()
+        if report is not None:
+            log.warning("%s", report.message())
         for model in self.detect.models():
             await self.by_model.send(key=model.encode(), value=TICK)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from alerting.clock import Clock
+from streams.pipeline.cardinality import OTHER
 from streams.pipeline.state import RESETS, STATE_VERSIONS, loaded
 from streams.runtime.detector_metrics import DetectorMetrics
 from streams.runtime.exposition import (
@@ -81,6 +82,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SEVERITIES: Final = ("SEV1", "SEV2", "SEV3", "SEV4")
+LOAD_MODELS: Final = 100
+"""Models named in the detect-load families (the busiest); the rest are summed as other."""
 
 # --------------------------------------------------------------------------------------
 # Collecting the service's metrics.
@@ -255,6 +258,37 @@ class Observability:
             consumed.add(n, {"topic": topic})
         return [consumed, accepted, dead]
 
+    def _detect_load(self) -> list[MetricFamily]:
+        """The detect stage's seconds and observations per model
+        (:class:`streams.pipeline.load.DetectLoad`): ``rate()`` of the first is the share of
+        the wall time a model's detection takes (near 1 in all: the worker cannot keep
+        up), their ratio its cost per observation. The :data:`LOAD_MODELS` busiest models
+        by name, the rest summed as ``other``."""
+        load = self.service.detect.load
+        busiest = sorted(load.seconds, key=lambda m: -load.seconds[m])
+        named = set(busiest[:LOAD_MODELS])
+        seconds = MetricFamily(
+            "sentinel_detect_model_seconds_total",
+            "counter",
+            "Seconds the detect stage spent on a model's observations and ticks (wall time "
+            "of its code; rate() near 1 summed over models: detection cannot keep up).",
+        )
+        taken = MetricFamily(
+            "sentinel_detect_model_observations_total",
+            "counter",
+            "Observations the detect stage took, per model.",
+        )
+        for family, values in ((seconds, load.seconds), (taken, load.observations)):
+            other = 0.0
+            for model in sorted(values):
+                if model in named:
+                    family.add(values[model], {"model": model})
+                else:
+                    other += values[model]
+            if len(values) > len(named):
+                family.add(other, {"model": OTHER})
+        return [seconds, taken]
+
     def _pipeline(self) -> list[MetricFamily]:
         out = []
         for stage, stats in (
@@ -269,6 +303,7 @@ class Observability:
                 )
                 fam.add(getattr(stats, f.name))
                 out.append(fam)
+        out += self._detect_load()
         resets = MetricFamily(
             "sentinel_state_resets_total",
             "counter",

@@ -109,6 +109,16 @@ def test_worker_serves_health_readiness_and_moving_metrics(
         assert not any(t.endswith("-changelog") for t in partitions)
         errors = after["sentinel_metrics_errors_total"]["samples"]
         assert all(v == 0 for _, _, v in errors), errors
+        # The detect stage's time and observations per model (where a busy worker's
+        # detection goes: docs/operations.md, "A model busier than one worker").
+        taken = after["sentinel_detect_model_observations_total"]["samples"]
+        spent = after["sentinel_detect_model_seconds_total"]["samples"]
+        models = {json.loads(line).get("gen_ai.request.model") for line in lines} - {None}
+        assert {lab["model"] for _, lab, _ in taken} <= models
+        assert sum(v for _, _, v in taken) == metric_total(
+            after, "sentinel_detect_observations_total"
+        )
+        assert all(v > 0 for _, _, v in spent), spent
 
         # ``sentinel status`` shows this worker ready, and its lag falls to 0 once it
         # has committed what it consumed (issue 18 item 5)

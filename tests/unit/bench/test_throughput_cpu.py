@@ -24,10 +24,10 @@ def test_cpu_seconds_count_the_processs_own_work() -> None:
 def test_scale_out_is_bounded_by_the_busiest_worker() -> None:
     # One worker: 1,000 events in 10 s on 8 CPU-s. Two: 6 s, 7 + 3 CPU-s (the first owns
     # the busy model's detection).
-    one = WorkerRun(10.0, [8.0], [1_000.0], [900.0], [1.0], [0.0], [0.0], [0.0], [0.0])
+    one = WorkerRun(10.0, [8.0], [1_000.0], [900.0], [1.0], [0.0], [0.0], [0.0], [0.0], [6.0])
     none = [0.0, 0.0]
     group = WorkerRun(
-        6.0, [7.0, 3.0], [500.0, 500.0], [700.0, 200.0], [2.0, 1.0], none, none, none, none
+        6.0, [7.0, 3.0], [500.0, 500.0], [700.0, 200.0], [2.0, 1.0], none, none, none, none, none
     )
     lines = scale_out_lines(1_000, one, group)
     assert lines[0] == (

@@ -192,6 +192,13 @@ def test_collect_reports_pipeline_state(
         ({"reason": "not_json", "topic": "t.inputs"}, 1.0)
     ]
     assert values("sentinel_detect_observations_total")[0][1] == service.detect.stats.observations
+    # Per model: every observation counted once, and time spent on each model.
+    taken = {lab["model"]: v for lab, v in values("sentinel_detect_model_observations_total")}
+    assert sum(taken.values()) == service.detect.stats.observations
+    assert set(taken) == {o.model for o in observations}
+    spent = {lab["model"]: v for lab, v in values("sentinel_detect_model_seconds_total")}
+    assert set(spent) == set(taken)
+    assert all(v > 0 for v in spent.values())
     assert values("sentinel_join_joined_total")[0][1] == service.joiner.stats.joined
     open_sev = {lab["severity"]: v for lab, v in values("sentinel_incidents_open")}
     assert set(open_sev) >= {"SEV1", "SEV2", "SEV3", "SEV4"}
