@@ -72,6 +72,7 @@ class LoadReport:
     busy: float
     window_s: float
     models: tuple[ModelShare, ...]
+    warn_at: float = WARN_BUSY
 
     def suggested(self, target: float = TARGET_BUSY) -> dict[str, float]:
         """Sample fractions for the models shown that bring the stage's busy share to
@@ -98,7 +99,7 @@ class LoadReport:
         fractions = ", ".join(f'"{k}" = {v:.2f}' for k, v in self.suggested().items())
         return (
             f"detection was busy {self.busy:.0%} of the last {self.window_s:,.0f} s "
-            f"(warns at {WARN_BUSY:.0%}): {parts}. If sentinel_consumer_lag grows, this "
+            f"(warns at {self.warn_at:.0%}): {parts}. If sentinel_consumer_lag grows, this "
             f"worker cannot keep up; sample the busiest models, at most "
             f"detection.sample_fractions = {{ {fractions} }} (aimed at "
             f"{TARGET_BUSY:.0%} busy; lower them while the lag still grows)"
@@ -156,4 +157,4 @@ class LoadWatch:
             )
             for m in busiest[:SHOWN_MODELS]
         )
-        return LoadReport(busy=busy, window_s=window, models=models)
+        return LoadReport(busy=busy, window_s=window, models=models, warn_at=self.warn_at)

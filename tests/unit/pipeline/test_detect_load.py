@@ -90,6 +90,7 @@ def test_the_watch_reports_once_per_interval_and_only_when_busy() -> None:
     assert a.cost_s == pytest.approx(0.001)
     assert b.fraction == 0.5
     assert b.rate == pytest.approx(100.0)
+    assert "(warns at 80%)" in report.message()
     assert watch.check() is None, "the next interval has only just begun"
 
 
