@@ -261,8 +261,9 @@ class Observability:
     def _detect_load(self) -> list[MetricFamily]:
         """The detect stage's seconds and observations per model
         (:class:`streams.pipeline.load.DetectLoad`): ``rate()`` of the first is the share of
-        the wall time a model's detection takes (near 1 in all: the worker cannot keep
-        up), their ratio its cost per observation. The :data:`LOAD_MODELS` busiest models
+        the wall time a model's detection takes (0.6 or more in all: the worker is at or
+        near its capacity, :data:`streams.pipeline.load.WARN_BUSY`), their ratio its cost
+        per observation. The :data:`LOAD_MODELS` busiest models
         by name, the rest summed as ``other``."""
         load = self.service.detect.load
         busiest = sorted(load.seconds, key=lambda m: -load.seconds[m])
@@ -271,7 +272,7 @@ class Observability:
             "sentinel_detect_model_seconds_total",
             "counter",
             "Seconds the detect stage spent on a model's observations and ticks (wall time "
-            "of its code; rate() near 1 summed over models: detection cannot keep up).",
+            "of its code; rate() summed over models 0.6 or more: at or near capacity).",
         )
         taken = MetricFamily(
             "sentinel_detect_model_observations_total",
