@@ -92,7 +92,7 @@ from streams.devtools.broker import free_port  # noqa: E402
 from streams.devtools.scenario import Scenario  # noqa: E402
 from streams.devtools.simulate import Simulator  # noqa: E402
 from streams.pipeline.calibration import calibrations_path  # noqa: E402
-from streams.pipeline.load import WARN_BUSY  # noqa: E402
+from streams.pipeline.load import WARN_NEED  # noqa: E402
 from streams.pipeline.observation import Observation  # noqa: E402
 from streams.pipeline.replay import Pipeline, ReplayResult, replay_lines  # noqa: E402
 from streams.settings import (  # noqa: E402
@@ -1202,7 +1202,8 @@ def main() -> int:
         f"the worker's own account (sentinel_detect_model_seconds_total): its detect stage "
         f"held the event loop {one.detect_s[0]:.1f} s of the {worker_s:.1f} s phase "
         f"({one.detect_s[0] / worker_s:.0%}), {one.detect_s[0] / n * 1e6:,.0f} us per event; "
-        f"over {WARN_BUSY:.0%} for five minutes it logs a warning with sample fractions"
+        f"when its detection needs {WARN_NEED:.0%} of it or more for the traffic of five "
+        "minutes, it logs a warning with sample fractions"
     )
     _print_segment_drift(seg_cpu, len(lines))
     if scaled_s:

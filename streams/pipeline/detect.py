@@ -334,6 +334,7 @@ class Detect:
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
+            load.reached(model, now.timestamp())
         if self.live_sets.expire(sets, touched):
             self._levels.clear()
         self.live_sets.keep(sets)

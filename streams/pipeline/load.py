@@ -1,4 +1,4 @@
-"""Where the detect stage's time goes, per model, and when a worker's detection is saturated.
+"""Where the detect stage's time goes, per model, and when a worker's detection falls behind.
 
 One model's detection runs on one worker (it is partitioned by model), and a worker
 detects on a bounded number of events a second (README, "Capacity"). A model busier than
@@ -6,11 +6,18 @@ that builds lag without bound, and every page comes later than the last; the rem
 ``detection.sample_fractions`` (docs/operations.md, "A model busier than one worker").
 The consumer lag says *that* a worker is behind, not *which* model to sample nor by how
 much. :class:`DetectLoad` counts, per model, the seconds the detect stage spent on its
-observations and how many it took (exported as ``sentinel_detect_model_seconds_total`` and
+observations, how many it took and the newest event time it reached (the first two
+exported as ``sentinel_detect_model_seconds_total`` and
 ``sentinel_detect_model_observations_total``), and :class:`LoadWatch` turns them into one
-warning per interval when the stage was busy for most of it: each busy model's share of the
-wall time, its observations per second, what it costs per observation, and the sample
-fractions that would bring the stage back under :data:`TARGET_BUSY`.
+warning per interval when detection could not keep up with the traffic, or nearly.
+
+What detection *needs* is read against event time, not wall time: the seconds spent on a
+model over the event time its detection advanced in the interval. A stage busy all the
+time that advanced 300 s of a model's traffic in 100 s of wall time is catching up at 3x
+and needs a third of the worker; one that advanced 100 s of traffic in 300 s needs three
+workers, although both read "busy 100 %". The warning names the models with what each
+needs, its traffic in observations per second, what one observation costs, and the sample
+fractions that would bring the stage's need to :data:`TARGET_NEED`.
 
 Times are wall time of the detect code (an injected timer), not CPU time: a stage that
 holds the event loop is what makes the lag, whoever else shares the core.
@@ -24,13 +31,13 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Final
 
-WARN_BUSY: Final = 0.6
-"""Share of the wall time the detect stage may be busy over an interval before it warns.
-The stage shares its event loop with ingress, the join and faust: a worker behind a backlog
-measured its detection at about 70 % of the loop (docs/validation.md, stop 70)."""
-TARGET_BUSY: Final = 0.5
-"""The share the suggested sample fractions aim at: the loop's other work, and headroom
-for bursts and catch-up."""
+WARN_NEED: Final = 0.6
+"""What detection may need of the worker's time for its traffic over an interval before it
+warns. The stage shares its event loop with ingress, the join and faust: a worker behind a
+backlog measured its detection at about 70 % of the loop (docs/validation.md, stop 70)."""
+TARGET_NEED: Final = 0.5
+"""The need the suggested sample fractions aim at: the loop's other work, and headroom for
+bursts and catch-up."""
 WATCH_INTERVAL_S: Final = 300.0
 """Wall seconds between two looks at the load (and at most one warning per interval)."""
 SHOWN_MODELS: Final = 3
@@ -43,10 +50,21 @@ class DetectLoad:
 
     seconds: dict[str, float] = field(default_factory=dict)
     observations: dict[str, int] = field(default_factory=dict)
+    newest: dict[str, float] = field(default_factory=dict)
+    """Per model, the newest event time (Unix s) its detection has reached."""
+    first: dict[str, float] = field(default_factory=dict)
+    """Per model, the first event time (Unix s) it reached: where its first interval starts."""
 
     def add(self, model: str, seconds: float, observations: int = 1) -> None:
         self.seconds[model] = self.seconds.get(model, 0.0) + seconds
         self.observations[model] = self.observations.get(model, 0) + observations
+
+    def reached(self, model: str, t: float) -> None:
+        """Detection of ``model`` has processed an observation of event time ``t``."""
+        if model not in self.first:
+            self.first[model] = t
+        if t > self.newest.get(model, -math.inf):
+            self.newest[model] = t
 
     def spread(self, seconds: float, counts: Mapping[str, int]) -> None:
         """Work done for several models at once (writing a batch's states back), shared by
@@ -58,10 +76,13 @@ class DetectLoad:
 
 @dataclass(frozen=True)
 class ModelShare:
-    """One model's part of an interval: share of the wall time, observations per second,
-    seconds per observation, and the sample fraction it runs at."""
+    """One model's part of an interval: the share of the worker its detection needs (its
+    seconds over the event time it advanced), the share it took (over the wall time), its
+    traffic in observations per event-second, seconds per observation, and the sample
+    fraction it runs at."""
 
     model: str
+    need: float
     busy: float
     rate: float
     cost_s: float
@@ -70,21 +91,21 @@ class ModelShare:
 
 @dataclass(frozen=True)
 class LoadReport:
-    """An interval in which the detect stage was busy for ``busy`` of ``window_s`` seconds."""
+    """An interval of ``window_s`` wall seconds in which detection needed ``need`` of the
+    worker's time for the traffic it processed, and took ``busy`` of it."""
 
+    need: float
     busy: float
     window_s: float
     models: tuple[ModelShare, ...]
-    warn_at: float = WARN_BUSY
+    warn_at: float = WARN_NEED
 
-    def suggested(self, target: float = TARGET_BUSY) -> dict[str, float]:
-        """Sample fractions for the models shown that bring the stage's busy share to
+    def suggested(self, target: float = TARGET_NEED) -> dict[str, float]:
+        """Sample fractions for the models shown that bring what detection needs to
         ``target`` if the others stay as they were: each shown model scaled alike, rounded
-        down to 0.01, at least 0.01. Measured while saturated (busy near 1), the stage was
-        behind by an unknown amount, so these are upper bounds: the lag says whether they
-        suffice."""
-        shown = sum(m.busy for m in self.models)
-        rest = self.busy - shown
+        down to 0.01, at least 0.01."""
+        shown = sum(m.need for m in self.models)
+        rest = self.need - shown
         scale = (target - rest) / shown if shown > 0 else 1.0
         scale = min(max(scale, 0.0), 1.0)
         return {
@@ -93,26 +114,29 @@ class LoadReport:
 
     def message(self) -> str:
         parts = ", ".join(
-            f"{m.model} {m.busy:.0%} ({m.rate:,.0f} observations/s at "
+            f"{m.model} needs {m.need:.0%} ({m.rate:,.0f} observations/s of traffic at "
             f"{m.cost_s * 1e6:,.0f} us each"
             + (f", sampled at {m.fraction:.3g}" if m.fraction < 1.0 else "")
             + ")"
             for m in self.models
         )
         fractions = ", ".join(f'"{k}" = {v:.2f}' for k, v in self.suggested().items())
+        state = "cannot keep up" if self.need >= 1.0 else "is at or near its capacity"
         return (
-            f"detection was busy {self.busy:.0%} of the last {self.window_s:,.0f} s "
-            f"(warns at {self.warn_at:.0%}): {parts}. If sentinel_consumer_lag grows, this "
-            f"worker cannot keep up; sample the busiest models, at most "
-            f"detection.sample_fractions = {{ {fractions} }} (aimed at "
-            f"{TARGET_BUSY:.0%} busy; lower them while the lag still grows)"
+            f"detection needed {self.need:.0%} of this worker's time for the traffic of the "
+            f"last {self.window_s:,.0f} s (busy {self.busy:.0%}; warns at "
+            f"{self.warn_at:.0%}; the rest of the event loop is ingress, the join and "
+            f"faust): this worker {state}. {parts}. Sample the busiest: "
+            f"detection.sample_fractions = {{ {fractions} }} brings detection to "
+            f"{TARGET_NEED:.0%}"
         )
 
 
 class LoadWatch:
     """Looks at a :class:`DetectLoad` every ``interval_s`` of wall time (``clock``) and
-    reports the interval when the stage was busy at least ``warn_at`` of it. ``fraction``
-    gives a model's current sample fraction (:func:`streams.pipeline.sampling.sample_fraction`)."""
+    reports the interval when detection needed at least ``warn_at`` of the worker's time
+    for the traffic it processed (see the module's docstring). ``fraction`` gives a model's
+    current sample fraction (:func:`streams.pipeline.sampling.sample_fraction`)."""
 
     def __init__(
         self,
@@ -120,7 +144,7 @@ class LoadWatch:
         fraction: Callable[[str], float],
         *,
         interval_s: float = WATCH_INTERVAL_S,
-        warn_at: float = WARN_BUSY,
+        warn_at: float = WARN_NEED,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if interval_s <= 0 or not 0 < warn_at <= 1:
@@ -133,31 +157,53 @@ class LoadWatch:
         self._since = clock()
         self._seconds = dict(load.seconds)
         self._observations = dict(load.observations)
+        self._newest = dict(load.newest)
 
     def check(self) -> LoadReport | None:
         """None until an interval has passed since the last look; then the interval's
-        report if the stage was busy at least ``warn_at`` of it, else None."""
+        report if detection needed at least ``warn_at`` of the worker, else None."""
         now = self.clock()
         window = now - self._since
         if window < self.interval_s:
             return None
-        spent = {m: s - self._seconds.get(m, 0.0) for m, s in self.load.seconds.items()}
-        taken = {m: n - self._observations.get(m, 0) for m, n in self.load.observations.items()}
+        load = self.load
+        spent = {m: s - self._seconds.get(m, 0.0) for m, s in load.seconds.items()}
+        taken = {m: n - self._observations.get(m, 0) for m, n in load.observations.items()}
+        advanced = {
+            m: t - self._newest.get(m, load.first.get(m, t)) for m, t in load.newest.items()
+        }
         self._since = now
-        self._seconds = dict(self.load.seconds)
-        self._observations = dict(self.load.observations)
-        busy = sum(spent.values()) / window
-        if busy < self.warn_at:
+        self._seconds = dict(load.seconds)
+        self._observations = dict(load.observations)
+        self._newest = dict(load.newest)
+        shares = [
+            self._share(m, spent[m], taken.get(m, 0), advanced.get(m, 0.0), window)
+            for m in spent
+            if spent[m] > 0
+        ]
+        need = sum(share.need for share in shares)
+        if need < self.warn_at:
             return None
-        busiest = sorted((m for m in spent if spent[m] > 0), key=lambda m: -spent[m])
-        models = tuple(
-            ModelShare(
-                model=m,
-                busy=spent[m] / window,
-                rate=taken.get(m, 0) / window,
-                cost_s=spent[m] / taken[m] if taken.get(m) else 0.0,
-                fraction=self.fraction(m),
-            )
-            for m in busiest[:SHOWN_MODELS]
+        shares.sort(key=lambda share: -share.need)
+        return LoadReport(
+            need=need,
+            busy=sum(spent.values()) / window,
+            window_s=window,
+            models=tuple(shares[:SHOWN_MODELS]),
+            warn_at=self.warn_at,
         )
-        return LoadReport(busy=busy, window_s=window, models=models, warn_at=self.warn_at)
+
+    def _share(
+        self, model: str, spent: float, taken: int, advanced: float, window: float
+    ) -> ModelShare:
+        """One model's interval: what it needs is its seconds over the event time its
+        detection advanced (over the wall time when it advanced none: ticks alone)."""
+        span = advanced if advanced > 0 else window
+        return ModelShare(
+            model=model,
+            need=spent / span,
+            busy=spent / window,
+            rate=taken / span,
+            cost_s=spent / taken if taken else 0.0,
+            fraction=self.fraction(model),
+        )

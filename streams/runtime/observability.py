@@ -261,9 +261,9 @@ class Observability:
     def _detect_load(self) -> list[MetricFamily]:
         """The detect stage's seconds and observations per model
         (:class:`streams.pipeline.load.DetectLoad`): ``rate()`` of the first is the share of
-        the wall time a model's detection takes (0.6 or more in all: the worker is at or
-        near its capacity, :data:`streams.pipeline.load.WARN_BUSY`), their ratio its cost
-        per observation. The :data:`LOAD_MODELS` busiest models
+        the wall time a model's detection takes, their ratio its cost per observation
+        (what it *needs* of the worker is read against event time, by
+        :class:`streams.pipeline.load.LoadWatch`). The :data:`LOAD_MODELS` busiest models
         by name, the rest summed as ``other``."""
         load = self.service.detect.load
         busiest = sorted(load.seconds, key=lambda m: -load.seconds[m])
@@ -272,7 +272,7 @@ class Observability:
             "sentinel_detect_model_seconds_total",
             "counter",
             "Seconds the detect stage spent on a model's observations and ticks (wall time "
-            "of its code; rate() summed over models 0.6 or more: at or near capacity).",
+            "of its code): rate() is the share of the worker its detection holds.",
         )
         taken = MetricFamily(
             "sentinel_detect_model_observations_total",

@@ -15,7 +15,7 @@ import pytest
 from streams.pipeline.detect import in_memory_detect
 from streams.pipeline.load import (
     SHOWN_MODELS,
-    TARGET_BUSY,
+    TARGET_NEED,
     DetectLoad,
     LoadReport,
     LoadWatch,
@@ -57,6 +57,12 @@ def test_each_models_observations_and_seconds_are_counted_on_the_injected_timer(
     for model, n in counts.items():
         expected = n + first[model] / 400 + second[model] / 200
         assert load.seconds[model] == pytest.approx(expected), model
+    # The event time each model's detection reached: its newest, and its first batch's.
+    for model in counts:
+        times = [o.event.timestamp.timestamp() for o in observations if o.model == model]
+        assert load.newest[model] == max(times)
+        early = [o.event.timestamp.timestamp() for o in observations[:400] if o.model == model]
+        assert load.first[model] == max(early or times)
     # A wall-clock tick of a model is its time too, and counts no observation.
     model = next(iter(counts))
     before = load.seconds[model]
@@ -65,56 +71,74 @@ def test_each_models_observations_and_seconds_are_counted_on_the_injected_timer(
     assert load.observations[model] == counts[model]
 
 
-def test_the_watch_reports_once_per_interval_and_only_when_busy() -> None:
+def test_the_watch_reads_need_against_event_time_once_per_interval() -> None:
     now = [1000.0]
     load = DetectLoad()
     fraction = {"b": 0.5}.get
     watch = LoadWatch(load, lambda m: fraction(m, 1.0), interval_s=60.0, clock=lambda: now[0])
+    # Keeping up: 60 s of traffic in 60 s of wall time, 30 s of it spent.
+    load.reached("a", 5_000.0)
     load.add("a", 30.0, 30_000)
+    load.reached("a", 5_060.0)
     now[0] += 59.0
     assert watch.check() is None, "an interval has not passed yet"
     now[0] += 1.0
-    assert watch.check() is None, "busy 50 %: under the 60 % at which it warns"
-    load.add("a", 36.0, 36_000)
-    load.add("b", 18.0, 6_000)
-    load.add("c", 3.0, 3_000)
-    load.add("d", 0.6, 600)
+    assert watch.check() is None, "needs 50 %: under the 60 % at which it warns"
+    # Catching up a backlog: busy 95 % of the wall time, but 180 s of traffic in 60 s.
+    load.add("a", 57.0, 57_000)
+    load.reached("a", 5_240.0)
+    now[0] += 60.0
+    assert watch.check() is None, "busy 95 % while catching up at 3x needs 32 %"
+    # Falling behind: busy 50 % of the wall time, but only 20 s of a's traffic in 60 s.
+    load.add("a", 24.0, 12_000)
+    load.reached("a", 5_260.0)
+    load.reached("b", 9_000.0)
+    load.add("b", 6.0, 3_000)
+    load.reached("b", 9_060.0)
+    load.add("c", 0.6, 600)  # ticks of a model with no traffic: over the wall time
     now[0] += 60.0
     report = watch.check()
     assert report is not None
-    assert report.busy == pytest.approx(57.6 / 60.0)
+    assert report.busy == pytest.approx(30.6 / 60.0)
+    assert report.need == pytest.approx(24.0 / 20.0 + 6.0 / 60.0 + 0.6 / 60.0)
     assert [m.model for m in report.models] == ["a", "b", "c"][:SHOWN_MODELS]
     a, b = report.models[0], report.models[1]
-    assert a.busy == pytest.approx(0.6)
-    assert a.rate == pytest.approx(600.0)
-    assert a.cost_s == pytest.approx(0.001)
+    assert a.need == pytest.approx(1.2)
+    assert a.busy == pytest.approx(0.4)
+    assert a.rate == pytest.approx(600.0), "observations per second of a's traffic"
+    assert a.cost_s == pytest.approx(0.002)
     assert b.fraction == 0.5
-    assert b.rate == pytest.approx(100.0)
-    assert "(warns at 60%)" in report.message()
+    assert b.rate == pytest.approx(50.0)
+    assert "(busy 51%; warns at 60%;" in report.message()
+    assert "this worker cannot keep up" in report.message()
     assert watch.check() is None, "the next interval has only just begun"
 
 
 def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
     report = LoadReport(
-        busy=0.96,
+        need=0.96,
+        busy=0.9,
         window_s=300.0,
         models=(
-            ModelShare("a", busy=0.6, rate=600.0, cost_s=0.001, fraction=1.0),
-            ModelShare("b", busy=0.3, rate=100.0, cost_s=0.003, fraction=0.5),
+            ModelShare("a", need=0.6, busy=0.6, rate=600.0, cost_s=0.001, fraction=1.0),
+            ModelShare("b", need=0.3, busy=0.25, rate=100.0, cost_s=0.003, fraction=0.5),
         ),
     )
     fractions = report.suggested()
     # Both scaled by (0.5 - 0.06) / 0.9 = 0.489, rounded down.
     assert fractions == {"a": 0.48, "b": 0.24}
-    busy_after = 0.06 + 0.6 * fractions["a"] / 1.0 + 0.3 * fractions["b"] / 0.5
-    assert busy_after <= TARGET_BUSY
+    need_after = 0.06 + 0.6 * fractions["a"] / 1.0 + 0.3 * fractions["b"] / 0.5
+    assert need_after <= TARGET_NEED
     message = report.message()
-    assert "busy 96% of the last 300 s" in message
-    assert "a 60% (600 observations/s at 1,000 us each)" in message
+    assert "detection needed 96% of this worker's time for the traffic of the last 300 s" in (
+        message
+    )
+    assert "this worker is at or near its capacity" in message
+    assert "a needs 60% (600 observations/s of traffic at 1,000 us each)" in message
     assert "sampled at 0.5" in message
     assert 'detection.sample_fractions = { "a" = 0.48, "b" = 0.24 }' in message
     # Other models alone over the target: the shown ones at the floor, not below zero.
-    crowded = LoadReport(busy=1.0, window_s=60.0, models=report.models[:1])
+    crowded = LoadReport(need=1.0, busy=1.0, window_s=60.0, models=report.models[:1])
     assert crowded.suggested(target=0.3) == {"a": 0.01}
 
 
@@ -132,10 +156,15 @@ def test_the_workers_wall_clock_tick_logs_the_report(caplog: pytest.LogCaptureFi
     agents = _Agents(SimpleNamespace(), 4, topics, SimpleNamespace(), detect)  # type: ignore[arg-type]
     now = [0.0]
     agents.load_watch = LoadWatch(detect.load, lambda m: 1.0, interval_s=10.0, clock=lambda: now[0])
+    detect.load.reached("support-chat", 100.0)
     detect.load.add("support-chat", 9.5, 9_500)
+    detect.load.reached("support-chat", 105.0)
     now[0] = 10.0
     with caplog.at_level(logging.WARNING, logger="streams.runtime.agents"):
         asyncio.run(agents.wall_clock_tick())
     assert [r.levelno for r in caplog.records] == [logging.WARNING]
-    assert "detection was busy 95% of the last 10 s" in caplog.text
-    assert '"support-chat" = 0.52' in caplog.text
+    # 9.5 s spent on 5 s of traffic: it needs 1.9 workers; 0.5 / 1.9 = 0.263.
+    assert "detection needed 190% of this worker's time for the traffic of the last 10 s" in (
+        caplog.text
+    )
+    assert '"support-chat" = 0.26' in caplog.text
