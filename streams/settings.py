@@ -39,6 +39,7 @@ from alerting.policy import ConfigError, error_text, read_toml
 from streams.contract.events import EventTopics, EventType, TopicName
 from streams.detection_settings import DetectionSettings
 from streams.kafka.security import KafkaSecurity
+from streams.pipeline.load import WARN_NEED, WATCH_INTERVAL_S
 
 
 def config_dir() -> Path:
@@ -139,6 +140,14 @@ class WorkerSettings(_Section):
         "changelog's tail (0: it reads the changelog whole, and a group spends less CPU: "
         "each standby reads every state write of the partition's owner). The memory store "
         "keeps none: its new owner reads the whole changelog whatever a standby held.",
+    )
+    load_watch_seconds: float = Field(
+        default=WATCH_INTERVAL_S,
+        gt=0,
+        le=86400,
+        description="Wall seconds between two looks at what detection needs of the worker for "
+        "its traffic (streams.pipeline.load): at most one warning per interval, when it "
+        f"needs {WARN_NEED:.0%} or more, with the sample fractions that would relieve it.",
     )
 
     @property

@@ -334,7 +334,9 @@ class Detect:
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
-            load.reached(model, now.timestamp())
+            served = self._traffic_seen.get(model)
+            if served is not None:  # the traffic's pace: inputs and outputs, not the
+                load.reached(model, served[0])  # feedback and evaluations trailing them
         if self.live_sets.expire(sets, touched):
             self._levels.clear()
         self.live_sets.keep(sets)

@@ -51,7 +51,8 @@ class DetectLoad:
     seconds: dict[str, float] = field(default_factory=dict)
     observations: dict[str, int] = field(default_factory=dict)
     newest: dict[str, float] = field(default_factory=dict)
-    """Per model, the newest event time (Unix s) its detection has reached."""
+    """Per model, the newest event time (Unix s) of an input or output its detection has
+    reached: the traffic's pace (feedback and evaluations trail their outputs by minutes)."""
     first: dict[str, float] = field(default_factory=dict)
     """Per model, the first event time (Unix s) it reached: where its first interval starts."""
 
@@ -101,16 +102,20 @@ class LoadReport:
     warn_at: float = WARN_NEED
 
     def suggested(self, target: float = TARGET_NEED) -> dict[str, float]:
-        """Sample fractions for the models shown that bring what detection needs to
-        ``target`` if the others stay as they were: each shown model scaled alike, rounded
-        down to 0.01, at least 0.01."""
-        shown = sum(m.need for m in self.models)
-        rest = self.need - shown
-        scale = (target - rest) / shown if shown > 0 else 1.0
-        scale = min(max(scale, 0.0), 1.0)
-        return {
-            m.model: max(0.01, math.floor(m.fraction * scale * 100.0) / 100.0) for m in self.models
-        }
+        """Sample fractions that bring what detection needs to ``target``, the models
+        that need most sampled first: each shown model in turn takes as much of the excess
+        as it can (down to a fraction of 0.01), and the models not needed for that are not
+        named (a bystander keeps every request). Fractions rounded down to 0.01."""
+        excess = self.need - target
+        out: dict[str, float] = {}
+        for m in self.models:
+            if excess <= 0:
+                break
+            keep = max((m.need - excess) / m.need, 0.0) if m.need > 0 else 1.0
+            fraction = max(0.01, math.floor(m.fraction * keep * 100.0) / 100.0)
+            out[m.model] = fraction
+            excess -= m.need * (1.0 - fraction / m.fraction)
+        return out
 
     def message(self) -> str:
         parts = ", ".join(

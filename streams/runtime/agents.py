@@ -71,7 +71,7 @@ from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
 from streams.pipeline.live_sets import WriteScope
-from streams.pipeline.load import LoadWatch
+from streams.pipeline.load import WATCH_INTERVAL_S, LoadWatch
 from streams.pipeline.observation import Observation
 from streams.pipeline.sampling import sample_fraction, sampled_models
 from streams.runtime.batching import BatchApp, BatchConsumer, Peers
@@ -256,7 +256,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         flush_interval_s=det.state_flush_seconds,
         write_scope=_in_key_partition(topics["by_model"].get_topic_name(), partitions),
     )
-    agents = _Agents(app, partitions, topics, joiner, detect)
+    agents = _Agents(app, partitions, topics, joiner, detect, settings.worker.load_watch_seconds)
     app.on_partitions_assigned.connect(agents.on_assigned)
     if isinstance(app, DrainingApp):
         app.drained.append(agents.write_back)
@@ -326,6 +326,7 @@ class _Agents:
         topics: dict[str, faust.TopicT],
         joiner: Joiner,
         detect: Detect,
+        load_watch_s: float = WATCH_INTERVAL_S,
     ) -> None:
         self.app = app
         self.partitions = partitions
@@ -333,8 +334,11 @@ class _Agents:
         self.alerts = topics["alerts"]
         self.joiner = joiner
         self.detect = detect
-        self.load_watch = LoadWatch(detect.load, lambda m: sample_fraction(detect.settings, m))
-        """Warns when detection holds the event loop for most of an interval."""
+        self.load_watch = LoadWatch(
+            detect.load, lambda m: sample_fraction(detect.settings, m), interval_s=load_watch_s
+        )
+        """Warns when detection needs most of the worker for its traffic (looked at after
+        each detect batch and at each wall-clock tick, at most once an interval)."""
         self.hooks: list[Callable[[Sequence[Observation]], None]] = []
         self.owned: frozenset[int] = frozenset()
         """The detection (by-model) partitions this worker owns since the last assignment."""
@@ -455,6 +459,7 @@ class _Agents:
                 for hook in self.hooks:
                     hook(observations)
                 await self.publish(incidents)
+            self.watch_load()
 
     async def publish(self, incidents: Sequence[IncidentEvent]) -> None:
         """Incident events to the alerts topic (keyed by dedup key), each logged."""
@@ -468,16 +473,19 @@ class _Agents:
                 incident.severity,
             )
 
-    async def wall_clock_tick(self) -> None:
-        """Engines tick on the wall clock too: a tick record per model this worker has
-        seen, through the by-model topic, so the partition's owner ticks it with the
-        partition's table (state writes need the current event's partition). Also the
-        look at the detect stage's load (:class:`streams.pipeline.load.LoadWatch`): a
-        warning when it was busy for most of the last interval, naming the busiest models
+    def watch_load(self) -> None:
+        """The look at what detection needs (:class:`streams.pipeline.load.LoadWatch`): a
+        warning when it needed most of the worker over the last interval, naming the models
         and the sample fractions that would relieve it."""
         report = self.load_watch.check()
         if report is not None:
             log.warning("%s", report.message())
+
+    async def wall_clock_tick(self) -> None:
+        """Engines tick on the wall clock too: a tick record per model this worker has
+        seen, through the by-model topic, so the partition's owner ticks it with the
+        partition's table (state writes need the current event's partition)."""
+        self.watch_load()
         for model in self.detect.models():
             await self.by_model.send(key=model.encode(), value=TICK)
 

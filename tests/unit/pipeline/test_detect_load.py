@@ -21,6 +21,7 @@ from streams.pipeline.load import (
     LoadWatch,
     ModelShare,
 )
+from streams.pipeline.observation import serves
 from streams.runtime.agents import _Agents
 from streams.settings import load_settings
 from tests.unit.pipeline.test_detect_state import _observations
@@ -57,11 +58,20 @@ def test_each_models_observations_and_seconds_are_counted_on_the_injected_timer(
     for model, n in counts.items():
         expected = n + first[model] / 400 + second[model] / 200
         assert load.seconds[model] == pytest.approx(expected), model
-    # The event time each model's detection reached: its newest, and its first batch's.
+    # The event time of inputs and outputs each model's detection reached (the traffic's
+    # pace): its newest, and its first batch's.
     for model in counts:
-        times = [o.event.timestamp.timestamp() for o in observations if o.model == model]
+        times = [
+            o.event.timestamp.timestamp()
+            for o in observations
+            if o.model == model and serves(o.event)
+        ]
         assert load.newest[model] == max(times)
-        early = [o.event.timestamp.timestamp() for o in observations[:400] if o.model == model]
+        early = [
+            o.event.timestamp.timestamp()
+            for o in observations[:400]
+            if o.model == model and serves(o.event)
+        ]
         assert load.first[model] == max(early or times)
     # A wall-clock tick of a model is its time too, and counts no observation.
     model = next(iter(counts))
@@ -125,10 +135,15 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
         ),
     )
     fractions = report.suggested()
-    # Both scaled by (0.5 - 0.06) / 0.9 = 0.489, rounded down.
-    assert fractions == {"a": 0.48, "b": 0.24}
-    need_after = 0.06 + 0.6 * fractions["a"] / 1.0 + 0.3 * fractions["b"] / 0.5
+    # The excess, 0.96 - 0.5 = 0.46, comes out of the model that needs most: a keeps
+    # (0.6 - 0.46) / 0.6 = 0.233 of its requests, rounded down; b is not named.
+    assert fractions == {"a": 0.23}
+    need_after = 0.96 - 0.6 + 0.6 * fractions["a"]
     assert need_after <= TARGET_NEED
+    # When the first cannot take it all (down to 0.01), the next takes the rest.
+    # a at 0.01 frees 0.594 of the 0.76; b, sampled at 0.5, keeps (0.3 - 0.166) / 0.3 =
+    # 0.447 of its share: 0.5 * 0.447 = 0.22.
+    assert report.suggested(target=0.2) == {"a": 0.01, "b": 0.22}
     message = report.message()
     assert "detection needed 96% of this worker's time for the traffic of the last 300 s" in (
         message
@@ -136,7 +151,7 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
     assert "this worker is at or near its capacity" in message
     assert "a needs 60% (600 observations/s of traffic at 1,000 us each)" in message
     assert "sampled at 0.5" in message
-    assert 'detection.sample_fractions = { "a" = 0.48, "b" = 0.24 }' in message
+    assert 'detection.sample_fractions = { "a" = 0.23 }' in message
     # Other models alone over the target: the shown ones at the floor, not below zero.
     crowded = LoadReport(need=1.0, busy=1.0, window_s=60.0, models=report.models[:1])
     assert crowded.suggested(target=0.3) == {"a": 0.01}
