@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import itertools
 import logging
 import logging.config
 import time
@@ -83,7 +84,7 @@ log = logging.getLogger(__name__)
 
 SEVERITIES: Final = ("SEV1", "SEV2", "SEV3", "SEV4")
 LOAD_MODELS: Final = 100
-"""Models named in the detect-load families (the busiest); the rest are summed as other."""
+"""Models named in the detect-load families (the first met); the rest are summed as other."""
 
 # --------------------------------------------------------------------------------------
 # Collecting the service's metrics.
@@ -263,11 +264,11 @@ class Observability:
         (:class:`streams.pipeline.load.DetectLoad`): ``rate()`` of the first is the share of
         the wall time a model's detection takes, their ratio its cost per observation
         (what it *needs* of the worker is read against event time, by
-        :class:`streams.pipeline.load.LoadWatch`). The :data:`LOAD_MODELS` busiest models
-        by name, the rest summed as ``other``."""
+        :class:`streams.pipeline.load.LoadWatch`). The first :data:`LOAD_MODELS` models
+        the stage met by name, the rest summed as ``other``: a fixed split, so that no
+        counter goes down when models change places."""
         load = self.service.detect.load
-        busiest = sorted(load.seconds, key=lambda m: -load.seconds[m])
-        named = set(busiest[:LOAD_MODELS])
+        named = set(itertools.islice(load.seconds, LOAD_MODELS))
         seconds = MetricFamily(
             "sentinel_detect_model_seconds_total",
             "counter",
