@@ -101,21 +101,25 @@ class LoadReport:
     models: tuple[ModelShare, ...]
     warn_at: float = WARN_NEED
 
-    def suggested(self, target: float = TARGET_NEED) -> dict[str, float]:
+    def suggested(self, target: float = TARGET_NEED) -> tuple[dict[str, float], bool]:
         """Sample fractions that bring what detection needs to ``target``, the models
         that need most sampled first: each shown model in turn takes as much of the excess
-        as it can (down to a fraction of 0.01), and the models not needed for that are not
-        named (a bystander keeps every request). Fractions rounded down to 0.01."""
+        as it can (down to a fraction of 0.01, never above its fraction now), and the
+        models not needed for that are not named (a bystander keeps every request).
+        Fractions rounded down to 0.01. Also whether they reach ``target``: when the need
+        is spread over many models, sampling the shown ones cannot."""
         excess = self.need - target
         out: dict[str, float] = {}
         for m in self.models:
             if excess <= 0:
                 break
             keep = max((m.need - excess) / m.need, 0.0) if m.need > 0 else 1.0
-            fraction = max(0.01, math.floor(m.fraction * keep * 100.0) / 100.0)
+            fraction = max(0.01, math.floor(m.fraction * keep * 100.0 + 1e-9) / 100.0)
+            if fraction >= m.fraction:
+                continue  # sampled as far as these steps go already
             out[m.model] = fraction
             excess -= m.need * (1.0 - fraction / m.fraction)
-        return out
+        return out, excess <= 1e-9
 
     def message(self) -> str:
         parts = ", ".join(
@@ -125,15 +129,28 @@ class LoadReport:
             + ")"
             for m in self.models
         )
-        fractions = ", ".join(f'"{k}" = {v:.2f}' for k, v in self.suggested().items())
+        suggested, reached = self.suggested()
+        fractions = ", ".join(f'"{k}" = {v:.2f}' for k, v in suggested.items())
         state = "cannot keep up" if self.need >= 1.0 else "is at or near its capacity"
+        advice = (
+            f"Sample the busiest: detection.sample_fractions = {{ {fractions} }} brings "
+            f"detection to {TARGET_NEED:.0%}"
+            if reached
+            else "Sampling these cannot bring detection under "
+            f"{TARGET_NEED:.0%}"
+            + (
+                f" (detection.sample_fractions = {{ {fractions} }} is as far as it goes)"
+                if fractions
+                else ""
+            )
+            + ": the need is spread over many models, and each model's detection runs on one "
+            "worker, so more workers (and partitions) spread them"
+        )
         return (
             f"detection needed {self.need:.0%} of this worker's time for the traffic of the "
             f"last {self.window_s:,.0f} s (busy {self.busy:.0%}; warns at "
             f"{self.warn_at:.0%}; the rest of the event loop is ingress, the join and "
-            f"faust): this worker {state}. {parts}. Sample the busiest: "
-            f"detection.sample_fractions = {{ {fractions} }} brings detection to "
-            f"{TARGET_NEED:.0%}"
+            f"faust): this worker {state}. {parts}. {advice}"
         )
 
 

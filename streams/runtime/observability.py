@@ -35,7 +35,6 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from alerting.clock import Clock
-from streams.pipeline.cardinality import OTHER
 from streams.pipeline.state import RESETS, STATE_VERSIONS, loaded
 from streams.runtime.detector_metrics import DetectorMetrics
 from streams.runtime.exposition import (
@@ -84,7 +83,11 @@ log = logging.getLogger(__name__)
 
 SEVERITIES: Final = ("SEV1", "SEV2", "SEV3", "SEV4")
 LOAD_MODELS: Final = 100
-"""Models named in the detect-load families (the first met); the rest are summed as other."""
+"""Models named in the detect-load families (the first met); the rest are summed as
+:data:`OTHER_MODELS`."""
+OTHER_MODELS: Final = "(other models)"
+"""The detect-load families' label for the models not named: no model can be called that
+(a model's name has no spaces nor parentheses, :data:`streams.contract.events.Name`)."""
 
 # --------------------------------------------------------------------------------------
 # Collecting the service's metrics.
@@ -265,7 +268,7 @@ class Observability:
         the wall time a model's detection takes, their ratio its cost per observation
         (what it *needs* of the worker is read against event time, by
         :class:`streams.pipeline.load.LoadWatch`). The first :data:`LOAD_MODELS` models
-        the stage met by name, the rest summed as ``other``: a fixed split, so that no
+        the stage met by name, the rest summed as :data:`OTHER_MODELS`: a fixed split, so no
         counter goes down when models change places."""
         load = self.service.detect.load
         named = set(itertools.islice(load.seconds, LOAD_MODELS))
@@ -288,7 +291,7 @@ class Observability:
                 else:
                     other += values[model]
             if len(values) > len(named):
-                family.add(other, {"model": OTHER})
+                family.add(other, {"model": OTHER_MODELS})
         return [seconds, taken]
 
     def _pipeline(self) -> list[MetricFamily]:

@@ -134,7 +134,8 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
             ModelShare("b", need=0.3, busy=0.25, rate=100.0, cost_s=0.003, fraction=0.5),
         ),
     )
-    fractions = report.suggested()
+    fractions, reached = report.suggested()
+    assert reached
     # The excess, 0.96 - 0.5 = 0.46, comes out of the model that needs most: a keeps
     # (0.6 - 0.46) / 0.6 = 0.233 of its requests, rounded down; b is not named.
     assert fractions == {"a": 0.23}
@@ -143,7 +144,7 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
     # When the first cannot take it all (down to 0.01), the next takes the rest.
     # a at 0.01 frees 0.594 of the 0.76; b, sampled at 0.5, keeps (0.3 - 0.166) / 0.3 =
     # 0.447 of its share: 0.5 * 0.447 = 0.22.
-    assert report.suggested(target=0.2) == {"a": 0.01, "b": 0.22}
+    assert report.suggested(target=0.2) == ({"a": 0.01, "b": 0.22}, True)
     message = report.message()
     assert "detection needed 96% of this worker's time for the traffic of the last 300 s" in (
         message
@@ -152,9 +153,25 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
     assert "a needs 60% (600 observations/s of traffic at 1,000 us each)" in message
     assert "sampled at 0.5" in message
     assert 'detection.sample_fractions = { "a" = 0.23 }' in message
-    # Other models alone over the target: the shown ones at the floor, not below zero.
-    crowded = LoadReport(need=1.0, busy=1.0, window_s=60.0, models=report.models[:1])
-    assert crowded.suggested(target=0.3) == {"a": 0.01}
+    # Need spread over many models: the shown ones at the floor do not reach the target,
+    # and the message says so instead of promising it.
+    a = ModelShare("a", need=0.3, busy=0.3, rate=300.0, cost_s=0.001, fraction=1.0)
+    crowded = LoadReport(need=1.0, busy=1.0, window_s=60.0, models=(a,))
+    assert crowded.suggested() == ({"a": 0.01}, False)
+    assert "Sampling these cannot bring detection under 50%" in crowded.message()
+    assert "more workers" in crowded.message()
+    # Never a fraction above the one a model runs at; rounding does not lose a step.
+    tiny = ModelShare("t", need=0.9, busy=0.9, rate=10.0, cost_s=0.09, fraction=0.005)
+    assert LoadReport(need=0.9, busy=0.9, window_s=60.0, models=(tiny,)).suggested() == (
+        {},
+        False,
+    )
+    half = ModelShare("h", need=1.0, busy=1.0, rate=10.0, cost_s=0.1, fraction=0.5)
+    # keep (1.0 - 0.42) / 1.0 = 0.58 of 0.5: 0.29 (0.58 * 0.5 * 100 is 28.999999999999996)
+    assert LoadReport(need=1.0, busy=1.0, window_s=60.0, models=(half,)).suggested(target=0.58) == (
+        {"h": 0.29},
+        True,
+    )
 
 
 def test_a_bad_watch_setting_is_refused() -> None:
@@ -183,3 +200,17 @@ def test_the_workers_wall_clock_tick_logs_the_report(caplog: pytest.LogCaptureFi
         caplog.text
     )
     assert '"support-chat" = 0.26' in caplog.text
+
+
+def test_time_while_the_worker_has_the_event_loop_between_chunks_is_not_counted() -> None:
+    """The worker yields to its event loop between chunks of a batch (process_steps): the
+    time others hold the loop there is not detection's."""
+    observations = _observations(300, hours=0.5)
+    detect = in_memory_detect(load_settings(env={}).detection)
+    ticks = _Ticks()
+    detect.timer = ticks
+    steps = detect.process_steps(observations, chunk=100)
+    for _ in steps:
+        ticks.t += 1_000.0  # the event loop runs others for a long while
+    # One second per observation and one for the write-back; none of the 3,000 s.
+    assert sum(detect.load.seconds.values()) == pytest.approx(301.0)
