@@ -102,24 +102,34 @@ class LoadReport:
     warn_at: float = WARN_NEED
 
     def suggested(self, target: float = TARGET_NEED) -> tuple[dict[str, float], bool]:
-        """Sample fractions that bring what detection needs to ``target``, the models
-        that need most sampled first: each shown model in turn takes as much of the excess
-        as it can (down to a fraction of 0.01, never above its fraction now), and the
-        models not needed for that are not named (a bystander keeps every request).
-        Fractions rounded down to 0.01. Also whether they reach ``target``: when the need
-        is spread over many models, sampling the shown ones cannot."""
-        excess = self.need - target
-        out: dict[str, float] = {}
-        for m in self.models:
-            if excess <= 0:
+        """Sample fractions that bring what detection needs to ``target``, the models not
+        shown left as they are: every shown model is capped at one level of need, the
+        highest that fits (water-filling). A model that needs less than that level is not
+        named (a bystander keeps every request); the busiest are sampled to the level,
+        each by its own fraction, so none is sampled to nothing while another is spared.
+        Fractions rounded down to 0.01, at least 0.01 and never above a model's fraction
+        now. Also whether they reach ``target``: when the need is spread over many
+        models, sampling the shown ones cannot."""
+        shown = sorted(self.models, key=lambda m: m.need)
+        budget = target - (self.need - sum(m.need for m in shown))
+        level = math.inf
+        for i, m in enumerate(shown):
+            if m.need * (len(shown) - i) > budget:
+                level = max(budget, 0.0) / (len(shown) - i)
                 break
-            keep = max((m.need - excess) / m.need, 0.0) if m.need > 0 else 1.0
-            fraction = max(0.01, math.floor(m.fraction * keep * 100.0 + 1e-9) / 100.0)
+            budget -= m.need
+        out: dict[str, float] = {}
+        after = self.need
+        for m in shown:
+            if m.need <= level:
+                continue
+            fraction = max(0.01, math.floor(m.fraction * level / m.need * 100.0 + 1e-9) / 100.0)
             if fraction >= m.fraction:
                 continue  # sampled as far as these steps go already
             out[m.model] = fraction
-            excess -= m.need * (1.0 - fraction / m.fraction)
-        return out, excess <= 1e-9
+            after -= m.need * (1.0 - fraction / m.fraction)
+        ordered = {m.model: out[m.model] for m in self.models if m.model in out}
+        return ordered, after <= target + 1e-9
 
     def message(self) -> str:
         parts = ", ".join(

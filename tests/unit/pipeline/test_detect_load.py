@@ -136,15 +136,17 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
     )
     fractions, reached = report.suggested()
     assert reached
-    # The excess, 0.96 - 0.5 = 0.46, comes out of the model that needs most: a keeps
-    # (0.6 - 0.46) / 0.6 = 0.233 of its requests, rounded down; b is not named.
-    assert fractions == {"a": 0.23}
-    need_after = 0.96 - 0.6 + 0.6 * fractions["a"]
+    # The shown models may need 0.5 - 0.06 = 0.44 between them: both are capped at 0.22,
+    # a keeping 0.22 / 0.6 of its requests and b (at 0.5) 0.5 * 0.22 / 0.3, rounded down.
+    assert fractions == {"a": 0.36, "b": 0.36}
+    need_after = 0.06 + 0.6 * fractions["a"] / 1.0 + 0.3 * fractions["b"] / 0.5
     assert need_after <= TARGET_NEED
-    # When the first cannot take it all (down to 0.01), the next takes the rest.
-    # a at 0.01 frees 0.594 of the 0.76; b, sampled at 0.5, keeps (0.3 - 0.166) / 0.3 =
-    # 0.447 of its share: 0.5 * 0.447 = 0.22.
-    assert report.suggested(target=0.2) == ({"a": 0.01, "b": 0.22}, True)
+    assert report.suggested(target=0.2) == ({"a": 0.11, "b": 0.11}, True)
+    # A model that needs less than the level is a bystander: not named, not sampled.
+    big = ModelShare("big", need=1.5, busy=0.9, rate=3000.0, cost_s=0.0005, fraction=1.0)
+    small = ModelShare("small", need=0.05, busy=0.05, rate=50.0, cost_s=0.001, fraction=1.0)
+    spread = LoadReport(need=1.55, busy=0.95, window_s=60.0, models=(big, small))
+    assert spread.suggested() == ({"big": 0.3}, True)
     message = report.message()
     assert "detection needed 96% of this worker's time for the traffic of the last 300 s" in (
         message
@@ -152,7 +154,7 @@ def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
     assert "this worker is at or near its capacity" in message
     assert "a needs 60% (600 observations/s of traffic at 1,000 us each)" in message
     assert "sampled at 0.5" in message
-    assert 'detection.sample_fractions = { "a" = 0.23 }' in message
+    assert 'detection.sample_fractions = { "a" = 0.36, "b" = 0.36 }' in message
     # Need spread over many models: the shown ones at the floor do not reach the target,
     # and the message says so instead of promising it.
     a = ModelShare("a", need=0.3, busy=0.3, rate=300.0, cost_s=0.001, fraction=1.0)
