@@ -334,9 +334,11 @@ class Detect:
         wall_now = self.wall_clock()
         for model, now in latest.items():
             self._seen[model] = (now, wall_now)
-            served = self._traffic_seen.get(model)
-            if served is not None:  # the traffic's pace: inputs and outputs, not the
-                load.reached(model, served[0])  # feedback and evaluations trailing them
+        # The traffic's pace: inputs and outputs, not the feedback and evaluations that
+        # trail them.
+        served = [self._traffic_seen[m][0] for m in latest if m in self._traffic_seen]
+        if served:
+            load.reached(max(served))
         if self.live_sets.expire(sets, touched):
             self._levels.clear()
         self.live_sets.keep(sets)

@@ -12,12 +12,13 @@ exported as ``sentinel_detect_model_seconds_total`` and
 warning per interval when detection could not keep up with the traffic, or nearly.
 
 What detection *needs* is read against event time, not wall time: the seconds spent on a
-model over the event time its detection advanced in the interval. A stage busy all the
-time that advanced 300 s of a model's traffic in 100 s of wall time is catching up at 3x
-and needs a third of the worker; one that advanced 100 s of traffic in 300 s needs three
-workers, although both read "busy 100 %". The warning names the models with what each
-needs, its traffic in observations per second, what one observation costs, and the sample
-fractions that would bring the stage's need to :data:`TARGET_NEED`.
+model over the event time of the traffic detection advanced in the interval (the newest
+input or output it reached, over every model). A stage busy all the time that advanced
+300 s of traffic in 100 s of wall time is catching up at 3x and needs a third of the
+worker; one that advanced 100 s of traffic in 300 s needs three workers, although both
+read "busy 100 %". The warning names the models that need most, with what each needs, its
+traffic in observations per second, what one observation costs, and the sample fractions
+that would bring the stage's need to :data:`TARGET_NEED`.
 
 Times are wall time of the detect code (an injected timer), not CPU time: a stage that
 holds the event loop is what makes the lag, whoever else shares the core.
@@ -50,22 +51,24 @@ class DetectLoad:
 
     seconds: dict[str, float] = field(default_factory=dict)
     observations: dict[str, int] = field(default_factory=dict)
-    newest: dict[str, float] = field(default_factory=dict)
-    """Per model, the newest event time (Unix s) of an input or output its detection has
-    reached: the traffic's pace (feedback and evaluations trail their outputs by minutes)."""
-    first: dict[str, float] = field(default_factory=dict)
-    """Per model, the first event time (Unix s) it reached: where its first interval starts."""
+    frontier: float | None = None
+    """The newest event time (Unix s) of an input or output detection has reached, over
+    every model: the traffic's pace (feedback and evaluations trail their outputs by
+    minutes; one model's own pace comes in steps when a backlog is cut across partitions,
+    the stage's does not)."""
+    start: float | None = None
+    """The first frontier: where the first interval's traffic starts."""
 
     def add(self, model: str, seconds: float, observations: int = 1) -> None:
         self.seconds[model] = self.seconds.get(model, 0.0) + seconds
         self.observations[model] = self.observations.get(model, 0) + observations
 
-    def reached(self, model: str, t: float) -> None:
-        """Detection of ``model`` has processed an observation of event time ``t``."""
-        if model not in self.first:
-            self.first[model] = t
-        if t > self.newest.get(model, -math.inf):
-            self.newest[model] = t
+    def reached(self, t: float) -> None:
+        """Detection has processed an input or output of event time ``t``."""
+        if self.start is None:
+            self.start = t
+        if self.frontier is None or t > self.frontier:
+            self.frontier = t
 
     def spread(self, seconds: float, counts: Mapping[str, int]) -> None:
         """Work done for several models at once (writing a batch's states back), shared by
@@ -78,7 +81,7 @@ class DetectLoad:
 @dataclass(frozen=True)
 class ModelShare:
     """One model's part of an interval: the share of the worker its detection needs (its
-    seconds over the event time it advanced), the share it took (over the wall time), its
+    seconds over the event time detection advanced), the share it took (over the wall time), its
     traffic in observations per event-second, seconds per observation, and the sample
     fraction it runs at."""
 
@@ -189,7 +192,7 @@ class LoadWatch:
         self._since = clock()
         self._seconds = dict(load.seconds)
         self._observations = dict(load.observations)
-        self._newest = dict(load.newest)
+        self._frontier = load.frontier
 
     def check(self) -> LoadReport | None:
         """None until an interval has passed since the last look; then the interval's
@@ -201,15 +204,22 @@ class LoadWatch:
         load = self.load
         spent = {m: s - self._seconds.get(m, 0.0) for m, s in load.seconds.items()}
         taken = {m: n - self._observations.get(m, 0) for m, n in load.observations.items()}
-        advanced = {
-            m: t - self._newest.get(m, load.first.get(m, t)) for m, t in load.newest.items()
-        }
+        then = self._frontier if self._frontier is not None else load.start
+        advanced = load.frontier - then if load.frontier is not None and then is not None else 0.0
+        span = advanced if advanced > 0 else window  # no traffic reached: ticks alone
         self._since = now
         self._seconds = dict(load.seconds)
         self._observations = dict(load.observations)
-        self._newest = dict(load.newest)
+        self._frontier = load.frontier
         shares = [
-            self._share(m, spent[m], taken.get(m, 0), advanced.get(m, 0.0), window)
+            ModelShare(
+                model=m,
+                need=spent[m] / span,
+                busy=spent[m] / window,
+                rate=taken.get(m, 0) / span,
+                cost_s=spent[m] / taken[m] if taken.get(m) else 0.0,
+                fraction=self.fraction(m),
+            )
             for m in spent
             if spent[m] > 0
         ]
@@ -223,19 +233,4 @@ class LoadWatch:
             window_s=window,
             models=tuple(shares[:SHOWN_MODELS]),
             warn_at=self.warn_at,
-        )
-
-    def _share(
-        self, model: str, spent: float, taken: int, advanced: float, window: float
-    ) -> ModelShare:
-        """One model's interval: what it needs is its seconds over the event time its
-        detection advanced (over the wall time when it advanced none: ticks alone)."""
-        span = advanced if advanced > 0 else window
-        return ModelShare(
-            model=model,
-            need=spent / span,
-            busy=spent / window,
-            rate=taken / span,
-            cost_s=spent / taken if taken else 0.0,
-            fraction=self.fraction(model),
         )

@@ -58,21 +58,13 @@ def test_each_models_observations_and_seconds_are_counted_on_the_injected_timer(
     for model, n in counts.items():
         expected = n + first[model] / 400 + second[model] / 200
         assert load.seconds[model] == pytest.approx(expected), model
-    # The event time of inputs and outputs each model's detection reached (the traffic's
-    # pace): its newest, and its first batch's.
-    for model in counts:
-        times = [
-            o.event.timestamp.timestamp()
-            for o in observations
-            if o.model == model and serves(o.event)
-        ]
-        assert load.newest[model] == max(times)
-        early = [
-            o.event.timestamp.timestamp()
-            for o in observations[:400]
-            if o.model == model and serves(o.event)
-        ]
-        assert load.first[model] == max(early or times)
+    # The event time of inputs and outputs detection reached (the traffic's pace): the
+    # newest over every model, and the first batch's.
+    served = [o.event.timestamp.timestamp() for o in observations if serves(o.event)]
+    assert load.frontier == max(served)
+    assert load.start == max(
+        o.event.timestamp.timestamp() for o in observations[:400] if serves(o.event)
+    )
     # A wall-clock tick of a model is its time too, and counts no observation.
     model = next(iter(counts))
     before = load.seconds[model]
@@ -87,30 +79,30 @@ def test_the_watch_reads_need_against_event_time_once_per_interval() -> None:
     fraction = {"b": 0.5}.get
     watch = LoadWatch(load, lambda m: fraction(m, 1.0), interval_s=60.0, clock=lambda: now[0])
     # Keeping up: 60 s of traffic in 60 s of wall time, 30 s of it spent.
-    load.reached("a", 5_000.0)
+    load.reached(5_000.0)
     load.add("a", 30.0, 30_000)
-    load.reached("a", 5_060.0)
+    load.reached(5_060.0)
     now[0] += 59.0
     assert watch.check() is None, "an interval has not passed yet"
     now[0] += 1.0
     assert watch.check() is None, "needs 50 %: under the 60 % at which it warns"
     # Catching up a backlog: busy 95 % of the wall time, but 180 s of traffic in 60 s.
     load.add("a", 57.0, 57_000)
-    load.reached("a", 5_240.0)
+    load.reached(5_240.0)
     now[0] += 60.0
     assert watch.check() is None, "busy 95 % while catching up at 3x needs 32 %"
-    # Falling behind: busy 50 % of the wall time, but only 20 s of a's traffic in 60 s.
+    # Falling behind: busy 51 % of the wall time, but only 20 s of traffic in 60 s.
     load.add("a", 24.0, 12_000)
-    load.reached("a", 5_260.0)
-    load.reached("b", 9_000.0)
     load.add("b", 6.0, 3_000)
-    load.reached("b", 9_060.0)
-    load.add("c", 0.6, 600)  # ticks of a model with no traffic: over the wall time
+    load.add("c", 0.6, 600)
+    load.reached(5_250.0)
+    load.reached(5_245.0)  # an older one (another partition): the frontier stays
+    load.reached(5_260.0)
     now[0] += 60.0
     report = watch.check()
     assert report is not None
     assert report.busy == pytest.approx(30.6 / 60.0)
-    assert report.need == pytest.approx(24.0 / 20.0 + 6.0 / 60.0 + 0.6 / 60.0)
+    assert report.need == pytest.approx(30.6 / 20.0)
     assert [m.model for m in report.models] == ["a", "b", "c"][:SHOWN_MODELS]
     a, b = report.models[0], report.models[1]
     assert a.need == pytest.approx(1.2)
@@ -118,10 +110,16 @@ def test_the_watch_reads_need_against_event_time_once_per_interval() -> None:
     assert a.rate == pytest.approx(600.0), "observations per second of a's traffic"
     assert a.cost_s == pytest.approx(0.002)
     assert b.fraction == 0.5
-    assert b.rate == pytest.approx(50.0)
+    assert b.rate == pytest.approx(150.0)
     assert "(busy 51%; warns at 60%;" in report.message()
     assert "this worker cannot keep up" in report.message()
     assert watch.check() is None, "the next interval has only just begun"
+    # No traffic reached in an interval (ticks alone): read over the wall time.
+    load.add("a", 45.0, 0)
+    now[0] += 60.0
+    idle = watch.check()
+    assert idle is not None
+    assert idle.need == pytest.approx(0.75)
 
 
 def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
@@ -190,9 +188,9 @@ def test_the_workers_wall_clock_tick_logs_the_report(caplog: pytest.LogCaptureFi
     agents = _Agents(SimpleNamespace(), 4, topics, SimpleNamespace(), detect)  # type: ignore[arg-type]
     now = [0.0]
     agents.load_watch = LoadWatch(detect.load, lambda m: 1.0, interval_s=10.0, clock=lambda: now[0])
-    detect.load.reached("support-chat", 100.0)
+    detect.load.reached(100.0)
     detect.load.add("support-chat", 9.5, 9_500)
-    detect.load.reached("support-chat", 105.0)
+    detect.load.reached(105.0)
     now[0] = 10.0
     with caplog.at_level(logging.WARNING, logger="streams.runtime.agents"):
         asyncio.run(agents.wall_clock_tick())
