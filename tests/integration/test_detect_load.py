@@ -22,7 +22,7 @@ from kafka import KafkaProducer
 from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.load import WARN_NEED
-from streams.settings import Settings
+from streams.settings import Settings, kind_topics
 from tests.conftest import KafkaBroker
 from tests.integration.workers import wait_for, worker_process
 
@@ -56,12 +56,7 @@ def test_a_worker_behind_its_traffic_names_the_model_and_the_fraction_to_sample(
     )
     lines = list(Simulator(scenario).lines())
     models = {m.name for m in scenario.models}
-    topic_of = {
-        "input": settings.topics.inputs,
-        "output": settings.topics.outputs,
-        "feedback": settings.topics.feedback,
-        "evaluation": settings.topics.evaluations,
-    }
+    topic_of = kind_topics(settings)
     log = tmp_path / "worker.log"
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
         producer = KafkaProducer(

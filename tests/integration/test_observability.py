@@ -17,7 +17,7 @@ from kafka import KafkaProducer
 from streams.cli.main import main
 from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
-from streams.settings import Settings
+from streams.settings import Settings, kind_topics
 from tests.conftest import KafkaBroker
 from tests.integration.workers import (
     http_get,
@@ -30,16 +30,6 @@ from tests.integration.workers import (
 from tests.unit.hardening.test_observability import parse
 
 pytestmark = pytest.mark.integration
-
-
-def _topic_of(settings: Settings) -> dict[str, str]:
-    """The topic of each event type."""
-    return {
-        "input": settings.topics.inputs,
-        "output": settings.topics.outputs,
-        "feedback": settings.topics.feedback,
-        "evaluation": settings.topics.evaluations,
-    }
 
 
 def test_worker_serves_health_readiness_and_moving_metrics(
@@ -63,7 +53,7 @@ def test_worker_serves_health_readiness_and_moving_metrics(
             )
         ).lines()
     )
-    topic_of = _topic_of(settings)
+    topic_of = kind_topics(settings)
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
         wait_for(lambda: http_get(f"{base}/healthz")[0] == 200, 90, "/healthz 200", log)
         wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
@@ -161,7 +151,7 @@ def test_a_live_worker_solves_its_thresholds_in_the_background(
         daily_amplitude=0.0,
     )
     lines = list(Simulator(scenario).lines())
-    topic_of = _topic_of(settings)
+    topic_of = kind_topics(settings)
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
         wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
         producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
