@@ -1,11 +1,11 @@
 """A worker whose detection cannot keep up with its traffic says so, on the real broker:
 the model and the sample fraction to set (:mod:`streams.pipeline.load`).
 
-Twelve seconds of a service at 2,000 requests a second (about 60,000 events) are
-published at once, event times spanning those twelve seconds; the worker (its watch
-looking every 5 s) detects on some thousand events a wall second, so its detection
-advances the traffic's event time several times slower than the wall clock: it needs
-several workers for that traffic, and it must warn. A machine several times faster
+Two seconds of a service at 12,000 requests a second (about 60,000 events, some 30,000 a
+second of traffic) are published at most at that pace, to a worker whose watch looks
+every 5 s. What detection needs of a worker is the traffic's density times what an
+observation costs, whatever the publishing pace: at a few hundred microseconds an
+observation it needs several workers, and it must warn. A machine several times faster
 would still need more than the 60 % at which it warns.
 """
 
@@ -17,13 +17,13 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
 
 from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.load import WARN_NEED
-from streams.settings import Settings, kind_topics
+from streams.settings import Settings
 from tests.conftest import KafkaBroker
+from tests.integration.traffic import publish_lines
 from tests.integration.workers import wait_for, worker_process
 
 pytestmark = pytest.mark.integration
@@ -50,24 +50,17 @@ def test_a_worker_behind_its_traffic_names_the_model_and_the_fraction_to_sample(
     scenario = Scenario(
         seed=4,
         start=start,
-        duration=timedelta(seconds=12),
-        events_per_hour=7_200_000,
+        duration=timedelta(seconds=2),
+        events_per_hour=43_200_000,
         daily_amplitude=0.0,
     )
     lines = list(Simulator(scenario).lines())
     models = {m.name for m in scenario.models}
-    topic_of = kind_topics(settings)
     log = tmp_path / "worker.log"
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
-        producer = KafkaProducer(
-            bootstrap_servers=kafka_broker.bootstrap, acks=1, linger_ms=20, batch_size=262_144
-        )
-        try:
-            for line in lines:
-                producer.send(topic_of[json.loads(line)["event_type"]], value=line.encode())
-            producer.flush(timeout=60)
-        finally:
-            producer.close()
+        # At most at the traffic's own pace: detection's frontier then advances at the
+        # pace it detects, not in leaps to the end of a backlog already waiting in full.
+        publish_lines(kafka_broker.bootstrap, settings, lines, rate=len(lines) / 2.0)
         wait_for(lambda: bool(_warnings(log)), 240, "a warning that detection falls behind", log)
     message = _warnings(log)[0]
     need = float(re.search(r"detection needed ([\d,]+)%", message).group(1).replace(",", ""))  # type: ignore[union-attr]

@@ -19,6 +19,7 @@ from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
 from streams.settings import Settings, kind_topics
 from tests.conftest import KafkaBroker
+from tests.integration.traffic import publish_lines
 from tests.integration.workers import (
     http_get,
     metric_total,
@@ -151,16 +152,9 @@ def test_a_live_worker_solves_its_thresholds_in_the_background(
         daily_amplitude=0.0,
     )
     lines = list(Simulator(scenario).lines())
-    topic_of = kind_topics(settings)
     with worker_process(settings, ["-m", "tests.integration.observability_worker"], log):
         wait_for(lambda: http_get(f"{base}/readyz")[0] == 200, 120, "/readyz 200", log)
-        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
-        try:
-            for line in lines:
-                producer.send(topic_of[json.loads(line)["event_type"]], value=line.encode())
-            producer.flush(timeout=60)
-        finally:
-            producer.close()
+        publish_lines(kafka_broker.bootstrap, settings, lines)
 
         def solves() -> dict[str, float]:
             code, text = http_get(f"{base}/metrics")
