@@ -54,8 +54,9 @@ class DetectLoad:
     frontier: float | None = None
     """The newest event time (Unix s) of an input or output detection has reached, over
     every model: the traffic's pace (feedback and evaluations trail their outputs by
-    minutes; one model's own pace comes in steps when a backlog is cut across partitions,
-    the stage's does not)."""
+    minutes). One model's own newest moves in large steps when a backlog is cut across
+    partitions; the stage's in smaller ones, and ahead of its slowest partition, so the
+    need read from it errs low on a burst (docs/validation.md, stop 70)."""
     start: float | None = None
     """The first frontier: where the first interval's traffic starts."""
 
@@ -81,9 +82,9 @@ class DetectLoad:
 @dataclass(frozen=True)
 class ModelShare:
     """One model's part of an interval: the share of the worker its detection needs (its
-    seconds over the event time detection advanced), the share it took (over the wall time), its
-    traffic in observations per event-second, seconds per observation, and the sample
-    fraction it runs at."""
+    seconds over the event time detection advanced), the share it took (over the wall
+    time), its traffic in observations per event-second, seconds per observation, and the
+    sample fraction it runs at."""
 
     model: str
     need: float
