@@ -2,6 +2,9 @@
 
 - Worker health: the worker's own ``/readyz`` (:mod:`streams.runtime.observability`) over
   HTTP, at ``--worker-url`` (default ``http://<worker.web_host>:<worker.web_port>``).
+- Detection: what the worker's detection needed of it for its traffic over the last
+  interval, from its ``/metrics`` (:mod:`streams.pipeline.load`): whether one worker keeps
+  up, and the models that needed most.
 - Worker lag: the worker group's committed offsets against the log-end offsets of the
   event topics and of its internal topics (events read but not yet joined or detected:
   "lag 0" on the event topics alone is not "caught up"), from the broker
@@ -14,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import re
 import urllib.error
 import urllib.request
 from collections.abc import Sequence
@@ -30,6 +34,7 @@ from alerting.redact import escape_control
 from streams.kafka.clients import ClientSecurity
 from streams.kafka.lag import group_lag, render_lag
 from streams.kafka.topics import read_topic_to_end
+from streams.pipeline.load import SHOWN_MODELS, WARN_NEED
 from streams.settings import Settings
 
 HEALTH_TIMEOUT_S = 3.0
@@ -65,13 +70,63 @@ def worker_health(url: str | None, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
     return f"{state} at {target}" + (f": {escape_control(detail)}" if detail else "")
 
 
+_NEED = re.compile(r'^sentinel_detect_need_ratio\{model="((?:[^"\\]|\\.)*)"\} (\S+)$')
+
+
+def detection_need(metrics: str, watch_s: float) -> str:
+    """One line from the worker's ``/metrics`` text: what its detection needed of it for
+    its traffic over the last interval (``sentinel_detect_need_ratio``, see
+    :mod:`streams.pipeline.load`), in all and for the models that needed most."""
+    needs = [
+        (float(m.group(2)), m.group(1))
+        for line in metrics.splitlines()
+        if (m := _NEED.match(line)) is not None
+    ]
+    if not needs:
+        return (
+            f"not measured yet (the first reading comes {watch_s:,.0f} s after the worker "
+            "starts, worker.load_watch_seconds)"
+        )
+    needs.sort(reverse=True)
+    total = sum(n for n, _ in needs)
+    verdict = (
+        "cannot keep up: sample the busiest (detection.sample_fractions) or add workers"
+        if total >= 1.0
+        else f"at or near capacity (warns from {WARN_NEED:.0%})"
+        if total >= WARN_NEED
+        else "keeps up"
+    )
+    shown = ", ".join(f"{escape_control(model)} {n:.0%}" for n, model in needs[:SHOWN_MODELS])
+    return (
+        f"needed {total:.0%} of the worker for its traffic over the last {watch_s:,.0f} s: "
+        f"{verdict} ({shown})"
+    )
+
+
+def worker_metrics(url: str | None, timeout_s: float = HEALTH_TIMEOUT_S) -> str | None:
+    """The worker's ``/metrics`` text; None when there is no web server or it does not
+    answer (the health line says why)."""
+    if url is None:
+        return None
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/metrics", timeout=timeout_s) as resp:
+            return str(resp.read().decode(errors="replace"))
+    except (urllib.error.URLError, OSError):
+        return None
+
+
 def worker_section(
     settings: Settings, bootstrap: Sequence[str], security: ClientSecurity, url: str | None
 ) -> str:
     internal = settings.worker.internal_topics.values()
     topics = [*settings.topics.by_kind().values(), *internal]
     lags = group_lag(bootstrap, security, settings.worker.app_id, topics)
-    return f"health: {worker_health(url)}\n{render_lag(settings.worker.app_id, lags, internal)}"
+    lines = [f"health: {worker_health(url)}"]
+    metrics = worker_metrics(url)
+    if metrics is not None:
+        lines.append(f"detection: {detection_need(metrics, settings.worker.load_watch_seconds)}")
+    lines.append(render_lag(settings.worker.app_id, lags, internal))
+    return "\n".join(lines)
 
 
 def read_delivery(

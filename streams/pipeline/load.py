@@ -26,6 +26,7 @@ holds the event loop is what makes the lag, whoever else shares the core.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from collections.abc import Callable, Mapping
@@ -194,6 +195,9 @@ class LoadWatch:
         self._seconds = dict(load.seconds)
         self._observations = dict(load.observations)
         self._frontier = load.frontier
+        self.last: LoadReport | None = None
+        """The last interval's reading, every model in it, warning or not (the worker's
+        ``sentinel_detect_need_ratio`` gauge and ``sentinel status``)."""
 
     def check(self) -> LoadReport | None:
         """None until an interval has passed since the last look; then the interval's
@@ -224,14 +228,14 @@ class LoadWatch:
             for m in spent
             if spent[m] > 0
         ]
-        need = sum(share.need for share in shares)
-        if need < self.warn_at:
-            return None
         shares.sort(key=lambda share: -share.need)
-        return LoadReport(
-            need=need,
+        self.last = LoadReport(
+            need=sum(share.need for share in shares),
             busy=sum(spent.values()) / window,
             window_s=window,
-            models=tuple(shares[:SHOWN_MODELS]),
+            models=tuple(shares),
             warn_at=self.warn_at,
         )
+        if self.last.need < self.warn_at:
+            return None
+        return dataclasses.replace(self.last, models=self.last.models[:SHOWN_MODELS])

@@ -117,6 +117,8 @@ class Service:
     """Called with each batch after detection (e.g. the processing-latency histogram)."""
     solves: BackgroundSolves | None = None
     """Where threshold solves run while the worker runs (``worker.background_solves``)."""
+    load_watch: LoadWatch | None = None
+    """What detection needs of the worker for its traffic (:mod:`streams.pipeline.load`)."""
 
 
 @contextlib.contextmanager
@@ -278,6 +280,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         tables=tables,
         topics=topics,
         processed_hooks=agents.hooks,
+        load_watch=agents.load_watch,
     )
     if settings.worker.background_solves:
         _solve_in_background(app, service)

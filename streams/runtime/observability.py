@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
 from alerting.clock import Clock
+from streams.pipeline.load import WARN_NEED
 from streams.pipeline.state import RESETS, STATE_VERSIONS, loaded
 from streams.runtime.detector_metrics import DetectorMetrics
 from streams.runtime.exposition import (
@@ -283,16 +284,31 @@ class Observability:
             "counter",
             "Observations the detect stage took, per model.",
         )
-        for family, values in ((seconds, load.seconds), (taken, load.observations)):
+        need = MetricFamily(
+            "sentinel_detect_need_ratio",
+            "gauge",
+            "What a model's detection needed of the worker's time for its traffic over the "
+            "last interval (worker.load_watch_seconds; its seconds over the event time of the "
+            "traffic detection advanced): summed over models, 1 or more cannot keep up; the "
+            f"worker warns from {WARN_NEED:g}.",
+        )
+        watch = self.service.load_watch
+        last = watch.last if watch is not None else None
+        needs = {m.model: m.need for m in last.models} if last is not None else {}
+        for family, values in (
+            (seconds, load.seconds),
+            (taken, load.observations),
+            (need, needs),
+        ):
             other = 0.0
             for model in sorted(values):
                 if model in named:
                     family.add(values[model], {"model": model})
                 else:
                     other += values[model]
-            if len(values) > len(named):
+            if any(model not in named for model in values):
                 family.add(other, {"model": OTHER_MODELS})
-        return [seconds, taken]
+        return [seconds, taken, need]
 
     def _pipeline(self) -> list[MetricFamily]:
         out = []

@@ -18,13 +18,14 @@ from pathlib import Path
 
 import pytest
 
+from streams.cli.main import main
 from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
 from streams.pipeline.load import WARN_NEED
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import publish_lines
-from tests.integration.workers import wait_for, worker_process
+from tests.integration.workers import use_settings_env, wait_for, with_web, worker_process
 
 pytestmark = pytest.mark.integration
 
@@ -42,10 +43,15 @@ def _warnings(log: Path) -> list[str]:
 
 
 def test_a_worker_behind_its_traffic_names_the_model_and_the_fraction_to_sample(
-    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+    kafka_broker: KafkaBroker,
+    service_settings: Settings,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
 ) -> None:
-    worker = service_settings.worker.model_copy(update={"load_watch_seconds": 5.0})
-    settings = service_settings.model_copy(update={"worker": worker})
+    settings, _ = with_web(service_settings)
+    worker = settings.worker.model_copy(update={"load_watch_seconds": 5.0})
+    settings = settings.model_copy(update={"worker": worker})
     start = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=2)
     scenario = Scenario(
         seed=4,
@@ -62,6 +68,14 @@ def test_a_worker_behind_its_traffic_names_the_model_and_the_fraction_to_sample(
         # pace it detects, not in leaps to the end of a backlog already waiting in full.
         publish_lines(kafka_broker.bootstrap, settings, lines, rate=len(lines) / 2.0)
         wait_for(lambda: bool(_warnings(log)), 240, "a warning that detection falls behind", log)
+        # The reading is on the worker's /metrics, and ``sentinel status`` shows it.
+        use_settings_env(monkeypatch, settings)
+        assert main(["status"]) == 0
+        status = capsys.readouterr().out.split("Worker:")[1]
+        line = next(x for x in status.splitlines() if "detection:" in x)
+        assert "detection: needed " in line, status
+        assert "of the worker for its traffic over the last 5 s: " in line, status
+        assert any(model in line for model in models), status
     message = _warnings(log)[0]
     need = float(re.search(r"detection needed ([\d,]+)%", message).group(1).replace(",", ""))  # type: ignore[union-attr]
     assert need >= WARN_NEED * 100, message

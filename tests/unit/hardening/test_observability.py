@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import io
 import json
 import logging
@@ -15,10 +16,12 @@ from typing import Any
 
 import pytest
 
+from streams.cli.status import detection_need
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.simulate import Simulator
 from streams.pipeline import state
 from streams.pipeline.keys import level_of_key
+from streams.pipeline.load import LoadReport, LoadWatch, ModelShare
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline
 from streams.runtime.agents import Service
@@ -468,3 +471,33 @@ def test_the_detector_gauges_rank_every_detector_that_can_alarm(
     assert any(det.learning and det.alarm_ready for _, _, det in dets), "no partly learned one"
     assert scan.learning == Counter((lvl, kind) for lvl, kind, det in dets if not det.alarm_ready)
     assert {(lvl, kind) for lvl, kind, det in dets if det.alarm_ready} <= set(scan.max_by)
+
+
+def test_the_need_gauge_shows_the_watchs_last_reading(
+    pipeline_service: tuple[Service, list[Observation]],
+) -> None:
+    service, observations = pipeline_service
+    watch = LoadWatch(service.detect.load, lambda m: 1.0)
+    models = sorted(service.detect.load.seconds)
+    watch.last = LoadReport(
+        need=0.75,
+        busy=0.5,
+        window_s=300.0,
+        models=tuple(
+            ModelShare(m, need=0.75 / len(models), busy=0.1, rate=1.0, cost_s=0.001, fraction=1.0)
+            for m in models
+        ),
+    )
+    obs = Observability(
+        _fake_app([], {}, {}),
+        dataclasses.replace(service, load_watch=watch),
+        ManualClock(max(o.event.timestamp for o in observations)),
+    )
+    text = obs.render()
+    need = {s[1]["model"]: s[2] for s in parse(text)["sentinel_detect_need_ratio"]["samples"]}
+    assert set(need) == set(models)
+    assert sum(need.values()) == pytest.approx(0.75)
+    # What ``sentinel status`` makes of it.
+    line = detection_need(text, 300.0)
+    assert line.startswith("needed 75% of the worker for its traffic over the last 300 s: ")
+    assert "at or near capacity (warns from 60%)" in line

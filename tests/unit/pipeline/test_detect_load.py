@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 
+from streams.cli.status import detection_need
 from streams.pipeline.detect import in_memory_detect
 from streams.pipeline.load import (
     SHOWN_MODELS,
@@ -86,6 +87,9 @@ def test_the_watch_reads_need_against_event_time_once_per_interval() -> None:
     assert watch.check() is None, "an interval has not passed yet"
     now[0] += 1.0
     assert watch.check() is None, "needs 50 %: under the 60 % at which it warns"
+    assert watch.last is not None, "a quiet interval is read all the same"
+    assert watch.last.need == pytest.approx(0.5)
+    assert [m.model for m in watch.last.models] == ["a"]
     # Catching up a backlog: busy 95 % of the wall time, but 180 s of traffic in 60 s.
     load.add("a", 57.0, 57_000)
     load.reached(5_240.0)
@@ -214,3 +218,19 @@ def test_time_while_the_worker_has_the_event_loop_between_chunks_is_not_counted(
         ticks.t += 1_000.0  # the event loop runs others for a long while
     # One second per observation and one for the write-back; none of the 3,000 s.
     assert sum(detect.load.seconds.values()) == pytest.approx(301.0)
+
+
+def test_status_says_whether_one_worker_keeps_up() -> None:
+    def metrics(**needs: float) -> str:
+        rows = [f'sentinel_detect_need_ratio{{model="{m}"}} {v}' for m, v in needs.items()]
+        return "# TYPE sentinel_detect_need_ratio gauge\n" + "\n".join(rows) + "\n"
+
+    assert detection_need(metrics(a=0.2, b=0.1), 300.0) == (
+        "needed 30% of the worker for its traffic over the last 300 s: keeps up (a 20%, b 10%)"
+    )
+    assert "at or near capacity (warns from 60%)" in detection_need(metrics(a=0.7), 300.0)
+    busy = detection_need(metrics(a=0.2, b=1.1, c=0.05, d=0.01), 60.0)
+    assert busy.startswith("needed 136% of the worker for its traffic over the last 60 s: ")
+    assert "cannot keep up: sample the busiest (detection.sample_fractions) or add workers" in busy
+    assert busy.endswith("(b 110%, a 20%, c 5%)"), "the three that needed most, most first"
+    assert detection_need("# no such family\n", 300.0).startswith("not measured yet")
