@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 import urllib.error
 import urllib.request
@@ -71,35 +72,39 @@ def worker_health(url: str | None, timeout_s: float = HEALTH_TIMEOUT_S) -> str:
 
 
 _NEED = re.compile(r'^sentinel_detect_need_ratio\{model="((?:[^"\\]|\\.)*)"\} (\S+)$')
+_WINDOW = re.compile(r"^sentinel_detect_need_window_seconds (\S+)$")
 
 
-def detection_need(metrics: str, watch_s: float) -> str:
+def detection_need(metrics: str) -> str:
     """One line from the worker's ``/metrics`` text: what its detection needed of it for
-    its traffic over the last interval (``sentinel_detect_need_ratio``, see
-    :mod:`streams.pipeline.load`), in all and for the models that needed most."""
-    needs = [
-        (float(m.group(2)), m.group(1))
-        for line in metrics.splitlines()
-        if (m := _NEED.match(line)) is not None
-    ]
-    if not needs:
+    its traffic over its last interval (``sentinel_detect_need_ratio`` over
+    ``sentinel_detect_need_window_seconds``, see :mod:`streams.pipeline.load`), in all and
+    for the models that needed most."""
+    lines = metrics.splitlines()
+    window = next((float(m.group(1)) for x in lines if (m := _WINDOW.match(x))), None)
+    if window is None:
         return (
-            f"not measured yet (the first reading comes {watch_s:,.0f} s after the worker "
-            "starts, worker.load_watch_seconds)"
+            "not measured yet (the first reading comes worker.load_watch_seconds after the "
+            "worker starts)"
         )
-    needs.sort(reverse=True)
+    needs = sorted(
+        ((float(m.group(2)), m.group(1)) for x in lines if (m := _NEED.match(x))), reverse=True
+    )
     total = sum(n for n, _ in needs)
+    if not math.isfinite(total):
+        return f"unreadable ({total} from sentinel_detect_need_ratio)"
+    shown = round(total, 2)  # the verdict agrees with the percentage printed
     verdict = (
         "cannot keep up: sample the busiest (detection.sample_fractions) or add workers"
-        if total >= 1.0
+        if shown >= 1.0
         else f"at or near capacity (warns from {WARN_NEED:.0%})"
-        if total >= WARN_NEED
+        if shown >= WARN_NEED
         else "keeps up"
     )
-    shown = ", ".join(f"{escape_control(model)} {n:.0%}" for n, model in needs[:SHOWN_MODELS])
+    top = ", ".join(f"{escape_control(model)} {n:.0%}" for n, model in needs[:SHOWN_MODELS])
     return (
-        f"needed {total:.0%} of the worker for its traffic over the last {watch_s:,.0f} s: "
-        f"{verdict} ({shown})"
+        f"needed {total:.0%} of the worker for its traffic over the last {window:,.0f} s: "
+        f"{verdict}" + (f" ({top})" if top else "")
     )
 
 
@@ -121,10 +126,11 @@ def worker_section(
     internal = settings.worker.internal_topics.values()
     topics = [*settings.topics.by_kind().values(), *internal]
     lags = group_lag(bootstrap, security, settings.worker.app_id, topics)
-    lines = [f"health: {worker_health(url)}"]
-    metrics = worker_metrics(url)
+    health = worker_health(url)
+    lines = [f"health: {health}"]
+    metrics = None if health.startswith(("unreachable", "unknown")) else worker_metrics(url)
     if metrics is not None:
-        lines.append(f"detection: {detection_need(metrics, settings.worker.load_watch_seconds)}")
+        lines.append(f"detection: {detection_need(metrics)}")
     lines.append(render_lag(settings.worker.app_id, lags, internal))
     return "\n".join(lines)
 

@@ -446,7 +446,7 @@ class Detect:
         silence_t = traffic[0] + max(0.0, wall_now - traffic[1]) if traffic else None
         out = self.tick(model, now, silence_t)
         self.live_sets.write_dirty(lambda kid: model_of_key(kid) == model)
-        self.load.add(model, self.timer() - began, 0)
+        self.load.tick(model, self.timer() - began)
         return out
 
     def _localized(

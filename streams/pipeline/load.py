@@ -44,6 +44,12 @@ WATCH_INTERVAL_S: Final = 300.0
 """Wall seconds between two looks at the load (and at most one warning per interval)."""
 SHOWN_MODELS: Final = 3
 """Models named in a warning: the busiest."""
+MIN_ADVANCE: Final = 0.05
+"""The least the frontier must advance, as a share of the wall time, to be read as the
+traffic's pace: less is traffic that stopped, or one event dated ahead, not a pace (the
+need is then read over the wall time)."""
+MIN_FRACTION: Final = 0.01
+"""The smallest sample fraction suggested, and its step."""
 
 
 @dataclass
@@ -52,6 +58,9 @@ class DetectLoad:
 
     seconds: dict[str, float] = field(default_factory=dict)
     observations: dict[str, int] = field(default_factory=dict)
+    ticks: dict[str, float] = field(default_factory=dict)
+    """Of ``seconds``, those of the model's wall-clock ticks: work the wall clock sets, not
+    the traffic (read over the wall time)."""
     frontier: float | None = None
     """The newest event time (Unix s) of an input or output detection has reached, over
     every model: the traffic's pace (feedback and evaluations trail their outputs by
@@ -64,6 +73,11 @@ class DetectLoad:
     def add(self, model: str, seconds: float, observations: int = 1) -> None:
         self.seconds[model] = self.seconds.get(model, 0.0) + seconds
         self.observations[model] = self.observations.get(model, 0) + observations
+
+    def tick(self, model: str, seconds: float) -> None:
+        """A wall-clock tick of ``model`` took ``seconds``."""
+        self.add(model, seconds, 0)
+        self.ticks[model] = self.ticks.get(model, 0.0) + seconds
 
     def reached(self, t: float) -> None:
         """Detection has processed an input or output of event time ``t``."""
@@ -109,26 +123,31 @@ class LoadReport:
     def suggested(self, target: float = TARGET_NEED) -> tuple[dict[str, float], bool]:
         """Sample fractions that bring what detection needs to ``target``, the models not
         shown left as they are: every shown model is capped at one level of need, the
-        highest that fits (water-filling). A model that needs less than that level is not
-        named (a bystander keeps every request); the busiest are sampled to the level,
-        each by its own fraction, so none is sampled to nothing while another is spared.
-        Fractions rounded down to 0.01, at least 0.01 and never above a model's fraction
-        now. Also whether they reach ``target``: when the need is spread over many
-        models, sampling the shown ones cannot."""
-        shown = sorted(self.models, key=lambda m: m.need)
-        budget = target - (self.need - sum(m.need for m in shown))
-        level = math.inf
-        for i, m in enumerate(shown):
-            if m.need * (len(shown) - i) > budget:
-                level = max(budget, 0.0) / (len(shown) - i)
+        highest that fits (water-filling), except those that cannot get down to it even at
+        :data:`MIN_FRACTION` (they go there, and the level is found again over the rest).
+        A model that needs less than the level is not named (it keeps its fraction); the
+        busiest are sampled to the level, each by its own fraction, so none is sampled to
+        nothing while another is spared. Fractions rounded down to :data:`MIN_FRACTION`,
+        never above a model's fraction now. Also whether they reach ``target``: when the
+        need is spread over many models, sampling the shown ones cannot."""
+        rest = self.need - sum(m.need for m in self.models)
+        free = sorted(self.models, key=lambda m: m.need)
+        floored: list[ModelShare] = []
+        while True:
+            budget = target - rest - sum(_lowest(m) for m in floored)
+            level = _level([m.need for m in free], budget)
+            stuck = [m for m in free if _lowest(m) > level]
+            if not stuck:
                 break
-            budget -= m.need
+            floored += stuck
+            free = [m for m in free if m not in stuck]
         out: dict[str, float] = {}
         after = self.need
-        for m in shown:
-            if m.need <= level:
+        for m in (*floored, *free):
+            if m.need <= level and m not in floored:
                 continue
-            fraction = max(0.01, math.floor(m.fraction * level / m.need * 100.0 + 1e-9) / 100.0)
+            keep = level / m.need if m not in floored else 0.0
+            fraction = max(MIN_FRACTION, _steps_down(m.fraction * keep))
             if fraction >= m.fraction:
                 continue  # sampled as far as these steps go already
             out[m.model] = fraction
@@ -194,6 +213,7 @@ class LoadWatch:
         self._since = clock()
         self._seconds = dict(load.seconds)
         self._observations = dict(load.observations)
+        self._ticks = dict(load.ticks)
         self._frontier = load.frontier
         self.last: LoadReport | None = None
         """The last interval's reading, every model in it, warning or not (the worker's
@@ -208,26 +228,32 @@ class LoadWatch:
             return None
         load = self.load
         spent = {m: s - self._seconds.get(m, 0.0) for m, s in load.seconds.items()}
+        ticked = {m: s - self._ticks.get(m, 0.0) for m, s in load.ticks.items()}
         taken = {m: n - self._observations.get(m, 0) for m, n in load.observations.items()}
         then = self._frontier if self._frontier is not None else load.start
         advanced = load.frontier - then if load.frontier is not None and then is not None else 0.0
-        span = advanced if advanced > 0 else window  # no traffic reached: ticks alone
+        span = advanced if advanced >= MIN_ADVANCE * window else window
         self._since = now
         self._seconds = dict(load.seconds)
+        self._ticks = dict(load.ticks)
         self._observations = dict(load.observations)
         self._frontier = load.frontier
-        shares = [
-            ModelShare(
-                model=m,
-                need=spent[m] / span,
-                busy=spent[m] / window,
-                rate=taken.get(m, 0) / span,
-                cost_s=spent[m] / taken[m] if taken.get(m) else 0.0,
-                fraction=self.fraction(m),
+        shares = []
+        for m in spent:
+            if spent[m] <= 0:
+                continue
+            ticks = ticked.get(m, 0.0)
+            detect = spent[m] - ticks
+            shares.append(
+                ModelShare(
+                    model=m,
+                    need=detect / span + ticks / window,
+                    busy=spent[m] / window,
+                    rate=taken.get(m, 0) / span,
+                    cost_s=detect / taken[m] if taken.get(m) else 0.0,
+                    fraction=self.fraction(m),
+                )
             )
-            for m in spent
-            if spent[m] > 0
-        ]
         shares.sort(key=lambda share: -share.need)
         self.last = LoadReport(
             need=sum(share.need for share in shares),
@@ -239,3 +265,25 @@ class LoadWatch:
         if self.last.need < self.warn_at:
             return None
         return dataclasses.replace(self.last, models=self.last.models[:SHOWN_MODELS])
+
+
+def _lowest(m: ModelShare) -> float:
+    """The least ``m`` can need by sampling: at :data:`MIN_FRACTION` (or as it is, if
+    already sampled that far)."""
+    return m.need * min(m.fraction, MIN_FRACTION) / m.fraction if m.fraction > 0 else m.need
+
+
+def _level(needs: list[float], budget: float) -> float:
+    """The highest cap on ``needs`` (ascending) whose capped sum fits ``budget`` (infinite
+    when they fit uncapped)."""
+    for i, need in enumerate(needs):
+        if need * (len(needs) - i) > budget:
+            return max(budget, 0.0) / (len(needs) - i)
+        budget -= need
+    return math.inf
+
+
+def _steps_down(fraction: float) -> float:
+    """``fraction`` rounded down to :data:`MIN_FRACTION` steps (without losing a step to
+    floating point: 0.58 * 0.5 is 0.29, not 0.28)."""
+    return math.floor(fraction / MIN_FRACTION + 1e-9) * MIN_FRACTION

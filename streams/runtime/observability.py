@@ -308,7 +308,15 @@ class Observability:
                     other += values[model]
             if any(model not in named for model in values):
                 family.add(other, {"model": OTHER_MODELS})
-        return [seconds, taken, need]
+        window = MetricFamily(
+            "sentinel_detect_need_window_seconds",
+            "gauge",
+            "The wall seconds of the interval sentinel_detect_need_ratio was read over (absent "
+            "before the first reading).",
+        )
+        if last is not None:
+            window.add(last.window_s)
+        return [seconds, taken, need, window]
 
     def _pipeline(self) -> list[MetricFamily]:
         out = []

@@ -21,13 +21,15 @@ from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.simulate import Simulator
 from streams.pipeline import state
 from streams.pipeline.keys import level_of_key
-from streams.pipeline.load import LoadReport, LoadWatch, ModelShare
+from streams.pipeline.load import DetectLoad, LoadWatch
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline
+from streams.runtime import observability
 from streams.runtime.agents import Service
 from streams.runtime.ingress import Ingress, IngressStats
 from streams.runtime.observability import (
     CONTENT_TYPE,
+    OTHER_MODELS,
     Histogram,
     MetricFamily,
     Observability,
@@ -477,27 +479,53 @@ def test_the_need_gauge_shows_the_watchs_last_reading(
     pipeline_service: tuple[Service, list[Observation]],
 ) -> None:
     service, observations = pipeline_service
-    watch = LoadWatch(service.detect.load, lambda m: 1.0)
-    models = sorted(service.detect.load.seconds)
-    watch.last = LoadReport(
-        need=0.75,
-        busy=0.5,
-        window_s=300.0,
-        models=tuple(
-            ModelShare(m, need=0.75 / len(models), busy=0.1, rate=1.0, cost_s=0.001, fraction=1.0)
-            for m in models
-        ),
-    )
+    load = DetectLoad()  # the service's own counts stay as the other tests read them
+    now = [0.0]
+    watch = LoadWatch(load, lambda m: 1.0, interval_s=300.0, clock=lambda: now[0])
+    load.reached(1_000.0)
+    load.add("support-chat", 150.0, 150_000)
+    load.add("summarizer", 75.0, 75_000)
+    load.reached(1_600.0)  # 600 s of traffic in 300 s: catching up, needs 37.5 %
+    now[0] = 300.0
+    assert watch.check() is None
     obs = Observability(
         _fake_app([], {}, {}),
         dataclasses.replace(service, load_watch=watch),
         ManualClock(max(o.event.timestamp for o in observations)),
     )
     text = obs.render()
-    need = {s[1]["model"]: s[2] for s in parse(text)["sentinel_detect_need_ratio"]["samples"]}
-    assert set(need) == set(models)
-    assert sum(need.values()) == pytest.approx(0.75)
+    parsed = parse(text)
+    need = {s[1]["model"]: s[2] for s in parsed["sentinel_detect_need_ratio"]["samples"]}
+    assert need == {"support-chat": pytest.approx(0.25), "summarizer": pytest.approx(0.125)}
+    [(_, _, window)] = parsed["sentinel_detect_need_window_seconds"]["samples"]
+    assert window == 300.0
     # What ``sentinel status`` makes of it.
-    line = detection_need(text, 300.0)
-    assert line.startswith("needed 75% of the worker for its traffic over the last 300 s: ")
-    assert "at or near capacity (warns from 60%)" in line
+    assert detection_need(text) == (
+        "needed 38% of the worker for its traffic over the last 300 s: keeps up "
+        "(support-chat 25%, summarizer 12%)"
+    )
+
+
+def test_models_past_the_first_hundred_are_summed_and_no_counter_goes_down(
+    pipeline_service: tuple[Service, list[Observation]],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    service, observations = pipeline_service
+    monkeypatch.setattr(observability, "LOAD_MODELS", 2)
+    load = DetectLoad()
+    detect = SimpleNamespace(**{**vars(service.detect), "load": load})
+    view = dataclasses.replace(service, detect=detect)  # type: ignore[arg-type]
+    obs = Observability(
+        _fake_app([], {}, {}), view, ManualClock(max(o.event.timestamp for o in observations))
+    )
+
+    def taken() -> dict[str, float]:
+        samples = parse(obs.render())["sentinel_detect_model_observations_total"]["samples"]
+        return {s[1]["model"]: s[2] for s in samples}
+
+    load.add("a", 1.0, 10)
+    load.add("b", 1.0, 20)
+    load.add("c", 1.0, 30)
+    assert taken() == {"a": 10, "b": 20, OTHER_MODELS: 30}
+    load.add("d", 50.0, 5_000)  # busier than all: still summed, the first two stay named
+    assert taken() == {"a": 10, "b": 20, OTHER_MODELS: 5_030}

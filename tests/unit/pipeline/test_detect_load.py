@@ -119,11 +119,30 @@ def test_the_watch_reads_need_against_event_time_once_per_interval() -> None:
     assert "this worker cannot keep up" in report.message()
     assert watch.check() is None, "the next interval has only just begun"
     # No traffic reached in an interval (ticks alone): read over the wall time.
-    load.add("a", 45.0, 0)
+    load.tick("a", 45.0)
     now[0] += 60.0
     idle = watch.check()
     assert idle is not None
     assert idle.need == pytest.approx(0.75)
+    assert idle.models[0].cost_s == 0.0
+    # Traffic that stopped 2 s into the interval (or one event dated ahead) is no pace:
+    # the frontier's 2 s are under 5 % of the 60, so the need is read over the wall time.
+    load.add("a", 3.0, 3_000)
+    load.tick("a", 0.6)
+    load.reached(5_262.0)
+    now[0] += 60.0
+    assert watch.check() is None
+    assert watch.last is not None
+    assert watch.last.need == pytest.approx(3.6 / 60.0)
+    # Ticks are read over the wall time even while the traffic's pace is read.
+    load.add("a", 6.0, 6_000)
+    load.tick("a", 30.0)
+    load.reached(5_272.0)
+    now[0] += 60.0
+    report = watch.check()
+    assert report is not None
+    assert report.need == pytest.approx(6.0 / 10.0 + 30.0 / 60.0)
+    assert report.models[0].cost_s == pytest.approx(0.001), "ticks are not an observation's cost"
 
 
 def test_suggested_fractions_bring_the_stage_to_its_target() -> None:
@@ -221,16 +240,42 @@ def test_time_while_the_worker_has_the_event_loop_between_chunks_is_not_counted(
 
 
 def test_status_says_whether_one_worker_keeps_up() -> None:
-    def metrics(**needs: float) -> str:
+    def metrics(window: float | None = 300.0, **needs: float) -> str:
         rows = [f'sentinel_detect_need_ratio{{model="{m}"}} {v}' for m, v in needs.items()]
+        if window is not None:
+            rows.append(f"sentinel_detect_need_window_seconds {window}")
         return "# TYPE sentinel_detect_need_ratio gauge\n" + "\n".join(rows) + "\n"
 
-    assert detection_need(metrics(a=0.2, b=0.1), 300.0) == (
+    assert detection_need(metrics(a=0.2, b=0.1)) == (
         "needed 30% of the worker for its traffic over the last 300 s: keeps up (a 20%, b 10%)"
     )
-    assert "at or near capacity (warns from 60%)" in detection_need(metrics(a=0.7), 300.0)
-    busy = detection_need(metrics(a=0.2, b=1.1, c=0.05, d=0.01), 60.0)
+    assert "at or near capacity (warns from 60%)" in detection_need(metrics(a=0.7))
+    busy = detection_need(metrics(60.0, a=0.2, b=1.1, c=0.05, d=0.01))
     assert busy.startswith("needed 136% of the worker for its traffic over the last 60 s: ")
     assert "cannot keep up: sample the busiest (detection.sample_fractions) or add workers" in busy
     assert busy.endswith("(b 110%, a 20%, c 5%)"), "the three that needed most, most first"
-    assert detection_need("# no such family\n", 300.0).startswith("not measured yet")
+    # The verdict agrees with the percentage printed.
+    assert "needed 60% of the worker" in detection_need(metrics(a=0.596))
+    assert "at or near capacity" in detection_need(metrics(a=0.596))
+    assert "cannot keep up" in detection_need(metrics(a=0.996))
+    # A reading with no model in it (an idle worker), none yet, one that is not a number.
+    assert detection_need(metrics(312.0)) == (
+        "needed 0% of the worker for its traffic over the last 312 s: keeps up"
+    )
+    assert detection_need(metrics(None, a=0.5)).startswith("not measured yet")
+    assert detection_need(metrics(a=float("nan"))).startswith("unreadable")
+
+
+def test_sampling_stops_at_the_floor_and_the_level_is_found_again_over_the_rest() -> None:
+    # b is at 0.01 already and cannot give more: a alone must take the excess.
+    a = ModelShare("a", need=1.92, busy=0.9, rate=1.0, cost_s=0.001, fraction=1.0)
+    b = ModelShare("b", need=0.283, busy=0.1, rate=1.0, cost_s=0.001, fraction=0.01)
+    fractions, reached = LoadReport(need=2.203, busy=1.0, window_s=60.0, models=(a, b)).suggested()
+    assert reached
+    assert fractions == {"a": 0.11}
+    # One so busy that even at 0.01 it needs the whole target: both at the floor, and
+    # the report says it does not reach it.
+    c = ModelShare("c", need=50.0, busy=0.5, rate=1.0, cost_s=0.001, fraction=1.0)
+    d = ModelShare("d", need=1.0, busy=0.5, rate=1.0, cost_s=0.001, fraction=1.0)
+    report = LoadReport(need=51.0, busy=1.0, window_s=60.0, models=(c, d))
+    assert report.suggested() == ({"c": 0.01, "d": 0.01}, False)
