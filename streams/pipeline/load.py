@@ -64,9 +64,9 @@ class DetectLoad:
     frontier: float | None = None
     """The newest event time (Unix s) of an input or output detection has reached, over
     every model: the traffic's pace (feedback and evaluations trail their outputs by
-    minutes). One model's own newest moves in large steps when a backlog is cut across
-    partitions; the stage's in smaller ones, and ahead of its slowest partition, so the
-    need read from it errs low on a burst (docs/validation.md, stop 70)."""
+    minutes). One model's own newest moved in large steps on a backlog; the stage's in
+    smaller ones, still ahead of the pace, so the need read from it errs low on a burst
+    (docs/validation.md, stop 70)."""
     start: float | None = None
     """The first frontier: where the first interval's traffic starts."""
 
