@@ -64,9 +64,9 @@ class DetectLoad:
     frontier: float | None = None
     """The newest event time (Unix s) of an input or output detection has reached, over
     every model: the traffic's pace (feedback and evaluations trail their outputs by
-    minutes). One model's own newest moved in large steps on a backlog; the stage's in
-    smaller ones, still ahead of the pace, so the need read from it errs low on a burst
-    (docs/validation.md, stop 70)."""
+    minutes). Outputs are stamped at the end of their latency, which on steady traffic is
+    a constant offset, but runs the frontier ahead of a short burst: the need read from
+    it then errs low (docs/validation.md, stop 70)."""
     start: float | None = None
     """The first frontier: where the first interval's traffic starts."""
 
