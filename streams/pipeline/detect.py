@@ -256,9 +256,9 @@ class Detect:
         out: list[IncidentEvent] = []
         latest: dict[str, datetime] = {}
         touched: dict[str, float] = {}
-        counts: dict[str, int] = {}
         emitted = 0
         timer, load = self.timer, self.load
+        taken_before = dict(load.observations)
         for i, obs in enumerate(batch, start=1):
             began = timer()
             self.stats.observations += 1
@@ -324,7 +324,6 @@ class Detect:
             prev = latest.get(obs.model)
             if prev is None or obs.event.timestamp > prev:
                 latest[obs.model] = obs.event.timestamp
-            counts[obs.model] = counts.get(obs.model, 0) + 1
             load.add(obs.model, timer() - began)
             if chunk and i % chunk == 0:
                 emitted += len(out)
@@ -344,7 +343,7 @@ class Detect:
         self.live_sets.keep(sets)
         for model, engine in engines.items():
             self.engine_store[model] = stamp("engine", engine.get_state())
-        load.spread(timer() - began, counts)
+        load.spread(timer() - began, load.taken_since(taken_before))
         self.stats.incident_events += emitted + len(out)
         yield out
 

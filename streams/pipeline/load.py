@@ -31,7 +31,7 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 WARN_NEED: Final = 0.6
 """What detection may need of the worker's time for its traffic over an interval before it
@@ -85,6 +85,10 @@ class DetectLoad:
             self.start = t
         if self.frontier is None or t > self.frontier:
             self.frontier = t
+
+    def taken_since(self, before: Mapping[str, int]) -> dict[str, int]:
+        """Observations taken per model since ``before`` (a copy of :attr:`observations`)."""
+        return _grown(self.observations, before)
 
     def spread(self, seconds: float, counts: Mapping[str, int]) -> None:
         """Work done for several models at once (writing a batch's states back), shared by
@@ -227,9 +231,9 @@ class LoadWatch:
         if window < self.interval_s:
             return None
         load = self.load
-        spent = {m: s - self._seconds.get(m, 0.0) for m, s in load.seconds.items()}
-        ticked = {m: s - self._ticks.get(m, 0.0) for m, s in load.ticks.items()}
-        taken = {m: n - self._observations.get(m, 0) for m, n in load.observations.items()}
+        spent = _grown(load.seconds, self._seconds)
+        ticked = _grown(load.ticks, self._ticks)
+        taken = load.taken_since(self._observations)
         then = self._frontier if self._frontier is not None else load.start
         advanced = load.frontier - then if load.frontier is not None and then is not None else 0.0
         span = advanced if advanced >= MIN_ADVANCE * window else window
@@ -265,6 +269,14 @@ class LoadWatch:
         if self.last.need < self.warn_at:
             return None
         return dataclasses.replace(self.last, models=self.last.models[:SHOWN_MODELS])
+
+
+_N = TypeVar("_N", int, float)
+
+
+def _grown(now: Mapping[str, _N], before: Mapping[str, _N]) -> dict[str, _N]:
+    """Per model, how much a running total grew since ``before``."""
+    return {m: v - before.get(m, 0) for m, v in now.items()}
 
 
 def _lowest(m: ModelShare) -> float:
