@@ -51,7 +51,14 @@ from detectors.base import Excess
 
 SYMPTOM_FAMILIES = frozenset({"downvote_rate"})
 """Signal families that react to any cause (users downvote toxic, wrong or unsure
-answers alike): they join an incident of any family whose scope they do not contradict."""
+answers alike): they join an incident of any family whose scope they do not contradict,
+and an incident of theirs alone takes in the cause when it shows (but see
+:data:`OWN_PAGE_FAMILIES`)."""
+
+OWN_PAGE_FAMILIES = frozenset({"critical_event"})
+"""Signal families that are a page of their own, with their own containment and owners (a
+critical output: fallback route, keyword filter, trust and safety): an incident of
+symptoms alone does not take them in, where they would only re-score a downvote page."""
 
 GROUNDING_METRICS = ("ground", "faithful", "hallucinat", "factual")
 """Evaluation metric names (substrings) that measure an answer's grounding: a judge of
@@ -288,7 +295,9 @@ def same_cause(
     detection_family = family_of(detection_type)
     if detection_family in families:
         return True
-    if detection_family in SYMPTOM_FAMILIES or families <= SYMPTOM_FAMILIES:
+    if detection_family in SYMPTOM_FAMILIES:
+        return True
+    if families <= SYMPTOM_FAMILIES and detection_family not in OWN_PAGE_FAMILIES:
         return True
     if any(
         follows(t, detection_type) or follows(detection_type, t) or same_metric(t, detection_type)

@@ -30,6 +30,7 @@ drives them.
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -67,6 +68,7 @@ from alerting.model import (
     Severity,
     dedup_key_of,
     iso_utc,
+    minutes_text,
     require_utc,
     stable_hash,
 )
@@ -120,7 +122,9 @@ class IncidentEngine:
         if st.version != STATE_VERSION:
             raise ValueError(f"unsupported engine state version {st.version}")
         self._incidents = {i.dedup_key: i for i in st.incidents}
-        self._silences = {s.id: s for s in st.silences}
+        # The policy file's silences as the file has them now (a restart is how a
+        # maintenance window added to it takes effect); the stored ones besides.
+        self._silences = {s.id: s for s in st.silences} | {s.id: s for s in self.policy.silences}
         self._deploys = list(st.deploys)
         self._current_versions = dict(st.current_versions)
         self._held = st.held
@@ -199,8 +203,13 @@ class IncidentEngine:
         base = lc.hysteresis_minutes
         if pb is not None and pb.detection.hysteresis_minutes is not None:
             base = pb.detection.hysteresis_minutes
-        damped = base * lc.flap_hysteresis_factor**rec.flap_count
-        return minutes(min(max(base, lc.max_hysteresis_minutes), damped))
+        cap = max(base, lc.max_hysteresis_minutes)
+        factor = lc.flap_hysteresis_factor
+        # Compared in logarithms: the count only grows, and the power itself would
+        # overflow a float (1,024 flaps at factor 2) and stop the model's engine for good.
+        if factor > 1.0 and rec.flap_count * math.log(factor) >= math.log(cap / base):
+            return minutes(cap)
+        return minutes(min(cap, base * factor**rec.flap_count))
 
     def _playbook_of(self, rec: IncidentRecord) -> Playbook | None:
         return self.playbooks.get(rec.playbook.name) if rec.playbook else None
@@ -243,7 +252,7 @@ class IncidentEngine:
         rec = self._incident_for(detection, scope, key, now, grouping)
         if rec is None:
             rec, events = self._open(detection, scope, key, a, now)
-        elif not rec.active and rec.reports_past(detection):
+        elif not rec.active and (rec.reports_past(detection) or detection.at <= rec.last_seen):
             events = self._late(rec, detection)
         elif not rec.active:
             events = self._reopen(rec, detection, a, now)
@@ -260,8 +269,11 @@ class IncidentEngine:
 
     def _held_back(self, detection: Detection, now: datetime) -> bool:
         """A detection on a version still warming up, with too few observations: held
-        (counted in :attr:`held_count`), not an incident."""
+        (counted in :attr:`held_count`), not an incident. Only one judged against a
+        learned baseline: a critical output is an incident on its own, on any version."""
         labels, signal = detection.labels, detection.signal
+        if not relearnable(signal.kind):
+            return False  # judged without a learned baseline (a critical output): no warm-up
         deploy = self._deploy_of(labels)
         warm = self.policy.warmup
         if deploy is None or now - deploy.deployed_at >= minutes(warm.warmup_minutes):
@@ -345,7 +357,9 @@ class IncidentEngine:
         if window is None:
             return
         times = [t for t in self._recurrences.get(rec.dedup_key, []) if now - t < window]
-        self._recurrences[rec.dedup_key] = [*times, now][-(MAX_RECURRENCES + 1) :]
+        # kept in time order (a late detection can open with an earlier time): the newest
+        # are the ones kept, and the last is the newest
+        self._recurrences[rec.dedup_key] = sorted([*times, now])[-(MAX_RECURRENCES + 1) :]
 
     def _recurring(self, rec: IncidentRecord) -> str:
         """From the second incident of ``rec``'s dedup key opened within
@@ -386,8 +400,9 @@ class IncidentEngine:
         rec.resolved_at = None
         rec.recovered_at = rec.ended_at = None
         rec.notified = False
-        if a.severity.rank <= rec.severity.rank:
-            rec.severity, rec.severity_reasons = a.severity, a.reasons
+        # Scored afresh: the escalation at the last firing's deadline was about that
+        # firing; kept, each flap's deadline would raise a mild signal one more rank.
+        rec.severity, rec.severity_reasons = a.severity, a.reasons
         rec.evidence = a.evidence
         rec.last_seen = max(rec.last_seen, detection.at)
         rec.fold_span(detection)
@@ -404,22 +419,26 @@ class IncidentEngine:
             now,
             f"reopened: {detection.incident_type} on {detection.labels.describe()} re-fired "
             f"within {lc.reopen_window_minutes:g} min of resolving "
-            f"(flap {rec.flap_count}; quiet period now {self._hysteresis(rec)})",
+            f"(flap {rec.flap_count}; quiet period now {minutes_text(self._hysteresis(rec))})",
         )
 
     def _late(self, rec: IncidentRecord, detection: Detection) -> list[IncidentEvent]:
-        """A detection on a resolved incident whose evidence begins before its cause
-        ended (:meth:`IncidentRecord.reports_past`): folded in as evidence, no reopen and
-        no page."""
+        """A detection on a resolved incident that says nothing of the cause after it
+        resolved: its evidence begins before the cause ended
+        (:meth:`IncidentRecord.reports_past`), or it alarmed no later than the last
+        detection folded in (out of event-time order, as a backlog across partitions can
+        deliver it). Folded in as evidence; no reopen and no page."""
         relate(rec, detection)
         log.debug(
-            "%s on %s has evidence from %s, before incident %s's cause ended (%s): "
-            "folded in, not reopened",
+            "%s on %s at %s (evidence from %s) is not news to resolved incident %s (cause "
+            "ended %s, last detection %s): folded in, not reopened",
             detection.incident_type,
             detection.labels.describe(),
+            iso_utc(detection.at),
             iso_utc(detection.reports_from),
             rec.incident_id,
             iso_utc(rec.ended_at) if rec.ended_at is not None else "?",
+            iso_utc(rec.last_seen),
         )
         return []
 
@@ -428,8 +447,8 @@ class IncidentEngine:
     ) -> list[IncidentEvent]:
         labels = detection.labels
         primary = detection.incident_type == rec.incident_type and nested(rec.labels, labels)
-        if primary:
-            rec.evidence = a.evidence
+        if primary and a.evidence.window_end >= rec.evidence.window_end:
+            rec.evidence = a.evidence  # (a detection out of event-time order is older)
         rec.last_seen = max(rec.last_seen, detection.at)
         if not rec.reports_past(detection):
             rec.recovered_at = rec.ended_at = None
@@ -547,7 +566,7 @@ class IncidentEngine:
         self._recurrences = {
             k: ts
             for k, ts in self._recurrences.items()
-            if ts and (k in self._incidents or now - ts[-1] < recent)
+            if ts and (k in self._incidents or now - max(ts) < recent)
         }
         return events
 

@@ -82,25 +82,29 @@ def find_cause(
 
 def relate(rec: IncidentRecord, detection: Detection) -> None:
     """List the detection among the incident's related signals (one entry per key and
-    type, with its latest statistics and a count)."""
+    type, with its latest statistics and a count), the entry it touched first. A detection
+    out of event-time order (older than its entry) is counted; the entry keeps the newer
+    statistics."""
     sig = detection.signal
-    count = 1
-    kept: list[RelatedSignal] = []
-    for r in rec.related:
-        if r.labels == detection.labels and r.incident_type == detection.incident_type:
-            count += r.count
-        else:
-            kept.append(r)
-    entry = RelatedSignal(
-        labels=detection.labels,
-        incident_type=detection.incident_type,
-        at=detection.at,
-        count=count,
-        baseline=sig.baseline,
-        observed=sig.observed,
-        effect_size=sig.effect_size,
-        statistic=sig.statistic,
-        threshold=sig.threshold,
-        n_observations=sig.n_observations,
-    )
-    rec.related = [entry, *kept][:MAX_RELATED]
+
+    def same(r: RelatedSignal) -> bool:
+        return r.labels == detection.labels and r.incident_type == detection.incident_type
+
+    old = next((r for r in rec.related if same(r)), None)
+    count = 1 + (old.count if old is not None else 0)
+    if old is not None and old.at > detection.at:
+        entry = old.model_copy(update={"count": count})
+    else:
+        entry = RelatedSignal(
+            labels=detection.labels,
+            incident_type=detection.incident_type,
+            at=detection.at,
+            count=count,
+            baseline=sig.baseline,
+            observed=sig.observed,
+            effect_size=sig.effect_size,
+            statistic=sig.statistic,
+            threshold=sig.threshold,
+            n_observations=sig.n_observations,
+        )
+    rec.related = [entry, *(r for r in rec.related if not same(r))][:MAX_RELATED]

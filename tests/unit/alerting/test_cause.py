@@ -516,3 +516,18 @@ def test_a_fresh_deploy_is_its_own_incident_named_by_its_version() -> None:
     assert (seg.describe(), "toxicity_rate:toxicity") in {
         (r.labels.describe(), r.incident_type) for r in open_.related
     }
+
+
+def test_a_downvote_incident_does_not_take_in_a_critical_output() -> None:
+    """A symptom-only incident takes in the cause that shows, except a critical output:
+    its own page, playbook (fallback route, keyword filter) and deadline."""
+    eng = grouping_engine()
+    [down] = eng.observe(localized(lb(), 0, sig=signal(last_index=1000)))  # type: ignore[arg-type]
+    crit = signal(SignalKind.CRITICAL_EVENT, feature="self_harm", effect=2.0, p_value=1e-9)
+    events = eng.observe(localized(lb(tenant="acme"), 5, sig=crit))  # type: ignore[arg-type]
+    [page] = [e for e in events if e.action == IncidentAction.TRIGGER]
+    assert page.incident_id != down.incident_id
+    assert page.incident_type == "critical_event:self_harm"
+    assert page.playbook is not None
+    assert page.playbook.name == "critical_event"
+    assert page.labels == lb(tenant="acme")

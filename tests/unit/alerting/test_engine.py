@@ -410,3 +410,119 @@ def test_a_recurring_page_without_a_learned_baseline_names_no_relearn() -> None:
     [t] = off.observe(detection(T0 + minutes(300), sig=signal(last_index=5000)))
     assert "recurring" not in t.note
     assert off.get_state()["recurrences"] == {}
+
+
+def test_an_incident_that_flapped_a_thousand_times_keeps_its_engine_working() -> None:
+    """The quiet period's growth is capped before the power is taken: 2.0 ** 1024 would
+    overflow a float and stop the model's engine for good."""
+    eng = engine()
+    [t] = eng.observe(detection())
+    rec = eng._incidents[t.dedup_key]
+    rec.flap_count = 5000
+    cap = eng.policy.lifecycle.max_hysteresis_minutes
+    assert eng._hysteresis(rec) == minutes(cap)
+    rec.flap_count = 1
+    assert eng._hysteresis(rec) == minutes(60)  # the downvote playbook's 30 min, x 2
+    assert eng.tick(T0 + minutes(5)) == []
+
+
+def test_a_detection_out_of_event_time_order_keeps_the_newer_evidence() -> None:
+    """A lagging partition's older detection is counted, but the incident's evidence and
+    its related entry keep the newer offsets and statistics."""
+    eng = engine(update_interval_minutes=0)
+    eng.observe(detection(T0, sig=signal(effect=0.3, last_index=1000)))
+    eng.observe(detection(T0 + minutes(20), sig=signal(effect=0.9, statistic=9.0, last_index=3000)))
+    eng.observe(detection(T0 + minutes(10), sig=signal(effect=0.5, statistic=7.0, last_index=2000)))
+    [rec] = eng.incidents()
+    assert rec.evidence.window_end == T0 + minutes(20)
+    assert rec.evidence.ranges[0].last_offset == 3000
+    [related] = rec.related
+    assert (related.at, related.statistic, related.count) == (T0 + minutes(20), 9.0, 3)
+
+
+def test_a_reopened_incident_is_scored_afresh_not_from_its_last_escalation() -> None:
+    """Kept, the severity escalated at one firing's deadline would be the next firing's
+    start: a mild signal flapping three times paged at SEV1."""
+    eng = engine()
+    [first] = eng.observe(detection(T0, sig=signal(last_index=1000)))
+    now, index = T0, 1000
+    for _ in range(3):
+        rec = eng.incidents()[0]
+        while now < rec.deadline_at:  # firing past its deadline: escalated once
+            now += minutes(5)
+            index += 10
+            eng.observe(detection(now, sig=signal(last_index=index)))
+            eng.tick(now)
+        assert eng.incidents()[0].severity.rank == first.severity.rank - 1
+        while eng.incidents():  # quiet: resolves
+            now += minutes(5)
+            eng.tick(now)
+        now += minutes(1)
+        index += 10
+        [again] = eng.observe(detection(now, sig=signal(last_index=index)))
+        assert again.action == IncidentAction.TRIGGER
+        assert again.severity == first.severity
+        assert not any("deadline" in r for r in again.severity_reasons)
+
+
+def test_a_late_detection_older_than_the_last_does_not_reopen_a_resolved_incident() -> None:
+    eng = engine()
+    eng.observe(detection(T0, sig=signal(last_index=1000)))
+    eng.observe(detection(T0 + minutes(10), sig=signal(last_index=1500)))
+    [resolved] = eng.tick(T0 + minutes(40))
+    assert resolved.action == IncidentAction.RESOLVE
+    assert eng.observe(detection(T0 + minutes(5), sig=signal(last_index=1200))) == []
+    [rec] = eng.incidents(active_only=False)
+    assert rec.status == IncidentStatus.RESOLVED
+    assert rec.flap_count == 0
+    # a newer detection still reopens it
+    [again] = eng.observe(detection(T0 + minutes(45), sig=signal(last_index=2000)))
+    assert again.flap_count == 1
+    assert "quiet period now 60 min" in again.note
+
+
+def test_the_policy_files_silences_hold_after_a_restart() -> None:
+    """A maintenance window added to the policy file takes effect on restart, over the
+    engine state stored before it."""
+    old = engine()
+    old.tick(T0)
+    state = json.loads(json.dumps(old.get_state()))
+    window = Silence(
+        id="maint-1", model="support-bot", starts_at=T0, ends_at=T0 + minutes(120), comment="x"
+    )
+    base = policy()
+    with_window = base.model_validate({**base.model_dump(), "silences": [window.model_dump()]})
+    new = IncidentEngine(with_window, playbooks())
+    new.set_state(state)
+    assert [s.id for s in new.silences()] == ["maint-1"]
+    assert new.observe(detection(T0 + minutes(10))) == []
+
+
+def test_recurrences_opened_out_of_time_order_are_still_counted() -> None:
+    def at(hours: float) -> datetime:
+        return T0 + minutes(60 * hours)
+
+    eng = engine()
+    eng.observe(detection(at(10), sig=signal(last_index=1000)))  # A
+    eng.tick(at(11))
+    eng.tick(at(12.5))
+    eng.observe(detection(at(2), sig=signal(last_index=500)))  # B, from a lagging partition
+    eng.tick(at(13))
+    eng.tick(at(14.5))
+    eng.tick(at(27))  # B is 25 h old, A 17 h: A's opening is still in the window
+    [c] = eng.observe(detection(at(28), sig=signal(last_index=3000)))
+    assert "recurring: 2" in c.note
+
+
+def test_a_critical_output_on_a_version_warming_up_is_not_held() -> None:
+    """The warm-up holds detections against a young version's learned baselines; a
+    critical output is judged alone, and pages on any version."""
+    eng = engine()
+    eng.record_deploy("support-bot", "v2", T0 - minutes(5), previous_version="v1")
+    crit = signal(SignalKind.CRITICAL_EVENT, feature="self_harm", n=1, last_index=7)
+    [page] = eng.observe(detection(T0, version="v2", sig=crit))
+    assert page.action == IncidentAction.TRIGGER
+    assert eng.held_count == 0
+    # a rate on that version is still held
+    assert eng.observe(detection(T0, version="v2", sig=signal(n=10))) == []
+    assert eng.held_count == 1
