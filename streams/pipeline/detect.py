@@ -14,6 +14,7 @@ back after it changes (never mutated in place inside a table).
 
 from __future__ import annotations
 
+import logging
 import math
 import sys
 import time
@@ -74,6 +75,9 @@ independent of how the stream was cut into batches (a minute is far finer than a
 quiet period or deadline); the worker's wall-clock tick covers a stream that stops."""
 
 
+log = logging.getLogger(__name__)
+
+
 @dataclass
 class DetectStats:
     """Counters of the detect stage (exported as metrics)."""
@@ -81,6 +85,9 @@ class DetectStats:
     observations: int = 0
     signals: int = 0
     incident_events: int = 0
+    failed: int = 0
+    """Observations whose processing raised, set aside and dead-lettered by the worker
+    (``Detect.isolate_failures``)."""
 
 
 def next_tick(t: float) -> float:
@@ -105,6 +112,14 @@ class SweepGrid:
             return False
         self._next = next_tick(t)
         return True
+
+
+@dataclass(frozen=True)
+class Failure:
+    """An observation whose processing raised, and the error."""
+
+    observation: Observation
+    error: str
 
 
 class Detect:
@@ -139,8 +154,14 @@ class Detect:
         wall_clock: Callable[[], float] = time.time,
         timer: Callable[[], float] = time.perf_counter,
         write_scope: WriteScope = one_store,
+        isolate_failures: bool = False,
     ) -> None:
         self.settings = settings
+        self.isolate_failures = isolate_failures
+        """An observation whose processing raises is set aside (:meth:`take_failures`)
+        and the batch goes on (the worker, which dead-letters it), instead of the batch
+        failing: a batch that failed on an internal topic is acked by faust unhandled."""
+        self._failures: list[Failure] = []
         self.policy = policy
         self.playbooks = playbooks
         self.detector_store = detector_store
@@ -261,69 +282,12 @@ class Detect:
         taken_before = dict(load.observations)
         for i, obs in enumerate(batch, start=1):
             began = timer()
-            self.stats.observations += 1
-            engine = self._engine(obs.model, engines, obs.event.timestamp)
-            t = event_time(obs.event)
-            self.relearns.release(t)  # a replay's scheduled re-learns
-            out.extend(self._on_time(obs, t, engine, engines, sets))
-            model_traffic = 0.0
-            hold: frozenset[str] = frozenset()
-            model_set: DetectorSet | None = None
-            parents: list[DetectorSet] = []
-            detections: list[tuple[str, Detection]] = []
-            levels = self._levels_of(obs)
-            serving = serves(obs.event)
-            for level, labels, kid in levels:
-                if not reaches(obs, level):
-                    # A critical output outside its model's sample: its page still names
-                    # its version and segment (event_labels below).
-                    continue
-                touched[kid] = t
-                if (
-                    model_set is not None
-                    and level == "version"
-                    and kid not in sets
-                    and kid not in self.live_sets.store
-                ):
-                    self._new_version(model_set, engine, obs, kid, sets)
-                ds = self.live_sets.get(kid, level, sets)
-                traffic = ds.see_traffic(t, serving)
-                ds.set_budget(self.live_sets.budget_seconds(), self.arl0)
-                if model_set is None:
-                    model_set, model_traffic = ds, traffic
-                    hold = frozenset(n for n, until in ds.alarms.items() if until > t)
-                if level != "segment":
-                    parents.insert(0, ds)  # a segment's priors: its version, then its model
-                here = hold if level != "model" else frozenset()
-                if ds.alarms.get(INPUT_DRIFT_HOLD, 0.0) > t:
-                    here = here | {INPUT_DRIFT_HOLD}  # a drift alarm of this key's own
-                for name, signal, tracker in ds.update(
-                    obs,
-                    here,
-                    tuple(parents) if level == "segment" else (),
-                    min(1.0, traffic / model_traffic) if model_traffic else 1.0,
-                ):
-                    self.stats.signals += 1
-                    until = t + self.learning_pause_s
-                    if level != "segment":
-                        model_set.alarms[name] = until
-                    if input_drift(name):  # holds the key's (or its model's) drift tests
-                        ds.alarms[INPUT_DRIFT_HOLD] = until
-                        if level != "segment":
-                            model_set.alarms[INPUT_DRIFT_HOLD] = until
-                    share = min(1.0, traffic / model_traffic) if model_traffic else None
-                    # A critical event is judged once, model-wide, but its incident is about
-                    # that event: it names the event's version and segment.
-                    where = event_labels(levels) if name in SINGLE_EVENT else labels
-                    detection = self._detection(obs, where, signal, tracker, share)
-                    if self.policy.grouping.enabled:
-                        detection = self._localized(detection, name, engine, sets, t)
-                    detections.append((level, detection))
-            if detections and model_set is not None:
-                out.extend(self._observe(engine, model_set, obs, detections))
-            prev = latest.get(obs.model)
-            if prev is None or obs.event.timestamp > prev:
-                latest[obs.model] = obs.event.timestamp
+            try:
+                self._step(obs, out, engines, sets, latest, touched)
+            except Exception as exc:
+                if not self.isolate_failures:
+                    raise
+                self._failed(obs, exc)
             load.add(obs.model, timer() - began)
             if chunk and i % chunk == 0:
                 emitted += len(out)
@@ -332,7 +296,9 @@ class Detect:
         began = timer()
         wall_now = self.wall_clock()
         for model, now in latest.items():
-            self._seen[model] = (now, wall_now)
+            seen = self._seen.get(model)
+            if seen is None or now >= seen[0]:  # (a batch of older events does not turn it back)
+                self._seen[model] = (now, wall_now)
         # The traffic's pace: inputs and outputs, not the feedback and evaluations that
         # trail them.
         served = [self._traffic_seen[m][0] for m in latest if m in self._traffic_seen]
@@ -346,6 +312,99 @@ class Detect:
         load.spread(timer() - began, load.taken_since(taken_before))
         self.stats.incident_events += emitted + len(out)
         yield out
+
+    def _failed(self, obs: Observation, exc: Exception) -> None:
+        c = obs.coords
+        log.exception(
+            "detection failed on %s[%d]@%d (model %s); set aside, the batch goes on",
+            c.topic,
+            c.partition,
+            c.offset,
+            obs.model,
+        )
+        self.stats.failed += 1
+        self._failures.append(Failure(obs, f"{type(exc).__name__}: {exc}"))
+
+    def take_failures(self) -> list[Failure]:
+        """The observations set aside since the last call (``isolate_failures``)."""
+        out, self._failures = self._failures, []
+        return out
+
+    def _step(
+        self,
+        obs: Observation,
+        out: list[IncidentEvent],
+        engines: dict[str, IncidentEngine],
+        sets: dict[str, DetectorSet],
+        latest: dict[str, datetime],
+        touched: dict[str, float],
+    ) -> None:
+        """One observation of :meth:`process_steps`: its model's ticks due before it, its
+        keys' detectors, their detections to the engine (events onto ``out`` as they
+        come, so that those before a failure are kept)."""
+        self.stats.observations += 1
+        engine = self._engine(obs.model, engines, obs.event.timestamp)
+        t = event_time(obs.event)
+        self.relearns.release(t)  # a replay's scheduled re-learns
+        out.extend(self._on_time(obs, t, engine, engines, sets))
+        model_traffic = 0.0
+        hold: frozenset[str] = frozenset()
+        model_set: DetectorSet | None = None
+        parents: list[DetectorSet] = []
+        detections: list[tuple[str, Detection]] = []
+        levels = self._levels_of(obs)
+        serving = serves(obs.event)
+        for level, labels, kid in levels:
+            if not reaches(obs, level):
+                # A critical output outside its model's sample: its page still names
+                # its version and segment (event_labels below).
+                continue
+            touched[kid] = t
+            if (
+                model_set is not None
+                and level == "version"
+                and kid not in sets
+                and kid not in self.live_sets.store
+            ):
+                self._new_version(model_set, engine, obs, kid, sets)
+            ds = self.live_sets.get(kid, level, sets)
+            traffic = ds.see_traffic(t, serving)
+            ds.set_budget(self.live_sets.budget_seconds(), self.arl0)
+            if model_set is None:
+                model_set, model_traffic = ds, traffic
+                hold = frozenset(n for n, until in ds.alarms.items() if until > t)
+            if level != "segment":
+                parents.insert(0, ds)  # a segment's priors: its version, then its model
+            here = hold if level != "model" else frozenset()
+            if ds.alarms.get(INPUT_DRIFT_HOLD, 0.0) > t:
+                here = here | {INPUT_DRIFT_HOLD}  # a drift alarm of this key's own
+            for name, signal, tracker in ds.update(
+                obs,
+                here,
+                tuple(parents) if level == "segment" else (),
+                min(1.0, traffic / model_traffic) if model_traffic else 1.0,
+            ):
+                self.stats.signals += 1
+                until = t + self.learning_pause_s
+                if level != "segment":
+                    model_set.alarms[name] = until
+                if input_drift(name):  # holds the key's (or its model's) drift tests
+                    ds.alarms[INPUT_DRIFT_HOLD] = until
+                    if level != "segment":
+                        model_set.alarms[INPUT_DRIFT_HOLD] = until
+                share = min(1.0, traffic / model_traffic) if model_traffic else None
+                # A critical event is judged once, model-wide, but its incident is about
+                # that event: it names the event's version and segment.
+                where = event_labels(levels) if name in SINGLE_EVENT else labels
+                detection = self._detection(obs, where, signal, tracker, share)
+                if self.policy.grouping.enabled:
+                    detection = self._localized(detection, name, engine, sets, t)
+                detections.append((level, detection))
+        if detections and model_set is not None:
+            out.extend(self._observe(engine, model_set, obs, detections))
+        prev = latest.get(obs.model)
+        if prev is None or obs.event.timestamp > prev:
+            latest[obs.model] = obs.event.timestamp
 
     def _detection(
         self,
@@ -462,8 +521,8 @@ class Detect:
 
         def set_of(kid: str) -> DetectorSet | None:
             level = known.get(kid)
-            if level is None and kid not in sets:
-                return None
+            if kid not in sets and (level is None or not self.live_sets.known(kid)):
+                return None  # (an expired key is not made again, empty, by being read)
             return self.live_sets.get(kid, level_of(level) if level is not None else "model", sets)
 
         def fresh(labels: Labels) -> bool:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import MutableMapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from streams.contract.decode import Coordinates
 from streams.contract.events import AnyEvent, Evaluation, Feedback, InferenceInput, InferenceOutput
@@ -24,6 +24,11 @@ Store = MutableMapping[str, Any]
 """A state store: a faust table in the worker, a dict in replay and tests."""
 
 
+MAX_PARKED: Final = 8
+"""Events of one request kept waiting for its output; older ones are dropped (counted in
+``JoinStats.expired_unjoined``): join state stays bounded per request id."""
+
+
 @dataclass
 class JoinStats:
     """Counters of the join stage (exported as metrics)."""
@@ -31,6 +36,8 @@ class JoinStats:
     joined: int = 0
     parked: int = 0
     expired_unjoined: int = 0
+    """Parked events that never met their output: evicted (TTL, or the entry bound), or
+    pushed out by newer ones of their request (at most :data:`MAX_PARKED` wait each)."""
     evicted: int = 0
     unsampled: int = 0
     """Observations of requests outside their model's sample, dropped after the join
@@ -54,6 +61,12 @@ class Joiner:
         self.stats = JoinStats()
         self.sampler = Sampler(settings)
         self._fifo: dict[int, deque[tuple[float, str]]] | None = None
+
+    def reassigned(self) -> None:
+        """After a rebalance: the eviction order is rebuilt from the store on next use,
+        with the entries of the partitions assigned now (restored from their changelog),
+        which otherwise would never be evicted."""
+        self._fifo = None
 
     def _fifos(self) -> dict[int, deque[tuple[float, str]]]:
         if self._fifo is None:
@@ -157,7 +170,10 @@ class Joiner:
         key = "p:" + event.request_id
         waiting = self._read(key)
         placeholder = Observation(event, "", "", {}, coords).to_json()
-        events = [*(waiting["events"] if waiting else []), placeholder][-8:]
+        events = [*(waiting["events"] if waiting else []), placeholder]
+        if len(events) > MAX_PARKED:
+            self.stats.expired_unjoined += len(events) - MAX_PARKED
+            events = events[-MAX_PARKED:]
         self._remember(key, {"t": event_time(event), "events": events}, part)
         self.stats.parked += 1
         return []

@@ -63,7 +63,7 @@ from alerting.silences import (
     fold_silence_records,
     silences_topic,
 )
-from streams.contract.decode import IngressLimits
+from streams.contract.decode import Coordinates, IngressLimits
 from streams.kafka.security import kafka_python_kwargs
 from streams.kafka.topics import watermarks_topic
 from streams.pipeline import state
@@ -177,18 +177,20 @@ def key_partition(kid: str, partitions: int) -> int:
 
 
 def envelopes(observations: Sequence[Observation]) -> Iterator[bytes]:
-    """Observations packed as JSON arrays of at most about :data:`ENVELOPE_BYTES`."""
-    parts: list[str] = []
+    """Observations packed as JSON arrays of at most about :data:`ENVELOPE_BYTES`. Text
+    stays UTF-8 (not ``\\u`` escapes, which made a record of emoji text three times its
+    size, past what the producer sends)."""
+    parts: list[bytes] = []
     size = 0
     for obs in observations:
-        item = json.dumps(obs.to_json(), separators=(",", ":"))
+        item = json.dumps(obs.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
         if parts and size + len(item) > ENVELOPE_BYTES:
-            yield ("[" + ",".join(parts) + "]").encode()
+            yield b"[" + b",".join(parts) + b"]"
             parts, size = [], 0
         parts.append(item)
         size += len(item) + 1
     if parts:
-        yield ("[" + ",".join(parts) + "]").encode()
+        yield b"[" + b",".join(parts) + b"]"
 
 
 def unwrap(value: bytes) -> list[Observation]:
@@ -257,6 +259,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         tables["engines"],
         flush_interval_s=det.state_flush_seconds,
         write_scope=_in_key_partition(topics["by_model"].get_topic_name(), partitions),
+        isolate_failures=True,
     )
     agents = _Agents(app, partitions, topics, joiner, detect, settings.worker.load_watch_seconds)
     app.on_partitions_assigned.connect(agents.on_assigned)
@@ -266,7 +269,7 @@ def register_pipeline(app: faust.App, settings: Settings) -> Service:
         max_past_s=settings.detection.max_past_hours * 3600.0,
         max_future_s=settings.detection.max_future_seconds,
     )
-    ingress = register_ingress(app, settings, agents.to_join, limits=window)
+    ingress = agents.ingress = register_ingress(app, settings, agents.to_join, limits=window)
     _follow_silences(app, settings, detect)
     _follow_relearns(app, settings, detect)
     _follow_watermarks(app, settings)
@@ -343,6 +346,9 @@ class _Agents:
         """Warns when detection needs most of the worker for its traffic (looked at after
         each detect batch and at each wall-clock tick, at most once an interval)."""
         self.hooks: list[Callable[[Sequence[Observation]], None]] = []
+        self.ingress: Ingress | None = None
+        """Where records the join and detection cannot handle go (its dead-letter topic):
+        set once the ingress is registered."""
         self.owned: frozenset[int] = frozenset()
         """The detection (by-model) partitions this worker owns since the last assignment."""
 
@@ -358,6 +364,7 @@ class _Agents:
         stayed, self.owned = owned & self.owned, owned
 
         self.detect.invalidate(lambda kid: self.partition_of_key(kid) in stayed)
+        self.joiner.reassigned()
         self.detect.live_sets.set_share(len(owned), self.partitions)
         log.info(
             "detection partitions: %d of %d (%d kept their live state); "
@@ -437,10 +444,15 @@ class _Agents:
             ready: list[Observation] = []
             for record in batch:
                 with _as_current(record):
-                    for obs in unwrap(record.value):
+                    try:
+                        part = record.message.partition
                         ready.extend(
-                            self.joiner.process(obs.event, obs.coords, record.message.partition)
+                            joined
+                            for obs in unwrap(record.value)
+                            for joined in self.joiner.process(obs.event, obs.coords, part)
                         )
+                    except Exception as exc:
+                        await self._set_aside(record, exc)
             await self.to_detect(ready)
 
     async def detect_batches(self, stream: Any) -> None:
@@ -449,9 +461,13 @@ class _Agents:
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
             for group in _by_partition(batch):
                 ticks = [r for r in group if r.value == TICK]
-                observations = [
-                    obs for record in group if record.value != TICK for obs in unwrap(record.value)
-                ]
+                observations: list[Observation] = []
+                for record in group:
+                    if record.value != TICK:
+                        try:
+                            observations += unwrap(record.value)
+                        except Exception as exc:
+                            await self._set_aside(record, exc)
                 with _as_current(group[-1]):
                     incidents = []
                     for part in self.detect.process_steps(observations, DETECT_CHUNK):
@@ -459,10 +475,34 @@ class _Agents:
                         await asyncio.sleep(0)  # let /metrics, health and heartbeats in
                     for record in ticks:
                         incidents += self.detect.tick_wall(record.key.decode())
+                for failure in self.detect.take_failures():
+                    await self._dead_letter(
+                        json.dumps(failure.observation.to_json(), ensure_ascii=False).encode(),
+                        failure.observation.coords,
+                        failure.error,
+                    )
                 for hook in self.hooks:
                     hook(observations)
                 await self.publish(incidents)
             self.watch_load()
+
+    async def _set_aside(self, record: Any, exc: Exception) -> None:
+        """An internal topic's record that a stage raised on: dead-lettered at its own
+        coordinates (it holds the observations), and the batch goes on."""
+        msg = record.message
+        coords = Coordinates(msg.topic, msg.partition, msg.offset)
+        log.exception(
+            "failed on %s[%d]@%d; dead-lettered, the batch goes on",
+            msg.topic,
+            msg.partition,
+            msg.offset,
+        )
+        await self._dead_letter(record.value, coords, f"{type(exc).__name__}: {exc}")
+
+    async def _dead_letter(self, raw: bytes | None, coords: Coordinates, error: str) -> None:
+        if self.ingress is None:  # (an app without the ingress: nowhere to put it)
+            raise RuntimeError(f"no dead-letter topic for {coords}: {error}")
+        await self.ingress.set_aside(raw, coords, error)
 
     async def publish(self, incidents: Sequence[IncidentEvent]) -> None:
         """Incident events to the alerts topic (keyed by dedup key), each logged."""

@@ -86,6 +86,24 @@ class Ingress:
     source: Any
     dead_letter_topic: Any
     stats: IngressStats
+    limits: IngressLimits = DEFAULT_LIMITS
+    clock: Clock = SYSTEM_CLOCK
+
+    async def set_aside(self, raw: bytes | None, coords: Coordinates, error: str) -> None:
+        """A record (or what it became) that a stage after the ingress could not handle:
+        dead-lettered with reason ``handler_error`` at its coordinates and counted, so
+        that the stream goes on and nothing is lost (an agent over an internal topic that
+        raised would have its batch acked by faust, unhandled)."""
+        self.stats.dead[(coords.topic, "handler_error")] += 1
+        letter = dead_letter(
+            "handler_error", error, raw, None, coords, self.clock.now(), self.limits
+        )
+        await send_dead_letter(self.dead_letter_topic, letter)
+
+
+async def send_dead_letter(topic: Any, letter: DeadLetter) -> None:
+    """``letter`` to the dead-letter topic ``topic`` (JSON, keyed by its source topic)."""
+    await topic.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
 
 
 DEAD_LETTER_TICK_S: Final = 1.0
@@ -136,7 +154,14 @@ def register_ingress(
 
     app.timer(DEAD_LETTER_TICK_S)(summarise_dead_letters)
     app.on_before_shutdown.connect(flush_dead_letters)
-    return Ingress(agent=agent, source=source, dead_letter_topic=dlq, stats=counters)
+    return Ingress(
+        agent=agent,
+        source=source,
+        dead_letter_topic=dlq,
+        stats=counters,
+        limits=limits,
+        clock=clock,
+    )
 
 
 def raw_topic(app: faust.App, *names: str, partitions: int, internal: bool = False) -> Any:
@@ -174,9 +199,7 @@ class _IngressAgent:
         self.dead_log = DeadLetterLog(log)
 
     async def send_dead(self, letter: DeadLetter) -> None:
-        await self.dlq.send(
-            key=letter.source_topic.encode(), value=letter.model_dump_json().encode()
-        )
+        await send_dead_letter(self.dlq, letter)
 
     def accept(
         self, topic: str, partition: int, offset: int, key: Any, raw: Any, carrier: Any

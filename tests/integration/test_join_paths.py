@@ -9,11 +9,12 @@ once, so one such marker per path shows the path works end to end.
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from kafka import KafkaProducer
+from kafka import KafkaConsumer, KafkaProducer
 
 from streams.pipeline.sampling import request_draw
 from streams.settings import Settings
@@ -123,3 +124,60 @@ def test_a_sampled_model_is_detected_on_its_sample_and_its_critical_outputs_stil
     assert counts["observations"] >= inside + 2, (counts, inside)
     assert counts["unsampled"] + counts["observations"] <= 2 * (len(outputs) + len(markers))
     print(f"checked: sampled at {fraction}: {inside} of 300 detected ({counts}), marker paged")
+
+
+def _handler_errors(bootstrap: str, topic: str) -> list[dict[str, object]]:
+    consumer = KafkaConsumer(
+        topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest", consumer_timeout_ms=2000
+    )
+    try:
+        letters = [json.loads(r.value) for r in consumer]
+    finally:
+        consumer.close()
+    return [d for d in letters if d["reason"] == "handler_error"]
+
+
+def test_a_record_the_join_or_detection_cannot_handle_is_dead_lettered_and_the_rest_go_on(
+    kafka_broker: KafkaBroker, service_settings: Settings, tmp_path: Path
+) -> None:
+    """Records on the worker's internal topics that its join or detection raises on (here
+    not JSON at all: the service writes none such, a bug would) are dead-lettered at their
+    coordinates, and the records after them are handled. Before, the agent raised and
+    faust acked its whole batch, handled or not."""
+    now = datetime.now(UTC).replace(microsecond=0)
+    internal = service_settings.worker.internal_topics
+    partitions = service_settings.kafka.topic_partitions
+    log = tmp_path / "worker.log"
+    reader = AlertsReader(kafka_broker.bootstrap, service_settings.topics.alerts)
+    with worker_process(service_settings, ["-m", "streams.cli.main", "run"], log):
+        producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+        try:
+            first = critical_marker("before-poison", "v1", now, 0)
+            producer.send(service_settings.topics.outputs, key=b"user-1", value=first.encode())
+            producer.flush(timeout=30)
+            # the pipeline runs (and made its internal topics): poison on every partition
+            assert reader.wait(lambda events: len(events) >= 1, timeout_s=120), log.read_text()
+            for name in internal.values():
+                for partition in range(partitions):
+                    producer.send(name, key=b"chat", value=b"{not json", partition=partition)
+            for i in range(4):  # keyed by user: through the by-request topic, then by model
+                line = critical_marker(f"after-poison-{i}", "v1", now, i)
+                producer.send(service_settings.topics.outputs, key=b"user-2", value=line.encode())
+            producer.flush(timeout=30)
+        finally:
+            producer.close()
+        models = {f"after-poison-{i}" for i in range(4)}
+        paged = reader.wait(
+            lambda events: {e.labels.model for e in events} >= models, timeout_s=120
+        )
+        dead: list[dict[str, object]] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and len(dead) < 2 * partitions:
+            dead = _handler_errors(kafka_broker.bootstrap, service_settings.topics.dead_letter)
+    reader.close()
+    assert paged, (
+        f"paged {sorted({e.labels.model for e in reader.events})}; {log.read_text()[-3000:]}"
+    )
+    where = {(d["source_topic"], d["partition"]) for d in dead}
+    assert where == {(name, p) for name in internal.values() for p in range(partitions)}, dead
+    print(f"checked: {len(dead)} poison records dead-lettered, 4 later records paged")

@@ -58,3 +58,21 @@ def test_a_single_observation_as_an_earlier_version_wrote_it_unwraps() -> None:
 
 def test_no_observations_make_no_envelope() -> None:
     assert list(envelopes([])) == []
+
+
+def test_text_stays_utf8_in_an_envelope() -> None:
+    """Escaped (``\\uXXXX``), a record of emoji text tripled in size, past what the
+    producer sends; an envelope holds it at its own size, and reads back the same."""
+    event = InferenceOutput.model_validate(
+        {
+            "request_id": "big",
+            "timestamp": datetime(2026, 1, 1, tzinfo=UTC),
+            "model": "m",
+            "model_version": "v1",
+            "output_text": "\U0001f600" * 50_000,
+        }
+    )
+    obs = Observation(event, "m", "v1", {}, Coordinates("t", 1, 0))
+    [envelope] = envelopes([obs])
+    assert len(envelope) < 250_000  # 50,000 emoji of 4 bytes, not 12 (two escapes)
+    assert unwrap(envelope) == [obs]

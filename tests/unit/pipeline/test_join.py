@@ -119,3 +119,30 @@ def test_fifo_is_rebuilt_from_the_store_after_a_restart() -> None:
     restarted = Joiner(settings, store)  # same (changelog-restored) store, fresh memory
     restarted.process(_output("later", T0 + timedelta(minutes=30)), _c(99))
     assert set(store) == {"o:later"}
+
+
+def test_entries_restored_by_a_rebalance_are_evicted_in_their_partition() -> None:
+    """A rebalance restores another partition's join entries into the same store; the
+    eviction order is rebuilt with them (before, they were never evicted)."""
+    settings = DetectionSettings(join_ttl_minutes=60, join_max_entries=100)
+    store: dict[str, object] = {}
+    joiner = Joiner(settings, store)
+    joiner.process(_output("a", T0), _c(0), 0)  # the order is built: partition 0 alone
+    restored = Joiner(settings, {})
+    for i in range(50):
+        restored.process(_output(f"r{i}", T0), Coordinates("topic", 1, i), 1)
+    store.update(restored.store)  # faust's recovery of partition 1's table
+    joiner.reassigned()
+    joiner.process(_output("later", T0 + timedelta(hours=2)), Coordinates("topic", 1, 99), 1)
+    assert {k for k, v in store.items() if v["part"] == 1} == {"o:later"}  # type: ignore[index]
+
+
+def test_events_pushed_out_of_a_requests_wait_are_counted() -> None:
+    settings = DetectionSettings()
+    joiner = Joiner(settings, {})
+    for i in range(12):
+        joiner.process(_feedback("r", T0 + timedelta(seconds=i)), _c(i))
+    released = joiner.process(_output("r", T0 + timedelta(minutes=1)), _c(99))
+    waited = [o.coords.offset for o in released if isinstance(o.event, Feedback)]
+    assert waited == list(range(4, 12))
+    assert (joiner.stats.parked, joiner.stats.joined, joiner.stats.expired_unjoined) == (12, 8, 4)
