@@ -114,6 +114,13 @@ class SweepGrid:
         return True
 
 
+def logged_nth(n: int) -> bool:
+    """Whether the ``n``-th occurrence (from 1) of a failure is logged: the 1st, 2nd, 4th,
+    8th, ... A failure that recurs at every event then costs a few lines, not one per
+    event; the dead letters and the counters carry each occurrence."""
+    return n > 0 and n & (n - 1) == 0
+
+
 @dataclass(frozen=True)
 class Failure:
     """An observation whose processing raised, and the error."""
@@ -314,16 +321,19 @@ class Detect:
         yield out
 
     def _failed(self, obs: Observation, exc: Exception) -> None:
-        c = obs.coords
-        log.exception(
-            "detection failed on %s[%d]@%d (model %s); set aside, the batch goes on",
-            c.topic,
-            c.partition,
-            c.offset,
-            obs.model,
-        )
         self.stats.failed += 1
         self._failures.append(Failure(obs, f"{type(exc).__name__}: {exc}"))
+        if logged_nth(self.stats.failed):
+            c = obs.coords
+            log.exception(
+                "detection failed on %s[%d]@%d (model %s); set aside, the batch goes on "
+                "(failure %d of this process; logged at the 1st, 2nd, 4th, 8th, ...)",
+                c.topic,
+                c.partition,
+                c.offset,
+                obs.model,
+                self.stats.failed,
+            )
 
     def take_failures(self) -> list[Failure]:
         """The observations set aside since the last call (``isolate_failures``)."""

@@ -67,7 +67,7 @@ from streams.contract.decode import Coordinates, IngressLimits
 from streams.kafka.security import kafka_python_kwargs
 from streams.kafka.topics import watermarks_topic
 from streams.pipeline import state
-from streams.pipeline.detect import Detect
+from streams.pipeline.detect import Detect, logged_nth
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import model_of_key
 from streams.pipeline.live_sets import WriteScope
@@ -346,6 +346,8 @@ class _Agents:
         """Warns when detection needs most of the worker for its traffic (looked at after
         each detect batch and at each wall-clock tick, at most once an interval)."""
         self.hooks: list[Callable[[Sequence[Observation]], None]] = []
+        self.set_aside_count = 0
+        """Records of the internal topics dead-lettered since the process started."""
         self.ingress: Ingress | None = None
         """Where records the join and detection cannot handle go (its dead-letter topic):
         set once the ingress is registered."""
@@ -491,12 +493,16 @@ class _Agents:
         coordinates (it holds the observations), and the batch goes on."""
         msg = record.message
         coords = Coordinates(msg.topic, msg.partition, msg.offset)
-        log.exception(
-            "failed on %s[%d]@%d; dead-lettered, the batch goes on",
-            msg.topic,
-            msg.partition,
-            msg.offset,
-        )
+        self.set_aside_count += 1
+        if logged_nth(self.set_aside_count):
+            log.exception(
+                "failed on %s[%d]@%d; dead-lettered, the batch goes on (failure %d of this "
+                "process; logged at the 1st, 2nd, 4th, 8th, ...)",
+                msg.topic,
+                msg.partition,
+                msg.offset,
+                self.set_aside_count,
+            )
         await self._dead_letter(record.value, coords, f"{type(exc).__name__}: {exc}")
 
     async def _dead_letter(self, raw: bytes | None, coords: Coordinates, error: str) -> None:

@@ -15,7 +15,7 @@ from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from streams.contract.decode import Coordinates
 from streams.contract.events import InferenceOutput
-from streams.pipeline.detect import Detect
+from streams.pipeline.detect import Detect, logged_nth
 from streams.pipeline.detectorset import DetectorSet
 from streams.pipeline.observation import Observation
 from streams.settings import load_settings
@@ -125,3 +125,7 @@ def test_a_batch_of_older_events_does_not_turn_the_models_clock_back() -> None:
     detect.process([_output(0, T0 + timedelta(hours=1), "acme")])
     detect.process([_output(1, T0, "acme")])  # a lagging partition's older event
     assert detect._seen["chat"][0] == T0 + timedelta(hours=1)
+
+
+def test_a_recurring_failure_is_logged_at_powers_of_two() -> None:
+    assert [n for n in range(0, 40) if logged_nth(n)] == [1, 2, 4, 8, 16, 32]
