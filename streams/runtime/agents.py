@@ -183,7 +183,7 @@ def envelopes(observations: Sequence[Observation]) -> Iterator[bytes]:
     parts: list[bytes] = []
     size = 0
     for obs in observations:
-        item = json.dumps(obs.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
+        item = observation_bytes(obs)
         if parts and size + len(item) > ENVELOPE_BYTES:
             yield b"[" + b",".join(parts) + b"]"
             parts, size = [], 0
@@ -191,6 +191,12 @@ def envelopes(observations: Sequence[Observation]) -> Iterator[bytes]:
         size += len(item) + 1
     if parts:
         yield b"[" + b",".join(parts) + b"]"
+
+
+def observation_bytes(obs: Observation) -> bytes:
+    """One observation as the internal topics carry it (an item of an envelope; the value
+    of its dead letter when detection raised on it)."""
+    return json.dumps(obs.to_json(), separators=(",", ":"), ensure_ascii=False).encode()
 
 
 def unwrap(value: bytes) -> list[Observation]:
@@ -446,15 +452,17 @@ class _Agents:
             ready: list[Observation] = []
             for record in batch:
                 with _as_current(record):
-                    try:
-                        part = record.message.partition
-                        ready.extend(
-                            joined
+                    part = record.message.partition
+                    try:  # the whole envelope goes on, or is dead-lettered whole
+                        joined = [
+                            j
                             for obs in unwrap(record.value)
-                            for joined in self.joiner.process(obs.event, obs.coords, part)
-                        )
+                            for j in self.joiner.process(obs.event, obs.coords, part)
+                        ]
                     except Exception as exc:
                         await self._set_aside(record, exc)
+                    else:
+                        ready += joined
             await self.to_detect(ready)
 
     async def detect_batches(self, stream: Any) -> None:
@@ -478,11 +486,8 @@ class _Agents:
                     for record in ticks:
                         incidents += self.detect.tick_wall(record.key.decode())
                 for failure in self.detect.take_failures():
-                    await self._dead_letter(
-                        json.dumps(failure.observation.to_json(), ensure_ascii=False).encode(),
-                        failure.observation.coords,
-                        failure.error,
-                    )
+                    obs = failure.observation
+                    await self._dead_letter(observation_bytes(obs), obs.coords, failure.error)
                 for hook in self.hooks:
                     hook(observations)
                 await self.publish(incidents)
