@@ -352,8 +352,9 @@ class _Agents:
         """Warns when detection needs most of the worker for its traffic (looked at after
         each detect batch and at each wall-clock tick, at most once an interval)."""
         self.hooks: list[Callable[[Sequence[Observation]], None]] = []
-        self.set_aside_count = 0
-        """Records of the internal topics dead-lettered since the process started."""
+        self.failures = 0
+        """Records of the internal topics the join or detection raised on since the process
+        started (dead-lettered, or a tick skipped)."""
         self.ingress: Ingress | None = None
         """Where records the join and detection cannot handle go (its dead-letter topic):
         set once the ingress is registered."""
@@ -484,7 +485,10 @@ class _Agents:
                         incidents += part
                         await asyncio.sleep(0)  # let /metrics, health and heartbeats in
                     for record in ticks:
-                        incidents += self.detect.tick_wall(record.key.decode())
+                        try:  # (a tick is no data: nothing to dead-letter)
+                            incidents += self.detect.tick_wall(record.key.decode())
+                        except Exception:
+                            self._log_failure(record.message)
                 for failure in self.detect.take_failures():
                     obs = failure.observation
                     await self._dead_letter(observation_bytes(obs), obs.coords, failure.error)
@@ -497,18 +501,23 @@ class _Agents:
         """An internal topic's record that a stage raised on: dead-lettered at its own
         coordinates (it holds the observations), and the batch goes on."""
         msg = record.message
+        self._log_failure(msg)
         coords = Coordinates(msg.topic, msg.partition, msg.offset)
-        self.set_aside_count += 1
-        if logged_nth(self.set_aside_count):
+        await self._dead_letter(record.value, coords, f"{type(exc).__name__}: {exc}")
+
+    def _log_failure(self, msg: Any) -> None:
+        """The exception being handled, on an internal topic's record (``msg``: its faust
+        message), logged at the 1st, 2nd, 4th, 8th, ... failure of the process."""
+        self.failures += 1
+        if logged_nth(self.failures):
             log.exception(
-                "failed on %s[%d]@%d; dead-lettered, the batch goes on (failure %d of this "
-                "process; logged at the 1st, 2nd, 4th, 8th, ...)",
+                "failed on %s[%d]@%d, the batch goes on (failure %d of this process; logged "
+                "at the 1st, 2nd, 4th, 8th, ...)",
                 msg.topic,
                 msg.partition,
                 msg.offset,
-                self.set_aside_count,
+                self.failures,
             )
-        await self._dead_letter(record.value, coords, f"{type(exc).__name__}: {exc}")
 
     async def _dead_letter(self, raw: bytes | None, coords: Coordinates, error: str) -> None:
         if self.ingress is None:  # (an app without the ingress: nowhere to put it)
