@@ -522,7 +522,7 @@ class _Agents:
     async def _dead_letter(self, raw: bytes | None, coords: Coordinates, error: str) -> None:
         if self.ingress is None:  # (an app without the ingress: nowhere to put it)
             raise RuntimeError(f"no dead-letter topic for {coords}: {error}")
-        await self.ingress.set_aside(raw, coords, error)
+        await self.ingress.dead_letters.handler_error(raw, None, coords, error)
 
     async def publish(self, incidents: Sequence[IncidentEvent]) -> None:
         """Incident events to the alerts topic (keyed by dedup key), each logged."""

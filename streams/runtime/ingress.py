@@ -78,32 +78,44 @@ Handle: TypeAlias = Callable[[Sequence[Accepted]], Awaitable[None]]
 """The next stage: called with each batch of valid events, in partition order."""
 
 
-@dataclass
-class Ingress:
-    """What :func:`register_ingress` registered: the agent, its source topic and counters."""
+@dataclass(frozen=True)
+class DeadLetters:
+    """The dead-letter topic and how a record goes there: a JSON :class:`DeadLetter`, keyed
+    by its source topic."""
 
-    agent: Any
-    source: Any
-    dead_letter_topic: Any
-    stats: IngressStats
+    topic: Any
+    counters: IngressStats
     limits: IngressLimits = DEFAULT_LIMITS
     clock: Clock = SYSTEM_CLOCK
 
-    async def set_aside(self, raw: bytes | None, coords: Coordinates, error: str) -> None:
-        """A record (or what it became) that a stage after the ingress could not handle:
-        dead-lettered with reason ``handler_error`` at its coordinates and counted, so
-        that the stream goes on and nothing is lost (an agent over an internal topic that
-        raised would have its batch acked by faust, unhandled)."""
-        self.stats.dead[(coords.topic, "handler_error")] += 1
-        letter = dead_letter(
-            "handler_error", error, raw, None, coords, self.clock.now(), self.limits
+    async def send(self, letter: DeadLetter) -> None:
+        await self.topic.send(
+            key=letter.source_topic.encode(), value=letter.model_dump_json().encode()
         )
-        await send_dead_letter(self.dead_letter_topic, letter)
+
+    async def handler_error(
+        self, raw: bytes | None, key: bytes | None, coords: Coordinates, error: str
+    ) -> None:
+        """A record (or what it became) that a stage after decoding raised on:
+        dead-lettered with reason ``handler_error`` at its coordinates and counted, so
+        that the stream goes on and nothing is lost (over an internal topic, an agent that
+        raised would have its batch acked by faust, unhandled)."""
+        self.counters.dead[(coords.topic, "handler_error")] += 1
+        letter = dead_letter(
+            "handler_error", error, raw, key, coords, self.clock.now(), self.limits
+        )
+        await self.send(letter)
 
 
-async def send_dead_letter(topic: Any, letter: DeadLetter) -> None:
-    """``letter`` to the dead-letter topic ``topic`` (JSON, keyed by its source topic)."""
-    await topic.send(key=letter.source_topic.encode(), value=letter.model_dump_json().encode())
+@dataclass
+class Ingress:
+    """What :func:`register_ingress` registered: the agent, its source topic, where its
+    dead letters go, and its counters."""
+
+    agent: Any
+    source: Any
+    dead_letters: DeadLetters
+    stats: IngressStats
 
 
 DEAD_LETTER_TICK_S: Final = 1.0
@@ -138,9 +150,10 @@ def register_ingress(
         source = app.batch_topic(*kinds, partitions=partitions)
     else:
         source = raw_topic(app, *kinds, partitions=partitions)
-    dlq = raw_topic(app, settings.topics.dead_letter, partitions=partitions)
     counters = stats if stats is not None else IngressStats()
-    body = _IngressAgent(handle, dlq, kinds, limits, clock, counters)
+    dlq = raw_topic(app, settings.topics.dead_letter, partitions=partitions)
+    dead = DeadLetters(dlq, counters, limits, clock)
+    body = _IngressAgent(handle, dead, kinds, limits, clock, counters)
     fun = body.batches if isinstance(app, BatchApp) else body.records
     agent = app.agent(source, name=agent_name, concurrency=1)(fun)
 
@@ -154,14 +167,7 @@ def register_ingress(
 
     app.timer(DEAD_LETTER_TICK_S)(summarise_dead_letters)
     app.on_before_shutdown.connect(flush_dead_letters)
-    return Ingress(
-        agent=agent,
-        source=source,
-        dead_letter_topic=dlq,
-        stats=counters,
-        limits=limits,
-        clock=clock,
-    )
+    return Ingress(agent=agent, source=source, dead_letters=dead, stats=counters)
 
 
 def raw_topic(app: faust.App, *names: str, partitions: int, internal: bool = False) -> Any:
@@ -184,22 +190,19 @@ class _IngressAgent:
     def __init__(
         self,
         handle: Handle,
-        dlq: Any,
+        dead: DeadLetters,
         kinds: dict[str, EventType],
         limits: IngressLimits,
         clock: Clock,
         counters: IngressStats,
     ) -> None:
         self.handle = handle
-        self.dlq = dlq
+        self.dead = dead
         self.kinds = kinds
         self.limits = limits
         self.clock = clock
         self.counters = counters
         self.dead_log = DeadLetterLog(log)
-
-    async def send_dead(self, letter: DeadLetter) -> None:
-        await send_dead_letter(self.dlq, letter)
 
     def accept(
         self, topic: str, partition: int, offset: int, key: Any, raw: Any, carrier: Any
@@ -234,18 +237,13 @@ class _IngressAgent:
             except Exception as exc:
                 log.exception("next stage failed on %s[%d]@%d", *_c(item.coords))
                 raw = item.raw
-                letter = dead_letter(
-                    "handler_error",
-                    f"{type(exc).__name__}: {exc}",
+                self.counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
+                await self.dead.handler_error(
                     raw if isinstance(raw, bytes) or raw is None else bytes(raw),
                     item.key,
                     item.coords,
-                    self.clock.now(),
-                    self.limits,
+                    f"{type(exc).__name__}: {exc}",
                 )
-                self.counters.accepted[(item.coords.topic, item.event.event_type)] -= 1
-                self.counters.dead[(item.coords.topic, "handler_error")] += 1
-                await self.send_dead(letter)
 
     async def process(self, accepted: list[Accepted]) -> None:
         if not accepted:
@@ -267,7 +265,7 @@ class _IngressAgent:
                     msg.topic, msg.partition, msg.offset, record.key, record.value, record
                 )
                 if isinstance(result, DeadLetter):
-                    await self.send_dead(result)
+                    await self.dead.send(result)
                 else:
                     accepted.append(result)
             await self.process(accepted)
@@ -282,7 +280,7 @@ class _IngressAgent:
             for r in batch.records:
                 result = self.accept(r.topic, r.partition, r.offset, r.key, r.value, carrier)
                 if isinstance(result, DeadLetter):
-                    await self.send_dead(result)
+                    await self.dead.send(result)
                 else:
                     accepted.append(result)
             await self.process(accepted)

@@ -26,7 +26,7 @@ from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, Pipeline
 from streams.runtime import observability
 from streams.runtime.agents import Service
-from streams.runtime.ingress import Ingress, IngressStats
+from streams.runtime.ingress import DeadLetters, Ingress, IngressStats
 from streams.runtime.observability import (
     CONTENT_TYPE,
     OTHER_MODELS,
@@ -163,7 +163,9 @@ def pipeline_service() -> tuple[Service, list[Observation]]:
     bad = Coordinates("t.inputs", 0, 99)
     stats.record(bad, decode(b"not json", bad, now=datetime.now(UTC)))
     service = Service(
-        ingress=Ingress(agent=None, source=None, dead_letter_topic=None, stats=stats),
+        ingress=Ingress(
+            agent=None, source=None, dead_letters=DeadLetters(None, stats), stats=stats
+        ),
         joiner=pipe.joiner,
         detect=pipe.detect,
         tables={
