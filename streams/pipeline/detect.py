@@ -55,7 +55,7 @@ from streams.pipeline.localize import known_keys, localize_detection, probe_heal
 from streams.pipeline.observation import Observation, event_time, served_time, serves
 from streams.pipeline.sampling import reaches, sample_fraction
 from streams.pipeline.silence import SilenceWatch
-from streams.pipeline.state import VERSION_KEY, restore, stamp
+from streams.pipeline.state import VERSION_KEY, loaded, readable, restore, stamp
 
 SilenceSource = Callable[[datetime, str], list[Silence]]
 """Active runtime silences for a model at a time (see :mod:`alerting.silences`)."""
@@ -73,6 +73,13 @@ engine ticks at its first observation past each boundary of this grid, before th
 observation is processed. Ticks tied to event time, not to batch ends, make the incidents
 independent of how the stream was cut into batches (a minute is far finer than any
 quiet period or deadline); the worker's wall-clock tick covers a stream that stops."""
+
+TRAFFIC_KEY: Final = "traffic"
+"""The key, in a model's stored engine value, of what the worker's wall-clock tick needs
+to go on after a restart (:meth:`Detect.tick_wall`): the event time its engine reached,
+the time silence was last judged at and the silence watch's history. A key the engine
+state does without (no version change): a worker that finds none relearns the model's
+traffic from its next events, as before."""
 
 
 log = logging.getLogger(__name__)
@@ -191,6 +198,8 @@ class Detect:
         self.silence = SilenceWatch(settings.silence_minutes * 60.0)
         self._traffic_seen: dict[str, tuple[float, float]] = {}
         """Per model: the latest input/output event time and the wall time it was seen."""
+        self._looked_up: set[str] = set()
+        """Models whose stored traffic this process has looked for (:meth:`_resume`)."""
         self._levels: dict[
             tuple[str, str, tuple[str | None, ...]], list[tuple[Level, Labels, str]]
         ] = {}
@@ -234,7 +243,7 @@ class Detect:
 
     def _engine_from_state(self, data: dict[str, Any]) -> IncidentEngine:
         engine = IncidentEngine(self.policy, self.playbooks, replay=self.replay)
-        engine.set_state({k: v for k, v in data.items() if k != VERSION_KEY})
+        engine.set_state({k: v for k, v in data.items() if k not in (VERSION_KEY, TRAFFIC_KEY)})
         return engine
 
     def _levels_of(self, obs: Observation) -> list[tuple[Level, Labels, str]]:
@@ -263,8 +272,16 @@ class Detect:
 
     def invalidate(self, keep: Callable[[str], bool] | None = None) -> None:
         """Forget the in-memory detector sets after a rebalance, except those of the keys
-        ``keep`` accepts (:meth:`LiveSets.invalidate`)."""
+        ``keep`` accepts (:meth:`LiveSets.invalidate`), and the traffic of the models whose
+        model key it does not accept: another worker may have ticked them meanwhile, and
+        their stored traffic is read again (:meth:`_resume`)."""
         self.live_sets.invalidate(keep)
+        for model in {*self._seen, *self._looked_up}:
+            if keep is None or not keep(key_id(Labels(model=model))):
+                self._seen.pop(model, None)
+                self._traffic_seen.pop(model, None)
+                self._looked_up.discard(model)
+                self.silence.forget(model)
 
     def process(self, batch: Iterable[Observation]) -> list[IncidentEvent]:
         """Run a batch through the detectors; write back every state it touched. Engines
@@ -315,7 +332,7 @@ class Detect:
             self._levels.clear()
         self.live_sets.keep(sets)
         for model, engine in engines.items():
-            self.engine_store[model] = stamp("engine", engine.get_state())
+            self._store_engine(model, engine)
         load.spread(timer() - began, load.taken_since(taken_before))
         self.stats.incident_events += emitted + len(out)
         yield out
@@ -353,6 +370,8 @@ class Detect:
         keys' detectors, their detections to the engine (events onto ``out`` as they
         come, so that those before a failure are kept)."""
         self.stats.observations += 1
+        if obs.model not in self._looked_up:
+            self._resume(obs.model)
         engine = self._engine(obs.model, engines, obs.event.timestamp)
         t = event_time(obs.event)
         self.relearns.release(t)  # a replay's scheduled re-learns
@@ -490,8 +509,10 @@ class Detect:
         sets[kid] = self.live_sets.get(prev_kid, "version", sets).canary_copy()
 
     def models(self) -> list[str]:
-        """Models this instance has processed events of (the wall-clock tick's targets)."""
-        return sorted(self._seen)
+        """The wall-clock tick's targets: models this instance has processed events of,
+        and those with an engine in its store (a restarted worker's, or those of a
+        partition that moved here, whose traffic may have stopped before)."""
+        return sorted({*self._seen, *self.engine_store.keys()})
 
     def tick_wall(self, model: str) -> list[IncidentEvent]:
         """Advance a model's engine on the wall clock: to its latest event time plus the
@@ -501,8 +522,11 @@ class Detect:
         input or output's event time plus the wall time since it was processed (feedback
         trailing a stream that stopped does not count as traffic). The model's detector
         sets changed since their last write are written back (:meth:`LiveSets.write_dirty`:
-        a quiet key's last changes would stay in memory alone). No-op for a model not
-        seen."""
+        a quiet key's last changes would stay in memory alone). A model this process
+        has not seen resumes from its stored traffic (:meth:`_resume`); no-op for one
+        without."""
+        if model not in self._looked_up:
+            self._resume(model)
         seen = self._seen.get(model)
         if seen is None:
             return []
@@ -640,7 +664,7 @@ class Detect:
         out = self._sweep(current, engines, sets, now)
         self.live_sets.keep(sets)
         for model, engine in engines.items():
-            self.engine_store[model] = stamp("engine", engine.get_state())
+            self._store_engine(model, engine)
         return out
 
     def _health(
@@ -675,8 +699,65 @@ class Detect:
         out = self._silent(model, engine, now, silence_t)
         out.extend(engine.tick(now, *self._health(engine, sets)))
         self.live_sets.keep(sets)
-        self.engine_store[model] = stamp("engine", engine.get_state())
+        self._store_engine(model, engine, now.timestamp(), silence_t)
         return out
+
+    def _store_engine(
+        self,
+        model: str,
+        engine: IncidentEngine,
+        at: float | None = None,
+        silence_t: float | None = None,
+    ) -> None:
+        """Write ``model``'s engine to the store, in the worker with its traffic
+        (:data:`TRAFFIC_KEY`): ``at``, the event time the engine reached (default: the
+        model's latest event's), ``silence_t``, the time silence was judged at (default:
+        its latest input or output's)."""
+        data = engine.get_state()
+        watch = None if self.replay else self.silence.state_of(model)
+        seen = self._seen.get(model)
+        if watch is not None and seen is not None:
+            served = self._traffic_seen.get(model)
+            if silence_t is None and served is not None:
+                silence_t = served[0]
+            data[TRAFFIC_KEY] = {
+                "at": seen[0].timestamp() if at is None else at,
+                "silence_at": silence_t,
+                "watch": watch,
+            }
+        self.engine_store[model] = stamp("engine", data)
+
+    def _resume(self, model: str) -> None:
+        """The worker, once per model and process (again after a rebalance moved it):
+        take up the model's traffic where the stored engine left it, so that its wall-clock
+        tick goes on ageing its engine and judging its silence. A model whose traffic
+        stopped before a restart, or before its partition moved here, is otherwise never
+        ticked: its open incidents neither resolve nor escalate, and its silence is never
+        found. Wall-clock time restarts now: the engine and the silence watch age from the
+        restart, not across the downtime (a backlog the worker has yet to read is not a
+        silence). A stored traffic that does not read is logged and relearned."""
+        self._looked_up.add(model)
+        if self.replay or model in self._seen:
+            return
+        raw = self.engine_store.get(model)
+        if raw is None:
+            return
+        try:
+            data = loaded(raw)
+            traffic = data.get(TRAFFIC_KEY) if readable("engine", data) else None
+            if not isinstance(traffic, dict):
+                return
+            at = datetime.fromtimestamp(float(traffic["at"]), UTC)
+            silence_at = traffic["silence_at"]
+            silence_t = None if silence_at is None else float(silence_at)
+            wall = self.wall_clock()
+            self.silence.resume(model, traffic["watch"], wall)
+        except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
+            log.warning("stored traffic of model %r does not read (%s): relearned", model, exc)
+            return
+        self._seen[model] = (at, wall)
+        if silence_t is not None:
+            self._traffic_seen[model] = (silence_t, wall)
 
 
 def in_memory_detect(

@@ -16,15 +16,18 @@ on its first minutes.
 model's traffic keeps time moving when one model stops; feedback, which trails outputs by
 up to hours, does not: a stream that ended is not judged silent by its late feedback) or
 event time advanced by the wall clock (a worker whose whole input stopped), see
-:meth:`streams.pipeline.detect.Detect.tick_wall`. Pure and in memory: after a restart a
-model is relearned from its next events.
+:meth:`streams.pipeline.detect.Detect.tick_wall`. Pure and in memory; the worker stores
+each model's history with its incident engine (:meth:`SilenceWatch.state_of`) and a
+restarted worker, or a partition's new owner, resumes it (:meth:`SilenceWatch.resume`), so
+a model that stopped before the restart is still found silent.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 from detectors.base import Direction, Signal, SignalKind
 from streams.pipeline.observation import SERVING
@@ -72,6 +75,19 @@ class _Stream:
         """The gap (seconds) after which this stream counts as silent."""
         return silent_after(self.rate(), min_gap_s)
 
+    def to_json(self) -> list[float]:
+        return [self.first, self.last, self.count, float(self.events)]
+
+    @classmethod
+    def from_json(cls, data: Any, wall: float | None) -> _Stream:
+        """A stream from :meth:`to_json`'s list; ValueError when it is not one."""
+        if not isinstance(data, list) or len(data) != 4:
+            raise ValueError(f"a stream's history is 4 numbers, got {data!r}")
+        first, last, count, events = (float(x) for x in data)
+        if not (math.isfinite(first) and first <= last and count >= 0 and events >= 0):
+            raise ValueError(f"not a stream's history: {data!r}")
+        return cls(first=first, last=last, count=count, events=int(events), wall=wall)
+
 
 def silent_after(rate: float, min_gap_s: float) -> float:
     """The gap (seconds) after which a stream of ``rate`` arrivals per second counts as
@@ -114,6 +130,37 @@ class SilenceWatch:
 
     def models(self) -> list[str]:
         return sorted(self._models)
+
+    def __contains__(self, model: object) -> bool:
+        return model in self._models
+
+    def forget(self, model: str) -> None:
+        """Drop a model's history (its partition moved to another worker)."""
+        self._models.pop(model, None)
+
+    def state_of(self, model: str) -> dict[str, list[float]] | None:
+        """A model's arrival history as JSON data (None: not seen), for
+        :meth:`resume`. Not the wall-clock times: they are this process's."""
+        m = self._models.get(model)
+        if m is None:
+            return None
+        kinds = (("input", m.inputs), ("output", m.outputs))
+        return {kind: s.to_json() for kind, s in kinds if s is not None}
+
+    def resume(self, model: str, data: Mapping[str, Any], wall: float) -> None:
+        """A model's history from :meth:`state_of`, as if its latest arrivals had been
+        processed at wall-clock time ``wall`` (the restart): a backlog that the restarted
+        worker is still reading is not taken for a silence, which the watch then calls
+        ``min_gap_s`` of wall-clock time after the restart at the earliest. Raises
+        ValueError for data that is not a history (nothing is changed then)."""
+        unknown = set(data) - set(SERVING)
+        if unknown:
+            raise ValueError(f"unknown event kinds in a traffic history: {sorted(unknown)}")
+        inputs, outputs = (data.get(kind) for kind in ("input", "output"))
+        self._models[model] = _Model(
+            inputs=None if inputs is None else _Stream.from_json(inputs, wall),
+            outputs=None if outputs is None else _Stream.from_json(outputs, wall),
+        )
 
     def check(self, model: str, now: float, wall_now: float | None = None) -> Signal | None:
         """A silence signal when ``model`` is silent at ``now``: feature ``all`` (no input

@@ -12,7 +12,7 @@ from alerting.policy import load_policy
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
-from streams.pipeline.detect import Detect
+from streams.pipeline.detect import TRAFFIC_KEY, Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, replay_lines
@@ -106,10 +106,12 @@ def test_a_new_model_is_not_judged_before_it_has_history() -> None:
     assert watch.check("unknown", 3 * H) is None
 
 
-def _observations(hours: float) -> list[Observation]:
+def _observations(hours: float, injections: tuple[Injection, ...] = ()) -> list[Observation]:
     settings = load_settings(env={})
     joiner = Joiner(settings.detection, {})
-    scenario = Scenario(seed=3, duration=timedelta(hours=hours), events_per_hour=600)
+    scenario = Scenario(
+        seed=3, duration=timedelta(hours=hours), events_per_hour=600, injections=list(injections)
+    )
     out: list[Observation] = []
     for offset, line in enumerate(Simulator(scenario).lines()):
         coords = Coordinates("t", 0, offset)
@@ -193,3 +195,141 @@ def test_replay_raises_a_silence_within_minutes_of_a_simulated_stop(kind: str) -
         e for e in result.incidents if e.action == "resolve" and e.incident_id == first.incident_id
     ]
     assert resolved, "the silence incident resolves once traffic is back"
+
+
+def test_a_resumed_history_is_judged_as_before_once_the_restart_is_min_gap_old() -> None:
+    watch = SilenceWatch(min_gap_s=600.0)
+    _steady(watch, "m", 2 * H)
+    state = watch.state_of("m")
+    assert state is not None
+    assert watch.state_of("unknown") is None
+    later = SilenceWatch(min_gap_s=600.0)
+    later.resume("m", state, wall=50_000.0)
+    last = 2 * H + 0.5
+    # in event time the model is as silent as it was; on the wall clock nothing has been
+    # read for it since the restart only (a backlog may still be on its way)
+    assert later.check("m", last + 3600.0, 50_000.0 + 599.0) is None
+    resumed = later.check("m", last + 3600.0, 50_000.0 + 600.0)
+    before = watch.check("m", last + 3600.0)
+    assert resumed is not None
+    assert before is not None
+    assert resumed.model_dump() == before.model_dump()
+    with pytest.raises(ValueError, match="4 numbers"):
+        later.resume("n", {"input": [1.0, 2.0]}, wall=0.0)
+    with pytest.raises(ValueError, match="unknown event kinds"):
+        later.resume("n", {"feedback": [0.0, 1.0, 1.0, 1.0]}, wall=0.0)
+    with pytest.raises(ValueError, match="not a stream"):
+        later.resume("n", {"input": [5.0, 1.0, 1.0, 1.0]}, wall=0.0)
+    assert "n" not in later
+
+
+def _worker(stores: tuple[dict[str, object], dict[str, object]], wall: list[float]) -> Detect:
+    det = load_settings(env={}).detection
+    policy, playbooks = load_policy(det.alerting_policy), load_playbooks(det.playbooks_dir)
+    return Detect(det, policy, playbooks, *stores, wall_clock=lambda: wall[0])
+
+
+def test_a_model_that_stopped_before_a_restart_is_found_silent_by_the_restarted_worker() -> None:
+    """The restarted worker (or a partition's new owner) has seen no event of the model:
+    before, it never ticked it, and a model that went silent with its worker's restart
+    (or a rebalance) was never paged."""
+    stores: tuple[dict[str, object], dict[str, object]] = ({}, {})
+    wall = [1000.0]
+    first = _worker(stores, wall)
+    assert first.process(_observations(2.5)) == []
+    model = "support-chat"
+    wall[0] += 60.0
+    assert first.tick_wall(model) == []  # a minute after its last event: not silent
+    wall[0] += 3600.0  # the worker is down for an hour
+    restarted = _worker(stores, wall)
+    assert model in restarted.models()
+    assert restarted.tick_wall(model) == []  # just restarted: its backlog may be on its way
+    wall[0] += 9 * 60.0
+    assert restarted.tick_wall(model) == []
+    wall[0] += 2 * 60.0
+    [trigger] = restarted.tick_wall(model)
+    assert trigger.action == "trigger"
+    assert trigger.incident_type == "traffic_silence"
+    assert trigger.labels.model == model
+    # judged from where the first worker left it: 1 + 11 minutes of silence
+    assert trigger.evidence.signal.statistic == pytest.approx(12.0, abs=0.5)
+
+
+def test_an_open_silence_survives_a_restart_and_resolves_when_traffic_returns() -> None:
+    model = "support-chat"
+    stop = Injection(
+        type="traffic_stop",
+        start=timedelta(hours=2.5),
+        duration=timedelta(hours=4.5),
+        strength=1.0,
+        scope={"model": model},
+    )
+    obs = [o for o in _observations(8.0, (stop,)) if o.model == model]
+    # where the traffic comes back (before it, the stopped traffic's trailing feedback and
+    # evaluations, which are not traffic)
+    [cut] = [
+        i
+        for i in range(1, len(obs))
+        if obs[i].event.timestamp - obs[i - 1].event.timestamp > timedelta(hours=3)
+    ]
+    stores: tuple[dict[str, object], dict[str, object]] = ({}, {})
+    wall = [1000.0]
+    first = _worker(stores, wall)
+    first.process(obs[:cut])
+    wall[0] += 20 * 60.0
+    [trigger] = first.tick_wall(model)
+    assert trigger.incident_type == "traffic_silence"
+    restarted = _worker(stores, wall)
+    events = []
+    for _ in range(4 * 3600 // 30):  # four hours of the restarted worker's ticks
+        wall[0] += 30.0
+        events += restarted.tick_wall(model)
+    assert {e.incident_id for e in events} == {trigger.incident_id}
+    assert "resolve" not in [e.action for e in events], "a silence is not resolved by a restart"
+    [escalated] = [e for e in events if e.note.startswith("escalated")]  # at its deadline
+    assert escalated.emitted_at - trigger.emitted_at == timedelta(minutes=30)
+    # the traffic comes back
+    back = restarted.process(obs[cut:])
+    assert [e.action for e in back if e.incident_id == trigger.incident_id] == ["resolve"]
+
+
+def test_a_model_whose_partition_comes_back_is_resumed_from_the_store_not_from_memory() -> None:
+    """While its partition was another worker's, the model's traffic went on there: the
+    worker it comes back to judges it by the store, not by what it remembered (that
+    judged the hour it did not see as a silence)."""
+    stores: tuple[dict[str, object], dict[str, object]] = ({}, {})
+    wall = [1000.0]
+    obs = _observations(3.5)
+    cut = next(
+        i
+        for i, o in enumerate(obs)
+        if o.event.timestamp >= obs[0].event.timestamp + timedelta(hours=2.5)
+    )
+    mine, other = _worker(stores, wall), _worker(stores, wall)
+    mine.process(obs[:cut])
+    mine.invalidate(lambda kid: False)  # the partition moves to the other worker
+    for start in range(cut, len(obs), 100):  # which reads its next hour as it comes
+        wall[0] = 1000.0 + (start - cut) / (len(obs) - cut) * 3600.0
+        other.process(obs[start : start + 100])
+    wall[0] = 1000.0 + 3600.0 + 60.0
+    other.invalidate(lambda kid: False)  # and back
+    mine.invalidate(lambda kid: False)
+    model = "support-chat"
+    assert [e for e in mine.tick_wall(model) if e.incident_type == "traffic_silence"] == []
+    wall[0] += 11 * 60.0
+    [trigger] = [e for e in mine.tick_wall(model) if e.incident_type == "traffic_silence"]
+    assert trigger.evidence.signal.statistic == pytest.approx(12.0, abs=1.0)
+
+
+def test_a_stored_traffic_that_does_not_read_is_relearned() -> None:
+    stores: tuple[dict[str, object], dict[str, object]] = ({}, {})
+    wall = [1000.0]
+    _worker(stores, wall).process(_observations(2.5))
+    model = "support-chat"
+    stored = stores[1][model]
+    assert isinstance(stored, dict)
+    stores[1][model] = {**stored, TRAFFIC_KEY: {"at": "soon", "silence_at": None, "watch": {}}}
+    restarted = _worker(stores, wall)
+    wall[0] += 3600.0
+    assert restarted.tick_wall(model) == []  # nothing to judge it by: relearned
+    assert model not in restarted.silence
