@@ -758,6 +758,12 @@ class Detect:
         self._seen[model] = (at, wall)
         if silence_t is not None:
             self._traffic_seen[model] = (silence_t, wall)
+        log.info(
+            "model %r: its traffic resumed from the store (engine at %s); its silence is "
+            "judged from here on",
+            model,
+            at.isoformat(),
+        )
 
 
 def in_memory_detect(
