@@ -11,7 +11,11 @@ sends it; a :class:`DeliveryRunner` (here) owns the policy:
   dead-lettered, never dropped; if the dead-letter callback raises, the exception
   propagates so the caller does not commit the input offset;
 * event ids already delivered (or dead-lettered) are skipped, so at-least-once input is
-  not sent twice;
+  not sent twice; so is an event of an incident older than one already handled (a lower
+  ``sequence``: a copy of an update that a worker's at-least-once redelivery published
+  after the incident's resolve would page it again, and nothing would resolve that). The
+  highest sequence per incident is taken up from the delivery-state topic at start
+  (:func:`handled_sequences`), so this holds across restarts;
 * replayed incidents are not sent to paging sinks.
 
 No log line includes a request URL, header or body.
@@ -21,8 +25,9 @@ from __future__ import annotations
 
 import enum
 import logging
+import math
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -59,7 +64,10 @@ class RetryPolicy(BaseModel):
 
     def backoff(self, attempt: int, retry_after_s: float | None = None) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
-        base = self.initial_backoff_s * self.multiplier ** (attempt - 1)
+        try:
+            base = self.initial_backoff_s * self.multiplier ** (attempt - 1)
+        except OverflowError:  # (a short cap and a long outage: past 1e308 s, the cap)
+            base = math.inf if self.initial_backoff_s > 0 else 0.0
         if retry_after_s is not None:
             base = max(base, retry_after_s)
         return min(base, self.max_backoff_s)
@@ -72,6 +80,7 @@ def is_retryable(status: int) -> bool:
 class DeliveryOutcome(enum.StrEnum):
     DELIVERED = "delivered"
     DUPLICATE = "duplicate"
+    STALE = "stale"
     DEAD_LETTERED = "dead_lettered"
     SKIPPED_REPLAY = "skipped_replay"
 
@@ -115,6 +124,43 @@ class DeliveredLog:
         self._ids = OrderedDict((i, None) for i in ids[-self.capacity :])
 
 
+class HandledSequences:
+    """Bounded map of incident id -> the highest ``sequence`` of its events a sink has
+    handled (delivered, dead-lettered or skipped as a replay), oldest incidents forgotten
+    first."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._top: OrderedDict[str, int] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._top)
+
+    def get(self, incident_id: str) -> int | None:
+        return self._top.get(incident_id)
+
+    def add(self, incident_id: str, sequence: int) -> None:
+        self._top[incident_id] = max(sequence, self._top.get(incident_id, sequence))
+        self._top.move_to_end(incident_id)
+        while len(self._top) > self.capacity:
+            self._top.popitem(last=False)
+
+    def covers(self, event: IncidentEvent) -> bool:
+        """Whether an event of ``event``'s incident at its sequence or later was handled."""
+        top = self._top.get(event.incident_id)
+        return top is not None and event.sequence <= top
+
+
+def handled_sequences(states: Iterable[DeliveryState], group: str) -> HandledSequences:
+    """What the notify group ``group`` handled in earlier runs, from its delivery states
+    (:mod:`alerting.delivery_state`): delivered or dead-lettered, not still retrying."""
+    out = HandledSequences()
+    for state in states:
+        if state.group == group and state.status is not DeliveryStatus.RETRYING:
+            out.add(state.incident_id, state.sequence)
+    return out
+
+
 @dataclass(frozen=True)
 class _Failure:
     """One failed attempt: why, the HTTP status if one came, and whether to retry
@@ -139,6 +185,7 @@ class DeliveryRunner:
         clock: Clock,
         retry: RetryPolicy | None = None,
         delivered: DeliveredLog | None = None,
+        handled: HandledSequences | None = None,
         on_state: Callable[[DeliveryState], None] | None = None,
     ) -> None:
         """``on_state`` hears every change of a delivery's state (retrying, delivered,
@@ -151,13 +198,24 @@ class DeliveryRunner:
         self.clock = clock
         self.retry = retry or RetryPolicy()
         self.delivered = delivered if delivered is not None else DeliveredLog()
+        self.handled = handled if handled is not None else HandledSequences()
 
     def deliver(self, event: IncidentEvent) -> DeliveryOutcome:
         """Deliver ``event`` once: retried while :attr:`retry` allows, else dead-lettered."""
         if event.event_id in self.delivered:
             return DeliveryOutcome.DUPLICATE
+        if self.handled.covers(event):
+            log.info(
+                "%s: skipped %s (%s seq %d): seq %d of that incident was handled already",
+                self.sink.name,
+                event.event_id,
+                event.incident_id,
+                event.sequence,
+                self.handled.get(event.incident_id),
+            )
+            return DeliveryOutcome.STALE
         if event.replay and self.sink.pages:
-            self.delivered.add(event.event_id)
+            self._handled(event)
             return DeliveryOutcome.SKIPPED_REPLAY
         last_status: int | None = None
         reason = ""
@@ -194,6 +252,13 @@ class DeliveryRunner:
             response = self.transport.post(request)
         except TransportError as exc:
             return _Failure(f"transport error: {exc}", status=None, retryable=True)
+        except ValueError as exc:  # the HTTP client refused to send it (a header it cannot
+            # encode): it never will. Not the message: it quotes the header's value.
+            return _Failure(
+                f"the HTTP client refused the request ({type(exc).__name__})",
+                status=None,
+                retryable=False,
+            )
         if 200 <= response.status < 300:
             refused = (
                 self.sink.accepted(event, response)
@@ -202,7 +267,7 @@ class DeliveryRunner:
             )
             if refused is None:
                 return None
-            return _Failure(refused, status=response.status, retryable=False)
+            return _Failure(refused.reason, status=response.status, retryable=refused.retryable)
         retryable = is_retryable(response.status)
         reason = f"HTTP {response.status}" + ("" if retryable else " (permanent)")
         if response.detail:
@@ -232,7 +297,7 @@ class DeliveryRunner:
 
     def _delivered(self, event: IncidentEvent, attempt: int) -> DeliveryOutcome:
         """Record a delivery (never sent again), report and log it."""
-        self.delivered.add(event.event_id)
+        self._handled(event)
         self._report(event, DeliveryStatus.DELIVERED, attempt)
         log.info(
             "%s: delivered %s (%s seq %d) after %d attempt(s)",
@@ -259,10 +324,15 @@ class DeliveryRunner:
                 event=event,
             )
         )
-        self.delivered.add(event.event_id)
+        self._handled(event)
         self._report(event, DeliveryStatus.DEAD_LETTERED, attempts, reason)
         log.error("%s: dead-lettered %s: %s", self.sink.name, event.event_id, reason)
         return DeliveryOutcome.DEAD_LETTERED
+
+    def _handled(self, event: IncidentEvent) -> None:
+        """``event`` is done with: neither it nor an older step of its incident goes out."""
+        self.delivered.add(event.event_id)
+        self.handled.add(event.incident_id, event.sequence)
 
     def _report(
         self, event: IncidentEvent, status: DeliveryStatus, attempts: int, reason: str = ""

@@ -56,13 +56,22 @@ class Sink(Protocol):
     def build(self, event: IncidentEvent, now: datetime) -> HttpRequest: ...
 
 
+@dataclass(frozen=True)
+class Refusal:
+    """A receiver's 2xx answer that did not take the event: why, and whether a retry may
+    help (the receiver said it failed for a moment)."""
+
+    reason: str
+    retryable: bool = False
+
+
 @runtime_checkable
 class AcceptingSink(Protocol):
     """A sink that reads the receiver's 2xx answer (Slack's Web API answers 200 with
     ``ok: false`` when it refuses a message, and with the thread ``ts`` when it posts)."""
 
-    def accepted(self, event: IncidentEvent, response: HttpResponse) -> str | None:
-        """None: delivered; else why the receiver refused it (not retried)."""
+    def accepted(self, event: IncidentEvent, response: HttpResponse) -> Refusal | None:
+        """None: delivered; else why the receiver refused it."""
         ...
 
 
@@ -281,6 +290,11 @@ class SlackSink:
 SLACK_POST_MESSAGE_URL: Final = "https://slack.com/api/chat.postMessage"
 SLACK_MAX_THREADS: Final = 10_000
 """Incidents whose Slack thread is remembered (oldest forgotten first)."""
+SLACK_TRANSIENT: Final = frozenset(
+    {"internal_error", "service_unavailable", "request_timeout", "ratelimited"}
+)
+"""Slack Web API errors (answered with HTTP 200 and ``ok: false``) that say the failure
+was Slack's, for a moment: retried with backoff like a 5xx, not dead-lettered at once."""
 
 
 class SlackThreadSink:
@@ -349,16 +363,19 @@ class SlackThreadSink:
             },
         )
 
-    def accepted(self, event: IncidentEvent, response: HttpResponse) -> str | None:
+    def accepted(self, event: IncidentEvent, response: HttpResponse) -> Refusal | None:
         """Read Slack's answer to a 2xx: None when the message was posted (a first
-        message's ``ts`` starts the incident's thread), else why it was refused."""
+        message's ``ts`` starts the incident's thread), else why it was refused; retried
+        when Slack says it failed for a moment (:data:`SLACK_TRANSIENT`)."""
         try:
             answer = json.loads(response.body or b"{}")
         except ValueError:
-            return "Slack answered with a body that is not JSON"
+            return Refusal("Slack answered with a body that is not JSON")
         if not isinstance(answer, dict) or not answer.get("ok"):
             error = answer.get("error", "unknown") if isinstance(answer, dict) else "unknown"
-            return f"Slack API refused the message: {error}"
+            return Refusal(
+                f"Slack API refused the message: {error}", retryable=error in SLACK_TRANSIENT
+            )
         ts = answer.get("ts")
         if event.incident_id not in self._threads and isinstance(ts, str):
             self._threads[event.incident_id] = ts

@@ -11,9 +11,10 @@ secrets).
 
 from __future__ import annotations
 
+import http.client
 import urllib.error
 import urllib.request
-from typing import Protocol
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,13 +76,27 @@ def _retry_after(value: str | None) -> float | None:
         return None  # HTTP-date form: fall back to our own backoff
 
 
+REDIRECT_DETAIL = "a redirect, not followed: give the sink the address it redirects to"
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    """Redirects are not followed. urllib turns a redirected POST into a GET without its
+    body, which the receiver answers 200 while the page is lost; the 3xx comes back as
+    an HTTP error instead (permanent: dead-lettered with :data:`REDIRECT_DETAIL`)."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
 class UrllibTransport:
     """A small real transport on the standard library (blocking; call from a thread)."""
 
     def __init__(self, timeout_s: float = 10.0, *, use_env_proxy: bool = True) -> None:
         self.timeout_s = timeout_s
         self.use_env_proxy = use_env_proxy
-        handlers = [] if use_env_proxy else [urllib.request.ProxyHandler({})]
+        handlers: list[urllib.request.BaseHandler] = [_NoRedirect()]
+        if not use_env_proxy:
+            handlers.append(urllib.request.ProxyHandler({}))
         self._opener = urllib.request.build_opener(*handlers)
 
     def post(self, request: HttpRequest) -> HttpResponse:
@@ -95,9 +110,13 @@ class UrllibTransport:
             retry = _retry_after(exc.headers.get("Retry-After") if exc.headers else None)
             try:
                 detail = error_detail(exc.read(4 * ERROR_DETAIL_MAX))
-            except OSError:
+            except (OSError, http.client.HTTPException):
                 detail = ""
+            if 300 <= exc.code < 400:
+                detail = REDIRECT_DETAIL  # (not its Location: an address may hold a token)
             return HttpResponse(status=exc.code, retry_after_s=retry, detail=detail)
-        except (urllib.error.URLError, OSError) as exc:
-            # The message of a URLError may contain the URL; keep only the class name.
+        except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
+            # The message of a URLError may contain the URL; keep only the class name. An
+            # HTTPException is an answer that is not HTTP (a bad status line, an endless
+            # header): a receiver or proxy misbehaving, retried like no answer at all.
             raise TransportError(type(exc).__name__) from None

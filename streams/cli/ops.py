@@ -153,7 +153,8 @@ def cmd_notify(args: argparse.Namespace) -> int:
     print(
         "  "
         + counts(
-            stats, ("delivered", "duplicate", "dead_lettered", "skipped_replay", "undecodable")
+            stats,
+            ("delivered", "duplicate", "stale", "dead_lettered", "skipped_replay", "undecodable"),
         )
     )
     dead = stats.outcomes.get("dead_lettered", 0) + stats.outcomes.get("undecodable", 0)

@@ -22,7 +22,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from alerting.clock import Clock, SystemClock
-from alerting.delivery import DeliveryRunner, FailedDelivery, RetryPolicy
+from alerting.delivery import DeliveryRunner, FailedDelivery, RetryPolicy, handled_sequences
 from alerting.delivery_state import DeliveryState, fold_delivery_states, refs_of
 from alerting.model import IncidentEvent, iso_utc
 from alerting.sinks import ReferencingSink, RefreshingSink, Sink
@@ -59,24 +59,29 @@ def polling_sleep(
     kafka-python drops a member that has not polled for ``max_poll_interval_ms`` (5 min by
     default), and a delivery retries for ``retry_for_s`` (30 min): after such an outage the
     commit failed and ``sentinel notify`` exited. During a backoff this pauses the
-    consumer's partitions and polls in slices of ``slice_s`` (nothing is returned from a
-    paused partition, so no record is skipped), then resumes them.
+    consumer's partitions and polls in slices of ``slice_s``, then resumes them. A
+    rebalance inside a poll can hand the member a partition that is not paused: whatever
+    a poll returns is sought back (read again after the backoff), and every partition is
+    paused again before the next slice. After each slice ``sleep(0)``: a stop requested
+    meanwhile (:meth:`streams.cli.common.Stopper.sleep` raises) ends the backoff then, not
+    when the retries run out.
     """
 
     def _sleep(seconds: float) -> None:
-        parts = list(consumer.assignment())
-        if not parts:
+        if not consumer.assignment():
             sleep(seconds)
             return
-        consumer.pause(*parts)
         try:
             end = time.monotonic() + seconds
             while (left := end - time.monotonic()) > 0:
+                consumer.pause(*consumer.assignment())
                 got = consumer.poll(timeout_ms=max(1, int(min(left, slice_s) * 1000)))
-                if got:  # a paused partition returns nothing; anything else is a bug
-                    raise RuntimeError(f"records from paused partitions: {list(got)}")
+                for tp, records in (got or {}).items():
+                    if records:
+                        consumer.seek(tp, min(r.offset for r in records))
+                sleep(0)
         finally:
-            consumer.resume(*[tp for tp in parts if tp in consumer.assignment()])
+            consumer.resume(*consumer.assignment())
 
     return _sleep
 
@@ -182,8 +187,8 @@ def run_notify_consumer(
     )
     if isinstance(sink, RefreshingSink) and restore_open:
         _restore_open_incidents(sink, bootstrap, alerts_topic, security, clock)
-    if isinstance(sink, ReferencingSink) and state_topic is not None:
-        _restore_refs(sink, bootstrap, state_topic, group, security)
+    if state_topic is not None:
+        _restore_delivery_states(runner, bootstrap, state_topic, group, security)
     try:
         return notify_loop(
             consumer,
@@ -233,20 +238,32 @@ class _NotifyOutputs:
             log.warning("%s: delivery state not published (%s)", self.sink_name, type(exc).__name__)
 
 
-def _restore_refs(
-    sink: ReferencingSink,
+def _restore_delivery_states(
+    runner: DeliveryRunner,
     bootstrap: str | list[str],
     state_topic: str,
     group: str,
     security: ClientSecurity,
 ) -> None:
-    """Take up the receiver's references (Slack threads) this notify group published in
-    an earlier run, from the delivery-state topic; undecodable states are skipped."""
+    """Take up what this notify group published in earlier runs, from the delivery-state
+    topic (undecodable states are skipped): the highest step of each incident it handled
+    (an older step read again is not sent: :class:`alerting.delivery.HandledSequences`)
+    and the receiver's references (Slack threads)."""
     records = read_topic_to_end(bootstrap, state_topic, security=security)
     states, _ = fold_delivery_states(r.value for r in records)
-    refs = refs_of(states, group)
-    sink.restore_refs(refs)
-    log.info("%s: %d incident reference(s) restored from %s", group, len(refs), state_topic)
+    runner.handled = handled_sequences(
+        (state for sinks in states.values() for state in sinks.values()), group
+    )
+    log.info(
+        "%s: %d incident(s) handled before, restored from %s",
+        group,
+        len(runner.handled),
+        state_topic,
+    )
+    if isinstance(runner.sink, ReferencingSink):
+        refs = refs_of(states, group)
+        runner.sink.restore_refs(refs)
+        log.info("%s: %d incident reference(s) restored from %s", group, len(refs), state_topic)
 
 
 def _restore_open_incidents(

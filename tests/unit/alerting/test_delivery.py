@@ -190,3 +190,12 @@ def test_delivered_log_is_bounded_and_round_trips() -> None:
     other = DeliveredLog(capacity=3)
     other.set_state(log.get_state())
     assert other.get_state() == ["e2", "e3", "e4"]
+
+
+def test_a_backoff_capped_short_does_not_overflow_in_a_long_outage() -> None:
+    """With a one-second cap, a 30-minute outage makes over a thousand attempts: the
+    2.0 ** attempt behind the backoff overflowed, and notify died mid-outage."""
+    retry = RetryPolicy(max_backoff_s=1.0)
+    assert retry.backoff(1) == 0.5
+    assert retry.backoff(5_000) == 1.0
+    assert RetryPolicy(initial_backoff_s=0.0, max_backoff_s=1.0).backoff(5_000) == 0.0

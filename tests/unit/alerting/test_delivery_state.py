@@ -7,7 +7,13 @@ from datetime import timedelta
 
 from pydantic import SecretStr
 
-from alerting.delivery import DeliveryRunner, RetryPolicy
+from alerting.delivery import (
+    DeliveryOutcome,
+    DeliveryRunner,
+    HandledSequences,
+    RetryPolicy,
+    handled_sequences,
+)
 from alerting.delivery_state import (
     DeliveryState,
     DeliveryStatus,
@@ -18,6 +24,7 @@ from alerting.delivery_state import (
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
 from alerting.sinks import WebhookSink
+from alerting.status import fold_open_incidents
 
 from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
 from .test_delivery import ScriptedTransport
@@ -86,3 +93,48 @@ def test_fold_keeps_the_latest_state_of_the_newest_event_per_sink() -> None:
     )
     assert problems(states, [upd.incident_id]) == []
     assert problems(states, []) == [slack]
+
+
+def test_an_older_step_read_again_after_the_resolve_is_not_sent_even_after_a_restart() -> None:
+    """A worker's at-least-once redelivery can publish an update again after the
+    incident's resolve. If notify restarted in between (its delivered ids are in memory),
+    that copy paged again, a trigger with nothing left to resolve it; and ``status`` and
+    the Alertmanager sink's restore took the incident for open."""
+    eng = IncidentEngine(policy(), playbooks())
+    events = eng.observe(detection(T0))
+    events += eng.observe(
+        detection(T0 + minutes(3), sig=signal(effect=2.5, statistic=40.0, last_index=2000))
+    )
+    events += eng.tick(T0 + minutes(300))
+    assert [e.action for e in events] == ["trigger", "update", "resolve"]
+    trigger, update, resolve = events
+    states: list[DeliveryState] = []
+    transport = ScriptedTransport([])
+
+    def runner(handled: HandledSequences | None = None) -> DeliveryRunner:
+        return DeliveryRunner(
+            WebhookSink("http://127.0.0.1:1/hook", SecretStr("s")),
+            transport,
+            dead_letter=lambda _: None,
+            sleep=lambda s: None,
+            clock=ManualClock(),
+            handled=handled,
+            on_state=states.append,
+        )
+
+    first = runner()
+    assert [first.deliver(e) for e in events] == [DeliveryOutcome.DELIVERED] * 3
+    group = "sentinel-notify-webhook"
+    published = [s.model_copy(update={"group": group}) for s in states]
+    restarted = runner(handled_sequences(published, group))
+    assert restarted.deliver(update) == DeliveryOutcome.STALE
+    assert restarted.deliver(trigger) == DeliveryOutcome.STALE
+    assert len(transport.requests) == 3
+    assert handled_sequences(published, "another-group").get(trigger.incident_id) is None
+    # what status and the Alertmanager sink's restore read from the alerts topic
+    assert fold_open_incidents([trigger, update, resolve, update]) == []
+    # a new incident under the same dedup key, then a copy of the old one's resolve
+    later = IncidentEngine(policy(), playbooks()).observe(detection(T0 + minutes(400)))
+    again = [e.model_copy(update={"incident_id": "inc-later"}) for e in later]
+    assert again[0].dedup_key == resolve.dedup_key
+    assert fold_open_incidents([*events, *again, resolve]) == again

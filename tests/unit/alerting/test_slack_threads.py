@@ -127,3 +127,14 @@ def test_threads_go_out_with_the_delivery_states_and_come_back_after_a_restart()
     last = json.loads(transport.requests[-1].body)
     assert last["thread_ts"] == thread
     assert last["reply_broadcast"] is True
+
+
+def test_a_momentary_slack_failure_is_retried_not_dead_lettered() -> None:
+    """Slack answers 200 with ``ok: false`` for its own momentary failures too
+    (``internal_error``, ``service_unavailable``, ...): each was dead-lettered at once."""
+    transport = SlackLike(errors=["internal_error", "service_unavailable"])
+    runner, dead = _runner(transport)
+    [event] = _lifecycle()[:1]
+    assert runner.deliver(event) == DeliveryOutcome.DELIVERED
+    assert len(transport.requests) == 3
+    assert dead == []
