@@ -2,9 +2,12 @@
 
 For a ``trigger`` the incident's playbook actions (route to a fallback model, roll back,
 disable a feature, enable a keyword/classifier filter) become an ``apply``
-:class:`ContainmentCommand`; for a ``resolve`` (the detector recovered) a ``release``.
+:class:`ContainmentCommand`; for a ``resolve`` (the detector recovered) a ``release`` of
+whatever is in force for the incident, whatever its playbook says by then.
 :class:`ContainmentState` folds commands purely and idempotently: applying the same
-command twice gives the same state. The control topic is compacted and keyed by model, and
+command twice gives the same state, and a trigger read again after its incident's release
+(a worker's at-least-once redelivery, a group that re-read the alerts topic) is not applied
+again (:attr:`ModelContainment.released`). The control topic is compacted and keyed by model, and
 its value is the model's whole :class:`ModelContainment` snapshot (with the command that
 produced it), so the latest record per model *is* the current containment state a serving
 platform follows, and ``sentinel status`` can show it by reading the topic.
@@ -15,7 +18,7 @@ Escalation when containment does not help is the engine's job (playbook deadline
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import Literal
+from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -23,6 +26,9 @@ from alerting.model import IncidentAction, IncidentEvent, UtcDatetime, iso_utc, 
 from alerting.playbooks import ContainmentAction, PlaybookSet, resolve_action
 
 _FROZEN = ConfigDict(frozen=True, extra="forbid")
+
+MAX_RELEASED: Final = 1000
+"""Released incidents remembered per model (:attr:`ModelContainment.released`)."""
 
 
 class ContainmentCommand(BaseModel):
@@ -65,6 +71,12 @@ class ModelContainment(BaseModel):
     measures: tuple[Measure, ...] = ()
     updated_at: UtcDatetime
     last_command: ContainmentCommand | None = None
+    released: dict[str, UtcDatetime] = Field(
+        default_factory=dict,
+        description="Incidents whose measures were released, and when (the latest "
+        "MAX_RELEASED): a trigger issued before its incident's release is a copy read "
+        "again, not applied again (a reopening's trigger comes after the release).",
+    )
 
     def key(self) -> bytes:
         return self.model.encode()
@@ -91,18 +103,21 @@ def _fields(event: IncidentEvent) -> dict[str, str]:
 def commands_for(
     event: IncidentEvent, playbooks: PlaybookSet, *, dry_run: bool = False
 ) -> list[ContainmentCommand]:
-    """Containment commands for one incident event (none for updates and replays)."""
+    """Containment commands for one incident event (none for updates and replays). A
+    resolve releases whatever is in force for its incident even when its playbook no
+    longer has containment (edited or removed since the trigger): the measures of a
+    resolved incident must not stay in force for good."""
     if event.replay or event.action == IncidentAction.UPDATE:
-        return []
-    pb = playbooks.get(event.playbook.name) if event.playbook else None
-    if pb is None or not pb.containment:
         return []
     op: Literal["apply", "release"] = (
         "apply" if event.action == IncidentAction.TRIGGER else "release"
     )
+    pb = playbooks.get(event.playbook.name) if event.playbook else None
+    if op == "apply" and (pb is None or not pb.containment):
+        return []
     actions: list[ContainmentAction] = []
     skipped: list[str] = []
-    if op == "apply":
+    if op == "apply" and pb is not None:
         fields = _fields(event)
         for act in pb.containment:
             try:
@@ -134,11 +149,24 @@ class ContainmentState(BaseModel):
     models: dict[str, ModelContainment] = Field(default_factory=dict)
 
     def apply(self, command: ContainmentCommand) -> ContainmentState:
+        """The state after ``command``; this state itself when it changes nothing (a
+        release of an incident with nothing in force, an apply issued before its
+        incident's release)."""
         current = self.models.get(command.model)
-        kept = tuple(
-            m for m in (current.measures if current else ()) if m.incident_id != command.incident_id
-        )
-        if command.op == "apply":
+        measures = current.measures if current else ()
+        released = dict(current.released) if current else {}
+        kept = tuple(m for m in measures if m.incident_id != command.incident_id)
+        if command.op == "release":
+            if len(kept) == len(measures):
+                return self
+            released[command.incident_id] = command.issued_at
+            if len(released) > MAX_RELEASED:
+                newest = sorted(released.items(), key=lambda kv: kv[1])[-MAX_RELEASED:]
+                released = dict(newest)
+        else:
+            done = released.get(command.incident_id)
+            if done is not None and command.issued_at < done:
+                return self
             kept += tuple(
                 Measure(
                     incident_id=command.incident_id,
@@ -153,6 +181,7 @@ class ContainmentState(BaseModel):
             measures=kept,
             updated_at=command.issued_at,
             last_command=command,
+            released=released,
         )
         return self.model_copy(update={"models": {**self.models, command.model: snap}})
 

@@ -567,18 +567,36 @@ def partition_count(consumer: Any, topic: str) -> int | None:
     return len(parts) if parts else None
 
 
+class SilenceFollower:
+    """The worker's view of the silences topic (``sentinel silence``, the console): every
+    engine holds the silences active for its model.
+
+    Only once the follower has read the topic to the end it saw at start: until then an
+    engine keeps the silences stored with it (``Detect.silences`` stays unset). Before, it
+    was set at once with nothing read yet, and each engine restored in the first seconds
+    after a start lost its runtime silences: a maintenance window paged."""
+
+    def __init__(self, detect: Detect) -> None:
+        self.detect = detect
+        self.state: dict[str, SilenceRecord] = {}
+
+    def fold(self, records: list[tuple[bytes | None, bytes | None]]) -> None:
+        """One fetch's ``(key, value)`` pairs, in log order (a tombstone deletes its
+        silence: the fold's result replaces the state, not updates it)."""
+        self.state = fold_silence_records(records, self.state)
+
+    def active(self, now: datetime, model: str) -> list[Silence]:
+        return active_silences(self.state, now, model=model)
+
+    def caught_up(self) -> None:
+        self.detect.silences = self.active
+
+
 def _follow_silences(app: faust.App, settings: Settings, detect: Detect) -> None:
-    """Silences added with ``sentinel silence`` reach every engine."""
-    state: dict[str, SilenceRecord] = {}
-
-    def active(now: datetime, model: str) -> list[Silence]:
-        return active_silences(state, now, model=model)
-
-    def fold(records: list[tuple[bytes | None, bytes | None]]) -> None:
-        state.update(fold_silence_records(records, state))
-
-    detect.silences = active
-    _follow_control(app, settings, silences_topic(settings.topics.control), fold)
+    """Silences added with ``sentinel silence`` reach every engine (:class:`SilenceFollower`)."""
+    follower = SilenceFollower(detect)
+    topic = silences_topic(settings.topics.control)
+    _follow_control(app, settings, topic, follower.fold, caught_up=follower.caught_up)
 
 
 def _follow_relearns(app: faust.App, settings: Settings, detect: Detect) -> None:
@@ -619,9 +637,12 @@ def _follow_control(
     settings: Settings,
     topic: str,
     fold: Callable[[list[tuple[bytes | None, bytes | None]]], None],
+    *,
+    caught_up: Callable[[], None] | None = None,
 ) -> None:
     """Every worker follows a (single-partition, compacted) control topic from the start,
-    handing each fetch's ``(key, value)`` pairs to ``fold``."""
+    handing each fetch's ``(key, value)`` pairs to ``fold``; ``caught_up`` is called once,
+    when the topic has been read to the end it had when the follower started."""
 
     async def follow() -> None:
         consumer = AIOKafkaConsumer(
@@ -634,7 +655,12 @@ def _follow_control(
             tp = TopicPartition(topic, 0)
             consumer.assign([tp])
             await consumer.seek_to_beginning(tp)
+            end = (await consumer.end_offsets([tp]))[tp]
+            waiting = caught_up
             while True:
+                if waiting is not None and await consumer.position(tp) >= end:
+                    waiting()
+                    waiting = None
                 batches = await consumer.getmany(timeout_ms=1000)
                 for records in batches.values():
                     fold([(r.key, r.value) for r in records])

@@ -140,10 +140,14 @@ def group_consumer(
 def handle_containment_event(
     event: IncidentEvent, state: ContainmentState, playbooks: PlaybookSet, *, dry_run: bool
 ) -> tuple[ContainmentState, list[ModelContainment]]:
-    """Pure step: new state and the snapshots to publish (keyed by model)."""
+    """Pure step: new state and the snapshots to publish (keyed by model; none for a
+    command that changes nothing)."""
     snapshots: list[ModelContainment] = []
     for cmd in commands_for(event, playbooks, dry_run=dry_run):
-        state = state.apply(cmd)
+        new = state.apply(cmd)
+        if new is state:
+            continue
+        state = new
         snap = state.snapshot(cmd.model)
         if snap is not None:
             snapshots.append(snap)

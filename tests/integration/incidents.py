@@ -26,7 +26,7 @@ def three_incidents() -> list[IncidentEvent]:
 
 
 def publish_records(
-    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes]], **client: Any
+    bootstrap: str, topic: str, records: Iterable[tuple[bytes | None, bytes | None]], **client: Any
 ) -> None:
     """Send ``(key, value)`` records to ``topic`` one by one, each acknowledged (30 s bound);
     ``client``: extra producer settings (e.g. the broker's security)."""

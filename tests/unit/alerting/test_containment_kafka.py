@@ -7,14 +7,25 @@ import pytest
 from kafka.structs import OffsetAndMetadata, TopicPartition
 from pydantic import SecretStr
 
-from alerting.containment import ContainmentState, ModelContainment, commands_for, fold
+from alerting.containment import (
+    ContainmentState,
+    ModelContainment,
+    commands_for,
+    fold,
+    fold_control,
+)
 from alerting.delivery import DeliveryRunner, FailedDelivery
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentEvent
+from alerting.playbooks import PlaybookSet
 from alerting.sinks import WebhookSink
 from alerting.transport import HttpRequest, HttpResponse
 from detectors.base import SignalKind
-from streams.runtime.consumers import containment_loop, restore_containment_state
+from streams.runtime.consumers import (
+    containment_loop,
+    handle_containment_event,
+    restore_containment_state,
+)
 from streams.runtime.notify_consumer import notify_loop
 
 from .helpers import T0, ManualClock, detection, minutes, playbooks, policy, signal
@@ -82,6 +93,47 @@ def test_measures_of_two_incidents_on_one_model_are_independent() -> None:
     snap = st.snapshot("support-bot")
     assert snap is not None
     assert [m.incident_id for m in snap.measures] == [b.incident_id]
+
+
+def test_a_resolve_releases_what_is_in_force_though_its_playbook_no_longer_contains() -> None:
+    """The release used to follow the playbook as it is now: with its containment taken out
+    (or its file removed) before the incident resolved, the measures stayed for good."""
+    trig, res = _lifecycle(SignalKind.CRITICAL_EVENT, "self_harm")
+    pbs = playbooks()
+    state, [applied] = handle_containment_event(trig, ContainmentState(), pbs, dry_run=False)
+    assert len(applied.measures) == 2
+    edited = {n: p for n in pbs.names() if (p := pbs.get(n)) is not None}
+    edited["critical_event"] = edited["critical_event"].model_copy(update={"containment": ()})
+    removed = {n: p for n, p in edited.items() if n != "critical_event"}
+    for now in (PlaybookSet(edited), PlaybookSet(removed)):
+        after, [released] = handle_containment_event(res, state, now, dry_run=False)
+        assert released.measures == ()
+        # an incident with nothing in force: its resolve publishes nothing
+        assert handle_containment_event(res, after, now, dry_run=False) == (after, [])
+
+
+def test_a_trigger_read_again_after_its_release_is_not_applied_again() -> None:
+    """A worker's at-least-once redelivery, or a containment group that re-read the alerts
+    topic, switched a long-resolved incident's fallback on again, for good."""
+    trig, res = _lifecycle(SignalKind.CRITICAL_EVENT, "self_harm")
+    pbs = playbooks()
+    state = ContainmentState()
+    for event in (trig, res):
+        state, _ = handle_containment_event(event, state, pbs, dry_run=False)
+    snap = state.snapshot("support-bot")
+    assert snap is not None
+    assert snap.measures == ()
+    assert snap.released == {trig.incident_id: res.emitted_at}
+    # restarted: the state comes back from the control topic's snapshot
+    restored, bad = fold_control([snap.to_json_bytes()])
+    assert bad == 0
+    assert handle_containment_event(trig, restored, pbs, dry_run=False) == (restored, [])
+    # a reopening of the incident is a new trigger, after the release: contained again
+    reopened = trig.model_copy(
+        update={"sequence": 4, "emitted_at": res.emitted_at + minutes(10), "event_id": "e4"}
+    )
+    _, [again] = handle_containment_event(reopened, restored, pbs, dry_run=False)
+    assert len(again.measures) == 2
 
 
 # ---- kafka loops with fake clients ---------------------------------------------------
