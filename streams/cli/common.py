@@ -15,14 +15,12 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import IO, Any
-
-from pydantic import TypeAdapter, ValidationError
+from typing import IO, Any, TypeVar
 
 from alerting.clock import parse_duration
 from alerting.policy import ConfigError
 from alerting.redact import RedactingFilter
-from streams.contract.events import Name
+from streams.contract.scope import ScopeError, check_name
 from streams.devtools.broker import LocalBroker, port_accepts
 from streams.kafka.security import check_login, kafka_python_kwargs, server_address
 from streams.runtime.consumers import (
@@ -259,24 +257,23 @@ def check_output_path(path: Path) -> None:
         raise ValueError(f"output directory not found: {path.parent}")
 
 
-def contract_arg(kind: Any, what: str) -> Callable[[str], str]:
-    """An argparse type checking a value as the event contract does (``kind``: one of
-    its string types, e.g. ``Name``), so that a filter or a silence names what events
-    can carry: a model named ``"a b"`` can match nothing."""
-    adapter: TypeAdapter[str] = TypeAdapter(kind)
+_V = TypeVar("_V")
 
-    def check(text: str) -> str:
+
+def scope_arg(check: Callable[[str], _V]) -> Callable[[str], _V]:
+    """An argparse type from a check of :mod:`streams.contract.scope` (its error becomes
+    argparse's), so that a filter, silence or re-learn names what events can carry."""
+
+    def arg(text: str) -> _V:
         try:
-            return adapter.validate_python(text)
-        except ValidationError as exc:
-            error = exc.errors()[0]
-            why = "" if error["type"] == "string_pattern_mismatch" else f" ({error['msg']})"
-            raise argparse.ArgumentTypeError(f"not a {what}: {text!r}{why}") from None
+            return check(text)
+        except ScopeError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
 
-    return check
+    return arg
 
 
-name_arg = contract_arg(Name, "model name or version (no spaces or control characters)")
+name_arg = scope_arg(check_name)
 
 
 def port_arg(text: str) -> int:

@@ -72,17 +72,17 @@ from streams.cli.common import (
     add_stop_options,
     client_security,
     connect,
-    contract_arg,
     counts,
     ensure_service_topics,
     name_arg,
     say,
+    scope_arg,
     settings_of,
     setup_logging,
 )
 from streams.cli.notify_config import SECRET_ENV, SINKS, load_notify_file, sink_config
 from streams.cli.status import default_worker_url, delivery_section, read_delivery, worker_section
-from streams.contract.events import LabelKey, LabelValue
+from streams.contract.scope import check_incident_type, check_segment_pair, segment_of
 from streams.investigation.incidents import format_table, read_incident_log
 from streams.investigation.kafka_read import KafkaHistory
 from streams.kafka.clients import SEND_TIMEOUT_S
@@ -275,16 +275,8 @@ def _indent(text: str) -> str:
 # ---- silence ---------------------------------------------------------------------------
 
 
-_label_key = contract_arg(LabelKey, "segment label (a-z, 0-9, _ . -, starting with a letter)")
-_label_value = contract_arg(LabelValue, "segment value (1-256 characters)")
-
-
-def _segment(text: str) -> tuple[str, str]:
-    """``KEY=VALUE``, each checked as the event contract checks segment labels."""
-    key, sep, value = text.partition("=")
-    if not sep or not key.strip() or not value.strip():
-        raise argparse.ArgumentTypeError(f"--segment wants key=value, got {text!r}")
-    return _label_key(key.strip()), _label_value(value.strip())
+_segment = scope_arg(check_segment_pair)
+_incident_type = scope_arg(check_incident_type)
 
 
 def duration_arg(text: str) -> Any:
@@ -372,9 +364,7 @@ def cmd_silence(args: argparse.Namespace) -> int:
     if args.silence_action == "add":
         if not args.comment.strip():
             raise ConfigError("--comment must say why (it is shown to whoever gets paged next)")
-        segment = dict(args.segment or [])
-        if len(segment) != len(args.segment or []):
-            raise ConfigError("--segment: a label is given twice")
+        segment = segment_of(args.segment or [])
         rec = new_silence(
             model=args.model,
             version=args.version,
@@ -449,9 +439,19 @@ def _incident_scope(settings: Settings, incident_id: str) -> tuple[Labels, Signa
     return latest.labels, latest.evidence.signal.kind
 
 
+def _narrowed(args: argparse.Namespace) -> bool:
+    """Whether ``relearn add`` was given a scope of its own (``--model``, ``--version``,
+    ``--segment``), which an ``--incident`` (it names its scope) cannot take beside it."""
+    return args.model is not None or args.version is not None or bool(args.segment)
+
+
 def cmd_relearn(args: argparse.Namespace) -> int:
     """``sentinel relearn add|list``."""
     setup_logging(args.log_level, kafka_warnings=False)
+    if args.relearn_action == "add" and args.incident is not None and _narrowed(args):
+        raise ConfigError(
+            "give --incident (it names its scope) or --model with --version and --segment, not both"
+        )
     settings, bootstrap = connect(settings_of(args))
     topic = relearn_topic(settings.topics.control)
     if args.relearn_action == "list":
@@ -459,8 +459,6 @@ def cmd_relearn(args: argparse.Namespace) -> int:
         return 0
     signals = [SignalKind(k) for k in args.signal or []]
     if args.incident is not None:
-        if args.model is not None:
-            raise ConfigError("give --incident or --model, not both")
         found = _incident_scope(settings, args.incident)
         if found is None:
             say(
@@ -471,9 +469,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
         scope, kind = found
         signals = signals or [kind]
     elif args.model is not None:
-        segment = dict(args.segment or [])
-        if len(segment) != len(args.segment or []):
-            raise ConfigError("--segment: a label is given twice")
+        segment = segment_of(args.segment or [])
         scope = Labels(model=args.model, version=args.version, segment=segment)
     else:
         raise ConfigError("say what re-learns: --incident ID, or --model (and a narrower scope)")
@@ -558,7 +554,11 @@ def register(sub: Any) -> None:
     add.add_argument(
         "--segment", type=_segment, action="append", metavar="KEY=VALUE", help="repeatable"
     )
-    add.add_argument("--type", help="incident type (prefix on kind: toxicity_rate matches all)")
+    add.add_argument(
+        "--type",
+        type=_incident_type,
+        help="incident type: a kind (toxicity_rate matches every category) or kind:feature",
+    )
     add.add_argument("--duration", required=True, type=duration_arg, help="e.g. 90m, 2h, 1d")
     add.add_argument("--starts-at", type=aware_arg, help="ISO 8601 with timezone (default: now)")
     add.add_argument("--comment", required=True)

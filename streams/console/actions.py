@@ -34,6 +34,13 @@ from alerting.playbooks import PlaybookSet
 from alerting.relearn import RelearnRecord, new_relearn, relearn_topic
 from alerting.silences import SilenceRecord, new_silence
 from streams.console.state import ConsoleState
+from streams.contract.scope import (
+    ScopeError,
+    check_incident_type,
+    check_label_key,
+    check_label_value,
+    check_name,
+)
 from streams.runtime.consumers import handle_containment_event
 
 SEND_TIMEOUT_S: Final = 30.0
@@ -154,12 +161,20 @@ class ConsoleActions:
             raise ActionError("model is required")
         if not comment.strip():
             raise ActionError("a comment is required (it is shown to whoever gets paged next)")
+        version, incident_type = (version or "").strip(), (incident_type or "").strip()
+        try:  # the CLI's checks (streams.contract.scope): one definition of a scope
+            model = check_name(model.strip())
+            version = check_name(version) if version else ""
+            incident_type = check_incident_type(incident_type) if incident_type else ""
+            segment = {check_label_key(k): check_label_value(v) for k, v in segment.items()}
+        except ScopeError as exc:
+            raise ActionError(str(exc)) from None
         try:
             rec = new_silence(
-                model=model.strip(),
-                version=(version or "").strip() or None,
+                model=model,
+                version=version or None,
                 segment=segment,
-                incident_type=(incident_type or "").strip() or None,
+                incident_type=incident_type or None,
                 duration=duration_of(duration),
                 now=self.now(),
                 comment=comment.strip(),

@@ -39,6 +39,7 @@ from streams.console.auth import COOKIE, Session
 from streams.console.incident_routes import IncidentRoutes
 from streams.console.views import model_views
 from streams.console.web import Console, Web
+from streams.contract.scope import ScopeError, check_segment_pair, segment_of
 
 SSE_POLL_S: Final = 0.5
 SSE_HEARTBEAT_S: Final = 15.0
@@ -154,12 +155,11 @@ class _AppRoutes:
     async def add_silence(
         self, request: Request, session: Session, form: dict[str, str]
     ) -> Response:
-        segment: dict[str, str] = {}
-        for part in filter(None, (p.strip() for p in form.get("segment", "").split(","))):
-            key, sep, value = part.partition("=")
-            if not sep or not key.strip() or not value.strip():
-                raise ActionError(f"segment wants label=value pairs separated by commas: {part!r}")
-            segment[key.strip()] = value.strip()
+        parts = filter(None, (p.strip() for p in form.get("segment", "").split(",")))
+        try:  # the CLI's checks (streams.contract.scope): one definition of a scope
+            segment = segment_of(check_segment_pair(part) for part in parts)
+        except ScopeError as exc:
+            raise ActionError(f"{exc} (segment: label=value pairs separated by commas)") from None
         rec = await asyncio.to_thread(
             self.console.actions.add_silence,
             model=form.get("model", ""),
