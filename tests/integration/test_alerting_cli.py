@@ -122,7 +122,7 @@ def test_notify_webhook_delivers_every_incident_once_through_an_outage(
     assert recorder.bad_signatures == 0
     assert recorder.requests == len(events) + FAIL_FIRST
     assert "5 record(s)" in out
-    assert "delivered 3, duplicate 1, dead lettered 0" in out
+    assert "delivered 3, duplicate 1, stale 0, dead lettered 0" in out
     assert "undecodable 1" in out
     assert " s; stopped: no new record for 3 s (--until-idle)" in out
     assert SECRET not in out + err
@@ -155,7 +155,7 @@ def test_notify_dead_letters_permanent_failures(
                    "--max-seconds", "40"])  # fmt: skip
     out, _ = capsys.readouterr()
     assert rc == EXIT_DEAD_LETTERS
-    assert "delivered 0, duplicate 0, dead lettered 2" in out
+    assert "delivered 0, duplicate 0, stale 0, dead lettered 2" in out
     assert rec.requests == 2  # 422 is permanent: no retries
     dead = read_topic_to_end(kafka_broker.bootstrap, cli_env.topics.dead_letter)
     letters = [FailedDelivery.model_validate_json(r.value or b"") for r in dead]
