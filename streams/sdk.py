@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Final, TypeVar
 
 from kafka import KafkaProducer
 
+from streams.contract.decode import DEFAULT_LIMITS, IngressLimits, size_problem, window_problem
 from streams.contract.events import (
     AnyEvent,
     Evaluation,
@@ -60,22 +62,40 @@ class PublishError(RuntimeError):
         """(request id, exception) for each failed delivery."""
 
 
+class RejectedEventError(ValueError):
+    """A valid event that the ingress would dead-letter all the same: its record is over
+    the size limit, or its time is outside the window around the clock. Raised by
+    :meth:`SentinelPublisher.publish` instead of sending it."""
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(f"{reason}: {message}")
+        self.reason = reason
+        """The dead-letter reason the ingress would give (``too_large``, ...)."""
+
+
 class SentinelPublisher:
     """Publish Sentinel events to Kafka.
 
     ``bootstrap_servers`` is ``"host:port"``, a list of them, or a ``kafka://`` URL;
-    ``topics`` names the per-kind topics (the service defaults when omitted). Any other
-    keyword is passed to ``KafkaProducer`` (``compression_type="zstd"``, ``linger_ms``,
-    security settings, ...). Thread-safe, like the producer it wraps.
+    ``topics`` names the per-kind topics (the service defaults when omitted). ``limits``
+    (the ingress defaults when omitted: set them as the worker's are) and ``clock`` are
+    what :meth:`publish` checks a record and its time against. Any other keyword is passed
+    to ``KafkaProducer`` (``compression_type="zstd"``, ``linger_ms``, security settings,
+    ...). Thread-safe, like the producer it wraps.
     """
 
     def __init__(
         self,
         bootstrap_servers: str | Sequence[str],
         topics: EventTopics | None = None,
+        *,
+        limits: IngressLimits = DEFAULT_LIMITS,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
         **producer_config: Any,
     ) -> None:
         self.topics = topics or EventTopics()
+        self.limits = limits
+        self.clock = clock
         config: dict[str, Any] = {**DEFAULT_PRODUCER_CONFIG, **producer_config}
         if not config.get("enable_idempotence", True):
             raise ValueError("SentinelPublisher requires enable_idempotence=True")
@@ -97,10 +117,21 @@ class SentinelPublisher:
         """Validate and send any event to its kind's topic (or ``topic``); returns the future.
 
         Raises ``pydantic.ValidationError`` at once if ``event`` is not valid (models built
-        with ``model_construct`` skip validation; this re-checks them).
+        with ``model_construct`` skip validation; this re-checks them), and
+        :class:`RejectedEventError` if the ingress would dead-letter it all the same (a record
+        over its size limit, every field within its own; a time ahead of the clock by more
+        than the ingress allows: a producer's clock minutes fast), so that the producer hears
+        of it. An old time is sent: a backfill is for ``sentinel replay``, which takes every
+        time (the worker dead-letters it as ``past_timestamp``).
         """
         checked = type(event).model_validate(event.model_dump())
         value = dump_event(checked)
+        too_large = size_problem(len(value), self.limits)
+        if too_large is not None:
+            raise RejectedEventError("too_large", f"{checked.request_id}: {too_large}")
+        outside = window_problem(checked.timestamp, self.clock(), self.limits)
+        if outside is not None and outside[0] == "future_timestamp":
+            raise RejectedEventError(outside[0], f"{checked.request_id}: {outside[1]}")
         key = checked.request_id.encode()
         future = self._producer.send(
             topic or self.topic_for(checked.event_type),

@@ -248,9 +248,9 @@ def _decode(
         return dead_letter(
             "empty", "empty record value (tombstone?)", raw, key, coords, now, limits
         )
-    if len(raw) > limits.max_bytes:
-        msg = f"record value is {len(raw)} bytes, over the {limits.max_bytes}-byte limit"
-        return dead_letter("too_large", msg, raw, key, coords, now, limits)
+    too_large = size_problem(len(raw), limits)
+    if too_large is not None:
+        return dead_letter("too_large", too_large, raw, key, coords, now, limits)
     try:
         event: AnyEvent = EVENT_ADAPTER.validate_json(raw)
     except ValidationError as exc:
@@ -263,21 +263,38 @@ def _decode(
                 return _invalid(errs, raw, key, coords, now, limits)
         else:
             return _invalid(errs, raw, key, coords, now, limits)
-    if event.timestamp > now + timedelta(seconds=limits.max_future_s):
-        msg = (
-            f"timestamp {event.timestamp.isoformat()} is more than {limits.max_future_s:g} s "
+    outside = window_problem(event.timestamp, now, limits)
+    if outside is not None:
+        reason, msg = outside
+        detail = ErrorDetail(loc="timestamp", type=reason, msg=msg)
+        return dead_letter(reason, msg, raw, key, coords, now, limits, [detail])
+    return event
+
+
+def size_problem(size: int, limits: IngressLimits) -> str | None:
+    """Why a record value of ``size`` bytes is refused (``too_large``), or None."""
+    if size > limits.max_bytes:
+        return f"record value is {size} bytes, over the {limits.max_bytes}-byte limit"
+    return None
+
+
+def window_problem(
+    timestamp: datetime, now: datetime, limits: IngressLimits
+) -> tuple[Reason, str] | None:
+    """The reason (``future_timestamp``, ``past_timestamp``) and message for an event time
+    outside the window ingress accepts around ``now``, or None. The publisher SDK checks
+    the same before it sends."""
+    if timestamp > now + timedelta(seconds=limits.max_future_s):
+        return "future_timestamp", (
+            f"timestamp {timestamp.isoformat()} is more than {limits.max_future_s:g} s "
             f"after the ingress clock ({now.isoformat()})"
         )
-        detail = ErrorDetail(loc="timestamp", type="future_timestamp", msg=msg)
-        return dead_letter("future_timestamp", msg, raw, key, coords, now, limits, [detail])
-    if (now - event.timestamp).total_seconds() > limits.max_past_s:
-        msg = (
-            f"timestamp {event.timestamp.isoformat()} is more than {limits.max_past_s:g} s "
+    if (now - timestamp).total_seconds() > limits.max_past_s:
+        return "past_timestamp", (
+            f"timestamp {timestamp.isoformat()} is more than {limits.max_past_s:g} s "
             f"before the ingress clock ({now.isoformat()})"
         )
-        detail = ErrorDetail(loc="timestamp", type="past_timestamp", msg=msg)
-        return dead_letter("past_timestamp", msg, raw, key, coords, now, limits, [detail])
-    return event
+    return None
 
 
 def _invalid(

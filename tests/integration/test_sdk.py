@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from kafka import KafkaAdminClient, KafkaConsumer
@@ -11,13 +11,16 @@ from kafka.admin import NewTopic
 from pydantic import ValidationError
 
 from streams.contract.events import (
+    MAX_EMBEDDING_DIM,
+    MAX_FEATURES,
+    MAX_TEXT_CHARS,
     Evaluation,
     Feedback,
     InferenceInput,
     InferenceOutput,
     parse_event,
 )
-from streams.sdk import PublishError, SentinelPublisher
+from streams.sdk import PublishError, RejectedEventError, SentinelPublisher
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 
@@ -92,6 +95,43 @@ def test_invalid_event_is_rejected_before_send(kafka_broker: KafkaBroker) -> Non
         pub.publish(bad)
     with SentinelPublisher(kafka_broker.bootstrap) as pub, pytest.raises(TypeError):
         pub.publish_output(Feedback(request_id="r", timestamp=T0, vote="up"))  # type: ignore[arg-type]
+
+
+def test_an_event_the_ingress_would_dead_letter_is_refused_before_send(
+    kafka_broker: KafkaBroker, service_settings: Settings
+) -> None:
+    """Valid field by field, an event can still be over the record size the ingress takes,
+    or stamped ahead of its clock: it was sent, and dead-lettered where the producer does
+    not look (``too_large``, ``future_timestamp``)."""
+    now = T0 + timedelta(days=1)
+    big = InferenceInput(
+        request_id="req-big",
+        timestamp=now,
+        model="chat",
+        model_version="v1",
+        prompt="漢" * MAX_TEXT_CHARS,  # 300 KB of UTF-8, within the prompt's own limit
+        embedding=[0.0123456789012345] * MAX_EMBEDDING_DIM,
+        categorical_features={f"feature_{i:03d}": "x" * 250 for i in range(MAX_FEATURES)},
+        numeric_features={f"number_{i:03d}": 0.123456789 for i in range(MAX_FEATURES)},
+        retrieved_doc_ids=[f"kb://tenant-acme/docs/{i:04d}" for i in range(256)],
+    )
+    ahead = InferenceOutput(
+        request_id="req-ahead", timestamp=now + timedelta(minutes=10), model="chat",
+        model_version="v1", confidence=0.9,
+    )  # fmt: skip
+    old = ahead.model_copy(update={"request_id": "req-old", "timestamp": T0})
+    with SentinelPublisher(
+        kafka_broker.bootstrap, service_settings.topics, clock=lambda: now
+    ) as pub:
+        with pytest.raises(RejectedEventError, match="too_large: req-big: record value is"):
+            pub.publish(big)
+        with pytest.raises(RejectedEventError, match="future_timestamp: req-ahead") as info:
+            pub.publish(ahead)
+        assert info.value.reason == "future_timestamp"
+        pub.publish(old).get(timeout=30)  # a backfill is sent (replay takes every time)
+    assert pub.sent == 1
+    [(key, _, _)] = _consume(kafka_broker.bootstrap, service_settings.topics.outputs, 1)
+    assert key == b"req-old"
 
 
 def test_delivery_failure_surfaces_to_caller(kafka_broker: KafkaBroker, unique_name: str) -> None:
