@@ -71,11 +71,14 @@ class ModelContainment(BaseModel):
     measures: tuple[Measure, ...] = ()
     updated_at: UtcDatetime
     last_command: ContainmentCommand | None = None
-    released: dict[str, UtcDatetime] = Field(
+    released: dict[str, int] = Field(
         default_factory=dict,
-        description="Incidents whose measures were released, and when (the latest "
-        "MAX_RELEASED): a trigger issued before its incident's release is a copy read "
-        "again, not applied again (a reopening's trigger comes after the release).",
+        exclude_if=lambda released: not released,
+        description="Incidents whose measures were released, with the sequence of the "
+        "event that released them (the latest MAX_RELEASED): a trigger of a lower "
+        "sequence is a copy read again, not applied again (a reopening's trigger has a "
+        "higher one). Left out while empty, so that a reader of the shape before it "
+        "still reads the snapshot.",
     )
 
     def key(self) -> bytes:
@@ -148,10 +151,11 @@ class ContainmentState(BaseModel):
 
     models: dict[str, ModelContainment] = Field(default_factory=dict)
 
-    def apply(self, command: ContainmentCommand) -> ContainmentState:
-        """The state after ``command``; this state itself when it changes nothing (a
-        release of an incident with nothing in force, an apply issued before its
-        incident's release)."""
+    def apply(self, command: ContainmentCommand, sequence: int | None = None) -> ContainmentState:
+        """The state after ``command`` (``sequence``: that of the incident event it came
+        from, when known); this state itself when it changes nothing (a release of an
+        incident with nothing in force, an apply from an event older than its incident's
+        release)."""
         current = self.models.get(command.model)
         measures = current.measures if current else ()
         released = dict(current.released) if current else {}
@@ -159,13 +163,13 @@ class ContainmentState(BaseModel):
         if command.op == "release":
             if len(kept) == len(measures):
                 return self
-            released[command.incident_id] = command.issued_at
-            if len(released) > MAX_RELEASED:
-                newest = sorted(released.items(), key=lambda kv: kv[1])[-MAX_RELEASED:]
-                released = dict(newest)
+            if sequence is not None:
+                released.pop(command.incident_id, None)  # (the latest last)
+                released[command.incident_id] = sequence
+                while len(released) > MAX_RELEASED:
+                    del released[next(iter(released))]
         else:
-            done = released.get(command.incident_id)
-            if done is not None and command.issued_at < done:
+            if sequence is not None and sequence < released.get(command.incident_id, 0):
                 return self
             kept += tuple(
                 Measure(

@@ -19,6 +19,7 @@ from alerting.model import IncidentEvent, iso_utc
 from streams.detection_settings import DetectionSettings
 from streams.investigation.audit import StatisticSeries
 from streams.investigation.chart import chart_model
+from streams.pipeline.detect import is_traffic_key
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
 from streams.pipeline.frozen import FrozenStore, is_frozen_key
 from streams.pipeline.keys import level_of_key, model_of_key
@@ -336,6 +337,8 @@ def model_views(
             view.versions = list(ds.versions)
         view.rows.append(row)
     for model, state in engines.items():
+        if is_traffic_key(model):
+            continue  # (a model's traffic beside its engine: no view of its own)
         view = views.setdefault(model, ModelView(model))
         view.deploys = sorted(
             (d for d in state.get("deploys", []) if isinstance(d, dict)),

@@ -55,7 +55,7 @@ from streams.pipeline.localize import known_keys, localize_detection, probe_heal
 from streams.pipeline.observation import Observation, event_time, served_time, serves
 from streams.pipeline.sampling import reaches, sample_fraction
 from streams.pipeline.silence import SilenceWatch
-from streams.pipeline.state import VERSION_KEY, loaded, readable, restore, stamp
+from streams.pipeline.state import VERSION_KEY, restore, stamp
 
 SilenceSource = Callable[[datetime, str], list[Silence]]
 """Active runtime silences for a model at a time (see :mod:`alerting.silences`)."""
@@ -74,12 +74,24 @@ observation is processed. Ticks tied to event time, not to batch ends, make the 
 independent of how the stream was cut into batches (a minute is far finer than any
 quiet period or deadline); the worker's wall-clock tick covers a stream that stops."""
 
-TRAFFIC_KEY: Final = "traffic"
-"""The key, in a model's stored engine value, of what the worker's wall-clock tick needs
-to go on after a restart (:meth:`Detect.tick_wall`): the event time its engine reached,
-the time silence was last judged at and the silence watch's history. A key the engine
-state does without (no version change): a worker that finds none relearns the model's
-traffic from its next events, as before."""
+TRAFFIC_SUFFIX: Final = "|traffic"
+"""Ends the engine store's key of a model's traffic (:func:`traffic_key`)."""
+
+
+def traffic_key(model: str) -> str:
+    """The engine store's key of what the worker's wall-clock tick needs to go on with
+    ``model`` after a restart (:meth:`Detect.tick_wall`): its latest event and serving
+    times, the times its engine and its silence were last advanced to, and the silence
+    watch's history. A key of its own beside the model's engine (a model name has no
+    ``|``), written in the same partition: a worker of the previous release, which reads
+    an engine value with a key it does not know as no engine at all, never reads it."""
+    return model + TRAFFIC_SUFFIX
+
+
+def is_traffic_key(key: str) -> bool:
+    """Whether an engine store key is a model's traffic (:func:`traffic_key`), not its
+    engine."""
+    return key.endswith(TRAFFIC_SUFFIX)
 
 
 log = logging.getLogger(__name__)
@@ -243,7 +255,7 @@ class Detect:
 
     def _engine_from_state(self, data: dict[str, Any]) -> IncidentEngine:
         engine = IncidentEngine(self.policy, self.playbooks, replay=self.replay)
-        engine.set_state({k: v for k, v in data.items() if k not in (VERSION_KEY, TRAFFIC_KEY)})
+        engine.set_state({k: v for k, v in data.items() if k != VERSION_KEY})
         return engine
 
     def _levels_of(self, obs: Observation) -> list[tuple[Level, Labels, str]]:
@@ -510,9 +522,10 @@ class Detect:
 
     def models(self) -> list[str]:
         """The wall-clock tick's targets: models this instance has processed events of,
-        and those with an engine in its store (a restarted worker's, or those of a
+        and those with a traffic in its store (a restarted worker's, or those of a
         partition that moved here, whose traffic may have stopped before)."""
-        return sorted({*self._seen, *self.engine_store.keys()})
+        stored = {k.removesuffix(TRAFFIC_SUFFIX) for k in self.engine_store if is_traffic_key(k)}
+        return sorted(self._seen.keys() | stored)
 
     def tick_wall(self, model: str) -> list[IncidentEvent]:
         """Advance a model's engine on the wall clock: to its latest event time plus the
@@ -709,23 +722,28 @@ class Detect:
         at: float | None = None,
         silence_t: float | None = None,
     ) -> None:
-        """Write ``model``'s engine to the store, in the worker with its traffic
-        (:data:`TRAFFIC_KEY`): ``at``, the event time the engine reached (default: the
-        model's latest event's), ``silence_t``, the time silence was judged at (default:
-        its latest input or output's)."""
-        data = engine.get_state()
+        """Write ``model``'s engine to the store, and in the worker its traffic
+        (:func:`traffic_key`): ``at``, the event time the engine was advanced to (default:
+        the model's latest event's), ``silence_t``, the time silence was judged at
+        (default: its latest input or output's)."""
+        self.engine_store[model] = stamp("engine", engine.get_state())
         watch = None if self.replay else self.silence.state_of(model)
         seen = self._seen.get(model)
-        if watch is not None and seen is not None:
-            served = self._traffic_seen.get(model)
-            if silence_t is None and served is not None:
-                silence_t = served[0]
-            data[TRAFFIC_KEY] = {
-                "at": seen[0].timestamp() if at is None else at,
-                "silence_at": silence_t,
+        if watch is None or seen is None:
+            return
+        served = self._traffic_seen.get(model)
+        served_at = None if served is None else served[0]
+        event_at = seen[0].timestamp()
+        self.engine_store[traffic_key(model)] = stamp(
+            "traffic",
+            {
+                "event_at": event_at,
+                "at": event_at if at is None else at,
+                "served_at": served_at,
+                "silence_at": served_at if silence_t is None else silence_t,
                 "watch": watch,
-            }
-        self.engine_store[model] = stamp("engine", data)
+            },
+        )
 
     def _resume(self, model: str) -> None:
         """The worker, once per model and process (again after a rebalance moved it):
@@ -733,36 +751,69 @@ class Detect:
         tick goes on ageing its engine and judging its silence. A model whose traffic
         stopped before a restart, or before its partition moved here, is otherwise never
         ticked: its open incidents neither resolve nor escalate, and its silence is never
-        found. Wall-clock time restarts now: the engine and the silence watch age from the
-        restart, not across the downtime (a backlog the worker has yet to read is not a
-        silence). A stored traffic that does not read is logged and relearned."""
+        found. Wall-clock time goes on from where the engine and the silence were last
+        advanced to, not across the downtime; events older than those times still move
+        the model's latest event time as they would have (its ticks do not run ahead of a
+        stream that lags); and the silence watch judges silence only once nothing of the
+        model was read for ``silence_minutes`` after the restart (a backlog the worker has
+        yet to read is not a silence). A stored traffic that does not read is relearned."""
         self._looked_up.add(model)
         if self.replay or model in self._seen:
             return
-        raw = self.engine_store.get(model)
+        raw = self.engine_store.get(traffic_key(model))
         if raw is None:
             return
+        wall = self.wall_clock()
         try:
-            data = loaded(raw)
-            traffic = data.get(TRAFFIC_KEY) if readable("engine", data) else None
-            if not isinstance(traffic, dict):
+            t = restore("traffic", raw, lambda data: _Traffic.of(data))
+            if t is None:
                 return
-            at = datetime.fromtimestamp(float(traffic["at"]), UTC)
-            silence_at = traffic["silence_at"]
-            silence_t = None if silence_at is None else float(silence_at)
-            wall = self.wall_clock()
-            self.silence.resume(model, traffic["watch"], wall)
+            self.silence.resume(model, t.watch, wall)
         except (AttributeError, KeyError, TypeError, ValueError, OverflowError) as exc:
             log.warning("stored traffic of model %r does not read (%s): relearned", model, exc)
             return
-        self._seen[model] = (at, wall)
-        if silence_t is not None:
-            self._traffic_seen[model] = (silence_t, wall)
+        # (wall clocks set back by what ticks had added: the next tick goes on from there)
+        self._seen[model] = (
+            datetime.fromtimestamp(t.event_at, UTC),
+            wall - max(0.0, t.at - t.event_at),
+        )
+        if t.served_at is not None:
+            ahead = max(0.0, (t.silence_at or t.served_at) - t.served_at)
+            self._traffic_seen[model] = (t.served_at, wall - ahead)
         log.info(
-            "model %r: its traffic resumed from the store (engine at %s); its silence is "
+            "model %r: its traffic resumed from the store (latest event %s); its silence is "
             "judged from here on",
             model,
-            at.isoformat(),
+            datetime.fromtimestamp(t.event_at, UTC).isoformat(),
+        )
+
+
+@dataclass(frozen=True)
+class _Traffic:
+    """A model's stored traffic (:func:`traffic_key`, :meth:`Detect._resume`)."""
+
+    event_at: float
+    at: float
+    served_at: float | None
+    silence_at: float | None
+    watch: dict[str, Any]
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> _Traffic:
+        """From its stored data; KeyError, TypeError or ValueError when it is not one."""
+
+        def time_of(value: Any) -> float | None:
+            return None if value is None else float(value)
+
+        watch = data["watch"]
+        if not isinstance(watch, dict):
+            raise TypeError(f"a traffic's watch is a mapping, got {type(watch).__name__}")
+        return cls(
+            event_at=float(data["event_at"]),
+            at=float(data["at"]),
+            served_at=time_of(data["served_at"]),
+            silence_at=time_of(data["silence_at"]),
+            watch=watch,
         )
 
 

@@ -24,10 +24,16 @@ from typing import Any, Final, Literal, TypeAlias, TypeVar
 
 log = logging.getLogger(__name__)
 
-StateKind: TypeAlias = Literal["detectors", "join", "engine"]
+StateKind: TypeAlias = Literal["detectors", "join", "engine", "traffic"]
 
-STATE_VERSIONS: Final[Mapping[StateKind, int]] = {"detectors": 5, "join": 2, "engine": 3}
+STATE_VERSIONS: Final[Mapping[StateKind, int]] = {
+    "detectors": 5,
+    "join": 2,
+    "engine": 3,
+    "traffic": 1,
+}
 """The current shape of each kind of state (1 was the unversioned shape before them;
+traffic 1: a model's traffic beside its engine, ``streams.pipeline.detect.traffic_key``;
 engine 3: incidents grouped by cause; detectors 3: every harm category, evaluations;
 detectors 4: the key's first event time and the rates detectors were calibrated at, for
 run lengths that follow traffic; detectors 5: frozen values stored apart from the record,

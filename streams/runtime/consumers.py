@@ -144,7 +144,7 @@ def handle_containment_event(
     command that changes nothing)."""
     snapshots: list[ModelContainment] = []
     for cmd in commands_for(event, playbooks, dry_run=dry_run):
-        new = state.apply(cmd)
+        new = state.apply(cmd, event.sequence)
         if new is state:
             continue
         state = new

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -123,14 +124,15 @@ def test_a_trigger_read_again_after_its_release_is_not_applied_again() -> None:
     snap = state.snapshot("support-bot")
     assert snap is not None
     assert snap.measures == ()
-    assert snap.released == {trig.incident_id: res.emitted_at}
+    assert snap.released == {trig.incident_id: res.sequence}
     # restarted: the state comes back from the control topic's snapshot
     restored, bad = fold_control([snap.to_json_bytes()])
     assert bad == 0
     assert handle_containment_event(trig, restored, pbs, dry_run=False) == (restored, [])
-    # a reopening of the incident is a new trigger, after the release: contained again
+    # a reopening of the incident is a new trigger, a later step than the release (though
+    # stamped earlier: a detection's event time can trail a wall-clock tick's resolve)
     reopened = trig.model_copy(
-        update={"sequence": 4, "emitted_at": res.emitted_at + minutes(10), "event_id": "e4"}
+        update={"sequence": 4, "emitted_at": res.emitted_at - minutes(10), "event_id": "e4"}
     )
     _, [again] = handle_containment_event(reopened, restored, pbs, dry_run=False)
     assert len(again.measures) == 2
@@ -304,3 +306,12 @@ def test_containment_loop_publishes_snapshots_keyed_by_model_and_dry_run_does_no
     assert snap.last_command is not None
     assert snap.last_command.dry_run
     assert len(consumer2.commits) == 2
+
+
+def test_a_snapshot_without_releases_reads_as_before() -> None:
+    """``released`` is left out while empty: a reader of the snapshot's earlier shape (the
+    previous release's status and console, a serving platform with a strict schema) reads
+    every snapshot of a model that never had a release."""
+    trig, _ = _lifecycle(SignalKind.CRITICAL_EVENT, "self_harm")
+    _, [snap] = handle_containment_event(trig, ContainmentState(), playbooks(), dry_run=False)
+    assert "released" not in json.loads(snap.to_json_bytes())

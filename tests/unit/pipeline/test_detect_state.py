@@ -11,7 +11,7 @@ from alerting.policy import load_policy
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.scenario import Scenario
 from streams.devtools.simulate import Simulator
-from streams.pipeline.detect import TRAFFIC_KEY, Detect
+from streams.pipeline.detect import Detect
 from streams.pipeline.join import Joiner
 from streams.pipeline.keys import key_id, model_of_key
 from streams.pipeline.observation import Observation
@@ -135,7 +135,7 @@ def test_wall_clock_tick_ages_a_silent_model_from_its_last_event() -> None:
     engine = IncidentEngine(policy, playbooks)
     stored = engines[model]
     assert isinstance(stored, dict)
-    engine.set_state({k: v for k, v in stored.items() if k not in (VERSION_KEY, TRAFFIC_KEY)})
+    engine.set_state({k: v for k, v in stored.items() if k != VERSION_KEY})
     [trigger] = engine.observe(detection(latest, model=model))
     engines[model] = stamp("engine", engine.get_state())
     assert detect.tick_wall(model) == []  # no wall time has passed

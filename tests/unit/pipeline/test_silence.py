@@ -7,16 +7,18 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from alerting.incident import EngineState
 from alerting.playbooks import load_playbooks
 from alerting.policy import load_policy
 from streams.contract.decode import Coordinates, DeadLetter, decode
 from streams.devtools.scenario import Injection, Scenario
 from streams.devtools.simulate import Simulator
-from streams.pipeline.detect import TRAFFIC_KEY, Detect
+from streams.pipeline.detect import Detect, traffic_key
 from streams.pipeline.join import Joiner
 from streams.pipeline.observation import Observation
 from streams.pipeline.replay import REPLAY_LIMITS, replay_lines
 from streams.pipeline.silence import SilenceWatch
+from streams.pipeline.state import VERSION_KEY
 from streams.settings import load_settings
 
 H = 3600.0
@@ -326,10 +328,49 @@ def test_a_stored_traffic_that_does_not_read_is_relearned() -> None:
     wall = [1000.0]
     _worker(stores, wall).process(_observations(2.5))
     model = "support-chat"
-    stored = stores[1][model]
+    stored = stores[1][traffic_key(model)]
     assert isinstance(stored, dict)
-    stores[1][model] = {**stored, TRAFFIC_KEY: {"at": "soon", "silence_at": None, "watch": {}}}
+    stores[1][traffic_key(model)] = {**stored, "at": "soon"}
     restarted = _worker(stores, wall)
     wall[0] += 3600.0
     assert restarted.tick_wall(model) == []  # nothing to judge it by: relearned
     assert model not in restarted.silence
+
+
+def test_a_restart_during_a_stall_ticks_as_a_worker_that_did_not_restart() -> None:
+    """Eight minutes of upstream stall (only wall-clock ticks), a restart in it, then the
+    delayed events: the restarted worker took the ticks' advanced time for the model's
+    latest event, the delayed events (older than it) did not move it, and its ticks ran
+    ahead of the stream (an incident resolved early). Now it ticks as one that did not
+    restart."""
+    model = "support-chat"
+    obs = _observations(3.0)
+    t0 = obs[0].event.timestamp
+    cut = next(i for i, o in enumerate(obs) if o.event.timestamp >= t0 + timedelta(hours=2))
+    end = next(i for i, o in enumerate(obs) if o.event.timestamp >= t0 + timedelta(hours=2.1))
+
+    def run(restart: bool) -> tuple[Detect, list[float]]:
+        stores: tuple[dict[str, object], dict[str, object]] = ({}, {})
+        wall = [1000.0]
+        worker = _worker(stores, wall)
+        worker.process(obs[:cut])
+        for _ in range(16):
+            wall[0] += 30.0
+            worker.tick_wall(model)
+        if restart:
+            worker = _worker(stores, wall)
+            worker.tick_wall(model)
+        wall[0] += 30.0
+        worker.process(obs[cut:end])
+        return worker, wall
+
+    (kept, wall_a), (restarted, wall_b) = run(False), run(True)
+    assert wall_a == wall_b
+    assert restarted._seen[model] == kept._seen[model]
+    assert restarted._traffic_seen[model] == kept._traffic_seen[model]
+    stored = restarted.engine_store[model]
+    assert isinstance(stored, dict)
+    # the engine value is the engine state alone: what the previous release reads
+    EngineState.model_validate({k: v for k, v in stored.items() if k != VERSION_KEY})
+    assert traffic_key(model) in restarted.engine_store
+    assert restarted.models() == kept.models()
