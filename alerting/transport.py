@@ -115,6 +115,9 @@ class UrllibTransport:
             if 300 <= exc.code < 400:
                 detail = REDIRECT_DETAIL  # (not its Location: an address may hold a token)
             return HttpResponse(status=exc.code, retry_after_s=retry, detail=detail)
+        except http.client.InvalidURL:
+            # (an HTTPException too, but no retry mends it: dead-lettered at once)
+            raise ValueError("the sink's URL is not valid") from None
         except (urllib.error.URLError, OSError, http.client.HTTPException) as exc:
             # The message of a URLError may contain the URL; keep only the class name. An
             # HTTPException is an answer that is not HTTP (a bad status line, an endless

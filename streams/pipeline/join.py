@@ -29,6 +29,11 @@ MAX_PARKED: Final = 8
 ``JoinStats.expired_unjoined``): join state stays bounded per request id."""
 
 
+COMPACT_SLACK: Final = 1024
+"""A partition's eviction order is rid of its stale entries once they outnumber the live
+ones by this many (keys written again, parked events released)."""
+
+
 @dataclass
 class JoinStats:
     """Counters of the join stage (exported as metrics)."""
@@ -61,6 +66,11 @@ class Joiner:
         self.stats = JoinStats()
         self.sampler = Sampler(settings)
         self._fifo: dict[int, deque[tuple[float, str]]] | None = None
+        """Per partition, (time, key) of each write, oldest first: the eviction order. A
+        key written again, or deleted, leaves a stale entry behind (skipped when reached)."""
+        self._live: dict[int, int] = {}
+        """Per partition, the entries in the store: what ``join_max_entries`` bounds (the
+        FIFO's length counts stale entries too, and evicted live ones early)."""
 
     def reassigned(self) -> None:
         """After a rebalance: the eviction order is rebuilt from the store on next use,
@@ -75,8 +85,10 @@ class Joiner:
                 for key, value in list(self.store.items())
             )
             self._fifo = {}
+            self._live = {}
             for t, part, key in entries:
                 self._fifo.setdefault(part, deque()).append((t, key))
+                self._live[part] = self._live.get(part, 0) + 1
         return self._fifo
 
     def _read(self, key: str) -> dict[str, Any] | None:
@@ -87,21 +99,39 @@ class Joiner:
 
     def _remember(self, key: str, value: dict[str, Any], partition: int) -> None:
         value = stamp("join", {**value, "part": partition})
+        fifos = self._fifos()
+        if key not in self.store:
+            self._live[partition] = self._live.get(partition, 0) + 1
         self.store[key] = value
-        self._fifos().setdefault(partition, deque()).append((value["t"], key))
+        fifo = fifos.setdefault(partition, deque())
+        fifo.append((value["t"], key))
+        if len(fifo) > 2 * self._live[partition] + COMPACT_SLACK:
+            fifos[partition] = deque(e for e in fifo if self._current(e))
+
+    def _current(self, entry: tuple[float, str]) -> bool:
+        """Whether a FIFO entry is its key's latest write (not stale)."""
+        value = self.store.get(entry[1])
+        return value is not None and value.get("t") == entry[0]
+
+    def _delete(self, key: str, partition: int) -> None:
+        self._fifos()
+        del self.store[key]
+        self._live[partition] = self._live.get(partition, 1) - 1
 
     def _evict(self, partition: int, now: float) -> None:
         fifo = self._fifos().get(partition)
-        while fifo and (now - fifo[0][0] > self.ttl_s or len(fifo) > self.max_entries):
+        while fifo and (
+            now - fifo[0][0] > self.ttl_s or self._live.get(partition, 0) > self.max_entries
+        ):
             t, key = fifo.popleft()
             value = self.store.get(key)
             if value is None or value.get("t") != t:
-                continue  # overwritten later; a newer FIFO entry owns it
+                continue  # overwritten later (a newer FIFO entry owns it), or deleted
             if key.startswith("p:"):
                 self.stats.expired_unjoined += len(value.get("events", ()))
             else:
                 self.stats.evicted += 1
-            del self.store[key]
+            self._delete(key, partition)
 
     def process(
         self, event: AnyEvent, coords: Coordinates, partition: int | None = None
@@ -126,7 +156,7 @@ class Joiner:
             out.append(Observation(event, event.model, event.model_version, event.segment, coords))
             parked = self._read("p:" + event.request_id)
             if parked is not None:
-                del self.store["p:" + event.request_id]
+                self._delete("p:" + event.request_id, part)
                 for item in parked["events"]:
                     obs = Observation.from_json(item)
                     out.append(self._with_labels(obs.event, obs.coords, labels))

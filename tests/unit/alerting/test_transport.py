@@ -137,3 +137,14 @@ def test_a_header_the_client_cannot_send_dead_letters_that_event_and_delivery_go
     [letter] = dead
     assert letter.reason.startswith("the HTTP client refused the request (")
     assert "Injected" not in letter.reason
+
+
+def test_a_url_the_client_cannot_use_is_dead_lettered_at_once_not_retried() -> None:
+    [event] = IncidentEngine(policy(), playbooks()).observe(detection())
+    dead: list[FailedDelivery] = []
+    assert _runner("http://127.0.0.1:not-a-port/hook", dead).deliver(event) == (
+        DeliveryOutcome.DEAD_LETTERED
+    )
+    [letter] = dead
+    assert letter.attempts == 1
+    assert letter.reason == "the HTTP client refused the request (ValueError)"

@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from streams.contract.decode import Coordinates
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
 from streams.detection_settings import DetectionSettings
-from streams.pipeline.join import Joiner
+from streams.pipeline.join import COMPACT_SLACK, Joiner
 from streams.pipeline.observation import Observation, served_time
 
 T0 = datetime(2025, 1, 6, tzinfo=UTC)
@@ -146,3 +146,31 @@ def test_events_pushed_out_of_a_requests_wait_are_counted() -> None:
     waited = [o.coords.offset for o in released if isinstance(o.event, Feedback)]
     assert waited == list(range(4, 12))
     assert (joiner.stats.parked, joiner.stats.joined, joiner.stats.expired_unjoined) == (12, 8, 4)
+
+
+def test_the_bound_counts_entries_in_the_store_not_writes() -> None:
+    """Three evaluations parked before each output are four writes of two keys, and the
+    released ``p:`` key is deleted: the eviction order's length counted every write, and
+    outputs were evicted with the store at a quarter of ``join_max_entries``; feedback half an
+    hour later, well inside the TTL, then never joined."""
+    settings = DetectionSettings(join_ttl_minutes=24 * 60, join_max_entries=100)
+    joiner = Joiner(settings, {})
+    offset = 0
+    for i in range(100):
+        t = T0 + timedelta(seconds=10 * i)
+        for _ in range(3):
+            joiner.process(_feedback(f"r{i}", t), _c(offset))
+            offset += 1
+        joiner.process(_output(f"r{i}", t + timedelta(seconds=1)), _c(offset))
+        offset += 1
+    assert len(joiner.store) == 100
+    assert joiner.stats.evicted == 0
+    [late] = joiner.process(_feedback("r10", T0 + timedelta(minutes=30)), _c(offset))
+    assert late.model == "chat"  # joined with its output's labels
+    # the eviction order keeps no more than its slack of stale entries
+    for i in range(100, 3000):
+        t = T0 + timedelta(minutes=40, seconds=i)
+        joiner.process(_feedback(f"r{i}", t), _c(i))
+        joiner.process(_output(f"r{i}", t), _c(i))
+    assert len(joiner.store) == 100
+    assert len(joiner._fifos()[0]) <= 2 * 100 + COMPACT_SLACK + 1
