@@ -22,6 +22,8 @@ finite and in range, timestamps timezone-aware (converted to UTC).
 
 from __future__ import annotations
 
+import functools
+import math
 import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Final, Literal, TypeAlias, get_args
@@ -38,6 +40,7 @@ from pydantic import (
     TypeAdapter,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 
 SCHEMA_VERSION: Final = "1"
 """The ``schema_version`` every event of this contract carries."""
@@ -83,6 +86,9 @@ def _epoch_seconds(value: Any) -> Any:
         raise ValueError("a boolean is not a timestamp")
     if isinstance(value, str) and _NUMERIC_RE.match(value):
         value = float(value)
+    if isinstance(value, float) and not math.isfinite(value):
+        # (pydantic's own error type for it: the dead letter's reason is non_finite)
+        raise PydanticCustomError("finite_number", "a timestamp must be a finite number")
     if isinstance(value, int | float):
         try:
             return datetime.fromtimestamp(value, UTC)
@@ -125,10 +131,31 @@ _CONFIG = ConfigDict(
 )
 
 
+@functools.cache
+def _aliased(cls: type[BaseModel]) -> tuple[tuple[str, str], ...]:
+    """(name, alias) of the fields of ``cls`` that have two spellings."""
+    return tuple((n, f.alias) for n, f in cls.model_fields.items() if f.alias and f.alias != n)
+
+
 class _EventBase(BaseModel):
     """Fields every event carries."""
 
     model_config = _CONFIG
+
+    @model_validator(mode="before")
+    @classmethod
+    def _one_spelling(cls, data: Any) -> Any:
+        """A field given under both its names (``request_id`` and ``gen_ai.response.id``)
+        with different values is an error: one of them was dropped without a word (the
+        OpenTelemetry name won), and a join or a model key went astray."""
+        if isinstance(data, dict):
+            for name, alias in _aliased(cls):
+                if name in data and alias in data and data[name] != data[alias]:
+                    raise ValueError(
+                        f"{name!r} and {alias!r} name one field and disagree "
+                        f"({data[name]!r} and {data[alias]!r}): give one of them"
+                    )
+        return data
 
     event_type: EventType = Field(description="input, output, feedback or evaluation.")
     schema_version: Literal["1"] = Field(

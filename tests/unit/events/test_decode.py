@@ -109,6 +109,8 @@ def _without(key: str) -> bytes:
         (_without("gen_ai.response.id"), "missing_field"),
         (_without("gen_ai.request.model"), "missing_field"),
         (_with(confidence=float("nan")), "non_finite"),
+        (_with(timestamp=float("nan")), "non_finite"),
+        (_with(timestamp=float("-inf")), "non_finite"),
         (_with(moderation={"toxicity": float("inf")}), "non_finite"),
         (_with(confidence=1.01), "out_of_range"),
         (_with(prompt_injection=-0.5), "out_of_range"),
@@ -156,3 +158,16 @@ def test_stats_count_by_topic_and_reason() -> None:
     assert stats.accepted[(AT.topic, "output")] == 1
     assert stats.dead[(AT.topic, "not_json")] == 2
     assert stats.total_dead() == 3
+
+
+def test_a_field_given_under_both_its_names_with_different_values_is_dead_lettered() -> None:
+    """The OpenTelemetry spelling won and the other value was dropped without a word: a
+    join by the wrong request id, a model key of the wrong name."""
+    raw = _with(request_id="req-other")
+    result = decode(raw, AT, now=NOW)
+    assert isinstance(result, DeadLetter)
+    assert result.reason == "invalid"
+    assert "'request_id' and 'gen_ai.response.id' name one field and disagree" in result.error
+    same = json.loads(_with())
+    same["request_id"] = same["gen_ai.response.id"]
+    assert not isinstance(decode(json.dumps(same).encode(), AT, now=NOW), DeadLetter)
