@@ -17,7 +17,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from pydantic import ValidationError
 
@@ -51,6 +51,22 @@ MEMBER_POLL_S = 1.0
 """While a delivery backs off, the consumer polls (its partitions paused) this often."""
 
 
+HANDED_OVER: Final = "handed_over"
+"""The outcome of a record whose delivery stopped because a rebalance during its backoff
+took partitions from this member: not committed, delivered by whoever reads it next."""
+
+
+class PartitionsRevokedError(Exception):
+    """A rebalance during a backoff took partitions from this member (raised by the sleep
+    of :func:`polling_sleep`). The delivery in progress may be of one of them: its new
+    owner reads it from the last commit and delivers it, so going on would page twice (and
+    the late commit could move the new owner's offset back)."""
+
+    def __init__(self, lost: set[Any]) -> None:
+        super().__init__(f"partitions revoked during a backoff: {sorted(map(str, lost))}")
+        self.lost = lost
+
+
 def polling_sleep(
     consumer: Any, sleep: Callable[[float], None] = time.sleep, *, slice_s: float = MEMBER_POLL_S
 ) -> Callable[[float], None]:
@@ -62,13 +78,15 @@ def polling_sleep(
     consumer's partitions and polls in slices of ``slice_s``, then resumes them. A
     rebalance inside a poll can hand the member a partition that is not paused: whatever
     a poll returns is sought back (read again after the backoff), and every partition is
-    paused again before the next slice. After each slice ``sleep(0)``: a stop requested
-    meanwhile (:meth:`streams.cli.common.Stopper.sleep` raises) ends the backoff then, not
-    when the retries run out.
+    paused again before the next slice. A rebalance that takes a partition away ends the
+    backoff with :class:`PartitionsRevokedError`. After each slice ``sleep(0)``: a stop
+    requested meanwhile (:meth:`streams.cli.common.Stopper.sleep` raises) ends the backoff
+    then, not when the retries run out.
     """
 
     def _sleep(seconds: float) -> None:
-        if not consumer.assignment():
+        held = set(consumer.assignment())
+        if not held:
             sleep(seconds)
             return
         try:
@@ -79,6 +97,8 @@ def polling_sleep(
                 for tp, records in (got or {}).items():
                     if records:
                         consumer.seek(tp, min(r.offset for r in records))
+                if lost := held - set(consumer.assignment()):
+                    raise PartitionsRevokedError(lost)
                 sleep(0)
         finally:
             consumer.resume(*consumer.assignment())
@@ -126,12 +146,40 @@ def notify_loop(
         records = polled_records(consumer.poll(timeout_ms=poll_timeout_ms, max_records=100))
         if on_poll is not None:
             on_poll(len(records), is_assigned(consumer))
-        for record in records:
-            stats.count(
-                handle_alert_record(record, runner, dead_letter_raw=dead_letter_raw, clock=clock)
-            )
+        for i, record in enumerate(records):
+            try:
+                outcome = handle_alert_record(
+                    record, runner, dead_letter_raw=dead_letter_raw, clock=clock
+                )
+            except PartitionsRevokedError as exc:
+                log.warning(
+                    "%s; %s[%d]@%d is left to whoever reads it next",
+                    exc,
+                    record.topic,
+                    record.partition,
+                    record.offset,
+                )
+                stats.count(HANDED_OVER)
+                _read_again(consumer, records[i:], exc.lost)
+                break
+            stats.count(outcome)
             commit_record(consumer, record)
     return stats
+
+
+def _read_again(consumer: ConsumerLike, records: list[RecordLike], lost: set[Any]) -> None:
+    """Seek each partition this member kept to the first of ``records`` it did not handle
+    (kafka-python keeps a kept partition's position across a rebalance, which is past the
+    poll's records); the ``lost`` partitions are their new owner's."""
+    from kafka.structs import TopicPartition
+
+    first: dict[TopicPartition, int] = {}
+    for record in records:
+        tp = TopicPartition(record.topic, record.partition)
+        first[tp] = min(first.get(tp, record.offset), record.offset)
+    for tp, offset in first.items():
+        if tp not in lost:
+            consumer.seek(tp, offset)
 
 
 def run_notify_consumer(

@@ -162,6 +162,9 @@ class FakeConsumer:
     def commit(self, offsets: Any = None) -> None:
         self.commits.append(offsets)
 
+    def seek(self, partition: Any, offset: int) -> None:
+        raise AssertionError("the containment loop never seeks")
+
     def close(self) -> None:
         self.closed = True
 
