@@ -9,7 +9,8 @@ arrives before its output waits in the same bounded state.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import MutableMapping
+from collections.abc import Callable, Iterator, MutableMapping
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -71,6 +72,39 @@ class Joiner:
         self._live: dict[int, int] = {}
         """Per partition, the entries in the store: what ``join_max_entries`` bounds (the
         FIFO's length counts stale entries too, and evicted live ones early)."""
+        self._released: dict[str, int] | None = None
+        """Within :meth:`holding_releases`: the parked entries whose events were released,
+        with their partitions, deleted from the store only when the block completes."""
+
+    @contextmanager
+    def holding_releases(
+        self, in_partition: Callable[[int], AbstractContextManager[Any]] = lambda _: nullcontext()
+    ) -> Iterator[None]:
+        """Keep released parked events in the store until the block completes.
+
+        A worker hands the observations :meth:`process` returns to the next stage inside
+        this block. Deleting a parked entry as its output arrives, before the released
+        events were handed on, lost them whenever the hand-off raised (the batch is
+        retried, and the entry was gone) or the process died between the entry's
+        tombstone reaching its changelog and the hand-off's records reaching theirs. Held,
+        a failed block leaves the entries in place, so the retried output releases them
+        again (at least once). Within the block a released entry reads as absent, so a
+        second copy of the output does not release its events twice. The deletions run
+        in ``in_partition(partition)`` (the worker's table writes go to the changelog
+        partition of the current event).
+        """
+        if self._released is not None:
+            raise RuntimeError("holding_releases is not reentrant")
+        self._released = {}
+        try:
+            yield
+            released = self._released
+        finally:
+            self._released = None
+        for key, part in released.items():
+            if key in self.store:
+                with in_partition(part):
+                    self._delete(key, part)
 
     def reassigned(self) -> None:
         """After a rebalance: the eviction order is rebuilt from the store on next use,
@@ -94,11 +128,23 @@ class Joiner:
     def _read(self, key: str) -> dict[str, Any] | None:
         """A join entry of the current state version (an older one reads as absent; the
         FIFO still evicts it in its own partition)."""
+        if self._released is not None and key in self._released:
+            return None
         value = self.store.get(key)
         return None if value is None else restore("join", value, lambda data: data)
 
+    def _release(self, key: str, partition: int) -> None:
+        """A parked entry whose events were released: deleted now, or when the current
+        :meth:`holding_releases` block completes."""
+        if self._released is None:
+            self._delete(key, partition)
+        else:
+            self._released[key] = partition
+
     def _remember(self, key: str, value: dict[str, Any], partition: int) -> None:
         value = stamp("join", {**value, "part": partition})
+        if self._released is not None:
+            self._released.pop(key, None)  # written again: the new value stays
         fifos = self._fifos()
         if key not in self.store:
             self._live[partition] = self._live.get(partition, 0) + 1
@@ -127,6 +173,8 @@ class Joiner:
             value = self.store.get(key)
             if value is None or value.get("t") != t:
                 continue  # overwritten later (a newer FIFO entry owns it), or deleted
+            if self._released is not None and key in self._released:
+                continue  # released: deleted when its block completes, not expired
             if key.startswith("p:"):
                 self.stats.expired_unjoined += len(value.get("events", ()))
             else:
@@ -156,7 +204,7 @@ class Joiner:
             out.append(Observation(event, event.model, event.model_version, event.segment, coords))
             parked = self._read("p:" + event.request_id)
             if parked is not None:
-                self._delete("p:" + event.request_id, part)
+                self._release("p:" + event.request_id, part)
                 for item in parked["events"]:
                     obs = Observation.from_json(item)
                     out.append(self._with_labels(obs.event, obs.coords, labels))

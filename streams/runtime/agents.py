@@ -411,6 +411,10 @@ class _Agents:
         (its topic has ``partitions`` partitions, as the join's topic has)."""
         return item.key == rid and item.coords.partition == home and partitions == self.partitions
 
+    def _join_partition(self, part: int) -> contextlib.AbstractContextManager[None]:
+        """The write scope of the join table's ``part``: the by-request topic's."""
+        return _as_current(_PartitionWrite(_Message(self.by_request.get_topic_name(), part)))
+
     async def to_detect(self, observations: Sequence[Observation]) -> None:
         """Observations to the by-model topic, in envelopes per model."""
         per_model: dict[str, list[Observation]] = {}
@@ -440,31 +444,33 @@ class _Agents:
         for home, group in elsewhere.items():
             for envelope in envelopes(group):
                 await self.by_request.send(value=envelope, partition=home)
-        ready: list[Observation] = []
-        for part, mine in local.items():
-            with _as_current(mine[0].record):
-                for item in mine:
-                    ready.extend(self.joiner.process(item.event, item.coords, part))
-        await self.to_detect(ready)
+        with self.joiner.holding_releases(self._join_partition):
+            ready: list[Observation] = []
+            for part, mine in local.items():
+                with _as_current(mine[0].record):
+                    for item in mine:
+                        ready.extend(self.joiner.process(item.event, item.coords, part))
+            await self.to_detect(ready)
 
     async def join(self, stream: Any) -> None:
         """Agent over the by-request topic: join, then on to detection."""
         async for batch in stream.take_events(TAKE_MAX, within=TAKE_WITHIN_S):
-            ready: list[Observation] = []
-            for record in batch:
-                with _as_current(record):
-                    part = record.message.partition
-                    try:  # the whole envelope goes on, or is dead-lettered whole
-                        joined = [
-                            j
-                            for obs in unwrap(record.value)
-                            for j in self.joiner.process(obs.event, obs.coords, part)
-                        ]
-                    except Exception as exc:
-                        await self._set_aside(record, exc)
-                    else:
-                        ready += joined
-            await self.to_detect(ready)
+            with self.joiner.holding_releases(self._join_partition):
+                ready: list[Observation] = []
+                for record in batch:
+                    with _as_current(record):
+                        part = record.message.partition
+                        try:  # the whole envelope goes on, or is dead-lettered whole
+                            joined = [
+                                j
+                                for obs in unwrap(record.value)
+                                for j in self.joiner.process(obs.event, obs.coords, part)
+                            ]
+                        except Exception as exc:
+                            await self._set_aside(record, exc)
+                        else:
+                            ready += joined
+                await self.to_detect(ready)
 
     async def detect_batches(self, stream: Any) -> None:
         """Agent over the by-model topic: detection and the engines' wall-clock ticks, per

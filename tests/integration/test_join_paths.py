@@ -16,7 +16,9 @@ from pathlib import Path
 import pytest
 from kafka import KafkaConsumer, KafkaProducer
 
+from streams.kafka.topics import read_topic_to_end
 from streams.pipeline.sampling import request_draw
+from streams.runtime.agents import home_partition
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import AlertsReader, critical_marker
@@ -38,12 +40,42 @@ def test_in_place_and_forwarded_records_both_page(
     markers = {model: critical_marker(model, "v1", now, i) for i, model in enumerate(keys)}
     log = tmp_path / "worker.log"
     reader = AlertsReader(kafka_broker.bootstrap, service_settings.topics.alerts)
+    parked: dict[str, int] = {}  # request id: the partition that owns its join state
+    partitions = service_settings.kafka.topic_partitions
+    changelog = f"{service_settings.worker.app_id}-join-changelog"
+
+    def entries() -> dict[str, tuple[int, bytes | None]]:
+        return {
+            key: write
+            for key, write in _last_writes(kafka_broker.bootstrap, changelog).items()
+            if key.removeprefix("p:") in parked
+        }
+
     with worker_process(service_settings, ["-m", "streams.cli.main", "run"], log):
         producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
         try:
+            # Feedback before its output on the two keyed paths: parked in the join.
             for model, line in markers.items():
-                rid = json.loads(line)["gen_ai.response.id"].encode()
-                key = rid if model == "keyed-by-request" else keys[model]
+                rid = json.loads(line)["gen_ai.response.id"]
+                key = rid.encode() if model == "keyed-by-request" else keys[model]
+                if key is not None:
+                    parked[rid] = home_partition(rid.encode(), partitions)
+                    vote = {"request_id": rid, "timestamp": now.isoformat(), "vote": "down"}
+                    fb = json.dumps({"event_type": "feedback", **vote}).encode()
+                    producer.send(service_settings.topics.feedback, key=key, value=fb)
+            producer.flush(timeout=30)
+            wait_for(
+                lambda: (
+                    {k: p for k, (p, v) in entries().items() if v is not None}
+                    == {f"p:{rid}": part for rid, part in parked.items()}
+                ),
+                120,
+                "each feedback parked in its request's partition",
+                log,
+            )
+            for model, line in markers.items():
+                rid = json.loads(line)["gen_ai.response.id"]
+                key = rid.encode() if model == "keyed-by-request" else keys[model]
                 producer.send(service_settings.topics.outputs, key=key, value=line.encode())
             producer.flush(timeout=30)
         finally:
@@ -51,11 +83,30 @@ def test_in_place_and_forwarded_records_both_page(
         paged = reader.wait(
             lambda events: {e.labels.model for e in events} >= set(keys), timeout_s=120
         )
+        wait_for(
+            lambda: entries() == {f"p:{rid}": (part, None) for rid, part in parked.items()},
+            60,
+            "each parked feedback released and its entry deleted in its partition",
+            log,
+        )
     reader.close()
     got = {e.labels.model: e.incident_type for e in reader.events}
     assert paged, f"paged only {sorted(got)}; worker log: {log.read_text()[-3000:]}"
     assert all(t.startswith("critical_event") for t in got.values()), got
     print(f"checked: in-place and by-request join paths both paged: {sorted(got.items())}")
+    print(f"checked: feedback parked before its output released on both paths: {parked}")
+
+
+def _last_writes(bootstrap: str, topic: str) -> dict[str, tuple[int, bytes | None]]:
+    """The partition and value of each key's last write in a changelog topic. Read by
+    assignment: a subscribed kafka-python consumer creates a missing topic (whatever its
+    ``allow_auto_create_topics``), and a join changelog made before the worker's, with the
+    broker's default partition count, stops the worker's join."""
+    return {
+        json.loads(r.key): (r.partition, r.value)
+        for r in read_topic_to_end(bootstrap, topic)
+        if r.key is not None
+    }
 
 
 def test_a_sampled_model_is_detected_on_its_sample_and_its_critical_outputs_still_page(

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
+
+import pytest
 
 from streams.contract.decode import Coordinates
 from streams.contract.events import Evaluation, Feedback, InferenceInput, InferenceOutput
@@ -174,3 +177,52 @@ def test_the_bound_counts_entries_in_the_store_not_writes() -> None:
         joiner.process(_output(f"r{i}", t), _c(i))
     assert len(joiner.store) == 100
     assert len(joiner._fifos()[0]) <= 2 * 100 + COMPACT_SLACK + 1
+
+
+class _HandOffError(Exception):
+    pass
+
+
+def test_released_events_stay_parked_until_handed_on() -> None:
+    """The worker hands released events on inside ``holding_releases``: a hand-off that
+    raises leaves them parked, and the retried output releases them again (before, the
+    entry was deleted as the output arrived, and a failed hand-off lost them)."""
+    joiner = Joiner(DetectionSettings(), {})
+    joiner.process(_feedback("r", T0), _c(0))
+    scopes: list[int] = []
+
+    def in_partition(part: int) -> AbstractContextManager[None]:
+        scopes.append(part)
+        return nullcontext()
+
+    def fail_hand_off() -> None:
+        with joiner.holding_releases(in_partition):
+            released = joiner.process(_output("r", T0 + timedelta(seconds=1)), _c(1), 3)
+            assert [o.event.event_type for o in released] == ["output", "feedback"]
+            # a second copy of the output, in the same block, releases nothing twice
+            again = joiner.process(_output("r", T0 + timedelta(seconds=1)), _c(1), 3)
+            assert [o.event.event_type for o in again] == ["output"]
+            raise _HandOffError
+
+    with pytest.raises(_HandOffError):
+        fail_hand_off()
+    assert "p:r" in joiner.store
+    assert scopes == []
+    with joiner.holding_releases(in_partition):
+        retried = joiner.process(_output("r", T0 + timedelta(seconds=1)), _c(1), 3)
+        assert "p:r" in joiner.store  # still parked while the block runs
+    assert [o.coords for o in retried] == [_c(1), _c(0)]
+    assert "p:r" not in joiner.store
+    assert scopes == [3]  # the deletion is written in the entry's partition
+    assert joiner.stats.expired_unjoined == 0
+
+
+def test_a_released_entry_is_not_expired_while_held() -> None:
+    settings = DetectionSettings(join_ttl_minutes=10)
+    joiner = Joiner(settings, {})
+    joiner.process(_feedback("r", T0), _c(0))
+    with joiner.holding_releases():
+        joiner.process(_output("r", T0 + timedelta(minutes=20)), _c(1))
+    assert joiner.stats.expired_unjoined == 0
+    assert joiner.stats.joined == 1
+    assert set(joiner.store) == {"o:r"}
