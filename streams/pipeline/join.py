@@ -95,10 +95,13 @@ class Joiner:
         """
         if self._released is not None:
             raise RuntimeError("holding_releases is not reentrant")
-        self._released = {}
+        released: dict[str, int] = {}
+        self._released = released
         try:
             yield
-            released = self._released
+        except BaseException:
+            self._fifo = None  # a held entry may have left the eviction order: rebuilt
+            raise
         finally:
             self._released = None
         for key, part in released.items():

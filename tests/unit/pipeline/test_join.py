@@ -226,3 +226,22 @@ def test_a_released_entry_is_not_expired_while_held() -> None:
     assert joiner.stats.expired_unjoined == 0
     assert joiner.stats.joined == 1
     assert set(joiner.store) == {"o:r"}
+
+
+def test_an_entry_held_by_a_failed_block_is_still_evicted() -> None:
+    """The block's eviction passed over the held entry; after a failure it stays parked
+    and must still leave at its TTL."""
+    joiner = Joiner(DetectionSettings(join_ttl_minutes=10), {})
+    joiner.process(_feedback("r", T0), _c(0))
+
+    def fail() -> None:
+        with joiner.holding_releases():
+            joiner.process(_output("r", T0 + timedelta(minutes=20)), _c(1))
+            raise _HandOffError
+
+    with pytest.raises(_HandOffError):
+        fail()
+    assert "p:r" in joiner.store
+    joiner.process(_output("later", T0 + timedelta(minutes=45)), _c(2))
+    assert set(joiner.store) == {"o:later"}
+    assert joiner.stats.expired_unjoined == 1
