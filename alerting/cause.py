@@ -16,11 +16,13 @@ downvotes, confidence and toxicity together. Two pure pieces turn that into one 
   "ripple effect" that Squeeze and RiskLoc exploit) and its relative shift is
   ``min_lift_ratio`` times the model's (episodes start at different times in different
   keys, so shares alone favour large cuts; the lift ratio does not). A fresh version needs no
-  concentration margin: canary analysis already judges it against the version it
-  replaced, however much traffic it has taken. Of several localizing dimensions the
-  deployed version wins (the deploy is the cause), then the largest concentration, then
-  surprise. No localizing dimension: the change is model-wide when the model key itself
-  is alarmed, else it stays at the key that fired.
+  concentration margin, however much traffic it has taken: it is judged as canary
+  analysis judges it, against the versions it replaces, so its lift must be
+  ``min_lift_ratio`` times theirs (a rise that moves the old version as much is not the
+  deploy's). Of several localizing dimensions the deployed version wins (the deploy is
+  the cause), then the largest concentration, then surprise. No localizing dimension: the
+  change is model-wide when the model key itself is alarmed, else it stays at the key
+  that fired.
 * :func:`same_cause` says whether a detection is explained by an open incident: same
   model, scopes that do not contradict each other (tenant=a vs tenant=b do), and signals
   that one cause produces: the same signal family; downvotes (users react to any
@@ -151,6 +153,9 @@ def localize(
     candidates: list[tuple[tuple[float, float, float], Cut]] = []
     model_cut: Cut | None = None
     model_lift = next((_lift(r.excess) for r in by_dim.get("model", [])), None)
+    replaced_lift = _pooled_lift(
+        [r.excess for r in by_dim.get("version", []) if not r.fresh_version]
+    )
     for dim, group in sorted(by_dim.items()):
         positive = sum(max(r.excess.excess, 0.0) for r in group)
         for r in group:
@@ -159,7 +164,9 @@ def localize(
             cuts.append(cut)
             if dim == "model":
                 model_cut = cut
-            elif (rank := _culprit_rank(r, ep, model_lift, policy)) is not None:
+                continue
+            reference = replaced_lift if r.fresh_version else model_lift
+            if (rank := _culprit_rank(r, ep, reference, policy)) is not None:
                 candidates.append((rank, cut))
     cuts.sort(key=lambda c: (-c.explanatory_power, -c.surprise, c.dimension))
     shown = tuple(cuts[:MAX_CUTS])
@@ -208,19 +215,19 @@ def _cut_of(r: Reading, dim: str, ep: float) -> Cut:
 
 
 def _culprit_rank(
-    r: Reading, ep: float, model_lift: float | None, policy: GroupingPolicy
+    r: Reading, ep: float, reference_lift: float | None, policy: GroupingPolicy
 ) -> tuple[float, float, float] | None:
     """How a version or segment key ranks as the culprit (a fresh version first, then
     concentration, then surprise), or None when it does not localize the change: it must
     pass the four tests of the module docstring (explanatory power, concentration over its
-    traffic share, surprise, lift over the model's)."""
+    traffic share, surprise, and lift over ``reference_lift``: the model's, or for a fresh
+    version the versions' it replaces)."""
     share = r.traffic_share if r.traffic_share is not None else 0.0
     concentration = ep - (0.0 if r.fresh_version else share)
     lifted = (
-        r.fresh_version
-        or model_lift is None
-        or model_lift <= 0
-        or _lift(r.excess) >= policy.min_lift_ratio * model_lift
+        reference_lift is None
+        or reference_lift <= 0
+        or _lift(r.excess) >= policy.min_lift_ratio * reference_lift
     )
     if (
         ep >= policy.min_explanatory_power
@@ -251,10 +258,22 @@ def _localized(best: Cut, shown: tuple[Cut, ...]) -> Localization:
 def _lift(ex: Excess) -> float:
     """Relative shift of an episode: excess per observation over its scale (the
     baseline's size, or the reference standard deviation of a mean shift)."""
-    if ex.n <= 0:
-        return 0.0
-    scale = ex.scale if ex.scale is not None else max(abs(ex.baseline), 1e-9)
-    return ex.excess / ex.n / scale
+    return _pooled_lift([ex]) or 0.0
+
+
+def _pooled_lift(episodes: Sequence[Excess]) -> float | None:
+    """The relative shift of several keys' episodes taken together (their excess over
+    their observations' scales; None without observations): the versions a fresh one
+    replaces, weighed by their traffic, so a straggler version's few noisy observations
+    do not set the bar."""
+    weight = sum(ex.n * _scale(ex) for ex in episodes if ex.n > 0)
+    if weight <= 0:
+        return None
+    return sum(ex.excess for ex in episodes if ex.n > 0) / weight
+
+
+def _scale(ex: Excess) -> float:
+    return ex.scale if ex.scale is not None else max(abs(ex.baseline), 1e-9)
 
 
 def family_of(incident_type: str) -> str:

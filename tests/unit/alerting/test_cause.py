@@ -108,6 +108,21 @@ def test_fresh_version_is_named_even_when_it_carries_all_the_traffic() -> None:
     assert localize(stale, fired=lb()).scope == lb()
 
 
+def test_a_rise_that_moves_the_old_version_as_much_is_not_the_fresh_versions() -> None:
+    """A model-wide rise during a rollout: the fresh version carries 70 % of the traffic
+    and so most of the excess, but the version it replaces rose as much. Before, a fresh
+    version skipped the lift test and was named (the deploy's playbook: a rollback)."""
+    readings = [
+        Reading(lb(), ex(120, 60, alarmed=True, n=1000), 1.0),
+        Reading(lb("v1"), ex(36, 18, alarmed=True, n=300), 0.3),
+        Reading(lb("v2"), ex(84, 42, alarmed=True, n=700), 0.7, fresh_version=True),
+    ]
+    assert localize(readings, fired=lb("v2")).scope == lb()
+    # the old version's rise a small part of the fresh one's: the deploy is named
+    readings[1] = Reading(lb("v1"), ex(3, 1, n=300), 0.3)
+    assert localize(readings, fired=lb("v2")).scope == lb("v2")
+
+
 def test_without_a_culprit_or_model_alarm_the_key_that_fired_stays() -> None:
     readings = [
         Reading(lb(), ex(3, 1), 1.0),
