@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -40,6 +40,19 @@ RELEARN_SUFFIX: Final = ".relearn"
 NO_BASELINE: Final = frozenset({SignalKind.CRITICAL_EVENT, SignalKind.TRAFFIC_SILENCE})
 """Signal kinds without a learned baseline to re-learn: a critical event is judged alone
 against a fixed cutoff; traffic silence against the gap the model's own rate allows."""
+
+_MARK_TIME: Final = "%Y-%m-%dT%H:%M:%S.%fZ"
+"""The request time in :meth:`RelearnRecord.mark`: always with its microseconds."""
+
+
+def _fixed_width(mark: tuple[str, str]) -> tuple[str, str]:
+    """A key's stored mark in the form :meth:`RelearnRecord.mark` writes now (a mark
+    stored by an earlier release has no fraction at a whole second)."""
+    at, rid = mark
+    try:
+        return (datetime.fromisoformat(at).astimezone(UTC).strftime(_MARK_TIME), rid)
+    except ValueError:
+        return mark
 
 
 def relearnable(kind: SignalKind) -> bool:
@@ -75,8 +88,11 @@ class RelearnRecord(BaseModel):
         return self.model_dump_json().encode()
 
     def mark(self) -> tuple[str, str]:
-        """Its place in the order records apply in: request time, then id."""
-        return (iso_utc(self.requested_at), self.id)
+        """Its place in the order records apply in: request time, then id. The time is
+        written at a fixed width (marks are compared, and stored, as strings): ISO 8601
+        leaves out a zero fraction, and ``.`` sorts before ``Z``, so a record half a
+        second after another one sorted before it and was never applied."""
+        return (self.requested_at.astimezone(UTC).strftime(_MARK_TIME), self.id)
 
     def covers(self, labels: Labels) -> bool:
         """Whether a key with ``labels`` is in this record's scope."""
@@ -206,11 +222,12 @@ class RelearnBook:
     def pending(self, labels: Labels, mark: tuple[str, str] | None) -> list[RelearnRecord]:
         """The records covering a key with ``labels`` after its ``mark`` (the newest it
         applied; None: none), oldest first."""
+        after = None if mark is None else _fixed_width(mark)
         return sorted(
             (
                 r
                 for r in self.records.values()
-                if (mark is None or r.mark() > mark) and r.covers(labels)
+                if (after is None or r.mark() > after) and r.covers(labels)
             ),
             key=RelearnRecord.mark,
         )

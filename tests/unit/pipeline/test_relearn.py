@@ -229,3 +229,21 @@ def test_records_without_a_baseline_or_a_reason_are_refused() -> None:
     book.update([(everything.key(), None)])
     assert book.generation == 2
     assert not book.records
+
+
+def test_a_relearn_half_a_second_after_another_is_applied_after_it() -> None:
+    """Marks are compared as strings: ISO 8601 left out a zero fraction, and "." sorts
+    before "Z", so a record at 12:00:00.5 sorted before one at 12:00:00 and a key that
+    had applied the earlier one never applied it."""
+    scope = Labels(model="chat", segment={"tenant": "acme"})
+    at = datetime(2025, 3, 1, 12, tzinfo=UTC)
+    first = new_relearn(scope, [SignalKind.TOXICITY_RATE], now=at, by="alice", reason="a")
+    later = at + timedelta(milliseconds=500)
+    second = new_relearn(scope, [SignalKind.DOWNVOTE_RATE], now=later, by="bob", reason="b")
+    book = RelearnBook()
+    book.records = {first.id: first, second.id: second}
+    assert [r.id for r in book.pending(scope, None)] == [first.id, second.id]
+    assert [r.id for r in book.pending(scope, first.mark())] == [second.id]
+    # a mark stored before the fixed width (no fraction) still orders the same records
+    stored = ("2025-03-01T12:00:00Z", first.id)
+    assert [r.id for r in book.pending(scope, stored)] == [second.id]
