@@ -235,6 +235,22 @@ class DetectionSettings(BaseModel):
                 )
         return self
 
+    @model_validator(mode="after")
+    def _segment_labels(self) -> DetectionSettings:
+        """A segment label named as a key level would be cut with that level: the culprit
+        search counts a dimension by its name (``alerting.cause.dimension_of``), so a
+        ``version`` label's values were weighed against the versions and the versions were
+        no longer named; a ``model`` label replaced the model-wide cut."""
+        taken = sorted(set(self.segment_labels) & {"model", "version"})
+        if taken:
+            raise ValueError(
+                f"detection.segment_labels: {', '.join(map(repr, taken))} names a key level, "
+                "not a segment label; rename it where it is produced (e.g. 'app_version')"
+            )
+        if len(set(self.segment_labels)) < len(self.segment_labels):
+            raise ValueError("detection.segment_labels: a label is listed twice")
+        return self
+
     @model_validator(mode="before")
     @classmethod
     def _renamed(cls, data: Any) -> Any:

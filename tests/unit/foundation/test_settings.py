@@ -51,6 +51,9 @@ def test_long_form_wins_over_short_form() -> None:
         ("[topics]\nalerts = 'bad topic!'\n", "topics.alerts: String should match"),
         ("[topics]\ninputs = 'sentinel.outputs'\n", "one topic for two purposes"),
         ("[local_broker]\nkafka_version = '4.0.0'\n", ">= 4.0.1"),
+        ("[detection]\nsegment_labels = ['tenant', 'version']\n", "'version' names a key level"),
+        ("[detection]\nsegment_labels = ['model']\n", "'model' names a key level"),
+        ("[detection]\nsegment_labels = ['tenant', 'tenant']\n", "listed twice"),
     ],
 )
 def test_bad_config_is_an_error_that_names_the_key(tmp_path: Path, toml: str, needle: str) -> None:
