@@ -21,6 +21,7 @@ import re
 import socket
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from signal import SIGTERM
@@ -322,4 +323,109 @@ def test_notify_stays_in_its_group_through_an_outage_longer_than_the_poll_interv
         f"checked: endpoint refused for {LONG_OUTAGE_S:.0f} s "
         f"({LONG_OUTAGE_S * 1000 / POLL_INTERVAL_MS:.1f} poll intervals), recovered after "
         f"{outage:.0f} s; {len(ids)}/{len(events)} delivered once, group lag 0, no exit"
+    )
+
+
+def test_a_member_that_loses_a_partition_mid_backoff_leaves_its_events_to_the_new_owner(
+    kafka_broker: KafkaBroker, service_settings: Settings
+) -> None:
+    """Member A of a notify group holds both partitions and backs off on an event (the
+    endpoint refuses); member B joins and the rebalance gives it one of them. A ends the
+    backoff (``handed_over``), B delivers that partition's events, A the rest, read again
+    from where it stood. Before, A went on retrying after the rebalance: when the event it
+    held was on B's partition, both paged it."""
+    import threading
+
+    from pydantic import SecretStr
+
+    from alerting.clock import SystemClock
+    from alerting.delivery import RetryPolicy
+    from alerting.sinks import WebhookSink
+    from alerting.transport import UrllibTransport
+    from streams.kafka.topics import ensure_topics
+    from streams.runtime.consumers import LoopStats
+    from streams.runtime.notify_consumer import HANDED_OVER, run_notify_consumer
+
+    ensure_topics(service_settings, [kafka_broker.bootstrap])
+    topic = service_settings.topics.alerts
+    group = f"notify-handover-{service_settings.worker.app_id}"
+    partitions = service_settings.kafka.topic_partitions
+    events = _incident_events()[:12]
+    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
+    try:
+        for event in events:
+            producer.send(topic, key=event.key(), value=event.model_dump_json().encode())
+        producer.flush(timeout=30)
+    finally:
+        producer.close()
+    holder = socket.socket()  # bound, not listening: connection refused
+    holder.bind(("127.0.0.1", 0))
+    port = holder.getsockname()[1]
+    rec = Recorder(SECRET.encode())
+    stop = threading.Event()
+    stats = {"a": LoopStats(), "b": LoopStats()}
+    polled: dict[str, list[tuple[int, bool]]] = {"a": [], "b": []}
+    failure: list[BaseException] = []
+
+    def member(name: str) -> threading.Thread:
+        def run() -> None:
+            try:
+                run_notify_consumer(
+                    kafka_broker.bootstrap,
+                    topic,
+                    WebhookSink(f"http://127.0.0.1:{port}/hook", SecretStr(SECRET)),
+                    dead_letter_topic=service_settings.topics.dead_letter,
+                    should_stop=stop.is_set,
+                    group_id=group,
+                    transport=UrllibTransport(timeout_s=5, use_env_proxy=False),
+                    retry=RetryPolicy(
+                        max_attempts=10_000, initial_backoff_s=0.5, max_backoff_s=2.0
+                    ),
+                    clock=SystemClock(),
+                    stats=stats[name],
+                    on_poll=lambda n, assigned: polled[name].append((n, assigned)),
+                    consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
+                )
+            except BaseException as exc:  # the assertion below reports it
+                failure.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        return thread
+
+    def each(what: str, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            assert not failure, f"notify failed: {failure[0]!r}"
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    threads = [member("a")]
+    try:
+        each("A to read its first events", lambda: any(n for n, _ in polled["a"]), 120)
+        threads.append(member("b"))
+        each("A to hand a partition over", lambda: HANDED_OVER in stats["a"].outcomes, 120)
+        holder.close()
+        with serve(rec, port=port):
+            each("every event delivered", lambda: len(rec.accepted) >= len(events), 120)
+            each(
+                "every record committed",
+                lambda: _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0,
+                60,
+            )
+            time.sleep(3)  # a second delivery of a handed-over event would come now
+    finally:
+        stop.set()
+        for thread in threads:
+            thread.join(timeout=30)
+    assert not failure, f"notify failed: {failure[0]!r}"
+    ids = [IncidentEvent.model_validate_json(b).event_id for b in rec.accepted]
+    assert sorted(ids) == sorted(e.event_id for e in events), "each event once"
+    delivered = {m: s.outcomes.get("delivered", 0) for m, s in stats.items()}
+    assert delivered["a"] > 0, delivered
+    assert delivered["b"] > 0, delivered
+    print(
+        f"checked: A handed over {stats['a'].outcomes[HANDED_OVER]} delivery on the rebalance; "
+        f"{len(ids)}/{len(events)} events delivered once (A {delivered['a']}, "
+        f"B {delivered['b']}), group lag 0"
     )
