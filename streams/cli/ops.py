@@ -358,13 +358,16 @@ def _created_by() -> str:
 def cmd_silence(args: argparse.Namespace) -> int:
     """``sentinel silence add|list|expire``."""
     setup_logging(args.log_level, kafka_warnings=False)
-    settings, bootstrap = connect(settings_of(args))
+    settings = settings_of(args)
+    segment: dict[str, str] = {}
+    if args.silence_action == "add":  # checked before the broker is asked anything
+        if not args.comment.strip():
+            raise ConfigError("--comment must say why (it is shown to whoever gets paged next)")
+        segment = segment_of(args.segment or [], settings.detection.segment_labels)
+    settings, bootstrap = connect(settings)
     topic = silences_topic(settings.topics.control)
     now = datetime.now(UTC)
     if args.silence_action == "add":
-        if not args.comment.strip():
-            raise ConfigError("--comment must say why (it is shown to whoever gets paged next)")
-        segment = segment_of(args.segment or [])
         rec = new_silence(
             model=args.model,
             version=args.version,
@@ -469,7 +472,7 @@ def cmd_relearn(args: argparse.Namespace) -> int:
         scope, kind = found
         signals = signals or [kind]
     elif args.model is not None:
-        segment = segment_of(args.segment or [])
+        segment = segment_of(args.segment or [], settings.detection.segment_labels)
         scope = Labels(model=args.model, version=args.version, segment=segment)
     else:
         raise ConfigError("say what re-learns: --incident ID, or --model (and a narrower scope)")

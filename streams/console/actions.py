@@ -15,7 +15,9 @@
 
 Every write waits for the broker's acknowledgement (``acks=all``) before the console
 answers, so a page reload after an action shows it. Inputs are validated here and bad
-ones raise :class:`ActionError` with a message for the operator.
+ones raise :class:`ActionError` with a message for the operator: every record an action
+publishes (its audit record too) is built and checked before the first one is published,
+so a refused action publishes nothing and a retry does not publish twice.
 """
 
 from __future__ import annotations
@@ -105,13 +107,17 @@ class ConsoleActions:
             except LookupError:
                 raise ActionError(f"unknown incident {incident_id!r}") from None
 
-    def _record(
+    def _action(
         self, name: ActionName, event: IncidentEvent, by: str, reason: str, detail: str = ""
     ) -> OperatorAction:
+        """The audit record of an action, validated (a reason of at most 2000 characters):
+        built before anything is published, so that a refused one publishes nothing."""
         try:
-            action = new_action(name, event, by=by, reason=reason, at=self.now(), detail=detail)
+            return new_action(name, event, by=by, reason=reason, at=self.now(), detail=detail)
         except (ValueError, ValidationError) as exc:
             raise ActionError(_first_error(exc)) from None
+
+    def _publish_action(self, action: OperatorAction) -> OperatorAction:
         self._publish(self.state.sources.operator, action.key(), action.to_json_bytes())
         return action
 
@@ -119,22 +125,23 @@ class ConsoleActions:
         events = self._events(incident_id)
         if events[-1].action == IncidentAction.RESOLVE:
             raise ActionError("the incident is resolved: nothing to acknowledge")
-        return self._record("acknowledge", events[-1], by, reason)
+        return self._publish_action(self._action("acknowledge", events[-1], by, reason))
 
     def resolve(self, incident_id: str, *, by: str, reason: str) -> OperatorAction:
         events = self._events(incident_id)
         if events[-1].action == IncidentAction.RESOLVE:
             raise ActionError("the incident is already resolved")
-        return self._record("resolve", events[-1], by, reason)
+        return self._publish_action(self._action("resolve", events[-1], by, reason))
 
     def silence_incident(
         self, incident_id: str, *, by: str, reason: str, duration: str
     ) -> SilenceRecord:
-        """A silence for the incident's labels and type (what its next detection needs)."""
+        """A silence for the incident's labels and type (what its next detection needs).
+        The silence and its audit record are both checked before either is published."""
         latest = self._events(incident_id)[-1]
         if not reason.strip():
             raise ActionError("a reason is required (it is shown to whoever gets paged next)")
-        rec = self.add_silence(
+        rec = self.silence_record(
             model=latest.labels.model,
             version=latest.labels.version,
             segment=dict(latest.labels.segment),
@@ -143,7 +150,9 @@ class ConsoleActions:
             comment=reason,
             by=by,
         )
-        self._record("silence", latest, by, reason, detail=rec.id)
+        action = self._action("silence", latest, by, reason, detail=rec.id)
+        self._publish(self.state.sources.silences, rec.key(), rec.to_json_bytes())
+        self._publish_action(action)
         return rec
 
     def add_silence(
@@ -157,6 +166,31 @@ class ConsoleActions:
         comment: str,
         by: str,
     ) -> SilenceRecord:
+        """Publish the silence :meth:`silence_record` makes of the form's fields."""
+        rec = self.silence_record(
+            model=model,
+            version=version,
+            segment=segment,
+            incident_type=incident_type,
+            duration=duration,
+            comment=comment,
+            by=by,
+        )
+        self._publish(self.state.sources.silences, rec.key(), rec.to_json_bytes())
+        return rec
+
+    def silence_record(
+        self,
+        *,
+        model: str,
+        version: str | None,
+        segment: dict[str, str],
+        incident_type: str | None,
+        duration: str,
+        comment: str,
+        by: str,
+    ) -> SilenceRecord:
+        """The silence the fields ask for, checked as the CLI checks them; not published."""
         if not model.strip():
             raise ActionError("model is required")
         if not comment.strip():
@@ -170,7 +204,7 @@ class ConsoleActions:
         except ScopeError as exc:
             raise ActionError(str(exc)) from None
         try:
-            rec = new_silence(
+            return new_silence(
                 model=model,
                 version=version or None,
                 segment=segment,
@@ -182,8 +216,6 @@ class ConsoleActions:
             )
         except ValidationError as exc:
             raise ActionError(_first_error(exc)) from None
-        self._publish(self.state.sources.silences, rec.key(), rec.to_json_bytes())
-        return rec
 
     def expire_silence(self, silence_id: str, *, by: str) -> SilenceRecord:
         with self.state.lock:
@@ -212,10 +244,11 @@ class ConsoleActions:
             )
         except ValueError as exc:
             raise ActionError(_first_error(exc)) from None
+        action = self._action("relearn", latest, by, reason, detail=rec.id)
         # The console does not follow the re-learn topic: the operator action that names
         # the record is what the page shows (and waits for).
         self.send(relearn_topic(self.state.sources.control), rec.key(), rec.to_json_bytes())
-        self._record("relearn", latest, by, reason, detail=rec.id)
+        self._publish_action(action)
         return rec
 
     def contain(self, incident_id: str, *, by: str, reason: str) -> OperatorAction:
@@ -235,12 +268,16 @@ class ConsoleActions:
         if not snapshots:
             name = latest.playbook.name if latest.playbook else latest.incident_type
             raise ActionError(f"the playbook {name!r} has no containment action for this incident")
-        applied: list[str] = []
-        for snap in snapshots:
+        applied = [
+            describe_action(a)
+            for snap in snapshots
+            if snap.last_command is not None
+            for a in snap.last_command.actions
+        ]
+        action = self._action("contain", latest, by, reason, detail=", ".join(applied))
+        for snap in snapshots:  # only now that the audit record is known to be valid
             self._publish(self.state.sources.control, snap.key(), snap.to_json_bytes())
-            if snap.last_command is not None:
-                applied += [describe_action(a) for a in snap.last_command.actions]
-        return self._record("contain", latest, by, reason, detail=", ".join(applied))
+        return self._publish_action(action)
 
 
 def _first_error(exc: Exception) -> str:

@@ -19,7 +19,6 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Final
-from urllib.parse import urlencode
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -99,7 +98,7 @@ class _AppRoutes:
         if not target.startswith("/") or target.startswith("//"):
             target = "/"
         auth = self.web.auth
-        session = await asyncio.to_thread(auth.login, name, password)
+        session = await self.web.login(name, password)
         if session is None:
             return self.web.render(
                 request,
@@ -116,13 +115,15 @@ class _AppRoutes:
             max_age=auth.session_seconds,
             httponly=True,
             samesite="strict",
-            secure=self.console.secure_cookies,
+            secure=self.console.cookies_secure,
         )
         return response
 
     async def logout(self, request: Request) -> Response:
         response = RedirectResponse("/login", status_code=303)
-        response.delete_cookie(COOKIE)
+        response.delete_cookie(
+            COOKIE, httponly=True, samesite="strict", secure=self.console.cookies_secure
+        )
         return response
 
     # -- models ----------------------------------------------------------------------
@@ -156,8 +157,9 @@ class _AppRoutes:
         self, request: Request, session: Session, form: dict[str, str]
     ) -> Response:
         parts = filter(None, (p.strip() for p in form.get("segment", "").split(",")))
+        known = self.console.settings.detection.segment_labels
         try:  # the CLI's checks (streams.contract.scope): one definition of a scope
-            segment = segment_of(check_segment_pair(part) for part in parts)
+            segment = segment_of((check_segment_pair(part) for part in parts), known)
         except ScopeError as exc:
             raise ActionError(f"{exc} (segment: label=value pairs separated by commas)") from None
         rec = await asyncio.to_thread(
@@ -170,14 +172,14 @@ class _AppRoutes:
             comment=form.get("comment", ""),
             by=session.user,
         )
-        return RedirectResponse(f"/silences?{urlencode({'done': rec.id})}", status_code=303)
+        return self.web.back("/silences", rec.id)
 
     async def expire_silence(
         self, request: Request, session: Session, form: dict[str, str]
     ) -> Response:
         sid = request.path_params["silence_id"]
         await asyncio.to_thread(self.console.actions.expire_silence, sid, by=session.user)
-        return RedirectResponse(f"/silences?{urlencode({'done': sid + ' expired'})}", 303)
+        return self.web.back("/silences", f"{sid} expired")
 
     # -- live updates and health -----------------------------------------------------
 

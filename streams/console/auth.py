@@ -6,7 +6,9 @@ form, or HTTP Basic on any request) yields a :class:`Session`; the cookie is
 ``<user>|<expiry epoch s>|<nonce>|<HMAC>`` signed with the session secret, so the server
 keeps no session table. The CSRF token of a session is an HMAC of its nonce: every write
 must carry it (form field ``csrf`` or header ``X-CSRF-Token``), and a cross-site page
-cannot read it. Pure functions except :func:`hash_password`'s random salt.
+cannot read it. Tokens from the request are compared as bytes (:func:`_same`): any
+text, however odd, is refused rather than raising. Pure functions except
+:func:`hash_password`'s random salt.
 """
 
 from __future__ import annotations
@@ -41,10 +43,23 @@ def verify_password(password: str, stored: str) -> bool:
         scheme, iterations, salt, digest = stored.split("$")
         if scheme != "pbkdf2_sha256":
             return False
-        got = hashlib.pbkdf2_hmac("sha256", password.encode(), bytes.fromhex(salt), int(iterations))
+        got = hashlib.pbkdf2_hmac("sha256", _utf8(password), bytes.fromhex(salt), int(iterations))
+        want = bytes.fromhex(digest)
     except ValueError:
         return False
-    return hmac.compare_digest(got.hex(), digest)
+    return hmac.compare_digest(got, want)
+
+
+def _utf8(text: str) -> bytes:
+    """``text`` as bytes, whatever it holds (a lone surrogate too): never raises."""
+    return text.encode("utf-8", "surrogatepass")
+
+
+def _same(given: str, expected: str) -> bool:
+    """Constant-time equality of a token from a request and the expected one, as bytes:
+    ``hmac.compare_digest`` raises TypeError on non-ASCII text (an HTTP 500, not a
+    refusal)."""
+    return hmac.compare_digest(_utf8(given), _utf8(expected))
 
 
 @dataclass(frozen=True)
@@ -87,8 +102,9 @@ class Authenticator:
         scheme, _, blob = header.partition(" ")
         if scheme.lower() != "basic":
             return None
-        try:
-            name, sep, password = base64.b64decode(blob.strip()).decode().partition(":")
+        try:  # bytes: b64decode raises a bare ValueError on non-ASCII text
+            decoded = base64.b64decode(_utf8(blob.strip()))
+            name, sep, password = decoded.decode().partition(":")
         except (binascii.Error, UnicodeDecodeError):
             return None
         if not sep:
@@ -98,7 +114,7 @@ class Authenticator:
         return Session(session.user, session.role, "basic") if session else None
 
     def _sign(self, text: str) -> str:
-        return hmac.new(self._secret, text.encode(), hashlib.sha256).hexdigest()
+        return hmac.new(self._secret, _utf8(text), hashlib.sha256).hexdigest()
 
     def cookie(self, session: Session, now_s: float) -> str:
         body = f"{session.user}|{int(now_s) + self.session_seconds}|{session.nonce}"
@@ -106,7 +122,7 @@ class Authenticator:
 
     def from_cookie(self, value: str, now_s: float) -> Session | None:
         body, _, mac = value.rpartition("|")
-        if not body or not hmac.compare_digest(mac, self._sign(body)):
+        if not body or not _same(mac, self._sign(body)):
             return None
         try:
             name, expiry, nonce = body.split("|")
@@ -122,4 +138,12 @@ class Authenticator:
         return self._sign(f"csrf|{session.user}|{session.nonce}")
 
     def check_csrf(self, session: Session, token: str | None) -> bool:
-        return token is not None and hmac.compare_digest(token, self.csrf_token(session))
+        return token is not None and _same(token, self.csrf_token(session))
+
+    def note_mac(self, path: str, message: str) -> str:
+        """The signature of a status line (``?done=``) the server shows on ``path`` after
+        a write: only what the server said shows there, not text a link was made with."""
+        return self._sign(f"done|{path}|{message}")
+
+    def check_note(self, path: str, message: str, mac: str | None) -> bool:
+        return mac is not None and _same(mac, self.note_mac(path, message))

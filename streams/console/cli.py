@@ -172,7 +172,6 @@ def build_console(settings: Settings) -> tuple[Console, Any]:
         postmortem=make_postmortem(settings),
         now=_utc_now,
         follower=follower,
-        secure_cookies=bool(settings.console.tls_certfile),
     )
     return console, producer
 

@@ -12,10 +12,10 @@ import re
 import threading
 from datetime import timedelta
 from typing import Any, Final
-from urllib.parse import quote, urlencode
+from urllib.parse import urlencode
 
 from starlette.requests import Request
-from starlette.responses import PlainTextResponse, RedirectResponse, Response
+from starlette.responses import PlainTextResponse, Response
 
 from alerting.containment import describe_action
 from alerting.model import IncidentEvent, Severity, iso_utc
@@ -24,7 +24,7 @@ from streams.console.actions import ActionError
 from streams.console.auth import Session
 from streams.console.views import lifecycle_chart
 from streams.console.web import Web
-from streams.investigation.incidents import IncidentFilter, duration_minutes, triggered_at
+from streams.investigation.incidents import IncidentFilter, duration_text, triggered_at
 
 INCIDENT_ID: Final = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _STATUSES: Final = ("open", "resolved", "all", "open_recent")
@@ -41,6 +41,8 @@ class IncidentRoutes:
         self.state = web.state
         self._evidence_lock = threading.Lock()
         self._evidence_cache: dict[str, dict[str, Any]] = {}
+        self._computing: dict[str, threading.Lock] = {}
+        """Per event id whose evidence is being computed: the lock its readers wait on."""
 
     # -- the list --------------------------------------------------------------------
 
@@ -114,6 +116,7 @@ class IncidentRoutes:
         with self.state.lock:
             counts = self.state.counts_by_model()
             total = len(self.state.index)
+        shown = sum(1 for row in rows if "event" in row)  # not the "N more" row
         fragment = bool(request.query_params.get("fragment"))
         template = "incident_rows.html" if fragment else "incidents.html"
         return self.web.render(
@@ -121,6 +124,7 @@ class IncidentRoutes:
             template,
             session,
             rows=rows,
+            shown=shown,
             counts=counts,
             total=total,
             filters=raw,
@@ -174,7 +178,7 @@ class IncidentRoutes:
             related=self.related_cuts(latest),
             chart=lifecycle_chart(events),
             triggered=triggered_at(events),
-            duration=duration_minutes(latest),
+            duration=duration_text(latest, self.console.now()),  # as `sentinel incidents`
         )
 
     def related_cuts(self, latest: IncidentEvent) -> list[IncidentEvent]:
@@ -206,14 +210,41 @@ class IncidentRoutes:
     def _evidence_of(self, events: list[IncidentEvent]) -> dict[str, Any]:
         """The evidence (audit rows, series, plot) of an incident as of its latest event,
         computed once per event and shared by the evidence fragment and the plot: an
-        update that arrives between the two computes it again instead of losing the plot."""
+        update that arrives between the two computes it again instead of losing the plot.
+
+        The shared lock covers only the cache: a computation (a Kafka read, seconds) holds
+        the lock of its own event id, so that one incident's read holds up neither the
+        cached evidence nor the reads of other incidents, only a second read of itself."""
         key = events[-1].event_id
         with self._evidence_lock:
-            cache = self._evidence_cache
-            if key not in cache:
-                cache.clear() if len(cache) > _EVIDENCE_CACHE else None
-                cache[key] = self.console.evidence(events)
-            return cache[key]
+            found = self._evidence_cache.get(key)
+            if found is not None:
+                return found
+            computing = self._computing.setdefault(key, threading.Lock())
+        try:
+            with computing:
+                with self._evidence_lock:
+                    found = self._evidence_cache.get(key)
+                if found is None:
+                    found = self.console.evidence(events)
+                    with self._evidence_lock:
+                        if len(self._evidence_cache) > _EVIDENCE_CACHE:
+                            self._evidence_cache.clear()
+                        self._evidence_cache[key] = found
+                return found
+        finally:
+            with self._evidence_lock:
+                if self._computing.get(key) is computing:
+                    del self._computing[key]
+
+    async def _evidence(self, events: list[IncidentEvent]) -> dict[str, Any]:
+        """:meth:`_evidence_of` in a thread; a cached one straight from the event loop, so
+        that it does not queue for a thread behind other incidents' reads."""
+        with self._evidence_lock:
+            found = self._evidence_cache.get(events[-1].event_id)
+        if found is not None:
+            return found
+        return await asyncio.to_thread(self._evidence_of, events)
 
     async def evidence(self, request: Request, session: Session) -> Response:
         incident_id = request.path_params["incident_id"]
@@ -221,7 +252,7 @@ class IncidentRoutes:
         if events is None:
             return self.web.error(request, session, 404, f"unknown incident {incident_id}")
         try:
-            found = await asyncio.to_thread(self._evidence_of, events)
+            found = await self._evidence(events)
         except Exception as exc:  # the rest of the page stays usable
             found = {"error": f"{type(exc).__name__}: {exc}"}
         return self.web.render(request, "evidence.html", session, ev=events[-1], **found)
@@ -231,7 +262,7 @@ class IncidentRoutes:
         if events is None:
             return PlainTextResponse("unknown incident", status_code=404)
         try:
-            found = await asyncio.to_thread(self._evidence_of, events)
+            found = await self._evidence(events)
         except Exception as exc:
             return PlainTextResponse(f"no plot: {type(exc).__name__}: {exc}", status_code=503)
         png = found.get("png")
@@ -256,12 +287,16 @@ class IncidentRoutes:
         what = request.path_params["action"]
         reason = form.get("reason", "")
         a = self.console.actions
+
+        def back(message: str) -> Response:  # to the incident's page, saying what was done
+            return self.web.back(f"/incidents/{incident_id}", message)
+
         if what == "acknowledge":
             await asyncio.to_thread(a.acknowledge, incident_id, by=session.user, reason=reason)
-            return _back(incident_id, "acknowledged")
+            return back("acknowledged")
         if what == "resolve":
             await asyncio.to_thread(a.resolve, incident_id, by=session.user, reason=reason)
-            return _back(incident_id, "resolved by hand")
+            return back("resolved by hand")
         if what == "silence":
             rec = await asyncio.to_thread(
                 a.silence_incident,
@@ -270,18 +305,11 @@ class IncidentRoutes:
                 reason=reason,
                 duration=form.get("duration", ""),
             )
-            return _back(incident_id, f"silenced until {iso_utc(rec.ends_at())} ({rec.id})")
+            return back(f"silenced until {iso_utc(rec.ends_at())} ({rec.id})")
         if what == "relearn":
             learn = await asyncio.to_thread(a.relearn, incident_id, by=session.user, reason=reason)
-            return _back(incident_id, f"re-learn published: {learn.describe()} ({learn.id})")
+            return back(f"re-learn published: {learn.describe()} ({learn.id})")
         if what == "contain":
             act_ = await asyncio.to_thread(a.contain, incident_id, by=session.user, reason=reason)
-            return _back(incident_id, f"containment published: {act_.detail}")
+            return back(f"containment published: {act_.detail}")
         raise ActionError(f"unknown action {what!r}")
-
-
-def _back(incident_id: str, message: str) -> Response:
-    """Back to the incident's page, saying what was done."""
-    return RedirectResponse(
-        f"/incidents/{quote(incident_id)}?{urlencode({'done': message})}", status_code=303
-    )

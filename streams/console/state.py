@@ -233,7 +233,9 @@ class ConsoleState:
     # -- folding -------------------------------------------------------------------------
 
     def apply(self, topic: str, key: bytes | None, value: bytes | None) -> None:
-        """Fold one record (call with the lock held, records of a partition in order)."""
+        """Fold one record (call with the lock held, records of a partition in order).
+        A record that does not decode is counted in :attr:`invalid`, not raised: an
+        exception here would end the follower's thread."""
         s = self.sources
         self.progress.records_read += 1
         changed = ""
@@ -272,7 +274,7 @@ class ConsoleState:
                     if isinstance(data, dict):
                         store[name] = data
                 changed = "models"
-        except (ValidationError, ValueError):
+        except (ValidationError, ValueError, RecursionError):  # (JSON nested too deep)
             self.invalid[topic] += 1
             return
         if changed:

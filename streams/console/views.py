@@ -22,7 +22,7 @@ from streams.investigation.chart import chart_model
 from streams.pipeline.detect import is_traffic_key
 from streams.pipeline.detectorset import DetectorSet, per_detector_arl0
 from streams.pipeline.frozen import FrozenStore, is_frozen_key
-from streams.pipeline.keys import level_of_key, model_of_key
+from streams.pipeline.keys import Level, level_of_key, model_of_key
 from streams.pipeline.state import readable
 
 MAX_POINTS: Final = 600
@@ -282,6 +282,8 @@ class ModelView:
     versions: list[str] = field(default_factory=list)
     deploys: list[dict[str, Any]] = field(default_factory=list)
     current_version: str | None = None
+    hidden: int = 0
+    """Detector keys of this model past the page's limit, not shown (segment keys go first)."""
 
 
 def heat_class(ratio: float | None) -> str:
@@ -302,13 +304,28 @@ def model_views(
     max_keys: int = 500,
 ) -> list[ModelView]:
     """Per model, its detector keys (rows) and detector kinds (columns), from the
-    detector table's changelog, and its versions and deploys from the engine table's."""
+    detector table's changelog, and its versions and deploys from the engine table's.
+
+    At most ``max_keys`` keys per model (model and version keys first, then segments by
+    name), and :attr:`ModelView.hidden` says how many more: a limit across all models
+    dropped whole models that sort after a big one, open incidents and all."""
     arl0 = per_detector_arl0(settings)
     views: dict[str, ModelView] = {}
     frozen = FrozenStore(detectors)  # the sets' fitted references, stored apart
-    for key in sorted(k for k in detectors if not is_frozen_key(k))[:max_keys]:
+    order = {"model": 0, "version": 1, "segment": 2}
+    by_model: dict[str, list[tuple[int, str, Level]]] = {}
+    for key in detectors:
+        if not is_frozen_key(key):
+            level = level_of_key(key)
+            by_model.setdefault(model_of_key(key), []).append((order[level], key, level))
+    shown: list[tuple[str, Level]] = []
+    for model, keys in by_model.items():
+        keys.sort()
+        shown += [(key, level) for _, key, level in keys[:max_keys]]
+        if len(keys) > max_keys:
+            views[model] = ModelView(model, hidden=len(keys) - max_keys)
+    for key, level in shown:
         model = model_of_key(key)
-        level = level_of_key(key)
         state = detectors[key]
         if not readable("detectors", state):
             continue  # another release's state: the worker relearns it
@@ -337,17 +354,17 @@ def model_views(
             view.versions = list(ds.versions)
         view.rows.append(row)
     for model, state in engines.items():
-        if is_traffic_key(model):
-            continue  # (a model's traffic beside its engine: no view of its own)
+        if is_traffic_key(model) or not readable("engine", state):
+            continue  # a model's traffic beside its engine, or another release's state
+        deploys, current = state.get("deploys"), state.get("current_versions")
         view = views.setdefault(model, ModelView(model))
-        view.deploys = sorted(
-            (d for d in state.get("deploys", []) if isinstance(d, dict)),
-            key=lambda d: str(d.get("deployed_at", "")),
-        )
-        current = state.get("current_versions", {})
-        if isinstance(current, dict):
-            view.current_version = current.get(model)
-    order = {"model": 0, "version": 1, "segment": 2}
+        if isinstance(deploys, list):  # an odd record shows no deploys, not an error page
+            view.deploys = sorted(
+                (d for d in deploys if isinstance(d, dict)),
+                key=lambda d: str(d.get("deployed_at", "")),
+            )
+        if isinstance(current, dict) and isinstance(current.get(model), str):
+            view.current_version = current[model]
     for view in views.values():
         view.kinds.sort()
         view.rows.sort(key=lambda r: (order[r.level], r.key))

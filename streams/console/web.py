@@ -9,12 +9,14 @@ on each other.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
-from urllib.parse import quote
+from typing import Any, Final
+from urllib.parse import quote, urlencode
 
 from jinja2 import Environment, PackageLoader, select_autoescape
 from starlette.requests import Request
@@ -31,6 +33,10 @@ from streams.settings import Settings
 
 Evidence = Callable[[list[IncidentEvent]], dict[str, Any]]
 """Computes the evidence section of an incident (``sentinel investigate``'s analysis)."""
+
+HASH_THREADS: Final = 2
+"""Threads that check passwords (PBKDF2): apart from the default executor, so that a flood
+of made-up logins queues behind itself, not in front of operator actions and evidence."""
 
 PageHandler = Callable[[Request, Session], Awaitable[Response]]
 WriteHandler = Callable[[Request, Session, dict[str, str]], Awaitable[Response]]
@@ -50,6 +56,16 @@ class Console:
     now: Callable[[], datetime]
     follower: Follower | None = None
     secure_cookies: bool = False
+
+    @property
+    def cookies_secure(self) -> bool:
+        """Whether the session cookie is ``Secure``: when this process serves TLS, when
+        ``secure_cookies`` says so, or when operators reach it at an ``https://``
+        ``public_url`` (TLS ending at a proxy in front: the browser still sees https)."""
+        cfg = self.settings.console
+        return (
+            self.secure_cookies or bool(cfg.tls_certfile) or cfg.public_url.startswith("https://")
+        )
 
 
 def _env() -> Environment:
@@ -75,12 +91,24 @@ class Web:
         self.state = console.state
         self.auth = console.auth
         self.env = _env()
+        self._hashing = ThreadPoolExecutor(HASH_THREADS, thread_name_prefix="console-login")
 
-    def session_of(self, request: Request) -> Session | None:
-        """The request's login: HTTP Basic (scripts) or the session cookie (browsers)."""
-        header = request.headers.get("authorization")
-        if header:
-            return self.auth.basic(header)
+    async def login(self, name: str, password: str) -> Session | None:
+        """:meth:`Authenticator.login` (a password hash) off the event loop."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._hashing, self.auth.login, name, password)
+
+    async def session_of(self, request: Request) -> Session | None:
+        """The request's login: HTTP Basic (scripts) or the session cookie (browsers).
+
+        Only a ``Basic`` header takes the place of the cookie (another scheme, e.g. a
+        proxy's ``Bearer``, is not ours). Its password hash (PBKDF2, tens of ms) runs in a
+        thread: on the event loop, requests with a made-up Basic header would stall every
+        other page, the live updates and ``/healthz`` (see :data:`HASH_THREADS`)."""
+        header = basic_header(request)
+        if header is not None:
+            loop = asyncio.get_running_loop()
+            return await loop.run_in_executor(self._hashing, self.auth.basic, header)
         cookie = request.cookies.get(COOKIE)
         return self.auth.from_cookie(cookie, time.time()) if cookie else None
 
@@ -105,9 +133,14 @@ class Web:
                     f"{progress.records_at_start or 0:,} records"
                 )
             version = state.version
+        done = request.query_params.get("done")
+        if done is not None:  # shown only when the server wrote it (content spoofing)
+            path, mac = request.url.path, request.query_params.get("sig")
+            done = done if self.auth.check_note(path, done, mac) else None
         html = self.env.get_template(name).render(
             request=request,
             session=session,
+            done=done,
             csrf=self.auth.csrf_token(session) if session else "",
             banner=banner,
             version=version,
@@ -121,13 +154,19 @@ class Web:
     ) -> Response:
         return self.render(request, "error.html", session, status=status, message=message)
 
+    def back(self, path: str, message: str) -> Response:
+        """Redirect to ``path`` (unquoted), whose page then says ``message`` in its status
+        line: signed (:meth:`Authenticator.note_mac`), as :meth:`render` shows no other."""
+        query = urlencode({"done": message, "sig": self.auth.note_mac(path, message)})
+        return RedirectResponse(f"{quote(path)}?{query}", status_code=303)
+
     def page(self, handler: PageHandler) -> Callable[[Request], Awaitable[Response]]:
         """A page that needs a login (redirects to it)."""
 
         async def wrapped(request: Request) -> Response:
-            session = self.session_of(request)
+            session = await self.session_of(request)
             if session is None:
-                if request.headers.get("authorization"):
+                if basic_header(request) is not None:
                     return PlainTextResponse("login refused", status_code=401)
                 target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
                 return RedirectResponse(f"/login?next={quote(target)}", status_code=303)
@@ -139,7 +178,7 @@ class Web:
         """A POST: needs a login, the operator role and the session's CSRF token."""
 
         async def wrapped(request: Request) -> Response:
-            session = self.session_of(request)
+            session = await self.session_of(request)
             if session is None:
                 return PlainTextResponse(
                     "not logged in: this action needs an operator login", status_code=401
@@ -160,3 +199,9 @@ class Web:
                 return self.error(request, session, 400, str(exc))
 
         return wrapped
+
+
+def basic_header(request: Request) -> str | None:
+    """The request's ``Authorization`` header when its scheme is ``Basic``, else None."""
+    header = request.headers.get("authorization", "")
+    return header if header.partition(" ")[0].lower() == "basic" else None

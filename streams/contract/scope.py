@@ -8,7 +8,7 @@ message that names the field and the value.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 from pydantic import TypeAdapter, ValidationError
@@ -55,13 +55,23 @@ def check_segment_pair(text: str) -> tuple[str, str]:
     return check_label_key(key.strip()), check_label_value(value.strip())
 
 
-def segment_of(pairs: Iterable[tuple[str, str]]) -> dict[str, str]:
+def segment_of(
+    pairs: Iterable[tuple[str, str]], known: Collection[str] | None = None
+) -> dict[str, str]:
     """Segment labels from checked pairs; a label given twice is an error, not the last
-    one silently winning."""
+    one silently winning. With ``known`` (``detection.segment_labels``), a label the
+    detection does not cut by is an error too: a scope naming it (a typo such as
+    ``tennant``) can match no incident, and a silence of it would never mute a page."""
     out: dict[str, str] = {}
     for key, value in pairs:
         if key in out:
             raise ScopeError(f"segment label {key!r} is given twice")
+        if known is not None and key not in known:
+            labels = ", ".join(known) if known else "none"
+            raise ScopeError(
+                f"segment label {key!r} is not one the detection cuts by, so it can match "
+                f"no incident (detection.segment_labels: {labels})"
+            )
         out[key] = value
     return out
 
