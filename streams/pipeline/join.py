@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections import deque
 from collections.abc import Callable, Iterator, MutableMapping
 from contextlib import AbstractContextManager, contextmanager, nullcontext
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -72,9 +73,11 @@ class Joiner:
         self._live: dict[int, int] = {}
         """Per partition, the entries in the store: what ``join_max_entries`` bounds (the
         FIFO's length counts stale entries too, and evicted live ones early)."""
-        self._released: dict[str, int] | None = None
+        self._held: ContextVar[dict[str, int] | None] = ContextVar("held", default=None)
         """Within :meth:`holding_releases`: the parked entries whose events were released,
-        with their partitions, deleted from the store only when the block completes."""
+        with their partitions, deleted from the store only when the block completes. Per
+        asyncio task: the ingress and join agents share this joiner, and each holds its
+        own block open across the await of its hand-off."""
 
     @contextmanager
     def holding_releases(
@@ -89,21 +92,22 @@ class Joiner:
         tombstone reaching its changelog and the hand-off's records reaching theirs. Held,
         a failed block leaves the entries in place, so the retried output releases them
         again (at least once). Within the block a released entry reads as absent, so a
-        second copy of the output does not release its events twice. The deletions run
-        in ``in_partition(partition)`` (the worker's table writes go to the changelog
-        partition of the current event).
+        second copy of the output in the same block does not release its events twice
+        (one read by another task's block may: a duplicate, as at-least-once allows). The
+        deletions run in ``in_partition(partition)`` (the worker's table writes go to the
+        changelog partition of the current event).
         """
-        if self._released is not None:
-            raise RuntimeError("holding_releases is not reentrant")
+        if self._held.get() is not None:
+            raise RuntimeError("holding_releases is not reentrant within one task")
         released: dict[str, int] = {}
-        self._released = released
+        token = self._held.set(released)
         try:
             yield
         except BaseException:
             self._fifo = None  # a held entry may have left the eviction order: rebuilt
             raise
         finally:
-            self._released = None
+            self._held.reset(token)
         for key, part in released.items():
             if key in self.store:
                 with in_partition(part):
@@ -131,7 +135,7 @@ class Joiner:
     def _read(self, key: str) -> dict[str, Any] | None:
         """A join entry of the current state version (an older one reads as absent; the
         FIFO still evicts it in its own partition)."""
-        if self._released is not None and key in self._released:
+        if (held := self._held.get()) is not None and key in held:
             return None
         value = self.store.get(key)
         return None if value is None else restore("join", value, lambda data: data)
@@ -139,15 +143,15 @@ class Joiner:
     def _release(self, key: str, partition: int) -> None:
         """A parked entry whose events were released: deleted now, or when the current
         :meth:`holding_releases` block completes."""
-        if self._released is None:
+        if (held := self._held.get()) is None:
             self._delete(key, partition)
         else:
-            self._released[key] = partition
+            held[key] = partition
 
     def _remember(self, key: str, value: dict[str, Any], partition: int) -> None:
         value = stamp("join", {**value, "part": partition})
-        if self._released is not None:
-            self._released.pop(key, None)  # written again: the new value stays
+        if (held := self._held.get()) is not None:
+            held.pop(key, None)  # written again: the new value stays
         fifos = self._fifos()
         if key not in self.store:
             self._live[partition] = self._live.get(partition, 0) + 1
@@ -176,7 +180,7 @@ class Joiner:
             value = self.store.get(key)
             if value is None or value.get("t") != t:
                 continue  # overwritten later (a newer FIFO entry owns it), or deleted
-            if self._released is not None and key in self._released:
+            if (held := self._held.get()) is not None and key in held:
                 continue  # released: deleted when its block completes, not expired
             if key.startswith("p:"):
                 self.stats.expired_unjoined += len(value.get("events", ()))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from contextlib import AbstractContextManager, nullcontext
 from datetime import UTC, datetime, timedelta
 
@@ -245,3 +246,31 @@ def test_an_entry_held_by_a_failed_block_is_still_evicted() -> None:
     joiner.process(_output("later", T0 + timedelta(minutes=45)), _c(2))
     assert set(joiner.store) == {"o:later"}
     assert joiner.stats.expired_unjoined == 1
+
+
+def test_two_tasks_hold_their_releases_apart() -> None:
+    """The ingress and join agents share one joiner, and each holds its block open across
+    the await of its hand-off: the second to enter raised "not reentrant" (the ingress
+    then dead-lettered good events, the join agent crashed). Each task holds its own."""
+    joiner = Joiner(DetectionSettings(), {})
+    joiner.process(_feedback("a", T0), _c(0))
+    joiner.process(_feedback("b", T0), _c(1))
+    handing_off = asyncio.Event()
+    released: dict[str, list[str]] = {}
+
+    async def agent(rid: str, offset: int, first: bool) -> None:
+        with joiner.holding_releases():
+            out = joiner.process(_output(rid, T0 + timedelta(seconds=1)), _c(offset))
+            released[rid] = [o.event.event_type for o in out]
+            if first:  # the hand-off waits (a full producer batch): the other task runs
+                await handing_off.wait()
+            else:
+                handing_off.set()
+            assert f"p:{rid}" in joiner.store  # held until this block completes
+
+    async def both() -> None:
+        await asyncio.gather(agent("a", 2, first=True), agent("b", 3, first=False))
+
+    asyncio.run(both())
+    assert released == {"a": ["output", "feedback"], "b": ["output", "feedback"]}
+    assert set(joiner.store) == {"o:a", "o:b"}
