@@ -151,31 +151,12 @@ class ConsoleActions:
             by=by,
         )
         action = self._action("silence", latest, by, reason, detail=rec.id)
-        self._publish(self.state.sources.silences, rec.key(), rec.to_json_bytes())
+        self.publish_silence(rec)
         self._publish_action(action)
         return rec
 
-    def add_silence(
-        self,
-        *,
-        model: str,
-        version: str | None,
-        segment: dict[str, str],
-        incident_type: str | None,
-        duration: str,
-        comment: str,
-        by: str,
-    ) -> SilenceRecord:
-        """Publish the silence :meth:`silence_record` makes of the form's fields."""
-        rec = self.silence_record(
-            model=model,
-            version=version,
-            segment=segment,
-            incident_type=incident_type,
-            duration=duration,
-            comment=comment,
-            by=by,
-        )
+    def publish_silence(self, rec: SilenceRecord) -> SilenceRecord:
+        """Publish a silence :meth:`silence_record` made (the Add-silence form's)."""
         self._publish(self.state.sources.silences, rec.key(), rec.to_json_bytes())
         return rec
 

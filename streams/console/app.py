@@ -162,8 +162,9 @@ class _AppRoutes:
             segment = segment_of((check_segment_pair(part) for part in parts), known)
         except ScopeError as exc:
             raise ActionError(f"{exc} (segment: label=value pairs separated by commas)") from None
+        actions = self.console.actions
         rec = await asyncio.to_thread(
-            self.console.actions.add_silence,
+            actions.silence_record,
             model=form.get("model", ""),
             version=form.get("version"),
             segment=segment,
@@ -172,6 +173,7 @@ class _AppRoutes:
             comment=form.get("comment", ""),
             by=session.user,
         )
+        await asyncio.to_thread(actions.publish_silence, rec)
         return self.web.back("/silences", rec.id)
 
     async def expire_silence(

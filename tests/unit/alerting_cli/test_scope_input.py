@@ -80,7 +80,8 @@ def test_the_consoles_silence_form_refuses_what_the_cli_refuses(
         "by": "ops",
     }
     with pytest.raises(ActionError, match=error):
-        actions.add_silence(**{**fields, **form})  # type: ignore[arg-type]
+        actions.silence_record(**{**fields, **form})  # type: ignore[arg-type]
     assert sent.records == []
-    rec = actions.add_silence(**{**fields, "model": "m", "incident_type": " toxicity_rate "})  # type: ignore[arg-type]
+    made = actions.silence_record(**{**fields, "model": "m", "incident_type": " toxicity_rate "})  # type: ignore[arg-type]
+    rec = actions.publish_silence(made)
     assert rec.silence.incident_type == "toxicity_rate"
