@@ -19,20 +19,29 @@ from __future__ import annotations
 
 import re
 import socket
+import threading
 import time
 from collections import defaultdict
-from collections.abc import Callable
-from contextlib import ExitStack
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 from signal import SIGTERM
 
 import pytest
 from kafka import KafkaAdminClient, KafkaProducer, TopicPartition
 from kafka.admin import OffsetSpec
+from pydantic import SecretStr
 
+from alerting.clock import SystemClock
+from alerting.delivery import RetryPolicy
 from alerting.engine import IncidentEngine
 from alerting.model import IncidentAction, IncidentEvent
+from alerting.sinks import WebhookSink
+from alerting.transport import UrllibTransport
 from detectors.base import SignalKind
+from streams.kafka.topics import ensure_topics
+from streams.runtime.consumers import LoopStats
+from streams.runtime.notify_consumer import HANDED_OVER, run_notify_consumer
 from streams.settings import Settings
 from tests.conftest import KafkaBroker
 from tests.integration.traffic import records_written
@@ -218,7 +227,12 @@ def test_notify_delivers_everything_once_after_minutes_of_endpoint_outage(
     assert attempts[0] == refused + unavailable + 1, attempts[:3]
     assert rc == 0, output[-3000:]
     assert len(summary) == 1, output[-3000:]
-    assert f"delivered {len(events)}, duplicate {DUPLICATES}, dead lettered 0," in summary[0]
+    # a copy read after a later step of its incident was handled counts as stale
+    pattern = r"(delivered|duplicate|stale|dead lettered) (\d+)"
+    counts = {name: int(n) for name, n in re.findall(pattern, summary[0])}
+    assert counts["delivered"] == len(events), summary[0]
+    assert counts["duplicate"] + counts["stale"] == DUPLICATES, summary[0]
+    assert counts["dead lettered"] == 0, summary[0]
     assert (
         records_written(kafka_broker.bootstrap, service_settings.topics.dead_letter, partitions)
         == 0
@@ -233,6 +247,103 @@ LONG_OUTAGE_S = 25.0
 """Four poll intervals: before the fix, the member left its group after the first one."""
 
 
+class _NotifyGroup:
+    """``sentinel notify`` members (threads running :func:`run_notify_consumer`) of one
+    group, delivering ``events`` from the alerts topic to a webhook port that refuses
+    connections until :meth:`serve` opens it."""
+
+    def __init__(
+        self, broker: KafkaBroker, settings: Settings, name: str, events: list[IncidentEvent]
+    ) -> None:
+        ensure_topics(settings, [broker.bootstrap])
+        self.bootstrap, self.settings, self.events = broker.bootstrap, settings, events
+        self.topic = settings.topics.alerts
+        self.group = f"notify-{name}-{settings.worker.app_id}"
+        producer = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all")
+        try:
+            for event in events:
+                producer.send(self.topic, key=event.key(), value=event.model_dump_json().encode())
+            producer.flush(timeout=30)
+        finally:
+            producer.close()
+        self._holder = socket.socket()  # bound, not listening: connection refused
+        self._holder.bind(("127.0.0.1", 0))
+        self.port = self._holder.getsockname()[1]
+        self.rec = Recorder(SECRET.encode())
+        self.stop = threading.Event()
+        self.failure: list[BaseException] = []
+        self.threads: list[threading.Thread] = []
+
+    def member(
+        self,
+        stats: LoopStats,
+        retry: RetryPolicy,
+        consumer_options: dict[str, int],
+        on_poll: Callable[[int, bool], None] | None = None,
+    ) -> None:
+        def run() -> None:
+            try:
+                run_notify_consumer(
+                    self.bootstrap,
+                    self.topic,
+                    WebhookSink(f"http://127.0.0.1:{self.port}/hook", SecretStr(SECRET)),
+                    dead_letter_topic=self.settings.topics.dead_letter,
+                    should_stop=self.stop.is_set,
+                    group_id=self.group,
+                    transport=UrllibTransport(timeout_s=5, use_env_proxy=False),
+                    retry=retry,
+                    clock=SystemClock(),
+                    stats=stats,
+                    on_poll=on_poll,
+                    consumer_options=consumer_options,
+                )
+            except BaseException as exc:  # check() reports it
+                self.failure.append(exc)
+
+        thread = threading.Thread(target=run, daemon=True)
+        thread.start()
+        self.threads.append(thread)
+
+    def check(self) -> None:
+        assert not self.failure, f"notify failed: {self.failure[0]!r}"
+
+    def wait(self, what: str, done: Callable[[], bool], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not done():
+            self.check()
+            assert time.monotonic() < deadline, f"timed out waiting for {what}"
+            time.sleep(0.2)
+
+    @contextmanager
+    def serve(self) -> Iterator[None]:
+        """The endpoint recovers: every event delivered and committed within the block."""
+        self._holder.close()
+        with serve(self.rec, port=self.port):
+            self.wait(
+                "every event delivered", lambda: len(self.rec.accepted) >= len(self.events), 90
+            )
+            partitions = self.settings.kafka.topic_partitions
+            self.wait(
+                "every record committed",
+                lambda: _group_lag(self.bootstrap, self.group, self.topic, partitions) == 0,
+                30,
+            )
+            yield
+
+    def close(self) -> None:
+        self.stop.set()
+        for thread in self.threads:
+            thread.join(timeout=30)
+        self.check()
+
+    def delivered_once(self) -> list[str]:
+        """The ids the endpoint took, asserted to be each event's once."""
+        ids = [IncidentEvent.model_validate_json(b).event_id for b in self.rec.accepted]
+        assert sorted(ids) == sorted(e.event_id for e in self.events), "each event once"
+        assert self.rec.bad_signatures == 0
+        return ids
+
+
 def test_notify_stays_in_its_group_through_an_outage_longer_than_the_poll_interval(
     kafka_broker: KafkaBroker, service_settings: Settings
 ) -> None:
@@ -240,89 +351,29 @@ def test_notify_stays_in_its_group_through_an_outage_longer_than_the_poll_interv
     partitions paused) while deliveries back off, so it stays in its group, and the
     commits after the endpoint's recovery succeed. Before :func:`polling_sleep` the
     member was dropped after one interval and the commit raised ``CommitFailedError``."""
-    import threading
-
-    from pydantic import SecretStr
-
-    from alerting.clock import SystemClock
-    from alerting.delivery import RetryPolicy
-    from alerting.sinks import WebhookSink
-    from alerting.transport import UrllibTransport
-    from streams.kafka.topics import ensure_topics
-    from streams.runtime.consumers import LoopStats
-    from streams.runtime.notify_consumer import run_notify_consumer
-
-    ensure_topics(service_settings, [kafka_broker.bootstrap])
-    topic = service_settings.topics.alerts
-    group = f"notify-long-{service_settings.worker.app_id}"
-    partitions = service_settings.kafka.topic_partitions
-    events = _incident_events()[:5]
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
-    try:
-        for event in events:
-            producer.send(topic, key=event.key(), value=event.model_dump_json().encode())
-        producer.flush(timeout=30)
-    finally:
-        producer.close()
-    holder = socket.socket()  # bound, not listening: connection refused
-    holder.bind(("127.0.0.1", 0))
-    port = holder.getsockname()[1]
-    rec = Recorder(SECRET.encode())
-    stop = threading.Event()
-    stats = LoopStats()
-    failure: list[BaseException] = []
-
-    def run() -> None:
-        try:
-            run_notify_consumer(
-                kafka_broker.bootstrap,
-                topic,
-                WebhookSink(f"http://127.0.0.1:{port}/hook", SecretStr(SECRET)),
-                dead_letter_topic=service_settings.topics.dead_letter,
-                should_stop=stop.is_set,
-                group_id=group,
-                transport=UrllibTransport(timeout_s=5, use_env_proxy=False),
-                retry=RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=3.0),
-                clock=SystemClock(),
-                stats=stats,
-                consumer_options={
-                    "max_poll_interval_ms": POLL_INTERVAL_MS,
-                    "session_timeout_ms": 6000,
-                    "heartbeat_interval_ms": 1000,
-                },
-            )
-        except BaseException as exc:  # the assertion below reports it
-            failure.append(exc)
-
-    thread = threading.Thread(target=run, daemon=True)
+    group = _NotifyGroup(kafka_broker, service_settings, "long", _incident_events()[:5])
     began = time.monotonic()
-    thread.start()
+    group.member(
+        LoopStats(),
+        RetryPolicy(max_attempts=3, initial_backoff_s=0.5, max_backoff_s=3.0),
+        {
+            "max_poll_interval_ms": POLL_INTERVAL_MS,
+            "session_timeout_ms": 6000,
+            "heartbeat_interval_ms": 1000,
+        },
+    )
     try:
         time.sleep(LONG_OUTAGE_S)
-        holder.close()
-        with serve(rec, port=port):
-            deadline = time.monotonic() + 90
-            while len(rec.accepted) < len(events) and time.monotonic() < deadline:
-                assert not failure, f"notify failed: {failure[0]!r}"
-                time.sleep(0.2)
-            wait_for(
-                lambda: _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0,
-                30,
-                "every record committed",
-                Path("/dev/null"),
-            )
+        with group.serve():
+            pass
     finally:
-        stop.set()
-        thread.join(timeout=30)
+        group.close()
     outage = time.monotonic() - began
-    assert not failure, f"notify failed: {failure[0]!r}"
-    ids = [IncidentEvent.model_validate_json(b).event_id for b in rec.accepted]
-    assert sorted(ids) == sorted(e.event_id for e in events), "each event once"
-    assert rec.bad_signatures == 0
+    ids = group.delivered_once()
     print(
         f"checked: endpoint refused for {LONG_OUTAGE_S:.0f} s "
         f"({LONG_OUTAGE_S * 1000 / POLL_INTERVAL_MS:.1f} poll intervals), recovered after "
-        f"{outage:.0f} s; {len(ids)}/{len(events)} delivered once, group lag 0, no exit"
+        f"{outage:.0f} s; {len(ids)}/{len(group.events)} delivered once, group lag 0, no exit"
     )
 
 
@@ -334,98 +385,30 @@ def test_a_member_that_loses_a_partition_mid_backoff_leaves_its_events_to_the_ne
     backoff (``handed_over``), B delivers that partition's events, A the rest, read again
     from where it stood. Before, A went on retrying after the rebalance: when the event it
     held was on B's partition, both paged it."""
-    import threading
-
-    from pydantic import SecretStr
-
-    from alerting.clock import SystemClock
-    from alerting.delivery import RetryPolicy
-    from alerting.sinks import WebhookSink
-    from alerting.transport import UrllibTransport
-    from streams.kafka.topics import ensure_topics
-    from streams.runtime.consumers import LoopStats
-    from streams.runtime.notify_consumer import HANDED_OVER, run_notify_consumer
-
-    ensure_topics(service_settings, [kafka_broker.bootstrap])
-    topic = service_settings.topics.alerts
-    group = f"notify-handover-{service_settings.worker.app_id}"
-    partitions = service_settings.kafka.topic_partitions
-    events = _incident_events()[:12]
-    producer = KafkaProducer(bootstrap_servers=kafka_broker.bootstrap, acks="all")
-    try:
-        for event in events:
-            producer.send(topic, key=event.key(), value=event.model_dump_json().encode())
-        producer.flush(timeout=30)
-    finally:
-        producer.close()
-    holder = socket.socket()  # bound, not listening: connection refused
-    holder.bind(("127.0.0.1", 0))
-    port = holder.getsockname()[1]
-    rec = Recorder(SECRET.encode())
-    stop = threading.Event()
+    group = _NotifyGroup(kafka_broker, service_settings, "handover", _incident_events()[:12])
     stats = {"a": LoopStats(), "b": LoopStats()}
     polled: dict[str, list[tuple[int, bool]]] = {"a": [], "b": []}
-    failure: list[BaseException] = []
+    retry = RetryPolicy(max_attempts=10_000, initial_backoff_s=0.5, max_backoff_s=2.0)
+    options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
 
-    def member(name: str) -> threading.Thread:
-        def run() -> None:
-            try:
-                run_notify_consumer(
-                    kafka_broker.bootstrap,
-                    topic,
-                    WebhookSink(f"http://127.0.0.1:{port}/hook", SecretStr(SECRET)),
-                    dead_letter_topic=service_settings.topics.dead_letter,
-                    should_stop=stop.is_set,
-                    group_id=group,
-                    transport=UrllibTransport(timeout_s=5, use_env_proxy=False),
-                    retry=RetryPolicy(
-                        max_attempts=10_000, initial_backoff_s=0.5, max_backoff_s=2.0
-                    ),
-                    clock=SystemClock(),
-                    stats=stats[name],
-                    on_poll=lambda n, assigned: polled[name].append((n, assigned)),
-                    consumer_options={"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000},
-                )
-            except BaseException as exc:  # the assertion below reports it
-                failure.append(exc)
+    def member(name: str) -> None:
+        group.member(stats[name], retry, options, lambda n, a: polled[name].append((n, a)))
 
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        return thread
-
-    def each(what: str, done: Callable[[], bool], timeout_s: float) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not done():
-            assert not failure, f"notify failed: {failure[0]!r}"
-            assert time.monotonic() < deadline, f"timed out waiting for {what}"
-            time.sleep(0.2)
-
-    threads = [member("a")]
+    member("a")
     try:
-        each("A to read its first events", lambda: any(n for n, _ in polled["a"]), 120)
-        threads.append(member("b"))
-        each("A to hand a partition over", lambda: HANDED_OVER in stats["a"].outcomes, 120)
-        holder.close()
-        with serve(rec, port=port):
-            each("every event delivered", lambda: len(rec.accepted) >= len(events), 120)
-            each(
-                "every record committed",
-                lambda: _group_lag(kafka_broker.bootstrap, group, topic, partitions) == 0,
-                60,
-            )
+        group.wait("A to read its first events", lambda: any(n for n, _ in polled["a"]), 120)
+        member("b")
+        group.wait("A to hand a partition over", lambda: HANDED_OVER in stats["a"].outcomes, 120)
+        with group.serve():
             time.sleep(3)  # a second delivery of a handed-over event would come now
     finally:
-        stop.set()
-        for thread in threads:
-            thread.join(timeout=30)
-    assert not failure, f"notify failed: {failure[0]!r}"
-    ids = [IncidentEvent.model_validate_json(b).event_id for b in rec.accepted]
-    assert sorted(ids) == sorted(e.event_id for e in events), "each event once"
+        group.close()
+    ids = group.delivered_once()
     delivered = {m: s.outcomes.get("delivered", 0) for m, s in stats.items()}
     assert delivered["a"] > 0, delivered
     assert delivered["b"] > 0, delivered
     print(
         f"checked: A handed over {stats['a'].outcomes[HANDED_OVER]} delivery on the rebalance; "
-        f"{len(ids)}/{len(events)} events delivered once (A {delivered['a']}, "
+        f"{len(ids)}/{len(group.events)} events delivered once (A {delivered['a']}, "
         f"B {delivered['b']}), group lag 0"
     )
