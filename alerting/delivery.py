@@ -10,12 +10,11 @@ sends it; a :class:`DeliveryRunner` (here) owns the policy:
   injected dead-letter callback with the reason. An event is either delivered or
   dead-lettered, never dropped; if the dead-letter callback raises, the exception
   propagates so the caller does not commit the input offset;
-* an event already delivered (or dead-lettered) is skipped as a duplicate, so
-  at-least-once input is not sent twice (an event id names its incident's step); so is an
-  event of an incident older than one already handled (a lower ``sequence``, ``stale``:
-  a copy of an update that a worker's at-least-once redelivery published after the
-  incident's resolve would page it again, and nothing would resolve that). The highest
-  sequence per incident is taken up from the delivery-state topic at start
+* event ids already delivered (or dead-lettered) are skipped, so at-least-once input is
+  not sent twice; so is an event of an incident older than one already handled (a lower
+  ``sequence``: a copy of an update that a worker's at-least-once redelivery published
+  after the incident's resolve would page it again, and nothing would resolve that). The
+  highest sequence per incident is taken up from the delivery-state topic at start
   (:func:`handled_sequences`), so this holds across restarts;
 * replayed incidents are not sent to paging sinks.
 
@@ -99,6 +98,32 @@ class FailedDelivery(BaseModel):
     event: IncidentEvent
 
 
+class DeliveredLog:
+    """Bounded, insertion-ordered set of event ids already handled by a sink."""
+
+    def __init__(self, capacity: int = 100_000) -> None:
+        self.capacity = capacity
+        self._ids: OrderedDict[str, None] = OrderedDict()
+
+    def __contains__(self, event_id: object) -> bool:
+        return event_id in self._ids
+
+    def __len__(self) -> int:
+        return len(self._ids)
+
+    def add(self, event_id: str) -> None:
+        self._ids[event_id] = None
+        self._ids.move_to_end(event_id)
+        while len(self._ids) > self.capacity:
+            self._ids.popitem(last=False)
+
+    def get_state(self) -> list[str]:
+        return list(self._ids)
+
+    def set_state(self, ids: list[str]) -> None:
+        self._ids = OrderedDict((i, None) for i in ids[-self.capacity :])
+
+
 class HandledSequences:
     """Bounded map of incident id -> the highest ``sequence`` of its events a sink has
     handled (delivered, dead-lettered or skipped as a replay), oldest incidents forgotten
@@ -159,6 +184,7 @@ class DeliveryRunner:
         sleep: Callable[[float], None],
         clock: Clock,
         retry: RetryPolicy | None = None,
+        delivered: DeliveredLog | None = None,
         handled: HandledSequences | None = None,
         on_state: Callable[[DeliveryState], None] | None = None,
     ) -> None:
@@ -171,13 +197,14 @@ class DeliveryRunner:
         self.sleep = sleep
         self.clock = clock
         self.retry = retry or RetryPolicy()
+        self.delivered = delivered if delivered is not None else DeliveredLog()
         self.handled = handled if handled is not None else HandledSequences()
 
     def deliver(self, event: IncidentEvent) -> DeliveryOutcome:
         """Deliver ``event`` once: retried while :attr:`retry` allows, else dead-lettered."""
+        if event.event_id in self.delivered:
+            return DeliveryOutcome.DUPLICATE
         if self.handled.covers(event):
-            if self.handled.get(event.incident_id) == event.sequence:
-                return DeliveryOutcome.DUPLICATE  # this very event (its id is the step's)
             log.info(
                 "%s: skipped %s (%s seq %d): seq %d of that incident was handled already",
                 self.sink.name,
@@ -304,6 +331,7 @@ class DeliveryRunner:
 
     def _handled(self, event: IncidentEvent) -> None:
         """``event`` is done with: neither it nor an older step of its incident goes out."""
+        self.delivered.add(event.event_id)
         self.handled.add(event.incident_id, event.sequence)
 
     def _report(

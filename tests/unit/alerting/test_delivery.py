@@ -7,10 +7,10 @@ import pytest
 from pydantic import SecretStr
 
 from alerting.delivery import (
+    DeliveredLog,
     DeliveryOutcome,
     DeliveryRunner,
     FailedDelivery,
-    HandledSequences,
     RetryPolicy,
 )
 from alerting.engine import IncidentEngine
@@ -145,7 +145,7 @@ def test_failing_dead_letter_propagates_and_event_is_not_marked() -> None:
     ev = _event()
     with pytest.raises(RuntimeError, match="dlq down"):
         runner.deliver(ev)
-    assert runner.handled.get(ev.incident_id) is None
+    assert ev.event_id not in runner.delivered
     assert runner.deliver(ev) == DeliveryOutcome.DELIVERED
 
 
@@ -181,15 +181,15 @@ def test_webhook_request_is_signed_and_secrets_never_logged(
         assert secret not in text
 
 
-def test_handled_steps_are_bounded_oldest_incident_first() -> None:
-    handled = HandledSequences(capacity=3)
+def test_delivered_log_is_bounded_and_round_trips() -> None:
+    log = DeliveredLog(capacity=3)
     for i in range(5):
-        handled.add(f"inc{i}", 2)
-    assert handled.get("inc0") is None
-    assert handled.get("inc4") == 2
-    handled.add("inc4", 1)  # an older step does not lower what was handled
-    assert handled.get("inc4") == 2
-    assert len(handled) == 3
+        log.add(f"e{i}")
+    assert "e0" not in log
+    assert "e4" in log
+    other = DeliveredLog(capacity=3)
+    other.set_state(log.get_state())
+    assert other.get_state() == ["e2", "e3", "e4"]
 
 
 def test_a_backoff_capped_short_does_not_overflow_in_a_long_outage() -> None:
