@@ -163,8 +163,7 @@ class _AppRoutes:
         except ScopeError as exc:
             raise ActionError(f"{exc} (segment: label=value pairs separated by commas)") from None
         actions = self.console.actions
-        rec = await asyncio.to_thread(
-            actions.silence_record,
+        rec = actions.silence_record(  # checks only: no I/O
             model=form.get("model", ""),
             version=form.get("version"),
             segment=segment,

@@ -283,7 +283,8 @@ class ModelView:
     deploys: list[dict[str, Any]] = field(default_factory=list)
     current_version: str | None = None
     hidden: int = 0
-    """Detector keys of this model past the page's limit, not shown (segment keys go first)."""
+    """Detector keys of this model past the page's limit, not shown (segment keys are the
+    first left out)."""
 
 
 def heat_class(ratio: float | None) -> str:
